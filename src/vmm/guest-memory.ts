@@ -1,0 +1,74 @@
+// Guest physical memory as the host sees it: a list of regions, each backed
+// by a host view (a zero-copy view of an mmap'd file in the VMM, or a plain
+// buffer in unit tests). Every access is bounds-checked: an address outside
+// guest RAM is the guest's error and comes back as a GuestMemoryError, never
+// an out-of-bounds host access.
+
+export class GuestMemoryError extends Error {
+  constructor(readonly gpa: number, readonly length: number) {
+    super(`guest physical range 0x${gpa.toString(16)}+0x${length.toString(16)} is not guest RAM`);
+  }
+}
+
+export interface MemoryRegion {
+  /** First guest physical address of the region. */
+  readonly gpa: number;
+  readonly bytes: Uint8Array;
+}
+
+export class GuestMemory {
+  private readonly regions: MemoryRegion[];
+
+  constructor(regions: MemoryRegion[]) {
+    this.regions = [...regions].sort((a, b) => a.gpa - b.gpa);
+  }
+
+  /** Total bytes of guest RAM across regions. */
+  get size(): number {
+    return this.regions.reduce((n, r) => n + r.bytes.length, 0);
+  }
+
+  /** True when [gpa, gpa+length) lies inside one region. */
+  contains(gpa: number, length: number): boolean {
+    return this.find(gpa, length) !== undefined;
+  }
+
+  /** A live view of [gpa, gpa+length); throws GuestMemoryError when the range
+   * is not wholly inside one RAM region. Writes through it reach the guest. */
+  slice(gpa: number, length: number): Uint8Array {
+    const r = this.find(gpa, length);
+    if (!r) throw new GuestMemoryError(gpa, length);
+    const off = gpa - r.gpa;
+    return r.bytes.subarray(off, off + length);
+  }
+
+  read(gpa: number, length: number): Uint8Array {
+    return Uint8Array.from(this.slice(gpa, length));
+  }
+
+  write(gpa: number, data: Uint8Array): void {
+    this.slice(gpa, data.length).set(data);
+  }
+
+  readU8(gpa: number): number { return this.slice(gpa, 1)[0]; }
+  readU16(gpa: number): number { return this.view(gpa, 2).getUint16(0, true); }
+  readU32(gpa: number): number { return this.view(gpa, 4).getUint32(0, true); }
+  readU64(gpa: number): bigint { return this.view(gpa, 8).getBigUint64(0, true); }
+  writeU8(gpa: number, v: number): void { this.slice(gpa, 1)[0] = v; }
+  writeU16(gpa: number, v: number): void { this.view(gpa, 2).setUint16(0, v, true); }
+  writeU32(gpa: number, v: number): void { this.view(gpa, 4).setUint32(0, v, true); }
+  writeU64(gpa: number, v: bigint): void { this.view(gpa, 8).setBigUint64(0, v, true); }
+
+  private view(gpa: number, length: number): DataView {
+    const s = this.slice(gpa, length);
+    return new DataView(s.buffer, s.byteOffset, length);
+  }
+
+  private find(gpa: number, length: number): MemoryRegion | undefined {
+    if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(length) || gpa < 0 || length < 0) return undefined;
+    for (const r of this.regions) {
+      if (gpa >= r.gpa && gpa + length <= r.gpa + r.bytes.length) return r;
+    }
+    return undefined;
+  }
+}
