@@ -1,0 +1,91 @@
+#!/usr/bin/env node
+// Port-I/O exit round trip: bench-exit.rom performs N `outb` to port 0x80
+// (each one a KVM exit handled in the VMM's userspace). The ROM is patched
+// with two values of N; the cost per exit is the difference of the two wall
+// times divided by the difference of the N's, so start-up and shut-down
+// costs cancel. Each point is the median of REPS runs.
+//
+// Usage: node bench/exit-roundtrip.mjs [--n1 20000] [--n2 200000] [--reps 3]
+//                                      [--only bhyve|qemu] [--no-write]
+// Writes the "exit-roundtrip" section of BENCHMARKS.md (unless --no-write).
+import { parseArgs } from 'node:util';
+import {
+  buildGuests, patchedRom, VMMS, runVmm, describeFailure, median, mdTable, hostInfo, writeSection, TESTDEV_OK,
+} from './lib.mjs';
+
+const { values: opt } = parseArgs({
+  options: {
+    n1: { type: 'string', default: '20000' },
+    n2: { type: 'string', default: '200000' },
+    reps: { type: 'string', default: '3' },
+    only: { type: 'string' },
+    'no-write': { type: 'boolean', default: false },
+  },
+});
+const n1 = Number(opt.n1);
+const n2 = Number(opt.n2);
+const reps = Number(opt.reps);
+if (!(n2 > n1 && n1 >= 0 && reps >= 1)) {
+  console.error('exit-roundtrip: need 0 <= --n1 < --n2 and --reps >= 1');
+  process.exit(4);
+}
+
+await buildGuests();
+const roms = { [n1]: patchedRom('bench-exit', n1), [n2]: patchedRom('bench-exit', n2) };
+
+const rows = [];
+const notes = [];
+for (const [key, vmm] of Object.entries(VMMS)) {
+  if (opt.only && opt.only !== key) continue;
+  const why = vmm.available();
+  if (why) {
+    notes.push(`${vmm.label}: skipped (${why}).`);
+    console.error(`exit-roundtrip: ${key}: skipped (${why})`);
+    continue;
+  }
+  const med = {};
+  let failed = null;
+  for (const n of [n1, n2]) {
+    const times = [];
+    for (let i = 0; i < reps && !failed; i++) {
+      const r = await runVmm(vmm, roms[n]);
+      if (r.code !== TESTDEV_OK || !r.stdout.includes('done')) {
+        failed = `N=${n}: ${describeFailure(r, TESTDEV_OK)}`;
+        break;
+      }
+      times.push(r.wallMs);
+      console.error(`exit-roundtrip: ${key} N=${n} run ${i + 1}: ${r.wallMs.toFixed(1)} ms`);
+    }
+    if (failed) break;
+    med[n] = median(times);
+  }
+  if (failed) {
+    notes.push(`${vmm.label}: skipped, the run failed (${failed}).`);
+    console.error(`exit-roundtrip: ${key}: failed: ${failed}`);
+    continue;
+  }
+  const usPerExit = ((med[n2] - med[n1]) * 1000) / (n2 - n1);
+  rows.push([vmm.label, med[n1].toFixed(0), med[n2].toFixed(0), usPerExit.toFixed(2)]);
+}
+
+const table = mdTable(['VMM', `wall ms, N=${n1}`, `wall ms, N=${n2}`, 'us per exit'], rows);
+console.log(table);
+for (const n of notes) console.log(`\n${n}`);
+
+if (!opt['no-write']) {
+  const body = [
+    '## Port-I/O exit round trip',
+    '',
+    `\`node bench/exit-roundtrip.mjs\` — bench-exit.rom performs N \`outb\` to port 0x80;`,
+    `us per exit = (wall(N=${n2}) - wall(N=${n1})) / ${n2 - n1}, so start-up cost cancels; median of ${reps} runs per point.`,
+    'On kvm_pvm hosts the figure includes KVM\'s emulation of the two loop instructions',
+    '(real-mode code is interpreted), which is the same for both VMMs.',
+    '',
+    `Host: ${await hostInfo()}`,
+    '',
+    rows.length ? table : '_No results._',
+    ...notes.map((n) => `\n${n}`),
+  ].join('\n');
+  writeSection('exit-roundtrip', body);
+  console.error('exit-roundtrip: wrote BENCHMARKS.md');
+}
