@@ -1,0 +1,236 @@
+// The bhyve(8) command line and the bhyve_config(5) variables it maps to.
+// man/bhyve.8 and man/bhyve_config.5 are checked against these tables, so the
+// flag letters and key names here are the documented ones.
+
+export interface OptionInfo {
+  /** The option: one letter for getopt tools, the long name for bhyvectl. */
+  flag: string;
+  /** Name of the option's argument, when it takes one. */
+  arg?: string;
+  description: string;
+  /** bhyve_config(5) variables the option sets. */
+  keys?: string[];
+  /** amd64-only in FreeBSD's bhyve. */
+  amd64?: boolean;
+}
+
+export const BHYVE_OPTIONS: readonly OptionInfo[] = [
+  { flag: 'a', description: 'local APIC is in xAPIC mode (the default; deprecated)', keys: ['x86.x2apic'], amd64: true },
+  { flag: 'A', description: 'accepted for compatibility; ACPI tables are always generated', amd64: true },
+  { flag: 'C', description: 'include guest memory in core files', keys: ['memory.guest_in_core'] },
+  {
+    flag: 'c', arg: '[[cpus=]numcpus][,sockets=n][,cores=n][,threads=n]',
+    description: 'number of vCPUs and/or CPU topology; cpus must equal sockets*cores*threads',
+    keys: ['cpus', 'sockets', 'cores', 'threads'],
+  },
+  { flag: 'D', description: 'destroy the VM on guest-initiated power-off', keys: ['destroy_on_poweroff'] },
+  { flag: 'e', description: 'exit on access to an unemulated I/O port', keys: ['x86.strictio'], amd64: true },
+  { flag: 'f', arg: 'name,string=data|name,file=path', description: 'add a fw_cfg file (QEMU fw_cfg interface, lpc.fwcfg=qemu)' },
+  {
+    flag: 'G', arg: '[w][bind_address:]port',
+    description: 'start a GDB-protocol debug server; w waits for the debugger before the first instruction',
+    keys: ['gdb.address', 'gdb.port', 'gdb.wait'],
+  },
+  { flag: 'H', description: 'vCPUs exit on HLT instead of spinning', keys: ['x86.vmexit_on_hlt'], amd64: true },
+  { flag: 'h', description: 'print usage and exit' },
+  { flag: 'I', description: 'accepted for compatibility; an I/O APIC is always present', amd64: true },
+  { flag: 'k', arg: 'config_file', description: 'read key=value configuration lines from a file' },
+  { flag: 'K', arg: 'layout', description: 'keyboard layout for the PS/2 keyboard', keys: ['keyboard.layout'] },
+  { flag: 'l', arg: 'help|lpcdev[,conf]', description: 'configure an LPC device (com1-com4, bootrom, tpm, pc-testdev)', amd64: true },
+  { flag: 'm', arg: 'memsize[K|k|M|m|G|g|T|t]', description: 'guest memory size (no suffix: MiB; default 256M)', keys: ['memory.size'] },
+  {
+    flag: 'n', arg: 'id=N,size=S,cpus=C[,domain_policy=P]',
+    description: 'define a guest NUMA domain', keys: ['domains.N.size', 'domains.N.cpus', 'domains.N.domain_policy'], amd64: true,
+  },
+  { flag: 'o', arg: 'var=value', description: 'set a bhyve_config(5) variable' },
+  { flag: 'P', description: 'vCPUs exit on PAUSE', keys: ['x86.vmexit_on_pause'], amd64: true },
+  { flag: 'p', arg: 'vcpu:hostcpu', description: 'pin a vCPU to a host CPU (repeatable)', keys: ['vcpu.N.cpuset'] },
+  { flag: 'r', arg: 'file', description: 'resume a VM from a snapshot file' },
+  { flag: 'S', description: 'wire guest memory', keys: ['memory.wired'] },
+  { flag: 's', arg: 'help|slot,emulation[,conf]', description: 'configure a PCI device; slot is pcislot[:function] or bus:pcislot:function', keys: ['pci.B.S.F.device'] },
+  { flag: 'U', arg: 'uuid', description: 'SMBIOS system UUID', keys: ['uuid'] },
+  { flag: 'u', description: 'RTC keeps UTC time', keys: ['rtc.use_localtime'] },
+  { flag: 'W', description: 'virtio devices use single-vector MSI instead of MSI-X', keys: ['virtio_msix'] },
+  { flag: 'w', description: 'ignore accesses to unimplemented MSRs', keys: ['x86.strictmsr'], amd64: true },
+  { flag: 'x', description: 'local APIC is in x2APIC mode', keys: ['x86.x2apic'], amd64: true },
+  { flag: 'Y', description: 'do not generate MP tables', keys: ['x86.mptable'], amd64: true },
+];
+
+/** The getopt(3) option string for bhyve (amd64, snapshot and NUMA support). */
+export const BHYVE_OPTSTRING = 'aehuwxACDHIPSWYk:f:o:p:G:c:s:m:l:K:U:r:n:';
+
+export interface ConfigKeyInfo {
+  /** Dotted path; N is a number, B.S.F a PCI bus.slot.function. */
+  key: string;
+  default?: string;
+  description: string;
+}
+
+const pci = (k: string, description: string, dflt?: string): ConfigKeyInfo =>
+  ({ key: `pci.B.S.F.${k}`, description, ...(dflt !== undefined ? { default: dflt } : {}) });
+
+export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
+  // Global
+  { key: 'name', description: 'VM name (the vmname operand)' },
+  { key: 'cpus', default: '1', description: 'number of vCPUs' },
+  { key: 'sockets', description: 'CPU sockets (default: cpus)' },
+  { key: 'cores', default: '1', description: 'cores per socket' },
+  { key: 'threads', default: '1', description: 'threads per core' },
+  { key: 'memory.size', default: '256M', description: 'guest memory size' },
+  { key: 'memory.wired', default: 'false', description: 'wire guest memory' },
+  { key: 'memory.guest_in_core', default: 'false', description: 'include guest memory in core files' },
+  { key: 'acpi_tables', default: 'true', description: 'generate ACPI tables' },
+  { key: 'acpi_tables_in_memory', default: 'true', description: 'place ACPI tables in guest memory as well as fw_cfg' },
+  { key: 'destroy_on_poweroff', default: 'false', description: 'destroy the VM on guest power-off' },
+  { key: 'gdb.address', default: 'localhost', description: 'debug server listen address' },
+  { key: 'gdb.port', default: '0', description: 'debug server TCP port (0: no server)' },
+  { key: 'gdb.wait', default: 'false', description: 'wait for a debugger before starting vCPUs' },
+  { key: 'keyboard.layout', description: 'PS/2 keyboard layout' },
+  { key: 'rtc.use_localtime', default: 'true', description: 'RTC keeps local time (false: UTC)' },
+  { key: 'uuid', description: 'SMBIOS system UUID' },
+  { key: 'virtio_msix', default: 'true', description: 'virtio devices use MSI-X' },
+  { key: 'config.dump', default: 'false', description: 'print the configuration and exit' },
+  { key: 'vcpu.N.cpuset', description: 'host CPUs vCPU N may run on (list and ranges)' },
+  { key: 'domains.N.size', description: 'memory of guest NUMA domain N' },
+  { key: 'domains.N.cpus', description: 'vCPUs of guest NUMA domain N' },
+  { key: 'domains.N.domain_policy', description: 'host domainset(9) policy of guest NUMA domain N' },
+  // SMBIOS
+  { key: 'bios.vendor', default: 'BHYVE', description: 'SMBIOS BIOS vendor' },
+  { key: 'bios.version', default: '14.0', description: 'SMBIOS BIOS version' },
+  { key: 'bios.release_date', default: '10/17/2021', description: 'SMBIOS BIOS release date' },
+  { key: 'system.family_name', description: 'SMBIOS system family' },
+  { key: 'system.manufacturer', default: 'FreeBSD', description: 'SMBIOS system manufacturer' },
+  { key: 'system.product_name', default: 'BHYVE', description: 'SMBIOS system product name' },
+  { key: 'system.serial_number', default: 'None', description: 'SMBIOS system serial number' },
+  { key: 'system.sku', description: 'SMBIOS system SKU' },
+  { key: 'system.version', default: '1.0', description: 'SMBIOS system version' },
+  { key: 'board.manufacturer', default: 'FreeBSD', description: 'SMBIOS board manufacturer' },
+  { key: 'board.product_name', default: 'BHYVE', description: 'SMBIOS board product name' },
+  { key: 'board.version', default: '1.0', description: 'SMBIOS board version' },
+  { key: 'board.serial_number', default: 'None', description: 'SMBIOS board serial number' },
+  { key: 'board.asset_tag', description: 'SMBIOS board asset tag' },
+  { key: 'board.location', description: 'SMBIOS board location in chassis' },
+  { key: 'chassis.manufacturer', description: 'SMBIOS chassis manufacturer' },
+  { key: 'chassis.version', description: 'SMBIOS chassis version' },
+  { key: 'chassis.serial_number', description: 'SMBIOS chassis serial number' },
+  { key: 'chassis.asset_tag', description: 'SMBIOS chassis asset tag' },
+  { key: 'chassis.sku', description: 'SMBIOS chassis SKU' },
+  // x86
+  { key: 'x86.mptable', default: 'true', description: 'generate MP tables' },
+  { key: 'x86.x2apic', default: 'false', description: 'local APIC in x2APIC mode' },
+  { key: 'x86.strictio', default: 'false', description: 'exit on access to an unemulated I/O port' },
+  { key: 'x86.strictmsr', default: 'true', description: 'inject #GP on access to an unimplemented MSR' },
+  { key: 'x86.vmexit_on_hlt', default: 'false', description: 'vCPUs exit on HLT' },
+  { key: 'x86.vmexit_on_pause', default: 'false', description: 'vCPUs exit on PAUSE' },
+  {
+    key: 'x86.require_ept_rvi', default: 'true',
+    description: 'refuse to run without hardware nested paging (EPT/RVI); false runs on hosts without it (e.g. shadow paging)',
+  },
+  // PCI devices
+  pci('device', 'device model (emulation name) in this slot'),
+  pci('pcireg.vendor', 'PCI vendor ID override (hex, or host)'),
+  pci('pcireg.device', 'PCI device ID override (hex, or host)'),
+  pci('pcireg.revid', 'PCI revision ID override'),
+  pci('pcireg.subvendor', 'PCI subsystem vendor ID override'),
+  pci('pcireg.subdevice', 'PCI subsystem device ID override'),
+  pci('vendor', 'hostbridge PCI vendor ID', '0x1275'),
+  pci('devid', 'hostbridge PCI device ID', '0x1275'),
+  pci('path', 'backing file or device (block devices, uart, virtio-input, virtio-9p, passthru)'),
+  pci('nocache', 'open a block backend with O_DIRECT', 'false'),
+  pci('nodelete', 'disable TRIM/DELETE on a block device', 'false'),
+  pci('sync', 'open a block backend with O_SYNC', 'false'),
+  pci('direct', 'alias of sync', 'false'),
+  pci('ro', 'read-only block device or share', 'false'),
+  pci('sectorsize', 'logical[/physical] sector size of a block device'),
+  pci('ser', 'serial number (virtio-blk, nvme, ahci port)'),
+  pci('bootindex', 'boot order index of a bootable device'),
+  pci('backend', 'network backend (tapN, vmnetN, netgraph, netmap:ifname, valeX:port, slirp)'),
+  pci('type', 'network backend type (tap, netgraph, netmap)'),
+  pci('mac', 'network device MAC address'),
+  pci('mtu', 'network device MTU', '1500'),
+  pci('peerhook', 'netgraph peer hook'),
+  pci('socket', 'netgraph socket name'),
+  pci('hook', 'netgraph hook', 'vmlink'),
+  pci('maxq', 'nvme maximum number of queues', '16'),
+  pci('qsz', 'nvme queue size', '2058'),
+  pci('ioslots', 'nvme I/O slots', '8'),
+  pci('sectsz', 'nvme sector size (512, 4096 or 8192)'),
+  pci('eui64', 'nvme namespace EUI-64'),
+  pci('dsm', 'nvme dataset management support (auto, enable, disable)', 'auto'),
+  pci('ram', 'nvme RAM-backed namespace size in MiB'),
+  pci('bus', 'passthru host PCI bus'),
+  pci('slot', 'passthru host PCI slot'),
+  pci('func', 'passthru host PCI function'),
+  pci('pptdev', 'passthru host ppt device name'),
+  pci('rom', 'passthru option ROM file'),
+  pci('sharename', 'virtio-9p share name'),
+  pci('port.N.name', 'virtio-console port name'),
+  pci('port.N.path', 'virtio-console port UNIX socket, or ahci port backing file'),
+  pci('port.N.type', 'ahci port type (hd or cd)'),
+  pci('port.N.nmrr', 'ahci port nominal media rotation rate (1: SSD)'),
+  pci('port.N.ser', 'ahci port serial number'),
+  pci('port.N.rev', 'ahci port firmware revision'),
+  pci('port.N.model', 'ahci port model'),
+  pci('dev', 'virtio-scsi CAM target device'),
+  pci('iid', 'virtio-scsi initiator ID'),
+  pci('wait', 'fbuf waits for a VNC client before booting', 'false'),
+  pci('rfb', 'fbuf VNC listen address and port'),
+  pci('tcp', 'alias of rfb'),
+  pci('vga', 'fbuf VGA mode (io, on, off)', 'io'),
+  pci('w', 'fbuf width', '1024'),
+  pci('h', 'fbuf height', '768'),
+  pci('password', 'fbuf VNC password'),
+  pci('play', 'hda playback device'),
+  pci('rec', 'hda recording device'),
+  pci('slot.N.device', 'xhci USB device in slot N (tablet)'),
+  // LPC
+  { key: 'lpc.bootrom', description: 'boot ROM (firmware) image' },
+  { key: 'lpc.bootvars', description: 'UEFI variable store file' },
+  { key: 'lpc.comN.path', description: 'COM1-COM4 backend (stdio, a tty device, tcp=ip:port)' },
+  { key: 'lpc.fwcfg', default: 'bhyve', description: 'firmware configuration interface (bhyve or qemu)' },
+  { key: 'lpc.pc-testdev', default: 'false', description: 'attach the pc-testdev test device' },
+  { key: 'lpc.pcireg.vendor', description: 'LPC bridge PCI vendor ID override' },
+  { key: 'lpc.pcireg.device', description: 'LPC bridge PCI device ID override' },
+  { key: 'tpm.type', description: 'TPM type (passthru or swtpm)' },
+  { key: 'tpm.path', description: 'TPM device or swtpm socket' },
+  { key: 'tpm.version', default: '2.0', description: 'TPM version' },
+];
+
+export const KNOWN_CONFIG_KEYS: readonly string[] = CONFIG_KEYS.map((k) => k.key);
+
+/** bhyve's usage text (bhyve_usage() in amd64/bhyverun_machdep.c). */
+export function bhyveUsage(progname = 'bhyve'): string {
+  const pad = ' '.repeat(progname.length);
+  return (
+    `Usage: ${progname} [-aCDeHhPSuWwxY]\n` +
+    `       ${pad} [-c [[cpus=]numcpus][,sockets=n][,cores=n][,threads=n]]\n` +
+    `       ${pad} [-G port] [-k config_file] [-l lpc] [-m mem] [-o var=value]\n` +
+    `       ${pad} [-p vcpu:hostcpu] [-r file] [-s pci] [-U uuid] vmname\n` +
+    '       -a: local apic is in xAPIC mode (deprecated)\n' +
+    '       -C: include guest memory in core file\n' +
+    '       -c: number of CPUs and/or topology specification\n' +
+    '       -D: destroy on power-off\n' +
+    '       -e: exit on unhandled I/O access\n' +
+    '       -f: add a fw_cfg file\n' +
+    '       -G: start a debug server\n' +
+    '       -H: vmexit from the guest on HLT\n' +
+    '       -h: help\n' +
+    '       -k: key=value flat config file\n' +
+    '       -K: PS2 keyboard layout\n' +
+    '       -l: LPC device configuration\n' +
+    '       -m: memory size\n' +
+    '       -n: NUMA domain specification\n' +
+    "       -o: set config 'var' to 'value'\n" +
+    '       -P: vmexit from the guest on pause\n' +
+    "       -p: pin 'vcpu' to 'hostcpu'\n" +
+    '       -r: path to checkpoint file\n' +
+    '       -S: guest memory cannot be swapped\n' +
+    '       -s: <slot,driver,configinfo> PCI slot config\n' +
+    '       -U: UUID\n' +
+    '       -u: RTC keeps UTC time\n' +
+    '       -W: force virtio to use single-vector MSI\n' +
+    '       -w: ignore unimplemented MSRs\n' +
+    '       -x: local APIC is in x2APIC mode\n' +
+    '       -Y: disable MPtable generation\n'
+  );
+}
