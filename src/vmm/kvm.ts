@@ -1,0 +1,288 @@
+// Thin owning wrappers over /dev/kvm: the system handle, a VM and a vCPU.
+// They own file descriptors and mappings and translate structures between
+// the byte layouts of kvm-abi.ts and plain objects. No policy lives here.
+
+import fs from 'node:fs';
+import {
+  CAP, CPUID_ENTRY, DTABLE, ENABLE_CAP, IRQ_LEVEL, KVM, KVM_RUN_OFF, MSI, REGS_ORDER, SEGMENT, SIZEOF, SREGS,
+  STATS_DESC, STATS_HEADER, USERSPACE_MEMORY_REGION, MEM_READONLY, type RegName,
+} from './kvm-abi.js';
+import { ioctl, ioctlRaw, ioctlValue, mmap, PROT_READ, PROT_WRITE, SysError, type Mapping } from './libc.js';
+
+export interface CpuidEntry {
+  function: number; index: number; flags: number; eax: number; ebx: number; ecx: number; edx: number;
+}
+
+export type Regs = Record<RegName, bigint>;
+
+export interface Segment {
+  base: bigint; limit: number; selector: number; type: number; present: number; dpl: number;
+  db: number; s: number; l: number; g: number; avl: number; unusable: number;
+}
+export interface DescriptorTable { base: bigint; limit: number }
+export interface Sregs {
+  cs: Segment; ds: Segment; es: Segment; fs: Segment; gs: Segment; ss: Segment; tr: Segment; ldt: Segment;
+  gdt: DescriptorTable; idt: DescriptorTable;
+  cr0: bigint; cr2: bigint; cr3: bigint; cr4: bigint; cr8: bigint; efer: bigint; apic_base: bigint;
+}
+const SEGMENT_NAMES = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt'] as const;
+const CONTROL_NAMES = ['cr0', 'cr2', 'cr3', 'cr4', 'cr8', 'efer', 'apic_base'] as const;
+
+/** Why /dev/kvm could not be used, phrased for the user. */
+export class KvmUnavailableError extends Error {}
+
+export class Kvm {
+  private constructor(readonly fd: number, readonly path: string) {}
+
+  static open(path = '/dev/kvm'): Kvm {
+    let fd: number;
+    try {
+      fd = fs.openSync(path, fs.constants.O_RDWR);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') {
+        throw new KvmUnavailableError(`${path} does not exist: load the kvm module (kvm_intel or kvm_amd) or enable virtualization in the firmware`);
+      }
+      if (code === 'EACCES' || code === 'EPERM') {
+        throw new KvmUnavailableError(`no permission to open ${path}: run as root or add the user to the group owning ${path} (usually 'kvm')`);
+      }
+      throw new KvmUnavailableError(`cannot open ${path}: ${(e as Error).message}`);
+    }
+    return new Kvm(fd, path);
+  }
+
+  apiVersion(): number { return ioctlValue(this.fd, KVM.GET_API_VERSION, 0, 'KVM_GET_API_VERSION'); }
+
+  /** KVM_CHECK_EXTENSION: 0 when absent, else a capability-specific value. */
+  checkExtension(cap: number): number {
+    const r = ioctlRaw(this.fd, KVM.CHECK_EXTENSION, cap);
+    return r < 0 ? 0 : r;
+  }
+
+  vcpuMmapSize(): number { return ioctlValue(this.fd, KVM.GET_VCPU_MMAP_SIZE, 0, 'KVM_GET_VCPU_MMAP_SIZE'); }
+
+  supportedCpuid(): CpuidEntry[] {
+    const max = 256;
+    const buf = new Uint8Array(SIZEOF.kvm_cpuid2 + max * SIZEOF.kvm_cpuid_entry2);
+    new DataView(buf.buffer).setUint32(0, max, true);
+    ioctl(this.fd, KVM.GET_SUPPORTED_CPUID, buf, 'KVM_GET_SUPPORTED_CPUID');
+    return decodeCpuid(buf);
+  }
+
+  createVm(): Vm {
+    return new Vm(this, ioctlValue(this.fd, KVM.CREATE_VM, 0, 'KVM_CREATE_VM'));
+  }
+
+  close(): void { fs.closeSync(this.fd); }
+}
+
+export class Vm {
+  constructor(readonly kvm: Kvm | null, readonly fd: number) {}
+
+  checkExtension(cap: number): number {
+    const r = ioctlRaw(this.fd, KVM.CHECK_EXTENSION, cap);
+    return r < 0 ? 0 : r;
+  }
+
+  setTssAddr(gpa: number): void { ioctlValue(this.fd, KVM.SET_TSS_ADDR, gpa, 'KVM_SET_TSS_ADDR'); }
+
+  setIdentityMapAddr(gpa: number): void {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, BigInt(gpa), true);
+    ioctl(this.fd, KVM.SET_IDENTITY_MAP_ADDR, b, 'KVM_SET_IDENTITY_MAP_ADDR');
+  }
+
+  createIrqchip(): void { ioctl(this.fd, KVM.CREATE_IRQCHIP, null, 'KVM_CREATE_IRQCHIP'); }
+
+  createPit2(flags: number): void {
+    const b = new Uint8Array(SIZEOF.kvm_pit_config);
+    new DataView(b.buffer).setUint32(0, flags, true);
+    ioctl(this.fd, KVM.CREATE_PIT2, b, 'KVM_CREATE_PIT2');
+  }
+
+  setMemoryRegion(slot: number, gpa: number, size: number, hostAddress: bigint, readonly: boolean): void {
+    const b = new Uint8Array(SIZEOF.kvm_userspace_memory_region);
+    const v = new DataView(b.buffer);
+    v.setUint32(USERSPACE_MEMORY_REGION.slot, slot, true);
+    v.setUint32(USERSPACE_MEMORY_REGION.flags, readonly ? MEM_READONLY : 0, true);
+    v.setBigUint64(USERSPACE_MEMORY_REGION.guest_phys_addr, BigInt(gpa), true);
+    v.setBigUint64(USERSPACE_MEMORY_REGION.memory_size, BigInt(size), true);
+    v.setBigUint64(USERSPACE_MEMORY_REGION.userspace_addr, hostAddress, true);
+    ioctl(this.fd, KVM.SET_USER_MEMORY_REGION, b, `KVM_SET_USER_MEMORY_REGION (slot ${slot} at 0x${gpa.toString(16)})`);
+  }
+
+  enableCap(cap: number, args: bigint[]): void {
+    const b = new Uint8Array(SIZEOF.kvm_enable_cap);
+    const v = new DataView(b.buffer);
+    v.setUint32(ENABLE_CAP.cap, cap, true);
+    args.forEach((a, i) => v.setBigUint64(ENABLE_CAP.args + 8 * i, a, true));
+    ioctl(this.fd, KVM.ENABLE_CAP, b, `KVM_ENABLE_CAP ${cap}`);
+  }
+
+  // Interrupt injection is called from device threads; reuse one buffer per VM
+  // object (each thread builds its own Vm view, so no sharing across threads).
+  private readonly irqBuf = new Uint8Array(SIZEOF.kvm_irq_level);
+  private readonly msiBuf = new Uint8Array(SIZEOF.kvm_msi);
+
+  irqLine(gsi: number, level: boolean): void {
+    const v = new DataView(this.irqBuf.buffer);
+    v.setUint32(IRQ_LEVEL.irq, gsi, true);
+    v.setUint32(IRQ_LEVEL.level, level ? 1 : 0, true);
+    ioctl(this.fd, KVM.IRQ_LINE, this.irqBuf, 'KVM_IRQ_LINE');
+  }
+
+  signalMsi(address: number, data: number): void {
+    this.msiBuf.fill(0);
+    const v = new DataView(this.msiBuf.buffer);
+    v.setUint32(MSI.address_lo, address >>> 0, true);
+    v.setUint32(MSI.address_hi, Math.floor(address / 0x100000000) >>> 0, true);
+    v.setUint32(MSI.data, data >>> 0, true);
+    ioctl(this.fd, KVM.SIGNAL_MSI, this.msiBuf, 'KVM_SIGNAL_MSI');
+  }
+
+  createVcpu(id: number): number {
+    return ioctlValue(this.fd, KVM.CREATE_VCPU, id, `KVM_CREATE_VCPU ${id}`);
+  }
+}
+
+/** A vCPU as used by the thread that runs it (or inspects it while stopped). */
+export class Vcpu {
+  readonly run: Mapping;
+  readonly runView: DataView;
+
+  constructor(readonly fd: number, mmapSize: number, readonly id: number) {
+    this.run = mmap(mmapSize, PROT_READ | PROT_WRITE, fd, 0, `kvm_run of vCPU ${id}`);
+    this.runView = new DataView(this.run.bytes.buffer, this.run.bytes.byteOffset, mmapSize);
+  }
+
+  /** One KVM_RUN; returns 0 or -errno (EINTR when kicked). */
+  enter(): number { return ioctlRaw(this.fd, KVM.RUN, 0); }
+
+  get exitReason(): number { return this.runView.getUint32(KVM_RUN_OFF.exit_reason, true); }
+
+  set immediateExit(v: boolean) { this.runView.setUint8(KVM_RUN_OFF.immediate_exit, v ? 1 : 0); }
+
+  getRegs(): Regs {
+    const b = new Uint8Array(SIZEOF.kvm_regs);
+    ioctl(this.fd, KVM.GET_REGS, b, 'KVM_GET_REGS');
+    const v = new DataView(b.buffer);
+    const out = {} as Regs;
+    REGS_ORDER.forEach((n, i) => { out[n] = v.getBigUint64(8 * i, true); });
+    return out;
+  }
+
+  setRegs(r: Regs): void {
+    const b = new Uint8Array(SIZEOF.kvm_regs);
+    const v = new DataView(b.buffer);
+    REGS_ORDER.forEach((n, i) => v.setBigUint64(8 * i, r[n], true));
+    ioctl(this.fd, KVM.SET_REGS, b, 'KVM_SET_REGS');
+  }
+
+  getSregs(): Sregs {
+    const b = new Uint8Array(SIZEOF.kvm_sregs);
+    ioctl(this.fd, KVM.GET_SREGS, b, 'KVM_GET_SREGS');
+    return decodeSregs(new DataView(b.buffer));
+  }
+
+  setCpuid(entries: CpuidEntry[]): void {
+    const b = new Uint8Array(SIZEOF.kvm_cpuid2 + entries.length * SIZEOF.kvm_cpuid_entry2);
+    const v = new DataView(b.buffer);
+    v.setUint32(0, entries.length, true);
+    entries.forEach((e, i) => {
+      const o = SIZEOF.kvm_cpuid2 + i * SIZEOF.kvm_cpuid_entry2;
+      for (const k of ['function', 'index', 'flags', 'eax', 'ebx', 'ecx', 'edx'] as const) {
+        v.setUint32(o + CPUID_ENTRY[k], e[k] >>> 0, true);
+      }
+    });
+    ioctl(this.fd, KVM.SET_CPUID2, b, 'KVM_SET_CPUID2');
+  }
+
+  getMpState(): number {
+    const b = new Uint8Array(SIZEOF.kvm_mp_state);
+    ioctl(this.fd, KVM.GET_MP_STATE, b, 'KVM_GET_MP_STATE');
+    return new DataView(b.buffer).getUint32(0, true);
+  }
+
+  nmi(): void { ioctl(this.fd, KVM.NMI, null, 'KVM_NMI'); }
+
+  /** The binary statistics fd (KVM_GET_STATS_FD), or -1 when unsupported. */
+  statsFd(): number {
+    const r = ioctlRaw(this.fd, KVM.GET_STATS_FD, 0);
+    return r < 0 ? -1 : r;
+  }
+}
+
+export function decodeCpuid(buf: Uint8Array): CpuidEntry[] {
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const n = v.getUint32(0, true);
+  const out: CpuidEntry[] = [];
+  for (let i = 0; i < n; i++) {
+    const o = SIZEOF.kvm_cpuid2 + i * SIZEOF.kvm_cpuid_entry2;
+    out.push({
+      function: v.getUint32(o + CPUID_ENTRY.function, true),
+      index: v.getUint32(o + CPUID_ENTRY.index, true),
+      flags: v.getUint32(o + CPUID_ENTRY.flags, true),
+      eax: v.getUint32(o + CPUID_ENTRY.eax, true),
+      ebx: v.getUint32(o + CPUID_ENTRY.ebx, true),
+      ecx: v.getUint32(o + CPUID_ENTRY.ecx, true),
+      edx: v.getUint32(o + CPUID_ENTRY.edx, true),
+    });
+  }
+  return out;
+}
+
+function decodeSegment(v: DataView, o: number): Segment {
+  const u8 = (k: keyof typeof SEGMENT): number => v.getUint8(o + SEGMENT[k]);
+  return {
+    base: v.getBigUint64(o + SEGMENT.base, true),
+    limit: v.getUint32(o + SEGMENT.limit, true),
+    selector: v.getUint16(o + SEGMENT.selector, true),
+    type: u8('type'), present: u8('present'), dpl: u8('dpl'), db: u8('db'), s: u8('s'), l: u8('l'), g: u8('g'),
+    avl: u8('avl'), unusable: u8('unusable'),
+  };
+}
+
+export function decodeSregs(v: DataView): Sregs {
+  const out = {} as Sregs;
+  for (const n of SEGMENT_NAMES) out[n] = decodeSegment(v, SREGS[n]);
+  out.gdt = { base: v.getBigUint64(SREGS.gdt + DTABLE.base, true), limit: v.getUint16(SREGS.gdt + DTABLE.limit, true) };
+  out.idt = { base: v.getBigUint64(SREGS.idt + DTABLE.base, true), limit: v.getUint16(SREGS.idt + DTABLE.limit, true) };
+  for (const n of CONTROL_NAMES) out[n] = v.getBigUint64(SREGS[n], true);
+  return out;
+}
+
+/** Reads KVM's binary statistics (Documentation/virt/kvm/api.rst, 4.133). */
+export class KvmStats {
+  private readonly offsets = new Map<string, number>();
+  private readonly dataOffset: number;
+  private readonly buf = Buffer.alloc(8);
+
+  constructor(readonly fd: number) {
+    const hdr = Buffer.alloc(SIZEOF.kvm_stats_header);
+    fs.readSync(fd, hdr, 0, hdr.length, 0);
+    const nameSize = hdr.readUInt32LE(STATS_HEADER.name_size);
+    const num = hdr.readUInt32LE(STATS_HEADER.num_desc);
+    const descOffset = hdr.readUInt32LE(STATS_HEADER.desc_offset);
+    this.dataOffset = hdr.readUInt32LE(STATS_HEADER.data_offset);
+    const descSize = SIZEOF.kvm_stats_desc + nameSize;
+    const d = Buffer.alloc(descSize * num);
+    fs.readSync(fd, d, 0, d.length, descOffset);
+    for (let i = 0; i < num; i++) {
+      const o = i * descSize;
+      const name = d.toString('latin1', o + STATS_DESC.name, o + STATS_DESC.name + nameSize).replace(/\0.*$/s, '');
+      this.offsets.set(name, d.readUInt32LE(o + STATS_DESC.offset));
+    }
+  }
+
+  names(): string[] { return [...this.offsets.keys()]; }
+
+  /** The first 64-bit value of a statistic, or undefined when KVM lacks it. */
+  read(name: string): bigint | undefined {
+    const off = this.offsets.get(name);
+    if (off === undefined) return undefined;
+    fs.readSync(this.fd, this.buf, 0, 8, this.dataOffset + off);
+    return this.buf.readBigUInt64LE(0);
+  }
+}
+
+export { CAP, SysError };

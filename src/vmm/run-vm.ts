@@ -1,0 +1,315 @@
+// `bhyve`'s run: from a frozen config tree to a running VM and back to a
+// bhyve(8) exit status. The main thread is the control plane (signals, host
+// backends, the halt watchdog); each vCPU runs on its own worker thread.
+
+import fs from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { parseMemorySize } from '../config/size.js';
+import { ConfigTree } from '../config/tree.js';
+import { openUartBackend, restoreTerminal, type UartBackendHost, type UartStreamTransfer } from '../devices/lpc/uart-backend.js';
+import { Mailbox } from './ap-mailbox.js';
+import { loadBootrom, type BootromSegment } from './bootrom.js';
+import { buildCpuid, type Topology } from './cpuid.js';
+import { EXIT_ERROR, exitStatusOf, type ExitRequest } from './exit-status.js';
+import {
+  CAP, IDENTITY_MAP_ADDR, MSR_EXIT_REASON_UNKNOWN, PIT_SPEAKER_DUMMY, TSS_ADDR,
+} from './kvm-abi.js';
+import { Kvm, KvmStats, Vcpu, type Vm } from './kvm.js';
+import {
+  madvise, MADV_DODUMP, MADV_DONTDUMP, mlock, mmap, PROT_READ, PROT_WRITE, type Mapping,
+} from './libc.js';
+import { computeLayout, HIGHMEM_BASE, type MemoryLayout } from './memory-map.js';
+import { checkRequirements, probeHost } from './probe.js';
+import { DEVICE_REQUEST, Kicker, VCPU_STATE, VcpuControl } from './vcpu-control.js';
+import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
+import { VmObject } from './vm-object.js';
+
+/** A failure to set the VM up, reported to the user as one line. */
+export class VmSetupError extends Error {}
+
+const HALT_WATCH_MS = 100;
+const STOP_GRACE_MS = 2000;
+
+const SLOT_LOWMEM = 0;
+const SLOT_HIGHMEM = 1;
+const SLOT_BOOTROM = 2;
+
+function intKey(config: ConfigTree, key: string, dflt: number): number {
+  const v = config.get(key);
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new VmSetupError(`invalid ${key} '${v}'`);
+  return n;
+}
+
+function parseCpuset(spec: string, key: string): number[] {
+  const out: number[] = [];
+  for (const part of spec.split(',')) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
+    if (!m) throw new VmSetupError(`invalid host CPU set '${spec}' in ${key}`);
+    const lo = Number(m[1]);
+    const hi = m[2] === undefined ? lo : Number(m[2]);
+    for (let c = lo; c <= hi; c++) out.push(c);
+  }
+  return out;
+}
+
+interface Machine {
+  vmObject: VmObject;
+  kvm: Kvm;
+  vm: Vm;
+  memory: Mapping;
+  layout: MemoryLayout;
+  bootrom: Array<{ seg: BootromSegment; map: Mapping }>;
+  vcpus: Vcpu[];
+}
+
+function setUpMemory(vm: Vm, vmObject: VmObject, layout: MemoryLayout, config: ConfigTree): Mapping {
+  const fd = fs.openSync(vmObject.memoryPath, 'r+');
+  let memory: Mapping;
+  try {
+    memory = mmap(layout.lowmem + layout.highmem, PROT_READ | PROT_WRITE, fd, 0, 'guest memory');
+  } finally {
+    fs.closeSync(fd);
+  }
+  vm.setMemoryRegion(SLOT_LOWMEM, 0, layout.lowmem, memory.address, false);
+  if (layout.highmem > 0) {
+    vm.setMemoryRegion(SLOT_HIGHMEM, HIGHMEM_BASE, layout.highmem, memory.address + BigInt(layout.lowmem), false);
+  }
+  if (config.getBool('memory.wired', false)) {
+    try {
+      mlock(memory);
+    } catch (e) {
+      throw new VmSetupError(`cannot wire guest memory (-S): ${(e as Error).message}; raise the locked-memory limit (ulimit -l)`);
+    }
+  }
+  // bhyve leaves guest memory out of core dumps unless -C.
+  madvise(memory, config.getBool('memory.guest_in_core', false) ? MADV_DODUMP : MADV_DONTDUMP);
+  return memory;
+}
+
+function setUpBootrom(vm: Vm, config: ConfigTree): Array<{ seg: BootromSegment; map: Mapping }> {
+  const rom = config.get('lpc.bootrom');
+  if (rom === undefined) {
+    throw new VmSetupError('nothing to boot: give a boot ROM with -l bootrom,ROMFILE (loading kernels with bhyveload is not supported yet)');
+  }
+  const segs = loadBootrom(rom, config.get('lpc.bootvars'));
+  return segs.map((seg, i) => {
+    const map = mmap(seg.size, PROT_READ | (seg.kind === 'vars' ? PROT_WRITE : 0), seg.fd, 0, seg.path);
+    // Read-only to the guest: writes exit to us as MMIO (ROM: ignored).
+    vm.setMemoryRegion(SLOT_BOOTROM + i, seg.gpa, seg.size, map.address, true);
+    return { seg, map };
+  });
+}
+
+function createMachine(config: ConfigTree): { machine: Machine; topo: Topology; ncpus: number; warnings: string[] } {
+  const name = config.get('name');
+  if (!name) throw new VmSetupError('no VM name given');
+  const memsize = parseMemorySize(config.get('memory.size') ?? '256M');
+  const topo: Topology = {
+    sockets: intKey(config, 'sockets', 1),
+    cores: intKey(config, 'cores', 1),
+    threads: intKey(config, 'threads', 1),
+  };
+  const ncpus = intKey(config, 'cpus', topo.sockets * topo.cores * topo.threads);
+
+  const kvm = Kvm.open(process.env.BHYVE_KVM_DEVICE ?? '/dev/kvm');
+  const caps = probeHost(kvm);
+  const warnings = checkRequirements(caps, config.getBool('x86.require_ept_rvi', true));
+  if (ncpus > caps.maxVcpus) throw new VmSetupError(`${ncpus} vCPUs requested but this host's KVM allows at most ${caps.maxVcpus}`);
+
+  const layout = computeLayout(memsize);
+  const vmObject = VmObject.openOrCreate(name, memsize);
+  try {
+    vmObject.lock();
+  } catch (e) {
+    throw new VmSetupError((e as Error).message);
+  }
+  try {
+    const vm = kvm.createVm();
+    vm.setTssAddr(TSS_ADDR);
+    vm.setIdentityMapAddr(IDENTITY_MAP_ADDR);
+    vm.createIrqchip();
+    vm.createPit2(PIT_SPEAKER_DUMMY);
+    if (!config.getBool('x86.strictmsr', true)) {
+      if (!caps.userSpaceMsr) warnings.push('warning: x86.strictmsr=false needs KVM_CAP_X86_USER_SPACE_MSR, which this host lacks; unknown MSRs still fault');
+      else vm.enableCap(CAP.X86_USER_SPACE_MSR, [BigInt(MSR_EXIT_REASON_UNKNOWN)]);
+    }
+    const memory = setUpMemory(vm, vmObject, layout, config);
+    const bootrom = setUpBootrom(vm, config);
+    const supported = kvm.supportedCpuid();
+    const x2apic = config.getBool('x86.x2apic', false);
+    const mmapSize = kvm.vcpuMmapSize();
+    const vcpus: Vcpu[] = [];
+    for (let i = 0; i < ncpus; i++) {
+      const v = new Vcpu(vm.createVcpu(i), mmapSize, i);
+      v.setCpuid(buildCpuid(supported, i, topo, x2apic));
+      vcpus.push(v);
+    }
+    return { machine: { vmObject, kvm, vm, memory, layout, bootrom, vcpus }, topo, ncpus, warnings };
+  } catch (e) {
+    if (vmObject.createdHere) vmObject.destroy(); else vmObject.unlock();
+    throw e;
+  }
+}
+
+/** Runs the VM described by `config`; resolves to bhyve(8)'s exit status. */
+export async function runVm(config: ConfigTree): Promise<number> {
+  const { machine, ncpus, warnings } = createMachine(config);
+  for (const w of warnings) process.stderr.write(`bhyve: ${w}\n`);
+
+  const control = VcpuControl.create(ncpus);
+  const kicker = new Kicker(control, new Map(machine.vcpus.map((v, i) => [i, v])));
+  const kickDeviceThread = (bits: number): void => { control.addDeviceRequest(bits); kicker.kick(0); };
+  // The kick signal; libuv's handler is harmless on any thread.
+  const onKickSignal = (): void => {};
+  process.on('SIGUSR2', onKickSignal);
+
+  const backends: UartBackendHost[] = [];
+  const workers: Worker[] = [];
+  let outcome: ExitRequest | undefined;
+  let resolveOutcome!: (r: ExitRequest) => void;
+  const outcomePromise = new Promise<ExitRequest>((r) => { resolveOutcome = r; });
+  const finish = (req: ExitRequest): void => {
+    if (outcome) return;
+    outcome = req;
+    control.stop();
+    kicker.kickAll();
+    resolveOutcome(req);
+  };
+  const claimAndFinish = (req: ExitRequest): void => { if (control.claimExit()) finish(req); };
+
+  const signalHandlers: Array<[NodeJS.Signals, () => void]> = [
+    // SIGTERM presses the ACPI power button, as bhyve does; the guest decides.
+    ['SIGTERM', () => kickDeviceThread(DEVICE_REQUEST.POWER_BUTTON)],
+    ['SIGINT', () => claimAndFinish({ kind: 'error', message: 'interrupted' })],
+    ['SIGHUP', () => claimAndFinish({ kind: 'error', message: 'hangup' })],
+  ];
+  for (const [sig, h] of signalHandlers) process.on(sig, h);
+
+  let watchdog: NodeJS.Timeout | undefined;
+  const stats: Array<KvmStats | undefined> = [];
+  try {
+    const streams: Record<string, UartStreamTransfer> = {};
+    for (const com of ['com1', 'com2', 'com3', 'com4']) {
+      const path = config.get(`lpc.${com}.path`);
+      if (path === undefined) continue;
+      const host = await openUartBackend(path, () => kickDeviceThread(DEVICE_REQUEST.POLL));
+      backends.push(host);
+      streams[`lpc.${com}`] = host.transfer;
+    }
+
+    const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
+    const started: Promise<void>[] = [];
+    const stoppedAll: Promise<void>[] = [];
+    for (let i = 0; i < ncpus; i++) {
+      const cpusetSpec = config.get(`vcpu.${i}.cpuset`);
+      const data: VcpuThreadData = {
+        id: i,
+        vcpuCount: ncpus,
+        vcpuFd: machine.vcpus[i].fd,
+        bspFd: machine.vcpus[0].fd,
+        vmFd: machine.vm.fd,
+        mmapSize: machine.vcpus[i].run.length,
+        controlSab: control.sab,
+        mailboxes,
+        memoryPath: machine.vmObject.memoryPath,
+        layout: machine.layout,
+        config: config.toJSON(),
+        streams,
+        strictIo: config.getBool('x86.strictio', false),
+        cpuset: cpusetSpec === undefined ? undefined : parseCpuset(cpusetSpec, `vcpu.${i}.cpuset`),
+      };
+      const w = new Worker(new URL('./vcpu-thread.js', import.meta.url), { workerData: data });
+      workers.push(w);
+      started.push(new Promise((resolve, reject) => {
+        w.on('message', (m: VcpuThreadMessage) => {
+          if (m.type === 'ready') resolve();
+          else if (m.type === 'exit') finish(m.request);
+        });
+        w.once('error', (e) => {
+          reject(e);
+          claimAndFinish({ kind: 'error', message: `vCPU ${i}: ${e.message}` });
+        });
+      }));
+      stoppedAll.push(new Promise((resolve) => w.once('exit', () => resolve())));
+    }
+    await Promise.race([Promise.all(started), outcomePromise]);
+    if (!outcome) {
+      for (const v of machine.vcpus) {
+        const fd = v.statsFd();
+        stats.push(fd >= 0 ? new KvmStats(fd) : undefined);
+      }
+      control.go();
+      watchdog = setInterval(() => watchHalts(control, kicker, stats, claimAndFinish), HALT_WATCH_MS);
+    }
+
+    const req = await outcomePromise;
+    if (watchdog) clearInterval(watchdog);
+    const grace = new Promise<void>((r) => setTimeout(r, STOP_GRACE_MS).unref());
+    await Promise.race([Promise.all(stoppedAll), grace]);
+    if (req.kind === 'error') process.stderr.write(`bhyve: ${req.message}\n`);
+    else if (process.env.BHYVE_DEBUG) process.stderr.write(`bhyve: ${describe(req)}\n`);
+    const destroy = machine.vmObject.createdHere
+      || (req.kind === 'poweroff' && config.getBool('destroy_on_poweroff', false));
+    cleanup(machine, destroy);
+    return exitStatusOf(req);
+  } catch (e) {
+    control.stop();
+    kicker.kickAll();
+    cleanup(machine, machine.vmObject.createdHere);
+    throw e;
+  } finally {
+    if (watchdog) clearInterval(watchdog);
+    for (const w of workers) void w.terminate();
+    for (const b of backends) await b.close();
+    restoreTerminal();
+    for (const [sig, h] of signalHandlers) process.off(sig, h);
+    process.off('SIGUSR2', onKickSignal);
+  }
+}
+
+/** Every 100 ms: kick vCPUs that KVM reports blocked so they look at their
+ * own state; when all started vCPUs are halted with interrupts disabled, the
+ * run ends with status 2 as bhyve's does. */
+function watchHalts(
+  control: VcpuControl, kicker: Kicker, stats: Array<KvmStats | undefined>, claim: (r: ExitRequest) => void,
+): void {
+  const n = control.vcpuCount;
+  let allHalted = control.state(0) === VCPU_STATE.HALTED_IF0;
+  for (let i = 0; i < n; i++) {
+    const s = control.state(i);
+    if (s !== VCPU_STATE.HALTED_IF0 && s !== VCPU_STATE.INACTIVE) allHalted = false;
+  }
+  if (allHalted) {
+    claim({ kind: 'halt', why: 'all vCPUs halted with interrupts disabled' });
+    return;
+  }
+  for (let i = 0; i < n; i++) {
+    const blocking = stats[i]?.read('blocking');
+    // Without KVM statistics, look at every vCPU each time.
+    if (blocking === undefined || blocking !== 0n) {
+      control.requestCheck(i);
+      kicker.kick(i);
+    } else if (control.state(i) !== VCPU_STATE.RUNNING) {
+      control.setState(i, VCPU_STATE.RUNNING);
+    }
+  }
+}
+
+function describe(req: ExitRequest): string {
+  switch (req.kind) {
+    case 'reset': case 'poweroff': case 'halt': return `${req.kind}: ${req.why}`;
+    case 'triplefault': return `triple fault on vCPU ${req.vcpu}`;
+    case 'testdev': return `pc-testdev exit with value ${req.value}`;
+    case 'error': return req.message;
+  }
+}
+
+function cleanup(m: Machine, destroy: boolean): void {
+  for (const b of m.bootrom) { b.map.unmap(); fs.closeSync(b.seg.fd); }
+  m.bootrom.length = 0;
+  if (destroy) m.vmObject.destroy(); else m.vmObject.unlock();
+}
+
+export { EXIT_ERROR };

@@ -1,0 +1,92 @@
+// Shared state between the main thread and the vCPU threads, and the "kick"
+// that interrupts a vCPU blocked in KVM_RUN.
+//
+// A kick sets kvm_run.immediate_exit on the target vCPU and sends it SIGUSR2
+// with tgkill. The signal makes a blocked KVM_RUN return EINTR; immediate_exit
+// covers the window where the target is between two KVM_RUN calls. The
+// process-wide SIGUSR2 handler is libuv's (installed by process.on in the
+// main thread), which only writes to a pipe, so it is safe on any thread.
+// Requests are written before the kick and read after the target clears
+// immediate_exit, so none is lost.
+
+import { SIGUSR2, tgkill } from './libc.js';
+
+/** Header words of the control block. */
+const STOP = 0;
+const EXIT_CLAIMED = 1;
+const DEVICE_REQUESTS = 2;
+const GO = 3;
+const HEADER_WORDS = 8;
+/** Per-vCPU words. */
+const TID = 0;
+const STATE = 1;
+const CHECK = 2;
+const VCPU_WORDS = 4;
+
+/** What the halt watchdog last learned about a vCPU. */
+export const VCPU_STATE = {
+  STARTING: 0,
+  RUNNING: 1,
+  /** Halted with interrupts disabled: only NMI/INIT/SMI could wake it. */
+  HALTED_IF0: 2,
+  /** An AP still waiting for INIT/SIPI. */
+  INACTIVE: 3,
+} as const;
+
+/** Requests for the device thread, as bits in DEVICE_REQUESTS. */
+export const DEVICE_REQUEST = { POLL: 1, POWER_BUTTON: 2 } as const;
+
+export class VcpuControl {
+  readonly words: Int32Array;
+
+  constructor(readonly sab: SharedArrayBuffer, readonly vcpuCount: number) {
+    this.words = new Int32Array(sab);
+  }
+
+  static create(vcpuCount: number): VcpuControl {
+    return new VcpuControl(new SharedArrayBuffer(4 * (HEADER_WORDS + VCPU_WORDS * vcpuCount)), vcpuCount);
+  }
+
+  get stopped(): boolean { return Atomics.load(this.words, STOP) !== 0; }
+  stop(): void { Atomics.store(this.words, STOP, 1); Atomics.notify(this.words, GO); }
+
+  /** True for exactly one caller: the one whose exit request wins. */
+  claimExit(): boolean { return Atomics.compareExchange(this.words, EXIT_CLAIMED, 0, 1) === 0; }
+
+  /** Lets the vCPU threads start running the guest. */
+  go(): void { Atomics.store(this.words, GO, 1); Atomics.notify(this.words, GO); }
+  waitGo(): void { while (Atomics.load(this.words, GO) === 0 && !this.stopped) Atomics.wait(this.words, GO, 0, 1000); }
+
+  addDeviceRequest(bits: number): void { Atomics.or(this.words, DEVICE_REQUESTS, bits); }
+  takeDeviceRequests(): number { return Atomics.exchange(this.words, DEVICE_REQUESTS, 0); }
+
+  private at(id: number, word: number): number { return HEADER_WORDS + VCPU_WORDS * id + word; }
+
+  setTid(id: number, tid: number): void { Atomics.store(this.words, this.at(id, TID), tid); }
+  tid(id: number): number { return Atomics.load(this.words, this.at(id, TID)); }
+
+  setState(id: number, state: number): void { Atomics.store(this.words, this.at(id, STATE), state); }
+  state(id: number): number { return Atomics.load(this.words, this.at(id, STATE)); }
+
+  requestCheck(id: number): void { Atomics.store(this.words, this.at(id, CHECK), 1); }
+  takeCheck(id: number): boolean { return Atomics.exchange(this.words, this.at(id, CHECK), 0) !== 0; }
+}
+
+/** Something with a kvm_run page whose immediate_exit can be set. */
+export interface KickTarget { immediateExit: boolean }
+
+export class Kicker {
+  constructor(private readonly control: VcpuControl, private readonly targets: ReadonlyMap<number, KickTarget>) {}
+
+  kick(id: number): void {
+    const t = this.targets.get(id);
+    const tid = this.control.tid(id);
+    if (!t || tid === 0) return;
+    t.immediateExit = true;
+    tgkill(process.pid, tid, SIGUSR2);
+  }
+
+  kickAll(): void {
+    for (const id of this.targets.keys()) this.kick(id);
+  }
+}

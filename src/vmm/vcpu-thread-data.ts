@@ -1,0 +1,33 @@
+// What the main thread hands each vCPU thread (structured-cloneable), and
+// the messages a vCPU thread sends back.
+
+import type { UartStreamTransfer } from '../devices/lpc/uart-backend.js';
+import type { ExitRequest } from './exit-status.js';
+import type { MemoryLayout } from './memory-map.js';
+
+export interface VcpuThreadData {
+  id: number;
+  vcpuCount: number;
+  vcpuFd: number;
+  /** vCPU 0's fd, so that other vCPUs can kick the device thread. */
+  bspFd: number;
+  vmFd: number;
+  mmapSize: number;
+  controlSab: SharedArrayBuffer;
+  /** One mailbox per vCPU (index 0 unused). */
+  mailboxes: SharedArrayBuffer[];
+  memoryPath: string;
+  layout: MemoryLayout;
+  /** The config tree as [path, raw value] pairs. */
+  config: Array<[string, string]>;
+  /** Host streams prepared by the main thread, by backend key ("lpc.com1"). */
+  streams: Record<string, UartStreamTransfer>;
+  strictIo: boolean;
+  /** Host CPUs this vCPU's thread is pinned to, if any. */
+  cpuset?: number[];
+}
+
+export type VcpuThreadMessage =
+  | { type: 'ready'; id: number }
+  | { type: 'exit'; request: ExitRequest }
+  | { type: 'stopped'; id: number; exitCounts: number[] };

@@ -1,0 +1,144 @@
+// One vCPU thread: KVM_RUN in a loop, each exit handled right here on the
+// thread that took it (an exit round trip stays one kernel call). vCPU 0's
+// thread also owns every device model; other vCPUs forward device accesses
+// to it through their mailbox.
+
+import fs from 'node:fs';
+import { parentPort, workerData } from 'node:worker_threads';
+import { ConfigTree } from '../config/tree.js';
+import type { ByteStream, Device, DeviceContext, InterruptSink, MachineControl } from '../devices/device.js';
+import { attachUartStream } from '../devices/lpc/uart-backend.js';
+import { createPlatformDevices } from '../devices/platform.js';
+import { ForwardingIoBus, Mailbox } from './ap-mailbox.js';
+import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js';
+import type { ExitRequest } from './exit-status.js';
+import { GuestMemory, type MemoryRegion } from './guest-memory.js';
+import { LocalIoBus, type IoBus } from './io-bus.js';
+import { MP_STATE, RFLAGS_IF } from './kvm-abi.js';
+import { Vcpu, Vm } from './kvm.js';
+import { EAGAIN, EINTR, gettid, mmap, pinThisThread, PROT_READ, PROT_WRITE, strerror } from './libc.js';
+import { HIGHMEM_BASE } from './memory-map.js';
+import { DEVICE_REQUEST, Kicker, VCPU_STATE, VcpuControl } from './vcpu-control.js';
+import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
+
+const d = workerData as VcpuThreadData;
+const control = new VcpuControl(d.controlSab, d.vcpuCount);
+const vcpu = new Vcpu(d.vcpuFd, d.mmapSize, d.id);
+const counters = new ExitCounters();
+
+function post(msg: VcpuThreadMessage): void {
+  parentPort!.postMessage(msg);
+}
+
+function requestExit(req: ExitRequest): void {
+  if (control.claimExit()) post({ type: 'exit', request: req });
+  control.stop();
+}
+
+control.setTid(d.id, gettid());
+if (d.cpuset && d.cpuset.length) pinThisThread(d.cpuset);
+
+// Kicking vCPU 0 needs its kvm_run page mapped in this thread as well.
+const bspRun = d.id === 0 ? vcpu : new Vcpu(d.bspFd, d.mmapSize, 0);
+const kicker = new Kicker(control, new Map([[0, bspRun]]));
+
+let bus: IoBus;
+let devices: Device[] = [];
+let mailboxes: Mailbox[] = [];
+let localBus: LocalIoBus | undefined;
+
+if (d.id === 0) {
+  const vm = new Vm(null, d.vmFd);
+  const memFd = fs.openSync(d.memoryPath, 'r+');
+  const mapping = mmap(d.layout.lowmem + d.layout.highmem, PROT_READ | PROT_WRITE, memFd, 0, 'guest memory');
+  fs.closeSync(memFd);
+  const regions: MemoryRegion[] = [{ gpa: 0, bytes: mapping.bytes.subarray(0, d.layout.lowmem) }];
+  if (d.layout.highmem > 0) regions.push({ gpa: HIGHMEM_BASE, bytes: mapping.bytes.subarray(d.layout.lowmem) });
+  const irq: InterruptSink = {
+    setLevel: (gsi, high) => vm.irqLine(gsi, high),
+    pulse: (gsi) => { vm.irqLine(gsi, true); vm.irqLine(gsi, false); },
+    signalMsi: (address, data) => vm.signalMsi(address, data),
+  };
+  const machine: MachineControl = { requestExit, vcpuCount: d.vcpuCount };
+  const streams = new Map<string, ByteStream>();
+  localBus = new LocalIoBus();
+  const ctx: DeviceContext = {
+    io: localBus,
+    irq,
+    mem: new GuestMemory(regions),
+    config: ConfigTree.fromJSON(d.config),
+    machine,
+    stream(key: string): ByteStream | undefined {
+      const t = d.streams[key];
+      if (!t) return undefined;
+      let s = streams.get(key);
+      if (!s) { s = attachUartStream(t); streams.set(key, s); }
+      return s;
+    },
+  };
+  devices = createPlatformDevices(ctx, d.layout);
+  mailboxes = d.mailboxes.map((sab) => new Mailbox(sab));
+  bus = localBus;
+} else {
+  bus = new ForwardingIoBus(new Mailbox(d.mailboxes[d.id]), () => kicker.kick(0), () => control.stopped);
+}
+
+const exitCtx: ExitContext = {
+  vcpuId: d.id,
+  run: vcpu.runView,
+  bus,
+  strictIo: d.strictIo,
+  rip: () => Number(vcpu.getRegs().rip),
+};
+
+/** Work that arrives by kick: device-thread requests and the halt check. */
+function onKick(): void {
+  if (d.id === 0) {
+    for (const m of mailboxes) m.serve(localBus!);
+    const req = control.takeDeviceRequests();
+    if (req & DEVICE_REQUEST.POWER_BUTTON) {
+      for (const dev of devices) (dev as Device & { pressPowerButton?: () => void }).pressPowerButton?.();
+    }
+    if (req & DEVICE_REQUEST.POLL) for (const dev of devices) dev.poll?.();
+  }
+  if (control.takeCheck(d.id)) {
+    const mp = vcpu.getMpState();
+    let state: number = VCPU_STATE.RUNNING;
+    if (mp === MP_STATE.UNINITIALIZED || mp === MP_STATE.INIT_RECEIVED) state = VCPU_STATE.INACTIVE;
+    else if (mp === MP_STATE.HALTED && (vcpu.getRegs().rflags & BigInt(RFLAGS_IF)) === 0n) state = VCPU_STATE.HALTED_IF0;
+    control.setState(d.id, state);
+  }
+}
+
+function runLoop(): void {
+  control.setState(d.id, VCPU_STATE.RUNNING);
+  for (;;) {
+    if (control.stopped) return;
+    const r = vcpu.enter();
+    if (r < 0) {
+      if (r === -EINTR || r === -EAGAIN) {
+        vcpu.immediateExit = false;
+        onKick();
+        continue;
+      }
+      requestExit({ kind: 'error', message: `KVM_RUN failed on vCPU ${d.id}: ${strerror(-r)}` });
+      return;
+    }
+    const reason = vcpu.exitReason;
+    counters.add(reason);
+    const action = dispatchExit(reason, exitCtx);
+    if (action === 'continue' || action === 'halted') continue;
+    requestExit(action);
+    return;
+  }
+}
+
+post({ type: 'ready', id: d.id });
+control.waitGo();
+try {
+  runLoop();
+} catch (e) {
+  requestExit({ kind: 'error', message: `vCPU ${d.id}: ${(e as Error).message}` });
+  if (process.env.BHYVE_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
+}
+post({ type: 'stopped', id: d.id, exitCounts: Array.from(counters.counts) });

@@ -1,0 +1,113 @@
+// The VM object: what /dev/vmm/NAME is on FreeBSD. A per-VM directory under
+// the runtime directory holds the guest memory file (mappable by any process,
+// so the VM can outlive one process) and a lock so that only one bhyve runs
+// a VM at a time.
+
+import fs from 'node:fs';
+import path from 'node:path';
+
+export class VmObjectError extends Error {}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,230}$/;
+
+export function validateVmName(name: string): void {
+  if (!NAME_RE.test(name) || name === '.' || name === '..') {
+    throw new VmObjectError(`invalid VM name '${name}': use letters, digits and . _ + - (not starting with a punctuation mark)`);
+  }
+}
+
+/** /run/bhyve for root, $XDG_RUNTIME_DIR/bhyve otherwise; BHYVE_RUNDIR overrides. */
+export function runtimeDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.BHYVE_RUNDIR) return env.BHYVE_RUNDIR;
+  if (process.getuid?.() === 0) return '/run/bhyve';
+  if (env.XDG_RUNTIME_DIR) return path.join(env.XDG_RUNTIME_DIR, 'bhyve');
+  return path.join('/tmp', `bhyve-${process.getuid?.() ?? 'user'}`);
+}
+
+export class VmObject {
+  readonly dir: string;
+  readonly memoryPath: string;
+  private readonly lockPath: string;
+  private locked = false;
+
+  private constructor(readonly name: string, root: string, readonly createdHere: boolean) {
+    this.dir = path.join(root, name);
+    this.memoryPath = path.join(this.dir, 'memory');
+    this.lockPath = path.join(this.dir, 'bhyve.pid');
+  }
+
+  /** Opens the VM object NAME, creating it (and its memory file) when absent. */
+  static openOrCreate(name: string, memsize: number, root = runtimeDir()): VmObject {
+    validateVmName(name);
+    try {
+      fs.mkdirSync(root, { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw new VmObjectError(`cannot create runtime directory ${root}: ${(e as Error).message} (set BHYVE_RUNDIR to a writable directory)`);
+    }
+    const dir = path.join(root, name);
+    let created = false;
+    try {
+      fs.mkdirSync(dir, { mode: 0o700 });
+      created = true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new VmObjectError(`cannot create ${dir}: ${(e as Error).message}`);
+    }
+    const obj = new VmObject(name, root, created);
+    obj.ensureMemory(memsize);
+    return obj;
+  }
+
+  private ensureMemory(memsize: number): void {
+    let st: fs.Stats | undefined;
+    try { st = fs.statSync(this.memoryPath); } catch { st = undefined; }
+    if (st && st.size !== memsize) {
+      throw new VmObjectError(
+        `VM '${this.name}' exists with ${st.size / 1048576}M of memory, not the ${memsize / 1048576}M requested (-m must match; destroy it with bhyvectl --destroy --vm=${this.name})`,
+      );
+    }
+    if (!st) {
+      const fd = fs.openSync(this.memoryPath, 'wx', 0o600);
+      try { fs.ftruncateSync(fd, memsize); } finally { fs.closeSync(fd); }
+    }
+  }
+
+  /** Takes the run lock; throws when another live process holds it. */
+  lock(): void {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fd = fs.openSync(this.lockPath, 'wx', 0o600);
+        fs.writeSync(fd, `${process.pid}\n`);
+        fs.closeSync(fd);
+        this.locked = true;
+        return;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new VmObjectError(`cannot lock VM '${this.name}': ${(e as Error).message}`);
+        const pid = Number.parseInt(fs.readFileSync(this.lockPath, 'utf8'), 10);
+        if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) {
+          throw new VmObjectError(`VM '${this.name}' is already running (bhyve pid ${pid})`);
+        }
+        fs.rmSync(this.lockPath, { force: true }); // stale lock from a dead process
+      }
+    }
+    throw new VmObjectError(`cannot lock VM '${this.name}'`);
+  }
+
+  unlock(): void {
+    if (this.locked) { fs.rmSync(this.lockPath, { force: true }); this.locked = false; }
+  }
+
+  /** Removes the VM object and its memory. */
+  destroy(): void {
+    this.unlock();
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
