@@ -107,7 +107,6 @@ export const EXIT = {
   X86_WRMSR: 30,
   X86_BUS_LOCK: 33,
   NOTIFY: 37,
-  MEMORY_FAULT: 39,
 } as const;
 
 export const EXIT_NAMES: Record<number, string> = Object.fromEntries(
