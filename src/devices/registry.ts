@@ -210,10 +210,10 @@ export const FEATURES: Record<string, { description: string; implemented: boolea
   keyboard: { description: '-K keyboard layout (keyboard.layout)', implemented: false },
   'fwcfg-qemu': { description: 'QEMU fw_cfg interface (lpc.fwcfg=qemu)', implemented: false },
   'fwcfg-files': { description: '-f fw_cfg user files', implemented: false },
-  'vcpu-pinning': { description: '-p vCPU pinning (vcpu.N.cpuset)', implemented: false },
-  'wired-memory': { description: '-S wired guest memory (memory.wired)', implemented: false },
-  'guest-in-core': { description: '-C guest memory in core files (memory.guest_in_core)', implemented: false },
-  x2apic: { description: '-x x2APIC mode (x86.x2apic)', implemented: false },
+  'vcpu-pinning': { description: '-p vCPU pinning (vcpu.N.cpuset)', implemented: true },
+  'wired-memory': { description: '-S wired guest memory (memory.wired)', implemented: true },
+  'guest-in-core': { description: '-C guest memory in core files (memory.guest_in_core)', implemented: true },
+  x2apic: { description: '-x x2APIC mode (x86.x2apic)', implemented: true },
 };
 
 /** Side information parsed from the command line that bhyve keeps outside the tree. */

@@ -1,0 +1,31 @@
+// bhyve(8): argv -> config tree -> checks -> run. Kept free of oclif so the
+// launcher starts fast; src/commands/bhyve.ts wraps it as an oclif command.
+
+import { parseBhyveArgs } from '../config/bhyve-args.js';
+import { validateForStart } from '../devices/registry.js';
+import { reportError, writeOut } from './output.js';
+
+/** Runs bhyve with argv (without the program name); resolves to the exit status. */
+export async function bhyveMain(argv: readonly string[]): Promise<number> {
+  let runVm: typeof import('../vmm/run-vm.js').runVm;
+  let userErrors: Array<new (...a: never[]) => Error> = [];
+  try {
+    const result = parseBhyveArgs(argv);
+    if (result.kind === 'help') {
+      await writeOut(result.stream === 'stdout' ? process.stdout : process.stderr, result.text);
+      return result.exitCode;
+    }
+    if (result.kind === 'dump') {
+      await writeOut(process.stdout, result.text);
+      return result.exitCode;
+    }
+    validateForStart(result.config, { restoreFile: result.restoreFile, fwcfgFiles: result.fwcfgFiles });
+    // Loaded only when a VM is really started: keeps -h and errors fast.
+    const [vmm, probe] = await Promise.all([import('../vmm/run-vm.js'), import('../vmm/probe.js')]);
+    runVm = vmm.runVm;
+    userErrors = [vmm.VmSetupError, probe.HostRequirementError];
+    return await runVm(result.config);
+  } catch (err) {
+    return reportError('bhyve', err, userErrors);
+  }
+}
