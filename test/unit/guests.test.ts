@@ -14,16 +14,16 @@ import { beforeAll, describe, expect, it } from 'vitest';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const GUESTS = join(ROOT, 'build', 'guests');
 const ROMS = [
-  'bench-exit', 'demo', 'echo', 'exit-halt', 'exit-kbdreset', 'exit-poweroff',
+  'bench-exit', 'bench-exit-user', 'demo', 'echo', 'exit-halt', 'exit-kbdreset', 'exit-poweroff',
   'exit-reset', 'exit-testdev', 'exit-triplefault', 'smp',
 ];
 const HAVE_QEMU = spawnSync('sh', ['-c', 'command -v qemu-system-x86_64'], { encoding: 'utf8' }).status === 0;
 
 const rom = (name: string): string => join(GUESTS, `${name}.rom`);
 
-function qemu(name: string, opts: { smp?: number; input?: string; timeoutMs?: number } = {}) {
+function qemu(name: string, opts: { smp?: number; input?: string; timeoutMs?: number; tcg?: boolean } = {}) {
   const r = spawnSync('qemu-system-x86_64', [
-    '-accel', 'kvm', '-accel', 'tcg', '-machine', 'pc', '-m', '256M', '-smp', String(opts.smp ?? 1),
+    ...(opts.tcg ? [] : ['-accel', 'kvm']), '-accel', 'tcg', '-machine', 'pc', '-m', '256M', '-smp', String(opts.smp ?? 1),
     '-nodefaults', '-display', 'none', '-monitor', 'none', '-serial', 'stdio',
     '-device', 'isa-debug-exit,iobase=0xf4,iosize=4', '-no-reboot', '-bios', rom(name),
   ], { input: opts.input ?? '', encoding: 'latin1', timeout: opts.timeoutMs ?? 30_000 });
@@ -42,8 +42,8 @@ describe('test ROM images', () => {
     expect((0xfff3 + b.readInt16LE(0xfff1)) & 0xffff).toBe(0);
   });
 
-  it('bench-exit.rom carries its default exit count at offset 0xFFE0', () => {
-    expect(readFileSync(rom('bench-exit')).readUInt32LE(0xffe0)).toBe(100000);
+  it.each(['bench-exit', 'bench-exit-user'])('%s.rom carries its default exit count at offset 0xFFE0', (name) => {
+    expect(readFileSync(rom(name)).readUInt32LE(0xffe0)).toBe(100000);
   });
 });
 
@@ -99,6 +99,12 @@ describe.skipIf(!HAVE_QEMU)('test ROMs under QEMU', () => {
 
   it('bench-exit performs its exits and exits 33', () => {
     const r = qemu('bench-exit');
+    expect(r.out).toBe('start\r\ndone\r\n');
+    expect(r.status).toBe(33);
+  });
+
+  it('bench-exit-user performs its exits from ring 3 of long mode (TCG: fast everywhere)', () => {
+    const r = qemu('bench-exit-user', { tcg: true });
     expect(r.out).toBe('start\r\ndone\r\n');
     expect(r.status).toBe(33);
   });
