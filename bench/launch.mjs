@@ -46,7 +46,7 @@ for (const [key, vmm] of Object.entries(VMMS)) {
   const rss = [];
   let failed = null;
   for (let i = 0; i < reps; i++) {
-    const r = await runVmm(vmm, romPath, { marker: 'h' });
+    const r = await runVmm(vmm, romPath, { marker: 'h', timeoutMs: 60_000 });
     if (r.code !== TESTDEV_OK || !r.stdout.includes('hello from testdev rom') || r.firstMs === null) {
       failed = describeFailure(r, TESTDEV_OK);
       break;

@@ -100,7 +100,7 @@ export const VMMS = {
  * appears on stdout (null if it never does); maxRssKb is the peak RSS from
  * GNU time (largest of the process and its waited-for children).
  */
-export function runVmm(vmm, romPath, { marker = null, input = null } = {}) {
+export function runVmm(vmm, romPath, { marker = null, input = null, timeoutMs = RUN_TIMEOUT_MS } = {}) {
   const [cmd, args] = vmm.argv(romPath);
   const useTime = existsSync('/usr/bin/time');
   const rssFile = join(BENCH_TMP, `rss-${process.pid}.txt`);
@@ -108,11 +108,20 @@ export function runVmm(vmm, romPath, { marker = null, input = null } = {}) {
   const argv = useTime ? ['-q', '-f', '%M', '-o', rssFile, cmd, ...args] : args;
   return new Promise((resolve) => {
     const t0 = process.hrtime.bigint();
-    const child = spawn(file, argv, { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+    // own process group, so a timeout kills the VMM and not only GNU time
+    const child = spawn(file, argv, { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     let stdout = '';
     let stderr = '';
     let firstMs = null;
-    const timer = setTimeout(() => child.kill('SIGKILL'), RUN_TIMEOUT_MS);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
+    }, timeoutMs);
     child.stdout.on('data', (d) => {
       const now = process.hrtime.bigint();
       stdout += d.toString('latin1');
@@ -137,16 +146,19 @@ export function runVmm(vmm, romPath, { marker = null, input = null } = {}) {
         rmSync(rssFile, { force: true });
       }
       await vmm.cleanup();
-      resolve({ code: signal ? null : code, signal, wallMs, firstMs, stdout, stderr, maxRssKb });
+      if (timedOut) stderr += `\ntimed out after ${timeoutMs / 1000} s`;
+      resolve({ code: signal || timedOut ? null : code, signal: timedOut ? 'SIGKILL (timeout)' : signal, wallMs, firstMs, stdout, stderr, maxRssKb });
     });
   });
 }
 
 /** One line explaining a failed run: exit code and the first stderr line. */
 export function describeFailure(r, expect) {
-  const first = r.stderr.split('\n').map((s) => s.trim()).find((s) => s && !/warning: host doesn't support/.test(s));
+  // the last stderr line that is not a warning usually names the problem
+  const lines = r.stderr.split('\n').map((s) => s.trim()).filter((s) => s);
+  const why = lines.filter((s) => !/warning/i.test(s)).pop() ?? lines.pop();
   const how = r.signal ? `killed by ${r.signal}` : `exit status ${r.code}`;
-  return `${how}, expected ${expect}${first ? `: ${first}` : ''}`;
+  return `${how}, expected ${expect}${why ? `: ${why}` : ''}`;
 }
 
 export function median(xs) {
