@@ -13,8 +13,10 @@ export function writeOut(stream: NodeJS.WriteStream, text: string): Promise<void
 }
 
 /** The one-line message for an error a user caused, or undefined for bugs. */
-export function userErrorLine(prog: string, err: unknown, userErrors: ReadonlyArray<new (...a: never[]) => Error> = []): string | undefined {
-  if (err instanceof UsageError && err.showUsage) return `${prog}: ${err.message} (see ${prog} -h for usage)`;
+export function userErrorLine(
+  prog: string, err: unknown, userErrors: ReadonlyArray<new (...a: never[]) => Error> = [], usageHint = `see ${prog} -h for usage`,
+): string | undefined {
+  if (err instanceof UsageError && err.showUsage) return `${prog}: ${err.message} (${usageHint})`;
   if (err instanceof ConfigError || userErrors.some((c) => err instanceof c)) {
     return `${prog}: ${(err as Error).message.split('\n')[0]}`;
   }
@@ -22,8 +24,10 @@ export function userErrorLine(prog: string, err: unknown, userErrors: ReadonlyAr
 }
 
 /** Reports an error on stderr (one line) and returns the exit status for it. */
-export function reportError(prog: string, err: unknown, userErrors: ReadonlyArray<new (...a: never[]) => Error> = []): number {
-  const line = userErrorLine(prog, err, userErrors);
+export function reportError(
+  prog: string, err: unknown, userErrors: ReadonlyArray<new (...a: never[]) => Error> = [], usageHint?: string,
+): number {
+  const line = userErrorLine(prog, err, userErrors, usageHint);
   if (line !== undefined) {
     process.stderr.write(`${line}\n`);
     return exitCodeOf(err);
