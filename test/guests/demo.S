@@ -3,7 +3,7 @@
  *   bhyve-kvm demo guest
  *   cpu vendor: <CPUID 0 vendor string>
  *   hypervisor: <CPUID 0x40000000 signature, "none" without CPUID.1:ECX[31]>
- *   cpus: <CPU count from the CPUID topology, see cpus.inc>
+ *   cpus: <CPU count: ACPI MADT if present, else CPUID topology; cpus.inc>
  *   memory: <N> MiB
  *   powering off
  * then writes SLP_TYP=5 | SLP_EN (0x3400) to the ACPI PM1a control block at
@@ -12,10 +12,11 @@
  * to port 0xf4 (status 33 with an isa-debug-exit / pc-testdev device).
  *
  * Memory size from the RTC CMOS as bhyve (and QEMU) set it:
- *   0x34/0x35     memory above 16 MiB below 4 GiB, 64 KiB units
+ *   0x34/0x35      memory above 16 MiB below 4 GiB, 64 KiB units
  *   0x5b/0x5c/0x5d memory above 4 GiB, 64 KiB units
- *   0x30/0x31     extended memory 1..64 MiB in KiB (used if 0x34/0x35 = 0)
- * Everything runs in real mode; numbers are printed in decimal.
+ *   0x30/0x31      extended memory 1..64 MiB in KiB (used if 0x34/0x35 = 0)
+ * Runs in flat 32-bit protected mode (to read ACPI tables); numbers are
+ * printed in decimal.
  */
 #include "lib16.inc"
 
@@ -23,41 +24,60 @@
 
 main:
 	PUTS16(banner)
+	jmp	enter_pm32
+#include "lib32.inc"
+#include "cpus.inc"
 
-	PUTS16(vendormsg)
+/* put4chars32: write the 4 bytes of %eax, low byte first, skipping NULs. */
+put4chars32:
+	pushl	%eax
+	pushl	%ecx
+	movl	$4, %ecx
+1:	testb	%al, %al
+	jz	2f
+	call	putc32
+2:	shrl	$8, %eax
+	decl	%ecx
+	jnz	1b
+	popl	%ecx
+	popl	%eax
+	ret
+
+main32:
+	PUTS32(vendormsg)
 	xorl	%eax, %eax
 	cpuid
 	movl	%ebx, %eax
-	call	put4chars16
+	call	put4chars32
 	movl	%edx, %eax
-	call	put4chars16
+	call	put4chars32
 	movl	%ecx, %eax
-	call	put4chars16
-	PUTS16(crlf)
+	call	put4chars32
+	PUTS32(crlf)
 
-	PUTS16(hvmsg)
+	PUTS32(hvmsg)
 	movl	$1, %eax
 	cpuid
 	testl	$(1 << 31), %ecx
 	jnz	1f
-	PUTS16(nonemsg)
+	PUTS32(nonemsg)
 	jmp	2f
 1:	movl	$0x40000000, %eax
 	cpuid
 	movl	%ebx, %eax
-	call	put4chars16
+	call	put4chars32
 	movl	%ecx, %eax
-	call	put4chars16
+	call	put4chars32
 	movl	%edx, %eax
-	call	put4chars16
-2:	PUTS16(crlf)
+	call	put4chars32
+2:	PUTS32(crlf)
 
-	PUTS16(cpusmsg)
+	PUTS32(cpusmsg)
 	call	cpu_count
-	call	putdec16
-	PUTS16(crlf)
+	call	putdec32
+	PUTS32(crlf)
 
-	PUTS16(memmsg)
+	PUTS32(memmsg)
 	xorl	%ebx, %ebx
 	CMOS_READ(0x35)
 	movb	%al, %bh
@@ -86,18 +106,16 @@ main:
 	shrl	$4, %ecx
 	addl	%ecx, %ebx
 	movl	%ebx, %eax
-	call	putdec16
-	PUTS16(mibmsg)
+	call	putdec32
+	PUTS32(mibmsg)
 
-	PUTS16(offmsg)
+	PUTS32(offmsg)
 	movw	$0x404, %dx
 	movw	$((5 << 10) | (1 << 13)), %ax
 	outw	%ax, %dx
-	PUTS16(failmsg)
+	PUTS32(failmsg)
 	movl	$0x10, %eax
-	jmp	testdev_exit16
-
-#include "cpus.inc"
+	jmp	testdev_exit32
 
 banner:	.asciz	"bhyve-kvm demo guest\r\n"
 vendormsg: .asciz "cpu vendor: "

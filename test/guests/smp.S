@@ -9,7 +9,7 @@
  * The BSP waits for the counter to reach cpus - 1, then prints
  * "all <cpus> cpus up" and writes 0x10 to port 0xf4 (exit status 33).
  * cpus = the 32-bit parameter at ROM offset 0xFFE0 if nonzero, else the
- * CPUID topology (see cpus.inc). Timeout ~2^34 TSC ticks (a few seconds):
+ * ACPI MADT or CPUID topology (see cpus.inc). Timeout ~2^34 TSC ticks (a few seconds):
  * prints "timeout waiting for APs (<n> up)" and writes 1 to port 0xf4
  * (exit status 3).
  * Low RAM used: 0x7000 BSP stack, 0x8000 trampoline, 0x9000 lock,
