@@ -1,0 +1,226 @@
+// The i8042 keyboard controller at 0x60 (data) and 0x64 (status/command):
+// the controller half of bhyve's amd64/atkbdc.c, enough for firmware and OS
+// probes and for the classic reset through command 0xfe.
+//
+// Left out for now: bhyve's atkbdc.c also hosts a PS/2 keyboard (ps2kbd.c,
+// with scancode set translation) and a PS/2 mouse (ps2mouse.c) fed by the
+// fbuf/VNC console. Here there is no device behind either port: bytes the
+// guest sends to the keyboard (data port writes without a pending
+// controller command) or to the mouse (0xd4) get no answer, as with an
+// empty port, and nothing ever arrives from them. Controller commands work
+// as in bhyve: 0x20-0x3f / 0x60-0x7f read/write controller RAM (byte 0 is
+// the command byte), 0xaa self-test answers 0x55, 0xa9/0xab port tests
+// answer 0, 0xc0/0xd0 read the input/output port, 0xd1 writes the output
+// port, 0xd2/0xd3 echo a byte back as keyboard/mouse data, 0xa7/0xa8/0xad/
+// 0xae disable/enable the ports, 0xfe pulses the reset line.
+//
+// Difference from bhyve: bhyve starts with command byte 0 and so with the
+// system flag clear; we start with the system flag set (command byte 0x04,
+// status bit 2), as a controller is after POST, which some probes expect.
+// Controller answers raise IRQ 1 when the command byte enables it, as bhyve
+// pulses it.
+
+import type { AccessSize, Device, DeviceContext } from '../device.js';
+
+export const KBD_DATA_PORT = 0x60;
+export const KBD_STS_CTL_PORT = 0x64;
+export const KBD_DEV_IRQ = 1;
+export const AUX_DEV_IRQ = 12;
+
+export const KBDC_SET_COMMAND_BYTE = 0x60;
+export const KBDC_GET_COMMAND_BYTE = 0x20;
+export const KBDC_DISABLE_AUX_PORT = 0xa7;
+export const KBDC_ENABLE_AUX_PORT = 0xa8;
+export const KBDC_TEST_AUX_PORT = 0xa9;
+export const KBDC_TEST_CTRL = 0xaa;
+export const KBDC_TEST_KBD_PORT = 0xab;
+export const KBDC_DISABLE_KBD_PORT = 0xad;
+export const KBDC_ENABLE_KBD_PORT = 0xae;
+export const KBDC_READ_INPORT = 0xc0;
+export const KBDC_READ_OUTPORT = 0xd0;
+export const KBDC_WRITE_OUTPORT = 0xd1;
+export const KBDC_WRITE_KBD_OUTBUF = 0xd2;
+export const KBDC_WRITE_AUX_OUTBUF = 0xd3;
+export const KBDC_WRITE_TO_AUX = 0xd4;
+export const KBDC_RESET = 0xfe;
+
+export const KBD_TRANSLATION = 0x40;
+export const KBD_DISABLE_AUX_PORT = 0x20;
+export const KBD_DISABLE_KBD_PORT = 0x10;
+export const KBD_SYS_FLAG_BIT = 0x04;
+export const KBD_ENABLE_AUX_INT = 0x02;
+export const KBD_ENABLE_KBD_INT = 0x01;
+
+export const KBDS_KBD_BUFFER_FULL = 0x01;
+export const KBDS_INPUT_BUFFER_FULL = 0x02;
+export const KBDS_SYS_FLAG = 0x04;
+export const KBDS_CTRL_FLAG = 0x08;
+export const KBDS_AUX_BUFFER_FULL = 0x20;
+
+export const KBDO_KBD_OUTFULL = 0x10;
+export const KBDO_AUX_OUTFULL = 0x20;
+
+const RAMSZ = 32;
+const FIFOSZ = 15;
+
+function ones(size: number): number {
+  return size === 4 ? 0xffffffff : (1 << (8 * size)) - 1;
+}
+
+export class AtKbdc implements Device {
+  readonly name = 'atkbdc';
+  status = 0;
+  outport = 0;
+  readonly ram = new Uint8Array(RAMSZ);
+  private curcmd = 0;
+  /** A pending controller answer, or undefined. */
+  private ctrlbyte: number | undefined;
+  /** Bytes queued as keyboard data (only 0xd2/0xd3 put any here). */
+  private readonly fifo: number[] = [];
+  private auxData = false;
+
+  constructor(private readonly ctx: DeviceContext) {
+    this.reset();
+    ctx.io.registerPorts('atkbdc-data', KBD_DATA_PORT, 1, {
+      read: (_p, size) => (size === 1 ? this.dataRead() : ones(size)),
+      write: (_p, size, value) => { if (size === 1) this.dataWrite(value & 0xff); },
+    });
+    ctx.io.registerPorts('atkbdc-ctl', KBD_STS_CTL_PORT, 1, {
+      read: (_p, size: AccessSize) => (size === 1 ? this.status : ones(size)),
+      write: (_p, size, value) => { if (size === 1) this.command(value & 0xff); },
+    });
+  }
+
+  reset(): void {
+    this.ram.fill(0);
+    this.ram[0] = KBD_SYS_FLAG_BIT;
+    this.status = KBDS_SYS_FLAG;
+    this.outport = 0;
+    this.curcmd = 0;
+    this.ctrlbyte = undefined;
+    this.fifo.length = 0;
+    this.auxData = false;
+  }
+
+  private queue(val: number, aux: boolean): void {
+    if (this.fifo.length >= FIFOSZ) return;
+    this.fifo.push(val);
+    this.auxData = aux;
+    this.status |= KBDS_KBD_BUFFER_FULL | (aux ? KBDS_AUX_BUFFER_FULL : 0);
+    this.outport |= aux ? KBDO_AUX_OUTFULL : KBDO_KBD_OUTFULL;
+    this.interrupt(aux);
+  }
+
+  private interrupt(aux: boolean): void {
+    if (aux) {
+      if ((this.ram[0] & KBD_ENABLE_AUX_INT) !== 0) this.ctx.irq.pulse(AUX_DEV_IRQ);
+    } else if ((this.ram[0] & KBD_ENABLE_KBD_INT) !== 0) {
+      this.ctx.irq.pulse(KBD_DEV_IRQ);
+    }
+  }
+
+  private dataRead(): number {
+    this.curcmd = 0;
+    let v = 0;
+    if (this.ctrlbyte !== undefined) {
+      v = this.ctrlbyte;
+      this.ctrlbyte = undefined;
+    } else if (this.fifo.length > 0) {
+      v = this.fifo.shift() as number;
+    }
+    if (this.fifo.length === 0) {
+      this.status &= ~(KBDS_KBD_BUFFER_FULL | KBDS_AUX_BUFFER_FULL);
+      this.outport &= ~(KBDO_KBD_OUTFULL | KBDO_AUX_OUTFULL);
+    } else {
+      this.interrupt(this.auxData);
+    }
+    this.status &= ~KBDS_CTRL_FLAG;
+    return v;
+  }
+
+  private dataWrite(val: number): void {
+    if ((this.status & KBDS_CTRL_FLAG) !== 0) {
+      switch (this.curcmd) {
+        case KBDC_SET_COMMAND_BYTE:
+          this.ram[0] = val;
+          if ((val & KBD_SYS_FLAG_BIT) !== 0) this.status |= KBDS_SYS_FLAG;
+          else this.status &= ~KBDS_SYS_FLAG;
+          break;
+        case KBDC_WRITE_OUTPORT:
+          this.outport = val;
+          break;
+        case KBDC_WRITE_KBD_OUTBUF:
+          this.queue(val, false);
+          break;
+        case KBDC_WRITE_AUX_OUTBUF:
+          this.queue(val, true);
+          break;
+        case KBDC_WRITE_TO_AUX:
+          break; // no mouse behind the aux port
+        default:
+          if (this.curcmd >= 0x61 && this.curcmd <= 0x7f) this.ram[(this.curcmd - 0x60) & 0x1f] = val;
+          break;
+      }
+      this.curcmd = 0;
+      this.status &= ~KBDS_CTRL_FLAG;
+      return;
+    }
+    // A byte for the keyboard: there is none, so it goes unanswered.
+  }
+
+  private command(cmd: number): void {
+    this.curcmd = 0;
+    this.status |= KBDS_CTRL_FLAG;
+    this.ctrlbyte = undefined;
+    switch (cmd) {
+      case KBDC_GET_COMMAND_BYTE:
+        this.ctrlbyte = this.ram[0];
+        break;
+      case KBDC_TEST_CTRL:
+        this.ctrlbyte = 0x55;
+        break;
+      case KBDC_TEST_AUX_PORT:
+      case KBDC_TEST_KBD_PORT:
+      case KBDC_READ_INPORT:
+        this.ctrlbyte = 0;
+        break;
+      case KBDC_READ_OUTPORT:
+        this.ctrlbyte = this.outport;
+        break;
+      case KBDC_SET_COMMAND_BYTE:
+      case KBDC_WRITE_OUTPORT:
+      case KBDC_WRITE_KBD_OUTBUF:
+      case KBDC_WRITE_AUX_OUTBUF:
+      case KBDC_WRITE_TO_AUX:
+        this.curcmd = cmd;
+        break;
+      case KBDC_DISABLE_KBD_PORT:
+        this.ram[0] |= KBD_DISABLE_KBD_PORT;
+        break;
+      case KBDC_ENABLE_KBD_PORT:
+        this.ram[0] &= ~KBD_DISABLE_KBD_PORT;
+        break;
+      case KBDC_DISABLE_AUX_PORT:
+        this.ram[0] |= KBD_DISABLE_AUX_PORT;
+        break;
+      case KBDC_ENABLE_AUX_PORT:
+        this.ram[0] &= ~KBD_DISABLE_AUX_PORT;
+        break;
+      case KBDC_RESET:
+        this.ctx.machine.requestExit({ kind: 'reset', why: 'guest pulsed the reset line through the keyboard controller (0xfe to port 0x64)' });
+        break;
+      default:
+        if (cmd >= 0x21 && cmd <= 0x3f) this.ctrlbyte = this.ram[(cmd - 0x20) & 0x1f];
+        break;
+    }
+    if (this.ctrlbyte !== undefined) {
+      this.status |= KBDS_KBD_BUFFER_FULL;
+      this.status &= ~KBDS_AUX_BUFFER_FULL;
+      this.interrupt(false);
+    }
+  }
+}
+
+export function createAtKbdc(ctx: DeviceContext): AtKbdc {
+  return new AtKbdc(ctx);
+}

@@ -1,0 +1,226 @@
+// ACPI fixed hardware and the reset register, as bhyve's amd64/pm.c plus
+// the PM timer that vmm.ko emulates in the kernel (vpmtmr.c). Ports, as
+// bhyve's acpi.h and its FADT describe them:
+//
+//   0x400  PM1a_STS  16-bit, write-1-to-clear (WAK, RTC, SLPBTN, PWRBTN, BM)
+//   0x402  PM1a_EN   16-bit, only PWRBTN_EN, GBL_EN and RTC_EN stick
+//   0x404  PM1a_CNT  16-bit; SCI_EN (bit 0) is read-only to the OS; writing
+//                    SLP_EN (bit 13) with SLP_TYP (bits 12-10) = 5 is S5,
+//                    soft power off (bhyve's _S5_ package says 5)
+//   0x408  PM_TMR    32-bit, read-only, 3.579545 MHz from a monotonic clock
+//   0x40c  GPE0_STS  8-bit, write-1-to-clear (bit 0: VM generation counter)
+//   0x40d  GPE0_EN   8-bit
+//   0xb2   SMI_CMD   8-bit, write-only: 0xa0 ACPI_ENABLE sets SCI_EN,
+//                    0xa1 ACPI_DISABLE clears it
+//   0xcf9  reset control, 8-bit: a write with bit 2 (RST_CPU) set resets
+//                    the machine (hard and soft alike); reads return the
+//                    last value written
+//
+// The SCI is ISA IRQ 9, level-triggered: high while any enabled status bit
+// (PM1 or GPE0) is set. bhyve computes the SCI without looking at SCI_EN;
+// so do we.
+//
+// Power button: bhyve starts catching SIGTERM only when the guest writes
+// ACPI_ENABLE (before that SIGTERM kills bhyve). pressPowerButton() sets
+// PWRBTN_STS and updates the SCI whenever it is called, and returns whether
+// ACPI is enabled, so the vmm core can fall back to ending the run itself.
+//
+// Accesses of a size bhyve refuses (its handlers fail them) are ignored here
+// and read as all-ones.
+
+import type { AccessSize, Device, DeviceContext } from '../device.js';
+
+export const SCI_INT = 9;
+export const SMI_CMD = 0xb2;
+export const BHYVE_ACPI_ENABLE = 0xa0;
+export const BHYVE_ACPI_DISABLE = 0xa1;
+export const PM1A_EVT_ADDR = 0x400;
+export const PM1A_CNT_ADDR = 0x404;
+export const IO_PMTMR = 0x408;
+export const IO_GPE0_BLK = 0x40c;
+export const IO_GPE0_LEN = 2;
+export const IO_GPE0_STS = IO_GPE0_BLK;
+export const IO_GPE0_EN = IO_GPE0_BLK + IO_GPE0_LEN / 2;
+export const RESET_CONTROL_PORT = 0xcf9;
+export const GPE_VMGENC = 0;
+
+export const PM1_TMR_STS = 0x0001;
+export const PM1_BM_STS = 0x0010;
+export const PM1_GBL_STS = 0x0020;
+export const PM1_PWRBTN_STS = 0x0100;
+export const PM1_SLPBTN_STS = 0x0200;
+export const PM1_RTC_STS = 0x0400;
+export const PM1_WAK_STS = 0x8000;
+
+export const PM1_TMR_EN = 0x0001;
+export const PM1_GBL_EN = 0x0020;
+export const PM1_PWRBTN_EN = 0x0100;
+export const PM1_SLPBTN_EN = 0x0200;
+export const PM1_RTC_EN = 0x0400;
+
+export const PM1_SCI_EN = 0x0001;
+export const PM1_SLP_TYP = 0x1c00;
+export const PM1_SLP_EN = 0x2000;
+export const PM1_ALWAYS_ZERO = 0xc003;
+/** SLP_TYP value of bhyve's \_S5 package. */
+export const SLP_TYP_S5 = 5;
+
+export const PMTMR_FREQ = 3579545;
+export const RST_CPU = 0x04;
+
+const GPE0_VALID = 1 << GPE_VMGENC;
+
+function ones(size: number): number {
+  return size === 4 ? 0xffffffff : (1 << (8 * size)) - 1;
+}
+
+export interface PmOptions {
+  /** Monotonic clock in nanoseconds (default process.hrtime.bigint). */
+  clock?: () => bigint;
+}
+
+export class PowerManagement implements Device {
+  readonly name = 'acpi-pm';
+  pm1Status = 0;
+  pm1Enable = 0;
+  pm1Control = 0;
+  gpe0Active = 0;
+  gpe0Enabled = 0;
+  resetControl = 0;
+  private sciActive = false;
+  private readonly clock: () => bigint;
+  private readonly timerBase: bigint;
+
+  constructor(private readonly ctx: DeviceContext, opts: PmOptions = {}) {
+    this.clock = opts.clock ?? (() => process.hrtime.bigint());
+    this.timerBase = this.clock();
+    ctx.io.registerPorts('pm1', PM1A_EVT_ADDR, IO_GPE0_BLK + IO_GPE0_LEN - PM1A_EVT_ADDR, {
+      read: (port, size) => this.blockRead(port, size),
+      write: (port, size, value) => this.blockWrite(port, size, value),
+    });
+    ctx.io.registerPorts('smi_cmd', SMI_CMD, 1, {
+      read: (_p, size) => ones(size), // write-only (bhyve registers IOPORT_F_OUT)
+      write: (_p, size, value) => { if (size === 1) this.smiCommand(value & 0xff); },
+    });
+    ctx.io.registerPorts('reset_reg', RESET_CONTROL_PORT, 1, {
+      read: (_p, size) => (size === 1 ? this.resetControl : ones(size)),
+      write: (_p, size, value) => { if (size === 1) this.resetWrite(value & 0xff); },
+    });
+  }
+
+  /** The PM timer's 32-bit count now. */
+  timerValue(): number {
+    const ns = this.clock() - this.timerBase;
+    return Number(((ns * BigInt(PMTMR_FREQ)) / 1_000_000_000n) & 0xffffffffn);
+  }
+
+  /** True when the guest has enabled ACPI (SCI_EN). */
+  get acpiEnabled(): boolean {
+    return (this.pm1Control & PM1_SCI_EN) !== 0;
+  }
+
+  /** A press of the power button (SIGTERM): sets PWRBTN_STS and updates the
+   * SCI. Returns whether ACPI is enabled (bhyve only catches SIGTERM then). */
+  pressPowerButton(): boolean {
+    if ((this.pm1Status & PM1_PWRBTN_STS) === 0) {
+      this.pm1Status |= PM1_PWRBTN_STS;
+      this.sciUpdate();
+    }
+    return this.acpiEnabled;
+  }
+
+  /** Raises a general-purpose event (bhyve's acpi_raise_gpe). */
+  raiseGpe(bit: number): void {
+    const mask = 1 << bit;
+    if ((mask & ~GPE0_VALID) !== 0) throw new RangeError(`GPE bit ${bit} is not allocated`);
+    this.gpe0Active |= mask;
+    this.sciUpdate();
+  }
+
+  reset(): void {
+    this.pm1Status = 0;
+    this.pm1Enable = 0;
+    this.pm1Control = 0;
+    this.gpe0Active = 0;
+    this.gpe0Enabled = 0;
+    this.resetControl = 0;
+    this.sciUpdate();
+  }
+
+  private sciUpdate(): void {
+    const pending = this.pm1Status & this.pm1Enable
+      & (PM1_TMR_STS | PM1_GBL_STS | PM1_PWRBTN_STS | PM1_SLPBTN_STS | PM1_RTC_STS);
+    const need = pending !== 0 || (this.gpe0Enabled & this.gpe0Active) !== 0;
+    if (need === this.sciActive) return;
+    this.sciActive = need;
+    this.ctx.irq.setLevel(SCI_INT, need);
+  }
+
+  private blockRead(port: number, size: AccessSize): number {
+    switch (port) {
+      case PM1A_EVT_ADDR: return size === 2 ? this.pm1Status : ones(size);
+      case PM1A_EVT_ADDR + 2: return size === 2 ? this.pm1Enable : ones(size);
+      case PM1A_CNT_ADDR: return size === 2 ? this.pm1Control : ones(size);
+      case IO_PMTMR: return size === 4 ? this.timerValue() : ones(size);
+      case IO_GPE0_STS: return size === 1 ? this.gpe0Active : ones(size);
+      case IO_GPE0_EN: return size === 1 ? this.gpe0Enabled : ones(size);
+      default: return ones(size);
+    }
+  }
+
+  private blockWrite(port: number, size: AccessSize, value: number): void {
+    switch (port) {
+      case PM1A_EVT_ADDR:
+        if (size !== 2) return;
+        this.pm1Status &= ~(value & (PM1_WAK_STS | PM1_RTC_STS | PM1_SLPBTN_STS | PM1_PWRBTN_STS | PM1_BM_STS));
+        this.sciUpdate();
+        return;
+      case PM1A_EVT_ADDR + 2:
+        if (size !== 2) return;
+        // ACPI-CA insists on setting GBL_EN, so it sticks though unused.
+        this.pm1Enable = value & (PM1_RTC_EN | PM1_PWRBTN_EN | PM1_GBL_EN);
+        this.sciUpdate();
+        return;
+      case PM1A_CNT_ADDR:
+        if (size !== 2) return;
+        this.pm1ControlWrite(value & 0xffff);
+        return;
+      case IO_GPE0_STS:
+        if (size !== 1) return;
+        this.gpe0Active &= ~(value & GPE0_VALID);
+        this.sciUpdate();
+        return;
+      case IO_GPE0_EN:
+        if (size !== 1) return;
+        this.gpe0Enabled = value & GPE0_VALID;
+        this.sciUpdate();
+        return;
+      default:
+        return; // PM timer and the gaps are read-only
+    }
+  }
+
+  private pm1ControlWrite(value: number): void {
+    // SLP_EN and reserved bits are write-only/zero; SCI_EN belongs to SMI_CMD.
+    this.pm1Control = (this.pm1Control & PM1_SCI_EN) | (value & ~(PM1_SLP_EN | PM1_ALWAYS_ZERO) & 0xffff);
+    if ((value & PM1_SLP_EN) !== 0 && ((this.pm1Control & PM1_SLP_TYP) >> 10) === SLP_TYP_S5) {
+      this.ctx.machine.requestExit({ kind: 'poweroff', why: 'guest entered ACPI S5 (PM1_CNT SLP_TYP=5, SLP_EN)' });
+    }
+  }
+
+  private smiCommand(cmd: number): void {
+    if (cmd === BHYVE_ACPI_ENABLE) this.pm1Control |= PM1_SCI_EN;
+    else if (cmd === BHYVE_ACPI_DISABLE) this.pm1Control &= ~PM1_SCI_EN;
+  }
+
+  private resetWrite(value: number): void {
+    this.resetControl = value;
+    if ((value & RST_CPU) !== 0) {
+      this.ctx.machine.requestExit({ kind: 'reset', why: 'guest wrote RST_CPU to the reset control register (0xcf9)' });
+    }
+  }
+}
+
+export function createPowerManagement(ctx: DeviceContext, opts?: PmOptions): PowerManagement {
+  return new PowerManagement(ctx, opts);
+}
