@@ -5,24 +5,25 @@
 import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { parseMemorySize } from '../config/size.js';
-import { ConfigTree } from '../config/tree.js';
+import { ConfigError, ConfigTree } from '../config/tree.js';
+import { UsageError } from '../config/errors.js';
 import { openUartBackend, restoreTerminal, type UartBackendHost, type UartStreamTransfer } from '../devices/lpc/uart-backend.js';
 import { Mailbox } from './ap-mailbox.js';
-import { loadBootrom, type BootromSegment } from './bootrom.js';
+import { BootromError, loadBootrom, type BootromSegment } from './bootrom.js';
 import { buildCpuid, type Topology } from './cpuid.js';
 import { EXIT_ERROR, exitStatusOf, type ExitRequest } from './exit-status.js';
 import {
   CAP, IDENTITY_MAP_ADDR, MSR_EXIT_REASON_UNKNOWN, PIT_SPEAKER_DUMMY, TSS_ADDR,
 } from './kvm-abi.js';
-import { Kvm, KvmStats, Vcpu, type Vm } from './kvm.js';
+import { Kvm, KvmStats, KvmUnavailableError, Vcpu, type Vm } from './kvm.js';
 import {
-  madvise, MADV_DODUMP, MADV_DONTDUMP, mlock, mmap, PROT_READ, PROT_WRITE, type Mapping,
+  madvise, MADV_DODUMP, MADV_DONTDUMP, mlock, mmap, PROT_READ, PROT_WRITE, SysError, type Mapping,
 } from './libc.js';
 import { computeLayout, HIGHMEM_BASE, type MemoryLayout } from './memory-map.js';
-import { checkRequirements, probeHost } from './probe.js';
+import { checkRequirements, HostRequirementError, probeHost } from './probe.js';
 import { DEVICE_REQUEST, Kicker, VCPU_STATE, VcpuControl } from './vcpu-control.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
-import { VmObject } from './vm-object.js';
+import { VmObject, VmObjectError } from './vm-object.js';
 
 /** A failure to set the VM up, reported to the user as one line. */
 export class VmSetupError extends Error {}
@@ -106,12 +107,16 @@ function createMachine(config: ConfigTree): { machine: Machine; topo: Topology; 
   const name = config.get('name');
   if (!name) throw new VmSetupError('no VM name given');
   const memsize = parseMemorySize(config.get('memory.size') ?? '256M');
-  const topo: Topology = {
-    sockets: intKey(config, 'sockets', 1),
-    cores: intKey(config, 'cores', 1),
-    threads: intKey(config, 'threads', 1),
-  };
-  const ncpus = intKey(config, 'cpus', topo.sockets * topo.cores * topo.threads);
+  // As bhyve's topology defaults: cores and threads 1, sockets from cpus.
+  const cores = intKey(config, 'cores', 1);
+  const threads = intKey(config, 'threads', 1);
+  const explicitSockets = config.get('sockets') !== undefined;
+  const ncpus = intKey(config, 'cpus', explicitSockets ? intKey(config, 'sockets', 1) * cores * threads : 1);
+  const sockets = explicitSockets ? intKey(config, 'sockets', 1) : Math.max(1, Math.floor(ncpus / (cores * threads)));
+  if (sockets * cores * threads !== ncpus) {
+    throw new VmSetupError(`CPU topology ${sockets} sockets x ${cores} cores x ${threads} threads does not give ${ncpus} vCPUs`);
+  }
+  const topo: Topology = { sockets, cores, threads };
 
   const kvm = Kvm.open(process.env.BHYVE_KVM_DEVICE ?? '/dev/kvm');
   const caps = probeHost(kvm);
@@ -155,7 +160,13 @@ function createMachine(config: ConfigTree): { machine: Machine; topo: Topology; 
 
 /** Runs the VM described by `config`; resolves to bhyve(8)'s exit status. */
 export async function runVm(config: ConfigTree): Promise<number> {
-  const { machine, ncpus, warnings } = createMachine(config);
+  let created: ReturnType<typeof createMachine>;
+  try {
+    created = createMachine(config);
+  } catch (e) {
+    throw asUserError(e);
+  }
+  const { machine, ncpus, warnings } = created;
   for (const w of warnings) process.stderr.write(`bhyve: ${w}\n`);
 
   const control = VcpuControl.create(ncpus);
@@ -194,7 +205,8 @@ export async function runVm(config: ConfigTree): Promise<number> {
     for (const com of ['com1', 'com2', 'com3', 'com4']) {
       const path = config.get(`lpc.${com}.path`);
       if (path === undefined) continue;
-      const host = await openUartBackend(path, () => kickDeviceThread(DEVICE_REQUEST.POLL));
+      const host = await openUartBackend(path, () => kickDeviceThread(DEVICE_REQUEST.POLL))
+        .catch((e: Error) => { throw new VmSetupError(`${com}: ${e.message}`); });
       backends.push(host);
       streams[`lpc.${com}`] = host.transfer;
     }
@@ -295,6 +307,13 @@ function watchHalts(
       control.setState(i, VCPU_STATE.RUNNING);
     }
   }
+}
+
+/** Errors a user can cause or fix, turned into one-line VmSetupErrors. */
+function asUserError(e: unknown): unknown {
+  const userClasses = [KvmUnavailableError, HostRequirementError, BootromError, VmObjectError, SysError, UsageError, ConfigError];
+  if (userClasses.some((c) => e instanceof c)) return new VmSetupError((e as Error).message);
+  return e;
 }
 
 function describe(req: ExitRequest): string {

@@ -1,0 +1,91 @@
+// Boots the test ROMs (test/guests) on real KVM through bin/bhyve and checks
+// COM1 output and bhyve(8) exit statuses.
+import fs from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { detectPaging } from '../../src/vmm/probe.js';
+import { BHYVE, bhyveArgs, kvmUnavailable, ROOT, rom, runBhyve, vmName } from '../support/bhyve.js';
+
+const skip = kvmUnavailable();
+if (skip) console.warn(`skipping KVM integration tests: ${skip}`);
+
+describe.skipIf(skip !== undefined)('booting ROMs on KVM', () => {
+  const cases: Array<[string, string, number]> = [
+    ['exit-testdev', 'hello from testdev rom\r\n', 33],
+    ['exit-halt', 'halting\r\n', 2],
+    ['exit-reset', 'resetting\r\n', 0],
+    ['exit-kbdreset', 'resetting via keyboard controller\r\n', 0],
+    ['exit-poweroff', 'powering off\r\n', 1],
+    ['exit-triplefault', 'triple faulting\r\n', 3],
+  ];
+  it.each(cases)('%s prints on COM1 and bhyve exits accordingly', async (name, text, status) => {
+    const r = await runBhyve(bhyveArgs(rom(name), vmName(name)));
+    expect(r.stdout).toBe(text);
+    expect(r.exitCode).toBe(status);
+    expect(r.stderr).not.toMatch(/Error|at .*\.js/);
+  });
+
+  it('echoes what is written to stdin through a polled COM1', async () => {
+    const r = await runBhyve(bhyveArgs(rom('echo'), vmName('echo')), { input: 'hello, uart\r\nq' });
+    expect(r.stdout).toBe('echo ready\r\nhello, uart\r\n\r\nbye\r\n');
+    expect(r.exitCode).toBe(33);
+  });
+
+  it('starts an AP with INIT-SIPI-SIPI and both vCPUs report in', async () => {
+    const r = await runBhyve(bhyveArgs(rom('smp'), vmName('smp'), { cpus: 2 }));
+    expect(r.stdout).toContain('BSP 0 up');
+    expect(r.stdout).toContain('AP 1 up');
+    expect(r.exitCode).toBe(33);
+  });
+
+  it('removes the VM object it created once the run ends', async () => {
+    const name = vmName('cleanup');
+    await runBhyve(bhyveArgs(rom('exit-testdev'), name));
+    expect(fs.existsSync(path.join(ROOT, 'build/run', name))).toBe(false);
+  });
+});
+
+describe.skipIf(skip !== undefined)('host problems end in one line and status 4', () => {
+  const oneLine = (stderr: string): void => {
+    expect(stderr.trim().split('\n')).toHaveLength(1);
+    expect(stderr).not.toMatch(/\n\s+at /);
+  };
+
+  it('no /dev/kvm', async () => {
+    const r = await runBhyve(bhyveArgs(rom('exit-testdev'), vmName('nokvm')), { env: { BHYVE_KVM_DEVICE: '/nonexistent/kvm' } });
+    expect(r.exitCode).toBe(4);
+    expect(r.stderr).toMatch(/^bhyve: \/nonexistent\/kvm does not exist/);
+    oneLine(r.stderr);
+  });
+
+  // Needs root to drop to an unprivileged user that cannot open /dev/kvm.
+  it.skipIf(process.getuid?.() !== 0)('no permission on /dev/kvm', async () => {
+    const rundir = fs.mkdtempSync('/tmp/bhyve-perm-');
+    fs.chmodSync(rundir, 0o777);
+    const r = await execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', BHYVE, ...bhyveArgs(rom('exit-testdev'), 'perm')], {
+      reject: false, env: { BHYVE_RUNDIR: rundir }, stdin: 'ignore',
+    });
+    fs.rmSync(rundir, { recursive: true, force: true });
+    expect(r.exitCode).toBe(4);
+    expect(r.stderr).toMatch(/^bhyve: no permission to open \/dev\/kvm/);
+    oneLine(r.stderr);
+  });
+
+  // Only a host without EPT/RVI can show the refusal.
+  it.skipIf(detectPaging() !== 'none')('no EPT/RVI without the override', async () => {
+    const args = bhyveArgs(rom('exit-testdev'), vmName('noept')).filter((a) => a !== 'x86.require_ept_rvi=false');
+    args.splice(args.indexOf('-o'), 1);
+    const r = await runBhyve(args);
+    expect(r.exitCode).toBe(4);
+    expect(r.stderr).toMatch(/^bhyve: .*no EPT or RVI.*x86\.require_ept_rvi=false/);
+    oneLine(r.stderr);
+  });
+
+  it('a missing boot ROM names the file', async () => {
+    const r = await runBhyve(bhyveArgs('/nonexistent/rom.fd', vmName('norom')));
+    expect(r.exitCode).toBe(4);
+    expect(r.stderr).toMatch(/^bhyve: cannot open boot ROM '\/nonexistent\/rom.fd': no such file/);
+    oneLine(r.stderr);
+  });
+});

@@ -1,0 +1,64 @@
+// Helpers for tests that run the real bin/bhyve against real KVM.
+import fs from 'node:fs';
+import path from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+
+export const ROOT = path.resolve(import.meta.dirname, '../..');
+export const BHYVE = path.join(ROOT, 'bin/bhyve');
+export const GUESTS = path.join(ROOT, 'build/guests');
+
+/** Why tests that need /dev/kvm cannot run here, or undefined when they can. */
+export function kvmUnavailable(): string | undefined {
+  try {
+    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
+  } catch {
+    return '/dev/kvm is missing or not read/writable by this user';
+  }
+  if (!fs.existsSync(path.join(ROOT, 'dist/cli/bhyve-main.js'))) return 'dist/ is not built: run npm run build';
+  if (!fs.existsSync(path.join(GUESTS, 'exit-testdev.rom'))) return 'test guests are not built: run scripts/build-guests.sh';
+  return undefined;
+}
+
+export function rom(name: string): string {
+  return path.join(GUESTS, `${name}.rom`);
+}
+
+let seq = 0;
+/** A VM name unique to this test process. */
+export function vmName(tag: string): string {
+  return `t${process.pid}-${tag}-${seq++}`;
+}
+
+export interface BhyveRunOptions {
+  cpus?: number;
+  mem?: string;
+  extra?: string[];
+  input?: string;
+  env?: Record<string, string>;
+  timeout?: number;
+}
+
+/** Standard command line: hostbridge, LPC with COM1 on stdio, pc-testdev, the ROM. */
+export function bhyveArgs(romPath: string, name: string, o: BhyveRunOptions = {}): string[] {
+  return [
+    '-c', String(o.cpus ?? 1), '-m', o.mem ?? '64M',
+    '-s', '0,hostbridge', '-s', '31,lpc',
+    '-l', 'com1,stdio', '-l', 'pc-testdev', '-l', `bootrom,${romPath}`,
+    '-o', 'x86.require_ept_rvi=false',
+    ...(o.extra ?? []),
+    name,
+  ];
+}
+
+export function runBhyve(args: string[], o: BhyveRunOptions = {}): ResultPromise {
+  const rundir = path.join(ROOT, 'build', 'run');
+  fs.mkdirSync(rundir, { recursive: true });
+  return execa(BHYVE, args, {
+    reject: false,
+    timeout: o.timeout ?? 30_000,
+    input: o.input,
+    stdin: o.input === undefined ? 'ignore' : undefined,
+    env: { BHYVE_RUNDIR: rundir, ...(o.env ?? {}) },
+    stripFinalNewline: false,
+  });
+}
