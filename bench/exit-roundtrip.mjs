@@ -5,7 +5,7 @@
 // times divided by the difference of the N's, so start-up and shut-down
 // costs cancel. Each point is the median of REPS runs.
 //
-// Usage: node bench/exit-roundtrip.mjs [--n1 20000] [--n2 200000] [--reps 3]
+// Usage: node bench/exit-roundtrip.mjs [--n1 20000] [--n2 200000] [--reps 5]
 //          [--rom bench-exit|bench-exit-user] [--only bhyve|qemu] [--no-write]
 // --rom bench-exit-user runs the loop in ring 3 of long mode instead of real
 // mode (native on VT-x/AMD-V hosts; on kvm_pvm hosts it is much slower).
@@ -20,7 +20,7 @@ const { values: opt } = parseArgs({
   options: {
     n1: { type: 'string', default: '20000' },
     n2: { type: 'string', default: '200000' },
-    reps: { type: 'string', default: '3' },
+    reps: { type: 'string', default: '5' },
     rom: { type: 'string', default: 'bench-exit' },
     only: { type: 'string' },
     'no-write': { type: 'boolean', default: false },
