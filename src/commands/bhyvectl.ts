@@ -22,6 +22,7 @@ export default class Bhyvectl extends Command {
       try {
         parsed = await this.parse(Bhyvectl);
       } catch (err) {
+        this.parsed = true; // we report the error ourselves; no "did not parse" warning
         throw new UsageError(parseErrorLine(err), 1);
       }
       const flags = parsed.flags as Record<string, string | boolean | undefined>;

@@ -44,6 +44,7 @@ export default class Bhyveload extends Command {
       try {
         parsed = await this.parse(Bhyveload);
       } catch (err) {
+        this.parsed = true; // we report the error ourselves; no "did not parse" warning
         throw new UsageError(parseErrorLine(err), 1);
       }
       const { flags, argv } = parsed;
