@@ -222,7 +222,8 @@ describe('man pages are in sync with the code', () => {
     const names = (mod!.BHYVECTL_OPTIONS as readonly Option[]).map((o) => o.flag.replace(/^-+/, ''));
     expect(names.length).toBeGreaterThan(0);
     // Written `Fl -name` or, in comma lists after one Fl, `-name`, on a macro line.
-    const macroLines = src.split('\n').filter((l) => l.startsWith('.')).join('\n');
+    // Lines ending in a backslash continue on the next line.
+    const macroLines = src.replace(/\\\n/g, ' ').split('\n').filter((l) => l.startsWith('.')).join('\n');
     const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
     const missing = names.filter((n) => !new RegExp(`(?<![\\w-])-${escape(n)}(?![\\w-])`).test(macroLines));
     expect(missing, 'options missing from man/bhyvectl.8').toEqual([]);
