@@ -16,6 +16,7 @@
 //                 that the main thread drains to the TCP client.
 // Both halves also work inside one thread (unit tests).
 
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as tty from 'node:tty';
@@ -246,18 +247,35 @@ function openTty(path: string, kick: () => void): UartBackendHost {
     fs.closeSync(fd);
     throw new BackendError(`uart backend '${path}': not a terminal (use stdio, tcp=ADDR:PORT or a terminal such as /dev/pts/N)`);
   }
-  // Reading: a tty.ReadStream on the fd (libuv watches it with epoll; for a
-  // pty slave it reopens the device and dup2()s over our fd, so our fd number
-  // stays valid and refers to the same terminal). Raw mode goes through the
-  // same handle: libuv's raw mode is cfmakeraw-like (bhyve also sets CLOCAL,
-  // which libuv leaves as it was). The previous termios is restored on close.
-  const rs = new tty.ReadStream(fd);
-  let raw = false;
+  // Reading: a tty.ReadStream on a second fd of its own (libuv watches it
+  // with epoll, may reopen it, and closes it when destroyed); `fd` stays ours,
+  // for the device thread's synchronous writes.
+  let rfd: number;
   try {
-    rs.setRawMode(true);
-    raw = true;
+    rfd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOCTTY | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    fs.closeSync(fd);
+    throw new BackendError(`uart backend '${path}': ${(e as Error).message}`);
+  }
+  const rs = new tty.ReadStream(rfd);
+  // Termios: bhyve does cfmakeraw() + CLOCAL. `stty raw -echo clocal` is the
+  // same thing (raw also clears OPOST, so the guest's bytes pass unchanged).
+  // The previous settings (stty -g) are put back on close. When stty cannot
+  // run, fall back to libuv's raw mode, which is close but keeps ONLCR on
+  // output (a guest "\n" reaches the terminal as "\r\n").
+  let restore: (() => void) | undefined;
+  const sttyOpts = { encoding: 'utf8' as const, stdio: ['ignore', 'pipe', 'ignore'] as ['ignore', 'pipe', 'ignore'], timeout: 5000 };
+  try {
+    const saved = execFileSync('stty', ['-F', path, '-g'], sttyOpts).trim();
+    execFileSync('stty', ['-F', path, 'raw', '-echo', 'clocal'], sttyOpts);
+    restore = () => { execFileSync('stty', ['-F', path, saved], sttyOpts); };
   } catch {
-    // leave termios alone if the device refuses; data still flows
+    try {
+      rs.setRawMode(true);
+      restore = () => { rs.setRawMode(false); };
+    } catch {
+      // leave termios alone if the device refuses; data still flows
+    }
   }
   const rx = ByteRing.create(RX_RING_BYTES);
   const pump = new RxPump(rx, kick, () => rs.pause(), () => rs.resume());
@@ -271,11 +289,10 @@ function openTty(path: string, kick: () => void): UartBackendHost {
       closed = true;
       pump.close();
       rx.close();
-      if (raw) {
-        try { rs.setRawMode(false); } catch { /* gone */ }
-      }
+      try { restore?.(); } catch { /* the terminal is gone */ }
       rs.destroy();
-      try { fs.closeSync(fd); } catch { /* already closed by the handle */ }
+      // Call close() only after the device thread has stopped writing.
+      try { fs.closeSync(fd); } catch { /* already closed */ }
     },
   };
 }
