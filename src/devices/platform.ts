@@ -10,7 +10,8 @@
 //   - with an `lpc` function: COM1-COM4 (all four, as bhyve's lpc_init
 //     registers every LPC UART; those without `lpc.comN.path` have no host
 //     backend) and pc-testdev when `lpc.pc-testdev` is true.
-//   - always: the i8042 controller, ACPI PM registers + reset register, RTC.
+//   - always: the i8042 controller, ACPI PM registers + reset register, RTC,
+//     and bhyve's port 0x84 (post.c).
 //
 // The in-kernel KVM irqchip and PIT own 0x20/0xa0, 0x4d0, 0x40-0x43 and
 // 0x61; nothing here registers them.
@@ -22,6 +23,7 @@ import { AtKbdc, AUX_DEV_IRQ, KBD_DEV_IRQ } from './lpc/atkbdc.js';
 import { PowerManagement, SCI_INT } from './lpc/pm.js';
 import { Rtc } from './lpc/rtc.js';
 import { PcTestDev } from './lpc/pctestdev.js';
+import { PostPort } from './lpc/post.js';
 import { PCIM_CMD_BUSMASTEREN, PCIR_COMMAND } from './pci/config-space.js';
 import { HostBridge } from './pci/hostbridge.js';
 import { LpcBridge, type findHostIsaBridge } from './pci/lpc-bridge.js';
@@ -143,6 +145,8 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
 
   const rtc = new Rtc(ctx, layout);
   devices.push(rtc);
+
+  devices.push(new PostPort(ctx));
 
   return { devices, pci, pirq, pm, rtc, atkbdc, lpc, uarts, pctestdev };
 }
