@@ -193,8 +193,8 @@ export async function runVm(config: ConfigTree): Promise<number> {
   const signalHandlers: Array<[NodeJS.Signals, () => void]> = [
     // SIGTERM presses the ACPI power button, as bhyve does; the guest decides.
     ['SIGTERM', () => kickDeviceThread(DEVICE_REQUEST.POWER_BUTTON)],
-    ['SIGINT', () => claimAndFinish({ kind: 'error', message: 'interrupted' })],
-    ['SIGHUP', () => claimAndFinish({ kind: 'error', message: 'hangup' })],
+    ['SIGINT', () => claimAndFinish({ kind: 'signal', signal: 'SIGINT' })],
+    ['SIGHUP', () => claimAndFinish({ kind: 'signal', signal: 'SIGHUP' })],
   ];
   for (const [sig, h] of signalHandlers) process.on(sig, h);
 
@@ -321,6 +321,7 @@ function describe(req: ExitRequest): string {
     case 'reset': case 'poweroff': case 'halt': return `${req.kind}: ${req.why}`;
     case 'triplefault': return `triple fault on vCPU ${req.vcpu}`;
     case 'testdev': return `pc-testdev exit with value ${req.value}`;
+    case 'signal': return `ended by ${req.signal}`;
     case 'error': return req.message;
   }
 }

@@ -8,7 +8,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { ConfigTree } from '../config/tree.js';
 import type { ByteStream, Device, DeviceContext, InterruptSink, MachineControl } from '../devices/device.js';
 import { attachUartStream } from '../devices/lpc/uart-backend.js';
-import { createPlatformDevices } from '../devices/platform.js';
+import { buildPlatform, type Platform } from '../devices/platform.js';
 import { ForwardingIoBus, Mailbox } from './ap-mailbox.js';
 import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js';
 import type { ExitRequest } from './exit-status.js';
@@ -44,6 +44,7 @@ const kicker = new Kicker(control, new Map([[0, bspRun]]));
 
 let bus: IoBus;
 let devices: Device[] = [];
+let platform: Platform | undefined;
 let mailboxes: Mailbox[] = [];
 let localBus: LocalIoBus | undefined;
 
@@ -76,7 +77,8 @@ if (d.id === 0) {
       return s;
     },
   };
-  devices = createPlatformDevices(ctx, d.layout);
+  platform = buildPlatform(ctx, d.layout);
+  devices = platform.devices;
   mailboxes = d.mailboxes.map((sab) => new Mailbox(sab));
   bus = localBus;
 } else {
@@ -96,8 +98,9 @@ function onKick(): void {
   if (d.id === 0) {
     for (const m of mailboxes) m.serve(localBus!);
     const req = control.takeDeviceRequests();
-    if (req & DEVICE_REQUEST.POWER_BUTTON) {
-      for (const dev of devices) (dev as Device & { pressPowerButton?: () => void }).pressPowerButton?.();
+    // Before the guest enables ACPI, bhyve has no SIGTERM handler: it dies.
+    if (req & DEVICE_REQUEST.POWER_BUTTON && !platform!.pm.pressPowerButton()) {
+      requestExit({ kind: 'signal', signal: 'SIGTERM' });
     }
     if (req & DEVICE_REQUEST.POLL) for (const dev of devices) dev.poll?.();
   }

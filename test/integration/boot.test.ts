@@ -2,6 +2,7 @@
 // COM1 output and bhyve(8) exit statuses.
 import fs from 'node:fs';
 import path from 'node:path';
+import net from 'node:net';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { detectPaging } from '../../src/vmm/probe.js';
@@ -29,6 +30,29 @@ describe.skipIf(skip !== undefined)('booting ROMs on KVM', () => {
   it('echoes what is written to stdin through a polled COM1', async () => {
     const r = await runBhyve(bhyveArgs(rom('echo'), vmName('echo')), { input: 'hello, uart\r\nq' });
     expect(r.stdout).toBe('echo ready\r\nhello, uart\r\n\r\nbye\r\n');
+    expect(r.exitCode).toBe(33);
+  });
+
+  it('delivers COM1 receive interrupts to a guest idling in sti;hlt', async () => {
+    const r = await runBhyve(bhyveArgs(rom('irq-echo'), vmName('irqecho')), { input: 'interrupts!q' });
+    expect(r.stdout).toBe('irq echo ready\r\ninterrupts!\r\nbye\r\n');
+    expect(r.exitCode).toBe(33);
+  });
+
+  it('serves COM1 over tcp=127.0.0.1:PORT', async () => {
+    const port = await freePort();
+    const args = bhyveArgs(rom('irq-echo'), vmName('tcp')).map((a) => (a === 'com1,stdio' ? `com1,tcp=127.0.0.1:${port}` : a));
+    const child = runBhyve(args);
+    const sock = await connectRetry(port);
+    let got = '';
+    sock.on('data', (b: Buffer) => { got += b.toString('latin1'); });
+    await until(() => got.includes('ready'));
+    sock.write('over tcp');
+    await until(() => got.includes('over tcp'));
+    sock.write('q');
+    const r = await child;
+    sock.destroy();
+    expect(got).toBe('irq echo ready\r\nover tcp\r\nbye\r\n');
     expect(r.exitCode).toBe(33);
   });
 
@@ -89,3 +113,61 @@ describe.skipIf(skip !== undefined)('host problems end in one line and status 4'
     oneLine(r.stderr);
   });
 });
+
+describe.skipIf(skip !== undefined)('SIGTERM, as bhyve handles it', () => {
+  async function termAfter(romName: string, ready: string): Promise<{ exitCode?: number; stdout: string }> {
+    const child = runBhyve(bhyveArgs(rom(romName), vmName(romName)), { input: undefined });
+    let out = '';
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no '${ready}' in ${JSON.stringify(out)}`)), 20_000);
+      child.stdout!.on('data', (b: Buffer) => {
+        out += b.toString();
+        if (out.includes(ready)) { clearTimeout(t); resolve(); }
+      });
+    });
+    child.kill('SIGTERM');
+    const r = await child;
+    return { exitCode: r.exitCode, stdout: String(r.stdout) };
+  }
+
+  it('presses the ACPI power button once the guest enabled ACPI; the guest powers off (1)', async () => {
+    const r = await termAfter('powerbutton', 'acpi on');
+    expect(r.stdout).toBe('acpi on\r\npower button\r\n');
+    expect(r.exitCode).toBe(1);
+  });
+
+  it('ends bhyve with 128+15 while the guest has not enabled ACPI', async () => {
+    const r = await termAfter('echo', 'echo ready');
+    expect(r.exitCode).toBe(143);
+  });
+});
+
+async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+async function connectRetry(port: number): Promise<net.Socket> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      return await new Promise<net.Socket>((resolve, reject) => {
+        const s = net.connect(port, '127.0.0.1', () => resolve(s));
+        s.once('error', reject);
+      });
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error(`nothing listens on 127.0.0.1:${port}`);
+}
+
+async function until(cond: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -1,0 +1,388 @@
+// A split virtqueue (virtio 1.x spec, section 2.7) over bounds-checked guest
+// memory, seen from the device side.
+//
+// Everything the guest wrote is untrusted: every descriptor is validated
+// (address and length inside guest RAM, NEXT inside the table, no loops, at
+// most one level of indirection, total length < 2^32, device-readable before
+// device-writable) and every loop is bounded by the queue or table size. A
+// violation throws VirtqueueError; the device turns it into the spec's
+// DEVICE_NEEDS_RESET state (see VirtioDeviceBase). Nothing here can crash or
+// hang the VMM.
+//
+// The ring areas are resolved once, at construction, into live views of guest
+// memory, and ring fields are read byte-wise from those views, so the data
+// path allocates nothing but the segment views of each chain.
+//
+// Memory ordering: the guest runs on other CPUs. x86 is TSO: our loads are not
+// reordered with each other, nor our stores with each other, and V8 keeps
+// typed-array accesses in program order. The one reordering x86 does allow,
+// a later load passing an earlier store, matters twice (publishing used idx
+// then reading used_event / avail flags; writing avail_event then re-reading
+// avail idx): there we issue a full fence (a locked instruction through
+// Atomics on a private SharedArrayBuffer).
+
+import { GuestMemory, GuestMemoryError } from '../../vmm/guest-memory.js';
+import {
+  VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+  VIRTQ_DESC_SIZE, VIRTQ_MAX_SIZE, VIRTQ_USED_ELEM_SIZE, VIRTQ_USED_F_NO_NOTIFY,
+} from './virtio-constants.js';
+
+/** A malformed or hostile queue or descriptor chain: the driver broke the
+ * protocol, and the device must enter DEVICE_NEEDS_RESET. */
+export class VirtqueueError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'VirtqueueError';
+  }
+}
+
+/** Guest physical addresses and size of a split queue, as the driver
+ * programmed them through the transport. */
+export interface VirtqueueLayout {
+  size: number;
+  desc: number;
+  avail: number;
+  used: number;
+}
+
+export interface VirtqueueOptions {
+  /** VIRTIO_RING_F_EVENT_IDX was negotiated. */
+  eventIdx?: boolean;
+  /** VIRTIO_RING_F_INDIRECT_DESC was negotiated (otherwise an indirect
+   * descriptor is an error). */
+  indirect?: boolean;
+  /** Queue index, for error messages. */
+  index?: number;
+}
+
+/** Largest total length of one chain's buffers (spec 2.7.5: < 2^32). */
+const MAX_CHAIN_BYTES = 0xffffffff;
+
+const fenceWord = new Int32Array(new SharedArrayBuffer(4));
+/** A full memory barrier (lock-prefixed instruction on x86). */
+export function memoryFence(): void {
+  Atomics.add(fenceWord, 0, 0);
+}
+
+function rd16(b: Uint8Array, o: number): number {
+  return b[o] | (b[o + 1] << 8);
+}
+function rd32(b: Uint8Array, o: number): number {
+  return (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
+}
+function wr16(b: Uint8Array, o: number, v: number): void {
+  b[o] = v & 0xff;
+  b[o + 1] = (v >>> 8) & 0xff;
+}
+function wr32(b: Uint8Array, o: number, v: number): void {
+  b[o] = v & 0xff;
+  b[o + 1] = (v >>> 8) & 0xff;
+  b[o + 2] = (v >>> 16) & 0xff;
+  b[o + 3] = (v >>> 24) & 0xff;
+}
+
+/** One available descriptor chain, flattened into views of guest memory:
+ * device-readable segments first, then device-writable ones. The views are
+ * live: writes into `writable` reach the guest. A chain object can be reused
+ * across pops (pass it to Virtqueue.pop) to keep the data path
+ * allocation-light. */
+export class DescriptorChain {
+  /** Index of the head descriptor: the id to hand back in the used ring. */
+  head = 0;
+  readonly readable: Uint8Array[] = [];
+  readonly writable: Uint8Array[] = [];
+  readableLength = 0;
+  writableLength = 0;
+
+  clear(): void {
+    this.head = 0;
+    this.readable.length = 0;
+    this.writable.length = 0;
+    this.readableLength = 0;
+    this.writableLength = 0;
+  }
+
+  /** Copies readable bytes starting at `offset` into `dst`; returns the
+   * number copied (less than dst.length when the chain is shorter). */
+  copyFromReadable(offset: number, dst: Uint8Array): number {
+    return copyOut(this.readable, offset, dst);
+  }
+
+  /** Copies `src` into the writable bytes starting at `offset`; returns the
+   * number copied (less than src.length when the chain is shorter). */
+  copyToWritable(offset: number, src: Uint8Array): number {
+    return copyIn(this.writable, offset, src);
+  }
+
+  /** Views covering readable bytes [offset, offset+length), appended to
+   * `out` (cleared first); fewer bytes when the chain is shorter. */
+  readableViews(offset: number, length: number, out: Uint8Array[] = []): Uint8Array[] {
+    return views(this.readable, offset, length, out);
+  }
+
+  /** Views covering writable bytes [offset, offset+length). */
+  writableViews(offset: number, length: number, out: Uint8Array[] = []): Uint8Array[] {
+    return views(this.writable, offset, length, out);
+  }
+}
+
+function copyOut(segs: Uint8Array[], offset: number, dst: Uint8Array): number {
+  let copied = 0;
+  let skip = offset;
+  for (let i = 0; i < segs.length && copied < dst.length; i++) {
+    const seg = segs[i];
+    if (skip >= seg.length) { skip -= seg.length; continue; }
+    const n = Math.min(seg.length - skip, dst.length - copied);
+    dst.set(seg.subarray(skip, skip + n), copied);
+    copied += n;
+    skip = 0;
+  }
+  return copied;
+}
+
+function copyIn(segs: Uint8Array[], offset: number, src: Uint8Array): number {
+  let copied = 0;
+  let skip = offset;
+  for (let i = 0; i < segs.length && copied < src.length; i++) {
+    const seg = segs[i];
+    if (skip >= seg.length) { skip -= seg.length; continue; }
+    const n = Math.min(seg.length - skip, src.length - copied);
+    seg.set(src.subarray(copied, copied + n), skip);
+    copied += n;
+    skip = 0;
+  }
+  return copied;
+}
+
+function views(segs: Uint8Array[], offset: number, length: number, out: Uint8Array[]): Uint8Array[] {
+  out.length = 0;
+  let left = length;
+  let skip = offset;
+  for (let i = 0; i < segs.length && left > 0; i++) {
+    const seg = segs[i];
+    if (skip >= seg.length) { skip -= seg.length; continue; }
+    const n = Math.min(seg.length - skip, left);
+    out.push(skip === 0 && n === seg.length ? seg : seg.subarray(skip, skip + n));
+    left -= n;
+    skip = 0;
+  }
+  return out;
+}
+
+function isPowerOfTwo(n: number): boolean {
+  return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+}
+
+export class Virtqueue {
+  readonly size: number;
+  readonly index: number;
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
+  private readonly mem: GuestMemory;
+  private readonly descTable: Uint8Array;
+  private readonly avail: Uint8Array;
+  private readonly used: Uint8Array;
+  /** Offset of used_event in the avail ring, of avail_event in the used ring. */
+  private readonly usedEventOff: number;
+  private readonly availEventOff: number;
+  private lastAvail = 0;
+  private nextUsed = 0;
+  private signalledUsed = 0;
+  private signalledValid = false;
+
+  /** Validates the layout (size a power of two <= 32768, alignment, every
+   * ring area inside guest RAM) and resolves the rings; throws
+   * VirtqueueError when the driver programmed something invalid. */
+  constructor(mem: GuestMemory, layout: VirtqueueLayout, opts: VirtqueueOptions = {}) {
+    this.index = opts.index ?? 0;
+    const { size } = layout;
+    if (!isPowerOfTwo(size) || size > VIRTQ_MAX_SIZE) {
+      throw new VirtqueueError(`queue ${this.index}: size ${size} is not a power of two in 1..${VIRTQ_MAX_SIZE}`);
+    }
+    if (layout.desc % 16 !== 0 || layout.avail % 2 !== 0 || layout.used % 4 !== 0) {
+      throw new VirtqueueError(`queue ${this.index}: misaligned ring (desc 0x${layout.desc.toString(16)}, `
+        + `avail 0x${layout.avail.toString(16)}, used 0x${layout.used.toString(16)})`);
+    }
+    this.size = size;
+    this.mem = mem;
+    this.eventIdx = opts.eventIdx ?? false;
+    this.indirect = opts.indirect ?? false;
+    this.descTable = this.area(layout.desc, VIRTQ_DESC_SIZE * size, 'descriptor table');
+    this.avail = this.area(layout.avail, 6 + 2 * size, 'available ring');
+    this.used = this.area(layout.used, 6 + VIRTQ_USED_ELEM_SIZE * size, 'used ring');
+    this.usedEventOff = 4 + 2 * size;
+    this.availEventOff = 4 + VIRTQ_USED_ELEM_SIZE * size;
+  }
+
+  private area(gpa: number, length: number, what: string): Uint8Array {
+    try {
+      return this.mem.slice(gpa, length);
+    } catch (e) {
+      if (e instanceof GuestMemoryError) {
+        throw new VirtqueueError(`queue ${this.index}: ${what} at 0x${gpa.toString(16)}+0x${length.toString(16)} is not in guest RAM`);
+      }
+      throw e;
+    }
+  }
+
+  /** The next avail index the device will consume. */
+  get lastAvailIdx(): number { return this.lastAvail; }
+  /** The used index the device last published. */
+  get usedIdx(): number { return this.nextUsed; }
+
+  /** Restores ring positions (snapshot restore, or a transport that keeps
+   * them across re-activation). */
+  setPositions(lastAvail: number, nextUsed: number): void {
+    this.lastAvail = lastAvail & 0xffff;
+    this.nextUsed = nextUsed & 0xffff;
+    this.signalledValid = false;
+  }
+
+  /** Number of chains the driver made available and the device has not yet
+   * popped; throws when the driver's avail idx ran ahead by more than the
+   * queue size. */
+  pending(): number {
+    const availIdx = rd16(this.avail, 2);
+    const n = (availIdx - this.lastAvail) & 0xffff;
+    if (n > this.size) {
+      throw new VirtqueueError(`queue ${this.index}: avail idx ${availIdx} is ${n} entries ahead of ${this.lastAvail} (queue size ${this.size})`);
+    }
+    return n;
+  }
+
+  /** Pops the next available chain into `chain` (a fresh one when omitted);
+   * null when the ring is empty. Throws VirtqueueError on a malformed ring
+   * or chain. */
+  pop(chain: DescriptorChain = new DescriptorChain()): DescriptorChain | null {
+    if (this.pending() === 0) return null;
+    const head = rd16(this.avail, 4 + 2 * (this.lastAvail & (this.size - 1)));
+    if (head >= this.size) {
+      throw new VirtqueueError(`queue ${this.index}: avail ring entry ${this.lastAvail} names descriptor ${head} >= size ${this.size}`);
+    }
+    this.lastAvail = (this.lastAvail + 1) & 0xffff;
+    // Tell an EVENT_IDX driver to notify for anything past what we consumed.
+    if (this.eventIdx) wr16(this.used, this.availEventOff, this.lastAvail);
+    this.walk(head, chain);
+    return chain;
+  }
+
+  /** Returns a popped chain to the driver: used element (head, len) and a
+   * new used idx. `len` is the number of bytes written into the chain's
+   * writable buffers. */
+  pushUsed(head: number, len: number): void {
+    const slot = 4 + VIRTQ_USED_ELEM_SIZE * (this.nextUsed & (this.size - 1));
+    wr32(this.used, slot, head);
+    wr32(this.used, slot + 4, len);
+    this.nextUsed = (this.nextUsed + 1) & 0xffff;
+    // The element is stored before the index (x86 keeps stores in order).
+    wr16(this.used, 2, this.nextUsed);
+  }
+
+  /** After pushing used elements: should the device interrupt the driver?
+   * Applies VIRTQ_AVAIL_F_NO_INTERRUPT, or with EVENT_IDX the used_event
+   * threshold (vring_need_event). Call once per batch. */
+  needsInterrupt(): boolean {
+    memoryFence();
+    const newIdx = this.nextUsed;
+    const old = this.signalledUsed;
+    const valid = this.signalledValid;
+    this.signalledUsed = newIdx;
+    this.signalledValid = true;
+    if (valid && newIdx === old) return false;
+    if (this.eventIdx) {
+      if (!valid) return true;
+      const usedEvent = rd16(this.avail, this.usedEventOff);
+      return ((newIdx - usedEvent - 1) & 0xffff) < ((newIdx - old) & 0xffff);
+    }
+    return (rd16(this.avail, 0) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+  }
+
+  /** Asks the driver to notify again (clears VIRTQ_USED_F_NO_NOTIFY, or sets
+   * avail_event to the next index) and returns true when chains arrived in
+   * the meantime: the caller must then keep processing. */
+  enableNotification(): boolean {
+    if (this.eventIdx) wr16(this.used, this.availEventOff, this.lastAvail);
+    else wr16(this.used, 0, rd16(this.used, 0) & ~VIRTQ_USED_F_NO_NOTIFY);
+    memoryFence();
+    return this.pending() !== 0;
+  }
+
+  /** Asks the driver not to notify (a hint; ignored under EVENT_IDX, where
+   * avail_event alone governs notifications). */
+  disableNotification(): void {
+    if (!this.eventIdx) wr16(this.used, 0, rd16(this.used, 0) | VIRTQ_USED_F_NO_NOTIFY);
+  }
+
+  private segment(addr: number, len: number, at: number, inIndirect: boolean): Uint8Array {
+    try {
+      return this.mem.slice(addr, len);
+    } catch (e) {
+      if (e instanceof GuestMemoryError) {
+        throw new VirtqueueError(`queue ${this.index}: descriptor ${at}${inIndirect ? ' (indirect)' : ''} buffer `
+          + `0x${addr.toString(16)}+0x${len.toString(16)} is not in guest RAM`);
+      }
+      throw e;
+    }
+  }
+
+  private walk(head: number, chain: DescriptorChain): void {
+    chain.clear();
+    chain.head = head;
+    let table = this.descTable;
+    let tableSize = this.size;
+    let budget = this.size;
+    let inIndirect = false;
+    let seenWritable = false;
+    let total = 0;
+    let i = head;
+    for (;;) {
+      if (budget-- <= 0) {
+        throw new VirtqueueError(`queue ${this.index}: descriptor chain from ${head} loops (longer than ${inIndirect ? 'its indirect table' : 'the queue size'})`);
+      }
+      const off = i * VIRTQ_DESC_SIZE;
+      const lo = rd32(table, off);
+      const hi = rd32(table, off + 4);
+      const len = rd32(table, off + 8);
+      const flags = rd16(table, off + 12);
+      const next = rd16(table, off + 14);
+      // Addresses beyond 2^53 cannot be guest RAM; mark them invalid.
+      const addr = hi >= 0x200000 ? -1 : hi * 0x100000000 + lo;
+
+      if (flags & VIRTQ_DESC_F_INDIRECT) {
+        if (!this.indirect) throw new VirtqueueError(`queue ${this.index}: indirect descriptor ${i} but VIRTIO_RING_F_INDIRECT_DESC was not negotiated`);
+        if (inIndirect) throw new VirtqueueError(`queue ${this.index}: nested indirect descriptor ${i}`);
+        if (flags & VIRTQ_DESC_F_NEXT) throw new VirtqueueError(`queue ${this.index}: indirect descriptor ${i} also has NEXT`);
+        if (len === 0 || len % VIRTQ_DESC_SIZE !== 0) {
+          throw new VirtqueueError(`queue ${this.index}: indirect table length ${len} is not a nonzero multiple of 16`);
+        }
+        const count = len / VIRTQ_DESC_SIZE;
+        if (count > VIRTQ_MAX_SIZE) throw new VirtqueueError(`queue ${this.index}: indirect table of ${count} descriptors`);
+        table = this.segment(addr, len, i, false);
+        tableSize = count;
+        budget = count;
+        inIndirect = true;
+        i = 0;
+        continue;
+      }
+
+      if (len === 0) throw new VirtqueueError(`queue ${this.index}: zero-length descriptor ${i}${inIndirect ? ' (indirect)' : ''}`);
+      total += len;
+      if (total > MAX_CHAIN_BYTES) throw new VirtqueueError(`queue ${this.index}: descriptor chain from ${head} is longer than 4 GiB`);
+      const seg = this.segment(addr, len, i, inIndirect);
+      if (flags & VIRTQ_DESC_F_WRITE) {
+        chain.writable.push(seg);
+        chain.writableLength += len;
+        seenWritable = true;
+      } else {
+        if (seenWritable) throw new VirtqueueError(`queue ${this.index}: device-readable descriptor ${i} after a device-writable one`);
+        chain.readable.push(seg);
+        chain.readableLength += len;
+      }
+      if (!(flags & VIRTQ_DESC_F_NEXT)) return;
+      if (next >= tableSize) {
+        throw new VirtqueueError(`queue ${this.index}: descriptor ${i} NEXT ${next} is outside its table of ${tableSize}`);
+      }
+      i = next;
+    }
+  }
+}
