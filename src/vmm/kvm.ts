@@ -276,6 +276,8 @@ export class KvmStats {
 
   names(): string[] { return [...this.offsets.keys()]; }
 
+  close(): void { fs.closeSync(this.fd); }
+
   /** The first 64-bit value of a statistic, or undefined when KVM lacks it. */
   read(name: string): bigint | undefined {
     const off = this.offsets.get(name);

@@ -160,13 +160,23 @@ function createMachine(config: ConfigTree): { machine: Machine; topo: Topology; 
 
 /** Runs the VM described by `config`; resolves to bhyve(8)'s exit status. */
 export async function runVm(config: ConfigTree): Promise<number> {
+  // Start the vCPU threads first: their module loading overlaps our setup.
+  const expectedCpus = Number(config.get('cpus') ?? '1');
+  const threads: Worker[] = [];
+  const spawnThread = (): Worker => new Worker(new URL('./vcpu-thread.js', import.meta.url));
+  if (Number.isInteger(expectedCpus) && expectedCpus > 0 && expectedCpus <= 64) {
+    for (let i = 0; i < expectedCpus; i++) threads.push(spawnThread());
+  }
   let created: ReturnType<typeof createMachine>;
   try {
     created = createMachine(config);
   } catch (e) {
+    for (const t of threads) void t.terminate();
     throw asUserError(e);
   }
   const { machine, ncpus, warnings } = created;
+  while (threads.length < ncpus) threads.push(spawnThread());
+  while (threads.length > ncpus) void threads.pop()!.terminate();
   for (const w of warnings) process.stderr.write(`bhyve: ${w}\n`);
 
   const control = VcpuControl.create(ncpus);
@@ -177,7 +187,6 @@ export async function runVm(config: ConfigTree): Promise<number> {
   process.on('SIGUSR2', onKickSignal);
 
   const backends: UartBackendHost[] = [];
-  const workers: Worker[] = [];
   let outcome: ExitRequest | undefined;
   let resolveOutcome!: (r: ExitRequest) => void;
   const outcomePromise = new Promise<ExitRequest>((r) => { resolveOutcome = r; });
@@ -214,7 +223,7 @@ export async function runVm(config: ConfigTree): Promise<number> {
     const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
     const started: Promise<void>[] = [];
     const stoppedAll: Promise<void>[] = [];
-    for (let i = 0; i < ncpus; i++) {
+    threads.forEach((w, i) => {
       const cpusetSpec = config.get(`vcpu.${i}.cpuset`);
       const data: VcpuThreadData = {
         id: i,
@@ -232,8 +241,6 @@ export async function runVm(config: ConfigTree): Promise<number> {
         strictIo: config.getBool('x86.strictio', false),
         cpuset: cpusetSpec === undefined ? undefined : parseCpuset(cpusetSpec, `vcpu.${i}.cpuset`),
       };
-      const w = new Worker(new URL('./vcpu-thread.js', import.meta.url), { workerData: data });
-      workers.push(w);
       started.push(new Promise((resolve, reject) => {
         w.on('message', (m: VcpuThreadMessage) => {
           if (m.type === 'ready') resolve();
@@ -245,7 +252,8 @@ export async function runVm(config: ConfigTree): Promise<number> {
         });
       }));
       stoppedAll.push(new Promise((resolve) => w.once('exit', () => resolve())));
-    }
+      w.postMessage(data);
+    });
     await Promise.race([Promise.all(started), outcomePromise]);
     if (!outcome) {
       for (const v of machine.vcpus) {
@@ -270,14 +278,15 @@ export async function runVm(config: ConfigTree): Promise<number> {
     control.stop();
     kicker.kickAll();
     cleanup(machine, machine.vmObject.createdHere);
-    throw e;
+    throw asUserError(e);
   } finally {
     if (watchdog) clearInterval(watchdog);
-    for (const w of workers) void w.terminate();
+    for (const w of threads) void w.terminate();
     for (const b of backends) await b.close();
     restoreTerminal();
     for (const [sig, h] of signalHandlers) process.off(sig, h);
     process.off('SIGUSR2', onKickSignal);
+    for (const s of stats) s?.close();
   }
 }
 

@@ -4,7 +4,7 @@
 // to it through their mailbox.
 
 import fs from 'node:fs';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { ConfigTree } from '../config/tree.js';
 import type { ByteStream, Device, DeviceContext, InterruptSink, MachineControl } from '../devices/device.js';
 import { attachUartStream } from '../devices/lpc/uart-backend.js';
@@ -21,7 +21,9 @@ import { HIGHMEM_BASE } from './memory-map.js';
 import { DEVICE_REQUEST, Kicker, VCPU_STATE, VcpuControl } from './vcpu-control.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 
-const d = workerData as VcpuThreadData;
+// The thread is started before the VM exists, so that loading this module
+// overlaps the main thread's setup; its data arrives in the first message.
+const d = await new Promise<VcpuThreadData>((resolve) => parentPort!.once('message', resolve));
 const control = new VcpuControl(d.controlSab, d.vcpuCount);
 const vcpu = new Vcpu(d.vcpuFd, d.mmapSize, d.id);
 const counters = new ExitCounters();

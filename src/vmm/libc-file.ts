@@ -1,0 +1,65 @@
+// File calls Node does not have: fallocate(2) (punch holes, zero ranges) and
+// flock(2) (advisory whole-file locks, so two VMs never open one disk image
+// read-write). Synchronous koffi calls; errors come back as negative errno
+// values so the data path can map them to device status codes without
+// exceptions.
+
+import koffi from 'koffi';
+
+const lib = koffi.load('libc.so.6');
+const fallocateFn = lib.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
+const flockFn = lib.func('int flock(int fd, int operation)');
+
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
+
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
+
+export const EINTR = 4;
+export const EAGAIN = 11;
+export const EWOULDBLOCK = EAGAIN;
+export const ENODEV = 19;
+export const EINVAL = 22;
+export const ENOSYS = 38;
+export const EOPNOTSUPP = 95;
+
+/** fallocate(2); 0 on success, -errno on failure (EINTR retried). */
+export function fallocate(fd: number, mode: number, offset: number, length: number): number {
+  for (let tries = 0; tries < 100; tries++) {
+    const r = fallocateFn(fd, mode, BigInt(offset), BigInt(length)) as number;
+    if (r === 0) return 0;
+    const e = koffi.errno();
+    if (e !== EINTR) return -e;
+  }
+  return -EINTR;
+}
+
+/** flock(2); 0 on success, -errno on failure (EINTR retried). */
+export function flock(fd: number, operation: number): number {
+  for (let tries = 0; tries < 100; tries++) {
+    const r = flockFn(fd, operation) as number;
+    if (r === 0) return 0;
+    const e = koffi.errno();
+    if (e !== EINTR) return -e;
+  }
+  return -EINTR;
+}
+
+/** True when the errno means "this file system / device cannot do that". */
+export function isUnsupported(negErrno: number): boolean {
+  return negErrno === -EOPNOTSUPP || negErrno === -ENOSYS || negErrno === -ENODEV || negErrno === -EINVAL;
+}
+
+const lseekFn = lib.func('int64_t lseek(int fd, int64_t offset, int whence)');
+export const SEEK_END = 2;
+
+/** The size in bytes of a regular file or block device (lseek to the end;
+ * fstat reports 0 for block devices). -errno on failure. */
+export function fileSize(fd: number): number {
+  const r = Number(lseekFn(fd, 0n, SEEK_END));
+  return r < 0 ? -koffi.errno() : r;
+}
