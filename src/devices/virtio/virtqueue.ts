@@ -318,8 +318,9 @@ export class Virtqueue {
       return this.mem.slice(addr, len);
     } catch (e) {
       if (e instanceof GuestMemoryError) {
+        const where = addr < 0 ? 'above 2^53' : `0x${addr.toString(16)}`;
         throw new VirtqueueError(`queue ${this.index}: descriptor ${at}${inIndirect ? ' (indirect)' : ''} buffer `
-          + `0x${addr.toString(16)}+0x${len.toString(16)} is not in guest RAM`);
+          + `${where}+0x${len.toString(16)} is not in guest RAM`);
       }
       throw e;
     }
