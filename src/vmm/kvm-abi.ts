@@ -65,6 +65,7 @@ export const KVM = {
   ENABLE_CAP: iow(0xa3, SIZEOF.kvm_enable_cap),
   SIGNAL_MSI: iow(0xa5, SIZEOF.kvm_msi),
   GET_DEBUGREGS: ior(0xa1, SIZEOF.kvm_debugregs),
+  SET_DEBUGREGS: iow(0xa2, SIZEOF.kvm_debugregs),
   GET_STATS_FD: io(0xce),
 } as const;
 

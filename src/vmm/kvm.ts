@@ -184,6 +184,31 @@ export class Vcpu {
     return decodeSregs(new DataView(b.buffer));
   }
 
+  setSregs(sr: Sregs): void {
+    const b = new Uint8Array(SIZEOF.kvm_sregs);
+    const v = new DataView(b.buffer);
+    // Read-modify-write keeps interrupt_bitmap and anything we do not model.
+    ioctl(this.fd, KVM.GET_SREGS, b, 'KVM_GET_SREGS');
+    encodeSregs(v, sr);
+    ioctl(this.fd, KVM.SET_SREGS, b, 'KVM_SET_SREGS');
+  }
+
+  /** dr0..dr3, dr6, dr7 (struct kvm_debugregs). */
+  getDebugRegs(): bigint[] {
+    const b = new Uint8Array(SIZEOF.kvm_debugregs);
+    ioctl(this.fd, KVM.GET_DEBUGREGS, b, 'KVM_GET_DEBUGREGS');
+    const v = new DataView(b.buffer);
+    return [0, 1, 2, 3, 4, 5].map((i) => v.getBigUint64(8 * i, true));
+  }
+
+  setDebugRegs(values: bigint[]): void {
+    const b = new Uint8Array(SIZEOF.kvm_debugregs);
+    ioctl(this.fd, KVM.GET_DEBUGREGS, b, 'KVM_GET_DEBUGREGS');
+    const v = new DataView(b.buffer);
+    values.forEach((x, i) => v.setBigUint64(8 * i, x, true));
+    ioctl(this.fd, KVM.SET_DEBUGREGS, b, 'KVM_SET_DEBUGREGS');
+  }
+
   setCpuid(entries: CpuidEntry[]): void {
     const b = new Uint8Array(SIZEOF.kvm_cpuid2 + entries.length * SIZEOF.kvm_cpuid_entry2);
     const v = new DataView(b.buffer);
@@ -240,6 +265,22 @@ function decodeSegment(v: DataView, o: number): Segment {
     type: u8('type'), present: u8('present'), dpl: u8('dpl'), db: u8('db'), s: u8('s'), l: u8('l'), g: u8('g'),
     avl: u8('avl'), unusable: u8('unusable'),
   };
+}
+
+function encodeSegment(v: DataView, o: number, sg: Segment): void {
+  v.setBigUint64(o + SEGMENT.base, sg.base, true);
+  v.setUint32(o + SEGMENT.limit, sg.limit >>> 0, true);
+  v.setUint16(o + SEGMENT.selector, sg.selector, true);
+  for (const k of ['type', 'present', 'dpl', 'db', 's', 'l', 'g', 'avl', 'unusable'] as const) v.setUint8(o + SEGMENT[k], sg[k]);
+}
+
+export function encodeSregs(v: DataView, sr: Sregs): void {
+  for (const n of SEGMENT_NAMES) encodeSegment(v, SREGS[n], sr[n]);
+  for (const t of ['gdt', 'idt'] as const) {
+    v.setBigUint64(SREGS[t] + DTABLE.base, sr[t].base, true);
+    v.setUint16(SREGS[t] + DTABLE.limit, sr[t].limit, true);
+  }
+  for (const n of CONTROL_NAMES) v.setBigUint64(SREGS[n], sr[n], true);
 }
 
 export function decodeSregs(v: DataView): Sregs {

@@ -21,9 +21,12 @@ import {
 } from './libc.js';
 import { computeLayout, HIGHMEM_BASE, type MemoryLayout } from './memory-map.js';
 import { checkRequirements, HostRequirementError, probeHost } from './probe.js';
-import { DEVICE_REQUEST, Kicker, VCPU_STATE, VcpuControl } from './vcpu-control.js';
+import { DEVICE_REQUEST, Kicker, VCPU_REQUEST, VCPU_STATE, VcpuControl } from './vcpu-control.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 import { VmObject, VmObjectError } from './vm-object.js';
+import { ControlServer, type ControlHandlers, type ControlRequest } from './control-socket.js';
+import { VcpuRequester } from './vcpu-requests.js';
+import type { VcpuStateUpdate } from './vcpu-state.js';
 
 /** A failure to set the VM up, reported to the user as one line. */
 export class VmSetupError extends Error {}
@@ -56,6 +59,7 @@ function parseCpuset(spec: string, key: string): number[] {
 }
 
 interface Machine {
+  topo: Topology;
   vmObject: VmObject;
   kvm: Kvm;
   vm: Vm;
@@ -151,7 +155,7 @@ function createMachine(config: ConfigTree): { machine: Machine; topo: Topology; 
       v.setCpuid(buildCpuid(supported, i, topo, x2apic));
       vcpus.push(v);
     }
-    return { machine: { vmObject, kvm, vm, memory, layout, bootrom, vcpus }, topo, ncpus, warnings };
+    return { machine: { topo, vmObject, kvm, vm, memory, layout, bootrom, vcpus }, topo, ncpus, warnings };
   } catch (e) {
     if (vmObject.createdHere) vmObject.destroy(); else vmObject.unlock();
     throw e;
@@ -182,6 +186,8 @@ export async function runVm(config: ConfigTree): Promise<number> {
   const control = VcpuControl.create(ncpus);
   const kicker = new Kicker(control, new Map(machine.vcpus.map((v, i) => [i, v])));
   const kickDeviceThread = (bits: number): void => { control.addDeviceRequest(bits); kicker.kick(0); };
+  const requester = new VcpuRequester(ncpus, control, kicker);
+  let controlServer: ControlServer | undefined;
   // The kick signal; libuv's handler is harmless on any thread.
   const onKickSignal = (): void => {};
   process.on('SIGUSR2', onKickSignal);
@@ -239,6 +245,7 @@ export async function runVm(config: ConfigTree): Promise<number> {
         config: config.toJSON(),
         streams,
         strictIo: config.getBool('x86.strictio', false),
+        requestPort: requester.portFor(i),
         cpuset: cpusetSpec === undefined ? undefined : parseCpuset(cpusetSpec, `vcpu.${i}.cpuset`),
       };
       started.push(new Promise((resolve, reject) => {
@@ -252,7 +259,7 @@ export async function runVm(config: ConfigTree): Promise<number> {
         });
       }));
       stoppedAll.push(new Promise((resolve) => w.once('exit', () => resolve())));
-      w.postMessage(data);
+      w.postMessage(data, [data.requestPort]);
     });
     await Promise.race([Promise.all(started), outcomePromise]);
     if (!outcome) {
@@ -262,6 +269,9 @@ export async function runVm(config: ConfigTree): Promise<number> {
       }
       control.go();
       watchdog = setInterval(() => watchHalts(control, kicker, stats, claimAndFinish), HALT_WATCH_MS);
+      controlServer = await ControlServer.listen(machine.vmObject.controlSocketPath, controlHandlers({
+        config, machine, control, requester, stats, finish: claimAndFinish,
+      }));
     }
 
     const req = await outcomePromise;
@@ -281,6 +291,8 @@ export async function runVm(config: ConfigTree): Promise<number> {
     throw asUserError(e);
   } finally {
     if (watchdog) clearInterval(watchdog);
+    controlServer?.close();
+    requester.close();
     for (const w of threads) void w.terminate();
     for (const b of backends) await b.close();
     restoreTerminal();
@@ -288,6 +300,58 @@ export async function runVm(config: ConfigTree): Promise<number> {
     process.off('SIGUSR2', onKickSignal);
     for (const s of stats) s?.close();
   }
+}
+
+interface ControlContext {
+  config: ConfigTree;
+  machine: Machine;
+  control: VcpuControl;
+  requester: VcpuRequester;
+  stats: Array<KvmStats | undefined>;
+  finish: (r: ExitRequest) => void;
+}
+
+/** What bhyvectl can ask a running bhyve (see control-socket.ts). */
+function controlHandlers(c: ControlContext): ControlHandlers {
+  const n = c.machine.vcpus.length;
+  const cpuOf = (req: ControlRequest): number => {
+    const cpu = req.cpu === undefined ? 0 : Number(req.cpu);
+    if (!Number.isInteger(cpu) || cpu < 0 || cpu >= n) throw new Error(`no vCPU ${String(req.cpu)} (the VM has ${n})`);
+    return cpu;
+  };
+  return {
+    'info': () => ({
+      name: c.config.get('name'), pid: process.pid, running: true, cpus: n,
+      memsize: c.machine.layout.lowmem + c.machine.layout.highmem,
+      topology: c.machine.topo,
+    }),
+    'get-state': (req) => c.requester.request(cpuOf(req), { op: 'get-state' }),
+    'set-state': (req) => c.requester.request(cpuOf(req), { op: 'set-state', update: req.update as VcpuStateUpdate }),
+    'inject-nmi': (req) => c.requester.request(cpuOf(req), { op: 'nmi' }),
+    'get-stats': async (req) => {
+      const cpu = cpuOf(req);
+      const kvm: Record<string, string> = {};
+      const st = c.stats[cpu];
+      for (const name of st?.names() ?? []) kvm[name] = String(st!.read(name) ?? 0n);
+      return { exits: await c.requester.request(cpu, { op: 'exit-counts' }), kvm };
+    },
+    'get-memmap': () => memmapOf(c.machine),
+    'get-active-cpus': () => Array.from({ length: n }, (_, i) => i).filter((i) => c.control.state(i) !== VCPU_STATE.INACTIVE),
+    'get-cpu-topology': () => ({ cpus: n, ...c.machine.topo }),
+    'force-reset': () => { c.finish({ kind: 'reset', why: 'bhyvectl --force-reset' }); return null; },
+    'force-poweroff': () => { c.finish({ kind: 'poweroff', why: 'bhyvectl --force-poweroff' }); return null; },
+  };
+}
+
+export interface MemmapEntry { gpa: string; size: string; kind: string; readonly: boolean; path?: string }
+
+export function memmapOf(m: Pick<Machine, 'layout' | 'bootrom'>): MemmapEntry[] {
+  const out: MemmapEntry[] = [{ gpa: '0x0', size: `0x${m.layout.lowmem.toString(16)}`, kind: 'lowmem', readonly: false }];
+  if (m.layout.highmem > 0) out.push({ gpa: `0x${HIGHMEM_BASE.toString(16)}`, size: `0x${m.layout.highmem.toString(16)}`, kind: 'highmem', readonly: false });
+  for (const b of m.bootrom) {
+    out.push({ gpa: `0x${b.seg.gpa.toString(16)}`, size: `0x${b.seg.size.toString(16)}`, kind: b.seg.kind === 'rom' ? 'bootrom' : 'bootvars', readonly: true, path: b.seg.path });
+  }
+  return out;
 }
 
 /** Every 100 ms: kick vCPUs that KVM reports blocked so they look at their
@@ -310,7 +374,7 @@ function watchHalts(
     const blocking = stats[i]?.read('blocking');
     // Without KVM statistics, look at every vCPU each time.
     if (blocking === undefined || blocking !== 0n) {
-      control.requestCheck(i);
+      control.request(i, VCPU_REQUEST.CHECK_STATE);
       kicker.kick(i);
     } else if (control.state(i) !== VCPU_STATE.RUNNING) {
       control.setState(i, VCPU_STATE.RUNNING);

@@ -33,6 +33,10 @@ export const VCPU_STATE = {
   INACTIVE: 3,
 } as const;
 
+/** Per-vCPU requests: look at your run state (halt watchdog); serve the
+ * messages waiting on your request port (bhyvectl and friends). */
+export const VCPU_REQUEST = { CHECK_STATE: 1, MESSAGES: 2 } as const;
+
 /** Requests for the device thread, as bits in DEVICE_REQUESTS. */
 export const DEVICE_REQUEST = { POLL: 1, POWER_BUTTON: 2 } as const;
 
@@ -68,8 +72,9 @@ export class VcpuControl {
   setState(id: number, state: number): void { Atomics.store(this.words, this.at(id, STATE), state); }
   state(id: number): number { return Atomics.load(this.words, this.at(id, STATE)); }
 
-  requestCheck(id: number): void { Atomics.store(this.words, this.at(id, CHECK), 1); }
-  takeCheck(id: number): boolean { return Atomics.exchange(this.words, this.at(id, CHECK), 0) !== 0; }
+  /** Asks vCPU `id` to do something at its next kick (VCPU_REQUEST bits). */
+  request(id: number, bits: number): void { Atomics.or(this.words, this.at(id, CHECK), bits); }
+  takeRequests(id: number): number { return Atomics.exchange(this.words, this.at(id, CHECK), 0); }
 }
 
 /** Something with a kvm_run page whose immediate_exit can be set. */

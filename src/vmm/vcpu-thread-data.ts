@@ -5,6 +5,8 @@ import type { UartStreamTransfer } from '../devices/lpc/uart-backend.js';
 import type { ExitRequest } from './exit-status.js';
 import type { MemoryLayout } from './memory-map.js';
 
+import type { MessagePort } from 'node:worker_threads';
+
 export interface VcpuThreadData {
   id: number;
   vcpuCount: number;
@@ -23,6 +25,8 @@ export interface VcpuThreadData {
   /** Host streams prepared by the main thread, by backend key ("lpc.com1"). */
   streams: Record<string, UartStreamTransfer>;
   strictIo: boolean;
+  /** Where the main thread posts requests only this vCPU can serve. */
+  requestPort: MessagePort;
   /** Host CPUs this vCPU's thread is pinned to, if any. */
   cpuset?: number[];
 }

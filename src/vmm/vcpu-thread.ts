@@ -18,7 +18,8 @@ import { MP_STATE, RFLAGS_IF } from './kvm-abi.js';
 import { Vcpu, Vm } from './kvm.js';
 import { EAGAIN, EINTR, gettid, mmap, pinThisThread, PROT_READ, PROT_WRITE, strerror } from './libc.js';
 import { HIGHMEM_BASE } from './memory-map.js';
-import { DEVICE_REQUEST, Kicker, VCPU_STATE, VcpuControl } from './vcpu-control.js';
+import { DEVICE_REQUEST, Kicker, VCPU_REQUEST, VCPU_STATE, VcpuControl } from './vcpu-control.js';
+import { serveVcpuRequests } from './vcpu-requests.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 
 // The thread is started before the VM exists, so that loading this module
@@ -106,7 +107,9 @@ function onKick(): void {
     }
     if (req & DEVICE_REQUEST.POLL) for (const dev of devices) dev.poll?.();
   }
-  if (control.takeCheck(d.id)) {
+  const requests = control.takeRequests(d.id);
+  if (requests & VCPU_REQUEST.MESSAGES) serveVcpuRequests(d.requestPort, vcpu, counters.counts);
+  if (requests & VCPU_REQUEST.CHECK_STATE) {
     const mp = vcpu.getMpState();
     let state: number = VCPU_STATE.RUNNING;
     if (mp === MP_STATE.UNINITIALIZED || mp === MP_STATE.INIT_RECEIVED) state = VCPU_STATE.INACTIVE;

@@ -27,6 +27,8 @@ export function runtimeDir(env: NodeJS.ProcessEnv = process.env): string {
 export class VmObject {
   readonly dir: string;
   readonly memoryPath: string;
+  readonly controlSocketPath: string;
+  readonly bootStatePath: string;
   private readonly lockPath: string;
   private locked = false;
 
@@ -34,6 +36,8 @@ export class VmObject {
     this.dir = path.join(root, name);
     this.memoryPath = path.join(this.dir, 'memory');
     this.lockPath = path.join(this.dir, 'bhyve.pid');
+    this.controlSocketPath = path.join(this.dir, 'control.sock');
+    this.bootStatePath = path.join(this.dir, 'boot-state.json');
   }
 
   /** Opens the VM object NAME, creating it (and its memory file) when absent. */

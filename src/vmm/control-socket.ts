@@ -1,0 +1,113 @@
+// The control socket of a running VM: a UNIX socket (mode 0600) in the VM's
+// runtime directory through which bhyvectl talks to the bhyve that runs it.
+// Protocol: one JSON object per line each way. Requests carry
+// {"version": 1, "op": "...", ...}; each gets exactly one response
+// {"version": 1, "ok": true, "result": ...} or {"version": 1, "ok": false,
+// "error": "one line"}. Unknown versions and operations are refused.
+
+import fs from 'node:fs';
+import net from 'node:net';
+
+export const CONTROL_PROTOCOL_VERSION = 1;
+export const CONTROL_SOCKET_NAME = 'control.sock';
+const MAX_REQUEST_BYTES = 64 * 1024;
+
+export type ControlRequest = { version: number; op: string } & Record<string, unknown>;
+export type ControlResponse =
+  | { version: number; ok: true; result: unknown }
+  | { version: number; ok: false; error: string };
+
+/** Operation name -> handler; a handler's exception becomes an error reply. */
+export type ControlHandlers = Record<string, (req: ControlRequest) => unknown | Promise<unknown>>;
+
+export class ControlServer {
+  private constructor(private readonly server: net.Server, readonly path: string) {}
+
+  static async listen(path: string, handlers: ControlHandlers): Promise<ControlServer> {
+    fs.rmSync(path, { force: true }); // a stale socket of a dead bhyve
+    const server = net.createServer((sock) => serve(sock, handlers));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      // Created with mode 0600 regardless of umask: only the owner may talk.
+      const old = process.umask(0o177);
+      server.listen(path, () => { process.umask(old); resolve(); });
+    });
+    server.unref();
+    return new ControlServer(server, path);
+  }
+
+  close(): void {
+    this.server.close();
+    fs.rmSync(this.path, { force: true });
+  }
+}
+
+function serve(sock: net.Socket, handlers: ControlHandlers): void {
+  let buf = '';
+  sock.setEncoding('utf8');
+  sock.on('error', () => sock.destroy());
+  sock.on('data', (chunk: string) => {
+    buf += chunk;
+    if (buf.length > MAX_REQUEST_BYTES) {
+      reply(sock, { version: CONTROL_PROTOCOL_VERSION, ok: false, error: 'request too long' });
+      sock.end();
+      return;
+    }
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      void answer(line, handlers).then((r) => reply(sock, r));
+    }
+  });
+}
+
+async function answer(line: string, handlers: ControlHandlers): Promise<ControlResponse> {
+  const err = (error: string): ControlResponse => ({ version: CONTROL_PROTOCOL_VERSION, ok: false, error });
+  let req: ControlRequest;
+  try {
+    req = JSON.parse(line) as ControlRequest;
+  } catch {
+    return err('malformed request (not JSON)');
+  }
+  if (typeof req !== 'object' || req === null) return err('malformed request');
+  if (req.version !== CONTROL_PROTOCOL_VERSION) return err(`unsupported protocol version ${String(req.version)} (this bhyve speaks ${CONTROL_PROTOCOL_VERSION})`);
+  const h = Object.prototype.hasOwnProperty.call(handlers, req.op) ? handlers[req.op] : undefined;
+  if (!h) return err(`unknown operation '${String(req.op)}'`);
+  try {
+    return { version: CONTROL_PROTOCOL_VERSION, ok: true, result: (await h(req)) ?? null };
+  } catch (e) {
+    return err((e as Error).message);
+  }
+}
+
+function reply(sock: net.Socket, r: ControlResponse): void {
+  if (!sock.destroyed) sock.write(`${JSON.stringify(r)}\n`);
+}
+
+/** Client side: one request, one response. */
+export async function controlRequest(path: string, op: string, args: Record<string, unknown> = {}, timeoutMs = 10_000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(path);
+    let buf = '';
+    const timer = setTimeout(() => { sock.destroy(); reject(new Error(`no answer from ${path}`)); }, timeoutMs);
+    sock.setEncoding('utf8');
+    sock.on('connect', () => sock.write(`${JSON.stringify({ version: CONTROL_PROTOCOL_VERSION, op, ...args })}\n`));
+    sock.on('data', (c: string) => {
+      buf += c;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      sock.end();
+      let r: ControlResponse;
+      try {
+        r = JSON.parse(buf.slice(0, nl)) as ControlResponse;
+      } catch {
+        reject(new Error('malformed response from bhyve'));
+        return;
+      }
+      if (r.ok) resolve(r.result);
+      else reject(new Error(r.error));
+    });
+    sock.on('error', (e) => { clearTimeout(timer); reject(e); });
+  });
+}

@@ -1,0 +1,94 @@
+// Requests from the main thread that only a vCPU's own thread can serve:
+// KVM's vCPU ioctls wait for the vCPU mutex, which KVM_RUN holds, so the
+// main thread posts the request on the vCPU's port and kicks it; the vCPU
+// thread takes it synchronously (receiveMessageOnPort) between two KVM_RUNs.
+
+import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { EXIT_NAMES } from './kvm-abi.js';
+import type { Vcpu } from './kvm.js';
+import { Kicker, VCPU_REQUEST, type VcpuControl } from './vcpu-control.js';
+import { applyVcpuState, readVcpuState, type VcpuStateUpdate } from './vcpu-state.js';
+
+export type VcpuRequestBody =
+  | { op: 'get-state' }
+  | { op: 'set-state'; update: VcpuStateUpdate }
+  | { op: 'nmi' }
+  | { op: 'exit-counts' };
+
+type Envelope = { seq: number; body: VcpuRequestBody };
+type Reply = { seq: number; ok: true; result: unknown } | { seq: number; ok: false; error: string };
+
+/** vCPU-thread side: serves every request waiting on `port`. */
+export function serveVcpuRequests(port: MessagePort, vcpu: Vcpu, exitCounts: Float64Array): void {
+  for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) {
+    const { seq, body } = m.message as Envelope;
+    let reply: Reply;
+    try {
+      reply = { seq, ok: true, result: perform(body, vcpu, exitCounts) };
+    } catch (e) {
+      reply = { seq, ok: false, error: (e as Error).message };
+    }
+    port.postMessage(reply);
+  }
+}
+
+function perform(body: VcpuRequestBody, vcpu: Vcpu, exitCounts: Float64Array): unknown {
+  switch (body.op) {
+    case 'get-state': return readVcpuState(vcpu);
+    case 'set-state': applyVcpuState(vcpu, body.update); return readVcpuState(vcpu);
+    case 'nmi': vcpu.nmi(); return null;
+    case 'exit-counts': {
+      const out: Record<string, number> = {};
+      exitCounts.forEach((n, reason) => { if (n) out[EXIT_NAMES[reason] ?? `EXIT_${reason}`] = n; });
+      return out;
+    }
+  }
+}
+
+/** Main-thread side: one port pair per vCPU. */
+export class VcpuRequester {
+  private readonly channels: MessageChannel[];
+  private seq = 0;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+
+  constructor(count: number, private readonly control: VcpuControl, private readonly kicker: Kicker) {
+    this.channels = Array.from({ length: count }, () => new MessageChannel());
+    for (const ch of this.channels) {
+      ch.port1.on('message', (r: Reply) => {
+        const p = this.pending.get(r.seq);
+        if (!p) return;
+        this.pending.delete(r.seq);
+        if (r.ok) p.resolve(r.result);
+        else p.reject(new Error(r.error));
+      });
+      ch.port1.unref();
+    }
+  }
+
+  /** The port to hand (transfer) to vCPU `id`'s thread. */
+  portFor(id: number): MessagePort { return this.channels[id].port2; }
+
+  request(id: number, body: VcpuRequestBody, timeoutMs = 5000): Promise<unknown> {
+    if (id < 0 || id >= this.channels.length) return Promise.reject(new Error(`no vCPU ${id}`));
+    const seq = ++this.seq;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(seq);
+        reject(new Error(`vCPU ${id} did not answer`));
+      }, timeoutMs);
+      this.pending.set(seq, {
+        resolve: (v) => { clearTimeout(timer); resolve(v); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      });
+      this.channels[id].port1.postMessage({ seq, body } satisfies Envelope);
+      this.control.request(id, VCPU_REQUEST.MESSAGES);
+      this.kicker.kick(id);
+    });
+  }
+
+  close(): void {
+    for (const ch of this.channels) ch.port1.close();
+    for (const p of this.pending.values()) p.reject(new Error('VM stopped'));
+    this.pending.clear();
+  }
+}

@@ -1,0 +1,119 @@
+// A vCPU's architectural state as plain JSON (64-bit values as "0x..."
+// strings), for bhyvectl's --get-*/--set-* operations, for the state that
+// bhyveload leaves for bhyve, and for the control socket.
+
+import { REGS_ORDER, type RegName } from './kvm-abi.js';
+import type { Segment, Sregs, Vcpu } from './kvm.js';
+
+export const SEGMENT_REGS = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt'] as const;
+export type SegmentReg = (typeof SEGMENT_REGS)[number];
+export const CONTROL_REGS = ['cr0', 'cr2', 'cr3', 'cr4', 'cr8', 'efer', 'apic_base'] as const;
+export type ControlReg = (typeof CONTROL_REGS)[number];
+export const DEBUG_REGS = ['dr0', 'dr1', 'dr2', 'dr3', 'dr6', 'dr7'] as const;
+export type DebugReg = (typeof DEBUG_REGS)[number];
+
+export interface SegmentJson {
+  base: string; limit: number; selector: number; type: number; present: number; dpl: number;
+  db: number; s: number; l: number; g: number; avl: number; unusable: number;
+}
+export interface DescriptorTableJson { base: string; limit: number }
+
+export interface VcpuStateJson {
+  regs: Record<RegName, string>;
+  segments: Record<SegmentReg, SegmentJson>;
+  gdt: DescriptorTableJson;
+  idt: DescriptorTableJson;
+  control: Record<ControlReg, string>;
+  debug: Record<DebugReg, string>;
+}
+
+/** A partial update: only the fields present are written. */
+export interface VcpuStateUpdate {
+  regs?: Partial<Record<RegName, string>>;
+  segments?: Partial<Record<SegmentReg, Partial<SegmentJson>>>;
+  gdt?: Partial<DescriptorTableJson>;
+  idt?: Partial<DescriptorTableJson>;
+  control?: Partial<Record<ControlReg, string>>;
+  debug?: Partial<Record<DebugReg, string>>;
+}
+
+export const hex64 = (v: bigint): string => `0x${v.toString(16)}`;
+
+export function parseHex64(s: string, what: string): bigint {
+  const t = s.trim();
+  if (!/^(0x[0-9a-f]{1,16}|[0-9]{1,20})$/i.test(t)) throw new RangeError(`invalid value '${s}' for ${what}`);
+  const v = BigInt(t);
+  if (v >= 1n << 64n) throw new RangeError(`value '${s}' for ${what} does not fit in 64 bits`);
+  return v;
+}
+
+function segmentToJson(s: Segment): SegmentJson {
+  return { ...s, base: hex64(s.base) };
+}
+
+function segmentFromJson(cur: Segment, u: Partial<SegmentJson>, what: string): Segment {
+  const out: Segment = { ...cur };
+  for (const [k, v] of Object.entries(u)) {
+    if (k === 'base') out.base = parseHex64(String(v), `${what}.base`);
+    else if (k in out) (out as unknown as Record<string, number>)[k] = Number(v);
+  }
+  return out;
+}
+
+export function readVcpuState(vcpu: Vcpu): VcpuStateJson {
+  const r = vcpu.getRegs();
+  const sr = vcpu.getSregs();
+  const dr = vcpu.getDebugRegs();
+  const regs = {} as Record<RegName, string>;
+  for (const n of REGS_ORDER) regs[n] = hex64(r[n]);
+  const segments = {} as Record<SegmentReg, SegmentJson>;
+  for (const n of SEGMENT_REGS) segments[n] = segmentToJson(sr[n]);
+  const control = {} as Record<ControlReg, string>;
+  for (const n of CONTROL_REGS) control[n] = hex64(sr[n]);
+  const debug = {} as Record<DebugReg, string>;
+  DEBUG_REGS.forEach((n, i) => { debug[n] = hex64(dr[i]); });
+  return {
+    regs, segments, control, debug,
+    gdt: { base: hex64(sr.gdt.base), limit: sr.gdt.limit },
+    idt: { base: hex64(sr.idt.base), limit: sr.idt.limit },
+  };
+}
+
+/** Applies a partial update with read-modify-write of each register group. */
+export function applyVcpuState(vcpu: Vcpu, u: VcpuStateUpdate): void {
+  if (u.regs && Object.keys(u.regs).length) {
+    const r = vcpu.getRegs();
+    for (const [n, v] of Object.entries(u.regs)) {
+      if (!(REGS_ORDER as readonly string[]).includes(n)) throw new RangeError(`unknown register '${n}'`);
+      r[n as RegName] = parseHex64(v as string, n);
+    }
+    vcpu.setRegs(r);
+  }
+  if (u.segments || u.gdt || u.idt || u.control) {
+    const sr: Sregs = vcpu.getSregs();
+    for (const [n, seg] of Object.entries(u.segments ?? {})) {
+      if (!(SEGMENT_REGS as readonly string[]).includes(n)) throw new RangeError(`unknown segment register '${n}'`);
+      sr[n as SegmentReg] = segmentFromJson(sr[n as SegmentReg], seg!, n);
+    }
+    for (const t of ['gdt', 'idt'] as const) {
+      const d = u[t];
+      if (!d) continue;
+      if (d.base !== undefined) sr[t].base = parseHex64(d.base, `${t}.base`);
+      if (d.limit !== undefined) sr[t].limit = Number(d.limit) & 0xffff;
+    }
+    for (const [n, v] of Object.entries(u.control ?? {})) {
+      if (!(CONTROL_REGS as readonly string[]).includes(n)) throw new RangeError(`unknown control register '${n}'`);
+      sr[n as ControlReg] = parseHex64(v as string, n);
+    }
+    vcpu.setSregs(sr);
+  }
+  if (u.debug && Object.keys(u.debug).length) {
+    const dr = vcpu.getDebugRegs();
+    for (const [n, v] of Object.entries(u.debug)) {
+      const i = (DEBUG_REGS as readonly string[]).indexOf(n);
+      if (i < 0) throw new RangeError(`unknown debug register '${n}'`);
+      dr[i] = parseHex64(v as string, n);
+    }
+    vcpu.setDebugRegs(dr);
+  }
+}
