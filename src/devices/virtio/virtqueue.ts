@@ -178,6 +178,8 @@ export class Virtqueue {
   readonly index: number;
   readonly eventIdx: boolean;
   readonly indirect: boolean;
+  /** The addresses the driver programmed (for snapshots and diagnostics). */
+  readonly layout: Readonly<VirtqueueLayout>;
   private readonly mem: GuestMemory;
   private readonly descTable: Uint8Array;
   private readonly avail: Uint8Array;
@@ -204,6 +206,7 @@ export class Virtqueue {
         + `avail 0x${layout.avail.toString(16)}, used 0x${layout.used.toString(16)})`);
     }
     this.size = size;
+    this.layout = { ...layout };
     this.mem = mem;
     this.eventIdx = opts.eventIdx ?? false;
     this.indirect = opts.indirect ?? false;
