@@ -26,7 +26,8 @@ import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 import { VmObject, VmObjectError } from './vm-object.js';
 import { ControlServer, type ControlHandlers, type ControlRequest } from './control-socket.js';
 import { VcpuRequester } from './vcpu-requests.js';
-import type { VcpuStateUpdate } from './vcpu-state.js';
+import { applyVcpuState, SEGMENT_REGS, type VcpuStateUpdate } from './vcpu-state.js';
+import { BOOT_STATE_VERSION, type BootState } from '../loader/boot-state.js';
 
 /** A failure to set the VM up, reported to the user as one line. */
 export class VmSetupError extends Error {}
@@ -93,11 +94,7 @@ function setUpMemory(vm: Vm, vmObject: VmObject, layout: MemoryLayout, config: C
   return memory;
 }
 
-function setUpBootrom(vm: Vm, config: ConfigTree): Array<{ seg: BootromSegment; map: Mapping }> {
-  const rom = config.get('lpc.bootrom');
-  if (rom === undefined) {
-    throw new VmSetupError('nothing to boot: give a boot ROM with -l bootrom,ROMFILE (loading kernels with bhyveload is not supported yet)');
-  }
+function setUpBootrom(vm: Vm, rom: string, config: ConfigTree): Array<{ seg: BootromSegment; map: Mapping }> {
   const segs = loadBootrom(rom, config.get('lpc.bootvars'));
   return segs.map((seg, i) => {
     const map = mmap(seg.size, PROT_READ | (seg.kind === 'vars' ? PROT_WRITE : 0), seg.fd, 0, seg.path);
@@ -145,7 +142,13 @@ function createMachine(config: ConfigTree): { machine: Machine; topo: Topology; 
       else vm.enableCap(CAP.X86_USER_SPACE_MSR, [BigInt(MSR_EXIT_REASON_UNKNOWN)]);
     }
     const memory = setUpMemory(vm, vmObject, layout, config);
-    const bootrom = setUpBootrom(vm, config);
+    // Boot from the ROM when one is given, else from what bhyveload loaded.
+    const rom = config.get('lpc.bootrom');
+    const bootState = rom === undefined ? vmObject.readBootState() : undefined;
+    if (rom === undefined && bootState === undefined) {
+      throw new VmSetupError(`nothing to boot in VM '${name}': give a boot ROM with -l bootrom,ROMFILE or load a kernel with bhyveload`);
+    }
+    const bootrom = rom === undefined ? [] : setUpBootrom(vm, rom, config);
     const supported = kvm.supportedCpuid();
     const x2apic = config.getBool('x86.x2apic', false);
     const mmapSize = kvm.vcpuMmapSize();
@@ -155,6 +158,7 @@ function createMachine(config: ConfigTree): { machine: Machine; topo: Topology; 
       v.setCpuid(buildCpuid(supported, i, topo, x2apic));
       vcpus.push(v);
     }
+    if (bootState !== undefined) applyVcpuState(vcpus[0], bootStateUpdate(bootState));
     return { machine: { topo, vmObject, kvm, vm, memory, layout, bootrom, vcpus }, topo, ncpus, warnings };
   } catch (e) {
     if (vmObject.createdHere) vmObject.destroy(); else vmObject.unlock();
@@ -382,9 +386,25 @@ function watchHalts(
   }
 }
 
+/** The registers bhyveload stored (src/loader/boot-state.ts) as an update. */
+function bootStateUpdate(raw: unknown): VcpuStateUpdate {
+  const bs = raw as Partial<BootState>;
+  if (bs?.version !== BOOT_STATE_VERSION || typeof bs.regs !== 'object' || typeof bs.sregs !== 'object') {
+    throw new VmSetupError('the stored boot state is not one this bhyve understands; run bhyveload again');
+  }
+  const sr = bs.sregs;
+  return {
+    regs: bs.regs,
+    segments: Object.fromEntries(SEGMENT_REGS.map((n) => [n, sr[n]])),
+    gdt: sr.gdt,
+    idt: sr.idt,
+    control: { cr0: sr.cr0, cr3: sr.cr3, cr4: sr.cr4, efer: sr.efer },
+  };
+}
+
 /** Errors a user can cause or fix, turned into one-line VmSetupErrors. */
 function asUserError(e: unknown): unknown {
-  const userClasses = [KvmUnavailableError, HostRequirementError, BootromError, VmObjectError, SysError, UsageError, ConfigError];
+  const userClasses = [RangeError, KvmUnavailableError, HostRequirementError, BootromError, VmObjectError, SysError, UsageError, ConfigError];
   if (userClasses.some((c) => e instanceof c)) return new VmSetupError((e as Error).message);
   return e;
 }

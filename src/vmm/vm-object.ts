@@ -40,14 +40,33 @@ export class VmObject {
     this.bootStatePath = path.join(this.dir, 'boot-state.json');
   }
 
+  /** Creates the VM object NAME without memory (bhyvectl --create);
+   * fails when it exists. */
+  static create(name: string, root = runtimeDir()): VmObject {
+    validateVmName(name);
+    makeRoot(root);
+    const dir = path.join(root, name);
+    try {
+      fs.mkdirSync(dir, { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new VmObjectError(`VM '${name}' already exists`);
+      throw new VmObjectError(`cannot create ${dir}: ${(e as Error).message}`);
+    }
+    return new VmObject(name, root, true);
+  }
+
+  /** Opens an existing VM object; fails when there is none. */
+  static open(name: string, root = runtimeDir()): VmObject {
+    validateVmName(name);
+    const dir = path.join(root, name);
+    if (!fs.existsSync(dir)) throw new VmObjectError(`no VM named '${name}' (in ${root})`);
+    return new VmObject(name, root, false);
+  }
+
   /** Opens the VM object NAME, creating it (and its memory file) when absent. */
   static openOrCreate(name: string, memsize: number, root = runtimeDir()): VmObject {
     validateVmName(name);
-    try {
-      fs.mkdirSync(root, { recursive: true, mode: 0o700 });
-    } catch (e) {
-      throw new VmObjectError(`cannot create runtime directory ${root}: ${(e as Error).message} (set BHYVE_RUNDIR to a writable directory)`);
-    }
+    makeRoot(root);
     const dir = path.join(root, name);
     let created = false;
     try {
@@ -61,7 +80,13 @@ export class VmObject {
     return obj;
   }
 
-  private ensureMemory(memsize: number): void {
+  /** Size of the guest memory file, or undefined when memory is not set up. */
+  memorySize(): number | undefined {
+    try { return fs.statSync(this.memoryPath).size; } catch { return undefined; }
+  }
+
+  /** Sets up guest memory of `memsize` bytes, or checks that it matches. */
+  ensureMemory(memsize: number): void {
     let st: fs.Stats | undefined;
     try { st = fs.statSync(this.memoryPath); } catch { st = undefined; }
     if (st && st.size !== memsize) {
@@ -73,6 +98,33 @@ export class VmObject {
       const fd = fs.openSync(this.memoryPath, 'wx', 0o600);
       try { fs.ftruncateSync(fd, memsize); } finally { fs.closeSync(fd); }
     }
+  }
+
+  /** The pid of the live bhyve running this VM, if any. */
+  runningPid(): number | undefined {
+    try {
+      const pid = Number.parseInt(fs.readFileSync(this.lockPath, 'utf8'), 10);
+      return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The state a loader left for vCPU 0 (bhyveload), if any. */
+  readBootState(): unknown | undefined {
+    let text: string;
+    try { text = fs.readFileSync(this.bootStatePath, 'utf8'); } catch { return undefined; }
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw new VmObjectError(`boot state of VM '${this.name}' is corrupt (${this.bootStatePath}); run bhyveload again`);
+    }
+  }
+
+  writeBootState(state: unknown): void {
+    const tmp = `${this.bootStatePath}.tmp`;
+    fs.writeFileSync(tmp, `${JSON.stringify(state, null, 1)}\n`, { mode: 0o600 });
+    fs.renameSync(tmp, this.bootStatePath);
   }
 
   /** Takes the run lock; throws when another live process holds it. */
@@ -104,6 +156,14 @@ export class VmObject {
   destroy(): void {
     this.unlock();
     fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function makeRoot(root: string): void {
+  try {
+    fs.mkdirSync(root, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    throw new VmObjectError(`cannot create runtime directory ${root}: ${(e as Error).message} (set BHYVE_RUNDIR to a writable directory)`);
   }
 }
 
