@@ -34,4 +34,35 @@ for src in "$SRC"/*.S; do
 	n=$((n + 1))
 done
 [ "$n" -gt 0 ] || { echo "build-guests: no sources in $SRC" >&2; exit 1; }
+
+# The virtio test ROMs: test/guests/virtio/guest-NAME.c -> virtio-NAME.rom,
+# C (run in ring 3 of long mode) + start.S + vlib.c, linked by virtio.ld.
+VSRC="$SRC/virtio"
+VOUT="$OUT/virtio"
+if [ -d "$VSRC" ]; then
+	mkdir -p "$VOUT"
+	CFLAGS="-m64 -ffreestanding -fno-pic -fno-pie -mgeneral-regs-only -mno-red-zone -mcmodel=small \
+		-nostdlib -Os -fno-stack-protector -fno-asynchronous-unwind-tables -fcf-protection=none \
+		-fno-builtin -Wall -Wextra -Werror"
+	gcc -m64 -c -nostdinc -I "$SRC" -Wa,--fatal-warnings -o "$VOUT/start.o" "$VSRC/start.S"
+	# shellcheck disable=SC2086
+	gcc $CFLAGS -c -o "$VOUT/vlib.o" "$VSRC/vlib.c"
+	for src in "$VSRC"/guest-*.c; do
+		[ -e "$src" ] || continue
+		name=virtio-$(basename "$src" .c | sed 's/^guest-//')
+		# shellcheck disable=SC2086
+		gcc $CFLAGS -c -o "$VOUT/$name.o" "$src"
+		ld -m elf_x86_64 -T "$VSRC/virtio.ld" -nostdlib --build-id=none -z noexecstack --no-warn-rwx-segments \
+			-o "$OUT/$name.elf" "$VOUT/start.o" "$VOUT/$name.o" "$VOUT/vlib.o"
+		objcopy -O binary -j .boot -j .payload -j .tail "$OUT/$name.elf" "$OUT/$name.rom.tmp"
+		size=$(wc -c <"$OUT/$name.rom.tmp")
+		if [ "$size" -ne 65536 ]; then
+			echo "build-guests: $name.rom is $size bytes, expected 65536" >&2
+			rm -f "$OUT/$name.rom.tmp"
+			exit 1
+		fi
+		mv "$OUT/$name.rom.tmp" "$OUT/$name.rom"
+		n=$((n + 1))
+	done
+fi
 echo "build-guests: built $n ROMs in build/guests/"

@@ -1,0 +1,140 @@
+/*
+ * vlib.h - the small runtime of the virtio test ROMs: runs in ring 3 of
+ * long mode (IOPL=3, identity-mapped 0..4 GiB), see start.S.
+ *   console/printf on COM1, test exit, port I/O, MMIO, TSC, a bump
+ *   allocator, CRC-32, PCI configuration mechanism #1 and BAR assignment,
+ *   and a virtio 1.x modern-transport driver with split virtqueues.
+ */
+#ifndef VLIB_H
+#define VLIB_H
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define EXIT_OK		0x10		/* status 33 */
+#define EXIT_FAIL	0x01		/* status 3 */
+#define EXIT_NODEV	0x02		/* status 5: device not found */
+#define EXIT_TIMEOUT	0x03		/* status 7: device did not answer */
+
+static inline void outb(uint16_t p, uint8_t v) { __asm__ volatile("outb %0, %1" :: "a"(v), "Nd"(p)); }
+static inline void outw(uint16_t p, uint16_t v) { __asm__ volatile("outw %0, %1" :: "a"(v), "Nd"(p)); }
+static inline void outl(uint16_t p, uint32_t v) { __asm__ volatile("outl %0, %1" :: "a"(v), "Nd"(p)); }
+static inline uint8_t inb(uint16_t p) { uint8_t v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(p)); return v; }
+static inline uint16_t inw(uint16_t p) { uint16_t v; __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(p)); return v; }
+static inline uint32_t inl(uint16_t p) { uint32_t v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(p)); return v; }
+
+static inline uint8_t mr8(uintptr_t a) { return *(volatile uint8_t *)a; }
+static inline uint16_t mr16(uintptr_t a) { return *(volatile uint16_t *)a; }
+static inline uint32_t mr32(uintptr_t a) { return *(volatile uint32_t *)a; }
+static inline void mw8(uintptr_t a, uint8_t v) { *(volatile uint8_t *)a = v; }
+static inline void mw16(uintptr_t a, uint16_t v) { *(volatile uint16_t *)a = v; }
+static inline void mw32(uintptr_t a, uint32_t v) { *(volatile uint32_t *)a = v; }
+
+#define barrier() __asm__ volatile("" ::: "memory")
+
+static inline uint64_t rdtsc(void)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+void *memset(void *d, int c, size_t n);
+void *memcpy(void *d, const void *s, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
+
+void putchar_(int c);
+void puts_(const char *s);
+void vprintf_(const char *fmt, va_list ap);
+void printf_(const char *fmt, ...);
+#define printf printf_
+void __attribute__((noreturn)) exit_(uint32_t value);
+void __attribute__((noreturn)) fail(const char *fmt, ...);
+
+void *alloc(size_t size, size_t align);		/* zeroed; never freed */
+uint32_t crc32(uint32_t crc, const void *buf, size_t n); /* zlib's CRC-32; start with 0 */
+uint64_t tsc_hz_from_rtc(void);			/* ~1-2 s: TSC ticks per RTC second */
+extern uint64_t poll_timeout_cycles;		/* give-up time of a poll loop */
+
+/* PCI configuration mechanism #1 */
+uint32_t pci_r32(int bdf, int off);
+uint16_t pci_r16(int bdf, int off);
+uint8_t pci_r8(int bdf, int off);
+void pci_w32(int bdf, int off, uint32_t v);
+void pci_w16(int bdf, int off, uint16_t v);
+#define BDF(b, d, f)	(((b) << 8) | ((d) << 3) | (f))
+
+/* virtio device types */
+#define VIRTIO_ID_NET		1
+#define VIRTIO_ID_BLOCK		2
+#define VIRTIO_ID_CONSOLE	3
+#define VIRTIO_ID_RNG		4
+
+#define VIRTIO_F_VERSION_1	32
+
+struct pci_virtio {
+	int bdf;
+	uint16_t vendor, device;
+	int type;			/* VIRTIO_ID_*, from device or subsystem ID */
+};
+
+/* Enumerate bus 0, print every function, assign unassigned memory BARs and
+ * enable memory decoding and bus mastering; return the virtio functions. */
+int pci_scan(struct pci_virtio *out, int max);
+/* The first virtio function of `type`, or fail (EXIT_NODEV). */
+struct pci_virtio pci_find_virtio(int type);
+const char *virtio_type_name(int type);
+
+struct vring_desc { uint64_t addr; uint32_t len; uint16_t flags, next; };
+struct vring_used_elem { uint32_t id, len; };
+#define VRING_DESC_F_NEXT	1
+#define VRING_DESC_F_WRITE	2
+
+struct vq {
+	int index;
+	unsigned size;
+	struct vring_desc *desc;
+	volatile uint16_t *avail;	/* flags, idx, ring[size], used_event */
+	volatile uint8_t *used;		/* flags, idx, ring[size] of {id,len}, avail_event */
+	uintptr_t notify;
+	uint16_t avail_idx;		/* next avail index to publish */
+	uint16_t used_idx;		/* next used entry to consume */
+	uint16_t free_head;
+	unsigned num_free;
+	uint16_t *chain_n;		/* descriptors per chain, by head id */
+};
+
+struct vdev {
+	struct pci_virtio pci;
+	uintptr_t common, notify, isr, devcfg;
+	uint32_t notify_mult;
+	uint64_t features;		/* negotiated */
+	struct vq vq[3];
+};
+
+/* reset, ACKNOWLEDGE, DRIVER, negotiate (VERSION_1 | wanted) & offered,
+ * FEATURES_OK; the caller sets up queues, then calls virtio_driver_ok. */
+void virtio_init(struct vdev *d, struct pci_virtio pci, uint64_t wanted);
+void virtio_setup_queue(struct vdev *d, int index, unsigned max_size);
+void virtio_driver_ok(struct vdev *d);
+uint8_t virtio_status(struct vdev *d);
+/* device config space accessors */
+uint8_t vcfg8(struct vdev *d, int off);
+uint16_t vcfg16(struct vdev *d, int off);
+uint32_t vcfg32(struct vdev *d, int off);
+uint64_t vcfg64(struct vdev *d, int off);
+
+struct vbuf { void *addr; uint32_t len; int write; /* device-writable */ };
+/* Put a chain on the avail ring (not notified yet); returns its head id or
+ * -1 if the ring has too few free descriptors. */
+int vq_add(struct vq *q, const struct vbuf *bufs, int n);
+void vq_kick(struct vq *q);
+/* Pop one used entry: returns its head id (and *len), or -1 if none. */
+int vq_get(struct vq *q, uint32_t *len);
+/* Wait (poll, with timeout -> fail) for one used entry. */
+int vq_wait(struct vdev *d, struct vq *q, uint32_t *len);
+
+int guest_main(uint32_t param);		/* each guest-*.c: return the exit value */
+
+#endif
