@@ -272,6 +272,20 @@ describe.skipIf(!IASL)('iasl -d (acpica-tools; skipped when iasl is not installe
     expect(dsl).toMatch(/0x0000000800000000/);
   });
 
+  it('a DSDT without an LPC bridge has the PCI root and HPET only, and INTx routes go straight to the I/O APIC', () => {
+    const c = new ConfigTree();
+    c.set('pci.0.0.0.device', 'hostbridge');
+    const bare = acpiPlatformFromConfig(c, computeLayout(GiB), { intx: [{ slot: 3, pin: 1, pirqPin: 1, ioapicIrq: 16 }] });
+    const m = buildAcpiInMemory(bare);
+    const d = m.placed.find((x) => x.sig === 'DSDT')!;
+    const dsl = disassemble('DSDT', m.image.subarray(d.address - m.base, d.address - m.base + d.length));
+    expect(dsl).toContain('Device (PC00)');
+    expect(dsl).toContain('Device (HPET)');
+    expect(dsl).toContain('Method (_PRT, 0');
+    expect(dsl).not.toContain('Device (ISA)');
+    expect(dsl).not.toContain('PPRT');
+  });
+
   it('the DSDT recompiles (iasl parses our AML back into valid ASL)', () => {
     const d = set.tables.get('DSDT')!;
     const dir = mkdtempSync(join(tmpdir(), 'bhyve-dsdt-'));
