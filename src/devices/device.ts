@@ -25,6 +25,10 @@ export interface MmioHandler {
 export interface IoRegistrar {
   registerPorts(name: string, base: number, length: number, handler: PortIoHandler): void;
   registerMmio(name: string, base: number, length: number, handler: MmioHandler): void;
+  /** Removes the port range registered at `base` (a PCI BAR moving or
+   * stopping decoding); false when nothing was registered there. */
+  unregisterPorts(base: number): boolean;
+  unregisterMmio(base: number): boolean;
 }
 
 /** Interrupt delivery through KVM's in-kernel PIC/IOAPIC/LAPIC. */
@@ -54,6 +58,23 @@ export interface MachineControl {
   readonly vcpuCount: number;
 }
 
+/** What backs a guest-physical range mapped by a device model. */
+export type MemoryBacking =
+  /** Guest RAM at this byte offset of the RAM file (lowmem first, then highmem). */
+  | { kind: 'ram'; offset: number }
+  /** The boot ROM file at this byte offset (always read-only to the guest). */
+  | { kind: 'bootrom'; offset: number };
+
+/** Lets a device model (chipset shadow RAM, flash) change what guest memory
+ * a range decodes to. Ranges are page aligned; writes to a read-only range
+ * exit to the MMIO handler registered for it, if any. */
+export interface MemoryMapControl {
+  map(gpa: number, size: number, backing: MemoryBacking, readonly: boolean): void;
+  unmap(gpa: number): void;
+  /** A host view of a backing, for devices that copy between them. */
+  view(backing: MemoryBacking, size: number): Uint8Array;
+}
+
 export interface DeviceContext {
   readonly io: IoRegistrar;
   readonly irq: InterruptSink;
@@ -63,6 +84,9 @@ export interface DeviceContext {
   /** Opens the host stream prepared on the main thread for a backend key
    * (e.g. "lpc.com1"); undefined when that device has no backend. */
   stream(key: string): ByteStream | undefined;
+  /** Present when the platform leaves a range for devices to map (the
+   * legacy BIOS window 0xC0000-0xFFFFF with lpc.fwcfg=qemu). */
+  readonly memoryMap?: MemoryMapControl;
 }
 
 /** A running device model. `poll` runs on the device thread whenever the

@@ -28,6 +28,14 @@ export class LocalIoBus implements IoBus, IoRegistrar {
     this.mmio.register(name, base, length, handler);
   }
 
+  unregisterPorts(base: number): boolean {
+    return this.ports.unregister(base);
+  }
+
+  unregisterMmio(base: number): boolean {
+    return this.mmio.unregister(base);
+  }
+
   portRead(port: number, size: AccessSize): number | undefined {
     const r = this.ports.find(port);
     return r ? r.handler.read(port, size) : undefined;

@@ -8,6 +8,10 @@ export const HIGHMEM_BASE = 4 * 1024 * 1024 * 1024;
 export const BOOTROM_WINDOW_BASE = HIGHMEM_BASE - 16 * 1024 * 1024;
 export const BOOTROM_WINDOW_SIZE = 16 * 1024 * 1024;
 export const PAGE_SIZE = 4096;
+/** The legacy BIOS window a PC chipset shadows (PAM registers). With
+ * lpc.fwcfg=qemu it is left out of the RAM slots for the chipset to map. */
+export const LEGACY_WINDOW_BASE = 0xc0000;
+export const LEGACY_WINDOW_END = 0x100000;
 
 export interface MemoryLayout {
   /** Bytes of RAM mapped at guest physical 0. */

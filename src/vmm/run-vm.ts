@@ -19,7 +19,7 @@ import { Kvm, KvmStats, KvmUnavailableError, Vcpu, type Vm } from './kvm.js';
 import {
   madvise, MADV_DODUMP, MADV_DONTDUMP, mlock, mmap, PROT_READ, PROT_WRITE, SysError, type Mapping,
 } from './libc.js';
-import { computeLayout, HIGHMEM_BASE, type MemoryLayout } from './memory-map.js';
+import { computeLayout, HIGHMEM_BASE, LEGACY_WINDOW_BASE, LEGACY_WINDOW_END, type MemoryLayout } from './memory-map.js';
 import { checkRequirements, HostRequirementError, probeHost } from './probe.js';
 import { DEVICE_REQUEST, Kicker, VCPU_REQUEST, VCPU_STATE, VcpuControl } from './vcpu-control.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
@@ -38,6 +38,12 @@ const STOP_GRACE_MS = 2000;
 const SLOT_LOWMEM = 0;
 const SLOT_HIGHMEM = 1;
 const SLOT_BOOTROM = 2;
+const SLOT_LOWMEM_ABOVE_1M = 4;
+
+/** Whether the legacy BIOS window is left to the chipset (QEMU personality). */
+function legacyWindowFor(config: ConfigTree, layout: MemoryLayout): boolean {
+  return config.get('lpc.fwcfg') === 'qemu' && layout.lowmem > LEGACY_WINDOW_END;
+}
 
 function intKey(config: ConfigTree, key: string, dflt: number): number {
   const v = config.get(key);
@@ -78,7 +84,14 @@ function setUpMemory(vm: Vm, vmObject: VmObject, layout: MemoryLayout, config: C
   } finally {
     fs.closeSync(fd);
   }
-  vm.setMemoryRegion(SLOT_LOWMEM, 0, layout.lowmem, memory.address, false);
+  if (legacyWindowFor(config, layout)) {
+    // The chipset model maps 0xC0000-0xFFFFF itself (shadow RAM / BIOS alias).
+    vm.setMemoryRegion(SLOT_LOWMEM, 0, LEGACY_WINDOW_BASE, memory.address, false);
+    vm.setMemoryRegion(SLOT_LOWMEM_ABOVE_1M, LEGACY_WINDOW_END, layout.lowmem - LEGACY_WINDOW_END,
+      memory.address + BigInt(LEGACY_WINDOW_END), false);
+  } else {
+    vm.setMemoryRegion(SLOT_LOWMEM, 0, layout.lowmem, memory.address, false);
+  }
   if (layout.highmem > 0) {
     vm.setMemoryRegion(SLOT_HIGHMEM, HIGHMEM_BASE, layout.highmem, memory.address + BigInt(layout.lowmem), false);
   }
@@ -245,6 +258,8 @@ export async function runVm(config: ConfigTree): Promise<number> {
         controlSab: control.sab,
         mailboxes,
         memoryPath: machine.vmObject.memoryPath,
+        legacyWindow: legacyWindowFor(config, machine.layout),
+        bootromPath: machine.bootrom.find((b) => b.seg.kind === 'rom')?.seg.path,
         layout: machine.layout,
         config: config.toJSON(),
         streams,

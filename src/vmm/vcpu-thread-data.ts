@@ -19,6 +19,10 @@ export interface VcpuThreadData {
   /** One mailbox per vCPU (index 0 unused). */
   mailboxes: SharedArrayBuffer[];
   memoryPath: string;
+  /** The device thread maps 0xC0000-0xFFFFF itself (chipset shadowing). */
+  legacyWindow: boolean;
+  /** The boot ROM file, for device mappings of it (BIOS alias). */
+  bootromPath?: string;
   layout: MemoryLayout;
   /** The config tree as [path, raw value] pairs. */
   config: Array<[string, string]>;

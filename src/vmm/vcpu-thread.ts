@@ -10,6 +10,7 @@ import type { ByteStream, Device, DeviceContext, InterruptSink, MachineControl }
 import { attachUartStream } from '../devices/lpc/uart-backend.js';
 import { buildPlatform, type Platform } from '../devices/platform.js';
 import { ForwardingIoBus, Mailbox } from './ap-mailbox.js';
+import { DeviceMemoryMap } from './device-memory-map.js';
 import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js';
 import type { ExitRequest } from './exit-status.js';
 import { GuestMemory, type MemoryRegion } from './guest-memory.js';
@@ -72,6 +73,7 @@ if (d.id === 0) {
     mem: new GuestMemory(regions),
     config: ConfigTree.fromJSON(d.config),
     machine,
+    memoryMap: d.legacyWindow ? new DeviceMemoryMap(vm, mapping, d.bootromPath) : undefined,
     stream(key: string): ByteStream | undefined {
       const t = d.streams[key];
       if (!t) return undefined;

@@ -1,0 +1,65 @@
+// Guest memory mappings that device models change at run time (chipset
+// shadow RAM and BIOS aliases): KVM memory slots owned by the device thread,
+// backed by this thread's own mappings of the RAM file and the boot ROM.
+
+import fs from 'node:fs';
+import type { MemoryBacking, MemoryMapControl } from '../devices/device.js';
+import type { Vm } from './kvm.js';
+import { mmap, PROT_READ, type Mapping } from './libc.js';
+import { PAGE_SIZE } from './memory-map.js';
+
+/** Slots below this belong to the main thread's fixed layout. */
+const FIRST_DEVICE_SLOT = 16;
+const MAX_SLOTS = 256;
+
+export class DeviceMemoryMap implements MemoryMapControl {
+  private readonly slots = new Map<number, { slot: number; size: number }>();
+  private readonly free: number[] = [];
+  private next = FIRST_DEVICE_SLOT;
+  private rom: Mapping | undefined;
+
+  constructor(private readonly vm: Vm, private readonly ram: Mapping, private readonly bootromPath?: string) {}
+
+  map(gpa: number, size: number, backing: MemoryBacking, readonly: boolean): void {
+    if (gpa % PAGE_SIZE || size % PAGE_SIZE || size <= 0) throw new RangeError(`mapping 0x${gpa.toString(16)}+0x${size.toString(16)} is not page aligned`);
+    this.unmap(gpa);
+    const { address, limit } = this.host(backing);
+    if (backing.offset < 0 || backing.offset + size > limit) throw new RangeError(`mapping 0x${gpa.toString(16)}+0x${size.toString(16)} exceeds its ${backing.kind} backing`);
+    const slot = this.free.pop() ?? this.next++;
+    if (slot >= MAX_SLOTS) throw new RangeError('out of KVM memory slots for device mappings');
+    this.vm.setMemoryRegion(slot, gpa, size, address + BigInt(backing.offset), readonly || backing.kind === 'bootrom');
+    this.slots.set(gpa, { slot, size });
+  }
+
+  unmap(gpa: number): void {
+    const s = this.slots.get(gpa);
+    if (!s) return;
+    this.vm.setMemoryRegion(s.slot, gpa, 0, 0n, false); // size 0 deletes the slot
+    this.slots.delete(gpa);
+    this.free.push(s.slot);
+  }
+
+  view(backing: MemoryBacking, size: number): Uint8Array {
+    const m = backing.kind === 'ram' ? this.ram : this.romMapping();
+    if (backing.offset < 0 || backing.offset + size > m.length) throw new RangeError(`view exceeds its ${backing.kind} backing`);
+    return m.bytes.subarray(backing.offset, backing.offset + size);
+  }
+
+  private host(b: MemoryBacking): { address: bigint; limit: number } {
+    const m = b.kind === 'ram' ? this.ram : this.romMapping();
+    return { address: m.address, limit: m.length };
+  }
+
+  private romMapping(): Mapping {
+    if (!this.rom) {
+      if (!this.bootromPath) throw new RangeError('no boot ROM to map');
+      const fd = fs.openSync(this.bootromPath, 'r');
+      try {
+        this.rom = mmap(fs.fstatSync(fd).size, PROT_READ, fd, 0, this.bootromPath);
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    return this.rom;
+  }
+}
