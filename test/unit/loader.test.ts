@@ -11,7 +11,7 @@ import {
 } from '../../src/loader/boot-state.js';
 import { LoaderError } from '../../src/loader/errors.js';
 import { E820_RAM, E820_RESERVED, guestMemoryMap } from '../../src/loader/guest-layout.js';
-import { detectKernelFormat, loadKernel, selectLoader } from '../../src/loader/index.js';
+import { detectKernelFormat, kernelRequestFromEnv, loadFromSource, loadKernel, selectLoader } from '../../src/loader/index.js';
 import { BP, loadBzImage, parseSetupHeader } from '../../src/loader/linux.js';
 import { loadMultiboot, MBI, MULTIBOOT_BOOTLOADER_MAGIC } from '../../src/loader/multiboot.js';
 import { HVM_START_INFO, loadPvh, XEN_HVM_START_MAGIC_VALUE } from '../../src/loader/pvh.js';
@@ -462,5 +462,36 @@ describe('host directory source', () => {
     expect(() => src.readFile('/boot/missing', 'kernel')).toThrow(/^kernel \/boot\/missing: No such file or directory/);
     expect(() => src.readFile('/boot', 'kernel')).toThrow(/not a regular file/);
     expect(() => new HostDirSource(path.join(root, 'nope'))).toThrow(/^host path .*nope: No such file or directory$/);
+  });
+});
+
+describe('bhyveload -e variables', () => {
+  it('turn into a kernel request, modules numbered from 0', () => {
+    expect(kernelRequestFromEnv({ kernel: '/boot/k', cmdline: 'a b', 'module.1': '/m1', 'module.0': '/m0 x=1  y' })).toEqual({
+      kernel: '/boot/k', initrd: undefined, cmdline: 'a b',
+      modules: [{ path: '/m0', cmdline: '/m0 x=1  y' }, { path: '/m1', cmdline: '/m1' }],
+    });
+    expect(() => kernelRequestFromEnv({})).toThrow('no kernel to load: give -e kernel=PATH');
+    expect(() => kernelRequestFromEnv({ kernel: 'k', 'module.1': 'x' })).toThrow(/module\.0 is missing/);
+    expect(() => kernelRequestFromEnv({ kernel: 'k', 'module.x': 'x' })).toThrow(/bad module variable/);
+  });
+
+  it('load a Multiboot kernel and its modules from a host path', () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'loader-req-'));
+    const b = new Uint8Array(0x1000);
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, 0x1badb002, true); dv.setUint32(4, 0x10000, true); dv.setUint32(8, (-(0x1badb002 + 0x10000)) >>> 0, true);
+    dv.setUint32(12, 0x200000, true); dv.setUint32(16, 0x200000, true); dv.setUint32(28, 0x200020, true);
+    fs.writeFileSync(path.join(root, 'kern'), b);
+    fs.writeFileSync(path.join(root, 'mod'), 'MODULE');
+    const { memory, layout } = guest(16 * M);
+    const r = loadFromSource(kernelRequestFromEnv({ kernel: '/kern', 'module.0': '/mod arg', cmdline: 'hi' }), new HostDirSource(root), memory, layout);
+    expect(r.format).toBe('multiboot');
+    expect(r.entry).toBe(0x200020);
+    const mods = memory.readU32((r as unknown as { info: number }).info + MBI.mods_addr);
+    expect(Buffer.from(memory.read(memory.readU32(mods), 6)).toString()).toBe('MODULE');
+    expect(cstr(memory, memory.readU32(mods + 8))).toBe('/mod arg');
+    expect(() => loadFromSource(kernelRequestFromEnv({ kernel: '/mod' }), new HostDirSource(root), memory, layout))
+      .toThrow('kernel /mod is not a bzImage, PVH ELF or Multiboot image');
   });
 });
