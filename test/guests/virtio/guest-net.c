@@ -1,0 +1,192 @@
+/*
+ * virtio-net.rom: find the virtio network device (1af4:1041, or
+ * transitional 1af4:1000), drive it through the modern transport (features
+ * VERSION_1 and MAC; 12-byte virtio_net_hdr; receiveq 0, transmitq 1) and
+ * talk to the host at 10.0.2.2 as 10.0.2.15:
+ *   - ARP "who-has 10.0.2.2" until a reply arrives (every ~0.1 s, at most
+ *     ~100 times: the tap's carrier may come up after the guest starts),
+ *     answering ARP requests for 10.0.2.15 meanwhile;
+ *   - ICMP echo request (id 0x4242, seq 1, 56 bytes) and wait for the reply.
+ * Prints "virtio-net: mac ...", "virtio-net: 10.0.2.2 is at ...",
+ * "virtio-net: ping reply from 10.0.2.2 OK" and exits 0x10 (status 33).
+ * The host side: a tap with 10.0.2.2/24, e.g. in a network namespace.
+ */
+#include "vlib.h"
+
+#define F_MAC		5
+#define HDR		12
+#define RXBUFS		16
+#define BUFLEN		2048
+
+static struct vdev *d;
+static uint8_t *rxmem, *txbuf;
+static uint8_t mac[6], host_mac[6];
+static const uint8_t my_ip[4] = { 10, 0, 2, 15 }, host_ip[4] = { 10, 0, 2, 2 };
+static int have_host_mac, got_pong;
+
+static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+
+static uint16_t ipsum(const uint8_t *p, unsigned n)
+{
+	uint32_t s = 0;
+	for (unsigned i = 0; i + 1 < n; i += 2)
+		s += be16(p + i);
+	if (n & 1)
+		s += (uint32_t)p[n - 1] << 8;
+	while (s >> 16)
+		s = (s & 0xffff) + (s >> 16);
+	return (uint16_t)~s;
+}
+
+static void send(unsigned len)
+{
+	memset(txbuf, 0, HDR);		/* no offloads, num_buffers 0 */
+	if (len < 60)
+		len = 60;
+	struct vbuf b = { txbuf, HDR + len, 0 };
+	if (vq_add(&d->vq[1], &b, 1) < 0)
+		fail("virtio-net: tx queue full");
+	vq_kick(&d->vq[1]);
+	uint32_t l;
+	vq_wait(d, &d->vq[1], &l);
+}
+
+static void arp(int op, const uint8_t *tha, const uint8_t *tpa, const uint8_t *dst)
+{
+	uint8_t *f = txbuf + HDR;
+	memset(f, 0, 60);
+	memcpy(f, dst, 6);
+	memcpy(f + 6, mac, 6);
+	put16(f + 12, 0x0806);
+	put16(f + 14, 1);		/* ethernet */
+	put16(f + 16, 0x0800);		/* IPv4 */
+	f[18] = 6;
+	f[19] = 4;
+	put16(f + 20, (uint16_t)op);
+	memcpy(f + 22, mac, 6);
+	memcpy(f + 28, my_ip, 4);
+	memcpy(f + 32, tha, 6);
+	memcpy(f + 38, tpa, 4);
+	send(42);
+}
+
+static void ping(void)
+{
+	uint8_t *f = txbuf + HDR, *ip = f + 14, *icmp = ip + 20;
+	memset(f, 0, 14 + 20 + 8 + 56);
+	memcpy(f, host_mac, 6);
+	memcpy(f + 6, mac, 6);
+	put16(f + 12, 0x0800);
+	ip[0] = 0x45;
+	put16(ip + 2, 20 + 8 + 56);
+	put16(ip + 4, 1);
+	ip[8] = 64;
+	ip[9] = 1;			/* ICMP */
+	memcpy(ip + 12, my_ip, 4);
+	memcpy(ip + 16, host_ip, 4);
+	put16(ip + 10, ipsum(ip, 20));
+	icmp[0] = 8;			/* echo request */
+	put16(icmp + 4, 0x4242);
+	put16(icmp + 6, 1);
+	for (int i = 0; i < 56; i++)
+		icmp[8 + i] = (uint8_t)(i + 0x20);
+	put16(icmp + 2, ipsum(icmp, 8 + 56));
+	send(14 + 20 + 8 + 56);
+}
+
+static void handle(const uint8_t *f, uint32_t len)
+{
+	static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+	if (len < 14 || (memcmp(f, mac, 6) && memcmp(f, bcast, 6)))
+		return;
+	uint16_t type = be16(f + 12);
+	if (type == 0x0806 && len >= 42 && be16(f + 14) == 1 && be16(f + 16) == 0x0800) {
+		uint16_t op = be16(f + 20);
+		if (op == 1 && !memcmp(f + 38, my_ip, 4)) {
+			arp(2, f + 22, f + 28, f + 22);	/* reply to who-has us */
+		} else if (op == 2 && !memcmp(f + 28, host_ip, 4) && !have_host_mac) {
+			memcpy(host_mac, f + 22, 6);
+			have_host_mac = 1;
+			printf("virtio-net: 10.0.2.2 is at %02x:%02x:%02x:%02x:%02x:%02x\n", host_mac[0], host_mac[1],
+			    host_mac[2], host_mac[3], host_mac[4], host_mac[5]);
+		}
+	} else if (type == 0x0800 && len >= 14 + 20 + 8 + 56) {
+		const uint8_t *ip = f + 14, *icmp = ip + (ip[0] & 15) * 4;
+		if (ip[9] != 1 || memcmp(ip + 12, host_ip, 4) || memcmp(ip + 16, my_ip, 4))
+			return;
+		if (icmp[0] == 0 && be16(icmp + 4) == 0x4242 && be16(icmp + 6) == 1) {
+			for (int i = 0; i < 56; i++)
+				if (icmp[8 + i] != (uint8_t)(i + 0x20))
+					fail("virtio-net: ping reply payload differs at byte %d", i);
+			got_pong = 1;
+		}
+	}
+}
+
+/* Receive and handle frames for up to `cycles` TSC cycles or until *flag. */
+static void poll_rx(uint64_t cycles, int *flag)
+{
+	uint64_t t0 = rdtsc();
+	while (!*flag && rdtsc() - t0 < cycles) {
+		uint32_t len;
+		int id = vq_get(&d->vq[0], &len);
+		if (id < 0) {
+			__asm__ volatile("pause");
+			continue;
+		}
+		uint8_t *buf = rxmem + (uint64_t)id * BUFLEN;
+		if (len > BUFLEN)
+			fail("virtio-net: device wrote %u bytes into a %u-byte buffer", len, BUFLEN);
+		if (len > HDR)
+			handle(buf + HDR, len - HDR);
+		struct vbuf b = { buf, BUFLEN, 1 };
+		vq_add(&d->vq[0], &b, 1);
+		vq_kick(&d->vq[0]);
+	}
+}
+
+int guest_main(uint32_t param)
+{
+	(void)param;
+	printf("virtio-net test\n");
+	d = alloc(sizeof(*d), 64);
+	virtio_init(d, pci_find_virtio(VIRTIO_ID_NET), 1ull << F_MAC);
+	virtio_setup_queue(d, 0, 64);
+	virtio_setup_queue(d, 1, 64);
+	if (d->features & (1ull << F_MAC)) {
+		for (int i = 0; i < 6; i++)
+			mac[i] = vcfg8(d, i);
+	} else {
+		static const uint8_t dflt[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
+		memcpy(mac, dflt, 6);
+	}
+	printf("virtio-net: mac %02x:%02x:%02x:%02x:%02x:%02x\n", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+	rxmem = alloc(RXBUFS * BUFLEN, 4096);
+	txbuf = alloc(BUFLEN, 4096);
+	for (int i = 0; i < RXBUFS; i++) {
+		struct vbuf b = { rxmem + i * BUFLEN, BUFLEN, 1 };
+		if (vq_add(&d->vq[0], &b, 1) != i)
+			fail("virtio-net: rx buffer %d", i);
+	}
+	virtio_driver_ok(d);
+	vq_kick(&d->vq[0]);
+
+	static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff }, zero[6];
+	/* ~0.1 s per try on a 1-4 GHz TSC; the overall limit is time, not tries */
+	uint64_t step = 300000000ull;
+	for (int tries = 0; !have_host_mac; tries++) {
+		if (tries == 100)
+			fail("virtio-net: no ARP reply from 10.0.2.2");
+		arp(1, zero, host_ip, bcast);
+		poll_rx(step, &have_host_mac);
+	}
+	for (int tries = 0; !got_pong; tries++) {
+		if (tries == 30)
+			fail("virtio-net: no ping reply from 10.0.2.2");
+		ping();
+		poll_rx(step, &got_pong);
+	}
+	printf("virtio-net: ping reply from 10.0.2.2 OK\n");
+	return EXIT_OK;
+}
