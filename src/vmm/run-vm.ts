@@ -3,12 +3,15 @@
 // backends, the halt watchdog); each vCPU runs on its own worker thread.
 
 import fs from 'node:fs';
+import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { parseMemorySize } from '../config/size.js';
 import { ConfigError, ConfigTree } from '../config/tree.js';
 import { UsageError } from '../config/errors.js';
 import { openUartBackend, restoreTerminal, type UartBackendHost, type UartStreamTransfer } from '../devices/lpc/uart-backend.js';
 import { Mailbox } from './ap-mailbox.js';
+import { buildFirmwareInMemory } from '../firmware/index.js';
+import { GuestMemory } from './guest-memory.js';
 import { BootromError, loadBootrom, type BootromSegment } from './bootrom.js';
 import { buildCpuid, type Topology } from './cpuid.js';
 import { EXIT_ERROR, exitStatusOf, type ExitRequest } from './exit-status.js';
@@ -19,7 +22,8 @@ import { Kvm, KvmStats, KvmUnavailableError, Vcpu, type Vm } from './kvm.js';
 import {
   madvise, MADV_DODUMP, MADV_DONTDUMP, mlock, mmap, PROT_READ, PROT_WRITE, SysError, type Mapping,
 } from './libc.js';
-import { computeLayout, HIGHMEM_BASE, LEGACY_WINDOW_BASE, LEGACY_WINDOW_END, type MemoryLayout } from './memory-map.js';
+import { computeLayout, HIGHMEM_BASE, LEGACY_WINDOW_END, type MemoryLayout } from './memory-map.js';
+import { mapGuestRam, ramRegions, ramSlots, type RamChunk } from './guest-ram.js';
 import { checkRequirements, HostRequirementError, probeHost } from './probe.js';
 import { DEVICE_REQUEST, Kicker, VCPU_REQUEST, VCPU_STATE, VcpuControl } from './vcpu-control.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
@@ -35,10 +39,7 @@ export class VmSetupError extends Error {}
 const HALT_WATCH_MS = 100;
 const STOP_GRACE_MS = 2000;
 
-const SLOT_LOWMEM = 0;
-const SLOT_HIGHMEM = 1;
 const SLOT_BOOTROM = 2;
-const SLOT_LOWMEM_ABOVE_1M = 4;
 
 /** Whether the legacy BIOS window is left to the chipset (QEMU personality). */
 function legacyWindowFor(config: ConfigTree, layout: MemoryLayout): boolean {
@@ -70,41 +71,43 @@ interface Machine {
   vmObject: VmObject;
   kvm: Kvm;
   vm: Vm;
-  memory: Mapping;
+  ram: RamChunk[];
   layout: MemoryLayout;
   bootrom: Array<{ seg: BootromSegment; map: Mapping }>;
   vcpus: Vcpu[];
 }
 
-function setUpMemory(vm: Vm, vmObject: VmObject, layout: MemoryLayout, config: ConfigTree): Mapping {
+function setUpMemory(vm: Vm, vmObject: VmObject, layout: MemoryLayout, config: ConfigTree): RamChunk[] {
   const fd = fs.openSync(vmObject.memoryPath, 'r+');
-  let memory: Mapping;
+  let ram: RamChunk[];
   try {
-    memory = mmap(layout.lowmem + layout.highmem, PROT_READ | PROT_WRITE, fd, 0, 'guest memory');
+    ram = mapGuestRam(fd, layout);
   } finally {
     fs.closeSync(fd);
   }
-  if (legacyWindowFor(config, layout)) {
-    // The chipset model maps 0xC0000-0xFFFFF itself (shadow RAM / BIOS alias).
-    vm.setMemoryRegion(SLOT_LOWMEM, 0, LEGACY_WINDOW_BASE, memory.address, false);
-    vm.setMemoryRegion(SLOT_LOWMEM_ABOVE_1M, LEGACY_WINDOW_END, layout.lowmem - LEGACY_WINDOW_END,
-      memory.address + BigInt(LEGACY_WINDOW_END), false);
-  } else {
-    vm.setMemoryRegion(SLOT_LOWMEM, 0, layout.lowmem, memory.address, false);
-  }
-  if (layout.highmem > 0) {
-    vm.setMemoryRegion(SLOT_HIGHMEM, HIGHMEM_BASE, layout.highmem, memory.address + BigInt(layout.lowmem), false);
-  }
-  if (config.getBool('memory.wired', false)) {
-    try {
-      mlock(memory);
-    } catch (e) {
-      throw new VmSetupError(`cannot wire guest memory (-S): ${(e as Error).message}; raise the locked-memory limit (ulimit -l)`);
-    }
-  }
+  for (const s of ramSlots(ram, legacyWindowFor(config, layout))) vm.setMemoryRegion(s.slot, s.gpa, s.size, s.address, false);
+  const wired = config.getBool('memory.wired', false);
   // bhyve leaves guest memory out of core dumps unless -C.
-  madvise(memory, config.getBool('memory.guest_in_core', false) ? MADV_DODUMP : MADV_DONTDUMP);
-  return memory;
+  const dump = config.getBool('memory.guest_in_core', false) ? MADV_DODUMP : MADV_DONTDUMP;
+  for (const c of ram) {
+    if (wired) {
+      try {
+        mlock(c.map);
+      } catch (e) {
+        throw new VmSetupError(`cannot wire guest memory (-S): ${(e as Error).message}; raise the locked-memory limit (ulimit -l)`);
+      }
+    }
+    madvise(c.map, dump);
+  }
+  return ram;
+}
+
+/** bhyve's in-memory MP table, SMBIOS and ACPI tables (below 1 MiB). */
+function writeFirmwareTables(ram: readonly RamChunk[], layout: MemoryLayout, config: ConfigTree, ncpu: number): void {
+  const low = new GuestMemory(ramRegions(ram));
+  for (const region of buildFirmwareInMemory(config, layout, { ncpu, hostname: os.hostname() })) {
+    low.write(region.gpa, region.bytes);
+  }
 }
 
 function setUpBootrom(vm: Vm, rom: string, config: ConfigTree): Array<{ seg: BootromSegment; map: Mapping }> {
@@ -154,7 +157,8 @@ function createMachine(config: ConfigTree): { machine: Machine; topo: Topology; 
       if (!caps.userSpaceMsr) warnings.push('warning: x86.strictmsr=false needs KVM_CAP_X86_USER_SPACE_MSR, which this host lacks; unknown MSRs still fault');
       else vm.enableCap(CAP.X86_USER_SPACE_MSR, [BigInt(MSR_EXIT_REASON_UNKNOWN)]);
     }
-    const memory = setUpMemory(vm, vmObject, layout, config);
+    const ram = setUpMemory(vm, vmObject, layout, config);
+    writeFirmwareTables(ram, layout, config, ncpus);
     // Boot from the ROM when one is given, else from what bhyveload loaded.
     const rom = config.get('lpc.bootrom');
     const bootState = rom === undefined ? vmObject.readBootState() : undefined;
@@ -172,7 +176,7 @@ function createMachine(config: ConfigTree): { machine: Machine; topo: Topology; 
       vcpus.push(v);
     }
     if (bootState !== undefined) applyVcpuState(vcpus[0], bootStateUpdate(bootState));
-    return { machine: { topo, vmObject, kvm, vm, memory, layout, bootrom, vcpus }, topo, ncpus, warnings };
+    return { machine: { topo, vmObject, kvm, vm, ram, layout, bootrom, vcpus }, topo, ncpus, warnings };
   } catch (e) {
     if (vmObject.createdHere) vmObject.destroy(); else vmObject.unlock();
     throw e;

@@ -13,12 +13,12 @@ import { ForwardingIoBus, Mailbox } from './ap-mailbox.js';
 import { DeviceMemoryMap } from './device-memory-map.js';
 import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js';
 import type { ExitRequest } from './exit-status.js';
-import { GuestMemory, type MemoryRegion } from './guest-memory.js';
+import { GuestMemory } from './guest-memory.js';
+import { mapGuestRam, ramRegions } from './guest-ram.js';
 import { LocalIoBus, type IoBus } from './io-bus.js';
 import { MP_STATE, RFLAGS_IF } from './kvm-abi.js';
 import { Vcpu, Vm } from './kvm.js';
-import { EAGAIN, EINTR, gettid, mmap, pinThisThread, PROT_READ, PROT_WRITE, strerror } from './libc.js';
-import { HIGHMEM_BASE } from './memory-map.js';
+import { EAGAIN, EINTR, gettid, pinThisThread, strerror } from './libc.js';
 import { DEVICE_REQUEST, Kicker, VCPU_REQUEST, VCPU_STATE, VcpuControl } from './vcpu-control.js';
 import { serveVcpuRequests } from './vcpu-requests.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
@@ -55,10 +55,9 @@ let localBus: LocalIoBus | undefined;
 if (d.id === 0) {
   const vm = new Vm(null, d.vmFd);
   const memFd = fs.openSync(d.memoryPath, 'r+');
-  const mapping = mmap(d.layout.lowmem + d.layout.highmem, PROT_READ | PROT_WRITE, memFd, 0, 'guest memory');
+  const ram = mapGuestRam(memFd, d.layout);
   fs.closeSync(memFd);
-  const regions: MemoryRegion[] = [{ gpa: 0, bytes: mapping.bytes.subarray(0, d.layout.lowmem) }];
-  if (d.layout.highmem > 0) regions.push({ gpa: HIGHMEM_BASE, bytes: mapping.bytes.subarray(d.layout.lowmem) });
+  const regions = ramRegions(ram);
   const irq: InterruptSink = {
     setLevel: (gsi, high) => vm.irqLine(gsi, high),
     pulse: (gsi) => { vm.irqLine(gsi, true); vm.irqLine(gsi, false); },
@@ -73,7 +72,7 @@ if (d.id === 0) {
     mem: new GuestMemory(regions),
     config: ConfigTree.fromJSON(d.config),
     machine,
-    memoryMap: d.legacyWindow ? new DeviceMemoryMap(vm, mapping, d.bootromPath) : undefined,
+    memoryMap: d.legacyWindow ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath) : undefined,
     stream(key: string): ByteStream | undefined {
       const t = d.streams[key];
       if (!t) return undefined;
