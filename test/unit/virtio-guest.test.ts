@@ -6,8 +6,9 @@
 // Skipped when qemu-system-x86_64 is not installed. -accel kvm, with TCG as
 // the fallback when KVM is unavailable.
 
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,17 +17,25 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const GUESTS = join(ROOT, 'build', 'guests');
-const ROMS = ['virtio-blk', 'virtio-rnd'];
+const ROMS = ['virtio-blk', 'virtio-console', 'virtio-net', 'virtio-rnd'];
 const HAVE_QEMU = spawnSync('sh', ['-c', 'command -v qemu-system-x86_64'], { encoding: 'utf8' }).status === 0;
+const HAVE_IP = spawnSync('sh', ['-c', 'command -v ip'], { encoding: 'utf8' }).status === 0;
+const NET_SKIP = !HAVE_QEMU ? 'qemu-system-x86_64 missing'
+  : process.getuid?.() !== 0 ? 'needs root for ip netns and a tap device'
+    : !HAVE_IP ? 'iproute2 (ip) missing'
+      : !existsSync('/dev/net/tun') ? '/dev/net/tun missing' : null;
 const rom = (name: string): string => join(GUESTS, `${name}.rom`);
 let tmp = '';
 
-function qemu(romPath: string, devices: string[], timeoutMs = 60_000) {
-  const r = spawnSync('qemu-system-x86_64', [
-    '-accel', 'kvm', '-accel', 'tcg', '-machine', 'pc', '-m', '256M', '-smp', '1',
-    '-nodefaults', '-display', 'none', '-monitor', 'none', '-serial', 'stdio',
-    '-device', 'isa-debug-exit,iobase=0xf4,iosize=4', '-no-reboot', '-bios', romPath, ...devices,
-  ], { encoding: 'latin1', timeout: timeoutMs, input: '' });
+const qemuArgs = (romPath: string, devices: string[]) => [
+  '-accel', 'kvm', '-accel', 'tcg', '-machine', 'pc', '-m', '256M', '-smp', '1',
+  '-nodefaults', '-display', 'none', '-monitor', 'none', '-serial', 'stdio',
+  '-device', 'isa-debug-exit,iobase=0xf4,iosize=4', '-no-reboot', '-bios', romPath, ...devices,
+];
+
+function qemu(romPath: string, devices: string[], timeoutMs = 60_000, prefix: string[] = []) {
+  const argv = [...prefix, 'qemu-system-x86_64', ...qemuArgs(romPath, devices)];
+  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'latin1', timeout: timeoutMs, input: '' });
   return { status: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -106,6 +115,68 @@ describe.skipIf(!HAVE_QEMU)('virtio test ROMs under QEMU', () => {
     expect(b).not.toBeNull();
     expect(a![1]).not.toBe(b![1]);
     expect(r.out).toContain('virtio-rnd: OK\r\n');
+    expect(r.status).toBe(33);
+  });
+
+  it('virtio-console writes a line on port 0 and reads one back', async () => {
+    const sock = join(tmp, 'con.sock');
+    const child = spawn('qemu-system-x86_64', qemuArgs(rom('virtio-console'), [
+      '-device', 'virtio-serial-pci,disable-legacy=on,max_ports=1',
+      '-chardev', `socket,id=c0,path=${sock},server=on,wait=on`, '-device', 'virtconsole,chardev=c0',
+    ]), { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => { out += d.toString('latin1'); });
+    child.stderr.on('data', (d) => { err += d.toString(); });
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    try {
+      for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+      const fromGuest = await new Promise<string>((resolve, reject) => {
+        const c = connect(sock);
+        let got = '';
+        c.on('data', (d) => {
+          got += d.toString('latin1');
+          if (got.includes('\n')) {
+            c.write('pong from the host\n');
+            resolve(got);
+          }
+        });
+        c.on('error', reject);
+        child.on('close', () => c.destroy());
+      });
+      expect(fromGuest).toBe('hello from virtio-console guest\n');
+      const status = await exited;
+      expect(out, out + err).toMatch(/pci 00:0\d\.0 1af4:1043 class 078000 virtio-console\r\n/);
+      expect(out).toContain("virtio-console: received 'pong from the host'\r\n");
+      expect(status).toBe(33);
+    } finally {
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+    }
+  });
+});
+
+describe.skipIf(NET_SKIP !== null)(`virtio-net test ROM under QEMU with a tap in a network namespace${NET_SKIP ? ` (skipped: ${NET_SKIP})` : ''}`, () => {
+  const ns = `vguest${process.pid}`;
+  afterAll(() => {
+    spawnSync('ip', ['netns', 'del', ns]);
+  });
+
+  it('virtio-net resolves the host by ARP and gets a ping reply', () => {
+    const sh = (cmd: string) => execFileSync('ip', ['netns', 'exec', ns, 'sh', '-c', cmd], { stdio: 'pipe' });
+    execFileSync('ip', ['netns', 'add', ns]);
+    sh('ip tuntap add dev vtap0 mode tap && ip addr add 10.0.2.2/24 dev vtap0 && ip link set vtap0 up'
+      + ' && sysctl -qw net.ipv6.conf.all.disable_ipv6=1');
+    const r = qemu(rom('virtio-net'), [
+      '-netdev', 'tap,id=n0,ifname=vtap0,script=no,downscript=no',
+      '-device', 'virtio-net-pci,netdev=n0,disable-legacy=on,mac=52:54:00:12:34:56',
+    ], 60_000, ['ip', 'netns', 'exec', ns]);
+    const hostMac = execFileSync('ip', ['netns', 'exec', ns, 'cat', '/sys/class/net/vtap0/address'], { encoding: 'utf8' }).trim();
+    expect(r.out, r.out + r.err).toMatch(/pci 00:0\d\.0 1af4:1041 class 020000 virtio-net\r\n/);
+    expect(r.out).toContain('virtio-net: mac 52:54:00:12:34:56\r\n');
+    expect(r.out).toContain(`virtio-net: 10.0.2.2 is at ${hostMac}\r\n`);
+    expect(r.out).toContain('virtio-net: ping reply from 10.0.2.2 OK\r\n');
     expect(r.status).toBe(33);
   });
 });
