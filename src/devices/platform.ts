@@ -5,8 +5,16 @@
 //
 //   - PCI configuration mechanism #1 (0xcf8/0xcfc), always, even with no
 //     PCI function configured (bus 0 decodes the config ports regardless).
-//   - each `pci.B.S.F` node by its `device`: hostbridge, amd_hostbridge, lpc.
-//     Any other emulation is refused with "not supported yet: <name>".
+//   - each `pci.B.S.F` node by its `device`: hostbridge, amd_hostbridge, lpc,
+//     virtio-blk, virtio-rnd (virtio PCI transport, MSI-X unless
+//     virtio_msix=false). Any other emulation is refused with
+//     "not supported yet: <name>".
+//   - BARs placed as bhyve's init_pci does (bar-alloc.ts); with a boot ROM
+//     (pci.enable_bars defaults to false then) they are assigned but not
+//     decoded and bus mastering is off, left for the firmware to enable.
+//   - INTx lines routed through the PIRQ router once the LPC devices, the
+//     i8042 and the SCI have claimed their ISA IRQs (intx.ts).
+//   - the ECAM window at 0xe0000000 (256 MiB, 1 MiB per bus).
 //   - with an `lpc` function: COM1-COM4 (all four, as bhyve's lpc_init
 //     registers every LPC UART; those without `lpc.comN.path` have no host
 //     backend) and pc-testdev when `lpc.pc-testdev` is true.
@@ -30,12 +38,25 @@ import { LpcBridge, type findHostIsaBridge } from './pci/lpc-bridge.js';
 import { PciBus, PCI_BUSMAX, PCI_FUNCMAX, PCI_SLOTMAX } from './pci/pci-bus.js';
 import type { PciFunction } from './pci/pci-function.js';
 import { PirqRouter } from './pci/pirq.js';
+import { PciResourceAllocator, type BusWindows } from './pci/bar-alloc.js';
+import { IntxRouter, type IntxRoute } from './pci/intx.js';
+import { assignPciBars, PciEmulFunction } from './pci/pci-emul.js';
+import { PCIM_CMD_MEMEN, PCIM_CMD_PORTEN } from './pci/config-space.js';
+import { ConfigError } from '../config/tree.js';
+import { VirtioPci, type VirtioPciTransport } from './virtio/virtio-pci.js';
+import { BlockDeviceError, blockOptionsFromConfig, VirtioBlock } from './virtio/virtio-blk.js';
+import { VirtioRnd } from './virtio/virtio-rnd.js';
+import type { VirtioDevice } from './virtio/virtio-device.js';
 
 export type { MemoryLayout } from './memory-layout.js';
 export { memoryLayoutFor } from './memory-layout.js';
 
 /** PCI emulations this module can build. */
-export const PLATFORM_PCI_EMULATIONS = ['hostbridge', 'amd_hostbridge', 'lpc'] as const;
+export const PLATFORM_PCI_EMULATIONS = ['hostbridge', 'amd_hostbridge', 'lpc', 'virtio-blk', 'virtio-rnd'] as const;
+
+/** PCI classes bhyve gives its virtio devices. */
+const PCIC_STORAGE = 0x01;
+const PCIC_CRYPTO = 0x10;
 
 export interface Platform {
   /** Every device, in creation order (what createPlatformDevices returns). */
@@ -48,6 +69,14 @@ export interface Platform {
   lpc?: LpcBridge;
   uarts: LpcUartDevice[];
   pctestdev?: PcTestDev;
+  /** The virtio functions, in bus/slot/function order. */
+  virtio: VirtioPci[];
+  /** Routed INTx pins (bhyve's pci_walk_lintr), for the ACPI _PRT and MP table. */
+  intx: IntxRoute[];
+  /** I/O and memory windows of bus 0 (for the DSDT _CRS), when it has BARs. */
+  bus0Windows?: BusWindows;
+  /** Boot devices by bootindex (bhyve's fw_cfg "bootorder"). */
+  bootOrder: Array<{ bootindex: number; bus: number; slot: number; func: number; name: string }>;
 }
 
 export interface PlatformOptions {
@@ -100,6 +129,10 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   let lpc: LpcBridge | undefined;
   const uarts: LpcUartDevice[] = [];
   let pctestdev: PcTestDev | undefined;
+  const virtio: VirtioPci[] = [];
+  const bootOrder: Platform['bootOrder'] = [];
+  const msix = ctx.config.getBool('virtio_msix', true);
+  pci.registerEcam(ctx);
 
   for (const { bus, slot, func, node } of configuredPciFunctions(ctx)) {
     const where = `${bus}:${slot}:${func}`;
@@ -124,13 +157,39 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
         lpc = new LpcBridge(ctx.config, pirq, opts.hostIsaBridge);
         fn = lpc;
         break;
+      case 'virtio-blk':
+      case 'virtio-rnd': {
+        const v = createVirtioFunction(ctx, emul, node, where, msix);
+        virtio.push(v);
+        fn = v;
+        const bi = ctx.config.get(`${node}.bootindex`);
+        if (bi !== undefined) {
+          if (!/^[0-9]+$/.test(bi.trim())) throw new ConfigError(`Invalid bootindex ${bi} for ${emul}@${node}`);
+          const n = Number(bi.trim());
+          const taken = bootOrder.find((b) => b.bootindex === n);
+          if (taken) throw new ConfigError(`Could not set bootindex ${n} for ${emul}@${node}. Bootindex already occupied by ${taken.name}`);
+          bootOrder.push({ bootindex: n, bus, slot, func, name: `${emul}@${node}` });
+        }
+        break;
+      }
       default:
         throw new Error(`not supported yet: ${emul} (pci slot ${where})`);
     }
-    if (enableBars) fn.cfg.set16(PCIR_COMMAND, fn.cfg.get16(PCIR_COMMAND) | PCIM_CMD_BUSMASTEREN);
+    if (enableBars) {
+      // pci_emul_init / pci_emul_alloc_bar: bus mastering, and decoding of
+      // each space a BAR uses, on from the start without a boot ROM.
+      let cmd = fn.cfg.get16(PCIR_COMMAND) | PCIM_CMD_BUSMASTEREN;
+      if (fn instanceof PciEmulFunction) {
+        for (const b of fn.declaredBars()) cmd |= b.kind === 'io' ? PCIM_CMD_PORTEN : PCIM_CMD_MEMEN;
+      }
+      fn.cfg.set16(PCIR_COMMAND, cmd);
+    }
     pci.attach(bus, slot, func, fn);
     devices.push(fn);
   }
+  bootOrder.sort((a, b) => a.bootindex - b.bootindex);
+  const alloc = new PciResourceAllocator(layout);
+  assignPciBars(pci.functions(), alloc);
   devices.push(...uarts);
   if (pctestdev) devices.push(pctestdev);
 
@@ -148,7 +207,47 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
 
   devices.push(new PostPort(ctx));
 
-  return { devices, pci, pirq, pm, rtc, atkbdc, lpc, uarts, pctestdev };
+  // pci_lintr_route after every device reserved its ISA IRQs, then
+  // lpc_pirq_routed.
+  const intx = new IntxRouter(ctx.irq, pirq, bootrom).routeAll(pci);
+  lpc?.pirqRouted();
+
+  return {
+    devices, pci, pirq, pm, rtc, atkbdc, lpc, uarts, pctestdev, virtio, intx, bus0Windows: alloc.busWindows(0), bootOrder,
+  };
+}
+
+/** Builds a virtio device model from its slot node and wraps it in the PCI
+ * transport. Host-side failures (missing image, image in use) come out as
+ * one line naming the device and the file. */
+function createVirtioFunction(ctx: DeviceContext, emul: string, node: string, where: string, msix: boolean): VirtioPci {
+  const t = ctx.config.get(`${node}.transport`) ?? 'transitional';
+  if (t !== 'transitional' && t !== 'modern' && t !== 'legacy') {
+    throw new ConfigError(`${emul}@${node}: invalid transport "${t}" (use legacy, modern or transitional)`);
+  }
+  const transport = t as VirtioPciTransport;
+  let device: VirtioDevice;
+  let classCode: number;
+  if (emul === 'virtio-blk') {
+    try {
+      device = VirtioBlock.open(blockOptionsFromConfig(ctx.config, node));
+    } catch (e) {
+      if (e instanceof BlockDeviceError && !e.message.startsWith('virtio-blk')) {
+        throw new BlockDeviceError(`virtio-blk at pci slot ${where}: ${e.message}`);
+      }
+      throw e;
+    }
+    classCode = PCIC_STORAGE;
+  } else {
+    device = new VirtioRnd();
+    classCode = PCIC_CRYPTO;
+  }
+  try {
+    return new VirtioPci(ctx, device, { emulation: emul, classCode, subclass: 0, msix, transport });
+  } catch (e) {
+    device.close?.();
+    throw e;
+  }
 }
 
 /** Everything the device thread runs, built from ctx.config. */

@@ -15,7 +15,8 @@
 // configRead/configWrite take (bus, slot, func, offset) so a later ECAM
 // window (bhyve: 0xe0000000, 1 MiB per bus) can share the same table.
 
-import type { AccessSize, Device, DeviceContext, PortIoHandler } from '../device.js';
+import type { AccessSize, Device, DeviceContext, MmioHandler, PortIoHandler } from '../device.js';
+import { PCI_EMUL_ECFG_BASE, PCI_EMUL_ECFG_SIZE } from './bar-alloc.js';
 import {
   PCIM_MFDEV, PCIR_COMMAND, PCIR_HDRTYPE, PCIR_REVID,
 } from './config-space.js';
@@ -93,6 +94,37 @@ export class PciBus implements Device {
     };
     ctx.io.registerPorts('pci-cfgaddr', CONF1_ADDR_PORT, 1, addr);
     ctx.io.registerPorts('pci-cfgdata', CONF1_DATA_PORT, 4, data);
+  }
+
+  /** Registers the PCIe enhanced configuration window (ECAM): 4 KiB per
+   * function, 1 MiB per bus, at bhyve's PCI_EMUL_ECFG_BASE. Accesses of 1,
+   * 2 or 4 aligned bytes reach configRead/configWrite; others read all-ones
+   * and are dropped, as bhyve's pci_emul_ecfg_handler does. */
+  registerEcam(ctx: Pick<DeviceContext, 'io'>, base = PCI_EMUL_ECFG_BASE, size = PCI_EMUL_ECFG_SIZE): void {
+    const decode = (addr: number) => {
+      const rel = addr - base;
+      return { bus: (rel >>> 20) & PCI_BUSMAX, slot: (rel >>> 15) & PCI_SLOTMAX, func: (rel >>> 12) & PCI_FUNCMAX, coff: rel & 0xfff };
+    };
+    const h: MmioHandler = {
+      read: (addr, data) => {
+        const n = data.length;
+        let v = 0xffffffff;
+        if (n === 1 || n === 2 || n === 4) {
+          const a = decode(addr);
+          v = this.configRead(a.bus, a.slot, a.func, a.coff, n);
+        }
+        for (let i = 0; i < n; i++) data[i] = i < 4 ? (v >>> (8 * i)) & 0xff : 0xff;
+      },
+      write: (addr, data) => {
+        const n = data.length;
+        if (n !== 1 && n !== 2 && n !== 4) return;
+        let v = 0;
+        for (let i = 0; i < n; i++) v |= data[i] << (8 * i);
+        const a = decode(addr);
+        this.configWrite(a.bus, a.slot, a.func, a.coff, n, v >>> 0);
+      },
+    };
+    ctx.io.registerMmio('pci-ecfg', base, size, h);
   }
 
   // ---- mechanism #1 ----
