@@ -1,0 +1,172 @@
+// A VM made ready to run: /dev/kvm opened and checked, the VM object
+// locked, guest RAM and the boot ROM mapped, firmware tables written, vCPUs
+// created with their CPUID and (after bhyveload) the boot vCPU's state.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import { UsageError } from '../config/errors.js';
+import { parseMemorySize } from '../config/size.js';
+import { calcTopology } from '../config/topology.js';
+import { ConfigError, ConfigTree } from '../config/tree.js';
+import { buildFirmwareInMemory } from '../firmware/index.js';
+import { BOOT_STATE_VERSION, type BootState } from '../loader/boot-state.js';
+import { BootromError, loadBootrom, type BootromSegment } from './bootrom.js';
+import { buildCpuid, type Topology } from './cpuid.js';
+import { GuestMemory } from './guest-memory.js';
+import { mapGuestRam, ramRegions, ramSlots, type RamChunk } from './guest-ram.js';
+import { CAP, IDENTITY_MAP_ADDR, MSR_EXIT_REASON_UNKNOWN, PIT_SPEAKER_DUMMY, TSS_ADDR } from './kvm-abi.js';
+import { Kvm, KvmUnavailableError, Vcpu, type Vm } from './kvm.js';
+import { madvise, MADV_DODUMP, MADV_DONTDUMP, mlock, mmap, PROT_READ, PROT_WRITE, SysError, type Mapping } from './libc.js';
+import { computeLayout, LEGACY_WINDOW_END, type MemoryLayout } from './memory-map.js';
+import { checkRequirements, HostRequirementError, probeHost } from './probe.js';
+import { applyVcpuState, SEGMENT_REGS, type VcpuStateUpdate } from './vcpu-state.js';
+import { VmObject, VmObjectError } from './vm-object.js';
+
+/** A failure to set the VM up, reported to the user as one line. */
+export class VmSetupError extends Error {}
+
+const SLOT_BOOTROM = 2;
+
+export interface Machine {
+  topo: Topology;
+  vmObject: VmObject;
+  kvm: Kvm;
+  vm: Vm;
+  ram: RamChunk[];
+  layout: MemoryLayout;
+  bootrom: Array<{ seg: BootromSegment; map: Mapping }>;
+  vcpus: Vcpu[];
+}
+
+/** Whether the legacy BIOS window is left to the chipset (QEMU personality). */
+export function legacyWindowFor(config: ConfigTree, layout: MemoryLayout): boolean {
+  return config.get('lpc.fwcfg') === 'qemu' && layout.lowmem > LEGACY_WINDOW_END;
+}
+
+function setUpMemory(vm: Vm, vmObject: VmObject, layout: MemoryLayout, config: ConfigTree): RamChunk[] {
+  const fd = fs.openSync(vmObject.memoryPath, 'r+');
+  let ram: RamChunk[];
+  try {
+    ram = mapGuestRam(fd, layout);
+  } finally {
+    fs.closeSync(fd);
+  }
+  for (const s of ramSlots(ram, legacyWindowFor(config, layout))) vm.setMemoryRegion(s.slot, s.gpa, s.size, s.address, false);
+  const wired = config.getBool('memory.wired', false);
+  // bhyve leaves guest memory out of core dumps unless -C.
+  const dump = config.getBool('memory.guest_in_core', false) ? MADV_DODUMP : MADV_DONTDUMP;
+  for (const c of ram) {
+    if (wired) {
+      try {
+        mlock(c.map);
+      } catch (e) {
+        throw new VmSetupError(`cannot wire guest memory (-S): ${(e as Error).message}; raise the locked-memory limit (ulimit -l)`);
+      }
+    }
+    madvise(c.map, dump);
+  }
+  return ram;
+}
+
+/** bhyve's in-memory MP table, SMBIOS and ACPI tables (below 1 MiB). */
+function writeFirmwareTables(ram: readonly RamChunk[], layout: MemoryLayout, config: ConfigTree, ncpu: number): void {
+  const low = new GuestMemory(ramRegions(ram));
+  for (const region of buildFirmwareInMemory(config, layout, { ncpu, hostname: os.hostname() })) {
+    low.write(region.gpa, region.bytes);
+  }
+}
+
+function setUpBootrom(vm: Vm, rom: string, config: ConfigTree): Array<{ seg: BootromSegment; map: Mapping }> {
+  const segs = loadBootrom(rom, config.get('lpc.bootvars'));
+  return segs.map((seg, i) => {
+    const map = mmap(seg.size, PROT_READ | (seg.kind === 'vars' ? PROT_WRITE : 0), seg.fd, 0, seg.path);
+    // Read-only to the guest: writes exit to us as MMIO (ROM: ignored).
+    vm.setMemoryRegion(SLOT_BOOTROM + i, seg.gpa, seg.size, map.address, true);
+    return { seg, map };
+  });
+}
+
+export function createMachine(config: ConfigTree): { machine: Machine; topo: Topology; ncpus: number; warnings: string[] } {
+  const name = config.get('name');
+  if (!name) throw new VmSetupError('no VM name given');
+  const memsize = parseMemorySize(config.get('memory.size') ?? '256M');
+  const t = calcTopology(config);
+  const ncpus = t.cpus;
+  const topo: Topology = { sockets: t.sockets, cores: t.cores, threads: t.threads };
+  const kvm = Kvm.open(process.env.BHYVE_KVM_DEVICE ?? '/dev/kvm');
+  const caps = probeHost(kvm);
+  const warnings = checkRequirements(caps, config.getBool('x86.require_ept_rvi', true));
+  if (ncpus > caps.maxVcpus) throw new VmSetupError(`${ncpus} vCPUs requested but this host's KVM allows at most ${caps.maxVcpus}`);
+
+  const layout = computeLayout(memsize);
+  const vmObject = VmObject.openOrCreate(name, memsize);
+  try {
+    vmObject.lock();
+  } catch (e) {
+    throw new VmSetupError((e as Error).message);
+  }
+  try {
+    const vm = kvm.createVm();
+    vm.setTssAddr(TSS_ADDR);
+    vm.setIdentityMapAddr(IDENTITY_MAP_ADDR);
+    vm.createIrqchip();
+    vm.createPit2(PIT_SPEAKER_DUMMY);
+    if (!config.getBool('x86.strictmsr', true)) {
+      if (!caps.userSpaceMsr) warnings.push('warning: x86.strictmsr=false needs KVM_CAP_X86_USER_SPACE_MSR, which this host lacks; unknown MSRs still fault');
+      else vm.enableCap(CAP.X86_USER_SPACE_MSR, [BigInt(MSR_EXIT_REASON_UNKNOWN)]);
+    }
+    const ram = setUpMemory(vm, vmObject, layout, config);
+    writeFirmwareTables(ram, layout, config, ncpus);
+    // Boot from the ROM when one is given, else from what bhyveload loaded.
+    const rom = config.get('lpc.bootrom');
+    const bootState = rom === undefined ? vmObject.readBootState() : undefined;
+    if (rom === undefined && bootState === undefined) {
+      throw new VmSetupError(`nothing to boot in VM '${name}': give a boot ROM with -l bootrom,ROMFILE or load a kernel with bhyveload`);
+    }
+    const bootrom = rom === undefined ? [] : setUpBootrom(vm, rom, config);
+    const supported = kvm.supportedCpuid();
+    const x2apic = config.getBool('x86.x2apic', false);
+    const mmapSize = kvm.vcpuMmapSize();
+    const vcpus: Vcpu[] = [];
+    for (let i = 0; i < ncpus; i++) {
+      const v = new Vcpu(vm.createVcpu(i), mmapSize, i);
+      v.setCpuid(buildCpuid(supported, i, topo, x2apic));
+      vcpus.push(v);
+    }
+    if (bootState !== undefined) applyVcpuState(vcpus[0], bootStateUpdate(bootState));
+    return { machine: { topo, vmObject, kvm, vm, ram, layout, bootrom, vcpus }, topo, ncpus, warnings };
+  } catch (e) {
+    if (vmObject.createdHere) vmObject.destroy(); else vmObject.unlock();
+    throw e;
+  }
+}
+
+/** The registers bhyveload stored (src/loader/boot-state.ts) as an update. */
+function bootStateUpdate(raw: unknown): VcpuStateUpdate {
+  const bs = raw as Partial<BootState>;
+  if (bs?.version !== BOOT_STATE_VERSION || typeof bs.regs !== 'object' || typeof bs.sregs !== 'object') {
+    throw new VmSetupError('the stored boot state is not one this bhyve understands; run bhyveload again');
+  }
+  const sr = bs.sregs;
+  return {
+    regs: bs.regs,
+    segments: Object.fromEntries(SEGMENT_REGS.map((n) => [n, sr[n]])),
+    gdt: sr.gdt,
+    idt: sr.idt,
+    control: { cr0: sr.cr0, cr3: sr.cr3, cr4: sr.cr4, efer: sr.efer },
+  };
+}
+
+/** Errors a user can cause or fix, turned into one-line VmSetupErrors. */
+export function asUserError(e: unknown): unknown {
+  const userClasses = [RangeError, KvmUnavailableError, HostRequirementError, BootromError, VmObjectError, SysError, UsageError, ConfigError];
+  if (userClasses.some((c) => e instanceof c)) return new VmSetupError((e as Error).message);
+  return e;
+}
+
+export function cleanupMachine(m: Machine, destroy: boolean): void {
+  for (const b of m.bootrom) { b.map.unmap(); fs.closeSync(b.seg.fd); }
+  m.bootrom.length = 0;
+  if (destroy) m.vmObject.destroy(); else m.vmObject.unlock();
+}
+
