@@ -46,9 +46,9 @@ describe.skipIf(skip !== undefined)('booting ROMs on KVM', () => {
     const sock = await connectRetry(port);
     let got = '';
     sock.on('data', (b: Buffer) => { got += b.toString('latin1'); });
-    await until(() => got.includes('ready'));
+    await until(() => got.includes('ready'), () => got);
     sock.write('over tcp');
-    await until(() => got.includes('over tcp'));
+    await until(() => got.includes('over tcp'), () => got);
     sock.write('q');
     const r = await child;
     sock.destroy();
@@ -164,10 +164,10 @@ async function connectRetry(port: number): Promise<net.Socket> {
   throw new Error(`nothing listens on 127.0.0.1:${port}`);
 }
 
-async function until(cond: () => boolean, ms = 10_000): Promise<void> {
+async function until(cond: () => boolean, seen: () => string, ms = 20_000): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
+    if (Date.now() > end) throw new Error(`timed out; received so far: ${JSON.stringify(seen())}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
