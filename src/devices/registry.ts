@@ -163,7 +163,7 @@ export const PCI_EMULATIONS: Readonly<Record<string, PciEmulationInfo>> = {
   hostbridge: { description: 'PCI host bridge', implemented: true },
   amd_hostbridge: { description: 'PCI host bridge with AMD vendor ID', alias: 'hostbridge', legacyParse: amdHostbridgeLegacy, implemented: true },
   lpc: { description: 'LPC PCI-ISA bridge (COM1-COM4, boot ROM, TPM, fw_cfg, pc-testdev)', implemented: true },
-  'virtio-blk': { description: 'virtio block device', legacyParse: blockifLegacyConfig, implemented: false },
+  'virtio-blk': { description: 'virtio block device', legacyParse: blockifLegacyConfig, implemented: true },
   ahci: { description: 'AHCI SATA controller with several ports', legacyParse: ahciLegacy, implemented: false },
   'ahci-hd': {
     description: 'AHCI controller with one SATA hard disk', alias: 'ahci',
@@ -180,7 +180,7 @@ export const PCI_EMULATIONS: Readonly<Record<string, PciEmulationInfo>> = {
   passthru: { description: 'host PCI device passthrough', legacyParse: passthruLegacy, implemented: false },
   fbuf: { description: 'raw framebuffer with VNC server', implemented: false },
   xhci: { description: 'USB 3 (xHCI) controller', legacyParse: xhciLegacy, implemented: false },
-  'virtio-rnd': { description: 'virtio random number generator', implemented: false },
+  'virtio-rnd': { description: 'virtio random number generator', implemented: true },
   'virtio-console': { description: 'virtio console with up to 16 ports', legacyParse: vtconLegacy, implemented: false },
   'virtio-9p': { description: 'virtio 9p (VirtFS) file sharing', legacyParse: vt9pLegacy, implemented: false },
   'virtio-input': { description: 'virtio input device', legacyParse: firstItemAs('path'), implemented: false },
