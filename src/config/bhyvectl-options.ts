@@ -10,6 +10,7 @@ const add = (flag: string, description: string, arg?: string): void => {
 
 // Selection and lifecycle
 add('vm', 'name of the virtual machine', 'name');
+add('libxo', 'output format: text, json or xml, optionally followed by ,pretty', 'options');
 add('cpu', 'vCPU the other options apply to', 'vcpu');
 add('create', 'create the virtual machine');
 add('destroy', 'destroy the virtual machine');
@@ -43,11 +44,10 @@ add('inject-nmi', 'inject an NMI into the vCPU');
 add('assert-lapic-lvt', 'assert a local APIC LVT pin', 'pin');
 add('set-x2apic-state', 'set the x2APIC state', 'state');
 add('get-x2apic-state', 'print the x2APIC state');
-// Registers
-for (const r of ['rip', 'rsp', 'rax', 'rflags']) {
-  add(`set-${r}`, `set register ${r}`, 'value');
-}
+// Registers. FreeBSD sets only rip, rsp, rax and rflags; we set every
+// general purpose register (an extension, see bhyvectl(8)).
 for (const r of ['rip', 'rsp', 'rax', 'rflags', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rbp', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15']) {
+  add(`set-${r}`, `set register ${r}`, 'value');
   add(`get-${r}`, `print register ${r}`);
 }
 for (const r of ['efer', 'cr0', 'cr2', 'cr3', 'cr4', 'dr0', 'dr1', 'dr2', 'dr3', 'dr6', 'dr7']) {
@@ -97,4 +97,4 @@ for (const f of ['apic-bar', 'backing-page', 'table']) {
 export const BHYVECTL_OPTIONS: readonly OptionInfo[] = opts;
 
 /** Options that only select or qualify; every other option is an operation. */
-export const BHYVECTL_MODIFIERS: ReadonlySet<string> = new Set(['vm', 'cpu', 'capname', 'desc-base', 'desc-limit', 'desc-access', 'rtc-nvram-offset']);
+export const BHYVECTL_MODIFIERS: ReadonlySet<string> = new Set(['vm', 'libxo', 'cpu', 'capname', 'desc-base', 'desc-limit', 'desc-access', 'rtc-nvram-offset']);
