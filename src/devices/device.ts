@@ -75,6 +75,16 @@ export interface MemoryMapControl {
   view(backing: MemoryBacking, size: number): Uint8Array;
 }
 
+/** A one-shot timer for a device model; its callback runs on the device
+ * thread. Re-arm from the callback for periodic behaviour. */
+export interface DeviceTimer {
+  /** Fires once at CLOCK_MONOTONIC time `deadlineNs` (replaces any earlier arming). */
+  armAt(deadlineNs: bigint): void;
+  cancel(): void;
+  /** The current CLOCK_MONOTONIC time in nanoseconds. */
+  now(): bigint;
+}
+
 export interface DeviceContext {
   readonly io: IoRegistrar;
   readonly irq: InterruptSink;
@@ -87,6 +97,8 @@ export interface DeviceContext {
   /** Present when the platform leaves a range for devices to map (the
    * legacy BIOS window 0xC0000-0xFFFFF with lpc.fwcfg=qemu). */
   readonly memoryMap?: MemoryMapControl;
+  /** A timer whose callback runs on the device thread. */
+  timer(callback: () => void): DeviceTimer;
 }
 
 /** A running device model. `poll` runs on the device thread whenever the
@@ -95,4 +107,6 @@ export interface Device {
   readonly name: string;
   poll?(): void;
   reset?(): void;
+  /** Releases host resources (files, locks, sockets) when the VM stops. */
+  close?(): void;
 }

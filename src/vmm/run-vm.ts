@@ -9,6 +9,7 @@ import { Mailbox } from './ap-mailbox.js';
 import { ControlServer } from './control-socket.js';
 import { controlHandlers } from './control-ops.js';
 import { exitStatusOf, type ExitRequest } from './exit-status.js';
+import { createTimerTable, DeviceTimerHost } from './device-timers.js';
 import { HALT_WATCH_MS, watchHalts } from './halt-watch.js';
 import { KvmStats } from './kvm.js';
 import { asUserError, cleanupMachine, createMachine, legacyWindowFor, VmSetupError } from './machine.js';
@@ -46,6 +47,8 @@ export async function runVm(config: ConfigTree): Promise<number> {
   const kicker = new Kicker(control, new Map(machine.vcpus.map((v, i) => [i, v])));
   const kickDeviceThread = (bits: number): void => { control.addDeviceRequest(bits); kicker.kick(0); };
   const requester = new VcpuRequester(ncpus, control, kicker);
+  const timerSab = createTimerTable();
+  const timerHost = new DeviceTimerHost(timerSab, () => kickDeviceThread(DEVICE_REQUEST.TIMERS));
   let controlServer: ControlServer | undefined;
   // The kick signal; libuv's handler is harmless on any thread.
   const onKickSignal = (): void => {};
@@ -107,6 +110,7 @@ export async function runVm(config: ConfigTree): Promise<number> {
         streams,
         strictIo: config.getBool('x86.strictio', false),
         requestPort: requester.portFor(i),
+        timerSab,
         cpuset: cpusetSpec === undefined ? undefined : parseCpuset(i, cpusetSpec),
       };
       started.push(new Promise((resolve, reject) => {
@@ -128,6 +132,7 @@ export async function runVm(config: ConfigTree): Promise<number> {
         const fd = v.statsFd();
         stats.push(fd >= 0 ? new KvmStats(fd) : undefined);
       }
+      timerHost.start();
       control.go();
       watchdog = setInterval(() => watchHalts(control, kicker, stats, claimAndFinish), HALT_WATCH_MS);
       controlServer = await ControlServer.listen(machine.vmObject.controlSocketPath, controlHandlers({
@@ -153,6 +158,7 @@ export async function runVm(config: ConfigTree): Promise<number> {
   } finally {
     if (watchdog) clearInterval(watchdog);
     controlServer?.close();
+    timerHost.stop();
     requester.close();
     for (const w of threads) void w.terminate();
     for (const b of backends) await b.close();

@@ -38,7 +38,7 @@ export const VCPU_STATE = {
 export const VCPU_REQUEST = { CHECK_STATE: 1, MESSAGES: 2 } as const;
 
 /** Requests for the device thread, as bits in DEVICE_REQUESTS. */
-export const DEVICE_REQUEST = { POLL: 1, POWER_BUTTON: 2 } as const;
+export const DEVICE_REQUEST = { POLL: 1, POWER_BUTTON: 2, TIMERS: 4 } as const;
 
 export class VcpuControl {
   readonly words: Int32Array;

@@ -29,6 +29,8 @@ export interface VcpuThreadData {
   /** Host streams prepared by the main thread, by backend key ("lpc.com1"). */
   streams: Record<string, UartStreamTransfer>;
   strictIo: boolean;
+  /** Deadlines of device timers (device-timers.ts). */
+  timerSab: SharedArrayBuffer;
   /** Where the main thread posts requests only this vCPU can serve. */
   requestPort: MessagePort;
   /** Host CPUs this vCPU's thread is pinned to, if any. */

@@ -11,6 +11,7 @@ import { attachUartStream } from '../devices/lpc/uart-backend.js';
 import { buildPlatform, type Platform } from '../devices/platform.js';
 import { ForwardingIoBus, Mailbox } from './ap-mailbox.js';
 import { DeviceMemoryMap } from './device-memory-map.js';
+import { DeviceTimers } from './device-timers.js';
 import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js';
 import type { ExitRequest } from './exit-status.js';
 import { GuestMemory } from './guest-memory.js';
@@ -49,6 +50,7 @@ const kicker = new Kicker(control, new Map([[0, bspRun]]));
 let bus: IoBus;
 let devices: Device[] = [];
 let platform: Platform | undefined;
+let timers: DeviceTimers | undefined;
 let mailboxes: Mailbox[] = [];
 let localBus: LocalIoBus | undefined;
 
@@ -65,6 +67,7 @@ if (d.id === 0) {
   };
   const machine: MachineControl = { requestExit, vcpuCount: d.vcpuCount };
   const streams = new Map<string, ByteStream>();
+  timers = new DeviceTimers(d.timerSab);
   localBus = new LocalIoBus();
   const ctx: DeviceContext = {
     io: localBus,
@@ -72,6 +75,7 @@ if (d.id === 0) {
     mem: new GuestMemory(regions),
     config: ConfigTree.fromJSON(d.config),
     machine,
+    timer: (callback) => timers!.create(callback),
     memoryMap: d.legacyWindow ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath) : undefined,
     stream(key: string): ByteStream | undefined {
       const t = d.streams[key];
@@ -81,8 +85,14 @@ if (d.id === 0) {
       return s;
     },
   };
-  platform = buildPlatform(ctx, d.layout);
-  devices = platform.devices;
+  try {
+    platform = buildPlatform(ctx, d.layout);
+    devices = platform.devices;
+  } catch (e) {
+    // A device that cannot start (missing image, bad option) is the user's
+    // to fix: one line, no vCPU prefix.
+    requestExit({ kind: 'error', message: (e as Error).message });
+  }
   mailboxes = d.mailboxes.map((sab) => new Mailbox(sab));
   bus = localBus;
 } else {
@@ -106,6 +116,7 @@ function onKick(): void {
     if (req & DEVICE_REQUEST.POWER_BUTTON && !platform!.pm.pressPowerButton()) {
       requestExit({ kind: 'signal', signal: 'SIGTERM' });
     }
+    if (req & DEVICE_REQUEST.TIMERS) timers!.runExpired();
     if (req & DEVICE_REQUEST.POLL) for (const dev of devices) dev.poll?.();
   }
   const requests = control.takeRequests(d.id);
@@ -149,5 +160,8 @@ try {
 } catch (e) {
   requestExit({ kind: 'error', message: `vCPU ${d.id}: ${(e as Error).message}` });
   if (process.env.BHYVE_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
+}
+for (const dev of devices) {
+  try { dev.close?.(); } catch { /* releasing host resources is best effort at exit */ }
 }
 post({ type: 'stopped', id: d.id, exitCounts: Array.from(counters.counts) });
