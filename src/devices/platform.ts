@@ -21,6 +21,16 @@
 //   - always: the i8042 controller, ACPI PM registers + reset register, RTC,
 //     and bhyve's port 0x84 (post.c).
 //
+//   - with lpc.fwcfg=qemu (the QEMU personality, for SeaBIOS and OVMF built
+//     for QEMU): the host bridge is QEMU's i440FX with PAM registers
+//     (i440fx.ts) shadowing the legacy BIOS window 0xC0000-0xFFFFF through
+//     ctx.memoryMap (pam.ts; at reset 0xE0000-0xFFFFF reads the boot ROM's
+//     last 128 KiB); QEMU's fw_cfg device at 0x510/0x511 and DMA 0x514 with
+//     etc/e820, ACPI (with this platform's INTx routes), SMBIOS, bootorder
+//     (this platform's boot order) and the -f user files; the CMOS boot
+//     order and CPU count cells QEMU fills (0x3d/0x38 hard disk first,
+//     0x5f); the optional debug console at 0x402 (lpc.debugcon.path).
+//
 // The in-kernel KVM irqchip and PIT own 0x20/0xa0, 0x4d0, 0x40-0x43 and
 // 0x61; nothing here registers them.
 
@@ -32,6 +42,7 @@ import { PowerManagement, SCI_INT } from './lpc/pm.js';
 import { Rtc } from './lpc/rtc.js';
 import { PcTestDev } from './lpc/pctestdev.js';
 import { PostPort } from './lpc/post.js';
+import { createBootVars } from './lpc/bootvars.js';
 import { PCIM_CMD_BUSMASTEREN, PCIR_COMMAND } from './pci/config-space.js';
 import { HostBridge } from './pci/hostbridge.js';
 import { LpcBridge, type findHostIsaBridge } from './pci/lpc-bridge.js';
@@ -47,6 +58,12 @@ import { VirtioPci, type VirtioPciTransport } from './virtio/virtio-pci.js';
 import { BlockDeviceError, blockOptionsFromConfig, VirtioBlock } from './virtio/virtio-blk.js';
 import { VirtioRnd } from './virtio/virtio-rnd.js';
 import type { VirtioDevice } from './virtio/virtio-device.js';
+import { I440fxHostBridge } from './pci/i440fx.js';
+import { PamShadow } from './pci/pam.js';
+import { createFwCfg, type FwCfg, type FwCfgFile } from '../firmware/fwcfg.js';
+import { buildFwCfgFiles, fwCfgUuid } from '../firmware/index.js';
+import { DebugCon, DEBUGCON_PORT } from '../firmware/debugcon.js';
+import fs from 'node:fs';
 
 export type { MemoryLayout } from './memory-layout.js';
 export { memoryLayoutFor } from './memory-layout.js';
@@ -77,11 +94,34 @@ export interface Platform {
   bus0Windows?: BusWindows;
   /** Boot devices by bootindex (bhyve's fw_cfg "bootorder"). */
   bootOrder: Array<{ bootindex: number; bus: number; slot: number; func: number; name: string }>;
+  /** QEMU fw_cfg (lpc.fwcfg=qemu). */
+  fwcfg?: FwCfg;
+  /** Shadowing of the legacy BIOS window (lpc.fwcfg=qemu with ctx.memoryMap). */
+  pam?: PamShadow;
 }
 
 export interface PlatformOptions {
   /** Host ISA bridge lookup for `lpc.pcireg.*=host` (tests inject one). */
   hostIsaBridge?: typeof findHostIsaBridge;
+  /** `-f` fw_cfg user files (lpc.fwcfg=qemu), added after the standard ones. */
+  fwcfgFiles?: readonly FwCfgFile[];
+  /** Host name for the default SMBIOS UUID (defaults to os.hostname()). */
+  hostname?: string;
+}
+
+/** CMOS cells QEMU's pc machine fills for SeaBIOS (hw/i386/pc.c). */
+const CMOS_BOOTFLAG1 = 0x38; // bits 7-4: third boot device; bit 0: no floppy signature check
+const CMOS_BOOTFLAG2 = 0x3d; // bits 7-4: second, 3-0: first boot device (1 fd, 2 hd, 3 cd, 4 net)
+const CMOS_SMP_COUNT = 0x5f; // CPUs - 1
+
+/** Size of the boot ROM file, 0 when none or unreadable (then no BIOS alias). */
+function bootromSize(path: string | undefined): number {
+  if (path === undefined) return 0;
+  try {
+    return fs.statSync(path).size;
+  } catch {
+    return 0;
+  }
 }
 
 const UART_NAMES: readonly LpcUartName[] = ['com1', 'com2', 'com3', 'com4'];
@@ -132,7 +172,14 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   const virtio: VirtioPci[] = [];
   const bootOrder: Platform['bootOrder'] = [];
   const msix = ctx.config.getBool('virtio_msix', true);
+  const qemu = ctx.config.get('lpc.fwcfg') === 'qemu';
   pci.registerEcam(ctx);
+  // The chipset's shadowing of 0xC0000-0xFFFFF, there before any CPU runs.
+  let pam: PamShadow | undefined;
+  if (qemu && ctx.memoryMap) {
+    pam = new PamShadow(ctx.memoryMap, bootromSize(ctx.config.get('lpc.bootrom')));
+    pam.register(ctx);
+  }
 
   for (const { bus, slot, func, node } of configuredPciFunctions(ctx)) {
     const where = `${bus}:${slot}:${func}`;
@@ -142,7 +189,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
     switch (emul) {
       case 'hostbridge':
       case 'amd_hostbridge':
-        fn = new HostBridge(ctx.config, node, bus, emul);
+        fn = qemu ? new I440fxHostBridge(pam) : new HostBridge(ctx.config, node, bus, emul);
         break;
       case 'lpc':
         if (lpc) throw new Error(`pci slot ${where}: Only one LPC bridge is allowed.`);
@@ -198,7 +245,29 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   pirq.reserveIrq(AUX_DEV_IRQ);
   devices.push(atkbdc);
 
-  const pm = new PowerManagement(ctx);
+  // The debug console shares 0x402 with PM1a_EN (see debugcon.ts): catch
+  // the PM block's registration and put the console over it.
+  const debugconPath = ctx.config.get('lpc.debugcon.path');
+  const debugcon = debugconPath === undefined ? undefined : new DebugCon(ctx, debugconPath, DEBUGCON_PORT, { register: false });
+  let pmIo = ctx.io;
+  if (debugcon) {
+    const io = ctx.io;
+    let claimed = false;
+    pmIo = {
+      registerPorts: (name, base, length, handler) => {
+        if (!claimed && base <= DEBUGCON_PORT && DEBUGCON_PORT < base + length) {
+          claimed = true;
+          io.registerPorts(`${name}+debugcon`, base, length, debugcon.overPm(handler));
+        } else {
+          io.registerPorts(name, base, length, handler);
+        }
+      },
+      registerMmio: (name, base, length, handler) => io.registerMmio(name, base, length, handler),
+      unregisterPorts: (base) => io.unregisterPorts(base),
+      unregisterMmio: (base) => io.unregisterMmio(base),
+    };
+  }
+  const pm = new PowerManagement({ ...ctx, io: pmIo, stream: (k: string) => ctx.stream(k) });
   pirq.useIrq(SCI_INT);
   devices.push(pm);
 
@@ -206,14 +275,30 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   devices.push(rtc);
 
   devices.push(new PostPort(ctx));
+  // The UEFI VARS flash below the boot ROM (bootvars.ts).
+  const bootvars = createBootVars(ctx);
+  if (bootvars) devices.push(bootvars);
 
   // pci_lintr_route after every device reserved its ISA IRQs, then
   // lpc_pirq_routed.
   const intx = new IntxRouter(ctx.irq, pirq, bootrom).routeAll(pci);
   lpc?.pirqRouted();
 
+  let fwcfg: FwCfg | undefined;
+  if (qemu) {
+    const files = buildFwCfgFiles(ctx.config, layout, opts.fwcfgFiles ?? [], {
+      ncpu: ctx.machine.vcpuCount, intx, bootOrder, hostname: opts.hostname,
+    });
+    fwcfg = createFwCfg(ctx, files, { layout, uuid: fwCfgUuid(ctx.config) });
+    devices.push(fwcfg);
+    rtc.nvramWrite(CMOS_BOOTFLAG2, 0x12); // hard disk, then floppy (QEMU's default "cad")
+    rtc.nvramWrite(CMOS_BOOTFLAG1, 0x30); // then CD-ROM
+    rtc.nvramWrite(CMOS_SMP_COUNT, Math.max(0, ctx.machine.vcpuCount - 1));
+  }
+  if (debugcon) devices.push(debugcon);
+
   return {
-    devices, pci, pirq, pm, rtc, atkbdc, lpc, uarts, pctestdev, virtio, intx, bus0Windows: alloc.busWindows(0), bootOrder,
+    devices, pci, pirq, pm, rtc, atkbdc, lpc, uarts, pctestdev, virtio, intx, bus0Windows: alloc.busWindows(0), bootOrder, fwcfg, pam,
   };
 }
 

@@ -196,7 +196,7 @@ export const LPC_DEVICES: Readonly<Record<string, LpcDeviceInfo>> = {
   com4: { description: '16550 UART at 0x2e8, IRQ 3', implemented: true, listed: true },
   tpm: { description: 'TPM 2.0 (passthru or swtpm)', implemented: false, listed: true },
   'pc-testdev': { description: 'kvm-unit-tests test device (isa-debug-exit at 0xf4)', implemented: true, listed: true },
-  fwcfg: { description: 'firmware configuration interface: bhyve (fwctl) or qemu (fw_cfg)', implemented: false, listed: false },
+  fwcfg: { description: 'firmware configuration interface: bhyve (fwctl) or qemu (fw_cfg)', implemented: true, listed: false },
 };
 
 /**
@@ -208,7 +208,7 @@ export const FEATURES: Record<string, { description: string; implemented: boolea
   restore: { description: '-r snapshot restore', implemented: false },
   numa: { description: '-n guest NUMA domains (domains.*)', implemented: false },
   keyboard: { description: '-K keyboard layout (keyboard.layout)', implemented: false },
-  'fwcfg-qemu': { description: 'QEMU fw_cfg interface (lpc.fwcfg=qemu)', implemented: false },
+  'fwcfg-qemu': { description: 'QEMU fw_cfg interface (lpc.fwcfg=qemu)', implemented: true },
   'fwcfg-files': { description: '-f fw_cfg user files', implemented: false },
   'vcpu-pinning': { description: '-p vCPU pinning (vcpu.N.cpuset)', implemented: true },
   'wired-memory': { description: '-S wired guest memory (memory.wired)', implemented: true },

@@ -11,7 +11,7 @@
 import { ConfigTree } from '../config/tree.js';
 import type { MemoryLayout } from '../vmm/memory-map.js';
 import { acpiFwCfgFiles, acpiPlatformFromConfig, buildAcpiInMemory, type IntxRoute } from './acpi/index.js';
-import { type E820Entry, type FwCfgFile, standardFiles } from './fwcfg.js';
+import { type E820Entry, encodeBootOrder, type FwCfgFile, standardFiles } from './fwcfg.js';
 import { buildMpTable, MPTABLE_BASE, mptableEnabled } from './mptable.js';
 import { buildSmbiosInMemory, SMBIOS_BASE, smbiosFwCfgFiles, smbiosOptionsFromConfig, type SmbiosVersion, uuidBytesBe } from './smbios.js';
 
@@ -31,6 +31,9 @@ export interface FirmwareOptions {
   smbiosVersion?: SmbiosVersion;
   /** Extra E820 reservations carved out of RAM (etc/e820 only). */
   e820Reserved?: readonly E820Entry[];
+  /** Boot devices in boot order as the platform resolved them (bootorder);
+   * defaults to the bootindex options of the config tree. */
+  bootOrder?: ReadonlyArray<{ bus: number; slot: number; func: number }>;
 }
 
 /** Regions bhyve writes below 1 MiB: MP table at 0xf0000 (unless -Y),
@@ -59,7 +62,14 @@ export function buildFirmwareInMemory(config: ConfigTree, layout: MemoryLayout, 
 
 /** The fw_cfg files for lpc.fwcfg=qemu, user files (-f) last. */
 export function buildFwCfgFiles(config: ConfigTree, layout: MemoryLayout, userFiles: readonly FwCfgFile[] = [], opts: FirmwareOptions = {}): FwCfgFile[] {
-  const files: FwCfgFile[] = [...standardFiles(config, layout, opts.e820Reserved)];
+  let files: FwCfgFile[] = [...standardFiles(config, layout, opts.e820Reserved)];
+  if (opts.bootOrder) {
+    files = files.filter((f) => f.name !== 'bootorder');
+    const bootorder = encodeBootOrder(opts.bootOrder.filter((b) => b.bus === 0).map((b) => ({
+      bootindex: 0, bus: b.bus, slot: b.slot, func: b.func, device: '', path: `/pci@i0cf8/pci@${b.slot.toString(16)},${b.func.toString(16)}`,
+    })));
+    if (bootorder) files.push({ name: 'bootorder', data: bootorder });
+  }
   if (config.getBool('acpi_tables', true)) {
     files.push(...acpiFwCfgFiles(acpiPlatformFromConfig(config, layout, { ncpu: opts.ncpu, intx: opts.intx })));
   }

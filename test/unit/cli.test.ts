@@ -91,7 +91,7 @@ describe('bhyve', () => {
     [['-n', 'id=0,size=1G', 'vm0'], 4, /not supported yet: -n/],
     [['-K', 'us', 'vm0'], 4, /not supported yet: -K/],
     [['-l', 'tpm,swtpm,/tmp/s', 'vm0'], 4, /not supported yet: LPC device tpm/],
-    [['-l', 'bootrom,/rom,fwcfg=qemu', 'vm0'], 4, /not supported yet: QEMU fw_cfg/],
+    [['-l', 'bootrom,/rom,fwcfg=bogus', 'vm0'], 4, /invalid lpc.fwcfg 'bogus'/],
   ])('%j -> exit %i, one line on stderr', (args, status, re) => {
     const r = run('bhyve', args);
     expect(r.status).toBe(status);

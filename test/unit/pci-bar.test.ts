@@ -83,7 +83,7 @@ describe('PCI BARs', () => {
   it('answers sizing with the size mask and keeps type bits', () => {
     const r = rig();
     r.wr(0x10, 0xffffffff);
-    expect(r.rd(0x10)).toBe(0xfff9);
+    expect(r.rd(0x10)).toBe(0xfffffff9); // I/O: all 32 bits size (QEMU, SeaBIOS)
     r.wr(0x14, 0xffffffff);
     expect(r.rd(0x14)).toBe(0xfffff000);
     r.wr(0x18, 0xffffffff);

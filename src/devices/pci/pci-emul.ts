@@ -66,6 +66,10 @@ interface BarState {
   handler: BarHandler;
   /** Where it is registered now, or undefined. */
   registeredAt?: number;
+  /** I/O BARs: the upper 16 bits of the register as last written (masked).
+   * The BAR decodes 16-bit port addresses, but its register keeps these
+   * bits, as QEMU's do: SeaBIOS sizes an I/O BAR from all 32 bits. */
+  ioUpper?: number;
 }
 
 type LintrState = 'idle' | 'asserted' | 'pending';
@@ -188,7 +192,7 @@ export abstract class PciEmulFunction extends PciFunctionBase {
   private writeBarRegisters(idx: number): void {
     const b = this.barState[idx]!;
     const addr = this.bars[idx].addr;
-    const lo = b.kind === 'io' ? (addr & 0xfffc) : (addr % 0x100000000) & ~0xf;
+    const lo = b.kind === 'io' ? (((b.ioUpper ?? 0) << 16) | (addr & 0xfffc)) : (addr % 0x100000000) & ~0xf;
     this.cfg.set32(PCIR_BAR0 + 4 * idx, (lo | b.lobits) >>> 0);
     if (b.kind === 'mem64') this.cfg.set32(PCIR_BAR0 + 4 * (idx + 1), Math.floor(addr / 0x100000000));
   }
@@ -260,6 +264,7 @@ export abstract class PciEmulFunction extends PciFunctionBase {
     let next: number;
     if (b.kind === 'io') {
       next = (value & ~(b.size - 1)) & 0xffff;
+      b.ioUpper = (value >>> 16) & 0xffff;
     } else {
       const lo = (value & ~(b.size - 1)) >>> 0;
       next = b.kind === 'mem64' ? Math.floor(cur / 0x100000000) * 0x100000000 + lo : lo;
