@@ -63,7 +63,10 @@ export type MemoryBacking =
   /** Guest RAM at this byte offset of the RAM file (lowmem first, then highmem). */
   | { kind: 'ram'; offset: number }
   /** The boot ROM file at this byte offset (always read-only to the guest). */
-  | { kind: 'bootrom'; offset: number };
+  | { kind: 'bootrom'; offset: number }
+  /** The VARS file (lpc.bootvars) at this byte offset; the host view is
+   * writable and shared with the file (bootvars.ts, CFI flash). */
+  | { kind: 'bootvars'; offset: number };
 
 /** Lets a device model (chipset shadow RAM, flash) change what guest memory
  * a range decodes to. Ranges are page aligned; writes to a read-only range
@@ -95,7 +98,8 @@ export interface DeviceContext {
    * (e.g. "lpc.com1"); undefined when that device has no backend. */
   stream(key: string): ByteStream | undefined;
   /** Present when the platform leaves a range for devices to map (the
-   * legacy BIOS window 0xC0000-0xFFFFF with lpc.fwcfg=qemu). */
+   * legacy BIOS window 0xC0000-0xFFFFF with lpc.fwcfg=qemu; the VARS file
+   * below the boot ROM whenever lpc.bootvars is set). */
   readonly memoryMap?: MemoryMapControl;
   /** A timer whose callback runs on the device thread. */
   timer(callback: () => void): DeviceTimer;

@@ -31,6 +31,13 @@ function openSized(path: string, write: boolean, what: string): { fd: number; si
   return { fd, size: st.size };
 }
 
+/** Where bhyve's bootrom.c places a ROM of `romSize` bytes (ending at
+ * 4 GiB) and a VARS file of `varsSize` bytes (right below it). */
+export function bootromPlacement(romSize: number, varsSize = 0): { romGpa: number; varsGpa: number } {
+  const romGpa = HIGHMEM_BASE - romSize;
+  return { romGpa, varsGpa: romGpa - varsSize };
+}
+
 /** Validates and opens the boot ROM and VARS files; returns what to map. */
 export function loadBootrom(romPath: string, varsPath?: string): BootromSegment[] {
   const rom = openSized(romPath, false, 'boot ROM');

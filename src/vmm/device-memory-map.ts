@@ -1,11 +1,12 @@
 // Guest memory mappings that device models change at run time (chipset
-// shadow RAM and BIOS aliases): KVM memory slots owned by the device thread,
-// backed by this thread's own mappings of the RAM file and the boot ROM.
+// shadow RAM and BIOS aliases, the UEFI VARS flash going in and out of
+// read-array mode): KVM memory slots owned by the device thread, backed by
+// this thread's own mappings of the RAM file, the boot ROM and the VARS file.
 
 import fs from 'node:fs';
 import type { MemoryBacking, MemoryMapControl } from '../devices/device.js';
 import type { Vm } from './kvm.js';
-import { mmap, PROT_READ, type Mapping } from './libc.js';
+import { mmap, PROT_READ, PROT_WRITE, type Mapping } from './libc.js';
 import { PAGE_SIZE } from './memory-map.js';
 
 /** Slots below this belong to the main thread's fixed layout. */
@@ -17,8 +18,10 @@ export class DeviceMemoryMap implements MemoryMapControl {
   private readonly free: number[] = [];
   private next = FIRST_DEVICE_SLOT;
   private rom: Mapping | undefined;
+  private vars: Mapping | undefined;
 
-  constructor(private readonly vm: Vm, private readonly ram: Mapping, private readonly bootromPath?: string) {}
+  constructor(private readonly vm: Vm, private readonly ram: Mapping, private readonly bootromPath?: string,
+    private readonly bootvarsPath?: string) {}
 
   map(gpa: number, size: number, backing: MemoryBacking, readonly: boolean): void {
     if (gpa % PAGE_SIZE || size % PAGE_SIZE || size <= 0) throw new RangeError(`mapping 0x${gpa.toString(16)}+0x${size.toString(16)} is not page aligned`);
@@ -40,14 +43,32 @@ export class DeviceMemoryMap implements MemoryMapControl {
   }
 
   view(backing: MemoryBacking, size: number): Uint8Array {
-    const m = backing.kind === 'ram' ? this.ram : this.romMapping();
+    const m = this.mapping(backing);
     if (backing.offset < 0 || backing.offset + size > m.length) throw new RangeError(`view exceeds its ${backing.kind} backing`);
     return m.bytes.subarray(backing.offset, backing.offset + size);
   }
 
   private host(b: MemoryBacking): { address: bigint; limit: number } {
-    const m = b.kind === 'ram' ? this.ram : this.romMapping();
+    const m = this.mapping(b);
     return { address: m.address, limit: m.length };
+  }
+
+  private mapping(b: MemoryBacking): Mapping {
+    return b.kind === 'ram' ? this.ram : b.kind === 'bootrom' ? this.romMapping() : this.varsMapping();
+  }
+
+  /** The VARS file, mapped shared and writable: stores through view() reach the file. */
+  private varsMapping(): Mapping {
+    if (!this.vars) {
+      if (!this.bootvarsPath) throw new RangeError('no boot variables file to map');
+      const fd = fs.openSync(this.bootvarsPath, 'r+');
+      try {
+        this.vars = mmap(fs.fstatSync(fd).size, PROT_READ | PROT_WRITE, fd, 0, this.bootvarsPath);
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    return this.vars;
   }
 
   private romMapping(): Mapping {

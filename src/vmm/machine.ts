@@ -81,7 +81,8 @@ function setUpBootrom(vm: Vm, rom: string, config: ConfigTree): Array<{ seg: Boo
   return segs.map((seg, i) => {
     const map = mmap(seg.size, PROT_READ | (seg.kind === 'vars' ? PROT_WRITE : 0), seg.fd, 0, seg.path);
     // Read-only to the guest: writes exit to us as MMIO (ROM: ignored).
-    vm.setMemoryRegion(SLOT_BOOTROM + i, seg.gpa, seg.size, map.address, true);
+    // The VARS slot is the device thread's (src/devices/lpc/bootvars.ts).
+    if (seg.kind === 'rom') vm.setMemoryRegion(SLOT_BOOTROM + i, seg.gpa, seg.size, map.address, true);
     return { seg, map };
   });
 }

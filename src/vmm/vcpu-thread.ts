@@ -69,14 +69,18 @@ if (d.id === 0) {
   const streams = new Map<string, ByteStream>();
   timers = new DeviceTimers(d.timerSab);
   localBus = new LocalIoBus();
+  const config = ConfigTree.fromJSON(d.config);
+  // The VARS file's KVM slot belongs to this thread (bootvars.ts maps and
+  // unmaps it as the CFI flash enters and leaves read-array mode).
+  const bootvarsPath = d.bootromPath !== undefined ? config.get('lpc.bootvars') : undefined;
   const ctx: DeviceContext = {
     io: localBus,
     irq,
     mem: new GuestMemory(regions),
-    config: ConfigTree.fromJSON(d.config),
+    config,
     machine,
     timer: (callback) => timers!.create(callback),
-    memoryMap: d.legacyWindow ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath) : undefined,
+    memoryMap: d.legacyWindow || bootvarsPath !== undefined ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath) : undefined,
     stream(key: string): ByteStream | undefined {
       const t = d.streams[key];
       if (!t) return undefined;
