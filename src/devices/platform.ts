@@ -43,7 +43,6 @@ import { Rtc } from './lpc/rtc.js';
 import { PcTestDev } from './lpc/pctestdev.js';
 import { PostPort } from './lpc/post.js';
 import { createBootVars } from './lpc/bootvars.js';
-import { createBootVars } from './lpc/bootvars.js';
 import { PCIM_CMD_BUSMASTEREN, PCIR_COMMAND } from './pci/config-space.js';
 import { HostBridge } from './pci/hostbridge.js';
 import { LpcBridge, type findHostIsaBridge } from './pci/lpc-bridge.js';
@@ -276,9 +275,6 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   devices.push(rtc);
 
   devices.push(new PostPort(ctx));
-  // The UEFI VARS flash below the boot ROM (bootvars.ts).
-  const bootvars = createBootVars(ctx);
-  if (bootvars) devices.push(bootvars);
   // The UEFI VARS flash below the boot ROM (bootvars.ts).
   const bootvars = createBootVars(ctx);
   if (bootvars) devices.push(bootvars);
