@@ -1,0 +1,65 @@
+// SeaBIOS (Debian's /usr/share/seabios/bios.bin) on our bhyve with
+// lpc.fwcfg=qemu: it finds the virtio-blk disk, loads its boot sector
+// (test/guests/bootsector, built by scripts/build-bootsector.sh) and runs
+// it; the boot sector prints on COM1 and exits through pc-testdev (33).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { GUESTS, ROOT, runBhyve, vmName } from '../support/bhyve.js';
+
+const SEABIOS = '/usr/share/seabios/bios.bin';
+const DISK = path.join(GUESTS, 'bootsector.img');
+
+function unavailable(): string | undefined {
+  try {
+    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
+  } catch {
+    return '/dev/kvm is missing or not read/writable by this user';
+  }
+  if (!fs.existsSync(SEABIOS)) return `${SEABIOS} is missing (apt-get install seabios)`;
+  if (!fs.existsSync(path.join(ROOT, 'dist/cli/bhyve-main.js'))) return 'dist/ is not built: run npm run build';
+  return undefined;
+}
+
+const skip = unavailable();
+if (skip) console.warn(`skipping SeaBIOS integration tests: ${skip}`);
+
+function args(name: string, extra: string[] = [], disk = `2,virtio-blk,${DISK}`): string[] {
+  return [
+    '-m', '256M', '-s', '0,hostbridge', '-s', '1,lpc', '-s', disk,
+    '-l', 'com1,stdio', '-l', 'pc-testdev', '-l', `bootrom,${SEABIOS},fwcfg=qemu`,
+    '-o', 'x86.require_ept_rvi=false', ...extra, name,
+  ];
+}
+
+describe.skipIf(skip !== undefined)('SeaBIOS boots a virtio-blk disk', () => {
+  beforeAll(async () => {
+    await execa(path.join(ROOT, 'scripts/build-bootsector.sh'), { stdio: ['ignore', 'ignore', 'inherit'] });
+  }, 60_000);
+
+  it('runs the boot sector, which prints on COM1 and exits through pc-testdev', async () => {
+    const r = await runBhyve(args(vmName('seabios')), { timeout: 90_000 });
+    expect(r.stdout).toContain('boot sector running\r\n');
+    expect(r.exitCode).toBe(33);
+    expect(r.stderr).not.toMatch(/Error|at .*\.js/);
+  }, 120_000);
+
+  it('logs on the debug console: QEMU i440FX, fw_cfg DMA, e820, the disk, the boot order', async () => {
+    const log = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'seabios-')), 'debugcon.log');
+    const r = await runBhyve(args(vmName('seabios-dbg'), ['-o', `lpc.debugcon.path=${log}`], `3,virtio-blk,${DISK},bootindex=1`),
+      { timeout: 90_000 });
+    expect(r.exitCode).toBe(33);
+    expect(r.stdout).toContain('boot sector running\r\n');
+    const text = fs.readFileSync(log, 'latin1');
+    expect(text).toContain('Running on QEMU (i440fx)');
+    expect(text).toContain('QEMU fw_cfg DMA interface supported');
+    expect(text).toMatch(/qemu\/e820: addr 0x0000000000100000 len 0x000000000ff00000 \[RAM\]/);
+    expect(text).toContain('found virtio-blk at 00:03.0');
+    expect(text).toContain('Searching bootorder for: /pci@i0cf8/*@3');
+    expect(text).not.toContain('out of I/O address space');
+    expect(text).toContain('Booting from Hard Disk...');
+    fs.rmSync(path.dirname(log), { recursive: true, force: true });
+  }, 120_000);
+});
