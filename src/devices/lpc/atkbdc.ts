@@ -2,12 +2,13 @@
 // the controller half of bhyve's amd64/atkbdc.c, enough for firmware and OS
 // probes and for the classic reset through command 0xfe.
 //
-// Left out for now: bhyve's atkbdc.c also hosts a PS/2 keyboard (ps2kbd.c,
-// with scancode set translation) and a PS/2 mouse (ps2mouse.c) fed by the
-// fbuf/VNC console. Here there is no device behind either port: bytes the
-// guest sends to the keyboard (data port writes without a pending
-// controller command) or to the mouse (0xd4) get no answer, as with an
-// empty port, and nothing ever arrives from them. Controller commands work
+// bhyve's atkbdc.c also hosts a PS/2 keyboard (ps2kbd.c) and a PS/2 mouse
+// (ps2mouse.c) fed by the fbuf/VNC console. Here the keyboard only answers
+// its commands as ps2kbd.c does (0xff reset: ACK + BAT success 0xaa; 0xf2
+// identify: ACK + 0xab 0x83; 0xee echo; 0xed/0xf0/0xf3 take a parameter;
+// everything else is ACKed), so that firmware finds a keyboard without
+// waiting out its timeouts (SeaBIOS waits a second); no key ever arrives.
+// There is no mouse: bytes for it (0xd4) get no answer. Controller commands work
 // as in bhyve: 0x20-0x3f / 0x60-0x7f read/write controller RAM (byte 0 is
 // the command byte), 0xaa self-test answers 0x55, 0xa9/0xab port tests
 // answer 0, 0xc0/0xd0 read the input/output port, 0xd1 writes the output
@@ -78,6 +79,8 @@ export class AtKbdc implements Device {
   /** Bytes queued as keyboard data (only 0xd2/0xd3 put any here). */
   private readonly fifo: number[] = [];
   private auxData = false;
+  /** A keyboard command waiting for its parameter byte, or 0. */
+  private kbdCmd = 0;
 
   constructor(private readonly ctx: DeviceContext) {
     this.reset();
@@ -100,6 +103,7 @@ export class AtKbdc implements Device {
     this.ctrlbyte = undefined;
     this.fifo.length = 0;
     this.auxData = false;
+    this.kbdCmd = 0;
   }
 
   private queue(val: number, aux: boolean): void {
@@ -165,7 +169,43 @@ export class AtKbdc implements Device {
       this.status &= ~KBDS_CTRL_FLAG;
       return;
     }
-    // A byte for the keyboard: there is none, so it goes unanswered.
+    this.keyboardWrite(val);
+  }
+
+  /** A byte for the keyboard: ps2kbd_write()'s answers. */
+  private keyboardWrite(val: number): void {
+    const ACK = 0xfa;
+    if (this.kbdCmd !== 0) {
+      const cmd = this.kbdCmd;
+      this.kbdCmd = 0;
+      this.queue(ACK, false);
+      if (cmd === 0xf0 && val === 0) this.queue(0x02, false); // current scancode set
+      return;
+    }
+    switch (val) {
+      case 0xff: // reset and self-test
+        this.fifo.length = 0;
+        this.queue(ACK, false);
+        this.queue(0xaa, false);
+        break;
+      case 0xf2: // identify
+        this.queue(ACK, false);
+        this.queue(0xab, false);
+        this.queue(0x83, false);
+        break;
+      case 0xee: // echo
+        this.queue(0xee, false);
+        break;
+      case 0xed: // set LEDs
+      case 0xf0: // scancode set
+      case 0xf3: // typematic rate
+        this.kbdCmd = val;
+        this.queue(ACK, false);
+        break;
+      default:
+        this.queue(ACK, false);
+        break;
+    }
   }
 
   private command(cmd: number): void {
