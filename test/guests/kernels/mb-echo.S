@@ -8,6 +8,10 @@
  *   mod0: <module string> [<first line of the module's bytes>] size=<bytes>
  * then writes 0x10 to the isa-debug-exit/pc-testdev port 0xf4, so bhyve
  * exits with status 33 (QEMU: -device isa-debug-exit, same status).
+ * With a command line starting "cycle" it instead counts its boots in guest
+ * RAM at 3 MiB (which survives bhyve exits: the memory belongs to the VM
+ * object), prints "boot N", and resets the VM (i8042 0xfe, bhyve exits 0)
+ * on the first boot and powers it off (ACPI PM1a SLP_EN, exit 1) after.
  * CPL0 code here is interpreted on hosts without VT-x/EPT: keep it short.
  */
 	.code32
@@ -106,6 +110,40 @@ entry:
 	jmp	5b
 
 done:
+	testl	$4, 0(%edi)
+	jz	exit
+	mov	16(%edi), %esi		/* command line starts with "cycle"? */
+	mov	$s_cycle, %edx
+13:	movb	(%edx), %al
+	test	%al, %al
+	jz	cycle
+	cmpb	(%esi), %al
+	jne	exit
+	inc	%esi
+	inc	%edx
+	jmp	13b
+cycle:
+	mov	$0x300000, %ebx
+	cmpl	$0xB007C0DE, (%ebx)
+	je	14f
+	movl	$0xB007C0DE, (%ebx)
+	movl	$0, 4(%ebx)
+14:	incl	4(%ebx)
+	mov	$s_boot, %esi
+	call	puts
+	mov	4(%ebx), %eax
+	call	putdec
+	call	newline
+	cmpl	$1, 4(%ebx)
+	jne	15f
+	mov	$0xfe, %al		/* first boot: reset */
+	out	%al, $0x64
+	jmp	8f
+15:	mov	$0x404, %dx		/* later: power off (SLP_TYP 5, SLP_EN) */
+	mov	$((5 << 10) | (1 << 13)), %ax
+	out	%ax, %dx
+	jmp	8f
+exit:
 	mov	$0x10, %al
 	out	%al, $0xf4
 8:	hlt
@@ -166,6 +204,8 @@ s_mod:		.asciz	"mod"
 s_colon:	.asciz	": "
 s_open:		.asciz	" ["
 s_size:		.asciz	"] size="
+s_cycle:	.asciz	"cycle"
+s_boot:		.asciz	"boot "
 
 	.bss
 	.balign	16
