@@ -2,8 +2,12 @@
 // mapped read-only and executable so that it ends at 4 GiB, inside the
 // 16 MiB window below 4 GiB; the optional VARS file (UEFI variables) is
 // mapped right below it. Guest writes to either exit to us as MMIO.
+// A ROM that is a UEFI firmware-volume image (OVMF, EDK II) has its volume
+// headers checked first (src/firmware/fv.ts): a truncated or corrupt image
+// is refused with one line naming the file.
 
 import fs from 'node:fs';
+import { FirmwareVolumeError, looksLikeFirmwareVolume, parseFirmwareVolumes } from '../firmware/fv.js';
 import { BOOTROM_WINDOW_SIZE, HIGHMEM_BASE, PAGE_SIZE } from './memory-map.js';
 
 export class BootromError extends Error {}
@@ -31,6 +35,26 @@ function openSized(path: string, write: boolean, what: string): { fd: number; si
   return { fd, size: st.size };
 }
 
+/** Validates the firmware-volume headers of a ROM that starts with one. */
+function checkFirmwareVolumes(fd: number, size: number, path: string): void {
+  const head = new Uint8Array(64);
+  fs.readSync(fd, head, 0, head.length, 0);
+  if (!looksLikeFirmwareVolume(head)) return;
+  const image = new Uint8Array(size);
+  let got = 0;
+  while (got < size) {
+    const n = fs.readSync(fd, image, got, size - got, got);
+    if (n === 0) break;
+    got += n;
+  }
+  try {
+    parseFirmwareVolumes(image.subarray(0, got));
+  } catch (e) {
+    if (e instanceof FirmwareVolumeError) throw new BootromError(`boot ROM '${path}' is not a valid UEFI firmware image: ${e.message}`);
+    throw e;
+  }
+}
+
 /** Where bhyve's bootrom.c places a ROM of `romSize` bytes (ending at
  * 4 GiB) and a VARS file of `varsSize` bytes (right below it). */
 export function bootromPlacement(romSize: number, varsSize = 0): { romGpa: number; varsGpa: number } {
@@ -49,6 +73,7 @@ export function loadBootrom(romPath: string, varsPath?: string): BootromSegment[
     if (rom.size > BOOTROM_WINDOW_SIZE) {
       throw new BootromError(`boot ROM '${romPath}' is ${rom.size} bytes, larger than the 16 MiB boot ROM window`);
     }
+    checkFirmwareVolumes(rom.fd, rom.size, romPath);
     const romGpa = HIGHMEM_BASE - rom.size;
     segments.push({ kind: 'rom', path: romPath, gpa: romGpa, size: rom.size, fd: rom.fd });
     if (varsPath !== undefined) {
