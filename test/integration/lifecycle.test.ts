@@ -3,7 +3,8 @@
 // through the control socket, --force-poweroff (bhyve exits 1), --destroy;
 // bad input (unknown VM, VM already running, mismatched -m, kernel outside
 // the host path, corrupt kernel); bhyveload of the mb-echo Multiboot kernel
-// then bhyve; and the bhyveload/bhyve shell loop through a guest reset and a
+// then bhyve; an NMI injected with bhyvectl and seen by the guest; and the
+// bhyveload/bhyve shell loop through a guest reset and a
 // power-off. BHYVE_RUNDIR points into a temporary directory.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -161,6 +162,24 @@ describe.skipIf(skipWhy !== undefined)(`VM lifecycle${skipWhy ? ` (skipped: ${sk
     ].join('\n'));
     expect(r.exitCode).toBe(33);
     expect((await ctl(['--vm=mb', '--destroy'])).status).toBe(0);
+  });
+
+  it('bhyvectl --inject-nmi reaches the guest: mb-echo\'s NMI handler reports it (exit 35)', async () => {
+    expect((await tool(BHYVELOAD, ['-m', '64M', '-h', host, '-e', 'kernel=/boot/kernel', '-e', 'cmdline=nmi', 'nmi'])).status).toBe(0);
+    const bhyve = startBhyve(['-m', '64M', '-s', '0,hostbridge', '-s', '31,lpc', '-l', 'com1,stdio', '-l', 'pc-testdev',
+      '-o', 'x86.require_ept_rvi=false', 'nmi']);
+    try {
+      let out = '';
+      bhyve.stdout?.on('data', (c: Buffer) => { out += c.toString(); });
+      await waitFor(() => out.includes('nmi: waiting'), 'the guest to wait for an NMI');
+      expect((await ctl(['--vm=nmi', '--inject-nmi'])).status).toBe(0);
+      const r = await bhyve;
+      expect(r.stdout).toMatch(/nmi: waiting\nnmi: received\n$/);
+      expect(r.exitCode).toBe(35);
+    } finally {
+      bhyve.kill();
+    }
+    expect((await ctl(['--vm=nmi', '--destroy'])).status).toBe(0);
   });
 
   it('the bhyveload/bhyve shell loop runs through a guest reset and a power-off, then destroys the VM', async () => {

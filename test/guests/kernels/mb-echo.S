@@ -12,6 +12,9 @@
  * RAM at 3 MiB (which survives bhyve exits: the memory belongs to the VM
  * object), prints "boot N", and resets the VM (i8042 0xfe, bhyve exits 0)
  * on the first boot and powers it off (ACPI PM1a SLP_EN, exit 1) after.
+ * With a command line starting "nmi" it installs an NMI handler, prints
+ * "nmi: waiting" and spins; the handler prints "nmi: received" and writes
+ * 0x11 to port 0xf4 (bhyve exits 35): bhyvectl --inject-nmi is observed.
  * CPL0 code here is interpreted on hosts without VT-x/EPT: keep it short.
  */
 	.code32
@@ -118,17 +121,45 @@ done:
 	test	%al, %al
 	jz	cycle
 	cmpb	(%esi), %al
-	jne	exit
+	jne	14f
 	inc	%esi
 	inc	%edx
 	jmp	13b
+14:	mov	16(%edi), %esi		/* command line starts with "nmi"? */
+	mov	$s_nmi, %edx
+16:	movb	(%edx), %al
+	test	%al, %al
+	jz	nmiwait
+	cmpb	(%esi), %al
+	jne	exit
+	inc	%esi
+	inc	%edx
+	jmp	16b
+nmiwait:
+	mov	$nmi_handler, %eax	/* IDT entry 2: 32-bit interrupt gate */
+	mov	%ax, idt + 16
+	movw	%cs, idt + 18
+	movw	$0x8e00, idt + 20
+	shr	$16, %eax
+	mov	%ax, idt + 22
+	lidt	idtr
+	mov	$s_nmiwait, %esi
+	call	puts
+17:	pause
+	jmp	17b
+nmi_handler:
+	mov	$s_nmirecv, %esi
+	call	puts
+	mov	$0x11, %al
+	out	%al, $0xf4
+	jmp	8f
 cycle:
 	mov	$0x300000, %ebx
 	cmpl	$0xB007C0DE, (%ebx)
-	je	14f
+	je	18f
 	movl	$0xB007C0DE, (%ebx)
 	movl	$0, 4(%ebx)
-14:	incl	4(%ebx)
+18:	incl	4(%ebx)
 	mov	$s_boot, %esi
 	call	puts
 	mov	4(%ebx), %eax
@@ -206,6 +237,13 @@ s_open:		.asciz	" ["
 s_size:		.asciz	"] size="
 s_cycle:	.asciz	"cycle"
 s_boot:		.asciz	"boot "
+s_nmi:		.asciz	"nmi"
+s_nmiwait:	.asciz	"nmi: waiting\n"
+s_nmirecv:	.asciz	"nmi: received\n"
+	.balign	8
+idt:		.quad	0, 0, 0
+idtr:		.word	23
+		.long	idt
 
 	.bss
 	.balign	16
