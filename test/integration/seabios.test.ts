@@ -10,6 +10,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { GUESTS, ROOT, runBhyve, vmName } from '../support/bhyve.js';
 
 const SEABIOS = '/usr/share/seabios/bios.bin';
+const SEABIOS_256K = '/usr/share/seabios/bios-256k.bin';
 const DISK = path.join(GUESTS, 'bootsector.img');
 
 function unavailable(): string | undefined {
@@ -26,10 +27,10 @@ function unavailable(): string | undefined {
 const skip = unavailable();
 if (skip) console.warn(`skipping SeaBIOS integration tests: ${skip}`);
 
-function args(name: string, extra: string[] = [], disk = `2,virtio-blk,${DISK}`): string[] {
+function args(name: string, extra: string[] = [], disk = `2,virtio-blk,${DISK}`, bios = SEABIOS): string[] {
   return [
     '-m', '256M', '-s', '0,hostbridge', '-s', '1,lpc', '-s', disk,
-    '-l', 'com1,stdio', '-l', 'pc-testdev', '-l', `bootrom,${SEABIOS},fwcfg=qemu`,
+    '-l', 'com1,stdio', '-l', 'pc-testdev', '-l', `bootrom,${bios},fwcfg=qemu`,
     '-o', 'x86.require_ept_rvi=false', ...extra, name,
   ];
 }
@@ -60,6 +61,16 @@ describe.skipIf(skip !== undefined)('SeaBIOS boots a virtio-blk disk', () => {
     expect(text).toContain('Searching bootorder for: /pci@i0cf8/*@3');
     expect(text).not.toContain('out of I/O address space');
     expect(text).toContain('Booting from Hard Disk...');
+    fs.rmSync(path.dirname(log), { recursive: true, force: true });
+  }, 120_000);
+
+  it.skipIf(!fs.existsSync(SEABIOS_256K))('boots with the 256 KiB image over the legacy virtio interface', async () => {
+    const log = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'seabios-')), 'debugcon.log');
+    const r = await runBhyve(args(vmName('seabios-256k'), ['-o', `lpc.debugcon.path=${log}`],
+      `2,virtio-blk,${DISK},transport=legacy`, SEABIOS_256K), { timeout: 90_000 });
+    expect(r.stdout).toContain('boot sector running\r\n');
+    expect(r.exitCode).toBe(33);
+    expect(fs.readFileSync(log, 'latin1')).toContain('using legacy (0.9.5) virtio mode');
     fs.rmSync(path.dirname(log), { recursive: true, force: true });
   }, 120_000);
 });
