@@ -43,6 +43,7 @@ import { Rtc } from './lpc/rtc.js';
 import { PcTestDev } from './lpc/pctestdev.js';
 import { PostPort } from './lpc/post.js';
 import { createBootVars } from './lpc/bootvars.js';
+import { Hpet } from './lpc/hpet.js';
 import { PCIM_CMD_BUSMASTEREN, PCIR_COMMAND } from './pci/config-space.js';
 import { HostBridge } from './pci/hostbridge.js';
 import { LpcBridge, type findHostIsaBridge } from './pci/lpc-bridge.js';
@@ -275,9 +276,11 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   devices.push(rtc);
 
   devices.push(new PostPort(ctx));
-  // The UEFI VARS flash below the boot ROM (bootvars.ts).
+  // The UEFI VARS flash below the boot ROM (bootvars.ts); the HPET, which
+  // bhyve always has (vmm.ko's vhpet; hpet.ts).
   const bootvars = createBootVars(ctx);
   if (bootvars) devices.push(bootvars);
+  devices.push(new Hpet(ctx));
 
   // pci_lintr_route after every device reserved its ISA IRQs, then
   // lpc_pirq_routed.

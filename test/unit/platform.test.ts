@@ -43,7 +43,7 @@ describe('createPlatformDevices', () => {
   it('always builds the PCI config ports, i8042, ACPI PM, reset register and RTC', () => {
     const f = fake();
     const devices = createPlatformDevices(f.ctx, LAYOUT);
-    expect(devices.map((d) => d.name)).toEqual(['pci', 'atkbdc', 'acpi-pm', 'rtc', 'post']);
+    expect(devices.map((d) => d.name)).toEqual(['pci', 'atkbdc', 'acpi-pm', 'rtc', 'post', 'hpet']);
     expect(f.inp(0x84)).toBe(0xff);
     for (const port of [0xcf8, 0xcfc, 0xcff, 0x60, 0x64, 0x70, 0x71, 0x400, 0x404, 0x408, 0xb2, 0xcf9]) {
       expect(f.io.ports.find(port), `port 0x${port.toString(16)}`).toBeDefined();
@@ -64,7 +64,7 @@ describe('createPlatformDevices', () => {
     });
     const p = buildPlatform(f.ctx, LAYOUT);
     expect(p.devices.map((d) => d.name)).toEqual([
-      'pci', 'hostbridge@pci.0.0.0', 'lpc@pci.0.31.0', 'com1', 'com2', 'com3', 'com4', 'pc-testdev', 'atkbdc', 'acpi-pm', 'rtc', 'post',
+      'pci', 'hostbridge@pci.0.0.0', 'lpc@pci.0.31.0', 'com1', 'com2', 'com3', 'com4', 'pc-testdev', 'atkbdc', 'acpi-pm', 'rtc', 'post', 'hpet',
     ]);
     expect(p.uarts.map((u) => u.base)).toEqual([0x3f8, 0x2f8, 0x3e8, 0x2e8]);
     // COM1's scratch register answers like a 16550.
