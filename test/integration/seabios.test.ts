@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { FEATURES } from '../../src/devices/registry.js';
 import { GUESTS, ROOT, runBhyve, vmName } from '../support/bhyve.js';
 
 const SEABIOS = '/usr/share/seabios/bios.bin';
@@ -72,5 +73,20 @@ describe.skipIf(skip !== undefined)('SeaBIOS boots a virtio-blk disk', () => {
     expect(r.exitCode).toBe(33);
     expect(fs.readFileSync(log, 'latin1')).toContain('using legacy (0.9.5) virtio mode');
     fs.rmSync(path.dirname(log), { recursive: true, force: true });
+  }, 120_000);
+
+  // -f files reach fw_cfg once the vmm passes them to buildPlatform (then
+  // registry.ts marks fwcfg-files implemented): etc/sercon-port, a 2-byte
+  // little-endian port number, makes SeaBIOS print its screen on COM1.
+  it.skipIf(!FEATURES['fwcfg-files'].implemented)('hands -f files to the firmware (etc/sercon-port: SeaBIOS on COM1)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'seabios-'));
+    const port = path.join(dir, 'sercon-port');
+    fs.writeFileSync(port, Uint8Array.of(0xf8, 0x03));
+    const r = await runBhyve(args(vmName('seabios-f'), ['-f', `etc/sercon-port,file=${port}`]), { timeout: 90_000 });
+    expect(r.stdout).toContain('SeaBIOS (version');
+    expect(r.stdout).toContain('Booting from Hard Disk');
+    expect(r.stdout).toContain('boot sector running\r\n');
+    expect(r.exitCode).toBe(33);
+    fs.rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 });
