@@ -268,7 +268,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
       unregisterMmio: (base) => io.unregisterMmio(base),
     };
   }
-  const pm = new PowerManagement({ ...ctx, io: pmIo, stream: (k: string) => ctx.stream(k) });
+  const pm = new PowerManagement(pmIo === ctx.io ? ctx : { ...ctx, io: pmIo, stream: (k: string) => ctx.stream(k) });
   pirq.useIrq(SCI_INT);
   devices.push(pm);
 
