@@ -13,10 +13,19 @@
 // whole seconds between reads); the clock runs only while the divider bits
 // are 010. Register D reads VRT (valid RAM and time) set.
 //
-// Not emulated yet: periodic, alarm and update-ended interrupts (IRQ 8);
-// register C reads 0 (and clears on read, as vrtc), enabling them in
-// register B has no effect. Also no NMI masking: bit 7 of the index byte is
-// dropped, as vrtc does. The index port reads 0xff, as vrtc.
+// Interrupts on IRQ 8, as vrtc: periodic (register B PIE; register A's
+// rate select, 2 Hz .. 8192 Hz, with the divider running), alarm (AIE; the
+// alarm registers 1/3/5 compared with seconds/minutes/hours, 0xC0-0xFF
+// matching anything) and update-ended (UIE; once a second while the clock
+// runs). Register C holds the flags PF/AF/UF; IRQF is set, and IRQ 8 pulsed
+// (8259 and IOAPIC, as vrtc_set_reg_c), when a flag meets its enable bit;
+// reading C returns and clears them. As vrtc, one device timer (ctx.timer)
+// drives them all: at the periodic rate when PIE is on, else on every
+// second boundary of the clock while AIE or UIE is on; a flag is only raised
+// while its interrupt is enabled. The host timer's resolution is about 1 ms,
+// so rates above ~1 kHz deliver fewer interrupts than asked.
+// No NMI masking: bit 7 of the index byte is dropped, as vrtc does. The
+// index port reads 0xff, as vrtc.
 //
 // Memory size registers, as rtc_init() writes them for UEFI and SeaBIOS:
 //   0x34/0x35  RAM between 16 MiB and 4 GiB in 64 KiB units (lowmem - 16 MiB)
@@ -25,7 +34,7 @@
 //   0x30/0x31  RAM above 1 MiB in KiB, capped at 0xffff (as QEMU fills them),
 // which SeaBIOS reads when 0x34/0x35 are zero.
 
-import type { AccessSize, Device, DeviceContext } from '../device.js';
+import type { AccessSize, Device, DeviceContext, DeviceTimer } from '../device.js';
 import type { MemoryLayout } from '../memory-layout.js';
 
 export const IO_RTC = 0x70;
@@ -33,8 +42,11 @@ export const RTC_IRQ = 8;
 export const RTC_NVRAM_SIZE = 128;
 
 export const RTC_SEC = 0x00;
+export const RTC_SEC_ALARM = 0x01;
 export const RTC_MIN = 0x02;
+export const RTC_MIN_ALARM = 0x03;
 export const RTC_HRS = 0x04;
+export const RTC_HRS_ALARM = 0x05;
 export const RTC_WDAY = 0x06;
 export const RTC_DAY = 0x07;
 export const RTC_MONTH = 0x08;
@@ -63,6 +75,22 @@ export const RTCSB_SQWE = 0x08;
 export const RTCSB_BIN = 0x04;
 export const RTCSB_24HR = 0x02;
 export const RTCSD_PWR = 0x80;
+/** Register C: interrupt request (any enabled flag), periodic, alarm, update-ended. */
+export const RTCIR_INT = 0x80;
+export const RTCIR_PERIOD = 0x40;
+export const RTCIR_ALARM = 0x20;
+export const RTCIR_UPDATE = 0x10;
+
+/** vrtc_freq()'s periodic interrupt periods by register A rate select, in ns. */
+export const RTC_PERIODIC_NS: readonly bigint[] = [
+  0n, 1_000_000_000n / 256n, 1_000_000_000n / 128n, 1_000_000_000n / 8192n, 1_000_000_000n / 4096n,
+  1_000_000_000n / 2048n, 1_000_000_000n / 1024n, 1_000_000_000n / 512n, 1_000_000_000n / 256n,
+  1_000_000_000n / 128n, 1_000_000_000n / 64n, 1_000_000_000n / 32n, 1_000_000_000n / 16n,
+  1_000_000_000n / 8n, 1_000_000_000n / 4n, 1_000_000_000n / 2n,
+];
+const NS_PER_SEC = 1_000_000_000n;
+/** At most this many elapsed seconds are scanned for an alarm match. */
+const ALARM_SCAN_MAX = 86_400;
 
 const M_1MB = 1024 * 1024;
 const M_16MB = 16 * M_1MB;
@@ -97,8 +125,14 @@ export class Rtc implements Device {
   private readonly nowMs: () => number;
   private readonly uptime: () => bigint;
   private readonly localtime: boolean;
+  /** The interrupt callout (created when an interrupt is first enabled). */
+  private timer: DeviceTimer | undefined;
+  private deadline: bigint | undefined;
+  private period = 0n;
+  /** The last RTC second checked for update-ended and alarm events. */
+  private eventTime = BROKEN;
 
-  constructor(ctx: DeviceContext, layout: MemoryLayout, opts: RtcOptions = {}) {
+  constructor(private readonly ctx: DeviceContext, layout: MemoryLayout, opts: RtcOptions = {}) {
     this.nowMs = opts.now ?? (() => Date.now());
     this.uptime = opts.uptime ?? (() => process.hrtime.bigint());
     this.localtime = opts.useLocaltime ?? ctx.config.getBool('rtc.use_localtime', true);
@@ -188,8 +222,9 @@ export class Rtc implements Device {
     this.timeUpdate(cur, true);
     if (off < 10 || off === RTC_CENTURY) this.secsToRtc(cur, false);
     if (off === RTC_INTR) {
+      this.timeEvents(cur);
       const v = this.regs[RTC_INTR];
-      this.regs[RTC_INTR] = 0;
+      this.setRegC(0);
       return v;
     }
     return this.regs[off];
@@ -254,8 +289,11 @@ export class Rtc implements Device {
       if (this.baseUptime > now) this.baseUptime = now;
     } else {
       this.baseUptime = now;
+      // A time set by the guest (or the host) is not an update event.
+      this.eventTime = newtime;
     }
     this.baseRtcTime = newtime;
+    if (!ticked) this.reschedule();
     return true;
   }
 
@@ -329,6 +367,8 @@ export class Rtc implements Device {
       // Out of reset: the time was frozen meanwhile.
       this.regs[RTC_STATUSA] = val;
       this.baseUptime = this.uptime();
+      this.eventTime = this.baseRtcTime;
+      this.reschedule(true);
       return;
     }
     if (this.dividerEnabled(old) && !this.dividerEnabled(val)) {
@@ -336,9 +376,17 @@ export class Rtc implements Device {
       this.timeUpdate(this.curtime(), true);
     }
     this.regs[RTC_STATUSA] = val;
+    if ((old ^ val) & 0x7f) this.reschedule((old & 0xf) !== (val & 0xf));
   }
 
   private setRegB(val: number): void {
+    this.setRegBTime(val);
+    // Enabling an interrupt whose flag is already up raises IRQF (vrtc).
+    this.setRegC(this.regs[RTC_INTR]);
+    this.reschedule();
+  }
+
+  private setRegBTime(val: number): void {
     const old = this.regs[RTC_STATUSB];
     this.regs[RTC_STATUSB] = val;
     if (((old ^ val) & RTCSB_HALT) === 0) return;
@@ -356,6 +404,119 @@ export class Rtc implements Device {
       this.regs[RTC_STATUSB] &= ~RTCSB_UINTR;
     }
   }
+
+  // ---- interrupts (vrtc_set_reg_c, vrtc_freq, vrtc_callout_handler) ----
+
+  /** Register C and the callout, for tests and bhyvectl. */
+  interruptState(): RtcInterruptState {
+    return { regC: this.regs[RTC_INTR], period: this.period, deadline: this.deadline };
+  }
+
+  private setRegC(val: number): void {
+    const enabled = val & this.regs[RTC_STATUSB] & (RTCIR_PERIOD | RTCIR_ALARM | RTCIR_UPDATE);
+    const oldIrqf = this.regs[RTC_INTR] & RTCIR_INT;
+    const v = enabled ? val | RTCIR_INT : val & ~RTCIR_INT;
+    this.regs[RTC_INTR] = v & 0xff;
+    if (!oldIrqf && (v & RTCIR_INT)) this.ctx.irq.pulse(RTC_IRQ);
+  }
+
+  private pie(): boolean {
+    return (this.regs[RTC_STATUSB] & RTCSB_PINTR) !== 0;
+  }
+
+  private aie(): boolean {
+    return (this.regs[RTC_STATUSB] & RTCSB_AINTR) !== 0;
+  }
+
+  private uie(): boolean {
+    return (this.regs[RTC_STATUSB] & RTCSB_UINTR) !== 0;
+  }
+
+  /** vrtc_freq(): the callout period in ns, 0 for none. */
+  private callPeriod(): bigint {
+    if (this.pie() && this.dividerEnabled(this.regs[RTC_STATUSA])) return RTC_PERIODIC_NS[this.regs[RTC_STATUSA] & 0xf];
+    if ((this.aie() || this.uie()) && this.updateEnabled()) return NS_PER_SEC;
+    return 0n;
+  }
+
+  /** The next second boundary of the running clock after `now`. */
+  private nextSecond(now: bigint): bigint {
+    const n = now > this.baseUptime ? (now - this.baseUptime) / NS_PER_SEC + 1n : 1n;
+    return this.baseUptime + n * NS_PER_SEC;
+  }
+
+  /** Starts, moves or stops the callout after a register change. */
+  private reschedule(restart = false): void {
+    const period = this.callPeriod();
+    if (period === 0n) {
+      this.period = 0n;
+      this.deadline = undefined;
+      this.timer?.cancel();
+      return;
+    }
+    if (!restart && period === this.period && this.deadline !== undefined) return;
+    this.period = period;
+    const now = this.uptime();
+    this.deadline = this.pie() ? now + period : this.nextSecond(now);
+    this.timer ??= this.ctx.timer(() => this.callout());
+    this.timer.armAt(this.deadline);
+  }
+
+  /** The callout: periodic flag, update/alarm check, next deadline. */
+  callout(): void {
+    const now = this.uptime();
+    if (this.deadline === undefined || this.period === 0n) return;
+    if (now < this.deadline) { this.timer?.armAt(this.deadline); return; }
+    if (this.pie()) this.setRegC(this.regs[RTC_INTR] | RTCIR_PERIOD);
+    if (this.aie() || this.uie()) this.timeEvents(this.curtime());
+    this.period = this.callPeriod();
+    if (this.period === 0n) { this.deadline = undefined; return; }
+    if (this.pie()) {
+      this.deadline += this.period;
+      if (this.deadline <= now) this.deadline = now + this.period; // missed periods are lost, as vrtc
+    } else {
+      this.deadline = this.nextSecond(now);
+    }
+    this.timer?.armAt(this.deadline);
+  }
+
+  /** Raises UF and AF for the seconds the clock moved through since the last check. */
+  private timeEvents(cur: number): void {
+    if (cur === BROKEN || !this.updateEnabled()) return;
+    if (this.eventTime === BROKEN || cur < this.eventTime) { this.eventTime = cur; return; }
+    if (cur === this.eventTime) return;
+    let flags = 0;
+    if (this.uie()) flags |= RTCIR_UPDATE;
+    if (this.aie()) {
+      const from = Math.max(this.eventTime + 1, cur - ALARM_SCAN_MAX);
+      for (let t = from; t <= cur; t++) {
+        if (this.alarmMatches(t)) { flags |= RTCIR_ALARM; break; }
+      }
+    }
+    this.eventTime = cur;
+    this.secsToRtc(cur, false);
+    if (flags) this.setRegC(this.regs[RTC_INTR] | flags);
+  }
+
+  private alarmMatches(t: number): boolean {
+    const d = new Date(t * 1000);
+    const r = this.regs;
+    const hour24 = d.getUTCHours();
+    let hrs: number;
+    if ((r[RTC_STATUSB] & RTCSB_24HR) !== 0) hrs = this.field(hour24);
+    else hrs = this.field(hour24 === 0 || hour24 === 12 ? 12 : hour24 % 12) | (hour24 >= 12 ? 0x80 : 0);
+    const match = (alarm: number, v: number): boolean => alarm >= 0xc0 || alarm === v;
+    return match(r[RTC_SEC_ALARM], this.field(d.getUTCSeconds()))
+      && match(r[RTC_MIN_ALARM], this.field(d.getUTCMinutes()))
+      && match(r[RTC_HRS_ALARM], hrs);
+  }
+}
+
+export interface RtcInterruptState {
+  regC: number;
+  /** Nanoseconds between callouts, 0 when no interrupt is enabled. */
+  period: bigint;
+  deadline?: bigint;
 }
 
 export function createRtc(ctx: DeviceContext, layout: MemoryLayout, opts?: RtcOptions): Rtc {
