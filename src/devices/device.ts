@@ -103,6 +103,12 @@ export interface DeviceContext {
   readonly memoryMap?: MemoryMapControl;
   /** A timer whose callback runs on the device thread. */
   timer(callback: () => void): DeviceTimer;
+  /** The host backend the main thread opened for a device (a virtio-net
+   * tap, virtio-console port sockets: virtio/host-ports.ts), by the slot's
+   * config node ("pci.0.3.0"); undefined when it has none. The transfer's
+   * shape is the device's business. Absent in contexts without host
+   * backends (unit tests). */
+  hostPort?(key: string): unknown;
 }
 
 /** A running device model. `poll` runs on the device thread whenever the

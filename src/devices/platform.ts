@@ -6,7 +6,8 @@
 //   - PCI configuration mechanism #1 (0xcf8/0xcfc), always, even with no
 //     PCI function configured (bus 0 decodes the config ports regardless).
 //   - each `pci.B.S.F` node by its `device`: hostbridge, amd_hostbridge, lpc,
-//     virtio-blk, virtio-rnd (virtio PCI transport, MSI-X unless
+//     virtio-blk, virtio-rnd, virtio-net, virtio-console (virtio PCI
+//     transport; net and console host backends from ctx.hostPort), MSI-X unless
 //     virtio_msix=false). Any other emulation is refused with
 //     "not supported yet: <name>".
 //   - BARs placed as bhyve's init_pci does (bar-alloc.ts); with a boot ROM
@@ -58,6 +59,8 @@ import { ConfigError } from '../config/tree.js';
 import { VirtioPci, type VirtioPciTransport } from './virtio/virtio-pci.js';
 import { BlockDeviceError, blockOptionsFromConfig, VirtioBlock } from './virtio/virtio-blk.js';
 import { VirtioRnd } from './virtio/virtio-rnd.js';
+import { createVirtioNet } from './virtio/virtio-net.js';
+import { createVirtioConsole } from './virtio/virtio-console.js';
 import type { VirtioDevice } from './virtio/virtio-device.js';
 import { I440fxHostBridge } from './pci/i440fx.js';
 import { PamShadow } from './pci/pam.js';
@@ -70,11 +73,13 @@ export type { MemoryLayout } from './memory-layout.js';
 export { memoryLayoutFor } from './memory-layout.js';
 
 /** PCI emulations this module can build. */
-export const PLATFORM_PCI_EMULATIONS = ['hostbridge', 'amd_hostbridge', 'lpc', 'virtio-blk', 'virtio-rnd'] as const;
+export const PLATFORM_PCI_EMULATIONS = ['hostbridge', 'amd_hostbridge', 'lpc', 'virtio-blk', 'virtio-rnd', 'virtio-net', 'virtio-console'] as const;
 
 /** PCI classes bhyve gives its virtio devices. */
 const PCIC_STORAGE = 0x01;
 const PCIC_CRYPTO = 0x10;
+const PCIC_NETWORK = 0x02;
+const PCIC_SIMPLECOMM = 0x07;
 
 export interface Platform {
   /** Every device, in creation order (what createPlatformDevices returns). */
@@ -206,7 +211,9 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
         fn = lpc;
         break;
       case 'virtio-blk':
-      case 'virtio-rnd': {
+      case 'virtio-rnd':
+      case 'virtio-net':
+      case 'virtio-console': {
         const v = createVirtioFunction(ctx, emul, node, where, msix);
         virtio.push(v);
         fn = v;
@@ -326,6 +333,15 @@ function createVirtioFunction(ctx: DeviceContext, emul: string, node: string, wh
       throw e;
     }
     classCode = PCIC_STORAGE;
+  } else if (emul === 'virtio-net' || emul === 'virtio-console') {
+    try {
+      const [, slot, func] = where.split(':').map(Number);
+      device = emul === 'virtio-net' ? createVirtioNet(ctx, node, slot, func) : createVirtioConsole(ctx, node);
+    } catch (e) {
+      if (e instanceof ConfigError) throw new ConfigError(`${emul} at pci slot ${where}: ${e.message}`);
+      throw e;
+    }
+    classCode = emul === 'virtio-net' ? PCIC_NETWORK : PCIC_SIMPLECOMM;
   } else {
     device = new VirtioRnd();
     classCode = PCIC_CRYPTO;

@@ -5,6 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import type { ConfigTree } from '../config/tree.js';
 import { openUartBackend, restoreTerminal, type UartBackendHost, type UartStreamTransfer } from '../devices/lpc/uart-backend.js';
+import { openHostPorts, type HostPorts } from '../devices/virtio/host-ports.js';
 import { Mailbox } from './ap-mailbox.js';
 import { ControlServer } from './control-socket.js';
 import { controlHandlers } from './control-ops.js';
@@ -55,6 +56,7 @@ export async function runVm(config: ConfigTree): Promise<number> {
   process.on('SIGUSR2', onKickSignal);
 
   const backends: UartBackendHost[] = [];
+  let hostPorts: HostPorts | undefined;
   let outcome: ExitRequest | undefined;
   let resolveOutcome!: (r: ExitRequest) => void;
   const outcomePromise = new Promise<ExitRequest>((r) => { resolveOutcome = r; });
@@ -87,6 +89,9 @@ export async function runVm(config: ConfigTree): Promise<number> {
       backends.push(host);
       streams[`lpc.${com}`] = host.transfer;
     }
+    // virtio-net taps and virtio-console sockets, by slot node.
+    hostPorts = await openHostPorts(config, () => kickDeviceThread(DEVICE_REQUEST.POLL))
+      .catch((e: Error) => { throw new VmSetupError(e.message); });
 
     const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
     const started: Promise<void>[] = [];
@@ -108,6 +113,7 @@ export async function runVm(config: ConfigTree): Promise<number> {
         layout: machine.layout,
         config: config.toJSON(),
         streams,
+        hostPorts: hostPorts?.transfers ?? {},
         strictIo: config.getBool('x86.strictio', false),
         requestPort: requester.portFor(i),
         timerSab,
@@ -162,6 +168,7 @@ export async function runVm(config: ConfigTree): Promise<number> {
     requester.close();
     for (const w of threads) void w.terminate();
     for (const b of backends) await b.close();
+    await hostPorts?.close();
     restoreTerminal();
     for (const [sig, h] of signalHandlers) process.off(sig, h);
     process.off('SIGUSR2', onKickSignal);

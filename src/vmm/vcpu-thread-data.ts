@@ -2,6 +2,7 @@
 // the messages a vCPU thread sends back.
 
 import type { UartStreamTransfer } from '../devices/lpc/uart-backend.js';
+import type { HostPortTransfer } from '../devices/virtio/host-ports.js';
 import type { ExitRequest } from './exit-status.js';
 import type { MemoryLayout } from './memory-map.js';
 
@@ -28,6 +29,9 @@ export interface VcpuThreadData {
   config: Array<[string, string]>;
   /** Host streams prepared by the main thread, by backend key ("lpc.com1"). */
   streams: Record<string, UartStreamTransfer>;
+  /** virtio-net taps and virtio-console sockets opened by the main thread,
+   * by slot node ("pci.0.3.0"); see devices/virtio/host-ports.ts. */
+  hostPorts?: Record<string, HostPortTransfer>;
   strictIo: boolean;
   /** Deadlines of device timers (device-timers.ts). */
   timerSab: SharedArrayBuffer;

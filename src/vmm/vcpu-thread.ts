@@ -80,6 +80,7 @@ if (d.id === 0) {
     config,
     machine,
     timer: (callback) => timers!.create(callback),
+    hostPort: (key: string) => d.hostPorts?.[key],
     memoryMap: d.legacyWindow || bootvarsPath !== undefined ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath) : undefined,
     stream(key: string): ByteStream | undefined {
       const t = d.streams[key];

@@ -74,6 +74,10 @@ export interface VirtioDevice {
   reset(): void;
   /** Releases host resources (files, sockets). */
   close?(): void;
+  /** Host input may have arrived (the main thread kicked the device
+   * thread); called only while the driver is running (DRIVER_OK, no
+   * DEVICE_NEEDS_RESET). */
+  poll?(): void;
 }
 
 /** Every feature the transport may offer for `device`. */

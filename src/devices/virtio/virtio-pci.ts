@@ -656,4 +656,14 @@ export class VirtioPci extends PciEmulFunction {
   close(): void {
     this.device.close?.();
   }
+
+  /** Host input may have arrived: let a running device take it. */
+  poll(): void {
+    if (!(this.status & VIRTIO_CONFIG_S_DRIVER_OK) || (this.status & VIRTIO_CONFIG_S_DEVICE_NEEDS_RESET)) return;
+    try {
+      this.device.poll?.();
+    } catch (e) {
+      this.needsReset(`poll: ${(e as Error).message}`);
+    }
+  }
 }

@@ -1,0 +1,51 @@
+// Host backends of virtio devices, opened on the main thread before the
+// device thread starts (the UART's equivalent is uart-backend.ts): a tap for
+// each virtio-net slot with a `backend`, the port sockets of each
+// virtio-console slot. The transfers reach the device thread in
+// VcpuThreadData.hostPorts, keyed by the slot's config node ("pci.0.3.0"),
+// where DeviceContext.hostPort(key) hands them to the device factories.
+
+import type { ConfigTree } from '../../config/tree.js';
+import { configuredPciFunctions } from '../platform.js';
+import { openConsoleBackend, type ConsoleBackendTransfer } from './console-backend.js';
+import { openNetBackend, type NetBackendTransfer } from './net-backend.js';
+
+export type HostPortTransfer = NetBackendTransfer | ConsoleBackendTransfer;
+
+export interface HostPorts {
+  /** By slot node ("pci.0.3.0"); structured-cloneable. */
+  readonly transfers: Record<string, HostPortTransfer>;
+  /** Closes every backend (after the device thread stopped). */
+  close(): Promise<void>;
+}
+
+/** Opens the host side of every virtio-net / virtio-console slot. `kick`
+ * asks the device thread to poll its devices. Throws an Error with one line
+ * naming the slot when a backend cannot be opened (nothing stays open). */
+export async function openHostPorts(config: ConfigTree, kick: () => void): Promise<HostPorts> {
+  const transfers: Record<string, HostPortTransfer> = {};
+  const hosts: Array<{ close(): Promise<void> }> = [];
+  const closeAll = async (): Promise<void> => {
+    for (const h of hosts.splice(0)) await h.close().catch(() => undefined);
+  };
+  try {
+    for (const { bus, slot, func, node } of configuredPciFunctions({ config })) {
+      const emul = config.get(`${node}.device`);
+      if (emul !== 'virtio-net' && emul !== 'virtio-console') continue;
+      try {
+        const host = emul === 'virtio-net'
+          ? openNetBackend(config, node, kick)
+          : await openConsoleBackend(config, node, kick);
+        if (host === undefined) continue;
+        hosts.push(host);
+        transfers[node] = host.transfer;
+      } catch (e) {
+        throw new Error(`${emul} at pci slot ${bus}:${slot}:${func}: ${(e as Error).message}`);
+      }
+    }
+  } catch (e) {
+    await closeAll();
+    throw e;
+  }
+  return { transfers, close: closeAll };
+}

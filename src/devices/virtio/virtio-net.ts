@@ -1,0 +1,352 @@
+// virtio-net (virtio spec 5.1), bhyve's pci_virtio_net.c behind the
+// transport-independent VirtioDevice interface.
+//
+// Queues: receiveq 0, transmitq 1 (no control queue, no multiqueue), 1024
+// entries each (bhyve's VTNET_RINGSZ). Features: MAC, STATUS (the link is
+// always up), MRG_RXBUF (mergeable receive buffers), MTU when `mtu=` was
+// given; the transport adds VERSION_1, INDIRECT_DESC and EVENT_IDX. No
+// checksum or segmentation offloads, so the backend's frames pass unchanged.
+//
+// The virtio_net_hdr is 12 bytes (with num_buffers) under VERSION_1 or
+// MRG_RXBUF, 10 bytes for a legacy driver without MRG_RXBUF. TX strips it
+// and hands the frame to the backend (one writev per frame). RX prepends a
+// zeroed header (num_buffers = number of buffers used) and fills:
+//   - without MRG_RXBUF one chain per frame; a chain too small for the frame
+//     drops the frame and returns the chain empty;
+//   - with MRG_RXBUF as many chains as the frame needs, published together.
+// Chains popped for a frame that then cannot be completed (the driver ran
+// out of buffers) are kept for the next frame, never lost. RX runs when the
+// main thread signals that frames arrived (poll) and when the driver makes
+// receive buffers available (notify on queue 0). Interrupts are raised once
+// per batch, and only when the driver asked (NO_INTERRUPT / used_event).
+//
+// Options (bhyve's): mac=xx:xx:xx:xx:xx:xx (unicast, nonzero; default from
+// net_genmac: 00:a0:98 then the first three bytes of MD5("slot-func-vmname")),
+// mtu=N (ETHERMIN..65535, also offers VIRTIO_NET_F_MTU).
+
+import { createHash } from 'node:crypto';
+import type { ConfigTree } from '../../config/tree.js';
+import { ConfigError } from '../../config/tree.js';
+import { VIRTIO_F_VERSION_1, VIRTIO_ID_NET, featureBit } from './virtio-constants.js';
+import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
+import { DescriptorChain, type Virtqueue } from './virtqueue.js';
+import { attachNetBackend, type NetBackendTransfer, type NetPort } from './net-backend.js';
+
+export const VIRTIO_NET_F_CSUM = 0;
+export const VIRTIO_NET_F_GUEST_CSUM = 1;
+export const VIRTIO_NET_F_MTU = 3;
+export const VIRTIO_NET_F_MAC = 5;
+export const VIRTIO_NET_F_MRG_RXBUF = 15;
+export const VIRTIO_NET_F_STATUS = 16;
+export const VIRTIO_NET_S_LINK_UP = 1;
+
+/** bhyve's VTNET_RINGSZ. */
+export const VTNET_RINGSZ = 1024;
+export const VTNET_RXQ = 0;
+export const VTNET_TXQ = 1;
+/** ETHERMIN and bhyve's VTNET_MAX_MTU. */
+export const VTNET_MIN_MTU = 46;
+export const VTNET_MAX_MTU = 65535;
+export const ETHERMTU = 1500;
+/** sizeof(struct virtio_net_config): mac, status, max_virtqueue_pairs, mtu. */
+export const VTNET_CONFIG_SIZE = 12;
+/** Largest frame accepted from the guest (bhyve's VTNET_MAX_PKT_LEN). */
+export const VTNET_MAX_PKT_LEN = 65536 + 64;
+const ETHER_HDR_LEN = 14;
+
+export interface NetOptions {
+  mac: Uint8Array;
+  /** Set when mtu= was given (offers VIRTIO_NET_F_MTU). */
+  mtu?: number;
+}
+
+/** bhyve's net_genmac(): 00:a0:98 and MD5("slot-func-vmname")[0..2]. */
+export function netGenMac(slot: number, func: number, vmName: string): Uint8Array {
+  const digest = createHash('md5').update(`${slot}-${func}-${vmName}`).digest();
+  return Uint8Array.from([0x00, 0xa0, 0x98, digest[0], digest[1], digest[2]]);
+}
+
+/** bhyve's net_parsemac() (ether_aton): six hex octets separated by ':'
+ * (1 or 2 digits each); multicast and all-zero addresses are refused. */
+export function parseMac(s: string): Uint8Array {
+  const parts = s.trim().split(':');
+  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{1,2}$/.test(p))) {
+    throw new ConfigError(`Invalid MAC ${s} (use six hex octets: xx:xx:xx:xx:xx:xx)`);
+  }
+  const mac = Uint8Array.from(parts.map((p) => parseInt(p, 16)));
+  if (mac[0] & 1) throw new ConfigError(`Invalid MAC ${s} (a multicast address)`);
+  if (mac.every((b) => b === 0)) throw new ConfigError(`Invalid MAC ${s} (all zero)`);
+  return mac;
+}
+
+export function formatMac(mac: Uint8Array): string {
+  return Array.from(mac, (b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+/** bhyve's net_parsemtu() plus the VTNET_MIN_MTU..VTNET_MAX_MTU check. */
+export function parseMtu(s: string): number {
+  const t = s.trim();
+  const n = /^0[xX][0-9a-fA-F]+$/.test(t) ? parseInt(t, 16) : /^0[0-7]*$/.test(t) ? parseInt(t, 8) : /^[1-9][0-9]*$/.test(t) ? Number(t) : NaN;
+  if (!Number.isFinite(n)) throw new ConfigError(`Invalid MTU ${s}`);
+  if (n < VTNET_MIN_MTU || n > VTNET_MAX_MTU) throw new ConfigError(`Invalid MTU ${s} (must be ${VTNET_MIN_MTU}..${VTNET_MAX_MTU})`);
+  return n;
+}
+
+/** Options of the virtio-net slot `node` (pci.B.S.F). */
+export function netOptionsFromConfig(config: ConfigTree, node: string, slot: number, func: number): NetOptions {
+  const macStr = config.get(`${node}.mac`);
+  const mtuStr = config.get(`${node}.mtu`);
+  return {
+    mac: macStr !== undefined ? parseMac(macStr) : netGenMac(slot, func, config.get('name') ?? ''),
+    mtu: mtuStr !== undefined ? parseMtu(mtuStr) : undefined,
+  };
+}
+
+export class VirtioNet extends VirtioDeviceBase {
+  readonly deviceType = VIRTIO_ID_NET;
+  readonly queueMaxSizes: readonly number[] = [VTNET_RINGSZ, VTNET_RINGSZ];
+  protected readonly ownFeatures: bigint;
+  protected readonly config = new Uint8Array(VTNET_CONFIG_SIZE);
+  private readonly port: NetPort | undefined;
+  /** RX chains popped but not yet used (the frame they were for did not fit). */
+  private readonly stash: DescriptorChain[] = [];
+  private readonly spare: DescriptorChain[] = [];
+  private readonly txViews: Uint8Array[] = [];
+  private readonly hdr = new Uint8Array(12);
+  private hdrLen = 12;
+  private mergeable = false;
+  private activationRef: VirtioActivation | undefined;
+
+  /** Statistics, for tests and diagnostics. */
+  readonly stats = { rxFrames: 0, rxBytes: 0, rxDropped: 0, txFrames: 0, txBytes: 0, txDropped: 0, interrupts: 0 };
+
+  constructor(opts: NetOptions, port: NetPort | undefined) {
+    super();
+    this.port = port;
+    let f = featureBit(VIRTIO_NET_F_MAC) | featureBit(VIRTIO_NET_F_STATUS) | featureBit(VIRTIO_NET_F_MRG_RXBUF);
+    if (opts.mtu !== undefined) f |= featureBit(VIRTIO_NET_F_MTU);
+    this.ownFeatures = f;
+    this.config.set(opts.mac, 0);
+    const dv = new DataView(this.config.buffer);
+    dv.setUint16(6, VIRTIO_NET_S_LINK_UP, true);
+    dv.setUint16(8, 1, true); // max_virtqueue_pairs
+    dv.setUint16(10, opts.mtu ?? ETHERMTU, true);
+  }
+
+  /** The MAC address in config space. */
+  get mac(): Uint8Array { return this.config.slice(0, 6); }
+
+  /** A driver without VIRTIO_NET_F_MAC may program the address (bhyve
+   * accepts writes to the mac bytes and ignores the rest). */
+  writeConfig(offset: number, data: Uint8Array): void {
+    for (let i = 0; i < data.length; i++) {
+      const o = offset + i;
+      if (o >= 0 && o < 6) this.config[o] = data[i];
+    }
+  }
+
+  activate(activation: VirtioActivation): void {
+    super.activate(activation);
+    this.activationRef = activation;
+    this.mergeable = this.hasAcked(VIRTIO_NET_F_MRG_RXBUF);
+    this.hdrLen = this.mergeable || this.hasAcked(VIRTIO_F_VERSION_1) ? 12 : 10;
+    this.stash.length = 0;
+  }
+
+  protected onReset(): void {
+    this.stash.length = 0;
+    this.activationRef = undefined;
+  }
+
+  /** Host frames may have arrived (the main thread kicked us). */
+  poll(): void {
+    if (!this.activated || this.needsResetReason !== undefined) return;
+    this.queueNotify(VTNET_RXQ);
+  }
+
+  protected processQueue(index: number, queue: Virtqueue): void {
+    if (index === VTNET_RXQ) this.receive(queue);
+    else if (index === VTNET_TXQ) this.transmit(queue);
+  }
+
+  // ---- TX ----
+
+  private transmit(queue: Virtqueue): void {
+    const chain = this.scratchChain;
+    let done = 0;
+    do {
+      while (queue.pop(chain) !== null) {
+        const len = chain.readableLength - this.hdrLen;
+        if (len >= ETHER_HDR_LEN && len <= VTNET_MAX_PKT_LEN && this.port) {
+          chain.readableViews(this.hdrLen, len, this.txViews);
+          if (this.port.send(this.txViews)) {
+            this.stats.txFrames++;
+            this.stats.txBytes += len;
+          } else {
+            this.stats.txDropped++;
+          }
+        } else {
+          // Nonsensical (no room for a header and an Ethernet header), or no
+          // backend: dropped, the chain goes back (bhyve's iov_trim_hdr).
+          this.stats.txDropped++;
+        }
+        this.txViews.length = 0;
+        queue.pushUsed(chain.head, 0);
+        done++;
+      }
+    } while (queue.enableNotification());
+    if (done > 0) this.signal(VTNET_TXQ, queue);
+  }
+
+  // ---- RX ----
+
+  private takeChain(queue: Virtqueue): DescriptorChain | null {
+    const c = this.spare.pop() ?? new DescriptorChain();
+    if (queue.pop(c) === null) { this.spare.push(c); return null; }
+    return c;
+  }
+
+  private release(c: DescriptorChain): void {
+    c.clear();
+    this.spare.push(c);
+  }
+
+  /** Pops chains into the stash until they hold `need` bytes (one chain
+   * without MRG_RXBUF): 'ok'; 'wait' when the driver has no more buffers
+   * for now; 'never' when even a whole queue of its buffers cannot hold the
+   * frame. */
+  private gather(queue: Virtqueue, need: number): 'ok' | 'wait' | 'never' {
+    for (;;) {
+      if (!this.mergeable && this.stash.length >= 1) return 'ok';
+      if (this.mergeable) {
+        let have = 0;
+        for (const c of this.stash) have += c.writableLength;
+        if (have >= need) return 'ok';
+        if (this.stash.length >= queue.size) return 'never';
+      }
+      let c = this.takeChain(queue);
+      if (c === null) {
+        // Out of buffers: ask for a notification, then look once more.
+        if (!queue.enableNotification()) return 'wait';
+        c = this.takeChain(queue);
+        if (c === null) return 'wait';
+      }
+      this.stash.push(c);
+    }
+  }
+
+  /** Hands a stashed chain back unused (length 0). */
+  private returnEmpty(queue: Virtqueue): void {
+    const c = this.stash.shift()!;
+    queue.pushUsed(c.head, 0);
+    this.release(c);
+  }
+
+  private receive(queue: Virtqueue): void {
+    const port = this.port;
+    let used = 0;
+    if (port) {
+      for (;;) {
+        const frame = port.peek();
+        if (frame === null) break;
+        const need = this.hdrLen + frame.length;
+        const g = this.gather(queue, need);
+        if (g === 'wait') break;
+        if (g === 'never') {
+          // The driver's buffers can never hold this frame: drop it.
+          while (this.stash.length > 0) { this.returnEmpty(queue); used++; }
+          this.stats.rxDropped++;
+          port.consume();
+          continue;
+        }
+        if (this.stash[0].writableLength < this.hdrLen) {
+          // No room for the header in the first buffer: that buffer is
+          // nonsensical; give it back empty and try the frame again.
+          this.returnEmpty(queue);
+          used++;
+          continue;
+        }
+        used += this.deliver(queue, frame, need);
+        port.consume();
+      }
+    }
+    // Nothing more to receive or no buffers: notifications stay enabled so
+    // the driver tells us when it adds buffers.
+    queue.enableNotification();
+    if (used > 0) this.signal(VTNET_RXQ, queue);
+  }
+
+  /** Writes header + frame into the stashed chains; returns the number of
+   * used entries published. */
+  private deliver(queue: Virtqueue, frame: Uint8Array, need: number): number {
+    const hdr = this.hdr;
+    hdr.fill(0);
+    if (!this.mergeable) {
+      const c = this.stash[0];
+      if (c.writableLength < need) {
+        // A buffer too small for the frame: the frame is dropped and the
+        // buffer returned empty.
+        this.stats.rxDropped++;
+        this.returnEmpty(queue);
+        return 1;
+      }
+      if (this.hdrLen === 12) hdr[10] = 1; // num_buffers
+      c.copyToWritable(0, hdr.subarray(0, this.hdrLen));
+      c.copyToWritable(this.hdrLen, frame);
+      queue.pushUsed(c.head, need);
+      this.release(this.stash.shift()!);
+      this.stats.rxFrames++;
+      this.stats.rxBytes += frame.length;
+      return 1;
+    }
+    // Mergeable: count the chains the frame takes, then fill them; the
+    // header (num_buffers = n) goes at the start of the first.
+    let n = 0;
+    let left = need;
+    while (left > 0) { left -= Math.min(left, this.stash[n].writableLength); n++; }
+    hdr[10] = n & 0xff;
+    hdr[11] = (n >> 8) & 0xff;
+    let pos = 0; // position in header + frame
+    for (let i = 0; i < n; i++) {
+      const c = this.stash[i];
+      const take = Math.min(c.writableLength, need - pos);
+      let off = 0;
+      if (i === 0) {
+        c.copyToWritable(0, hdr.subarray(0, this.hdrLen));
+        off = this.hdrLen;
+      }
+      if (take > off) {
+        const fStart = pos + off - this.hdrLen;
+        c.copyToWritable(off, frame.subarray(fStart, fStart + (take - off)));
+      }
+      pos += take;
+      queue.pushUsed(c.head, take);
+    }
+    for (let i = 0; i < n; i++) this.release(this.stash.shift()!);
+    this.stats.rxFrames++;
+    this.stats.rxBytes += frame.length;
+    return n;
+  }
+
+  private signal(index: number, queue: Virtqueue): void {
+    if (queue.needsInterrupt()) {
+      this.stats.interrupts++;
+      this.activationRef?.interrupt.queue(index);
+    }
+  }
+}
+
+/** Builds the virtio-net model of slot `node` on the device thread, with
+ * the tap the main thread opened for it (ctx.hostPort). */
+export function createVirtioNet(
+  ctx: { config: ConfigTree; hostPort?(key: string): unknown }, node: string, slot: number, func: number,
+): VirtioNet {
+  const opts = netOptionsFromConfig(ctx.config, node, slot, func);
+  let port: NetPort | undefined;
+  if (ctx.config.get(`${node}.backend`) !== undefined && ctx.hostPort) {
+    const t = ctx.hostPort(node) as NetBackendTransfer | undefined;
+    if (t === undefined || t.kind !== 'tap') throw new ConfigError(`virtio-net at ${node}: its backend was not opened`);
+    port = attachNetBackend(t);
+  }
+  return new VirtioNet(opts, port);
+}

@@ -1,0 +1,314 @@
+// virtio-net and its frame ring, driven as a guest driver would (descriptor
+// chains in plain-buffer guest RAM, notify, used-ring checks) with a fake
+// backend. No /dev/kvm, no tap.
+
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { ConfigTree } from '../../src/config/tree.js';
+import {
+  VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VirtioNet, createVirtioNet,
+  formatMac, netGenMac, netOptionsFromConfig, parseMac, parseMtu,
+} from '../../src/devices/virtio/virtio-net.js';
+import { FrameRing } from '../../src/devices/virtio/frame-ring.js';
+import { tapNameOf, type NetPort } from '../../src/devices/virtio/net-backend.js';
+import { createQueues, offeredFeatures, type VirtioActivation, type VirtioDevice } from '../../src/devices/virtio/virtio-device.js';
+import {
+  VIRTIO_F_VERSION_1, VIRTIO_ID_NET, VIRTIO_RING_F_EVENT_IDX, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_NEXT,
+  featureBit, hasFeature,
+} from '../../src/devices/virtio/virtio-constants.js';
+import { FakeDriver } from './virtio-driver.js';
+
+/** Activates `device` with one FakeDriver per queue (each its own RAM). */
+export function activateQueues(device: VirtioDevice, drivers: Array<FakeDriver | null>, features?: bigint) {
+  const interrupts: number[] = [];
+  const resets: string[] = [];
+  device.ackFeatures(features ?? offeredFeatures(device));
+  const queues = drivers.map((d, i) => (d === null ? null
+    : createQueues(d.mem, drivers.map((x, j) => (j === i && x ? x.layout : null)), device.ackedFeatures, device.queueMaxSizes)[i]));
+  const activation: VirtioActivation = {
+    mem: (drivers.find((d) => d !== null) as FakeDriver).mem,
+    queues,
+    interrupt: { queue: (i) => interrupts.push(i), config: () => undefined },
+    needsReset: (reason) => { resets.push(reason); },
+  };
+  device.activate(activation);
+  return { interrupts, resets, queues };
+}
+
+class FakePort implements NetPort {
+  rx: Uint8Array[] = [];
+  sent: Uint8Array[] = [];
+  peek(): Uint8Array | null { return this.rx[0] ?? null; }
+  consume(): void { this.rx.shift(); }
+  send(views: Uint8Array[]): boolean {
+    this.sent.push(Buffer.concat(views.map((v) => Buffer.from(v))));
+    return true;
+  }
+}
+
+const MAC = Uint8Array.from([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+const V1 = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET_F_MAC) | featureBit(VIRTIO_NET_F_STATUS);
+const V1_MRG = V1 | featureBit(VIRTIO_NET_F_MRG_RXBUF);
+
+function frame(len: number, seed = 1): Uint8Array {
+  const f = new Uint8Array(len);
+  for (let i = 0; i < len; i++) f[i] = (i * 7 + seed) & 0xff;
+  return f;
+}
+
+function setup(features: bigint, mtu?: number) {
+  const port = new FakePort();
+  const dev = new VirtioNet({ mac: MAC, mtu }, port);
+  const rx = new FakeDriver(16, 1 << 20);
+  const tx = new FakeDriver(16, 1 << 20);
+  const a = activateQueues(dev, [rx, tx], features);
+  return { port, dev, rx, tx, ...a };
+}
+
+describe('virtio-net configuration', () => {
+  it('derives the default MAC as bhyve net_genmac does', () => {
+    const d = createHash('md5').update('3-0-vm0').digest();
+    expect(Array.from(netGenMac(3, 0, 'vm0'))).toEqual([0x00, 0xa0, 0x98, d[0], d[1], d[2]]);
+    const c = new ConfigTree();
+    c.set('name', 'vm0');
+    c.set('pci.0.3.0.device', 'virtio-net');
+    expect(formatMac(netOptionsFromConfig(c, 'pci.0.3.0', 3, 0).mac)).toBe(formatMac(netGenMac(3, 0, 'vm0')));
+    c.set('pci.0.3.0.mac', '52:54:0:12:34:56');
+    expect(formatMac(netOptionsFromConfig(c, 'pci.0.3.0', 3, 0).mac)).toBe('52:54:00:12:34:56');
+  });
+
+  it('refuses bad MAC addresses and MTUs with one line', () => {
+    expect(() => parseMac('01:00:5e:00:00:01')).toThrow(/Invalid MAC.*multicast/);
+    expect(() => parseMac('00:00:00:00:00:00')).toThrow(/Invalid MAC.*zero/);
+    expect(() => parseMac('52:54:00:12:34')).toThrow(/Invalid MAC/);
+    expect(() => parseMac('52:54:00:12:34:zz')).toThrow(/Invalid MAC/);
+    expect(parseMtu('9000')).toBe(9000);
+    expect(parseMtu('0x5dc')).toBe(1500);
+    expect(() => parseMtu('45')).toThrow(/Invalid MTU/);
+    expect(() => parseMtu('65536')).toThrow(/Invalid MTU/);
+    expect(() => parseMtu('12abc')).toThrow(/Invalid MTU/);
+  });
+
+  it('names tap interfaces and refuses FreeBSD-only backends', () => {
+    expect(tapNameOf('tap0')).toBe('tap0');
+    expect(tapNameOf('vmnet3')).toBe('vmnet3');
+    expect(tapNameOf('/dev/tap7')).toBe('tap7');
+    expect(() => tapNameOf('netgraph,path=x:,peerhook=y')).toThrow(/not available on Linux/);
+    expect(() => tapNameOf('slirp')).toThrow(/not available on Linux/);
+    expect(() => tapNameOf('/dev/net/tun')).toThrow(/name the tap/);
+    expect(() => tapNameOf('eth0')).toThrow(/unknown backend/);
+  });
+
+  it('offers MAC, STATUS, MRG_RXBUF, and MTU only with mtu=; config space as bhyve lays it out', () => {
+    const a = new VirtioNet({ mac: MAC }, undefined);
+    expect(a.deviceType).toBe(VIRTIO_ID_NET);
+    expect(a.queueMaxSizes).toEqual([1024, 1024]);
+    for (const b of [VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_F_VERSION_1]) {
+      expect(hasFeature(a.deviceFeatures, b)).toBe(true);
+    }
+    expect(hasFeature(a.deviceFeatures, VIRTIO_NET_F_MTU)).toBe(false);
+    const cfg = new Uint8Array(12);
+    a.readConfig(0, cfg);
+    expect(Array.from(cfg)).toEqual([0x52, 0x54, 0, 0x12, 0x34, 0x56, 1, 0, 1, 0, 0xdc, 0x05]);
+    const b = new VirtioNet({ mac: MAC, mtu: 9000 }, undefined);
+    expect(hasFeature(b.deviceFeatures, VIRTIO_NET_F_MTU)).toBe(true);
+    b.readConfig(10, cfg.subarray(0, 2));
+    expect(cfg[0] | (cfg[1] << 8)).toBe(9000);
+    // A driver may program the MAC; other fields are read-only.
+    b.writeConfig(4, Uint8Array.from([0xaa, 0xbb, 0xcc, 0xdd]));
+    expect(formatMac(b.mac)).toBe('52:54:00:12:aa:bb');
+  });
+
+  it('builds from the config without a backend (ctx without host ports)', () => {
+    const c = new ConfigTree();
+    c.set('pci.0.5.0.backend', 'tap0');
+    expect(createVirtioNet({ config: c }, 'pci.0.5.0', 5, 0)).toBeInstanceOf(VirtioNet);
+    expect(() => createVirtioNet({ config: c, hostPort: () => undefined }, 'pci.0.5.0', 5, 0)).toThrow(/not opened/);
+  });
+});
+
+describe('virtio-net data path', () => {
+  it('TX strips the 12-byte header, gathers the chain and interrupts once per batch', () => {
+    const { port, dev, tx, interrupts } = setup(V1);
+    const h = tx.alloc(12); const p1 = tx.alloc(20); const p2 = tx.alloc(60);
+    tx.fill(p1, frame(20)); tx.fill(p2, frame(60, 20));
+    tx.offer(tx.chain([{ addr: h, len: 12 }, { addr: p1, len: 20 }, { addr: p2, len: 60 }]));
+    const q = tx.alloc(12 + 42); tx.fill(q + 12, frame(42, 9));
+    tx.offer(tx.chain([{ addr: q, len: 54 }]));
+    dev.queueNotify(1);
+    expect(port.sent.map((s) => s.length)).toEqual([80, 42]);
+    expect(Array.from(port.sent[0].subarray(0, 20))).toEqual(Array.from(frame(20)));
+    expect(Array.from(port.sent[1])).toEqual(Array.from(frame(42, 9)));
+    expect(tx.usedIdx()).toBe(2);
+    expect(tx.usedElem(0)).toEqual({ id: 0, len: 0 });
+    expect(interrupts).toEqual([1]);
+    expect(dev.stats.txFrames).toBe(2);
+  });
+
+  it('TX drops chains too short for a header and an Ethernet header but returns them', () => {
+    const { port, dev, tx } = setup(V1);
+    const a = tx.alloc(16);
+    tx.offer(tx.chain([{ addr: a, len: 16 }]));
+    dev.queueNotify(1);
+    expect(port.sent).toHaveLength(0);
+    expect(tx.usedIdx()).toBe(1);
+    expect(dev.stats.txDropped).toBe(1);
+  });
+
+  it('RX without MRG_RXBUF: one buffer per frame, num_buffers 1, waits for buffers', () => {
+    const { port, dev, rx, interrupts } = setup(V1);
+    port.rx.push(frame(100), frame(1514, 3));
+    dev.poll(); // no buffers yet: frames stay with the backend
+    expect(port.rx).toHaveLength(2);
+    expect(rx.usedIdx()).toBe(0);
+    const bufs = [rx.alloc(2048), rx.alloc(2048)];
+    for (const b of bufs) rx.offer(rx.chain([{ addr: b, len: 2048, write: true }]));
+    dev.queueNotify(0); // the driver added buffers
+    expect(port.rx).toHaveLength(0);
+    expect(rx.usedIdx()).toBe(2);
+    expect(rx.usedElem(0).len).toBe(112);
+    expect(rx.usedElem(1).len).toBe(1526);
+    const hdr = rx.read(bufs[0], 12);
+    expect(Array.from(hdr)).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+    expect(Array.from(rx.read(bufs[1] + 12, 1514))).toEqual(Array.from(frame(1514, 3)));
+    expect(interrupts).toEqual([0]);
+  });
+
+  it('RX with MRG_RXBUF spreads a frame over several buffers and sets num_buffers', () => {
+    const { port, dev, rx } = setup(V1_MRG);
+    const bufs = Array.from({ length: 6 }, () => rx.alloc(256));
+    for (const b of bufs) rx.offer(rx.chain([{ addr: b, len: 256, write: true }]));
+    port.rx.push(frame(1000, 5), frame(60, 6));
+    dev.poll();
+    expect(rx.usedIdx()).toBe(5);
+    expect([0, 1, 2, 3, 4].map((i) => rx.usedElem(i).len)).toEqual([256, 256, 256, 244, 72]);
+    expect(rx.read(bufs[0] + 10, 2)[0]).toBe(4); // num_buffers
+    expect(rx.read(bufs[4] + 10, 2)[0]).toBe(1);
+    const got = Buffer.concat([rx.read(bufs[0] + 12, 244), rx.read(bufs[1], 256), rx.read(bufs[2], 256), rx.read(bufs[3], 244)]);
+    expect(Buffer.compare(got, Buffer.from(frame(1000, 5)))).toBe(0);
+  });
+
+  it('RX with MRG_RXBUF keeps buffers popped for a frame that did not fit yet', () => {
+    const { port, dev, rx } = setup(V1_MRG);
+    const b1 = rx.alloc(512);
+    rx.offer(rx.chain([{ addr: b1, len: 512, write: true }]));
+    port.rx.push(frame(1000));
+    dev.poll();
+    expect(rx.usedIdx()).toBe(0);
+    expect(port.rx).toHaveLength(1);
+    const b2 = rx.alloc(1024);
+    rx.offer(rx.chain([{ addr: b2, len: 1024, write: true }]));
+    dev.queueNotify(0);
+    expect(rx.usedIdx()).toBe(2);
+    expect(rx.usedElem(0)).toEqual({ id: 0, len: 512 });
+    expect(rx.usedElem(1)).toEqual({ id: 1, len: 500 });
+    expect(rx.read(b1 + 10, 1)[0]).toBe(2);
+  });
+
+  it('RX drops a frame larger than a non-mergeable buffer and returns the buffer empty', () => {
+    const { port, dev, rx } = setup(V1);
+    const b = rx.alloc(128);
+    rx.offer(rx.chain([{ addr: b, len: 128, write: true }]));
+    port.rx.push(frame(200));
+    dev.poll();
+    expect(rx.usedElem(0).len).toBe(0);
+    expect(port.rx).toHaveLength(0);
+    expect(dev.stats.rxDropped).toBe(1);
+  });
+
+  it('honours interrupt suppression (NO_INTERRUPT, then used_event with EVENT_IDX)', () => {
+    const a = setup(V1);
+    a.rx.setAvailFlags(VIRTQ_AVAIL_F_NO_INTERRUPT);
+    for (let i = 0; i < 4; i++) a.rx.offer(a.rx.chain([{ addr: a.rx.alloc(2048), len: 2048, write: true }]));
+    a.port.rx.push(frame(64), frame(64));
+    a.dev.poll();
+    expect(a.rx.usedIdx()).toBe(2);
+    expect(a.interrupts).toEqual([]);
+
+    const b = setup(V1 | featureBit(VIRTIO_RING_F_EVENT_IDX));
+    for (let i = 0; i < 8; i++) b.rx.offer(b.rx.chain([{ addr: b.rx.alloc(2048), len: 2048, write: true }]));
+    b.rx.setUsedEvent(2); // interrupt when used idx passes 2
+    b.port.rx.push(frame(64)); b.dev.poll();
+    expect(b.interrupts).toEqual([0]); // first signal after activation
+    b.port.rx.push(frame(64)); b.dev.poll();
+    expect(b.interrupts).toEqual([0]); // idx 2: not past used_event yet
+    b.port.rx.push(frame(64)); b.dev.poll();
+    expect(b.interrupts).toEqual([0, 0]); // idx 3 crossed used_event 2
+    expect(b.rx.availEvent()).toBe(3);
+  });
+
+  it('hostile chains put the device in needs-reset, never throw', () => {
+    const a = setup(V1);
+    const w = a.tx.alloc(64);
+    a.tx.setDesc(0, w, 64, VIRTQ_DESC_F_NEXT, 0); // loops
+    a.tx.offer(0);
+    expect(() => a.dev.queueNotify(1)).not.toThrow();
+    expect(a.resets[0]).toMatch(/loops/);
+    expect(a.dev.needsResetReason).toBeDefined();
+
+    const b = setup(V1);
+    b.rx.setDesc(0, 0xfff000000, 2048, 2, 0); // out of guest RAM, writable
+    b.rx.offer(0);
+    b.port.rx.push(frame(64));
+    expect(() => b.dev.poll()).not.toThrow();
+    expect(b.resets[0]).toMatch(/not in guest RAM/);
+    b.dev.reset();
+    expect(b.dev.needsResetReason).toBeUndefined();
+
+    const c = setup(V1);
+    c.rx.setAvailIdx(100); // ran ahead of the queue size
+    c.port.rx.push(frame(64));
+    expect(() => c.dev.poll()).not.toThrow();
+    expect(c.resets[0]).toMatch(/ahead/);
+
+    const d = setup(V1);
+    d.tx.setDesc(0, d.tx.alloc(16), 0, 0, 0); // zero length
+    d.tx.offer(0);
+    d.dev.queueNotify(1);
+    expect(d.resets[0]).toMatch(/zero-length/);
+  });
+});
+
+describe('FrameRing', () => {
+  it('passes variable-length records in order, wrapping without splitting one', () => {
+    const r = FrameRing.create(4096);
+    const other = FrameRing.from(r.sab);
+    let sent = 0; let got = 0;
+    for (let round = 0; round < 50; round++) {
+      while (r.push(frame(100 + ((sent * 37) % 900), sent))) sent++;
+      expect(r.fits(1000)).toBe(false);
+      for (let k = 0; k < 3; k++) {
+        const f = other.peek();
+        expect(f).not.toBeNull();
+        expect(Array.from(f!)).toEqual(Array.from(frame(100 + ((got * 37) % 900), got)));
+        other.consume();
+        got++;
+      }
+    }
+    while (other.peek() !== null) { other.consume(); got++; }
+    expect(got).toBe(sent);
+    expect(r.isEmpty()).toBe(true);
+  });
+
+  it('refuses records larger than half the ring and counts drops', () => {
+    const r = FrameRing.create(1024);
+    expect(r.push(new Uint8Array(r.maxFrame + 1))).toBe(false);
+    expect(r.push(new Uint8Array(r.maxFrame))).toBe(true);
+    r.countDrop();
+    expect(r.dropped).toBe(1);
+    r.discard();
+    expect(r.peek()).toBeNull();
+  });
+
+  it('wakes a producer waiting for space', async () => {
+    const r = FrameRing.create(256);
+    while (r.push(new Uint8Array(40)));
+    let woke = false;
+    const p = r.waitForSpace(40).then(() => { woke = true; });
+    await new Promise((res) => setTimeout(res, 10));
+    expect(woke).toBe(false);
+    r.peek(); r.consume();
+    await p;
+    expect(woke).toBe(true);
+  });
+});
