@@ -11,29 +11,12 @@ import {
 } from '../../src/devices/virtio/virtio-net.js';
 import { FrameRing } from '../../src/devices/virtio/frame-ring.js';
 import { tapNameOf, type NetPort } from '../../src/devices/virtio/net-backend.js';
-import { createQueues, offeredFeatures, type VirtioActivation, type VirtioDevice } from '../../src/devices/virtio/virtio-device.js';
 import {
   VIRTIO_F_VERSION_1, VIRTIO_ID_NET, VIRTIO_RING_F_EVENT_IDX, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_NEXT,
   featureBit, hasFeature,
 } from '../../src/devices/virtio/virtio-constants.js';
 import { FakeDriver } from './virtio-driver.js';
-
-/** Activates `device` with one FakeDriver per queue (each its own RAM). */
-export function activateQueues(device: VirtioDevice, drivers: Array<FakeDriver | null>, features?: bigint) {
-  const interrupts: number[] = [];
-  const resets: string[] = [];
-  device.ackFeatures(features ?? offeredFeatures(device));
-  const queues = drivers.map((d, i) => (d === null ? null
-    : createQueues(d.mem, drivers.map((x, j) => (j === i && x ? x.layout : null)), device.ackedFeatures, device.queueMaxSizes)[i]));
-  const activation: VirtioActivation = {
-    mem: (drivers.find((d) => d !== null) as FakeDriver).mem,
-    queues,
-    interrupt: { queue: (i) => interrupts.push(i), config: () => undefined },
-    needsReset: (reason) => { resets.push(reason); },
-  };
-  device.activate(activation);
-  return { interrupts, resets, queues };
-}
+import { activateQueues } from './virtio-queues.js';
 
 class FakePort implements NetPort {
   rx: Uint8Array[] = [];
