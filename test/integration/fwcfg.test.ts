@@ -45,7 +45,8 @@ async function run(cpus: number, mem: string, extra: string[]) {
   const r = await runBhyve(bhyveArgs(rom('fwcfg'), vmName('fwcfg'), {
     cpus, mem, extra: ['-o', 'lpc.fwcfg=qemu', ...extra],
   }), { timeout: 60_000 });
-  return { out: r.stdout.replace(/\r\n/g, '\n'), all: `${r.stdout}${r.stderr}`, status: r.exitCode };
+  const stdout = String(r.stdout ?? '');
+  return { out: stdout.replace(/\r\n/g, '\n'), all: `${stdout}${String(r.stderr ?? '')}`, status: r.exitCode };
 }
 
 /** The checks every run shares; returns the file lines. */
