@@ -24,7 +24,7 @@ export async function bhyveMain(argv: readonly string[]): Promise<number> {
     const [vmm, probe] = await Promise.all([import('../vmm/run-vm.js'), import('../vmm/probe.js')]);
     runVm = vmm.runVm;
     userErrors = [vmm.VmSetupError, probe.HostRequirementError];
-    return await runVm(result.config);
+    return await runVm(result.config, { fwcfgFiles: result.fwcfgFiles });
   } catch (err) {
     return reportError('bhyve', err, userErrors);
   }

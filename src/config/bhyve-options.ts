@@ -188,6 +188,7 @@ export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
   { key: 'lpc.bootvars', description: 'UEFI variable store file' },
   { key: 'lpc.comN.path', description: 'COM1-COM4 backend (stdio, a tty device, tcp=ip:port)' },
   { key: 'lpc.fwcfg', default: 'bhyve', description: 'firmware configuration interface (bhyve or qemu)' },
+  { key: 'lpc.debugcon.path', description: 'QEMU debug console at port 0x402 (stdio or a file), lpc.fwcfg=qemu only' },
   { key: 'lpc.pc-testdev', default: 'false', description: 'attach the pc-testdev test device' },
   { key: 'lpc.pcireg.vendor', description: 'LPC bridge PCI vendor ID override' },
   { key: 'lpc.pcireg.device', description: 'LPC bridge PCI device ID override' },

@@ -209,7 +209,7 @@ export const FEATURES: Record<string, { description: string; implemented: boolea
   numa: { description: '-n guest NUMA domains (domains.*)', implemented: false },
   keyboard: { description: '-K keyboard layout (keyboard.layout)', implemented: false },
   'fwcfg-qemu': { description: 'QEMU fw_cfg interface (lpc.fwcfg=qemu)', implemented: true },
-  'fwcfg-files': { description: '-f fw_cfg user files', implemented: false },
+  'fwcfg-files': { description: '-f fw_cfg user files', implemented: true },
   'vcpu-pinning': { description: '-p vCPU pinning (vcpu.N.cpuset)', implemented: true },
   'wired-memory': { description: '-S wired guest memory (memory.wired)', implemented: true },
   'guest-in-core': { description: '-C guest memory in core files (memory.guest_in_core)', implemented: true },

@@ -24,7 +24,13 @@ export { VmSetupError };
 const STOP_GRACE_MS = 2000;
 
 /** Runs the VM described by `config`; resolves to bhyve(8)'s exit status. */
-export async function runVm(config: ConfigTree): Promise<number> {
+/** What the command line gives besides the config tree (bhyve keeps `-f`
+ * fw_cfg files outside it). */
+export interface RunExtras {
+  fwcfgFiles?: ReadonlyArray<{ name: string; data: Uint8Array }>;
+}
+
+export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise<number> {
   // Start the vCPU threads first: their module loading overlaps our setup.
   const expectedCpus = Number(config.get('cpus') ?? '1');
   const threads: Worker[] = [];
@@ -117,6 +123,7 @@ export async function runVm(config: ConfigTree): Promise<number> {
         strictIo: config.getBool('x86.strictio', false),
         requestPort: requester.portFor(i),
         timerSab,
+        fwcfgFiles: [...(extras.fwcfgFiles ?? [])],
         cpuset: cpusetSpec === undefined ? undefined : parseCpuset(i, cpusetSpec),
       };
       started.push(new Promise((resolve, reject) => {

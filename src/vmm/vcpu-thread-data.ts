@@ -33,6 +33,8 @@ export interface VcpuThreadData {
    * by slot node ("pci.0.3.0"); see devices/virtio/host-ports.ts. */
   hostPorts?: Record<string, HostPortTransfer>;
   strictIo: boolean;
+  /** `-f name,...` fw_cfg user files (for lpc.fwcfg=qemu). */
+  fwcfgFiles: Array<{ name: string; data: Uint8Array }>;
   /** Deadlines of device timers (device-timers.ts). */
   timerSab: SharedArrayBuffer;
   /** Where the main thread posts requests only this vCPU can serve. */

@@ -91,7 +91,7 @@ if (d.id === 0) {
     },
   };
   try {
-    platform = buildPlatform(ctx, d.layout);
+    platform = buildPlatform(ctx, d.layout, { fwcfgFiles: d.fwcfgFiles });
     devices = platform.devices;
   } catch (e) {
     // A device that cannot start (missing image, bad option) is the user's
