@@ -10,7 +10,7 @@
 // Each figure is the median of REPS runs.
 //
 // Usage: node bench/virtio-blk.mjs [--mib 64] [--krand 20] [--reps 3]
-//          [--only bhyve|qemu] [--no-write]
+//          [--only bhyve|bhyve-exit|qemu] [--no-write]
 // Writes the "virtio-blk" section of BENCHMARKS.md unless --no-write.
 import { parseArgs } from 'node:util';
 import { closeSync, fsyncSync, openSync, readSync, rmSync, writeSync, ftruncateSync } from 'node:fs';
@@ -48,16 +48,21 @@ function freshImage() {
   closeSync(fd);
 }
 
-// The VMMs of lib.mjs with the disk added.
-const withDisk = {
-  bhyve: {
-    ...VMMS.bhyve,
-    argv(rp) {
-      const [cmd, args] = VMMS.bhyve.argv.call(this, rp);
-      const vm = args[args.length - 1];
-      return [cmd, [...args.slice(0, -1), '-s', `3,virtio-blk,${img},ser=BENCHSERIAL`, vm]];
-    },
+// The VMMs of lib.mjs with the disk added; bhyve twice: requests served on
+// the iothread fed by a KVM ioeventfd (iothread=true), and on the device
+// thread after an MMIO exit (iothread=false).
+const bhyveWith = (iothread) => ({
+  ...VMMS.bhyve,
+  label: `${VMMS.bhyve.label}, ${iothread ? 'iothread + ioeventfd' : 'notify exit, device thread'}`,
+  argv(rp) {
+    const [cmd, args] = VMMS.bhyve.argv.call(this, rp);
+    const vm = args[args.length - 1];
+    return [cmd, [...args.slice(0, -1), '-s', `3,virtio-blk,${img},ser=BENCHSERIAL,iothread=${iothread}`, vm]];
   },
+});
+const withDisk = {
+  bhyve: bhyveWith(true),
+  'bhyve-exit': bhyveWith(false),
   qemu: {
     ...VMMS.qemu,
     argv(rp) {
@@ -120,7 +125,7 @@ const fmt = (v, d = 0) => (v === null || v === undefined ? '–' : v.toFixed(d))
 const results = {};
 const notes = [];
 for (const [key, vmm] of Object.entries(withDisk)) {
-  if (opt.only && opt.only !== key) continue;
+  if (opt.only && !key.startsWith(opt.only)) continue;
   const why = vmm.available();
   if (why) {
     notes.push(`${vmm.label}: skipped (${why}).`);
@@ -158,10 +163,14 @@ console.error(`virtio-blk: host: write ${fmt(host.writeMBs)} MB/s, +fsync ${fmt(
 const row = (r) => [r.label, fmt(r.writeMBs), fmt(r.writeFlushMBs), fmt(r.readMBs), fmt(r.iops32), fmt(r.iops1)];
 const rows = Object.values(results).map(row);
 rows.push(['host file, node fs (the limit)', fmt(host.writeMBs), fmt(host.writeFlushMBs), fmt(host.readMBs), '–', fmt(host.iops1)]);
-if (results.bhyve && results.qemu) {
-  const q = (k) => (results.bhyve[k] && results.qemu[k] ? `${(results.bhyve[k] / results.qemu[k]).toFixed(2)}x` : '–');
-  rows.push(['ratio bhyve-kvm / QEMU', q('writeMBs'), q('writeFlushMBs'), q('readMBs'), q('iops32'), q('iops1')]);
-}
+const ratio = (a, b, label) => {
+  if (!results[a] || !results[b]) return;
+  const q = (k) => (results[a][k] && results[b][k] ? `${(results[a][k] / results[b][k]).toFixed(2)}x` : '–');
+  rows.push([label, q('writeMBs'), q('writeFlushMBs'), q('readMBs'), q('iops32'), q('iops1')]);
+};
+ratio('bhyve', 'qemu', 'ratio bhyve-kvm (iothread) / QEMU');
+ratio('bhyve-exit', 'qemu', 'ratio bhyve-kvm (exit path) / QEMU');
+ratio('bhyve', 'bhyve-exit', 'ratio iothread / exit path');
 const depth = Object.values(results)[0]?.depth ?? 32;
 const table = mdTable(['', 'seq write MB/s', 'write + FLUSH MB/s', 'seq read MB/s', `4 KiB rand read IOPS, QD${depth}`, '4 KiB rand read IOPS, QD1'], rows);
 console.log(table);
@@ -176,7 +185,8 @@ if (!opt['no-write']) {
     `${krand * 1000} random 4 KiB reads at queue depth ${depth} and ${krand * 250} at depth 1, within the written ${mib} MiB.`,
     'The driver runs in ring 3 of long mode and polls the used ring (no interrupts); each phase is timed in the guest with the TSC,',
     `calibrated against the RTC seconds. Median of ${reps} runs. QEMU: \`-drive format=raw,if=none -device virtio-blk-pci,disable-legacy=on\``,
-    '(cache=writeback); bhyve-kvm: `-s 3,virtio-blk,IMAGE`. Host row: node fs on the same filesystem (256 KiB pwrite, then fsync; 256 KiB pread',
+    '(cache=writeback); bhyve-kvm: `-s 3,virtio-blk,IMAGE,iothread=true` (queue on an iothread, notify through a KVM ioeventfd) and',
+    '`iothread=false` (notify exits to the device thread, which does the I/O before the vCPU resumes). Host row: node fs on the same filesystem (256 KiB pwrite, then fsync; 256 KiB pread',
     'from the page cache; 4 KiB preads at random offsets, one at a time). On kvm_pvm hosts every notify (an MMIO write from ring 3) is a',
     'slow exit, which bounds the QD1 figure.',
     '',

@@ -109,6 +109,33 @@ export interface DeviceContext {
    * shape is the device's business. Absent in contexts without host
    * backends (unit tests). */
   hostPort?(key: string): unknown;
+  /** KVM doorbells for devices that move their data path off the device
+   * thread (virtio-blk's iothread). Absent in unit tests and wherever the
+   * vmm cannot offer them. */
+  readonly kvm?: KvmDoorbells;
+}
+
+/** What a device may ask of KVM directly: route a guest write to an
+ * eventfd inside the kernel (KVM_IOEVENTFD), and hand a helper thread what
+ * it needs to map guest RAM and to wake the device thread. */
+export interface KvmDoorbells {
+  /** Registers (or with `deassign` removes) an ioeventfd: a guest MMIO write
+   * at `addr` (any length when KVM allows it, else 2 bytes) signals eventfd
+   * `fd` without an exit to userspace. False when KVM refused it. */
+  ioeventfd(fd: number, addr: number, deassign?: boolean): boolean;
+  /** Structured-clonable data for a helper worker_thread (see
+   * devices/virtio/blk-iothread.ts): the guest RAM file and layout, and
+   * what a kick of the device thread needs. */
+  readonly helper: HelperThreadData;
+}
+
+export interface HelperThreadData {
+  memoryPath: string;
+  layout: { lowmem: number; highmem: number };
+  controlSab: SharedArrayBuffer;
+  vcpuCount: number;
+  bspFd: number;
+  mmapSize: number;
 }
 
 /** A running device model. `poll` runs on the device thread whenever the

@@ -36,6 +36,12 @@ export const SIZEOF = {
   kvm_stats_desc: 16, // plus name_size bytes of name
   kvm_run_io: 16,
   kvm_run_mmio: 24,
+  kvm_ioeventfd: 64,
+  kvm_irqfd: 32,
+  kvm_irq_routing: 8,
+  kvm_irq_routing_entry: 48,
+  kvm_irq_routing_msi: 16,
+  kvm_irq_routing_irqchip: 8,
 } as const;
 
 export const KVM = {
@@ -67,6 +73,9 @@ export const KVM = {
   GET_DEBUGREGS: ior(0xa1, SIZEOF.kvm_debugregs),
   SET_DEBUGREGS: iow(0xa2, SIZEOF.kvm_debugregs),
   GET_STATS_FD: io(0xce),
+  SET_GSI_ROUTING: iow(0x6a, SIZEOF.kvm_irq_routing),
+  IRQFD: iow(0x76, SIZEOF.kvm_irqfd),
+  IOEVENTFD: iow(0x79, SIZEOF.kvm_ioeventfd),
 } as const;
 
 export const CAP = {
@@ -78,7 +87,9 @@ export const CAP = {
   PIT2: 33,
   IOEVENTFD: 36,
   IRQFD: 32,
+  IRQ_ROUTING: 25,
   MAX_VCPUS: 66,
+  IOEVENTFD_ANY_LENGTH: 122,
   SIGNAL_MSI: 77,
   READONLY_MEM: 81,
   IMMEDIATE_EXIT: 136,
@@ -174,6 +185,24 @@ export const MSI = { address_lo: 0, address_hi: 4, data: 8, flags: 12, devid: 16
 export const ENABLE_CAP = { cap: 0, flags: 4, args: 8 } as const;
 export const STATS_HEADER = { flags: 0, name_size: 4, num_desc: 8, id_offset: 12, desc_offset: 16, data_offset: 20 } as const;
 export const STATS_DESC = { flags: 0, exponent: 4, size: 6, offset: 8, bucket_size: 12, name: 16 } as const;
+
+/** struct kvm_ioeventfd: a guest write to [addr, addr+len) (MMIO, or port
+ * I/O with FLAG_PIO) signals `fd` in the kernel, without an exit to us. */
+export const IOEVENTFD = { datamatch: 0, addr: 8, len: 16, fd: 20, flags: 24 } as const;
+export const IOEVENTFD_FLAG = { DATAMATCH: 1 << 0, PIO: 1 << 1, DEASSIGN: 1 << 2 } as const;
+/** struct kvm_irqfd: writing `fd` injects GSI `gsi` (through its route). */
+export const IRQFD = { fd: 0, gsi: 4, flags: 8, resamplefd: 12 } as const;
+export const IRQFD_FLAG = { DEASSIGN: 1 << 0, RESAMPLE: 1 << 1 } as const;
+/** struct kvm_irq_routing { u32 nr; u32 flags; entries[] } and its entries. */
+export const IRQ_ROUTING = { nr: 0, flags: 4, entries: 8 } as const;
+export const IRQ_ROUTING_ENTRY = { gsi: 0, type: 4, flags: 8, u: 16 } as const;
+export const IRQ_ROUTING_MSI = { address_lo: 0, address_hi: 4, data: 8, devid: 12 } as const;
+export const IRQ_ROUTING_IRQCHIP = { irqchip: 0, pin: 4 } as const;
+export const IRQ_ROUTING_TYPE = { IRQCHIP: 1, MSI: 2 } as const;
+export const IRQCHIP = { PIC_MASTER: 0, PIC_SLAVE: 1, IOAPIC: 2 } as const;
+/** GSIs of KVM's default routing (PIC 0-15 and IOAPIC 0-23); routes we add
+ * for irqfds start above them. */
+export const IOAPIC_NUM_PINS = 24;
 
 /** Guest physical addresses KVM needs for Intel's real-mode support (as QEMU). */
 export const TSS_ADDR = 0xfeffd000;

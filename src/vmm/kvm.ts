@@ -4,8 +4,10 @@
 
 import fs from 'node:fs';
 import {
-  CAP, CPUID_ENTRY, DTABLE, ENABLE_CAP, IRQ_LEVEL, KVM, KVM_RUN_OFF, MSI, REGS_ORDER, SEGMENT, SIZEOF, SREGS,
-  STATS_DESC, STATS_HEADER, USERSPACE_MEMORY_REGION, MEM_READONLY, type RegName,
+  CAP, CPUID_ENTRY, DTABLE, ENABLE_CAP, IOAPIC_NUM_PINS, IOEVENTFD, IOEVENTFD_FLAG, IRQ_LEVEL, IRQ_ROUTING,
+  IRQ_ROUTING_ENTRY, IRQ_ROUTING_IRQCHIP, IRQ_ROUTING_MSI, IRQ_ROUTING_TYPE, IRQCHIP, IRQFD, IRQFD_FLAG, KVM,
+  KVM_RUN_OFF, MSI, REGS_ORDER, SEGMENT, SIZEOF, SREGS, STATS_DESC, STATS_HEADER, USERSPACE_MEMORY_REGION,
+  MEM_READONLY, type RegName,
 } from './kvm-abi.js';
 import { ioctl, ioctlRaw, ioctlValue, mmap, PROT_READ, PROT_WRITE, SysError, type Mapping } from './libc.js';
 
@@ -138,6 +140,67 @@ export class Vm {
     v.setUint32(MSI.address_hi, Math.floor(address / 0x100000000) >>> 0, true);
     v.setUint32(MSI.data, data >>> 0, true);
     ioctl(this.fd, KVM.SIGNAL_MSI, this.msiBuf, 'KVM_SIGNAL_MSI');
+  }
+
+  /** KVM_IOEVENTFD: a guest write of `len` bytes (0: any length, with
+   * KVM_CAP_IOEVENTFD_ANY_LENGTH) at `addr` signals eventfd `fd` inside the
+   * kernel instead of exiting to userspace; `datamatch` restricts it to one
+   * value. `deassign` removes the same registration. */
+  ioeventfd(opts: { fd: number; addr: number; len: number; pio?: boolean; datamatch?: bigint; deassign?: boolean }): void {
+    const b = new Uint8Array(SIZEOF.kvm_ioeventfd);
+    const v = new DataView(b.buffer);
+    let flags = 0;
+    if (opts.pio) flags |= IOEVENTFD_FLAG.PIO;
+    if (opts.datamatch !== undefined) { flags |= IOEVENTFD_FLAG.DATAMATCH; v.setBigUint64(IOEVENTFD.datamatch, opts.datamatch, true); }
+    if (opts.deassign) flags |= IOEVENTFD_FLAG.DEASSIGN;
+    v.setBigUint64(IOEVENTFD.addr, BigInt(opts.addr), true);
+    v.setUint32(IOEVENTFD.len, opts.len, true);
+    v.setInt32(IOEVENTFD.fd, opts.fd, true);
+    v.setUint32(IOEVENTFD.flags, flags, true);
+    ioctl(this.fd, KVM.IOEVENTFD, b, `KVM_IOEVENTFD${opts.deassign ? ' (deassign)' : ''} at 0x${opts.addr.toString(16)}`);
+  }
+
+  /** KVM_IRQFD: writing eventfd `fd` raises GSI `gsi` (through its route). */
+  irqfd(fd: number, gsi: number, deassign = false): void {
+    const b = new Uint8Array(SIZEOF.kvm_irqfd);
+    const v = new DataView(b.buffer);
+    v.setUint32(IRQFD.fd, fd, true);
+    v.setUint32(IRQFD.gsi, gsi, true);
+    v.setUint32(IRQFD.flags, deassign ? IRQFD_FLAG.DEASSIGN : 0, true);
+    ioctl(this.fd, KVM.IRQFD, b, `KVM_IRQFD${deassign ? ' (deassign)' : ''} gsi ${gsi}`);
+  }
+
+  /** KVM_SET_GSI_ROUTING: replaces the whole table. KVM's default routes
+   * (GSI 0-15 to the PICs and GSI 0-23 to the IOAPIC, identity) come first,
+   * so INTx keeps working, then one MSI route per entry of `msi`. */
+  setGsiRouting(msi: ReadonlyArray<{ gsi: number; address: number; data: number }>): void {
+    const entries: Array<(v: DataView, o: number) => void> = [];
+    for (let pin = 0; pin < IOAPIC_NUM_PINS; pin++) {
+      const chips: Array<[number, number]> = [[IRQCHIP.IOAPIC, pin]];
+      if (pin < 16) chips.push([pin < 8 ? IRQCHIP.PIC_MASTER : IRQCHIP.PIC_SLAVE, pin % 8]);
+      for (const [chip, p] of chips) {
+        entries.push((v, o) => {
+          v.setUint32(o + IRQ_ROUTING_ENTRY.gsi, pin, true);
+          v.setUint32(o + IRQ_ROUTING_ENTRY.type, IRQ_ROUTING_TYPE.IRQCHIP, true);
+          v.setUint32(o + IRQ_ROUTING_ENTRY.u + IRQ_ROUTING_IRQCHIP.irqchip, chip, true);
+          v.setUint32(o + IRQ_ROUTING_ENTRY.u + IRQ_ROUTING_IRQCHIP.pin, p, true);
+        });
+      }
+    }
+    for (const m of msi) {
+      entries.push((v, o) => {
+        v.setUint32(o + IRQ_ROUTING_ENTRY.gsi, m.gsi, true);
+        v.setUint32(o + IRQ_ROUTING_ENTRY.type, IRQ_ROUTING_TYPE.MSI, true);
+        v.setUint32(o + IRQ_ROUTING_ENTRY.u + IRQ_ROUTING_MSI.address_lo, m.address >>> 0, true);
+        v.setUint32(o + IRQ_ROUTING_ENTRY.u + IRQ_ROUTING_MSI.address_hi, Math.floor(m.address / 0x100000000) >>> 0, true);
+        v.setUint32(o + IRQ_ROUTING_ENTRY.u + IRQ_ROUTING_MSI.data, m.data >>> 0, true);
+      });
+    }
+    const b = new Uint8Array(SIZEOF.kvm_irq_routing + entries.length * SIZEOF.kvm_irq_routing_entry);
+    const v = new DataView(b.buffer);
+    v.setUint32(IRQ_ROUTING.nr, entries.length, true);
+    entries.forEach((fill, i) => fill(v, IRQ_ROUTING.entries + i * SIZEOF.kvm_irq_routing_entry));
+    ioctl(this.fd, KVM.SET_GSI_ROUTING, b, 'KVM_SET_GSI_ROUTING');
   }
 
   createVcpu(id: number): number {

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import { ConfigTree } from '../config/tree.js';
-import type { ByteStream, Device, DeviceContext, InterruptSink, MachineControl } from '../devices/device.js';
+import type { ByteStream, Device, DeviceContext, InterruptSink, KvmDoorbells, MachineControl } from '../devices/device.js';
 import { attachUartStream } from '../devices/lpc/uart-backend.js';
 import { buildPlatform, type Platform } from '../devices/platform.js';
 import { ForwardingIoBus, Mailbox } from './ap-mailbox.js';
@@ -17,7 +17,7 @@ import type { ExitRequest } from './exit-status.js';
 import { GuestMemory } from './guest-memory.js';
 import { mapGuestRam, ramRegions } from './guest-ram.js';
 import { LocalIoBus, type IoBus } from './io-bus.js';
-import { MP_STATE, RFLAGS_IF } from './kvm-abi.js';
+import { CAP, MP_STATE, RFLAGS_IF } from './kvm-abi.js';
 import { Vcpu, Vm } from './kvm.js';
 import { EAGAIN, EINTR, gettid, pinThisThread, strerror } from './libc.js';
 import { DEVICE_REQUEST, Kicker, VCPU_REQUEST, VCPU_STATE, VcpuControl } from './vcpu-control.js';
@@ -81,6 +81,7 @@ if (d.id === 0) {
     machine,
     timer: (callback) => timers!.create(callback),
     hostPort: (key: string) => d.hostPorts?.[key],
+    kvm: kvmDoorbells(vm),
     memoryMap: d.legacyWindow || bootvarsPath !== undefined ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath) : undefined,
     stream(key: string): ByteStream | undefined {
       const t = d.streams[key];
@@ -111,6 +112,27 @@ const exitCtx: ExitContext = {
   strictIo: d.strictIo,
   rip: () => Number(vcpu.getRegs().rip),
 };
+
+/** DeviceContext.kvm: ioeventfds on this VM, and what a device's helper
+ * thread (virtio-blk iothread) needs to map RAM and kick this thread. */
+function kvmDoorbells(vm: Vm): KvmDoorbells | undefined {
+  if (!vm.checkExtension(CAP.IOEVENTFD)) return undefined;
+  const anyLength = vm.checkExtension(CAP.IOEVENTFD_ANY_LENGTH) !== 0;
+  return {
+    ioeventfd(fd: number, addr: number, deassign = false): boolean {
+      try {
+        vm.ioeventfd({ fd, addr, len: anyLength ? 0 : 2, deassign });
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    helper: {
+      memoryPath: d.memoryPath, layout: d.layout, controlSab: d.controlSab, vcpuCount: d.vcpuCount,
+      bspFd: d.bspFd, mmapSize: d.mmapSize,
+    },
+  };
+}
 
 /** Work that arrives by kick: device-thread requests and the halt check. */
 function onKick(): void {

@@ -24,6 +24,13 @@ int main(void) {
   S(kvm_userspace_memory_region) S(kvm_regs) S(kvm_segment) S(kvm_dtable) S(kvm_sregs) S(kvm_cpuid2)
   S(kvm_cpuid_entry2) S(kvm_irq_level) S(kvm_pit_config) S(kvm_mp_state) S(kvm_msi) S(kvm_enable_cap)
   S(kvm_msrs) S(kvm_msr_entry) S(kvm_debugregs) S(kvm_stats_header) S(kvm_stats_desc)
+  S(kvm_ioeventfd) S(kvm_irqfd) S(kvm_irq_routing) S(kvm_irq_routing_entry) S(kvm_irq_routing_msi) S(kvm_irq_routing_irqchip)
+  O(kvm_ioeventfd, datamatch) O(kvm_ioeventfd, addr) O(kvm_ioeventfd, len) O(kvm_ioeventfd, fd) O(kvm_ioeventfd, flags)
+  O(kvm_irqfd, fd) O(kvm_irqfd, gsi) O(kvm_irqfd, flags) O(kvm_irqfd, resamplefd)
+  O(kvm_irq_routing, nr) O(kvm_irq_routing, flags) O(kvm_irq_routing, entries)
+  O(kvm_irq_routing_entry, gsi) O(kvm_irq_routing_entry, type) O(kvm_irq_routing_entry, flags) O(kvm_irq_routing_entry, u)
+  O(kvm_irq_routing_msi, address_lo) O(kvm_irq_routing_msi, address_hi) O(kvm_irq_routing_msi, data) O(kvm_irq_routing_msi, devid)
+  O(kvm_irq_routing_irqchip, irqchip) O(kvm_irq_routing_irqchip, pin)
   O(kvm_run, request_interrupt_window) O(kvm_run, immediate_exit) O(kvm_run, exit_reason)
   O(kvm_run, ready_for_interrupt_injection) O(kvm_run, if_flag) O(kvm_run, flags) O(kvm_run, cr8)
   O(kvm_run, apic_base) O(kvm_run, io)
@@ -60,11 +67,13 @@ int main(void) {
   I(SET_USER_MEMORY_REGION) I(SET_TSS_ADDR) I(SET_IDENTITY_MAP_ADDR) I(CREATE_IRQCHIP) I(IRQ_LINE) I(CREATE_PIT2)
   I(RUN) I(GET_REGS) I(SET_REGS) I(GET_SREGS) I(SET_SREGS) I(GET_MSRS) I(SET_MSRS) I(SET_CPUID2) I(GET_MP_STATE)
   I(SET_MP_STATE) I(NMI) I(ENABLE_CAP) I(SIGNAL_MSI) I(GET_DEBUGREGS) I(SET_DEBUGREGS) I(GET_STATS_FD)
+  I(SET_GSI_ROUTING) I(IRQFD) I(IOEVENTFD)
   E(UNKNOWN) E(EXCEPTION) E(IO) E(HYPERCALL) E(DEBUG) E(HLT) E(MMIO) E(IRQ_WINDOW_OPEN) E(SHUTDOWN) E(FAIL_ENTRY)
   E(INTR) E(SET_TPR) E(TPR_ACCESS) E(NMI) E(INTERNAL_ERROR) E(SYSTEM_EVENT) E(IOAPIC_EOI) E(X86_RDMSR) E(X86_WRMSR)
   E(X86_BUS_LOCK) E(NOTIFY)
   C(IRQCHIP) C(HLT) C(USER_MEMORY) C(SET_TSS_ADDR) C(NR_VCPUS) C(PIT2) C(IOEVENTFD) C(IRQFD) C(MAX_VCPUS)
   C(SIGNAL_MSI) C(READONLY_MEM) C(IMMEDIATE_EXIT) C(X86_USER_SPACE_MSR) C(BINARY_STATS_FD)
+  C(IRQ_ROUTING) C(IOEVENTFD_ANY_LENGTH)
   printf("const MEM_READONLY %d\n", KVM_MEM_READONLY);
   printf("const PIT_SPEAKER_DUMMY %d\n", KVM_PIT_SPEAKER_DUMMY);
   printf("const MSR_EXIT_REASON_UNKNOWN %d\n", KVM_MSR_EXIT_REASON_UNKNOWN);
@@ -73,6 +82,17 @@ int main(void) {
   printf("const MP_STATE_HALTED %d\n", KVM_MP_STATE_HALTED);
   printf("const MP_STATE_UNINITIALIZED %d\n", KVM_MP_STATE_UNINITIALIZED);
   printf("const MP_STATE_INIT_RECEIVED %d\n", KVM_MP_STATE_INIT_RECEIVED);
+  printf("const IOEVENTFD_FLAG_DATAMATCH %d\n", KVM_IOEVENTFD_FLAG_DATAMATCH);
+  printf("const IOEVENTFD_FLAG_PIO %d\n", KVM_IOEVENTFD_FLAG_PIO);
+  printf("const IOEVENTFD_FLAG_DEASSIGN %d\n", KVM_IOEVENTFD_FLAG_DEASSIGN);
+  printf("const IRQFD_FLAG_DEASSIGN %d\n", KVM_IRQFD_FLAG_DEASSIGN);
+  printf("const IRQFD_FLAG_RESAMPLE %d\n", KVM_IRQFD_FLAG_RESAMPLE);
+  printf("const IRQ_ROUTING_IRQCHIP %d\n", KVM_IRQ_ROUTING_IRQCHIP);
+  printf("const IRQ_ROUTING_MSI %d\n", KVM_IRQ_ROUTING_MSI);
+  printf("const IRQCHIP_PIC_MASTER %d\n", KVM_IRQCHIP_PIC_MASTER);
+  printf("const IRQCHIP_PIC_SLAVE %d\n", KVM_IRQCHIP_PIC_SLAVE);
+  printf("const IRQCHIP_IOAPIC %d\n", KVM_IRQCHIP_IOAPIC);
+  printf("const IOAPIC_NUM_PINS %d\n", KVM_IOAPIC_NUM_PINS);
   return 0;
 }`;
 
@@ -132,6 +152,9 @@ describe.skipIf(!haveHeaders || !haveGcc)('KVM ABI matches <linux/kvm.h>', () =>
       ['kvm_dtable', abi.DTABLE], ['kvm_sregs', abi.SREGS], ['kvm_cpuid_entry2', abi.CPUID_ENTRY],
       ['kvm_irq_level', abi.IRQ_LEVEL], ['kvm_msi', abi.MSI], ['kvm_enable_cap', abi.ENABLE_CAP],
       ['kvm_stats_header', abi.STATS_HEADER], ['kvm_stats_desc', abi.STATS_DESC],
+      ['kvm_ioeventfd', abi.IOEVENTFD], ['kvm_irqfd', abi.IRQFD], ['kvm_irq_routing', abi.IRQ_ROUTING],
+      ['kvm_irq_routing_entry', abi.IRQ_ROUTING_ENTRY], ['kvm_irq_routing_msi', abi.IRQ_ROUTING_MSI],
+      ['kvm_irq_routing_irqchip', abi.IRQ_ROUTING_IRQCHIP],
     ];
     for (const [s, fields] of groups) {
       for (const [f, off] of Object.entries(fields)) {
@@ -156,5 +179,10 @@ describe.skipIf(!haveHeaders || !haveGcc)('KVM ABI matches <linux/kvm.h>', () =>
     expect(abi.MP_STATE.HALTED).toBe(get('const MP_STATE_HALTED'));
     expect(abi.MP_STATE.UNINITIALIZED).toBe(get('const MP_STATE_UNINITIALIZED'));
     expect(abi.MP_STATE.INIT_RECEIVED).toBe(get('const MP_STATE_INIT_RECEIVED'));
+    for (const [n, v] of Object.entries(abi.IOEVENTFD_FLAG)) expect([n, v]).toEqual([n, get(`const IOEVENTFD_FLAG_${n}`)]);
+    for (const [n, v] of Object.entries(abi.IRQFD_FLAG)) expect([n, v]).toEqual([n, get(`const IRQFD_FLAG_${n}`)]);
+    for (const [n, v] of Object.entries(abi.IRQ_ROUTING_TYPE)) expect([n, v]).toEqual([n, get(`const IRQ_ROUTING_${n}`)]);
+    for (const [n, v] of Object.entries(abi.IRQCHIP)) expect([n, v]).toEqual([n, get(`const IRQCHIP_${n}`)]);
+    expect(abi.IOAPIC_NUM_PINS).toBe(get('const IOAPIC_NUM_PINS'));
   });
 });

@@ -33,8 +33,10 @@ import {
   VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES,
   VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP, VIRTIO_ID_BLOCK, featureBit,
 } from './virtio-constants.js';
-import { VirtioDeviceBase } from './virtio-device.js';
-import type { DescriptorChain, Virtqueue } from './virtqueue.js';
+import type { HelperThreadData } from '../device.js';
+import { BlkIothread } from './blk-iothread.js';
+import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
+import { VirtqueueError, type DescriptorChain, type Virtqueue } from './virtqueue.js';
 
 /** bhyve's VTBLK_RINGSZ. */
 export const VTBLK_RINGSZ = 128;
@@ -65,7 +67,19 @@ export interface BlockOptions {
   /** GET_ID answer (at most 20 bytes); default derived from the path. */
   serial?: string;
   queueSize?: number;
+  /** Process the queue on an iothread (blk-iothread.ts) fed by a KVM
+   * ioeventfd, when the vmm offers one (default: IOTHREAD_DEFAULT). */
+  iothread?: boolean;
+  /** How long the iothread polls for the next request before sleeping. */
+  iothreadPollUs?: number;
 }
+
+/** Default of iothreadPollUs (BHYVE_IOTHREAD_POLL_US overrides it, for
+ * benchmarks). */
+export const IOTHREAD_POLL_US = Number(process.env.BHYVE_IOTHREAD_POLL_US ?? 0);
+
+/** Whether `pci.B.S.F.iothread` defaults to on. */
+export const IOTHREAD_DEFAULT = true;
 
 /** Parses bhyve's `sectorsize=logical[/physical]`. */
 export function parseSectorSize(value: string): { logical: number; physical: number } {
@@ -91,6 +105,8 @@ export function blockOptionsFromConfig(tree: ConfigTree, node: string): BlockOpt
     sync: tree.getBool(`${node}.direct`, false) || tree.getBool(`${node}.sync`, false),
     nodelete: tree.getBool(`${node}.nodelete`, false),
   };
+  // Absent means IOTHREAD_DEFAULT.
+  if (tree.get(`${node}.iothread`) !== undefined) opts.iothread = tree.getBool(`${node}.iothread`, IOTHREAD_DEFAULT);
   const ss = tree.get(`${node}.sectorsize`);
   if (ss !== undefined) {
     const { logical, physical } = parseSectorSize(ss);
@@ -131,11 +147,21 @@ export class BlockFile {
   private readonly direct: boolean;
   private punchSupported = true;
   private zeroRangeSupported = true;
+  private adopted = false;
 
-  constructor(opts: BlockOptions) {
+  /** With `adopt`, uses an fd another BlockFile (of this process) opened
+   * and locked (an iothread's view of the device's image); close() leaves
+   * that fd open. */
+  constructor(opts: BlockOptions, adopt?: { fd: number; size: number }) {
     this.path = opts.path;
     this.readOnly = opts.readOnly ?? false;
     this.direct = opts.nocache ?? false;
+    if (adopt) {
+      this.fd = adopt.fd;
+      this.size = adopt.size;
+      this.adopted = true;
+      return;
+    }
     const { constants: C } = fs;
     let flags = this.readOnly ? C.O_RDONLY : C.O_RDWR;
     if (opts.nocache) flags |= C.O_DIRECT;
@@ -264,8 +290,12 @@ export class BlockFile {
 
   close(): void {
     if (this.bufferedFd >= 0) { fs.closeSync(this.bufferedFd); this.bufferedFd = -1; }
-    if (this.fd >= 0) { fs.closeSync(this.fd); this.fd = -1; }
+    if (this.fd >= 0 && !this.adopted) fs.closeSync(this.fd);
+    this.fd = -1;
   }
+
+  /** The image's fd, for an iothread to adopt. */
+  get descriptor(): number { return this.fd; }
 }
 
 export interface BlockStats {
@@ -295,6 +325,10 @@ export class VirtioBlock extends VirtioDeviceBase {
   private readonly hdr = new Uint8Array(VIRTIO_BLK_HDR_SIZE);
   private readonly hdrView = new DataView(this.hdr.buffer);
   private readonly iov: Uint8Array[] = [];
+  private readonly opts: BlockOptions;
+  private act: VirtioActivation | undefined;
+  /** The iothread that owns the queue while the driver runs, if any. */
+  iothread: BlkIothread | undefined;
 
   /** Opens (and locks) the image; throws BlockDeviceError with one clear
    * line when it cannot. */
@@ -305,6 +339,7 @@ export class VirtioBlock extends VirtioDeviceBase {
   constructor(file: BlockFile, opts: BlockOptions) {
     super();
     this.file = file;
+    this.opts = opts;
     const qsize = opts.queueSize ?? VTBLK_RINGSZ;
     this.queueMaxSizes = [qsize];
     const logical = opts.sectorSize ?? VIRTIO_BLK_SECTOR_SIZE;
@@ -344,7 +379,58 @@ export class VirtioBlock extends VirtioDeviceBase {
     }
   }
 
+  activate(activation: VirtioActivation): void {
+    super.activate(activation);
+    this.act = activation;
+  }
+
+  /** Called by the transport after activation (virtio-pci.ts
+   * NotifyOffload): starts the iothread when configured and returns the
+   * eventfd per queue for the transport to register as ioeventfds. */
+  startOffload(helper: HelperThreadData): Array<number | undefined> | undefined {
+    if (!(this.opts.iothread ?? IOTHREAD_DEFAULT) || !this.act || this.iothread) return undefined;
+    const queues = this.act.queues;
+    this.iothread = new BlkIothread({
+      helper,
+      imageFd: this.file.descriptor,
+      imageSize: this.file.size,
+      options: { ...this.opts, iothread: false },
+      ackedFeatures: this.ackedFeatures,
+      queueMaxSizes: [...this.queueMaxSizes],
+      layouts: queues.map((q) => (q ? { ...q.layout } : null)),
+      pollUs: this.opts.iothreadPollUs ?? IOTHREAD_POLL_US,
+    });
+    return queues.map((q) => (q ? this.iothread!.notifyFd : undefined));
+  }
+
+  /** The iothread could not start: take the queue back (nothing of it was
+   * consumed) and serve it here, as without an iothread. */
+  private iothreadFallback(): void {
+    this.iothread?.stop();
+    this.iothread = undefined;
+  }
+
+  /** Kicked by the iothread (or by host input for other devices): raise the
+   * queue interrupts it asked for, enter needs-reset when it failed. */
+  poll(): void {
+    const t = this.iothread;
+    if (!t) return;
+    if (t.failedToStart) {
+      this.iothreadFallback();
+      this.queueNotify(0);
+      return;
+    }
+    if (t.takeInterrupts() > 0) this.act?.interrupt.queue(0);
+    const reason = t.brokenReason();
+    if (reason !== undefined) this.fail(new VirtqueueError(reason));
+  }
+
   protected processQueue(index: number, queue: Virtqueue): void {
+    const t = this.iothread;
+    if (t) {
+      if (!t.failedToStart) { t.notify(); return; }
+      this.iothreadFallback();
+    }
     const chain = this.scratchChain;
     do {
       while (queue.pop(chain) !== null) {
@@ -474,7 +560,15 @@ export class VirtioBlock extends VirtioDeviceBase {
     return VIRTIO_BLK_S_OK;
   }
 
+  protected onReset(): void {
+    this.iothread?.stop();
+    this.iothread = undefined;
+    this.act = undefined;
+  }
+
   close(): void {
+    this.iothread?.stop();
+    this.iothread = undefined;
     this.file.close();
   }
 }

@@ -38,7 +38,7 @@
 // vectors and offsets are ignored or read as zero, and queue addresses that
 // are not guest RAM make activation fail into DEVICE_NEEDS_RESET.
 
-import type { DeviceContext } from '../device.js';
+import type { DeviceContext, HelperThreadData } from '../device.js';
 import { PCIR_CAP_PTR, PCIM_CMD_BUSMASTEREN, type PciCapability } from '../pci/config-space.js';
 import { PciEmulFunction, type BarHandler } from '../pci/pci-emul.js';
 import {
@@ -122,6 +122,15 @@ export const VIRTIO_PCI_VRING_ALIGN = 4096;
 
 export type VirtioPciTransport = 'transitional' | 'modern' | 'legacy';
 
+/** A device model that takes its queue notifications on eventfds (served
+ * by a helper thread): after activation the transport asks for one eventfd
+ * per queue and registers each as a KVM ioeventfd on the queue's modern
+ * notify address, so the guest's notify never exits to userspace. Notifies
+ * that do reach the transport still go through queueNotify. */
+export interface NotifyOffload {
+  startOffload(helper: HelperThreadData): Array<number | undefined> | undefined;
+}
+
 export interface VirtioPciOptions {
   /** bhyve emulation name, for pi_name ("virtio-blk"). */
   emulation: string;
@@ -175,6 +184,8 @@ export class VirtioPci extends PciEmulFunction {
   /** Why the device last entered DEVICE_NEEDS_RESET. */
   lastError: string | undefined;
   private pciCfgCap: PciCapability | undefined;
+  /** ioeventfds registered for NotifyOffload, removed at reset. */
+  private ioeventfds: Array<{ fd: number; addr: number }> = [];
   private readonly legacyConfigBase = (): number => VIRTIO_PCI_CONFIG_OFF(this.msixEnabledNow());
 
   constructor(ctx: DeviceContext, device: VirtioDevice, opts: VirtioPciOptions) {
@@ -300,6 +311,7 @@ export class VirtioPci extends PciEmulFunction {
   }
 
   private resetDevice(): void {
+    this.dropIoeventfds();
     this.device.reset();
     this.status = 0;
     this.isr = 0;
@@ -372,7 +384,35 @@ export class VirtioPci extends PciEmulFunction {
       });
     } catch (e) {
       this.needsReset(`activation: ${(e as Error).message}`);
+      return;
     }
+    this.offloadNotifies();
+  }
+
+  /** NotifyOffload: route each queue's modern notify address to the
+   * device's eventfd through KVM_IOEVENTFD. */
+  private offloadNotifies(): void {
+    const kvm = this.ctx.kvm;
+    const dev = this.device as VirtioDevice & Partial<NotifyOffload>;
+    if (!kvm || typeof dev.startOffload !== 'function') return;
+    let fds: Array<number | undefined> | undefined;
+    try {
+      fds = dev.startOffload(kvm.helper);
+    } catch {
+      return; // the device keeps serving notifies on this thread
+    }
+    const base = this.transport === 'legacy' ? undefined : this.barRegisteredAt(VIRTIO_MODERN_BAR);
+    if (!fds || base === undefined) return;
+    fds.forEach((fd, q) => {
+      if (fd === undefined) return;
+      const addr = base + MODERN_NOTIFY_OFF + q * NOTIFY_OFF_MULTIPLIER;
+      if (kvm.ioeventfd(fd, addr)) this.ioeventfds.push({ fd, addr });
+    });
+  }
+
+  private dropIoeventfds(): void {
+    for (const { fd, addr } of this.ioeventfds) this.ctx.kvm?.ioeventfd(fd, addr, true);
+    this.ioeventfds = [];
   }
 
   /** The device cannot go on until reset (spec 2.1.2). */
@@ -654,6 +694,7 @@ export class VirtioPci extends PciEmulFunction {
   }
 
   close(): void {
+    this.dropIoeventfds();
     this.device.close?.();
   }
 
