@@ -1,13 +1,18 @@
 #!/bin/sh
-# Build the test kernels that bhyveload loads: test/guests/kernels/*.S ->
-# build/kernels/*.bin (Multiboot v1, a.out kludge, flat images loaded at
-# 1 MiB, linked by mb.ld). Needs gcc and GNU binutils. Idempotent.
+# Build the test kernels that bhyveload loads, from test/guests/kernels/:
+#   mb-*.S  -> build/kernels/mb-*.bin      Multiboot v1 (a.out kludge), flat
+#              images loaded at 1 MiB, linked by mb.ld
+#   pvh-*.S -> build/kernels/pvh-*.elf     PVH: ELF32 at 1 MiB with the Xen
+#              PHYS32_ENTRY note, linked by pvh.ld
+#   bz-*.S  -> build/kernels/bz-*.bzImage  Linux boot protocol images (setup
+#              header + 64-bit kernel at 1 MiB), linked by bz.ld
+# Needs gcc and GNU binutils (as, ld, objcopy). Idempotent.
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SRC="$ROOT/test/guests/kernels"
 OUT="$ROOT/build/kernels"
 mkdir -p "$OUT"
-for tool in gcc ld objcopy; do
+for tool in gcc as ld objcopy; do
 	command -v "$tool" >/dev/null 2>&1 || {
 		echo "build-kernels: '$tool' not found; install gcc and binutils (apt-get install gcc binutils)" >&2
 		exit 1
@@ -21,5 +26,20 @@ for src in "$SRC"/mb-*.S; do
 	ld -m elf_i386 -T "$SRC/mb.ld" -nostdlib $RWX -o "$OUT/$name.elf" "$OUT/$name.o"
 	objcopy -O binary -j .text "$OUT/$name.elf" "$OUT/$name.bin.tmp"
 	mv "$OUT/$name.bin.tmp" "$OUT/$name.bin"
+	rm -f "$OUT/$name.o"
+done
+for src in "$SRC"/pvh-*.S; do
+	name=$(basename "$src" .S)
+	as --32 --fatal-warnings -o "$OUT/$name.o" "$src"
+	ld -m elf_i386 -T "$SRC/pvh.ld" -nostdlib $RWX -o "$OUT/$name.elf.tmp" "$OUT/$name.o"
+	mv "$OUT/$name.elf.tmp" "$OUT/$name.elf"
+	rm -f "$OUT/$name.o"
+done
+for src in "$SRC"/bz-*.S; do
+	name=$(basename "$src" .S)
+	as --64 --fatal-warnings -o "$OUT/$name.o" "$src"
+	ld -m elf_x86_64 -T "$SRC/bz.ld" -nostdlib $RWX -o "$OUT/$name.elf" "$OUT/$name.o"
+	objcopy -O binary "$OUT/$name.elf" "$OUT/$name.bzImage.tmp"
+	mv "$OUT/$name.bzImage.tmp" "$OUT/$name.bzImage"
 	rm -f "$OUT/$name.o"
 done
