@@ -17,6 +17,21 @@ async function waitFor(p: string): Promise<void> {
   for (let i = 0; i < 4000 && !fs.existsSync(p); i++) await new Promise((r) => setTimeout(r, 2));
 }
 
+/** The socket file appears at bind(), a moment before listen(): retry. */
+async function connectRetry(p: string): Promise<net.Socket> {
+  for (let i = 0; ; i++) {
+    try {
+      return await new Promise<net.Socket>((resolve, reject) => {
+        const s = net.connect(p, () => { s.off('error', reject); resolve(s); });
+        s.once('error', reject);
+      });
+    } catch (e) {
+      if (i >= 200) throw e;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+}
+
 describe.skipIf(skip !== undefined)('virtio-console on bhyve', () => {
   let tmp = '';
   beforeAll(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vcon-int-')); });
@@ -28,7 +43,7 @@ describe.skipIf(skip !== undefined)('virtio-console on bhyve', () => {
       extra: ['-s', `4,virtio-console,port1=${sock},port2=${path.join(tmp, 'two.sock')}`],
     }), { timeout: 60_000 });
     await waitFor(sock);
-    const c = net.connect(sock);
+    const c = await connectRetry(sock);
     let got = '';
     const line = new Promise<string>((resolve, reject) => {
       c.on('data', (d) => {
@@ -37,7 +52,6 @@ describe.skipIf(skip !== undefined)('virtio-console on bhyve', () => {
       });
       c.on('error', reject);
     });
-    await new Promise<void>((r) => c.once('connect', () => r()));
     // A second client is closed at once (one connection per port, as bhyve).
     const second = net.connect(sock);
     const secondClosed = await new Promise<boolean>((r) => { second.on('close', () => r(true)); second.on('error', () => undefined); });
