@@ -10,7 +10,7 @@
 // Each figure is the median of REPS runs.
 //
 // Usage: node bench/virtio-blk.mjs [--mib 64] [--krand 20] [--reps 3]
-//          [--only bhyve|bhyve-exit|qemu] [--no-write]
+//          [--only bhyve|bhyve-exit|qemu] [--poll-us N] [--no-write]
 // Writes the "virtio-blk" section of BENCHMARKS.md unless --no-write.
 import { parseArgs } from 'node:util';
 import { closeSync, fsyncSync, openSync, readSync, rmSync, writeSync, ftruncateSync } from 'node:fs';
@@ -25,6 +25,7 @@ const { values: opt } = parseArgs({
     krand: { type: 'string', default: '20' },
     reps: { type: 'string', default: '3' },
     only: { type: 'string' },
+    'poll-us': { type: 'string' },
     'no-write': { type: 'boolean', default: false },
   },
 });
@@ -51,10 +52,11 @@ function freshImage() {
 // The VMMs of lib.mjs with the disk added; bhyve twice: requests served on
 // the iothread fed by a KVM ioeventfd (iothread=true), and on the device
 // thread after an MMIO exit (iothread=false).
-const bhyveWith = (iothread) => ({
+const bhyveWith = (iothread, pollUs = 0) => ({
   ...VMMS.bhyve,
-  label: `${VMMS.bhyve.label}, ${iothread ? 'iothread + ioeventfd' : 'notify exit, device thread'}`,
+  label: `${VMMS.bhyve.label}, ${iothread ? `iothread + ioeventfd${pollUs ? `, polls ${pollUs} us` : ''}` : 'notify exit, device thread'}`,
   argv(rp) {
+    process.env.BHYVE_IOTHREAD_POLL_US = String(pollUs); // read by the spawned bhyve
     const [cmd, args] = VMMS.bhyve.argv.call(this, rp);
     const vm = args[args.length - 1];
     return [cmd, [...args.slice(0, -1), '-s', `3,virtio-blk,${img},ser=BENCHSERIAL,iothread=${iothread}`, vm]];
@@ -63,6 +65,8 @@ const bhyveWith = (iothread) => ({
 const withDisk = {
   bhyve: bhyveWith(true),
   'bhyve-exit': bhyveWith(false),
+  // --poll-us N: the iothread also polls the ring N us before sleeping
+  ...(opt['poll-us'] ? { 'bhyve-poll': bhyveWith(true, Number(opt['poll-us'])) } : {}),
   qemu: {
     ...VMMS.qemu,
     argv(rp) {
@@ -124,6 +128,9 @@ function hostFile() {
 const fmt = (v, d = 0) => (v === null || v === undefined ? '–' : v.toFixed(d));
 const results = {};
 const notes = [];
+// Runs are interleaved (one of each VMM per round) so that drift in the
+// host's load affects every variant alike.
+const active = [];
 for (const [key, vmm] of Object.entries(withDisk)) {
   if (opt.only && !key.startsWith(opt.only)) continue;
   const why = vmm.available();
@@ -132,21 +139,25 @@ for (const [key, vmm] of Object.entries(withDisk)) {
     console.error(`virtio-blk: ${key}: skipped (${why})`);
     continue;
   }
-  const runs = [];
-  let failed = null;
-  for (let i = 0; i < reps; i++) {
+  active.push({ key, vmm, runs: [], failed: null });
+}
+for (let i = 0; i < reps; i++) {
+  for (const a of active) {
+    if (a.failed) continue;
     freshImage();
-    const r = await runVmm(vmm, romPath);
+    const r = await runVmm(a.vmm, romPath);
     const p = r.code === TESTDEV_OK ? parse(r.stdout) : null;
     if (!p) {
       const last = r.stdout.split(/\r?\n/).filter((l) => l).pop() ?? '';
-      failed = `${describeFailure(r, TESTDEV_OK)}${last ? `; guest's last line: "${last.trim()}"` : ''}`;
-      break;
+      a.failed = `${describeFailure(r, TESTDEV_OK)}${last ? `; guest's last line: "${last.trim()}"` : ''}`;
+      continue;
     }
-    runs.push(p);
-    console.error(`virtio-blk: ${key} run ${i + 1}: write ${fmt(p.writeMBs)} MB/s, read ${fmt(p.readMBs)} MB/s, ` +
+    a.runs.push(p);
+    console.error(`virtio-blk: ${a.key} run ${i + 1}: write ${fmt(p.writeMBs)} MB/s, read ${fmt(p.readMBs)} MB/s, ` +
       `${fmt(p.iops32)} IOPS (QD${p.depth}), ${fmt(p.iops1)} IOPS (QD1)`);
   }
+}
+for (const { key, vmm, runs, failed } of active) {
   if (failed) {
     notes.push(`${vmm.label}: skipped, the run failed (${failed}).`);
     console.error(`virtio-blk: ${key}: failed: ${failed}`);
@@ -171,6 +182,7 @@ const ratio = (a, b, label) => {
 ratio('bhyve', 'qemu', 'ratio bhyve-kvm (iothread) / QEMU');
 ratio('bhyve-exit', 'qemu', 'ratio bhyve-kvm (exit path) / QEMU');
 ratio('bhyve', 'bhyve-exit', 'ratio iothread / exit path');
+ratio('bhyve-poll', 'bhyve-exit', 'ratio iothread polling / exit path');
 const depth = Object.values(results)[0]?.depth ?? 32;
 const table = mdTable(['', 'seq write MB/s', 'write + FLUSH MB/s', 'seq read MB/s', `4 KiB rand read IOPS, QD${depth}`, '4 KiB rand read IOPS, QD1'], rows);
 console.log(table);

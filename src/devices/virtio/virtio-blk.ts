@@ -14,9 +14,12 @@
 // chain (VirtqueueError) puts the device in DEVICE_NEEDS_RESET.
 //
 // I/O is synchronous (preadv/pwritev straight between the file and the
-// guest-memory views, no copies) on the device thread for now: the vCPU that
-// notified waits for the disk. An asynchronous backend with several requests
-// in flight can replace BlockFile without touching request parsing.
+// guest-memory views, no copies). By default it runs on the device thread
+// inside the notify exit: the vCPU that notified waits for the disk. With
+// iothread=true (blk-iothread.ts) the queue belongs to a worker thread woken
+// by a KVM ioeventfd on the notify address: no exit per notify, the vCPU
+// runs on while any number of requests (up to the queue size) are in flight.
+// Which is faster depends on the host (BENCHMARKS.md).
 
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -78,8 +81,10 @@ export interface BlockOptions {
  * benchmarks). */
 export const IOTHREAD_POLL_US = Number(process.env.BHYVE_IOTHREAD_POLL_US ?? 0);
 
-/** Whether `pci.B.S.F.iothread` defaults to on. */
-export const IOTHREAD_DEFAULT = true;
+/** Whether `pci.B.S.F.iothread` defaults to on. Off: on the hosts we
+ * measured (kvm_pvm, 2 CPUs) the notify exit with the I/O done inline is
+ * faster in every figure of bench/virtio-blk.mjs (BENCHMARKS.md). */
+export const IOTHREAD_DEFAULT = false;
 
 /** Parses bhyve's `sectorsize=logical[/physical]`. */
 export function parseSectorSize(value: string): { logical: number; physical: number } {
