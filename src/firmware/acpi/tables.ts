@@ -22,17 +22,16 @@ export const ADDRESS_HPET = 0xfed00000;
 export const PCI_ECFG_BASE = 0xe0000000;
 export const PCI_ECFG_BUSES = 256;
 
-/** bhyve's ACPI fixed hardware (acpi.h / pm.c). */
-export const SCI_INT = 9;
-export const SMI_CMD = 0xb2;
-export const BHYVE_ACPI_ENABLE = 0xa0;
-export const BHYVE_ACPI_DISABLE = 0xa1;
-export const PM1A_EVT_ADDR = 0x400;
-export const PM1A_CNT_ADDR = 0x404;
-export const IO_PMTMR = 0x408;
-export const IO_GPE0_BLK = 0x40c;
-export const IO_GPE0_LEN = 2;
-export const RESET_PORT = 0xcf9;
+/** bhyve's ACPI fixed hardware (acpi.h / pm.c): the tables describe the
+ * device model, so they take its constants. */
+export {
+  BHYVE_ACPI_DISABLE, BHYVE_ACPI_ENABLE, IO_GPE0_BLK, IO_GPE0_LEN, IO_PMTMR, PM1A_CNT_ADDR, PM1A_EVT_ADDR,
+  RESET_CONTROL_PORT as RESET_PORT, SCI_INT, SMI_CMD,
+} from '../../devices/lpc/pm.js';
+import {
+  BHYVE_ACPI_DISABLE, BHYVE_ACPI_ENABLE, IO_GPE0_BLK, IO_GPE0_LEN, IO_PMTMR, PM1A_CNT_ADDR, PM1A_EVT_ADDR,
+  RESET_CONTROL_PORT as RESET_PORT, SCI_INT, SMI_CMD,
+} from '../../devices/lpc/pm.js';
 export const RESET_VALUE = 0x06;
 
 /** vhpet.c's capabilities: vendor 0x8086, legacy route, 64-bit counter, 8 timers, rev 1. */
