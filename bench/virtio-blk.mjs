@@ -206,6 +206,16 @@ if (!opt['no-write']) {
     '',
     table,
     ...notes.map((n) => `\n${n}`),
+    '',
+    'iothread vs exit path. Runs are interleaved (one of each variant per round). With `iothread=true` the guest\'s notify',
+    'never reaches userspace (KVM_IOEVENTFD; `node bench/ioeventfd.mjs` puts the saving at ~3 us per MMIO notify here), but',
+    'each batch then costs a wake-up of the iothread, which needs a second host CPU: these hosts have 2, one of them',
+    'taken by the vCPU (the guest spins on the used ring), the other shared with our main thread and whatever else runs.',
+    'The exit path instead does the I/O (page-cache preads/pwrites of a few us) inside the exit, on the vCPU\'s own core,',
+    'with no hand-off. Measured here the exit path wins every column, so `iothread` defaults to false; the iothread only',
+    'came out ahead (1.3-1.6x on sequential and QD32) in a run on a quieter host, and adaptive polling (`--poll-us`) makes',
+    'it worse still by taking the second core. On hosts with EPT/NPT and CPUs to spare, or with slow storage (nocache on a',
+    'real disk, FLUSH to a slow device), where a vCPU blocked in the disk matters more, `iothread=true` is the one to try.',
   ].join('\n');
   writeSection('virtio-blk', body);
   console.error('virtio-blk: wrote BENCHMARKS.md');
