@@ -16,6 +16,16 @@ import {
   VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, featureBit,
 } from '../../src/devices/virtio/virtio-constants.js';
 import { mmap, PROT_READ, PROT_WRITE, type Mapping } from '../../src/vmm/libc.js';
+import type { DeviceContext, HelperThreadData } from '../../src/devices/device.js';
+import { PCIM_CMD_MEMEN } from '../../src/devices/pci/config-space.js';
+import {
+  VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK,
+} from '../../src/devices/virtio/virtio-constants.js';
+import { VirtioDeviceBase } from '../../src/devices/virtio/virtio-device.js';
+import { VirtioPci } from '../../src/devices/virtio/virtio-pci.js';
+import type { Virtqueue } from '../../src/devices/virtio/virtqueue.js';
+import { LocalIoBus } from '../../src/vmm/io-bus.js';
+import { FakeDriver } from './virtio-driver.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const workerJs = path.join(root, 'dist/devices/virtio/blk-iothread-worker.js');
@@ -171,5 +181,58 @@ describe.skipIf(!haveWorker)('virtio-blk iothread', () => {
     await until(() => bad.failedToStart, 'the start failure');
     expect(bad.startError()).toMatch(/no-such-memory-file|ENOENT/);
     bad.stop();
+  });
+});
+
+/** A device that offloads its notifies (as VirtioBlock with iothread=true). */
+class OffloadingDevice extends VirtioDeviceBase {
+  readonly deviceType = 2;
+  readonly queueMaxSizes = [16];
+  protected readonly ownFeatures = 0n;
+  protected readonly config = new Uint8Array(8);
+  log: string[] = [];
+  protected processQueue(index: number, _q: Virtqueue): void { this.log.push(`notify ${index}`); }
+  startOffload(_helper: HelperThreadData): Array<number | undefined> { this.log.push('offload'); return [77]; }
+  protected onReset(): void { this.log.push('reset'); }
+}
+
+describe('virtio-pci NotifyOffload', () => {
+  it('registers an ioeventfd on the queue\'s notify address at DRIVER_OK and removes it before the device resets', () => {
+    const log: string[] = [];
+    const drv = new FakeDriver(16);
+    const io = new LocalIoBus();
+    const ctx: DeviceContext = {
+      io, mem: drv.mem, config: undefined as never, stream: () => undefined, timer: undefined as never,
+      irq: { setLevel: () => {}, pulse: () => {}, signalMsi: () => {} },
+      machine: { requestExit: () => {}, vcpuCount: 1 },
+      kvm: {
+        ioeventfd: (fd, addr, deassign = false) => { log.push(`${deassign ? 'deassign' : 'assign'} ${fd} 0x${addr.toString(16)}`); return true; },
+        helper: { memoryPath: '', layout: { lowmem: 0, highmem: 0 }, controlSab: new SharedArrayBuffer(8), vcpuCount: 1, bspFd: -1, mmapSize: 0 },
+      },
+    };
+    const dev = new OffloadingDevice();
+    dev.log = log;
+    const fn = new VirtioPci(ctx, dev, { emulation: 'virtio-test', classCode: 0xff, subclass: 0, transport: 'modern' });
+    fn.setBarAddress(4, 0xc0000000);
+    fn.commandChanged(0, PCIM_CMD_MEMEN);
+    const w = (off: number, size: 1 | 2 | 4, v: number) => fn.modernWrite(off, size, v);
+    w(0x14, 1, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+    w(0x08, 4, 1);
+    w(0x0c, 4, 1); // VIRTIO_F_VERSION_1
+    w(0x14, 1, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+    w(0x16, 2, 0);
+    w(0x18, 2, drv.layout.size);
+    w(0x20, 4, drv.layout.desc);
+    w(0x28, 4, drv.layout.avail);
+    w(0x30, 4, drv.layout.used);
+    w(0x1c, 2, 1);
+    expect(log).toEqual([]);
+    w(0x14, 1, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
+    expect(log).toEqual(['offload', 'assign 77 0xc0003000']);
+    // A notify that still exits (another address, KVM without ioeventfd) reaches the device.
+    w(0x3000, 2, 0);
+    expect(log.at(-1)).toBe('notify 0');
+    w(0x14, 1, 0);
+    expect(log.slice(-2)).toEqual(['deassign 77 0xc0003000', 'reset']);
   });
 });
