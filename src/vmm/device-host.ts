@@ -1,0 +1,116 @@
+// The devices of a VM, on the thread that runs them (vCPU 0's): the
+// DeviceContext they see, the platform built from the config tree, and the
+// work that reaches them by kick (other vCPUs' mailboxes, host input, timer
+// expiries, the power button).
+
+import fs from 'node:fs';
+import { ConfigTree } from '../config/tree.js';
+import type { ByteStream, Device, DeviceContext, InterruptSink, KvmDoorbells, MachineControl } from '../devices/device.js';
+import { attachUartStream } from '../devices/lpc/uart-backend.js';
+import { buildPlatform, type Platform } from '../devices/platform.js';
+import { Mailbox } from './ap-mailbox.js';
+import { DeviceMemoryMap } from './device-memory-map.js';
+import { DeviceTimers } from './device-timers.js';
+import type { ExitRequest } from './exit-status.js';
+import { GuestMemory } from './guest-memory.js';
+import { mapGuestRam, ramRegions } from './guest-ram.js';
+import { LocalIoBus } from './io-bus.js';
+import { CAP } from './kvm-abi.js';
+import { Vm } from './kvm.js';
+import { DEVICE_REQUEST } from './vcpu-control.js';
+import type { VcpuThreadData } from './vcpu-thread-data.js';
+
+export class DeviceHost {
+  readonly bus = new LocalIoBus();
+  private readonly timers: DeviceTimers;
+  private readonly mailboxes: Mailbox[];
+  private platform: Platform | undefined;
+  private devices: Device[] = [];
+
+  constructor(d: VcpuThreadData, private readonly requestExit: (r: ExitRequest) => void) {
+    this.timers = new DeviceTimers(d.timerSab);
+    this.mailboxes = d.mailboxes.map((sab) => new Mailbox(sab));
+    const vm = new Vm(null, d.vmFd);
+    const memFd = fs.openSync(d.memoryPath, 'r+');
+    const ram = mapGuestRam(memFd, d.layout);
+    fs.closeSync(memFd);
+    const regions = ramRegions(ram);
+    const irq: InterruptSink = {
+      setLevel: (gsi, high) => vm.irqLine(gsi, high),
+      pulse: (gsi) => { vm.irqLine(gsi, true); vm.irqLine(gsi, false); },
+      signalMsi: (address, data) => vm.signalMsi(address, data),
+    };
+    const machine: MachineControl = { requestExit: this.requestExit, vcpuCount: d.vcpuCount };
+    const streams = new Map<string, ByteStream>();
+    const config = ConfigTree.fromJSON(d.config);
+    // The VARS file's KVM slot belongs to this thread (bootvars.ts maps and
+    // unmaps it as the CFI flash enters and leaves read-array mode).
+    const bootvarsPath = d.bootromPath !== undefined ? config.get('lpc.bootvars') : undefined;
+    const ctx: DeviceContext = {
+      io: this.bus,
+      irq,
+      mem: new GuestMemory(regions),
+      config,
+      machine,
+      timer: (callback) => this.timers.create(callback),
+      hostPort: (key: string) => d.hostPorts?.[key],
+      kvm: kvmDoorbells(vm, d),
+      memoryMap: d.legacyWindow || bootvarsPath !== undefined ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath) : undefined,
+      stream(key: string): ByteStream | undefined {
+        const t = d.streams[key];
+        if (!t) return undefined;
+        let s = streams.get(key);
+        if (!s) { s = attachUartStream(t); streams.set(key, s); }
+        return s;
+      },
+    };
+    try {
+      this.platform = buildPlatform(ctx, d.layout, { fwcfgFiles: d.fwcfgFiles });
+      this.devices = this.platform.devices;
+    } catch (e) {
+      // A device that cannot start (missing image, bad option) is the user's
+      // to fix: one line, no vCPU prefix.
+      this.requestExit({ kind: 'error', message: (e as Error).message });
+    }
+  }
+
+  /** Work that arrived by kick, `requests` being DEVICE_REQUEST bits. */
+  serve(requests: number): void {
+    for (const m of this.mailboxes) m.serve(this.bus);
+    // Before the guest enables ACPI, bhyve has no SIGTERM handler: it dies.
+    if (requests & DEVICE_REQUEST.POWER_BUTTON && !this.platform?.pm.pressPowerButton()) {
+      this.requestExit({ kind: 'signal', signal: 'SIGTERM' });
+    }
+    if (requests & DEVICE_REQUEST.TIMERS) this.timers.runExpired();
+    if (requests & DEVICE_REQUEST.POLL) for (const dev of this.devices) dev.poll?.();
+  }
+
+  /** Releases host resources (image locks, sockets) at the end of the run. */
+  close(): void {
+    for (const dev of this.devices) {
+      try { dev.close?.(); } catch { /* best effort at exit */ }
+    }
+  }
+}
+
+/** DeviceContext.kvm: ioeventfds on this VM, and what a device's helper
+ * thread (virtio-blk iothread) needs to map RAM and kick this thread. */
+function kvmDoorbells(vm: Vm, d: VcpuThreadData): KvmDoorbells | undefined {
+  if (!vm.checkExtension(CAP.IOEVENTFD)) return undefined;
+  const anyLength = vm.checkExtension(CAP.IOEVENTFD_ANY_LENGTH) !== 0;
+  return {
+    ioeventfd(fd: number, addr: number, deassign = false): boolean {
+      try {
+        vm.ioeventfd({ fd, addr, len: anyLength ? 0 : 2, deassign });
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    helper: {
+      memoryPath: d.memoryPath, layout: d.layout, controlSab: d.controlSab, vcpuCount: d.vcpuCount,
+      bspFd: d.bspFd, mmapSize: d.mmapSize,
+    },
+  };
+}
+
