@@ -10,6 +10,20 @@
  * Prints "virtio-net: mac ...", "virtio-net: 10.0.2.2 is at ...",
  * "virtio-net: ping reply from 10.0.2.2 OK" and exits 0x10 (status 33).
  * The host side: a tap with 10.0.2.2/24, e.g. in a network namespace.
+ *
+ * Bench mode (ROM parameter != 0, used by bench/virtio-net.mjs): bits 0..27
+ * = N frames, bits 28..31 = direction (0 TX, 1 RX). Queues of up to 256
+ * entries; after the ARP exchange (which also teaches the host our MAC) and
+ * a TSC calibration against the RTC (1-2 s):
+ *   TX: sends N UDP frames of 1514 bytes (10.0.2.15:40000 -> 10.0.2.2:9,
+ *       no checksum) as fast as the queue takes them: keeps the transmit
+ *       queue full, kicks only when the device has not set NO_NOTIFY, then
+ *       waits for every buffer back;
+ *   RX: prints "bench: rx ready", then counts received frames until N have
+ *       arrived or nothing came for ~1 s after the first (~30 s for the
+ *       first), recycling each buffer at once.
+ * Prints "bench: tsc_hz HZ", "bench: tx|rx FRAMES frames BYTES bytes CYCLES
+ * cycles" (cycles from the first to the last frame) and "bench: done".
  */
 #include "vlib.h"
 
@@ -146,14 +160,101 @@ static void poll_rx(uint64_t cycles, int *flag)
 	}
 }
 
+static void bench_tx(uint64_t n)
+{
+	struct vq *q = &d->vq[1];
+	uint8_t *bufs = alloc((size_t)q->size * BUFLEN, 4096);
+	for (unsigned i = 0; i < q->size; i++) {
+		uint8_t *f = bufs + (size_t)i * BUFLEN + HDR, *ip = f + 14, *udp = ip + 20;
+		memcpy(f, host_mac, 6);
+		memcpy(f + 6, mac, 6);
+		put16(f + 12, 0x0800);
+		ip[0] = 0x45;
+		put16(ip + 2, 1500);
+		ip[8] = 64;
+		ip[9] = 17;			/* UDP */
+		memcpy(ip + 12, my_ip, 4);
+		memcpy(ip + 16, host_ip, 4);
+		put16(ip + 10, ipsum(ip, 20));
+		put16(udp, 40000);
+		put16(udp + 2, 9);		/* discard */
+		put16(udp + 4, 1480);
+		for (int k = 0; k < 1472; k++)
+			udp[8 + k] = (uint8_t)k;
+	}
+	uint64_t added = 0, done = 0, first = 0, last = 0, idle = 0;
+	while (done < n) {
+		uint32_t len;
+		int got = 0;
+		while (vq_get(q, &len) >= 0) {
+			done++;
+			got = 1;
+		}
+		if (got) {
+			last = rdtsc();
+			idle = last;
+		}
+		int more = 0;
+		while (added < n && q->num_free) {
+			struct vbuf b = { bufs + (size_t)q->free_head * BUFLEN, HDR + 1514, 0 };
+			vq_add(q, &b, 1);
+			if (!added)
+				first = idle = rdtsc();
+			added++;
+			more = 1;
+		}
+		barrier();
+		/* kick unless the device asked not to be notified (VIRTQ_USED_F_NO_NOTIFY) */
+		if (more && !(*(volatile uint16_t *)q->used & 1))
+			vq_kick(q);
+		if (!got && rdtsc() - idle > poll_timeout_cycles)
+			fail("virtio-net: tx stalled after %lu of %lu frames", done, n);
+	}
+	printf("bench: tx %lu frames %lu bytes %lu cycles\n", n, n * 1514, last - first);
+}
+
+static void bench_rx(uint64_t n, uint64_t hz)
+{
+	struct vq *q = &d->vq[0];
+	uint64_t frames = 0, bytes = 0, first = 0, last = 0, t0 = rdtsc();
+	printf("bench: rx ready\n");
+	for (;;) {
+		uint32_t len;
+		int id = vq_get(q, &len);
+		uint64_t now = rdtsc();
+		if (id < 0) {
+			if (frames ? now - last > hz : now - t0 > 30 * hz)
+				break;
+			__asm__ volatile("pause");
+			continue;
+		}
+		if (!frames)
+			first = now;
+		last = now;
+		frames++;
+		bytes += len > HDR ? len - HDR : 0;
+		struct vbuf b = { rxmem + (uint64_t)id * BUFLEN, BUFLEN, 1 };
+		vq_add(q, &b, 1);
+		if (!(*(volatile uint16_t *)q->used & 1))
+			vq_kick(q);
+		if (frames == n)
+			break;
+	}
+	if (!frames)
+		fail("virtio-net: rx bench received nothing");
+	printf("bench: rx %lu frames %lu bytes %lu cycles\n", frames, bytes, last - first);
+}
+
 int guest_main(uint32_t param)
 {
-	(void)param;
+	int bench = param != 0;
+	uint64_t nframes = param & 0x0fffffff;
+	int dir = (int)(param >> 28);
 	printf("virtio-net test\n");
 	d = alloc(sizeof(*d), 64);
 	virtio_init(d, pci_find_virtio(VIRTIO_ID_NET), 1ull << F_MAC);
-	virtio_setup_queue(d, 0, 64);
-	virtio_setup_queue(d, 1, 64);
+	virtio_setup_queue(d, 0, bench ? 256 : 64);
+	virtio_setup_queue(d, 1, bench ? 256 : 64);
 	if (d->features & (1ull << F_MAC)) {
 		for (int i = 0; i < 6; i++)
 			mac[i] = vcfg8(d, i);
@@ -162,9 +263,10 @@ int guest_main(uint32_t param)
 		memcpy(mac, dflt, 6);
 	}
 	printf("virtio-net: mac %02x:%02x:%02x:%02x:%02x:%02x\n", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
-	rxmem = alloc(RXBUFS * BUFLEN, 4096);
+	int nrx = bench ? (int)d->vq[0].size : RXBUFS;
+	rxmem = alloc((size_t)nrx * BUFLEN, 4096);
 	txbuf = alloc(BUFLEN, 4096);
-	for (int i = 0; i < RXBUFS; i++) {
+	for (int i = 0; i < nrx; i++) {
 		struct vbuf b = { rxmem + i * BUFLEN, BUFLEN, 1 };
 		if (vq_add(&d->vq[0], &b, 1) != i)
 			fail("virtio-net: rx buffer %d", i);
@@ -180,6 +282,19 @@ int guest_main(uint32_t param)
 			fail("virtio-net: no ARP reply from 10.0.2.2");
 		arp(1, zero, host_ip, bcast);
 		poll_rx(step, &have_host_mac);
+	}
+	if (bench) {
+		if (!nframes || dir > 1)
+			fail("virtio-net: bad bench parameter %x", param);
+		uint64_t hz = tsc_hz_from_rtc();
+		poll_timeout_cycles = hz * 10;
+		printf("bench: tsc_hz %lu\n", hz);
+		if (dir == 0)
+			bench_tx(nframes);
+		else
+			bench_rx(nframes, hz);
+		printf("bench: done\n");
+		return EXIT_OK;
 	}
 	for (int tries = 0; !got_pong; tries++) {
 		if (tries == 30)
