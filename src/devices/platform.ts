@@ -30,7 +30,12 @@
 //     etc/e820, ACPI (with this platform's INTx routes), SMBIOS, bootorder
 //     (this platform's boot order) and the -f user files; the CMOS boot
 //     order and CPU count cells QEMU fills (0x3d/0x38 hard disk first,
-//     0x5f); the optional debug console at 0x402 (lpc.debugcon.path).
+//     0x5f); the optional debug console at 0x402 (lpc.debugcon.path);
+//     QEMU's PIIX4 PM function (piix4-pm.ts) at function 3 of the LPC
+//     bridge's slot (0:1.3, QEMU's address, with `-s 1,lpc`), whose PMBA
+//     also decodes the ACPI PM block where the firmware puts it. It is left
+//     out when there is no LPC bridge or the user's -s already uses that
+//     function.
 //
 // The in-kernel KVM irqchip and PIT own 0x20/0xa0, 0x4d0, 0x40-0x43 and
 // 0x61; nothing here registers them.
@@ -64,6 +69,7 @@ import { createVirtioConsole } from './virtio/virtio-console.js';
 import type { VirtioDevice } from './virtio/virtio-device.js';
 import { I440fxHostBridge } from './pci/i440fx.js';
 import { PamShadow } from './pci/pam.js';
+import { Piix4Pm, PIIX4_PM_FUNC } from './pci/piix4-pm.js';
 import { createFwCfg, type FwCfg, type FwCfgFile } from '../firmware/fwcfg.js';
 import { buildFwCfgFiles, fwCfgUuid } from '../firmware/index.js';
 import { DebugCon, DEBUGCON_PORT } from '../firmware/debugcon.js';
@@ -104,6 +110,8 @@ export interface Platform {
   fwcfg?: FwCfg;
   /** Shadowing of the legacy BIOS window (lpc.fwcfg=qemu with ctx.memoryMap). */
   pam?: PamShadow;
+  /** QEMU's PIIX4 PM function (lpc.fwcfg=qemu with an LPC bridge). */
+  piix4pm?: Piix4Pm;
 }
 
 export interface PlatformOptions {
@@ -243,6 +251,15 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
     devices.push(fn);
   }
   bootOrder.sort((a, b) => a.bootindex - b.bootindex);
+  // QEMU's PIIX4_PM sits beside its ISA bridge (0:1.3); a user's function
+  // there wins and the PIIX4 PM is then not added.
+  let piix4pm: Piix4Pm | undefined;
+  const lpcAt = lpc?.address;
+  if (qemu && lpcAt && !pci.lookup(lpcAt.bus, lpcAt.slot, PIIX4_PM_FUNC)) {
+    piix4pm = new Piix4Pm();
+    pci.attach(lpcAt.bus, lpcAt.slot, PIIX4_PM_FUNC, piix4pm);
+    devices.push(piix4pm);
+  }
   const alloc = new PciResourceAllocator(layout);
   assignPciBars(pci.functions(), alloc);
   devices.push(...uarts);
@@ -278,6 +295,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   const pm = new PowerManagement(pmIo === ctx.io ? ctx : { ...ctx, io: pmIo, stream: (k: string) => ctx.stream(k) });
   pirq.useIrq(SCI_INT);
   devices.push(pm);
+  piix4pm?.bindPm(pm);
 
   const rtc = new Rtc(ctx, layout);
   devices.push(rtc);
@@ -308,7 +326,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   if (debugcon) devices.push(debugcon);
 
   return {
-    devices, pci, pirq, pm, rtc, atkbdc, lpc, uarts, pctestdev, virtio, intx, bus0Windows: alloc.busWindows(0), bootOrder, fwcfg, pam,
+    devices, pci, pirq, pm, rtc, atkbdc, lpc, uarts, pctestdev, virtio, intx, bus0Windows: alloc.busWindows(0), bootOrder, fwcfg, pam, piix4pm,
   };
 }
 

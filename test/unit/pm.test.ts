@@ -123,3 +123,55 @@ describe('PM timer and reset register', () => {
     expect(f.exits).toHaveLength(1);
   });
 });
+
+describe('PowerManagement.relocate (a PIIX4-style PM base)', () => {
+  it('decodes the same registers at the new base as well as at 0x400, and moves again', () => {
+    const f = fake();
+    const pm = new PowerManagement(f.ctx);
+    expect(pm.relocate(0x600)).toBe(true);
+    expect(pm.relocatedBase).toBe(0x600);
+    f.outp(0x602, PM1_PWRBTN_EN, 2);
+    expect(f.inp(PM1A_EVT_ADDR + 2, 2)).toBe(PM1_PWRBTN_EN);
+    pm.pressPowerButton();
+    expect(f.inp(0x600, 2) & PM1_PWRBTN_STS).toBe(PM1_PWRBTN_STS);
+    f.outp(0x600, PM1_PWRBTN_STS, 2);
+    expect(f.inp(PM1A_EVT_ADDR, 2)).toBe(0);
+    pm.raiseGpe(0);
+    expect(f.inp(0x60c, 1)).toBe(1);
+    expect(f.inp(0x608, 4)).not.toBe(0xffffffff);
+    f.outp(0x604, slpTyp(5) | SLP_EN, 2);
+    expect(f.exits.map((e) => e.kind)).toEqual(['poweroff']);
+    expect(pm.relocate(0xb000)).toBe(true);
+    expect(f.io.ports.find(0x604)).toBeUndefined();
+    expect(f.inp(0xb00c, 1)).toBe(1);
+    expect(f.io.ports.find(PM1A_CNT_ADDR)?.name).toBe('pm1');
+  });
+
+  it('stops decoding the moved block on undefined or 0x400, and keeps bhyve ports', () => {
+    const f = fake();
+    const pm = new PowerManagement(f.ctx);
+    pm.relocate(0x600);
+    expect(pm.relocate(undefined)).toBe(true);
+    expect(f.io.ports.find(0x600)).toBeUndefined();
+    pm.relocate(0x600);
+    expect(pm.relocate(PM1A_EVT_ADDR)).toBe(true);
+    expect(pm.relocatedBase).toBeUndefined();
+    expect(f.io.ports.find(0x600)).toBeUndefined();
+    expect(f.inp(IO_PMTMR, 4)).not.toBe(0xffffffff);
+  });
+
+  it('refuses a base that overlaps other ports or leaves the port space', () => {
+    const f = fake();
+    const pm = new PowerManagement(f.ctx);
+    f.io.registerPorts('other', 0x700, 4, { read: () => 0, write: () => {} });
+    expect(pm.relocate(0x6f8)).toBe(false);
+    expect(pm.relocate(0x3f8)).toBe(false); // over bhyve's own block
+    expect(pm.relocate(0xfffc)).toBe(false);
+    expect(pm.relocatedBase).toBeUndefined();
+    expect(f.io.ports.find(0x6f8)).toBeUndefined();
+    // A refused base after a good one leaves the block at 0x400 only.
+    pm.relocate(0x600);
+    expect(pm.relocate(0x6f8)).toBe(false);
+    expect(f.io.ports.find(0x600)).toBeUndefined();
+  });
+});

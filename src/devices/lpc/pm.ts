@@ -27,6 +27,17 @@
 //
 // Accesses of a size bhyve refuses (its handlers fail them) are ignored here
 // and read as all-ones.
+//
+// A PIIX4-style PM base (the QEMU personality's PIIX4 ACPI function,
+// piix4-pm.ts): relocate(base) makes the same registers (PM1a event, PM1a
+// control, PM timer, GPE0, at the same offsets from base as from 0x400)
+// decode at a base the firmware programs, or stops decoding them there
+// (undefined). bhyve's block at 0x400 stays decoded whatever the base: it is
+// what this platform's FADT describes (the constants below), and SeaBIOS
+// itself switches its PM timer to the FADT's PM_TMR_BLK once it has loaded
+// the tables, so the firmware's base and the tables' base both work. A base
+// that would overlap another device's ports is not decoded (relocate
+// returns false).
 
 import type { AccessSize, Device, DeviceContext } from '../device.js';
 
@@ -43,6 +54,8 @@ export const IO_GPE0_STS = IO_GPE0_BLK;
 export const IO_GPE0_EN = IO_GPE0_BLK + IO_GPE0_LEN / 2;
 export const RESET_CONTROL_PORT = 0xcf9;
 export const GPE_VMGENC = 0;
+/** Length of the PM1/timer/GPE0 block from PM1A_EVT_ADDR. */
+export const PM_BLOCK_LEN = IO_GPE0_BLK + IO_GPE0_LEN - PM1A_EVT_ADDR;
 
 export const PM1_TMR_STS = 0x0001;
 export const PM1_BM_STS = 0x0010;
@@ -90,11 +103,12 @@ export class PowerManagement implements Device {
   private sciActive = false;
   private readonly clock: () => bigint;
   private readonly timerBase: bigint;
+  private movedBase: number | undefined;
 
   constructor(private readonly ctx: DeviceContext, opts: PmOptions = {}) {
     this.clock = opts.clock ?? (() => process.hrtime.bigint());
     this.timerBase = this.clock();
-    ctx.io.registerPorts('pm1', PM1A_EVT_ADDR, IO_GPE0_BLK + IO_GPE0_LEN - PM1A_EVT_ADDR, {
+    ctx.io.registerPorts('pm1', PM1A_EVT_ADDR, PM_BLOCK_LEN, {
       read: (port, size) => this.blockRead(port, size),
       write: (port, size, value) => this.blockWrite(port, size, value),
     });
@@ -106,6 +120,38 @@ export class PowerManagement implements Device {
       read: (_p, size) => (size === 1 ? this.resetControl : ones(size)),
       write: (_p, size, value) => { if (size === 1) this.resetWrite(value & 0xff); },
     });
+  }
+
+  /** Where the block is decoded besides bhyve's 0x400 (a PIIX4-style PM
+   * base), or undefined. */
+  get relocatedBase(): number | undefined {
+    return this.movedBase;
+  }
+
+  /** Decodes the PM1/timer/GPE0 block at base as well as at 0x400 (base
+   * 0x400 or undefined: only there). Unregisters the block from the previous
+   * base first. Returns false when the block could not be placed at base
+   * (out of the port space, or overlapping another device), in which case
+   * it is decoded at 0x400 only. */
+  relocate(base: number | undefined): boolean {
+    if (base === this.movedBase || (base === PM1A_EVT_ADDR && this.movedBase === undefined)) return true;
+    if (this.movedBase !== undefined) {
+      this.ctx.io.unregisterPorts(this.movedBase);
+      this.movedBase = undefined;
+    }
+    if (base === undefined || base === PM1A_EVT_ADDR) return true;
+    if (!Number.isInteger(base) || base <= 0 || base + PM_BLOCK_LEN > 0x10000) return false;
+    const delta = PM1A_EVT_ADDR - base;
+    try {
+      this.ctx.io.registerPorts('pm1@pmba', base, PM_BLOCK_LEN, {
+        read: (port, size) => this.blockRead(port + delta, size),
+        write: (port, size, value) => this.blockWrite(port + delta, size, value),
+      });
+    } catch {
+      return false;
+    }
+    this.movedBase = base;
+    return true;
   }
 
   /** The PM timer's 32-bit count now. */
