@@ -9,6 +9,7 @@ import { reportError, writeOut } from './output.js';
 export async function bhyveMain(argv: readonly string[]): Promise<number> {
   let runVm: typeof import('../vmm/run-vm.js').runVm;
   let userErrors: Array<new (...a: never[]) => Error> = [];
+  let threads: Array<{ terminate(): Promise<number> }> = [];
   try {
     const result = parseBhyveArgs(argv);
     if (result.kind === 'help') {
@@ -20,12 +21,16 @@ export async function bhyveMain(argv: readonly string[]): Promise<number> {
       return result.exitCode;
     }
     validateForStart(result.config, { restoreFile: result.restoreFile, fwcfgFiles: result.fwcfgFiles });
+    // The vCPU threads boot while the rest of the vmm loads.
+    const spawned = (await import('../vmm/vcpu-threads.js')).spawnVcpuThreads(result.config.get('cpus'));
+    threads = spawned;
     // Loaded only when a VM is really started: keeps -h and errors fast.
     const [vmm, probe] = await Promise.all([import('../vmm/run-vm.js'), import('../vmm/probe.js')]);
     runVm = vmm.runVm;
     userErrors = [vmm.VmSetupError, probe.HostRequirementError];
-    return await runVm(result.config, { fwcfgFiles: result.fwcfgFiles });
+    return await runVm(result.config, { fwcfgFiles: result.fwcfgFiles, threads: spawned });
   } catch (err) {
+    for (const t of threads) void t.terminate(); // idle threads would keep the process alive
     return reportError('bhyve', err, userErrors);
   }
 }

@@ -2,7 +2,8 @@
 // bhyve(8) exit status. The main thread is the control plane (signals, host
 // backends, the halt watchdog); each vCPU runs on its own worker thread.
 
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { spawnVcpuThread, spawnVcpuThreads } from './vcpu-threads.js';
 import type { ConfigTree } from '../config/tree.js';
 import { openUartBackend, restoreTerminal, type UartBackendHost, type UartStreamTransfer } from '../devices/lpc/uart-backend.js';
 import { openHostPorts, type HostPorts } from '../devices/virtio/host-ports.js';
@@ -28,16 +29,14 @@ const STOP_GRACE_MS = 2000;
  * fw_cfg files outside it). */
 export interface RunExtras {
   fwcfgFiles?: ReadonlyArray<{ name: string; data: Uint8Array }>;
+  /** vCPU threads already started (spawnVcpuThreads); runVm owns them. */
+  threads?: Worker[];
 }
 
 export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise<number> {
-  // Start the vCPU threads first: their module loading overlaps our setup.
-  const expectedCpus = Number(config.get('cpus') ?? '1');
-  const threads: Worker[] = [];
-  const spawnThread = (): Worker => new Worker(new URL('./vcpu-thread.js', import.meta.url));
-  if (Number.isInteger(expectedCpus) && expectedCpus > 0 && expectedCpus <= 64) {
-    for (let i = 0; i < expectedCpus; i++) threads.push(spawnThread());
-  }
+  // Start the vCPU threads first (unless the caller already did): their
+  // module loading overlaps our setup.
+  const threads: Worker[] = extras.threads ?? spawnVcpuThreads(config.get('cpus'));
   let created: ReturnType<typeof createMachine>;
   try {
     created = createMachine(config);
@@ -46,7 +45,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     throw asUserError(e);
   }
   const { machine, ncpus, warnings } = created;
-  while (threads.length < ncpus) threads.push(spawnThread());
+  while (threads.length < ncpus) threads.push(spawnVcpuThread());
   while (threads.length > ncpus) void threads.pop()!.terminate();
   for (const w of warnings) process.stderr.write(`bhyve: ${w}\n`);
 
