@@ -26,6 +26,7 @@ beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'uart-stdio-'));
   writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
   transpile('vmm/byte-ring');
+  transpile('vmm/ring-pumps');
   transpile('devices/lpc/uart-backend');
   writeFileSync(join(dir, 'child.js'), `
 import { execFileSync } from 'node:child_process';

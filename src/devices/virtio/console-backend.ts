@@ -16,6 +16,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { ConfigTree } from '../../config/tree.js';
 import { ByteRing } from '../../vmm/byte-ring.js';
+import { pumpRingToSocket, RxPump } from '../../vmm/ring-pumps.js';
 
 const RX_RING_BYTES = 64 * 1024;
 const TX_RING_BYTES = 64 * 1024;
@@ -112,40 +113,8 @@ async function openPortSocket(name: string, path: string, kick: () => void): Pro
   const control = new SharedArrayBuffer(16);
   const flags = new Int32Array(control);
   const st: { client: net.Socket | null } = { client: null };
-  let pending: Uint8Array[] = [];
   let closed = false;
-
-  const pushRx = (chunk: Uint8Array): void => {
-    if (pending.length > 0) { pending.push(chunk); return; }
-    const n = rx.push(chunk);
-    if (n > 0) kick();
-    if (n < chunk.length) {
-      pending.push(chunk.subarray(n));
-      st.client?.pause();
-      void drainPending();
-    }
-  };
-  let draining = false;
-  const drainPending = async (): Promise<void> => {
-    if (draining) return;
-    draining = true;
-    try {
-      while (!closed && pending.length > 0) {
-        await rx.waitForSpace();
-        if (rx.isClosed()) return;
-        while (pending.length > 0) {
-          const head = pending[0];
-          const n = rx.push(head);
-          if (n < head.length) { pending[0] = head.subarray(n); break; }
-          pending.shift();
-        }
-        kick();
-      }
-      st.client?.resume();
-    } finally {
-      draining = false;
-    }
-  };
+  const pump = new RxPump(rx, kick, () => st.client?.pause(), () => st.client?.resume());
 
   const server = net.createServer((sock) => {
     if (st.client !== null || closed) {
@@ -158,12 +127,12 @@ async function openPortSocket(name: string, path: string, kick: () => void): Pro
     Atomics.store(flags, CONNECTED, 1);
     Atomics.add(flags, GENERATION, 1);
     kick();
-    sock.on('data', (chunk: Buffer) => pushRx(chunk));
+    sock.on('data', (chunk: Buffer) => pump.write(chunk));
     sock.on('error', () => undefined);
     sock.on('close', () => {
       if (st.client !== sock) return;
       st.client = null;
-      pending = [];
+      pump.clear();
       Atomics.store(flags, CONNECTED, 0);
       Atomics.add(flags, GENERATION, 1);
       tx.discard();
@@ -187,22 +156,7 @@ async function openPortSocket(name: string, path: string, kick: () => void): Pro
   });
   server.on('error', () => undefined);
 
-  const txLoop = (async (): Promise<void> => {
-    while (!closed) {
-      await tx.waitForData();
-      if (closed) break;
-      const bytes = tx.read();
-      const c = st.client;
-      if (c === null || bytes.length === 0) continue;
-      if (!c.write(bytes)) {
-        await new Promise<void>((resolve) => {
-          const done = (): void => { c.removeListener('drain', done); c.removeListener('close', done); resolve(); };
-          c.once('drain', done);
-          c.once('close', done);
-        });
-      }
-    }
-  })();
+  const txLoop = pumpRingToSocket(tx, () => st.client, () => closed);
 
   return {
     transfer: { rx: rx.sab, tx: tx.sab, control },
@@ -210,6 +164,7 @@ async function openPortSocket(name: string, path: string, kick: () => void): Pro
       if (closed) return;
       closed = true;
       Atomics.store(flags, CONNECTED, 0);
+      pump.close();
       rx.close();
       tx.close();
       const c = st.client;

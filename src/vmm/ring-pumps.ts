@@ -1,0 +1,94 @@
+// Host-side pumps between Node event-loop streams and the shared-memory
+// byte rings that device models read and write on the device thread: input
+// with backpressure, output drained to a socket without polling. Used by
+// the UART backends and by virtio-console's port sockets.
+
+import type * as net from 'node:net';
+import type { ByteRing } from './byte-ring.js';
+
+/** Moves bytes from an event-loop source into the RX ring with backpressure:
+ * when the ring is full, the source is paused and the rest is kept until the
+ * device thread has made room, the way bhyve stops reading its tty while the
+ * guest's RX FIFO is full. */
+export class RxPump {
+  private pending: Uint8Array[] = [];
+  private waiting = false;
+  private closed = false;
+
+  constructor(
+    private readonly ring: ByteRing,
+    private readonly kick: () => void,
+    private readonly pause: () => void,
+    private readonly resume: () => void,
+  ) {}
+
+  write(chunk: Uint8Array): void {
+    if (this.closed || chunk.length === 0) return;
+    if (this.pending.length > 0) {
+      this.pending.push(chunk);
+      return;
+    }
+    const n = this.ring.push(chunk);
+    if (n > 0) this.kick();
+    if (n < chunk.length) {
+      this.pending.push(chunk.subarray(n));
+      this.pause();
+      void this.waitForRoom();
+    }
+  }
+
+  /** Drops queued input (e.g. when a TCP client goes away). */
+  clear(): void {
+    this.pending = [];
+  }
+
+  close(): void {
+    this.closed = true;
+    this.pending = [];
+  }
+
+  private async waitForRoom(): Promise<void> {
+    if (this.waiting) return;
+    this.waiting = true;
+    try {
+      while (!this.closed && this.pending.length > 0) {
+        await this.ring.waitForSpace();
+        if (this.ring.isClosed()) return;
+        let pushed = false;
+        while (this.pending.length > 0) {
+          const head = this.pending[0];
+          const n = this.ring.push(head);
+          if (n > 0) pushed = true;
+          if (n < head.length) {
+            this.pending[0] = head.subarray(n);
+            break;
+          }
+          this.pending.shift();
+        }
+        if (pushed) this.kick();
+      }
+      if (!this.closed) this.resume();
+    } finally {
+      this.waiting = false;
+    }
+  }
+}
+
+/** Drains `tx` to the connected client until `closed()`; output with no
+ * client is dropped. Waits for 'drain' when the socket pushes back. */
+export async function pumpRingToSocket(tx: ByteRing, client: () => net.Socket | null, closed: () => boolean): Promise<void> {
+  while (!closed()) {
+    await tx.waitForData();
+    if (closed()) break;
+    const bytes = tx.read();
+    const c = client();
+    if (c === null || bytes.length === 0) continue;
+    if (!c.write(bytes)) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => { c.removeListener('drain', done); c.removeListener('close', done); resolve(); };
+        c.once('drain', done);
+        c.once('close', done);
+      });
+    }
+  }
+}
