@@ -3,13 +3,16 @@
 
 import { parseBhyveArgs } from '../config/bhyve-args.js';
 import { validateForStart } from '../devices/registry.js';
+import type { Worker } from 'node:worker_threads';
+
 import { reportError, writeOut } from './output.js';
 
 /** Runs bhyve with argv (without the program name); resolves to the exit status. */
 export async function bhyveMain(argv: readonly string[]): Promise<number> {
   let runVm: typeof import('../vmm/run-vm.js').runVm;
   let userErrors: Array<new (...a: never[]) => Error> = [];
-  let threads: Array<{ terminate(): Promise<number> }> = [];
+  let threads: Worker[] = [];
+  let retire: ((w: Worker) => Promise<void>) | undefined;
   try {
     const result = parseBhyveArgs(argv);
     if (result.kind === 'help') {
@@ -22,7 +25,9 @@ export async function bhyveMain(argv: readonly string[]): Promise<number> {
     }
     validateForStart(result.config, { restoreFile: result.restoreFile, fwcfgFiles: result.fwcfgFiles });
     // The vCPU threads boot while the rest of the vmm loads.
-    const spawned = (await import('../vmm/vcpu-threads.js')).spawnVcpuThreads(result.config.get('cpus'));
+    const vcpuThreads = await import('../vmm/vcpu-threads.js');
+    retire = vcpuThreads.retireVcpuThread;
+    const spawned = vcpuThreads.spawnVcpuThreads(result.config.get('cpus'));
     threads = spawned;
     // Loaded only when a VM is really started: keeps -h and errors fast.
     const [vmm, probe] = await Promise.all([import('../vmm/run-vm.js'), import('../vmm/probe.js')]);
@@ -30,7 +35,7 @@ export async function bhyveMain(argv: readonly string[]): Promise<number> {
     userErrors = [vmm.VmSetupError, probe.HostRequirementError];
     return await runVm(result.config, { fwcfgFiles: result.fwcfgFiles, threads: spawned });
   } catch (err) {
-    for (const t of threads) void t.terminate(); // idle threads would keep the process alive
+    for (const t of threads) void retire?.(t); // idle threads would keep the process alive
     return reportError('bhyve', err, userErrors);
   }
 }

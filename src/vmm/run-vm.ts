@@ -3,7 +3,7 @@
 // backends, the halt watchdog); each vCPU runs on its own worker thread.
 
 import type { Worker } from 'node:worker_threads';
-import { spawnVcpuThread, spawnVcpuThreads } from './vcpu-threads.js';
+import { retireVcpuThread, spawnVcpuThread, spawnVcpuThreads } from './vcpu-threads.js';
 import type { ConfigTree } from '../config/tree.js';
 import { openUartBackend, restoreTerminal, type UartBackendHost, type UartStreamTransfer } from '../devices/lpc/uart-backend.js';
 import { openHostPorts, type HostPorts } from '../devices/virtio/host-ports.js';
@@ -41,12 +41,12 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
   try {
     created = createMachine(config);
   } catch (e) {
-    for (const t of threads) void t.terminate();
+    for (const t of threads) void retireVcpuThread(t);
     throw asUserError(e);
   }
   const { machine, ncpus, warnings } = created;
   while (threads.length < ncpus) threads.push(spawnVcpuThread());
-  while (threads.length > ncpus) void threads.pop()!.terminate();
+  while (threads.length > ncpus) void retireVcpuThread(threads.pop()!);
   for (const w of warnings) process.stderr.write(`bhyve: ${w}\n`);
 
   const control = VcpuControl.create(ncpus);
@@ -172,7 +172,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     controlServer?.close();
     timerHost.stop();
     requester.close();
-    for (const w of threads) void w.terminate();
+    for (const w of threads) void retireVcpuThread(w);
     for (const b of backends) await b.close();
     await hostPorts?.close();
     restoreTerminal();

@@ -44,6 +44,7 @@ export interface VcpuThreadData {
 }
 
 export type VcpuThreadMessage =
+  | { type: 'loaded' }
   | { type: 'ready'; id: number }
   | { type: 'exit'; request: ExitRequest }
   | { type: 'stopped'; id: number; exitCounts: number[] };

@@ -18,6 +18,9 @@ import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 
 // The thread is started before the VM exists, so that loading this module
 // overlaps the main thread's setup; its data arrives in the first message.
+// 'loaded' tells the main thread that terminating us is now safe
+// (vcpu-threads.ts).
+parentPort!.postMessage({ type: 'loaded' } satisfies VcpuThreadMessage);
 const d = await new Promise<VcpuThreadData>((resolve) => parentPort!.once('message', resolve));
 const control = new VcpuControl(d.controlSab, d.vcpuCount);
 const vcpu = new Vcpu(d.vcpuFd, d.mmapSize, d.id);
