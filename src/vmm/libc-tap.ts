@@ -1,5 +1,6 @@
-// Linux tap devices through /dev/net/tun (koffi ioctl TUNSETIFF), and an
-// asynchronous poll(2) for the main thread's tap reader.
+// Linux tap devices through /dev/net/tun (koffi ioctl TUNSETIFF), an
+// asynchronous poll(2) for the main thread's tap waker, and a non-blocking
+// read(2) that reports EAGAIN as a value (no exception per empty read).
 //
 // openTap(name): opens /dev/net/tun non-blocking and close-on-exec and
 // attaches it to the tap interface `name` with IFF_TAP | IFF_NO_PI (frames
@@ -15,6 +16,8 @@ const lib = koffi.load('libc.so.6');
 const ioctlPtr = lib.func('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *arg)');
 const pollFn = lib.func('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)');
 const strerrorFn = lib.func('const char *strerror(int errnum)');
+// (a typed array passed as void * is handed to C in place, no copy)
+const readFn = lib.func('long read(int fd, void *buf, unsigned long count)');
 
 /** _IOW('T', 202, int) */
 export const TUNSETIFF = 0x400454ca;
@@ -96,6 +99,13 @@ export function pollReadable(fd: number, timeoutMs: number): Promise<PollResult>
       else resolve('readable');
     });
   });
+}
+
+/** read(2) into `buf`: the byte count, or -errno (-EAGAIN when an O_NONBLOCK
+ * fd has nothing waiting). */
+export function readFd(fd: number, buf: Uint8Array): number {
+  const n = Number(readFn(fd, buf, buf.length));
+  return n < 0 ? -koffi.errno() : n;
 }
 
 /** True when the host can create tap devices here (for test skips). */

@@ -9,7 +9,6 @@ import {
   VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VirtioNet, createVirtioNet,
   formatMac, netGenMac, netOptionsFromConfig, parseMac, parseMtu,
 } from '../../src/devices/virtio/virtio-net.js';
-import { FrameRing } from '../../src/devices/virtio/frame-ring.js';
 import { tapNameOf, type NetPort } from '../../src/devices/virtio/net-backend.js';
 import {
   VIRTIO_F_VERSION_1, VIRTIO_ID_NET, VIRTIO_RING_F_EVENT_IDX, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_NEXT,
@@ -157,6 +156,31 @@ describe('virtio-net data path', () => {
     expect(interrupts).toEqual([0]);
   });
 
+  it('RX asks for buffer notifications only while a frame waits for buffers (as QEMU and bhyve)', () => {
+    const { port, dev, rx } = setup(V1);
+    const NO_NOTIFY = 1;
+    const bufs = [rx.alloc(2048), rx.alloc(2048)];
+    for (const b of bufs) rx.offer(rx.chain([{ addr: b, len: 2048, write: true }]));
+    dev.queueNotify(0); // buffers on hand, no frames: no kicks wanted
+    expect(rx.usedFlags() & NO_NOTIFY).toBe(NO_NOTIFY);
+    port.rx.push(frame(100, 1));
+    dev.poll(); // one frame in, one buffer left: still not wanted
+    expect(rx.usedIdx()).toBe(1);
+    expect(rx.usedFlags() & NO_NOTIFY).toBe(NO_NOTIFY);
+    port.rx.push(frame(100, 2), frame(100, 3));
+    dev.poll(); // the second frame finds no buffer: now the driver must kick
+    expect(rx.usedIdx()).toBe(2);
+    expect(port.rx).toHaveLength(1);
+    expect(rx.usedFlags() & NO_NOTIFY).toBe(0);
+    const b = rx.alloc(2048);
+    rx.offer(rx.chain([{ addr: b, len: 2048, write: true }]));
+    dev.queueNotify(0);
+    expect(port.rx).toHaveLength(0);
+    expect(rx.usedIdx()).toBe(3);
+    expect(Array.from(rx.read(b + 12, 100))).toEqual(Array.from(frame(100, 3)));
+    expect(rx.usedFlags() & NO_NOTIFY).toBe(NO_NOTIFY);
+  });
+
   it('RX with MRG_RXBUF spreads a frame over several buffers and sets num_buffers', () => {
     const { port, dev, rx } = setup(V1_MRG);
     const bufs = Array.from({ length: 6 }, () => rx.alloc(256));
@@ -249,49 +273,5 @@ describe('virtio-net data path', () => {
     d.tx.offer(0);
     d.dev.queueNotify(1);
     expect(d.resets[0]).toMatch(/zero-length/);
-  });
-});
-
-describe('FrameRing', () => {
-  it('passes variable-length records in order, wrapping without splitting one', () => {
-    const r = FrameRing.create(4096);
-    const other = FrameRing.from(r.sab);
-    let sent = 0; let got = 0;
-    for (let round = 0; round < 50; round++) {
-      while (r.push(frame(100 + ((sent * 37) % 900), sent))) sent++;
-      expect(r.fits(1000)).toBe(false);
-      for (let k = 0; k < 3; k++) {
-        const f = other.peek();
-        expect(f).not.toBeNull();
-        expect(Array.from(f!)).toEqual(Array.from(frame(100 + ((got * 37) % 900), got)));
-        other.consume();
-        got++;
-      }
-    }
-    while (other.peek() !== null) { other.consume(); got++; }
-    expect(got).toBe(sent);
-    expect(r.isEmpty()).toBe(true);
-  });
-
-  it('refuses records larger than half the ring and counts drops', () => {
-    const r = FrameRing.create(1024);
-    expect(r.push(new Uint8Array(r.maxFrame + 1))).toBe(false);
-    expect(r.push(new Uint8Array(r.maxFrame))).toBe(true);
-    r.countDrop();
-    expect(r.dropped).toBe(1);
-    r.discard();
-    expect(r.peek()).toBeNull();
-  });
-
-  it('wakes a producer waiting for space', async () => {
-    const r = FrameRing.create(256);
-    while (r.push(new Uint8Array(40)));
-    let woke = false;
-    const p = r.waitForSpace(40).then(() => { woke = true; });
-    await new Promise((res) => setTimeout(res, 10));
-    expect(woke).toBe(false);
-    r.peek(); r.consume();
-    await p;
-    expect(woke).toBe(true);
   });
 });

@@ -8,52 +8,61 @@
 // does not exist and we may (root / CAP_NET_ADMIN). netgraph, netmap, vale
 // and slirp are FreeBSD-only or not built: a clear error says so.
 //
-// The work is split across our two threads:
-//   main thread   openNetBackend(): opens the tap (non-blocking), waits for
-//                 it to become readable with poll(2) on libuv's threadpool
-//                 (koffi async, one outstanding call per tap, 250 ms timeout
-//                 so that close() is prompt), then drains every waiting frame
-//                 with read(2) into a FrameRing and kicks the device thread
-//                 once per batch. When the ring is full it stops reading
-//                 until the device thread has made room; the kernel queues
-//                 (and past its txqueuelen drops) meanwhile, as a NIC would.
-//   device thread attachNetBackend(transfer): a NetPort. RX frames are
-//                 peeked in place in the ring; TX frames are written to the
-//                 tap fd with one writev(2) each, synchronously.
+// As in bhyve, the device thread reads and writes the tap itself: frames go
+// from read(2) straight on into the guest's receive buffers, no hand-off
+// through another thread. The main thread only wakes it:
+//   main thread   openNetBackend(): opens the tap (non-blocking). While the
+//                 device thread has read the tap dry and said so (ARMED),
+//                 it waits for the tap to become readable with poll(2) on
+//                 libuv's threadpool (koffi async, 250 ms timeout so that
+//                 close() is prompt), then disarms and kicks the device
+//                 thread once. Level-triggered poll after arming: a frame
+//                 that arrived between the empty read and the arming is
+//                 seen at once.
+//   device thread attachNetBackend(transfer): a NetPort. peek() reads the
+//                 next frame into a buffer (or returns the one a previous
+//                 peek read and nobody consumed: the guest had no buffers
+//                 for it); an empty tap arms the waker. While the guest has
+//                 no buffers nothing is read, the kernel queues (and past
+//                 its txqueuelen drops), as for a NIC, and the guest's
+//                 notify when it adds buffers resumes receiving. TX frames
+//                 are written with one writev(2) each, synchronously.
 
 import * as fs from 'node:fs';
 import type { ConfigTree } from '../../config/tree.js';
-import { openTap, pollReadable, TapError } from '../../vmm/libc-tap.js';
-import { FrameRing } from './frame-ring.js';
+import { openTap, pollReadable, readFd, TapError } from '../../vmm/libc-tap.js';
 
-/** RX ring size: room for ~700 full-size Ethernet frames. */
-export const NET_RX_RING_BYTES = 1 << 20;
 /** Largest frame read from a tap (its MTU may be up to 65535). */
 const TAP_READ_BYTES = 65536 + 64;
-/** Longest frames drained per wakeup before yielding to the event loop. */
-const DRAIN_BATCH = 256;
 const POLL_TIMEOUT_MS = 250;
+const EAGAIN = 11;
+
+// Words of the waker's SharedArrayBuffer.
+/** 1: the device thread found the tap empty and wants a kick when it is not. */
+const ARMED = 0;
+const WAKER_WORDS = 2;
 
 /** Everything the device thread needs (structured-cloneable). */
 export interface NetBackendTransfer {
   kind: 'tap';
-  /** The tap fd (process-wide), for TX writes from the device thread. */
+  /** The tap fd (process-wide), read and written by the device thread. */
   fd: number;
   /** The interface name, for diagnostics. */
   ifname: string;
-  /** The RX FrameRing, filled by the main thread. */
-  rx: SharedArrayBuffer;
+  /** The waker's flags (ARMED), shared with the main thread. */
+  wake: SharedArrayBuffer;
 }
 
 export interface NetBackendHost {
   readonly transfer: NetBackendTransfer;
-  /** Stops reading and closes the tap (after the device thread stopped). */
+  /** Stops the waker and closes the tap (after the device thread stopped). */
   close(): Promise<void>;
 }
 
 /** The device thread's view of a backend. Tests provide fakes. */
 export interface NetPort {
-  /** The oldest received frame, in place (valid until consume()), or null. */
+  /** The oldest received frame (valid until consume()), or null when none
+   * is waiting. Until consume(), peek() returns the same frame. */
   peek(): Uint8Array | null;
   /** Releases the frame peek() returned. */
   consume(): void;
@@ -99,54 +108,52 @@ export function openNetBackend(config: ConfigTree, node: string, kick: () => voi
     if (e instanceof TapError) throw new NetBackendError(`net backend '${backend}': ${e.message}`);
     throw e;
   }
-  return startTapReader(tap.fd, tap.name, kick);
+  return startTapWaker(tap.fd, tap.name, kick);
 }
 
-/** Runs the main-thread reader for an open, non-blocking tap (or any
- * packet fd that returns one frame per read). Exported for tests. */
-export function startTapReader(fd: number, ifname: string, kick: () => void): NetBackendHost {
-  const ring = FrameRing.create(NET_RX_RING_BYTES);
-  const buf = Buffer.allocUnsafe(TAP_READ_BYTES);
+type WaitAsyncResult =
+  | { async: false; value: 'not-equal' | 'timed-out' }
+  | { async: true; value: Promise<'ok' | 'timed-out'> };
+type WaitAsyncFn = (ta: Int32Array, index: number, value: number, timeout?: number) => WaitAsyncResult;
+
+/** Runs the main-thread waker for an open, non-blocking tap (or any packet
+ * fd that returns one frame per read); it owns the fd from now on.
+ * Exported for tests and benchmarks. */
+export function startTapWaker(fd: number, ifname: string, kick: () => void): NetBackendHost {
+  const sab = new SharedArrayBuffer(WAKER_WORDS * 4);
+  const ctl = new Int32Array(sab);
+  // Until the device thread has read anything, a frame should wake it.
+  Atomics.store(ctl, ARMED, 1);
+  const waitAsync = (Atomics as unknown as { waitAsync: WaitAsyncFn }).waitAsync;
   let closed = false;
+  let wakeClosed: () => void = () => undefined;
+  const closing = new Promise<void>((r) => { wakeClosed = r; });
 
   const loop = (async (): Promise<void> => {
     while (!closed) {
-      const r = await pollReadable(fd, POLL_TIMEOUT_MS);
-      if (closed) break;
-      if (r === 'timeout') continue;
-      if (r === 'error') {
-        await new Promise((res) => setTimeout(res, 100));
+      if (Atomics.load(ctl, ARMED) === 0) {
+        const w = waitAsync(ctl, ARMED, 0, 1000);
+        if (w.async) await Promise.race([w.value, closing]);
         continue;
       }
-      let pushed = 0;
-      for (let i = 0; i < DRAIN_BATCH && !closed; i++) {
-        let n: number;
-        try {
-          n = fs.readSync(fd, buf, 0, buf.length, null);
-        } catch {
-          break; // EAGAIN: drained (or the tap went away: poll tells)
-        }
-        if (n <= 0) break;
-        const frame = buf.subarray(0, n);
-        if (n > ring.maxFrame) { ring.countDrop(); continue; }
-        if (!ring.fits(n)) {
-          if (pushed > 0) { kick(); pushed = 0; }
-          await ring.waitForSpace(n);
-          if (closed) break;
-        }
-        if (ring.push(frame)) pushed++;
-        else ring.countDrop();
+      const r = await pollReadable(fd, POLL_TIMEOUT_MS);
+      if (closed) break;
+      if (r === 'readable') {
+        Atomics.store(ctl, ARMED, 0);
+        kick();
+      } else if (r === 'error') {
+        // The interface went away or is down: look again later.
+        await new Promise((res) => setTimeout(res, 100));
       }
-      if (pushed > 0) kick();
     }
   })();
 
   return {
-    transfer: { kind: 'tap', fd, ifname, rx: ring.sab },
+    transfer: { kind: 'tap', fd, ifname, wake: sab },
     async close(): Promise<void> {
       if (closed) return;
       closed = true;
-      ring.close();
+      wakeClosed();
       await loop.catch(() => undefined);
       try { fs.closeSync(fd); } catch { /* already closed */ }
     },
@@ -154,13 +161,36 @@ export function startTapReader(fd: number, ifname: string, kick: () => void): Ne
 }
 
 /** The device thread's NetPort for a transfer. */
-export function attachNetBackend(t: NetBackendTransfer): NetPort & { readonly txErrors: number } {
-  const ring = FrameRing.from(t.rx);
+export function attachNetBackend(t: NetBackendTransfer): NetPort & { readonly txErrors: number; readonly rxErrors: number } {
+  const ctl = new Int32Array(t.wake);
   const fd = t.fd;
+  const buf = new Uint8Array(TAP_READ_BYTES);
+  let pending: Uint8Array | null = null;
   let txErrors = 0;
+  let rxErrors = 0;
+  const arm = (): void => {
+    if (Atomics.load(ctl, ARMED) === 0) {
+      Atomics.store(ctl, ARMED, 1);
+      Atomics.notify(ctl, ARMED);
+    }
+  };
   return {
-    peek: () => ring.peek(),
-    consume: () => ring.consume(),
+    peek(): Uint8Array | null {
+      if (pending !== null) return pending;
+      const n = readFd(fd, buf);
+      if (n > 0) {
+        pending = buf.subarray(0, n);
+        return pending;
+      }
+      // EAGAIN: read dry. Anything else (EIO while the interface is down...):
+      // nothing to receive now; the waker's poll tells when there is.
+      if (n < 0 && n !== -EAGAIN) rxErrors++;
+      arm();
+      return null;
+    },
+    consume(): void {
+      pending = null;
+    },
     send(views: Uint8Array[]): boolean {
       try {
         fs.writevSync(fd, views);
@@ -172,5 +202,6 @@ export function attachNetBackend(t: NetBackendTransfer): NetPort & { readonly tx
       }
     },
     get txErrors() { return txErrors; },
+    get rxErrors() { return rxErrors; },
   };
 }

@@ -17,7 +17,8 @@
 // Chains popped for a frame that then cannot be completed (the driver ran
 // out of buffers) are kept for the next frame, never lost. RX runs when the
 // main thread signals that frames arrived (poll) and when the driver makes
-// receive buffers available (notify on queue 0). Interrupts are raised once
+// receive buffers available (notify on queue 0); receive notifications are
+// enabled only while a frame waits for buffers. Interrupts are raised once
 // per batch, and only when the driver asked (NO_INTERRUPT / used_event).
 //
 // Options (bhyve's): mac=xx:xx:xx:xx:xx:xx (unicast, nonzero; default from
@@ -245,13 +246,14 @@ export class VirtioNet extends VirtioDeviceBase {
   private receive(queue: Virtqueue): void {
     const port = this.port;
     let used = 0;
+    let starved = false;
     if (port) {
       for (;;) {
         const frame = port.peek();
         if (frame === null) break;
         const need = this.hdrLen + frame.length;
         const g = this.gather(queue, need);
-        if (g === 'wait') break;
+        if (g === 'wait') { starved = true; break; }
         if (g === 'never') {
           // The driver's buffers can never hold this frame: drop it.
           while (this.stash.length > 0) { this.returnEmpty(queue); used++; }
@@ -270,9 +272,11 @@ export class VirtioNet extends VirtioDeviceBase {
         port.consume();
       }
     }
-    // Nothing more to receive or no buffers: notifications stay enabled so
-    // the driver tells us when it adds buffers.
-    queue.enableNotification();
+    // As QEMU and bhyve do: the driver's receive notifications are wanted
+    // only while a frame waits for buffers (gather() enabled them then).
+    // While buffers are on hand, frames arriving drive receive() and a kick
+    // per refilled buffer would be an exit per frame.
+    if (!starved) queue.disableNotification();
     if (used > 0) this.signal(VTNET_RXQ, queue);
   }
 
