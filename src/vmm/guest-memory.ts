@@ -42,6 +42,34 @@ export class GuestMemory {
     return r.bytes.subarray(off, off + length);
   }
 
+  /** Live views covering [gpa, gpa+length), appended to `out`: one view
+   * when the range lies in one region, several when it runs on across
+   * regions that touch (guest RAM is mapped in chunks: a guest buffer may
+   * cross a chunk boundary). Throws GuestMemoryError when any part of the
+   * range is not guest RAM. Returns the number of views appended. */
+  slices(gpa: number, length: number, out: Uint8Array[]): number {
+    const one = this.find(gpa, length);
+    if (one) {
+      const off = gpa - one.gpa;
+      out.push(one.bytes.subarray(off, off + length));
+      return 1;
+    }
+    if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(length) || gpa < 0 || length <= 0) throw new GuestMemoryError(gpa, length);
+    const start = out.length;
+    let at = gpa;
+    let left = length;
+    while (left > 0) {
+      const r = this.find(at, 1);
+      if (!r) { out.length = start; throw new GuestMemoryError(gpa, length); }
+      const off = at - r.gpa;
+      const n = Math.min(left, r.bytes.length - off);
+      out.push(r.bytes.subarray(off, off + n));
+      at += n;
+      left -= n;
+    }
+    return out.length - start;
+  }
+
   read(gpa: number, length: number): Uint8Array {
     return Uint8Array.from(this.slice(gpa, length));
   }

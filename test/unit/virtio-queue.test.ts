@@ -4,6 +4,7 @@ import {
   VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY,
 } from '../../src/devices/virtio/virtio-constants.js';
 import { FakeDriver, RAM_BASE } from './virtio-driver.js';
+import { GuestMemory } from '../../src/vmm/guest-memory.js';
 
 function queue(d: FakeDriver, opts: { eventIdx?: boolean; indirect?: boolean } = {}): Virtqueue {
   return new Virtqueue(d.mem, d.layout, { indirect: true, ...opts });
@@ -38,6 +39,33 @@ describe('Virtqueue layout validation', () => {
 });
 
 describe('Virtqueue data path', () => {
+  it('takes a buffer that runs across two RAM regions (chunk boundary) as two views; a hole is still an error', () => {
+    const d = new FakeDriver(8);
+    const w = d.alloc(0x3000, 0x1000);
+    const cut = d.off(w) + 0x1800; // a RAM chunk boundary inside the buffer
+    const split = new GuestMemory([
+      { gpa: RAM_BASE, bytes: d.bytes.subarray(0, cut) },
+      { gpa: RAM_BASE + cut, bytes: d.bytes.subarray(cut) },
+    ]);
+    d.offer(d.chain([{ addr: w, len: 0x3000, write: true }]));
+    const q = new Virtqueue(split, d.layout, { indirect: true });
+    const chain = q.pop()!;
+    expect(chain.writable.map((v) => v.length)).toEqual([0x1800, 0x1800]);
+    expect(chain.writableLength).toBe(0x3000);
+    const data = Uint8Array.from({ length: 0x3000 }, (_, i) => (i * 13) & 0xff);
+    expect(chain.copyToWritable(0, data)).toBe(0x3000);
+    expect(Array.from(d.read(w, 0x3000))).toEqual(Array.from(data));
+
+    // The same buffer with a hole where the second region was: not RAM.
+    const holed = new GuestMemory([
+      { gpa: RAM_BASE, bytes: d.bytes.subarray(0, cut) },
+      { gpa: RAM_BASE + cut + 0x1000, bytes: d.bytes.subarray(cut + 0x1000) },
+    ]);
+    const q2 = new Virtqueue(holed, d.layout, { indirect: true });
+    expectQueueError(() => q2.pop(), /descriptor \d+ buffer 0x[0-9a-f]+\+0x3000 is not in guest RAM/);
+  });
+
+
   it('pops a chain as readable then writable views, and copies across segments', () => {
     const d = new FakeDriver(8);
     const a = d.alloc(5); const b = d.alloc(7); const c = d.alloc(3); const w = d.alloc(6);

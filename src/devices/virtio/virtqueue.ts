@@ -316,17 +316,29 @@ export class Virtqueue {
     if (!this.eventIdx) wr16(this.used, 0, rd16(this.used, 0) | VIRTQ_USED_F_NO_NOTIFY);
   }
 
+  /** An indirect table: one view, in one RAM region. */
   private segment(addr: number, len: number, at: number, inIndirect: boolean): Uint8Array {
     try {
       return this.mem.slice(addr, len);
     } catch (e) {
-      if (e instanceof GuestMemoryError) {
-        const where = addr < 0 ? 'above 2^53' : `0x${addr.toString(16)}`;
-        throw new VirtqueueError(`queue ${this.index}: descriptor ${at}${inIndirect ? ' (indirect)' : ''} buffer `
-          + `${where}+0x${len.toString(16)} is not in guest RAM`);
-      }
-      throw e;
+      throw this.notRam(e, addr, len, at, inIndirect);
     }
+  }
+
+  /** A data buffer: its views (more than one across RAM regions) onto `out`. */
+  private buffer(addr: number, len: number, at: number, inIndirect: boolean, out: Uint8Array[]): void {
+    try {
+      this.mem.slices(addr, len, out);
+    } catch (e) {
+      throw this.notRam(e, addr, len, at, inIndirect);
+    }
+  }
+
+  private notRam(e: unknown, addr: number, len: number, at: number, inIndirect: boolean): unknown {
+    if (!(e instanceof GuestMemoryError)) return e;
+    const where = addr < 0 ? 'above 2^53' : `0x${addr.toString(16)}`;
+    return new VirtqueueError(`queue ${this.index}: descriptor ${at}${inIndirect ? ' (indirect)' : ''} buffer `
+      + `${where}+0x${len.toString(16)} is not in guest RAM`);
   }
 
   private walk(head: number, chain: DescriptorChain): void {
@@ -372,14 +384,15 @@ export class Virtqueue {
       if (len === 0) throw new VirtqueueError(`queue ${this.index}: zero-length descriptor ${i}${inIndirect ? ' (indirect)' : ''}`);
       total += len;
       if (total > MAX_CHAIN_BYTES) throw new VirtqueueError(`queue ${this.index}: descriptor chain from ${head} is longer than 4 GiB`);
-      const seg = this.segment(addr, len, i, inIndirect);
+      // A buffer may run across a RAM chunk boundary: then it takes
+      // several views.
       if (flags & VIRTQ_DESC_F_WRITE) {
-        chain.writable.push(seg);
+        this.buffer(addr, len, i, inIndirect, chain.writable);
         chain.writableLength += len;
         seenWritable = true;
       } else {
         if (seenWritable) throw new VirtqueueError(`queue ${this.index}: device-readable descriptor ${i} after a device-writable one`);
-        chain.readable.push(seg);
+        this.buffer(addr, len, i, inIndirect, chain.readable);
         chain.readableLength += len;
       }
       if (!(flags & VIRTQ_DESC_F_NEXT)) return;
