@@ -90,7 +90,7 @@ if (!opt.inner) {
     const p = res.inproc;
     const rows = [
       ['TX: chain -> writev(tap)', p.tx.fps.toFixed(0), p.tx.mbs.toFixed(1)],
-      ['RX: tap -> reader -> FrameRing -> rx buffers', p.rx.fps.toFixed(0), p.rx.mbs.toFixed(1)],
+      ['RX: tap -> read(2) in the device -> rx buffers', p.rx.fps.toFixed(0), p.rx.mbs.toFixed(1)],
       ['RX limit: host UDP send into the tap', p.send.fps.toFixed(0), p.send.mbs.toFixed(1)],
     ];
     const table = mdTable(['path (1514-byte frames)', 'frames/s', 'MB/s'], rows);
@@ -100,8 +100,8 @@ if (!opt.inner) {
 
 No guest and no vCPU: \`VirtioNet.queueNotify(1)\` popping 12-byte header +
 1514-byte frame chains from a 256-entry queue in plain memory and writev()ing
-them to the tap (TX); the host stack sending UDP out of the tap, our tap reader
-and \`VirtioNet.poll()\` filling 2 KiB receive buffers (RX). Median of ${REPS}
+them to the tap (TX); the host stack sending UDP out of the tap and
+\`VirtioNet.poll()\` reading it into 2 KiB receive buffers (RX). Median of ${REPS}
 runs of ${FRAMES} frames.
 
 ${table}
@@ -148,7 +148,7 @@ const dist = (p) => new URL(`../dist/${p}`, import.meta.url).href;
 const { GuestMemory } = await import(dist('vmm/guest-memory.js'));
 const { openTap } = await import(dist('vmm/libc-tap.js'));
 const { VirtioNet, VIRTIO_NET_F_MAC } = await import(dist('devices/virtio/virtio-net.js'));
-const { attachNetBackend, startTapReader } = await import(dist('devices/virtio/net-backend.js'));
+const { attachNetBackend, startTapWaker } = await import(dist('devices/virtio/net-backend.js'));
 const { createQueues } = await import(dist('devices/virtio/virtio-device.js'));
 const dgram = await import('node:dgram');
 
@@ -219,7 +219,7 @@ let tap; // opened after the VMM runs: a (single-queue) tap takes one reader
 let hostMac;
 
 function benchTx() {
-  const { dev, bytes, tx } = device(attachNetBackend({ kind: 'tap', fd: tap.fd, ifname: 'tap0', rx: new SharedArrayBuffer(32 + 1024) }));
+  const { dev, bytes, tx } = device(attachNetBackend({ kind: 'tap', fd: tap.fd, ifname: 'tap0', wake: new SharedArrayBuffer(8) }));
   fillFrames(bytes, tx, hostMac);
   let sent = 0;
   const t0 = process.hrtime.bigint();
@@ -240,7 +240,7 @@ const end=Date.now()+Number(process.argv[1])*1000;d.bind(0,'10.0.2.2',()=>{const
 for(let i=0;i<64;i++)d.send(p,9,'10.0.2.15',()=>{n++});if(Date.now()<end)setImmediate(go);else setTimeout(()=>{console.log(n);process.exit(0)},200)};go()});`;
 
 async function benchRx(secs) {
-  const reader = startTapReader(tap.fd, 'tap0', () => undefined);
+  const reader = startTapWaker(tap.fd, 'tap0', () => undefined);
   const { dev, rx } = device(attachNetBackend(reader.transfer));
   rx.refill();
   const { spawn } = await import('node:child_process');
@@ -392,7 +392,7 @@ hostMac = readFileSync('/sys/class/net/tap0/address', 'utf8').trim();
 const txs = []; const rxs = []; const sends = [];
 for (let i = 0; i < REPS; i++) txs.push(benchTx());
 for (let i = 0; i < REPS; i++) {
-  // startTapReader closes the fd it was given: use a fresh attachment each run.
+  // startTapWaker closes the fd it was given: use a fresh attachment each run.
   const r = await benchRx(Math.max(1, Math.round(FRAMES / 100000)));
   rxs.push(r.rx); sends.push(r.send);
   if (i < REPS - 1) Object.assign(tap, openTap('tap0'));
