@@ -138,6 +138,16 @@ own figures are printed on stderr.
 
 ${vtable}
 ${notes.map((n) => `\n${n}`).join('')}
+
+Where guest RX stands: our device thread reads the tap itself, straight
+into the guest's buffers, once woken (one kick per batch), and the
+in-process figure below shows that path keeps up with the flood. In the
+guest run the device is starved instead: the bench driver hands buffers back
+one at a time and, with receive notifications on while a frame waits (as
+QEMU and bhyve do), kicks for each, so every frame costs a notify exit to
+the vCPU's own thread; QEMU takes the same kick through an ioeventfd and
+fills the buffer on its other thread. A receive thread of our own fed by
+an ioeventfd is the next step.
 ${inproc}`;
   if (!opt['no-write']) console.log(`written to ${writeSection('virtio-net', body)}`);
   process.exit(0);
