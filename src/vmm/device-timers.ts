@@ -53,16 +53,22 @@ export class DeviceTimers {
     };
   }
 
-  /** Runs the callbacks of timers whose deadline has passed. */
+  /** Runs the callbacks of timers whose deadline has passed, earliest
+   * deadline first (a late wake-up may find several expired). */
   runExpired(): void {
     const now = process.hrtime.bigint();
-    let fired = false;
+    const due: number[] = [];
     for (let id = 0; id < this.callbacks.length; id++) {
-      if (Atomics.load(this.words, HEADER + id) !== 0 && this.deadlines[id] <= now) {
-        Atomics.store(this.words, HEADER + id, 0);
-        fired = true;
-        this.callbacks[id]();
-      }
+      if (Atomics.load(this.words, HEADER + id) !== 0 && this.deadlines[id] <= now) due.push(id);
+    }
+    if (due.length > 1) due.sort((a, b) => (this.deadlines[a] < this.deadlines[b] ? -1 : this.deadlines[a] > this.deadlines[b] ? 1 : a - b));
+    let fired = false;
+    for (const id of due) {
+      // (an earlier callback may have cancelled or re-armed this one)
+      if (Atomics.load(this.words, HEADER + id) === 0 || this.deadlines[id] > now) continue;
+      Atomics.store(this.words, HEADER + id, 0);
+      fired = true;
+      this.callbacks[id]();
     }
     // Tell the main thread to look again (a callback that re-armed has
     // already done so; this covers one-shot timers).

@@ -54,7 +54,7 @@ describe.skipIf(skip !== undefined)('virtio-net on bhyve with a tap in a network
   it('mac= and a /dev/ path backend; a tap created by bhyve goes away with it', async () => {
     const r = await runInNs(bhyveArgs(rom('virtio-net'), vmName('vnet'), {
       extra: ['-s', '5,virtio-net,/dev/tap9,mac=52:54:00:12:34:56,mtu=1400'],
-    }), 4000);
+    }), 6000);
     // tap9 is down and unaddressed: the guest would wait for ARP replies in
     // vain; the run is cut short once it has printed what we check.
     expect(r.stdout, `${r.stdout}${r.stderr}`).toContain('virtio-net: mac 52:54:00:12:34:56\r\n');
