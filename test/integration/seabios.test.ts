@@ -71,7 +71,13 @@ describe.skipIf(skip !== undefined)('SeaBIOS boots a virtio-blk disk', () => {
       `2,virtio-blk,${DISK},transport=legacy`, SEABIOS_256K), { timeout: 90_000 });
     expect(r.stdout).toContain('boot sector running\r\n');
     expect(r.exitCode).toBe(33);
-    expect(fs.readFileSync(log, 'latin1')).toContain('using legacy (0.9.5) virtio mode');
+    const text = fs.readFileSync(log, 'latin1');
+    expect(text).toContain('using legacy (0.9.5) virtio mode');
+    // This build (CONFIG_ACPI_PARSE, unlike bios.bin) walks our DSDT with its
+    // small AML parser (dsdt_parser.c) to find devices; a construct it cannot
+    // read shows as "parse_termlist: parse error, skip from ..." lines.
+    expect(text).toMatch(/ACPI: parse DSDT at 0x[0-9a-f]+ \(len \d+\)/);
+    expect(text).not.toMatch(/parse_term|parse_namestring|parse_pkg|deep recursion|overrun/);
     fs.rmSync(path.dirname(log), { recursive: true, force: true });
   }, 120_000);
 

@@ -94,8 +94,14 @@ function pirqLink(i: number): Aml {
       elseOf(returnOf(int(0x0b)))),
     name('_PRS', resourceTemplate(irqLevelLowShared(...PIRQ_PERMITTED))),
     name(cb, resourceTemplate(irqLevelLowShared())),
-    createWordField(ref(cb), int(1), cir),
-    method('_CRS', 0, false,
+    // bhyve puts CreateWordField (CB0n, 1, CIRn) at device scope. SeaBIOS's
+    // DSDT parser (dsdt_parser.c) knows only Name, Scope, Method, Device,
+    // OperationRegion, Field and a few other declarations there and gives
+    // up on the rest of the device at a CreateWordField ("parse_termlist:
+    // parse error"), so the field is created inside _CRS instead (over the
+    // same named buffer, as QEMU's IQCR does), which makes _CRS Serialized.
+    method('_CRS', 0, true,
+      createWordField(ref(cb), int(1), cir),
       and(ref(reg), int(0x8f), local(0)),
       ifOf(lless(local(0), int(0x80)), shiftLeft(int(1), local(0), ref(cir))),
       elseOf(store(int(0), ref(cir))),
