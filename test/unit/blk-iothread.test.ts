@@ -176,6 +176,9 @@ describe.skipIf(!haveWorker)('virtio-blk iothread', () => {
     const early = g.start();
     early.stop();
     expect([IOT_STATE.STOP, IOT_STATE.STOPPED]).toContain(early.state);
+    // Not terminated while it may be loading (that aborts Node): it sees
+    // STOP, never takes the queue, and ends by itself.
+    await until(() => early.state === IOT_STATE.STOPPED, 'the early worker to stop by itself');
 
     const bad = g.start({ memoryPath: path.join(tmp, 'no-such-memory-file') });
     await until(() => bad.failedToStart, 'the start failure');

@@ -142,9 +142,10 @@ export class BlkIothread {
     if (this.stopped) return;
     this.stopped = true;
     const deadline = Date.now() + timeoutMs;
+    let stillLoading = false;
     for (;;) {
       const s = Atomics.compareExchange(this.words, IOT.STATE, IOT_STATE.STARTING, IOT_STATE.STOP);
-      if (s === IOT_STATE.STARTING) break; // it will see STOP before taking the queue
+      if (s === IOT_STATE.STARTING) { stillLoading = true; break; } // it will see STOP before taking the queue
       if (s === IOT_STATE.STOPPED || s === IOT_STATE.FAILED) break;
       if (s === IOT_STATE.RUNNING) {
         if (Atomics.compareExchange(this.words, IOT.STATE, IOT_STATE.RUNNING, IOT_STATE.STOP) !== IOT_STATE.RUNNING) continue;
@@ -157,7 +158,10 @@ export class BlkIothread {
     }
     const w = this.worker;
     this.worker = undefined;
-    void w?.terminate().catch(() => undefined);
+    // A worker that may still be loading its modules is left to see STOP
+    // and end by itself (it is unref'd): Node 20 aborts the process when a
+    // worker is terminated during koffi's initialisation.
+    if (!stillLoading) void w?.terminate().catch(() => undefined);
     // The worker may still be between its last read and exiting: keep the
     // fd number from being reused under it until the process ends only if
     // it never acknowledged.
