@@ -1,44 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigTree } from '../../src/config/tree.js';
-import type { AccessSize, DeviceContext, InterruptSink } from '../../src/devices/device.js';
+import type { AccessSize } from '../../src/devices/device.js';
 import { buildPlatform } from '../../src/devices/platform.js';
 import {
   PciConfigSpace, PCIE_CONFIG_SIZE, PCIR_COMMAND, PCIR_STATUS, PCIY_EXPRESS,
 } from '../../src/devices/pci/config-space.js';
 import { PciBus } from '../../src/devices/pci/pci-bus.js';
 import { PirqRouter } from '../../src/devices/pci/pirq.js';
-import type { ExitRequest } from '../../src/vmm/exit-status.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
-import { LocalIoBus } from '../../src/vmm/io-bus.js';
+import { FakeIrq, fake as fakeDevice } from '../support/fake-device.js';
 
-class FakeIrq implements InterruptSink {
-  level = new Map<number, boolean>();
-  log: Array<[number, boolean]> = [];
-  setLevel(gsi: number, high: boolean): void { this.level.set(gsi, high); this.log.push([gsi, high]); }
-  pulse(gsi: number): void { this.setLevel(gsi, true); this.setLevel(gsi, false); }
-  signalMsi(): void { throw new Error('unexpected MSI'); }
-}
-
+/** The shared device-test context, with this file's outp(port, size, value) order. */
 function fake(settings: Record<string, string> = {}) {
-  const config = new ConfigTree();
-  for (const [k, v] of Object.entries(settings)) config.set(k, v);
-  const io = new LocalIoBus();
-  const irq = new FakeIrq();
-  const exits: ExitRequest[] = [];
-  const ctx: DeviceContext = {
-    io, irq, config, mem: new GuestMemory([]),
-    machine: { requestExit: (r) => { exits.push(r); }, vcpuCount: 1 },
-    stream: () => undefined,
-  };
-  const inp = (port: number, size: AccessSize): number => {
-    const v = io.portRead(port, size);
-    if (v === undefined) throw new Error(`port 0x${port.toString(16)} not decoded`);
-    return v;
-  };
-  const outp = (port: number, size: AccessSize, value: number): void => {
-    if (!io.portWrite(port, size, value)) throw new Error(`port 0x${port.toString(16)} not decoded`);
-  };
-  return { ctx, io, irq, exits, config, inp, outp };
+  const f = fakeDevice(settings);
+  return { ...f, outp: (port: number, size: AccessSize, value: number): void => f.outp(port, value, size) };
 }
 
 const STD = { 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc' };

@@ -111,11 +111,6 @@ export function openNetBackend(config: ConfigTree, node: string, kick: () => voi
   return startTapWaker(tap.fd, tap.name, kick);
 }
 
-type WaitAsyncResult =
-  | { async: false; value: 'not-equal' | 'timed-out' }
-  | { async: true; value: Promise<'ok' | 'timed-out'> };
-type WaitAsyncFn = (ta: Int32Array, index: number, value: number, timeout?: number) => WaitAsyncResult;
-
 /** Runs the main-thread waker for an open, non-blocking tap (or any packet
  * fd that returns one frame per read); it owns the fd from now on.
  * Exported for tests and benchmarks. */
@@ -124,7 +119,6 @@ export function startTapWaker(fd: number, ifname: string, kick: () => void): Net
   const ctl = new Int32Array(sab);
   // Until the device thread has read anything, a frame should wake it.
   Atomics.store(ctl, ARMED, 1);
-  const waitAsync = (Atomics as unknown as { waitAsync: WaitAsyncFn }).waitAsync;
   let closed = false;
   let wakeClosed: () => void = () => undefined;
   const closing = new Promise<void>((r) => { wakeClosed = r; });
@@ -132,7 +126,7 @@ export function startTapWaker(fd: number, ifname: string, kick: () => void): Net
   const loop = (async (): Promise<void> => {
     while (!closed) {
       if (Atomics.load(ctl, ARMED) === 0) {
-        const w = waitAsync(ctl, ARMED, 0, 1000);
+        const w = Atomics.waitAsync(ctl, ARMED, 0, 1000);
         if (w.async) await Promise.race([w.value, closing]);
         continue;
       }
