@@ -68,16 +68,18 @@ if [ -d "$VSRC" ]; then
 		mv "$OUT/$name.rom.tmp" "$OUT/$name.rom"
 		n=$((n + 1))
 	done
-	# fwcfg.rom: test/guests/fwcfg/fwcfg.c on the same runtime
-	if [ -f "$SRC/fwcfg/fwcfg.c" ]; then
+	# Guests of their own directory on the same runtime:
+	# test/guests/NAME/NAME.c -> NAME.rom (fwcfg, timers)
+	for dir in fwcfg timers; do
+		[ -f "$SRC/$dir/$dir.c" ] || continue
 		# shellcheck disable=SC2086
-		gcc $CFLAGS -I "$VSRC" -c -o "$VOUT/fwcfg.o" "$SRC/fwcfg/fwcfg.c"
+		gcc $CFLAGS -I "$VSRC" -c -o "$VOUT/$dir.o" "$SRC/$dir/$dir.c"
 		ld -m elf_x86_64 -T "$VSRC/virtio.ld" -nostdlib --build-id=none -z noexecstack --no-warn-rwx-segments \
-			-o "$OUT/fwcfg.elf" "$VOUT/start.o" "$VOUT/fwcfg.o" $RUNTIME
-		objcopy -O binary -j .boot -j .payload -j .tail "$OUT/fwcfg.elf" "$OUT/fwcfg.rom.tmp"
-		[ "$(wc -c <"$OUT/fwcfg.rom.tmp")" -eq 65536 ] || { echo "build-guests: fwcfg.rom is not 65536 bytes" >&2; exit 1; }
-		mv "$OUT/fwcfg.rom.tmp" "$OUT/fwcfg.rom"
+			-o "$OUT/$dir.elf" "$VOUT/start.o" "$VOUT/$dir.o" $RUNTIME
+		objcopy -O binary -j .boot -j .payload -j .tail "$OUT/$dir.elf" "$OUT/$dir.rom.tmp"
+		[ "$(wc -c <"$OUT/$dir.rom.tmp")" -eq 65536 ] || { echo "build-guests: $dir.rom is not 65536 bytes" >&2; exit 1; }
+		mv "$OUT/$dir.rom.tmp" "$OUT/$dir.rom"
 		n=$((n + 1))
-	fi
+	done
 fi
 echo "build-guests: built $n ROMs in build/guests/"
