@@ -726,8 +726,17 @@ static void vq_took_interrupt(struct vdev *d, struct vq *q)
 	}
 }
 
-static int vq_wait_irq(struct vdev *d, struct vq *q, uint32_t *len)
+int vq_next(struct vdev *d, struct vq *q, uint32_t *len, uint64_t cycles)
 {
+	uint64_t t0 = rdtsc();
+	if (d->irq_mode == MODE_POLL) {
+		for (;;) {
+			int id = vq_get(q, len);
+			if (id >= 0 || rdtsc() - t0 > cycles)
+				return id;
+			__asm__ volatile("pause");
+		}
+	}
 	volatile uint32_t *count = &irq_count[q->vec];
 	for (;;) {
 		if (*count != q->irq_seen) {
@@ -736,28 +745,23 @@ static int vq_wait_irq(struct vdev *d, struct vq *q, uint32_t *len)
 		}
 		if ((int16_t)(q->covered - q->used_idx) > 0)
 			return vq_get(q, len);
-		if (!irq_wait_change(count, q->irq_seen, poll_timeout_cycles)) {
-			printf("FAIL: %s: queue %d: no interrupt on vector %x for %u used entries (avail %u, used %u, status %x)\n",
-			    virtio_type_name(d->pci.type), q->index, q->vec, vq_pending(q), q->avail_idx, q->used_idx, virtio_status(d));
-			exit_(EXIT_TIMEOUT);
-		}
+		uint64_t spent = rdtsc() - t0;
+		if (spent > cycles || !irq_wait_change(count, q->irq_seen, cycles - spent))
+			return -1;
 	}
 }
 
+
 int vq_wait(struct vdev *d, struct vq *q, uint32_t *len)
 {
-	if (d->irq_mode != MODE_POLL)
-		return vq_wait_irq(d, q, len);
-	uint64_t t0 = rdtsc();
-	for (;;) {
-		int id = vq_get(q, len);
-		if (id >= 0)
-			return id;
-		if (rdtsc() - t0 > poll_timeout_cycles) {
-			printf("FAIL: %s: queue %d: no used entry (avail %u, used %u, status %x)\n",
-			    virtio_type_name(d->pci.type), q->index, q->avail_idx, q->used_idx, virtio_status(d));
-			exit_(EXIT_TIMEOUT);
-		}
-		__asm__ volatile("pause");
-	}
+	int id = vq_next(d, q, len, poll_timeout_cycles);
+	if (id >= 0)
+		return id;
+	if (d->irq_mode != MODE_POLL && vq_pending(q))
+		printf("FAIL: %s: queue %d: no interrupt on vector %x for %u used entries (avail %u, used %u, status %x)\n",
+		    virtio_type_name(d->pci.type), q->index, q->vec, vq_pending(q), q->avail_idx, q->used_idx, virtio_status(d));
+	else
+		printf("FAIL: %s: queue %d: no used entry (avail %u, used %u, status %x)\n",
+		    virtio_type_name(d->pci.type), q->index, q->avail_idx, q->used_idx, virtio_status(d));
+	exit_(EXIT_TIMEOUT);
 }

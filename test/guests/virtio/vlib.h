@@ -162,6 +162,8 @@ int vq_get(struct vq *q, uint32_t *len);
  * device did not signal is a failure (a lost interrupt). With EVENT_IDX,
  * used_event asks for an interrupt at the first entry not yet announced. */
 int vq_wait(struct vdev *d, struct vq *q, uint32_t *len);
+/* As vq_wait, but gives up after `cycles` TSC cycles and returns -1. */
+int vq_next(struct vdev *d, struct vq *q, uint32_t *len, uint64_t cycles);
 /* Ring fields for the suppression checks. */
 uint16_t vq_used_idx(struct vq *q);
 void vq_set_avail_flags(struct vq *q, uint16_t flags);
