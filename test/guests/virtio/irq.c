@@ -15,7 +15,7 @@ extern char irq_stubs[], irq_spurious[], irq_gp_gate[];
 
 #define SEL_CODE64	0x18
 #define GATE_INT	0x8e	/* present, DPL 0, 64-bit interrupt gate */
-#define TICK_COUNT	400000	/* LAPIC timer, divide by 128: ~51 ms at KVM's 1 GHz bus */
+#define TICK_COUNT	80000	/* LAPIC timer, divide by 128: ~10 ms at KVM's 1 GHz bus */
 
 const char *irq_mode_name(int mode)
 {

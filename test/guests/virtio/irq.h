@@ -9,7 +9,7 @@
  * irq_gp_gate (irq.S): sti; hlt; iretq: an interrupt that came meanwhile stayed pending, the one
  * that ends the halt runs its handler (irq.S: count, acknowledge, EOI) and
  * the wait checks again. A
- * periodic local-APIC timer tick (IRQ_VEC_TICK, ~20 Hz) wakes every halt so
+ * periodic local-APIC timer tick (IRQ_VEC_TICK, ~100 Hz) wakes every halt so
  * that waits can time out instead of hanging.
  */
 #ifndef IRQ_H
