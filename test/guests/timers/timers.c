@@ -267,10 +267,21 @@ static void pit(void)
 	uint64_t mean = measure_periodic(vec, 10000, "pit rate generator");
 	printf("pit: channel 0 rate generator 100 Hz on IRQ 0 -> pin %d (%s): %u interrupts, mean period %lu us (expected 10000 us)\n",
 	    r.pin, r.source, PERIODS, mean);
-	/* mode 0: one interrupt when the count runs out (20 ms) */
+	/* mode 0: one interrupt when the count runs out (20 ms). First stop
+	 * the rate generator (a control word alone does not: the new mode
+	 * starts with the next count) and let its last ticks drain: KVM's PIT
+	 * re-injects ticks the guest was late to acknowledge. */
 	outb(0x43, 0x30);
-	irq_sleep(cycles_of_us(30000));
+	outb(0x40, 1);
+	outb(0x40, 0);
+	for (int i = 0; i < 50; i++) {
+		uint32_t c = irq_count[vec];
+		irq_sleep(cycles_of_us(30000));
+		if (irq_count[vec] == c)
+			break;
+	}
 	irq_reset(vec);
+	outb(0x43, 0x30);
 	uint64_t t0 = rdtsc();
 	outb(0x40, 23864 & 0xff);
 	outb(0x40, 23864 >> 8);

@@ -5,8 +5,8 @@
  * that no interrupt arrives while masked and that the one the device had
  * to send meanwhile arrives at the unmask.
  *
- * Mode word (0xFFE4, irq.h): MODE_MSIX (the default here) or MODE_INTX;
- * ROM parameter: rounds (0: 100).
+ * Mode word (0xFFE4, irq.h): MODE_MSIX (the default here) or MODE_INTX,
+ * optionally | MODE_HOLD; ROM parameter: rounds (0: 100).
  *   1. writes a 1 MiB pattern (a function of the sector) and FLUSHes;
  *   2. each round: an unmasked phase (QD requests in flight, refilled as
  *      they complete, completions taken only after interrupts: vlib.c
@@ -258,5 +258,7 @@ int guest_main(uint32_t param)
 	printf("storm: %lu requests in %u rounds (QD %d), interrupts: %u while unmasked, 0 while masked, %u on unmask, %u spurious\n",
 	    completed, rounds, QD, unmasked, on_unmask, irq_ack_zero[vec]);
 	printf("storm: OK\n");
+	if (mode & MODE_HOLD)
+		irq_hold_com1();
 	return EXIT_OK;
 }

@@ -262,7 +262,7 @@ int isa_irq_route(int irq, struct intx_route *r)
 	r->pin = irq == 0 ? 2 : irq;
 	r->level = 0;
 	r->active_low = 0;
-	r->source = "PC wiring (no MP table)";
+	r->source = "PC wiring: no MP table";
 	return 1;
 }
 

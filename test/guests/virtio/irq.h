@@ -88,7 +88,7 @@ struct intx_route {
 /* Does the MP table exist (bhyve's, at 0xf0000; -Y leaves it out)? */
 int mptable_present(void);
 /* I/O APIC input of ISA IRQ `irq`: the MP table's I/O interrupt entry for
- * the ISA bus, or the PC's wiring (IRQ 0 on input 2, the rest 1:1) when
+ * the ISA bus, or the PC's wiring (IRQ 0 on input 2, the rest 1:1; "PC wiring: no MP table") when
  * the firmware left no table. */
 int isa_irq_route(int irq, struct intx_route *r);
 /* INTx of PCI function `bdf` (its interrupt pin register): the MP table's
