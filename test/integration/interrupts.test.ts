@@ -227,13 +227,13 @@ describe.skipIf(netSkip !== undefined)('virtio-net by interrupt, bhyve and QEMU,
 function expectTimers(out: string): void {
   expect(out).toMatch(/hpet: \d+ timers, counter (\d+) Hz \(period \d+ fs\), measured \d+ Hz\r\n/);
   expect(out).toMatch(/hpet: one-shot timer 1 on pin \d+ \((I\/O APIC route|legacy replacement)\): 1 interrupt after \d+ us \(armed for 50000 us\)\r\n/);
-  expect(out).toMatch(/hpet: periodic timer 0 on pin \d+ \((I\/O APIC route|legacy replacement)\): 20 interrupts, mean period \d+ us \(programmed 10000 us\)\r\n/);
-  expect(out).toMatch(/rtc: periodic 64 Hz on pin 8 \([^)]*\): 20 interrupts, mean period \d+ us \(expected 15625 us\), register C [cd]0\r\n/);
+  expect(out).toMatch(/hpet: periodic timer 0 on pin \d+ \((I\/O APIC route|legacy replacement)\): 20 interrupts, median period \d+ us, mean \d+ us \(programmed 10000 us\)\r\n/);
+  expect(out).toMatch(/rtc: periodic 64 Hz on pin 8 \([^)]*\): 20 interrupts, median period \d+ us, mean \d+ us \(expected 15625 us\), register C [cd]0\r\n/);
   expect(out).toMatch(/rtc: alarm at second \d+: interrupt after \d+ ms, register C [ab]0\r\n/);
-  expect(out).toMatch(/pit: channel 0 rate generator 100 Hz on IRQ 0 -> pin 2 \([^)]*\): 20 interrupts, mean period \d+ us \(expected 10000 us\)\r\n/);
+  expect(out).toMatch(/pit: channel 0 rate generator 100 Hz on IRQ 0 -> pin 2 \([^)]*\): 20 interrupts, median period \d+ us, mean \d+ us \(expected 10000 us\)\r\n/);
   expect(out).toMatch(/pit: channel 0 mode 0: 1 interrupt after \d+ us \(armed for 20000 us\)\r\n/);
   expect(out).toMatch(/lapic: one-shot: 1 interrupt after \d+ us \(armed for 20000 us\)\r\n/);
-  expect(out).toMatch(/lapic: periodic: 20 interrupts, mean period \d+ us \(programmed 10000 us\)\r\n/);
+  expect(out).toMatch(/lapic: periodic: 20 interrupts, median period \d+ us, mean \d+ us \(programmed 10000 us\)\r\n/);
   expect(out).toContain('timers: OK\r\n');
 }
 
@@ -244,7 +244,7 @@ describe.skipIf(skip !== undefined)('timer interrupts', () => {
     expect(r.stdout).toMatch(/hpet: 8 timers, counter 10000000 Hz/);
     expect(r.stdout).toMatch(/hpet: one-shot timer 1 on pin (2[0-3]) \(I\/O APIC route\)/);
     expect(r.stdout).toMatch(/hpet: FSB \(MSI\) one-shot timer 2: 1 interrupt after \d+ us \(armed for 50000 us\)\r\n/);
-    expect(r.stdout).toContain('(MP table): 20 interrupts, mean period');
+    expect(r.stdout).toContain('(MP table): 20 interrupts, median period');
     expect(r.exitCode, `${r.stdout}${r.stderr}`).toBe(33);
   });
 
