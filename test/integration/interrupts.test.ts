@@ -197,16 +197,20 @@ describe.skipIf(netSkip !== undefined)('virtio-net by interrupt, bhyve and QEMU,
     expect(Number(m![1])).toBeGreaterThan(0);
   };
 
-  for (const [label, mode, flags] of [['MSI-X', MODE.MSIX, []], ['MSI (-W)', MODE.MSI, ['-W']], ['INTx', MODE.INTX, ['-Y']]] as const) {
+  for (const [label, mode, flags] of [
+    ['MSI-X with EVENT_IDX', MODE.MSIX | MODE.EVENT_IDX, []], ['MSI (-W)', MODE.MSI, ['-W']], ['INTx', MODE.INTX, ['-Y']],
+  ] as const) {
     it(`bhyve: ${label}`, async () => {
       const name = vmName('irqnet');
       const r = await runHeld([...flags, ...bhyveArgs(romWith(tmp, 'virtio-net', mode | MODE.HOLD), name, {
         extra: ['-s', '3,virtio-net,tap0'],
       })], name, { prefix: inNsPrefix });
-      expectNet(r.out, mode === MODE.MSIX ? 'msix' : mode === MODE.MSI ? 'msi' : 'intx');
+      const irq = mode & 0xf;
+      expectNet(r.out, irq === MODE.MSIX ? 'msix' : irq === MODE.MSI ? 'msi' : 'intx');
+      if (mode & MODE.EVENT_IDX) expect(r.out).toMatch(/virtio-net test \(msix, event idx\)\r\n/);
       expect(r.status, r.out).toBe(33);
       const dev = 'virtio-net@pci.0.3.0';
-      const kind = mode === MODE.MSIX ? 'msi-x messages' : mode === MODE.MSI ? 'msi messages' : 'intx assertions';
+      const kind = irq === MODE.MSIX ? 'msi-x messages' : irq === MODE.MSI ? 'msi messages' : 'intx assertions';
       expect(stat(r.stats, dev, kind)).toBeGreaterThan(0);
       expect(stat(r.stats, dev, 'queue notifies by exit')).toBeGreaterThan(0);
     });
