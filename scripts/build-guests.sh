@@ -45,15 +45,19 @@ if [ -d "$VSRC" ]; then
 		-nostdlib -Os -fno-stack-protector -fno-asynchronous-unwind-tables -fcf-protection=none \
 		-fno-builtin -Wall -Wextra -Werror"
 	gcc -m64 -c -nostdinc -I "$SRC" -Wa,--fatal-warnings -o "$VOUT/start.o" "$VSRC/start.S"
+	gcc -m64 -c -nostdinc -I "$VSRC" -Wa,--fatal-warnings -o "$VOUT/irq-entry.o" "$VSRC/irq.S"
 	# shellcheck disable=SC2086
 	gcc $CFLAGS -c -o "$VOUT/vlib.o" "$VSRC/vlib.c"
+	# shellcheck disable=SC2086
+	gcc $CFLAGS -c -o "$VOUT/irq.o" "$VSRC/irq.c"
+	RUNTIME="$VOUT/vlib.o $VOUT/irq.o $VOUT/irq-entry.o"
 	for src in "$VSRC"/guest-*.c; do
 		[ -e "$src" ] || continue
 		name=virtio-$(basename "$src" .c | sed 's/^guest-//')
 		# shellcheck disable=SC2086
 		gcc $CFLAGS -c -o "$VOUT/$name.o" "$src"
 		ld -m elf_x86_64 -T "$VSRC/virtio.ld" -nostdlib --build-id=none -z noexecstack --no-warn-rwx-segments \
-			-o "$OUT/$name.elf" "$VOUT/start.o" "$VOUT/$name.o" "$VOUT/vlib.o"
+			-o "$OUT/$name.elf" "$VOUT/start.o" "$VOUT/$name.o" $RUNTIME
 		objcopy -O binary -j .boot -j .payload -j .tail "$OUT/$name.elf" "$OUT/$name.rom.tmp"
 		size=$(wc -c <"$OUT/$name.rom.tmp")
 		if [ "$size" -ne 65536 ]; then
@@ -64,16 +68,18 @@ if [ -d "$VSRC" ]; then
 		mv "$OUT/$name.rom.tmp" "$OUT/$name.rom"
 		n=$((n + 1))
 	done
-	# fwcfg.rom: test/guests/fwcfg/fwcfg.c on the same runtime
-	if [ -f "$SRC/fwcfg/fwcfg.c" ]; then
+	# Guests of their own directory on the same runtime:
+	# test/guests/NAME/NAME.c -> NAME.rom (fwcfg, timers)
+	for dir in fwcfg timers; do
+		[ -f "$SRC/$dir/$dir.c" ] || continue
 		# shellcheck disable=SC2086
-		gcc $CFLAGS -I "$VSRC" -c -o "$VOUT/fwcfg.o" "$SRC/fwcfg/fwcfg.c"
+		gcc $CFLAGS -I "$VSRC" -c -o "$VOUT/$dir.o" "$SRC/$dir/$dir.c"
 		ld -m elf_x86_64 -T "$VSRC/virtio.ld" -nostdlib --build-id=none -z noexecstack --no-warn-rwx-segments \
-			-o "$OUT/fwcfg.elf" "$VOUT/start.o" "$VOUT/fwcfg.o" "$VOUT/vlib.o"
-		objcopy -O binary -j .boot -j .payload -j .tail "$OUT/fwcfg.elf" "$OUT/fwcfg.rom.tmp"
-		[ "$(wc -c <"$OUT/fwcfg.rom.tmp")" -eq 65536 ] || { echo "build-guests: fwcfg.rom is not 65536 bytes" >&2; exit 1; }
-		mv "$OUT/fwcfg.rom.tmp" "$OUT/fwcfg.rom"
+			-o "$OUT/$dir.elf" "$VOUT/start.o" "$VOUT/$dir.o" $RUNTIME
+		objcopy -O binary -j .boot -j .payload -j .tail "$OUT/$dir.elf" "$OUT/$dir.rom.tmp"
+		[ "$(wc -c <"$OUT/$dir.rom.tmp")" -eq 65536 ] || { echo "build-guests: $dir.rom is not 65536 bytes" >&2; exit 1; }
+		mv "$OUT/$dir.rom.tmp" "$OUT/$dir.rom"
 		n=$((n + 1))
-	fi
+	done
 fi
 echo "build-guests: built $n ROMs in build/guests/"

@@ -203,5 +203,8 @@ export function statLines(s: StatsJson): { description: string; value: string }[
   out.push({ description: 'total number of vm exits', value: String(exits.reduce((n, [, v]) => n + Number(v), 0)) });
   for (const [reason, n] of exits) out.push({ description: `vm exits due to ${reason}`, value: String(n) });
   for (const [name, v] of Object.entries(s.kvm ?? {})) out.push({ description: `kvm ${name}`, value: String(v) });
+  for (const [dev, counters] of Object.entries(s.devices ?? {})) {
+    for (const [name, v] of Object.entries(counters)) out.push({ description: `${dev} ${name}`, value: String(v) });
+  }
   return out;
 }

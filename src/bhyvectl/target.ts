@@ -21,7 +21,12 @@ export class BhyvectlError extends Error {
 }
 
 export interface MemmapEntry { gpa: string; size: string; kind: string; readonly: boolean; path?: string }
-export interface StatsJson { exits: Record<string, number>; kvm: Record<string, string> }
+export interface StatsJson {
+  exits: Record<string, number>;
+  kvm: Record<string, string>;
+  /** vCPU 0 only: device counters by device name ("virtio-blk@pci.0.3.0"). */
+  devices?: Record<string, Record<string, number>>;
+}
 export interface TopologyJson { cpus: number; sockets: number; cores: number; threads: number }
 
 export interface VmTarget {

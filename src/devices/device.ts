@@ -146,4 +146,7 @@ export interface Device {
   reset?(): void;
   /** Releases host resources (files, locks, sockets) when the VM stops. */
   close?(): void;
+  /** Counters for `bhyvectl --get-stats` (which path served a request,
+   * which interrupts were sent), by description. */
+  stats?(): Record<string, number>;
 }

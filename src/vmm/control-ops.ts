@@ -42,7 +42,10 @@ export function controlHandlers(c: ControlContext): ControlHandlers {
       const kvm: Record<string, string> = {};
       const st = c.stats[cpu];
       for (const name of st?.names() ?? []) kvm[name] = String(st!.read(name) ?? 0n);
-      return { exits: await c.requester.request(cpu, { op: 'exit-counts' }), kvm };
+      const exits = await c.requester.request(cpu, { op: 'exit-counts' });
+      // The devices run on vCPU 0's thread: their counters come with its stats.
+      if (cpu !== 0) return { exits, kvm };
+      return { exits, kvm, devices: await c.requester.request(0, { op: 'device-stats' }) };
     },
     'get-memmap': () => memmapOf(c.machine),
     'get-active-cpus': () => Array.from({ length: n }, (_, i) => i).filter((i) => c.control.state(i) !== VCPU_STATE.INACTIVE),

@@ -85,6 +85,16 @@ export class DeviceHost {
     if (requests & DEVICE_REQUEST.POLL) for (const dev of this.devices) dev.poll?.();
   }
 
+  /** Every device's counters (Device.stats), by device name. */
+  deviceStats(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const dev of this.devices) {
+      const s = dev.stats?.();
+      if (s) out[dev.name] = s;
+    }
+    return out;
+  }
+
   /** Releases host resources (image locks, sockets) at the end of the run. */
   close(): void {
     for (const dev of this.devices) {

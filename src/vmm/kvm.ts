@@ -170,17 +170,24 @@ export class Vm {
     ioctl(this.fd, KVM.IRQFD, b, `KVM_IRQFD${deassign ? ' (deassign)' : ''} gsi ${gsi}`);
   }
 
-  /** KVM_SET_GSI_ROUTING: replaces the whole table. KVM's default routes
-   * (GSI 0-15 to the PICs and GSI 0-23 to the IOAPIC, identity) come first,
-   * so INTx keeps working, then one MSI route per entry of `msi`. */
-  setGsiRouting(msi: ReadonlyArray<{ gsi: number; address: number; data: number }>): void {
+  /** KVM_SET_GSI_ROUTING: replaces the whole table. First the PC's wiring
+   * (what bhyve's vatpit/vioapic and QEMU's kvm_pc_setup_irq_routing do):
+   * GSI 0, the PIT's and the HPET's legacy IRQ 0, reaches the 8259's IRQ 0
+   * and I/O APIC input 2, as the MP table and the MADT's override say;
+   * GSI 1-15 the 8259s and the I/O APIC 1:1, except GSI 2 (the cascade),
+   * which has no route, so I/O APIC input 2 maps back to GSI 0 and the
+   * in-kernel PIT sees its EOIs; GSI 16-23 the I/O APIC. KVM's own default
+   * table is 1:1, which leaves the PIT on input 0, where no guest that
+   * follows the firmware looks. Then one MSI route per entry of `msi`. */
+  setGsiRouting(msi: ReadonlyArray<{ gsi: number; address: number; data: number }> = []): void {
     const entries: Array<(v: DataView, o: number) => void> = [];
-    for (let pin = 0; pin < IOAPIC_NUM_PINS; pin++) {
-      const chips: Array<[number, number]> = [[IRQCHIP.IOAPIC, pin]];
-      if (pin < 16) chips.push([pin < 8 ? IRQCHIP.PIC_MASTER : IRQCHIP.PIC_SLAVE, pin % 8]);
+    for (let gsi = 0; gsi < IOAPIC_NUM_PINS; gsi++) {
+      if (gsi === 2) continue;
+      const chips: Array<[number, number]> = [[IRQCHIP.IOAPIC, gsi === 0 ? 2 : gsi]];
+      if (gsi < 16) chips.push([gsi < 8 ? IRQCHIP.PIC_MASTER : IRQCHIP.PIC_SLAVE, gsi % 8]);
       for (const [chip, p] of chips) {
         entries.push((v, o) => {
-          v.setUint32(o + IRQ_ROUTING_ENTRY.gsi, pin, true);
+          v.setUint32(o + IRQ_ROUTING_ENTRY.gsi, gsi, true);
           v.setUint32(o + IRQ_ROUTING_ENTRY.type, IRQ_ROUTING_TYPE.IRQCHIP, true);
           v.setUint32(o + IRQ_ROUTING_ENTRY.u + IRQ_ROUTING_IRQCHIP.irqchip, chip, true);
           v.setUint32(o + IRQ_ROUTING_ENTRY.u + IRQ_ROUTING_IRQCHIP.pin, p, true);

@@ -111,6 +111,7 @@ export function createMachine(config: ConfigTree): { machine: Machine; topo: Top
     vm.setTssAddr(TSS_ADDR);
     vm.setIdentityMapAddr(IDENTITY_MAP_ADDR);
     vm.createIrqchip();
+    vm.setGsiRouting(); // the PC's IRQ 0 on I/O APIC input 2 (kvm.ts)
     vm.createPit2(PIT_SPEAKER_DUMMY);
     if (!config.getBool('x86.strictmsr', true)) {
       if (!caps.userSpaceMsr) warnings.push('warning: x86.strictmsr=false needs KVM_CAP_X86_USER_SPACE_MSR, which this host lacks; unknown MSRs still fault');

@@ -13,18 +13,21 @@ export type VcpuRequestBody =
   | { op: 'get-state' }
   | { op: 'set-state'; update: VcpuStateUpdate }
   | { op: 'nmi' }
-  | { op: 'exit-counts' };
+  | { op: 'exit-counts' }
+  /** vCPU 0 only (it runs the devices): DeviceHost.deviceStats(). */
+  | { op: 'device-stats' };
 
 type Envelope = { seq: number; body: VcpuRequestBody };
 type Reply = { seq: number; ok: true; result: unknown } | { seq: number; ok: false; error: string };
 
 /** vCPU-thread side: serves every request waiting on `port`. */
-export function serveVcpuRequests(port: MessagePort, vcpu: Vcpu, exitCounts: Float64Array): void {
+export function serveVcpuRequests(port: MessagePort, vcpu: Vcpu, exitCounts: Float64Array,
+  deviceStats?: () => Record<string, Record<string, number>>): void {
   for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) {
     const { seq, body } = m.message as Envelope;
     let reply: Reply;
     try {
-      reply = { seq, ok: true, result: perform(body, vcpu, exitCounts) };
+      reply = { seq, ok: true, result: perform(body, vcpu, exitCounts, deviceStats) };
     } catch (e) {
       reply = { seq, ok: false, error: (e as Error).message };
     }
@@ -32,7 +35,8 @@ export function serveVcpuRequests(port: MessagePort, vcpu: Vcpu, exitCounts: Flo
   }
 }
 
-function perform(body: VcpuRequestBody, vcpu: Vcpu, exitCounts: Float64Array): unknown {
+function perform(body: VcpuRequestBody, vcpu: Vcpu, exitCounts: Float64Array,
+  deviceStats?: () => Record<string, Record<string, number>>): unknown {
   switch (body.op) {
     case 'get-state': return readVcpuState(vcpu);
     case 'set-state': applyVcpuState(vcpu, body.update); return readVcpuState(vcpu);
@@ -42,6 +46,7 @@ function perform(body: VcpuRequestBody, vcpu: Vcpu, exitCounts: Float64Array): u
       exitCounts.forEach((n, reason) => { if (n) out[EXIT_NAMES[reason] ?? `EXIT_${reason}`] = n; });
       return out;
     }
+    case 'device-stats': return deviceStats?.() ?? {};
   }
 }
 

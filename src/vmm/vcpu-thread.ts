@@ -60,7 +60,7 @@ function onKick(): void {
   // Device requests are for vCPU 0 alone: other vCPUs must not take them.
   if (host) host.serve(control.takeDeviceRequests());
   const requests = control.takeRequests(d.id);
-  if (requests & VCPU_REQUEST.MESSAGES) serveVcpuRequests(d.requestPort, vcpu, counters.counts);
+  if (requests & VCPU_REQUEST.MESSAGES) serveVcpuRequests(d.requestPort, vcpu, counters.counts, host && (() => host.deviceStats()));
   if (requests & VCPU_REQUEST.CHECK_STATE) {
     const mp = vcpu.getMpState();
     let state: number = VCPU_STATE.RUNNING;

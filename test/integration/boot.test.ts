@@ -69,8 +69,21 @@ describe.skipIf(skip !== undefined)('booting ROMs on KVM', () => {
 
   it('removes the VM object it created once the run ends', async () => {
     const name = vmName('cleanup');
-    await runBhyve(bhyveArgs(rom('exit-testdev'), name));
-    expect(fs.existsSync(path.join(ROOT, 'build/run', name))).toBe(false);
+    const dir = path.join(ROOT, 'build/run', name);
+    fs.mkdirSync(path.dirname(dir), { recursive: true });
+    // The echo ROM waits for input: the VM object is there while it runs.
+    const child = execa(BHYVE, bhyveArgs(rom('echo'), name), {
+      reject: false, timeout: 30_000, stdin: 'pipe', env: { BHYVE_RUNDIR: path.dirname(dir) }, stripFinalNewline: false,
+    });
+    let out = '';
+    child.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
+    await until(() => out.includes('echo ready'), () => out);
+    expect(fs.statSync(dir).isDirectory()).toBe(true);
+    expect(fs.readdirSync(dir).length).toBeGreaterThan(0);
+    child.stdin!.write('q');
+    const r = await child;
+    expect(r.exitCode, `${r.stdout}${r.stderr}`).toBe(33);
+    expect(fs.existsSync(dir)).toBe(false);
   });
 });
 

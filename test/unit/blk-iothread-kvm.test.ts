@@ -8,7 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { bhyveArgs, kvmUnavailable, rom, runBhyve, vmName } from '../support/bhyve.js';
+import { bhyveArgs, kvmUnavailable, rom, vmName } from '../support/bhyve.js';
+import { MODE, romWith, runHeld, stat } from '../support/guest-rom.js';
 import { CAP, IOAPIC_NUM_PINS } from '../../src/vmm/kvm-abi.js';
 import { Kvm } from '../../src/vmm/kvm.js';
 import { closeFd, EFD_CLOEXEC, EFD_NONBLOCK, eventfd, eventfdRead, eventfdWrite } from '../../src/vmm/libc-eventfd.js';
@@ -80,14 +81,25 @@ describe.skipIf(guestSkip !== undefined)('virtio-blk guest with iothread=true', 
       const img = path.join(tmp, 'blk.img');
       fs.writeFileSync(img, '');
       fs.truncateSync(img, 8 << 20);
-      const r = await runBhyve(bhyveArgs(rom('virtio-blk'), vmName('vblkiot'), {
+      // The guest holds at its end (MODE.HOLD) while bhyvectl reads which
+      // thread served the requests and how the notifies got there.
+      const name = vmName('vblkiot');
+      const r = await runHeld(bhyveArgs(romWith(tmp, 'virtio-blk', MODE.HOLD), name, {
         extra: ['-s', `3,virtio-blk,${img},ser=TESTSERIAL,iothread=true`],
-      }), { timeout: 60_000 });
-      const m = r.stdout.match(/virtio-blk: wrote (\d+) sectors, read back OK, checksum ([0-9a-f]{8})\r\n/);
-      expect(m, `${r.stdout}${r.stderr}`).not.toBeNull();
-      expect(r.stdout).toContain("virtio-blk: serial 'TESTSERIAL'\r\n");
-      expect(r.exitCode).toBe(33);
+      }), name);
+      const m = r.out.match(/virtio-blk: wrote (\d+) sectors, read back OK, checksum ([0-9a-f]{8})\r\n/);
+      expect(m, r.out).not.toBeNull();
+      expect(r.out).toContain("virtio-blk: serial 'TESTSERIAL'\r\n");
+      expect(r.status, r.out).toBe(33);
       expect(crc32(fs.readFileSync(img).subarray(0, 8192 * 512)).toString(16).padStart(8, '0')).toBe(m![2]);
+      const dev = 'virtio-blk@pci.0.3.0';
+      // GET_ID, 16 writes, a flush, 64 reads: all on the iothread, none on
+      // the device thread; every notify went through the ioeventfd.
+      expect(stat(r.stats, dev, 'requests served on the iothread')).toBe(82);
+      expect(stat(r.stats, dev, 'requests served on the device thread')).toBe(0);
+      expect(stat(r.stats, dev, 'queue notifies by exit')).toBe(0);
+      expect(stat(r.stats, dev, 'notifies forwarded to the iothread')).toBe(0);
+      expect(stat(r.stats, dev, 'iothread wakeups')).toBeGreaterThan(0);
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }

@@ -1,6 +1,9 @@
 // The i440FX host bridge of lpc.fwcfg=qemu: identity, PAM registers through
 // config cycles (byte writes as SeaBIOS's make_bios_writable, dword writes
 // as its make_bios_readonly), and buildPlatform's QEMU personality.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigTree } from '../../src/config/tree.js';
 import type { AccessSize, DeviceContext, MemoryBacking, MemoryMapControl } from '../../src/devices/device.js';
@@ -119,12 +122,21 @@ describe('buildPlatform with lpc.fwcfg=qemu', () => {
   });
 
   it('puts the debug console on byte accesses of 0x402 and leaves PM1a_EN its 16-bit accesses', () => {
-    const f = platformCtx({ 'lpc.fwcfg': 'qemu', 'lpc.debugcon.path': '/dev/null', name: 'vm' });
-    buildPlatform(f.ctx, LAYOUT, { hostname: 'host' });
-    expect(f.io.portRead(0x402, 1)).toBe(0xe9);
-    f.io.portWrite(0x402, 2, 0x0100); // PWRBTN_EN
-    expect(f.io.portRead(0x402, 2)).toBe(0x0100);
-    f.io.portWrite(0x402, 1, 0x41);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'debugcon-'));
+    const log = path.join(dir, 'log');
+    try {
+      const f = platformCtx({ 'lpc.fwcfg': 'qemu', 'lpc.debugcon.path': log, name: 'vm' });
+      const p = buildPlatform(f.ctx, LAYOUT, { hostname: 'host' });
+      expect(f.io.portRead(0x402, 1)).toBe(0xe9);
+      f.io.portWrite(0x402, 1, 0x6f); // o
+      f.io.portWrite(0x402, 2, 0x0100); // PWRBTN_EN, not the console
+      expect(f.io.portRead(0x402, 2)).toBe(0x0100);
+      for (const b of [0x6b, 0x0a, 0x00, 0xff]) f.io.portWrite(0x402, 1, b);
+      for (const d of p.devices) d.close?.();
+      expect([...fs.readFileSync(log)]).toEqual([0x6f, 0x6b, 0x0a, 0x00, 0xff]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('keeps bhyve\'s host bridge and leaves the window alone without fwcfg=qemu', () => {

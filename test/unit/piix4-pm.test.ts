@@ -1,5 +1,8 @@
 // QEMU's PIIX4 PM function of lpc.fwcfg=qemu: identity, PMBA/PMREGMISC
 // moving the one PowerManagement's block, and where buildPlatform puts it.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigTree } from '../../src/config/tree.js';
 import type { DeviceContext } from '../../src/devices/device.js';
@@ -162,12 +165,23 @@ describe('buildPlatform and the PIIX4 PM', () => {
   });
 
   it('keeps the debug console on 0x402 when the firmware moves the PM block', () => {
-    const f = platformCtx({ 'pci.0.1.0.device': 'lpc', 'lpc.fwcfg': 'qemu', 'lpc.debugcon.path': '/dev/null', name: 'vm' });
-    const p = buildPlatform(f.ctx, LAYOUT, { hostname: 'host' });
-    f.cfg(1, 3, 0x40, 0x601);
-    expect(p.pm.relocatedBase).toBe(0x600);
-    expect(f.io.portRead(0x402, 1)).toBe(0xe9);
-    f.io.portWrite(0x602, 2, 0x0100);
-    expect(f.io.portRead(0x402, 2)).toBe(0x0100);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'debugcon-'));
+    const log = path.join(dir, 'log');
+    try {
+      const f = platformCtx({ 'pci.0.1.0.device': 'lpc', 'lpc.fwcfg': 'qemu', 'lpc.debugcon.path': log, name: 'vm' });
+      const p = buildPlatform(f.ctx, LAYOUT, { hostname: 'host' });
+      f.cfg(1, 3, 0x40, 0x601);
+      expect(p.pm.relocatedBase).toBe(0x600);
+      expect(f.io.portRead(0x402, 1)).toBe(0xe9);
+      f.io.portWrite(0x402, 1, 0x53); // S
+      f.io.portWrite(0x602, 2, 0x0100); // PM1a_EN at its new place
+      f.io.portWrite(0x402, 2, 0x0100); // and at bhyve's: not the console
+      expect(f.io.portRead(0x402, 2)).toBe(0x0100);
+      f.io.portWrite(0x402, 1, 0x0a);
+      for (const d of p.devices) d.close?.();
+      expect(fs.readFileSync(log, 'latin1')).toBe('S\n');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -126,9 +126,22 @@ describe('RTC time registers', () => {
     expect(rtc.getTime()).toBe(-1);
   });
 
-  it('uses local time by default (rtc.use_localtime=true)', () => {
-    const { rtc } = setup(memoryLayoutFor(256 * MiB), {});
-    expect(rtc.getTime()).toBe(T0 / 1000 - new Date(T0).getTimezoneOffset() * 60);
+  // In a zone away from UTC (the host's may well be UTC, where local time
+  // and UTC cannot be told apart): 13:45:07 UTC on 29 February 2024.
+  it.each([
+    ['Asia/Kolkata', 5 * 3600 + 30 * 60, [0x19, 0x15, 0x29]], // 19:15:07 the same day
+    ['America/St_Johns', -(3 * 3600 + 30 * 60), [0x10, 0x15, 0x29]], // 10:15:07, UTC-3:30 in winter
+    ['Pacific/Kiritimati', 14 * 3600, [0x03, 0x45, 0x01]], // 03:45:07 on 1 March
+  ] as const)('uses local time by default (rtc.use_localtime=true): %s', (zone, offset, [hh, mm, day]) => {
+    const saved = process.env.TZ;
+    process.env.TZ = zone;
+    try {
+      const { rtc, read } = setup(memoryLayoutFor(256 * MiB), {});
+      expect(rtc.getTime()).toBe(T0 / 1000 + offset);
+      expect([read(0x04), read(0x02), read(0x00), read(0x07)]).toEqual([hh, mm, 0x07, day]);
+    } finally {
+      if (saved === undefined) delete process.env.TZ; else process.env.TZ = saved;
+    }
   });
 });
 

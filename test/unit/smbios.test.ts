@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { ConfigTree } from '../../src/config/tree.js';
 import { byteSum, getU16, getU32, getU64 } from '../../src/firmware/bytes.js';
@@ -82,12 +83,22 @@ describe('SMBIOS', () => {
     expect([...uuidBytesBe(u)]).toEqual([0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef]);
     const t1 = parse(buildSmbiosStructures(opts({ uuid: u })).bytes)[1];
     expect([...t1.formatted.subarray(8, 24)]).toEqual([...encodeUuidLe(u)]);
-    const d = defaultUuid('vm0', 'host.example');
-    expect(d[6] >> 4).toBe(3);
-    expect(d[8] & 0xc0).toBe(0x80);
-    expect([...defaultUuid('vm0', 'host.example')]).toEqual([...d]);
-    expect([...defaultUuid('vm1', 'host.example')]).not.toEqual([...d]);
-    expect([...parse(buildSmbiosStructures(opts()).bytes)[1].formatted.subarray(8, 24)]).toEqual([...d]);
+    // bhyve's smbios_type1_initializer: MD5 of the VM name, then of the
+    // host name in its MAXHOSTNAMELEN (256) byte buffer (zero-filled here),
+    // version 3 in digest[6], the RFC 4122 variant in digest[8].
+    const bhyveUuid = (vm: string, host: string): string => {
+      const h = Buffer.alloc(256);
+      h.write(host, 'latin1');
+      const d = createHash('md5').update(vm, 'latin1').update(h).digest();
+      d[6] = (d[6] & 0x0f) | 0x30;
+      d[8] = (d[8] & 0x3f) | 0x80;
+      return d.toString('hex');
+    };
+    expect(bhyveUuid('vm0', 'host.example')).toBe('c1422c51d4eb3ed98c1a06ee05b55001');
+    expect(Buffer.from(defaultUuid('vm0', 'host.example')).toString('hex')).toBe(bhyveUuid('vm0', 'host.example'));
+    expect(Buffer.from(defaultUuid('vm1', 'other')).toString('hex')).toBe(bhyveUuid('vm1', 'other'));
+    expect(Buffer.from(parse(buildSmbiosStructures(opts()).bytes)[1].formatted.subarray(8, 24)).toString('hex'))
+      .toBe(bhyveUuid('vm0', 'host.example'));
     expect(() => opts({ uuid: 'not-a-uuid' })).toThrow(/invalid uuid/);
   });
 

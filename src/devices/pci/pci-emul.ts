@@ -131,6 +131,9 @@ export abstract class PciEmulFunction extends PciFunctionBase {
   /** Why the last BAR registration failed, for diagnostics. */
   barConflict: string | undefined;
 
+  /** Interrupts this function sent, for bhyvectl --get-stats. */
+  readonly interruptCounts = { msix: 0, msixHeld: 0, msi: 0, intx: 0 };
+
   constructor(emulation: string, protected readonly ctx: DeviceContext, configSize: number = PCI_CONFIG_SIZE) {
     super(emulation, configSize);
   }
@@ -366,6 +369,7 @@ export abstract class PciEmulFunction extends PciFunctionBase {
   generateMsi(index: number): boolean {
     if (!this.msiEnabled || index >= this.msiMaxMsgs) return false;
     // Multiple messages modify the low bits of the data.
+    this.interruptCounts.msi++;
     this.ctx.irq.signalMsi(this.msiAddr, (this.msiData | index) & 0xffff);
     return true;
   }
@@ -422,6 +426,7 @@ export abstract class PciEmulFunction extends PciFunctionBase {
     const t = this.msixTable;
     const e = v * MSIX_TABLE_ENTRY_SIZE;
     const rd = (o: number) => (t[e + o] | (t[e + o + 1] << 8) | (t[e + o + 2] << 16) | (t[e + o + 3] << 24)) >>> 0;
+    this.interruptCounts.msix++;
     this.ctx.irq.signalMsi(rd(4) * 0x100000000 + rd(0), rd(8));
   }
 
@@ -430,6 +435,7 @@ export abstract class PciEmulFunction extends PciFunctionBase {
   generateMsix(v: number): boolean {
     if (!this.msixEnabledNow() || !Number.isInteger(v) || v < 0 || v >= this.msixCount) return false;
     if (this.msixFunctionMask || this.vectorMasked(v)) {
+      this.interruptCounts.msixHeld++;
       this.msixPba[v >> 3] |= 1 << (v & 7);
       return true;
     }
@@ -494,6 +500,7 @@ export abstract class PciEmulFunction extends PciFunctionBase {
     if (this.lintr === 'idle') {
       if (this.lintrPermitted()) {
         this.lintr = 'asserted';
+        this.interruptCounts.intx++;
         this.intx.assert();
       } else {
         this.lintr = 'pending';
@@ -521,6 +528,7 @@ export abstract class PciEmulFunction extends PciFunctionBase {
       this.lintr = 'pending';
     } else if (this.lintr === 'pending' && this.lintrPermitted()) {
       this.lintr = 'asserted';
+      this.interruptCounts.intx++;
       this.intx.assert();
     }
   }

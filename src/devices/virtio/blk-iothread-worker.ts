@@ -67,9 +67,9 @@ function main(): void {
     kick();
   }
   const serve = (): void => {
-    const before = dev.stats.reads + dev.stats.writes + dev.stats.flushes;
+    const before = dev.stats.requests;
     dev.queueNotify(0);
-    Atomics.add(words, IOT.COMPLETED, dev.stats.reads + dev.stats.writes + dev.stats.flushes - before);
+    Atomics.add(words, IOT.COMPLETED, dev.stats.requests - before);
   };
   const pollNs = BigInt(Math.max(0, Math.round((d.pollUs ?? 0) * 1000)));
   const buf = new Uint8Array(8);

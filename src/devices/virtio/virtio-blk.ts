@@ -304,6 +304,8 @@ export class BlockFile {
 }
 
 export interface BlockStats {
+  /** Every request this instance completed (any type, any status). */
+  requests: number;
   reads: number;
   writes: number;
   bytesRead: number;
@@ -324,7 +326,7 @@ export class VirtioBlock extends VirtioDeviceBase {
   readonly capacity: number;
   readonly ident: Uint8Array;
   readonly stats: BlockStats = {
-    reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, flushes: 0, discards: 0, writeZeroes: 0, ioErrors: 0, unsupported: 0,
+    requests: 0, reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, flushes: 0, discards: 0, writeZeroes: 0, ioErrors: 0, unsupported: 0,
   };
   private readonly discardEnabled: boolean;
   private readonly hdr = new Uint8Array(VIRTIO_BLK_HDR_SIZE);
@@ -334,6 +336,9 @@ export class VirtioBlock extends VirtioDeviceBase {
   private act: VirtioActivation | undefined;
   /** The iothread that owns the queue while the driver runs, if any. */
   iothread: BlkIothread | undefined;
+  /** Counters of iothreads that have stopped, and notifies this thread
+   * handed to one (bhyvectl --get-stats). */
+  private readonly offloaded = { requests: 0, wakeups: 0, forwarded: 0 };
 
   /** Opens (and locks) the image; throws BlockDeviceError with one clear
    * line when it cannot. */
@@ -411,8 +416,27 @@ export class VirtioBlock extends VirtioDeviceBase {
   /** The iothread could not start: take the queue back (nothing of it was
    * consumed) and serve it here, as without an iothread. */
   private iothreadFallback(): void {
-    this.iothread?.stop();
+    this.stopIothread();
+  }
+
+  private stopIothread(): void {
+    const t = this.iothread;
+    if (!t) return;
+    t.stop();
+    this.offloaded.requests += t.completed;
+    this.offloaded.wakeups += t.wakeups;
     this.iothread = undefined;
+  }
+
+  /** Which thread served the requests, and how notifies reached it. */
+  counters(): Record<string, number> {
+    const t = this.iothread;
+    return {
+      'requests served on the device thread': this.stats.requests,
+      'requests served on the iothread': this.offloaded.requests + (t?.completed ?? 0),
+      'iothread wakeups': this.offloaded.wakeups + (t?.wakeups ?? 0),
+      'notifies forwarded to the iothread': this.offloaded.forwarded,
+    };
   }
 
   /** Kicked by the iothread (or by host input for other devices): raise the
@@ -433,7 +457,7 @@ export class VirtioBlock extends VirtioDeviceBase {
   protected processQueue(index: number, queue: Virtqueue): void {
     const t = this.iothread;
     if (t) {
-      if (!t.failedToStart) { t.notify(); return; }
+      if (!t.failedToStart) { this.offloaded.forwarded++; t.notify(); return; }
       this.iothreadFallback();
     }
     const chain = this.scratchChain;
@@ -515,6 +539,7 @@ export class VirtioBlock extends VirtioDeviceBase {
     } catch {
       status = VIRTIO_BLK_S_IOERR;
     }
+    this.stats.requests++;
     if (status === VIRTIO_BLK_S_IOERR) this.stats.ioErrors++;
     else if (status === VIRTIO_BLK_S_UNSUPP) this.stats.unsupported++;
     statusSeg[statusSeg.length - 1] = status;
@@ -566,14 +591,12 @@ export class VirtioBlock extends VirtioDeviceBase {
   }
 
   protected onReset(): void {
-    this.iothread?.stop();
-    this.iothread = undefined;
+    this.stopIothread();
     this.act = undefined;
   }
 
   close(): void {
-    this.iothread?.stop();
-    this.iothread = undefined;
+    this.stopIothread();
     this.file.close();
   }
 }

@@ -78,6 +78,9 @@ export interface VirtioDevice {
    * thread); called only while the driver is running (DRIVER_OK, no
    * DEVICE_NEEDS_RESET). */
   poll?(): void;
+  /** Device counters for bhyvectl --get-stats (e.g. which thread served
+   * the requests), by description. */
+  counters?(): Record<string, number>;
 }
 
 /** Every feature the transport may offer for `device`. */

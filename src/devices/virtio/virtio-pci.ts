@@ -186,6 +186,8 @@ export class VirtioPci extends PciEmulFunction {
   private pciCfgCap: PciCapability | undefined;
   /** ioeventfds registered for NotifyOffload, removed at reset. */
   private ioeventfds: Array<{ fd: number; addr: number }> = [];
+  /** Queue notifies that reached this thread (an exit), not an ioeventfd. */
+  private notifiesByExit = 0;
   private readonly legacyConfigBase = (): number => VIRTIO_PCI_CONFIG_OFF(this.msixEnabledNow());
 
   constructor(ctx: DeviceContext, device: VirtioDevice, opts: VirtioPciOptions) {
@@ -459,6 +461,7 @@ export class VirtioPci extends PciEmulFunction {
   private notify(q: number): void {
     if (!(this.status & VIRTIO_CONFIG_S_DRIVER_OK) || (this.status & VIRTIO_CONFIG_S_DEVICE_NEEDS_RESET)) return;
     if (q < 0 || q >= this.queues.length || !this.activeQueues[q]) return;
+    this.notifiesByExit++;
     try {
       this.device.queueNotify(q);
     } catch (e) {
@@ -696,6 +699,21 @@ export class VirtioPci extends PciEmulFunction {
   close(): void {
     this.dropIoeventfds();
     this.device.close?.();
+  }
+
+  /** The transport's counters and the device model's (bhyvectl --get-stats):
+   * notifies that exited to this thread (those KVM turned into an ioeventfd
+   * signal never do) and the interrupts sent, by kind. */
+  stats(): Record<string, number> {
+    const c = this.interruptCounts;
+    return {
+      'queue notifies by exit': this.notifiesByExit,
+      'msi-x messages': c.msix,
+      'msi-x messages held by a mask': c.msixHeld,
+      'msi messages': c.msi,
+      'intx assertions': c.intx,
+      ...(this.device.counters?.() ?? {}),
+    };
   }
 
   /** Host input may have arrived: let a running device take it. */

@@ -24,9 +24,17 @@
  *       first), recycling each buffer at once.
  * Prints "bench: tsc_hz HZ", "bench: tx|rx FRAMES frames BYTES bytes CYCLES
  * cycles" (cycles from the first to the last frame) and "bench: done".
+ *
+ * Interrupt mode (the mode word at 0xFFE4, irq.h): frames and transmit
+ * completions are taken only after interrupts (MSI-X: one vector per queue;
+ * MSI or INTx: one for both), then "virtio-net: interrupts: MODE rx vector V
+ * N, tx vector W M" and, with MODE_HOLD, a wait for a byte on COM1. With
+ * mtu= the device offers VIRTIO_NET_F_MTU: "virtio-net: mtu N".
  */
 #include "vlib.h"
+#include "irq.h"
 
+#define F_MTU		3
 #define F_MAC		5
 #define HDR		12
 #define RXBUFS		16
@@ -144,11 +152,9 @@ static void poll_rx(uint64_t cycles, int *flag)
 	uint64_t t0 = rdtsc();
 	while (!*flag && rdtsc() - t0 < cycles) {
 		uint32_t len;
-		int id = vq_get(&d->vq[0], &len);
-		if (id < 0) {
-			__asm__ volatile("pause");
+		int id = vq_next(d, &d->vq[0], &len, cycles - (rdtsc() - t0));
+		if (id < 0)
 			continue;
-		}
 		uint8_t *buf = rxmem + (uint64_t)id * BUFLEN;
 		if (len > BUFLEN)
 			fail("virtio-net: device wrote %u bytes into a %u-byte buffer", len, BUFLEN);
@@ -250,9 +256,17 @@ int guest_main(uint32_t param)
 	int bench = param != 0;
 	uint64_t nframes = param & 0x0fffffff;
 	int dir = (int)(param >> 28);
-	printf("virtio-net test\n");
+	uint32_t mode = rom_word(1);
+	int irqmode = (int)(mode & 0xf);
+	printf("virtio-net test (%s%s)\n", irq_mode_name(irqmode), mode & MODE_EVENT_IDX ? ", event idx" : "");
+	if (irqmode != MODE_POLL || (mode & MODE_HOLD))
+		irq_init();
 	d = alloc(sizeof(*d), 64);
-	virtio_init(d, pci_find_virtio(VIRTIO_ID_NET), 1ull << F_MAC);
+	virtio_init(d, pci_find_virtio(VIRTIO_ID_NET), (1ull << F_MAC) | (1ull << F_MTU)
+	    | (mode & MODE_EVENT_IDX ? 1ull << VIRTIO_F_EVENT_IDX : 0));
+	if ((mode & MODE_EVENT_IDX) && !(d->features & (1ull << VIRTIO_F_EVENT_IDX)))
+		fail("virtio-net: the device does not offer VIRTIO_F_EVENT_IDX");
+	virtio_setup_irqs(d, irqmode);
 	virtio_setup_queue(d, 0, bench ? 256 : 64);
 	virtio_setup_queue(d, 1, bench ? 256 : 64);
 	if (d->features & (1ull << F_MAC)) {
@@ -263,6 +277,8 @@ int guest_main(uint32_t param)
 		memcpy(mac, dflt, 6);
 	}
 	printf("virtio-net: mac %02x:%02x:%02x:%02x:%02x:%02x\n", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+	if (d->features & (1ull << F_MTU))
+		printf("virtio-net: mtu %u\n", vcfg16(d, 10));
 	int nrx = bench ? (int)d->vq[0].size : RXBUFS;
 	rxmem = alloc((size_t)nrx * BUFLEN, 4096);
 	txbuf = alloc(BUFLEN, 4096);
@@ -303,5 +319,14 @@ int guest_main(uint32_t param)
 		poll_rx(step, &got_pong);
 	}
 	printf("virtio-net: ping reply from 10.0.2.2 OK\n");
+	if (irqmode != MODE_POLL) {
+		int rv = d->vq[0].vec, tv = d->vq[1].vec;
+		printf("virtio-net: interrupts: %s rx vector %x %u (%u spurious), tx vector %x %u\n", irq_mode_name(irqmode),
+		    rv, irq_count[rv], irq_ack_zero[rv], tv, rv == tv ? 0 : irq_count[tv]);
+		if (!irq_count[rv] || !irq_count[tv])
+			fail("virtio-net: no interrupts");
+	}
+	if (mode & MODE_HOLD)
+		irq_hold_com1();
 	return EXIT_OK;
 }

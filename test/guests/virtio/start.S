@@ -13,9 +13,16 @@
  * kvm_pvm hosts); all the driver code runs natively in ring 3, where port
  * I/O works through IOPL=3 and MMIO through the user-accessible mapping.
  *
- * Memory: page tables 0x1000..0x6fff (PML4, PDPT, 4 PDs), ring-0 stack
- * 0x7000 (0x9000 once the PDs are written), payload 0x100000.., user stack top 0x400000, free RAM above
- * (the C side's allocator starts at 0x400000).
+ * For interrupts (irq.c, irq.S) the ring-0 part also sets the stack that
+ * interrupts from ring 3 switch to (RSP0 of the TSS at linear 0) and loads
+ * an IDT at 0xa000, which ring 3 zeroes and irq_init() fills. Ring 3 runs
+ * with IF=0 (and cannot change it on kvm_pvm hosts: cli/sti #GP there).
+ *
+ * Memory: RSP0 at 0x4..0xb, page tables 0x1000..0x6fff (PML4, PDPT, 4 PDs),
+ * ring-0 stack 0x7000 (0x9000 once the PDs are written), IDT
+ * 0xa000..0xafff, ring-0 interrupt stack 0xb000..0xffff, payload
+ * 0x100000.., user stack top 0x400000, free RAM above (the C side's
+ * allocator starts at 0x400000).
  */
 #include "lib16.inc"
 
@@ -30,6 +37,11 @@
 #define SEL_UDATA	(0x20 | 3)
 #define SEL_UCODE64	(0x28 | 3)
 #define USER_STACK	0x400000
+#define TSS_RSP0	0x4		/* the reset TSS is at 0 */
+#define IDTR_TMP	0x9000
+#define IDT_BASE	0xa000		/* irq-defs.h: IDT_BASE */
+#define IDT_LIMIT	0xfff
+#define IRQ_STACK	0x10000
 
 main:
 	jmp	enter_pm32
@@ -71,6 +83,17 @@ main32:
 	.code64
 long64:
 	movl	$0x9000, %esp			/* 0x7000 is below the PDs' end */
+	/* Interrupts from ring 3 switch to TSS.RSP0. The TSS is the one the
+	 * task register holds since reset (base 0, limit 0xffff, type 11: a
+	 * busy 64-bit TSS in long mode), so RSP0 lives at linear address 4.
+	 * (A TSS of our own would need ltr, and on kvm_pvm hosts an iretq to
+	 * ring 3 after ltr triple-faults.) */
+	movl	$IRQ_STACK, TSS_RSP0
+	movl	$0, TSS_RSP0 + 4
+	movw	$IDT_LIMIT, IDTR_TMP
+	movq	$IDT_BASE, %rax
+	movq	%rax, IDTR_TMP + 2
+	lidt	IDTR_TMP
 	pushq	$SEL_UDATA			/* ss */
 	pushq	$USER_STACK			/* rsp */
 	pushq	$0x3002				/* rflags: IOPL=3, IF=0 */
@@ -80,6 +103,10 @@ long64:
 	iretq
 
 user_entry:					/* ring 3 from here on */
+	movl	$IDT_BASE, %edi			/* an empty IDT until irq_init() */
+	movl	$(IDT_LIMIT + 1), %ecx
+	xorl	%eax, %eax
+	rep stosb
 	movl	$ROM(payload_lma), %esi
 	movl	$payload_vma, %edi
 	movl	$payload_size, %ecx
@@ -119,6 +146,9 @@ lm_gdt_desc:
 	.code16
 	.globl	rom_param
 rom_param:
+	.long	0
+	.globl	rom_mode
+rom_mode:					/* 0xFFE4: interrupt mode (vlib.h, irq.h) */
 	.long	0
 	.org	0x10, 0xff
 reset_vector:

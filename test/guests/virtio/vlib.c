@@ -1,5 +1,7 @@
-/* vlib.c - see vlib.h. Ring 3, long mode, no interrupts. */
+/* vlib.c - see vlib.h. Ring 3, long mode; interrupts only in the modes
+ * of irq.h. */
 #include "vlib.h"
+#include "irq.h"
 
 #define COM1		0x3f8
 #define TESTDEV		0xf4
@@ -201,6 +203,21 @@ uint16_t pci_r16(int bdf, int off) { pci_addr(bdf, off); return inw(0xcfc + (off
 uint8_t pci_r8(int bdf, int off) { pci_addr(bdf, off); return inb(0xcfc + (off & 3)); }
 void pci_w32(int bdf, int off, uint32_t v) { pci_addr(bdf, off); outl(0xcfc, v); }
 void pci_w16(int bdf, int off, uint16_t v) { pci_addr(bdf, off); outw(0xcfc + (off & 2), v); }
+void pci_w8(int bdf, int off, uint8_t v) { pci_addr(bdf, off); outb(0xcfc + (off & 3), v); }
+
+uint32_t rom_word(int i) { return *(volatile uint32_t *)(0xffffffe0ul + 4ul * (unsigned)i); }
+
+int pci_find_cap(int bdf, int id)
+{
+	if (!(pci_r16(bdf, 6) & 0x10))
+		return 0;
+	for (int cap = pci_r8(bdf, 0x34) & 0xfc, guard = 0; cap && guard < 48; guard++) {
+		if (pci_r8(bdf, cap) == id)
+			return cap;
+		cap = pci_r8(bdf, cap + 1) & 0xfc;
+	}
+	return 0;
+}
 
 const char *virtio_type_name(int type)
 {
@@ -366,6 +383,7 @@ struct pci_virtio pci_find_virtio(int type)
 #define COMMON_DF		0x04
 #define COMMON_GFSELECT		0x08
 #define COMMON_GF		0x0c
+#define COMMON_MSIX		0x10
 #define COMMON_NUMQ		0x12
 #define COMMON_STATUS		0x14
 #define COMMON_CFGGEN		0x15
@@ -464,6 +482,92 @@ void virtio_init(struct vdev *d, struct pci_virtio pci, uint64_t wanted)
 	    mr16(c + COMMON_NUMQ));
 }
 
+static void msix_entry(struct vdev *d, unsigned entry, int vec)
+{
+	uintptr_t e = d->msix_table + 16 * entry;
+	uint64_t a = msi_address();
+	mw32(e + 0, (uint32_t)a);
+	mw32(e + 4, (uint32_t)(a >> 32));
+	mw32(e + 8, msi_data(vec));
+	mw32(e + 12, 0);			/* unmasked */
+}
+
+void virtio_msix_mask(struct vdev *d, unsigned entry, int masked)
+{
+	mw32(d->msix_table + 16 * entry + 12, masked ? 1 : 0);
+}
+
+int virtio_msix_pending(struct vdev *d, unsigned entry)
+{
+	int bdf = d->pci.bdf;
+	uint32_t pba = pci_r32(bdf, d->msix_cap + 8);
+	uintptr_t a = (uintptr_t)bar_addr(bdf, pba & 7) + (pba & ~7u);
+	return (mr32(a + 4 * (entry / 32)) >> (entry % 32)) & 1;
+}
+
+uint8_t virtio_isr(struct vdev *d) { return mr8(d->isr); }
+
+void virtio_setup_irqs(struct vdev *d, int mode)
+{
+	const char *name = virtio_type_name(d->pci.type);
+	int bdf = d->pci.bdf;
+	d->irq_mode = mode;
+	d->vec_config = -1;
+	if (mode == MODE_POLL)
+		return;
+	d->msix_cap = pci_find_cap(bdf, 0x11);
+	d->msi_cap = pci_find_cap(bdf, 0x05);
+	uint16_t cmd = pci_r16(bdf, 4);
+	d->vec_config = irq_alloc_vector();
+	if (mode == MODE_MSIX) {
+		if (!d->msix_cap)
+			fail("%s: no MSI-X capability", name);
+		int cap = d->msix_cap;
+		uint16_t ctrl = pci_r16(bdf, cap + 2);
+		uint32_t tab = pci_r32(bdf, cap + 4);
+		d->msix_size = (ctrl & 0x7ff) + 1u;
+		d->msix_table = (uintptr_t)bar_addr(bdf, tab & 7) + (tab & ~7u);
+		/* enabled with the function masked while the table is written */
+		pci_w16(bdf, cap + 2, ctrl | 0x8000 | 0x4000);
+		msix_entry(d, 0, d->vec_config);
+		pci_w16(bdf, cap + 2, (ctrl | 0x8000) & ~0x4000);
+		mw16(d->common + COMMON_MSIX, 0);
+		if (mr16(d->common + COMMON_MSIX) != 0)
+			fail("%s: config MSI-X vector refused", name);
+		printf("%s: MSI-X, %u table entries at %lx, config vector %x\n", name, d->msix_size, (uint64_t)d->msix_table,
+		    d->vec_config);
+	} else if (mode == MODE_MSI) {
+		if (!d->msi_cap)
+			fail("%s: no MSI capability (QEMU's virtio-pci has none; bhyve -W gives one)", name);
+		if (d->msix_cap && (pci_r16(bdf, d->msix_cap + 2) & 0x8000))
+			fail("%s: MSI-X is enabled", name);
+		int cap = d->msi_cap;
+		uint16_t ctrl = pci_r16(bdf, cap + 2);
+		uint64_t a = msi_address();
+		pci_w32(bdf, cap + 4, (uint32_t)a);
+		int data = cap + 8;
+		if (ctrl & 0x80) {
+			pci_w32(bdf, cap + 8, (uint32_t)(a >> 32));
+			data = cap + 12;
+		}
+		pci_w16(bdf, data, (uint16_t)msi_data(d->vec_config));
+		pci_w16(bdf, cap + 2, (uint16_t)((ctrl & ~0x70) | 1));	/* one message, enabled */
+		printf("%s: MSI (%s), one message, vector %x\n", name, ctrl & 0x80 ? "64-bit" : "32-bit", d->vec_config);
+	} else if (mode == MODE_INTX) {
+		struct intx_route r;
+		if (!pci_intx_route(bdf, &r))
+			fail("%s: no INTx route for 00:%02x.%u", name, bdf >> 3, bdf & 7);
+		pci_w16(bdf, 4, cmd & ~0x400);		/* INTx not disabled */
+		irq_set_ack(d->vec_config, IRQ_ACK_MMIO8, d->isr, 0);
+		ioapic_route(r.pin, d->vec_config, r.level, r.active_low);
+		printf("%s: INT%c -> I/O APIC pin %d (%s, %s%s), vector %x, from the %s\n", name, 'A' + pci_r8(bdf, 0x3d) - 1,
+		    r.pin, r.level ? "level" : "edge", r.active_low ? "active low" : "active high",
+		    r.isa_irq >= 0 ? ", via an ISA IRQ" : "", d->vec_config, r.source);
+	} else {
+		fail("%s: unknown interrupt mode %d", name, mode);
+	}
+}
+
 void virtio_setup_queue(struct vdev *d, int index, unsigned max_size)
 {
 	uintptr_t c = d->common;
@@ -488,9 +592,21 @@ void virtio_setup_queue(struct vdev *d, int index, unsigned max_size)
 		q->desc[i].next = (uint16_t)(i + 1);
 	q->free_head = 0;
 	q->num_free = size;
-	q->avail[0] = 1;		/* VRING_AVAIL_F_NO_INTERRUPT: we poll */
+	/* polling: VRING_AVAIL_F_NO_INTERRUPT */
+	q->avail[0] = d->irq_mode == MODE_POLL ? VRING_AVAIL_F_NO_INTERRUPT : 0;
 	mw16(c + COMMON_Q_SIZE, (uint16_t)size);
-	mw16(c + COMMON_Q_MSIX, 0xffff);
+	uint16_t entry = VIRTIO_MSI_NO_VECTOR;
+	q->vec = d->vec_config;
+	if (d->irq_mode == MODE_MSIX) {
+		entry = (uint16_t)(1 + index);
+		if (entry >= d->msix_size)
+			fail("%s: MSI-X table of %u entries has none for queue %d", virtio_type_name(d->pci.type), d->msix_size, index);
+		q->vec = irq_alloc_vector();
+		msix_entry(d, entry, q->vec);
+	}
+	mw16(c + COMMON_Q_MSIX, entry);
+	if (mr16(c + COMMON_Q_MSIX) != entry)
+		fail("%s: queue %d refused MSI-X vector %u (reads %x)", virtio_type_name(d->pci.type), index, entry, mr16(c + COMMON_Q_MSIX));
 	mw32(c + COMMON_Q_DESCLO, (uint32_t)(uintptr_t)q->desc);
 	mw32(c + COMMON_Q_DESCHI, 0);
 	mw32(c + COMMON_Q_AVAILLO, (uint32_t)(uintptr_t)q->avail);
@@ -587,18 +703,65 @@ int vq_get(struct vq *q, uint32_t *len)
 	return (int)id;
 }
 
-int vq_wait(struct vdev *d, struct vq *q, uint32_t *len)
+uint16_t vq_used_idx(struct vq *q) { return *(volatile uint16_t *)(q->used + 2); }
+void vq_set_avail_flags(struct vq *q, uint16_t flags) { q->avail[0] = flags; barrier(); }
+void vq_set_used_event(struct vq *q, uint16_t idx) { q->avail[2 + q->size] = idx; __asm__ volatile("mfence" ::: "memory"); }
+uint16_t vq_avail_event(struct vq *q) { return *(volatile uint16_t *)(q->used + 4 + 8 * q->size); }
+
+/* An interrupt on the queue's vector was taken: every entry the device
+ * has published by now is announced ("covered"). With EVENT_IDX, ask for an
+ * interrupt when the next entry is published; one published before the
+ * device could see that request gets none, so it is covered too. */
+static void vq_took_interrupt(struct vdev *d, struct vq *q)
+{
+	q->covered = vq_used_idx(q);
+	if (!(d->features & (1ull << VIRTIO_F_EVENT_IDX)))
+		return;
+	for (;;) {
+		vq_set_used_event(q, q->covered);
+		uint16_t now = vq_used_idx(q);
+		if (now == q->covered)
+			return;
+		q->covered = now;
+	}
+}
+
+int vq_next(struct vdev *d, struct vq *q, uint32_t *len, uint64_t cycles)
 {
 	uint64_t t0 = rdtsc();
-	for (;;) {
-		int id = vq_get(q, len);
-		if (id >= 0)
-			return id;
-		if (rdtsc() - t0 > poll_timeout_cycles) {
-			printf("FAIL: %s: queue %d: no used entry (avail %u, used %u, status %x)\n",
-			    virtio_type_name(d->pci.type), q->index, q->avail_idx, q->used_idx, virtio_status(d));
-			exit_(EXIT_TIMEOUT);
+	if (d->irq_mode == MODE_POLL) {
+		for (;;) {
+			int id = vq_get(q, len);
+			if (id >= 0 || rdtsc() - t0 > cycles)
+				return id;
+			__asm__ volatile("pause");
 		}
-		__asm__ volatile("pause");
 	}
+	volatile uint32_t *count = &irq_count[q->vec];
+	for (;;) {
+		if (*count != q->irq_seen) {
+			q->irq_seen = *count;
+			vq_took_interrupt(d, q);
+		}
+		if ((int16_t)(q->covered - q->used_idx) > 0)
+			return vq_get(q, len);
+		uint64_t spent = rdtsc() - t0;
+		if (spent > cycles || !irq_wait_change(count, q->irq_seen, cycles - spent))
+			return -1;
+	}
+}
+
+
+int vq_wait(struct vdev *d, struct vq *q, uint32_t *len)
+{
+	int id = vq_next(d, q, len, poll_timeout_cycles);
+	if (id >= 0)
+		return id;
+	if (d->irq_mode != MODE_POLL && vq_pending(q))
+		printf("FAIL: %s: queue %d: no interrupt on vector %x for %u used entries (avail %u, used %u, status %x)\n",
+		    virtio_type_name(d->pci.type), q->index, q->vec, vq_pending(q), q->avail_idx, q->used_idx, virtio_status(d));
+	else
+		printf("FAIL: %s: queue %d: no used entry (avail %u, used %u, status %x)\n",
+		    virtio_type_name(d->pci.type), q->index, q->avail_idx, q->used_idx, virtio_status(d));
+	exit_(EXIT_TIMEOUT);
 }

@@ -63,6 +63,9 @@ uint16_t pci_r16(int bdf, int off);
 uint8_t pci_r8(int bdf, int off);
 void pci_w32(int bdf, int off, uint32_t v);
 void pci_w16(int bdf, int off, uint16_t v);
+void pci_w8(int bdf, int off, uint8_t v);
+/* Config offset of capability `id` of function bdf, or 0. */
+int pci_find_cap(int bdf, int id);
 #define BDF(b, d, f)	(((b) << 8) | ((d) << 3) | (f))
 
 /* virtio device types */
@@ -72,6 +75,10 @@ void pci_w16(int bdf, int off, uint16_t v);
 #define VIRTIO_ID_RNG		4
 
 #define VIRTIO_F_VERSION_1	32
+#define VIRTIO_F_EVENT_IDX	29
+#define VRING_AVAIL_F_NO_INTERRUPT	1
+#define VRING_USED_F_NO_NOTIFY		1
+#define VIRTIO_MSI_NO_VECTOR	0xffff
 
 struct pci_virtio {
 	int bdf;
@@ -103,6 +110,13 @@ struct vq {
 	uint16_t free_head;
 	unsigned num_free;
 	uint16_t *chain_n;		/* descriptors per chain, by head id */
+	/* interrupt mode (irq.h): the vector this queue's used-buffer
+	 * notifications arrive on, its count when the driver last looked, and
+	 * the device's used index then: entries below it were announced by an
+	 * interrupt, the driver takes no others */
+	int vec;
+	uint32_t irq_seen;
+	uint16_t covered;
 };
 
 struct vdev {
@@ -111,11 +125,21 @@ struct vdev {
 	uint32_t notify_mult;
 	uint64_t features;		/* negotiated */
 	struct vq vq[3];
+	int irq_mode;			/* MODE_* of irq.h; MODE_POLL: no interrupts */
+	int vec_config;			/* config-change vector (MSI-X), or the shared one */
+	int msix_cap, msi_cap;
+	uintptr_t msix_table;
+	unsigned msix_size;
 };
 
 /* reset, ACKNOWLEDGE, DRIVER, negotiate (VERSION_1 | wanted) & offered,
  * FEATURES_OK; the caller sets up queues, then calls virtio_driver_ok. */
 void virtio_init(struct vdev *d, struct pci_virtio pci, uint64_t wanted);
+/* Interrupts as irq.h's MODE_* says (after virtio_init, before the
+ * queues): MSI-X with one vector per queue and one for config changes, the
+ * MSI capability's single message, or INTx as the firmware routes it (the
+ * handler reads the ISR). irq_init() must have run. */
+void virtio_setup_irqs(struct vdev *d, int mode);
 void virtio_setup_queue(struct vdev *d, int index, unsigned max_size);
 void virtio_driver_ok(struct vdev *d);
 uint8_t virtio_status(struct vdev *d);
@@ -132,8 +156,28 @@ int vq_add(struct vq *q, const struct vbuf *bufs, int n);
 void vq_kick(struct vq *q);
 /* Pop one used entry: returns its head id (and *len), or -1 if none. */
 int vq_get(struct vq *q, uint32_t *len);
-/* Wait (poll, with timeout -> fail) for one used entry. */
+/* Wait for one used entry, with timeout -> fail. Polling mode polls the
+ * used ring; interrupt modes take only entries the device had published
+ * when an interrupt on the queue's vector was taken, so a completion the
+ * device did not signal is a failure (a lost interrupt). With EVENT_IDX,
+ * used_event asks for an interrupt at the first entry not yet announced. */
 int vq_wait(struct vdev *d, struct vq *q, uint32_t *len);
+/* As vq_wait, but gives up after `cycles` TSC cycles and returns -1. */
+int vq_next(struct vdev *d, struct vq *q, uint32_t *len, uint64_t cycles);
+/* Ring fields for the suppression checks. */
+uint16_t vq_used_idx(struct vq *q);
+void vq_set_avail_flags(struct vq *q, uint16_t flags);
+void vq_set_used_event(struct vq *q, uint16_t idx);
+uint16_t vq_avail_event(struct vq *q);
+/* Entries the device has used that the driver has not taken yet. */
+static inline unsigned vq_pending(struct vq *q) { return (uint16_t)(vq_used_idx(q) - q->used_idx); }
+/* MSI-X vector-control mask bit of table entry `entry` (0 config, 1+ queue). */
+void virtio_msix_mask(struct vdev *d, unsigned entry, int masked);
+int virtio_msix_pending(struct vdev *d, unsigned entry);
+/* Read (and so clear) the ISR status. */
+uint8_t virtio_isr(struct vdev *d);
+/* Bytes 0xFFE0.. of the ROM: word 0 the parameter, word 1 the mode. */
+uint32_t rom_word(int i);
 
 int guest_main(uint32_t param);		/* each guest-*.c: return the exit value */
 
