@@ -1,0 +1,143 @@
+// Runs a fuzz target: fresh instances, each seeded, driven one guest
+// operation at a time, with these oracles after every operation:
+//   - no exception escapes a device model (a guest can never make the VMM
+//     throw); a RangeError counts as an out-of-bounds host access;
+//   - faults the device caught itself (virtio's needs-reset path) must be
+//     guest errors (VirtqueueError, GuestMemoryError), not host bugs that
+//     the catch-all merely hid (see oracle.ts);
+//   - no operation takes longer than the per-operation bound (a hang);
+//   - the target's own invariants (check()).
+// A finding ends its instance; the run goes on with the next seed, so a long
+// run counts every distinct failure. Instance k of a run with base seed S
+// has seed S + k: `--target T --seed S+k --ops N` replays it.
+
+import { Rng } from './rng.js';
+import { HangError } from './machine.js';
+import { hiddenFaults } from './oracle.js';
+
+export interface FuzzInstance {
+  /** One guest operation (a register access, a chain made available and
+   * notified, a scribble over guest RAM, time passing, ...). */
+  step(): void;
+  /** Target invariants; throws InvariantError when one is broken. */
+  check?(): void;
+  close?(): void;
+  /** Counters of what the operations reached (summed over instances), to
+   * show the fuzzer gets past the front door. */
+  stats?(): Record<string, number>;
+}
+
+export interface FuzzTarget {
+  name: string;
+  /** What is fuzzed, one line. */
+  surface: string;
+  create(rng: Rng): FuzzInstance;
+  /** Operations per instance before a fresh one is made (default 20000). */
+  instanceOps?: number;
+}
+
+export class InvariantError extends Error {
+  constructor(message: string) { super(message); this.name = 'InvariantError'; }
+}
+
+export type FindingKind = 'crash' | 'out-of-bounds' | 'hang' | 'invariant' | 'hidden-fault';
+
+export interface Finding {
+  target: string;
+  kind: FindingKind;
+  /** Seed of the instance and the index of the failing operation in it. */
+  seed: number;
+  op: number;
+  message: string;
+  stack?: string;
+}
+
+export interface RunOptions {
+  seed: number;
+  /** Stop after this many operations in total. */
+  ops: number;
+  /** Stop after this much wall time (ms) even if `ops` were not all run. */
+  timeMs?: number;
+  /** An operation taking longer than this (ms) is a hang. */
+  opBoundMs?: number;
+  /** Most findings before the run stops. */
+  maxFindings?: number;
+  /** Called now and then with the operations run so far. */
+  progress?: (ops: number, seed: number, op: number) => void;
+}
+
+export interface RunResult {
+  target: string;
+  ops: number;
+  instances: number;
+  ms: number;
+  findings: Finding[];
+  stats: Record<string, number>;
+}
+
+function classify(e: unknown): { kind: FindingKind; message: string; stack?: string } {
+  const err = e instanceof Error ? e : new Error(String(e));
+  const kind: FindingKind = e instanceof HangError ? 'hang' : e instanceof InvariantError ? 'invariant'
+    : e instanceof RangeError ? 'out-of-bounds' : 'crash';
+  return { kind, message: `${err.name}: ${err.message}`, stack: err.stack };
+}
+
+export function runTarget(target: FuzzTarget, opts: RunOptions): RunResult {
+  const start = performance.now();
+  const bound = opts.opBoundMs ?? 1000;
+  const perInstance = target.instanceOps ?? 20_000;
+  const findings: Finding[] = [];
+  const stats: Record<string, number> = {};
+  let total = 0;
+  let instances = 0;
+  const deadline = opts.timeMs === undefined ? Infinity : start + opts.timeMs;
+  while (total < opts.ops && performance.now() < deadline && findings.length < (opts.maxFindings ?? 20)) {
+    const seed = (opts.seed + instances) >>> 0;
+    instances++;
+    const rng = new Rng(seed);
+    let op = 0;
+    const fail = (e: unknown) => {
+      const c = classify(e);
+      findings.push({ target: target.name, seed, op, ...c });
+    };
+    hiddenFaults.length = 0;
+    let inst: FuzzInstance;
+    try {
+      inst = target.create(rng);
+    } catch (e) {
+      fail(e);
+      continue;
+    }
+    const n = Math.min(perInstance, opts.ops - total);
+    try {
+      for (; op < n; op++) {
+        const t0 = performance.now();
+        inst.step();
+        const dt = performance.now() - t0;
+        if (dt > bound) throw new HangError(`operation took ${dt.toFixed(0)} ms (bound ${bound} ms)`);
+        if (hiddenFaults.length > 0) {
+          const h = hiddenFaults.splice(0);
+          findings.push({ target: target.name, seed, op, kind: 'hidden-fault', message: h[0].message, stack: h[0].stack });
+          break;
+        }
+        inst.check?.();
+        if ((op & 0x3ff) === 0 && performance.now() > deadline) { op++; break; }
+      }
+    } catch (e) {
+      fail(e);
+      op++;
+    } finally {
+      total += op;
+      try {
+        for (const [k, v] of Object.entries(inst.stats?.() ?? {})) stats[k] = (stats[k] ?? 0) + v;
+        inst.close?.();
+      } catch (e) { fail(e); }
+    }
+    opts.progress?.(total, seed, op);
+  }
+  return { target: target.name, ops: total, instances, ms: performance.now() - start, findings, stats };
+}
+
+export function formatFinding(f: Finding): string {
+  return `${f.target} ${f.kind} (seed ${f.seed}, op ${f.op}): ${f.message}`;
+}
