@@ -254,7 +254,7 @@ export class FwCfg implements Device {
       let len: number;
       if (!data || this.offset >= data.length) {
         len = length;
-        if (read && !this.guestWrite(address, new Uint8Array(len))) control |= FW_CFG_DMA_CTL_ERROR;
+        if (read && !this.guestZero(address, len)) control |= FW_CFG_DMA_CTL_ERROR;
         if (write) control |= FW_CFG_DMA_CTL_ERROR;
       } else {
         len = Math.min(length, data.length - this.offset);
@@ -273,6 +273,20 @@ export class FwCfg implements Device {
     try {
       if (!Number.isSafeInteger(addr)) return false;
       this.mem.write(addr, data);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Zeroes guest memory in place (QEMU's dma_memory_set): a length of up
+   * to 4 GiB must not become a host buffer of that size. */
+  private guestZero(addr: number, len: number): boolean {
+    try {
+      if (!Number.isSafeInteger(addr)) return false;
+      const views: Uint8Array[] = [];
+      this.mem.slices(addr, len, views);
+      for (const v of views) v.fill(0);
       return true;
     } catch {
       return false;

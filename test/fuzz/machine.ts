@@ -7,7 +7,7 @@
 
 import { ConfigTree } from '../../src/config/tree.js';
 import type {
-  AccessSize, DeviceContext, DeviceTimer, InterruptSink, MemoryBacking, MemoryMapControl,
+  AccessSize, ByteStream, DeviceContext, DeviceTimer, InterruptSink, MemoryBacking, MemoryMapControl,
 } from '../../src/devices/device.js';
 import type { ExitRequest } from '../../src/vmm/exit-status.js';
 import { GuestMemory } from '../../src/vmm/guest-memory.js';
@@ -60,23 +60,40 @@ export class ManualClock {
     };
   }
 
-  /** Advances time, running expired callbacks in deadline order; at most
-   * `maxFires` callbacks (a timer re-arming itself in the past would
-   * otherwise spin: that is reported as a hang by the caller). */
-  advance(ns: bigint, maxFires = 10_000): number {
+  /** Advances time, running expired callbacks in deadline order. With
+   * `late`, callbacks run at the end of the interval (a loaded host runs
+   * timers late; devices must then drop missed periods rather than catch
+   * up one by one). More than `maxFires` callbacks in one advance is a
+   * hang: a timer re-arming itself at or before now spins the device
+   * thread forever. */
+  advance(ns: bigint, late = false, maxFires = 100_000): number {
     const end = this.ns + ns;
     let fired = 0;
     for (;;) {
       let due: { cb: () => void; at: bigint | undefined } | undefined;
       for (const t of this.timers) if (t.at !== undefined && t.at <= end && (!due || t.at < due.at!)) due = t;
       if (!due) break;
-      if (++fired > maxFires) throw new HangError(`device timers fired more than ${maxFires} times within ${ns} ns`);
-      if (due.at! > this.ns) this.ns = due.at!;
+      if (++fired > maxFires) throw new HangError(`device timers fired more than ${maxFires} times within ${ns} ns${late ? ' (late host)' : ''}`);
+      const at = late ? end : due.at!;
+      if (at > this.ns) this.ns = at;
       due.at = undefined;
       due.cb();
     }
     this.ns = end;
     return fired;
+  }
+}
+
+/** A host backend stream (tty, socket) with bytes the fuzzer queues. */
+export class FakeStream implements ByteStream {
+  private readonly queue: number[] = [];
+  written = 0;
+  push(bytes: Uint8Array): void { if (this.queue.length < 65536) for (const b of bytes) this.queue.push(b); }
+  readByte(): number { return this.queue.length ? this.queue.shift()! : -1; }
+  hasInput(): boolean { return this.queue.length > 0; }
+  write(bytes: Uint8Array): void {
+    if (!(bytes instanceof Uint8Array)) throw new TypeError('stream write of a non-buffer');
+    this.written += bytes.length;
   }
 }
 
@@ -127,6 +144,7 @@ export class FuzzMachine {
   readonly config = new ConfigTree();
   readonly exits: ExitRequest[] = [];
   readonly memoryMap: FakeMemoryMap;
+  readonly streams = new Map<string, FakeStream>();
   readonly ctx: DeviceContext;
 
   constructor(readonly rng: Rng, opts: MachineOptions = {}) {
@@ -136,7 +154,11 @@ export class FuzzMachine {
     this.ctx = {
       io: this.io, irq: this.irq, mem: this.mem, config: this.config,
       machine: { requestExit: (r) => { if (exits.length < 1000) exits.push(r); }, vcpuCount: opts.vcpus ?? 2 },
-      stream: () => undefined,
+      stream: (key) => {
+        let st = this.streams.get(key);
+        if (!st) { st = new FakeStream(); this.streams.set(key, st); }
+        return st;
+      },
       memoryMap: this.memoryMap,
       timer: (cb) => this.clock.create(cb),
     };
@@ -146,7 +168,7 @@ export class FuzzMachine {
 
   inp(port: number, size: AccessSize): number {
     const v = this.io.portRead(port & 0xffff, size);
-    if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 0xffffffff)) throw new Error(`port 0x${port.toString(16)} read returned ${v}`);
+    if (v !== undefined && (!Number.isInteger(v) || v < -0x80000000 || v > 0xffffffff)) throw new Error(`port 0x${port.toString(16)} read returned ${v}`);
     return v ?? 0xffffffff;
   }
 

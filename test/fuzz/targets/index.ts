@@ -1,12 +1,14 @@
 // Every fuzz target, by name.
 import type { FuzzTarget } from '../harness.js';
 import { virtioTarget } from './virtio.js';
+import { PLATFORM_SPECS, platformTarget } from './platform.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
   virtioTarget('net'),
   virtioTarget('rnd'),
   virtioTarget('console'),
+  ...PLATFORM_SPECS.map(platformTarget),
 ];
 
 export function targetByName(name: string): FuzzTarget | undefined {
