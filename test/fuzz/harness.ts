@@ -12,7 +12,7 @@
 // has seed S + k: `--target T --seed S+k --ops N` replays it.
 
 import { Rng } from './rng.js';
-import { HangError } from './machine.js';
+import { HangError, releaseClocks } from './machine.js';
 import { hiddenFaults } from './oracle.js';
 
 export interface FuzzInstance {
@@ -132,6 +132,7 @@ export function runTarget(target: FuzzTarget, opts: RunOptions): RunResult {
         for (const [k, v] of Object.entries(inst.stats?.() ?? {})) stats[k] = (stats[k] ?? 0) + v;
         inst.close?.();
       } catch (e) { fail(e); }
+      releaseClocks();
     }
     opts.progress?.(total, seed, op);
   }

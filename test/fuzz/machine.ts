@@ -24,8 +24,11 @@ export class CountingIrq implements InterruptSink {
   levels = new Map<number, boolean>();
   pulses = 0;
   msis = 0;
+  /** Times a line went from low to high. */
+  raises = 0;
   setLevel(gsi: number, high: boolean): void {
     if (!Number.isInteger(gsi) || gsi < 0 || gsi > 255) throw new Error(`interrupt line ${gsi} does not exist`);
+    if (high && !this.levels.get(gsi)) this.raises++;
     this.levels.set(gsi, high);
   }
   pulse(gsi: number): void {
@@ -97,6 +100,30 @@ export class FakeStream implements ByteStream {
   }
 }
 
+// The device models read CLOCK_MONOTONIC through process.hrtime.bigint()
+// and the wall clock through Date.now() (as in the VMM). While a fuzzed
+// machine exists both read its manual clock, so timers, counters and CMOS
+// time are deterministic for a seed.
+const realHrtime = process.hrtime.bigint;
+const realDateNow = Date.now;
+const FUZZ_EPOCH_MS = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+let activeClock: ManualClock | undefined;
+let clocksPatched = false;
+
+function useClock(c: ManualClock): void {
+  if (!clocksPatched) {
+    clocksPatched = true;
+    process.hrtime.bigint = () => (activeClock ? activeClock.ns : realHrtime());
+    Date.now = () => (activeClock ? FUZZ_EPOCH_MS + Number(activeClock.ns / 1_000_000n) : realDateNow());
+  }
+  activeClock = c;
+}
+
+/** Gives the real clocks back (after a run). */
+export function releaseClocks(): void {
+  activeClock = undefined;
+}
+
 /** A device kept the host busy without bound (an op that never ends, a
  * timer storm). */
 export class HangError extends Error {
@@ -148,6 +175,7 @@ export class FuzzMachine {
   readonly ctx: DeviceContext;
 
   constructor(readonly rng: Rng, opts: MachineOptions = {}) {
+    useClock(this.clock);
     for (const [k, v] of Object.entries(opts.config ?? {})) this.config.set(k, v);
     this.memoryMap = new FakeMemoryMap(this.ram, rng.bytes(opts.bootromSize ?? 0x20000), new Uint8Array(opts.bootvarsSize ?? 0x20000).fill(0xff));
     const exits = this.exits;

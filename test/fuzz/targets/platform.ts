@@ -25,6 +25,14 @@ function bootromFile(): string {
   if (!fs.existsSync(p)) fs.writeFileSync(p, Buffer.alloc(0x20000, 0x90));
   return p;
 }
+let varsSeq = 0;
+/** A fresh 128 KiB VARS file (the CFI flash writes through to it). */
+function varsFile(): string {
+  romDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-fuzz-rom-'));
+  const p = path.join(romDir, `vars${process.pid}-${varsSeq++}.fd`);
+  fs.writeFileSync(p, Buffer.alloc(0x20000, 0xff));
+  return p;
+}
 process.once('exit', () => { if (romDir) fs.rmSync(romDir, { recursive: true, force: true }); });
 
 export interface CfgFocus { bus: number; slot: number; func: number; lo: number; hi: number }
@@ -49,11 +57,13 @@ export class PlatformFuzz implements FuzzInstance {
   readonly m: FuzzMachine;
   readonly platform: Platform;
   readonly rng: Rng;
+  private varsPath: string | undefined;
 
   constructor(readonly spec: PlatformSpec, rng: Rng) {
     this.rng = rng;
     const config = { ...spec.config };
     if (config['lpc.bootrom'] === 'ROM') config['lpc.bootrom'] = bootromFile();
+    if (config['lpc.bootvars'] === 'VARS') this.varsPath = config['lpc.bootvars'] = varsFile();
     this.m = new FuzzMachine(rng, { config });
     this.platform = buildPlatform(this.m.ctx, FUZZ_LAYOUT, { hostname: 'fuzz' });
   }
@@ -139,8 +149,18 @@ export class PlatformFuzz implements FuzzInstance {
     this.spec.check?.(this);
   }
 
+  stats(): Record<string, number> {
+    const irq = this.m.irq;
+    return {
+      'msi messages': irq.msis, 'irq pulses': irq.pulses, 'irq lines raised': irq.raises,
+      'exits requested': this.m.exits.length, 'host bytes written': [...this.m.streams.values()].reduce((n, s) => n + s.written, 0),
+      'fw_cfg DMA transfers': this.platform.fwcfg?.dmaCount ?? 0, 'memory maps in force': this.m.memoryMap.maps.size,
+    };
+  }
+
   close(): void {
     for (const d of this.platform.devices) d.close?.();
+    if (this.varsPath) fs.rmSync(this.varsPath, { force: true });
   }
 }
 
@@ -174,6 +194,59 @@ function fwcfgDma(p: PlatformFuzz): void {
   }
 }
 
+/** A CFI command sequence at a random flash offset. */
+function cfiCommand(p: PlatformFuzz): void {
+  const r = p.rng;
+  const vars = p.m.io.mmio.list().find((x) => x.name === 'bootvars');
+  if (!vars) return;
+  const off = r.below(vars.length);
+  const cmd = r.pick([0x10, 0x40, 0x20, 0xd0, 0x50, 0x70, 0xff, 0x90, 0x98, r.value(8)]);
+  p.m.mmioWrite(vars.base + off, r.chance(0.8) ? 1 : p.m.mmioSize(), cmd);
+  if (r.chance(0.5)) p.m.mmioWrite(vars.base + r.below(vars.length), r.pick([1, 1, 2, 4, 8]), r.chance(0.5) ? 0xd0 : r.value(), r.value());
+  if (r.chance(0.5)) p.m.mmioRead(vars.base + r.below(vars.length), p.m.mmioSize());
+}
+
+/** HPET programming as a driver does it: enable, route, arm a comparator. */
+function hpetProgram(p: PlatformFuzz): void {
+  const r = p.rng;
+  const m = p.m;
+  const B = 0xfed00000;
+  const w64 = (off: number, lo: number, hi = 0) => { if (r.chance(0.7)) m.mmioWrite(B + off, 8, lo, hi); else { m.mmioWrite(B + off, 4, lo); m.mmioWrite(B + off + 4, 4, hi); } };
+  const t = r.below(r.chance(0.9) ? 3 : 8);
+  switch (r.below(5)) {
+    case 0: w64(0x10, r.pick([1, 3, 0, 2])); break; // ENABLE_CNF, LEG_RT_CNF
+    case 1: {
+      // Tn_CONFIG: level, enable, periodic, val_set, 32-bit, route, FSB.
+      const cfg = (r.chance(0.5) ? 2 : 0) | (r.chance(0.8) ? 4 : 0) | (r.chance(0.5) ? 8 : 0) | (r.chance(0.5) ? 0x40 : 0)
+        | (r.chance(0.2) ? 0x100 : 0) | (r.below(32) << 9) | (r.chance(0.2) ? 0x4000 : 0);
+      w64(0x100 + 0x20 * t, cfg);
+      break;
+    }
+    case 2: {
+      const now = m.mmioRead(B + 0xf0, 4);
+      w64(0x108 + 0x20 * t, (now + r.pick([0, 1, 10, 1000, 100000, r.u32()])) >>> 0, r.chance(0.9) ? 0 : r.u32());
+      break;
+    }
+    case 3: w64(0x110 + 0x20 * t, r.chance(0.8) ? 0x40 + r.below(16) : r.u32(), r.chance(0.8) ? 0xfee00000 : r.u32()); break;
+    default: w64(0x20, r.value()); break; // ISR: write-1-to-clear
+  }
+}
+
+/** RTC programming: register A rate, register B modes, alarms, reads of C. */
+function rtcProgram(p: PlatformFuzz): void {
+  const r = p.rng;
+  const m = p.m;
+  const reg = r.pick([0x0a, 0x0b, 0x0c, 0x0d, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x32, r.below(0x80), r.below(0x100)]);
+  m.outp(0x70, 1, reg | (r.chance(0.2) ? 0x80 : 0));
+  if (r.chance(0.6)) {
+    const v = reg === 0x0a ? (r.pick([0x20, 0x26, 0x2f, 0x23, 0x70, 0x60]) & 0xf0) | r.below(16)
+      : reg === 0x0b ? r.pick([0x02, 0x06, 0x42, 0x22, 0x12, 0x82, 0x46, r.value(8)]) : r.value(8);
+    m.outp(0x71, 1, v);
+  } else {
+    m.inp(0x71, 1);
+  }
+}
+
 function swap32(v: number): number {
   return (((v & 0xff) << 24) | ((v & 0xff00) << 8) | ((v >>> 8) & 0xff00) | (v >>> 24)) >>> 0;
 }
@@ -191,14 +264,16 @@ export const PLATFORM_SPECS: readonly PlatformSpec[] = [
     surface: 'MC146818 RTC/CMOS (0x70/0x71: index, time/date in BCD and binary, alarms, periodic interrupts, NVRAM)',
     config: BASE,
     focus: /^rtc$/,
-    weights: [70, 5, 2, 20, 1, 0],
+    weights: [35, 5, 2, 20, 1, 35],
+    structured: rtcProgram,
   },
   {
     name: 'hpet',
     surface: 'HPET MMIO (capabilities, config, counter, timers: comparators, periodic, 32-bit mode, FSB/MSI, routing)',
     config: BASE,
     focus: /^hpet$/,
-    weights: [70, 5, 2, 20, 1, 0],
+    weights: [30, 5, 2, 20, 1, 40],
+    structured: hpetProgram,
   },
   {
     name: 'fwcfg',
@@ -246,6 +321,14 @@ export const PLATFORM_SPECS: readonly PlatformSpec[] = [
     config: QEMU,
     focus: /^pm1|^smi_cmd|^reset_reg|^atkbdc|^post|pc-testdev|isa-debug/,
     weights: [70, 10, 5, 5, 5, 0],
+  },
+  {
+    name: 'cfi-flash',
+    surface: 'UEFI VARS CFI flash below the boot ROM (program, block erase, status, read array; romd map/unmap)',
+    config: { ...BASE, 'lpc.bootrom': 'ROM', 'lpc.bootvars': 'VARS' },
+    focus: /^bootvars$/,
+    weights: [45, 3, 1, 1, 1, 50],
+    structured: cfiCommand,
   },
 ];
 
