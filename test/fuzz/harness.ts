@@ -22,6 +22,9 @@ export interface FuzzInstance {
   /** Target invariants; throws InvariantError when one is broken. */
   check?(): void;
   close?(): void;
+  /** What the last operation was, when the target can say it briefly
+   * (added to findings). */
+  lastOp?: string;
   /** Counters of what the operations reached (summed over instances), to
    * show the fuzzer gets past the front door. */
   stats?(): Record<string, number>;
@@ -96,12 +99,13 @@ export function runTarget(target: FuzzTarget, opts: RunOptions): RunResult {
     instances++;
     const rng = new Rng(seed);
     let op = 0;
+    let inst: FuzzInstance | undefined;
     const fail = (e: unknown) => {
       const c = classify(e);
+      if (inst?.lastOp) c.message += ` [${inst.lastOp}]`;
       findings.push({ target: target.name, seed, op, ...c });
     };
     hiddenFaults.length = 0;
-    let inst: FuzzInstance;
     try {
       inst = target.create(rng);
     } catch (e) {

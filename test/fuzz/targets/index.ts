@@ -2,6 +2,7 @@
 import type { FuzzTarget } from '../harness.js';
 import { virtioTarget } from './virtio.js';
 import { PLATFORM_SPECS, platformTarget } from './platform.js';
+import { HOST_CONFIG_TARGETS } from './host-config.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
@@ -9,6 +10,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('rnd'),
   virtioTarget('console'),
   ...PLATFORM_SPECS.map(platformTarget),
+  ...HOST_CONFIG_TARGETS,
 ];
 
 export function targetByName(name: string): FuzzTarget | undefined {
