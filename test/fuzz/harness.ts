@@ -18,7 +18,7 @@ import { hiddenFaults } from './oracle.js';
 export interface FuzzInstance {
   /** One guest operation (a register access, a chain made available and
    * notified, a scribble over guest RAM, time passing, ...). */
-  step(): void;
+  step(): void | Promise<void>;
   /** Target invariants; throws InvariantError when one is broken. */
   check?(): void;
   close?(): void;
@@ -34,7 +34,7 @@ export interface FuzzTarget {
   name: string;
   /** What is fuzzed, one line. */
   surface: string;
-  create(rng: Rng): FuzzInstance;
+  create(rng: Rng): FuzzInstance | Promise<FuzzInstance>;
   /** Operations per instance before a fresh one is made (default 20000). */
   instanceOps?: number;
 }
@@ -85,7 +85,19 @@ function classify(e: unknown): { kind: FindingKind; message: string; stack?: str
   return { kind, message: `${err.name}: ${err.message}`, stack: err.stack };
 }
 
-export function runTarget(target: FuzzTarget, opts: RunOptions): RunResult {
+/** Waits for an asynchronous operation, at most `ms`. */
+async function bounded(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([p, new Promise<void>((_, reject) => {
+      timer = setTimeout(() => reject(new HangError(`asynchronous operation did not finish within ${ms} ms`)), ms);
+    })]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export async function runTarget(target: FuzzTarget, opts: RunOptions): Promise<RunResult> {
   const start = performance.now();
   const bound = opts.opBoundMs ?? 1000;
   const perInstance = target.instanceOps ?? 20_000;
@@ -107,7 +119,7 @@ export function runTarget(target: FuzzTarget, opts: RunOptions): RunResult {
     };
     hiddenFaults.length = 0;
     try {
-      inst = target.create(rng);
+      inst = await target.create(rng);
     } catch (e) {
       fail(e);
       continue;
@@ -116,7 +128,8 @@ export function runTarget(target: FuzzTarget, opts: RunOptions): RunResult {
     try {
       for (; op < n; op++) {
         const t0 = performance.now();
-        inst.step();
+        const pending = inst.step();
+        if (pending) await bounded(pending, bound);
         const dt = performance.now() - t0;
         if (dt > bound) throw new HangError(`operation took ${dt.toFixed(0)} ms (bound ${bound} ms)`);
         if (hiddenFaults.length > 0) {

@@ -3,6 +3,9 @@
 import { describe, expect, it } from 'vitest';
 import { FW_CFG_DMA_CTL_ERROR, FW_CFG_DMA_CTL_READ, FW_CFG_DMA_CTL_SELECT, FwCfg } from '../../src/firmware/fwcfg.js';
 import { GuestMemory } from '../../src/vmm/guest-memory.js';
+import { applyVcpuState, type VcpuStateUpdate } from '../../src/vmm/vcpu-state.js';
+import type { Regs, Sregs, Vcpu } from '../../src/vmm/kvm.js';
+import { REGS_ORDER } from '../../src/vmm/kvm-abi.js';
 
 /** Guest memory that records the largest buffer a device wrote through it. */
 class WatchedMemory extends GuestMemory {
@@ -42,5 +45,46 @@ describe('fw_cfg DMA (fuzz target fwcfg)', () => {
     expect(dv.getUint32(0)).toBe(0);
     expect([...ram.subarray(0x2000, 0x2040)].every((b) => b === 0)).toBe(true);
     expect(ram[0x2040]).toBe(0xaa);
+  });
+});
+
+describe('set-state updates from the control socket (fuzz target control-socket)', () => {
+  /** Registers kept as KVM returns them; only what applyVcpuState calls. */
+  function fakeVcpu() {
+    const seg = { base: 0n, limit: 0, selector: 0, type: 0, present: 0, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0 };
+    const regs = Object.fromEntries(REGS_ORDER.map((n) => [n, 0n])) as Regs;
+    let sregs = {
+      cs: { ...seg }, ds: { ...seg }, es: { ...seg }, fs: { ...seg }, gs: { ...seg }, ss: { ...seg }, tr: { ...seg }, ldt: { ...seg },
+      gdt: { base: 0n, limit: 0 }, idt: { base: 0n, limit: 0 }, cr0: 0n, cr2: 0n, cr3: 0n, cr4: 0n, cr8: 0n, efer: 0n, apic_base: 0n,
+    } as Sregs;
+    let dregs = [0n, 0n, 0n, 0n, 0n, 0n];
+    return {
+      regs,
+      getRegs: () => ({ ...regs }), setRegs: (r: Regs) => { Object.assign(regs, r); },
+      getSregs: () => structuredClone(sregs), setSregs: (s: Sregs) => { sregs = s; },
+      getDebugRegs: () => [...dregs], setDebugRegs: (d: bigint[]) => { dregs = d; },
+    } as unknown as Vcpu & { regs: Regs };
+  }
+
+  it('a register value that is not a string is a user error naming the register, not a TypeError', () => {
+    const v = fakeVcpu();
+    expect(() => applyVcpuState(v, { regs: { rax: 5 } } as unknown as VcpuStateUpdate)).toThrow(RangeError);
+    expect(() => applyVcpuState(v, { regs: { rax: 5 } } as unknown as VcpuStateUpdate)).toThrow(/for rax/);
+    expect(() => applyVcpuState(v, { control: { cr3: null } } as unknown as VcpuStateUpdate)).toThrow(RangeError);
+    expect(() => applyVcpuState(v, { gdt: { base: null } } as unknown as VcpuStateUpdate)).toThrow(RangeError);
+  });
+
+  it('a group that is not an object is a user error', () => {
+    const v = fakeVcpu();
+    for (const u of [null, 'x', { segments: { tr: 7 } }, { segments: 1 }, { gdt: null }, { debug: [1] }]) {
+      expect(() => applyVcpuState(v, u as unknown as VcpuStateUpdate), JSON.stringify(u)).toThrow(RangeError);
+    }
+  });
+
+  it('valid updates still apply', () => {
+    const v = fakeVcpu();
+    applyVcpuState(v, { regs: { rax: '0x10', rip: '4096' } });
+    expect(v.regs.rax).toBe(0x10n);
+    expect(v.regs.rip).toBe(4096n);
   });
 });

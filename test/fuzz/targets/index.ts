@@ -3,6 +3,7 @@ import type { FuzzTarget } from '../harness.js';
 import { virtioTarget } from './virtio.js';
 import { PLATFORM_SPECS, platformTarget } from './platform.js';
 import { HOST_CONFIG_TARGETS } from './host-config.js';
+import { CONTROL_SOCKET_TARGET } from './control-socket.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
@@ -11,6 +12,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('console'),
   ...PLATFORM_SPECS.map(platformTarget),
   ...HOST_CONFIG_TARGETS,
+  CONTROL_SOCKET_TARGET,
 ];
 
 export function targetByName(name: string): FuzzTarget | undefined {
