@@ -35,6 +35,10 @@ export interface FuzzTarget {
   /** What is fuzzed, one line. */
   surface: string;
   create(rng: Rng): FuzzInstance | Promise<FuzzInstance>;
+  /** Must run on the main thread (uses process-wide state such as
+   * umask); its operations are asynchronous, so the per-operation bound
+   * still catches a hang there. */
+  mainThread?: boolean;
   /** Operations per instance before a fresh one is made (default 20000). */
   instanceOps?: number;
 }
@@ -65,6 +69,10 @@ export interface RunOptions {
   opBoundMs?: number;
   /** Most findings before the run stops. */
   maxFindings?: number;
+  /** Written before every operation: [instance seed, op index in it,
+   * operations run in total] (a watchdog thread reads it to name the
+   * operation that hung). */
+  heartbeat?: Int32Array;
   /** Called now and then with the operations run so far. */
   progress?: (ops: number, seed: number, op: number) => void;
 }
@@ -127,6 +135,8 @@ export async function runTarget(target: FuzzTarget, opts: RunOptions): Promise<R
     const n = Math.min(perInstance, opts.ops - total);
     try {
       for (; op < n; op++) {
+        const hb = opts.heartbeat;
+        if (hb) { hb[0] = seed | 0; hb[1] = op; Atomics.store(hb, 2, total + op); }
         const t0 = performance.now();
         const pending = inst.step();
         if (pending) await bounded(pending, bound);
@@ -138,7 +148,7 @@ export async function runTarget(target: FuzzTarget, opts: RunOptions): Promise<R
           break;
         }
         inst.check?.();
-        if ((op & 0x3ff) === 0 && performance.now() > deadline) { op++; break; }
+        if ((op & 0x3f) === 0 && performance.now() > deadline) { op++; break; }
       }
     } catch (e) {
       fail(e);

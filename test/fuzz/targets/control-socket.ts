@@ -211,4 +211,5 @@ export const CONTROL_SOCKET_TARGET: FuzzTarget = {
   surface: 'control socket protocol (JSON lines: versions, ops, cpu values, set-state updates, pipelining, split and cut lines, 64 KiB limit)',
   create: (rng) => new ControlFuzz(rng).start(),
   instanceOps: 2000,
+  mainThread: true,
 };
