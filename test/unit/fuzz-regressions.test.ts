@@ -88,3 +88,18 @@ describe('set-state updates from the control socket (fuzz target control-socket)
     expect(v.regs.rip).toBe(4096n);
   });
 });
+
+describe('fw_cfg DMA across RAM chunks', () => {
+  it('a transfer into a buffer that straddles two RAM regions lands whole', () => {
+    // Guest RAM in two chunks that touch at 0x10000, as the VMM maps it (1 GiB chunks).
+    const ram = new Uint8Array(0x20000);
+    const mem = new GuestMemory([{ gpa: 0, bytes: ram.subarray(0, 0x10000) }, { gpa: 0x10000, bytes: ram.subarray(0x10000) }]);
+    const fw = new FwCfg(mem);
+    fw.addFile('opt/x', Uint8Array.from({ length: 64 }, (_, i) => i + 1));
+    const sel = fw.fileSelector('opt/x')!;
+    const dv = dmaAccess(ram, 0, (sel << 16) | FW_CFG_DMA_CTL_SELECT | FW_CFG_DMA_CTL_READ, 64, 0x10000 - 20);
+    fw.runDma(0);
+    expect(dv.getUint32(0)).toBe(0);
+    expect([...ram.subarray(0x10000 - 20, 0x10000 + 44)]).toEqual(Array.from({ length: 64 }, (_, i) => i + 1));
+  });
+});
