@@ -167,7 +167,7 @@ export class PlatformFuzz implements FuzzInstance {
 const BASE = { 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc', 'lpc.com1.path': 'stdio', 'lpc.com2.path': 'stdio' };
 const QEMU = {
   'pci.0.0.0.device': 'hostbridge', 'pci.0.1.0.device': 'lpc', 'lpc.fwcfg': 'qemu', 'lpc.bootrom': 'ROM',
-  'lpc.com1.path': 'stdio', 'lpc.pc-testdev': 'true', 'pci.0.3.0.device': 'virtio-rnd',
+  'lpc.com1.path': 'stdio', 'lpc.pc-testdev': 'true', 'pci.0.3.0.device': 'virtio-rnd', 'lpc.debugcon.path': '/dev/null',
 };
 
 /** fw_cfg DMA: a FWCfgDmaAccess in guest RAM, big-endian, then the
