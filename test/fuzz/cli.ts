@@ -89,6 +89,7 @@ for (const name of names) {
     if (!k && f.stack) console.log(f.stack.split('\n').slice(1, 6).map((l) => `    ${l.trim()}`).join('\n'));
   }
   if (Object.keys(r.stats).length) console.log(`  reached: ${Object.entries(r.stats).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  if (r.slowestMs !== undefined) console.log(`  slowest operation ${r.slowestMs.toFixed(1)} ms; ${r.descheduled ?? 0} over the bound while descheduled (not hangs)`);
 }
 if (opt.get('json')) fs.writeFileSync(opt.get('json')!, JSON.stringify({ seed, ops, bound, results: results.map((r) => ({ ...r, findings: r.findings.map(({ stack: _s, ...f }) => f) })) }, null, 2));
 process.exit(failed ? 1 : 0);
