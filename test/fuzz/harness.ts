@@ -138,6 +138,7 @@ export async function runTarget(target: FuzzTarget, opts: RunOptions): Promise<R
       inst = await target.create(rng);
     } catch (e) {
       fail(e);
+      releaseClocks();
       continue;
     }
     const n = Math.min(perInstance, opts.ops - total);
