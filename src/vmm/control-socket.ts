@@ -46,18 +46,24 @@ function serve(sock: net.Socket, handlers: ControlHandlers): void {
   let buf = '';
   sock.setEncoding('utf8');
   sock.on('error', () => sock.destroy());
+  let refused = false;
+  const tooLong = (): void => {
+    reply(sock, { version: CONTROL_PROTOCOL_VERSION, ok: false, error: 'request too long' });
+    sock.end();
+    buf = '';
+    refused = true;
+  };
   sock.on('data', (chunk: string) => {
+    if (refused) return;
     buf += chunk;
-    if (buf.length > MAX_REQUEST_BYTES) {
-      reply(sock, { version: CONTROL_PROTOCOL_VERSION, ok: false, error: 'request too long' });
-      sock.end();
-      return;
-    }
+    // The limit is on one request line; a read may hold many short ones.
     for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
+      if (line.length > MAX_REQUEST_BYTES) { tooLong(); return; }
       void answer(line, handlers).then((r) => reply(sock, r));
     }
+    if (buf.length > MAX_REQUEST_BYTES) tooLong();
   });
 }
 
