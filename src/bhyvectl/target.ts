@@ -60,7 +60,7 @@ export async function targetFor(obj: VmObject): Promise<VmTarget> {
   const pid = obj.runningPid();
   if (pid === undefined) return new IdleTarget(obj);
   // A bhyve that has just started may not listen yet: wait a little.
-  for (let i = 0; i < 40 && !fs.existsSync(obj.controlSocketPath); i++) {
+  for (let i = 0; i < 40 && !fs.existsSync(obj.controlSocketFile); i++) {
     await new Promise((r) => setTimeout(r, 50));
     if (obj.runningPid() === undefined) return new IdleTarget(obj);
   }
@@ -81,7 +81,7 @@ export class RunningTarget implements VmTarget {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ECONNREFUSED') {
-        throw new BhyvectlError(`VM '${this.name}' (bhyve pid ${this.pid}) is not answering on ${this.obj.controlSocketPath}`);
+        throw new BhyvectlError(`VM '${this.name}'${this.pid ? ` (bhyve pid ${this.pid})` : ''} is not answering on ${this.obj.controlSocketFile}`);
       }
       throw new BhyvectlError(`VM '${this.name}': ${(e as Error).message}`);
     }

@@ -131,37 +131,33 @@ async function loadInto(
   try { existing = vmo.VmObject.open(a.vmname); } catch { existing = undefined; }
   const pid = existing?.runningPid();
   if (pid !== undefined) {
-    throw new vmo.VmObjectError(`VM '${a.vmname}' is running (bhyve pid ${pid}): stop it (or bhyvectl --vm=${a.vmname} --force-poweroff) before loading a kernel`);
+    throw new vmo.VmObjectError(`VM '${a.vmname}' is running${pid ? ` (bhyve pid ${pid})` : ''}: stop it (or bhyvectl --vm=${a.vmname} --force-poweroff) before loading a kernel`);
   }
-  const obj = vmo.VmObject.openOrCreate(a.vmname, a.memsize);
+  // The run lock, held while the memory is written: no bhyve may start it meanwhile.
+  const obj = vmo.VmObject.acquire(a.vmname, a.memsize);
   let ok = false;
   try {
-    obj.lock(); // no bhyve may start this VM while its memory is being written
+    const layout = computeLayout(a.memsize);
+    const fd = obj.openMemory();
+    let map: import('../vmm/libc.js').Mapping;
     try {
-      const layout = computeLayout(a.memsize);
-      const fd = fs.openSync(obj.memoryPath, 'r+');
-      let map: import('../vmm/libc.js').Mapping;
-      try {
-        map = libc.mmap(a.memsize, libc.PROT_READ | libc.PROT_WRITE, fd, 0, 'guest memory');
-      } finally {
-        fs.closeSync(fd);
-      }
-      try {
-        libc.madvise(map, a.core ? libc.MADV_DODUMP : libc.MADV_DONTDUMP);
-        const regions = [{ gpa: 0, bytes: map.bytes.subarray(0, layout.lowmem) }];
-        if (layout.highmem > 0) regions.push({ gpa: HIGHMEM_BASE, bytes: map.bytes.subarray(layout.lowmem, layout.lowmem + layout.highmem) });
-        const memory = new GuestMemory(regions);
-        const result = loader.loadFromSource(request, source, memory, layout);
-        obj.writeBootState(result.state);
-      } finally {
-        map.unmap();
-      }
+      map = libc.mmap(a.memsize, libc.PROT_READ | libc.PROT_WRITE, fd, 0, 'guest memory');
     } finally {
-      obj.unlock();
+      fs.closeSync(fd);
+    }
+    try {
+      libc.madvise(map, a.core ? libc.MADV_DODUMP : libc.MADV_DONTDUMP);
+      const regions = [{ gpa: 0, bytes: map.bytes.subarray(0, layout.lowmem) }];
+      if (layout.highmem > 0) regions.push({ gpa: HIGHMEM_BASE, bytes: map.bytes.subarray(layout.lowmem, layout.lowmem + layout.highmem) });
+      const memory = new GuestMemory(regions);
+      const result = loader.loadFromSource(request, source, memory, layout);
+      obj.writeBootState(result.state);
+    } finally {
+      map.unmap();
     }
     ok = true;
   } finally {
-    if (!ok && obj.createdHere) obj.destroy();
+    if (!ok && obj.createdHere) obj.destroy(); else obj.unlock();
   }
 }
 

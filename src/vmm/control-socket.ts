@@ -21,6 +21,8 @@ export type ControlResponse =
 export type ControlHandlers = Record<string, (req: ControlRequest) => unknown | Promise<unknown>>;
 
 export class ControlServer {
+  private closed = false;
+
   private constructor(private readonly server: net.Server, readonly path: string) {}
 
   static async listen(path: string, handlers: ControlHandlers): Promise<ControlServer> {
@@ -37,6 +39,8 @@ export class ControlServer {
   }
 
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     this.server.close();
     fs.rmSync(this.path, { force: true });
   }

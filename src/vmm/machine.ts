@@ -44,7 +44,7 @@ export function legacyWindowFor(config: ConfigTree, layout: MemoryLayout): boole
 }
 
 function setUpMemory(vm: Vm, vmObject: VmObject, layout: MemoryLayout, config: ConfigTree): RamChunk[] {
-  const fd = fs.openSync(vmObject.memoryPath, 'r+');
+  const fd = vmObject.openMemory();
   let ram: RamChunk[];
   try {
     ram = mapGuestRam(fd, layout);
@@ -100,13 +100,14 @@ export function createMachine(config: ConfigTree): { machine: Machine; topo: Top
   if (ncpus > caps.maxVcpus) throw new VmSetupError(`${ncpus} vCPUs requested but this host's KVM allows at most ${caps.maxVcpus}`);
 
   const layout = computeLayout(memsize);
-  const vmObject = VmObject.openOrCreate(name, memsize);
+  let vmObject: VmObject;
   try {
-    vmObject.lock();
+    vmObject = VmObject.acquire(name, memsize);
   } catch (e) {
-    throw new VmSetupError((e as Error).message);
+    throw asUserError(e);
   }
   try {
+    vmObject.writePid();
     const vm = kvm.createVm();
     vm.setTssAddr(TSS_ADDR);
     vm.setIdentityMapAddr(IDENTITY_MAP_ADDR);

@@ -160,11 +160,13 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     else if (process.env.BHYVE_DEBUG) process.stderr.write(`bhyve: ${describe(req)}\n`);
     const destroy = machine.vmObject.createdHere
       || (req.kind === 'poweroff' && config.getBool('destroy_on_poweroff', false));
+    controlServer?.close(); // before the VM directory (and its descriptor) goes
     cleanupMachine(machine, destroy);
     return exitStatusOf(req);
   } catch (e) {
     control.stop();
     kicker.kickAll();
+    controlServer?.close();
     cleanupMachine(machine, machine.vmObject.createdHere);
     throw asUserError(e);
   } finally {
