@@ -8,6 +8,8 @@
 import fs from 'node:fs';
 import net from 'node:net';
 
+import { VmObjectError } from './runtime-dir.js';
+
 export const CONTROL_PROTOCOL_VERSION = 1;
 export const CONTROL_SOCKET_NAME = 'control.sock';
 const MAX_REQUEST_BYTES = 64 * 1024;
@@ -26,7 +28,11 @@ export class ControlServer {
   private constructor(private readonly server: net.Server, readonly path: string) {}
 
   static async listen(path: string, handlers: ControlHandlers): Promise<ControlServer> {
-    fs.rmSync(path, { force: true }); // a stale socket of a dead bhyve
+    // A stale socket of a dead bhyve goes; anything else there is not ours to remove.
+    let st: fs.Stats | undefined;
+    try { st = fs.lstatSync(path); } catch { st = undefined; }
+    if (st && !st.isSocket()) throw new VmObjectError(`cannot create the control socket ${path}: a ${kindOf(st)} is in its place`);
+    if (st) fs.rmSync(path, { force: true });
     const server = net.createServer((sock) => serve(sock, handlers));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -44,6 +50,13 @@ export class ControlServer {
     this.server.close();
     fs.rmSync(this.path, { force: true });
   }
+}
+
+function kindOf(st: fs.Stats): string {
+  if (st.isDirectory()) return 'directory';
+  if (st.isSymbolicLink()) return 'symbolic link';
+  if (st.isFile()) return 'regular file';
+  return 'file that is not a socket';
 }
 
 function serve(sock: net.Socket, handlers: ControlHandlers): void {
