@@ -13,6 +13,7 @@ import { BOOT_STATE_VERSION, type BootState } from '../loader/boot-state.js';
 import { BootromError, loadBootrom, type BootromSegment } from './bootrom.js';
 import { buildCpuid, type Topology } from './cpuid.js';
 import { GuestMemory } from './guest-memory.js';
+import { checkGuestMemorySize, checkVcpuCount } from './guest-limits.js';
 import { mapGuestRam, ramRegions, ramSlots, type RamChunk } from './guest-ram.js';
 import { CAP, IDENTITY_MAP_ADDR, MSR_EXIT_REASON_UNKNOWN, PIT_SPEAKER_DUMMY, TSS_ADDR } from './kvm-abi.js';
 import { Kvm, KvmUnavailableError, Vcpu, type Vm } from './kvm.js';
@@ -68,12 +69,23 @@ function setUpMemory(vm: Vm, vmObject: VmObject, layout: MemoryLayout, config: C
   return ram;
 }
 
-/** bhyve's in-memory MP table, SMBIOS and ACPI tables (below 1 MiB). */
-function writeFirmwareTables(ram: readonly RamChunk[], layout: MemoryLayout, config: ConfigTree, ncpu: number): void {
-  const low = new GuestMemory(ramRegions(ram));
-  for (const region of buildFirmwareInMemory(config, layout, { ncpu, hostname: os.hostname() })) {
-    low.write(region.gpa, region.bytes);
+/** bhyve's in-memory MP table, SMBIOS and ACPI tables (below 1 MiB), built
+ * before anything is created so that what does not fit is refused early. */
+function firmwareTables(config: ConfigTree, layout: MemoryLayout, ncpu: number, sockets: number): FirmwareTables {
+  try {
+    return buildFirmwareInMemory(config, layout, { ncpu, hostname: os.hostname() });
+  } catch (e) {
+    if (e instanceof RangeError && /^SMBIOS/.test(e.message) && sockets > 1) {
+      throw new VmSetupError(`${e.message}: it holds one processor structure per socket, too many for ${sockets} sockets; give fewer (e.g. -c ${ncpu},sockets=1,cores=${ncpu})`);
+    }
+    throw asUserError(e);
   }
+}
+type FirmwareTables = ReturnType<typeof buildFirmwareInMemory>;
+
+function writeFirmwareTables(ram: readonly RamChunk[], tables: FirmwareTables): void {
+  const low = new GuestMemory(ramRegions(ram));
+  for (const region of tables) low.write(region.gpa, region.bytes);
 }
 
 function setUpBootrom(vm: Vm, rom: string, config: ConfigTree): Array<{ seg: BootromSegment; map: Mapping }> {
@@ -90,16 +102,23 @@ function setUpBootrom(vm: Vm, rom: string, config: ConfigTree): Array<{ seg: Boo
 export function createMachine(config: ConfigTree): { machine: Machine; topo: Topology; ncpus: number; warnings: string[] } {
   const name = config.get('name');
   if (!name) throw new VmSetupError('no VM name given');
-  const memsize = parseMemorySize(config.get('memory.size') ?? '256M');
+  const memSpec = config.get('memory.size') ?? '256M';
+  const memsize = parseMemorySize(memSpec);
   const t = calcTopology(config);
   const ncpus = t.cpus;
   const topo: Topology = { sockets: t.sockets, cores: t.cores, threads: t.threads };
   const kvm = Kvm.open(process.env.BHYVE_KVM_DEVICE ?? '/dev/kvm');
   const caps = probeHost(kvm);
   const warnings = checkRequirements(caps, config.getBool('x86.require_ept_rvi', true));
-  if (ncpus > caps.maxVcpus) throw new VmSetupError(`${ncpus} vCPUs requested but this host's KVM allows at most ${caps.maxVcpus}`);
+  try {
+    checkVcpuCount(ncpus, caps.maxVcpus);
+    checkGuestMemorySize(memsize, memSpec);
+  } catch (e) {
+    throw asUserError(e);
+  }
 
   const layout = computeLayout(memsize);
+  const tables = firmwareTables(config, layout, ncpus, t.sockets);
   let vmObject: VmObject;
   try {
     vmObject = VmObject.acquire(name, memsize);
@@ -119,7 +138,7 @@ export function createMachine(config: ConfigTree): { machine: Machine; topo: Top
       else vm.enableCap(CAP.X86_USER_SPACE_MSR, [BigInt(MSR_EXIT_REASON_UNKNOWN)]);
     }
     const ram = setUpMemory(vm, vmObject, layout, config);
-    writeFirmwareTables(ram, layout, config, ncpus);
+    writeFirmwareTables(ram, tables);
     // Boot from the ROM when one is given, else from what bhyveload loaded.
     const rom = config.get('lpc.bootrom');
     const bootState = rom === undefined ? vmObject.readBootState() : undefined;

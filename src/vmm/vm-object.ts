@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import { checkPrivateDir, ensureRuntimeRoot, openPrivateFile, runtimeDir, VmObjectError } from './runtime-dir.js';
+import { checkMemoryFileSpace, formatSize } from './guest-limits.js';
 import { lockHeld, VmLock } from './vm-lock.js';
 
 export { runtimeDir, VmObjectError };
@@ -185,13 +186,15 @@ export class VmObject {
       fd = this.openMemory();
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      checkMemoryFileSpace(memsize, this.dir);
       fd = openPrivateFile(this.memoryPath, 'guest memory file', 'create');
       try {
         fs.ftruncateSync(fd, memsize);
       } catch (err) {
         fs.closeSync(fd);
         fs.rmSync(this.memoryPath, { force: true });
-        throw err;
+        // EFBIG: more than the file system's largest file.
+        throw new VmObjectError(`cannot set up ${formatSize(memsize)} of guest memory in ${this.memoryPath}: ${(err as Error).message.replace(/^[A-Z]+: /, '').replace(/, ftruncate$/, '')}`);
       }
       fs.closeSync(fd);
       return;
