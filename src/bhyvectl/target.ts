@@ -151,6 +151,25 @@ function checkBootState(raw: unknown, name: string): StoredBootState {
     || typeof bs.sregs?.gdt !== 'object' || typeof bs.sregs?.idt !== 'object') {
     throw new BhyvectlError(`the stored vCPU state of VM '${name}' is not one this bhyvectl understands; run bhyveload again`);
   }
+  // Every value that is printed as a number must be one (a hand-edited or
+  // damaged file must not end in an internal error).
+  try {
+    const st = stateFromBootState(bs as StoredBootState);
+    for (const [k, v] of Object.entries(st.regs)) parseHex64(String(v), k);
+    for (const [k, seg] of Object.entries(st.segments)) {
+      parseHex64(String(seg.base), `${k}.base`);
+      for (const f of ['limit', 'selector', 'type'] as const) {
+        if (!Number.isInteger(seg[f])) throw new RangeError(`invalid value '${String(seg[f])}' for ${k}.${f}`);
+      }
+    }
+    for (const t of ['gdt', 'idt'] as const) {
+      parseHex64(String(st[t].base), `${t}.base`);
+      if (!Number.isInteger(st[t].limit)) throw new RangeError(`invalid value '${String(st[t].limit)}' for ${t}.limit`);
+    }
+    for (const [k, v] of Object.entries(st.control)) parseHex64(String(v), k);
+  } catch (e) {
+    throw new BhyvectlError(`the stored vCPU state of VM '${name}' is corrupt (${(e as Error).message}); run bhyveload again`);
+  }
   return bs as StoredBootState;
 }
 

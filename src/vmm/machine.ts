@@ -155,7 +155,14 @@ export function createMachine(config: ConfigTree): { machine: Machine; topo: Top
       v.setCpuid(buildCpuid(supported, i, topo, x2apic));
       vcpus.push(v);
     }
-    if (bootState !== undefined) applyVcpuState(vcpus[0], bootStateUpdate(bootState));
+    if (bootState !== undefined) {
+      try {
+        applyVcpuState(vcpus[0], bootStateUpdate(bootState));
+      } catch (e) {
+        if (!(e instanceof RangeError)) throw e;
+        throw new VmSetupError(`the stored boot state of VM '${name}' is corrupt (${e.message}); run bhyveload again`);
+      }
+    }
     return { machine: { topo, vmObject, kvm, vm, ram, layout, bootrom, vcpus }, topo, ncpus, warnings };
   } catch (e) {
     if (vmObject.createdHere) vmObject.destroy(); else vmObject.unlock();
