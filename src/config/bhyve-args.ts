@@ -297,7 +297,8 @@ export function validateConfig(config: ConfigTree): void {
   }
   for (const k of ['x86.x2apic', 'x86.strictio', 'x86.strictmsr', 'x86.vmexit_on_hlt', 'x86.vmexit_on_pause',
     'x86.mptable', 'x86.require_ept_rvi', 'memory.wired', 'memory.guest_in_core', 'acpi_tables',
-    'destroy_on_poweroff', 'rtc.use_localtime', 'virtio_msix', 'gdb.wait', 'lpc.pc-testdev']) {
+    'destroy_on_poweroff', 'rtc.use_localtime', 'virtio_msix', 'gdb.wait', 'lpc.pc-testdev',
+    'security.sandbox', 'security.sandbox_log']) {
     const v = config.get(k);
     if (v !== undefined) parseBool(v, k);
   }
