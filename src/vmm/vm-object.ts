@@ -260,7 +260,16 @@ export class VmObject {
     const root = path.dirname(this.dir);
     const doomed = path.join(root, `.dead-${process.pid}-${crypto.randomBytes(6).toString('hex')}`);
     try {
-      fs.renameSync(this.dir, doomed);
+      try {
+        fs.renameSync(this.dir, doomed);
+      } catch (e) {
+        // A sandboxed bhyve (Landlock) may remove its runtime files but not
+        // create a name in the runtime root: remove in place instead.
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EXDEV') throw e;
+        fs.rmSync(this.dir, { recursive: true, force: true });
+        return;
+      }
       fs.rmSync(doomed, { recursive: true, force: true });
     } finally {
       this.runLock?.release();
