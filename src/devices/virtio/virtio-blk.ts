@@ -168,7 +168,9 @@ export class BlockFile {
       return;
     }
     const { constants: C } = fs;
-    let flags = this.readOnly ? C.O_RDONLY : C.O_RDWR;
+    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused
+    // below); regular files and block devices ignore it.
+    let flags = (this.readOnly ? C.O_RDONLY : C.O_RDWR) | C.O_NONBLOCK;
     if (opts.nocache) flags |= C.O_DIRECT;
     if (opts.sync) flags |= C.O_SYNC;
     try {
