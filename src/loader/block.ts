@@ -3,6 +3,7 @@
 
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 
+import { fsPath } from '../config/raw-argv.js';
 import { fileSize } from '../vmm/libc-file.js';
 
 import { LoaderError } from './errors.js';
@@ -32,7 +33,7 @@ export class FileReader implements BlockReader {
   constructor(readonly path: string) {
     try {
       // O_NONBLOCK: a FIFO must not make the open wait for a writer.
-      this.fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+      this.fd = openSync(fsPath(path), constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       throw new LoaderError(`disk image ${path}: ${code === 'ENOENT' ? 'No such file or directory' : code === 'EACCES' ? 'Permission denied' : (e as Error).message}`);
