@@ -4,10 +4,12 @@
 // expiries, the power button).
 
 import fs from 'node:fs';
+import os from 'node:os';
 import { ConfigTree } from '../config/tree.js';
 import type { ByteStream, Device, DeviceContext, InterruptSink, KvmDoorbells, MachineControl } from '../devices/device.js';
 import { attachUartStream } from '../devices/lpc/uart-backend.js';
 import { buildPlatform, type Platform } from '../devices/platform.js';
+import { buildFirmwareInMemory } from '../firmware/index.js';
 import { Mailbox } from './ap-mailbox.js';
 import { DeviceMemoryMap } from './device-memory-map.js';
 import { DeviceTimers } from './device-timers.js';
@@ -26,6 +28,7 @@ export class DeviceHost {
   private readonly mailboxes: Mailbox[];
   private platform: Platform | undefined;
   private devices: Device[] = [];
+  private memoryMap: DeviceMemoryMap | undefined;
 
   constructor(d: VcpuThreadData, private readonly requestExit: (r: ExitRequest) => void) {
     this.timers = new DeviceTimers(d.timerSab);
@@ -55,7 +58,7 @@ export class DeviceHost {
       timer: (callback) => this.timers.create(callback),
       hostPort: (key: string) => d.hostPorts?.[key],
       kvm: kvmDoorbells(vm, d),
-      memoryMap: d.legacyWindow || bootvarsPath !== undefined ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath) : undefined,
+      memoryMap: this.memoryMap = d.legacyWindow || bootvarsPath !== undefined ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath) : undefined,
       stream(key: string): ByteStream | undefined {
         const t = d.streams[key];
         if (!t) return undefined;
@@ -67,11 +70,21 @@ export class DeviceHost {
     try {
       this.platform = buildPlatform(ctx, d.layout, { fwcfgFiles: d.fwcfgFiles });
       this.devices = this.platform.devices;
+      // bhyve's MP table, SMBIOS and ACPI tables, written as bhyverun.c does
+      // after init_pci: from the devices, pins and windows just built.
+      for (const region of buildFirmwareInMemory(config, d.layout, this.platform.asBuilt, { hostname: os.hostname() })) {
+        ctx.mem.write(region.gpa, region.bytes);
+      }
     } catch (e) {
       // A device that cannot start (missing image, bad option) is the user's
       // to fix: one line, no vCPU prefix.
       this.requestExit({ kind: 'error', message: (e as Error).message });
     }
+  }
+
+  /** Opens now what the devices would open later (the sandbox forbids it then). */
+  prepareForSandbox(): void {
+    this.memoryMap?.mapFiles();
   }
 
   /** Work that arrived by kick, `requests` being DEVICE_REQUEST bits. */

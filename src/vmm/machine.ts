@@ -1,20 +1,19 @@
 // A VM made ready to run: /dev/kvm opened and checked, the VM object
-// locked, guest RAM and the boot ROM mapped, firmware tables written, vCPUs
+// locked, guest RAM and the boot ROM mapped, vCPUs
 // created with their CPUID and (after bhyveload) the boot vCPU's state.
 
-import fs from 'node:fs';
 import os from 'node:os';
+import fs from 'node:fs';
 import { UsageError } from '../config/errors.js';
 import { parseMemorySize } from '../config/size.js';
 import { calcTopology } from '../config/topology.js';
 import { ConfigError, ConfigTree } from '../config/tree.js';
-import { buildFirmwareInMemory } from '../firmware/index.js';
 import { BOOT_STATE_VERSION, type BootState } from '../loader/boot-state.js';
 import { BootromError, loadBootrom, type BootromSegment } from './bootrom.js';
 import { buildCpuid, type Topology } from './cpuid.js';
-import { GuestMemory } from './guest-memory.js';
+import { buildSmbiosInMemory, smbiosOptionsFromConfig } from '../firmware/smbios.js';
 import { checkGuestMemorySize, checkVcpuCount } from './guest-limits.js';
-import { mapGuestRam, ramRegions, ramSlots, type RamChunk } from './guest-ram.js';
+import { mapGuestRam, ramSlots, type RamChunk } from './guest-ram.js';
 import { CAP, IDENTITY_MAP_ADDR, MSR_EXIT_REASON_UNKNOWN, PIT_SPEAKER_DUMMY, TSS_ADDR } from './kvm-abi.js';
 import { Kvm, KvmUnavailableError, Vcpu, type Vm } from './kvm.js';
 import { madvise, MADV_DODUMP, MADV_DONTDUMP, mlock, mmap, PROT_READ, PROT_WRITE, SysError, type Mapping } from './libc.js';
@@ -69,23 +68,18 @@ function setUpMemory(vm: Vm, vmObject: VmObject, layout: MemoryLayout, config: C
   return ram;
 }
 
-/** bhyve's in-memory MP table, SMBIOS and ACPI tables (below 1 MiB), built
- * before anything is created so that what does not fit is refused early. */
-function firmwareTables(config: ConfigTree, layout: MemoryLayout, ncpu: number, sockets: number): FirmwareTables {
+/** SMBIOS holds one processor structure per socket in bhyve's fixed area
+ * below 1 MiB; refuse a topology that cannot fit before anything is created
+ * (the tables themselves are written once the platform is built). */
+function checkSmbiosFits(config: ConfigTree, layout: MemoryLayout, ncpu: number, sockets: number): void {
   try {
-    return buildFirmwareInMemory(config, layout, { ncpu, hostname: os.hostname() });
+    buildSmbiosInMemory(smbiosOptionsFromConfig(config, layout, os.hostname()));
   } catch (e) {
     if (e instanceof RangeError && /^SMBIOS/.test(e.message) && sockets > 1) {
       throw new VmSetupError(`${e.message}: it holds one processor structure per socket, too many for ${sockets} sockets; give fewer (e.g. -c ${ncpu},sockets=1,cores=${ncpu})`);
     }
     throw asUserError(e);
   }
-}
-type FirmwareTables = ReturnType<typeof buildFirmwareInMemory>;
-
-function writeFirmwareTables(ram: readonly RamChunk[], tables: FirmwareTables): void {
-  const low = new GuestMemory(ramRegions(ram));
-  for (const region of tables) low.write(region.gpa, region.bytes);
 }
 
 function setUpBootrom(vm: Vm, rom: string, config: ConfigTree): Array<{ seg: BootromSegment; map: Mapping }> {
@@ -118,7 +112,7 @@ export function createMachine(config: ConfigTree): { machine: Machine; topo: Top
   }
 
   const layout = computeLayout(memsize);
-  const tables = firmwareTables(config, layout, ncpus, t.sockets);
+  checkSmbiosFits(config, layout, ncpus, t.sockets);
   let vmObject: VmObject;
   try {
     vmObject = VmObject.acquire(name, memsize);
@@ -138,7 +132,6 @@ export function createMachine(config: ConfigTree): { machine: Machine; topo: Top
       else vm.enableCap(CAP.X86_USER_SPACE_MSR, [BigInt(MSR_EXIT_REASON_UNKNOWN)]);
     }
     const ram = setUpMemory(vm, vmObject, layout, config);
-    writeFirmwareTables(ram, tables);
     // Boot from the ROM when one is given, else from what bhyveload loaded.
     const rom = config.get('lpc.bootrom');
     const bootState = rom === undefined ? vmObject.readBootState() : undefined;

@@ -20,6 +20,7 @@ import { VcpuRequester } from './vcpu-requests.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 import { parseCpuset } from '../config/topology.js';
 import { SignalRouter, signalStatus, type StopSignal } from './startup-signals.js';
+import { enterSandbox, sandboxPlan } from './sandbox/sandbox.js';
 
 export { VmSetupError };
 
@@ -114,6 +115,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       .catch((e: Error) => { throw new VmSetupError(e.message); });
 
     const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
+    const sandbox = sandboxPlan(config, machine.vmObject);
     const started: Promise<void>[] = [];
     const stoppedAll: Promise<void>[] = [];
     threads.forEach((w, i) => {
@@ -139,6 +141,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         timerSab,
         fwcfgFiles: [...(extras.fwcfgFiles ?? [])],
         cpuset: cpusetSpec === undefined ? undefined : parseCpuset(i, cpusetSpec),
+        sandbox,
       };
       started.push(new Promise((resolve, reject) => {
         w.on('message', (m: VcpuThreadMessage) => {
@@ -159,13 +162,17 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         const fd = v.statsFd();
         stats.push(fd >= 0 ? new KvmStats(fd) : undefined);
       }
+      controlServer = await ControlServer.listen(machine.vmObject.controlSocketPath, controlHandlers({
+        config, machine, control, requester, stats, finish: claimAndFinish,
+      }));
+      // Everything is open: the sandbox goes up before the guest runs.
+      if (sandbox) {
+        try { enterSandbox(sandbox); } catch (e) { throw new VmSetupError((e as Error).message); }
+      }
       timerHost.start();
       control.go();
       guestRuns = true;
       watchdog = setInterval(() => watchHalts(control, kicker, stats, claimAndFinish), HALT_WATCH_MS);
-      controlServer = await ControlServer.listen(machine.vmObject.controlSocketPath, controlHandlers({
-        config, machine, control, requester, stats, finish: claimAndFinish,
-      }));
     }
 
     const req = await outcomePromise;
