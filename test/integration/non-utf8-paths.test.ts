@@ -2,7 +2,8 @@
 // invalid bytes in argv with U+FFFD, so bhyve reads its words from
 // /proc/self/cmdline and opens such files by their bytes
 // (src/config/raw-argv.ts): a boot ROM, a -k config file and a virtio-blk
-// image, all in a directory whose name is not UTF-8 either.
+// image, all in a directory whose name is not UTF-8 either; bhyveload's -d
+// disk, and its -h host directory and -e kernel= file.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,10 +11,11 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { BHYVE, kvmUnavailable, rom } from '../support/bhyve.js';
+import { BHYVE, ROOT, kvmUnavailable, rom } from '../support/bhyve.js';
 import { decodeBytes, fsPath, rawArgv } from '../../src/config/raw-argv.js';
 
 const skipWhy = kvmUnavailable();
+const KERNEL = path.join(ROOT, 'build/kernels/mb-echo.bin');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'non-utf8-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -67,5 +69,17 @@ describe.skipIf(skipWhy)(`non-UTF-8 file names${skipWhy ? ` (skipped: ${skipWhy}
     });
     expect(l.stderr).toMatch(/^bhyveload: disk image .*\/f\ufffd is neither a file nor a block device$/);
     expect(l.exitCode).toBe(1);
+  });
+
+  it.skipIf(!fs.existsSync(KERNEL))('bhyveload loads a kernel from a host directory and a kernel file named in bytes', async () => {
+    const host = Buffer.concat([Buffer.from(`${tmp}/h`), Buffer.from([0xe9])]);
+    fs.mkdirSync(Buffer.concat([host, Buffer.from('/boot')]), { recursive: true });
+    const kernelName = bytes('/boot/k', [0xff]);
+    fs.copyFileSync(KERNEL, Buffer.concat([host, kernelName]));
+    const l = await execa('sh', ['-c', 'exec "$0" -m 64M -h "$(printf "$1")" -e "kernel=$(printf "$2")" loaded', path.join(path.dirname(BHYVE), 'bhyveload'),
+      printfFormat(host), printfFormat(kernelName)], { reject: false, env: { BHYVE_RUNDIR: path.join(tmp, 'run') }, timeout: 30_000 });
+    expect(l.stderr).toBe('');
+    expect(l.exitCode).toBe(0);
+    expect(fs.existsSync(path.join(tmp, 'run', 'loaded', 'boot-state.json'))).toBe(true);
   });
 });
