@@ -2,6 +2,7 @@
 // launcher starts fast; src/commands/bhyve.ts wraps it as an oclif command.
 
 import { parseBhyveArgs } from '../config/bhyve-args.js';
+import { rawArgv } from '../config/raw-argv.js';
 import { validateForStart } from '../devices/registry.js';
 import type { Worker } from 'node:worker_threads';
 import { type EarlySignals, SignalRouter, signalStatus } from '../vmm/startup-signals.js';
@@ -17,7 +18,7 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
   let threads: Worker[] = [];
   let retire: ((w: Worker) => Promise<void>) | undefined;
   try {
-    const result = parseBhyveArgs(argv);
+    const result = parseBhyveArgs(rawArgv(argv));
     if (result.kind === 'help') {
       await writeOut(result.stream === 'stdout' ? process.stdout : process.stderr, result.text);
       return result.exitCode;

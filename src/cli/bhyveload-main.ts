@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import { BHYVELOAD_USAGE } from '../config/bhyveload-options.js';
 import { ConfigError, UsageError } from '../config/errors.js';
 import { getopt } from '../config/getopt.js';
+import { fsPath, rawArgv } from '../config/raw-argv.js';
 import { parseMemorySize } from '../config/size.js';
 import { reportError } from './output.js';
 
@@ -81,7 +82,7 @@ function checkArgs(a: BhyveloadArgs): string[] {
   }
   for (const d of a.disks) {
     let st: fs.Stats;
-    try { st = fs.statSync(d); } catch (e) { throw new ConfigError(`disk ${d}: ${errnoText(e)}`); }
+    try { st = fs.statSync(fsPath(d)); } catch (e) { throw new ConfigError(`disk ${d}: ${errnoText(e)}`); }
     if (st.isDirectory()) throw new ConfigError(`disk ${d}: Is a directory`);
   }
   if (a.host === undefined && a.disks.length === 0) {
@@ -97,7 +98,7 @@ function checkArgs(a: BhyveloadArgs): string[] {
 export async function bhyveloadMain(argv: readonly string[]): Promise<number> {
   const userErrors: Array<new (...a: never[]) => Error> = [];
   try {
-    const a = parseBhyveloadArgs(argv);
+    const a = parseBhyveloadArgs(rawArgv(argv));
     for (const w of checkArgs(a)) process.stderr.write(`${w}\n`);
     // Loaded only when something is really loaded: keeps usage errors fast.
     const [loader, vmo] = await Promise.all([import('../loader/index.js'), import('../vmm/vm-object.js')]);
