@@ -3,7 +3,9 @@
 // knows (so anything not granted below is refused with EACCES) and grants:
 //   - read: bhyve's own modules (a worker thread started later, such as
 //     virtio-blk's iothread at each DRIVER_OK, loads them);
-//   - read and write: the VM's memory file (that iothread maps guest RAM);
+//   - read and write: the VM's memory file (that iothread maps guest RAM)
+//     and the disk images (read only for ,ro), which a block backend may
+//     open again (a buffered descriptor beside an O_DIRECT one);
 //   - remove files: in the VM directory (memory, lock, boot state, control
 //     socket at exit) and in the directories of virtio-console sockets,
 //     which bhyve created and removes at exit (bhyve's Capsicum rights on

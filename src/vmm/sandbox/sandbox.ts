@@ -64,6 +64,7 @@ export function sandboxPlan(config: ConfigTree, paths: SandboxPaths): SandboxPla
     { path: paths.dir, access: FS.REMOVE_FILE | FS.READ_DIR },
     { path: path.dirname(paths.dir), access: FS.REMOVE_DIR },
     ...consoleSocketDirs(config).map((p) => ({ path: p, access: FS.REMOVE_FILE })),
+    ...diskImages(config),
   ];
   return { log: config.getBool('security.sandbox_log', false), landlockAbi, landlockRules: rules, notes };
 }
@@ -88,6 +89,21 @@ function consoleSocketDirs(config: ConfigTree): string[] {
     if (m && config.get(`${m[1]}.device`) === 'virtio-console') dirs.add(path.dirname(path.resolve(value)));
   }
   return [...dirs];
+}
+
+const BLOCK_DEVICES = new Set(['virtio-blk', 'ahci', 'ahci-hd', 'ahci-cd', 'nvme']);
+
+/** Disk images: a block backend may open its image again later (with
+ * nocache, a buffered descriptor for requests O_DIRECT refuses). */
+function diskImages(config: ConfigTree): LandlockRule[] {
+  const rules: LandlockRule[] = [];
+  for (const [key, value] of config.toJSON()) {
+    const m = /^((pci\.\d+\.\d+\.\d+)(?:\.port\.\d+)?)\.path$/.exec(key);
+    if (!m || !BLOCK_DEVICES.has(config.get(`${m[2]}.device`) ?? '')) continue;
+    const ro = config.getBool(`${m[1]}.ro`, false);
+    rules.push({ path: value, access: FS.READ_FILE | FS.IOCTL_DEV | (ro ? 0n : FS.WRITE_FILE) });
+  }
+  return rules;
 }
 
 /** Steps 1-3 for the calling thread. Returns what could not be done. */
