@@ -260,8 +260,15 @@ export class VmObject {
     const root = path.dirname(this.dir);
     const doomed = path.join(root, `.dead-${process.pid}-${crypto.randomBytes(6).toString('hex')}`);
     try {
-      fs.renameSync(this.dir, doomed);
-      fs.rmSync(doomed, { recursive: true, force: true });
+      let gone = doomed;
+      try {
+        fs.renameSync(this.dir, doomed);
+      } catch (e) {
+        // The sandbox refuses rename where Landlock cannot confine it: remove in place.
+        if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
+        gone = this.dir;
+      }
+      fs.rmSync(gone, { recursive: true, force: true });
     } finally {
       this.runLock?.release();
     }

@@ -27,13 +27,13 @@ describe('sandboxPlan', () => {
     expect(rules.get(ROOT)).toBe(FS.READ_FILE);
     expect(rules.get('/run/bhyve/vm1/memory')).toBe(FS.READ_FILE | FS.WRITE_FILE);
     expect(rules.get('/run/bhyve/vm1')).toBe(FS.REMOVE_FILE | FS.READ_DIR);
-    expect(rules.get('/run/bhyve')).toBe(FS.REMOVE_DIR);
+    expect(rules.get('/run/bhyve')).toBe(FS.REMOVE_DIR | FS.MAKE_DIR); // destroy renames, then removes
     expect(rules.get('/sockets')).toBe(FS.REMOVE_FILE);
     expect(rules.get('/img/a.raw')).toBe(FS.READ_FILE | FS.WRITE_FILE | FS.IOCTL_DEV);
     expect(rules.get('/img/b.iso')).toBe(FS.READ_FILE | FS.IOCTL_DEV);
     // Nothing that would let the process write outside its own files.
     const writable = plan!.landlockRules.filter((r) => r.access & (FS.WRITE_FILE | FS.MAKE_REG | FS.MAKE_DIR | FS.MAKE_SYM));
-    expect(writable.map((r) => r.path).sort()).toEqual(['/img/a.raw', '/run/bhyve/vm1/memory']);
+    expect(writable.map((r) => r.path).sort()).toEqual(['/img/a.raw', '/run/bhyve', '/run/bhyve/vm1/memory']);
     expect(plan!.log).toBe(false);
   });
 

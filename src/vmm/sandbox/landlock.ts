@@ -10,8 +10,9 @@
 //     socket at exit) and in the directories of virtio-console sockets,
 //     which bhyve created and removes at exit (bhyve's Capsicum rights on
 //     such a directory descriptor allow the same);
-//   - remove directories: in the runtime root (the VM directory itself,
-//     when bhyve created it or -D destroys it).
+//   - remove and make directories: in the runtime root (destroying the VM,
+//     when bhyve created it or -D asks, renames its directory to a hidden
+//     name and removes it; mkdir itself stays refused by seccomp).
 // With ABI 4 and later, TCP bind and connect are handled and not granted:
 // no new TCP endpoints. Landlock applies per thread: every JavaScript
 // thread applies it for itself (sandbox.ts) and threads started later

@@ -62,7 +62,8 @@ export function sandboxPlan(config: ConfigTree, paths: SandboxPaths): SandboxPla
     ...codeDirectories().map((p) => ({ path: p, access: FS.READ_FILE })),
     { path: paths.memoryPath, access: FS.READ_FILE | FS.WRITE_FILE },
     { path: paths.dir, access: FS.REMOVE_FILE | FS.READ_DIR },
-    { path: path.dirname(paths.dir), access: FS.REMOVE_DIR },
+    // Destroying renames the VM directory to a hidden name, then removes it.
+    { path: path.dirname(paths.dir), access: FS.REMOVE_DIR | FS.MAKE_DIR },
     ...consoleSocketDirs(config).map((p) => ({ path: p, access: FS.REMOVE_FILE })),
     ...diskImages(config),
   ];
@@ -145,7 +146,7 @@ export function enterSandbox(plan: SandboxPlan): void {
   const problems = confineThisThread(plan);
   if (problems.length) throw new SandboxError(`cannot sandbox bhyve: ${problems.join('; ')} (-o security.sandbox=false runs without)`);
   const refuse = plan.log ? SECCOMP_RET_LOG : SECCOMP_RET_ERRNO | EPERM;
-  const filter = buildSeccompFilter({ refuse, pid: process.pid });
+  const filter = buildSeccompFilter({ refuse, pid: process.pid, renames: plan.landlockAbi > 0 });
   const flags = SECCOMP_FILTER_FLAG_TSYNC | (plan.log ? SECCOMP_FILTER_FLAG_LOG : 0);
   const r = seccompSetFilter(filter, flags);
   if (r !== 0) {

@@ -81,6 +81,11 @@ export const CHECKED_SYSCALLS = {
   tgkill: 234,
   /** Thread names only (PR_SET_NAME, PR_GET_NAME). */
   prctl: 157,
+  /** Only where Landlock confines them (FilterOptions.renames): the VM
+   * directory leaves its name in one step when bhyve destroys it. */
+  rename: 82,
+  renameat: 264,
+  renameat2: 316,
   /** Answered ENOSYS so that glibc falls back to clone(2), whose flags a
    * filter can see, and open(2) callers fall back to openat. */
   clone3: 435,
