@@ -190,7 +190,9 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     control.stop();
     kicker.kickAll();
     controlServer?.close();
-    cleanupMachine(machine, machine.vmObject.createdHere);
+    // The first error is the one to report; a clean-up that fails after it
+    // (e.g. the normal path's clean-up already ran) must not replace it.
+    try { cleanupMachine(machine, machine.vmObject.createdHere); } catch { /* reported below */ }
     throw asUserError(e);
   } finally {
     if (watchdog) clearInterval(watchdog);

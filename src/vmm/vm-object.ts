@@ -260,15 +260,17 @@ export class VmObject {
     const root = path.dirname(this.dir);
     const doomed = path.join(root, `.dead-${process.pid}-${crypto.randomBytes(6).toString('hex')}`);
     try {
-      let gone = doomed;
       try {
         fs.renameSync(this.dir, doomed);
       } catch (e) {
-        // The sandbox refuses rename where Landlock cannot confine it: remove in place.
-        if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
-        gone = this.dir;
+        // A sandboxed bhyve (Landlock) may remove its runtime files but not
+        // create a name in the runtime root: remove in place instead.
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EXDEV') throw e;
+        fs.rmSync(this.dir, { recursive: true, force: true });
+        return;
       }
-      fs.rmSync(gone, { recursive: true, force: true });
+      fs.rmSync(doomed, { recursive: true, force: true });
     } finally {
       this.runLock?.release();
     }
