@@ -143,6 +143,7 @@ export class SandboxError extends Error {}
  * Throws SandboxError when the filter cannot be installed (a sandbox asked
  * for and silently missing would be worse than no VM). */
 export function enterSandbox(plan: SandboxPlan): void {
+  const t0 = process.hrtime.bigint();
   const problems = confineThisThread(plan);
   if (problems.length) throw new SandboxError(`cannot sandbox bhyve: ${problems.join('; ')} (-o security.sandbox=false runs without)`);
   const refuse = plan.log ? SECCOMP_RET_LOG : SECCOMP_RET_ERRNO | EPERM;
@@ -155,7 +156,8 @@ export function enterSandbox(plan: SandboxPlan): void {
   }
   if (process.env.BHYVE_DEBUG) {
     const ll = plan.landlockAbi > 0 ? `Landlock ABI ${plan.landlockAbi}` : 'no Landlock';
-    process.stderr.write(`bhyve: sandbox: no_new_privs, capabilities dropped, ${ll}, seccomp filter${plan.log ? ' (log mode)' : ''}\n`);
+    const ms = (Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1);
+    process.stderr.write(`bhyve: sandbox: no_new_privs, capabilities dropped, ${ll}, seccomp filter${plan.log ? ' (log mode)' : ''} (${ms} ms)\n`);
     for (const n of plan.notes) process.stderr.write(`bhyve: sandbox: ${n}\n`);
   }
   for (const f of listeners) f();
