@@ -4,6 +4,7 @@
 // memory file). Operations only a running VM can do fail with one line.
 
 import fs from 'node:fs';
+import { UserError } from '../user-error.js';
 
 import { controlRequest } from '../vmm/control-socket.js';
 import { HIGHMEM_BASE, computeLayout } from '../vmm/memory-map.js';
@@ -13,12 +14,8 @@ import {
 import { REGS_ORDER, type RegName } from '../vmm/kvm-abi.js';
 import { VmObject, VmObjectError } from '../vmm/vm-object.js';
 
-export class BhyvectlError extends Error {
-  constructor(message: string, readonly exitCode = 1) {
-    super(message);
-    this.name = 'BhyvectlError';
-  }
-}
+/** A bhyvectl failure the user can act on; bhyvectl exits 1. */
+export class BhyvectlError extends UserError {}
 
 export interface MemmapEntry { gpa: string; size: string; kind: string; readonly: boolean; path?: string }
 export interface StatsJson {

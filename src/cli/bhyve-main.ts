@@ -9,8 +9,6 @@ import { reportError, writeOut } from './output.js';
 
 /** Runs bhyve with argv (without the program name); resolves to the exit status. */
 export async function bhyveMain(argv: readonly string[]): Promise<number> {
-  let runVm: typeof import('../vmm/run-vm.js').runVm;
-  let userErrors: Array<new (...a: never[]) => Error> = [];
   let threads: Worker[] = [];
   let retire: ((w: Worker) => Promise<void>) | undefined;
   try {
@@ -30,12 +28,10 @@ export async function bhyveMain(argv: readonly string[]): Promise<number> {
     const spawned = vcpuThreads.spawnVcpuThreads(result.config.get('cpus'));
     threads = spawned;
     // Loaded only when a VM is really started: keeps -h and errors fast.
-    const [vmm, probe] = await Promise.all([import('../vmm/run-vm.js'), import('../vmm/probe.js')]);
-    runVm = vmm.runVm;
-    userErrors = [vmm.VmSetupError, probe.HostRequirementError];
+    const { runVm } = await import('../vmm/run-vm.js');
     return await runVm(result.config, { fwcfgFiles: result.fwcfgFiles, threads: spawned });
   } catch (err) {
     for (const t of threads) void retire?.(t); // idle threads would keep the process alive
-    return reportError('bhyve', err, userErrors);
+    return reportError('bhyve', err);
   }
 }

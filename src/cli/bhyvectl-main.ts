@@ -214,10 +214,9 @@ export async function bhyvectlMain(argv: readonly string[]): Promise<number> {
     if (report) await flush(report, libxo);
     if (err instanceof BhyvectlError) {
       process.stderr.write(err.message.startsWith('vm_open:') ? `${err.message}\n` : `${PROG}: ${err.message}\n`);
-      return err.exitCode;
+      return err.exitCode ?? 1;
     }
-    const code = reportError(PROG, err, [VmObjectError, RangeError], USAGE_HINT);
-    return code === 4 && (err instanceof VmObjectError || err instanceof RangeError) ? 1 : code;
+    return reportError(PROG, err, 1, USAGE_HINT);
   }
 }
 

@@ -93,13 +93,11 @@ function checkArgs(a: BhyveloadArgs): string[] {
 
 /** Runs bhyveload with argv (without the program name); resolves to the exit status. */
 export async function bhyveloadMain(argv: readonly string[]): Promise<number> {
-  const userErrors: Array<new (...a: never[]) => Error> = [];
   try {
     const a = parseBhyveloadArgs(argv);
     for (const w of checkArgs(a)) process.stderr.write(`${w}\n`);
     // Loaded only when something is really loaded: keeps usage errors fast.
     const [loader, vmo] = await Promise.all([import('../loader/index.js'), import('../vmm/vm-object.js')]);
-    userErrors.push(loader.LoaderError, vmo.VmObjectError, RangeError);
     const request = loader.kernelRequestFromEnv(a.env);
     vmo.validateVmName(a.vmname);
     const source = loader.openKernelSource({ host: a.host, disks: a.disks });
@@ -110,9 +108,8 @@ export async function bhyveloadMain(argv: readonly string[]): Promise<number> {
     }
     return 0;
   } catch (err) {
-    const code = reportError(PROG, err, userErrors, 'see bhyveload(8)');
     // bhyveload exits 1 on every error it reports (err(1, ...) in bhyveload.c).
-    return code === 4 && (err instanceof ConfigError || userErrors.some((c) => err instanceof c)) ? 1 : code;
+    return reportError(PROG, err, 1, 'see bhyveload(8)');
   }
 }
 

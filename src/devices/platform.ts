@@ -55,6 +55,7 @@ import { IntxRouter, type IntxRoute } from './pci/intx.js';
 import { assignPciBars, PciEmulFunction } from './pci/pci-emul.js';
 import { ConfigError } from '../config/tree.js';
 import { pciNodes } from '../config/pci-nodes.js';
+import { isUserError, userErrorWithPrefix } from '../user-error.js';
 import type { Chipset } from './pci-device.js';
 import { findPciDevice } from './registry.js';
 import { VirtioPci } from './virtio/virtio-pci.js';
@@ -157,8 +158,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
       fn = record.create(ctx, s, chipset);
     } catch (e) {
       // A device that cannot start says which one, once.
-      if (e instanceof ConfigError && !e.message.startsWith(emul)) throw new ConfigError(`${emul} at pci slot ${s.where}: ${e.message}`, { cause: e });
-      throw e;
+      throw isUserError(e) && e.message.startsWith(emul) ? e : userErrorWithPrefix(e, `${emul} at pci slot ${s.where}: `);
     }
     if (fn instanceof VirtioPci) virtio.push(fn);
     const bi = ctx.config.get(`${s.node}.bootindex`);

@@ -9,6 +9,7 @@
 // that way is not persistent and disappears when the fd is closed, like
 // FreeBSD's /dev/tapN cloned on open.
 
+import { UserError } from '../user-error.js';
 import * as fs from 'node:fs';
 import koffi from 'koffi';
 
@@ -36,7 +37,7 @@ const EACCES = 13;
 const EBUSY = 16;
 const EINVAL = 22;
 
-export class TapError extends Error {}
+export class TapError extends UserError {}
 
 export interface Tap {
   readonly fd: number;

@@ -2,6 +2,7 @@
 // kvm.ts touch koffi. Every call is synchronous: on a vCPU thread a
 // synchronous call costs one kernel round trip, an async one ~50 us more.
 
+import { UserError } from '../user-error.js';
 import koffi from 'koffi';
 
 const lib = koffi.load('libc.so.6');
@@ -27,7 +28,10 @@ export const EINTR = 4;
 export const EAGAIN = 11;
 export const SIGUSR2 = 12;
 
-export class SysError extends Error {
+/** A failed system call: the call and errno. The host's state (a device
+ * missing, a permission, a limit) is the user's to fix, so it is a user
+ * error; code that knows better wraps it. */
+export class SysError extends UserError {
   constructor(readonly call: string, readonly errno: number) {
     super(`${call}: ${strerror(errno)}`);
   }

@@ -2,25 +2,25 @@
 // locked, guest RAM and the boot ROM mapped, vCPUs
 // created with their CPUID and (after bhyveload) the boot vCPU's state.
 
+import { UserError } from '../user-error.js';
 import fs from 'node:fs';
-import { UsageError } from '../config/errors.js';
 import { parseMemorySize } from '../config/size.js';
 import { calcTopology } from '../config/topology.js';
-import { ConfigError, ConfigTree } from '../config/tree.js';
+import { ConfigTree } from '../config/tree.js';
 import { BOOT_STATE_VERSION, type BootState } from '../loader/boot-state.js';
-import { BootromError, loadBootrom, type BootromSegment } from './bootrom.js';
+import { loadBootrom, type BootromSegment } from './bootrom.js';
 import { buildCpuid, type Topology } from './cpuid.js';
 import { mapGuestRam, ramSlots, type RamChunk } from './guest-ram.js';
 import { CAP, IDENTITY_MAP_ADDR, MSR_EXIT_REASON_UNKNOWN, PIT_SPEAKER_DUMMY, TSS_ADDR } from './kvm-abi.js';
-import { Kvm, KvmUnavailableError, Vcpu, type Vm } from './kvm.js';
-import { madvise, MADV_DODUMP, MADV_DONTDUMP, mlock, mmap, PROT_READ, PROT_WRITE, SysError, type Mapping } from './libc.js';
+import { Kvm, Vcpu, type Vm } from './kvm.js';
+import { madvise, MADV_DODUMP, MADV_DONTDUMP, mlock, mmap, PROT_READ, PROT_WRITE, type Mapping } from './libc.js';
 import { computeLayout, LEGACY_WINDOW_END, type MemoryLayout } from './memory-map.js';
-import { checkRequirements, HostRequirementError, probeHost } from './probe.js';
+import { checkRequirements, probeHost } from './probe.js';
 import { applyVcpuState, SEGMENT_REGS, type VcpuStateUpdate } from './vcpu-state.js';
-import { VmObject, VmObjectError } from './vm-object.js';
+import { VmObject } from './vm-object.js';
 
 /** A failure to set the VM up, reported to the user as one line. */
-export class VmSetupError extends Error {}
+export class VmSetupError extends UserError {}
 
 const SLOT_BOOTROM = 2;
 
@@ -145,13 +145,6 @@ function bootStateUpdate(raw: unknown): VcpuStateUpdate {
     idt: sr.idt,
     control: { cr0: sr.cr0, cr3: sr.cr3, cr4: sr.cr4, efer: sr.efer },
   };
-}
-
-/** Errors a user can cause or fix, turned into one-line VmSetupErrors. */
-export function asUserError(e: unknown): unknown {
-  const userClasses = [RangeError, KvmUnavailableError, HostRequirementError, BootromError, VmObjectError, SysError, UsageError, ConfigError];
-  if (userClasses.some((c) => e instanceof c)) return new VmSetupError((e as Error).message);
-  return e;
 }
 
 export function cleanupMachine(m: Machine, destroy: boolean): void {

@@ -6,6 +6,7 @@
 import { parentPort } from 'node:worker_threads';
 import { ForwardingIoBus, Mailbox } from './ap-mailbox.js';
 import { DeviceHost } from './device-host.js';
+import { errorLine } from '../user-error.js';
 import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js';
 import type { ExitRequest } from './exit-status.js';
 import type { IoBus } from './io-bus.js';
@@ -98,7 +99,7 @@ control.waitGo();
 try {
   runLoop();
 } catch (e) {
-  requestExit({ kind: 'error', message: `vCPU ${d.id}: ${(e as Error).message}` });
+  requestExit({ kind: 'error', message: `vCPU ${d.id}: ${errorLine(e)}` });
   if (process.env.BHYVE_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
 }
 host?.close();

@@ -3,10 +3,11 @@
 // so the VM can outlive one process) and a lock so that only one bhyve runs
 // a VM at a time.
 
+import { UserError } from '../user-error.js';
 import fs from 'node:fs';
 import path from 'node:path';
 
-export class VmObjectError extends Error {}
+export class VmObjectError extends UserError {}
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,230}$/;
 
