@@ -7,11 +7,11 @@ import fs from 'node:fs';
 import { UserError } from '../user-error.js';
 
 import { controlRequest } from '../vmm/control-socket.js';
-import { HIGHMEM_BASE, computeLayout } from '../vmm/memory-map.js';
+import { HIGHMEM_BASE, computeLayout } from '../sys/memory-map.js';
 import {
   CONTROL_REGS, DEBUG_REGS, SEGMENT_REGS, type SegmentJson, type VcpuStateJson, type VcpuStateUpdate, hex64, parseHex64,
 } from '../vmm/vcpu-state.js';
-import { REGS_ORDER, type RegName } from '../vmm/kvm-abi.js';
+import { REGS_ORDER, type RegName } from '../sys/kvm-abi.js';
 import { VmObject, VmObjectError } from '../vmm/vm-object.js';
 
 /** A bhyvectl failure the user can act on; bhyvectl exits 1. */

@@ -121,7 +121,7 @@ async function loadInto(
   vmo: typeof import('../vmm/vm-object.js'),
 ): Promise<void> {
   const [{ computeLayout, HIGHMEM_BASE }, { GuestMemory }, libc] = await Promise.all([
-    import('../vmm/memory-map.js'), import('../vmm/guest-memory.js'), import('../vmm/libc.js'),
+    import('../sys/memory-map.js'), import('../sys/guest-memory.js'), import('../sys/libc.js'),
   ]);
   // Refuse a running VM before touching anything.
   let existing: import('../vmm/vm-object.js').VmObject | undefined;
@@ -137,7 +137,7 @@ async function loadInto(
     try {
       const layout = computeLayout(a.memsize);
       const fd = fs.openSync(obj.memoryPath, 'r+');
-      let map: import('../vmm/libc.js').Mapping;
+      let map: import('../sys/libc.js').Mapping;
       try {
         map = libc.mmap(a.memsize, libc.PROT_READ | libc.PROT_WRITE, fd, 0, 'guest memory');
       } finally {

@@ -37,7 +37,7 @@
 // 0x61; nothing here registers them.
 
 import type { Device, DeviceContext } from './device.js';
-import type { MemoryLayout } from './memory-layout.js';
+import type { MemoryLayout } from '../sys/memory-map.js';
 import type { LpcUartDevice } from './lpc/uart.js';
 import { AtKbdc, AUX_DEV_IRQ, KBD_DEV_IRQ } from './lpc/atkbdc.js';
 import { PowerManagement, SCI_INT } from './lpc/pm.js';
@@ -66,8 +66,6 @@ import { type BuiltMachine, buildFwCfgFiles, fwCfgUuid } from '../firmware/index
 import { DebugCon, DEBUGCON_PORT } from '../firmware/debugcon.js';
 import fs from 'node:fs';
 
-export type { MemoryLayout } from './memory-layout.js';
-export { memoryLayoutFor } from './memory-layout.js';
 
 export interface Platform {
   /** Every device, in creation order (what createPlatformDevices returns). */

@@ -29,8 +29,8 @@
 
 import { UserError } from '../user-error.js';
 import type { AccessSize, Device, DeviceContext, PortIoHandler } from '../devices/device.js';
-import type { GuestMemory } from '../vmm/guest-memory.js';
-import { HIGHMEM_BASE, type MemoryLayout } from '../vmm/memory-map.js';
+import type { GuestMemory } from '../sys/guest-memory.js';
+import { HIGHMEM_BASE, type MemoryLayout } from '../sys/memory-map.js';
 import { ascii } from './bytes.js';
 
 export const FW_CFG_PORT_SEL = 0x510;

@@ -13,7 +13,7 @@
 
 import { UserError } from '../user-error.js';
 import { ConfigTree } from '../config/tree.js';
-import type { MemoryLayout } from '../vmm/memory-map.js';
+import type { MemoryLayout } from '../sys/memory-map.js';
 import { acpiFwCfgFiles, acpiPlatform, buildAcpiInMemory } from './acpi/index.js';
 import type { BuiltMachine } from './built-machine.js';
 import { type E820Entry, encodeBootOrder, type FwCfgFile, standardFiles } from './fwcfg.js';

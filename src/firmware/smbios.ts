@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import { hostname as osHostname } from 'node:os';
 import { ConfigTree, ConfigError } from '../config/tree.js';
 import { calcTopology } from '../config/topology.js';
-import { HIGHMEM_BASE, type MemoryLayout } from '../vmm/memory-map.js';
+import { HIGHMEM_BASE, type MemoryLayout } from '../sys/memory-map.js';
 import { ByteWriter, fixChecksum } from './bytes.js';
 
 export const SMBIOS_BASE = 0xf1000;

@@ -1,22 +1,72 @@
-// The few libc calls the vmm needs, through koffi. Only this module and
-// kvm.ts touch koffi. Every call is synchronous: on a vCPU thread a
-// synchronous call costs one kernel round trip, an async one ~50 us more.
+// The one binding to libc, through koffi: the only module besides none
+// that loads koffi (kvm.ts calls ioctl through here). koffi and libc.so.6
+// are loaded on the first call, not at import, so that modules which only
+// may need a system call (the device records bhyve's option parser reads)
+// cost nothing until one is made. Every call is synchronous: on a vCPU
+// thread a synchronous call costs one kernel round trip, an async one
+// ~50 us more. Failures are SysError (the call and errno), or -errno where
+// the caller's data path wants no exception.
 
+import { createRequire } from 'node:module';
 import { UserError } from '../user-error.js';
-import koffi from 'koffi';
 
-const lib = koffi.load('libc.so.6');
+interface KoffiFunc {
+  // koffi converts the result per the prototype: number, bigint, pointer.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  (...args: unknown[]): any;
+  async(...args: unknown[]): void;
+}
+interface Koffi {
+  load(path: string): { func(signature: string): KoffiFunc };
+  errno(): number;
+  address(ptr: unknown): bigint;
+  view(ptr: unknown, length: number): ArrayBuffer;
+}
 
-const ioctlPtr = lib.func('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *arg)');
-const ioctlInt = lib.func('int ioctl(int fd, unsigned long req, unsigned long arg)');
-const mmapFn = lib.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)');
-const munmapFn = lib.func('int munmap(void *addr, size_t len)');
-const mlockFn = lib.func('int mlock(void *addr, size_t len)');
-const madviseFn = lib.func('int madvise(void *addr, size_t len, int advice)');
-const gettidFn = lib.func('int gettid()');
-const tgkillFn = lib.func('int tgkill(int tgid, int tid, int sig)');
-const strerrorFn = lib.func('const char *strerror(int errnum)');
-const setaffinityFn = lib.func('int sched_setaffinity(int pid, size_t size, uint8_t *mask)');
+let koffiModule: Koffi | undefined;
+let libcHandle: { func(signature: string): KoffiFunc } | undefined;
+
+function koffi(): Koffi {
+  return (koffiModule ??= createRequire(import.meta.url)('koffi') as Koffi);
+}
+
+function lib(): { func(signature: string): KoffiFunc } {
+  return (libcHandle ??= koffi().load('libc.so.6'));
+}
+
+/** Loads koffi and libc now. Worker threads call it while they load
+ * (Node 20 aborts the process when a worker is terminated during koffi's
+ * native initialisation, so that must not happen after they report
+ * themselves loaded). */
+export function preloadLibc(): void {
+  lib();
+}
+
+/**
+ * A libc function by its C prototype (koffi syntax), bound on first use.
+ * Calls and `.async` (on libuv's threadpool) go to the real function.
+ */
+export function libcFunc(signature: string): KoffiFunc {
+  let f: KoffiFunc | undefined;
+  const call = ((...args: unknown[]) => (f ??= lib().func(signature))(...args)) as KoffiFunc;
+  call.async = (...args: unknown[]) => (f ??= lib().func(signature)).async(...args);
+  return call;
+}
+
+const ioctlPtr = libcFunc('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *arg)');
+// The KVM_RUN path: bound once, called without the libcFunc wrapper.
+let ioctlIntFn: KoffiFunc | undefined;
+function ioctlInt(fd: number, req: number, arg: number): number {
+  return (ioctlIntFn ??= lib().func('int ioctl(int fd, unsigned long req, unsigned long arg)'))(fd, req, arg) as number;
+}
+const mmapFn = libcFunc('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)');
+const munmapFn = libcFunc('int munmap(void *addr, size_t len)');
+const mlockFn = libcFunc('int mlock(void *addr, size_t len)');
+const madviseFn = libcFunc('int madvise(void *addr, size_t len, int advice)');
+const gettidFn = libcFunc('int gettid()');
+const tgkillFn = libcFunc('int tgkill(int tgid, int tid, int sig)');
+const strerrorFn = libcFunc('const char *strerror(int errnum)');
+const setaffinityFn = libcFunc('int sched_setaffinity(int pid, size_t size, uint8_t *mask)');
 
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
@@ -37,8 +87,9 @@ export class SysError extends UserError {
   }
 }
 
+/** errno of the last libc call on this thread. */
 export function errno(): number {
-  return koffi.errno();
+  return koffi().errno();
 }
 
 export function strerror(e: number): string {
@@ -48,21 +99,21 @@ export function strerror(e: number): string {
 /** ioctl with a pointer argument; returns the result or throws SysError. */
 export function ioctl(fd: number, req: number, arg: Uint8Array | null, what: string): number {
   const r = arg === null ? ioctlInt(fd, req, 0) : ioctlPtr(fd, req, arg);
-  if (r < 0) throw new SysError(what, koffi.errno());
+  if (r < 0) throw new SysError(what, errno());
   return r;
 }
 
 /** ioctl with an integer argument; returns the result or throws SysError. */
 export function ioctlValue(fd: number, req: number, arg: number, what: string): number {
   const r = ioctlInt(fd, req, arg);
-  if (r < 0) throw new SysError(what, koffi.errno());
+  if (r < 0) throw new SysError(what, errno());
   return r;
 }
 
 /** ioctl for the hot path: returns -errno on failure instead of throwing. */
 export function ioctlRaw(fd: number, req: number, arg: number): number {
   const r = ioctlInt(fd, req, arg);
-  return r < 0 ? -koffi.errno() : r;
+  return r < 0 ? -errno() : r;
 }
 
 /** A host mapping: its address (for KVM) and a zero-copy view of its bytes. */
@@ -77,9 +128,9 @@ export interface Mapping {
 
 export function mmap(length: number, prot: number, fd: number, offset: number, what: string): Mapping {
   const ptr = mmapFn(null, length, prot, MAP_SHARED, fd, BigInt(offset));
-  const address = koffi.address(ptr) as bigint;
-  if (address === 0xffffffffffffffffn) throw new SysError(`mmap ${what}`, koffi.errno());
-  const bytes = new Uint8Array(koffi.view(ptr, length));
+  const address = koffi().address(ptr);
+  if (address === 0xffffffffffffffffn) throw new SysError(`mmap ${what}`, errno());
+  const bytes = new Uint8Array(koffi().view(ptr, length));
   let mapped = true;
   return {
     address,
@@ -93,7 +144,7 @@ export function mmap(length: number, prot: number, fd: number, offset: number, w
 }
 
 export function mlock(m: Mapping): void {
-  if (mlockFn(m.ptr, m.length) < 0) throw new SysError('mlock', koffi.errno());
+  if (mlockFn(m.ptr, m.length) < 0) throw new SysError('mlock', errno());
 }
 
 export function madvise(m: Mapping, advice: number): void {
@@ -101,16 +152,16 @@ export function madvise(m: Mapping, advice: number): void {
 }
 
 export function gettid(): number {
-  return gettidFn();
+  return gettidFn() as number;
 }
 
 export function tgkill(tgid: number, tid: number, sig: number): number {
-  return tgkillFn(tgid, tid, sig);
+  return tgkillFn(tgid, tid, sig) as number;
 }
 
 /** Pins the calling thread to the given host CPUs. */
 export function pinThisThread(cpus: number[]): void {
   const mask = new Uint8Array(128);
   for (const c of cpus) mask[c >> 3] |= 1 << (c & 7);
-  if (setaffinityFn(0, mask.length, mask) < 0) throw new SysError('sched_setaffinity', koffi.errno());
+  if (setaffinityFn(0, mask.length, mask) < 0) throw new SysError('sched_setaffinity', errno());
 }

@@ -9,7 +9,7 @@
 import { UserError } from '../user-error.js';
 import fs from 'node:fs';
 import { FirmwareVolumeError, looksLikeFirmwareVolume, parseFirmwareVolumes } from '../firmware/fv.js';
-import { BOOTROM_WINDOW_SIZE, HIGHMEM_BASE, PAGE_SIZE } from './memory-map.js';
+import { BOOTROM_WINDOW_SIZE, HIGHMEM_BASE, PAGE_SIZE } from '../sys/memory-map.js';
 
 export class BootromError extends UserError {}
 

@@ -15,11 +15,11 @@ import { Mailbox } from './ap-mailbox.js';
 import { DeviceMemoryMap } from './device-memory-map.js';
 import { DeviceTimers } from './device-timers.js';
 import type { ExitRequest } from './exit-status.js';
-import { GuestMemory } from './guest-memory.js';
-import { mapGuestRam, ramRegions } from './guest-ram.js';
+import { GuestMemory } from '../sys/guest-memory.js';
+import { mapGuestRam, ramRegions } from '../sys/guest-ram.js';
 import { LocalIoBus } from './io-bus.js';
-import { CAP } from './kvm-abi.js';
-import { Vm } from './kvm.js';
+import { CAP } from '../sys/kvm-abi.js';
+import { Vm } from '../sys/kvm.js';
 import { DEVICE_REQUEST } from './vcpu-control.js';
 import type { VcpuThreadData } from './vcpu-thread-data.js';
 

@@ -3,8 +3,8 @@
 
 import { UserError } from '../user-error.js';
 import fs from 'node:fs';
-import { CAP } from './kvm-abi.js';
-import type { Kvm } from './kvm.js';
+import { CAP } from '../sys/kvm-abi.js';
+import type { Kvm } from '../sys/kvm.js';
 
 export type PagingMode = 'ept' | 'rvi' | 'none';
 

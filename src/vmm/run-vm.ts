@@ -13,7 +13,7 @@ import { controlHandlers } from './control-ops.js';
 import { exitStatusOf, type ExitRequest } from './exit-status.js';
 import { createTimerTable, DeviceTimerHost } from './device-timers.js';
 import { HALT_WATCH_MS, watchHalts } from './halt-watch.js';
-import { KvmStats } from './kvm.js';
+import { KvmStats } from '../sys/kvm.js';
 import { cleanupMachine, createMachine, legacyWindowFor } from './machine.js';
 import { DEVICE_REQUEST, Kicker, VcpuControl } from './vcpu-control.js';
 import { VcpuRequester } from './vcpu-requests.js';

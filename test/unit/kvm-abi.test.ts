@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import * as abi from '../../src/vmm/kvm-abi.js';
+import * as abi from '../../src/sys/kvm-abi.js';
 
 const haveHeaders = fs.existsSync('/usr/include/linux/kvm.h');
 const haveGcc = (() => { try { execFileSync('gcc', ['--version']); return true; } catch { return false; } })();

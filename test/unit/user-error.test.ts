@@ -6,7 +6,7 @@ import { reportError } from '../../src/cli/output.js';
 import { UsageError } from '../../src/config/errors.js';
 import { ConfigError } from '../../src/config/tree.js';
 import { LoaderError } from '../../src/loader/errors.js';
-import { SysError } from '../../src/vmm/libc.js';
+import { SysError } from '../../src/sys/libc.js';
 import { errorLine, UserError, userErrorWithPrefix } from '../../src/user-error.js';
 
 function report(prog: string, err: unknown, userStatus?: number): { status: number; stderr: string } {

@@ -31,7 +31,7 @@
 import { UserError } from '../../user-error.js';
 import * as fs from 'node:fs';
 import type { ConfigTree } from '../../config/tree.js';
-import { openTap, pollReadable, readFd, TapError } from '../../vmm/libc-tap.js';
+import { openTap, pollReadable, readFd, TapError } from '../../sys/tap.js';
 
 /** Largest frame read from a tap (its MTU may be up to 65535). */
 const TAP_READ_BYTES = 65536 + 64;
