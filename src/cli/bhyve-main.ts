@@ -1,5 +1,4 @@
-// bhyve(8): argv -> config tree -> checks -> run. Kept free of oclif so the
-// launcher starts fast; src/commands/bhyve.ts wraps it as an oclif command.
+// bhyve(8): argv -> config tree -> checks -> run. bin/bhyve calls it.
 
 import { parseBhyveArgs } from '../config/bhyve-args.js';
 import { validateForStart } from '../devices/registry.js';

@@ -1,7 +1,7 @@
 // bhyvectl(8): argv -> operations on a VM object, in the order FreeBSD's
 // bhyvectl.c performs them (create, open, set memory, set registers, inject
 // NMI, print memory map, registers, segments, CPUs, stats, topology, force
-// reset/poweroff, destroy). Kept free of oclif so the launcher starts fast.
+// reset/poweroff, destroy). bin/bhyvectl calls it.
 
 import { BHYVECTL_OPTIONS } from '../config/bhyvectl-options.js';
 import { UsageError } from '../config/errors.js';

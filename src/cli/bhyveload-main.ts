@@ -2,7 +2,7 @@
 // vCPU 0 must start in, so that the next bhyve(8) of that VM runs it. FreeBSD's
 // userboot cannot run on Linux: the kernel is chosen with -e kernel=PATH
 // (plus initrd, cmdline and module.N) and read from the -h host directory or
-// the -d disk image. Kept free of oclif so the launcher starts fast.
+// the -d disk image. bin/bhyveload calls it.
 
 import fs from 'node:fs';
 
