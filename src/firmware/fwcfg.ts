@@ -27,9 +27,10 @@
 // from 0x20 up. As in QEMU, files are kept sorted by name and file i in that
 // order has selector 0x20 + i.
 
+import { UserError } from '../user-error.js';
 import type { AccessSize, Device, DeviceContext, PortIoHandler } from '../devices/device.js';
-import type { GuestMemory } from '../vmm/guest-memory.js';
-import { HIGHMEM_BASE, type MemoryLayout } from '../vmm/memory-map.js';
+import type { GuestMemory } from '../sys/guest-memory.js';
+import { HIGHMEM_BASE, type MemoryLayout } from '../sys/memory-map.js';
 import { ascii } from './bytes.js';
 
 export const FW_CFG_PORT_SEL = 0x510;
@@ -69,7 +70,7 @@ export interface FwCfgFile {
   data: Uint8Array;
 }
 
-export class FwCfgError extends Error {}
+export class FwCfgError extends UserError {}
 
 function itemKey(selector: number): number {
   return selector & (FW_CFG_ARCH_LOCAL | FW_CFG_ENTRY_MASK);

@@ -4,7 +4,7 @@
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 
 import { fsPath } from '../config/raw-argv.js';
-import { fileSize } from '../vmm/libc-file.js';
+import { fileSize } from '../sys/file.js';
 
 import { LoaderError } from './errors.js';
 

@@ -6,13 +6,14 @@
 // headers checked first (src/firmware/fv.ts): a truncated or corrupt image
 // is refused with one line naming the file.
 
+import { UserError } from '../user-error.js';
 import fs from 'node:fs';
 
 import { fsPath } from '../config/raw-argv.js';
 import { FirmwareVolumeError, looksLikeFirmwareVolume, parseFirmwareVolumes } from '../firmware/fv.js';
-import { BOOTROM_WINDOW_SIZE, HIGHMEM_BASE, PAGE_SIZE } from './memory-map.js';
+import { BOOTROM_WINDOW_SIZE, HIGHMEM_BASE, PAGE_SIZE } from '../sys/memory-map.js';
 
-export class BootromError extends Error {}
+export class BootromError extends UserError {}
 
 export interface BootromSegment {
   readonly kind: 'rom' | 'vars';

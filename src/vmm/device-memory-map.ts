@@ -6,9 +6,9 @@
 import { fsPath } from '../config/raw-argv.js';
 import fs from 'node:fs';
 import type { MemoryBacking, MemoryMapControl } from '../devices/device.js';
-import type { Vm } from './kvm.js';
-import { mmap, PROT_READ, PROT_WRITE, type Mapping } from './libc.js';
-import { PAGE_SIZE } from './memory-map.js';
+import type { Vm } from '../sys/kvm.js';
+import { mmap, PROT_READ, PROT_WRITE, type Mapping } from '../sys/libc.js';
+import { PAGE_SIZE } from '../sys/memory-map.js';
 
 /** Slots below this belong to the main thread's fixed layout. */
 const FIRST_DEVICE_SLOT = 16;

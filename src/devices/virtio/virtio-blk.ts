@@ -29,7 +29,7 @@ import { ConfigError } from '../../config/tree.js';
 import {
   EWOULDBLOCK, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, LOCK_EX, LOCK_NB, LOCK_SH,
   fallocate, fileSize, flock, isUnsupported,
-} from '../../vmm/libc-file.js';
+} from '../../sys/file.js';
 import {
   VIRTIO_BLK_DWZ_SEG_SIZE, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
   VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_TOPOLOGY, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_HDR_SIZE, VIRTIO_BLK_ID_BYTES,
