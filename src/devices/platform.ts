@@ -63,6 +63,7 @@ import { PCIM_CMD_MEMEN, PCIM_CMD_PORTEN } from './pci/config-space.js';
 import { ConfigError } from '../config/tree.js';
 import { VirtioPci, type VirtioPciTransport } from './virtio/virtio-pci.js';
 import { BlockDeviceError, blockOptionsFromConfig, VirtioBlock } from './virtio/virtio-blk.js';
+import { createAhci } from './ahci/ahci.js';
 import { VirtioRnd } from './virtio/virtio-rnd.js';
 import { createVirtioNet } from './virtio/virtio-net.js';
 import { createVirtioConsole } from './virtio/virtio-console.js';
@@ -79,7 +80,7 @@ export type { MemoryLayout } from './memory-layout.js';
 export { memoryLayoutFor } from './memory-layout.js';
 
 /** PCI emulations this module can build. */
-export const PLATFORM_PCI_EMULATIONS = ['hostbridge', 'amd_hostbridge', 'lpc', 'virtio-blk', 'virtio-rnd', 'virtio-net', 'virtio-console'] as const;
+export const PLATFORM_PCI_EMULATIONS = ['hostbridge', 'amd_hostbridge', 'lpc', 'virtio-blk', 'virtio-rnd', 'virtio-net', 'virtio-console', 'ahci'] as const;
 
 /** PCI classes bhyve gives its virtio devices. */
 const PCIC_STORAGE = 0x01;
@@ -235,6 +236,9 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
         }
         break;
       }
+      case 'ahci':
+        fn = createAhci(ctx, node, where);
+        break;
       default:
         throw new Error(`not supported yet: ${emul} (pci slot ${where})`);
     }

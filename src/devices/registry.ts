@@ -164,14 +164,14 @@ export const PCI_EMULATIONS: Readonly<Record<string, PciEmulationInfo>> = {
   amd_hostbridge: { description: 'PCI host bridge with AMD vendor ID', alias: 'hostbridge', legacyParse: amdHostbridgeLegacy, implemented: true },
   lpc: { description: 'LPC PCI-ISA bridge (COM1-COM4, boot ROM, TPM, fw_cfg, pc-testdev)', implemented: true },
   'virtio-blk': { description: 'virtio block device', legacyParse: blockifLegacyConfig, implemented: true },
-  ahci: { description: 'AHCI SATA controller with several ports', legacyParse: ahciLegacy, implemented: false },
+  ahci: { description: 'AHCI SATA controller with several ports', legacyParse: ahciLegacy, implemented: true },
   'ahci-hd': {
     description: 'AHCI controller with one SATA hard disk', alias: 'ahci',
-    legacyParse: (t, n, o) => { createNode(t, `${n}.port`); ahciPort(t, n, 0, 'hd', o); }, implemented: false,
+    legacyParse: (t, n, o) => { createNode(t, `${n}.port`); ahciPort(t, n, 0, 'hd', o); }, implemented: true,
   },
   'ahci-cd': {
     description: 'AHCI controller with one ATAPI CD-ROM', alias: 'ahci',
-    legacyParse: (t, n, o) => { createNode(t, `${n}.port`); ahciPort(t, n, 0, 'cd', o); }, implemented: false,
+    legacyParse: (t, n, o) => { createNode(t, `${n}.port`); ahciPort(t, n, 0, 'cd', o); }, implemented: true,
   },
   nvme: { description: 'NVMe controller', legacyParse: nvmeLegacy, implemented: false },
   'virtio-scsi': { description: 'virtio SCSI controller', legacyParse: firstItemAs('dev'), implemented: false },
