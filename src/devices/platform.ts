@@ -64,6 +64,7 @@ import { ConfigError } from '../config/tree.js';
 import { VirtioPci, type VirtioPciTransport } from './virtio/virtio-pci.js';
 import { BlockDeviceError, blockOptionsFromConfig, VirtioBlock } from './virtio/virtio-blk.js';
 import { createAhci } from './ahci/ahci.js';
+import { createNvme } from './nvme/nvme.js';
 import { VirtioRnd } from './virtio/virtio-rnd.js';
 import { createVirtioNet } from './virtio/virtio-net.js';
 import { createVirtioConsole } from './virtio/virtio-console.js';
@@ -80,7 +81,7 @@ export type { MemoryLayout } from './memory-layout.js';
 export { memoryLayoutFor } from './memory-layout.js';
 
 /** PCI emulations this module can build. */
-export const PLATFORM_PCI_EMULATIONS = ['hostbridge', 'amd_hostbridge', 'lpc', 'virtio-blk', 'virtio-rnd', 'virtio-net', 'virtio-console', 'ahci'] as const;
+export const PLATFORM_PCI_EMULATIONS = ['hostbridge', 'amd_hostbridge', 'lpc', 'virtio-blk', 'virtio-rnd', 'virtio-net', 'virtio-console', 'ahci', 'nvme'] as const;
 
 /** PCI classes bhyve gives its virtio devices. */
 const PCIC_STORAGE = 0x01;
@@ -238,6 +239,9 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
       }
       case 'ahci':
         fn = createAhci(ctx, node, where);
+        break;
+      case 'nvme':
+        fn = createNvme(ctx, node, where);
         break;
       default:
         throw new Error(`not supported yet: ${emul} (pci slot ${where})`);

@@ -173,7 +173,7 @@ export const PCI_EMULATIONS: Readonly<Record<string, PciEmulationInfo>> = {
     description: 'AHCI controller with one ATAPI CD-ROM', alias: 'ahci',
     legacyParse: (t, n, o) => { createNode(t, `${n}.port`); ahciPort(t, n, 0, 'cd', o); }, implemented: true,
   },
-  nvme: { description: 'NVMe controller', legacyParse: nvmeLegacy, implemented: false },
+  nvme: { description: 'NVMe controller', legacyParse: nvmeLegacy, implemented: true },
   'virtio-scsi': { description: 'virtio SCSI controller', legacyParse: firstItemAs('dev'), implemented: false },
   'virtio-net': { description: 'virtio network device', legacyParse: netbeLegacyConfig, implemented: true },
   e1000: { description: 'Intel 82545 network device', legacyParse: netbeLegacyConfig, implemented: false },
