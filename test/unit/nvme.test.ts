@@ -359,6 +359,7 @@ describe('nvme: I/O', () => {
     expect(Buffer.compare(fs.readFileSync(img).subarray(2048 * 512, 2048 * 512 + big), bigData)).toBe(0);
     expect(r.io1(1, 0x00).sc).toBe(0);
     expect(r.dev.counts.flushes).toBe(1);
+    expect(r.dev.stats()).toMatchObject({ writes: 2, reads: 1, flushes: 1, errors: 0 }); // bhyvectl --get-stats
     const log = r.alloc(4096);
     r.admin(0x02, { prp1: log, cdw: { 10: 0x02 | (127 << 16) } });
     const h = new DataView(r.bytes.buffer, r.off(log));

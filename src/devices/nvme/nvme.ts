@@ -713,7 +713,7 @@ export class NvmeController extends PciEmulFunction {
 
   stats(): Record<string, number> {
     const c = this.interruptCounts;
-    return { 'msi-x messages': c.msix, ...Object.fromEntries(Object.entries(this.stats).map(([k, v]) => [k, v])) };
+    return { 'msi-x messages': c.msix, ...this.counts };
   }
 }
 
