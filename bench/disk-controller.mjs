@@ -1,16 +1,18 @@
 #!/usr/bin/env node
-// AHCI throughput: ahci.rom in bench mode (its ROM parameter selects M MiB
-// sequential and K thousand random reads, see test/guests/ahci/ahci.c) on
-// our bhyve (-s ahci-hd) and QEMU (-device ahci + ide-hd), on the same raw
-// image: sequential write (128 KiB WRITE FPDMA QUEUED, 32 in flight),
-// FLUSH CACHE EXT, sequential read (128 KiB READ FPDMA QUEUED, 32 in
-// flight), 4 KiB random NCQ reads at queue depth 32 and 1. The guest polls
-// PxCI/PxSACT and times each phase with the TSC (calibrated against the
+// AHCI and NVMe throughput: ahci.rom / nvme.rom in bench mode (the ROM
+// parameter selects M MiB sequential and K thousand random reads, see
+// test/guests/ahci/ahci.c and test/guests/nvme/nvme.c) on our bhyve
+// (-s ahci-hd / -s nvme) and QEMU (-device ahci + ide-hd / -device nvme),
+// on the same raw image: sequential write (128 KiB commands, 32 in
+// flight: NCQ for AHCI), FLUSH, sequential read (128 KiB, 32 in flight),
+// 4 KiB random reads at queue depth 32 and 1. The guest polls for
+// completions and times each phase with the TSC (calibrated against the
 // RTC), so VMM start-up is not counted. Each figure is the median of REPS
 // runs, interleaved.
 //
-// Usage: node bench/ahci.mjs [--mib 32] [--krand 10] [--reps 3] [--no-write]
-// Writes the "ahci" section of BENCHMARKS.md unless --no-write.
+// Usage: node bench/disk-controller.mjs --device ahci|nvme [--mib 32]
+//          [--krand 10] [--reps 3] [--no-write]
+// Writes the "ahci" or "nvme" section of BENCHMARKS.md unless --no-write.
 import { parseArgs } from 'node:util';
 import { closeSync, ftruncateSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,23 +22,29 @@ import {
 
 const { values: opt } = parseArgs({
   options: {
+    device: { type: 'string', default: 'ahci' },
     mib: { type: 'string', default: '32' },
     krand: { type: 'string', default: '10' },
     reps: { type: 'string', default: '3' },
     'no-write': { type: 'boolean', default: false },
   },
 });
+const dev = opt.device;
+if (dev !== 'ahci' && dev !== 'nvme') {
+  console.error('disk-controller: --device must be ahci or nvme');
+  process.exit(4);
+}
 const mib = Number(opt.mib);
 const krand = Number(opt.krand);
 const reps = Number(opt.reps);
 if (!(mib >= 1 && mib <= 0xffff && krand >= 0 && krand <= 0xffff && reps >= 1)) {
-  console.error('ahci: need 1 <= --mib <= 65535, 0 <= --krand <= 65535, --reps >= 1');
+  console.error(`${dev}: need 1 <= --mib <= 65535, 0 <= --krand <= 65535, --reps >= 1`);
   process.exit(4);
 }
 
 await buildGuests();
-const romPath = patchedRom('ahci', mib | (krand << 16));
-const img = join(BENCH_TMP, 'ahci.img');
+const romPath = patchedRom(dev, mib | (krand << 16));
+const img = join(BENCH_TMP, `${dev}.img`);
 
 function freshImage() {
   rmSync(img, { force: true });
@@ -48,20 +56,22 @@ function freshImage() {
 const withDisk = {
   bhyve: {
     ...VMMS.bhyve,
-    label: `${VMMS.bhyve.label}, -s ahci-hd`,
+    label: `${VMMS.bhyve.label}, -s ${dev === 'ahci' ? 'ahci-hd' : 'nvme'}`,
     argv(rp) {
       const [cmd, args] = VMMS.bhyve.argv.call(this, rp);
       const vm = args[args.length - 1];
-      return [cmd, [...args.slice(0, -1), '-s', `3,ahci-hd,${img}`, vm]];
+      return [cmd, [...args.slice(0, -1), '-s', `3,${dev === 'ahci' ? 'ahci-hd' : 'nvme'},${img}`, vm]];
     },
   },
   qemu: {
     ...VMMS.qemu,
-    label: `${VMMS.qemu.label}, -device ahci + ide-hd`,
+    label: `${VMMS.qemu.label}, ${dev === 'ahci' ? '-device ahci + ide-hd' : '-device nvme'}`,
     argv(rp) {
       const [cmd, args] = VMMS.qemu.argv(rp);
-      return [cmd, [...args, '-device', 'ahci,id=ahci0', '-drive', `file=${img},if=none,format=raw,id=d0`,
-        '-device', 'ide-hd,drive=d0,bus=ahci0.0']];
+      const drive = ['-drive', `file=${img},if=none,format=raw,id=d0`];
+      return [cmd, [...args, ...drive, ...(dev === 'ahci'
+        ? ['-device', 'ahci,id=ahci0', '-device', 'ide-hd,drive=d0,bus=ahci0.0']
+        : ['-device', 'nvme,drive=d0,serial=BENCH'])]];
     },
   },
 };
@@ -108,7 +118,7 @@ for (let i = 0; i < reps; i++) {
       continue;
     }
     a.runs.push(p);
-    console.error(`ahci: ${a.key} run ${i + 1}: write ${fmt(p.writeMBs)} MB/s, read ${fmt(p.readMBs)} MB/s, `
+    console.error(`${dev}: ${a.key} run ${i + 1}: write ${fmt(p.writeMBs)} MB/s, read ${fmt(p.readMBs)} MB/s, `
       + `${fmt(p.iops32)} IOPS (QD32), ${fmt(p.iops1)} IOPS (QD1)`);
   }
 }
@@ -130,21 +140,28 @@ console.log(table);
 for (const n of notes) console.log(`\n${n}`);
 
 if (!opt['no-write']) {
-  writeSection('ahci', [
-    '## AHCI throughput',
+  const what = dev === 'ahci'
+    ? ['## AHCI throughput', 'WRITE FPDMA QUEUED', 'FLUSH CACHE EXT', 'READ FPDMA QUEUED', 'PxCI/PxSACT',
+      '`-s 3,ahci-hd,IMAGE`', '`-device ahci` (ICH9) `+ -device ide-hd`', 'Every PxCI write is an MMIO exit on both; bhyve-kvm runs the command inside that exit (I/O straight between the image',
+      'and the PRDT buffers), QEMU hands it to its AIO and completes it later.']
+    : ['## NVMe throughput', 'WRITE (PRP lists)', 'FLUSH', 'READ', 'the completion queue\'s phase bits',
+      '`-s 3,nvme,IMAGE`', '`-device nvme`', 'Every submission doorbell is an MMIO exit on both; bhyve-kvm runs the commands inside that exit,',
+      'QEMU hands them to its AIO and completes them later.'];
+  writeSection(dev, [
+    what[0],
     '',
-    `\`node bench/ahci.mjs\` — ahci.rom in bench mode (${mib} MiB / ${krand}k random reads) on a fresh sparse raw image per run:`,
-    `${mib} MiB sequential write (128 KiB WRITE FPDMA QUEUED, 32 in flight), FLUSH CACHE EXT, ${mib} MiB sequential read`,
-    `(128 KiB READ FPDMA QUEUED, 32 in flight), then ${krand * 1000} random 4 KiB READ FPDMA QUEUED at depth 32 and ${krand * 250} at`,
-    'depth 1. The driver runs in ring 3 and polls PxCI/PxSACT; phases are timed in the guest with the TSC. Median of',
-    `${reps} runs, interleaved. bhyve-kvm: \`-s 3,ahci-hd,IMAGE\`; QEMU: \`-device ahci\` (ICH9) \`+ -device ide-hd\` (cache=writeback).`,
-    'Every PxCI write is an MMIO exit on both; bhyve-kvm runs the command inside that exit (I/O straight between the image',
-    'and the PRDT buffers), QEMU hands it to its AIO and completes it later.',
+    `\`node bench/disk-controller.mjs --device ${dev}\` — ${dev}.rom in bench mode (${mib} MiB / ${krand}k random reads) on a fresh sparse raw image per run:`,
+    `${mib} MiB sequential write (128 KiB ${what[1]}, 32 in flight), ${what[2]}, ${mib} MiB sequential read`,
+    `(128 KiB ${what[3]}, 32 in flight), then ${krand * 1000} random 4 KiB reads at depth 32 and ${krand * 250} at`,
+    `depth 1. The driver runs in ring 3 and polls ${what[4]}; phases are timed in the guest with the TSC. Median of`,
+    `${reps} runs, interleaved. bhyve-kvm: ${what[5]}; QEMU: ${what[6]} (cache=writeback).`,
+    what[7],
+    what[8],
     '',
     `Host: ${await hostInfo()}`,
     '',
     table,
     ...notes.map((n) => `\n${n}`),
   ].join('\n'));
-  console.error('ahci: wrote BENCHMARKS.md');
+  console.error(`${dev}: wrote BENCHMARKS.md`);
 }
