@@ -523,6 +523,19 @@ describe('ahci: hostile driver', () => {
 });
 
 describe('ahci: configuration errors', () => {
+  it('CD images open read-only: a read-only ISO file works and two VMs share one ISO', () => {
+    const iso = image(4 * 2048);
+    fs.chmodSync(iso, 0o444);
+    const cd = { 'pci.0.4.0.port.0.type': 'cd', 'pci.0.4.0.port.0.path': iso };
+    const a = rig(cd);
+    const b = rig(cd);
+    expect(a.hba.ports[0]!.backend.readOnly).toBe(true);
+    expect(b.prd(0, 0x24)).toBe(0xeb140101);
+    // ...but a disk on the same image would write it: refused while they run
+    expect(() => new AhciRig({ 'pci.0.4.0.port.0.type': 'hd', 'pci.0.4.0.port.0.path': iso, 'pci.0.4.0.port.0.ro': 'false' }))
+      .toThrow(process.getuid?.() === 0 ? /in use by another VM/ : /permission denied|in use/);
+  });
+
   it('a missing image, an image in use and a bad port type are one-line errors naming the port', () => {
     expect(() => new AhciRig(disk(path.join(tmp, 'nope')))).toThrow(/ahci at pci slot 0:4:0: port 0: disk image .* does not exist/);
     const img = image();

@@ -257,6 +257,9 @@ function ahciPortConfigs(tree: ConfigTree, node: string, where: string): AhciPor
       if (type === undefined) continue;
       if (type !== 'hd' && type !== 'cd') throw new BlockDeviceError(`ahci at pci slot ${where}: port ${p}: invalid type "${type}" (use hd or cd)`);
       const o = blockBackendOptionsFromConfig(tree, pn, `ahci port ${p}`);
+      // ATAPI has no write commands: a CD image is opened read-only, so
+      // read-only image files work and several VMs can share one ISO.
+      if (type === 'cd') o.readOnly = true;
       const nmrrText = tree.get(`${pn}.nmrr`);
       let nmrr: number | undefined;
       if (nmrrText !== undefined) {
