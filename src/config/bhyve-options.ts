@@ -152,7 +152,7 @@ export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
   pci('socket', 'netgraph socket name'),
   pci('hook', 'netgraph hook', 'vmlink'),
   pci('maxq', 'nvme maximum number of queues', '16'),
-  pci('qsz', 'nvme queue size', '2058'),
+  pci('qsz', 'nvme queue size', '2048'),
   pci('ioslots', 'nvme I/O slots', '8'),
   pci('sectsz', 'nvme sector size (512, 4096 or 8192)'),
   pci('eui64', 'nvme namespace EUI-64'),
