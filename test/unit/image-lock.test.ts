@@ -3,6 +3,7 @@
 // an image a running QEMU has open read-write, and QEMU refuses one bhyve
 // has open.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { execa } from 'execa';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -10,7 +11,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { BlockDeviceError, BlockFile } from '../../src/devices/block/block-backend.js';
 import { imageHasWriter, lockImage } from '../../src/devices/block/image-lock.js';
 import { HAVE_QEMU } from '../support/guest-rom.js';
-import { bhyveArgs, kvmUnavailable, rom, runBhyve, vmName } from '../support/bhyve.js';
+import { BHYVE, ROOT, bhyveArgs, kvmUnavailable, rom, runBhyve, vmName } from '../support/bhyve.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imglock-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -118,4 +119,26 @@ describe('image locks shared with QEMU', () => {
     expect(String(r.stderr).trim().split('\n').filter((l) => !l.includes('warning:'))).toHaveLength(1);
     expect(String(r.stderr)).toMatch(/in use by another VM/);
   }, 60_000);
+
+  it.skipIf(!HAVE_QEMU || kvmUnavailable() !== undefined)('QEMU refuses an image a running bin/bhyve has open (virtio-blk and an ahci disk)', async () => {
+    for (const slot of ['virtio-blk,IMG', 'ahci,hd:IMG']) {
+      const img = image();
+      // echo.rom runs until it reads "q" on COM1: the VM holds the image meanwhile.
+      const child = execa(BHYVE, bhyveArgs(rom('echo'), vmName('lockhold'), { extra: ['-s', `2,${slot.replace('IMG', img)}`] }), {
+        reject: false, stdin: 'pipe', env: { BHYVE_RUNDIR: `${ROOT}/build/run` }, timeout: 60_000,
+      });
+      let out = '';
+      child.stdout!.on('data', (b: Buffer) => { out += String(b); });
+      expect(await waitFor(() => out.includes('echo ready'))).toBe(true);
+      const q = qemuOn(img);
+      const code = await Promise.race([q.exited, new Promise<string>((r) => setTimeout(() => r('still running'), 20_000))]);
+      expect(code).not.toBe('still running');
+      expect(q.out()).toMatch(/Failed to get "write" lock/);
+      child.stdin!.write('q');
+      expect((await child).exitCode).toBe(33);
+      // and once bhyve is gone, QEMU may have it
+      const probe = fs.openSync(img, 'r');
+      try { expect(imageHasWriter(probe)).toBe(false); } finally { fs.closeSync(probe); }
+    }
+  }, 120_000);
 });
