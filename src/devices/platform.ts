@@ -227,14 +227,6 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
         const v = createVirtioFunction(ctx, emul, node, where, msix);
         virtio.push(v);
         fn = v;
-        const bi = ctx.config.get(`${node}.bootindex`);
-        if (bi !== undefined) {
-          if (!/^[0-9]+$/.test(bi.trim())) throw new ConfigError(`Invalid bootindex ${bi} for ${emul}@${node}`);
-          const n = Number(bi.trim());
-          const taken = bootOrder.find((b) => b.bootindex === n);
-          if (taken) throw new ConfigError(`Could not set bootindex ${n} for ${emul}@${node}. Bootindex already occupied by ${taken.name}`);
-          bootOrder.push({ bootindex: n, bus, slot, func, name: `${emul}@${node}` });
-        }
         break;
       }
       case 'ahci':
@@ -245,6 +237,20 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
         break;
       default:
         throw new Error(`not supported yet: ${emul} (pci slot ${where})`);
+    }
+    // pci_emul_add_boot_device: the function's bootindex (for ahci, each
+    // port's: blockif_add_boot_device), in fw_cfg's bootorder.
+    const indexNodes = emul === 'ahci'
+      ? [...(ctx.config.getNode(`${node}.port`)?.keys() ?? [])].map((p) => `${node}.port.${p}`)
+      : [node];
+    for (const at of indexNodes) {
+      const bi = ctx.config.get(`${at}.bootindex`);
+      if (bi === undefined || emul === 'hostbridge' || emul === 'amd_hostbridge' || emul === 'lpc') continue;
+      if (!/^[0-9]+$/.test(bi.trim())) throw new ConfigError(`Invalid bootindex ${bi} for ${emul}@${node}`);
+      const n = Number(bi.trim());
+      const taken = bootOrder.find((b) => b.bootindex === n);
+      if (taken) throw new ConfigError(`Could not set bootindex ${n} for ${emul}@${node}. Bootindex already occupied by ${taken.name}`);
+      bootOrder.push({ bootindex: n, bus, slot, func, name: `${emul}@${node}` });
     }
     if (enableBars) {
       // pci_emul_init / pci_emul_alloc_bar: bus mastering, and decoding of

@@ -54,4 +54,18 @@ describe.skipIf(skip !== undefined)('SeaBIOS boots from NVMe', () => {
     expect(text).toMatch(/drive 0x[0-9a-f]+: PCHS=0\/0\/0 translation=lba LCHS=\d+\/\d+\/\d+ s=2048/);
     expect(text).toContain('Booting from Hard Disk...');
   }, 150_000);
+
+  it('bootindex= puts the NVMe disk before a blank virtio-blk disk SeaBIOS would try first', async () => {
+    const blank = path.join(tmp, 'blank.img');
+    fs.writeFileSync(blank, '');
+    fs.truncateSync(blank, 1 << 20);
+    const log = path.join(tmp, 'order.log');
+    const r = await runBhyve([
+      ...args(vmName('nvme-order'), `3,nvme,${disk},bootindex=1`, log).slice(0, -1),
+      '-s', `2,virtio-blk,${blank},bootindex=2`, vmName('nvme-order'),
+    ], { timeout: 120_000 });
+    expect(r.stdout).toContain('boot sector running\r\n');
+    expect(r.exitCode).toBe(33);
+    expect(fs.readFileSync(log, 'latin1')).not.toContain('Boot failed');
+  }, 150_000);
 });

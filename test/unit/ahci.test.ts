@@ -522,6 +522,21 @@ describe('ahci: hostile driver', () => {
   });
 });
 
+describe('ahci and nvme: boot order', () => {
+  it('a port\'s bootindex (and nvme\'s) puts the function in fw_cfg\'s bootorder, duplicates refused', () => {
+    const r = rig({
+      ...disk(image(), { bootindex: '2' }),
+      'pci.0.6.0.device': 'nvme', 'pci.0.6.0.path': image(), 'pci.0.6.0.bootindex': '1',
+    });
+    expect(r.platform.bootOrder.map((b) => [b.bootindex, b.slot, b.name])).toEqual([[1, 6, 'nvme@pci.0.6.0'], [2, 4, 'ahci@pci.0.4.0']]);
+    for (const p of r.platform.devices) (p as { close?: () => void }).close?.();
+    rigs.length = 0;
+    expect(() => new AhciRig({ ...disk(image(), { bootindex: '1' }), 'pci.0.6.0.device': 'nvme', 'pci.0.6.0.path': image(), 'pci.0.6.0.bootindex': '1' }))
+      .toThrow(/Bootindex already occupied by ahci@pci.0.4.0/);
+    expect(() => new AhciRig(disk(image(), { bootindex: 'first' }))).toThrow(/Invalid bootindex first for ahci@pci.0.4.0/);
+  });
+});
+
 describe('ahci: configuration errors', () => {
   it('CD images open read-only: a read-only ISO file works and two VMs share one ISO', () => {
     const iso = image(4 * 2048);
