@@ -57,6 +57,13 @@ export class DeviceMemoryMap implements MemoryMapControl {
     return b.kind === 'ram' ? this.ram : b.kind === 'bootrom' ? this.romMapping() : this.varsMapping();
   }
 
+  /** Maps the boot ROM and VARS files now rather than at first use. */
+  mapFiles(): void {
+    // A failure here is reported at first use, as before.
+    try { if (this.bootromPath) this.romMapping(); } catch { /* later */ }
+    try { if (this.bootvarsPath) this.varsMapping(); } catch { /* later */ }
+  }
+
   /** The VARS file, mapped shared and writable: stores through view() reach the file. */
   private varsMapping(): Mapping {
     if (!this.vars) {

@@ -17,9 +17,13 @@
 // GHC.IE is set and any port's PxIS & PxIE is non-zero (level, cleared when
 // the driver clears IS).
 
-import type { ConfigTree } from '../../config/tree.js';
+import { blockifLegacyConfig, createNode, setValue } from '../../config/legacy.js';
+import { ConfigError, type ConfigTree } from '../../config/tree.js';
 import type { DeviceContext } from '../device.js';
-import { BlockDeviceError, BlockFile, bhyveSerial, blockBackendOptionsFromConfig } from '../block/block-backend.js';
+import type { DeviceKey, LegacyParser, PciDeviceRecord, PciSlot } from '../pci-device.js';
+import {
+  BlockDeviceError, BlockFile, bhyveSerial, blockBackendOptionsFromConfig, requireBlockPath,
+} from '../block/block-backend.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
 import {
   AHCI_CAP, AHCI_CAP2, AHCI_CAP2_APST, AHCI_CAP_64BIT, AHCI_CAP_ISS_SHIFT, AHCI_CAP_NCS_SHIFT, AHCI_CAP_PMD,
@@ -285,3 +289,69 @@ function ahciPortConfigs(tree: ConfigTree, node: string, where: string): AhciPor
   }
   return out;
 }
+
+// ---- the device records (bhyve's pci_de_ahci, pci_de_ahci_hd, pci_de_ahci_cd) ----
+
+function ahciPort(tree: ConfigTree, node: string, port: number, type: string, opts: string | undefined): void {
+  const portNode = `${node}.port.${port}`;
+  createNode(tree, portNode);
+  setValue(tree, `${portNode}.type`, type);
+  blockifLegacyConfig(tree, portNode, opts);
+}
+
+/** pci_ahci_legacy_config(): `hd:path[,opts],cd:path[,opts],...` -> port.N.* */
+const ahciLegacy: LegacyParser = (tree, node, opts) => {
+  if (opts === undefined) return;
+  createNode(tree, `${node}.port`);
+  let str: string | undefined = opts;
+  for (let p = 0; p < AHCI_MAX_PORTS && str !== undefined; p++) {
+    let type: string | undefined;
+    if (str.startsWith('hd:')) { type = 'hd'; str = str.slice(3); }
+    else if (str.startsWith('cd:')) { type = 'cd'; str = str.slice(3); }
+    const hd = str.indexOf(',hd:');
+    const cd = str.indexOf(',cd:');
+    let cut = hd;
+    if (hd < 0 || (cd >= 0 && cd < hd)) cut = cd;
+    let next: string | undefined;
+    if (cut >= 0) { next = str.slice(cut + 1); str = str.slice(0, cut); }
+    if (str !== '') {
+      if (type === undefined) throw new ConfigError(`Missing or invalid type for port ${p}: "${str}" (use hd:path or cd:path)`);
+      ahciPort(tree, node, p, type, str);
+    }
+    str = next;
+  }
+};
+
+const AHCI_KEYS: readonly DeviceKey[] = [
+  { key: 'port.N.type', description: 'ahci port type (hd or cd)' },
+  { key: 'port.N.path', description: 'ahci port backing file' },
+  { key: 'port.N.nmrr', description: 'ahci port nominal media rotation rate (1: SSD)' },
+  { key: 'port.N.ser', description: 'ahci port serial number' },
+  { key: 'port.N.rev', description: 'ahci port firmware revision' },
+  { key: 'port.N.model', description: 'ahci port model' },
+  { key: 'port.N.bootindex', description: 'boot order index of the controller, from this port' },
+];
+
+/** Every ahci port with a type needs a path. */
+function validateAhciPorts(config: ConfigTree, s: PciSlot, device: string): void {
+  for (const [p, pn] of config.getNode(`${s.node}.port`) ?? []) {
+    if (pn instanceof Map && config.get(`${s.node}.port.${p}.type`) !== undefined) {
+      requireBlockPath(config, `${s.node}.port.${p}`, s, `ahci port ${p}`, device);
+    }
+  }
+}
+
+export const ahciDevice: PciDeviceRecord = {
+  name: 'ahci', description: 'AHCI SATA controller with several ports', legacyConfig: ahciLegacy, keys: AHCI_KEYS,
+  bootable: true,
+  validate: (c, s) => validateAhciPorts(c, s, 'ahci'),
+  create: (ctx, s) => createAhci(ctx, s.node, s.where),
+};
+export const ahciHdDevice: PciDeviceRecord = {
+  name: 'ahci-hd', alias: 'ahci', description: 'AHCI controller with one SATA hard disk', keys: AHCI_KEYS,
+  legacyConfig: (t, n, o) => { createNode(t, `${n}.port`); ahciPort(t, n, 0, 'hd', o); },
+};
+export const ahciCdDevice: PciDeviceRecord = {
+  name: 'ahci-cd', alias: 'ahci', description: 'AHCI controller with one ATAPI CD-ROM', keys: AHCI_KEYS,
+  legacyConfig: (t, n, o) => { createNode(t, `${n}.port`); ahciPort(t, n, 0, 'cd', o); },
+};

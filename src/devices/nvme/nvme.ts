@@ -24,8 +24,12 @@
 // ERROR) or the controller (CSTS.CFS, for the admin queues), and a full
 // completion queue holds the submission queue until the driver consumes.
 
+import { blockifLegacyConfig, parseLegacyConfig, setValue } from '../../config/legacy.js';
 import type { DeviceContext } from '../device.js';
-import { BlockDeviceError, BlockFile, blockBackendOptionsFromConfig } from '../block/block-backend.js';
+import type { LegacyParser, PciDeviceRecord } from '../pci-device.js';
+import {
+  BLOCKIF_KEYS, BlockDeviceError, BlockFile, blockBackendOptionsFromConfig, requireBlockPath,
+} from '../block/block-backend.js';
 import { PCIY_EXPRESS } from '../pci/config-space.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
 import {
@@ -774,3 +778,35 @@ export function createNvme(ctx: DeviceContext, node: string, where: string): Nvm
     throw e;
   }
 }
+
+// ---- the device record (bhyve's pci_de_nvme) ----
+
+/** pci_nvme_legacy_config(): `ram=MiB[,opts]` or a blockif string. */
+const nvmeLegacy: LegacyParser = (tree, node, opts) => {
+  if (opts === undefined) return;
+  if (opts.startsWith('ram=')) {
+    const comma = opts.indexOf(',');
+    if (comma < 0) { setValue(tree, `${node}.ram`, opts.slice(4)); return; }
+    setValue(tree, `${node}.ram`, opts.slice(4, comma));
+    parseLegacyConfig(tree, node, opts.slice(comma + 1));
+  } else {
+    blockifLegacyConfig(tree, node, opts);
+  }
+};
+
+export const nvmeDevice: PciDeviceRecord = {
+  name: 'nvme', description: 'NVMe controller', legacyConfig: nvmeLegacy,
+  keys: [
+    ...BLOCKIF_KEYS,
+    { key: 'maxq', default: String(NVME_QUEUES), description: 'nvme maximum number of queues' },
+    { key: 'qsz', default: String(NVME_MAX_QENTRIES), description: 'nvme queue size' },
+    { key: 'ioslots', default: String(NVME_IOSLOTS), description: 'nvme I/O slots' },
+    { key: 'sectsz', description: 'nvme sector size (512, 4096 or 8192)' },
+    { key: 'eui64', description: 'nvme namespace EUI-64' },
+    { key: 'dsm', default: 'auto', description: 'nvme dataset management support (auto, enable, disable)' },
+    { key: 'ram', description: 'nvme RAM-backed namespace size in MiB' },
+  ],
+  bootable: true,
+  validate: (c, s) => { if (c.get(`${s.node}.ram`) === undefined) requireBlockPath(c, s.node, s, 'nvme', 'nvme'); },
+  create: (ctx, s) => createNvme(ctx, s.node, s.where),
+};
