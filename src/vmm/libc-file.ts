@@ -1,6 +1,6 @@
 // File calls Node does not have: fallocate(2) (punch holes, zero ranges) and
-// flock(2) (advisory whole-file locks, so two VMs never open one disk image
-// read-write). Synchronous koffi calls; errors come back as negative errno
+// flock(2) (advisory whole-file locks; disk images are locked with QEMU's
+// OFD byte-range locks instead, devices/block/image-lock.ts). Synchronous koffi calls; errors come back as negative errno
 // values so the data path can map them to device status codes without
 // exceptions.
 

@@ -38,7 +38,7 @@ import {
 import { ataChecksum, buildIdentify, type IdentifyOptions } from './ata-identify.js';
 import { atapiCommand, type AtapiResult } from './atapi.js';
 
-/** Largest command table we read: CFIS/ACMD area plus 65535 PRDT entries. */
+/** The command table up to the PRDT: the command FIS (0x00) and the ATAPI packet (0x40). */
 const CFIS_AREA = AHCI_CT_PRDT;
 
 export interface AhciPortOptions {
