@@ -7,7 +7,7 @@ import { ConfigTree } from '../../src/config/tree.js';
 import type { DeviceContext, InterruptSink } from '../../src/devices/device.js';
 import { buildPlatform, memoryLayoutFor, type Platform } from '../../src/devices/platform.js';
 import { AhciController } from '../../src/devices/ahci/ahci.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 
 export const RAM_BASE = 0x100000;

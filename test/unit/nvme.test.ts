@@ -13,7 +13,7 @@ import type { DeviceContext } from '../../src/devices/device.js';
 import { NvmeController } from '../../src/devices/nvme/nvme.js';
 import { crc16, defaultEui64 } from '../../src/devices/nvme/nvme-data.js';
 import { buildPlatform, memoryLayoutFor } from '../../src/devices/platform.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import { MsiLog } from './ahci-driver.js';
 

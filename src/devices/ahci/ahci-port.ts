@@ -15,7 +15,7 @@
 // ABORT (and PxIS.HBDS), where bhyve would dereference a NULL host pointer.
 
 import type { BlockFile } from '../block/block-backend.js';
-import { GuestMemoryError, type GuestMemory } from '../../vmm/guest-memory.js';
+import { GuestMemoryError, type GuestMemory } from '../../sys/guest-memory.js';
 import {
   AHCI_CL_SIZE, AHCI_CT_ACMD, AHCI_CT_PRDT, AHCI_P_CLB, AHCI_P_CLBU, AHCI_P_CI, AHCI_P_CMD, AHCI_P_CMD_ALPE,
   AHCI_P_CMD_APSTE, AHCI_P_CMD_ASP, AHCI_P_CMD_ATAPI, AHCI_P_CMD_CCS_MASK, AHCI_P_CMD_CCS_SHIFT, AHCI_P_CMD_CLO,

@@ -15,19 +15,7 @@
 // opens inside one process exclude each other as well, and closing an
 // unrelated fd of the same file keeps them (unlike POSIX fcntl locks).
 
-import koffi from 'koffi';
-
-const lib = koffi.load('libc.so.6');
-const fcntlLock = lib.func('int fcntl(int fd, int cmd, _Inout_ uint8_t *lock)');
-
-const F_OFD_GETLK = 36;
-const F_OFD_SETLK = 37;
-const F_RDLCK = 0;
-const F_WRLCK = 1;
-const F_UNLCK = 2;
-const SEEK_SET = 0;
-/** sizeof(struct flock) on x86-64: l_type, l_whence, l_start, l_len, l_pid. */
-const FLOCK_SIZE = 32;
+import { F_OFD_GETLK, F_OFD_SETLK, F_RDLCK, F_UNLCK, F_WRLCK, ofdLock } from '../../sys/file.js';
 
 /** QEMU's RAW_LOCK_PERM_BASE and RAW_LOCK_SHARED_BASE. */
 export const RAW_LOCK_PERM_BASE = 100;
@@ -40,27 +28,15 @@ export const BLK_PERM_WRITE_UNCHANGED = 0x4;
 export const BLK_PERM_RESIZE = 0x8;
 const PERM_BITS = 4;
 
-function flockStruct(type: number, start: number): Buffer {
-  const b = Buffer.alloc(FLOCK_SIZE);
-  b.writeInt16LE(type, 0);
-  b.writeInt16LE(SEEK_SET, 2);
-  b.writeBigInt64LE(BigInt(start), 8);
-  b.writeBigInt64LE(1n, 16); // one byte
-  return b;
-}
-
 function setLock(fd: number, type: number, byte: number): number {
-  const r = fcntlLock(fd, F_OFD_SETLK, flockStruct(type, byte)) as number;
-  return r === 0 ? 0 : -koffi.errno();
+  return ofdLock(fd, F_OFD_SETLK, type, byte);
 }
 
 /** True when another open file description holds a lock on `byte` that a
  * write lock would conflict with. Negative errno when the test failed. */
 function lockedByOther(fd: number, byte: number): boolean | number {
-  const b = flockStruct(F_WRLCK, byte);
-  const r = fcntlLock(fd, F_OFD_GETLK, b) as number;
-  if (r !== 0) return -koffi.errno();
-  return b.readInt16LE(0) !== F_UNLCK;
+  const r = ofdLock(fd, F_OFD_GETLK, F_WRLCK, byte);
+  return r < 0 ? r : r !== F_UNLCK;
 }
 
 /** The permissions a bhyve disk asks for: read (and write when read-write),

@@ -22,7 +22,7 @@
 // Which is faster depends on the host (BENCHMARKS.md).
 
 import { ConfigError, type ConfigTree } from '../../config/tree.js';
-import { isUnsupported } from '../../vmm/libc-file.js';
+import { isUnsupported } from '../../sys/file.js';
 import {
   BlockDeviceError, BlockFile, bhyveSerial, blockBackendOptionsFromConfig, parseSectorSize, type BlockBackendOptions,
 } from '../block/block-backend.js';
