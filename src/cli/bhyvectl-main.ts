@@ -1,7 +1,7 @@
 // bhyvectl(8): argv -> operations on a VM object, in the order FreeBSD's
 // bhyvectl.c performs them (create, open, set memory, set registers, inject
 // NMI, print memory map, registers, segments, CPUs, stats, topology, force
-// reset/poweroff, destroy). Kept free of oclif so the launcher starts fast.
+// reset/poweroff, destroy). bin/bhyvectl calls it.
 
 import { BHYVECTL_OPTIONS } from '../config/bhyvectl-options.js';
 import { UsageError } from '../config/errors.js';
@@ -119,13 +119,23 @@ export function buildUpdate(opts: ParsedOptions): VcpuStateUpdate {
 
 const isEmptyUpdate = (u: VcpuStateUpdate): boolean => Object.keys(u).length === 0;
 
-async function waitForExit(obj: VmObject, timeoutMs: number): Promise<boolean> {
+/** Takes the VM's run lock, retrying for up to `timeoutMs`: 'locked', or
+ * 'held' when it stays held, or 'gone' when the VM went away meanwhile (a
+ * bhyve that created it destroys it when it ends). */
+async function lockWithin(obj: VmObject, timeoutMs: number): Promise<'locked' | 'held' | 'gone'> {
   const end = Date.now() + timeoutMs;
-  while (obj.runningPid() !== undefined) {
-    if (Date.now() > end) return false;
+  for (;;) {
+    try {
+      obj.lock();
+      return 'locked';
+    } catch (e) {
+      if (!(e instanceof VmObjectError)) throw e;
+      if (/was destroyed/.test(e.message)) return 'gone';
+      if (!/already running/.test(e.message)) throw e;
+      if (Date.now() >= end) return 'held';
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
-  return true;
 }
 
 /** Runs bhyvectl with argv (without the program name); resolves to the exit status. */
@@ -154,7 +164,7 @@ export async function bhyvectlMain(argv: readonly string[]): Promise<number> {
     report = new Report(vm, cpu);
     if (on('create')) {
       try {
-        VmObject.create(vm);
+        VmObject.create(vm).unlock();
       } catch (e) {
         if (e instanceof VmObjectError && /already exists/.test(e.message)) {
           throw new BhyvectlError(`vm_create: ${vm}: VM already exists (destroy it first with bhyvectl --vm=${vm} --destroy)`);
@@ -202,11 +212,13 @@ export async function bhyvectlMain(argv: readonly string[]): Promise<number> {
         // As on FreeBSD, destroying a running VM ends its bhyve: power it off first.
         const t = target?.running ? target : await targetFor(obj);
         if (t.running) await t.forcePoweroff().catch(() => undefined);
-        if (!(await waitForExit(obj, 10_000))) {
-          throw new BhyvectlError(`VM '${vm}' is still running (bhyve pid ${pid}) after --force-poweroff; not destroyed`);
-        }
       }
-      obj.destroy();
+      // The run lock is free once no bhyve (or bhyveload) has the VM.
+      const got = await lockWithin(obj, pid === undefined ? 0 : 10_000);
+      if (got === 'held') {
+        throw new BhyvectlError(`VM '${vm}' is still running${pid ? ` (bhyve pid ${pid})` : ''}${pid === undefined ? '' : ' after --force-poweroff'}; not destroyed`);
+      }
+      if (got === 'locked') obj.destroy();
     }
     await flush(report, libxo);
     return 0;
@@ -214,10 +226,9 @@ export async function bhyvectlMain(argv: readonly string[]): Promise<number> {
     if (report) await flush(report, libxo);
     if (err instanceof BhyvectlError) {
       process.stderr.write(err.message.startsWith('vm_open:') ? `${err.message}\n` : `${PROG}: ${err.message}\n`);
-      return err.exitCode;
+      return err.exitCode ?? 1;
     }
-    const code = reportError(PROG, err, [VmObjectError, RangeError], USAGE_HINT);
-    return code === 4 && (err instanceof VmObjectError || err instanceof RangeError) ? 1 : code;
+    return reportError(PROG, err, 1, USAGE_HINT);
   }
 }
 

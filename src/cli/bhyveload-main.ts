@@ -2,13 +2,14 @@
 // vCPU 0 must start in, so that the next bhyve(8) of that VM runs it. FreeBSD's
 // userboot cannot run on Linux: the kernel is chosen with -e kernel=PATH
 // (plus initrd, cmdline and module.N) and read from the -h host directory or
-// the -d disk image. Kept free of oclif so the launcher starts fast.
+// the -d disk image. bin/bhyveload calls it.
 
 import fs from 'node:fs';
 
 import { BHYVELOAD_USAGE } from '../config/bhyveload-options.js';
 import { ConfigError, UsageError } from '../config/errors.js';
 import { getopt } from '../config/getopt.js';
+import { fsPath, rawArgv } from '../config/raw-argv.js';
 import { parseMemorySize } from '../config/size.js';
 import { reportError } from './output.js';
 
@@ -19,6 +20,8 @@ const KNOWN_VARS = /^(kernel|initrd|cmdline|module\.\d+)$/;
 export interface BhyveloadArgs {
   vmname: string;
   memsize: number;
+  /** -m as given, for messages. */
+  memspec: string;
   console?: string;
   disks: string[];
   env: Record<string, string>;
@@ -31,7 +34,7 @@ export interface BhyveloadArgs {
 /** Parses bhyveload's command line (getopt(3), as bhyveload.c). */
 export function parseBhyveloadArgs(argv: readonly string[]): BhyveloadArgs {
   const { options, operands } = getopt(argv, BHYVELOAD_OPTSTRING);
-  const a: BhyveloadArgs = { vmname: '', memsize: 256 * 1024 * 1024, disks: [], env: {}, wired: false, core: false };
+  const a: BhyveloadArgs = { vmname: '', memsize: 256 * 1024 * 1024, memspec: '256M', disks: [], env: {}, wired: false, core: false };
   for (const o of options) {
     const arg = o.arg ?? '';
     switch (o.opt) {
@@ -50,7 +53,7 @@ export function parseBhyveloadArgs(argv: readonly string[]): BhyveloadArgs {
         if (a.loader !== undefined) throw new UsageError('-l can only be given once', 1);
         a.loader = arg;
         break;
-      case 'm': a.memsize = parseMemorySize(arg); break;
+      case 'm': a.memsize = parseMemorySize(arg); a.memspec = arg; break;
     }
   }
   if (operands.length === 0) throw new UsageError('missing vmname', 1);
@@ -79,7 +82,7 @@ function checkArgs(a: BhyveloadArgs): string[] {
   }
   for (const d of a.disks) {
     let st: fs.Stats;
-    try { st = fs.statSync(d); } catch (e) { throw new ConfigError(`disk ${d}: ${errnoText(e)}`); }
+    try { st = fs.statSync(fsPath(d)); } catch (e) { throw new ConfigError(`disk ${d}: ${errnoText(e)}`); }
     if (st.isDirectory()) throw new ConfigError(`disk ${d}: Is a directory`);
   }
   if (a.host === undefined && a.disks.length === 0) {
@@ -93,13 +96,11 @@ function checkArgs(a: BhyveloadArgs): string[] {
 
 /** Runs bhyveload with argv (without the program name); resolves to the exit status. */
 export async function bhyveloadMain(argv: readonly string[]): Promise<number> {
-  const userErrors: Array<new (...a: never[]) => Error> = [];
   try {
-    const a = parseBhyveloadArgs(argv);
+    const a = parseBhyveloadArgs(rawArgv(argv));
     for (const w of checkArgs(a)) process.stderr.write(`${w}\n`);
     // Loaded only when something is really loaded: keeps usage errors fast.
     const [loader, vmo] = await Promise.all([import('../loader/index.js'), import('../vmm/vm-object.js')]);
-    userErrors.push(loader.LoaderError, vmo.VmObjectError, RangeError);
     const request = loader.kernelRequestFromEnv(a.env);
     vmo.validateVmName(a.vmname);
     const source = loader.openKernelSource({ host: a.host, disks: a.disks });
@@ -110,9 +111,8 @@ export async function bhyveloadMain(argv: readonly string[]): Promise<number> {
     }
     return 0;
   } catch (err) {
-    const code = reportError(PROG, err, userErrors, 'see bhyveload(8)');
     // bhyveload exits 1 on every error it reports (err(1, ...) in bhyveload.c).
-    return code === 4 && (err instanceof ConfigError || userErrors.some((c) => err instanceof c)) ? 1 : code;
+    return reportError(PROG, err, 1, 'see bhyveload(8)');
   }
 }
 
@@ -124,44 +124,42 @@ async function loadInto(
   vmo: typeof import('../vmm/vm-object.js'),
 ): Promise<void> {
   const [{ computeLayout, HIGHMEM_BASE }, { GuestMemory }, libc] = await Promise.all([
-    import('../vmm/memory-map.js'), import('../vmm/guest-memory.js'), import('../vmm/libc.js'),
+    import('../sys/memory-map.js'), import('../sys/guest-memory.js'), import('../sys/libc.js'),
   ]);
   // Refuse a running VM before touching anything.
   let existing: import('../vmm/vm-object.js').VmObject | undefined;
   try { existing = vmo.VmObject.open(a.vmname); } catch { existing = undefined; }
   const pid = existing?.runningPid();
   if (pid !== undefined) {
-    throw new vmo.VmObjectError(`VM '${a.vmname}' is running (bhyve pid ${pid}): stop it (or bhyvectl --vm=${a.vmname} --force-poweroff) before loading a kernel`);
+    throw new vmo.VmObjectError(`VM '${a.vmname}' is running${pid ? ` (bhyve pid ${pid})` : ''}: stop it (or bhyvectl --vm=${a.vmname} --force-poweroff) before loading a kernel`);
   }
-  const obj = vmo.VmObject.openOrCreate(a.vmname, a.memsize);
+  const limits = await import('../vmm/guest-limits.js');
+  limits.checkGuestMemorySize(a.memsize, a.memspec);
+  // The run lock, held while the memory is written: no bhyve may start it meanwhile.
+  const obj = vmo.VmObject.acquire(a.vmname, a.memsize);
   let ok = false;
   try {
-    obj.lock(); // no bhyve may start this VM while its memory is being written
+    const layout = computeLayout(a.memsize);
+    const fd = obj.openMemory();
+    let map: import('../sys/libc.js').Mapping;
     try {
-      const layout = computeLayout(a.memsize);
-      const fd = fs.openSync(obj.memoryPath, 'r+');
-      let map: import('../vmm/libc.js').Mapping;
-      try {
-        map = libc.mmap(a.memsize, libc.PROT_READ | libc.PROT_WRITE, fd, 0, 'guest memory');
-      } finally {
-        fs.closeSync(fd);
-      }
-      try {
-        libc.madvise(map, a.core ? libc.MADV_DODUMP : libc.MADV_DONTDUMP);
-        const regions = [{ gpa: 0, bytes: map.bytes.subarray(0, layout.lowmem) }];
-        if (layout.highmem > 0) regions.push({ gpa: HIGHMEM_BASE, bytes: map.bytes.subarray(layout.lowmem, layout.lowmem + layout.highmem) });
-        const memory = new GuestMemory(regions);
-        const result = loader.loadFromSource(request, source, memory, layout);
-        obj.writeBootState(result.state);
-      } finally {
-        map.unmap();
-      }
+      map = libc.mmap(a.memsize, libc.PROT_READ | libc.PROT_WRITE, fd, 0, 'guest memory');
     } finally {
-      obj.unlock();
+      fs.closeSync(fd);
+    }
+    try {
+      libc.madvise(map, a.core ? libc.MADV_DODUMP : libc.MADV_DONTDUMP);
+      const regions = [{ gpa: 0, bytes: map.bytes.subarray(0, layout.lowmem) }];
+      if (layout.highmem > 0) regions.push({ gpa: HIGHMEM_BASE, bytes: map.bytes.subarray(layout.lowmem, layout.lowmem + layout.highmem) });
+      const memory = new GuestMemory(regions);
+      const result = loader.loadFromSource(request, source, memory, layout);
+      obj.writeBootState(result.state);
+    } finally {
+      map.unmap();
     }
     ok = true;
   } finally {
-    if (!ok && obj.createdHere) obj.destroy();
+    if (!ok && obj.createdHere) obj.destroy(); else obj.unlock();
   }
 }
 

@@ -10,15 +10,16 @@ import type { ByteStream, Device, DeviceContext, InterruptSink, KvmDoorbells, Ma
 import { attachUartStream } from '../devices/lpc/uart-backend.js';
 import { buildPlatform, type Platform } from '../devices/platform.js';
 import { buildFirmwareInMemory } from '../firmware/index.js';
+import { errorLine } from '../user-error.js';
 import { Mailbox } from './ap-mailbox.js';
 import { DeviceMemoryMap } from './device-memory-map.js';
 import { DeviceTimers } from './device-timers.js';
 import type { ExitRequest } from './exit-status.js';
-import { GuestMemory } from './guest-memory.js';
-import { mapGuestRam, ramRegions } from './guest-ram.js';
+import { GuestMemory } from '../sys/guest-memory.js';
+import { mapGuestRam, ramRegions } from '../sys/guest-ram.js';
 import { LocalIoBus } from './io-bus.js';
-import { CAP } from './kvm-abi.js';
-import { Vm } from './kvm.js';
+import { CAP } from '../sys/kvm-abi.js';
+import { Vm } from '../sys/kvm.js';
 import { DEVICE_REQUEST } from './vcpu-control.js';
 import type { VcpuThreadData } from './vcpu-thread-data.js';
 
@@ -28,6 +29,7 @@ export class DeviceHost {
   private readonly mailboxes: Mailbox[];
   private platform: Platform | undefined;
   private devices: Device[] = [];
+  private memoryMap: DeviceMemoryMap | undefined;
 
   constructor(d: VcpuThreadData, private readonly requestExit: (r: ExitRequest) => void) {
     this.timers = new DeviceTimers(d.timerSab);
@@ -57,7 +59,7 @@ export class DeviceHost {
       timer: (callback) => this.timers.create(callback),
       hostPort: (key: string) => d.hostPorts?.[key],
       kvm: kvmDoorbells(vm, d),
-      memoryMap: d.legacyWindow || bootvarsPath !== undefined ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath) : undefined,
+      memoryMap: this.memoryMap = d.legacyWindow || bootvarsPath !== undefined ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath) : undefined,
       stream(key: string): ByteStream | undefined {
         const t = d.streams[key];
         if (!t) return undefined;
@@ -76,9 +78,15 @@ export class DeviceHost {
       }
     } catch (e) {
       // A device that cannot start (missing image, bad option) is the user's
-      // to fix: one line, no vCPU prefix.
-      this.requestExit({ kind: 'error', message: (e as Error).message });
+      // to fix: one line, no vCPU prefix; anything else is a bug.
+      this.requestExit({ kind: 'error', message: errorLine(e) });
+      if (process.env.BHYVE_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
     }
+  }
+
+  /** Opens now what the devices would open later (the sandbox forbids it then). */
+  prepareForSandbox(): void {
+    this.memoryMap?.mapFiles();
   }
 
   /** Work that arrived by kick, `requests` being DEVICE_REQUEST bits. */

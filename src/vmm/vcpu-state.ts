@@ -2,8 +2,8 @@
 // strings), for bhyvectl's --get-*/--set-* operations, for the state that
 // bhyveload leaves for bhyve, and for the control socket.
 
-import { REGS_ORDER, type RegName } from './kvm-abi.js';
-import type { Segment, Sregs, Vcpu } from './kvm.js';
+import { REGS_ORDER, type RegName } from '../sys/kvm-abi.js';
+import type { Segment, Sregs, Vcpu } from '../sys/kvm.js';
 
 export const SEGMENT_REGS = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt'] as const;
 export type SegmentReg = (typeof SEGMENT_REGS)[number];

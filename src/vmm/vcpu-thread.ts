@@ -6,20 +6,23 @@
 import { parentPort } from 'node:worker_threads';
 import { ForwardingIoBus, Mailbox } from './ap-mailbox.js';
 import { DeviceHost } from './device-host.js';
+import { errorLine } from '../user-error.js';
 import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js';
 import type { ExitRequest } from './exit-status.js';
 import type { IoBus } from './io-bus.js';
-import { MP_STATE, RFLAGS_IF } from './kvm-abi.js';
-import { Vcpu } from './kvm.js';
-import { EAGAIN, EINTR, gettid, pinThisThread, strerror } from './libc.js';
+import { MP_STATE, RFLAGS_IF } from '../sys/kvm-abi.js';
+import { Vcpu } from '../sys/kvm.js';
+import { EAGAIN, EINTR, gettid, pinThisThread, preloadLibc, strerror } from '../sys/libc.js';
 import { Kicker, VCPU_REQUEST, VCPU_STATE, VcpuControl } from './vcpu-control.js';
 import { serveVcpuRequests } from './vcpu-requests.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
+import { confineThisThread } from './sandbox/sandbox.js';
 
 // The thread is started before the VM exists, so that loading this module
 // overlaps the main thread's setup; its data arrives in the first message.
 // 'loaded' tells the main thread that terminating us is now safe
 // (vcpu-threads.ts).
+preloadLibc();
 parentPort!.postMessage({ type: 'loaded' } satisfies VcpuThreadMessage);
 const d = await new Promise<VcpuThreadData>((resolve) => parentPort!.once('message', resolve));
 const control = new VcpuControl(d.controlSab, d.vcpuCount);
@@ -93,12 +96,18 @@ function runLoop(): void {
   }
 }
 
+// This thread's part of the sandbox, now that its devices are open.
+if (d.sandbox) {
+  host?.prepareForSandbox();
+  const problems = confineThisThread(d.sandbox);
+  if (problems.length) requestExit({ kind: 'error', message: `cannot sandbox vCPU ${d.id}: ${problems.join('; ')} (-o security.sandbox=false runs without)` });
+}
 post({ type: 'ready', id: d.id });
 control.waitGo();
 try {
   runLoop();
 } catch (e) {
-  requestExit({ kind: 'error', message: `vCPU ${d.id}: ${(e as Error).message}` });
+  requestExit({ kind: 'error', message: `vCPU ${d.id}: ${errorLine(e)}` });
   if (process.env.BHYVE_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
 }
 host?.close();

@@ -10,9 +10,9 @@ import type {
   AccessSize, ByteStream, DeviceContext, DeviceTimer, InterruptSink, MemoryBacking, MemoryMapControl,
 } from '../../src/devices/device.js';
 import type { ExitRequest } from '../../src/vmm/exit-status.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
-import type { MemoryLayout } from '../../src/devices/memory-layout.js';
+import type { MemoryLayout } from '../../src/sys/memory-map.js';
 import { Rng } from './rng.js';
 
 /** Guest RAM: [0, RAM_SIZE) in two regions split at RAM_SPLIT. */

@@ -8,7 +8,7 @@
 import { VirtioDeviceBase } from '../../src/devices/virtio/virtio-device.js';
 import { VirtioPci } from '../../src/devices/virtio/virtio-pci.js';
 import { VirtqueueError } from '../../src/devices/virtio/virtqueue.js';
-import { GuestMemoryError } from '../../src/vmm/guest-memory.js';
+import { GuestMemoryError } from '../../src/sys/guest-memory.js';
 
 export const hiddenFaults: Error[] = [];
 

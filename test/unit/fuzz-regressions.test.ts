@@ -2,10 +2,10 @@
 // device models; each names the target and seed that found it.
 import { describe, expect, it } from 'vitest';
 import { FW_CFG_DMA_CTL_ERROR, FW_CFG_DMA_CTL_READ, FW_CFG_DMA_CTL_SELECT, FwCfg } from '../../src/firmware/fwcfg.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { applyVcpuState, type VcpuStateUpdate } from '../../src/vmm/vcpu-state.js';
-import type { Regs, Sregs, Vcpu } from '../../src/vmm/kvm.js';
-import { REGS_ORDER } from '../../src/vmm/kvm-abi.js';
+import type { Regs, Sregs, Vcpu } from '../../src/sys/kvm.js';
+import { REGS_ORDER } from '../../src/sys/kvm-abi.js';
 
 /** Guest memory that records the largest buffer a device wrote through it. */
 class WatchedMemory extends GuestMemory {

@@ -22,8 +22,8 @@ import { ConfigTree } from '../../../src/config/tree.js';
 import { ControlServer } from '../../../src/vmm/control-socket.js';
 import { controlHandlers, type ControlContext } from '../../../src/vmm/control-ops.js';
 import { applyVcpuState, readVcpuState, type VcpuStateUpdate } from '../../../src/vmm/vcpu-state.js';
-import { decodeSregs, encodeSregs, type Regs, type Sregs, type Vcpu } from '../../../src/vmm/kvm.js';
-import { REGS_ORDER, SIZEOF } from '../../../src/vmm/kvm-abi.js';
+import { decodeSregs, encodeSregs, type Regs, type Sregs, type Vcpu } from '../../../src/sys/kvm.js';
+import { REGS_ORDER, SIZEOF } from '../../../src/sys/kvm-abi.js';
 import { InvariantError, type FuzzInstance, type FuzzTarget } from '../harness.js';
 import type { Rng } from '../rng.js';
 
