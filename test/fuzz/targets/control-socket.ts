@@ -63,6 +63,7 @@ class ControlFuzz implements FuzzInstance {
   private replies = 0;
   private errorsOk = 0;
   finished: string[] = [];
+  lastOp: string | undefined;
 
   constructor(private readonly r: Rng) {
     dir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-fuzz-ctl-'));
@@ -175,7 +176,11 @@ class ControlFuzz implements FuzzInstance {
       sock.write(payload.slice(at, at + n));
       at += n;
     }
-    if (expected === 0 || r.chance(0.02)) sock.end();
+    // A client may shut down its side once it has sent everything (as
+    // `nc -N` does) and still expects every reply.
+    const halfClose = expected > 0 && r.chance(0.02);
+    this.lastOp = halfClose ? `${lines.length} requests, then the client half-closed` : undefined;
+    if (expected === 0 || halfClose) sock.end();
     await done;
     if (this.escaped.length) {
       const e = this.escaped[0];
