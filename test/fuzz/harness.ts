@@ -14,6 +14,7 @@
 import { Rng } from './rng.js';
 import { HangError, releaseClocks } from './machine.js';
 import { hiddenFaults } from './oracle.js';
+import { removeScratch } from './scratch.js';
 
 export interface FuzzInstance {
   /** One guest operation (a register access, a chain made available and
@@ -195,6 +196,7 @@ export async function runTarget(target: FuzzTarget, opts: RunOptions): Promise<R
     }
     opts.progress?.(total, seed, op);
   }
+  removeScratch();
   return { target: target.name, ops: total, instances, ms: performance.now() - start, findings, stats, slowestMs: slowest, descheduled };
 }
 

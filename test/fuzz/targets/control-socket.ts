@@ -14,10 +14,7 @@
 // one-line error; a set-state update fails only with a user error
 // (RangeError from the value checks), never a TypeError from its shape.
 
-import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { ConfigTree } from '../../../src/config/tree.js';
 import { ControlServer } from '../../../src/vmm/control-socket.js';
 import { controlHandlers, type ControlContext } from '../../../src/vmm/control-ops.js';
@@ -26,6 +23,7 @@ import { decodeSregs, encodeSregs, type Regs, type Sregs, type Vcpu } from '../.
 import { REGS_ORDER, SIZEOF } from '../../../src/sys/kvm-abi.js';
 import { InvariantError, type FuzzInstance, type FuzzTarget } from '../harness.js';
 import type { Rng } from '../rng.js';
+import { scratchPath } from '../scratch.js';
 
 /** A vCPU whose registers live in KVM-layout buffers (so a bad value
  * fails as it would in the ioctl's encoding). */
@@ -50,9 +48,7 @@ class FakeVcpu {
   nmi(): void {}
 }
 
-let dir: string | undefined;
 let seq = 0;
-process.once('exit', () => { if (dir) fs.rmSync(dir, { recursive: true, force: true }); });
 
 class ControlFuzz implements FuzzInstance {
   private server!: ControlServer;
@@ -66,8 +62,7 @@ class ControlFuzz implements FuzzInstance {
   lastOp: string | undefined;
 
   constructor(private readonly r: Rng) {
-    dir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-fuzz-ctl-'));
-    this.sockPath = path.join(dir, `c${process.pid}-${seq++}.sock`);
+    this.sockPath = scratchPath(`c${seq++}.sock`);
   }
 
   async start(): Promise<this> {

@@ -13,8 +13,6 @@
 // blow-ups such as exponential %(var) expansion.
 
 import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { dumpConfig, parseBhyveArgs } from '../../../src/config/bhyve-args.js';
 import { ConfigError } from '../../../src/config/tree.js';
 import { getopt } from '../../../src/config/getopt.js';
@@ -28,13 +26,9 @@ import { parseBhyveloadArgs } from '../../../src/cli/bhyveload-main.js';
 import { parseLibxo } from '../../../src/bhyvectl/report.js';
 import type { FuzzInstance, FuzzTarget } from '../harness.js';
 import type { Rng } from '../rng.js';
+import { scratchPath } from '../scratch.js';
 
-let dir: string | undefined;
-function scratchDir(): string {
-  dir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-fuzz-cfg-'));
-  return dir;
-}
-process.once('exit', () => { if (dir) fs.rmSync(dir, { recursive: true, force: true }); });
+
 
 /** Parses and rethrows anything that is not a user error. */
 function userErrorsOnly(f: () => void): void {
@@ -155,7 +149,7 @@ export class ArgFuzz {
   configFile(): string {
     const r = this.r;
     if (r.chance(0.2)) return r.pick(['/nonexistent/x', '/', '/dev/null', '']);
-    const p = path.join(scratchDir(), 'cfg');
+    const p = scratchPath('cfg');
     const lines = Array.from({ length: r.range(0, 8) }, () => r.pick(['# comment', '', 'novalue', '=x', this.configOption()]));
     fs.writeFileSync(p, lines.join(r.chance(0.9) ? '\n' : '\r\n'));
     return p;

@@ -9,31 +9,27 @@
 // timers firing, host input arriving (UART bytes), and device polls.
 
 import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { buildPlatform, type Platform } from '../../../src/devices/platform.js';
 import type { AccessSize } from '../../../src/devices/device.js';
 import { FuzzMachine, FUZZ_LAYOUT, RAM_SIZE } from '../machine.js';
 import type { FuzzInstance, FuzzTarget } from '../harness.js';
 import type { Rng } from '../rng.js';
+import { scratchPath } from '../scratch.js';
 
-let romDir: string | undefined;
 /** A 128 KiB boot ROM file (PAM's BIOS alias needs its size). */
 function bootromFile(): string {
-  romDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-fuzz-rom-'));
-  const p = path.join(romDir, 'rom.fd');
+  const p = scratchPath('rom.fd');
   if (!fs.existsSync(p)) fs.writeFileSync(p, Buffer.alloc(0x20000, 0x90));
   return p;
 }
+
 let varsSeq = 0;
 /** A fresh 128 KiB VARS file (the CFI flash writes through to it). */
 function varsFile(): string {
-  romDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-fuzz-rom-'));
-  const p = path.join(romDir, `vars${process.pid}-${varsSeq++}.fd`);
+  const p = scratchPath(`vars${varsSeq++}.fd`);
   fs.writeFileSync(p, Buffer.alloc(0x20000, 0xff));
   return p;
 }
-process.once('exit', () => { if (romDir) fs.rmSync(romDir, { recursive: true, force: true }); });
 
 export interface CfgFocus { bus: number; slot: number; func: number; lo: number; hi: number }
 

@@ -20,8 +20,6 @@
 // status; frames handed to the network backend are within Ethernet bounds.
 
 import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { PciBus } from '../../../src/devices/pci/pci-bus.js';
 import { PirqRouter } from '../../../src/devices/pci/pirq.js';
 import { IntxRouter } from '../../../src/devices/pci/intx.js';
@@ -46,6 +44,7 @@ import {
 import { FuzzMachine, FUZZ_LAYOUT, RAM_SIZE, RAM_SPLIT } from '../machine.js';
 import { InvariantError, type FuzzInstance, type FuzzTarget } from '../harness.js';
 import { installFaultHooks } from '../oracle.js';
+import { scratchPath } from '../scratch.js';
 import type { Rng } from '../rng.js';
 
 export type VirtioKind = 'blk' | 'net' | 'rnd' | 'console';
@@ -55,17 +54,14 @@ const SLOT = 4;
 const RING_SLOT = 0x8000;
 const HEAP = 0x140000;
 
-let imageDir: string | undefined;
 let imageSeq = 0;
 /** A small sparse disk image per instance (removed at close). */
 function makeImage(): string {
-  imageDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-fuzz-'));
-  const p = path.join(imageDir, `disk${process.pid}-${imageSeq++}.img`);
+  const p = scratchPath(`disk${imageSeq++}.img`);
   fs.writeFileSync(p, Buffer.alloc(0));
   fs.truncateSync(p, 1 << 20);
   return p;
 }
-process.once('exit', () => { if (imageDir) fs.rmSync(imageDir, { recursive: true, force: true }); });
 
 /** The host end of a virtio-net backend: frames queued by the fuzzer. */
 class FakeNetPort implements NetPort {
@@ -206,10 +202,6 @@ class VirtioFuzz implements FuzzInstance {
     if (value === undefined) return this.m.inp(b + off, size);
     this.m.outp(b + off, size, value);
     return 0;
-  }
-
-  private status(): number {
-    return this.modern ? this.common(0x14, 1) : this.legacy(0x12, 1);
   }
 
   private setStatus(v: number): void {
