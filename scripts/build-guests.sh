@@ -70,7 +70,7 @@ if [ -d "$VSRC" ]; then
 	done
 	# Guests of their own directory on the same runtime:
 	# test/guests/NAME/NAME.c -> NAME.rom (fwcfg, timers)
-	for dir in fwcfg timers; do
+	for dir in fwcfg timers fbuf; do
 		[ -f "$SRC/$dir/$dir.c" ] || continue
 		# shellcheck disable=SC2086
 		gcc $CFLAGS -I "$VSRC" -c -o "$VOUT/$dir.o" "$SRC/$dir/$dir.c"

@@ -12,6 +12,7 @@ import { parseMemorySize } from './size.js';
 import { buildVcpuMaps, calcTopology, CPU_SETSIZE, strtolFull } from './topology.js';
 import { ConfigTree, parseBool } from './tree.js';
 import { lpcDeviceNames, pciEmulationNames, PCI_EMULATIONS } from '../devices/registry.js';
+import { parseFbufOptions } from '../devices/display/fbuf-options.js';
 
 /** A `-f name,string=...|file=...` fw_cfg user file (kept outside the tree, as bhyve does). */
 export interface FwCfgUserFile {
@@ -315,6 +316,7 @@ export function validateConfig(config: ConfigTree): void {
       }
     };
     if (device === 'virtio-blk') needPath(node, 'virtio-blk');
+    if (device === 'fbuf') parseFbufOptions(config, node);
     if (device === 'nvme' && config.get(`${node}.ram`) === undefined) needPath(node, 'nvme');
     if (device === 'ahci') {
       const ports = config.getNode(`${node}.port`);

@@ -176,6 +176,7 @@ export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
   pci('wait', 'fbuf waits for a VNC client before booting', 'false'),
   pci('rfb', 'fbuf VNC listen address and port'),
   pci('tcp', 'alias of rfb'),
+  pci('unix', 'fbuf VNC unix socket path (instead of rfb/tcp)'),
   pci('vga', 'fbuf VGA mode (io, on, off)', 'io'),
   pci('w', 'fbuf width', '1024'),
   pci('h', 'fbuf height', '768'),

@@ -66,7 +66,9 @@ export type MemoryBacking =
   | { kind: 'bootrom'; offset: number }
   /** The VARS file (lpc.bootvars) at this byte offset; the host view is
    * writable and shared with the file (bootvars.ts, CFI flash). */
-  | { kind: 'bootvars'; offset: number };
+  | { kind: 'bootvars'; offset: number }
+  /** The fbuf framebuffer file (display/framebuffer-file.ts) at this byte offset. */
+  | { kind: 'framebuffer'; offset: number };
 
 /** Lets a device model (chipset shadow RAM, flash) change what guest memory
  * a range decodes to. Ranges are page aligned; writes to a read-only range

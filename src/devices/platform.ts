@@ -73,13 +73,14 @@ import { Piix4Pm, PIIX4_PM_FUNC } from './pci/piix4-pm.js';
 import { createFwCfg, type FwCfg, type FwCfgFile } from '../firmware/fwcfg.js';
 import { buildFwCfgFiles, fwCfgUuid } from '../firmware/index.js';
 import { DebugCon, DEBUGCON_PORT } from '../firmware/debugcon.js';
+import { Fbuf } from './display/fbuf.js';
 import fs from 'node:fs';
 
 export type { MemoryLayout } from './memory-layout.js';
 export { memoryLayoutFor } from './memory-layout.js';
 
 /** PCI emulations this module can build. */
-export const PLATFORM_PCI_EMULATIONS = ['hostbridge', 'amd_hostbridge', 'lpc', 'virtio-blk', 'virtio-rnd', 'virtio-net', 'virtio-console'] as const;
+export const PLATFORM_PCI_EMULATIONS = ['hostbridge', 'amd_hostbridge', 'lpc', 'virtio-blk', 'virtio-rnd', 'virtio-net', 'virtio-console', 'fbuf'] as const;
 
 /** PCI classes bhyve gives its virtio devices. */
 const PCIC_STORAGE = 0x01;
@@ -235,6 +236,10 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
         }
         break;
       }
+      case 'fbuf':
+        if (pci.functions().some((f) => f instanceof Fbuf)) throw new ConfigError('Only one frame buffer device is allowed.');
+        fn = new Fbuf(ctx, node);
+        break;
       default:
         throw new Error(`not supported yet: ${emul} (pci slot ${where})`);
     }

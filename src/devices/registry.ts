@@ -178,7 +178,7 @@ export const PCI_EMULATIONS: Readonly<Record<string, PciEmulationInfo>> = {
   'virtio-net': { description: 'virtio network device', legacyParse: netbeLegacyConfig, implemented: true },
   e1000: { description: 'Intel 82545 network device', legacyParse: netbeLegacyConfig, implemented: false },
   passthru: { description: 'host PCI device passthrough', legacyParse: passthruLegacy, implemented: false },
-  fbuf: { description: 'raw framebuffer with VNC server', implemented: false },
+  fbuf: { description: 'raw framebuffer with VNC server', implemented: true },
   xhci: { description: 'USB 3 (xHCI) controller', legacyParse: xhciLegacy, implemented: false },
   'virtio-rnd': { description: 'virtio random number generator', implemented: true },
   'virtio-console': { description: 'virtio console with up to 16 ports', legacyParse: vtconLegacy, implemented: true },

@@ -19,9 +19,10 @@ export class DeviceMemoryMap implements MemoryMapControl {
   private next = FIRST_DEVICE_SLOT;
   private rom: Mapping | undefined;
   private vars: Mapping | undefined;
+  private fb: Mapping | undefined;
 
   constructor(private readonly vm: Vm, private readonly ram: Mapping, private readonly bootromPath?: string,
-    private readonly bootvarsPath?: string) {}
+    private readonly bootvarsPath?: string, private readonly framebufferPath?: string) {}
 
   map(gpa: number, size: number, backing: MemoryBacking, readonly: boolean): void {
     if (gpa % PAGE_SIZE || size % PAGE_SIZE || size <= 0) throw new RangeError(`mapping 0x${gpa.toString(16)}+0x${size.toString(16)} is not page aligned`);
@@ -54,7 +55,22 @@ export class DeviceMemoryMap implements MemoryMapControl {
   }
 
   private mapping(b: MemoryBacking): Mapping {
+    if (b.kind === 'framebuffer') return this.framebufferMapping();
     return b.kind === 'ram' ? this.ram : b.kind === 'bootrom' ? this.romMapping() : this.varsMapping();
+  }
+
+  /** The fbuf framebuffer file, shared with the VNC server on the main thread. */
+  private framebufferMapping(): Mapping {
+    if (!this.fb) {
+      if (!this.framebufferPath) throw new RangeError('no framebuffer to map');
+      const fd = fs.openSync(this.framebufferPath, 'r+');
+      try {
+        this.fb = mmap(fs.fstatSync(fd).size, PROT_READ | PROT_WRITE, fd, 0, this.framebufferPath);
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    return this.fb;
   }
 
   /** The VARS file, mapped shared and writable: stores through view() reach the file. */

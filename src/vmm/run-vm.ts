@@ -7,6 +7,7 @@ import { retireVcpuThread, spawnVcpuThread, spawnVcpuThreads } from './vcpu-thre
 import type { ConfigTree } from '../config/tree.js';
 import { openUartBackend, restoreTerminal, type UartBackendHost, type UartStreamTransfer } from '../devices/lpc/uart-backend.js';
 import { openHostPorts, type HostPorts } from '../devices/virtio/host-ports.js';
+import { openDisplay, type DisplayHost } from '../devices/display/fbuf-host.js';
 import { Mailbox } from './ap-mailbox.js';
 import { ControlServer } from './control-socket.js';
 import { controlHandlers } from './control-ops.js';
@@ -62,6 +63,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
 
   const backends: UartBackendHost[] = [];
   let hostPorts: HostPorts | undefined;
+  let display: DisplayHost | undefined;
   let outcome: ExitRequest | undefined;
   let resolveOutcome!: (r: ExitRequest) => void;
   const outcomePromise = new Promise<ExitRequest>((r) => { resolveOutcome = r; });
@@ -97,6 +99,9 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     // virtio-net taps and virtio-console sockets, by slot node.
     hostPorts = await openHostPorts(config, () => kickDeviceThread(DEVICE_REQUEST.POLL))
       .catch((e: Error) => { throw new VmSetupError(e.message); });
+    // fbuf: the framebuffer file and its VNC server (devices/display).
+    display = await openDisplay(config, machine.vmObject.dir, config.get('name') ?? '', { key: () => undefined, pointer: () => undefined },
+      (m) => process.stderr.write(`bhyve: ${m}\n`)).catch((e: Error) => { throw new VmSetupError(e.message); });
 
     const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
     const started: Promise<void>[] = [];
@@ -113,6 +118,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         controlSab: control.sab,
         mailboxes,
         memoryPath: machine.vmObject.memoryPath,
+        framebufferPath: display?.framebufferPath,
         legacyWindow: legacyWindowFor(config, machine.layout),
         bootromPath: machine.bootrom.find((b) => b.seg.kind === 'rom')?.seg.path,
         layout: machine.layout,
@@ -139,6 +145,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       w.postMessage(data, [data.requestPort]);
     });
     await Promise.race([Promise.all(started), outcomePromise]);
+    if (display?.wait && !outcome) await Promise.race([display.ready, outcomePromise]); // fbuf `wait`
     if (!outcome) {
       for (const v of machine.vcpus) {
         const fd = v.statsFd();
@@ -175,6 +182,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     for (const w of threads) void retireVcpuThread(w);
     for (const b of backends) await b.close();
     await hostPorts?.close();
+    await display?.close();
     restoreTerminal();
     for (const [sig, h] of signalHandlers) process.off(sig, h);
     process.off('SIGUSR2', onKickSignal);

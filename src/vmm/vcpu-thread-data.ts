@@ -20,6 +20,8 @@ export interface VcpuThreadData {
   /** One mailbox per vCPU (index 0 unused). */
   mailboxes: SharedArrayBuffer[];
   memoryPath: string;
+  /** The fbuf framebuffer file (devices/display/framebuffer-file.ts), when configured. */
+  framebufferPath?: string;
   /** The device thread maps 0xC0000-0xFFFFF itself (chipset shadowing). */
   legacyWindow: boolean;
   /** The boot ROM file, for device mappings of it (BIOS alias). */
