@@ -1,0 +1,161 @@
+// fbuf on bhyve, seen by a real VNC client: fbuf.rom draws a known pattern
+// into the framebuffer BAR; Debian's vncsnapshot connects to bhyve's VNC
+// server and saves the screen (JPEG, decoded with djpeg); the test compares
+// the centre of every 64x64 block with the colour the guest drew there.
+// Also: VNC authentication with the right and a wrong password (the guest
+// sets its own mode first: the client must see 640x480, not the configured
+// 1024x768), and `wait` holding the guest until a client is in.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BHYVE, bhyveArgs, kvmUnavailable, ROOT, rom, vmName } from '../support/bhyve.js';
+import { desEcb } from '../../src/devices/display/rfb-auth.js';
+
+const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+const skip = kvmUnavailable()
+  ?? (fs.existsSync(rom('fbuf')) ? undefined : 'fbuf.rom is not built: run scripts/build-guests.sh')
+  ?? (have('vncsnapshot') ? undefined : 'vncsnapshot is not installed (apt-get install vncsnapshot)')
+  ?? (have('djpeg') ? undefined : 'djpeg is not installed (apt-get install libjpeg-turbo-progs)');
+if (skip) console.warn(`skipping fbuf integration tests: ${skip}`);
+
+const COLORS = [0x000000, 0xff0000, 0x00ff00, 0x0000ff, 0xffff00, 0xff00ff, 0x00ffff, 0xffffff];
+const BLOCK = 64;
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** A vncpasswd(1) file: the password DES-encrypted under VNC's fixed key. */
+function vncPasswdFile(file: string, password: string): string {
+  const rev = (b: number): number => { let r = 0; for (let i = 0; i < 8; i++) if (b & (1 << i)) r |= 0x80 >> i; return r; };
+  const fixed = Buffer.from([23, 82, 107, 6, 35, 78, 88, 7].map(rev));
+  const pw = Buffer.alloc(8);
+  Buffer.from(password).copy(pw);
+  fs.writeFileSync(file, desEcb(fixed, pw), { mode: 0o600 });
+  return file;
+}
+
+/** Decodes vncsnapshot's JPEG to {width, height, rgb}. */
+function readJpeg(file: string): { width: number; height: number; rgb: Buffer } {
+  const r = spawnSync('djpeg', ['-pnm', file], { maxBuffer: 64 * 1024 * 1024 });
+  expect(r.status).toBe(0);
+  const head = /^P6\s+(\d+)\s+(\d+)\s+255\s/.exec(r.stdout.toString('latin1', 0, 40))!;
+  return { width: Number(head[1]), height: Number(head[2]), rgb: r.stdout.subarray(head[0].length) };
+}
+
+/** Block centres whose colour is off by more than JPEG's error (a list, empty when all match). */
+function patternErrors(img: { width: number; height: number; rgb: Buffer }): string[] {
+  const bad: string[] = [];
+  for (let by = 0; by * BLOCK + BLOCK / 2 < img.height; by++) {
+    for (let bx = 0; bx * BLOCK + BLOCK / 2 < img.width; bx++) {
+      const x = bx * BLOCK + BLOCK / 2;
+      const y = by * BLOCK + BLOCK / 2;
+      const p = (y * img.width + x) * 3;
+      const c = COLORS[(bx + 2 * by) % 8];
+      const want = [c >> 16, (c >> 8) & 0xff, c & 0xff];
+      const got = [img.rgb[p], img.rgb[p + 1], img.rgb[p + 2]];
+      if (want.some((v, i) => Math.abs(v - got[i]) > 24)) bad.push(`block ${bx},${by}: want ${want} got ${got}`);
+    }
+  }
+  return bad;
+}
+
+/** fbuf.rom with its parameter word set (0: keep the mode; else w << 16 | h). */
+function romWithMode(dir: string, w = 0, h = 0): string {
+  const b = fs.readFileSync(rom('fbuf'));
+  b.writeUInt32LE(((w << 16) | h) >>> 0, 0xffe0);
+  const out = path.join(dir, `fbuf-${w}x${h}.rom`);
+  fs.writeFileSync(out, b);
+  return out;
+}
+
+/** Starts bhyve; `out` accumulates its output; `until(text)` waits for a line. */
+function start(romPath: string, fbuf: string) {
+  const rundir = path.join(ROOT, 'build', 'run');
+  fs.mkdirSync(rundir, { recursive: true });
+  const child = execa(BHYVE, bhyveArgs(romPath, vmName('fbuf'), { mem: '128M', extra: ['-s', `2,fbuf,${fbuf}`] }), {
+    reject: false, timeout: 90_000, stdin: 'pipe', env: { BHYVE_RUNDIR: rundir }, encoding: 'latin1', stripFinalNewline: false,
+  });
+  const run = { child, out: '' };
+  child.stdout!.on('data', (b: Buffer) => { run.out += b.toString('latin1'); });
+  child.stderr!.on('data', (b: Buffer) => { run.out += b.toString('latin1'); });
+  const until = async (text: string, ms = 60_000): Promise<void> => {
+    const t0 = Date.now();
+    while (!run.out.includes(text)) {
+      if (child.exitCode !== null || Date.now() - t0 > ms) throw new Error(`no "${text}" from bhyve; output:\n${run.out}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  return { run, until };
+}
+
+async function snapshot(port: number, file: string, passwd?: string) {
+  return execa('vncsnapshot', [...(passwd ? ['-passwd', passwd] : []), '-quality', '100', `127.0.0.1::${port}`, file], {
+    reject: false, timeout: 30_000, stdin: 'ignore', all: true,
+  });
+}
+
+describe.skipIf(skip !== undefined)('fbuf and its VNC server on bhyve', () => {
+  let tmp = '';
+  beforeAll(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fbuf-int-')); });
+  afterAll(() => { if (tmp) fs.rmSync(tmp, { recursive: true, force: true }); });
+
+  it('a VNC client sees the pattern the guest drew', async () => {
+    const port = await freePort();
+    const { run, until } = start(romWithMode(tmp), `tcp=127.0.0.1:${port},w=800,h=600`);
+    await until('fbuf: waiting');
+    expect(run.out).toContain('fbuf: drew 800x600');
+    const shot = path.join(tmp, 'screen.jpg');
+    const s = await snapshot(port, shot);
+    expect(s.exitCode, s.all).toBe(0);
+    const img = readJpeg(shot);
+    expect([img.width, img.height]).toEqual([800, 600]);
+    expect(patternErrors(img)).toEqual([]);
+    run.child.stdin!.write('q');
+    const r = await run.child;
+    expect(r.exitCode, run.out).toBe(33);
+    expect(run.out).toContain('fbuf: OK');
+  });
+
+  it('password=: the right password gets the screen (in the mode the guest set), a wrong one is refused', async () => {
+    const port = await freePort();
+    const { run, until } = start(romWithMode(tmp, 640, 480), `tcp=127.0.0.1:${port},password=s3cret`);
+    await until('fbuf: waiting');
+    const wrong = await snapshot(port, path.join(tmp, 'no.jpg'), vncPasswdFile(path.join(tmp, 'bad.pw'), 'nope'));
+    expect(wrong.exitCode).not.toBe(0);
+    expect(wrong.all).toMatch(/authentication failed/i);
+    expect(fs.existsSync(path.join(tmp, 'no.jpg'))).toBe(false);
+    const shot = path.join(tmp, 'pw.jpg');
+    const right = await snapshot(port, shot, vncPasswdFile(path.join(tmp, 'good.pw'), 's3cret'));
+    expect(right.exitCode, right.all).toBe(0);
+    const img = readJpeg(shot);
+    expect([img.width, img.height]).toEqual([640, 480]);
+    expect(patternErrors(img)).toEqual([]);
+    run.child.stdin!.write('q');
+    expect((await run.child).exitCode, run.out).toBe(33);
+    expect(run.out).toMatch(/VNC client .*authentication failed: invalid password/);
+  });
+
+  it('wait: the guest starts only when a VNC client is in', async () => {
+    const port = await freePort();
+    const { run, until } = start(romWithMode(tmp), `tcp=127.0.0.1:${port},w=640,h=480,wait`);
+    // Up and listening, but no guest code has run.
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(run.child.exitCode).toBeNull();
+    expect(run.out).not.toContain('fbuf test');
+    const shot = path.join(tmp, 'wait.jpg');
+    const s = await snapshot(port, shot);
+    expect(s.exitCode, s.all).toBe(0);
+    await until('fbuf: waiting');
+    run.child.stdin!.write('q');
+    expect((await run.child).exitCode, run.out).toBe(33);
+  });
+});
