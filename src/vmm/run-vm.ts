@@ -155,7 +155,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       control.go();
       watchdog = setInterval(() => watchHalts(control, kicker, stats, claimAndFinish), HALT_WATCH_MS);
       controlServer = await ControlServer.listen(machine.vmObject.controlSocketPath, controlHandlers({
-        config, machine, control, requester, stats, finish: claimAndFinish,
+        config, machine, control, requester, stats, finish: claimAndFinish, hostStats: () => display?.stats() ?? {},
       }));
     }
 

@@ -12,7 +12,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PNG } from 'pngjs';
 import { BHYVE, bhyveArgs, kvmUnavailable, ROOT, rom, vmName } from '../support/bhyve.js';
+import { BHYVECTL, parseStats } from '../support/guest-rom.js';
 import { desEcb } from '../../src/devices/display/rfb-auth.js';
 
 const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
@@ -81,10 +83,11 @@ function romWithMode(dir: string, w = 0, h = 0): string {
 function start(romPath: string, fbuf: string) {
   const rundir = path.join(ROOT, 'build', 'run');
   fs.mkdirSync(rundir, { recursive: true });
-  const child = execa(BHYVE, bhyveArgs(romPath, vmName('fbuf'), { mem: '128M', extra: ['-s', `2,fbuf,${fbuf}`] }), {
+  const name = vmName('fbuf');
+  const child = execa(BHYVE, bhyveArgs(romPath, name, { mem: '128M', extra: ['-s', `2,fbuf,${fbuf}`] }), {
     reject: false, timeout: 90_000, stdin: 'pipe', env: { BHYVE_RUNDIR: rundir }, encoding: 'latin1', stripFinalNewline: false,
   });
-  const run = { child, out: '' };
+  const run = { child, out: '', name, env: { BHYVE_RUNDIR: rundir } };
   child.stdout!.on('data', (b: Buffer) => { run.out += b.toString('latin1'); });
   child.stderr!.on('data', (b: Buffer) => { run.out += b.toString('latin1'); });
   const until = async (text: string, ms = 60_000): Promise<void> => {
@@ -119,6 +122,28 @@ describe.skipIf(skip !== undefined)('fbuf and its VNC server on bhyve', () => {
     const img = readJpeg(shot);
     expect([img.width, img.height]).toEqual([800, 600]);
     expect(patternErrors(img)).toEqual([]);
+    // bhyvectl --screenshot: lossless, so every pixel must match.
+    const png = path.join(tmp, 'screen.png');
+    const ctl = await execa(BHYVECTL, [`--vm=${run.name}`, `--screenshot=${png}`], { reject: false, env: run.env, stdin: 'ignore' });
+    expect(ctl.exitCode, ctl.stderr).toBe(0);
+    const pic = PNG.sync.read(fs.readFileSync(png));
+    expect([pic.width, pic.height]).toEqual([800, 600]);
+    let wrong = 0;
+    for (let y = 0; y < 600; y++) {
+      for (let x = 0; x < 800; x++) {
+        const c = COLORS[(Math.floor(x / BLOCK) + 2 * Math.floor(y / BLOCK)) % 8];
+        const p = (y * 800 + x) * 4;
+        if (pic.data[p] !== c >> 16 || pic.data[p + 1] !== ((c >> 8) & 0xff) || pic.data[p + 2] !== (c & 0xff)) wrong++;
+      }
+    }
+    expect(wrong).toBe(0);
+    // --get-stats: the device's mode and the VNC server's counters.
+    const st = parseStats((await execa(BHYVECTL, [`--vm=${run.name}`, '--get-stats'], { reject: false, env: run.env, stdin: 'ignore' })).stdout);
+    expect(st.get('fbuf@pci.0.2.0 width')).toBe(800);
+    expect(st.get('fbuf@pci.0.2.0 height')).toBe(600);
+    expect(st.get('fbuf@pci.0.2.0 framebuffer address')).toBeGreaterThan(0);
+    expect(st.get('fbuf@pci.0.2.0 VNC clients accepted')).toBe(1);
+    expect(st.get('fbuf@pci.0.2.0 VNC updates sent')).toBeGreaterThanOrEqual(1);
     run.child.stdin!.write('q');
     const r = await run.child;
     expect(r.exitCode, run.out).toBe(33);

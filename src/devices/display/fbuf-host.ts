@@ -3,6 +3,7 @@
 // before the vCPUs start (as the UART and virtio host backends are); the
 // device thread maps the same file (fbuf.ts).
 
+import fs from 'node:fs';
 import type { ConfigTree } from '../../config/tree.js';
 import { configuredPciFunctions } from '../platform.js';
 import { fbufNode, parseFbufOptions } from './fbuf-options.js';
@@ -17,6 +18,8 @@ export interface DisplayHost {
    * first VNC client has completed its handshake. */
   readonly ready: Promise<void>;
   readonly wait: boolean;
+  /** The VNC server's counters under the device's name (bhyvectl --get-stats). */
+  stats(): Record<string, Record<string, number>>;
   close(): Promise<void>;
 }
 
@@ -25,9 +28,12 @@ export interface DisplayHost {
 export async function openDisplay(config: ConfigTree, vmDir: string, vmName: string, input: RfbInput,
   log: (m: string) => void): Promise<DisplayHost | undefined> {
   const node = fbufNode(config, configuredPciFunctions({ config }));
-  if (node === undefined) return undefined;
-  const o = parseFbufOptions(config, node);
   const file = framebufferPath(vmDir);
+  if (node === undefined) {
+    fs.rmSync(file, { force: true }); // an earlier run's screen is not this VM's
+    return undefined;
+  }
+  const o = parseFbufOptions(config, node);
   createFramebufferFile(file);
   const view = FramebufferView.open(file, false);
   let server: RfbServer;
@@ -45,6 +51,7 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
     server,
     wait: o.wait,
     ready: o.wait ? server.firstClient : Promise.resolve(),
+    stats: () => ({ [`fbuf@${node}`]: server.totals() }),
     async close() {
       await server.close();
       view.close();
