@@ -271,6 +271,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   if (pctestdev) devices.push(pctestdev);
 
   const atkbdc = new AtKbdc(ctx);
+  for (const f of pci.functions()) if (f instanceof Fbuf) f.attachKeyboard(atkbdc); // VNC keys
   pirq.reserveIrq(KBD_DEV_IRQ);
   pirq.reserveIrq(AUX_DEV_IRQ);
   devices.push(atkbdc);

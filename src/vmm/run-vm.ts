@@ -100,7 +100,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     hostPorts = await openHostPorts(config, () => kickDeviceThread(DEVICE_REQUEST.POLL))
       .catch((e: Error) => { throw new VmSetupError(e.message); });
     // fbuf: the framebuffer file and its VNC server (devices/display).
-    display = await openDisplay(config, machine.vmObject.dir, config.get('name') ?? '', { key: () => undefined, pointer: () => undefined },
+    display = await openDisplay(config, machine.vmObject.dir, config.get('name') ?? '', () => kickDeviceThread(DEVICE_REQUEST.POLL),
       (m) => process.stderr.write(`bhyve: ${m}\n`)).catch((e: Error) => { throw new VmSetupError(e.message); });
 
     const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
@@ -124,7 +124,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         layout: machine.layout,
         config: config.toJSON(),
         streams,
-        hostPorts: hostPorts?.transfers ?? {},
+        hostPorts: { ...hostPorts?.transfers, ...display?.transfers },
         strictIo: config.getBool('x86.strictio', false),
         requestPort: requester.portFor(i),
         timerSab,

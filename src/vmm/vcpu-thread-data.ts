@@ -3,6 +3,7 @@
 
 import type { UartStreamTransfer } from '../devices/lpc/uart-backend.js';
 import type { HostPortTransfer } from '../devices/virtio/host-ports.js';
+import type { DisplayInputTransfer } from '../devices/display/fbuf-host.js';
 import type { ExitRequest } from './exit-status.js';
 import type { MemoryLayout } from './memory-map.js';
 
@@ -33,7 +34,7 @@ export interface VcpuThreadData {
   streams: Record<string, UartStreamTransfer>;
   /** virtio-net taps and virtio-console sockets opened by the main thread,
    * by slot node ("pci.0.3.0"); see devices/virtio/host-ports.ts. */
-  hostPorts?: Record<string, HostPortTransfer>;
+  hostPorts?: Record<string, HostPortTransfer | DisplayInputTransfer>;
   strictIo: boolean;
   /** `-f name,...` fw_cfg user files (for lpc.fwcfg=qemu). */
   fwcfgFiles: Array<{ name: string; data: Uint8Array }>;

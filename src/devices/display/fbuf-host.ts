@@ -10,6 +10,14 @@ import { fbufNode, parseFbufOptions } from './fbuf-options.js';
 import { createFramebufferFile, framebufferPath, FramebufferView } from './framebuffer-file.js';
 import { RfbServer } from './rfb-server.js';
 import type { RfbInput } from './rfb-session.js';
+import { ByteRing } from '../../vmm/byte-ring.js';
+import { keyOf } from './ps2-keymap.js';
+
+/** What the device thread's fbuf gets (DeviceContext.hostPort(node)): the
+ * ring VNC key events arrive on, two bytes each (1 = down / 0 = up, key). */
+export interface DisplayInputTransfer { kind: 'fbuf-input'; input: SharedArrayBuffer }
+
+const INPUT_RING_BYTES = 4096;
 
 export interface DisplayHost {
   readonly framebufferPath: string;
@@ -18,6 +26,8 @@ export interface DisplayHost {
    * first VNC client has completed its handshake. */
   readonly ready: Promise<void>;
   readonly wait: boolean;
+  /** For VcpuThreadData.hostPorts, by the fbuf slot's node. */
+  readonly transfers: Record<string, DisplayInputTransfer>;
   /** The VNC server's counters under the device's name (bhyvectl --get-stats). */
   stats(): Record<string, Record<string, number>>;
   close(): Promise<void>;
@@ -25,7 +35,7 @@ export interface DisplayHost {
 
 /** Opens the display of the fbuf slot, if the config has one. Errors are
  * one line naming fbuf (bad option, address in use). */
-export async function openDisplay(config: ConfigTree, vmDir: string, vmName: string, input: RfbInput,
+export async function openDisplay(config: ConfigTree, vmDir: string, vmName: string, kick: () => void,
   log: (m: string) => void): Promise<DisplayHost | undefined> {
   const node = fbufNode(config, configuredPciFunctions({ config }));
   const file = framebufferPath(vmDir);
@@ -36,6 +46,20 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
   const o = parseFbufOptions(config, node);
   createFramebufferFile(file);
   const view = FramebufferView.open(file, false);
+  const ring = ByteRing.create(INPUT_RING_BYTES);
+  let keysDropped = 0;
+  let pointerEvents = 0;
+  const input: RfbInput = {
+    key: (down, keysym, scancode) => {
+      const key = keyOf(keysym, scancode);
+      if (key === 0) { keysDropped++; return; }
+      if (ring.free() < 2) { keysDropped++; return; } // the guest is not reading its keyboard
+      ring.push(Uint8Array.of(down ? 1 : 0, key));
+      kick();
+    },
+    // No PS/2 mouse or USB tablet yet: pointer events are counted, not delivered.
+    pointer: () => { pointerEvents++; },
+  };
   let server: RfbServer;
   try {
     server = await RfbServer.listen({
@@ -51,7 +75,8 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
     server,
     wait: o.wait,
     ready: o.wait ? server.firstClient : Promise.resolve(),
-    stats: () => ({ [`fbuf@${node}`]: server.totals() }),
+    transfers: { [node]: { kind: 'fbuf-input', input: ring.sab } },
+    stats: () => ({ [`fbuf@${node}`]: { ...server.totals(), 'VNC keys not delivered': keysDropped, 'VNC pointer events ignored': pointerEvents } }),
     async close() {
       await server.close();
       view.close();

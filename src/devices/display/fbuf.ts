@@ -19,6 +19,11 @@ import { PciEmulFunction } from '../pci/pci-emul.js';
 import { DMEMSZ, FB_SIZE, HOST_BAR1_ADDR, REG_DEPTH, REG_FBSIZE, REG_HEIGHT, REG_WIDTH, REGS_OFFSET } from './framebuffer-file.js';
 import { parseFbufOptions } from './fbuf-options.js';
 import { VgaIo } from './vga-io.js';
+import { ByteRing } from '../../vmm/byte-ring.js';
+import type { DisplayInputTransfer } from './fbuf-host.js';
+
+/** Where VNC key events go (the i8042's keyboard, atkbdc.ts). */
+export interface KeyboardSink { keyEvent(qnum: number, down: boolean): void }
 
 export const FBUF_VENDOR = 0xfb5d;
 export const FBUF_DEVICE = 0x40fb;
@@ -35,6 +40,9 @@ export class Fbuf extends PciEmulFunction implements Device {
   /** Guest register writes and mode switches, for --get-stats. */
   readonly counters = { regWrites: 0, modeChanges: 0, mapFailures: 0 };
   vgaMode = false;
+  private readonly input: ByteRing | undefined;
+  private keyboard: KeyboardSink | undefined;
+  keysDelivered = 0;
 
   constructor(ctx: DeviceContext, node: string) {
     super('fbuf', ctx);
@@ -64,6 +72,23 @@ export class Fbuf extends PciEmulFunction implements Device {
     this.regs.setUint16(REG_DEPTH, 32, true);
     this.regs.setUint32(HOST_BAR1_ADDR, 0, true);
     if (o.vga !== 'off') this.vga = new VgaIo(ctx);
+    const t = ctx.hostPort?.(node) as DisplayInputTransfer | undefined;
+    if (t?.kind === 'fbuf-input') this.input = ByteRing.from(t.input);
+  }
+
+  /** Sends VNC key events to this keyboard (the platform's i8042). */
+  attachKeyboard(k: KeyboardSink): void {
+    this.keyboard = k;
+  }
+
+  /** Key events from the VNC server (main thread), two bytes each. */
+  poll(): void {
+    if (!this.input) return;
+    while (this.input.available() >= 2) {
+      const down = this.input.pop() === 1;
+      const key = this.input.pop();
+      if (this.keyboard) { this.keyboard.keyEvent(key, down); this.keysDelivered++; }
+    }
   }
 
   private regRead(off: number, size: 1 | 2 | 4): number {
@@ -114,6 +139,7 @@ export class Fbuf extends PciEmulFunction implements Device {
       'register writes': this.counters.regWrites,
       'mode changes': this.counters.modeChanges,
       'framebuffer map failures': this.counters.mapFailures,
+      'keys delivered': this.keysDelivered,
     };
   }
 }

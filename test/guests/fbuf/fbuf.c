@@ -10,6 +10,9 @@
  * else (width << 16) | height is written to the mode registers first.
  * Prints "fbuf: drew WxH at 0xADDR", then "fbuf: waiting" and polls COM1
  * until a byte arrives (~60 s at most), then "fbuf: OK" (status 33).
+ * Meanwhile every byte the keyboard controller has (keys typed in a VNC
+ * client, scancode set 1: the command byte asks for translation) is
+ * printed as "kbd: XX".
  */
 #include "vlib.h"
 
@@ -67,8 +70,12 @@ int guest_main(uint32_t param)
 	if (px[0] != fbuf_colors[0] || px[w * 70 + 65] != fbuf_colors[3])
 		fail("fbuf: framebuffer reads back 0x%x 0x%x", px[0], px[w * 70 + 65]);
 	printf("fbuf: drew %ux%u at 0x%lx\n", w, h, (unsigned long)fb);
+	outb(0x64, 0x60);	/* i8042 command byte: translation, system flag, no IRQs */
+	outb(0x60, 0x44);
 	printf("fbuf: waiting\n");
 	for (unsigned long n = 0; n < 600000ul; n++) {
+		while (inb(0x64) & 1)
+			printf("kbd: %02x\n", inb(0x60));
 		if (inb(0x3f8 + 5) & 1) {
 			printf("fbuf: released by '%c'\n", inb(0x3f8));
 			printf("fbuf: OK\n");
