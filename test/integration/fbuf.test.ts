@@ -169,6 +169,32 @@ describe.skipIf(skip !== undefined)('fbuf and its VNC server on bhyve', () => {
     expect(run.out).toMatch(/VNC client .*authentication failed: invalid password/);
   });
 
+  it('keys typed in a VNC client reach the guest as PS/2 scancodes (set 1)', async () => {
+    const port = await freePort();
+    const { run, until } = start(romWithMode(tmp), `tcp=127.0.0.1:${port},w=640,h=480`);
+    await until('fbuf: waiting');
+    const sock = net.connect(port, '127.0.0.1');
+    let got = Buffer.alloc(0);
+    sock.on('data', (d) => { got = Buffer.concat([got, d]); });
+    const until2 = async (n: number): Promise<void> => { while (got.length < n) await new Promise((r) => setTimeout(r, 10)); };
+    await until2(12);
+    sock.write('RFB 003.008\n');
+    await until2(14);
+    sock.write(Buffer.from([1]));
+    await until2(18);
+    sock.write(Buffer.from([1]));
+    await until2(18 + 24);
+    // 'a' down and up as keysyms, then keypad Enter (E0 1C) as QEMU extended key events.
+    sock.write(Buffer.from([4, 1, 0, 0, 0, 0, 0, 0x61, 4, 0, 0, 0, 0, 0, 0, 0x61]));
+    sock.write(Buffer.from([255, 0, 0, 1, 0, 0, 0xff, 0x8d, 0, 0, 0, 0x9c, 255, 0, 0, 0, 0, 0, 0xff, 0x8d, 0, 0, 0, 0x9c]));
+    await until('kbd: 9c');
+    const bytes = [...run.out.matchAll(/kbd: ([0-9a-f]{2})/g)].map((m) => m[1]);
+    expect(bytes).toEqual(['1e', '9e', 'e0', '1c', 'e0', '9c']);
+    sock.destroy();
+    run.child.stdin!.write('q');
+    expect((await run.child).exitCode, run.out).toBe(33);
+  });
+
   it('wait: the guest starts only when a VNC client is in', async () => {
     const port = await freePort();
     const { run, until } = start(romWithMode(tmp), `tcp=127.0.0.1:${port},w=640,h=480,wait`);
