@@ -56,7 +56,7 @@ import { LpcBridge, type findHostIsaBridge } from './pci/lpc-bridge.js';
 import { PciBus, PCI_BUSMAX, PCI_FUNCMAX, PCI_SLOTMAX } from './pci/pci-bus.js';
 import type { PciFunction } from './pci/pci-function.js';
 import { PirqRouter } from './pci/pirq.js';
-import { PciResourceAllocator, type BusWindows } from './pci/bar-alloc.js';
+import { PciResourceAllocator } from './pci/bar-alloc.js';
 import { IntxRouter, type IntxRoute } from './pci/intx.js';
 import { assignPciBars, PciEmulFunction } from './pci/pci-emul.js';
 import { PCIM_CMD_MEMEN, PCIM_CMD_PORTEN } from './pci/config-space.js';
@@ -71,7 +71,7 @@ import { I440fxHostBridge } from './pci/i440fx.js';
 import { PamShadow } from './pci/pam.js';
 import { Piix4Pm, PIIX4_PM_FUNC } from './pci/piix4-pm.js';
 import { createFwCfg, type FwCfg, type FwCfgFile } from '../firmware/fwcfg.js';
-import { buildFwCfgFiles, fwCfgUuid } from '../firmware/index.js';
+import { type BuiltMachine, buildFwCfgFiles, fwCfgUuid } from '../firmware/index.js';
 import { DebugCon, DEBUGCON_PORT } from '../firmware/debugcon.js';
 import { Fbuf } from './display/fbuf.js';
 import fs from 'node:fs';
@@ -103,8 +103,8 @@ export interface Platform {
   virtio: VirtioPci[];
   /** Routed INTx pins (bhyve's pci_walk_lintr), for the ACPI _PRT and MP table. */
   intx: IntxRoute[];
-  /** I/O and memory windows of bus 0 (for the DSDT _CRS), when it has BARs. */
-  bus0Windows?: BusWindows;
+  /** What the firmware tables describe (firmware/built-machine.ts). */
+  asBuilt: BuiltMachine;
   /** Boot devices by bootindex (bhyve's fw_cfg "bootorder"). */
   bootOrder: Array<{ bootindex: number; bus: number; slot: number; func: number; name: string }>;
   /** QEMU fw_cfg (lpc.fwcfg=qemu). */
@@ -266,7 +266,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
     devices.push(piix4pm);
   }
   const alloc = new PciResourceAllocator(layout);
-  assignPciBars(pci.functions(), alloc);
+  assignPciBars(pci.functions(), alloc, pci.buses());
   devices.push(...uarts);
   if (pctestdev) devices.push(pctestdev);
 
@@ -318,11 +318,18 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   const intx = new IntxRouter(ctx.irq, pirq, bootrom).routeAll(pci);
   lpc?.pirqRouted();
 
+  const asBuilt: BuiltMachine = {
+    ncpu: ctx.machine.vcpuCount,
+    pciBuses: pci.buses().map((bus) => ({ bus, ...alloc.busWindows(bus)! })),
+    intx,
+    lpc: lpc?.address && { slot: lpc.address.slot, func: lpc.address.func },
+    uarts: uarts.map((u, i) => ({ name: u.name.toUpperCase(), port: u.base, irq: u.irqLine, uid: i + 1 })),
+    fwcfg: qemu,
+    bootOrder,
+  };
   let fwcfg: FwCfg | undefined;
   if (qemu) {
-    const files = buildFwCfgFiles(ctx.config, layout, opts.fwcfgFiles ?? [], {
-      ncpu: ctx.machine.vcpuCount, intx, bootOrder, hostname: opts.hostname,
-    });
+    const files = buildFwCfgFiles(ctx.config, layout, asBuilt, opts.fwcfgFiles ?? [], { hostname: opts.hostname });
     fwcfg = createFwCfg(ctx, files, { layout, uuid: fwCfgUuid(ctx.config) });
     devices.push(fwcfg);
     rtc.nvramWrite(CMOS_BOOTFLAG2, 0x12); // hard disk, then floppy (QEMU's default "cad")
@@ -332,7 +339,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   if (debugcon) devices.push(debugcon);
 
   return {
-    devices, pci, pirq, pm, rtc, atkbdc, lpc, uarts, pctestdev, virtio, intx, bus0Windows: alloc.busWindows(0), bootOrder, fwcfg, pam, piix4pm,
+    devices, pci, pirq, pm, rtc, atkbdc, lpc, uarts, pctestdev, virtio, intx, asBuilt, bootOrder, fwcfg, pam, piix4pm,
   };
 }
 

@@ -28,8 +28,6 @@
 // order has selector 0x20 + i.
 
 import type { AccessSize, Device, DeviceContext, PortIoHandler } from '../devices/device.js';
-import { ConfigTree } from '../config/tree.js';
-import { configuredPciFunctions } from '../devices/platform.js';
 import type { GuestMemory } from '../vmm/guest-memory.js';
 import { HIGHMEM_BASE, type MemoryLayout } from '../vmm/memory-map.js';
 import { ascii } from './bytes.js';
@@ -353,49 +351,18 @@ export function encodeE820(entries: readonly E820Entry[]): Uint8Array {
   return out;
 }
 
-export interface BootDevice {
-  bootindex: number;
-  bus: number;
-  slot: number;
-  func: number;
-  device: string;
-  /** OpenFirmware device path as written to `bootorder`. */
-  path: string;
-}
-
 /**
- * Devices with a `bootindex=` option, in boot order. bhyve (pci_emul.c
- * init_bootorder) writes "/pci@i0cf8/pci@SLOT,FUNC" per device; we write
- * the slot and function in hex, as OpenFirmware paths, SeaBIOS and OVMF
- * expect (bhyve prints them in decimal, which only agrees below slot 10).
- * A prefix like this is what SeaBIOS's glob match and OVMF's path
- * translation need for virtio-blk, virtio-scsi, NVMe, AHCI and NIC
- * functions alike. Devices on a bus other than 0 cannot be named under
- * the i0cf8 root and are left out, as are per-port AHCI boot indexes
- * (bhyve has none). Throws on a malformed bootindex.
+ * The `bootorder` file for boot devices on bus 0, in boot order: one
+ * OpenFirmware path per line, NUL-terminated as QEMU writes it; undefined
+ * when there is none (bhyve then adds no file). bhyve (pci_emul.c
+ * init_bootorder) writes "/pci@i0cf8/pci@SLOT,FUNC" in decimal; we write
+ * hex, as OpenFirmware paths, SeaBIOS and OVMF expect (the two agree below
+ * slot 10). Devices on another bus cannot be named under the i0cf8 root.
  */
-export function bootDevices(config: ConfigTree): BootDevice[] {
-  const out: BootDevice[] = [];
-  for (const f of configuredPciFunctions({ config })) {
-    const raw = config.get(`${f.node}.bootindex`);
-    if (raw === undefined) continue;
-    if (!/^[0-9]+$/.test(raw)) throw new FwCfgError(`invalid bootindex '${raw}' for pci slot ${f.bus}:${f.slot}:${f.func} (use a number)`);
-    if (f.bus !== 0) continue;
-    out.push({
-      bootindex: Number(raw), bus: f.bus, slot: f.slot, func: f.func,
-      device: config.get(`${f.node}.device`) ?? '',
-      path: `/pci@i0cf8/pci@${f.slot.toString(16)},${f.func.toString(16)}`,
-    });
-  }
-  // bhyve inserts in order of bootindex, keeping configuration order for ties.
-  return out.sort((a, b) => a.bootindex - b.bootindex);
-}
-
-/** The `bootorder` file: one path per line, NUL-terminated as QEMU writes it;
- * undefined when no device has a bootindex (bhyve then adds no file). */
-export function encodeBootOrder(devices: readonly BootDevice[]): Uint8Array | undefined {
-  if (devices.length === 0) return undefined;
-  return ascii(devices.map((d) => d.path).join('\n') + '\0');
+export function encodeBootOrder(devices: ReadonlyArray<{ bus: number; slot: number; func: number }>): Uint8Array | undefined {
+  const paths = devices.filter((d) => d.bus === 0).map((d) => `/pci@i0cf8/pci@${d.slot.toString(16)},${d.func.toString(16)}`);
+  if (paths.length === 0) return undefined;
+  return ascii(paths.join('\n') + '\0');
 }
 
 export interface StandardItemsOptions {
@@ -419,16 +386,11 @@ export function setStandardItems(fw: FwCfg, opts: StandardItemsOptions): void {
 }
 
 /**
- * The standard named files from the config tree and memory layout:
- * etc/e820 always, bootorder when some device has a bootindex. ACPI and
- * SMBIOS files come from firmware/acpi and firmware/smbios
- * (see buildFirmwareFiles in firmware/index.ts).
+ * etc/e820 from the memory layout. bootorder, ACPI and SMBIOS files come
+ * from the machine as built (buildFwCfgFiles in firmware/index.ts).
  */
-export function standardFiles(config: ConfigTree, layout: MemoryLayout, reserved: readonly E820Entry[] = []): FwCfgFile[] {
-  const files: FwCfgFile[] = [{ name: 'etc/e820', data: encodeE820(buildE820(layout, reserved)) }];
-  const bootorder = encodeBootOrder(bootDevices(config));
-  if (bootorder) files.push({ name: 'bootorder', data: bootorder });
-  return files;
+export function standardFiles(layout: MemoryLayout, reserved: readonly E820Entry[] = []): FwCfgFile[] {
+  return [{ name: 'etc/e820', data: encodeE820(buildE820(layout, reserved)) }];
 }
 
 /**

@@ -1,19 +1,25 @@
 // Entry points for the vmm core: what firmware tables a guest gets, from
-// the config tree and the memory layout.
+// the config tree, the memory layout and the machine as built (after the
+// platform created its devices and routed INTx, as bhyverun.c builds them
+// after init_pci):
 //
-//   buildFirmwareInMemory(config, layout) -> regions to write into guest RAM
-//     before the first vCPU runs (bhyve's mptable_build, smbios_build and
-//     acpi_build with acpi_tables_in_memory).
-//   buildFwCfgFiles(config, layout, userFiles) -> the named fw_cfg files for
-//     lpc.fwcfg=qemu (etc/e820, bootorder, etc/acpi/*, etc/table-loader,
-//     etc/smbios/*, then the -f user files), to pass to createFwCfg().
+//   buildFirmwareInMemory(config, layout, machine) -> regions to write into
+//     guest RAM before the first vCPU runs (bhyve's mptable_build,
+//     smbios_build and acpi_build with acpi_tables_in_memory).
+//   buildFwCfgFiles(config, layout, machine, userFiles) -> the named fw_cfg
+//     files for lpc.fwcfg=qemu (etc/e820, bootorder, etc/acpi/*,
+//     etc/table-loader, etc/smbios/*, then the -f user files), to pass to
+//     createFwCfg().
 
 import { ConfigTree } from '../config/tree.js';
 import type { MemoryLayout } from '../vmm/memory-map.js';
-import { acpiFwCfgFiles, acpiPlatformFromConfig, buildAcpiInMemory, type IntxRoute } from './acpi/index.js';
+import { acpiFwCfgFiles, acpiPlatform, buildAcpiInMemory } from './acpi/index.js';
+import type { BuiltMachine } from './built-machine.js';
 import { type E820Entry, encodeBootOrder, type FwCfgFile, standardFiles } from './fwcfg.js';
 import { buildMpTable, MPTABLE_BASE, mptableEnabled } from './mptable.js';
 import { buildSmbiosInMemory, SMBIOS_BASE, smbiosFwCfgFiles, smbiosOptionsFromConfig, type SmbiosVersion, uuidBytesBe } from './smbios.js';
+
+export type { BuiltMachine } from './built-machine.js';
 
 export interface FirmwareRegion {
   name: string;
@@ -22,33 +28,28 @@ export interface FirmwareRegion {
 }
 
 export interface FirmwareOptions {
-  /** vCPU count when it differs from the config (defaults to the topology). */
-  ncpu?: number;
-  /** Routed PCI INTx pins, once the PCI layer routes some. */
-  intx?: readonly IntxRoute[];
   /** Host name for the default SMBIOS UUID (defaults to os.hostname()). */
   hostname?: string;
   smbiosVersion?: SmbiosVersion;
   /** Extra E820 reservations carved out of RAM (etc/e820 only). */
   e820Reserved?: readonly E820Entry[];
-  /** Boot devices in boot order as the platform resolved them (bootorder);
-   * defaults to the bootindex options of the config tree. */
-  bootOrder?: ReadonlyArray<{ bus: number; slot: number; func: number }>;
 }
 
 /** Regions bhyve writes below 1 MiB: MP table at 0xf0000 (unless -Y),
  * SMBIOS at 0xf1000, ACPI at 0xf2400 (when acpi_tables and
  * acpi_tables_in_memory). Throws when one would run into the next. */
-export function buildFirmwareInMemory(config: ConfigTree, layout: MemoryLayout, opts: FirmwareOptions = {}): FirmwareRegion[] {
+export function buildFirmwareInMemory(config: ConfigTree, layout: MemoryLayout, machine: BuiltMachine, opts: FirmwareOptions = {}): FirmwareRegion[] {
   const regions: FirmwareRegion[] = [];
-  const platform = acpiPlatformFromConfig(config, layout, { ncpu: opts.ncpu, intx: opts.intx });
   if (mptableEnabled(config)) {
-    regions.push({ name: 'mptable', gpa: MPTABLE_BASE, bytes: buildMpTable({ ncpu: platform.ncpu, intx: platform.intx }) });
+    regions.push({
+      name: 'mptable', gpa: MPTABLE_BASE,
+      bytes: buildMpTable({ ncpu: machine.ncpu, intx: machine.intx, pciBuses: machine.pciBuses.map((b) => b.bus) }),
+    });
   }
   const smbios = buildSmbiosInMemory(smbiosOptionsFromConfig(config, layout, opts.hostname), opts.smbiosVersion ?? '2');
   regions.push({ name: 'smbios', gpa: SMBIOS_BASE, bytes: smbios.image });
   if (config.getBool('acpi_tables', true) && config.getBool('acpi_tables_in_memory', true)) {
-    const acpi = buildAcpiInMemory(platform);
+    const acpi = buildAcpiInMemory(acpiPlatform(machine));
     regions.push({ name: 'acpi', gpa: acpi.base, bytes: acpi.image });
   }
   for (let i = 1; i < regions.length; i++) {
@@ -61,18 +62,11 @@ export function buildFirmwareInMemory(config: ConfigTree, layout: MemoryLayout, 
 }
 
 /** The fw_cfg files for lpc.fwcfg=qemu, user files (-f) last. */
-export function buildFwCfgFiles(config: ConfigTree, layout: MemoryLayout, userFiles: readonly FwCfgFile[] = [], opts: FirmwareOptions = {}): FwCfgFile[] {
-  let files: FwCfgFile[] = [...standardFiles(config, layout, opts.e820Reserved)];
-  if (opts.bootOrder) {
-    files = files.filter((f) => f.name !== 'bootorder');
-    const bootorder = encodeBootOrder(opts.bootOrder.filter((b) => b.bus === 0).map((b) => ({
-      bootindex: 0, bus: b.bus, slot: b.slot, func: b.func, device: '', path: `/pci@i0cf8/pci@${b.slot.toString(16)},${b.func.toString(16)}`,
-    })));
-    if (bootorder) files.push({ name: 'bootorder', data: bootorder });
-  }
-  if (config.getBool('acpi_tables', true)) {
-    files.push(...acpiFwCfgFiles(acpiPlatformFromConfig(config, layout, { ncpu: opts.ncpu, intx: opts.intx })));
-  }
+export function buildFwCfgFiles(config: ConfigTree, layout: MemoryLayout, machine: BuiltMachine, userFiles: readonly FwCfgFile[] = [], opts: FirmwareOptions = {}): FwCfgFile[] {
+  const files: FwCfgFile[] = [...standardFiles(layout, opts.e820Reserved)];
+  const bootorder = encodeBootOrder(machine.bootOrder);
+  if (bootorder) files.push({ name: 'bootorder', data: bootorder });
+  if (config.getBool('acpi_tables', true)) files.push(...acpiFwCfgFiles(acpiPlatform(machine)));
   files.push(...smbiosFwCfgFiles(smbiosOptionsFromConfig(config, layout, opts.hostname), opts.smbiosVersion ?? '2'));
   files.push(...userFiles);
   return files;

@@ -10,7 +10,7 @@
 
 import { ConfigTree } from '../config/tree.js';
 import { ByteWriter, fixChecksum, putU16 } from './bytes.js';
-import type { IntxRoute } from './acpi/dsdt.js';
+import type { IntxRoute } from './built-machine.js';
 
 export const MPTABLE_BASE = 0xf0000;
 export const MPTABLE_MAX_LENGTH = 65536 + 16;
@@ -38,7 +38,12 @@ const INTENTRY_FLAGS_TRIGGER_LEVEL = 0xc;
 export interface MpTableOptions {
   ncpu: number;
   intx?: readonly IntxRoute[];
+  /** Buses that hold functions: the MP table can describe bus 0 only. */
+  pciBuses?: readonly number[];
 }
+
+/** bhyve's mptable_build refuses a PCI hierarchy other than bus 0. */
+export class MpTableError extends Error {}
 
 /** True unless x86.mptable is false. */
 export function mptableEnabled(config: ConfigTree): boolean {
@@ -48,6 +53,9 @@ export function mptableEnabled(config: ConfigTree): boolean {
 /** Floating pointer (16 bytes) followed by the configuration table, for `base`. */
 export function buildMpTable(o: MpTableOptions, base = MPTABLE_BASE): Uint8Array {
   if (o.ncpu < 1 || o.ncpu > 255) throw new RangeError(`MP table: ${o.ncpu} vCPUs do not fit APIC IDs`);
+  if ((o.pciBuses ?? []).some((b) => b !== 0)) {
+    throw new MpTableError('MPtable is incompatible with multiple PCI hierarchies; MPtable generation can be disabled by passing the -Y option to bhyve(8)');
+  }
   const fp = new ByteWriter();
   fp.fixed('_MP_', 4).u32(base + 16).u8(1).u8(MP_SPECREV).u8(0).zeros(5);
   const fpb = fp.toBytes();
@@ -74,7 +82,8 @@ export function buildMpTable(o: MpTableOptions, base = MPTABLE_BASE): Uint8Array
     w.u8(MPCT_ENTRY_INT).u8(type).u16(flags).u8(1 /* ISA */).u8(srcIrq).u8(0 /* I/O APIC ID */).u8(pin);
   }
   for (const r of o.intx ?? []) {
-    w.u8(MPCT_ENTRY_INT).u8(INTENTRY_TYPE_INT).u16(0).u8(0 /* PCI bus 0 */).u8((r.slot << 2) | (r.pin - 1)).u8(0).u8(r.ioapicIrq);
+    // Flags 0: PCI's conforming polarity and trigger (level, active low).
+    w.u8(MPCT_ENTRY_INT).u8(INTENTRY_TYPE_INT).u16(0).u8(r.bus).u8((r.slot << 2) | (r.pin - 1)).u8(0).u8(r.ioapicIrq);
     entries++;
   }
   w.u8(MPCT_ENTRY_LOCAL_INT).u8(INTENTRY_TYPE_EXTINT).u16(0).u8(0).u8(0).u8(0xff).u8(0); entries++;

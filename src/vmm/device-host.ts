@@ -4,10 +4,12 @@
 // expiries, the power button).
 
 import fs from 'node:fs';
+import os from 'node:os';
 import { ConfigTree } from '../config/tree.js';
 import type { ByteStream, Device, DeviceContext, InterruptSink, KvmDoorbells, MachineControl } from '../devices/device.js';
 import { attachUartStream } from '../devices/lpc/uart-backend.js';
 import { buildPlatform, type Platform } from '../devices/platform.js';
+import { buildFirmwareInMemory } from '../firmware/index.js';
 import { Mailbox } from './ap-mailbox.js';
 import { DeviceMemoryMap } from './device-memory-map.js';
 import { DeviceTimers } from './device-timers.js';
@@ -68,6 +70,11 @@ export class DeviceHost {
     try {
       this.platform = buildPlatform(ctx, d.layout, { fwcfgFiles: d.fwcfgFiles });
       this.devices = this.platform.devices;
+      // bhyve's MP table, SMBIOS and ACPI tables, written as bhyverun.c does
+      // after init_pci: from the devices, pins and windows just built.
+      for (const region of buildFirmwareInMemory(config, d.layout, this.platform.asBuilt, { hostname: os.hostname() })) {
+        ctx.mem.write(region.gpa, region.bytes);
+      }
     } catch (e) {
       // A device that cannot start (missing image, bad option) is the user's
       // to fix: one line, no vCPU prefix.

@@ -1,19 +1,16 @@
 // A VM made ready to run: /dev/kvm opened and checked, the VM object
-// locked, guest RAM and the boot ROM mapped, firmware tables written, vCPUs
+// locked, guest RAM and the boot ROM mapped, vCPUs
 // created with their CPUID and (after bhyveload) the boot vCPU's state.
 
 import fs from 'node:fs';
-import os from 'node:os';
 import { UsageError } from '../config/errors.js';
 import { parseMemorySize } from '../config/size.js';
 import { calcTopology } from '../config/topology.js';
 import { ConfigError, ConfigTree } from '../config/tree.js';
-import { buildFirmwareInMemory } from '../firmware/index.js';
 import { BOOT_STATE_VERSION, type BootState } from '../loader/boot-state.js';
 import { BootromError, loadBootrom, type BootromSegment } from './bootrom.js';
 import { buildCpuid, type Topology } from './cpuid.js';
-import { GuestMemory } from './guest-memory.js';
-import { mapGuestRam, ramRegions, ramSlots, type RamChunk } from './guest-ram.js';
+import { mapGuestRam, ramSlots, type RamChunk } from './guest-ram.js';
 import { CAP, IDENTITY_MAP_ADDR, MSR_EXIT_REASON_UNKNOWN, PIT_SPEAKER_DUMMY, TSS_ADDR } from './kvm-abi.js';
 import { Kvm, KvmUnavailableError, Vcpu, type Vm } from './kvm.js';
 import { madvise, MADV_DODUMP, MADV_DONTDUMP, mlock, mmap, PROT_READ, PROT_WRITE, SysError, type Mapping } from './libc.js';
@@ -68,14 +65,6 @@ function setUpMemory(vm: Vm, vmObject: VmObject, layout: MemoryLayout, config: C
   return ram;
 }
 
-/** bhyve's in-memory MP table, SMBIOS and ACPI tables (below 1 MiB). */
-function writeFirmwareTables(ram: readonly RamChunk[], layout: MemoryLayout, config: ConfigTree, ncpu: number): void {
-  const low = new GuestMemory(ramRegions(ram));
-  for (const region of buildFirmwareInMemory(config, layout, { ncpu, hostname: os.hostname() })) {
-    low.write(region.gpa, region.bytes);
-  }
-}
-
 function setUpBootrom(vm: Vm, rom: string, config: ConfigTree): Array<{ seg: BootromSegment; map: Mapping }> {
   const segs = loadBootrom(rom, config.get('lpc.bootvars'));
   return segs.map((seg, i) => {
@@ -118,7 +107,6 @@ export function createMachine(config: ConfigTree): { machine: Machine; topo: Top
       else vm.enableCap(CAP.X86_USER_SPACE_MSR, [BigInt(MSR_EXIT_REASON_UNKNOWN)]);
     }
     const ram = setUpMemory(vm, vmObject, layout, config);
-    writeFirmwareTables(ram, layout, config, ncpus);
     // Boot from the ROM when one is given, else from what bhyveload loaded.
     const rom = config.get('lpc.bootrom');
     const bootState = rom === undefined ? vmObject.readBootState() : undefined;

@@ -112,10 +112,10 @@ describe.skipIf(skip !== undefined)('virtio-blk completions by interrupt on bhyv
     expect(stat(r.stats, BLK, 'msi-x messages')).toBe(0);
   });
 
-  // bhyve's MP table lists an I/O interrupt entry per routed PCI INTx pin;
-  // until the in-memory tables are built from the platform (the device
-  // table work), ours has none and this fails: the guest then says
-  // "the MP table has no entry" and falls back to the PIRQ router.
+  // bhyve's MP table lists an I/O interrupt entry per routed PCI INTx pin
+  // (the tables are written after the platform routed INTx); without one
+  // the guest says "the MP table has no entry" and falls back to the PIRQ
+  // router.
   it('INTx routed by the MP table\'s I/O interrupt entry for the slot', async () => {
     const img = disk('intx.img');
     const name = vmName('irqintx');

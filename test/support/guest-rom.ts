@@ -61,10 +61,13 @@ export interface HeldRun {
 
 /**
  * Runs bhyve with `args` (the ROM built with MODE.HOLD), waits for the
- * guest's "hold: waiting" line, reads bhyvectl --get-stats, then sends a
- * byte on COM1 (the guest takes it by interrupt and exits).
+ * guest's "hold: waiting" line, reads bhyvectl --get-stats (and runs
+ * `whileHeld` with the VM's runtime directory), then sends a byte on COM1
+ * (the guest takes it by interrupt and exits).
  */
-export async function runHeld(args: string[], name: string, o: { env?: Record<string, string>; prefix?: string[]; timeout?: number } = {}): Promise<HeldRun> {
+export async function runHeld(args: string[], name: string, o: {
+  env?: Record<string, string>; prefix?: string[]; timeout?: number; whileHeld?: (vmDir: string) => void;
+} = {}): Promise<HeldRun> {
   const rundir = path.join(ROOT, 'build', 'run');
   fs.mkdirSync(rundir, { recursive: true });
   const env = { BHYVE_RUNDIR: rundir, ...(o.env ?? {}) };
@@ -86,7 +89,11 @@ export async function runHeld(args: string[], name: string, o: { env?: Record<st
   if (await held) {
     const s = await execa(BHYVECTL, [`--vm=${name}`, '--get-stats'], { reject: false, env, stdin: 'ignore', timeout: 30_000 });
     stats = parseStats(s.stdout);
-    child.stdin!.write('q');
+    try {
+      o.whileHeld?.(path.join(rundir, name));
+    } finally {
+      child.stdin!.write('q');
+    }
   }
   const r = await child;
   return { status: r.exitCode ?? -1, out, stats };

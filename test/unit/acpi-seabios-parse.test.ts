@@ -10,9 +10,8 @@
 // accepted subset, same failure points) run on our DSDT, so a construct it
 // cannot read fails here without needing KVM or SeaBIOS.
 import { describe, expect, it } from 'vitest';
-import { ConfigTree } from '../../src/config/tree.js';
-import { acpiPlatformFromConfig, buildAcpiTables, type AcpiPlatform } from '../../src/firmware/acpi/index.js';
-import { computeLayout } from '../../src/vmm/memory-map.js';
+import { acpiPlatform, buildAcpiTables, type AcpiPlatform } from '../../src/firmware/acpi/index.js';
+import { builtMachine } from '../support/built-machine.js';
 
 interface SeenDevice { name: string; hid?: Uint8Array; crs?: Uint8Array }
 
@@ -160,12 +159,13 @@ function parseDsdt(dsdt: Uint8Array): SeaBiosDsdtModel {
   return m;
 }
 
+/** The ACPI view of the platform built from `settings`; `intx` adds
+ * virtio-rnd functions at 0:3.0 and 0:4.0 and 0:4.1, which take INTx pins. */
 function platform(settings: Record<string, string>, intx: boolean): AcpiPlatform {
-  const config = new ConfigTree();
-  for (const [k, v] of Object.entries(settings)) config.set(k, v);
-  return acpiPlatformFromConfig(config, computeLayout(512 * 1024 * 1024), intx ? {
-    intx: [{ slot: 3, pin: 1, pirqPin: 1, ioapicIrq: 16 }, { slot: 4, pin: 2, pirqPin: 2, ioapicIrq: 17 }],
-  } : {});
+  return acpiPlatform(builtMachine({
+    ...settings,
+    ...(intx ? { 'pci.0.3.0.device': 'virtio-rnd', 'pci.0.4.0.device': 'virtio-rnd', 'pci.0.4.1.device': 'virtio-rnd' } : {}),
+  }));
 }
 
 const eisa = (pnp: number): number[] => [0x0c, 0x41, 0xd0, pnp >> 8, pnp & 0xff];

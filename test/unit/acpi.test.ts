@@ -3,27 +3,27 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ConfigTree } from '../../src/config/tree.js';
 import { byteSum, getU16, getU32, getU64 } from '../../src/firmware/bytes.js';
 import * as aml from '../../src/firmware/acpi/aml.js';
 import {
-  acpiPlatformFromConfig, BHYVE_ACPI_BASE, buildAcpiForFwCfg, buildAcpiInMemory, buildAcpiTables, decodeLoader,
+  acpiPlatform, BHYVE_ACPI_BASE, buildAcpiForFwCfg, buildAcpiInMemory, buildAcpiTables, decodeLoader,
   LOADER_ZONE_FSEG, type AcpiPlatform,
 } from '../../src/firmware/acpi/index.js';
-import { computeLayout } from '../../src/vmm/memory-map.js';
+import { builtMachine } from '../support/built-machine.js';
 
 const GiB = 1024 * 1024 * 1024;
 
+/** The ACPI view of a platform built from these settings; `intx` adds
+ * virtio-rnd functions at 0:3.0, 0:4.0 and 0:4.1 (INTA of slot 3, INTA and
+ * INTB of slot 4). */
 function platform(settings: Record<string, string> = {}, mem = 512 * 1024 * 1024, intx = false): AcpiPlatform {
-  const config = new ConfigTree();
   const all: Record<string, string> = {
     'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc', 'lpc.com1.path': 'stdio', 'lpc.com2.path': '/dev/null',
-    'lpc.fwcfg': 'qemu', cpus: '4', ...settings,
+    'lpc.fwcfg': 'qemu',
+    ...(intx ? { 'pci.0.3.0.device': 'virtio-rnd', 'pci.0.4.0.device': 'virtio-rnd', 'pci.0.4.1.device': 'virtio-rnd' } : {}),
+    ...settings,
   };
-  for (const [k, v] of Object.entries(all)) config.set(k, v);
-  return acpiPlatformFromConfig(config, computeLayout(mem), intx ? {
-    intx: [{ slot: 3, pin: 1, pirqPin: 1, ioapicIrq: 16 }, { slot: 4, pin: 2, pirqPin: 2, ioapicIrq: 17 }],
-  } : {});
+  return acpiPlatform(builtMachine(all, { mem, ncpu: Number(all.cpus ?? 4) }));
 }
 
 function sig(b: Uint8Array, off = 0, n = 4): string {
@@ -192,20 +192,34 @@ describe('ACPI tables', () => {
     expect(sig(tbl, getU32(tbl, fadt + 40) - 0x1ffe0000)).toBe('DSDT');
   });
 
-  it('platform from config: LPC slot, configured COM ports, fw_cfg, vCPUs, 64-bit window above RAM', () => {
-    const p = platform({ 'lpc.com2.path': '' }, 5 * GiB);
+  it('platform as built: LPC slot, its four UARTs, fw_cfg, vCPUs, bus 0 windows from the BARs with bhyve\'s slop', () => {
+    const p = platform({}, 5 * GiB, true);
     expect(p.ncpu).toBe(4);
     expect(p.lpc).toEqual({ slot: 31, func: 0 });
-    expect(p.uarts.map((u) => u.name)).toEqual(['COM1', 'COM2']);
+    // bhyve's lpc_init enables COM1-COM4 whether or not a backend is set.
+    expect(p.uarts.map((u) => [u.name, u.port, u.irq])).toEqual([['COM1', 0x3f8, 4], ['COM2', 0x2f8, 3], ['COM3', 0x3e8, 4], ['COM4', 0x2e8, 3]]);
     expect(p.fwcfg).toBe(true);
-    expect(p.pciMem32).toEqual([0xc0000000, 0xe0000000]);
-    expect(p.pciMem64[0]).toBe(32 * GiB);
-    const c = new ConfigTree();
-    c.set('pci.0.0.0.device', 'hostbridge');
-    const bare = acpiPlatformFromConfig(c, computeLayout(GiB));
+    // Three virtio functions: 3 x 32-byte legacy I/O BARs from 0x2000, then
+    // 32 ports of slop rounded to 32; memory BARs below 4 GiB plus 1 MiB;
+    // the 64-bit window at the first 32 GiB boundary above RAM plus 512 MiB.
+    expect(p.bus0).toEqual({
+      bus: 0,
+      io: { base: 0x2000, limit: 0x2000 + 3 * 0x20 + 0x20 },
+      mem32: { base: 0xc0000000, limit: expect.any(Number) },
+      mem64: { base: 32 * GiB, limit: 32 * GiB + 512 * 1024 * 1024 },
+    });
+    expect(p.bus0!.mem32.limit % (1024 * 1024)).toBe(0);
+    expect(p.bus0!.mem32.limit).toBeGreaterThan(0xc0100000);
+    expect(p.intx.map((r) => [r.slot, r.pin])).toEqual([[3, 1], [4, 1], [4, 2]]);
+    const bare = acpiPlatform(builtMachine({ 'pci.0.0.0.device': 'hostbridge' }, { mem: GiB }));
     expect(bare.lpc).toBeUndefined();
     expect(bare.uarts).toEqual([]);
     expect(bare.ncpu).toBe(1);
+    // Functions on bus 0 but no BARs: the windows are bhyve's slop alone.
+    expect(bare.bus0).toEqual({
+      bus: 0, io: { base: 0x2000, limit: 0x2020 }, mem32: { base: 0xc0000000, limit: 0xc0100000 },
+      mem64: { base: 32 * GiB, limit: 32 * GiB + 512 * 1024 * 1024 },
+    });
   });
 });
 
@@ -289,15 +303,13 @@ describe.skipIf(!IASL)('iasl (acpica-tools; skipped when iasl is not installed)'
     ]) {
       expect(dsl, frag).toContain(frag);
     }
-    expect(dsl).not.toContain('Device (COM3)');
+    expect(dsl).toContain('Device (COM4)');
     // The 64-bit window starts at the first 32 GiB boundary above RAM.
     expect(dsl).toMatch(/0x0000000800000000/);
   });
 
-  it('a DSDT without an LPC bridge has the PCI root and HPET only, and INTx routes go straight to the I/O APIC', () => {
-    const c = new ConfigTree();
-    c.set('pci.0.0.0.device', 'hostbridge');
-    const bare = acpiPlatformFromConfig(c, computeLayout(GiB), { intx: [{ slot: 3, pin: 1, pirqPin: 1, ioapicIrq: 16 }] });
+  it('a DSDT without an LPC bridge has the PCI root and HPET only; PPRT is empty (no PIRQ links), APRT routes to the I/O APIC', () => {
+    const bare = acpiPlatform(builtMachine({ 'pci.0.0.0.device': 'hostbridge', 'pci.0.3.0.device': 'virtio-rnd' }, { mem: GiB }));
     const m = buildAcpiInMemory(bare);
     const d = m.placed.find((x) => x.sig === 'DSDT')!;
     const dsl = disassemble('DSDT', m.image.subarray(d.address - m.base, d.address - m.base + d.length));
@@ -305,7 +317,11 @@ describe.skipIf(!IASL)('iasl (acpica-tools; skipped when iasl is not installed)'
     expect(dsl).toContain('Device (HPET)');
     expect(dsl).toContain('Method (_PRT, 0');
     expect(dsl).not.toContain('Device (ISA)');
-    expect(dsl).not.toContain('PPRT');
+    expect(dsl).not.toContain('LNK');
+    // bhyve's pci_bus_write_dsdt: PPRT (entries only with lpc_pirq_name), APRT, _PRT by PICM.
+    expect(dsl).toMatch(/Name \(PPRT, Package \(0x00\)/);
+    expect(dsl).toMatch(/Name \(APRT, Package \(0x01\)\s*\{\s*Package \(0x04\)\s*\{\s*0x0003FFFF,\s*Zero,\s*Zero,\s*0x10\s*\}/);
+    expect(dsl).toMatch(/If \(\\PICM\)\s*\{\s*Return \(APRT\)/);
   });
 
   it('the DSDT recompiles (iasl parses our AML back into valid ASL)', () => {

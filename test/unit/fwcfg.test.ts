@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigTree } from '../../src/config/tree.js';
 import type { DeviceContext } from '../../src/devices/device.js';
 import {
-  bootDevices, buildE820, bswap32, createFwCfg, E820_RAM, encodeBootOrder, encodeE820, FW_CFG_BOOT_MENU,
+  buildE820, bswap32, createFwCfg, E820_RAM, encodeBootOrder, encodeE820, FW_CFG_BOOT_MENU,
   FW_CFG_DMA_CTL_ERROR, FW_CFG_DMA_CTL_READ, FW_CFG_DMA_CTL_SELECT, FW_CFG_DMA_CTL_SKIP, FW_CFG_DMA_CTL_WRITE,
   FW_CFG_FILE_DIR, FW_CFG_ID, FW_CFG_MAX_CPUS, FW_CFG_NB_CPUS, FW_CFG_RAM_SIZE, FW_CFG_SIGNATURE, FwCfg,
   FwCfgError, standardFiles,
@@ -196,27 +196,14 @@ describe('standard fw_cfg files', () => {
     expect(withReserved.map((e) => [e.base, e.type])).toEqual([[0, 1], [0x100000, 1], [0x1000_0000, 2], [0x1000_1000, 1]]);
   });
 
-  it('bootorder from bootindex= options, in boot order', () => {
-    const c = new ConfigTree();
-    c.set('pci.0.3.0.device', 'virtio-blk');
-    c.set('pci.0.3.0.bootindex', '2');
-    c.set('pci.0.12.1.device', 'virtio-net');
-    c.set('pci.0.12.1.bootindex', '1');
-    c.set('pci.0.4.0.device', 'ahci');
-    const devs = bootDevices(c);
-    expect(devs.map((d) => d.path)).toEqual(['/pci@i0cf8/pci@c,1', '/pci@i0cf8/pci@3,0']);
+  it('bootorder: the boot devices on bus 0 in boot order, as OpenFirmware paths', () => {
+    const devs = [{ bus: 0, slot: 12, func: 1 }, { bus: 1, slot: 2, func: 0 }, { bus: 0, slot: 3, func: 0 }];
     expect(text(encodeBootOrder(devs)!)).toBe('/pci@i0cf8/pci@c,1\n/pci@i0cf8/pci@3,0\0');
     expect(encodeBootOrder([])).toBeUndefined();
-    c.set('pci.0.5.0.device', 'nvme');
-    c.set('pci.0.5.0.bootindex', 'first');
-    expect(() => bootDevices(c)).toThrow(/invalid bootindex/);
+    expect(encodeBootOrder([{ bus: 1, slot: 2, func: 0 }])).toBeUndefined();
   });
 
-  it('standardFiles gives etc/e820, plus bootorder when a device has a bootindex', () => {
-    const c = new ConfigTree();
-    expect(standardFiles(c, computeLayout(GiB)).map((f) => f.name)).toEqual(['etc/e820']);
-    c.set('pci.0.3.0.device', 'virtio-blk');
-    c.set('pci.0.3.0.bootindex', '0');
-    expect(standardFiles(c, computeLayout(GiB)).map((f) => f.name)).toEqual(['etc/e820', 'bootorder']);
+  it('standardFiles gives etc/e820', () => {
+    expect(standardFiles(computeLayout(GiB)).map((f) => f.name)).toEqual(['etc/e820']);
   });
 });

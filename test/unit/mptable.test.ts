@@ -4,10 +4,11 @@ import { byteSum, getU16, getU32 } from '../../src/firmware/bytes.js';
 import { buildFirmwareInMemory, buildFwCfgFiles } from '../../src/firmware/index.js';
 import { buildMpTable, MPTABLE_BASE, mptableEnabled } from '../../src/firmware/mptable.js';
 import { computeLayout } from '../../src/vmm/memory-map.js';
+import { builtMachine } from '../support/built-machine.js';
 
 describe('MP table', () => {
   it('floating pointer and configuration table with bhyve\'s entries', () => {
-    const t = buildMpTable({ ncpu: 3, intx: [{ slot: 4, pin: 1, pirqPin: 1, ioapicIrq: 16 }] });
+    const t = buildMpTable({ ncpu: 3, intx: [{ bus: 0, slot: 4, pin: 1, pirqPin: 1, ioapicIrq: 16 }] });
     expect(String.fromCharCode(...t.subarray(0, 4))).toBe('_MP_');
     expect(getU32(t, 4)).toBe(MPTABLE_BASE + 16);
     expect(t[8]).toBe(1);
@@ -45,11 +46,27 @@ describe('MP table', () => {
     expect(types.slice(-2)).toEqual([4, 4]);
   });
 
+  it('one I/O interrupt entry per INTx pin the platform routed; a second PCI hierarchy is refused, as bhyve does', () => {
+    const m = builtMachine({
+      'pci.0.31.0.device': 'lpc', 'pci.0.3.0.device': 'virtio-rnd', 'pci.0.3.1.device': 'virtio-rnd', 'pci.0.5.0.device': 'virtio-rnd',
+    });
+    expect(m.intx.map((r) => [r.slot, r.pin])).toEqual([[3, 1], [3, 2], [5, 1]]);
+    const ct = buildMpTable({ ncpu: 1, intx: m.intx, pciBuses: m.pciBuses.map((b) => b.bus) }).subarray(16);
+    const pciInts: number[][] = [];
+    for (let i = 0, off = 44; i < getU16(ct, 34); i++) {
+      if (ct[off] === 3 && ct[off + 4] === 0) pciInts.push([getU16(ct, off + 2), ct[off + 5], ct[off + 6], ct[off + 7]]);
+      off += ct[off] === 0 ? 20 : 8;
+    }
+    // Conforming flags (PCI: level, active low), bus 0, slot << 2 | INTx, I/O APIC 0, the routed input.
+    expect(pciInts).toEqual(m.intx.map((r) => [0, (r.slot << 2) | (r.pin - 1), 0, r.ioapicIrq]));
+    expect(() => buildMpTable({ ncpu: 1, pciBuses: [0, 1] })).toThrow(/incompatible with multiple PCI hierarchies.*-Y/);
+  });
+
   it('x86.mptable=false (-Y) leaves it out of guest memory', () => {
     const c = new ConfigTree();
     c.set('cpus', '2');
     expect(mptableEnabled(c)).toBe(true);
-    const names = (cfg: ConfigTree) => buildFirmwareInMemory(cfg, computeLayout(256 << 20), { hostname: 'h' }).map((r) => [r.name, r.gpa]);
+    const names = (cfg: ConfigTree) => buildFirmwareInMemory(cfg, computeLayout(256 << 20), builtMachine({}, { ncpu: 2 }), { hostname: 'h' }).map((r) => [r.name, r.gpa]);
     expect(names(c)).toEqual([['mptable', 0xf0000], ['smbios', 0xf1000], ['acpi', 0xf2400]]);
     c.set('x86.mptable', 'false');
     c.set('acpi_tables_in_memory', 'false');
@@ -60,7 +77,7 @@ describe('MP table', () => {
     const c = new ConfigTree();
     c.set('pci.0.31.0.device', 'lpc');
     c.set('lpc.fwcfg', 'qemu');
-    const files = buildFwCfgFiles(c, computeLayout(256 << 20), [{ name: 'opt/x', data: Uint8Array.of(1) }], { hostname: 'h' });
+    const files = buildFwCfgFiles(c, computeLayout(256 << 20), builtMachine({ 'pci.0.31.0.device': 'lpc', 'lpc.fwcfg': 'qemu' }), [{ name: 'opt/x', data: Uint8Array.of(1) }], { hostname: 'h' });
     expect(files.map((f) => f.name)).toEqual([
       'etc/e820', 'etc/acpi/tables', 'etc/acpi/rsdp', 'etc/table-loader', 'etc/smbios/smbios-tables', 'etc/smbios/smbios-anchor', 'opt/x',
     ]);

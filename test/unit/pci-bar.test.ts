@@ -162,7 +162,7 @@ describe('platform PCI resources', () => {
     expect(v.cfg.get8(0x3c)).toBe(p.pirq.irqOf(route.pirqPin));
     // LPC config mirrors the routed PIRQ registers.
     expect(p.lpc!.cfg.get8(0x60 + route.pirqPin - 1)).toBe(p.pirq.read(route.pirqPin));
-    expect(p.bus0Windows?.io.base).toBe(0x2000);
+    expect(p.asBuilt.pciBuses[0]).toMatchObject({ bus: 0, io: { base: 0x2000 } });
   });
 
   it('with a boot ROM assigns BARs but leaves decoding and bus mastering off', () => {

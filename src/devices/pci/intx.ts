@@ -18,20 +18,13 @@ import { PCIR_INTLINE, PCIR_INTPIN } from './config-space.js';
 import type { PciBus } from './pci-bus.js';
 import { PciEmulFunction, type IntxLine } from './pci-emul.js';
 import type { PirqRouter } from './pirq.js';
+import type { IntxRoute } from '../../firmware/built-machine.js';
 
 /** IOAPIC inputs bhyve gives PCI: 16 .. 16+PCI_IOAPIC_PINS-1. */
 export const PCI_IOAPIC_BASE = 16;
 export const PCI_IOAPIC_PINS = 8;
 
-export interface IntxRoute {
-  bus: number;
-  slot: number;
-  /** 1 = INTA .. 4 = INTD. */
-  pin: number;
-  /** PIRQ router pin 1..8. */
-  pirqPin: number;
-  ioapicIrq: number;
-}
+export type { IntxRoute };
 
 export class IntxRouter {
   private readonly routes = new Map<string, IntxRoute>();

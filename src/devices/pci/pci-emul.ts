@@ -556,14 +556,15 @@ export abstract class PciEmulFunction extends PciFunctionBase {
  * in bus/slot/function and BAR order), as init_pci's second pass does, and
  * records each bus's windows. Functions are PciBus.functions() order.
  */
-export function assignPciBars(functions: readonly unknown[], alloc: PciResourceAllocator): void {
-  const byBus = new Map<number, PciEmulFunction[]>();
+export function assignPciBars(functions: readonly unknown[], alloc: PciResourceAllocator, buses: readonly number[] = []): void {
+  const byBus = new Map<number, PciEmulFunction[]>(buses.map((b) => [b, []]));
   for (const fn of functions) {
     if (!(fn instanceof PciEmulFunction) || !fn.address) continue;
     const list = byBus.get(fn.address.bus) ?? [];
     list.push(fn);
     byBus.set(fn.address.bus, list);
   }
+  // Every bus that holds a function gets windows (bhyve's businfo), BARs or not.
   for (const bus of [...byBus.keys()].sort((a, b) => a - b)) {
     const start = { io: alloc.ioBase, mem32: alloc.mem32Base, mem64: alloc.mem64Base };
     const bars: Array<{ fn: PciEmulFunction; idx: number; size: number }> = [];

@@ -23,36 +23,15 @@ import {
   resourceTemplate, returnOf, scope, shiftLeft, store, string, and, wordBusNumber, wordIo,
 } from './aml.js';
 import {
-  ADDRESS_HPET, IO_GPE0_BLK, IO_GPE0_LEN, PCI_ECFG_BASE, PCI_ECFG_BUSES, PM1A_CNT_ADDR, PM1A_EVT_ADDR,
+  ADDRESS_HPET, IO_GPE0_BLK, IO_GPE0_LEN, PCI_ECFG_BUSES, PM1A_CNT_ADDR, PM1A_EVT_ADDR,
   IO_PMTMR, RESET_PORT, SMI_CMD,
 } from './tables.js';
-
-export interface UartDesc {
-  /** "COM1".."COM4" */
-  name: string;
-  port: number;
-  irq: number;
-  uid: number;
-}
-
-/** One routed PCI INTx pin (bhyve's pci_walk_lintr callback arguments). */
-export interface IntxRoute {
-  slot: number;
-  /** 1..4 for INTA#..INTD# */
-  pin: number;
-  /** PIRQ router pin 1..8 (LNKA..LNKH) */
-  pirqPin: number;
-  /** I/O APIC input */
-  ioapicIrq: number;
-}
+import type { IntxRoute, PciBusResources, UartDesc } from '../built-machine.js';
 
 export interface DsdtOptions {
-  /** PCI I/O window [base, limit) for devices: bhyve's 0x2000-0x10000. */
-  pciIo: readonly [number, number];
-  /** 32-bit MMIO window [base, limit). */
-  pciMem32: readonly [number, number];
-  /** 64-bit MMIO window [base, limit). */
-  pciMem64: readonly [number, number];
+  /** What bus 0 decodes (bhyve's businfo windows); undefined when no
+   * function sits on bus 0, which then decodes only the legacy I/O ports. */
+  bus0?: PciBusResources;
   ecfgBase: number;
   /** The LPC bridge's slot/function on bus 0; no ISA devices without it. */
   lpc?: { slot: number; func: number };
@@ -61,16 +40,14 @@ export interface DsdtOptions {
   fwcfg: boolean;
   /** PS/2 keyboard and mouse (bhyve's atkbdc always exists). */
   atkbdc: boolean;
+  /** INTx pins in use on bus 0 (the _PRT of PC00). */
   intx: readonly IntxRoute[];
   /** Emit the PIRQ link devices LNKA-LNKH (needs lpc). */
   pirqLinks: boolean;
 }
 
-/** bhyve's pci_emul.c PCI_EMUL_IOBASE / IOLIMIT and PCI_EMUL_MEMBASE32. */
-export const PCI_EMUL_IOBASE = 0x2000;
-export const PCI_EMUL_IOLIMIT = 0x10000;
-export const PCI_EMUL_MEMBASE32 = 0xc0000000;
-export const PCI_EMUL_MEMSIZE64 = 32 * 1024 * 1024 * 1024;
+/** bhyve's pci_emul.c PCI_EMUL_IOBASE: where PCI I/O BARs start. */
+const PCI_EMUL_IOBASE = 0x2000;
 
 /** The PIRQ registers in LPC config space: PIRQA-D at 0x60, PIRQE-H at 0x68. */
 const PIRQ_NAMES = ['A', 'B', 'C', 'D', 'E', 'F', 'G', 'H'];
@@ -157,31 +134,38 @@ function isaDevices(o: DsdtOptions): Aml[] {
   return out;
 }
 
+// bhyve's pci_bus_write_dsdt: when any pin is in use, PPRT (the PIRQ link
+// devices, for the PIC model; entries only with an LPC bridge, which has
+// the links), APRT (I/O APIC inputs) and a _PRT that picks by \PICM.
 function prt(o: DsdtOptions): Aml[] {
   if (o.intx.length === 0) return [];
   const addr = (slot: number): Aml => dword(((slot << 16) | 0xffff) >>> 0);
+  const pic = o.lpc && o.pirqLinks
+    ? o.intx.map((r) => packageOf(addr(r.slot), int(r.pin - 1), nameString(`\\_SB.PC00.ISA.LNK${PIRQ_NAMES[r.pirqPin - 1]}`), int(0)))
+    : [];
   const apic = o.intx.map((r) => packageOf(addr(r.slot), int(r.pin - 1), int(0), int(r.ioapicIrq)));
-  const out: Aml[] = [name('APRT', packageOf(...apic))];
-  if (o.lpc && o.pirqLinks) {
-    const pic = o.intx.map((r) => packageOf(addr(r.slot), int(r.pin - 1), nameString(`\\_SB.PC00.ISA.LNK${PIRQ_NAMES[r.pirqPin - 1]}`), int(0)));
-    out.push(name('PPRT', packageOf(...pic)));
-    out.push(method('_PRT', 0, false, ifOf(ref('\\PICM'), returnOf(ref('APRT'))), elseOf(returnOf(ref('PPRT')))));
-  } else {
-    out.push(method('_PRT', 0, false, returnOf(ref('APRT'))));
-  }
-  return out;
+  return [
+    name('PPRT', packageOf(...pic)),
+    name('APRT', packageOf(...apic)),
+    method('_PRT', 0, false, ifOf(ref('\\PICM'), returnOf(ref('APRT'))), elseOf(returnOf(ref('PPRT')))),
+  ];
 }
 
 /** The DSDT's AML body (the definition block without its table header). */
 export function buildDsdtAml(o: DsdtOptions): Uint8Array {
+  // Bus 0 always decodes the config ports and the legacy I/O ranges; the
+  // windows follow when functions sit on it.
+  const b = o.bus0;
   const crs = resourceTemplate(
     wordBusNumber(0, 0),
     ioPort(0xcf8, 0xcf8, 1, 8),
     wordIo(0x0000, 0x0cf7),
-    wordIo(0x0d00, o.pciIo[0] - 1),
-    wordIo(o.pciIo[0], o.pciIo[1] - 1),
-    dwordMemory(o.pciMem32[0], o.pciMem32[1] - 1),
-    qwordMemory(o.pciMem64[0], o.pciMem64[1] - 1),
+    wordIo(0x0d00, PCI_EMUL_IOBASE - 1),
+    ...(b ? [
+      wordIo(b.io.base, b.io.limit - 1),
+      dwordMemory(b.mem32.base, b.mem32.limit - 1),
+      qwordMemory(b.mem64.base, b.mem64.limit - 1),
+    ] : []),
   );
   const pc00: Aml[] = [
     hid('PNP0A08'),
@@ -201,18 +185,6 @@ export function buildDsdtAml(o: DsdtOptions): Uint8Array {
     method('_PIC', 1, false, store(arg(0), ref('PICM'))),
     scope('_SB', device('PC00', ...pc00)),
   );
-}
-
-/** Defaults for the windows, from the memory layout as bhyve's init_pci computes them. */
-export function defaultPciWindows(highmem: number): Pick<DsdtOptions, 'pciIo' | 'pciMem32' | 'pciMem64' | 'ecfgBase'> {
-  const top = 4 * 1024 * 1024 * 1024 + highmem;
-  const base64 = Math.ceil(top / PCI_EMUL_MEMSIZE64) * PCI_EMUL_MEMSIZE64;
-  return {
-    pciIo: [PCI_EMUL_IOBASE, PCI_EMUL_IOLIMIT],
-    pciMem32: [PCI_EMUL_MEMBASE32, PCI_ECFG_BASE],
-    pciMem64: [base64, base64 + PCI_EMUL_MEMSIZE64],
-    ecfgBase: PCI_ECFG_BASE,
-  };
 }
 
 export { NULL_TARGET };

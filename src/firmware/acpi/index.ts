@@ -1,4 +1,4 @@
-// ACPI for a guest: the platform description (from the config tree), the
+// ACPI for a guest: the platform description (from the machine as built), the
 // table set, and its two deliveries:
 //
 //  - buildAcpiInMemory(): tables placed in low memory from bhyve's
@@ -9,19 +9,16 @@
 //    hw/acpi/bios-linker-loader.c), which SeaBIOS and OVMF execute to
 //    allocate the blobs, patch the pointers and compute the checksums.
 
-import { ConfigTree } from '../../config/tree.js';
-import { calcTopology } from '../../config/topology.js';
-import { configuredPciFunctions } from '../../devices/platform.js';
-import type { MemoryLayout } from '../../vmm/memory-map.js';
 import { ByteWriter, fixChecksum, putU32, putU64 } from '../bytes.js';
-import { buildDsdtAml, defaultPciWindows, type DsdtOptions, type IntxRoute, type UartDesc } from './dsdt.js';
+import type { BuiltMachine } from '../built-machine.js';
+import { buildDsdtAml, type DsdtOptions } from './dsdt.js';
 import {
   type AcpiTable, BHYVE_HPET_CAPABILITIES, buildDsdtTable, buildFacs, buildFadt, buildHpet, buildMadt, buildMcfg,
-  buildRsdp, buildSdt, RSDP_SIG,
+  buildRsdp, buildSdt, PCI_ECFG_BASE, RSDP_SIG,
 } from './tables.js';
 
 export { buildDsdtAml } from './dsdt.js';
-export type { DsdtOptions, IntxRoute, UartDesc } from './dsdt.js';
+export type { DsdtOptions } from './dsdt.js';
 
 /** bhyve's BHYVE_ACPI_BASE (acpi.h). */
 export const BHYVE_ACPI_BASE = 0xf2400;
@@ -33,35 +30,23 @@ export interface AcpiPlatform extends DsdtOptions {
   hpetCapabilities: number;
 }
 
-/** The ISA UARTs bhyve's pci_lpc.c places: COM1 0x3f8/4, COM2 0x2f8/3, COM3 0x3e8/4, COM4 0x2e8/3. */
-export const LPC_UARTS: readonly UartDesc[] = [
-  { name: 'COM1', port: 0x3f8, irq: 4, uid: 1 },
-  { name: 'COM2', port: 0x2f8, irq: 3, uid: 2 },
-  { name: 'COM3', port: 0x3e8, irq: 4, uid: 3 },
-  { name: 'COM4', port: 0x2e8, irq: 3, uid: 4 },
-];
-
 /**
- * The platform as the config tree describes it: vCPU count (cpus or the
- * topology), the LPC bridge's slot (the pci.0.S.F node whose device is
- * "lpc"), the configured COM ports (lpc.comN.path), fw_cfg
- * (lpc.fwcfg=qemu), the PCI windows from the memory layout. `intx` lists
- * routed PCI INTx pins when the PCI layer has some (none yet).
+ * What the ACPI tables describe, from the machine as built: its vCPUs, bus
+ * 0's windows, the INTx pins in use on bus 0, the LPC bridge and its UARTs
+ * (bhyve's lpc_init enables all four), fw_cfg.
  */
-export function acpiPlatformFromConfig(config: ConfigTree, layout: MemoryLayout, extra: { ncpu?: number; intx?: readonly IntxRoute[] } = {}): AcpiPlatform {
-  const lpcFn = configuredPciFunctions({ config }).find((f) => f.bus === 0 && config.get(`${f.node}.device`) === 'lpc');
-  const lpc = lpcFn ? { slot: lpcFn.slot, func: lpcFn.func } : undefined;
-  const uarts = lpc ? LPC_UARTS.filter((u) => config.get(`lpc.${u.name.toLowerCase()}.path`) !== undefined) : [];
+export function acpiPlatform(m: BuiltMachine): AcpiPlatform {
   return {
-    ncpu: extra.ncpu ?? calcTopology(config).cpus,
+    ncpu: m.ncpu,
     hpetCapabilities: BHYVE_HPET_CAPABILITIES,
-    ...defaultPciWindows(layout.highmem),
-    lpc,
-    uarts,
-    fwcfg: config.get('lpc.fwcfg') === 'qemu',
+    bus0: m.pciBuses.find((b) => b.bus === 0),
+    ecfgBase: PCI_ECFG_BASE,
+    lpc: m.lpc,
+    uarts: m.lpc ? m.uarts : [],
+    fwcfg: m.fwcfg,
     atkbdc: true,
-    intx: extra.intx ?? [],
-    pirqLinks: lpc !== undefined,
+    intx: m.intx.filter((r) => r.bus === 0),
+    pirqLinks: m.lpc !== undefined,
   };
 }
 
