@@ -92,9 +92,10 @@ export function rectPixels(s: Screen, x: number, y: number, w: number, h: number
 
 /**
  * Finds the tiles that changed since the last scan by comparing the frame
- * with a private copy of it, row by row (a row that did not change costs
- * one memcmp), then tile by tile within the rows that did. An unchanged
- * screen therefore costs one comparison per row and sends nothing.
+ * with a private copy of it: band by band (32 rows, one row of tiles),
+ * then row by row within a band that changed, then tile by tile within a
+ * row that did. An unchanged screen costs one memcmp per band (24 for
+ * 1024x768) and sends nothing.
  */
 export class DirtyScanner {
   private shadow = Buffer.alloc(0);
@@ -118,18 +119,24 @@ export class DirtyScanner {
     const dirty = new Uint8Array(cols * this.rows);
     const stride = s.width * 4;
     const px = Buffer.from(s.pixels.buffer, s.pixels.byteOffset, size);
-    for (let y = 0; y < s.height; y++) {
-      const off = y * stride;
-      const row = px.subarray(off, off + stride);
-      const old = this.shadow.subarray(off, off + stride);
-      if (row.equals(old)) continue;
-      const base = (y / TILE | 0) * cols;
-      for (let t = 0; t < cols; t++) {
-        const a = t * TILE * 4;
-        const b = Math.min(stride, a + TILE * 4);
-        if (dirty[base + t] === 0 && !row.subarray(a, b).equals(old.subarray(a, b))) dirty[base + t] = 1;
+    for (let band = 0; band < this.rows; band++) {
+      // A band of TILE rows that did not change costs one comparison.
+      const y0 = band * TILE;
+      const y1 = Math.min(s.height, y0 + TILE);
+      if (px.subarray(y0 * stride, y1 * stride).equals(this.shadow.subarray(y0 * stride, y1 * stride))) continue;
+      const base = band * cols;
+      for (let y = y0; y < y1; y++) {
+        const off = y * stride;
+        const row = px.subarray(off, off + stride);
+        const old = this.shadow.subarray(off, off + stride);
+        if (row.equals(old)) continue;
+        for (let t = 0; t < cols; t++) {
+          const a = t * TILE * 4;
+          const b = Math.min(stride, a + TILE * 4);
+          if (dirty[base + t] === 0 && !row.subarray(a, b).equals(old.subarray(a, b))) dirty[base + t] = 1;
+        }
+        old.set(row);
       }
-      old.set(row);
     }
     return dirty;
   }
