@@ -74,7 +74,10 @@ export type MemoryBacking =
  * a range decodes to. Ranges are page aligned; writes to a read-only range
  * exit to the MMIO handler registered for it, if any. */
 export interface MemoryMapControl {
-  map(gpa: number, size: number, backing: MemoryBacking, readonly: boolean): void;
+  map(gpa: number, size: number, backing: MemoryBacking, readonly: boolean, logDirty?: boolean): void;
+  /** The KVM memory slot of the range mapped at `gpa` (for KVM_GET_DIRTY_LOG
+   * of a range mapped with logDirty), if there is one. */
+  slotAt?(gpa: number): number | undefined;
   unmap(gpa: number): void;
   /** A host view of a backing, for devices that copy between them. */
   view(backing: MemoryBacking, size: number): Uint8Array;

@@ -24,15 +24,19 @@ export class DeviceMemoryMap implements MemoryMapControl {
   constructor(private readonly vm: Vm, private readonly ram: Mapping, private readonly bootromPath?: string,
     private readonly bootvarsPath?: string, private readonly framebufferPath?: string) {}
 
-  map(gpa: number, size: number, backing: MemoryBacking, readonly: boolean): void {
+  map(gpa: number, size: number, backing: MemoryBacking, readonly: boolean, logDirty = false): void {
     if (gpa % PAGE_SIZE || size % PAGE_SIZE || size <= 0) throw new RangeError(`mapping 0x${gpa.toString(16)}+0x${size.toString(16)} is not page aligned`);
     this.unmap(gpa);
     const { address, limit } = this.host(backing);
     if (backing.offset < 0 || backing.offset + size > limit) throw new RangeError(`mapping 0x${gpa.toString(16)}+0x${size.toString(16)} exceeds its ${backing.kind} backing`);
     const slot = this.free.pop() ?? this.next++;
     if (slot >= MAX_SLOTS) throw new RangeError('out of KVM memory slots for device mappings');
-    this.vm.setMemoryRegion(slot, gpa, size, address + BigInt(backing.offset), readonly || backing.kind === 'bootrom');
+    this.vm.setMemoryRegion(slot, gpa, size, address + BigInt(backing.offset), readonly || backing.kind === 'bootrom', logDirty);
     this.slots.set(gpa, { slot, size });
+  }
+
+  slotAt(gpa: number): number | undefined {
+    return this.slots.get(gpa)?.slot;
   }
 
   unmap(gpa: number): void {

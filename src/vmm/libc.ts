@@ -88,6 +88,15 @@ export function mmap(length: number, prot: number, fd: number, offset: number, w
   };
 }
 
+/** Zeroed native memory that stays put (for kernel structures that hold a
+ * pointer, e.g. KVM_GET_DIRTY_LOG's bitmap), with a view of it. */
+export function nativeBuffer(length: number): { address: bigint; bytes: Uint8Array } {
+  const ptr = koffi.alloc('uint8_t', length);
+  const bytes = new Uint8Array(koffi.view(ptr, length));
+  bytes.fill(0);
+  return { address: koffi.address(ptr) as bigint, bytes };
+}
+
 export function mlock(m: Mapping): void {
   if (mlockFn(m.ptr, m.length) < 0) throw new SysError('mlock', koffi.errno());
 }

@@ -101,7 +101,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       .catch((e: Error) => { throw new VmSetupError(e.message); });
     // fbuf: the framebuffer file and its VNC server (devices/display).
     display = await openDisplay(config, machine.vmObject.dir, config.get('name') ?? '', () => kickDeviceThread(DEVICE_REQUEST.POLL),
-      (m) => process.stderr.write(`bhyve: ${m}\n`)).catch((e: Error) => { throw new VmSetupError(e.message); });
+      (m) => process.stderr.write(`bhyve: ${m}\n`), (slot, bitmap) => machine.vm.getDirtyLog(slot, bitmap)).catch((e: Error) => { throw new VmSetupError(e.message); });
 
     const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
     const started: Promise<void>[] = [];

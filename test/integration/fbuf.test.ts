@@ -190,6 +190,18 @@ describe.skipIf(skip !== undefined)('fbuf and its VNC server on bhyve', () => {
     await until('kbd: 9c');
     const bytes = [...run.out.matchAll(/kbd: ([0-9a-f]{2})/g)].map((m) => m[1]);
     expect(bytes).toEqual(['1e', '9e', 'e0', '1c', 'e0', '9c']);
+    // An idle screen with a client waiting for an update: after the first
+    // full update, KVM's dirty log of the framebuffer says nothing changed
+    // and the scans compare nothing.
+    const before = got.length;
+    sock.write(Buffer.from([3, 0, 0, 0, 0, 0, 2, 128, 1, 224])); // full 640x480
+    await until2(before + 4 + 12 + 640 * 480 * 4);
+    sock.write(Buffer.from([3, 1, 0, 0, 0, 0, 2, 128, 1, 224]));
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(got.length).toBe(before + 4 + 12 + 640 * 480 * 4); // nothing more was sent
+    const st = parseStats((await execa(BHYVECTL, [`--vm=${run.name}`, '--get-stats'], { reject: false, env: run.env, stdin: 'ignore' })).stdout);
+    expect(st.get('fbuf@pci.0.2.0 VNC bands skipped by the dirty log')).toBeGreaterThan(15 * 20);
+    expect(st.get('fbuf@pci.0.2.0 VNC bands compared')).toBeLessThanOrEqual(2 * 15);
     sock.destroy();
     run.child.stdin!.write('q');
     expect((await run.child).exitCode, run.out).toBe(33);

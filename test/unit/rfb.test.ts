@@ -127,6 +127,22 @@ describe('VNC authentication', () => {
   });
 });
 
+describe('dirty scan', () => {
+  it('compares only the bands whose pages the dirty log marks', () => {
+    const s = screen(1024, 96); // 4 KiB per row: page n is row n
+    const sc = new DirtyScanner();
+    expect(sc.scan(s).every((t) => t === 1)).toBe(true); // first scan: everything
+    s.pixels[(40 * 1024 + 100) * 4] ^= 0xff; // row 40: band 1, tile 3
+    const log = new Uint8Array(96 / 8);
+    expect(sc.scan(s, log).some((t) => t !== 0)).toBe(false); // the log says nothing changed: trusted
+    expect(sc.counts.skipped).toBe(3);
+    log[40 >> 3] |= 1 << (40 & 7);
+    const tiles = sc.scan(s, log);
+    expect([...tiles.keys()].filter((i) => tiles[i])).toEqual([32 + 3]);
+    expect(sc.scan(s).some((t) => t !== 0)).toBe(false); // no log: compared, unchanged
+  });
+});
+
 describe('RFB session state machine', () => {
   for (const v of ['RFB 003.003\n', 'RFB 003.007\n', 'RFB 003.008\n']) {
     it(`completes the ${v.trim()} handshake without a password`, () => {

@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import type { ConfigTree } from '../../config/tree.js';
 import { configuredPciFunctions } from '../platform.js';
 import { fbufNode, parseFbufOptions } from './fbuf-options.js';
-import { createFramebufferFile, framebufferPath, FramebufferView } from './framebuffer-file.js';
+import { createFramebufferFile, FB_SIZE, framebufferPath, FramebufferView } from './framebuffer-file.js';
+import { nativeBuffer } from '../../vmm/libc.js';
 import { RfbServer } from './rfb-server.js';
 import type { RfbInput } from './rfb-session.js';
 import { ByteRing } from '../../vmm/byte-ring.js';
@@ -35,8 +36,11 @@ export interface DisplayHost {
 
 /** Opens the display of the fbuf slot, if the config has one. Errors are
  * one line naming fbuf (bad option, address in use). */
+/** KVM_GET_DIRTY_LOG of a memory slot into a bitmap from nativeBuffer(). */
+export type DirtyLogReader = (slot: number, bitmap: { address: bigint; bytes: Uint8Array }) => boolean;
+
 export async function openDisplay(config: ConfigTree, vmDir: string, vmName: string, kick: () => void,
-  log: (m: string) => void): Promise<DisplayHost | undefined> {
+  log: (m: string) => void, dirtyLog?: DirtyLogReader): Promise<DisplayHost | undefined> {
   const node = fbufNode(config, configuredPciFunctions({ config }));
   const file = framebufferPath(vmDir);
   if (node === undefined) {
@@ -47,6 +51,8 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
   createFramebufferFile(file);
   const view = FramebufferView.open(file, false);
   const ring = ByteRing.create(INPUT_RING_BYTES);
+  const bitmap = nativeBuffer(FB_SIZE / 4096 / 8);
+  let lastSlot: number | undefined;
   let keysDropped = 0;
   let pointerEvents = 0;
   const input: RfbInput = {
@@ -65,6 +71,14 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
     server = await RfbServer.listen({
       listen: o.listen, password: o.password, name: vmName, input, log,
       screen: () => view.screen(),
+      dirtyPages: dirtyLog && (() => {
+        // A new slot (BAR moved) starts a new log: compare everything once.
+        const slot = view.slot;
+        const known = slot !== undefined && slot === lastSlot;
+        lastSlot = slot;
+        if (slot === undefined || !dirtyLog(slot, bitmap)) return undefined;
+        return known ? bitmap.bytes : undefined;
+      }),
     });
   } catch (e) {
     view.close();

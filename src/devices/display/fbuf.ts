@@ -16,7 +16,7 @@
 import type { Device, DeviceContext, MemoryMapControl } from '../device.js';
 import { ConfigError } from '../../config/tree.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
-import { DMEMSZ, FB_SIZE, HOST_BAR1_ADDR, REG_DEPTH, REG_FBSIZE, REG_HEIGHT, REG_WIDTH, REGS_OFFSET } from './framebuffer-file.js';
+import { DMEMSZ, FB_SIZE, HOST_BAR1_ADDR, HOST_SLOT, REG_DEPTH, REG_FBSIZE, REG_HEIGHT, REG_WIDTH, REGS_OFFSET } from './framebuffer-file.js';
 import { parseFbufOptions } from './fbuf-options.js';
 import { VgaIo } from './vga-io.js';
 import { ByteRing } from '../../vmm/byte-ring.js';
@@ -71,6 +71,7 @@ export class Fbuf extends PciEmulFunction implements Device {
     this.regs.setUint16(REG_HEIGHT, o.height, true);
     this.regs.setUint16(REG_DEPTH, 32, true);
     this.regs.setUint32(HOST_BAR1_ADDR, 0, true);
+    this.regs.setUint32(HOST_SLOT, 0, true);
     if (o.vga !== 'off') this.vga = new VgaIo(ctx);
     const t = ctx.hostPort?.(node) as DisplayInputTransfer | undefined;
     if (t?.kind === 'fbuf-input') this.input = ByteRing.from(t.input);
@@ -113,9 +114,11 @@ export class Fbuf extends PciEmulFunction implements Device {
 
   private mapFramebuffer(base: number): void {
     try {
-      this.memoryMap.map(base, FB_SIZE, { kind: 'framebuffer', offset: 0 }, false);
+      this.memoryMap.map(base, FB_SIZE, { kind: 'framebuffer', offset: 0 }, false, true);
       this.mappedAt = base;
       this.regs.setUint32(HOST_BAR1_ADDR, base, true);
+      const slot = this.memoryMap.slotAt?.(base);
+      this.regs.setUint32(HOST_SLOT, slot === undefined ? 0 : slot + 1, true);
     } catch {
       // The guest put the BAR over something else: it decodes nothing
       // there, as a BAR the io registrar refuses (pci-emul.ts).
@@ -125,6 +128,7 @@ export class Fbuf extends PciEmulFunction implements Device {
 
   private unmapFramebuffer(): void {
     if (this.mappedAt === undefined) return;
+    this.regs.setUint32(HOST_SLOT, 0, true);
     this.memoryMap.unmap(this.mappedAt);
     this.mappedAt = undefined;
     this.regs.setUint32(HOST_BAR1_ADDR, 0, true);

@@ -13,6 +13,8 @@
 //   FB_SIZE + 8   u16 depth       |
 //   FB_SIZE + 10  u16 refreshrate/
 //   FB_SIZE + 128 u32 BAR 1 address while mapped, else 0 (for --get-stats)
+//   FB_SIZE + 132 u32 KVM memory slot of that mapping + 1 (0: none), whose
+//                     dirty log tells the VNC server which pages changed
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -34,6 +36,7 @@ export const REG_HEIGHT = 6;
 export const REG_DEPTH = 8;
 export const REG_REFRESH = 10;
 export const HOST_BAR1_ADDR = 128;
+export const HOST_SLOT = 132;
 
 export function framebufferPath(vmDir: string): string {
   return path.join(vmDir, 'framebuffer');
@@ -75,6 +78,8 @@ export class FramebufferView {
   get height(): number { return this.regs.getUint16(REG_HEIGHT, true); }
   get depth(): number { return this.regs.getUint16(REG_DEPTH, true); }
   get bar1(): number { return this.regs.getUint32(HOST_BAR1_ADDR, true); }
+  /** The KVM slot the framebuffer is mapped with (dirty-logged), if any. */
+  get slot(): number | undefined { const v = this.regs.getUint32(HOST_SLOT, true); return v === 0 ? undefined : v - 1; }
 
   /**
    * The screen the guest set up. Like bhyve's console, 32 bits per pixel

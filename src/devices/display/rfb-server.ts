@@ -22,6 +22,9 @@ export interface RfbServerOptions {
   password?: string;
   name: string;
   screen(): Screen;
+  /** Pages of the framebuffer written since the last call (a bit per 4 KiB
+   * page), or undefined when unknown (then every band is compared). */
+  dirtyPages?(): Uint8Array | undefined;
   input: RfbInput;
   /** Told about clients that broke the protocol or failed to authenticate. */
   log?(message: string): void;
@@ -128,7 +131,7 @@ export class RfbServer {
     for (const s of this.sessions) if (s.ready && s.pendingRequest) waiting = true;
     if (!waiting) return;
     const screen = this.o.screen();
-    const tiles = this.scanner.scan(screen);
+    const tiles = this.scanner.scan(screen, this.o.dirtyPages?.());
     this.stats.scans++;
     for (const s of this.sessions) {
       if (!s.ready) continue;
@@ -145,6 +148,7 @@ export class RfbServer {
     return {
       'VNC clients connected': this.sessions.size, 'VNC clients accepted': this.stats.clients,
       'VNC clients failing authentication': this.stats.rejected, 'VNC framebuffer scans': this.stats.scans,
+      'VNC bands compared': this.scanner.counts.compared, 'VNC bands skipped by the dirty log': this.scanner.counts.skipped,
       'VNC updates sent': updates, 'VNC bytes sent': bytes,
     };
   }
