@@ -3,7 +3,7 @@
 
 import type { UartStreamTransfer } from '../devices/lpc/uart-backend.js';
 import type { HostPortTransfer } from '../devices/virtio/host-ports.js';
-import type { DisplayInputTransfer } from '../devices/display/fbuf-host.js';
+import type { DisplayInputTransfer } from '../devices/display/display-input.js';
 import type { ExitRequest } from './exit-status.js';
 import type { MemoryLayout } from './memory-map.js';
 

@@ -169,7 +169,7 @@ describe.skipIf(skip !== undefined)('fbuf and its VNC server on bhyve', () => {
     expect(run.out).toMatch(/VNC client .*authentication failed: invalid password/);
   });
 
-  it('keys typed in a VNC client reach the guest as PS/2 scancodes (set 1)', async () => {
+  it('keys and pointer events from a VNC client reach the guest as PS/2 scancodes (set 1) and mouse packets', async () => {
     const port = await freePort();
     const { run, until } = start(romWithMode(tmp), `tcp=127.0.0.1:${port},w=640,h=480`);
     await until('fbuf: waiting');
@@ -190,6 +190,14 @@ describe.skipIf(skip !== undefined)('fbuf and its VNC server on bhyve', () => {
     await until('kbd: 9c');
     const bytes = [...run.out.matchAll(/kbd: ([0-9a-f]{2})/g)].map((m) => m[1]);
     expect(bytes).toEqual(['1e', '9e', 'e0', '1c', 'e0', '9c']);
+    // Pointer: a position, then left button down 10 right and 5 up, then
+    // released 10 left and 10 down: two relative packets.
+    const ptr = (b: number, x: number, y: number): Buffer => Buffer.from([5, b, x >> 8, x & 0xff, y >> 8, y & 0xff]);
+    sock.write(Buffer.concat([ptr(0, 100, 100), ptr(1, 110, 95), ptr(0, 100, 105)]));
+    const mouseBytes = (): string[] => [...run.out.matchAll(/mouse: ([0-9a-f]{2})/g)].map((m) => m[1]);
+    for (let i = 0; i < 200 && mouseBytes().length < 7; i++) await new Promise((r) => setTimeout(r, 50));
+    const mouse = mouseBytes();
+    expect(mouse).toEqual(['fa', '09', '0a', '05', '38', 'f6', 'f6']);
     // An idle screen with a client waiting for an update: after the first
     // full update, KVM's dirty log of the framebuffer says nothing changed
     // and the scans compare nothing.

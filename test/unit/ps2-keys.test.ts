@@ -71,3 +71,42 @@ describe('i8042 keyboard with keys from VNC', () => {
     expect(k.keysDropped).toBeGreaterThan(0);
   });
 });
+
+describe('PS/2 mouse behind the aux port', () => {
+  const drain = (f: ReturnType<typeof fake>): Array<[string, number]> => {
+    const out: Array<[string, number]> = [];
+    for (let st = f.inp(KBD_STS_CTL_PORT); st & 1; st = f.inp(KBD_STS_CTL_PORT)) out.push([st & 0x20 ? 'aux' : 'kbd', f.inp(KBD_DATA_PORT)]);
+    return out;
+  };
+  const toMouse = (f: ReturnType<typeof fake>, b: number): void => { f.outp(KBD_STS_CTL_PORT, 0xd4); f.outp(KBD_DATA_PORT, b); };
+
+  it('answers reset, id and status, and reports only when enabled', () => {
+    const f = fake();
+    const k = new AtKbdc(f.ctx);
+    toMouse(f, 0xff);
+    expect(drain(f)).toEqual([['aux', 0xfa], ['aux', 0xaa], ['aux', 0x00]]);
+    toMouse(f, 0xf2);
+    expect(drain(f).map(([, b]) => b)).toEqual([0xfa, 0x00]);
+    k.pointerEvent(0, 10, 10);
+    k.pointerEvent(1, 20, 10);
+    expect(drain(f)).toEqual([]); // reporting is off after reset
+    toMouse(f, 0xe9);
+    expect(drain(f).map(([, b]) => b)).toEqual([0xfa, 0x01, 2, 100]); // left button held
+    toMouse(f, 0xf3); toMouse(f, 40);
+    expect(drain(f).map(([, b]) => b)).toEqual([0xfa, 0xfa]);
+  });
+
+  it('turns absolute VNC positions into relative packets (y up), split at 255', () => {
+    const f = fake();
+    const k = new AtKbdc(f.ctx);
+    f.outp(KBD_STS_CTL_PORT, 0x60); f.outp(KBD_DATA_PORT, 0x46); // aux IRQ 12 on
+    toMouse(f, 0xf4);
+    drain(f);
+    k.pointerEvent(0, 500, 500);
+    k.pointerEvent(4, 503, 490); // right button, 3 right, 10 up
+    expect(drain(f).map(([, b]) => b)).toEqual([0x0a, 3, 10]);
+    k.pointerEvent(4, 100, 500); // 403 left, 10 down: two packets
+    expect(drain(f).map(([, b]) => b)).toEqual([0x3a, 0x01, 0xf6, 0x1a, 0x6c, 0x00]);
+    expect(f.irq.pulses).toContain(12);
+  });
+});

@@ -14,9 +14,8 @@ import type { RfbInput } from './rfb-session.js';
 import { ByteRing } from '../../vmm/byte-ring.js';
 import { keyOf } from './ps2-keymap.js';
 
-/** What the device thread's fbuf gets (DeviceContext.hostPort(node)): the
- * ring VNC key events arrive on, two bytes each (1 = down / 0 = up, key). */
-export interface DisplayInputTransfer { kind: 'fbuf-input'; input: SharedArrayBuffer }
+import { INPUT_KEY, INPUT_POINTER, INPUT_RECORD, type DisplayInputTransfer } from './display-input.js';
+export type { DisplayInputTransfer } from './display-input.js';
 
 const INPUT_RING_BYTES = 4096;
 
@@ -54,17 +53,20 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
   const bitmap = nativeBuffer(FB_SIZE / 4096 / 8);
   let lastSlot: number | undefined;
   let keysDropped = 0;
-  let pointerEvents = 0;
+  let pointerDropped = 0;
   const input: RfbInput = {
     key: (down, keysym, scancode) => {
       const key = keyOf(keysym, scancode);
       if (key === 0) { keysDropped++; return; }
-      if (ring.free() < 2) { keysDropped++; return; } // the guest is not reading its keyboard
-      ring.push(Uint8Array.of(down ? 1 : 0, key));
+      if (ring.free() < INPUT_RECORD) { keysDropped++; return; } // the guest is not reading its keyboard
+      ring.push(Uint8Array.of(INPUT_KEY, down ? 1 : 0, key, 0, 0, 0));
       kick();
     },
-    // No PS/2 mouse or USB tablet yet: pointer events are counted, not delivered.
-    pointer: () => { pointerEvents++; },
+    pointer: (buttons, x, y) => {
+      if (ring.free() < INPUT_RECORD) { pointerDropped++; return; }
+      ring.push(Uint8Array.of(INPUT_POINTER, buttons, x & 0xff, x >> 8, y & 0xff, y >> 8));
+      kick();
+    },
   };
   let server: RfbServer;
   try {
@@ -90,7 +92,7 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
     wait: o.wait,
     ready: o.wait ? server.firstClient : Promise.resolve(),
     transfers: { [node]: { kind: 'fbuf-input', input: ring.sab } },
-    stats: () => ({ [`fbuf@${node}`]: { ...server.totals(), 'VNC keys not delivered': keysDropped, 'VNC pointer events ignored': pointerEvents } }),
+    stats: () => ({ [`fbuf@${node}`]: { ...server.totals(), 'VNC keys not delivered': keysDropped, 'VNC pointer events not delivered': pointerDropped } }),
     async close() {
       await server.close();
       view.close();

@@ -20,10 +20,13 @@ import { DMEMSZ, FB_SIZE, HOST_BAR1_ADDR, HOST_SLOT, REG_DEPTH, REG_FBSIZE, REG_
 import { parseFbufOptions } from './fbuf-options.js';
 import { VgaIo } from './vga-io.js';
 import { ByteRing } from '../../vmm/byte-ring.js';
-import type { DisplayInputTransfer } from './fbuf-host.js';
+import { INPUT_KEY, INPUT_RECORD, type DisplayInputTransfer } from './display-input.js';
 
-/** Where VNC key events go (the i8042's keyboard, atkbdc.ts). */
-export interface KeyboardSink { keyEvent(qnum: number, down: boolean): void }
+/** Where VNC input goes: the i8042's keyboard and PS/2 mouse (atkbdc.ts). */
+export interface KeyboardSink {
+  keyEvent(qnum: number, down: boolean): void;
+  pointerEvent(buttons: number, x: number, y: number): void;
+}
 
 export const FBUF_VENDOR = 0xfb5d;
 export const FBUF_DEVICE = 0x40fb;
@@ -43,6 +46,7 @@ export class Fbuf extends PciEmulFunction implements Device {
   private readonly input: ByteRing | undefined;
   private keyboard: KeyboardSink | undefined;
   keysDelivered = 0;
+  pointerDelivered = 0;
 
   constructor(ctx: DeviceContext, node: string) {
     super('fbuf', ctx);
@@ -82,13 +86,14 @@ export class Fbuf extends PciEmulFunction implements Device {
     this.keyboard = k;
   }
 
-  /** Key events from the VNC server (main thread), two bytes each. */
+  /** Input events from the VNC server (main thread), INPUT_RECORD bytes each. */
   poll(): void {
     if (!this.input) return;
-    while (this.input.available() >= 2) {
-      const down = this.input.pop() === 1;
-      const key = this.input.pop();
-      if (this.keyboard) { this.keyboard.keyEvent(key, down); this.keysDelivered++; }
+    while (this.input.available() >= INPUT_RECORD) {
+      const r = this.input.read(INPUT_RECORD);
+      if (!this.keyboard) continue;
+      if (r[0] === INPUT_KEY) { this.keyboard.keyEvent(r[2], r[1] === 1); this.keysDelivered++; }
+      else { this.keyboard.pointerEvent(r[1], r[2] | (r[3] << 8), r[4] | (r[5] << 8)); this.pointerDelivered++; }
     }
   }
 
@@ -144,6 +149,7 @@ export class Fbuf extends PciEmulFunction implements Device {
       'mode changes': this.counters.modeChanges,
       'framebuffer map failures': this.counters.mapFailures,
       'keys delivered': this.keysDelivered,
+      'pointer events delivered': this.pointerDelivered,
     };
   }
 }

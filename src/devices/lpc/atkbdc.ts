@@ -11,7 +11,9 @@
 // waits a second). Keys come from fbuf's VNC clients (keyEvent): scancode
 // set 2, translated to set 1 when the command byte's translation bit is
 // set, as the i8042 does.
-// There is no mouse: bytes for it (0xd4) get no answer. Controller commands work
+// The PS/2 mouse (ps2mouse.ts) takes the bytes sent with 0xd4 and VNC pointer
+// events (pointerEvent), its bytes go out on the aux channel (IRQ 12); one
+// output FIFO holds keyboard and mouse bytes alike. Controller commands work
 // as in bhyve: 0x20-0x3f / 0x60-0x7f read/write controller RAM (byte 0 is
 // the command byte), 0xaa self-test answers 0x55, 0xa9/0xab port tests
 // answer 0, 0xc0/0xd0 read the input/output port, 0xd1 writes the output
@@ -26,6 +28,7 @@
 
 import type { AccessSize, Device, DeviceContext } from '../device.js';
 import { scancodeBytes } from '../display/ps2-keymap.js';
+import { Ps2Mouse } from './ps2mouse.js';
 
 export const KBD_DATA_PORT = 0x60;
 export const KBD_STS_CTL_PORT = 0x64;
@@ -89,6 +92,7 @@ export class AtKbdc implements Device {
   private scanning = true;
   /** Keys dropped because the output buffer was full or scanning was off. */
   keysDropped = 0;
+  readonly mouse = new Ps2Mouse((b) => this.queue(b, true), () => FIFOSZ - this.fifo.length);
 
   constructor(private readonly ctx: DeviceContext) {
     this.reset();
@@ -113,6 +117,12 @@ export class AtKbdc implements Device {
     this.auxData = false;
     this.kbdCmd = 0;
     this.scanning = true;
+    this.mouse?.reset();
+  }
+
+  /** A VNC pointer event (RFB button mask, absolute position) for the mouse. */
+  pointerEvent(buttons: number, x: number, y: number): void {
+    this.mouse.pointer(buttons, x, y);
   }
 
   /** A key went down or up (`qnum`: set-1 code, bit 7 for an E0 prefix; ps2-keymap.ts). */
@@ -178,7 +188,8 @@ export class AtKbdc implements Device {
           this.queue(val, true);
           break;
         case KBDC_WRITE_TO_AUX:
-          break; // no mouse behind the aux port
+          this.mouse.write(val);
+          break;
         default:
           if (this.curcmd >= 0x61 && this.curcmd <= 0x7f) this.ram[(this.curcmd - 0x60) & 0x1f] = val;
           break;

@@ -17,9 +17,11 @@
  * the two VNC servers can be compared on one guest.
  * Prints "fbuf: drew WxH at 0xADDR", then "fbuf: waiting" and polls COM1
  * until a byte arrives (~60 s at most), then "fbuf: OK" (status 33).
- * Meanwhile every byte the keyboard controller has (keys typed in a VNC
- * client, scancode set 1: the command byte asks for translation) is
- * printed as "kbd: XX".
+ * Meanwhile every byte the keyboard controller has is printed: "kbd: XX"
+ * for keys typed in a VNC client (scancode set 1: the command byte asks
+ * for translation), "mouse: XX" for the PS/2 mouse's bytes (reporting is
+ * switched on with 0xd4 0xf4; its ACK 0xfa comes first, then 3-byte
+ * movement packets from VNC pointer events).
  */
 #include "vlib.h"
 
@@ -114,6 +116,9 @@ int guest_main(uint32_t param)
 	printf("fbuf: drew %ux%u at 0x%lx\n", w, h, (unsigned long)fb);
 	outb(0x64, 0x60);	/* i8042 command byte: translation, system flag, no IRQs */
 	outb(0x60, 0x44);
+	outb(0x64, 0xa8);	/* enable the aux (mouse) port */
+	outb(0x64, 0xd4);	/* next byte to the mouse: */
+	outb(0x60, 0xf4);	/* enable reporting */
 	if (animate) {
 		printf("fbuf: animating\n");
 		for (unsigned frame = 1; ; frame++) {
@@ -126,8 +131,9 @@ int guest_main(uint32_t param)
 	}
 	printf("fbuf: waiting\n");
 	for (unsigned long n = 0; n < 600000ul; n++) {
-		while (inb(0x64) & 1)
-			printf("kbd: %02x\n", inb(0x60));
+		uint8_t st;
+		while ((st = inb(0x64)) & 1)
+			printf("%s: %02x\n", (st & 0x20) ? "mouse" : "kbd", inb(0x60));
 		if (inb(0x3f8 + 5) & 1) {
 			printf("fbuf: released by '%c'\n", inb(0x3f8));
 			printf("fbuf: OK\n");
