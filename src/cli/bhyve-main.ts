@@ -4,11 +4,14 @@
 import { parseBhyveArgs } from '../config/bhyve-args.js';
 import { validateForStart } from '../devices/registry.js';
 import type { Worker } from 'node:worker_threads';
+import { type EarlySignals, SignalRouter, signalStatus } from '../vmm/startup-signals.js';
 
 import { reportError, writeOut } from './output.js';
 
-/** Runs bhyve with argv (without the program name); resolves to the exit status. */
-export async function bhyveMain(argv: readonly string[]): Promise<number> {
+/** Runs bhyve with argv (without the program name); resolves to the exit
+ * status. `early`: SIGINT/SIGTERM/SIGHUP caught by bin/bhyve since launch. */
+export async function bhyveMain(argv: readonly string[], early?: EarlySignals): Promise<number> {
+  const signals = new SignalRouter(early);
   let runVm: typeof import('../vmm/run-vm.js').runVm;
   let userErrors: Array<new (...a: never[]) => Error> = [];
   let threads: Worker[] = [];
@@ -33,9 +36,16 @@ export async function bhyveMain(argv: readonly string[]): Promise<number> {
     const [vmm, probe] = await Promise.all([import('../vmm/run-vm.js'), import('../vmm/probe.js')]);
     runVm = vmm.runVm;
     userErrors = [vmm.VmSetupError, probe.HostRequirementError];
-    return await runVm(result.config, { fwcfgFiles: result.fwcfgFiles, threads: spawned });
+    // Stopped while loading: nothing of the VM exists yet.
+    if (signals.first) {
+      for (const t of threads) void retire(t);
+      return signalStatus(signals.first);
+    }
+    return await runVm(result.config, { fwcfgFiles: result.fwcfgFiles, threads: spawned, signals });
   } catch (err) {
     for (const t of threads) void retire?.(t); // idle threads would keep the process alive
     return reportError('bhyve', err, userErrors);
+  } finally {
+    signals.dispose();
   }
 }

@@ -19,6 +19,8 @@ const KNOWN_VARS = /^(kernel|initrd|cmdline|module\.\d+)$/;
 export interface BhyveloadArgs {
   vmname: string;
   memsize: number;
+  /** -m as given, for messages. */
+  memspec: string;
   console?: string;
   disks: string[];
   env: Record<string, string>;
@@ -31,7 +33,7 @@ export interface BhyveloadArgs {
 /** Parses bhyveload's command line (getopt(3), as bhyveload.c). */
 export function parseBhyveloadArgs(argv: readonly string[]): BhyveloadArgs {
   const { options, operands } = getopt(argv, BHYVELOAD_OPTSTRING);
-  const a: BhyveloadArgs = { vmname: '', memsize: 256 * 1024 * 1024, disks: [], env: {}, wired: false, core: false };
+  const a: BhyveloadArgs = { vmname: '', memsize: 256 * 1024 * 1024, memspec: '256M', disks: [], env: {}, wired: false, core: false };
   for (const o of options) {
     const arg = o.arg ?? '';
     switch (o.opt) {
@@ -50,7 +52,7 @@ export function parseBhyveloadArgs(argv: readonly string[]): BhyveloadArgs {
         if (a.loader !== undefined) throw new UsageError('-l can only be given once', 1);
         a.loader = arg;
         break;
-      case 'm': a.memsize = parseMemorySize(arg); break;
+      case 'm': a.memsize = parseMemorySize(arg); a.memspec = arg; break;
     }
   }
   if (operands.length === 0) throw new UsageError('missing vmname', 1);
@@ -131,37 +133,35 @@ async function loadInto(
   try { existing = vmo.VmObject.open(a.vmname); } catch { existing = undefined; }
   const pid = existing?.runningPid();
   if (pid !== undefined) {
-    throw new vmo.VmObjectError(`VM '${a.vmname}' is running (bhyve pid ${pid}): stop it (or bhyvectl --vm=${a.vmname} --force-poweroff) before loading a kernel`);
+    throw new vmo.VmObjectError(`VM '${a.vmname}' is running${pid ? ` (bhyve pid ${pid})` : ''}: stop it (or bhyvectl --vm=${a.vmname} --force-poweroff) before loading a kernel`);
   }
-  const obj = vmo.VmObject.openOrCreate(a.vmname, a.memsize);
+  const limits = await import('../vmm/guest-limits.js');
+  limits.checkGuestMemorySize(a.memsize, a.memspec);
+  // The run lock, held while the memory is written: no bhyve may start it meanwhile.
+  const obj = vmo.VmObject.acquire(a.vmname, a.memsize);
   let ok = false;
   try {
-    obj.lock(); // no bhyve may start this VM while its memory is being written
+    const layout = computeLayout(a.memsize);
+    const fd = obj.openMemory();
+    let map: import('../vmm/libc.js').Mapping;
     try {
-      const layout = computeLayout(a.memsize);
-      const fd = fs.openSync(obj.memoryPath, 'r+');
-      let map: import('../vmm/libc.js').Mapping;
-      try {
-        map = libc.mmap(a.memsize, libc.PROT_READ | libc.PROT_WRITE, fd, 0, 'guest memory');
-      } finally {
-        fs.closeSync(fd);
-      }
-      try {
-        libc.madvise(map, a.core ? libc.MADV_DODUMP : libc.MADV_DONTDUMP);
-        const regions = [{ gpa: 0, bytes: map.bytes.subarray(0, layout.lowmem) }];
-        if (layout.highmem > 0) regions.push({ gpa: HIGHMEM_BASE, bytes: map.bytes.subarray(layout.lowmem, layout.lowmem + layout.highmem) });
-        const memory = new GuestMemory(regions);
-        const result = loader.loadFromSource(request, source, memory, layout);
-        obj.writeBootState(result.state);
-      } finally {
-        map.unmap();
-      }
+      map = libc.mmap(a.memsize, libc.PROT_READ | libc.PROT_WRITE, fd, 0, 'guest memory');
     } finally {
-      obj.unlock();
+      fs.closeSync(fd);
+    }
+    try {
+      libc.madvise(map, a.core ? libc.MADV_DODUMP : libc.MADV_DONTDUMP);
+      const regions = [{ gpa: 0, bytes: map.bytes.subarray(0, layout.lowmem) }];
+      if (layout.highmem > 0) regions.push({ gpa: HIGHMEM_BASE, bytes: map.bytes.subarray(layout.lowmem, layout.lowmem + layout.highmem) });
+      const memory = new GuestMemory(regions);
+      const result = loader.loadFromSource(request, source, memory, layout);
+      obj.writeBootState(result.state);
+    } finally {
+      map.unmap();
     }
     ok = true;
   } finally {
-    if (!ok && obj.createdHere) obj.destroy();
+    if (!ok && obj.createdHere) obj.destroy(); else obj.unlock();
   }
 }
 

@@ -2,7 +2,9 @@
 // bhyve_init_config(), bhyve_optparse() and main() of FreeBSD's bhyve
 // (amd64/bhyverun_machdep.c, bhyverun.c, pci_emul.c, amd64/pci_lpc.c).
 
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
+
+import { FileTooLargeError, readBounded } from './bounded-read.js';
 
 import { BHYVE_OPTSTRING, bhyveUsage } from './bhyve-options.js';
 import { ConfigError, EX_USAGE, UsageError } from './errors.js';
@@ -11,8 +13,7 @@ import { createNode, parseLegacyConfig, setBool, setValue, setValueIfUnset } fro
 import { parseMemorySize } from './size.js';
 import { buildVcpuMaps, calcTopology, CPU_SETSIZE, strtolFull } from './topology.js';
 import { ConfigTree, parseBool } from './tree.js';
-import { lpcDeviceNames, pciEmulationNames, PCI_EMULATIONS } from '../devices/registry.js';
-import { parseFbufOptions } from '../devices/display/fbuf-options.js';
+import { findPciDevice, lpcHelpText, pciHelpText, validatePciDevices } from '../devices/registry.js';
 
 /** A `-f name,string=...|file=...` fw_cfg user file (kept outside the tree, as bhyve does). */
 export interface FwCfgUserFile {
@@ -117,13 +118,13 @@ export function parseSlotOption(config: ConfigTree, opt: string): void {
     throw new ConfigError(`Invalid PCI slot info field "${opt}" (slot is pcislot[:function] or bus:pcislot:function; bus 0-255, pcislot 0-31, function 0-7)`);
   }
   const where = `${bus}:${slot}:${func}`;
-  const info = PCI_EMULATIONS[emul];
-  if (!info) throw new ConfigError(`pci slot ${where}: unknown device "${emul}" (see bhyve -s help)`);
+  const record = findPciDevice(emul);
+  if (!record) throw new ConfigError(`pci slot ${where}: unknown device "${emul}" (see bhyve -s help)`);
   const node = `pci.${bus}.${slot}.${func}`;
   if (config.has(node)) throw new ConfigError(`pci slot ${where} already occupied!`);
   createNode(config, node);
-  setValue(config, `${node}.device`, info.alias ?? emul);
-  if (info.legacyParse) info.legacyParse(config, node, conf);
+  setValue(config, `${node}.device`, record.alias ?? emul);
+  if (record.legacyConfig) record.legacyConfig(config, node, conf);
   else parseLegacyConfig(config, node, conf);
 }
 
@@ -199,9 +200,10 @@ export function parseFwCfgOption(opt: string): FwCfgUserFile {
     const path = p.slice(5);
     try {
       if (!statSync(path).isFile()) throw invalid(`"${path}" is not a regular file`);
-      return { name, data: new Uint8Array(readFileSync(path)) };
+      return { name, data: new Uint8Array(readBounded(path, MAX_FWCFG_FILE_BYTES)) };
     } catch (e) {
       if (e instanceof UsageError) throw e;
+      if (e instanceof FileTooLargeError) throw invalid(`"${path}" is ${e.message}`);
       throw invalid(`cannot read "${path}": ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
   }
@@ -226,12 +228,17 @@ export function parseConfigOption(config: ConfigTree, option: string): boolean {
   return true;
 }
 
+/** Bounds on files read whole at start-up (bounded-read.ts). */
+const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
+const MAX_FWCFG_FILE_BYTES = 64 * 1024 * 1024;
+
 /** bhyve_parse_simple_config_file(): `-k file`, key=value lines, '#' comments. */
 export function parseConfigFile(config: ConfigTree, path: string): void {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readBounded(path, MAX_CONFIG_FILE_BYTES).toString('utf8');
   } catch (e) {
+    if (e instanceof FileTooLargeError) throw new ConfigError(`configuration file ${path} is ${e.message} (a -k file is key=value lines)`);
     const err = e as NodeJS.ErrnoException;
     const why = err.code === 'ENOENT' ? 'No such file or directory'
       : err.code === 'EACCES' ? 'Permission denied'
@@ -273,25 +280,10 @@ export function parseNumaOption(config: ConfigTree, opt: string): void {
 
 const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 
-function forEachPciDevice(config: ConfigTree, fn: (node: string, where: string, device: string | undefined) => void): void {
-  const pci = config.getNode('pci');
-  if (!pci) return;
-  for (const [b, bn] of pci) {
-    if (!(bn instanceof Map)) continue;
-    for (const [s, sn] of bn) {
-      if (!(sn instanceof Map)) continue;
-      for (const [f, fn2] of sn) {
-        if (!(fn2 instanceof Map)) continue;
-        const node = `pci.${b}.${s}.${f}`;
-        fn(node, `${b}:${s}:${f}`, config.get(`${node}.device`));
-      }
-    }
-  }
-}
-
 /**
  * The checks bhyve makes after option parsing and before it creates the VM:
- * topology, vCPU pinning, memory size, UUID, and the block devices' paths.
+ * topology, vCPU pinning, memory size, UUID, booleans, and each PCI
+ * device's own checks.
  */
 export function validateConfig(config: ConfigTree): void {
   const topo = calcTopology(config);
@@ -305,26 +297,13 @@ export function validateConfig(config: ConfigTree): void {
   }
   for (const k of ['x86.x2apic', 'x86.strictio', 'x86.strictmsr', 'x86.vmexit_on_hlt', 'x86.vmexit_on_pause',
     'x86.mptable', 'x86.require_ept_rvi', 'memory.wired', 'memory.guest_in_core', 'acpi_tables',
-    'destroy_on_poweroff', 'rtc.use_localtime', 'virtio_msix', 'gdb.wait', 'lpc.pc-testdev']) {
+    'destroy_on_poweroff', 'rtc.use_localtime', 'virtio_msix', 'gdb.wait', 'lpc.pc-testdev',
+    'security.sandbox', 'security.sandbox_log']) {
     const v = config.get(k);
     if (v !== undefined) parseBool(v, k);
   }
-  forEachPciDevice(config, (node, where, device) => {
-    const needPath = (n: string, what: string): void => {
-      if (config.get(`${n}.path`) === undefined) {
-        throw new ConfigError(`pci slot ${where}: ${what} requires a path (e.g. -s ${where.split(':')[1]},${device},/path/to/disk.img)`);
-      }
-    };
-    if (device === 'virtio-blk') needPath(node, 'virtio-blk');
-    if (device === 'fbuf') parseFbufOptions(config, node);
-    if (device === 'nvme' && config.get(`${node}.ram`) === undefined) needPath(node, 'nvme');
-    if (device === 'ahci') {
-      const ports = config.getNode(`${node}.port`);
-      for (const [p, pn] of ports ?? []) {
-        if (pn instanceof Map && config.get(`${node}.port.${p}.type`) !== undefined) needPath(`${node}.port.${p}`, `ahci port ${p}`);
-      }
-    }
-  });
+  // Each configured device's own checks (its record's validate).
+  validatePciDevices(config);
 }
 
 /**
@@ -349,13 +328,13 @@ export function parseBhyveArgs(argv: readonly string[]): ParseResult {
       case 'k': parseConfigFile(config, arg); break;
       case 'K': setValue(config, 'keyboard.layout', arg); break;
       case 'l':
-        if (isHelp(arg)) return { kind: 'help', text: lpcDeviceNames().map((n) => `${n}\n`).join(''), exitCode: 0, stream: 'stdout' };
+        if (isHelp(arg)) return { kind: 'help', text: lpcHelpText(), exitCode: 0, stream: 'stdout' };
         parseLpcOption(config, arg);
         break;
       case 'n': parseNumaOption(config, arg); break;
       case 'r': restoreFile = arg; break;
       case 's':
-        if (isHelp(arg)) return { kind: 'help', text: pciEmulationNames().map((n) => `${n}\n`).join(''), exitCode: 0, stream: 'stdout' };
+        if (isHelp(arg)) return { kind: 'help', text: pciHelpText(), exitCode: 0, stream: 'stdout' };
         parseSlotOption(config, arg);
         break;
       case 'S': setBool(config, 'memory.wired', true); break;

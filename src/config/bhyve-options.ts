@@ -2,6 +2,8 @@
 // man/bhyve.8 and man/bhyve_config.5 are checked against these tables, so the
 // flag letters and key names here are the documented ones.
 
+import { pciDeviceKeys } from '../devices/registry.js';
+
 export interface OptionInfo {
   /** The option: one letter for getopt tools, the long name for bhyvectl. */
   flag: string;
@@ -64,12 +66,11 @@ export interface ConfigKeyInfo {
   key: string;
   default?: string;
   description: string;
+  /** For pci.B.S.F keys: the emulations that read it (none: every one). */
+  devices?: string[];
 }
 
-const pci = (k: string, description: string, dflt?: string): ConfigKeyInfo =>
-  ({ key: `pci.B.S.F.${k}`, description, ...(dflt !== undefined ? { default: dflt } : {}) });
-
-export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
+const GLOBAL_KEYS: readonly ConfigKeyInfo[] = [
   // Global
   { key: 'name', description: 'VM name (the vmname operand)' },
   { key: 'cpus', default: '1', description: 'number of vCPUs' },
@@ -126,64 +127,10 @@ export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
     key: 'x86.require_ept_rvi', default: 'true',
     description: 'refuse to run without hardware nested paging (EPT/RVI); false runs on hosts without it (e.g. shadow paging)',
   },
-  // PCI devices
-  pci('device', 'device model (emulation name) in this slot'),
-  pci('pcireg.vendor', 'PCI vendor ID override (hex, or host)'),
-  pci('pcireg.device', 'PCI device ID override (hex, or host)'),
-  pci('pcireg.revid', 'PCI revision ID override'),
-  pci('pcireg.subvendor', 'PCI subsystem vendor ID override'),
-  pci('pcireg.subdevice', 'PCI subsystem device ID override'),
-  pci('vendor', 'hostbridge PCI vendor ID', '0x1275'),
-  pci('devid', 'hostbridge PCI device ID', '0x1275'),
-  pci('path', 'backing file or device (block devices, uart, virtio-input, virtio-9p, passthru)'),
-  pci('nocache', 'open a block backend with O_DIRECT', 'false'),
-  pci('nodelete', 'disable TRIM/DELETE on a block device', 'false'),
-  pci('sync', 'open a block backend with O_SYNC', 'false'),
-  pci('direct', 'alias of sync', 'false'),
-  pci('ro', 'read-only block device or share', 'false'),
-  pci('sectorsize', 'logical[/physical] sector size of a block device'),
-  pci('ser', 'serial number (virtio-blk, nvme, ahci port)'),
-  pci('bootindex', 'boot order index of a bootable device'),
-  pci('backend', 'network backend (tapN, vmnetN, netgraph, netmap:ifname, valeX:port, slirp)'),
-  pci('type', 'network backend type (tap, netgraph, netmap)'),
-  pci('mac', 'network device MAC address'),
-  pci('mtu', 'network device MTU', '1500'),
-  pci('peerhook', 'netgraph peer hook'),
-  pci('socket', 'netgraph socket name'),
-  pci('hook', 'netgraph hook', 'vmlink'),
-  pci('maxq', 'nvme maximum number of queues', '16'),
-  pci('qsz', 'nvme queue size', '2058'),
-  pci('ioslots', 'nvme I/O slots', '8'),
-  pci('sectsz', 'nvme sector size (512, 4096 or 8192)'),
-  pci('eui64', 'nvme namespace EUI-64'),
-  pci('dsm', 'nvme dataset management support (auto, enable, disable)', 'auto'),
-  pci('ram', 'nvme RAM-backed namespace size in MiB'),
-  pci('bus', 'passthru host PCI bus'),
-  pci('slot', 'passthru host PCI slot'),
-  pci('func', 'passthru host PCI function'),
-  pci('pptdev', 'passthru host ppt device name'),
-  pci('rom', 'passthru option ROM file'),
-  pci('sharename', 'virtio-9p share name'),
-  pci('port.N.name', 'virtio-console port name'),
-  pci('port.N.path', 'virtio-console port UNIX socket, or ahci port backing file'),
-  pci('port.N.type', 'ahci port type (hd or cd)'),
-  pci('port.N.nmrr', 'ahci port nominal media rotation rate (1: SSD)'),
-  pci('port.N.ser', 'ahci port serial number'),
-  pci('port.N.rev', 'ahci port firmware revision'),
-  pci('port.N.model', 'ahci port model'),
-  pci('dev', 'virtio-scsi CAM target device'),
-  pci('iid', 'virtio-scsi initiator ID'),
-  pci('wait', 'fbuf waits for a VNC client before booting', 'false'),
-  pci('rfb', 'fbuf VNC listen address and port'),
-  pci('tcp', 'alias of rfb'),
-  pci('unix', 'fbuf VNC unix socket path (instead of rfb/tcp)'),
-  pci('vga', 'fbuf VGA mode (io, on, off)', 'io'),
-  pci('w', 'fbuf width', '1024'),
-  pci('h', 'fbuf height', '768'),
-  pci('password', 'fbuf VNC password'),
-  pci('play', 'hda playback device'),
-  pci('rec', 'hda recording device'),
-  pci('slot.N.device', 'xhci USB device in slot N (tablet)'),
+  // Security
+  { key: 'security.sandbox', default: 'true', description: 'sandbox the process once the devices are open (Landlock, seccomp, no capabilities)' },
+  { key: 'security.sandbox_log', default: 'false', description: 'log system calls outside the sandbox list instead of refusing them' },
+  // PCI devices: from the device records (devices/registry.ts), below.
   // LPC
   { key: 'lpc.bootrom', description: 'boot ROM (firmware) image' },
   { key: 'lpc.bootvars', description: 'UEFI variable store file' },
@@ -198,7 +145,23 @@ export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
   { key: 'tpm.version', default: '2.0', description: 'TPM version' },
 ];
 
-export const KNOWN_CONFIG_KEYS: readonly string[] = CONFIG_KEYS.map((k) => k.key);
+/** Every documented variable: the global ones, then pci.B.S.F.* as the
+ * device records registered now declare them (with the devices that read
+ * each). */
+export function configKeys(): ConfigKeyInfo[] {
+  return [
+    ...GLOBAL_KEYS,
+    ...pciDeviceKeys().map((k) => ({
+      key: `pci.B.S.F.${k.key}`, description: k.description, ...(k.default !== undefined ? { default: k.default } : {}),
+      ...(k.devices.length ? { devices: k.devices } : {}),
+    })),
+  ];
+}
+
+/** The key patterns of configKeys(). */
+export function knownConfigKeys(): string[] {
+  return configKeys().map((k) => k.key);
+}
 
 /** bhyve's usage text (bhyve_usage() in amd64/bhyverun_machdep.c). */
 export function bhyveUsage(progname = 'bhyve'): string {

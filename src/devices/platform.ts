@@ -5,20 +5,16 @@
 //
 //   - PCI configuration mechanism #1 (0xcf8/0xcfc), always, even with no
 //     PCI function configured (bus 0 decodes the config ports regardless).
-//   - each `pci.B.S.F` node by its `device`: hostbridge, amd_hostbridge, lpc,
-//     virtio-blk, virtio-rnd, virtio-net, virtio-console (virtio PCI
-//     transport; net and console host backends from ctx.hostPort), MSI-X unless
-//     virtio_msix=false). Any other emulation is refused with
-//     "not supported yet: <name>".
+//   - each `pci.B.S.F` node by its `device`, built by that device's record
+//     (devices/registry.ts, devices/pci-device.ts); a device without
+//     create() is refused with "not supported yet: <name>". The LPC bridge
+//     brings up COM1-COM4 and pc-testdev (lpc-bridge.ts).
 //   - BARs placed as bhyve's init_pci does (bar-alloc.ts); with a boot ROM
 //     (pci.enable_bars defaults to false then) they are assigned but not
 //     decoded and bus mastering is off, left for the firmware to enable.
 //   - INTx lines routed through the PIRQ router once the LPC devices, the
 //     i8042 and the SCI have claimed their ISA IRQs (intx.ts).
 //   - the ECAM window at 0xe0000000 (256 MiB, 1 MiB per bus).
-//   - with an `lpc` function: COM1-COM4 (all four, as bhyve's lpc_init
-//     registers every LPC UART; those without `lpc.comN.path` have no host
-//     backend) and pc-testdev when `lpc.pc-testdev` is true.
 //   - always: the i8042 controller, ACPI PM registers + reset register, RTC,
 //     and bhyve's port 0x84 (post.c).
 //
@@ -42,32 +38,26 @@
 
 import type { Device, DeviceContext } from './device.js';
 import type { MemoryLayout } from './memory-layout.js';
-import { createLpcUart, LPC_UART_RESOURCES, type LpcUartDevice, type LpcUartName } from './lpc/uart.js';
+import type { LpcUartDevice } from './lpc/uart.js';
 import { AtKbdc, AUX_DEV_IRQ, KBD_DEV_IRQ } from './lpc/atkbdc.js';
 import { PowerManagement, SCI_INT } from './lpc/pm.js';
 import { Rtc } from './lpc/rtc.js';
-import { PcTestDev } from './lpc/pctestdev.js';
+import type { PcTestDev } from './lpc/pctestdev.js';
 import { PostPort } from './lpc/post.js';
 import { createBootVars } from './lpc/bootvars.js';
 import { Hpet } from './lpc/hpet.js';
-import { PCIM_CMD_BUSMASTEREN, PCIR_COMMAND } from './pci/config-space.js';
-import { HostBridge } from './pci/hostbridge.js';
-import { LpcBridge, type findHostIsaBridge } from './pci/lpc-bridge.js';
-import { PciBus, PCI_BUSMAX, PCI_FUNCMAX, PCI_SLOTMAX } from './pci/pci-bus.js';
-import type { PciFunction } from './pci/pci-function.js';
+import { PCIM_CMD_BUSMASTEREN, PCIM_CMD_MEMEN, PCIM_CMD_PORTEN, PCIR_COMMAND } from './pci/config-space.js';
+import type { LpcBridge, findHostIsaBridge } from './pci/lpc-bridge.js';
+import { PciBus } from './pci/pci-bus.js';
 import { PirqRouter } from './pci/pirq.js';
 import { PciResourceAllocator } from './pci/bar-alloc.js';
 import { IntxRouter, type IntxRoute } from './pci/intx.js';
 import { assignPciBars, PciEmulFunction } from './pci/pci-emul.js';
-import { PCIM_CMD_MEMEN, PCIM_CMD_PORTEN } from './pci/config-space.js';
 import { ConfigError } from '../config/tree.js';
-import { VirtioPci, type VirtioPciTransport } from './virtio/virtio-pci.js';
-import { BlockDeviceError, blockOptionsFromConfig, VirtioBlock } from './virtio/virtio-blk.js';
-import { VirtioRnd } from './virtio/virtio-rnd.js';
-import { createVirtioNet } from './virtio/virtio-net.js';
-import { createVirtioConsole } from './virtio/virtio-console.js';
-import type { VirtioDevice } from './virtio/virtio-device.js';
-import { I440fxHostBridge } from './pci/i440fx.js';
+import { pciNodes } from '../config/pci-nodes.js';
+import type { Chipset } from './pci-device.js';
+import { findPciDevice } from './registry.js';
+import { VirtioPci } from './virtio/virtio-pci.js';
 import { PamShadow } from './pci/pam.js';
 import { Piix4Pm, PIIX4_PM_FUNC } from './pci/piix4-pm.js';
 import { createFwCfg, type FwCfg, type FwCfgFile } from '../firmware/fwcfg.js';
@@ -78,15 +68,6 @@ import fs from 'node:fs';
 
 export type { MemoryLayout } from './memory-layout.js';
 export { memoryLayoutFor } from './memory-layout.js';
-
-/** PCI emulations this module can build. */
-export const PLATFORM_PCI_EMULATIONS = ['hostbridge', 'amd_hostbridge', 'lpc', 'virtio-blk', 'virtio-rnd', 'virtio-net', 'virtio-console', 'fbuf'] as const;
-
-/** PCI classes bhyve gives its virtio devices. */
-const PCIC_STORAGE = 0x01;
-const PCIC_CRYPTO = 0x10;
-const PCIC_NETWORK = 0x02;
-const PCIC_SIMPLECOMM = 0x07;
 
 export interface Platform {
   /** Every device, in creation order (what createPlatformDevices returns). */
@@ -139,36 +120,6 @@ function bootromSize(path: string | undefined): number {
   }
 }
 
-const UART_NAMES: readonly LpcUartName[] = ['com1', 'com2', 'com3', 'com4'];
-
-function isDecimal(s: string): boolean {
-  return /^(0|[1-9][0-9]*)$/.test(s);
-}
-
-/** The configured `pci.B.S.F` nodes in bus/slot/function order. */
-export function configuredPciFunctions(ctx: Pick<DeviceContext, 'config'>): Array<{ bus: number; slot: number; func: number; node: string }> {
-  const out: Array<{ bus: number; slot: number; func: number; node: string }> = [];
-  const pci = ctx.config.getNode('pci');
-  if (!pci) return out;
-  const numericChildren = (m: Map<string, unknown>, max: number): Array<[number, Map<string, unknown>]> => {
-    const r: Array<[number, Map<string, unknown>]> = [];
-    for (const [k, v] of m) {
-      if (!(v instanceof Map) || !isDecimal(k)) continue;
-      const n = Number(k);
-      if (n <= max) r.push([n, v as Map<string, unknown>]);
-    }
-    return r.sort((a, b) => a[0] - b[0]);
-  };
-  for (const [bus, busNode] of numericChildren(pci, PCI_BUSMAX)) {
-    for (const [slot, slotNode] of numericChildren(busNode, PCI_SLOTMAX)) {
-      for (const [func] of numericChildren(slotNode, PCI_FUNCMAX)) {
-        out.push({ bus, slot, func, node: `pci.${bus}.${slot}.${func}` });
-      }
-    }
-  }
-  return out;
-}
-
 /** Builds the platform and returns it with handles on the devices the vmm
  * core talks to (pm.pressPowerButton on SIGTERM, the RTC for bhyvectl). */
 export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: PlatformOptions = {}): Platform {
@@ -181,12 +132,8 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   const bootrom = ctx.config.get('lpc.bootrom') !== undefined;
   const enableBars = ctx.config.getBool('pci.enable_bars', !bootrom);
 
-  let lpc: LpcBridge | undefined;
-  const uarts: LpcUartDevice[] = [];
-  let pctestdev: PcTestDev | undefined;
   const virtio: VirtioPci[] = [];
   const bootOrder: Platform['bootOrder'] = [];
-  const msix = ctx.config.getBool('virtio_msix', true);
   const qemu = ctx.config.get('lpc.fwcfg') === 'qemu';
   pci.registerEcam(ctx);
   // The chipset's shadowing of 0xC0000-0xFFFFF, there before any CPU runs.
@@ -195,53 +142,33 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
     pam = new PamShadow(ctx.memoryMap, bootromSize(ctx.config.get('lpc.bootrom')));
     pam.register(ctx);
   }
+  const chipset: Chipset = {
+    bus: pci, pirq, qemu, pam, msix: ctx.config.getBool('virtio_msix', true), hostIsaBridge: opts.hostIsaBridge,
+  };
 
-  for (const { bus, slot, func, node } of configuredPciFunctions(ctx)) {
-    const where = `${bus}:${slot}:${func}`;
-    const emul = ctx.config.get(`${node}.device`);
-    if (emul === undefined) throw new Error(`pci slot ${where}: missing "device" value (set ${node}.device)`);
-    let fn: PciFunction & Device;
-    switch (emul) {
-      case 'hostbridge':
-      case 'amd_hostbridge':
-        fn = qemu ? new I440fxHostBridge(pam) : new HostBridge(ctx.config, node, bus, emul);
-        break;
-      case 'lpc':
-        if (lpc) throw new Error(`pci slot ${where}: Only one LPC bridge is allowed.`);
-        if (bus !== 0) throw new Error(`pci slot ${where}: LPC bridge can be present only on bus 0.`);
-        // lpc_init(): the LPC devices come up with the bridge.
-        for (const name of UART_NAMES) {
-          pirq.reserveIrq(LPC_UART_RESOURCES[name].irq);
-          const u = createLpcUart(ctx, name);
-          uarts.push(u);
-        }
-        if (ctx.config.getBool('lpc.pc-testdev', false)) pctestdev = new PcTestDev(ctx);
-        lpc = new LpcBridge(ctx.config, pirq, opts.hostIsaBridge);
-        fn = lpc;
-        break;
-      case 'virtio-blk':
-      case 'virtio-rnd':
-      case 'virtio-net':
-      case 'virtio-console': {
-        const v = createVirtioFunction(ctx, emul, node, where, msix);
-        virtio.push(v);
-        fn = v;
-        const bi = ctx.config.get(`${node}.bootindex`);
-        if (bi !== undefined) {
-          if (!/^[0-9]+$/.test(bi.trim())) throw new ConfigError(`Invalid bootindex ${bi} for ${emul}@${node}`);
-          const n = Number(bi.trim());
-          const taken = bootOrder.find((b) => b.bootindex === n);
-          if (taken) throw new ConfigError(`Could not set bootindex ${n} for ${emul}@${node}. Bootindex already occupied by ${taken.name}`);
-          bootOrder.push({ bootindex: n, bus, slot, func, name: `${emul}@${node}` });
-        }
-        break;
-      }
-      case 'fbuf':
-        if (pci.functions().some((f) => f instanceof Fbuf)) throw new ConfigError('Only one frame buffer device is allowed.');
-        fn = new Fbuf(ctx, node);
-        break;
-      default:
-        throw new Error(`not supported yet: ${emul} (pci slot ${where})`);
+  // bhyve's init_pci first pass: each function by its device's record.
+  for (const s of pciNodes(ctx.config)) {
+    const emul = ctx.config.get(`${s.node}.device`);
+    if (emul === undefined) throw new ConfigError(`pci slot ${s.where}: missing "device" value (set ${s.node}.device)`);
+    const record = findPciDevice(emul);
+    if (!record) throw new ConfigError(`pci slot ${s.where}: unknown device "${emul}" (see bhyve -s help)`);
+    if (!record.create) throw new ConfigError(`not supported yet: ${emul} (pci slot ${s.where})`);
+    let fn;
+    try {
+      fn = record.create(ctx, s, chipset);
+    } catch (e) {
+      // A device that cannot start says which one, once.
+      if (e instanceof ConfigError && !e.message.startsWith(emul)) throw new ConfigError(`${emul} at pci slot ${s.where}: ${e.message}`, { cause: e });
+      throw e;
+    }
+    if (fn instanceof VirtioPci) virtio.push(fn);
+    const bi = ctx.config.get(`${s.node}.bootindex`);
+    if (bi !== undefined && record.bootable) {
+      if (!/^[0-9]+$/.test(bi.trim())) throw new ConfigError(`Invalid bootindex ${bi} for ${emul}@${s.node}`);
+      const n = Number(bi.trim());
+      const taken = bootOrder.find((b) => b.bootindex === n);
+      if (taken) throw new ConfigError(`Could not set bootindex ${n} for ${emul}@${s.node}. Bootindex already occupied by ${taken.name}`);
+      bootOrder.push({ bootindex: n, bus: s.bus, slot: s.slot, func: s.func, name: `${emul}@${s.node}` });
     }
     if (enableBars) {
       // pci_emul_init / pci_emul_alloc_bar: bus mastering, and decoding of
@@ -252,9 +179,12 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
       }
       fn.cfg.set16(PCIR_COMMAND, cmd);
     }
-    pci.attach(bus, slot, func, fn);
+    pci.attach(s.bus, s.slot, s.func, fn);
     devices.push(fn);
   }
+  const lpc = chipset.lpc;
+  const uarts: LpcUartDevice[] = lpc?.uarts ?? [];
+  const pctestdev: PcTestDev | undefined = lpc?.pctestdev;
   bootOrder.sort((a, b) => a.bootindex - b.bootindex);
   // QEMU's PIIX4_PM sits beside its ISA bridge (0:1.3); a user's function
   // there wins and the PIIX4 PM is then not added.
@@ -271,7 +201,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   if (pctestdev) devices.push(pctestdev);
 
   const atkbdc = new AtKbdc(ctx);
-  for (const f of pci.functions()) if (f instanceof Fbuf) f.attachKeyboard(atkbdc); // VNC keys
+  for (const f of pci.functions()) if (f instanceof Fbuf) f.attachKeyboard(atkbdc); // VNC keys and pointer
   pirq.reserveIrq(KBD_DEV_IRQ);
   pirq.reserveIrq(AUX_DEV_IRQ);
   devices.push(atkbdc);
@@ -341,48 +271,6 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   return {
     devices, pci, pirq, pm, rtc, atkbdc, lpc, uarts, pctestdev, virtio, intx, asBuilt, bootOrder, fwcfg, pam, piix4pm,
   };
-}
-
-/** Builds a virtio device model from its slot node and wraps it in the PCI
- * transport. Host-side failures (missing image, image in use) come out as
- * one line naming the device and the file. */
-function createVirtioFunction(ctx: DeviceContext, emul: string, node: string, where: string, msix: boolean): VirtioPci {
-  const t = ctx.config.get(`${node}.transport`) ?? 'transitional';
-  if (t !== 'transitional' && t !== 'modern' && t !== 'legacy') {
-    throw new ConfigError(`${emul}@${node}: invalid transport "${t}" (use legacy, modern or transitional)`);
-  }
-  const transport = t as VirtioPciTransport;
-  let device: VirtioDevice;
-  let classCode: number;
-  if (emul === 'virtio-blk') {
-    try {
-      device = VirtioBlock.open(blockOptionsFromConfig(ctx.config, node));
-    } catch (e) {
-      if (e instanceof BlockDeviceError && !e.message.startsWith('virtio-blk')) {
-        throw new BlockDeviceError(`virtio-blk at pci slot ${where}: ${e.message}`);
-      }
-      throw e;
-    }
-    classCode = PCIC_STORAGE;
-  } else if (emul === 'virtio-net' || emul === 'virtio-console') {
-    try {
-      const [, slot, func] = where.split(':').map(Number);
-      device = emul === 'virtio-net' ? createVirtioNet(ctx, node, slot, func) : createVirtioConsole(ctx, node);
-    } catch (e) {
-      if (e instanceof ConfigError) throw new ConfigError(`${emul} at pci slot ${where}: ${e.message}`);
-      throw e;
-    }
-    classCode = emul === 'virtio-net' ? PCIC_NETWORK : PCIC_SIMPLECOMM;
-  } else {
-    device = new VirtioRnd();
-    classCode = PCIC_CRYPTO;
-  }
-  try {
-    return new VirtioPci(ctx, device, { emulation: emul, classCode, subclass: 0, msix, transport });
-  } catch (e) {
-    device.close?.();
-    throw e;
-  }
 }
 
 /** Everything the device thread runs, built from ctx.config. */

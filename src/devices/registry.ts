@@ -1,23 +1,116 @@
-// The device registry: every PCI emulation (-s) and LPC device (-l) bhyve(8)
-// knows, with its legacy option parser and whether this project implements it
-// yet. Metadata only; the device models live in src/devices/{pci,lpc,virtio}.
-// Engineers flip `implemented` as their device lands.
+// The device table: every PCI emulation (-s) and LPC device (-l) bhyve(8)
+// knows. Each PCI emulation is one record exported from its own file
+// (devices/pci-device.ts describes a record; bhyve's PCI_EMUL_SET); adding
+// a device is that file plus one line in PCI_DEVICES below. Everything that
+// needs to know the devices reads this table: `-s help`, the `-s` parser
+// (config/bhyve-args.ts), start-time checks (validatePciDevices,
+// validateForStart), configKeys() (config/bhyve-options.ts) and platform
+// construction (devices/platform.ts).
 
 import { ConfigError, ConfigTree } from '../config/tree.js';
+import { pciNodes } from '../config/pci-nodes.js';
+import type { DeviceKey, PciDeviceRecord } from './pci-device.js';
+import { amdHostbridgeDevice, hostbridgeDevice } from './pci/hostbridge.js';
+import { lpcDevice } from './pci/lpc-bridge.js';
+import { virtioBlkDevice } from './virtio/virtio-blk.js';
+import { virtioNetDevice } from './virtio/virtio-net.js';
+import { virtioRndDevice } from './virtio/virtio-rnd.js';
+import { virtioConsoleDevice } from './virtio/virtio-console.js';
+import { fbufDevice } from './display/fbuf.js';
 import {
-  blockifLegacyConfig, createNode, netbeLegacyConfig, parseLegacyConfig, setValue,
-} from '../config/legacy.js';
+  ahciCdDevice, ahciDevice, ahciHdDevice, e1000Device, hdaDevice, nvmeDevice, passthruDevice, uartDevice,
+  virtio9pDevice, virtioInputDevice, virtioScsiDevice, xhciDevice,
+} from './not-built.js';
 
-/** Parses the conf string of `-s slot,emulation,conf` into the slot's node. */
-export type LegacyParser = (tree: ConfigTree, node: string, conf: string | undefined) => void;
+export type { PciDeviceRecord } from './pci-device.js';
 
-export interface PciEmulationInfo {
-  description: string;
-  /** The name stored in pci.B.S.F.device when it differs (pe_alias). */
-  alias?: string;
-  /** Device-specific conf parser; absent means the generic name=value list. */
-  legacyParse?: LegacyParser;
-  implemented: boolean;
+/** In the order `-s help` lists them. */
+const PCI_DEVICES: PciDeviceRecord[] = [
+  hostbridgeDevice,
+  amdHostbridgeDevice,
+  lpcDevice,
+  virtioBlkDevice,
+  ahciDevice,
+  ahciHdDevice,
+  ahciCdDevice,
+  nvmeDevice,
+  virtioScsiDevice,
+  virtioNetDevice,
+  e1000Device,
+  passthruDevice,
+  fbufDevice,
+  xhciDevice,
+  virtioRndDevice,
+  virtioConsoleDevice,
+  virtio9pDevice,
+  virtioInputDevice,
+  hdaDevice,
+  uartDevice,
+];
+
+/** Adds a record at run time (tests; a device outside the tree). */
+export function registerPciDevice(record: PciDeviceRecord): void {
+  if (findPciDevice(record.name)) throw new Error(`PCI emulation ${record.name} is already registered`);
+  PCI_DEVICES.push(record);
+}
+
+export function pciDevices(): readonly PciDeviceRecord[] {
+  return PCI_DEVICES;
+}
+
+/** bhyve's pci_emul_finddev. */
+export function findPciDevice(name: string): PciDeviceRecord | undefined {
+  return PCI_DEVICES.find((d) => d.name === name);
+}
+
+/** Whether bhyve can start with this emulation: it has create(), or it is
+ * a legacy name for one that does. */
+export function isBuilt(record: PciDeviceRecord): boolean {
+  if (record.create) return true;
+  return record.alias !== undefined && findPciDevice(record.alias)?.create !== undefined;
+}
+
+const NOT_BUILT = ' (not supported yet)';
+
+/** `-s help`: bhyve's names, one a line, marked when not built. */
+export function pciHelpText(): string {
+  return PCI_DEVICES.map((d) => `${d.name}${isBuilt(d) ? '' : NOT_BUILT}\n`).join('');
+}
+
+/** The keys under pci.B.S.F that every function has. */
+const COMMON_PCI_KEYS: readonly DeviceKey[] = [
+  { key: 'device', description: 'device model (emulation name) in this slot' },
+];
+
+/** Every key a PCI device reads, once, with the devices that read it
+ * (for configKeys(): the first record's default and description win). */
+export function pciDeviceKeys(): Array<DeviceKey & { devices: string[] }> {
+  const byKey = new Map<string, DeviceKey & { devices: string[] }>();
+  for (const k of COMMON_PCI_KEYS) byKey.set(k.key, { ...k, devices: [] });
+  for (const d of PCI_DEVICES) {
+    if (d.alias) continue;
+    for (const k of d.keys) {
+      const seen = byKey.get(k.key);
+      if (seen) seen.devices.push(d.name);
+      else byKey.set(k.key, { ...k, devices: [d.name] });
+    }
+  }
+  return [...byKey.values()];
+}
+
+/**
+ * The checks each configured function's record makes before the VM exists
+ * (bhyve's option parsing and init checks), and bhyve's own: a device name
+ * it knows, not a legacy alias.
+ */
+export function validatePciDevices(config: ConfigTree): void {
+  for (const s of pciNodes(config)) {
+    const emul = config.get(`${s.node}.device`);
+    if (emul === undefined) throw new ConfigError(`pci slot ${s.where}: missing "device" value (set ${s.node}.device)`);
+    const record = findPciDevice(emul);
+    if (!record) throw new ConfigError(`pci slot ${s.where}: unknown device "${emul}" (see bhyve -s help)`);
+    record.validate?.(config, s);
+  }
 }
 
 export interface LpcDeviceInfo {
@@ -26,167 +119,6 @@ export interface LpcDeviceInfo {
   /** Listed by `-l help` (bhyve lists bootrom, com1-com4, tpm, pc-testdev). */
   listed: boolean;
 }
-
-const AHCI_MAX_PORTS = 32;
-const VTCON_MAXPORTS = 16;
-
-function ahciPort(tree: ConfigTree, node: string, port: number, type: string, opts: string | undefined): void {
-  const portNode = `${node}.port.${port}`;
-  createNode(tree, portNode);
-  setValue(tree, `${portNode}.type`, type);
-  blockifLegacyConfig(tree, portNode, opts);
-}
-
-/** pci_ahci_legacy_config(): `hd:path[,opts],cd:path[,opts],...` -> port.N.* */
-const ahciLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  createNode(tree, `${node}.port`);
-  let str: string | undefined = opts;
-  for (let p = 0; p < AHCI_MAX_PORTS && str !== undefined; p++) {
-    let type: string | undefined;
-    if (str.startsWith('hd:')) { type = 'hd'; str = str.slice(3); }
-    else if (str.startsWith('cd:')) { type = 'cd'; str = str.slice(3); }
-    const hd = str.indexOf(',hd:');
-    const cd = str.indexOf(',cd:');
-    let cut = hd;
-    if (hd < 0 || (cd >= 0 && cd < hd)) cut = cd;
-    let next: string | undefined;
-    if (cut >= 0) { next = str.slice(cut + 1); str = str.slice(0, cut); }
-    if (str !== '') {
-      if (type === undefined) throw new ConfigError(`Missing or invalid type for port ${p}: "${str}" (use hd:path or cd:path)`);
-      ahciPort(tree, node, p, type, str);
-    }
-    str = next;
-  }
-};
-
-/** pci_vtcon_legacy_config(): `port1=/sock[,port2=/sock...]` -> port.N.{name,path} */
-const vtconLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  createNode(tree, `${node}.port`);
-  let port = 0;
-  for (const opt of opts.split(',')) {
-    if (opt === 'transport=legacy' || opt === 'transport=modern') {
-      setValue(tree, `${node}.transport`, opt.slice(opt.indexOf('=') + 1));
-      continue;
-    }
-    const eq = opt.indexOf('=');
-    if (eq < 0) throw new ConfigError(`vtcon: port ${opt} requires a path`);
-    if (port >= VTCON_MAXPORTS) throw new ConfigError('vtcon: too many ports');
-    setValue(tree, `${node}.port.${port}.name`, opt.slice(0, eq));
-    setValue(tree, `${node}.port.${port}.path`, opt.slice(eq + 1));
-    port++;
-  }
-};
-
-/** pci_nvme_legacy_config(): `ram=MiB[,opts]` or a blockif string. */
-const nvmeLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  if (opts.startsWith('ram=')) {
-    const comma = opts.indexOf(',');
-    if (comma < 0) { setValue(tree, `${node}.ram`, opts.slice(4)); return; }
-    setValue(tree, `${node}.ram`, opts.slice(4, comma));
-    parseLegacyConfig(tree, node, opts.slice(comma + 1));
-  } else {
-    blockifLegacyConfig(tree, node, opts);
-  }
-};
-
-/** passthru_legacy_config(): `pptN` | `pciB:S:F` | `B/S/F`, then name=value. */
-const passthruLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  const comma = opts.indexOf(',');
-  const first = comma < 0 ? opts : opts.slice(0, comma);
-  const m = /^pci0:(\d+):(\d+):(\d+)/.exec(first) ?? /^pci(\d+):(\d+):(\d+)/.exec(first) ?? /^(\d+)\/(\d+)\/(\d+)/.exec(first);
-  if (first.startsWith('ppt')) {
-    setValue(tree, `${node}.pptdev`, first);
-  } else if (m) {
-    setValue(tree, `${node}.bus`, String(Number(m[1])));
-    setValue(tree, `${node}.slot`, String(Number(m[2])));
-    setValue(tree, `${node}.func`, String(Number(m[3])));
-  } else {
-    throw new ConfigError(`passthru: invalid options "${opts}" (use pptN, pciB:S:F or B/S/F)`);
-  }
-  if (comma >= 0) parseLegacyConfig(tree, node, opts.slice(comma + 1));
-};
-
-/** First item (when not name=value) goes to `key`; the rest is generic. */
-function firstItemAs(key: string): LegacyParser {
-  return (tree, node, opts) => {
-    if (opts === undefined) return;
-    const comma = opts.indexOf(',');
-    const first = comma < 0 ? opts : opts.slice(0, comma);
-    if (first.includes('=')) { parseLegacyConfig(tree, node, opts); return; }
-    setValue(tree, `${node}.${key}`, first);
-    if (comma >= 0) parseLegacyConfig(tree, node, opts.slice(comma + 1));
-  };
-}
-
-/** pci_vt9p_legacy_config(): `sharename=/path[,ro]`. */
-const vt9pLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  const comma = opts.indexOf(',');
-  const first = comma < 0 ? opts : opts.slice(0, comma);
-  const eq = first.indexOf('=');
-  if (eq < 0) throw new ConfigError(`virtio-9p: invalid share "${first}" (use sharename=/path)`);
-  setValue(tree, `${node}.sharename`, first.slice(0, eq));
-  setValue(tree, `${node}.path`, first.slice(eq + 1));
-  if (comma >= 0) parseLegacyConfig(tree, node, opts.slice(comma + 1));
-};
-
-/** pci_xhci_legacy_config(): `tablet[,...]` -> slot.N.device, slots from 1. */
-const xhciLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  let slot = 1;
-  for (const item of opts.split(',')) {
-    if (item === '') continue;
-    const eq = item.indexOf('=');
-    const name = eq < 0 ? item : item.slice(0, eq);
-    if (name !== 'tablet') throw new ConfigError(`xhci: unknown USB device "${name}" (supported: tablet)`);
-    setValue(tree, `${node}.slot.${slot}.device`, name);
-    slot++;
-  }
-};
-
-/** pci_amd_hostbridge_legacy_config(): AMD vendor id, made-up device id. */
-const amdHostbridgeLegacy: LegacyParser = (tree, node) => {
-  setValue(tree, `${node}.vendor`, '0x1022');
-  setValue(tree, `${node}.devid`, '0x7432');
-};
-
-/** pci_uart_legacy_config(): the whole string is the backend path. */
-const uartLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts !== undefined) setValue(tree, `${node}.path`, opts);
-};
-
-export const PCI_EMULATIONS: Readonly<Record<string, PciEmulationInfo>> = {
-  hostbridge: { description: 'PCI host bridge', implemented: true },
-  amd_hostbridge: { description: 'PCI host bridge with AMD vendor ID', alias: 'hostbridge', legacyParse: amdHostbridgeLegacy, implemented: true },
-  lpc: { description: 'LPC PCI-ISA bridge (COM1-COM4, boot ROM, TPM, fw_cfg, pc-testdev)', implemented: true },
-  'virtio-blk': { description: 'virtio block device', legacyParse: blockifLegacyConfig, implemented: true },
-  ahci: { description: 'AHCI SATA controller with several ports', legacyParse: ahciLegacy, implemented: false },
-  'ahci-hd': {
-    description: 'AHCI controller with one SATA hard disk', alias: 'ahci',
-    legacyParse: (t, n, o) => { createNode(t, `${n}.port`); ahciPort(t, n, 0, 'hd', o); }, implemented: false,
-  },
-  'ahci-cd': {
-    description: 'AHCI controller with one ATAPI CD-ROM', alias: 'ahci',
-    legacyParse: (t, n, o) => { createNode(t, `${n}.port`); ahciPort(t, n, 0, 'cd', o); }, implemented: false,
-  },
-  nvme: { description: 'NVMe controller', legacyParse: nvmeLegacy, implemented: false },
-  'virtio-scsi': { description: 'virtio SCSI controller', legacyParse: firstItemAs('dev'), implemented: false },
-  'virtio-net': { description: 'virtio network device', legacyParse: netbeLegacyConfig, implemented: true },
-  e1000: { description: 'Intel 82545 network device', legacyParse: netbeLegacyConfig, implemented: false },
-  passthru: { description: 'host PCI device passthrough', legacyParse: passthruLegacy, implemented: false },
-  fbuf: { description: 'raw framebuffer with VNC server', implemented: true },
-  xhci: { description: 'USB 3 (xHCI) controller', legacyParse: xhciLegacy, implemented: false },
-  'virtio-rnd': { description: 'virtio random number generator', implemented: true },
-  'virtio-console': { description: 'virtio console with up to 16 ports', legacyParse: vtconLegacy, implemented: true },
-  'virtio-9p': { description: 'virtio 9p (VirtFS) file sharing', legacyParse: vt9pLegacy, implemented: false },
-  'virtio-input': { description: 'virtio input device', legacyParse: firstItemAs('path'), implemented: false },
-  hda: { description: 'High Definition Audio controller', implemented: false },
-  uart: { description: 'PCI 16550 UART', legacyParse: uartLegacy, implemented: false },
-};
 
 export const LPC_DEVICES: Readonly<Record<string, LpcDeviceInfo>> = {
   bootrom: { description: 'boot ROM (firmware) image, optional UEFI variable store', implemented: true, listed: true },
@@ -231,14 +163,9 @@ function requireFeature(name: string): void {
   if (!f.implemented) refuse(f.description);
 }
 
-/** Emulation names in the order `-s help` lists them. */
-export function pciEmulationNames(): string[] {
-  return Object.keys(PCI_EMULATIONS);
-}
-
-/** LPC device names in the order `-l help` lists them. */
-export function lpcDeviceNames(): string[] {
-  return Object.entries(LPC_DEVICES).filter(([, d]) => d.listed).map(([n]) => n);
+/** `-l help`: bhyve's list, marked when not built. */
+export function lpcHelpText(): string {
+  return Object.entries(LPC_DEVICES).filter(([, d]) => d.listed).map(([n, d]) => `${n}${d.implemented ? '' : NOT_BUILT}\n`).join('');
 }
 
 /**
@@ -247,23 +174,10 @@ export function lpcDeviceNames(): string[] {
  * parsing and before creating the VM: nothing configured is silently ignored.
  */
 export function validateForStart(config: ConfigTree, extras: StartExtras = {}): void {
-  const pci = config.getNode('pci');
-  if (pci) {
-    for (const [bus, busNode] of pci) {
-      if (!(busNode instanceof Map)) continue;
-      for (const [slot, slotNode] of busNode) {
-        if (!(slotNode instanceof Map)) continue;
-        for (const [func, funcNode] of slotNode) {
-          if (!(funcNode instanceof Map)) continue;
-          const where = `${bus}:${slot}:${func}`;
-          const emul = config.get(`pci.${bus}.${slot}.${func}.device`);
-          if (emul === undefined) throw new ConfigError(`pci slot ${where}: no device configured (set pci.${bus}.${slot}.${func}.device)`);
-          const info = PCI_EMULATIONS[emul];
-          if (!info) throw new ConfigError(`pci slot ${where}: unknown device "${emul}" (see bhyve -s help)`);
-          if (!info.implemented) refuse(`PCI emulation '${emul}' (pci slot ${where})`);
-        }
-      }
-    }
+  validatePciDevices(config);
+  for (const s of pciNodes(config)) {
+    const emul = config.get(`${s.node}.device`)!;
+    if (!isBuilt(findPciDevice(emul)!)) refuse(`PCI emulation '${emul}' (pci slot ${s.where})`);
   }
   if (config.getNode('tpm')) refuse('LPC device tpm');
   const fwcfg = config.get('lpc.fwcfg') ?? 'bhyve';

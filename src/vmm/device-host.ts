@@ -28,6 +28,7 @@ export class DeviceHost {
   private readonly mailboxes: Mailbox[];
   private platform: Platform | undefined;
   private devices: Device[] = [];
+  private memoryMap: DeviceMemoryMap | undefined;
 
   constructor(d: VcpuThreadData, private readonly requestExit: (r: ExitRequest) => void) {
     this.timers = new DeviceTimers(d.timerSab);
@@ -57,7 +58,7 @@ export class DeviceHost {
       timer: (callback) => this.timers.create(callback),
       hostPort: (key: string) => d.hostPorts?.[key],
       kvm: kvmDoorbells(vm, d),
-      memoryMap: d.legacyWindow || bootvarsPath !== undefined || d.framebufferPath !== undefined
+      memoryMap: this.memoryMap = d.legacyWindow || bootvarsPath !== undefined || d.framebufferPath !== undefined
         ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath, d.framebufferPath) : undefined,
       stream(key: string): ByteStream | undefined {
         const t = d.streams[key];
@@ -80,6 +81,11 @@ export class DeviceHost {
       // to fix: one line, no vCPU prefix.
       this.requestExit({ kind: 'error', message: (e as Error).message });
     }
+  }
+
+  /** Opens now what the devices would open later (the sandbox forbids it then). */
+  prepareForSandbox(): void {
+    this.memoryMap?.mapFiles();
   }
 
   /** Work that arrived by kick, `requests` being DEVICE_REQUEST bits. */

@@ -77,6 +77,15 @@ export class DeviceMemoryMap implements MemoryMapControl {
     return this.fb;
   }
 
+  /** Maps the boot ROM, VARS and framebuffer files now rather than at first
+   * use (the sandbox allows no file opens later). */
+  mapFiles(): void {
+    // A failure here is reported at first use, as before.
+    try { if (this.bootromPath) this.romMapping(); } catch { /* later */ }
+    try { if (this.bootvarsPath) this.varsMapping(); } catch { /* later */ }
+    try { if (this.framebufferPath) this.framebufferMapping(); } catch { /* later */ }
+  }
+
   /** The VARS file, mapped shared and writable: stores through view() reach the file. */
   private varsMapping(): Mapping {
     if (!this.vars) {

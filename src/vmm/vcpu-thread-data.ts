@@ -6,6 +6,7 @@ import type { HostPortTransfer } from '../devices/virtio/host-ports.js';
 import type { DisplayInputTransfer } from '../devices/display/display-input.js';
 import type { ExitRequest } from './exit-status.js';
 import type { MemoryLayout } from './memory-map.js';
+import type { SandboxPlan } from './sandbox/sandbox.js';
 
 import type { MessagePort } from 'node:worker_threads';
 
@@ -44,6 +45,8 @@ export interface VcpuThreadData {
   requestPort: MessagePort;
   /** Host CPUs this vCPU's thread is pinned to, if any. */
   cpuset?: number[];
+  /** Applied by the thread before it reports ready (sandbox/sandbox.ts). */
+  sandbox?: SandboxPlan;
 }
 
 export type VcpuThreadMessage =

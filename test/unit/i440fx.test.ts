@@ -113,8 +113,8 @@ describe('buildPlatform with lpc.fwcfg=qemu', () => {
   it('writes bootorder from the platform boot order and adds -f user files', () => {
     const f = platformCtx({
       'pci.0.0.0.device': 'hostbridge', 'lpc.fwcfg': 'qemu', name: 'vm',
-      'pci.0.12.0.device': 'virtio-rnd', 'pci.0.12.0.bootindex': '2',
-      'pci.0.4.0.device': 'virtio-rnd', 'pci.0.4.0.bootindex': '1',
+      'pci.0.12.0.device': 'virtio-net', 'pci.0.12.0.bootindex': '2',
+      'pci.0.4.0.device': 'virtio-net', 'pci.0.4.0.bootindex': '1',
     });
     const p = buildPlatform(f.ctx, LAYOUT, { hostname: 'host', fwcfgFiles: [{ name: 'opt/x', data: Uint8Array.of(1, 2) }] });
     expect(new TextDecoder().decode(p.fwcfg!.file('bootorder'))).toBe('/pci@i0cf8/pci@4,0\n/pci@i0cf8/pci@c,0\0');

@@ -5,7 +5,7 @@
 
 import fs from 'node:fs';
 import type { ConfigTree } from '../../config/tree.js';
-import { configuredPciFunctions } from '../platform.js';
+import { pciNodes } from '../../config/pci-nodes.js';
 import { fbufNode, parseFbufOptions } from './fbuf-options.js';
 import { createFramebufferFile, FB_SIZE, framebufferPath, FramebufferView } from './framebuffer-file.js';
 import { nativeBuffer } from '../../vmm/libc.js';
@@ -40,7 +40,7 @@ export type DirtyLogReader = (slot: number, bitmap: { address: bigint; bytes: Ui
 
 export async function openDisplay(config: ConfigTree, vmDir: string, vmName: string, kick: () => void,
   log: (m: string) => void, dirtyLog?: DirtyLogReader): Promise<DisplayHost | undefined> {
-  const node = fbufNode(config, configuredPciFunctions({ config }));
+  const node = fbufNode(config, pciNodes(config));
   const file = framebufferPath(vmDir);
   if (node === undefined) {
     fs.rmSync(file, { force: true }); // an earlier run's screen is not this VM's

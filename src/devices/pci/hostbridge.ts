@@ -9,11 +9,14 @@
 // the AMD ids (bhyve itself only stores the alias target "hostbridge").
 
 import type { ConfigTree } from '../../config/tree.js';
+import { setValue } from '../../config/legacy.js';
+import type { DeviceKey, PciDeviceRecord } from '../pci-device.js';
 import {
   PCIC_BRIDGE, PCIM_HDRTYPE_NORMAL, PCIS_BRIDGE_HOST, PCIY_EXPRESS,
 } from './config-space.js';
 import { PciFunctionBase } from './pci-function.js';
 import { readPciReg } from './pcireg.js';
+import { I440fxHostBridge } from './i440fx.js';
 
 export const HOSTBRIDGE_VENDOR = 0x1275; // NetApp
 export const HOSTBRIDGE_DEVICE = 0x1275;
@@ -75,3 +78,35 @@ export class HostBridge extends PciFunctionBase {
     this.cfg.addCapability(PCIY_EXPRESS, pcieCapability(PCIEM_TYPE_ROOT_PORT, bus));
   }
 }
+
+const HOSTBRIDGE_KEYS: readonly DeviceKey[] = [
+  { key: 'vendor', default: '0x1275', description: 'hostbridge PCI vendor ID' },
+  { key: 'devid', default: '0x1275', description: 'hostbridge PCI device ID' },
+  { key: 'pcireg.vendor', description: 'PCI vendor ID override (hex, or host)' },
+  { key: 'pcireg.device', description: 'PCI device ID override (hex, or host)' },
+  { key: 'pcireg.revid', description: 'PCI revision ID override' },
+  { key: 'pcireg.subvendor', description: 'PCI subsystem vendor ID override' },
+  { key: 'pcireg.subdevice', description: 'PCI subsystem device ID override' },
+];
+
+/** bhyve's pci_de_hostbridge; with lpc.fwcfg=qemu, QEMU's i440FX (i440fx.ts). */
+export const hostbridgeDevice: PciDeviceRecord = {
+  name: 'hostbridge',
+  description: 'PCI host bridge',
+  keys: HOSTBRIDGE_KEYS,
+  create: (ctx, s, chipset) => (chipset.qemu ? new I440fxHostBridge(chipset.pam) : new HostBridge(ctx.config, s.node, s.bus)),
+};
+
+/** bhyve's pci_de_amd_hostbridge: `-s N,amd_hostbridge` stores a hostbridge
+ * with AMD ids (pci_amd_hostbridge_legacy_config). */
+export const amdHostbridgeDevice: PciDeviceRecord = {
+  name: 'amd_hostbridge',
+  alias: 'hostbridge',
+  description: 'PCI host bridge with AMD vendor ID',
+  legacyConfig: (tree, node) => {
+    setValue(tree, `${node}.vendor`, '0x1022');
+    setValue(tree, `${node}.devid`, '0x7432');
+  },
+  keys: HOSTBRIDGE_KEYS,
+  create: (ctx, s, chipset) => (chipset.qemu ? new I440fxHostBridge(chipset.pam) : new HostBridge(ctx.config, s.node, s.bus, 'amd_hostbridge')),
+};

@@ -12,12 +12,18 @@
 // routes 1-byte writes (wider ones land in config space unrouted); we split
 // wider writes into bytes so they are routed too.
 //
-// Only one LPC bridge, and only on bus 0 (checked by createPlatformDevices,
-// with bhyve's messages). The LPC devices themselves are created by
-// platform.ts, as bhyve's lpc_init() does when this bridge is initialised.
+// Only one LPC bridge, and only on bus 0 (bhyve's messages). The LPC
+// devices come up with the bridge, as bhyve's lpc_init() brings them up:
+// COM1-COM4 (all four; those without lpc.comN.path have no host backend),
+// each keeping its ISA IRQ away from PCI routing, and pc-testdev when
+// lpc.pc-testdev is true.
 
 import { readdirSync, readFileSync } from 'node:fs';
-import type { ConfigTree } from '../../config/tree.js';
+import { ConfigError, type ConfigTree } from '../../config/tree.js';
+import type { Device } from '../device.js';
+import { PcTestDev } from '../lpc/pctestdev.js';
+import { createLpcUart, LPC_UART_RESOURCES, type LpcUartDevice, type LpcUartName } from '../lpc/uart.js';
+import type { PciDeviceRecord } from '../pci-device.js';
 import { PCIC_BRIDGE, PCIS_BRIDGE_ISA } from './config-space.js';
 import { PciFunctionBase } from './pci-function.js';
 import { readPciReg, type HostPciIds } from './pcireg.js';
@@ -66,6 +72,15 @@ export function findHostIsaBridge(sysfs = '/sys/bus/pci/devices'): HostPciIds | 
 }
 
 export class LpcBridge extends PciFunctionBase {
+  /** COM1-COM4, created with the bridge. */
+  uarts: LpcUartDevice[] = [];
+  pctestdev?: PcTestDev;
+
+  /** The ISA devices behind the bridge, for the device thread. */
+  get isaDevices(): Device[] {
+    return this.pctestdev ? [...this.uarts, this.pctestdev] : [...this.uarts];
+  }
+
   constructor(config: ConfigTree, private readonly pirq: PirqRouter, hostLookup: () => HostPciIds | undefined = findHostIsaBridge) {
     super('lpc');
     // Only look at the host when a value asks for it.
@@ -106,3 +121,26 @@ export class LpcBridge extends PciFunctionBase {
     return true;
   }
 }
+
+const UART_NAMES: readonly LpcUartName[] = ['com1', 'com2', 'com3', 'com4'];
+
+/** bhyve's pci_de_lpc (pci_lpc_init + lpc_init). */
+export const lpcDevice: PciDeviceRecord = {
+  name: 'lpc',
+  description: 'LPC PCI-ISA bridge (COM1-COM4, boot ROM, TPM, fw_cfg, pc-testdev)',
+  keys: [],
+  create: (ctx, s, chipset) => {
+    if (chipset.lpc) throw new ConfigError('Only one LPC bridge is allowed.');
+    if (s.bus !== 0) throw new ConfigError('LPC bridge can be present only on bus 0.');
+    const uarts = UART_NAMES.map((name) => {
+      chipset.pirq.reserveIrq(LPC_UART_RESOURCES[name].irq);
+      return createLpcUart(ctx, name);
+    });
+    const pctestdev = ctx.config.getBool('lpc.pc-testdev', false) ? new PcTestDev(ctx) : undefined;
+    const lpc = new LpcBridge(ctx.config, chipset.pirq, chipset.hostIsaBridge);
+    lpc.uarts = uarts;
+    lpc.pctestdev = pctestdev;
+    chipset.lpc = lpc;
+    return lpc;
+  },
+};

@@ -6,7 +6,7 @@
 // where DeviceContext.hostPort(key) hands them to the device factories.
 
 import type { ConfigTree } from '../../config/tree.js';
-import { configuredPciFunctions } from '../platform.js';
+import { pciNodes } from '../../config/pci-nodes.js';
 import { openConsoleBackend, type ConsoleBackendTransfer } from './console-backend.js';
 import { openNetBackend, type NetBackendTransfer } from './net-backend.js';
 
@@ -29,7 +29,7 @@ export async function openHostPorts(config: ConfigTree, kick: () => void): Promi
     for (const h of hosts.splice(0)) await h.close().catch(() => undefined);
   };
   try {
-    for (const { bus, slot, func, node } of configuredPciFunctions({ config })) {
+    for (const { node, where } of pciNodes(config)) {
       const emul = config.get(`${node}.device`);
       if (emul !== 'virtio-net' && emul !== 'virtio-console') continue;
       try {
@@ -40,7 +40,7 @@ export async function openHostPorts(config: ConfigTree, kick: () => void): Promi
         hosts.push(host);
         transfers[node] = host.transfer;
       } catch (e) {
-        throw new Error(`${emul} at pci slot ${bus}:${slot}:${func}: ${(e as Error).message}`);
+        throw new Error(`${emul} at pci slot ${where}: ${(e as Error).message}`);
       }
     }
   } catch (e) {

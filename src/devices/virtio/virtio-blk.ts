@@ -38,6 +38,9 @@ import {
 } from './virtio-constants.js';
 import type { HelperThreadData } from '../device.js';
 import { BlkIothread } from './blk-iothread.js';
+import { blockifLegacyConfig } from '../../config/legacy.js';
+import type { PciDeviceRecord } from '../pci-device.js';
+import { createVirtioPci, VIRTIO_PCI_KEYS } from './virtio-pci.js';
 import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
 import { VirtqueueError, type DescriptorChain, type Virtqueue } from './virtqueue.js';
 
@@ -600,3 +603,34 @@ export class VirtioBlock extends VirtioDeviceBase {
     this.file.close();
   }
 }
+
+/** PCI class bhyve gives virtio-blk (PCIC_STORAGE). */
+const PCIC_STORAGE = 0x01;
+
+/** bhyve's pci_de_vblk. */
+export const virtioBlkDevice: PciDeviceRecord = {
+  name: 'virtio-blk',
+  description: 'virtio block device',
+  legacyConfig: blockifLegacyConfig,
+  keys: [
+    { key: 'path', description: 'backing file or block device (the first item of the configuration string)' },
+    { key: 'nocache', default: 'false', description: 'open the backing file with O_DIRECT' },
+    { key: 'direct', default: 'false', description: 'open the backing file with O_SYNC' },
+    { key: 'sync', default: 'false', description: 'alias of direct' },
+    { key: 'ro', default: 'false', description: 'read-only device' },
+    { key: 'nodelete', default: 'false', description: 'do not pass discard requests to the backing file' },
+    { key: 'sectorsize', description: 'logical[/physical] sector size' },
+    { key: 'ser', description: 'serial number (default: from the path)' },
+    { key: 'bootindex', description: 'boot order index for the firmware' },
+    { key: 'iothread', default: String(IOTHREAD_DEFAULT), description: 'serve the request queue on its own thread, fed by an ioeventfd' },
+    ...VIRTIO_PCI_KEYS,
+  ],
+  bootable: true,
+  validate: (config, s) => {
+    if (config.get(`${s.node}.path`) === undefined) {
+      throw new ConfigError(`pci slot ${s.where}: virtio-blk requires a path (e.g. -s ${s.slot},virtio-blk,/path/to/disk.img)`);
+    }
+  },
+  create: (ctx, s, chipset) => createVirtioPci(ctx, s, chipset, 'virtio-blk', PCIC_STORAGE,
+    () => VirtioBlock.open(blockOptionsFromConfig(ctx.config, s.node))),
+};

@@ -32,6 +32,9 @@ import { VIRTIO_F_VERSION_1, VIRTIO_ID_NET, featureBit } from './virtio-constant
 import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
 import { DescriptorChain, type Virtqueue } from './virtqueue.js';
 import { attachNetBackend, type NetBackendTransfer, type NetPort } from './net-backend.js';
+import { netbeLegacyConfig } from '../../config/legacy.js';
+import type { PciDeviceRecord } from '../pci-device.js';
+import { createVirtioPci, VIRTIO_PCI_KEYS } from './virtio-pci.js';
 
 export const VIRTIO_NET_F_CSUM = 0;
 export const VIRTIO_NET_F_GUEST_CSUM = 1;
@@ -354,3 +357,24 @@ export function createVirtioNet(
   }
   return new VirtioNet(opts, port);
 }
+
+/** PCI class bhyve gives virtio-net (PCIC_NETWORK). */
+const PCIC_NETWORK = 0x02;
+
+/** bhyve's pci_de_vnet; the host side is the tap the main thread opened
+ * (devices/virtio/host-ports.ts). */
+export const virtioNetDevice: PciDeviceRecord = {
+  name: 'virtio-net',
+  description: 'virtio network device',
+  legacyConfig: netbeLegacyConfig,
+  keys: [
+    { key: 'backend', description: 'network backend (tapN on Linux)' },
+    { key: 'mac', description: 'MAC address (default: derived from the VM name and slot)' },
+    { key: 'mtu', default: '1500', description: 'MTU offered to the guest' },
+    { key: 'bootindex', description: 'boot order index for the firmware' },
+    ...VIRTIO_PCI_KEYS,
+  ],
+  bootable: true,
+  create: (ctx, s, chipset) => createVirtioPci(ctx, s, chipset, 'virtio-net', PCIC_NETWORK,
+    () => createVirtioNet(ctx, s.node, s.slot, s.func)),
+};

@@ -38,7 +38,9 @@
 // vectors and offsets are ignored or read as zero, and queue addresses that
 // are not guest RAM make activation fail into DEVICE_NEEDS_RESET.
 
+import { ConfigError } from '../../config/tree.js';
 import type { DeviceContext, HelperThreadData } from '../device.js';
+import type { Chipset, DeviceKey, PciSlot } from '../pci-device.js';
 import { PCIR_CAP_PTR, PCIM_CMD_BUSMASTEREN, type PciCapability } from '../pci/config-space.js';
 import { PciEmulFunction, type BarHandler } from '../pci/pci-emul.js';
 import {
@@ -724,5 +726,30 @@ export class VirtioPci extends PciEmulFunction {
     } catch (e) {
       this.needsReset(`poll: ${(e as Error).message}`);
     }
+  }
+}
+
+/** The key every virtio device record reads besides its own. */
+export const VIRTIO_PCI_KEYS: readonly DeviceKey[] = [
+  { key: 'transport', default: 'transitional', description: 'virtio PCI interface: legacy, modern or transitional (both)' },
+];
+
+/**
+ * What each virtio record's create() does: reads `transport`, opens the
+ * device model and puts it on the PCI transport with the record's PCI
+ * class (bhyve's vi_pci_init), MSI-X unless virtio_msix=false. The model is
+ * closed again when the transport cannot be built.
+ */
+export function createVirtioPci(ctx: DeviceContext, s: PciSlot, chipset: Chipset, emulation: string, classCode: number, open: () => VirtioDevice): VirtioPci {
+  const t = ctx.config.get(`${s.node}.transport`) ?? 'transitional';
+  if (t !== 'transitional' && t !== 'modern' && t !== 'legacy') {
+    throw new ConfigError(`${emulation}@${s.node}: invalid transport "${t}" (use legacy, modern or transitional)`);
+  }
+  const device = open();
+  try {
+    return new VirtioPci(ctx, device, { emulation, classCode, subclass: 0, msix: chipset.msix, transport: t });
+  } catch (e) {
+    device.close?.();
+    throw e;
   }
 }

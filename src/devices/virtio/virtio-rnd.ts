@@ -6,6 +6,8 @@ import { randomFillSync } from 'node:crypto';
 import { VIRTIO_ID_RNG } from './virtio-constants.js';
 import { VirtioDeviceBase } from './virtio-device.js';
 import type { Virtqueue } from './virtqueue.js';
+import type { PciDeviceRecord } from '../pci-device.js';
+import { createVirtioPci, VIRTIO_PCI_KEYS } from './virtio-pci.js';
 
 /** bhyve's VTRND_RINGSZ. */
 export const VTRND_RINGSZ = 64;
@@ -41,3 +43,14 @@ export class VirtioRnd extends VirtioDeviceBase {
     this.signalUsed(index, queue);
   }
 }
+
+/** PCI class bhyve gives virtio-rnd (PCIC_CRYPTO). */
+const PCIC_CRYPTO = 0x10;
+
+/** bhyve's pci_de_vrnd. */
+export const virtioRndDevice: PciDeviceRecord = {
+  name: 'virtio-rnd',
+  description: 'virtio random number generator',
+  keys: [...VIRTIO_PCI_KEYS],
+  create: (ctx, s, chipset) => createVirtioPci(ctx, s, chipset, 'virtio-rnd', PCIC_CRYPTO, () => new VirtioRnd()),
+};
