@@ -157,7 +157,8 @@ export class RfbServer {
     this.stopRefresh();
     for (const s of this.sessions) s.end();
     await new Promise<void>((r) => this.server.close(() => r()));
-    if (this.o.listen.kind === 'unix') fs.rmSync(this.o.listen.path, { force: true });
+    // A sandboxed bhyve may not remove it (Landlock); the next run replaces it.
+    if (this.o.listen.kind === 'unix') try { fs.rmSync(this.o.listen.path, { force: true }); } catch { /* left */ }
   }
 }
 
