@@ -116,13 +116,16 @@ export class DirtyScanner {
     if (s.width !== this.width || s.height !== this.height) {
       this.width = s.width;
       this.height = s.height;
-      this.shadow = Buffer.from(s.pixels.subarray(0, size));
+      this.shadow = Buffer.alloc(size); // never from the pool: word aligned
+      this.shadow.set(s.pixels.subarray(0, size));
       return new Uint8Array(this.cols * this.rows).fill(1);
     }
     const cols = this.cols;
     const dirty = new Uint8Array(cols * this.rows);
     const stride = s.width * 4;
     const px = Buffer.from(s.pixels.buffer, s.pixels.byteOffset, size);
+    const cur32 = words(s.pixels, size);
+    const old32 = words(this.shadow, size);
     for (let band = 0; band < this.rows; band++) {
       // A band of TILE rows that did not change costs one comparison.
       const y0 = band * TILE;
@@ -136,10 +139,15 @@ export class DirtyScanner {
         const row = px.subarray(off, off + stride);
         const old = this.shadow.subarray(off, off + stride);
         if (row.equals(old)) continue;
+        // Which tiles of this row differ: word by word, stopping at the
+        // first difference (a native compare per tile costs more in calls).
+        const w0 = off >> 2;
         for (let t = 0; t < cols; t++) {
-          const a = t * TILE * 4;
-          const b = Math.min(stride, a + TILE * 4);
-          if (dirty[base + t] === 0 && !row.subarray(a, b).equals(old.subarray(a, b))) dirty[base + t] = 1;
+          if (dirty[base + t] !== 0) continue;
+          const end = w0 + Math.min(s.width, (t + 1) * TILE);
+          for (let w = w0 + t * TILE; w < end; w++) {
+            if (cur32[w] !== old32[w]) { dirty[base + t] = 1; break; }
+          }
         }
         old.set(row);
       }
@@ -156,4 +164,10 @@ function anyPage(bitmap: Uint8Array, start: number, end: number): boolean {
     if (bitmap[p >> 3] & (1 << (p & 7))) return true;
   }
   return false;
+}
+
+/** 32-bit words over the first `size` bytes (copied when not aligned). */
+function words(b: Uint8Array, size: number): Uint32Array {
+  if (b.byteOffset % 4 === 0) return new Uint32Array(b.buffer, b.byteOffset, size >> 2);
+  return new Uint32Array(b.slice(0, size).buffer);
 }
