@@ -76,6 +76,8 @@ export class RfbSession {
   private encodings = new Set<number>();
   /** The zlib stream header went out (the first Zlib rectangle carries it). */
   private zlibStarted = false;
+  /** The last bytes of that stream's uncompressed data (the client's window). */
+  private zwindow: Buffer = Buffer.alloc(0);
   private extKeySent = false;
   /** The size this client was last told about. */
   private width = 0;
@@ -365,13 +367,20 @@ export class RfbSession {
    * The next piece of this client's zlib stream: the 2-byte zlib header the
    * first time, then deflate blocks ending in a sync flush (an empty stored
    * block) and never a final block, so the pieces concatenate into the one
-   * stream the client inflates for the whole connection. Each piece is
-   * compressed on its own (no history across rectangles): Node's
-   * synchronous zlib cannot continue a stream, and a session must answer
-   * within its refresh.
+   * stream the client inflates for the whole connection. Node's synchronous
+   * zlib cannot continue a stream, so each piece is a raw deflate primed
+   * with the last 32 KiB the client has inflated as its dictionary: its
+   * back-references reach into what the client's window holds, as a
+   * continued stream's would.
    */
   private zlibRect(pixels: Buffer): Buffer {
-    const body = zlib.deflateRawSync(pixels, { level: zlib.constants.Z_BEST_SPEED, finishFlush: zlib.constants.Z_SYNC_FLUSH });
+    const body = zlib.deflateRawSync(pixels, {
+      level: zlib.constants.Z_BEST_SPEED, finishFlush: zlib.constants.Z_SYNC_FLUSH,
+      ...(this.zwindow.length > 0 ? { dictionary: this.zwindow } : {}),
+    });
+    const tail = pixels.length >= ZLIB_WINDOW ? pixels.subarray(pixels.length - ZLIB_WINDOW)
+      : Buffer.concat([this.zwindow, pixels]).subarray(-ZLIB_WINDOW);
+    this.zwindow = Buffer.from(tail);
     if (this.zlibStarted) return body;
     this.zlibStarted = true;
     return Buffer.concat([ZLIB_HEADER, body]);
@@ -380,3 +389,4 @@ export class RfbSession {
 
 /** CMF 0x78 (deflate, 32 KiB window), FLG 0x01 (fastest, check bits). */
 const ZLIB_HEADER = Buffer.from([0x78, 0x01]);
+const ZLIB_WINDOW = 32 * 1024;
