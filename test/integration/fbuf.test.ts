@@ -221,15 +221,19 @@ describe.skipIf(skip !== undefined)('fbuf and its VNC server on bhyve', () => {
     expect((await run.child).exitCode, run.out).toBe(33);
   });
 
-  it('wait: the guest starts only when a VNC client is in', async () => {
+  it('wait: the guest starts only when a VNC client is in (a wrong password does not start it)', async () => {
     const port = await freePort();
-    const { run, until } = start(romWithMode(tmp), `tcp=127.0.0.1:${port},w=640,h=480,wait`);
+    const { run, until } = start(romWithMode(tmp), `tcp=127.0.0.1:${port},w=640,h=480,wait,password=letmein`);
     // Up and listening, but no guest code has run.
     await new Promise((r) => setTimeout(r, 3000));
     expect(run.child.exitCode).toBeNull();
     expect(run.out).not.toContain('fbuf test');
+    const wrong = await snapshot(port, path.join(tmp, 'wait-no.jpg'), vncPasswdFile(path.join(tmp, 'wait-bad.pw'), 'guess'));
+    expect(wrong.exitCode).not.toBe(0);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(run.out).not.toContain('fbuf test');
     const shot = path.join(tmp, 'wait.jpg');
-    const s = await snapshot(port, shot);
+    const s = await snapshot(port, shot, vncPasswdFile(path.join(tmp, 'wait-good.pw'), 'letmein'));
     expect(s.exitCode, s.all).toBe(0);
     await until('fbuf: waiting');
     run.child.stdin!.write('q');
