@@ -52,6 +52,7 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
   const ring = ByteRing.create(INPUT_RING_BYTES);
   const bitmap = nativeBuffer(FB_SIZE / 4096 / 8);
   let lastSlot: number | undefined;
+  let lastGeneration = -1;
   let keysDropped = 0;
   let pointerDropped = 0;
   const input: RfbInput = {
@@ -74,10 +75,13 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
       listen: o.listen, password: o.password, name: vmName, input, log,
       screen: () => view.screen(),
       dirtyPages: dirtyLog && (() => {
-        // A new slot (BAR moved) starts a new log: compare everything once.
+        // A new mapping (BAR moved or re-enabled) starts a new log: compare
+        // everything once.
         const slot = view.slot;
-        const known = slot !== undefined && slot === lastSlot;
+        const generation = view.mapGeneration;
+        const known = slot !== undefined && slot === lastSlot && generation === lastGeneration;
         lastSlot = slot;
+        lastGeneration = generation;
         if (slot === undefined || !dirtyLog(slot, bitmap)) return undefined;
         return known ? bitmap.bytes : undefined;
       }),

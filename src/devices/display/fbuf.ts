@@ -17,7 +17,7 @@ import type { Device, DeviceContext, MemoryMapControl } from '../device.js';
 import type { PciDeviceRecord } from '../pci-device.js';
 import { ConfigError } from '../../config/tree.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
-import { DMEMSZ, FB_SIZE, HOST_BAR1_ADDR, HOST_SLOT, REG_DEPTH, REG_FBSIZE, REG_HEIGHT, REG_WIDTH, REGS_OFFSET } from './framebuffer-file.js';
+import { DMEMSZ, FB_SIZE, HOST_BAR1_ADDR, HOST_MAP_GENERATION, HOST_SLOT, REG_DEPTH, REG_FBSIZE, REG_HEIGHT, REG_WIDTH, REGS_OFFSET } from './framebuffer-file.js';
 import { parseFbufOptions } from './fbuf-options.js';
 import { VgaIo } from './vga-io.js';
 import { ByteRing } from '../../vmm/byte-ring.js';
@@ -124,6 +124,7 @@ export class Fbuf extends PciEmulFunction implements Device {
       this.mappedAt = base;
       this.regs.setUint32(HOST_BAR1_ADDR, base, true);
       const slot = this.memoryMap.slotAt?.(base);
+      this.regs.setUint32(HOST_MAP_GENERATION, (this.regs.getUint32(HOST_MAP_GENERATION, true) + 1) >>> 0, true);
       this.regs.setUint32(HOST_SLOT, slot === undefined ? 0 : slot + 1, true);
     } catch {
       // The guest put the BAR over something else: it decodes nothing

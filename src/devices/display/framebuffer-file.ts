@@ -15,6 +15,7 @@
 //   FB_SIZE + 128 u32 BAR 1 address while mapped, else 0 (for --get-stats)
 //   FB_SIZE + 132 u32 KVM memory slot of that mapping + 1 (0: none), whose
 //                     dirty log tells the VNC server which pages changed
+//   FB_SIZE + 136 u32 mapping generation, bumped on every map (a new log)
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -37,6 +38,7 @@ export const REG_DEPTH = 8;
 export const REG_REFRESH = 10;
 export const HOST_BAR1_ADDR = 128;
 export const HOST_SLOT = 132;
+export const HOST_MAP_GENERATION = 136;
 
 export function framebufferPath(vmDir: string): string {
   return path.join(vmDir, 'framebuffer');
@@ -80,6 +82,8 @@ export class FramebufferView {
   get bar1(): number { return this.regs.getUint32(HOST_BAR1_ADDR, true); }
   /** The KVM slot the framebuffer is mapped with (dirty-logged), if any. */
   get slot(): number | undefined { const v = this.regs.getUint32(HOST_SLOT, true); return v === 0 ? undefined : v - 1; }
+  /** Changes whenever the framebuffer is mapped anew (its dirty log restarts). */
+  get mapGeneration(): number { return this.regs.getUint32(HOST_MAP_GENERATION, true); }
 
   /**
    * The screen the guest set up. Like bhyve's console, 32 bits per pixel
