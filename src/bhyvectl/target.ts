@@ -4,21 +4,18 @@
 // memory file). Operations only a running VM can do fail with one line.
 
 import fs from 'node:fs';
+import { UserError } from '../user-error.js';
 
 import { controlRequest } from '../vmm/control-socket.js';
-import { HIGHMEM_BASE, computeLayout } from '../vmm/memory-map.js';
+import { HIGHMEM_BASE, computeLayout } from '../sys/memory-map.js';
 import {
   CONTROL_REGS, DEBUG_REGS, SEGMENT_REGS, type SegmentJson, type VcpuStateJson, type VcpuStateUpdate, hex64, parseHex64,
 } from '../vmm/vcpu-state.js';
-import { REGS_ORDER, type RegName } from '../vmm/kvm-abi.js';
+import { REGS_ORDER, type RegName } from '../sys/kvm-abi.js';
 import { VmObject, VmObjectError } from '../vmm/vm-object.js';
 
-export class BhyvectlError extends Error {
-  constructor(message: string, readonly exitCode = 1) {
-    super(message);
-    this.name = 'BhyvectlError';
-  }
-}
+/** A bhyvectl failure the user can act on; bhyvectl exits 1. */
+export class BhyvectlError extends UserError {}
 
 export interface MemmapEntry { gpa: string; size: string; kind: string; readonly: boolean; path?: string }
 export interface StatsJson {

@@ -1,7 +1,7 @@
-// bhyve(8): argv -> config tree -> checks -> run. Kept free of oclif so the
-// launcher starts fast; src/commands/bhyve.ts wraps it as an oclif command.
+// bhyve(8): argv -> config tree -> checks -> run. bin/bhyve calls it.
 
 import { parseBhyveArgs } from '../config/bhyve-args.js';
+import { rawArgv } from '../config/raw-argv.js';
 import { validateForStart } from '../devices/registry.js';
 import type { Worker } from 'node:worker_threads';
 import { type EarlySignals, SignalRouter, signalStatus } from '../vmm/startup-signals.js';
@@ -12,12 +12,10 @@ import { reportError, writeOut } from './output.js';
  * status. `early`: SIGINT/SIGTERM/SIGHUP caught by bin/bhyve since launch. */
 export async function bhyveMain(argv: readonly string[], early?: EarlySignals): Promise<number> {
   const signals = new SignalRouter(early);
-  let runVm: typeof import('../vmm/run-vm.js').runVm;
-  let userErrors: Array<new (...a: never[]) => Error> = [];
   let threads: Worker[] = [];
   let retire: ((w: Worker) => Promise<void>) | undefined;
   try {
-    const result = parseBhyveArgs(argv);
+    const result = parseBhyveArgs(rawArgv(argv));
     if (result.kind === 'help') {
       await writeOut(result.stream === 'stdout' ? process.stdout : process.stderr, result.text);
       return result.exitCode;
@@ -33,9 +31,7 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
     const spawned = vcpuThreads.spawnVcpuThreads(result.config.get('cpus'));
     threads = spawned;
     // Loaded only when a VM is really started: keeps -h and errors fast.
-    const [vmm, probe] = await Promise.all([import('../vmm/run-vm.js'), import('../vmm/probe.js')]);
-    runVm = vmm.runVm;
-    userErrors = [vmm.VmSetupError, probe.HostRequirementError];
+    const { runVm } = await import('../vmm/run-vm.js');
     // Stopped while loading: nothing of the VM exists yet.
     if (signals.first) {
       for (const t of threads) void retire(t);
@@ -44,7 +40,7 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
     return await runVm(result.config, { fwcfgFiles: result.fwcfgFiles, threads: spawned, signals });
   } catch (err) {
     for (const t of threads) void retire?.(t); // idle threads would keep the process alive
-    return reportError('bhyve', err, userErrors);
+    return reportError('bhyve', err);
   } finally {
     signals.dispose();
   }

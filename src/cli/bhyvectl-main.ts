@@ -1,7 +1,7 @@
 // bhyvectl(8): argv -> operations on a VM object, in the order FreeBSD's
 // bhyvectl.c performs them (create, open, set memory, set registers, inject
 // NMI, print memory map, registers, segments, CPUs, stats, topology, force
-// reset/poweroff, destroy). Kept free of oclif so the launcher starts fast.
+// reset/poweroff, destroy). bin/bhyvectl calls it.
 
 import { BHYVECTL_OPTIONS } from '../config/bhyvectl-options.js';
 import { UsageError } from '../config/errors.js';
@@ -239,10 +239,9 @@ export async function bhyvectlMain(argv: readonly string[]): Promise<number> {
     if (report) await flush(report, libxo);
     if (err instanceof BhyvectlError) {
       process.stderr.write(err.message.startsWith('vm_open:') ? `${err.message}\n` : `${PROG}: ${err.message}\n`);
-      return err.exitCode;
+      return err.exitCode ?? 1;
     }
-    const code = reportError(PROG, err, [VmObjectError, RangeError], USAGE_HINT);
-    return code === 4 && (err instanceof VmObjectError || err instanceof RangeError) ? 1 : code;
+    return reportError(PROG, err, 1, USAGE_HINT);
   }
 }
 

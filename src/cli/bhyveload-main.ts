@@ -2,13 +2,14 @@
 // vCPU 0 must start in, so that the next bhyve(8) of that VM runs it. FreeBSD's
 // userboot cannot run on Linux: the kernel is chosen with -e kernel=PATH
 // (plus initrd, cmdline and module.N) and read from the -h host directory or
-// the -d disk image. Kept free of oclif so the launcher starts fast.
+// the -d disk image. bin/bhyveload calls it.
 
 import fs from 'node:fs';
 
 import { BHYVELOAD_USAGE } from '../config/bhyveload-options.js';
 import { ConfigError, UsageError } from '../config/errors.js';
 import { getopt } from '../config/getopt.js';
+import { fsPath, rawArgv } from '../config/raw-argv.js';
 import { parseMemorySize } from '../config/size.js';
 import { reportError } from './output.js';
 
@@ -81,7 +82,7 @@ function checkArgs(a: BhyveloadArgs): string[] {
   }
   for (const d of a.disks) {
     let st: fs.Stats;
-    try { st = fs.statSync(d); } catch (e) { throw new ConfigError(`disk ${d}: ${errnoText(e)}`); }
+    try { st = fs.statSync(fsPath(d)); } catch (e) { throw new ConfigError(`disk ${d}: ${errnoText(e)}`); }
     if (st.isDirectory()) throw new ConfigError(`disk ${d}: Is a directory`);
   }
   if (a.host === undefined && a.disks.length === 0) {
@@ -95,13 +96,11 @@ function checkArgs(a: BhyveloadArgs): string[] {
 
 /** Runs bhyveload with argv (without the program name); resolves to the exit status. */
 export async function bhyveloadMain(argv: readonly string[]): Promise<number> {
-  const userErrors: Array<new (...a: never[]) => Error> = [];
   try {
-    const a = parseBhyveloadArgs(argv);
+    const a = parseBhyveloadArgs(rawArgv(argv));
     for (const w of checkArgs(a)) process.stderr.write(`${w}\n`);
     // Loaded only when something is really loaded: keeps usage errors fast.
     const [loader, vmo] = await Promise.all([import('../loader/index.js'), import('../vmm/vm-object.js')]);
-    userErrors.push(loader.LoaderError, vmo.VmObjectError, RangeError);
     const request = loader.kernelRequestFromEnv(a.env);
     vmo.validateVmName(a.vmname);
     const source = loader.openKernelSource({ host: a.host, disks: a.disks });
@@ -112,9 +111,8 @@ export async function bhyveloadMain(argv: readonly string[]): Promise<number> {
     }
     return 0;
   } catch (err) {
-    const code = reportError(PROG, err, userErrors, 'see bhyveload(8)');
     // bhyveload exits 1 on every error it reports (err(1, ...) in bhyveload.c).
-    return code === 4 && (err instanceof ConfigError || userErrors.some((c) => err instanceof c)) ? 1 : code;
+    return reportError(PROG, err, 1, 'see bhyveload(8)');
   }
 }
 
@@ -126,7 +124,7 @@ async function loadInto(
   vmo: typeof import('../vmm/vm-object.js'),
 ): Promise<void> {
   const [{ computeLayout, HIGHMEM_BASE }, { GuestMemory }, libc] = await Promise.all([
-    import('../vmm/memory-map.js'), import('../vmm/guest-memory.js'), import('../vmm/libc.js'),
+    import('../sys/memory-map.js'), import('../sys/guest-memory.js'), import('../sys/libc.js'),
   ]);
   // Refuse a running VM before touching anything.
   let existing: import('../vmm/vm-object.js').VmObject | undefined;
@@ -143,7 +141,7 @@ async function loadInto(
   try {
     const layout = computeLayout(a.memsize);
     const fd = obj.openMemory();
-    let map: import('../vmm/libc.js').Mapping;
+    let map: import('../sys/libc.js').Mapping;
     try {
       map = libc.mmap(a.memsize, libc.PROT_READ | libc.PROT_WRITE, fd, 0, 'guest memory');
     } finally {

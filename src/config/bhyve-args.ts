@@ -5,6 +5,7 @@
 import { statSync } from 'node:fs';
 
 import { FileTooLargeError, readBounded } from './bounded-read.js';
+import { fsPath } from './raw-argv.js';
 
 import { BHYVE_OPTSTRING, bhyveUsage } from './bhyve-options.js';
 import { ConfigError, EX_USAGE, UsageError } from './errors.js';
@@ -199,8 +200,8 @@ export function parseFwCfgOption(opt: string): FwCfgUserFile {
   if (p.startsWith('file=')) {
     const path = p.slice(5);
     try {
-      if (!statSync(path).isFile()) throw invalid(`"${path}" is not a regular file`);
-      return { name, data: new Uint8Array(readBounded(path, MAX_FWCFG_FILE_BYTES)) };
+      if (!statSync(fsPath(path)).isFile()) throw invalid(`"${path}" is not a regular file`);
+      return { name, data: new Uint8Array(readBounded(fsPath(path), MAX_FWCFG_FILE_BYTES)) };
     } catch (e) {
       if (e instanceof UsageError) throw e;
       if (e instanceof FileTooLargeError) throw invalid(`"${path}" is ${e.message}`);
@@ -236,7 +237,7 @@ const MAX_FWCFG_FILE_BYTES = 64 * 1024 * 1024;
 export function parseConfigFile(config: ConfigTree, path: string): void {
   let text: string;
   try {
-    text = readBounded(path, MAX_CONFIG_FILE_BYTES).toString('utf8');
+    text = readBounded(fsPath(path), MAX_CONFIG_FILE_BYTES).toString('utf8');
   } catch (e) {
     if (e instanceof FileTooLargeError) throw new ConfigError(`configuration file ${path} is ${e.message} (a -k file is key=value lines)`);
     const err = e as NodeJS.ErrnoException;

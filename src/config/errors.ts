@@ -10,19 +10,10 @@ export const EX_USAGE = 64;
 
 /** A command-line error with the exit status bhyve gives it. */
 export class UsageError extends ConfigError {
-  readonly exitCode: number;
   /** True when bhyve would print its usage text (usage(1)). */
   readonly showUsage: boolean;
   constructor(message: string, exitCode = EX_USAGE, showUsage = exitCode === 1) {
-    super(message);
-    this.name = 'UsageError';
-    this.exitCode = exitCode;
+    super(message, { exitCode });
     this.showUsage = showUsage;
   }
-}
-
-/** The exit status for any error thrown while parsing or validating. */
-export function exitCodeOf(err: unknown): number {
-  if (err instanceof UsageError) return err.exitCode;
-  return 4;
 }

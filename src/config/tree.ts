@@ -3,7 +3,10 @@
 // other variables as %(name); "%%" is a literal percent sign. Expansion happens
 // when a value is read, as in bhyve's config.c, so later settings win.
 
-export class ConfigError extends Error {}
+import { UserError } from '../user-error.js';
+
+/** A bad configuration value or combination: a user error. */
+export class ConfigError extends UserError {}
 
 export type ConfigNode = Map<string, ConfigNode | string>;
 

@@ -4,7 +4,7 @@
 // the run. It never reaches into KVM or the run loop.
 
 import type { ConfigTree } from '../config/tree.js';
-import type { GuestMemory } from '../vmm/guest-memory.js';
+import type { GuestMemory } from '../sys/guest-memory.js';
 import type { ExitRequest } from '../vmm/exit-status.js';
 
 export type AccessSize = 1 | 2 | 4;

@@ -37,7 +37,7 @@
 // 0x61; nothing here registers them.
 
 import type { Device, DeviceContext } from './device.js';
-import type { MemoryLayout } from './memory-layout.js';
+import type { MemoryLayout } from '../sys/memory-map.js';
 import type { LpcUartDevice } from './lpc/uart.js';
 import { AtKbdc, AUX_DEV_IRQ, KBD_DEV_IRQ } from './lpc/atkbdc.js';
 import { PowerManagement, SCI_INT } from './lpc/pm.js';
@@ -55,6 +55,7 @@ import { IntxRouter, type IntxRoute } from './pci/intx.js';
 import { assignPciBars, PciEmulFunction } from './pci/pci-emul.js';
 import { ConfigError } from '../config/tree.js';
 import { pciNodes } from '../config/pci-nodes.js';
+import { isUserError, userErrorWithPrefix } from '../user-error.js';
 import type { Chipset } from './pci-device.js';
 import { findPciDevice } from './registry.js';
 import { VirtioPci } from './virtio/virtio-pci.js';
@@ -66,8 +67,6 @@ import { DebugCon, DEBUGCON_PORT } from '../firmware/debugcon.js';
 import { Fbuf } from './display/fbuf.js';
 import fs from 'node:fs';
 
-export type { MemoryLayout } from './memory-layout.js';
-export { memoryLayoutFor } from './memory-layout.js';
 
 export interface Platform {
   /** Every device, in creation order (what createPlatformDevices returns). */
@@ -158,8 +157,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
       fn = record.create(ctx, s, chipset);
     } catch (e) {
       // A device that cannot start says which one, once.
-      if (e instanceof ConfigError && !e.message.startsWith(emul)) throw new ConfigError(`${emul} at pci slot ${s.where}: ${e.message}`, { cause: e });
-      throw e;
+      throw isUserError(e) && e.message.startsWith(emul) ? e : userErrorWithPrefix(e, `${emul} at pci slot ${s.where}: `);
     }
     if (fn instanceof VirtioPci) virtio.push(fn);
     const bi = ctx.config.get(`${s.node}.bootindex`);

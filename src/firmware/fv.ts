@@ -22,6 +22,8 @@
 // ends (OVMF_CODE.fd: DXEFV + PEIFV/SECFV; OVMF.fd: NVRAM + those); blank
 // padding (all 0x00 or all 0xff) after the last volume is accepted.
 
+import { UserError } from '../user-error.js';
+
 export const FVH_SIGNATURE = '_FVH';
 export const FVH_SIGNATURE_OFFSET = 40;
 export const FVH_MIN_LENGTH = 56 + 8;
@@ -50,7 +52,7 @@ export interface FirmwareVolume {
   extHeaderOffset: number;
 }
 
-export class FirmwareVolumeError extends Error {}
+export class FirmwareVolumeError extends UserError {}
 
 /** EFI_GUID bytes (little-endian first three fields) as a registry string. */
 export function guidString(b: Uint8Array): string {

@@ -11,8 +11,9 @@
 //     etc/table-loader, etc/smbios/*, then the -f user files), to pass to
 //     createFwCfg().
 
+import { UserError } from '../user-error.js';
 import { ConfigTree } from '../config/tree.js';
-import type { MemoryLayout } from '../vmm/memory-map.js';
+import type { MemoryLayout } from '../sys/memory-map.js';
 import { acpiFwCfgFiles, acpiPlatform, buildAcpiInMemory } from './acpi/index.js';
 import type { BuiltMachine } from './built-machine.js';
 import { type E820Entry, encodeBootOrder, type FwCfgFile, standardFiles } from './fwcfg.js';
@@ -55,7 +56,7 @@ export function buildFirmwareInMemory(config: ConfigTree, layout: MemoryLayout, 
   for (let i = 1; i < regions.length; i++) {
     const prev = regions[i - 1];
     if (prev.gpa + prev.bytes.length > regions[i].gpa) {
-      throw new RangeError(`${prev.name} (${prev.bytes.length} bytes at 0x${prev.gpa.toString(16)}) overlaps ${regions[i].name} at 0x${regions[i].gpa.toString(16)}; use fewer vCPUs or -Y`);
+      throw new UserError(`${prev.name} (${prev.bytes.length} bytes at 0x${prev.gpa.toString(16)}) overlaps ${regions[i].name} at 0x${regions[i].gpa.toString(16)}; use fewer vCPUs or -Y`);
     }
   }
   return regions;

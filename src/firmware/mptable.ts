@@ -8,6 +8,7 @@
 // LINT0 ExtINT / LINT1 NMI on every local APIC. Skipped with
 // x86.mptable=false (-Y).
 
+import { UserError } from '../user-error.js';
 import { ConfigTree } from '../config/tree.js';
 import { ByteWriter, fixChecksum, putU16 } from './bytes.js';
 import type { IntxRoute } from './built-machine.js';
@@ -43,7 +44,7 @@ export interface MpTableOptions {
 }
 
 /** bhyve's mptable_build refuses a PCI hierarchy other than bus 0. */
-export class MpTableError extends Error {}
+export class MpTableError extends UserError {}
 
 /** True unless x86.mptable is false. */
 export function mptableEnabled(config: ConfigTree): boolean {
@@ -52,7 +53,7 @@ export function mptableEnabled(config: ConfigTree): boolean {
 
 /** Floating pointer (16 bytes) followed by the configuration table, for `base`. */
 export function buildMpTable(o: MpTableOptions, base = MPTABLE_BASE): Uint8Array {
-  if (o.ncpu < 1 || o.ncpu > 255) throw new RangeError(`MP table: ${o.ncpu} vCPUs do not fit APIC IDs`);
+  if (o.ncpu < 1 || o.ncpu > 255) throw new UserError(`MP table: ${o.ncpu} vCPUs do not fit APIC IDs`);
   if ((o.pciBuses ?? []).some((b) => b !== 0)) {
     throw new MpTableError('MPtable is incompatible with multiple PCI hierarchies; MPtable generation can be disabled by passing the -Y option to bhyve(8)');
   }
@@ -96,6 +97,6 @@ export function buildMpTable(o: MpTableOptions, base = MPTABLE_BASE): Uint8Array
   const out = new Uint8Array(16 + ct.length);
   out.set(fpb, 0);
   out.set(ct, 16);
-  if (out.length > MPTABLE_MAX_LENGTH) throw new RangeError('MP table too large');
+  if (out.length > MPTABLE_MAX_LENGTH) throw new UserError('MP table too large');
   return out;
 }

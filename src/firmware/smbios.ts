@@ -11,11 +11,12 @@
 // etc/smbios/smbios-tables (the structures) and etc/smbios/smbios-anchor
 // (the entry point; firmware fills in the table address).
 
+import { UserError } from '../user-error.js';
 import { createHash } from 'node:crypto';
 import { hostname as osHostname } from 'node:os';
 import { ConfigTree, ConfigError } from '../config/tree.js';
 import { calcTopology } from '../config/topology.js';
-import { HIGHMEM_BASE, type MemoryLayout } from '../vmm/memory-map.js';
+import { HIGHMEM_BASE, type MemoryLayout } from '../sys/memory-map.js';
 import { ByteWriter, fixChecksum } from './bytes.js';
 
 export const SMBIOS_BASE = 0xf1000;
@@ -266,7 +267,7 @@ export function buildSmbiosInMemory(o: SmbiosOptions, version: SmbiosVersion = '
   const st = buildSmbiosStructures(o);
   const epLen = version === '3' ? SMBIOS_EP30_LENGTH : SMBIOS_EP21_LENGTH;
   const ep = version === '3' ? buildEntryPoint30(st, base + epLen) : buildEntryPoint21(st, base + epLen);
-  if (epLen + st.bytes.length > SMBIOS_MAX_LENGTH) throw new RangeError(`SMBIOS entry point and tables (${epLen + st.bytes.length} bytes) exceed bhyve's ${SMBIOS_MAX_LENGTH}-byte area`);
+  if (epLen + st.bytes.length > SMBIOS_MAX_LENGTH) throw new UserError(`SMBIOS entry point and tables (${epLen + st.bytes.length} bytes) exceed bhyve's ${SMBIOS_MAX_LENGTH}-byte area`);
   const image = new Uint8Array(epLen + st.bytes.length);
   image.set(ep, 0);
   image.set(st.bytes, epLen);

@@ -3,7 +3,7 @@
 // bhyveload can store it beside the VM's memory file and bhyve can apply it
 // later from another process. 64-bit values are hex strings ("0x...").
 
-import type { RegName } from '../vmm/kvm-abi.js';
+import type { RegName } from '../sys/kvm-abi.js';
 import { LoaderError } from './errors.js';
 
 export const BOOT_STATE_VERSION = 1;

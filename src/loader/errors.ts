@@ -2,12 +2,9 @@
 // image, a file that is missing or outside the allowed root, a kernel that does
 // not fit in guest memory. The message is one line meant for the user as is.
 
-export class LoaderError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'LoaderError';
-  }
-}
+import { UserError } from '../user-error.js';
+
+export class LoaderError extends UserError {}
 
 export function hex(n: number | bigint): string {
   return `0x${n.toString(16)}`;

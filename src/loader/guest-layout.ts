@@ -3,9 +3,9 @@
 // keeps the kernel, its modules and the loader's own structures from
 // overlapping, and the flat GDT and identity-mapped page tables.
 
-import type { GuestMemory } from '../vmm/guest-memory.js';
-import { GuestMemoryError } from '../vmm/guest-memory.js';
-import { HIGHMEM_BASE, type MemoryLayout } from '../vmm/memory-map.js';
+import type { GuestMemory } from '../sys/guest-memory.js';
+import { GuestMemoryError } from '../sys/guest-memory.js';
+import { HIGHMEM_BASE, type MemoryLayout } from '../sys/memory-map.js';
 import { type BootState, gdtEntries } from './boot-state.js';
 import { LoaderError, hex } from './errors.js';
 

@@ -3,8 +3,8 @@
 // follows QEMU's -kernel: the "HdrS" signature first, then a Multiboot
 // header, then the PVH note.
 
-import type { GuestMemory } from '../vmm/guest-memory.js';
-import type { MemoryLayout } from '../vmm/memory-map.js';
+import type { GuestMemory } from '../sys/guest-memory.js';
+import type { MemoryLayout } from '../sys/memory-map.js';
 import type { KernelSource } from './source.js';
 import { LoaderError } from './errors.js';
 import type { LoadModule, LoadOptions, LoadResult } from './guest-layout.js';

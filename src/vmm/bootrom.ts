@@ -6,11 +6,14 @@
 // headers checked first (src/firmware/fv.ts): a truncated or corrupt image
 // is refused with one line naming the file.
 
+import { UserError } from '../user-error.js';
 import fs from 'node:fs';
-import { FirmwareVolumeError, looksLikeFirmwareVolume, parseFirmwareVolumes } from '../firmware/fv.js';
-import { BOOTROM_WINDOW_SIZE, HIGHMEM_BASE, PAGE_SIZE } from './memory-map.js';
 
-export class BootromError extends Error {}
+import { fsPath } from '../config/raw-argv.js';
+import { FirmwareVolumeError, looksLikeFirmwareVolume, parseFirmwareVolumes } from '../firmware/fv.js';
+import { BOOTROM_WINDOW_SIZE, HIGHMEM_BASE, PAGE_SIZE } from '../sys/memory-map.js';
+
+export class BootromError extends UserError {}
 
 export interface BootromSegment {
   readonly kind: 'rom' | 'vars';
@@ -25,7 +28,7 @@ function openSized(path: string, write: boolean, what: string): { fd: number; si
   let fd: number;
   try {
     // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
-    fd = fs.openSync(path, (write ? fs.constants.O_RDWR : fs.constants.O_RDONLY) | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY);
+    fd = fs.openSync(fsPath(path), (write ? fs.constants.O_RDWR : fs.constants.O_RDONLY) | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'EISDIR') throw new BootromError(`${what} '${path}' is a directory, not a regular file`);

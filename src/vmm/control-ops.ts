@@ -4,9 +4,9 @@
 import type { ConfigTree } from '../config/tree.js';
 import type { ControlHandlers, ControlRequest } from './control-socket.js';
 import type { ExitRequest } from './exit-status.js';
-import type { KvmStats } from './kvm.js';
+import type { KvmStats } from '../sys/kvm.js';
 import type { Machine } from './machine.js';
-import { HIGHMEM_BASE } from './memory-map.js';
+import { HIGHMEM_BASE } from '../sys/memory-map.js';
 import { VCPU_STATE, type VcpuControl } from './vcpu-control.js';
 import type { VcpuRequester } from './vcpu-requests.js';
 import type { VcpuStateUpdate } from './vcpu-state.js';

@@ -2,7 +2,7 @@
 // does: the hypervisor bit and bhyve's signature, the APIC ID of the vCPU,
 // x2APIC only when configured, and a topology that matches `-c`.
 
-import type { CpuidEntry } from './kvm.js';
+import type { CpuidEntry } from '../sys/kvm.js';
 
 export interface Topology {
   sockets: number;

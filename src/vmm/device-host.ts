@@ -10,15 +10,16 @@ import type { ByteStream, Device, DeviceContext, InterruptSink, KvmDoorbells, Ma
 import { attachUartStream } from '../devices/lpc/uart-backend.js';
 import { buildPlatform, type Platform } from '../devices/platform.js';
 import { buildFirmwareInMemory } from '../firmware/index.js';
+import { errorLine } from '../user-error.js';
 import { Mailbox } from './ap-mailbox.js';
 import { DeviceMemoryMap } from './device-memory-map.js';
 import { DeviceTimers } from './device-timers.js';
 import type { ExitRequest } from './exit-status.js';
-import { GuestMemory } from './guest-memory.js';
-import { mapGuestRam, ramRegions } from './guest-ram.js';
+import { GuestMemory } from '../sys/guest-memory.js';
+import { mapGuestRam, ramRegions } from '../sys/guest-ram.js';
 import { LocalIoBus } from './io-bus.js';
-import { CAP } from './kvm-abi.js';
-import { Vm } from './kvm.js';
+import { CAP } from '../sys/kvm-abi.js';
+import { Vm } from '../sys/kvm.js';
 import { DEVICE_REQUEST } from './vcpu-control.js';
 import type { VcpuThreadData } from './vcpu-thread-data.js';
 
@@ -78,8 +79,9 @@ export class DeviceHost {
       }
     } catch (e) {
       // A device that cannot start (missing image, bad option) is the user's
-      // to fix: one line, no vCPU prefix.
-      this.requestExit({ kind: 'error', message: (e as Error).message });
+      // to fix: one line, no vCPU prefix; anything else is a bug.
+      this.requestExit({ kind: 'error', message: errorLine(e) });
+      if (process.env.BHYVE_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
     }
   }
 

@@ -3,11 +3,12 @@
 // read-array mode): KVM memory slots owned by the device thread, backed by
 // this thread's own mappings of the RAM file, the boot ROM and the VARS file.
 
+import { fsPath } from '../config/raw-argv.js';
 import fs from 'node:fs';
 import type { MemoryBacking, MemoryMapControl } from '../devices/device.js';
-import type { Vm } from './kvm.js';
-import { mmap, PROT_READ, PROT_WRITE, type Mapping } from './libc.js';
-import { PAGE_SIZE } from './memory-map.js';
+import type { Vm } from '../sys/kvm.js';
+import { mmap, PROT_READ, PROT_WRITE, type Mapping } from '../sys/libc.js';
+import { PAGE_SIZE } from '../sys/memory-map.js';
 
 /** Slots below this belong to the main thread's fixed layout. */
 const FIRST_DEVICE_SLOT = 16;
@@ -90,7 +91,7 @@ export class DeviceMemoryMap implements MemoryMapControl {
   private varsMapping(): Mapping {
     if (!this.vars) {
       if (!this.bootvarsPath) throw new RangeError('no boot variables file to map');
-      const fd = fs.openSync(this.bootvarsPath, 'r+');
+      const fd = fs.openSync(fsPath(this.bootvarsPath), 'r+');
       try {
         this.vars = mmap(fs.fstatSync(fd).size, PROT_READ | PROT_WRITE, fd, 0, this.bootvarsPath);
       } finally {
@@ -103,7 +104,7 @@ export class DeviceMemoryMap implements MemoryMapControl {
   private romMapping(): Mapping {
     if (!this.rom) {
       if (!this.bootromPath) throw new RangeError('no boot ROM to map');
-      const fd = fs.openSync(this.bootromPath, 'r');
+      const fd = fs.openSync(fsPath(this.bootromPath), 'r');
       try {
         this.rom = mmap(fs.fstatSync(fd).size, PROT_READ, fd, 0, this.bootromPath);
       } finally {

@@ -9,7 +9,7 @@ import type { IoBus } from './io-bus.js';
 import {
   EXIT, EXIT_NAMES, IO_DIRECTION_OUT, KVM_RUN_OFF, RUN_FAIL_ENTRY, RUN_INTERNAL, RUN_IO, RUN_MMIO, RUN_MSR,
   RUN_SYSTEM_EVENT, SYSTEM_EVENT,
-} from './kvm-abi.js';
+} from '../sys/kvm-abi.js';
 
 export type ExitAction = 'continue' | 'halted' | ExitRequest;
 

@@ -4,7 +4,7 @@
 // report their state.
 
 import type { ExitRequest } from './exit-status.js';
-import type { KvmStats } from './kvm.js';
+import type { KvmStats } from '../sys/kvm.js';
 import { VCPU_REQUEST, VCPU_STATE, type Kicker, type VcpuControl } from './vcpu-control.js';
 
 export const HALT_WATCH_MS = 100;

@@ -3,27 +3,27 @@
 // created with their CPUID and (after bhyveload) the boot vCPU's state.
 
 import os from 'node:os';
+import { UserError } from '../user-error.js';
 import fs from 'node:fs';
-import { UsageError } from '../config/errors.js';
 import { parseMemorySize } from '../config/size.js';
 import { calcTopology } from '../config/topology.js';
-import { ConfigError, ConfigTree } from '../config/tree.js';
+import { ConfigTree } from '../config/tree.js';
 import { BOOT_STATE_VERSION, type BootState } from '../loader/boot-state.js';
-import { BootromError, loadBootrom, type BootromSegment } from './bootrom.js';
+import { loadBootrom, type BootromSegment } from './bootrom.js';
 import { buildCpuid, type Topology } from './cpuid.js';
 import { buildSmbiosInMemory, smbiosOptionsFromConfig } from '../firmware/smbios.js';
 import { checkGuestMemorySize, checkVcpuCount } from './guest-limits.js';
-import { mapGuestRam, ramSlots, type RamChunk } from './guest-ram.js';
-import { CAP, IDENTITY_MAP_ADDR, MSR_EXIT_REASON_UNKNOWN, PIT_SPEAKER_DUMMY, TSS_ADDR } from './kvm-abi.js';
-import { Kvm, KvmUnavailableError, Vcpu, type Vm } from './kvm.js';
-import { madvise, MADV_DODUMP, MADV_DONTDUMP, mlock, mmap, PROT_READ, PROT_WRITE, SysError, type Mapping } from './libc.js';
-import { computeLayout, LEGACY_WINDOW_END, type MemoryLayout } from './memory-map.js';
-import { checkRequirements, HostRequirementError, probeHost } from './probe.js';
+import { mapGuestRam, ramSlots, type RamChunk } from '../sys/guest-ram.js';
+import { CAP, IDENTITY_MAP_ADDR, MSR_EXIT_REASON_UNKNOWN, PIT_SPEAKER_DUMMY, TSS_ADDR } from '../sys/kvm-abi.js';
+import { Kvm, Vcpu, type Vm } from '../sys/kvm.js';
+import { madvise, MADV_DODUMP, MADV_DONTDUMP, mlock, mmap, PROT_READ, PROT_WRITE, type Mapping } from '../sys/libc.js';
+import { computeLayout, LEGACY_WINDOW_END, type MemoryLayout } from '../sys/memory-map.js';
+import { checkRequirements, probeHost } from './probe.js';
 import { applyVcpuState, SEGMENT_REGS, type VcpuStateUpdate } from './vcpu-state.js';
-import { VmObject, VmObjectError } from './vm-object.js';
+import { VmObject } from './vm-object.js';
 
 /** A failure to set the VM up, reported to the user as one line. */
-export class VmSetupError extends Error {}
+export class VmSetupError extends UserError {}
 
 const SLOT_BOOTROM = 2;
 
@@ -75,10 +75,10 @@ function checkSmbiosFits(config: ConfigTree, layout: MemoryLayout, ncpu: number,
   try {
     buildSmbiosInMemory(smbiosOptionsFromConfig(config, layout, os.hostname()));
   } catch (e) {
-    if (e instanceof RangeError && /^SMBIOS/.test(e.message) && sockets > 1) {
+    if (e instanceof UserError && /^SMBIOS/.test(e.message) && sockets > 1) {
       throw new VmSetupError(`${e.message}: it holds one processor structure per socket, too many for ${sockets} sockets; give fewer (e.g. -c ${ncpu},sockets=1,cores=${ncpu})`);
     }
-    throw asUserError(e);
+    throw e;
   }
 }
 
@@ -104,21 +104,12 @@ export function createMachine(config: ConfigTree): { machine: Machine; topo: Top
   const kvm = Kvm.open(process.env.BHYVE_KVM_DEVICE ?? '/dev/kvm');
   const caps = probeHost(kvm);
   const warnings = checkRequirements(caps, config.getBool('x86.require_ept_rvi', true));
-  try {
-    checkVcpuCount(ncpus, caps.maxVcpus);
-    checkGuestMemorySize(memsize, memSpec);
-  } catch (e) {
-    throw asUserError(e);
-  }
+  checkVcpuCount(ncpus, caps.maxVcpus);
+  checkGuestMemorySize(memsize, memSpec);
 
   const layout = computeLayout(memsize);
   checkSmbiosFits(config, layout, ncpus, t.sockets);
-  let vmObject: VmObject;
-  try {
-    vmObject = VmObject.acquire(name, memsize);
-  } catch (e) {
-    throw asUserError(e);
-  }
+  const vmObject = VmObject.acquire(name, memsize);
   try {
     vmObject.writePid();
     const vm = kvm.createVm();
@@ -177,13 +168,6 @@ function bootStateUpdate(raw: unknown): VcpuStateUpdate {
     idt: sr.idt,
     control: { cr0: sr.cr0, cr3: sr.cr3, cr4: sr.cr4, efer: sr.efer },
   };
-}
-
-/** Errors a user can cause or fix, turned into one-line VmSetupErrors. */
-export function asUserError(e: unknown): unknown {
-  const userClasses = [RangeError, KvmUnavailableError, HostRequirementError, BootromError, VmObjectError, SysError, UsageError, ConfigError];
-  if (userClasses.some((c) => e instanceof c)) return new VmSetupError((e as Error).message);
-  return e;
 }
 
 export function cleanupMachine(m: Machine, destroy: boolean): void {

@@ -1,9 +1,10 @@
 // Host capability probe: what this host's KVM offers, and whether bhyve's
 // hardware requirement (EPT on Intel, RVI/NPT on AMD) is met.
 
+import { UserError } from '../user-error.js';
 import fs from 'node:fs';
-import { CAP } from './kvm-abi.js';
-import type { Kvm } from './kvm.js';
+import { CAP } from '../sys/kvm-abi.js';
+import type { Kvm } from '../sys/kvm.js';
 
 export type PagingMode = 'ept' | 'rvi' | 'none';
 
@@ -75,7 +76,7 @@ export function probeHost(kvm: Kvm): HostCapabilities {
   };
 }
 
-export class HostRequirementError extends Error {}
+export class HostRequirementError extends UserError {}
 
 /** Checks what bhyve needs; returns warnings to print, throws when unmet. */
 export function checkRequirements(caps: HostCapabilities, requireEptRvi: boolean): string[] {

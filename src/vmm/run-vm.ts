@@ -14,16 +14,15 @@ import { controlHandlers } from './control-ops.js';
 import { exitStatusOf, type ExitRequest } from './exit-status.js';
 import { createTimerTable, DeviceTimerHost } from './device-timers.js';
 import { HALT_WATCH_MS, watchHalts } from './halt-watch.js';
-import { KvmStats } from './kvm.js';
-import { asUserError, cleanupMachine, createMachine, legacyWindowFor, VmSetupError } from './machine.js';
+import { KvmStats } from '../sys/kvm.js';
+import { cleanupMachine, createMachine, legacyWindowFor, VmSetupError } from './machine.js';
 import { DEVICE_REQUEST, Kicker, VcpuControl } from './vcpu-control.js';
 import { VcpuRequester } from './vcpu-requests.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 import { parseCpuset } from '../config/topology.js';
 import { SignalRouter, signalStatus, type StopSignal } from './startup-signals.js';
 import { enterSandbox, sandboxPlan } from './sandbox/sandbox.js';
-
-export { VmSetupError };
+import { errorLine, userErrorWithPrefix } from '../user-error.js';
 
 const STOP_GRACE_MS = 2000;
 
@@ -52,7 +51,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     created = createMachine(config);
   } catch (e) {
     for (const t of threads) void retireVcpuThread(t);
-    throw asUserError(e);
+    throw e;
   }
   const { machine, ncpus, warnings } = created;
   const signals = extras.signals ?? new SignalRouter();
@@ -108,16 +107,17 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       const path = config.get(`lpc.${com}.path`);
       if (path === undefined) continue;
       const host = await openUartBackend(path, () => kickDeviceThread(DEVICE_REQUEST.POLL))
-        .catch((e: Error) => { throw new VmSetupError(`${com}: ${e.message}`); });
+        .catch((e: unknown) => { throw userErrorWithPrefix(e, `${com}: `); });
       backends.push(host);
       streams[`lpc.${com}`] = host.transfer;
     }
     // virtio-net taps and virtio-console sockets, by slot node.
     hostPorts = await openHostPorts(config, () => kickDeviceThread(DEVICE_REQUEST.POLL))
-      .catch((e: Error) => { throw new VmSetupError(e.message); });
+      .catch((e: unknown) => { throw userErrorWithPrefix(e, ''); });
     // fbuf: the framebuffer file and its VNC server (devices/display).
     display = await openDisplay(config, machine.vmObject.dir, config.get('name') ?? '', () => kickDeviceThread(DEVICE_REQUEST.POLL),
-      (m) => process.stderr.write(`bhyve: ${m}\n`), (slot, bitmap) => machine.vm.getDirtyLog(slot, bitmap)).catch((e: Error) => { throw new VmSetupError(e.message); });
+      (m) => process.stderr.write(`bhyve: ${m}\n`), (slot, bitmap) => machine.vm.getDirtyLog(slot, bitmap))
+      .catch((e: unknown) => { throw userErrorWithPrefix(e, ''); });
 
     const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
     const sandbox = sandboxPlan(config, machine.vmObject);
@@ -156,7 +156,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         });
         w.once('error', (e) => {
           reject(e);
-          claimAndFinish({ kind: 'error', message: `vCPU ${i}: ${e.message}` });
+          claimAndFinish({ kind: 'error', message: `vCPU ${i}: ${errorLine(e)}` });
         });
       }));
       stoppedAll.push(new Promise((resolve) => w.once('exit', () => resolve())));
@@ -200,7 +200,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     // The first error is the one to report; a clean-up that fails after it
     // (e.g. the normal path's clean-up already ran) must not replace it.
     try { cleanupMachine(machine, machine.vmObject.createdHere); } catch { /* reported below */ }
-    throw asUserError(e);
+    throw e;
   } finally {
     if (watchdog) clearInterval(watchdog);
     controlServer?.close();

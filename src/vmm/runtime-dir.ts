@@ -7,11 +7,12 @@
 // with O_NOFOLLOW, never through a planted symbolic link.
 
 import fs from 'node:fs';
+import { UserError } from '../user-error.js';
 import os from 'node:os';
 import path from 'node:path';
 
 /** A VM object that cannot be created, opened or trusted; one line. */
-export class VmObjectError extends Error {}
+export class VmObjectError extends UserError {}
 
 /** /run/bhyve for root, $XDG_RUNTIME_DIR/bhyve otherwise (else bhyve-UID in
  * the temporary directory); BHYVE_RUNDIR overrides. */

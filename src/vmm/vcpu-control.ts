@@ -9,7 +9,7 @@
 // Requests are written before the kick and read after the target clears
 // immediate_exit, so none is lost.
 
-import { SIGUSR2, tgkill } from './libc.js';
+import { SIGUSR2, tgkill } from '../sys/libc.js';
 
 /** Header words of the control block. */
 const STOP = 0;

@@ -4,8 +4,8 @@
 // thread takes it synchronously (receiveMessageOnPort) between two KVM_RUNs.
 
 import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { EXIT_NAMES } from './kvm-abi.js';
-import type { Vcpu } from './kvm.js';
+import { EXIT_NAMES } from '../sys/kvm-abi.js';
+import type { Vcpu } from '../sys/kvm.js';
 import { Kicker, VCPU_REQUEST, type VcpuControl } from './vcpu-control.js';
 import { applyVcpuState, readVcpuState, type VcpuStateUpdate } from './vcpu-state.js';
 

@@ -5,7 +5,7 @@ import type { UartStreamTransfer } from '../devices/lpc/uart-backend.js';
 import type { HostPortTransfer } from '../devices/virtio/host-ports.js';
 import type { DisplayInputTransfer } from '../devices/display/display-input.js';
 import type { ExitRequest } from './exit-status.js';
-import type { MemoryLayout } from './memory-map.js';
+import type { MemoryLayout } from '../sys/memory-map.js';
 import type { SandboxPlan } from './sandbox/sandbox.js';
 
 import type { MessagePort } from 'node:worker_threads';

@@ -6,12 +6,13 @@
 import { parentPort } from 'node:worker_threads';
 import { ForwardingIoBus, Mailbox } from './ap-mailbox.js';
 import { DeviceHost } from './device-host.js';
+import { errorLine } from '../user-error.js';
 import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js';
 import type { ExitRequest } from './exit-status.js';
 import type { IoBus } from './io-bus.js';
-import { MP_STATE, RFLAGS_IF } from './kvm-abi.js';
-import { Vcpu } from './kvm.js';
-import { EAGAIN, EINTR, gettid, pinThisThread, strerror } from './libc.js';
+import { MP_STATE, RFLAGS_IF } from '../sys/kvm-abi.js';
+import { Vcpu } from '../sys/kvm.js';
+import { EAGAIN, EINTR, gettid, pinThisThread, preloadLibc, strerror } from '../sys/libc.js';
 import { Kicker, VCPU_REQUEST, VCPU_STATE, VcpuControl } from './vcpu-control.js';
 import { serveVcpuRequests } from './vcpu-requests.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
@@ -21,6 +22,7 @@ import { confineThisThread } from './sandbox/sandbox.js';
 // overlaps the main thread's setup; its data arrives in the first message.
 // 'loaded' tells the main thread that terminating us is now safe
 // (vcpu-threads.ts).
+preloadLibc();
 parentPort!.postMessage({ type: 'loaded' } satisfies VcpuThreadMessage);
 const d = await new Promise<VcpuThreadData>((resolve) => parentPort!.once('message', resolve));
 const control = new VcpuControl(d.controlSab, d.vcpuCount);
@@ -105,7 +107,7 @@ control.waitGo();
 try {
   runLoop();
 } catch (e) {
-  requestExit({ kind: 'error', message: `vCPU ${d.id}: ${(e as Error).message}` });
+  requestExit({ kind: 'error', message: `vCPU ${d.id}: ${errorLine(e)}` });
   if (process.env.BHYVE_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
 }
 host?.close();

@@ -11,7 +11,7 @@ import path from 'node:path';
 
 import { checkPrivateDir, ensureRuntimeRoot, openPrivateFile, runtimeDir, VmObjectError } from './runtime-dir.js';
 import { checkMemoryFileSpace, formatSize } from './guest-limits.js';
-import { lockHeld, VmLock } from './vm-lock.js';
+import { LOCK_FILE, lockHeld, VmLock } from './vm-lock.js';
 
 export { runtimeDir, VmObjectError };
 
@@ -41,6 +41,8 @@ export class VmObject {
   private readonly pidPath: string;
   private readonly socketFile: string;
   private dirFd = -1;
+  private wrotePid = false;
+  private gone = false;
 
   private constructor(readonly name: string, root: string, readonly createdHere: boolean, private runLock?: VmLock) {
     this.dir = path.join(root, name);
@@ -167,6 +169,7 @@ export class VmObject {
     fs.rmSync(this.pidPath, { force: true });
     const fd = openPrivateFile(this.pidPath, 'pid file', 'create', 0o022);
     try { fs.writeSync(fd, `${process.pid}\n`); } finally { fs.closeSync(fd); }
+    this.wrotePid = true;
   }
 
   /** Size of the guest memory file, or undefined when memory is not set up. */
@@ -247,7 +250,8 @@ export class VmObject {
   /** Drops the run lock (and the pid file of this process). */
   unlock(): void {
     if (!this.locked) return;
-    if (this.holderPid() === process.pid) fs.rmSync(this.pidPath, { force: true });
+    // (Known without reading it back: the sandbox may not allow reads here.)
+    if (this.wrotePid) { fs.rmSync(this.pidPath, { force: true }); this.wrotePid = false; }
     this.closeDirFd();
     this.runLock?.release();
   }
@@ -255,6 +259,7 @@ export class VmObject {
   /** Removes the VM object and its memory; needs the run lock, which it
    * drops. The directory leaves its name in one step (rename). */
   destroy(): void {
+    if (this.gone) return;
     if (!this.locked) throw new VmObjectError(`VM '${this.name}' is not locked`);
     this.closeDirFd();
     const root = path.dirname(this.dir);
@@ -262,16 +267,18 @@ export class VmObject {
     try {
       try {
         fs.renameSync(this.dir, doomed);
-      } catch (e) {
-        // A sandboxed bhyve (Landlock) may remove its runtime files but not
-        // create a name in the runtime root: remove in place instead.
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EXDEV') throw e;
+      } catch {
+        // The sandbox (Landlock) allows removing but not renaming: remove
+        // in place, the lock file last, so a waiting locker sees it go.
+        for (const f of fs.readdirSync(this.dir)) if (f !== LOCK_FILE) fs.rmSync(path.join(this.dir, f), { recursive: true, force: true });
         fs.rmSync(this.dir, { recursive: true, force: true });
+        this.gone = true;
         return;
       }
       fs.rmSync(doomed, { recursive: true, force: true });
+      this.gone = true;
     } finally {
+      this.wrotePid = false;
       this.runLock?.release();
     }
   }

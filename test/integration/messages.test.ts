@@ -2,7 +2,8 @@
 // Node validation message, a raw errno or an internal error: an empty
 // virtio-console port path, a directory as the UEFI vars file, -m 1K, and
 // bhyvectl/bhyve on a damaged boot state. (Defect 6: a FIFO as the boot
-// ROM is refused at once instead of waiting for a writer forever.)
+// ROM, as a read-only disk image or as bhyveload's -d disk is refused at
+// once instead of waiting for a writer forever.)
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,6 +30,8 @@ describe.skipIf(skipWhy)(`one clear line${skipWhy ? ` (skipped: ${skipWhy})` : '
       `bhyve: virtio-console at pci slot 0:4:0: vtcon: port p: socket path /tmp/${'s'.repeat(120)} is 125 bytes, more than a UNIX socket path holds (107)`],
     ['-m 1K', ['-m', '1K', '-l', `bootrom,${rom('echo')}`], 'bhyve: guest memory size 1K: must be a multiple of 4K and at least 1M'],
     ['a FIFO as the boot ROM', ['-l', `bootrom,${path.join(tmp, 'fifo')}`], `bhyve: boot ROM '${path.join(tmp, 'fifo')}' is not a regular file`],
+    ['a read-only FIFO as a disk image', ['-l', `bootrom,${rom('echo')}`, '-s', `4,virtio-blk,${path.join(tmp, 'fifo')},ro`],
+      `bhyve: virtio-blk at pci slot 0:4:0: disk image ${path.join(tmp, 'fifo')} is neither a file nor a block device`],
   ])('%s', async (_what, extra, line) => {
     fs.rmSync(path.join(tmp, 'fifo'), { force: true });
     await execa('mkfifo', [path.join(tmp, 'fifo')]);
@@ -44,6 +47,15 @@ describe.skipIf(skipWhy)(`one clear line${skipWhy ? ` (skipped: ${skipWhy})` : '
     const r = await execa(BHYVE, [...base, '-l', `bootrom,${OVMF},${dir}`, 'msg'], { reject: false, env, timeout: 20_000, stdin: 'ignore' });
     expect(errors(r.stderr)).toEqual([`bhyve: boot variables file '${dir}' is a directory, not a regular file`]);
     expect(r.exitCode).toBe(4);
+  });
+
+  it('bhyveload -d FIFO: one line, no hang', async () => {
+    fs.rmSync(path.join(tmp, 'fifo'), { force: true });
+    await execa('mkfifo', [path.join(tmp, 'fifo')]);
+    const r = await execa(path.join(ROOT, 'bin/bhyveload'), ['-m', '64M', '-d', path.join(tmp, 'fifo'), '-e', 'kernel=/boot/kernel', 'fifo'], { reject: false, env, timeout: 20_000 });
+    expect(r.timedOut).toBe(false);
+    expect(r.stderr).toBe(`bhyveload: disk image ${path.join(tmp, 'fifo')} is neither a file nor a block device`);
+    expect(r.exitCode).toBe(1);
   });
 
   it('bhyvectl and bhyve on a damaged boot state', async () => {

@@ -127,7 +127,7 @@ describe.skipIf(skip)(`sandboxed bhyve${skip ? ` (skipped: ${skip})` : ''}`, () 
       reject: false, timeout: 30_000, stdin: 'ignore', env: { BHYVE_RUNDIR: RUNDIR, BHYVE_DEBUG: '1' }, stripFinalNewline: false,
     });
     const ll = 'abi' in landlock ? `Landlock ABI ${landlock.abi}` : 'no Landlock';
-    expect(r.stderr).toContain(`bhyve: sandbox: no_new_privs, capabilities dropped, ${ll}, seccomp filter\n`);
+    expect(r.stderr).toMatch(new RegExp(`bhyve: sandbox: no_new_privs, capabilities dropped, ${ll}, seccomp filter \\([\\d.]+ ms\\)\n`));
     if (!('abi' in landlock)) expect(r.stderr).toContain(`bhyve: sandbox: no Landlock: ${landlock.missing}`);
     expect(r.exitCode).toBe(33);
   });

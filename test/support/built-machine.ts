@@ -1,12 +1,13 @@
 // The machine as built, for firmware tests: the real platform assembled
 // from a config tree on a fake device context (no KVM), and what it hands
 // the firmware (Platform.asBuilt).
-import { buildPlatform, memoryLayoutFor } from '../../src/devices/platform.js';
+import { buildPlatform } from '../../src/devices/platform.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
 import type { BuiltMachine } from '../../src/firmware/index.js';
 import { fake } from './fake-device.js';
 
 export function builtMachine(settings: Record<string, string>, o: { mem?: number; ncpu?: number } = {}): BuiltMachine {
   const f = fake(settings);
   const ctx = { ...f.ctx, machine: { ...f.ctx.machine, vcpuCount: o.ncpu ?? 1 } };
-  return buildPlatform(ctx, memoryLayoutFor(o.mem ?? 512 * 1024 * 1024), { hostname: 'h' }).asBuilt;
+  return buildPlatform(ctx, computeLayout(o.mem ?? 512 * 1024 * 1024), { hostname: 'h' }).asBuilt;
 }

@@ -3,7 +3,7 @@
 import { ConfigTree } from '../../src/config/tree.js';
 import type { AccessSize, DeviceContext, InterruptSink } from '../../src/devices/device.js';
 import type { ExitRequest } from '../../src/vmm/exit-status.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 
 export class FakeIrq implements InterruptSink {

@@ -20,7 +20,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import { fromHex, regValue, type BootState } from '../../src/loader/boot-state.js';
 import { guestMemoryMap } from '../../src/loader/guest-layout.js';
-import { computeLayout } from '../../src/vmm/memory-map.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
 import { VmObject } from '../../src/vmm/vm-object.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));

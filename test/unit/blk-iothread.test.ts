@@ -15,7 +15,7 @@ import {
   VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_F_VERSION_1,
   VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, featureBit,
 } from '../../src/devices/virtio/virtio-constants.js';
-import { mmap, PROT_READ, PROT_WRITE, type Mapping } from '../../src/vmm/libc.js';
+import { mmap, PROT_READ, PROT_WRITE, type Mapping } from '../../src/sys/libc.js';
 import type { DeviceContext, HelperThreadData } from '../../src/devices/device.js';
 import { PCIM_CMD_MEMEN } from '../../src/devices/pci/config-space.js';
 import {

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigTree } from '../../src/config/tree.js';
 import type { DeviceContext, MemoryBacking, MemoryMapControl } from '../../src/devices/device.js';
 import { BootVars, CFI_BLOCK_SIZE, createBootVars } from '../../src/devices/lpc/bootvars.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 
 /** A memory map over a real file (read/written with fs), recording map/unmap. */

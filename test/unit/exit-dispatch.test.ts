@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { AccessSize } from '../../src/devices/device.js';
 import { dispatchExit, type ExitContext } from '../../src/vmm/exit-dispatch.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
-import { EXIT, KVM_RUN_OFF, RUN_INTERNAL, RUN_IO, RUN_MMIO, RUN_MSR, RUN_SYSTEM_EVENT, SYSTEM_EVENT } from '../../src/vmm/kvm-abi.js';
+import { EXIT, KVM_RUN_OFF, RUN_INTERNAL, RUN_IO, RUN_MMIO, RUN_MSR, RUN_SYSTEM_EVENT, SYSTEM_EVENT } from '../../src/sys/kvm-abi.js';
 
 const E = KVM_RUN_OFF.exit;
 const DATA = 0x800;

@@ -7,9 +7,9 @@ import {
   FW_CFG_FILE_DIR, FW_CFG_ID, FW_CFG_MAX_CPUS, FW_CFG_NB_CPUS, FW_CFG_RAM_SIZE, FW_CFG_SIGNATURE, FwCfg,
   FwCfgError, standardFiles,
 } from '../../src/firmware/fwcfg.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
-import { computeLayout } from '../../src/vmm/memory-map.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;

@@ -6,7 +6,7 @@ import {
   hpetTimerComparator, hpetTimerFsb,
 } from '../../src/devices/lpc/hpet.js';
 import { BHYVE_HPET_CAPABILITIES } from '../../src/firmware/acpi/tables.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 
 class FakeIrq implements InterruptSink {

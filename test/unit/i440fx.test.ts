@@ -10,9 +10,10 @@ import type { AccessSize, DeviceContext, MemoryBacking, MemoryMapControl } from 
 import { I440fxHostBridge } from '../../src/devices/pci/i440fx.js';
 import { PamShadow } from '../../src/devices/pci/pam.js';
 import { PciBus } from '../../src/devices/pci/pci-bus.js';
-import { buildPlatform, memoryLayoutFor } from '../../src/devices/platform.js';
+import { buildPlatform } from '../../src/devices/platform.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
 import { FW_CFG_PORT_DATA, FW_CFG_PORT_SEL } from '../../src/firmware/fwcfg.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 
 class RecordingMap implements MemoryMapControl {
@@ -89,7 +90,7 @@ function platformCtx(settings: Record<string, string>, memoryMap?: MemoryMapCont
   return { ctx, io, cfg };
 }
 
-const LAYOUT = memoryLayoutFor(256 * 1024 * 1024);
+const LAYOUT = computeLayout(256 * 1024 * 1024);
 
 describe('buildPlatform with lpc.fwcfg=qemu', () => {
   it('builds the i440FX, shadows the BIOS window and serves fw_cfg at 0x510/0x511 and 0x514', () => {

@@ -1,12 +1,12 @@
 // The KVM ABI module must match the kernel headers installed on this host:
 // a C program built with gcc prints sizeof/offsetof/ioctl numbers from
-// <linux/kvm.h>, and every value is compared with src/vmm/kvm-abi.ts.
+// <linux/kvm.h>, and every value is compared with src/sys/kvm-abi.ts.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import * as abi from '../../src/vmm/kvm-abi.js';
+import * as abi from '../../src/sys/kvm-abi.js';
 
 const haveHeaders = fs.existsSync('/usr/include/linux/kvm.h');
 const haveGcc = (() => { try { execFileSync('gcc', ['--version']); return true; } catch { return false; } })();

@@ -13,8 +13,8 @@ import { fromHex, regValue } from '../../src/loader/boot-state.js';
 import { detectKernelFormat } from '../../src/loader/index.js';
 import { BP, loadBzImage, parseSetupHeader, XLF_KERNEL_64 } from '../../src/loader/linux.js';
 import { HostDirSource } from '../../src/loader/source.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
-import { computeLayout } from '../../src/vmm/memory-map.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
 
 const cache = fileURLToPath(new URL('../../build/debian-kernel', import.meta.url));
 

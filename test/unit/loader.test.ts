@@ -16,8 +16,8 @@ import { BP, loadBzImage, parseSetupHeader } from '../../src/loader/linux.js';
 import { loadMultiboot, MBI, MULTIBOOT_BOOTLOADER_MAGIC } from '../../src/loader/multiboot.js';
 import { HVM_START_INFO, loadPvh, XEN_HVM_START_MAGIC_VALUE } from '../../src/loader/pvh.js';
 import { HostDirSource } from '../../src/loader/source.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
-import { computeLayout } from '../../src/vmm/memory-map.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
 
 const M = 1024 * 1024;
 const G = 1024 * M;

@@ -3,7 +3,7 @@ import { ConfigTree } from '../../src/config/tree.js';
 import { byteSum, getU16, getU32 } from '../../src/firmware/bytes.js';
 import { buildFirmwareInMemory, buildFwCfgFiles } from '../../src/firmware/index.js';
 import { buildMpTable, MPTABLE_BASE, mptableEnabled } from '../../src/firmware/mptable.js';
-import { computeLayout } from '../../src/vmm/memory-map.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
 import { builtMachine } from '../support/built-machine.js';
 
 describe('MP table', () => {

@@ -5,7 +5,7 @@ import { ConfigTree } from '../../src/config/tree.js';
 import type { DeviceContext } from '../../src/devices/device.js';
 import { PciBus } from '../../src/devices/pci/pci-bus.js';
 import { PciEmulFunction } from '../../src/devices/pci/pci-emul.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 
 class Dev extends PciEmulFunction {

@@ -3,11 +3,12 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigTree } from '../../src/config/tree.js';
 import type { DeviceContext, InterruptSink } from '../../src/devices/device.js';
-import { buildPlatform, memoryLayoutFor } from '../../src/devices/platform.js';
+import { buildPlatform } from '../../src/devices/platform.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
 import { PciResourceAllocator, PCI_EMUL_ECFG_BASE, barSize } from '../../src/devices/pci/bar-alloc.js';
 import { PciEmulFunction } from '../../src/devices/pci/pci-emul.js';
 import { PciBus } from '../../src/devices/pci/pci-bus.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 
 class FakeIrq implements InterruptSink {
@@ -31,7 +32,7 @@ function fake(settings: Record<string, string> = {}) {
   return { ctx, io, irq };
 }
 
-const LAYOUT = memoryLayoutFor(256 * 1024 * 1024);
+const LAYOUT = computeLayout(256 * 1024 * 1024);
 const STD = { 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc' };
 
 class TestDev extends PciEmulFunction {

@@ -9,8 +9,9 @@ import type { DeviceContext } from '../../src/devices/device.js';
 import { PowerManagement } from '../../src/devices/lpc/pm.js';
 import { PciBus } from '../../src/devices/pci/pci-bus.js';
 import { Piix4Pm } from '../../src/devices/pci/piix4-pm.js';
-import { buildPlatform, memoryLayoutFor } from '../../src/devices/platform.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
+import { buildPlatform } from '../../src/devices/platform.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import { fake } from '../support/fake-device.js';
 
@@ -130,7 +131,7 @@ function platformCtx(settings: Record<string, string>) {
   return { ctx, io, cfg };
 }
 
-const LAYOUT = memoryLayoutFor(256 * 1024 * 1024);
+const LAYOUT = computeLayout(256 * 1024 * 1024);
 
 describe('buildPlatform and the PIIX4 PM', () => {
   it('puts it at 0:1.3 beside the LPC bridge at slot 1, as QEMU, and moves the PM block of the platform', () => {

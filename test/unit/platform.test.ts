@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { fake, FakeIrq } from '../support/fake-device.js';
-import { buildPlatform, createPlatformDevices, memoryLayoutFor } from '../../src/devices/platform.js';
+import { buildPlatform, createPlatformDevices } from '../../src/devices/platform.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
 
 
 
-const LAYOUT = memoryLayoutFor(256 * 1024 * 1024);
+const LAYOUT = computeLayout(256 * 1024 * 1024);
 
 describe('createPlatformDevices', () => {
   it('always builds the PCI config ports, i8042, ACPI PM, reset register and RTC', () => {
@@ -67,7 +68,7 @@ describe('createPlatformDevices', () => {
 
   it('passes the memory layout to the RTC', () => {
     const f = fake();
-    buildPlatform(f.ctx, memoryLayoutFor(8 * 1024 * 1024 * 1024));
+    buildPlatform(f.ctx, computeLayout(8 * 1024 * 1024 * 1024));
     f.outp(0x70, 0x5d);
     expect(f.inp(0x71)).toBe(0x01);
   });

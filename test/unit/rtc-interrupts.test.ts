@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { ConfigTree } from '../../src/config/tree.js';
 import type { DeviceContext, DeviceTimer, InterruptSink } from '../../src/devices/device.js';
 import { Rtc, RTC_IRQ } from '../../src/devices/lpc/rtc.js';
-import { memoryLayoutFor } from '../../src/devices/memory-layout.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 
 class FakeIrq implements InterruptSink {
@@ -33,7 +33,7 @@ function setup() {
     io, irq, config, mem: new GuestMemory([]), timer,
     machine: { requestExit: () => undefined, vcpuCount: 1 }, stream: () => undefined,
   } as DeviceContext;
-  const rtc = new Rtc(ctx, memoryLayoutFor(64 * 1024 * 1024), { now: () => T0, uptime: () => up });
+  const rtc = new Rtc(ctx, computeLayout(64 * 1024 * 1024), { now: () => T0, uptime: () => up });
   const read = (reg: number): number => { io.portWrite(0x70, 1, reg); return io.portRead(0x71, 1)!; };
   const write = (reg: number, v: number): void => { io.portWrite(0x70, 1, reg); io.portWrite(0x71, 1, v); };
   /** Advances the clock, running the device timers as the host would. */

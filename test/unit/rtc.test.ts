@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { fake, FakeIrq } from '../support/fake-device.js';
 import { Rtc } from '../../src/devices/lpc/rtc.js';
-import { memoryLayoutFor } from '../../src/devices/memory-layout.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
 
 
 
@@ -10,7 +10,7 @@ const GiB = 1024 * MiB;
 // Thursday 2024-02-29 13:45:07 UTC
 const T0 = Date.UTC(2024, 1, 29, 13, 45, 7);
 
-function setup(layout = memoryLayoutFor(256 * MiB), settings: Record<string, string> = { 'rtc.use_localtime': 'false' }) {
+function setup(layout = computeLayout(256 * MiB), settings: Record<string, string> = { 'rtc.use_localtime': 'false' }) {
   const f = fake(settings);
   let up = 1_000_000_000n;
   const rtc = new Rtc(f.ctx, layout, { now: () => T0, uptime: () => up });
@@ -22,14 +22,14 @@ function setup(layout = memoryLayoutFor(256 * MiB), settings: Record<string, str
 
 describe('RTC memory size registers (bhyve rtc_init)', () => {
   it('256 MiB: all low memory', () => {
-    const { read } = setup(memoryLayoutFor(256 * MiB));
+    const { read } = setup(computeLayout(256 * MiB));
     expect([read(0x34), read(0x35)]).toEqual([0x00, 0x0f]); // (256M-16M)/64K = 0x0f00
     expect([read(0x5b), read(0x5c), read(0x5d)]).toEqual([0, 0, 0]);
     expect([read(0x30), read(0x31)]).toEqual([0xff, 0xff]); // KiB above 1 MiB, capped
   });
 
   it('4 GiB: 3 GiB low, 1 GiB high', () => {
-    const layout = memoryLayoutFor(4 * GiB);
+    const layout = computeLayout(4 * GiB);
     expect(layout).toEqual({ lowmem: 3 * GiB, highmem: 1 * GiB });
     const { read } = setup(layout);
     expect([read(0x34), read(0x35)]).toEqual([0x00, 0xbf]); // (3G-16M)/64K = 0xbf00
@@ -37,13 +37,13 @@ describe('RTC memory size registers (bhyve rtc_init)', () => {
   });
 
   it('8 GiB: 3 GiB low, 5 GiB high', () => {
-    const { read } = setup(memoryLayoutFor(8 * GiB));
+    const { read } = setup(computeLayout(8 * GiB));
     expect([read(0x34), read(0x35)]).toEqual([0x00, 0xbf]);
     expect([read(0x5b), read(0x5c), read(0x5d)]).toEqual([0x00, 0x40, 0x01]); // 5G/64K = 0x14000
   });
 
   it('small guests: nothing above 16 MiB', () => {
-    const { read } = setup(memoryLayoutFor(8 * MiB));
+    const { read } = setup(computeLayout(8 * MiB));
     expect([read(0x34), read(0x35)]).toEqual([0, 0]);
     expect([read(0x30), read(0x31)]).toEqual([0x00, 0x1c]); // 7168 KiB
   });
@@ -136,7 +136,7 @@ describe('RTC time registers', () => {
     const saved = process.env.TZ;
     process.env.TZ = zone;
     try {
-      const { rtc, read } = setup(memoryLayoutFor(256 * MiB), {});
+      const { rtc, read } = setup(computeLayout(256 * MiB), {});
       expect(rtc.getTime()).toBe(T0 / 1000 + offset);
       expect([read(0x04), read(0x02), read(0x00), read(0x07)]).toEqual([hh, mm, 0x07, day]);
     } finally {

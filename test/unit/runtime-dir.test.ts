@@ -110,7 +110,7 @@ describe('runtime directory and VM object files must be ours', () => {
       fs.writeFileSync(path.join(nobodyRoot, 'victim', 'memory'), Buffer.alloc(0));
       fs.truncateSync(path.join(nobodyRoot, 'victim', 'memory'), 64 * M);
       fs.chmodSync(path.join(nobodyRoot, 'victim', 'memory'), 0o666);
-      const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !['XDG_RUNTIME_DIR', 'BHYVE_RUNDIR', 'TMPDIR'].includes(k)));
+      const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !['XDG_RUNTIME_DIR', 'BHYVE_RUNDIR'].includes(k)));
       const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath,
         path.join(ROOT, 'bin/bhyveload'), '-m', '64M', '-h', host, '-e', 'kernel=/boot/kernel', 'victim'], { encoding: 'utf8', env });
       expect(r.stderr).toBe(`bhyveload: refusing runtime directory ${nobodyRoot}: it is owned by uid 0, not by this user (uid 65534); remove it or set BHYVE_RUNDIR to a directory of your own\n`);

@@ -25,10 +25,10 @@ import net from 'node:net';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
-const [dir, log] = process.argv.slice(2);
+const [dir, log, nolandlock] = process.argv.slice(2);
 const { enterSandbox } = await import(${JSON.stringify(path.join(DIST, 'sandbox.js'))});
 const { landlockStatus, FS } = await import(${JSON.stringify(path.join(DIST, 'landlock.js'))});
-const ll = landlockStatus();
+const ll = nolandlock ? { missing: 'test' } : landlockStatus();
 const status = fs.openSync('/proc/self/status', 'r');
 enterSandbox({ log: log === 'log', landlockAbi: 'abi' in ll ? ll.abi : 0, notes: [],
   landlockRules: [{ path: dir, access: FS.READ_FILE | FS.REMOVE_FILE }] });
@@ -39,6 +39,7 @@ out.readGranted = code(() => fs.readFileSync(path.join(dir, 'keep')));
 out.readOther = code(() => fs.readFileSync('/etc/passwd'));
 out.create = code(() => fs.writeFileSync(path.join(dir, 'new'), 'x'));
 out.removeGranted = code(() => fs.unlinkSync(path.join(dir, 'gone')));
+out.rename = code(() => fs.renameSync(path.join(dir, 'keep'), path.join(dir, 'moved')));
 out.killOther = code(() => process.kill(1, 0));
 out.listen = await new Promise((resolve) => {
   const s = net.createServer();
@@ -60,14 +61,14 @@ process.stdout.write(JSON.stringify(out));
 `;
 
 const dirs: string[] = [];
-async function sandboxedChild(mode: 'refuse' | 'log'): Promise<Record<string, unknown>> {
+async function sandboxedChild(mode: 'refuse' | 'log', noLandlock = false): Promise<Record<string, unknown>> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-sandbox-'));
   dirs.push(dir);
   fs.writeFileSync(path.join(dir, 'keep'), 'kept');
   fs.writeFileSync(path.join(dir, 'gone'), 'gone');
   fs.writeFileSync(path.join(dir, 'worker.mjs'), "import { parentPort } from 'node:worker_threads'; parentPort.postMessage('worker ran');\n");
   fs.writeFileSync(path.join(dir, 'child.mjs'), CHILD);
-  const r = await execa('node', [path.join(dir, 'child.mjs'), dir, mode], { reject: false, timeout: 20_000 });
+  const r = await execa('node', [path.join(dir, 'child.mjs'), dir, mode, ...(noLandlock ? ['nolandlock'] : [])], { reject: false, timeout: 20_000 });
   expect(r.exitCode, r.stderr).toBe(0);
   return JSON.parse(r.stdout) as Record<string, unknown>;
 }
@@ -88,10 +89,23 @@ describe.skipIf(skip)(`sandbox on this kernel${skip ? ` (skipped: ${skip})` : ''
     expect(out.worker).toBe('worker ran');
     // Landlock confines reads to the rules where the kernel has it.
     expect(out.readOther).toBe(out.landlock ? 'EACCES' : 'ok');
+    // Allowed by the filter where Landlock is, and Landlock wants MAKE_REG for it.
+    expect(out.rename).toBe(out.landlock ? 'EACCES' : 'EPERM');
     if (process.getuid?.() === 0) {
       expect(out.capEff).toBe('0000000000000000');
       expect(out.capBnd).toBe('0000000000000000');
     }
+  });
+
+  it('without Landlock (a kernel that lacks it) the filter alone refuses exec, new files and renames', async () => {
+    const out = await sandboxedChild('refuse', true);
+    expect(out.landlock).toBe(false);
+    expect(out.seccomp).toBe('2');
+    expect(out.exec).toBe('EPERM');
+    expect(out.create).toBe('EPERM');
+    expect(out.rename).toBe('EPERM');
+    expect(out.readOther).toBe('ok'); // what Landlock would have refused
+    expect(out.worker).toBe('worker ran');
   });
 
   it('log mode lets refused calls through (Landlock still applies)', async () => {

@@ -100,6 +100,13 @@ describe('seccomp filter', () => {
     expect(run(prog, C.kill, [0xffffffff /* -1: everyone */, 9])).toBe(REFUSE);
   });
 
+  it('rename only where Landlock confines it (the filter is told so)', () => {
+    for (const nr of [C.rename, C.renameat, C.renameat2]) {
+      expect(run(prog, nr)).toBe(REFUSE);
+      expect(run(buildSeccompFilter({ refuse: REFUSE, pid: PID, renames: true }), nr)).toBe(SECCOMP_RET_ALLOW);
+    }
+  });
+
   it('prctl: thread names only', () => {
     expect(run(prog, C.prctl, [15])).toBe(SECCOMP_RET_ALLOW);
     expect(run(prog, C.prctl, [16])).toBe(SECCOMP_RET_ALLOW);

@@ -6,7 +6,7 @@ import {
   buildSmbiosInMemory, buildSmbiosStructures, defaultUuid, encodeUuidLe, SMBIOS_BASE, smbiosFwCfgFiles,
   smbiosOptionsFromConfig, uuidBytesBe,
 } from '../../src/firmware/smbios.js';
-import { computeLayout } from '../../src/vmm/memory-map.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
 
 const GiB = 1024 * 1024 * 1024;
 

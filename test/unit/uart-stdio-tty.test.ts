@@ -28,6 +28,7 @@ beforeAll(() => {
   transpile('vmm/byte-ring');
   transpile('vmm/ring-pumps');
   transpile('devices/lpc/uart-backend');
+  transpile('user-error');
   writeFileSync(join(dir, 'child.js'), `
 import { execFileSync } from 'node:child_process';
 import { openUartBackend, restoreTerminal } from './devices/lpc/uart-backend.js';

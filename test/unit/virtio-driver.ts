@@ -3,7 +3,7 @@
 // driver would, then plays the transport (activate, notify) and reads the
 // used ring back. No /dev/kvm.
 
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
 import type { VirtioActivation, VirtioDevice } from '../../src/devices/virtio/virtio-device.js';
 import { createQueues, offeredFeatures } from '../../src/devices/virtio/virtio-device.js';
 import {

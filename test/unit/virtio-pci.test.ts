@@ -7,7 +7,8 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigTree } from '../../src/config/tree.js';
 import type { DeviceContext, InterruptSink } from '../../src/devices/device.js';
-import { buildPlatform, memoryLayoutFor, type Platform } from '../../src/devices/platform.js';
+import { buildPlatform, type Platform } from '../../src/devices/platform.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import {
   VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DEVICE_NEEDS_RESET,
@@ -24,7 +25,7 @@ class FakeIrq implements InterruptSink {
   signalMsi(address: number, data: number): void { this.msis.push([address, data]); }
 }
 
-const LAYOUT = memoryLayoutFor(256 * 1024 * 1024);
+const LAYOUT = computeLayout(256 * 1024 * 1024);
 const STD = { 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc' };
 const SLOT = 4;
 const tmpFiles: string[] = [];

@@ -4,7 +4,7 @@ import {
   VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY,
 } from '../../src/devices/virtio/virtio-constants.js';
 import { FakeDriver, RAM_BASE } from './virtio-driver.js';
-import { GuestMemory } from '../../src/vmm/guest-memory.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
 
 function queue(d: FakeDriver, opts: { eventIdx?: boolean; indirect?: boolean } = {}): Virtqueue {
   return new Virtqueue(d.mem, d.layout, { indirect: true, ...opts });

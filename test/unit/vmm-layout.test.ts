@@ -4,9 +4,9 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BootromError, loadBootrom } from '../../src/vmm/bootrom.js';
 import { buildCpuid } from '../../src/vmm/cpuid.js';
-import { GuestMemory, GuestMemoryError } from '../../src/vmm/guest-memory.js';
-import type { CpuidEntry } from '../../src/vmm/kvm.js';
-import { computeLayout } from '../../src/vmm/memory-map.js';
+import { GuestMemory, GuestMemoryError } from '../../src/sys/guest-memory.js';
+import type { CpuidEntry } from '../../src/sys/kvm.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
 import { checkRequirements, detectPaging, type HostCapabilities } from '../../src/vmm/probe.js';
 import { exitStatusOf } from '../../src/vmm/exit-status.js';
 
@@ -18,7 +18,7 @@ describe('memory layout', () => {
     expect(computeLayout(256 * M)).toEqual({ lowmem: 256 * M, highmem: 0 });
     expect(computeLayout(3 * G)).toEqual({ lowmem: 3 * G, highmem: 0 });
     expect(computeLayout(8 * G)).toEqual({ lowmem: 3 * G, highmem: 5 * G });
-    expect(() => computeLayout(0)).toThrow(RangeError);
+    expect(() => computeLayout(0)).toThrow(/invalid guest memory size 0/);
   });
 });
 

@@ -5,10 +5,11 @@
 
 import fs from 'node:fs';
 import type { ConfigTree } from '../../config/tree.js';
+import { UserError } from '../../user-error.js';
 import { pciNodes } from '../../config/pci-nodes.js';
 import { fbufNode, parseFbufOptions } from './fbuf-options.js';
 import { createFramebufferFile, FB_SIZE, framebufferPath, FramebufferView } from './framebuffer-file.js';
-import { nativeBuffer } from '../../vmm/libc.js';
+import { nativeBuffer } from '../../sys/libc.js';
 import { RfbServer } from './rfb-server.js';
 import type { RfbInput } from './rfb-session.js';
 import { ByteRing } from '../../vmm/byte-ring.js';
@@ -88,7 +89,7 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
     });
   } catch (e) {
     view.close();
-    throw new Error(`fbuf: ${(e as Error).message}`);
+    throw new UserError(`fbuf: ${(e as Error).message}`);
   }
   return {
     framebufferPath: file,

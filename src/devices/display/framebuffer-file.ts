@@ -19,7 +19,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { mmap, PROT_READ, PROT_WRITE, type Mapping } from '../../vmm/libc.js';
+import { mmap, PROT_READ, PROT_WRITE, type Mapping } from '../../sys/libc.js';
 import { COLS_MAX, ROWS_MAX } from './fbuf-options.js';
 import type { Screen } from './rfb-pixels.js';
 

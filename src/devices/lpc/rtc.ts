@@ -35,7 +35,7 @@
 // which SeaBIOS reads when 0x34/0x35 are zero.
 
 import type { AccessSize, Device, DeviceContext, DeviceTimer } from '../device.js';
-import type { MemoryLayout } from '../memory-layout.js';
+import type { MemoryLayout } from '../../sys/memory-map.js';
 
 export const IO_RTC = 0x70;
 export const RTC_IRQ = 8;

@@ -16,6 +16,7 @@
 //                 that the main thread drains to the TCP client.
 // Both halves also work inside one thread (unit tests).
 
+import { UserError, userErrorWithPrefix } from '../../user-error.js';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -60,7 +61,7 @@ export interface UartBackendHost {
   close(): Promise<void> | void;
 }
 
-class BackendError extends Error {}
+class BackendError extends UserError {}
 
 // ---------------------------------------------------------------- terminal
 
@@ -117,9 +118,8 @@ export async function openUartBackend(path: string, kick: () => void): Promise<U
     if (path.startsWith('tcp')) return await openTcp(path, kick);
     return openTty(path, kick);
   } catch (e) {
-    if (e instanceof BackendError) throw new Error(e.message);
-    const msg = e instanceof Error ? e.message : String(e);
-    throw new Error(`uart backend '${path}': ${msg}`);
+    if (e instanceof BackendError) throw e;
+    throw userErrorWithPrefix(e, `uart backend '${path}': `);
   }
 }
 

@@ -14,8 +14,8 @@
 // After each bus, bhyve adds slop (32 ports, 1 MiB, 512 MiB) and rounds up;
 // the resulting per-bus windows are what the DSDT's _CRS describes.
 
-import type { MemoryLayout } from '../memory-layout.js';
-import { HIGHMEM_BASE } from '../memory-layout.js';
+import type { MemoryLayout } from '../../sys/memory-map.js';
+import { HIGHMEM_BASE } from '../../sys/memory-map.js';
 
 export const PCI_EMUL_IOBASE = 0x2000;
 export const PCI_EMUL_IOLIMIT = 0x10000;

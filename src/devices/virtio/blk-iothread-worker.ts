@@ -4,16 +4,19 @@
 
 import fs from 'node:fs';
 import { workerData } from 'node:worker_threads';
-import { GuestMemory } from '../../vmm/guest-memory.js';
-import { mapGuestRam, ramRegions } from '../../vmm/guest-ram.js';
-import { Vcpu } from '../../vmm/kvm.js';
-import { eventfdRead } from '../../vmm/libc-eventfd.js';
+import { GuestMemory } from '../../sys/guest-memory.js';
+import { mapGuestRam, ramRegions } from '../../sys/guest-ram.js';
+import { Vcpu } from '../../sys/kvm.js';
+import { eventfdRead } from '../../sys/eventfd.js';
+import { preloadLibc } from '../../sys/libc.js';
 import { DEVICE_REQUEST, Kicker, VcpuControl } from '../../vmm/vcpu-control.js';
 import { IOT, IOT_STATE, writeReason, type IothreadData } from './blk-iothread.js';
 import { BlockFile, VirtioBlock } from './virtio-blk.js';
 import { createQueues } from './virtio-device.js';
 import type { Virtqueue } from './virtqueue.js';
 
+// koffi is initialised while this worker counts as loading (blk-iothread.ts).
+preloadLibc();
 const d = workerData as IothreadData;
 const words = new Int32Array(d.control);
 /** Set once this thread owns the queue: after that, a failure is the

@@ -30,7 +30,7 @@
 
 import { Worker } from 'node:worker_threads';
 import type { HelperThreadData } from '../device.js';
-import { closeFd, eventfd, eventfdWrite } from '../../vmm/libc-eventfd.js';
+import { closeFd, eventfd, eventfdWrite } from '../../sys/eventfd.js';
 import type { BlockOptions } from './virtio-blk.js';
 import type { VirtqueueLayout } from './virtqueue.js';
 

@@ -12,6 +12,7 @@
 // Bytes the guest writes while no client is connected are dropped (bhyve's
 // pci_vtcon_sock_tx does the same).
 
+import { UserError } from '../../user-error.js';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { ConfigTree } from '../../config/tree.js';
@@ -62,7 +63,7 @@ export interface ConsolePort {
   generation(): number;
 }
 
-export class ConsoleBackendError extends Error {}
+export class ConsoleBackendError extends UserError {}
 
 /** The configured ports of a virtio-console slot, in port-number order:
  * bhyve numbers the virtio ports in the order they were given, so the

@@ -7,6 +7,7 @@
 
 import type { ConfigTree } from '../../config/tree.js';
 import { pciNodes } from '../../config/pci-nodes.js';
+import { userErrorWithPrefix } from '../../user-error.js';
 import { openConsoleBackend, type ConsoleBackendTransfer } from './console-backend.js';
 import { openNetBackend, type NetBackendTransfer } from './net-backend.js';
 
@@ -40,7 +41,7 @@ export async function openHostPorts(config: ConfigTree, kick: () => void): Promi
         hosts.push(host);
         transfers[node] = host.transfer;
       } catch (e) {
-        throw new Error(`${emul} at pci slot ${where}: ${(e as Error).message}`);
+        throw userErrorWithPrefix(e, `${emul} at pci slot ${where}: `);
       }
     }
   } catch (e) {

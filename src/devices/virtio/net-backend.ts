@@ -28,9 +28,10 @@
 //                 notify when it adds buffers resumes receiving. TX frames
 //                 are written with one writev(2) each, synchronously.
 
+import { UserError } from '../../user-error.js';
 import * as fs from 'node:fs';
 import type { ConfigTree } from '../../config/tree.js';
-import { openTap, pollReadable, readFd, TapError } from '../../vmm/libc-tap.js';
+import { openTap, pollReadable, readFd, TapError } from '../../sys/tap.js';
 
 /** Largest frame read from a tap (its MTU may be up to 65535). */
 const TAP_READ_BYTES = 65536 + 64;
@@ -71,7 +72,7 @@ export interface NetPort {
   send(views: Uint8Array[]): boolean;
 }
 
-export class NetBackendError extends Error {}
+export class NetBackendError extends UserError {}
 
 const UNSUPPORTED_BACKENDS = ['netgraph', 'netmap', 'vale', 'slirp'];
 

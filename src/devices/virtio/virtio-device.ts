@@ -18,7 +18,7 @@
 // DEVICE_NEEDS_RESET in the device status and raises a config-change
 // interrupt; the device ignores its queues until reset().
 
-import type { GuestMemory } from '../../vmm/guest-memory.js';
+import type { GuestMemory } from '../../sys/guest-memory.js';
 import {
   VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_TRANSPORT_FEATURES,
   featureBit, hasFeature,

@@ -21,7 +21,7 @@
 // avail idx): there we issue a full fence (a locked instruction through
 // Atomics on a private SharedArrayBuffer).
 
-import { GuestMemory, GuestMemoryError } from '../../vmm/guest-memory.js';
+import { GuestMemory, GuestMemoryError } from '../../sys/guest-memory.js';
 import {
   VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
   VIRTQ_DESC_SIZE, VIRTQ_MAX_SIZE, VIRTQ_USED_ELEM_SIZE, VIRTQ_USED_F_NO_NOTIFY,

@@ -9,6 +9,7 @@
 //    hw/acpi/bios-linker-loader.c), which SeaBIOS and OVMF execute to
 //    allocate the blobs, patch the pointers and compute the checksums.
 
+import { UserError } from '../../user-error.js';
 import { ByteWriter, fixChecksum, putU32, putU64 } from '../bytes.js';
 import type { BuiltMachine } from '../built-machine.js';
 import { buildDsdtAml, type DsdtOptions } from './dsdt.js';
@@ -109,7 +110,7 @@ export function buildAcpiInMemory(p: AcpiPlatform, base = BHYVE_ACPI_BASE, limit
     addr.set(t.sig, base + off);
     off += t.bytes.length;
   }
-  if (base + off > limit) throw new RangeError(`ACPI tables (${off} bytes) do not fit between 0x${base.toString(16)} and 0x${limit.toString(16)}`);
+  if (base + off > limit) throw new UserError(`ACPI tables (${off} bytes) do not fit between 0x${base.toString(16)} and 0x${limit.toString(16)}`);
   const image = new Uint8Array(off);
   order.forEach((t, i) => {
     image.set(t.bytes, offs[i]);

@@ -5,6 +5,7 @@
 // packs them for QEMU's linker/loader (etc/table-loader), which patches the
 // pointers and checksums inside the guest.
 
+import { UserError } from '../../user-error.js';
 import { ByteWriter, putU32 } from '../bytes.js';
 
 export const ACPI_OEM_ID = 'BHYVE ';
@@ -173,7 +174,7 @@ export const MADT_TRIGGER_LEVEL = 3 << 2;
  * (processor and APIC IDs 0..n-1), the I/O APIC (ID 0, GSI base 0), IRQ0 ->
  * GSI 2 and the SCI (level, active-low), LINT1 as NMI on every CPU. */
 export function buildMadt(ncpu: number): AcpiTable {
-  if (ncpu < 1 || ncpu > 255) throw new RangeError(`MADT: ${ncpu} vCPUs do not fit xAPIC IDs`);
+  if (ncpu < 1 || ncpu > 255) throw new UserError(`MADT: ${ncpu} vCPUs do not fit xAPIC IDs`);
   const w = new ByteWriter();
   header(w, 'APIC', 1, 'BVMADT  ');
   w.u32(ADDRESS_LAPIC).u32(1 /* PCAT_COMPAT */);

@@ -3,13 +3,16 @@
 // knows (so anything not granted below is refused with EACCES) and grants:
 //   - read: bhyve's own modules (a worker thread started later, such as
 //     virtio-blk's iothread at each DRIVER_OK, loads them);
-//   - read and write: the VM's memory file (that iothread maps guest RAM);
+//   - read and write: the VM's memory file (that iothread maps guest RAM)
+//     and the disk images (read only for ,ro), which a block backend may
+//     open again (a buffered descriptor beside an O_DIRECT one);
 //   - remove files: in the VM directory (memory, lock, boot state, control
 //     socket at exit) and in the directories of virtio-console sockets,
 //     which bhyve created and removes at exit (bhyve's Capsicum rights on
 //     such a directory descriptor allow the same);
-//   - remove directories: in the runtime root (the VM directory itself,
-//     when bhyve created it or -D destroys it).
+//   - remove and make directories: in the runtime root (destroying the VM,
+//     when bhyve created it or -D asks, renames its directory to a hidden
+//     name and removes it; mkdir itself stays refused by seccomp).
 // With ABI 4 and later, TCP bind and connect are handled and not granted:
 // no new TCP endpoints. Landlock applies per thread: every JavaScript
 // thread applies it for itself (sandbox.ts) and threads started later

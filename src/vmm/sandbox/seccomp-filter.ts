@@ -41,6 +41,9 @@ export interface FilterOptions {
   refuse: number;
   /** This process's id: kill and tgkill may only target it. */
   pid: number;
+  /** Allow rename(2) and its kin: only when Landlock limits them to the
+   * VM's own directory (without it, any file of the user could move). */
+  renames?: boolean;
 }
 
 /** The filter's instructions, 8 bytes each (struct sock_filter). */
@@ -107,6 +110,7 @@ export function buildSeccompFilter(o: FilterOptions): Uint8Array {
     deny,
   ]);
   prog.push(reload);
+  if (o.renames) for (const nr of [C.rename, C.renameat, C.renameat2]) block(nr, [allow]);
   block(C.clone3, [ret(SECCOMP_RET_ERRNO | ENOSYS)]);
   block(C.openat2, [ret(SECCOMP_RET_ERRNO | ENOSYS)]);
   for (const [, nr] of ALLOWED_SYSCALLS) block(nr, [allow]);

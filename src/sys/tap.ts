@@ -1,4 +1,4 @@
-// Linux tap devices through /dev/net/tun (koffi ioctl TUNSETIFF), an
+// Linux tap devices through /dev/net/tun (ioctl TUNSETIFF), an
 // asynchronous poll(2) for the main thread's tap waker, and a non-blocking
 // read(2) that reports EAGAIN as a value (no exception per empty read).
 //
@@ -9,15 +9,14 @@
 // that way is not persistent and disappears when the fd is closed, like
 // FreeBSD's /dev/tapN cloned on open.
 
+import { UserError } from '../user-error.js';
 import * as fs from 'node:fs';
-import koffi from 'koffi';
+import { errno, libcFunc, strerror } from './libc.js';
 
-const lib = koffi.load('libc.so.6');
-const ioctlPtr = lib.func('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *arg)');
-const pollFn = lib.func('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)');
-const strerrorFn = lib.func('const char *strerror(int errnum)');
+const ioctlPtr = libcFunc('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *arg)');
+const pollFn = libcFunc('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)');
 // (a typed array passed as void * is handed to C in place, no copy)
-const readFn = lib.func('long read(int fd, void *buf, unsigned long count)');
+const readFn = libcFunc('long read(int fd, void *buf, unsigned long count)');
 
 /** _IOW('T', 202, int) */
 export const TUNSETIFF = 0x400454ca;
@@ -36,7 +35,7 @@ const EACCES = 13;
 const EBUSY = 16;
 const EINVAL = 22;
 
-export class TapError extends Error {}
+export class TapError extends UserError {}
 
 export interface Tap {
   readonly fd: number;
@@ -67,13 +66,13 @@ export function openTap(name: string): Tap {
   ifr[17] = (flags >> 8) & 0xff;
   const r = ioctlPtr(fd, TUNSETIFF, ifr) as number;
   if (r < 0) {
-    const err = koffi.errno();
+    const err = errno();
     fs.closeSync(fd);
     const why = err === EPERM || err === EACCES
       ? `permission denied attaching tap '${name}' (create it first with 'ip tuntap add dev ${name} mode tap user $USER', or run as root)`
       : err === EBUSY ? `tap '${name}' is in use by another process`
         : err === EINVAL ? `'${name}' exists and is not a tap interface`
-          : `TUNSETIFF ${name}: ${String(strerrorFn(err))}`;
+          : `TUNSETIFF ${name}: ${strerror(err)}`;
     throw new TapError(why);
   }
   const nul = ifr.indexOf(0);
@@ -91,7 +90,7 @@ export function pollReadable(fd: number, timeoutMs: number): Promise<PollResult>
   dv.setInt32(0, fd, true);
   dv.setInt16(4, POLLIN, true);
   return new Promise((resolve) => {
-    (pollFn as unknown as { async: (...args: unknown[]) => void }).async(pfd, 1, timeoutMs, (err: unknown, res: number) => {
+    pollFn.async(pfd, 1, timeoutMs, (err: unknown, res: number) => {
       if (err || res < 0) { resolve(res < 0 ? 'timeout' : 'error'); return; }
       if (res === 0) { resolve('timeout'); return; }
       const revents = new DataView(pfd.buffer).getInt16(6, true);
@@ -105,7 +104,7 @@ export function pollReadable(fd: number, timeoutMs: number): Promise<PollResult>
  * fd has nothing waiting). */
 export function readFd(fd: number, buf: Uint8Array): number {
   const n = Number(readFn(fd, buf, buf.length));
-  return n < 0 ? -koffi.errno() : n;
+  return n < 0 ? -errno() : n;
 }
 
 /** True when the host can create tap devices here (for test skips). */

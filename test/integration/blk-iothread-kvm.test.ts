@@ -10,9 +10,9 @@ import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { bhyveArgs, kvmUnavailable, rom, vmName } from '../support/bhyve.js';
 import { MODE, romWith, runHeld, stat } from '../support/guest-rom.js';
-import { CAP, IOAPIC_NUM_PINS } from '../../src/vmm/kvm-abi.js';
-import { Kvm } from '../../src/vmm/kvm.js';
-import { closeFd, EFD_CLOEXEC, EFD_NONBLOCK, eventfd, eventfdRead, eventfdWrite } from '../../src/vmm/libc-eventfd.js';
+import { CAP, IOAPIC_NUM_PINS } from '../../src/sys/kvm-abi.js';
+import { Kvm } from '../../src/sys/kvm.js';
+import { closeFd, EFD_CLOEXEC, EFD_NONBLOCK, eventfd, eventfdRead, eventfdWrite } from '../../src/sys/eventfd.js';
 
 const haveKvm = (() => { try { fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK); return true; } catch { return false; } })();
 

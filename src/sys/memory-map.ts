@@ -2,6 +2,8 @@
 // vm_setup_memory): RAM from 0 up to the 3 GiB low-memory limit, the PCI hole
 // up to 4 GiB, and any remaining RAM from 4 GiB up.
 
+import { UserError } from '../user-error.js';
+
 export const LOWMEM_LIMIT = 3 * 1024 * 1024 * 1024;
 export const HIGHMEM_BASE = 4 * 1024 * 1024 * 1024;
 /** bhyve's boot ROM window: the 16 MiB that end at 4 GiB. */
@@ -21,7 +23,7 @@ export interface MemoryLayout {
 }
 
 export function computeLayout(memsize: number): MemoryLayout {
-  if (!Number.isSafeInteger(memsize) || memsize <= 0) throw new RangeError(`invalid guest memory size ${memsize}`);
+  if (!Number.isSafeInteger(memsize) || memsize <= 0) throw new UserError(`invalid guest memory size ${memsize}`);
   const lowmem = Math.min(memsize, LOWMEM_LIMIT);
   return { lowmem, highmem: memsize - lowmem };
 }

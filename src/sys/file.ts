@@ -1,14 +1,13 @@
 // File calls Node does not have: fallocate(2) (punch holes, zero ranges) and
 // flock(2) (advisory whole-file locks, so two VMs never open one disk image
-// read-write). Synchronous koffi calls; errors come back as negative errno
+// read-write). Synchronous calls (libc.ts); errors come back as negative errno
 // values so the data path can map them to device status codes without
 // exceptions.
 
-import koffi from 'koffi';
+import { errno, libcFunc } from './libc.js';
 
-const lib = koffi.load('libc.so.6');
-const fallocateFn = lib.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
-const flockFn = lib.func('int flock(int fd, int operation)');
+const fallocateFn = libcFunc('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
+const flockFn = libcFunc('int flock(int fd, int operation)');
 
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
@@ -32,7 +31,7 @@ export function fallocate(fd: number, mode: number, offset: number, length: numb
   for (let tries = 0; tries < 100; tries++) {
     const r = fallocateFn(fd, mode, BigInt(offset), BigInt(length)) as number;
     if (r === 0) return 0;
-    const e = koffi.errno();
+    const e = errno();
     if (e !== EINTR) return -e;
   }
   return -EINTR;
@@ -43,7 +42,7 @@ export function flock(fd: number, operation: number): number {
   for (let tries = 0; tries < 100; tries++) {
     const r = flockFn(fd, operation) as number;
     if (r === 0) return 0;
-    const e = koffi.errno();
+    const e = errno();
     if (e !== EINTR) return -e;
   }
   return -EINTR;
@@ -54,12 +53,12 @@ export function isUnsupported(negErrno: number): boolean {
   return negErrno === -EOPNOTSUPP || negErrno === -ENOSYS || negErrno === -ENODEV || negErrno === -EINVAL;
 }
 
-const lseekFn = lib.func('int64_t lseek(int fd, int64_t offset, int whence)');
+const lseekFn = libcFunc('int64_t lseek(int fd, int64_t offset, int whence)');
 export const SEEK_END = 2;
 
 /** The size in bytes of a regular file or block device (lseek to the end;
  * fstat reports 0 for block devices). -errno on failure. */
 export function fileSize(fd: number): number {
   const r = Number(lseekFn(fd, 0n, SEEK_END));
-  return r < 0 ? -koffi.errno() : r;
+  return r < 0 ? -errno() : r;
 }

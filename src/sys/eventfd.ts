@@ -1,15 +1,14 @@
-// eventfd(2) and its 8-byte counter, through koffi: the doorbells KVM's
+// eventfd(2) and its 8-byte counter (libc.ts): the doorbells KVM's
 // ioeventfd (guest notify -> kernel -> fd) and irqfd (fd -> kernel ->
 // interrupt) work with. Synchronous calls; a blocking read parks only the
 // calling thread (an iothread worker), never the event loop of another.
 
-import koffi from 'koffi';
+import { errno, libcFunc, SysError } from './libc.js';
 
-const lib = koffi.load('libc.so.6');
-const eventfdFn = lib.func('int eventfd(unsigned int initval, int flags)');
-const readFn = lib.func('int64_t read(int fd, _Out_ uint8_t *buf, size_t count)');
-const writeFn = lib.func('int64_t write(int fd, const uint8_t *buf, size_t count)');
-const closeFn = lib.func('int close(int fd)');
+const eventfdFn = libcFunc('int eventfd(unsigned int initval, int flags)');
+const readFn = libcFunc('int64_t read(int fd, _Out_ uint8_t *buf, size_t count)');
+const writeFn = libcFunc('int64_t write(int fd, const uint8_t *buf, size_t count)');
+const closeFn = libcFunc('int close(int fd)');
 
 export const EFD_SEMAPHORE = 1;
 export const EFD_CLOEXEC = 0o2000000;
@@ -17,10 +16,10 @@ export const EFD_NONBLOCK = 0o4000;
 const EINTR = 4;
 const EAGAIN = 11;
 
-/** A new eventfd; throws with errno on failure. */
+/** A new eventfd; throws SysError on failure. */
 export function eventfd(initval = 0, flags = EFD_CLOEXEC): number {
   const fd = eventfdFn(initval, flags) as number;
-  if (fd < 0) throw new Error(`eventfd: errno ${koffi.errno()}`);
+  if (fd < 0) throw new SysError('eventfd', errno());
   return fd;
 }
 
@@ -31,7 +30,7 @@ export function eventfdRead(fd: number, buf: Uint8Array = new Uint8Array(8)): bi
   for (;;) {
     const r = Number(readFn(fd, buf, 8));
     if (r === 8) return new DataView(buf.buffer, buf.byteOffset, 8).getBigUint64(0, true);
-    const e = koffi.errno();
+    const e = errno();
     if (r < 0 && e === EINTR) continue;
     if (r < 0 && e === EAGAIN) return 0n;
     return -BigInt(e || 5);
@@ -47,7 +46,7 @@ export function eventfdWrite(fd: number, n = 1): number {
   for (;;) {
     const r = Number(writeFn(fd, b, 8));
     if (r === 8) return 0;
-    const e = koffi.errno();
+    const e = errno();
     if (r < 0 && e === EINTR) continue;
     return -(e || 5);
   }

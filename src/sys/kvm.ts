@@ -2,6 +2,7 @@
 // They own file descriptors and mappings and translate structures between
 // the byte layouts of kvm-abi.ts and plain objects. No policy lives here.
 
+import { UserError } from '../user-error.js';
 import fs from 'node:fs';
 import {
   CAP, CPUID_ENTRY, DTABLE, ENABLE_CAP, IOAPIC_NUM_PINS, IOEVENTFD, IOEVENTFD_FLAG, IRQ_LEVEL, IRQ_ROUTING,
@@ -31,7 +32,7 @@ const SEGMENT_NAMES = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt'] as const
 const CONTROL_NAMES = ['cr0', 'cr2', 'cr3', 'cr4', 'cr8', 'efer', 'apic_base'] as const;
 
 /** Why /dev/kvm could not be used, phrased for the user. */
-export class KvmUnavailableError extends Error {}
+export class KvmUnavailableError extends UserError {}
 
 export class Kvm {
   private constructor(readonly fd: number, readonly path: string) {}

@@ -1,0 +1,177 @@
+// The one binding to libc, through koffi: the only module besides none
+// that loads koffi (kvm.ts calls ioctl through here). koffi and libc.so.6
+// are loaded on the first call, not at import, so that modules which only
+// may need a system call (the device records bhyve's option parser reads)
+// cost nothing until one is made. Every call is synchronous: on a vCPU
+// thread a synchronous call costs one kernel round trip, an async one
+// ~50 us more. Failures are SysError (the call and errno), or -errno where
+// the caller's data path wants no exception.
+
+import { createRequire } from 'node:module';
+import { UserError } from '../user-error.js';
+
+interface KoffiFunc {
+  // koffi converts the result per the prototype: number, bigint, pointer.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  (...args: unknown[]): any;
+  async(...args: unknown[]): void;
+}
+interface Koffi {
+  load(path: string): { func(signature: string): KoffiFunc };
+  errno(): number;
+  address(ptr: unknown): bigint;
+  view(ptr: unknown, length: number): ArrayBuffer;
+  alloc(type: string, length: number): unknown;
+}
+
+let koffiModule: Koffi | undefined;
+let libcHandle: { func(signature: string): KoffiFunc } | undefined;
+
+function koffi(): Koffi {
+  return (koffiModule ??= createRequire(import.meta.url)('koffi') as Koffi);
+}
+
+function lib(): { func(signature: string): KoffiFunc } {
+  return (libcHandle ??= koffi().load('libc.so.6'));
+}
+
+/** Loads koffi and libc now. Worker threads call it while they load
+ * (Node 20 aborts the process when a worker is terminated during koffi's
+ * native initialisation, so that must not happen after they report
+ * themselves loaded). */
+export function preloadLibc(): void {
+  lib();
+}
+
+/**
+ * A libc function by its C prototype (koffi syntax), bound on first use.
+ * Calls and `.async` (on libuv's threadpool) go to the real function.
+ */
+export function libcFunc(signature: string): KoffiFunc {
+  let f: KoffiFunc | undefined;
+  const call = ((...args: unknown[]) => (f ??= lib().func(signature))(...args)) as KoffiFunc;
+  call.async = (...args: unknown[]) => (f ??= lib().func(signature)).async(...args);
+  return call;
+}
+
+const ioctlPtr = libcFunc('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *arg)');
+// The KVM_RUN path: bound once, called without the libcFunc wrapper.
+let ioctlIntFn: KoffiFunc | undefined;
+function ioctlInt(fd: number, req: number, arg: number): number {
+  return (ioctlIntFn ??= lib().func('int ioctl(int fd, unsigned long req, unsigned long arg)'))(fd, req, arg) as number;
+}
+const mmapFn = libcFunc('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)');
+const munmapFn = libcFunc('int munmap(void *addr, size_t len)');
+const mlockFn = libcFunc('int mlock(void *addr, size_t len)');
+const madviseFn = libcFunc('int madvise(void *addr, size_t len, int advice)');
+const gettidFn = libcFunc('int gettid()');
+const tgkillFn = libcFunc('int tgkill(int tgid, int tid, int sig)');
+const strerrorFn = libcFunc('const char *strerror(int errnum)');
+const setaffinityFn = libcFunc('int sched_setaffinity(int pid, size_t size, uint8_t *mask)');
+
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const PROT_EXEC = 4;
+export const MAP_SHARED = 1;
+export const MADV_DONTDUMP = 16;
+export const MADV_DODUMP = 17;
+export const EINTR = 4;
+export const EAGAIN = 11;
+export const SIGUSR2 = 12;
+
+/** A failed system call: the call and errno. The host's state (a device
+ * missing, a permission, a limit) is the user's to fix, so it is a user
+ * error; code that knows better wraps it. */
+export class SysError extends UserError {
+  constructor(readonly call: string, readonly errno: number) {
+    super(`${call}: ${strerror(errno)}`);
+  }
+}
+
+/** errno of the last libc call on this thread. */
+export function errno(): number {
+  return koffi().errno();
+}
+
+export function strerror(e: number): string {
+  return String(strerrorFn(e));
+}
+
+/** ioctl with a pointer argument; returns the result or throws SysError. */
+export function ioctl(fd: number, req: number, arg: Uint8Array | null, what: string): number {
+  const r = arg === null ? ioctlInt(fd, req, 0) : ioctlPtr(fd, req, arg);
+  if (r < 0) throw new SysError(what, errno());
+  return r;
+}
+
+/** ioctl with an integer argument; returns the result or throws SysError. */
+export function ioctlValue(fd: number, req: number, arg: number, what: string): number {
+  const r = ioctlInt(fd, req, arg);
+  if (r < 0) throw new SysError(what, errno());
+  return r;
+}
+
+/** ioctl for the hot path: returns -errno on failure instead of throwing. */
+export function ioctlRaw(fd: number, req: number, arg: number): number {
+  const r = ioctlInt(fd, req, arg);
+  return r < 0 ? -errno() : r;
+}
+
+/** A host mapping: its address (for KVM) and a zero-copy view of its bytes. */
+export interface Mapping {
+  readonly address: bigint;
+  readonly bytes: Uint8Array;
+  readonly length: number;
+  /** koffi's pointer object, for passing the mapping back to libc. */
+  readonly ptr: unknown;
+  unmap(): void;
+}
+
+export function mmap(length: number, prot: number, fd: number, offset: number, what: string): Mapping {
+  const ptr = mmapFn(null, length, prot, MAP_SHARED, fd, BigInt(offset));
+  const address = koffi().address(ptr);
+  if (address === 0xffffffffffffffffn) throw new SysError(`mmap ${what}`, errno());
+  const bytes = new Uint8Array(koffi().view(ptr, length));
+  let mapped = true;
+  return {
+    address,
+    bytes,
+    length,
+    ptr,
+    unmap() {
+      if (mapped) { munmapFn(ptr, length); mapped = false; }
+    },
+  };
+}
+
+/** Zeroed native memory that stays put (for kernel structures that hold a
+ * pointer, e.g. KVM_GET_DIRTY_LOG's bitmap), with a view of it. Never freed. */
+export function nativeBuffer(length: number): { address: bigint; bytes: Uint8Array } {
+  const ptr = koffi().alloc('uint8_t', length);
+  const bytes = new Uint8Array(koffi().view(ptr, length));
+  bytes.fill(0);
+  return { address: koffi().address(ptr), bytes };
+}
+
+export function mlock(m: Mapping): void {
+  if (mlockFn(m.ptr, m.length) < 0) throw new SysError('mlock', errno());
+}
+
+export function madvise(m: Mapping, advice: number): void {
+  madviseFn(m.ptr, m.length, advice);
+}
+
+export function gettid(): number {
+  return gettidFn() as number;
+}
+
+export function tgkill(tgid: number, tid: number, sig: number): number {
+  return tgkillFn(tgid, tid, sig) as number;
+}
+
+/** Pins the calling thread to the given host CPUs. */
+export function pinThisThread(cpus: number[]): void {
+  const mask = new Uint8Array(128);
+  for (const c of cpus) mask[c >> 3] |= 1 << (c & 7);
+  if (setaffinityFn(0, mask.length, mask) < 0) throw new SysError('sched_setaffinity', errno());
+}
