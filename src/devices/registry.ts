@@ -16,10 +16,12 @@ import { virtioBlkDevice } from './virtio/virtio-blk.js';
 import { virtioNetDevice } from './virtio/virtio-net.js';
 import { virtioRndDevice } from './virtio/virtio-rnd.js';
 import { virtioConsoleDevice } from './virtio/virtio-console.js';
+import { ahciCdDevice, ahciDevice, ahciHdDevice } from './ahci/ahci.js';
+import { nvmeDevice } from './nvme/nvme.js';
 import { fbufDevice } from './display/fbuf.js';
 import {
-  ahciCdDevice, ahciDevice, ahciHdDevice, e1000Device, hdaDevice, nvmeDevice, passthruDevice, uartDevice,
-  virtio9pDevice, virtioInputDevice, virtioScsiDevice, xhciDevice,
+  e1000Device, hdaDevice, passthruDevice, uartDevice, virtio9pDevice, virtioInputDevice, virtioScsiDevice,
+  xhciDevice,
 } from './not-built.js';
 
 export type { PciDeviceRecord } from './pci-device.js';
