@@ -14,6 +14,8 @@ import {
 } from '../bhyvectl/report.js';
 import { BhyvectlError, openVmObject, targetFor, type VmTarget } from '../bhyvectl/target.js';
 import { reportError, writeOut } from './output.js';
+import { NoFramebufferError, screenshotPng } from '../devices/display/screenshot.js';
+import fs from 'node:fs';
 
 const PROG = 'bhyvectl';
 const USAGE_HINT = 'see bhyvectl(8)';
@@ -203,6 +205,17 @@ export async function bhyvectlMain(argv: readonly string[]): Promise<number> {
     // --get-all of an idle VM leaves out what only a running bhyve knows.
     if (target && (on('get-stats') || (all && target.running))) report.stats(cpu, await target.stats(cpu));
     if (target && (on('get-cpu-topology') || (all && target.running))) report.topology(await target.topology());
+    if (on('screenshot')) {
+      const file = String(opts.get('screenshot'));
+      let shot: ReturnType<typeof screenshotPng>;
+      try { shot = screenshotPng(obj.dir, vm); } catch (e) {
+        if (e instanceof NoFramebufferError) throw new BhyvectlError(e.message);
+        throw e;
+      }
+      try { fs.writeFileSync(file, shot.png); } catch (e) {
+        throw new BhyvectlError(`cannot write ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
+    }
     if (target && on('force-reset')) await target.forceReset();
     if (target && on('force-poweroff')) await target.forcePoweroff();
 

@@ -29,6 +29,7 @@ add('get-highmem', 'print the size of guest memory above 4 GiB');
 // Information
 add('get-all', 'print all vCPU state');
 add('get-stats', 'print vCPU statistics');
+add('screenshot', 'save the guest screen (fbuf) as a PNG file', 'file');
 add('get-active-cpus', 'print the active vCPUs');
 add('get-debug-cpus', 'print the vCPUs stopped for debugging');
 add('get-suspended-cpus', 'print the suspended vCPUs');

@@ -66,13 +66,18 @@ export type MemoryBacking =
   | { kind: 'bootrom'; offset: number }
   /** The VARS file (lpc.bootvars) at this byte offset; the host view is
    * writable and shared with the file (bootvars.ts, CFI flash). */
-  | { kind: 'bootvars'; offset: number };
+  | { kind: 'bootvars'; offset: number }
+  /** The fbuf framebuffer file (display/framebuffer-file.ts) at this byte offset. */
+  | { kind: 'framebuffer'; offset: number };
 
 /** Lets a device model (chipset shadow RAM, flash) change what guest memory
  * a range decodes to. Ranges are page aligned; writes to a read-only range
  * exit to the MMIO handler registered for it, if any. */
 export interface MemoryMapControl {
-  map(gpa: number, size: number, backing: MemoryBacking, readonly: boolean): void;
+  map(gpa: number, size: number, backing: MemoryBacking, readonly: boolean, logDirty?: boolean): void;
+  /** The KVM memory slot of the range mapped at `gpa` (for KVM_GET_DIRTY_LOG
+   * of a range mapped with logDirty), if there is one. */
+  slotAt?(gpa: number): number | undefined;
   unmap(gpa: number): void;
   /** A host view of a backing, for devices that copy between them. */
   view(backing: MemoryBacking, size: number): Uint8Array;

@@ -97,18 +97,6 @@ export const passthruDevice: PciDeviceRecord = {
     { key: 'rom', description: 'passthru option ROM file' },
   ],
 };
-export const fbufDevice: PciDeviceRecord = {
-  name: 'fbuf', description: 'raw framebuffer with VNC server',
-  keys: [
-    { key: 'wait', default: 'false', description: 'fbuf waits for a VNC client before booting' },
-    { key: 'rfb', description: 'fbuf VNC listen address and port' },
-    { key: 'tcp', description: 'alias of rfb' },
-    { key: 'vga', default: 'io', description: 'fbuf VGA mode (io, on, off)' },
-    { key: 'w', default: '1024', description: 'fbuf width' },
-    { key: 'h', default: '768', description: 'fbuf height' },
-    { key: 'password', description: 'fbuf VNC password' },
-  ],
-};
 export const xhciDevice: PciDeviceRecord = {
   name: 'xhci', description: 'USB 3 (xHCI) controller', legacyConfig: xhciLegacy,
   keys: [{ key: 'slot.N.device', description: 'xhci USB device in slot N (tablet)' }],

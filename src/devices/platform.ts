@@ -64,6 +64,7 @@ import { Piix4Pm, PIIX4_PM_FUNC } from './pci/piix4-pm.js';
 import { createFwCfg, type FwCfg, type FwCfgFile } from '../firmware/fwcfg.js';
 import { type BuiltMachine, buildFwCfgFiles, fwCfgUuid } from '../firmware/index.js';
 import { DebugCon, DEBUGCON_PORT } from '../firmware/debugcon.js';
+import { Fbuf } from './display/fbuf.js';
 import fs from 'node:fs';
 
 
@@ -200,6 +201,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   if (pctestdev) devices.push(pctestdev);
 
   const atkbdc = new AtKbdc(ctx);
+  for (const f of pci.functions()) if (f instanceof Fbuf) f.attachKeyboard(atkbdc); // VNC keys and pointer
   pirq.reserveIrq(KBD_DEV_IRQ);
   pirq.reserveIrq(AUX_DEV_IRQ);
   devices.push(atkbdc);

@@ -52,6 +52,7 @@ export const KVM = {
   GET_SUPPORTED_CPUID: iowr(0x05, SIZEOF.kvm_cpuid2),
   CREATE_VCPU: io(0x41),
   SET_USER_MEMORY_REGION: iow(0x46, SIZEOF.kvm_userspace_memory_region),
+  GET_DIRTY_LOG: iow(0x42, 16), // struct kvm_dirty_log: slot, padding, bitmap pointer
   SET_TSS_ADDR: io(0x47),
   SET_IDENTITY_MAP_ADDR: iow(0x48, 8),
   CREATE_IRQCHIP: io(0x60),
@@ -127,6 +128,7 @@ export const EXIT_NAMES: Record<number, string> = Object.fromEntries(
 
 export const SYSTEM_EVENT = { SHUTDOWN: 1, RESET: 2, CRASH: 3 } as const;
 export const MP_STATE = { RUNNABLE: 0, UNINITIALIZED: 1, INIT_RECEIVED: 2, HALTED: 3, SIPI_RECEIVED: 4 } as const;
+export const MEM_LOG_DIRTY_PAGES = 1 << 0;
 export const MEM_READONLY = 1 << 1;
 export const PIT_SPEAKER_DUMMY = 1;
 export const MSR_EXIT_REASON_UNKNOWN = 1 << 1;

@@ -8,9 +8,9 @@ import {
   CAP, CPUID_ENTRY, DTABLE, ENABLE_CAP, IOAPIC_NUM_PINS, IOEVENTFD, IOEVENTFD_FLAG, IRQ_LEVEL, IRQ_ROUTING,
   IRQ_ROUTING_ENTRY, IRQ_ROUTING_IRQCHIP, IRQ_ROUTING_MSI, IRQ_ROUTING_TYPE, IRQCHIP, IRQFD, IRQFD_FLAG, KVM,
   KVM_RUN_OFF, MSI, REGS_ORDER, SEGMENT, SIZEOF, SREGS, STATS_DESC, STATS_HEADER, USERSPACE_MEMORY_REGION,
-  MEM_READONLY, type RegName,
+  MEM_READONLY, type RegName, MEM_LOG_DIRTY_PAGES,
 } from './kvm-abi.js';
-import { ioctl, ioctlRaw, ioctlValue, mmap, PROT_READ, PROT_WRITE, SysError, type Mapping } from './libc.js';
+import { ioctl, ioctlRaw, ioctlValue, mmap, nativeBuffer, PROT_READ, PROT_WRITE, SysError, type Mapping } from './libc.js';
 
 export interface CpuidEntry {
   function: number; index: number; flags: number; eax: number; ebx: number; ecx: number; edx: number;
@@ -103,15 +103,31 @@ export class Vm {
     ioctl(this.fd, KVM.CREATE_PIT2, b, 'KVM_CREATE_PIT2');
   }
 
-  setMemoryRegion(slot: number, gpa: number, size: number, hostAddress: bigint, readonly: boolean): void {
+  setMemoryRegion(slot: number, gpa: number, size: number, hostAddress: bigint, readonly: boolean, logDirty = false): void {
     const b = new Uint8Array(SIZEOF.kvm_userspace_memory_region);
     const v = new DataView(b.buffer);
     v.setUint32(USERSPACE_MEMORY_REGION.slot, slot, true);
-    v.setUint32(USERSPACE_MEMORY_REGION.flags, readonly ? MEM_READONLY : 0, true);
+    v.setUint32(USERSPACE_MEMORY_REGION.flags, (readonly ? MEM_READONLY : 0) | (logDirty ? MEM_LOG_DIRTY_PAGES : 0), true);
     v.setBigUint64(USERSPACE_MEMORY_REGION.guest_phys_addr, BigInt(gpa), true);
     v.setBigUint64(USERSPACE_MEMORY_REGION.memory_size, BigInt(size), true);
     v.setBigUint64(USERSPACE_MEMORY_REGION.userspace_addr, hostAddress, true);
     ioctl(this.fd, KVM.SET_USER_MEMORY_REGION, b, `KVM_SET_USER_MEMORY_REGION (slot ${slot} at 0x${gpa.toString(16)})`);
+  }
+
+  /** KVM_GET_DIRTY_LOG: the pages of `slot` (created with logDirty) the
+   * guest wrote since the last call, one bit per 4 KiB page; clears them.
+   * `bitmap` must come from dirtyBitmap(). False when KVM refused. */
+  getDirtyLog(slot: number, bitmap: { address: bigint; bytes: Uint8Array }): boolean {
+    const b = new Uint8Array(16);
+    const v = new DataView(b.buffer);
+    v.setUint32(0, slot, true);
+    v.setBigUint64(8, bitmap.address, true);
+    try {
+      ioctl(this.fd, KVM.GET_DIRTY_LOG, b, 'KVM_GET_DIRTY_LOG');
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   enableCap(cap: number, args: bigint[]): void {

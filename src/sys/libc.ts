@@ -21,6 +21,7 @@ interface Koffi {
   errno(): number;
   address(ptr: unknown): bigint;
   view(ptr: unknown, length: number): ArrayBuffer;
+  alloc(type: string, length: number): unknown;
 }
 
 let koffiModule: Koffi | undefined;
@@ -141,6 +142,15 @@ export function mmap(length: number, prot: number, fd: number, offset: number, w
       if (mapped) { munmapFn(ptr, length); mapped = false; }
     },
   };
+}
+
+/** Zeroed native memory that stays put (for kernel structures that hold a
+ * pointer, e.g. KVM_GET_DIRTY_LOG's bitmap), with a view of it. Never freed. */
+export function nativeBuffer(length: number): { address: bigint; bytes: Uint8Array } {
+  const ptr = koffi().alloc('uint8_t', length);
+  const bytes = new Uint8Array(koffi().view(ptr, length));
+  bytes.fill(0);
+  return { address: koffi().address(ptr), bytes };
 }
 
 export function mlock(m: Mapping): void {

@@ -18,6 +18,8 @@ export interface ControlContext {
   requester: VcpuRequester;
   stats: Array<KvmStats | undefined>;
   finish: (r: ExitRequest) => void;
+  /** Counters kept on the main thread (the fbuf VNC server), by device name. */
+  hostStats?: () => Record<string, Record<string, number>>;
 }
 
 /** The operation table. */
@@ -45,7 +47,9 @@ export function controlHandlers(c: ControlContext): ControlHandlers {
       const exits = await c.requester.request(cpu, { op: 'exit-counts' });
       // The devices run on vCPU 0's thread: their counters come with its stats.
       if (cpu !== 0) return { exits, kvm };
-      return { exits, kvm, devices: await c.requester.request(0, { op: 'device-stats' }) };
+      const devices = await c.requester.request(0, { op: 'device-stats' }) as Record<string, Record<string, number>>;
+      for (const [dev, counters] of Object.entries(c.hostStats?.() ?? {})) devices[dev] = { ...devices[dev], ...counters };
+      return { exits, kvm, devices };
     },
     'get-memmap': () => memmapOf(c.machine),
     'get-active-cpus': () => Array.from({ length: n }, (_, i) => i).filter((i) => c.control.state(i) !== VCPU_STATE.INACTIVE),

@@ -59,7 +59,8 @@ export class DeviceHost {
       timer: (callback) => this.timers.create(callback),
       hostPort: (key: string) => d.hostPorts?.[key],
       kvm: kvmDoorbells(vm, d),
-      memoryMap: this.memoryMap = d.legacyWindow || bootvarsPath !== undefined ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath) : undefined,
+      memoryMap: this.memoryMap = d.legacyWindow || bootvarsPath !== undefined || d.framebufferPath !== undefined
+        ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath, d.framebufferPath) : undefined,
       stream(key: string): ByteStream | undefined {
         const t = d.streams[key];
         if (!t) return undefined;

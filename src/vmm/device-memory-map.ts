@@ -20,19 +20,24 @@ export class DeviceMemoryMap implements MemoryMapControl {
   private next = FIRST_DEVICE_SLOT;
   private rom: Mapping | undefined;
   private vars: Mapping | undefined;
+  private fb: Mapping | undefined;
 
   constructor(private readonly vm: Vm, private readonly ram: Mapping, private readonly bootromPath?: string,
-    private readonly bootvarsPath?: string) {}
+    private readonly bootvarsPath?: string, private readonly framebufferPath?: string) {}
 
-  map(gpa: number, size: number, backing: MemoryBacking, readonly: boolean): void {
+  map(gpa: number, size: number, backing: MemoryBacking, readonly: boolean, logDirty = false): void {
     if (gpa % PAGE_SIZE || size % PAGE_SIZE || size <= 0) throw new RangeError(`mapping 0x${gpa.toString(16)}+0x${size.toString(16)} is not page aligned`);
     this.unmap(gpa);
     const { address, limit } = this.host(backing);
     if (backing.offset < 0 || backing.offset + size > limit) throw new RangeError(`mapping 0x${gpa.toString(16)}+0x${size.toString(16)} exceeds its ${backing.kind} backing`);
     const slot = this.free.pop() ?? this.next++;
     if (slot >= MAX_SLOTS) throw new RangeError('out of KVM memory slots for device mappings');
-    this.vm.setMemoryRegion(slot, gpa, size, address + BigInt(backing.offset), readonly || backing.kind === 'bootrom');
+    this.vm.setMemoryRegion(slot, gpa, size, address + BigInt(backing.offset), readonly || backing.kind === 'bootrom', logDirty);
     this.slots.set(gpa, { slot, size });
+  }
+
+  slotAt(gpa: number): number | undefined {
+    return this.slots.get(gpa)?.slot;
   }
 
   unmap(gpa: number): void {
@@ -55,14 +60,31 @@ export class DeviceMemoryMap implements MemoryMapControl {
   }
 
   private mapping(b: MemoryBacking): Mapping {
+    if (b.kind === 'framebuffer') return this.framebufferMapping();
     return b.kind === 'ram' ? this.ram : b.kind === 'bootrom' ? this.romMapping() : this.varsMapping();
   }
 
-  /** Maps the boot ROM and VARS files now rather than at first use. */
+  /** The fbuf framebuffer file, shared with the VNC server on the main thread. */
+  private framebufferMapping(): Mapping {
+    if (!this.fb) {
+      if (!this.framebufferPath) throw new RangeError('no framebuffer to map');
+      const fd = fs.openSync(this.framebufferPath, 'r+');
+      try {
+        this.fb = mmap(fs.fstatSync(fd).size, PROT_READ | PROT_WRITE, fd, 0, this.framebufferPath);
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    return this.fb;
+  }
+
+  /** Maps the boot ROM, VARS and framebuffer files now rather than at first
+   * use (the sandbox allows no file opens later). */
   mapFiles(): void {
     // A failure here is reported at first use, as before.
     try { if (this.bootromPath) this.romMapping(); } catch { /* later */ }
     try { if (this.bootvarsPath) this.varsMapping(); } catch { /* later */ }
+    try { if (this.framebufferPath) this.framebufferMapping(); } catch { /* later */ }
   }
 
   /** The VARS file, mapped shared and writable: stores through view() reach the file. */

@@ -7,6 +7,7 @@ import { retireVcpuThread, spawnVcpuThread, spawnVcpuThreads } from './vcpu-thre
 import type { ConfigTree } from '../config/tree.js';
 import { openUartBackend, restoreTerminal, type UartBackendHost, type UartStreamTransfer } from '../devices/lpc/uart-backend.js';
 import { openHostPorts, type HostPorts } from '../devices/virtio/host-ports.js';
+import { openDisplay, type DisplayHost } from '../devices/display/fbuf-host.js';
 import { Mailbox } from './ap-mailbox.js';
 import { ControlServer } from './control-socket.js';
 import { controlHandlers } from './control-ops.js';
@@ -76,6 +77,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
 
   const backends: UartBackendHost[] = [];
   let hostPorts: HostPorts | undefined;
+  let display: DisplayHost | undefined;
   let outcome: ExitRequest | undefined;
   let resolveOutcome!: (r: ExitRequest) => void;
   const outcomePromise = new Promise<ExitRequest>((r) => { resolveOutcome = r; });
@@ -112,6 +114,10 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     // virtio-net taps and virtio-console sockets, by slot node.
     hostPorts = await openHostPorts(config, () => kickDeviceThread(DEVICE_REQUEST.POLL))
       .catch((e: unknown) => { throw userErrorWithPrefix(e, ''); });
+    // fbuf: the framebuffer file and its VNC server (devices/display).
+    display = await openDisplay(config, machine.vmObject.dir, config.get('name') ?? '', () => kickDeviceThread(DEVICE_REQUEST.POLL),
+      (m) => process.stderr.write(`bhyve: ${m}\n`), (slot, bitmap) => machine.vm.getDirtyLog(slot, bitmap))
+      .catch((e: unknown) => { throw userErrorWithPrefix(e, ''); });
 
     const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
     const sandbox = sandboxPlan(config, machine.vmObject);
@@ -129,12 +135,13 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         controlSab: control.sab,
         mailboxes,
         memoryPath: machine.vmObject.memoryPath,
+        framebufferPath: display?.framebufferPath,
         legacyWindow: legacyWindowFor(config, machine.layout),
         bootromPath: machine.bootrom.find((b) => b.seg.kind === 'rom')?.seg.path,
         layout: machine.layout,
         config: config.toJSON(),
         streams,
-        hostPorts: hostPorts?.transfers ?? {},
+        hostPorts: { ...hostPorts?.transfers, ...display?.transfers },
         strictIo: config.getBool('x86.strictio', false),
         requestPort: requester.portFor(i),
         timerSab,
@@ -156,13 +163,14 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       w.postMessage(data, [data.requestPort]);
     });
     await Promise.race([Promise.all(started), outcomePromise]);
+    if (display?.wait && !outcome) await Promise.race([display.ready, outcomePromise]); // fbuf `wait`
     if (!outcome) {
       for (const v of machine.vcpus) {
         const fd = v.statsFd();
         stats.push(fd >= 0 ? new KvmStats(fd) : undefined);
       }
       controlServer = await ControlServer.listen(machine.vmObject.controlSocketPath, controlHandlers({
-        config, machine, control, requester, stats, finish: claimAndFinish,
+        config, machine, control, requester, stats, finish: claimAndFinish, hostStats: () => display?.stats() ?? {},
       }));
       // Everything is open: the sandbox goes up before the guest runs.
       if (sandbox) {
@@ -201,6 +209,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     for (const w of threads) void retireVcpuThread(w);
     for (const b of backends) await b.close();
     await hostPorts?.close();
+    await display?.close();
     restoreTerminal();
     signals.release();
     if (!extras.signals) signals.dispose();

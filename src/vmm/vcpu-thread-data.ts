@@ -3,6 +3,7 @@
 
 import type { UartStreamTransfer } from '../devices/lpc/uart-backend.js';
 import type { HostPortTransfer } from '../devices/virtio/host-ports.js';
+import type { DisplayInputTransfer } from '../devices/display/display-input.js';
 import type { ExitRequest } from './exit-status.js';
 import type { MemoryLayout } from '../sys/memory-map.js';
 import type { SandboxPlan } from './sandbox/sandbox.js';
@@ -21,6 +22,8 @@ export interface VcpuThreadData {
   /** One mailbox per vCPU (index 0 unused). */
   mailboxes: SharedArrayBuffer[];
   memoryPath: string;
+  /** The fbuf framebuffer file (devices/display/framebuffer-file.ts), when configured. */
+  framebufferPath?: string;
   /** The device thread maps 0xC0000-0xFFFFF itself (chipset shadowing). */
   legacyWindow: boolean;
   /** The boot ROM file, for device mappings of it (BIOS alias). */
@@ -32,7 +35,7 @@ export interface VcpuThreadData {
   streams: Record<string, UartStreamTransfer>;
   /** virtio-net taps and virtio-console sockets opened by the main thread,
    * by slot node ("pci.0.3.0"); see devices/virtio/host-ports.ts. */
-  hostPorts?: Record<string, HostPortTransfer>;
+  hostPorts?: Record<string, HostPortTransfer | DisplayInputTransfer>;
   strictIo: boolean;
   /** `-f name,...` fw_cfg user files (for lpc.fwcfg=qemu). */
   fwcfgFiles: Array<{ name: string; data: Uint8Array }>;

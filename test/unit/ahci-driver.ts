@@ -5,14 +5,15 @@
 
 import { ConfigTree } from '../../src/config/tree.js';
 import type { DeviceContext, InterruptSink } from '../../src/devices/device.js';
-import { buildPlatform, memoryLayoutFor, type Platform } from '../../src/devices/platform.js';
+import { buildPlatform, type Platform } from '../../src/devices/platform.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
 import { AhciController } from '../../src/devices/ahci/ahci.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 
 export const RAM_BASE = 0x100000;
 export const RAM_SIZE = 8 << 20;
-const LAYOUT = memoryLayoutFor(256 * 1024 * 1024);
+const LAYOUT = computeLayout(256 * 1024 * 1024);
 export const SLOT = 4;
 
 export class MsiLog implements InterruptSink {

@@ -64,7 +64,7 @@ int main(void) {
   O(kvm_stats_desc, flags) O(kvm_stats_desc, exponent) O(kvm_stats_desc, size) O(kvm_stats_desc, offset)
   O(kvm_stats_desc, bucket_size) O(kvm_stats_desc, name)
   I(GET_API_VERSION) I(CREATE_VM) I(CHECK_EXTENSION) I(GET_VCPU_MMAP_SIZE) I(GET_SUPPORTED_CPUID) I(CREATE_VCPU)
-  I(SET_USER_MEMORY_REGION) I(SET_TSS_ADDR) I(SET_IDENTITY_MAP_ADDR) I(CREATE_IRQCHIP) I(IRQ_LINE) I(CREATE_PIT2)
+  I(SET_USER_MEMORY_REGION) I(GET_DIRTY_LOG) I(SET_TSS_ADDR) I(SET_IDENTITY_MAP_ADDR) I(CREATE_IRQCHIP) I(IRQ_LINE) I(CREATE_PIT2)
   I(RUN) I(GET_REGS) I(SET_REGS) I(GET_SREGS) I(SET_SREGS) I(GET_MSRS) I(SET_MSRS) I(SET_CPUID2) I(GET_MP_STATE)
   I(SET_MP_STATE) I(NMI) I(ENABLE_CAP) I(SIGNAL_MSI) I(GET_DEBUGREGS) I(SET_DEBUGREGS) I(GET_STATS_FD)
   I(SET_GSI_ROUTING) I(IRQFD) I(IOEVENTFD)
@@ -75,6 +75,7 @@ int main(void) {
   C(SIGNAL_MSI) C(READONLY_MEM) C(IMMEDIATE_EXIT) C(X86_USER_SPACE_MSR) C(BINARY_STATS_FD)
   C(IRQ_ROUTING) C(IOEVENTFD_ANY_LENGTH)
   printf("const MEM_READONLY %d\n", KVM_MEM_READONLY);
+  printf("const MEM_LOG_DIRTY_PAGES %d\n", KVM_MEM_LOG_DIRTY_PAGES);
   printf("const PIT_SPEAKER_DUMMY %d\n", KVM_PIT_SPEAKER_DUMMY);
   printf("const MSR_EXIT_REASON_UNKNOWN %d\n", KVM_MSR_EXIT_REASON_UNKNOWN);
   printf("const SYSTEM_EVENT_SHUTDOWN %d\n", KVM_SYSTEM_EVENT_SHUTDOWN);
@@ -172,6 +173,7 @@ describe.skipIf(!haveHeaders || !haveGcc)('KVM ABI matches <linux/kvm.h>', () =>
 
   it('flag constants', () => {
     expect(abi.MEM_READONLY).toBe(get('const MEM_READONLY'));
+    expect(abi.MEM_LOG_DIRTY_PAGES).toBe(get('const MEM_LOG_DIRTY_PAGES'));
     expect(abi.PIT_SPEAKER_DUMMY).toBe(get('const PIT_SPEAKER_DUMMY'));
     expect(abi.MSR_EXIT_REASON_UNKNOWN).toBe(get('const MSR_EXIT_REASON_UNKNOWN'));
     expect(abi.SYSTEM_EVENT.SHUTDOWN).toBe(get('const SYSTEM_EVENT_SHUTDOWN'));

@@ -12,7 +12,8 @@ import { ConfigTree } from '../../src/config/tree.js';
 import type { DeviceContext } from '../../src/devices/device.js';
 import { NvmeController } from '../../src/devices/nvme/nvme.js';
 import { crc16, defaultEui64 } from '../../src/devices/nvme/nvme-data.js';
-import { buildPlatform, memoryLayoutFor } from '../../src/devices/platform.js';
+import { buildPlatform } from '../../src/devices/platform.js';
+import { computeLayout } from '../../src/sys/memory-map.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import { MsiLog } from './ahci-driver.js';
@@ -50,7 +51,7 @@ class Rig {
     const all = { name: 'vm0', 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc', [`pci.0.${SLOT}.0.device`]: 'nvme', ...settings };
     for (const [k, v] of Object.entries(all)) config.set(k, v);
     const ctx: DeviceContext = { io: this.io, irq: this.irq, config, mem: this.mem, machine: { requestExit: () => {}, vcpuCount: 1 }, stream: () => undefined };
-    const p = buildPlatform(ctx, memoryLayoutFor(256 << 20));
+    const p = buildPlatform(ctx, computeLayout(256 << 20));
     this.dev = p.devices.find((d): d is NvmeController => d instanceof NvmeController)!;
     const lo = this.cfgRd(0x10);
     this.bar0 = this.cfgRd(0x14) * 2 ** 32 + ((lo & ~0xf) >>> 0);

@@ -3,12 +3,17 @@
 // probes and for the classic reset through command 0xfe.
 //
 // bhyve's atkbdc.c also hosts a PS/2 keyboard (ps2kbd.c) and a PS/2 mouse
-// (ps2mouse.c) fed by the fbuf/VNC console. Here the keyboard only answers
-// its commands as ps2kbd.c does (0xff reset: ACK + BAT success 0xaa; 0xf2
+// (ps2mouse.c) fed by the fbuf/VNC console. Here the keyboard answers its
+// commands as ps2kbd.c does (0xff reset: ACK + BAT success 0xaa; 0xf2
 // identify: ACK + 0xab 0x83; 0xee echo; 0xed/0xf0/0xf3 take a parameter;
-// everything else is ACKed), so that firmware finds a keyboard without
-// waiting out its timeouts (SeaBIOS waits a second); no key ever arrives.
-// There is no mouse: bytes for it (0xd4) get no answer. Controller commands work
+// 0xf4/0xf5 enable/disable scanning; everything else is ACKed), so that
+// firmware finds a keyboard without waiting out its timeouts (SeaBIOS
+// waits a second). Keys come from fbuf's VNC clients (keyEvent): scancode
+// set 2, translated to set 1 when the command byte's translation bit is
+// set, as the i8042 does.
+// The PS/2 mouse (ps2mouse.ts) takes the bytes sent with 0xd4 and VNC pointer
+// events (pointerEvent), its bytes go out on the aux channel (IRQ 12); one
+// output FIFO holds keyboard and mouse bytes alike. Controller commands work
 // as in bhyve: 0x20-0x3f / 0x60-0x7f read/write controller RAM (byte 0 is
 // the command byte), 0xaa self-test answers 0x55, 0xa9/0xab port tests
 // answer 0, 0xc0/0xd0 read the input/output port, 0xd1 writes the output
@@ -22,6 +27,8 @@
 // pulses it.
 
 import type { AccessSize, Device, DeviceContext } from '../device.js';
+import { scancodeBytes } from '../display/ps2-keymap.js';
+import { Ps2Mouse } from './ps2mouse.js';
 
 export const KBD_DATA_PORT = 0x60;
 export const KBD_STS_CTL_PORT = 0x64;
@@ -81,6 +88,11 @@ export class AtKbdc implements Device {
   private auxData = false;
   /** A keyboard command waiting for its parameter byte, or 0. */
   private kbdCmd = 0;
+  /** The keyboard sends keys (0xf4 enables, 0xf5 disables, reset enables). */
+  private scanning = true;
+  /** Keys dropped because the output buffer was full or scanning was off. */
+  keysDropped = 0;
+  readonly mouse = new Ps2Mouse((b) => this.queue(b, true), () => FIFOSZ - this.fifo.length);
 
   constructor(private readonly ctx: DeviceContext) {
     this.reset();
@@ -104,6 +116,22 @@ export class AtKbdc implements Device {
     this.fifo.length = 0;
     this.auxData = false;
     this.kbdCmd = 0;
+    this.scanning = true;
+    this.mouse?.reset();
+  }
+
+  /** A VNC pointer event (RFB button mask, absolute position) for the mouse. */
+  pointerEvent(buttons: number, x: number, y: number): void {
+    this.mouse.pointer(buttons, x, y);
+  }
+
+  /** A key went down or up (`qnum`: set-1 code, bit 7 for an E0 prefix; ps2-keymap.ts). */
+  keyEvent(qnum: number, down: boolean): void {
+    const set = (this.ram[0] & KBD_TRANSLATION) !== 0 ? 1 : 2;
+    const bytes = scancodeBytes(qnum, down, set);
+    if (bytes.length === 0) return;
+    if (!this.scanning || this.fifo.length + bytes.length > FIFOSZ) { this.keysDropped++; return; }
+    for (const b of bytes) this.queue(b, false);
   }
 
   private queue(val: number, aux: boolean): void {
@@ -160,7 +188,8 @@ export class AtKbdc implements Device {
           this.queue(val, true);
           break;
         case KBDC_WRITE_TO_AUX:
-          break; // no mouse behind the aux port
+          this.mouse.write(val);
+          break;
         default:
           if (this.curcmd >= 0x61 && this.curcmd <= 0x7f) this.ram[(this.curcmd - 0x60) & 0x1f] = val;
           break;
@@ -185,6 +214,7 @@ export class AtKbdc implements Device {
     switch (val) {
       case 0xff: // reset and self-test
         this.fifo.length = 0;
+        this.scanning = true;
         this.queue(ACK, false);
         this.queue(0xaa, false);
         break;
@@ -195,6 +225,11 @@ export class AtKbdc implements Device {
         break;
       case 0xee: // echo
         this.queue(0xee, false);
+        break;
+      case 0xf4: // enable scanning
+      case 0xf5: // disable scanning
+        this.scanning = val === 0xf4;
+        this.queue(ACK, false);
         break;
       case 0xed: // set LEDs
       case 0xf0: // scancode set

@@ -57,6 +57,11 @@ export const MSIXCAP_LENGTH = 12;
 export interface BarHandler {
   read(offset: number, size: 1 | 2 | 4): number;
   write(offset: number, size: 1 | 2 | 4, value: number): void;
+  /** A memory BAR backed by host memory (bhyve's pe_baraddr): called
+   * instead of registering MMIO when the BAR starts decoding at `base`,
+   * and `unmap` when it stops or moves. */
+  map?(base: number): void;
+  unmap?(): void;
 }
 
 interface BarState {
@@ -220,6 +225,12 @@ export abstract class PciEmulFunction extends PciFunctionBase {
         this.ctx.io.registerPorts(name, base, b.size, h);
       } else {
         if (!Number.isSafeInteger(base + b.size)) throw new RangeError('address beyond 2^53');
+        if (b.handler.map) {
+          b.handler.map(base);
+          b.registeredAt = base;
+          this.barConflict = undefined;
+          return;
+        }
         const h: MmioHandler = {
           read: (addr, data) => mmioAccess(b.handler, addr - base, data, false),
           write: (addr, data) => mmioAccess(b.handler, addr - base, data, true),
@@ -237,6 +248,7 @@ export abstract class PciEmulFunction extends PciFunctionBase {
     const b = this.barState[idx];
     if (!b || b.registeredAt === undefined) return;
     if (b.kind === 'io') this.ctx.io.unregisterPorts(b.registeredAt);
+    else if (b.handler.unmap) b.handler.unmap();
     else this.ctx.io.unregisterMmio(b.registeredAt);
     b.registeredAt = undefined;
   }

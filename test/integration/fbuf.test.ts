@@ -1,0 +1,242 @@
+// fbuf on bhyve, seen by a real VNC client: fbuf.rom draws a known pattern
+// into the framebuffer BAR; Debian's vncsnapshot connects to bhyve's VNC
+// server and saves the screen (JPEG, decoded with djpeg); the test compares
+// the centre of every 64x64 block with the colour the guest drew there.
+// Also: VNC authentication with the right and a wrong password (the guest
+// sets its own mode first: the client must see 640x480, not the configured
+// 1024x768), and `wait` holding the guest until a client is in.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PNG } from 'pngjs';
+import { BHYVE, bhyveArgs, kvmUnavailable, ROOT, rom, vmName } from '../support/bhyve.js';
+import { BHYVECTL, parseStats } from '../support/guest-rom.js';
+import { desEcb } from '../../src/devices/display/rfb-auth.js';
+
+const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+const skip = kvmUnavailable()
+  ?? (fs.existsSync(rom('fbuf')) ? undefined : 'fbuf.rom is not built: run scripts/build-guests.sh')
+  ?? (have('vncsnapshot') ? undefined : 'vncsnapshot is not installed (apt-get install vncsnapshot)')
+  ?? (have('djpeg') ? undefined : 'djpeg is not installed (apt-get install libjpeg-turbo-progs)');
+if (skip) console.warn(`skipping fbuf integration tests: ${skip}`);
+
+const COLORS = [0x000000, 0xff0000, 0x00ff00, 0x0000ff, 0xffff00, 0xff00ff, 0x00ffff, 0xffffff];
+const BLOCK = 64;
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** A vncpasswd(1) file: the password DES-encrypted under VNC's fixed key. */
+function vncPasswdFile(file: string, password: string): string {
+  const rev = (b: number): number => { let r = 0; for (let i = 0; i < 8; i++) if (b & (1 << i)) r |= 0x80 >> i; return r; };
+  const fixed = Buffer.from([23, 82, 107, 6, 35, 78, 88, 7].map(rev));
+  const pw = Buffer.alloc(8);
+  Buffer.from(password).copy(pw);
+  fs.writeFileSync(file, desEcb(fixed, pw), { mode: 0o600 });
+  return file;
+}
+
+/** Decodes vncsnapshot's JPEG to {width, height, rgb}. */
+function readJpeg(file: string): { width: number; height: number; rgb: Buffer } {
+  const r = spawnSync('djpeg', ['-pnm', file], { maxBuffer: 64 * 1024 * 1024 });
+  expect(r.status).toBe(0);
+  const head = /^P6\s+(\d+)\s+(\d+)\s+255\s/.exec(r.stdout.toString('latin1', 0, 40))!;
+  return { width: Number(head[1]), height: Number(head[2]), rgb: r.stdout.subarray(head[0].length) };
+}
+
+/** Block centres whose colour is off by more than JPEG's error (a list, empty when all match). */
+function patternErrors(img: { width: number; height: number; rgb: Buffer }): string[] {
+  const bad: string[] = [];
+  for (let by = 0; by * BLOCK + BLOCK / 2 < img.height; by++) {
+    for (let bx = 0; bx * BLOCK + BLOCK / 2 < img.width; bx++) {
+      const x = bx * BLOCK + BLOCK / 2;
+      const y = by * BLOCK + BLOCK / 2;
+      const p = (y * img.width + x) * 3;
+      const c = COLORS[(bx + 2 * by) % 8];
+      const want = [c >> 16, (c >> 8) & 0xff, c & 0xff];
+      const got = [img.rgb[p], img.rgb[p + 1], img.rgb[p + 2]];
+      if (want.some((v, i) => Math.abs(v - got[i]) > 24)) bad.push(`block ${bx},${by}: want ${want} got ${got}`);
+    }
+  }
+  return bad;
+}
+
+/** fbuf.rom with its parameter word set (0: keep the mode; else w << 16 | h). */
+function romWithMode(dir: string, w = 0, h = 0): string {
+  const b = fs.readFileSync(rom('fbuf'));
+  b.writeUInt32LE(((w << 16) | h) >>> 0, 0xffe0);
+  const out = path.join(dir, `fbuf-${w}x${h}.rom`);
+  fs.writeFileSync(out, b);
+  return out;
+}
+
+/** Starts bhyve; `out` accumulates its output; `until(text)` waits for a line. */
+function start(romPath: string, fbuf: string) {
+  const rundir = path.join(ROOT, 'build', 'run');
+  fs.mkdirSync(rundir, { recursive: true });
+  const name = vmName('fbuf');
+  const child = execa(BHYVE, bhyveArgs(romPath, name, { mem: '128M', extra: ['-s', `2,fbuf,${fbuf}`] }), {
+    reject: false, timeout: 90_000, stdin: 'pipe', env: { BHYVE_RUNDIR: rundir }, encoding: 'latin1', stripFinalNewline: false,
+  });
+  const run = { child, out: '', name, env: { BHYVE_RUNDIR: rundir } };
+  child.stdout!.on('data', (b: Buffer) => { run.out += b.toString('latin1'); });
+  child.stderr!.on('data', (b: Buffer) => { run.out += b.toString('latin1'); });
+  const until = async (text: string, ms = 60_000): Promise<void> => {
+    const t0 = Date.now();
+    while (!run.out.includes(text)) {
+      if (child.exitCode !== null || Date.now() - t0 > ms) throw new Error(`no "${text}" from bhyve; output:\n${run.out}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  return { run, until };
+}
+
+async function snapshot(port: number, file: string, passwd?: string, encodings?: string) {
+  return execa('vncsnapshot', [...(passwd ? ['-passwd', passwd] : []), ...(encodings ? ['-encodings', encodings] : []),
+    '-quality', '100', `127.0.0.1::${port}`, file], {
+    reject: false, timeout: 30_000, stdin: 'ignore', all: true,
+  });
+}
+
+describe.skipIf(skip !== undefined)('fbuf and its VNC server on bhyve', () => {
+  let tmp = '';
+  beforeAll(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fbuf-int-')); });
+  afterAll(() => { if (tmp) fs.rmSync(tmp, { recursive: true, force: true }); });
+
+  it('a VNC client sees the pattern the guest drew', async () => {
+    const port = await freePort();
+    const { run, until } = start(romWithMode(tmp), `tcp=127.0.0.1:${port},w=800,h=600`);
+    await until('fbuf: waiting');
+    expect(run.out).toContain('fbuf: drew 800x600');
+    const shot = path.join(tmp, 'screen.jpg');
+    const s = await snapshot(port, shot);
+    expect(s.exitCode, s.all).toBe(0);
+    const img = readJpeg(shot);
+    expect([img.width, img.height]).toEqual([800, 600]);
+    expect(patternErrors(img)).toEqual([]);
+    // The same through the Zlib encoding (vncsnapshot prefers Raw on one host).
+    const zshot = path.join(tmp, 'screen-zlib.jpg');
+    const z = await snapshot(port, zshot, undefined, 'zlib');
+    expect(z.exitCode, z.all).toBe(0);
+    expect(patternErrors(readJpeg(zshot))).toEqual([]);
+    // bhyvectl --screenshot: lossless, so every pixel must match.
+    const png = path.join(tmp, 'screen.png');
+    const ctl = await execa(BHYVECTL, [`--vm=${run.name}`, `--screenshot=${png}`], { reject: false, env: run.env, stdin: 'ignore' });
+    expect(ctl.exitCode, ctl.stderr).toBe(0);
+    const pic = PNG.sync.read(fs.readFileSync(png));
+    expect([pic.width, pic.height]).toEqual([800, 600]);
+    let wrong = 0;
+    for (let y = 0; y < 600; y++) {
+      for (let x = 0; x < 800; x++) {
+        const c = COLORS[(Math.floor(x / BLOCK) + 2 * Math.floor(y / BLOCK)) % 8];
+        const p = (y * 800 + x) * 4;
+        if (pic.data[p] !== c >> 16 || pic.data[p + 1] !== ((c >> 8) & 0xff) || pic.data[p + 2] !== (c & 0xff)) wrong++;
+      }
+    }
+    expect(wrong).toBe(0);
+    // --get-stats: the device's mode and the VNC server's counters.
+    const st = parseStats((await execa(BHYVECTL, [`--vm=${run.name}`, '--get-stats'], { reject: false, env: run.env, stdin: 'ignore' })).stdout);
+    expect(st.get('fbuf@pci.0.2.0 width')).toBe(800);
+    expect(st.get('fbuf@pci.0.2.0 height')).toBe(600);
+    expect(st.get('fbuf@pci.0.2.0 framebuffer address')).toBeGreaterThan(0);
+    expect(st.get('fbuf@pci.0.2.0 VNC clients accepted')).toBe(2);
+    expect(st.get('fbuf@pci.0.2.0 VNC updates sent')).toBeGreaterThanOrEqual(1);
+    run.child.stdin!.write('q');
+    const r = await run.child;
+    expect(r.exitCode, run.out).toBe(33);
+    expect(run.out).toContain('fbuf: OK');
+  });
+
+  it('password=: the right password gets the screen (in the mode the guest set), a wrong one is refused', async () => {
+    const port = await freePort();
+    const { run, until } = start(romWithMode(tmp, 640, 480), `tcp=127.0.0.1:${port},password=s3cret`);
+    await until('fbuf: waiting');
+    const wrong = await snapshot(port, path.join(tmp, 'no.jpg'), vncPasswdFile(path.join(tmp, 'bad.pw'), 'nope'));
+    expect(wrong.exitCode).not.toBe(0);
+    expect(wrong.all).toMatch(/authentication failed/i);
+    expect(fs.existsSync(path.join(tmp, 'no.jpg'))).toBe(false);
+    const shot = path.join(tmp, 'pw.jpg');
+    const right = await snapshot(port, shot, vncPasswdFile(path.join(tmp, 'good.pw'), 's3cret'));
+    expect(right.exitCode, right.all).toBe(0);
+    const img = readJpeg(shot);
+    expect([img.width, img.height]).toEqual([640, 480]);
+    expect(patternErrors(img)).toEqual([]);
+    run.child.stdin!.write('q');
+    expect((await run.child).exitCode, run.out).toBe(33);
+    expect(run.out).toMatch(/VNC client .*authentication failed: invalid password/);
+  });
+
+  it('keys and pointer events from a VNC client reach the guest as PS/2 scancodes (set 1) and mouse packets', async () => {
+    const port = await freePort();
+    const { run, until } = start(romWithMode(tmp), `tcp=127.0.0.1:${port},w=640,h=480`);
+    await until('fbuf: waiting');
+    const sock = net.connect(port, '127.0.0.1');
+    let got = Buffer.alloc(0);
+    sock.on('data', (d) => { got = Buffer.concat([got, d]); });
+    const until2 = async (n: number): Promise<void> => { while (got.length < n) await new Promise((r) => setTimeout(r, 10)); };
+    await until2(12);
+    sock.write('RFB 003.008\n');
+    await until2(14);
+    sock.write(Buffer.from([1]));
+    await until2(18);
+    sock.write(Buffer.from([1]));
+    await until2(18 + 24);
+    // 'a' down and up as keysyms, then keypad Enter (E0 1C) as QEMU extended key events.
+    sock.write(Buffer.from([4, 1, 0, 0, 0, 0, 0, 0x61, 4, 0, 0, 0, 0, 0, 0, 0x61]));
+    sock.write(Buffer.from([255, 0, 0, 1, 0, 0, 0xff, 0x8d, 0, 0, 0, 0x9c, 255, 0, 0, 0, 0, 0, 0xff, 0x8d, 0, 0, 0, 0x9c]));
+    await until('kbd: 9c');
+    const bytes = [...run.out.matchAll(/kbd: ([0-9a-f]{2})/g)].map((m) => m[1]);
+    expect(bytes).toEqual(['1e', '9e', 'e0', '1c', 'e0', '9c']);
+    // Pointer: a position, then left button down 10 right and 5 up, then
+    // released 10 left and 10 down: two relative packets.
+    const ptr = (b: number, x: number, y: number): Buffer => Buffer.from([5, b, x >> 8, x & 0xff, y >> 8, y & 0xff]);
+    sock.write(Buffer.concat([ptr(0, 100, 100), ptr(1, 110, 95), ptr(0, 100, 105)]));
+    const mouseBytes = (): string[] => [...run.out.matchAll(/mouse: ([0-9a-f]{2})/g)].map((m) => m[1]);
+    for (let i = 0; i < 200 && mouseBytes().length < 7; i++) await new Promise((r) => setTimeout(r, 50));
+    const mouse = mouseBytes();
+    expect(mouse).toEqual(['fa', '09', '0a', '05', '38', 'f6', 'f6']);
+    // An idle screen with a client waiting for an update: after the first
+    // full update, KVM's dirty log of the framebuffer says nothing changed
+    // and the scans compare nothing.
+    const before = got.length;
+    sock.write(Buffer.from([3, 0, 0, 0, 0, 0, 2, 128, 1, 224])); // full 640x480
+    await until2(before + 4 + 12 + 640 * 480 * 4);
+    sock.write(Buffer.from([3, 1, 0, 0, 0, 0, 2, 128, 1, 224]));
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(got.length).toBe(before + 4 + 12 + 640 * 480 * 4); // nothing more was sent
+    const st = parseStats((await execa(BHYVECTL, [`--vm=${run.name}`, '--get-stats'], { reject: false, env: run.env, stdin: 'ignore' })).stdout);
+    expect(st.get('fbuf@pci.0.2.0 VNC bands skipped by the dirty log')).toBeGreaterThan(15 * 20);
+    expect(st.get('fbuf@pci.0.2.0 VNC bands compared')).toBeLessThanOrEqual(2 * 15);
+    sock.destroy();
+    run.child.stdin!.write('q');
+    expect((await run.child).exitCode, run.out).toBe(33);
+  });
+
+  it('wait: the guest starts only when a VNC client is in (a wrong password does not start it)', async () => {
+    const port = await freePort();
+    const { run, until } = start(romWithMode(tmp), `tcp=127.0.0.1:${port},w=640,h=480,wait,password=letmein`);
+    // Up and listening, but no guest code has run.
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(run.child.exitCode).toBeNull();
+    expect(run.out).not.toContain('fbuf test');
+    const wrong = await snapshot(port, path.join(tmp, 'wait-no.jpg'), vncPasswdFile(path.join(tmp, 'wait-bad.pw'), 'guess'));
+    expect(wrong.exitCode).not.toBe(0);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(run.out).not.toContain('fbuf test');
+    const shot = path.join(tmp, 'wait.jpg');
+    const s = await snapshot(port, shot, vncPasswdFile(path.join(tmp, 'wait-good.pw'), 'letmein'));
+    expect(s.exitCode, s.all).toBe(0);
+    await until('fbuf: waiting');
+    run.child.stdin!.write('q');
+    expect((await run.child).exitCode, run.out).toBe(33);
+  });
+});
