@@ -57,7 +57,7 @@ export async function targetFor(obj: VmObject): Promise<VmTarget> {
   const pid = obj.runningPid();
   if (pid === undefined) return new IdleTarget(obj);
   // A bhyve that has just started may not listen yet: wait a little.
-  for (let i = 0; i < 40 && !fs.existsSync(obj.controlSocketPath); i++) {
+  for (let i = 0; i < 40 && !fs.existsSync(obj.controlSocketFile); i++) {
     await new Promise((r) => setTimeout(r, 50));
     if (obj.runningPid() === undefined) return new IdleTarget(obj);
   }
@@ -78,7 +78,7 @@ export class RunningTarget implements VmTarget {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ECONNREFUSED') {
-        throw new BhyvectlError(`VM '${this.name}' (bhyve pid ${this.pid}) is not answering on ${this.obj.controlSocketPath}`);
+        throw new BhyvectlError(`VM '${this.name}'${this.pid ? ` (bhyve pid ${this.pid})` : ''} is not answering on ${this.obj.controlSocketFile}`);
       }
       throw new BhyvectlError(`VM '${this.name}': ${(e as Error).message}`);
     }
@@ -147,6 +147,25 @@ function checkBootState(raw: unknown, name: string): StoredBootState {
   if (typeof bs !== 'object' || bs === null || typeof bs.regs !== 'object' || typeof bs.sregs !== 'object'
     || typeof bs.sregs?.gdt !== 'object' || typeof bs.sregs?.idt !== 'object') {
     throw new BhyvectlError(`the stored vCPU state of VM '${name}' is not one this bhyvectl understands; run bhyveload again`);
+  }
+  // Every value that is printed as a number must be one (a hand-edited or
+  // damaged file must not end in an internal error).
+  try {
+    const st = stateFromBootState(bs as StoredBootState);
+    for (const [k, v] of Object.entries(st.regs)) parseHex64(String(v), k);
+    for (const [k, seg] of Object.entries(st.segments)) {
+      parseHex64(String(seg.base), `${k}.base`);
+      for (const f of ['limit', 'selector', 'type'] as const) {
+        if (!Number.isInteger(seg[f])) throw new RangeError(`invalid value '${String(seg[f])}' for ${k}.${f}`);
+      }
+    }
+    for (const t of ['gdt', 'idt'] as const) {
+      parseHex64(String(st[t].base), `${t}.base`);
+      if (!Number.isInteger(st[t].limit)) throw new RangeError(`invalid value '${String(st[t].limit)}' for ${t}.limit`);
+    }
+    for (const [k, v] of Object.entries(st.control)) parseHex64(String(v), k);
+  } catch (e) {
+    throw new BhyvectlError(`the stored vCPU state of VM '${name}' is corrupt (${(e as Error).message}); run bhyveload again`);
   }
   return bs as StoredBootState;
 }

@@ -119,13 +119,23 @@ export function buildUpdate(opts: ParsedOptions): VcpuStateUpdate {
 
 const isEmptyUpdate = (u: VcpuStateUpdate): boolean => Object.keys(u).length === 0;
 
-async function waitForExit(obj: VmObject, timeoutMs: number): Promise<boolean> {
+/** Takes the VM's run lock, retrying for up to `timeoutMs`: 'locked', or
+ * 'held' when it stays held, or 'gone' when the VM went away meanwhile (a
+ * bhyve that created it destroys it when it ends). */
+async function lockWithin(obj: VmObject, timeoutMs: number): Promise<'locked' | 'held' | 'gone'> {
   const end = Date.now() + timeoutMs;
-  while (obj.runningPid() !== undefined) {
-    if (Date.now() > end) return false;
+  for (;;) {
+    try {
+      obj.lock();
+      return 'locked';
+    } catch (e) {
+      if (!(e instanceof VmObjectError)) throw e;
+      if (/was destroyed/.test(e.message)) return 'gone';
+      if (!/already running/.test(e.message)) throw e;
+      if (Date.now() >= end) return 'held';
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
-  return true;
 }
 
 /** Runs bhyvectl with argv (without the program name); resolves to the exit status. */
@@ -154,7 +164,7 @@ export async function bhyvectlMain(argv: readonly string[]): Promise<number> {
     report = new Report(vm, cpu);
     if (on('create')) {
       try {
-        VmObject.create(vm);
+        VmObject.create(vm).unlock();
       } catch (e) {
         if (e instanceof VmObjectError && /already exists/.test(e.message)) {
           throw new BhyvectlError(`vm_create: ${vm}: VM already exists (destroy it first with bhyvectl --vm=${vm} --destroy)`);
@@ -202,11 +212,13 @@ export async function bhyvectlMain(argv: readonly string[]): Promise<number> {
         // As on FreeBSD, destroying a running VM ends its bhyve: power it off first.
         const t = target?.running ? target : await targetFor(obj);
         if (t.running) await t.forcePoweroff().catch(() => undefined);
-        if (!(await waitForExit(obj, 10_000))) {
-          throw new BhyvectlError(`VM '${vm}' is still running (bhyve pid ${pid}) after --force-poweroff; not destroyed`);
-        }
       }
-      obj.destroy();
+      // The run lock is free once no bhyve (or bhyveload) has the VM.
+      const got = await lockWithin(obj, pid === undefined ? 0 : 10_000);
+      if (got === 'held') {
+        throw new BhyvectlError(`VM '${vm}' is still running${pid ? ` (bhyve pid ${pid})` : ''}${pid === undefined ? '' : ' after --force-poweroff'}; not destroyed`);
+      }
+      if (got === 'locked') obj.destroy();
     }
     await flush(report, libxo);
     return 0;

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import { BHYVELOAD_USAGE } from '../config/bhyveload-options.js';
 import { ConfigError, UsageError } from '../config/errors.js';
 import { getopt } from '../config/getopt.js';
+import { fsPath, rawArgv } from '../config/raw-argv.js';
 import { parseMemorySize } from '../config/size.js';
 import { reportError } from './output.js';
 
@@ -19,6 +20,8 @@ const KNOWN_VARS = /^(kernel|initrd|cmdline|module\.\d+)$/;
 export interface BhyveloadArgs {
   vmname: string;
   memsize: number;
+  /** -m as given, for messages. */
+  memspec: string;
   console?: string;
   disks: string[];
   env: Record<string, string>;
@@ -31,7 +34,7 @@ export interface BhyveloadArgs {
 /** Parses bhyveload's command line (getopt(3), as bhyveload.c). */
 export function parseBhyveloadArgs(argv: readonly string[]): BhyveloadArgs {
   const { options, operands } = getopt(argv, BHYVELOAD_OPTSTRING);
-  const a: BhyveloadArgs = { vmname: '', memsize: 256 * 1024 * 1024, disks: [], env: {}, wired: false, core: false };
+  const a: BhyveloadArgs = { vmname: '', memsize: 256 * 1024 * 1024, memspec: '256M', disks: [], env: {}, wired: false, core: false };
   for (const o of options) {
     const arg = o.arg ?? '';
     switch (o.opt) {
@@ -50,7 +53,7 @@ export function parseBhyveloadArgs(argv: readonly string[]): BhyveloadArgs {
         if (a.loader !== undefined) throw new UsageError('-l can only be given once', 1);
         a.loader = arg;
         break;
-      case 'm': a.memsize = parseMemorySize(arg); break;
+      case 'm': a.memsize = parseMemorySize(arg); a.memspec = arg; break;
     }
   }
   if (operands.length === 0) throw new UsageError('missing vmname', 1);
@@ -79,7 +82,7 @@ function checkArgs(a: BhyveloadArgs): string[] {
   }
   for (const d of a.disks) {
     let st: fs.Stats;
-    try { st = fs.statSync(d); } catch (e) { throw new ConfigError(`disk ${d}: ${errnoText(e)}`); }
+    try { st = fs.statSync(fsPath(d)); } catch (e) { throw new ConfigError(`disk ${d}: ${errnoText(e)}`); }
     if (st.isDirectory()) throw new ConfigError(`disk ${d}: Is a directory`);
   }
   if (a.host === undefined && a.disks.length === 0) {
@@ -94,7 +97,7 @@ function checkArgs(a: BhyveloadArgs): string[] {
 /** Runs bhyveload with argv (without the program name); resolves to the exit status. */
 export async function bhyveloadMain(argv: readonly string[]): Promise<number> {
   try {
-    const a = parseBhyveloadArgs(argv);
+    const a = parseBhyveloadArgs(rawArgv(argv));
     for (const w of checkArgs(a)) process.stderr.write(`${w}\n`);
     // Loaded only when something is really loaded: keeps usage errors fast.
     const [loader, vmo] = await Promise.all([import('../loader/index.js'), import('../vmm/vm-object.js')]);
@@ -128,37 +131,35 @@ async function loadInto(
   try { existing = vmo.VmObject.open(a.vmname); } catch { existing = undefined; }
   const pid = existing?.runningPid();
   if (pid !== undefined) {
-    throw new vmo.VmObjectError(`VM '${a.vmname}' is running (bhyve pid ${pid}): stop it (or bhyvectl --vm=${a.vmname} --force-poweroff) before loading a kernel`);
+    throw new vmo.VmObjectError(`VM '${a.vmname}' is running${pid ? ` (bhyve pid ${pid})` : ''}: stop it (or bhyvectl --vm=${a.vmname} --force-poweroff) before loading a kernel`);
   }
-  const obj = vmo.VmObject.openOrCreate(a.vmname, a.memsize);
+  const limits = await import('../vmm/guest-limits.js');
+  limits.checkGuestMemorySize(a.memsize, a.memspec);
+  // The run lock, held while the memory is written: no bhyve may start it meanwhile.
+  const obj = vmo.VmObject.acquire(a.vmname, a.memsize);
   let ok = false;
   try {
-    obj.lock(); // no bhyve may start this VM while its memory is being written
+    const layout = computeLayout(a.memsize);
+    const fd = obj.openMemory();
+    let map: import('../sys/libc.js').Mapping;
     try {
-      const layout = computeLayout(a.memsize);
-      const fd = fs.openSync(obj.memoryPath, 'r+');
-      let map: import('../sys/libc.js').Mapping;
-      try {
-        map = libc.mmap(a.memsize, libc.PROT_READ | libc.PROT_WRITE, fd, 0, 'guest memory');
-      } finally {
-        fs.closeSync(fd);
-      }
-      try {
-        libc.madvise(map, a.core ? libc.MADV_DODUMP : libc.MADV_DONTDUMP);
-        const regions = [{ gpa: 0, bytes: map.bytes.subarray(0, layout.lowmem) }];
-        if (layout.highmem > 0) regions.push({ gpa: HIGHMEM_BASE, bytes: map.bytes.subarray(layout.lowmem, layout.lowmem + layout.highmem) });
-        const memory = new GuestMemory(regions);
-        const result = loader.loadFromSource(request, source, memory, layout);
-        obj.writeBootState(result.state);
-      } finally {
-        map.unmap();
-      }
+      map = libc.mmap(a.memsize, libc.PROT_READ | libc.PROT_WRITE, fd, 0, 'guest memory');
     } finally {
-      obj.unlock();
+      fs.closeSync(fd);
+    }
+    try {
+      libc.madvise(map, a.core ? libc.MADV_DODUMP : libc.MADV_DONTDUMP);
+      const regions = [{ gpa: 0, bytes: map.bytes.subarray(0, layout.lowmem) }];
+      if (layout.highmem > 0) regions.push({ gpa: HIGHMEM_BASE, bytes: map.bytes.subarray(layout.lowmem, layout.lowmem + layout.highmem) });
+      const memory = new GuestMemory(regions);
+      const result = loader.loadFromSource(request, source, memory, layout);
+      obj.writeBootState(result.state);
+    } finally {
+      map.unmap();
     }
     ok = true;
   } finally {
-    if (!ok && obj.createdHere) obj.destroy();
+    if (!ok && obj.createdHere) obj.destroy(); else obj.unlock();
   }
 }
 

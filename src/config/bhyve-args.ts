@@ -2,7 +2,10 @@
 // bhyve_init_config(), bhyve_optparse() and main() of FreeBSD's bhyve
 // (amd64/bhyverun_machdep.c, bhyverun.c, pci_emul.c, amd64/pci_lpc.c).
 
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
+
+import { FileTooLargeError, readBounded } from './bounded-read.js';
+import { fsPath } from './raw-argv.js';
 
 import { BHYVE_OPTSTRING, bhyveUsage } from './bhyve-options.js';
 import { ConfigError, EX_USAGE, UsageError } from './errors.js';
@@ -197,10 +200,11 @@ export function parseFwCfgOption(opt: string): FwCfgUserFile {
   if (p.startsWith('file=')) {
     const path = p.slice(5);
     try {
-      if (!statSync(path).isFile()) throw invalid(`"${path}" is not a regular file`);
-      return { name, data: new Uint8Array(readFileSync(path)) };
+      if (!statSync(fsPath(path)).isFile()) throw invalid(`"${path}" is not a regular file`);
+      return { name, data: new Uint8Array(readBounded(fsPath(path), MAX_FWCFG_FILE_BYTES)) };
     } catch (e) {
       if (e instanceof UsageError) throw e;
+      if (e instanceof FileTooLargeError) throw invalid(`"${path}" is ${e.message}`);
       throw invalid(`cannot read "${path}": ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
   }
@@ -225,12 +229,17 @@ export function parseConfigOption(config: ConfigTree, option: string): boolean {
   return true;
 }
 
+/** Bounds on files read whole at start-up (bounded-read.ts). */
+const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
+const MAX_FWCFG_FILE_BYTES = 64 * 1024 * 1024;
+
 /** bhyve_parse_simple_config_file(): `-k file`, key=value lines, '#' comments. */
 export function parseConfigFile(config: ConfigTree, path: string): void {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readBounded(fsPath(path), MAX_CONFIG_FILE_BYTES).toString('utf8');
   } catch (e) {
+    if (e instanceof FileTooLargeError) throw new ConfigError(`configuration file ${path} is ${e.message} (a -k file is key=value lines)`);
     const err = e as NodeJS.ErrnoException;
     const why = err.code === 'ENOENT' ? 'No such file or directory'
       : err.code === 'EACCES' ? 'Permission denied'
@@ -289,7 +298,8 @@ export function validateConfig(config: ConfigTree): void {
   }
   for (const k of ['x86.x2apic', 'x86.strictio', 'x86.strictmsr', 'x86.vmexit_on_hlt', 'x86.vmexit_on_pause',
     'x86.mptable', 'x86.require_ept_rvi', 'memory.wired', 'memory.guest_in_core', 'acpi_tables',
-    'destroy_on_poweroff', 'rtc.use_localtime', 'virtio_msix', 'gdb.wait', 'lpc.pc-testdev']) {
+    'destroy_on_poweroff', 'rtc.use_localtime', 'virtio_msix', 'gdb.wait', 'lpc.pc-testdev',
+    'security.sandbox', 'security.sandbox_log']) {
     const v = config.get(k);
     if (v !== undefined) parseBool(v, k);
   }

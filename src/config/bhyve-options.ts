@@ -127,6 +127,9 @@ const GLOBAL_KEYS: readonly ConfigKeyInfo[] = [
     key: 'x86.require_ept_rvi', default: 'true',
     description: 'refuse to run without hardware nested paging (EPT/RVI); false runs on hosts without it (e.g. shadow paging)',
   },
+  // Security
+  { key: 'security.sandbox', default: 'true', description: 'sandbox the process once the devices are open (Landlock, seccomp, no capabilities)' },
+  { key: 'security.sandbox_log', default: 'false', description: 'log system calls outside the sandbox list instead of refusing them' },
   // PCI devices: from the device records (devices/registry.ts), below.
   // LPC
   { key: 'lpc.bootrom', description: 'boot ROM (firmware) image' },

@@ -12,6 +12,7 @@
 // 0x402 are the console and 16-bit accesses stay PM1a_EN (ACPI accesses
 // PM1 registers at their full width). See DebugCon.overPm().
 
+import { fsPath } from '../config/raw-argv.js';
 import fs from 'node:fs';
 import type { AccessSize, Device, DeviceContext, PortIoHandler } from '../devices/device.js';
 import { ConfigError } from '../config/tree.js';
@@ -31,7 +32,7 @@ export class DebugCon implements Device {
       this.ownFd = false;
     } else {
       try {
-        this.fd = fs.openSync(path, 'w');
+        this.fd = fs.openSync(fsPath(path), 'w');
       } catch (e) {
         throw new ConfigError(`lpc.debugcon.path: cannot open '${path}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
       }

@@ -253,7 +253,7 @@ export class FwCfg implements Device {
       let len: number;
       if (!data || this.offset >= data.length) {
         len = length;
-        if (read && !this.guestWrite(address, new Uint8Array(len))) control |= FW_CFG_DMA_CTL_ERROR;
+        if (read && !this.guestZero(address, len)) control |= FW_CFG_DMA_CTL_ERROR;
         if (write) control |= FW_CFG_DMA_CTL_ERROR;
       } else {
         len = Math.min(length, data.length - this.offset);
@@ -268,14 +268,30 @@ export class FwCfg implements Device {
     this.writeControl(addr, control);
   }
 
+  /** Copies into guest memory; the buffer may run across RAM chunks. */
   private guestWrite(addr: number, data: Uint8Array): boolean {
+    return this.guestViews(addr, data.length, (v, off) => v.set(data.subarray(off, off + v.length)));
+  }
+
+  /** Zeroes guest memory in place (QEMU's dma_memory_set): a length of up
+   * to 4 GiB must not become a host buffer of that size. */
+  private guestZero(addr: number, len: number): boolean {
+    return this.guestViews(addr, len, (v) => v.fill(0));
+  }
+
+  /** Calls `f` on the views of [addr, addr+len); false when not all RAM. */
+  private guestViews(addr: number, len: number, f: (view: Uint8Array, offset: number) => void): boolean {
+    if (len === 0) return true;
+    const views: Uint8Array[] = [];
     try {
       if (!Number.isSafeInteger(addr)) return false;
-      this.mem.write(addr, data);
-      return true;
+      this.mem.slices(addr, len, views);
     } catch {
       return false;
     }
+    let off = 0;
+    for (const v of views) { f(v, off); off += v.length; }
+    return true;
   }
 
   private writeControl(addr: number, control: number): void {

@@ -267,7 +267,7 @@ export function buildSmbiosInMemory(o: SmbiosOptions, version: SmbiosVersion = '
   const st = buildSmbiosStructures(o);
   const epLen = version === '3' ? SMBIOS_EP30_LENGTH : SMBIOS_EP21_LENGTH;
   const ep = version === '3' ? buildEntryPoint30(st, base + epLen) : buildEntryPoint21(st, base + epLen);
-  if (epLen + st.bytes.length > SMBIOS_MAX_LENGTH) throw new UserError(`SMBIOS tables (${st.bytes.length} bytes) exceed bhyve's ${SMBIOS_MAX_LENGTH}-byte area`);
+  if (epLen + st.bytes.length > SMBIOS_MAX_LENGTH) throw new UserError(`SMBIOS entry point and tables (${epLen + st.bytes.length} bytes) exceed bhyve's ${SMBIOS_MAX_LENGTH}-byte area`);
   const image = new Uint8Array(epLen + st.bytes.length);
   image.set(ep, 0);
   image.set(st.bytes, epLen);

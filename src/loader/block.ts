@@ -1,7 +1,10 @@
 // Read-only byte access to a disk image (or a part of one), so filesystem
 // readers never load a whole image into memory.
 
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+
+import { fsPath } from '../config/raw-argv.js';
+import { fileSize } from '../sys/file.js';
 
 import { LoaderError } from './errors.js';
 
@@ -29,12 +32,18 @@ export class FileReader implements BlockReader {
 
   constructor(readonly path: string) {
     try {
-      this.fd = openSync(path, 'r');
+      // O_NONBLOCK: a FIFO must not make the open wait for a writer.
+      this.fd = openSync(fsPath(path), constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       throw new LoaderError(`disk image ${path}: ${code === 'ENOENT' ? 'No such file or directory' : code === 'EACCES' ? 'Permission denied' : (e as Error).message}`);
     }
-    this.size = fstatSync(this.fd).size;
+    const st = fstatSync(this.fd);
+    if (!st.isFile() && !st.isBlockDevice()) {
+      closeSync(this.fd);
+      throw new LoaderError(`disk image ${path} is neither a file nor a block device`);
+    }
+    this.size = st.isFile() ? st.size : Math.max(0, fileSize(this.fd));
   }
 
   read(offset: number, length: number): Uint8Array {

@@ -6,6 +6,7 @@
 import { readFileSync, realpathSync, statSync } from 'node:fs';
 import { join, sep } from 'node:path';
 
+import { decodeBytes, fsPath } from '../config/raw-argv.js';
 import { type BlockReader, FileReader, type FileSystem, pathComponents } from './block.js';
 import { LoaderError } from './errors.js';
 import { ExtFs, isExt } from './ext.js';
@@ -18,6 +19,12 @@ export interface KernelSource {
   /** The bytes of a file; `what` names it in errors ("kernel", "initrd", "module.0"). */
   readFile(path: string, what: string): Uint8Array;
   close(): void;
+}
+
+/** realpath(3) of a path that may hold non-UTF-8 bytes (raw-argv.ts), kept so. */
+function realpath(p: string): string {
+  // .native: the JS realpathSync turns a Buffer path back into a string.
+  return decodeBytes(realpathSync.native(fsPath(p), { encoding: 'buffer' }));
 }
 
 function errnoText(e: unknown): string {
@@ -36,8 +43,8 @@ export class HostDirSource implements KernelSource {
 
   constructor(root: string) {
     try {
-      this.root = realpathSync(root);
-      if (!statSync(this.root).isDirectory()) throw Object.assign(new Error('Not a directory'), { code: 'ENOTDIR' });
+      this.root = realpath(root);
+      if (!statSync(fsPath(this.root)).isDirectory()) throw Object.assign(new Error('Not a directory'), { code: 'ENOTDIR' });
     } catch (e) {
       throw new LoaderError(`host path ${root}: ${errnoText(e)}`);
     }
@@ -56,7 +63,7 @@ export class HostDirSource implements KernelSource {
     const full = join(this.root, ...parts);
     let real: string;
     try {
-      real = realpathSync(full);
+      real = realpath(full);
     } catch (e) {
       throw new LoaderError(`${what} ${path}: ${errnoText(e)} (in host path ${this.root})`);
     }
@@ -69,8 +76,8 @@ export class HostDirSource implements KernelSource {
   readFile(path: string, what: string): Uint8Array {
     const real = this.resolve(path, what);
     try {
-      if (!statSync(real).isFile()) throw new LoaderError(`${what} ${path}: not a regular file (in host path ${this.root})`);
-      return new Uint8Array(readFileSync(real));
+      if (!statSync(fsPath(real)).isFile()) throw new LoaderError(`${what} ${path}: not a regular file (in host path ${this.root})`);
+      return new Uint8Array(readFileSync(fsPath(real)));
     } catch (e) {
       if (e instanceof LoaderError) throw e;
       throw new LoaderError(`${what} ${path}: ${errnoText(e)} (in host path ${this.root})`);

@@ -8,6 +8,8 @@
 
 import { UserError } from '../user-error.js';
 import fs from 'node:fs';
+
+import { fsPath } from '../config/raw-argv.js';
 import { FirmwareVolumeError, looksLikeFirmwareVolume, parseFirmwareVolumes } from '../firmware/fv.js';
 import { BOOTROM_WINDOW_SIZE, HIGHMEM_BASE, PAGE_SIZE } from '../sys/memory-map.js';
 
@@ -25,9 +27,11 @@ export interface BootromSegment {
 function openSized(path: string, write: boolean, what: string): { fd: number; size: number } {
   let fd: number;
   try {
-    fd = fs.openSync(path, write ? 'r+' : 'r');
+    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+    fd = fs.openSync(fsPath(path), (write ? fs.constants.O_RDWR : fs.constants.O_RDONLY) | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EISDIR') throw new BootromError(`${what} '${path}' is a directory, not a regular file`);
     const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (e as Error).message;
     throw new BootromError(`cannot open ${what} '${path}': ${why}`);
   }

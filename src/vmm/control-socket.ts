@@ -8,6 +8,8 @@
 import fs from 'node:fs';
 import net from 'node:net';
 
+import { VmObjectError } from './runtime-dir.js';
+
 export const CONTROL_PROTOCOL_VERSION = 1;
 export const CONTROL_SOCKET_NAME = 'control.sock';
 const MAX_REQUEST_BYTES = 64 * 1024;
@@ -21,10 +23,16 @@ export type ControlResponse =
 export type ControlHandlers = Record<string, (req: ControlRequest) => unknown | Promise<unknown>>;
 
 export class ControlServer {
+  private closed = false;
+
   private constructor(private readonly server: net.Server, readonly path: string) {}
 
   static async listen(path: string, handlers: ControlHandlers): Promise<ControlServer> {
-    fs.rmSync(path, { force: true }); // a stale socket of a dead bhyve
+    // A stale socket of a dead bhyve goes; anything else there is not ours to remove.
+    let st: fs.Stats | undefined;
+    try { st = fs.lstatSync(path); } catch { st = undefined; }
+    if (st && !st.isSocket()) throw new VmObjectError(`cannot create the control socket ${path}: a ${kindOf(st)} is in its place`);
+    if (st) fs.rmSync(path, { force: true });
     const server = net.createServer((sock) => serve(sock, handlers));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -37,27 +45,63 @@ export class ControlServer {
   }
 
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     this.server.close();
     fs.rmSync(this.path, { force: true });
   }
 }
 
+function kindOf(st: fs.Stats): string {
+  if (st.isDirectory()) return 'directory';
+  if (st.isSymbolicLink()) return 'symbolic link';
+  if (st.isFile()) return 'regular file';
+  return 'file that is not a socket';
+}
+
+// Requests are answered one at a time, in order. A client that sends
+// requests but does not read the replies must not make us queue replies
+// without bound (100k pipelined requests grew RSS by 265 MB): after a
+// write the kernel and the socket's buffer cannot take, the next request
+// waits for 'drain', and reading stops while more than MAX_PENDING_BYTES
+// of requests wait.
+const MAX_PENDING_BYTES = 256 * 1024;
+
 function serve(sock: net.Socket, handlers: ControlHandlers): void {
   let buf = '';
+  let busy = false;
   sock.setEncoding('utf8');
   sock.on('error', () => sock.destroy());
+  const writable = (): Promise<void> => new Promise((resolve) => {
+    const done = (): void => { sock.off('drain', done); sock.off('close', done); resolve(); };
+    sock.once('drain', done);
+    sock.once('close', done);
+  });
+  const work = async (): Promise<void> => {
+    if (busy) return;
+    busy = true;
+    try {
+      for (let nl = buf.indexOf('\n'); nl >= 0 && !sock.destroyed; nl = buf.indexOf('\n')) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        const r = await answer(line, handlers);
+        if (sock.destroyed) return;
+        if (!sock.write(`${JSON.stringify(r)}\n`)) await writable();
+        if (buf.length <= MAX_PENDING_BYTES && sock.isPaused()) sock.resume();
+      }
+      if (buf.length > MAX_REQUEST_BYTES && !sock.destroyed) {
+        buf = '';
+        reply(sock, { version: CONTROL_PROTOCOL_VERSION, ok: false, error: 'request too long' });
+        sock.end();
+      }
+    } finally {
+      busy = false;
+    }
+  };
   sock.on('data', (chunk: string) => {
     buf += chunk;
-    if (buf.length > MAX_REQUEST_BYTES) {
-      reply(sock, { version: CONTROL_PROTOCOL_VERSION, ok: false, error: 'request too long' });
-      sock.end();
-      return;
-    }
-    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      void answer(line, handlers).then((r) => reply(sock, r));
-    }
+    if (buf.length > MAX_PENDING_BYTES) sock.pause();
+    void work();
   });
 }
 

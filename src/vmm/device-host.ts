@@ -29,6 +29,7 @@ export class DeviceHost {
   private readonly mailboxes: Mailbox[];
   private platform: Platform | undefined;
   private devices: Device[] = [];
+  private memoryMap: DeviceMemoryMap | undefined;
 
   constructor(d: VcpuThreadData, private readonly requestExit: (r: ExitRequest) => void) {
     this.timers = new DeviceTimers(d.timerSab);
@@ -58,7 +59,7 @@ export class DeviceHost {
       timer: (callback) => this.timers.create(callback),
       hostPort: (key: string) => d.hostPorts?.[key],
       kvm: kvmDoorbells(vm, d),
-      memoryMap: d.legacyWindow || bootvarsPath !== undefined ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath) : undefined,
+      memoryMap: this.memoryMap = d.legacyWindow || bootvarsPath !== undefined ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath) : undefined,
       stream(key: string): ByteStream | undefined {
         const t = d.streams[key];
         if (!t) return undefined;
@@ -81,6 +82,11 @@ export class DeviceHost {
       this.requestExit({ kind: 'error', message: errorLine(e) });
       if (process.env.BHYVE_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
     }
+  }
+
+  /** Opens now what the devices would open later (the sandbox forbids it then). */
+  prepareForSandbox(): void {
+    this.memoryMap?.mapFiles();
   }
 
   /** Work that arrived by kick, `requests` being DEVICE_REQUEST bits. */

@@ -3,6 +3,7 @@
 // read-array mode): KVM memory slots owned by the device thread, backed by
 // this thread's own mappings of the RAM file, the boot ROM and the VARS file.
 
+import { fsPath } from '../config/raw-argv.js';
 import fs from 'node:fs';
 import type { MemoryBacking, MemoryMapControl } from '../devices/device.js';
 import type { Vm } from '../sys/kvm.js';
@@ -57,11 +58,18 @@ export class DeviceMemoryMap implements MemoryMapControl {
     return b.kind === 'ram' ? this.ram : b.kind === 'bootrom' ? this.romMapping() : this.varsMapping();
   }
 
+  /** Maps the boot ROM and VARS files now rather than at first use. */
+  mapFiles(): void {
+    // A failure here is reported at first use, as before.
+    try { if (this.bootromPath) this.romMapping(); } catch { /* later */ }
+    try { if (this.bootvarsPath) this.varsMapping(); } catch { /* later */ }
+  }
+
   /** The VARS file, mapped shared and writable: stores through view() reach the file. */
   private varsMapping(): Mapping {
     if (!this.vars) {
       if (!this.bootvarsPath) throw new RangeError('no boot variables file to map');
-      const fd = fs.openSync(this.bootvarsPath, 'r+');
+      const fd = fs.openSync(fsPath(this.bootvarsPath), 'r+');
       try {
         this.vars = mmap(fs.fstatSync(fd).size, PROT_READ | PROT_WRITE, fd, 0, this.bootvarsPath);
       } finally {
@@ -74,7 +82,7 @@ export class DeviceMemoryMap implements MemoryMapControl {
   private romMapping(): Mapping {
     if (!this.rom) {
       if (!this.bootromPath) throw new RangeError('no boot ROM to map');
-      const fd = fs.openSync(this.bootromPath, 'r');
+      const fd = fs.openSync(fsPath(this.bootromPath), 'r');
       try {
         this.rom = mmap(fs.fstatSync(fd).size, PROT_READ, fd, 0, this.bootromPath);
       } finally {

@@ -2,7 +2,8 @@
 // locked, guest RAM and the boot ROM mapped, vCPUs
 // created with their CPUID and (after bhyveload) the boot vCPU's state.
 
-import { UserError } from '../user-error.js';
+import os from 'node:os';
+import { isUserError, UserError } from '../user-error.js';
 import fs from 'node:fs';
 import { parseMemorySize } from '../config/size.js';
 import { calcTopology } from '../config/topology.js';
@@ -10,6 +11,8 @@ import { ConfigTree } from '../config/tree.js';
 import { BOOT_STATE_VERSION, type BootState } from '../loader/boot-state.js';
 import { loadBootrom, type BootromSegment } from './bootrom.js';
 import { buildCpuid, type Topology } from './cpuid.js';
+import { buildSmbiosInMemory, smbiosOptionsFromConfig } from '../firmware/smbios.js';
+import { checkGuestMemorySize, checkVcpuCount } from './guest-limits.js';
 import { mapGuestRam, ramSlots, type RamChunk } from '../sys/guest-ram.js';
 import { CAP, IDENTITY_MAP_ADDR, MSR_EXIT_REASON_UNKNOWN, PIT_SPEAKER_DUMMY, TSS_ADDR } from '../sys/kvm-abi.js';
 import { Kvm, Vcpu, type Vm } from '../sys/kvm.js';
@@ -41,7 +44,7 @@ export function legacyWindowFor(config: ConfigTree, layout: MemoryLayout): boole
 }
 
 function setUpMemory(vm: Vm, vmObject: VmObject, layout: MemoryLayout, config: ConfigTree): RamChunk[] {
-  const fd = fs.openSync(vmObject.memoryPath, 'r+');
+  const fd = vmObject.openMemory();
   let ram: RamChunk[];
   try {
     ram = mapGuestRam(fd, layout);
@@ -65,6 +68,20 @@ function setUpMemory(vm: Vm, vmObject: VmObject, layout: MemoryLayout, config: C
   return ram;
 }
 
+/** SMBIOS holds one processor structure per socket in bhyve's fixed area
+ * below 1 MiB; refuse a topology that cannot fit before anything is created
+ * (the tables themselves are written once the platform is built). */
+function checkSmbiosFits(config: ConfigTree, layout: MemoryLayout, ncpu: number, sockets: number): void {
+  try {
+    buildSmbiosInMemory(smbiosOptionsFromConfig(config, layout, os.hostname()));
+  } catch (e) {
+    if (isUserError(e) && /^SMBIOS/.test(e.message) && sockets > 1) {
+      throw new VmSetupError(`${e.message}: it holds one processor structure per socket, too many for ${sockets} sockets; give fewer (e.g. -c ${ncpu},sockets=1,cores=${ncpu})`);
+    }
+    throw e;
+  }
+}
+
 function setUpBootrom(vm: Vm, rom: string, config: ConfigTree): Array<{ seg: BootromSegment; map: Mapping }> {
   const segs = loadBootrom(rom, config.get('lpc.bootvars'));
   return segs.map((seg, i) => {
@@ -79,23 +96,22 @@ function setUpBootrom(vm: Vm, rom: string, config: ConfigTree): Array<{ seg: Boo
 export function createMachine(config: ConfigTree): { machine: Machine; topo: Topology; ncpus: number; warnings: string[] } {
   const name = config.get('name');
   if (!name) throw new VmSetupError('no VM name given');
-  const memsize = parseMemorySize(config.get('memory.size') ?? '256M');
+  const memSpec = config.get('memory.size') ?? '256M';
+  const memsize = parseMemorySize(memSpec);
   const t = calcTopology(config);
   const ncpus = t.cpus;
   const topo: Topology = { sockets: t.sockets, cores: t.cores, threads: t.threads };
   const kvm = Kvm.open(process.env.BHYVE_KVM_DEVICE ?? '/dev/kvm');
   const caps = probeHost(kvm);
   const warnings = checkRequirements(caps, config.getBool('x86.require_ept_rvi', true));
-  if (ncpus > caps.maxVcpus) throw new VmSetupError(`${ncpus} vCPUs requested but this host's KVM allows at most ${caps.maxVcpus}`);
+  checkVcpuCount(ncpus, caps.maxVcpus);
+  checkGuestMemorySize(memsize, memSpec);
 
   const layout = computeLayout(memsize);
-  const vmObject = VmObject.openOrCreate(name, memsize);
+  checkSmbiosFits(config, layout, ncpus, t.sockets);
+  const vmObject = VmObject.acquire(name, memsize);
   try {
-    vmObject.lock();
-  } catch (e) {
-    throw new VmSetupError((e as Error).message);
-  }
-  try {
+    vmObject.writePid();
     const vm = kvm.createVm();
     vm.setTssAddr(TSS_ADDR);
     vm.setIdentityMapAddr(IDENTITY_MAP_ADDR);
@@ -123,7 +139,14 @@ export function createMachine(config: ConfigTree): { machine: Machine; topo: Top
       v.setCpuid(buildCpuid(supported, i, topo, x2apic));
       vcpus.push(v);
     }
-    if (bootState !== undefined) applyVcpuState(vcpus[0], bootStateUpdate(bootState));
+    if (bootState !== undefined) {
+      try {
+        applyVcpuState(vcpus[0], bootStateUpdate(bootState));
+      } catch (e) {
+        if (!(e instanceof RangeError)) throw e;
+        throw new VmSetupError(`the stored boot state of VM '${name}' is corrupt (${e.message}); run bhyveload again`);
+      }
+    }
     return { machine: { topo, vmObject, kvm, vm, ram, layout, bootrom, vcpus }, topo, ncpus, warnings };
   } catch (e) {
     if (vmObject.createdHere) vmObject.destroy(); else vmObject.unlock();

@@ -14,12 +14,14 @@ import { exitStatusOf, type ExitRequest } from './exit-status.js';
 import { createTimerTable, DeviceTimerHost } from './device-timers.js';
 import { HALT_WATCH_MS, watchHalts } from './halt-watch.js';
 import { KvmStats } from '../sys/kvm.js';
-import { cleanupMachine, createMachine, legacyWindowFor } from './machine.js';
+import { cleanupMachine, createMachine, legacyWindowFor, VmSetupError } from './machine.js';
 import { DEVICE_REQUEST, Kicker, VcpuControl } from './vcpu-control.js';
 import { VcpuRequester } from './vcpu-requests.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 import { parseCpuset } from '../config/topology.js';
 import { errorLine, userErrorWithPrefix } from '../user-error.js';
+import { SignalRouter, signalStatus, type StopSignal } from './startup-signals.js';
+import { enterSandbox, sandboxPlan } from './sandbox/sandbox.js';
 
 const STOP_GRACE_MS = 2000;
 
@@ -30,7 +32,14 @@ export interface RunExtras {
   fwcfgFiles?: ReadonlyArray<{ name: string; data: Uint8Array }>;
   /** vCPU threads already started (spawnVcpuThreads); runVm owns them. */
   threads?: Worker[];
+  /** SIGINT/SIGTERM/SIGHUP since the process began (bhyve-main.ts). */
+  signals?: SignalRouter;
 }
+
+// The kick signal. libuv's handler is harmless on any thread; it stays
+// installed for the life of the process, because a kick sent after the
+// run (a thread still stopping) must never take SIGUSR2's default action.
+let kickListener = false;
 
 export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise<number> {
   // Start the vCPU threads first (unless the caller already did): their
@@ -44,6 +53,14 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     throw e;
   }
   const { machine, ncpus, warnings } = created;
+  const signals = extras.signals ?? new SignalRouter();
+  if (signals.first) {
+    // Stopped before the VM ran: undo what createMachine made.
+    for (const t of threads) void retireVcpuThread(t);
+    cleanupMachine(machine, machine.vmObject.createdHere);
+    if (!extras.signals) signals.dispose();
+    return signalStatus(signals.first);
+  }
   while (threads.length < ncpus) threads.push(spawnVcpuThread());
   while (threads.length > ncpus) void retireVcpuThread(threads.pop()!);
   for (const w of warnings) process.stderr.write(`bhyve: ${w}\n`);
@@ -55,9 +72,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
   const timerSab = createTimerTable();
   const timerHost = new DeviceTimerHost(timerSab, () => kickDeviceThread(DEVICE_REQUEST.TIMERS));
   let controlServer: ControlServer | undefined;
-  // The kick signal; libuv's handler is harmless on any thread.
-  const onKickSignal = (): void => {};
-  process.on('SIGUSR2', onKickSignal);
+  if (!kickListener) { process.on('SIGUSR2', () => {}); kickListener = true; }
 
   const backends: UartBackendHost[] = [];
   let hostPorts: HostPorts | undefined;
@@ -73,13 +88,14 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
   };
   const claimAndFinish = (req: ExitRequest): void => { if (control.claimExit()) finish(req); };
 
-  const signalHandlers: Array<[NodeJS.Signals, () => void]> = [
-    // SIGTERM presses the ACPI power button, as bhyve does; the guest decides.
-    ['SIGTERM', () => kickDeviceThread(DEVICE_REQUEST.POWER_BUTTON)],
-    ['SIGINT', () => claimAndFinish({ kind: 'signal', signal: 'SIGINT' })],
-    ['SIGHUP', () => claimAndFinish({ kind: 'signal', signal: 'SIGHUP' })],
-  ];
-  for (const [sig, h] of signalHandlers) process.on(sig, h);
+  let guestRuns = false;
+  signals.handleWith((sig: StopSignal) => {
+    // SIGTERM presses the ACPI power button, as bhyve does, and the guest
+    // decides; before the guest runs nobody could have enabled ACPI, and a
+    // kick could find no vCPU thread to take it: it ends the run.
+    if (sig === 'SIGTERM' && guestRuns) kickDeviceThread(DEVICE_REQUEST.POWER_BUTTON);
+    else claimAndFinish({ kind: 'signal', signal: sig });
+  });
 
   let watchdog: NodeJS.Timeout | undefined;
   const stats: Array<KvmStats | undefined> = [];
@@ -98,6 +114,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       .catch((e: unknown) => { throw userErrorWithPrefix(e, ''); });
 
     const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
+    const sandbox = sandboxPlan(config, machine.vmObject);
     const started: Promise<void>[] = [];
     const stoppedAll: Promise<void>[] = [];
     threads.forEach((w, i) => {
@@ -123,6 +140,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         timerSab,
         fwcfgFiles: [...(extras.fwcfgFiles ?? [])],
         cpuset: cpusetSpec === undefined ? undefined : parseCpuset(i, cpusetSpec),
+        sandbox,
       };
       started.push(new Promise((resolve, reject) => {
         w.on('message', (m: VcpuThreadMessage) => {
@@ -143,12 +161,17 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         const fd = v.statsFd();
         stats.push(fd >= 0 ? new KvmStats(fd) : undefined);
       }
-      timerHost.start();
-      control.go();
-      watchdog = setInterval(() => watchHalts(control, kicker, stats, claimAndFinish), HALT_WATCH_MS);
       controlServer = await ControlServer.listen(machine.vmObject.controlSocketPath, controlHandlers({
         config, machine, control, requester, stats, finish: claimAndFinish,
       }));
+      // Everything is open: the sandbox goes up before the guest runs.
+      if (sandbox) {
+        try { enterSandbox(sandbox); } catch (e) { throw new VmSetupError((e as Error).message); }
+      }
+      timerHost.start();
+      control.go();
+      guestRuns = true;
+      watchdog = setInterval(() => watchHalts(control, kicker, stats, claimAndFinish), HALT_WATCH_MS);
     }
 
     const req = await outcomePromise;
@@ -159,12 +182,16 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     else if (process.env.BHYVE_DEBUG) process.stderr.write(`bhyve: ${describe(req)}\n`);
     const destroy = machine.vmObject.createdHere
       || (req.kind === 'poweroff' && config.getBool('destroy_on_poweroff', false));
+    controlServer?.close(); // before the VM directory (and its descriptor) goes
     cleanupMachine(machine, destroy);
     return exitStatusOf(req);
   } catch (e) {
     control.stop();
     kicker.kickAll();
-    cleanupMachine(machine, machine.vmObject.createdHere);
+    controlServer?.close();
+    // The first error is the one to report; a clean-up that fails after it
+    // (e.g. the normal path's clean-up already ran) must not replace it.
+    try { cleanupMachine(machine, machine.vmObject.createdHere); } catch { /* reported below */ }
     throw e;
   } finally {
     if (watchdog) clearInterval(watchdog);
@@ -175,8 +202,8 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     for (const b of backends) await b.close();
     await hostPorts?.close();
     restoreTerminal();
-    for (const [sig, h] of signalHandlers) process.off(sig, h);
-    process.off('SIGUSR2', onKickSignal);
+    signals.release();
+    if (!extras.signals) signals.dispose();
     for (const s of stats) s?.close();
   }
 }

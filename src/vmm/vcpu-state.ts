@@ -40,6 +40,8 @@ export interface VcpuStateUpdate {
 export const hex64 = (v: bigint): string => `0x${v.toString(16)}`;
 
 export function parseHex64(s: string, what: string): bigint {
+  // The value comes from a control-socket client: anything JSON can hold.
+  if (typeof s !== 'string') throw new RangeError(`invalid value ${JSON.stringify(s) ?? String(s)} for ${what} (use a hex or decimal string)`);
   const t = s.trim();
   if (!/^(0x[0-9a-f]{1,16}|[0-9]{1,20})$/i.test(t)) throw new RangeError(`invalid value '${s}' for ${what}`);
   const v = BigInt(t);
@@ -51,9 +53,16 @@ function segmentToJson(s: Segment): SegmentJson {
   return { ...s, base: hex64(s.base) };
 }
 
+/** The fields of one group of an update; a client may send any JSON there. */
+function fields(v: unknown, what: string): Array<[string, unknown]> {
+  if (v === undefined) return [];
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new RangeError(`'${what}' must be an object`);
+  return Object.entries(v);
+}
+
 function segmentFromJson(cur: Segment, u: Partial<SegmentJson>, what: string): Segment {
   const out: Segment = { ...cur };
-  for (const [k, v] of Object.entries(u)) {
+  for (const [k, v] of fields(u, what)) {
     if (k === 'base') out.base = parseHex64(String(v), `${what}.base`);
     else if (k in out) (out as unknown as Record<string, number>)[k] = Number(v);
   }
@@ -81,35 +90,37 @@ export function readVcpuState(vcpu: Vcpu): VcpuStateJson {
 
 /** Applies a partial update with read-modify-write of each register group. */
 export function applyVcpuState(vcpu: Vcpu, u: VcpuStateUpdate): void {
-  if (u.regs && Object.keys(u.regs).length) {
+  fields(u, 'update');
+  if (fields(u.regs, 'regs').length) {
     const r = vcpu.getRegs();
-    for (const [n, v] of Object.entries(u.regs)) {
+    for (const [n, v] of fields(u.regs, 'regs')) {
       if (!(REGS_ORDER as readonly string[]).includes(n)) throw new RangeError(`unknown register '${n}'`);
       r[n as RegName] = parseHex64(v as string, n);
     }
     vcpu.setRegs(r);
   }
-  if (u.segments || u.gdt || u.idt || u.control) {
+  if (u.segments !== undefined || u.gdt !== undefined || u.idt !== undefined || u.control !== undefined) {
     const sr: Sregs = vcpu.getSregs();
-    for (const [n, seg] of Object.entries(u.segments ?? {})) {
+    for (const [n, seg] of fields(u.segments, 'segments')) {
       if (!(SEGMENT_REGS as readonly string[]).includes(n)) throw new RangeError(`unknown segment register '${n}'`);
-      sr[n as SegmentReg] = segmentFromJson(sr[n as SegmentReg], seg!, n);
+      sr[n as SegmentReg] = segmentFromJson(sr[n as SegmentReg], seg as Partial<SegmentJson>, n);
     }
     for (const t of ['gdt', 'idt'] as const) {
       const d = u[t];
-      if (!d) continue;
+      if (d === undefined) continue;
+      fields(d, t);
       if (d.base !== undefined) sr[t].base = parseHex64(d.base, `${t}.base`);
       if (d.limit !== undefined) sr[t].limit = Number(d.limit) & 0xffff;
     }
-    for (const [n, v] of Object.entries(u.control ?? {})) {
+    for (const [n, v] of fields(u.control, 'control')) {
       if (!(CONTROL_REGS as readonly string[]).includes(n)) throw new RangeError(`unknown control register '${n}'`);
       sr[n as ControlReg] = parseHex64(v as string, n);
     }
     vcpu.setSregs(sr);
   }
-  if (u.debug && Object.keys(u.debug).length) {
+  if (fields(u.debug, 'debug').length) {
     const dr = vcpu.getDebugRegs();
-    for (const [n, v] of Object.entries(u.debug)) {
+    for (const [n, v] of fields(u.debug, 'debug')) {
       const i = (DEBUG_REGS as readonly string[]).indexOf(n);
       if (i < 0) throw new RangeError(`unknown debug register '${n}'`);
       dr[i] = parseHex64(v as string, n);

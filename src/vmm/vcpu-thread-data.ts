@@ -5,6 +5,7 @@ import type { UartStreamTransfer } from '../devices/lpc/uart-backend.js';
 import type { HostPortTransfer } from '../devices/virtio/host-ports.js';
 import type { ExitRequest } from './exit-status.js';
 import type { MemoryLayout } from '../sys/memory-map.js';
+import type { SandboxPlan } from './sandbox/sandbox.js';
 
 import type { MessagePort } from 'node:worker_threads';
 
@@ -41,6 +42,8 @@ export interface VcpuThreadData {
   requestPort: MessagePort;
   /** Host CPUs this vCPU's thread is pinned to, if any. */
   cpuset?: number[];
+  /** Applied by the thread before it reports ready (sandbox/sandbox.ts). */
+  sandbox?: SandboxPlan;
 }
 
 export type VcpuThreadMessage =

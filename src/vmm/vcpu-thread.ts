@@ -16,6 +16,7 @@ import { EAGAIN, EINTR, gettid, pinThisThread, preloadLibc, strerror } from '../
 import { Kicker, VCPU_REQUEST, VCPU_STATE, VcpuControl } from './vcpu-control.js';
 import { serveVcpuRequests } from './vcpu-requests.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
+import { confineThisThread } from './sandbox/sandbox.js';
 
 // The thread is started before the VM exists, so that loading this module
 // overlaps the main thread's setup; its data arrives in the first message.
@@ -95,6 +96,12 @@ function runLoop(): void {
   }
 }
 
+// This thread's part of the sandbox, now that its devices are open.
+if (d.sandbox) {
+  host?.prepareForSandbox();
+  const problems = confineThisThread(d.sandbox);
+  if (problems.length) requestExit({ kind: 'error', message: `cannot sandbox vCPU ${d.id}: ${problems.join('; ')} (-o security.sandbox=false runs without)` });
+}
 post({ type: 'ready', id: d.id });
 control.waitGo();
 try {

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 
+import { VmLock } from '../../src/vmm/vm-lock.js';
 import { BHYVE, ROOT, bhyveArgs, kvmUnavailable, rom, vmName } from '../support/bhyve.js';
 
 const BHYVECTL = path.join(ROOT, 'bin/bhyvectl');
@@ -77,12 +78,15 @@ describe.skipIf(skipWhy)('SIGUSR1 opens no inspector', () => {
   });
 
   it('a bhyvectl waiting for an answer ignores SIGUSR1', async () => {
-    // A VM directory whose "bhyve" (this test process) never answers.
+    // A VM directory whose "bhyve" (this test process, holding its run
+    // lock) never answers.
     const rundir = path.join(tmp, 'run-ctl');
     const name = vmName('usr1ctl');
     const dir = path.join(rundir, name);
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    fs.writeFileSync(path.join(dir, 'memory'), '');
+    fs.writeFileSync(path.join(dir, 'memory'), '', { mode: 0o600 });
+    const lock = VmLock.tryAcquire(dir);
+    if (!(lock instanceof VmLock)) throw new Error(`cannot lock ${dir}: ${lock}`);
     fs.writeFileSync(path.join(dir, 'bhyve.pid'), `${process.pid}\n`);
     const server = net.createServer(() => { /* never answers */ });
     await new Promise<void>((r) => server.listen(path.join(dir, 'control.sock'), r));
@@ -101,6 +105,7 @@ describe.skipIf(skipWhy)('SIGUSR1 opens no inspector', () => {
       expect(r.stderr).not.toMatch(/inspector|Debugger listening/i);
     } finally {
       server.close();
+      lock.release();
     }
   });
 });

@@ -49,7 +49,9 @@ export function bhyveArgs(romPath: string, name: string, o: BhyveRunOptions = {}
 
 export function runBhyve(args: string[], o: BhyveRunOptions = {}): ResultPromise {
   const rundir = path.join(ROOT, 'build', 'run');
-  fs.mkdirSync(rundir, { recursive: true });
+  // bhyve refuses a runtime directory that group or others may write (any umask).
+  fs.mkdirSync(rundir, { recursive: true, mode: 0o700 });
+  fs.chmodSync(rundir, 0o700);
   return execa(BHYVE, args, {
     reject: false,
     timeout: o.timeout ?? 30_000,

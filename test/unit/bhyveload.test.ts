@@ -11,6 +11,8 @@ import { fileURLToPath } from 'node:url';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { VmLock } from '../../src/vmm/vm-lock.js';
+
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const KERNEL = path.join(ROOT, 'build/kernels/mb-echo.bin');
 const HAVE_TOOLS = spawnSync('sh', ['-c', 'command -v gcc && command -v ld && command -v objcopy'], { encoding: 'utf8' }).status === 0;
@@ -133,13 +135,17 @@ describe.skipIf(skipWhy !== undefined)(`bhyveload${skipWhy ? ` (skipped: ${skipW
     let r = run('bhyveload', ['-m', '128M', '-h', host, '-e', 'kernel=/boot/kernel', 'vm1']);
     expect(r.status).toBe(1);
     expect(r.lines).toEqual([expect.stringMatching(/^bhyveload: VM 'vm1' exists with 64M of memory, not the 128M requested/)]);
-    fs.writeFileSync(path.join(rundir, 'vm1/bhyve.pid'), `${process.pid}\n`); // a live process "runs" it
+    // This process "runs" it: it holds the VM's run lock and wrote bhyve.pid.
+    const lock = VmLock.tryAcquire(path.join(rundir, 'vm1'));
+    if (!(lock instanceof VmLock)) throw new Error(`cannot lock vm1: ${lock}`);
+    fs.writeFileSync(path.join(rundir, 'vm1/bhyve.pid'), `${process.pid}\n`);
     try {
       r = run('bhyveload', ['-m', '64M', '-h', host, '-e', 'kernel=/boot/kernel', 'vm1']);
       expect(r.status).toBe(1);
       expect(r.lines).toEqual([expect.stringMatching(/^bhyveload: VM 'vm1' is running \(bhyve pid \d+\)/)]);
     } finally {
       fs.rmSync(path.join(rundir, 'vm1/bhyve.pid'));
+      lock.release();
     }
   });
 

@@ -26,6 +26,7 @@
 // read-array after a program/erase, and at close, the file is fdatasync'ed
 // so that a variable the firmware saw written is on disk.
 
+import { fsPath } from '../../config/raw-argv.js';
 import fs from 'node:fs';
 import { bootromPlacement } from '../../vmm/bootrom.js';
 import type { Device, DeviceContext, MemoryMapControl } from '../device.js';
@@ -64,7 +65,7 @@ export class BootVars implements Device {
 
   constructor(ctx: DeviceContext, private readonly map: MemoryMapControl, readonly opts: BootVarsOptions) {
     this.bytes = map.view({ kind: 'bootvars', offset: 0 }, opts.size);
-    this.fd = fs.openSync(opts.path, 'r+');
+    this.fd = fs.openSync(fsPath(opts.path), 'r+');
     ctx.io.registerMmio('bootvars', opts.gpa, opts.size, {
       read: (addr, data) => this.read(addr - opts.gpa, data),
       write: (addr, data) => this.write(addr - opts.gpa, data),

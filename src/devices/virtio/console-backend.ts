@@ -76,7 +76,12 @@ export function consolePortsFromConfig(config: ConfigTree, node: string): Array<
     if (!(v instanceof Map) || !/^(0|[1-9][0-9]*)$/.test(k)) continue;
     const n = Number(k);
     const path = config.get(`${node}.port.${k}.path`);
-    if (path === undefined) throw new ConsoleBackendError(`vtcon: port ${config.get(`${node}.port.${k}.name`) ?? k} requires a path`);
+    const portName = config.get(`${node}.port.${k}.name`) ?? k;
+    if (path === undefined || path === '') throw new ConsoleBackendError(`vtcon: port ${portName} requires a path`);
+    // sun_path holds 107 bytes: a longer path would be cut short silently.
+    if (Buffer.byteLength(path) > 107) {
+      throw new ConsoleBackendError(`vtcon: port ${portName}: socket path ${path} is ${Buffer.byteLength(path)} bytes, more than a UNIX socket path holds (107)`);
+    }
     out.push({ n, name: config.get(`${node}.port.${k}.name`) ?? '', path });
   }
   out.sort((a, b) => a.n - b.n);

@@ -21,6 +21,7 @@
 // runs on while any number of requests (up to the queue size) are in flight.
 // Which is faster depends on the host (BENCHMARKS.md).
 
+import { fsPath } from '../../config/raw-argv.js';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import type { ConfigTree } from '../../config/tree.js';
@@ -171,11 +172,13 @@ export class BlockFile {
       return;
     }
     const { constants: C } = fs;
-    let flags = this.readOnly ? C.O_RDONLY : C.O_RDWR;
+    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused
+    // below); regular files and block devices ignore it.
+    let flags = (this.readOnly ? C.O_RDONLY : C.O_RDWR) | C.O_NONBLOCK;
     if (opts.nocache) flags |= C.O_DIRECT;
     if (opts.sync) flags |= C.O_SYNC;
     try {
-      this.fd = fs.openSync(this.path, flags);
+      this.fd = fs.openSync(fsPath(this.path), flags);
     } catch (e) {
       const code = errnoOf(e);
       if (code === 'ENOENT') throw new BlockDeviceError(`disk image ${this.path} does not exist`);
@@ -257,7 +260,7 @@ export class BlockFile {
 
   private buffered(): number {
     if (this.bufferedFd < 0) {
-      this.bufferedFd = fs.openSync(this.path, this.readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR);
+      this.bufferedFd = fs.openSync(fsPath(this.path), this.readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR);
     }
     return this.bufferedFd;
   }

@@ -111,8 +111,12 @@ static uint64_t measure_periodic(int vec, uint64_t expect_us, const char *what, 
 	int mean_ok = *mean_us * 100 >= expect_us * 85 && *mean_us * 100 <= expect_us * 115;
 	if (!median_ok && !mean_ok)
 		fail("%s: median period %lu us, mean %lu us, programmed %lu us", what, median, *mean_us, expect_us);
-	if (*mean_us * 100 < expect_us * 90)
-		fail("%s: mean period %lu us, programmed %lu us: too fast", what, *mean_us, expect_us);
+	/* A timer that fires twice per period halves the median. The mean may
+	 * legitimately run fast: KVM's in-kernel PIT reinjects ticks the guest
+	 * missed while its vCPU was descheduled (as QEMU's lost_tick_policy=delay
+	 * does), so on a loaded host a backlog from before the window lands in it. */
+	if (median * 100 < expect_us * 90)
+		fail("%s: median period %lu us, programmed %lu us: too fast", what, median, expect_us);
 	return median;
 }
 

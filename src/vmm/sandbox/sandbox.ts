@@ -1,0 +1,164 @@
+// bhyve's sandbox after start-up, the Linux counterpart of bhyve's Capsicum
+// mode (and of Firecracker's jailer): once every file, tap, socket and
+// thread the VM needs is open and started, bhyve
+//   1. sets no_new_privs (nothing it could execute gains privileges),
+//   2. drops every capability (bounding, ambient, effective, permitted,
+//      inheritable): the run loop needs none,
+//   3. confines its file access with Landlock where the kernel has it
+//      (landlock.ts),
+//   4. installs a seccomp filter allowing only the calls the run loop makes
+//      (syscall-allowlist.ts), on every thread at once (TSYNC).
+// Steps 1-3 are per thread in Linux, so each JavaScript thread takes them
+// for itself: the main thread in enterSandbox, each vCPU thread before it
+// reports ready (confineThisThread); threads started later (the virtio-blk
+// iothread) inherit them. Node's own helper threads that existed before
+// (V8's platform workers, libuv's pool: 10 of the 13 threads of a 2-vCPU
+// VM) keep their capabilities and are not under Landlock, but are held by
+// the seccomp filter like every thread.
+//
+// -o security.sandbox=false turns it all off (debugging: strace, gdb, a
+// profiler); -o security.sandbox_log=true keeps Landlock and the filter but
+// has the filter log calls outside the list (kernel log, audit type 1326)
+// and let them through, to find what a new code path needs.
+
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import type { ConfigTree } from '../../config/tree.js';
+import { FS, landlockStatus, restrictThisThread, type LandlockRule } from './landlock.js';
+import {
+  capset, prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS,
+  SECCOMP_FILTER_FLAG_LOG, SECCOMP_FILTER_FLAG_TSYNC, seccompSetFilter,
+} from './sandbox-sys.js';
+import { buildSeccompFilter, EPERM, SECCOMP_RET_ERRNO, SECCOMP_RET_LOG } from './seccomp-filter.js';
+
+/** What every thread applies (structured-cloneable: it goes to the vCPU
+ * threads in their VcpuThreadData). */
+export interface SandboxPlan {
+  log: boolean;
+  /** Landlock ABI version, 0 when the kernel has none. */
+  landlockAbi: number;
+  landlockRules: LandlockRule[];
+  /** Notes on what this host cannot do (printed with BHYVE_DEBUG). */
+  notes: string[];
+}
+
+/** The paths of the VM that the run loop may still touch. */
+export interface SandboxPaths {
+  /** The VM directory. */
+  dir: string;
+  memoryPath: string;
+}
+
+/** The plan for this VM, or undefined when security.sandbox=false. */
+export function sandboxPlan(config: ConfigTree, paths: SandboxPaths): SandboxPlan | undefined {
+  if (!config.getBool('security.sandbox', true)) return undefined;
+  const notes: string[] = [];
+  const ll = landlockStatus();
+  let landlockAbi = 0;
+  if ('abi' in ll) landlockAbi = ll.abi;
+  else notes.push(`no Landlock: ${ll.missing}; file access is limited by the seccomp filter only (no new files, no exec)`);
+  const rules: LandlockRule[] = [
+    ...codeDirectories().map((p) => ({ path: p, access: FS.READ_FILE })),
+    { path: paths.memoryPath, access: FS.READ_FILE | FS.WRITE_FILE },
+    { path: paths.dir, access: FS.REMOVE_FILE | FS.READ_DIR },
+    // Destroying renames the VM directory to a hidden name, then removes it.
+    { path: path.dirname(paths.dir), access: FS.REMOVE_DIR | FS.MAKE_DIR },
+    ...consoleSocketDirs(config).map((p) => ({ path: p, access: FS.REMOVE_FILE })),
+    ...diskImages(config),
+  ];
+  return { log: config.getBool('security.sandbox_log', false), landlockAbi, landlockRules: rules, notes };
+}
+
+/** bhyve's installed tree and the directory of koffi (a worker thread
+ * loads both). */
+function codeDirectories(): string[] {
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+  const dirs = [root];
+  try {
+    const koffiDir = path.dirname(createRequire(import.meta.url).resolve('koffi'));
+    if (!koffiDir.startsWith(root + path.sep)) dirs.push(koffiDir);
+  } catch { /* resolved when loaded; nothing to add */ }
+  return dirs;
+}
+
+/** Directories of virtio-console port sockets (bhyve removes them at exit). */
+function consoleSocketDirs(config: ConfigTree): string[] {
+  const dirs = new Set<string>();
+  for (const [key, value] of config.toJSON()) {
+    const m = /^(pci\.\d+\.\d+\.\d+)\.port\.[^.]+\.path$/.exec(key);
+    if (m && config.get(`${m[1]}.device`) === 'virtio-console') dirs.add(path.dirname(path.resolve(value)));
+  }
+  return [...dirs];
+}
+
+const BLOCK_DEVICES = new Set(['virtio-blk', 'ahci', 'ahci-hd', 'ahci-cd', 'nvme']);
+
+/** Disk images: a block backend may open its image again later (with
+ * nocache, a buffered descriptor for requests O_DIRECT refuses). */
+function diskImages(config: ConfigTree): LandlockRule[] {
+  const rules: LandlockRule[] = [];
+  for (const [key, value] of config.toJSON()) {
+    const m = /^((pci\.\d+\.\d+\.\d+)(?:\.port\.\d+)?)\.path$/.exec(key);
+    if (!m || !BLOCK_DEVICES.has(config.get(`${m[2]}.device`) ?? '')) continue;
+    const ro = config.getBool(`${m[1]}.ro`, false);
+    rules.push({ path: value, access: FS.READ_FILE | FS.IOCTL_DEV | (ro ? 0n : FS.WRITE_FILE) });
+  }
+  return rules;
+}
+
+/** Steps 1-3 for the calling thread. Returns what could not be done. */
+export function confineThisThread(plan: SandboxPlan): string[] {
+  const problems: string[] = [];
+  const nnp = prctl(PR_SET_NO_NEW_PRIVS, 1);
+  if (nnp < 0) problems.push(`no_new_privs: errno ${-nnp}`);
+  // The bounding set needs CAP_SETPCAP, so it goes before capset; a
+  // non-root bhyve has nothing to drop (EPERM is fine then).
+  for (let cap = 0; cap < 64; cap++) {
+    if (prctl(PR_CAPBSET_DROP, cap) === -22 /* EINVAL: past the last capability */) break;
+  }
+  prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL);
+  if (plan.landlockAbi > 0) {
+    const why = restrictThisThread(plan.landlockAbi, plan.landlockRules);
+    if (why) problems.push(`Landlock: ${why}`);
+  }
+  const caps = capset({ effective: 0n, permitted: 0n, inheritable: 0n });
+  if (caps < 0) problems.push(`capset: errno ${-caps}`);
+  return problems;
+}
+
+type SandboxListener = () => void;
+const listeners: SandboxListener[] = [];
+
+/** Runs `f` on the main thread right after the sandbox is in place (tests
+ * use it to try what the sandbox must refuse). */
+export function onSandboxed(f: SandboxListener): void {
+  listeners.push(f);
+}
+
+/** The error that stops a VM whose sandbox could not be installed. */
+export class SandboxError extends Error {}
+
+/** Steps 1-4 on the main thread; the vCPU threads have taken 1-3 already.
+ * Throws SandboxError when the filter cannot be installed (a sandbox asked
+ * for and silently missing would be worse than no VM). */
+export function enterSandbox(plan: SandboxPlan): void {
+  const t0 = process.hrtime.bigint();
+  const problems = confineThisThread(plan);
+  if (problems.length) throw new SandboxError(`cannot sandbox bhyve: ${problems.join('; ')} (-o security.sandbox=false runs without)`);
+  const refuse = plan.log ? SECCOMP_RET_LOG : SECCOMP_RET_ERRNO | EPERM;
+  const filter = buildSeccompFilter({ refuse, pid: process.pid, renames: plan.landlockAbi > 0 });
+  const flags = SECCOMP_FILTER_FLAG_TSYNC | (plan.log ? SECCOMP_FILTER_FLAG_LOG : 0);
+  const r = seccompSetFilter(filter, flags);
+  if (r !== 0) {
+    const why = r > 0 ? `thread ${r} could not take the filter` : `errno ${-r}`;
+    throw new SandboxError(`cannot sandbox bhyve: seccomp: ${why} (-o security.sandbox=false runs without)`);
+  }
+  if (process.env.BHYVE_DEBUG) {
+    const ll = plan.landlockAbi > 0 ? `Landlock ABI ${plan.landlockAbi}` : 'no Landlock';
+    const ms = (Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1);
+    process.stderr.write(`bhyve: sandbox: no_new_privs, capabilities dropped, ${ll}, seccomp filter${plan.log ? ' (log mode)' : ''} (${ms} ms)\n`);
+    for (const n of plan.notes) process.stderr.write(`bhyve: sandbox: ${n}\n`);
+  }
+  for (const f of listeners) f();
+}

@@ -1,0 +1,20 @@
+// Every fuzz target, by name.
+import type { FuzzTarget } from '../harness.js';
+import { virtioTarget } from './virtio.js';
+import { PLATFORM_SPECS, platformTarget } from './platform.js';
+import { HOST_CONFIG_TARGETS } from './host-config.js';
+import { CONTROL_SOCKET_TARGET } from './control-socket.js';
+
+export const TARGETS: readonly FuzzTarget[] = [
+  virtioTarget('blk'),
+  virtioTarget('net'),
+  virtioTarget('rnd'),
+  virtioTarget('console'),
+  ...PLATFORM_SPECS.map(platformTarget),
+  ...HOST_CONFIG_TARGETS,
+  CONTROL_SOCKET_TARGET,
+];
+
+export function targetByName(name: string): FuzzTarget | undefined {
+  return TARGETS.find((t) => t.name === name);
+}

@@ -1,0 +1,134 @@
+// bhyve's sandbox after start-up (src/vmm/sandbox/), on a running VM: every
+// thread is under the seccomp filter with no_new_privs, the main and vCPU
+// threads hold no capabilities, what the process must not do is refused by
+// the kernel while the guest still runs to its end, and
+// -o security.sandbox=false turns it all off. (Every other integration test
+// runs its guests with the sandbox on: it is the default.)
+import fs from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { landlockStatus } from '../../src/vmm/sandbox/landlock.js';
+import { BHYVE, ROOT, bhyveArgs, kvmUnavailable, rom, vmName } from '../support/bhyve.js';
+
+function why(): string | undefined {
+  const k = kvmUnavailable();
+  if (k) return k;
+  if (!/^Seccomp:/m.test(fs.readFileSync('/proc/self/status', 'utf8'))) return 'the kernel has no seccomp (CONFIG_SECCOMP)';
+  return undefined;
+}
+const skip = why();
+const RUNDIR = path.join(ROOT, 'build', 'run');
+const landlock = landlockStatus();
+const ZERO_CAPS = '0000000000000000';
+
+interface TaskStatus { tid: number; seccomp: string; nnp: string; capEff: string }
+
+function tasks(pid: number): TaskStatus[] {
+  const out: TaskStatus[] = [];
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    let st: string;
+    try { st = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'); } catch { continue; } // thread gone
+    const f = (k: string): string => new RegExp(`^${k}:\\s*(\\S+)`, 'm').exec(st)?.[1] ?? '?';
+    out.push({ tid: Number(tid), seccomp: f('Seccomp'), nnp: f('NoNewPrivs'), capEff: f('CapEff') });
+  }
+  return out;
+}
+
+async function until(cond: () => boolean, what: () => string, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out; so far: ${what()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Runs the echo guest (it waits for input), calls `look` on the running
+ * process once the guest has printed its banner, then ends it with 'q'. */
+async function whileEchoRuns<T>(extra: string[], look: (pid: number) => T): Promise<T> {
+  fs.mkdirSync(RUNDIR, { recursive: true });
+  const child = execa(BHYVE, bhyveArgs(rom('echo'), vmName('sbx'), { cpus: 2, extra }), {
+    reject: false, timeout: 30_000, stdin: 'pipe', env: { BHYVE_RUNDIR: RUNDIR }, stripFinalNewline: false,
+  });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
+  child.stderr!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
+  await until(() => out.includes('echo ready'), () => out);
+  const seen = look(child.pid!);
+  child.stdin!.write('q');
+  const r = await child;
+  expect(r.exitCode, out).toBe(33);
+  return seen;
+}
+
+describe.skipIf(skip)(`sandboxed bhyve${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  it('every thread is under the filter with no_new_privs; the main and vCPU threads hold no capabilities', async () => {
+    const { pid, seen } = await whileEchoRuns([], (p) => ({ pid: p, seen: tasks(p) }));
+    expect(seen.length).toBeGreaterThan(3);
+    expect(seen.filter((t) => t.seccomp !== '2' || t.nnp !== '1'), 'threads outside the filter').toEqual([]);
+    if (process.getuid?.() === 0) {
+      expect(seen.find((t) => t.tid === pid)?.capEff).toBe(ZERO_CAPS);
+      // The main thread, 2 vCPU threads, and the threads they started.
+      expect(seen.filter((t) => t.capEff === ZERO_CAPS).length).toBeGreaterThanOrEqual(3);
+    }
+  });
+
+  it('-o security.sandbox=false runs without it', async () => {
+    const seen = await whileEchoRuns(['-o', 'security.sandbox=false'], tasks);
+    expect(seen.every((t) => t.seccomp === '0' && t.nnp === '0')).toBe(true);
+  });
+
+  it('refuses what the process must not do after start-up, and the guest still runs to its end', async () => {
+    // bhyve's own main function in a Node process that also holds a test
+    // hook: once the sandbox is up, the hook tries exec, creating a file in
+    // the VM directory, reading a file outside the rules and signalling
+    // another process, from inside bhyve.
+    const dist = path.join(ROOT, 'dist');
+    const script = `
+      import fs from 'node:fs';
+      import { spawnSync } from 'node:child_process';
+      const { bhyveMain } = await import(${JSON.stringify(path.join(dist, 'cli/bhyve-main.js'))});
+      const { onSandboxed } = await import(${JSON.stringify(path.join(dist, 'vmm/sandbox/sandbox.js'))});
+      const [vmdir, ...argv] = process.argv.slice(2);
+      const code = (f) => { try { f(); return 'ok'; } catch (e) { return e.code ?? String(e); } };
+      onSandboxed(() => {
+        const r = spawnSync('/bin/sh', ['-c', 'echo escaped']);
+        const out = {
+          exec: r.error ? r.error.code : 'ran',
+          create: code(() => fs.writeFileSync(vmdir + '/planted', 'x')),
+          readOther: code(() => fs.readFileSync('/etc/passwd')),
+          kill: code(() => process.kill(1, 0)),
+        };
+        process.stderr.write('SANDBOX-PROBE ' + JSON.stringify(out) + '\\n');
+      });
+      process.exitCode = await bhyveMain(argv);
+    `;
+    const file = path.join(ROOT, 'build', 'sandbox-probe.mjs');
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, script);
+    const name = vmName('probe');
+    const r = await execa('node', [file, path.join(RUNDIR, name), ...bhyveArgs(rom('exit-testdev'), name)], {
+      reject: false, timeout: 30_000, stdin: 'ignore', env: { BHYVE_RUNDIR: RUNDIR }, stripFinalNewline: false,
+    });
+    const line = /SANDBOX-PROBE (.*)/.exec(r.stderr);
+    expect(line, r.stderr).not.toBeNull();
+    const out = JSON.parse(line![1]) as Record<string, string>;
+    expect(out.exec).toBe('EPERM');
+    expect(out.create).toBe('EPERM');
+    expect(out.kill).toBe('EPERM');
+    expect(out.readOther).toBe('abi' in landlock ? 'EACCES' : 'ok');
+    expect(r.stdout).toBe('hello from testdev rom\r\n');
+    expect(r.exitCode).toBe(33);
+    expect(fs.existsSync(path.join(RUNDIR, name))).toBe(false); // clean-up still works
+  });
+
+  it('BHYVE_DEBUG says what the sandbox applied (and what this kernel lacks)', async () => {
+    const r = await execa(BHYVE, bhyveArgs(rom('exit-testdev'), vmName('ll')), {
+      reject: false, timeout: 30_000, stdin: 'ignore', env: { BHYVE_RUNDIR: RUNDIR, BHYVE_DEBUG: '1' }, stripFinalNewline: false,
+    });
+    const ll = 'abi' in landlock ? `Landlock ABI ${landlock.abi}` : 'no Landlock';
+    expect(r.stderr).toMatch(new RegExp(`bhyve: sandbox: no_new_privs, capabilities dropped, ${ll}, seccomp filter \\([\\d.]+ ms\\)\n`));
+    if (!('abi' in landlock)) expect(r.stderr).toContain(`bhyve: sandbox: no Landlock: ${landlock.missing}`);
+    expect(r.exitCode).toBe(33);
+  });
+});

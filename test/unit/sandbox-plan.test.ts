@@ -1,0 +1,48 @@
+// What the sandbox grants a VM (sandboxPlan): its own files and nothing
+// else, and nothing at all with security.sandbox=false.
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseBhyveArgs } from '../../src/config/bhyve-args.js';
+import type { ConfigTree } from '../../src/config/tree.js';
+import { FS } from '../../src/vmm/sandbox/landlock.js';
+import { sandboxPlan } from '../../src/vmm/sandbox/sandbox.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+
+function config(argv: string): ConfigTree {
+  const r = parseBhyveArgs(argv.split(' '));
+  if (r.kind !== 'run') throw new Error(`expected run, got ${r.kind}`);
+  return r.config;
+}
+
+const base = '-s 0,hostbridge -s 31,lpc -l com1,stdio -l bootrom,/usr/share/seabios/bios.bin';
+const vm = { dir: '/run/bhyve/vm1', memoryPath: '/run/bhyve/vm1/memory' };
+
+describe('sandboxPlan', () => {
+  it('grants the code, the memory file, removals in the VM and runtime directories, console socket directories and disk images', () => {
+    const plan = sandboxPlan(config(`${base} -s 3,virtio-blk,/img/a.raw -s 4,virtio-blk,/img/b.iso,ro `
+      + '-s 5,virtio-console,port1=/sockets/p1 vm1'), vm);
+    expect(plan).toBeDefined();
+    const rules = new Map(plan!.landlockRules.map((r) => [r.path, r.access]));
+    expect(rules.get(ROOT)).toBe(FS.READ_FILE);
+    expect(rules.get('/run/bhyve/vm1/memory')).toBe(FS.READ_FILE | FS.WRITE_FILE);
+    expect(rules.get('/run/bhyve/vm1')).toBe(FS.REMOVE_FILE | FS.READ_DIR);
+    expect(rules.get('/run/bhyve')).toBe(FS.REMOVE_DIR | FS.MAKE_DIR); // destroy renames, then removes
+    expect(rules.get('/sockets')).toBe(FS.REMOVE_FILE);
+    expect(rules.get('/img/a.raw')).toBe(FS.READ_FILE | FS.WRITE_FILE | FS.IOCTL_DEV);
+    expect(rules.get('/img/b.iso')).toBe(FS.READ_FILE | FS.IOCTL_DEV);
+    // Nothing that would let the process write outside its own files.
+    const writable = plan!.landlockRules.filter((r) => r.access & (FS.WRITE_FILE | FS.MAKE_REG | FS.MAKE_DIR | FS.MAKE_SYM));
+    expect(writable.map((r) => r.path).sort()).toEqual(['/img/a.raw', '/run/bhyve', '/run/bhyve/vm1/memory']);
+    expect(plan!.log).toBe(false);
+  });
+
+  it('security.sandbox=false: no plan; security.sandbox_log=true: log mode', () => {
+    expect(sandboxPlan(config(`${base} -o security.sandbox=false vm1`), vm)).toBeUndefined();
+    expect(sandboxPlan(config(`${base} -o security.sandbox_log=true vm1`), vm)?.log).toBe(true);
+  });
+
+  it('a value that is not a boolean is refused when the command line is read', () => {
+    expect(() => config(`${base} -o security.sandbox=maybe vm1`)).toThrow(/security\.sandbox/);
+  });
+});
