@@ -20,10 +20,10 @@ import { hostInfo, mdTable, median, writeSection } from './lib.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = (p) => import(path.join(ROOT, 'dist', p));
-const { Kvm, Vcpu } = await dist('vmm/kvm.js');
-const { CAP, EXIT, TSS_ADDR } = await dist('vmm/kvm-abi.js');
-const { mmap, PROT_READ, PROT_WRITE } = await dist('vmm/libc.js');
-const { eventfd, eventfdRead, closeFd, EFD_NONBLOCK, EFD_CLOEXEC } = await dist('vmm/libc-eventfd.js');
+const { Kvm, Vcpu } = await dist('sys/kvm.js');
+const { CAP, EXIT, TSS_ADDR } = await dist('sys/kvm-abi.js');
+const { mmap, PROT_READ, PROT_WRITE } = await dist('sys/libc.js');
+const { eventfd, eventfdRead, closeFd, EFD_NONBLOCK, EFD_CLOEXEC } = await dist('sys/eventfd.js');
 
 const { values: opt } = parseArgs({
   options: {

@@ -155,8 +155,8 @@ ${inproc}`;
 
 // ---------------------------------------------------------------- inner
 const dist = (p) => new URL(`../dist/${p}`, import.meta.url).href;
-const { GuestMemory } = await import(dist('vmm/guest-memory.js'));
-const { openTap } = await import(dist('vmm/libc-tap.js'));
+const { GuestMemory } = await import(dist('sys/guest-memory.js'));
+const { openTap } = await import(dist('sys/tap.js'));
 const { VirtioNet, VIRTIO_NET_F_MAC } = await import(dist('devices/virtio/virtio-net.js'));
 const { attachNetBackend, startTapWaker } = await import(dist('devices/virtio/net-backend.js'));
 const { createQueues } = await import(dist('devices/virtio/virtio-device.js'));

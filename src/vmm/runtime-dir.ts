@@ -6,8 +6,8 @@
 // and closed to group and others; files are created with O_EXCL and opened
 // with O_NOFOLLOW, never through a planted symbolic link.
 
-import { UserError } from '../user-error.js';
 import fs from 'node:fs';
+import { UserError } from '../user-error.js';
 import os from 'node:os';
 import path from 'node:path';
 

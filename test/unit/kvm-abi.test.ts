@@ -1,6 +1,6 @@
 // The KVM ABI module must match the kernel headers installed on this host:
 // a C program built with gcc prints sizeof/offsetof/ioctl numbers from
-// <linux/kvm.h>, and every value is compared with src/vmm/kvm-abi.ts.
+// <linux/kvm.h>, and every value is compared with src/sys/kvm-abi.ts.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
