@@ -6,55 +6,8 @@
 // registry.ts.
 
 import { ConfigError, type ConfigTree } from '../config/tree.js';
-import {
-  blockifLegacyConfig, createNode, netbeLegacyConfig, parseLegacyConfig, setValue,
-} from '../config/legacy.js';
-import type { DeviceKey, LegacyParser, PciDeviceRecord, PciSlot } from './pci-device.js';
-
-const AHCI_MAX_PORTS = 32;
-
-function ahciPort(tree: ConfigTree, node: string, port: number, type: string, opts: string | undefined): void {
-  const portNode = `${node}.port.${port}`;
-  createNode(tree, portNode);
-  setValue(tree, `${portNode}.type`, type);
-  blockifLegacyConfig(tree, portNode, opts);
-}
-
-/** pci_ahci_legacy_config(): `hd:path[,opts],cd:path[,opts],...` -> port.N.* */
-const ahciLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  createNode(tree, `${node}.port`);
-  let str: string | undefined = opts;
-  for (let p = 0; p < AHCI_MAX_PORTS && str !== undefined; p++) {
-    let type: string | undefined;
-    if (str.startsWith('hd:')) { type = 'hd'; str = str.slice(3); }
-    else if (str.startsWith('cd:')) { type = 'cd'; str = str.slice(3); }
-    const hd = str.indexOf(',hd:');
-    const cd = str.indexOf(',cd:');
-    let cut = hd;
-    if (hd < 0 || (cd >= 0 && cd < hd)) cut = cd;
-    let next: string | undefined;
-    if (cut >= 0) { next = str.slice(cut + 1); str = str.slice(0, cut); }
-    if (str !== '') {
-      if (type === undefined) throw new ConfigError(`Missing or invalid type for port ${p}: "${str}" (use hd:path or cd:path)`);
-      ahciPort(tree, node, p, type, str);
-    }
-    str = next;
-  }
-};
-
-/** pci_nvme_legacy_config(): `ram=MiB[,opts]` or a blockif string. */
-const nvmeLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  if (opts.startsWith('ram=')) {
-    const comma = opts.indexOf(',');
-    if (comma < 0) { setValue(tree, `${node}.ram`, opts.slice(4)); return; }
-    setValue(tree, `${node}.ram`, opts.slice(4, comma));
-    parseLegacyConfig(tree, node, opts.slice(comma + 1));
-  } else {
-    blockifLegacyConfig(tree, node, opts);
-  }
-};
+import { netbeLegacyConfig, parseLegacyConfig, setValue } from '../config/legacy.js';
+import type { DeviceKey, LegacyParser, PciDeviceRecord } from './pci-device.js';
 
 /** passthru_legacy_config(): `pptN` | `pciB:S:F` | `B/S/F`, then name=value. */
 const passthruLegacy: LegacyParser = (tree, node, opts) => {
@@ -117,28 +70,6 @@ const uartLegacy: LegacyParser = (tree, node, opts) => {
   if (opts !== undefined) setValue(tree, `${node}.path`, opts);
 };
 
-const BLOCK_KEYS: readonly DeviceKey[] = [
-  { key: 'path', description: 'backing file or block device' },
-  { key: 'nocache', default: 'false', description: 'open the backing file with O_DIRECT' },
-  { key: 'direct', default: 'false', description: 'open the backing file with O_SYNC' },
-  { key: 'sync', default: 'false', description: 'alias of direct' },
-  { key: 'ro', default: 'false', description: 'read-only device' },
-  { key: 'nodelete', default: 'false', description: 'do not pass discard requests to the backing file' },
-  { key: 'sectorsize', description: 'logical[/physical] sector size' },
-  { key: 'ser', description: 'serial number' },
-  { key: 'bootindex', description: 'boot order index for the firmware' },
-];
-
-const AHCI_KEYS: readonly DeviceKey[] = [
-  { key: 'port.N.type', description: 'ahci port type (hd or cd)' },
-  { key: 'port.N.path', description: 'ahci port backing file' },
-  { key: 'port.N.nmrr', description: 'ahci port nominal media rotation rate (1: SSD)' },
-  { key: 'port.N.ser', description: 'ahci port serial number' },
-  { key: 'port.N.rev', description: 'ahci port firmware revision' },
-  { key: 'port.N.model', description: 'ahci port model' },
-  { key: 'bootindex', description: 'boot order index for the firmware' },
-];
-
 const NET_KEYS: readonly DeviceKey[] = [
   { key: 'backend', description: 'network backend (tapN, vmnetN, netgraph, netmap:ifname, valeX:port, slirp)' },
   { key: 'type', description: 'network backend type (tap, netgraph, netmap)' },
@@ -149,45 +80,6 @@ const NET_KEYS: readonly DeviceKey[] = [
   { key: 'hook', default: 'vmlink', description: 'netgraph hook' },
 ];
 
-function requirePath(config: ConfigTree, node: string, s: PciSlot, what: string, device: string): void {
-  if (config.get(`${node}.path`) === undefined) {
-    throw new ConfigError(`pci slot ${s.where}: ${what} requires a path (e.g. -s ${s.slot},${device},/path/to/disk.img)`);
-  }
-}
-
-/** Every ahci port with a type needs a path. */
-function validateAhciPorts(config: ConfigTree, s: PciSlot, device: string): void {
-  for (const [p, pn] of config.getNode(`${s.node}.port`) ?? []) {
-    if (pn instanceof Map && config.get(`${s.node}.port.${p}.type`) !== undefined) requirePath(config, `${s.node}.port.${p}`, s, `ahci port ${p}`, device);
-  }
-}
-
-export const ahciDevice: PciDeviceRecord = {
-  name: 'ahci', description: 'AHCI SATA controller with several ports', legacyConfig: ahciLegacy, keys: AHCI_KEYS,
-  validate: (c, s) => validateAhciPorts(c, s, 'ahci'),
-};
-export const ahciHdDevice: PciDeviceRecord = {
-  name: 'ahci-hd', alias: 'ahci', description: 'AHCI controller with one SATA hard disk', keys: AHCI_KEYS,
-  legacyConfig: (t, n, o) => { createNode(t, `${n}.port`); ahciPort(t, n, 0, 'hd', o); },
-};
-export const ahciCdDevice: PciDeviceRecord = {
-  name: 'ahci-cd', alias: 'ahci', description: 'AHCI controller with one ATAPI CD-ROM', keys: AHCI_KEYS,
-  legacyConfig: (t, n, o) => { createNode(t, `${n}.port`); ahciPort(t, n, 0, 'cd', o); },
-};
-export const nvmeDevice: PciDeviceRecord = {
-  name: 'nvme', description: 'NVMe controller', legacyConfig: nvmeLegacy,
-  keys: [
-    ...BLOCK_KEYS,
-    { key: 'maxq', default: '16', description: 'nvme maximum number of queues' },
-    { key: 'qsz', default: '2058', description: 'nvme queue size' },
-    { key: 'ioslots', default: '8', description: 'nvme I/O slots' },
-    { key: 'sectsz', description: 'nvme sector size (512, 4096 or 8192)' },
-    { key: 'eui64', description: 'nvme namespace EUI-64' },
-    { key: 'dsm', default: 'auto', description: 'nvme dataset management support (auto, enable, disable)' },
-    { key: 'ram', description: 'nvme RAM-backed namespace size in MiB' },
-  ],
-  validate: (c, s) => { if (c.get(`${s.node}.ram`) === undefined) requirePath(c, s.node, s, 'nvme', 'nvme'); },
-};
 export const virtioScsiDevice: PciDeviceRecord = {
   name: 'virtio-scsi', description: 'virtio SCSI controller', legacyConfig: firstItemAs('dev'),
   keys: [{ key: 'dev', description: 'virtio-scsi CAM target device' }, { key: 'iid', description: 'virtio-scsi initiator ID' }],

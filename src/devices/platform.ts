@@ -159,8 +159,10 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
       throw isUserError(e) && e.message.startsWith(emul) ? e : userErrorWithPrefix(e, `${emul} at pci slot ${s.where}: `);
     }
     if (fn instanceof VirtioPci) virtio.push(fn);
-    const bi = ctx.config.get(`${s.node}.bootindex`);
-    if (bi !== undefined && record.bootable) {
+    // The function's bootindex, and its ports' (ahci: blockif_add_boot_device per port).
+    const ports = [...(ctx.config.getNode(`${s.node}.port`)?.keys() ?? [])].map((p) => `${s.node}.port.${p}.bootindex`);
+    for (const bi of [`${s.node}.bootindex`, ...ports].map((k) => ctx.config.get(k))) {
+      if (bi === undefined || !record.bootable) continue;
       if (!/^[0-9]+$/.test(bi.trim())) throw new ConfigError(`Invalid bootindex ${bi} for ${emul}@${s.node}`);
       const n = Number(bi.trim());
       const taken = bootOrder.find((b) => b.bootindex === n);

@@ -16,9 +16,11 @@ import { virtioBlkDevice } from './virtio/virtio-blk.js';
 import { virtioNetDevice } from './virtio/virtio-net.js';
 import { virtioRndDevice } from './virtio/virtio-rnd.js';
 import { virtioConsoleDevice } from './virtio/virtio-console.js';
+import { ahciCdDevice, ahciDevice, ahciHdDevice } from './ahci/ahci.js';
+import { nvmeDevice } from './nvme/nvme.js';
 import {
-  ahciCdDevice, ahciDevice, ahciHdDevice, e1000Device, fbufDevice, hdaDevice, nvmeDevice, passthruDevice, uartDevice,
-  virtio9pDevice, virtioInputDevice, virtioScsiDevice, xhciDevice,
+  e1000Device, fbufDevice, hdaDevice, passthruDevice, uartDevice, virtio9pDevice, virtioInputDevice, virtioScsiDevice,
+  xhciDevice,
 } from './not-built.js';
 
 export type { PciDeviceRecord } from './pci-device.js';

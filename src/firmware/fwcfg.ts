@@ -374,10 +374,14 @@ export function encodeE820(entries: readonly E820Entry[]): Uint8Array {
  * when there is none (bhyve then adds no file). bhyve (pci_emul.c
  * init_bootorder) writes "/pci@i0cf8/pci@SLOT,FUNC" in decimal; we write
  * hex, as OpenFirmware paths, SeaBIOS and OVMF expect (the two agree below
- * slot 10). Devices on another bus cannot be named under the i0cf8 root.
+ * slot 10), and leave out ",0". Devices on another bus cannot be named under the i0cf8 root.
  */
 export function encodeBootOrder(devices: ReadonlyArray<{ bus: number; slot: number; func: number }>): Uint8Array | undefined {
-  const paths = devices.filter((d) => d.bus === 0).map((d) => `/pci@i0cf8/pci@${d.slot.toString(16)},${d.func.toString(16)}`);
+  // Function 0 is the unit address "S", not "S,0" (as QEMU writes it):
+  // SeaBIOS's glob_prefix needs the device part to end there, else no
+  // entry ever matches and bootindex= has no effect.
+  const paths = devices.filter((d) => d.bus === 0)
+    .map((d) => `/pci@i0cf8/pci@${d.slot.toString(16)}${d.func ? `,${d.func.toString(16)}` : ''}`);
   if (paths.length === 0) return undefined;
   return ascii(paths.join('\n') + '\0');
 }

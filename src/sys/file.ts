@@ -1,6 +1,7 @@
-// File calls Node does not have: fallocate(2) (punch holes, zero ranges) and
-// flock(2) (advisory whole-file locks, so two VMs never open one disk image
-// read-write). Synchronous calls (libc.ts); errors come back as negative errno
+// File calls Node does not have: fallocate(2) (punch holes, zero ranges),
+// flock(2) (advisory whole-file locks) and fcntl(2)'s open-file-description
+// byte-range locks (disk images are locked with QEMU's lock bytes,
+// devices/block/image-lock.ts). Synchronous calls (libc.ts); errors come back as negative errno
 // values so the data path can map them to device status codes without
 // exceptions.
 
@@ -8,6 +9,7 @@ import { errno, libcFunc } from './libc.js';
 
 const fallocateFn = libcFunc('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
 const flockFn = libcFunc('int flock(int fd, int operation)');
+const fcntlLockFn = libcFunc('int fcntl(int fd, int cmd, _Inout_ uint8_t *lock)');
 
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
@@ -61,4 +63,28 @@ export const SEEK_END = 2;
 export function fileSize(fd: number): number {
   const r = Number(lseekFn(fd, 0n, SEEK_END));
   return r < 0 ? -errno() : r;
+}
+
+export const F_OFD_GETLK = 36;
+export const F_OFD_SETLK = 37;
+export const F_RDLCK = 0;
+export const F_WRLCK = 1;
+export const F_UNLCK = 2;
+/** sizeof(struct flock) on x86-64: l_type, l_whence, l_start, l_len, l_pid. */
+const FLOCK_SIZE = 32;
+
+/** An OFD lock request on one byte: F_OFD_SETLK takes or drops it,
+ * F_OFD_GETLK asks whether another open file description holds a lock
+ * that conflicts (returns the type found, F_UNLCK for none). Returns
+ * -errno on failure. */
+export function ofdLock(fd: number, cmd: number, type: number, byte: number): number {
+  const b = new Uint8Array(FLOCK_SIZE);
+  const v = new DataView(b.buffer);
+  v.setInt16(0, type, true);
+  v.setInt16(2, 0, true); // SEEK_SET
+  v.setBigInt64(8, BigInt(byte), true);
+  v.setBigInt64(16, 1n, true);
+  const r = fcntlLockFn(fd, cmd, b) as number;
+  if (r !== 0) return -errno();
+  return cmd === F_OFD_GETLK ? v.getInt16(0, true) : 0;
 }

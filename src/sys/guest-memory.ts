@@ -79,18 +79,29 @@ export class GuestMemory {
   }
 
   readU8(gpa: number): number { return this.slice(gpa, 1)[0]; }
-  readU16(gpa: number): number { return this.view(gpa, 2).getUint16(0, true); }
-  readU32(gpa: number): number { return this.view(gpa, 4).getUint32(0, true); }
-  readU64(gpa: number): bigint { return this.view(gpa, 8).getBigUint64(0, true); }
+  readU16(gpa: number): number { const r = this.at(gpa, 2); return r.dv.getUint16(gpa - r.gpa, true); }
+  readU32(gpa: number): number { const r = this.at(gpa, 4); return r.dv.getUint32(gpa - r.gpa, true); }
+  readU64(gpa: number): bigint { const r = this.at(gpa, 8); return r.dv.getBigUint64(gpa - r.gpa, true); }
   writeU8(gpa: number, v: number): void { this.slice(gpa, 1)[0] = v; }
-  writeU16(gpa: number, v: number): void { this.view(gpa, 2).setUint16(0, v, true); }
-  writeU32(gpa: number, v: number): void { this.view(gpa, 4).setUint32(0, v, true); }
-  writeU64(gpa: number, v: bigint): void { this.view(gpa, 8).setBigUint64(0, v, true); }
+  writeU16(gpa: number, v: number): void { const r = this.at(gpa, 2); r.dv.setUint16(gpa - r.gpa, v, true); }
+  writeU32(gpa: number, v: number): void { const r = this.at(gpa, 4); r.dv.setUint32(gpa - r.gpa, v, true); }
+  writeU64(gpa: number, v: bigint): void { const r = this.at(gpa, 8); r.dv.setBigUint64(gpa - r.gpa, v, true); }
 
-  private view(gpa: number, length: number): DataView {
-    const s = this.slice(gpa, length);
-    return new DataView(s.buffer, s.byteOffset, length);
+  /** The region holding [gpa, gpa+length) with a DataView over it, made
+   * once per region: device models read descriptor and command words on
+   * every request, and a DataView per access was most of their cost. */
+  private at(gpa: number, length: number): { gpa: number; dv: DataView } {
+    const r = this.find(gpa, length);
+    if (!r) throw new GuestMemoryError(gpa, length);
+    let dv = this.views.get(r);
+    if (!dv) {
+      dv = new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length);
+      this.views.set(r, dv);
+    }
+    return { gpa: r.gpa, dv };
   }
+
+  private readonly views = new Map<MemoryRegion, DataView>();
 
   private find(gpa: number, length: number): MemoryRegion | undefined {
     if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(length) || gpa < 0 || length < 0) return undefined;

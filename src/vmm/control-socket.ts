@@ -82,6 +82,7 @@ function serve(sock: net.Socket, handlers: ControlHandlers): void {
     busy = true;
     try {
       for (let nl = buf.indexOf('\n'); nl >= 0 && !sock.destroyed; nl = buf.indexOf('\n')) {
+        if (nl > MAX_REQUEST_BYTES) break; // refused below, however it arrived
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         const r = await answer(line, handlers);
@@ -89,7 +90,8 @@ function serve(sock: net.Socket, handlers: ControlHandlers): void {
         if (!sock.write(`${JSON.stringify(r)}\n`)) await writable();
         if (buf.length <= MAX_PENDING_BYTES && sock.isPaused()) sock.resume();
       }
-      if (buf.length > MAX_REQUEST_BYTES && !sock.destroyed) {
+      const first = buf.indexOf('\n');
+      if ((first < 0 ? buf.length : first) > MAX_REQUEST_BYTES && !sock.destroyed) {
         buf = '';
         reply(sock, { version: CONTROL_PROTOCOL_VERSION, ok: false, error: 'request too long' });
         sock.end();

@@ -71,4 +71,16 @@ describe('control socket', () => {
     expect(out).toBe('{"version":1,"ok":false,"error":"request too long"}\n');
     server.close();
   });
+
+  it('refuses an over-long line also when its newline came with it (found by the control-socket fuzz target)', async () => {
+    const server = await ControlServer.listen(path.join(tmp, 'e.sock'), { info: () => 1 });
+    const sock = net.connect(path.join(tmp, 'e.sock'));
+    let out = '';
+    sock.setEncoding('utf8');
+    sock.on('data', (c: string) => { out += c; });
+    sock.write(`{"version":1,"op":"info","pad":"${'x'.repeat(70_000)}"}\n`);
+    await new Promise<void>((r) => sock.once('close', () => r()));
+    expect(out).toBe('{"version":1,"ok":false,"error":"request too long"}\n');
+    server.close();
+  });
 });

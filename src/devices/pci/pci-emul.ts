@@ -365,6 +365,9 @@ export abstract class PciEmulFunction extends PciFunctionBase {
 
   msiEnabledNow(): boolean { return this.msiEnabled; }
 
+  /** Messages the guest enabled (pci_msi_maxmsgnum): 0 while MSI is off. */
+  get msiMessageCount(): number { return this.msiMaxMsgs; }
+
   /** Sends MSI message `index` when MSI is enabled; false otherwise. */
   generateMsi(index: number): boolean {
     if (!this.msiEnabled || index >= this.msiMaxMsgs) return false;

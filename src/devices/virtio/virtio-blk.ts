@@ -3,8 +3,8 @@
 //
 // Options (bhyve's block_if / virtio-blk keys): path, ro, nocache (O_DIRECT),
 // direct / sync (O_SYNC), sectorsize=L[/P], nodelete, ser= (or serial=).
-// The image is locked with flock(2): exclusive when read-write, shared when
-// read-only, so a second VM cannot open it read-write.
+// The image (../block/block-backend.ts) is locked as QEMU locks images, so
+// neither a second VM nor a QEMU can write it while this one runs.
 //
 // Requests: IN, OUT, FLUSH (fdatasync before completing), GET_ID, DISCARD
 // (punch hole), WRITE_ZEROES (punch hole with UNMAP, else zero range, else
@@ -21,15 +21,11 @@
 // runs on while any number of requests (up to the queue size) are in flight.
 // Which is faster depends on the host (BENCHMARKS.md).
 
-import { fsPath } from '../../config/raw-argv.js';
-import { createHash } from 'node:crypto';
-import * as fs from 'node:fs';
-import type { ConfigTree } from '../../config/tree.js';
-import { ConfigError } from '../../config/tree.js';
+import { ConfigError, type ConfigTree } from '../../config/tree.js';
+import { isUnsupported } from '../../sys/file.js';
 import {
-  EWOULDBLOCK, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, LOCK_EX, LOCK_NB, LOCK_SH,
-  fallocate, fileSize, flock, isUnsupported,
-} from '../../sys/file.js';
+  BlockDeviceError, BlockFile, bhyveSerial, blockBackendOptionsFromConfig, parseSectorSize, type BlockBackendOptions,
+} from '../block/block-backend.js';
 import {
   VIRTIO_BLK_DWZ_SEG_SIZE, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
   VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_TOPOLOGY, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_HDR_SIZE, VIRTIO_BLK_ID_BYTES,
@@ -45,6 +41,9 @@ import { createVirtioPci, VIRTIO_PCI_KEYS } from './virtio-pci.js';
 import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
 import { VirtqueueError, type DescriptorChain, type Virtqueue } from './virtqueue.js';
 
+// The backend moved to ../block/; its names stay importable from here.
+export { BlockDeviceError, BlockFile, parseSectorSize };
+
 /** bhyve's VTBLK_RINGSZ. */
 export const VTBLK_RINGSZ = 128;
 /** bhyve's limits for one DISCARD / WRITE_ZEROES request: 16 MiB, 1 segment. */
@@ -55,24 +54,8 @@ export const VTBLK_MAX_WRITE_ZEROES_SEG = 1;
 /** sizeof(struct virtio_blk_config) up to write_zeroes_may_unmap + padding. */
 export const VTBLK_CONFIG_SIZE = 60;
 
-/** A disk-image problem the user can fix; one line, no stack trace. */
-export class BlockDeviceError extends ConfigError {}
-
-export interface BlockOptions {
-  path: string;
-  readOnly?: boolean;
-  /** O_DIRECT: bypass the host page cache. */
-  nocache?: boolean;
-  /** O_SYNC: every write is durable when it completes. */
-  sync?: boolean;
-  /** Logical sector size reported as blk_size (default 512). */
-  sectorSize?: number;
-  /** Physical sector size, reported as physical_block_exp. */
-  physicalSectorSize?: number;
-  /** Disables DISCARD. */
-  nodelete?: boolean;
-  /** GET_ID answer (at most 20 bytes); default derived from the path. */
-  serial?: string;
+/** The blockif options (block-backend.ts) and virtio-blk's own. */
+export interface BlockOptions extends BlockBackendOptions {
   queueSize?: number;
   /** Process the queue on an iothread (blk-iothread.ts) fed by a KVM
    * ioeventfd, when the vmm offers one (default: IOTHREAD_DEFAULT). */
@@ -90,40 +73,11 @@ export const IOTHREAD_POLL_US = Number(process.env.BHYVE_IOTHREAD_POLL_US ?? 0);
  * faster in every figure of bench/virtio-blk.mjs (BENCHMARKS.md). */
 export const IOTHREAD_DEFAULT = false;
 
-/** Parses bhyve's `sectorsize=logical[/physical]`. */
-export function parseSectorSize(value: string): { logical: number; physical: number } {
-  const m = /^(\d+)(?:\/(\d+))?$/.exec(value);
-  const logical = m ? Number(m[1]) : NaN;
-  const physical = m ? (m[2] !== undefined ? Number(m[2]) : logical) : NaN;
-  const pow2 = (n: number) => Number.isSafeInteger(n) && n > 0 && (n & (n - 1)) === 0;
-  if (!pow2(logical) || !pow2(physical) || logical < 512 || physical < logical || physical > (1 << 20)) {
-    throw new BlockDeviceError(`invalid sector size "${value}": use sectorsize=logical[/physical], powers of two, `
-      + 'logical >= 512 and physical >= logical');
-  }
-  return { logical, physical };
-}
-
 /** Reads a virtio-blk slot's options from its config node (pci.B.S.F). */
 export function blockOptionsFromConfig(tree: ConfigTree, node: string): BlockOptions {
-  const path = tree.get(`${node}.path`);
-  if (path === undefined || path === '') throw new BlockDeviceError(`virtio-blk at ${node}: no disk image path given`);
-  const opts: BlockOptions = {
-    path,
-    readOnly: tree.getBool(`${node}.ro`, false),
-    nocache: tree.getBool(`${node}.nocache`, false),
-    sync: tree.getBool(`${node}.direct`, false) || tree.getBool(`${node}.sync`, false),
-    nodelete: tree.getBool(`${node}.nodelete`, false),
-  };
+  const opts: BlockOptions = blockBackendOptionsFromConfig(tree, node, 'virtio-blk');
   // Absent means IOTHREAD_DEFAULT.
   if (tree.get(`${node}.iothread`) !== undefined) opts.iothread = tree.getBool(`${node}.iothread`, IOTHREAD_DEFAULT);
-  const ss = tree.get(`${node}.sectorsize`);
-  if (ss !== undefined) {
-    const { logical, physical } = parseSectorSize(ss);
-    opts.sectorSize = logical;
-    opts.physicalSectorSize = physical;
-  }
-  const serial = tree.get(`${node}.serial`) ?? tree.get(`${node}.ser`);
-  if (serial !== undefined) opts.serial = serial;
   return opts;
 }
 
@@ -135,178 +89,8 @@ export function blockIdent(path: string, serial?: string): Uint8Array {
     id.set(Buffer.from(serial, 'utf8').subarray(0, VIRTIO_BLK_ID_BYTES));
     return id;
   }
-  const d = createHash('md5').update(path).digest();
-  const h = (i: number) => d[i].toString(16).toUpperCase().padStart(2, '0');
-  id.set(Buffer.from(`BHYVE-${h(0)}${h(1)}-${h(2)}${h(3)}-${h(4)}${h(5)}`, 'latin1'));
+  id.set(Buffer.from(bhyveSerial(path), 'latin1'));
   return id;
-}
-
-function errnoOf(e: unknown): string | undefined {
-  return typeof e === 'object' && e !== null && 'code' in e ? String((e as { code: unknown }).code) : undefined;
-}
-
-/** The host side of a disk: an open, locked raw image or block device. */
-export class BlockFile {
-  readonly path: string;
-  readonly readOnly: boolean;
-  readonly size: number;
-  private fd: number;
-  /** With O_DIRECT, a page-cache fd for buffers that are not aligned. */
-  private bufferedFd = -1;
-  private readonly direct: boolean;
-  private punchSupported = true;
-  private zeroRangeSupported = true;
-  private adopted = false;
-
-  /** With `adopt`, uses an fd another BlockFile (of this process) opened
-   * and locked (an iothread's view of the device's image); close() leaves
-   * that fd open. */
-  constructor(opts: BlockOptions, adopt?: { fd: number; size: number }) {
-    this.path = opts.path;
-    this.readOnly = opts.readOnly ?? false;
-    this.direct = opts.nocache ?? false;
-    if (adopt) {
-      this.fd = adopt.fd;
-      this.size = adopt.size;
-      this.adopted = true;
-      return;
-    }
-    const { constants: C } = fs;
-    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused
-    // below); regular files and block devices ignore it.
-    let flags = (this.readOnly ? C.O_RDONLY : C.O_RDWR) | C.O_NONBLOCK;
-    if (opts.nocache) flags |= C.O_DIRECT;
-    if (opts.sync) flags |= C.O_SYNC;
-    try {
-      this.fd = fs.openSync(fsPath(this.path), flags);
-    } catch (e) {
-      const code = errnoOf(e);
-      if (code === 'ENOENT') throw new BlockDeviceError(`disk image ${this.path} does not exist`);
-      if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
-        throw new BlockDeviceError(`disk image ${this.path}: permission denied${this.readOnly ? '' : ' (add ",ro" for read-only access)'}`);
-      }
-      if (code === 'EISDIR') throw new BlockDeviceError(`disk image ${this.path} is a directory`);
-      if (code === 'EINVAL' && opts.nocache) {
-        throw new BlockDeviceError(`disk image ${this.path}: its file system does not support O_DIRECT (drop "nocache")`);
-      }
-      throw new BlockDeviceError(`disk image ${this.path}: ${e instanceof Error ? e.message : String(e)}`);
-    }
-    try {
-      const st = fs.fstatSync(this.fd);
-      if (!st.isFile() && !st.isBlockDevice()) throw new BlockDeviceError(`disk image ${this.path} is neither a file nor a block device`);
-      const lock = flock(this.fd, (this.readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB);
-      if (lock === -EWOULDBLOCK) {
-        throw new BlockDeviceError(`disk image ${this.path} is in use by another VM`
-          + `${this.readOnly ? ' that opened it read-write' : ''}; stop that VM or attach the image with ",ro" in both`);
-      }
-      if (lock < 0) throw new BlockDeviceError(`disk image ${this.path}: cannot lock it (errno ${-lock})`);
-      const size = st.isFile() ? st.size : fileSize(this.fd);
-      if (size < 0) throw new BlockDeviceError(`disk image ${this.path}: cannot determine its size (errno ${-size})`);
-      this.size = size;
-    } catch (e) {
-      fs.closeSync(this.fd);
-      throw e;
-    }
-  }
-
-  /** Reads into the views at `position`; returns the bytes read (short at
-   * end of file). Throws on an I/O error. */
-  readv(views: Uint8Array[], position: number): number {
-    try {
-      return this.transfer(this.fd, views, position, false);
-    } catch (e) {
-      if (!(this.direct && errnoOf(e) === 'EINVAL')) throw e;
-      return this.transfer(this.buffered(), views, position, false);
-    }
-  }
-
-  /** Writes the views at `position`; returns the bytes written. */
-  writev(views: Uint8Array[], position: number): number {
-    try {
-      return this.transfer(this.fd, views, position, true);
-    } catch (e) {
-      if (!(this.direct && errnoOf(e) === 'EINVAL')) throw e;
-      const fd = this.buffered();
-      const n = this.transfer(fd, views, position, true);
-      fs.fdatasyncSync(fd); // keep nocache's "not in the page cache" promise for durability
-      return n;
-    }
-  }
-
-  private transfer(fd: number, views: Uint8Array[], position: number, write: boolean): number {
-    let total = 0;
-    for (let i = 0; i < views.length; i++) total += views[i].length;
-    const first = write ? fs.writevSync(fd, views, position) : fs.readvSync(fd, views, position);
-    if (first === total) return total;
-    // Partial transfer: finish view by view, bounded by the byte count.
-    let done = first;
-    let skip = first;
-    for (let i = 0; i < views.length; i++) {
-      const v = views[i];
-      if (skip >= v.length) { skip -= v.length; continue; }
-      let off = skip;
-      skip = 0;
-      while (off < v.length) {
-        const n = write
-          ? fs.writeSync(fd, v, off, v.length - off, position + done)
-          : fs.readSync(fd, v, off, v.length - off, position + done);
-        if (n <= 0) return done; // end of file
-        off += n;
-        done += n;
-      }
-    }
-    return done;
-  }
-
-  private buffered(): number {
-    if (this.bufferedFd < 0) {
-      this.bufferedFd = fs.openSync(fsPath(this.path), this.readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR);
-    }
-    return this.bufferedFd;
-  }
-
-  flush(): void {
-    fs.fdatasyncSync(this.fd);
-  }
-
-  /** Deallocates [offset, offset+length) so it reads back as zeros.
-   * Returns 0, or -errno (unsupported file systems give EOPNOTSUPP). */
-  discard(offset: number, length: number): number {
-    if (!this.punchSupported) return -95;
-    const r = fallocate(this.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
-    if (r < 0 && isUnsupported(r)) this.punchSupported = false;
-    return r;
-  }
-
-  /** Makes [offset, offset+length) read back as zeros: punching a hole when
-   * `unmap` allows it, else zeroing the range, else writing zeros. */
-  writeZeroes(offset: number, length: number, unmap: boolean): void {
-    if (unmap && this.discard(offset, length) === 0) return;
-    if (this.zeroRangeSupported) {
-      const r = fallocate(this.fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length);
-      if (r === 0) return;
-      if (!isUnsupported(r)) throw new Error(`fallocate: errno ${-r}`);
-      this.zeroRangeSupported = false;
-    }
-    const fd = this.direct ? this.buffered() : this.fd;
-    const chunk = Math.min(length, 1 << 20);
-    const zeros = new Uint8Array(chunk);
-    for (let done = 0; done < length;) {
-      const n = fs.writeSync(fd, zeros, 0, Math.min(chunk, length - done), offset + done);
-      if (n <= 0) throw new Error('short write');
-      done += n;
-    }
-    if (this.direct) fs.fdatasyncSync(fd);
-  }
-
-  close(): void {
-    if (this.bufferedFd >= 0) { fs.closeSync(this.bufferedFd); this.bufferedFd = -1; }
-    if (this.fd >= 0 && !this.adopted) fs.closeSync(this.fd);
-    this.fd = -1;
-  }
-
-  /** The image's fd, for an iothread to adopt. */
-  get descriptor(): number { return this.fd; }
 }
 
 export interface BlockStats {

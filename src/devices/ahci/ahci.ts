@@ -1,0 +1,357 @@
+// The AHCI SATA controller, bhyve's pci_ahci.c: an Intel ICH8 AHCI function
+// (8086:2821, class 01/06/01) with up to 32 ports, each a SATA disk (hd) or
+// an ATAPI CD-ROM (cd) on the shared block backend (../block/).
+//
+//   -s 4,ahci,hd:/img/disk.raw,cd:/img/install.iso     ports 0 and 1
+//   -s 4,ahci-hd,/img/disk.raw[,opts]                    port 0, a disk
+//   -s 4,ahci-cd,/img/install.iso                        port 0, a CD-ROM
+//
+// Config (bhyve_config(5)): pci.B.S.F.port.N.{type,path,ro,nocache,direct,
+// sectorsize,nodelete,nmrr,ser,rev,model}. The HBA has at least 6 ports
+// (ICH8's), more when a port number above 5 is configured; PxSSTS of an
+// unconfigured port says "no device". Registers live in BAR 5 (ABAR):
+// generic host control at 0, port N at 0x100 + 0x80 * N.
+//
+// Interrupts as bhyve: MSI with as many messages as ports (a power of two,
+// at most 16; the last one shared by the remaining ports), else INTx while
+// GHC.IE is set and any port's PxIS & PxIE is non-zero (level, cleared when
+// the driver clears IS).
+
+import { blockifLegacyConfig, createNode, setValue } from '../../config/legacy.js';
+import { ConfigError, type ConfigTree } from '../../config/tree.js';
+import type { DeviceContext } from '../device.js';
+import type { DeviceKey, LegacyParser, PciDeviceRecord, PciSlot } from '../pci-device.js';
+import {
+  BlockDeviceError, BlockFile, bhyveSerial, blockBackendOptionsFromConfig, requireBlockPath,
+} from '../block/block-backend.js';
+import { PciEmulFunction } from '../pci/pci-emul.js';
+import {
+  AHCI_CAP, AHCI_CAP2, AHCI_CAP2_APST, AHCI_CAP_64BIT, AHCI_CAP_ISS_SHIFT, AHCI_CAP_NCS_SHIFT, AHCI_CAP_PMD,
+  AHCI_CAP_PSC, AHCI_CAP_SAL, AHCI_CAP_SALP, AHCI_CAP_SCLO, AHCI_CAP_SMPS, AHCI_CAP_SNCQ, AHCI_CAP_SSC,
+  AHCI_CAP_SSNTF, AHCI_CAP_SSS, AHCI_CAP_SXS, AHCI_CCCC, AHCI_CCCP, AHCI_EM_CTL, AHCI_EM_LOC, AHCI_GHC,
+  AHCI_GHC_AE, AHCI_GHC_HR, AHCI_GHC_IE, AHCI_IS, AHCI_OFFSET, AHCI_P_CMD, AHCI_P_CMD_POD, AHCI_P_CMD_SUD,
+  AHCI_P_SIG, AHCI_P_SSTS, AHCI_P_TFD, AHCI_PI, AHCI_STEP, AHCI_VS,
+} from './ahci-constants.js';
+import { AhciPort } from './ahci-port.js';
+
+export const AHCI_DEF_PORTS = 6;
+export const AHCI_MAX_PORTS = 32;
+export const AHCI_BAR = 5;
+export const AHCI_VENDOR = 0x8086;
+export const AHCI_DEVICE = 0x2821;
+const PCIC_STORAGE = 0x01;
+const PCIS_STORAGE_SATA = 0x06;
+const PCIP_STORAGE_SATA_AHCI_1_0 = 0x01;
+
+export interface AhciPortConfig {
+  index: number;
+  type: 'hd' | 'cd';
+  backend: BlockFile;
+  sectorSize: number;
+  physicalSectorSize: number;
+  nodelete: boolean;
+  serial: string;
+  revision?: string;
+  model?: string;
+  nmrr?: number;
+}
+
+export class AhciController extends PciEmulFunction {
+  readonly ports: Array<AhciPort | undefined> = new Array(AHCI_MAX_PORTS).fill(undefined);
+  /** Port register blocks decoded (at least AHCI_DEF_PORTS). */
+  readonly portCount: number;
+  readonly cap: number;
+  readonly pi: number;
+  readonly cap2 = AHCI_CAP2_APST;
+  readonly vs = 0x10300;
+  ghc = AHCI_GHC_AE;
+  is = 0;
+  /** sc->lintr: whether this controller asserted its INTx line. */
+  private lintrAsserted = false;
+
+  constructor(ctx: DeviceContext, configs: AhciPortConfig[]) {
+    super('ahci', ctx);
+    let pi = 0;
+    let last = -1;
+    for (const c of configs) {
+      this.ports[c.index] = new AhciPort({
+        index: c.index,
+        atapi: c.type === 'cd',
+        backend: c.backend,
+        ident: { serial: c.serial, revision: c.revision, model: c.model, mediaRotationRate: c.nmrr },
+        sectorSize: c.sectorSize,
+        physicalSectorSize: c.physicalSectorSize,
+        canDelete: !c.nodelete && !c.backend.readOnly,
+      }, () => this.ctx.mem, (p) => this.portIntr(p));
+      pi |= 1 << c.index;
+      last = Math.max(last, c.index);
+    }
+    this.pi = pi >>> 0;
+    this.portCount = Math.max(last + 1, AHCI_DEF_PORTS);
+    const slots = 32 - 1;
+    this.cap = (AHCI_CAP_64BIT | AHCI_CAP_SNCQ | AHCI_CAP_SSNTF | AHCI_CAP_SMPS | AHCI_CAP_SSS | AHCI_CAP_SALP
+      | AHCI_CAP_SAL | AHCI_CAP_SCLO | (0x3 << AHCI_CAP_ISS_SHIFT) | AHCI_CAP_PMD | AHCI_CAP_SSC | AHCI_CAP_PSC
+      | (slots << AHCI_CAP_NCS_SHIFT) | AHCI_CAP_SXS | (this.portCount - 1)) >>> 0;
+    this.cfg.setIdentity({
+      vendor: AHCI_VENDOR, device: AHCI_DEVICE, classCode: PCIC_STORAGE, subclass: PCIS_STORAGE_SATA,
+      progIf: PCIP_STORAGE_SATA_AHCI_1_0,
+    });
+    // MSI messages: the next power of two >= ports, at most 16.
+    const p = Math.min(this.portCount, 16);
+    this.addMsiCap(1 << Math.ceil(Math.log2(p)));
+    this.allocBar(AHCI_BAR, 'mem32', AHCI_OFFSET + this.portCount * AHCI_STEP, {
+      read: (o, s) => this.abarRead(o, s),
+      write: (o, s, v) => this.abarWrite(o, s, v),
+    });
+    this.requestIntx();
+    this.hbaReset();
+  }
+
+  /** ahci_reset(): GHC.HR, and power-on. */
+  private hbaReset(): void {
+    this.ghc = AHCI_GHC_AE;
+    this.is = 0;
+    if (this.lintrAsserted) { this.intxDeassert(); this.lintrAsserted = false; }
+    for (const p of this.ports) p?.hbaReset();
+  }
+
+  /** ahci_port_intr(): a port's PxIS & PxIE changed. */
+  private portIntr(p: AhciPort): void {
+    if ((p.is & p.ie) === 0) return;
+    const nmsg = this.msiMessageCount;
+    const bit = (1 << p.index) >>> 0;
+    if (this.portCount <= nmsg || p.index < nmsg - 1) {
+      // A message of its own.
+      this.is = (this.is | bit) >>> 0;
+      if (!(this.ghc & AHCI_GHC_IE)) return;
+      this.generateMsi(p.index);
+      return;
+    }
+    if (this.is & bit) return;
+    this.is = (this.is | bit) >>> 0;
+    if (!(this.ghc & AHCI_GHC_IE)) return;
+    if (nmsg > 0) this.generateMsi(nmsg - 1);
+    else if (!this.lintrAsserted) { this.lintrAsserted = true; this.intxAssert(); }
+  }
+
+  /** ahci_generate_intr(): after GHC or IS writes. */
+  private generateIntr(mask: number): void {
+    for (const p of this.ports) if (p && (p.is & p.ie)) this.is = (this.is | (1 << p.index)) >>> 0;
+    if (this.is === 0 || !(this.ghc & AHCI_GHC_IE)) {
+      if (this.lintrAsserted) { this.intxDeassert(); this.lintrAsserted = false; }
+      return;
+    }
+    const nmsg = this.msiMessageCount;
+    if (nmsg === 0) {
+      if (!this.lintrAsserted) { this.lintrAsserted = true; this.intxAssert(); }
+      return;
+    }
+    for (let i = 0; i < nmsg; i++) {
+      const mmask = this.portCount <= nmsg || i < nmsg - 1 ? (1 << i) >>> 0 : (0xffffffff << i) >>> 0;
+      if ((this.is & mask) && (mmask & mask)) this.generateMsi(i);
+    }
+  }
+
+  private abarRead(off: number, size: number): number {
+    const reg = off & ~3;
+    let v: number;
+    if (reg < AHCI_OFFSET) v = this.hostRead(reg);
+    else if (reg < AHCI_OFFSET + this.portCount * AHCI_STEP) v = this.portRead(reg);
+    else v = 0;
+    v = v >>> (8 * (off & 3));
+    return size === 4 ? v >>> 0 : v & ((1 << (8 * size)) - 1);
+  }
+
+  private abarWrite(off: number, size: number, value: number): void {
+    // bhyve asserts 4-byte aligned dword writes; others are dropped here.
+    if (size !== 4 || (off & 3) !== 0) return;
+    if (off < AHCI_OFFSET) this.hostWrite(off, value >>> 0);
+    else if (off < AHCI_OFFSET + this.portCount * AHCI_STEP) this.portWrite(off, value >>> 0);
+  }
+
+  private hostRead(reg: number): number {
+    switch (reg) {
+      case AHCI_CAP: return this.cap;
+      case AHCI_GHC: return this.ghc >>> 0;
+      case AHCI_IS: return this.is >>> 0;
+      case AHCI_PI: return this.pi;
+      case AHCI_VS: return this.vs;
+      case AHCI_CAP2: return this.cap2;
+      case AHCI_CCCC: case AHCI_CCCP: case AHCI_EM_LOC: case AHCI_EM_CTL: return 0;
+      default: return 0;
+    }
+  }
+
+  private hostWrite(reg: number, value: number): void {
+    switch (reg) {
+      case AHCI_GHC:
+        if (value & AHCI_GHC_HR) { this.hbaReset(); break; }
+        if (value & AHCI_GHC_IE) this.ghc = (this.ghc | AHCI_GHC_IE) >>> 0;
+        else this.ghc = (this.ghc & ~AHCI_GHC_IE) >>> 0;
+        this.generateIntr(0xffffffff);
+        break;
+      case AHCI_IS:
+        this.is = (this.is & ~value) >>> 0;
+        this.generateIntr(value);
+        break;
+      default: break; // CAP, PI, VS, CAP2 are read-only
+    }
+  }
+
+  private portRead(reg: number): number {
+    const n = Math.floor((reg - AHCI_OFFSET) / AHCI_STEP);
+    const off = (reg - AHCI_OFFSET) % AHCI_STEP;
+    const p = this.ports[n];
+    if (p) return p.read(off);
+    // A port with nothing attached (ahci_port_reset without a backend).
+    const e = AhciPort.emptyPortRegs();
+    switch (off) {
+      case AHCI_P_SSTS: return e.ssts;
+      case AHCI_P_SIG: return e.sig >>> 0;
+      case AHCI_P_TFD: return e.tfd;
+      case AHCI_P_CMD: return AHCI_P_CMD_SUD | AHCI_P_CMD_POD;
+      default: return 0;
+    }
+  }
+
+  private portWrite(reg: number, value: number): void {
+    const n = Math.floor((reg - AHCI_OFFSET) / AHCI_STEP);
+    this.ports[n]?.write((reg - AHCI_OFFSET) % AHCI_STEP, value);
+  }
+
+  /** Machine reset: the HBA as at power-on, interrupts off. */
+  reset(): void {
+    this.hbaReset();
+    this.resetInterrupts();
+  }
+
+  close(): void {
+    for (const p of this.ports) p?.backend.close();
+  }
+
+  stats(): Record<string, number> {
+    const c = this.interruptCounts;
+    const out: Record<string, number> = { 'msi messages': c.msi, 'intx assertions': c.intx };
+    for (const p of this.ports) {
+      if (!p) continue;
+      for (const [k, v] of Object.entries(p.stats)) out[`port ${p.index} ${k}`] = v;
+    }
+    return out;
+  }
+}
+
+/** Reads `pci.B.S.F.port.N.*`, opens and locks every port's image, and
+ * builds the controller. One clear line when an image cannot be used. */
+export function createAhci(ctx: DeviceContext, node: string, where: string): AhciController {
+  const configs = ahciPortConfigs(ctx.config, node, where);
+  try {
+    return new AhciController(ctx, configs);
+  } catch (e) {
+    for (const c of configs) c.backend.close();
+    throw e;
+  }
+}
+
+function ahciPortConfigs(tree: ConfigTree, node: string, where: string): AhciPortConfig[] {
+  const out: AhciPortConfig[] = [];
+  try {
+    for (let p = 0; p < AHCI_MAX_PORTS; p++) {
+      const pn = `${node}.port.${p}`;
+      const type = tree.get(`${pn}.type`);
+      if (type === undefined) continue;
+      if (type !== 'hd' && type !== 'cd') throw new BlockDeviceError(`ahci at pci slot ${where}: port ${p}: invalid type "${type}" (use hd or cd)`);
+      const o = blockBackendOptionsFromConfig(tree, pn, `ahci port ${p}`);
+      // ATAPI has no write commands: a CD image is opened read-only, so
+      // read-only image files work and several VMs can share one ISO.
+      if (type === 'cd') o.readOnly = true;
+      const nmrrText = tree.get(`${pn}.nmrr`);
+      let nmrr: number | undefined;
+      if (nmrrText !== undefined) {
+        nmrr = Number(nmrrText);
+        if (!/^\d+$/.test(nmrrText) || nmrr > 0xffff) throw new BlockDeviceError(`ahci at pci slot ${where}: port ${p}: invalid nmrr "${nmrrText}" (0-65535; 1 means SSD)`);
+      }
+      let backend: BlockFile;
+      try {
+        backend = new BlockFile(o);
+      } catch (e) {
+        if (e instanceof BlockDeviceError) throw new BlockDeviceError(`ahci at pci slot ${where}: port ${p}: ${e.message}`);
+        throw e;
+      }
+      out.push({
+        index: p, type, backend, sectorSize: o.sectorSize ?? 512, physicalSectorSize: o.physicalSectorSize ?? o.sectorSize ?? 512,
+        nodelete: o.nodelete ?? false, serial: tree.get(`${pn}.ser`) ?? bhyveSerial(o.path),
+        revision: tree.get(`${pn}.rev`), model: tree.get(`${pn}.model`), nmrr,
+      });
+    }
+  } catch (e) {
+    for (const c of out) c.backend.close();
+    throw e;
+  }
+  return out;
+}
+
+// ---- the device records (bhyve's pci_de_ahci, pci_de_ahci_hd, pci_de_ahci_cd) ----
+
+function ahciPort(tree: ConfigTree, node: string, port: number, type: string, opts: string | undefined): void {
+  const portNode = `${node}.port.${port}`;
+  createNode(tree, portNode);
+  setValue(tree, `${portNode}.type`, type);
+  blockifLegacyConfig(tree, portNode, opts);
+}
+
+/** pci_ahci_legacy_config(): `hd:path[,opts],cd:path[,opts],...` -> port.N.* */
+const ahciLegacy: LegacyParser = (tree, node, opts) => {
+  if (opts === undefined) return;
+  createNode(tree, `${node}.port`);
+  let str: string | undefined = opts;
+  for (let p = 0; p < AHCI_MAX_PORTS && str !== undefined; p++) {
+    let type: string | undefined;
+    if (str.startsWith('hd:')) { type = 'hd'; str = str.slice(3); }
+    else if (str.startsWith('cd:')) { type = 'cd'; str = str.slice(3); }
+    const hd = str.indexOf(',hd:');
+    const cd = str.indexOf(',cd:');
+    let cut = hd;
+    if (hd < 0 || (cd >= 0 && cd < hd)) cut = cd;
+    let next: string | undefined;
+    if (cut >= 0) { next = str.slice(cut + 1); str = str.slice(0, cut); }
+    if (str !== '') {
+      if (type === undefined) throw new ConfigError(`Missing or invalid type for port ${p}: "${str}" (use hd:path or cd:path)`);
+      ahciPort(tree, node, p, type, str);
+    }
+    str = next;
+  }
+};
+
+const AHCI_KEYS: readonly DeviceKey[] = [
+  { key: 'port.N.type', description: 'ahci port type (hd or cd)' },
+  { key: 'port.N.path', description: 'ahci port backing file' },
+  { key: 'port.N.nmrr', description: 'ahci port nominal media rotation rate (1: SSD)' },
+  { key: 'port.N.ser', description: 'ahci port serial number' },
+  { key: 'port.N.rev', description: 'ahci port firmware revision' },
+  { key: 'port.N.model', description: 'ahci port model' },
+  { key: 'port.N.bootindex', description: 'boot order index of the controller, from this port' },
+];
+
+/** Every ahci port with a type needs a path. */
+function validateAhciPorts(config: ConfigTree, s: PciSlot, device: string): void {
+  for (const [p, pn] of config.getNode(`${s.node}.port`) ?? []) {
+    if (pn instanceof Map && config.get(`${s.node}.port.${p}.type`) !== undefined) {
+      requireBlockPath(config, `${s.node}.port.${p}`, s, `ahci port ${p}`, device);
+    }
+  }
+}
+
+export const ahciDevice: PciDeviceRecord = {
+  name: 'ahci', description: 'AHCI SATA controller with several ports', legacyConfig: ahciLegacy, keys: AHCI_KEYS,
+  bootable: true,
+  validate: (c, s) => validateAhciPorts(c, s, 'ahci'),
+  create: (ctx, s) => createAhci(ctx, s.node, s.where),
+};
+export const ahciHdDevice: PciDeviceRecord = {
+  name: 'ahci-hd', alias: 'ahci', description: 'AHCI controller with one SATA hard disk', keys: AHCI_KEYS,
+  legacyConfig: (t, n, o) => { createNode(t, `${n}.port`); ahciPort(t, n, 0, 'hd', o); },
+};
+export const ahciCdDevice: PciDeviceRecord = {
+  name: 'ahci-cd', alias: 'ahci', description: 'AHCI controller with one ATAPI CD-ROM', keys: AHCI_KEYS,
+  legacyConfig: (t, n, o) => { createNode(t, `${n}.port`); ahciPort(t, n, 0, 'cd', o); },
+};

@@ -1,0 +1,71 @@
+// nvme.rom (test/guests/nvme/nvme.c) drives an NVMe controller as an OS
+// does: CC/CSTS bring-up, admin queues, IDENTIFY, number of queues, an I/O
+// queue pair, 32 writes of 64 KiB in flight through PRP lists, FLUSH, read
+// back with a CRC-32, 512 random reads at depth 32, DSM deallocate (and
+// WRITE ZEROES where ONCS offers it), the SMART log; by polling and by
+// MSI-X (completions taken only after an interrupt). The same ROM runs on
+// our bhyve (-s nvme) and on QEMU (-device nvme) and must end alike.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { GUESTS, bhyveArgs, kvmUnavailable, vmName } from '../support/bhyve.js';
+import { HAVE_QEMU, MODE, romWith, runHeld, runQemu, stat } from '../support/guest-rom.js';
+
+const skip = kvmUnavailable() ?? (fs.existsSync(path.join(GUESTS, 'nvme.rom')) ? undefined : 'nvme.rom is not built: run scripts/build-guests.sh');
+if (skip) console.warn(`skipping NVMe guest tests: ${skip}`);
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nvme-guest-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+let n = 0;
+function disk(): string {
+  const p = path.join(tmp, `disk${n++}.img`);
+  fs.writeFileSync(p, '');
+  fs.truncateSync(p, 8 << 20);
+  return p;
+}
+
+const NVME = 'nvme@pci.0.4.0';
+
+function common(out: string): void {
+  expect(out).toContain('nvme: wrote 4096 sectors, read back OK, checksum 8c49cf0d');
+  expect(out).toContain('nvme: 512 random reads at depth 32 match');
+  expect(out).toContain('nvme: deallocated 64 KiB reads back as zeros');
+  expect(out).toMatch(/nvme: SMART: temperature \d+ K, spare \d+%, host writes 32, host reads 5\d\d/);
+}
+
+describe.skipIf(skip !== undefined)('nvme.rom on bhyve and QEMU', () => {
+  for (const [label, mode] of [['polling', MODE.POLL], ['MSI-X', MODE.MSIX]] as const) {
+    it(`bhyve, ${label}`, async () => {
+      const name = vmName(`nvme-${label}`);
+      const r = await runHeld(bhyveArgs(romWith(tmp, 'nvme', mode | MODE.HOLD), name, { extra: ['-s', `4,nvme,${disk()}`] }), name);
+      expect(r.status, r.out).toBe(33);
+      common(r.out);
+      expect(r.out).toContain("nvme: model 'bhyve-NVMe' serial 'NVME-4-0', namespace 1: 16384 blocks of 512 (8 MiB), MDTS 9, ONCS 4");
+      expect(stat(r.stats, NVME, 'writes')).toBe(32);
+      expect(stat(r.stats, NVME, 'reads')).toBeGreaterThanOrEqual(512 + 16);
+      expect(stat(r.stats, NVME, 'flushes')).toBe(1);
+      expect(stat(r.stats, NVME, 'deallocates')).toBe(1);
+      expect(stat(r.stats, NVME, 'errors')).toBe(0);
+      expect(stat(r.stats, NVME, 'msi-x messages') > 0).toBe(mode === MODE.MSIX);
+      if (mode === MODE.MSIX) expect(r.out).toMatch(/nvme: interrupts: msix vector [0-9a-f]+ [1-9]\d*, vector [0-9a-f]+ [1-9]\d*, \d+ commands/);
+    }, 120_000);
+
+    it.skipIf(!HAVE_QEMU)(`QEMU (-device nvme), ${label}`, async () => {
+      const r = await runQemu(romWith(tmp, 'nvme', mode), [
+        '-drive', `if=none,id=n0,file=${disk()},format=raw,discard=unmap`, '-device', 'nvme,drive=n0,serial=QEMUNVME',
+      ]);
+      expect(r.status, r.out).toBe(33);
+      common(r.out);
+      expect(r.out).toContain('nvme: WRITE ZEROES of 4 KiB reads back as zeros');
+    }, 120_000);
+  }
+
+  it('a RAM namespace (ram=16) with 4 KiB blocks', async () => {
+    const name = vmName('nvme-ram');
+    const r = await runHeld(bhyveArgs(romWith(tmp, 'nvme', MODE.MSIX | MODE.HOLD), name, { extra: ['-s', '4,nvme,ram=16,ser=RAMNS'] }), name);
+    expect(r.status, r.out).toBe(33);
+    expect(r.out).toContain("serial 'RAMNS', namespace 1: 4096 blocks of 4096 (16 MiB), MDTS 9, ONCS 0");
+    expect(r.out).toContain('nvme: wrote 4096 sectors, read back OK, checksum 8c49cf0d');
+  }, 120_000);
+});
