@@ -1,8 +1,6 @@
 // bhyve(8): argv -> config tree -> checks -> run. bin/bhyve calls it.
 
-import { parseBhyveArgs } from '../config/bhyve-args.js';
 import { rawArgv } from '../config/raw-argv.js';
-import { validateForStart } from '../devices/registry.js';
 import type { Worker } from 'node:worker_threads';
 import { type EarlySignals, SignalRouter, signalStatus } from '../vmm/startup-signals.js';
 
@@ -15,26 +13,39 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
   let threads: Worker[] = [];
   let retire: ((w: Worker) => Promise<void>) | undefined;
   try {
-    const result = parseBhyveArgs(rawArgv(argv));
-    if (result.kind === 'help') {
-      await writeOut(result.stream === 'stdout' ? process.stdout : process.stderr, result.text);
-      return result.exitCode;
+    // A vCPU thread needs ~60 ms or more to boot, and the option parser
+    // with the device table (every device's record, devices/registry.ts)
+    // 60-110 ms to load on a busy host: when argv looks like a run, the
+    // threads start first and boot meanwhile.
+    const early = likelyVcpus(argv);
+    if (early !== undefined) {
+      const vcpuThreads = await import('../vmm/vcpu-threads.js');
+      retire = vcpuThreads.retireVcpuThread;
+      threads = vcpuThreads.spawnVcpuThreads(early);
     }
-    if (result.kind === 'dump') {
-      await writeOut(process.stdout, result.text);
+    const [{ parseBhyveArgs }, { validateForStart }] = await Promise.all([
+      import('../config/bhyve-args.js'), import('../devices/registry.js'),
+    ]);
+    const result = parseBhyveArgs(rawArgv(argv));
+    if (result.kind === 'help' || result.kind === 'dump') {
+      for (const t of threads) void retire?.(t);
+      await writeOut(result.kind === 'help' && result.stream === 'stderr' ? process.stderr : process.stdout, result.text);
       return result.exitCode;
     }
     validateForStart(result.config, { restoreFile: result.restoreFile, fwcfgFiles: result.fwcfgFiles });
-    // The vCPU threads boot while the rest of the vmm loads.
-    const vcpuThreads = await import('../vmm/vcpu-threads.js');
-    retire = vcpuThreads.retireVcpuThread;
-    const spawned = vcpuThreads.spawnVcpuThreads(result.config.get('cpus'));
-    threads = spawned;
+    // The vCPU threads boot while the rest of the vmm loads (runVm spawns
+    // or retires threads to match the vCPU count the config asks for).
+    if (early === undefined) {
+      const vcpuThreads = await import('../vmm/vcpu-threads.js');
+      retire = vcpuThreads.retireVcpuThread;
+      threads = vcpuThreads.spawnVcpuThreads(result.config.get('cpus'));
+    }
+    const spawned = threads;
     // Loaded only when a VM is really started: keeps -h and errors fast.
     const { runVm } = await import('../vmm/run-vm.js');
     // Stopped while loading: nothing of the VM exists yet.
     if (signals.first) {
-      for (const t of threads) void retire(t);
+      for (const t of threads) void retire?.(t);
       return signalStatus(signals.first);
     }
     return await runVm(result.config, { fwcfgFiles: result.fwcfgFiles, threads: spawned, signals });
@@ -44,4 +55,16 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
   } finally {
     signals.dispose();
   }
+}
+
+/** The vCPU count a run of `argv` most likely needs (`-c [cpus=]N`, else
+ * 1), or undefined when argv asks for help or a config dump or ends in an
+ * option (no VM named): then no thread starts before parsing. */
+function likelyVcpus(argv: readonly string[]): string | undefined {
+  const last = argv[argv.length - 1];
+  if (last === undefined || last.startsWith('-')) return undefined;
+  if (argv.some((a) => a === '-h' || a === 'help' || a.includes('config.dump'))) return undefined;
+  const c = argv.lastIndexOf('-c');
+  const m = c >= 0 ? /^(?:cpus=)?(\d+)/.exec(argv[c + 1] ?? '') : null;
+  return m ? m[1] : '1';
 }

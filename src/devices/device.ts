@@ -6,6 +6,8 @@
 import type { ConfigTree } from '../config/tree.js';
 import type { GuestMemory } from '../sys/guest-memory.js';
 import type { ExitRequest } from '../vmm/exit-status.js';
+import type { HostPortLookup } from './virtio/host-ports.js';
+import type { DoorbellTransfer } from '../sys/doorbell.js';
 
 export type AccessSize = 1 | 2 | 4;
 
@@ -108,12 +110,11 @@ export interface DeviceContext {
   readonly memoryMap?: MemoryMapControl;
   /** A timer whose callback runs on the device thread. */
   timer(callback: () => void): DeviceTimer;
-  /** The host backend the main thread opened for a device (a virtio-net
-   * tap, virtio-console port sockets: virtio/host-ports.ts), by the slot's
-   * config node ("pci.0.3.0"); undefined when it has none. The transfer's
-   * shape is the device's business. Absent in contexts without host
-   * backends (unit tests). */
-  hostPort?(key: string): unknown;
+  /** The host backends the main thread opened (a virtio-net tap,
+   * virtio-console port sockets: virtio/host-ports.ts), by kind and slot
+   * node ("pci.0.3.0"). Absent in contexts without host backends (unit
+   * tests). */
+  hostPorts?: HostPortLookup;
   /** KVM doorbells for devices that move their data path off the device
    * thread (virtio-blk's iothread). Absent in unit tests and wherever the
    * vmm cannot offer them. */
@@ -137,10 +138,8 @@ export interface KvmDoorbells {
 export interface HelperThreadData {
   memoryPath: string;
   layout: { lowmem: number; highmem: number };
-  controlSab: SharedArrayBuffer;
-  vcpuCount: number;
-  bspFd: number;
-  mmapSize: number;
+  /** Rings the device thread (sys/doorbell.ts). */
+  doorbell: DoorbellTransfer;
 }
 
 /** A running device model. `poll` runs on the device thread whenever the

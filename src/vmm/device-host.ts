@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { ConfigTree } from '../config/tree.js';
-import type { ByteStream, Device, DeviceContext, InterruptSink, KvmDoorbells, MachineControl } from '../devices/device.js';
+import type { ByteStream, Device, DeviceContext, HelperThreadData, InterruptSink, KvmDoorbells, MachineControl } from '../devices/device.js';
 import { attachUartStream } from '../devices/lpc/uart-backend.js';
 import { buildPlatform, type Platform } from '../devices/platform.js';
 import { buildFirmwareInMemory } from '../firmware/index.js';
@@ -20,8 +20,10 @@ import { mapGuestRam, ramRegions } from '../sys/guest-ram.js';
 import { LocalIoBus } from './io-bus.js';
 import { CAP } from '../sys/kvm-abi.js';
 import { Vm } from '../sys/kvm.js';
-import { DEVICE_REQUEST } from './vcpu-control.js';
-import type { VcpuThreadData } from './vcpu-thread-data.js';
+import { DEVICE_REQUEST } from '../sys/doorbell.js';
+import type { DeviceHostData } from './vcpu-thread-data.js';
+import type { Doorbell } from '../sys/doorbell.js';
+import { hostPortLookup } from '../devices/virtio/host-ports.js';
 
 export class DeviceHost {
   readonly bus = new LocalIoBus();
@@ -31,7 +33,7 @@ export class DeviceHost {
   private devices: Device[] = [];
   private memoryMap: DeviceMemoryMap | undefined;
 
-  constructor(d: VcpuThreadData, private readonly requestExit: (r: ExitRequest) => void) {
+  constructor(d: DeviceHostData, vcpuCount: number, doorbell: Doorbell, private readonly requestExit: (r: ExitRequest) => void) {
     this.timers = new DeviceTimers(d.timerSab);
     this.mailboxes = d.mailboxes.map((sab) => new Mailbox(sab));
     const vm = new Vm(null, d.vmFd);
@@ -44,7 +46,7 @@ export class DeviceHost {
       pulse: (gsi) => { vm.irqLine(gsi, true); vm.irqLine(gsi, false); },
       signalMsi: (address, data) => vm.signalMsi(address, data),
     };
-    const machine: MachineControl = { requestExit: this.requestExit, vcpuCount: d.vcpuCount };
+    const machine: MachineControl = { requestExit: this.requestExit, vcpuCount };
     const streams = new Map<string, ByteStream>();
     const config = ConfigTree.fromJSON(d.config);
     // The VARS file's KVM slot belongs to this thread (bootvars.ts maps and
@@ -57,8 +59,8 @@ export class DeviceHost {
       config,
       machine,
       timer: (callback) => this.timers.create(callback),
-      hostPort: (key: string) => d.hostPorts?.[key],
-      kvm: kvmDoorbells(vm, d),
+      hostPorts: hostPortLookup(d.hostPorts),
+      kvm: kvmDoorbells(vm, { memoryPath: d.memoryPath, layout: d.layout, doorbell: doorbell.transfer }),
       memoryMap: this.memoryMap = d.legacyWindow || bootvarsPath !== undefined || d.framebufferPath !== undefined
         ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath, d.framebufferPath) : undefined,
       stream(key: string): ByteStream | undefined {
@@ -120,8 +122,8 @@ export class DeviceHost {
 }
 
 /** DeviceContext.kvm: ioeventfds on this VM, and what a device's helper
- * thread (virtio-blk iothread) needs to map RAM and kick this thread. */
-function kvmDoorbells(vm: Vm, d: VcpuThreadData): KvmDoorbells | undefined {
+ * thread (virtio-blk iothread) needs to map RAM and ring this thread. */
+function kvmDoorbells(vm: Vm, helper: HelperThreadData): KvmDoorbells | undefined {
   if (!vm.checkExtension(CAP.IOEVENTFD)) return undefined;
   const anyLength = vm.checkExtension(CAP.IOEVENTFD_ANY_LENGTH) !== 0;
   return {
@@ -133,10 +135,7 @@ function kvmDoorbells(vm: Vm, d: VcpuThreadData): KvmDoorbells | undefined {
         return false;
       }
     },
-    helper: {
-      memoryPath: d.memoryPath, layout: d.layout, controlSab: d.controlSab, vcpuCount: d.vcpuCount,
-      bspFd: d.bspFd, mmapSize: d.mmapSize,
-    },
+    helper,
   };
 }
 

@@ -3,7 +3,7 @@
 // created with their CPUID and (after bhyveload) the boot vCPU's state.
 
 import os from 'node:os';
-import { UserError } from '../user-error.js';
+import { isUserError, UserError } from '../user-error.js';
 import fs from 'node:fs';
 import { parseMemorySize } from '../config/size.js';
 import { calcTopology } from '../config/topology.js';
@@ -75,7 +75,7 @@ function checkSmbiosFits(config: ConfigTree, layout: MemoryLayout, ncpu: number,
   try {
     buildSmbiosInMemory(smbiosOptionsFromConfig(config, layout, os.hostname()));
   } catch (e) {
-    if (e instanceof UserError && /^SMBIOS/.test(e.message) && sockets > 1) {
+    if (isUserError(e) && /^SMBIOS/.test(e.message) && sockets > 1) {
       throw new VmSetupError(`${e.message}: it holds one processor structure per socket, too many for ${sockets} sockets; give fewer (e.g. -c ${ncpu},sockets=1,cores=${ncpu})`);
     }
     throw e;

@@ -16,13 +16,14 @@ import { createTimerTable, DeviceTimerHost } from './device-timers.js';
 import { HALT_WATCH_MS, watchHalts } from './halt-watch.js';
 import { KvmStats } from '../sys/kvm.js';
 import { cleanupMachine, createMachine, legacyWindowFor, VmSetupError } from './machine.js';
-import { DEVICE_REQUEST, Kicker, VcpuControl } from './vcpu-control.js';
+import { Kicker, VcpuControl } from './vcpu-control.js';
+import { DEVICE_REQUEST, Doorbell } from '../sys/doorbell.js';
 import { VcpuRequester } from './vcpu-requests.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 import { parseCpuset } from '../config/topology.js';
+import { errorLine, userErrorWithPrefix } from '../user-error.js';
 import { SignalRouter, signalStatus, type StopSignal } from './startup-signals.js';
 import { enterSandbox, sandboxPlan } from './sandbox/sandbox.js';
-import { errorLine, userErrorWithPrefix } from '../user-error.js';
 
 const STOP_GRACE_MS = 2000;
 
@@ -68,7 +69,8 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
 
   const control = VcpuControl.create(ncpus);
   const kicker = new Kicker(control, new Map(machine.vcpus.map((v, i) => [i, v])));
-  const kickDeviceThread = (bits: number): void => { control.addDeviceRequest(bits); kicker.kick(0); };
+  const doorbell = Doorbell.create(machine.vcpus[0]);
+  const kickDeviceThread = (bits: number): void => doorbell.ring(bits);
   const requester = new VcpuRequester(ncpus, control, kicker);
   const timerSab = createTimerTable();
   const timerHost = new DeviceTimerHost(timerSab, () => kickDeviceThread(DEVICE_REQUEST.TIMERS));
@@ -129,25 +131,28 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         id: i,
         vcpuCount: ncpus,
         vcpuFd: machine.vcpus[i].fd,
-        bspFd: machine.vcpus[0].fd,
-        vmFd: machine.vm.fd,
         mmapSize: machine.vcpus[i].run.length,
         controlSab: control.sab,
-        mailboxes,
-        memoryPath: machine.vmObject.memoryPath,
-        framebufferPath: display?.framebufferPath,
-        legacyWindow: legacyWindowFor(config, machine.layout),
-        bootromPath: machine.bootrom.find((b) => b.seg.kind === 'rom')?.seg.path,
-        layout: machine.layout,
-        config: config.toJSON(),
-        streams,
-        hostPorts: { ...hostPorts?.transfers, ...display?.transfers },
+        doorbell: doorbell.transfer,
+        mailbox: i === 0 ? undefined : mailboxes[i],
         strictIo: config.getBool('x86.strictio', false),
         requestPort: requester.portFor(i),
-        timerSab,
-        fwcfgFiles: [...(extras.fwcfgFiles ?? [])],
         cpuset: cpusetSpec === undefined ? undefined : parseCpuset(i, cpusetSpec),
         sandbox,
+        deviceHost: i !== 0 ? undefined : {
+          vmFd: machine.vm.fd,
+          mailboxes,
+          memoryPath: machine.vmObject.memoryPath,
+          legacyWindow: legacyWindowFor(config, machine.layout),
+          bootromPath: machine.bootrom.find((b) => b.seg.kind === 'rom')?.seg.path,
+          layout: machine.layout,
+          config: config.toJSON(),
+          streams,
+          framebufferPath: display?.framebufferPath,
+          hostPorts: { ...(hostPorts?.transfers ?? { net: {}, console: {} }), display: display?.transfers ?? {} },
+          timerSab,
+          fwcfgFiles: [...(extras.fwcfgFiles ?? [])],
+        },
       };
       started.push(new Promise((resolve, reject) => {
         w.on('message', (m: VcpuThreadMessage) => {

@@ -14,7 +14,7 @@ import { SIGUSR2, tgkill } from '../sys/libc.js';
 /** Header words of the control block. */
 const STOP = 0;
 const EXIT_CLAIMED = 1;
-const DEVICE_REQUESTS = 2;
+// Word 2 is unused (the device thread's requests are in sys/doorbell.ts).
 const GO = 3;
 const HEADER_WORDS = 8;
 /** Per-vCPU words. */
@@ -37,8 +37,6 @@ export const VCPU_STATE = {
  * messages waiting on your request port (bhyvectl and friends). */
 export const VCPU_REQUEST = { CHECK_STATE: 1, MESSAGES: 2 } as const;
 
-/** Requests for the device thread, as bits in DEVICE_REQUESTS. */
-export const DEVICE_REQUEST = { POLL: 1, POWER_BUTTON: 2, TIMERS: 4 } as const;
 
 export class VcpuControl {
   readonly words: Int32Array;
@@ -61,8 +59,6 @@ export class VcpuControl {
   go(): void { Atomics.store(this.words, GO, 1); Atomics.notify(this.words, GO); }
   waitGo(): void { while (Atomics.load(this.words, GO) === 0 && !this.stopped) Atomics.wait(this.words, GO, 0, 1000); }
 
-  addDeviceRequest(bits: number): void { Atomics.or(this.words, DEVICE_REQUESTS, bits); }
-  takeDeviceRequests(): number { return Atomics.exchange(this.words, DEVICE_REQUESTS, 0); }
 
   private at(id: number, word: number): number { return HEADER_WORDS + VCPU_WORDS * id + word; }
 

@@ -2,24 +2,41 @@
 // the messages a vCPU thread sends back.
 
 import type { UartStreamTransfer } from '../devices/lpc/uart-backend.js';
-import type { HostPortTransfer } from '../devices/virtio/host-ports.js';
-import type { DisplayInputTransfer } from '../devices/display/display-input.js';
+import type { HostPortTransfers } from '../devices/virtio/host-ports.js';
+import type { DoorbellTransfer } from '../sys/doorbell.js';
 import type { ExitRequest } from './exit-status.js';
 import type { MemoryLayout } from '../sys/memory-map.js';
 import type { SandboxPlan } from './sandbox/sandbox.js';
 
 import type { MessagePort } from 'node:worker_threads';
 
+/** What every vCPU thread gets. */
 export interface VcpuThreadData {
   id: number;
   vcpuCount: number;
   vcpuFd: number;
-  /** vCPU 0's fd, so that other vCPUs can kick the device thread. */
-  bspFd: number;
-  vmFd: number;
   mmapSize: number;
   controlSab: SharedArrayBuffer;
-  /** One mailbox per vCPU (index 0 unused). */
+  /** The device thread's doorbell (vCPU 0's kvm_run page and request word). */
+  doorbell: DoorbellTransfer;
+  /** This vCPU's mailbox for device accesses forwarded to vCPU 0's thread
+   * (vCPUs other than 0). */
+  mailbox?: SharedArrayBuffer;
+  strictIo: boolean;
+  /** Where the main thread posts requests only this vCPU can serve. */
+  requestPort: MessagePort;
+  /** Host CPUs this vCPU's thread is pinned to, if any. */
+  cpuset?: number[];
+  /** Applied by the thread before it reports ready (sandbox/sandbox.ts). */
+  sandbox?: SandboxPlan;
+  /** vCPU 0 only: its thread runs every device model (device-host.ts). */
+  deviceHost?: DeviceHostData;
+}
+
+/** What the device host on vCPU 0's thread gets besides its vCPU's data. */
+export interface DeviceHostData {
+  vmFd: number;
+  /** One mailbox per vCPU (index 0 unused), served on every ring. */
   mailboxes: SharedArrayBuffer[];
   memoryPath: string;
   /** The fbuf framebuffer file (devices/display/framebuffer-file.ts), when configured. */
@@ -33,20 +50,13 @@ export interface VcpuThreadData {
   config: Array<[string, string]>;
   /** Host streams prepared by the main thread, by backend key ("lpc.com1"). */
   streams: Record<string, UartStreamTransfer>;
-  /** virtio-net taps and virtio-console sockets opened by the main thread,
-   * by slot node ("pci.0.3.0"); see devices/virtio/host-ports.ts. */
-  hostPorts?: Record<string, HostPortTransfer | DisplayInputTransfer>;
-  strictIo: boolean;
+  /** virtio-net taps and virtio-console sockets opened by the main thread
+   * (devices/virtio/host-ports.ts). */
+  hostPorts: HostPortTransfers;
   /** `-f name,...` fw_cfg user files (for lpc.fwcfg=qemu). */
   fwcfgFiles: Array<{ name: string; data: Uint8Array }>;
   /** Deadlines of device timers (device-timers.ts). */
   timerSab: SharedArrayBuffer;
-  /** Where the main thread posts requests only this vCPU can serve. */
-  requestPort: MessagePort;
-  /** Host CPUs this vCPU's thread is pinned to, if any. */
-  cpuset?: number[];
-  /** Applied by the thread before it reports ready (sandbox/sandbox.ts). */
-  sandbox?: SandboxPlan;
 }
 
 export type VcpuThreadMessage =

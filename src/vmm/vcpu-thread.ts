@@ -13,7 +13,8 @@ import type { IoBus } from './io-bus.js';
 import { MP_STATE, RFLAGS_IF } from '../sys/kvm-abi.js';
 import { Vcpu } from '../sys/kvm.js';
 import { EAGAIN, EINTR, gettid, pinThisThread, preloadLibc, strerror } from '../sys/libc.js';
-import { Kicker, VCPU_REQUEST, VCPU_STATE, VcpuControl } from './vcpu-control.js';
+import { VCPU_REQUEST, VCPU_STATE, VcpuControl } from './vcpu-control.js';
+import { Doorbell } from '../sys/doorbell.js';
 import { serveVcpuRequests } from './vcpu-requests.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 import { confineThisThread } from './sandbox/sandbox.js';
@@ -41,14 +42,13 @@ function requestExit(req: ExitRequest): void {
 control.setTid(d.id, gettid());
 if (d.cpuset && d.cpuset.length) pinThisThread(d.cpuset);
 
-// Kicking vCPU 0 needs its kvm_run page mapped in this thread as well.
-const bspRun = d.id === 0 ? vcpu : new Vcpu(d.bspFd, d.mmapSize, 0);
-const kicker = new Kicker(control, new Map([[0, bspRun]]));
-
-// vCPU 0's thread runs every device model; the others forward to it.
-const host = d.id === 0 ? new DeviceHost(d, requestExit) : undefined;
+// vCPU 0's thread runs every device model and answers the doorbell; the
+// others forward device accesses to it and ring.
+const doorbell = Doorbell.attach(d.doorbell, d.id === 0 ? vcpu : undefined);
+if (d.id === 0) doorbell.answerOn(gettid());
+const host = d.deviceHost ? new DeviceHost(d.deviceHost, d.vcpuCount, doorbell, requestExit) : undefined;
 const bus: IoBus = host?.bus
-  ?? new ForwardingIoBus(new Mailbox(d.mailboxes[d.id]), () => kicker.kick(0), () => control.stopped);
+  ?? new ForwardingIoBus(new Mailbox(d.mailbox!), () => doorbell.ring(), () => control.stopped);
 
 const exitCtx: ExitContext = {
   vcpuId: d.id,
@@ -61,7 +61,7 @@ const exitCtx: ExitContext = {
 /** Work that arrives by kick: device-thread requests and the halt check. */
 function onKick(): void {
   // Device requests are for vCPU 0 alone: other vCPUs must not take them.
-  if (host) host.serve(control.takeDeviceRequests());
+  if (host) host.serve(doorbell.take());
   const requests = control.takeRequests(d.id);
   if (requests & VCPU_REQUEST.MESSAGES) serveVcpuRequests(d.requestPort, vcpu, counters.counts, host && (() => host.deviceStats()));
   if (requests & VCPU_REQUEST.CHECK_STATE) {

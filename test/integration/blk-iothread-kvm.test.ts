@@ -9,12 +9,13 @@ import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { bhyveArgs, kvmUnavailable, rom, vmName } from '../support/bhyve.js';
+import { KVM_UNUSABLE } from '../support/probes.js';
 import { MODE, romWith, runHeld, stat } from '../support/guest-rom.js';
 import { CAP, IOAPIC_NUM_PINS } from '../../src/sys/kvm-abi.js';
 import { Kvm } from '../../src/sys/kvm.js';
 import { closeFd, EFD_CLOEXEC, EFD_NONBLOCK, eventfd, eventfdRead, eventfdWrite } from '../../src/sys/eventfd.js';
 
-const haveKvm = (() => { try { fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK); return true; } catch { return false; } })();
+const haveKvm = KVM_UNUSABLE === undefined;
 
 describe('eventfd', () => {
   it('counts writes and reads them back as one value; non-blocking read of zero is 0', () => {

@@ -13,11 +13,11 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bhyveArgs, kvmUnavailable, rom, vmName } from '../support/bhyve.js';
 import { MODE, romWith, runHeld } from '../support/guest-rom.js';
+import { IASL_MISSING } from '../support/probes.js';
 
-const HAVE_IASL = spawnSync('sh', ['-c', 'command -v iasl'], { encoding: 'utf8' }).status === 0;
 const skip = kvmUnavailable()
   ?? (fs.existsSync(rom('virtio-blk')) ? undefined : 'test guests are not built: run scripts/build-guests.sh')
-  ?? (HAVE_IASL ? undefined : 'iasl is not installed (apt-get install acpica-tools)');
+  ?? IASL_MISSING;
 if (skip) console.warn(`skipping firmware table tests: ${skip}`);
 
 let tmp = '';

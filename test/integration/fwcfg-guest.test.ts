@@ -13,11 +13,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { crc32 } from 'node:zlib';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { HAVE_QEMU } from '../support/probes.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ROM = join(ROOT, 'build', 'guests', 'fwcfg.rom');
 const BLOB = join(ROOT, 'build', 'guests', 'exit-testdev.rom');
-const HAVE_QEMU = spawnSync('sh', ['-c', 'command -v qemu-system-x86_64'], { encoding: 'utf8' }).status === 0;
 if (!HAVE_QEMU) console.warn('skipping the fw_cfg guest under QEMU: qemu-system-x86_64 is not installed');
 
 function qemu(smp: number, mem: number) {

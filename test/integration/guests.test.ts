@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { HAVE_QEMU } from '../support/probes.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const GUESTS = join(ROOT, 'build', 'guests');
@@ -17,7 +18,6 @@ const ROMS = [
   'bench-exit', 'bench-exit-user', 'demo', 'echo', 'exit-halt', 'exit-kbdreset', 'exit-poweroff',
   'exit-reset', 'exit-testdev', 'exit-triplefault', 'smp',
 ];
-const HAVE_QEMU = spawnSync('sh', ['-c', 'command -v qemu-system-x86_64'], { encoding: 'utf8' }).status === 0;
 
 const rom = (name: string): string => join(GUESTS, `${name}.rom`);
 

@@ -19,13 +19,12 @@ import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bhyveArgs, kvmUnavailable, rom, runBhyve, vmName } from '../support/bhyve.js';
-import { HAVE_QEMU, MODE, romWith, runHeld, runQemu, stat } from '../support/guest-rom.js';
+import { MODE, romWith, runHeld, runQemu, stat } from '../support/guest-rom.js';
+import { HAVE_QEMU, NO_TAP_NETNS } from '../support/probes.js';
 
 const skip = kvmUnavailable() ?? (fs.existsSync(rom('timers')) ? undefined : 'test guests are not built: run scripts/build-guests.sh');
 const qemuSkip = skip ?? (HAVE_QEMU ? undefined : 'qemu-system-x86_64 is not installed');
-const HAVE_IP = spawnSync('sh', ['-c', 'command -v ip'], { encoding: 'utf8' }).status === 0;
-const netSkip = skip ?? (process.getuid?.() !== 0 ? 'needs root for ip netns and a tap device'
-  : !HAVE_IP ? 'iproute2 (ip) missing' : !fs.existsSync('/dev/net/tun') ? '/dev/net/tun missing' : undefined);
+const netSkip = skip ?? NO_TAP_NETNS;
 for (const [what, why] of [['interrupt tests', skip], ['QEMU interrupt tests', qemuSkip], ['virtio-net interrupt tests', netSkip]]) {
   if (why) console.warn(`skipping ${what}: ${why}`);
 }

@@ -9,17 +9,14 @@ import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { FEATURES } from '../../src/devices/registry.js';
 import { GUESTS, ROOT, runBhyve, vmName } from '../support/bhyve.js';
+import { KVM_UNUSABLE } from '../support/probes.js';
 
 const SEABIOS = '/usr/share/seabios/bios.bin';
 const SEABIOS_256K = '/usr/share/seabios/bios-256k.bin';
 const DISK = path.join(GUESTS, 'bootsector.img');
 
 function unavailable(): string | undefined {
-  try {
-    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
-  } catch {
-    return '/dev/kvm is missing or not read/writable by this user';
-  }
+  if (KVM_UNUSABLE) return KVM_UNUSABLE;
   if (!fs.existsSync(SEABIOS)) return `${SEABIOS} is missing (apt-get install seabios)`;
   if (!fs.existsSync(path.join(ROOT, 'dist/cli/bhyve-main.js'))) return 'dist/ is not built: run npm run build';
   return undefined;

@@ -14,16 +14,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { crc32 } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HAVE_QEMU, NO_TAP_NETNS, QEMU_MISSING } from '../support/probes.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const GUESTS = join(ROOT, 'build', 'guests');
 const ROMS = ['virtio-blk', 'virtio-console', 'virtio-net', 'virtio-rnd'];
-const HAVE_QEMU = spawnSync('sh', ['-c', 'command -v qemu-system-x86_64'], { encoding: 'utf8' }).status === 0;
-const HAVE_IP = spawnSync('sh', ['-c', 'command -v ip'], { encoding: 'utf8' }).status === 0;
-const NET_SKIP = !HAVE_QEMU ? 'qemu-system-x86_64 missing'
-  : process.getuid?.() !== 0 ? 'needs root for ip netns and a tap device'
-    : !HAVE_IP ? 'iproute2 (ip) missing'
-      : !existsSync('/dev/net/tun') ? '/dev/net/tun missing' : null;
+const NET_SKIP = QEMU_MISSING ?? NO_TAP_NETNS ?? null;
 const rom = (name: string): string => join(GUESTS, `${name}.rom`);
 let tmp = '';
 

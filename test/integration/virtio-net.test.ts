@@ -11,13 +11,10 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { BHYVE, ROOT, bhyveArgs, kvmUnavailable, rom, runBhyve, vmName } from '../support/bhyve.js';
+import { NO_TAP_NETNS } from '../support/probes.js';
 
-const HAVE_IP = spawnSync('sh', ['-c', 'command -v ip'], { encoding: 'utf8' }).status === 0;
 const skip = kvmUnavailable()
-  ?? (!fs.existsSync(rom('virtio-net')) ? 'virtio test guests are not built: run scripts/build-guests.sh'
-    : process.getuid?.() !== 0 ? 'needs root for ip netns and a tap device'
-      : !HAVE_IP ? 'iproute2 (ip) missing'
-        : !fs.existsSync('/dev/net/tun') ? '/dev/net/tun missing' : undefined);
+  ?? (!fs.existsSync(rom('virtio-net')) ? 'virtio test guests are not built: run scripts/build-guests.sh' : NO_TAP_NETNS);
 if (skip) console.warn(`skipping virtio-net integration tests: ${skip}`);
 
 describe.skipIf(skip !== undefined)('virtio-net on bhyve with a tap in a network namespace', () => {

@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
+import { KVM_UNUSABLE } from './probes.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 export const BHYVE = path.join(ROOT, 'bin/bhyve');
@@ -9,11 +10,7 @@ export const GUESTS = path.join(ROOT, 'build/guests');
 
 /** Why tests that need /dev/kvm cannot run here, or undefined when they can. */
 export function kvmUnavailable(): string | undefined {
-  try {
-    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
-  } catch {
-    return '/dev/kvm is missing or not read/writable by this user';
-  }
+  if (KVM_UNUSABLE) return KVM_UNUSABLE;
   if (!fs.existsSync(path.join(ROOT, 'dist/cli/bhyve-main.js'))) return 'dist/ is not built: run npm run build';
   if (!fs.existsSync(path.join(GUESTS, 'exit-testdev.rom'))) return 'test guests are not built: run scripts/build-guests.sh';
   return undefined;

@@ -2,7 +2,6 @@
 // ROM copies with the parameter and mode words patched, QEMU runs of a ROM,
 // and bhyve runs that hold the guest at its end (MODE_HOLD) to read the
 // device counters with bhyvectl --get-stats before letting it exit.
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -13,7 +12,7 @@ export const BHYVECTL = path.join(ROOT, 'bin/bhyvectl');
 /** Interrupt modes of the mode word at ROM offset 0xFFE4 (irq.h). */
 export const MODE = { POLL: 0, MSIX: 1, MSI: 2, INTX: 3, EVENT_IDX: 0x100, HOLD: 0x200 } as const;
 
-export const HAVE_QEMU = spawnSync('sh', ['-c', 'command -v qemu-system-x86_64'], { encoding: 'utf8' }).status === 0;
+export { HAVE_QEMU } from './probes.js';
 
 /** A copy of build/guests/NAME.rom in `dir` with the mode word (0xFFE4)
  * and the parameter (0xFFE0) set. */

@@ -97,7 +97,7 @@ function guest() {
     const t = new BlkIothread({
       helper: {
         memoryPath: over.memoryPath ?? memoryPath, layout: { lowmem: RAM, highmem: 0 },
-        controlSab: new SharedArrayBuffer(64), vcpuCount: 1, bspFd: -1, mmapSize: 0,
+        doorbell: { sab: new SharedArrayBuffer(8), vcpuFd: -1, mmapSize: 0 },
       },
       imageFd: dev.file.descriptor,
       imageSize: dev.file.size,
@@ -210,7 +210,7 @@ describe('virtio-pci NotifyOffload', () => {
       machine: { requestExit: () => {}, vcpuCount: 1 },
       kvm: {
         ioeventfd: (fd, addr, deassign = false) => { log.push(`${deassign ? 'deassign' : 'assign'} ${fd} 0x${addr.toString(16)}`); return true; },
-        helper: { memoryPath: '', layout: { lowmem: 0, highmem: 0 }, controlSab: new SharedArrayBuffer(8), vcpuCount: 1, bspFd: -1, mmapSize: 0 },
+        helper: { memoryPath: '', layout: { lowmem: 0, highmem: 0 }, doorbell: { sab: new SharedArrayBuffer(8), vcpuFd: -1, mmapSize: 0 } },
       },
     };
     const dev = new OffloadingDevice();

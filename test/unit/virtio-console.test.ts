@@ -178,7 +178,7 @@ describe('virtio-console configuration and socket backend', () => {
     c.set('pci.0.4.0.port.1.name', 'port2'); c.set('pci.0.4.0.port.1.path', '/b');
     expect(consolePortsFromConfig(c, 'pci.0.4.0').map((p) => p.name)).toEqual(['port1', 'port2']);
     expect(createVirtioConsole({ config: c }, 'pci.0.4.0').portCount).toBe(2);
-    expect(() => createVirtioConsole({ config: c, hostPort: () => undefined }, 'pci.0.4.0')).toThrow(/not opened/);
+    expect(() => createVirtioConsole({ config: c, hostPorts: { console: () => undefined } }, 'pci.0.4.0')).toThrow(/not opened/);
     c.set('pci.0.4.0.port.2.name', 'port3');
     expect(() => consolePortsFromConfig(c, 'pci.0.4.0')).toThrow(/port port3 requires a path/);
   });

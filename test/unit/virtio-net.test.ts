@@ -105,7 +105,7 @@ describe('virtio-net configuration', () => {
     const c = new ConfigTree();
     c.set('pci.0.5.0.backend', 'tap0');
     expect(createVirtioNet({ config: c }, 'pci.0.5.0', 5, 0)).toBeInstanceOf(VirtioNet);
-    expect(() => createVirtioNet({ config: c, hostPort: () => undefined }, 'pci.0.5.0', 5, 0)).toThrow(/not opened/);
+    expect(() => createVirtioNet({ config: c, hostPorts: { net: () => undefined } }, 'pci.0.5.0', 5, 0)).toThrow(/not opened/);
   });
 });
 

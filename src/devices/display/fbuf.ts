@@ -21,7 +21,7 @@ import { DMEMSZ, FB_SIZE, HOST_BAR1_ADDR, HOST_MAP_GENERATION, HOST_SLOT, REG_DE
 import { parseFbufOptions } from './fbuf-options.js';
 import { VgaIo } from './vga-io.js';
 import { ByteRing } from '../../vmm/byte-ring.js';
-import { INPUT_KEY, INPUT_RECORD, type DisplayInputTransfer } from './display-input.js';
+import { INPUT_KEY, INPUT_RECORD } from './display-input.js';
 
 /** Where VNC input goes: the i8042's keyboard and PS/2 mouse (atkbdc.ts). */
 export interface KeyboardSink {
@@ -78,7 +78,7 @@ export class Fbuf extends PciEmulFunction implements Device {
     this.regs.setUint32(HOST_BAR1_ADDR, 0, true);
     this.regs.setUint32(HOST_SLOT, 0, true);
     if (o.vga !== 'off') this.vga = new VgaIo(ctx);
-    const t = ctx.hostPort?.(node) as DisplayInputTransfer | undefined;
+    const t = ctx.hostPorts?.display(node);
     if (t?.kind === 'fbuf-input') this.input = ByteRing.from(t.input);
   }
 

@@ -6,10 +6,9 @@ import fs from 'node:fs';
 import { workerData } from 'node:worker_threads';
 import { GuestMemory } from '../../sys/guest-memory.js';
 import { mapGuestRam, ramRegions } from '../../sys/guest-ram.js';
-import { Vcpu } from '../../sys/kvm.js';
 import { eventfdRead } from '../../sys/eventfd.js';
 import { preloadLibc } from '../../sys/libc.js';
-import { DEVICE_REQUEST, Kicker, VcpuControl } from '../../vmm/vcpu-control.js';
+import { DEVICE_REQUEST, Doorbell } from '../../sys/doorbell.js';
 import { IOT, IOT_STATE, writeReason, type IothreadData } from './blk-iothread.js';
 import { BlockFile, VirtioBlock } from './virtio-blk.js';
 import { createQueues } from './virtio-device.js';
@@ -31,9 +30,8 @@ function finish(state: number): void {
 function main(): void {
   let kick: () => void = () => {};
   if (!d.noKick) {
-    const control = new VcpuControl(d.helper.controlSab, d.helper.vcpuCount);
-    const kicker = new Kicker(control, new Map([[0, new Vcpu(d.helper.bspFd, d.helper.mmapSize, 0)]]));
-    kick = () => { control.addDeviceRequest(DEVICE_REQUEST.POLL); kicker.kick(0); };
+    const doorbell = Doorbell.attach(d.helper.doorbell);
+    kick = () => doorbell.ring(DEVICE_REQUEST.POLL);
   }
   const memFd = fs.openSync(d.helper.memoryPath, 'r+');
   let mem: GuestMemory;

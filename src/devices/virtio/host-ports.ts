@@ -2,20 +2,39 @@
 // device thread starts (the UART's equivalent is uart-backend.ts): a tap for
 // each virtio-net slot with a `backend`, the port sockets of each
 // virtio-console slot. The transfers reach the device thread in
-// VcpuThreadData.hostPorts, keyed by the slot's config node ("pci.0.3.0"),
-// where DeviceContext.hostPort(key) hands them to the device factories.
+// DeviceHostData.hostPorts, one table per backend kind keyed by the slot's
+// config node ("pci.0.3.0"), where DeviceContext.hostPorts hands each
+// device factory the transfer of its own kind.
 
 import type { ConfigTree } from '../../config/tree.js';
 import { pciNodes } from '../../config/pci-nodes.js';
 import { userErrorWithPrefix } from '../../user-error.js';
 import { openConsoleBackend, type ConsoleBackendTransfer } from './console-backend.js';
 import { openNetBackend, type NetBackendTransfer } from './net-backend.js';
+import type { DisplayInputTransfer } from '../display/display-input.js';
 
-export type HostPortTransfer = NetBackendTransfer | ConsoleBackendTransfer;
+/** The opened backends by kind, each by slot node ("pci.0.3.0");
+ * structured-cloneable. */
+export interface HostPortTransfers {
+  net: Record<string, NetBackendTransfer>;
+  console: Record<string, ConsoleBackendTransfer>;
+  /** fbuf's VNC input ring (devices/display/fbuf-host.ts opens it). */
+  display: Record<string, DisplayInputTransfer>;
+}
+
+/** A device thread's typed view of the transfers (DeviceContext.hostPorts). */
+export interface HostPortLookup {
+  net(node: string): NetBackendTransfer | undefined;
+  console(node: string): ConsoleBackendTransfer | undefined;
+  display(node: string): DisplayInputTransfer | undefined;
+}
+
+export function hostPortLookup(t: HostPortTransfers): HostPortLookup {
+  return { net: (node) => t.net[node], console: (node) => t.console[node], display: (node) => t.display[node] };
+}
 
 export interface HostPorts {
-  /** By slot node ("pci.0.3.0"); structured-cloneable. */
-  readonly transfers: Record<string, HostPortTransfer>;
+  readonly transfers: HostPortTransfers;
   /** Closes every backend (after the device thread stopped). */
   close(): Promise<void>;
 }
@@ -24,7 +43,7 @@ export interface HostPorts {
  * asks the device thread to poll its devices. Throws an Error with one line
  * naming the slot when a backend cannot be opened (nothing stays open). */
 export async function openHostPorts(config: ConfigTree, kick: () => void): Promise<HostPorts> {
-  const transfers: Record<string, HostPortTransfer> = {};
+  const transfers: HostPortTransfers = { net: {}, console: {}, display: {} };
   const hosts: Array<{ close(): Promise<void> }> = [];
   const closeAll = async (): Promise<void> => {
     for (const h of hosts.splice(0)) await h.close().catch(() => undefined);
@@ -34,12 +53,17 @@ export async function openHostPorts(config: ConfigTree, kick: () => void): Promi
       const emul = config.get(`${node}.device`);
       if (emul !== 'virtio-net' && emul !== 'virtio-console') continue;
       try {
-        const host = emul === 'virtio-net'
-          ? openNetBackend(config, node, kick)
-          : await openConsoleBackend(config, node, kick);
-        if (host === undefined) continue;
-        hosts.push(host);
-        transfers[node] = host.transfer;
+        if (emul === 'virtio-net') {
+          const host = openNetBackend(config, node, kick);
+          if (host === undefined) continue;
+          hosts.push(host);
+          transfers.net[node] = host.transfer;
+        } else {
+          const host = await openConsoleBackend(config, node, kick);
+          if (host === undefined) continue;
+          hosts.push(host);
+          transfers.console[node] = host.transfer;
+        }
       } catch (e) {
         throw userErrorWithPrefix(e, `${emul} at pci slot ${where}: `);
       }

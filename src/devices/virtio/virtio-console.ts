@@ -25,6 +25,7 @@
 // receiveq when it has buffers (otherwise they wait, and the socket is
 // paused while the ring is full).
 
+import type { HostPortLookup } from './host-ports.js';
 import type { ConfigTree } from '../../config/tree.js';
 import { VIRTIO_ID_CONSOLE, featureBit } from './virtio-constants.js';
 import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
@@ -337,10 +338,10 @@ export function consoleSpecsFromConfig(
 }
 
 /** Builds the virtio-console model of slot `node` on the device thread,
- * with the port sockets the main thread opened for it (ctx.hostPort). */
-export function createVirtioConsole(ctx: { config: ConfigTree; hostPort?(key: string): unknown }, node: string): VirtioConsole {
-  const t = ctx.hostPort?.(node) as ConsoleBackendTransfer | undefined;
-  if (ctx.hostPort && consolePortsFromConfig(ctx.config, node).length > 0 && (t === undefined || t.kind !== 'console')) {
+ * with the port sockets the main thread opened for it (ctx.hostPorts). */
+export function createVirtioConsole(ctx: { config: ConfigTree; hostPorts?: Pick<HostPortLookup, 'console'> }, node: string): VirtioConsole {
+  const t = ctx.hostPorts?.console(node);
+  if (ctx.hostPorts && consolePortsFromConfig(ctx.config, node).length > 0 && (t === undefined || t.kind !== 'console')) {
     throw new ConfigError(`virtio-console at ${node}: its port sockets were not opened`);
   }
   return new VirtioConsole(consoleSpecsFromConfig(ctx.config, node, (n) => {

@@ -31,7 +31,8 @@ import { ConfigError } from '../../config/tree.js';
 import { VIRTIO_F_VERSION_1, VIRTIO_ID_NET, featureBit } from './virtio-constants.js';
 import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
 import { DescriptorChain, type Virtqueue } from './virtqueue.js';
-import { attachNetBackend, type NetBackendTransfer, type NetPort } from './net-backend.js';
+import { attachNetBackend, type NetPort } from './net-backend.js';
+import type { HostPortLookup } from './host-ports.js';
 import { netbeLegacyConfig } from '../../config/legacy.js';
 import type { PciDeviceRecord } from '../pci-device.js';
 import { createVirtioPci, VIRTIO_PCI_KEYS } from './virtio-pci.js';
@@ -344,14 +345,14 @@ export class VirtioNet extends VirtioDeviceBase {
 }
 
 /** Builds the virtio-net model of slot `node` on the device thread, with
- * the tap the main thread opened for it (ctx.hostPort). */
+ * the tap the main thread opened for it (ctx.hostPorts). */
 export function createVirtioNet(
-  ctx: { config: ConfigTree; hostPort?(key: string): unknown }, node: string, slot: number, func: number,
+  ctx: { config: ConfigTree; hostPorts?: Pick<HostPortLookup, 'net'> }, node: string, slot: number, func: number,
 ): VirtioNet {
   const opts = netOptionsFromConfig(ctx.config, node, slot, func);
   let port: NetPort | undefined;
-  if (ctx.config.get(`${node}.backend`) !== undefined && ctx.hostPort) {
-    const t = ctx.hostPort(node) as NetBackendTransfer | undefined;
+  if (ctx.config.get(`${node}.backend`) !== undefined && ctx.hostPorts) {
+    const t = ctx.hostPorts.net(node);
     if (t === undefined || t.kind !== 'tap') throw new ConfigError(`virtio-net at ${node}: its backend was not opened`);
     port = attachNetBackend(t);
   }
