@@ -33,7 +33,9 @@ export class ControlServer {
     try { st = fs.lstatSync(path); } catch { st = undefined; }
     if (st && !st.isSocket()) throw new VmObjectError(`cannot create the control socket ${path}: a ${kindOf(st)} is in its place`);
     if (st) fs.rmSync(path, { force: true });
-    const server = net.createServer((sock) => serve(sock, handlers));
+    // allowHalfOpen: a client may send its requests and shut down its side
+    // (as `nc -N` does); the replies still owed are written before we end.
+    const server = net.createServer({ allowHalfOpen: true }, (sock) => serve(sock, handlers));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       // Created with mode 0600 regardless of umask: only the owner may talk.
@@ -77,6 +79,7 @@ function serve(sock: net.Socket, handlers: ControlHandlers): void {
     sock.once('drain', done);
     sock.once('close', done);
   });
+  let peerEnded = false;
   const work = async (): Promise<void> => {
     if (busy) return;
     busy = true;
@@ -96,10 +99,16 @@ function serve(sock: net.Socket, handlers: ControlHandlers): void {
         reply(sock, { version: CONTROL_PROTOCOL_VERSION, ok: false, error: 'request too long' });
         sock.end();
       }
+      // The peer sent its last request: answer what is complete, then end.
+      if (peerEnded && !sock.destroyed) sock.end();
     } finally {
       busy = false;
     }
   };
+  sock.on('end', () => {
+    peerEnded = true;
+    void work();
+  });
   sock.on('data', (chunk: string) => {
     buf += chunk;
     if (buf.length > MAX_PENDING_BYTES) sock.pause();

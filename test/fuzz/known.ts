@@ -13,15 +13,6 @@ export interface KnownDefect {
 }
 
 export const KNOWN_DEFECTS: readonly KnownDefect[] = [
-  {
-    // Since the server waits for 'drain' between replies (backpressure), a
-    // client that half-closes after pipelining requests loses the replies
-    // not yet written when its FIN arrives (allowHalfOpen is false): 252 of
-    // 400 in FUZZING.md's reproduction.
-    target: 'control-socket',
-    match: /then the client half-closed/,
-    tracked: 'control socket backpressure (issue 9 defect 6, harden): replies lost after a client half-close; FUZZING.md',
-  },
 ];
 
 export function knownDefect(f: Finding): KnownDefect | undefined {

@@ -83,4 +83,18 @@ describe('control socket', () => {
     expect(out).toBe('{"version":1,"ok":false,"error":"request too long"}\n');
     server.close();
   });
+  it('answers every request of a client that half-closes after pipelining them (found by the control-socket fuzz target)', async () => {
+    const server = await ControlServer.listen(path.join(tmp, 'f.sock'), { info: () => ({ pad: 'y'.repeat(2000) }) });
+    const sock = net.connect(path.join(tmp, 'f.sock'));
+    let out = '';
+    sock.setEncoding('utf8');
+    sock.on('data', (c: string) => { out += c; });
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    sock.end('{"version":1,"op":"info"}\n'.repeat(400)); // requests, then FIN
+    await new Promise<void>((r) => sock.once('close', () => r()));
+    const replies = out.split('\n').filter((l) => l !== '');
+    expect(replies.length).toBe(400);
+    expect(replies.every((l) => JSON.parse(l).ok === true)).toBe(true);
+    server.close();
+  });
 });
