@@ -97,18 +97,29 @@ export function strerror(e: number): string {
   return String(strerrorFn(e));
 }
 
+// The throwing ioctls retry when a signal interrupted them: KVM_CREATE_VM
+// and friends return EINTR when, say, SIGTERM arrives during start-up, and
+// the signal is the run's business (startup-signals.ts), not an error of
+// the call. KVM_RUN, where EINTR is the kick, goes through ioctlRaw.
+
 /** ioctl with a pointer argument; returns the result or throws SysError. */
 export function ioctl(fd: number, req: number, arg: Uint8Array | null, what: string): number {
-  const r = arg === null ? ioctlInt(fd, req, 0) : ioctlPtr(fd, req, arg);
-  if (r < 0) throw new SysError(what, errno());
-  return r;
+  for (;;) {
+    const r = arg === null ? ioctlInt(fd, req, 0) : ioctlPtr(fd, req, arg);
+    if (r >= 0) return r;
+    const e = errno();
+    if (e !== EINTR) throw new SysError(what, e);
+  }
 }
 
 /** ioctl with an integer argument; returns the result or throws SysError. */
 export function ioctlValue(fd: number, req: number, arg: number, what: string): number {
-  const r = ioctlInt(fd, req, arg);
-  if (r < 0) throw new SysError(what, errno());
-  return r;
+  for (;;) {
+    const r = ioctlInt(fd, req, arg);
+    if (r >= 0) return r;
+    const e = errno();
+    if (e !== EINTR) throw new SysError(what, e);
+  }
 }
 
 /** ioctl for the hot path: returns -errno on failure instead of throwing. */
