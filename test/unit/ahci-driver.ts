@@ -42,6 +42,8 @@ export class AhciRig {
     for (const [k, v] of Object.entries(all)) config.set(k, v);
     const ctx: DeviceContext = {
       io: this.io, irq: this.irq, config, mem: this.mem, machine: { requestExit: () => {}, vcpuCount: 1 }, stream: () => undefined,
+      // The platform's clocks (RTC, HPET) are not driven here: their timers never fire.
+      timer: () => ({ armAt: () => {}, cancel: () => {}, now: () => process.hrtime.bigint() }),
     };
     this.platform = buildPlatform(ctx, LAYOUT);
     this.hba = this.platform.devices.find((d): d is AhciController => d instanceof AhciController)!;

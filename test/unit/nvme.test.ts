@@ -8,19 +8,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { ConfigTree } from '../../src/config/tree.js';
-import type { DeviceContext } from '../../src/devices/device.js';
-import { NvmeController } from '../../src/devices/nvme/nvme.js';
 import { crc16, defaultEui64 } from '../../src/devices/nvme/nvme-data.js';
-import { buildPlatform } from '../../src/devices/platform.js';
-import { computeLayout } from '../../src/sys/memory-map.js';
-import { GuestMemory } from '../../src/sys/guest-memory.js';
-import { LocalIoBus } from '../../src/vmm/io-bus.js';
-import { MsiLog } from './ahci-driver.js';
+import { type Cqe, Rig, RAM, RAM_SIZE, SLOT } from './nvme-driver.js';
 
-const RAM = 0x100000;
-const RAM_SIZE = 8 << 20;
-const SLOT = 5;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nvme-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 let n = 0;
@@ -29,135 +19,6 @@ function image(size = 4 << 20): string {
   fs.writeFileSync(p, '');
   fs.truncateSync(p, size);
   return p;
-}
-
-interface Cqe { cdw0: number; sqhd: number; sqid: number; cid: number; status: number; phase: number; sc: number; sct: number; dnr: boolean; }
-
-class Rig {
-  readonly io = new LocalIoBus();
-  readonly irq = new MsiLog();
-  readonly bytes = new Uint8Array(RAM_SIZE);
-  readonly dv = new DataView(this.bytes.buffer);
-  readonly mem = new GuestMemory([{ gpa: RAM, bytes: this.bytes }]);
-  readonly dev: NvmeController;
-  readonly bar0: number;
-  private heap = RAM + 0x10000;
-  readonly sq: Record<number, { base: number; size: number; tail: number }> = {};
-  readonly cq: Record<number, { base: number; size: number; head: number; phase: number }> = {};
-  private cid = 1;
-
-  constructor(settings: Record<string, string>) {
-    const config = new ConfigTree();
-    const all = { name: 'vm0', 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc', [`pci.0.${SLOT}.0.device`]: 'nvme', ...settings };
-    for (const [k, v] of Object.entries(all)) config.set(k, v);
-    const ctx: DeviceContext = { io: this.io, irq: this.irq, config, mem: this.mem, machine: { requestExit: () => {}, vcpuCount: 1 }, stream: () => undefined };
-    const p = buildPlatform(ctx, computeLayout(256 << 20));
-    this.dev = p.devices.find((d): d is NvmeController => d instanceof NvmeController)!;
-    const lo = this.cfgRd(0x10);
-    this.bar0 = this.cfgRd(0x14) * 2 ** 32 + ((lo & ~0xf) >>> 0);
-  }
-
-  cfgRd(off: number, size: 1 | 2 | 4 = 4): number {
-    this.io.portWrite(0xcf8, 4, (0x80000000 | (SLOT << 11) | (off & 0xfc)) >>> 0);
-    return this.io.portRead(0xcfc + (off & 3), size)!;
-  }
-  cfgWr(off: number, v: number, size: 1 | 2 | 4 = 4): void {
-    this.io.portWrite(0xcf8, 4, (0x80000000 | (SLOT << 11) | (off & 0xfc)) >>> 0);
-    this.io.portWrite(0xcfc + (off & 3), size, v);
-  }
-  rd(off: number, size = 4): number {
-    const d = new Uint8Array(size);
-    this.io.mmioRead(this.bar0 + off, d);
-    let v = 0;
-    for (let i = 0; i < size; i++) v += d[i] * 2 ** (8 * i);
-    return v;
-  }
-  wr(off: number, v: number, size = 4): void {
-    const d = new Uint8Array(size);
-    for (let i = 0; i < size; i++) d[i] = Math.floor(v / 2 ** (8 * i)) & 0xff;
-    this.io.mmioWrite(this.bar0 + off, d);
-  }
-  alloc(len: number, align = 4096): number {
-    this.heap = Math.ceil(this.heap / align) * align;
-    const a = this.heap;
-    this.heap += len;
-    return a;
-  }
-  off(gpa: number): number { return gpa - RAM; }
-
-  enable(asqs = 16, acqs = 16): void {
-    const asq = this.alloc(asqs * 64);
-    const acq = this.alloc(acqs * 16);
-    this.wr(0x24, (asqs - 1) | ((acqs - 1) << 16));
-    this.wr(0x28, asq); this.wr(0x2c, 0);
-    this.wr(0x30, acq); this.wr(0x34, 0);
-    this.wr(0x14, 1 | (6 << 16) | (4 << 20));
-    this.sq[0] = { base: asq, size: asqs, tail: 0 };
-    this.cq[0] = { base: acq, size: acqs, head: 0, phase: 1 };
-  }
-
-  /** Puts a command on SQ `q` (not rung). */
-  put(q: number, opc: number, f: { nsid?: number; prp1?: number; prp2?: number; cdw?: Record<number, number> } = {}): number {
-    const s = this.sq[q];
-    const at = this.off(s.base + s.tail * 64);
-    this.bytes.fill(0, at, at + 64);
-    const cid = this.cid++ & 0xffff;
-    this.dv.setUint8(at, opc);
-    this.dv.setUint16(at + 2, cid, true);
-    this.dv.setUint32(at + 4, f.nsid ?? 0, true);
-    this.dv.setBigUint64(at + 24, BigInt(f.prp1 ?? 0), true);
-    this.dv.setBigUint64(at + 32, BigInt(f.prp2 ?? 0), true);
-    for (const [k, v] of Object.entries(f.cdw ?? {})) this.dv.setUint32(at + 4 * Number(k), v >>> 0, true);
-    s.tail = (s.tail + 1) % s.size;
-    return cid;
-  }
-  ring(q: number): void { this.wr(0x1000 + 8 * q, this.sq[q].tail); }
-
-  /** Takes the next completion of CQ `q` if its phase says it is new. */
-  take(q: number): Cqe | undefined {
-    const c = this.cq[q];
-    const at = this.off(c.base + c.head * 16);
-    const status = this.dv.getUint16(at + 14, true);
-    if ((status & 1) !== c.phase) return undefined;
-    c.head = (c.head + 1) % c.size;
-    if (c.head === 0) c.phase ^= 1;
-    this.wr(0x1000 + 8 * q + 4, c.head);
-    return {
-      cdw0: this.dv.getUint32(at, true), sqhd: this.dv.getUint16(at + 8, true), sqid: this.dv.getUint16(at + 10, true),
-      cid: this.dv.getUint16(at + 12, true), status, phase: status & 1, sc: (status >> 1) & 0xff, sct: (status >> 9) & 7, dnr: (status & 0x8000) !== 0,
-    };
-  }
-
-  admin(opc: number, f: Parameters<Rig['put']>[2] = {}): Cqe {
-    const cid = this.put(0, opc, f);
-    this.ring(0);
-    const c = this.take(0);
-    if (!c) throw new Error(`admin opcode ${opc}: no completion`);
-    expect(c.cid).toBe(cid);
-    return c;
-  }
-
-  io1(q: number, opc: number, f: Parameters<Rig['put']>[2] = {}): Cqe {
-    f.nsid ??= 1;
-    const cid = this.put(q, opc, f);
-    this.ring(q);
-    const c = this.take(q);
-    if (!c) throw new Error(`I/O opcode ${opc}: no completion`);
-    expect(c.cid).toBe(cid);
-    return c;
-  }
-
-  /** Number of queues, then one I/O CQ (vector `vec`) and SQ with id 1. */
-  ioQueues(size = 64, vec = 1): void {
-    const nq = this.admin(0x09, { cdw: { 10: 0x07, 11: 0x00030003 } });
-    expect(nq.sc).toBe(0);
-    const cq = this.alloc(size * 16);
-    expect(this.admin(0x05, { prp1: cq, cdw: { 10: 1 | ((size - 1) << 16), 11: 1 | 2 | (vec << 16) } }).sc).toBe(0);
-    this.cq[1] = { base: cq, size, head: 0, phase: 1 };
-    const sq = this.alloc(size * 64);
-    expect(this.admin(0x01, { prp1: sq, cdw: { 10: 1 | ((size - 1) << 16), 11: 1 | (1 << 16) } }).sc).toBe(0);
-    this.sq[1] = { base: sq, size, tail: 0 };
-  }
 }
 
 const rigs: Rig[] = [];

@@ -4,6 +4,9 @@ import { virtioTarget } from './virtio.js';
 import { PLATFORM_SPECS, platformTarget } from './platform.js';
 import { HOST_CONFIG_TARGETS } from './host-config.js';
 import { CONTROL_SOCKET_TARGET } from './control-socket.js';
+import { AHCI_TARGET } from './ahci.js';
+import { NVME_TARGET } from './nvme.js';
+import { RFB_TARGET } from './rfb.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
@@ -11,6 +14,9 @@ export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('rnd'),
   virtioTarget('console'),
   ...PLATFORM_SPECS.map(platformTarget),
+  AHCI_TARGET,
+  NVME_TARGET,
+  RFB_TARGET,
   ...HOST_CONFIG_TARGETS,
   CONTROL_SOCKET_TARGET,
 ];
