@@ -21,10 +21,11 @@
 // runs on while any number of requests (up to the queue size) are in flight.
 // Which is faster depends on the host (BENCHMARKS.md).
 
-import { ConfigError, type ConfigTree } from '../../config/tree.js';
+import type { ConfigTree } from '../../config/tree.js';
 import { isUnsupported } from '../../sys/file.js';
 import {
-  BlockDeviceError, BlockFile, bhyveSerial, blockBackendOptionsFromConfig, parseSectorSize, type BlockBackendOptions,
+  BLOCKIF_KEYS, BlockDeviceError, BlockFile, bhyveSerial, blockBackendOptionsFromConfig, parseSectorSize, requireBlockPath,
+  type BlockBackendOptions,
 } from '../block/block-backend.js';
 import {
   VIRTIO_BLK_DWZ_SEG_SIZE, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
@@ -400,24 +401,12 @@ export const virtioBlkDevice: PciDeviceRecord = {
   description: 'virtio block device',
   legacyConfig: blockifLegacyConfig,
   keys: [
-    { key: 'path', description: 'backing file or block device (the first item of the configuration string)' },
-    { key: 'nocache', default: 'false', description: 'open the backing file with O_DIRECT' },
-    { key: 'direct', default: 'false', description: 'open the backing file with O_SYNC' },
-    { key: 'sync', default: 'false', description: 'alias of direct' },
-    { key: 'ro', default: 'false', description: 'read-only device' },
-    { key: 'nodelete', default: 'false', description: 'do not pass discard requests to the backing file' },
-    { key: 'sectorsize', description: 'logical[/physical] sector size' },
-    { key: 'ser', description: 'serial number (default: from the path)' },
-    { key: 'bootindex', description: 'boot order index for the firmware' },
+    ...BLOCKIF_KEYS,
     { key: 'iothread', default: String(IOTHREAD_DEFAULT), description: 'serve the request queue on its own thread, fed by an ioeventfd' },
     ...VIRTIO_PCI_KEYS,
   ],
   bootable: true,
-  validate: (config, s) => {
-    if (config.get(`${s.node}.path`) === undefined) {
-      throw new ConfigError(`pci slot ${s.where}: virtio-blk requires a path (e.g. -s ${s.slot},virtio-blk,/path/to/disk.img)`);
-    }
-  },
+  validate: (config, s) => requireBlockPath(config, s.node, s, 'virtio-blk', 'virtio-blk'),
   create: (ctx, s, chipset) => createVirtioPci(ctx, s, chipset, 'virtio-blk', PCIC_STORAGE,
     () => VirtioBlock.open(blockOptionsFromConfig(ctx.config, s.node))),
 };
