@@ -16,11 +16,19 @@ export interface MemoryRegion {
   readonly bytes: Uint8Array;
 }
 
+/** A region with a DataView over it, made once: device models read
+ * descriptor and command words on every request, and a DataView per access
+ * was most of their cost. */
+interface ViewedRegion extends MemoryRegion {
+  readonly dv: DataView;
+}
+
 export class GuestMemory {
-  private readonly regions: MemoryRegion[];
+  private readonly regions: ViewedRegion[];
 
   constructor(regions: MemoryRegion[]) {
-    this.regions = [...regions].sort((a, b) => a.gpa - b.gpa);
+    this.regions = [...regions].sort((a, b) => a.gpa - b.gpa)
+      .map((r) => ({ gpa: r.gpa, bytes: r.bytes, dv: new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length) }));
   }
 
   /** Total bytes of guest RAM across regions. */
@@ -87,23 +95,14 @@ export class GuestMemory {
   writeU32(gpa: number, v: number): void { const r = this.at(gpa, 4); r.dv.setUint32(gpa - r.gpa, v, true); }
   writeU64(gpa: number, v: bigint): void { const r = this.at(gpa, 8); r.dv.setBigUint64(gpa - r.gpa, v, true); }
 
-  /** The region holding [gpa, gpa+length) with a DataView over it, made
-   * once per region: device models read descriptor and command words on
-   * every request, and a DataView per access was most of their cost. */
-  private at(gpa: number, length: number): { gpa: number; dv: DataView } {
+  /** The region holding [gpa, gpa+length), for a word access. */
+  private at(gpa: number, length: number): ViewedRegion {
     const r = this.find(gpa, length);
     if (!r) throw new GuestMemoryError(gpa, length);
-    let dv = this.views.get(r);
-    if (!dv) {
-      dv = new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length);
-      this.views.set(r, dv);
-    }
-    return { gpa: r.gpa, dv };
+    return r;
   }
 
-  private readonly views = new Map<MemoryRegion, DataView>();
-
-  private find(gpa: number, length: number): MemoryRegion | undefined {
+  private find(gpa: number, length: number): ViewedRegion | undefined {
     if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(length) || gpa < 0 || length < 0) return undefined;
     for (const r of this.regions) {
       if (gpa >= r.gpa && gpa + length <= r.gpa + r.bytes.length) return r;
