@@ -333,10 +333,11 @@ const AHCI_KEYS: readonly DeviceKey[] = [
 ];
 
 /** Every ahci port with a type needs a path. */
-function validateAhciPorts(config: ConfigTree, s: PciSlot, device: string): void {
+function validateAhciPorts(config: ConfigTree, s: PciSlot): void {
   for (const [p, pn] of config.getNode(`${s.node}.port`) ?? []) {
-    if (pn instanceof Map && config.get(`${s.node}.port.${p}.type`) !== undefined) {
-      requireBlockPath(config, `${s.node}.port.${p}`, s, `ahci port ${p}`, device);
+    const type = config.get(`${s.node}.port.${p}.type`);
+    if (pn instanceof Map && type !== undefined) {
+      requireBlockPath(config, `${s.node}.port.${p}`, s, `ahci port ${p}`, type === 'cd' ? 'ahci,cd:/path/to/image.iso' : 'ahci,hd:/path/to/disk.img');
     }
   }
 }
@@ -344,7 +345,7 @@ function validateAhciPorts(config: ConfigTree, s: PciSlot, device: string): void
 export const ahciDevice: PciDeviceRecord = {
   name: 'ahci', description: 'AHCI SATA controller with several ports', legacyConfig: ahciLegacy, keys: AHCI_KEYS,
   bootable: true,
-  validate: (c, s) => validateAhciPorts(c, s, 'ahci'),
+  validate: (c, s) => validateAhciPorts(c, s),
   create: (ctx, s) => createAhci(ctx, s.node, s.where),
 };
 export const ahciHdDevice: PciDeviceRecord = {

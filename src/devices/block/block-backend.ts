@@ -33,10 +33,11 @@ export const BLOCKIF_KEYS: readonly DeviceKey[] = [
   { key: 'bootindex', description: 'boot order index for the firmware' },
 ];
 
-/** Start-time check: a blockif node names its image. */
-export function requireBlockPath(config: ConfigTree, node: string, s: PciSlot, what: string, device: string): void {
+/** Start-time check: a blockif node names its image. `example` is the
+ * slot's configuration string as a user would write it. */
+export function requireBlockPath(config: ConfigTree, node: string, s: PciSlot, what: string, example: string): void {
   if (config.get(`${node}.path`) === undefined) {
-    throw new ConfigError(`pci slot ${s.where}: ${what} requires a path (e.g. -s ${s.slot},${device},/path/to/disk.img)`);
+    throw new ConfigError(`pci slot ${s.where}: ${what} requires a path (e.g. -s ${s.slot},${example})`);
   }
 }
 

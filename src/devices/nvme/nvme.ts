@@ -807,6 +807,6 @@ export const nvmeDevice: PciDeviceRecord = {
     { key: 'ram', description: 'nvme RAM-backed namespace size in MiB' },
   ],
   bootable: true,
-  validate: (c, s) => { if (c.get(`${s.node}.ram`) === undefined) requireBlockPath(c, s.node, s, 'nvme', 'nvme'); },
+  validate: (c, s) => { if (c.get(`${s.node}.ram`) === undefined) requireBlockPath(c, s.node, s, 'nvme', 'nvme,/path/to/disk.img'); },
   create: (ctx, s) => createNvme(ctx, s.node, s.where),
 };

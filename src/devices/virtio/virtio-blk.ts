@@ -406,7 +406,7 @@ export const virtioBlkDevice: PciDeviceRecord = {
     ...VIRTIO_PCI_KEYS,
   ],
   bootable: true,
-  validate: (config, s) => requireBlockPath(config, s.node, s, 'virtio-blk', 'virtio-blk'),
+  validate: (config, s) => requireBlockPath(config, s.node, s, 'virtio-blk', 'virtio-blk,/path/to/disk.img'),
   create: (ctx, s, chipset) => createVirtioPci(ctx, s, chipset, 'virtio-blk', PCIC_STORAGE,
     () => VirtioBlock.open(blockOptionsFromConfig(ctx.config, s.node))),
 };
