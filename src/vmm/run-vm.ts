@@ -11,7 +11,7 @@ import { openDisplay, type DisplayHost } from '../devices/display/fbuf-host.js';
 import { Mailbox } from './ap-mailbox.js';
 import { ControlServer } from './control-socket.js';
 import { controlHandlers } from './control-ops.js';
-import { exitStatusOf, type ExitRequest } from './exit-status.js';
+import { exitNotice, exitStatusOf, type ExitRequest } from './exit-status.js';
 import { createTimerTable, DeviceTimerHost } from './device-timers.js';
 import { HALT_WATCH_MS, watchHalts } from './halt-watch.js';
 import { KvmStats } from '../sys/kvm.js';
@@ -191,7 +191,9 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     if (watchdog) clearInterval(watchdog);
     const grace = new Promise<void>((r) => setTimeout(r, STOP_GRACE_MS).unref());
     await Promise.race([Promise.all(stoppedAll), grace]);
+    const notice = exitNotice(req);
     if (req.kind === 'error') process.stderr.write(`bhyve: ${req.message}\n`);
+    else if (notice !== undefined) process.stderr.write(`bhyve: ${notice}\n`);
     else if (process.env.BHYVE_DEBUG) process.stderr.write(`bhyve: ${describe(req)}\n`);
     const destroy = machine.vmObject.createdHere
       || (req.kind === 'poweroff' && config.getBool('destroy_on_poweroff', false));
