@@ -9,6 +9,8 @@ import type { CpuidEntry } from '../../src/sys/kvm.js';
 import { computeLayout } from '../../src/sys/memory-map.js';
 import { checkRequirements, detectPaging, type HostCapabilities } from '../../src/vmm/probe.js';
 import { exitStatusOf, exitNotice } from '../../src/vmm/exit-status.js';
+import { legacyWindowFor } from '../../src/vmm/machine.js';
+import { ConfigTree } from '../../src/config/tree.js';
 
 const M = 1024 * 1024;
 const G = 1024 * M;
@@ -134,5 +136,20 @@ describe('exit status', () => {
     expect(exitNotice({ kind: 'testdev', value: 0x10 })).toBeUndefined();
     expect(exitNotice({ kind: 'poweroff', why: 'x' })).toBeUndefined();
     expect(exitNotice({ kind: 'reset', why: 'x' })).toBeUndefined();
+  });
+});
+
+describe('legacy BIOS window', () => {
+  it('is left to the i440FX PAM model only with lpc.fwcfg=qemu and a boot ROM', () => {
+    const layout = { lowmem: 64 * 1024 * 1024, highmem: 0 };
+    const cfg = (kv: Record<string, string>) => {
+      const c = new ConfigTree();
+      for (const [k, v] of Object.entries(kv)) c.set(k, v);
+      return c;
+    };
+    expect(legacyWindowFor(cfg({ 'lpc.fwcfg': 'qemu', 'lpc.bootrom': '/x.rom' }), layout)).toBe(true);
+    // No ROM (bhyveload): RAM, holding the tables the guest looks for.
+    expect(legacyWindowFor(cfg({ 'lpc.fwcfg': 'qemu' }), layout)).toBe(false);
+    expect(legacyWindowFor(cfg({ 'lpc.bootrom': '/x.rom' }), layout)).toBe(false);
   });
 });
