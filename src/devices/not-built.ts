@@ -104,10 +104,6 @@ export const virtio9pDevice: PciDeviceRecord = {
     { key: 'ro', default: 'false', description: 'read-only share' },
   ],
 };
-export const virtioInputDevice: PciDeviceRecord = {
-  name: 'virtio-input', description: 'virtio input device', legacyConfig: firstItemAs('path'),
-  keys: [{ key: 'path', description: 'host evdev device' }],
-};
 export const hdaDevice: PciDeviceRecord = {
   name: 'hda', description: 'High Definition Audio controller',
   keys: [{ key: 'play', description: 'hda playback device' }, { key: 'rec', description: 'hda recording device' }],
