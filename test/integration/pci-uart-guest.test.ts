@@ -9,10 +9,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BHYVE, GUESTS, ROOT, bhyveArgs, kvmUnavailable, runBhyve, vmName } from '../support/bhyve.js';
-import { BHYVECTL, HAVE_QEMU, MODE, parseStats, qemuArgs, romWith, stat } from '../support/guest-rom.js';
+import { BHYVE, GUESTS, bhyveArgs, kvmUnavailable, runBhyve, vmName } from '../support/bhyve.js';
+import { HAVE_QEMU, MODE, qemuArgs, romWith, runInteractive, stat } from '../support/guest-rom.js';
 
 const skip = kvmUnavailable() ?? (fs.existsSync(path.join(GUESTS, 'uart.rom')) ? undefined : 'uart.rom is not built: run scripts/build-guests.sh');
 if (skip) console.warn(`skipping PCI uart guest tests: ${skip}`);
@@ -35,50 +34,21 @@ async function freePort(): Promise<number> {
 
 interface EchoRun { status: number; out: string; echoed: Buffer; stats: Map<string, number> }
 
-/**
- * Runs argv, waits for the guest's "ready to echo", connects to the port's
- * TCP backend, sends DATA and collects the echo. With `vm` (a bhyve run
- * built with MODE.HOLD) reads bhyvectl --get-stats at the guest's hold and
- * releases it with a byte on COM1.
- */
+/** Runs argv; at the guest's "ready to echo" connects to the port's TCP
+ * backend, sends DATA and collects the echo (runInteractive). */
 async function runEcho(argv: string[], port: number, vm?: string): Promise<EchoRun> {
-  const rundir = path.join(ROOT, 'build', 'run');
-  fs.mkdirSync(rundir, { recursive: true, mode: 0o700 });
-  const env = { BHYVE_RUNDIR: rundir };
-  const child = execa(argv[0], argv.slice(1), {
-    reject: false, timeout: 150_000, stdin: 'pipe', env, encoding: 'latin1', stripFinalNewline: false,
-  });
-  let out = '';
-  child.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
-  child.stderr!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
-  const ended = (async () => { await child; return true; })();
-  const until = async (s: string): Promise<boolean> => {
-    while (!out.includes(s)) {
-      if (await Promise.race([ended, new Promise<false>((r) => setTimeout(() => r(false), 50))])) return out.includes(s);
-    }
-    return true;
-  };
   let echoed = Buffer.alloc(0);
-  let stats = new Map<string, number>();
-  if (await until('ready to echo')) {
-    const sock = net.connect(port, '127.0.0.1');
-    sock.on('error', () => undefined);
-    const done = new Promise<void>((resolve) => {
-      sock.on('data', (b: Buffer) => { echoed = Buffer.concat([echoed, b]); if (echoed.length >= N) resolve(); });
+  const r = await runInteractive(argv, {
+    ready: 'ready to echo', vm,
+    whenReady: () => new Promise<void>((resolve) => {
+      const sock = net.connect(port, '127.0.0.1');
+      sock.on('error', () => resolve());
+      sock.on('data', (b: Buffer) => { echoed = Buffer.concat([echoed, b]); if (echoed.length >= N) { sock.destroy(); resolve(); } });
       sock.on('close', () => resolve());
-      void ended.then(() => resolve());
-    });
-    sock.on('connect', () => sock.write(DATA));
-    await done;
-    sock.destroy();
-    if (vm !== undefined && await until('hold: waiting')) {
-      const s = await execa(BHYVECTL, [`--vm=${vm}`, '--get-stats'], { reject: false, env, stdin: 'ignore', timeout: 30_000 });
-      stats = parseStats(s.stdout);
-      child.stdin!.write('q');
-    }
-  }
-  const r = await child;
-  return { status: r.exitCode ?? -1, out, echoed, stats };
+      sock.on('connect', () => sock.write(DATA));
+    }),
+  });
+  return { ...r, echoed };
 }
 
 describe.skipIf(skip !== undefined)('uart.rom on bhyve and QEMU', () => {
