@@ -65,11 +65,6 @@ const xhciLegacy: LegacyParser = (tree, node, opts) => {
   }
 };
 
-/** pci_uart_legacy_config(): the whole string is the backend path. */
-const uartLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts !== undefined) setValue(tree, `${node}.path`, opts);
-};
-
 const NET_KEYS: readonly DeviceKey[] = [
   { key: 'backend', description: 'network backend (tapN, vmnetN, netgraph, netmap:ifname, valeX:port, slirp)' },
   { key: 'type', description: 'network backend type (tap, netgraph, netmap)' },
@@ -109,15 +104,7 @@ export const virtio9pDevice: PciDeviceRecord = {
     { key: 'ro', default: 'false', description: 'read-only share' },
   ],
 };
-export const virtioInputDevice: PciDeviceRecord = {
-  name: 'virtio-input', description: 'virtio input device', legacyConfig: firstItemAs('path'),
-  keys: [{ key: 'path', description: 'host evdev device' }],
-};
 export const hdaDevice: PciDeviceRecord = {
   name: 'hda', description: 'High Definition Audio controller',
   keys: [{ key: 'play', description: 'hda playback device' }, { key: 'rec', description: 'hda recording device' }],
-};
-export const uartDevice: PciDeviceRecord = {
-  name: 'uart', description: 'PCI 16550 UART', legacyConfig: uartLegacy,
-  keys: [{ key: 'path', description: 'UART backend' }],
 };

@@ -19,8 +19,10 @@ import { virtioConsoleDevice } from './virtio/virtio-console.js';
 import { ahciCdDevice, ahciDevice, ahciHdDevice } from './ahci/ahci.js';
 import { nvmeDevice } from './nvme/nvme.js';
 import { fbufDevice } from './display/fbuf.js';
+import { uartDevice } from './pci-uart.js';
+import { virtioInputDevice } from './virtio/virtio-input.js';
 import {
-  e1000Device, hdaDevice, passthruDevice, uartDevice, virtio9pDevice, virtioInputDevice, virtioScsiDevice,
+  e1000Device, hdaDevice, passthruDevice, virtio9pDevice, virtioScsiDevice,
   xhciDevice,
 } from './not-built.js';
 

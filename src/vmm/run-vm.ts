@@ -6,6 +6,7 @@ import type { Worker } from 'node:worker_threads';
 import { retireVcpuThread, spawnVcpuThread, spawnVcpuThreads } from './vcpu-threads.js';
 import type { ConfigTree } from '../config/tree.js';
 import { openUartBackend, restoreTerminal, type UartBackendHost, type UartStreamTransfer } from '../devices/lpc/uart-backend.js';
+import { pciUartBackends } from '../devices/pci-uart.js';
 import { openHostPorts, type HostPorts } from '../devices/virtio/host-ports.js';
 import { openDisplay, type DisplayHost } from '../devices/display/fbuf-host.js';
 import { Mailbox } from './ap-mailbox.js';
@@ -112,6 +113,13 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         .catch((e: unknown) => { throw userErrorWithPrefix(e, `${com}: `); });
       backends.push(host);
       streams[`lpc.${com}`] = host.transfer;
+    }
+    // PCI UARTs (-s N,uart,path): the same backends, keyed by slot node.
+    for (const u of pciUartBackends(config)) {
+      const host = await openUartBackend(u.path, () => kickDeviceThread(DEVICE_REQUEST.POLL))
+        .catch((e: unknown) => { throw userErrorWithPrefix(e, `uart at pci slot ${u.where}: `); });
+      backends.push(host);
+      streams[u.node] = host.transfer;
     }
     // virtio-net taps and virtio-console sockets, by slot node.
     hostPorts = await openHostPorts(config, () => kickDeviceThread(DEVICE_REQUEST.POLL))
