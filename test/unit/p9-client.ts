@@ -47,9 +47,17 @@ export class P9Client {
   readonly resets: string[];
   private tagSeq = 1;
 
+  /** One request and one reply area in guest RAM, reused. */
+  private readonly reqArea: number;
+  private readonly replyArea: number;
+  private readonly areaSize: number;
+
   constructor(readonly dev: VirtioDeviceBase, ramSize = 8 << 20) {
     this.driver = new FakeDriver(256, ramSize);
     this.resets = activate(dev, this.driver).resets;
+    this.areaSize = Math.floor((ramSize - (64 << 10)) / 2 / 4096) * 4096;
+    this.reqArea = this.driver.alloc(this.areaSize, 4096);
+    this.replyArea = this.driver.alloc(this.areaSize, 4096);
   }
 
   /** Sends raw request bytes with `room` bytes of reply buffer (split over
@@ -57,12 +65,13 @@ export class P9Client {
   sendRaw(req: Uint8Array, room = 16384, replySegs = 1): Reply {
     const d = this.driver;
     const bufs: Array<{ addr: number; len: number; write?: boolean }> = [];
+    if (req.length > this.areaSize || room > this.areaSize) throw new Error('message larger than the test RAM');
     if (req.length > 0) {
-      const a = d.alloc(req.length);
-      d.fill(a, req);
-      bufs.push({ addr: a, len: req.length });
+      d.fill(this.reqArea, req);
+      bufs.push({ addr: this.reqArea, len: req.length });
     }
-    const reply = d.alloc(room);
+    const reply = this.replyArea;
+    d.fill(reply, new Uint8Array(Math.min(room, 64)));
     const seg = Math.ceil(room / replySegs);
     for (let off = 0; off < room; off += seg) bufs.push({ addr: reply + off, len: Math.min(seg, room - off), write: true });
     const used0 = d.usedIdx();
