@@ -39,18 +39,6 @@ function firstItemAs(key: string): LegacyParser {
   };
 }
 
-/** pci_vt9p_legacy_config(): `sharename=/path[,ro]`. */
-const vt9pLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  const comma = opts.indexOf(',');
-  const first = comma < 0 ? opts : opts.slice(0, comma);
-  const eq = first.indexOf('=');
-  if (eq < 0) throw new ConfigError(`virtio-9p: invalid share "${first}" (use sharename=/path)`);
-  setValue(tree, `${node}.sharename`, first.slice(0, eq));
-  setValue(tree, `${node}.path`, first.slice(eq + 1));
-  if (comma >= 0) parseLegacyConfig(tree, node, opts.slice(comma + 1));
-};
-
 /** pci_xhci_legacy_config(): `tablet[,...]` -> slot.N.device, slots from 1. */
 const xhciLegacy: LegacyParser = (tree, node, opts) => {
   if (opts === undefined) return;
@@ -96,13 +84,6 @@ export const xhciDevice: PciDeviceRecord = {
   name: 'xhci', description: 'USB 3 (xHCI) controller', legacyConfig: xhciLegacy,
   keys: [{ key: 'slot.N.device', description: 'xhci USB device in slot N (tablet)' }],
 };
-export const virtio9pDevice: PciDeviceRecord = {
-  name: 'virtio-9p', description: 'virtio 9p (VirtFS) file sharing', legacyConfig: vt9pLegacy,
-  keys: [
-    { key: 'sharename', description: 'virtio-9p share name' },
-    { key: 'path', description: 'shared host directory' },
-    { key: 'ro', default: 'false', description: 'read-only share' },
-  ],
 };
 export const hdaDevice: PciDeviceRecord = {
   name: 'hda', description: 'High Definition Audio controller',

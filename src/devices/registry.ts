@@ -22,9 +22,10 @@ import { fbufDevice } from './display/fbuf.js';
 import { uartDevice } from './pci-uart.js';
 import { virtioInputDevice } from './virtio/virtio-input.js';
 import {
-  e1000Device, hdaDevice, passthruDevice, virtio9pDevice, virtioScsiDevice,
+  e1000Device, hdaDevice, passthruDevice, virtioScsiDevice,
   xhciDevice,
 } from './not-built.js';
+import { virtio9pDevice } from './virtio/virtio-9p.js';
 
 export type { PciDeviceRecord } from './pci-device.js';
 

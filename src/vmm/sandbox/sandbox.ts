@@ -39,6 +39,9 @@ export interface SandboxPlan {
   /** Landlock ABI version, 0 when the kernel has none. */
   landlockAbi: number;
   landlockRules: LandlockRule[];
+  /** virtio-9p shares configured: none, only read-only ones, or a
+   * writable one (the filter then allows what a file server needs). */
+  shares?: 'ro' | 'rw';
   /** Notes on what this host cannot do (printed with BHYVE_DEBUG). */
   notes: string[];
 }
@@ -67,7 +70,15 @@ export function sandboxPlan(config: ConfigTree, paths: SandboxPaths): SandboxPla
     ...consoleSocketDirs(config).map((p) => ({ path: p, access: FS.REMOVE_FILE })),
     ...diskImages(config),
   ];
-  return { log: config.getBool('security.sandbox_log', false), landlockAbi, landlockRules: rules, notes };
+  const shares = fileShares(config);
+  rules.push(...shares.rules);
+  if (shares.kind === 'rw' && landlockAbi === 0) {
+    notes.push('no Landlock: writable virtio-9p shares are confined by the file server alone; the filter lets files be created');
+  }
+  return {
+    log: config.getBool('security.sandbox_log', false), landlockAbi, landlockRules: rules, notes,
+    ...(shares.kind ? { shares: shares.kind } : {}),
+  };
 }
 
 /** bhyve's installed tree and the directory of koffi (a worker thread
@@ -105,6 +116,26 @@ function diskImages(config: ConfigTree): LandlockRule[] {
     rules.push({ path: value, access: FS.READ_FILE | FS.IOCTL_DEV | (ro ? 0n : FS.WRITE_FILE) });
   }
   return rules;
+}
+
+/** Rights beneath a virtio-9p share: read it all; change it unless ro
+ * (never device nodes: the file server refuses them). */
+const SHARE_READ = FS.READ_FILE | FS.READ_DIR;
+const SHARE_WRITE = FS.WRITE_FILE | FS.REMOVE_DIR | FS.REMOVE_FILE | FS.MAKE_DIR | FS.MAKE_REG | FS.MAKE_SOCK
+  | FS.MAKE_FIFO | FS.MAKE_SYM | FS.REFER | FS.TRUNCATE;
+
+/** The virtio-9p shares: their Landlock rules, and whether any is writable. */
+function fileShares(config: ConfigTree): { rules: LandlockRule[]; kind?: 'ro' | 'rw' } {
+  const rules: LandlockRule[] = [];
+  let kind: 'ro' | 'rw' | undefined;
+  for (const [key, value] of config.toJSON()) {
+    const m = /^(pci\.\d+\.\d+\.\d+)\.path$/.exec(key);
+    if (!m || config.get(`${m[1]}.device`) !== 'virtio-9p') continue;
+    const ro = config.getBool(`${m[1]}.ro`, false);
+    rules.push({ path: value, access: SHARE_READ | (ro ? 0n : SHARE_WRITE) });
+    kind = !ro ? 'rw' : kind ?? 'ro';
+  }
+  return { rules, kind };
 }
 
 /** Steps 1-3 for the calling thread. Returns what could not be done. */
@@ -147,7 +178,9 @@ export function enterSandbox(plan: SandboxPlan): void {
   const problems = confineThisThread(plan);
   if (problems.length) throw new SandboxError(`cannot sandbox bhyve: ${problems.join('; ')} (-o security.sandbox=false runs without)`);
   const refuse = plan.log ? SECCOMP_RET_LOG : SECCOMP_RET_ERRNO | EPERM;
-  const filter = buildSeccompFilter({ refuse, pid: process.pid, renames: plan.landlockAbi > 0 });
+  const filter = buildSeccompFilter({
+    refuse, pid: process.pid, renames: plan.landlockAbi > 0 || plan.shares === 'rw', shares: plan.shares,
+  });
   const flags = SECCOMP_FILTER_FLAG_TSYNC | (plan.log ? SECCOMP_FILTER_FLAG_LOG : 0);
   const r = seccompSetFilter(filter, flags);
   if (r !== 0) {
