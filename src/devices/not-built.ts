@@ -6,8 +6,8 @@
 // registry.ts.
 
 import { ConfigError, type ConfigTree } from '../config/tree.js';
-import { netbeLegacyConfig, parseLegacyConfig, setValue } from '../config/legacy.js';
-import type { DeviceKey, LegacyParser, PciDeviceRecord } from './pci-device.js';
+import { parseLegacyConfig, setValue } from '../config/legacy.js';
+import type { LegacyParser, PciDeviceRecord } from './pci-device.js';
 
 /** passthru_legacy_config(): `pptN` | `pciB:S:F` | `B/S/F`, then name=value. */
 const passthruLegacy: LegacyParser = (tree, node, opts) => {
@@ -70,22 +70,9 @@ const uartLegacy: LegacyParser = (tree, node, opts) => {
   if (opts !== undefined) setValue(tree, `${node}.path`, opts);
 };
 
-const NET_KEYS: readonly DeviceKey[] = [
-  { key: 'backend', description: 'network backend (tapN, vmnetN, netgraph, netmap:ifname, valeX:port, slirp)' },
-  { key: 'type', description: 'network backend type (tap, netgraph, netmap)' },
-  { key: 'mac', description: 'network device MAC address' },
-  { key: 'mtu', default: '1500', description: 'network device MTU' },
-  { key: 'peerhook', description: 'netgraph peer hook' },
-  { key: 'socket', description: 'netgraph socket name' },
-  { key: 'hook', default: 'vmlink', description: 'netgraph hook' },
-];
-
 export const virtioScsiDevice: PciDeviceRecord = {
   name: 'virtio-scsi', description: 'virtio SCSI controller', legacyConfig: firstItemAs('dev'),
   keys: [{ key: 'dev', description: 'virtio-scsi CAM target device' }, { key: 'iid', description: 'virtio-scsi initiator ID' }],
-};
-export const e1000Device: PciDeviceRecord = {
-  name: 'e1000', description: 'Intel 82545 network device', legacyConfig: netbeLegacyConfig, keys: NET_KEYS,
 };
 export const passthruDevice: PciDeviceRecord = {
   name: 'passthru', description: 'host PCI device passthrough', legacyConfig: passthruLegacy,

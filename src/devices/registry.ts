@@ -18,9 +18,10 @@ import { virtioRndDevice } from './virtio/virtio-rnd.js';
 import { virtioConsoleDevice } from './virtio/virtio-console.js';
 import { ahciCdDevice, ahciDevice, ahciHdDevice } from './ahci/ahci.js';
 import { nvmeDevice } from './nvme/nvme.js';
+import { e1000Device } from './net/e1000.js';
 import { fbufDevice } from './display/fbuf.js';
 import {
-  e1000Device, hdaDevice, passthruDevice, uartDevice, virtio9pDevice, virtioInputDevice, virtioScsiDevice,
+  hdaDevice, passthruDevice, uartDevice, virtio9pDevice, virtioInputDevice, virtioScsiDevice,
   xhciDevice,
 } from './not-built.js';
 

@@ -10,7 +10,7 @@ import type { ConfigTree } from '../../config/tree.js';
 import { pciNodes } from '../../config/pci-nodes.js';
 import { userErrorWithPrefix } from '../../user-error.js';
 import { openConsoleBackend, type ConsoleBackendTransfer } from './console-backend.js';
-import { openNetBackend, type NetBackendTransfer } from './net-backend.js';
+import { openNetBackend, type NetBackendTransfer } from '../net/net-backend.js';
 import type { DisplayInputTransfer } from '../display/display-input.js';
 
 /** The opened backends by kind, each by slot node ("pci.0.3.0");
@@ -51,10 +51,10 @@ export async function openHostPorts(config: ConfigTree, kick: () => void): Promi
   try {
     for (const { node, where } of pciNodes(config)) {
       const emul = config.get(`${node}.device`);
-      if (emul !== 'virtio-net' && emul !== 'virtio-console') continue;
+      if (emul !== 'virtio-net' && emul !== 'e1000' && emul !== 'virtio-console') continue;
       try {
-        if (emul === 'virtio-net') {
-          const host = openNetBackend(config, node, kick);
+        if (emul === 'virtio-net' || emul === 'e1000') {
+          const host = await openNetBackend(config, node, kick);
           if (host === undefined) continue;
           hosts.push(host);
           transfers.net[node] = host.transfer;

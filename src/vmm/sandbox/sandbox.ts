@@ -39,6 +39,9 @@ export interface SandboxPlan {
   /** Landlock ABI version, 0 when the kernel has none. */
   landlockAbi: number;
   landlockRules: LandlockRule[];
+  /** A slirp network backend runs in bhyve: new sockets stay allowed
+   * (seccomp) and Landlock leaves TCP alone. */
+  sockets: boolean;
   /** Notes on what this host cannot do (printed with BHYVE_DEBUG). */
   notes: string[];
 }
@@ -67,7 +70,36 @@ export function sandboxPlan(config: ConfigTree, paths: SandboxPaths): SandboxPla
     ...consoleSocketDirs(config).map((p) => ({ path: p, access: FS.REMOVE_FILE })),
     ...diskImages(config),
   ];
-  return { log: config.getBool('security.sandbox_log', false), landlockAbi, landlockRules: rules, notes };
+  const sockets = usesSlirp(config);
+  if (sockets) rules.push(...SLIRP_READ_FILES.map((p) => ({ path: p, access: FS.READ_FILE })));
+  return { log: config.getBool('security.sandbox_log', false), landlockAbi, landlockRules: rules, sockets, notes };
+}
+
+/** Files libslirp reads while it runs: the host's DNS servers for its DNS
+ * relay (re-read when resolv.conf changes), glib's time zone. */
+export const SLIRP_READ_FILES = ['/etc/resolv.conf', '/etc/localtime', '/usr/share/zoneinfo'];
+
+/** True when a NIC of this VM has the slirp backend. */
+export function usesSlirp(config: ConfigTree): boolean {
+  for (const [key, value] of config.toJSON()) {
+    if (/^pci\.\d+\.\d+\.\d+\.backend$/.test(key) && value.trim().startsWith('slirp')) return true;
+  }
+  return false;
+}
+
+/** The plan for a helper thread started before the sandbox goes up (the
+ * slirp thread): bhyve's code and `readFiles` readable, nothing else;
+ * undefined with security.sandbox=false. */
+export function helperThreadPlan(config: ConfigTree, readFiles: readonly string[], sockets: boolean): SandboxPlan | undefined {
+  if (!config.getBool('security.sandbox', true)) return undefined;
+  const ll = landlockStatus();
+  return {
+    log: config.getBool('security.sandbox_log', false),
+    landlockAbi: 'abi' in ll ? ll.abi : 0,
+    landlockRules: [...codeDirectories(), ...readFiles].map((p) => ({ path: p, access: FS.READ_FILE })),
+    sockets,
+    notes: [],
+  };
 }
 
 /** bhyve's installed tree and the directory of koffi (a worker thread
@@ -119,7 +151,7 @@ export function confineThisThread(plan: SandboxPlan): string[] {
   }
   prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL);
   if (plan.landlockAbi > 0) {
-    const why = restrictThisThread(plan.landlockAbi, plan.landlockRules);
+    const why = restrictThisThread(plan.landlockAbi, plan.landlockRules, !plan.sockets);
     if (why) problems.push(`Landlock: ${why}`);
   }
   const caps = capset({ effective: 0n, permitted: 0n, inheritable: 0n });
@@ -147,7 +179,7 @@ export function enterSandbox(plan: SandboxPlan): void {
   const problems = confineThisThread(plan);
   if (problems.length) throw new SandboxError(`cannot sandbox bhyve: ${problems.join('; ')} (-o security.sandbox=false runs without)`);
   const refuse = plan.log ? SECCOMP_RET_LOG : SECCOMP_RET_ERRNO | EPERM;
-  const filter = buildSeccompFilter({ refuse, pid: process.pid, renames: plan.landlockAbi > 0 });
+  const filter = buildSeccompFilter({ refuse, pid: process.pid, renames: plan.landlockAbi > 0, newSockets: plan.sockets });
   const flags = SECCOMP_FILTER_FLAG_TSYNC | (plan.log ? SECCOMP_FILTER_FLAG_LOG : 0);
   const r = seccompSetFilter(filter, flags);
   if (r !== 0) {

@@ -65,6 +65,13 @@ export const ALLOWED_SYSCALLS: ReadonlyArray<readonly [name: string, nr: number]
   ['pkey_alloc', 330], ['pkey_mprotect', 329],
 ];
 
+/** New sockets, allowed only when a slirp network backend runs inside
+ * bhyve (its thread opens the guest's TCP/UDP/ICMP connections and the
+ * hostfwd listeners, as bhyve's slirp helper process does). */
+export const SOCKET_SYSCALLS: ReadonlyArray<readonly [name: string, nr: number]> = [
+  ['socket', 41], ['connect', 42], ['bind', 49], ['listen', 50],
+];
+
 /** Calls allowed only with some arguments (seccomp-filter.ts). */
 export const CHECKED_SYSCALLS = {
   /** Any request but TIOCSTI and TIOCLINUX, which would type into the
