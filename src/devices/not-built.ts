@@ -6,8 +6,8 @@
 // registry.ts.
 
 import { ConfigError, type ConfigTree } from '../config/tree.js';
-import { netbeLegacyConfig, parseLegacyConfig, setValue } from '../config/legacy.js';
-import type { DeviceKey, LegacyParser, PciDeviceRecord } from './pci-device.js';
+import { parseLegacyConfig, setValue } from '../config/legacy.js';
+import type { LegacyParser, PciDeviceRecord } from './pci-device.js';
 
 /** passthru_legacy_config(): `pptN` | `pciB:S:F` | `B/S/F`, then name=value. */
 const passthruLegacy: LegacyParser = (tree, node, opts) => {
@@ -53,22 +53,10 @@ const xhciLegacy: LegacyParser = (tree, node, opts) => {
   }
 };
 
-const NET_KEYS: readonly DeviceKey[] = [
-  { key: 'backend', description: 'network backend (tapN, vmnetN, netgraph, netmap:ifname, valeX:port, slirp)' },
-  { key: 'type', description: 'network backend type (tap, netgraph, netmap)' },
-  { key: 'mac', description: 'network device MAC address' },
-  { key: 'mtu', default: '1500', description: 'network device MTU' },
-  { key: 'peerhook', description: 'netgraph peer hook' },
-  { key: 'socket', description: 'netgraph socket name' },
-  { key: 'hook', default: 'vmlink', description: 'netgraph hook' },
-];
 
 export const virtioScsiDevice: PciDeviceRecord = {
   name: 'virtio-scsi', description: 'virtio SCSI controller', legacyConfig: firstItemAs('dev'),
   keys: [{ key: 'dev', description: 'virtio-scsi CAM target device' }, { key: 'iid', description: 'virtio-scsi initiator ID' }],
-};
-export const e1000Device: PciDeviceRecord = {
-  name: 'e1000', description: 'Intel 82545 network device', legacyConfig: netbeLegacyConfig, keys: NET_KEYS,
 };
 export const passthruDevice: PciDeviceRecord = {
   name: 'passthru', description: 'host PCI device passthrough', legacyConfig: passthruLegacy,
@@ -83,7 +71,6 @@ export const passthruDevice: PciDeviceRecord = {
 export const xhciDevice: PciDeviceRecord = {
   name: 'xhci', description: 'USB 3 (xHCI) controller', legacyConfig: xhciLegacy,
   keys: [{ key: 'slot.N.device', description: 'xhci USB device in slot N (tablet)' }],
-};
 };
 export const hdaDevice: PciDeviceRecord = {
   name: 'hda', description: 'High Definition Audio controller',

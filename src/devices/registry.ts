@@ -18,11 +18,12 @@ import { virtioRndDevice } from './virtio/virtio-rnd.js';
 import { virtioConsoleDevice } from './virtio/virtio-console.js';
 import { ahciCdDevice, ahciDevice, ahciHdDevice } from './ahci/ahci.js';
 import { nvmeDevice } from './nvme/nvme.js';
+import { e1000Device } from './net/e1000.js';
 import { fbufDevice } from './display/fbuf.js';
 import { uartDevice } from './pci-uart.js';
 import { virtioInputDevice } from './virtio/virtio-input.js';
 import {
-  e1000Device, hdaDevice, passthruDevice, virtioScsiDevice,
+  hdaDevice, passthruDevice, virtioScsiDevice,
   xhciDevice,
 } from './not-built.js';
 import { virtio9pDevice } from './virtio/virtio-9p.js';
