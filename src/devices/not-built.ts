@@ -51,20 +51,6 @@ const vt9pLegacy: LegacyParser = (tree, node, opts) => {
   if (comma >= 0) parseLegacyConfig(tree, node, opts.slice(comma + 1));
 };
 
-/** pci_xhci_legacy_config(): `tablet[,...]` -> slot.N.device, slots from 1. */
-const xhciLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  let slot = 1;
-  for (const item of opts.split(',')) {
-    if (item === '') continue;
-    const eq = item.indexOf('=');
-    const name = eq < 0 ? item : item.slice(0, eq);
-    if (name !== 'tablet') throw new ConfigError(`xhci: unknown USB device "${name}" (supported: tablet)`);
-    setValue(tree, `${node}.slot.${slot}.device`, name);
-    slot++;
-  }
-};
-
 /** pci_uart_legacy_config(): the whole string is the backend path. */
 const uartLegacy: LegacyParser = (tree, node, opts) => {
   if (opts !== undefined) setValue(tree, `${node}.path`, opts);
@@ -96,10 +82,6 @@ export const passthruDevice: PciDeviceRecord = {
     { key: 'pptdev', description: 'passthru host ppt device name' },
     { key: 'rom', description: 'passthru option ROM file' },
   ],
-};
-export const xhciDevice: PciDeviceRecord = {
-  name: 'xhci', description: 'USB 3 (xHCI) controller', legacyConfig: xhciLegacy,
-  keys: [{ key: 'slot.N.device', description: 'xhci USB device in slot N (tablet)' }],
 };
 export const virtio9pDevice: PciDeviceRecord = {
   name: 'virtio-9p', description: 'virtio 9p (VirtFS) file sharing', legacyConfig: vt9pLegacy,

@@ -21,8 +21,8 @@ import { nvmeDevice } from './nvme/nvme.js';
 import { fbufDevice } from './display/fbuf.js';
 import {
   e1000Device, hdaDevice, passthruDevice, uartDevice, virtio9pDevice, virtioInputDevice, virtioScsiDevice,
-  xhciDevice,
 } from './not-built.js';
+import { xhciDevice } from './usb/xhci.js';
 
 export type { PciDeviceRecord } from './pci-device.js';
 
