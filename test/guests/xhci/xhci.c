@@ -18,7 +18,7 @@
  *     and one line per report the tablet sends (the test moves the VNC
  *     pointer):
  *       xhci: report N: buttons B x X y Y (L bytes)
- *     until three came;
+ *     until three came (parameter 0x8000000R: until R came);
  *   - bench mode (parameter K != 0): the time from HCRST to a configured
  *     tablet, then K GET_DESCRIPTOR(device) control transfers timed
  *     ("bench:" lines).
@@ -66,6 +66,9 @@ static unsigned ev_idx, ev_cycle = 1;
 static volatile uint64_t *dcbaa;
 static int slot, port, speed, epid;
 static uintptr_t devctx;
+static int quiet;
+/* Progress lines; bench mode keeps COM1 quiet while it times. */
+#define say(...) do { if (!quiet) printf(__VA_ARGS__); } while (0)
 
 static uint32_t opr(int off) { return mr32(op + off); }
 static void opw(int off, uint32_t v) { mw32(op + off, v); }
@@ -141,6 +144,8 @@ static struct trb next_event(void)
 				ev_cycle ^= 1;
 			}
 			events++;
+			/* Free the entry: the dequeue pointer moves (EHB stays). */
+			irw(0x18, (uint32_t)(uintptr_t)&evr[ev_idx]);
 			return ev;
 		}
 		/* Empty: hand the ring back (EHB cleared) and wait. */
@@ -262,7 +267,7 @@ static void setup_interrupts(void)
 		}
 		pci_w16(bdf, data, (uint16_t)msi_data(vec));
 		pci_w16(bdf, mc + 2, (uint16_t)((ctrl & ~0x70) | 1));
-		printf("xhci: MSI, one message of %u, vector %x\n", 1u << ((ctrl >> 1) & 7), vec);
+		say("xhci: MSI, one message of %u, vector %x\n", 1u << ((ctrl >> 1) & 7), vec);
 	} else if (irqmode == MODE_INTX) {
 		struct intx_route r;
 		if (!pci_intx_route(bdf, &r))
@@ -272,7 +277,7 @@ static void setup_interrupts(void)
 		/* The handler clears IMAN.IP: the level drops; IE stays set. */
 		irq_set_ack(vec, IRQ_ACK_MMIO32W, rt + 0x20, 3);
 		ioapic_route(r.pin, vec, r.level, r.active_low);
-		printf("xhci: INT%c -> I/O APIC pin %d (%s), vector %x, from the %s\n", 'A' + pci_r8(bdf, 0x3d) - 1, r.pin,
+		say("xhci: INT%c -> I/O APIC pin %d (%s), vector %x, from the %s\n", 'A' + pci_r8(bdf, 0x3d) - 1, r.pin,
 		    r.level ? "level" : "edge", vec, r.source);
 	} else if (irqmode != MODE_POLL) {
 		fail("xhci: interrupt mode %d not supported (use MSI or INTx)", irqmode);
@@ -301,7 +306,7 @@ static void find_port(int nports)
 			fail("xhci: port %d not enabled after reset (PORTSC %x)", p, sc);
 		port = p;
 		speed = (sc >> 10) & 0xf;
-		printf("xhci: port %d: connected, %s speed, enabled after reset (event for port %u)\n", p, speed_name(speed), e.lo >> 24);
+		say("xhci: port %d: connected, %s speed, enabled after reset (event for port %u)\n", p, speed_name(speed), e.lo >> 24);
 		return;
 	}
 	fail("xhci: no device on any port");
@@ -312,13 +317,14 @@ int guest_main(uint32_t param)
 	uint32_t mode = rom_word(1);
 	irqmode = (int)(mode & 0xf);
 	printf("xhci test (%s)\n", irq_mode_name(irqmode));
+	quiet = param && !(param & 0x80000000u);
 	if (irqmode != MODE_POLL || (mode & MODE_HOLD))
 		irq_init();
 	struct pci_virtio none[1];
 	pci_scan(none, 0);
 	bdf = find_xhci();
 	if (bdf < 0) {
-		printf("xhci: no xHCI controller\n");
+		say("xhci: no xHCI controller\n");
 		exit_(EXIT_NODEV);
 	}
 	pci_w16(bdf, 4, pci_r16(bdf, 4) | 0x6);
@@ -333,14 +339,14 @@ int guest_main(uint32_t param)
 	rt = cap + (mr32(cap + 0x18) & ~0x1fu);
 	ctxsz = hcc1 & 4 ? 64 : 32;
 	int nslots = hcs1 & 0xff, nports = hcs1 >> 24;
-	printf("xhci: %04x:%04x at 00:%02x.%u, xHCI %x.%02x, %u slots, %u ports, %u interrupters, %u-byte contexts\n",
+	say("xhci: %04x:%04x at 00:%02x.%u, xHCI %x.%02x, %u slots, %u ports, %u interrupters, %u-byte contexts\n",
 	    pci_r16(bdf, 0), pci_r16(bdf, 2), bdf >> 3, bdf & 7, mr32(cap) >> 24, (mr32(cap) >> 16) & 0xff, nslots, nports,
 	    (hcs1 >> 8) & 0x7ff, ctxsz);
 	for (uint32_t off = (hcc1 >> 16) * 4, guard = 0; off && guard < 32; guard++) {
 		uint32_t c = mr32(cap + off);
 		if ((c & 0xff) == 2) {
 			uint32_t w2 = mr32(cap + off + 8);
-			printf("xhci: protocol USB %x.%x on ports %u-%u\n", c >> 24, (c >> 20) & 0xf, w2 & 0xff, (w2 & 0xff) + ((w2 >> 8) & 0xff) - 1);
+			say("xhci: protocol USB %x.%x on ports %u-%u\n", c >> 24, (c >> 20) & 0xf, w2 & 0xff, (w2 & 0xff) + ((w2 >> 8) & 0xff) - 1);
 		}
 		if (!((c >> 8) & 0xff))
 			break;
@@ -405,13 +411,13 @@ int guest_main(uint32_t param)
 	if (cc_of(e) != CC_SUCCESS)
 		fail("xhci: Address Device: completion code %d", cc_of(e));
 	uint32_t *osl = (uint32_t *)devctx;
-	printf("xhci: slot %d addressed (slot state %u, USB address %u)\n", slot, osl[3] >> 27, osl[3] & 0xff);
+	say("xhci: slot %d addressed (slot state %u, USB address %u)\n", slot, osl[3] >> 27, osl[3] & 0xff);
 
 	uint8_t *buf = alloc(512, 64);
 	int n = control(0x80, 6, 0x0100, 0, 18, buf);
 	if (n != 18)
 		fail("xhci: device descriptor: %d bytes", n);
-	printf("xhci: device: USB %x.%02x, vendor %04x product %04x, max packet %u, %u configuration(s)\n",
+	say("xhci: device: USB %x.%02x, vendor %04x product %04x, max packet %u, %u configuration(s)\n",
 	    buf[3], buf[2], buf[8] | (buf[9] << 8), buf[10] | (buf[11] << 8), buf[7], buf[17]);
 	int mps_desc = buf[3] >= 3 && speed == 4 ? 1 << buf[7] : buf[7];
 	if (mps_desc != mps0) {
@@ -421,7 +427,7 @@ int guest_main(uint32_t param)
 		e = command((uint32_t)(uintptr_t)in, 0, (TRB_EVALUATE << 10) | ((uint32_t)slot << 24));
 		if (cc_of(e) != CC_SUCCESS)
 			fail("xhci: Evaluate Context: completion code %d", cc_of(e));
-		printf("xhci: endpoint 0 max packet %u -> %u (Evaluate Context)\n", mps0, mps_desc);
+		say("xhci: endpoint 0 max packet %u -> %u (Evaluate Context)\n", mps0, mps_desc);
 	}
 	int iproduct = buf[15];
 	n = control(0x80, 6, 0x0300 | iproduct, 0x0409, 64, buf);
@@ -430,7 +436,7 @@ int guest_main(uint32_t param)
 	for (int i = 2; i + 1 < n && k < 32; i += 2)
 		name[k++] = (char)buf[i];
 	name[k] = 0;
-	printf("xhci: product '%s'\n", name);
+	say("xhci: product '%s'\n", name);
 
 	n = control(0x80, 6, 0x0200, 0, 9, buf);
 	int total = buf[2] | (buf[3] << 8);
@@ -439,16 +445,17 @@ int guest_main(uint32_t param)
 	n = control(0x80, 6, 0x0200, 0, (uint16_t)total, buf);
 	int cfgval = buf[5], iface = -1, replen = 0, epaddr = 0, epmps = 0, epint = 0;
 	for (int i = 0; i + 1 < n && buf[i]; i += buf[i]) {
-		if (buf[i + 1] == 4)
-			iface = buf[i + 2], printf("xhci: interface %d: class %u/%u/%u\n", iface, buf[i + 5], buf[i + 6], buf[i + 7]);
-		else if (buf[i + 1] == 0x21)
+		if (buf[i + 1] == 4) {
+			iface = buf[i + 2];
+			say("xhci: interface %d: class %u/%u/%u\n", iface, buf[i + 5], buf[i + 6], buf[i + 7]);
+		} else if (buf[i + 1] == 0x21)
 			replen = buf[i + 7] | (buf[i + 8] << 8);
 		else if (buf[i + 1] == 5 && (buf[i + 2] & 0x80) && (buf[i + 3] & 3) == 3 && !epaddr)
 			epaddr = buf[i + 2], epmps = buf[i + 4] | (buf[i + 5] << 8), epint = buf[i + 6];
 	}
 	if (iface < 0 || !epaddr || !replen)
 		fail("xhci: no HID interface with an interrupt IN endpoint");
-	printf("xhci: configuration %d (%d bytes): report descriptor %d bytes, endpoint %02x interrupt IN, %d bytes, bInterval %d\n",
+	say("xhci: configuration %d (%d bytes): report descriptor %d bytes, endpoint %02x interrupt IN, %d bytes, bInterval %d\n",
 	    cfgval, total, replen, epaddr, epmps, epint);
 	if (control(0x00, 9, (uint16_t)cfgval, 0, 0, 0) != 0)
 		fail("xhci: SET_CONFIGURATION");
@@ -461,10 +468,10 @@ int guest_main(uint32_t param)
 	for (int i = 0; i + 2 < n; i++)
 		if (buf[i] == 0x26)
 			xmax = buf[i + 1] | (buf[i + 2] << 8);
-	printf("xhci: report descriptor crc %08x, logical maximum %d\n", crc32(0, buf, (size_t)n), xmax);
+	say("xhci: report descriptor crc %08x, logical maximum %d\n", crc32(0, buf, (size_t)n), xmax);
 	if (control(0x80, 6, 0x7700, 0, 8, buf) != -1)
 		fail("xhci: an unknown descriptor type did not STALL");
-	printf("xhci: unknown descriptor STALLs; endpoint 0 back after Reset Endpoint + Set TR Dequeue\n");
+	say("xhci: unknown descriptor STALLs; endpoint 0 back after Reset Endpoint + Set TR Dequeue\n");
 	if (control(0x80, 6, 0x0100, 0, 8, buf) != 8)
 		fail("xhci: endpoint 0 does not work after the STALL");
 
@@ -492,10 +499,10 @@ int guest_main(uint32_t param)
 	if (cc_of(e) != CC_SUCCESS)
 		fail("xhci: Configure Endpoint: completion code %d", cc_of(e));
 	uint64_t t_done = rdtsc();
-	printf("xhci: endpoint %d IN configured (endpoint ID %d, interval %d), slot state %u\n", epaddr & 0xf, epid, interval,
+	say("xhci: endpoint %d IN configured (endpoint ID %d, interval %d), slot state %u\n", epaddr & 0xf, epid, interval,
 	    osl[3] >> 27);
 
-	if (param) {
+	if (param && !(param & 0x80000000u)) {
 		uint64_t hz = tsc_hz_from_rtc();
 		printf("bench: tsc_hz %lu\n", hz);
 		printf("bench: enumerate %lu us\n", (t_done - t_reset) * 1000000 / hz);
@@ -505,6 +512,12 @@ int guest_main(uint32_t param)
 				fail("xhci: bench transfer %u", i);
 		uint64_t dt = rdtsc() - t0;
 		printf("bench: %u control transfers, %lu ns each\n", param, dt * 1000000000 / hz / param);
+		/* One register read: the MMIO exit alone. */
+		t0 = rdtsc();
+		for (uint32_t i = 0; i < param; i++)
+			(void)opr(4);
+		dt = rdtsc() - t0;
+		printf("bench: %u USBSTS reads, %lu ns each\n", param, dt * 1000000000 / hz / param);
 		return EXIT_OK;
 	}
 
@@ -514,8 +527,9 @@ int guest_main(uint32_t param)
 	for (int i = 0; i < 8; i++)
 		trb_at[i] = put(&intr, (uint32_t)(uintptr_t)(rep + 8 * i), 0, 8, (TRB_NORMAL << 10) | (1 << 5) | (1 << 2));
 	mw32(db + 4 * slot, (uint32_t)epid);
-	printf("xhci: ready for pointer events\n");
-	for (int got = 0; got < 3;) {
+	say("xhci: ready for pointer events\n");
+	int want = param ? (int)(param & 0xffff) : 3;
+	for (int got = 0; got < want;) {
 		struct trb t = next_event();
 		int type = (t.ctl >> 10) & 0x3f;
 		if (type != EV_TRANSFER || (int)((t.ctl >> 16) & 0x1f) != epid)
@@ -530,13 +544,13 @@ int guest_main(uint32_t param)
 			fail("xhci: transfer event for an unknown TRB %x", t.lo);
 		uint8_t *r = rep + 8 * i;
 		got++;
-		printf("xhci: report %d: buttons %x x %u y %u (%u bytes)\n", got, r[0], r[1] | (r[2] << 8), r[3] | (r[4] << 8),
+		say("xhci: report %d: buttons %x x %u y %u (%u bytes)\n", got, r[0], r[1] | (r[2] << 8), r[3] | (r[4] << 8),
 		    8 - (t.sts & 0xffffff));
 		trb_at[i] = put(&intr, (uint32_t)(uintptr_t)r, 0, 8, (TRB_NORMAL << 10) | (1 << 5) | (1 << 2));
 		mw32(db + 4 * slot, (uint32_t)epid);
 	}
 	if (vec >= 0)
-		printf("xhci: interrupts: %s vector %x %u, %u events\n", irq_mode_name(irqmode), vec, irq_count[vec], events);
+		say("xhci: interrupts: %s vector %x %u, %u events\n", irq_mode_name(irqmode), vec, irq_count[vec], events);
 	if (mode & MODE_HOLD)
 		irq_hold_com1();
 	return EXIT_OK;
