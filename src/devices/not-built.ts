@@ -39,21 +39,6 @@ function firstItemAs(key: string): LegacyParser {
   };
 }
 
-/** pci_xhci_legacy_config(): `tablet[,...]` -> slot.N.device, slots from 1. */
-const xhciLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  let slot = 1;
-  for (const item of opts.split(',')) {
-    if (item === '') continue;
-    const eq = item.indexOf('=');
-    const name = eq < 0 ? item : item.slice(0, eq);
-    if (name !== 'tablet') throw new ConfigError(`xhci: unknown USB device "${name}" (supported: tablet)`);
-    setValue(tree, `${node}.slot.${slot}.device`, name);
-    slot++;
-  }
-};
-
-
 export const virtioScsiDevice: PciDeviceRecord = {
   name: 'virtio-scsi', description: 'virtio SCSI controller', legacyConfig: firstItemAs('dev'),
   keys: [{ key: 'dev', description: 'virtio-scsi CAM target device' }, { key: 'iid', description: 'virtio-scsi initiator ID' }],
@@ -67,10 +52,6 @@ export const passthruDevice: PciDeviceRecord = {
     { key: 'pptdev', description: 'passthru host ppt device name' },
     { key: 'rom', description: 'passthru option ROM file' },
   ],
-};
-export const xhciDevice: PciDeviceRecord = {
-  name: 'xhci', description: 'USB 3 (xHCI) controller', legacyConfig: xhciLegacy,
-  keys: [{ key: 'slot.N.device', description: 'xhci USB device in slot N (tablet)' }],
 };
 export const hdaDevice: PciDeviceRecord = {
   name: 'hda', description: 'High Definition Audio controller',

@@ -24,9 +24,9 @@ import { uartDevice } from './pci-uart.js';
 import { virtioInputDevice } from './virtio/virtio-input.js';
 import {
   hdaDevice, passthruDevice, virtioScsiDevice,
-  xhciDevice,
 } from './not-built.js';
 import { virtio9pDevice } from './virtio/virtio-9p.js';
+import { xhciDevice } from './usb/xhci.js';
 
 export type { PciDeviceRecord } from './pci-device.js';
 

@@ -29,6 +29,12 @@ export interface KeyboardSink {
   pointerEvent(buttons: number, x: number, y: number): void;
 }
 
+/** An absolute pointer (the xhci USB tablet): takes VNC pointer events in
+ * place of the PS/2 mouse, with the screen size to scale them by. */
+export interface PointerSink {
+  pointerEvent(buttons: number, x: number, y: number, width: number, height: number): void;
+}
+
 export const FBUF_VENDOR = 0xfb5d;
 export const FBUF_DEVICE = 0x40fb;
 const PCIC_DISPLAY = 0x03;
@@ -46,6 +52,7 @@ export class Fbuf extends PciEmulFunction implements Device {
   vgaMode = false;
   private readonly input: ByteRing | undefined;
   private keyboard: KeyboardSink | undefined;
+  private pointer: PointerSink | undefined;
   keysDelivered = 0;
   pointerDelivered = 0;
 
@@ -87,11 +94,21 @@ export class Fbuf extends PciEmulFunction implements Device {
     this.keyboard = k;
   }
 
+  /** Sends VNC pointer events to this absolute pointer instead of the PS/2 mouse. */
+  attachPointer(p: PointerSink): void {
+    this.pointer = p;
+  }
+
   /** Input events from the VNC server (main thread), INPUT_RECORD bytes each. */
   poll(): void {
     if (!this.input) return;
     while (this.input.available() >= INPUT_RECORD) {
       const r = this.input.read(INPUT_RECORD);
+      if (r[0] !== INPUT_KEY && this.pointer) {
+        this.pointer.pointerEvent(r[1], r[2] | (r[3] << 8), r[4] | (r[5] << 8), this.regs.getUint16(REG_WIDTH, true), this.regs.getUint16(REG_HEIGHT, true));
+        this.pointerDelivered++;
+        continue;
+      }
       if (!this.keyboard) continue;
       if (r[0] === INPUT_KEY) { this.keyboard.keyEvent(r[2], r[1] === 1); this.keysDelivered++; }
       else { this.keyboard.pointerEvent(r[1], r[2] | (r[3] << 8), r[4] | (r[5] << 8)); this.pointerDelivered++; }
