@@ -14,6 +14,7 @@ import { RfbServer } from './rfb-server.js';
 import type { RfbInput } from './rfb-session.js';
 import { ByteRing } from '../../vmm/byte-ring.js';
 import { keyOf } from './ps2-keymap.js';
+import { loadKeyboardLayout } from './kbd-layout.js';
 
 import { INPUT_KEY, INPUT_POINTER, INPUT_RECORD, type DisplayInputTransfer } from './display-input.js';
 export type { DisplayInputTransfer } from './display-input.js';
@@ -48,6 +49,8 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
     return undefined;
   }
   const o = parseFbufOptions(config, node);
+  const layoutName = config.get('keyboard.layout');
+  const layout = layoutName === undefined ? undefined : loadKeyboardLayout(layoutName);
   createFramebufferFile(file);
   const view = FramebufferView.open(file, false);
   const ring = ByteRing.create(INPUT_RING_BYTES);
@@ -58,7 +61,7 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
   let pointerDropped = 0;
   const input: RfbInput = {
     key: (down, keysym, scancode) => {
-      const key = keyOf(keysym, scancode);
+      const key = keyOf(keysym, scancode, layout);
       if (key === 0) { keysDropped++; return; }
       if (ring.free() < INPUT_RECORD) { keysDropped++; return; } // the guest is not reading its keyboard
       ring.push(Uint8Array.of(INPUT_KEY, down ? 1 : 0, key, 0, 0, 0));
