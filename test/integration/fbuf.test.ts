@@ -20,6 +20,7 @@ import { PNG } from 'pngjs';
 import { BHYVE, bhyveArgs, kvmUnavailable, ROOT, rom, vmName } from '../support/bhyve.js';
 import { BHYVECTL, HAVE_QEMU, parseStats, qemuArgs } from '../support/guest-rom.js';
 import { desEcb } from '../../src/devices/display/rfb-auth.js';
+import { loadVgaFont } from '../../src/devices/display/vga-font.js';
 
 const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 const skip = kvmUnavailable()
@@ -40,6 +41,27 @@ async function freePort(min = 0): Promise<number> {
     await new Promise((r) => s.close(r));
     if (port >= min) return port;
   }
+}
+
+/** fbuf.rom's line of VGA text (row 1, attribute 0x1f: bright white on blue). */
+const VGA_LINE = 'bhyve fbuf: VGA text mode, 80x25 {[|]} 0123456789';
+const VGA_FONT = loadVgaFont();
+
+/** Pixels of VGA_LINE's cells that are not what the font says (fg where the glyph has a dot, bg elsewhere). */
+function textRowErrors(isFg: (x: number, y: number) => boolean, isBg: (x: number, y: number) => boolean): string[] {
+  const bad: string[] = [];
+  for (let i = 0; i < VGA_LINE.length; i++) {
+    for (let line = 0; line < 16; line++) {
+      const bits = VGA_FONT[VGA_LINE.charCodeAt(i) * 32 + line];
+      for (let d = 0; d < 9; d++) {
+        const x = i * 9 + d;
+        const y = 16 + line;
+        const dot = (bits & (0x80 >> Math.min(d, 7))) !== 0;
+        if (dot ? !isFg(x, y) : !isBg(x, y)) bad.push(`'${VGA_LINE[i]}' line ${line} dot ${d}`);
+      }
+    }
+  }
+  return bad;
 }
 
 /** An RFB 3.8 client without authentication, past ServerInit. */
@@ -299,6 +321,34 @@ describe.skipIf(skip !== undefined)('fbuf and its VNC server on bhyve', () => {
     qemu.stdin!.write('q');
     expect((await qemu).exitCode, out).toBe(33);
     expect(out).toMatch(/fbuf: interrupts: keyboard [1-9]\d*, mouse \d+/);
+  });
+
+  it('vga=on: the text the guest writes to 0xB8000 is drawn with the VGA font, over VNC and in --screenshot', async () => {
+    const port = await freePort();
+    const { run, until } = start(romWithMode(tmp), `tcp=127.0.0.1:${port},vga=on`);
+    await until('fbuf: waiting');
+    // bhyvectl --screenshot: lossless, so every pixel of the text row must match the font.
+    const png = path.join(tmp, 'vga.png');
+    const ctl = await execa(BHYVECTL, [`--vm=${run.name}`, `--screenshot=${png}`], { reject: false, env: run.env, stdin: 'ignore' });
+    expect(ctl.exitCode, ctl.stderr).toBe(0);
+    const pic = PNG.sync.read(fs.readFileSync(png));
+    expect([pic.width, pic.height]).toEqual([720, 400]);
+    const rgbAt = (x: number, y: number): number => { const p = (y * 720 + x) * 4; return (pic.data[p] << 16) | (pic.data[p + 1] << 8) | pic.data[p + 2]; };
+    expect(textRowErrors((x, y) => rgbAt(x, y) === 0xffffff, (x, y) => rgbAt(x, y) === 0x0000a8)).toEqual([]);
+    // vncsnapshot (JPEG): bright pixels where the glyphs are, blue around them.
+    const shot = path.join(tmp, 'vga.jpg');
+    const s = await snapshot(port, shot);
+    expect(s.exitCode, s.all).toBe(0);
+    const img = readJpeg(shot);
+    expect([img.width, img.height]).toEqual([720, 400]);
+    const at = (x: number, y: number): number[] => { const p = (y * 720 + x) * 3; return [img.rgb[p], img.rgb[p + 1], img.rgb[p + 2]]; };
+    const bad = textRowErrors((x, y) => at(x, y)[0] > 128, (x, y) => at(x, y)[0] < 128 && at(x, y)[2] > 100);
+    expect(bad.length, bad.slice(0, 5).join('; ')).toBeLessThan(VGA_LINE.length * 144 * 0.02);
+    const st = parseStats((await execa(BHYVECTL, [`--vm=${run.name}`, '--get-stats'], { reject: false, env: run.env, stdin: 'ignore' })).stdout);
+    expect(st.get('fbuf@pci.0.2.0 VGA shown')).toBe(1);
+    expect(st.get('fbuf@pci.0.2.0 VGA memory writes')).toBe(2 * VGA_LINE.length);
+    run.child.stdin!.write('q');
+    expect((await run.child).exitCode, run.out).toBe(33);
   });
 
   it('wait: the guest starts only when a VNC client is in (a wrong password does not start it)', async () => {

@@ -57,6 +57,8 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
   const bitmap = nativeBuffer(FB_SIZE / 4096 / 8);
   let lastSlot: number | undefined;
   let lastGeneration = -1;
+  let lastVgaGeneration: number | undefined;
+  const noPages = new Uint8Array(bitmap.bytes.length);
   let keysDropped = 0;
   let pointerDropped = 0;
   const input: RfbInput = {
@@ -79,6 +81,17 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
       listen: o.listen, password: o.password, name: vmName, input, log,
       screen: () => view.screen(),
       dirtyPages: dirtyLog && (() => {
+        // The VGA's screen is drawn by us, not written by the guest into
+        // the framebuffer: compare it all when it was drawn anew, nothing
+        // when the VGA did not change.
+        const vga = view.drawnVgaGeneration;
+        if (vga !== undefined) {
+          lastSlot = undefined;
+          if (vga === lastVgaGeneration) return noPages;
+          lastVgaGeneration = vga;
+          return undefined;
+        }
+        lastVgaGeneration = undefined;
         // A new mapping (BAR moved or re-enabled) starts a new log: compare
         // everything once.
         const slot = view.slot;

@@ -15,6 +15,8 @@
  * (1234:1111: framebuffer at BAR 0, the Bochs DISPI registers at BAR 2
  * offset 0x500), in the mode the parameter gives (default 1024x768), so
  * the two VNC servers can be compared on one guest.
+ * It also writes VGA_LINE into the VGA text buffer at 0xB8000 (row 1,
+ * attribute 0x1f), which fbuf's vga=on shows.
  * Prints "fbuf: drew WxH at 0xADDR", then "fbuf: waiting" and polls COM1
  * until a byte arrives (~60 s at most), then "fbuf: OK" (status 33).
  * Meanwhile the guest takes the keyboard controller's interrupts (ISA IRQ 1
@@ -40,6 +42,7 @@
 #define BOCHS_VENDOR	0x1234
 #define BOCHS_DEVICE	0x1111
 #define DISPI(i)	(0x500 + 2 * (i))	/* XRES 1, YRES 2, BPP 3, ENABLE 4 */
+#define VGA_LINE	"bhyve fbuf: VGA text mode, 80x25 {[|]} 0123456789"
 
 static const uint32_t fbuf_colors[8] = {
 	0x000000, 0xff0000, 0x00ff00, 0x0000ff, 0xffff00, 0xff00ff, 0x00ffff, 0xffffff,
@@ -118,6 +121,11 @@ int guest_main(uint32_t param)
 	if (px[0] != fbuf_colors[0] || px[w * 70 + 65] != fbuf_colors[3])
 		fail("fbuf: framebuffer reads back 0x%x 0x%x", px[0], px[w * 70 + 65]);
 	printf("fbuf: drew %ux%u at 0x%lx\n", w, h, (unsigned long)fb);
+	/* A line of VGA text (row 1, bright white on blue): shown with
+	 * vga=on, ordinary RAM otherwise (and nothing under QEMU without a VGA). */
+	volatile uint16_t *text = (volatile uint16_t *)0xb8000;
+	for (int i = 0; VGA_LINE[i]; i++)
+		text[80 + i] = 0x1f00 | (uint8_t)VGA_LINE[i];
 	int vkbd = -1, vaux = -1;
 	if (!animate) {
 		struct intx_route r1, r12;
