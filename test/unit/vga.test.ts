@@ -11,7 +11,9 @@ import { CP437, loadVgaFont, parsePsf, VGA_FONT_PATHS } from '../../src/devices/
 import { ramSlots } from '../../src/sys/guest-ram.js';
 import type { Mapping } from '../../src/sys/libc.js';
 
-const FONT = loadVgaFont();
+const FONT_MISSING = VGA_FONT_PATHS.some((p) => fs.existsSync(p)) ? undefined : `${VGA_FONT_PATHS[0]} is missing (apt-get install console-setup-linux)`;
+if (FONT_MISSING) console.warn(`skipping VGA tests: ${FONT_MISSING}`);
+const FONT = FONT_MISSING ? new Uint8Array(8192) : loadVgaFont();
 
 function vgaOn() {
   const f = fake();
@@ -50,7 +52,7 @@ function glyph(ch: number): string[] {
 const WHITE = 0xffffff;
 const BLUE = 0x0000a8; // vga.c widens 6-bit 0x2a to 0xa8 (v << 2 | (v & 1) * 3)
 
-describe('VGA text mode (vga=on)', () => {
+describe.skipIf(FONT_MISSING !== undefined)('VGA text mode (vga=on)', () => {
   it('starts in mode 3 (720x400, 9x16 cells) and draws characters with the font in plane 2', () => {
     const v = vgaOn();
     expect(vgaSize(v.vga.state)).toEqual({ width: 720, height: 400 });
@@ -115,7 +117,7 @@ describe('VGA text mode (vga=on)', () => {
   });
 });
 
-describe('VGA planar memory and 16-colour graphics (mode 12h)', () => {
+describe.skipIf(FONT_MISSING !== undefined)('VGA planar memory and 16-colour graphics (mode 12h)', () => {
   function mode12(v: ReturnType<typeof vgaOn>): void {
     v.f.outp(0x3c4, 1); v.f.outp(0x3c5, 0x01); // 8-dot characters
     v.f.outp(0x3c4, 4); v.f.outp(0x3c5, 0x06); // no odd/even
@@ -197,7 +199,7 @@ describe('VGA planar memory and 16-colour graphics (mode 12h)', () => {
   });
 });
 
-describe('the VGA font (Debian console fonts) and the RAM hole', () => {
+describe.skipIf(FONT_MISSING !== undefined)('the VGA font (Debian console fonts) and the RAM hole', () => {
   it('code page 437 as iconv knows it', () => {
     const r = spawnSync('iconv', ['-f', 'CP437', '-t', 'UTF-8'], { input: Buffer.from(Array.from({ length: 224 }, (_, i) => i + 0x20)) });
     if (r.status !== 0) return; // iconv without CP437: nothing to compare against
