@@ -68,10 +68,6 @@ const NET_KEYS: readonly DeviceKey[] = [
   { key: 'hook', default: 'vmlink', description: 'netgraph hook' },
 ];
 
-export const virtioScsiDevice: PciDeviceRecord = {
-  name: 'virtio-scsi', description: 'virtio SCSI controller', legacyConfig: firstItemAs('dev'),
-  keys: [{ key: 'dev', description: 'virtio-scsi CAM target device' }, { key: 'iid', description: 'virtio-scsi initiator ID' }],
-};
 export const e1000Device: PciDeviceRecord = {
   name: 'e1000', description: 'Intel 82545 network device', legacyConfig: netbeLegacyConfig, keys: NET_KEYS,
 };

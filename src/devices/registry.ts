@@ -20,8 +20,9 @@ import { ahciCdDevice, ahciDevice, ahciHdDevice } from './ahci/ahci.js';
 import { nvmeDevice } from './nvme/nvme.js';
 import { fbufDevice } from './display/fbuf.js';
 import {
-  e1000Device, hdaDevice, passthruDevice, uartDevice, virtioInputDevice, virtioScsiDevice, xhciDevice,
+  e1000Device, hdaDevice, passthruDevice, uartDevice, virtioInputDevice, xhciDevice,
 } from './not-built.js';
+import { virtioScsiDevice } from './virtio/virtio-scsi.js';
 import { virtio9pDevice } from './virtio/virtio-9p.js';
 
 export type { PciDeviceRecord } from './pci-device.js';
