@@ -5,7 +5,8 @@
 // allowed call, and the refusal at the end.
 
 import {
-  ALLOWED_SYSCALLS, CHECKED_SYSCALLS, SHARE_READ_SYSCALLS, SHARE_WRITE_SYSCALLS, CLONE_THREAD, O_CREAT, O_TMPFILE_BIT, PR_GET_NAME, PR_SET_NAME,
+  ALLOWED_SYSCALLS, CHECKED_SYSCALLS, SHARE_READ_SYSCALLS, SHARE_WRITE_SYSCALLS, SOCKET_SYSCALLS, CLONE_THREAD,
+  O_CREAT, O_TMPFILE_BIT, PR_GET_NAME, PR_SET_NAME,
   TIOCLINUX, TIOCSTI,
 } from './syscall-allowlist.js';
 
@@ -48,6 +49,9 @@ export interface FilterOptions {
    * SHARE_WRITE_SYSCALLS and openat/open with O_CREAT (O_TMPFILE stays
    * refused). */
   shares?: 'ro' | 'rw';
+  /** Allow new sockets (socket, connect, bind, listen): only when a slirp
+   * network backend makes the guest's connections from inside bhyve. */
+  newSockets?: boolean;
 }
 
 /** The filter's instructions, 8 bytes each (struct sock_filter). */
@@ -116,6 +120,7 @@ export function buildSeccompFilter(o: FilterOptions): Uint8Array {
   ]);
   prog.push(reload);
   if (o.renames) for (const nr of [C.rename, C.renameat, C.renameat2]) block(nr, [allow]);
+  if (o.newSockets) for (const [, nr] of SOCKET_SYSCALLS) block(nr, [allow]);
   block(C.clone3, [ret(SECCOMP_RET_ERRNO | ENOSYS)]);
   block(C.openat2, [ret(SECCOMP_RET_ERRNO | ENOSYS)]);
   for (const [, nr] of ALLOWED_SYSCALLS) block(nr, [allow]);

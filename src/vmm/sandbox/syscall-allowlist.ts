@@ -77,6 +77,12 @@ export const SHARE_WRITE_SYSCALLS: ReadonlyArray<readonly [name: string, nr: num
   ['mkdirat', 258], ['mknodat', 259], ['fchownat', 260], ['linkat', 265], ['symlinkat', 266],
   ['fchmodat', 268], ['fchmod', 91], ['utimensat', 280],
 ];
+/** New sockets, allowed only when a slirp network backend runs inside
+ * bhyve (its thread opens the guest's TCP/UDP/ICMP connections and the
+ * hostfwd listeners, as bhyve's slirp helper process does). */
+export const SOCKET_SYSCALLS: ReadonlyArray<readonly [name: string, nr: number]> = [
+  ['socket', 41], ['connect', 42], ['bind', 49], ['listen', 50],
+];
 
 /** Calls allowed only with some arguments (seccomp-filter.ts). */
 export const CHECKED_SYSCALLS = {
