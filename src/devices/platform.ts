@@ -22,7 +22,8 @@
 //     for QEMU): the host bridge is QEMU's i440FX with PAM registers
 //     (i440fx.ts) shadowing the legacy BIOS window 0xC0000-0xFFFFF through
 //     ctx.memoryMap (pam.ts; at reset 0xE0000-0xFFFFF reads the boot ROM's
-//     last 128 KiB); QEMU's fw_cfg device at 0x510/0x511 and DMA 0x514 with
+//     last 128 KiB) when there is a boot ROM (without one the window is
+//     RAM holding bhyve's tables, machine.ts legacyWindowFor); QEMU's fw_cfg device at 0x510/0x511 and DMA 0x514 with
 //     etc/e820, ACPI (with this platform's INTx routes), SMBIOS, bootorder
 //     (this platform's boot order) and the -f user files; the CMOS boot
 //     order and CPU count cells QEMU fills (0x3d/0x38 hard disk first,
@@ -138,7 +139,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   pci.registerEcam(ctx);
   // The chipset's shadowing of 0xC0000-0xFFFFF, there before any CPU runs.
   let pam: PamShadow | undefined;
-  if (qemu && ctx.memoryMap) {
+  if (qemu && bootrom && ctx.memoryMap) {
     pam = new PamShadow(ctx.memoryMap, bootromSize(ctx.config.get('lpc.bootrom')));
     pam.register(ctx);
   }

@@ -8,6 +8,7 @@ import { AHCI_TARGET } from './ahci.js';
 import { NVME_TARGET } from './nvme.js';
 import { RFB_TARGET } from './rfb.js';
 import { XHCI_TARGET } from './xhci.js';
+import { VIRTIO_9P_TARGET } from './virtio-9p.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
@@ -19,6 +20,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   NVME_TARGET,
   RFB_TARGET,
   XHCI_TARGET,
+  VIRTIO_9P_TARGET,
   ...HOST_CONFIG_TARGETS,
   CONTROL_SOCKET_TARGET,
 ];

@@ -1,0 +1,48 @@
+#!/usr/bin/env node
+// Bundles what bin/* run into dist/bundle/ (npm run build runs it after tsc).
+// One ES module per entry point plus shared chunks, all in one flat
+// directory: a vCPU or iothread worker is started with
+// `new URL('./<name>.js', import.meta.url)` from whichever chunk holds the
+// code, so the worker entry files keep their names beside the chunks.
+// Dynamic import() stays lazy (a chunk is read when first needed): `-h`
+// and bhyvectl do not load the VMM.
+//
+// Why: Node's ES module loader resolves, reads and links each of ~150
+// files on its own; one bundle per thread cuts that to a handful of files
+// (BENCHMARKS.md, "Launch"). bin/* run dist/cli/ instead when
+// BHYVE_BUNDLE=0 (for comparison; tests use the bundle like a user).
+import { build } from 'esbuild';
+import { rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const OUT = join(ROOT, 'dist', 'bundle');
+
+/** Output name -> source. The worker names are the ones src/ passes to new URL(). */
+export const ENTRY_POINTS = {
+  'bhyve-main': 'src/cli/bhyve-main.ts',
+  'bhyvectl-main': 'src/cli/bhyvectl-main.ts',
+  'bhyveload-main': 'src/cli/bhyveload-main.ts',
+  'vcpu-thread': 'src/vmm/vcpu-thread.ts',
+  'blk-iothread-worker': 'src/devices/virtio/blk-iothread-worker.ts',
+};
+
+rmSync(OUT, { recursive: true, force: true });
+await build({
+  absWorkingDir: ROOT,
+  entryPoints: ENTRY_POINTS,
+  outdir: OUT,
+  entryNames: '[name]',
+  chunkNames: 'chunk-[hash]',
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  // npm packages load from node_modules as they are (koffi is a native
+  // addon; pngjs and friends are CommonJS, used by bhyvectl alone).
+  packages: 'external',
+  sourcemap: true,
+  logLevel: 'warning',
+});
