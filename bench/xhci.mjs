@@ -155,9 +155,11 @@ runs for both VMMs. The register read row is one MMIO exit from ring 3 and nothi
 A control transfer is two exits (the doorbell and the ERDP write) plus the device's own work, and that work is where
 bhyve-kvm loses: about 13-20 us of JavaScript per control TD measured in-process on this host (walk the TD, run the
 request, write the data and the event, mirror the endpoint context), against C in QEMU; on a host this loaded every
-microsecond of CPU a thread needs stretches by the time it waits for a CPU. *Enumerate* adds the first run of each
-command's code (V8 compiles it then). The pointer path (VNC socket, the ring to the device thread, the tablet's report
-into the waiting TRB, the event, the guest's line on COM1) is within a few milliseconds of QEMU's.
+microsecond of CPU a thread needs stretches by the time it waits for a CPU. *Enumerate* is where bhyve-kvm is furthest
+behind (tens of ms against QEMU's 3-18 ms): it is the first run of every command's and request's code in a fresh VMM,
+which V8 interprets and compiles then. The pointer path (VNC socket, the input ring to the device thread, the tablet's
+report into the waiting TRB, the event, the guest's line on COM1, COM1's bytes back through the main thread) swung
+between 7 and 41 ms per run for bhyve-kvm and 4 and 25 ms for QEMU; its median over runs is in the table.
 `;
   console.log(`written to ${writeSection('xhci', body)}`);
 }
