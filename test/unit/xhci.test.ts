@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigTree } from '../../src/config/tree.js';
 import { parseSlotOption } from '../../src/config/bhyve-args.js';
 import { parseXhciSlots } from '../../src/devices/usb/xhci.js';
+import { validatePciDevices } from '../../src/devices/registry.js';
 import { TABLET_CONFIG_DESCRIPTOR, TABLET_DEVICE_DESCRIPTOR, TABLET_REPORT_DESCRIPTOR } from '../../src/devices/usb/hid-descriptors.js';
 import { DBOFF, IR0, OP, RAM, RAM_SIZE, RING, SLOT, XhciRig } from './xhci-driver.js';
 import type { MemoryBacking, MemoryMapControl } from '../../src/devices/device.js';
@@ -96,6 +97,10 @@ describe('xhci: PCI function and registers as bhyve', () => {
     bad({ 'slot.1.foo': 'x' }, /missing "device" value for slot '1'/);
     bad(Object.fromEntries([1, 2, 3, 4, 5].map((i) => [`slot.${i}.device`, 'tablet'])), /max number of USB 3 devices reached, max 4/);
     expect(() => parseSlotOption(new ConfigTree(), '5,xhci,mouse')).toThrow(/unknown USB device "mouse"/);
+    const two = new ConfigTree();
+    parseSlotOption(two, '5,xhci,tablet');
+    parseSlotOption(two, '6,xhci,tablet');
+    expect(() => validatePciDevices(two)).toThrow(/pci_xhci controller already defined at 0:5:0/);
   });
 });
 

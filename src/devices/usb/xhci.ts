@@ -31,6 +31,7 @@
 
 import { ConfigError, type ConfigTree } from '../../config/tree.js';
 import { setValue } from '../../config/legacy.js';
+import { pciNodes } from '../../config/pci-nodes.js';
 import { GuestMemoryError } from '../../sys/guest-memory.js';
 import type { Device, DeviceContext } from '../device.js';
 import type { LegacyParser, PciDeviceRecord } from '../pci-device.js';
@@ -1151,7 +1152,12 @@ const xhciLegacy: LegacyParser = (tree, node, opts) => {
 export const xhciDevice: PciDeviceRecord = {
   name: 'xhci', description: 'USB 3 (xHCI) controller', legacyConfig: xhciLegacy,
   keys: [{ key: 'slot.N.device', description: 'xhci USB device in slot N (tablet)' }],
-  validate: (config, s) => { parseXhciSlots(config, s.node); },
+  validate: (config, s) => {
+    // pci_xhci_init: "controller already defined" for any but the first.
+    const first = pciNodes(config).find((n) => config.get(`${n.node}.device`) === 'xhci');
+    if (first && first.node !== s.node) throw new ConfigError(`pci_xhci controller already defined at ${first.where} (only one is allowed)`);
+    parseXhciSlots(config, s.node);
+  },
   create: (ctx, s, chipset) => {
     if (chipset.bus.functions().some((f) => f instanceof XhciController)) throw new ConfigError('pci_xhci controller already defined (only one is allowed)');
     return new XhciController(ctx, parseXhciSlots(ctx.config, s.node));
