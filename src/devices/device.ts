@@ -129,6 +129,12 @@ export interface KvmDoorbells {
    * at `addr` (any length when KVM allows it, else 2 bytes) signals eventfd
    * `fd` without an exit to userspace. False when KVM refused it. */
   ioeventfd(fd: number, addr: number, deassign?: boolean): boolean;
+  /** Lets guest writes to [addr, addr + size) (a range this device
+   * registered with registerMmio) queue in KVM's coalesced MMIO ring
+   * instead of exiting; the device thread hands them to the handler, in
+   * order, before it serves any other exit or request. Reads still exit.
+   * False when KVM cannot. */
+  coalesceMmio?(addr: number, size: number): boolean;
   /** Structured-clonable data for a helper worker_thread (see
    * devices/virtio/blk-iothread.ts): the guest RAM file and layout, and
    * what a kick of the device thread needs. */

@@ -77,6 +77,7 @@ export const KVM = {
   SET_GSI_ROUTING: iow(0x6a, SIZEOF.kvm_irq_routing),
   IRQFD: iow(0x76, SIZEOF.kvm_irqfd),
   IOEVENTFD: iow(0x79, SIZEOF.kvm_ioeventfd),
+  REGISTER_COALESCED_MMIO: iow(0x67, 16), // struct kvm_coalesced_mmio_zone: addr u64, size u32, pio/pad u32
 } as const;
 
 export const CAP = {
@@ -87,6 +88,7 @@ export const CAP = {
   NR_VCPUS: 9,
   PIT2: 33,
   IOEVENTFD: 36,
+  COALESCED_MMIO: 15, // returns the ring's page offset in the kvm_run mapping
   IRQFD: 32,
   IRQ_ROUTING: 25,
   MAX_VCPUS: 66,
@@ -209,3 +211,9 @@ export const IOAPIC_NUM_PINS = 24;
 /** Guest physical addresses KVM needs for Intel's real-mode support (as QEMU). */
 export const TSS_ADDR = 0xfeffd000;
 export const IDENTITY_MAP_ADDR = 0xfeffc000;
+
+/** KVM's coalesced MMIO ring (struct kvm_coalesced_mmio_ring), one page of
+ * the kvm_run mapping: first (taken by us), last (written by KVM), then
+ * entries of phys_addr u64, len u32, pio u32, data[8]. */
+export const COALESCED_RING = { first: 0, last: 4, entries: 8, entrySize: 24, data: 16, len: 8 } as const;
+export const COALESCED_RING_MAX = Math.floor((4096 - COALESCED_RING.entries) / COALESCED_RING.entrySize);

@@ -177,6 +177,16 @@ export class Vm {
     ioctl(this.fd, KVM.IOEVENTFD, b, `KVM_IOEVENTFD${opts.deassign ? ' (deassign)' : ''} at 0x${opts.addr.toString(16)}`);
   }
 
+  /** KVM_REGISTER_COALESCED_MMIO: guest writes to [addr, addr + size)
+   * queue in the coalesced MMIO ring instead of exiting (reads still exit). */
+  registerCoalescedMmio(addr: number, size: number): void {
+    const b = new Uint8Array(16);
+    const v = new DataView(b.buffer);
+    v.setBigUint64(0, BigInt(addr), true);
+    v.setUint32(8, size, true);
+    ioctl(this.fd, KVM.REGISTER_COALESCED_MMIO, b, `KVM_REGISTER_COALESCED_MMIO at 0x${addr.toString(16)}`);
+  }
+
   /** KVM_IRQFD: writing eventfd `fd` raises GSI `gsi` (through its route). */
   irqfd(fd: number, gsi: number, deassign = false): void {
     const b = new Uint8Array(SIZEOF.kvm_irqfd);

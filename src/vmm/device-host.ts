@@ -19,6 +19,7 @@ import { GuestMemory } from '../sys/guest-memory.js';
 import { mapGuestRam, ramRegions } from '../sys/guest-ram.js';
 import { LocalIoBus } from './io-bus.js';
 import { CAP } from '../sys/kvm-abi.js';
+import { drainCoalescedRing } from './coalesced-mmio.js';
 import { Vm } from '../sys/kvm.js';
 import { DEVICE_REQUEST } from '../sys/doorbell.js';
 import type { DeviceHostData } from './vcpu-thread-data.js';
@@ -32,6 +33,10 @@ export class DeviceHost {
   private platform: Platform | undefined;
   private devices: Device[] = [];
   private memoryMap: DeviceMemoryMap | undefined;
+  /** Byte offset of KVM's coalesced MMIO ring in the kvm_run mapping, once a device asked for coalescing. */
+  private coalescedRing: number | undefined;
+  /** Writes taken from the coalesced ring (for --get-stats). */
+  coalescedWrites = 0;
 
   constructor(d: DeviceHostData, vcpuCount: number, doorbell: Doorbell, private readonly requestExit: (r: ExitRequest) => void) {
     this.timers = new DeviceTimers(d.timerSab);
@@ -60,7 +65,8 @@ export class DeviceHost {
       machine,
       timer: (callback) => this.timers.create(callback),
       hostPorts: hostPortLookup(d.hostPorts),
-      kvm: kvmDoorbells(vm, { memoryPath: d.memoryPath, layout: d.layout, doorbell: doorbell.transfer }),
+      kvm: kvmDoorbells(vm, { memoryPath: d.memoryPath, layout: d.layout, doorbell: doorbell.transfer },
+        (page) => { this.coalescedRing = page * 4096; }),
       memoryMap: this.memoryMap = d.legacyWindow || bootvarsPath !== undefined || d.framebufferPath !== undefined
         ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath, d.framebufferPath) : undefined,
       stream(key: string): ByteStream | undefined {
@@ -90,6 +96,16 @@ export class DeviceHost {
   /** Opens now what the devices would open later (the sandbox forbids it then). */
   prepareForSandbox(): void {
     this.memoryMap?.mapFiles();
+  }
+
+  /**
+   * Hands the writes queued in KVM's coalesced MMIO ring (`run`: this
+   * thread's kvm_run mapping) to their handlers, oldest first. Called after
+   * every KVM_RUN of this thread, before its exit or kick is served, so a
+   * device sees its coalesced writes before any later access.
+   */
+  drainCoalesced(run: DataView): void {
+    if (this.coalescedRing !== undefined) this.coalescedWrites += drainCoalescedRing(run, this.coalescedRing, this.bus);
   }
 
   /** Work that arrived by kick, `requests` being DEVICE_REQUEST bits. */
@@ -123,10 +139,21 @@ export class DeviceHost {
 
 /** DeviceContext.kvm: ioeventfds on this VM, and what a device's helper
  * thread (virtio-blk iothread) needs to map RAM and ring this thread. */
-function kvmDoorbells(vm: Vm, helper: HelperThreadData): KvmDoorbells | undefined {
+function kvmDoorbells(vm: Vm, helper: HelperThreadData, coalescing: (ringPage: number) => void): KvmDoorbells | undefined {
   if (!vm.checkExtension(CAP.IOEVENTFD)) return undefined;
   const anyLength = vm.checkExtension(CAP.IOEVENTFD_ANY_LENGTH) !== 0;
   return {
+    coalesceMmio(addr: number, size: number): boolean {
+      const page = vm.checkExtension(CAP.COALESCED_MMIO);
+      if (page <= 0) return false;
+      try {
+        vm.registerCoalescedMmio(addr, size);
+      } catch {
+        return false;
+      }
+      coalescing(page);
+      return true;
+    },
     ioeventfd(fd: number, addr: number, deassign = false): boolean {
       try {
         vm.ioeventfd({ fd, addr, len: anyLength ? 0 : 2, deassign });

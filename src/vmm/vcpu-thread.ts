@@ -78,6 +78,7 @@ function runLoop(): void {
   for (;;) {
     if (control.stopped) return;
     const r = vcpu.enter();
+    host?.drainCoalesced(vcpu.runView);
     if (r < 0) {
       if (r === -EINTR || r === -EAGAIN) {
         vcpu.immediateExit = false;

@@ -67,13 +67,13 @@ int main(void) {
   I(SET_USER_MEMORY_REGION) I(GET_DIRTY_LOG) I(SET_TSS_ADDR) I(SET_IDENTITY_MAP_ADDR) I(CREATE_IRQCHIP) I(IRQ_LINE) I(CREATE_PIT2)
   I(RUN) I(GET_REGS) I(SET_REGS) I(GET_SREGS) I(SET_SREGS) I(GET_MSRS) I(SET_MSRS) I(SET_CPUID2) I(GET_MP_STATE)
   I(SET_MP_STATE) I(NMI) I(ENABLE_CAP) I(SIGNAL_MSI) I(GET_DEBUGREGS) I(SET_DEBUGREGS) I(GET_STATS_FD)
-  I(SET_GSI_ROUTING) I(IRQFD) I(IOEVENTFD)
+  I(SET_GSI_ROUTING) I(IRQFD) I(IOEVENTFD) I(REGISTER_COALESCED_MMIO)
   E(UNKNOWN) E(EXCEPTION) E(IO) E(HYPERCALL) E(DEBUG) E(HLT) E(MMIO) E(IRQ_WINDOW_OPEN) E(SHUTDOWN) E(FAIL_ENTRY)
   E(INTR) E(SET_TPR) E(TPR_ACCESS) E(NMI) E(INTERNAL_ERROR) E(SYSTEM_EVENT) E(IOAPIC_EOI) E(X86_RDMSR) E(X86_WRMSR)
   E(X86_BUS_LOCK) E(NOTIFY)
   C(IRQCHIP) C(HLT) C(USER_MEMORY) C(SET_TSS_ADDR) C(NR_VCPUS) C(PIT2) C(IOEVENTFD) C(IRQFD) C(MAX_VCPUS)
   C(SIGNAL_MSI) C(READONLY_MEM) C(IMMEDIATE_EXIT) C(X86_USER_SPACE_MSR) C(BINARY_STATS_FD)
-  C(IRQ_ROUTING) C(IOEVENTFD_ANY_LENGTH)
+  C(IRQ_ROUTING) C(IOEVENTFD_ANY_LENGTH) C(COALESCED_MMIO)
   printf("const MEM_READONLY %d\n", KVM_MEM_READONLY);
   printf("const MEM_LOG_DIRTY_PAGES %d\n", KVM_MEM_LOG_DIRTY_PAGES);
   printf("const PIT_SPEAKER_DUMMY %d\n", KVM_PIT_SPEAKER_DUMMY);
@@ -94,6 +94,13 @@ int main(void) {
   printf("const IRQCHIP_PIC_SLAVE %d\n", KVM_IRQCHIP_PIC_SLAVE);
   printf("const IRQCHIP_IOAPIC %d\n", KVM_IRQCHIP_IOAPIC);
   printf("const IOAPIC_NUM_PINS %d\n", KVM_IOAPIC_NUM_PINS);
+  printf("const COALESCED_first %zu\n", offsetof(struct kvm_coalesced_mmio_ring, first));
+  printf("const COALESCED_last %zu\n", offsetof(struct kvm_coalesced_mmio_ring, last));
+  printf("const COALESCED_entries %zu\n", offsetof(struct kvm_coalesced_mmio_ring, coalesced_mmio));
+  printf("const COALESCED_entrySize %zu\n", sizeof(struct kvm_coalesced_mmio));
+  printf("const COALESCED_len %zu\n", offsetof(struct kvm_coalesced_mmio, len));
+  printf("const COALESCED_data %zu\n", offsetof(struct kvm_coalesced_mmio, data));
+  printf("const COALESCED_zone %zu\n", sizeof(struct kvm_coalesced_mmio_zone));
   return 0;
 }`;
 
@@ -186,5 +193,7 @@ describe.skipIf(!haveHeaders || !haveGcc)('KVM ABI matches <linux/kvm.h>', () =>
     for (const [n, v] of Object.entries(abi.IRQ_ROUTING_TYPE)) expect([n, v]).toEqual([n, get(`const IRQ_ROUTING_${n}`)]);
     for (const [n, v] of Object.entries(abi.IRQCHIP)) expect([n, v]).toEqual([n, get(`const IRQCHIP_${n}`)]);
     expect(abi.IOAPIC_NUM_PINS).toBe(get('const IOAPIC_NUM_PINS'));
+    for (const [n, v] of Object.entries(abi.COALESCED_RING)) expect([n, v]).toEqual([n, get(`const COALESCED_${n}`)]);
+    expect(get('const COALESCED_zone')).toBe(16);
   });
 });
