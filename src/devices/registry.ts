@@ -18,12 +18,16 @@ import { virtioRndDevice } from './virtio/virtio-rnd.js';
 import { virtioConsoleDevice } from './virtio/virtio-console.js';
 import { ahciCdDevice, ahciDevice, ahciHdDevice } from './ahci/ahci.js';
 import { nvmeDevice } from './nvme/nvme.js';
+import { e1000Device } from './net/e1000.js';
 import { fbufDevice } from './display/fbuf.js';
+import { uartDevice } from './pci-uart.js';
+import { virtioInputDevice } from './virtio/virtio-input.js';
 import { loadKeyboardLayout } from './display/kbd-layout.js';
 import {
-  e1000Device, hdaDevice, passthruDevice, uartDevice, virtio9pDevice, virtioInputDevice, virtioScsiDevice,
-  xhciDevice,
+  hdaDevice, passthruDevice, virtioScsiDevice,
 } from './not-built.js';
+import { virtio9pDevice } from './virtio/virtio-9p.js';
+import { xhciDevice } from './usb/xhci.js';
 
 export type { PciDeviceRecord } from './pci-device.js';
 

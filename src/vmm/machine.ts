@@ -39,9 +39,14 @@ export interface Machine {
   vcpus: Vcpu[];
 }
 
-/** Whether the legacy BIOS window is left to the chipset (QEMU personality). */
+/** Whether the legacy BIOS window is left to the chipset (QEMU personality
+ * with a boot ROM for the PAM registers to shadow). Without a ROM (a kernel
+ * from bhyveload) there is no BIOS to shadow and nobody to program PAM: the
+ * window stays RAM, as in bhyve's own model, so the guest sees the ACPI,
+ * SMBIOS and MP tables written there. */
 export function legacyWindowFor(config: ConfigTree, layout: MemoryLayout): boolean {
-  return config.get('lpc.fwcfg') === 'qemu' && layout.lowmem > LEGACY_WINDOW_END;
+  return config.get('lpc.fwcfg') === 'qemu' && config.get('lpc.bootrom') !== undefined
+    && layout.lowmem > LEGACY_WINDOW_END;
 }
 
 /** Whether 0xA0000-0xBFFFF is left to fbuf's VGA (vga=on). */

@@ -32,6 +32,12 @@ export interface KeyboardSink {
   pointerEvent(buttons: number, x: number, y: number): void;
 }
 
+/** An absolute pointer (the xhci USB tablet): takes VNC pointer events in
+ * place of the PS/2 mouse, with the screen size to scale them by. */
+export interface PointerSink {
+  pointerEvent(buttons: number, x: number, y: number, width: number, height: number): void;
+}
+
 export const FBUF_VENDOR = 0xfb5d;
 export const FBUF_DEVICE = 0x40fb;
 const PCIC_DISPLAY = 0x03;
@@ -51,6 +57,7 @@ export class Fbuf extends PciEmulFunction implements Device {
   vgaCoalesced = false;
   private readonly input: ByteRing | undefined;
   private keyboard: KeyboardSink | undefined;
+  private pointer: PointerSink | undefined;
   keysDelivered = 0;
   pointerDelivered = 0;
 
@@ -87,9 +94,9 @@ export class Fbuf extends PciEmulFunction implements Device {
         mm.view({ kind: 'framebuffer', offset: VGA_RAM_OFFSET }, VGA_RAM_SIZE), loadVgaFont());
       ctx.io.registerMmio('vga-memory', VGA_MEM_BASE, VGA_MEM_SIZE, this.vga.memory);
       // As QEMU's VGA: writes queue in KVM's coalesced MMIO ring (no exit
-      // per byte); reads and port accesses exit, and the ring is applied
-      // before them (device-host.ts), so the VGA sees every access in order.
-      this.vgaCoalesced = ctx.kvm?.coalesceMmio?.(VGA_MEM_BASE, VGA_MEM_SIZE) ?? false;
+      // per byte); reads and port accesses exit, and the ring is replayed
+      // before them (sys/coalesced-mmio.ts), so the VGA sees every access in order.
+      this.vgaCoalesced = ctx.kvm?.coalesce?.(VGA_MEM_BASE, VGA_MEM_SIZE, true) ?? false;
     } else if (o.vga === 'io') {
       this.vga = new Vga(ctx);
     }
@@ -106,11 +113,21 @@ export class Fbuf extends PciEmulFunction implements Device {
     this.keyboard = k;
   }
 
+  /** Sends VNC pointer events to this absolute pointer instead of the PS/2 mouse. */
+  attachPointer(p: PointerSink): void {
+    this.pointer = p;
+  }
+
   /** Input events from the VNC server (main thread), INPUT_RECORD bytes each. */
   poll(): void {
     if (!this.input) return;
     while (this.input.available() >= INPUT_RECORD) {
       const r = this.input.read(INPUT_RECORD);
+      if (r[0] !== INPUT_KEY && this.pointer) {
+        this.pointer.pointerEvent(r[1], r[2] | (r[3] << 8), r[4] | (r[5] << 8), this.regs.getUint16(REG_WIDTH, true), this.regs.getUint16(REG_HEIGHT, true));
+        this.pointerDelivered++;
+        continue;
+      }
       if (!this.keyboard) continue;
       if (r[0] === INPUT_KEY) { this.keyboard.keyEvent(r[2], r[1] === 1); this.keysDelivered++; }
       else { this.keyboard.pointerEvent(r[1], r[2] | (r[3] << 8), r[4] | (r[5] << 8)); this.pointerDelivered++; }
