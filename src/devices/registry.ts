@@ -9,6 +9,9 @@
 
 import { ConfigError, ConfigTree } from '../config/tree.js';
 import { pciNodes } from '../config/pci-nodes.js';
+import { calcTopology } from '../config/topology.js';
+import { parseMemorySize } from '../config/size.js';
+import { numaDomains } from '../firmware/numa.js';
 import type { DeviceKey, PciDeviceRecord } from './pci-device.js';
 import { amdHostbridgeDevice, hostbridgeDevice } from './pci/hostbridge.js';
 import { lpcDevice } from './pci/lpc-bridge.js';
@@ -142,7 +145,7 @@ export const LPC_DEVICES: Readonly<Record<string, LpcDeviceInfo>> = {
 export const FEATURES: Record<string, { description: string; implemented: boolean }> = {
   gdb: { description: '-G GDB debug server (gdb.port)', implemented: false },
   restore: { description: '-r snapshot restore', implemented: false },
-  numa: { description: '-n guest NUMA domains (domains.*)', implemented: false },
+  numa: { description: '-n guest NUMA domains (domains.*)', implemented: true },
   keyboard: { description: '-K keyboard layout (keyboard.layout)', implemented: false },
   'fwcfg-qemu': { description: 'QEMU fw_cfg interface (lpc.fwcfg=qemu)', implemented: true },
   'fwcfg-files': { description: '-f fw_cfg user files', implemented: true },
@@ -156,6 +159,8 @@ export const FEATURES: Record<string, { description: string; implemented: boolea
 export interface StartExtras {
   restoreFile?: string;
   fwcfgFiles?: readonly unknown[];
+  /** Where start-time warnings go (bhyve prints them with warnx). */
+  warn?: (message: string) => void;
 }
 
 function refuse(what: string): never {
@@ -190,7 +195,11 @@ export function validateForStart(config: ConfigTree, extras: StartExtras = {}): 
   const gdbPort = config.get('gdb.port');
   if (gdbPort !== undefined && gdbPort !== '0') requireFeature('gdb');
   if (extras.restoreFile !== undefined) requireFeature('restore');
-  if (config.getNode('domains')) requireFeature('numa');
+  if (config.getNode('domains')) {
+    requireFeature('numa');
+    if (!config.getBool('acpi_tables', true)) throw new ConfigError('NUMA emulation requires ACPI (acpi_tables is false)');
+    numaDomains(config, calcTopology(config).cpus, parseMemorySize(config.get('memory.size') ?? '256M'), extras.warn);
+  }
   if (config.get('keyboard.layout') !== undefined) requireFeature('keyboard');
   if (extras.fwcfgFiles && extras.fwcfgFiles.length > 0) requireFeature('fwcfg-files');
   if (config.getNode('vcpu')) requireFeature('vcpu-pinning');
