@@ -10,7 +10,7 @@ import type { ConfigTree } from '../../config/tree.js';
 import { pciNodes } from '../../config/pci-nodes.js';
 import { userErrorWithPrefix } from '../../user-error.js';
 import { openConsoleBackend, type ConsoleBackendTransfer } from './console-backend.js';
-import { openNetBackend, type NetBackendTransfer } from './net-backend.js';
+import { openNetBackend, type NetBackendTransfer } from '../net/net-backend.js';
 import type { DisplayInputTransfer } from '../display/display-input.js';
 import { openInputBackend, type InputBackendTransfer } from './input-backend.js';
 
@@ -55,14 +55,14 @@ export async function openHostPorts(config: ConfigTree, kick: () => void): Promi
   try {
     for (const { node, where } of pciNodes(config)) {
       const emul = config.get(`${node}.device`);
-      if (emul !== 'virtio-net' && emul !== 'virtio-console' && emul !== 'virtio-input') continue;
+      if (emul !== 'virtio-net' && emul !== 'e1000' && emul !== 'virtio-console' && emul !== 'virtio-input') continue;
       try {
         if (emul === 'virtio-input') {
           const host = openInputBackend(config, node, kick);
           hosts.push(host);
           transfers.input![node] = host.transfer;
-        } else if (emul === 'virtio-net') {
-          const host = openNetBackend(config, node, kick);
+        } else if (emul === 'virtio-net' || emul === 'e1000') {
+          const host = await openNetBackend(config, node, kick);
           if (host === undefined) continue;
           hosts.push(host);
           transfers.net[node] = host.transfer;

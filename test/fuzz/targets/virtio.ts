@@ -37,7 +37,7 @@ import { VirtioInput } from '../../../src/devices/virtio/virtio-input.js';
 import type { EvdevHost } from '../../../src/devices/virtio/input-backend.js';
 import type { AbsInfo, InputEvent, InputId } from '../../../src/sys/evdev.js';
 import type { ConsolePort } from '../../../src/devices/virtio/console-backend.js';
-import type { NetPort } from '../../../src/devices/virtio/net-backend.js';
+import type { NetPort } from '../../../src/devices/net/net-backend.js';
 import type { VirtioDevice } from '../../../src/devices/virtio/virtio-device.js';
 import type { Virtqueue } from '../../../src/devices/virtio/virtqueue.js';
 import {
