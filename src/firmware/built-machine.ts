@@ -57,7 +57,7 @@ export interface BuiltMachine {
   /** QEMU's fw_cfg device is present (lpc.fwcfg=qemu). */
   fwcfg: boolean;
   /** Boot devices by bootindex, in boot order. */
-  bootOrder: ReadonlyArray<{ bus: number; slot: number; func: number }>;
+  bootOrder: ReadonlyArray<{ bus: number; slot: number; func: number; name?: string }>;
   /** Guest NUMA domains (-n), when configured. */
   numa?: NumaLayout;
 }

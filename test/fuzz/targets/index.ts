@@ -8,6 +8,7 @@ import { AHCI_TARGET } from './ahci.js';
 import { NVME_TARGET } from './nvme.js';
 import { RFB_TARGET } from './rfb.js';
 import { VIRTIO_9P_TARGET } from './virtio-9p.js';
+import { VIRTIO_SCSI_TARGET } from './virtio-scsi.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
@@ -20,6 +21,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   NVME_TARGET,
   RFB_TARGET,
   VIRTIO_9P_TARGET,
+  VIRTIO_SCSI_TARGET,
   ...HOST_CONFIG_TARGETS,
   CONTROL_SOCKET_TARGET,
 ];
