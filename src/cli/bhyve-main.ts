@@ -36,7 +36,9 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
       await writeOut(result.kind === 'help' && result.stream === 'stderr' ? process.stderr : process.stdout, result.text);
       return result.exitCode;
     }
-    validateForStart(result.config, { restoreFile: result.restoreFile, fwcfgFiles: result.fwcfgFiles });
+    validateForStart(result.config, {
+      restoreFile: result.restoreFile, fwcfgFiles: result.fwcfgFiles, warn: (m) => process.stderr.write(`bhyve: warning: ${m}\n`),
+    });
     // The vCPU threads boot while the rest of the vmm loads (runVm spawns
     // or retires threads to match the vCPU count the config asks for).
     if (early === undefined) {

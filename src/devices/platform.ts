@@ -68,6 +68,14 @@ import { DebugCon, DEBUGCON_PORT } from '../firmware/debugcon.js';
 import { XhciController } from './usb/xhci.js';
 import { Fbuf } from './display/fbuf.js';
 import fs from 'node:fs';
+import { numaDomains, numaLayout, type NumaLayout } from '../firmware/numa.js';
+
+/** The guest NUMA domains' layout (-n), checked again here as the device
+ * thread sees the machine (bhyve-main checked them before the VM existed). */
+function numaOf(ctx: DeviceContext, layout: MemoryLayout): NumaLayout | undefined {
+  const domains = numaDomains(ctx.config, ctx.machine.vcpuCount, layout.lowmem + layout.highmem);
+  return domains && numaLayout(domains, layout);
+}
 
 
 export interface Platform {
@@ -261,6 +269,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
     uarts: uarts.map((u, i) => ({ name: u.name.toUpperCase(), port: u.base, irq: u.irqLine, uid: i + 1 })),
     fwcfg: qemu,
     bootOrder,
+    numa: numaOf(ctx, layout),
   };
   let fwcfg: FwCfg | undefined;
   if (qemu) {

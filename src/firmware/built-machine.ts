@@ -7,6 +7,8 @@
 // handed to both deliveries: the in-memory tables and the fw_cfg files.
 
 /** [base, limit) */
+import type { NumaLayout } from './numa.js';
+
 export interface AddressRange {
   base: number;
   limit: number;
@@ -56,4 +58,6 @@ export interface BuiltMachine {
   fwcfg: boolean;
   /** Boot devices by bootindex, in boot order. */
   bootOrder: ReadonlyArray<{ bus: number; slot: number; func: number; name?: string }>;
+  /** Guest NUMA domains (-n), when configured. */
+  numa?: NumaLayout;
 }

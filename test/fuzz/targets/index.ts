@@ -16,6 +16,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('net'),
   virtioTarget('rnd'),
   virtioTarget('console'),
+  virtioTarget('input'),
   ...PLATFORM_SPECS.map(platformTarget),
   AHCI_TARGET,
   NVME_TARGET,

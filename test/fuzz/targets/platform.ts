@@ -259,6 +259,14 @@ export const PLATFORM_SPECS: readonly PlatformSpec[] = [
     weights: [60, 5, 3, 8, 15, 0],
   },
   {
+    name: 'pci-uart',
+    surface: "bhyve's PCI 16550 (uart, 131f:2000): its I/O BAR 0 registers, BAR moves and the command register, INTx, host bytes arriving",
+    config: { ...BASE, 'pci.0.5.0.device': 'uart', 'pci.0.5.0.path': 'stdio' },
+    focus: /^uart@pci/,
+    cfg: [{ bus: 0, slot: 5, func: 0, lo: 0, hi: 0x3f }],
+    weights: [55, 5, 12, 5, 15, 0],
+  },
+  {
     name: 'rtc',
     surface: 'MC146818 RTC/CMOS (0x70/0x71: index, time/date in BCD and binary, alarms, periodic interrupts, NVRAM)',
     config: BASE,
