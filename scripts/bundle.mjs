@@ -24,6 +24,7 @@ const LAUNCHERS = {
   'bhyve-main': 'src/cli/bhyve-main.ts',
   'bhyvectl-main': 'src/cli/bhyvectl-main.ts',
   'bhyveload-main': 'src/cli/bhyveload-main.ts',
+  'bhyve-xml-main': 'src/cli/bhyve-xml-main.ts',
 };
 
 /** Every worker the code starts by name (`new URL('./NAME.js',

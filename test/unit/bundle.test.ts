@@ -16,6 +16,7 @@ const LAUNCHERS = [
   ['bhyve', 'bhyveMain'],
   ['bhyvectl', 'bhyvectlMain'],
   ['bhyveload', 'bhyveloadMain'],
+  ['bhyve-xml', 'bhyveXmlMain'],
 ] as const;
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-bundle-'));
