@@ -216,6 +216,8 @@ function parseDisk(el: XmlElement, d: DomainDef): void {
     if (qsz !== undefined) disk.queueSize = qsz;
   }
   if (device === 'cdrom' && bus !== 'sata') throw new DomainError('unsupported disk device');
+  // A CD is read-only anyway; libvirt does not mark disks read-only for bhyve.
+  if (device === 'cdrom') el.ignore('readonly');
   el.ignore('alias');
   d.disks.push(disk);
 }
