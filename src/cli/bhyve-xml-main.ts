@@ -15,6 +15,11 @@ const USAGE = `usage: ${PROG} to-argv [--firmware-dir dir] [--nvram-dir dir] [--
        ${PROG} from-argv -- bhyve [bhyve options] vmname
 `;
 
+/** The options of to-argv: the host settings libvirt reads from its configuration. */
+export const TO_ARGV_OPTIONS: Readonly<Record<string, keyof HostPaths>> = {
+  '--firmware-dir': 'firmwareDir', '--nvram-dir': 'nvramDir', '--vnc-listen': 'vncListen',
+};
+
 /** Converts one domain; the lines to print, or the errors (one per line). */
 export function toArgv(xml: string, what: string, paths: HostPaths = DEFAULT_HOST_PATHS): { lines: string[]; errors: string[] } {
   try {
@@ -40,7 +45,7 @@ function readInput(file: string): string {
 async function toArgvMain(args: string[]): Promise<number> {
   const paths = { ...DEFAULT_HOST_PATHS };
   const files: string[] = [];
-  const opts: Record<string, keyof HostPaths> = { '--firmware-dir': 'firmwareDir', '--nvram-dir': 'nvramDir', '--vnc-listen': 'vncListen' };
+  const opts = TO_ARGV_OPTIONS;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const eq = a.indexOf('=');

@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const MAN = join(ROOT, 'man');
-const PAGES = ['bhyve.8', 'bhyve_config.5', 'bhyveload.8', 'bhyvectl.8'];
+const PAGES = ['bhyve.8', 'bhyve_config.5', 'bhyveload.8', 'bhyvectl.8', 'bhyve-xml.1'];
 
 const page = (name: string): string => readFileSync(join(MAN, name), 'utf8');
 
@@ -144,6 +144,20 @@ describe('man pages: mandoc -Tlint', () => {
 });
 
 describe('man pages are in sync with the code', () => {
+  it('bhyve-xml(1): its commands and every to-argv option are in SYNOPSIS and DESCRIPTION', async () => {
+    const mod = await load('../../src/cli/bhyve-xml-main.js');
+    expect(mod, 'src/cli/bhyve-xml-main.ts must exist').toBeDefined();
+    const src = page('bhyve-xml.1');
+    const longFlags = (lines: string[]): Set<string> => new Set(lines.flatMap((l) => [...l.matchAll(/\bFl -([a-z-]+)/g)].map((m) => `--${m[1]}`)));
+    const synopsis = section(src, 'SYNOPSIS');
+    const description = section(src, 'DESCRIPTION');
+    for (const flag of Object.keys(mod!.TO_ARGV_OPTIONS as object)) {
+      expect(longFlags(synopsis), `${flag} in SYNOPSIS`).toContain(flag);
+      expect(description.some((l) => l.startsWith(`.It Fl ${flag.slice(1)} `)), `${flag} in DESCRIPTION`).toBe(true);
+    }
+    for (const cmd of ['to-argv', 'from-argv']) expect(description).toContain(`.It Cm ${cmd}`);
+  });
+
   const bhyve8 = page('bhyve.8');
   const config5 = page('bhyve_config.5');
 
