@@ -134,6 +134,10 @@ function controllerArgs(d: DomainDef, c: Controller, at: PciAddr, out: string[])
 }
 
 function bhyveArgv(d: DomainDef): string[] {
+  // bhyve reads a -m without a suffix below 1048576 as MiB and above as bytes;
+  // libvirt always writes MiB, which a guest of 1 TiB or more would not get.
+  if (d.memoryKiB > 0 && Math.ceil(d.memoryKiB / 1024) >= 1024 * 1024) throw new DomainError('memory of 1 TiB or more: bhyve would read the -m value in MiB as bytes');
+  if (d.memoryKiB <= 0) throw new DomainError('memory size must be more than 0');
   const placed = assignSlots(d);
   const out: string[] = ['-c'];
   if (d.topology) {

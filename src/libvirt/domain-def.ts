@@ -112,6 +112,9 @@ function memoryKiB(el: XmlElement): number {
   return Math.ceil((n ?? 0) * scale);
 }
 
+/** Host CPU numbers a cpuset may name (libvirt's VIR_DOMAIN_CPUMASK_LEN is 1024). */
+const MAX_HOST_CPUS = 1024;
+
 /** virBitmapParse(): "0-3,^2,5". */
 export function parseCpuset(s: string): number[] {
   const set = new Set<number>();
@@ -120,7 +123,7 @@ export function parseCpuset(s: string): number[] {
     const m = /^(\d+)(?:-(\d+))?$/.exec(neg ? part.slice(1) : part);
     if (!m) throw new DomainError(`invalid cpuset '${s}'`);
     const lo = Number(m[1]), hi = m[2] === undefined ? lo : Number(m[2]);
-    if (hi < lo) throw new DomainError(`invalid cpuset '${s}'`);
+    if (hi < lo || hi >= MAX_HOST_CPUS) throw new DomainError(`invalid cpuset '${s}'`);
     for (let c = lo; c <= hi; c++) { if (neg) set.delete(c); else set.add(c); }
   }
   return [...set].sort((a, b) => a - b);
@@ -437,7 +440,9 @@ export function parseDomainXml(source: string, what: string, paths: HostPaths = 
     };
   }
   for (const pin of dom.child('cputune')?.all('vcpupin') ?? []) {
-    d.vcpupin.push({ vcpu: int(pin.attr('vcpu'), 'vcpupin vcpu') ?? 0, cpus: parseCpuset(pin.attr('cpuset') ?? '') });
+    const vcpu = int(pin.attr('vcpu'), 'vcpupin vcpu') ?? 0;
+    if (d.vcpupin.some((p) => p.vcpu === vcpu)) throw new DomainError('duplicate vcpupin for same vcpu');
+    d.vcpupin.push({ vcpu, cpus: parseCpuset(pin.attr('cpuset') ?? '') });
   }
   const mb = dom.child('memoryBacking');
   if (mb?.child('locked')) d.locked = true;

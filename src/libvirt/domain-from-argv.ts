@@ -82,10 +82,12 @@ export function domainXmlFromArgv(words: readonly string[], bridge = 'bridge0'):
       case 'l': {
         const [dev, ...rest] = arg.split(',');
         if (dev === 'bootrom') {
-          const { kv, words: w } = options(rest);
-          if (kv.has('fwcfg') && kv.get('fwcfg') !== 'qemu') throw new DomainError(`cannot express -l ${arg} in domain XML`);
-          os.loader = { '@_readonly': 'yes', '@_type': 'pflash', '#text': w[0] };
-          if (w[1] !== undefined) os.nvram = w[1];
+          // bootrom,romfile[,varfile][,fwcfg=...]: the ROM is the first field whatever it holds.
+          const [romfile, ...more] = rest;
+          const varfile = more[0] !== undefined && !more[0].includes('=') ? more.shift() : undefined;
+          if (romfile === undefined || more.some((m) => m !== 'fwcfg=qemu')) throw new DomainError(`cannot express -l ${arg} in domain XML`);
+          os.loader = { '@_readonly': 'yes', '@_type': 'pflash', '#text': romfile };
+          if (varfile !== undefined) os.nvram = varfile;
         } else if (/^com[1-4]$/.test(dev)) {
           const path = rest.join(',');
           const port = String(Number(dev.slice(3)) - 1);

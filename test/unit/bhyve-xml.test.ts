@@ -90,6 +90,15 @@ describe('bhyve-xml to-argv', () => {
     expect(toArgv("<domain type='kvm'><name>x</name><memory>1</memory></domain>", 'x').errors).toEqual(["x: domain type 'kvm' is not 'bhyve'"]);
   });
 
+  it('refuses what would give a wrong command line (fuzz findings)', () => {
+    // bhyve reads -m without a suffix as bytes from 1048576 on.
+    expect(toArgv(xml('base').replace("<memory unit='MiB'>512</memory>", "<memory unit='TiB'>1</memory>"), 'x').errors)
+      .toEqual(['x: memory of 1 TiB or more: bhyve would read the -m value in MiB as bytes']);
+    const pins = xml('cputopology-pinning').replace("<vcpupin vcpu='1'", "<vcpupin vcpu='0' cpuset='1'/><vcpupin vcpu='1'");
+    expect(toArgv(pins, 'x').errors).toEqual(['x: duplicate vcpupin for same vcpu']);
+    expect(toArgv(xml('cputopology-pinning').replace("cpuset='0'", "cpuset='0-9007199254740991'"), 'x').errors).toEqual(["x: invalid cpuset '0-9007199254740991'"]);
+  });
+
   it('parses cpusets as virBitmapParse does', () => {
     expect(parseCpuset('0-3,^1,8')).toEqual([0, 2, 3, 8]);
     expect(() => parseCpuset('3-1')).toThrow(DomainError);
@@ -114,6 +123,12 @@ describe('bhyve-xml from-argv', () => {
     expect(out).toContain('<acpi/>');
     expect(out).toContain('<source master="/dev/nmdm5A" slave="/dev/nmdm5B"/>');
     expect(out).toContain('<clock offset="utc"/>');
+  });
+
+  it('the boot ROM is the first field of -l bootrom, whatever it holds', () => {
+    const out = domainXmlFromArgv(['-l', 'bootrom,/fw/a=b.fd,/v.fd,fwcfg=qemu', 'vm']);
+    expect(out).toContain('>/fw/a=b.fd</loader>');
+    expect(out).toContain('<nvram>/v.fd</nvram>');
   });
 
   it('refuses what domain XML cannot say, with one line', () => {

@@ -10,6 +10,7 @@ import { RFB_TARGET } from './rfb.js';
 import { XHCI_TARGET } from './xhci.js';
 import { VIRTIO_9P_TARGET } from './virtio-9p.js';
 import { VIRTIO_SCSI_TARGET } from './virtio-scsi.js';
+import { DOMAIN_XML_TARGET } from './domain-xml.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
@@ -25,6 +26,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   VIRTIO_9P_TARGET,
   VIRTIO_SCSI_TARGET,
   ...HOST_CONFIG_TARGETS,
+  DOMAIN_XML_TARGET,
   CONTROL_SOCKET_TARGET,
 ];
 
