@@ -144,7 +144,7 @@ export const LPC_DEVICES: Readonly<Record<string, LpcDeviceInfo>> = {
  * `implemented` when the feature lands; validateForStart() refuses the rest.
  */
 export const FEATURES: Record<string, { description: string; implemented: boolean }> = {
-  gdb: { description: '-G GDB debug server (gdb.port)', implemented: false },
+  gdb: { description: '-G GDB debug server (gdb.port)', implemented: true },
   restore: { description: '-r snapshot restore', implemented: false },
   numa: { description: '-n guest NUMA domains (domains.*)', implemented: false },
   'fwcfg-qemu': { description: 'QEMU fw_cfg interface (lpc.fwcfg=qemu)', implemented: true },

@@ -76,6 +76,7 @@ export const KVM = {
   SIGNAL_MSI: iow(0xa5, SIZEOF.kvm_msi),
   GET_DEBUGREGS: ior(0xa1, SIZEOF.kvm_debugregs),
   SET_DEBUGREGS: iow(0xa2, SIZEOF.kvm_debugregs),
+  SET_GUEST_DEBUG: iow(0x9b, 72),
   GET_STATS_FD: io(0xce),
   SET_GSI_ROUTING: iow(0x6a, SIZEOF.kvm_irq_routing),
   IRQFD: iow(0x76, SIZEOF.kvm_irqfd),
@@ -164,6 +165,10 @@ export const RUN_INTERNAL = { suberror: 0, ndata: 4, data: 8 } as const;
 export const RUN_FAIL_ENTRY = { hardware_entry_failure_reason: 0, cpu: 8 } as const;
 export const RUN_SYSTEM_EVENT = { type: 0, ndata: 4, data: 8 } as const;
 /** kvm_run.msr: u8 error; u8 pad[7]; u32 reason; u32 index; u64 data. */
+/** kvm_run.debug.arch (KVM_EXIT_DEBUG). */
+export const RUN_DEBUG = { exception: 0, pc: 8, dr6: 16, dr7: 24 } as const;
+/** kvm_guest_debug.control bits. */
+export const GUESTDBG = { ENABLE: 0x1, SINGLESTEP: 0x2, USE_SW_BP: 0x10000, USE_HW_BP: 0x20000 } as const;
 export const RUN_MSR = { error: 0, reason: 8, index: 12, data: 16 } as const;
 
 export const USERSPACE_MEMORY_REGION = { slot: 0, flags: 4, guest_phys_addr: 8, memory_size: 16, userspace_addr: 24 } as const;

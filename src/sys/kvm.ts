@@ -308,6 +308,13 @@ export class Vcpu {
     ioctl(this.fd, KVM.SET_DEBUGREGS, b, 'KVM_SET_DEBUGREGS');
   }
 
+  /** KVM_SET_GUEST_DEBUG: which debug events exit to us (GUESTDBG bits). */
+  setGuestDebug(control: number): void {
+    const b = new Uint8Array(72);
+    new DataView(b.buffer).setUint32(0, control >>> 0, true);
+    ioctl(this.fd, KVM.SET_GUEST_DEBUG, b, 'KVM_SET_GUEST_DEBUG');
+  }
+
   setCpuid(entries: CpuidEntry[]): void {
     const b = new Uint8Array(SIZEOF.kvm_cpuid2 + entries.length * SIZEOF.kvm_cpuid_entry2);
     const v = new DataView(b.buffer);

@@ -26,6 +26,8 @@ import { errorLine, userErrorWithPrefix } from '../user-error.js';
 import { SignalRouter, signalStatus, type StopSignal } from './startup-signals.js';
 import { enterSandbox, sandboxPlan } from './sandbox/sandbox.js';
 import { trace } from './startup-trace.js';
+import { GdbStub } from './gdb-stub.js';
+import type { VcpuStateJson, VcpuStateUpdate } from './vcpu-state.js';
 
 const STOP_GRACE_MS = 2000;
 
@@ -83,6 +85,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
   const backends: UartBackendHost[] = [];
   let hostPorts: HostPorts | undefined;
   let display: DisplayHost | undefined;
+  let gdb: GdbStub | undefined;
   let outcome: ExitRequest | undefined;
   let resolveOutcome!: (r: ExitRequest) => void;
   const outcomePromise = new Promise<ExitRequest>((r) => { resolveOutcome = r; });
@@ -131,6 +134,8 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       (m) => process.stderr.write(`bhyve: ${m}\n`), (slot, bitmap) => machine.vm.getDirtyLog(slot, bitmap))
       .catch((e: unknown) => { throw userErrorWithPrefix(e, ''); });
 
+    // -G: the debug server's socket is opened before the sandbox.
+    gdb = await openGdbServer(config, machine, control, kicker, requester);
     trace('main: backends open');
     const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
     const sandbox = sandboxPlan(config, machine.vmObject);
@@ -169,6 +174,10 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         w.on('message', (m: VcpuThreadMessage) => {
           if (m.type === 'ready') resolve();
           else if (m.type === 'exit') finish(m.request);
+          else if (m.type === 'debug') {
+            if (gdb) gdb.onDebugExit(m.id, m.exception);
+            else { control.setDebugHold(m.id, false); }
+          }
         });
         w.once('error', (e) => {
           reject(e);
@@ -194,6 +203,12 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         try { enterSandbox(sandbox); } catch (e) { throw new VmSetupError((e as Error).message); }
       }
       timerHost.start();
+      if (gdb && config.getBool('gdb.wait', false)) {
+        // -G w: the vCPUs start held; the guest's first instruction waits
+        // for the debugger.
+        gdb.holdAtStart();
+        process.stderr.write(`bhyve: waiting for a debugger on port ${gdb.port}\n`);
+      }
       trace('main: go');
       control.go();
       guestRuns = true;
@@ -227,6 +242,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
   } finally {
     if (watchdog) clearInterval(watchdog);
     controlServer?.close();
+    gdb?.close();
     timerHost.stop();
     requester.close();
     for (const w of threads) void retireVcpuThread(w);
@@ -237,6 +253,33 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     signals.release();
     if (!extras.signals) signals.dispose();
     for (const s of stats) s?.close();
+  }
+}
+
+async function openGdbServer(config: ConfigTree, machine: ReturnType<typeof createMachine>['machine'],
+  control: VcpuControl, kicker: Kicker, requester: VcpuRequester): Promise<GdbStub | undefined> {
+  const port = Number(config.get('gdb.port') ?? '0');
+  if (port === 0) return undefined;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new VmSetupError(`gdb: invalid port '${config.get('gdb.port')}'`);
+  let address = config.get('gdb.address') ?? 'localhost';
+  if (address === 'localhost') address = '127.0.0.1'; // bhyve's default bind
+  const target = {
+    vcpuCount: machine.vcpus.length,
+    getState: async (id: number) => await requester.request(id, { op: 'get-state' }) as VcpuStateJson,
+    setState: async (id: number, update: VcpuStateUpdate) => { await requester.request(id, { op: 'set-state', update }); },
+    setGuestDebug: async (id: number, c: number) => { await requester.request(id, { op: 'set-guest-debug', control: c }); },
+    hold: (id: number, held: boolean) => { control.setDebugHold(id, held); if (held) kicker.kick(id); },
+    ram: (gpa: number) => {
+      for (const c of machine.ram) {
+        if (gpa >= c.gpa && gpa < c.gpa + c.map.length) return { bytes: c.map.bytes, offset: gpa - c.gpa };
+      }
+      return undefined;
+    },
+  };
+  try {
+    return await GdbStub.listen(address, port, target, (m) => process.stderr.write(`bhyve: ${m}\n`));
+  } catch (e) {
+    throw new VmSetupError(`gdb: cannot listen on ${address}:${port}: ${(e as Error).message}`);
   }
 }
 

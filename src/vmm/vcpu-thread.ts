@@ -10,7 +10,7 @@ import { errorLine } from '../user-error.js';
 import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js';
 import type { ExitRequest } from './exit-status.js';
 import type { IoBus } from './io-bus.js';
-import { MP_STATE, RFLAGS_IF } from '../sys/kvm-abi.js';
+import { EXIT, KVM_RUN_OFF, MP_STATE, RFLAGS_IF, RUN_DEBUG } from '../sys/kvm-abi.js';
 import { Vcpu } from '../sys/kvm.js';
 import { EAGAIN, EINTR, gettid, pinThisThread, preloadLibc, strerror } from '../sys/libc.js';
 import { VCPU_REQUEST, VCPU_STATE, VcpuControl } from './vcpu-control.js';
@@ -76,10 +76,21 @@ function onKick(): void {
   }
 }
 
+/** Held by the debugger (-G): out of the guest, still serving requests
+ * (registers, guest-debug flags) and, on vCPU 0, the devices. */
+function parkForDebugger(): void {
+  while (control.debugHeld(d.id) && !control.stopped) {
+    onKick();
+    control.waitDebugHold(d.id, 50);
+  }
+  onKick();
+}
+
 function runLoop(): void {
   control.setState(d.id, VCPU_STATE.RUNNING);
   for (;;) {
     if (control.stopped) return;
+    if (control.debugHeld(d.id)) { parkForDebugger(); continue; }
     const r = vcpu.enter();
     if (r < 0) {
       if (r === -EINTR || r === -EAGAIN) {
@@ -92,6 +103,12 @@ function runLoop(): void {
     }
     const reason = vcpu.exitReason;
     counters.add(reason);
+    if (reason === EXIT.DEBUG) {
+      const exception = vcpu.runView.getUint32(KVM_RUN_OFF.exit + RUN_DEBUG.exception, true);
+      control.setDebugHold(d.id, true);
+      post({ type: 'debug', id: d.id, exception });
+      continue;
+    }
     const action = dispatchExit(reason, exitCtx);
     if (action === 'continue' || action === 'halted') continue;
     requestExit(action);
