@@ -309,9 +309,11 @@ export class Vcpu {
   }
 
   /** KVM_SET_GUEST_DEBUG: which debug events exit to us (GUESTDBG bits). */
-  setGuestDebug(control: number): void {
+  setGuestDebug(control: number, debugregs: readonly bigint[] = []): void {
     const b = new Uint8Array(72);
-    new DataView(b.buffer).setUint32(0, control >>> 0, true);
+    const v = new DataView(b.buffer);
+    v.setUint32(0, control >>> 0, true);
+    debugregs.slice(0, 8).forEach((x, i) => v.setBigUint64(8 + 8 * i, x, true));
     ioctl(this.fd, KVM.SET_GUEST_DEBUG, b, 'KVM_SET_GUEST_DEBUG');
   }
 

@@ -18,7 +18,8 @@ export interface GdbTarget {
   readonly vcpuCount: number;
   getState(id: number): Promise<VcpuStateJson>;
   setState(id: number, update: VcpuStateUpdate): Promise<void>;
-  setGuestDebug(id: number, control: number): Promise<void>;
+  /** KVM_SET_GUEST_DEBUG; debugregs are dr0-dr7 for USE_HW_BP. */
+  setGuestDebug(id: number, control: number, debugregs?: bigint[]): Promise<void>;
   /** Hold vCPU `id` out of the guest (and kick it) or let it run. */
   hold(id: number, held: boolean): void;
   /** Guest-physical RAM: the bytes at `gpa` up to the end of their chunk. */
@@ -105,6 +106,8 @@ export class GdbStub {
   private gThread = 0;
   private cThread = 0;
   private readonly breakpoints = new Map<bigint, { gpa: bigint; orig: number }>();
+  /** Z1: instruction breakpoints in dr0-dr3 (linear addresses). */
+  private readonly hwBreakpoints: Array<bigint | undefined> = [undefined, undefined, undefined, undefined];
   private attachedResolve!: () => void;
   /** Settles when the first debugger has attached (-G w). */
   readonly attached = new Promise<void>((r) => { this.attachedResolve = r; });
@@ -142,12 +145,13 @@ export class GdbStub {
   }
 
   /** A vCPU took KVM_EXIT_DEBUG (it already holds itself). */
-  onDebugExit(id: number, exception: number): void {
+  onDebugExit(id: number, exception: number, dr6 = 0n): void {
     if (!this.client) { this.target.hold(id, false); return; }
     if (this.stopped) return; // another vCPU's event won: this one re-runs later
     this.stopAll();
     this.gThread = this.cThread = id;
-    this.lastStop = `T${SIGTRAP.toString(16).padStart(2, '0')}thread:${(id + 1).toString(16)};${exception === 3 ? 'swbreak:;' : ''}`;
+    const why = exception === 3 ? 'swbreak:;' : (dr6 & 0xfn) !== 0n ? 'hwbreak:;' : '';
+    this.lastStop = `T${SIGTRAP.toString(16).padStart(2, '0')}thread:${(id + 1).toString(16)};${why}`;
     this.send(this.lastStop);
   }
 
@@ -221,7 +225,7 @@ export class GdbStub {
   /** The reply to one packet; null when the reply comes later (c, s). */
   private async answer(p: string): Promise<string | null> {
     const c = p[0];
-    if (p.startsWith('qSupported')) return `PacketSize=${PACKET_SIZE.toString(16)};qXfer:features:read+;swbreak+;QStartNoAckMode+`;
+    if (p.startsWith('qSupported')) return `PacketSize=${PACKET_SIZE.toString(16)};qXfer:features:read+;swbreak+;hwbreak+;QStartNoAckMode+`;
     if (p === 'QStartNoAckMode') { this.send('OK'); this.noAck = true; return null; }
     if (p.startsWith('qXfer:features:read:target.xml:')) {
       const [off, len] = p.slice('qXfer:features:read:target.xml:'.length).split(',').map((x) => parseInt(x, 16));
@@ -256,6 +260,7 @@ export class GdbStub {
     if (c === 'M') return this.writeMemory(p.slice(1));
     if (p.startsWith('Z0,')) return this.insertBreakpoint(p.slice(3));
     if (p.startsWith('z0,')) return this.removeBreakpoint(p.slice(3));
+    if (p.startsWith('Z1,') || p.startsWith('z1,')) return this.hwBreakpoint(p[0] === 'Z', p.slice(3));
     if (c === 'c') { await this.resume(false); return null; }
     if (c === 's') { await this.resume(true); return null; }
     if (c === 'D') { await this.detach(); this.send('OK'); this.client?.end(); return null; }
@@ -403,13 +408,39 @@ export class GdbStub {
     return 'OK';
   }
 
+  private hwBreakpoint(insert: boolean, arg: string): string {
+    const m = /^([0-9a-fA-F]{1,16}),[0-9a-fA-F]+$/.exec(arg);
+    if (!m) return 'E00';
+    const addr = BigInt(`0x${m[1]}`);
+    const at = this.hwBreakpoints.indexOf(addr);
+    if (!insert) { if (at >= 0) this.hwBreakpoints[at] = undefined; return 'OK'; }
+    if (at >= 0) return 'OK';
+    const free = this.hwBreakpoints.indexOf(undefined);
+    if (free < 0) return 'E28'; // ENOSPC: four debug registers
+    this.hwBreakpoints[free] = addr;
+    return 'OK';
+  }
+
+  /** dr0-dr7 for the Z1 breakpoints: execute breakpoints, global-enabled. */
+  private debugRegs(): bigint[] {
+    let dr7 = 0x400n;
+    const regs = this.hwBreakpoints.map((a, i) => {
+      if (a === undefined) return 0n;
+      dr7 |= 2n << BigInt(2 * i); // Gn; R/Wn = LENn = 0: instruction fetch
+      return a;
+    });
+    return [...regs, 0n, 0n, 0n, dr7];
+  }
+
   /** c / s: every vCPU runs on, or only the stepping one for one instruction. */
   private async resume(step: boolean): Promise<void> {
     if (!this.stopped) return;
     const stepper = this.cThread;
-    const base = GUESTDBG.ENABLE | GUESTDBG.USE_SW_BP;
+    const hw = this.hwBreakpoints.some((a) => a !== undefined);
+    const base = GUESTDBG.ENABLE | GUESTDBG.USE_SW_BP | (hw ? GUESTDBG.USE_HW_BP : 0);
+    const dr = hw ? this.debugRegs() : [];
     for (let i = 0; i < this.target.vcpuCount; i++) {
-      await this.target.setGuestDebug(i, step && i === stepper ? base | GUESTDBG.SINGLESTEP : base);
+      await this.target.setGuestDebug(i, step && i === stepper ? base | GUESTDBG.SINGLESTEP : base, dr);
     }
     this.stopped = false;
     if (step) this.target.hold(stepper, false);
@@ -419,6 +450,7 @@ export class GdbStub {
   /** D, or the debugger went away: breakpoints out, debug exits off, run. */
   private async detach(): Promise<void> {
     for (const addr of [...this.breakpoints.keys()]) await this.removeBreakpoint(addr.toString(16) + ',1');
+    this.hwBreakpoints.fill(undefined);
     for (let i = 0; i < this.target.vcpuCount; i++) await this.target.setGuestDebug(i, 0);
     this.stopped = false;
     for (let i = 0; i < this.target.vcpuCount; i++) this.target.hold(i, false);

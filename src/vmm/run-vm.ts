@@ -175,7 +175,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
           if (m.type === 'ready') resolve();
           else if (m.type === 'exit') finish(m.request);
           else if (m.type === 'debug') {
-            if (gdb) gdb.onDebugExit(m.id, m.exception);
+            if (gdb) gdb.onDebugExit(m.id, m.exception, BigInt(m.dr6));
             else { control.setDebugHold(m.id, false); }
           }
         });
@@ -267,7 +267,9 @@ async function openGdbServer(config: ConfigTree, machine: ReturnType<typeof crea
     vcpuCount: machine.vcpus.length,
     getState: async (id: number) => await requester.request(id, { op: 'get-state' }) as VcpuStateJson,
     setState: async (id: number, update: VcpuStateUpdate) => { await requester.request(id, { op: 'set-state', update }); },
-    setGuestDebug: async (id: number, c: number) => { await requester.request(id, { op: 'set-guest-debug', control: c }); },
+    setGuestDebug: async (id: number, c: number, debugregs: bigint[] = []) => {
+      await requester.request(id, { op: 'set-guest-debug', control: c, debugregs: debugregs.map((x) => `0x${x.toString(16)}`) });
+    },
     hold: (id: number, held: boolean) => { control.setDebugHold(id, held); if (held) kicker.kick(id); },
     ram: (gpa: number) => {
       for (const c of machine.ram) {

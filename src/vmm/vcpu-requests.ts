@@ -14,7 +14,7 @@ export type VcpuRequestBody =
   | { op: 'set-state'; update: VcpuStateUpdate }
   | { op: 'nmi' }
   /** KVM_SET_GUEST_DEBUG (GUESTDBG bits), for the gdb stub. */
-  | { op: 'set-guest-debug'; control: number }
+  | { op: 'set-guest-debug'; control: number; debugregs?: string[] }
   | { op: 'exit-counts' }
   /** vCPU 0 only (it runs the devices): DeviceHost.deviceStats(). */
   | { op: 'device-stats' };
@@ -43,7 +43,7 @@ function perform(body: VcpuRequestBody, vcpu: Vcpu, exitCounts: Float64Array,
     case 'get-state': return readVcpuState(vcpu);
     case 'set-state': applyVcpuState(vcpu, body.update); return readVcpuState(vcpu);
     case 'nmi': vcpu.nmi(); return null;
-    case 'set-guest-debug': vcpu.setGuestDebug(body.control); return null;
+    case 'set-guest-debug': vcpu.setGuestDebug(body.control, (body.debugregs ?? []).map((x) => BigInt(x))); return null;
     case 'exit-counts': {
       const out: Record<string, number> = {};
       exitCounts.forEach((n, reason) => { if (n) out[EXIT_NAMES[reason] ?? `EXIT_${reason}`] = n; });

@@ -64,5 +64,5 @@ export type VcpuThreadMessage =
   | { type: 'ready'; id: number }
   | { type: 'exit'; request: ExitRequest }
   /** KVM_EXIT_DEBUG (breakpoint or single step): the vCPU holds itself for the debugger. */
-  | { type: 'debug'; id: number; exception: number }
+  | { type: 'debug'; id: number; exception: number; dr6: string }
   | { type: 'stopped'; id: number; exitCounts: number[] };

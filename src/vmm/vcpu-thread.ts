@@ -106,7 +106,8 @@ function runLoop(): void {
     if (reason === EXIT.DEBUG) {
       const exception = vcpu.runView.getUint32(KVM_RUN_OFF.exit + RUN_DEBUG.exception, true);
       control.setDebugHold(d.id, true);
-      post({ type: 'debug', id: d.id, exception });
+      const dr6 = `0x${vcpu.runView.getBigUint64(KVM_RUN_OFF.exit + RUN_DEBUG.dr6, true).toString(16)}`;
+      post({ type: 'debug', id: d.id, exception, dr6 });
       continue;
     }
     const action = dispatchExit(reason, exitCtx);
