@@ -34,6 +34,7 @@ entry:
 spin:	hlt
 	jmp	spin
 
+	.type tick, @function
 tick:
 	inc	%ecx
 	incl	counter
@@ -41,6 +42,10 @@ tick:
 
 	.data
 	.align 4
+	.type counter, @object
+	.type exit_code, @object
+	.size counter, 4
+	.size exit_code, 4
 counter:	.long 0
 exit_code:	.long 0x10
 

@@ -1,0 +1,115 @@
+// bhyve -G against Debian's real gdb in batch mode: the mb-gdb Multiboot
+// kernel (test/guests/kernels/mb-gdb.S) is loaded with bhyveload and run
+// with `-G w<port>`, so it waits for the debugger before its first
+// instruction; gdb, given the kernel's ELF with symbols, reads registers,
+// stops at the symbol `tick`, steps, reads `counter`, writes `exit_code`,
+// and detaches: the guest then finishes and bhyve exits with the status
+// the written exit_code asks for (35 instead of the guest's own 33).
+// The breakpoint is an int3 (`break`, Z0) where KVM runs guest kernel code
+// natively; on a kvm_pvm host (no VT-x/SVM: CPL0 guest code is interpreted
+// by KVM's instruction emulator, which cannot deliver a protected-mode int3)
+// it is a debug-register breakpoint (`hbreak`, Z1).
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { BHYVE, ROOT, kvmUnavailable } from '../support/bhyve.js';
+
+const BHYVELOAD = path.join(ROOT, 'bin/bhyveload');
+const ELF = path.join(ROOT, 'build/kernels/mb-gdb.elf');
+const skipWhy = kvmUnavailable()
+  ?? (spawnSync('sh', ['-c', 'command -v gcc && command -v ld'], { encoding: 'utf8' }).status === 0 ? undefined : 'gcc/binutils are not installed')
+  ?? (spawnSync('sh', ['-c', 'command -v gdb'], { encoding: 'utf8' }).status === 0 ? undefined : 'gdb is not installed (apt-get install gdb)');
+
+let tmp = '';
+const env = (): Record<string, string> => ({ BHYVE_RUNDIR: path.join(tmp, 'run'), BHYVE_DEBUG: '' });
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+beforeAll(() => {
+  if (skipWhy) return;
+  const b = spawnSync('sh', [path.join(ROOT, 'scripts/build-kernels.sh')], { encoding: 'utf8' });
+  if (b.status !== 0) throw new Error(`scripts/build-kernels.sh failed: ${b.stderr}`);
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'gdb-stub-'));
+  fs.mkdirSync(path.join(tmp, 'host/boot'), { recursive: true });
+  fs.copyFileSync(path.join(ROOT, 'build/kernels/mb-gdb.bin'), path.join(tmp, 'host/boot/kernel'));
+});
+
+afterAll(() => {
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+const nm = (sym: string): number => {
+  const r = spawnSync('nm', [ELF], { encoding: 'utf8' });
+  const line = r.stdout.split('\n').find((l) => l.endsWith(` ${sym}`));
+  return parseInt(line!.split(' ')[0], 16);
+};
+
+describe.skipIf(skipWhy !== undefined)(`bhyve -G with gdb${skipWhy ? ` (skipped: ${skipWhy})` : ''}`, { timeout: 120_000 }, () => {
+  it('registers, a breakpoint at a symbol, continue, step, memory read and write, detach; the guest then exits with the written status', async () => {
+    const name = `gdb${process.pid}`;
+    const load = await execa(BHYVELOAD, ['-m', '64M', '-h', path.join(tmp, 'host'), '-e', 'kernel=/boot/kernel', name], { env: env(), reject: false });
+    expect(load.exitCode).toBe(0);
+    const port = await freePort();
+    const bhyve = execa(BHYVE, ['-m', '64M', '-s', '0,hostbridge', '-s', '31,lpc', '-l', 'pc-testdev',
+      '-o', 'x86.require_ept_rvi=false', '-G', `w${port}`, name], { env: env(), reject: false, stdin: 'ignore', timeout: 100_000 });
+    let stderr = '';
+    bhyve.stderr?.on('data', (c: Buffer) => { stderr += c.toString(); });
+    const end = Date.now() + 30_000;
+    while (!stderr.includes('waiting for a debugger')) {
+      if (Date.now() > end || bhyve.exitCode !== null) throw new Error(`bhyve did not wait for a debugger: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const pvm = fs.existsSync('/sys/module/kvm_pvm');
+    const cmds = [
+      'set pagination off',
+      'set confirm off',
+      'set architecture i386:x86-64',
+      `target remote 127.0.0.1:${port}`,
+      'printf "start rip=%lx\\n", $rip',
+      'info threads',
+      `${pvm ? 'hbreak' : 'break'} tick`,
+      'continue',
+      'printf "bp rip=%lx rcx=%lx\\n", $rip, $rcx',
+      'continue',
+      'printf "bp2 rip=%lx rcx=%lx\\n", $rip, $rcx',
+      'stepi',
+      'printf "step rip=%lx\\n", $rip',
+      'printf "counter=%x\\n", *(int *)(long)&counter',
+      'set var *(int *)(long)&exit_code = 0x11',
+      'printf "exit_code=%x\\n", *(int *)(long)&exit_code',
+      'printf "bad=%x\\n", *(int *)0x7ffff000000',
+      'delete',
+      'detach',
+    ];
+    const script = path.join(tmp, 'cmds');
+    fs.writeFileSync(script, `${cmds.join('\n')}\n`);
+    const gdb = await execa('gdb', ['-batch', '-nx', '-x', script, ELF], { reject: false, timeout: 60_000 });
+    const out = `${gdb.stdout}\n${gdb.stderr}`;
+    const r = await bhyve;
+    const tick = nm('tick');
+    expect(out).toContain(`start rip=${nm('entry').toString(16)}`);
+    expect(out).toMatch(/Thread 1 .*entry/);
+    expect(out).toContain(`bp rip=${tick.toString(16)} rcx=0`);
+    expect(out).toContain(`bp2 rip=${tick.toString(16)} rcx=1`);
+    expect(out).toContain(`step rip=${(tick + 1).toString(16)}`); // inc %ecx is 1 byte
+    expect(out).toContain('counter=1');
+    expect(out).toContain('exit_code=11');
+    expect(out).toMatch(/Cannot access memory at address 0x7ffff000000/);
+    expect(out).toContain('detached');
+    expect(r.exitCode, `${out}\n${stderr}`).toBe(35); // (0x11 << 1) | 1: the written exit_code
+    await execa(path.join(ROOT, 'bin/bhyvectl'), [`--vm=${name}`, '--destroy'], { env: env(), reject: false });
+  });
+});
