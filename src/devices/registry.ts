@@ -191,7 +191,11 @@ export function validateForStart(config: ConfigTree, extras: StartExtras = {}): 
   if (fwcfg === 'qemu') requireFeature('fwcfg-qemu');
   else if (fwcfg !== 'bhyve') throw new ConfigError(`invalid lpc.fwcfg '${fwcfg}' (use bhyve or qemu)`);
   const gdbPort = config.get('gdb.port');
-  if (gdbPort !== undefined && gdbPort !== '0') requireFeature('gdb');
+  if (gdbPort !== undefined && gdbPort !== '0') {
+    requireFeature('gdb');
+    // bhyve's getaddrinfo() of the port fails the same way (exit status 1 there).
+    if (!/^[0-9]{1,5}$/.test(gdbPort) || Number(gdbPort) > 65535) throw new ConfigError(`gdb address resolution: invalid port '${gdbPort}'`);
+  }
   if (extras.restoreFile !== undefined) requireFeature('restore');
   if (config.getNode('domains')) requireFeature('numa');
   const layout = config.get('keyboard.layout');
