@@ -33,7 +33,7 @@ const POLLERR = 0x8;
 const MAX_WAIT_MS = 500;
 /** Frames taken from the guest per loop turn before libslirp's sockets get
  * their turn again. */
-const BATCH = 64;
+const BATCH = 256;
 
 function main(): void {
   const d = workerData as SlirpThreadData;
