@@ -6,6 +6,7 @@ import { HOST_CONFIG_TARGETS } from './host-config.js';
 import { CONTROL_SOCKET_TARGET } from './control-socket.js';
 import { AHCI_TARGET } from './ahci.js';
 import { NVME_TARGET } from './nvme.js';
+import { E1000_TARGET } from './e1000.js';
 import { RFB_TARGET } from './rfb.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
@@ -16,6 +17,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   ...PLATFORM_SPECS.map(platformTarget),
   AHCI_TARGET,
   NVME_TARGET,
+  E1000_TARGET,
   RFB_TARGET,
   ...HOST_CONFIG_TARGETS,
   CONTROL_SOCKET_TARGET,
