@@ -32,6 +32,7 @@ const { values: opt } = parseArgs({
     'slirp-frames': { type: 'string', default: '20000' },
     reps: { type: 'string', default: '3' },
     inner: { type: 'boolean', default: false },
+    paths: { type: 'string', default: 'tap,slirp' },
     'no-write': { type: 'boolean', default: false },
   },
 });
@@ -52,7 +53,7 @@ if (!opt.inner) {
     execFileSync('ip', ['netns', 'exec', ns, 'sh', '-c', 'ip tuntap add dev tap0 mode tap && ip addr add 10.0.2.2/24 dev tap0'
       + ' && ip link set tap0 up && ip link set lo up && sysctl -qw net.ipv6.conf.all.disable_ipv6=1']);
     const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, fileURLToPath(import.meta.url), '--inner',
-      '--frames', String(FRAMES), '--slirp-frames', String(SFRAMES), '--reps', String(REPS)],
+      '--frames', String(FRAMES), '--slirp-frames', String(SFRAMES), '--reps', String(REPS), '--paths', opt.paths],
     { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 30 * 60_000, killSignal: 'SIGKILL' });
     if (r.status !== 0) { console.error(r.stdout, r.error ?? ''); process.exitCode = 4; } else res = JSON.parse(r.stdout.trim().split('\n').pop());
   } finally {
@@ -64,7 +65,7 @@ if (!opt.inner) {
   const f1 = (v) => (v === null || v === undefined ? '–' : v.toFixed(1));
   const rows = [];
   const ratio = (a, b) => (a && b ? `${(a / b).toFixed(2)}x` : '–');
-  for (const path of ['tap', 'slirp']) {
+  for (const path of opt.paths.split(',')) {
     const b = res[path].bhyve;
     const q = res[path].qemu;
     const label = path === 'tap' ? 'e1000 on a tap' : 'e1000 on user networking (slirp / -netdev user)';
@@ -163,7 +164,7 @@ async function runOnce(vmm, path) {
 
 const res = { tap: { bhyve: [], qemu: [] }, slirp: { bhyve: [], qemu: [] } };
 for (let i = 0; i < REPS; i++) {
-  for (const path of ['tap', 'slirp']) {
+  for (const path of opt.paths.split(',')) {
     for (const vmm of ['bhyve', 'qemu']) {
       const r = await runOnce(vmm, path);
       process.stderr.write(`${path} ${vmm}: ${JSON.stringify(r)}\n`);
@@ -173,7 +174,7 @@ for (let i = 0; i < REPS; i++) {
 }
 const med = (xs, k) => median(xs.map((x) => x[k]).filter((v) => v !== null));
 const out = {};
-for (const path of ['tap', 'slirp']) {
+for (const path of opt.paths.split(',')) {
   out[path] = {};
   for (const vmm of ['bhyve', 'qemu']) {
     const xs = res[path][vmm];

@@ -145,6 +145,7 @@ export class SlirpStack {
   private pollfds = new Uint8Array(8 * 16);
   private npoll = 0;
   private readonly timeout = new Uint32Array(1);
+  private readonly onePoll = new Uint8Array(8);
   private readonly timers = new Map<bigint, Timer>();
   private readonly addPoll: unknown;
   private readonly getRevents: unknown;
@@ -277,6 +278,18 @@ export class SlirpStack {
       }
     }
     return n > 0 ? new DataView(this.pollfds.buffer).getInt16(6, true) : 0;
+  }
+
+  /** poll(2) on `fd` alone for at most `ms`: true when it is readable.
+   * (The busy path: frames from the guest keep coming, libslirp's own
+   * sockets wait for the next full turn.) */
+  readable(fd: number, ms: number): boolean {
+    const p = this.onePoll;
+    const dv = new DataView(p.buffer);
+    dv.setInt32(0, fd, true);
+    dv.setInt16(4, POLLIN, true);
+    dv.setInt16(6, 0, true);
+    return this.b.poll(p, 1, ms) > 0 && (dv.getInt16(6, true) & POLLIN) !== 0;
   }
 
   /** recv(2) of one frame from a non-blocking packet socket: length, 0 at

@@ -47,6 +47,7 @@ import type { PciDeviceRecord } from '../pci-device.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
 import { attachNetBackend, type NetPort } from './net-backend.js';
 import { netGenMac, parseMac } from './net-utils.js';
+import { validateSlirpKeys } from './slirp-options.js';
 import { GuestMemoryError } from '../../sys/guest-memory.js';
 
 export const E82545_VENDOR_ID_INTEL = 0x8086;
@@ -1039,6 +1040,14 @@ export const e1000Device: PciDeviceRecord = {
     { key: 'hostfwd', description: 'slirp backend: host port forwarding rules, separated by ;' },
     { key: 'open', default: 'false', description: 'slirp backend: allow the guest outbound connections' },
   ],
-  validate: (config, s) => { e1000OptionsFromConfig(config, s.node, s.slot, s.func); },
+  validate: (config, s) => {
+    try {
+      e1000OptionsFromConfig(config, s.node, s.slot, s.func);
+    } catch (e) {
+      if (e instanceof ConfigError) throw new ConfigError(`e1000 at pci slot ${s.where}: ${e.message}`);
+      throw e;
+    }
+    validateSlirpKeys(config, s.node, s.where, 'e1000');
+  },
   create: (ctx, s) => createE1000(ctx, s.node, s.slot, s.func),
 };
