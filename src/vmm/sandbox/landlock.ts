@@ -10,6 +10,8 @@
 //     socket at exit) and in the directories of virtio-console sockets,
 //     which bhyve created and removes at exit (bhyve's Capsicum rights on
 //     such a directory descriptor allow the same);
+//   - beneath a virtio-9p share: read, and unless ro, make, change,
+//     link, rename and remove files and directories (no device nodes);
 //   - remove and make directories: in the runtime root (destroying the VM,
 //     when bhyve created it or -D asks, renames its directory to a hidden
 //     name and removes it; mkdir itself stays refused by seccomp).

@@ -21,6 +21,7 @@
 // has the filter log calls outside the list (kernel log, audit type 1326)
 // and let them through, to find what a new code path needs.
 
+import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +40,9 @@ export interface SandboxPlan {
   /** Landlock ABI version, 0 when the kernel has none. */
   landlockAbi: number;
   landlockRules: LandlockRule[];
+  /** virtio-9p shares configured: none, only read-only ones, or a
+   * writable one (the filter then allows what a file server needs). */
+  shares?: 'ro' | 'rw';
   /** A slirp network backend runs in bhyve: new sockets stay allowed
    * (seccomp) and Landlock leaves TCP alone. */
   sockets: boolean;
@@ -70,9 +74,17 @@ export function sandboxPlan(config: ConfigTree, paths: SandboxPaths): SandboxPla
     ...consoleSocketDirs(config).map((p) => ({ path: p, access: FS.REMOVE_FILE })),
     ...diskImages(config),
   ];
+  const shares = fileShares(config);
+  rules.push(...shares.rules);
+  if (shares.kind === 'rw' && landlockAbi === 0) {
+    notes.push('no Landlock: writable virtio-9p shares are confined by the file server alone; the filter lets files be created');
+  }
   const sockets = usesSlirp(config);
   if (sockets) rules.push(...SLIRP_READ_FILES.map((p) => ({ path: p, access: FS.READ_FILE })));
-  return { log: config.getBool('security.sandbox_log', false), landlockAbi, landlockRules: rules, sockets, notes };
+  return {
+    log: config.getBool('security.sandbox_log', false), landlockAbi, landlockRules: rules, sockets, notes,
+    ...(shares.kind ? { shares: shares.kind } : {}),
+  };
 }
 
 /** Files libslirp reads while it runs: the host's DNS servers for its DNS
@@ -105,13 +117,22 @@ export function helperThreadPlan(config: ConfigTree, readFiles: readonly string[
 /** bhyve's installed tree and the directory of koffi (a worker thread
  * loads both). */
 function codeDirectories(): string[] {
-  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+  const root = installRoot(path.dirname(fileURLToPath(import.meta.url)));
   const dirs = [root];
   try {
     const koffiDir = path.dirname(createRequire(import.meta.url).resolve('koffi'));
     if (!koffiDir.startsWith(root + path.sep)) dirs.push(koffiDir);
   } catch { /* resolved when loaded; nothing to add */ }
   return dirs;
+}
+
+/** The directory holding bhyve's package.json above `dir`: this code runs
+ * from dist/vmm/sandbox/ (tsc) or dist/bundle/ (scripts/bundle.mjs). */
+function installRoot(dir: string): string {
+  for (let d = dir; ; d = path.dirname(d)) {
+    if (fs.existsSync(path.join(d, 'package.json'))) return d;
+    if (path.dirname(d) === d) return path.resolve(dir, '../../..');
+  }
 }
 
 /** Directories of virtio-console port sockets (bhyve removes them at exit). */
@@ -137,6 +158,26 @@ function diskImages(config: ConfigTree): LandlockRule[] {
     rules.push({ path: value, access: FS.READ_FILE | FS.IOCTL_DEV | (ro ? 0n : FS.WRITE_FILE) });
   }
   return rules;
+}
+
+/** Rights beneath a virtio-9p share: read it all; change it unless ro
+ * (never device nodes: the file server refuses them). */
+const SHARE_READ = FS.READ_FILE | FS.READ_DIR;
+const SHARE_WRITE = FS.WRITE_FILE | FS.REMOVE_DIR | FS.REMOVE_FILE | FS.MAKE_DIR | FS.MAKE_REG | FS.MAKE_SOCK
+  | FS.MAKE_FIFO | FS.MAKE_SYM | FS.REFER | FS.TRUNCATE;
+
+/** The virtio-9p shares: their Landlock rules, and whether any is writable. */
+function fileShares(config: ConfigTree): { rules: LandlockRule[]; kind?: 'ro' | 'rw' } {
+  const rules: LandlockRule[] = [];
+  let kind: 'ro' | 'rw' | undefined;
+  for (const [key, value] of config.toJSON()) {
+    const m = /^(pci\.\d+\.\d+\.\d+)\.path$/.exec(key);
+    if (!m || config.get(`${m[1]}.device`) !== 'virtio-9p') continue;
+    const ro = config.getBool(`${m[1]}.ro`, false);
+    rules.push({ path: value, access: SHARE_READ | (ro ? 0n : SHARE_WRITE) });
+    kind = !ro ? 'rw' : kind ?? 'ro';
+  }
+  return { rules, kind };
 }
 
 /** Steps 1-3 for the calling thread. Returns what could not be done. */
@@ -179,7 +220,10 @@ export function enterSandbox(plan: SandboxPlan): void {
   const problems = confineThisThread(plan);
   if (problems.length) throw new SandboxError(`cannot sandbox bhyve: ${problems.join('; ')} (-o security.sandbox=false runs without)`);
   const refuse = plan.log ? SECCOMP_RET_LOG : SECCOMP_RET_ERRNO | EPERM;
-  const filter = buildSeccompFilter({ refuse, pid: process.pid, renames: plan.landlockAbi > 0, newSockets: plan.sockets });
+  const filter = buildSeccompFilter({
+    refuse, pid: process.pid, renames: plan.landlockAbi > 0 || plan.shares === 'rw', shares: plan.shares,
+    newSockets: plan.sockets,
+  });
   const flags = SECCOMP_FILTER_FLAG_TSYNC | (plan.log ? SECCOMP_FILTER_FLAG_LOG : 0);
   const r = seccompSetFilter(filter, flags);
   if (r !== 0) {

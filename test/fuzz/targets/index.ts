@@ -8,6 +8,7 @@ import { AHCI_TARGET } from './ahci.js';
 import { NVME_TARGET } from './nvme.js';
 import { E1000_TARGET } from './e1000.js';
 import { RFB_TARGET } from './rfb.js';
+import { VIRTIO_9P_TARGET } from './virtio-9p.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
@@ -19,6 +20,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   NVME_TARGET,
   E1000_TARGET,
   RFB_TARGET,
+  VIRTIO_9P_TARGET,
   ...HOST_CONFIG_TARGETS,
   CONTROL_SOCKET_TARGET,
 ];
