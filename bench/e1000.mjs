@@ -36,6 +36,22 @@ const { values: opt } = parseArgs({
     'no-write': { type: 'boolean', default: false },
   },
 });
+const NOTE = `
+Where user networking stands: each frame from the guest crosses a packet
+socket to the slirp thread (bhyve's helper process does the same), which
+takes it with a recv and a slirp_input through koffi while frames keep
+coming (libslirp's own poll set gets a turn every 2 ms); QEMU calls
+slirp_input from its device model in C, on the thread that runs the NIC.
+On this 2-CPU host the vCPU thread, the slirp thread and QEMU's peers
+compete for the same cores. Calling libslirp from the device thread would
+save the socket hop, but libslirp's callbacks (send_packet and the poll
+callbacks) are JavaScript functions registered on the slirp thread, and
+koffi runs a callback that arrives on another thread by queueing it to the
+registering thread's event loop, which a thread blocked in poll(2) or
+KVM_RUN never turns: so libslirp stays on one thread of its own. The tap
+figures for QEMU: its guest finishes its descriptors well before the frames
+reach the tap (its host count runs behind its guest TSC figure).
+`;
 const FRAMES = Number(opt.frames);
 const SFRAMES = Number(opt['slirp-frames']);
 const REPS = Number(opt.reps);
@@ -100,7 +116,7 @@ cross-check. Median of ${REPS} interleaved runs; the host is shared and has 2
 CPUs, so single runs vary.
 
 ${table}
-`;
+${NOTE}`;
   if (!opt['no-write']) console.log(`written to ${writeSection('e1000', body)}`);
   process.exit(0);
 }
