@@ -21,6 +21,7 @@
 // has the filter log calls outside the list (kernel log, audit type 1326)
 // and let them through, to find what a new code path needs.
 
+import { installRoot } from '../../install-root.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -117,22 +118,13 @@ export function helperThreadPlan(config: ConfigTree, readFiles: readonly string[
 /** bhyve's installed tree and the directory of koffi (a worker thread
  * loads both). */
 function codeDirectories(): string[] {
-  const root = installRoot(path.dirname(fileURLToPath(import.meta.url)));
+  const root = installRoot();
   const dirs = [root];
   try {
     const koffiDir = path.dirname(createRequire(import.meta.url).resolve('koffi'));
     if (!koffiDir.startsWith(root + path.sep)) dirs.push(koffiDir);
   } catch { /* resolved when loaded; nothing to add */ }
   return dirs;
-}
-
-/** The directory holding bhyve's package.json above `dir`: this code runs
- * from dist/vmm/sandbox/ (tsc) or dist/bundle/ (scripts/bundle.mjs). */
-function installRoot(dir: string): string {
-  for (let d = dir; ; d = path.dirname(d)) {
-    if (fs.existsSync(path.join(d, 'package.json'))) return d;
-    if (path.dirname(d) === d) return path.resolve(dir, '../../..');
-  }
 }
 
 /** Directories of virtio-console port sockets (bhyve removes them at exit). */
@@ -152,6 +144,13 @@ const BLOCK_DEVICES = new Set(['virtio-blk', 'ahci', 'ahci-hd', 'ahci-cd', 'nvme
 function diskImages(config: ConfigTree): LandlockRule[] {
   const rules: LandlockRule[] = [];
   for (const [key, value] of config.toJSON()) {
+    // virtio-scsi names its disk `dev` (bhyve's CTL device key).
+    const scsi = /^(pci\.\d+\.\d+\.\d+)\.dev$/.exec(key);
+    if (scsi && config.get(`${scsi[1]}.device`) === 'virtio-scsi') {
+      const ro = config.getBool(`${scsi[1]}.ro`, false);
+      rules.push({ path: value, access: FS.READ_FILE | FS.IOCTL_DEV | (ro ? 0n : FS.WRITE_FILE) });
+      continue;
+    }
     const m = /^((pci\.\d+\.\d+\.\d+)(?:\.port\.\d+)?)\.path$/.exec(key);
     if (!m || !BLOCK_DEVICES.has(config.get(`${m[2]}.device`) ?? '')) continue;
     const ro = config.getBool(`${m[1]}.ro`, false);

@@ -9,6 +9,7 @@ import { NVME_TARGET } from './nvme.js';
 import { E1000_TARGET } from './e1000.js';
 import { RFB_TARGET } from './rfb.js';
 import { VIRTIO_9P_TARGET } from './virtio-9p.js';
+import { VIRTIO_SCSI_TARGET } from './virtio-scsi.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
@@ -21,6 +22,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   E1000_TARGET,
   RFB_TARGET,
   VIRTIO_9P_TARGET,
+  VIRTIO_SCSI_TARGET,
   ...HOST_CONFIG_TARGETS,
   CONTROL_SOCKET_TARGET,
 ];
