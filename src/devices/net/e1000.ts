@@ -109,7 +109,6 @@ export const MDIC_OP_READ = 0x08000000;
 export const MDIC_READY = 0x10000000;
 const MDIC_ERROR = 0x40000000;
 const MDIC_DEST = 0x80000000;
-const MDIC_IE = 0x20000000;
 
 /** TX descriptor command bits (in the descriptor's second dword). */
 export const TXD = {
@@ -144,7 +143,6 @@ const NVM_ADDR_MASK = (1 << NVM_ADDR_BITS) - 1;
 const NVM_OPCODE_MASK = ((1 << NVM_OPCODE_BITS) - 1) << NVM_ADDR_BITS;
 export const NVM_OPCODE_READ = 0x6 << NVM_ADDR_BITS;
 export const NVM_OPCODE_WRITE = 0x5 << NVM_ADDR_BITS;
-const NVM_OPCODE_EWEN = 0x4 << NVM_ADDR_BITS;
 const enum NvmMode { OPADDR, DATAIN, DATAOUT }
 
 /** PHY (MII) registers and the M88E1011's answers. */
@@ -356,8 +354,8 @@ export class E1000 extends PciEmulFunction {
           this.nvmBits = NVM_DATA_BITS;
           this.nvmData = 0;
         } else {
-          // EWEN (write enable) and unknown opcodes: back to opcode mode.
-          void NVM_OPCODE_EWEN;
+          // EWEN (write enable, NVM_OPCODE_EWEN) and unknown opcodes: back
+          // to opcode mode.
           this.nvmRestart();
         }
       }
@@ -621,8 +619,8 @@ export class E1000 extends PciEmulFunction {
         } else if (op !== MDIC_OP_WRITE) {
           return;
         }
+        // READY; bhyve raises no interrupt for MDIC_IE (0x20000000).
         this.mdiControl = (this.mdiControl | MDIC_READY) >>> 0;
-        void MDIC_IE; // bhyve raises no MDIC interrupt
         return;
       }
       default: break;
