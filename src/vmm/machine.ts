@@ -10,6 +10,7 @@ import { calcTopology } from '../config/topology.js';
 import { ConfigTree } from '../config/tree.js';
 import { BOOT_STATE_VERSION, type BootState } from '../loader/boot-state.js';
 import { loadBootrom, type BootromSegment } from './bootrom.js';
+import { applyBiosDevices } from './bios-devices.js';
 import { buildCpuid, type Topology } from './cpuid.js';
 import { buildSmbiosInMemory, smbiosOptionsFromConfig } from '../firmware/smbios.js';
 import { checkGuestMemorySize, checkVcpuCount } from './guest-limits.js';
@@ -147,6 +148,7 @@ export function createMachine(config: ConfigTree): { machine: Machine; topo: Top
     if (bootState !== undefined) {
       try {
         applyVcpuState(vcpus[0], bootStateUpdate(bootState));
+        if ((bootState as Partial<BootState>).bios === true) applyBiosDevices(vm, vcpus[0]);
       } catch (e) {
         if (!(e instanceof RangeError)) throw e;
         throw new VmSetupError(`the stored boot state of VM '${name}' is corrupt (${e.message}); run bhyveload again`);

@@ -15,11 +15,16 @@
  *             FACS it points to, and reads the PM timer at the FADT's
  *             PM_TMR_BLK until it moves.
  *   realmode  drops to real mode and checks the state a BIOS leaves: the
- *             BDA's base memory size, the BIOS timer tick (IRQ 0 from the
- *             PIT through the 8259 at vector 8, counted by the BIOS in the
- *             BDA at 0x46c) waking `sti; hlt`; then raises IRQ 11 with one
- *             4-byte write to pc-testdev's port 0x200b (pins 11-14) and
- *             takes it at vector 0x73 after `sti; hlt`.
+ *             BDA's base memory size, IVT entries for int 8 and int 0x1c
+ *             (and that int 0x1c returns), the timer tick (IRQ 0 from the
+ *             PIT through the 8259 at vector 8) waking `sti; hlt`; then
+ *             raises IRQ 11 with one 4-byte write to pc-testdev's port
+ *             0x200b (pins 11-14) and takes it at vector 0x73 after
+ *             `sti; hlt`. Under QEMU, SeaBIOS has left that state.
+ *             "test=realmode,bytewrite" raises IRQ 11 with a byte write:
+ *             QEMU's TCG drops wider writes to that byte-wide region
+ *             (its KVM path splits them, as bhyve does, but QEMU cannot
+ *             deliver interrupts to real mode on kvm_pvm hosts).
  *   fwctl     reads hw.ncpu through bhyve's fwctl (usr.sbin/bhyve/fwctl.c:
  *             signature after a 16-bit write of 0 to 0x510, requests as
  *             32-bit writes to 0x510, replies as 32-bit reads of 0x511)
@@ -38,7 +43,7 @@
 	.set MB_MAGIC, 0x1BADB002
 	.set MB_FLAGS, 0x00000003	/* page-align modules, memory info */
 	.set COM1, 0x3f8
-	.set RMBASE, 0x7000		/* where the real-mode code runs */
+	.set RMBASE, 0x3000		/* where the real-mode code runs (SeaBIOS uses 0x7000) */
 
 	.text
 	.globl entry
@@ -75,7 +80,14 @@ entry:
 	je	t_acpi
 	mov	$s_realmode, %edi
 	call	prefix
-	je	t_realmode
+	jne	1f
+	/* "realmode,bytewrite": raise IRQ 11 with a byte write instead */
+	mov	$s_realmode_bw, %edi
+	call	prefix
+	jne	t_realmode
+	movb	$1, rm_bytewrite
+	jmp	t_realmode
+1:
 	mov	$s_fwctl, %edi
 	call	prefix
 	je	t_fwctl
@@ -295,6 +307,8 @@ t_realmode:
 	mov	$(rm_end - rm_start), %ecx
 	cld
 	rep movsb
+	mov	rm_bytewrite, %al
+	mov	%al, RM(rm_bytewrite_flag)
 	lgdt	gdt16_desc
 	ljmp	$GDT16_CS, $RM(rm_pm16)
 
@@ -505,7 +519,7 @@ rm_main:
 	mov	%ax, %ds
 	mov	%ax, %es
 	mov	%ax, %ss
-	mov	$RMBASE, %sp
+	mov	$RMBASE, %esp		/* all of it: BIOS code may use ESP */
 	lidt	RM(rm_ivt)
 	/* The BDA: base memory size (KiB) at 0x413. */
 	mov	0x413, %ax
@@ -515,13 +529,22 @@ rm_main:
 	ja	rm_fail_bda
 	mov	$RM(s_rm_bda), %si
 	call	rm_puts
-	/* The BIOS timer: the tick count at 0x46c moves while we halt. */
-	mov	0x46c, %ebx
+	/* The IVT a BIOS leaves: the timer (8) and user tick (0x1c)
+	 * vectors point somewhere; int $0x1c returns. */
+	cmpl	$0, 0x08 * 4
+	je	rm_fail_ivt
+	cmpl	$0, 0x1c * 4
+	je	rm_fail_ivt
+	int	$0x1c
+	/* The timer tick: IRQ 0 from the PIT through the 8259 at vector 8
+	 * (our handler counts it), waking `sti; hlt`. */
+	movw	$RM(rm_irq0), 0x08 * 4
+	movw	$0, 0x08 * 4 + 2
 	mov	$40, %cx
 1:	sti
 	hlt
 	cli
-	cmp	0x46c, %ebx
+	cmpb	$0, RM(rm_irq0_count)
 	jne	2f
 	loop	1b
 	mov	$RM(s_rm_notick), %si
@@ -540,7 +563,12 @@ rm_main:
 	out	%al, $0x21
 	mov	$0x200b, %dx		/* pins 11, 12, 13, 14 = 1, 0, 0, 0 */
 	mov	$1, %eax
+	cmpb	$0, RM(rm_bytewrite_flag)
+	jne	7f
 	out	%eax, %dx
+	jmp	8f
+7:	out	%al, %dx
+8:
 	mov	$40, %cx
 3:	sti
 	hlt
@@ -557,6 +585,14 @@ rm_main:
 5:	hlt
 	jmp	5b
 
+rm_irq0:
+	push	%ax
+	mov	$0x20, %al
+	out	%al, $0x20
+	incb	%cs:RM(rm_irq0_count)
+	pop	%ax
+	iret
+
 rm_irq11:
 	push	%ax
 	push	%dx
@@ -571,6 +607,9 @@ rm_irq11:
 	pop	%ax
 	iret
 
+rm_fail_ivt:
+	mov	$RM(s_rm_noivt), %si
+	jmp	rm_fail
 rm_fail_bda:
 	mov	$RM(s_rm_nobda), %si
 rm_fail:
@@ -611,12 +650,15 @@ rm_puts:
 	.balign	4
 rm_ivt:	.word	0x3ff
 	.long	0
+rm_irq0_count:	.byte	0
+rm_bytewrite_flag:	.byte	0
 rm_irq11_count:	.byte	0
 s_rm_bda:	.asciz	"realmode: BDA base memory size ok\n"
 s_rm_nobda:	.asciz	"realmode: BDA base memory size (0x413) is not 512-640 KiB\n"
-s_rm_tick:	.asciz	"realmode: BIOS timer tick woke sti;hlt\n"
-s_rm_notick:	.asciz	"realmode: no BIOS timer tick in 40 halts\n"
-s_rm_irq:	.asciz	"realmode: IRQ 11 raised by a 4-byte write taken at vector 0x73\n"
+s_rm_noivt:	.asciz	"realmode: no BIOS vectors for int 8 / int 0x1c\n"
+s_rm_tick:	.asciz	"realmode: the PIT tick (IRQ 0 at vector 8) woke sti;hlt\n"
+s_rm_notick:	.asciz	"realmode: no timer tick at vector 8 in 40 halts\n"
+s_rm_irq:	.asciz	"realmode: IRQ 11 from pc-testdev taken at vector 0x73\n"
 s_rm_noirq:	.asciz	"realmode: IRQ 11 not taken at vector 0x73\n"
 s_rm_fail:	.asciz	"FAIL: "
 s_s3_resumed:	.asciz	"s3: resumed at the waking vector\n"
@@ -636,6 +678,7 @@ s_testeq:	.asciz	"test="
 s_uip:		.asciz	"uip"
 s_acpi:		.asciz	"acpi"
 s_realmode:	.asciz	"realmode"
+s_realmode_bw:	.asciz	"realmode,bytewrite"
 s_fwctl:	.asciz	"fwctl"
 s_s3:		.asciz	"s3"
 s_unknown:	.asciz	"unknown test\n"
@@ -666,6 +709,7 @@ s_s3_nosleep:	.asciz	"s3: still running after SLP_EN\n"
 	.data
 	.balign	4
 mbi:	.long	0
+rm_bytewrite:	.byte	0
 
 	.bss
 	.balign	16
