@@ -4,7 +4,9 @@
 // bhyveload and run by bhyve, and, where QEMU has the feature, by
 // `qemu-system-x86_64 -kernel` with isa-debug-exit (and pc-testdev) in the
 // same test. The check is chosen by "test=NAME" on the command line; each
-// prints its lines on COM1 and ends with status 33.
+// prints its lines on COM1 and ends with status 33. bhyve's fwctl exists
+// only for a boot ROM (as in bhyve): test/guests/fwctl.S checks it, on
+// bhyve only (QEMU has no fwctl).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -13,7 +15,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { BHYVE, ROOT, kvmUnavailable } from '../support/bhyve.js';
+import { BHYVE, ROOT, bhyveArgs, kvmUnavailable, rom, runBhyve, vmName } from '../support/bhyve.js';
 import { QEMU_MISSING } from '../support/probes.js';
 
 const BHYVECTL = path.join(ROOT, 'bin/bhyvectl');
@@ -105,7 +107,17 @@ describe.skipIf(skipWhy !== undefined)(`the legacy PC platform on bhyve${skipWhy
     expect(r.status).toBe(33);
   });
 
-  it('the default platform (bhyve\'s fwctl) gives the same ACPI view', async () => {
+  it('lpc.fwcfg=bhyve with a boot ROM: bhyve\'s fwctl gives the signature, hw.ncpu, its length and ENOENT (fwctl.rom)', async () => {
+    const r = await runBhyve(bhyveArgs(rom('fwctl'), vmName('fwctl'), { cpus: 3 }));
+    expect(r.stdout).toBe('fwctl: signature BHYV\r\nfwctl: hw.ncpu = 3\r\nfwctl: hw.ncpu length 4\r\nfwctl: hw.nope error 2\r\n');
+    expect(r.exitCode).toBe(33);
+    // With lpc.fwcfg=qemu the ports are QEMU's fw_cfg: no signature.
+    const q = await runBhyve(bhyveArgs(rom('fwctl'), vmName('fwctl'), { extra: ['-o', 'lpc.fwcfg=qemu'] }));
+    expect(q.stdout).toBe('fwctl: FAIL no BHYV signature at port 0x511\r\n');
+    expect(q.exitCode).toBe(5);
+  });
+
+  it('the default platform gives the same ACPI view', async () => {
     const r = await onBhyve('test=acpi');
     expect(r.stdout).toBe(ACPI_OUT);
     expect(r.status).toBe(33);

@@ -25,10 +25,6 @@
  *             QEMU's TCG drops wider writes to that byte-wide region
  *             (its KVM path splits them, as bhyve does, but QEMU cannot
  *             deliver interrupts to real mode on kvm_pvm hosts).
- *   fwctl     reads hw.ncpu through bhyve's fwctl (usr.sbin/bhyve/fwctl.c:
- *             signature after a 16-bit write of 0 to 0x510, requests as
- *             32-bit writes to 0x510, replies as 32-bit reads of 0x511)
- *             and prints it.
  *   s3        arms the RTC alarm 2 s ahead, puts the FACS waking vector on
  *             a real-mode stub, and enters S3 (SLP_TYP from \_S3 of the
  *             DSDT is not parsed: 1, bhyve's and QEMU's value) through
@@ -88,9 +84,6 @@ entry:
 	movb	$1, rm_bytewrite
 	jmp	t_realmode
 1:
-	mov	$s_fwctl, %edi
-	call	prefix
-	je	t_fwctl
 	mov	$s_s3, %edi
 	call	prefix
 	je	t_s3
@@ -229,72 +222,6 @@ find_fadt:
 2:	mov	$s_acpi_nofadt, %esi
 	jmp	fail
 3:	ret
-
-/* ---- fwctl (bhyve's fwctl.c protocol) ---- */
-t_fwctl:
-	/* Reset: a 16-bit write of 0 to 0x510, then the signature 'BHYV' in
-	 * four byte reads of 0x511. */
-	mov	$0x510, %dx
-	xor	%eax, %eax
-	out	%ax, %dx
-	mov	$0x511, %dx
-	mov	$s_bhyv, %esi
-	mov	$4, %ecx
-1:	in	%dx, %al
-	cmp	(%esi), %al
-	jne	fw_nosig
-	inc	%esi
-	loop	1b
-	mov	$s_fw_sig, %esi
-	call	puts
-	/* Request, 32-bit writes to 0x510: size (with the 12-byte header),
-	 * OP_GET (3), transaction id, the name with its NUL in 4-byte words. */
-	mov	$0x510, %dx
-	mov	$(12 + 8), %eax
-	out	%eax, %dx
-	mov	$3, %eax
-	out	%eax, %dx
-	mov	$0x1234, %eax
-	out	%eax, %dx
-	mov	$0x6e2e7768, %eax	/* "hw.n" */
-	out	%eax, %dx
-	mov	$0x00757063, %eax	/* "cpu\0" */
-	out	%eax, %dx
-	/* Reply, 32-bit reads of 0x511: size, type, txid, error, then the
-	 * value's length as a 64-bit size_t and the 4-byte int itself. */
-	mov	$0x511, %dx
-	in	%dx, %eax
-	cmp	$28, %eax
-	jne	fw_bad
-	in	%dx, %eax
-	cmp	$3, %eax
-	jne	fw_bad
-	in	%dx, %eax
-	cmp	$0x1234, %eax
-	jne	fw_bad
-	in	%dx, %eax		/* error */
-	test	%eax, %eax
-	jne	fw_bad
-	in	%dx, %eax		/* length, low */
-	cmp	$4, %eax
-	jne	fw_bad
-	in	%dx, %eax		/* length, high */
-	test	%eax, %eax
-	jne	fw_bad
-	in	%dx, %eax
-	push	%eax
-	mov	$s_fw_ncpu, %esi
-	call	puts
-	pop	%eax
-	call	putdec
-	call	newline
-	jmp	pass
-fw_nosig:
-	mov	$s_fw_nosig, %esi
-	jmp	fail
-fw_bad:
-	mov	$s_fw_bad, %esi
-	jmp	fail
 
 /* ---- real mode ---- */
 	.set GDT16_CS, 0x08
@@ -679,7 +606,6 @@ s_uip:		.asciz	"uip"
 s_acpi:		.asciz	"acpi"
 s_realmode:	.asciz	"realmode"
 s_realmode_bw:	.asciz	"realmode,bytewrite"
-s_fwctl:	.asciz	"fwctl"
 s_s3:		.asciz	"s3"
 s_unknown:	.asciz	"unknown test\n"
 s_loaded:	.asciz	"mbelf-legacy: loaded, entry "
@@ -698,11 +624,6 @@ s_acpi_notmr:	.asciz	"acpi: no PM_TMR_BLK\n"
 s_acpi_tmr:	.asciz	"acpi: PM timer advances\n"
 s_acpi_tmrstuck:.asciz	"acpi: PM timer does not move\n"
 s_acpi_tmrones:	.asciz	"acpi: PM timer reads all-ones\n"
-s_bhyv:		.ascii	"BHYV"
-s_fw_sig:	.asciz	"fwctl: signature BHYV\n"
-s_fw_nosig:	.asciz	"fwctl: no BHYV signature at port 0x511\n"
-s_fw_bad:	.asciz	"fwctl: bad reply to OP_GET hw.ncpu\n"
-s_fw_ncpu:	.asciz	"fwctl: hw.ncpu = "
 s_s3_enter:	.asciz	"s3: entering S3\n"
 s_s3_nosleep:	.asciz	"s3: still running after SLP_EN\n"
 
