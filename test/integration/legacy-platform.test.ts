@@ -117,6 +117,16 @@ describe.skipIf(skipWhy !== undefined)(`the legacy PC platform on bhyve${skipWhy
     expect(q.exitCode).toBe(5);
   });
 
+  it('CPUID: bhyve\'s model by default; x86.kvm_pv and x86.cpuid.vendor expose KVM\'s PV leaves at 0x40000100 and a vendor', async () => {
+    const d = await onBhyve('test=cpuid');
+    expect(d.stdout).toMatch(/^cpuid: vendor (GenuineIntel|AuthenticAMD)\ncpuid: no KVM signature\n$/);
+    expect(d.status).toBe(33);
+    const r = await onBhyve('test=cpuid', ['-o', 'x86.kvm_pv=kvmclock,pv_eoi', '-o', 'x86.cpuid.vendor=TestVendor12']);
+    expect(r.lines).toEqual([]);
+    expect(r.stdout).toBe('cpuid: vendor TestVendor12\ncpuid: KVM signature at 0x40000100\ncpuid: kvmclock yes\ncpuid: pv_eoi yes\n');
+    expect(r.status).toBe(33);
+  });
+
   it('the default platform gives the same ACPI view', async () => {
     const r = await onBhyve('test=acpi');
     expect(r.stdout).toBe(ACPI_OUT);
@@ -151,6 +161,12 @@ describe.skipIf(qemuSkip !== undefined)(`the same kernel under QEMU${qemuSkip ? 
   it('QEMU (TCG): SeaBIOS\'s state: BDA, IVT, PIT tick at vector 8, IRQ 11 at 0x73', async () => {
     const r = await onQemu('test=realmode,bytewrite', ['-device', 'pc-testdev'], { tcg: true, kernel: KERNEL_N });
     expect(r.stdout).toBe(REALMODE_OUT);
+    expect(r.status).toBe(33);
+  });
+
+  it('QEMU: KVM\'s PV leaves at 0x40000000 with kvmclock and PV EOI', async () => {
+    const r = await onQemu('test=cpuid');
+    expect(r.stdout).toMatch(/\ncpuid: KVM signature at 0x40000000\ncpuid: kvmclock yes\ncpuid: pv_eoi yes\n$/);
     expect(r.status).toBe(33);
   });
 

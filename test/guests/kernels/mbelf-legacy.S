@@ -25,6 +25,9 @@
  *             QEMU's TCG drops wider writes to that byte-wide region
  *             (its KVM path splits them, as bhyve does, but QEMU cannot
  *             deliver interrupts to real mode on kvm_pvm hosts).
+ *   cpuid     prints the vendor string, where KVM's signature leaf is
+ *             ("KVMKVMKVM" at 0x40000000 + 0x100 * n, as Linux looks) and
+ *             whether its feature leaf offers kvmclock and PV EOI.
  *   s3        arms the RTC alarm 2 s ahead, puts the FACS waking vector on
  *             a real-mode stub, and enters S3 (SLP_TYP from \_S3 of the
  *             DSDT is not parsed: 1, bhyve's and QEMU's value) through
@@ -87,6 +90,9 @@ entry:
 	mov	$s_s3, %edi
 	call	prefix
 	je	t_s3
+	mov	$s_cpuid, %edi
+	call	prefix
+	je	t_cpuid
 	mov	$s_unknown, %esi
 	jmp	fail
 
@@ -222,6 +228,63 @@ find_fadt:
 2:	mov	$s_acpi_nofadt, %esi
 	jmp	fail
 3:	ret
+
+/* ---- cpuid ---- */
+t_cpuid:
+	xor	%eax, %eax		/* the vendor string */
+	cpuid
+	mov	%ebx, cpuid_buf
+	mov	%edx, cpuid_buf + 4
+	mov	%ecx, cpuid_buf + 8
+	movb	$0, cpuid_buf + 12
+	mov	$s_cpuid_vendor, %esi
+	call	puts
+	mov	$cpuid_buf, %esi
+	call	puts
+	call	newline
+	/* KVM's signature at 0x40000000 + 0x100 * n, as Linux looks for it */
+	mov	$0x40000000, %edi
+1:	mov	%edi, %eax
+	cpuid
+	cmp	$0x4b4d564b, %ebx	/* "KVMK" */
+	jne	2f
+	cmp	$0x564b4d56, %ecx	/* "VMKV" */
+	jne	2f
+	cmp	$0x4d, %edx		/* "M" */
+	je	3f
+2:	add	$0x100, %edi
+	cmp	$0x40010000, %edi
+	jb	1b
+	mov	$s_cpuid_nokvm, %esi
+	call	puts
+	jmp	pass
+3:	mov	$s_cpuid_kvm, %esi
+	call	puts
+	mov	%edi, %eax
+	call	puthex
+	call	newline
+	lea	1(%edi), %eax
+	cpuid
+	mov	%eax, %ebx
+	mov	$s_cpuid_clock, %esi
+	call	puts
+	mov	%ebx, %eax
+	shr	$3, %eax		/* KVM_FEATURE_CLOCKSOURCE2 */
+	call	yesno
+	mov	$s_cpuid_eoi, %esi
+	call	puts
+	mov	%ebx, %eax
+	shr	$6, %eax		/* KVM_FEATURE_PV_EOI */
+	call	yesno
+	jmp	pass
+
+/* yesno: "yes\n" when bit 0 of %eax is set, else "no\n" */
+yesno:
+	mov	$s_yes, %esi
+	test	$1, %al
+	jnz	1f
+	mov	$s_no, %esi
+1:	jmp	puts
 
 /* ---- real mode ---- */
 	.set GDT16_CS, 0x08
@@ -608,6 +671,14 @@ s_realmode:	.asciz	"realmode"
 s_realmode_bw:	.asciz	"realmode,bytewrite"
 s_s3:		.asciz	"s3"
 s_unknown:	.asciz	"unknown test\n"
+s_cpuid:	.asciz	"cpuid"
+s_cpuid_vendor:	.asciz	"cpuid: vendor "
+s_cpuid_nokvm:	.asciz	"cpuid: no KVM signature\n"
+s_cpuid_kvm:	.asciz	"cpuid: KVM signature at "
+s_cpuid_clock:	.asciz	"cpuid: kvmclock "
+s_cpuid_eoi:	.asciz	"cpuid: pv_eoi "
+s_yes:		.asciz	"yes\n"
+s_no:		.asciz	"no\n"
 s_loaded:	.asciz	"mbelf-legacy: loaded, entry "
 s_fail:		.asciz	"FAIL: "
 s_uip_ok:	.asciz	"uip: rising edge seen, the seconds moved when it fell\n"
@@ -630,6 +701,7 @@ s_s3_nosleep:	.asciz	"s3: still running after SLP_EN\n"
 	.data
 	.balign	4
 mbi:	.long	0
+cpuid_buf:	.space	16
 rm_bytewrite:	.byte	0
 
 	.bss
