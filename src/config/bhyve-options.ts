@@ -82,6 +82,7 @@ const GLOBAL_KEYS: readonly ConfigKeyInfo[] = [
   { key: 'memory.guest_in_core', default: 'false', description: 'include guest memory in core files' },
   { key: 'acpi_tables', default: 'true', description: 'generate ACPI tables' },
   { key: 'acpi_tables_in_memory', default: 'true', description: 'place ACPI tables in guest memory as well as fw_cfg' },
+  { key: 'acpi_s3', default: 'false', description: 'offer ACPI S3 (suspend to RAM): \\_S3 in the DSDT, SLP_TYP 1 sleeps until an RTC alarm or the power button' },
   { key: 'destroy_on_poweroff', default: 'false', description: 'destroy the VM on guest power-off' },
   { key: 'gdb.address', default: 'localhost', description: 'debug server listen address' },
   { key: 'gdb.port', default: '0', description: 'debug server TCP port (0: no server)' },

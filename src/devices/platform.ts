@@ -44,7 +44,7 @@ import type { Device, DeviceContext } from './device.js';
 import type { MemoryLayout } from '../sys/memory-map.js';
 import type { LpcUartDevice } from './lpc/uart.js';
 import { AtKbdc, AUX_DEV_IRQ, KBD_DEV_IRQ } from './lpc/atkbdc.js';
-import { PowerManagement, SCI_INT } from './lpc/pm.js';
+import { PM1_RTC_STS, PowerManagement, SCI_INT } from './lpc/pm.js';
 import { Rtc } from './lpc/rtc.js';
 import type { PcTestDev } from './lpc/pctestdev.js';
 import { PostPort } from './lpc/post.js';
@@ -239,6 +239,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   piix4pm?.bindPm(pm);
 
   const rtc = new Rtc(ctx, layout);
+  rtc.onAlarm = () => pm.wakeEvent(PM1_RTC_STS); // an RTC alarm wakes from S3 (RTC_EN)
   devices.push(rtc);
 
   devices.push(new PostPort(ctx));
@@ -260,6 +261,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
     lpc: lpc?.address && { slot: lpc.address.slot, func: lpc.address.func },
     uarts: uarts.map((u, i) => ({ name: u.name.toUpperCase(), port: u.base, irq: u.irqLine, uid: i + 1 })),
     fwcfg: qemu,
+    s3: pm.s3,
     bootOrder,
   };
   let fwcfg: FwCfg | undefined;

@@ -345,6 +345,12 @@ export class Vcpu {
     return new DataView(b.buffer).getUint32(0, true);
   }
 
+  setMpState(state: number): void {
+    const b = new Uint8Array(SIZEOF.kvm_mp_state);
+    new DataView(b.buffer).setUint32(0, state, true);
+    ioctl(this.fd, KVM.SET_MP_STATE, b, 'KVM_SET_MP_STATE');
+  }
+
   nmi(): void { ioctl(this.fd, KVM.NMI, null, 'KVM_NMI'); }
 
   /** The binary statistics fd (KVM_GET_STATS_FD), or -1 when unsupported. */

@@ -33,7 +33,8 @@ export class DeviceHost {
   private devices: Device[] = [];
   private memoryMap: DeviceMemoryMap | undefined;
 
-  constructor(d: DeviceHostData, vcpuCount: number, doorbell: Doorbell, private readonly requestExit: (r: ExitRequest) => void) {
+  constructor(d: DeviceHostData, vcpuCount: number, doorbell: Doorbell, private readonly requestExit: (r: ExitRequest) => void,
+    bsp?: Pick<MachineControl, 'sleep' | 'wake'>) {
     this.timers = new DeviceTimers(d.timerSab);
     this.mailboxes = d.mailboxes.map((sab) => new Mailbox(sab));
     const vm = new Vm(null, d.vmFd);
@@ -46,7 +47,7 @@ export class DeviceHost {
       pulse: (gsi) => { vm.irqLine(gsi, true); vm.irqLine(gsi, false); },
       signalMsi: (address, data) => vm.signalMsi(address, data),
     };
-    const machine: MachineControl = { requestExit: this.requestExit, vcpuCount };
+    const machine: MachineControl = { requestExit: this.requestExit, vcpuCount, sleep: bsp?.sleep, wake: bsp?.wake };
     const streams = new Map<string, ByteStream>();
     const config = ConfigTree.fromJSON(d.config);
     // The VARS file's KVM slot belongs to this thread (bootvars.ts maps and

@@ -127,6 +127,15 @@ describe.skipIf(skipWhy !== undefined)(`the legacy PC platform on bhyve${skipWhy
     expect(r.status).toBe(33);
   });
 
+  it('acpi_s3: the guest suspends to S3 and resumes at its FACS waking vector on an RTC alarm; off by default', async () => {
+    const r = await onBhyve('test=s3', ['-o', 'acpi_s3=true']);
+    expect(r.stdout).toBe('s3: entering S3\ns3: resumed at the waking vector\n');
+    expect(r.status).toBe(33);
+    const off = await onBhyve('test=s3');
+    expect(off.stdout).toBe('s3: entering S3\nFAIL: s3: still running after SLP_EN\n');
+    expect(off.status).toBe(5);
+  });
+
   it('the default platform gives the same ACPI view', async () => {
     const r = await onBhyve('test=acpi');
     expect(r.stdout).toBe(ACPI_OUT);
@@ -167,6 +176,12 @@ describe.skipIf(qemuSkip !== undefined)(`the same kernel under QEMU${qemuSkip ? 
   it('QEMU: KVM\'s PV leaves at 0x40000000 with kvmclock and PV EOI', async () => {
     const r = await onQemu('test=cpuid');
     expect(r.stdout).toMatch(/\ncpuid: KVM signature at 0x40000000\ncpuid: kvmclock yes\ncpuid: pv_eoi yes\n$/);
+    expect(r.status).toBe(33);
+  });
+
+  it('QEMU: S3 and the RTC alarm wake, resumed by SeaBIOS at the waking vector', async () => {
+    const r = await onQemu('test=s3', [], { kernel: KERNEL_N });
+    expect(r.stdout).toBe('s3: entering S3\ns3: resumed at the waking vector\n');
     expect(r.status).toBe(33);
   });
 

@@ -48,6 +48,7 @@ export function acpiPlatform(m: BuiltMachine): AcpiPlatform {
     atkbdc: true,
     intx: m.intx.filter((r) => r.bus === 0),
     pirqLinks: m.lpc !== undefined,
+    s3: m.s3 === true,
   };
 }
 

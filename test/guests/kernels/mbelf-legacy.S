@@ -306,13 +306,14 @@ t_realmode:
 t_s3:
 	call	find_rsdp
 	call	find_fadt
+	mov	%ebx, %ebp		/* the FADT */
 	mov	36(%ebx), %edi		/* FACS */
 	cmpl	$0x53434146, (%edi)
 	je	1f
 	mov	$s_acpi_nofacs, %esi
 	jmp	fail
 1:	movl	$RM(rm_wake), 12(%edi)	/* FirmwareWakingVector */
-	mov	64(%ebx), %edx		/* PM1a_CNT_BLK */
+	mov	64(%ebp), %edx		/* PM1a_CNT_BLK */
 	push	%edx
 	mov	$rm_start, %esi		/* the waking code, below 1 MiB */
 	mov	$RMBASE, %edi
@@ -350,7 +351,7 @@ t_s3:
 	out	%al, $0x70
 	in	$0x71, %al
 	/* PM1 enables: RTC_EN (bit 10) so the alarm wakes the machine. */
-	mov	56(%ebx), %edx		/* PM1a_EVT_BLK */
+	mov	56(%ebp), %edx		/* PM1a_EVT_BLK */
 	add	$2, %edx		/* PM1a_EN */
 	mov	$0x0400, %ax
 	out	%ax, %dx
@@ -362,7 +363,7 @@ t_s3:
 	or	$((1 << 10) | (1 << 13)), %ax	/* SLP_TYP 1, SLP_EN */
 	wbinvd
 	out	%ax, %dx
-	mov	$10000000, %ecx
+	mov	$200000, %ecx		/* a sleeping CPU never gets here */
 2:	loop	2b
 	mov	$s_s3_nosleep, %esi
 	jmp	fail
