@@ -69,6 +69,7 @@ import { Piix4Pm, PIIX4_PM_FUNC } from './pci/piix4-pm.js';
 import { createFwCfg, type FwCfg, type FwCfgFile } from '../firmware/fwcfg.js';
 import { type BuiltMachine, buildFwCfgFiles, fwCfgUuid } from '../firmware/index.js';
 import { DebugCon, DEBUGCON_PORT } from '../firmware/debugcon.js';
+import { XhciController } from './usb/xhci.js';
 import { Fbuf } from './display/fbuf.js';
 import fs from 'node:fs';
 
@@ -207,6 +208,9 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
 
   const atkbdc = new AtKbdc(ctx);
   for (const f of pci.functions()) if (f instanceof Fbuf) f.attachKeyboard(atkbdc); // VNC keys and pointer
+  // With an xhci tablet, VNC pointer events go to it (absolute) instead of the PS/2 mouse.
+  const tablet = pci.functions().find((f): f is XhciController => f instanceof XhciController)?.tablet;
+  if (tablet) for (const f of pci.functions()) if (f instanceof Fbuf) f.attachPointer(tablet);
   pirq.reserveIrq(KBD_DEV_IRQ);
   pirq.reserveIrq(AUX_DEV_IRQ);
   devices.push(atkbdc);

@@ -57,5 +57,5 @@ export interface BuiltMachine {
   /** ACPI S3 is offered (acpi_s3). */
   s3?: boolean;
   /** Boot devices by bootindex, in boot order. */
-  bootOrder: ReadonlyArray<{ bus: number; slot: number; func: number }>;
+  bootOrder: ReadonlyArray<{ bus: number; slot: number; func: number; name?: string }>;
 }

@@ -19,14 +19,17 @@ import { serveVcpuRequests } from './vcpu-requests.js';
 import { applyVcpuState, realModeEntry } from './vcpu-state.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 import { confineThisThread } from './sandbox/sandbox.js';
+import { trace } from './startup-trace.js';
 
 // The thread is started before the VM exists, so that loading this module
 // overlaps the main thread's setup; its data arrives in the first message.
 // 'loaded' tells the main thread that terminating us is now safe
 // (vcpu-threads.ts).
+trace('vcpu: modules in');
 preloadLibc();
 parentPort!.postMessage({ type: 'loaded' } satisfies VcpuThreadMessage);
 const d = await new Promise<VcpuThreadData>((resolve) => parentPort!.once('message', resolve));
+trace(`vcpu ${d.id}: data`);
 const control = new VcpuControl(d.controlSab, d.vcpuCount);
 const vcpu = new Vcpu(d.vcpuFd, d.mmapSize, d.id);
 const counters = new ExitCounters();
@@ -70,7 +73,7 @@ function enterSleep(): void {
   vcpu.setMpState(MP_STATE.INIT_RECEIVED);
   onKick(); // a kick that came meanwhile
 }
-const host = d.deviceHost ? new DeviceHost(d.deviceHost, d.vcpuCount, doorbell, requestExit, bsp) : undefined;
+const host = d.deviceHost ? new DeviceHost(d.deviceHost, d.vcpuCount, doorbell, requestExit, vcpu.run, bsp) : undefined;
 const bus: IoBus = host?.bus
   ?? new ForwardingIoBus(new Mailbox(d.mailbox!), () => doorbell.ring(), () => control.stopped);
 
@@ -128,9 +131,11 @@ if (d.sandbox) {
   const problems = confineThisThread(d.sandbox);
   if (problems.length) requestExit({ kind: 'error', message: `cannot sandbox vCPU ${d.id}: ${problems.join('; ')} (-o security.sandbox=false runs without)` });
 }
+trace(`vcpu ${d.id}: ready`);
 post({ type: 'ready', id: d.id });
 control.waitGo();
 try {
+  trace(`vcpu ${d.id}: go`);
   runLoop();
 } catch (e) {
   requestExit({ kind: 'error', message: `vCPU ${d.id}: ${errorLine(e)}` });

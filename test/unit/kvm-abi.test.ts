@@ -36,6 +36,10 @@ int main(void) {
   O(kvm_pit_channel_state, write_state) O(kvm_pit_channel_state, write_latch) O(kvm_pit_channel_state, rw_mode)
   O(kvm_pit_channel_state, mode) O(kvm_pit_channel_state, bcd) O(kvm_pit_channel_state, gate)
   O(kvm_pit_channel_state, count_load_time) O(kvm_pit_state2, channels) O(kvm_pit_state2, flags)
+  S(kvm_coalesced_mmio_zone) S(kvm_coalesced_mmio) S(kvm_coalesced_mmio_ring)
+  O(kvm_coalesced_mmio_zone, addr) O(kvm_coalesced_mmio_zone, size) O(kvm_coalesced_mmio_zone, pio)
+  O(kvm_coalesced_mmio_ring, first) O(kvm_coalesced_mmio_ring, last) O(kvm_coalesced_mmio_ring, coalesced_mmio)
+  O(kvm_coalesced_mmio, phys_addr) O(kvm_coalesced_mmio, len) O(kvm_coalesced_mmio, pio) O(kvm_coalesced_mmio, data)
   O(kvm_ioeventfd, datamatch) O(kvm_ioeventfd, addr) O(kvm_ioeventfd, len) O(kvm_ioeventfd, fd) O(kvm_ioeventfd, flags)
   O(kvm_irqfd, fd) O(kvm_irqfd, gsi) O(kvm_irqfd, flags) O(kvm_irqfd, resamplefd)
   O(kvm_irq_routing, nr) O(kvm_irq_routing, flags) O(kvm_irq_routing, entries)
@@ -78,13 +82,13 @@ int main(void) {
   I(SET_USER_MEMORY_REGION) I(GET_DIRTY_LOG) I(SET_TSS_ADDR) I(SET_IDENTITY_MAP_ADDR) I(CREATE_IRQCHIP) I(IRQ_LINE) I(CREATE_PIT2)
   I(RUN) I(GET_REGS) I(SET_REGS) I(GET_SREGS) I(SET_SREGS) I(GET_MSRS) I(SET_MSRS) I(SET_CPUID2) I(GET_MP_STATE)
   I(SET_MP_STATE) I(NMI) I(ENABLE_CAP) I(SIGNAL_MSI) I(GET_DEBUGREGS) I(SET_DEBUGREGS) I(GET_STATS_FD)
-  I(SET_GSI_ROUTING) I(IRQFD) I(IOEVENTFD) I(GET_IRQCHIP) I(SET_IRQCHIP) I(GET_PIT2) I(SET_PIT2) I(GET_LAPIC) I(SET_LAPIC)
+  I(SET_GSI_ROUTING) I(IRQFD) I(IOEVENTFD) I(GET_IRQCHIP) I(SET_IRQCHIP) I(GET_PIT2) I(SET_PIT2) I(GET_LAPIC) I(SET_LAPIC) I(REGISTER_COALESCED_MMIO) I(UNREGISTER_COALESCED_MMIO)
   E(UNKNOWN) E(EXCEPTION) E(IO) E(HYPERCALL) E(DEBUG) E(HLT) E(MMIO) E(IRQ_WINDOW_OPEN) E(SHUTDOWN) E(FAIL_ENTRY)
   E(INTR) E(SET_TPR) E(TPR_ACCESS) E(NMI) E(INTERNAL_ERROR) E(SYSTEM_EVENT) E(IOAPIC_EOI) E(X86_RDMSR) E(X86_WRMSR)
   E(X86_BUS_LOCK) E(NOTIFY)
   C(IRQCHIP) C(HLT) C(USER_MEMORY) C(SET_TSS_ADDR) C(NR_VCPUS) C(PIT2) C(IOEVENTFD) C(IRQFD) C(MAX_VCPUS)
   C(SIGNAL_MSI) C(READONLY_MEM) C(IMMEDIATE_EXIT) C(X86_USER_SPACE_MSR) C(BINARY_STATS_FD)
-  C(IRQ_ROUTING) C(IOEVENTFD_ANY_LENGTH)
+  C(IRQ_ROUTING) C(IOEVENTFD_ANY_LENGTH) C(COALESCED_MMIO)
   printf("const MEM_READONLY %d\n", KVM_MEM_READONLY);
   printf("const MEM_LOG_DIRTY_PAGES %d\n", KVM_MEM_LOG_DIRTY_PAGES);
   printf("const PIT_SPEAKER_DUMMY %d\n", KVM_PIT_SPEAKER_DUMMY);
@@ -168,7 +172,8 @@ describe.skipIf(!haveHeaders || !haveGcc)('KVM ABI matches <linux/kvm.h>', () =>
       ['kvm_irq_routing_entry', abi.IRQ_ROUTING_ENTRY], ['kvm_irq_routing_msi', abi.IRQ_ROUTING_MSI],
       ['kvm_irq_routing_irqchip', abi.IRQ_ROUTING_IRQCHIP], ['kvm_irqchip', abi.IRQCHIP_STATE],
       ['kvm_pic_state', abi.PIC_STATE], ['kvm_pit_channel_state', abi.PIT_CHANNEL_STATE],
-      ['kvm_pit_state2', abi.PIT_STATE2],
+      ['kvm_pit_state2', abi.PIT_STATE2], ['kvm_coalesced_mmio_zone', abi.COALESCED_MMIO_ZONE],
+      ['kvm_coalesced_mmio_ring', abi.COALESCED_MMIO_RING], ['kvm_coalesced_mmio', abi.COALESCED_MMIO],
     ];
     for (const [s, fields] of groups) {
       for (const [f, off] of Object.entries(fields)) {
