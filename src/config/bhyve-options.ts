@@ -82,6 +82,7 @@ const GLOBAL_KEYS: readonly ConfigKeyInfo[] = [
   { key: 'memory.guest_in_core', default: 'false', description: 'include guest memory in core files' },
   { key: 'acpi_tables', default: 'true', description: 'generate ACPI tables' },
   { key: 'acpi_tables_in_memory', default: 'true', description: 'place ACPI tables in guest memory as well as fw_cfg' },
+  { key: 'acpi_s3', default: 'false', description: 'offer ACPI S3 (suspend to RAM): \\_S3 in the DSDT, SLP_TYP 1 sleeps until an RTC alarm or the power button' },
   { key: 'destroy_on_poweroff', default: 'false', description: 'destroy the VM on guest power-off' },
   { key: 'gdb.address', default: 'localhost', description: 'debug server listen address' },
   { key: 'gdb.port', default: '0', description: 'debug server TCP port (0: no server)' },
@@ -123,6 +124,10 @@ const GLOBAL_KEYS: readonly ConfigKeyInfo[] = [
   { key: 'x86.strictmsr', default: 'true', description: 'inject #GP on access to an unimplemented MSR' },
   { key: 'x86.vmexit_on_hlt', default: 'false', description: 'vCPUs exit on HLT' },
   { key: 'x86.vmexit_on_pause', default: 'false', description: 'vCPUs exit on PAUSE' },
+  { key: 'x86.kvm_pv', default: 'off', description: "KVM paravirtual features in CPUID at 0x40000100 (off, all, or a list: kvmclock, pv_eoi, pv_ipi, ...)" },
+  { key: 'x86.cpuid.vendor', description: 'CPUID vendor string (12 characters) for testing' },
+  { key: 'x86.cpuid.set', description: 'CPUID bits to set, LEAF[.SUBLEAF].REG.BIT,... (testing)' },
+  { key: 'x86.cpuid.clear', description: 'CPUID bits to clear, LEAF[.SUBLEAF].REG.BIT,... (testing)' },
   {
     key: 'x86.require_ept_rvi', default: 'true',
     description: 'refuse to run without hardware nested paging (EPT/RVI); false runs on hosts without it (e.g. shadow paging)',
