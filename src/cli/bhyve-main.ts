@@ -5,10 +5,12 @@ import type { Worker } from 'node:worker_threads';
 import { type EarlySignals, SignalRouter, signalStatus } from '../vmm/startup-signals.js';
 
 import { reportError, writeOut } from './output.js';
+import { trace } from '../vmm/startup-trace.js';
 
 /** Runs bhyve with argv (without the program name); resolves to the exit
  * status. `early`: SIGINT/SIGTERM/SIGHUP caught by bin/bhyve since launch. */
 export async function bhyveMain(argv: readonly string[], early?: EarlySignals): Promise<number> {
+  trace('main: bhyveMain');
   const signals = new SignalRouter(early);
   let threads: Worker[] = [];
   let retire: ((w: Worker) => Promise<void>) | undefined;
@@ -26,7 +28,9 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
     const [{ parseBhyveArgs }, { validateForStart }] = await Promise.all([
       import('../config/bhyve-args.js'), import('../devices/registry.js'),
     ]);
+    trace('main: parser loaded');
     const result = parseBhyveArgs(rawArgv(argv));
+    trace('main: parsed');
     if (result.kind === 'help' || result.kind === 'dump') {
       for (const t of threads) void retire?.(t);
       await writeOut(result.kind === 'help' && result.stream === 'stderr' ? process.stderr : process.stdout, result.text);
@@ -43,6 +47,7 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
     const spawned = threads;
     // Loaded only when a VM is really started: keeps -h and errors fast.
     const { runVm } = await import('../vmm/run-vm.js');
+    trace('main: run-vm loaded');
     // Stopped while loading: nothing of the VM exists yet.
     if (signals.first) {
       for (const t of threads) void retire?.(t);
@@ -53,6 +58,7 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
     for (const t of threads) void retire?.(t); // idle threads would keep the process alive
     return reportError('bhyve', err);
   } finally {
+    trace('main: bhyveMain done');
     signals.dispose();
   }
 }

@@ -6,12 +6,13 @@ import type { Worker } from 'node:worker_threads';
 import { retireVcpuThread, spawnVcpuThread, spawnVcpuThreads } from './vcpu-threads.js';
 import type { ConfigTree } from '../config/tree.js';
 import { openUartBackend, restoreTerminal, type UartBackendHost, type UartStreamTransfer } from '../devices/lpc/uart-backend.js';
+import { pciUartBackends } from '../devices/pci-uart.js';
 import { openHostPorts, type HostPorts } from '../devices/virtio/host-ports.js';
 import { openDisplay, type DisplayHost } from '../devices/display/fbuf-host.js';
 import { Mailbox } from './ap-mailbox.js';
 import { ControlServer } from './control-socket.js';
 import { controlHandlers } from './control-ops.js';
-import { exitStatusOf, type ExitRequest } from './exit-status.js';
+import { exitNotice, exitStatusOf, type ExitRequest } from './exit-status.js';
 import { createTimerTable, DeviceTimerHost } from './device-timers.js';
 import { HALT_WATCH_MS, watchHalts } from './halt-watch.js';
 import { KvmStats } from '../sys/kvm.js';
@@ -24,6 +25,7 @@ import { parseCpuset } from '../config/topology.js';
 import { errorLine, userErrorWithPrefix } from '../user-error.js';
 import { SignalRouter, signalStatus, type StopSignal } from './startup-signals.js';
 import { enterSandbox, sandboxPlan } from './sandbox/sandbox.js';
+import { trace } from './startup-trace.js';
 
 const STOP_GRACE_MS = 2000;
 
@@ -55,6 +57,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     throw e;
   }
   const { machine, ncpus, warnings } = created;
+  trace('main: machine created');
   const signals = extras.signals ?? new SignalRouter();
   if (signals.first) {
     // Stopped before the VM ran: undo what createMachine made.
@@ -113,6 +116,13 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       backends.push(host);
       streams[`lpc.${com}`] = host.transfer;
     }
+    // PCI UARTs (-s N,uart,path): the same backends, keyed by slot node.
+    for (const u of pciUartBackends(config)) {
+      const host = await openUartBackend(u.path, () => kickDeviceThread(DEVICE_REQUEST.POLL))
+        .catch((e: unknown) => { throw userErrorWithPrefix(e, `uart at pci slot ${u.where}: `); });
+      backends.push(host);
+      streams[u.node] = host.transfer;
+    }
     // virtio-net taps and virtio-console sockets, by slot node.
     hostPorts = await openHostPorts(config, () => kickDeviceThread(DEVICE_REQUEST.POLL))
       .catch((e: unknown) => { throw userErrorWithPrefix(e, ''); });
@@ -121,6 +131,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       (m) => process.stderr.write(`bhyve: ${m}\n`), (slot, bitmap) => machine.vm.getDirtyLog(slot, bitmap))
       .catch((e: unknown) => { throw userErrorWithPrefix(e, ''); });
 
+    trace('main: backends open');
     const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
     const sandbox = sandboxPlan(config, machine.vmObject);
     const started: Promise<void>[] = [];
@@ -168,6 +179,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       w.postMessage(data, [data.requestPort]);
     });
     await Promise.race([Promise.all(started), outcomePromise]);
+    trace('main: all ready');
     if (display?.wait && !outcome) await Promise.race([display.ready, outcomePromise]); // fbuf `wait`
     if (!outcome) {
       for (const v of machine.vcpus) {
@@ -182,21 +194,27 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         try { enterSandbox(sandbox); } catch (e) { throw new VmSetupError((e as Error).message); }
       }
       timerHost.start();
+      trace('main: go');
       control.go();
       guestRuns = true;
       watchdog = setInterval(() => watchHalts(control, kicker, stats, claimAndFinish), HALT_WATCH_MS);
     }
 
     const req = await outcomePromise;
+    trace('main: outcome');
     if (watchdog) clearInterval(watchdog);
     const grace = new Promise<void>((r) => setTimeout(r, STOP_GRACE_MS).unref());
     await Promise.race([Promise.all(stoppedAll), grace]);
+    const notice = exitNotice(req);
+    trace('main: threads stopped');
     if (req.kind === 'error') process.stderr.write(`bhyve: ${req.message}\n`);
+    else if (notice !== undefined) process.stderr.write(`bhyve: ${notice}\n`);
     else if (process.env.BHYVE_DEBUG) process.stderr.write(`bhyve: ${describe(req)}\n`);
     const destroy = machine.vmObject.createdHere
       || (req.kind === 'poweroff' && config.getBool('destroy_on_poweroff', false));
     controlServer?.close(); // before the VM directory (and its descriptor) goes
     cleanupMachine(machine, destroy);
+    trace('main: cleaned up');
     return exitStatusOf(req);
   } catch (e) {
     control.stop();

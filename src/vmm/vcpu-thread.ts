@@ -18,14 +18,17 @@ import { Doorbell } from '../sys/doorbell.js';
 import { serveVcpuRequests } from './vcpu-requests.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 import { confineThisThread } from './sandbox/sandbox.js';
+import { trace } from './startup-trace.js';
 
 // The thread is started before the VM exists, so that loading this module
 // overlaps the main thread's setup; its data arrives in the first message.
 // 'loaded' tells the main thread that terminating us is now safe
 // (vcpu-threads.ts).
+trace('vcpu: modules in');
 preloadLibc();
 parentPort!.postMessage({ type: 'loaded' } satisfies VcpuThreadMessage);
 const d = await new Promise<VcpuThreadData>((resolve) => parentPort!.once('message', resolve));
+trace(`vcpu ${d.id}: data`);
 const control = new VcpuControl(d.controlSab, d.vcpuCount);
 const vcpu = new Vcpu(d.vcpuFd, d.mmapSize, d.id);
 const counters = new ExitCounters();
@@ -102,9 +105,11 @@ if (d.sandbox) {
   const problems = confineThisThread(d.sandbox);
   if (problems.length) requestExit({ kind: 'error', message: `cannot sandbox vCPU ${d.id}: ${problems.join('; ')} (-o security.sandbox=false runs without)` });
 }
+trace(`vcpu ${d.id}: ready`);
 post({ type: 'ready', id: d.id });
 control.waitGo();
 try {
+  trace(`vcpu ${d.id}: go`);
   runLoop();
 } catch (e) {
   requestExit({ kind: 'error', message: `vCPU ${d.id}: ${errorLine(e)}` });

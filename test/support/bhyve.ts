@@ -11,7 +11,7 @@ export const GUESTS = path.join(ROOT, 'build/guests');
 /** Why tests that need /dev/kvm cannot run here, or undefined when they can. */
 export function kvmUnavailable(): string | undefined {
   if (KVM_UNUSABLE) return KVM_UNUSABLE;
-  if (!fs.existsSync(path.join(ROOT, 'dist/cli/bhyve-main.js'))) return 'dist/ is not built: run npm run build';
+  if (!fs.existsSync(path.join(ROOT, 'dist/bundle/bhyve-main.js'))) return 'dist/ is not built: run npm run build';
   if (!fs.existsSync(path.join(GUESTS, 'exit-testdev.rom'))) return 'test guests are not built: run scripts/build-guests.sh';
   return undefined;
 }

@@ -20,7 +20,7 @@ const vm = { dir: '/run/bhyve/vm1', memoryPath: '/run/bhyve/vm1/memory' };
 
 describe('sandboxPlan', () => {
   it('grants the code, the memory file, removals in the VM and runtime directories, console socket directories and disk images', () => {
-    const plan = sandboxPlan(config(`${base} -s 3,virtio-blk,/img/a.raw -s 4,virtio-blk,/img/b.iso,ro `
+    const plan = sandboxPlan(config(`${base} -s 3,virtio-blk,/img/a.raw -s 4,virtio-blk,/img/b.iso,ro -s 6,virtio-scsi,/img/c.raw,ro `
       + '-s 5,virtio-console,port1=/sockets/p1 vm1'), vm);
     expect(plan).toBeDefined();
     const rules = new Map(plan!.landlockRules.map((r) => [r.path, r.access]));
@@ -31,10 +31,24 @@ describe('sandboxPlan', () => {
     expect(rules.get('/sockets')).toBe(FS.REMOVE_FILE);
     expect(rules.get('/img/a.raw')).toBe(FS.READ_FILE | FS.WRITE_FILE | FS.IOCTL_DEV);
     expect(rules.get('/img/b.iso')).toBe(FS.READ_FILE | FS.IOCTL_DEV);
+    expect(rules.get('/img/c.raw')).toBe(FS.READ_FILE | FS.IOCTL_DEV);
     // Nothing that would let the process write outside its own files.
     const writable = plan!.landlockRules.filter((r) => r.access & (FS.WRITE_FILE | FS.MAKE_REG | FS.MAKE_DIR | FS.MAKE_SYM));
     expect(writable.map((r) => r.path).sort()).toEqual(['/img/a.raw', '/run/bhyve', '/run/bhyve/vm1/memory']);
     expect(plan!.log).toBe(false);
+  });
+
+  it('grants virtio-9p shares: read-only for ro, changes beneath a writable one; the filter follows', () => {
+    const ro = sandboxPlan(config(`${base} -s 6,virtio-9p,docs=/srv/docs,ro vm1`), vm)!;
+    expect(new Map(ro.landlockRules.map((r) => [r.path, r.access])).get('/srv/docs')).toBe(FS.READ_FILE | FS.READ_DIR);
+    expect(ro.shares).toBe('ro');
+    const rw = sandboxPlan(config(`${base} -s 6,virtio-9p,docs=/srv/docs,ro -s 7,virtio-9p,work=/srv/work vm1`), vm)!;
+    const work = new Map(rw.landlockRules.map((r) => [r.path, r.access])).get('/srv/work')!;
+    expect(work & (FS.READ_FILE | FS.WRITE_FILE | FS.MAKE_REG | FS.MAKE_DIR | FS.REMOVE_FILE | FS.MAKE_SYM | FS.REFER))
+      .toBe(FS.READ_FILE | FS.WRITE_FILE | FS.MAKE_REG | FS.MAKE_DIR | FS.REMOVE_FILE | FS.MAKE_SYM | FS.REFER);
+    expect(work & (FS.MAKE_CHAR | FS.MAKE_BLOCK | FS.EXECUTE | FS.IOCTL_DEV)).toBe(0n);
+    expect(rw.shares).toBe('rw');
+    expect(sandboxPlan(config(`${base} vm1`), vm)!.shares).toBeUndefined();
   });
 
   it('security.sandbox=false: no plan; security.sandbox_log=true: log mode', () => {

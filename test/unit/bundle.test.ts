@@ -1,0 +1,100 @@
+// bin/* run the esbuild bundles of dist/bundle/ (scripts/bundle.mjs), not
+// tsc's one-file-per-module output: a copy of each launcher next to stand-in
+// bundles says which file it loaded; the real bundle has every worker entry
+// the code starts by name and reaches nothing outside dist/bundle/ but
+// Node's modules and npm packages.
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const BUNDLE = path.join(ROOT, 'dist/bundle');
+const BUILT = fs.existsSync(path.join(BUNDLE, 'bhyve-main.js'));
+const LAUNCHERS = [
+  ['bhyve', 'bhyveMain'],
+  ['bhyvectl', 'bhyvectlMain'],
+  ['bhyveload', 'bhyveloadMain'],
+] as const;
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-bundle-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+/** A copy of bin/ whose dist/ holds stand-ins that print what they are. */
+function fakeTree(): string {
+  fs.mkdirSync(path.join(tmp, 'bin'), { recursive: true });
+  fs.writeFileSync(path.join(tmp, 'package.json'), '{"type":"module"}\n');
+  fs.copyFileSync(path.join(ROOT, 'bin/package.json'), path.join(tmp, 'bin/package.json'));
+  for (const [name, fn] of LAUNCHERS) {
+    fs.copyFileSync(path.join(ROOT, 'bin', name), path.join(tmp, 'bin', name));
+    for (const [dir, tag] of [['dist/bundle', 'bundle'], ['dist/cli', 'tsc']]) {
+      fs.mkdirSync(path.join(tmp, dir), { recursive: true });
+      // The threads the process has once libuv's pool is up (fs.promises uses it).
+      fs.writeFileSync(path.join(tmp, dir, `${name}-main.js`), `import fs from 'node:fs';
+export async function ${fn}() {
+  await fs.promises.readFile('/proc/self/stat');
+  console.log('${tag} ' + process.env.UV_THREADPOOL_SIZE + ' ' + fs.readdirSync('/proc/self/task').length);
+  return 7;
+}\n`);
+    }
+  }
+  return tmp;
+}
+
+describe('bin/* launchers', () => {
+  const dir = fakeTree();
+  for (const [name] of LAUNCHERS) {
+    it(`${name} runs dist/bundle/${name}-main.js, and dist/cli/ only with BHYVE_BUNDLE=0`, () => {
+      const env = { ...process.env };
+      delete env.BHYVE_BUNDLE;
+      const r = spawnSync(process.execPath, [path.join(dir, 'bin', name)], { env, encoding: 'utf8' });
+      expect(r.stdout).toMatch(/^bundle /);
+      expect(r.status).toBe(7);
+      const t = spawnSync(process.execPath, [path.join(dir, 'bin', name)], { env: { ...env, BHYVE_BUNDLE: '0' }, encoding: 'utf8' });
+      expect(t.stdout).toMatch(/^tsc /);
+    });
+  }
+
+  it('bhyve sizes libuv\'s threadpool for the vCPUs of its command line before anything uses it', () => {
+    const env = { ...process.env };
+    delete env.UV_THREADPOOL_SIZE;
+    const run = (...args: string[]): [string, number] => {
+      const out = spawnSync(process.execPath, [path.join(dir, 'bin/bhyve'), ...args], { env, encoding: 'utf8' }).stdout;
+      const m = /^bundle (\d+) (\d+)/.exec(out);
+      expect(m, out).not.toBeNull();
+      return [m![1], Number(m![2])];
+    };
+    const [one, threadsOne] = run('-c', '1', 'vm');
+    expect(one).toBe('8');
+    const [sixteen, threadsSixteen] = run('-c', 'cpus=16,sockets=2', 'vm');
+    expect(sixteen).toBe('23');
+    expect(threadsSixteen - threadsOne).toBe(15); // the pool really has 15 more threads
+    expect(run('-o', 'cpus=64', 'vm')[0]).toBe('71');
+  });
+});
+
+describe.skipIf(!BUILT)('dist/bundle (needs npm run build)', () => {
+  const files = BUILT ? fs.readdirSync(BUNDLE).filter((f) => f.endsWith('.js')) : [];
+
+  it('has an entry for every launcher and for every worker the code starts by name', () => {
+    for (const [name] of LAUNCHERS) expect(files).toContain(`${name}-main.js`);
+    // new Worker(new URL('./NAME.js', import.meta.url)): NAME.js must sit beside the chunks.
+    const src = execFileSync('grep', ['-rhoE', "new URL\\('\\./[a-z0-9-]+\\.js', import\\.meta\\.url\\)", path.join(ROOT, 'src')], { encoding: 'utf8' });
+    const workers = [...src.matchAll(/\.\/([a-z0-9-]+\.js)/g)].map((m) => m[1]);
+    expect(workers).toContain('vcpu-thread.js');
+    for (const w of workers) expect(files).toContain(w);
+  });
+
+  it('imports nothing outside itself but node: modules and npm packages', () => {
+    for (const f of files) {
+      const text = fs.readFileSync(path.join(BUNDLE, f), 'utf8');
+      for (const m of text.matchAll(/(?:from|import)\s*\(?\s*"([^"]+)"/g)) {
+        const spec = m[1];
+        if (spec.startsWith('node:') || !spec.startsWith('.')) continue;
+        expect(spec, `${f} imports ${spec}`).toMatch(/^\.\/[^/]+\.js$/);
+        expect(files, `${f} imports ${spec}`).toContain(spec.slice(2));
+      }
+    }
+  });
+});
