@@ -143,6 +143,8 @@ export interface KvmDoorbells {
   coalesce?(addr: number, len: number, on: boolean): boolean;
   /** Replays the writes buffered in the coalesced ring now. */
   flushCoalesced?(): void;
+  /** True while the MMIO write being handled was buffered in the ring. */
+  replayingCoalesced?(): boolean;
   /** Host pages the guest maps read-only (reads cost no exit), e.g. a
    * device's register block; undefined where KVM cannot map them. */
   registerPages?(size: number): RegisterPages | undefined;

@@ -164,6 +164,7 @@ function kvmDoorbells(vm: Vm, helper: HelperThreadData, bus: LocalIoBus, maps: D
       return true;
     },
     flushCoalesced: () => bus.flushCoalesced(),
+    replayingCoalesced: () => bus.replaying,
     registerPages(size: number): RegisterPages | undefined {
       if (!readonlyMem || size <= 0 || size % PAGE_SIZE) return undefined;
       let m: Mapping;
