@@ -158,7 +158,7 @@ const dist = (p) => new URL(`../dist/${p}`, import.meta.url).href;
 const { GuestMemory } = await import(dist('sys/guest-memory.js'));
 const { openTap } = await import(dist('sys/tap.js'));
 const { VirtioNet, VIRTIO_NET_F_MAC } = await import(dist('devices/virtio/virtio-net.js'));
-const { attachNetBackend, startTapWaker } = await import(dist('devices/virtio/net-backend.js'));
+const { attachNetBackend, startTapWaker } = await import(dist('devices/net/net-backend.js'));
 const { createQueues } = await import(dist('devices/virtio/virtio-device.js'));
 const dgram = await import('node:dgram');
 

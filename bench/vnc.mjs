@@ -9,7 +9,8 @@
 // -vnc (the same guest drives QEMU's bochs-display, see fbuf.c).
 // Also: the cost of bhyve's dirty scan of an unchanged 1024x768 screen
 // (DirtyScanner.scan, in this process), what an idle screen costs per
-// refresh while a client waits.
+// refresh while a client waits, and with vga=on what drawing an 80x25
+// VGA text screen (720x400) costs when the VGA changed (vga-render.ts).
 //
 // Usage: node bench/vnc.mjs [--seconds 5] [--no-write]
 import { parseArgs } from 'node:util';
@@ -176,6 +177,18 @@ if (!opt['no-write']) {
   const t2 = process.hrtime.bigint();
   for (let i = 0; i < n; i++) sc.scan({ width: W, height: H, pixels }, log);
   const loggedUs = Number(process.hrtime.bigint() - t2) / n / 1000;
+  // vga=on: one full draw of a text screen in mode 3 (every cell a character).
+  const { Vga, VGA_RAM_SIZE, VGA_PLANE } = await import(join(ROOT, 'dist/devices/display/vga.js'));
+  const { renderVga } = await import(join(ROOT, 'dist/devices/display/vga-render.js'));
+  const { loadVgaFont } = await import(join(ROOT, 'dist/devices/display/vga-font.js'));
+  const vram = new Uint8Array(VGA_RAM_SIZE);
+  const vga = new Vga({ io: { registerPorts() {} } }, undefined, vram, loadVgaFont());
+  for (let i = 0; i < 2000; i++) { vram[2 * i] = 0x21 + (i % 90); vram[VGA_PLANE + 2 * i] = 0x07 + (i % 7); }
+  const vgaOut = new Uint32Array(2304 * 1024);
+  renderVga(vga.state, vram, vgaOut);
+  const t3 = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) renderVga(vga.state, vram, vgaOut);
+  const vgaUs = Number(process.hrtime.bigint() - t3) / n / 1000;
   const ratio = (a, b) => (b > 0 ? (a / b).toFixed(2) : 'n/a');
   const body = `## VNC: full-screen updates
 \`node bench/vnc.mjs\` — fbuf.rom redraws the whole ${W}x${H} screen continuously (every
@@ -194,6 +207,9 @@ bytes per update Zlib ${ratio(results['bhyve-Zlib'].perFrame, results['qemu-Zlib
 An unchanged screen while a client waits for an update: bhyve asks KVM for the framebuffer's dirty log
 (one KVM_GET_DIRTY_LOG ioctl per refresh) and compares no band: ${loggedUs.toFixed(1)} us per ${W}x${H} scan, nothing
 sent (without the log, comparing every band of 32 rows with the copy costs ${scanUs.toFixed(0)} us). With no client
-waiting there is no scan at all.`;
+waiting there is no scan at all.
+With \`vga=on\` and the VGA shown, the screen is drawn from the VGA's registers and planes only when the
+guest changed them (a change counter in the shared state): ${(vgaUs / 1000).toFixed(2)} ms per 80x25 text screen (720x400)
+drawn, then compared in full; an unchanged VGA is neither drawn nor compared.`;
   writeSection('vnc', body);
 }

@@ -2,6 +2,8 @@
 # Build the test kernels that bhyveload loads, from test/guests/kernels/:
 #   mb-*.S  -> build/kernels/mb-*.bin      Multiboot v1 (a.out kludge), flat
 #              images loaded at 1 MiB, linked by mb.ld
+#   mbelf-*.S -> build/kernels/mbelf-*.elf Multiboot v1 in ELF form, linked
+#              with -Ttext=0x100000 and no -N (headers at 0xff000)
 #   pvh-*.S -> build/kernels/pvh-*.elf     PVH: ELF32 at 1 MiB with the Xen
 #              PHYS32_ENTRY note, linked by pvh.ld
 #   bz-*.S  -> build/kernels/bz-*.bzImage  Linux boot protocol images (setup
@@ -26,6 +28,16 @@ for src in "$SRC"/mb-*.S; do
 	ld -m elf_i386 -T "$SRC/mb.ld" -nostdlib $RWX -o "$OUT/$name.elf" "$OUT/$name.o"
 	objcopy -O binary -j .text "$OUT/$name.elf" "$OUT/$name.bin.tmp"
 	mv "$OUT/$name.bin.tmp" "$OUT/$name.bin"
+	rm -f "$OUT/$name.o"
+done
+# mbelf-*.S -> build/kernels/mbelf-*.elf: Multiboot kernels in ELF form,
+# linked the common way (-Ttext, no -N and no script), so the ELF and
+# program headers form a first PT_LOAD at 0xff000.
+for src in "$SRC"/mbelf-*.S; do
+	name=$(basename "$src" .S)
+	gcc -m32 -c -nostdinc -Wa,--fatal-warnings -o "$OUT/$name.o" "$src"
+	ld -m elf_i386 -Ttext=0x100000 -e entry -nostdlib --build-id=none $RWX -o "$OUT/$name.elf.tmp" "$OUT/$name.o"
+	mv "$OUT/$name.elf.tmp" "$OUT/$name.elf"
 	rm -f "$OUT/$name.o"
 done
 for src in "$SRC"/pvh-*.S; do

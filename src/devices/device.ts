@@ -129,10 +129,32 @@ export interface KvmDoorbells {
    * at `addr` (any length when KVM allows it, else 2 bytes) signals eventfd
    * `fd` without an exit to userspace. False when KVM refused it. */
   ioeventfd(fd: number, addr: number, deassign?: boolean): boolean;
+  /** Registers (`on`) or removes a coalesced MMIO zone (KVM's coalesced
+   * ring, sys/coalesced-mmio.ts): guest writes to [addr, addr+len) no
+   * longer exit; they reach the range's MMIO handler, in order, before the
+   * next access that does exit (to any device), or at flushCoalesced().
+   * False when KVM offers no ring or refused. */
+  coalesce?(addr: number, len: number, on: boolean): boolean;
+  /** Replays the writes buffered in the coalesced ring now. */
+  flushCoalesced?(): void;
+  /** Host pages the guest maps read-only (reads cost no exit), e.g. a
+   * device's register block; undefined where KVM cannot map them. */
+  registerPages?(size: number): RegisterPages | undefined;
   /** Structured-clonable data for a helper worker_thread (see
    * devices/virtio/blk-iothread.ts): the guest RAM file and layout, and
    * what a kick of the device thread needs. */
   readonly helper: HelperThreadData;
+}
+
+/** Pages of host memory a device fills (`bytes`) and the guest reads
+ * through a read-only KVM memory slot: a guest write there exits to the
+ * MMIO handler registered for the range, as before. */
+export interface RegisterPages {
+  readonly bytes: Uint8Array;
+  /** Maps the pages at guest physical `gpa` (page aligned); false when KVM
+   * refused (the range then decodes through MMIO alone). */
+  map(gpa: number): boolean;
+  unmap(): void;
 }
 
 export interface HelperThreadData {

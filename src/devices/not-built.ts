@@ -6,8 +6,8 @@
 // registry.ts.
 
 import { ConfigError, type ConfigTree } from '../config/tree.js';
-import { netbeLegacyConfig, parseLegacyConfig, setValue } from '../config/legacy.js';
-import type { DeviceKey, LegacyParser, PciDeviceRecord } from './pci-device.js';
+import { parseLegacyConfig, setValue } from '../config/legacy.js';
+import type { LegacyParser, PciDeviceRecord } from './pci-device.js';
 
 /** passthru_legacy_config(): `pptN` | `pciB:S:F` | `B/S/F`, then name=value. */
 const passthruLegacy: LegacyParser = (tree, node, opts) => {
@@ -39,53 +39,9 @@ function firstItemAs(key: string): LegacyParser {
   };
 }
 
-/** pci_vt9p_legacy_config(): `sharename=/path[,ro]`. */
-const vt9pLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  const comma = opts.indexOf(',');
-  const first = comma < 0 ? opts : opts.slice(0, comma);
-  const eq = first.indexOf('=');
-  if (eq < 0) throw new ConfigError(`virtio-9p: invalid share "${first}" (use sharename=/path)`);
-  setValue(tree, `${node}.sharename`, first.slice(0, eq));
-  setValue(tree, `${node}.path`, first.slice(eq + 1));
-  if (comma >= 0) parseLegacyConfig(tree, node, opts.slice(comma + 1));
-};
-
-/** pci_xhci_legacy_config(): `tablet[,...]` -> slot.N.device, slots from 1. */
-const xhciLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  let slot = 1;
-  for (const item of opts.split(',')) {
-    if (item === '') continue;
-    const eq = item.indexOf('=');
-    const name = eq < 0 ? item : item.slice(0, eq);
-    if (name !== 'tablet') throw new ConfigError(`xhci: unknown USB device "${name}" (supported: tablet)`);
-    setValue(tree, `${node}.slot.${slot}.device`, name);
-    slot++;
-  }
-};
-
-/** pci_uart_legacy_config(): the whole string is the backend path. */
-const uartLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts !== undefined) setValue(tree, `${node}.path`, opts);
-};
-
-const NET_KEYS: readonly DeviceKey[] = [
-  { key: 'backend', description: 'network backend (tapN, vmnetN, netgraph, netmap:ifname, valeX:port, slirp)' },
-  { key: 'type', description: 'network backend type (tap, netgraph, netmap)' },
-  { key: 'mac', description: 'network device MAC address' },
-  { key: 'mtu', default: '1500', description: 'network device MTU' },
-  { key: 'peerhook', description: 'netgraph peer hook' },
-  { key: 'socket', description: 'netgraph socket name' },
-  { key: 'hook', default: 'vmlink', description: 'netgraph hook' },
-];
-
 export const virtioScsiDevice: PciDeviceRecord = {
   name: 'virtio-scsi', description: 'virtio SCSI controller', legacyConfig: firstItemAs('dev'),
   keys: [{ key: 'dev', description: 'virtio-scsi CAM target device' }, { key: 'iid', description: 'virtio-scsi initiator ID' }],
-};
-export const e1000Device: PciDeviceRecord = {
-  name: 'e1000', description: 'Intel 82545 network device', legacyConfig: netbeLegacyConfig, keys: NET_KEYS,
 };
 export const passthruDevice: PciDeviceRecord = {
   name: 'passthru', description: 'host PCI device passthrough', legacyConfig: passthruLegacy,
@@ -97,27 +53,7 @@ export const passthruDevice: PciDeviceRecord = {
     { key: 'rom', description: 'passthru option ROM file' },
   ],
 };
-export const xhciDevice: PciDeviceRecord = {
-  name: 'xhci', description: 'USB 3 (xHCI) controller', legacyConfig: xhciLegacy,
-  keys: [{ key: 'slot.N.device', description: 'xhci USB device in slot N (tablet)' }],
-};
-export const virtio9pDevice: PciDeviceRecord = {
-  name: 'virtio-9p', description: 'virtio 9p (VirtFS) file sharing', legacyConfig: vt9pLegacy,
-  keys: [
-    { key: 'sharename', description: 'virtio-9p share name' },
-    { key: 'path', description: 'shared host directory' },
-    { key: 'ro', default: 'false', description: 'read-only share' },
-  ],
-};
-export const virtioInputDevice: PciDeviceRecord = {
-  name: 'virtio-input', description: 'virtio input device', legacyConfig: firstItemAs('path'),
-  keys: [{ key: 'path', description: 'host evdev device' }],
-};
 export const hdaDevice: PciDeviceRecord = {
   name: 'hda', description: 'High Definition Audio controller',
   keys: [{ key: 'play', description: 'hda playback device' }, { key: 'rec', description: 'hda recording device' }],
-};
-export const uartDevice: PciDeviceRecord = {
-  name: 'uart', description: 'PCI 16550 UART', legacyConfig: uartLegacy,
-  keys: [{ key: 'path', description: 'UART backend' }],
 };

@@ -22,7 +22,8 @@
 //     for QEMU): the host bridge is QEMU's i440FX with PAM registers
 //     (i440fx.ts) shadowing the legacy BIOS window 0xC0000-0xFFFFF through
 //     ctx.memoryMap (pam.ts; at reset 0xE0000-0xFFFFF reads the boot ROM's
-//     last 128 KiB); QEMU's fw_cfg device at 0x510/0x511 and DMA 0x514 with
+//     last 128 KiB) when there is a boot ROM (without one the window is
+//     RAM holding bhyve's tables, machine.ts legacyWindowFor); QEMU's fw_cfg device at 0x510/0x511 and DMA 0x514 with
 //     etc/e820, ACPI (with this platform's INTx routes), SMBIOS, bootorder
 //     (this platform's boot order) and the -f user files; the CMOS boot
 //     order and CPU count cells QEMU fills (0x3d/0x38 hard disk first,
@@ -64,6 +65,7 @@ import { Piix4Pm, PIIX4_PM_FUNC } from './pci/piix4-pm.js';
 import { createFwCfg, type FwCfg, type FwCfgFile } from '../firmware/fwcfg.js';
 import { type BuiltMachine, buildFwCfgFiles, fwCfgUuid } from '../firmware/index.js';
 import { DebugCon, DEBUGCON_PORT } from '../firmware/debugcon.js';
+import { XhciController } from './usb/xhci.js';
 import { Fbuf } from './display/fbuf.js';
 import fs from 'node:fs';
 
@@ -137,7 +139,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   pci.registerEcam(ctx);
   // The chipset's shadowing of 0xC0000-0xFFFFF, there before any CPU runs.
   let pam: PamShadow | undefined;
-  if (qemu && ctx.memoryMap) {
+  if (qemu && bootrom && ctx.memoryMap) {
     pam = new PamShadow(ctx.memoryMap, bootromSize(ctx.config.get('lpc.bootrom')));
     pam.register(ctx);
   }
@@ -202,6 +204,9 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
 
   const atkbdc = new AtKbdc(ctx);
   for (const f of pci.functions()) if (f instanceof Fbuf) f.attachKeyboard(atkbdc); // VNC keys and pointer
+  // With an xhci tablet, VNC pointer events go to it (absolute) instead of the PS/2 mouse.
+  const tablet = pci.functions().find((f): f is XhciController => f instanceof XhciController)?.tablet;
+  if (tablet) for (const f of pci.functions()) if (f instanceof Fbuf) f.attachPointer(tablet);
   pirq.reserveIrq(KBD_DEV_IRQ);
   pirq.reserveIrq(AUX_DEV_IRQ);
   devices.push(atkbdc);

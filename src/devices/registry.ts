@@ -18,11 +18,16 @@ import { virtioRndDevice } from './virtio/virtio-rnd.js';
 import { virtioConsoleDevice } from './virtio/virtio-console.js';
 import { ahciCdDevice, ahciDevice, ahciHdDevice } from './ahci/ahci.js';
 import { nvmeDevice } from './nvme/nvme.js';
+import { e1000Device } from './net/e1000.js';
 import { fbufDevice } from './display/fbuf.js';
+import { uartDevice } from './pci-uart.js';
+import { virtioInputDevice } from './virtio/virtio-input.js';
+import { loadKeyboardLayout } from './display/kbd-layout.js';
 import {
-  e1000Device, hdaDevice, passthruDevice, uartDevice, virtio9pDevice, virtioInputDevice, virtioScsiDevice,
-  xhciDevice,
+  hdaDevice, passthruDevice, virtioScsiDevice,
 } from './not-built.js';
+import { virtio9pDevice } from './virtio/virtio-9p.js';
+import { xhciDevice } from './usb/xhci.js';
 
 export type { PciDeviceRecord } from './pci-device.js';
 
@@ -141,7 +146,6 @@ export const FEATURES: Record<string, { description: string; implemented: boolea
   gdb: { description: '-G GDB debug server (gdb.port)', implemented: false },
   restore: { description: '-r snapshot restore', implemented: false },
   numa: { description: '-n guest NUMA domains (domains.*)', implemented: false },
-  keyboard: { description: '-K keyboard layout (keyboard.layout)', implemented: false },
   'fwcfg-qemu': { description: 'QEMU fw_cfg interface (lpc.fwcfg=qemu)', implemented: true },
   'fwcfg-files': { description: '-f fw_cfg user files', implemented: true },
   'vcpu-pinning': { description: '-p vCPU pinning (vcpu.N.cpuset)', implemented: true },
@@ -189,7 +193,8 @@ export function validateForStart(config: ConfigTree, extras: StartExtras = {}): 
   if (gdbPort !== undefined && gdbPort !== '0') requireFeature('gdb');
   if (extras.restoreFile !== undefined) requireFeature('restore');
   if (config.getNode('domains')) requireFeature('numa');
-  if (config.get('keyboard.layout') !== undefined) requireFeature('keyboard');
+  const layout = config.get('keyboard.layout');
+  if (layout !== undefined) loadKeyboardLayout(layout);
   if (extras.fwcfgFiles && extras.fwcfgFiles.length > 0) requireFeature('fwcfg-files');
   if (config.getNode('vcpu')) requireFeature('vcpu-pinning');
   if (config.getBool('memory.wired', false)) requireFeature('wired-memory');

@@ -65,10 +65,16 @@ export class GuestAllocator {
 
   constructor(readonly memory: GuestMemory, readonly layout: MemoryLayout) {}
 
-  /** Claims [addr, addr+size); a clear error when it is not RAM or is taken. */
-  reserve(addr: number, size: number, what: string): Placement {
+  /** Claims [addr, addr+size); a clear error when it is not RAM or is taken.
+   * `fileAsks`: the kernel file itself names the address (an ELF PT_LOAD, a
+   * Multiboot load address). Then 0xA0000-0xFFFFF counts as RAM, which it
+   * is in bhyve's memory model (only the map given to the OS marks it
+   * reserved), so a kernel whose first segment holds its ELF headers at
+   * 0xff000 loads as GRUB and QEMU load it. The loader's own structures
+   * still keep out of that range. */
+  reserve(addr: number, size: number, what: string, fileAsks = false): Placement {
     if (size <= 0) size = 1;
-    if (!this.memory.contains(addr, size) || !this.isUsableRam(addr, size)) {
+    if (!this.memory.contains(addr, size) || !this.isUsableRam(addr, size, fileAsks)) {
       throw new LoaderError(`${what} at ${hex(addr)}-${hex(addr + size)} does not fit in guest memory (${this.describeRam()})`);
     }
     const clash = this.placements.find((p) => addr < p.addr + p.size && p.addr < addr + size);
@@ -145,9 +151,9 @@ export class GuestAllocator {
     return best;
   }
 
-  private isUsableRam(addr: number, size: number): boolean {
+  private isUsableRam(addr: number, size: number, holeIsRam = false): boolean {
     const end = addr + size;
-    if (addr < LEGACY_HOLE_END && end > LEGACY_HOLE_START) return false;
+    if (!holeIsRam && addr < LEGACY_HOLE_END && end > LEGACY_HOLE_START) return false;
     if (end <= this.layout.lowmem) return true;
     return addr >= HIGHMEM_BASE && end <= HIGHMEM_BASE + this.layout.highmem;
   }

@@ -98,7 +98,7 @@ export function loadMultiboot(image: Uint8Array, o: LoadOptions): MultibootLoadR
     const loadEnd = h.loadAddr + loadSize;
     const bssEnd = h.bssEndAddr === 0 ? loadEnd : h.bssEndAddr;
     if (bssEnd < loadEnd) throw new LoaderError(`${name}: corrupt Multiboot header (bss_end_addr below the loaded image)`);
-    alloc.reserve(h.loadAddr, bssEnd - h.loadAddr, 'kernel');
+    alloc.reserve(h.loadAddr, bssEnd - h.loadAddr, 'kernel', true);
     alloc.write(h.loadAddr, image.subarray(fileStart, fileStart + loadSize));
     alloc.zero(loadEnd, bssEnd - loadEnd);
     entry = h.entryAddr;

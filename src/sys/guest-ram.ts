@@ -48,19 +48,28 @@ export function ramRegions(chunks: readonly RamChunk[]): MemoryRegion[] {
 
 export interface RamSlot { slot: number; gpa: number; size: number; address: bigint }
 
+/** The legacy VGA memory window, left out of RAM for fbuf's vga=on. */
+export const VGA_WINDOW_BASE = 0xa0000;
+export const VGA_WINDOW_END = 0xc0000;
+
 /** The KVM memory slots for the chunks; with `legacyWindow`, 0xC0000-0xFFFFF
- * is left out for the chipset model to map. */
-export function ramSlots(chunks: readonly RamChunk[], legacyWindow: boolean): RamSlot[] {
+ * is left out for the chipset model to map, with `vgaWindow` 0xA0000-0xBFFFF
+ * for the VGA's memory handler. */
+export function ramSlots(chunks: readonly RamChunk[], legacyWindow: boolean, vgaWindow = false): RamSlot[] {
+  const holes: Array<[number, number]> = [];
+  if (vgaWindow) holes.push([VGA_WINDOW_BASE, VGA_WINDOW_END]);
+  if (legacyWindow) holes.push([LEGACY_WINDOW_BASE, LEGACY_WINDOW_END]);
   const slots: RamSlot[] = [];
   let slot = FIRST_RAM_SLOT;
   for (const c of chunks) {
     const size = c.map.length;
-    if (legacyWindow && c.gpa === 0 && size > LEGACY_WINDOW_END) {
-      slots.push({ slot: slot++, gpa: 0, size: LEGACY_WINDOW_BASE, address: c.map.address });
-      slots.push({ slot: slot++, gpa: LEGACY_WINDOW_END, size: size - LEGACY_WINDOW_END, address: c.map.address + BigInt(LEGACY_WINDOW_END) });
-    } else {
-      slots.push({ slot: slot++, gpa: c.gpa, size, address: c.map.address });
+    let from = 0;
+    for (const [lo, hi] of c.gpa === 0 ? holes : []) {
+      if (hi > size) break;
+      if (lo > from) slots.push({ slot: slot++, gpa: from, size: lo - from, address: c.map.address + BigInt(from) });
+      from = hi;
     }
+    if (from < size) slots.push({ slot: slot++, gpa: c.gpa + from, size: size - from, address: c.map.address + BigInt(from) });
   }
   return slots;
 }

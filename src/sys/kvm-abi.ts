@@ -42,6 +42,9 @@ export const SIZEOF = {
   kvm_irq_routing_entry: 48,
   kvm_irq_routing_msi: 16,
   kvm_irq_routing_irqchip: 8,
+  kvm_coalesced_mmio_zone: 16,
+  kvm_coalesced_mmio: 24,
+  kvm_coalesced_mmio_ring: 8,
 } as const;
 
 export const KVM = {
@@ -77,12 +80,16 @@ export const KVM = {
   SET_GSI_ROUTING: iow(0x6a, SIZEOF.kvm_irq_routing),
   IRQFD: iow(0x76, SIZEOF.kvm_irqfd),
   IOEVENTFD: iow(0x79, SIZEOF.kvm_ioeventfd),
+  REGISTER_COALESCED_MMIO: iow(0x67, SIZEOF.kvm_coalesced_mmio_zone),
+  UNREGISTER_COALESCED_MMIO: iow(0x68, SIZEOF.kvm_coalesced_mmio_zone),
 } as const;
 
 export const CAP = {
   IRQCHIP: 0,
   HLT: 1,
   USER_MEMORY: 3,
+  /** Answers the page of the vCPU mapping that holds the coalesced MMIO ring. */
+  COALESCED_MMIO: 15,
   SET_TSS_ADDR: 4,
   NR_VCPUS: 9,
   PIT2: 33,
@@ -192,6 +199,13 @@ export const STATS_DESC = { flags: 0, exponent: 4, size: 6, offset: 8, bucket_si
  * I/O with FLAG_PIO) signals `fd` in the kernel, without an exit to us. */
 export const IOEVENTFD = { datamatch: 0, addr: 8, len: 16, fd: 20, flags: 24 } as const;
 export const IOEVENTFD_FLAG = { DATAMATCH: 1 << 0, PIO: 1 << 1, DEASSIGN: 1 << 2 } as const;
+/** struct kvm_coalesced_mmio_zone: guest writes to [addr, addr+size) are
+ * appended to the VM's coalesced MMIO ring instead of exiting to us. */
+export const COALESCED_MMIO_ZONE = { addr: 0, size: 8, pio: 12 } as const;
+/** struct kvm_coalesced_mmio_ring { u32 first, last; entries[] } (one page
+ * of the vCPU mapping) and its entries (struct kvm_coalesced_mmio). */
+export const COALESCED_MMIO_RING = { first: 0, last: 4, coalesced_mmio: 8 } as const;
+export const COALESCED_MMIO = { phys_addr: 0, len: 8, pio: 12, data: 16 } as const;
 /** struct kvm_irqfd: writing `fd` injects GSI `gsi` (through its route). */
 export const IRQFD = { fd: 0, gsi: 4, flags: 8, resamplefd: 12 } as const;
 export const IRQFD_FLAG = { DEASSIGN: 1 << 0, RESAMPLE: 1 << 1 } as const;

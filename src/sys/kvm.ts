@@ -5,7 +5,7 @@
 import { UserError } from '../user-error.js';
 import fs from 'node:fs';
 import {
-  CAP, CPUID_ENTRY, DTABLE, ENABLE_CAP, IOAPIC_NUM_PINS, IOEVENTFD, IOEVENTFD_FLAG, IRQ_LEVEL, IRQ_ROUTING,
+  CAP, COALESCED_MMIO_ZONE, CPUID_ENTRY, DTABLE, ENABLE_CAP, IOAPIC_NUM_PINS, IOEVENTFD, IOEVENTFD_FLAG, IRQ_LEVEL, IRQ_ROUTING,
   IRQ_ROUTING_ENTRY, IRQ_ROUTING_IRQCHIP, IRQ_ROUTING_MSI, IRQ_ROUTING_TYPE, IRQCHIP, IRQFD, IRQFD_FLAG, KVM,
   KVM_RUN_OFF, MSI, REGS_ORDER, SEGMENT, SIZEOF, SREGS, STATS_DESC, STATS_HEADER, USERSPACE_MEMORY_REGION,
   MEM_READONLY, type RegName, MEM_LOG_DIRTY_PAGES,
@@ -175,6 +175,18 @@ export class Vm {
     v.setInt32(IOEVENTFD.fd, opts.fd, true);
     v.setUint32(IOEVENTFD.flags, flags, true);
     ioctl(this.fd, KVM.IOEVENTFD, b, `KVM_IOEVENTFD${opts.deassign ? ' (deassign)' : ''} at 0x${opts.addr.toString(16)}`);
+  }
+
+  /** KVM_(UN)REGISTER_COALESCED_MMIO: guest MMIO writes to [addr,
+   * addr+size) are appended to the VM's coalesced ring (CoalescedMmioRing)
+   * and the vCPU goes straight back to the guest; reads still exit. */
+  coalescedMmio(addr: number, size: number, register: boolean): void {
+    const b = new Uint8Array(SIZEOF.kvm_coalesced_mmio_zone);
+    const v = new DataView(b.buffer);
+    v.setBigUint64(COALESCED_MMIO_ZONE.addr, BigInt(addr), true);
+    v.setUint32(COALESCED_MMIO_ZONE.size, size, true);
+    const req = register ? KVM.REGISTER_COALESCED_MMIO : KVM.UNREGISTER_COALESCED_MMIO;
+    ioctl(this.fd, req, b, `KVM_${register ? '' : 'UN'}REGISTER_COALESCED_MMIO at 0x${addr.toString(16)}`);
   }
 
   /** KVM_IRQFD: writing eventfd `fd` raises GSI `gsi` (through its route). */

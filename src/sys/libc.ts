@@ -167,6 +167,27 @@ export function mmap(length: number, prot: number, fd: number, offset: number, w
   };
 }
 
+const MAP_ANONYMOUS = 0x20;
+
+/** Zeroed, page-aligned memory of this process (shared anonymous), e.g.
+ * for pages a device lets the guest map through a KVM memory slot. */
+export function anonymousMapping(length: number, what: string): Mapping {
+  const ptr = mmapFn(null, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0n);
+  const address = koffi().address(ptr);
+  if (address === 0xffffffffffffffffn) throw new SysError(`mmap ${what}`, errno());
+  const bytes = new Uint8Array(koffi().view(ptr, length));
+  let mapped = true;
+  return {
+    address,
+    bytes,
+    length,
+    ptr,
+    unmap() {
+      if (mapped) { munmapFn(ptr, length); mapped = false; }
+    },
+  };
+}
+
 /** Zeroed native memory that stays put (for kernel structures that hold a
  * pointer, e.g. KVM_GET_DIRTY_LOG's bitmap), with a view of it. Never freed. */
 export function nativeBuffer(length: number): { address: bigint; bytes: Uint8Array } {

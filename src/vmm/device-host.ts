@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { ConfigTree } from '../config/tree.js';
-import type { ByteStream, Device, DeviceContext, HelperThreadData, InterruptSink, KvmDoorbells, MachineControl } from '../devices/device.js';
+import type { ByteStream, Device, DeviceContext, HelperThreadData, InterruptSink, KvmDoorbells, MachineControl, RegisterPages } from '../devices/device.js';
 import { attachUartStream } from '../devices/lpc/uart-backend.js';
 import { buildPlatform, type Platform } from '../devices/platform.js';
 import { buildFirmwareInMemory } from '../firmware/index.js';
@@ -19,8 +19,11 @@ import { GuestMemory } from '../sys/guest-memory.js';
 import { mapGuestRam, ramRegions } from '../sys/guest-ram.js';
 import { LocalIoBus } from './io-bus.js';
 import { CAP } from '../sys/kvm-abi.js';
+import { PAGE_SIZE } from '../sys/memory-map.js';
 import { Vm } from '../sys/kvm.js';
 import { DEVICE_REQUEST } from '../sys/doorbell.js';
+import { CoalescedMmioRing } from '../sys/coalesced-mmio.js';
+import { anonymousMapping, type Mapping } from '../sys/libc.js';
 import type { DeviceHostData } from './vcpu-thread-data.js';
 import type { Doorbell } from '../sys/doorbell.js';
 import { hostPortLookup } from '../devices/virtio/host-ports.js';
@@ -33,7 +36,9 @@ export class DeviceHost {
   private devices: Device[] = [];
   private memoryMap: DeviceMemoryMap | undefined;
 
-  constructor(d: DeviceHostData, vcpuCount: number, doorbell: Doorbell, private readonly requestExit: (r: ExitRequest) => void) {
+  /** `bspRun` is vCPU 0's kvm_run mapping (it holds KVM's coalesced MMIO ring). */
+  constructor(d: DeviceHostData, vcpuCount: number, doorbell: Doorbell, private readonly requestExit: (r: ExitRequest) => void,
+    bspRun?: Mapping) {
     this.timers = new DeviceTimers(d.timerSab);
     this.mailboxes = d.mailboxes.map((sab) => new Mailbox(sab));
     const vm = new Vm(null, d.vmFd);
@@ -52,6 +57,13 @@ export class DeviceHost {
     // The VARS file's KVM slot belongs to this thread (bootvars.ts maps and
     // unmaps it as the CFI flash enters and leaves read-array mode).
     const bootvarsPath = d.bootromPath !== undefined ? config.get('lpc.bootvars') : undefined;
+    // Device mappings share one slot allocator; only the platforms that
+    // leave a range for devices see it as ctx.memoryMap.
+    const deviceMaps = new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath, d.framebufferPath);
+    const ringPage = bspRun ? vm.checkExtension(CAP.COALESCED_MMIO) : 0;
+    if (ringPage > 0 && bspRun) {
+      try { this.bus.attachCoalescedRing(new CoalescedMmioRing(bspRun.bytes, ringPage)); } catch { /* no ring page: writes exit */ }
+    }
     const ctx: DeviceContext = {
       io: this.bus,
       irq,
@@ -60,9 +72,10 @@ export class DeviceHost {
       machine,
       timer: (callback) => this.timers.create(callback),
       hostPorts: hostPortLookup(d.hostPorts),
-      kvm: kvmDoorbells(vm, { memoryPath: d.memoryPath, layout: d.layout, doorbell: doorbell.transfer }),
+      kvm: kvmDoorbells(vm, { memoryPath: d.memoryPath, layout: d.layout, doorbell: doorbell.transfer }, this.bus, deviceMaps,
+        ringPage > 0 && bspRun !== undefined),
       memoryMap: this.memoryMap = d.legacyWindow || bootvarsPath !== undefined || d.framebufferPath !== undefined
-        ? new DeviceMemoryMap(vm, ram[0].map, d.bootromPath, bootvarsPath, d.framebufferPath) : undefined,
+        ? deviceMaps : undefined,
       stream(key: string): ByteStream | undefined {
         const t = d.streams[key];
         if (!t) return undefined;
@@ -94,6 +107,7 @@ export class DeviceHost {
 
   /** Work that arrived by kick, `requests` being DEVICE_REQUEST bits. */
   serve(requests: number): void {
+    this.bus.flushCoalesced();
     for (const m of this.mailboxes) m.serve(this.bus);
     // Before the guest enables ACPI, bhyve has no SIGTERM handler: it dies.
     if (requests & DEVICE_REQUEST.POWER_BUTTON && !this.platform?.pm.pressPowerButton()) {
@@ -121,11 +135,13 @@ export class DeviceHost {
   }
 }
 
-/** DeviceContext.kvm: ioeventfds on this VM, and what a device's helper
+/** DeviceContext.kvm: ioeventfds and coalesced MMIO zones on this VM,
+ * register pages the guest maps read-only, and what a device's helper
  * thread (virtio-blk iothread) needs to map RAM and ring this thread. */
-function kvmDoorbells(vm: Vm, helper: HelperThreadData): KvmDoorbells | undefined {
+function kvmDoorbells(vm: Vm, helper: HelperThreadData, bus: LocalIoBus, maps: DeviceMemoryMap, ring: boolean): KvmDoorbells | undefined {
   if (!vm.checkExtension(CAP.IOEVENTFD)) return undefined;
   const anyLength = vm.checkExtension(CAP.IOEVENTFD_ANY_LENGTH) !== 0;
+  const readonlyMem = vm.checkExtension(CAP.READONLY_MEM) !== 0;
   return {
     ioeventfd(fd: number, addr: number, deassign = false): boolean {
       try {
@@ -134,6 +150,38 @@ function kvmDoorbells(vm: Vm, helper: HelperThreadData): KvmDoorbells | undefine
       } catch {
         return false;
       }
+    },
+    coalesce(addr: number, len: number, on: boolean): boolean {
+      if (!ring) return false;
+      try {
+        vm.coalescedMmio(addr, len, on);
+      } catch {
+        return false;
+      }
+      // Writes buffered before a zone goes away still belong to the device.
+      if (!on) bus.flushCoalesced();
+      return true;
+    },
+    flushCoalesced: () => bus.flushCoalesced(),
+    registerPages(size: number): RegisterPages | undefined {
+      if (!readonlyMem || size <= 0 || size % PAGE_SIZE) return undefined;
+      let m: Mapping;
+      try { m = anonymousMapping(size, 'device register pages'); } catch { return undefined; }
+      let at: number | undefined;
+      return {
+        bytes: m.bytes,
+        map(gpa: number): boolean {
+          if (at !== undefined) maps.unmap(at);
+          at = undefined;
+          try { maps.mapHost(gpa, size, m.address, true); } catch { return false; }
+          at = gpa;
+          return true;
+        },
+        unmap(): void {
+          if (at !== undefined) maps.unmap(at);
+          at = undefined;
+        },
+      };
     },
     helper,
   };

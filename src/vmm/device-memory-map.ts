@@ -36,6 +36,22 @@ export class DeviceMemoryMap implements MemoryMapControl {
     this.slots.set(gpa, { slot, size });
   }
 
+  /** Maps `size` bytes of this process's memory at host `address` (page
+   * aligned, e.g. a device's register pages) at `gpa`. */
+  mapHost(gpa: number, size: number, address: bigint, readonly: boolean): void {
+    if (gpa % PAGE_SIZE || size % PAGE_SIZE || size <= 0 || address % BigInt(PAGE_SIZE)) throw new RangeError(`mapping 0x${gpa.toString(16)}+0x${size.toString(16)} is not page aligned`);
+    this.unmap(gpa);
+    const slot = this.free.pop() ?? this.next++;
+    if (slot >= MAX_SLOTS) throw new RangeError('out of KVM memory slots for device mappings');
+    try {
+      this.vm.setMemoryRegion(slot, gpa, size, address, readonly);
+    } catch (e) {
+      this.free.push(slot);
+      throw e;
+    }
+    this.slots.set(gpa, { slot, size });
+  }
+
   slotAt(gpa: number): number | undefined {
     return this.slots.get(gpa)?.slot;
   }

@@ -32,3 +32,21 @@ export function exitStatusOf(req: ExitRequest): number {
     case 'signal': return 128 + SIGNAL_NUMBERS[req.signal];
   }
 }
+
+/** The line bhyve prints on stderr when the status alone does not say what
+ * ended the run: a triple fault (3), and a pc-testdev exit whose status is
+ * also one of bhyve's own (value 1 or 0x81 gives 3, as a triple fault;
+ * 0 or 0x80 gives 1, as a power-off). bhyve has the same collision and says
+ * nothing; the statuses stay bhyve's. */
+export function exitNotice(req: ExitRequest): string | undefined {
+  if (req.kind === 'triplefault') {
+    return `triple fault on vCPU ${req.vcpu}${req.rip === undefined ? '' : ` at rip 0x${req.rip.toString(16)}`} (exit status 3)`;
+  }
+  if (req.kind === 'testdev') {
+    const status = exitStatusOf(req);
+    if (status === EXIT_TRIPLEFAULT || status === EXIT_POWEROFF) {
+      return `pc-testdev exit: the guest wrote 0x${req.value.toString(16)} to port 0xf4 (exit status ${status}, not a ${status === EXIT_POWEROFF ? 'power-off' : 'triple fault'})`;
+    }
+  }
+  return undefined;
+}

@@ -4,6 +4,7 @@
 
 import type { AccessSize, IoRegistrar, MmioHandler, PortIoHandler } from '../devices/device.js';
 import { RangeRegistry } from './range-registry.js';
+import type { CoalescedMmioRing } from '../sys/coalesced-mmio.js';
 
 export interface IoBus {
   /** The value read, or undefined when no device decodes the port. */
@@ -18,6 +19,28 @@ export interface IoBus {
 export class LocalIoBus implements IoBus, IoRegistrar {
   readonly ports = new RangeRegistry<PortIoHandler>('I/O port');
   readonly mmio = new RangeRegistry<MmioHandler>('MMIO');
+  /** KVM's coalesced MMIO ring, when devices buffer writes in it: its
+   * writes are replayed before any other access reaches a device. */
+  private ring: CoalescedMmioRing | undefined;
+  /** Buffered writes replayed so far (diagnostics, tests). */
+  coalescedWrites = 0;
+
+  attachCoalescedRing(ring: CoalescedMmioRing): void {
+    this.ring = ring;
+  }
+
+  /** Replays the writes KVM buffered in the coalesced ring, in order. */
+  flushCoalesced(): void {
+    const ring = this.ring;
+    if (ring === undefined || !ring.pending) return;
+    this.coalescedWrites += ring.drain((addr, data, pio) => {
+      if (!pio) { this.mmio.find(addr)?.handler.write(addr, data); return; }
+      if (data.length > 4) return; // no 8-byte port writes
+      let value = 0;
+      for (let i = data.length - 1; i >= 0; i--) value = value * 256 + data[i];
+      this.ports.find(addr)?.handler.write(addr, data.length as AccessSize, value);
+    });
+  }
 
   registerPorts(name: string, base: number, length: number, handler: PortIoHandler): void {
     if (base + length > 0x10000) throw new RangeError(`I/O port range of ${name} ends past 0xffff`);
@@ -37,11 +60,13 @@ export class LocalIoBus implements IoBus, IoRegistrar {
   }
 
   portRead(port: number, size: AccessSize): number | undefined {
+    if (this.ring !== undefined) this.flushCoalesced();
     const r = this.ports.find(port);
     return r ? r.handler.read(port, size) : undefined;
   }
 
   portWrite(port: number, size: AccessSize, value: number): boolean {
+    if (this.ring !== undefined) this.flushCoalesced();
     const r = this.ports.find(port);
     if (!r) return false;
     r.handler.write(port, size, value);
@@ -49,6 +74,7 @@ export class LocalIoBus implements IoBus, IoRegistrar {
   }
 
   mmioRead(addr: number, data: Uint8Array): boolean {
+    if (this.ring !== undefined) this.flushCoalesced();
     const r = this.mmio.find(addr);
     if (!r) return false;
     r.handler.read(addr, data);
@@ -56,6 +82,7 @@ export class LocalIoBus implements IoBus, IoRegistrar {
   }
 
   mmioWrite(addr: number, data: Uint8Array): boolean {
+    if (this.ring !== undefined) this.flushCoalesced();
     const r = this.mmio.find(addr);
     if (!r) return false;
     r.handler.write(addr, data);

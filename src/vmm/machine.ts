@@ -13,7 +13,8 @@ import { loadBootrom, type BootromSegment } from './bootrom.js';
 import { buildCpuid, type Topology } from './cpuid.js';
 import { buildSmbiosInMemory, smbiosOptionsFromConfig } from '../firmware/smbios.js';
 import { checkGuestMemorySize, checkVcpuCount } from './guest-limits.js';
-import { mapGuestRam, ramSlots, type RamChunk } from '../sys/guest-ram.js';
+import { mapGuestRam, ramSlots, VGA_WINDOW_END, type RamChunk } from '../sys/guest-ram.js';
+import { fbufVgaOn } from '../devices/display/fbuf-options.js';
 import { CAP, IDENTITY_MAP_ADDR, MSR_EXIT_REASON_UNKNOWN, PIT_SPEAKER_DUMMY, TSS_ADDR } from '../sys/kvm-abi.js';
 import { Kvm, Vcpu, type Vm } from '../sys/kvm.js';
 import { madvise, MADV_DODUMP, MADV_DONTDUMP, mlock, mmap, PROT_READ, PROT_WRITE, type Mapping } from '../sys/libc.js';
@@ -38,9 +39,19 @@ export interface Machine {
   vcpus: Vcpu[];
 }
 
-/** Whether the legacy BIOS window is left to the chipset (QEMU personality). */
+/** Whether the legacy BIOS window is left to the chipset (QEMU personality
+ * with a boot ROM for the PAM registers to shadow). Without a ROM (a kernel
+ * from bhyveload) there is no BIOS to shadow and nobody to program PAM: the
+ * window stays RAM, as in bhyve's own model, so the guest sees the ACPI,
+ * SMBIOS and MP tables written there. */
 export function legacyWindowFor(config: ConfigTree, layout: MemoryLayout): boolean {
-  return config.get('lpc.fwcfg') === 'qemu' && layout.lowmem > LEGACY_WINDOW_END;
+  return config.get('lpc.fwcfg') === 'qemu' && config.get('lpc.bootrom') !== undefined
+    && layout.lowmem > LEGACY_WINDOW_END;
+}
+
+/** Whether 0xA0000-0xBFFFF is left to fbuf's VGA (vga=on). */
+export function vgaWindowFor(config: ConfigTree, layout: MemoryLayout): boolean {
+  return fbufVgaOn(config) && layout.lowmem > VGA_WINDOW_END;
 }
 
 function setUpMemory(vm: Vm, vmObject: VmObject, layout: MemoryLayout, config: ConfigTree): RamChunk[] {
@@ -51,7 +62,7 @@ function setUpMemory(vm: Vm, vmObject: VmObject, layout: MemoryLayout, config: C
   } finally {
     fs.closeSync(fd);
   }
-  for (const s of ramSlots(ram, legacyWindowFor(config, layout))) vm.setMemoryRegion(s.slot, s.gpa, s.size, s.address, false);
+  for (const s of ramSlots(ram, legacyWindowFor(config, layout), vgaWindowFor(config, layout))) vm.setMemoryRegion(s.slot, s.gpa, s.size, s.address, false);
   const wired = config.getBool('memory.wired', false);
   // bhyve leaves guest memory out of core dumps unless -C.
   const dump = config.getBool('memory.guest_in_core', false) ? MADV_DODUMP : MADV_DONTDUMP;

@@ -6,12 +6,13 @@ import type { Worker } from 'node:worker_threads';
 import { retireVcpuThread, spawnVcpuThread, spawnVcpuThreads } from './vcpu-threads.js';
 import type { ConfigTree } from '../config/tree.js';
 import { openUartBackend, restoreTerminal, type UartBackendHost, type UartStreamTransfer } from '../devices/lpc/uart-backend.js';
+import { pciUartBackends } from '../devices/pci-uart.js';
 import { openHostPorts, type HostPorts } from '../devices/virtio/host-ports.js';
 import { openDisplay, type DisplayHost } from '../devices/display/fbuf-host.js';
 import { Mailbox } from './ap-mailbox.js';
 import { ControlServer } from './control-socket.js';
 import { controlHandlers } from './control-ops.js';
-import { exitStatusOf, type ExitRequest } from './exit-status.js';
+import { exitNotice, exitStatusOf, type ExitRequest } from './exit-status.js';
 import { createTimerTable, DeviceTimerHost } from './device-timers.js';
 import { HALT_WATCH_MS, watchHalts } from './halt-watch.js';
 import { KvmStats } from '../sys/kvm.js';
@@ -130,6 +131,13 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       backends.push(host);
       streams[`lpc.${com}`] = host.transfer;
     }
+    // PCI UARTs (-s N,uart,path): the same backends, keyed by slot node.
+    for (const u of pciUartBackends(config)) {
+      const host = await openUartBackend(u.path, () => kickDeviceThread(DEVICE_REQUEST.POLL))
+        .catch((e: unknown) => { throw userErrorWithPrefix(e, `uart at pci slot ${u.where}: `); });
+      backends.push(host);
+      streams[u.node] = host.transfer;
+    }
     // virtio-net taps and virtio-console sockets, by slot node.
     hostPorts = await openHostPorts(config, () => kickDeviceThread(DEVICE_REQUEST.POLL))
       .catch((e: unknown) => { throw userErrorWithPrefix(e, ''); });
@@ -223,8 +231,10 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     if (watchdog) clearInterval(watchdog);
     const grace = new Promise<void>((r) => setTimeout(r, STOP_GRACE_MS).unref());
     await Promise.race([Promise.all(stoppedAll), grace]);
+    const notice = exitNotice(req);
     trace('main: threads stopped');
     if (req.kind === 'error') process.stderr.write(`bhyve: ${req.message}\n`);
+    else if (notice !== undefined) process.stderr.write(`bhyve: ${notice}\n`);
     else if (process.env.BHYVE_DEBUG) process.stderr.write(`bhyve: ${describe(req)}\n`);
     const destroy = machine.vmObject.createdHere
       || (req.kind === 'poweroff' && config.getBool('destroy_on_poweroff', false));

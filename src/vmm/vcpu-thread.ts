@@ -48,7 +48,7 @@ if (d.cpuset && d.cpuset.length) pinThisThread(d.cpuset);
 // others forward device accesses to it and ring.
 const doorbell = Doorbell.attach(d.doorbell, d.id === 0 ? vcpu : undefined);
 if (d.id === 0) doorbell.answerOn(gettid());
-const host = d.deviceHost ? new DeviceHost(d.deviceHost, d.vcpuCount, doorbell, requestExit) : undefined;
+const host = d.deviceHost ? new DeviceHost(d.deviceHost, d.vcpuCount, doorbell, requestExit, vcpu.run) : undefined;
 const bus: IoBus = host?.bus
   ?? new ForwardingIoBus(new Mailbox(d.mailbox!), () => doorbell.ring(), () => control.stopped);
 

@@ -10,6 +10,7 @@ import type {
   AccessSize, ByteStream, DeviceContext, DeviceTimer, InterruptSink, MemoryBacking, MemoryMapControl,
 } from '../../src/devices/device.js';
 import type { ExitRequest } from '../../src/vmm/exit-status.js';
+import { FILE_SIZE as FRAMEBUFFER_FILE_SIZE } from '../../src/devices/display/framebuffer-file.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import type { MemoryLayout } from '../../src/sys/memory-map.js';
@@ -131,9 +132,11 @@ export class HangError extends Error {
   constructor(message: string) { super(message); this.name = 'HangError'; }
 }
 
-/** Backings a MemoryMapControl can show: RAM, a boot ROM, a VARS file. */
+/** Backings a MemoryMapControl can show: RAM, a boot ROM, a VARS file, fbuf's file. */
 class FakeMemoryMap implements MemoryMapControl {
   readonly maps = new Map<number, { size: number; backing: MemoryBacking; readonly: boolean }>();
+  /** fbuf's framebuffer file (pixels, registers, VGA), made when a device asks. */
+  framebuffer: Uint8Array | undefined;
   constructor(private readonly ram: Uint8Array, readonly bootrom: Uint8Array, readonly bootvars: Uint8Array) {}
   map(gpa: number, size: number, backing: MemoryBacking, readonly: boolean): void {
     if (gpa % 4096 !== 0 || size % 4096 !== 0 || size <= 0) throw new Error(`unaligned map 0x${gpa.toString(16)}+0x${size.toString(16)}`);
@@ -144,7 +147,8 @@ class FakeMemoryMap implements MemoryMapControl {
     if (!this.maps.delete(gpa)) throw new Error(`unmap of 0x${gpa.toString(16)}: nothing mapped there`);
   }
   view(backing: MemoryBacking, size: number): Uint8Array {
-    const buf = backing.kind === 'ram' ? this.ram : backing.kind === 'bootrom' ? this.bootrom : this.bootvars;
+    const buf = backing.kind === 'ram' ? this.ram : backing.kind === 'bootrom' ? this.bootrom
+      : backing.kind === 'framebuffer' ? (this.framebuffer ??= new Uint8Array(FRAMEBUFFER_FILE_SIZE)) : this.bootvars;
     if (!Number.isSafeInteger(backing.offset) || backing.offset < 0 || backing.offset + size > buf.length) {
       throw new RangeError(`view of ${backing.kind} 0x${backing.offset.toString(16)}+0x${size.toString(16)} is past its end (0x${buf.length.toString(16)})`);
     }

@@ -12,9 +12,14 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GUESTS, ROOT, bhyveArgs, kvmUnavailable, runBhyve, vmName } from '../support/bhyve.js';
 import { HAVE_QEMU, MODE, romWith, runHeld, runQemu, stat } from '../support/guest-rom.js';
+import { CAP } from '../../src/sys/kvm-abi.js';
+import { Kvm } from '../../src/sys/kvm.js';
 
 const skip = kvmUnavailable() ?? (fs.existsSync(path.join(GUESTS, 'ahci.rom')) ? undefined : 'ahci.rom is not built: run scripts/build-guests.sh');
 if (skip) console.warn(`skipping AHCI guest tests: ${skip}`);
+
+/** Whether KVM can map the register page (KVM_CAP_READONLY_MEM). */
+const readonlyMem = skip === undefined && (() => { const k = Kvm.open(); try { return k.checkExtension(CAP.READONLY_MEM) > 0; } finally { k.close(); } })();
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ahci-guest-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -64,6 +69,10 @@ describe.skipIf(skip !== undefined)('ahci.rom on bhyve and QEMU', () => {
       expect(stat(r.stats, AHCI, 'port 0 flushes')).toBe(1);
       expect(stat(r.stats, AHCI, 'port 0 trims')).toBe(1);
       expect(stat(r.stats, AHCI, 'port 0 errors')).toBe(0);
+      // Register reads come from the read-only register page (regpage,
+      // KVM_CAP_READONLY_MEM): none of the guest's polls exits.
+      expect(stat(r.stats, AHCI, 'register page mapped')).toBe(readonlyMem ? 1 : 0);
+      if (readonlyMem) expect(stat(r.stats, AHCI, 'register reads by exit')).toBe(0);
       expect(stat(r.stats, AHCI, 'msi messages') > 0).toBe(mode === MODE.MSI);
       expect(stat(r.stats, AHCI, 'intx assertions') > 0).toBe(mode === MODE.INTX);
       if (mode !== MODE.POLL) expect(r.out).toMatch(/ahci: interrupts: (msi|intx) vector [0-9a-f]+ [1-9]\d*, \d+ commands/);
@@ -86,6 +95,17 @@ describe.skipIf(skip !== undefined)('ahci.rom on bhyve and QEMU', () => {
     expect(Object.keys(cdOf).length).toBeGreaterThanOrEqual(3);
     expect(values.size).toBe(1);
   });
+
+  it('bhyve with regpage=false: every register read is an exit, same results', async () => {
+    const name = vmName('ahci-noregpage');
+    const r = await runHeld(bhyveArgs(romWith(tmp, 'ahci', MODE.POLL | MODE.HOLD), name, {
+      extra: ['-s', `4,ahci,hd:${disk()},cd:${iso},ro`, '-o', 'pci.0.4.0.regpage=false'],
+    }), name);
+    expect(r.status, r.out).toBe(33);
+    common(r.out);
+    expect(stat(r.stats, AHCI, 'register page mapped')).toBe(0);
+    expect(stat(r.stats, AHCI, 'register reads by exit'), String(stat(r.stats, AHCI, 'register reads by exit'))).toBeGreaterThan(100);
+  }, 120_000);
 
   it('a plain IDENTIFY on bhyve shows bhyve\'s model and serial', async () => {
     const r = await runBhyve(bhyveArgs(path.join(GUESTS, 'ahci.rom'), vmName('ahci-id'), {

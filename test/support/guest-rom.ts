@@ -104,3 +104,49 @@ export function stat(stats: Map<string, number>, device: string, what: string): 
   if (v === undefined) throw new Error(`no counter '${device} ${what}' in bhyvectl --get-stats (have: ${[...stats.keys()].join(', ')})`);
   return v;
 }
+
+export interface InteractiveRun {
+  status: number;
+  out: string;
+  /** bhyvectl --get-stats at the guest's hold (empty without `vm`). */
+  stats: Map<string, number>;
+}
+
+/**
+ * Runs argv (bhyve or QEMU), waits until the guest prints `ready`, runs
+ * `whenReady` (the host side of the exchange: connect a socket, inject
+ * input, wait for the guest's answer). With `vm` (a bhyve run of a ROM
+ * built with MODE.HOLD) then reads bhyvectl --get-stats at the guest's
+ * hold and releases it with a byte on COM1.
+ */
+export async function runInteractive(argv: string[], o: {
+  ready: string; whenReady: (output: () => string) => Promise<void>; vm?: string; timeout?: number;
+}): Promise<InteractiveRun> {
+  const rundir = path.join(ROOT, 'build', 'run');
+  fs.mkdirSync(rundir, { recursive: true, mode: 0o700 });
+  const env = { BHYVE_RUNDIR: rundir };
+  const child = execa(argv[0], argv.slice(1), {
+    reject: false, timeout: o.timeout ?? 150_000, stdin: 'pipe', env, encoding: 'latin1', stripFinalNewline: false,
+  });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
+  child.stderr!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
+  const ended = (async () => { await child; return true; })();
+  const until = async (s: string): Promise<boolean> => {
+    while (!out.includes(s)) {
+      if (await Promise.race([ended, new Promise<false>((r) => setTimeout(() => r(false), 50))])) return out.includes(s);
+    }
+    return true;
+  };
+  let stats = new Map<string, number>();
+  if (await until(o.ready)) {
+    await Promise.race([o.whenReady(() => out), ended]);
+    if (o.vm !== undefined && await until('hold: waiting')) {
+      const s = await execa(BHYVECTL, [`--vm=${o.vm}`, '--get-stats'], { reject: false, env, stdin: 'ignore', timeout: 30_000 });
+      stats = parseStats(s.stdout);
+      child.stdin!.write('q');
+    }
+  }
+  const r = await child;
+  return { status: r.exitCode ?? -1, out, stats };
+}

@@ -4,7 +4,7 @@
 // them, and the HBA driven through its PCI config space and ABAR. No /dev/kvm.
 
 import { ConfigTree } from '../../src/config/tree.js';
-import type { DeviceContext, InterruptSink } from '../../src/devices/device.js';
+import type { DeviceContext, InterruptSink, KvmDoorbells, RegisterPages } from '../../src/devices/device.js';
 import { buildPlatform, type Platform } from '../../src/devices/platform.js';
 import { computeLayout } from '../../src/sys/memory-map.js';
 import { AhciController } from '../../src/devices/ahci/ahci.js';
@@ -36,7 +36,11 @@ export class AhciRig {
   readonly abar: number;
   private heap = RAM_BASE + 0x10000;
 
-  constructor(settings: Record<string, string>) {
+  /** With `registerPages`: the register pages the HBA asked for, and
+   * where the platform mapped them (undefined while not mapped). */
+  pages: { bytes: Uint8Array; mappedAt: number | undefined } | undefined;
+
+  constructor(settings: Record<string, string>, opts: { registerPages?: boolean } = {}) {
     const config = new ConfigTree();
     const all = { 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc', [`pci.0.${SLOT}.0.device`]: 'ahci', ...settings };
     for (const [k, v] of Object.entries(all)) config.set(k, v);
@@ -44,6 +48,7 @@ export class AhciRig {
       io: this.io, irq: this.irq, config, mem: this.mem, machine: { requestExit: () => {}, vcpuCount: 1 }, stream: () => undefined,
       // The platform's clocks (RTC, HPET) are not driven here: their timers never fire.
       timer: () => ({ armAt: () => {}, cancel: () => {}, now: () => process.hrtime.bigint() }),
+      kvm: opts.registerPages ? this.fakeKvm() : undefined,
     };
     this.platform = buildPlatform(ctx, LAYOUT);
     this.hba = this.platform.devices.find((d): d is AhciController => d instanceof AhciController)!;
@@ -51,6 +56,25 @@ export class AhciRig {
   }
 
   close(): void { this.hba.close(); }
+
+  /** KVM as far as register pages go: plain memory that records where it is mapped. */
+  private fakeKvm(): KvmDoorbells {
+    return {
+      ioeventfd: () => false,
+      helper: { memoryPath: '', layout: LAYOUT, doorbell: undefined as never },
+      registerPages: (size: number): RegisterPages => {
+        const p = { bytes: new Uint8Array(size), mappedAt: undefined as number | undefined };
+        this.pages = p;
+        return { bytes: p.bytes, map: (gpa) => { p.mappedAt = gpa; return true; }, unmap: () => { p.mappedAt = undefined; } };
+      },
+    };
+  }
+
+  /** A 32-bit register as the guest reads it from the register page. */
+  pageRd(off: number): number {
+    if (!this.pages || this.pages.mappedAt !== this.abar) throw new Error('register page not mapped at ABAR');
+    return new DataView(this.pages.bytes.buffer).getUint32(off, true);
+  }
 
   cfgRd(off: number, size: 1 | 2 | 4 = 4): number {
     this.io.portWrite(0xcf8, 4, (0x80000000 | (SLOT << 11) | (off & 0xfc)) >>> 0);

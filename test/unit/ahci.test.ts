@@ -522,6 +522,104 @@ describe('ahci: hostile driver', () => {
   });
 });
 
+describe('ahci: register page (regpage)', () => {
+  function pageRig(settings: Record<string, string>): AhciRig {
+    const r = new AhciRig(settings, { registerPages: true });
+    rigs.push(r);
+    return r;
+  }
+  /** Every register word of ABAR as the page has it equals what an exit reads. */
+  function expectPageMatches(r: AhciRig): void {
+    for (let off = 0; off < 0x100 + 6 * 0x80; off += 4) {
+      const page = r.pageRd(off);
+      const exit = r.rd(off);
+      if (page !== exit) expect({ off: off.toString(16), page: page.toString(16) }).toEqual({ off: off.toString(16), page: exit.toString(16) });
+    }
+  }
+
+  it('maps a read-only page of ABAR (4 KiB) where BAR 5 decodes and keeps it equal to the registers', () => {
+    const r = pageRig({ ...disk(image()), 'pci.0.4.0.port.1.type': 'cd', 'pci.0.4.0.port.1.path': image(64 * 2048) });
+    expect(r.hba.registerPage).toBe(true);
+    expect(r.pages!.bytes.length).toBe(4096);
+    r.cfgWr(0x24, 0xffffffff);
+    expect((~(r.cfgRd(0x24) & ~0xf) + 1) >>> 0).toBe(4096);
+    r.cfgWr(0x24, r.abar);
+    expect(r.pages!.mappedAt).toBe(r.abar);
+    expectPageMatches(r);
+    // Port bring-up, NCQ commands in flight and done, a COMRESET, HBA reset.
+    const { clb } = r.startPort(0);
+    r.startPort(1);
+    expectPageMatches(r);
+    const buf = r.alloc(32 * 4096, 4096);
+    for (let t = 0; t < 32; t++) r.command(clb, t, ncq(ATA.READ_FPDMA, t * 8, 8, t), [{ addr: buf + t * 4096, len: 4096 }]);
+    r.pwr(0, P.SACT, 0xffffffff);
+    expect(r.pageRd(0x100 + P.SACT)).toBe(0xffffffff);
+    r.pwr(0, P.CI, 0xffffffff);
+    expectPageMatches(r);
+    expect(r.pageRd(0x100 + P.CI)).toBe(0);
+    expect(r.pageRd(0x100 + P.SACT)).toBe(0);
+    expect(r.pageRd(0x100 + P.IS) & 0x8).toBe(0x8); // SDB FIS interrupt
+    r.pwr(0, P.IS, 0xffffffff);
+    r.wr(0x08, 0xffffffff);
+    expectPageMatches(r);
+    r.pwr(0, P.CMD, 0x10);
+    r.pwr(0, P.SCTL, 1);
+    r.pwr(0, P.SCTL, 0);
+    expectPageMatches(r);
+    r.wr(0x04, 0x80000001); // GHC.HR
+    expectPageMatches(r);
+    r.hba.reset();
+    expectPageMatches(r);
+  });
+
+  it('follows BAR moves and MEMEN; without KVM pages (or with regpage=false) reads exit as before', () => {
+    const r = pageRig(disk(image()));
+    const cmd = r.cfgRd(0x04, 2);
+    r.cfgWr(0x04, cmd & ~0x2, 2);
+    expect(r.pages!.mappedAt).toBeUndefined();
+    r.cfgWr(0x04, cmd | 0x2, 2);
+    expect(r.pages!.mappedAt).toBe(r.abar);
+    const moved = r.abar + 0x100000;
+    r.cfgWr(0x24, moved);
+    expect(r.pages!.mappedAt).toBe(moved);
+    const off = pageRig({ ...disk(image()), 'pci.0.4.0.regpage': 'false' });
+    expect(off.hba.registerPage).toBe(false);
+    expect(off.pages).toBeUndefined();
+    const plain = rig(disk(image()));
+    expect(plain.hba.registerPage).toBe(false);
+    r.cfgWr(0x24, 0xffffffff);
+    plain.cfgWr(0x24, 0xffffffff);
+    expect((~(plain.cfgRd(0x24) & ~0xf) + 1) >>> 0).toBe(1024); // bhyve's size: 0x100 + 6 * 0x80
+  });
+
+  it('seeded random traffic keeps the page equal to the registers', () => {
+    const r = pageRig({ ...disk(image()), 'pci.0.4.0.port.1.type': 'cd', 'pci.0.4.0.port.1.path': image(64 * 2048) });
+    const ports = [r.startPort(0), r.startPort(1)];
+    let x = 777;
+    const rnd = () => { x = (x * 1103515245 + 12345) >>> 0; return x; };
+    const buf = r.alloc(8192);
+    for (let i = 0; i < 1500; i++) {
+      const port = rnd() & 1;
+      const k = rnd() % 10;
+      if (k < 5) {
+        const cmds = [0xec, 0x25, 0x35, 0x60, 0x61, 0xea, 0xef, 0xa0, 0xa1, 0xe5, rnd() & 0xff];
+        const slot = rnd() & 31;
+        r.command(ports[port].clb, slot, h2d(cmds[rnd() % cmds.length], rnd() % 1000, rnd() & 0xff, rnd() & 0xffff), [{ addr: buf, len: 1 + (rnd() % 8192) }], { atapi: port === 1 });
+        if (rnd() & 1) r.pwr(port, P.SACT, 1 << slot);
+        r.pwr(port, P.CI, 1 << slot);
+      } else if (k < 8) {
+        const regs = [0x10, 0x14, 0x18, 0x2c, 0x30, 0x34, 0x38];
+        const reg = regs[rnd() % regs.length];
+        r.pwr(port, reg, reg === 0x18 ? (rnd() & 0x11) | 0x10 : rnd());
+      } else {
+        r.wr([0x04, 0x08][rnd() & 1], rnd() & 0x7fffffff & ~1);
+      }
+      if (i % 25 === 0) expectPageMatches(r);
+    }
+    expectPageMatches(r);
+  });
+});
+
 describe('ahci and nvme: boot order', () => {
   it('a port\'s bootindex (and nvme\'s) puts the function in fw_cfg\'s bootorder, duplicates refused', () => {
     const r = rig({

@@ -3,9 +3,11 @@ import { ConfigTree } from '../../src/config/tree.js';
 import type { MemoryBacking, MemoryMapControl } from '../../src/devices/device.js';
 import { Fbuf, FBUF_DEVICE, FBUF_VENDOR } from '../../src/devices/display/fbuf.js';
 import { parseFbufOptions, parseRfbAddress } from '../../src/devices/display/fbuf-options.js';
-import { DMEMSZ, FB_SIZE, HOST_BAR1_ADDR } from '../../src/devices/display/framebuffer-file.js';
+import { DMEMSZ, FB_SIZE, FILE_SIZE, HOST_BAR1_ADDR } from '../../src/devices/display/framebuffer-file.js';
 import { PCIM_CMD_MEMEN, PCIR_COMMAND } from '../../src/devices/pci/config-space.js';
 import { fake } from '../support/fake-device.js';
+import fs from 'node:fs';
+import { VGA_FONT_PATHS } from '../../src/devices/display/vga-font.js';
 
 function options(settings: Record<string, string>) {
   const c = new ConfigTree();
@@ -37,7 +39,7 @@ describe('fbuf options (pci_fbuf_parse_config)', () => {
 
 /** A memory map that records mappings over a plain buffer for the framebuffer file. */
 class FakeMemoryMap implements MemoryMapControl {
-  readonly file = new Uint8Array(FB_SIZE + 4096);
+  readonly file = new Uint8Array(FILE_SIZE);
   mapped = new Map<number, number>();
   refuse = false;
   map(gpa: number, size: number, b: MemoryBacking): void {
@@ -102,7 +104,7 @@ describe('fbuf device (pci_fbuf.c)', () => {
     expect(d.stats()['framebuffer map failures']).toBe(1);
   });
 
-  it('vga=io decodes the VGA registers, vga=off does not, vga=on is refused', () => {
+  it('vga=io decodes the VGA registers, vga=off does not, vga=on also the memory window', () => {
     const { f } = device();
     f.outp(0x3c4, 2); f.outp(0x3c5, 0x0f);
     expect(f.inp(0x3c5)).toBe(0x0f);
@@ -116,6 +118,15 @@ describe('fbuf device (pci_fbuf.c)', () => {
     expect(f.inp(0x3c6, 2)).toBe(0x00ff | (0x03 << 8)); // two 8-bit reads: mask, DAC state
     const off = device({ vga: 'off' });
     expect(() => off.f.inp(0x3c5)).toThrow(/not decoded/);
-    expect(() => device({ vga: 'on' })).toThrow(/not supported yet: fbuf vga=on/);
+    expect(off.f.io.mmioRead(0xb8000, new Uint8Array(1))).toBe(false);
+    expect(f.io.mmioRead(0xb8000, new Uint8Array(1))).toBe(false); // vga=io: no memory
+    if (!VGA_FONT_PATHS.some((p) => fs.existsSync(p))) return; // vga=on needs the console font (vga.test.ts says so)
+    const on = device({ vga: 'on' });
+    on.f.io.mmioWrite(0xb8000, Uint8Array.of(0x41, 0x1f));
+    const b = new Uint8Array(2);
+    on.f.io.mmioRead(0xb8000, b);
+    expect([...b]).toEqual([0x41, 0x1f]);
+    expect(on.d.stats()).toMatchObject({ 'VGA shown': 1, 'VGA memory writes': 2 });
+    expect(on.d.vgaMode).toBe(true);
   });
 });

@@ -14,7 +14,7 @@ describe('framebuffer file', () => {
     try {
       const file = path.join(dir, 'framebuffer');
       createFramebufferFile(file);
-      expect(fs.statSync(file).size).toBe(FB_SIZE + 4096);
+      expect(fs.statSync(file).size).toBe(FB_SIZE + 8192 + 256 * 1024) // pixels, registers, VGA state and VGA planes;
       const guest = FramebufferView.open(file, true); // the device's side
       const vnc = FramebufferView.open(file, false);
       guest.regs.setUint16(REG_WIDTH, 800, true);

@@ -25,6 +25,10 @@ int main(void) {
   S(kvm_cpuid_entry2) S(kvm_irq_level) S(kvm_pit_config) S(kvm_mp_state) S(kvm_msi) S(kvm_enable_cap)
   S(kvm_msrs) S(kvm_msr_entry) S(kvm_debugregs) S(kvm_stats_header) S(kvm_stats_desc)
   S(kvm_ioeventfd) S(kvm_irqfd) S(kvm_irq_routing) S(kvm_irq_routing_entry) S(kvm_irq_routing_msi) S(kvm_irq_routing_irqchip)
+  S(kvm_coalesced_mmio_zone) S(kvm_coalesced_mmio) S(kvm_coalesced_mmio_ring)
+  O(kvm_coalesced_mmio_zone, addr) O(kvm_coalesced_mmio_zone, size) O(kvm_coalesced_mmio_zone, pio)
+  O(kvm_coalesced_mmio_ring, first) O(kvm_coalesced_mmio_ring, last) O(kvm_coalesced_mmio_ring, coalesced_mmio)
+  O(kvm_coalesced_mmio, phys_addr) O(kvm_coalesced_mmio, len) O(kvm_coalesced_mmio, pio) O(kvm_coalesced_mmio, data)
   O(kvm_ioeventfd, datamatch) O(kvm_ioeventfd, addr) O(kvm_ioeventfd, len) O(kvm_ioeventfd, fd) O(kvm_ioeventfd, flags)
   O(kvm_irqfd, fd) O(kvm_irqfd, gsi) O(kvm_irqfd, flags) O(kvm_irqfd, resamplefd)
   O(kvm_irq_routing, nr) O(kvm_irq_routing, flags) O(kvm_irq_routing, entries)
@@ -67,13 +71,13 @@ int main(void) {
   I(SET_USER_MEMORY_REGION) I(GET_DIRTY_LOG) I(SET_TSS_ADDR) I(SET_IDENTITY_MAP_ADDR) I(CREATE_IRQCHIP) I(IRQ_LINE) I(CREATE_PIT2)
   I(RUN) I(GET_REGS) I(SET_REGS) I(GET_SREGS) I(SET_SREGS) I(GET_MSRS) I(SET_MSRS) I(SET_CPUID2) I(GET_MP_STATE)
   I(SET_MP_STATE) I(NMI) I(ENABLE_CAP) I(SIGNAL_MSI) I(GET_DEBUGREGS) I(SET_DEBUGREGS) I(GET_STATS_FD)
-  I(SET_GSI_ROUTING) I(IRQFD) I(IOEVENTFD)
+  I(SET_GSI_ROUTING) I(IRQFD) I(IOEVENTFD) I(REGISTER_COALESCED_MMIO) I(UNREGISTER_COALESCED_MMIO)
   E(UNKNOWN) E(EXCEPTION) E(IO) E(HYPERCALL) E(DEBUG) E(HLT) E(MMIO) E(IRQ_WINDOW_OPEN) E(SHUTDOWN) E(FAIL_ENTRY)
   E(INTR) E(SET_TPR) E(TPR_ACCESS) E(NMI) E(INTERNAL_ERROR) E(SYSTEM_EVENT) E(IOAPIC_EOI) E(X86_RDMSR) E(X86_WRMSR)
   E(X86_BUS_LOCK) E(NOTIFY)
   C(IRQCHIP) C(HLT) C(USER_MEMORY) C(SET_TSS_ADDR) C(NR_VCPUS) C(PIT2) C(IOEVENTFD) C(IRQFD) C(MAX_VCPUS)
   C(SIGNAL_MSI) C(READONLY_MEM) C(IMMEDIATE_EXIT) C(X86_USER_SPACE_MSR) C(BINARY_STATS_FD)
-  C(IRQ_ROUTING) C(IOEVENTFD_ANY_LENGTH)
+  C(IRQ_ROUTING) C(IOEVENTFD_ANY_LENGTH) C(COALESCED_MMIO)
   printf("const MEM_READONLY %d\n", KVM_MEM_READONLY);
   printf("const MEM_LOG_DIRTY_PAGES %d\n", KVM_MEM_LOG_DIRTY_PAGES);
   printf("const PIT_SPEAKER_DUMMY %d\n", KVM_PIT_SPEAKER_DUMMY);
@@ -155,7 +159,8 @@ describe.skipIf(!haveHeaders || !haveGcc)('KVM ABI matches <linux/kvm.h>', () =>
       ['kvm_stats_header', abi.STATS_HEADER], ['kvm_stats_desc', abi.STATS_DESC],
       ['kvm_ioeventfd', abi.IOEVENTFD], ['kvm_irqfd', abi.IRQFD], ['kvm_irq_routing', abi.IRQ_ROUTING],
       ['kvm_irq_routing_entry', abi.IRQ_ROUTING_ENTRY], ['kvm_irq_routing_msi', abi.IRQ_ROUTING_MSI],
-      ['kvm_irq_routing_irqchip', abi.IRQ_ROUTING_IRQCHIP],
+      ['kvm_irq_routing_irqchip', abi.IRQ_ROUTING_IRQCHIP], ['kvm_coalesced_mmio_zone', abi.COALESCED_MMIO_ZONE],
+      ['kvm_coalesced_mmio_ring', abi.COALESCED_MMIO_RING], ['kvm_coalesced_mmio', abi.COALESCED_MMIO],
     ];
     for (const [s, fields] of groups) {
       for (const [f, off] of Object.entries(fields)) {

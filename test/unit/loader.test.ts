@@ -416,6 +416,39 @@ describe('Multiboot v1', () => {
     expect(memory.read(0x100000, 12)).toEqual(hdr);
   });
 
+  it('loads an ELF Multiboot kernel linked without -N: the first PT_LOAD (ELF headers) at 0xff000, in the legacy range', () => {
+    // ld -m elf_i386 -Ttext=0x100000: headers in a page of their own below
+    // 1 MiB, .text at 1 MiB, all in one segment from file offset 0.
+    const { memory, layout } = guest(16 * M);
+    const hdr = new Uint8Array(12);
+    new DataView(hdr.buffer).setUint32(0, 0x1badb002, true);
+    new DataView(hdr.buffer).setUint32(4, 3, true);
+    new DataView(hdr.buffer).setUint32(8, (-(0x1badb002 + 3)) >>> 0, true);
+    const page = new Uint8Array(0x1000 + 0x100);
+    page.set(hdr, 0x1000);
+    page.set(code.subarray(0, 0x100 - 12), 0x1000 + 12);
+    const img = elf({ cls: 32, entry: 0x10000c, segs: [{ type: 1, paddr: 0xff000, data: page, memsz: 0x3000 }] });
+    const r = loadKernel(img, { memory, layout, cmdline: 'x' });
+    expect(r.entry).toBe(0x10000c);
+    expect(memory.read(0xff000, page.length)).toEqual(page);
+    expect(r.placements.find((p) => p.addr === 0xff000)).toMatchObject({ size: 0x3000 });
+    // The loader's own structures stay out of 0xA0000-0xFFFFF.
+    const mine = r.placements.filter((p) => p.addr !== 0xff000);
+    expect(mine.every((p) => p.addr + p.size <= 0xa0000 || p.addr >= 0x100000)).toBe(true);
+    // An a.out-kludge kernel asking for the legacy range is loaded there too.
+    const a = aout();
+    const dv = new DataView(a.buffer);
+    dv.setUint32(0x40 + 12, 0xf0040, true);
+    dv.setUint32(0x40 + 16, 0xf0000, true);
+    dv.setUint32(0x40 + 20, 0xf0800, true);
+    dv.setUint32(0x40 + 24, 0xf3000, true);
+    dv.setUint32(0x40 + 28, 0xf0100, true);
+    dv.setUint32(0x48, (-(0x1badb002 + 0x10003)) >>> 0, true);
+    const g2 = guest(16 * M);
+    expect(loadMultiboot(a, { memory: g2.memory, layout: g2.layout }).entry).toBe(0xf0100);
+    expect(g2.memory.read(0xf0000, 0x800)).toEqual(a.subarray(0, 0x800));
+  });
+
   it('refuses bad headers clearly', () => {
     const { memory, layout } = guest(16 * M);
     const img = aout();

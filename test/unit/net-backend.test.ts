@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { attachNetBackend, startTapWaker, type NetBackendHost } from '../../src/devices/virtio/net-backend.js';
+import { attachNetBackend, startTapWaker, type NetBackendHost } from '../../src/devices/net/net-backend.js';
 
 const O_CLOEXEC = 0o2000000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -47,8 +47,17 @@ describe('pc-testdev', () => {
     f.outp(IRQ_BASE + 5, 0);
     expect(f.irq.level.get(5)).toBe(false);
     expect(f.inp(IRQ_BASE + 17)).toBe(0);
-    f.outp(IRQ_BASE + 6, 1, 2); // only byte writes count
-    expect(f.irq.level.get(6)).toBeUndefined();
+    // Wider writes are split into byte writes, as QEMU: byte i drives pin+i.
+    f.irq.log = [];
+    f.outp(IRQ_BASE + 11, 0x00ff0001, 4);
+    expect(f.irq.log).toEqual([[11, true], [12, false], [13, true], [14, false]]);
+    f.irq.log = [];
+    f.outp(IRQ_BASE + 6, 0x0100, 2);
+    expect(f.irq.log).toEqual([[6, false], [7, true]]);
+    // Bytes past the last pin are dropped.
+    f.irq.log = [];
+    f.outp(IRQ_BASE + 22, 0x01010101, 4);
+    expect(f.irq.log).toEqual([[22, true], [23, true]]);
     expect(f.io.portRead(IRQ_BASE + 23, 1)).toBe(0);
     expect(f.io.portRead(IRQ_BASE + 24, 1)).toBeUndefined();
   });

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { fake } from '../support/fake-device.js';
 import { AtKbdc, KBD_DATA_PORT, KBD_STS_CTL_PORT } from '../../src/devices/lpc/atkbdc.js';
 import { keyOf, keysymToQnum, scancodeBytes } from '../../src/devices/display/ps2-keymap.js';
+import { keyboardLayouts, loadKeyboardLayout, parseKeyboardLayout } from '../../src/devices/display/kbd-layout.js';
 
 describe('VNC keys to PS/2 scancodes', () => {
   it('maps keysyms by key (US layout), shifted or not', () => {
@@ -108,5 +109,48 @@ describe('PS/2 mouse behind the aux port', () => {
     k.pointerEvent(4, 100, 500); // 403 left, 10 down: two packets
     expect(drain(f).map(([, b]) => b)).toEqual([0x3a, 0x01, 0xf6, 0x1a, 0x6c, 0x00]);
     expect(f.irq.pulses).toContain(12);
+  });
+});
+
+describe('-K keyboard layouts (bhyve ps2kbd layout files)', () => {
+  it('parses the three line forms bhyve reads and skips the rest', () => {
+    const m = parseKeyboardLayout([
+      '# comment', "'y',0x1a;\tcomment", "'Z',0x35;", "''',0x5d;", '0xa7,0x26;', '0xfe03,0x11,1;', '0x41,0x1c;',
+      'garbage', "'q',zz;", '0x20ac,0x99;', // 0x99 is no set-2 key: ignored
+    ].join('\n'));
+    expect(m.get(0x79)).toBe(0x2c); // y on the US Z key (set 2 0x1a = set 1 0x2c)
+    expect(m.get(0x5a)).toBe(0x15); // Z on the US Y key
+    expect(m.get(0x27)).toBe(0x2b); // ' on the key right of the L row's end
+    expect(m.get(0xa7)).toBe(0x04); // section sign on 3
+    expect(m.get(0xfe03)).toBe(0x80 | 0x38); // E0 prefix
+    expect(m.get(0x41)).toBe(0x1e);
+    expect(m.has(0x71)).toBe(false);
+    expect(m.has(0x20ac)).toBe(false);
+  });
+
+  it('ships layouts built from XKB that agree with the keys of their countries', () => {
+    const names = keyboardLayouts();
+    for (const n of ['default', 'de', 'fr', 'uk', 'us_dvorak', 'jp', 'ru', 'ch-fr']) expect(names).toContain(n);
+    const de = loadKeyboardLayout('de');
+    expect(keysymToQnum(0x79, de)).toBe(0x2c); // German y is where US z is
+    expect(keysymToQnum(0x7a, de)).toBe(0x15); // and z where US y is
+    expect(keysymToQnum(0x40, de)).toBe(0x10); // @ is AltGr+Q
+    expect(keysymToQnum(0xe4, de)).toBe(0x28); // a-umlaut on the US ' key
+    expect(keysymToQnum(0xff0d, de)).toBe(0x1c); // keys outside the file: bhyve's tables
+    const fr = loadKeyboardLayout('fr');
+    expect(keysymToQnum(0x61, fr)).toBe(0x10); // AZERTY: a on the US Q key
+    expect(keysymToQnum(0x31, fr)).toBe(0x02); // 1 is Shift+& on the same key
+    const dv = loadKeyboardLayout('us_dvorak');
+    expect(keysymToQnum(0x6f, dv)).toBe(0x1f); // Dvorak o on the US S key
+    expect(keyOf(0x6f, 0, dv)).toBe(0x1f);
+    expect(keyOf(0x6f, 0x18, dv)).toBe(0x18); // an extended key event needs no layout
+    const dflt = loadKeyboardLayout('default');
+    for (let c = 0x21; c < 0x7f; c++) expect(keysymToQnum(c, dflt), String.fromCharCode(c)).toBe(keysymToQnum(c));
+  });
+
+  it('refuses an unknown layout with one line naming the directory', () => {
+    expect(() => loadKeyboardLayout('xx')).toThrow(/^unknown keyboard layout 'xx' \(-K\): no such file in .*share\/bhyve\/kbdlayout/);
+    expect(() => loadKeyboardLayout('../kbdlayout/de')).toThrow(/unknown keyboard layout/);
+    expect(() => loadKeyboardLayout('')).toThrow(/unknown keyboard layout/);
   });
 });

@@ -62,9 +62,9 @@ describe('RTC time registers', () => {
     expect(read(0x32)).toBe(0x20);
   });
 
-  it('has UIP clear, VRT set, 24-hour BCD mode and no interrupt flags', () => {
+  it('resets register A to 0x26 with UIP clear, VRT set, 24-hour BCD mode and no interrupt flags', () => {
     const { read, write } = setup();
-    expect(read(0x0a)).toBe(0x20);
+    expect(read(0x0a)).toBe(0x26);
     expect(read(0x0b)).toBe(0x02);
     expect(read(0x0c)).toBe(0x00);
     expect(read(0x0d)).toBe(0x80);
@@ -72,6 +72,29 @@ describe('RTC time registers', () => {
     expect(read(0x0a)).toBe(0x26);
     write(0x0d, 0x00); // D is read-only
     expect(read(0x0d)).toBe(0x80);
+  });
+
+  it('sets UIP for the 244 us before each update, not while halted or in divider reset', () => {
+    const { read, write, advance } = setup();
+    const hold = 244_140n; // 8 / 32768 s
+    advance(1_000_000_000n - hold - 1n);
+    expect(read(0x0a)).toBe(0x26);
+    expect(read(0x00)).toBe(0x07);
+    advance(1n);
+    expect(read(0x0a)).toBe(0xa6);
+    expect(read(0x00)).toBe(0x07); // the update has not happened yet
+    advance(hold - 1n);
+    expect(read(0x0a)).toBe(0xa6);
+    advance(1n); // the second boundary: update done, UIP falls
+    expect(read(0x0a)).toBe(0x26);
+    expect(read(0x00)).toBe(0x08);
+    advance(1_000_000_000n - 1000n);
+    expect(read(0x0a)).toBe(0xa6);
+    write(0x0b, 0x82); // SET: no updates, no UIP
+    expect(read(0x0a)).toBe(0x26);
+    write(0x0b, 0x02);
+    write(0x0a, 0x70); // divider in reset
+    expect(read(0x0a)).toBe(0x70);
   });
 
   it('honours binary mode and 12-hour mode of register B', () => {

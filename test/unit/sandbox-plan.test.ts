@@ -37,6 +37,19 @@ describe('sandboxPlan', () => {
     expect(plan!.log).toBe(false);
   });
 
+  it('grants virtio-9p shares: read-only for ro, changes beneath a writable one; the filter follows', () => {
+    const ro = sandboxPlan(config(`${base} -s 6,virtio-9p,docs=/srv/docs,ro vm1`), vm)!;
+    expect(new Map(ro.landlockRules.map((r) => [r.path, r.access])).get('/srv/docs')).toBe(FS.READ_FILE | FS.READ_DIR);
+    expect(ro.shares).toBe('ro');
+    const rw = sandboxPlan(config(`${base} -s 6,virtio-9p,docs=/srv/docs,ro -s 7,virtio-9p,work=/srv/work vm1`), vm)!;
+    const work = new Map(rw.landlockRules.map((r) => [r.path, r.access])).get('/srv/work')!;
+    expect(work & (FS.READ_FILE | FS.WRITE_FILE | FS.MAKE_REG | FS.MAKE_DIR | FS.REMOVE_FILE | FS.MAKE_SYM | FS.REFER))
+      .toBe(FS.READ_FILE | FS.WRITE_FILE | FS.MAKE_REG | FS.MAKE_DIR | FS.REMOVE_FILE | FS.MAKE_SYM | FS.REFER);
+    expect(work & (FS.MAKE_CHAR | FS.MAKE_BLOCK | FS.EXECUTE | FS.IOCTL_DEV)).toBe(0n);
+    expect(rw.shares).toBe('rw');
+    expect(sandboxPlan(config(`${base} vm1`), vm)!.shares).toBeUndefined();
+  });
+
   it('security.sandbox=false: no plan; security.sandbox_log=true: log mode', () => {
     expect(sandboxPlan(config(`${base} -o security.sandbox=false vm1`), vm)).toBeUndefined();
     expect(sandboxPlan(config(`${base} -o security.sandbox_log=true vm1`), vm)?.log).toBe(true);

@@ -8,7 +8,7 @@ import {
   AUDIT_ARCH_X86_64, buildSeccompFilter, ENOSYS, EPERM, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO,
   SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_LOG,
 } from '../../src/vmm/sandbox/seccomp-filter.js';
-import { ALLOWED_SYSCALLS, CHECKED_SYSCALLS } from '../../src/vmm/sandbox/syscall-allowlist.js';
+import { ALLOWED_SYSCALLS, CHECKED_SYSCALLS, SHARE_READ_SYSCALLS, SHARE_WRITE_SYSCALLS } from '../../src/vmm/sandbox/syscall-allowlist.js';
 
 const PID = 4242;
 const REFUSE = SECCOMP_RET_ERRNO | EPERM;
@@ -92,6 +92,25 @@ describe('seccomp filter', () => {
     expect(run(prog, C.open, [0, 0])).toBe(SECCOMP_RET_ALLOW);
   });
 
+  it('virtio-9p shares: fstatfs for any; for a writable one the *at() calls and O_CREAT, never O_TMPFILE', () => {
+    const names = (list: ReadonlyArray<readonly [string, number]>) => list.map(([, nr]) => nr);
+    const ro = buildSeccompFilter({ refuse: REFUSE, pid: PID, shares: 'ro' });
+    const rw = buildSeccompFilter({ refuse: REFUSE, pid: PID, shares: 'rw' });
+    for (const nr of names(SHARE_READ_SYSCALLS)) {
+      expect(run(prog, nr)).toBe(REFUSE);
+      expect(run(ro, nr)).toBe(SECCOMP_RET_ALLOW);
+    }
+    for (const nr of names(SHARE_WRITE_SYSCALLS)) {
+      expect(run(prog, nr)).toBe(REFUSE);
+      expect(run(ro, nr)).toBe(REFUSE);
+      expect(run(rw, nr)).toBe(SECCOMP_RET_ALLOW);
+    }
+    expect(run(ro, C.openat, [-100 >>> 0, 0, 0o101])).toBe(REFUSE);
+    expect(run(rw, C.openat, [3, 0, 0o2400302 /* O_RDWR|O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC */])).toBe(SECCOMP_RET_ALLOW);
+    expect(run(rw, C.openat, [3, 0, 0o20200002 /* O_TMPFILE|O_RDWR */])).toBe(REFUSE);
+    expect(run(rw, 59 /* execve */)).toBe(REFUSE);
+  });
+
   it('signals reach this process only', () => {
     expect(run(prog, C.tgkill, [PID, PID + 3, 12])).toBe(SECCOMP_RET_ALLOW);
     expect(run(prog, C.tgkill, [1, 1, 9])).toBe(REFUSE);
@@ -130,7 +149,7 @@ describe('seccomp filter', () => {
   it.skipIf(!fs.existsSync(header))('numbers match the kernel headers (skipped: no linux-libc-dev headers)', () => {
     const nrs = new Map<string, number>();
     for (const m of fs.readFileSync(header, 'utf8').matchAll(/^#define __NR_(\w+) (\d+)$/gm)) nrs.set(m[1], Number(m[2]));
-    for (const [name, nr] of ALLOWED_SYSCALLS) expect(nrs.get(name), name).toBe(nr);
+    for (const [name, nr] of [...ALLOWED_SYSCALLS, ...SHARE_READ_SYSCALLS, ...SHARE_WRITE_SYSCALLS]) expect(nrs.get(name), name).toBe(nr);
     for (const [name, nr] of Object.entries(CHECKED_SYSCALLS)) expect(nrs.get(name), name).toBe(nr);
   });
 });

@@ -9,7 +9,7 @@ import {
   VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VirtioNet, createVirtioNet,
   formatMac, netGenMac, netOptionsFromConfig, parseMac, parseMtu,
 } from '../../src/devices/virtio/virtio-net.js';
-import { tapNameOf, type NetPort } from '../../src/devices/virtio/net-backend.js';
+import { tapNameOf, type NetPort } from '../../src/devices/net/net-backend.js';
 import {
   VIRTIO_F_VERSION_1, VIRTIO_ID_NET, VIRTIO_RING_F_EVENT_IDX, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_NEXT,
   featureBit, hasFeature,
@@ -76,7 +76,7 @@ describe('virtio-net configuration', () => {
     expect(tapNameOf('vmnet3')).toBe('vmnet3');
     expect(tapNameOf('/dev/tap7')).toBe('tap7');
     expect(() => tapNameOf('netgraph,path=x:,peerhook=y')).toThrow(/not available on Linux/);
-    expect(() => tapNameOf('slirp')).toThrow(/not available on Linux/);
+    expect(() => tapNameOf('vale0:1')).toThrow(/not available on Linux/);
     expect(() => tapNameOf('/dev/net/tun')).toThrow(/name the tap/);
     expect(() => tapNameOf('eth0')).toThrow(/unknown backend/);
   });

@@ -8,7 +8,9 @@ import { GuestMemory, GuestMemoryError } from '../../src/sys/guest-memory.js';
 import type { CpuidEntry } from '../../src/sys/kvm.js';
 import { computeLayout } from '../../src/sys/memory-map.js';
 import { checkRequirements, detectPaging, type HostCapabilities } from '../../src/vmm/probe.js';
-import { exitStatusOf } from '../../src/vmm/exit-status.js';
+import { exitStatusOf, exitNotice } from '../../src/vmm/exit-status.js';
+import { legacyWindowFor } from '../../src/vmm/machine.js';
+import { ConfigTree } from '../../src/config/tree.js';
 
 const M = 1024 * 1024;
 const G = 1024 * M;
@@ -124,5 +126,30 @@ describe('exit status', () => {
     expect(exitStatusOf({ kind: 'triplefault', vcpu: 0 })).toBe(3);
     expect(exitStatusOf({ kind: 'error', message: '' })).toBe(4);
     expect(exitStatusOf({ kind: 'testdev', value: 0x10 })).toBe(33);
+  });
+
+  it('says on stderr which of a triple fault and a pc-testdev exit gave a status bhyve also uses', () => {
+    expect(exitNotice({ kind: 'triplefault', vcpu: 1, rip: 0xfff0 })).toBe('triple fault on vCPU 1 at rip 0xfff0 (exit status 3)');
+    expect(exitNotice({ kind: 'testdev', value: 1 })).toBe('pc-testdev exit: the guest wrote 0x1 to port 0xf4 (exit status 3, not a triple fault)');
+    expect(exitNotice({ kind: 'testdev', value: 0x81 })).toMatch(/wrote 0x81 .*exit status 3, not a triple fault/);
+    expect(exitNotice({ kind: 'testdev', value: 0 })).toMatch(/wrote 0x0 .*exit status 1, not a power-off/);
+    expect(exitNotice({ kind: 'testdev', value: 0x10 })).toBeUndefined();
+    expect(exitNotice({ kind: 'poweroff', why: 'x' })).toBeUndefined();
+    expect(exitNotice({ kind: 'reset', why: 'x' })).toBeUndefined();
+  });
+});
+
+describe('legacy BIOS window', () => {
+  it('is left to the i440FX PAM model only with lpc.fwcfg=qemu and a boot ROM', () => {
+    const layout = { lowmem: 64 * 1024 * 1024, highmem: 0 };
+    const cfg = (kv: Record<string, string>) => {
+      const c = new ConfigTree();
+      for (const [k, v] of Object.entries(kv)) c.set(k, v);
+      return c;
+    };
+    expect(legacyWindowFor(cfg({ 'lpc.fwcfg': 'qemu', 'lpc.bootrom': '/x.rom' }), layout)).toBe(true);
+    // No ROM (bhyveload): RAM, holding the tables the guest looks for.
+    expect(legacyWindowFor(cfg({ 'lpc.fwcfg': 'qemu' }), layout)).toBe(false);
+    expect(legacyWindowFor(cfg({ 'lpc.bootrom': '/x.rom' }), layout)).toBe(false);
   });
 });

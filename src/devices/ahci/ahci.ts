@@ -30,8 +30,13 @@ import {
   AHCI_CAP_PSC, AHCI_CAP_SAL, AHCI_CAP_SALP, AHCI_CAP_SCLO, AHCI_CAP_SMPS, AHCI_CAP_SNCQ, AHCI_CAP_SSC,
   AHCI_CAP_SSNTF, AHCI_CAP_SSS, AHCI_CAP_SXS, AHCI_CCCC, AHCI_CCCP, AHCI_EM_CTL, AHCI_EM_LOC, AHCI_GHC,
   AHCI_GHC_AE, AHCI_GHC_HR, AHCI_GHC_IE, AHCI_IS, AHCI_OFFSET, AHCI_P_CMD, AHCI_P_CMD_POD, AHCI_P_CMD_SUD,
-  AHCI_P_SIG, AHCI_P_SSTS, AHCI_P_TFD, AHCI_PI, AHCI_STEP, AHCI_VS,
+  AHCI_P_CI, AHCI_P_FBS, AHCI_P_SACT, AHCI_P_SIG, AHCI_P_SSTS, AHCI_P_TFD, AHCI_PI, AHCI_STEP, AHCI_VS,
 } from './ahci-constants.js';
+import { barSize } from '../pci/bar-alloc.js';
+import { PAGE_SIZE } from '../../sys/memory-map.js';
+
+/** The last implemented register of a port block (PxFBS); the rest read 0. */
+const PORT_LAST_REG = AHCI_P_FBS;
 import { AhciPort } from './ahci-port.js';
 
 export const AHCI_DEF_PORTS = 6;
@@ -68,8 +73,15 @@ export class AhciController extends PciEmulFunction {
   is = 0;
   /** sc->lintr: whether this controller asserted its INTx line. */
   private lintrAsserted = false;
+  /** With `regpage`: ABAR as the guest reads it, from a read-only page
+   * (no exit per register read: drivers poll PxCI, PxSACT, PxTFD, PxIS).
+   * Every write still exits to abarWrite, which refreshes the page. */
+  private readonly regPage: DataView | undefined;
+  private regPageMapped = false;
+  /** Guest register reads that reached abarRead (an exit each). */
+  private readExits = 0;
 
-  constructor(ctx: DeviceContext, configs: AhciPortConfig[]) {
+  constructor(ctx: DeviceContext, configs: AhciPortConfig[], opts: { regPage?: boolean } = {}) {
     super('ahci', ctx);
     let pi = 0;
     let last = -1;
@@ -99,12 +111,46 @@ export class AhciController extends PciEmulFunction {
     // MSI messages: the next power of two >= ports, at most 16.
     const p = Math.min(this.portCount, 16);
     this.addMsiCap(1 << Math.ceil(Math.log2(p)));
-    this.allocBar(AHCI_BAR, 'mem32', AHCI_OFFSET + this.portCount * AHCI_STEP, {
+    // The register page makes ABAR at least a page (as QEMU's 4 KiB ABAR),
+    // so that no other BAR shares it.
+    const abarBytes = AHCI_OFFSET + this.portCount * AHCI_STEP;
+    const pages = opts.regPage ? ctx.kvm?.registerPages?.(barSize('mem32', Math.max(abarBytes, PAGE_SIZE))) : undefined;
+    if (pages) this.regPage = new DataView(pages.bytes.buffer, pages.bytes.byteOffset, pages.bytes.byteLength);
+    this.allocBar(AHCI_BAR, 'mem32', pages ? pages.bytes.byteLength : abarBytes, {
       read: (o, s) => this.abarRead(o, s),
       write: (o, s, v) => this.abarWrite(o, s, v),
+      pages: pages && {
+        bytes: pages.bytes,
+        map: (gpa) => (this.regPageMapped = pages.map(gpa)),
+        unmap: () => { pages.unmap(); this.regPageMapped = false; },
+      },
     });
     this.requestIntx();
     this.hbaReset();
+    this.syncRegPage();
+  }
+
+  /** Whether register reads come from the read-only page. */
+  get registerPage(): boolean { return this.regPage !== undefined; }
+
+  /** Refreshes the register page from the registers: the host block and
+   * port `only` (a write to one port's block), or every port. Within a
+   * port, PxSACT and PxCI go last, so a reader that sees a command done
+   * also sees its status (PxTFD, PxIS). */
+  private syncRegPage(only?: number): void {
+    const v = this.regPage;
+    if (!v) return;
+    const from = only ?? 0;
+    const to = only === undefined ? this.portCount : only + 1;
+    for (let n = from; n < to; n++) {
+      const base = AHCI_OFFSET + n * AHCI_STEP;
+      for (let off = 0; off <= PORT_LAST_REG; off += 4) {
+        if (off !== AHCI_P_SACT && off !== AHCI_P_CI) v.setUint32(base + off, this.portRead(base + off), true);
+      }
+      v.setUint32(base + AHCI_P_SACT, this.portRead(base + AHCI_P_SACT), true);
+      v.setUint32(base + AHCI_P_CI, this.portRead(base + AHCI_P_CI), true);
+    }
+    for (let reg = 0; reg <= AHCI_CAP2; reg += 4) v.setUint32(reg, this.hostRead(reg), true);
   }
 
   /** ahci_reset(): GHC.HR, and power-on. */
@@ -153,6 +199,7 @@ export class AhciController extends PciEmulFunction {
   }
 
   private abarRead(off: number, size: number): number {
+    this.readExits++;
     const reg = off & ~3;
     let v: number;
     if (reg < AHCI_OFFSET) v = this.hostRead(reg);
@@ -165,8 +212,13 @@ export class AhciController extends PciEmulFunction {
   private abarWrite(off: number, size: number, value: number): void {
     // bhyve asserts 4-byte aligned dword writes; others are dropped here.
     if (size !== 4 || (off & 3) !== 0) return;
-    if (off < AHCI_OFFSET) this.hostWrite(off, value >>> 0);
-    else if (off < AHCI_OFFSET + this.portCount * AHCI_STEP) this.portWrite(off, value >>> 0);
+    if (off < AHCI_OFFSET) {
+      this.hostWrite(off, value >>> 0);
+      this.syncRegPage();
+    } else if (off < AHCI_OFFSET + this.portCount * AHCI_STEP) {
+      this.portWrite(off, value >>> 0);
+      this.syncRegPage(Math.floor((off - AHCI_OFFSET) / AHCI_STEP));
+    }
   }
 
   private hostRead(reg: number): number {
@@ -223,6 +275,7 @@ export class AhciController extends PciEmulFunction {
   reset(): void {
     this.hbaReset();
     this.resetInterrupts();
+    this.syncRegPage();
   }
 
   close(): void {
@@ -231,7 +284,10 @@ export class AhciController extends PciEmulFunction {
 
   stats(): Record<string, number> {
     const c = this.interruptCounts;
-    const out: Record<string, number> = { 'msi messages': c.msi, 'intx assertions': c.intx };
+    const out: Record<string, number> = {
+      'msi messages': c.msi, 'intx assertions': c.intx,
+      'register page mapped': this.regPageMapped ? 1 : 0, 'register reads by exit': this.readExits,
+    };
     for (const p of this.ports) {
       if (!p) continue;
       for (const [k, v] of Object.entries(p.stats)) out[`port ${p.index} ${k}`] = v;
@@ -245,7 +301,7 @@ export class AhciController extends PciEmulFunction {
 export function createAhci(ctx: DeviceContext, node: string, where: string): AhciController {
   const configs = ahciPortConfigs(ctx.config, node, where);
   try {
-    return new AhciController(ctx, configs);
+    return new AhciController(ctx, configs, { regPage: ctx.config.getBool(`${node}.regpage`, true) });
   } catch (e) {
     for (const c of configs) c.backend.close();
     throw e;
@@ -330,6 +386,7 @@ const AHCI_KEYS: readonly DeviceKey[] = [
   { key: 'port.N.rev', description: 'ahci port firmware revision' },
   { key: 'port.N.model', description: 'ahci port model' },
   { key: 'port.N.bootindex', description: 'boot order index of the controller, from this port' },
+  { key: 'regpage', default: 'true', description: 'ahci register reads from a read-only guest page (no exit per read)' },
 ];
 
 /** Every ahci port with a type needs a path. */

@@ -14,6 +14,7 @@ import { RfbServer } from './rfb-server.js';
 import type { RfbInput } from './rfb-session.js';
 import { ByteRing } from '../../vmm/byte-ring.js';
 import { keyOf } from './ps2-keymap.js';
+import { loadKeyboardLayout } from './kbd-layout.js';
 
 import { INPUT_KEY, INPUT_POINTER, INPUT_RECORD, type DisplayInputTransfer } from './display-input.js';
 export type { DisplayInputTransfer } from './display-input.js';
@@ -48,17 +49,21 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
     return undefined;
   }
   const o = parseFbufOptions(config, node);
+  const layoutName = config.get('keyboard.layout');
+  const layout = layoutName === undefined ? undefined : loadKeyboardLayout(layoutName);
   createFramebufferFile(file);
   const view = FramebufferView.open(file, false);
   const ring = ByteRing.create(INPUT_RING_BYTES);
   const bitmap = nativeBuffer(FB_SIZE / 4096 / 8);
   let lastSlot: number | undefined;
   let lastGeneration = -1;
+  let lastVgaGeneration: number | undefined;
+  const noPages = new Uint8Array(bitmap.bytes.length);
   let keysDropped = 0;
   let pointerDropped = 0;
   const input: RfbInput = {
     key: (down, keysym, scancode) => {
-      const key = keyOf(keysym, scancode);
+      const key = keyOf(keysym, scancode, layout);
       if (key === 0) { keysDropped++; return; }
       if (ring.free() < INPUT_RECORD) { keysDropped++; return; } // the guest is not reading its keyboard
       ring.push(Uint8Array.of(INPUT_KEY, down ? 1 : 0, key, 0, 0, 0));
@@ -76,6 +81,17 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
       listen: o.listen, password: o.password, name: vmName, input, log,
       screen: () => view.screen(),
       dirtyPages: dirtyLog && (() => {
+        // The VGA's screen is drawn by us, not written by the guest into
+        // the framebuffer: compare it all when it was drawn anew, nothing
+        // when the VGA did not change.
+        const vga = view.drawnVgaGeneration;
+        if (vga !== undefined) {
+          lastSlot = undefined;
+          if (vga === lastVgaGeneration) return noPages;
+          lastVgaGeneration = vga;
+          return undefined;
+        }
+        lastVgaGeneration = undefined;
         // A new mapping (BAR moved or re-enabled) starts a new log: compare
         // everything once.
         const slot = view.slot;

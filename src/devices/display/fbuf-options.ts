@@ -12,6 +12,7 @@
 
 import { ConfigError, type ConfigTree } from '../../config/tree.js';
 import type { RfbListen } from './rfb-server.js';
+import { pciNodes } from '../../config/pci-nodes.js';
 
 export const COLS_MAX = 3840;
 export const ROWS_MAX = 2160;
@@ -94,4 +95,9 @@ export function fbufNode(config: ConfigTree, nodes: ReadonlyArray<{ node: string
   const found = nodes.filter((n) => config.get(`${n.node}.device`) === 'fbuf');
   if (found.length > 1) throw new ConfigError('Only one frame buffer device is allowed.');
   return found[0]?.node;
+}
+
+/** An fbuf with vga=on is configured (its VGA memory window needs a hole in RAM). */
+export function fbufVgaOn(config: ConfigTree): boolean {
+  return pciNodes(config).some((n) => config.get(`${n.node}.device`) === 'fbuf' && config.get(`${n.node}.vga`) === 'on');
 }

@@ -7,9 +7,11 @@
 //   BAR 1 (32-bit memory, 32 MiB): the framebuffer itself, guest-visible
 //     memory mapped wherever the BAR is decoded (pci_fbuf_baraddr), no
 //     exits on access;
-//   vga=io (default): the VGA register ports (vga-io.ts); vga=off: none;
-//   vga=on (VGA text and graphics rendering) is refused: bhyve itself
-//     stops at "VGA rendering not enabled".
+//   vga=io (default): the VGA register ports (vga.ts); vga=off: none;
+//   vga=on: the VGA's registers, its memory window 0xA0000-0xBFFFF (left
+//     out of guest RAM by the vmm: vgaWindowFor) and its screen drawn from
+//     them while the guest shows the VGA (vga.ts, vga-render.ts). bhyve
+//     itself stops at "VGA rendering not enabled" for vga=on.
 // The pixels and the register block live in the framebuffer file
 // (framebuffer-file.ts) that the VNC server on the main thread reads.
 
@@ -17,9 +19,10 @@ import type { Device, DeviceContext, MemoryMapControl } from '../device.js';
 import type { PciDeviceRecord } from '../pci-device.js';
 import { ConfigError } from '../../config/tree.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
-import { DMEMSZ, FB_SIZE, HOST_BAR1_ADDR, HOST_MAP_GENERATION, HOST_SLOT, REG_DEPTH, REG_FBSIZE, REG_HEIGHT, REG_WIDTH, REGS_OFFSET } from './framebuffer-file.js';
+import { DMEMSZ, FB_SIZE, HOST_BAR1_ADDR, HOST_MAP_GENERATION, HOST_SLOT, REG_DEPTH, REG_FBSIZE, REG_HEIGHT, REG_WIDTH, REGS_OFFSET, VGA_RAM_OFFSET, VGA_STATE_OFFSET } from './framebuffer-file.js';
 import { parseFbufOptions } from './fbuf-options.js';
-import { VgaIo } from './vga-io.js';
+import { Vga, VGA_MEM_BASE, VGA_MEM_SIZE, VGA_RAM_SIZE, VGA_STATE_SIZE } from './vga.js';
+import { loadVgaFont } from './vga-font.js';
 import { ByteRing } from '../../vmm/byte-ring.js';
 import { INPUT_KEY, INPUT_RECORD } from './display-input.js';
 
@@ -27,6 +30,12 @@ import { INPUT_KEY, INPUT_RECORD } from './display-input.js';
 export interface KeyboardSink {
   keyEvent(qnum: number, down: boolean): void;
   pointerEvent(buttons: number, x: number, y: number): void;
+}
+
+/** An absolute pointer (the xhci USB tablet): takes VNC pointer events in
+ * place of the PS/2 mouse, with the screen size to scale them by. */
+export interface PointerSink {
+  pointerEvent(buttons: number, x: number, y: number, width: number, height: number): void;
 }
 
 export const FBUF_VENDOR = 0xfb5d;
@@ -38,21 +47,21 @@ const PCI_FBUF_MSI_MSGS = 4;
 export class Fbuf extends PciEmulFunction implements Device {
   /** The register block (BAR 0), shared with the VNC server. */
   readonly regs: DataView;
-  readonly vga: VgaIo | undefined;
+  readonly vga: Vga | undefined;
   private readonly memoryMap: MemoryMapControl;
   private mappedAt: number | undefined;
   /** Guest register writes and mode switches, for --get-stats. */
   readonly counters = { regWrites: 0, modeChanges: 0, mapFailures: 0 };
-  vgaMode = false;
+  private vgaModeNoVga = false;
   private readonly input: ByteRing | undefined;
   private keyboard: KeyboardSink | undefined;
+  private pointer: PointerSink | undefined;
   keysDelivered = 0;
   pointerDelivered = 0;
 
   constructor(ctx: DeviceContext, node: string) {
     super('fbuf', ctx);
     const o = parseFbufOptions(ctx.config, node);
-    if (o.vga === 'on') throw new ConfigError('not supported yet: fbuf vga=on (VGA text mode rendering); use vga=io or vga=off');
     if (!ctx.memoryMap) throw new Error('fbuf: no framebuffer memory (the VM was started without one)');
     this.memoryMap = ctx.memoryMap;
     const page = this.memoryMap.view({ kind: 'framebuffer', offset: REGS_OFFSET }, 4096);
@@ -77,14 +86,30 @@ export class Fbuf extends PciEmulFunction implements Device {
     this.regs.setUint16(REG_DEPTH, 32, true);
     this.regs.setUint32(HOST_BAR1_ADDR, 0, true);
     this.regs.setUint32(HOST_SLOT, 0, true);
-    if (o.vga !== 'off') this.vga = new VgaIo(ctx);
+    if (o.vga === 'on') {
+      const mm = this.memoryMap;
+      this.vga = new Vga(ctx, mm.view({ kind: 'framebuffer', offset: VGA_STATE_OFFSET }, VGA_STATE_SIZE),
+        mm.view({ kind: 'framebuffer', offset: VGA_RAM_OFFSET }, VGA_RAM_SIZE), loadVgaFont());
+      ctx.io.registerMmio('vga-memory', VGA_MEM_BASE, VGA_MEM_SIZE, this.vga.memory);
+    } else if (o.vga === 'io') {
+      this.vga = new Vga(ctx);
+    }
     const t = ctx.hostPorts?.display(node);
     if (t?.kind === 'fbuf-input') this.input = ByteRing.from(t.input);
   }
 
+  /** The guest shows the VGA, not the framebuffer (bhyve's gc_image->vgamode). */
+  get vgaMode(): boolean { return this.vga ? this.vga.vgaMode : this.vgaModeNoVga; }
+  set vgaMode(on: boolean) { if (this.vga) this.vga.vgaMode = on; else this.vgaModeNoVga = on; }
+
   /** Sends VNC key events to this keyboard (the platform's i8042). */
   attachKeyboard(k: KeyboardSink): void {
     this.keyboard = k;
+  }
+
+  /** Sends VNC pointer events to this absolute pointer instead of the PS/2 mouse. */
+  attachPointer(p: PointerSink): void {
+    this.pointer = p;
   }
 
   /** Input events from the VNC server (main thread), INPUT_RECORD bytes each. */
@@ -92,6 +117,11 @@ export class Fbuf extends PciEmulFunction implements Device {
     if (!this.input) return;
     while (this.input.available() >= INPUT_RECORD) {
       const r = this.input.read(INPUT_RECORD);
+      if (r[0] !== INPUT_KEY && this.pointer) {
+        this.pointer.pointerEvent(r[1], r[2] | (r[3] << 8), r[4] | (r[5] << 8), this.regs.getUint16(REG_WIDTH, true), this.regs.getUint16(REG_HEIGHT, true));
+        this.pointerDelivered++;
+        continue;
+      }
       if (!this.keyboard) continue;
       if (r[0] === INPUT_KEY) { this.keyboard.keyEvent(r[2], r[1] === 1); this.keysDelivered++; }
       else { this.keyboard.pointerEvent(r[1], r[2] | (r[3] << 8), r[4] | (r[5] << 8)); this.pointerDelivered++; }
@@ -152,6 +182,12 @@ export class Fbuf extends PciEmulFunction implements Device {
       'framebuffer map failures': this.counters.mapFailures,
       'keys delivered': this.keysDelivered,
       'pointer events delivered': this.pointerDelivered,
+      'VGA shown': this.vgaMode ? 1 : 0,
+      ...(this.vga?.ram ? {
+        'VGA port writes': this.vga.counters.portWrites,
+        'VGA memory reads': this.vga.counters.memoryReads,
+        'VGA memory writes': this.vga.counters.memoryWrites,
+      } : {}),
     };
   }
 }

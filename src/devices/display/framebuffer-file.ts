@@ -16,12 +16,19 @@
 //   FB_SIZE + 132 u32 KVM memory slot of that mapping + 1 (0: none), whose
 //                     dirty log tells the VNC server which pages changed
 //   FB_SIZE + 136 u32 mapping generation, bumped on every map (a new log)
+//   FB_SIZE + 4096               the VGA's registers (vga.ts' state page)
+//   FB_SIZE + 8192               the VGA's memory, four planes of 64 KiB
+// With vga=on and the VGA shown (bhyve's vgamode), readers draw the screen
+// from the VGA (vga-render.ts) into a buffer of their own; the guest's
+// framebuffer is left as it is.
 
 import fs from 'node:fs';
 import path from 'node:path';
 import { mmap, PROT_READ, PROT_WRITE, type Mapping } from '../../sys/libc.js';
 import { COLS_MAX, ROWS_MAX } from './fbuf-options.js';
 import type { Screen } from './rfb-pixels.js';
+import { FLAG_RENDER, FLAG_VGAMODE, ST_FLAGS, ST_GENERATION, VGA_RAM_SIZE, VGA_STATE_SIZE } from './vga.js';
+import { renderVga, type VgaSize } from './vga-render.js';
 
 const MB = 1024 * 1024;
 /** pci_fbuf.c's FB_SIZE: room for 3840x2160 at 32 bits. */
@@ -29,7 +36,9 @@ export const FB_SIZE = 32 * MB;
 /** pci_fbuf.c's DMEMSZ, the register BAR. */
 export const DMEMSZ = 128;
 export const REGS_OFFSET = FB_SIZE;
-export const FILE_SIZE = FB_SIZE + 4096;
+export const VGA_STATE_OFFSET = FB_SIZE + 4096;
+export const VGA_RAM_OFFSET = FB_SIZE + 8192;
+export const FILE_SIZE = VGA_RAM_OFFSET + VGA_RAM_SIZE;
 
 export const REG_FBSIZE = 0;
 export const REG_WIDTH = 4;
@@ -58,11 +67,39 @@ export function createFramebufferFile(file: string): void {
 export class FramebufferView {
   readonly pixels: Uint8Array;
   readonly regs: DataView;
+  readonly vgaState: Uint8Array;
+  readonly vgaRam: Uint8Array;
   private lastGood = { width: 0, height: 0 };
+  private vgaPixels = new Uint8Array(0);
+  private vgaDrawn: { generation: number; size: VgaSize } | undefined;
 
   private constructor(private readonly map: Mapping) {
     this.pixels = map.bytes.subarray(0, FB_SIZE);
     this.regs = new DataView(map.bytes.buffer, map.bytes.byteOffset + REGS_OFFSET, 4096);
+    this.vgaState = map.bytes.subarray(VGA_STATE_OFFSET, VGA_STATE_OFFSET + VGA_STATE_SIZE);
+    this.vgaRam = map.bytes.subarray(VGA_RAM_OFFSET, VGA_RAM_OFFSET + VGA_RAM_SIZE);
+  }
+
+  /** The VGA generation the last screen() drew, undefined when it showed the framebuffer. */
+  get drawnVgaGeneration(): number | undefined { return this.vgaDrawn?.generation; }
+
+  /** vga=on and the guest's screen is the VGA (bhyve's vgamode). */
+  get showsVga(): boolean {
+    const f = this.vgaState[ST_FLAGS];
+    return (f & FLAG_RENDER) !== 0 && (f & FLAG_VGAMODE) !== 0;
+  }
+
+  /** The VGA's screen, drawn again only when the VGA changed since the last call. */
+  private vgaScreen(): Screen {
+    const generation = new DataView(this.vgaState.buffer, this.vgaState.byteOffset).getUint32(ST_GENERATION, true);
+    if (!this.vgaDrawn || this.vgaDrawn.generation !== generation) {
+      const want = 2304 * 1024 * 4; // the largest VGA screen (256 9-dot characters by 1024 lines)
+      if (this.vgaPixels.length < want) this.vgaPixels = new Uint8Array(want);
+      const out = new Uint32Array(this.vgaPixels.buffer, 0, want / 4);
+      this.vgaDrawn = { generation, size: renderVga(this.vgaState, this.vgaRam, out, this.vgaDrawn?.size) };
+    }
+    const { width, height } = this.vgaDrawn.size;
+    return { width, height, pixels: this.vgaPixels.subarray(0, width * height * 4) };
   }
 
   static open(file: string, writable: boolean): FramebufferView {
@@ -92,6 +129,8 @@ export class FramebufferView {
    * last good size.
    */
   screen(): Screen {
+    if (this.showsVga) return this.vgaScreen();
+    this.vgaDrawn = undefined;
     const w = this.width;
     const h = this.height;
     if (w > 0 && h > 0 && w <= COLS_MAX && h <= ROWS_MAX && w * h * 4 <= FB_SIZE) this.lastGood = { width: w, height: h };

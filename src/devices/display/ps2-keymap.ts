@@ -21,7 +21,7 @@ export function scancodeBytes(qnum: number, down: boolean, set: 1 | 2): number[]
 }
 
 /** Set 1 make codes (0x01-0x58) to set 2 (the inverse of the i8042's translation table). */
-const SET1_TO_SET2: Record<number, number> = {
+export const SET1_TO_SET2: Record<number, number> = {
   0x01: 0x76, 0x02: 0x16, 0x03: 0x1e, 0x04: 0x26, 0x05: 0x25, 0x06: 0x2e, 0x07: 0x36, 0x08: 0x3d,
   0x09: 0x3e, 0x0a: 0x46, 0x0b: 0x45, 0x0c: 0x4e, 0x0d: 0x55, 0x0e: 0x66, 0x0f: 0x0d, 0x10: 0x15,
   0x11: 0x1d, 0x12: 0x24, 0x13: 0x2d, 0x14: 0x2c, 0x15: 0x35, 0x16: 0x3c, 0x17: 0x43, 0x18: 0x44,
@@ -71,14 +71,21 @@ for (let i = 0; i < 10; i++) KEYSYMS.set(0xffbe + i, 0x3b + i);
 KEYSYMS.set(0xffc8, 0x57);
 KEYSYMS.set(0xffc9, 0x58);
 
-/** The key (qnum) a keysym stands for, 0 when this layout has none. */
-export function keysymToQnum(keysym: number): number {
-  return KEYSYMS.get(keysym) ?? 0;
+/** A -K layout: keysyms whose key differs from (or is missing in) the US
+ * layout above, as keysym -> qnum (kbd-layout.ts reads bhyve's files). */
+export type KeyboardLayout = ReadonlyMap<number, number>;
+
+/** The key (qnum) a keysym stands for, 0 when the layout has none: the
+ * -K layout's entry first, then the US layout (bhyve's ps2kbd.c: a layout
+ * file overrides entries of its built-in tables). */
+export function keysymToQnum(keysym: number, layout?: KeyboardLayout): number {
+  return layout?.get(keysym) ?? KEYSYMS.get(keysym) ?? 0;
 }
 
-/** The key of a VNC key event: QEMU's extended event names it, else the keysym. */
-export function keyOf(keysym: number, xtScancode: number): number {
+/** The key of a VNC key event: QEMU's extended event names it, else the
+ * keysym (through the -K layout, if any). */
+export function keyOf(keysym: number, xtScancode: number, layout?: KeyboardLayout): number {
   if (xtScancode > 0 && xtScancode <= 0xff) return xtScancode;
   if (xtScancode >> 8 === 0xe0) return E0 | (xtScancode & 0x7f); // some clients send the prefix itself
-  return keysymToQnum(keysym);
+  return keysymToQnum(keysym, layout);
 }

@@ -7,15 +7,20 @@
 //                       access of N bytes at 0xe0+k reads/writes bytes k..k+N-1.
 //   pc-testdev-irq-line I/O 0x2000 + pin for each IOAPIC pin (24 with KVM's
 //                       IOAPIC): a byte write of nonzero asserts, zero
-//                       deasserts that IRQ. bhyve drives IRQs < 16 on both
+//                       deasserts that IRQ. A 2- or 4-byte write is split
+//                       into byte writes, as QEMU's memory core does for
+//                       this byte-wide region: `outl` of 1 to 0x200b
+//                       asserts IRQ 11 and deasserts 12-14 (bytes past the
+//                       last pin are dropped). bhyve drives IRQs < 16 on both
 //                       the 8259 and the IOAPIC and the rest on the IOAPIC
 //                       only; KVM's default GSI routing does exactly that
 //                       for GSI n. Reads give 0.
 //   pc-testdev-iomem    MMIO 0xff000000, 64 KiB of scratch memory.
 //
 // bhyve fails accesses it does not accept (a wrong size on the irq ports, an
-// access running past the end of a range); we ignore such writes and read
-// all-ones instead of stopping the VM.
+// access running past the end of a range); we take wide irq-line writes as
+// QEMU does, ignore the other such writes and read all-ones instead of
+// stopping the VM.
 
 import type { AccessSize, Device, DeviceContext } from '../device.js';
 
@@ -55,8 +60,9 @@ export class PcTestDev implements Device {
     io.registerPorts('pc-testdev-irq-line', IRQ_BASE, pinCount, {
       read: () => 0,
       write: (port, size, value) => {
-        if (size !== 1) return;
-        ctx.irq.setLevel(port - IRQ_BASE, (value & 0xff) !== 0);
+        for (let i = 0; i < size && port + i < IRQ_BASE + pinCount; i++) {
+          ctx.irq.setLevel(port + i - IRQ_BASE, ((value >>> (8 * i)) & 0xff) !== 0);
+        }
       },
     });
     io.registerMmio('pc-testdev-iomem', IOMEM_BASE, IOMEM_LEN, {

@@ -9,9 +9,14 @@
 // clear (then bit 7 of the hour is PM). The guest may set the time the usual
 // way: set B.SET (halt updates), write the fields, clear B.SET. Invalid
 // fields stop the clock (vrtc's "broken time"); bhyve additionally stops the
-// VM there, which we do not. Register A: UIP always reads 0 (time moves in
-// whole seconds between reads); the clock runs only while the divider bits
-// are 010. Register D reads VRT (valid RAM and time) set.
+// VM there, which we do not. Register A: UIP (update in progress) reads 1
+// during the last 244 us before each second boundary of the running clock,
+// as QEMU's mc146818rtc and the real part (which holds it for 8 cycles of
+// its 32.768 kHz base before the update), so guests that wait for a UIP
+// edge see one; vrtc never sets it. Register A resets to 0x26 (divider
+// running, rate 1024 Hz), as QEMU and what a PC BIOS leaves; vrtc starts
+// at 0x20. The clock runs only while the divider bits are 010. Register D
+// reads VRT (valid RAM and time) set.
 //
 // Interrupts on IRQ 8, as vrtc: periodic (register B PIE; register A's
 // rate select, 2 Hz .. 8192 Hz, with the divider running), alarm (AIE; the
@@ -89,6 +94,10 @@ export const RTC_PERIODIC_NS: readonly bigint[] = [
   1_000_000_000n / 8n, 1_000_000_000n / 4n, 1_000_000_000n / 2n,
 ];
 const NS_PER_SEC = 1_000_000_000n;
+/** How long UIP reads 1 before each update: 8 periods of the 32.768 kHz base (QEMU's UIP_HOLD_LENGTH). */
+export const RTC_UIP_HOLD_NS = (8n * NS_PER_SEC) / 32768n;
+/** Register A after reset: divider running (010), rate select 6 (1024 Hz), as QEMU. */
+export const RTC_STATUSA_RESET = 0x26;
 /** At most this many elapsed seconds are scanned for an alarm match. */
 const ALARM_SCAN_MAX = 86_400;
 
@@ -137,8 +146,9 @@ export class Rtc implements Device {
     this.uptime = opts.uptime ?? (() => process.hrtime.bigint());
     this.localtime = opts.useLocaltime ?? ctx.config.getBool('rtc.use_localtime', true);
 
-    // vrtc_init: dividers running, 24-hour BCD, no interrupts, RAM valid.
-    this.regs[RTC_STATUSA] = 0x20;
+    // vrtc_init: dividers running (rate select 6 as QEMU), 24-hour BCD, no
+    // interrupts, RAM valid.
+    this.regs[RTC_STATUSA] = RTC_STATUSA_RESET;
     this.regs[RTC_STATUSB] = RTCSB_24HR;
     this.regs[RTC_INTR] = 0;
     this.regs[RTC_STATUSD] = RTCSD_PWR;
@@ -227,6 +237,7 @@ export class Rtc implements Device {
       this.setRegC(0);
       return v;
     }
+    if (off === RTC_STATUSA && this.updateInProgress()) return this.regs[off] | RTCSA_TUP;
     return this.regs[off];
   }
 
@@ -264,6 +275,14 @@ export class Rtc implements Device {
 
   private updateEnabled(): boolean {
     return this.dividerEnabled(this.regs[RTC_STATUSA]) && !this.halted() && this.baseRtcTime !== BROKEN;
+  }
+
+  /** True during the UIP hold before the running clock's next second. */
+  private updateInProgress(): boolean {
+    if (!this.updateEnabled()) return false;
+    const now = this.uptime();
+    if (now < this.baseUptime) return false;
+    return (now - this.baseUptime) % NS_PER_SEC >= NS_PER_SEC - RTC_UIP_HOLD_NS;
   }
 
   private curtime(): number {

@@ -23,7 +23,7 @@
 // pin/line registers. An assert while INTx is not permitted (MSI or MSI-X
 // enabled, or INTxDIS set) stays pending until it is.
 
-import type { DeviceContext, MmioHandler, PortIoHandler } from '../device.js';
+import type { DeviceContext, MmioHandler, PortIoHandler, RegisterPages } from '../device.js';
 import { barSize, type BarKind, type PciResourceAllocator } from './bar-alloc.js';
 import {
   PCI_BAR_COUNT, PCI_CONFIG_SIZE, PCIM_CMD_INTxDIS, PCIM_CMD_MEMEN, PCIM_CMD_PORTEN, PCIR_BAR0, PCIR_COMMAND,
@@ -62,6 +62,11 @@ export interface BarHandler {
    * and `unmap` when it stops or moves. */
   map?(base: number): void;
   unmap?(): void;
+  /** Pages the guest reads the BAR from (a read-only KVM slot, as big as
+   * the BAR): mapped wherever the BAR decodes, beside the MMIO handler,
+   * which still takes every write. The device keeps them equal to what
+   * read() answers. */
+  pages?: RegisterPages;
 }
 
 interface BarState {
@@ -236,6 +241,9 @@ export abstract class PciEmulFunction extends PciFunctionBase {
           write: (addr, data) => mmioAccess(b.handler, addr - base, data, true),
         };
         this.ctx.io.registerMmio(name, base, b.size, h);
+        // Reads from the pages cost no exit; when KVM refuses the slot they
+        // keep reaching the handler.
+        b.handler.pages?.map(base);
       }
       b.registeredAt = base;
       this.barConflict = undefined;
@@ -249,7 +257,10 @@ export abstract class PciEmulFunction extends PciFunctionBase {
     if (!b || b.registeredAt === undefined) return;
     if (b.kind === 'io') this.ctx.io.unregisterPorts(b.registeredAt);
     else if (b.handler.unmap) b.handler.unmap();
-    else this.ctx.io.unregisterMmio(b.registeredAt);
+    else {
+      b.handler.pages?.unmap();
+      this.ctx.io.unregisterMmio(b.registeredAt);
+    }
     b.registeredAt = undefined;
   }
 

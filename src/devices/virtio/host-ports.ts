@@ -10,8 +10,9 @@ import type { ConfigTree } from '../../config/tree.js';
 import { pciNodes } from '../../config/pci-nodes.js';
 import { userErrorWithPrefix } from '../../user-error.js';
 import { openConsoleBackend, type ConsoleBackendTransfer } from './console-backend.js';
-import { openNetBackend, type NetBackendTransfer } from './net-backend.js';
+import { openNetBackend, type NetBackendTransfer } from '../net/net-backend.js';
 import type { DisplayInputTransfer } from '../display/display-input.js';
+import { openInputBackend, type InputBackendTransfer } from './input-backend.js';
 
 /** The opened backends by kind, each by slot node ("pci.0.3.0");
  * structured-cloneable. */
@@ -20,6 +21,8 @@ export interface HostPortTransfers {
   console: Record<string, ConsoleBackendTransfer>;
   /** fbuf's VNC input ring (devices/display/fbuf-host.ts opens it). */
   display: Record<string, DisplayInputTransfer>;
+  /** virtio-input's evdev devices (input-backend.ts). */
+  input?: Record<string, InputBackendTransfer>;
 }
 
 /** A device thread's typed view of the transfers (DeviceContext.hostPorts). */
@@ -27,10 +30,11 @@ export interface HostPortLookup {
   net(node: string): NetBackendTransfer | undefined;
   console(node: string): ConsoleBackendTransfer | undefined;
   display(node: string): DisplayInputTransfer | undefined;
+  input?(node: string): InputBackendTransfer | undefined;
 }
 
 export function hostPortLookup(t: HostPortTransfers): HostPortLookup {
-  return { net: (node) => t.net[node], console: (node) => t.console[node], display: (node) => t.display[node] };
+  return { net: (node) => t.net[node], console: (node) => t.console[node], display: (node) => t.display[node], input: (node) => t.input?.[node] };
 }
 
 export interface HostPorts {
@@ -43,7 +47,7 @@ export interface HostPorts {
  * asks the device thread to poll its devices. Throws an Error with one line
  * naming the slot when a backend cannot be opened (nothing stays open). */
 export async function openHostPorts(config: ConfigTree, kick: () => void): Promise<HostPorts> {
-  const transfers: HostPortTransfers = { net: {}, console: {}, display: {} };
+  const transfers: HostPortTransfers = { net: {}, console: {}, display: {}, input: {} };
   const hosts: Array<{ close(): Promise<void> }> = [];
   const closeAll = async (): Promise<void> => {
     for (const h of hosts.splice(0)) await h.close().catch(() => undefined);
@@ -51,10 +55,14 @@ export async function openHostPorts(config: ConfigTree, kick: () => void): Promi
   try {
     for (const { node, where } of pciNodes(config)) {
       const emul = config.get(`${node}.device`);
-      if (emul !== 'virtio-net' && emul !== 'virtio-console') continue;
+      if (emul !== 'virtio-net' && emul !== 'e1000' && emul !== 'virtio-console' && emul !== 'virtio-input') continue;
       try {
-        if (emul === 'virtio-net') {
-          const host = openNetBackend(config, node, kick);
+        if (emul === 'virtio-input') {
+          const host = openInputBackend(config, node, kick);
+          hosts.push(host);
+          transfers.input![node] = host.transfer;
+        } else if (emul === 'virtio-net' || emul === 'e1000') {
+          const host = await openNetBackend(config, node, kick);
           if (host === undefined) continue;
           hosts.push(host);
           transfers.net[node] = host.transfer;

@@ -25,13 +25,13 @@
 // net_genmac: 00:a0:98 then the first three bytes of MD5("slot-func-vmname")),
 // mtu=N (ETHERMIN..65535, also offers VIRTIO_NET_F_MTU).
 
-import { createHash } from 'node:crypto';
 import type { ConfigTree } from '../../config/tree.js';
 import { ConfigError } from '../../config/tree.js';
 import { VIRTIO_F_VERSION_1, VIRTIO_ID_NET, featureBit } from './virtio-constants.js';
 import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
 import { DescriptorChain, type Virtqueue } from './virtqueue.js';
-import { attachNetBackend, type NetPort } from './net-backend.js';
+import { attachNetBackend, type NetPort } from '../net/net-backend.js';
+import { netGenMac, parseMac } from '../net/net-utils.js';
 import type { HostPortLookup } from './host-ports.js';
 import { netbeLegacyConfig } from '../../config/legacy.js';
 import type { PciDeviceRecord } from '../pci-device.js';
@@ -59,33 +59,12 @@ export const VTNET_CONFIG_SIZE = 12;
 export const VTNET_MAX_PKT_LEN = 65536 + 64;
 const ETHER_HDR_LEN = 14;
 
+export { formatMac, netGenMac, parseMac } from '../net/net-utils.js';
+
 export interface NetOptions {
   mac: Uint8Array;
   /** Set when mtu= was given (offers VIRTIO_NET_F_MTU). */
   mtu?: number;
-}
-
-/** bhyve's net_genmac(): 00:a0:98 and MD5("slot-func-vmname")[0..2]. */
-export function netGenMac(slot: number, func: number, vmName: string): Uint8Array {
-  const digest = createHash('md5').update(`${slot}-${func}-${vmName}`).digest();
-  return Uint8Array.from([0x00, 0xa0, 0x98, digest[0], digest[1], digest[2]]);
-}
-
-/** bhyve's net_parsemac() (ether_aton): six hex octets separated by ':'
- * (1 or 2 digits each); multicast and all-zero addresses are refused. */
-export function parseMac(s: string): Uint8Array {
-  const parts = s.trim().split(':');
-  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{1,2}$/.test(p))) {
-    throw new ConfigError(`Invalid MAC ${s} (use six hex octets: xx:xx:xx:xx:xx:xx)`);
-  }
-  const mac = Uint8Array.from(parts.map((p) => parseInt(p, 16)));
-  if (mac[0] & 1) throw new ConfigError(`Invalid MAC ${s} (a multicast address)`);
-  if (mac.every((b) => b === 0)) throw new ConfigError(`Invalid MAC ${s} (all zero)`);
-  return mac;
-}
-
-export function formatMac(mac: Uint8Array): string {
-  return Array.from(mac, (b) => b.toString(16).padStart(2, '0')).join(':');
 }
 
 /** bhyve's net_parsemtu() plus the VTNET_MIN_MTU..VTNET_MAX_MTU check. */
@@ -353,7 +332,7 @@ export function createVirtioNet(
   let port: NetPort | undefined;
   if (ctx.config.get(`${node}.backend`) !== undefined && ctx.hostPorts) {
     const t = ctx.hostPorts.net(node);
-    if (t === undefined || t.kind !== 'tap') throw new ConfigError(`virtio-net at ${node}: its backend was not opened`);
+    if (t === undefined) throw new ConfigError(`virtio-net at ${node}: its backend was not opened`);
     port = attachNetBackend(t);
   }
   return new VirtioNet(opts, port);
@@ -369,7 +348,9 @@ export const virtioNetDevice: PciDeviceRecord = {
   description: 'virtio network device',
   legacyConfig: netbeLegacyConfig,
   keys: [
-    { key: 'backend', description: 'network backend (tapN on Linux)' },
+    { key: 'backend', description: 'network backend (tapN, vmnetN, /dev/tapN or slirp)' },
+    { key: 'hostfwd', description: 'slirp backend: host port forwarding rules, separated by ;' },
+    { key: 'open', default: 'false', description: 'slirp backend: allow the guest outbound connections' },
     { key: 'mac', description: 'MAC address (default: derived from the VM name and slot)' },
     { key: 'mtu', default: '1500', description: 'MTU offered to the guest' },
     { key: 'bootindex', description: 'boot order index for the firmware' },

@@ -10,11 +10,14 @@
 //     socket at exit) and in the directories of virtio-console sockets,
 //     which bhyve created and removes at exit (bhyve's Capsicum rights on
 //     such a directory descriptor allow the same);
+//   - beneath a virtio-9p share: read, and unless ro, make, change,
+//     link, rename and remove files and directories (no device nodes);
 //   - remove and make directories: in the runtime root (destroying the VM,
 //     when bhyve created it or -D asks, renames its directory to a hidden
 //     name and removes it; mkdir itself stays refused by seccomp).
 // With ABI 4 and later, TCP bind and connect are handled and not granted:
-// no new TCP endpoints. Landlock applies per thread: every JavaScript
+// no new TCP endpoints (unless a slirp backend needs them: then TCP is not
+// handled and the seccomp filter's socket calls decide). Landlock applies per thread: every JavaScript
 // thread applies it for itself (sandbox.ts) and threads started later
 // inherit it.
 
@@ -72,13 +75,14 @@ const O_CLOEXEC = 0o2000000;
 /** Builds the ruleset and restricts the calling thread. Returns undefined
  * on success, else why not (the thread is then unchanged). Paths that no
  * longer exist are skipped: nothing there to grant. */
-export function restrictThisThread(abi: number, rules: readonly LandlockRule[]): string | undefined {
+export function restrictThisThread(abi: number, rules: readonly LandlockRule[], handleNet = true): string | undefined {
   const attr = new Uint8Array(24);
   const dv = new DataView(attr.buffer);
   const fsRights = handledFs(abi);
   dv.setBigUint64(0, fsRights, true);
   let size = 8;
-  if (abi >= 4) { dv.setBigUint64(8, NET_BIND_TCP | NET_CONNECT_TCP, true); size = 16; }
+  // handleNet false: TCP left to seccomp (a slirp backend connects and binds).
+  if (abi >= 4 && handleNet) { dv.setBigUint64(8, NET_BIND_TCP | NET_CONNECT_TCP, true); size = 16; }
   const ruleset = landlockCreateRuleset(attr, size);
   if (ruleset < 0) return `landlock_create_ruleset failed (errno ${-ruleset})`;
   try {

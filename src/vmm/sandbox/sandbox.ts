@@ -40,6 +40,12 @@ export interface SandboxPlan {
   /** Landlock ABI version, 0 when the kernel has none. */
   landlockAbi: number;
   landlockRules: LandlockRule[];
+  /** virtio-9p shares configured: none, only read-only ones, or a
+   * writable one (the filter then allows what a file server needs). */
+  shares?: 'ro' | 'rw';
+  /** A slirp network backend runs in bhyve: new sockets stay allowed
+   * (seccomp) and Landlock leaves TCP alone. */
+  sockets: boolean;
   /** Notes on what this host cannot do (printed with BHYVE_DEBUG). */
   notes: string[];
 }
@@ -68,7 +74,44 @@ export function sandboxPlan(config: ConfigTree, paths: SandboxPaths): SandboxPla
     ...consoleSocketDirs(config).map((p) => ({ path: p, access: FS.REMOVE_FILE })),
     ...diskImages(config),
   ];
-  return { log: config.getBool('security.sandbox_log', false), landlockAbi, landlockRules: rules, notes };
+  const shares = fileShares(config);
+  rules.push(...shares.rules);
+  if (shares.kind === 'rw' && landlockAbi === 0) {
+    notes.push('no Landlock: writable virtio-9p shares are confined by the file server alone; the filter lets files be created');
+  }
+  const sockets = usesSlirp(config);
+  if (sockets) rules.push(...SLIRP_READ_FILES.map((p) => ({ path: p, access: FS.READ_FILE })));
+  return {
+    log: config.getBool('security.sandbox_log', false), landlockAbi, landlockRules: rules, sockets, notes,
+    ...(shares.kind ? { shares: shares.kind } : {}),
+  };
+}
+
+/** Files libslirp reads while it runs: the host's DNS servers for its DNS
+ * relay (re-read when resolv.conf changes), glib's time zone. */
+export const SLIRP_READ_FILES = ['/etc/resolv.conf', '/etc/localtime', '/usr/share/zoneinfo'];
+
+/** True when a NIC of this VM has the slirp backend. */
+export function usesSlirp(config: ConfigTree): boolean {
+  for (const [key, value] of config.toJSON()) {
+    if (/^pci\.\d+\.\d+\.\d+\.backend$/.test(key) && value.trim().startsWith('slirp')) return true;
+  }
+  return false;
+}
+
+/** The plan for a helper thread started before the sandbox goes up (the
+ * slirp thread): bhyve's code and `readFiles` readable, nothing else;
+ * undefined with security.sandbox=false. */
+export function helperThreadPlan(config: ConfigTree, readFiles: readonly string[], sockets: boolean): SandboxPlan | undefined {
+  if (!config.getBool('security.sandbox', true)) return undefined;
+  const ll = landlockStatus();
+  return {
+    log: config.getBool('security.sandbox_log', false),
+    landlockAbi: 'abi' in ll ? ll.abi : 0,
+    landlockRules: [...codeDirectories(), ...readFiles].map((p) => ({ path: p, access: FS.READ_FILE })),
+    sockets,
+    notes: [],
+  };
 }
 
 /** bhyve's installed tree and the directory of koffi (a worker thread
@@ -117,6 +160,26 @@ function diskImages(config: ConfigTree): LandlockRule[] {
   return rules;
 }
 
+/** Rights beneath a virtio-9p share: read it all; change it unless ro
+ * (never device nodes: the file server refuses them). */
+const SHARE_READ = FS.READ_FILE | FS.READ_DIR;
+const SHARE_WRITE = FS.WRITE_FILE | FS.REMOVE_DIR | FS.REMOVE_FILE | FS.MAKE_DIR | FS.MAKE_REG | FS.MAKE_SOCK
+  | FS.MAKE_FIFO | FS.MAKE_SYM | FS.REFER | FS.TRUNCATE;
+
+/** The virtio-9p shares: their Landlock rules, and whether any is writable. */
+function fileShares(config: ConfigTree): { rules: LandlockRule[]; kind?: 'ro' | 'rw' } {
+  const rules: LandlockRule[] = [];
+  let kind: 'ro' | 'rw' | undefined;
+  for (const [key, value] of config.toJSON()) {
+    const m = /^(pci\.\d+\.\d+\.\d+)\.path$/.exec(key);
+    if (!m || config.get(`${m[1]}.device`) !== 'virtio-9p') continue;
+    const ro = config.getBool(`${m[1]}.ro`, false);
+    rules.push({ path: value, access: SHARE_READ | (ro ? 0n : SHARE_WRITE) });
+    kind = !ro ? 'rw' : kind ?? 'ro';
+  }
+  return { rules, kind };
+}
+
 /** Steps 1-3 for the calling thread. Returns what could not be done. */
 export function confineThisThread(plan: SandboxPlan): string[] {
   const problems: string[] = [];
@@ -129,7 +192,7 @@ export function confineThisThread(plan: SandboxPlan): string[] {
   }
   prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL);
   if (plan.landlockAbi > 0) {
-    const why = restrictThisThread(plan.landlockAbi, plan.landlockRules);
+    const why = restrictThisThread(plan.landlockAbi, plan.landlockRules, !plan.sockets);
     if (why) problems.push(`Landlock: ${why}`);
   }
   const caps = capset({ effective: 0n, permitted: 0n, inheritable: 0n });
@@ -157,7 +220,10 @@ export function enterSandbox(plan: SandboxPlan): void {
   const problems = confineThisThread(plan);
   if (problems.length) throw new SandboxError(`cannot sandbox bhyve: ${problems.join('; ')} (-o security.sandbox=false runs without)`);
   const refuse = plan.log ? SECCOMP_RET_LOG : SECCOMP_RET_ERRNO | EPERM;
-  const filter = buildSeccompFilter({ refuse, pid: process.pid, renames: plan.landlockAbi > 0 });
+  const filter = buildSeccompFilter({
+    refuse, pid: process.pid, renames: plan.landlockAbi > 0 || plan.shares === 'rw', shares: plan.shares,
+    newSockets: plan.sockets,
+  });
   const flags = SECCOMP_FILTER_FLAG_TSYNC | (plan.log ? SECCOMP_FILTER_FLAG_LOG : 0);
   const r = seccompSetFilter(filter, flags);
   if (r !== 0) {

@@ -5,7 +5,8 @@
 // allowed call, and the refusal at the end.
 
 import {
-  ALLOWED_SYSCALLS, CHECKED_SYSCALLS, CLONE_THREAD, O_CREAT, O_TMPFILE_BIT, PR_GET_NAME, PR_SET_NAME,
+  ALLOWED_SYSCALLS, CHECKED_SYSCALLS, SHARE_READ_SYSCALLS, SHARE_WRITE_SYSCALLS, SOCKET_SYSCALLS, CLONE_THREAD,
+  O_CREAT, O_TMPFILE_BIT, PR_GET_NAME, PR_SET_NAME,
   TIOCLINUX, TIOCSTI,
 } from './syscall-allowlist.js';
 
@@ -44,6 +45,13 @@ export interface FilterOptions {
   /** Allow rename(2) and its kin: only when Landlock limits them to the
    * VM's own directory (without it, any file of the user could move). */
   renames?: boolean;
+  /** virtio-9p shares: 'ro' adds SHARE_READ_SYSCALLS; 'rw' also
+   * SHARE_WRITE_SYSCALLS and openat/open with O_CREAT (O_TMPFILE stays
+   * refused). */
+  shares?: 'ro' | 'rw';
+  /** Allow new sockets (socket, connect, bind, listen): only when a slirp
+   * network backend makes the guest's connections from inside bhyve. */
+  newSockets?: boolean;
 }
 
 /** The filter's instructions, 8 bytes each (struct sock_filter). */
@@ -77,10 +85,11 @@ export function buildSeccompFilter(o: FilterOptions): Uint8Array {
   // the reload is only reached by the fall-through path.
   const reload = stmt(BPF_LD_W_ABS, OFF_NR);
   prog.push(reload);
+  const refusedOpen = o.shares === 'rw' ? O_TMPFILE_BIT : O_CREAT | O_TMPFILE_BIT;
   for (const [nr, arg] of [[C.open, 1], [C.openat, 2]] as const) {
     block(nr, [
       stmt(BPF_LD_W_ABS, argLow(arg)),
-      jump(BPF_JSET_K, O_CREAT | O_TMPFILE_BIT, 1, 0),
+      jump(BPF_JSET_K, refusedOpen, 1, 0),
       allow,
       deny,
     ]);
@@ -111,9 +120,12 @@ export function buildSeccompFilter(o: FilterOptions): Uint8Array {
   ]);
   prog.push(reload);
   if (o.renames) for (const nr of [C.rename, C.renameat, C.renameat2]) block(nr, [allow]);
+  if (o.newSockets) for (const [, nr] of SOCKET_SYSCALLS) block(nr, [allow]);
   block(C.clone3, [ret(SECCOMP_RET_ERRNO | ENOSYS)]);
   block(C.openat2, [ret(SECCOMP_RET_ERRNO | ENOSYS)]);
   for (const [, nr] of ALLOWED_SYSCALLS) block(nr, [allow]);
+  if (o.shares) for (const [, nr] of SHARE_READ_SYSCALLS) block(nr, [allow]);
+  if (o.shares === 'rw') for (const [, nr] of SHARE_WRITE_SYSCALLS) block(nr, [allow]);
   prog.push(deny);
 
   const out = new Uint8Array(prog.length * 8);

@@ -65,6 +65,25 @@ export const ALLOWED_SYSCALLS: ReadonlyArray<readonly [name: string, nr: number]
   ['pkey_alloc', 330], ['pkey_mprotect', 329],
 ];
 
+/** What a virtio-9p file server (devices/virtio/p9/) adds, only when a
+ * share is configured: reading a share needs fstatfs (Tstatfs); changing
+ * one needs the *at() calls that make, link, rename and change files
+ * (Landlock confines them to the shares; openat with O_CREAT is let
+ * through then too, see seccomp-filter.ts). */
+export const SHARE_READ_SYSCALLS: ReadonlyArray<readonly [name: string, nr: number]> = [
+  ['fstatfs', 138],
+];
+export const SHARE_WRITE_SYSCALLS: ReadonlyArray<readonly [name: string, nr: number]> = [
+  ['mkdirat', 258], ['mknodat', 259], ['fchownat', 260], ['linkat', 265], ['symlinkat', 266],
+  ['fchmodat', 268], ['fchmod', 91], ['utimensat', 280],
+];
+/** New sockets, allowed only when a slirp network backend runs inside
+ * bhyve (its thread opens the guest's TCP/UDP/ICMP connections and the
+ * hostfwd listeners, as bhyve's slirp helper process does). */
+export const SOCKET_SYSCALLS: ReadonlyArray<readonly [name: string, nr: number]> = [
+  ['socket', 41], ['connect', 42], ['bind', 49], ['listen', 50],
+];
+
 /** Calls allowed only with some arguments (seccomp-filter.ts). */
 export const CHECKED_SYSCALLS = {
   /** Any request but TIOCSTI and TIOCLINUX, which would type into the

@@ -7,6 +7,7 @@ import { CONTROL_SOCKET_TARGET } from './control-socket.js';
 import { AHCI_TARGET } from './ahci.js';
 import { NVME_TARGET } from './nvme.js';
 import { RFB_TARGET } from './rfb.js';
+import { VIRTIO_9P_TARGET } from './virtio-9p.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
@@ -17,6 +18,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   AHCI_TARGET,
   NVME_TARGET,
   RFB_TARGET,
+  VIRTIO_9P_TARGET,
   ...HOST_CONFIG_TARGETS,
   CONTROL_SOCKET_TARGET,
 ];

@@ -15,6 +15,9 @@ import { FuzzMachine, FUZZ_LAYOUT, RAM_SIZE } from '../machine.js';
 import type { FuzzInstance, FuzzTarget } from '../harness.js';
 import type { Rng } from '../rng.js';
 import { scratchPath } from '../scratch.js';
+import { VGA_RAM_OFFSET, VGA_STATE_OFFSET } from '../../../src/devices/display/framebuffer-file.js';
+import { VGA_RAM_SIZE, VGA_STATE_SIZE } from '../../../src/devices/display/vga.js';
+import { renderVga } from '../../../src/devices/display/vga-render.js';
 
 /** A 128 KiB boot ROM file (PAM's BIOS alias needs its size). */
 function bootromFile(): string {
@@ -319,6 +322,14 @@ export const PLATFORM_SPECS: readonly PlatformSpec[] = [
     weights: [70, 10, 5, 5, 5, 0],
   },
   {
+    name: 'vga',
+    surface: "fbuf's VGA with vga=on (vga.c): registers 0x3c0-0x3df, the planar memory window 0xA0000-0xBFFFF (read/write modes, latches, odd/even), the screen drawn from them",
+    config: { ...BASE, 'pci.0.2.0.device': 'fbuf', 'pci.0.2.0.vga': 'on' },
+    focus: /^vga/,
+    weights: [80, 5, 3, 1, 1, 0],
+    check: vgaDraws,
+  },
+  {
     name: 'cfi-flash',
     surface: 'UEFI VARS CFI flash below the boot ROM (program, block erase, status, read array; romd map/unmap)',
     config: { ...BASE, 'lpc.bootrom': 'ROM', 'lpc.bootvars': 'VARS' },
@@ -327,6 +338,17 @@ export const PLATFORM_SPECS: readonly PlatformSpec[] = [
     structured: cfiCommand,
   },
 ];
+
+/** Draws the VGA's screen now and then (drawing is the main thread's half
+ * of vga=on): it must stay within the largest VGA screen and not throw. */
+const vgaOut = new Uint32Array(2304 * 1024);
+function vgaDraws(p: PlatformFuzz): void {
+  if (!p.rng.chance(0.005)) return;
+  const fb = p.m.memoryMap.framebuffer;
+  if (!fb) throw new Error('vga=on made no framebuffer');
+  const size = renderVga(fb.subarray(VGA_STATE_OFFSET, VGA_STATE_OFFSET + VGA_STATE_SIZE), fb.subarray(VGA_RAM_OFFSET, VGA_RAM_OFFSET + VGA_RAM_SIZE), vgaOut);
+  if (size.width < 1 || size.height < 1 || size.width * size.height > vgaOut.length) throw new Error(`VGA screen ${size.width}x${size.height}`);
+}
 
 export function platformTarget(spec: PlatformSpec): FuzzTarget {
   return { name: spec.name, surface: spec.surface, create: (rng) => new PlatformFuzz(spec, rng), instanceOps: 20_000 };

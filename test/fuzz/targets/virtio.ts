@@ -34,7 +34,7 @@ import { VirtioNet, VTNET_MAX_PKT_LEN } from '../../../src/devices/virtio/virtio
 import { VirtioRnd } from '../../../src/devices/virtio/virtio-rnd.js';
 import { VirtioConsole } from '../../../src/devices/virtio/virtio-console.js';
 import type { ConsolePort } from '../../../src/devices/virtio/console-backend.js';
-import type { NetPort } from '../../../src/devices/virtio/net-backend.js';
+import type { NetPort } from '../../../src/devices/net/net-backend.js';
 import type { VirtioDevice } from '../../../src/devices/virtio/virtio-device.js';
 import type { Virtqueue } from '../../../src/devices/virtio/virtqueue.js';
 import {

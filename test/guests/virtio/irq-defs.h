@@ -17,5 +17,6 @@
 #define IRQ_ACK_MMIO8		1	/* read the byte at irq_ack_addr (virtio ISR) */
 #define IRQ_ACK_PORT		2	/* outb index, inb data (RTC register C) */
 #define IRQ_ACK_MMIO32W		3	/* write irq_ack_val to irq_ack_addr (HPET ISR) */
+#define IRQ_ACK_MMIO32		4	/* read the dword at irq_ack_addr (e1000 ICR) */
 
 #endif

@@ -11,7 +11,8 @@
  *   irq_common     counts the interrupt (irq_count[v]), runs the vector's
  *                  acknowledge action (irq_ack_kind[v]: read an MMIO byte such
  *                  as a virtio ISR, read an indexed port such as RTC register
- *                  C, or write an MMIO dword such as the HPET interrupt status)
+ *                  C, write an MMIO dword such as the HPET interrupt status,
+ *                  or read one such as the e1000's ICR)
  *                  and ORs what it read into irq_ack_bits[v] (an MMIO byte
  *                  that reads 0 counts in irq_ack_zero[v]), records the TSC
  *                  of the first and the last interrupt, writes the local APIC
@@ -84,10 +85,19 @@ irq_common:
 	lock orl %ecx, irq_ack_bits(,%rax,4)
 	jmp	4f
 2:	cmpl	$IRQ_ACK_MMIO32W, %ecx
-	jne	4f
+	jne	3f
 	movq	irq_ack_addr(,%rax,8), %rdx	/* write a dword, e.g. HPET ISR bits */
 	movl	irq_ack_val(,%rax,4), %ecx
 	movl	%ecx, (%rdx)
+	jmp	4f
+3:	cmpl	$IRQ_ACK_MMIO32, %ecx
+	jne	4f
+	movq	irq_ack_addr(,%rax,8), %rdx	/* read a dword, e.g. the e1000's ICR */
+	movl	(%rdx), %ecx
+	lock orl %ecx, irq_ack_bits(,%rax,4)
+	testl	%ecx, %ecx
+	jnz	4f
+	lock incl irq_ack_zero(,%rax,4)
 4:	rdtsc
 	shlq	$32, %rdx
 	orq	%rax, %rdx

@@ -253,6 +253,8 @@ const char *virtio_type_name(int type)
 	case VIRTIO_ID_BLOCK: return "virtio-blk";
 	case VIRTIO_ID_CONSOLE: return "virtio-console";
 	case VIRTIO_ID_RNG: return "virtio-rnd";
+	case VIRTIO_ID_INPUT: return "virtio-input";
+	case 9: return "virtio-9p";
 	default: return "virtio";
 	}
 }
@@ -626,10 +628,19 @@ void virtio_setup_queue(struct vdev *d, int index, unsigned max_size)
 	q->vec = d->vec_config;
 	if (d->irq_mode == MODE_MSIX) {
 		entry = (uint16_t)(1 + index);
-		if (entry >= d->msix_size)
+		if (entry < d->msix_size) {
+			q->vec = irq_alloc_vector();
+			msix_entry(d, entry, q->vec);
+		} else if (d->msix_size >= 2 && d->msix_size - 2 < 3) {
+			/* A small table (QEMU's virtio-input has 2 entries): the
+			 * queues past it share the last one, as Linux's
+			 * shared-vector fallback does. */
+			entry = (uint16_t)(d->msix_size - 1);
+			q->vec = d->vq[entry - 1].vec;
+			printf("%s: queue %d shares MSI-X entry %u (vector %x)\n", virtio_type_name(d->pci.type), index, entry, q->vec);
+		} else {
 			fail("%s: MSI-X table of %u entries has none for queue %d", virtio_type_name(d->pci.type), d->msix_size, index);
-		q->vec = irq_alloc_vector();
-		msix_entry(d, entry, q->vec);
+		}
 	}
 	mw16(c + COMMON_Q_MSIX, entry);
 	if (mr16(c + COMMON_Q_MSIX) != entry)

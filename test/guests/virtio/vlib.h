@@ -73,6 +73,7 @@ int pci_find_cap(int bdf, int id);
 #define VIRTIO_ID_BLOCK		2
 #define VIRTIO_ID_CONSOLE	3
 #define VIRTIO_ID_RNG		4
+#define VIRTIO_ID_INPUT		18
 
 #define VIRTIO_F_VERSION_1	32
 #define VIRTIO_F_EVENT_IDX	29

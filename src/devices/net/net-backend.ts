@@ -1,12 +1,17 @@
-// Host side of a virtio-net backend (bhyve's net_backends.c, tap only).
+// Host side of a NIC's network backend (bhyve's net_backends.c), shared by
+// virtio-net and e1000.
 //
-// Backend names (the `backend` key of a virtio-net slot, the first item of
-// `-s N,virtio-net,tap0,...`):
+// Backend names (the `backend` key of a NIC's slot, the first item of
+// `-s N,virtio-net,tap0,...` or `-s N,e1000,slirp,...`):
 //   tapN, vmnetN     the Linux tap interface of that name
 //   /dev/NAME        the same, by device path (bhyve opens /dev/tapN)
-// The tap is attached through /dev/net/tun (libc-tap.ts) and created when it
-// does not exist and we may (root / CAP_NET_ADMIN). netgraph, netmap, vale
-// and slirp are FreeBSD-only or not built: a clear error says so.
+//   slirp            user-mode networking through libslirp
+//                    (slirp-backend.ts; keys hostfwd= and open)
+// The tap is attached through /dev/net/tun (sys/tap.ts) and created when it
+// does not exist and we may (root / CAP_NET_ADMIN). netgraph, netmap and
+// vale are FreeBSD-only: a clear error says so. slirp hands the NIC one
+// end of a packet socket pair, which behaves as a tap's fd does, so
+// everything below serves both.
 //
 // As in bhyve, the device thread reads and writes the tap itself: frames go
 // from read(2) straight on into the guest's receive buffers, no hand-off
@@ -32,6 +37,7 @@ import { UserError } from '../../user-error.js';
 import * as fs from 'node:fs';
 import type { ConfigTree } from '../../config/tree.js';
 import { openTap, pollReadable, readFd, TapError } from '../../sys/tap.js';
+import { openSlirpBackend, SlirpConfigError } from './slirp-backend.js';
 
 /** Largest frame read from a tap (its MTU may be up to 65535). */
 const TAP_READ_BYTES = 65536 + 64;
@@ -45,8 +51,9 @@ const WAKER_WORDS = 2;
 
 /** Everything the device thread needs (structured-cloneable). */
 export interface NetBackendTransfer {
-  kind: 'tap';
-  /** The tap fd (process-wide), read and written by the device thread. */
+  kind: 'tap' | 'slirp';
+  /** The tap fd or slirp's packet socket (process-wide), read and written
+   * by the device thread. */
   fd: number;
   /** The interface name, for diagnostics. */
   ifname: string;
@@ -74,7 +81,7 @@ export interface NetPort {
 
 export class NetBackendError extends UserError {}
 
-const UNSUPPORTED_BACKENDS = ['netgraph', 'netmap', 'vale', 'slirp'];
+const UNSUPPORTED_BACKENDS = ['netgraph', 'netmap', 'vale'];
 
 /** The tap interface name a backend string names; throws NetBackendError
  * for backends this host cannot provide. */
@@ -82,7 +89,7 @@ export function tapNameOf(backend: string): string {
   const b = backend.trim();
   for (const u of UNSUPPORTED_BACKENDS) {
     if (b.startsWith(u)) {
-      throw new NetBackendError(`net backend '${b}': ${u} is not available on Linux (use a tap interface: tapN)`);
+      throw new NetBackendError(`net backend '${b}': ${u} is not available on Linux (use a tap interface, tapN, or slirp)`);
     }
   }
   if (b.startsWith('/dev/')) {
@@ -92,15 +99,40 @@ export function tapNameOf(backend: string): string {
     return name;
   }
   if (b.startsWith('tap') || b.startsWith('vmnet')) return b;
-  throw new NetBackendError(`net backend '${b}': unknown backend type (use tapN, vmnetN or /dev/tapN)`);
+  throw new NetBackendError(`net backend '${b}': unknown backend type (use tapN, vmnetN, /dev/tapN or slirp)`);
 }
 
-/** Opens the backend of the virtio-net slot `node` on the main thread, or
+/** True for the slirp backend's name. */
+export function isSlirpBackend(backend: string): boolean {
+  return backend.trim() === 'slirp';
+}
+
+/** Opens the backend of the NIC slot `node` on the main thread, or
  * returns undefined when the slot has no backend (bhyve permits that: the
  * NIC is up and every frame sent is dropped). */
-export function openNetBackend(config: ConfigTree, node: string, kick: () => void): NetBackendHost | undefined {
+export async function openNetBackend(config: ConfigTree, node: string, kick: () => void): Promise<NetBackendHost | undefined> {
   const backend = config.get(`${node}.backend`);
   if (backend === undefined) return undefined;
+  if (isSlirpBackend(backend)) {
+    let slirp;
+    try {
+      slirp = await openSlirpBackend(config, node);
+    } catch (e) {
+      if (e instanceof SlirpConfigError) throw new NetBackendError(`net backend 'slirp': ${e.message}`);
+      throw e;
+    }
+    const host = startTapWaker(slirp.fd, 'slirp', kick, 'slirp');
+    return {
+      transfer: host.transfer,
+      async close(): Promise<void> {
+        await host.close();
+        await slirp.close();
+      },
+    };
+  }
+  if (config.get(`${node}.hostfwd`) !== undefined || config.get(`${node}.open`) !== undefined) {
+    throw new NetBackendError(`net backend '${backend}': hostfwd and open are slirp options`);
+  }
   const name = tapNameOf(backend);
   let tap;
   try {
@@ -115,7 +147,7 @@ export function openNetBackend(config: ConfigTree, node: string, kick: () => voi
 /** Runs the main-thread waker for an open, non-blocking tap (or any packet
  * fd that returns one frame per read); it owns the fd from now on.
  * Exported for tests and benchmarks. */
-export function startTapWaker(fd: number, ifname: string, kick: () => void): NetBackendHost {
+export function startTapWaker(fd: number, ifname: string, kick: () => void, kind: NetBackendTransfer['kind'] = 'tap'): NetBackendHost {
   const sab = new SharedArrayBuffer(WAKER_WORDS * 4);
   const ctl = new Int32Array(sab);
   // Until the device thread has read anything, a frame should wake it.
@@ -144,7 +176,7 @@ export function startTapWaker(fd: number, ifname: string, kick: () => void): Net
   })();
 
   return {
-    transfer: { kind: 'tap', fd, ifname, wake: sab },
+    transfer: { kind, fd, ifname, wake: sab },
     async close(): Promise<void> {
       if (closed) return;
       closed = true;

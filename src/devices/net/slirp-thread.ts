@@ -1,0 +1,93 @@
+// The slirp backend's thread (see slirp-backend.ts): libslirp and its poll
+// loop, bhyve's slirp_pollfd_td_loop. It owns one end of the packet pair;
+// frames the guest sent arrive there and go to slirp_input, frames
+// libslirp has for the guest leave through it (send_packet). libslirp's
+// own sockets (the guest's connections, hostfwd listeners, the DNS relay)
+// are polled with it in one poll(2), whose timeout libslirp and its timers
+// set. Before it runs, the thread confines itself (Landlock: bhyve's code
+// and the files libslirp reads; capabilities dropped); the process-wide
+// seccomp filter that comes later leaves it the socket calls it needs.
+
+import { parentPort, workerData } from 'node:worker_threads';
+import { SlirpStack } from '../../sys/libslirp.js';
+import { confineThisThread, type SandboxPlan } from '../../vmm/sandbox/sandbox.js';
+import type { HostFwdRule } from './slirp-options.js';
+
+export interface SlirpThreadData {
+  /** This thread's end of the packet pair. */
+  fd: number;
+  restricted: boolean;
+  hostfwd: HostFwdRule[];
+  /** Words: [0] 1 = stop. */
+  control: SharedArrayBuffer;
+  sandbox?: SandboxPlan;
+  debug: boolean;
+}
+
+export type SlirpThreadMessage = { type: 'ready'; version: string } | { type: 'error'; message: string };
+
+const POLLIN = 0x1;
+const POLLHUP = 0x10;
+const POLLERR = 0x8;
+/** Longest sleep between looks at the stop word. */
+const MAX_WAIT_MS = 500;
+/** Frames taken from the guest per loop turn before libslirp's sockets get
+ * their turn again. */
+const BATCH = 64;
+
+function main(): void {
+  const d = workerData as SlirpThreadData;
+  const post = (m: SlirpThreadMessage): void => parentPort!.postMessage(m);
+  let stack: SlirpStack;
+  try {
+    stack = new SlirpStack({
+      restricted: d.restricted, guestFd: d.fd,
+      onGuestError: d.debug ? (m) => process.stderr.write(`bhyve: slirp: guest error: ${m}\n`) : undefined,
+    });
+  } catch (e) {
+    post({ type: 'error', message: (e as Error).message });
+    return;
+  }
+  for (const r of d.hostfwd) {
+    const err = stack.addHostFwd(r.udp, r.hostAddr, r.hostPort, r.guestAddr, r.guestPort);
+    if (err < 0) {
+      post({ type: 'error', message: `Unable to add hostfwd rule '${r.text}': ${errnoText(-err)}` });
+      stack.close();
+      return;
+    }
+  }
+  if (d.sandbox) {
+    const problems = confineThisThread(d.sandbox);
+    if (problems.length) {
+      post({ type: 'error', message: `cannot sandbox the slirp thread: ${problems.join('; ')} (-o security.sandbox=false runs without)` });
+      stack.close();
+      return;
+    }
+  }
+  post({ type: 'ready', version: stack.version });
+  const control = new Int32Array(d.control);
+  const buf = new Uint8Array(65536 + 64);
+  while (Atomics.load(control, 0) === 0) {
+    const rev = stack.pollOnce(d.fd, MAX_WAIT_MS);
+    if (rev & POLLIN) {
+      for (let i = 0; i < BATCH; i++) {
+        const n = stack.recvFrame(d.fd, buf);
+        if (n <= 0) {
+          if (n === 0) Atomics.store(control, 0, 1); // the device side closed
+          break;
+        }
+        stack.input(buf, n);
+      }
+    } else if (rev & (POLLHUP | POLLERR)) {
+      break;
+    }
+  }
+  stack.close();
+}
+
+function errnoText(e: number): string {
+  const names: Record<number, string> = { 98: 'Address already in use', 13: 'Permission denied', 99: 'Cannot assign requested address', 22: 'Invalid argument' };
+  return names[e] ?? `errno ${e}`;
+}
+
+main();
