@@ -12,26 +12,39 @@
 // (BENCHMARKS.md, "Launch"). bin/* run dist/cli/ instead when
 // BHYVE_BUNDLE=0 (for comparison; tests use the bundle like a user).
 import { build } from 'esbuild';
-import { rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = join(ROOT, 'dist', 'bundle');
 
-/** Output name -> source. The worker names are the ones src/ passes to new URL(). */
-export const ENTRY_POINTS = {
-  'bhyve-main': 'src/cli/bhyve-main.ts',
-  'bhyvectl-main': 'src/cli/bhyvectl-main.ts',
-  'bhyveload-main': 'src/cli/bhyveload-main.ts',
-  'vcpu-thread': 'src/vmm/vcpu-thread.ts',
-  'blk-iothread-worker': 'src/devices/virtio/blk-iothread-worker.ts',
-};
+/** Output name -> source: the three commands, and every worker the code
+ * starts as `new URL('./NAME.js', import.meta.url)` (found in src/, so a new
+ * worker needs no change here). */
+export function entryPoints() {
+  const entries = {
+    'bhyve-main': 'src/cli/bhyve-main.ts',
+    'bhyvectl-main': 'src/cli/bhyvectl-main.ts',
+    'bhyveload-main': 'src/cli/bhyveload-main.ts',
+  };
+  const src = join(ROOT, 'src');
+  for (const file of readdirSync(src, { recursive: true })) {
+    if (!file.endsWith('.ts')) continue;
+    const text = readFileSync(join(src, file), 'utf8');
+    for (const m of text.matchAll(/new URL\('\.\/([\w-]+)\.js', import\.meta\.url\)/g)) {
+      const source = join('src', dirname(file), `${m[1]}.ts`);
+      if (entries[m[1]] && entries[m[1]] !== source) throw new Error(`bundle: two workers named ${m[1]}`);
+      entries[m[1]] = source;
+    }
+  }
+  return entries;
+}
 
 rmSync(OUT, { recursive: true, force: true });
 await build({
   absWorkingDir: ROOT,
-  entryPoints: ENTRY_POINTS,
+  entryPoints: entryPoints(),
   outdir: OUT,
   entryNames: '[name]',
   chunkNames: 'chunk-[hash]',
