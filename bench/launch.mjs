@@ -10,7 +10,8 @@
 //     also holds the guest's INIT/SIPI delays of ~11 ms and the -c 16
 //     set-up).
 // bhyve runs with both AP models (vcpu.ap_model=pool, the default, and
-// thread); "per added vCPU" is (RSS at -c 8 - RSS at -c 1) / 7.
+// thread), and at -c 1 also from tsc's output instead of the esbuild bundle
+// (BHYVE_BUNDLE=0); "per added vCPU" is (RSS at -c 8 - RSS at -c 1) / 7.
 // Each figure is the median of REPS rounds.
 //
 // Usage: node bench/launch.mjs [--reps 7] [--no-write]
@@ -68,6 +69,10 @@ const QEMU = 'QEMU';
 const configs = [
   { vmm: QEMU, what: 'exit-testdev, -c 1', run: qemu(1), rom: testdev, ok: 'hello from testdev rom' },
   { vmm: POOL, what: 'exit-testdev, -c 1', run: bhyve(1), rom: testdev, ok: 'hello from testdev rom' },
+  {
+    vmm: 'bhyve-kvm, tsc output (BHYVE_BUNDLE=0)', what: 'exit-testdev, -c 1', run: bhyve(1), rom: testdev,
+    ok: 'hello from testdev rom', env: { BHYVE_BUNDLE: '0' },
+  },
   { vmm: QEMU, what: 'exit-testdev, -c 8', run: qemu(8), rom: testdev, ok: 'hello from testdev rom' },
   { vmm: POOL, what: 'exit-testdev, -c 8', run: bhyve(8), rom: testdev, ok: 'hello from testdev rom' },
   { vmm: THREAD, what: 'exit-testdev, -c 8', run: bhyve(8, ['-o', 'vcpu.ap_model=thread']), rom: testdev, ok: 'hello from testdev rom' },
@@ -85,7 +90,10 @@ if (available) {
 for (let i = 0; i < reps; i++) {
   for (const c of configs) {
     if (c.failed) continue;
+    // runVmm's child inherits process.env: a row's own variables for its run.
+    for (const [k, v] of Object.entries(c.env ?? {})) process.env[k] = v;
     const r = await runVmm(c.run, c.rom, { marker: 'h', timeoutMs: 120_000 });
+    for (const k of Object.keys(c.env ?? {})) delete process.env[k];
     if (r.code !== TESTDEV_OK || !r.stdout.includes(c.ok)) {
       c.failed = describeFailure(r, TESTDEV_OK);
       console.error(`launch: ${c.vmm}, ${c.what}: failed: ${c.failed}`);
