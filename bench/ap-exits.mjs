@@ -7,7 +7,7 @@
 // (vcpu.ap_model=pool: the exit comes back to the main thread through the
 // pool) and on a thread each (thread), and QEMU. Interleaved rounds, medians.
 //
-// Usage: node bench/ap-exits.mjs [--n1 0] [--n2 20000] [--reps 5] [--no-write]
+// Usage: node bench/ap-exits.mjs [--n1 0] [--n2 5000] [--reps 5] [--no-write]
 // Writes the "ap-exits" section of BENCHMARKS.md unless --no-write.
 import { parseArgs } from 'node:util';
 import {
@@ -17,7 +17,7 @@ import {
 const { values: opt } = parseArgs({
   options: {
     n1: { type: 'string', default: '0' },
-    n2: { type: 'string', default: '20000' },
+    n2: { type: 'string', default: '5000' },
     reps: { type: 'string', default: '5' },
     'no-write': { type: 'boolean', default: false },
   },
