@@ -13,38 +13,45 @@
 // BHYVE_BUNDLE=0 (for comparison; tests use the bundle like a user).
 import { build } from 'esbuild';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = join(ROOT, 'dist', 'bundle');
 
-/** Output name -> source: the three commands, and every worker the code
- * starts as `new URL('./NAME.js', import.meta.url)` (found in src/, so a new
- * worker needs no change here). */
-export function entryPoints() {
-  const entries = {
-    'bhyve-main': 'src/cli/bhyve-main.ts',
-    'bhyvectl-main': 'src/cli/bhyvectl-main.ts',
-    'bhyveload-main': 'src/cli/bhyveload-main.ts',
-  };
-  const src = join(ROOT, 'src');
-  for (const file of readdirSync(src, { recursive: true })) {
-    if (!file.endsWith('.ts')) continue;
-    const text = readFileSync(join(src, file), 'utf8');
-    for (const m of text.matchAll(/new URL\('\.\/([\w-]+)\.js', import\.meta\.url\)/g)) {
-      const source = join('src', dirname(file), `${m[1]}.ts`);
-      if (entries[m[1]] && entries[m[1]] !== source) throw new Error(`bundle: two workers named ${m[1]}`);
-      entries[m[1]] = source;
+/** The launchers' entry points; output name -> source. */
+const LAUNCHERS = {
+  'bhyve-main': 'src/cli/bhyve-main.ts',
+  'bhyvectl-main': 'src/cli/bhyvectl-main.ts',
+  'bhyveload-main': 'src/cli/bhyveload-main.ts',
+};
+
+/** Every worker the code starts by name (`new URL('./NAME.js',
+ * import.meta.url)` in src/DIR/FILE.ts means src/DIR/NAME.ts), found in the
+ * source so that a new worker thread cannot be left out of the bundle. */
+function workerEntryPoints() {
+  const entries = {};
+  const walk = (dir) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.ts')) {
+        for (const m of readFileSync(p, 'utf8').matchAll(/new URL\('\.\/([a-z0-9-]+)\.js', import\.meta\.url\)/g)) {
+          entries[m[1]] = relative(ROOT, join(dirname(p), `${m[1]}.ts`));
+        }
+      }
     }
-  }
+  };
+  walk(join(ROOT, 'src'));
   return entries;
 }
+
+export const ENTRY_POINTS = { ...LAUNCHERS, ...workerEntryPoints() };
 
 rmSync(OUT, { recursive: true, force: true });
 await build({
   absWorkingDir: ROOT,
-  entryPoints: entryPoints(),
+  entryPoints: ENTRY_POINTS,
   outdir: OUT,
   entryNames: '[name]',
   chunkNames: 'chunk-[hash]',

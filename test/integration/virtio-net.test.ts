@@ -78,7 +78,7 @@ describe.skipIf(skip !== undefined)('virtio-net on bhyve with a tap in a network
     const a = await runBhyve(bhyveArgs(rom('virtio-net'), vmName('vnet'), { extra: ['-s', '3,virtio-net,netgraph,path=a:,peerhook=b'] }));
     expect(a.exitCode).toBe(4);
     expect(a.stderr.trim().split('\n').filter((l) => !l.includes('warning'))).toEqual([
-      "bhyve: virtio-net at pci slot 0:3:0: net backend 'netgraph': netgraph is not available on Linux (use a tap interface: tapN)",
+      "bhyve: virtio-net at pci slot 0:3:0: net backend 'netgraph': netgraph is not available on Linux (use a tap interface, tapN, or slirp)",
     ]);
     const b = await runBhyve(bhyveArgs(rom('virtio-net'), vmName('vnet'), { extra: ['-s', '3,virtio-net,mac=01:02:03:04:05:06'] }));
     expect(b.exitCode).toBe(4);

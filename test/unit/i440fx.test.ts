@@ -95,7 +95,13 @@ const LAYOUT = computeLayout(256 * 1024 * 1024);
 describe('buildPlatform with lpc.fwcfg=qemu', () => {
   it('builds the i440FX, shadows the BIOS window and serves fw_cfg at 0x510/0x511 and 0x514', () => {
     const map = new RecordingMap();
-    const f = platformCtx({ 'pci.0.0.0.device': 'hostbridge', 'pci.0.1.0.device': 'lpc', 'lpc.fwcfg': 'qemu', name: 'vm' }, map);
+    // PAM shadows a boot ROM; without one the window stays RAM (issue 14 item 1).
+    const noRom = platformCtx({ 'pci.0.0.0.device': 'hostbridge', 'pci.0.1.0.device': 'lpc', 'lpc.fwcfg': 'qemu', name: 'vm' }, new RecordingMap());
+    expect(buildPlatform(noRom.ctx, LAYOUT, { hostname: 'host' }).pam).toBeUndefined();
+    expect(noRom.io.mmio.find(0xc0000)).toBeUndefined();
+    const f = platformCtx({
+      'pci.0.0.0.device': 'hostbridge', 'pci.0.1.0.device': 'lpc', 'lpc.fwcfg': 'qemu', 'lpc.bootrom': '/dev/null', name: 'vm',
+    }, map);
     const p = buildPlatform(f.ctx, LAYOUT, { hostname: 'host' });
     expect(f.cfg(0, 0)).toBe(0x12378086);
     expect(p.pam).toBeDefined();

@@ -12,12 +12,12 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { installRoot } from '../../install-root.js';
 import { ConfigError } from '../../config/tree.js';
 import { SET1_TO_SET2, type KeyboardLayout } from './ps2-keymap.js';
 
-/** share/bhyve/kbdlayout beside dist/ (and src/, for tests run from source). */
-export const KBDLAYOUT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../share/bhyve/kbdlayout');
+/** share/bhyve/kbdlayout of the installed tree. */
+export const KBDLAYOUT_DIR = path.join(installRoot(), 'share/bhyve/kbdlayout');
 
 const SET2_TO_SET1 = new Map(Object.entries(SET1_TO_SET2).map(([s1, s2]) => [s2, Number(s1)]));
 

@@ -23,6 +23,7 @@
 // has the filter log calls outside the list (kernel log, audit type 1326)
 // and let them through, to find what a new code path needs.
 
+import { installRoot } from '../../install-root.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -119,22 +120,13 @@ export function helperThreadPlan(config: ConfigTree, readFiles: readonly string[
 /** bhyve's installed tree and the directory of koffi (a worker thread
  * loads both). */
 function codeDirectories(): string[] {
-  const root = installRoot(path.dirname(fileURLToPath(import.meta.url)));
+  const root = installRoot();
   const dirs = [root];
   try {
     const koffiDir = path.dirname(createRequire(import.meta.url).resolve('koffi'));
     if (!koffiDir.startsWith(root + path.sep)) dirs.push(koffiDir);
   } catch { /* resolved when loaded; nothing to add */ }
   return dirs;
-}
-
-/** The directory holding bhyve's package.json above `dir`: this code runs
- * from dist/vmm/sandbox/ (tsc) or dist/bundle/ (scripts/bundle.mjs). */
-function installRoot(dir: string): string {
-  for (let d = dir; ; d = path.dirname(d)) {
-    if (fs.existsSync(path.join(d, 'package.json'))) return d;
-    if (path.dirname(d) === d) return path.resolve(dir, '../../..');
-  }
 }
 
 /** Directories of virtio-console port sockets (bhyve removes them at exit). */
