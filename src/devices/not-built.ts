@@ -27,22 +27,6 @@ const passthruLegacy: LegacyParser = (tree, node, opts) => {
   if (comma >= 0) parseLegacyConfig(tree, node, opts.slice(comma + 1));
 };
 
-/** First item (when not name=value) goes to `key`; the rest is generic. */
-function firstItemAs(key: string): LegacyParser {
-  return (tree, node, opts) => {
-    if (opts === undefined) return;
-    const comma = opts.indexOf(',');
-    const first = comma < 0 ? opts : opts.slice(0, comma);
-    if (first.includes('=')) { parseLegacyConfig(tree, node, opts); return; }
-    setValue(tree, `${node}.${key}`, first);
-    if (comma >= 0) parseLegacyConfig(tree, node, opts.slice(comma + 1));
-  };
-}
-
-export const virtioScsiDevice: PciDeviceRecord = {
-  name: 'virtio-scsi', description: 'virtio SCSI controller', legacyConfig: firstItemAs('dev'),
-  keys: [{ key: 'dev', description: 'virtio-scsi CAM target device' }, { key: 'iid', description: 'virtio-scsi initiator ID' }],
-};
 export const passthruDevice: PciDeviceRecord = {
   name: 'passthru', description: 'host PCI device passthrough', legacyConfig: passthruLegacy,
   keys: [

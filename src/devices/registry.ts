@@ -24,8 +24,9 @@ import { uartDevice } from './pci-uart.js';
 import { virtioInputDevice } from './virtio/virtio-input.js';
 import { loadKeyboardLayout } from './display/kbd-layout.js';
 import {
-  hdaDevice, passthruDevice, virtioScsiDevice,
+  hdaDevice, passthruDevice,
 } from './not-built.js';
+import { virtioScsiDevice } from './virtio/virtio-scsi.js';
 import { virtio9pDevice } from './virtio/virtio-9p.js';
 import { xhciDevice } from './usb/xhci.js';
 

@@ -55,5 +55,5 @@ export interface BuiltMachine {
   /** QEMU's fw_cfg device is present (lpc.fwcfg=qemu). */
   fwcfg: boolean;
   /** Boot devices by bootindex, in boot order. */
-  bootOrder: ReadonlyArray<{ bus: number; slot: number; func: number }>;
+  bootOrder: ReadonlyArray<{ bus: number; slot: number; func: number; name?: string }>;
 }

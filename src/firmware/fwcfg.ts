@@ -376,12 +376,15 @@ export function encodeE820(entries: readonly E820Entry[]): Uint8Array {
  * hex, as OpenFirmware paths, SeaBIOS and OVMF expect (the two agree below
  * slot 10), and leave out ",0". Devices on another bus cannot be named under the i0cf8 root.
  */
-export function encodeBootOrder(devices: ReadonlyArray<{ bus: number; slot: number; func: number }>): Uint8Array | undefined {
+export function encodeBootOrder(devices: ReadonlyArray<{ bus: number; slot: number; func: number; name?: string }>): Uint8Array | undefined {
   // Function 0 is the unit address "S", not "S,0" (as QEMU writes it):
   // SeaBIOS's glob_prefix needs the device part to end there, else no
-  // entry ever matches and bootindex= has no effect.
+  // entry ever matches and bootindex= has no effect. A virtio-scsi
+  // controller boots from its disk, whose path goes on to the channel and
+  // unit, as QEMU writes it (SeaBIOS matches nothing shorter).
   const paths = devices.filter((d) => d.bus === 0)
-    .map((d) => `/pci@i0cf8/pci@${d.slot.toString(16)}${d.func ? `,${d.func.toString(16)}` : ''}`);
+    .map((d) => `/pci@i0cf8/pci@${d.slot.toString(16)}${d.func ? `,${d.func.toString(16)}` : ''}`
+      + (d.name?.startsWith('virtio-scsi@') ? '/channel@0/disk@0,0' : ''));
   if (paths.length === 0) return undefined;
   return ascii(paths.join('\n') + '\0');
 }

@@ -201,6 +201,8 @@ describe('standard fw_cfg files', () => {
     expect(text(encodeBootOrder(devs)!)).toBe('/pci@i0cf8/pci@c,1\n/pci@i0cf8/pci@3\0');
     expect(encodeBootOrder([])).toBeUndefined();
     expect(encodeBootOrder([{ bus: 1, slot: 2, func: 0 }])).toBeUndefined();
+    expect(text(encodeBootOrder([{ bus: 0, slot: 3, func: 0, name: 'virtio-scsi@pci.0.3.0' }])!))
+      .toBe('/pci@i0cf8/pci@3/channel@0/disk@0,0\0');
   });
 
   it('standardFiles gives etc/e820', () => {

@@ -20,7 +20,7 @@ const vm = { dir: '/run/bhyve/vm1', memoryPath: '/run/bhyve/vm1/memory' };
 
 describe('sandboxPlan', () => {
   it('grants the code, the memory file, removals in the VM and runtime directories, console socket directories and disk images', () => {
-    const plan = sandboxPlan(config(`${base} -s 3,virtio-blk,/img/a.raw -s 4,virtio-blk,/img/b.iso,ro `
+    const plan = sandboxPlan(config(`${base} -s 3,virtio-blk,/img/a.raw -s 4,virtio-blk,/img/b.iso,ro -s 6,virtio-scsi,/img/c.raw,ro `
       + '-s 5,virtio-console,port1=/sockets/p1 vm1'), vm);
     expect(plan).toBeDefined();
     const rules = new Map(plan!.landlockRules.map((r) => [r.path, r.access]));
@@ -31,6 +31,7 @@ describe('sandboxPlan', () => {
     expect(rules.get('/sockets')).toBe(FS.REMOVE_FILE);
     expect(rules.get('/img/a.raw')).toBe(FS.READ_FILE | FS.WRITE_FILE | FS.IOCTL_DEV);
     expect(rules.get('/img/b.iso')).toBe(FS.READ_FILE | FS.IOCTL_DEV);
+    expect(rules.get('/img/c.raw')).toBe(FS.READ_FILE | FS.IOCTL_DEV);
     // Nothing that would let the process write outside its own files.
     const writable = plan!.landlockRules.filter((r) => r.access & (FS.WRITE_FILE | FS.MAKE_REG | FS.MAKE_DIR | FS.MAKE_SYM));
     expect(writable.map((r) => r.path).sort()).toEqual(['/img/a.raw', '/run/bhyve', '/run/bhyve/vm1/memory']);

@@ -176,24 +176,11 @@ export const ATA_WDMA0 = 0x20;
 export const ATA_UDMA0 = 0x40;
 export const ATA_UDMA6 = 0x46;
 
-/** SCSI (ATAPI) opcodes bhyve answers. */
-export const TEST_UNIT_READY = 0x00;
-export const REQUEST_SENSE = 0x03;
-export const INQUIRY = 0x12;
-export const START_STOP_UNIT = 0x1b;
-export const PREVENT_ALLOW = 0x1e;
-export const READ_CAPACITY = 0x25;
-export const READ_10 = 0x28;
-export const READ_TOC = 0x43;
-export const GET_CONFIGURATION = 0x46;
-export const GET_EVENT_STATUS_NOTIFICATION = 0x4a;
-export const MODE_SENSE_10 = 0x5a;
-export const REPORT_LUNS = 0xa0;
-export const READ_12 = 0xa8;
-export const MODEPAGE_RW_ERROR_RECOVERY = 0x01;
-export const MODEPAGE_CD_CAPABILITIES = 0x2a;
-
-/** SCSI sense keys. */
-export const ATA_SENSE_NOT_READY = 0x02;
-export const ATA_SENSE_ILLEGAL_REQUEST = 0x05;
-export const ATA_SENSE_UNIT_ATTENTION = 0x06;
+/** SCSI (ATAPI) opcodes and sense keys: the shared SCSI definitions. */
+export {
+  GET_CONFIGURATION, GET_EVENT_STATUS_NOTIFICATION, INQUIRY, MODE_SENSE_10, MODEPAGE_CD_CAPABILITIES,
+  MODEPAGE_RW_ERROR_RECOVERY, PREVENT_ALLOW, READ_10, READ_12, READ_CAPACITY, READ_TOC, REPORT_LUNS, REQUEST_SENSE,
+  START_STOP_UNIT, TEST_UNIT_READY,
+  SENSE_NOT_READY as ATA_SENSE_NOT_READY, SENSE_ILLEGAL_REQUEST as ATA_SENSE_ILLEGAL_REQUEST,
+  SENSE_UNIT_ATTENTION as ATA_SENSE_UNIT_ATTENTION,
+} from '../scsi/scsi-defs.js';

@@ -4,10 +4,11 @@
 // the answer through the PRDT and reports status in a D2H FIS.
 
 import {
-  ATA_SENSE_ILLEGAL_REQUEST, GET_CONFIGURATION, GET_EVENT_STATUS_NOTIFICATION, INQUIRY, MODE_SENSE_10,
-  MODEPAGE_CD_CAPABILITIES, MODEPAGE_RW_ERROR_RECOVERY, PREVENT_ALLOW, READ_10, READ_12, READ_CAPACITY, READ_TOC,
-  REPORT_LUNS, REQUEST_SENSE, START_STOP_UNIT, TEST_UNIT_READY,
-} from './ahci-constants.js';
+  ASC_INVALID_FIELD_IN_CDB, ASC_INVALID_OPCODE, ASC_SAVING_PARAMETERS_NOT_SUPPORTED, GET_CONFIGURATION,
+  GET_EVENT_STATUS_NOTIFICATION, INQUIRY, MODE_SENSE_10, MODEPAGE_CD_CAPABILITIES, MODEPAGE_RW_ERROR_RECOVERY,
+  PREVENT_ALLOW, READ_10, READ_12, READ_CAPACITY, READ_TOC, REPORT_LUNS, REQUEST_SENSE, SENSE_ILLEGAL_REQUEST,
+  START_STOP_UNIT, TEST_UNIT_READY, asciiField, be16, be32, put16, put32,
+} from '../scsi/scsi-defs.js';
 
 export const ATAPI_SECTOR = 2048;
 
@@ -28,18 +29,10 @@ export interface AtapiMedium {
   sectorSize: number;
 }
 
-const illegal = (asc: number): AtapiResult => ({ kind: 'error', senseKey: ATA_SENSE_ILLEGAL_REQUEST, asc });
-const be16 = (b: Uint8Array, o: number) => (b[o] << 8) | b[o + 1];
-const be32 = (b: Uint8Array, o: number) => ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
-function put16(b: Uint8Array, o: number, v: number): void { b[o] = (v >> 8) & 0xff; b[o + 1] = v & 0xff; }
-function put32(b: Uint8Array, o: number, v: number): void { new DataView(b.buffer, b.byteOffset).setUint32(o, v >>> 0, false); }
+const illegal = (asc: number): AtapiResult => ({ kind: 'error', senseKey: SENSE_ILLEGAL_REQUEST, asc });
 
 function data(buf: Uint8Array, alloc: number): AtapiResult {
   return { kind: 'data', data: buf.subarray(0, Math.min(buf.length, alloc)) };
-}
-
-function atapiString(b: Uint8Array, off: number, s: string, len: number): void {
-  for (let i = 0; i < len; i++) b[off + i] = i < s.length ? s.charCodeAt(i) : 0x20;
 }
 
 /** lba_to_msf(): minutes/seconds/frames with the 2-second lead-in. */
@@ -54,14 +47,14 @@ function inquiry(acmd: Uint8Array): AtapiResult {
   const buf = new Uint8Array(36);
   let len: number;
   if (acmd[1] & 1) { // VPD
-    if (acmd[2] !== 0) return illegal(0x24);
+    if (acmd[2] !== 0) return illegal(ASC_INVALID_FIELD_IN_CDB);
     buf[0] = 0x05; buf[3] = 1; buf[4] = 0;
     len = 4 + buf[3];
   } else {
     buf[0] = 0x05; buf[1] = 0x80; buf[2] = 0x00; buf[3] = 0x21; buf[4] = 31;
-    atapiString(buf, 8, 'BHYVE', 8);
-    atapiString(buf, 16, 'BHYVE DVD-ROM', 16);
-    atapiString(buf, 32, '001', 4);
+    asciiField(buf, 8, 'BHYVE', 8);
+    asciiField(buf, 16, 'BHYVE DVD-ROM', 16);
+    asciiField(buf, 32, '001', 4);
     len = 36;
   }
   return data(buf.subarray(0, len), acmd[4]);
@@ -81,7 +74,7 @@ function readToc(acmd: Uint8Array, m: AtapiMedium): AtapiResult {
   switch (format) {
     case 0: {
       const start = acmd[6];
-      if (start > 1 && start !== 0xaa) return illegal(0x24);
+      if (start > 1 && start !== 0xaa) return illegal(ASC_INVALID_FIELD_IN_CDB);
       out.push(1, 1);
       if (start <= 1) { out.push(0, 0x14, 1, 0); addr(out, 0); }
       out.push(0, 0x14, 0xaa, 0);
@@ -104,7 +97,7 @@ function readToc(acmd: Uint8Array, m: AtapiMedium): AtapiResult {
       break;
     }
     default:
-      return illegal(0x24);
+      return illegal(ASC_INVALID_FIELD_IN_CDB);
   }
   const buf = Uint8Array.from(out);
   put16(buf, 0, buf.length - 2);
@@ -115,8 +108,8 @@ function modeSense(acmd: Uint8Array): AtapiResult {
   const alloc = be16(acmd, 7);
   const pc = acmd[2] >> 6;
   const code = acmd[2] & 0x3f;
-  if (pc === 3) return illegal(0x39); // saving parameters not supported
-  if (pc !== 0) return illegal(0x24);
+  if (pc === 3) return illegal(ASC_SAVING_PARAMETERS_NOT_SUPPORTED); // saving parameters not supported
+  if (pc !== 0) return illegal(ASC_INVALID_FIELD_IN_CDB);
   if (code === MODEPAGE_RW_ERROR_RECOVERY) {
     const buf = new Uint8Array(16);
     put16(buf, 0, 16 - 2);
@@ -131,7 +124,7 @@ function modeSense(acmd: Uint8Array): AtapiResult {
     put16(buf, 20, 512);
     return data(buf, alloc);
   }
-  return illegal(0x24);
+  return illegal(ASC_INVALID_FIELD_IN_CDB);
 }
 
 /** GET CONFIGURATION (MMC-6; bhyve has none, QEMU and Linux's sr probe
@@ -158,7 +151,7 @@ function getConfiguration(acmd: Uint8Array): AtapiResult {
 }
 
 function eventStatus(acmd: Uint8Array): AtapiResult {
-  if (!(acmd[1] & 1)) return illegal(0x24); // asynchronous operation not supported
+  if (!(acmd[1] & 1)) return illegal(ASC_INVALID_FIELD_IN_CDB); // asynchronous operation not supported
   const buf = new Uint8Array(8);
   put16(buf, 0, 8 - 2);
   buf[2] = 0x04; buf[3] = 0x10; buf[5] = 0x02;
@@ -210,6 +203,6 @@ export function atapiCommand(acmd: Uint8Array, m: AtapiMedium, sense: { key: num
     case GET_CONFIGURATION:
       return getConfiguration(acmd);
     default:
-      return illegal(0x20); // invalid command operation code
+      return illegal(ASC_INVALID_OPCODE); // invalid command operation code
   }
 }

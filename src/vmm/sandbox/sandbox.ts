@@ -146,6 +146,13 @@ const BLOCK_DEVICES = new Set(['virtio-blk', 'ahci', 'ahci-hd', 'ahci-cd', 'nvme
 function diskImages(config: ConfigTree): LandlockRule[] {
   const rules: LandlockRule[] = [];
   for (const [key, value] of config.toJSON()) {
+    // virtio-scsi names its disk `dev` (bhyve's CTL device key).
+    const scsi = /^(pci\.\d+\.\d+\.\d+)\.dev$/.exec(key);
+    if (scsi && config.get(`${scsi[1]}.device`) === 'virtio-scsi') {
+      const ro = config.getBool(`${scsi[1]}.ro`, false);
+      rules.push({ path: value, access: FS.READ_FILE | FS.IOCTL_DEV | (ro ? 0n : FS.WRITE_FILE) });
+      continue;
+    }
     const m = /^((pci\.\d+\.\d+\.\d+)(?:\.port\.\d+)?)\.path$/.exec(key);
     if (!m || !BLOCK_DEVICES.has(config.get(`${m[2]}.device`) ?? '')) continue;
     const ro = config.getBool(`${m[1]}.ro`, false);

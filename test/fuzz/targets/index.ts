@@ -7,7 +7,9 @@ import { CONTROL_SOCKET_TARGET } from './control-socket.js';
 import { AHCI_TARGET } from './ahci.js';
 import { NVME_TARGET } from './nvme.js';
 import { RFB_TARGET } from './rfb.js';
+import { XHCI_TARGET } from './xhci.js';
 import { VIRTIO_9P_TARGET } from './virtio-9p.js';
+import { VIRTIO_SCSI_TARGET } from './virtio-scsi.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
@@ -18,7 +20,9 @@ export const TARGETS: readonly FuzzTarget[] = [
   AHCI_TARGET,
   NVME_TARGET,
   RFB_TARGET,
+  XHCI_TARGET,
   VIRTIO_9P_TARGET,
+  VIRTIO_SCSI_TARGET,
   ...HOST_CONFIG_TARGETS,
   CONTROL_SOCKET_TARGET,
 ];

@@ -254,6 +254,7 @@ const char *virtio_type_name(int type)
 	case VIRTIO_ID_CONSOLE: return "virtio-console";
 	case VIRTIO_ID_RNG: return "virtio-rnd";
 	case VIRTIO_ID_INPUT: return "virtio-input";
+	case 8: return "virtio-scsi";
 	case 9: return "virtio-9p";
 	default: return "virtio";
 	}
