@@ -93,6 +93,7 @@ const GLOBAL_KEYS: readonly ConfigKeyInfo[] = [
   { key: 'virtio_msix', default: 'true', description: 'virtio devices use MSI-X' },
   { key: 'config.dump', default: 'false', description: 'print the configuration and exit' },
   { key: 'vcpu.N.cpuset', description: 'host CPUs vCPU N may run on (list and ranges)' },
+  { key: 'vcpu.ap_model', default: 'pool', description: 'where application processors run: pool (libuv threadpool) or thread (one worker each)' },
   { key: 'domains.N.size', description: 'memory of guest NUMA domain N' },
   { key: 'domains.N.cpus', description: 'vCPUs of guest NUMA domain N' },
   { key: 'domains.N.domain_policy', description: 'host domainset(9) policy of guest NUMA domain N' },

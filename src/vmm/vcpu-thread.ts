@@ -10,12 +10,12 @@ import { errorLine } from '../user-error.js';
 import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js';
 import type { ExitRequest } from './exit-status.js';
 import type { IoBus } from './io-bus.js';
-import { MP_STATE, RFLAGS_IF } from '../sys/kvm-abi.js';
+import { MP_STATE } from '../sys/kvm-abi.js';
 import { Vcpu } from '../sys/kvm.js';
 import { EAGAIN, EINTR, gettid, pinThisThread, preloadLibc, strerror } from '../sys/libc.js';
 import { VCPU_REQUEST, VCPU_STATE, VcpuControl } from './vcpu-control.js';
 import { Doorbell } from '../sys/doorbell.js';
-import { serveVcpuRequests } from './vcpu-requests.js';
+import { checkRunState, serveVcpuRequests } from './vcpu-requests.js';
 import { applyVcpuState, realModeEntry } from './vcpu-state.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 import { confineThisThread } from './sandbox/sandbox.js';
@@ -91,13 +91,7 @@ function onKick(): void {
   if (host) host.serve(doorbell.take());
   const requests = control.takeRequests(d.id);
   if (requests & VCPU_REQUEST.MESSAGES) serveVcpuRequests(d.requestPort, vcpu, counters.counts, host && (() => host.deviceStats()));
-  if (requests & VCPU_REQUEST.CHECK_STATE) {
-    const mp = vcpu.getMpState();
-    let state: number = VCPU_STATE.RUNNING;
-    if (mp === MP_STATE.UNINITIALIZED || mp === MP_STATE.INIT_RECEIVED) state = VCPU_STATE.INACTIVE;
-    else if (mp === MP_STATE.HALTED && (vcpu.getRegs().rflags & BigInt(RFLAGS_IF)) === 0n) state = VCPU_STATE.HALTED_IF0;
-    control.setState(d.id, state);
-  }
+  if (requests & VCPU_REQUEST.CHECK_STATE) checkRunState(vcpu, control, d.id);
 }
 
 function runLoop(): void {
