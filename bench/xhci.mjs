@@ -149,6 +149,17 @@ Median of ${RUNS} runs, interleaved. bhyve-kvm: \`-s 3,fbuf,unix=... -s 4,xhci,t
 Host: ${await hostInfo()}
 
 ${mdTable(HEAD, rows)}
+
+Measured with the host's load average at 20 on its 2 CPUs (eight sessions at work): every figure swung by 2-4x between
+runs for both VMMs. The register read row is one MMIO exit from ring 3 and nothing else: bhyve-kvm and QEMU are close.
+A control transfer is two exits (the doorbell and the ERDP write) plus the device's own work, and that work is where
+bhyve-kvm loses: about 13-20 us of JavaScript per control TD measured in-process on this host (walk the TD, run the
+request, write the data and the event, mirror the endpoint context), against C in QEMU; on a host this loaded every
+microsecond of CPU a thread needs stretches by the time it waits for a CPU. *Enumerate* is where bhyve-kvm is furthest
+behind (tens of ms against QEMU's 3-18 ms): it is the first run of every command's and request's code in a fresh VMM,
+which V8 interprets and compiles then. The pointer path (VNC socket, the input ring to the device thread, the tablet's
+report into the waiting TRB, the event, the guest's line on COM1, COM1's bytes back through the main thread) swung
+between 7 and 41 ms per run for bhyve-kvm and 4 and 25 ms for QEMU; its median over runs is in the table.
 `;
   console.log(`written to ${writeSection('xhci', body)}`);
 }

@@ -9,6 +9,9 @@
 
 import { ConfigError, ConfigTree } from '../config/tree.js';
 import { pciNodes } from '../config/pci-nodes.js';
+import { calcTopology } from '../config/topology.js';
+import { parseMemorySize } from '../config/size.js';
+import { numaDomains } from '../firmware/numa.js';
 import type { DeviceKey, PciDeviceRecord } from './pci-device.js';
 import { amdHostbridgeDevice, hostbridgeDevice } from './pci/hostbridge.js';
 import { lpcDevice } from './pci/lpc-bridge.js';
@@ -146,7 +149,7 @@ export const LPC_DEVICES: Readonly<Record<string, LpcDeviceInfo>> = {
 export const FEATURES: Record<string, { description: string; implemented: boolean }> = {
   gdb: { description: '-G GDB debug server (gdb.port)', implemented: true },
   restore: { description: '-r snapshot restore', implemented: false },
-  numa: { description: '-n guest NUMA domains (domains.*)', implemented: false },
+  numa: { description: '-n guest NUMA domains (domains.*)', implemented: true },
   'fwcfg-qemu': { description: 'QEMU fw_cfg interface (lpc.fwcfg=qemu)', implemented: true },
   'fwcfg-files': { description: '-f fw_cfg user files', implemented: true },
   'vcpu-pinning': { description: '-p vCPU pinning (vcpu.N.cpuset)', implemented: true },
@@ -159,6 +162,8 @@ export const FEATURES: Record<string, { description: string; implemented: boolea
 export interface StartExtras {
   restoreFile?: string;
   fwcfgFiles?: readonly unknown[];
+  /** Where start-time warnings go (bhyve prints them with warnx). */
+  warn?: (message: string) => void;
 }
 
 function refuse(what: string): never {
@@ -197,7 +202,11 @@ export function validateForStart(config: ConfigTree, extras: StartExtras = {}): 
     if (!/^[0-9]{1,5}$/.test(gdbPort) || Number(gdbPort) > 65535) throw new ConfigError(`gdb address resolution: invalid port '${gdbPort}'`);
   }
   if (extras.restoreFile !== undefined) requireFeature('restore');
-  if (config.getNode('domains')) requireFeature('numa');
+  if (config.getNode('domains')) {
+    requireFeature('numa');
+    if (!config.getBool('acpi_tables', true)) throw new ConfigError('NUMA emulation requires ACPI (acpi_tables is false)');
+    numaDomains(config, calcTopology(config).cpus, parseMemorySize(config.get('memory.size') ?? '256M'), extras.warn);
+  }
   const layout = config.get('keyboard.layout');
   if (layout !== undefined) loadKeyboardLayout(layout);
   if (extras.fwcfgFiles && extras.fwcfgFiles.length > 0) requireFeature('fwcfg-files');

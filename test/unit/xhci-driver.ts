@@ -74,6 +74,8 @@ export class XhciRig {
   }
   alloc(len: number, align = 64): number {
     this.heap = Math.ceil(this.heap / align) * align;
+    // Long fuzz runs wrap around (over whatever lived there: hostile anyway).
+    if (this.heap + len > RAM + RAM_SIZE) this.heap = RAM + 0x10000;
     const a = this.heap;
     this.heap += len;
     this.bytes.fill(0, a - RAM, a - RAM + len);

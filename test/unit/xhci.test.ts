@@ -10,8 +10,15 @@ import { describe, expect, it } from 'vitest';
 import { ConfigTree } from '../../src/config/tree.js';
 import { parseSlotOption } from '../../src/config/bhyve-args.js';
 import { parseXhciSlots } from '../../src/devices/usb/xhci.js';
+import { validatePciDevices } from '../../src/devices/registry.js';
 import { TABLET_CONFIG_DESCRIPTOR, TABLET_DEVICE_DESCRIPTOR, TABLET_REPORT_DESCRIPTOR } from '../../src/devices/usb/hid-descriptors.js';
 import { DBOFF, IR0, OP, RAM, RAM_SIZE, RING, SLOT, XhciRig } from './xhci-driver.js';
+import type { MemoryBacking, MemoryMapControl } from '../../src/devices/device.js';
+import { Fbuf } from '../../src/devices/display/fbuf.js';
+import { FILE_SIZE, REG_HEIGHT, REG_WIDTH } from '../../src/devices/display/framebuffer-file.js';
+import { INPUT_POINTER } from '../../src/devices/display/display-input.js';
+import { ByteRing } from '../../src/vmm/byte-ring.js';
+import { fake } from '../support/fake-device.js';
 
 const GET_DESCRIPTOR = (type: number, index: number, length: number, recip = 0x80, wIndex = 0) =>
   ({ type: recip, req: 6, value: (type << 8) | index, index: wIndex, length });
@@ -90,6 +97,10 @@ describe('xhci: PCI function and registers as bhyve', () => {
     bad({ 'slot.1.foo': 'x' }, /missing "device" value for slot '1'/);
     bad(Object.fromEntries([1, 2, 3, 4, 5].map((i) => [`slot.${i}.device`, 'tablet'])), /max number of USB 3 devices reached, max 4/);
     expect(() => parseSlotOption(new ConfigTree(), '5,xhci,mouse')).toThrow(/unknown USB device "mouse"/);
+    const two = new ConfigTree();
+    parseSlotOption(two, '5,xhci,tablet');
+    parseSlotOption(two, '6,xhci,tablet');
+    expect(() => validatePciDevices(two)).toThrow(/pci_xhci controller already defined at 0:5:0/);
   });
 });
 
@@ -285,6 +296,39 @@ describe('xhci: interrupt IN reports from pointer events', () => {
     expect(high()).toBe(true);
     r.wr(IR0, 3);
     expect(high()).toBe(false);
+  });
+});
+
+describe('VNC pointer events: to the tablet when there is one, else the PS/2 mouse', () => {
+  function fbuf(w: number, h: number) {
+    const f = fake({ 'pci.0.2.0.device': 'fbuf', 'pci.0.2.0.w': String(w), 'pci.0.2.0.h': String(h) });
+    const file = new Uint8Array(FILE_SIZE);
+    const mm: MemoryMapControl = { map: () => {}, unmap: () => {}, view: (b: MemoryBacking, size: number) => file.subarray(b.offset, b.offset + size) };
+    const ring = ByteRing.create(4096);
+    const d = new Fbuf({ ...f.ctx, memoryMap: mm, hostPorts: { display: () => ({ kind: 'fbuf-input', input: ring.sab }) } as never }, 'pci.0.2.0');
+    const ps2: Array<[number, number, number]> = [];
+    d.attachKeyboard({ keyEvent: () => {}, pointerEvent: (b, x, y) => { ps2.push([b, x, y]); } });
+    const move = (b: number, x: number, y: number) => { ring.push(Uint8Array.of(INPUT_POINTER, b, x & 0xff, x >> 8, y & 0xff, y >> 8)); d.poll(); };
+    return { d, ps2, move };
+  }
+
+  it('without a tablet the PS/2 mouse gets them; with one, the tablet, scaled by the mode the guest set', () => {
+    const { d, ps2, move } = fbuf(800, 600);
+    move(1, 400, 300);
+    expect(ps2).toEqual([[1, 400, 300]]);
+    const { r, slot } = ready();
+    r.configureTablet(slot);
+    const buf = r.queueIn(slot);
+    d.attachPointer(r.dev.tablet!);
+    move(4, 400, 150);
+    expect(ps2.length).toBe(1);
+    expect(Array.from(r.bytes.subarray(buf - RAM, buf - RAM + 6))).toEqual([2, 0, 0x40, 0, 0x20, 0]);
+    // The guest switches to 1024x768: the same position is further left.
+    d.regs.setUint16(REG_WIDTH, 1024, true);
+    d.regs.setUint16(REG_HEIGHT, 768, true);
+    const b2 = r.queueIn(slot);
+    move(0, 512, 768);
+    expect(Array.from(r.bytes.subarray(b2 - RAM, b2 - RAM + 6))).toEqual([0, 0, 0x40, 0xd5, 0x7f, 0]);
   });
 });
 

@@ -21,7 +21,8 @@ import { ConfigError } from '../../config/tree.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
 import { DMEMSZ, FB_SIZE, HOST_BAR1_ADDR, HOST_MAP_GENERATION, HOST_SLOT, REG_DEPTH, REG_FBSIZE, REG_HEIGHT, REG_WIDTH, REGS_OFFSET, VGA_RAM_OFFSET, VGA_STATE_OFFSET } from './framebuffer-file.js';
 import { parseFbufOptions } from './fbuf-options.js';
-import { Vga, VGA_MEM_BASE, VGA_MEM_SIZE, VGA_RAM_SIZE, VGA_STATE_SIZE } from './vga.js';
+import { FLAG_RENDER, FLAG_VGAMODE, ST_FLAGS, Vga, VGA_MEM_BASE, VGA_MEM_SIZE, VGA_RAM_SIZE, VGA_STATE_SIZE } from './vga.js';
+import { vgaInReset, vgaSize } from './vga-render.js';
 import { loadVgaFont } from './vga-font.js';
 import { ByteRing } from '../../vmm/byte-ring.js';
 import { INPUT_KEY, INPUT_RECORD } from './display-input.js';
@@ -53,9 +54,12 @@ export class Fbuf extends PciEmulFunction implements Device {
   /** Guest register writes and mode switches, for --get-stats. */
   readonly counters = { regWrites: 0, modeChanges: 0, mapFailures: 0 };
   private vgaModeNoVga = false;
+  /** VGA memory writes reach us through KVM's coalesced MMIO ring. */
+  vgaCoalesced = false;
   private readonly input: ByteRing | undefined;
   private keyboard: KeyboardSink | undefined;
   private pointer: PointerSink | undefined;
+  private pointerScreen = { width: 0, height: 0 };
   keysDelivered = 0;
   pointerDelivered = 0;
 
@@ -91,6 +95,10 @@ export class Fbuf extends PciEmulFunction implements Device {
       this.vga = new Vga(ctx, mm.view({ kind: 'framebuffer', offset: VGA_STATE_OFFSET }, VGA_STATE_SIZE),
         mm.view({ kind: 'framebuffer', offset: VGA_RAM_OFFSET }, VGA_RAM_SIZE), loadVgaFont());
       ctx.io.registerMmio('vga-memory', VGA_MEM_BASE, VGA_MEM_SIZE, this.vga.memory);
+      // As QEMU's VGA: writes queue in KVM's coalesced MMIO ring (no exit
+      // per byte); reads and port accesses exit, and the ring is replayed
+      // before them (sys/coalesced-mmio.ts), so the VGA sees every access in order.
+      this.vgaCoalesced = ctx.kvm?.coalesce?.(VGA_MEM_BASE, VGA_MEM_SIZE, true) ?? false;
     } else if (o.vga === 'io') {
       this.vga = new Vga(ctx);
     }
@@ -112,13 +120,28 @@ export class Fbuf extends PciEmulFunction implements Device {
     this.pointer = p;
   }
 
+  /** The screen VNC clients see, which pointer positions are relative to
+   * (bhyve scales tablet positions by its console image): the VGA's while
+   * vga=on shows it, else the mode set in BAR 0 (the last usable one). */
+  private screenSize(): { width: number; height: number } {
+    const st = this.vga?.state;
+    if (st && (st[ST_FLAGS] & FLAG_RENDER) !== 0 && (st[ST_FLAGS] & FLAG_VGAMODE) !== 0) {
+      return vgaInReset(st) ? { width: 640, height: 400 } : vgaSize(st);
+    }
+    const width = this.regs.getUint16(REG_WIDTH, true);
+    const height = this.regs.getUint16(REG_HEIGHT, true);
+    if (width > 0 && height > 0) this.pointerScreen = { width, height };
+    return this.pointerScreen;
+  }
+
   /** Input events from the VNC server (main thread), INPUT_RECORD bytes each. */
   poll(): void {
     if (!this.input) return;
     while (this.input.available() >= INPUT_RECORD) {
       const r = this.input.read(INPUT_RECORD);
       if (r[0] !== INPUT_KEY && this.pointer) {
-        this.pointer.pointerEvent(r[1], r[2] | (r[3] << 8), r[4] | (r[5] << 8), this.regs.getUint16(REG_WIDTH, true), this.regs.getUint16(REG_HEIGHT, true));
+        const { width, height } = this.screenSize();
+        this.pointer.pointerEvent(r[1], r[2] | (r[3] << 8), r[4] | (r[5] << 8), width, height);
         this.pointerDelivered++;
         continue;
       }
@@ -187,6 +210,7 @@ export class Fbuf extends PciEmulFunction implements Device {
         'VGA port writes': this.vga.counters.portWrites,
         'VGA memory reads': this.vga.counters.memoryReads,
         'VGA memory writes': this.vga.counters.memoryWrites,
+        'VGA memory writes coalesced by KVM': this.vgaCoalesced ? 1 : 0,
       } : {}),
     };
   }

@@ -14,7 +14,8 @@ export interface SetupPacket {
 }
 
 export type ControlResult =
-  /** Completed: `data` is what an IN request returns (at most wLength bytes). */
+  /** Completed: `data` is what an IN request returns (the controller
+   * sends at most wLength bytes of it). */
   | { status: 'ok'; data?: Uint8Array }
   /** The device does not take this request: a STALL handshake. */
   | { status: 'stall' };
@@ -29,7 +30,7 @@ export interface UsbDevice {
   /** A control request on endpoint 0; `out` holds an OUT data stage. */
   control(setup: SetupPacket, out?: Uint8Array): ControlResult;
   /** Interrupt IN data for endpoint `ep` (1-15) into a buffer of `max`
-   * bytes: the bytes to send, 'nak' when the device has nothing new, or
+   * bytes: the bytes to send (the controller copies at most `max`), 'nak' when the device has nothing new, or
    * 'stall' when the endpoint does not exist. */
   interruptIn(ep: number, max: number): Uint8Array | 'nak' | 'stall';
   /** Port or device reset (bhyve's ue_reset). */

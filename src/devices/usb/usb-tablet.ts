@@ -23,7 +23,8 @@ const HID_SET_PROTOCOL = 0x0b;
 const REPORT_TYPE_INPUT = 1;
 const UF_DEVICE_REMOTE_WAKEUP = 1;
 
-const ok = (data?: Uint8Array, max = 0): ControlResult => ({ status: 'ok', data: data?.subarray(0, max) });
+/** The controller sends at most wLength bytes of `data`. */
+const ok = (data?: Uint8Array, _max = 0): ControlResult => ({ status: 'ok', data });
 const STALL: ControlResult = { status: 'stall' };
 
 export class UsbTablet implements UsbDevice {
@@ -67,7 +68,7 @@ export class UsbTablet implements UsbDevice {
     if (!this.newData) return 'nak';
     this.newData = false;
     this.counts.reports++;
-    return this.report.slice(0, Math.min(max, TABLET_REPORT_SIZE));
+    return this.report; // the controller copies at most `max` bytes
   }
 
   control(s: SetupPacket, _out?: Uint8Array): ControlResult {

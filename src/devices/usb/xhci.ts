@@ -31,6 +31,7 @@
 
 import { ConfigError, type ConfigTree } from '../../config/tree.js';
 import { setValue } from '../../config/legacy.js';
+import { pciNodes } from '../../config/pci-nodes.js';
 import { GuestMemoryError } from '../../sys/guest-memory.js';
 import type { Device, DeviceContext } from '../device.js';
 import type { LegacyParser, PciDeviceRecord } from '../pci-device.js';
@@ -912,8 +913,9 @@ export class XhciController extends PciEmulFunction implements Device {
       budget -= td.trbs.length;
       const done = epid === 1 ? this.controlTd(slotId, s, ep, td.trbs) : this.dataTd(slotId, s, epid, ep, td.trbs);
       if (!done) return; // NAK: the TD stays at the dequeue pointer
+      // The output context's dequeue pointer is only valid once the
+      // endpoint stops or halts (xHCI 4.6.9): no write per TD here.
       if (ep.state === EP_RUNNING) ep.ring = td.next;
-      this.syncEpCtx(s, epid);
     }
   }
 
@@ -1016,13 +1018,13 @@ export class XhciController extends PciEmulFunction implements Device {
     if (r.status === 'stall') return fail(data.length > 0 ? data[0] : status, CC.STALL, true);
     if (isIn && r.data) {
       let off = 0;
-      const bytes = r.data.subarray(0, setup.wLength);
+      const total = Math.min(r.data.length, setup.wLength);
       for (const i of data) {
-        const n = Math.min(lens[i], bytes.length - off);
+        const n = Math.min(lens[i], total - off);
         if (n > 0) {
           const a = bufAt(i);
           if (a < 0) return fail(i, CC.TRB, true);
-          m.write(a, bytes.subarray(off, off + n));
+          this.copyOut(a, r.data, off, n);
           off += n;
           moved[i] = n;
         }
@@ -1059,16 +1061,23 @@ export class XhciController extends PciEmulFunction implements Device {
     }
     this.counts.interruptTransfers++;
     let off = 0;
+    const len = Math.min(r.length, total);
     for (let i = 0; i < trbs.length; i++) {
-      const n = Math.min(lens[i], r.length - off);
+      const n = Math.min(lens[i], len - off);
       if (n <= 0) continue;
       if (trbs[i].dw3 & TRB_IDT) continue; // no immediate data on IN
-      this.ctx.mem.write(this.u64(trbs[i].lo, trbs[i].hi), r.subarray(off, off + n));
+      this.copyOut(this.u64(trbs[i].lo, trbs[i].hi), r, off, n);
       off += n;
       moved[i] = n;
     }
     this.tdEvents(slotId, epid, trbs, lens, moved, CC.SUCCESS, -1);
     return true;
+  }
+
+  /** `n` bytes of `src` from `off` into guest memory at `addr` (one view, no copy of the source). */
+  private copyOut(addr: number, src: Uint8Array, off: number, n: number): void {
+    const dst = this.ctx.mem.slice(addr, n);
+    for (let k = 0; k < n; k++) dst[k] = src[off + k];
   }
 
   stats(): Record<string, number> {
@@ -1143,7 +1152,12 @@ const xhciLegacy: LegacyParser = (tree, node, opts) => {
 export const xhciDevice: PciDeviceRecord = {
   name: 'xhci', description: 'USB 3 (xHCI) controller', legacyConfig: xhciLegacy,
   keys: [{ key: 'slot.N.device', description: 'xhci USB device in slot N (tablet)' }],
-  validate: (config, s) => { parseXhciSlots(config, s.node); },
+  validate: (config, s) => {
+    // pci_xhci_init: "controller already defined" for any but the first.
+    const first = pciNodes(config).find((n) => config.get(`${n.node}.device`) === 'xhci');
+    if (first && first.node !== s.node) throw new ConfigError(`pci_xhci controller already defined at ${first.where} (only one is allowed)`);
+    parseXhciSlots(config, s.node);
+  },
   create: (ctx, s, chipset) => {
     if (chipset.bus.functions().some((f) => f instanceof XhciController)) throw new ConfigError('pci_xhci controller already defined (only one is allowed)');
     return new XhciController(ctx, parseXhciSlots(ctx.config, s.node));

@@ -518,6 +518,19 @@ int guest_main(uint32_t param)
 			(void)opr(4);
 		dt = rdtsc() - t0;
 		printf("bench: %u USBSTS reads, %lu ns each\n", param, dt * 1000000000 / hz / param);
+		/* A doorbell nobody listens to (slot 64): the MMIO write exit alone. */
+		t0 = rdtsc();
+		for (uint32_t i = 0; i < param; i++)
+			mw32(db + 4 * 64, 1);
+		dt = rdtsc() - t0;
+		printf("bench: %u idle doorbell writes, %lu ns each\n", param, dt * 1000000000 / hz / param);
+		/* No Op commands: doorbell 0, one completion event. */
+		t0 = rdtsc();
+		for (uint32_t i = 0; i < param; i++)
+			if (cc_of(command(0, 0, 23 << 10)) != CC_SUCCESS)
+				fail("xhci: No Op failed");
+		dt = rdtsc() - t0;
+		printf("bench: %u No Op commands, %lu ns each\n", param, dt * 1000000000 / hz / param);
 		return EXIT_OK;
 	}
 
