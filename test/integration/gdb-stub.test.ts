@@ -9,6 +9,9 @@
 // natively; on a kvm_pvm host (no VT-x/SVM: CPL0 guest code is interpreted
 // by KVM's instruction emulator, which cannot deliver a protected-mode int3)
 // it is a debug-register breakpoint (`hbreak`, Z1).
+// A second test speaks the protocol itself to a running 2-vCPU guest:
+// the guest spins (its `hold` word set through M), 0x03 (Ctrl-C) stops both
+// vCPUs with rip inside the spin loop, and after detach the guest exits.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -19,6 +22,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { BHYVE, ROOT, kvmUnavailable } from '../support/bhyve.js';
+import { encodePacket, PacketReader } from '../../src/vmm/gdb-packet.js';
 
 const BHYVELOAD = path.join(ROOT, 'bin/bhyveload');
 const ELF = path.join(ROOT, 'build/kernels/mb-gdb.elf');
@@ -57,21 +61,56 @@ const nm = (sym: string): number => {
   return parseInt(line!.split(' ')[0], 16);
 };
 
+async function startHeld(name: string, port: number, extra: string[] = []) {
+  const load = await execa(BHYVELOAD, ['-m', '64M', '-h', path.join(tmp, 'host'), '-e', 'kernel=/boot/kernel', name], { env: env(), reject: false });
+  expect(load.exitCode).toBe(0);
+  const bhyve = execa(BHYVE, [...extra, '-m', '64M', '-s', '0,hostbridge', '-s', '31,lpc', '-l', 'pc-testdev',
+    '-o', 'x86.require_ept_rvi=false', '-G', `w${port}`, name], { env: env(), reject: false, stdin: 'ignore', timeout: 100_000 });
+  let stderr = '';
+  bhyve.stderr?.on('data', (c: Buffer) => { stderr += c.toString(); });
+  const end = Date.now() + 30_000;
+  while (!stderr.includes('waiting for a debugger')) {
+    if (Date.now() > end || bhyve.exitCode !== null) throw new Error(`bhyve did not wait for a debugger: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { bhyve, stderr: () => stderr };
+}
+
+/** A minimal protocol client: one reply per packet, acks skipped. */
+class RspClient {
+  private readonly reader = new PacketReader();
+  private readonly replies: string[] = [];
+  private wake: (() => void) | undefined;
+  private constructor(readonly sock: net.Socket) {
+    sock.on('data', (b: Buffer) => {
+      for (const e of this.reader.feed(b)) if (e.kind === 'packet') this.replies.push(e.payload.toString('latin1'));
+      this.wake?.();
+    });
+  }
+  static connect(port: number): Promise<RspClient> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect(port, '127.0.0.1', () => resolve(new RspClient(s)));
+      s.once('error', reject);
+    });
+  }
+  async next(ms = 20_000): Promise<string> {
+    const end = Date.now() + ms;
+    while (this.replies.length === 0) {
+      if (Date.now() > end) throw new Error('no reply from the stub');
+      await new Promise<void>((r) => { this.wake = r; setTimeout(r, 100); });
+    }
+    return this.replies.shift()!;
+  }
+  ask(p: string): Promise<string> { this.sock.write(encodePacket(p)); return this.next(); }
+}
+
+const le32 = (v: number): string => Buffer.from(Uint32Array.of(v).buffer).toString('hex');
+
 describe.skipIf(skipWhy !== undefined)(`bhyve -G with gdb${skipWhy ? ` (skipped: ${skipWhy})` : ''}`, { timeout: 120_000 }, () => {
   it('registers, a breakpoint at a symbol, continue, step, memory read and write, detach; the guest then exits with the written status', async () => {
     const name = `gdb${process.pid}`;
-    const load = await execa(BHYVELOAD, ['-m', '64M', '-h', path.join(tmp, 'host'), '-e', 'kernel=/boot/kernel', name], { env: env(), reject: false });
-    expect(load.exitCode).toBe(0);
     const port = await freePort();
-    const bhyve = execa(BHYVE, ['-m', '64M', '-s', '0,hostbridge', '-s', '31,lpc', '-l', 'pc-testdev',
-      '-o', 'x86.require_ept_rvi=false', '-G', `w${port}`, name], { env: env(), reject: false, stdin: 'ignore', timeout: 100_000 });
-    let stderr = '';
-    bhyve.stderr?.on('data', (c: Buffer) => { stderr += c.toString(); });
-    const end = Date.now() + 30_000;
-    while (!stderr.includes('waiting for a debugger')) {
-      if (Date.now() > end || bhyve.exitCode !== null) throw new Error(`bhyve did not wait for a debugger: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const { bhyve, stderr: err } = await startHeld(name, port);
     const pvm = fs.existsSync('/sys/module/kvm_pvm');
     const cmds = [
       'set pagination off',
@@ -109,7 +148,38 @@ describe.skipIf(skipWhy !== undefined)(`bhyve -G with gdb${skipWhy ? ` (skipped:
     expect(out).toContain('exit_code=11');
     expect(out).toMatch(/Cannot access memory at address 0x7ffff000000/);
     expect(out).toContain('detached');
-    expect(r.exitCode, `${out}\n${stderr}`).toBe(35); // (0x11 << 1) | 1: the written exit_code
+    expect(r.exitCode, `${out}\n${err()}`).toBe(35); // (0x11 << 1) | 1: the written exit_code
     await execa(path.join(ROOT, 'bin/bhyvectl'), [`--vm=${name}`, '--destroy'], { env: env(), reject: false });
+  });
+
+  it('Ctrl-C stops a running 2-vCPU guest in its spin loop; memory written, detach, the guest exits', async () => {
+    const name = `gdbc${process.pid}`;
+    const port = await freePort();
+    const { bhyve, stderr } = await startHeld(name, port, ['-c', '2']);
+    const c = await RspClient.connect(port);
+    try {
+      expect(await c.ask('?')).toBe('T05thread:01;');
+      expect(await c.ask('qfThreadInfo')).toBe('m1,2');
+      expect(await c.ask(`M${nm('hold').toString(16)},4:${le32(1)}`)).toBe('OK');
+      c.sock.write(encodePacket('c'));
+      await new Promise((r) => setTimeout(r, 1000)); // the guest runs into its spin loop
+      expect(bhyve.exitCode).toBeNull();
+      c.sock.write(Buffer.from([0x03]));
+      expect(await c.next()).toMatch(/^T02thread:/);
+      expect(await c.ask('Hg1')).toBe('OK');
+      const rip = Buffer.from(await c.ask('p10'), 'hex').readBigUInt64LE();
+      expect(Number(rip)).toBeGreaterThanOrEqual(nm('hold_loop'));
+      expect(Number(rip)).toBeLessThan(nm('spin'));
+      expect(await c.ask(`m${nm('counter').toString(16)},4`)).toBe(le32(3));
+      expect(await c.ask('m7ffff000000,4')).toBe('E14');
+      expect(await c.ask(`M${nm('hold').toString(16)},4:${le32(0)}`)).toBe('OK');
+      expect(await c.ask('D')).toBe('OK');
+      const r = await bhyve;
+      expect(r.exitCode, stderr()).toBe(33);
+    } finally {
+      c.sock.destroy();
+      bhyve.kill();
+      await execa(path.join(ROOT, 'bin/bhyvectl'), [`--vm=${name}`, '--destroy'], { env: env(), reject: false });
+    }
   });
 });
