@@ -4,6 +4,7 @@ import { virtioTarget } from './virtio.js';
 import { PLATFORM_SPECS, platformTarget } from './platform.js';
 import { HOST_CONFIG_TARGETS } from './host-config.js';
 import { CONTROL_SOCKET_TARGET } from './control-socket.js';
+import { GDB_STUB_TARGET } from './gdb-stub.js';
 import { AHCI_TARGET } from './ahci.js';
 import { NVME_TARGET } from './nvme.js';
 import { E1000_TARGET } from './e1000.js';
@@ -28,6 +29,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   VIRTIO_SCSI_TARGET,
   ...HOST_CONFIG_TARGETS,
   CONTROL_SOCKET_TARGET,
+  GDB_STUB_TARGET,
 ];
 
 export function targetByName(name: string): FuzzTarget | undefined {
