@@ -22,8 +22,9 @@ export interface GdbTarget {
   setGuestDebug(id: number, control: number, debugregs?: bigint[]): Promise<void>;
   /** Hold vCPU `id` out of the guest (and kick it) or let it run. */
   hold(id: number, held: boolean): void;
-  /** Guest-physical RAM: the bytes at `gpa` up to the end of their chunk. */
-  ram(gpa: number): { bytes: Uint8Array; offset: number } | undefined;
+  /** Guest-physical memory: the bytes at `gpa` up to the end of their
+   * chunk (RAM, or the boot ROM, read-only: our mapping of it is too). */
+  ram(gpa: number): { bytes: Uint8Array; offset: number; readonly?: boolean } | undefined;
 }
 
 /** gdb's amd64 register numbers 0-23: the general registers, rip, eflags
@@ -319,10 +320,10 @@ export class GdbStub {
     return 'OK';
   }
 
-  private readPhys(gpa: bigint, n: number): Uint8Array | undefined {
+  private readPhys(gpa: bigint, n: number, write = false): Uint8Array | undefined {
     if (gpa > BigInt(Number.MAX_SAFE_INTEGER)) return undefined;
     const r = this.target.ram(Number(gpa));
-    if (!r || r.offset + n > r.bytes.length) return undefined;
+    if (!r || r.offset + n > r.bytes.length || (write && r.readonly)) return undefined;
     return r.bytes.subarray(r.offset, r.offset + n);
   }
 
@@ -345,7 +346,7 @@ export class GdbStub {
 
   /** The guest bytes at linear [addr, addr+len), page by page, up to the
    * first unmapped page. */
-  private async guestSpans(addr: bigint, len: number): Promise<Uint8Array[]> {
+  private async guestSpans(addr: bigint, len: number, write = false): Promise<Uint8Array[]> {
     const tr = await this.translator();
     const spans: Uint8Array[] = [];
     let lin = addr;
@@ -353,7 +354,7 @@ export class GdbStub {
     while (left > 0) {
       const inPage = Math.min(left, PAGE - Number(lin & 0xfffn));
       const gpa = tr(lin);
-      const b = gpa === undefined ? undefined : this.readPhys(gpa, inPage);
+      const b = gpa === undefined ? undefined : this.readPhys(gpa, inPage, write);
       if (!b) break;
       spans.push(b);
       lin += BigInt(inPage);
@@ -376,7 +377,7 @@ export class GdbStub {
     const r = colon < 0 ? undefined : GdbStub.range(arg.slice(0, colon));
     const data = colon < 0 ? undefined : fromHex(arg.slice(colon + 1));
     if (!r || !data || data.length !== r.len) return 'E00';
-    const spans = await this.guestSpans(r.addr, r.len);
+    const spans = await this.guestSpans(r.addr, r.len, true);
     if (spans.reduce((n, s) => n + s.length, 0) !== r.len) return 'E14';
     let off = 0;
     for (const s of spans) { s.set(data.subarray(off, off + s.length)); off += s.length; }
@@ -389,8 +390,8 @@ export class GdbStub {
     const addr = BigInt(`0x${m[1]}`);
     if (this.breakpoints.has(addr)) return 'OK';
     const gpa = (await this.translator())(addr);
-    const b = gpa === undefined ? undefined : this.readPhys(gpa, 1);
-    if (gpa === undefined || !b) return 'E14';
+    const b = gpa === undefined ? undefined : this.readPhys(gpa, 1, true);
+    if (gpa === undefined || !b) return 'E14'; // unmapped, or ROM: use Z1 there
     this.breakpoints.set(addr, { gpa, orig: b[0] });
     b[0] = 0xcc; // int3: KVM_GUESTDBG_USE_SW_BP turns its #BP into an exit
     return 'OK';

@@ -302,6 +302,9 @@ async function openGdbServer(config: ConfigTree, machine: ReturnType<typeof crea
       for (const c of machine.ram) {
         if (gpa >= c.gpa && gpa < c.gpa + c.map.length) return { bytes: c.map.bytes, offset: gpa - c.gpa };
       }
+      for (const b of machine.bootrom) {
+        if (gpa >= b.seg.gpa && gpa < b.seg.gpa + b.map.length) return { bytes: b.map.bytes, offset: gpa - b.seg.gpa, readonly: true };
+      }
       return undefined;
     },
   };

@@ -31,7 +31,11 @@ class FakeVm implements GdbTarget {
   async setState(id: number, up: VcpuStateUpdate): Promise<void> { Object.assign(this.states[id].regs, up.regs); }
   async setGuestDebug(id: number, control: number, debugregs?: bigint[]): Promise<void> { this.guestDebug.push({ id, control, debugregs }); }
   hold(id: number, held: boolean): void { this.held[id] = held; }
-  ram(gpa: number) { return gpa < this.memory.length ? { bytes: this.memory, offset: gpa } : undefined; }
+  readonly rom = new Uint8Array(4096).fill(0x90);
+  ram(gpa: number) {
+    if (gpa >= 0xfffff000) return { bytes: this.rom, offset: gpa - 0xfffff000, readonly: true };
+    return gpa < this.memory.length ? { bytes: this.memory, offset: gpa } : undefined;
+  }
 }
 
 class Client {
@@ -109,6 +113,11 @@ describe('gdb stub commands', () => {
     expect(await c.ask('Mffffe,4:01020304')).toBe('E14');
     expect(await c.ask('M500,2:01')).toBe('E00');
     expect(await c.ask('mzz,4')).toBe('E00');
+    // The boot ROM reads, but is not written (nor given int3s).
+    expect(await c.ask('mfffffff0,2')).toBe('9090');
+    expect(await c.ask('Mfffffff0,1:cc')).toBe('E14');
+    expect(await c.ask('Z0,fffffff0,1')).toBe('E14');
+    expect(vm.rom[0xff0]).toBe(0x90);
   });
 
   it('inserts int3 breakpoints, resumes with guest debugging on, reports the stop, detaches', async () => {
