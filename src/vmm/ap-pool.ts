@@ -23,7 +23,7 @@ import { ForwardingIoBus, Mailbox } from './ap-mailbox.js';
 import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js';
 import type { ExitRequest } from './exit-status.js';
 import type { Vcpu } from '../sys/kvm.js';
-import { KVM } from '../sys/kvm-abi.js';
+import { EXIT, KVM, KVM_RUN_OFF, RUN_DEBUG } from '../sys/kvm-abi.js';
 import { EAGAIN, EINTR, ioctlRawAsync, SIGUSR2, strerror, tgkill } from '../sys/libc.js';
 import { errorLine } from '../user-error.js';
 import type { ConfigTree } from '../config/tree.js';
@@ -49,7 +49,12 @@ export interface ApPoolSetup {
   poolThreads: readonly number[];
   /** An AP ended the run (claims the exit first, as a vCPU thread does). */
   exit: (req: ExitRequest) => void;
+  /** An AP took KVM_EXIT_DEBUG (-G); it already holds itself. */
+  debugExit?: (id: number, exception: number, dr6: bigint) => void;
 }
+
+/** How often a held AP looks at its requests and its hold (-G). */
+const DEBUG_HOLD_POLL_MS = 2;
 
 interface Ap {
   readonly id: number;
@@ -121,6 +126,12 @@ export class ApPool {
 
   private enter(ap: Ap): void {
     if (this.s.control.stopped) { this.finish(ap); return; }
+    if (this.s.control.debugHeld(ap.id)) {
+      // Held by the debugger: out of the guest, still serving requests.
+      this.serve(ap);
+      setTimeout(() => this.enter(ap), DEBUG_HOLD_POLL_MS);
+      return;
+    }
     ap.inKvmRun = true;
     ioctlRawAsync(ap.vcpu.fd, KVM.RUN, 0, (r) => {
       ap.inKvmRun = false;
@@ -144,17 +155,28 @@ export class ApPool {
         return false;
       }
       ap.vcpu.immediateExit = false;
-      const requests = this.s.control.takeRequests(ap.id);
-      if (requests & VCPU_REQUEST.MESSAGES) serveVcpuRequests(ap.port, ap.vcpu, ap.counters.counts);
-      if (requests & VCPU_REQUEST.CHECK_STATE) checkRunState(ap.vcpu, this.s.control, ap.id);
+      this.serve(ap);
       return true;
     }
     const reason = ap.vcpu.exitReason;
     ap.counters.add(reason);
+    if (reason === EXIT.DEBUG) {
+      this.s.control.setDebugHold(ap.id, true);
+      const v = ap.vcpu.runView;
+      this.s.debugExit?.(ap.id, v.getUint32(KVM_RUN_OFF.exit + RUN_DEBUG.exception, true), v.getBigUint64(KVM_RUN_OFF.exit + RUN_DEBUG.dr6, true));
+      return true;
+    }
     const action = dispatchExit(reason, ap.ctx);
     if (action === 'continue' || action === 'halted') return true;
     this.s.exit(action);
     return false;
+  }
+
+  /** Work that arrives by kick: bhyvectl/debugger requests, the halt check. */
+  private serve(ap: Ap): void {
+    const requests = this.s.control.takeRequests(ap.id);
+    if (requests & VCPU_REQUEST.MESSAGES) serveVcpuRequests(ap.port, ap.vcpu, ap.counters.counts);
+    if (requests & VCPU_REQUEST.CHECK_STATE) checkRunState(ap.vcpu, this.s.control, ap.id);
   }
 
   private finish(ap: Ap): void {

@@ -207,6 +207,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         control, vcpus: machine.vcpus, mailboxes, ringDeviceThread: () => doorbell.ring(),
         strictIo: config.getBool('x86.strictio', false), requestPort: (id) => requester.portFor(id),
         poolThreads, exit: claimAndFinish,
+        debugExit: (id, exception, dr6) => { if (gdb) gdb.onDebugExit(id, exception, dr6); else control.setDebugHold(id, false); },
       });
       for (const [id, t] of apPool.targets()) kickTargets.set(id, t);
       stoppedAll.push(apPool.stopped);

@@ -152,14 +152,18 @@ describe.skipIf(skipWhy !== undefined)(`bhyve -G with gdb${skipWhy ? ` (skipped:
     await execa(path.join(ROOT, 'bin/bhyvectl'), [`--vm=${name}`, '--destroy'], { env: env(), reject: false });
   });
 
-  it('Ctrl-C stops a running 2-vCPU guest in its spin loop; memory written, detach, the guest exits', async () => {
-    const name = `gdbc${process.pid}`;
+  it.each(['pool', 'thread'])('Ctrl-C stops a running 2-vCPU guest (vcpu.ap_model=%s) in its spin loop; memory written, detach, the guest exits', async (model) => {
+    const name = `gdbc${model}${process.pid}`;
     const port = await freePort();
-    const { bhyve, stderr } = await startHeld(name, port, ['-c', '2']);
+    const { bhyve, stderr } = await startHeld(name, port, ['-c', '2', '-o', `vcpu.ap_model=${model}`]);
     const c = await RspClient.connect(port);
     try {
       expect(await c.ask('?')).toBe('T05thread:01;');
       expect(await c.ask('qfThreadInfo')).toBe('m1,2');
+      // The AP (held, waiting for INIT/SIPI) answers for its registers too.
+      expect(await c.ask('Hg2')).toBe('OK');
+      expect((await c.ask('g')).length).toBe(2 * (17 * 8 + 4 + 6 * 4));
+      expect(await c.ask('Hg1')).toBe('OK');
       expect(await c.ask(`M${nm('hold').toString(16)},4:${le32(1)}`)).toBe('OK');
       c.sock.write(encodePacket('c'));
       await new Promise((r) => setTimeout(r, 1000)); // the guest runs into its spin loop
