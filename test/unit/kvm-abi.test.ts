@@ -54,6 +54,10 @@ int main(void) {
   O(kvm_run, internal.suberror) O(kvm_run, internal.ndata) O(kvm_run, internal.data)
   O(kvm_run, fail_entry.hardware_entry_failure_reason) O(kvm_run, fail_entry.cpu)
   O(kvm_run, system_event.type) O(kvm_run, system_event.ndata) O(kvm_run, system_event.data)
+  O(kvm_run, debug.arch.exception) O(kvm_run, debug.arch.pc) O(kvm_run, debug.arch.dr6) O(kvm_run, debug.arch.dr7)
+  S(kvm_guest_debug)
+  printf("guestdbg ENABLE %d\nguestdbg SINGLESTEP %d\nguestdbg USE_SW_BP %d\nguestdbg USE_HW_BP %d\n",
+    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP, KVM_GUESTDBG_USE_HW_BP);
   O(kvm_run, msr.error) O(kvm_run, msr.reason) O(kvm_run, msr.index) O(kvm_run, msr.data)
   O(kvm_userspace_memory_region, slot) O(kvm_userspace_memory_region, flags)
   O(kvm_userspace_memory_region, guest_phys_addr) O(kvm_userspace_memory_region, memory_size)
@@ -81,7 +85,7 @@ int main(void) {
   I(GET_API_VERSION) I(CREATE_VM) I(CHECK_EXTENSION) I(GET_VCPU_MMAP_SIZE) I(GET_SUPPORTED_CPUID) I(CREATE_VCPU)
   I(SET_USER_MEMORY_REGION) I(GET_DIRTY_LOG) I(SET_TSS_ADDR) I(SET_IDENTITY_MAP_ADDR) I(CREATE_IRQCHIP) I(IRQ_LINE) I(CREATE_PIT2)
   I(RUN) I(GET_REGS) I(SET_REGS) I(GET_SREGS) I(SET_SREGS) I(GET_MSRS) I(SET_MSRS) I(SET_CPUID2) I(GET_MP_STATE)
-  I(SET_MP_STATE) I(NMI) I(ENABLE_CAP) I(SIGNAL_MSI) I(GET_DEBUGREGS) I(SET_DEBUGREGS) I(GET_STATS_FD)
+  I(SET_MP_STATE) I(NMI) I(ENABLE_CAP) I(SIGNAL_MSI) I(GET_DEBUGREGS) I(SET_DEBUGREGS) I(SET_GUEST_DEBUG) I(GET_STATS_FD)
   I(SET_GSI_ROUTING) I(IRQFD) I(IOEVENTFD) I(GET_IRQCHIP) I(SET_IRQCHIP) I(GET_PIT2) I(SET_PIT2) I(GET_LAPIC) I(SET_LAPIC) I(REGISTER_COALESCED_MMIO) I(UNREGISTER_COALESCED_MMIO)
   E(UNKNOWN) E(EXCEPTION) E(IO) E(HYPERCALL) E(DEBUG) E(HLT) E(MMIO) E(IRQ_WINDOW_OPEN) E(SHUTDOWN) E(FAIL_ENTRY)
   E(INTR) E(SET_TPR) E(TPR_ACCESS) E(NMI) E(INTERNAL_ERROR) E(SYSTEM_EVENT) E(IOAPIC_EOI) E(X86_RDMSR) E(X86_WRMSR)
@@ -139,6 +143,11 @@ describe.skipIf(!haveHeaders || !haveGcc)('KVM ABI matches <linux/kvm.h>', () =>
     return v;
   };
 
+  it('KVM_SET_GUEST_DEBUG: struct size and control bits', () => {
+    expect(get('size kvm_guest_debug')).toBe(72);
+    for (const [n, v] of Object.entries(abi.GUESTDBG)) expect([n, v]).toEqual([n, get(`guestdbg ${n}`)]);
+  });
+
   it('struct sizes', () => {
     for (const [name, size] of Object.entries(abi.SIZEOF)) {
       if (name.startsWith('kvm_run_')) continue;
@@ -154,6 +163,7 @@ describe.skipIf(!haveHeaders || !haveGcc)('KVM ABI matches <linux/kvm.h>', () =>
     const groups: Array<[string, Record<string, number>]> = [
       ['io', abi.RUN_IO], ['mmio', abi.RUN_MMIO], ['internal', abi.RUN_INTERNAL],
       ['fail_entry', abi.RUN_FAIL_ENTRY], ['system_event', abi.RUN_SYSTEM_EVENT], ['msr', abi.RUN_MSR],
+      ['debug.arch', abi.RUN_DEBUG],
     ];
     for (const [g, fields] of groups) {
       for (const [f, off] of Object.entries(fields)) {
