@@ -21,7 +21,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { BHYVE, ROOT, kvmUnavailable } from '../support/bhyve.js';
+import { BHYVE, GUESTS, ROOT, kvmUnavailable, rom } from '../support/bhyve.js';
 import { encodePacket, PacketReader } from '../../src/vmm/gdb-packet.js';
 
 const BHYVELOAD = path.join(ROOT, 'bin/bhyveload');
@@ -55,8 +55,8 @@ afterAll(() => {
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-const nm = (sym: string): number => {
-  const r = spawnSync('nm', [ELF], { encoding: 'utf8' });
+const nm = (sym: string, elf = ELF): number => {
+  const r = spawnSync('nm', [elf], { encoding: 'utf8' });
   const line = r.stdout.split('\n').find((l) => l.endsWith(` ${sym}`));
   return parseInt(line!.split(' ')[0], 16);
 };
@@ -185,5 +185,33 @@ describe.skipIf(skipWhy !== undefined)(`bhyve -G with gdb${skipWhy ? ` (skipped:
       bhyve.kill();
       await execa(path.join(ROOT, 'bin/bhyvectl'), [`--vm=${name}`, '--destroy'], { env: env(), reject: false });
     }
+  });
+
+  it.each(['pool', 'thread'])('a breakpoint in AP code stops on the AP\'s thread (smp.rom, -c 2, vcpu.ap_model=%s)', async (model) => {
+    const name = `gdbs${model}${process.pid}`;
+    const port = await freePort();
+    const bhyve = execa(BHYVE, ['-c', '2', '-o', `vcpu.ap_model=${model}`, '-m', '64M', '-s', '0,hostbridge', '-s', '31,lpc',
+      '-l', 'com1,stdio', '-l', 'pc-testdev', '-l', `bootrom,${rom('smp')}`, '-o', 'x86.require_ept_rvi=false', '-G', `w${port}`, name],
+    { env: env(), reject: false, stdin: 'ignore', timeout: 100_000 });
+    let stderr = '';
+    bhyve.stderr?.on('data', (c: Buffer) => { stderr += c.toString(); });
+    const end = Date.now() + 30_000;
+    while (!stderr.includes('waiting for a debugger')) {
+      if (Date.now() > end || bhyve.exitCode !== null) throw new Error(`bhyve did not wait for a debugger: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // The 64 KiB ROM ends at 4 GiB; the APs run its ap32 in flat protected mode.
+    const ap32 = 0xffff0000 + nm('ap32', path.join(GUESTS, 'smp.elf'));
+    const script = path.join(tmp, `cmds-${model}`);
+    fs.writeFileSync(script, [
+      'set pagination off', 'set architecture i386:x86-64', `target remote 127.0.0.1:${port}`,
+      `hbreak *0x${ap32.toString(16)}`, 'continue', 'printf "thread=%d rip=%lx\\n", $_thread, $rip',
+      'delete', 'detach', ''].join('\n'));
+    const gdb = await execa('gdb', ['-batch', '-nx', '-x', script], { reject: false, timeout: 60_000 });
+    const r = await bhyve;
+    const out = `${gdb.stdout}\n${gdb.stderr}`;
+    expect(out).toContain(`thread=2 rip=${ap32.toString(16)}`);
+    expect(r.stdout).toContain('all 2 cpus up');
+    expect(r.exitCode, `${out}\n${stderr}`).toBe(33);
   });
 });
