@@ -9,6 +9,9 @@
 
 import { ConfigError, ConfigTree } from '../config/tree.js';
 import { pciNodes } from '../config/pci-nodes.js';
+import { calcTopology } from '../config/topology.js';
+import { parseMemorySize } from '../config/size.js';
+import { numaDomains } from '../firmware/numa.js';
 import type { DeviceKey, PciDeviceRecord } from './pci-device.js';
 import { amdHostbridgeDevice, hostbridgeDevice } from './pci/hostbridge.js';
 import { lpcDevice } from './pci/lpc-bridge.js';
@@ -145,7 +148,7 @@ export const LPC_DEVICES: Readonly<Record<string, LpcDeviceInfo>> = {
 export const FEATURES: Record<string, { description: string; implemented: boolean }> = {
   gdb: { description: '-G GDB debug server (gdb.port)', implemented: false },
   restore: { description: '-r snapshot restore', implemented: false },
-  numa: { description: '-n guest NUMA domains (domains.*)', implemented: false },
+  numa: { description: '-n guest NUMA domains (domains.*)', implemented: true },
   'fwcfg-qemu': { description: 'QEMU fw_cfg interface (lpc.fwcfg=qemu)', implemented: true },
   'fwcfg-files': { description: '-f fw_cfg user files', implemented: true },
   'vcpu-pinning': { description: '-p vCPU pinning (vcpu.N.cpuset)', implemented: true },
@@ -158,6 +161,8 @@ export const FEATURES: Record<string, { description: string; implemented: boolea
 export interface StartExtras {
   restoreFile?: string;
   fwcfgFiles?: readonly unknown[];
+  /** Where start-time warnings go (bhyve prints them with warnx). */
+  warn?: (message: string) => void;
 }
 
 function refuse(what: string): never {
@@ -196,7 +201,11 @@ export function validateForStart(config: ConfigTree, extras: StartExtras = {}): 
   const gdbPort = config.get('gdb.port');
   if (gdbPort !== undefined && gdbPort !== '0') requireFeature('gdb');
   if (extras.restoreFile !== undefined) requireFeature('restore');
-  if (config.getNode('domains')) requireFeature('numa');
+  if (config.getNode('domains')) {
+    requireFeature('numa');
+    if (!config.getBool('acpi_tables', true)) throw new ConfigError('NUMA emulation requires ACPI (acpi_tables is false)');
+    numaDomains(config, calcTopology(config).cpus, parseMemorySize(config.get('memory.size') ?? '256M'), extras.warn);
+  }
   const layout = config.get('keyboard.layout');
   if (layout !== undefined) loadKeyboardLayout(layout);
   if (extras.fwcfgFiles && extras.fwcfgFiles.length > 0) requireFeature('fwcfg-files');

@@ -17,7 +17,8 @@ import { createTimerTable, DeviceTimerHost } from './device-timers.js';
 import { HALT_WATCH_MS, watchHalts } from './halt-watch.js';
 import { KvmStats } from '../sys/kvm.js';
 import { cleanupMachine, createMachine, legacyWindowFor, VmSetupError } from './machine.js';
-import { Kicker, VcpuControl } from './vcpu-control.js';
+import { Kicker, VcpuControl, type KickTarget } from './vcpu-control.js';
+import { ApPool, poolForAps } from './ap-pool.js';
 import { DEVICE_REQUEST, Doorbell } from '../sys/doorbell.js';
 import { VcpuRequester } from './vcpu-requests.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
@@ -66,12 +67,26 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     if (!extras.signals) signals.dispose();
     return signalStatus(signals.first);
   }
-  while (threads.length < ncpus) threads.push(spawnVcpuThread());
-  while (threads.length > ncpus) void retireVcpuThread(threads.pop()!);
+  // vCPU 0's thread runs the devices; the APs share libuv's threadpool
+  // (ap-pool.ts) unless vcpu.ap_model=thread, pinning or the pool's size
+  // give each its own thread.
+  let poolThreads: number[] | undefined;
+  try {
+    poolThreads = await poolForAps(config, ncpus, (w) => warnings.push(w));
+  } catch (e) {
+    for (const t of threads) void retireVcpuThread(t);
+    cleanupMachine(machine, machine.vmObject.createdHere);
+    throw e;
+  }
+  const threadCount = poolThreads ? 1 : ncpus;
+  while (threads.length < threadCount) threads.push(spawnVcpuThread());
+  while (threads.length > threadCount) void retireVcpuThread(threads.pop()!);
   for (const w of warnings) process.stderr.write(`bhyve: ${w}\n`);
 
   const control = VcpuControl.create(ncpus);
-  const kicker = new Kicker(control, new Map(machine.vcpus.map((v, i) => [i, v])));
+  const kickTargets = new Map<number, KickTarget>(machine.vcpus.map((v, i) => [i, v]));
+  const kicker = new Kicker(control, kickTargets);
+  let apPool: ApPool | undefined;
   const doorbell = Doorbell.create(machine.vcpus[0]);
   const kickDeviceThread = (bits: number): void => doorbell.ring(bits);
   const requester = new VcpuRequester(ncpus, control, kicker);
@@ -178,6 +193,15 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       stoppedAll.push(new Promise((resolve) => w.once('exit', () => resolve())));
       w.postMessage(data, [data.requestPort]);
     });
+    if (poolThreads) {
+      apPool = new ApPool({
+        control, vcpus: machine.vcpus, mailboxes, ringDeviceThread: () => doorbell.ring(),
+        strictIo: config.getBool('x86.strictio', false), requestPort: (id) => requester.portFor(id),
+        poolThreads, exit: claimAndFinish,
+      });
+      for (const [id, t] of apPool.targets()) kickTargets.set(id, t);
+      stoppedAll.push(apPool.stopped);
+    }
     await Promise.race([Promise.all(started), outcomePromise]);
     trace('main: all ready');
     if (display?.wait && !outcome) await Promise.race([display.ready, outcomePromise]); // fbuf `wait`
@@ -196,12 +220,14 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       timerHost.start();
       trace('main: go');
       control.go();
+      apPool?.start();
       guestRuns = true;
       watchdog = setInterval(() => watchHalts(control, kicker, stats, claimAndFinish), HALT_WATCH_MS);
     }
 
     const req = await outcomePromise;
     trace('main: outcome');
+    apPool?.stop();
     if (watchdog) clearInterval(watchdog);
     const grace = new Promise<void>((r) => setTimeout(r, STOP_GRACE_MS).unref());
     await Promise.race([Promise.all(stoppedAll), grace]);
@@ -219,6 +245,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
   } catch (e) {
     control.stop();
     kicker.kickAll();
+    apPool?.stop();
     controlServer?.close();
     // The first error is the one to report; a clean-up that fails after it
     // (e.g. the normal path's clean-up already ran) must not replace it.

@@ -73,14 +73,16 @@ export class VcpuControl {
   takeRequests(id: number): number { return Atomics.exchange(this.words, this.at(id, CHECK), 0); }
 }
 
-/** Something with a kvm_run page whose immediate_exit can be set. */
-export interface KickTarget { immediateExit: boolean }
+/** Something with a kvm_run page whose immediate_exit can be set; `kick`
+ * when the vCPU has no thread of its own to signal (ap-pool.ts). */
+export interface KickTarget { immediateExit: boolean; kick?(): void }
 
 export class Kicker {
   constructor(private readonly control: VcpuControl, private readonly targets: ReadonlyMap<number, KickTarget>) {}
 
   kick(id: number): void {
     const t = this.targets.get(id);
+    if (t?.kick) { t.kick(); return; }
     const tid = this.control.tid(id);
     if (!t || tid === 0) return;
     t.immediateExit = true;

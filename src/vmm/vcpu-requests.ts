@@ -4,9 +4,9 @@
 // thread takes it synchronously (receiveMessageOnPort) between two KVM_RUNs.
 
 import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { EXIT_NAMES } from '../sys/kvm-abi.js';
+import { EXIT_NAMES, MP_STATE, RFLAGS_IF } from '../sys/kvm-abi.js';
 import type { Vcpu } from '../sys/kvm.js';
-import { Kicker, VCPU_REQUEST, type VcpuControl } from './vcpu-control.js';
+import { Kicker, VCPU_REQUEST, VCPU_STATE, type VcpuControl } from './vcpu-control.js';
 import { applyVcpuState, readVcpuState, type VcpuStateUpdate } from './vcpu-state.js';
 
 export type VcpuRequestBody =
@@ -33,6 +33,16 @@ export function serveVcpuRequests(port: MessagePort, vcpu: Vcpu, exitCounts: Flo
     }
     port.postMessage(reply);
   }
+}
+
+/** VCPU_REQUEST.CHECK_STATE, on the vCPU's side: what the halt watchdog
+ * (halt-watch.ts) needs to know about this vCPU's run state. */
+export function checkRunState(vcpu: Vcpu, control: VcpuControl, id: number): void {
+  const mp = vcpu.getMpState();
+  let state: number = VCPU_STATE.RUNNING;
+  if (mp === MP_STATE.UNINITIALIZED || mp === MP_STATE.INIT_RECEIVED) state = VCPU_STATE.INACTIVE;
+  else if (mp === MP_STATE.HALTED && (vcpu.getRegs().rflags & BigInt(RFLAGS_IF)) === 0n) state = VCPU_STATE.HALTED_IF0;
+  control.setState(id, state);
 }
 
 function perform(body: VcpuRequestBody, vcpu: Vcpu, exitCounts: Float64Array,

@@ -8,7 +8,9 @@
 // through FUSE (test/support/fuse-evdev.ts: this kernel has no uinput):
 // bhyve opens and grabs it, answers the guest's config questions with its
 // EVIOCG* ioctls, passes the injected key and axis events through and
-// writes the guest's LED event back to it. On QEMU the same ROM drives
+// writes the guest's LED event back to it, all of it at run time inside
+// the sandbox (on by default: the reads, writes and ioctls on the evdev
+// opened before it went up). On QEMU the same ROM drives
 // -device virtio-keyboard-pci with keys sent over QMP (input-send-event);
 // the key press and release reach both guests as the same four events.
 import fs from 'node:fs';

@@ -88,7 +88,7 @@ describe('bhyve', () => {
     [['-s', '3,hda', 'vm0'], 4, /not supported yet: PCI emulation 'hda'/],
     [['-G', '1234', 'vm0'], 4, /not supported yet: -G/],
     [['-r', '/tmp/snap', 'vm0'], 4, /not supported yet: -r/],
-    [['-n', 'id=0,size=1G', 'vm0'], 4, /not supported yet: -n/],
+    [['-n', 'id=0,size=1G', 'vm0'], 4, /Missing CPU set for domain 0/],
     [['-K', 'us', 'vm0'], 4, /unknown keyboard layout 'us' \(-K\): no such file in .*kbdlayout/],
     [['-l', 'tpm,swtpm,/tmp/s', 'vm0'], 4, /not supported yet: LPC device tpm/],
     [['-l', 'bootrom,/rom,fwcfg=bogus', 'vm0'], 4, /invalid lpc.fwcfg 'bogus'/],

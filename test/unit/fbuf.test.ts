@@ -128,5 +128,19 @@ describe('fbuf device (pci_fbuf.c)', () => {
     expect([...b]).toEqual([0x41, 0x1f]);
     expect(on.d.stats()).toMatchObject({ 'VGA shown': 1, 'VGA memory writes': 2 });
     expect(on.d.vgaMode).toBe(true);
+    // bhyve's switch: a non-zero width and height through BAR 0 shows the
+    // framebuffer, both 0 the VGA again, and so does a write of the
+    // graphics controller's mode register.
+    on.d.setBarAddress(0, 0xc2000000);
+    on.d.cfg.set16(PCIR_COMMAND, PCIM_CMD_MEMEN);
+    on.d.syncDecoding();
+    on.f.io.mmioWrite(0xc2000004, Uint8Array.of(0x20, 0x03, 0x58, 0x02)); // 800x600
+    expect(on.d.vgaMode).toBe(false);
+    on.f.io.mmioWrite(0xc2000004, Uint8Array.of(0, 0, 0, 0));
+    expect(on.d.vgaMode).toBe(true);
+    on.f.io.mmioWrite(0xc2000004, Uint8Array.of(0x20, 0x03, 0x58, 0x02));
+    expect(on.d.vgaMode).toBe(false);
+    on.f.outp(0x3ce, 5); on.f.outp(0x3cf, 0x10);
+    expect(on.d.vgaMode).toBe(true);
   });
 });

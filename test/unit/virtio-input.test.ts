@@ -309,6 +309,9 @@ describe('virtio-input: the PCI function and its configuration', () => {
     const bare = initConfig();
     bare.set('pci.0.7.0.device', 'virtio-input');
     expect(() => validatePciDevices(bare)).toThrow(/virtio-input at pci slot 0:7:0: missing path/);
+    const legacy = initConfig();
+    parseSlotOption(legacy, '7,virtio-input,/dev/input/event3,transport=legacy');
+    expect(() => validatePciDevices(legacy)).toThrow(/virtio-input has no legacy virtio PCI device id; use transport=modern/);
   });
 
   it('refuses a host path that is missing or not an event device, naming it', () => {

@@ -79,7 +79,10 @@ export async function openDisplay(config: ConfigTree, vmDir: string, vmName: str
   try {
     server = await RfbServer.listen({
       listen: o.listen, password: o.password, name: vmName, input, log,
-      screen: () => view.screen(),
+      // With vga=on the VGA's memory writes wait in KVM's coalesced MMIO
+      // ring until vCPU 0 next leaves the guest: ring it, so a guest idling
+      // in the kernel's HLT shows its last writes by the next refresh.
+      screen: () => { if (view.showsVga) kick(); return view.screen(); },
       dirtyPages: dirtyLog && (() => {
         // The VGA's screen is drawn by us, not written by the guest into
         // the framebuffer: compare it all when it was drawn anew, nothing

@@ -54,6 +54,8 @@ export class Fbuf extends PciEmulFunction implements Device {
   /** Guest register writes and mode switches, for --get-stats. */
   readonly counters = { regWrites: 0, modeChanges: 0, mapFailures: 0 };
   private vgaModeNoVga = false;
+  /** VGA memory writes reach us through KVM's coalesced MMIO ring. */
+  vgaCoalesced = false;
   private readonly input: ByteRing | undefined;
   private keyboard: KeyboardSink | undefined;
   private pointer: PointerSink | undefined;
@@ -93,6 +95,10 @@ export class Fbuf extends PciEmulFunction implements Device {
       this.vga = new Vga(ctx, mm.view({ kind: 'framebuffer', offset: VGA_STATE_OFFSET }, VGA_STATE_SIZE),
         mm.view({ kind: 'framebuffer', offset: VGA_RAM_OFFSET }, VGA_RAM_SIZE), loadVgaFont());
       ctx.io.registerMmio('vga-memory', VGA_MEM_BASE, VGA_MEM_SIZE, this.vga.memory);
+      // As QEMU's VGA: writes queue in KVM's coalesced MMIO ring (no exit
+      // per byte); reads and port accesses exit, and the ring is replayed
+      // before them (sys/coalesced-mmio.ts), so the VGA sees every access in order.
+      this.vgaCoalesced = ctx.kvm?.coalesce?.(VGA_MEM_BASE, VGA_MEM_SIZE, true) ?? false;
     } else if (o.vga === 'io') {
       this.vga = new Vga(ctx);
     }
@@ -204,6 +210,7 @@ export class Fbuf extends PciEmulFunction implements Device {
         'VGA port writes': this.vga.counters.portWrites,
         'VGA memory reads': this.vga.counters.memoryReads,
         'VGA memory writes': this.vga.counters.memoryWrites,
+        'VGA memory writes coalesced by KVM': this.vgaCoalesced ? 1 : 0,
       } : {}),
     };
   }

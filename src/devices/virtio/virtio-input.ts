@@ -33,7 +33,7 @@
 // DEVICE_NEEDS_RESET (virtio-device.ts). The group of events waiting for
 // EV_SYN is bounded (a device that never syncs cannot grow it).
 
-import { ConfigError } from '../../config/tree.js';
+import { ConfigError, type ConfigTree } from '../../config/tree.js';
 import { parseLegacyConfig, setValue } from '../../config/legacy.js';
 import type { DeviceContext } from '../device.js';
 import type { LegacyParser, PciDeviceRecord } from '../pci-device.js';
@@ -288,8 +288,8 @@ const vtinputLegacy: LegacyParser = (tree, node, opts) => {
   if (comma >= 0) parseLegacyConfig(tree, node, opts.slice(comma + 1));
 };
 
-function transportOf(ctx: DeviceContext, node: string): VirtioPciTransport {
-  const t = ctx.config.get(`${node}.transport`) ?? 'modern';
+function transportOf(config: ConfigTree, node: string): VirtioPciTransport {
+  const t = config.get(`${node}.transport`) ?? 'modern';
   if (t === 'modern') return t;
   if (t === 'transitional' || t === 'legacy') {
     throw new ConfigError(`virtio-input has no legacy virtio PCI device id; use transport=modern (not ${t})`);
@@ -306,9 +306,10 @@ export const virtioInputDevice: PciDeviceRecord = {
   ],
   validate: (c, s) => {
     if (c.get(`${s.node}.path`) === undefined) throw new ConfigError(`virtio-input at pci slot ${s.where}: missing path (use virtio-input,/dev/input/eventN)`);
+    transportOf(c, s.node);
   },
   create: (ctx, s, chipset) => {
-    const transport = transportOf(ctx, s.node);
+    const transport = transportOf(ctx.config, s.node);
     const t = ctx.hostPorts?.input?.(s.node);
     if (t === undefined) throw new Error(`no host device was opened for ${s.node}`);
     const fn = new VirtioPci(ctx, new VirtioInput(attachInputBackend(t)), {

@@ -12,6 +12,8 @@
 import { UserError } from '../../user-error.js';
 import { ByteWriter, fixChecksum, putU32, putU64 } from '../bytes.js';
 import type { BuiltMachine } from '../built-machine.js';
+import type { NumaLayout } from '../numa.js';
+import { buildSlit, buildSrat } from './numa-tables.js';
 import { buildDsdtAml, type DsdtOptions } from './dsdt.js';
 import {
   type AcpiTable, BHYVE_HPET_CAPABILITIES, buildDsdtTable, buildFacs, buildFadt, buildHpet, buildMadt, buildMcfg,
@@ -29,6 +31,8 @@ export const BHYVE_ACPI_LIMIT = 0x100000;
 export interface AcpiPlatform extends DsdtOptions {
   ncpu: number;
   hpetCapabilities: number;
+  /** Guest NUMA domains (-n): add the SRAT and SLIT. */
+  numa?: NumaLayout;
 }
 
 /**
@@ -48,6 +52,8 @@ export function acpiPlatform(m: BuiltMachine): AcpiPlatform {
     atkbdc: true,
     intx: m.intx.filter((r) => r.bus === 0),
     pirqLinks: m.lpc !== undefined,
+    numa: m.numa,
+    s3: m.s3 === true,
   };
 }
 
@@ -59,8 +65,9 @@ export interface AcpiTableSet {
 
 /** The tables bhyve builds, FADT first in the XSDT as UEFI asks. */
 export function buildAcpiTables(p: AcpiPlatform): AcpiTableSet {
-  const sdtTargets = ['FACP', 'APIC', 'HPET', 'MCFG'];
+  const sdtTargets = ['FACP', 'APIC', 'HPET', 'MCFG', ...(p.numa ? ['SRAT', 'SLIT'] : [])];
   const list: AcpiTable[] = [
+    ...(p.numa ? [buildSrat(p.numa, p.ncpu), buildSlit(p.numa)] : []),
     buildFacs(),
     buildDsdtTable(buildDsdtAml(p)),
     buildFadt(),
@@ -99,7 +106,8 @@ export interface AcpiInMemory {
  */
 export function buildAcpiInMemory(p: AcpiPlatform, base = BHYVE_ACPI_BASE, limit = BHYVE_ACPI_LIMIT): AcpiInMemory {
   const set = buildAcpiTables(p);
-  const order = [set.rsdp, ...['RSDT', 'XSDT', 'FACP', 'APIC', 'HPET', 'MCFG', 'FACS', 'DSDT'].map((s) => set.tables.get(s)!)];
+  const order = [set.rsdp, ...['RSDT', 'XSDT', 'FACP', 'APIC', 'HPET', 'MCFG', 'SRAT', 'SLIT', 'FACS', 'DSDT']
+    .filter((s) => set.tables.has(s)).map((s) => set.tables.get(s)!)];
   const addr = new Map<string, number>();
   const offs: number[] = [];
   let off = 0;
@@ -203,7 +211,8 @@ export interface AcpiForFwCfg {
  */
 export function buildAcpiForFwCfg(p: AcpiPlatform): AcpiForFwCfg {
   const set = buildAcpiTables(p);
-  const order = ['FACS', 'DSDT', 'FACP', 'APIC', 'HPET', 'MCFG', 'RSDT', 'XSDT'].map((s) => set.tables.get(s)!);
+  const order = ['FACS', 'DSDT', 'FACP', 'APIC', 'HPET', 'MCFG', 'SRAT', 'SLIT', 'RSDT', 'XSDT']
+    .filter((s) => set.tables.has(s)).map((s) => set.tables.get(s)!);
   const offsets = new Map<string, number>();
   let off = 0;
   for (const t of order) {

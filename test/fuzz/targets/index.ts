@@ -6,6 +6,7 @@ import { HOST_CONFIG_TARGETS } from './host-config.js';
 import { CONTROL_SOCKET_TARGET } from './control-socket.js';
 import { AHCI_TARGET } from './ahci.js';
 import { NVME_TARGET } from './nvme.js';
+import { E1000_TARGET } from './e1000.js';
 import { RFB_TARGET } from './rfb.js';
 import { XHCI_TARGET } from './xhci.js';
 import { VIRTIO_9P_TARGET } from './virtio-9p.js';
@@ -16,9 +17,11 @@ export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('net'),
   virtioTarget('rnd'),
   virtioTarget('console'),
+  virtioTarget('input'),
   ...PLATFORM_SPECS.map(platformTarget),
   AHCI_TARGET,
   NVME_TARGET,
+  E1000_TARGET,
   RFB_TARGET,
   XHCI_TARGET,
   VIRTIO_9P_TARGET,

@@ -33,6 +33,9 @@ import { VirtioBlock } from '../../../src/devices/virtio/virtio-blk.js';
 import { VirtioNet, VTNET_MAX_PKT_LEN } from '../../../src/devices/virtio/virtio-net.js';
 import { VirtioRnd } from '../../../src/devices/virtio/virtio-rnd.js';
 import { VirtioConsole } from '../../../src/devices/virtio/virtio-console.js';
+import { VirtioInput } from '../../../src/devices/virtio/virtio-input.js';
+import type { EvdevHost } from '../../../src/devices/virtio/input-backend.js';
+import type { AbsInfo, InputEvent, InputId } from '../../../src/sys/evdev.js';
 import type { ConsolePort } from '../../../src/devices/virtio/console-backend.js';
 import type { NetPort } from '../../../src/devices/net/net-backend.js';
 import type { VirtioDevice } from '../../../src/devices/virtio/virtio-device.js';
@@ -47,7 +50,7 @@ import { installFaultHooks } from '../oracle.js';
 import { scratchPath } from '../scratch.js';
 import type { Rng } from '../rng.js';
 
-export type VirtioKind = 'blk' | 'net' | 'rnd' | 'console';
+export type VirtioKind = 'blk' | 'net' | 'rnd' | 'console' | 'input';
 
 const SLOT = 4;
 /** Rings of queue q live in [q*RING_SLOT, (q+1)*RING_SLOT); buffers above HEAP. */
@@ -84,6 +87,48 @@ class FakeNetPort implements NetPort {
 }
 
 /** The host end of a virtio-console port. */
+/** A host evdev whose answers and events the fuzzer makes up. */
+class FakeEvdev implements EvdevHost {
+  pending: InputEvent[] = [];
+  written = 0;
+  constructor(private readonly rng: Rng) {}
+  readEvents(): InputEvent[] { const e = this.pending; this.pending = []; return e; }
+  write(ev: InputEvent): boolean {
+    if (![ev.type, ev.code].every((v) => Number.isInteger(v) && v >= 0 && v <= 0xffff) || !Number.isInteger(ev.value)) {
+      throw new RangeError(`evdev write of a malformed event ${JSON.stringify(ev)}`);
+    }
+    this.written++;
+    return this.rng.chance(0.9);
+  }
+  name(): Uint8Array | undefined { return this.rng.chance(0.9) ? this.rng.bytes(this.rng.range(0, 200)) : undefined; }
+  id(): InputId | undefined {
+    const r = this.rng;
+    return r.chance(0.9) ? { bustype: r.value(16), vendor: r.value(16), product: r.value(16), version: r.value(16) } : undefined;
+  }
+  props(out: Uint8Array): boolean { return this.fill(out); }
+  bits(_type: number, out: Uint8Array): boolean { return this.fill(out); }
+  abs(_axis: number): AbsInfo | undefined {
+    const r = this.rng;
+    const v = (): number => r.u32() | 0;
+    return r.chance(0.8) ? { value: v(), min: v(), max: v(), fuzz: v(), flat: v(), res: v() } : undefined;
+  }
+  private fill(out: Uint8Array): boolean {
+    out.fill(0);
+    if (this.rng.chance(0.1)) return false;
+    for (let i = 0; i < out.length; i++) if (this.rng.chance(0.3)) out[i] = this.rng.value(8);
+    return true;
+  }
+  /** Events arriving: mostly complete groups, sometimes long runs without EV_SYN. */
+  arrive(): void {
+    const r = this.rng;
+    const n = r.chance(0.9) ? r.range(1, 12) : r.range(1, 3000);
+    for (let i = 0; i < n && this.pending.length < 10000; i++) {
+      const syn = r.chance(n > 100 ? 0.001 : 0.3);
+      this.pending.push({ type: syn ? 0 : r.chance(0.9) ? r.pick([1, 2, 3, 4, 0x11]) : r.value(16), code: r.value(16), value: r.u32() | 0 });
+    }
+  }
+}
+
 class FakeConsolePort implements ConsolePort {
   private buf: Uint8Array[] = [];
   private avail = 0;
@@ -128,6 +173,7 @@ class VirtioFuzz implements FuzzInstance {
   private readonly rng: Rng;
   private readonly netPort?: FakeNetPort;
   private readonly consolePorts: FakeConsolePort[] = [];
+  private readonly evdev?: FakeEvdev;
   private readonly imagePath?: string;
   /** Use the modern interface (else legacy) for this driver session. */
   private modern = true;
@@ -170,9 +216,15 @@ class VirtioFuzz implements FuzzInstance {
         classCode = 0x07;
         break;
       }
+      case 'input':
+        this.evdev = new FakeEvdev(rng);
+        device = new VirtioInput(this.evdev);
+        classCode = 0x09;
+        break;
     }
     this.device = device;
-    const transport: VirtioPciTransport = rng.pick(['transitional', 'transitional', 'modern', 'legacy']);
+    // virtio-input has no legacy PCI id: modern only, as its record builds it.
+    const transport: VirtioPciTransport = kind === 'input' ? 'modern' : rng.pick(['transitional', 'transitional', 'modern', 'legacy']);
     this.fn = new VirtioPci(m.ctx, device, { emulation: `virtio-${kind}`, classCode, subclass: 0, msix: rng.chance(0.8), transport });
     pci.attach(0, SLOT, 0, this.fn);
     assignPciBars(pci.functions(), new PciResourceAllocator(FUZZ_LAYOUT));
@@ -397,6 +449,14 @@ class VirtioFuzz implements FuzzInstance {
         for (let i = 0; i < n; i++) bufs.push({ len: this.len(), write: r.chance(0.9) });
         break;
       }
+      case 'input': {
+        if (q === 0) {
+          bufs.push({ len: !this.evil || r.chance(0.7) ? 8 : this.len(), write: !this.evil || r.chance(0.8) });
+        } else {
+          bufs.push({ len: !this.evil || r.chance(0.7) ? 8 : this.len(), write: this.evil && r.chance(0.2), data: r.bytes(8) });
+        }
+        break;
+      }
       case 'console': {
         const tx = q % 2 === 1;
         if (q === 3) {
@@ -563,6 +623,7 @@ class VirtioFuzz implements FuzzInstance {
       if (r.chance(0.2)) { p.open = !p.open; p.gen++; }
       if (r.chance(0.8)) p.push(r.bytes(r.chance(0.9) ? r.range(1, 200) : r.range(1, 200000)));
     }
+    if (this.evdev) this.evdev.arrive();
     this.fn.poll();
   }
 
@@ -629,6 +690,10 @@ class VirtioFuzz implements FuzzInstance {
     if (ds && typeof ds === 'object') for (const [k, v] of Object.entries(ds)) if (typeof v === 'number') s[k] = v;
     if (this.device instanceof VirtioRnd) s['entropy bytes'] = this.device.bytesProvided;
     for (const p of this.consolePorts) s['console bytes to host'] = (s['console bytes to host'] ?? 0) + p.written;
+    if (this.device instanceof VirtioInput) {
+      for (const [k, v] of Object.entries(this.device.counters())) s[k] = v;
+      s['status events to host'] = this.evdev!.written;
+    }
     const c = this.fn.stats();
     s['msi-x messages'] = c['msi-x messages'];
     s['msi messages'] = c['msi messages'];
@@ -649,6 +714,7 @@ export function virtioTarget(kind: VirtioKind): FuzzTarget {
     net: 'virtio-net TX frames and RX buffers with host frames arriving',
     rnd: 'virtio-rnd entropy requests',
     console: 'virtio-console ports and the MULTIPORT control queues with host clients',
+    input: 'virtio-input event and status queues, config selects answered by a made-up evdev, host event groups of any size',
   };
   return {
     name: `virtio-${kind}`,
