@@ -26,9 +26,8 @@ import { fbufDevice } from './display/fbuf.js';
 import { uartDevice } from './pci-uart.js';
 import { virtioInputDevice } from './virtio/virtio-input.js';
 import { loadKeyboardLayout } from './display/kbd-layout.js';
-import {
-  hdaDevice, passthruDevice,
-} from './not-built.js';
+import { hdaDevice } from './not-built.js';
+import { passthruDevice } from './passthru/passthru.js';
 import { virtioScsiDevice } from './virtio/virtio-scsi.js';
 import { virtio9pDevice } from './virtio/virtio-9p.js';
 import { xhciDevice } from './usb/xhci.js';
@@ -189,7 +188,11 @@ export function validateForStart(config: ConfigTree, extras: StartExtras = {}): 
   validatePciDevices(config);
   for (const s of pciNodes(config)) {
     const emul = config.get(`${s.node}.device`)!;
-    if (!isBuilt(findPciDevice(emul)!)) refuse(`PCI emulation '${emul}' (pci slot ${s.where})`);
+    const record = findPciDevice(emul)!;
+    if (!isBuilt(record)) {
+      const host = record.hostStatus?.(config, s);
+      refuse(`PCI emulation '${emul}' (pci slot ${s.where})${host ? `; ${host}` : ''}`);
+    }
   }
   if (config.getNode('tpm')) refuse('LPC device tpm');
   const fwcfg = config.get('lpc.fwcfg') ?? 'bhyve';
