@@ -1,24 +1,29 @@
 #!/usr/bin/env node
-// Launch latency and memory: boots exit-testdev.rom (prints
-// "hello from testdev rom", exits with status 33) and measures
-//   - launch-to-first-byte: time from spawning the VMM until the "h" of
-//     "hello" has arrived on its stdout (COM1),
-//   - total wall time until the VMM exited,
-//   - peak RSS (GNU time's %M: the largest resident set of the process and
-//     of its waited-for children).
-// Each figure is the median of REPS runs.
+// Launch latency, memory and AP start-up, bhyve against QEMU, interleaved
+// (one run of every configuration per round, so host load hits all alike):
+//   - exit-testdev.rom at -c 1 and -c 8: the time from spawning the VMM until
+//     the "h" of its "hello" arrives on COM1, until the VMM exited, its peak
+//     RSS (GNU time %M) and CPU time (user + system);
+//   - smp-exits.rom at -c 16: the BSP prints "BSP 0 up", starts 15 APs,
+//     each checks in without an exit to the VMM, and the BSP exits once all
+//     are in: the whole run, and "APs up", the time from the "B" on COM1 to
+//     the VMM's exit (an upper bound: it holds the guest's INIT/SIPI delays
+//     of ~11 ms and the VMM's shut-down).
+// bhyve runs with both AP models (vcpu.ap_model=pool, the default, and
+// thread), and at -c 1 also from tsc's output instead of the esbuild bundle
+// (BHYVE_BUNDLE=0); "per added vCPU" is (RSS at -c 8 - RSS at -c 1) / 7.
+// Each figure is the median of REPS rounds.
 //
-// Usage: node bench/launch.mjs [--reps 5] [--only bhyve|qemu] [--no-write]
+// Usage: node bench/launch.mjs [--reps 7] [--no-write]
 // Writes the "launch" section of BENCHMARKS.md (unless --no-write).
 import { parseArgs } from 'node:util';
 import {
-  buildGuests, rom, VMMS, runVmm, describeFailure, median, mdTable, hostInfo, writeSection, TESTDEV_OK,
+  buildGuests, rom, patchedRom, VMMS, runVmm, describeFailure, median, mdTable, hostInfo, writeSection, TESTDEV_OK,
 } from './lib.mjs';
 
 const { values: opt } = parseArgs({
   options: {
-    reps: { type: 'string', default: '5' },
-    only: { type: 'string' },
+    reps: { type: 'string', default: '7' },
     'no-write': { type: 'boolean', default: false },
   },
 });
@@ -29,63 +34,135 @@ if (!(reps >= 1)) {
 }
 
 await buildGuests();
-const romPath = rom('exit-testdev');
+const testdev = rom('exit-testdev');
+const smp = patchedRom('smp-exits', 0);
 
-const rows = [];
-const notes = [];
-for (const [key, vmm] of Object.entries(VMMS)) {
-  if (opt.only && opt.only !== key) continue;
-  const why = vmm.available();
-  if (why) {
-    notes.push(`${vmm.label}: skipped (${why}).`);
-    console.error(`launch: ${key}: skipped (${why})`);
-    continue;
-  }
-  const first = [];
-  const wall = [];
-  const rss = [];
-  let failed = null;
-  for (let i = 0; i < reps; i++) {
-    const r = await runVmm(vmm, romPath, { marker: 'h', timeoutMs: 60_000 });
-    if (r.code !== TESTDEV_OK || !r.stdout.includes('hello from testdev rom') || r.firstMs === null) {
-      failed = describeFailure(r, TESTDEV_OK);
-      break;
-    }
-    first.push(r.firstMs);
-    wall.push(r.wallMs);
-    if (r.maxRssKb !== null) rss.push(r.maxRssKb);
-    console.error(`launch: ${key} run ${i + 1}: first byte ${r.firstMs.toFixed(1)} ms, ` +
-      `exit ${r.wallMs.toFixed(1)} ms, peak RSS ${r.maxRssKb ?? '?'} KiB`);
-  }
-  if (failed) {
-    notes.push(`${vmm.label}: skipped, the run failed (${failed}).`);
-    console.error(`launch: ${key}: failed: ${failed}`);
-    continue;
-  }
-  rows.push([
-    vmm.label,
-    median(first).toFixed(1),
-    median(wall).toFixed(1),
-    rss.length ? (median(rss) / 1024).toFixed(1) : 'n/a',
-  ]);
+/** bhyve with -c `cpus` and extra -o settings. */
+function bhyve(cpus, extra = []) {
+  return {
+    ...VMMS.bhyve,
+    argv(rp) {
+      const [cmd, args] = VMMS.bhyve.argv.call(this, rp);
+      const a = [...args];
+      a[a.indexOf('-c') + 1] = String(cpus);
+      a.splice(a.length - 1, 0, ...extra);
+      return [cmd, a];
+    },
+  };
 }
 
-const table = mdTable(['VMM', 'first byte on COM1, ms', 'exit, ms', 'peak RSS, MiB'], rows);
-console.log(table);
-for (const n of notes) console.log(`\n${n}`);
+function qemu(cpus) {
+  return {
+    ...VMMS.qemu,
+    argv(rp) {
+      const [cmd, args] = VMMS.qemu.argv(rp);
+      const a = [...args];
+      a[a.indexOf('-smp') + 1] = String(cpus);
+      return [cmd, a];
+    },
+  };
+}
+
+const POOL = 'bhyve-kvm, APs on the pool';
+const THREAD = 'bhyve-kvm, APs on threads (-o vcpu.ap_model=thread)';
+const QEMU = 'QEMU';
+const configs = [
+  { vmm: QEMU, what: 'exit-testdev, -c 1', run: qemu(1), rom: testdev, ok: 'hello from testdev rom' },
+  { vmm: POOL, what: 'exit-testdev, -c 1', run: bhyve(1), rom: testdev, ok: 'hello from testdev rom' },
+  {
+    vmm: 'bhyve-kvm, tsc output (BHYVE_BUNDLE=0)', what: 'exit-testdev, -c 1', run: bhyve(1), rom: testdev,
+    ok: 'hello from testdev rom', env: { BHYVE_BUNDLE: '0' },
+  },
+  { vmm: QEMU, what: 'exit-testdev, -c 8', run: qemu(8), rom: testdev, ok: 'hello from testdev rom' },
+  { vmm: POOL, what: 'exit-testdev, -c 8', run: bhyve(8), rom: testdev, ok: 'hello from testdev rom' },
+  { vmm: THREAD, what: 'exit-testdev, -c 8', run: bhyve(8, ['-o', 'vcpu.ap_model=thread']), rom: testdev, ok: 'hello from testdev rom' },
+  { vmm: QEMU, what: 'smp-exits, -c 16', run: qemu(16), rom: smp, ok: 'all 16 cpus up', marker: 'B' },
+  { vmm: POOL, what: 'smp-exits, -c 16', run: bhyve(16), rom: smp, ok: 'all 16 cpus up', marker: 'B' },
+  {
+    vmm: THREAD, what: 'smp-exits, -c 16', run: bhyve(16, ['-o', 'vcpu.ap_model=thread']), rom: smp,
+    ok: 'all 16 cpus up', marker: 'B',
+  },
+];
+for (const c of configs) c.samples = { first: [], wall: [], rss: [], cpu: [], afterFirst: [] };
+
+const available = VMMS.bhyve.available();
+if (available) {
+  console.error(`launch: bhyve: ${available}`);
+  process.exit(4);
+}
+for (let i = 0; i < reps; i++) {
+  for (const c of configs) {
+    if (c.failed) continue;
+    // runVmm's child inherits process.env: a row's own variables for its run.
+    for (const [k, v] of Object.entries(c.env ?? {})) process.env[k] = v;
+    const r = await runVmm(c.run, c.rom, { marker: c.marker ?? 'h', timeoutMs: 120_000 });
+    for (const k of Object.keys(c.env ?? {})) delete process.env[k];
+    if (r.code !== TESTDEV_OK || !r.stdout.includes(c.ok)) {
+      c.failed = describeFailure(r, TESTDEV_OK);
+      console.error(`launch: ${c.vmm}, ${c.what}: failed: ${c.failed}`);
+      continue;
+    }
+    if (r.firstMs !== null) {
+      c.samples.first.push(r.firstMs);
+      c.samples.afterFirst.push(r.wallMs - r.firstMs);
+    }
+    c.samples.wall.push(r.wallMs);
+    if (r.maxRssKb !== null) c.samples.rss.push(r.maxRssKb / 1024);
+    if (r.cpuMs !== null) c.samples.cpu.push(r.cpuMs);
+    console.error(`launch: round ${i + 1}: ${c.vmm}, ${c.what}: exit ${r.wallMs.toFixed(1)} ms, ` +
+      `peak RSS ${((r.maxRssKb ?? 0) / 1024).toFixed(1)} MiB, CPU ${(r.cpuMs ?? NaN).toFixed(0)} ms`);
+  }
+}
+
+const med = (xs) => (xs.length ? median(xs) : NaN);
+const fmt = (x) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
+const find = (vmm, what) => configs.find((c) => c.vmm === vmm && c.what === what);
+const rows = configs.map((c) => [
+  c.vmm, c.what,
+  c.failed ? `failed: ${c.failed}` : fmt(med(c.samples.first)),
+  fmt(med(c.samples.wall)), fmt(med(c.samples.rss)), fmt(med(c.samples.cpu)),
+]);
+const table = mdTable(['VMM', 'guest, vCPUs', 'first byte on COM1 ("h", smp: "B"), ms', 'exit, ms', 'peak RSS, MiB', 'CPU, ms'], rows);
+
+const derived = [];
+for (const vmm of [QEMU, POOL, THREAD]) {
+  const one = find(vmm, 'exit-testdev, -c 1') ?? find(POOL, 'exit-testdev, -c 1');
+  const eight = find(vmm, 'exit-testdev, -c 8');
+  const sixteen = find(vmm, 'smp-exits, -c 16');
+  derived.push([
+    vmm,
+    fmt((med(eight.samples.rss) - med(one.samples.rss)) / 7),
+    fmt(med(eight.samples.wall) / med(one.samples.wall)),
+    fmt(med(sixteen.samples.afterFirst)),
+  ]);
+}
+const derivedTable = mdTable(['VMM', 'peak RSS per added vCPU, MiB', 'exit at -c 8 / at -c 1', 'APs up at -c 16 ("BSP 0 up" on COM1 to exit), ms'], derived);
+const ratio = (a, b) => fmt(a / b);
+const p1 = find(POOL, 'exit-testdev, -c 1');
+const q1 = find(QEMU, 'exit-testdev, -c 1');
+const ratios = `bhyve/QEMU at -c 1: exit ${ratio(med(p1.samples.wall), med(q1.samples.wall))}x, ` +
+  `peak RSS ${ratio(med(p1.samples.rss), med(q1.samples.rss))}x, CPU ${ratio(med(p1.samples.cpu), med(q1.samples.cpu))}x.`;
+console.log(`${table}\n\n${derivedTable}\n\n${ratios}`);
 
 if (!opt['no-write']) {
   const body = [
-    '## Launch to first byte, peak memory',
+    '## Launch to first byte, peak memory, APs',
     '',
-    '`node bench/launch.mjs` — boots exit-testdev.rom; time from spawn until the first',
-    'byte of "hello" arrives on the VMM\'s stdout (COM1), time until the VMM exited, and',
-    `peak RSS (GNU time %M, process and children), median of ${reps} runs.`,
+    '`node bench/launch.mjs` — exit-testdev.rom at -c 1 and -c 8: time from spawn until the first',
+    'byte of "hello" arrives on the VMM\'s stdout (COM1), until the VMM exited, peak RSS (GNU time',
+    '%M) and CPU time (user + system); smp-exits.rom at -c 16: 15 APs started by INIT/SIPI check in',
+    'without an exit to the VMM, then the BSP exits. bhyve with both AP models (`vcpu.ap_model`).',
+    `Interleaved: each of ${reps} rounds runs every row once; medians. The host is shared with other`,
+    'engineers\' builds and tests while this runs: absolute times move with its load, the ratios',
+    'within one run much less.',
     '',
     `Host: ${await hostInfo()}`,
     '',
-    rows.length ? table : '_No results._',
-    ...notes.map((n) => `\n${n}`),
+    table,
+    '',
+    derivedTable,
+    '',
+    ratios,
   ].join('\n');
   writeSection('launch', body);
   console.error('launch: wrote BENCHMARKS.md');

@@ -96,16 +96,17 @@ export const VMMS = {
 
 /**
  * Run one VMM on one ROM. Resolves with { code, wallMs, firstMs, stdout,
- * stderr, maxRssKb }: firstMs is the time from spawn until `marker` first
- * appears on stdout (null if it never does); maxRssKb is the peak RSS from
- * GNU time (largest of the process and its waited-for children).
+ * stderr, maxRssKb, cpuMs }: firstMs is the time from spawn until `marker`
+ * first appears on stdout (null if it never does); maxRssKb is the peak RSS
+ * from GNU time (largest of the process and its waited-for children), cpuMs
+ * its user + system CPU time.
  */
 export function runVmm(vmm, romPath, { marker = null, input = null, timeoutMs = RUN_TIMEOUT_MS } = {}) {
   const [cmd, args] = vmm.argv(romPath);
   const useTime = existsSync('/usr/bin/time');
   const rssFile = join(BENCH_TMP, `rss-${process.pid}.txt`);
   const file = useTime ? '/usr/bin/time' : cmd;
-  const argv = useTime ? ['-q', '-f', '%M', '-o', rssFile, cmd, ...args] : args;
+  const argv = useTime ? ['-q', '-f', '%U %S %M', '-o', rssFile, cmd, ...args] : args;
   return new Promise((resolve) => {
     const t0 = process.hrtime.bigint();
     // own process group, so a timeout kills the VMM and not only GNU time
@@ -140,14 +141,18 @@ export function runVmm(vmm, romPath, { marker = null, input = null, timeoutMs = 
       clearTimeout(timer);
       const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
       let maxRssKb = null;
+      let cpuMs = null;
       if (useTime && existsSync(rssFile)) {
-        const m = readFileSync(rssFile, 'utf8').match(/(\d+)\s*$/);
-        if (m) maxRssKb = Number(m[1]);
+        const m = readFileSync(rssFile, 'utf8').match(/([\d.]+) ([\d.]+) (\d+)\s*$/);
+        if (m) {
+          maxRssKb = Number(m[3]);
+          cpuMs = (Number(m[1]) + Number(m[2])) * 1000;
+        }
         rmSync(rssFile, { force: true });
       }
       await vmm.cleanup();
       if (timedOut) stderr += `\ntimed out after ${timeoutMs / 1000} s`;
-      resolve({ code: signal || timedOut ? null : code, signal: timedOut ? 'SIGKILL (timeout)' : signal, wallMs, firstMs, stdout, stderr, maxRssKb });
+      resolve({ code: signal || timedOut ? null : code, signal: timedOut ? 'SIGKILL (timeout)' : signal, wallMs, firstMs, stdout, stderr, maxRssKb, cpuMs });
     });
   });
 }

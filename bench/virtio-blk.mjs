@@ -212,10 +212,11 @@ if (!opt['no-write']) {
     'each batch then costs a wake-up of the iothread, which needs a second host CPU: these hosts have 2, one of them',
     'taken by the vCPU (the guest spins on the used ring), the other shared with our main thread and whatever else runs.',
     'The exit path instead does the I/O (page-cache preads/pwrites of a few us) inside the exit, on the vCPU\'s own core,',
-    'with no hand-off. Measured here the exit path wins every column, so `iothread` defaults to false; the iothread only',
-    'came out ahead (1.3-1.6x on sequential and QD32) in a run on a quieter host, and adaptive polling (`--poll-us`) makes',
-    'it worse still by taking the second core. On hosts with EPT/NPT and CPUs to spare, or with slow storage (nocache on a',
-    'real disk, FLUSH to a slow device), where a vCPU blocked in the disk matters more, `iothread=true` is the one to try.',
+    'with no hand-off. Which wins depends on the host: on the AMD hosts the exit path won every column; on the Intel ones',
+    'the iothread wins the random-read columns (QD32 and QD1) and the exit path the sequential ones (see the table), so',
+    '`iothread` stays false by default. Adaptive polling (`--poll-us`) takes the second core and made the iothread worse',
+    'on every host tried. On hosts with EPT/NPT and CPUs to spare, or with slow storage (nocache on a real disk, FLUSH to',
+    'a slow device), where a vCPU blocked in the disk matters more, `iothread=true` is the one to try.',
   ].join('\n');
   writeSection('virtio-blk', body);
   console.error('virtio-blk: wrote BENCHMARKS.md');

@@ -65,13 +65,15 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
   }
 }
 
-/** The vCPU count a run of `argv` most likely needs (`-c [cpus=]N`, else
- * 1), or undefined when argv asks for help or a config dump or ends in an
+/** The vCPU threads a run of `argv` most likely needs (1: vCPU 0's; with
+ * vcpu.ap_model=thread `-c [cpus=]N`, else 1), or undefined when argv asks for help or a config dump or ends in an
  * option (no VM named): then no thread starts before parsing. */
 function likelyVcpus(argv: readonly string[]): string | undefined {
   const last = argv[argv.length - 1];
   if (last === undefined || last.startsWith('-')) return undefined;
   if (argv.some((a) => a === '-h' || a === 'help' || a.includes('config.dump'))) return undefined;
+  // Only vCPU 0 has a thread unless the APs are asked to have their own.
+  if (!argv.some((a) => a.includes('vcpu.ap_model=thread'))) return '1';
   const c = argv.lastIndexOf('-c');
   const m = c >= 0 ? /^(?:cpus=)?(\d+)/.exec(argv[c + 1] ?? '') : null;
   return m ? m[1] : '1';

@@ -303,6 +303,10 @@ export function validateConfig(config: ConfigTree): void {
     const v = config.get(k);
     if (v !== undefined) parseBool(v, k);
   }
+  const apModel = config.get('vcpu.ap_model');
+  if (apModel !== undefined && apModel !== 'pool' && apModel !== 'thread') {
+    throw new ConfigError(`invalid vcpu.ap_model '${apModel}' (pool or thread)`);
+  }
   // Each configured device's own checks (its record's validate).
   validatePciDevices(config);
 }

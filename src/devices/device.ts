@@ -58,6 +58,12 @@ export interface MachineControl {
   requestExit(request: ExitRequest): void;
   /** Number of vCPUs configured. */
   readonly vcpuCount: number;
+  /** ACPI S3 (acpi_s3): stops the boot vCPU with RAM kept (it waits as in
+   * INIT, running no guest code) until wake(). On the device thread. */
+  sleep?(): void;
+  /** Resumes the boot vCPU from sleep() in real mode at `vector` (the FACS
+   * waking vector: CS = vector >> 4, IP = vector & 0xf, as SeaBIOS enters it). */
+  wake?(vector: number): void;
 }
 
 /** What backs a guest-physical range mapped by a device model. */
@@ -137,6 +143,8 @@ export interface KvmDoorbells {
   coalesce?(addr: number, len: number, on: boolean): boolean;
   /** Replays the writes buffered in the coalesced ring now. */
   flushCoalesced?(): void;
+  /** True while the MMIO write being handled was buffered in the ring. */
+  replayingCoalesced?(): boolean;
   /** Host pages the guest maps read-only (reads cost no exit), e.g. a
    * device's register block; undefined where KVM cannot map them. */
   registerPages?(size: number): RegisterPages | undefined;

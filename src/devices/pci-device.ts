@@ -71,6 +71,9 @@ export interface PciDeviceRecord {
   bootable?: boolean;
   /** Start-time checks of its node, before the VM exists; throws UserError. */
   validate?(config: ConfigTree, slot: PciSlot): void;
+  /** A device not built yet that depends on the host (passthru): one line
+   * on the host's state for the "not supported yet" refusal. */
+  hostStatus?(config: ConfigTree, slot: PciSlot): string;
   /** Builds the function (bhyve's pe_init), on the device thread. Absent:
    * not built yet. */
   create?(ctx: DeviceContext, slot: PciSlot, chipset: Chipset): PciFunction & Device;

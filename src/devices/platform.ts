@@ -34,6 +34,9 @@
 //     out when there is no LPC bridge or the user's -s already uses that
 //     function.
 //
+//   - with lpc.fwcfg=bhyve (the default) and a boot ROM: bhyve's fwctl at
+//     0x510/0x511 (lpc/fwctl.ts).
+//
 // The in-kernel KVM irqchip and PIT own 0x20/0xa0, 0x4d0, 0x40-0x43 and
 // 0x61; nothing here registers them.
 
@@ -41,12 +44,13 @@ import type { Device, DeviceContext } from './device.js';
 import type { MemoryLayout } from '../sys/memory-map.js';
 import type { LpcUartDevice } from './lpc/uart.js';
 import { AtKbdc, AUX_DEV_IRQ, KBD_DEV_IRQ } from './lpc/atkbdc.js';
-import { PowerManagement, SCI_INT } from './lpc/pm.js';
+import { PM1_RTC_STS, PowerManagement, SCI_INT } from './lpc/pm.js';
 import { Rtc } from './lpc/rtc.js';
 import type { PcTestDev } from './lpc/pctestdev.js';
 import { PostPort } from './lpc/post.js';
 import { createBootVars } from './lpc/bootvars.js';
 import { Hpet } from './lpc/hpet.js';
+import { createFwctl } from './lpc/fwctl.js';
 import { PCIM_CMD_BUSMASTEREN, PCIM_CMD_MEMEN, PCIM_CMD_PORTEN, PCIR_COMMAND } from './pci/config-space.js';
 import type { LpcBridge, findHostIsaBridge } from './pci/lpc-bridge.js';
 import { PciBus } from './pci/pci-bus.js';
@@ -247,6 +251,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   piix4pm?.bindPm(pm);
 
   const rtc = new Rtc(ctx, layout);
+  rtc.onAlarm = () => pm.wakeEvent(PM1_RTC_STS); // an RTC alarm wakes from S3 (RTC_EN)
   devices.push(rtc);
 
   devices.push(new PostPort(ctx));
@@ -268,6 +273,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
     lpc: lpc?.address && { slot: lpc.address.slot, func: lpc.address.func },
     uarts: uarts.map((u, i) => ({ name: u.name.toUpperCase(), port: u.base, irq: u.irqLine, uid: i + 1 })),
     fwcfg: qemu,
+    s3: pm.s3,
     bootOrder,
     numa: numaOf(ctx, layout),
   };
@@ -280,6 +286,9 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
     rtc.nvramWrite(CMOS_BOOTFLAG1, 0x30); // then CD-ROM
     rtc.nvramWrite(CMOS_SMP_COUNT, Math.max(0, ctx.machine.vcpuCount - 1));
   }
+  // bhyve's own firmware interface at 0x510/0x511 (lpc.fwcfg=bhyve), only
+  // for a boot ROM, as bhyve's fwctl_init().
+  if (!qemu && bootrom) devices.push(createFwctl(ctx));
   if (debugcon) devices.push(debugcon);
 
   return {

@@ -26,9 +26,8 @@ import { fbufDevice } from './display/fbuf.js';
 import { uartDevice } from './pci-uart.js';
 import { virtioInputDevice } from './virtio/virtio-input.js';
 import { loadKeyboardLayout } from './display/kbd-layout.js';
-import {
-  hdaDevice, passthruDevice,
-} from './not-built.js';
+import { hdaDevice } from './not-built.js';
+import { passthruDevice } from './passthru/passthru.js';
 import { virtioScsiDevice } from './virtio/virtio-scsi.js';
 import { virtio9pDevice } from './virtio/virtio-9p.js';
 import { xhciDevice } from './usb/xhci.js';
@@ -147,7 +146,7 @@ export const LPC_DEVICES: Readonly<Record<string, LpcDeviceInfo>> = {
  * `implemented` when the feature lands; validateForStart() refuses the rest.
  */
 export const FEATURES: Record<string, { description: string; implemented: boolean }> = {
-  gdb: { description: '-G GDB debug server (gdb.port)', implemented: false },
+  gdb: { description: '-G GDB debug server (gdb.port)', implemented: true },
   restore: { description: '-r snapshot restore', implemented: false },
   numa: { description: '-n guest NUMA domains (domains.*)', implemented: true },
   'fwcfg-qemu': { description: 'QEMU fw_cfg interface (lpc.fwcfg=qemu)', implemented: true },
@@ -189,14 +188,22 @@ export function validateForStart(config: ConfigTree, extras: StartExtras = {}): 
   validatePciDevices(config);
   for (const s of pciNodes(config)) {
     const emul = config.get(`${s.node}.device`)!;
-    if (!isBuilt(findPciDevice(emul)!)) refuse(`PCI emulation '${emul}' (pci slot ${s.where})`);
+    const record = findPciDevice(emul)!;
+    if (!isBuilt(record)) {
+      const host = record.hostStatus?.(config, s);
+      refuse(`PCI emulation '${emul}' (pci slot ${s.where})${host ? `; ${host}` : ''}`);
+    }
   }
   if (config.getNode('tpm')) refuse('LPC device tpm');
   const fwcfg = config.get('lpc.fwcfg') ?? 'bhyve';
   if (fwcfg === 'qemu') requireFeature('fwcfg-qemu');
   else if (fwcfg !== 'bhyve') throw new ConfigError(`invalid lpc.fwcfg '${fwcfg}' (use bhyve or qemu)`);
   const gdbPort = config.get('gdb.port');
-  if (gdbPort !== undefined && gdbPort !== '0') requireFeature('gdb');
+  if (gdbPort !== undefined && gdbPort !== '0') {
+    requireFeature('gdb');
+    // bhyve's getaddrinfo() of the port fails the same way (exit status 1 there).
+    if (!/^[0-9]{1,5}$/.test(gdbPort) || Number(gdbPort) > 65535) throw new ConfigError(`gdb address resolution: invalid port '${gdbPort}'`);
+  }
   if (extras.restoreFile !== undefined) requireFeature('restore');
   if (config.getNode('domains')) {
     requireFeature('numa');

@@ -56,6 +56,8 @@ export interface BuiltMachine {
   uarts: readonly UartDesc[];
   /** QEMU's fw_cfg device is present (lpc.fwcfg=qemu). */
   fwcfg: boolean;
+  /** ACPI S3 is offered (acpi_s3). */
+  s3?: boolean;
   /** Boot devices by bootindex, in boot order. */
   bootOrder: ReadonlyArray<{ bus: number; slot: number; func: number; name?: string }>;
   /** Guest NUMA domains (-n), when configured. */

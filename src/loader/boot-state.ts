@@ -46,6 +46,9 @@ export interface BootState {
   /** General registers to set; absent ones are zero. rip and rflags always present. */
   regs: Partial<Record<RegName, string>>;
   sregs: SpecialRegsState;
+  /** bhyveload left the state a BIOS leaves (bios-state.ts): bhyve sets the
+   * 8259s, the PIT and the BSP's LINT0/LINT1 to match before the first run. */
+  bios?: boolean;
 }
 
 export const CR0_PE = 1n << 0n;

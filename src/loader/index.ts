@@ -11,6 +11,7 @@ import type { LoadModule, LoadOptions, LoadResult } from './guest-layout.js';
 import { isBzImage, loadBzImage } from './linux.js';
 import { findMultibootHeader, loadMultiboot } from './multiboot.js';
 import { loadPvh, pvhEntry } from './pvh.js';
+import { writeBiosState } from './bios-state.js';
 
 export type KernelFormat = 'bzimage' | 'multiboot' | 'pvh';
 
@@ -80,7 +81,8 @@ export function kernelRequestFromEnv(env: Record<string, string>): KernelRequest
   return { kernel, initrd: env.initrd || undefined, cmdline: env.cmdline, modules };
 }
 
-/** Reads the request's files from the source and loads them into guest memory. */
+/** Reads the request's files from the source, loads them into guest memory
+ * and leaves the BIOS-era state beside them (bhyveload). */
 export function loadFromSource(req: KernelRequest, source: KernelSource, memory: GuestMemory, layout: MemoryLayout): LoadResult {
   const image = source.readFile(req.kernel, 'kernel');
   const loader = selectLoader(image, req.kernel);
@@ -88,7 +90,11 @@ export function loadFromSource(req: KernelRequest, source: KernelSource, memory:
   const modules: LoadModule[] = req.modules.map((m, i) => ({
     name: m.path, bytes: source.readFile(m.path, `module.${i}`), cmdline: m.cmdline,
   }));
-  return loader.load(image, {
+  const result = loader.load(image, {
     memory, layout, kernelName: req.kernel, cmdline: req.cmdline, initrd, initrdName: req.initrd, modules,
   });
+  // The state a BIOS boot loader leaves (IVT, BDA; the devices by bhyve).
+  result.placements.push(...writeBiosState(memory, layout, result.placements));
+  result.state.bios = true;
+  return result;
 }

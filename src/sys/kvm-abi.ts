@@ -42,6 +42,11 @@ export const SIZEOF = {
   kvm_irq_routing_entry: 48,
   kvm_irq_routing_msi: 16,
   kvm_irq_routing_irqchip: 8,
+  kvm_irqchip: 520,
+  kvm_pic_state: 16,
+  kvm_pit_state2: 112,
+  kvm_pit_channel_state: 24,
+  kvm_lapic_state: 1024,
   kvm_coalesced_mmio_zone: 16,
   kvm_coalesced_mmio: 24,
   kvm_coalesced_mmio_ring: 8,
@@ -76,13 +81,35 @@ export const KVM = {
   SIGNAL_MSI: iow(0xa5, SIZEOF.kvm_msi),
   GET_DEBUGREGS: ior(0xa1, SIZEOF.kvm_debugregs),
   SET_DEBUGREGS: iow(0xa2, SIZEOF.kvm_debugregs),
+  SET_GUEST_DEBUG: iow(0x9b, 72),
   GET_STATS_FD: io(0xce),
   SET_GSI_ROUTING: iow(0x6a, SIZEOF.kvm_irq_routing),
   IRQFD: iow(0x76, SIZEOF.kvm_irqfd),
   IOEVENTFD: iow(0x79, SIZEOF.kvm_ioeventfd),
+  GET_IRQCHIP: iowr(0x62, SIZEOF.kvm_irqchip),
+  SET_IRQCHIP: ior(0x63, SIZEOF.kvm_irqchip),
+  GET_PIT2: ior(0x9f, SIZEOF.kvm_pit_state2),
+  SET_PIT2: iow(0xa0, SIZEOF.kvm_pit_state2),
+  GET_LAPIC: ior(0x8e, SIZEOF.kvm_lapic_state),
+  SET_LAPIC: iow(0x8f, SIZEOF.kvm_lapic_state),
   REGISTER_COALESCED_MMIO: iow(0x67, SIZEOF.kvm_coalesced_mmio_zone),
   UNREGISTER_COALESCED_MMIO: iow(0x68, SIZEOF.kvm_coalesced_mmio_zone),
 } as const;
+
+/** struct kvm_irqchip: chip_id, pad, then the chip's state (a union). */
+export const IRQCHIP_STATE = { chip_id: 0, chip: 8 } as const;
+/** struct kvm_pic_state (one 8259), byte fields. */
+export const PIC_STATE = {
+  last_irr: 0, irr: 1, imr: 2, isr: 3, priority_add: 4, irq_base: 5, read_reg_select: 6, poll: 7,
+  special_mask: 8, init_state: 9, auto_eoi: 10, rotate_on_auto_eoi: 11, special_fully_nested_mode: 12,
+  init4: 13, elcr: 14, elcr_mask: 15,
+} as const;
+/** struct kvm_pit_channel_state (three in struct kvm_pit_state2, then flags). */
+export const PIT_CHANNEL_STATE = {
+  count: 0, latched_count: 4, count_latched: 6, status_latched: 7, status: 8, read_state: 9, write_state: 10,
+  write_latch: 11, rw_mode: 12, mode: 13, bcd: 14, gate: 15, count_load_time: 16,
+} as const;
+export const PIT_STATE2 = { channels: 0, flags: 72 } as const;
 
 export const CAP = {
   IRQCHIP: 0,
@@ -164,6 +191,10 @@ export const RUN_INTERNAL = { suberror: 0, ndata: 4, data: 8 } as const;
 export const RUN_FAIL_ENTRY = { hardware_entry_failure_reason: 0, cpu: 8 } as const;
 export const RUN_SYSTEM_EVENT = { type: 0, ndata: 4, data: 8 } as const;
 /** kvm_run.msr: u8 error; u8 pad[7]; u32 reason; u32 index; u64 data. */
+/** kvm_run.debug.arch (KVM_EXIT_DEBUG). */
+export const RUN_DEBUG = { exception: 0, pc: 8, dr6: 16, dr7: 24 } as const;
+/** kvm_guest_debug.control bits. */
+export const GUESTDBG = { ENABLE: 0x1, SINGLESTEP: 0x2, USE_SW_BP: 0x10000, USE_HW_BP: 0x20000 } as const;
 export const RUN_MSR = { error: 0, reason: 8, index: 12, data: 16 } as const;
 
 export const USERSPACE_MEMORY_REGION = { slot: 0, flags: 4, guest_phys_addr: 8, memory_size: 16, userspace_addr: 24 } as const;

@@ -97,6 +97,27 @@ export class Vm {
 
   createIrqchip(): void { ioctl(this.fd, KVM.CREATE_IRQCHIP, null, 'KVM_CREATE_IRQCHIP'); }
 
+  /** KVM_GET_IRQCHIP: the raw state of one in-kernel chip (IRQCHIP.*). */
+  getIrqchip(chipId: number): Uint8Array {
+    const b = new Uint8Array(SIZEOF.kvm_irqchip);
+    new DataView(b.buffer).setUint32(0, chipId, true);
+    ioctl(this.fd, KVM.GET_IRQCHIP, b, 'KVM_GET_IRQCHIP');
+    return b;
+  }
+
+  /** KVM_SET_IRQCHIP with a buffer from getIrqchip(). */
+  setIrqchip(state: Uint8Array): void { ioctl(this.fd, KVM.SET_IRQCHIP, state, 'KVM_SET_IRQCHIP'); }
+
+  /** KVM_GET_PIT2: the raw struct kvm_pit_state2. */
+  getPit2(): Uint8Array {
+    const b = new Uint8Array(SIZEOF.kvm_pit_state2);
+    ioctl(this.fd, KVM.GET_PIT2, b, 'KVM_GET_PIT2');
+    return b;
+  }
+
+  /** KVM_SET_PIT2: reloads every channel's count (starting channel 0's timer). */
+  setPit2(state: Uint8Array): void { ioctl(this.fd, KVM.SET_PIT2, state, 'KVM_SET_PIT2'); }
+
   createPit2(flags: number): void {
     const b = new Uint8Array(SIZEOF.kvm_pit_config);
     new DataView(b.buffer).setUint32(0, flags, true);
@@ -257,6 +278,15 @@ export class Vcpu {
   /** One KVM_RUN; returns 0 or -errno (EINTR when kicked). */
   enter(): number { return ioctlRaw(this.fd, KVM.RUN, 0); }
 
+  /** KVM_GET_LAPIC: the local APIC's 1 KiB register page. */
+  getLapic(): Uint8Array {
+    const b = new Uint8Array(SIZEOF.kvm_lapic_state);
+    ioctl(this.fd, KVM.GET_LAPIC, b, 'KVM_GET_LAPIC');
+    return b;
+  }
+
+  setLapic(state: Uint8Array): void { ioctl(this.fd, KVM.SET_LAPIC, state, 'KVM_SET_LAPIC'); }
+
   get exitReason(): number { return this.runView.getUint32(KVM_RUN_OFF.exit_reason, true); }
 
   set immediateExit(v: boolean) { this.runView.setUint8(KVM_RUN_OFF.immediate_exit, v ? 1 : 0); }
@@ -308,6 +338,15 @@ export class Vcpu {
     ioctl(this.fd, KVM.SET_DEBUGREGS, b, 'KVM_SET_DEBUGREGS');
   }
 
+  /** KVM_SET_GUEST_DEBUG: which debug events exit to us (GUESTDBG bits). */
+  setGuestDebug(control: number, debugregs: readonly bigint[] = []): void {
+    const b = new Uint8Array(72);
+    const v = new DataView(b.buffer);
+    v.setUint32(0, control >>> 0, true);
+    debugregs.slice(0, 8).forEach((x, i) => v.setBigUint64(8 + 8 * i, x, true));
+    ioctl(this.fd, KVM.SET_GUEST_DEBUG, b, 'KVM_SET_GUEST_DEBUG');
+  }
+
   setCpuid(entries: CpuidEntry[]): void {
     const b = new Uint8Array(SIZEOF.kvm_cpuid2 + entries.length * SIZEOF.kvm_cpuid_entry2);
     const v = new DataView(b.buffer);
@@ -325,6 +364,12 @@ export class Vcpu {
     const b = new Uint8Array(SIZEOF.kvm_mp_state);
     ioctl(this.fd, KVM.GET_MP_STATE, b, 'KVM_GET_MP_STATE');
     return new DataView(b.buffer).getUint32(0, true);
+  }
+
+  setMpState(state: number): void {
+    const b = new Uint8Array(SIZEOF.kvm_mp_state);
+    new DataView(b.buffer).setUint32(0, state, true);
+    ioctl(this.fd, KVM.SET_MP_STATE, b, 'KVM_SET_MP_STATE');
   }
 
   nmi(): void { ioctl(this.fd, KVM.NMI, null, 'KVM_NMI'); }

@@ -77,6 +77,7 @@ export const MADV_DONTDUMP = 16;
 export const MADV_DODUMP = 17;
 export const EINTR = 4;
 export const EAGAIN = 11;
+export const EIO = 5;
 export const SIGUSR2 = 12;
 
 /** A failed system call: the call and errno. The host's state (a device
@@ -126,6 +127,17 @@ export function ioctlValue(fd: number, req: number, arg: number, what: string): 
 export function ioctlRaw(fd: number, req: number, arg: number): number {
   const r = ioctlInt(fd, req, arg);
   return r < 0 ? -errno() : r;
+}
+
+/** ioctlRaw on libuv's threadpool (koffi async): the calling thread's event
+ * loop stays free while the call blocks a pool thread; `done` gets the
+ * result or -errno back on the calling thread. */
+export function ioctlRawAsync(fd: number, req: number, arg: number, done: (r: number) => void): void {
+  ioctlIntFn ??= lib().func('int ioctl(int fd, unsigned long req, unsigned long arg)');
+  ioctlIntFn.async(fd, req, arg, (err: unknown, r: number) => {
+    // koffi hands the pool thread's errno to this callback.
+    done(err ? -EIO : r < 0 ? -(errno() || EIO) : r);
+  });
 }
 
 /** A host mapping: its address (for KVM) and a zero-copy view of its bytes. */

@@ -92,14 +92,14 @@ export function loadLibslirp(): Bindings {
     koffi,
     slirp_new: lib.func('void *slirp_new(const bhyve_SlirpConfig *cfg, const bhyve_SlirpCb *cb, void *opaque)'),
     slirp_cleanup: lib.func('void slirp_cleanup(void *slirp)'),
-    slirp_input: lib.func('void slirp_input(void *slirp, const uint8_t *pkt, int len)'),
+    slirp_input: lib.func('void slirp_input(void *slirp, const void *pkt, int len)'),
     slirp_pollfds_fill: lib.func('void slirp_pollfds_fill(void *slirp, _Inout_ uint32_t *timeout, bhyve_slirp_add_poll *cb, void *opaque)'),
     slirp_pollfds_poll: lib.func('void slirp_pollfds_poll(void *slirp, int select_error, bhyve_slirp_get_revents *cb, void *opaque)'),
     slirp_handle_timer: lib.func('void slirp_handle_timer(void *slirp, int id, void *cb_opaque)'),
     slirp_add_hostxfwd: lib.func('int slirp_add_hostxfwd(void *slirp, const uint8_t *haddr, uint32_t hlen, const uint8_t *gaddr, uint32_t glen, int flags)'),
     slirp_version_string: lib.func('const char *slirp_version_string(void)'),
     send: libc.func('intptr_t send(int fd, const void *buf, size_t len, int flags)'),
-    recv: libc.func('intptr_t recv(int fd, _Out_ uint8_t *buf, size_t len, int flags)'),
+    recv: libc.func('intptr_t recv(int fd, void *buf, size_t len, int flags)'),
     poll: libc.func('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)'),
     close: libc.func('int close(int fd)'),
     Config, Cb, AddPollCb, GetReventsCb, SendCb, ErrCb, ClockCb, TimerFreeCb, TimerModCb, FdCb, NotifyCb, InitCb, TimerNewOpaqueCb,
@@ -145,6 +145,7 @@ export class SlirpStack {
   private pollfds = new Uint8Array(8 * 16);
   private npoll = 0;
   private readonly timeout = new Uint32Array(1);
+  private readonly onePoll = new Uint8Array(8);
   private readonly timers = new Map<bigint, Timer>();
   private readonly addPoll: unknown;
   private readonly getRevents: unknown;
@@ -277,6 +278,18 @@ export class SlirpStack {
       }
     }
     return n > 0 ? new DataView(this.pollfds.buffer).getInt16(6, true) : 0;
+  }
+
+  /** poll(2) on `fd` alone for at most `ms`: true when it is readable.
+   * (The busy path: frames from the guest keep coming, libslirp's own
+   * sockets wait for the next full turn.) */
+  readable(fd: number, ms: number): boolean {
+    const p = this.onePoll;
+    const dv = new DataView(p.buffer);
+    dv.setInt32(0, fd, true);
+    dv.setInt16(4, POLLIN, true);
+    dv.setInt16(6, 0, true);
+    return this.b.poll(p, 1, ms) > 0 && (dv.getInt16(6, true) & POLLIN) !== 0;
   }
 
   /** recv(2) of one frame from a non-blocking packet socket: length, 0 at

@@ -36,9 +36,10 @@ export class DeviceHost {
   private devices: Device[] = [];
   private memoryMap: DeviceMemoryMap | undefined;
 
-  /** `bspRun` is vCPU 0's kvm_run mapping (it holds KVM's coalesced MMIO ring). */
+  /** `bspRun` is vCPU 0's kvm_run mapping (it holds KVM's coalesced MMIO ring);
+   * `bsp` puts vCPU 0 to sleep and wakes it (ACPI S3). */
   constructor(d: DeviceHostData, vcpuCount: number, doorbell: Doorbell, private readonly requestExit: (r: ExitRequest) => void,
-    bspRun?: Mapping) {
+    bspRun?: Mapping, bsp?: Pick<MachineControl, 'sleep' | 'wake'>) {
     this.timers = new DeviceTimers(d.timerSab);
     this.mailboxes = d.mailboxes.map((sab) => new Mailbox(sab));
     const vm = new Vm(null, d.vmFd);
@@ -51,7 +52,7 @@ export class DeviceHost {
       pulse: (gsi) => { vm.irqLine(gsi, true); vm.irqLine(gsi, false); },
       signalMsi: (address, data) => vm.signalMsi(address, data),
     };
-    const machine: MachineControl = { requestExit: this.requestExit, vcpuCount };
+    const machine: MachineControl = { requestExit: this.requestExit, vcpuCount, sleep: bsp?.sleep, wake: bsp?.wake };
     const streams = new Map<string, ByteStream>();
     const config = ConfigTree.fromJSON(d.config);
     // The VARS file's KVM slot belongs to this thread (bootvars.ts maps and
@@ -163,6 +164,7 @@ function kvmDoorbells(vm: Vm, helper: HelperThreadData, bus: LocalIoBus, maps: D
       return true;
     },
     flushCoalesced: () => bus.flushCoalesced(),
+    replayingCoalesced: () => bus.replaying,
     registerPages(size: number): RegisterPages | undefined {
       if (!readonlyMem || size <= 0 || size % PAGE_SIZE) return undefined;
       let m: Mapping;

@@ -25,10 +25,15 @@ export function watchHalts(
     claim({ kind: 'halt', why: 'all vCPUs halted with interrupts disabled' });
     return;
   }
+  // APs are asked only once vCPU 0 is halted with interrupts disabled:
+  // before that the run cannot end this way, and kicking an AP that shares
+  // libuv's pool interrupts them all (ap-pool.ts).
+  const bspHalted = control.state(0) === VCPU_STATE.HALTED_IF0;
   for (let i = 0; i < n; i++) {
     const blocking = stats[i]?.read('blocking');
     // Without KVM statistics, look at every vCPU each time.
     if (blocking === undefined || blocking !== 0n) {
+      if (i > 0 && !bspHalted) continue;
       control.request(i, VCPU_REQUEST.CHECK_STATE);
       kicker.kick(i);
     } else if (control.state(i) !== VCPU_STATE.RUNNING) {

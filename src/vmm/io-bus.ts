@@ -24,6 +24,8 @@ export class LocalIoBus implements IoBus, IoRegistrar {
   private ring: CoalescedMmioRing | undefined;
   /** Buffered writes replayed so far (diagnostics, tests). */
   coalescedWrites = 0;
+  /** True while a buffered write is being handed to its device. */
+  replaying = false;
 
   attachCoalescedRing(ring: CoalescedMmioRing): void {
     this.ring = ring;
@@ -32,8 +34,17 @@ export class LocalIoBus implements IoBus, IoRegistrar {
   /** Replays the writes KVM buffered in the coalesced ring, in order. */
   flushCoalesced(): void {
     const ring = this.ring;
-    if (ring === undefined || !ring.pending) return;
-    this.coalescedWrites += ring.drain((addr, data, pio) => {
+    if (ring === undefined || !ring.pending || this.replaying) return;
+    this.replaying = true;
+    try {
+      this.coalescedWrites += this.drainRing(ring);
+    } finally {
+      this.replaying = false;
+    }
+  }
+
+  private drainRing(ring: CoalescedMmioRing): number {
+    return ring.drain((addr, data, pio) => {
       if (!pio) { this.mmio.find(addr)?.handler.write(addr, data); return; }
       if (data.length > 4) return; // no 8-byte port writes
       let value = 0;

@@ -10,7 +10,9 @@ import { calcTopology } from '../config/topology.js';
 import { ConfigTree } from '../config/tree.js';
 import { BOOT_STATE_VERSION, type BootState } from '../loader/boot-state.js';
 import { loadBootrom, type BootromSegment } from './bootrom.js';
+import { applyBiosDevices } from './bios-devices.js';
 import { buildCpuid, type Topology } from './cpuid.js';
+import { applyCpuidShaping, cpuidShapingFromConfig } from './cpuid-shaping.js';
 import { buildSmbiosInMemory, smbiosOptionsFromConfig } from '../firmware/smbios.js';
 import { checkGuestMemorySize, checkVcpuCount } from './guest-limits.js';
 import { mapGuestRam, ramSlots, VGA_WINDOW_END, type RamChunk } from '../sys/guest-ram.js';
@@ -143,16 +145,20 @@ export function createMachine(config: ConfigTree): { machine: Machine; topo: Top
     const bootrom = rom === undefined ? [] : setUpBootrom(vm, rom, config);
     const supported = kvm.supportedCpuid();
     const x2apic = config.getBool('x86.x2apic', false);
+    const shaping = cpuidShapingFromConfig(config);
     const mmapSize = kvm.vcpuMmapSize();
     const vcpus: Vcpu[] = [];
     for (let i = 0; i < ncpus; i++) {
       const v = new Vcpu(vm.createVcpu(i), mmapSize, i);
-      v.setCpuid(buildCpuid(supported, i, topo, x2apic));
+      const shaped = applyCpuidShaping(buildCpuid(supported, i, topo, x2apic), supported, shaping);
+      if (i === 0) warnings.push(...shaped.warnings);
+      v.setCpuid(shaped.entries);
       vcpus.push(v);
     }
     if (bootState !== undefined) {
       try {
         applyVcpuState(vcpus[0], bootStateUpdate(bootState));
+        if ((bootState as Partial<BootState>).bios === true) applyBiosDevices(vm, vcpus[0]);
       } catch (e) {
         if (!(e instanceof RangeError)) throw e;
         throw new VmSetupError(`the stored boot state of VM '${name}' is corrupt (${e.message}); run bhyveload again`);

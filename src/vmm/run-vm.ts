@@ -17,7 +17,8 @@ import { createTimerTable, DeviceTimerHost } from './device-timers.js';
 import { HALT_WATCH_MS, watchHalts } from './halt-watch.js';
 import { KvmStats } from '../sys/kvm.js';
 import { cleanupMachine, createMachine, legacyWindowFor, VmSetupError } from './machine.js';
-import { Kicker, VcpuControl } from './vcpu-control.js';
+import { Kicker, VcpuControl, type KickTarget } from './vcpu-control.js';
+import { ApPool, poolForAps } from './ap-pool.js';
 import { DEVICE_REQUEST, Doorbell } from '../sys/doorbell.js';
 import { VcpuRequester } from './vcpu-requests.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
@@ -26,6 +27,8 @@ import { errorLine, userErrorWithPrefix } from '../user-error.js';
 import { SignalRouter, signalStatus, type StopSignal } from './startup-signals.js';
 import { enterSandbox, sandboxPlan } from './sandbox/sandbox.js';
 import { trace } from './startup-trace.js';
+import { GdbStub } from './gdb-stub.js';
+import type { VcpuStateJson, VcpuStateUpdate } from './vcpu-state.js';
 
 const STOP_GRACE_MS = 2000;
 
@@ -66,12 +69,26 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     if (!extras.signals) signals.dispose();
     return signalStatus(signals.first);
   }
-  while (threads.length < ncpus) threads.push(spawnVcpuThread());
-  while (threads.length > ncpus) void retireVcpuThread(threads.pop()!);
+  // vCPU 0's thread runs the devices; the APs share libuv's threadpool
+  // (ap-pool.ts) unless vcpu.ap_model=thread, pinning or the pool's size
+  // give each its own thread.
+  let poolThreads: number[] | undefined;
+  try {
+    poolThreads = await poolForAps(config, ncpus, (w) => warnings.push(w));
+  } catch (e) {
+    for (const t of threads) void retireVcpuThread(t);
+    cleanupMachine(machine, machine.vmObject.createdHere);
+    throw e;
+  }
+  const threadCount = poolThreads ? 1 : ncpus;
+  while (threads.length < threadCount) threads.push(spawnVcpuThread());
+  while (threads.length > threadCount) void retireVcpuThread(threads.pop()!);
   for (const w of warnings) process.stderr.write(`bhyve: ${w}\n`);
 
   const control = VcpuControl.create(ncpus);
-  const kicker = new Kicker(control, new Map(machine.vcpus.map((v, i) => [i, v])));
+  const kickTargets = new Map<number, KickTarget>(machine.vcpus.map((v, i) => [i, v]));
+  const kicker = new Kicker(control, kickTargets);
+  let apPool: ApPool | undefined;
   const doorbell = Doorbell.create(machine.vcpus[0]);
   const kickDeviceThread = (bits: number): void => doorbell.ring(bits);
   const requester = new VcpuRequester(ncpus, control, kicker);
@@ -83,6 +100,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
   const backends: UartBackendHost[] = [];
   let hostPorts: HostPorts | undefined;
   let display: DisplayHost | undefined;
+  let gdb: GdbStub | undefined;
   let outcome: ExitRequest | undefined;
   let resolveOutcome!: (r: ExitRequest) => void;
   const outcomePromise = new Promise<ExitRequest>((r) => { resolveOutcome = r; });
@@ -131,6 +149,8 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       (m) => process.stderr.write(`bhyve: ${m}\n`), (slot, bitmap) => machine.vm.getDirtyLog(slot, bitmap))
       .catch((e: unknown) => { throw userErrorWithPrefix(e, ''); });
 
+    // -G: the debug server's socket is opened before the sandbox.
+    gdb = await openGdbServer(config, machine, control, kicker, requester);
     trace('main: backends open');
     const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
     const sandbox = sandboxPlan(config, machine.vmObject);
@@ -169,6 +189,10 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         w.on('message', (m: VcpuThreadMessage) => {
           if (m.type === 'ready') resolve();
           else if (m.type === 'exit') finish(m.request);
+          else if (m.type === 'debug') {
+            if (gdb) gdb.onDebugExit(m.id, m.exception, BigInt(m.dr6));
+            else { control.setDebugHold(m.id, false); }
+          }
         });
         w.once('error', (e) => {
           reject(e);
@@ -178,6 +202,16 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       stoppedAll.push(new Promise((resolve) => w.once('exit', () => resolve())));
       w.postMessage(data, [data.requestPort]);
     });
+    if (poolThreads) {
+      apPool = new ApPool({
+        control, vcpus: machine.vcpus, mailboxes, ringDeviceThread: () => doorbell.ring(),
+        strictIo: config.getBool('x86.strictio', false), requestPort: (id) => requester.portFor(id),
+        poolThreads, exit: claimAndFinish,
+        debugExit: (id, exception, dr6) => { if (gdb) gdb.onDebugExit(id, exception, dr6); else control.setDebugHold(id, false); },
+      });
+      for (const [id, t] of apPool.targets()) kickTargets.set(id, t);
+      stoppedAll.push(apPool.stopped);
+    }
     await Promise.race([Promise.all(started), outcomePromise]);
     trace('main: all ready');
     if (display?.wait && !outcome) await Promise.race([display.ready, outcomePromise]); // fbuf `wait`
@@ -194,14 +228,22 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         try { enterSandbox(sandbox); } catch (e) { throw new VmSetupError((e as Error).message); }
       }
       timerHost.start();
+      if (gdb && config.getBool('gdb.wait', false)) {
+        // -G w: the vCPUs start held; the guest's first instruction waits
+        // for the debugger.
+        gdb.holdAtStart();
+        process.stderr.write(`bhyve: waiting for a debugger on port ${gdb.port}\n`);
+      }
       trace('main: go');
       control.go();
+      apPool?.start();
       guestRuns = true;
       watchdog = setInterval(() => watchHalts(control, kicker, stats, claimAndFinish), HALT_WATCH_MS);
     }
 
     const req = await outcomePromise;
     trace('main: outcome');
+    apPool?.stop();
     if (watchdog) clearInterval(watchdog);
     const grace = new Promise<void>((r) => setTimeout(r, STOP_GRACE_MS).unref());
     await Promise.race([Promise.all(stoppedAll), grace]);
@@ -219,6 +261,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
   } catch (e) {
     control.stop();
     kicker.kickAll();
+    apPool?.stop();
     controlServer?.close();
     // The first error is the one to report; a clean-up that fails after it
     // (e.g. the normal path's clean-up already ran) must not replace it.
@@ -227,6 +270,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
   } finally {
     if (watchdog) clearInterval(watchdog);
     controlServer?.close();
+    gdb?.close();
     timerHost.stop();
     requester.close();
     for (const w of threads) void retireVcpuThread(w);
@@ -237,6 +281,38 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     signals.release();
     if (!extras.signals) signals.dispose();
     for (const s of stats) s?.close();
+  }
+}
+
+async function openGdbServer(config: ConfigTree, machine: ReturnType<typeof createMachine>['machine'],
+  control: VcpuControl, kicker: Kicker, requester: VcpuRequester): Promise<GdbStub | undefined> {
+  const port = Number(config.get('gdb.port') ?? '0');
+  if (port === 0) return undefined;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new VmSetupError(`gdb: invalid port '${config.get('gdb.port')}'`);
+  let address = config.get('gdb.address') ?? 'localhost';
+  if (address === 'localhost') address = '127.0.0.1'; // bhyve's default bind
+  const target = {
+    vcpuCount: machine.vcpus.length,
+    getState: async (id: number) => await requester.request(id, { op: 'get-state' }) as VcpuStateJson,
+    setState: async (id: number, update: VcpuStateUpdate) => { await requester.request(id, { op: 'set-state', update }); },
+    setGuestDebug: async (id: number, c: number, debugregs: bigint[] = []) => {
+      await requester.request(id, { op: 'set-guest-debug', control: c, debugregs: debugregs.map((x) => `0x${x.toString(16)}`) });
+    },
+    hold: (id: number, held: boolean) => { control.setDebugHold(id, held); if (held) kicker.kick(id); },
+    ram: (gpa: number) => {
+      for (const c of machine.ram) {
+        if (gpa >= c.gpa && gpa < c.gpa + c.map.length) return { bytes: c.map.bytes, offset: gpa - c.gpa };
+      }
+      for (const b of machine.bootrom) {
+        if (gpa >= b.seg.gpa && gpa < b.seg.gpa + b.map.length) return { bytes: b.map.bytes, offset: gpa - b.seg.gpa, readonly: true };
+      }
+      return undefined;
+    },
+  };
+  try {
+    return await GdbStub.listen(address, port, target, (m) => process.stderr.write(`bhyve: ${m}\n`));
+  } catch (e) {
+    throw new VmSetupError(`gdb: cannot listen on ${address}:${port}: ${(e as Error).message}`);
   }
 }
 

@@ -21,6 +21,8 @@ const HEADER_WORDS = 8;
 const TID = 0;
 const STATE = 1;
 const CHECK = 2;
+/** Nonzero: the debugger holds this vCPU out of the guest (gdb-stub.ts). */
+const DEBUG_HOLD = 3;
 const VCPU_WORDS = 4;
 
 /** What the halt watchdog last learned about a vCPU. */
@@ -50,7 +52,11 @@ export class VcpuControl {
   }
 
   get stopped(): boolean { return Atomics.load(this.words, STOP) !== 0; }
-  stop(): void { Atomics.store(this.words, STOP, 1); Atomics.notify(this.words, GO); }
+  stop(): void {
+    Atomics.store(this.words, STOP, 1);
+    Atomics.notify(this.words, GO);
+    for (let i = 0; i < this.vcpuCount; i++) Atomics.notify(this.words, this.at(i, DEBUG_HOLD));
+  }
 
   /** True for exactly one caller: the one whose exit request wins. */
   claimExit(): boolean { return Atomics.compareExchange(this.words, EXIT_CLAIMED, 0, 1) === 0; }
@@ -69,18 +75,33 @@ export class VcpuControl {
   state(id: number): number { return Atomics.load(this.words, this.at(id, STATE)); }
 
   /** Asks vCPU `id` to do something at its next kick (VCPU_REQUEST bits). */
-  request(id: number, bits: number): void { Atomics.or(this.words, this.at(id, CHECK), bits); }
+  request(id: number, bits: number): void {
+    Atomics.or(this.words, this.at(id, CHECK), bits);
+    // A vCPU parked by the debugger waits on its hold word, not in KVM_RUN.
+    Atomics.notify(this.words, this.at(id, DEBUG_HOLD));
+  }
   takeRequests(id: number): number { return Atomics.exchange(this.words, this.at(id, CHECK), 0); }
+
+  /** The debugger's hold on vCPU `id` (the caller kicks it out of KVM_RUN). */
+  setDebugHold(id: number, held: boolean): void {
+    Atomics.store(this.words, this.at(id, DEBUG_HOLD), held ? 1 : 0);
+    Atomics.notify(this.words, this.at(id, DEBUG_HOLD));
+  }
+  debugHeld(id: number): boolean { return Atomics.load(this.words, this.at(id, DEBUG_HOLD)) !== 0; }
+  /** Sleeps while held, until a request, a release or the stop arrives. */
+  waitDebugHold(id: number, ms: number): void { Atomics.wait(this.words, this.at(id, DEBUG_HOLD), 1, ms); }
 }
 
-/** Something with a kvm_run page whose immediate_exit can be set. */
-export interface KickTarget { immediateExit: boolean }
+/** Something with a kvm_run page whose immediate_exit can be set; `kick`
+ * when the vCPU has no thread of its own to signal (ap-pool.ts). */
+export interface KickTarget { immediateExit: boolean; kick?(): void }
 
 export class Kicker {
   constructor(private readonly control: VcpuControl, private readonly targets: ReadonlyMap<number, KickTarget>) {}
 
   kick(id: number): void {
     const t = this.targets.get(id);
+    if (t?.kick) { t.kick(); return; }
     const tid = this.control.tid(id);
     if (!t || tid === 0) return;
     t.immediateExit = true;

@@ -4,15 +4,17 @@
 // thread takes it synchronously (receiveMessageOnPort) between two KVM_RUNs.
 
 import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { EXIT_NAMES } from '../sys/kvm-abi.js';
+import { EXIT_NAMES, MP_STATE, RFLAGS_IF } from '../sys/kvm-abi.js';
 import type { Vcpu } from '../sys/kvm.js';
-import { Kicker, VCPU_REQUEST, type VcpuControl } from './vcpu-control.js';
+import { Kicker, VCPU_REQUEST, VCPU_STATE, type VcpuControl } from './vcpu-control.js';
 import { applyVcpuState, readVcpuState, type VcpuStateUpdate } from './vcpu-state.js';
 
 export type VcpuRequestBody =
   | { op: 'get-state' }
   | { op: 'set-state'; update: VcpuStateUpdate }
   | { op: 'nmi' }
+  /** KVM_SET_GUEST_DEBUG (GUESTDBG bits), for the gdb stub. */
+  | { op: 'set-guest-debug'; control: number; debugregs?: string[] }
   | { op: 'exit-counts' }
   /** vCPU 0 only (it runs the devices): DeviceHost.deviceStats(). */
   | { op: 'device-stats' };
@@ -35,12 +37,23 @@ export function serveVcpuRequests(port: MessagePort, vcpu: Vcpu, exitCounts: Flo
   }
 }
 
+/** VCPU_REQUEST.CHECK_STATE, on the vCPU's side: what the halt watchdog
+ * (halt-watch.ts) needs to know about this vCPU's run state. */
+export function checkRunState(vcpu: Vcpu, control: VcpuControl, id: number): void {
+  const mp = vcpu.getMpState();
+  let state: number = VCPU_STATE.RUNNING;
+  if (mp === MP_STATE.UNINITIALIZED || mp === MP_STATE.INIT_RECEIVED) state = VCPU_STATE.INACTIVE;
+  else if (mp === MP_STATE.HALTED && (vcpu.getRegs().rflags & BigInt(RFLAGS_IF)) === 0n) state = VCPU_STATE.HALTED_IF0;
+  control.setState(id, state);
+}
+
 function perform(body: VcpuRequestBody, vcpu: Vcpu, exitCounts: Float64Array,
   deviceStats?: () => Record<string, Record<string, number>>): unknown {
   switch (body.op) {
     case 'get-state': return readVcpuState(vcpu);
     case 'set-state': applyVcpuState(vcpu, body.update); return readVcpuState(vcpu);
     case 'nmi': vcpu.nmi(); return null;
+    case 'set-guest-debug': vcpu.setGuestDebug(body.control, (body.debugregs ?? []).map((x) => BigInt(x))); return null;
     case 'exit-counts': {
       const out: Record<string, number> = {};
       exitCounts.forEach((n, reason) => { if (n) out[EXIT_NAMES[reason] ?? `EXIT_${reason}`] = n; });

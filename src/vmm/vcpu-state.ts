@@ -128,3 +128,25 @@ export function applyVcpuState(vcpu: Vcpu, u: VcpuStateUpdate): void {
     vcpu.setDebugRegs(dr);
   }
 }
+
+/** Real mode at a 20-bit physical address, as firmware enters an ACPI
+ * waking vector (CS = vector >> 4, IP = vector & 0xf), interrupts off,
+ * paging and protection off, flat 64 KiB segments at 0, the IVT at 0. */
+export function realModeEntry(vector: number): VcpuStateUpdate {
+  const seg = (selector: number, code: boolean): Partial<SegmentJson> => ({
+    base: hex64(BigInt(selector) << 4n), limit: 0xffff, selector, type: code ? 0xb : 0x3, present: 1, dpl: 0,
+    db: 0, s: 1, l: 0, g: 0, avl: 0, unusable: 0,
+  });
+  const cs = (vector >>> 4) & 0xffff;
+  return {
+    regs: { rip: hex64(BigInt(vector & 0xf)), rflags: '0x2', rsp: '0x0' },
+    segments: {
+      cs: seg(cs, true), ds: seg(0, false), es: seg(0, false), fs: seg(0, false), gs: seg(0, false), ss: seg(0, false),
+      tr: { base: '0x0', limit: 0xffff, selector: 0, type: 0xb, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0 },
+      ldt: { base: '0x0', limit: 0xffff, selector: 0, type: 0x2, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0 },
+    },
+    gdt: { base: '0x0', limit: 0xffff },
+    idt: { base: '0x0', limit: 0x3ff },
+    control: { cr0: '0x10', cr3: '0x0', cr4: '0x0', efer: '0x0' },
+  };
+}

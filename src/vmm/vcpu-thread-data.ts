@@ -63,4 +63,6 @@ export type VcpuThreadMessage =
   | { type: 'loaded' }
   | { type: 'ready'; id: number }
   | { type: 'exit'; request: ExitRequest }
+  /** KVM_EXIT_DEBUG (breakpoint or single step): the vCPU holds itself for the debugger. */
+  | { type: 'debug'; id: number; exception: number; dr6: string }
   | { type: 'stopped'; id: number; exitCounts: number[] };

@@ -10,12 +10,13 @@ import { errorLine } from '../user-error.js';
 import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js';
 import type { ExitRequest } from './exit-status.js';
 import type { IoBus } from './io-bus.js';
-import { MP_STATE, RFLAGS_IF } from '../sys/kvm-abi.js';
+import { EXIT, KVM_RUN_OFF, MP_STATE, RUN_DEBUG } from '../sys/kvm-abi.js';
 import { Vcpu } from '../sys/kvm.js';
 import { EAGAIN, EINTR, gettid, pinThisThread, preloadLibc, strerror } from '../sys/libc.js';
 import { VCPU_REQUEST, VCPU_STATE, VcpuControl } from './vcpu-control.js';
 import { Doorbell } from '../sys/doorbell.js';
-import { serveVcpuRequests } from './vcpu-requests.js';
+import { checkRunState, serveVcpuRequests } from './vcpu-requests.js';
+import { applyVcpuState, realModeEntry } from './vcpu-state.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 import { confineThisThread } from './sandbox/sandbox.js';
 import { trace } from './startup-trace.js';
@@ -49,7 +50,30 @@ if (d.cpuset && d.cpuset.length) pinThisThread(d.cpuset);
 // others forward device accesses to it and ring.
 const doorbell = Doorbell.attach(d.doorbell, d.id === 0 ? vcpu : undefined);
 if (d.id === 0) doorbell.answerOn(gettid());
-const host = d.deviceHost ? new DeviceHost(d.deviceHost, d.vcpuCount, doorbell, requestExit, vcpu.run) : undefined;
+// ACPI S3 on the boot vCPU (this thread runs the devices): asleep it waits
+// in KVM_RUN as after INIT, running no guest code while kicks still serve
+// the devices; it wakes in real mode at the waking vector. The request comes
+// from inside the guest's PM1a_CNT write: the vCPU sleeps once that I/O is
+// complete (KVM finishes it on the next KVM_RUN, here one that returns at
+// once through immediate_exit), or KVM would finish it over the new state.
+let sleepPending = false;
+const bsp = {
+  sleep: () => { sleepPending = true; },
+  wake: (vector: number) => {
+    vcpu.setMpState(MP_STATE.RUNNABLE);
+    applyVcpuState(vcpu, realModeEntry(vector));
+  },
+};
+
+function enterSleep(): void {
+  sleepPending = false;
+  vcpu.immediateExit = true;
+  vcpu.enter(); // completes the pending I/O, returns EINTR
+  vcpu.immediateExit = false;
+  vcpu.setMpState(MP_STATE.INIT_RECEIVED);
+  onKick(); // a kick that came meanwhile
+}
+const host = d.deviceHost ? new DeviceHost(d.deviceHost, d.vcpuCount, doorbell, requestExit, vcpu.run, bsp) : undefined;
 const bus: IoBus = host?.bus
   ?? new ForwardingIoBus(new Mailbox(d.mailbox!), () => doorbell.ring(), () => control.stopped);
 
@@ -67,24 +91,30 @@ function onKick(): void {
   if (host) host.serve(doorbell.take());
   const requests = control.takeRequests(d.id);
   if (requests & VCPU_REQUEST.MESSAGES) serveVcpuRequests(d.requestPort, vcpu, counters.counts, host && (() => host.deviceStats()));
-  if (requests & VCPU_REQUEST.CHECK_STATE) {
-    const mp = vcpu.getMpState();
-    let state: number = VCPU_STATE.RUNNING;
-    if (mp === MP_STATE.UNINITIALIZED || mp === MP_STATE.INIT_RECEIVED) state = VCPU_STATE.INACTIVE;
-    else if (mp === MP_STATE.HALTED && (vcpu.getRegs().rflags & BigInt(RFLAGS_IF)) === 0n) state = VCPU_STATE.HALTED_IF0;
-    control.setState(d.id, state);
+  if (requests & VCPU_REQUEST.CHECK_STATE) checkRunState(vcpu, control, d.id);
+}
+
+/** Held by the debugger (-G): out of the guest, still serving requests
+ * (registers, guest-debug flags) and, on vCPU 0, the devices. */
+function parkForDebugger(): void {
+  while (control.debugHeld(d.id) && !control.stopped) {
+    onKick();
+    control.waitDebugHold(d.id, 50);
   }
+  onKick();
 }
 
 function runLoop(): void {
   control.setState(d.id, VCPU_STATE.RUNNING);
   for (;;) {
     if (control.stopped) return;
+    if (control.debugHeld(d.id)) { parkForDebugger(); continue; }
     const r = vcpu.enter();
     if (r < 0) {
       if (r === -EINTR || r === -EAGAIN) {
         vcpu.immediateExit = false;
         onKick();
+        if (sleepPending) enterSleep();
         continue;
       }
       requestExit({ kind: 'error', message: `KVM_RUN failed on vCPU ${d.id}: ${strerror(-r)}` });
@@ -92,7 +122,15 @@ function runLoop(): void {
     }
     const reason = vcpu.exitReason;
     counters.add(reason);
+    if (reason === EXIT.DEBUG) {
+      const exception = vcpu.runView.getUint32(KVM_RUN_OFF.exit + RUN_DEBUG.exception, true);
+      control.setDebugHold(d.id, true);
+      const dr6 = `0x${vcpu.runView.getBigUint64(KVM_RUN_OFF.exit + RUN_DEBUG.dr6, true).toString(16)}`;
+      post({ type: 'debug', id: d.id, exception, dr6 });
+      continue;
+    }
     const action = dispatchExit(reason, exitCtx);
+    if (sleepPending) enterSleep();
     if (action === 'continue' || action === 'halted') continue;
     requestExit(action);
     return;

@@ -66,10 +66,15 @@ async function start(kind: 'bhyve' | 'qemu', tag: string): Promise<Firmware> {
   return { port, child, log: () => (fs.existsSync(log) ? fs.readFileSync(log, 'latin1') : '') };
 }
 
-async function untilLogged(fw: Firmware, text: string): Promise<void> {
+/** Waits for `text` on SeaBIOS's debug console; `poke` runs every 5 s
+ * meanwhile (a key sent before SeaBIOS reads the keyboard is lost on a
+ * loaded host, so a key that should move SeaBIOS on is sent again). */
+async function untilLogged(fw: Firmware, text: string, poke?: () => void): Promise<void> {
   const t0 = Date.now();
+  let poked = t0;
   while (!fw.log().includes(text)) {
     if (fw.child.exitCode !== null || Date.now() - t0 > 100_000) throw new Error(`no "${text}" from SeaBIOS; debug console:\n${fw.log()}`);
+    if (poke && Date.now() - poked > 5000) { poke(); poked = Date.now(); }
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -105,8 +110,9 @@ async function bootMenuByVnc(kind: 'bhyve' | 'qemu'): Promise<void> {
     expect(menu).toMatch(/SeaBIOS \(version 1\.\d+/);
     expect(menu).toMatch(/Select boot device/);
     // ESC again leaves the menu; SeaBIOS goes on to find no disk.
-    c.sock.write(Buffer.concat([keysym(true, 0xff1b), keysym(false, 0xff1b)]));
-    await untilLogged(fw, 'No bootable device');
+    const esc = (): void => { c.sock.write(Buffer.concat([keysym(true, 0xff1b), keysym(false, 0xff1b)])); };
+    esc();
+    await untilLogged(fw, 'No bootable device', esc);
     c.sock.destroy();
     const end = await screenText(fw.port, `${kind}-end`, /^P6\s+720\s+400\s/);
     expect(end).toMatch(/No bootable device/);

@@ -11,9 +11,14 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { GUESTS, bhyveArgs, kvmUnavailable, vmName } from '../support/bhyve.js';
 import { HAVE_QEMU, MODE, romWith, runHeld, runQemu, stat } from '../support/guest-rom.js';
+import { CAP } from '../../src/sys/kvm-abi.js';
+import { Kvm } from '../../src/sys/kvm.js';
 
 const skip = kvmUnavailable() ?? (fs.existsSync(path.join(GUESTS, 'nvme.rom')) ? undefined : 'nvme.rom is not built: run scripts/build-guests.sh');
 if (skip) console.warn(`skipping NVMe guest tests: ${skip}`);
+
+/** Whether KVM offers the coalesced MMIO ring the CQ doorbells use. */
+const coalescedMmio = skip === undefined && (() => { const k = Kvm.open(); try { return k.checkExtension(CAP.COALESCED_MMIO) > 0; } finally { k.close(); } })();
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nvme-guest-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -48,6 +53,11 @@ describe.skipIf(skip !== undefined)('nvme.rom on bhyve and QEMU', () => {
       expect(stat(r.stats, NVME, 'deallocates')).toBe(1);
       expect(stat(r.stats, NVME, 'errors')).toBe(0);
       expect(stat(r.stats, NVME, 'msi-x messages') > 0).toBe(mode === MODE.MSIX);
+      // CQ head doorbells went through KVM's coalesced MMIO ring (cqcoalesce):
+      // a zone per CQ doorbell, and every head write the device saw was buffered.
+      expect(stat(r.stats, NVME, 'cq doorbell zones')).toBe(coalescedMmio ? 17 : 0);
+      expect(stat(r.stats, NVME, 'cqDoorbells')).toBeGreaterThan(512);
+      if (coalescedMmio) expect(stat(r.stats, NVME, 'cqDoorbellsCoalesced')).toBe(stat(r.stats, NVME, 'cqDoorbells'));
       if (mode === MODE.MSIX) expect(r.out).toMatch(/nvme: interrupts: msix vector [0-9a-f]+ [1-9]\d*, vector [0-9a-f]+ [1-9]\d*, \d+ commands/);
     }, 120_000);
 
@@ -60,6 +70,18 @@ describe.skipIf(skip !== undefined)('nvme.rom on bhyve and QEMU', () => {
       expect(r.out).toContain('nvme: WRITE ZEROES of 4 KiB reads back as zeros');
     }, 120_000);
   }
+
+  it('bhyve with cqcoalesce=false: every CQ head doorbell is an exit, same results', async () => {
+    const name = vmName('nvme-nocoalesce');
+    const r = await runHeld(bhyveArgs(romWith(tmp, 'nvme', MODE.MSIX | MODE.HOLD), name, {
+      extra: ['-s', `4,nvme,${disk()}`, '-o', 'pci.0.4.0.cqcoalesce=false'],
+    }), name);
+    expect(r.status, r.out).toBe(33);
+    common(r.out);
+    expect(stat(r.stats, NVME, 'cq doorbell zones')).toBe(0);
+    expect(stat(r.stats, NVME, 'cqDoorbells')).toBeGreaterThan(512);
+    expect(stat(r.stats, NVME, 'cqDoorbellsCoalesced')).toBe(0);
+  }, 120_000);
 
   it('a RAM namespace (ram=16) with 4 KiB blocks', async () => {
     const name = vmName('nvme-ram');

@@ -25,6 +25,17 @@ int main(void) {
   S(kvm_cpuid_entry2) S(kvm_irq_level) S(kvm_pit_config) S(kvm_mp_state) S(kvm_msi) S(kvm_enable_cap)
   S(kvm_msrs) S(kvm_msr_entry) S(kvm_debugregs) S(kvm_stats_header) S(kvm_stats_desc)
   S(kvm_ioeventfd) S(kvm_irqfd) S(kvm_irq_routing) S(kvm_irq_routing_entry) S(kvm_irq_routing_msi) S(kvm_irq_routing_irqchip)
+  S(kvm_irqchip) S(kvm_pic_state) S(kvm_pit_state2) S(kvm_pit_channel_state) S(kvm_lapic_state)
+  O(kvm_irqchip, chip_id) O(kvm_irqchip, chip)
+  O(kvm_pic_state, last_irr) O(kvm_pic_state, irr) O(kvm_pic_state, imr) O(kvm_pic_state, isr) O(kvm_pic_state, priority_add)
+  O(kvm_pic_state, irq_base) O(kvm_pic_state, read_reg_select) O(kvm_pic_state, poll) O(kvm_pic_state, special_mask)
+  O(kvm_pic_state, init_state) O(kvm_pic_state, auto_eoi) O(kvm_pic_state, rotate_on_auto_eoi)
+  O(kvm_pic_state, special_fully_nested_mode) O(kvm_pic_state, init4) O(kvm_pic_state, elcr) O(kvm_pic_state, elcr_mask)
+  O(kvm_pit_channel_state, count) O(kvm_pit_channel_state, latched_count) O(kvm_pit_channel_state, count_latched)
+  O(kvm_pit_channel_state, status_latched) O(kvm_pit_channel_state, status) O(kvm_pit_channel_state, read_state)
+  O(kvm_pit_channel_state, write_state) O(kvm_pit_channel_state, write_latch) O(kvm_pit_channel_state, rw_mode)
+  O(kvm_pit_channel_state, mode) O(kvm_pit_channel_state, bcd) O(kvm_pit_channel_state, gate)
+  O(kvm_pit_channel_state, count_load_time) O(kvm_pit_state2, channels) O(kvm_pit_state2, flags)
   S(kvm_coalesced_mmio_zone) S(kvm_coalesced_mmio) S(kvm_coalesced_mmio_ring)
   O(kvm_coalesced_mmio_zone, addr) O(kvm_coalesced_mmio_zone, size) O(kvm_coalesced_mmio_zone, pio)
   O(kvm_coalesced_mmio_ring, first) O(kvm_coalesced_mmio_ring, last) O(kvm_coalesced_mmio_ring, coalesced_mmio)
@@ -43,6 +54,10 @@ int main(void) {
   O(kvm_run, internal.suberror) O(kvm_run, internal.ndata) O(kvm_run, internal.data)
   O(kvm_run, fail_entry.hardware_entry_failure_reason) O(kvm_run, fail_entry.cpu)
   O(kvm_run, system_event.type) O(kvm_run, system_event.ndata) O(kvm_run, system_event.data)
+  O(kvm_run, debug.arch.exception) O(kvm_run, debug.arch.pc) O(kvm_run, debug.arch.dr6) O(kvm_run, debug.arch.dr7)
+  S(kvm_guest_debug)
+  printf("guestdbg ENABLE %d\nguestdbg SINGLESTEP %d\nguestdbg USE_SW_BP %d\nguestdbg USE_HW_BP %d\n",
+    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP, KVM_GUESTDBG_USE_HW_BP);
   O(kvm_run, msr.error) O(kvm_run, msr.reason) O(kvm_run, msr.index) O(kvm_run, msr.data)
   O(kvm_userspace_memory_region, slot) O(kvm_userspace_memory_region, flags)
   O(kvm_userspace_memory_region, guest_phys_addr) O(kvm_userspace_memory_region, memory_size)
@@ -70,8 +85,8 @@ int main(void) {
   I(GET_API_VERSION) I(CREATE_VM) I(CHECK_EXTENSION) I(GET_VCPU_MMAP_SIZE) I(GET_SUPPORTED_CPUID) I(CREATE_VCPU)
   I(SET_USER_MEMORY_REGION) I(GET_DIRTY_LOG) I(SET_TSS_ADDR) I(SET_IDENTITY_MAP_ADDR) I(CREATE_IRQCHIP) I(IRQ_LINE) I(CREATE_PIT2)
   I(RUN) I(GET_REGS) I(SET_REGS) I(GET_SREGS) I(SET_SREGS) I(GET_MSRS) I(SET_MSRS) I(SET_CPUID2) I(GET_MP_STATE)
-  I(SET_MP_STATE) I(NMI) I(ENABLE_CAP) I(SIGNAL_MSI) I(GET_DEBUGREGS) I(SET_DEBUGREGS) I(GET_STATS_FD)
-  I(SET_GSI_ROUTING) I(IRQFD) I(IOEVENTFD) I(REGISTER_COALESCED_MMIO) I(UNREGISTER_COALESCED_MMIO)
+  I(SET_MP_STATE) I(NMI) I(ENABLE_CAP) I(SIGNAL_MSI) I(GET_DEBUGREGS) I(SET_DEBUGREGS) I(SET_GUEST_DEBUG) I(GET_STATS_FD)
+  I(SET_GSI_ROUTING) I(IRQFD) I(IOEVENTFD) I(GET_IRQCHIP) I(SET_IRQCHIP) I(GET_PIT2) I(SET_PIT2) I(GET_LAPIC) I(SET_LAPIC) I(REGISTER_COALESCED_MMIO) I(UNREGISTER_COALESCED_MMIO)
   E(UNKNOWN) E(EXCEPTION) E(IO) E(HYPERCALL) E(DEBUG) E(HLT) E(MMIO) E(IRQ_WINDOW_OPEN) E(SHUTDOWN) E(FAIL_ENTRY)
   E(INTR) E(SET_TPR) E(TPR_ACCESS) E(NMI) E(INTERNAL_ERROR) E(SYSTEM_EVENT) E(IOAPIC_EOI) E(X86_RDMSR) E(X86_WRMSR)
   E(X86_BUS_LOCK) E(NOTIFY)
@@ -128,6 +143,11 @@ describe.skipIf(!haveHeaders || !haveGcc)('KVM ABI matches <linux/kvm.h>', () =>
     return v;
   };
 
+  it('KVM_SET_GUEST_DEBUG: struct size and control bits', () => {
+    expect(get('size kvm_guest_debug')).toBe(72);
+    for (const [n, v] of Object.entries(abi.GUESTDBG)) expect([n, v]).toEqual([n, get(`guestdbg ${n}`)]);
+  });
+
   it('struct sizes', () => {
     for (const [name, size] of Object.entries(abi.SIZEOF)) {
       if (name.startsWith('kvm_run_')) continue;
@@ -143,6 +163,7 @@ describe.skipIf(!haveHeaders || !haveGcc)('KVM ABI matches <linux/kvm.h>', () =>
     const groups: Array<[string, Record<string, number>]> = [
       ['io', abi.RUN_IO], ['mmio', abi.RUN_MMIO], ['internal', abi.RUN_INTERNAL],
       ['fail_entry', abi.RUN_FAIL_ENTRY], ['system_event', abi.RUN_SYSTEM_EVENT], ['msr', abi.RUN_MSR],
+      ['debug.arch', abi.RUN_DEBUG],
     ];
     for (const [g, fields] of groups) {
       for (const [f, off] of Object.entries(fields)) {
@@ -159,7 +180,9 @@ describe.skipIf(!haveHeaders || !haveGcc)('KVM ABI matches <linux/kvm.h>', () =>
       ['kvm_stats_header', abi.STATS_HEADER], ['kvm_stats_desc', abi.STATS_DESC],
       ['kvm_ioeventfd', abi.IOEVENTFD], ['kvm_irqfd', abi.IRQFD], ['kvm_irq_routing', abi.IRQ_ROUTING],
       ['kvm_irq_routing_entry', abi.IRQ_ROUTING_ENTRY], ['kvm_irq_routing_msi', abi.IRQ_ROUTING_MSI],
-      ['kvm_irq_routing_irqchip', abi.IRQ_ROUTING_IRQCHIP], ['kvm_coalesced_mmio_zone', abi.COALESCED_MMIO_ZONE],
+      ['kvm_irq_routing_irqchip', abi.IRQ_ROUTING_IRQCHIP], ['kvm_irqchip', abi.IRQCHIP_STATE],
+      ['kvm_pic_state', abi.PIC_STATE], ['kvm_pit_channel_state', abi.PIT_CHANNEL_STATE],
+      ['kvm_pit_state2', abi.PIT_STATE2], ['kvm_coalesced_mmio_zone', abi.COALESCED_MMIO_ZONE],
       ['kvm_coalesced_mmio_ring', abi.COALESCED_MMIO_RING], ['kvm_coalesced_mmio', abi.COALESCED_MMIO],
     ];
     for (const [s, fields] of groups) {

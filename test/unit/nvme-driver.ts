@@ -4,7 +4,9 @@
 // through its PCI config space and BAR 0. No /dev/kvm.
 
 import { ConfigTree } from '../../src/config/tree.js';
-import type { DeviceContext } from '../../src/devices/device.js';
+import type { DeviceContext, KvmDoorbells } from '../../src/devices/device.js';
+import { CoalescedMmioRing } from '../../src/sys/coalesced-mmio.js';
+import { COALESCED_MMIO, COALESCED_MMIO_RING, SIZEOF } from '../../src/sys/kvm-abi.js';
 import { NvmeController } from '../../src/devices/nvme/nvme.js';
 import { buildPlatform } from '../../src/devices/platform.js';
 import { computeLayout } from '../../src/sys/memory-map.js';
@@ -30,14 +32,22 @@ export class Rig {
   readonly sq: Record<number, { base: number; size: number; tail: number }> = {};
   readonly cq: Record<number, { base: number; size: number; head: number; phase: number }> = {};
   private cid = 1;
+  /** With `coalescedRing`: KVM's coalesced MMIO as far as the device sees
+   * it: the zones it registered, and a ring page that wr() appends to for
+   * an address in a zone (as KVM does) instead of an exit. */
+  readonly zones = new Map<number, number>();
+  private ringPage: DataView | undefined;
+  /** Writes that went to the ring instead of exiting. */
+  buffered = 0;
 
-  constructor(settings: Record<string, string>) {
+  constructor(settings: Record<string, string>, opts: { coalescedRing?: boolean } = {}) {
     const config = new ConfigTree();
     const all = { name: 'vm0', 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc', [`pci.0.${SLOT}.0.device`]: 'nvme', ...settings };
     for (const [k, v] of Object.entries(all)) config.set(k, v);
     const ctx: DeviceContext = { io: this.io, irq: this.irq, config, mem: this.mem, machine: { requestExit: () => {}, vcpuCount: 1 }, stream: () => undefined,
       // The platform's clocks (RTC, HPET) are not driven here: their timers never fire.
-      timer: () => ({ armAt: () => {}, cancel: () => {}, now: () => process.hrtime.bigint() }) };
+      timer: () => ({ armAt: () => {}, cancel: () => {}, now: () => process.hrtime.bigint() }),
+      kvm: opts.coalescedRing ? this.fakeKvm() : undefined };
     const p = buildPlatform(ctx, computeLayout(256 << 20));
     this.dev = p.devices.find((d): d is NvmeController => d instanceof NvmeController)!;
     const lo = this.cfgRd(0x10);
@@ -62,7 +72,52 @@ export class Rig {
   wr(off: number, v: number, size = 4): void {
     const d = new Uint8Array(size);
     for (let i = 0; i < size; i++) d[i] = Math.floor(v / 2 ** (8 * i)) & 0xff;
+    if (this.coalesced(this.bar0 + off, d)) return;
     this.io.mmioWrite(this.bar0 + off, d);
+  }
+
+  private fakeKvm(): KvmDoorbells {
+    const run = new Uint8Array(3 * 4096);
+    this.ringPage = new DataView(run.buffer, 2 * 4096, 4096);
+    this.io.attachCoalescedRing(new CoalescedMmioRing(run, 2));
+    return {
+      ioeventfd: () => false,
+      helper: { memoryPath: '', layout: computeLayout(256 << 20), doorbell: undefined as never },
+      coalesce: (addr, len, on) => {
+        if (on) {
+          if (this.zones.has(addr)) return false;
+          this.zones.set(addr, len);
+        } else {
+          if (!this.zones.delete(addr)) return false;
+          this.io.flushCoalesced();
+        }
+        return true;
+      },
+      flushCoalesced: () => this.io.flushCoalesced(),
+      replayingCoalesced: () => this.io.replaying,
+    };
+  }
+
+  /** KVM's side of a guest write to a coalesced zone: appended to the ring
+   * (false when no zone covers it or the ring is full: then it exits). */
+  private coalesced(addr: number, data: Uint8Array): boolean {
+    const v = this.ringPage;
+    if (!v) return false;
+    let zone = false;
+    for (const [a, len] of this.zones) if (addr >= a && addr + data.length <= a + len) zone = true;
+    if (!zone) return false;
+    const max = Math.floor((4096 - SIZEOF.kvm_coalesced_mmio_ring) / SIZEOF.kvm_coalesced_mmio);
+    const first = v.getUint32(COALESCED_MMIO_RING.first, true);
+    const last = v.getUint32(COALESCED_MMIO_RING.last, true);
+    if ((last + 1) % max === first) return false;
+    const e = COALESCED_MMIO_RING.coalesced_mmio + last * SIZEOF.kvm_coalesced_mmio;
+    v.setBigUint64(e + COALESCED_MMIO.phys_addr, BigInt(addr), true);
+    v.setUint32(e + COALESCED_MMIO.len, data.length, true);
+    v.setUint32(e + COALESCED_MMIO.pio, 0, true);
+    data.forEach((b, i) => v.setUint8(e + COALESCED_MMIO.data + i, b));
+    v.setUint32(COALESCED_MMIO_RING.last, (last + 1) % max, true);
+    this.buffered++;
+    return true;
   }
   alloc(len: number, align = 4096): number {
     this.heap = Math.ceil(this.heap / align) * align;

@@ -38,6 +38,17 @@ describe('sandboxPlan', () => {
     expect(plan!.log).toBe(false);
   });
 
+  it('no new sockets unless a NIC uses slirp; then sockets, resolv.conf read-only, nothing writable more', () => {
+    const tap = sandboxPlan(config(`${base} -s 3,e1000,tap0 vm1`), vm)!;
+    expect(tap.sockets).toBe(false);
+    const slirp = sandboxPlan(config(`${base} -s 3,e1000,slirp,hostfwd=tcp::2222-:22 vm1`), vm)!;
+    expect(slirp.sockets).toBe(true);
+    const rules = new Map(slirp.landlockRules.map((r) => [r.path, r.access]));
+    expect(rules.get('/etc/resolv.conf')).toBe(FS.READ_FILE);
+    expect(slirp.landlockRules.filter((r) => r.access & FS.WRITE_FILE).map((r) => r.path)).toEqual(['/run/bhyve/vm1/memory']);
+    expect(sandboxPlan(config(`${base} -s 3,virtio-net,slirp vm1`), vm)!.sockets).toBe(true);
+  });
+
   it('grants virtio-9p shares: read-only for ro, changes beneath a writable one; the filter follows', () => {
     const ro = sandboxPlan(config(`${base} -s 6,virtio-9p,docs=/srv/docs,ro vm1`), vm)!;
     expect(new Map(ro.landlockRules.map((r) => [r.path, r.access])).get('/srv/docs')).toBe(FS.READ_FILE | FS.READ_DIR);

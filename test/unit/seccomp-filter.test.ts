@@ -57,6 +57,13 @@ describe('seccomp filter', () => {
     expect(dv.getUint16((n - 1) * 8, true)).toBe(0x06);
   });
 
+  it('refuses new sockets (socket, connect, bind, listen) unless a slirp backend asked for them', () => {
+    for (const nr of [41, 42, 49, 50]) expect(run(prog, nr, [2, 1, 0]), `syscall ${nr}`).toBe(REFUSE);
+    const withSockets = buildSeccompFilter({ refuse: REFUSE, pid: PID, newSockets: true });
+    for (const nr of [41, 42, 49, 50]) expect(run(withSockets, nr, [2, 1, 0]), `syscall ${nr}`).toBe(SECCOMP_RET_ALLOW);
+    expect(run(withSockets, 59 /* execve */)).toBe(REFUSE);
+  });
+
   it('allows every call on the list, with any arguments', () => {
     for (const [name, nr] of ALLOWED_SYSCALLS) expect(run(prog, nr, [0xffffffff, 7, 7]), name).toBe(SECCOMP_RET_ALLOW);
   });

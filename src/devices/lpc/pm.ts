@@ -6,7 +6,15 @@
 //   0x402  PM1a_EN   16-bit, only PWRBTN_EN, GBL_EN and RTC_EN stick
 //   0x404  PM1a_CNT  16-bit; SCI_EN (bit 0) is read-only to the OS; writing
 //                    SLP_EN (bit 13) with SLP_TYP (bits 12-10) = 5 is S5,
-//                    soft power off (bhyve's _S5_ package says 5)
+//                    soft power off (bhyve's _S5_ package says 5); with
+//                    acpi_s3 (off by default, as bhyve has no S3), SLP_TYP
+//                    1 is S3: the boot vCPU stops with RAM kept until the
+//                    RTC alarm (with RTC_EN) or the power button wakes it,
+//                    then WAK_STS is set and it resumes in real mode at the
+//                    FACS waking vector (as SeaBIOS would enter it; the VMM
+//                    does it itself, with or without firmware). Other vCPUs
+//                    are left as they are: an OS takes them offline before
+//                    S3 and starts them again with INIT/SIPI.
 //   0x408  PM_TMR    32-bit, read-only, 3.579545 MHz from a monotonic clock
 //   0x40c  GPE0_STS  8-bit, write-1-to-clear (bit 0: VM generation counter)
 //   0x40d  GPE0_EN   8-bit
@@ -40,6 +48,7 @@
 // returns false).
 
 import type { AccessSize, Device, DeviceContext } from '../device.js';
+import { findWakingVector } from '../../firmware/acpi/waking-vector.js';
 
 export const SCI_INT = 9;
 export const SMI_CMD = 0xb2;
@@ -77,6 +86,8 @@ export const PM1_SLP_EN = 0x2000;
 export const PM1_ALWAYS_ZERO = 0xc003;
 /** SLP_TYP value of bhyve's \_S5 package. */
 export const SLP_TYP_S5 = 5;
+/** SLP_TYP value of the \_S3 package (acpi_s3; QEMU's value). */
+export const SLP_TYP_S3 = 1;
 
 export const PMTMR_FREQ = 3579545;
 export const RST_CPU = 0x04;
@@ -101,6 +112,10 @@ export class PowerManagement implements Device {
   gpe0Enabled = 0;
   resetControl = 0;
   private sciActive = false;
+  /** S3 is offered (acpi_s3) and the machine can sleep. */
+  readonly s3: boolean;
+  /** In S3: the boot vCPU is stopped, RAM kept, until a wake event. */
+  sleeping = false;
   private readonly clock: () => bigint;
   private readonly timerBase: bigint;
   private movedBase: number | undefined;
@@ -108,6 +123,7 @@ export class PowerManagement implements Device {
   constructor(private readonly ctx: DeviceContext, opts: PmOptions = {}) {
     this.clock = opts.clock ?? (() => process.hrtime.bigint());
     this.timerBase = this.clock();
+    this.s3 = ctx.config.getBool('acpi_s3', false) && ctx.machine.sleep !== undefined && ctx.machine.wake !== undefined;
     ctx.io.registerPorts('pm1', PM1A_EVT_ADDR, PM_BLOCK_LEN, {
       read: (port, size) => this.blockRead(port, size),
       write: (port, size, value) => this.blockWrite(port, size, value),
@@ -168,6 +184,7 @@ export class PowerManagement implements Device {
   /** A press of the power button (SIGTERM): sets PWRBTN_STS and updates the
    * SCI. Returns whether ACPI is enabled (bhyve only catches SIGTERM then). */
   pressPowerButton(): boolean {
+    if (this.sleeping) { this.wakeEvent(PM1_PWRBTN_STS); return true; } // wakes from S3
     if ((this.pm1Status & PM1_PWRBTN_STS) === 0) {
       this.pm1Status |= PM1_PWRBTN_STS;
       this.sciUpdate();
@@ -249,9 +266,35 @@ export class PowerManagement implements Device {
   private pm1ControlWrite(value: number): void {
     // SLP_EN and reserved bits are write-only/zero; SCI_EN belongs to SMI_CMD.
     this.pm1Control = (this.pm1Control & PM1_SCI_EN) | (value & ~(PM1_SLP_EN | PM1_ALWAYS_ZERO) & 0xffff);
-    if ((value & PM1_SLP_EN) !== 0 && ((this.pm1Control & PM1_SLP_TYP) >> 10) === SLP_TYP_S5) {
+    const slpTyp = (this.pm1Control & PM1_SLP_TYP) >> 10;
+    if ((value & PM1_SLP_EN) !== 0 && slpTyp === SLP_TYP_S5) {
       this.ctx.machine.requestExit({ kind: 'poweroff', why: 'guest entered ACPI S5 (PM1_CNT SLP_TYP=5, SLP_EN)' });
+    } else if ((value & PM1_SLP_EN) !== 0 && slpTyp === SLP_TYP_S3 && this.s3 && !this.sleeping) {
+      this.sleeping = true;
+      this.ctx.machine.sleep!();
     }
+  }
+
+  /**
+   * A wake event: RTC_STS (the RTC alarm; wakes only with RTC_EN) or
+   * PWRBTN_STS (the power button; always wakes). Out of S3 it sets the
+   * status bit and WAK_STS and resumes the boot vCPU at the FACS waking
+   * vector, as firmware does; without one (no tables, or the OS set none)
+   * the machine resets, as firmware then boots afresh. Outside S3 an RTC
+   * alarm does nothing here.
+   */
+  wakeEvent(sts: number): void {
+    if (!this.sleeping) return;
+    if (sts === PM1_RTC_STS && (this.pm1Enable & PM1_RTC_EN) === 0) return;
+    this.sleeping = false;
+    this.pm1Status |= sts | PM1_WAK_STS;
+    this.sciUpdate();
+    const vector = findWakingVector(this.ctx.mem);
+    if (vector === undefined || vector >= 0x100000) {
+      this.ctx.machine.requestExit({ kind: 'reset', why: 'woke from ACPI S3 without a FACS waking vector' });
+      return;
+    }
+    this.ctx.machine.wake!(vector);
   }
 
   private smiCommand(cmd: number): void {

@@ -134,6 +134,8 @@ export class Rtc implements Device {
   private readonly nowMs: () => number;
   private readonly uptime: () => bigint;
   private readonly localtime: boolean;
+  /** Called when the alarm matches (with AIE on): the ACPI wake from S3. */
+  onAlarm: (() => void) | undefined;
   /** The interrupt callout (created when an interrupt is first enabled). */
   private timer: DeviceTimer | undefined;
   private deadline: bigint | undefined;
@@ -515,6 +517,7 @@ export class Rtc implements Device {
     this.eventTime = cur;
     this.secsToRtc(cur, false);
     if (flags) this.setRegC(this.regs[RTC_INTR] | flags);
+    if (flags & RTCIR_ALARM) this.onAlarm?.();
   }
 
   private alarmMatches(t: number): boolean {

@@ -47,6 +47,7 @@ import type { PciDeviceRecord } from '../pci-device.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
 import { attachNetBackend, type NetPort } from './net-backend.js';
 import { netGenMac, parseMac } from './net-utils.js';
+import { validateSlirpKeys } from './slirp-options.js';
 import { GuestMemoryError } from '../../sys/guest-memory.js';
 
 export const E82545_VENDOR_ID_INTEL = 0x8086;
@@ -108,7 +109,6 @@ export const MDIC_OP_READ = 0x08000000;
 export const MDIC_READY = 0x10000000;
 const MDIC_ERROR = 0x40000000;
 const MDIC_DEST = 0x80000000;
-const MDIC_IE = 0x20000000;
 
 /** TX descriptor command bits (in the descriptor's second dword). */
 export const TXD = {
@@ -143,7 +143,6 @@ const NVM_ADDR_MASK = (1 << NVM_ADDR_BITS) - 1;
 const NVM_OPCODE_MASK = ((1 << NVM_OPCODE_BITS) - 1) << NVM_ADDR_BITS;
 export const NVM_OPCODE_READ = 0x6 << NVM_ADDR_BITS;
 export const NVM_OPCODE_WRITE = 0x5 << NVM_ADDR_BITS;
-const NVM_OPCODE_EWEN = 0x4 << NVM_ADDR_BITS;
 const enum NvmMode { OPADDR, DATAIN, DATAOUT }
 
 /** PHY (MII) registers and the M88E1011's answers. */
@@ -244,8 +243,8 @@ export class E1000 extends PciEmulFunction {
   private nvmMode = NvmMode.OPADDR;
   readonly eeprom = new Uint16Array(NVM_EEPROM_SIZE);
 
-  /** Hardware statistics registers (clear on read), by register offset. */
-  private readonly hwStats = new Map<number, number>();
+  /** Hardware statistics registers 0x4000-0x40ff (clear on read). */
+  private readonly hwStats = new Float64Array(64);
   /** Counters for bhyvectl --get-stats and tests. */
   readonly counts = {
     txFrames: 0, txBytes: 0, txDropped: 0, txTsoSegments: 0, rxFrames: 0, rxBytes: 0, rxVlanDropped: 0,
@@ -257,6 +256,11 @@ export class E1000 extends PciEmulFunction {
   private readonly seg = new Uint8Array(MAX_FRAME);
   private readonly views: Uint8Array[] = [];
   private readonly desc = new Uint8Array(16);
+  /** The transmit ring in guest memory, while txRun runs. */
+  private txRing: Uint8Array = new Uint8Array(0);
+  private txRingDv: DataView = new DataView(new ArrayBuffer(0));
+  private readonly ck: [CkInfo, CkInfo] = [{ valid: false, start: 0, off: 0, end: 0 }, { valid: false, start: 0, off: 0, end: 0 }];
+  private readonly one: Uint8Array[] = [new Uint8Array(0)];
   private readonly descDv = new DataView(this.desc.buffer);
 
   constructor(ctx: DeviceContext, opts: E1000Options, port: NetPort | undefined) {
@@ -350,8 +354,8 @@ export class E1000 extends PciEmulFunction {
           this.nvmBits = NVM_DATA_BITS;
           this.nvmData = 0;
         } else {
-          // EWEN (write enable) and unknown opcodes: back to opcode mode.
-          void NVM_OPCODE_EWEN;
+          // EWEN (write enable, NVM_OPCODE_EWEN) and unknown opcodes: back
+          // to opcode mode.
           this.nvmRestart();
         }
       }
@@ -516,8 +520,9 @@ export class E1000 extends PciEmulFunction {
     if (off >= 0x4000 && off < 0x4100) {
       // Statistics: clear on read; the high halves of 64-bit counters
       // read after their low halves.
-      const v = this.hwStats.get(off) ?? 0;
-      this.hwStats.delete(off);
+      const i = (off - 0x4000) >> 2;
+      const v = this.hwStats[i];
+      this.hwStats[i] = 0;
       return v >>> 0;
     }
     return 0;
@@ -614,8 +619,8 @@ export class E1000 extends PciEmulFunction {
         } else if (op !== MDIC_OP_WRITE) {
           return;
         }
+        // READY; bhyve raises no interrupt for MDIC_IE (0x20000000).
         this.mdiControl = (this.mdiControl | MDIC_READY) >>> 0;
-        void MDIC_IE; // bhyve raises no MDIC interrupt
         return;
       }
       default: break;
@@ -645,13 +650,15 @@ export class E1000 extends PciEmulFunction {
   }
 
   private stat(off: number, n = 1): void {
-    this.hwStats.set(off, ((this.hwStats.get(off) ?? 0) + n) % 0x100000000);
+    const i = (off - 0x4000) >> 2;
+    this.hwStats[i] = (this.hwStats[i] + n) % 0x100000000;
   }
 
   private stat64(lo: number, n: number): void {
-    const v = (this.hwStats.get(lo) ?? 0) + (this.hwStats.get(lo + 4) ?? 0) * 0x100000000 + n;
-    this.hwStats.set(lo, v % 0x100000000);
-    this.hwStats.set(lo + 4, Math.floor(v / 0x100000000) % 0x100000000);
+    const i = (lo - 0x4000) >> 2;
+    const v = this.hwStats[i] + this.hwStats[i + 1] * 0x100000000 + n;
+    this.hwStats[i] = v % 0x100000000;
+    this.hwStats[i + 1] = Math.floor(v / 0x100000000) % 0x100000000;
   }
 
   private static sizeIndex(len: number): number {
@@ -669,6 +676,9 @@ export class E1000 extends PciEmulFunction {
     if (size === 0 || this.TDH >= size || this.TDT >= size) return; // no ring, or the guest's indexes are out of it
     const base = this.TDBAH * 0x100000000 + this.TDBAL;
     if (!this.mem.contains(base, this.TDLEN)) { this.counts.dmaErrors++; return; }
+    const ring = this.mem.slice(base, this.TDLEN);
+    this.txRing = ring;
+    this.txRingDv = new DataView(ring.buffer, ring.byteOffset, ring.length);
     let head = this.TDH;
     let writeback = false;
     let progressed = false;
@@ -686,8 +696,8 @@ export class E1000 extends PciEmulFunction {
     if (cause) this.icrAssert(cause);
   }
 
-  private loadDesc(base: number, idx: number): void {
-    this.desc.set(this.mem.slice(base + idx * 16, 16));
+  private loadDesc(_base: number, idx: number): void {
+    this.desc.set(this.txRing.subarray(idx * 16, idx * 16 + 16));
   }
 
   /** One frame (or a context descriptor) from `head`. Returns the new
@@ -697,7 +707,8 @@ export class E1000 extends PciEmulFunction {
     const frame = this.frame;
     const ohead = head;
     const cdv = this.ctxDv;
-    const ck: [CkInfo, CkInfo] = [{ valid: false, start: 0, off: 0, end: 0 }, { valid: false, start: 0, off: 0, end: 0 }];
+    const ck = this.ck;
+    for (const c of ck) { c.valid = false; c.start = 0; c.off = 0; c.end = 0; }
     let ntype = -1;
     let tlen = 0;
     let segs = 0;
@@ -776,12 +787,13 @@ export class E1000 extends PciEmulFunction {
   }
 
   /** Sets DD in every descriptor of [from, to) that asked for a report (RS). */
-  private completeTx(base: number, from: number, to: number, size: number): boolean {
+  private completeTx(_base: number, from: number, to: number, size: number): boolean {
     let wb = false;
+    const dv = this.txRingDv;
     for (let h = from; h !== to; h = (h + 1) % size) {
-      const a = base + h * 16;
-      if (this.mem.readU32(a + 8) & TXD.RS) {
-        this.mem.writeU32(a + 12, (this.mem.readU32(a + 12) | TXD.STAT_DD) >>> 0);
+      const a = h * 16;
+      if (dv.getUint32(a + 8, true) & TXD.RS) {
+        dv.setUint32(a + 12, (dv.getUint32(a + 12, true) | TXD.STAT_DD) >>> 0, true);
         wb = true;
       }
     }
@@ -891,7 +903,8 @@ export class E1000 extends PciEmulFunction {
     this.stat(R.PTC64 + 4 * E1000.sizeIndex(f.length));
     if (f[0] === 0xff && f[1] === 0xff && f[2] === 0xff && f[3] === 0xff && f[4] === 0xff && f[5] === 0xff) this.stat(R.BPTC);
     else if (f[0] & 1) this.stat(R.MPTC);
-    if (this.port && this.port.send([f])) {
+    this.one[0] = f;
+    if (this.port && this.port.send(this.one)) {
       this.counts.txFrames++;
       this.counts.txBytes += f.length;
     } else {
@@ -920,6 +933,8 @@ export class E1000 extends PciEmulFunction {
     if (size === 0 || this.RDH >= size || this.RDT >= size) return;
     const base = this.RDBAH * 0x100000000 + this.RDBAL;
     if (!this.mem.contains(base, this.RDLEN)) { this.counts.dmaErrors++; return; }
+    const ringBytes = this.mem.slice(base, this.RDLEN);
+    const ring = new DataView(ringBytes.buffer, ringBytes.byteOffset, ringBytes.length);
     const bufsz = rxBufferSize(this.RCTL);
     const maxpktsz = (this.RCTL & RCTL_LPE) ? 16384 : 1522;
     const maxpktdesc = Math.ceil(maxpktsz / bufsz);
@@ -955,8 +970,8 @@ export class E1000 extends PciEmulFunction {
       const dsts = this.views;
       dsts.length = 0;
       for (let i = 0, pos = 0; i < n; i++, pos += bufsz) {
-        const d = base + ((head + i) % size) * 16;
-        const addr = this.mem.readU32(d) + this.mem.readU32(d + 4) * 0x100000000;
+        const d = ((head + i) % size) * 16;
+        const addr = ring.getUint32(d, true) + ring.getUint32(d + 4, true) * 0x100000000;
         const chunk = Math.min(bufsz, len - pos);
         if (!this.mem.contains(addr, chunk)) break;
         dsts.push(this.mem.slice(addr, chunk));
@@ -972,13 +987,13 @@ export class E1000 extends PciEmulFunction {
         const fromFrame = Math.max(0, Math.min(dst.length, f.length - pos));
         if (fromFrame > 0) dst.set(f.subarray(pos, pos + fromFrame));
         if (fromFrame < dst.length) dst.fill(0, fromFrame); // padding and CRC
-        const d = base + ((head + i) % size) * 16;
+        const d = ((head + i) % size) * 16;
         const last = i === n - 1;
-        this.mem.writeU16(d + 8, dst.length);
-        this.mem.writeU16(d + 10, 0); // csum
-        this.mem.writeU8(d + 13, 0); // errors
-        this.mem.writeU16(d + 14, 0); // special
-        this.mem.writeU8(d + 12, last ? (RXD.PIF | RXD.IXSM | RXD.EOP | RXD.DD) : RXD.DD);
+        ring.setUint16(d + 8, dst.length, true);
+        ring.setUint16(d + 10, 0, true); // csum
+        ring.setUint8(d + 13, 0); // errors
+        ring.setUint16(d + 14, 0, true); // special
+        ring.setUint8(d + 12, last ? (RXD.PIF | RXD.IXSM | RXD.EOP | RXD.DD) : RXD.DD);
       }
       head = (head + n) % size;
       left -= n;
@@ -1039,6 +1054,14 @@ export const e1000Device: PciDeviceRecord = {
     { key: 'hostfwd', description: 'slirp backend: host port forwarding rules, separated by ;' },
     { key: 'open', default: 'false', description: 'slirp backend: allow the guest outbound connections' },
   ],
-  validate: (config, s) => { e1000OptionsFromConfig(config, s.node, s.slot, s.func); },
+  validate: (config, s) => {
+    try {
+      e1000OptionsFromConfig(config, s.node, s.slot, s.func);
+    } catch (e) {
+      if (e instanceof ConfigError) throw new ConfigError(`e1000 at pci slot ${s.where}: ${e.message}`);
+      throw e;
+    }
+    validateSlirpKeys(config, s.node, s.where, 'e1000');
+  },
   create: (ctx, s) => createE1000(ctx, s.node, s.slot, s.func),
 };

@@ -24,7 +24,6 @@ import { Worker } from 'node:worker_threads';
 import fs from 'node:fs';
 import type { ConfigTree } from '../../config/tree.js';
 import { packetPair } from '../../sys/packet-pair.js';
-import { helperThreadPlan, SLIRP_READ_FILES } from '../../vmm/sandbox/sandbox.js';
 import type { SlirpThreadData, SlirpThreadMessage } from './slirp-thread.js';
 import { slirpOptionsFromConfig, SlirpConfigError } from './slirp-options.js';
 
@@ -40,11 +39,15 @@ export interface SlirpBackend {
  * every hostfwd listener is bound, rejects with one line otherwise. */
 export async function openSlirpBackend(config: ConfigTree, node: string, workerUrl = new URL('./slirp-thread.js', import.meta.url)): Promise<SlirpBackend> {
   const opts = slirpOptionsFromConfig(config, node);
+  // (imported here: the sandbox module loads koffi, which a bhyve without
+  // slirp, or one only parsing its options, should not pay for)
+  const { helperThreadPlan, SLIRP_READ_FILES } = await import('../../vmm/sandbox/sandbox.js');
+  const sandbox = helperThreadPlan(config, SLIRP_READ_FILES, true);
   const [nicFd, slirpFd] = packetPair();
   const control = new SharedArrayBuffer(4);
   const data: SlirpThreadData = {
     fd: slirpFd, restricted: !opts.open, hostfwd: opts.hostfwd, control,
-    sandbox: helperThreadPlan(config, SLIRP_READ_FILES, true),
+    sandbox,
     debug: process.env.BHYVE_DEBUG !== undefined,
   };
   const worker = new Worker(workerUrl, { workerData: data, stdout: false, stderr: false });

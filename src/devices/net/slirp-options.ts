@@ -53,3 +53,20 @@ export function slirpOptionsFromConfig(config: ConfigTree, node: string): { open
   return { open: config.getBool(`${node}.open`, false), hostfwd: hf === undefined ? [] : parseHostFwd(hf) };
 }
 
+
+/** Start-time check of a NIC's slirp keys (the record's validate): rules
+ * that parse, and hostfwd/open only with the slirp backend. */
+export function validateSlirpKeys(config: ConfigTree, node: string, where: string, emul: string): void {
+  const prefix = `${emul} at pci slot ${where}: `;
+  const backend = config.get(`${node}.backend`);
+  if (backend?.trim() === 'slirp') {
+    try {
+      slirpOptionsFromConfig(config, node);
+    } catch (e) {
+      if (e instanceof SlirpConfigError) throw new SlirpConfigError(`${prefix}net backend 'slirp': ${e.message}`);
+      throw e;
+    }
+  } else if (config.get(`${node}.hostfwd`) !== undefined || config.get(`${node}.open`) !== undefined) {
+    throw new SlirpConfigError(`${prefix}hostfwd and open are options of the slirp backend`);
+  }
+}

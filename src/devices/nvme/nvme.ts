@@ -97,6 +97,9 @@ export interface NvmeOptions {
   serial: string;
   eui64: bigint;
   dsm: 'auto' | 'enable' | 'disable';
+  /** Completion queue head doorbells through KVM's coalesced MMIO ring
+   * (no exit each; see doorbellZones). */
+  cqCoalesce?: boolean;
 }
 
 export interface NvmeStats {
@@ -109,6 +112,8 @@ export interface NvmeStats {
   flushes: number;
   deallocates: number;
   errors: number;
+  cqDoorbells: number;
+  cqDoorbellsCoalesced: number;
 }
 
 export class NvmeController extends PciEmulFunction {
@@ -116,7 +121,10 @@ export class NvmeController extends PciEmulFunction {
   readonly sectorSize: number;
   readonly maxQueues: number;
   readonly maxQEntries: number;
-  readonly counts: NvmeStats = { adminCommands: 0, ioCommands: 0, reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, flushes: 0, deallocates: 0, errors: 0 };
+  readonly counts: NvmeStats = {
+    adminCommands: 0, ioCommands: 0, reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, flushes: 0, deallocates: 0, errors: 0,
+    cqDoorbells: 0, cqDoorbellsCoalesced: 0,
+  };
   readonly ctrlData: Uint8Array;
   readonly nsData: Uint8Array;
   private readonly sectBits: number;
@@ -135,6 +143,19 @@ export class NvmeController extends PciEmulFunction {
   private readonly iov: Uint8Array[] = [];
   private readonly cmd = new DataView(new ArrayBuffer(64));
   private readonly cmdBytes = new Uint8Array(this.cmd.buffer);
+  /** Doorbell zones: where BAR 0 decodes, the CQ head doorbells KVM
+   * buffers in its coalesced ring (a driver's head update needs no exit:
+   * the head only matters when a completion is posted, and every exit
+   * replays the ring first), and the CQs whose doorbell must exit again
+   * because an SQ waits for room in them. */
+  private readonly cqCoalesce: boolean;
+  private bar0: number | undefined;
+  private readonly cqZones = new Set<number>();
+  private readonly cqMustExit = new Set<number>();
+  /** Queue processing is not re-entered (a replayed doorbell while it
+   * runs asks for another pass instead). */
+  private busy = false;
+  private rerun = false;
 
   constructor(ctx: DeviceContext, o: NvmeOptions) {
     super('nvme', ctx);
@@ -144,6 +165,7 @@ export class NvmeController extends PciEmulFunction {
     this.maxQueues = o.maxQueues;
     this.maxQEntries = o.maxQEntries;
     this.numSq = this.numCq = o.maxQueues;
+    this.cqCoalesce = o.cqCoalesce ?? false;
     this.deallocate = o.store.canDelete;
     const dsm = o.dsm === 'enable' || (o.dsm === 'auto' && this.deallocate);
     this.nsData = identifyNamespace({ size: o.store.size, sectorSize: o.sectorSize, eui64: o.eui64 });
@@ -160,7 +182,11 @@ export class NvmeController extends PciEmulFunction {
 
     this.cfg.setIdentity({ vendor: NVME_VENDOR, device: NVME_DEVICE, classCode: 0x01, subclass: 0x08, progIf: 0x02 });
     const barSize = Math.max(DOORBELL + 8 * (o.maxQueues + 1), NVME_MMIO_SPACE_MIN);
-    this.allocBar(0, 'mem64', barSize, { read: (off, s) => this.bar0Read(off, s), write: (off, s, v) => this.bar0Write(off, s, v) });
+    this.allocBar(0, 'mem64', barSize, {
+      read: (off, s) => this.bar0Read(off, s),
+      write: (off, s, v) => this.bar0Write(off, s, v),
+      decoded: (base) => this.placeDoorbellZones(base),
+    });
     this.addMsixCap(o.maxQueues + 1, NVME_MSIX_BAR);
     // PCI Express capability, version 2, root complex integrated endpoint.
     const pcie = new Uint8Array(60);
@@ -186,6 +212,43 @@ export class NvmeController extends PciEmulFunction {
     this.aers = [];
     this.aenPosted.clear();
     r.setUint32(CSTS, 0, true);
+    for (const qid of [...this.cqMustExit]) this.setCqZone(qid, true);
+  }
+
+  // ---- coalesced CQ doorbells ----
+
+  private cqDoorbellAddr(qid: number): number {
+    return this.bar0! + DOORBELL + 8 * qid + 4;
+  }
+
+  /** BAR 0 now decodes at `base` (undefined: nowhere): the CQ doorbell
+   * zones move with it. */
+  private placeDoorbellZones(base: number | undefined): void {
+    for (const qid of [...this.cqZones]) this.setCqZone(qid, false);
+    this.bar0 = base;
+    if (base === undefined || !this.cqCoalesce) return;
+    for (let qid = 0; qid <= this.maxQueues; qid++) if (!this.cqMustExit.has(qid)) this.setCqZone(qid, true);
+  }
+
+  private setCqZone(qid: number, on: boolean): void {
+    if (on) this.cqMustExit.delete(qid);
+    if (this.bar0 === undefined || on === this.cqZones.has(qid)) return;
+    if (on) {
+      if (this.cqCoalesce && this.ctx.kvm?.coalesce?.(this.cqDoorbellAddr(qid), 4, true)) this.cqZones.add(qid);
+    } else {
+      this.cqZones.delete(qid);
+      // Removing the zone replays what KVM buffered for it.
+      this.ctx.kvm?.coalesce?.(this.cqDoorbellAddr(qid), 4, false);
+    }
+  }
+
+  /** An SQ waits for room in CQ `qid`: its next head update must reach us
+   * at once, so its doorbell exits again (until the CQ is deleted or the
+   * controller reset). */
+  private cqStalled(qid: number): void {
+    if (!this.cqZones.has(qid)) return;
+    this.cqMustExit.add(qid);
+    this.setCqZone(qid, false);
   }
 
   private bar0Read(off: number, size: number): number {
@@ -266,6 +329,8 @@ export class NvmeController extends PciEmulFunction {
       sq.tail = value;
       this.runSq(qid);
     } else {
+      this.counts.cqDoorbells++;
+      if (this.ctx.kvm?.replayingCoalesced?.()) this.counts.cqDoorbellsCoalesced++;
       const cq = this.cqs[qid];
       if (!cq || qid > this.numCq || value >= cq.size) return;
       cq.head = value;
@@ -280,15 +345,31 @@ export class NvmeController extends PciEmulFunction {
     return (cq.tail + 1) % cq.size === cq.head;
   }
 
-  /** Processes the SQ's new entries while its CQ has room. */
+  /** Processes the SQ's new entries while its CQ has room (and any SQ a
+   * doorbell replayed meanwhile made runnable). */
   private runSq(qid: number): void {
+    if (this.busy) { this.rerun = true; return; }
+    this.busy = true;
+    try {
+      this.processSq(qid);
+      for (let pass = 0; this.rerun && pass < 64; pass++) {
+        this.rerun = false;
+        for (let i = 0; i < this.sqs.length; i++) if (this.sqs[i]) this.processSq(i);
+      }
+    } finally {
+      this.busy = false;
+      this.rerun = false;
+    }
+  }
+
+  private processSq(qid: number): void {
     const sq = this.sqs[qid];
     if (!sq) return;
     const cq = this.cqs[sq.cqid];
     if (!cq) return;
     let posted = false;
     for (let n = 0; sq.head !== sq.tail && n < sq.size; n++) {
-      if (this.cqFull(cq)) break;
+      if (this.cqFull(cq)) { this.cqStalled(sq.cqid); break; }
       const at = sq.base + sq.head * 64;
       this.cmdBytes.set(this.ctx.mem.slice(at, 64));
       sq.head = (sq.head + 1) % sq.size;
@@ -451,6 +532,7 @@ export class NvmeController extends PciEmulFunction {
     if (qid === 0 || qid > this.numCq || !this.cqs[qid]) return SC.INVALID_QUEUE_IDENTIFIER;
     for (let i = 1; i < this.sqs.length; i++) if (this.sqs[i]?.cqid === qid) return SC.INVALID_QUEUE_DELETION;
     this.cqs[qid] = undefined;
+    if (this.cqMustExit.has(qid)) this.setCqZone(qid, true);
     return SC.SUCCESS;
   }
 
@@ -717,7 +799,7 @@ export class NvmeController extends PciEmulFunction {
 
   stats(): Record<string, number> {
     const c = this.interruptCounts;
-    return { 'msi-x messages': c.msix, ...this.counts };
+    return { 'msi-x messages': c.msix, 'cq doorbell zones': this.cqZones.size, ...this.counts };
   }
 }
 
@@ -739,6 +821,7 @@ export function createNvme(ctx: DeviceContext, node: string, where: string): Nvm
   const ioslots = int('ioslots', NVME_IOSLOTS, (n) => n > 0, 'a positive number');
   const sectsz = int('sectsz', 0, () => true, '512, 4096 or 8192');
   const dsmText = t.get(`${node}.dsm`) ?? 'auto';
+  const cqCoalesce = t.getBool(`${node}.cqcoalesce`, true);
   if (dsmText !== 'auto' && dsmText !== 'enable' && dsmText !== 'disable') throw err(`invalid dsm "${dsmText}" (use auto, enable or disable)`);
   const [, slot, func] = where.split(':').map(Number);
   const bus = Number(where.split(':')[0]);
@@ -770,7 +853,7 @@ export function createNvme(ctx: DeviceContext, node: string, where: string): Nvm
   if (sectsz === 512 || sectsz === 4096 || sectsz === 8192) sectorSize = sectsz;
   try {
     return new NvmeController(ctx, {
-      store, sectorSize, maxQueues, maxQEntries, ioslots, serial, dsm: dsmText,
+      store, sectorSize, maxQueues, maxQEntries, ioslots, serial, dsm: dsmText, cqCoalesce,
       eui64: eui64 ?? defaultEui64(t.get('name') ?? '', bus, slot, func, 1),
     });
   } catch (e) {
@@ -805,6 +888,7 @@ export const nvmeDevice: PciDeviceRecord = {
     { key: 'eui64', description: 'nvme namespace EUI-64' },
     { key: 'dsm', default: 'auto', description: 'nvme dataset management support (auto, enable, disable)' },
     { key: 'ram', description: 'nvme RAM-backed namespace size in MiB' },
+    { key: 'cqcoalesce', default: 'true', description: 'nvme completion queue doorbells through KVM\'s coalesced MMIO ring' },
   ],
   bootable: true,
   validate: (c, s) => { if (c.get(`${s.node}.ram`) === undefined) requireBlockPath(c, s.node, s, 'nvme', 'nvme,/path/to/disk.img'); },

@@ -67,6 +67,9 @@ export interface BarHandler {
    * which still takes every write. The device keeps them equal to what
    * read() answers. */
   pages?: RegisterPages;
+  /** Told where the BAR decodes from now on (undefined: nowhere), after
+   * its range is registered or before it is removed. */
+  decoded?(base: number | undefined): void;
 }
 
 interface BarState {
@@ -247,6 +250,7 @@ export abstract class PciEmulFunction extends PciFunctionBase {
       }
       b.registeredAt = base;
       this.barConflict = undefined;
+      b.handler.decoded?.(base);
     } catch (e) {
       this.barConflict = `${name} at 0x${base.toString(16)} not decoded: ${(e as Error).message}`;
     }
@@ -255,6 +259,7 @@ export abstract class PciEmulFunction extends PciFunctionBase {
   private unregisterBar(idx: number): void {
     const b = this.barState[idx];
     if (!b || b.registeredAt === undefined) return;
+    b.handler.decoded?.(undefined);
     if (b.kind === 'io') this.ctx.io.unregisterPorts(b.registeredAt);
     else if (b.handler.unmap) b.handler.unmap();
     else {

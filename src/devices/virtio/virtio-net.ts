@@ -32,6 +32,7 @@ import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
 import { DescriptorChain, type Virtqueue } from './virtqueue.js';
 import { attachNetBackend, type NetPort } from '../net/net-backend.js';
 import { netGenMac, parseMac } from '../net/net-utils.js';
+import { validateSlirpKeys } from '../net/slirp-options.js';
 import type { HostPortLookup } from './host-ports.js';
 import { netbeLegacyConfig } from '../../config/legacy.js';
 import type { PciDeviceRecord } from '../pci-device.js';
@@ -357,6 +358,7 @@ export const virtioNetDevice: PciDeviceRecord = {
     ...VIRTIO_PCI_KEYS,
   ],
   bootable: true,
+  validate: (config, s) => validateSlirpKeys(config, s.node, s.where, 'virtio-net'),
   create: (ctx, s, chipset) => createVirtioPci(ctx, s, chipset, 'virtio-net', PCIC_NETWORK,
     () => createVirtioNet(ctx, s.node, s.slot, s.func)),
 };

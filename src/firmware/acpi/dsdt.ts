@@ -2,6 +2,8 @@
 // need no compiler). Contents follow bhyve's acpi.c, pci_emul.c
 // (pci_write_dsdt), pci_lpc.c, uart/rtc/atkbdc and qemu_fwcfg.c:
 //
+//   \_S3_            Package {1, 0}, with acpi_s3 only: SLP_TYP 1 is S3
+//                    (suspend to RAM), QEMU's value; bhyve has no S3
 //   \_S5_            Package {5, 0}: SLP_TYP 5 is soft-off at PM1a_CNT
 //   \PICM, \_PIC     interrupt model chosen by the OS (0 PIC, 1 APIC)
 //   \_SB.PC00        PCI root (PNP0A08, compatible PNP0A03), _BBN 0, _CRS
@@ -44,6 +46,8 @@ export interface DsdtOptions {
   intx: readonly IntxRoute[];
   /** Emit the PIRQ link devices LNKA-LNKH (needs lpc). */
   pirqLinks: boolean;
+  /** Offer S3 (acpi_s3): \_S3 with SLP_TYP 1, QEMU's value. */
+  s3?: boolean;
 }
 
 /** bhyve's pci_emul.c PCI_EMUL_IOBASE: where PCI I/O BARs start. */
@@ -180,6 +184,7 @@ export function buildDsdtAml(o: DsdtOptions): Uint8Array {
   pc00.push(device('HPET', hid('PNP0103'), name('_UID', int(0)),
     name('_CRS', resourceTemplate(memory32Fixed(ADDRESS_HPET, 0x400)))));
   return concat(
+    ...(o.s3 ? [name('_S3', packageOf(int(1), int(0)))] : []),
     name('_S5', packageOf(int(5), int(0))),
     name('PICM', int(0)),
     method('_PIC', 1, false, store(arg(0), ref('PICM'))),

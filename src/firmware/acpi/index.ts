@@ -53,6 +53,7 @@ export function acpiPlatform(m: BuiltMachine): AcpiPlatform {
     intx: m.intx.filter((r) => r.bus === 0),
     pirqLinks: m.lpc !== undefined,
     numa: m.numa,
+    s3: m.s3 === true,
   };
 }
 

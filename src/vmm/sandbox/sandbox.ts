@@ -14,7 +14,9 @@
 // iothread) inherit them. Node's own helper threads that existed before
 // (V8's platform workers, libuv's pool: 10 of the 13 threads of a 2-vCPU
 // VM) keep their capabilities and are not under Landlock, but are held by
-// the seccomp filter like every thread.
+// the seccomp filter like every thread. (With vcpu.ap_model=pool the APs'
+// KVM_RUN calls run on libuv's pool threads: the ioctl is all they run
+// there; the exits are handled on the sandboxed main thread.)
 //
 // -o security.sandbox=false turns it all off (debugging: strace, gdb, a
 // profiler); -o security.sandbox_log=true keeps Landlock and the filter but

@@ -4,7 +4,9 @@
 // commands with random fields, PRDT entries pointing anywhere (outside
 // guest RAM included) with any length, random slots with and without NCQ,
 // and random writes to the port and HBA registers (COMRESET, ST/FRE
-// toggles, GHC resets). Oracle: nothing escapes the device (harness).
+// toggles, GHC resets). Oracles: nothing escapes the device (harness), and
+// the register page (regpage: what the guest reads without an exit)
+// always holds what a read through the exit path answers.
 import * as fs from 'node:fs';
 import { AhciRig, h2d, type Prd } from '../../unit/ahci-driver.js';
 import type { FuzzInstance, FuzzTarget } from '../harness.js';
@@ -37,7 +39,7 @@ class AhciFuzz implements FuzzInstance {
     this.rig = new AhciRig({
       'pci.0.4.0.port.0.type': 'hd', 'pci.0.4.0.port.0.path': this.images[0],
       'pci.0.4.0.port.1.type': 'cd', 'pci.0.4.0.port.1.path': this.images[1],
-    });
+    }, { registerPages: true });
     this.ports = [this.rig.startPort(0), this.rig.startPort(1)];
     this.bufs = Array.from({ length: 4 }, () => this.rig.alloc(8192));
   }
@@ -73,6 +75,14 @@ class AhciFuzz implements FuzzInstance {
       this.lastOp = `hba reg 0x${reg.toString(16)} = 0x${v.toString(16)}`;
       this.rig.wr(reg, v);
       this.rig.rd(r.below(0x400) & ~3);
+    }
+    // The polled registers of the port just driven, and a few at random.
+    const offs = [0x08, 0x100 + 0x80 * port + P.CI, 0x100 + 0x80 * port + P.SACT, 0x100 + 0x80 * port + P.IS, 0x100 + 0x80 * port + 0x20];
+    for (let i = 0; i < 3; i++) offs.push(r.below(0x400) & ~3);
+    for (const off of offs) {
+      const page = this.rig.pageRd(off);
+      const exit = this.rig.rd(off);
+      if (page !== exit) throw new Error(`register page at ABAR+0x${off.toString(16)} holds 0x${page.toString(16)}, a read answers 0x${exit.toString(16)}`);
     }
   }
 

@@ -4,8 +4,10 @@ import { virtioTarget } from './virtio.js';
 import { PLATFORM_SPECS, platformTarget } from './platform.js';
 import { HOST_CONFIG_TARGETS } from './host-config.js';
 import { CONTROL_SOCKET_TARGET } from './control-socket.js';
+import { GDB_STUB_TARGET } from './gdb-stub.js';
 import { AHCI_TARGET } from './ahci.js';
 import { NVME_TARGET } from './nvme.js';
+import { E1000_TARGET } from './e1000.js';
 import { RFB_TARGET } from './rfb.js';
 import { XHCI_TARGET } from './xhci.js';
 import { VIRTIO_9P_TARGET } from './virtio-9p.js';
@@ -21,6 +23,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   ...PLATFORM_SPECS.map(platformTarget),
   AHCI_TARGET,
   NVME_TARGET,
+  E1000_TARGET,
   RFB_TARGET,
   XHCI_TARGET,
   VIRTIO_9P_TARGET,
@@ -28,6 +31,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   ...HOST_CONFIG_TARGETS,
   DOMAIN_XML_TARGET,
   CONTROL_SOCKET_TARGET,
+  GDB_STUB_TARGET,
 ];
 
 export function targetByName(name: string): FuzzTarget | undefined {

@@ -3,7 +3,10 @@
 // with hostile traffic: admin and I/O commands with random opcodes, CDWs,
 // namespace IDs and PRPs (in RAM, outside it, lists anywhere), doorbells
 // of any queue with any value, and random register writes (CC resets and
-// shutdowns, AQA/ASQ/ACQ). Oracle: nothing escapes the device (harness).
+// shutdowns, AQA/ASQ/ACQ). CQ head doorbells go through a coalesced MMIO
+// ring as with KVM (cqcoalesce): replayed by the next exit, full CQs
+// turning their doorbell back into an exit. Oracle: nothing escapes the
+// device (harness).
 import * as fs from 'node:fs';
 import { Rig } from '../../unit/nvme-driver.js';
 import type { FuzzInstance, FuzzTarget } from '../harness.js';
@@ -23,7 +26,7 @@ class NvmeFuzz implements FuzzInstance {
     this.image = scratchPath(`nvme${seq++}.img`);
     fs.writeFileSync(this.image, '');
     fs.truncateSync(this.image, 4 << 20);
-    this.rig = new Rig({ 'pci.0.5.0.path': this.image });
+    this.rig = new Rig({ 'pci.0.5.0.path': this.image }, { coalescedRing: true });
     this.rig.enable();
     this.rig.ioQueues();
     this.bufs = [this.rig.alloc(8192), this.rig.alloc(8192)];

@@ -246,6 +246,24 @@ function rtcProgram(p: PlatformFuzz): void {
   }
 }
 
+/** bhyve's fwctl: the signature reset, a request (sizes around the header
+ * and FGET_STRSZ, known and unknown operations, node names), the reply. */
+function fwctlProgram(p: PlatformFuzz): void {
+  const r = p.rng;
+  const m = p.m;
+  if (r.chance(0.3)) {
+    m.outp(0x510, 2, r.chance(0.8) ? 0 : r.value(16));
+    for (let i = r.below(6); i > 0; i--) m.inp(0x511, 1);
+  }
+  const names = [0x6e2e7768, 0x00757063, 0x6f6e2e77, 0, r.value(32)]; // "hw.n", "cpu\0", ...
+  const size = r.pick([0, 4, 11, 12, 16, 20, 92, 93, 96, r.value(32)]);
+  m.outp(0x510, 4, size);
+  m.outp(0x510, 4, r.pick([1, 2, 3, 4, 5, 6, r.value(32)]));
+  m.outp(0x510, 4, r.value(32));
+  for (let i = r.below(30); i > 0; i--) m.outp(r.chance(0.9) ? 0x510 : 0x511, 4, r.pick(names));
+  for (let i = r.below(12); i > 0; i--) m.inp(0x511, r.pick([1, 2, 4] as const));
+}
+
 function swap32(v: number): number {
   return (((v & 0xff) << 24) | ((v & 0xff00) << 8) | ((v >>> 8) & 0xff00) | (v >>> 24)) >>> 0;
 }
@@ -328,6 +346,14 @@ export const PLATFORM_SPECS: readonly PlatformSpec[] = [
     config: QEMU,
     focus: /^pm1|^smi_cmd|^reset_reg|^atkbdc|^post|pc-testdev|isa-debug/,
     weights: [70, 10, 5, 5, 5, 0],
+  },
+  {
+    name: 'fwctl',
+    surface: "bhyve's fwctl at 0x510/0x511 (lpc.fwcfg=bhyve with a boot ROM): signature, requests of any size and operation, replies",
+    config: { ...BASE, 'lpc.bootrom': 'ROM' },
+    focus: /^fwctl$/,
+    weights: [40, 5, 1, 1, 1, 50],
+    structured: fwctlProgram,
   },
   {
     name: 'vga',

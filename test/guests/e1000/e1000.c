@@ -172,7 +172,7 @@ static void send_tcp_offload(unsigned len)
 	uint8_t *f = txbuf(d);
 	/* context: ipcss 14, ipcso 24, ipcse 33; tucss 34, tucso 50, tucse 0 */
 	tx[c].addr = (uint64_t)14 | (uint64_t)24 << 8 | (uint64_t)33 << 16 | (uint64_t)34 << 32 | (uint64_t)50 << 40;
-	tx[c].lower = TXD_DEXT | TXC_TCP | TXC_IP;
+	tx[c].lower = TXD_DEXT | TXC_TCP | TXC_IP | TXD_RS;	/* RS: DD comes back here too */
 	tx[c].upper = 0;
 	(void)f;
 	tx[d].addr = (uint64_t)(uintptr_t)txbuf(d);

@@ -15,15 +15,19 @@
  *             FACS it points to, and reads the PM timer at the FADT's
  *             PM_TMR_BLK until it moves.
  *   realmode  drops to real mode and checks the state a BIOS leaves: the
- *             BDA's base memory size, the BIOS timer tick (IRQ 0 from the
- *             PIT through the 8259 at vector 8, counted by the BIOS in the
- *             BDA at 0x46c) waking `sti; hlt`; then raises IRQ 11 with one
- *             4-byte write to pc-testdev's port 0x200b (pins 11-14) and
- *             takes it at vector 0x73 after `sti; hlt`.
- *   fwctl     reads hw.ncpu through bhyve's fwctl (usr.sbin/bhyve/fwctl.c:
- *             signature after a 16-bit write of 0 to 0x510, requests as
- *             32-bit writes to 0x510, replies as 32-bit reads of 0x511)
- *             and prints it.
+ *             BDA's base memory size, IVT entries for int 8 and int 0x1c
+ *             (and that int 0x1c returns), the timer tick (IRQ 0 from the
+ *             PIT through the 8259 at vector 8) waking `sti; hlt`; then
+ *             raises IRQ 11 with one 4-byte write to pc-testdev's port
+ *             0x200b (pins 11-14) and takes it at vector 0x73 after
+ *             `sti; hlt`. Under QEMU, SeaBIOS has left that state.
+ *             "test=realmode,bytewrite" raises IRQ 11 with a byte write:
+ *             QEMU's TCG drops wider writes to that byte-wide region
+ *             (its KVM path splits them, as bhyve does, but QEMU cannot
+ *             deliver interrupts to real mode on kvm_pvm hosts).
+ *   cpuid     prints the vendor string, where KVM's signature leaf is
+ *             ("KVMKVMKVM" at 0x40000000 + 0x100 * n, as Linux looks) and
+ *             whether its feature leaf offers kvmclock and PV EOI.
  *   s3        arms the RTC alarm 2 s ahead, puts the FACS waking vector on
  *             a real-mode stub, and enters S3 (SLP_TYP from \_S3 of the
  *             DSDT is not parsed: 1, bhyve's and QEMU's value) through
@@ -38,7 +42,7 @@
 	.set MB_MAGIC, 0x1BADB002
 	.set MB_FLAGS, 0x00000003	/* page-align modules, memory info */
 	.set COM1, 0x3f8
-	.set RMBASE, 0x7000		/* where the real-mode code runs */
+	.set RMBASE, 0x3000		/* where the real-mode code runs (SeaBIOS uses 0x7000) */
 
 	.text
 	.globl entry
@@ -75,13 +79,20 @@ entry:
 	je	t_acpi
 	mov	$s_realmode, %edi
 	call	prefix
-	je	t_realmode
-	mov	$s_fwctl, %edi
+	jne	1f
+	/* "realmode,bytewrite": raise IRQ 11 with a byte write instead */
+	mov	$s_realmode_bw, %edi
 	call	prefix
-	je	t_fwctl
+	jne	t_realmode
+	movb	$1, rm_bytewrite
+	jmp	t_realmode
+1:
 	mov	$s_s3, %edi
 	call	prefix
 	je	t_s3
+	mov	$s_cpuid, %edi
+	call	prefix
+	je	t_cpuid
 	mov	$s_unknown, %esi
 	jmp	fail
 
@@ -218,71 +229,62 @@ find_fadt:
 	jmp	fail
 3:	ret
 
-/* ---- fwctl (bhyve's fwctl.c protocol) ---- */
-t_fwctl:
-	/* Reset: a 16-bit write of 0 to 0x510, then the signature 'BHYV' in
-	 * four byte reads of 0x511. */
-	mov	$0x510, %dx
-	xor	%eax, %eax
-	out	%ax, %dx
-	mov	$0x511, %dx
-	mov	$s_bhyv, %esi
-	mov	$4, %ecx
-1:	in	%dx, %al
-	cmp	(%esi), %al
-	jne	fw_nosig
-	inc	%esi
-	loop	1b
-	mov	$s_fw_sig, %esi
+/* ---- cpuid ---- */
+t_cpuid:
+	xor	%eax, %eax		/* the vendor string */
+	cpuid
+	mov	%ebx, cpuid_buf
+	mov	%edx, cpuid_buf + 4
+	mov	%ecx, cpuid_buf + 8
+	movb	$0, cpuid_buf + 12
+	mov	$s_cpuid_vendor, %esi
 	call	puts
-	/* Request, 32-bit writes to 0x510: size (with the 12-byte header),
-	 * OP_GET (3), transaction id, the name with its NUL in 4-byte words. */
-	mov	$0x510, %dx
-	mov	$(12 + 8), %eax
-	out	%eax, %dx
-	mov	$3, %eax
-	out	%eax, %dx
-	mov	$0x1234, %eax
-	out	%eax, %dx
-	mov	$0x6e2e7768, %eax	/* "hw.n" */
-	out	%eax, %dx
-	mov	$0x00757063, %eax	/* "cpu\0" */
-	out	%eax, %dx
-	/* Reply, 32-bit reads of 0x511: size, type, txid, error, then the
-	 * value's length as a 64-bit size_t and the 4-byte int itself. */
-	mov	$0x511, %dx
-	in	%dx, %eax
-	cmp	$28, %eax
-	jne	fw_bad
-	in	%dx, %eax
-	cmp	$3, %eax
-	jne	fw_bad
-	in	%dx, %eax
-	cmp	$0x1234, %eax
-	jne	fw_bad
-	in	%dx, %eax		/* error */
-	test	%eax, %eax
-	jne	fw_bad
-	in	%dx, %eax		/* length, low */
-	cmp	$4, %eax
-	jne	fw_bad
-	in	%dx, %eax		/* length, high */
-	test	%eax, %eax
-	jne	fw_bad
-	in	%dx, %eax
-	push	%eax
-	mov	$s_fw_ncpu, %esi
+	mov	$cpuid_buf, %esi
 	call	puts
-	pop	%eax
-	call	putdec
 	call	newline
+	/* KVM's signature at 0x40000000 + 0x100 * n, as Linux looks for it */
+	mov	$0x40000000, %edi
+1:	mov	%edi, %eax
+	cpuid
+	cmp	$0x4b4d564b, %ebx	/* "KVMK" */
+	jne	2f
+	cmp	$0x564b4d56, %ecx	/* "VMKV" */
+	jne	2f
+	cmp	$0x4d, %edx		/* "M" */
+	je	3f
+2:	add	$0x100, %edi
+	cmp	$0x40010000, %edi
+	jb	1b
+	mov	$s_cpuid_nokvm, %esi
+	call	puts
 	jmp	pass
-fw_nosig:
-	mov	$s_fw_nosig, %esi
-	jmp	fail
-fw_bad:
-	mov	$s_fw_bad, %esi
-	jmp	fail
+3:	mov	$s_cpuid_kvm, %esi
+	call	puts
+	mov	%edi, %eax
+	call	puthex
+	call	newline
+	lea	1(%edi), %eax
+	cpuid
+	mov	%eax, %ebx
+	mov	$s_cpuid_clock, %esi
+	call	puts
+	mov	%ebx, %eax
+	shr	$3, %eax		/* KVM_FEATURE_CLOCKSOURCE2 */
+	call	yesno
+	mov	$s_cpuid_eoi, %esi
+	call	puts
+	mov	%ebx, %eax
+	shr	$6, %eax		/* KVM_FEATURE_PV_EOI */
+	call	yesno
+	jmp	pass
+
+/* yesno: "yes\n" when bit 0 of %eax is set, else "no\n" */
+yesno:
+	mov	$s_yes, %esi
+	test	$1, %al
+	jnz	1f
+	mov	$s_no, %esi
+1:	jmp	puts
 
 /* ---- real mode ---- */
 	.set GDT16_CS, 0x08
@@ -295,6 +297,8 @@ t_realmode:
 	mov	$(rm_end - rm_start), %ecx
 	cld
 	rep movsb
+	mov	rm_bytewrite, %al
+	mov	%al, RM(rm_bytewrite_flag)
 	lgdt	gdt16_desc
 	ljmp	$GDT16_CS, $RM(rm_pm16)
 
@@ -302,13 +306,14 @@ t_realmode:
 t_s3:
 	call	find_rsdp
 	call	find_fadt
+	mov	%ebx, %ebp		/* the FADT */
 	mov	36(%ebx), %edi		/* FACS */
 	cmpl	$0x53434146, (%edi)
 	je	1f
 	mov	$s_acpi_nofacs, %esi
 	jmp	fail
 1:	movl	$RM(rm_wake), 12(%edi)	/* FirmwareWakingVector */
-	mov	64(%ebx), %edx		/* PM1a_CNT_BLK */
+	mov	64(%ebp), %edx		/* PM1a_CNT_BLK */
 	push	%edx
 	mov	$rm_start, %esi		/* the waking code, below 1 MiB */
 	mov	$RMBASE, %edi
@@ -346,7 +351,7 @@ t_s3:
 	out	%al, $0x70
 	in	$0x71, %al
 	/* PM1 enables: RTC_EN (bit 10) so the alarm wakes the machine. */
-	mov	56(%ebx), %edx		/* PM1a_EVT_BLK */
+	mov	56(%ebp), %edx		/* PM1a_EVT_BLK */
 	add	$2, %edx		/* PM1a_EN */
 	mov	$0x0400, %ax
 	out	%ax, %dx
@@ -358,7 +363,7 @@ t_s3:
 	or	$((1 << 10) | (1 << 13)), %ax	/* SLP_TYP 1, SLP_EN */
 	wbinvd
 	out	%ax, %dx
-	mov	$10000000, %ecx
+	mov	$200000, %ecx		/* a sleeping CPU never gets here */
 2:	loop	2b
 	mov	$s_s3_nosleep, %esi
 	jmp	fail
@@ -505,7 +510,7 @@ rm_main:
 	mov	%ax, %ds
 	mov	%ax, %es
 	mov	%ax, %ss
-	mov	$RMBASE, %sp
+	mov	$RMBASE, %esp		/* all of it: BIOS code may use ESP */
 	lidt	RM(rm_ivt)
 	/* The BDA: base memory size (KiB) at 0x413. */
 	mov	0x413, %ax
@@ -515,13 +520,22 @@ rm_main:
 	ja	rm_fail_bda
 	mov	$RM(s_rm_bda), %si
 	call	rm_puts
-	/* The BIOS timer: the tick count at 0x46c moves while we halt. */
-	mov	0x46c, %ebx
+	/* The IVT a BIOS leaves: the timer (8) and user tick (0x1c)
+	 * vectors point somewhere; int $0x1c returns. */
+	cmpl	$0, 0x08 * 4
+	je	rm_fail_ivt
+	cmpl	$0, 0x1c * 4
+	je	rm_fail_ivt
+	int	$0x1c
+	/* The timer tick: IRQ 0 from the PIT through the 8259 at vector 8
+	 * (our handler counts it), waking `sti; hlt`. */
+	movw	$RM(rm_irq0), 0x08 * 4
+	movw	$0, 0x08 * 4 + 2
 	mov	$40, %cx
 1:	sti
 	hlt
 	cli
-	cmp	0x46c, %ebx
+	cmpb	$0, RM(rm_irq0_count)
 	jne	2f
 	loop	1b
 	mov	$RM(s_rm_notick), %si
@@ -540,7 +554,12 @@ rm_main:
 	out	%al, $0x21
 	mov	$0x200b, %dx		/* pins 11, 12, 13, 14 = 1, 0, 0, 0 */
 	mov	$1, %eax
+	cmpb	$0, RM(rm_bytewrite_flag)
+	jne	7f
 	out	%eax, %dx
+	jmp	8f
+7:	out	%al, %dx
+8:
 	mov	$40, %cx
 3:	sti
 	hlt
@@ -557,6 +576,14 @@ rm_main:
 5:	hlt
 	jmp	5b
 
+rm_irq0:
+	push	%ax
+	mov	$0x20, %al
+	out	%al, $0x20
+	incb	%cs:RM(rm_irq0_count)
+	pop	%ax
+	iret
+
 rm_irq11:
 	push	%ax
 	push	%dx
@@ -571,6 +598,9 @@ rm_irq11:
 	pop	%ax
 	iret
 
+rm_fail_ivt:
+	mov	$RM(s_rm_noivt), %si
+	jmp	rm_fail
 rm_fail_bda:
 	mov	$RM(s_rm_nobda), %si
 rm_fail:
@@ -611,12 +641,15 @@ rm_puts:
 	.balign	4
 rm_ivt:	.word	0x3ff
 	.long	0
+rm_irq0_count:	.byte	0
+rm_bytewrite_flag:	.byte	0
 rm_irq11_count:	.byte	0
 s_rm_bda:	.asciz	"realmode: BDA base memory size ok\n"
 s_rm_nobda:	.asciz	"realmode: BDA base memory size (0x413) is not 512-640 KiB\n"
-s_rm_tick:	.asciz	"realmode: BIOS timer tick woke sti;hlt\n"
-s_rm_notick:	.asciz	"realmode: no BIOS timer tick in 40 halts\n"
-s_rm_irq:	.asciz	"realmode: IRQ 11 raised by a 4-byte write taken at vector 0x73\n"
+s_rm_noivt:	.asciz	"realmode: no BIOS vectors for int 8 / int 0x1c\n"
+s_rm_tick:	.asciz	"realmode: the PIT tick (IRQ 0 at vector 8) woke sti;hlt\n"
+s_rm_notick:	.asciz	"realmode: no timer tick at vector 8 in 40 halts\n"
+s_rm_irq:	.asciz	"realmode: IRQ 11 from pc-testdev taken at vector 0x73\n"
 s_rm_noirq:	.asciz	"realmode: IRQ 11 not taken at vector 0x73\n"
 s_rm_fail:	.asciz	"FAIL: "
 s_s3_resumed:	.asciz	"s3: resumed at the waking vector\n"
@@ -636,9 +669,17 @@ s_testeq:	.asciz	"test="
 s_uip:		.asciz	"uip"
 s_acpi:		.asciz	"acpi"
 s_realmode:	.asciz	"realmode"
-s_fwctl:	.asciz	"fwctl"
+s_realmode_bw:	.asciz	"realmode,bytewrite"
 s_s3:		.asciz	"s3"
 s_unknown:	.asciz	"unknown test\n"
+s_cpuid:	.asciz	"cpuid"
+s_cpuid_vendor:	.asciz	"cpuid: vendor "
+s_cpuid_nokvm:	.asciz	"cpuid: no KVM signature\n"
+s_cpuid_kvm:	.asciz	"cpuid: KVM signature at "
+s_cpuid_clock:	.asciz	"cpuid: kvmclock "
+s_cpuid_eoi:	.asciz	"cpuid: pv_eoi "
+s_yes:		.asciz	"yes\n"
+s_no:		.asciz	"no\n"
 s_loaded:	.asciz	"mbelf-legacy: loaded, entry "
 s_fail:		.asciz	"FAIL: "
 s_uip_ok:	.asciz	"uip: rising edge seen, the seconds moved when it fell\n"
@@ -655,17 +696,14 @@ s_acpi_notmr:	.asciz	"acpi: no PM_TMR_BLK\n"
 s_acpi_tmr:	.asciz	"acpi: PM timer advances\n"
 s_acpi_tmrstuck:.asciz	"acpi: PM timer does not move\n"
 s_acpi_tmrones:	.asciz	"acpi: PM timer reads all-ones\n"
-s_bhyv:		.ascii	"BHYV"
-s_fw_sig:	.asciz	"fwctl: signature BHYV\n"
-s_fw_nosig:	.asciz	"fwctl: no BHYV signature at port 0x511\n"
-s_fw_bad:	.asciz	"fwctl: bad reply to OP_GET hw.ncpu\n"
-s_fw_ncpu:	.asciz	"fwctl: hw.ncpu = "
 s_s3_enter:	.asciz	"s3: entering S3\n"
 s_s3_nosleep:	.asciz	"s3: still running after SLP_EN\n"
 
 	.data
 	.balign	4
 mbi:	.long	0
+cpuid_buf:	.space	16
+rm_bytewrite:	.byte	0
 
 	.bss
 	.balign	16

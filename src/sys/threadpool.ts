@@ -1,0 +1,61 @@
+// libuv's threadpool, seen from the kernel: the thread ids of its threads.
+// A call made with koffi's .async runs on whichever pool thread is free, so
+// a KVM_RUN issued that way (vmm/ap-pool.ts) can only be interrupted by
+// signalling every pool thread. libuv starts all of its threads on first
+// use and keeps them, so they are found once: as many blocking reads of one
+// eventfd as the pool may have threads are queued, each parks a thread in
+// read(2), and /proc/self/task/<tid>/syscall names the threads blocked
+// reading that fd. One write then releases them all.
+
+import fs from 'node:fs';
+import { closeFd, EFD_CLOEXEC, EFD_SEMAPHORE, eventfd, eventfdWrite } from './eventfd.js';
+import { libcFunc } from './libc.js';
+
+const readFn = libcFunc('int64_t read(int fd, _Out_ uint8_t *buf, size_t count)');
+const SYS_READ = 0; // x86_64
+const SETTLE_MS = 30;
+const GIVE_UP_MS = 2000;
+
+/** The pool's size as libuv read it (bin/bhyve sets it before first use). */
+export function threadpoolSize(): number {
+  const n = Number(process.env.UV_THREADPOOL_SIZE);
+  return Number.isInteger(n) && n > 0 ? Math.min(n, 1024) : 4;
+}
+
+/** Thread ids of libuv's pool threads. Call while nothing else keeps them
+ * busy (before the backends start): a thread busy elsewhere is not found
+ * until it is free, and the search ends once the count has stopped
+ * growing for SETTLE_MS. */
+export async function findPoolThreads(size = threadpoolSize()): Promise<number[]> {
+  const efd = eventfd(0, EFD_CLOEXEC | EFD_SEMAPHORE);
+  const bufs = Array.from({ length: size }, () => new Uint8Array(8));
+  const reads = bufs.map((b) => new Promise<void>((resolve) => readFn.async(efd, b, 8, () => resolve())));
+  let tids: number[] = [];
+  try {
+    const start = Date.now();
+    let lastGrowth = start;
+    while (tids.length < size && Date.now() - start < GIVE_UP_MS) {
+      await new Promise((r) => setTimeout(r, 2));
+      const now = readersOf(efd);
+      if (now.length > tids.length) { tids = now; lastGrowth = Date.now(); }
+      else if (tids.length > 0 && Date.now() - lastGrowth > SETTLE_MS) break;
+    }
+  } finally {
+    eventfdWrite(efd, size);
+    await Promise.all(reads);
+    closeFd(efd);
+  }
+  return tids;
+}
+
+/** Threads of this process blocked in read(fd). */
+function readersOf(fd: number): number[] {
+  const want = `${SYS_READ} 0x${fd.toString(16)} `;
+  const out: number[] = [];
+  for (const t of fs.readdirSync('/proc/self/task')) {
+    try {
+      if (fs.readFileSync(`/proc/self/task/${t}/syscall`, 'latin1').startsWith(want)) out.push(Number(t));
+    } catch { /* the thread ended */ }
+  }
+  return out;
+}
