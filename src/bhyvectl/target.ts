@@ -38,6 +38,8 @@ export interface VmTarget {
   injectNmi(cpu: number): Promise<void>;
   forceReset(): Promise<void>;
   forcePoweroff(): Promise<void>;
+  /** Wakes the guest from ACPI S3; fails with one line when it is not asleep. */
+  wakeup(): Promise<void>;
 }
 
 /** Opens VM `name`; FreeBSD's wording when there is none. */
@@ -93,6 +95,11 @@ export class RunningTarget implements VmTarget {
   async injectNmi(cpu: number): Promise<void> { await this.ask('inject-nmi', { cpu }); }
   async forceReset(): Promise<void> { await this.ask('force-reset'); }
   async forcePoweroff(): Promise<void> { await this.ask('force-poweroff'); }
+  async wakeup(): Promise<void> {
+    if (!(await this.ask('wakeup') as { woke: boolean }).woke) {
+      throw new BhyvectlError(`VM '${this.name}': the guest is not suspended (ACPI S3); nothing to wake`);
+    }
+  }
 }
 
 /** vCPU state at power-on (Intel SDM vol. 3 table 9-1), as KVM creates it. */
@@ -249,6 +256,7 @@ export class IdleTarget implements VmTarget {
   async injectNmi(): Promise<void> { throw this.notRunning('--inject-nmi'); }
   async forceReset(): Promise<void> { throw this.notRunning('--force-reset'); }
   async forcePoweroff(): Promise<void> { throw this.notRunning('--force-poweroff'); }
+  async wakeup(): Promise<void> { throw this.notRunning('--wakeup'); }
 }
 
 export { CONTROL_REGS, DEBUG_REGS, SEGMENT_REGS };

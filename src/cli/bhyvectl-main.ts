@@ -186,7 +186,7 @@ export async function bhyvectlMain(argv: readonly string[]): Promise<number> {
     const descs = DESC_ORDER.filter((d) => all || on(`get-desc-${d}`)) as DescName[];
     const sels = SELECTOR_ORDER.filter((s) => all || on(`get-${s}`)) as SelectorName[];
     const needsTarget = !isEmptyUpdate(update) || regs.length || descs.length || sels.length || all
-      || ['inject-nmi', 'get-memseg', 'get-memmap', 'get-active-cpus', 'get-stats', 'get-cpu-topology', 'force-reset', 'force-poweroff']
+      || ['inject-nmi', 'get-memseg', 'get-memmap', 'get-active-cpus', 'get-stats', 'get-cpu-topology', 'force-reset', 'force-poweroff', 'wakeup']
         .some(on);
     let target: VmTarget | undefined;
     if (needsTarget) target = await targetFor(obj);
@@ -216,6 +216,7 @@ export async function bhyvectlMain(argv: readonly string[]): Promise<number> {
         throw new BhyvectlError(`cannot write ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
       }
     }
+    if (target && on('wakeup')) await target.wakeup();
     if (target && on('force-reset')) await target.forceReset();
     if (target && on('force-poweroff')) await target.forcePoweroff();
 

@@ -17,6 +17,7 @@ add('destroy', 'destroy the virtual machine');
 add('run', 'run the vCPU once and print why it exited');
 add('force-reset', 'force the virtual machine to reset');
 add('force-poweroff', 'force the virtual machine to power off');
+add('wakeup', 'wake the guest from ACPI S3 as the power button would');
 add('checkpoint', 'save a snapshot of the running virtual machine to a file', 'file');
 add('suspend', 'save a snapshot to a file and stop the virtual machine', 'file');
 // Memory

@@ -56,6 +56,9 @@ export function controlHandlers(c: ControlContext): ControlHandlers {
     'get-cpu-topology': () => ({ cpus: n, ...c.machine.topo }),
     'force-reset': () => { c.finish({ kind: 'reset', why: 'bhyvectl --force-reset' }); return null; },
     'force-poweroff': () => { c.finish({ kind: 'poweroff', why: 'bhyvectl --force-poweroff' }); return null; },
+    // The PM device runs on vCPU 0's thread: it checks and wakes in one step
+    // there, so the answer (woke or not asleep) cannot race a wake of its own.
+    'wakeup': async () => ({ woke: await c.requester.request(0, { op: 'wakeup' }) === true }),
   };
 }
 

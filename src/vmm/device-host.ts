@@ -27,6 +27,7 @@ import { anonymousMapping, type Mapping } from '../sys/libc.js';
 import type { DeviceHostData } from './vcpu-thread-data.js';
 import type { Doorbell } from '../sys/doorbell.js';
 import { hostPortLookup } from '../devices/virtio/host-ports.js';
+import { PM1_PWRBTN_STS } from '../devices/lpc/pm.js';
 
 export class DeviceHost {
   readonly bus = new LocalIoBus();
@@ -116,6 +117,15 @@ export class DeviceHost {
     }
     if (requests & DEVICE_REQUEST.TIMERS) this.timers.runExpired();
     if (requests & DEVICE_REQUEST.POLL) for (const dev of this.devices) dev.poll?.();
+  }
+
+  /** bhyvectl --wakeup (QEMU's system_wakeup): wakes the guest from S3 as
+   * QEMU does, with PWRBTN_STS and WAK_STS. False when it is not asleep. */
+  wakeup(): boolean {
+    const pm = this.platform?.pm;
+    if (!pm?.sleeping) return false;
+    pm.wakeEvent(PM1_PWRBTN_STS);
+    return true;
   }
 
   /** Every device's counters (Device.stats), by device name. */

@@ -17,19 +17,26 @@ export type VcpuRequestBody =
   | { op: 'set-guest-debug'; control: number; debugregs?: string[] }
   | { op: 'exit-counts' }
   /** vCPU 0 only (it runs the devices): DeviceHost.deviceStats(). */
-  | { op: 'device-stats' };
+  | { op: 'device-stats' }
+  /** vCPU 0 only: DeviceHost.wakeup(), true when the guest was in S3. */
+  | { op: 'wakeup' };
 
 type Envelope = { seq: number; body: VcpuRequestBody };
 type Reply = { seq: number; ok: true; result: unknown } | { seq: number; ok: false; error: string };
 
+/** What vCPU 0's thread answers for its devices (DeviceHost). */
+export interface DeviceRequests {
+  deviceStats(): Record<string, Record<string, number>>;
+  wakeup(): boolean;
+}
+
 /** vCPU-thread side: serves every request waiting on `port`. */
-export function serveVcpuRequests(port: MessagePort, vcpu: Vcpu, exitCounts: Float64Array,
-  deviceStats?: () => Record<string, Record<string, number>>): void {
+export function serveVcpuRequests(port: MessagePort, vcpu: Vcpu, exitCounts: Float64Array, devices?: DeviceRequests): void {
   for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) {
     const { seq, body } = m.message as Envelope;
     let reply: Reply;
     try {
-      reply = { seq, ok: true, result: perform(body, vcpu, exitCounts, deviceStats) };
+      reply = { seq, ok: true, result: perform(body, vcpu, exitCounts, devices) };
     } catch (e) {
       reply = { seq, ok: false, error: (e as Error).message };
     }
@@ -47,8 +54,7 @@ export function checkRunState(vcpu: Vcpu, control: VcpuControl, id: number): voi
   control.setState(id, state);
 }
 
-function perform(body: VcpuRequestBody, vcpu: Vcpu, exitCounts: Float64Array,
-  deviceStats?: () => Record<string, Record<string, number>>): unknown {
+function perform(body: VcpuRequestBody, vcpu: Vcpu, exitCounts: Float64Array, devices?: DeviceRequests): unknown {
   switch (body.op) {
     case 'get-state': return readVcpuState(vcpu);
     case 'set-state': applyVcpuState(vcpu, body.update); return readVcpuState(vcpu);
@@ -59,7 +65,8 @@ function perform(body: VcpuRequestBody, vcpu: Vcpu, exitCounts: Float64Array,
       exitCounts.forEach((n, reason) => { if (n) out[EXIT_NAMES[reason] ?? `EXIT_${reason}`] = n; });
       return out;
     }
-    case 'device-stats': return deviceStats?.() ?? {};
+    case 'device-stats': return devices?.deviceStats() ?? {};
+    case 'wakeup': return devices?.wakeup() ?? false;
   }
 }
 

@@ -90,7 +90,7 @@ function onKick(): void {
   // Device requests are for vCPU 0 alone: other vCPUs must not take them.
   if (host) host.serve(doorbell.take());
   const requests = control.takeRequests(d.id);
-  if (requests & VCPU_REQUEST.MESSAGES) serveVcpuRequests(d.requestPort, vcpu, counters.counts, host && (() => host.deviceStats()));
+  if (requests & VCPU_REQUEST.MESSAGES) serveVcpuRequests(d.requestPort, vcpu, counters.counts, host);
   if (requests & VCPU_REQUEST.CHECK_STATE) checkRunState(vcpu, control, d.id);
 }
 

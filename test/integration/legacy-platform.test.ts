@@ -136,6 +136,55 @@ describe.skipIf(skipWhy !== undefined)(`the legacy PC platform on bhyve${skipWhy
     expect(off.status).toBe(5);
   });
 
+  it('bhyvectl --wakeup wakes a guest in S3 with no RTC alarm armed; it resumes at its waking vector', async () => {
+    const vm = `legacy${process.pid}-${seq++}`;
+    const load = await tool(BHYVELOAD, ['-m', '64M', '-h', host, '-e', 'kernel=/boot/legacy', '-e', 'cmdline=test=s3,noalarm', vm], 30_000);
+    expect(load.status).toBe(0);
+    const child = execa(BHYVE, ['-c', '1', '-m', '64M', '-s', '0,hostbridge', '-s', '31,lpc', '-l', 'com1,stdio', '-l', 'pc-testdev',
+      '-o', 'x86.require_ept_rvi=false', '-o', 'acpi_s3=true', vm], {
+      reject: false, env: { BHYVE_RUNDIR: rundir, BHYVE_DEBUG: '' }, stdin: 'ignore', timeout: 90_000, stripFinalNewline: false,
+    });
+    try {
+      let out = '';
+      child.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
+      for (let i = 0; i < 600 && !out.includes('s3: entering S3\n'); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(out).toBe('s3: entering S3\n');
+      // Asleep with nothing armed, it stays asleep.
+      await new Promise((r) => setTimeout(r, 3000));
+      expect(child.exitCode).toBeNull();
+      expect(out).toBe('s3: entering S3\n');
+      const ctl = await tool(BHYVECTL, [`--vm=${vm}`, '--wakeup'], 30_000);
+      expect(ctl.lines).toEqual([]);
+      expect(ctl.status).toBe(0);
+      const r = await child;
+      expect(String(r.stdout)).toBe('s3: entering S3\ns3: resumed at the waking vector\n');
+      expect(r.exitCode).toBe(33);
+    } finally {
+      child.kill('SIGKILL');
+      await child;
+      await tool(BHYVECTL, ['--destroy', `--vm=${vm}`], 30_000);
+    }
+  });
+
+  it('bhyvectl --wakeup on a running guest that is not in S3: one line, status 1, the guest runs on', async () => {
+    const name = vmName('wakeup');
+    const child = runBhyve(bhyveArgs(rom('powerbutton'), name, { extra: ['-o', 'acpi_s3=true'] }), { input: undefined });
+    let out = '';
+    child.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
+    for (let i = 0; i < 600 && !out.includes('acpi on'); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(out).toBe('acpi on\r\n');
+    const ctl = await execa(BHYVECTL, [`--vm=${name}`, '--wakeup'], {
+      reject: false, env: { BHYVE_RUNDIR: path.join(ROOT, 'build', 'run'), BHYVE_DEBUG: '' }, stdin: 'ignore', timeout: 30_000,
+    });
+    expect(String(ctl.stderr).split('\n').filter((l) => l !== '')).toEqual([`bhyvectl: VM '${name}': the guest is not suspended (ACPI S3); nothing to wake`]);
+    expect(ctl.exitCode).toBe(1);
+    // The guest was not touched: the power button still reaches it.
+    child.kill('SIGTERM');
+    const r = await child;
+    expect(String(r.stdout)).toBe('acpi on\r\npower button\r\n');
+    expect(r.exitCode).toBe(1);
+  });
+
   it('the default platform gives the same ACPI view', async () => {
     const r = await onBhyve('test=acpi');
     expect(r.stdout).toBe(ACPI_OUT);

@@ -32,6 +32,8 @@
  *             a real-mode stub, and enters S3 (SLP_TYP from \_S3 of the
  *             DSDT is not parsed: 1, bhyve's and QEMU's value) through
  *             PM1a_CNT; the stub prints "s3: resumed" and exits.
+ *             "test=s3,noalarm" arms no alarm and leaves RTC_EN clear:
+ *             only the power button (or bhyvectl --wakeup) wakes it.
  *
  * Each check prints "NAME: ..." lines and ends by writing 0x10 to port 0xf4
  * (exit status 33); a failure prints "FAIL: ..." and writes 2 (status 5).
@@ -86,6 +88,12 @@ entry:
 	jne	t_realmode
 	movb	$1, rm_bytewrite
 	jmp	t_realmode
+1:
+	mov	$s_s3_noalarm, %edi
+	call	prefix
+	jne	1f
+	movb	$1, s3_noalarm
+	jmp	t_s3
 1:
 	mov	$s_s3, %edi
 	call	prefix
@@ -320,6 +328,8 @@ t_s3:
 	mov	$(rm_end - rm_start), %ecx
 	cld
 	rep movsb
+	cmpb	$0, s3_noalarm
+	jne	3f
 	/* RTC alarm two seconds ahead: BCD seconds, any minute and hour. */
 	mov	$0x0b, %al
 	out	%al, $0x70
@@ -355,7 +365,7 @@ t_s3:
 	add	$2, %edx		/* PM1a_EN */
 	mov	$0x0400, %ax
 	out	%ax, %dx
-	mov	$s_s3_enter, %esi
+3:	mov	$s_s3_enter, %esi
 	call	puts
 	pop	%edx
 	in	%dx, %ax
@@ -671,6 +681,7 @@ s_acpi:		.asciz	"acpi"
 s_realmode:	.asciz	"realmode"
 s_realmode_bw:	.asciz	"realmode,bytewrite"
 s_s3:		.asciz	"s3"
+s_s3_noalarm:	.asciz	"s3,noalarm"
 s_unknown:	.asciz	"unknown test\n"
 s_cpuid:	.asciz	"cpuid"
 s_cpuid_vendor:	.asciz	"cpuid: vendor "
@@ -703,6 +714,7 @@ s_s3_nosleep:	.asciz	"s3: still running after SLP_EN\n"
 	.balign	4
 mbi:	.long	0
 cpuid_buf:	.space	16
+s3_noalarm:	.byte	0
 rm_bytewrite:	.byte	0
 
 	.bss
