@@ -136,7 +136,7 @@ class ControlFuzz implements FuzzInstance {
       case 4: case 5: case 6: return JSON.stringify({ version: 1, op: 'set-state', cpu: r.chance(0.9) ? r.below(2) : this.value(), update: this.update() });
       case 7: return `{"version":1,"op":"info","pad":"${'x'.repeat(r.pick([10, 1000, 70_000]))}"}`;
       case 8: return JSON.stringify({ version: 1, op: r.pick(['force-reset', 'force-poweroff']) });
-      default: return JSON.stringify({ version: 1, op: r.pick(['info', 'get-memmap', 'get-active-cpus', 'get-cpu-topology', 'get-state', 'get-stats']), cpu: r.below(3) });
+      default: return JSON.stringify({ version: 1, op: r.pick(['info', 'get-memmap', 'get-active-cpus', 'get-cpu-topology', 'get-state', 'get-stats', 'wakeup']), cpu: r.below(3) });
     }
   }
 
