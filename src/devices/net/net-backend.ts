@@ -16,14 +16,10 @@
 // As in bhyve, the device thread reads and writes the tap itself: frames go
 // from read(2) straight on into the guest's receive buffers, no hand-off
 // through another thread. The main thread only wakes it:
-//   main thread   openNetBackend(): opens the tap (non-blocking). While the
-//                 device thread has read the tap dry and said so (ARMED),
-//                 it waits for the tap to become readable with poll(2) on
-//                 libuv's threadpool (koffi async, 250 ms timeout so that
-//                 close() is prompt), then disarms and kicks the device
-//                 thread once. Level-triggered poll after arming: a frame
-//                 that arrived between the empty read and the arming is
-//                 seen at once.
+//   main thread   openNetBackend(): opens the tap (non-blocking) and waits
+//                 for frames with the fd waker (../fd-waker.ts), which
+//                 kicks the device thread once the tap is readable after
+//                 it read it dry.
 //   device thread attachNetBackend(transfer): a NetPort. peek() reads the
 //                 next frame into a buffer (or returns the one a previous
 //                 peek read and nobody consumed: the guest had no buffers
@@ -36,18 +32,13 @@
 import { UserError } from '../../user-error.js';
 import * as fs from 'node:fs';
 import type { ConfigTree } from '../../config/tree.js';
-import { openTap, pollReadable, readFd, TapError } from '../../sys/tap.js';
+import { openTap, readFd, TapError } from '../../sys/tap.js';
+import { armFdWaker, startFdWaker } from '../fd-waker.js';
 import { openSlirpBackend, SlirpConfigError } from './slirp-backend.js';
 
 /** Largest frame read from a tap (its MTU may be up to 65535). */
 const TAP_READ_BYTES = 65536 + 64;
-const POLL_TIMEOUT_MS = 250;
 const EAGAIN = 11;
-
-// Words of the waker's SharedArrayBuffer.
-/** 1: the device thread found the tap empty and wants a kick when it is not. */
-const ARMED = 0;
-const WAKER_WORDS = 2;
 
 /** Everything the device thread needs (structured-cloneable). */
 export interface NetBackendTransfer {
@@ -57,7 +48,7 @@ export interface NetBackendTransfer {
   fd: number;
   /** The interface name, for diagnostics. */
   ifname: string;
-  /** The waker's flags (ARMED), shared with the main thread. */
+  /** The fd waker's flags (fd-waker.ts), shared with the main thread. */
   wake: SharedArrayBuffer;
 }
 
@@ -148,43 +139,8 @@ export async function openNetBackend(config: ConfigTree, node: string, kick: () 
  * fd that returns one frame per read); it owns the fd from now on.
  * Exported for tests and benchmarks. */
 export function startTapWaker(fd: number, ifname: string, kick: () => void, kind: NetBackendTransfer['kind'] = 'tap'): NetBackendHost {
-  const sab = new SharedArrayBuffer(WAKER_WORDS * 4);
-  const ctl = new Int32Array(sab);
-  // Until the device thread has read anything, a frame should wake it.
-  Atomics.store(ctl, ARMED, 1);
-  let closed = false;
-  let wakeClosed: () => void = () => undefined;
-  const closing = new Promise<void>((r) => { wakeClosed = r; });
-
-  const loop = (async (): Promise<void> => {
-    while (!closed) {
-      if (Atomics.load(ctl, ARMED) === 0) {
-        const w = Atomics.waitAsync(ctl, ARMED, 0, 1000);
-        if (w.async) await Promise.race([w.value, closing]);
-        continue;
-      }
-      const r = await pollReadable(fd, POLL_TIMEOUT_MS);
-      if (closed) break;
-      if (r === 'readable') {
-        Atomics.store(ctl, ARMED, 0);
-        kick();
-      } else if (r === 'error') {
-        // The interface went away or is down: look again later.
-        await new Promise((res) => setTimeout(res, 100));
-      }
-    }
-  })();
-
-  return {
-    transfer: { kind, fd, ifname, wake: sab },
-    async close(): Promise<void> {
-      if (closed) return;
-      closed = true;
-      wakeClosed();
-      await loop.catch(() => undefined);
-      try { fs.closeSync(fd); } catch { /* already closed */ }
-    },
-  };
+  const waker = startFdWaker(fd, kick);
+  return { transfer: { kind, fd, ifname, wake: waker.wake }, close: () => waker.close() };
 }
 
 /** The device thread's NetPort for a transfer. */
@@ -195,12 +151,7 @@ export function attachNetBackend(t: NetBackendTransfer): NetPort & { readonly tx
   let pending: Uint8Array | null = null;
   let txErrors = 0;
   let rxErrors = 0;
-  const arm = (): void => {
-    if (Atomics.load(ctl, ARMED) === 0) {
-      Atomics.store(ctl, ARMED, 1);
-      Atomics.notify(ctl, ARMED);
-    }
-  };
+  const arm = (): void => armFdWaker(ctl);
   return {
     peek(): Uint8Array | null {
       if (pending !== null) return pending;

@@ -3,10 +3,9 @@
 // (net-backend.ts):
 //   main thread   openInputBackend(): opens the device O_RDWR|O_NONBLOCK,
 //                 checks that it is an evdev (EVIOCGVERSION) and grabs it
-//                 (EVIOCGRAB), as bhyve's pci_vtinput_init; then, while the
-//                 device thread has read it dry and said so (ARMED), waits
-//                 for it to become readable with poll(2) on libuv's pool and
-//                 kicks the device thread.
+//                 (EVIOCGRAB), as bhyve's pci_vtinput_init; then the fd
+//                 waker (../fd-waker.ts) kicks the device thread when it
+//                 becomes readable after the device thread read it dry.
 //   device thread attachInputBackend(transfer): an EvdevHost that reads
 //                 events, answers the config-space questions with EVIOCG*
 //                 ioctls when the guest asks them (as bhyve does, at run
@@ -18,17 +17,14 @@
 import * as fs from 'node:fs';
 import { UserError } from '../../user-error.js';
 import type { ConfigTree } from '../../config/tree.js';
-import { pollReadable, readFd } from '../../sys/tap.js';
+import { readFd } from '../../sys/tap.js';
+import { armFdWaker, startFdWaker } from '../fd-waker.js';
 import {
   INPUT_EVENT_SIZE, decodeEvents, encodeEvent, evdevAbs, evdevBits, evdevGrab, evdevId, evdevName, evdevProps,
   evdevVersion, type AbsInfo, type InputEvent, type InputId,
 } from '../../sys/evdev.js';
 
-const POLL_TIMEOUT_MS = 250;
 const EAGAIN = 11;
-/** Words of the waker's SharedArrayBuffer. */
-const ARMED = 0;
-const WAKER_WORDS = 2;
 /** Events read per read(2). */
 const READ_EVENTS = 64;
 
@@ -38,7 +34,7 @@ export interface InputBackendTransfer {
   /** The evdev descriptor (process-wide), read, written and asked by the device thread. */
   fd: number;
   path: string;
-  /** The waker's flags (ARMED), shared with the main thread. */
+  /** The fd waker's flags (fd-waker.ts), shared with the main thread. */
   wake: SharedArrayBuffer;
 }
 
@@ -86,39 +82,8 @@ export function openInputBackend(config: ConfigTree, node: string, kick: () => v
 }
 
 function startInputWaker(fd: number, path: string, kick: () => void): InputBackendHost {
-  const sab = new SharedArrayBuffer(WAKER_WORDS * 4);
-  const ctl = new Int32Array(sab);
-  Atomics.store(ctl, ARMED, 1);
-  let closed = false;
-  let wakeClosed: () => void = () => undefined;
-  const closing = new Promise<void>((r) => { wakeClosed = r; });
-  const loop = (async (): Promise<void> => {
-    while (!closed) {
-      if (Atomics.load(ctl, ARMED) === 0) {
-        const w = Atomics.waitAsync(ctl, ARMED, 0, 1000);
-        if (w.async) await Promise.race([w.value, closing]);
-        continue;
-      }
-      const r = await pollReadable(fd, POLL_TIMEOUT_MS);
-      if (closed) break;
-      if (r === 'readable') {
-        Atomics.store(ctl, ARMED, 0);
-        kick();
-      } else if (r === 'error') {
-        await new Promise((res) => setTimeout(res, 100)); // unplugged: look again later
-      }
-    }
-  })();
-  return {
-    transfer: { fd, path, wake: sab },
-    async close(): Promise<void> {
-      if (closed) return;
-      closed = true;
-      wakeClosed();
-      await loop.catch(() => undefined);
-      try { fs.closeSync(fd); } catch { /* already closed */ }
-    },
-  };
+  const waker = startFdWaker(fd, kick);
+  return { transfer: { fd, path, wake: waker.wake }, close: () => waker.close() };
 }
 
 /** The device thread's EvdevHost for a transfer. */
@@ -127,12 +92,7 @@ export function attachInputBackend(t: InputBackendTransfer): EvdevHost & { reado
   const fd = t.fd;
   const buf = new Uint8Array(READ_EVENTS * INPUT_EVENT_SIZE);
   let readErrors = 0;
-  const arm = (): void => {
-    if (Atomics.load(ctl, ARMED) === 0) {
-      Atomics.store(ctl, ARMED, 1);
-      Atomics.notify(ctl, ARMED);
-    }
-  };
+  const arm = (): void => armFdWaker(ctl);
   return {
     readEvents(): InputEvent[] {
       const out: InputEvent[] = [];
