@@ -48,6 +48,10 @@ export interface ServedDevice {
   reset(): void;
   /** INTx was unmasked by the client (AUTOMASKED INTx). */
   intxUnmasked?(): void;
+  /** The client set (count > 0) or removed the eventfds of irq `index`. */
+  irqsChanged?(index: number, count: number): void;
+  /** The client's DMA windows changed (see DeviceServices.mappedWindows). */
+  dmaChanged?(): void;
 }
 
 /** What a device model may ask of its server. */
@@ -55,6 +59,9 @@ export interface DeviceServices {
   dma: DmaPort;
   /** Signals interrupt `sub` of irq `index`; false when the client set no eventfd for it. */
   trigger(index: number, sub: number): boolean;
+  /** The client's DMA windows this process has mapped (address = the
+   * client's DMA address), for models that access memory directly. */
+  mappedWindows(): Array<{ address: number; bytes: Uint8Array }>;
 }
 
 /** A DMA the client's mappings do not allow (the device's error state). */
@@ -110,6 +117,7 @@ export class VfioUserServer {
         eventfdWrite(fd);
         return true;
       },
+      mappedWindows: () => this.dma.filter((r) => r.map).map((r) => ({ address: r.address, bytes: r.map!.bytes })),
     });
   }
 
@@ -146,8 +154,14 @@ export class VfioUserServer {
 
   /** Forgets the client: its memory and eventfds. */
   disconnect(): void {
+    const hadDma = this.dma.length > 0;
     for (const r of this.dma.splice(0)) r.map?.unmap();
-    for (const list of this.irqFds) for (let i = 0; i < list.length; i++) { if (list[i] >= 0) closeFd(list[i]); list[i] = -1; }
+    if (hadDma) this.device.dmaChanged?.();
+    this.irqFds.forEach((list, index) => {
+      const had = list.some((f) => f >= 0);
+      for (let i = 0; i < list.length; i++) { if (list[i] >= 0) closeFd(list[i]); list[i] = -1; }
+      if (had) this.device.irqsChanged?.(index, 0);
+    });
     for (const f of this.unmaskFds.splice(0)) if (f >= 0) closeFd(f);
     this.endpoint?.close();
     this.endpoint = undefined;
@@ -239,14 +253,16 @@ export class VfioUserServer {
         this.dma.push(region);
         this.dma.sort((x, y) => x.address - y.address);
         if (region.map) this.stats.dmaMapped++;
+        if (region.map) this.device.dmaChanged?.();
         return {};
       }
       case CMD.DMA_UNMAP: {
         const u = decodeDmaUnmap(m.payload);
         const i = this.dma.findIndex((r) => r.address === u.address && r.size === u.size);
         if (i < 0) throw new VfioUserError(m.command, ENOENT);
-        this.dma[i].map?.unmap();
-        this.dma.splice(i, 1);
+        const gone = this.dma.splice(i, 1)[0];
+        // The model lets go of the memory before it is unmapped.
+        if (gone.map) { this.device.dmaChanged?.(); gone.map.unmap(); }
         return { payload: m.payload.slice(0, 24) };
       }
       case CMD.DEVICE_RESET:
@@ -275,6 +291,7 @@ export class VfioUserServer {
     if (s.count === 0) {
       if (data !== IRQ_SET_FLAG.DATA_NONE || action !== IRQ_SET_FLAG.ACTION_TRIGGER) throw new VfioUserError(m.command, EINVAL, 'count 0');
       for (let i = 0; i < list.length; i++) { if (list[i] >= 0) closeFd(list[i]); list[i] = -1; }
+      this.device.irqsChanged?.(s.index, 0);
       return;
     }
     if (s.start + s.count > list.length) throw new VfioUserError(m.command, EINVAL, `irqs ${s.start}+${s.count} of ${list.length}`);
@@ -287,6 +304,7 @@ export class VfioUserServer {
           list[s.start + i] = m.fds.length ? m.fds[i] : -1;
           if (m.fds.length) keep.add(m.fds[i]);
         }
+        this.device.irqsChanged?.(s.index, list.filter((f) => f >= 0).length);
       } else if (action === IRQ_SET_FLAG.ACTION_UNMASK && s.index === PCI_IRQ.INTX) {
         const old = this.unmaskFds[0];
         if (old !== undefined && old >= 0) closeFd(old);
