@@ -191,6 +191,9 @@ describe('vfio-user client and server (test DMA engine)', () => {
     const view = mmap(1 << 20, PROT_READ | PROT_WRITE, ram, 0, 'test ram');
     step(() => client.dmaMap({ flags: 3, offset: 0x10000, address: 0x100000, size: 0x10000 }, ram));
     expect(server.stats.dmaMapped).toBe(1);
+    // A window past the end of the file would fault when touched: refused.
+    expect(() => step(() => client.dmaMap({ flags: 3, offset: 0xf0000, address: 0x900000, size: 0x20000 }, ram))).toThrow(/errno 22/);
+    expect(server.stats.dmaMapped).toBe(1);
     const efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     step(() => client.setIrqs({ flags: IRQ_SET_FLAG.DATA_EVENTFD | IRQ_SET_FLAG.ACTION_TRIGGER, index: PCI_IRQ.MSIX, start: 0, count: 1 }, [efd]));
     view.bytes.set(Buffer.from('hello, device'), 0x10000 + 0x100);

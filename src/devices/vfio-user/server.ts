@@ -9,6 +9,7 @@
 // The client is not trusted: every offset, count and index is checked and
 // a bad one is an error reply (EINVAL, EFAULT), never a crash of the server.
 
+import fs from 'node:fs';
 import { closeFd, eventfdRead, eventfdWrite } from '../../sys/eventfd.js';
 import { mmap, PROT_READ, PROT_WRITE, type Mapping } from '../../sys/libc.js';
 import { IRQ_SET_FLAG, PCI_IRQ, REGION_INFO_FLAG } from '../../sys/vfio-abi.js';
@@ -83,6 +84,16 @@ interface DmaRegion {
   flags: number;
   /** The client's file mapped here, when it sent one. */
   map?: Mapping;
+}
+
+/** Size of the file behind a descriptor (Infinity when it has none to tell, e.g. a device). */
+function fileSize(fd: number): number {
+  try {
+    const st = fs.fstatSync(fd);
+    return st.isFile() ? st.size : Infinity;
+  } catch {
+    return 0;
+  }
 }
 
 /** Largest client file we map whole (a typed array view must fit). */
@@ -242,6 +253,8 @@ export class VfioUserServer {
         if (this.dma.some((r) => d.address < r.address + r.size && r.address < d.address + d.size)) throw new VfioUserError(m.command, EEXIST);
         if (this.dma.length >= 1024) throw new VfioUserError(m.command, 28 /* ENOSPC */);
         const region: DmaRegion = { address: d.address, size: d.size, flags: d.flags };
+        // A window past the end of its file would fault (SIGBUS) when touched: refused.
+        if (m.fds.length > 0 && fileSize(m.fds[0]) < d.offset + d.size) throw new VfioUserError(m.command, EINVAL, 'window beyond its file');
         if (m.fds.length > 0 && d.size <= MAX_MAPPED_REGION) {
           const prot = (d.flags & DMA_FLAG.READ ? PROT_READ : 0) | (d.flags & DMA_FLAG.WRITE ? PROT_WRITE : 0);
           try {
