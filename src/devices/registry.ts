@@ -31,6 +31,7 @@ import { passthruDevice } from './passthru/passthru.js';
 import { virtioScsiDevice } from './virtio/virtio-scsi.js';
 import { virtio9pDevice } from './virtio/virtio-9p.js';
 import { xhciDevice } from './usb/xhci.js';
+import { virtioIommuDevice } from './iommu/virtio-iommu.js';
 
 export type { PciDeviceRecord } from './pci-device.js';
 
@@ -54,6 +55,7 @@ const PCI_DEVICES: PciDeviceRecord[] = [
   virtioConsoleDevice,
   virtio9pDevice,
   virtioInputDevice,
+  virtioIommuDevice,
   hdaDevice,
   uartDevice,
 ];
