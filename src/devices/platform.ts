@@ -279,6 +279,8 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
     s3: pm.s3,
     bootOrder,
     numa: numaOf(ctx, layout),
+    iommu: chipset.dma?.iommuEndpoint === undefined ? undefined
+      : { bdf: chipset.dma.iommuEndpoint, endpoints: chipset.dma.translatedEndpoints().map((e) => e.endpoint) },
   };
   let fwcfg: FwCfg | undefined;
   if (qemu) {

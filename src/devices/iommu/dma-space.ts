@@ -262,8 +262,9 @@ export class TranslatedDmaSpace implements DmaSpace {
 export class DmaSpaces {
   private readonly translated = new Map<number, TranslatedDmaSpace>();
   private readonly identities = new Map<number, IdentityDmaSpace>();
-  /** The emulation that took the translated endpoints (one IOMMU). */
-  owner: string | undefined;
+  /** Requester id of the IOMMU that took the translated endpoints, once
+   * it exists (for the ACPI VIOT table). */
+  iommuEndpoint: number | undefined;
 
   /** `behind`: endpoints the configuration put behind the IOMMU. */
   constructor(private readonly ram: readonly GuestRange[], behind: Iterable<number> = []) {

@@ -27,7 +27,7 @@ import { VirtioDeviceBase } from '../virtio/virtio-device.js';
 import { VirtioPci, type VirtioPciTransport } from '../virtio/virtio-pci.js';
 import { DescriptorChain, type Virtqueue } from '../virtio/virtqueue.js';
 import {
-  DMA_READ, DMA_WRITE, type DmaFaultError, type DmaMapping, type TranslatedDmaSpace, formatEndpoint,
+  DMA_READ, DMA_WRITE, type DmaFaultError, type DmaMapping, type TranslatedDmaSpace, formatEndpoint, pciEndpointId,
 } from './dma-space.js';
 import { IommuDomain } from './iommu-domain.js';
 
@@ -421,7 +421,7 @@ export const virtioIommuDevice: PciDeviceRecord = {
   create: (ctx, s, chipset) => {
     const transport = transportOf(ctx.config.get(`${s.node}.transport`), s.node);
     const spaces = chipset.dma?.translatedEndpoints() ?? [];
-    if (chipset.dma) chipset.dma.owner = 'virtio-iommu';
+    if (chipset.dma) chipset.dma.iommuEndpoint = pciEndpointId(s.bus, s.slot, s.func);
     const dev = new VirtioIommu(spaces, { bypass: ctx.config.getBool(`${s.node}.bypass`, false) });
     return new VirtioPci(ctx, dev, { emulation: 'virtio-iommu', classCode: PCIC_OTHER, subclass: 0, msix: chipset.msix, transport });
   },
