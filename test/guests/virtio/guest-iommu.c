@@ -21,7 +21,9 @@
  *     MAPPING, a write, the endpoint, the buffer's IOVA);
  *   - DETACHes the endpoint.
  * Interrupt mode (ROM word 1) as the other virtio ROMs: every completion
- * of both devices is taken by interrupt. Prints "viommu: OK", exits 0x10.
+ * of both devices is taken by interrupt (QEMU's virtio-iommu-pci has no
+ * MSI-X: INTx there); with MODE_HOLD it waits for a byte on COM1 before
+ * exiting. Prints "viommu: OK", exits 0x10.
  */
 #include "irq.h"
 #include "vlib.h"
@@ -291,7 +293,7 @@ int guest_main(uint32_t param)
 	uint32_t mode = rom_word(1);
 	int irqmode = (int)(mode & 0xf);
 	printf("virtio-iommu test (%s)\n", irq_mode_name(irqmode));
-	if (irqmode != MODE_POLL)
+	if (irqmode != MODE_POLL || (mode & MODE_HOLD))
 		irq_init();
 	struct pci_virtio ipci = pci_find_virtio(VIRTIO_ID_IOMMU);
 	struct pci_virtio bpci = pci_find_virtio(VIRTIO_ID_BLOCK);
@@ -413,6 +415,11 @@ int guest_main(uint32_t param)
 	if ((s = detach(DOMAIN, ep)) != 0)
 		fail("viommu: DETACH: status %u", s);
 	printf("viommu: endpoint detached\n");
+	if (irqmode != MODE_POLL)
+		printf("viommu: interrupts: %s request vector %x %u, event vector %x %u\n", irq_mode_name(iomode),
+		    io->vq[0].vec, irq_count[io->vq[0].vec], io->vq[1].vec, irq_count[io->vq[1].vec]);
 	printf("viommu: OK\n");
+	if (mode & MODE_HOLD)
+		irq_hold_com1();
 	return EXIT_OK;
 }
