@@ -287,23 +287,11 @@ static int blk_request(int type, void *buf, int nowait)
 	return hdr[16];
 }
 
-int guest_main(uint32_t param)
+/* Brings the virtio-iommu up (as Linux's viommu_probe): features, queues,
+ * config, bypass off, 8 event buffers; returns the event buffers. */
+static uint8_t *iommu_up(struct pci_virtio ipci, int irqmode)
 {
-	(void)param;
-	uint32_t mode = rom_word(1);
-	int irqmode = (int)(mode & 0xf);
-	printf("virtio-iommu test (%s)\n", irq_mode_name(irqmode));
-	if (irqmode != MODE_POLL || (mode & MODE_HOLD))
-		irq_init();
-	struct pci_virtio ipci = pci_find_virtio(VIRTIO_ID_IOMMU);
-	struct pci_virtio bpci = pci_find_virtio(VIRTIO_ID_BLOCK);
-	int iommu_bdf;
-	uint32_t ep = 0;
-	viot(bpci.bdf, &iommu_bdf, &ep);
-	if (iommu_bdf != ipci.bdf)
-		fail("viommu: VIOT names %x as the IOMMU, the virtio-iommu is %x", iommu_bdf, ipci.bdf);
-	printf("viommu: virtio-blk %02x:%02x.%x is endpoint %x\n", bpci.bdf >> 8, (bpci.bdf >> 3) & 31, bpci.bdf & 7, ep);
-
+	uint8_t *evbuf;
 	io = alloc(sizeof(*io), 64);
 	virtio_init(io, ipci, 1ull << F_INPUT_RANGE | 1ull << F_DOMAIN_RANGE | 1ull << F_MAP_UNMAP
 	    | 1ull << F_PROBE | 1ull << F_BYPASS_CONFIG);
@@ -334,13 +322,38 @@ int guest_main(uint32_t param)
 	}
 	req = alloc(128, 64);
 	tail = alloc(4096 + 8, 64);
-	uint8_t *evbuf = alloc(8 * 64, 64);
+	evbuf = alloc(8 * 64, 64);
 	for (int i = 0; i < 8; i++) {
 		struct vbuf b = { evbuf + 64 * i, 24, 1 };
 		vq_add(&io->vq[1], &b, 1);
 	}
 	vq_kick(&io->vq[1]);
 
+	return evbuf;
+}
+
+static int bench(uint32_t k, struct pci_virtio ipci, struct pci_virtio bpci);
+
+int guest_main(uint32_t param)
+{
+	uint32_t mode = rom_word(1);
+	int irqmode = (int)(mode & 0xf);
+	printf("virtio-iommu test (%s)\n", irq_mode_name(irqmode));
+	if (irqmode != MODE_POLL || (mode & MODE_HOLD))
+		irq_init();
+	struct pci_virtio ipci = pci_find_virtio(VIRTIO_ID_IOMMU);
+	struct pci_virtio bpci = pci_find_virtio(VIRTIO_ID_BLOCK);
+	if (param)
+		return bench(param, ipci, bpci);
+	int iommu_bdf;
+	uint32_t ep = 0;
+	viot(bpci.bdf, &iommu_bdf, &ep);
+	if (iommu_bdf != ipci.bdf)
+		fail("viommu: VIOT names %x as the IOMMU, the virtio-iommu is %x", iommu_bdf, ipci.bdf);
+	printf("viommu: virtio-blk %02x:%02x.%x is endpoint %x\n", bpci.bdf >> 8, (bpci.bdf >> 3) & 31, bpci.bdf & 7, ep);
+
+	uint8_t *evbuf = iommu_up(ipci, irqmode);
+	int iomode = io->irq_mode;
 	if (io->features & 1ull << F_PROBE)
 		probe(ep);
 	printf("viommu: ATTACH of endpoint 0x7fff0000: status %u\n", attach(DOMAIN, 0x7fff0000));
@@ -421,5 +434,120 @@ int guest_main(uint32_t param)
 	printf("viommu: OK\n");
 	if (mode & MODE_HOLD)
 		irq_hold_com1();
+	return EXIT_OK;
+}
+
+/* ---- bench mode (bench/virtio-iommu.mjs): the cost of translated DMA ---- */
+
+#define BENCH_DEPTH	32
+
+static struct bslot { uint32_t type, reserved; uint64_t sector; } *bhdr;
+static uint8_t *bstatus, *bbufs;
+static uint8_t bhead_slot[256];
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static uint64_t xorshift(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+static void bsubmit(int s, uint64_t sector, void *buf)
+{
+	bhdr[s].type = BLK_T_IN;
+	bhdr[s].reserved = 0;
+	bhdr[s].sector = sector;
+	bstatus[s] = 0xff;
+	struct vbuf b[3] = { { &bhdr[s], 16, 0 }, { buf, 4096, 1 }, { &bstatus[s], 1, 1 } };
+	int head = vq_add(&blk->vq[0], b, 3);
+	if (head < 0)
+		fail("virtio-blk: queue full");
+	bhead_slot[head] = (uint8_t)s;
+}
+
+static int bcomplete(void)
+{
+	uint32_t len;
+	int s = bhead_slot[vq_wait(blk, &blk->vq[0], &len)];
+	if (bstatus[s] != 0)
+		fail("virtio-blk: read status %u", bstatus[s]);
+	return s;
+}
+
+/* n random 4 KiB reads within the first 4 MiB, `depth` in flight; with
+ * `strict`, each buffer is mapped before its request and unmapped after
+ * (the DMA API's strict mode: two IOMMU requests per I/O). */
+static uint64_t brand(uint32_t n, int depth, int strict)
+{
+	uint8_t freelist[BENCH_DEPTH];
+	int nfree = 0;
+	for (int s = depth - 1; s >= 0; s--)
+		freelist[nfree++] = (uint8_t)s;
+	uint32_t issued = 0, done = 0;
+	uint64_t t0 = rdtsc();
+	while (done < n) {
+		int queued = 0;
+		while (nfree && issued < n) {
+			int s = freelist[--nfree];
+			uint8_t *buf = bbufs + (uint64_t)s * 4096;
+			if (strict)
+				map((uintptr_t)buf + IOVA_OFF, (uintptr_t)buf, 4096, MAP_WRITE);
+			bsubmit(s, (xorshift() % 1024) * 8, buf);
+			issued++;
+			queued++;
+		}
+		if (queued)
+			vq_kick(&blk->vq[0]);
+		int s = bcomplete();
+		if (strict)
+			unmap((uintptr_t)(bbufs + (uint64_t)s * 4096) + IOVA_OFF, 4096);
+		freelist[nfree++] = (uint8_t)s;
+		done++;
+	}
+	return rdtsc() - t0;
+}
+
+static int bench(uint32_t k, struct pci_virtio ipci, struct pci_virtio bpci)
+{
+	uint64_t hz = tsc_hz_from_rtc();
+	printf("bench: tsc_hz %lu\n", hz);
+	blk = alloc(sizeof(*blk), 64);
+	virtio_init(blk, bpci, 1ull << VIRTIO_F_ACCESS_PLATFORM);
+	int translated = !!(blk->features & 1ull << VIRTIO_F_ACCESS_PLATFORM);
+	uint32_t ep = 0;
+	if (translated) {
+		int iommu_bdf;
+		viot(bpci.bdf, &iommu_bdf, &ep);
+		iommu_up(ipci, MODE_POLL);
+		if (attach(DOMAIN, ep))
+			fail("viommu: ATTACH failed");
+		blk->dma_off = IOVA_OFF;
+	}
+	virtio_setup_queue(blk, 0, 128);
+	struct vq *q = &blk->vq[0];
+	bhdr = alloc(4096, 4096);
+	bstatus = (uint8_t *)bhdr + 2048;
+	bbufs = alloc(BENCH_DEPTH * 4096, 4096);
+	if (translated) {
+		uint64_t ring = (uintptr_t)q->desc, ring_len = page_round((uintptr_t)q->used + 6 + 8 * q->size - ring);
+		map(ring + IOVA_OFF, ring, ring_len, MAP_READ | MAP_WRITE);
+		map((uintptr_t)bhdr + IOVA_OFF, (uintptr_t)bhdr, 4096, MAP_READ | MAP_WRITE);
+	}
+	virtio_driver_ok(blk);
+	printf("bench: dma %s\n", translated ? "translated" : "direct");
+	if (translated) {
+		/* The buffers mapped once, for the whole run (static mappings). */
+		map((uintptr_t)bbufs + IOVA_OFF, (uintptr_t)bbufs, BENCH_DEPTH * 4096, MAP_WRITE);
+	}
+	uint32_t n = k * 1000;
+	printf("bench: rand-read %u x 4096 %lu cycles depth %d\n", n, brand(n, BENCH_DEPTH, 0), BENCH_DEPTH);
+	printf("bench: rand-read %u x 4096 %lu cycles depth 1\n", n / 4, brand(n / 4, 1, 0));
+	if (translated) {
+		unmap((uintptr_t)bbufs + IOVA_OFF, BENCH_DEPTH * 4096);
+		printf("bench: strict-read %u x 4096 %lu cycles depth 1\n", n / 4, brand(n / 4, 1, 1));
+	}
+	printf("bench: done\n");
 	return EXIT_OK;
 }
