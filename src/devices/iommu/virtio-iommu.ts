@@ -132,6 +132,7 @@ export class VirtioIommu extends VirtioDeviceBase {
   private readonly request = new Uint8Array(REQ_MAX);
   private readonly reqView = new DataView(this.request.buffer);
   private readonly eventChain = new DescriptorChain();
+  private readonly tail = new Uint8Array(TAIL);
   /** Counters (bhyvectl --get-stats, tests). */
   readonly counts = { requests: 0, faultsReported: 0, faultsDropped: 0, badRequests: 0 };
 
@@ -206,7 +207,7 @@ export class VirtioIommu extends VirtioDeviceBase {
         return 0;
     }
     if (status !== VIRTIO_IOMMU_S_OK) this.counts.badRequests++;
-    const tail = new Uint8Array(TAIL);
+    const tail = this.tail;
     tail[0] = status;
     chain.copyToWritable(chain.writableLength - TAIL, tail);
     return propsLen + TAIL;
