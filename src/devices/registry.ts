@@ -191,7 +191,7 @@ export function validateForStart(config: ConfigTree, extras: StartExtras = {}): 
   for (const s of pciNodes(config)) {
     const emul = config.get(`${s.node}.device`)!;
     const record = findPciDevice(emul)!;
-    if (!isBuilt(record)) {
+    if (!isBuilt(record) || record.builtFor?.(config, s) === false) {
       const host = record.hostStatus?.(config, s);
       refuse(`PCI emulation '${emul}' (pci slot ${s.where})${host ? `; ${host}` : ''}`);
     }
