@@ -63,16 +63,16 @@ export class PcmFile {
         : fs.openSync(fsPath(path), C.O_RDONLY | C.O_NONBLOCK);
     } catch (e) {
       const code = errnoOf(e);
-      if (code === 'ENOENT') throw new UserError(`hda ${what} file ${path} does not exist`);
-      if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') throw new UserError(`hda ${what} file ${path}: permission denied`);
-      if (code === 'EISDIR') throw new UserError(`hda ${what} file ${path} is a directory`);
-      throw new UserError(`hda ${what} file ${path}: ${e instanceof Error ? e.message : String(e)}`);
+      if (code === 'ENOENT') throw new UserError(`${what} file ${path} does not exist`);
+      if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') throw new UserError(`${what} file ${path}: permission denied`);
+      if (code === 'EISDIR') throw new UserError(`${what} file ${path} is a directory`);
+      throw new UserError(`${what} file ${path}: ${e instanceof Error ? e.message : String(e)}`);
     }
     let fifo = false;
     try {
       const st = fs.fstatSync(fd);
       fifo = st.isFIFO();
-      if (!fifo && !st.isFile() && !st.isCharacterDevice()) throw new UserError(`hda ${what} file ${path} is neither a file nor a FIFO`);
+      if (!fifo && !st.isFile() && !st.isCharacterDevice()) throw new UserError(`${what} file ${path} is neither a file nor a FIFO`);
       if (playback && st.isFile()) fs.ftruncateSync(fd, 0);
     } catch (e) {
       fs.closeSync(fd);
