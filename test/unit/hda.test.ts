@@ -322,7 +322,7 @@ describe('hda: streams', () => {
     expect(r.mem.readU32(DPIB + 8 * 4)).toBe(lpib); // the position buffer, stream 4
     expect(r.irq.anyHigh()).toBe(false);
     // Past the first entry: BCIS, SIS bit 4, the line.
-    r.clock.advance(15_000_000n); // 25 ms: 4800 bytes
+    r.clock.advance(20_000_000n); // 30 ms: 5760 bytes
     expect(r.rd(sd + SD.STS, 1) & SDSTS_BCIS).toBe(SDSTS_BCIS);
     expect(r.rd(R.INTSTS) & 0x10).toBe(0x10);
     expect(r.irq.anyHigh()).toBe(true);

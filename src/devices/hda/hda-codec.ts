@@ -158,7 +158,7 @@ export interface HdaOps {
 }
 
 /** Tick of a running converter. */
-const TICK_NS = 5_000_000n;
+const TICK_NS = 10_000_000n;
 /** Most a tick moves after a late wake-up: 100 ms of samples. */
 const MAX_BURST_NS = 100_000_000;
 

@@ -414,6 +414,7 @@ static void bench(unsigned seconds)
 	uint32_t bytes = seconds * 48000 * 4;
 	unsigned laps = (bytes + len - 1) / len;
 	stream_setup(s, bdl, buf, n, len);
+	printf("bench: playing %u s\n", seconds);
 	uint64_t t0 = rdtsc();
 	stream_run(s, 1);
 	for (unsigned i = 0; i < laps; i++)
