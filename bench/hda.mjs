@@ -110,7 +110,6 @@ Host: ${await hostInfo()}
 
 ${mdTable(HEAD, rows)}
 
-
 Measured with the host's load average at 14-15 on its 2 CPUs (eight sessions at work). Both VMMs play in real time:
 bhyve-kvm's stream runs at the format's byte rate by a device timer ticking every 10 ms (each tick moves what became
 due, so the rate has no drift; an IOC is seen at the tick after its entry ends, and on a host this loaded the main
