@@ -571,9 +571,15 @@ export class HdaController extends PciEmulFunction implements Device {
         if (lpib >= st.cbl) return false;
         const e = st.bdl[st.be];
         const n = Math.min(count - pos, e.len - st.bp, st.cbl - lpib);
-        const guest = this.ctx.mem.slice(e.addr + st.bp, n);
-        if (dir === 1) buf.set(guest, pos);
-        else guest.set(buf.subarray(pos, pos + n));
+        // (a buffer may run across two chunks of guest RAM)
+        this.scratch.length = 0;
+        this.ctx.mem.slices(e.addr + st.bp, n, this.scratch);
+        let at = pos;
+        for (const v of this.scratch) {
+          if (dir === 1) buf.set(v, at);
+          else v.set(buf.subarray(at, at + v.length));
+          at += v.length;
+        }
         pos += n;
         st.bp += n;
         lpib += n;
@@ -604,6 +610,13 @@ export class HdaController extends PciEmulFunction implements Device {
       this.updateIntr();
     }
     return true;
+  }
+
+  /** The cyclic buffer length a running stream took at RUN (the register
+   * may change under it), undefined when it is not running. */
+  runningCbl(i: number): number | undefined {
+    const st = this.streams[i];
+    return st?.run ? st.cbl : undefined;
   }
 
   // ---- device ----
