@@ -68,12 +68,14 @@ const DPIB = 0x12000;
 const BDL = 0x13000;
 const BUF = 0x20000;
 
-function rig(settings: Record<string, string> = {}) {
+function rig(settings: Record<string, string> = {}, split?: number) {
   const config = new ConfigTree();
   const all = { 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc', [`pci.0.${SLOT}.0.device`]: 'hda', ...settings };
   for (const [k, v] of Object.entries(all)) config.set(k, v);
   const ram = new Uint8Array(RAM);
-  const mem = new GuestMemory([{ gpa: 0, bytes: ram }]);
+  // `split`: RAM in two chunks that touch there, as the VMM maps it.
+  const mem = new GuestMemory(split === undefined ? [{ gpa: 0, bytes: ram }]
+    : [{ gpa: 0, bytes: ram.subarray(0, split) }, { gpa: split, bytes: ram.subarray(split) }]);
   const irq = new Lines();
   const clock = new Clock();
   const ctx: DeviceContext = {
@@ -346,6 +348,21 @@ describe('hda: streams', () => {
     r.clock.advance(100_000_000n);
     expect(fs.statSync(play).size).toBe(got.length);
     expect(r.clock.armed).toBe(0);
+  });
+
+  it('plays a buffer that runs across two chunks of guest RAM', () => {
+    const play = path.join(tmp, 'split.pcm');
+    const r = rig({ [`pci.0.${SLOT}.0.play`]: play }, BUF + 0x802);
+    bringUp(r);
+    commands(r, [verb4(2, 0x2, 0x11), verb12(2, 0x706, 0x10)]);
+    const data = pcmPattern(8192, 3);
+    r.ram.set(data, BUF);
+    const sd = setupOutput(r, [{ len: 8192, ioc: true }]);
+    r.wr(sd + SD.CTL, SDCTL_RUN | SDCTL_IOCE, 1);
+    for (let t = 0; t < 10 && fs.statSync(play).size < 8192; t++) r.clock.advance(10_000_000n);
+    r.wr(sd + SD.CTL, 0, 1);
+    expect(r.rd(sd + SD.STS, 1) & SDSTS_DESE).toBe(0);
+    expect(Buffer.compare(fs.readFileSync(play).subarray(0, 8192), Buffer.from(data))).toBe(0);
   });
 
   it('records from the rec file into the BDL buffers, then silence after its end', () => {
