@@ -26,7 +26,7 @@ import { fbufDevice } from './display/fbuf.js';
 import { uartDevice } from './pci-uart.js';
 import { virtioInputDevice } from './virtio/virtio-input.js';
 import { loadKeyboardLayout } from './display/kbd-layout.js';
-import { hdaDevice } from './not-built.js';
+import { hdaDevice } from './hda/hda.js';
 import { passthruDevice } from './passthru/passthru.js';
 import { virtioScsiDevice } from './virtio/virtio-scsi.js';
 import { virtio9pDevice } from './virtio/virtio-9p.js';
