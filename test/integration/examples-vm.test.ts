@@ -221,6 +221,6 @@ describe.skipIf(skip !== undefined)('examples/vm on a btrfs pool', { timeout: 18
     expect(subvols).not.toMatch(/vm2|pb1/);
     expect(subvols).toMatch(/path vm1\n/);
     expect(await site.ok(['list'])).not.toMatch(/^(vm2|pb1) /m);
-    expect(spawnSync('ip', ['netns', 'exec', site.ns, 'ip', '-o', 'link'], { encoding: 'utf8' }).stdout).not.toMatch(/vm\d+-/);
+    expect(spawnSync('ip', ['netns', 'exec', site.ns, 'ip', '-o', 'link'], { encoding: 'utf8' }).stdout).not.toMatch(/tap\d/);
   });
 });

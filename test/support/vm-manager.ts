@@ -21,14 +21,16 @@ export function examplesUnavailable(extra: Array<[string, string]> = []): string
   const k = kvmUnavailable() ?? NO_TAP_NETNS;
   if (k) return k;
   if (!fs.existsSync(path.join(GUESTS, 'virtio-net.rom'))) return 'virtio test guests are not built: run scripts/build-guests.sh';
-  for (const [cmd, pkg] of [['unshare', 'util-linux'], ['setpriv', 'util-linux'], ...extra]) {
+  for (const [cmd, pkg] of [['unshare', 'util-linux'], ['nsenter', 'util-linux'], ['setpriv', 'util-linux'], ...extra]) {
     if (!onPath(cmd)) return `${cmd} is missing (apt-get install ${pkg})`;
   }
   return undefined;
 }
 
 /** A temporary directory, a network namespace, and `vm` run inside it with
- * its own VM_DIR and BHYVE_RUNDIR. */
+ * its own VM_DIR and BHYVE_RUNDIR. The namespace is entered with nsenter,
+ * not `ip netns exec`, which would give `vm` a mount namespace of its own
+ * where the network namespaces it adds (netns=yes) stay invisible. */
 export class Site {
   readonly tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'examples-'));
   readonly ns = `ex${process.pid}${Math.random().toString(36).slice(2, 6)}`;
@@ -50,7 +52,7 @@ export class Site {
 
   /** `vm ARGS...` in the namespace; resolves with its result (no throw). */
   vm(args: string[], o: { vmDir?: string; input?: string | Buffer; timeout?: number; encoding?: 'utf8' | 'buffer' } = {}) {
-    return execa('ip', ['netns', 'exec', this.ns, VM, ...args], {
+    return execa('nsenter', [`--net=/run/netns/${this.ns}`, VM, ...args], {
       reject: false, timeout: o.timeout ?? 120_000, env: this.env(o.vmDir),
       input: o.input, stdin: o.input === undefined ? 'ignore' : undefined,
       encoding: o.encoding === 'buffer' ? 'buffer' : 'utf8',
@@ -66,14 +68,14 @@ export class Site {
 
   /** A long-running `vm ARGS...` (console, start -f). */
   spawn(args: string[], o: { vmDir?: string; env?: Record<string, string> } = {}): ResultPromise {
-    return execa('ip', ['netns', 'exec', this.ns, VM, ...args], {
+    return execa('nsenter', [`--net=/run/netns/${this.ns}`, VM, ...args], {
       reject: false, timeout: 180_000, env: { ...this.env(o.vmDir), ...(o.env ?? {}) }, stdin: 'pipe', encoding: 'latin1',
     });
   }
 
   /** A shell command in the namespace. */
   sh(cmd: string, env: Record<string, string> = {}): string {
-    return execFileSync('ip', ['netns', 'exec', this.ns, 'sh', '-c', cmd], { encoding: 'utf8', env: { ...process.env, ...env } });
+    return execFileSync('nsenter', [`--net=/run/netns/${this.ns}`, 'sh', '-c', cmd], { encoding: 'utf8', env: { ...process.env, ...env } });
   }
 
   /** A btrfs file system on a loop device of SIZE, mounted at tmp/NAME. */
