@@ -17,6 +17,8 @@ const skip = examplesUnavailable([['chroot', 'coreutils']]);
 if (skip) console.warn(`skipping examples/vm confinement tests: ${skip}`);
 
 const UID = 64123;
+// Network namespaces are named vm-NAME host-wide: names of this run's own.
+const [J1, J2, J3] = [1, 2, 3].map((i) => `j${i}x${process.pid}`);
 
 describe.skipIf(skip !== undefined)('examples/vm confine=yes', { timeout: 120_000 }, () => {
   let site: Site;
@@ -46,10 +48,10 @@ describe.skipIf(skip !== undefined)('examples/vm confine=yes', { timeout: 120_00
   }
 
   it('runs as an unprivileged user in its own namespaces, with only its own devices and files', async () => {
-    await site.ok(['create', '-t', 'jail', 'j1']);
-    await site.ok(['start', 'j1']);
-    await until('acpi on', () => vmLog(dir, 'j1').includes('acpi on'));
-    const pid = bhyvePid('j1');
+    await site.ok(['create', '-t', 'jail', J1]);
+    await site.ok(['start', J1]);
+    await until('acpi on', () => vmLog(dir, J1).includes('acpi on'));
+    const pid = bhyvePid(J1);
     const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
     expect(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toMatch(/bin\/bhyve\0/);
     expect(status).toMatch(new RegExp(`^Uid:\\s+${UID}\\s+${UID}\\s+${UID}\\s+${UID}$`, 'm'));
@@ -65,7 +67,7 @@ describe.skipIf(skip !== undefined)('examples/vm confine=yes', { timeout: 120_00
     expect(fs.readdirSync(`${root}/dev`).sort()).toEqual(['kvm', 'net', 'null', 'random', 'urandom', 'zero']);
     expect(fs.readdirSync(`${root}/dev/net`)).toEqual(['tun']);
     expect(fs.statSync(`${root}/dev/kvm`).uid).toBe(UID);
-    expect(fs.readdirSync(`${root}/vm`).sort()).toEqual(['disk0.img', 'j1.conf', 'vm.log']);
+    expect(fs.readdirSync(`${root}/vm`).sort()).toEqual(['disk0.img', `${J1}.conf`, 'vm.log']);
     expect(fs.readdirSync(`${root}/etc`)).toEqual([]);
     for (const p of ['root', 'home', 'var', site.tmp, dir]) expect(fs.existsSync(`${root}/${p}`), p).toBe(false);
     // bhyve's install directory, read-only: its program files only.
@@ -91,29 +93,29 @@ describe.skipIf(skip !== undefined)('examples/vm confine=yes', { timeout: 120_00
     expect(links).toEqual(['lo', 'tap0']);
     // The tap is its user's.
     expect(inside('cat /sys/class/net/tap0/owner 2>/dev/null || echo nosys').stdout.trim()).toBe('nosys');
-    expect(execFileSync('ip', ['-n', 'vm-j1', '-d', 'link', 'show', 'tap0'], { encoding: 'utf8' })).toMatch(new RegExp(`user ${UID} group ${UID}`));
+    expect(execFileSync('ip', ['-n', `vm-${J1}`, '-d', 'link', 'show', 'tap0'], { encoding: 'utf8' })).toMatch(new RegExp(`user ${UID} group ${UID}`));
 
-    const r = await site.vm(['stop', 'j1']);
+    const r = await site.vm(['stop', J1]);
     expect(r.exitCode, r.stderr as string).toBe(0);
-    expect(vmLog(dir, 'j1')).toMatch(/power button\r\n.*powered off \(status 1\)\n.*stopped\n$/);
-    expect(spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout).not.toMatch(/^vm-j1\b/m);
+    expect(vmLog(dir, J1)).toMatch(/power button\r\n.*powered off \(status 1\)\n.*stopped\n$/);
+    expect(spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout).not.toMatch(new RegExp(`^vm-${J1}\\b`, 'm'));
   });
 
   it('a confined guest that ignores the power button is powered off by bhyvectl inside the jail', async () => {
-    await site.ok(['create', '-t', 'stubborn', 'j2']);
-    await site.ok(['start', 'j2']);
-    await until('acpi on', () => vmLog(dir, 'j2').includes('acpi on'));
-    const r = await site.vm(['stop', 'j2']);
+    await site.ok(['create', '-t', 'stubborn', J2]);
+    await site.ok(['start', J2]);
+    await until('acpi on', () => vmLog(dir, J2).includes('acpi on'));
+    const r = await site.vm(['stop', J2]);
     expect(r.exitCode, r.stderr as string).toBe(0);
-    expect(r.stdout).toContain('j2 did not power off within 3 s: bhyvectl --force-poweroff');
-    expect(vmLog(dir, 'j2')).not.toContain('unshare:');
-    expect(vmLog(dir, 'j2')).toMatch(/ignored\r\n[^]*bhyvectl --force-poweroff\n.*powered off \(status 1\)\n/);
+    expect(r.stdout).toContain(`${J2} did not power off within 3 s: bhyvectl --force-poweroff`);
+    expect(vmLog(dir, J2)).not.toContain('unshare:');
+    expect(vmLog(dir, J2)).toMatch(/ignored\r\n[^]*bhyvectl --force-poweroff\n.*powered off \(status 1\)\n/);
   });
 
   it('a confined VM needs a user other than root: one line, status 4', async () => {
-    await site.ok(['create', '-t', 'jail', 'j3']);
-    fs.appendFileSync(path.join(dir, 'j3/j3.conf'), conf({ confine_uid: 0 }));
-    const r = await site.vm(['start', '-f', 'j3']);
+    await site.ok(['create', '-t', 'jail', J3]);
+    fs.appendFileSync(path.join(dir, J3, `${J3}.conf`), conf({ confine_uid: 0 }));
+    const r = await site.vm(['start', '-f', J3]);
     expect(r.exitCode).toBe(4);
     expect(r.stderr).toBe('vm: confine=yes needs confine_uid (not 0)');
   });

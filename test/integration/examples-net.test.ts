@@ -12,6 +12,8 @@ import { GUESTS } from '../support/bhyve.js';
 import { Site, TEST_FLAGS, conf, examplesUnavailable, romParam, until, vmLog } from '../support/vm-manager.js';
 
 const skip = examplesUnavailable();
+// Network namespaces are named vm-NAME host-wide: a name of this run's own.
+const ISO = `iso${process.pid}`;
 if (skip) console.warn(`skipping examples/vm network tests: ${skip}`);
 
 describe.skipIf(skip !== undefined)('examples/vm networking', { timeout: 120_000 }, () => {
@@ -61,19 +63,19 @@ describe.skipIf(skip !== undefined)('examples/vm networking', { timeout: 120_000
   });
 
   it('a VM with netns=yes has its own network namespace: its tap is there and nowhere else', async () => {
-    await site.ok(['create', '-t', 'isolated', 'iso']);
-    await site.ok(['start', 'iso']);
-    await until('the ping', () => vmLog(dir, 'iso').includes('ping reply from 10.0.2.2 OK'));
-    const inside = links('vm-iso');
+    await site.ok(['create', '-t', 'isolated', ISO]);
+    await site.ok(['start', ISO]);
+    await until('the ping', () => vmLog(dir, ISO).includes('ping reply from 10.0.2.2 OK'));
+    const inside = links(`vm-${ISO}`);
     expect(inside).toMatch(/^\d+: lo: /m);
     const tap = inside.match(/^\d+: (tap0): /m)![1];
     expect(inside.trim().split('\n')).toHaveLength(2);
-    expect(spawnSync('ip', ['-n', 'vm-iso', '-o', 'addr', 'show', tap], { encoding: 'utf8' }).stdout).toContain('10.0.2.2/24');
+    expect(spawnSync('ip', ['-n', `vm-${ISO}`, '-o', 'addr', 'show', tap], { encoding: 'utf8' }).stdout).toContain('10.0.2.2/24');
     expect(site.sh('ip -o link')).not.toContain(tap);
     // The guest never enabled ACPI: SIGTERM ends bhyve (143), as bhyve's does.
-    await site.ok(['stop', 'iso']);
-    expect(vmLog(dir, 'iso')).toMatch(/exited with status 143\n.*stopped\n$/);
-    expect(spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout).not.toMatch(/^vm-iso\b/m);
+    await site.ok(['stop', ISO]);
+    expect(vmLog(dir, ISO)).toMatch(/exited with status 143\n.*stopped\n$/);
+    expect(spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout).not.toMatch(new RegExp(`^vm-${ISO}\\b`, 'm'));
   });
 
   it('without btrfs, snapshot, rollback and clone copy the directory', async () => {
