@@ -99,6 +99,28 @@ describe.skipIf(skip !== undefined)('examples/vm on a btrfs pool', { timeout: 18
     expect(await site.ok(['list'])).toMatch(/^vm1 .* stopped /m);
   });
 
+  it('vm console is both ways: what is typed reaches the guest', async () => {
+    fs.writeFileSync(path.join(pool, '.templates/echo.conf'), conf({
+      bootrom: path.join(GUESTS, 'echo.rom'), memory: '64M', console: 'tcp', console_port: 5103, bhyve_options: TEST_FLAGS,
+    }));
+    await site.ok(['create', '-t', 'echo', 'echo1']);
+    await site.ok(['start', 'echo1']);
+    const con = site.spawn(['console', 'echo1']);
+    let out = '';
+    con.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
+    // The ROM waits for the console (the UART holds its output until a client connects).
+    await until('echo ready', () => out.includes('echo ready\r\n'));
+    con.stdin!.write('hello from vm console');
+    await until('the echo', () => out.includes('hello from vm console'));
+    con.stdin!.write('q');
+    await until('echo1 to stop', () => vmLog(pool, 'echo1').includes('stopped'));
+    con.kill();
+    await con;
+    expect(out).toMatch(/echo ready\r\nhello from vm console\r?\n?bye/);
+    expect(vmLog(pool, 'echo1')).toMatch(/exited with status 33\n/);
+    await site.ok(['destroy', 'echo1']);
+  });
+
   it('snapshot is read-only and rollback brings the disk back', async () => {
     await site.ok(['snapshot', 'vm1@s1']);
     const snap = path.join(pool, '.snapshots/vm1@s1');
