@@ -49,6 +49,9 @@ describe.skipIf(skip !== undefined)('examples/vm confine=yes', { timeout: 120_00
 
   it('runs as an unprivileged user in its own namespaces, with only its own devices and files', async () => {
     await site.ok(['create', '-t', 'jail', J1]);
+    // A second disk on a block device (a loop device; an LVM volume would do the same).
+    const blk = site.loopDevice(path.join(GUESTS, 'bootsector.img'), '2M');
+    fs.appendFileSync(path.join(dir, J1, `${J1}.conf`), conf({ disk1_name: blk }));
     await site.ok(['start', J1]);
     await until('acpi on', () => vmLog(dir, J1).includes('acpi on'));
     const pid = bhyvePid(J1);
@@ -64,7 +67,9 @@ describe.skipIf(skip !== undefined)('examples/vm confine=yes', { timeout: 120_00
       expect(fs.readlinkSync(`/proc/${pid}/ns/${ns}`), ns).not.toBe(fs.readlinkSync(`/proc/self/ns/${ns}`));
     }
     const root = `/proc/${pid}/root`;
-    expect(fs.readdirSync(`${root}/dev`).sort()).toEqual(['kvm', 'net', 'null', 'random', 'urandom', 'zero']);
+    expect(fs.readdirSync(`${root}/dev`).sort()).toEqual(['kvm', 'net', 'null', 'random', 'urandom', 'vmdisk1', 'zero']);
+    expect(fs.statSync(`${root}/dev/vmdisk1`).rdev).toBe(fs.statSync(blk).rdev);
+    expect(fs.statSync(`${root}/dev/vmdisk1`).uid).toBe(UID);
     expect(fs.readdirSync(`${root}/dev/net`)).toEqual(['tun']);
     expect(fs.statSync(`${root}/dev/kvm`).uid).toBe(UID);
     expect(fs.readdirSync(`${root}/vm`).sort()).toEqual(['disk0.img', `${J1}.conf`, 'vm.log']);
@@ -76,9 +81,9 @@ describe.skipIf(skip !== undefined)('examples/vm confine=yes', { timeout: 120_00
     // From inside, as the VM's user: nothing of the host's.
     const inside = (cmd: string) => spawnSync('nsenter', ['-t', String(pid), '-m', '-p', '-n', '-r', '-w',
       '-S', String(UID), '-G', String(UID), '/bin/sh', '-c', cmd], { encoding: 'utf8' });
-    expect(inside('id -u; wc -c </vm/disk0.img').stdout).toBe(`${UID}\n4194304\n`);
+    expect(inside('id -u; wc -c </vm/disk0.img; wc -c </dev/vmdisk1').stdout).toBe(`${UID}\n4194304\n2097152\n`);
     for (const f of ['/etc/passwd', '/etc/shadow', `${site.tmp}/host-secret`, `${dir}/other/other.conf`, '/dev/loop0',
-      '/dev/loop-control', '/dev/mem', '/dev/sda', '/root/.profile']) {
+      '/dev/loop-control', blk, '/dev/mem', '/dev/sda', '/root/.profile']) {
       const r = inside(`cat ${f} >/dev/null`);
       expect(r.status, f).not.toBe(0);
       expect(r.stderr, f).toMatch(/No such file or directory/);
