@@ -117,11 +117,16 @@ describe.skipIf(skip !== undefined)('examples/vm confine=yes', { timeout: 120_00
     expect(vmLog(dir, J2)).toMatch(/ignored\r\n[^]*bhyvectl --force-poweroff\n.*powered off \(status 1\)\n/);
   });
 
-  it('a confined VM needs a user other than root: one line, status 4', async () => {
+  it('a confined VM needs a user other than root (one line, status 4) and a boot ROM', async () => {
     await site.ok(['create', '-t', 'jail', J3]);
     fs.appendFileSync(path.join(dir, J3, `${J3}.conf`), conf({ confine_uid: 0 }));
     const r = await site.vm(['start', '-f', J3]);
     expect(r.exitCode).toBe(4);
     expect(r.stderr).toBe('vm: confine=yes needs confine_uid (not 0)');
+    // bhyveload's VM object would be made outside the jail's runtime directory.
+    fs.appendFileSync(path.join(dir, J3, `${J3}.conf`), conf({ confine_uid: UID, loader: 'bhyveload' }));
+    const b = await site.vm(['start', J3]);
+    expect(b.exitCode).toBe(1);
+    expect(b.stderr).toBe("vm: confine=yes needs loader=bootrom (bhyveload's virtual machine would be outside the jail)");
   });
 });
