@@ -1,6 +1,7 @@
 // The shell scripts in examples/ are POSIX sh: they parse under dash (Debian's
 // /bin/sh, which runs them in test/integration/examples-*.test.ts) and under
-// bash in POSIX mode, and every file there is covered by a test.
+// bash in POSIX mode, shellcheck finds no warning in them, and every file
+// there is covered by a test.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -9,6 +10,9 @@ import { ROOT } from '../support/bhyve.js';
 
 const EX = path.join(ROOT, 'examples');
 const scripts = ['vm', 'rc.d/vm'];
+const SHELLCHECK_MISSING = spawnSync('sh', ['-c', 'command -v shellcheck']).status === 0
+  ? undefined : 'shellcheck is not installed (apt-get install shellcheck)';
+if (SHELLCHECK_MISSING) console.warn(`skipping the shellcheck test: ${SHELLCHECK_MISSING}`);
 
 describe('examples/ shell scripts', () => {
   it.each(scripts)('%s parses with sh -n, dash -n and bash --posix -n, and starts with #!/bin/sh', (s) => {
@@ -20,6 +24,12 @@ describe('examples/ shell scripts', () => {
       expect(r.stderr, sh.join(' ')).toBe('');
       expect(r.status, sh.join(' ')).toBe(0);
     }
+  });
+
+  it.skipIf(SHELLCHECK_MISSING !== undefined)(`shellcheck -s sh finds no warning${SHELLCHECK_MISSING ? ` (skipped: ${SHELLCHECK_MISSING})` : ''}`, () => {
+    const r = spawnSync('shellcheck', ['-s', 'sh', '-S', 'warning', ...scripts.map((s) => path.join(EX, s))], { encoding: 'utf8' });
+    expect(r.stdout).toBe('');
+    expect(r.status).toBe(0);
   });
 
   it('uses no bash-only syntax: [[, function, arrays, local, $\'...\', ==, source, <(...)', () => {
