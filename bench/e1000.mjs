@@ -25,7 +25,7 @@
 // reports the span of sequence numbers it saw (the fraction that arrived).
 // Runs interleaved, median of --reps.
 // Usage: sudo node bench/e1000.mjs [--frames 60000] [--slirp-frames 20000] [--rx-secs 2] [--reps 3]
-//          [--paths tap,slirp] [--dirs tx,rx] [--only bhyve|qemu] [--no-write]
+//          [--paths tap,slirp] [--dirs tx,rx] [--only bhyve|qemu] [--profile DIR] [--no-write]
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -43,6 +43,7 @@ const { values: opt } = parseArgs({
     paths: { type: 'string', default: 'tap,slirp' },
     dirs: { type: 'string', default: 'tx,rx' },
     only: { type: 'string' },
+    profile: { type: 'string' },
     'no-write': { type: 'boolean', default: false },
   },
 });
@@ -76,6 +77,7 @@ if (!opt.inner) {
     const args = [fileURLToPath(import.meta.url), '--inner', '--frames', String(FRAMES), '--slirp-frames', String(SFRAMES),
       '--reps', String(REPS), '--paths', opt.paths, '--dirs', opt.dirs, '--rx-secs', String(RX_SECS)];
     if (opt.only) args.push('--only', opt.only);
+    if (opt.profile) args.push('--profile', opt.profile);
     const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, ...args],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 30 * 60_000, killSignal: 'SIGKILL' });
     if (r.status !== 0) { console.error(r.stdout, r.error ?? ''); process.exitCode = 4; } else res = JSON.parse(r.stdout.trim().split('\n').pop());
@@ -96,16 +98,19 @@ if (!opt.inner) {
       const b = r.bhyve;
       const q = r.qemu;
       const rows = dir === 'tx' ? txRows : rxRows;
+      const pct = (x) => (x.frac === null ? '–' : `${(100 * x.frac).toFixed(0)}%`);
       const cols = (x) => (dir === 'tx'
-        ? [f0(x.fps), f1(x.mbs), f0(x.guestFps), x.frac === null ? '–' : `${(100 * x.frac).toFixed(0)}%`]
-        : [f0(x.fps), f1(x.mbs), x.frac === null ? '–' : `${(100 * x.frac).toFixed(0)}%`]);
+        ? [f0(x.fps), f1(x.mbs), f0(x.guestFps), f1(x.cpuUs), pct(x)]
+        : [f0(x.fps), f1(x.mbs), f1(x.cpuUs), pct(x)]);
       rows.push([`${label(path)}: bhyve-kvm`, ...cols(b)]);
       rows.push([`${label(path)}: QEMU`, ...cols(q)]);
-      rows.push([`${label(path)}: ratio bhyve-kvm / QEMU`, ratio(b.fps, q.fps), ratio(b.mbs, q.mbs), ...(dir === 'tx' ? [ratio(b.guestFps, q.guestFps)] : []), '']);
+      // (CPU per frame: QEMU's over ours, so that above 1 is better for us too)
+      rows.push([`${label(path)}: ratio bhyve-kvm / QEMU`, ratio(b.fps, q.fps), ratio(b.mbs, q.mbs),
+        ...(dir === 'tx' ? [ratio(b.guestFps, q.guestFps)] : []), ratio(q.cpuUs, b.cpuUs), '']);
     }
   }
-  const txTable = txRows.length ? mdTable(['guest TX, 1514-byte UDP frames', 'frames/s (host count)', 'MB/s', 'frames/s (guest TSC)', 'frames arrived'], txRows) : '';
-  const rxTable = rxRows.length ? mdTable(['guest RX, 1514-byte UDP frames', 'frames/s (guest TSC)', 'MB/s', 'frames received of sent'], rxRows) : '';
+  const txTable = txRows.length ? mdTable(['guest TX, 1514-byte UDP frames', 'frames/s (host count)', 'MB/s', 'frames/s (guest TSC)', 'VMM CPU µs/frame', 'frames arrived'], txRows) : '';
+  const rxTable = rxRows.length ? mdTable(['guest RX, 1514-byte UDP frames', 'frames/s (guest TSC)', 'MB/s', 'VMM CPU µs/frame', 'frames received of sent'], rxRows) : '';
   console.log(`${txTable}\n${rxTable}`);
   const body = `## e1000 and slirp throughput (bench/e1000.mjs)
 
@@ -139,6 +144,11 @@ into the tap to 10.0.2.15:9 (static neighbour entry), or to the hostfwd
 port on 127.0.0.1. The numbers give the fraction that arrived: what the VMM
 does not take in time is dropped at the tap's queue or the hostfwd socket.
 
+VMM CPU µs/frame: the VMM process's CPU time (all threads, its vCPU
+included; /proc/PID/stat) from the guest's start line to its result line,
+per frame; less is better, and its ratio is QEMU's over ours. It moves less
+with the host's load than the rates do.
+
 Median of ${REPS} interleaved runs; the host is shared and has 2 CPUs, so
 single runs vary.
 
@@ -171,13 +181,25 @@ async function freeUdpPort() {
 function argv(vmm, path, romPath, fwd) {
   const hostfwd = fwd ? `,hostfwd=udp:127.0.0.1:${fwd}-:9` : '';
   if (vmm === 'bhyve') {
-    return [process.execPath, [BHYVE, '-c', '1', '-m', '256M', '-s', '0,hostbridge', '-s', '31,lpc',
+    // --profile DIR: V8 CPU profiles of every thread of bhyve (unbundled,
+    // unsandboxed so that they can be written at exit).
+    const prof = opt.profile ? ['--cpu-prof', `--cpu-prof-dir=${opt.profile}`] : [];
+    const sandbox = opt.profile ? ['-o', 'security.sandbox=false'] : [];
+    return [process.execPath, [...prof, BHYVE, ...sandbox, '-c', '1', '-m', '256M', '-s', '0,hostbridge', '-s', '31,lpc',
       '-s', `3,e1000,${path === 'tap' ? 'tap0' : `slirp,open${hostfwd}`}`, '-l', 'com1,stdio', '-l', 'pc-testdev', '-l', `bootrom,${romPath}`,
       '-o', 'x86.require_ept_rvi=false', `e1kbench${process.pid}`]];
   }
   return ['qemu-system-x86_64', ['-accel', 'kvm', '-machine', 'pc', '-m', '256M', '-smp', '1', '-nodefaults', '-display', 'none',
     '-monitor', 'none', '-serial', 'stdio', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4', '-no-reboot', '-bios', romPath,
     '-netdev', path === 'tap' ? 'tap,id=n0,ifname=tap0,script=no,downscript=no' : `user,id=n0${hostfwd}`, '-device', 'e1000,netdev=n0']];
+}
+
+/** utime + stime of a process, in seconds. */
+function cpuTicks(pid) {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch { return null; }
 }
 
 const tapPackets = () => Number(readFileSync('/sys/class/net/tap0/statistics/rx_packets', 'utf8'));
@@ -222,10 +244,18 @@ async function runOnce(vmm, path, dir) {
       if (p > seen) { const t = process.hrtime.bigint(); if (seen === base) first = t; last = t; seen = p; count = p - base; }
     }, 1);
   }
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BHYVE_RUNDIR: `${ROOT}/build/run` } });
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BHYVE_RUNDIR: `${ROOT}/build/run`, ...(opt.profile ? { BHYVE_BUNDLE: '0' } : {}) } });
   let out = '';
   let senderExit;
+  // The VMM's CPU time (all its threads, the vCPU included) over the
+  // measured stretch: from the guest's "ready" line to its result line.
+  const cpu = { from: null, to: null };
+  const onCpu = () => {
+    if (cpu.from === null && out.includes(rx ? 'bench: rx ready' : 'bench: tsc_hz')) cpu.from = cpuTicks(child.pid);
+    if (cpu.to === null && /bench: (rx|tx) \d+ frames/.test(out)) cpu.to = cpuTicks(child.pid);
+  };
   const onOut = () => {
+    onCpu();
     if (!rx || sender) return;
     const mac = /e1000: [0-9a-f]{4}, eeprom checksum OK, mac ([0-9a-f:]{17})/.exec(out);
     if (mac && path === 'tap' && !onOut.neigh) {
@@ -252,14 +282,20 @@ async function runOnce(vmm, path, dir) {
     if (status !== 33 || !hz || !m) throw new Error(`${vmm} ${path} rx: status ${status}\n${out.slice(-2000)}`);
     const secs = Number(m[3]) / hz;
     const frames = Number(m[1]);
-    return { fps: frames / secs, mbs: (frames * 1514) / secs / 1e6, guestFps: frames / secs, frac: frames / Number(m[4]) };
+    return { fps: frames / secs, mbs: (frames * 1514) / secs / 1e6, guestFps: frames / secs, frac: frames / Number(m[4]), cpuUs: cpuPerFrame(cpu, frames) };
   }
   const cyc = Number(/bench: tx \d+ frames \d+ bytes (\d+) cycles/.exec(out)?.[1]);
   if (status !== 33 || !hz || !cyc) throw new Error(`${vmm} ${path}: status ${status}\n${out.slice(-2000)}`);
   // Frames the tap counted include the guest's ARP.
   const frames = Math.min(count, n);
   const secs = Number(last - first) / 1e9;
-  return { fps: secs > 0 ? frames / secs : null, mbs: secs > 0 ? (frames * 1514) / secs / 1e6 : null, guestFps: n / (cyc / hz), frac: frames / n };
+  return { fps: secs > 0 ? frames / secs : null, mbs: secs > 0 ? (frames * 1514) / secs / 1e6 : null, guestFps: n / (cyc / hz), frac: frames / n,
+    cpuUs: cpuPerFrame(cpu, n) };
+}
+
+/** The VMM's CPU microseconds per frame over the measured stretch. */
+function cpuPerFrame(cpu, frames) {
+  return cpu.from !== null && cpu.to !== null && frames > 0 ? ((cpu.to - cpu.from) * 1e6) / frames : null;
 }
 
 const cases = [];
@@ -281,7 +317,7 @@ for (const c of cases) {
   out[c] = {};
   for (const vmm of ['bhyve', 'qemu']) {
     const xs = res[c][vmm];
-    out[c][vmm] = { fps: med(xs, 'fps'), mbs: med(xs, 'mbs'), guestFps: med(xs, 'guestFps'), frac: med(xs, 'frac') };
+    out[c][vmm] = { fps: med(xs, 'fps'), mbs: med(xs, 'mbs'), guestFps: med(xs, 'guestFps'), frac: med(xs, 'frac'), cpuUs: med(xs, 'cpuUs') };
   }
 }
 console.log(JSON.stringify(out));
