@@ -21,16 +21,24 @@
 // enabled only while a frame waits for buffers. Interrupts are raised once
 // per batch, and only when the driver asked (NO_INTERRUPT / used_event).
 //
+// With a backend and KVM ioeventfds (iothread=true, the default) both
+// queues and the backend's descriptor belong to an I/O thread while the
+// driver runs (net-iothread.ts): notifies reach it by ioeventfd without an
+// exit, frames by poll(2) on the tap without the main thread.
+//
 // Options (bhyve's): mac=xx:xx:xx:xx:xx:xx (unicast, nonzero; default from
 // net_genmac: 00:a0:98 then the first three bytes of MD5("slot-func-vmname")),
-// mtu=N (ETHERMIN..65535, also offers VIRTIO_NET_F_MTU).
+// mtu=N (ETHERMIN..65535, also offers VIRTIO_NET_F_MTU). Ours: iothread=BOOL.
 
 import type { ConfigTree } from '../../config/tree.js';
 import { ConfigError } from '../../config/tree.js';
 import { VIRTIO_F_VERSION_1, VIRTIO_ID_NET, featureBit } from './virtio-constants.js';
 import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
-import { DescriptorChain, type Virtqueue } from './virtqueue.js';
-import { attachNetBackend, type NetPort } from '../net/net-backend.js';
+import { DescriptorChain, VirtqueueError, type Virtqueue } from './virtqueue.js';
+import { attachNetBackend, type NetBackendTransfer, type NetPort } from '../net/net-backend.js';
+import { armFdWaker, disarmFdWaker } from '../fd-waker.js';
+import type { HelperThreadData } from '../device.js';
+import { NetIothread } from './net-iothread.js';
 import { netGenMac, parseMac } from '../net/net-utils.js';
 import { validateSlirpKeys } from '../net/slirp-options.js';
 import type { HostPortLookup } from './host-ports.js';
@@ -66,7 +74,13 @@ export interface NetOptions {
   mac: Uint8Array;
   /** Set when mtu= was given (offers VIRTIO_NET_F_MTU). */
   mtu?: number;
+  /** Serve the queues on an I/O thread (net-iothread.ts) fed by KVM
+   * ioeventfds, when the vmm offers them (default: NET_IOTHREAD_DEFAULT). */
+  iothread?: boolean;
 }
+
+/** Whether `pci.B.S.F.iothread` defaults to on for virtio-net. */
+export const NET_IOTHREAD_DEFAULT = true;
 
 /** bhyve's net_parsemtu() plus the VTNET_MIN_MTU..VTNET_MAX_MTU check. */
 export function parseMtu(s: string): number {
@@ -84,6 +98,7 @@ export function netOptionsFromConfig(config: ConfigTree, node: string, slot: num
   return {
     mac: macStr !== undefined ? parseMac(macStr) : netGenMac(slot, func, config.get('name') ?? ''),
     mtu: mtuStr !== undefined ? parseMtu(mtuStr) : undefined,
+    iothread: config.getBool(`${node}.iothread`, NET_IOTHREAD_DEFAULT),
   };
 }
 
@@ -101,13 +116,23 @@ export class VirtioNet extends VirtioDeviceBase {
   private hdrLen = 12;
   private mergeable = false;
   private activationRef: VirtioActivation | undefined;
+  private readonly opts: NetOptions;
+  /** The backend's descriptor, which an I/O thread can take over. */
+  private readonly backend: NetBackendTransfer | undefined;
+  /** The I/O thread that owns the queues while the driver runs, if any. */
+  iothread: NetIothread | undefined;
+  /** Counters of I/O threads that have stopped, and notifies this thread
+   * handed to one (bhyvectl --get-stats). */
+  private readonly offloaded = { rxFrames: 0, txFrames: 0, wakeups: 0, forwarded: 0 };
 
   /** Statistics, for tests and diagnostics. */
   readonly stats = { rxFrames: 0, rxBytes: 0, rxDropped: 0, txFrames: 0, txBytes: 0, txDropped: 0, interrupts: 0 };
 
-  constructor(opts: NetOptions, port: NetPort | undefined) {
+  constructor(opts: NetOptions, port: NetPort | undefined, backend?: NetBackendTransfer) {
     super();
     this.port = port;
+    this.opts = opts;
+    this.backend = backend;
     let f = featureBit(VIRTIO_NET_F_MAC) | featureBit(VIRTIO_NET_F_STATUS) | featureBit(VIRTIO_NET_F_MRG_RXBUF);
     if (opts.mtu !== undefined) f |= featureBit(VIRTIO_NET_F_MTU);
     this.ownFeatures = f;
@@ -139,17 +164,94 @@ export class VirtioNet extends VirtioDeviceBase {
   }
 
   protected onReset(): void {
+    this.stopIothread();
     this.stash.length = 0;
     this.activationRef = undefined;
   }
 
-  /** Host frames may have arrived (the main thread kicked us). */
+  close(): void {
+    this.stopIothread();
+  }
+
+  /** Called by the transport after activation (virtio-pci.ts
+   * NotifyOffload): hands the queues and the backend's descriptor to an I/O
+   * thread when configured, and returns its eventfd for each queue, for the
+   * transport to register as ioeventfds. */
+  startOffload(helper: HelperThreadData): Array<number | undefined> | undefined {
+    const act = this.activationRef;
+    const b = this.backend;
+    if (!(this.opts.iothread ?? NET_IOTHREAD_DEFAULT) || !act || !b || this.iothread || this.needsResetReason !== undefined) return undefined;
+    this.iothread = new NetIothread({
+      helper,
+      netFd: b.fd,
+      device: { mac: this.mac, mtu: this.opts.mtu },
+      ackedFeatures: this.ackedFeatures,
+      queueMaxSizes: [...this.queueMaxSizes],
+      layouts: act.queues.map((q) => (q ? { ...q.layout } : null)),
+    });
+    // The I/O thread polls the descriptor itself: the main thread's waker
+    // stops kicking us for it, and a frame this thread read but could not
+    // place (before a reset) is dropped, as a NIC's reset drops it.
+    disarmFdWaker(new Int32Array(b.wake));
+    this.port?.consume();
+    return act.queues.map((q) => (q ? this.iothread!.notifyFd : undefined));
+  }
+
+  private stopIothread(): void {
+    const t = this.iothread;
+    if (!t) return;
+    t.stop();
+    this.offloaded.rxFrames += t.rxFrames;
+    this.offloaded.txFrames += t.txFrames;
+    this.offloaded.wakeups += t.wakeups;
+    this.iothread = undefined;
+    // The descriptor is this thread's again: the main thread watches it.
+    if (this.backend) armFdWaker(new Int32Array(this.backend.wake));
+  }
+
+  /** Which thread moved the frames, and how notifies reached it. */
+  counters(): Record<string, number> {
+    const t = this.iothread;
+    return {
+      'frames received on the device thread': this.stats.rxFrames,
+      'frames sent on the device thread': this.stats.txFrames,
+      'frames received on the I/O thread': this.offloaded.rxFrames + (t?.rxFrames ?? 0),
+      'frames sent on the I/O thread': this.offloaded.txFrames + (t?.txFrames ?? 0),
+      'I/O thread wakeups': this.offloaded.wakeups + (t?.wakeups ?? 0),
+      'notifies forwarded to the I/O thread': this.offloaded.forwarded,
+    };
+  }
+
+  /** Host frames may have arrived (the main thread kicked us), or the I/O
+   * thread asked for interrupts or failed. */
   poll(): void {
     if (!this.activated || this.needsResetReason !== undefined) return;
+    const t = this.iothread;
+    if (t) {
+      if (t.failedToStart) {
+        // It never took the queues: serve them here, as without it.
+        this.stopIothread();
+        this.queueNotify(VTNET_TXQ);
+        this.queueNotify(VTNET_RXQ);
+        return;
+      }
+      const bits = t.takeInterrupts();
+      for (let i = 0; i < 2; i++) {
+        if (bits & (1 << i)) { this.stats.interrupts++; this.activationRef?.interrupt.queue(i); }
+      }
+      const reason = t.brokenReason();
+      if (reason !== undefined) this.fail(new VirtqueueError(reason));
+      return;
+    }
     this.queueNotify(VTNET_RXQ);
   }
 
   protected processQueue(index: number, queue: Virtqueue): void {
+    const t = this.iothread;
+    if (t) {
+      if (!t.failedToStart) { this.offloaded.forwarded++; t.notify(); return; }
+      this.stopIothread();
+    }
     if (index === VTNET_RXQ) this.receive(queue);
     else if (index === VTNET_TXQ) this.transmit(queue);
   }
@@ -335,6 +437,7 @@ export function createVirtioNet(
     const t = ctx.hostPorts.net(node);
     if (t === undefined) throw new ConfigError(`virtio-net at ${node}: its backend was not opened`);
     port = attachNetBackend(t);
+    return new VirtioNet(opts, port, t);
   }
   return new VirtioNet(opts, port);
 }
@@ -354,6 +457,7 @@ export const virtioNetDevice: PciDeviceRecord = {
     { key: 'open', default: 'false', description: 'slirp backend: allow the guest outbound connections' },
     { key: 'mac', description: 'MAC address (default: derived from the VM name and slot)' },
     { key: 'mtu', default: '1500', description: 'MTU offered to the guest' },
+    { key: 'iothread', default: String(NET_IOTHREAD_DEFAULT), description: 'move frames on a thread of its own, fed by ioeventfds and the backend' },
     { key: 'bootindex', description: 'boot order index for the firmware' },
     ...VIRTIO_PCI_KEYS,
   ],
