@@ -16,7 +16,7 @@
 // Part 2, in-process: our device model and host path without a guest
 // (the vCPU exit to reach them is measured by bench/exit-roundtrip.mjs):
 // Usage: node bench/virtio-net.mjs [--frames 200000] [--reps 3] [--rx-secs 2]
-//          [--only bhyve|qemu] [--no-inproc] [--no-write]
+//          [--only bhyve,bhyveTx,bhyveExit,qemu] [--no-inproc] [--no-write]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -38,6 +38,12 @@ const { values: opt } = parseArgs({
   },
 });
 const RX_SECS = Number(opt['rx-secs']);
+const LABELS = {
+  bhyve: VMMS.bhyve.label,
+  bhyveTx: `${VMMS.bhyve.label}, iothread_tx=true`,
+  bhyveExit: `${VMMS.bhyve.label}, iothread=false`,
+  qemu: VMMS.qemu.label,
+};
 const FRAMES = Number(opt.frames);
 const REPS = Number(opt.reps);
 
@@ -72,7 +78,7 @@ if (!opt.inner) {
   const vrows = [];
   for (const [key, v] of Object.entries(res.vmms)) {
     if (v.failed) continue;
-    vrows.push([VMMS[key].label, f0(v.tx.fps), f1(v.tx.mbs), f0(v.tx.guestFps), f0(v.rx.fps), f1(v.rx.mbs), `${(100 * v.rx.frac).toFixed(0)}%`]);
+    vrows.push([LABELS[key], f0(v.tx.fps), f1(v.tx.mbs), f0(v.tx.guestFps), f0(v.rx.fps), f1(v.rx.mbs), `${(100 * v.rx.frac).toFixed(0)}%`]);
   }
   const b = res.vmms.bhyve; const q = res.vmms.qemu;
   if (b && q && !b.failed && !q.failed) {
@@ -82,7 +88,7 @@ if (!opt.inner) {
   vrows.push(['host UDP send into the tap (RX offered load)', '', '', '', f0(res.send.fps), f1(res.send.mbs), '']);
   const vtable = mdTable(['VMM (1514-byte frames)', 'guest TX frames/s (host count)', 'guest TX MB/s', 'guest TX frames/s (guest TSC)',
     'guest RX frames/s', 'guest RX MB/s', 'RX frames received of sent'], vrows);
-  const notes = Object.entries(res.vmms).filter(([, v]) => v.failed).map(([k, v]) => `${VMMS[k].label}: skipped, the run failed (${v.failed}).`);
+  const notes = Object.entries(res.vmms).filter(([, v]) => v.failed).map(([k, v]) => `${LABELS[k]}: skipped, the run failed (${v.failed}).`);
   console.log(vtable);
   for (const n of notes) console.log(n);
   let inproc = '';
@@ -281,11 +287,15 @@ async function benchRx(secs) {
 
 // ------------------------------------------------- guests on both VMMs
 const stat = (k) => Number(readFileSync(`/sys/class/net/tap0/statistics/${k}`, 'utf8'));
+const bhyveNet = (slot) => ({ ...VMMS.bhyve, argv(rp) {
+  const [cmd, args] = VMMS.bhyve.argv.call(this, rp);
+  return [cmd, [...args.slice(0, -1), '-s', slot, args[args.length - 1]]];
+} });
 const withNet = {
-  bhyve: { ...VMMS.bhyve, argv(rp) {
-    const [cmd, args] = VMMS.bhyve.argv.call(this, rp);
-    return [cmd, [...args.slice(0, -1), '-s', '3,virtio-net,tap0', args[args.length - 1]]];
-  } },
+  bhyve: bhyveNet('3,virtio-net,tap0'),
+  // the same without the I/O thread: every notify an exit to the device thread
+  bhyveTx: bhyveNet('3,virtio-net,tap0,iothread_tx=true'),
+  bhyveExit: bhyveNet('3,virtio-net,tap0,iothread=false'),
   qemu: { ...VMMS.qemu, argv(rp) {
     const [cmd, args] = VMMS.qemu.argv(rp);
     return [cmd, [...args, '-netdev', 'tap,id=n0,ifname=tap0,script=no,downscript=no', '-device', 'virtio-net-pci,netdev=n0,disable-legacy=on']];
@@ -367,7 +377,7 @@ async function guestRx(vmm) {
   return { fps: g[0] / s, mbs: g[1] / s / 1e6, frac: n ? Math.min(1, g[0] / n) : 0, send: { fps: n / RX_SECS, mbs: (n * 1514) / RX_SECS / 1e6 } };
 }
 
-const active = Object.entries(withNet).filter(([k]) => !opt.only || k === opt.only).map(([key, vmm]) => ({ key, vmm, tx: [], rx: [], failed: null }));
+const active = Object.entries(withNet).filter(([k]) => !opt.only || opt.only.split(',').includes(k)).map(([key, vmm]) => ({ key, vmm, tx: [], rx: [], failed: null }));
 const guestSends = [];
 for (let i = 0; i < REPS; i++) {
   for (const a of active) {

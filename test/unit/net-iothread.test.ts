@@ -57,7 +57,7 @@ function guest(features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET
   const tx = new FakeDriver(QSIZE, 0, { bytes: map.bytes.subarray(half), base: half });
   const [vmEnd, hostEnd] = packetPair();
   cleanup.push(() => { fs.closeSync(vmEnd); fs.closeSync(hostEnd); });
-  const start = (over: { memoryPath?: string } = {}) => {
+  const start = (over: { memoryPath?: string; transmit?: boolean } = {}) => {
     const t = new NetIothread({
       helper: {
         memoryPath: over.memoryPath ?? memoryPath, layout: { lowmem: RAM, highmem: 0 },
@@ -65,6 +65,7 @@ function guest(features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET
       },
       netFd: vmEnd,
       device: { mac: MAC },
+      transmit: over.transmit ?? true,
       ackedFeatures: features,
       queueMaxSizes: [1024, 1024],
       layouts: [rx.layout, tx.layout],
@@ -136,6 +137,22 @@ describe.skipIf(!haveWorker)('virtio-net I/O thread', () => {
     expect(t.brokenReason()).toBeUndefined();
     t.stop();
     expect(t.state).toBe(NIOT_STATE.STOPPED);
+  });
+
+  it('without the transmit queue (iothread_tx=false) a notify sends nothing; receiving works the same', async () => {
+    const g = guest();
+    const t = g.start({ transmit: false });
+    g.sendTx(frame(60, 1));
+    t.notify();
+    const bufs = g.postRx(2);
+    g.hostWrite(frame(200, 7));
+    await until(() => g.rx.usedIdx() === 1, 'the received frame');
+    expect(g.rx.read(bufs[0] + HDR, 200)).toEqual(frame(200, 7));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(g.tx.usedIdx()).toBe(0);
+    expect(g.hostRead()).toBeNull();
+    expect(t.txFrames).toBe(0);
+    t.stop();
   });
 
   it('a frame waiting for buffers is kept, the thread does not spin, the notify that adds buffers delivers it', async () => {

@@ -59,7 +59,7 @@ function main(): void {
   try {
     dev.activate({
       mem,
-      queues: createQueues(mem, d.layouts, d.ackedFeatures, d.queueMaxSizes),
+      queues: createQueues(mem, d.transmit ? d.layouts : [d.layouts[VTNET_RXQ] ?? null, null], d.ackedFeatures, d.queueMaxSizes),
       interrupt: {
         queue: (i) => { Atomics.or(words, NIOT.IRQ, 1 << i); kick(); },
         config: () => {},

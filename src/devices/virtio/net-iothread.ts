@@ -1,15 +1,16 @@
-// virtio-net's I/O thread: a worker_thread that owns both queues (receiveq
-// and transmitq) and the backend's descriptor (the tap, or slirp's packet
-// socket) while the driver runs (DRIVER_OK until reset). It blocks in
-// poll(2) on two descriptors at once:
+// virtio-net's I/O thread: a worker_thread that owns the receive queue
+// (and with iothread_tx=true the transmit queue) and reading the backend's
+// descriptor (the tap, or slirp's packet socket) while the driver runs
+// (DRIVER_OK until reset). It blocks in poll(2) on two descriptors at once:
 //
-//   guest notify on either queue (MMIO write to its notify address)
+//   guest notify on its queues (MMIO write to a notify address)
 //     -> KVM_IOEVENTFD signals the notify eventfd inside the kernel; the
 //        vCPU goes straight back into the guest, no exit to userspace
 //   a frame arrives on the tap
 //     -> the tap fd turns readable
-//   -> the thread wakes, sends what the transmit queue holds (one writev per
-//      frame) and reads the tap into the receive buffers in guest RAM (its
+//   -> the thread wakes, sends what the transmit queue holds if it has it
+//      (one writev per frame) and reads the tap into the receive buffers in
+//      guest RAM (its
 //      own mapping of the VM's memory file), pushes the used entries, and
 //      polls again.
 //
@@ -26,6 +27,10 @@
 // (DEVICE_REQUEST.POLL); VirtioNet.poll() raises those queue interrupts or
 // enters DEVICE_NEEDS_RESET with the thread's reason. A driver that polls
 // its used rings (NO_INTERRUPT, used_event) costs no kick at all.
+//
+// Without iothread_tx the device thread keeps the transmit queue and writes
+// frames to the same descriptor on each transmit notify exit: the queues
+// are independent, and a tap takes writes from any thread.
 //
 // Notifies that still reach the device thread (a legacy I/O-port notify, a
 // host without ioeventfd for that address) are forwarded by writing the
@@ -73,6 +78,9 @@ export interface NetIothreadData {
   /** The tap fd or slirp's packet socket (non-blocking). */
   netFd: number;
   device: NetIothreadDevice;
+  /** The transmit queue is the thread's too (else only the receive queue:
+   * the device thread sends on each transmit notify exit). */
+  transmit: boolean;
   ackedFeatures: bigint;
   queueMaxSizes: number[];
   layouts: Array<VirtqueueLayout | null>;

@@ -21,14 +21,18 @@
 // enabled only while a frame waits for buffers. Interrupts are raised once
 // per batch, and only when the driver asked (NO_INTERRUPT / used_event).
 //
-// With a backend and KVM ioeventfds (iothread=true, the default) both
-// queues and the backend's descriptor belong to an I/O thread while the
-// driver runs (net-iothread.ts): notifies reach it by ioeventfd without an
-// exit, frames by poll(2) on the tap without the main thread.
+// With a backend and KVM ioeventfds (iothread=true, the default) the receive
+// queue and reading the backend's descriptor belong to an I/O thread while
+// the driver runs (net-iothread.ts): receive notifies reach it by ioeventfd
+// without an exit, frames by poll(2) on the tap without the main thread.
+// With iothread_tx=true it serves the transmit queue as well; by default
+// the device thread sends on each transmit notify exit (writev on the same
+// descriptor: the two queues are independent).
 //
 // Options (bhyve's): mac=xx:xx:xx:xx:xx:xx (unicast, nonzero; default from
 // net_genmac: 00:a0:98 then the first three bytes of MD5("slot-func-vmname")),
-// mtu=N (ETHERMIN..65535, also offers VIRTIO_NET_F_MTU). Ours: iothread=BOOL.
+// mtu=N (ETHERMIN..65535, also offers VIRTIO_NET_F_MTU). Ours: iothread=BOOL,
+// iothread_tx=BOOL.
 
 import type { ConfigTree } from '../../config/tree.js';
 import { ConfigError } from '../../config/tree.js';
@@ -77,10 +81,19 @@ export interface NetOptions {
   /** Serve the queues on an I/O thread (net-iothread.ts) fed by KVM
    * ioeventfds, when the vmm offers them (default: NET_IOTHREAD_DEFAULT). */
   iothread?: boolean;
+  /** The I/O thread serves the transmit queue too (default:
+   * NET_IOTHREAD_TX_DEFAULT); else transmit notifies exit to the device
+   * thread, which sends at once. */
+  iothreadTx?: boolean;
 }
 
 /** Whether `pci.B.S.F.iothread` defaults to on for virtio-net. */
 export const NET_IOTHREAD_DEFAULT = true;
+/** Whether `pci.B.S.F.iothread_tx` defaults to on. Off: on the host we
+ * measured (2 CPUs, shared) a guest sending flat out got more through its
+ * own notify exits than through a hand-off to another thread, which has to
+ * be scheduled for every queueful (BENCHMARKS.md). */
+export const NET_IOTHREAD_TX_DEFAULT = false;
 
 /** bhyve's net_parsemtu() plus the VTNET_MIN_MTU..VTNET_MAX_MTU check. */
 export function parseMtu(s: string): number {
@@ -99,6 +112,7 @@ export function netOptionsFromConfig(config: ConfigTree, node: string, slot: num
     mac: macStr !== undefined ? parseMac(macStr) : netGenMac(slot, func, config.get('name') ?? ''),
     mtu: mtuStr !== undefined ? parseMtu(mtuStr) : undefined,
     iothread: config.getBool(`${node}.iothread`, NET_IOTHREAD_DEFAULT),
+    iothreadTx: config.getBool(`${node}.iothread_tx`, NET_IOTHREAD_TX_DEFAULT),
   };
 }
 
@@ -119,6 +133,8 @@ export class VirtioNet extends VirtioDeviceBase {
   private readonly opts: NetOptions;
   /** The backend's descriptor, which an I/O thread can take over. */
   private readonly backend: NetBackendTransfer | undefined;
+  /** Whether the I/O thread serves the transmit queue too. */
+  private readonly txOnIothread: boolean;
   /** The I/O thread that owns the queues while the driver runs, if any. */
   iothread: NetIothread | undefined;
   /** Counters of I/O threads that have stopped, and notifies this thread
@@ -133,6 +149,7 @@ export class VirtioNet extends VirtioDeviceBase {
     this.port = port;
     this.opts = opts;
     this.backend = backend;
+    this.txOnIothread = opts.iothreadTx ?? NET_IOTHREAD_TX_DEFAULT;
     let f = featureBit(VIRTIO_NET_F_MAC) | featureBit(VIRTIO_NET_F_STATUS) | featureBit(VIRTIO_NET_F_MRG_RXBUF);
     if (opts.mtu !== undefined) f |= featureBit(VIRTIO_NET_F_MTU);
     this.ownFeatures = f;
@@ -185,6 +202,7 @@ export class VirtioNet extends VirtioDeviceBase {
       helper,
       netFd: b.fd,
       device: { mac: this.mac, mtu: this.opts.mtu },
+      transmit: this.txOnIothread,
       ackedFeatures: this.ackedFeatures,
       queueMaxSizes: [...this.queueMaxSizes],
       layouts: act.queues.map((q) => (q ? { ...q.layout } : null)),
@@ -194,7 +212,7 @@ export class VirtioNet extends VirtioDeviceBase {
     // place (before a reset) is dropped, as a NIC's reset drops it.
     disarmFdWaker(new Int32Array(b.wake));
     this.port?.consume();
-    return act.queues.map((q) => (q ? this.iothread!.notifyFd : undefined));
+    return act.queues.map((q, i) => (q && (i === VTNET_RXQ || this.txOnIothread) ? this.iothread!.notifyFd : undefined));
   }
 
   private stopIothread(): void {
@@ -248,7 +266,7 @@ export class VirtioNet extends VirtioDeviceBase {
 
   protected processQueue(index: number, queue: Virtqueue): void {
     const t = this.iothread;
-    if (t) {
+    if (t && (index === VTNET_RXQ || this.txOnIothread)) {
       if (!t.failedToStart) { this.offloaded.forwarded++; t.notify(); return; }
       this.stopIothread();
     }
@@ -261,6 +279,11 @@ export class VirtioNet extends VirtioDeviceBase {
   private transmit(queue: Virtqueue): void {
     const chain = this.scratchChain;
     let done = 0;
+    // No notifies while the queue is being drained (QEMU's virtio-net does
+    // the same): with the I/O thread the driver runs meanwhile, and each
+    // notify would cost it an exit and this thread a wake-up for chains it
+    // takes anyway. enableNotification() asks again once the queue is empty.
+    queue.disableNotification();
     do {
       while (queue.pop(chain) !== null) {
         const len = chain.readableLength - this.hdrLen;
@@ -457,7 +480,8 @@ export const virtioNetDevice: PciDeviceRecord = {
     { key: 'open', default: 'false', description: 'slirp backend: allow the guest outbound connections' },
     { key: 'mac', description: 'MAC address (default: derived from the VM name and slot)' },
     { key: 'mtu', default: '1500', description: 'MTU offered to the guest' },
-    { key: 'iothread', default: String(NET_IOTHREAD_DEFAULT), description: 'move frames on a thread of its own, fed by ioeventfds and the backend' },
+    { key: 'iothread', default: String(NET_IOTHREAD_DEFAULT), description: 'receive frames on a thread of its own, fed by an ioeventfd and the backend' },
+    { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd)' },
     { key: 'bootindex', description: 'boot order index for the firmware' },
     ...VIRTIO_PCI_KEYS,
   ],

@@ -209,7 +209,7 @@ static void bench_tx(uint64_t n)
 			added++;
 			more = 1;
 		}
-		barrier();
+		mb();
 		/* kick unless the device asked not to be notified (VIRTQ_USED_F_NO_NOTIFY) */
 		if (more && !(*(volatile uint16_t *)q->used & 1))
 			vq_kick(q);
@@ -241,6 +241,7 @@ static void bench_rx(uint64_t n, uint64_t hz)
 		bytes += len > HDR ? len - HDR : 0;
 		struct vbuf b = { rxmem + (uint64_t)id * BUFLEN, BUFLEN, 1 };
 		vq_add(q, &b, 1);
+		mb();
 		if (!(*(volatile uint16_t *)q->used & 1))
 			vq_kick(q);
 		if (frames == n)
