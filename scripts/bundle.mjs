@@ -1,30 +1,36 @@
 #!/usr/bin/env node
 // Bundles what bin/* run into dist/bundle/ (npm run build runs it after tsc).
-// One ES module per entry point plus shared chunks, all in one flat
-// directory: a vCPU or iothread worker is started with
-// `new URL('./<name>.js', import.meta.url)` from whichever chunk holds the
-// code, so the worker entry files keep their names beside the chunks.
-// Dynamic import() stays lazy (a chunk is read when first needed): `-h`
-// and bhyvectl do not load the VMM.
+// Per entry point (each launcher, each worker thread) one CommonJS script
+// NAME.cjs holding all of its code, the V8 code cache of its compiled top
+// level NAME.cache, and NAME.js, a two-line ES module that loads the two
+// through loader.cjs (scripts/bundle-loader.cjs). A vCPU or iothread
+// worker is started with `new URL('./<name>.js', import.meta.url)`, so the
+// stubs keep the names the source uses. Modules the code imports with
+// import() still run only when first imported (esbuild's lazy module
+// wrappers): `-h` and bhyvectl do not run the VMM's set-up code.
 //
-// Why: Node's ES module loader resolves, reads and links each of ~150
-// files on its own; one bundle per thread cuts that to a handful of files
-// (BENCHMARKS.md, "Launch"). bin/* run dist/cli/ instead when
-// BHYVE_BUNDLE=0 (for comparison; tests use the bundle like a user).
+// Why: Node's ES module loader resolves, reads, parses and links each of
+// ~150 files on its own, on the main thread and again in each worker; one
+// script per thread whose compiled form comes from the cache skips nearly
+// all of that (BENCHMARKS.md, "Launch"). bin/* run dist/cli/ instead when
+// BHYVE_BUNDLE=0, and the bundle without the cache when BHYVE_CODE_CACHE=0
+// (both for comparison; tests use the bundle like a user).
 import { build } from 'esbuild';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = join(ROOT, 'dist', 'bundle');
 
-/** The launchers' entry points; output name -> source. */
+/** The launchers' entry points; output name -> source and the function
+ * bin/NAME calls. */
 const LAUNCHERS = {
-  'bhyve-main': 'src/cli/bhyve-main.ts',
-  'bhyvectl-main': 'src/cli/bhyvectl-main.ts',
-  'bhyveload-main': 'src/cli/bhyveload-main.ts',
-  'bhyve-xml-main': 'src/cli/bhyve-xml-main.ts',
+  'bhyve-main': ['src/cli/bhyve-main.ts', 'bhyveMain'],
+  'bhyvectl-main': ['src/cli/bhyvectl-main.ts', 'bhyvectlMain'],
+  'bhyveload-main': ['src/cli/bhyveload-main.ts', 'bhyveloadMain'],
+  'bhyve-xml-main': ['src/cli/bhyve-xml-main.ts', 'bhyveXmlMain'],
 };
 
 /** Every worker the code starts by name (`new URL('./NAME.js',
@@ -47,7 +53,10 @@ function workerEntryPoints() {
   return entries;
 }
 
-export const ENTRY_POINTS = { ...LAUNCHERS, ...workerEntryPoints() };
+export const ENTRY_POINTS = {
+  ...Object.fromEntries(Object.entries(LAUNCHERS).map(([name, [src]]) => [name, src])),
+  ...workerEntryPoints(),
+};
 
 rmSync(OUT, { recursive: true, force: true });
 await build({
@@ -55,22 +64,41 @@ await build({
   entryPoints: ENTRY_POINTS,
   outdir: OUT,
   entryNames: '[name]',
-  chunkNames: 'chunk-[hash]',
+  outExtension: { '.js': '.cjs' },
   bundle: true,
-  splitting: true,
-  format: 'esm',
+  format: 'cjs',
   platform: 'node',
   target: 'node20',
+  // import.meta.url (worker files, koffi's require, the install root) is
+  // the bundle's own URL.
+  banner: { js: 'var __bundleUrl = require("node:url").pathToFileURL(__filename).href;' },
+  define: { 'import.meta.url': '__bundleUrl' },
   // npm packages load from node_modules as they are (koffi is a native
   // addon; pngjs and friends are CommonJS, used by bhyvectl alone).
   packages: 'external',
-  // Minified: V8 compiles each module's whole text when a thread loads it
-  // (every function is at least pre-parsed), ~45% less CPU for the vCPU
-  // thread's bundle minified than as is. keepNames keeps .name of
-  // functions and classes; BHYVE_DEBUG maps stack traces back through the
-  // source maps (bin/bhyve).
+  // Minified: less text to read and hash, a smaller cache. keepNames keeps
+  // .name of functions and classes; BHYVE_DEBUG maps stack traces back
+  // through the source maps (bin/bhyve).
   minify: true,
   keepNames: true,
   sourcemap: true,
   logLevel: 'warning',
 });
+
+// The loader, each entry's ES module stub and its code cache. The cache
+// holds what V8 compiles eagerly (the top level); functions compile when
+// first called, as without it.
+copyFileSync(join(ROOT, 'scripts', 'bundle-loader.cjs'), join(OUT, 'loader.cjs'));
+const loader = createRequire(import.meta.url)(join(OUT, 'loader.cjs'));
+for (const name of Object.keys(ENTRY_POINTS)) {
+  const exported = LAUNCHERS[name]?.[1];
+  writeFileSync(join(OUT, `${name}.js`), [
+    `// ${name}.cjs with its code cache (scripts/bundle.mjs, loader.cjs).`,
+    "import { createRequire } from 'node:module';",
+    exported
+      ? `export const { ${exported} } = createRequire(import.meta.url)('./loader.cjs').load('${name}');`
+      : `createRequire(import.meta.url)('./loader.cjs').load('${name}');`,
+    '',
+  ].join('\n'));
+  writeFileSync(join(OUT, `${name}.cache`), loader.compile(name, OUT).script.createCachedData());
+}

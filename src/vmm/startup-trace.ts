@@ -1,13 +1,25 @@
 // BHYVE_TRACE_STARTUP=1: one stderr line per start-up milestone, in ms since
-// the process began (every thread measures from the same origin).
+// the process began (every thread measures from the same origin), and the
+// CPU time the calling thread has used so far (its schedstat; host load
+// moves the first figure, much less the second).
+import { readFileSync } from 'node:fs';
 import { isMainThread } from 'node:worker_threads';
 
 const on = process.env.BHYVE_TRACE_STARTUP === '1';
 const origin = Number(process.env.BHYVE_TRACE_T0 ?? performance.timeOrigin);
 if (on && isMainThread) process.env.BHYVE_TRACE_T0 = String(performance.timeOrigin);
 
+/** CPU ms of the calling thread, or NaN where /proc cannot be read (sandbox). */
+function threadCpuMs(): number {
+  try {
+    return Number(readFileSync('/proc/thread-self/schedstat', 'latin1').split(' ')[0]) / 1e6;
+  } catch {
+    return NaN;
+  }
+}
+
 export function trace(what: string): void {
   if (!on) return;
   const ms = performance.timeOrigin + performance.now() - origin;
-  process.stderr.write(`trace ${ms.toFixed(1)} ${what}\n`);
+  process.stderr.write(`trace ${ms.toFixed(1)} cpu ${threadCpuMs().toFixed(1)} ${what}\n`);
 }
