@@ -2,8 +2,8 @@
 // Bundles what bin/* run into dist/bundle/ (npm run build runs it after tsc).
 // Per entry point (each launcher, each worker thread) one CommonJS script
 // NAME.cjs holding all of its code, the V8 code cache of its compiled top
-// level NAME.cache, and NAME.js, a two-line ES module that loads the two
-// through loader.cjs (scripts/bundle-loader.cjs). A vCPU or iothread
+// level NAME.cache, and NAME.js, a one-line CommonJS module that loads the
+// two through loader.cjs (scripts/bundle-loader.cjs). A vCPU or iothread
 // worker is started with `new URL('./<name>.js', import.meta.url)`, so the
 // stubs keep the names the source uses. Modules the code imports with
 // import() still run only when first imported (esbuild's lazy module
@@ -24,13 +24,12 @@ import { fileURLToPath } from 'node:url';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = join(ROOT, 'dist', 'bundle');
 
-/** The launchers' entry points; output name -> source and the function
- * bin/NAME calls. */
+/** The launchers' entry points; output name -> source. */
 const LAUNCHERS = {
-  'bhyve-main': ['src/cli/bhyve-main.ts', 'bhyveMain'],
-  'bhyvectl-main': ['src/cli/bhyvectl-main.ts', 'bhyvectlMain'],
-  'bhyveload-main': ['src/cli/bhyveload-main.ts', 'bhyveloadMain'],
-  'bhyve-xml-main': ['src/cli/bhyve-xml-main.ts', 'bhyveXmlMain'],
+  'bhyve-main': 'src/cli/bhyve-main.ts',
+  'bhyvectl-main': 'src/cli/bhyvectl-main.ts',
+  'bhyveload-main': 'src/cli/bhyveload-main.ts',
+  'bhyve-xml-main': 'src/cli/bhyve-xml-main.ts',
 };
 
 /** Every worker the code starts by name (`new URL('./NAME.js',
@@ -53,10 +52,7 @@ function workerEntryPoints() {
   return entries;
 }
 
-export const ENTRY_POINTS = {
-  ...Object.fromEntries(Object.entries(LAUNCHERS).map(([name, [src]]) => [name, src])),
-  ...workerEntryPoints(),
-};
+export const ENTRY_POINTS = { ...LAUNCHERS, ...workerEntryPoints() };
 
 rmSync(OUT, { recursive: true, force: true });
 await build({
@@ -85,19 +81,17 @@ await build({
   logLevel: 'warning',
 });
 
-// The loader, each entry's ES module stub and its code cache. The cache
-// holds what V8 compiles eagerly (the top level); functions compile when
-// first called, as without it.
+// The loader, each entry's stub and its code cache. The stubs are CommonJS
+// (dist/bundle/package.json says so): no thread needs Node's ES module
+// loader. The cache holds what V8 compiles eagerly (the top level);
+// functions compile when first called, as without it.
 copyFileSync(join(ROOT, 'scripts', 'bundle-loader.cjs'), join(OUT, 'loader.cjs'));
+writeFileSync(join(OUT, 'package.json'), '{ "type": "commonjs" }\n');
 const loader = createRequire(import.meta.url)(join(OUT, 'loader.cjs'));
 for (const name of Object.keys(ENTRY_POINTS)) {
-  const exported = LAUNCHERS[name]?.[1];
   writeFileSync(join(OUT, `${name}.js`), [
     `// ${name}.cjs with its code cache (scripts/bundle.mjs, loader.cjs).`,
-    "import { createRequire } from 'node:module';",
-    exported
-      ? `export const { ${exported} } = createRequire(import.meta.url)('./loader.cjs').load('${name}');`
-      : `createRequire(import.meta.url)('./loader.cjs').load('${name}');`,
+    `module.exports = require('./loader.cjs').load('${name}');`,
     '',
   ].join('\n'));
   writeFileSync(join(OUT, `${name}.cache`), loader.compile(name, OUT).script.createCachedData());

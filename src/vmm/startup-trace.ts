@@ -23,3 +23,20 @@ export function trace(what: string): void {
   const ms = performance.timeOrigin + performance.now() - origin;
   process.stderr.write(`trace ${ms.toFixed(1)} cpu ${threadCpuMs().toFixed(1)} ${what}\n`);
 }
+
+/** BHYVE_TRACE_STARTUP=1: the process's resident memory by kind and this
+ * thread's V8 heap, in MiB. */
+export function traceMemory(what: string): void {
+  if (!on) return;
+  let status = '';
+  try {
+    status = readFileSync('/proc/self/status', 'latin1');
+  } catch {
+    // sandboxed
+  }
+  const kb = (k: string): string => ((Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(status)?.[1]) || NaN) / 1024).toFixed(1);
+  const m = process.memoryUsage();
+  const mb = (n: number): string => (n / 1048576).toFixed(1);
+  trace(`${what}: rss ${kb('VmRSS')} (anon ${kb('RssAnon')} file ${kb('RssFile')} shmem ${kb('RssShmem')}), ` +
+    `this thread's heap ${mb(m.heapUsed)}/${mb(m.heapTotal)}, external ${mb(m.external)}, array buffers ${mb(m.arrayBuffers)}`);
+}
