@@ -54,6 +54,23 @@ function workerEntryPoints() {
 
 export const ENTRY_POINTS = { ...LAUNCHERS, ...workerEntryPoints() };
 
+/** Each `node:` module through one shim module per bundle: esbuild turns
+ * every `import x from 'node:fs'` into its own __toESM(require('node:fs')),
+ * a copy of all of the module's properties (30 copies of node:fs in
+ * bhyve-main); through the shim there is one per module. */
+const builtinShims = {
+  name: 'builtin-shims',
+  setup(b) {
+    b.onResolve({ filter: /^node:/ }, (args) => (args.namespace === 'builtin-shim'
+      ? { path: args.path, external: true }
+      : { path: args.path, namespace: 'builtin-shim' }));
+    b.onLoad({ filter: /.*/, namespace: 'builtin-shim' }, (args) => ({
+      contents: `export * from ${JSON.stringify(args.path)};\nexport { default } from ${JSON.stringify(args.path)};\n`,
+      loader: 'js',
+    }));
+  },
+};
+
 rmSync(OUT, { recursive: true, force: true });
 await build({
   absWorkingDir: ROOT,
@@ -72,6 +89,7 @@ await build({
   // npm packages load from node_modules as they are (koffi is a native
   // addon; pngjs and friends are CommonJS, used by bhyvectl alone).
   packages: 'external',
+  plugins: [builtinShims],
   // Minified: less text to read and hash, a smaller cache. keepNames keeps
   // .name of functions and classes; BHYVE_DEBUG maps stack traces back
   // through the source maps (bin/bhyve).
