@@ -3,6 +3,7 @@
 // CPU time the calling thread has used so far (its schedstat; host load
 // moves the first figure, much less the second).
 import { readFileSync } from 'node:fs';
+import { getHeapSpaceStatistics } from 'node:v8';
 import { isMainThread } from 'node:worker_threads';
 
 const on = process.env.BHYVE_TRACE_STARTUP === '1';
@@ -38,5 +39,7 @@ export function traceMemory(what: string): void {
   const m = process.memoryUsage();
   const mb = (n: number): string => (n / 1048576).toFixed(1);
   trace(`${what}: rss ${kb('VmRSS')} (anon ${kb('RssAnon')} file ${kb('RssFile')} shmem ${kb('RssShmem')}), ` +
-    `this thread's heap ${mb(m.heapUsed)}/${mb(m.heapTotal)}, external ${mb(m.external)}, array buffers ${mb(m.arrayBuffers)}`);
+    `this thread's heap ${mb(m.heapUsed)}/${mb(m.heapTotal)} (${getHeapSpaceStatistics().filter((sp) => sp.space_size > 0)
+      .map((sp) => `${sp.space_name.replace(/_space$/, '')} ${mb(sp.space_used_size)}/${mb(sp.physical_space_size)}`).join(', ')}), ` +
+    `external ${mb(m.external)}, array buffers ${mb(m.arrayBuffers)}`);
 }
