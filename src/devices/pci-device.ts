@@ -10,6 +10,7 @@
 // bhyve refuses to start with it ("not supported yet").
 
 import type { ConfigTree } from '../config/tree.js';
+import type { DmaSpaces } from './iommu/dma-space.js';
 import type { Device, DeviceContext } from './device.js';
 import type { LpcBridge, findHostIsaBridge } from './pci/lpc-bridge.js';
 import type { PamShadow } from './pci/pam.js';
@@ -55,6 +56,10 @@ export interface Chipset {
   hostIsaBridge?: typeof findHostIsaBridge;
   /** The LPC bridge, once created (only one is allowed). */
   lpc?: LpcBridge;
+  /** Each function's DMA space (iommu/dma-space.ts): identity, or
+   * translated by the virtio-iommu for functions with `iommu=true`.
+   * Absent in unit tests that build a chipset by hand (identity). */
+  dma?: DmaSpaces;
 }
 
 export interface PciDeviceRecord {
