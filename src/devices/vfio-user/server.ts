@@ -339,18 +339,20 @@ export class VfioUserServer {
 
   // ---- DMA for the device model ----
 
-  private find(address: number, length: number, write: boolean): DmaRegion {
+  /** The window holding the access with its permission, or undefined
+   * when none does: then the client is asked by message (it answers EFAULT, or, behind an
+   * emulated IOMMU, reports the fault to the guest first). */
+  private find(address: number, length: number, write: boolean): DmaRegion | undefined {
+    if (length < 0 || !Number.isSafeInteger(address) || !Number.isSafeInteger(address + length)) throw new DmaFault(address, length, write);
     const r = this.dma.find((x) => address >= x.address && address + length <= x.address + x.size);
-    if (!r || length < 0 || !Number.isSafeInteger(address + length) || !(r.flags & (write ? DMA_FLAG.WRITE : DMA_FLAG.READ))) {
-      throw new DmaFault(address, length, write);
-    }
-    return r;
+    // A window without this permission: the client refuses it too (and reports it).
+    return r && (r.flags & (write ? DMA_FLAG.WRITE : DMA_FLAG.READ)) ? r : undefined;
   }
 
   private dmaRead(address: number, length: number): Uint8Array {
     const r = this.find(address, length, false);
     this.stats.dmaBytes += length;
-    if (r.map) return r.map.bytes.slice(address - r.address, address - r.address + length);
+    if (r?.map) return r.map.bytes.slice(address - r.address, address - r.address + length);
     const out = new Uint8Array(length);
     for (let done = 0; done < length;) {
       const n = Math.min(this.maxDataXfer, length - done);
@@ -366,7 +368,7 @@ export class VfioUserServer {
   private dmaWrite(address: number, data: Uint8Array): void {
     const r = this.find(address, data.length, true);
     this.stats.dmaBytes += data.length;
-    if (r.map) { r.map.bytes.set(data, address - r.address); return; }
+    if (r?.map) { r.map.bytes.set(data, address - r.address); return; }
     for (let done = 0; done < data.length;) {
       const n = Math.min(this.maxDataXfer, data.length - done);
       this.call(CMD.DMA_WRITE, encodeDmaAccess({ address: address + done, count: n, data: data.subarray(done, done + n) }));
