@@ -12,11 +12,13 @@
  * The host side: a tap with 10.0.2.2/24, e.g. in a network namespace.
  *
  * Bench mode (ROM parameter != 0, used by bench/virtio-net.mjs): bits 0..27
- * = N frames, bits 28..31 = direction (0 TX, 1 RX). Queues of up to 256
+ * = N frames, bit 28 = direction (0 TX, 1 RX), bit 29 = large frames (65535
+ * bytes: a 65521-byte IPv4 packet, for a tap with MTU 65521, its largest; buffers of
+ * 68 KiB) instead of 1514 bytes. Queues of up to 256
  * entries; after the ARP exchange (which also teaches the host our MAC) and
  * a TSC calibration against the RTC (1-2 s):
- *   TX: sends N UDP frames of 1514 bytes (10.0.2.15:40000 -> 10.0.2.2:9,
- *       no checksum) as fast as the queue takes them: keeps the transmit
+ *   TX: sends N UDP frames of 1514 (or 65535) bytes (10.0.2.15:40000 ->
+ *       10.0.2.2:9, no checksum) as fast as the queue takes them: keeps the transmit
  *       queue full, kicks only when the device has not set NO_NOTIFY, then
  *       waits for every buffer back;
  *   RX: prints "bench: rx ready", then counts received frames until N have
@@ -43,7 +45,12 @@
 #define F_MAC		5
 #define HDR		12
 #define RXBUFS		16
-#define BUFLEN		2048
+#define SMALL_BUFLEN	2048
+#define LARGE_BUFLEN	69632
+#define LARGE_FRAME	(14 + 65521)
+
+/* Buffer size and bench frame size (large frames in bench mode, bit 29). */
+static unsigned BUFLEN = SMALL_BUFLEN, frame_len = 1514;
 
 static struct vdev *d;
 static uint8_t *rxmem, *txbuf;
@@ -206,7 +213,7 @@ static void bench_tx(uint64_t n)
 		memcpy(f + 6, mac, 6);
 		put16(f + 12, 0x0800);
 		ip[0] = 0x45;
-		put16(ip + 2, 1500);
+		put16(ip + 2, (uint16_t)(frame_len - 14));
 		ip[8] = 64;
 		ip[9] = 17;			/* UDP */
 		memcpy(ip + 12, my_ip, 4);
@@ -214,8 +221,8 @@ static void bench_tx(uint64_t n)
 		put16(ip + 10, ipsum(ip, 20));
 		put16(udp, 40000);
 		put16(udp + 2, 9);		/* discard */
-		put16(udp + 4, 1480);
-		for (int k = 0; k < 1472; k++)
+		put16(udp + 4, (uint16_t)(frame_len - 34));
+		for (unsigned k = 0; k < frame_len - 42; k++)
 			udp[8 + k] = (uint8_t)k;
 	}
 	uint64_t added = 0, done = 0, first = 0, last = 0, idle = 0;
@@ -232,21 +239,21 @@ static void bench_tx(uint64_t n)
 		}
 		int more = 0;
 		while (added < n && q->num_free) {
-			struct vbuf b = { bufs + (size_t)q->free_head * BUFLEN, HDR + 1514, 0 };
+			struct vbuf b = { bufs + (size_t)q->free_head * BUFLEN, HDR + frame_len, 0 };
 			vq_add(q, &b, 1);
 			if (!added)
 				first = idle = rdtsc();
 			added++;
 			more = 1;
 		}
-		barrier();
+		mb();
 		/* kick unless the device asked not to be notified (VIRTQ_USED_F_NO_NOTIFY) */
 		if (more && !(*(volatile uint16_t *)q->used & 1))
 			vq_kick(q);
 		if (!got && rdtsc() - idle > poll_timeout_cycles)
 			fail("virtio-net: tx stalled after %lu of %lu frames", done, n);
 	}
-	printf("bench: tx %lu frames %lu bytes %lu cycles\n", n, n * 1514, last - first);
+	printf("bench: tx %lu frames %lu bytes %lu cycles\n", n, n * frame_len, last - first);
 }
 
 static void bench_rx(uint64_t n, uint64_t hz)
@@ -271,6 +278,7 @@ static void bench_rx(uint64_t n, uint64_t hz)
 		bytes += len > HDR ? len - HDR : 0;
 		struct vbuf b = { rxmem + (uint64_t)id * BUFLEN, BUFLEN, 1 };
 		vq_add(q, &b, 1);
+		mb();
 		if (!(*(volatile uint16_t *)q->used & 1))
 			vq_kick(q);
 		if (frames == n)
@@ -285,7 +293,11 @@ int guest_main(uint32_t param)
 {
 	int bench = param != 0;
 	uint64_t nframes = param & 0x0fffffff;
-	int dir = (int)(param >> 28);
+	int dir = (int)(param >> 28) & 1;
+	if (bench && (param >> 29) == 1) {
+		BUFLEN = LARGE_BUFLEN;
+		frame_len = LARGE_FRAME;
+	}
 	uint32_t mode = rom_word(1);
 	int irqmode = (int)(mode & 0xf);
 	printf("virtio-net test (%s%s)\n", irq_mode_name(irqmode), mode & MODE_EVENT_IDX ? ", event idx" : "");
@@ -345,7 +357,7 @@ int guest_main(uint32_t param)
 		poll_rx(step, &have_host_mac);
 	}
 	if (bench) {
-		if (!nframes || dir > 1)
+		if (!nframes || (param >> 30))
 			fail("virtio-net: bad bench parameter %x", param);
 		uint64_t hz = tsc_hz_from_rtc();
 		poll_timeout_cycles = hz * 10;
