@@ -3,7 +3,8 @@
 // template (a subvolume with a reflinked disk), start, the guest's output
 // on `vm console`, snapshot and rollback, a clone that boots (SeaBIOS from
 // the cloned disk), ACPI power-off on `vm stop` and the bhyvectl
-// --force-poweroff fallback, the bhyveload reboot loop, restart, send and
+// --force-poweroff fallback, the reboot loop (boot ROM and bhyveload),
+// restart, send and
 // receive to a second pool, a disk on a raw block device, destroy.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -197,6 +198,22 @@ describe.skipIf(skip !== undefined)('examples/vm on a btrfs pool', { timeout: 18
     expect(log).toMatch(/starting\n.*rebooted \(status 0\)\n.*powered off \(status 1\)\n.*stopped\n$/);
     // vmrun.sh destroys the VM object after a power-off.
     expect(fs.existsSync(path.join(site.rundir, 'mb1'))).toBe(false);
+  });
+
+  it('boot ROM loop: a guest that resets (status 0) is booted again until vm stop', async () => {
+    fs.writeFileSync(path.join(pool, '.templates/reset.conf'), conf({
+      bootrom: path.join(GUESTS, 'exit-reset.rom'), memory: '64M', console: 'log', bhyve_options: TEST_FLAGS,
+    }));
+    await site.ok(['create', '-t', 'reset', 'rst1']);
+    await site.ok(['start', 'rst1']);
+    await until('two reboots', () => (vmLog(pool, 'rst1').match(/rebooted \(status 0\)\n/g) ?? []).length >= 2);
+    const r = await site.vm(['stop', 'rst1']);
+    expect(r.exitCode, r.stderr as string).toBe(0);
+    const log = vmLog(pool, 'rst1');
+    expect((log.match(/^resetting\r\n/gm) ?? []).length).toBeGreaterThanOrEqual(2);
+    expect(log).toMatch(/stopped\n$/);
+    expect(await site.ok(['list'])).toMatch(/^rst1 .* stopped /m);
+    await site.ok(['destroy', 'rst1']);
   });
 
   it('send and recv move a snapshot, then an incremental one, to another pool', async () => {
