@@ -4,8 +4,8 @@
 // on `vm console`, snapshot and rollback, a clone that boots (SeaBIOS from
 // the cloned disk), ACPI power-off on `vm stop` and the bhyvectl
 // --force-poweroff fallback, the reboot loop (boot ROM and bhyveload),
-// restart, send and
-// receive to a second pool, a disk on a raw block device, destroy.
+// restart, send and receive to a second pool, a disk on a raw block
+// device, destroy.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
