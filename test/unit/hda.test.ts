@@ -443,6 +443,29 @@ describe('hda: streams', () => {
     expect(r.clock.armed).toBe(0);
   });
 
+  it('takes dword writes across registers as drivers make them: SDnCTL with SDnSTS, CORBWP with CORBRP', () => {
+    const r = rig({ [`pci.0.${SLOT}.0.play`]: path.join(tmp, 'dword.pcm') });
+    bringUp(r);
+    commands(r, [verb4(2, 0x2, 0x11), verb12(2, 0x706, 0x10)]);
+    // A stream that cannot start, RUN set by a read-modify-write of the
+    // dword (SDnSTS comes along as read: 0): DESE stays set.
+    const sd = setupOutput(r, [{ len: 256, ioc: true }], { cbl: 0 });
+    r.wr(sd + SD.CTL, (r.rd(sd + SD.CTL) & 0x00ffffff) | SDCTL_RUN | SDCTL_DEIE);
+    expect(r.rd(sd + SD.STS, 1) & SDSTS_DESE).toBe(SDSTS_DESE);
+    expect(r.rd(sd + SD.CTL, 1) & SDCTL_RUN).toBe(0);
+    // Writing it back clears it (write 1 to clear), RUN still refused: DESE again.
+    r.wr(sd + SD.CTL, r.rd(sd + SD.CTL) | SDCTL_RUN);
+    expect(r.rd(sd + SD.STS, 1) & SDSTS_DESE).toBe(SDSTS_DESE);
+    r.wr(sd + SD.STS, SDSTS_DESE, 1);
+    expect(r.rd(sd + SD.STS, 1) & SDSTS_DESE).toBe(0);
+    // CORBWP and CORBRP in one dword: the CORB runs and its read pointer shows.
+    const wp = r.rd(R.CORBWP, 2);
+    r.mem.writeU32(CORB + 4 * (wp + 1), getParam(0, 0));
+    r.wr(R.CORBWP, (r.rd(R.CORBRP, 2) << 16) | (wp + 1));
+    expect(r.rd(R.CORBRP, 2)).toBe(wp + 1);
+    expect(r.mem.readU32(RIRB + 8 * r.rd(R.RIRBWP, 2))).toBe(0x8086);
+  });
+
   it('parses stream formats as bhyve (rate, size, channels) and refuses the 20-bit and reserved sizes', () => {
     expect(parseFormat(0x0011)).toEqual({ rate: 48000, sampleBytes: 2, channels: 2 });
     expect(parseFormat(0x4011)).toEqual({ rate: 44100, sampleBytes: 2, channels: 2 });

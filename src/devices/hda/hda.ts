@@ -114,14 +114,18 @@ function readOnlyByte(off: number): boolean {
   return false;
 }
 
-/** The side-effect registers: offset and width. */
+/** The side-effect registers: offset and width, in the order their
+ * handlers run when one access writes several: a status register (write 1
+ * to clear) before the control register beside it, which may set a new
+ * error bit there (a dword write of SDnCTL with SDnSTS, as Linux does);
+ * CORBRP before CORBWP, whose run moves the read pointer. */
 const HANDLED: Array<{ off: number; len: number }> = [
   { off: R.GCTL, len: 4 }, { off: R.WAKEEN, len: 2 }, { off: R.STATESTS, len: 2 }, { off: R.INTCTL, len: 4 },
-  { off: R.CORBWP, len: 2 }, { off: R.CORBRP, len: 2 }, { off: R.CORBCTL, len: 1 }, { off: R.CORBSTS, len: 1 },
-  { off: R.CORBSIZE, len: 1 }, { off: R.RIRBWP, len: 2 }, { off: R.RIRBCTL, len: 1 }, { off: R.RIRBSTS, len: 1 },
+  { off: R.CORBRP, len: 2 }, { off: R.CORBWP, len: 2 }, { off: R.CORBSTS, len: 1 }, { off: R.CORBCTL, len: 1 },
+  { off: R.CORBSIZE, len: 1 }, { off: R.RIRBWP, len: 2 }, { off: R.RIRBSTS, len: 1 }, { off: R.RIRBCTL, len: 1 },
   { off: R.RIRBSIZE, len: 1 }, { off: R.DPLBASE, len: 4 },
   ...Array.from({ length: HDA_IOSS_NO }, (_, i) => [
-    { off: sdBase(i) + SD.CTL, len: 3 }, { off: sdBase(i) + SD.STS, len: 1 },
+    { off: sdBase(i) + SD.STS, len: 1 }, { off: sdBase(i) + SD.CTL, len: 3 },
   ]).flat(),
 ];
 
