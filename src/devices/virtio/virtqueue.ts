@@ -64,6 +64,13 @@ export function memoryFence(): void {
   Atomics.add(fenceWord, 0, 0);
 }
 
+/** `b` as 16-bit words (undefined when it does not start on an even
+ * address: rings are at least 2-aligned in guest RAM, and RAM mappings
+ * page-aligned, so that is only a test's odd buffer). */
+function words16(b: Uint8Array): Uint16Array | undefined {
+  return b.byteOffset % 2 === 0 ? new Uint16Array(b.buffer, b.byteOffset, b.length >> 1) : undefined;
+}
+
 function rd16(b: Uint8Array, o: number): number {
   return b[o] | (b[o + 1] << 8);
 }
@@ -184,6 +191,15 @@ export class Virtqueue {
   private readonly descTable: Uint8Array;
   private readonly avail: Uint8Array;
   private readonly used: Uint8Array;
+  /** The same rings as 16-bit words, for the fields the driver and device
+   * change under each other (idx, flags, used_event, avail_event): each is
+   * read and written in one 16-bit access. Byte by byte, a device thread
+   * that runs beside the vCPU (virtio-blk's iothread) could see avail idx
+   * half-updated when it carried into its high byte (0x34ff -> 0x3500 read
+   * as 0x35ff: "256 entries ahead", DEVICE_NEEDS_RESET), and the driver a
+   * torn used idx. */
+  private readonly avail16: Uint16Array | undefined;
+  private readonly used16: Uint16Array | undefined;
   /** Offset of used_event in the avail ring, of avail_event in the used ring. */
   private readonly usedEventOff: number;
   private readonly availEventOff: number;
@@ -215,6 +231,22 @@ export class Virtqueue {
     this.used = this.area(layout.used, 6 + VIRTQ_USED_ELEM_SIZE * size, 'used ring');
     this.usedEventOff = 4 + 2 * size;
     this.availEventOff = 4 + VIRTQ_USED_ELEM_SIZE * size;
+    this.avail16 = words16(this.avail);
+    this.used16 = words16(this.used);
+  }
+
+  /** A ring's 16-bit field at even offset `o`, read in one access. */
+  private availWord(o: number): number {
+    return this.avail16 ? Atomics.load(this.avail16, o >> 1) : rd16(this.avail, o);
+  }
+
+  private usedWord(o: number): number {
+    return this.used16 ? Atomics.load(this.used16, o >> 1) : rd16(this.used, o);
+  }
+
+  private setUsedWord(o: number, v: number): void {
+    if (this.used16) Atomics.store(this.used16, o >> 1, v & 0xffff);
+    else wr16(this.used, o, v);
   }
 
   private area(gpa: number, length: number, what: string): Uint8Array {
@@ -245,7 +277,7 @@ export class Virtqueue {
    * popped; throws when the driver's avail idx ran ahead by more than the
    * queue size. */
   pending(): number {
-    const availIdx = rd16(this.avail, 2);
+    const availIdx = this.availWord(2);
     const n = (availIdx - this.lastAvail) & 0xffff;
     if (n > this.size) {
       throw new VirtqueueError(`queue ${this.index}: avail idx ${availIdx} is ${n} entries ahead of ${this.lastAvail} (queue size ${this.size})`);
@@ -258,13 +290,13 @@ export class Virtqueue {
    * or chain. */
   pop(chain: DescriptorChain = new DescriptorChain()): DescriptorChain | null {
     if (this.pending() === 0) return null;
-    const head = rd16(this.avail, 4 + 2 * (this.lastAvail & (this.size - 1)));
+    const head = this.availWord(4 + 2 * (this.lastAvail & (this.size - 1)));
     if (head >= this.size) {
       throw new VirtqueueError(`queue ${this.index}: avail ring entry ${this.lastAvail} names descriptor ${head} >= size ${this.size}`);
     }
     this.lastAvail = (this.lastAvail + 1) & 0xffff;
     // Tell an EVENT_IDX driver to notify for anything past what we consumed.
-    if (this.eventIdx) wr16(this.used, this.availEventOff, this.lastAvail);
+    if (this.eventIdx) this.setUsedWord(this.availEventOff, this.lastAvail);
     this.walk(head, chain);
     return chain;
   }
@@ -278,7 +310,7 @@ export class Virtqueue {
     wr32(this.used, slot + 4, len);
     this.nextUsed = (this.nextUsed + 1) & 0xffff;
     // The element is stored before the index (x86 keeps stores in order).
-    wr16(this.used, 2, this.nextUsed);
+    this.setUsedWord(2, this.nextUsed);
   }
 
   /** After pushing used elements: should the device interrupt the driver?
@@ -294,18 +326,18 @@ export class Virtqueue {
     if (valid && newIdx === old) return false;
     if (this.eventIdx) {
       if (!valid) return true;
-      const usedEvent = rd16(this.avail, this.usedEventOff);
+      const usedEvent = this.availWord(this.usedEventOff);
       return ((newIdx - usedEvent - 1) & 0xffff) < ((newIdx - old) & 0xffff);
     }
-    return (rd16(this.avail, 0) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+    return (this.availWord(0) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
   }
 
   /** Asks the driver to notify again (clears VIRTQ_USED_F_NO_NOTIFY, or sets
    * avail_event to the next index) and returns true when chains arrived in
    * the meantime: the caller must then keep processing. */
   enableNotification(): boolean {
-    if (this.eventIdx) wr16(this.used, this.availEventOff, this.lastAvail);
-    else wr16(this.used, 0, rd16(this.used, 0) & ~VIRTQ_USED_F_NO_NOTIFY);
+    if (this.eventIdx) this.setUsedWord(this.availEventOff, this.lastAvail);
+    else this.setUsedWord(0, this.usedWord(0) & ~VIRTQ_USED_F_NO_NOTIFY);
     memoryFence();
     return this.pending() !== 0;
   }
@@ -313,7 +345,7 @@ export class Virtqueue {
   /** Asks the driver not to notify (a hint; ignored under EVENT_IDX, where
    * avail_event alone governs notifications). */
   disableNotification(): void {
-    if (!this.eventIdx) wr16(this.used, 0, rd16(this.used, 0) | VIRTQ_USED_F_NO_NOTIFY);
+    if (!this.eventIdx) this.setUsedWord(0, this.usedWord(0) | VIRTQ_USED_F_NO_NOTIFY);
   }
 
   /** An indirect table: one view, in one RAM region. */
