@@ -787,6 +787,38 @@ describe('ahci: large NCQ transfers on the I/O pool (iopool)', () => {
     expect(r2.hba.ports[0]!.stats.errors).toBe(1);
   });
 
+  it('hostile: seeded random register and command traffic with every NCQ transfer on the pool never throws and leaves nothing in flight', () => {
+    const r = rig({ ...disk(image()), 'pci.0.4.0.iopool': '1', 'pci.0.4.0.iopool_min': '512' });
+    const p0 = r.startPort(0);
+    let x = 4242;
+    const rnd = () => { x = (x * 1103515245 + 12345) >>> 0; return x; };
+    const bufs = Array.from({ length: 4 }, () => r.alloc(65536, 4096));
+    for (let i = 0; i < 2000; i++) {
+      const k = rnd() % 12;
+      if (k < 6) {
+        const op = [0x60, 0x61, 0x60, 0x61, 0x25, 0xea][rnd() % 6];
+        const slot = rnd() & 31;
+        const prdt = Array.from({ length: 1 + (rnd() % 3) }, () => ({ addr: rnd() % 5 ? bufs[rnd() & 3] : rnd() * 4096, len: 512 + (rnd() % 16384) }));
+        r.command(p0.clb, slot, ncq(op, rnd() % 9000, 1 + (rnd() % 64), slot), prdt, { write: op === 0x61 });
+        r.pwr(0, P.SACT, 1 << slot);
+        expect(() => r.pwr(0, P.CI, 1 << slot)).not.toThrow();
+      } else if (k < 8) {
+        const regs = [0x10, 0x14, 0x2c, 0x30, 0x34, 0x38];
+        expect(() => r.pwr(0, regs[rnd() % regs.length], rnd())).not.toThrow();
+      } else if (k < 9) {
+        // Error recovery as a driver does it: stop the port, start it again.
+        expect(() => { r.pwr(0, P.CMD, 0x10); r.pwr(0, P.CMD, 0x11); }).not.toThrow();
+      } else if (k < 11) {
+        expect(() => r.hba.poll()).not.toThrow();
+      } else {
+        expect(() => r.wr([0x04, 0x08][rnd() & 1], rnd() & 0x7fffffff & ~1)).not.toThrow();
+      }
+    }
+    r.hba.poll();
+    expect(r.hba.pool!.pending).toBe(0);
+    expect(r.hba.pool!.submitted).toBeGreaterThan(100);
+  });
+
   it('iopool=0 (the default) has no pool; a bad iopool is refused', () => {
     expect(rig(disk(image())).hba.pool).toBeUndefined();
     expect(rig({ ...disk(image()), 'pci.0.4.0.iopool': '0' }).hba.pool).toBeUndefined();
