@@ -28,6 +28,11 @@
  * Prints "bench: tsc_hz HZ", "bench: tx|rx FRAMES frames BYTES bytes CYCLES
  * cycles" (cycles from the first to the last frame) and "bench: done".
  *
+ * Peer mode (ROM parameter 0x20000000): the guest is 10.0.2.2 for another
+ * guest on the same bridge: it answers ARP for 10.0.2.2 and ICMP echo
+ * requests, prints "virtio-net: answered ping from 10.0.2.15" after the
+ * first and exits 0x10 (status 33); nothing within ~2 minutes fails.
+ *
  * Interrupt mode (the mode word at 0xFFE4, irq.h): frames and transmit
  * completions are taken only after interrupts (MSI-X: one vector per queue;
  * MSI or INTx: one for both), then "virtio-net: interrupts: MODE rx vector V
@@ -51,8 +56,8 @@ static unsigned BUFLEN = SMALL_BUFLEN, frame_len = 1514;
 static struct vdev *d;
 static uint8_t *rxmem, *txbuf;
 static uint8_t mac[6], host_mac[6];
-static const uint8_t my_ip[4] = { 10, 0, 2, 15 }, host_ip[4] = { 10, 0, 2, 2 };
-static int have_host_mac, got_pong;
+static uint8_t my_ip[4] = { 10, 0, 2, 15 }, host_ip[4] = { 10, 0, 2, 2 };
+static int have_host_mac, got_pong, peer, answered;
 
 static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
@@ -125,6 +130,28 @@ static void ping(void)
 	send(14 + 20 + 8 + 56);
 }
 
+/* Peer mode: answer an echo request to us with the same id, sequence and
+ * payload, to the sender's MAC. */
+static void echo_reply(const uint8_t *req, uint32_t len)
+{
+	uint8_t *f = txbuf + HDR, *ip = f + 14, *icmp = ip + 20;
+	unsigned iplen = be16(req + 14 + 2);
+	if (iplen > len - 14 || iplen > BUFLEN - HDR - 14 || (req[14] & 15) != 5)
+		return;
+	memcpy(f, req + 6, 6);
+	memcpy(f + 6, mac, 6);
+	memcpy(f + 12, req + 12, 2 + iplen);
+	memcpy(ip + 12, my_ip, 4);
+	memcpy(ip + 16, req + 14 + 12, 4);
+	ip[8] = 64;
+	put16(ip + 10, 0);
+	put16(ip + 10, ipsum(ip, 20));
+	icmp[0] = 0;
+	put16(icmp + 2, 0);
+	put16(icmp + 2, ipsum(icmp, iplen - 20));
+	send(14 + iplen);
+}
+
 static void handle(const uint8_t *f, uint32_t len)
 {
 	static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
@@ -145,7 +172,10 @@ static void handle(const uint8_t *f, uint32_t len)
 		const uint8_t *ip = f + 14, *icmp = ip + (ip[0] & 15) * 4;
 		if (ip[9] != 1 || memcmp(ip + 12, host_ip, 4) || memcmp(ip + 16, my_ip, 4))
 			return;
-		if (icmp[0] == 0 && be16(icmp + 4) == 0x4242 && be16(icmp + 6) == 1) {
+		if (peer && icmp[0] == 8) {
+			echo_reply(f, len);
+			answered = 1;
+		} else if (icmp[0] == 0 && be16(icmp + 4) == 0x4242 && be16(icmp + 6) == 1) {
 			for (int i = 0; i < 56; i++)
 				if (icmp[8 + i] != (uint8_t)(i + 0x20))
 					fail("virtio-net: ping reply payload differs at byte %d", i);
@@ -308,6 +338,21 @@ int guest_main(uint32_t param)
 	vq_kick(&d->vq[0]);
 
 	static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff }, zero[6];
+	if (dir == 2) {
+		/* Peer mode: be 10.0.2.2 for another guest on the same bridge. */
+		static const uint8_t a[4] = { 10, 0, 2, 2 }, b[4] = { 10, 0, 2, 15 };
+		peer = 1;
+		memcpy(my_ip, a, 4);
+		memcpy(host_ip, b, 4);
+		printf("virtio-net: peer 10.0.2.2 waiting for 10.0.2.15\n");
+		uint64_t hz = tsc_hz_from_rtc();
+		for (int s = 0; s < 120 && !answered; s++)
+			poll_rx(hz, &answered);
+		if (!answered)
+			fail("virtio-net: no ping from 10.0.2.15");
+		printf("virtio-net: answered ping from 10.0.2.15\n");
+		return EXIT_OK;
+	}
 	/* ~0.1 s per try on a 1-4 GHz TSC; the overall limit is time, not tries */
 	uint64_t step = 300000000ull;
 	for (int tries = 0; !have_host_mac; tries++) {
