@@ -10,8 +10,11 @@
 // hang the VMM.
 //
 // The ring areas are resolved once, at construction, into live views of guest
-// memory, and ring fields are read byte-wise from those views, so the data
-// path allocates nothing but the segment views of each chain.
+// memory, so the data path allocates nothing but the segment views of each
+// chain. The rings' 16-bit fields (flags, idx, ring entries, used_event,
+// avail_event) are read and written in one access each through a 16-bit
+// view: with an I/O thread the driver updates them on another CPU at the
+// same time, and a byte-wise read of an idx crossing 0x..ff would be torn.
 //
 // Behind an IOMMU (VIRTIO_F_ACCESS_PLATFORM; `dma` given) every address
 // the driver wrote is an IOVA of the function's DMA space: the ring areas
@@ -87,6 +90,21 @@ function rd32(b: Uint8Array, o: number): number {
 function wr16(b: Uint8Array, o: number, v: number): void {
   b[o] = v & 0xff;
   b[o + 1] = (v >>> 8) & 0xff;
+}
+/** 16-bit view of a ring (its fields read and written in one access), or
+ * null when the bytes are not 2-aligned in their buffer. */
+function view16(b: Uint8Array): Uint16Array | null {
+  return b.byteOffset % 2 === 0 ? new Uint16Array(b.buffer, b.byteOffset, b.byteLength >> 1) : null;
+}
+/** A ring's 16-bit field at byte offset `o` (even): one load, so a driver
+ * on another CPU updating it (an I/O thread serves the queue while the
+ * vCPU runs) is never seen half-written, as two byte loads could see it. */
+function ld16(w: Uint16Array | null, b: Uint8Array, o: number): number {
+  return w !== null ? w[o >> 1] : rd16(b, o);
+}
+function st16(w: Uint16Array | null, b: Uint8Array, o: number, v: number): void {
+  if (w !== null) w[o >> 1] = v;
+  else wr16(b, o, v);
 }
 function wr32(b: Uint8Array, o: number, v: number): void {
   b[o] = v & 0xff;
@@ -202,6 +220,8 @@ export class Virtqueue {
   private descTable: Uint8Array;
   private avail: Uint8Array;
   private used: Uint8Array;
+  private avail16: Uint16Array | null = null;
+  private used16: Uint16Array | null = null;
   /** Offset of used_event in the avail ring, of avail_event in the used ring. */
   private readonly usedEventOff: number;
   private readonly availEventOff: number;
@@ -233,6 +253,8 @@ export class Virtqueue {
     this.descTable = this.area(layout.desc, VIRTQ_DESC_SIZE * size, 'descriptor table', DMA_READ);
     this.avail = this.area(layout.avail, 6 + 2 * size, 'available ring', DMA_READ);
     this.used = this.area(layout.used, 6 + VIRTQ_USED_ELEM_SIZE * size, 'used ring', DMA_READ | DMA_WRITE);
+    this.avail16 = view16(this.avail);
+    this.used16 = view16(this.used);
     this.usedEventOff = 4 + 2 * size;
     this.availEventOff = 4 + VIRTQ_USED_ELEM_SIZE * size;
   }
@@ -279,6 +301,8 @@ export class Virtqueue {
     this.descTable = this.area(layout.desc, VIRTQ_DESC_SIZE * size, 'descriptor table', DMA_READ);
     this.avail = this.area(layout.avail, 6 + 2 * size, 'available ring', DMA_READ);
     this.used = this.area(layout.used, 6 + VIRTQ_USED_ELEM_SIZE * size, 'used ring', DMA_READ | DMA_WRITE);
+    this.avail16 = view16(this.avail);
+    this.used16 = view16(this.used);
     this.ringGeneration = gen;
   }
 
@@ -300,7 +324,7 @@ export class Virtqueue {
    * queue size. */
   pending(): number {
     if (this.dma !== undefined) this.checkRings();
-    const availIdx = rd16(this.avail, 2);
+    const availIdx = ld16(this.avail16, this.avail, 2);
     const n = (availIdx - this.lastAvail) & 0xffff;
     if (n > this.size) {
       throw new VirtqueueError(`queue ${this.index}: avail idx ${availIdx} is ${n} entries ahead of ${this.lastAvail} (queue size ${this.size})`);
@@ -313,13 +337,13 @@ export class Virtqueue {
    * or chain. */
   pop(chain: DescriptorChain = new DescriptorChain()): DescriptorChain | null {
     if (this.pending() === 0) return null;
-    const head = rd16(this.avail, 4 + 2 * (this.lastAvail & (this.size - 1)));
+    const head = ld16(this.avail16, this.avail, 4 + 2 * (this.lastAvail & (this.size - 1)));
     if (head >= this.size) {
       throw new VirtqueueError(`queue ${this.index}: avail ring entry ${this.lastAvail} names descriptor ${head} >= size ${this.size}`);
     }
     this.lastAvail = (this.lastAvail + 1) & 0xffff;
     // Tell an EVENT_IDX driver to notify for anything past what we consumed.
-    if (this.eventIdx) wr16(this.used, this.availEventOff, this.lastAvail);
+    if (this.eventIdx) st16(this.used16, this.used, this.availEventOff, this.lastAvail);
     this.walk(head, chain);
     return chain;
   }
@@ -334,7 +358,7 @@ export class Virtqueue {
     wr32(this.used, slot + 4, len);
     this.nextUsed = (this.nextUsed + 1) & 0xffff;
     // The element is stored before the index (x86 keeps stores in order).
-    wr16(this.used, 2, this.nextUsed);
+    st16(this.used16, this.used, 2, this.nextUsed);
   }
 
   /** After pushing used elements: should the device interrupt the driver?
@@ -351,10 +375,10 @@ export class Virtqueue {
     if (valid && newIdx === old) return false;
     if (this.eventIdx) {
       if (!valid) return true;
-      const usedEvent = rd16(this.avail, this.usedEventOff);
+      const usedEvent = ld16(this.avail16, this.avail, this.usedEventOff);
       return ((newIdx - usedEvent - 1) & 0xffff) < ((newIdx - old) & 0xffff);
     }
-    return (rd16(this.avail, 0) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+    return (ld16(this.avail16, this.avail, 0) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
   }
 
   /** Asks the driver to notify again (clears VIRTQ_USED_F_NO_NOTIFY, or sets
@@ -362,8 +386,8 @@ export class Virtqueue {
    * the meantime: the caller must then keep processing. */
   enableNotification(): boolean {
     if (this.dma !== undefined) this.checkRings();
-    if (this.eventIdx) wr16(this.used, this.availEventOff, this.lastAvail);
-    else wr16(this.used, 0, rd16(this.used, 0) & ~VIRTQ_USED_F_NO_NOTIFY);
+    if (this.eventIdx) st16(this.used16, this.used, this.availEventOff, this.lastAvail);
+    else st16(this.used16, this.used, 0, ld16(this.used16, this.used, 0) & ~VIRTQ_USED_F_NO_NOTIFY);
     memoryFence();
     return this.pending() !== 0;
   }
@@ -372,7 +396,7 @@ export class Virtqueue {
    * avail_event alone governs notifications). */
   disableNotification(): void {
     if (this.dma !== undefined) this.checkRings();
-    if (!this.eventIdx) wr16(this.used, 0, rd16(this.used, 0) | VIRTQ_USED_F_NO_NOTIFY);
+    if (!this.eventIdx) st16(this.used16, this.used, 0, ld16(this.used16, this.used, 0) | VIRTQ_USED_F_NO_NOTIFY);
   }
 
   /** An indirect table: one view, in one RAM region. */
