@@ -12,7 +12,7 @@
  * The host side: a tap with 10.0.2.2/24, e.g. in a network namespace.
  *
  * Bench mode (ROM parameter != 0, used by bench/virtio-net.mjs): bits 0..27
- * = N frames, bit 28 = direction (0 TX, 1 RX), bit 29 = large frames (65535
+ * = N frames (N > 0), bit 28 = direction (0 TX, 1 RX), bit 29 = large frames (65535
  * bytes: a 65521-byte IPv4 packet, for a tap with MTU 65521, its largest; buffers of
  * 68 KiB) instead of 1514 bytes. Queues of up to 256
  * entries; after the ARP exchange (which also teaches the host our MAC) and
@@ -298,8 +298,10 @@ int guest_main(uint32_t param)
 {
 	int bench = param != 0;
 	uint64_t nframes = param & 0x0fffffff;
+	/* 0x20000000 exactly is peer mode; bit 29 with N frames, large frames */
+	int peer_mode = (param >> 28) == 2 && !nframes;
 	int dir = (int)(param >> 28) & 1;
-	if (bench && (param >> 29) == 1) {
+	if (bench && !peer_mode && (param >> 29) == 1) {
 		BUFLEN = LARGE_BUFLEN;
 		frame_len = LARGE_FRAME;
 	}
@@ -338,7 +340,7 @@ int guest_main(uint32_t param)
 	vq_kick(&d->vq[0]);
 
 	static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff }, zero[6];
-	if (dir == 2) {
+	if (peer_mode) {
 		/* Peer mode: be 10.0.2.2 for another guest on the same bridge. */
 		static const uint8_t a[4] = { 10, 0, 2, 2 }, b[4] = { 10, 0, 2, 15 };
 		peer = 1;
