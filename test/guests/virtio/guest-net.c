@@ -28,7 +28,7 @@
  * Prints "bench: tsc_hz HZ", "bench: tx|rx FRAMES frames BYTES bytes CYCLES
  * cycles" (cycles from the first to the last frame) and "bench: done".
  *
- * Peer mode (ROM parameter 0x20000000): the guest is 10.0.2.2 for another
+ * Peer mode (ROM parameter 0x40000000, bit 30 alone): the guest is 10.0.2.2 for another
  * guest on the same bridge: it answers ARP for 10.0.2.2 and ICMP echo
  * requests, prints "virtio-net: answered ping from 10.0.2.15" after the
  * first and exits 0x10 (status 33); nothing within ~2 minutes fails.
@@ -294,14 +294,15 @@ static void bench_rx(uint64_t n, uint64_t hz)
 	printf("bench: rx %lu frames %lu bytes %lu cycles\n", frames, bytes, last - first);
 }
 
+#define PEER_PARAM	0x40000000u
+
 int guest_main(uint32_t param)
 {
-	int bench = param != 0;
+	peer = param == PEER_PARAM;
+	int bench = param != 0 && !peer;
 	uint64_t nframes = param & 0x0fffffff;
-	/* 0x20000000 exactly is peer mode; bit 29 with N frames, large frames */
-	int peer_mode = (param >> 28) == 2 && !nframes;
 	int dir = (int)(param >> 28) & 1;
-	if (bench && !peer_mode && (param >> 29) == 1) {
+	if (bench && (param >> 29) == 1) {
 		BUFLEN = LARGE_BUFLEN;
 		frame_len = LARGE_FRAME;
 	}
@@ -340,10 +341,9 @@ int guest_main(uint32_t param)
 	vq_kick(&d->vq[0]);
 
 	static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff }, zero[6];
-	if (peer_mode) {
+	if (peer) {
 		/* Peer mode: be 10.0.2.2 for another guest on the same bridge. */
 		static const uint8_t a[4] = { 10, 0, 2, 2 }, b[4] = { 10, 0, 2, 15 };
-		peer = 1;
 		memcpy(my_ip, a, 4);
 		memcpy(host_ip, b, 4);
 		printf("virtio-net: peer 10.0.2.2 waiting for 10.0.2.15\n");
