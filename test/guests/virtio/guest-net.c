@@ -12,7 +12,7 @@
  * The host side: a tap with 10.0.2.2/24, e.g. in a network namespace.
  *
  * Bench mode (ROM parameter != 0, used by bench/virtio-net.mjs): bits 0..27
- * = N frames, bit 28 = direction (0 TX, 1 RX), bit 29 = large frames (65535
+ * = N frames (N > 0), bit 28 = direction (0 TX, 1 RX), bit 29 = large frames (65535
  * bytes: a 65521-byte IPv4 packet, for a tap with MTU 65521, its largest; buffers of
  * 68 KiB) instead of 1514 bytes. Queues of up to 256
  * entries; after the ARP exchange (which also teaches the host our MAC) and
@@ -21,9 +21,10 @@
  *       10.0.2.2:9, no checksum) as fast as the queue takes them: keeps the transmit
  *       queue full, kicks only when the device has not set NO_NOTIFY, then
  *       waits for every buffer back;
- *   RX: prints "bench: rx ready", then counts received frames until N have
- *       arrived or nothing came for ~1 s after the first (~30 s for the
- *       first), recycling each buffer at once.
+ *   RX: prints "bench: rx ready", then counts received frames of the bench
+ *       size (others are recycled uncounted) until N have arrived or none
+ *       came for ~1 s after the first (~30 s for the first), recycling each
+ *       buffer at once.
  * Prints "bench: tsc_hz HZ", "bench: tx|rx FRAMES frames BYTES bytes CYCLES
  * cycles" (cycles from the first to the last frame) and "bench: done".
  *
@@ -271,11 +272,15 @@ static void bench_rx(uint64_t n, uint64_t hz)
 			__asm__ volatile("pause");
 			continue;
 		}
-		if (!frames)
-			first = now;
-		last = now;
-		frames++;
-		bytes += len > HDR ? len - HDR : 0;
+		/* Only the flood's frames count (and start the clock): a late ARP
+		 * reply or other stray frame before the flood must not. */
+		if (len == HDR + frame_len) {
+			if (!frames)
+				first = now;
+			last = now;
+			frames++;
+			bytes += frame_len;
+		}
 		struct vbuf b = { rxmem + (uint64_t)id * BUFLEN, BUFLEN, 1 };
 		vq_add(q, &b, 1);
 		mb();
