@@ -13,6 +13,7 @@ import { XHCI_TARGET } from './xhci.js';
 import { VIRTIO_9P_TARGET } from './virtio-9p.js';
 import { VIRTIO_SCSI_TARGET } from './virtio-scsi.js';
 import { DOMAIN_XML_TARGET } from './domain-xml.js';
+import { VIRTIO_IOMMU_TARGET } from './virtio-iommu.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
@@ -28,6 +29,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   XHCI_TARGET,
   VIRTIO_9P_TARGET,
   VIRTIO_SCSI_TARGET,
+  VIRTIO_IOMMU_TARGET,
   ...HOST_CONFIG_TARGETS,
   DOMAIN_XML_TARGET,
   CONTROL_SOCKET_TARGET,
