@@ -31,6 +31,12 @@ static inline void mw16(uintptr_t a, uint16_t v) { *(volatile uint16_t *)a = v; 
 static inline void mw32(uintptr_t a, uint32_t v) { *(volatile uint32_t *)a = v; }
 
 #define barrier() __asm__ volatile("" ::: "memory")
+/* A full fence: orders the store of avail idx before the load of the
+ * device's NO_NOTIFY flag / avail_event (virtio 2.7.7.2, Linux's
+ * virtio_mb before virtqueue_kick_prepare reads them). Without it a device
+ * running on another CPU (an I/O thread) can miss the new buffers while the
+ * driver skips the notify. */
+#define mb() __asm__ volatile("mfence" ::: "memory")
 
 static inline uint64_t rdtsc(void)
 {
