@@ -714,6 +714,15 @@ export class E1000 extends PciEmulFunction {
 
   /** One frame (or a context descriptor) from `head`. Returns the new
    * head and the descriptors consumed (0: the frame is not complete). */
+  /** transmitOne's answer (one object, reused: a frame costs no allocation). */
+  private readonly txResult = { head: 0, used: 0, writeback: false };
+
+  private txDone(head: number, used: number, writeback: boolean): { head: number; used: number; writeback: boolean } {
+    const r = this.txResult;
+    r.head = head; r.used = used; r.writeback = writeback;
+    return r;
+  }
+
   private transmitOne(base: number, head: number, tail: number, size: number): { head: number; used: number; writeback: boolean } {
     const dv = this.descDv;
     const frame = this.frame;
@@ -730,7 +739,7 @@ export class E1000 extends PciEmulFunction {
     let lastSpecial = 0;
     let ndesc = 0;
     for (;;) {
-      if (head === tail) return { head: ohead, used: 0, writeback: false };
+      if (head === tail) return this.txDone(ohead, 0, false);
       this.loadDesc(base, head);
       ndesc++;
       const lower = dv.getUint32(8, true);
@@ -740,7 +749,7 @@ export class E1000 extends PciEmulFunction {
           // A context descriptor: saved for the data descriptors after it.
           this.txctx.set(this.desc);
           head = (head + 1) % size;
-          return { head, used: 1, writeback: this.completeTx(base, ohead, head, size) };
+          return this.txDone(head, 1, this.completeTx(base, ohead, head, size));
         }
         if (dtype !== TYP_L && dtype !== TYP_D) bad = true; // unknown type: the frame is dropped
         ntype = dtype;
@@ -795,7 +804,7 @@ export class E1000 extends PciEmulFunction {
     } else {
       this.sendFrame(tlen, ck, tso, lastLower, lastSpecial);
     }
-    return { head, used, writeback: this.completeTx(base, ohead, head, size) };
+    return this.txDone(head, used, this.completeTx(base, ohead, head, size));
   }
 
   /** Sets DD in every descriptor of [from, to) that asked for a report (RS). */
@@ -990,8 +999,12 @@ export class E1000 extends PciEmulFunction {
         const d = ((head + i) % size) * 16;
         const addr = ring.getUint32(d, true) + ring.getUint32(d + 4, true) * 0x100000000;
         const chunk = Math.min(bufsz, len - pos);
-        if (!this.mem.contains(addr, chunk)) break;
-        dsts.push(this.mem.slice(addr, chunk));
+        try {
+          dsts.push(this.mem.slice(addr, chunk));
+        } catch (e) {
+          if (!(e instanceof GuestMemoryError)) throw e;
+          break;
+        }
       }
       port.consume();
       if (dsts.length < n) {

@@ -35,7 +35,7 @@
 import { UserError } from '../../user-error.js';
 import * as fs from 'node:fs';
 import type { ConfigTree } from '../../config/tree.js';
-import { openTap, readFd, TapError } from '../../sys/tap.js';
+import { openTap, readFd, TapError, writeFd } from '../../sys/tap.js';
 import { armFdWaker, fdWakerFlags, startFdWaker } from '../fd-waker.js';
 import type { DoorbellTransfer } from '../../sys/doorbell.js';
 import { openSlirpBackend, SlirpConfigError } from './slirp-backend.js';
@@ -191,6 +191,12 @@ export function attachNetBackend(t: NetBackendTransfer): NetPort & { readonly tx
       pending = null;
     },
     send(views: Uint8Array[]): boolean {
+      if (views.length === 1) {
+        // (e1000 hands whole frames)
+        if (writeFd(fd, views[0]) >= 0) return true;
+        txErrors++;
+        return false;
+      }
       try {
         fs.writevSync(fd, views);
         return true;
