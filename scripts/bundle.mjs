@@ -1,18 +1,23 @@
 #!/usr/bin/env node
 // Bundles what bin/* run into dist/bundle/ (npm run build runs it after tsc).
-// One ES module per entry point plus shared chunks, all in one flat
-// directory: a vCPU or iothread worker is started with
-// `new URL('./<name>.js', import.meta.url)` from whichever chunk holds the
-// code, so the worker entry files keep their names beside the chunks.
-// Dynamic import() stays lazy (a chunk is read when first needed): `-h`
-// and bhyvectl do not load the VMM.
+// Per entry point (each launcher, each worker thread) one CommonJS script
+// NAME.cjs holding all of its code, the V8 code cache of its compiled top
+// level NAME.cache, and NAME.js, a one-line CommonJS module that loads the
+// two through loader.cjs (scripts/bundle-loader.cjs). A vCPU or iothread
+// worker is started with `new URL('./<name>.js', import.meta.url)`, so the
+// stubs keep the names the source uses. Modules the code imports with
+// import() still run only when first imported (esbuild's lazy module
+// wrappers): `-h` and bhyvectl do not run the VMM's set-up code.
 //
-// Why: Node's ES module loader resolves, reads and links each of ~150
-// files on its own; one bundle per thread cuts that to a handful of files
-// (BENCHMARKS.md, "Launch"). bin/* run dist/cli/ instead when
-// BHYVE_BUNDLE=0 (for comparison; tests use the bundle like a user).
+// Why: Node's ES module loader resolves, reads, parses and links each of
+// ~150 files on its own, on the main thread and again in each worker; one
+// script per thread whose compiled form comes from the cache skips nearly
+// all of that (BENCHMARKS.md, "Launch"). bin/* run dist/cli/ instead when
+// BHYVE_BUNDLE=0, and the bundle without the cache when BHYVE_CODE_CACHE=0
+// (both for comparison; tests use the bundle like a user).
 import { build } from 'esbuild';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -25,6 +30,7 @@ const LAUNCHERS = {
   'bhyvectl-main': 'src/cli/bhyvectl-main.ts',
   'bhyveload-main': 'src/cli/bhyveload-main.ts',
   'bhyve-xml-main': 'src/cli/bhyve-xml-main.ts',
+  'bhyve-vfio-user-main': 'src/cli/bhyve-vfio-user-main.ts',
 };
 
 /** Every worker the code starts by name (`new URL('./NAME.js',
@@ -49,28 +55,63 @@ function workerEntryPoints() {
 
 export const ENTRY_POINTS = { ...LAUNCHERS, ...workerEntryPoints() };
 
+/** Each `node:` module through one shim module per bundle: esbuild turns
+ * every `import x from 'node:fs'` into its own __toESM(require('node:fs')),
+ * a copy of all of the module's properties (30 copies of node:fs in
+ * bhyve-main); through the shim there is one per module. */
+const builtinShims = {
+  name: 'builtin-shims',
+  setup(b) {
+    b.onResolve({ filter: /^node:/ }, (args) => (args.namespace === 'builtin-shim'
+      ? { path: args.path, external: true }
+      : { path: args.path, namespace: 'builtin-shim' }));
+    b.onLoad({ filter: /.*/, namespace: 'builtin-shim' }, (args) => ({
+      contents: `export * from ${JSON.stringify(args.path)};\nexport { default } from ${JSON.stringify(args.path)};\n`,
+      loader: 'js',
+    }));
+  },
+};
+
 rmSync(OUT, { recursive: true, force: true });
 await build({
   absWorkingDir: ROOT,
   entryPoints: ENTRY_POINTS,
   outdir: OUT,
   entryNames: '[name]',
-  chunkNames: 'chunk-[hash]',
+  outExtension: { '.js': '.cjs' },
   bundle: true,
-  splitting: true,
-  format: 'esm',
+  format: 'cjs',
   platform: 'node',
   target: 'node20',
+  // import.meta.url (worker files, koffi's require, the install root) is
+  // the bundle's own URL.
+  banner: { js: 'var __bundleUrl = require("node:url").pathToFileURL(__filename).href;' },
+  define: { 'import.meta.url': '__bundleUrl' },
   // npm packages load from node_modules as they are (koffi is a native
   // addon; pngjs and friends are CommonJS, used by bhyvectl alone).
   packages: 'external',
-  // Minified: V8 compiles each module's whole text when a thread loads it
-  // (every function is at least pre-parsed), ~45% less CPU for the vCPU
-  // thread's bundle minified than as is. keepNames keeps .name of
-  // functions and classes; BHYVE_DEBUG maps stack traces back through the
-  // source maps (bin/bhyve).
+  plugins: [builtinShims],
+  // Minified: less text to read and hash, a smaller cache. keepNames keeps
+  // .name of functions and classes; BHYVE_DEBUG maps stack traces back
+  // through the source maps (bin/bhyve).
   minify: true,
   keepNames: true,
   sourcemap: true,
   logLevel: 'warning',
 });
+
+// The loader, each entry's stub and its code cache. The stubs are CommonJS
+// (dist/bundle/package.json says so): no thread needs Node's ES module
+// loader. The cache holds what V8 compiles eagerly (the top level);
+// functions compile when first called, as without it.
+copyFileSync(join(ROOT, 'scripts', 'bundle-loader.cjs'), join(OUT, 'loader.cjs'));
+writeFileSync(join(OUT, 'package.json'), '{ "type": "commonjs" }\n');
+const loader = createRequire(import.meta.url)(join(OUT, 'loader.cjs'));
+for (const name of Object.keys(ENTRY_POINTS)) {
+  writeFileSync(join(OUT, `${name}.js`), [
+    `// ${name}.cjs with its code cache (scripts/bundle.mjs, loader.cjs).`,
+    `module.exports = require('./loader.cjs').load('${name}');`,
+    '',
+  ].join('\n'));
+  writeFileSync(join(OUT, `${name}.cache`), loader.compile(name, OUT).script.createCachedData());
+}

@@ -1,8 +1,16 @@
 // bhyve(8): argv -> config tree -> checks -> run. bin/bhyve calls it.
 
+// Static imports only: in the bundle (scripts/bundle.mjs) every module's
+// top level is then part of the script's top level, which V8 compiles
+// eagerly and the build's code cache holds; a module loaded by import()
+// is wrapped in a function that is compiled, uncached, when first run.
 import { rawArgv } from '../config/raw-argv.js';
 import type { Worker } from 'node:worker_threads';
 import { type EarlySignals, SignalRouter, signalStatus } from '../vmm/startup-signals.js';
+import { retireVcpuThread, spawnVcpuThreads } from '../vmm/vcpu-threads.js';
+import { parseBhyveArgs } from '../config/bhyve-args.js';
+import { validateForStart } from '../devices/registry.js';
+import { runVm } from '../vmm/run-vm.js';
 
 import { reportError, writeOut } from './output.js';
 import { trace } from '../vmm/startup-trace.js';
@@ -13,26 +21,17 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
   trace('main: bhyveMain');
   const signals = new SignalRouter(early);
   let threads: Worker[] = [];
-  let retire: ((w: Worker) => Promise<void>) | undefined;
+  const retire = retireVcpuThread;
   try {
-    // A vCPU thread needs ~60 ms or more to boot, and the option parser
-    // with the device table (every device's record, devices/registry.ts)
-    // 60-110 ms to load on a busy host: when argv looks like a run, the
-    // threads start first and boot meanwhile.
+    // A vCPU thread needs ~60 ms or more to boot: when argv looks like a
+    // run, the threads start first and boot while this thread parses and
+    // sets the machine up.
     const early = likelyVcpus(argv);
-    if (early !== undefined) {
-      const vcpuThreads = await import('../vmm/vcpu-threads.js');
-      retire = vcpuThreads.retireVcpuThread;
-      threads = vcpuThreads.spawnVcpuThreads(early);
-    }
-    const [{ parseBhyveArgs }, { validateForStart }] = await Promise.all([
-      import('../config/bhyve-args.js'), import('../devices/registry.js'),
-    ]);
-    trace('main: parser loaded');
+    if (early !== undefined) threads = spawnVcpuThreads(early);
     const result = parseBhyveArgs(rawArgv(argv));
     trace('main: parsed');
     if (result.kind === 'help' || result.kind === 'dump') {
-      for (const t of threads) void retire?.(t);
+      for (const t of threads) void retire(t);
       await writeOut(result.kind === 'help' && result.stream === 'stderr' ? process.stderr : process.stdout, result.text);
       return result.exitCode;
     }
@@ -41,23 +40,16 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
     });
     // The vCPU threads boot while the rest of the vmm loads (runVm spawns
     // or retires threads to match the vCPU count the config asks for).
-    if (early === undefined) {
-      const vcpuThreads = await import('../vmm/vcpu-threads.js');
-      retire = vcpuThreads.retireVcpuThread;
-      threads = vcpuThreads.spawnVcpuThreads(result.config.get('cpus'));
-    }
+    if (early === undefined) threads = spawnVcpuThreads(result.config.get('cpus'));
     const spawned = threads;
-    // Loaded only when a VM is really started: keeps -h and errors fast.
-    const { runVm } = await import('../vmm/run-vm.js');
-    trace('main: run-vm loaded');
-    // Stopped while loading: nothing of the VM exists yet.
+    // Stopped meanwhile: nothing of the VM exists yet.
     if (signals.first) {
-      for (const t of threads) void retire?.(t);
+      for (const t of threads) void retire(t);
       return signalStatus(signals.first);
     }
     return await runVm(result.config, { fwcfgFiles: result.fwcfgFiles, threads: spawned, signals });
   } catch (err) {
-    for (const t of threads) void retire?.(t); // idle threads would keep the process alive
+    for (const t of threads) void retire(t); // idle threads would keep the process alive
     return reportError('bhyve', err);
   } finally {
     trace('main: bhyveMain done');

@@ -85,3 +85,9 @@ export function fdWakerFlags(): SharedArrayBuffer {
 export function takeFdWaker(ctl: Int32Array): boolean {
   return Atomics.compareExchange(ctl, ARMED, 1, 0) === 1;
 }
+
+/** Device thread: another thread (virtio-net's I/O thread) waits on the
+ * descriptor now; stop kicking me for it (armFdWaker resumes). */
+export function disarmFdWaker(ctl: Int32Array): void {
+  Atomics.store(ctl, ARMED, 0);
+}

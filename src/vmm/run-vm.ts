@@ -26,7 +26,7 @@ import { parseCpuset } from '../config/topology.js';
 import { errorLine, userErrorWithPrefix } from '../user-error.js';
 import { SignalRouter, signalStatus, type StopSignal } from './startup-signals.js';
 import { enterSandbox, sandboxPlan } from './sandbox/sandbox.js';
-import { trace } from './startup-trace.js';
+import { trace, traceMemory } from './startup-trace.js';
 import { GdbStub } from './gdb-stub.js';
 import type { VcpuStateJson, VcpuStateUpdate } from './vcpu-state.js';
 
@@ -243,6 +243,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
 
     const req = await outcomePromise;
     trace('main: outcome');
+    traceMemory('main: outcome');
     apPool?.stop();
     if (watchdog) clearInterval(watchdog);
     const grace = new Promise<void>((r) => setTimeout(r, STOP_GRACE_MS).unref());

@@ -2,7 +2,9 @@
 // tsc's one-file-per-module output: a copy of each launcher next to stand-in
 // bundles says which file it loaded; the real bundle has every worker entry
 // the code starts by name and reaches nothing outside dist/bundle/ but
-// Node's modules and npm packages.
+// Node's modules and npm packages; each entry's script comes with a V8 code
+// cache that this node accepts, holds its modules' top level outside
+// lazily compiled wrappers, and is loaded without Node's ES module loader.
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -29,16 +31,20 @@ function fakeTree(): string {
   fs.copyFileSync(path.join(ROOT, 'bin/package.json'), path.join(tmp, 'bin/package.json'));
   for (const [name, fn] of LAUNCHERS) {
     fs.copyFileSync(path.join(ROOT, 'bin', name), path.join(tmp, 'bin', name));
-    for (const [dir, tag] of [['dist/bundle', 'bundle'], ['dist/cli', 'tsc']]) {
-      fs.mkdirSync(path.join(tmp, dir), { recursive: true });
-      // The threads the process has once libuv's pool is up (fs.promises uses it).
-      fs.writeFileSync(path.join(tmp, dir, `${name}-main.js`), `import fs from 'node:fs';
-export async function ${fn}() {
+    // dist/bundle/ is CommonJS (its package.json), dist/cli/ ES modules.
+    fs.mkdirSync(path.join(tmp, 'dist/bundle'), { recursive: true });
+    fs.writeFileSync(path.join(tmp, 'dist/bundle/package.json'), '{ "type": "commonjs" }\n');
+    fs.mkdirSync(path.join(tmp, 'dist/cli'), { recursive: true });
+    // The threads the process has once libuv's pool is up (fs.promises uses it).
+    const body = (tag: string): string => `{
   await fs.promises.readFile('/proc/self/stat');
   console.log('${tag} ' + process.env.UV_THREADPOOL_SIZE + ' ' + fs.readdirSync('/proc/self/task').length);
   return 7;
-}\n`);
-    }
+}`;
+    fs.writeFileSync(path.join(tmp, 'dist/bundle', `${name}-main.js`),
+      `const fs = require('node:fs');\nexports.${fn} = async function () ${body('bundle')};\n`);
+    fs.writeFileSync(path.join(tmp, 'dist/cli', `${name}-main.js`),
+      `import fs from 'node:fs';\nexport async function ${fn}() ${body('tsc')}\n`);
   }
   return tmp;
 }
@@ -85,6 +91,39 @@ describe.skipIf(!BUILT)('dist/bundle (needs npm run build)', () => {
     const workers = [...src.matchAll(/\.\/([a-z0-9-]+\.js)/g)].map((m) => m[1]);
     expect(workers).toContain('vcpu-thread.js');
     for (const w of workers) expect(files).toContain(w);
+  });
+
+  it('each entry\'s code cache is accepted by this node (a fresh process, default flags)', () => {
+    const entries = files.filter((f) => fs.existsSync(path.join(BUNDLE, f.replace(/\.js$/, '.cjs')))).map((f) => f.replace(/\.js$/, ''));
+    expect(entries).toContain('vcpu-thread');
+    expect(entries).toContain('bhyve-main');
+    const out = execFileSync(process.execPath, ['-e', `
+      const loader = require(${JSON.stringify(path.join(BUNDLE, 'loader.cjs'))});
+      for (const name of ${JSON.stringify(entries)}) console.log(name, loader.compile(name).cached);
+    `], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
+    for (const name of entries) expect(out).toContain(`${name} true`);
+  });
+
+  it('bhyve-main and vcpu-thread hold the VMM\'s modules at their top level (no import() wrapper to compile at run time)', () => {
+    // esbuild wraps a module reached by import() or require() in a function
+    // (__esm) that V8 compiles lazily, outside the code cache. The source
+    // map names each module; a wrapped module's body starts with "use strict".
+    for (const name of ['bhyve-main', 'vcpu-thread']) {
+      const map = JSON.parse(fs.readFileSync(path.join(BUNDLE, `${name}.cjs.map`), 'utf8')) as { sources: string[] };
+      const code = fs.readFileSync(path.join(BUNDLE, `${name}.cjs`), 'utf8');
+      const wrapped = (code.match(/=>\{"use strict";/g) ?? []).length;
+      expect(map.sources.length).toBeGreaterThan(100);
+      // The sandbox's few modules stay behind the slirp backend's import().
+      expect(wrapped, name).toBeLessThan(10);
+    }
+  });
+
+  it('its stubs are CommonJS: no thread goes through Node\'s ES module loader to load its bundle', () => {
+    // Workers are started on the stubs (new Worker(new URL('./NAME.js', ...))).
+    expect(JSON.parse(fs.readFileSync(path.join(BUNDLE, 'package.json'), 'utf8')).type).toBe('commonjs');
+    for (const f of files) expect(fs.readFileSync(path.join(BUNDLE, f), 'utf8'), f).not.toMatch(/^\s*(import|export)\b/m);
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bin/bhyve'), '-s', 'help'], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
+    expect(r.stdout).toContain('virtio-blk');
   });
 
   it('imports nothing outside itself but node: modules and npm packages', () => {

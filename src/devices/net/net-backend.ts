@@ -162,15 +162,32 @@ export function startTapWaker(fd: number, ifname: string, kick: () => void, kind
 }
 
 /** The device thread's NetPort for a transfer. */
-export function attachNetBackend(t: NetBackendTransfer): NetPort & { readonly txErrors: number; readonly rxErrors: number } {
+export function attachNetBackend(t: NetBackendTransfer): FdNetPort {
   const ctl = new Int32Array(t.wake);
-  const fd = t.fd;
+  return fdNetPort(t.fd, () => armFdWaker(ctl), t.peerWakes === true);
+}
+
+/** A NetPort on a tap fd (or packet socket), and what its owner needs to
+ * know about it. */
+export interface FdNetPort extends NetPort {
+  /** True while a frame peek() read waits to be consumed (the guest had no
+   * buffers for it): whoever waits for the fd must not, until the driver
+   * adds buffers. */
+  readonly holding: boolean;
+  readonly txErrors: number;
+  readonly rxErrors: number;
+}
+
+/** The NetPort on `fd`; `onEmpty` runs when a read found it dry (the main
+ * thread's waker is armed there; the virtio-net I/O thread polls the fd
+ * itself and passes nothing). `rereadAfterEmpty`: the writer kicks when
+ * the waker is armed (NetBackendTransfer.peerWakes), so read once more
+ * after onEmpty for a frame written just before the arming. */
+export function fdNetPort(fd: number, onEmpty: () => void = () => {}, rereadAfterEmpty = false): FdNetPort {
   const buf = new Uint8Array(TAP_READ_BYTES);
   let pending: Uint8Array | null = null;
   let txErrors = 0;
   let rxErrors = 0;
-  const arm = (): void => armFdWaker(ctl);
-  const peerWakes = t.peerWakes === true;
   return {
     peek(): Uint8Array | null {
       if (pending !== null) return pending;
@@ -179,8 +196,8 @@ export function attachNetBackend(t: NetBackendTransfer): NetPort & { readonly tx
         // EAGAIN: read dry. Anything else (EIO while the interface is
         // down...): nothing to receive now; the waker tells when there is.
         if (n < 0 && n !== -EAGAIN) rxErrors++;
-        arm();
-        if (!peerWakes) return null;
+        onEmpty();
+        if (!rereadAfterEmpty) return null;
         n = readFd(fd, buf);
         if (n <= 0) return null;
       }
@@ -206,6 +223,7 @@ export function attachNetBackend(t: NetBackendTransfer): NetPort & { readonly tx
         return false;
       }
     },
+    get holding() { return pending !== null; },
     get txErrors() { return txErrors; },
     get rxErrors() { return rxErrors; },
   };

@@ -1,0 +1,57 @@
+'use strict';
+// Copied to dist/bundle/loader.cjs by scripts/bundle.mjs. Loads one bundle
+// of dist/bundle/ (NAME.cjs, a CommonJS script) with the V8 code cache the
+// build made for it (NAME.cache): V8 then deserialises the compiled top
+// level instead of parsing ~400 KB of source, on the main thread and again
+// in every worker (Node 20 has no module compile cache of its own).
+//
+// The cache lies beside the code it was made from and is written only by
+// the build, so it is as trusted as the bundle. V8 refuses a cache made by
+// another V8, with other flags (--cpu-prof, ...) or from other source, and
+// then compiles the source as usual. BHYVE_CODE_CACHE=0 (for comparison)
+// and BHYVE_DEBUG (source-mapped stack traces) load NAME.cjs through
+// Node's own require() instead.
+const fs = require('node:fs');
+const path = require('node:path');
+const vm = require('node:vm');
+const { createRequire } = require('node:module');
+
+// Node's CommonJS wrapper; the build compiles exactly this text.
+const HEAD = '(function (exports, require, module, __filename, __dirname) { ';
+const TAIL = '\n})';
+
+/** The text V8 compiles for a bundle's source. */
+function wrap(source) {
+  return HEAD + source + TAIL;
+}
+
+/** Compiles dist/bundle/NAME.cjs, with its code cache when there is one
+ * that V8 accepts. */
+function compile(name, dir = __dirname) {
+  const file = path.join(dir, `${name}.cjs`);
+  let cachedData;
+  try {
+    cachedData = fs.readFileSync(path.join(dir, `${name}.cache`));
+  } catch {
+    cachedData = undefined;
+  }
+  const script = new vm.Script(wrap(fs.readFileSync(file, 'utf8')), {
+    filename: file,
+    cachedData,
+    importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+  });
+  return { file, script, cached: cachedData !== undefined && !script.cachedDataRejected };
+}
+
+/** Runs dist/bundle/NAME.cjs as a CommonJS module; returns its exports. */
+function load(name) {
+  if (process.env.BHYVE_CODE_CACHE === '0' || process.env.BHYVE_DEBUG) return require(`./${name}.cjs`);
+  const { file, script, cached } = compile(name);
+  if (process.env.BHYVE_TRACE_STARTUP === '1') process.stderr.write(`trace ${name}: code cache ${cached ? 'used' : 'not used'}\n`);
+  const module = { exports: {}, id: file, filename: file, loaded: false };
+  script.runInThisContext()(module.exports, createRequire(file), module, file, path.dirname(file));
+  module.loaded = true;
+  return module.exports;
+}
+
+module.exports = { wrap, compile, load };
