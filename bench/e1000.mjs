@@ -59,9 +59,9 @@ ITR holds an unmasked RXT0 wait in the backend until the interval ends (one
 wake-up per interval, not per frame); slirp's thread rings vCPU 0's doorbell
 itself when the NIC had read its socket dry (no main-thread poll and hop);
 libslirp's loop allocates nothing per turn (in-process, a host datagram
-through hostfwd to the NIC's socket costs 14.3 us of CPU, 17.6 before);
+through hostfwd to the NIC's socket costs 14.4 us of CPU, 17.8 before, medians of 3);
 e1000 writes a frame with write(2) through koffi (in-process, TX model +
-write 4.7 us a frame, 5.3 before; medians of 6 runs each). What remains for user networking: one
+write 4.8 us a frame, 5.3 before; medians of 6 runs). What remains for user networking: one
 turn of libslirp's poll loop per datagram with koffi callbacks (fill, revents,
 send_packet) and a packet socket hop, where QEMU calls the same library in C
 on the NIC's thread; TX frames are dropped when slirp's thread is starved long
