@@ -992,34 +992,38 @@ export class E1000 extends PciEmulFunction {
           continue;
         }
       }
-      // The buffers, all checked before any is written.
+      // The buffers, all checked before any is written (a buffer may run
+      // across two chunks of guest RAM: several views).
       const dsts = this.views;
       dsts.length = 0;
+      let ok = true;
       for (let i = 0, pos = 0; i < n; i++, pos += bufsz) {
         const d = ((head + i) % size) * 16;
         const addr = ring.getUint32(d, true) + ring.getUint32(d + 4, true) * 0x100000000;
-        const chunk = Math.min(bufsz, len - pos);
         try {
-          dsts.push(this.mem.slice(addr, chunk));
+          this.mem.slices(addr, Math.min(bufsz, len - pos), dsts);
         } catch (e) {
           if (!(e instanceof GuestMemoryError)) throw e;
+          ok = false;
           break;
         }
       }
       port.consume();
-      if (dsts.length < n) {
+      if (!ok) {
         // A buffer outside guest RAM: the frame is lost, the ring untouched.
         this.counts.dmaErrors++;
         continue;
       }
-      for (let i = 0, pos = 0; i < n; i++, pos += bufsz) {
+      for (let i = 0, pos = 0; i < dsts.length; pos += dsts[i].length, i++) {
         const dst = dsts[i];
         const fromFrame = Math.max(0, Math.min(dst.length, f.length - pos));
         if (fromFrame > 0) dst.set(f.subarray(pos, pos + fromFrame));
         if (fromFrame < dst.length) dst.fill(0, fromFrame); // padding and CRC
+      }
+      for (let i = 0, pos = 0; i < n; i++, pos += bufsz) {
         const d = ((head + i) % size) * 16;
         const last = i === n - 1;
-        ring.setUint16(d + 8, dst.length, true);
+        ring.setUint16(d + 8, Math.min(bufsz, len - pos), true);
         ring.setUint16(d + 10, 0, true); // csum
         ring.setUint8(d + 13, 0); // errors
         ring.setUint16(d + 14, 0, true); // special
