@@ -14,6 +14,7 @@ import { HDA_TARGET } from './hda.js';
 import { VIRTIO_9P_TARGET } from './virtio-9p.js';
 import { VIRTIO_SCSI_TARGET } from './virtio-scsi.js';
 import { DOMAIN_XML_TARGET } from './domain-xml.js';
+import { VFIO_USER_TARGET } from './vfio-user.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
@@ -34,6 +35,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   DOMAIN_XML_TARGET,
   CONTROL_SOCKET_TARGET,
   GDB_STUB_TARGET,
+  VFIO_USER_TARGET,
 ];
 
 export function targetByName(name: string): FuzzTarget | undefined {
