@@ -48,14 +48,29 @@ const { values: opt } = parseArgs({
   },
 });
 const NOTE = `
-Where user networking stands: libslirp runs on a thread of its own (bhyve's
-slirp thread), behind a packet socket pair; QEMU calls libslirp from its
-main loop, which also runs the NIC's backend side. libslirp's callbacks are
-JavaScript functions run by koffi on that thread, so they stay on it: a
-callback arriving on another thread would be queued to the registering
-thread's event loop, which a thread blocked in poll(2) or KVM_RUN never
-turns. On this 2-CPU host the vCPU thread, the slirp thread, the flood
-sender and QEMU's peers compete for the same cores.
+Where the time goes. Rates swing with the shared host's load (the same
+configuration ranged 5.5k-29k frames/s between runs here); the VMM's CPU per
+frame moves less. Every exit costs ~30 us on this host (KVM under PVM,
+bench/exit-roundtrip.mjs), and our e1000 runs on vCPU 0's thread: a frame
+from the host reaches the guest's ring only after vCPU 0 leaves KVM_RUN,
+while QEMU's main loop writes it and raises the interrupt without an exit.
+So the changes cut wake-ups and per-frame JavaScript: frames arriving while
+ITR holds an unmasked RXT0 wait in the backend until the interval ends (one
+wake-up per interval, not per frame); slirp's thread rings vCPU 0's doorbell
+itself when the NIC had read its socket dry (no main-thread poll and hop);
+libslirp's loop allocates nothing per turn (in-process, a host datagram
+through hostfwd to the NIC's socket costs 14.4 us of CPU, 17.8 before, medians of 3);
+e1000 writes a frame with write(2) through koffi (in-process, TX model +
+write 4.8 us a frame, 5.3 before; medians of 6 runs). What remains for user networking: one
+turn of libslirp's poll loop per datagram with koffi callbacks (fill, revents,
+send_packet) and a packet socket hop, where QEMU calls the same library in C
+on the NIC's thread; TX frames are dropped when slirp's thread is starved long
+enough to fill the socket pair (bhyve drops there too; QEMU's slirp_input is
+synchronous). Before these changes (the same bench, 3 runs, 10:00 UTC):
+tap RX 4477 frames/s, 0.42x QEMU, 32.5 us/frame (QEMU 10.5); slirp RX 1882,
+0.20x, 98.5 us/frame (QEMU 36.6); slirp TX 12114, 1.24x, 25.0 us/frame
+(QEMU 9.0); tap TX 13472 (host count), 0.73x by guest TSC, 14.0 us/frame
+(QEMU 7.8).
 `;
 const FRAMES = Number(opt.frames);
 const SFRAMES = Number(opt['slirp-frames']);

@@ -71,6 +71,21 @@ export function armFdWaker(ctl: Int32Array): void {
   }
 }
 
+/** The waker's flags alone, armed, for a descriptor whose writer wakes the
+ * device thread itself (slirp's thread: it knows when it sends) instead of
+ * a main-thread poll. */
+export function fdWakerFlags(): SharedArrayBuffer {
+  const wake = new SharedArrayBuffer(WAKER_WORDS * 4);
+  Atomics.store(new Int32Array(wake), ARMED, 1);
+  return wake;
+}
+
+/** The writer's side: true (and disarmed) when the device thread had read
+ * the descriptor dry and waits for a kick, which the caller now sends. */
+export function takeFdWaker(ctl: Int32Array): boolean {
+  return Atomics.compareExchange(ctl, ARMED, 1, 0) === 1;
+}
+
 /** Device thread: another thread (virtio-net's I/O thread) waits on the
  * descriptor now; stop kicking me for it (armFdWaker resumes). */
 export function disarmFdWaker(ctl: Int32Array): void {

@@ -158,6 +158,8 @@ export class SlirpStack {
   private readonly getRevents: unknown;
   /** Frames libslirp had for the guest that the socket refused (full). */
   sendDropped = 0;
+  /** Frames sent to the guest's socket. */
+  sentFrames = 0;
   guestErrors = 0;
 
   constructor(o: SlirpStackOptions) {
@@ -173,6 +175,7 @@ export class SlirpStack {
       send_packet: reg((buf: unknown, len: number | bigint) => {
         const n = Number(b.send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL));
         if (n < 0) this.sendDropped++; // the device side is not reading: dropped, TCP retransmits
+        else this.sentFrames++;
         return Number(len);
       }, b.SendCb),
       guest_error: reg((msg: string) => { this.guestErrors++; o.onGuestError?.(msg); }, b.ErrCb),

@@ -142,7 +142,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       streams[u.node] = host.transfer;
     }
     // virtio-net taps and virtio-console sockets, by slot node.
-    hostPorts = await openHostPorts(config, () => kickDeviceThread(DEVICE_REQUEST.POLL))
+    hostPorts = await openHostPorts(config, () => kickDeviceThread(DEVICE_REQUEST.POLL), doorbell.transfer)
       .catch((e: unknown) => { throw userErrorWithPrefix(e, ''); });
     // fbuf: the framebuffer file and its VNC server (devices/display).
     display = await openDisplay(config, machine.vmObject.dir, config.get('name') ?? '', () => kickDeviceThread(DEVICE_REQUEST.POLL),

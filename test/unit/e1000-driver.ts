@@ -34,7 +34,7 @@ export class FakePort implements NetPort {
 export class E1000Rig {
   readonly bytes = new Uint8Array(RAM_SIZE);
   readonly dv = new DataView(this.bytes.buffer);
-  readonly mem = new GuestMemory([{ gpa: RAM, bytes: this.bytes }]);
+  readonly mem: GuestMemory;
   readonly port = new FakePort();
   readonly irq = new MsiLog();
   readonly dev: E1000;
@@ -49,7 +49,12 @@ export class E1000Rig {
   rdn = 0;
   tail = 0;
 
-  constructor(opts: { noPort?: boolean } = {}) {
+  /** splitAt: guest RAM as two regions meeting at RAM + splitAt (as RAM
+   * mapped in chunks is), one buffer underneath. */
+  constructor(opts: { noPort?: boolean; splitAt?: number } = {}) {
+    const at = opts.splitAt;
+    this.mem = new GuestMemory(at === undefined ? [{ gpa: RAM, bytes: this.bytes }]
+      : [{ gpa: RAM, bytes: this.bytes.subarray(0, at) }, { gpa: RAM + at, bytes: this.bytes.subarray(at) }]);
     const ctx: DeviceContext = {
       io: new LocalIoBus(), irq: this.irq, config: new ConfigTree(), mem: this.mem,
       machine: { requestExit: () => {}, vcpuCount: 1 }, stream: () => undefined,

@@ -392,6 +392,22 @@ describe('e1000 receive', () => {
     expect(r.timerAt).toBeUndefined();
   });
 
+  it('a receive buffer running across two chunks of guest RAM takes the frame (no DMA error)', () => {
+    const r = new E1000Rig({ splitAt: 0x80000 });
+    r.setupRx(8);
+    const a = RAM + 0x80000 - 700; // 700 bytes in the first chunk, the rest in the next
+    r.dv.setBigUint64(r.o(r.rdbase), BigInt(a), true);
+    r.wr(R.RDT, 7);
+    const f = udpFrame(1200);
+    r.port.rx.push(f);
+    r.dev.poll();
+    expect(r.rxDesc(0).status & RXD.DD).toBe(RXD.DD);
+    expect(r.rxDesc(0).len).toBe(f.length + 4);
+    expect(Array.from(r.bytes.subarray(r.o(a), r.o(a) + f.length))).toEqual(Array.from(f));
+    expect(Array.from(r.bytes.subarray(r.o(a) + f.length, r.o(a) + f.length + 4))).toEqual([0, 0, 0, 0]); // CRC bytes
+    expect(r.dev.counts.dmaErrors).toBe(0);
+  });
+
   it('SECRC: no CRC bytes counted', () => {
     const r = new E1000Rig();
     r.setupRx(8, 2048, 0x04000000);

@@ -132,6 +132,45 @@ describe.skipIf(skip !== undefined)('slirp backend with a guest played by the te
     expect(syn!.tcp!.dport).toBe(8080);
   }, 20_000);
 
+  it("given the device thread's doorbell, slirp's thread rings it when it sends to a NIC that read its end dry, once per dry read", async () => {
+    const { openNetBackend, attachNetBackend } = await import(distNet);
+    // A doorbell whose thread has not answered yet records the request bits
+    // alone; its "kvm_run page" is a scratch file here.
+    const scratch = path.join(fs.mkdtempSync(path.join(root, 'build', 'slirp-wake-')), 'run');
+    fs.writeFileSync(scratch, new Uint8Array(4096));
+    const runFd = fs.openSync(scratch, 'r+');
+    const sab = new SharedArrayBuffer(8);
+    const requests = new Int32Array(sab);
+    try {
+      const c = new ConfigTree();
+      c.set('pci.0.3.0.device', 'e1000');
+      c.set('pci.0.3.0.backend', 'slirp');
+      c.set('security.sandbox', 'false');
+      let kicks = 0;
+      host = await openNetBackend(c, 'pci.0.3.0', () => { kicks++; }, { sab, vcpuFd: runFd, mmapSize: 4096 });
+      const port: Port = attachNetBackend(host!.transfer);
+      expect(port.peek()).toBeNull(); // read dry: waits for a kick
+      const discover = (type: number): Uint8Array => ether(BCAST, MAC, 0x0800, ipv4(ip4('0.0.0.0'), ip4('255.255.255.255'), 17,
+        udp(ip4('0.0.0.0'), ip4('255.255.255.255'), 68, 67, dhcp(MAC, type, 0x1234, type === 3 ? GUEST : undefined, type === 3 ? HOST : undefined))));
+      port.send([discover(1)]);
+      for (let i = 0; i < 500 && Atomics.load(requests, 0) === 0; i++) await sleep(10);
+      expect(Atomics.load(requests, 0)).toBe(1); // DEVICE_REQUEST.POLL
+      const offer = port.peek();
+      expect(offer && parse(offer.slice()).udp?.sport).toBe(67);
+      port.consume();
+      // Not read dry since: the next frame comes without a ring.
+      Atomics.store(requests, 0, 0);
+      port.send([discover(3)]);
+      await sleep(300);
+      expect(Atomics.load(requests, 0)).toBe(0);
+      expect(port.peek()).not.toBeNull();
+      expect(kicks).toBe(0); // no main-thread waker in the way
+    } finally {
+      fs.closeSync(runFd);
+      fs.rmSync(path.dirname(scratch), { recursive: true, force: true });
+    }
+  }, 20_000);
+
   it('a hostfwd port already taken is one clear error', async () => {
     const l = await listener();
     await expect(open({ hostfwd: `tcp:127.0.0.1:${l.port}-:22` })).rejects.toThrow(

@@ -714,6 +714,15 @@ export class E1000 extends PciEmulFunction {
 
   /** One frame (or a context descriptor) from `head`. Returns the new
    * head and the descriptors consumed (0: the frame is not complete). */
+  /** transmitOne's answer (one object, reused: a frame costs no allocation). */
+  private readonly txResult = { head: 0, used: 0, writeback: false };
+
+  private txDone(head: number, used: number, writeback: boolean): { head: number; used: number; writeback: boolean } {
+    const r = this.txResult;
+    r.head = head; r.used = used; r.writeback = writeback;
+    return r;
+  }
+
   private transmitOne(base: number, head: number, tail: number, size: number): { head: number; used: number; writeback: boolean } {
     const dv = this.descDv;
     const frame = this.frame;
@@ -730,7 +739,7 @@ export class E1000 extends PciEmulFunction {
     let lastSpecial = 0;
     let ndesc = 0;
     for (;;) {
-      if (head === tail) return { head: ohead, used: 0, writeback: false };
+      if (head === tail) return this.txDone(ohead, 0, false);
       this.loadDesc(base, head);
       ndesc++;
       const lower = dv.getUint32(8, true);
@@ -740,7 +749,7 @@ export class E1000 extends PciEmulFunction {
           // A context descriptor: saved for the data descriptors after it.
           this.txctx.set(this.desc);
           head = (head + 1) % size;
-          return { head, used: 1, writeback: this.completeTx(base, ohead, head, size) };
+          return this.txDone(head, 1, this.completeTx(base, ohead, head, size));
         }
         if (dtype !== TYP_L && dtype !== TYP_D) bad = true; // unknown type: the frame is dropped
         ntype = dtype;
@@ -795,7 +804,7 @@ export class E1000 extends PciEmulFunction {
     } else {
       this.sendFrame(tlen, ck, tso, lastLower, lastSpecial);
     }
-    return { head, used, writeback: this.completeTx(base, ohead, head, size) };
+    return this.txDone(head, used, this.completeTx(base, ohead, head, size));
   }
 
   /** Sets DD in every descriptor of [from, to) that asked for a report (RS). */
@@ -983,30 +992,38 @@ export class E1000 extends PciEmulFunction {
           continue;
         }
       }
-      // The buffers, all checked before any is written.
+      // The buffers, all checked before any is written (a buffer may run
+      // across two chunks of guest RAM: several views).
       const dsts = this.views;
       dsts.length = 0;
+      let ok = true;
       for (let i = 0, pos = 0; i < n; i++, pos += bufsz) {
         const d = ((head + i) % size) * 16;
         const addr = ring.getUint32(d, true) + ring.getUint32(d + 4, true) * 0x100000000;
-        const chunk = Math.min(bufsz, len - pos);
-        if (!this.mem.contains(addr, chunk)) break;
-        dsts.push(this.mem.slice(addr, chunk));
+        try {
+          this.mem.slices(addr, Math.min(bufsz, len - pos), dsts);
+        } catch (e) {
+          if (!(e instanceof GuestMemoryError)) throw e;
+          ok = false;
+          break;
+        }
       }
       port.consume();
-      if (dsts.length < n) {
+      if (!ok) {
         // A buffer outside guest RAM: the frame is lost, the ring untouched.
         this.counts.dmaErrors++;
         continue;
       }
-      for (let i = 0, pos = 0; i < n; i++, pos += bufsz) {
+      for (let i = 0, pos = 0; i < dsts.length; pos += dsts[i].length, i++) {
         const dst = dsts[i];
         const fromFrame = Math.max(0, Math.min(dst.length, f.length - pos));
         if (fromFrame > 0) dst.set(f.subarray(pos, pos + fromFrame));
         if (fromFrame < dst.length) dst.fill(0, fromFrame); // padding and CRC
+      }
+      for (let i = 0, pos = 0; i < n; i++, pos += bufsz) {
         const d = ((head + i) % size) * 16;
         const last = i === n - 1;
-        ring.setUint16(d + 8, dst.length, true);
+        ring.setUint16(d + 8, Math.min(bufsz, len - pos), true);
         ring.setUint16(d + 10, 0, true); // csum
         ring.setUint8(d + 13, 0); // errors
         ring.setUint16(d + 14, 0, true); // special

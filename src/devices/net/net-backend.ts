@@ -11,7 +11,10 @@
 // does not exist and we may (root / CAP_NET_ADMIN). netgraph, netmap and
 // vale are FreeBSD-only: a clear error says so. slirp hands the NIC one
 // end of a packet socket pair, which behaves as a tap's fd does, so
-// everything below serves both.
+// everything below serves both; but given the device thread's doorbell,
+// slirp's thread kicks the device thread itself when it sends a frame to
+// a NIC that read its end dry (it knows when frames come: no main-thread
+// poll, no hop through the main thread).
 //
 // As in bhyve, the device thread reads and writes the tap itself: frames go
 // from read(2) straight on into the guest's receive buffers, no hand-off
@@ -32,8 +35,9 @@
 import { UserError } from '../../user-error.js';
 import * as fs from 'node:fs';
 import type { ConfigTree } from '../../config/tree.js';
-import { openTap, readFd, TapError } from '../../sys/tap.js';
-import { armFdWaker, startFdWaker } from '../fd-waker.js';
+import { openTap, readFd, TapError, writeFd } from '../../sys/tap.js';
+import { armFdWaker, fdWakerFlags, startFdWaker } from '../fd-waker.js';
+import type { DoorbellTransfer } from '../../sys/doorbell.js';
 import { openSlirpBackend, SlirpConfigError } from './slirp-backend.js';
 
 /** Largest frame read from a tap (its MTU may be up to 65535). */
@@ -50,6 +54,10 @@ export interface NetBackendTransfer {
   ifname: string;
   /** The fd waker's flags (fd-waker.ts), shared with the main thread. */
   wake: SharedArrayBuffer;
+  /** The writer (slirp's thread) kicks the device thread when the flags
+   * say it waits, instead of a main-thread poll: after arming, the port
+   * reads once more (a frame sent just before the arming is not missed). */
+  peerWakes?: boolean;
 }
 
 export interface NetBackendHost {
@@ -101,16 +109,26 @@ export function isSlirpBackend(backend: string): boolean {
 /** Opens the backend of the NIC slot `node` on the main thread, or
  * returns undefined when the slot has no backend (bhyve permits that: the
  * NIC is up and every frame sent is dropped). */
-export async function openNetBackend(config: ConfigTree, node: string, kick: () => void): Promise<NetBackendHost | undefined> {
+export async function openNetBackend(config: ConfigTree, node: string, kick: () => void, doorbell?: DoorbellTransfer): Promise<NetBackendHost | undefined> {
   const backend = config.get(`${node}.backend`);
   if (backend === undefined) return undefined;
   if (isSlirpBackend(backend)) {
+    const wake = doorbell ? fdWakerFlags() : undefined;
     let slirp;
     try {
-      slirp = await openSlirpBackend(config, node);
+      slirp = await openSlirpBackend(config, node, wake && doorbell ? { wake, doorbell } : undefined);
     } catch (e) {
       if (e instanceof SlirpConfigError) throw new NetBackendError(`net backend 'slirp': ${e.message}`);
       throw e;
+    }
+    if (wake) {
+      return {
+        transfer: { kind: 'slirp', fd: slirp.fd, ifname: 'slirp', wake, peerWakes: true },
+        async close(): Promise<void> {
+          await slirp.close();
+          try { fs.closeSync(slirp.fd); } catch { /* closed */ }
+        },
+      };
     }
     const host = startTapWaker(slirp.fd, 'slirp', kick, 'slirp');
     return {
@@ -146,7 +164,7 @@ export function startTapWaker(fd: number, ifname: string, kick: () => void, kind
 /** The device thread's NetPort for a transfer. */
 export function attachNetBackend(t: NetBackendTransfer): FdNetPort {
   const ctl = new Int32Array(t.wake);
-  return fdNetPort(t.fd, () => armFdWaker(ctl));
+  return fdNetPort(t.fd, () => armFdWaker(ctl), t.peerWakes === true);
 }
 
 /** A NetPort on a tap fd (or packet socket), and what its owner needs to
@@ -162,8 +180,10 @@ export interface FdNetPort extends NetPort {
 
 /** The NetPort on `fd`; `onEmpty` runs when a read found it dry (the main
  * thread's waker is armed there; the virtio-net I/O thread polls the fd
- * itself and passes nothing). */
-export function fdNetPort(fd: number, onEmpty: () => void = () => {}): FdNetPort {
+ * itself and passes nothing). `rereadAfterEmpty`: the writer kicks when
+ * the waker is armed (NetBackendTransfer.peerWakes), so read once more
+ * after onEmpty for a frame written just before the arming. */
+export function fdNetPort(fd: number, onEmpty: () => void = () => {}, rereadAfterEmpty = false): FdNetPort {
   const buf = new Uint8Array(TAP_READ_BYTES);
   let pending: Uint8Array | null = null;
   let txErrors = 0;
@@ -171,21 +191,29 @@ export function fdNetPort(fd: number, onEmpty: () => void = () => {}): FdNetPort
   return {
     peek(): Uint8Array | null {
       if (pending !== null) return pending;
-      const n = readFd(fd, buf);
-      if (n > 0) {
-        pending = buf.subarray(0, n);
-        return pending;
+      let n = readFd(fd, buf);
+      if (n <= 0) {
+        // EAGAIN: read dry. Anything else (EIO while the interface is
+        // down...): nothing to receive now; the waker tells when there is.
+        if (n < 0 && n !== -EAGAIN) rxErrors++;
+        onEmpty();
+        if (!rereadAfterEmpty) return null;
+        n = readFd(fd, buf);
+        if (n <= 0) return null;
       }
-      // EAGAIN: read dry. Anything else (EIO while the interface is down...):
-      // nothing to receive now; the waker's poll tells when there is.
-      if (n < 0 && n !== -EAGAIN) rxErrors++;
-      onEmpty();
-      return null;
+      pending = buf.subarray(0, n);
+      return pending;
     },
     consume(): void {
       pending = null;
     },
     send(views: Uint8Array[]): boolean {
+      if (views.length === 1) {
+        // (e1000 hands whole frames)
+        if (writeFd(fd, views[0]) >= 0) return true;
+        txErrors++;
+        return false;
+      }
       try {
         fs.writevSync(fd, views);
         return true;

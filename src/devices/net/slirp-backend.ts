@@ -17,14 +17,16 @@
 // works under Capsicum, here the sandbox allows that thread's socket calls
 // instead). Between it and the NIC is a packet socket pair (bhyve's helper
 // uses one too), so the NIC's side is exactly a tap's: the device thread
-// reads and writes its end, the main thread's waker (net-backend.ts) polls
-// it.
+// reads and writes its end; when the NIC has read it dry, slirp's thread
+// rings the device thread's doorbell as it sends the next frame (nicWake),
+// or else the main thread's waker (net-backend.ts) polls it.
 
 import { Worker } from 'node:worker_threads';
 import fs from 'node:fs';
 import type { ConfigTree } from '../../config/tree.js';
 import { packetPair } from '../../sys/packet-pair.js';
 import type { SlirpThreadData, SlirpThreadMessage } from './slirp-thread.js';
+import type { DoorbellTransfer } from '../../sys/doorbell.js';
 import { slirpOptionsFromConfig, SlirpConfigError } from './slirp-options.js';
 
 export { SlirpConfigError } from './slirp-options.js';
@@ -35,9 +37,17 @@ export interface SlirpBackend {
   close(): Promise<void>;
 }
 
+/** How slirp's thread wakes the NIC: the fd waker's flags of the NIC's end
+ * (fd-waker.ts) and the device thread's doorbell. */
+export interface SlirpNicWake {
+  wake: SharedArrayBuffer;
+  doorbell: DoorbellTransfer;
+}
+
 /** Starts libslirp's thread for NIC `node`; resolves once libslirp is up and
  * every hostfwd listener is bound, rejects with one line otherwise. */
-export async function openSlirpBackend(config: ConfigTree, node: string, workerUrl = new URL('./slirp-thread.js', import.meta.url)): Promise<SlirpBackend> {
+export async function openSlirpBackend(config: ConfigTree, node: string, nicWake?: SlirpNicWake,
+  workerUrl = new URL('./slirp-thread.js', import.meta.url)): Promise<SlirpBackend> {
   const opts = slirpOptionsFromConfig(config, node);
   // (imported here: the sandbox module loads koffi, which a bhyve without
   // slirp, or one only parsing its options, should not pay for)
@@ -47,7 +57,7 @@ export async function openSlirpBackend(config: ConfigTree, node: string, workerU
   const control = new SharedArrayBuffer(4);
   const data: SlirpThreadData = {
     fd: slirpFd, restricted: !opts.open, hostfwd: opts.hostfwd, control,
-    sandbox,
+    sandbox, nicWake,
     debug: process.env.BHYVE_DEBUG !== undefined,
   };
   const worker = new Worker(workerUrl, { workerData: data, stdout: false, stderr: false });

@@ -12,6 +12,9 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { SlirpStack } from '../../sys/libslirp.js';
 import { confineThisThread, type SandboxPlan } from '../../vmm/sandbox/sandbox.js';
 import type { HostFwdRule } from './slirp-options.js';
+import type { SlirpNicWake } from './slirp-backend.js';
+import { DEVICE_REQUEST, Doorbell } from '../../sys/doorbell.js';
+import { takeFdWaker } from '../fd-waker.js';
 
 export interface SlirpThreadData {
   /** This thread's end of the packet pair. */
@@ -21,6 +24,8 @@ export interface SlirpThreadData {
   /** Words: [0] 1 = stop. */
   control: SharedArrayBuffer;
   sandbox?: SandboxPlan;
+  /** When given, this thread kicks the NIC's device thread itself. */
+  nicWake?: SlirpNicWake;
   debug: boolean;
 }
 
@@ -59,6 +64,19 @@ function main(): void {
       return;
     }
   }
+  // The doorbell maps vCPU 0's kvm_run page: before the sandbox.
+  let wakeNic = (): void => {};
+  if (d.nicWake) {
+    const ctl = new Int32Array(d.nicWake.wake);
+    const doorbell = Doorbell.attach(d.nicWake.doorbell);
+    let seen = 0;
+    wakeNic = () => {
+      if (stack.sentFrames !== seen) {
+        seen = stack.sentFrames;
+        if (takeFdWaker(ctl)) doorbell.ring(DEVICE_REQUEST.POLL);
+      }
+    };
+  }
   if (d.sandbox) {
     const problems = confineThisThread(d.sandbox);
     if (problems.length) {
@@ -84,12 +102,14 @@ function main(): void {
   };
   while (Atomics.load(control, 0) === 0 && !eof) {
     const rev = stack.pollOnce(d.fd, MAX_WAIT_MS);
+    wakeNic();
     if (rev & POLLIN) {
       // While the guest keeps sending, a frame costs a recv and a
       // slirp_input, not a whole turn of libslirp's poll set: frames are
       // taken for up to BUSY_MS between turns.
       const until = process.hrtime.bigint() + BUSY_NS;
-      do drain(); while (!eof && process.hrtime.bigint() < until && stack.readable(d.fd, 1));
+      // (libslirp answers some frames at once: ARP, ICMP echo, DHCP)
+      do { drain(); wakeNic(); } while (!eof && process.hrtime.bigint() < until && stack.readable(d.fd, 1));
     } else if (rev & (POLLHUP | POLLERR)) {
       break;
     }

@@ -11,6 +11,7 @@ import { pciNodes } from '../../config/pci-nodes.js';
 import { userErrorWithPrefix } from '../../user-error.js';
 import { openConsoleBackend, type ConsoleBackendTransfer } from './console-backend.js';
 import { openNetBackend, type NetBackendTransfer } from '../net/net-backend.js';
+import type { DoorbellTransfer } from '../../sys/doorbell.js';
 import type { DisplayInputTransfer } from '../display/display-input.js';
 import { openInputBackend, type InputBackendTransfer } from './input-backend.js';
 
@@ -44,9 +45,10 @@ export interface HostPorts {
 }
 
 /** Opens the host side of every virtio-net / virtio-console slot. `kick`
- * asks the device thread to poll its devices. Throws an Error with one line
+ * asks the device thread to poll its devices; slirp's thread rings
+ * `doorbell` (the device thread's) itself when given. Throws an Error with one line
  * naming the slot when a backend cannot be opened (nothing stays open). */
-export async function openHostPorts(config: ConfigTree, kick: () => void): Promise<HostPorts> {
+export async function openHostPorts(config: ConfigTree, kick: () => void, doorbell?: DoorbellTransfer): Promise<HostPorts> {
   const transfers: HostPortTransfers = { net: {}, console: {}, display: {}, input: {} };
   const hosts: Array<{ close(): Promise<void> }> = [];
   const closeAll = async (): Promise<void> => {
@@ -62,7 +64,7 @@ export async function openHostPorts(config: ConfigTree, kick: () => void): Promi
           hosts.push(host);
           transfers.input![node] = host.transfer;
         } else if (emul === 'virtio-net' || emul === 'e1000') {
-          const host = await openNetBackend(config, node, kick);
+          const host = await openNetBackend(config, node, kick, doorbell);
           if (host === undefined) continue;
           hosts.push(host);
           transfers.net[node] = host.transfer;
