@@ -16,7 +16,7 @@
 // Part 2, in-process: our device model and host path without a guest
 // (the vCPU exit to reach them is measured by bench/exit-roundtrip.mjs):
 // Usage: node bench/virtio-net.mjs [--frames 200000] [--reps 3] [--rx-secs 2]
-//          [--only bhyve|qemu] [--no-inproc] [--no-write]
+//          [--large-frames 20000] [--only bhyve,bhyveTx,bhyveExit,qemu] [--no-inproc] [--no-write]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -29,6 +29,7 @@ import {
 const { values: opt } = parseArgs({
   options: {
     frames: { type: 'string', default: '200000' },
+    'large-frames': { type: 'string', default: '20000' },
     reps: { type: 'string', default: '3' },
     inner: { type: 'boolean', default: false },
     'rx-secs': { type: 'string', default: '2' },
@@ -38,7 +39,15 @@ const { values: opt } = parseArgs({
   },
 });
 const RX_SECS = Number(opt['rx-secs']);
+const LABELS = {
+  bhyve: VMMS.bhyve.label,
+  bhyveTx: `${VMMS.bhyve.label}, iothread_tx=true`,
+  bhyveExit: `${VMMS.bhyve.label}, iothread=false`,
+  qemu: VMMS.qemu.label,
+};
 const FRAMES = Number(opt.frames);
+/** Frames of 65535 bytes per large-frame TX run (0: no large-frame runs). */
+const LARGE_FRAMES = Number(opt['large-frames']);
 const REPS = Number(opt.reps);
 
 if (!opt.inner) {
@@ -53,9 +62,10 @@ if (!opt.inner) {
   let res;
   try {
     const sh = (c) => execFileSync('ip', ['netns', 'exec', ns, 'sh', '-c', c]);
-    sh('ip tuntap add dev tap0 mode tap && ip addr add 10.0.2.2/24 dev tap0 && ip link set tap0 up && ip link set lo up'
+    // MTU 65521 (a tap's largest): the large-frame runs put a 65521-byte IPv4 packet in one 65535-byte frame
+    sh('ip tuntap add dev tap0 mode tap && ip addr add 10.0.2.2/24 dev tap0 && ip link set tap0 mtu 65521 up && ip link set lo up'
       + ' && sysctl -qw net.ipv6.conf.all.disable_ipv6=1');
-    const args = [fileURLToPath(import.meta.url), '--inner', '--frames', String(FRAMES), '--reps', String(REPS), '--rx-secs', String(RX_SECS)];
+    const args = [fileURLToPath(import.meta.url), '--inner', '--frames', String(FRAMES), '--large-frames', String(LARGE_FRAMES), '--reps', String(REPS), '--rx-secs', String(RX_SECS)];
     if (opt.only) args.push('--only', opt.only);
     if (opt['no-inproc']) args.push('--no-inproc');
     const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, ...args],
@@ -72,7 +82,7 @@ if (!opt.inner) {
   const vrows = [];
   for (const [key, v] of Object.entries(res.vmms)) {
     if (v.failed) continue;
-    vrows.push([VMMS[key].label, f0(v.tx.fps), f1(v.tx.mbs), f0(v.tx.guestFps), f0(v.rx.fps), f1(v.rx.mbs), `${(100 * v.rx.frac).toFixed(0)}%`]);
+    vrows.push([LABELS[key], f0(v.tx.fps), f1(v.tx.mbs), f0(v.tx.guestFps), f0(v.rx.fps), f1(v.rx.mbs), `${(100 * v.rx.frac).toFixed(0)}%`]);
   }
   const b = res.vmms.bhyve; const q = res.vmms.qemu;
   if (b && q && !b.failed && !q.failed) {
@@ -82,8 +92,23 @@ if (!opt.inner) {
   vrows.push(['host UDP send into the tap (RX offered load)', '', '', '', f0(res.send.fps), f1(res.send.mbs), '']);
   const vtable = mdTable(['VMM (1514-byte frames)', 'guest TX frames/s (host count)', 'guest TX MB/s', 'guest TX frames/s (guest TSC)',
     'guest RX frames/s', 'guest RX MB/s', 'RX frames received of sent'], vrows);
-  const notes = Object.entries(res.vmms).filter(([, v]) => v.failed).map(([k, v]) => `${VMMS[k].label}: skipped, the run failed (${v.failed}).`);
+  const notes = Object.entries(res.vmms).filter(([, v]) => v.failed).map(([k, v]) => `${LABELS[k]}: skipped, the run failed (${v.failed}).`);
   console.log(vtable);
+  // Large frames: bulk throughput, what a TCP stream with segmentation
+  // offloads would put on the wire.
+  const lrows = [];
+  for (const [key, v] of Object.entries(res.vmms)) {
+    if (v.failed || !v.large) continue;
+    lrows.push([LABELS[key], f0(v.large.tx.fps), f1(v.large.tx.mbs), f0(v.large.rx.fps), f1(v.large.rx.mbs), `${(100 * v.large.rx.frac).toFixed(0)}%`]);
+  }
+  if (b?.large && q?.large && !b.failed && !q.failed) {
+    const x = (a, c) => `${(a / c).toFixed(2)}x`;
+    lrows.push(['ratio bhyve-kvm / QEMU', x(b.large.tx.fps, q.large.tx.fps), x(b.large.tx.mbs, q.large.tx.mbs), x(b.large.rx.fps, q.large.rx.fps), x(b.large.rx.mbs, q.large.rx.mbs), '']);
+  }
+  if (res.sendLarge?.fps) lrows.push(['host UDP send into the tap (RX offered load)', '', '', f0(res.sendLarge.fps), f1(res.sendLarge.mbs), '']);
+  const ltable = lrows.length ? mdTable(['VMM (65535-byte frames)', 'guest TX frames/s (host count)', 'guest TX MB/s',
+    'guest RX frames/s', 'guest RX MB/s', 'RX frames received of sent'], lrows) : '';
+  if (ltable) console.log(ltable);
   for (const n of notes) console.log(n);
   let inproc = '';
   if (res.inproc) {
@@ -245,7 +270,7 @@ function benchTx() {
 
 /** A UDP flood 10.0.2.2 -> 10.0.2.15:9 (1472-byte payloads: 1514-byte
  * frames) from a child process for `secs` seconds; prints datagrams sent. */
-const FLOOD = `const d=require('dgram').createSocket('udp4');const p=Buffer.alloc(1472);let n=0;
+const FLOOD = `const d=require('dgram').createSocket('udp4');const p=Buffer.alloc(Number(process.argv[2]??1472));let n=0;
 const end=Date.now()+Number(process.argv[1])*1000;d.bind(0,'10.0.2.2',()=>{const go=()=>{
 for(let i=0;i<64;i++)d.send(p,9,'10.0.2.15',()=>{n++});if(Date.now()<end)setImmediate(go);else setTimeout(()=>{console.log(n);process.exit(0)},200)};go()});`;
 
@@ -281,23 +306,30 @@ async function benchRx(secs) {
 
 // ------------------------------------------------- guests on both VMMs
 const stat = (k) => Number(readFileSync(`/sys/class/net/tap0/statistics/${k}`, 'utf8'));
+const bhyveNet = (slot) => ({ ...VMMS.bhyve, argv(rp) {
+  const [cmd, args] = VMMS.bhyve.argv.call(this, rp);
+  return [cmd, [...args.slice(0, -1), '-s', slot, args[args.length - 1]]];
+} });
 const withNet = {
-  bhyve: { ...VMMS.bhyve, argv(rp) {
-    const [cmd, args] = VMMS.bhyve.argv.call(this, rp);
-    return [cmd, [...args.slice(0, -1), '-s', '3,virtio-net,tap0', args[args.length - 1]]];
-  } },
+  bhyve: bhyveNet('3,virtio-net,tap0'),
+  // the I/O thread serving both queues, and none (every notify an exit)
+  bhyveTx: bhyveNet('3,virtio-net,tap0,iothread_tx=true'),
+  bhyveExit: bhyveNet('3,virtio-net,tap0,iothread=false'),
   qemu: { ...VMMS.qemu, argv(rp) {
     const [cmd, args] = VMMS.qemu.argv(rp);
     return [cmd, [...args, '-netdev', 'tap,id=n0,ifname=tap0,script=no,downscript=no', '-device', 'virtio-net-pci,netdev=n0,disable-legacy=on']];
   } },
 };
 const MAXF = 0x0fffffff;
-if (!(FRAMES >= 1 && FRAMES <= MAXF && REPS >= 1 && RX_SECS > 0 && RX_SECS <= 60)) {
+if (!(FRAMES >= 1 && FRAMES <= MAXF && LARGE_FRAMES >= 0 && LARGE_FRAMES <= MAXF && REPS >= 1 && RX_SECS > 0 && RX_SECS <= 60)) {
   console.error(`virtio-net: need 1 <= --frames <= ${MAXF}, --reps >= 1, 0 < --rx-secs <= 60`);
   process.exit(4);
 }
-const txRom = patchedRom('virtio-net', FRAMES);
-const rxRom = patchedRom('virtio-net', ((1 << 28) | MAXF) >>> 0);
+const LARGE = 1 << 29;
+const roms = {
+  small: { tx: patchedRom('virtio-net', FRAMES), rx: patchedRom('virtio-net', ((1 << 28) | MAXF) >>> 0), frames: FRAMES, payload: 1472, frame: 1514 },
+  large: { tx: patchedRom('virtio-net', (LARGE | LARGE_FRAMES) >>> 0), rx: patchedRom('virtio-net', (LARGE | (1 << 28) | MAXF) >>> 0), frames: LARGE_FRAMES, payload: 65493, frame: 65535 },
+};
 
 /** Run a VMM on a ROM inside this namespace; onLine(line, child) sees each
  * line of the guest's COM1 output. Killed after timeoutMs. */
@@ -324,7 +356,11 @@ const why = (r) => {
 };
 const num = (out, re) => { const m = out.match(re); return m ? m.slice(1).map(Number) : null; };
 
-async function guestTx(vmm) {
+async function guestTx(vmm, size) {
+  const { tx: txRom, frames: FRAMES } = roms[size];
+  // ARP is a packet or two between polls; bulk frames come faster, except
+  // large frames, which may come a few per ms
+  const burst = size === 'large' ? 2 : 8;
   const p0 = stat('rx_packets'); const b0 = stat('rx_bytes');
   // the frames are counted from the guest's first bulk frame on: a change of
   // more than a handful (ARP) of packets between two polls
@@ -332,7 +368,7 @@ async function guestTx(vmm) {
   const poll = setInterval(() => {
     const p = stat('rx_packets'); const t = process.hrtime.bigint();
     if (p !== last) {
-      if (tFirst === null && p - last > 8) { tFirst = t; pFirst = p; }
+      if (tFirst === null && p - last > burst) { tFirst = t; pFirst = p; }
       else if (tFirst !== null) { tLast = t; pLast = p; }
       last = p;
     }
@@ -348,13 +384,14 @@ async function guestTx(vmm) {
   return { fps, mbs: fps * (bytes / frames) / 1e6, guestFps: g[0] / (g[2] / hz[0]), frames, lost: FRAMES - (frames - 1) };
 }
 
-async function guestRx(vmm) {
+async function guestRx(vmm, size) {
+  const { rx: rxRom, payload } = roms[size];
   let sender = null; let sent = '';
   const r = await runGuest(vmm, rxRom, (line) => {
     const m = line.match(/^virtio-net: mac ([0-9a-f:]{17})/);
     if (m) execFileSync('ip', ['neigh', 'replace', '10.0.2.15', 'lladdr', m[1], 'dev', 'tap0', 'nud', 'permanent']);
     if (line.startsWith('bench: rx ready') && !sender) {
-      sender = spawn(process.execPath, ['-e', FLOOD, String(RX_SECS)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      sender = spawn(process.execPath, ['-e', FLOOD, String(RX_SECS), String(payload)], { stdio: ['ignore', 'pipe', 'inherit'] });
       sender.stdout.on('data', (b) => { sent += b; });
       sender.exited = new Promise((res) => sender.on('exit', res));
     }
@@ -364,34 +401,41 @@ async function guestRx(vmm) {
   const hz = num(r.out, /bench: tsc_hz (\d+)/);
   if (r.code !== 33 || !g || !hz) return { failed: why(r) };
   const s = g[2] / hz[0]; const n = Number(sent.trim());
-  return { fps: g[0] / s, mbs: g[1] / s / 1e6, frac: n ? Math.min(1, g[0] / n) : 0, send: { fps: n / RX_SECS, mbs: (n * 1514) / RX_SECS / 1e6 } };
+  return { fps: g[0] / s, mbs: g[1] / s / 1e6, frac: n ? Math.min(1, g[0] / n) : 0, send: { fps: n / RX_SECS, mbs: (n * roms[size].frame) / RX_SECS / 1e6 } };
 }
 
-const active = Object.entries(withNet).filter(([k]) => !opt.only || k === opt.only).map(([key, vmm]) => ({ key, vmm, tx: [], rx: [], failed: null }));
-const guestSends = [];
+const active = Object.entries(withNet).filter(([k]) => !opt.only || opt.only.split(',').includes(k))
+  .map(([key, vmm]) => ({ key, vmm, small: { tx: [], rx: [] }, large: { tx: [], rx: [] }, failed: null }));
+const sizes = LARGE_FRAMES > 0 ? ['small', 'large'] : ['small'];
+const sends = { small: [], large: [] };
 for (let i = 0; i < REPS; i++) {
   for (const a of active) {
-    if (a.failed) continue;
-    const t = await guestTx(a.vmm);
-    if (t.failed) { a.failed = `guest TX: ${t.failed}`; console.error(`virtio-net: ${a.key}: ${a.failed}`); continue; }
-    const x = await guestRx(a.vmm);
-    if (x.failed) { a.failed = `guest RX: ${x.failed}`; console.error(`virtio-net: ${a.key}: ${a.failed}`); continue; }
-    a.tx.push(t); a.rx.push(x); guestSends.push(x.send);
-    console.error(`virtio-net: ${a.key} run ${i + 1}: TX ${t.fps.toFixed(0)} frames/s ${t.mbs.toFixed(1)} MB/s (guest TSC ${t.guestFps.toFixed(0)}/s, ${t.frames} frames on the tap), `
-      + `RX ${x.fps.toFixed(0)} frames/s ${x.mbs.toFixed(1)} MB/s (${(100 * x.frac).toFixed(0)}% of ${x.send.fps.toFixed(0)} sent/s)`);
+    for (const size of sizes) {
+      if (a.failed) continue;
+      const t = await guestTx(a.vmm, size);
+      if (t.failed) { a.failed = `guest TX (${size} frames): ${t.failed}`; console.error(`virtio-net: ${a.key}: ${a.failed}`); continue; }
+      const x = await guestRx(a.vmm, size);
+      if (x.failed) { a.failed = `guest RX (${size} frames): ${x.failed}`; console.error(`virtio-net: ${a.key}: ${a.failed}`); continue; }
+      a[size].tx.push(t); a[size].rx.push(x); sends[size].push(x.send);
+      console.error(`virtio-net: ${a.key} ${size} frames, run ${i + 1}: TX ${t.fps.toFixed(0)} frames/s ${t.mbs.toFixed(1)} MB/s (guest TSC ${t.guestFps.toFixed(0)}/s, ${t.frames} frames on the tap), `
+        + `RX ${x.fps.toFixed(0)} frames/s ${x.mbs.toFixed(1)} MB/s (${(100 * x.frac).toFixed(0)}% of ${x.send.fps.toFixed(0)} sent/s)`);
+    }
   }
 }
 const med = (a, k) => median(a.map((x) => x[k]));
+const summary = (r) => ({
+  tx: { fps: med(r.tx, 'fps'), mbs: med(r.tx, 'mbs'), guestFps: med(r.tx, 'guestFps') },
+  rx: { fps: med(r.rx, 'fps'), mbs: med(r.rx, 'mbs'), frac: med(r.rx, 'frac') },
+});
 const vmms = {};
 for (const a of active) {
-  vmms[a.key] = a.failed ? { failed: a.failed } : {
-    tx: { fps: med(a.tx, 'fps'), mbs: med(a.tx, 'mbs'), guestFps: med(a.tx, 'guestFps') },
-    rx: { fps: med(a.rx, 'fps'), mbs: med(a.rx, 'mbs'), frac: med(a.rx, 'frac') },
-  };
+  vmms[a.key] = a.failed ? { failed: a.failed } : { ...summary(a.small), large: LARGE_FRAMES > 0 ? summary(a.large) : undefined };
 }
-const send = guestSends.length ? { fps: med(guestSends, 'fps'), mbs: med(guestSends, 'mbs') } : { fps: null, mbs: null };
+const sendOf = (l) => (l.length ? { fps: med(l, 'fps'), mbs: med(l, 'mbs') } : { fps: null, mbs: null });
+const send = sendOf(sends.small);
+const sendLarge = sendOf(sends.large);
 if (opt['no-inproc']) {
-  console.log(JSON.stringify({ vmms, send }));
+  console.log(JSON.stringify({ vmms, send, sendLarge }));
   process.exit(0);
 }
 
@@ -399,17 +443,17 @@ if (opt['no-inproc']) {
 execFileSync('ip', ['neigh', 'replace', '10.0.2.15', 'lladdr', '52:54:00:12:34:56', 'dev', 'tap0', 'nud', 'permanent']);
 tap = openTap('tap0');
 hostMac = readFileSync('/sys/class/net/tap0/address', 'utf8').trim();
-const txs = []; const rxs = []; const sends = [];
+const txs = []; const rxs = []; const ipSends = [];
 for (let i = 0; i < REPS; i++) txs.push(benchTx());
 for (let i = 0; i < REPS; i++) {
   // startTapWaker closes the fd it was given: use a fresh attachment each run.
   const r = await benchRx(Math.max(1, Math.round(FRAMES / 100000)));
-  rxs.push(r.rx); sends.push(r.send);
+  rxs.push(r.rx); ipSends.push(r.send);
   if (i < REPS - 1) Object.assign(tap, openTap('tap0'));
 }
-console.log(JSON.stringify({ vmms, send, inproc: {
+console.log(JSON.stringify({ vmms, send, sendLarge, inproc: {
   tx: { fps: med(txs, 'fps'), mbs: med(txs, 'mbs') },
   rx: { fps: med(rxs, 'fps'), mbs: med(rxs, 'mbs') },
-  send: { fps: med(sends, 'fps'), mbs: med(sends, 'mbs') },
+  send: { fps: med(ipSends, 'fps'), mbs: med(ipSends, 'mbs') },
 } }));
 process.exit(0);

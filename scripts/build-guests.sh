@@ -69,8 +69,8 @@ if [ -d "$VSRC" ]; then
 		n=$((n + 1))
 	done
 	# Guests of their own directory on the same runtime:
-	# test/guests/NAME/NAME.c -> NAME.rom (fwcfg, timers, ahci, nvme, fbuf, uart, e1000, xhci, numa)
-	for dir in fwcfg timers ahci nvme fbuf uart e1000 xhci numa; do
+	# test/guests/NAME/NAME.c -> NAME.rom (fwcfg, timers, ahci, nvme, fbuf, uart, e1000, xhci, numa, dmatest, hda)
+	for dir in fwcfg timers ahci nvme fbuf uart e1000 xhci numa dmatest hda; do
 		[ -f "$SRC/$dir/$dir.c" ] || continue
 		# shellcheck disable=SC2086
 		gcc $CFLAGS -I "$VSRC" -c -o "$VOUT/$dir.o" "$SRC/$dir/$dir.c"

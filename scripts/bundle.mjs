@@ -30,6 +30,7 @@ const LAUNCHERS = {
   'bhyvectl-main': 'src/cli/bhyvectl-main.ts',
   'bhyveload-main': 'src/cli/bhyveload-main.ts',
   'bhyve-xml-main': 'src/cli/bhyve-xml-main.ts',
+  'bhyve-vfio-user-main': 'src/cli/bhyve-vfio-user-main.ts',
 };
 
 /** Every worker the code starts by name (`new URL('./NAME.js',

@@ -148,6 +148,19 @@ export interface KvmDoorbells {
   /** Host pages the guest maps read-only (reads cost no exit), e.g. a
    * device's register block; undefined where KVM cannot map them. */
   registerPages?(size: number): RegisterPages | undefined;
+  /** An eventfd whose signals inject an MSI inside the kernel (a GSI
+   * routed as an MSI, KVM_IRQFD): passthrough interrupts without an exit
+   * or a thread. Undefined where KVM offers no irqfd. */
+  msiIrqfd?(fd: number): MsiIrqfd | undefined;
+  /** A level interrupt on I/O APIC input `gsi` raised by eventfd `fd`,
+   * lowered by the guest's EOI, which signals `resampleFd`
+   * (KVM_IRQFD_FLAG_RESAMPLE): passthrough INTx. Undefined where refused. */
+  intxIrqfd?(fd: number, resampleFd: number, gsi: number): { close(): void } | undefined;
+  /** Maps host memory (a passthrough device's mmap-able BAR) into the
+   * guest at `gpa`, read-write, through a KVM memory slot; false when KVM
+   * refused (the range then stays trapped). */
+  mapHostMemory?(gpa: number, size: number, address: bigint): boolean;
+  unmapHostMemory?(gpa: number): void;
   /** Structured-clonable data for a helper worker_thread (see
    * devices/virtio/blk-iothread.ts): the guest RAM file and layout, and
    * what a kick of the device thread needs. */
@@ -163,6 +176,18 @@ export interface RegisterPages {
    * refused (the range then decodes through MMIO alone). */
   map(gpa: number): boolean;
   unmap(): void;
+}
+
+/** An MSI route fed by an eventfd (KvmDoorbells.msiIrqfd). */
+export interface MsiIrqfd {
+  readonly gsi: number;
+  /** Sets the message the eventfd injects. */
+  route(address: number, data: number): void;
+  /** Connects the eventfd to the route (after route()); signals then inject. */
+  attach(): void;
+  /** Disconnects it: signals stay counted in the eventfd (masked vectors). */
+  detach(): void;
+  close(): void;
 }
 
 export interface HelperThreadData {

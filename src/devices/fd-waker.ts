@@ -70,3 +70,9 @@ export function armFdWaker(ctl: Int32Array): void {
     Atomics.notify(ctl, ARMED);
   }
 }
+
+/** Device thread: another thread (virtio-net's I/O thread) waits on the
+ * descriptor now; stop kicking me for it (armFdWaker resumes). */
+export function disarmFdWaker(ctl: Int32Array): void {
+  Atomics.store(ctl, ARMED, 0);
+}

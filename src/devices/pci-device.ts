@@ -10,6 +10,7 @@
 // bhyve refuses to start with it ("not supported yet").
 
 import type { ConfigTree } from '../config/tree.js';
+import type { DmaSpaces } from './iommu/dma-space.js';
 import type { Device, DeviceContext } from './device.js';
 import type { LpcBridge, findHostIsaBridge } from './pci/lpc-bridge.js';
 import type { PamShadow } from './pci/pam.js';
@@ -55,6 +56,10 @@ export interface Chipset {
   hostIsaBridge?: typeof findHostIsaBridge;
   /** The LPC bridge, once created (only one is allowed). */
   lpc?: LpcBridge;
+  /** Each function's DMA space (iommu/dma-space.ts): identity, or
+   * translated by the virtio-iommu for functions with `iommu=true`.
+   * Absent in unit tests that build a chipset by hand (identity). */
+  dma?: DmaSpaces;
 }
 
 export interface PciDeviceRecord {
@@ -74,6 +79,9 @@ export interface PciDeviceRecord {
   /** A device not built yet that depends on the host (passthru): one line
    * on the host's state for the "not supported yet" refusal. */
   hostStatus?(config: ConfigTree, slot: PciSlot): string;
+  /** A device built for some configurations only (passthru: vfio-user
+   * devices, not host ones yet): false refuses this one as not built. */
+  builtFor?(config: ConfigTree, slot: PciSlot): boolean;
   /** Builds the function (bhyve's pe_init), on the device thread. Absent:
    * not built yet. */
   create?(ctx: DeviceContext, slot: PciSlot, chipset: Chipset): PciFunction & Device;

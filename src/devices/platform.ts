@@ -63,6 +63,8 @@ import { pciNodes } from '../config/pci-nodes.js';
 import { isUserError, userErrorWithPrefix } from '../user-error.js';
 import type { Chipset } from './pci-device.js';
 import { findPciDevice } from './registry.js';
+import { DmaSpaces } from './iommu/dma-space.js';
+import { iommuEndpoints } from './iommu/iommu-config.js';
 import { VirtioPci } from './virtio/virtio-pci.js';
 import { PamShadow } from './pci/pam.js';
 import { Piix4Pm, PIIX4_PM_FUNC } from './pci/piix4-pm.js';
@@ -157,6 +159,7 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   }
   const chipset: Chipset = {
     bus: pci, pirq, qemu, pam, msix: ctx.config.getBool('virtio_msix', true), hostIsaBridge: opts.hostIsaBridge,
+    dma: new DmaSpaces(ctx.mem.ranges(), iommuEndpoints(ctx.config, findPciDevice)),
   };
 
   // bhyve's init_pci first pass: each function by its device's record.
@@ -276,6 +279,8 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
     s3: pm.s3,
     bootOrder,
     numa: numaOf(ctx, layout),
+    iommu: chipset.dma?.iommuEndpoint === undefined ? undefined
+      : { bdf: chipset.dma.iommuEndpoint, endpoints: chipset.dma.translatedEndpoints().map((e) => e.endpoint) },
   };
   let fwcfg: FwCfg | undefined;
   if (qemu) {

@@ -26,11 +26,12 @@ import { fbufDevice } from './display/fbuf.js';
 import { uartDevice } from './pci-uart.js';
 import { virtioInputDevice } from './virtio/virtio-input.js';
 import { loadKeyboardLayout } from './display/kbd-layout.js';
-import { hdaDevice } from './not-built.js';
+import { hdaDevice } from './hda/hda.js';
 import { passthruDevice } from './passthru/passthru.js';
 import { virtioScsiDevice } from './virtio/virtio-scsi.js';
 import { virtio9pDevice } from './virtio/virtio-9p.js';
 import { xhciDevice } from './usb/xhci.js';
+import { virtioIommuDevice } from './iommu/virtio-iommu.js';
 
 export type { PciDeviceRecord } from './pci-device.js';
 
@@ -54,6 +55,7 @@ const PCI_DEVICES: PciDeviceRecord[] = [
   virtioConsoleDevice,
   virtio9pDevice,
   virtioInputDevice,
+  virtioIommuDevice,
   hdaDevice,
   uartDevice,
 ];
@@ -189,7 +191,7 @@ export function validateForStart(config: ConfigTree, extras: StartExtras = {}): 
   for (const s of pciNodes(config)) {
     const emul = config.get(`${s.node}.device`)!;
     const record = findPciDevice(emul)!;
-    if (!isBuilt(record)) {
+    if (!isBuilt(record) || record.builtFor?.(config, s) === false) {
       const host = record.hostStatus?.(config, s);
       refuse(`PCI emulation '${emul}' (pci slot ${s.where})${host ? `; ${host}` : ''}`);
     }

@@ -62,4 +62,7 @@ export interface BuiltMachine {
   bootOrder: ReadonlyArray<{ bus: number; slot: number; func: number; name?: string }>;
   /** Guest NUMA domains (-n), when configured. */
   numa?: NumaLayout;
+  /** The virtio-iommu's requester id and the endpoints behind it (the
+   * ACPI VIOT table). */
+  iommu?: { bdf: number; endpoints: readonly number[] };
 }

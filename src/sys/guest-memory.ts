@@ -36,6 +36,11 @@ export class GuestMemory {
     return this.regions.reduce((n, r) => n + r.bytes.length, 0);
   }
 
+  /** The RAM regions as guest physical ranges, in address order. */
+  ranges(): Array<{ gpa: number; length: number }> {
+    return this.regions.map((r) => ({ gpa: r.gpa, length: r.bytes.length }));
+  }
+
   /** True when [gpa, gpa+length) lies inside one region. */
   contains(gpa: number, length: number): boolean {
     return this.find(gpa, length) !== undefined;

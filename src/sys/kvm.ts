@@ -220,6 +220,18 @@ export class Vm {
     ioctl(this.fd, KVM.IRQFD, b, `KVM_IRQFD${deassign ? ' (deassign)' : ''} gsi ${gsi}`);
   }
 
+  /** KVM_IRQFD with KVM_IRQFD_FLAG_RESAMPLE: `fd` raises level GSI `gsi`;
+   * the guest's EOI lowers it and signals `resampleFd`. */
+  irqfdResample(fd: number, gsi: number, resampleFd: number, deassign = false): void {
+    const b = new Uint8Array(SIZEOF.kvm_irqfd);
+    const v = new DataView(b.buffer);
+    v.setUint32(IRQFD.fd, fd, true);
+    v.setUint32(IRQFD.gsi, gsi, true);
+    v.setUint32(IRQFD.flags, deassign ? IRQFD_FLAG.DEASSIGN : IRQFD_FLAG.RESAMPLE, true);
+    v.setUint32(IRQFD.resamplefd, resampleFd, true);
+    ioctl(this.fd, KVM.IRQFD, b, `KVM_IRQFD${deassign ? ' (deassign)' : ' (resample)'} gsi ${gsi}`);
+  }
+
   /** KVM_SET_GSI_ROUTING: replaces the whole table. First the PC's wiring
    * (what bhyve's vatpit/vioapic and QEMU's kvm_pc_setup_irq_routing do):
    * GSI 0, the PIT's and the HPET's legacy IRQ 0, reaches the 8259's IRQ 0

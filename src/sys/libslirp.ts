@@ -143,9 +143,16 @@ export class SlirpStack {
   private readonly registered: unknown[] = [];
   private readonly cbMem: unknown;
   private pollfds = new Uint8Array(8 * 16);
+  private pollDv = new DataView(this.pollfds.buffer);
   private npoll = 0;
   private readonly timeout = new Uint32Array(1);
   private readonly onePoll = new Uint8Array(8);
+  private readonly onePollDv = new DataView(this.onePoll.buffer);
+  /** clock_get_ns's clock (process.hrtime) in ms is performance.now() +
+   * this: the poll loop reads the time twice a turn, without a BigInt. */
+  private readonly msBase = Number(process.hrtime.bigint()) / 1e6 - performance.now();
+  /** Timers with an expiry set (timer_mod), of this.timers. */
+  private armedTimers = 0;
   private readonly timers = new Map<bigint, Timer>();
   private readonly addPoll: unknown;
   private readonly getRevents: unknown;
@@ -171,10 +178,17 @@ export class SlirpStack {
       guest_error: reg((msg: string) => { this.guestErrors++; o.onGuestError?.(msg); }, b.ErrCb),
       clock_get_ns: reg(() => process.hrtime.bigint(), b.ClockCb),
       timer_new: null,
-      timer_free: reg((t: unknown) => { this.timers.delete(k.address(t)); }, b.TimerFreeCb),
+      timer_free: reg((t: unknown) => {
+        const key = k.address(t);
+        const tm = this.timers.get(key);
+        if (tm && tm.expireMs !== Infinity) this.armedTimers--;
+        this.timers.delete(key);
+      }, b.TimerFreeCb),
       timer_mod: reg((t: unknown, expire: number | bigint) => {
         const tm = this.timers.get(k.address(t));
-        if (tm) tm.expireMs = Number(expire);
+        if (!tm) return;
+        if (tm.expireMs === Infinity) this.armedTimers++;
+        tm.expireMs = Number(expire);
       }, b.TimerModCb),
       register_poll_fd: reg(() => undefined, b.FdCb),
       unregister_poll_fd: reg(() => undefined, b.FdCb),
@@ -227,9 +241,10 @@ export class SlirpStack {
       const n = new Uint8Array(this.pollfds.length * 2);
       n.set(this.pollfds);
       this.pollfds = n;
+      this.pollDv = new DataView(n.buffer);
     }
     const i = this.npoll++;
-    const dv = new DataView(this.pollfds.buffer);
+    const dv = this.pollDv;
     let ev = 0;
     if (events & SLIRP_POLL_IN) ev |= POLLIN;
     if (events & SLIRP_POLL_OUT) ev |= POLLOUT;
@@ -244,7 +259,7 @@ export class SlirpStack {
 
   private revents(idx: number): number {
     if (idx < 0 || idx >= this.npoll) return 0;
-    const r = new DataView(this.pollfds.buffer).getInt16(idx * 8 + 6, true);
+    const r = this.pollDv.getInt16(idx * 8 + 6, true);
     let ev = 0;
     if (r & POLLIN) ev |= SLIRP_POLL_IN;
     if (r & POLLOUT) ev |= SLIRP_POLL_OUT;
@@ -264,28 +279,33 @@ export class SlirpStack {
     this.timeout[0] = maxMs;
     this.b.slirp_pollfds_fill(this.slirp, this.timeout, this.addPoll, null);
     let wait = this.timeout[0];
-    const nowMs = Number(process.hrtime.bigint() / 1_000_000n);
-    for (const t of this.timers.values()) if (t.expireMs !== Infinity) wait = Math.max(0, Math.min(wait, t.expireMs - nowMs));
+    if (this.armedTimers > 0) {
+      const nowMs = this.nowMs();
+      for (const t of this.timers.values()) if (t.expireMs !== Infinity) wait = Math.max(0, Math.min(wait, Math.ceil(t.expireMs - nowMs)));
+    }
     const n = this.b.poll(this.pollfds, this.npoll, Math.min(wait, maxMs));
     this.b.slirp_pollfds_poll(this.slirp, n < 0 ? 1 : 0, this.getRevents, null);
-    if (this.timers.size > 0) {
-      const now = Number(process.hrtime.bigint() / 1_000_000n);
+    if (this.armedTimers > 0) {
+      const now = this.nowMs();
       for (const t of this.timers.values()) {
         if (t.expireMs <= now) {
           t.expireMs = Infinity;
+          this.armedTimers--;
           this.b.slirp_handle_timer(this.slirp, t.id, t.cbOpaque);
         }
       }
     }
-    return n > 0 ? new DataView(this.pollfds.buffer).getInt16(6, true) : 0;
+    return n > 0 ? this.pollDv.getInt16(6, true) : 0;
   }
+
+  private nowMs(): number { return this.msBase + performance.now(); }
 
   /** poll(2) on `fd` alone for at most `ms`: true when it is readable.
    * (The busy path: frames from the guest keep coming, libslirp's own
    * sockets wait for the next full turn.) */
   readable(fd: number, ms: number): boolean {
     const p = this.onePoll;
-    const dv = new DataView(p.buffer);
+    const dv = this.onePollDv;
     dv.setInt32(0, fd, true);
     dv.setInt16(4, POLLIN, true);
     dv.setInt16(6, 0, true);

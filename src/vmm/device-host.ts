@@ -21,6 +21,7 @@ import { LocalIoBus } from './io-bus.js';
 import { CAP } from '../sys/kvm-abi.js';
 import { PAGE_SIZE } from '../sys/memory-map.js';
 import { Vm } from '../sys/kvm.js';
+import { MsiRoutes } from './msi-routes.js';
 import { DEVICE_REQUEST } from '../sys/doorbell.js';
 import { CoalescedMmioRing } from '../sys/coalesced-mmio.js';
 import { anonymousMapping, type Mapping } from '../sys/libc.js';
@@ -153,6 +154,7 @@ function kvmDoorbells(vm: Vm, helper: HelperThreadData, bus: LocalIoBus, maps: D
   if (!vm.checkExtension(CAP.IOEVENTFD)) return undefined;
   const anyLength = vm.checkExtension(CAP.IOEVENTFD_ANY_LENGTH) !== 0;
   const readonlyMem = vm.checkExtension(CAP.READONLY_MEM) !== 0;
+  let msiRoutes: MsiRoutes | undefined;
   return {
     ioeventfd(fd: number, addr: number, deassign = false): boolean {
       try {
@@ -175,6 +177,20 @@ function kvmDoorbells(vm: Vm, helper: HelperThreadData, bus: LocalIoBus, maps: D
     },
     flushCoalesced: () => bus.flushCoalesced(),
     replayingCoalesced: () => bus.replaying,
+    msiIrqfd(fd: number) {
+      if (!vm.checkExtension(CAP.IRQFD)) return undefined;
+      return (msiRoutes ??= new MsiRoutes(vm)).irqfd(fd);
+    },
+    intxIrqfd(fd: number, resampleFd: number, gsi: number) {
+      try { vm.irqfdResample(fd, gsi, resampleFd); } catch { return undefined; }
+      return { close: () => { try { vm.irqfdResample(fd, gsi, resampleFd, true); } catch { /* gone with the VM */ } } };
+    },
+    mapHostMemory(gpa: number, size: number, address: bigint): boolean {
+      try { maps.mapHost(gpa, size, address, false); return true; } catch { return false; }
+    },
+    unmapHostMemory(gpa: number): void {
+      maps.unmap(gpa);
+    },
     registerPages(size: number): RegisterPages | undefined {
       if (!readonlyMem || size <= 0 || size % PAGE_SIZE) return undefined;
       let m: Mapping;

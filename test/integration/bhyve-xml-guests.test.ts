@@ -3,7 +3,7 @@
 // status. Only what names host resources is swapped: the boot ROM for
 // build/guests/exit-poweroff.rom (prints "powering off" on COM1, then
 // powers off through ACPI: exit status 1), the NVRAM, disk, CD and 9p paths
-// for files the test makes, nmdm devices for stdio (COM1) or a TCP port,
+// and hda's /dev/dsp devices for files the test makes, nmdm devices for stdio (COM1) or a TCP port,
 // TCP ports for free ones, host CPUs of -p for ones this host has, and the
 // VM name for a unique one; `-o x86.require_ept_rvi=false` is added as in
 // every KVM test here. Domains booted by bhyveload get the ROM as
@@ -85,7 +85,9 @@ async function forThisHost(name: string, argv: string[]): Promise<HostRun> {
     } else if (w === '-s') {
       let spec = arg
         .replace(/(?<=[,:])\/(vm|iso)\/[^,]+/g, (p) => file(p))
-        .replace(/(?<==)\/srv\/[^,]+/g, (p) => file(p, true));
+        .replace(/(?<==)\/srv\/[^,]+/g, (p) => file(p, true))
+        // hda's OSS devices: plain PCM files here (bhyve(8), hda)
+        .replace(/(?<=,(?:play|rec)=)\/dev\/dsp[^,]*/g, (p) => file(p));
       const net = /^\d+:\d+,(?:virtio-net|e1000),([^,]+),/.exec(spec);
       if (net) taps.push(net[1]);
       const fb = /,fbuf,tcp=[^,]+/.exec(spec);

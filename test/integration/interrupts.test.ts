@@ -8,8 +8,9 @@
 //     does); the guests take completions only after an interrupt and check
 //     that VIRTQ_AVAIL_F_NO_INTERRUPT and used_event are honoured;
 //   - which path served the requests, from bhyvectl --get-stats while the
-//     guest holds at its end: the exit path or the iothread, notifies by
-//     exit or by ioeventfd, and the kind of interrupt the device sent;
+//     guest holds at its end: the exit path or the iothread (virtio-blk's,
+//     virtio-net's I/O thread), notifies by exit or by ioeventfd, and the
+//     kind of interrupt the device sent;
 //   - HPET, RTC, PIT and local APIC timer interrupts at their rates;
 //   - an interrupt storm that masks and unmasks under load.
 import { spawnSync } from 'node:child_process';
@@ -196,13 +197,23 @@ describe.skipIf(netSkip !== undefined)('virtio-net by interrupt, bhyve and QEMU,
     expect(Number(m![1])).toBeGreaterThan(0);
   };
 
-  for (const [label, mode, flags] of [
-    ['MSI-X with EVENT_IDX', MODE.MSIX | MODE.EVENT_IDX, []], ['MSI (-W)', MODE.MSI, ['-W']], ['INTx', MODE.INTX, ['-Y']],
+  // The I/O thread: by default (iothread=true) it receives, the receive
+  // notifies reach it by ioeventfd; with iothread_tx=true it sends too and no
+  // notify exits at all; iothread=false is the exit path for both.
+  for (const [label, mode, flags, iothread] of [
+    ['MSI-X with EVENT_IDX, I/O thread for both queues', MODE.MSIX | MODE.EVENT_IDX, [], 'all'],
+    ['MSI-X with EVENT_IDX, I/O thread receiving (default)', MODE.MSIX | MODE.EVENT_IDX, [], 'rx'],
+    ['MSI-X with EVENT_IDX, exit path', MODE.MSIX | MODE.EVENT_IDX, [], 'off'],
+    ['MSI (-W), I/O thread for both queues', MODE.MSI, ['-W'], 'all'],
+    ['INTx, I/O thread for both queues', MODE.INTX, ['-Y'], 'all'],
+    ['INTx, I/O thread receiving (default)', MODE.INTX, ['-Y'], 'rx'],
+    ['INTx, exit path', MODE.INTX, ['-Y'], 'off'],
   ] as const) {
     it(`bhyve: ${label}`, async () => {
       const name = vmName('irqnet');
+      const opt = { all: ',iothread_tx=true', rx: '', off: ',iothread=false' }[iothread];
       const r = await runHeld([...flags, ...bhyveArgs(romWith(tmp, 'virtio-net', mode | MODE.HOLD), name, {
-        extra: ['-s', '3,virtio-net,tap0'],
+        extra: ['-s', `3,virtio-net,tap0${opt}`],
       })], name, { prefix: inNsPrefix });
       const irq = mode & 0xf;
       expectNet(r.out, irq === MODE.MSIX ? 'msix' : irq === MODE.MSI ? 'msi' : 'intx');
@@ -211,7 +222,28 @@ describe.skipIf(netSkip !== undefined)('virtio-net by interrupt, bhyve and QEMU,
       const dev = 'virtio-net@pci.0.3.0';
       const kind = irq === MODE.MSIX ? 'msi-x messages' : irq === MODE.MSI ? 'msi messages' : 'intx assertions';
       expect(stat(r.stats, dev, kind)).toBeGreaterThan(0);
-      expect(stat(r.stats, dev, 'queue notifies by exit')).toBeGreaterThan(0);
+      // ARP request and echo request out, ARP reply and echo reply in.
+      if (iothread === 'all') {
+        expect(stat(r.stats, dev, 'queue notifies by exit')).toBe(0);
+        expect(stat(r.stats, dev, 'notifies forwarded to the I/O thread')).toBe(0);
+        expect(stat(r.stats, dev, 'frames sent on the I/O thread')).toBeGreaterThanOrEqual(2);
+        expect(stat(r.stats, dev, 'frames received on the I/O thread')).toBeGreaterThanOrEqual(2);
+        expect(stat(r.stats, dev, 'frames sent on the device thread')).toBe(0);
+        expect(stat(r.stats, dev, 'frames received on the device thread')).toBe(0);
+        expect(stat(r.stats, dev, 'I/O thread wakeups')).toBeGreaterThan(0);
+      } else if (iothread === 'rx') {
+        // Receive notifies by ioeventfd, transmit notifies by exit.
+        expect(stat(r.stats, dev, 'notifies forwarded to the I/O thread')).toBe(0);
+        expect(stat(r.stats, dev, 'frames received on the I/O thread')).toBeGreaterThanOrEqual(2);
+        expect(stat(r.stats, dev, 'frames received on the device thread')).toBe(0);
+        expect(stat(r.stats, dev, 'frames sent on the device thread')).toBeGreaterThanOrEqual(2);
+        expect(stat(r.stats, dev, 'frames sent on the I/O thread')).toBe(0);
+        expect(stat(r.stats, dev, 'queue notifies by exit')).toBeGreaterThan(0);
+      } else {
+        expect(stat(r.stats, dev, 'queue notifies by exit')).toBeGreaterThan(0);
+        expect(stat(r.stats, dev, 'frames sent on the device thread')).toBeGreaterThanOrEqual(2);
+        expect(stat(r.stats, dev, 'frames received on the I/O thread')).toBe(0);
+      }
     });
   }
 

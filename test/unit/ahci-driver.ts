@@ -10,6 +10,7 @@ import { computeLayout } from '../../src/sys/memory-map.js';
 import { AhciController } from '../../src/devices/ahci/ahci.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
+import { FakeCoalescedRing } from './fake-coalesced-ring.js';
 
 export const RAM_BASE = 0x100000;
 export const RAM_SIZE = 8 << 20;
@@ -39,17 +40,22 @@ export class AhciRig {
   /** With `registerPages`: the register pages the HBA asked for, and
    * where the platform mapped them (undefined while not mapped). */
   pages: { bytes: Uint8Array; mappedAt: number | undefined } | undefined;
+  /** With `coalescedRing`: KVM's coalesced MMIO ring (wr() appends to it
+   * for an address in a zone the HBA registered, instead of exiting). */
+  readonly ring: FakeCoalescedRing | undefined;
 
-  constructor(settings: Record<string, string>, opts: { registerPages?: boolean } = {}) {
+  constructor(settings: Record<string, string>, opts: { registerPages?: boolean; coalescedRing?: boolean } = {}) {
     const config = new ConfigTree();
     const all = { 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc', [`pci.0.${SLOT}.0.device`]: 'ahci', ...settings };
     for (const [k, v] of Object.entries(all)) config.set(k, v);
+    if (opts.coalescedRing) this.ring = new FakeCoalescedRing(this.io);
     const ctx: DeviceContext = {
       io: this.io, irq: this.irq, config, mem: this.mem, machine: { requestExit: () => {}, vcpuCount: 1 }, stream: () => undefined,
       // The platform's clocks (RTC, HPET) are not driven here: their timers never fire.
       timer: () => ({ armAt: () => {}, cancel: () => {}, now: () => process.hrtime.bigint() }),
-      kvm: opts.registerPages ? this.fakeKvm() : undefined,
+      kvm: opts.registerPages || opts.coalescedRing ? this.fakeKvm(opts.registerPages ?? false) : undefined,
     };
+
     this.platform = buildPlatform(ctx, LAYOUT);
     this.hba = this.platform.devices.find((d): d is AhciController => d instanceof AhciController)!;
     this.abar = (this.cfgRd(0x24) & ~0xf) >>> 0;
@@ -57,12 +63,16 @@ export class AhciRig {
 
   close(): void { this.hba.close(); }
 
-  /** KVM as far as register pages go: plain memory that records where it is mapped. */
-  private fakeKvm(): KvmDoorbells {
+  /** KVM as far as register pages go (plain memory that records where it
+   * is mapped) and the coalesced MMIO ring (when the rig has one). */
+  private fakeKvm(pages: boolean): KvmDoorbells {
     return {
       ioeventfd: () => false,
       helper: { memoryPath: '', layout: LAYOUT, doorbell: undefined as never },
-      registerPages: (size: number): RegisterPages => {
+      coalesce: (addr, len, on) => this.ring?.coalesce(addr, len, on) ?? false,
+      flushCoalesced: () => this.io.flushCoalesced(),
+      replayingCoalesced: () => this.io.replaying,
+      registerPages: !pages ? undefined : (size: number): RegisterPages => {
         const p = { bytes: new Uint8Array(size), mappedAt: undefined as number | undefined };
         this.pages = p;
         return { bytes: p.bytes, map: (gpa) => { p.mappedAt = gpa; return true; }, unmap: () => { p.mappedAt = undefined; } };
@@ -97,6 +107,7 @@ export class AhciRig {
   wr(off: number, v: number, size = 4): void {
     const d = new Uint8Array(size);
     for (let i = 0; i < size; i++) d[i] = (v >>> (8 * i)) & 0xff;
+    if (this.ring?.append(this.abar + off, d)) return;
     if (!this.io.mmioWrite(this.abar + off, d)) throw new Error(`ABAR+0x${off.toString(16)} not decoded`);
   }
 

@@ -620,6 +620,88 @@ describe('ahci: register page (regpage)', () => {
   });
 });
 
+describe('ahci: PxSACT writes through the coalesced MMIO ring (sactcoalesce)', () => {
+  function ringRig(settings: Record<string, string>, registerPages = true): AhciRig {
+    const r = new AhciRig(settings, { registerPages, coalescedRing: true });
+    rigs.push(r);
+    return r;
+  }
+  const sactAddr = (r: AhciRig, port: number) => r.abar + 0x100 + 0x80 * port + P.SACT;
+
+  it('a disk port\'s PxSACT is a zone where ABAR decodes: the write waits in the ring, the PxCI exit replays it first', () => {
+    const img = image(4 << 20, (b) => b.set(pattern(32 * 4096, 5)));
+    const r = ringRig(disk(img));
+    expect(r.hba.coalescedSactPorts).toBe(1);
+    expect([...r.ring!.zones]).toEqual([[sactAddr(r, 0), 4]]);
+    const { clb } = r.startPort(0);
+    const buf = r.alloc(32 * 4096, 4096);
+    for (let t = 0; t < 32; t++) r.command(clb, t, ncq(ATA.READ_FPDMA, t * 8, 8, t), [{ addr: buf + t * 4096, len: 4096 }]);
+    for (let t = 0; t < 32; t++) r.pwr(0, P.SACT, (1 << t) >>> 0);
+    expect(r.ring!.buffered).toBe(32);
+    // Until the next exit the device has not seen them (the read-only page lags).
+    expect(r.pageRd(0x100 + P.SACT)).toBe(0);
+    r.pwr(0, P.CI, 0xffffffff);
+    expect(r.ring!.pending).toBe(false);
+    expect(r.prd(0, P.CI)).toBe(0);
+    expect(r.prd(0, P.SACT)).toBe(0);
+    expect(r.prd(0, P.TFD) & 1).toBe(0);
+    expect(r.read(buf, 32 * 4096)).toEqual(pattern(32 * 4096, 5));
+    expect(r.pageRd(0x100 + P.SACT)).toBe(0);
+    expect(r.pageRd(0x100 + P.IS) & 0x8).toBe(0x8); // SDB FIS
+  });
+
+  it('a read of PxSACT that exits (regpage=false) sees the buffered write', () => {
+    const r = ringRig({ ...disk(image()), 'pci.0.4.0.regpage': 'false' }, false);
+    expect(r.hba.coalescedSactPorts).toBe(1);
+    r.startPort(0);
+    r.pwr(0, P.SACT, 0x5);
+    expect(r.ring!.buffered).toBe(1);
+    expect(r.prd(0, P.SACT)).toBe(0x5);
+  });
+
+  it('zones follow BAR moves and MEMEN; none for a CD port or with sactcoalesce=false', () => {
+    const r = ringRig({ ...disk(image()), 'pci.0.4.0.port.1.type': 'cd', 'pci.0.4.0.port.1.path': image(64 * 2048) });
+    expect([...r.ring!.zones.keys()]).toEqual([sactAddr(r, 0)]);
+    const cmd = r.cfgRd(0x04, 2);
+    r.pwr(0, P.SACT, 1); // buffered, then replayed when the zone goes
+    r.cfgWr(0x04, cmd & ~0x2, 2);
+    expect(r.ring!.zones.size).toBe(0);
+    expect(r.ring!.pending).toBe(false);
+    r.cfgWr(0x04, cmd | 0x2, 2);
+    const moved = r.abar + 0x100000;
+    r.cfgWr(0x24, moved);
+    expect([...r.ring!.zones.keys()]).toEqual([moved + 0x100 + P.SACT]);
+    const off = ringRig({ ...disk(image()), 'pci.0.4.0.sactcoalesce': 'false' });
+    expect(off.hba.coalescedSactPorts).toBe(0);
+    expect(off.ring!.zones.size).toBe(0);
+  });
+
+  it('hostile: buffered PxSACT writes for slots with bad command tables, then a port stop, end as without the ring', () => {
+    const run = (coalesce: string) => {
+      const r = ringRig({ ...disk(image()), 'pci.0.4.0.sactcoalesce': coalesce });
+      const { clb } = r.startPort(0);
+      // Slot 0: a command table outside guest RAM; slot 1: a PRDT past RAM's end.
+      r.command(clb, 0, ncq(ATA.READ_FPDMA, 0, 8, 0), [], { ctba: RAM_BASE + RAM_SIZE + 0x1000, prdtl: 1 });
+      r.command(clb, 1, ncq(ATA.READ_FPDMA, 0, 8, 1), [{ addr: RAM_BASE + RAM_SIZE - 2048, len: 4096 }]);
+      r.pwr(0, P.SACT, 0x3);
+      r.pwr(0, P.CI, 0x3);
+      const after = { is: r.prd(0, P.IS), tfd: r.prd(0, P.TFD), ci: r.prd(0, P.CI), sact: r.prd(0, P.SACT) };
+      // Then PxSACT for an idle slot and a stop: the stop clears what is outstanding.
+      r.pwr(0, P.SACT, 0x4);
+      r.pwr(0, P.CMD, 0x10);
+      return { after, stopped: { ci: r.prd(0, P.CI), sact: r.prd(0, P.SACT), cmd: r.prd(0, P.CMD) & 0xc011 }, buffered: r.ring!.buffered };
+    };
+    const on = run('true');
+    const off = run('false');
+    expect(on.buffered).toBe(2);
+    expect(off.buffered).toBe(0);
+    expect(on.after).toEqual(off.after);
+    expect(on.stopped).toEqual(off.stopped);
+    expect(on.after.is & 0x70000000).not.toBe(0); // HBFS/HBDS/TFES: the error was reported
+    expect(on.stopped).toEqual({ ci: 0, sact: 0, cmd: 0x4010 }); // FRE, FR; ST and CR clear
+  });
+});
+
 describe('ahci and nvme: boot order', () => {
   it('a port\'s bootindex (and nvme\'s) puts the function in fw_cfg\'s bootorder, duplicates refused', () => {
     const r = rig({

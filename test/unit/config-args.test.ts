@@ -130,7 +130,7 @@ describe('parseBhyveArgs: flags -> config tree', () => {
     expect(s.kind === 'help' && s.text.split('\n')).toContain('virtio-blk');
     const l = parseBhyveArgs(['-l', 'help']);
     expect(l.kind === 'help' && l.text).toBe('bootrom\ncom1\ncom2\ncom3\ncom4\ntpm (not supported yet)\npc-testdev\n');
-    expect(s.kind === 'help' && s.text.split('\n')).toContain('passthru (not supported yet)');
+    expect(s.kind === 'help' && s.text.split('\n')).toContain('passthru');
     expect(s.kind === 'help' && s.text.split('\n')).toEqual(expect.arrayContaining(['ahci', 'ahci-hd', 'ahci-cd', 'nvme']));
   });
 });

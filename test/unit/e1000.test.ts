@@ -347,6 +347,51 @@ describe('e1000 receive', () => {
     expect(r.rd(0x4074)).toBe(2); // GPRC
   });
 
+  it('frames arriving while the ITR interval holds the RX interrupt wait in the backend for its end; with RXT0 masked they arrive at once', () => {
+    const r = new E1000Rig();
+    r.setupRx(8);
+    r.wr(R.RDT, 7);
+    r.wr(R.IMS, ICR.RXT0);
+    r.port.rx.push(udpFrame(100));
+    r.dev.poll(); // no interval running: at once, with its interrupt
+    expect(r.rd(R.RDH)).toBe(1);
+    expect(r.rd(R.ICR)).toBe(ICR.RXT0); // acknowledged; the 1 ms interval runs
+    r.port.rx.push(udpFrame(101), udpFrame(102));
+    r.dev.poll();
+    expect(r.port.rx.length).toBe(2); // held: the interrupt could not come before the interval ends
+    expect(r.rxDesc(1).status).toBe(0);
+    r.advance(1_000_000n);
+    expect(r.port.rx.length).toBe(0);
+    expect(r.rd(R.RDH)).toBe(3);
+    expect(r.rxDesc(2).len).toBe(udpFrame(102).length + 4);
+    expect(r.dev.intxAsserted).toBe(true);
+    expect(r.rd(R.ICR) & ICR.RXT0).toBe(ICR.RXT0);
+    // A polling driver masks RXT0: frames held until then come in at the
+    // mask, later ones at once.
+    r.port.rx.push(udpFrame(103));
+    r.dev.poll();
+    expect(r.port.rx.length).toBe(1);
+    r.wr(R.IMC, ICR.RXT0);
+    expect(r.port.rx.length).toBe(0);
+    r.port.rx.push(udpFrame(104));
+    r.dev.poll();
+    expect(r.port.rx.length).toBe(0);
+    expect(r.rd(R.RDH)).toBe(5);
+    // Buffers handed back (RDT) take waiting frames whatever the interval.
+    r.wr(R.IMS, ICR.RXT0);
+    r.wr(R.ICS, ICR.LSC); // an interrupt: a new interval
+    r.port.rx.push(udpFrame(105));
+    r.dev.poll();
+    expect(r.port.rx.length).toBe(1);
+    r.wr(R.RDT, 0);
+    expect(r.port.rx.length).toBe(0);
+    // CTRL.RST forgets the hold.
+    r.port.rx.push(udpFrame(106));
+    r.dev.poll();
+    r.wr(R.CTRL, 0x04000000);
+    expect(r.timerAt).toBeUndefined();
+  });
+
   it('SECRC: no CRC bytes counted', () => {
     const r = new E1000Rig();
     r.setupRx(8, 2048, 0x04000000);

@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const MAN = join(ROOT, 'man');
-const PAGES = ['bhyve.8', 'bhyve_config.5', 'bhyveload.8', 'bhyvectl.8', 'bhyve-xml.1'];
+const PAGES = ['bhyve.8', 'bhyve_config.5', 'bhyveload.8', 'bhyvectl.8', 'bhyve-xml.1', 'bhyve-vfio-user.8'];
 
 const page = (name: string): string => readFileSync(join(MAN, name), 'utf8');
 

@@ -287,7 +287,7 @@ describe('passthru at start', () => {
   it('a ready host: refused as not built, saying the device is ready', () => {
     process.env.BHYVE_PASSTHRU_HOST_ROOT = fakeHost(READY);
     expect(() => validateForStart(config('6,passthru,1/0/0'))).toThrow(
-      "not supported yet: PCI emulation 'passthru' (pci slot 0:6:0); host device 0000:01:00.0 is ready (IOMMU group 5, /dev/vfio/5) but passthrough is not built");
+      "not supported yet: PCI emulation 'passthru' (pci slot 0:6:0); host device 0000:01:00.0 is ready (IOMMU group 5, /dev/vfio/5) but passthrough of host devices is not built (vfio-user=SOCKET devices are)");
   });
 
   it('an unready host: refused as not built, with what the host lacks', () => {

@@ -28,22 +28,26 @@ export class FakeDriver {
   availIdx = 0;
   private heap: number;
 
+  readonly base: number;
+
   /** RAM at [RAM_BASE, RAM_BASE+ramSize); rings at the bottom, a bump heap
-   * for buffers above them. */
-  constructor(readonly size = 16, ramSize = 1 << 20) {
-    this.bytes = new Uint8Array(ramSize);
-    this.view = new DataView(this.bytes.buffer);
-    this.mem = new GuestMemory([{ gpa: RAM_BASE, bytes: this.bytes }]);
-    const desc = RAM_BASE;
+   * for buffers above them. `shared`: the RAM is `bytes` at guest physical
+   * `base` instead (memory another thread maps too). */
+  constructor(readonly size = 16, ramSize = 1 << 20, shared?: { bytes: Uint8Array; base: number }) {
+    this.base = shared?.base ?? RAM_BASE;
+    this.bytes = shared?.bytes ?? new Uint8Array(ramSize);
+    this.view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
+    this.mem = new GuestMemory([{ gpa: this.base, bytes: this.bytes }]);
+    const desc = this.base;
     const avail = desc + 16 * size;
     const used = (avail + 6 + 2 * size + 4095) & ~4095;
     this.layout = { size, desc, avail, used };
     this.heap = (used + 6 + 8 * size + 4095) & ~4095;
   }
 
-  get ramEnd(): number { return RAM_BASE + this.bytes.length; }
+  get ramEnd(): number { return this.base + this.bytes.length; }
 
-  off(gpa: number): number { return gpa - RAM_BASE; }
+  off(gpa: number): number { return gpa - this.base; }
 
   /** Allocates `len` bytes of guest RAM (aligned). */
   alloc(len: number, align = 16): number {

@@ -80,8 +80,15 @@ export class AhciController extends PciEmulFunction {
   private regPageMapped = false;
   /** Guest register reads that reached abarRead (an exit each). */
   private readExits = 0;
+  /** With `sactcoalesce`: PxSACT writes go into KVM's coalesced MMIO ring
+   * (no exit); the PxCI write that issues the NCQ command exits and the
+   * device host replays the buffered PxSACT writes before it, in order. */
+  private readonly sactCoalesce: boolean;
+  /** ABAR offsets of the PxSACT registers that have a zone now. */
+  private readonly sactZones = new Set<number>();
+  private abarBase: number | undefined;
 
-  constructor(ctx: DeviceContext, configs: AhciPortConfig[], opts: { regPage?: boolean } = {}) {
+  constructor(ctx: DeviceContext, configs: AhciPortConfig[], opts: { regPage?: boolean; sactCoalesce?: boolean } = {}) {
     super('ahci', ctx);
     let pi = 0;
     let last = -1;
@@ -116,9 +123,11 @@ export class AhciController extends PciEmulFunction {
     const abarBytes = AHCI_OFFSET + this.portCount * AHCI_STEP;
     const pages = opts.regPage ? ctx.kvm?.registerPages?.(barSize('mem32', Math.max(abarBytes, PAGE_SIZE))) : undefined;
     if (pages) this.regPage = new DataView(pages.bytes.buffer, pages.bytes.byteOffset, pages.bytes.byteLength);
+    this.sactCoalesce = opts.sactCoalesce ?? false;
     this.allocBar(AHCI_BAR, 'mem32', pages ? pages.bytes.byteLength : abarBytes, {
       read: (o, s) => this.abarRead(o, s),
       write: (o, s, v) => this.abarWrite(o, s, v),
+      decoded: (base) => this.placeSactZones(base),
       pages: pages && {
         bytes: pages.bytes,
         map: (gpa) => (this.regPageMapped = pages.map(gpa)),
@@ -129,6 +138,26 @@ export class AhciController extends PciEmulFunction {
     this.hbaReset();
     this.syncRegPage();
   }
+
+  /** ABAR now decodes at `base` (undefined: nowhere): the PxSACT zones of
+   * the ports with a device move with it. Removing a zone replays what KVM
+   * buffered for it. */
+  private placeSactZones(base: number | undefined): void {
+    for (const off of [...this.sactZones]) {
+      this.sactZones.delete(off);
+      if (this.abarBase !== undefined) this.ctx.kvm?.coalesce?.(this.abarBase + off, 4, false);
+    }
+    this.abarBase = base;
+    if (base === undefined || !this.sactCoalesce) return;
+    for (const p of this.ports) {
+      if (!p || p.atapi) continue; // ATAPI has no NCQ: its drivers never write PxSACT
+      const off = AHCI_OFFSET + p.index * AHCI_STEP + AHCI_P_SACT;
+      if (this.ctx.kvm?.coalesce?.(base + off, 4, true)) this.sactZones.add(off);
+    }
+  }
+
+  /** PxSACT registers whose writes are coalesced now (stats, tests). */
+  get coalescedSactPorts(): number { return this.sactZones.size; }
 
   /** Whether register reads come from the read-only page. */
   get registerPage(): boolean { return this.regPage !== undefined; }
@@ -287,6 +316,7 @@ export class AhciController extends PciEmulFunction {
     const out: Record<string, number> = {
       'msi messages': c.msi, 'intx assertions': c.intx,
       'register page mapped': this.regPageMapped ? 1 : 0, 'register reads by exit': this.readExits,
+      'PxSACT writes coalesced (ports)': this.sactZones.size,
     };
     for (const p of this.ports) {
       if (!p) continue;
@@ -301,7 +331,10 @@ export class AhciController extends PciEmulFunction {
 export function createAhci(ctx: DeviceContext, node: string, where: string): AhciController {
   const configs = ahciPortConfigs(ctx.config, node, where);
   try {
-    return new AhciController(ctx, configs, { regPage: ctx.config.getBool(`${node}.regpage`, true) });
+    return new AhciController(ctx, configs, {
+      regPage: ctx.config.getBool(`${node}.regpage`, true),
+      sactCoalesce: ctx.config.getBool(`${node}.sactcoalesce`, true),
+    });
   } catch (e) {
     for (const c of configs) c.backend.close();
     throw e;
@@ -387,6 +420,7 @@ const AHCI_KEYS: readonly DeviceKey[] = [
   { key: 'port.N.model', description: 'ahci port model' },
   { key: 'port.N.bootindex', description: 'boot order index of the controller, from this port' },
   { key: 'regpage', default: 'true', description: 'ahci register reads from a read-only guest page (no exit per read)' },
+  { key: 'sactcoalesce', default: 'true', description: 'ahci PxSACT writes through KVM\'s coalesced MMIO ring (no exit per NCQ command\'s PxSACT write)' },
 ];
 
 /** Every ahci port with a type needs a path. */

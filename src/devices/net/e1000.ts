@@ -209,6 +209,8 @@ export class E1000 extends PciEmulFunction {
   private readonly mem: DeviceContext['mem'];
   private readonly itrTimer: DeviceTimer;
   private itrRunning = false;
+  /** Frames came in while the ITR interval held them (see above). */
+  private rxHeld = false;
 
   // general
   private CTRL = 0; private FCAL = 0; private FCAH = 0; private FCT = 0; private VET = 0; private FCTTV = 0;
@@ -391,6 +393,11 @@ export class E1000 extends PciEmulFunction {
   /** The throttling interval ended (bhyve's e82545_itr_callback, a
    * periodic mevent timer: it stays armed while it finds work). */
   private itrFired(): void {
+    if (this.rxHeld) {
+      // (itrRunning still set: receive() only raises causes, asserted below)
+      this.rxHeld = false;
+      this.receive();
+    }
     const pending = this.ICR_ & this.IMS_;
     if (pending !== 0 && !this.irqAsserted) {
       this.lintrAssert();
@@ -434,6 +441,7 @@ export class E1000 extends PciEmulFunction {
     this.irqAsserted = false;
     this.itrTimer.cancel();
     this.itrRunning = false;
+    this.rxHeld = false;
     if (!drvr) {
       this.FCAL = 0; this.FCAH = 0; this.FCT = 0; this.VET = 0; this.FCTTV = 0;
     }
@@ -566,7 +574,11 @@ export class E1000 extends PciEmulFunction {
       case R.ITR: this.ITR_ = v; return;
       case R.ICS: this.ICS_ = v; this.icrAssert(v); return;
       case R.IMS: this.imsChange(v); return;
-      case R.IMC: this.IMC_ = v; this.IMS_ = (this.IMS_ & ~v) >>> 0; return;
+      case R.IMC:
+        this.IMC_ = v;
+        this.IMS_ = (this.IMS_ & ~v) >>> 0;
+        if (this.rxHeld && (v & ICR.RXT0)) { this.rxHeld = false; this.receive(); } // the driver polls now
+        return;
       case R.RCTL: this.rxCtl(v); return;
       case R.FCRTL: this.FCRTL = v & 0xfff8; return;
       case R.FCRTH: this.FCRTH = v & 0xfff8; return;
@@ -914,8 +926,13 @@ export class E1000 extends PciEmulFunction {
 
   // ---- receive ----
 
-  /** Host frames may have arrived. */
+  /** Host frames may have arrived. While the ITR interval holds the
+   * receive interrupt, they wait for its end (itrFired). */
   poll(): void {
+    if (this.itrRunning && (this.IMS_ & ICR.RXT0) !== 0 && this.ITR_ !== 0) {
+      this.rxHeld = true;
+      return;
+    }
     this.receive();
   }
 

@@ -144,14 +144,30 @@ export function startTapWaker(fd: number, ifname: string, kick: () => void, kind
 }
 
 /** The device thread's NetPort for a transfer. */
-export function attachNetBackend(t: NetBackendTransfer): NetPort & { readonly txErrors: number; readonly rxErrors: number } {
+export function attachNetBackend(t: NetBackendTransfer): FdNetPort {
   const ctl = new Int32Array(t.wake);
-  const fd = t.fd;
+  return fdNetPort(t.fd, () => armFdWaker(ctl));
+}
+
+/** A NetPort on a tap fd (or packet socket), and what its owner needs to
+ * know about it. */
+export interface FdNetPort extends NetPort {
+  /** True while a frame peek() read waits to be consumed (the guest had no
+   * buffers for it): whoever waits for the fd must not, until the driver
+   * adds buffers. */
+  readonly holding: boolean;
+  readonly txErrors: number;
+  readonly rxErrors: number;
+}
+
+/** The NetPort on `fd`; `onEmpty` runs when a read found it dry (the main
+ * thread's waker is armed there; the virtio-net I/O thread polls the fd
+ * itself and passes nothing). */
+export function fdNetPort(fd: number, onEmpty: () => void = () => {}): FdNetPort {
   const buf = new Uint8Array(TAP_READ_BYTES);
   let pending: Uint8Array | null = null;
   let txErrors = 0;
   let rxErrors = 0;
-  const arm = (): void => armFdWaker(ctl);
   return {
     peek(): Uint8Array | null {
       if (pending !== null) return pending;
@@ -163,7 +179,7 @@ export function attachNetBackend(t: NetBackendTransfer): NetPort & { readonly tx
       // EAGAIN: read dry. Anything else (EIO while the interface is down...):
       // nothing to receive now; the waker's poll tells when there is.
       if (n < 0 && n !== -EAGAIN) rxErrors++;
-      arm();
+      onEmpty();
       return null;
     },
     consume(): void {
@@ -179,6 +195,7 @@ export function attachNetBackend(t: NetBackendTransfer): NetPort & { readonly tx
         return false;
       }
     },
+    get holding() { return pending !== null; },
     get txErrors() { return txErrors; },
     get rxErrors() { return rxErrors; },
   };

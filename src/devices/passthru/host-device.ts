@@ -17,7 +17,8 @@ import { ConfigError, type ConfigTree } from '../../config/tree.js';
 export type PassthruSource =
   | { kind: 'address'; address: string } // bus/slot/func (domain 0) or host=DDDD:BB:SS.F
   | { kind: 'ppt'; unit: number; name: string } // pptdev=pptN
-  | { kind: 'cdev'; path: string }; // cdev=/dev/vfio/devices/vfioN
+  | { kind: 'cdev'; path: string } // cdev=/dev/vfio/devices/vfioN
+  | { kind: 'vfio-user'; path: string }; // vfio-user=SOCKET: a device another process serves
 
 export interface HostDevice {
   /** DDDD:BB:SS.F */
@@ -77,10 +78,15 @@ export function passthruSource(config: ConfigTree, node: string): PassthruSource
   const host = config.get(`${node}.host`);
   const cdev = config.get(`${node}.cdev`);
   const ppt = config.get(`${node}.pptdev`);
+  const vfioUser = config.get(`${node}.vfio-user`);
   const bsf = ['bus', 'slot', 'func'].some((k) => config.get(`${node}.${k}`) !== undefined);
-  const given = [host !== undefined, cdev !== undefined, ppt !== undefined, bsf].filter(Boolean).length;
-  if (given === 0) throw new ConfigError('passthru: no host device (give B/S/F, pciB:S:F, pptN, DDDD:BB:SS.F or /dev/vfio/devices/vfioN)');
-  if (given > 1) throw new ConfigError('passthru: give the host device once (one of bus/slot/func, pptdev, host or cdev)');
+  const given = [host !== undefined, cdev !== undefined, ppt !== undefined, bsf, vfioUser !== undefined].filter(Boolean).length;
+  if (given === 0) throw new ConfigError('passthru: no host device (give B/S/F, pciB:S:F, pptN, DDDD:BB:SS.F, /dev/vfio/devices/vfioN or vfio-user=SOCKET)');
+  if (given > 1) throw new ConfigError('passthru: give the host device once (one of bus/slot/func, pptdev, host, cdev or vfio-user)');
+  if (vfioUser !== undefined) {
+    if (vfioUser === '') throw new ConfigError('passthru: vfio-user needs the path of the server\'s socket');
+    return { kind: 'vfio-user', path: vfioUser };
+  }
   if (host !== undefined) {
     const address = normalizeAddress(host);
     if (!address) throw new ConfigError(`passthru: invalid host "${host}" (use a PCI address like 0000:01:00.0)`);
@@ -172,6 +178,7 @@ function bindFix(address: string, driver: string | undefined): string {
  * it through; throws HostSetupError naming the first thing that is missing.
  */
 export function checkHostDevice(source: PassthruSource, opts: HostRootOptions = {}): HostDevice {
+  if (source.kind === 'vfio-user') throw new TypeError('checkHostDevice: a vfio-user device is not a host device');
   const h = new HostView(opts);
 
   if (h.list('/sys/kernel/iommu_groups').length === 0) {

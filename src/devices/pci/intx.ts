@@ -73,6 +73,7 @@ export class IntxRouter {
 
   private line(r: IntxRoute): IntxLine {
     return {
+      gsi: r.ioapicIrq,
       assert: () => {
         this.pirq.assert(r.pirqPin);
         const n = (this.ioapicActive.get(r.ioapicIrq) ?? 0) + 1;

@@ -91,6 +91,8 @@ type LintrState = 'idle' | 'asserted' | 'pending';
 export interface IntxLine {
   assert(): void;
   deassert(): void;
+  /** The I/O APIC input it drives (for a KVM irqfd in its place). */
+  readonly gsi?: number;
 }
 
 function ones(size: number): number {

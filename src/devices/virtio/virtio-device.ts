@@ -19,6 +19,7 @@
 // interrupt; the device ignores its queues until reset().
 
 import type { GuestMemory } from '../../sys/guest-memory.js';
+import type { DmaSpace } from '../iommu/dma-space.js';
 import {
   VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_TRANSPORT_FEATURES,
   featureBit, hasFeature,
@@ -88,11 +89,13 @@ export function offeredFeatures(device: VirtioDevice): bigint {
   return device.deviceFeatures | VIRTIO_TRANSPORT_FEATURES;
 }
 
-/** Builds the activation queues from the transport's queue registers;
- * throws VirtqueueError when the driver programmed an invalid queue. */
+/** Builds the activation queues from the transport's queue registers
+ * (addresses translated through `dma` when the function is behind the
+ * IOMMU); throws VirtqueueError when the driver programmed an invalid
+ * queue or the IOMMU refused its rings. */
 export function createQueues(
   mem: GuestMemory, layouts: ReadonlyArray<VirtqueueLayout | null>, ackedFeatures: bigint,
-  maxSizes: readonly number[],
+  maxSizes: readonly number[], dma?: DmaSpace,
 ): Array<Virtqueue | null> {
   const eventIdx = hasFeature(ackedFeatures, VIRTIO_RING_F_EVENT_IDX);
   const indirect = hasFeature(ackedFeatures, VIRTIO_RING_F_INDIRECT_DESC);
@@ -101,7 +104,7 @@ export function createQueues(
     const max = maxSizes[index];
     if (max === undefined) throw new VirtqueueError(`queue ${index} does not exist`);
     if (layout.size > max) throw new VirtqueueError(`queue ${index}: size ${layout.size} exceeds the maximum ${max}`);
-    return new Virtqueue(mem, layout, { eventIdx, indirect, index });
+    return new Virtqueue(mem, layout, { eventIdx, indirect, index, dma });
   });
 }
 
@@ -132,6 +135,8 @@ export abstract class VirtioDeviceBase implements VirtioDevice {
   get activated(): boolean { return this.activation !== undefined; }
   get needsResetReason(): string | undefined { return this.brokenReason; }
   protected get mem(): GuestMemory | undefined { return this.activation?.mem; }
+  /** The activated queues (null: left disabled by the driver). */
+  protected get queues(): ReadonlyArray<Virtqueue | null> | undefined { return this.activation?.queues; }
 
   ackFeatures(driverFeatures: bigint): boolean {
     this.acked = driverFeatures & offeredFeatures(this);

@@ -21,16 +21,28 @@
 // enabled only while a frame waits for buffers. Interrupts are raised once
 // per batch, and only when the driver asked (NO_INTERRUPT / used_event).
 //
+// With a backend and KVM ioeventfds (iothread=true, the default) the receive
+// queue and reading the backend's descriptor belong to an I/O thread while
+// the driver runs (net-iothread.ts): receive notifies reach it by ioeventfd
+// without an exit, frames by poll(2) on the tap without the main thread.
+// With iothread_tx=true it serves the transmit queue as well; by default
+// the device thread sends on each transmit notify exit (writev on the same
+// descriptor: the two queues are independent).
+//
 // Options (bhyve's): mac=xx:xx:xx:xx:xx:xx (unicast, nonzero; default from
 // net_genmac: 00:a0:98 then the first three bytes of MD5("slot-func-vmname")),
-// mtu=N (ETHERMIN..65535, also offers VIRTIO_NET_F_MTU).
+// mtu=N (ETHERMIN..65535, also offers VIRTIO_NET_F_MTU). Ours: iothread=BOOL,
+// iothread_tx=BOOL.
 
 import type { ConfigTree } from '../../config/tree.js';
 import { ConfigError } from '../../config/tree.js';
 import { VIRTIO_F_VERSION_1, VIRTIO_ID_NET, featureBit } from './virtio-constants.js';
 import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
-import { DescriptorChain, type Virtqueue } from './virtqueue.js';
-import { attachNetBackend, type NetPort } from '../net/net-backend.js';
+import { DescriptorChain, VirtqueueError, type Virtqueue } from './virtqueue.js';
+import { attachNetBackend, type NetBackendTransfer, type NetPort } from '../net/net-backend.js';
+import { armFdWaker, disarmFdWaker } from '../fd-waker.js';
+import type { HelperThreadData } from '../device.js';
+import { NetIothread } from './net-iothread.js';
 import { netGenMac, parseMac } from '../net/net-utils.js';
 import { validateSlirpKeys } from '../net/slirp-options.js';
 import type { HostPortLookup } from './host-ports.js';
@@ -66,7 +78,22 @@ export interface NetOptions {
   mac: Uint8Array;
   /** Set when mtu= was given (offers VIRTIO_NET_F_MTU). */
   mtu?: number;
+  /** Serve the queues on an I/O thread (net-iothread.ts) fed by KVM
+   * ioeventfds, when the vmm offers them (default: NET_IOTHREAD_DEFAULT). */
+  iothread?: boolean;
+  /** The I/O thread serves the transmit queue too (default:
+   * NET_IOTHREAD_TX_DEFAULT); else transmit notifies exit to the device
+   * thread, which sends at once. */
+  iothreadTx?: boolean;
 }
+
+/** Whether `pci.B.S.F.iothread` defaults to on for virtio-net. */
+export const NET_IOTHREAD_DEFAULT = true;
+/** Whether `pci.B.S.F.iothread_tx` defaults to on. Off: on the host we
+ * measured (2 CPUs, shared) a guest sending flat out got more through its
+ * own notify exits than through a hand-off to another thread, which has to
+ * be scheduled for every queueful (BENCHMARKS.md). */
+export const NET_IOTHREAD_TX_DEFAULT = false;
 
 /** bhyve's net_parsemtu() plus the VTNET_MIN_MTU..VTNET_MAX_MTU check. */
 export function parseMtu(s: string): number {
@@ -84,6 +111,8 @@ export function netOptionsFromConfig(config: ConfigTree, node: string, slot: num
   return {
     mac: macStr !== undefined ? parseMac(macStr) : netGenMac(slot, func, config.get('name') ?? ''),
     mtu: mtuStr !== undefined ? parseMtu(mtuStr) : undefined,
+    iothread: config.getBool(`${node}.iothread`, NET_IOTHREAD_DEFAULT),
+    iothreadTx: config.getBool(`${node}.iothread_tx`, NET_IOTHREAD_TX_DEFAULT),
   };
 }
 
@@ -101,13 +130,26 @@ export class VirtioNet extends VirtioDeviceBase {
   private hdrLen = 12;
   private mergeable = false;
   private activationRef: VirtioActivation | undefined;
+  private readonly opts: NetOptions;
+  /** The backend's descriptor, which an I/O thread can take over. */
+  private readonly backend: NetBackendTransfer | undefined;
+  /** Whether the I/O thread serves the transmit queue too. */
+  private readonly txOnIothread: boolean;
+  /** The I/O thread that owns the queues while the driver runs, if any. */
+  iothread: NetIothread | undefined;
+  /** Counters of I/O threads that have stopped, and notifies this thread
+   * handed to one (bhyvectl --get-stats). */
+  private readonly offloaded = { rxFrames: 0, txFrames: 0, wakeups: 0, forwarded: 0 };
 
   /** Statistics, for tests and diagnostics. */
   readonly stats = { rxFrames: 0, rxBytes: 0, rxDropped: 0, txFrames: 0, txBytes: 0, txDropped: 0, interrupts: 0 };
 
-  constructor(opts: NetOptions, port: NetPort | undefined) {
+  constructor(opts: NetOptions, port: NetPort | undefined, backend?: NetBackendTransfer) {
     super();
     this.port = port;
+    this.opts = opts;
+    this.backend = backend;
+    this.txOnIothread = opts.iothreadTx ?? NET_IOTHREAD_TX_DEFAULT;
     let f = featureBit(VIRTIO_NET_F_MAC) | featureBit(VIRTIO_NET_F_STATUS) | featureBit(VIRTIO_NET_F_MRG_RXBUF);
     if (opts.mtu !== undefined) f |= featureBit(VIRTIO_NET_F_MTU);
     this.ownFeatures = f;
@@ -139,17 +181,95 @@ export class VirtioNet extends VirtioDeviceBase {
   }
 
   protected onReset(): void {
+    this.stopIothread();
     this.stash.length = 0;
     this.activationRef = undefined;
   }
 
-  /** Host frames may have arrived (the main thread kicked us). */
+  close(): void {
+    this.stopIothread();
+  }
+
+  /** Called by the transport after activation (virtio-pci.ts
+   * NotifyOffload): hands the queues and the backend's descriptor to an I/O
+   * thread when configured, and returns its eventfd for each queue, for the
+   * transport to register as ioeventfds. */
+  startOffload(helper: HelperThreadData): Array<number | undefined> | undefined {
+    const act = this.activationRef;
+    const b = this.backend;
+    if (!(this.opts.iothread ?? NET_IOTHREAD_DEFAULT) || !act || !b || this.iothread || this.needsResetReason !== undefined) return undefined;
+    this.iothread = new NetIothread({
+      helper,
+      netFd: b.fd,
+      device: { mac: this.mac, mtu: this.opts.mtu },
+      transmit: this.txOnIothread,
+      ackedFeatures: this.ackedFeatures,
+      queueMaxSizes: [...this.queueMaxSizes],
+      layouts: act.queues.map((q) => (q ? { ...q.layout } : null)),
+    });
+    // The I/O thread polls the descriptor itself: the main thread's waker
+    // stops kicking us for it, and a frame this thread read but could not
+    // place (before a reset) is dropped, as a NIC's reset drops it.
+    disarmFdWaker(new Int32Array(b.wake));
+    this.port?.consume();
+    return act.queues.map((q, i) => (q && (i === VTNET_RXQ || this.txOnIothread) ? this.iothread!.notifyFd : undefined));
+  }
+
+  private stopIothread(): void {
+    const t = this.iothread;
+    if (!t) return;
+    t.stop();
+    this.offloaded.rxFrames += t.rxFrames;
+    this.offloaded.txFrames += t.txFrames;
+    this.offloaded.wakeups += t.wakeups;
+    this.iothread = undefined;
+    // The descriptor is this thread's again: the main thread watches it.
+    if (this.backend) armFdWaker(new Int32Array(this.backend.wake));
+  }
+
+  /** Which thread moved the frames, and how notifies reached it. */
+  counters(): Record<string, number> {
+    const t = this.iothread;
+    return {
+      'frames received on the device thread': this.stats.rxFrames,
+      'frames sent on the device thread': this.stats.txFrames,
+      'frames received on the I/O thread': this.offloaded.rxFrames + (t?.rxFrames ?? 0),
+      'frames sent on the I/O thread': this.offloaded.txFrames + (t?.txFrames ?? 0),
+      'I/O thread wakeups': this.offloaded.wakeups + (t?.wakeups ?? 0),
+      'notifies forwarded to the I/O thread': this.offloaded.forwarded,
+    };
+  }
+
+  /** Host frames may have arrived (the main thread kicked us), or the I/O
+   * thread asked for interrupts or failed. */
   poll(): void {
     if (!this.activated || this.needsResetReason !== undefined) return;
+    const t = this.iothread;
+    if (t) {
+      if (t.failedToStart) {
+        // It never took the queues: serve them here, as without it.
+        this.stopIothread();
+        this.queueNotify(VTNET_TXQ);
+        this.queueNotify(VTNET_RXQ);
+        return;
+      }
+      const bits = t.takeInterrupts();
+      for (let i = 0; i < 2; i++) {
+        if (bits & (1 << i)) { this.stats.interrupts++; this.activationRef?.interrupt.queue(i); }
+      }
+      const reason = t.brokenReason();
+      if (reason !== undefined) this.fail(new VirtqueueError(reason));
+      return;
+    }
     this.queueNotify(VTNET_RXQ);
   }
 
   protected processQueue(index: number, queue: Virtqueue): void {
+    const t = this.iothread;
+    if (t && (index === VTNET_RXQ || this.txOnIothread)) {
+      if (!t.failedToStart) { this.offloaded.forwarded++; t.notify(); return; }
+      this.stopIothread();
+    }
     if (index === VTNET_RXQ) this.receive(queue);
     else if (index === VTNET_TXQ) this.transmit(queue);
   }
@@ -159,6 +279,11 @@ export class VirtioNet extends VirtioDeviceBase {
   private transmit(queue: Virtqueue): void {
     const chain = this.scratchChain;
     let done = 0;
+    // No notifies while the queue is being drained (QEMU's virtio-net does
+    // the same): with the I/O thread the driver runs meanwhile, and each
+    // notify would cost it an exit and this thread a wake-up for chains it
+    // takes anyway. enableNotification() asks again once the queue is empty.
+    queue.disableNotification();
     do {
       while (queue.pop(chain) !== null) {
         const len = chain.readableLength - this.hdrLen;
@@ -335,6 +460,7 @@ export function createVirtioNet(
     const t = ctx.hostPorts.net(node);
     if (t === undefined) throw new ConfigError(`virtio-net at ${node}: its backend was not opened`);
     port = attachNetBackend(t);
+    return new VirtioNet(opts, port, t);
   }
   return new VirtioNet(opts, port);
 }
@@ -354,6 +480,8 @@ export const virtioNetDevice: PciDeviceRecord = {
     { key: 'open', default: 'false', description: 'slirp backend: allow the guest outbound connections' },
     { key: 'mac', description: 'MAC address (default: derived from the VM name and slot)' },
     { key: 'mtu', default: '1500', description: 'MTU offered to the guest' },
+    { key: 'iothread', default: String(NET_IOTHREAD_DEFAULT), description: 'receive frames on a thread of its own, fed by an ioeventfd and the backend' },
+    { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd)' },
     { key: 'bootindex', description: 'boot order index for the firmware' },
     ...VIRTIO_PCI_KEYS,
   ],

@@ -47,8 +47,10 @@ import {
   VIRTIO_CONFIG_S_DEVICE_NEEDS_RESET, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED,
   VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_VERSION_1, VIRTIO_ID_9P, VIRTIO_ID_BALLOON, VIRTIO_ID_BLOCK,
   VIRTIO_ID_CONSOLE, VIRTIO_ID_NET, VIRTIO_ID_RNG, VIRTIO_ID_SCSI, VIRTIO_ISR_CONFIG, VIRTIO_ISR_QUEUE,
-  VIRTIO_MSI_NO_VECTOR, hasFeature,
+  VIRTIO_MSI_NO_VECTOR, VIRTIO_F_ACCESS_PLATFORM, featureBit, hasFeature,
 } from './virtio-constants.js';
+import type { DmaSpace } from '../iommu/dma-space.js';
+import { pciEndpointId } from '../iommu/dma-space.js';
 import { createQueues, offeredFeatures, type VirtioDevice, type VirtioInterrupt } from './virtio-device.js';
 import type { Virtqueue, VirtqueueLayout } from './virtqueue.js';
 
@@ -142,6 +144,10 @@ export interface VirtioPciOptions {
   /** MSI-X (default) or MSI only (virtio_msix=false, -W). */
   msix?: boolean;
   transport?: VirtioPciTransport;
+  /** The function's DMA space when it is behind the IOMMU: the device
+   * offers VIRTIO_F_ACCESS_PLATFORM, requires it, and its queues translate
+   * every address (virtqueue.ts). Absent: guest physical addresses. */
+  dma?: DmaSpace;
 }
 
 interface QueueRegs {
@@ -173,6 +179,7 @@ export class VirtioPci extends PciEmulFunction {
   readonly device: VirtioDevice;
   readonly transport: VirtioPciTransport;
   readonly useMsix: boolean;
+  readonly dma: DmaSpace | undefined;
   private readonly queues: QueueRegs[];
   private status = 0;
   private isr = 0;
@@ -197,6 +204,7 @@ export class VirtioPci extends PciEmulFunction {
     this.device = device;
     this.transport = opts.transport ?? 'transitional';
     this.useMsix = opts.msix ?? true;
+    this.dma = opts.dma;
     const nq = device.queueMaxSizes.length;
     this.queues = device.queueMaxSizes.map((max) => ({
       size: max, msixVector: VIRTIO_MSI_NO_VECTOR, enabled: false, desc: 0, avail: 0, used: 0,
@@ -311,6 +319,7 @@ export class VirtioPci extends PciEmulFunction {
     // A modern-capable device always offers VERSION_1; a legacy-only one
     // cannot (its feature register is 32 bits).
     if (this.transport === 'legacy') f &= 0xffffffffn;
+    else if (this.dma !== undefined) f |= featureBit(VIRTIO_F_ACCESS_PLATFORM);
     return f;
   }
 
@@ -364,6 +373,10 @@ export class VirtioPci extends PciEmulFunction {
     const want = this.driverFeatures;
     if ((want & ~offered) !== 0n) return false;
     if (!legacy && !hasFeature(want, VIRTIO_F_VERSION_1)) return false;
+    // Behind the IOMMU a driver that would hand us guest physical
+    // addresses (no ACCESS_PLATFORM: a legacy driver, or one unaware of
+    // the IOMMU) must not get the device (spec 6.1: it SHOULD fail).
+    if (this.dma !== undefined && !hasFeature(want, VIRTIO_F_ACCESS_PLATFORM)) return false;
     return this.device.ackFeatures(want);
   }
 
@@ -372,7 +385,7 @@ export class VirtioPci extends PciEmulFunction {
       ? { size: q.size, desc: q.desc, avail: q.avail, used: q.used } : null));
     let queues: Array<Virtqueue | null>;
     try {
-      queues = createQueues(this.ctx.mem, layouts, this.device.ackedFeatures, this.device.queueMaxSizes);
+      queues = createQueues(this.ctx.mem, layouts, this.device.ackedFeatures, this.device.queueMaxSizes, this.dma);
     } catch (e) {
       this.needsReset(`queue setup: ${(e as Error).message}`);
       return;
@@ -398,7 +411,9 @@ export class VirtioPci extends PciEmulFunction {
   private offloadNotifies(): void {
     const kvm = this.ctx.kvm;
     const dev = this.device as VirtioDevice & Partial<NotifyOffload>;
-    if (!kvm || typeof dev.startOffload !== 'function') return;
+    // A helper thread maps guest RAM by guest physical address: behind
+    // the IOMMU the queues stay here, where they are translated.
+    if (!kvm || typeof dev.startOffload !== 'function' || this.dma !== undefined) return;
     let fds: Array<number | undefined> | undefined;
     try {
       fds = dev.startOffload(kvm.helper);
@@ -732,7 +747,15 @@ export class VirtioPci extends PciEmulFunction {
 /** The key every virtio device record reads besides its own. */
 export const VIRTIO_PCI_KEYS: readonly DeviceKey[] = [
   { key: 'transport', default: 'transitional', description: 'virtio PCI interface: legacy, modern or transitional (both)' },
+  { key: 'iommu', default: 'false', description: 'put the device behind the virtio-iommu: its DMA goes through the guest\'s mappings (VIRTIO_F_ACCESS_PLATFORM)' },
 ];
+
+/** The slot's DMA space when it is behind the IOMMU, else undefined (the
+ * untranslated path). */
+export function translatedDmaSpace(chipset: Chipset, s: PciSlot): DmaSpace | undefined {
+  const ep = pciEndpointId(s.bus, s.slot, s.func);
+  return chipset.dma?.isTranslated(ep) ? chipset.dma.forEndpoint(ep) : undefined;
+}
 
 /**
  * What each virtio record's create() does: reads `transport`, opens the
@@ -745,9 +768,15 @@ export function createVirtioPci(ctx: DeviceContext, s: PciSlot, chipset: Chipset
   if (t !== 'transitional' && t !== 'modern' && t !== 'legacy') {
     throw new ConfigError(`${emulation}@${s.node}: invalid transport "${t}" (use legacy, modern or transitional)`);
   }
+  const dma = translatedDmaSpace(chipset, s);
+  if (dma && t === 'legacy') {
+    throw new ConfigError(`${emulation}@${s.node}: iommu=true needs VIRTIO_F_ACCESS_PLATFORM, which transport=legacy cannot offer`);
+  }
   const device = open();
   try {
-    return new VirtioPci(ctx, device, { emulation, classCode, subclass: 0, msix: chipset.msix, transport: t });
+    return new VirtioPci(ctx, device, {
+      emulation, classCode, subclass: 0, msix: chipset.msix, transport: t, dma,
+    });
   } catch (e) {
     device.close?.();
     throw e;

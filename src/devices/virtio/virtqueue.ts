@@ -13,6 +13,16 @@
 // memory, and ring fields are read byte-wise from those views, so the data
 // path allocates nothing but the segment views of each chain.
 //
+// Behind an IOMMU (VIRTIO_F_ACCESS_PLATFORM; `dma` given) every address
+// the driver wrote is an IOVA of the function's DMA space: the ring areas
+// are translated at construction and again whenever the space's
+// generation moves (an unmap, a detach), each buffer and indirect table
+// when its chain is walked, with the access it needs (the used ring
+// read/write, the rest read, writable buffers write). A refused access is
+// an IOMMU fault (already reported on the IOMMU's event queue) and a
+// VirtqueueError here: nothing of it reaches memory. Without `dma` the
+// path is the one above, unchanged.
+//
 // Memory ordering: the guest runs on other CPUs. x86 is TSO: our loads are not
 // reordered with each other, nor our stores with each other, and V8 keeps
 // typed-array accesses in program order. The one reordering x86 does allow,
@@ -22,6 +32,7 @@
 // Atomics on a private SharedArrayBuffer).
 
 import { GuestMemory, GuestMemoryError } from '../../sys/guest-memory.js';
+import { DMA_READ, DMA_WRITE, DmaFaultError, type DmaAccess, type DmaSpace, type GuestRange } from '../iommu/dma-space.js';
 import {
   VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
   VIRTQ_DESC_SIZE, VIRTQ_MAX_SIZE, VIRTQ_USED_ELEM_SIZE, VIRTQ_USED_F_NO_NOTIFY,
@@ -53,6 +64,9 @@ export interface VirtqueueOptions {
   indirect?: boolean;
   /** Queue index, for error messages. */
   index?: number;
+  /** The function's DMA space when it sits behind an IOMMU (addresses are
+   * IOVAs); absent: addresses are guest physical. */
+  dma?: DmaSpace;
 }
 
 /** Largest total length of one chain's buffers (spec 2.7.5: < 2^32). */
@@ -181,9 +195,13 @@ export class Virtqueue {
   /** The addresses the driver programmed (for snapshots and diagnostics). */
   readonly layout: Readonly<VirtqueueLayout>;
   private readonly mem: GuestMemory;
-  private readonly descTable: Uint8Array;
-  private readonly avail: Uint8Array;
-  private readonly used: Uint8Array;
+  private readonly dma: DmaSpace | undefined;
+  /** dma.generation the ring views were translated at. */
+  private ringGeneration = 0;
+  private readonly ranges: GuestRange[] = [];
+  private descTable: Uint8Array;
+  private avail: Uint8Array;
+  private used: Uint8Array;
   /** Offset of used_event in the avail ring, of avail_event in the used ring. */
   private readonly usedEventOff: number;
   private readonly availEventOff: number;
@@ -210,14 +228,25 @@ export class Virtqueue {
     this.mem = mem;
     this.eventIdx = opts.eventIdx ?? false;
     this.indirect = opts.indirect ?? false;
-    this.descTable = this.area(layout.desc, VIRTQ_DESC_SIZE * size, 'descriptor table');
-    this.avail = this.area(layout.avail, 6 + 2 * size, 'available ring');
-    this.used = this.area(layout.used, 6 + VIRTQ_USED_ELEM_SIZE * size, 'used ring');
+    this.dma = opts.dma;
+    this.ringGeneration = this.dma?.generation ?? 0;
+    this.descTable = this.area(layout.desc, VIRTQ_DESC_SIZE * size, 'descriptor table', DMA_READ);
+    this.avail = this.area(layout.avail, 6 + 2 * size, 'available ring', DMA_READ);
+    this.used = this.area(layout.used, 6 + VIRTQ_USED_ELEM_SIZE * size, 'used ring', DMA_READ | DMA_WRITE);
     this.usedEventOff = 4 + 2 * size;
     this.availEventOff = 4 + VIRTQ_USED_ELEM_SIZE * size;
   }
 
-  private area(gpa: number, length: number, what: string): Uint8Array {
+  private area(addr: number, length: number, what: string, access: DmaAccess): Uint8Array {
+    let gpa = addr;
+    if (this.dma !== undefined) {
+      const r = this.translate(addr, length, access, `${what} at 0x${addr.toString(16)}`);
+      if (r.length !== 1) {
+        throw new VirtqueueError(`queue ${this.index}: ${what} at IOVA 0x${addr.toString(16)}+0x${length.toString(16)} maps to `
+          + `${r.length} discontiguous guest-physical pieces (a ring must be physically contiguous here)`);
+      }
+      gpa = r[0].gpa;
+    }
     try {
       return this.mem.slice(gpa, length);
     } catch (e) {
@@ -226,6 +255,31 @@ export class Virtqueue {
       }
       throw e;
     }
+  }
+
+  /** IOVA -> guest ranges (this.ranges, reused); an IOMMU fault becomes a
+   * VirtqueueError naming `what`. */
+  private translate(iova: number, length: number, access: DmaAccess, what: string): GuestRange[] {
+    const out = this.ranges;
+    out.length = 0;
+    try {
+      return this.dma!.translate(iova, length, access, out);
+    } catch (e) {
+      if (e instanceof DmaFaultError) throw new VirtqueueError(`queue ${this.index}: ${what}: ${e.message}`);
+      throw e;
+    }
+  }
+
+  /** Behind an IOMMU: translates the rings again when mappings they may
+   * have used went away. */
+  private checkRings(): void {
+    const gen = this.dma!.generation;
+    if (gen === this.ringGeneration) return;
+    const { layout, size } = this;
+    this.descTable = this.area(layout.desc, VIRTQ_DESC_SIZE * size, 'descriptor table', DMA_READ);
+    this.avail = this.area(layout.avail, 6 + 2 * size, 'available ring', DMA_READ);
+    this.used = this.area(layout.used, 6 + VIRTQ_USED_ELEM_SIZE * size, 'used ring', DMA_READ | DMA_WRITE);
+    this.ringGeneration = gen;
   }
 
   /** The next avail index the device will consume. */
@@ -245,6 +299,7 @@ export class Virtqueue {
    * popped; throws when the driver's avail idx ran ahead by more than the
    * queue size. */
   pending(): number {
+    if (this.dma !== undefined) this.checkRings();
     const availIdx = rd16(this.avail, 2);
     const n = (availIdx - this.lastAvail) & 0xffff;
     if (n > this.size) {
@@ -273,6 +328,7 @@ export class Virtqueue {
    * new used idx. `len` is the number of bytes written into the chain's
    * writable buffers. */
   pushUsed(head: number, len: number): void {
+    if (this.dma !== undefined) this.checkRings();
     const slot = 4 + VIRTQ_USED_ELEM_SIZE * (this.nextUsed & (this.size - 1));
     wr32(this.used, slot, head);
     wr32(this.used, slot + 4, len);
@@ -285,6 +341,7 @@ export class Virtqueue {
    * Applies VIRTQ_AVAIL_F_NO_INTERRUPT, or with EVENT_IDX the used_event
    * threshold (vring_need_event). Call once per batch. */
   needsInterrupt(): boolean {
+    if (this.dma !== undefined) this.checkRings();
     memoryFence();
     const newIdx = this.nextUsed;
     const old = this.signalledUsed;
@@ -304,6 +361,7 @@ export class Virtqueue {
    * avail_event to the next index) and returns true when chains arrived in
    * the meantime: the caller must then keep processing. */
   enableNotification(): boolean {
+    if (this.dma !== undefined) this.checkRings();
     if (this.eventIdx) wr16(this.used, this.availEventOff, this.lastAvail);
     else wr16(this.used, 0, rd16(this.used, 0) & ~VIRTQ_USED_F_NO_NOTIFY);
     memoryFence();
@@ -313,11 +371,13 @@ export class Virtqueue {
   /** Asks the driver not to notify (a hint; ignored under EVENT_IDX, where
    * avail_event alone governs notifications). */
   disableNotification(): void {
+    if (this.dma !== undefined) this.checkRings();
     if (!this.eventIdx) wr16(this.used, 0, rd16(this.used, 0) | VIRTQ_USED_F_NO_NOTIFY);
   }
 
   /** An indirect table: one view, in one RAM region. */
   private segment(addr: number, len: number, at: number, inIndirect: boolean): Uint8Array {
+    if (this.dma !== undefined) return this.translatedTable(addr, len, at);
     try {
       return this.mem.slice(addr, len);
     } catch (e) {
@@ -326,11 +386,40 @@ export class Virtqueue {
   }
 
   /** A data buffer: its views (more than one across RAM regions) onto `out`. */
-  private buffer(addr: number, len: number, at: number, inIndirect: boolean, out: Uint8Array[]): void {
+  private buffer(addr: number, len: number, at: number, inIndirect: boolean, out: Uint8Array[], access: DmaAccess): void {
+    if (this.dma !== undefined) { this.translatedBuffer(addr, len, at, inIndirect, out, access); return; }
     try {
       this.mem.slices(addr, len, out);
     } catch (e) {
       throw this.notRam(e, addr, len, at, inIndirect);
+    }
+  }
+
+  /** An indirect table at an IOVA: one view, or (its pages scattered in
+   * guest memory) a copy; the device only reads it. */
+  private translatedTable(iova: number, len: number, at: number): Uint8Array {
+    const r = this.translate(iova, len, DMA_READ, `indirect table of descriptor ${at}`);
+    try {
+      if (r.length === 1) return this.mem.slice(r[0].gpa, len);
+      const copy = new Uint8Array(len);
+      let o = 0;
+      for (const piece of r) { copy.set(this.mem.slice(piece.gpa, piece.length), o); o += piece.length; }
+      return copy;
+    } catch (e) {
+      throw this.notRam(e, r[0].gpa, len, at, false);
+    }
+  }
+
+  private translatedBuffer(iova: number, len: number, at: number, inIndirect: boolean, out: Uint8Array[], access: DmaAccess): void {
+    const r = this.translate(iova, len, access, `descriptor ${at}${inIndirect ? ' (indirect)' : ''} buffer`);
+    const start = out.length;
+    for (const piece of r) {
+      try {
+        this.mem.slices(piece.gpa, piece.length, out);
+      } catch (e) {
+        out.length = start;
+        throw this.notRam(e, piece.gpa, piece.length, at, inIndirect);
+      }
     }
   }
 
@@ -387,12 +476,12 @@ export class Virtqueue {
       // A buffer may run across a RAM chunk boundary: then it takes
       // several views.
       if (flags & VIRTQ_DESC_F_WRITE) {
-        this.buffer(addr, len, i, inIndirect, chain.writable);
+        this.buffer(addr, len, i, inIndirect, chain.writable, DMA_WRITE);
         chain.writableLength += len;
         seenWritable = true;
       } else {
         if (seenWritable) throw new VirtqueueError(`queue ${this.index}: device-readable descriptor ${i} after a device-writable one`);
-        this.buffer(addr, len, i, inIndirect, chain.readable);
+        this.buffer(addr, len, i, inIndirect, chain.readable, DMA_READ);
         chain.readableLength += len;
       }
       if (!(flags & VIRTQ_DESC_F_NEXT)) return;

@@ -14,6 +14,7 @@ import { ByteWriter, fixChecksum, putU32, putU64 } from '../bytes.js';
 import type { BuiltMachine } from '../built-machine.js';
 import type { NumaLayout } from '../numa.js';
 import { buildSlit, buildSrat } from './numa-tables.js';
+import { buildViot, type ViotTopology } from './viot.js';
 import { buildDsdtAml, type DsdtOptions } from './dsdt.js';
 import {
   type AcpiTable, BHYVE_HPET_CAPABILITIES, buildDsdtTable, buildFacs, buildFadt, buildHpet, buildMadt, buildMcfg,
@@ -33,6 +34,8 @@ export interface AcpiPlatform extends DsdtOptions {
   hpetCapabilities: number;
   /** Guest NUMA domains (-n): add the SRAT and SLIT. */
   numa?: NumaLayout;
+  /** A virtio-iommu: add the VIOT. */
+  viot?: ViotTopology;
 }
 
 /**
@@ -54,6 +57,7 @@ export function acpiPlatform(m: BuiltMachine): AcpiPlatform {
     pirqLinks: m.lpc !== undefined,
     numa: m.numa,
     s3: m.s3 === true,
+    viot: m.iommu ? { iommu: m.iommu.bdf, endpoints: m.iommu.endpoints } : undefined,
   };
 }
 
@@ -65,9 +69,10 @@ export interface AcpiTableSet {
 
 /** The tables bhyve builds, FADT first in the XSDT as UEFI asks. */
 export function buildAcpiTables(p: AcpiPlatform): AcpiTableSet {
-  const sdtTargets = ['FACP', 'APIC', 'HPET', 'MCFG', ...(p.numa ? ['SRAT', 'SLIT'] : [])];
+  const sdtTargets = ['FACP', 'APIC', 'HPET', 'MCFG', ...(p.numa ? ['SRAT', 'SLIT'] : []), ...(p.viot ? ['VIOT'] : [])];
   const list: AcpiTable[] = [
     ...(p.numa ? [buildSrat(p.numa, p.ncpu), buildSlit(p.numa)] : []),
+    ...(p.viot ? [buildViot(p.viot)] : []),
     buildFacs(),
     buildDsdtTable(buildDsdtAml(p)),
     buildFadt(),
@@ -106,7 +111,7 @@ export interface AcpiInMemory {
  */
 export function buildAcpiInMemory(p: AcpiPlatform, base = BHYVE_ACPI_BASE, limit = BHYVE_ACPI_LIMIT): AcpiInMemory {
   const set = buildAcpiTables(p);
-  const order = [set.rsdp, ...['RSDT', 'XSDT', 'FACP', 'APIC', 'HPET', 'MCFG', 'SRAT', 'SLIT', 'FACS', 'DSDT']
+  const order = [set.rsdp, ...['RSDT', 'XSDT', 'FACP', 'APIC', 'HPET', 'MCFG', 'SRAT', 'SLIT', 'VIOT', 'FACS', 'DSDT']
     .filter((s) => set.tables.has(s)).map((s) => set.tables.get(s)!)];
   const addr = new Map<string, number>();
   const offs: number[] = [];
@@ -211,7 +216,7 @@ export interface AcpiForFwCfg {
  */
 export function buildAcpiForFwCfg(p: AcpiPlatform): AcpiForFwCfg {
   const set = buildAcpiTables(p);
-  const order = ['FACS', 'DSDT', 'FACP', 'APIC', 'HPET', 'MCFG', 'SRAT', 'SLIT', 'RSDT', 'XSDT']
+  const order = ['FACS', 'DSDT', 'FACP', 'APIC', 'HPET', 'MCFG', 'SRAT', 'SLIT', 'VIOT', 'RSDT', 'XSDT']
     .filter((s) => set.tables.has(s)).map((s) => set.tables.get(s)!);
   const offsets = new Map<string, number>();
   let off = 0;

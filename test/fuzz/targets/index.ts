@@ -10,6 +10,7 @@ import { NVME_TARGET } from './nvme.js';
 import { E1000_TARGET } from './e1000.js';
 import { RFB_TARGET } from './rfb.js';
 import { XHCI_TARGET } from './xhci.js';
+import { HDA_TARGET } from './hda.js';
 import { VIRTIO_9P_TARGET } from './virtio-9p.js';
 import { VIRTIO_SCSI_TARGET } from './virtio-scsi.js';
 import { DOMAIN_XML_TARGET } from './domain-xml.js';
@@ -26,6 +27,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   E1000_TARGET,
   RFB_TARGET,
   XHCI_TARGET,
+  HDA_TARGET,
   VIRTIO_9P_TARGET,
   VIRTIO_SCSI_TARGET,
   ...HOST_CONFIG_TARGETS,

@@ -24,6 +24,13 @@
  *   2 (bench TX): after ARP, N = parameter bits 8-31 UDP frames of 1514
  *     bytes to 10.0.2.2:9 as fast as the ring takes them; prints
  *     "bench: tx FRAMES frames BYTES bytes CYCLES cycles" and tsc_hz.
+ *   3 (bench RX): after ARP, prints "bench: rx ready" and counts UDP
+ *     frames to port 9 (the host floods it; each payload starts with a
+ *     32-bit big-endian sequence number) until N = parameter bits 8-31
+ *     arrived or none came for a second; RDT is written every 8 buffers
+ *     (Linux's e1000 writes it every 16). Prints "bench: rx FRAMES frames
+ *     BYTES bytes CYCLES cycles SEQS seqs" (SEQS: the span of sequence
+ *     numbers seen, so FRAMES / SEQS is the fraction that arrived).
  * Exits 0x10 (status 33); failures print FAIL and exit 3.
  */
 #include "vlib.h"
@@ -78,6 +85,7 @@ static struct rxd *rx;
 static struct txd *tx;
 static uint8_t *rxbuf, *txbufs;
 static unsigned rx_next, tx_tail;
+static unsigned nrx = NDESC;	/* receive ring entries (256, Linux's default, in the RX bench) */
 static int irqmode, vec = -1;
 static uint8_t mac[6], gw_mac[6];
 static uint8_t my_ip[4] = { 10, 0, 2, 15 };
@@ -404,7 +412,7 @@ static void poll_rx(uint64_t cycles, volatile int *flag)
 			d->status = 0;
 			barrier();
 			wr(RDT, rx_next);
-			rx_next = (rx_next + 1) % NDESC;
+			rx_next = (rx_next + 1) % nrx;
 			got = 1;
 		}
 		if (!got && vec < 0)
@@ -591,6 +599,63 @@ static void bench_tx(uint64_t n)
 	printf("bench: tx %lu frames %lu bytes %lu cycles\n", n, n * 1514, last - first);
 }
 
+static void bench_rx(uint64_t n, uint64_t hz)
+{
+	uint64_t frames = 0, bytes = 0, first = 0, last = 0, t0 = rdtsc();
+	uint32_t seq_lo = 0, seq_hi = 0;
+	unsigned freed = 0;
+	printf("bench: rx ready\n");
+	for (;;) {
+		struct rxd *d = &rx[rx_next];
+		uint64_t now = rdtsc();
+		if (!(*(volatile uint8_t *)&d->status & 1)) {
+			if (frames ? now - last > hz : now - t0 > 30 * hz)
+				break;
+			if (vec >= 0) {
+				/* interrupt mode: halt until the next one (RXT0) */
+				if (irq_count[vec] == rx_seen)
+					irq_wait_change(&irq_count[vec], rx_seen, hz / 10);
+				rx_seen = irq_count[vec];
+			} else {
+				__asm__ volatile("pause");
+			}
+			continue;
+		}
+		barrier();
+		const uint8_t *f = rxbuf + (uint64_t)rx_next * BUFLEN;
+		unsigned len = d->len;
+		if ((d->status & 2) && len >= 14 + 28 + 4 && be16(f + 12) == 0x0800 && f[14 + 9] == 17 && be16(f + 14 + 22) == 9) {
+			uint32_t seq = be32(f + 14 + 28);
+			if (!frames) {
+				first = now;
+				seq_lo = seq_hi = seq;
+			}
+			if (seq < seq_lo)
+				seq_lo = seq;
+			if (seq > seq_hi)
+				seq_hi = seq;
+			last = now;
+			frames++;
+			bytes += len;
+		} else {
+			handle(f, len);		/* ARP requests for us (the host resolves 10.0.2.15) */
+		}
+		d->status = 0;
+		unsigned done = rx_next;
+		rx_next = (rx_next + 1) % nrx;
+		if (++freed == 8) {
+			freed = 0;
+			barrier();
+			wr(RDT, done);
+		}
+		if (frames == n)
+			break;
+	}
+	if (!frames)
+		fail("e1000: rx bench received nothing");
+	printf("bench: rx %lu frames %lu bytes %lu cycles %lu seqs\n", frames, bytes, last - first, (uint64_t)(seq_hi - seq_lo) + 1);
+}
+
 int guest_main(uint32_t param)
 {
 	uint32_t mode = rom_word(1);
@@ -640,17 +705,19 @@ int guest_main(uint32_t param)
 	wr(RAH0, (uint32_t)mac[4] | (uint32_t)mac[5] << 8 | 0x80000000u);
 	for (int i = 0; i < 128; i++)
 		wr(MTA + 4 * i, 0);
-	rx = alloc(NDESC * sizeof(*rx), 128);
+	if (test == 3)
+		nrx = 256;
+	rx = alloc(nrx * sizeof(*rx), 128);
 	tx = alloc(NDESC * sizeof(*tx), 128);
-	rxbuf = alloc(NDESC * BUFLEN, 4096);
+	rxbuf = alloc(nrx * BUFLEN, 4096);
 	txbufs = alloc(NDESC * BUFLEN, 4096);
-	for (int i = 0; i < NDESC; i++)
+	for (unsigned i = 0; i < nrx; i++)
 		rx[i].addr = (uint64_t)(uintptr_t)(rxbuf + i * BUFLEN);
 	wr(RDBAL, (uint32_t)(uintptr_t)rx);
 	wr(RDBAH, 0);
-	wr(RDLEN, NDESC * 16);
+	wr(RDLEN, nrx * 16);
 	wr(RDH, 0);
-	wr(RDT, NDESC - 1);
+	wr(RDT, nrx - 1);
 	wr(TDBAL, (uint32_t)(uintptr_t)tx);
 	wr(TDBAH, 0);
 	wr(TDLEN, NDESC * 16);
@@ -684,8 +751,14 @@ int guest_main(uint32_t param)
 		slirp_test((uint16_t)(param >> 16), step);
 	} else {
 		resolve_gateway(step);
-		if (test == 2) {
-			bench_tx(param >> 8);
+		if (test == 2 || test == 3) {
+			if (test == 2) {
+				bench_tx(param >> 8);
+			} else {
+				uint64_t hz = tsc_hz_from_rtc();
+				printf("bench: tsc_hz %lu\n", hz);
+				bench_rx(param >> 8, hz);
+			}
 			printf("bench: done\n");
 			return EXIT_OK;
 		}

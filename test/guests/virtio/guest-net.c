@@ -12,11 +12,13 @@
  * The host side: a tap with 10.0.2.2/24, e.g. in a network namespace.
  *
  * Bench mode (ROM parameter != 0, used by bench/virtio-net.mjs): bits 0..27
- * = N frames, bits 28..31 = direction (0 TX, 1 RX). Queues of up to 256
+ * = N frames, bit 28 = direction (0 TX, 1 RX), bit 29 = large frames (65535
+ * bytes: a 65521-byte IPv4 packet, for a tap with MTU 65521, its largest; buffers of
+ * 68 KiB) instead of 1514 bytes. Queues of up to 256
  * entries; after the ARP exchange (which also teaches the host our MAC) and
  * a TSC calibration against the RTC (1-2 s):
- *   TX: sends N UDP frames of 1514 bytes (10.0.2.15:40000 -> 10.0.2.2:9,
- *       no checksum) as fast as the queue takes them: keeps the transmit
+ *   TX: sends N UDP frames of 1514 (or 65535) bytes (10.0.2.15:40000 ->
+ *       10.0.2.2:9, no checksum) as fast as the queue takes them: keeps the transmit
  *       queue full, kicks only when the device has not set NO_NOTIFY, then
  *       waits for every buffer back;
  *   RX: prints "bench: rx ready", then counts received frames until N have
@@ -24,6 +26,11 @@
  *       first), recycling each buffer at once.
  * Prints "bench: tsc_hz HZ", "bench: tx|rx FRAMES frames BYTES bytes CYCLES
  * cycles" (cycles from the first to the last frame) and "bench: done".
+ *
+ * Peer mode (ROM parameter 0x20000000): the guest is 10.0.2.2 for another
+ * guest on the same bridge: it answers ARP for 10.0.2.2 and ICMP echo
+ * requests, prints "virtio-net: answered ping from 10.0.2.15" after the
+ * first and exits 0x10 (status 33); nothing within ~2 minutes fails.
  *
  * Interrupt mode (the mode word at 0xFFE4, irq.h): frames and transmit
  * completions are taken only after interrupts (MSI-X: one vector per queue;
@@ -38,13 +45,18 @@
 #define F_MAC		5
 #define HDR		12
 #define RXBUFS		16
-#define BUFLEN		2048
+#define SMALL_BUFLEN	2048
+#define LARGE_BUFLEN	69632
+#define LARGE_FRAME	(14 + 65521)
+
+/* Buffer size and bench frame size (large frames in bench mode, bit 29). */
+static unsigned BUFLEN = SMALL_BUFLEN, frame_len = 1514;
 
 static struct vdev *d;
 static uint8_t *rxmem, *txbuf;
 static uint8_t mac[6], host_mac[6];
-static const uint8_t my_ip[4] = { 10, 0, 2, 15 }, host_ip[4] = { 10, 0, 2, 2 };
-static int have_host_mac, got_pong;
+static uint8_t my_ip[4] = { 10, 0, 2, 15 }, host_ip[4] = { 10, 0, 2, 2 };
+static int have_host_mac, got_pong, peer, answered;
 
 static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
@@ -117,6 +129,28 @@ static void ping(void)
 	send(14 + 20 + 8 + 56);
 }
 
+/* Peer mode: answer an echo request to us with the same id, sequence and
+ * payload, to the sender's MAC. */
+static void echo_reply(const uint8_t *req, uint32_t len)
+{
+	uint8_t *f = txbuf + HDR, *ip = f + 14, *icmp = ip + 20;
+	unsigned iplen = be16(req + 14 + 2);
+	if (iplen > len - 14 || iplen > BUFLEN - HDR - 14 || (req[14] & 15) != 5)
+		return;
+	memcpy(f, req + 6, 6);
+	memcpy(f + 6, mac, 6);
+	memcpy(f + 12, req + 12, 2 + iplen);
+	memcpy(ip + 12, my_ip, 4);
+	memcpy(ip + 16, req + 14 + 12, 4);
+	ip[8] = 64;
+	put16(ip + 10, 0);
+	put16(ip + 10, ipsum(ip, 20));
+	icmp[0] = 0;
+	put16(icmp + 2, 0);
+	put16(icmp + 2, ipsum(icmp, iplen - 20));
+	send(14 + iplen);
+}
+
 static void handle(const uint8_t *f, uint32_t len)
 {
 	static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
@@ -137,7 +171,10 @@ static void handle(const uint8_t *f, uint32_t len)
 		const uint8_t *ip = f + 14, *icmp = ip + (ip[0] & 15) * 4;
 		if (ip[9] != 1 || memcmp(ip + 12, host_ip, 4) || memcmp(ip + 16, my_ip, 4))
 			return;
-		if (icmp[0] == 0 && be16(icmp + 4) == 0x4242 && be16(icmp + 6) == 1) {
+		if (peer && icmp[0] == 8) {
+			echo_reply(f, len);
+			answered = 1;
+		} else if (icmp[0] == 0 && be16(icmp + 4) == 0x4242 && be16(icmp + 6) == 1) {
 			for (int i = 0; i < 56; i++)
 				if (icmp[8 + i] != (uint8_t)(i + 0x20))
 					fail("virtio-net: ping reply payload differs at byte %d", i);
@@ -176,7 +213,7 @@ static void bench_tx(uint64_t n)
 		memcpy(f + 6, mac, 6);
 		put16(f + 12, 0x0800);
 		ip[0] = 0x45;
-		put16(ip + 2, 1500);
+		put16(ip + 2, (uint16_t)(frame_len - 14));
 		ip[8] = 64;
 		ip[9] = 17;			/* UDP */
 		memcpy(ip + 12, my_ip, 4);
@@ -184,8 +221,8 @@ static void bench_tx(uint64_t n)
 		put16(ip + 10, ipsum(ip, 20));
 		put16(udp, 40000);
 		put16(udp + 2, 9);		/* discard */
-		put16(udp + 4, 1480);
-		for (int k = 0; k < 1472; k++)
+		put16(udp + 4, (uint16_t)(frame_len - 34));
+		for (unsigned k = 0; k < frame_len - 42; k++)
 			udp[8 + k] = (uint8_t)k;
 	}
 	uint64_t added = 0, done = 0, first = 0, last = 0, idle = 0;
@@ -202,21 +239,21 @@ static void bench_tx(uint64_t n)
 		}
 		int more = 0;
 		while (added < n && q->num_free) {
-			struct vbuf b = { bufs + (size_t)q->free_head * BUFLEN, HDR + 1514, 0 };
+			struct vbuf b = { bufs + (size_t)q->free_head * BUFLEN, HDR + frame_len, 0 };
 			vq_add(q, &b, 1);
 			if (!added)
 				first = idle = rdtsc();
 			added++;
 			more = 1;
 		}
-		barrier();
+		mb();
 		/* kick unless the device asked not to be notified (VIRTQ_USED_F_NO_NOTIFY) */
 		if (more && !(*(volatile uint16_t *)q->used & 1))
 			vq_kick(q);
 		if (!got && rdtsc() - idle > poll_timeout_cycles)
 			fail("virtio-net: tx stalled after %lu of %lu frames", done, n);
 	}
-	printf("bench: tx %lu frames %lu bytes %lu cycles\n", n, n * 1514, last - first);
+	printf("bench: tx %lu frames %lu bytes %lu cycles\n", n, n * frame_len, last - first);
 }
 
 static void bench_rx(uint64_t n, uint64_t hz)
@@ -241,6 +278,7 @@ static void bench_rx(uint64_t n, uint64_t hz)
 		bytes += len > HDR ? len - HDR : 0;
 		struct vbuf b = { rxmem + (uint64_t)id * BUFLEN, BUFLEN, 1 };
 		vq_add(q, &b, 1);
+		mb();
 		if (!(*(volatile uint16_t *)q->used & 1))
 			vq_kick(q);
 		if (frames == n)
@@ -255,7 +293,11 @@ int guest_main(uint32_t param)
 {
 	int bench = param != 0;
 	uint64_t nframes = param & 0x0fffffff;
-	int dir = (int)(param >> 28);
+	int dir = (int)(param >> 28) & 1;
+	if (bench && (param >> 29) == 1) {
+		BUFLEN = LARGE_BUFLEN;
+		frame_len = LARGE_FRAME;
+	}
 	uint32_t mode = rom_word(1);
 	int irqmode = (int)(mode & 0xf);
 	printf("virtio-net test (%s%s)\n", irq_mode_name(irqmode), mode & MODE_EVENT_IDX ? ", event idx" : "");
@@ -291,6 +333,21 @@ int guest_main(uint32_t param)
 	vq_kick(&d->vq[0]);
 
 	static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff }, zero[6];
+	if (dir == 2) {
+		/* Peer mode: be 10.0.2.2 for another guest on the same bridge. */
+		static const uint8_t a[4] = { 10, 0, 2, 2 }, b[4] = { 10, 0, 2, 15 };
+		peer = 1;
+		memcpy(my_ip, a, 4);
+		memcpy(host_ip, b, 4);
+		printf("virtio-net: peer 10.0.2.2 waiting for 10.0.2.15\n");
+		uint64_t hz = tsc_hz_from_rtc();
+		for (int s = 0; s < 120 && !answered; s++)
+			poll_rx(hz, &answered);
+		if (!answered)
+			fail("virtio-net: no ping from 10.0.2.15");
+		printf("virtio-net: answered ping from 10.0.2.15\n");
+		return EXIT_OK;
+	}
 	/* ~0.1 s per try on a 1-4 GHz TSC; the overall limit is time, not tries */
 	uint64_t step = 300000000ull;
 	for (int tries = 0; !have_host_mac; tries++) {
@@ -300,7 +357,7 @@ int guest_main(uint32_t param)
 		poll_rx(step, &have_host_mac);
 	}
 	if (bench) {
-		if (!nframes || dir > 1)
+		if (!nframes || (param >> 30))
 			fail("virtio-net: bad bench parameter %x", param);
 		uint64_t hz = tsc_hz_from_rtc();
 		poll_timeout_cycles = hz * 10;

@@ -256,6 +256,7 @@ const char *virtio_type_name(int type)
 	case VIRTIO_ID_INPUT: return "virtio-input";
 	case 8: return "virtio-scsi";
 	case 9: return "virtio-9p";
+	case VIRTIO_ID_IOMMU: return "virtio-iommu";
 	default: return "virtio";
 	}
 }
@@ -646,12 +647,14 @@ void virtio_setup_queue(struct vdev *d, int index, unsigned max_size)
 	mw16(c + COMMON_Q_MSIX, entry);
 	if (mr16(c + COMMON_Q_MSIX) != entry)
 		fail("%s: queue %d refused MSI-X vector %u (reads %x)", virtio_type_name(d->pci.type), index, entry, mr16(c + COMMON_Q_MSIX));
-	mw32(c + COMMON_Q_DESCLO, (uint32_t)(uintptr_t)q->desc);
-	mw32(c + COMMON_Q_DESCHI, 0);
-	mw32(c + COMMON_Q_AVAILLO, (uint32_t)(uintptr_t)q->avail);
-	mw32(c + COMMON_Q_AVAILHI, 0);
-	mw32(c + COMMON_Q_USEDLO, (uint32_t)(uintptr_t)q->used);
-	mw32(c + COMMON_Q_USEDHI, 0);
+	q->dma_off = d->dma_off;
+	uint64_t da = (uintptr_t)q->desc + q->dma_off, aa = (uintptr_t)q->avail + q->dma_off, ua = (uintptr_t)q->used + q->dma_off;
+	mw32(c + COMMON_Q_DESCLO, (uint32_t)da);
+	mw32(c + COMMON_Q_DESCHI, (uint32_t)(da >> 32));
+	mw32(c + COMMON_Q_AVAILLO, (uint32_t)aa);
+	mw32(c + COMMON_Q_AVAILHI, (uint32_t)(aa >> 32));
+	mw32(c + COMMON_Q_USEDLO, (uint32_t)ua);
+	mw32(c + COMMON_Q_USEDHI, (uint32_t)(ua >> 32));
 	q->notify = d->notify + (uintptr_t)mr16(c + COMMON_Q_NOFF) * d->notify_mult;
 	mw16(c + COMMON_Q_ENABLE, 1);
 	if (mr16(c + COMMON_Q_ENABLE) != 1)
@@ -694,7 +697,7 @@ int vq_add(struct vq *q, const struct vbuf *bufs, int n)
 	uint16_t head = q->free_head, i = head, last = head;
 	for (int k = 0; k < n; k++) {
 		struct vring_desc *dsc = &q->desc[i];
-		dsc->addr = (uint64_t)(uintptr_t)bufs[k].addr;
+		dsc->addr = (uint64_t)(uintptr_t)bufs[k].addr + q->dma_off;
 		dsc->len = bufs[k].len;
 		dsc->flags = (uint16_t)((bufs[k].write ? VRING_DESC_F_WRITE : 0) | (k + 1 < n ? VRING_DESC_F_NEXT : 0));
 		last = i;

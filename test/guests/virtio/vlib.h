@@ -31,6 +31,12 @@ static inline void mw16(uintptr_t a, uint16_t v) { *(volatile uint16_t *)a = v; 
 static inline void mw32(uintptr_t a, uint32_t v) { *(volatile uint32_t *)a = v; }
 
 #define barrier() __asm__ volatile("" ::: "memory")
+/* A full fence: orders the store of avail idx before the load of the
+ * device's NO_NOTIFY flag / avail_event (virtio 2.7.7.2, Linux's
+ * virtio_mb before virtqueue_kick_prepare reads them). Without it a device
+ * running on another CPU (an I/O thread) can miss the new buffers while the
+ * driver skips the notify. */
+#define mb() __asm__ volatile("mfence" ::: "memory")
 
 static inline uint64_t rdtsc(void)
 {
@@ -77,6 +83,8 @@ int pci_find_cap(int bdf, int id);
 
 #define VIRTIO_F_VERSION_1	32
 #define VIRTIO_F_EVENT_IDX	29
+#define VIRTIO_F_ACCESS_PLATFORM	33
+#define VIRTIO_ID_IOMMU		23
 #define VRING_AVAIL_F_NO_INTERRUPT	1
 #define VRING_USED_F_NO_NOTIFY		1
 #define VIRTIO_MSI_NO_VECTOR	0xffff
@@ -111,6 +119,7 @@ struct vq {
 	uint16_t free_head;
 	unsigned num_free;
 	uint16_t *chain_n;		/* descriptors per chain, by head id */
+	uint64_t dma_off;		/* added to every address the device is given (an IOVA offset behind an IOMMU) */
 	/* interrupt mode (irq.h): the vector this queue's used-buffer
 	 * notifications arrive on, its count when the driver last looked, and
 	 * the device's used index then: entries below it were announced by an
@@ -125,6 +134,7 @@ struct vdev {
 	uintptr_t common, notify, isr, devcfg;
 	uint32_t notify_mult;
 	uint64_t features;		/* negotiated */
+	uint64_t dma_off;		/* IOVA = guest physical + dma_off for its rings and buffers (0: no IOMMU) */
 	struct vq vq[3];
 	int irq_mode;			/* MODE_* of irq.h; MODE_POLL: no interrupts */
 	int vec_config;			/* config-change vector (MSI-X), or the shared one */
