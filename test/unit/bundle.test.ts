@@ -19,6 +19,7 @@ const LAUNCHERS = [
   ['bhyvectl', 'bhyvectlMain'],
   ['bhyveload', 'bhyveloadMain'],
   ['bhyve-xml', 'bhyveXmlMain'],
+  ['bhyve-vfio-user', 'bhyveVfioUserMain'],
 ] as const;
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-bundle-'));
