@@ -7,7 +7,7 @@
 // ~50 us more. Failures are SysError (the call and errno), or -errno where
 // the caller's data path wants no exception.
 
-import { createRequire } from 'node:module';
+import { koffi as loadKoffi } from './koffi.js';
 import { UserError } from '../user-error.js';
 
 interface KoffiFunc {
@@ -28,7 +28,7 @@ let koffiModule: Koffi | undefined;
 let libcHandle: { func(signature: string): KoffiFunc } | undefined;
 
 function koffi(): Koffi {
-  return (koffiModule ??= createRequire(import.meta.url)('koffi') as Koffi);
+  return (koffiModule ??= loadKoffi() as unknown as Koffi);
 }
 
 function lib(): { func(signature: string): KoffiFunc } {
