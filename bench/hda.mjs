@@ -110,13 +110,14 @@ Host: ${await hostInfo()}
 
 ${mdTable(HEAD, rows)}
 
-Measured with the host's load average at 14-15 on its 2 CPUs (eight sessions at work). Both VMMs play in real time:
-bhyve-kvm's stream runs at the format's byte rate by a device timer ticking every 10 ms (each tick moves what became
-due, so the rate has no drift; an IOC is seen at the tick after its entry ends, and on a host this loaded the main
-thread's timer and the kick of the device thread come late by a few ms more, hence the 1-2 % over). The host CPU
-column is where bhyve-kvm costs more: every tick is a wake-up of the main thread, a kick of the vCPU thread out of
-KVM_RUN and JavaScript to walk the BDL and write the file, 100 times a second, where QEMU's wav backend pulls from
-its own audio timer in C. The WALCLK row is one MMIO exit and nothing else, and swung by 2x between runs for both.
+Measured with the host's load average at 14-20 on its 2 CPUs (eight sessions at work). Both VMMs play in real time:
+bhyve-kvm's stream runs at the format's byte rate by a device timer ticking every 10 ms, or when an IOC entry ends if
+that is sooner (each tick moves what became due, so the rate has no drift); on a host this loaded the main thread's
+timer and the kick of the device thread come late by a few ms, hence the 1-2 % over (1.022x before the ticks were
+aimed at the IOC entries' ends, 1.011x after). The host CPU column is where bhyve-kvm costs more: every tick is a
+wake-up of the main thread, a kick of the vCPU thread out of KVM_RUN and JavaScript to walk the BDL and write the
+file, about 150 times a second here, where QEMU's wav backend pulls from its own audio timer in C. The WALCLK row is
+one MMIO exit and nothing else, and swung by 2x between runs for both.
 `;
   console.log(`written to ${writeSection('hda', body)}`);
 }

@@ -13,19 +13,29 @@
 // adds its KVM exit (BENCHMARKS.md "Port-I/O exit round trip") to each
 // trapped access either way.
 //
-// Usage: node bench/vfio-user.mjs [--reads 20000] [--copies 500] [--no-write]
+// Then in a guest: virtio-blk.rom in bench mode (polling, see
+// bench/virtio-blk.mjs) on bhyve's virtio-blk in process (-s 3,virtio-blk,
+// IMAGE,iothread=false: requests served on the device thread after the
+// notify's exit) and on the same model served by `bhyve-vfio-user -s
+// virtio-blk,IMAGE` and passed through (-s 3,passthru,vfio-user=SOCKET:
+// the notify's exit becomes a REGION_WRITE the server answers after doing
+// the I/O in guest memory it mapped).
+//
+// Usage: node bench/vfio-user.mjs [--reads 20000] [--copies 500] [--mib 16]
+//          [--krand 2] [--reps 3] [--no-write]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { hostInfo, mdTable, median, writeSection } from './lib.mjs';
+import { BENCH_TMP, buildGuests, describeFailure, hostInfo, mdTable, median, patchedRom, runVmm, TESTDEV_OK, VMMS, writeSection } from './lib.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = (p) => import(path.join(ROOT, 'dist', p));
 const { values: opt } = parseArgs({ options: {
   reads: { type: 'string', default: '20000' }, copies: { type: 'string', default: '500' }, 'no-write': { type: 'boolean', default: false },
+  mib: { type: 'string', default: '16' }, krand: { type: 'string', default: '2' }, reps: { type: 'string', default: '3' },
 } });
 const READS = Number(opt.reads);
 const COPIES = Number(opt.copies);
@@ -126,5 +136,72 @@ trapped BAR access adds its KVM exit to either; BAR pages the server lets us map
 Host: ${await hostInfo()}
 
 ${mdTable(['path', 'register read µs', '64 KiB copy, DMA mapped µs', '64 KiB copy, DMA by messages µs'], rows)}`;
-console.log(body);
-if (!opt['no-write']) writeSection('vfio-user', body);
+
+// ---- in a guest: virtio-blk in process versus served over vfio-user ----
+const MIB = Number(opt.mib);
+const KRAND = Number(opt.krand);
+const REPS = Number(opt.reps);
+await buildGuests();
+fs.mkdirSync(BENCH_TMP, { recursive: true });
+const rom = patchedRom('virtio-blk', MIB | (KRAND << 16));
+const img = path.join(BENCH_TMP, 'vfio-user-blk.img');
+const freshImage = () => { fs.rmSync(img, { force: true }); fs.writeFileSync(img, ''); fs.truncateSync(img, (MIB + 16) << 20); };
+const withSlot = (label, slot) => ({
+  ...VMMS.bhyve, label,
+  argv(rp) {
+    const [cmd, args] = VMMS.bhyve.argv.call(this, rp);
+    return [cmd, [...args.slice(0, -1), '-s', slot(), args[args.length - 1]]];
+  },
+});
+const sockPath = path.join(os.tmpdir(), `vfio-user-bench-${process.pid}.sock`);
+const variants = {
+  inproc: withSlot('virtio-blk in bhyve (-s 3,virtio-blk,IMAGE,iothread=false)', () => `3,virtio-blk,${img},iothread=false`),
+  vfiouser: withSlot('virtio-blk served by bhyve-vfio-user (-s 3,passthru,vfio-user=SOCKET)', () => `3,passthru,vfio-user=${sockPath}`),
+};
+function parseBench(out) {
+  const num = (re) => { const m = out.match(re); return m ? m.slice(1).map(Number) : null; };
+  const hz = num(/bench: tsc_hz (\d+)/);
+  const w = num(/bench: seq-write (\d+) bytes (\d+) cycles/);
+  const r = num(/bench: seq-read (\d+) bytes (\d+) cycles/);
+  const q32 = num(/bench: rand-read (\d+) x 4096 (\d+) cycles depth 32\r?\n/);
+  const q1 = num(/bench: rand-read (\d+) x 4096 (\d+) cycles depth 1\r?\n/);
+  if (!hz || !w || !r || !q32 || !q1) return null;
+  const sec = (c) => c / hz[0];
+  return { writeMBs: w[0] / 1e6 / sec(w[1]), readMBs: r[0] / 1e6 / sec(r[1]), iops32: q32[0] / sec(q32[1]), iops1: q1[0] / sec(q1[1]) };
+}
+const guest = { inproc: [], vfiouser: [] };
+const failures = [];
+for (let i = 0; i < REPS; i++) {
+  for (const key of Object.keys(variants)) {
+    freshImage();
+    let server;
+    if (key === 'vfiouser') {
+      fs.rmSync(sockPath, { force: true });
+      server = spawn(process.execPath, [path.join(ROOT, 'bin/bhyve-vfio-user'), '-1', '-s', `virtio-blk,${img}`, sockPath], { stdio: 'ignore' });
+      while (!fs.existsSync(sockPath)) await new Promise((res) => setTimeout(res, 20));
+    }
+    const run = await runVmm(variants[key], rom);
+    if (server) await new Promise((res) => { if (server.exitCode !== null) res(); else server.on('exit', res); });
+    const p = run.code === TESTDEV_OK ? parseBench(run.stdout) : null;
+    if (!p) { failures.push(`${key}: ${describeFailure(run, TESTDEV_OK)}`); continue; }
+    guest[key].push(p);
+    console.error(`vfio-user bench: ${key} run ${i + 1}: write ${p.writeMBs.toFixed(0)} MB/s, read ${p.readMBs.toFixed(0)} MB/s, QD32 ${p.iops32.toFixed(0)} IOPS, QD1 ${p.iops1.toFixed(0)} IOPS`);
+  }
+}
+fs.rmSync(img, { force: true });
+const med = (key, k) => (guest[key].length ? median(guest[key].map((x) => x[k])) : NaN);
+const grow = (key) => [variants[key].label, med(key, 'writeMBs').toFixed(0), med(key, 'readMBs').toFixed(0), med(key, 'iops32').toFixed(0), med(key, 'iops1').toFixed(0)];
+const gq = (k) => `${(med('vfiouser', k) / med('inproc', k)).toFixed(2)}x`;
+const guestBody = `### In a guest: bhyve's virtio-blk in process and served over vfio-user
+
+virtio-blk.rom in bench mode (polling the used ring; ${MIB} MiB sequential write and read, ${KRAND * 1000} random 4 KiB reads at
+queue depth 32 and ${KRAND * 250} at depth 1, timed in the guest), median of ${REPS} runs, fresh raw image each run. In process
+every notify is an MMIO exit served on bhyve's device thread; over vfio-user the same exit becomes a REGION_WRITE to
+\`bhyve-vfio-user -s virtio-blk,IMAGE\`, which does the I/O straight in the guest memory it mapped and answers.
+
+${mdTable(['', 'seq write MB/s', 'seq read MB/s', '4 KiB rand read IOPS, QD32', '4 KiB rand read IOPS, QD1'],
+  [grow('inproc'), grow('vfiouser'), ['ratio vfio-user / in process', gq('writeMBs'), gq('readMBs'), gq('iops32'), gq('iops1')]])}
+${failures.length ? `\nFailed runs: ${failures.join('; ')}` : ''}`;
+const all = `${body}\n\n${guestBody}`;
+console.log(all);
+if (!opt['no-write']) writeSection('vfio-user', all);

@@ -131,7 +131,8 @@ if (!opt['no-write']) {
     '(static mappings). "direct": the same machine with the disk not behind the IOMMU. The strict column maps each buffer before its',
     'request and unmaps it after (the DMA API\'s strict mode), so each I/O also costs two IOMMU requests (each a notify exit and a',
     'polled completion); its ratio is against the direct QD1 figure. The last column is the IOMMU alone: MAP + UNMAP request pairs',
-    'per second, nothing else.',
+    'per second, nothing else. Both bhyve-kvm variants serve the queue on the device thread after the notify exit (`iothread=false`,',
+    'the default; behind the IOMMU the iothread is never used, its worker maps guest RAM by guest physical address).',
     `Median of ${reps} interleaved runs.`,
     '',
     `Host: ${await hostInfo()}`,
@@ -142,7 +143,10 @@ if (!opt['no-write']) {
     'Static mappings cost our model a binary search per descriptor (the last mapping hit is cached) and a generation compare per',
     'ring access; next to the notify exit and the host read that each request costs here, that is within the noise. In strict',
     'mode the two extra round trips to the IOMMU per I/O dominate, on both VMMs. These hosts are shared (2 CPUs, load average',
-    'well above 2 while this ran): each figure includes time the VMM spent descheduled, so read the ratios, not the absolutes.',
+    '15-18 while this ran): each figure includes time the VMM spent descheduled, and consecutive runs differ by 2-3x. A run',
+    'profiled at a quieter moment (`node --cpu-prof bin/bhyve ...`) did a MAP + UNMAP pair in 128 us (QEMU here: 81-160 us)',
+    'and a static-mapped QD1 read in 50 us, with the IOMMU\'s request handling and the translation too small to show in the',
+    'vCPU thread\'s profile (nearly all of it is KVM_RUN). Read the ratios as an upper bound of the cost.',
   ].join('\n'));
   console.error('virtio-iommu: wrote BENCHMARKS.md');
 }

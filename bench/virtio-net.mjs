@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import {
   median, mdTable, hostInfo, writeSection, buildGuests, patchedRom, VMMS, ROOT,
 } from './lib.mjs';
@@ -68,10 +69,11 @@ if (!opt.inner) {
     const args = [fileURLToPath(import.meta.url), '--inner', '--frames', String(FRAMES), '--large-frames', String(LARGE_FRAMES), '--reps', String(REPS), '--rx-secs', String(RX_SECS)];
     if (opt.only) args.push('--only', opt.only);
     if (opt['no-inproc']) args.push('--no-inproc');
+    const load0 = os.loadavg()[0];
     const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, ...args],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 30 * 60_000, killSignal: 'SIGKILL' });
     if (r.status !== 0) { console.error(r.stdout, r.error ?? ''); process.exitCode = 4; }
-    else res = JSON.parse(r.stdout.trim().split('\n').pop());
+    else res = { ...JSON.parse(r.stdout.trim().split('\n').pop()), load: `${load0.toFixed(1)} / ${os.loadavg()[0].toFixed(1)}` };
   } finally {
     cleanup();
   }
@@ -132,17 +134,27 @@ runs of ${FRAMES} frames.
 ${table}
 `;
   }
+  const x2 = (a, c) => (a && c ? `${(a / c).toFixed(2)}x` : '–');
+  const bl = res.vmms.bhyve; const ql = res.vmms.qemu;
+  const ok = bl && ql && !bl.failed && !ql.failed;
+  const closing = ok ? `In this run, bhyve-kvm with its defaults against QEMU: 1514-byte frames
+TX ${x2(bl.tx.fps, ql.tx.fps)}, RX ${x2(bl.rx.fps, ql.rx.fps)}${bl.large && ql.large ? `; 65535-byte frames TX
+${x2(bl.large.tx.mbs, ql.large.tx.mbs)}, RX ${x2(bl.large.rx.mbs, ql.large.rx.mbs)} (MB/s)` : ''}.` : 'bhyve-kvm or QEMU failed in this run: no ratios.';
   const body = `## virtio-net throughput (bench/virtio-net.mjs)
 
-Host: ${host}
+Host: ${host}; load average ${res.load ?? '–'} (1 min, at the start and at the end of the runs)
 
 \`sudo node bench/virtio-net.mjs\` — virtio-net.rom in bench mode on a tap
-(10.0.2.2/24) in a network namespace the script creates; each VMM runs under
-\`ip netns exec\`. bhyve-kvm: \`-s 3,virtio-net,tap0\`; QEMU: \`-netdev
-tap,id=n0,ifname=tap0,script=no,downscript=no -device
+(10.0.2.2/24, MTU 65521) in a network namespace the script creates; each VMM
+runs under \`ip netns exec\`. bhyve-kvm: \`-s 3,virtio-net,tap0\` (its
+defaults: the receive queue on the I/O thread, \`iothread=true\`), also with
+\`iothread_tx=true\` (both queues on the I/O thread, no notify exits) and with
+\`iothread=false\` (both queues on vCPU 0's thread, every notify an exit);
+QEMU: \`-netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device
 virtio-net-pci,netdev=n0,disable-legacy=on\`. The guest driver runs in ring 3
 of long mode, polls the used rings (no interrupts) with 256-entry queues, and
-kicks only when the device has not set NO_NOTIFY. Runs interleaved, median of ${REPS}.
+kicks only when the device has not set NO_NOTIFY. Runs interleaved (each
+VMM's runs follow each other's), median of ${REPS}.
 
 - guest TX: after ARP, the guest sends ${FRAMES} UDP frames of 1514 bytes
   (10.0.2.15 -> 10.0.2.2:9) as fast as the transmit queue takes them. The host
@@ -155,24 +167,38 @@ kicks only when the device has not set NO_NOTIFY. Runs interleaved, median of ${
   entry for the guest); the guest counts the frames it receives and times
   first to last with its TSC (calibrated against the RTC). What the VMM does
   not take in time is dropped at the tap's queue, hence the last column.
+- large frames: the same with 65535-byte frames (65521-byte IPv4 packets, the
+  largest a tap carries; ${LARGE_FRAMES} frames sent, 65493-byte UDP payloads
+  received, 68 KiB guest buffers).
 
-The host is shared and has 2 CPUs (vCPU thread, VMM's other threads and the
-flood sender compete for them), so single runs vary; QEMU's TX figure in
-particular has ranged from ~100k to ~240k frames/s between runs. The runs'
-own figures are printed on stderr.
+TCP between guest and host is not measured: the test guests have no TCP/IP
+stack (a ring-3 driver that answers ARP and ICMP), no Linux guest image is
+available here, and a stack written for the bench would measure itself. Bulk
+TCP over virtio-net without offloads is frames of the MTU each way (data one
+way, ACKs the other), which the 1514-byte rows bound; with the segmentation
+offloads neither VMM offers here, a stream is 64 KiB frames, which the
+large-frame rows bound.
+
+The host is shared and has 2 CPUs (vCPU thread, VMM's other threads, the
+flood sender and, while this ran, other engineers' builds and tests compete
+for them), so single runs vary by 2x and more; the runs' own figures are
+printed on stderr.
 
 ${vtable}
-${notes.map((n) => `\n${n}`).join('')}
+${ltable ? `\n${ltable}\n` : ''}${notes.map((n) => `\n${n}`).join('')}
 
-Where guest RX stands: our device thread reads the tap itself, straight
-into the guest's buffers, once woken (one kick per batch), and the
-in-process figure below shows that path keeps up with the flood. In the
-guest run the device is starved instead: the bench driver hands buffers back
-one at a time and, with receive notifications on while a frame waits (as
-QEMU and bhyve do), kicks for each, so every frame costs a notify exit to
-the vCPU's own thread; QEMU takes the same kick through an ioeventfd and
-fills the buffer on its other thread. A receive thread of our own fed by
-an ioeventfd is the next step.
+${closing}
+
+Where it stands: receiving on the I/O thread (an ioeventfd on the receive
+notify address and the tap in one \`poll(2)\`) takes the per-frame notify
+exit off guest RX: the bench driver hands buffers back one at a time and,
+with receive notifications on while a frame waits (as QEMU and bhyve do),
+kicks for each. Transmitting on it as well (\`iothread_tx=true\`) has measured
+slower here: the guest keeps one CPU busy polling, and every queueful waits
+for the I/O thread to be scheduled on the other, shared one, while with the
+notify exit the vCPU's own thread sends at once; hence its default off.
+Interrupts from the I/O thread still go through vCPU 0 (a kick, then the
+transport's MSI-X/MSI/INTx state); posting them by irqfd is not done yet.
 ${inproc}`;
   if (!opt['no-write']) console.log(`written to ${writeSection('virtio-net', body)}`);
   process.exit(0);

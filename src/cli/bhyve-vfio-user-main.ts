@@ -2,7 +2,9 @@
 // socket, for `bhyve -s S,passthru,vfio-user=SOCKET` (or any vfio-user
 // client) to use: one client at a time, until it disconnects. The device
 // models: test-dma (devices/vfio-user/test-dma-device.ts), the DMA engine
-// the passthrough tests give a guest.
+// the passthrough tests give a guest, or any of bhyve's own PCI models
+// given as bhyve's -s takes them (-s virtio-blk,disk.img;
+// vmm/served-pci-model.ts).
 //
 // The server loop is synchronous (blocking recvmsg): this process does
 // nothing else, and a client's request is answered before the next.
@@ -15,7 +17,7 @@ import { closeSocket, unixAccept, unixListen } from '../sys/unix-socket.js';
 import { UserError, errorLine } from '../user-error.js';
 
 const PROG = 'bhyve-vfio-user';
-const USAGE = `usage: ${PROG} [-1] [-d device] socket
+const USAGE = `usage: ${PROG} [-1] [-d device | -s emulation[,conf]] socket
        ${PROG} -d help
 `;
 
@@ -26,6 +28,7 @@ export const SERVED_DEVICES: Readonly<Record<string, { description: string; crea
 
 export async function bhyveVfioUserMain(args: string[]): Promise<number> {
   let device = 'test-dma';
+  let slotSpec: string | undefined;
   let once = false;
   const rest: string[] = [];
   for (let i = 0; i < args.length; i++) {
@@ -34,6 +37,9 @@ export async function bhyveVfioUserMain(args: string[]): Promise<number> {
       const v = args[++i];
       if (v === undefined) { process.stderr.write(`${PROG}: option requires an argument -- d\n${USAGE}`); return 1; }
       device = v;
+    } else if (a === '-s') {
+      slotSpec = args[++i];
+      if (slotSpec === undefined) { process.stderr.write(`${PROG}: option requires an argument -- s\n${USAGE}`); return 1; }
     } else if (a === '-1') {
       once = true;
     } else if (a === '-h') {
@@ -51,12 +57,20 @@ export async function bhyveVfioUserMain(args: string[]): Promise<number> {
     return 0;
   }
   if (rest.length !== 1) { process.stderr.write(USAGE); return 1; }
-  const model = SERVED_DEVICES[device];
-  if (!model) { process.stderr.write(`${PROG}: unknown device "${device}" (see ${PROG} -d help)\n`); return 1; }
+  const model = slotSpec === undefined ? SERVED_DEVICES[device] : undefined;
+  if (slotSpec === undefined && !model) { process.stderr.write(`${PROG}: unknown device "${device}" (see ${PROG} -d help)\n`); return 1; }
   const path = rest[0];
   try {
     if (fs.existsSync(path)) throw new UserError(`${path} exists (remove it first)`);
-    const server = new VfioUserServer(model.create());
+    let served: ServedDevice;
+    if (slotSpec !== undefined) {
+      const { ServedPciModel } = await import('../vmm/served-pci-model.js');
+      served = new ServedPciModel(slotSpec);
+      device = slotSpec.split(',')[0];
+    } else {
+      served = model!.create();
+    }
+    const server = new VfioUserServer(served);
     const listener = unixListen(path);
     process.stderr.write(`${PROG}: serving ${device} at ${path}\n`);
     try {

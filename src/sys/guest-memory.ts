@@ -31,6 +31,13 @@ export class GuestMemory {
       .map((r) => ({ gpa: r.gpa, bytes: r.bytes, dv: new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length) }));
   }
 
+  /** Replaces the regions (a vfio-user server's device model: the
+   * client's DMA windows come and go while the model holds this object). */
+  setRegions(regions: MemoryRegion[]): void {
+    this.regions.splice(0, this.regions.length, ...[...regions].sort((a, b) => a.gpa - b.gpa)
+      .map((r) => ({ gpa: r.gpa, bytes: r.bytes, dv: new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length) })));
+  }
+
   /** Total bytes of guest RAM across regions. */
   get size(): number {
     return this.regions.reduce((n, r) => n + r.bytes.length, 0);

@@ -22,12 +22,15 @@ const acceptFn = libcFunc('int accept4(int fd, void *addr, void *len, int flags)
 const sendmsgFn = libcFunc('int64_t sendmsg(int fd, uint64_t msg, int flags)');
 const recvmsgFn = libcFunc('int64_t recvmsg(int fd, uint64_t msg, int flags)');
 const closeFn = libcFunc('int close(int fd)');
+const setsockoptFn = libcFunc('int setsockopt(int fd, int level, int name, const uint8_t *value, uint32_t len)');
 const pollFn = libcFunc('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)');
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
+const SO_RCVTIMEO = 20;
+const ETIMEDOUT = 110;
 const SCM_RIGHTS = 1;
 const MSG_NOSIGNAL = 0x4000;
 const MSG_WAITALL = 0x100;
@@ -117,6 +120,15 @@ export function unixSocketPair(): [number, number] {
   return [sv[0], sv[1]];
 }
 
+/** A receive on `fd` waiting longer than `ms` fails with ETIMEDOUT (SO_RCVTIMEO). */
+export function setReceiveTimeout(fd: number, ms: number): void {
+  const tv = new Uint8Array(16);
+  const v = new DataView(tv.buffer);
+  v.setBigInt64(0, BigInt(Math.floor(ms / 1000)), true);
+  v.setBigInt64(8, BigInt((ms % 1000) * 1000), true);
+  if ((setsockoptFn(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16) as number) < 0) throw new SysError('setsockopt SO_RCVTIMEO', errno());
+}
+
 export function closeSocket(fd: number): void {
   closeFn(fd);
 }
@@ -183,7 +195,9 @@ export function recvWithFds(fd: number, length: number): Received | undefined {
     const n = Number(recvmsgFn(fd, s.address + BigInt(MSGHDR), MSG_WAITALL | MSG_CMSG_CLOEXEC));
     if (n < 0) {
       const e = errno();
-      if (e === EINTR || e === EAGAIN) continue;
+      if (e === EINTR) continue;
+      // A blocking socket says EAGAIN only when its receive timeout ran out.
+      if (e === EAGAIN) throw new SysError('recvmsg: no answer in time', ETIMEDOUT);
       throw new SysError('recvmsg', e);
     }
     // Descriptors, if any came with these bytes.

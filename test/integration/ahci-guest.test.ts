@@ -110,6 +110,22 @@ describe.skipIf(skip !== undefined)('ahci.rom on bhyve and QEMU', () => {
     expect(stat(r.stats, AHCI, 'register reads by exit'), String(stat(r.stats, AHCI, 'register reads by exit'))).toBeGreaterThan(100);
   }, 120_000);
 
+  for (const [label, mode] of [['polling', MODE.POLL], ['MSI', MODE.MSI]] as const) {
+    it(`bhyve with iopool=2, iopool_min=4096 (every NCQ transfer on the I/O threads), ${label}: same results`, async () => {
+      const name = vmName(`ahci-iopool-${label}`);
+      const r = await runHeld(bhyveArgs(romWith(tmp, 'ahci', mode | MODE.HOLD), name, {
+        extra: ['-s', `4,ahci,hd:${disk()},cd:${iso},ro`, '-o', 'pci.0.4.0.iopool=2', '-o', 'pci.0.4.0.iopool_min=4096'],
+      }), name);
+      expect(r.status, r.out).toBe(33);
+      expect(common(r.out)).toBe(cdOf[`bhyve ${label}`] ?? common(r.out));
+      expect(stat(r.stats, AHCI, 'port 0 errors')).toBe(0);
+      expect(stat(r.stats, AHCI, 'io pool threads up')).toBe(2);
+      // NCQ transfers went to the pool once its threads were up (they start
+      // with the port; how many came before that depends on the host's load).
+      expect(stat(r.stats, AHCI, 'io pool requests')).toBeGreaterThan(0);
+    }, 180_000);
+  }
+
   it('a plain IDENTIFY on bhyve shows bhyve\'s model and serial', async () => {
     const r = await runBhyve(bhyveArgs(path.join(GUESTS, 'ahci.rom'), vmName('ahci-id'), {
       extra: ['-s', `4,ahci-hd,${disk()},ser=SERIAL42,model=Model Z`],

@@ -28,7 +28,7 @@ describe.skipIf(skip !== undefined)('examples/vm networking', { timeout: 120_000
     const tpl = (name: string, o: Record<string, string | number>) =>
       fs.writeFileSync(path.join(dir, '.templates', `${name}.conf`), conf({ memory: '64M', console: 'log', bhyve_options: TEST_FLAGS, ...o }));
     tpl('client', { bootrom: path.join(GUESTS, 'virtio-net.rom'), network0_type: 'virtio-net', network0_switch: 'lan' });
-    tpl('peer', { bootrom: romParam(site.tmp, 'virtio-net', 0x20000000), network0_type: 'virtio-net', network0_switch: 'lan' });
+    tpl('peer', { bootrom: romParam(site.tmp, 'virtio-net', 0x40000000), network0_type: 'virtio-net', network0_switch: 'lan' });
     // MODE_HOLD (0x200 at 0xFFE4): after the ping the guest waits on COM1.
     const held = romParam(site.tmp, 'virtio-net', 0);
     const b = fs.readFileSync(held);

@@ -88,6 +88,23 @@ describe.skipIf(skip !== undefined)('hda.rom on bhyve and QEMU', () => {
     }, 180_000);
   }
 
+  it('bhyve (-s 5,hda,play=FILE,rec=FILE), INTx: the guest records the rec= file byte for byte on an input stream', async () => {
+    const rec = path.join(tmp, 'rec.pcm');
+    // Three laps of the guest's cyclic buffer: the device may run into the
+    // next lap before the guest stops it, and must find the same bytes there.
+    const data = Buffer.alloc(3 * TOTAL);
+    for (let i = 0; i < data.length; i++) { const k = i % TOTAL; data[i] = (k * 13 + (k >> 8) * 5 + 7) & 0xff; }
+    fs.writeFileSync(rec, data);
+    const r = await runBhyve(bhyveArgs(romWith(tmp, 'hda', MODE.INTX, 0x20000000), vmName('hda-rec'), {
+      extra: ['-s', `5,hda,play=${path.join(tmp, 'duplex.pcm')},rec=${rec}`],
+    }), { timeout: 120_000 });
+    const out = String(r.stdout);
+    expect(r.exitCode, out).toBe(33);
+    expect(out).toContain('hda: audio function group NID 1: widgets 4 from NID 2'); // duplex
+    expect(out).toContain(CRC);
+    expect(out).toMatch(/hda: recorded 16384 bytes from converter NID 4, crc [0-9a-f]{8}, 4 IOC, as the file holds/);
+  }, 150_000);
+
   it('bhyve refuses a rec= file that does not exist, with one line naming the slot', async () => {
     const r = await runBhyve(bhyveArgs(path.join(GUESTS, 'hda.rom'), vmName('hda-bad'), {
       extra: ['-s', '5,hda,rec=/nonexistent/in.pcm'],

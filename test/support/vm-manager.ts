@@ -110,7 +110,13 @@ export class Site {
       if (!fs.existsSync(run)) continue;
       for (const vm of fs.readdirSync(run)) {
         for (const f of ['bhyve.pid', 'loop.pid']) {
-          try { process.kill(Number(fs.readFileSync(path.join(run, vm, f), 'utf8')), 'SIGKILL'); } catch { /* gone */ }
+          try {
+            const pid = Number(fs.readFileSync(path.join(run, vm, f), 'utf8'));
+            // A confined bhyve is the child of the unshare wrapper bhyve.pid names.
+            let children: number[] = [];
+            try { children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number); } catch { /* gone */ }
+            for (const p of [pid, ...children]) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
+          } catch { /* no pid file */ }
         }
         spawnSync('ip', ['netns', 'del', `vm-${vm}`]);
       }

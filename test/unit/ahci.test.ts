@@ -702,6 +702,131 @@ describe('ahci: PxSACT writes through the coalesced MMIO ring (sactcoalesce)', (
   });
 });
 
+describe('ahci: large NCQ transfers on the I/O pool (iopool)', () => {
+  const same = (a: Uint8Array, b: Uint8Array) => Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.length), Buffer.from(b.buffer, b.byteOffset, b.length)) === 0;
+  // Without a VM memory file the pool has no threads: a request waits
+  // until the controller's next poll() or register exit, which runs it.
+  it('an NCQ read and write of at least iopool_min are in flight until poll(), then complete as without the pool', () => {
+    const img = image(4 << 20, (b) => b.set(pattern(1 << 20, 9)));
+    const r = rig({ ...disk(img), 'pci.0.4.0.iopool': '1', 'pci.0.4.0.iopool_min': '65536' });
+    expect(r.hba.pool).toBeDefined();
+    const { clb, fb } = r.startPort(0);
+    const buf = r.alloc(256 * 1024, 4096);
+    // Slot 0: 128 KiB read in two PRDs; slot 1: 4 KiB read (under iopool_min: runs in the exit).
+    r.command(clb, 0, ncq(ATA.READ_FPDMA, 0, 256, 0), [{ addr: buf, len: 65536 }, { addr: buf + 65536, len: 65536 }]);
+    r.command(clb, 1, ncq(ATA.READ_FPDMA, 256, 8, 1), [{ addr: buf + 131072, len: 4096 }]);
+    r.pwr(0, P.SACT, 0x3);
+    r.pwr(0, P.CI, 0x3);
+    expect(r.hba.pool!.pending).toBe(1);
+    expect(r.hba.pool!.submitted).toBe(1);
+    expect(same(r.read(buf + 131072, 4096), pattern(1 << 20, 9).subarray(131072, 135168))).toBe(true);
+    expect(r.u32(fb + 0x58 + 4)).toBe(0x2); // SDB FIS: slot 1 done
+    expect(r.prdbc(clb, 0)).toBe(0);
+    r.hba.poll();
+    expect(r.hba.pool!.pending).toBe(0);
+    expect(same(r.read(buf, 131072), pattern(1 << 20, 9).subarray(0, 131072))).toBe(true);
+    expect(r.prdbc(clb, 0)).toBe(131072);
+    expect(r.u32(fb + 0x58 + 4)).toBe(0x1); // SDB FIS: slot 0 done
+    expect(r.prd(0, P.SACT)).toBe(0);
+    expect(r.prd(0, P.TFD) & 1).toBe(0);
+    // A 128 KiB NCQ write, completed by the next register exit.
+    r.fill(buf, pattern(131072, 3));
+    r.command(clb, 2, ncq(ATA.WRITE_FPDMA, 1024, 256, 2), [{ addr: buf, len: 131072 }], { write: true });
+    r.pwr(0, P.SACT, 0x4);
+    r.pwr(0, P.CI, 0x4);
+    expect(r.hba.pool!.pending).toBe(1);
+    expect(r.prd(0, P.SACT)).toBe(0); // the read's exit completed it first
+    expect(same(fs.readFileSync(img).subarray(1024 * 512, 1024 * 512 + 131072), pattern(131072, 3))).toBe(true);
+  });
+
+  it('a port stop, COMRESET or HBA reset with transfers in flight finishes them first', () => {
+    for (const [what, act] of [
+      ['stop', (r: AhciRig) => r.pwr(0, P.CMD, 0x10)],
+      ['hba reset', (r: AhciRig) => r.wr(0x04, 0x80000001)],
+      ['machine reset', (r: AhciRig) => r.hba.reset()],
+    ] as Array<[string, (r: AhciRig) => void]>) {
+      const img = image(4 << 20, (b) => b.set(pattern(1 << 20, 4)));
+      const r = rig({ ...disk(img), 'pci.0.4.0.iopool': '2' });
+      const { clb } = r.startPort(0);
+      const buf = r.alloc(32 * 65536, 4096);
+      for (let t = 0; t < 8; t++) r.command(clb, t, ncq(ATA.READ_FPDMA, t * 128, 128, t), [{ addr: buf + t * 65536, len: 65536 }]);
+      r.pwr(0, P.SACT, 0xff);
+      r.pwr(0, P.CI, 0xff);
+      expect(r.hba.pool!.pending, what).toBe(8);
+      act(r);
+      expect(r.hba.pool!.pending, what).toBe(0);
+      expect(same(r.read(buf, 8 * 65536), pattern(1 << 20, 4).subarray(0, 8 * 65536)), what).toBe(true);
+      expect(r.prd(0, P.SACT), what).toBe(0);
+      expect(r.prd(0, P.CI), what).toBe(0);
+    }
+  });
+
+  it('hostile: a PRD outside guest RAM ends the command with HBDS at once, nothing reaches the pool; an I/O error ends in ABORT', () => {
+    const img = image(4 << 20);
+    const r = rig({ ...disk(img), 'pci.0.4.0.iopool': '1' });
+    const { clb } = r.startPort(0);
+    r.command(clb, 0, ncq(ATA.READ_FPDMA, 0, 256, 0), [{ addr: RAM_BASE + RAM_SIZE - 4096, len: 131072 }]);
+    r.pwr(0, P.SACT, 0x1);
+    r.pwr(0, P.CI, 0x1);
+    expect(r.hba.pool!.submitted).toBe(0);
+    expect(r.prd(0, P.IS) & 0x10000000).toBe(0x10000000); // HBDS
+    expect(r.prd(0, P.TFD) & 1).toBe(1);
+    // A transfer that fails in the pool (its image is gone) ends as a failed transfer does without it.
+    const r2 = rig({ ...disk(image(4 << 20)), 'pci.0.4.0.iopool': '1' });
+    const p2 = r2.startPort(0);
+    const buf = r2.alloc(131072, 4096);
+    r2.command(p2.clb, 3, ncq(ATA.WRITE_FPDMA, 0, 256, 3), [{ addr: buf, len: 131072 }], { write: true });
+    r2.pwr(0, P.SACT, 0x8);
+    r2.pwr(0, P.CI, 0x8);
+    expect(r2.hba.pool!.pending).toBe(1);
+    r2.hba.ports[0]!.backend.close();
+    r2.hba.poll();
+    expect(r2.hba.pool!.pending).toBe(0);
+    expect(r2.prd(0, P.TFD) & 1).toBe(1); // ERR
+    expect(r2.prd(0, P.IS) & 0x40000000).toBe(0x40000000); // TFES
+    expect(r2.hba.ports[0]!.stats.errors).toBe(1);
+  });
+
+  it('hostile: seeded random register and command traffic with every NCQ transfer on the pool never throws and leaves nothing in flight', () => {
+    const r = rig({ ...disk(image()), 'pci.0.4.0.iopool': '1', 'pci.0.4.0.iopool_min': '512' });
+    const p0 = r.startPort(0);
+    let x = 4242;
+    const rnd = () => { x = (x * 1103515245 + 12345) >>> 0; return x; };
+    const bufs = Array.from({ length: 4 }, () => r.alloc(65536, 4096));
+    for (let i = 0; i < 2000; i++) {
+      const k = rnd() % 12;
+      if (k < 6) {
+        const op = [0x60, 0x61, 0x60, 0x61, 0x25, 0xea][rnd() % 6];
+        const slot = rnd() & 31;
+        const prdt = Array.from({ length: 1 + (rnd() % 3) }, () => ({ addr: rnd() % 5 ? bufs[rnd() & 3] : rnd() * 4096, len: 512 + (rnd() % 16384) }));
+        r.command(p0.clb, slot, ncq(op, rnd() % 9000, 1 + (rnd() % 64), slot), prdt, { write: op === 0x61 });
+        r.pwr(0, P.SACT, 1 << slot);
+        expect(() => r.pwr(0, P.CI, 1 << slot)).not.toThrow();
+      } else if (k < 8) {
+        const regs = [0x10, 0x14, 0x2c, 0x30, 0x34, 0x38];
+        expect(() => r.pwr(0, regs[rnd() % regs.length], rnd())).not.toThrow();
+      } else if (k < 9) {
+        // Error recovery as a driver does it: stop the port, start it again.
+        expect(() => { r.pwr(0, P.CMD, 0x10); r.pwr(0, P.CMD, 0x11); }).not.toThrow();
+      } else if (k < 11) {
+        expect(() => r.hba.poll()).not.toThrow();
+      } else {
+        expect(() => r.wr([0x04, 0x08][rnd() & 1], rnd() & 0x7fffffff & ~1)).not.toThrow();
+      }
+    }
+    r.hba.poll();
+    expect(r.hba.pool!.pending).toBe(0);
+    expect(r.hba.pool!.submitted).toBeGreaterThan(100);
+  });
+
+  it('iopool=0 (the default) has no pool; a bad iopool is refused', () => {
+    expect(rig(disk(image())).hba.pool).toBeUndefined();
+    expect(rig({ ...disk(image()), 'pci.0.4.0.iopool': '0' }).hba.pool).toBeUndefined();
+    expect(() => rig({ ...disk(image()), 'pci.0.4.0.iopool': 'many' })).toThrow(/invalid iopool "many"/);
+    expect(() => rig({ ...disk(image()), 'pci.0.4.0.iopool': '9' })).toThrow(/invalid iopool "9"/);
+  });
+});
+
 describe('ahci and nvme: boot order', () => {
   it('a port\'s bootindex (and nvme\'s) puts the function in fw_cfg\'s bootorder, duplicates refused', () => {
     const r = rig({

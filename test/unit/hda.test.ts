@@ -386,17 +386,32 @@ describe('hda: streams', () => {
     r.wr(sd + SD.CBL, 16384);
     r.wr(sd + SD.CTL + 2, 2 << 4, 1);
     r.wr(sd + SD.CTL, SDCTL_RUN | SDCTL_IOCE, 1);
-    for (let t = 0; t < 8; t++) r.clock.advance(5_000_000n); // 40 ms: 7680 bytes
+    for (let t = 0; t < 10; t++) r.clock.advance(5_000_000n); // 50 ms: up to 9600 bytes
     r.wr(sd + SD.CTL, 0, 1);
     const lpib = r.rd(sd + SD.LPIB);
-    expect(lpib).toBeGreaterThanOrEqual(7676);
-    expect(lpib).toBeLessThanOrEqual(7684);
+    expect(lpib).toBeGreaterThan(6000 + 4);
+    expect(lpib).toBeLessThanOrEqual(9604);
     const got = Buffer.from(r.ram.subarray(BUF, BUF + 16384));
     expect(Buffer.compare(got.subarray(0, 6000), Buffer.from(data))).toBe(0);
     expect(got.subarray(6000, lpib).every((b) => b === 0)).toBe(true); // silence after the file's end
     expect(got.subarray(lpib).every((b) => b === 0xee)).toBe(true); // nothing past LPIB
-    expect(r.hda.stats()['ioc interrupts']).toBe(1);
+    expect(r.hda.stats()['ioc interrupts']).toBe(Math.floor(lpib / 4096));
     expect(r.rd(sd + SD.STS, 1) & SDSTS_BCIS).toBe(SDSTS_BCIS);
+  });
+
+  it('times its ticks so that an IOC comes when its entry ends, not at the next 10 ms tick', () => {
+    const play = path.join(tmp, 'ioc-time.pcm');
+    const r = rig({ [`pci.0.${SLOT}.0.play`]: play });
+    bringUp(r);
+    commands(r, [verb4(2, 0x2, 0x11), verb12(2, 0x706, 0x10)]);
+    // 48 kHz 16-bit stereo: an entry of 1920 + 960 bytes ends at 15 ms.
+    const sd = setupOutput(r, [{ len: 2880, ioc: true }, { len: 2880, ioc: false }]);
+    r.wr(sd + SD.CTL, SDCTL_RUN | SDCTL_IOCE, 1);
+    r.clock.advance(14_900_000n);
+    expect(r.rd(sd + SD.STS, 1) & SDSTS_BCIS).toBe(0);
+    r.clock.advance(200_000n);
+    expect(r.rd(sd + SD.STS, 1) & SDSTS_BCIS).toBe(SDSTS_BCIS);
+    expect(r.rd(sd + SD.LPIB)).toBe(2880);
   });
 
   it('refuses hostile stream descriptors with DESE and RUN reading 0, never touching RAM outside the guest', () => {
@@ -441,6 +456,29 @@ describe('hda: streams', () => {
     expect(r.rd(sd + SD.CTL, 1)).toBe(SDCTL_SRST);
     expect(r.rd(sd + SD.CBL)).toBe(0);
     expect(r.clock.armed).toBe(0);
+  });
+
+  it('takes dword writes across registers as drivers make them: SDnCTL with SDnSTS, CORBWP with CORBRP', () => {
+    const r = rig({ [`pci.0.${SLOT}.0.play`]: path.join(tmp, 'dword.pcm') });
+    bringUp(r);
+    commands(r, [verb4(2, 0x2, 0x11), verb12(2, 0x706, 0x10)]);
+    // A stream that cannot start, RUN set by a read-modify-write of the
+    // dword (SDnSTS comes along as read: 0): DESE stays set.
+    const sd = setupOutput(r, [{ len: 256, ioc: true }], { cbl: 0 });
+    r.wr(sd + SD.CTL, (r.rd(sd + SD.CTL) & 0x00ffffff) | SDCTL_RUN | SDCTL_DEIE);
+    expect(r.rd(sd + SD.STS, 1) & SDSTS_DESE).toBe(SDSTS_DESE);
+    expect(r.rd(sd + SD.CTL, 1) & SDCTL_RUN).toBe(0);
+    // Writing it back clears it (write 1 to clear), RUN still refused: DESE again.
+    r.wr(sd + SD.CTL, r.rd(sd + SD.CTL) | SDCTL_RUN);
+    expect(r.rd(sd + SD.STS, 1) & SDSTS_DESE).toBe(SDSTS_DESE);
+    r.wr(sd + SD.STS, SDSTS_DESE, 1);
+    expect(r.rd(sd + SD.STS, 1) & SDSTS_DESE).toBe(0);
+    // CORBWP and CORBRP in one dword: the CORB runs and its read pointer shows.
+    const wp = r.rd(R.CORBWP, 2);
+    r.mem.writeU32(CORB + 4 * (wp + 1), getParam(0, 0));
+    r.wr(R.CORBWP, (r.rd(R.CORBRP, 2) << 16) | (wp + 1));
+    expect(r.rd(R.CORBRP, 2)).toBe(wp + 1);
+    expect(r.mem.readU32(RIRB + 8 * r.rd(R.RIRBWP, 2))).toBe(0x8086);
   });
 
   it('parses stream formats as bhyve (rate, size, channels) and refuses the 20-bit and reserved sizes', () => {

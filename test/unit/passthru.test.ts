@@ -318,3 +318,45 @@ describe('passthru MSI-X and DMA', () => {
     expect(IRQ_INFO_FLAG.AUTOMASKED).toBe(4);
   });
 });
+
+describe('passthru behind the virtio-iommu (a TranslatedDmaSpace)', () => {
+  it('mirrors the domain\'s maps and unmaps as DMA windows; a DMA outside them is a fault the IOMMU hears of', async () => {
+    const { TranslatedDmaSpace, DMA_READ, DMA_WRITE } = await import('../../src/devices/iommu/dma-space.js');
+    type M = { iova: number; gpa: number; length: number; access: number };
+    const maps: M[] = [];
+    const domain = { lookup: (iova: number) => maps.find((m) => iova >= m.iova && iova < m.iova + m.length), mappings: () => maps };
+    const space = new TranslatedDmaSpace(0x28, [{ gpa: 0, length: RAM }]);
+    const faults: string[] = [];
+    space.faultSink = (f) => { faults.push(f.reason); };
+    space.attach(domain);
+    const dev = new TestDmaDevice();
+    const r = rig(dev, { space });
+    place(r);
+    // The guest maps IOVA 0x100000 -> GPA 0x10000 (source) and 0x200000 -> 0x40000 (destination).
+    for (const m of [{ iova: 0x100000, gpa: 0x10000, length: 0x4000, access: DMA_READ }, { iova: 0x200000, gpa: 0x40000, length: 0x4000, access: DMA_READ | DMA_WRITE }]) {
+      maps.push(m);
+      space.mapped(m);
+    }
+    expect(r.fn.stats()['vfio-user dma windows']).toBe(2);
+    r.ram.fill(0x3c, 0x10000, 0x10100);
+    const prog = (src: number, dst: number, len: number) => {
+      r.mwr32(0xc0000000 + REG.STATUS, 3);
+      r.mwr32(0xc0000000 + REG.SRC, src); r.mwr32(0xc0000000 + REG.DST, dst); r.mwr32(0xc0000000 + REG.LEN, len);
+      r.mwr32(0xc0000000 + REG.DOORBELL, 1);
+      return r.mrd32(0xc0000000 + REG.STATUS);
+    };
+    expect(prog(0x100000, 0x200000, 0x100)).toBe(STATUS.DONE);
+    expect(r.ram[0x40000]).toBe(0x3c);
+    // Unmapped destination: refused, reported, memory untouched.
+    maps.splice(1, 1);
+    space.unmapped(0x200000, 0x4000);
+    expect(r.fn.stats()['vfio-user dma windows']).toBe(1);
+    r.ram.fill(0, 0x40000, 0x40100);
+    expect(prog(0x100000, 0x200000, 0x100)).toBe(STATUS.ERROR);
+    expect(faults).toEqual(['unmapped']);
+    expect(r.ram[0x40000]).toBe(0);
+    // Writing through a read-only mapping: a permission fault.
+    expect(prog(0x100000, 0x100000, 0x10)).toBe(STATUS.ERROR);
+    expect(faults).toEqual(['unmapped', 'permission']);
+  });
+});

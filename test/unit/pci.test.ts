@@ -203,7 +203,7 @@ describe('PCI configuration from bhyve_config', () => {
   });
 
   it('refuses unsupported emulations, a second LPC bridge and LPC off bus 0', () => {
-    expect(() => buildPlatform(fake({ 'pci.0.3.0.device': 'passthru' }).ctx, LAYOUT)).toThrow(/not supported yet: passthru/);
+    expect(() => buildPlatform(fake({ 'pci.0.3.0.device': 'nosuch' }).ctx, LAYOUT)).toThrow(/unknown device "nosuch"/);
     expect(() => buildPlatform(fake({ ...STD, 'pci.0.30.0.device': 'lpc' }).ctx, LAYOUT)).toThrow(/Only one LPC bridge/);
     expect(() => buildPlatform(fake({ 'pci.1.31.0.device': 'lpc' }).ctx, LAYOUT)).toThrow(/only on bus 0/);
     expect(() => buildPlatform(fake({ 'pci.0.4.0.path': 'x' }).ctx, LAYOUT)).toThrow(/missing "device"/);

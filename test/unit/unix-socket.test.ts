@@ -6,7 +6,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { closeFd, eventfd, eventfdRead, eventfdWrite, EFD_NONBLOCK, EFD_CLOEXEC } from '../../src/sys/eventfd.js';
 import {
-  closeSocket, pollIn, recvWithFds, sendWithFds, unixAccept, unixConnect, unixListen, unixSocketPair, MAX_FDS_PER_MESSAGE,
+  closeSocket, pollIn, recvWithFds, sendWithFds, setReceiveTimeout, unixAccept, unixConnect, unixListen, unixSocketPair, MAX_FDS_PER_MESSAGE,
 } from '../../src/sys/unix-socket.js';
 
 describe('unix-socket', () => {
@@ -68,5 +68,16 @@ describe('unix-socket', () => {
     expect(() => unixConnect(path.join(tmp, 'none'))).toThrow(/connect .*none: No such file/);
     for (const f of [l, c, s]) closeSocket(f);
     fs.rmSync(tmp, { recursive: true });
+  });
+});
+
+describe('unix-socket receive timeout', () => {
+  it('a peer that never answers: recv fails with a timeout instead of blocking forever', () => {
+    const [a, b] = unixSocketPair();
+    setReceiveTimeout(a, 150);
+    const t0 = Date.now();
+    expect(() => recvWithFds(a, 16)).toThrow(/no answer in time/);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(100);
+    closeSocket(a); closeSocket(b);
   });
 });

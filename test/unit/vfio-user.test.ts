@@ -117,9 +117,16 @@ describe('vfio-user client and server (test DMA engine)', () => {
     for (const f of efds) closeFd(f);
   });
 
-  it('a copy outside the DMA mappings is refused: error status, fault address, memory untouched', () => {
+  it('a copy outside the DMA windows is asked of the client, which refuses it: error status, fault address, memory untouched', () => {
     const mem = flatMemory(1 << 20);
-    const { client } = loopbackClient(new TestDmaDevice(), mem);
+    // The client allows what it mapped (as its DMA space would).
+    const asked: number[] = [];
+    let limit = 0x8000;
+    const guarded = {
+      read: (a: number, n: number) => { asked.push(a); if (a + n > limit) throw new RangeError('not mapped'); return mem.read(a, n); },
+      write: (a: number, d: Uint8Array) => { asked.push(a); if (a + d.length > limit) throw new RangeError('not mapped'); mem.write(a, d); },
+    };
+    const { client } = loopbackClient(new TestDmaDevice(), guarded);
     client.dmaMap({ flags: P.DMA_FLAG.READ | P.DMA_FLAG.WRITE, offset: 0, address: 0, size: 0x8000 });
     mem.bytes.fill(0x55, 0x9000, 0xa000);
     const w = (off: number, v: number) => client.regionWrite(0, off, u32(v));
@@ -129,10 +136,13 @@ describe('vfio-user client and server (test DMA engine)', () => {
     expect(mem.bytes[0x9000]).toBe(0x55);
     // The mapping goes away: reads fail too.
     client.dmaUnmap(0, 0x8000);
+    limit = 0;
     w(REG.STATUS, 3); w(REG.DST, 0x2000); w(REG.DOORBELL, 1);
     expect(rd32(client.regionRead(0, REG.STATUS, 4))).toBe(STATUS.ERROR);
     expect(rd32(client.regionRead(0, REG.FAULT, 4))).toBe(0x1000);
     expect(() => client.dmaUnmap(0, 0x8000)).toThrow(VfioUserError);
+    expect(client.dmaServed.faults).toBe(2);
+    expect(asked).toEqual([0x1000, 0x9000, 0x1000]);
   });
 
   it('answers hostile requests with errors and keeps serving', () => {
@@ -190,6 +200,9 @@ describe('vfio-user client and server (test DMA engine)', () => {
     const ram = memfd('guest', 1 << 20);
     const view = mmap(1 << 20, PROT_READ | PROT_WRITE, ram, 0, 'test ram');
     step(() => client.dmaMap({ flags: 3, offset: 0x10000, address: 0x100000, size: 0x10000 }, ram));
+    expect(server.stats.dmaMapped).toBe(1);
+    // A window past the end of the file would fault when touched: refused.
+    expect(() => step(() => client.dmaMap({ flags: 3, offset: 0xf0000, address: 0x900000, size: 0x20000 }, ram))).toThrow(/errno 22/);
     expect(server.stats.dmaMapped).toBe(1);
     const efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     step(() => client.setIrqs({ flags: IRQ_SET_FLAG.DATA_EVENTFD | IRQ_SET_FLAG.ACTION_TRIGGER, index: PCI_IRQ.MSIX, start: 0, count: 1 }, [efd]));

@@ -15,6 +15,7 @@
 // ABORT (and PxIS.HBDS), where bhyve would dereference a NULL host pointer.
 
 import type { BlockFile } from '../block/block-backend.js';
+import type { BlockIoPool } from '../block/io-pool.js';
 import { GuestMemoryError, type GuestMemory } from '../../sys/guest-memory.js';
 import {
   AHCI_CL_SIZE, AHCI_CT_ACMD, AHCI_CT_PRDT, AHCI_P_CLB, AHCI_P_CLBU, AHCI_P_CI, AHCI_P_CMD, AHCI_P_CMD_ALPE,
@@ -98,6 +99,10 @@ export class AhciPort {
   /** The CFIS + ACMD of the command being run (a copy: guest memory is not written back). */
   private readonly cfis = new Uint8Array(CFIS_AREA);
   private readonly iov: Uint8Array[] = [];
+  /** With the controller's I/O threads (`iopool`): NCQ transfers of at
+   * least `min` bytes go to `pool` (this port's image is file `file`) and
+   * complete in the controller's poll(); smaller ones run here. */
+  private offload: { pool: BlockIoPool; file: number; min: number } | undefined;
 
   constructor(o: AhciPortOptions, private readonly mem: () => GuestMemory, private readonly raise: (port: AhciPort) => void) {
     this.index = o.index;
@@ -107,6 +112,11 @@ export class AhciPort {
     this.physicalSectorSize = o.physicalSectorSize;
     this.canDelete = o.canDelete;
     this.identOpts = o.ident;
+  }
+
+  /** Hands this port's large NCQ transfers to an I/O pool (io-pool.ts). */
+  useIoPool(pool: BlockIoPool, file: number, min: number): void {
+    this.offload = { pool, file, min };
   }
 
   private buildIdent(): void {
@@ -215,7 +225,10 @@ export class AhciPort {
       | AHCI_P_CMD_ATAPI | AHCI_P_CMD_DLAE | AHCI_P_CMD_ALPE | AHCI_P_CMD_ASP | AHCI_P_CMD_ICC_MASK;
     this.cmd = ((this.cmd & ~rw) | (rw & value)) >>> 0;
     if (!(value & AHCI_P_CMD_ST)) this.checkStopped();
-    else this.cmd = (this.cmd | AHCI_P_CMD_CR) >>> 0;
+    else {
+      this.cmd = (this.cmd | AHCI_P_CMD_CR) >>> 0;
+      this.offload?.pool.startWorkers(); // up by the first large transfer
+    }
     if (value & AHCI_P_CMD_FRE) this.cmd = (this.cmd | AHCI_P_CMD_FR) >>> 0;
     else this.cmd = (this.cmd & ~AHCI_P_CMD_FR) >>> 0;
     if (value & AHCI_P_CMD_CLO) {
@@ -578,6 +591,7 @@ export class AhciPort {
     if (ncq) this.fisD2hNcq(slot);
     let ok = offset + len <= this.backend.size && !(write && this.backend.readOnly);
     let done = 0;
+    if (ok && ncq && this.offload && len >= this.offload.min && this.submitRw(slot, hdr, write, offset, len)) return;
     if (ok) {
       const { views, total } = this.prdtViews(hdr, len);
       try {
@@ -596,6 +610,48 @@ export class AhciPort {
     const tfd = ok ? OK : ERR_ABORT;
     if (ncq) this.fisSdb(slot, tfd);
     else this.fisD2h(slot, tfd);
+  }
+
+  /** An NCQ transfer on the I/O pool: the PRDT is walked and checked here
+   * (a buffer outside guest RAM ends the command with HBDS at once, as
+   * without the pool); the worker moves the data and reap() completes it
+   * (finishRw). False: the pool is full, do it here. */
+  private submitRw(slot: number, hdr: ReturnType<AhciPort['header']>, write: boolean, offset: number, len: number): boolean {
+    const segs: Array<[number, number]> = [];
+    const mem = this.mem();
+    const scratch = this.iov;
+    let total = 0;
+    for (let i = 0; i < hdr.prdtl && total < len; i++) {
+      const e = hdr.ctba + AHCI_CT_PRDT + i * AHCI_PRDT_ENTRY;
+      const dba = mem.readU32(e + 4) * 0x100000000 + mem.readU32(e);
+      const n = Math.min((mem.readU32(e + 12) & DBCMASK) + 1, len - total);
+      scratch.length = 0;
+      try {
+        mem.slices(dba, n, scratch);
+      } catch {
+        throw new HostBusError();
+      } finally {
+        scratch.length = 0;
+      }
+      segs.push([dba, n]);
+      total += n;
+    }
+    if (total === 0) return false;
+    const cfis = this.cfis.slice(0, 20);
+    return this.offload!.pool.submit(this.offload!.file, write, offset, segs, (n) => this.finishRw(slot, hdr, write, total, n, cfis));
+  }
+
+  /** The pool's completion of submitRw()'s transfer (on this thread). */
+  private finishRw(slot: number, hdr: { at: number }, write: boolean, total: number, done: number, cfis: Uint8Array): void {
+    const ok = done === total;
+    if (ok) {
+      this.setPrdbc(hdr, done);
+      if (write) { this.stats.writes++; this.stats.bytesWritten += done; } else { this.stats.reads++; this.stats.bytesRead += done; }
+    } else {
+      this.stats.errors++;
+      this.cfis.set(cfis); // the failed command's FIS for READ LOG EXT's NCQ error log
+    }
+    this.fisSdb(slot, ok ? OK : ERR_ABORT);
   }
 
   /** ahci_handle_dsm_trim(): one 512-byte block of 8-byte range entries

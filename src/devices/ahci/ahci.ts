@@ -30,8 +30,10 @@ import {
   AHCI_CAP_PSC, AHCI_CAP_SAL, AHCI_CAP_SALP, AHCI_CAP_SCLO, AHCI_CAP_SMPS, AHCI_CAP_SNCQ, AHCI_CAP_SSC,
   AHCI_CAP_SSNTF, AHCI_CAP_SSS, AHCI_CAP_SXS, AHCI_CCCC, AHCI_CCCP, AHCI_EM_CTL, AHCI_EM_LOC, AHCI_GHC,
   AHCI_GHC_AE, AHCI_GHC_HR, AHCI_GHC_IE, AHCI_IS, AHCI_OFFSET, AHCI_P_CMD, AHCI_P_CMD_POD, AHCI_P_CMD_SUD,
-  AHCI_P_CI, AHCI_P_FBS, AHCI_P_SACT, AHCI_P_SIG, AHCI_P_SSTS, AHCI_P_TFD, AHCI_PI, AHCI_STEP, AHCI_VS,
+  AHCI_P_CI, AHCI_P_FBS, AHCI_P_IE, AHCI_P_IS, AHCI_P_SACT, AHCI_P_SERR, AHCI_P_SIG, AHCI_P_SSTS, AHCI_P_TFD, AHCI_PI,
+  AHCI_STEP, AHCI_VS,
 } from './ahci-constants.js';
+import { BlockIoPool } from '../block/io-pool.js';
 import { barSize } from '../pci/bar-alloc.js';
 import { PAGE_SIZE } from '../../sys/memory-map.js';
 
@@ -87,8 +89,11 @@ export class AhciController extends PciEmulFunction {
   /** ABAR offsets of the PxSACT registers that have a zone now. */
   private readonly sactZones = new Set<number>();
   private abarBase: number | undefined;
+  /** With `iopool`: I/O threads for the disk ports' large NCQ transfers. */
+  readonly pool: BlockIoPool | undefined;
 
-  constructor(ctx: DeviceContext, configs: AhciPortConfig[], opts: { regPage?: boolean; sactCoalesce?: boolean } = {}) {
+  constructor(ctx: DeviceContext, configs: AhciPortConfig[],
+    opts: { regPage?: boolean; sactCoalesce?: boolean; ioThreads?: number; ioMin?: number } = {}) {
     super('ahci', ctx);
     let pi = 0;
     let last = -1;
@@ -135,8 +140,34 @@ export class AhciController extends PciEmulFunction {
       },
     });
     this.requestIntx();
+    // I/O threads map guest RAM from the VM's memory file (the helper
+    // data); without one (unit tests) the pool keeps its bookkeeping but
+    // runs each request on this thread at the next poll() or exit.
+    const disks = this.ports.filter((p): p is AhciPort => p !== undefined && !p.atapi);
+    const threads = opts.ioThreads ?? 0;
+    if (threads > 0 && disks.length > 0) {
+      const helper = ctx.kvm?.helper;
+      this.pool = new BlockIoPool(threads, helper?.memoryPath ? helper : undefined, disks.map((p) => p.backend), () => this.ctx.mem);
+      disks.forEach((p, i) => p.useIoPool(this.pool!, i, opts.ioMin ?? IOPOOL_MIN_DEFAULT));
+    }
     this.hbaReset();
     this.syncRegPage();
+  }
+
+  /** The I/O threads' finished transfers: complete their commands (FIS,
+   * PxSACT, interrupt) and refresh the register page. */
+  poll(): void {
+    if (this.pool && this.pool.pending > 0 && this.pool.reap() > 0) this.syncRegPage();
+  }
+
+  /** Before a write that stops, resets or moves what commands in flight
+   * use: finish them first, so the write sees what it would without the
+   * pool (every command done before the next register access). */
+  private drainPool(): void {
+    if (this.pool && this.pool.pending > 0) {
+      this.pool.drain();
+      this.syncRegPage();
+    }
   }
 
   /** ABAR now decodes at `base` (undefined: nowhere): the PxSACT zones of
@@ -229,6 +260,7 @@ export class AhciController extends PciEmulFunction {
 
   private abarRead(off: number, size: number): number {
     this.readExits++;
+    this.poll();
     const reg = off & ~3;
     let v: number;
     if (reg < AHCI_OFFSET) v = this.hostRead(reg);
@@ -241,6 +273,8 @@ export class AhciController extends PciEmulFunction {
   private abarWrite(off: number, size: number, value: number): void {
     // bhyve asserts 4-byte aligned dword writes; others are dropped here.
     if (size !== 4 || (off & 3) !== 0) return;
+    this.poll();
+    if (this.pool && this.pool.pending > 0 && !POOL_SAFE_WRITES.has(off < AHCI_OFFSET ? off : (off - AHCI_OFFSET) % AHCI_STEP + AHCI_OFFSET)) this.drainPool();
     if (off < AHCI_OFFSET) {
       this.hostWrite(off, value >>> 0);
       this.syncRegPage();
@@ -302,12 +336,14 @@ export class AhciController extends PciEmulFunction {
 
   /** Machine reset: the HBA as at power-on, interrupts off. */
   reset(): void {
+    this.drainPool();
     this.hbaReset();
     this.resetInterrupts();
     this.syncRegPage();
   }
 
   close(): void {
+    this.pool?.close();
     for (const p of this.ports) p?.backend.close();
   }
 
@@ -317,6 +353,8 @@ export class AhciController extends PciEmulFunction {
       'msi messages': c.msi, 'intx assertions': c.intx,
       'register page mapped': this.regPageMapped ? 1 : 0, 'register reads by exit': this.readExits,
       'PxSACT writes coalesced (ports)': this.sactZones.size,
+      'io pool requests': this.pool?.submitted ?? 0, 'io pool requests done here': this.pool?.stolen ?? 0,
+      'io pool threads up': this.pool?.workersUp ?? 0,
     };
     for (const p of this.ports) {
       if (!p) continue;
@@ -324,6 +362,29 @@ export class AhciController extends PciEmulFunction {
     }
     return out;
   }
+}
+
+/** Register writes that need no drain of the I/O pool first: issuing
+ * (PxCI, PxSACT) and acknowledging (PxIS, PxIE, PxSERR, IS) touch nothing
+ * a command in flight uses. Offsets: host registers as they are, port
+ * registers as port 0's. */
+const POOL_SAFE_WRITES = new Set([AHCI_IS, ...[AHCI_P_CI, AHCI_P_SACT, AHCI_P_IS, AHCI_P_IE, AHCI_P_SERR].map((r) => AHCI_OFFSET + r)]);
+
+export const IOPOOL_THREADS_DEFAULT = 0;
+export const IOPOOL_MIN_DEFAULT = 65536;
+
+function ioPoolThreads(t: ConfigTree, node: string): number {
+  const v = t.get(`${node}.iopool`) ?? String(IOPOOL_THREADS_DEFAULT);
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n > 8) throw new ConfigError(`ahci at ${node}: invalid iopool "${v}" (0-8 I/O threads)`);
+  return n;
+}
+
+function ioPoolMin(t: ConfigTree, node: string): number {
+  const v = t.get(`${node}.iopool_min`) ?? String(IOPOOL_MIN_DEFAULT);
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n > 2 ** 32) throw new ConfigError(`ahci at ${node}: invalid iopool_min "${v}" (bytes)`);
+  return n;
 }
 
 /** Reads `pci.B.S.F.port.N.*`, opens and locks every port's image, and
@@ -334,6 +395,8 @@ export function createAhci(ctx: DeviceContext, node: string, where: string): Ahc
     return new AhciController(ctx, configs, {
       regPage: ctx.config.getBool(`${node}.regpage`, true),
       sactCoalesce: ctx.config.getBool(`${node}.sactcoalesce`, true),
+      ioThreads: ioPoolThreads(ctx.config, node),
+      ioMin: ioPoolMin(ctx.config, node),
     });
   } catch (e) {
     for (const c of configs) c.backend.close();
@@ -420,6 +483,8 @@ const AHCI_KEYS: readonly DeviceKey[] = [
   { key: 'port.N.model', description: 'ahci port model' },
   { key: 'port.N.bootindex', description: 'boot order index of the controller, from this port' },
   { key: 'regpage', default: 'true', description: 'ahci register reads from a read-only guest page (no exit per read)' },
+  { key: 'iopool', default: String(IOPOOL_THREADS_DEFAULT), description: 'ahci I/O threads for large NCQ transfers (0: every command runs in its PxCI exit)' },
+  { key: 'iopool_min', default: String(IOPOOL_MIN_DEFAULT), description: 'ahci smallest NCQ transfer, in bytes, handed to the I/O threads' },
   { key: 'sactcoalesce', default: 'true', description: 'ahci PxSACT writes through KVM\'s coalesced MMIO ring (no exit per NCQ command\'s PxSACT write)' },
 ];
 

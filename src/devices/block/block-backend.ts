@@ -122,12 +122,15 @@ export class BlockFile {
   private punchSupported = true;
   private zeroRangeSupported = true;
   private adopted = false;
+  /** The options it was opened with (an I/O thread adopting the fd needs them). */
+  readonly options: BlockBackendOptions;
 
   /** With `adopt`, uses an fd another BlockFile (of this process) opened
    * and locked (an iothread's view of the device's image); close() leaves
    * that fd open. */
   constructor(opts: BlockBackendOptions, adopt?: { fd: number; size: number }) {
     this.path = opts.path;
+    this.options = opts;
     this.readOnly = opts.readOnly ?? false;
     this.direct = opts.nocache ?? false;
     if (adopt) {

@@ -21,7 +21,8 @@
 // converter at its format's byte rate (rate x channels x container size):
 // every tick moves the bytes that became due between the BDL buffers and
 // the PCM file (hda-audio.ts), which updates LPIB and the position buffer
-// and raises IOC interrupts in the controller.
+// and raises IOC interrupts in the controller. Ticks come every 10 ms, or
+// sooner when a BDL entry with IOC ends before, so its interrupt is on time.
 
 import type { DeviceTimer } from '../device.js';
 import { PcmFile, type AudioParams } from './hda-audio.js';
@@ -155,10 +156,15 @@ export interface HdaOps {
    * between `buf` and its BDL buffers: dir 1 output (guest -> buf), 0
    * input (buf -> guest). False when no such stream runs. */
   transfer(stream: number, dir: 0 | 1, buf: Uint8Array, count: number): boolean;
+  /** Bytes until the running stream with tag `stream` finishes a BDL entry
+   * with IOC (undefined: none ahead, or no such stream). */
+  untilIoc?(stream: number, dir: 0 | 1): number | undefined;
 }
 
-/** Tick of a running converter. */
+/** Longest tick of a running converter; a tick is shorter when an entry
+ * with IOC ends sooner, so that its interrupt comes on time. */
 const TICK_NS = 10_000_000n;
+const MIN_TICK_NS = 1_000_000n;
 /** Most a tick moves after a late wake-up: 100 ms of samples. */
 const MAX_BURST_NS = 100_000_000;
 
@@ -196,7 +202,7 @@ class CodecStream {
     this.running = true;
     this.credit = 0;
     this.last = this.timer.now();
-    this.timer.armAt(this.last + TICK_NS);
+    this.timer.armAt(this.last + this.nextTick());
     return true;
   }
 
@@ -217,7 +223,16 @@ class CodecStream {
       if (this.dir === 1) this.playTick(n);
       else this.recordTick(n);
     }
-    if (this.running) this.timer.armAt(now + TICK_NS);
+    if (this.running) this.timer.armAt(now + this.nextTick());
+  }
+
+  /** The time to the next tick: TICK_NS, or sooner when an IOC entry ends
+   * before (at the byte rate, counting the credit already due). */
+  private nextTick(): bigint {
+    const until = this.ops.untilIoc?.(this.stream, this.dir);
+    if (until === undefined || this.byteRate <= 0) return TICK_NS;
+    const ns = BigInt(Math.ceil((Math.max(0, until - this.credit) * 1e9) / this.byteRate));
+    return ns < MIN_TICK_NS ? MIN_TICK_NS : ns > TICK_NS ? TICK_NS : ns;
   }
 
   /** hda_codec_audio_output_do_transfer(). */

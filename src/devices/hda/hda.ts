@@ -114,14 +114,18 @@ function readOnlyByte(off: number): boolean {
   return false;
 }
 
-/** The side-effect registers: offset and width. */
+/** The side-effect registers: offset and width, in the order their
+ * handlers run when one access writes several: a status register (write 1
+ * to clear) before the control register beside it, which may set a new
+ * error bit there (a dword write of SDnCTL with SDnSTS, as Linux does);
+ * CORBRP before CORBWP, whose run moves the read pointer. */
 const HANDLED: Array<{ off: number; len: number }> = [
   { off: R.GCTL, len: 4 }, { off: R.WAKEEN, len: 2 }, { off: R.STATESTS, len: 2 }, { off: R.INTCTL, len: 4 },
-  { off: R.CORBWP, len: 2 }, { off: R.CORBRP, len: 2 }, { off: R.CORBCTL, len: 1 }, { off: R.CORBSTS, len: 1 },
-  { off: R.CORBSIZE, len: 1 }, { off: R.RIRBWP, len: 2 }, { off: R.RIRBCTL, len: 1 }, { off: R.RIRBSTS, len: 1 },
+  { off: R.CORBRP, len: 2 }, { off: R.CORBWP, len: 2 }, { off: R.CORBSTS, len: 1 }, { off: R.CORBCTL, len: 1 },
+  { off: R.CORBSIZE, len: 1 }, { off: R.RIRBWP, len: 2 }, { off: R.RIRBSTS, len: 1 }, { off: R.RIRBCTL, len: 1 },
   { off: R.RIRBSIZE, len: 1 }, { off: R.DPLBASE, len: 4 },
   ...Array.from({ length: HDA_IOSS_NO }, (_, i) => [
-    { off: sdBase(i) + SD.CTL, len: 3 }, { off: sdBase(i) + SD.STS, len: 1 },
+    { off: sdBase(i) + SD.STS, len: 1 }, { off: sdBase(i) + SD.CTL, len: 3 },
   ]).flat(),
 ];
 
@@ -180,6 +184,7 @@ export class HdaController extends PciEmulFunction implements Device {
         signal: (cad) => this.signalStateChange(cad),
         response: (cad, resp, unsol) => this.response(cad, resp, unsol),
         transfer: (stream, dir, buf, count) => this.transfer(stream, dir, buf, count),
+        untilIoc: (stream, dir) => this.untilIoc(stream, dir),
       };
       this.codecs.push(new HdaCodec(this.codecs.length, p, r, (cb) => ctx.timer(cb), ops));
     }
@@ -610,6 +615,38 @@ export class HdaController extends PciEmulFunction implements Device {
       this.updateIntr();
     }
     return true;
+  }
+
+  /** Bytes from a running stream's position to the end of the next BDL
+   * entry with IOC (within one lap of the cyclic buffer). */
+  untilIoc(stream: number, dir: 0 | 1): number | undefined {
+    if (stream === 0 || stream >= HDA_STREAM_TAGS_CNT) return undefined;
+    const i = this.streamMap[dir][stream];
+    if (i === NO_STREAM) return undefined;
+    const st = this.streams[i];
+    if (!st.run || st.be >= st.bdl.length) return undefined;
+    // The walk transfer() makes, without moving anything.
+    let lpib = this.get32(sdBase(i) + SD.LPIB);
+    let be = st.be;
+    let bp = st.bp;
+    let bytes = 0;
+    for (let k = 0; k < st.bdl.length + 2; k++) {
+      const e = st.bdl[be];
+      const left = e.len - bp;
+      const toWrap = st.cbl - lpib;
+      if (toWrap < left) { // the lap ends inside this entry
+        bytes += toWrap;
+        lpib = 0; be = 0; bp = 0;
+        continue;
+      }
+      bytes += left;
+      lpib += left;
+      if (e.ioc) return bytes;
+      bp = 0;
+      be++;
+      if (be === st.bdl.length || lpib === st.cbl) { be = 0; lpib = 0; }
+    }
+    return undefined;
   }
 
   /** The cyclic buffer length a running stream took at RUN (the register

@@ -20,6 +20,7 @@
 //
 // The device is reset when the VM starts and when it stops.
 
+import fs from 'node:fs';
 import type { DeviceContext, Device, MmioHandler } from '../device.js';
 import { barSize, type BarKind } from '../pci/bar-alloc.js';
 import {
@@ -188,6 +189,9 @@ export class PassthruFunction extends PciEmulFunction implements Device {
       const bar: BarInfo = { idx: i, kind, size, regionSize: r.size, plan, mappedAt: [], trappedAt: [] };
       if (plan.some((p) => p.how === 'map') && r.mmap) {
         try {
+          // A server's file shorter than the region would fault (SIGBUS) when the guest touched it.
+          const st = fs.fstatSync(r.mmap.fd);
+          if (st.isFile() && st.size < r.mmap.offset + r.size) throw new RangeError('region beyond its file');
           bar.host = mmap(Math.ceil(r.size / PAGE_SIZE) * PAGE_SIZE, PROT_READ | PROT_WRITE, r.mmap.fd, r.mmap.offset, `${this.backend.name} BAR ${i}`);
         } catch {
           bar.plan = [{ offset: 0, size, how: 'trap' }];

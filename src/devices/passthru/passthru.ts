@@ -13,7 +13,8 @@ import type { PciDeviceRecord, LegacyParser, PciSlot } from '../pci-device.js';
 import { checkHostDevice, HostSetupError, isLinuxForm, passthruSource } from './host-device.js';
 import { identityDmaSpace, type DmaSpaceLike } from './dma-window.js';
 import { PassthruFunction } from './passthru-function.js';
-import { pciEndpoint } from './endpoint-id.js';
+import { pciEndpointId } from '../iommu/dma-space.js';
+import { IOMMU_KEY } from '../iommu/iommu-config.js';
 import { VfioUserBackend } from './vfio-user-backend.js';
 
 /**
@@ -67,6 +68,7 @@ export const passthruDevice: PciDeviceRecord = {
     { key: 'cdev', description: 'passthru VFIO device file (/dev/vfio/devices/vfioN)' },
     { key: 'vfio-user', description: 'passthru of a device served over vfio-user at this UNIX socket' },
     { key: 'rom', description: 'passthru option ROM file' },
+    { key: IOMMU_KEY, default: 'false', description: 'passthru device behind the virtio-iommu: its DMA windows are the guest\'s IOMMU mappings' },
   ],
   validate(config, slot) {
     const src = passthruSource(config, slot.node);
@@ -83,8 +85,7 @@ export const passthruDevice: PciDeviceRecord = {
     const src = passthruSource(ctx.config, slot.node);
     if (src.kind !== 'vfio-user') throw new ConfigError(`not supported yet: passthru of host devices; ${hostStatus(ctx.config, slot)}`);
     // The function's DMA space: the IOMMU's when it is behind one.
-    const spaces = (chipset as { dma?: { forEndpoint(ep: number): DmaSpaceLike } }).dma;
-    const space = spaces?.forEndpoint(pciEndpoint(slot.bus, slot.slot, slot.func)) ?? identityDmaSpace(ctx.mem.ranges());
+    const space: DmaSpaceLike = chipset.dma?.forEndpoint(pciEndpointId(slot.bus, slot.slot, slot.func)) ?? identityDmaSpace(ctx.mem.ranges());
     const helper = ctx.kvm?.helper;
     let ramFd: number | undefined;
     if (helper) ramFd = fs.openSync(helper.memoryPath, 'r+');

@@ -5,7 +5,7 @@
 
 import { Endpoint, SocketWire, VfioUserError, type Wire } from './endpoint.js';
 import { closeFd } from '../../sys/eventfd.js';
-import { unixConnect } from '../../sys/unix-socket.js';
+import { setReceiveTimeout, unixConnect } from '../../sys/unix-socket.js';
 import {
   CMD, decodeDeviceInfo, decodeDmaAccess, decodeIrqInfo, decodeRegionAccess, decodeRegionInfo, decodeVersion,
   DEFAULT_MAX_DATA_XFER, DEFAULT_MAX_MSG_FDS, encodeDmaAccess, encodeDmaMap, encodeDmaUnmap, encodeIrqSet,
@@ -14,6 +14,8 @@ import {
 } from './protocol.js';
 
 const EFAULT = 14;
+/** How long a reply may take (a device reset may be slow) before the server is taken as gone. */
+export const REPLY_TIMEOUT_MS = 30_000;
 
 /** Guest memory as the server's DMA_READ/DMA_WRITE reach it; throws for
  * an address the function may not use (answered EFAULT). */
@@ -36,8 +38,12 @@ export class VfioUserClient {
   }
 
   /** Connects to a server's socket and negotiates the version. */
-  static connect(path: string, dma?: DmaTarget): VfioUserClient {
-    const c = new VfioUserClient(new SocketWire(unixConnect(path)), dma);
+  static connect(path: string, dma?: DmaTarget, timeoutMs = REPLY_TIMEOUT_MS): VfioUserClient {
+    const fd = unixConnect(path);
+    // A server that stops answering must not hold the vCPU forever: past
+    // this the device is taken as gone.
+    if (timeoutMs > 0) setReceiveTimeout(fd, timeoutMs);
+    const c = new VfioUserClient(new SocketWire(fd), dma);
     try {
       c.negotiate();
     } catch (e) {

@@ -9,6 +9,7 @@
 // The client is not trusted: every offset, count and index is checked and
 // a bad one is an error reply (EINVAL, EFAULT), never a crash of the server.
 
+import fs from 'node:fs';
 import { closeFd, eventfdRead, eventfdWrite } from '../../sys/eventfd.js';
 import { mmap, PROT_READ, PROT_WRITE, type Mapping } from '../../sys/libc.js';
 import { IRQ_SET_FLAG, PCI_IRQ, REGION_INFO_FLAG } from '../../sys/vfio-abi.js';
@@ -48,6 +49,10 @@ export interface ServedDevice {
   reset(): void;
   /** INTx was unmasked by the client (AUTOMASKED INTx). */
   intxUnmasked?(): void;
+  /** The client set (count > 0) or removed the eventfds of irq `index`. */
+  irqsChanged?(index: number, count: number): void;
+  /** The client's DMA windows changed (see DeviceServices.mappedWindows). */
+  dmaChanged?(): void;
 }
 
 /** What a device model may ask of its server. */
@@ -55,6 +60,9 @@ export interface DeviceServices {
   dma: DmaPort;
   /** Signals interrupt `sub` of irq `index`; false when the client set no eventfd for it. */
   trigger(index: number, sub: number): boolean;
+  /** The client's DMA windows this process has mapped (address = the
+   * client's DMA address), for models that access memory directly. */
+  mappedWindows(): Array<{ address: number; bytes: Uint8Array }>;
 }
 
 /** A DMA the client's mappings do not allow (the device's error state). */
@@ -76,6 +84,16 @@ interface DmaRegion {
   flags: number;
   /** The client's file mapped here, when it sent one. */
   map?: Mapping;
+}
+
+/** Size of the file behind a descriptor (Infinity when it has none to tell, e.g. a device). */
+function fileSize(fd: number): number {
+  try {
+    const st = fs.fstatSync(fd);
+    return st.isFile() ? st.size : Infinity;
+  } catch {
+    return 0;
+  }
 }
 
 /** Largest client file we map whole (a typed array view must fit). */
@@ -110,6 +128,7 @@ export class VfioUserServer {
         eventfdWrite(fd);
         return true;
       },
+      mappedWindows: () => this.dma.filter((r) => r.map).map((r) => ({ address: r.address, bytes: r.map!.bytes })),
     });
   }
 
@@ -146,8 +165,14 @@ export class VfioUserServer {
 
   /** Forgets the client: its memory and eventfds. */
   disconnect(): void {
+    const hadDma = this.dma.length > 0;
     for (const r of this.dma.splice(0)) r.map?.unmap();
-    for (const list of this.irqFds) for (let i = 0; i < list.length; i++) { if (list[i] >= 0) closeFd(list[i]); list[i] = -1; }
+    if (hadDma) this.device.dmaChanged?.();
+    this.irqFds.forEach((list, index) => {
+      const had = list.some((f) => f >= 0);
+      for (let i = 0; i < list.length; i++) { if (list[i] >= 0) closeFd(list[i]); list[i] = -1; }
+      if (had) this.device.irqsChanged?.(index, 0);
+    });
     for (const f of this.unmaskFds.splice(0)) if (f >= 0) closeFd(f);
     this.endpoint?.close();
     this.endpoint = undefined;
@@ -228,6 +253,8 @@ export class VfioUserServer {
         if (this.dma.some((r) => d.address < r.address + r.size && r.address < d.address + d.size)) throw new VfioUserError(m.command, EEXIST);
         if (this.dma.length >= 1024) throw new VfioUserError(m.command, 28 /* ENOSPC */);
         const region: DmaRegion = { address: d.address, size: d.size, flags: d.flags };
+        // A window past the end of its file would fault (SIGBUS) when touched: refused.
+        if (m.fds.length > 0 && fileSize(m.fds[0]) < d.offset + d.size) throw new VfioUserError(m.command, EINVAL, 'window beyond its file');
         if (m.fds.length > 0 && d.size <= MAX_MAPPED_REGION) {
           const prot = (d.flags & DMA_FLAG.READ ? PROT_READ : 0) | (d.flags & DMA_FLAG.WRITE ? PROT_WRITE : 0);
           try {
@@ -239,14 +266,16 @@ export class VfioUserServer {
         this.dma.push(region);
         this.dma.sort((x, y) => x.address - y.address);
         if (region.map) this.stats.dmaMapped++;
+        if (region.map) this.device.dmaChanged?.();
         return {};
       }
       case CMD.DMA_UNMAP: {
         const u = decodeDmaUnmap(m.payload);
         const i = this.dma.findIndex((r) => r.address === u.address && r.size === u.size);
         if (i < 0) throw new VfioUserError(m.command, ENOENT);
-        this.dma[i].map?.unmap();
-        this.dma.splice(i, 1);
+        const gone = this.dma.splice(i, 1)[0];
+        // The model lets go of the memory before it is unmapped.
+        if (gone.map) { this.device.dmaChanged?.(); gone.map.unmap(); }
         return { payload: m.payload.slice(0, 24) };
       }
       case CMD.DEVICE_RESET:
@@ -275,6 +304,7 @@ export class VfioUserServer {
     if (s.count === 0) {
       if (data !== IRQ_SET_FLAG.DATA_NONE || action !== IRQ_SET_FLAG.ACTION_TRIGGER) throw new VfioUserError(m.command, EINVAL, 'count 0');
       for (let i = 0; i < list.length; i++) { if (list[i] >= 0) closeFd(list[i]); list[i] = -1; }
+      this.device.irqsChanged?.(s.index, 0);
       return;
     }
     if (s.start + s.count > list.length) throw new VfioUserError(m.command, EINVAL, `irqs ${s.start}+${s.count} of ${list.length}`);
@@ -287,6 +317,7 @@ export class VfioUserServer {
           list[s.start + i] = m.fds.length ? m.fds[i] : -1;
           if (m.fds.length) keep.add(m.fds[i]);
         }
+        this.device.irqsChanged?.(s.index, list.filter((f) => f >= 0).length);
       } else if (action === IRQ_SET_FLAG.ACTION_UNMASK && s.index === PCI_IRQ.INTX) {
         const old = this.unmaskFds[0];
         if (old !== undefined && old >= 0) closeFd(old);
@@ -308,18 +339,20 @@ export class VfioUserServer {
 
   // ---- DMA for the device model ----
 
-  private find(address: number, length: number, write: boolean): DmaRegion {
+  /** The window holding the access with its permission, or undefined
+   * when none does: then the client is asked by message (it answers EFAULT, or, behind an
+   * emulated IOMMU, reports the fault to the guest first). */
+  private find(address: number, length: number, write: boolean): DmaRegion | undefined {
+    if (length < 0 || !Number.isSafeInteger(address) || !Number.isSafeInteger(address + length)) throw new DmaFault(address, length, write);
     const r = this.dma.find((x) => address >= x.address && address + length <= x.address + x.size);
-    if (!r || length < 0 || !Number.isSafeInteger(address + length) || !(r.flags & (write ? DMA_FLAG.WRITE : DMA_FLAG.READ))) {
-      throw new DmaFault(address, length, write);
-    }
-    return r;
+    // A window without this permission: the client refuses it too (and reports it).
+    return r && (r.flags & (write ? DMA_FLAG.WRITE : DMA_FLAG.READ)) ? r : undefined;
   }
 
   private dmaRead(address: number, length: number): Uint8Array {
     const r = this.find(address, length, false);
     this.stats.dmaBytes += length;
-    if (r.map) return r.map.bytes.slice(address - r.address, address - r.address + length);
+    if (r?.map) return r.map.bytes.slice(address - r.address, address - r.address + length);
     const out = new Uint8Array(length);
     for (let done = 0; done < length;) {
       const n = Math.min(this.maxDataXfer, length - done);
@@ -335,7 +368,7 @@ export class VfioUserServer {
   private dmaWrite(address: number, data: Uint8Array): void {
     const r = this.find(address, data.length, true);
     this.stats.dmaBytes += data.length;
-    if (r.map) { r.map.bytes.set(data, address - r.address); return; }
+    if (r?.map) { r.map.bytes.set(data, address - r.address); return; }
     for (let done = 0; done < data.length;) {
       const n = Math.min(this.maxDataXfer, data.length - done);
       this.call(CMD.DMA_WRITE, encodeDmaAccess({ address: address + done, count: n, data: data.subarray(done, done + n) }));

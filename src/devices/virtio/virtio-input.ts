@@ -44,7 +44,7 @@ import {
 } from '../../sys/evdev.js';
 import { VIRTIO_ID_INPUT } from './virtio-constants.js';
 import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
-import { VirtioPci, type VirtioPciTransport } from './virtio-pci.js';
+import { VIRTIO_PCI_KEYS, VirtioPci, translatedDmaSpace, type VirtioPciTransport } from './virtio-pci.js';
 import type { Virtqueue } from './virtqueue.js';
 import { attachInputBackend, type EvdevHost } from './input-backend.js';
 
@@ -303,6 +303,7 @@ export const virtioInputDevice: PciDeviceRecord = {
   keys: [
     { key: 'path', description: 'host evdev device (/dev/input/eventN) passed through' },
     { key: 'transport', default: 'modern', description: 'virtio PCI interface (virtio-input: modern only)' },
+    VIRTIO_PCI_KEYS.find((k) => k.key === 'iommu')!,
   ],
   validate: (c, s) => {
     if (c.get(`${s.node}.path`) === undefined) throw new ConfigError(`virtio-input at pci slot ${s.where}: missing path (use virtio-input,/dev/input/eventN)`);
@@ -314,6 +315,7 @@ export const virtioInputDevice: PciDeviceRecord = {
     if (t === undefined) throw new Error(`no host device was opened for ${s.node}`);
     const fn = new VirtioPci(ctx, new VirtioInput(attachInputBackend(t)), {
       emulation: 'virtio-input', classCode: PCIC_INPUTDEV, subclass: PCIS_INPUTDEV_OTHER, msix: chipset.msix, transport,
+      dma: translatedDmaSpace(chipset, s),
     });
     fn.cfg.set16(PCIR_SUBVEND_0, VIRTIO_INPUT_SUBVENDOR);
     fn.cfg.set16(PCIR_SUBDEV_0, VIRTIO_INPUT_SUBDEVICE);

@@ -133,6 +133,8 @@ export class VirtioNet extends VirtioDeviceBase {
   private readonly opts: NetOptions;
   /** The backend's descriptor, which an I/O thread can take over. */
   private readonly backend: NetBackendTransfer | undefined;
+  /** Removes the transport's ioeventfds (NotifyOffload's release). */
+  private releaseOffload: () => void = () => {};
   /** Whether the I/O thread serves the transmit queue too. */
   private readonly txOnIothread: boolean;
   /** The I/O thread that owns the queues while the driver runs, if any. */
@@ -194,7 +196,7 @@ export class VirtioNet extends VirtioDeviceBase {
    * NotifyOffload): hands the queues and the backend's descriptor to an I/O
    * thread when configured, and returns its eventfd for each queue, for the
    * transport to register as ioeventfds. */
-  startOffload(helper: HelperThreadData): Array<number | undefined> | undefined {
+  startOffload(helper: HelperThreadData, release: () => void = () => {}): Array<number | undefined> | undefined {
     const act = this.activationRef;
     const b = this.backend;
     if (!(this.opts.iothread ?? NET_IOTHREAD_DEFAULT) || !act || !b || this.iothread || this.needsResetReason !== undefined) return undefined;
@@ -212,10 +214,21 @@ export class VirtioNet extends VirtioDeviceBase {
     // place (before a reset) is dropped, as a NIC's reset drops it.
     disarmFdWaker(new Int32Array(b.wake));
     this.port?.consume();
+    this.releaseOffload = release;
     return act.queues.map((q, i) => (q && (i === VTNET_RXQ || this.txOnIothread) ? this.iothread!.notifyFd : undefined));
   }
 
+  /** The I/O thread never took the queues: notifies come here again (the
+   * ioeventfds go), and this thread serves both queues. */
+  private iothreadFallback(): void {
+    this.releaseOffload();
+    this.stopIothread();
+    this.queueNotify(VTNET_TXQ);
+    this.queueNotify(VTNET_RXQ);
+  }
+
   private stopIothread(): void {
+    this.releaseOffload = () => {};
     const t = this.iothread;
     if (!t) return;
     t.stop();
@@ -246,13 +259,7 @@ export class VirtioNet extends VirtioDeviceBase {
     if (!this.activated || this.needsResetReason !== undefined) return;
     const t = this.iothread;
     if (t) {
-      if (t.failedToStart) {
-        // It never took the queues: serve them here, as without it.
-        this.stopIothread();
-        this.queueNotify(VTNET_TXQ);
-        this.queueNotify(VTNET_RXQ);
-        return;
-      }
+      if (t.failedToStart) { this.iothreadFallback(); return; }
       const bits = t.takeInterrupts();
       for (let i = 0; i < 2; i++) {
         if (bits & (1 << i)) { this.stats.interrupts++; this.activationRef?.interrupt.queue(i); }
@@ -268,7 +275,8 @@ export class VirtioNet extends VirtioDeviceBase {
     const t = this.iothread;
     if (t && (index === VTNET_RXQ || this.txOnIothread)) {
       if (!t.failedToStart) { this.offloaded.forwarded++; t.notify(); return; }
-      this.stopIothread();
+      this.iothreadFallback();
+      return;
     }
     if (index === VTNET_RXQ) this.receive(queue);
     else if (index === VTNET_TXQ) this.transmit(queue);

@@ -132,7 +132,9 @@ export type VirtioPciTransport = 'transitional' | 'modern' | 'legacy';
  * notify address, so the guest's notify never exits to userspace. Notifies
  * that do reach the transport still go through queueNotify. */
 export interface NotifyOffload {
-  startOffload(helper: HelperThreadData): Array<number | undefined> | undefined;
+  /** `release` removes the ioeventfds again (a helper that could not start:
+   * the device takes its notifies back by exit). */
+  startOffload(helper: HelperThreadData, release: () => void): Array<number | undefined> | undefined;
 }
 
 export interface VirtioPciOptions {
@@ -416,7 +418,7 @@ export class VirtioPci extends PciEmulFunction {
     if (!kvm || typeof dev.startOffload !== 'function' || this.dma !== undefined) return;
     let fds: Array<number | undefined> | undefined;
     try {
-      fds = dev.startOffload(kvm.helper);
+      fds = dev.startOffload(kvm.helper, () => this.dropIoeventfds());
     } catch {
       return; // the device keeps serving notifies on this thread
     }

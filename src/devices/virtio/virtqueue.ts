@@ -78,6 +78,13 @@ export function memoryFence(): void {
   Atomics.add(fenceWord, 0, 0);
 }
 
+/** `b` as 16-bit words (undefined when it does not start on an even
+ * address: rings are at least 2-aligned in guest RAM, and RAM mappings
+ * page-aligned, so that is only a test's odd buffer). */
+function words16(b: Uint8Array): Uint16Array | undefined {
+  return b.byteOffset % 2 === 0 ? new Uint16Array(b.buffer, b.byteOffset, b.length >> 1) : undefined;
+}
+
 function rd16(b: Uint8Array, o: number): number {
   return b[o] | (b[o + 1] << 8);
 }
@@ -202,6 +209,15 @@ export class Virtqueue {
   private descTable: Uint8Array;
   private avail: Uint8Array;
   private used: Uint8Array;
+  /** The same rings as 16-bit words, for the fields the driver and device
+   * change under each other (idx, flags, used_event, avail_event): each is
+   * read and written in one 16-bit access. Byte by byte, a device thread
+   * that runs beside the vCPU (virtio-blk's iothread) could see avail idx
+   * half-updated when it carried into its high byte (0x34ff -> 0x3500 read
+   * as 0x35ff: "256 entries ahead", DEVICE_NEEDS_RESET), and the driver a
+   * torn used idx. */
+  private avail16: Uint16Array | undefined;
+  private used16: Uint16Array | undefined;
   /** Offset of used_event in the avail ring, of avail_event in the used ring. */
   private readonly usedEventOff: number;
   private readonly availEventOff: number;
@@ -235,6 +251,22 @@ export class Virtqueue {
     this.used = this.area(layout.used, 6 + VIRTQ_USED_ELEM_SIZE * size, 'used ring', DMA_READ | DMA_WRITE);
     this.usedEventOff = 4 + 2 * size;
     this.availEventOff = 4 + VIRTQ_USED_ELEM_SIZE * size;
+    this.avail16 = words16(this.avail);
+    this.used16 = words16(this.used);
+  }
+
+  /** A ring's 16-bit field at even offset `o`, read in one access. */
+  private availWord(o: number): number {
+    return this.avail16 ? Atomics.load(this.avail16, o >> 1) : rd16(this.avail, o);
+  }
+
+  private usedWord(o: number): number {
+    return this.used16 ? Atomics.load(this.used16, o >> 1) : rd16(this.used, o);
+  }
+
+  private setUsedWord(o: number, v: number): void {
+    if (this.used16) Atomics.store(this.used16, o >> 1, v & 0xffff);
+    else wr16(this.used, o, v);
   }
 
   private area(addr: number, length: number, what: string, access: DmaAccess): Uint8Array {
@@ -279,6 +311,8 @@ export class Virtqueue {
     this.descTable = this.area(layout.desc, VIRTQ_DESC_SIZE * size, 'descriptor table', DMA_READ);
     this.avail = this.area(layout.avail, 6 + 2 * size, 'available ring', DMA_READ);
     this.used = this.area(layout.used, 6 + VIRTQ_USED_ELEM_SIZE * size, 'used ring', DMA_READ | DMA_WRITE);
+    this.avail16 = words16(this.avail);
+    this.used16 = words16(this.used);
     this.ringGeneration = gen;
   }
 
@@ -300,7 +334,7 @@ export class Virtqueue {
    * queue size. */
   pending(): number {
     if (this.dma !== undefined) this.checkRings();
-    const availIdx = rd16(this.avail, 2);
+    const availIdx = this.availWord(2);
     const n = (availIdx - this.lastAvail) & 0xffff;
     if (n > this.size) {
       throw new VirtqueueError(`queue ${this.index}: avail idx ${availIdx} is ${n} entries ahead of ${this.lastAvail} (queue size ${this.size})`);
@@ -313,13 +347,13 @@ export class Virtqueue {
    * or chain. */
   pop(chain: DescriptorChain = new DescriptorChain()): DescriptorChain | null {
     if (this.pending() === 0) return null;
-    const head = rd16(this.avail, 4 + 2 * (this.lastAvail & (this.size - 1)));
+    const head = this.availWord(4 + 2 * (this.lastAvail & (this.size - 1)));
     if (head >= this.size) {
       throw new VirtqueueError(`queue ${this.index}: avail ring entry ${this.lastAvail} names descriptor ${head} >= size ${this.size}`);
     }
     this.lastAvail = (this.lastAvail + 1) & 0xffff;
     // Tell an EVENT_IDX driver to notify for anything past what we consumed.
-    if (this.eventIdx) wr16(this.used, this.availEventOff, this.lastAvail);
+    if (this.eventIdx) this.setUsedWord(this.availEventOff, this.lastAvail);
     this.walk(head, chain);
     return chain;
   }
@@ -334,7 +368,7 @@ export class Virtqueue {
     wr32(this.used, slot + 4, len);
     this.nextUsed = (this.nextUsed + 1) & 0xffff;
     // The element is stored before the index (x86 keeps stores in order).
-    wr16(this.used, 2, this.nextUsed);
+    this.setUsedWord(2, this.nextUsed);
   }
 
   /** After pushing used elements: should the device interrupt the driver?
@@ -351,10 +385,10 @@ export class Virtqueue {
     if (valid && newIdx === old) return false;
     if (this.eventIdx) {
       if (!valid) return true;
-      const usedEvent = rd16(this.avail, this.usedEventOff);
+      const usedEvent = this.availWord(this.usedEventOff);
       return ((newIdx - usedEvent - 1) & 0xffff) < ((newIdx - old) & 0xffff);
     }
-    return (rd16(this.avail, 0) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+    return (this.availWord(0) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
   }
 
   /** Asks the driver to notify again (clears VIRTQ_USED_F_NO_NOTIFY, or sets
@@ -362,8 +396,8 @@ export class Virtqueue {
    * the meantime: the caller must then keep processing. */
   enableNotification(): boolean {
     if (this.dma !== undefined) this.checkRings();
-    if (this.eventIdx) wr16(this.used, this.availEventOff, this.lastAvail);
-    else wr16(this.used, 0, rd16(this.used, 0) & ~VIRTQ_USED_F_NO_NOTIFY);
+    if (this.eventIdx) this.setUsedWord(this.availEventOff, this.lastAvail);
+    else this.setUsedWord(0, this.usedWord(0) & ~VIRTQ_USED_F_NO_NOTIFY);
     memoryFence();
     return this.pending() !== 0;
   }
@@ -372,7 +406,7 @@ export class Virtqueue {
    * avail_event alone governs notifications). */
   disableNotification(): void {
     if (this.dma !== undefined) this.checkRings();
-    if (!this.eventIdx) wr16(this.used, 0, rd16(this.used, 0) | VIRTQ_USED_F_NO_NOTIFY);
+    if (!this.eventIdx) this.setUsedWord(0, this.usedWord(0) | VIRTQ_USED_F_NO_NOTIFY);
   }
 
   /** An indirect table: one view, in one RAM region. */

@@ -76,6 +76,9 @@ export function sandboxPlan(config: ConfigTree, paths: SandboxPaths): SandboxPla
     { path: path.dirname(paths.dir), access: FS.REMOVE_DIR | FS.MAKE_DIR },
     ...consoleSocketDirs(config).map((p) => ({ path: p, access: FS.REMOVE_FILE })),
     ...diskImages(config),
+    // (hda's play=/rec= files need no rule: the device opens them when it
+    // is created, before the vCPU thread confines itself, and only reads
+    // or writes the open descriptors after: devices/hda/hda-audio.ts.)
   ];
   const shares = fileShares(config);
   rules.push(...shares.rules);

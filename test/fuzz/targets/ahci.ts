@@ -6,7 +6,11 @@
 // and random writes to the port and HBA registers (COMRESET, ST/FRE
 // toggles, GHC resets). Oracles: nothing escapes the device (harness), and
 // the register page (regpage: what the guest reads without an exit)
-// always holds what a read through the exit path answers.
+// always holds what a read through the exit path answers. Half the
+// instances buffer PxSACT writes in a coalesced MMIO ring (sactcoalesce),
+// half hand NCQ transfers to the I/O pool (iopool, without threads: they
+// run at the next poll or exit); the page is compared after the ring is
+// replayed and finished transfers completed, as the next exit would.
 import * as fs from 'node:fs';
 import { AhciRig, h2d, type Prd } from '../../unit/ahci-driver.js';
 import type { FuzzInstance, FuzzTarget } from '../harness.js';
@@ -33,13 +37,16 @@ class AhciFuzz implements FuzzInstance {
   private readonly images: string[];
   lastOp?: string;
   private commands = 0;
+  private readonly pool: boolean;
 
   constructor(private readonly r: Rng) {
     this.images = [sparseImage(4 << 20), sparseImage(64 * 2048)];
+    this.pool = r.chance(0.5);
     this.rig = new AhciRig({
       'pci.0.4.0.port.0.type': 'hd', 'pci.0.4.0.port.0.path': this.images[0],
       'pci.0.4.0.port.1.type': 'cd', 'pci.0.4.0.port.1.path': this.images[1],
-    }, { registerPages: true });
+      ...(this.pool ? { 'pci.0.4.0.iopool': '1', 'pci.0.4.0.iopool_min': String(r.pick([512, 4096, 65536])) } : {}),
+    }, { registerPages: true, coalescedRing: r.chance(0.5) });
     this.ports = [this.rig.startPort(0), this.rig.startPort(1)];
     this.bufs = Array.from({ length: 4 }, () => this.rig.alloc(8192));
   }
@@ -76,6 +83,10 @@ class AhciFuzz implements FuzzInstance {
       this.rig.wr(reg, v);
       this.rig.rd(r.below(0x400) & ~3);
     }
+    if (this.pool && r.chance(0.3)) this.rig.hba.poll();
+    // What the next exit does first: replay buffered writes, complete finished transfers.
+    this.rig.io.flushCoalesced();
+    this.rig.hba.poll();
     // The polled registers of the port just driven, and a few at random.
     const offs = [0x08, 0x100 + 0x80 * port + P.CI, 0x100 + 0x80 * port + P.SACT, 0x100 + 0x80 * port + P.IS, 0x100 + 0x80 * port + 0x20];
     for (let i = 0; i < 3; i++) offs.push(r.below(0x400) & ~3);
@@ -88,6 +99,7 @@ class AhciFuzz implements FuzzInstance {
 
   close(): void {
     this.rig.close();
+    if (this.rig.hba.pool && this.rig.hba.pool.pending !== 0) throw new Error(`${this.rig.hba.pool.pending} transfers still in flight after close`);
     for (const p of this.images) fs.rmSync(p, { force: true });
   }
 

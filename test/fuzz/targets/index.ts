@@ -14,6 +14,8 @@ import { HDA_TARGET } from './hda.js';
 import { VIRTIO_9P_TARGET } from './virtio-9p.js';
 import { VIRTIO_SCSI_TARGET } from './virtio-scsi.js';
 import { DOMAIN_XML_TARGET } from './domain-xml.js';
+import { VFIO_USER_TARGET } from './vfio-user.js';
+import { VIRTIO_IOMMU_TARGET } from './virtio-iommu.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
@@ -30,10 +32,12 @@ export const TARGETS: readonly FuzzTarget[] = [
   HDA_TARGET,
   VIRTIO_9P_TARGET,
   VIRTIO_SCSI_TARGET,
+  VIRTIO_IOMMU_TARGET,
   ...HOST_CONFIG_TARGETS,
   DOMAIN_XML_TARGET,
   CONTROL_SOCKET_TARGET,
   GDB_STUB_TARGET,
+  VFIO_USER_TARGET,
 ];
 
 export function targetByName(name: string): FuzzTarget | undefined {

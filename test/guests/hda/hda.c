@@ -16,6 +16,10 @@
  *     after the 8th IOC (two laps of the cyclic buffer):
  *       hda: played N bytes, crc XXXXXXXX, 8 IOC in 2 laps
  *     byte i of the buffer is (i * 31 + (i >> 8) * 7 + 1) & 0xff;
+ *   - parameter bit 29: then records N bytes on the first input stream from
+ *     the first audio input converter and checks them against the pattern
+ *     of the host's rec= file: byte i is (i * 13 + (i >> 8) * 5 + 7) & 0xff
+ *     (the file repeats it: the device may run on into the next lap);
  *   - parameter bit 30: hostile descriptors on the second output stream
  *     (a BDL outside RAM, an entry of length 0): each must leave RUN at 0
  *     and set DESE;
@@ -226,8 +230,8 @@ static void controller_up(void)
 	w32(INTCTL, intctl);
 }
 
-static int dac = -1, pin = -1;
-static uint32_t dac_caps, pin_caps, fg_amp_out;
+static int dac = -1, pin = -1, adc = -1, inpin = -1;
+static uint32_t dac_caps, pin_caps, adc_caps, fg_amp_out, fg_amp_in;
 
 static const char *wtype(uint32_t caps)
 {
@@ -266,6 +270,7 @@ static void enumerate(void)
 			continue;
 		uint32_t ws = param((int)g, 0x04);
 		fg_amp_out = param((int)g, 0x12);
+		fg_amp_in = param((int)g, 0x0d);
 		uint32_t pcm = param((int)g, 0x0a);
 		say("hda: audio function group NID %u: widgets %u from NID %u, PCM %08x, subsystem %08x\n", g, ws & 0xff,
 		    (ws >> 16) & 0xff, pcm, verb12((int)g, 0xf20, 0));
@@ -283,6 +288,12 @@ static void enumerate(void)
 				pin = (int)w;
 				pin_caps = caps;
 			}
+			if (t == 1 && adc < 0) {
+				adc = (int)w;
+				adc_caps = caps;
+			}
+			if (t == 4 && (pc & 0x20) && inpin < 0)
+				inpin = (int)w;
 		}
 	}
 	if (dac < 0 || pin < 0)
@@ -401,6 +412,48 @@ static void hostile(void)
 	irq_done();
 }
 
+/* Records N bytes on the first input stream (tag 2) from the codec's first
+ * audio input converter and checks them against the pattern the host's
+ * rec= file holds: byte i is (i * 13 + (i >> 8) * 5 + 7) & 0xff. */
+static void record(uint32_t total)
+{
+	if (adc < 0 || !iss)
+		fail("hda: no audio input converter or input stream (adc %d, %u input streams)", adc, iss);
+	if (inpin >= 0 && !conn_has(adc, inpin))
+		fail("hda: input converter NID %d does not take pin NID %d", adc, inpin);
+	verb4(adc, 0x2, FMT_48K_16_2);
+	verb12(adc, 0x706, 2 << 4);
+	if (adc_caps & 0x2) {
+		uint32_t ac = (adc_caps & 0x8) ? param(adc, 0x0d) : fg_amp_in;
+		verb4(adc, 0x3, 0x7000 | (ac & 0x7f));	/* input amp, both sides, index 0, unmuted */
+	}
+	if (inpin >= 0)
+		verb12(inpin, 0x707, 0x20);
+	const unsigned n = 4;
+	uint32_t len = total / n;
+	uint8_t *buf = alloc(total, 128);
+	memset(buf, 0xee, total);
+	struct bdle *bdl = alloc(n * sizeof(struct bdle), 128);
+	int s = sd(0);
+	stream_setup(s, bdl, buf, n, len);
+	w32(s + SD_CTL, (r32(s + SD_CTL) & 0x000fffff) | (2u << 20));
+	intctl |= 1u;
+	if (vec >= 0)
+		w32(INTCTL, intctl);
+	stream_run(s, 1);
+	if (!(r8(s + SD_CTL) & RUN))
+		fail("hda: the input stream does not run (SDSTS %x)", r8(s + SD_STS));
+	uint32_t before = iocs;
+	for (unsigned i = 0; i < n; i++)
+		wait_ioc(s, 0);
+	stream_run(s, 0);
+	for (uint32_t i = 0; i < total; i++)
+		if (buf[i] != (uint8_t)(i * 13 + (i >> 8) * 5 + 7))
+			fail("hda: recorded byte %u is %x, the file has %x", i, buf[i], (uint8_t)(i * 13 + (i >> 8) * 5 + 7));
+	printf("hda: recorded %u bytes from converter NID %d, crc %08x, %u IOC, as the file holds\n", total, adc,
+	    crc32(0, buf, total), iocs - before);
+}
+
 static void bench(unsigned seconds)
 {
 	int s = sd(iss);
@@ -515,6 +568,8 @@ int guest_main(uint32_t prm)
 	say("hda: position buffer at the IOCs: %x %x %x %x, LPIB after stop %x\n", pos[0], pos[1], pos[2], pos[3], lpib);
 	if (prm & 0x40000000u)
 		hostile();
+	if (prm & 0x20000000u)
+		record(total);
 	if (vec >= 0)
 		printf("hda: interrupts: intx vector %x %u (%u responses, %u IOC)\n", vec, irq_count[vec], responses, iocs);
 	if (mode & MODE_HOLD)

@@ -12,7 +12,7 @@
  * The host side: a tap with 10.0.2.2/24, e.g. in a network namespace.
  *
  * Bench mode (ROM parameter != 0, used by bench/virtio-net.mjs): bits 0..27
- * = N frames, bit 28 = direction (0 TX, 1 RX), bit 29 = large frames (65535
+ * = N frames (N > 0), bit 28 = direction (0 TX, 1 RX), bit 29 = large frames (65535
  * bytes: a 65521-byte IPv4 packet, for a tap with MTU 65521, its largest; buffers of
  * 68 KiB) instead of 1514 bytes. Queues of up to 256
  * entries; after the ARP exchange (which also teaches the host our MAC) and
@@ -21,13 +21,14 @@
  *       10.0.2.2:9, no checksum) as fast as the queue takes them: keeps the transmit
  *       queue full, kicks only when the device has not set NO_NOTIFY, then
  *       waits for every buffer back;
- *   RX: prints "bench: rx ready", then counts received frames until N have
- *       arrived or nothing came for ~1 s after the first (~30 s for the
- *       first), recycling each buffer at once.
+ *   RX: prints "bench: rx ready", then counts received frames of the bench
+ *       size (others are recycled uncounted) until N have arrived or none
+ *       came for ~1 s after the first (~30 s for the first), recycling each
+ *       buffer at once.
  * Prints "bench: tsc_hz HZ", "bench: tx|rx FRAMES frames BYTES bytes CYCLES
  * cycles" (cycles from the first to the last frame) and "bench: done".
  *
- * Peer mode (ROM parameter 0x20000000): the guest is 10.0.2.2 for another
+ * Peer mode (ROM parameter 0x40000000, bit 30 alone): the guest is 10.0.2.2 for another
  * guest on the same bridge: it answers ARP for 10.0.2.2 and ICMP echo
  * requests, prints "virtio-net: answered ping from 10.0.2.15" after the
  * first and exits 0x10 (status 33); nothing within ~2 minutes fails.
@@ -271,11 +272,15 @@ static void bench_rx(uint64_t n, uint64_t hz)
 			__asm__ volatile("pause");
 			continue;
 		}
-		if (!frames)
-			first = now;
-		last = now;
-		frames++;
-		bytes += len > HDR ? len - HDR : 0;
+		/* Only the flood's frames count (and start the clock): a late ARP
+		 * reply or other stray frame before the flood must not. */
+		if (len == HDR + frame_len) {
+			if (!frames)
+				first = now;
+			last = now;
+			frames++;
+			bytes += frame_len;
+		}
 		struct vbuf b = { rxmem + (uint64_t)id * BUFLEN, BUFLEN, 1 };
 		vq_add(q, &b, 1);
 		mb();
@@ -289,9 +294,12 @@ static void bench_rx(uint64_t n, uint64_t hz)
 	printf("bench: rx %lu frames %lu bytes %lu cycles\n", frames, bytes, last - first);
 }
 
+#define PEER_PARAM	0x40000000u
+
 int guest_main(uint32_t param)
 {
-	int bench = param != 0;
+	peer = param == PEER_PARAM;
+	int bench = param != 0 && !peer;
 	uint64_t nframes = param & 0x0fffffff;
 	int dir = (int)(param >> 28) & 1;
 	if (bench && (param >> 29) == 1) {
@@ -333,10 +341,9 @@ int guest_main(uint32_t param)
 	vq_kick(&d->vq[0]);
 
 	static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff }, zero[6];
-	if (dir == 2) {
+	if (peer) {
 		/* Peer mode: be 10.0.2.2 for another guest on the same bridge. */
 		static const uint8_t a[4] = { 10, 0, 2, 2 }, b[4] = { 10, 0, 2, 15 };
-		peer = 1;
 		memcpy(my_ip, a, 4);
 		memcpy(host_ip, b, 4);
 		printf("virtio-net: peer 10.0.2.2 waiting for 10.0.2.15\n");

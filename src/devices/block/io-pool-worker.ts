@@ -1,0 +1,67 @@
+// One I/O thread of a disk controller's pool (io-pool.ts): maps guest RAM,
+// adopts the controller's image fds, then takes READY requests, does their
+// transfer, marks them DONE and rings the device thread's doorbell (once
+// until the device thread has looked: CTL.KICKED).
+
+import fs from 'node:fs';
+import { workerData } from 'node:worker_threads';
+import { GuestMemory } from '../../sys/guest-memory.js';
+import { mapGuestRam, ramRegions } from '../../sys/guest-ram.js';
+import { preloadLibc } from '../../sys/libc.js';
+import { DEVICE_REQUEST, Doorbell } from '../../sys/doorbell.js';
+import { BlockFile } from './block-backend.js';
+import { CTL, performRequest, POOL_SLOTS, SLOT_STATE, type IoPoolWorkerData } from './io-pool.js';
+
+preloadLibc();
+const d = workerData as IoPoolWorkerData;
+const ctl = new Int32Array(d.shared.ctl);
+const ints = new Int32Array(d.shared.slotsI);
+const f64 = new Float64Array(d.shared.slotsF);
+const SLOT_INTS = ints.length / POOL_SLOTS;
+
+let doorbell: Doorbell | undefined;
+
+function main(): void {
+  let kick: () => void = () => {};
+  if (!d.noKick) {
+    const bell = Doorbell.attach(d.helper.doorbell);
+    doorbell = bell;
+    kick = () => { if (Atomics.exchange(ctl, CTL.KICKED, 1) === 0) bell.ring(DEVICE_REQUEST.POLL); };
+  }
+  const memFd = fs.openSync(d.helper.memoryPath, 'r+');
+  let mem: GuestMemory;
+  try {
+    mem = new GuestMemory(ramRegions(mapGuestRam(memFd, d.helper.layout)));
+  } finally {
+    fs.closeSync(memFd);
+  }
+  const files = d.files.map((f) => new BlockFile(f.options, { fd: f.fd, size: f.size }));
+  const views: Uint8Array[] = [];
+  Atomics.add(ctl, CTL.UP, 1);
+  while (Atomics.load(ctl, CTL.STOP) === 0) {
+    const seen = Atomics.load(ctl, CTL.SUBMITTED);
+    let did = 0;
+    for (let i = 0; i < POOL_SLOTS; i++) {
+      const b = i * SLOT_INTS;
+      if (Atomics.load(ints, b) !== SLOT_STATE.READY) continue;
+      if (Atomics.compareExchange(ints, b, SLOT_STATE.READY, SLOT_STATE.TAKEN) !== SLOT_STATE.READY) continue;
+      ints[b + 4] = performRequest(i, ints, f64, mem, files, views);
+      Atomics.store(ints, b, SLOT_STATE.DONE);
+      Atomics.add(ctl, CTL.DONE, 1);
+      Atomics.notify(ctl, CTL.DONE);
+      kick();
+      did++;
+    }
+    if (did === 0) Atomics.wait(ctl, CTL.SUBMITTED, seen);
+  }
+  Atomics.sub(ctl, CTL.UP, 1);
+}
+
+try {
+  main();
+} catch {
+  // With no worker up the device thread does the requests itself at its
+  // next poll: ring for it.
+  Atomics.add(ctl, CTL.FAILED, 1);
+  doorbell?.ring(DEVICE_REQUEST.POLL);
+}

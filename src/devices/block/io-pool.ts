@@ -1,0 +1,257 @@
+// A small pool of I/O threads for a disk controller (bhyve's blockif has 8
+// worker threads per disk for the same reason): the device thread parses a
+// command and validates its buffers inside the guest's register-write exit,
+// then hands the transfer (image offset, guest-physical segments) to a
+// worker and returns to the guest at once; the worker does the
+// preadv/pwritev straight between the image and its own mapping of guest
+// RAM, marks the request done and rings the device thread's doorbell
+// (DEVICE_REQUEST.POLL). The device completes the command (status, FIS or
+// completion entry, interrupt) on its own thread in reap(), so its
+// register state never leaves that thread.
+//
+// Requests live in a fixed table in shared memory:
+//   FREE -> READY (device thread) -> TAKEN (a worker, or the device thread
+//   itself in drain()) -> DONE -> FREE (device thread, in reap()).
+// drain() is what a reset or a port stop calls first: it does the READY
+// requests itself, waits for the TAKEN ones and completes everything, so
+// that after it nothing touches guest memory on the device's behalf (the
+// synchronous model's "no command is in flight between two accesses").
+// A worker that could not start leaves its requests READY: drain() and the
+// device thread's reap (which does the waiting requests itself while no
+// worker is up)
+// still finish them (a worker that fails rings the doorbell so that one
+// comes).
+
+import { Worker } from 'node:worker_threads';
+import type { HelperThreadData } from '../device.js';
+import type { GuestMemory } from '../../sys/guest-memory.js';
+import type { BlockBackendOptions, BlockFile } from './block-backend.js';
+
+/** Requests in flight at most (AHCI's 32 slots, or an NVMe batch). */
+export const POOL_SLOTS = 64;
+/** Guest buffer segments per request; more goes the synchronous way. */
+export const POOL_MAX_SEGS = 64;
+
+export const SLOT_STATE = { FREE: 0, READY: 1, TAKEN: 2, DONE: 3 } as const;
+/** Int32 words per slot: state, write, file, nseg, result. */
+const SI = { STATE: 0, WRITE: 1, FILE: 2, NSEG: 3, RESULT: 4 } as const;
+const SLOT_INTS = 8;
+/** Float64 words per slot: offset, then (gpa, len) pairs. */
+const SLOT_F64 = 1 + 2 * POOL_MAX_SEGS;
+/** Control words. */
+export const CTL = {
+  /** 0 running, 1 stop. */
+  STOP: 0,
+  /** Bumped at each submit: the workers wait on it. */
+  SUBMITTED: 1,
+  /** Bumped at each completion: drain() waits on it. */
+  DONE: 2,
+  /** Set by a worker when it rang the doorbell, cleared by reap(): one
+   * kick covers every completion until the device thread looks. */
+  KICKED: 3,
+  /** Workers that are up (mapped RAM, waiting for requests). */
+  UP: 4,
+  /** Workers that failed to start. */
+  FAILED: 5,
+} as const;
+const CTL_WORDS = 8;
+
+export interface IoPoolShared {
+  ctl: SharedArrayBuffer;
+  slotsI: SharedArrayBuffer;
+  slotsF: SharedArrayBuffer;
+}
+
+/** What a worker gets, structured-clonable. */
+export interface IoPoolWorkerData {
+  helper: HelperThreadData;
+  shared: IoPoolShared;
+  files: Array<{ fd: number; size: number; options: BlockBackendOptions }>;
+  /** Unit tests: no doorbell (no vCPU to kick). */
+  noKick?: boolean;
+}
+
+/** Does request `i`'s transfer with `mem` and `files`; returns the bytes
+ * moved or -1 on an error (a segment outside RAM, an I/O error). Shared by
+ * the workers and the device thread (drain). */
+export function performRequest(i: number, ints: Int32Array, f64: Float64Array, mem: GuestMemory, files: BlockFile[], views: Uint8Array[]): number {
+  const b = i * SLOT_INTS;
+  const fb = i * SLOT_F64;
+  const file = files[ints[b + SI.FILE]];
+  if (!file) return -1;
+  const write = ints[b + SI.WRITE] !== 0;
+  const nseg = ints[b + SI.NSEG];
+  views.length = 0;
+  try {
+    for (let s = 0; s < nseg; s++) mem.slices(f64[fb + 1 + 2 * s], f64[fb + 2 + 2 * s], views);
+    return write ? file.writev(views, f64[fb]) : file.readv(views, f64[fb]);
+  } catch {
+    return -1;
+  } finally {
+    views.length = 0;
+  }
+}
+
+type Done = (result: number) => void;
+
+/** The device thread's side. */
+export class BlockIoPool {
+  private readonly ctl: Int32Array;
+  private readonly ints: Int32Array;
+  private readonly f64: Float64Array;
+  private readonly shared: IoPoolShared;
+  private readonly callbacks: Array<Done | undefined> = new Array(POOL_SLOTS).fill(undefined);
+  private readonly submittedAt = new Float64Array(POOL_SLOTS);
+  private readonly workers: Worker[] = [];
+  private readonly views: Uint8Array[] = [];
+  private inFlight = 0;
+  private closed = false;
+  private workerData: IoPoolWorkerData | undefined;
+  private readonly threads: number;
+  private readonly workerUrl: URL | undefined;
+  /** Requests the device thread did itself (drain, a pool that is not up). */
+  stolen = 0;
+  submitted = 0;
+
+  constructor(threads: number, helper: HelperThreadData | undefined, private readonly files: BlockFile[],
+    private readonly mem: () => GuestMemory, opts: { noKick?: boolean; workerUrl?: URL } = {}) {
+    this.shared = {
+      ctl: new SharedArrayBuffer(4 * CTL_WORDS),
+      slotsI: new SharedArrayBuffer(4 * SLOT_INTS * POOL_SLOTS),
+      slotsF: new SharedArrayBuffer(8 * SLOT_F64 * POOL_SLOTS),
+    };
+    this.ctl = new Int32Array(this.shared.ctl);
+    this.ints = new Int32Array(this.shared.slotsI);
+    this.f64 = new Float64Array(this.shared.slotsF);
+    this.workerData = helper && threads > 0 ? {
+      helper, shared: this.shared, noKick: opts.noKick,
+      files: files.map((f) => ({ fd: f.descriptor, size: f.size, options: f.options })),
+    } : undefined;
+    this.threads = threads;
+    this.workerUrl = opts.workerUrl;
+  }
+
+  /** Starts the workers, at the first request: by then the VMM's threads
+   * are sandboxed and a new thread inherits that (sandbox.ts), which a
+   * worker started while devices are built would not. */
+  /** Starts the workers now if they are not (a device calls this when its
+   * driver starts a queue or port, so that they are up by the first
+   * request; it must be after the sandbox, i.e. while the guest runs). */
+  startWorkers(): void {
+    const data = this.workerData;
+    this.workerData = undefined;
+    if (!data) return;
+    for (let t = 0; t < this.threads; t++) {
+      const w = new Worker(this.workerUrl ?? new URL('./io-pool-worker.js', import.meta.url), { workerData: data, stdout: false, stderr: false });
+      // The device thread never returns to its event loop while the guest
+      // runs: the worker reports through the control words only.
+      w.unref();
+      this.workers.push(w);
+    }
+  }
+
+  /** Requests handed out and not yet completed by reap(). */
+  get pending(): number { return this.inFlight; }
+
+  /** Workers up and waiting. */
+  get workersUp(): number { return Atomics.load(this.ctl, CTL.UP); }
+
+  /** Hands a transfer to the pool; `done` runs on this thread (in reap or
+   * drain) with the bytes moved or -1. False when the pool is full, the
+   * request has too many segments or the pool is closed: do it here. */
+  submit(file: number, write: boolean, offset: number, segs: ReadonlyArray<readonly [number, number]>, done: Done): boolean {
+    if (this.closed || segs.length > POOL_MAX_SEGS || this.inFlight >= POOL_SLOTS) return false;
+    if (this.workerData) this.startWorkers();
+    // Until a worker is up (they start with the first request, and take a
+    // while), the caller does its requests itself: a guest that polls for
+    // completion without exiting would otherwise wait for nothing.
+    if (this.threads > 0 && !this.workerData && this.workers.length > 0 && Atomics.load(this.ctl, CTL.UP) === 0) return false;
+    let i = 0;
+    while (i < POOL_SLOTS && Atomics.load(this.ints, i * SLOT_INTS + SI.STATE) !== SLOT_STATE.FREE) i++;
+    if (i === POOL_SLOTS) return false;
+    const b = i * SLOT_INTS;
+    const fb = i * SLOT_F64;
+    this.ints[b + SI.WRITE] = write ? 1 : 0;
+    this.ints[b + SI.FILE] = file;
+    this.ints[b + SI.NSEG] = segs.length;
+    this.f64[fb] = offset;
+    for (let s = 0; s < segs.length; s++) { this.f64[fb + 1 + 2 * s] = segs[s][0]; this.f64[fb + 2 + 2 * s] = segs[s][1]; }
+    this.callbacks[i] = done;
+    this.submittedAt[i] = performance.now();
+    this.inFlight++;
+    this.submitted++;
+    Atomics.store(this.ints, b + SI.STATE, SLOT_STATE.READY);
+    Atomics.add(this.ctl, CTL.SUBMITTED, 1);
+    if (this.workers.length) Atomics.notify(this.ctl, CTL.SUBMITTED, 1);
+    return true;
+  }
+
+  /** Completes the requests that are done (their callbacks run here).
+   * Without a worker up, does the waiting requests first. Returns how
+   * many completed. */
+  reap(): number {
+    if (this.inFlight === 0) return 0;
+    Atomics.store(this.ctl, CTL.KICKED, 0);
+    if (Atomics.load(this.ctl, CTL.UP) === 0) this.stealReady(0);
+    return this.completeDone();
+  }
+
+  /** Finishes every request now: does the waiting ones here, waits for
+   * those a worker is doing (bounded by `timeoutMs`), completes all. */
+  drain(timeoutMs = 30_000): void {
+    if (this.inFlight === 0) return;
+    this.stealReady(0);
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      let busy = false;
+      for (let i = 0; i < POOL_SLOTS; i++) if (Atomics.load(this.ints, i * SLOT_INTS + SI.STATE) === SLOT_STATE.TAKEN) busy = true;
+      if (!busy || performance.now() > deadline) break;
+      const seen = Atomics.load(this.ctl, CTL.DONE);
+      Atomics.wait(this.ctl, CTL.DONE, seen, 5);
+    }
+    this.completeDone();
+  }
+
+  /** Does the READY requests older than `minAgeMs` on this thread. */
+  private stealReady(minAgeMs: number): void {
+    const now = performance.now();
+    for (let i = 0; i < POOL_SLOTS; i++) {
+      const b = i * SLOT_INTS;
+      if (Atomics.load(this.ints, b + SI.STATE) !== SLOT_STATE.READY || now - this.submittedAt[i] < minAgeMs) continue;
+      if (Atomics.compareExchange(this.ints, b + SI.STATE, SLOT_STATE.READY, SLOT_STATE.TAKEN) !== SLOT_STATE.READY) continue;
+      this.ints[b + SI.RESULT] = performRequest(i, this.ints, this.f64, this.mem(), this.files, this.views);
+      this.stolen++;
+      Atomics.store(this.ints, b + SI.STATE, SLOT_STATE.DONE);
+    }
+  }
+
+  private completeDone(): number {
+    let n = 0;
+    for (let i = 0; i < POOL_SLOTS; i++) {
+      const b = i * SLOT_INTS;
+      if (Atomics.load(this.ints, b + SI.STATE) !== SLOT_STATE.DONE) continue;
+      const cb = this.callbacks[i];
+      const result = this.ints[b + SI.RESULT];
+      this.callbacks[i] = undefined;
+      Atomics.store(this.ints, b + SI.STATE, SLOT_STATE.FREE);
+      this.inFlight--;
+      n++;
+      cb?.(result);
+    }
+    return n;
+  }
+
+  /** Finishes what is in flight and stops the workers. */
+  close(): void {
+    if (this.closed) return;
+    this.drain();
+    this.closed = true;
+    Atomics.store(this.ctl, CTL.STOP, 1);
+    Atomics.add(this.ctl, CTL.SUBMITTED, 1);
+    Atomics.notify(this.ctl, CTL.SUBMITTED);
+    // Not terminate(): Node 20 aborts the process when a worker is
+    // terminated while koffi initialises (see virtio/blk-iothread.ts); a
+    // stopped worker returns from its loop and ends by itself.
+    this.workers.length = 0;
+  }
+}

@@ -1,0 +1,135 @@
+// The disk controllers' I/O pool (src/devices/block/io-pool*.ts) with real
+// worker threads: guest RAM in a file the test maps and the workers map
+// again, reads and writes handed out as (image offset, guest segments),
+// completed by reap() / drain() on this thread. No /dev/kvm: the workers
+// run with noKick. The worker is the compiled one (dist/), so the suite is
+// skipped before `npm run build`.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BlockFile } from '../../src/devices/block/block-backend.js';
+import { BlockIoPool, POOL_MAX_SEGS, POOL_SLOTS } from '../../src/devices/block/io-pool.js';
+import { GuestMemory } from '../../src/sys/guest-memory.js';
+import { mmap, PROT_READ, PROT_WRITE } from '../../src/sys/libc.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const workerJs = path.join(root, 'dist/devices/block/io-pool-worker.js');
+const haveWorker = fs.existsSync(workerJs);
+const workerUrl = new URL(`file://${workerJs}`);
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'io-pool-'));
+const RAM = 4 << 20;
+const cleanup: Array<() => void> = [];
+afterAll(() => {
+  for (const c of cleanup.reverse()) { try { c(); } catch { /* best effort */ } }
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+let seq = 0;
+function setup(threads: number) {
+  const memoryPath = path.join(tmp, `mem${seq}`);
+  fs.writeFileSync(memoryPath, Buffer.alloc(0));
+  fs.truncateSync(memoryPath, RAM);
+  const fd = fs.openSync(memoryPath, 'r+');
+  const map = mmap(RAM, PROT_READ | PROT_WRITE, fd, 0, 'test RAM');
+  fs.closeSync(fd);
+  cleanup.push(() => map.unmap());
+  const ram = map.bytes;
+  const mem = new GuestMemory([{ gpa: 0, bytes: ram }]);
+  const image = path.join(tmp, `disk${seq++}.img`);
+  const data = Buffer.alloc(2 << 20);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 13 + (i >> 10)) & 0xff;
+  fs.writeFileSync(image, data);
+  const file = new BlockFile({ path: image });
+  cleanup.push(() => file.close());
+  const pool = new BlockIoPool(threads, threads > 0 ? {
+    memoryPath, layout: { lowmem: RAM, highmem: 0 }, doorbell: { sab: new SharedArrayBuffer(8), vcpuFd: -1, mmapSize: 0 },
+  } : undefined, [file], () => mem, { noKick: true, workerUrl });
+  cleanup.push(() => pool.close());
+  return { ram, mem, image, data, file, pool };
+}
+
+/** Reaps until `n` requests completed (the workers are asynchronous). */
+async function reapAll(pool: BlockIoPool, n: number): Promise<void> {
+  let done = 0;
+  const deadline = Date.now() + 30_000;
+  while (done < n && Date.now() < deadline) {
+    done += pool.reap();
+    if (done < n) await new Promise((r) => setTimeout(r, 2));
+  }
+  expect(done).toBe(n);
+}
+
+async function waitUp(pool: BlockIoPool, threads: number): Promise<void> {
+  pool.startWorkers();
+  const deadline = Date.now() + 60_000;
+  while (pool.workersUp < threads && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  expect(pool.workersUp).toBe(threads);
+}
+
+describe.skipIf(!haveWorker)('block I/O pool with worker threads', () => {
+  it('reads into and writes from guest RAM segments on the workers; callbacks run in reap()', async () => {
+    const { ram, data, image, pool } = setup(2);
+    await waitUp(pool, 2);
+    const results: number[] = [];
+    // 32 reads of 64 KiB, each in two segments of 32 KiB.
+    for (let i = 0; i < 32; i++) {
+      const gpa = 0x100000 + i * 65536;
+      expect(pool.submit(0, false, i * 65536, [[gpa, 32768], [gpa + 32768, 32768]], (n) => results.push(n))).toBe(true);
+    }
+    expect(pool.pending).toBe(32);
+    await reapAll(pool, 32);
+    expect(results).toEqual(new Array(32).fill(65536));
+    expect(Buffer.compare(Buffer.from(ram.subarray(0x100000, 0x100000 + (2 << 20))), data)).toBe(0);
+    expect(pool.stolen).toBe(0);
+    // A write of 128 KiB from RAM.
+    ram.fill(0xa5, 0x10000, 0x30000);
+    let wrote = -2;
+    expect(pool.submit(0, true, 4096, [[0x10000, 0x20000]], (n) => { wrote = n; })).toBe(true);
+    await reapAll(pool, 1);
+    expect(wrote).toBe(0x20000);
+    const back = fs.readFileSync(image);
+    expect(back.subarray(4096, 4096 + 0x20000).every((b) => b === 0xa5)).toBe(true);
+    expect(back[4095]).toBe(data[4095]);
+  }, 90_000);
+
+  it('drain() finishes everything before it returns; a segment outside RAM gives -1; limits are refused', async () => {
+    const { pool } = setup(1);
+    await waitUp(pool, 1);
+    const results: number[] = [];
+    for (let i = 0; i < 16; i++) pool.submit(0, false, i * 4096, [[0x200000 + i * 4096, 4096]], (n) => results.push(n));
+    pool.submit(0, false, 0, [[RAM - 2048, 4096]], (n) => results.push(n));
+    pool.drain();
+    expect(pool.pending).toBe(0);
+    expect(results.filter((n) => n === 4096).length).toBe(16);
+    expect(results).toContain(-1);
+    const tooMany = Array.from({ length: POOL_MAX_SEGS + 1 }, (_, i) => [0x300000 + 512 * i, 512] as [number, number]);
+    expect(pool.submit(0, false, 0, tooMany, () => {})).toBe(false);
+    for (let i = 0; i < POOL_SLOTS; i++) pool.submit(0, false, 0, [[0x300000, 512]], () => {});
+    expect(pool.submit(0, false, 0, [[0x300000, 512]], () => {})).toBe(false); // full
+    pool.drain();
+    expect(pool.pending).toBe(0);
+    pool.close();
+    expect(pool.submit(0, false, 0, [[0x300000, 512]], () => {})).toBe(false);
+  }, 90_000);
+
+  it('until a worker is up, submit() refuses (the caller does the request itself)', () => {
+    const { pool } = setup(1);
+    expect(pool.submit(0, false, 0, [[0x100000, 4096]], () => {})).toBe(false);
+  });
+});
+
+describe('block I/O pool without threads (no VM memory file)', () => {
+  it('runs requests on this thread at reap()', () => {
+    const { ram, data, pool } = setup(0);
+    let got = 0;
+    expect(pool.submit(0, false, 8192, [[0x1000, 8192]], (n) => { got = n; })).toBe(true);
+    expect(got).toBe(0);
+    expect(pool.reap()).toBe(1);
+    expect(got).toBe(8192);
+    expect(Buffer.compare(Buffer.from(ram.subarray(0x1000, 0x3000)), data.subarray(8192, 16384))).toBe(0);
+    expect(pool.stolen).toBe(1);
+  });
+});
