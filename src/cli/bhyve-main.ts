@@ -7,7 +7,7 @@
 import { rawArgv } from '../config/raw-argv.js';
 import type { Worker } from 'node:worker_threads';
 import { type EarlySignals, SignalRouter, signalStatus } from '../vmm/startup-signals.js';
-import { retireVcpuThread, spawnVcpuThreads } from '../vmm/vcpu-threads.js';
+import { adoptVcpuThread, retireVcpuThread, spawnVcpuThreads } from '../vmm/vcpu-threads.js';
 import { parseBhyveArgs } from '../config/bhyve-args.js';
 import { validateForStart } from '../devices/registry.js';
 import { runVm } from '../vmm/run-vm.js';
@@ -25,9 +25,10 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
   try {
     // A vCPU thread needs ~60 ms or more to boot: when argv looks like a
     // run, the threads start first and boot while this thread parses and
-    // sets the machine up.
-    const early = likelyVcpus(argv);
-    if (early !== undefined) threads = spawnVcpuThreads(early);
+    // sets the machine up. bin/bhyve may have started vCPU 0's already.
+    if (early?.vcpuThread) threads = [adoptVcpuThread(early.vcpuThread)];
+    const likely = likelyVcpus(argv);
+    if (likely !== undefined) threads = moreThreads(threads, likely);
     const result = parseBhyveArgs(rawArgv(argv));
     trace('main: parsed');
     if (result.kind === 'help' || result.kind === 'dump') {
@@ -40,7 +41,7 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
     });
     // The vCPU threads boot while the rest of the vmm loads (runVm spawns
     // or retires threads to match the vCPU count the config asks for).
-    if (early === undefined) threads = spawnVcpuThreads(result.config.get('cpus'));
+    if (likely === undefined) threads = moreThreads(threads, result.config.get('cpus'));
     const spawned = threads;
     // Stopped meanwhile: nothing of the VM exists yet.
     if (signals.first) {
@@ -55,6 +56,14 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
     trace('main: bhyveMain done');
     signals.dispose();
   }
+}
+
+/** `threads` and new ones up to `cpus` in all (none when it is not a sane
+ * count: the setup then reports the problem). */
+function moreThreads(threads: Worker[], cpus: string | undefined): Worker[] {
+  const n = Number(cpus ?? '1');
+  if (!Number.isInteger(n) || n <= threads.length || n > 64) return threads;
+  return [...threads, ...spawnVcpuThreads(String(n - threads.length))];
 }
 
 /** The vCPU threads a run of `argv` most likely needs (1: vCPU 0's; with

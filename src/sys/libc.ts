@@ -7,7 +7,7 @@
 // ~50 us more. Failures are SysError (the call and errno), or -errno where
 // the caller's data path wants no exception.
 
-import { createRequire } from 'node:module';
+import { koffi as loadKoffi } from './koffi.js';
 import { UserError } from '../user-error.js';
 
 interface KoffiFunc {
@@ -28,7 +28,7 @@ let koffiModule: Koffi | undefined;
 let libcHandle: { func(signature: string): KoffiFunc } | undefined;
 
 function koffi(): Koffi {
-  return (koffiModule ??= createRequire(import.meta.url)('koffi') as Koffi);
+  return (koffiModule ??= loadKoffi() as unknown as Koffi);
 }
 
 function lib(): { func(signature: string): KoffiFunc } {
@@ -154,11 +154,18 @@ export function mmap(length: number, prot: number, fd: number, offset: number, w
   const ptr = mmapFn(null, length, prot, MAP_SHARED, fd, BigInt(offset));
   const address = koffi().address(ptr);
   if (address === 0xffffffffffffffffn) throw new SysError(`mmap ${what}`, errno());
-  const bytes = new Uint8Array(koffi().view(ptr, length));
+  // The view is made on first use: V8 counts an ArrayBuffer over external
+  // memory against its external-memory limit (64 MiB at first), and guest
+  // RAM crossing it costs a full garbage collection of the thread's heap.
+  // The main thread maps RAM for KVM's memory slots (the address alone)
+  // and reads it only for the debugger.
+  let bytes: Uint8Array | undefined;
   let mapped = true;
   return {
     address,
-    bytes,
+    get bytes() {
+      return (bytes ??= new Uint8Array(koffi().view(ptr, length)));
+    },
     length,
     ptr,
     unmap() {

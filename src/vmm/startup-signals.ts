@@ -14,6 +14,9 @@ export type StopSignal = (typeof STOP_SIGNALS)[number];
 export interface EarlySignals {
   received: StopSignal[];
   deliver?: (sig: StopSignal) => void;
+  /** vCPU 0's thread, when bin/bhyve started it before loading anything
+   * else (vmm/vcpu-threads.ts adopts it). */
+  vcpuThread?: import('node:worker_threads').Worker;
 }
 
 export class SignalRouter {

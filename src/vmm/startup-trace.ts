@@ -29,17 +29,16 @@ export function trace(what: string): void {
  * thread's V8 heap, in MiB. */
 export function traceMemory(what: string): void {
   if (!on) return;
-  let status = '';
   try {
-    status = readFileSync('/proc/self/status', 'latin1');
+    const status = readFileSync('/proc/self/status', 'latin1');
+    const kb = (k: string): string => ((Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN)) / 1024).toFixed(1);
+    const m = process.memoryUsage();
+    const mb = (n: number): string => (n / 1048576).toFixed(1);
+    trace(`${what}: rss ${kb('VmRSS')} (anon ${kb('RssAnon')} file ${kb('RssFile')} shmem ${kb('RssShmem')}), ` +
+      `this thread's heap ${mb(m.heapUsed)}/${mb(m.heapTotal)} (${getHeapSpaceStatistics().filter((sp) => sp.space_size > 0)
+        .map((sp) => `${sp.space_name.replace(/_space$/, '')} ${mb(sp.space_used_size)}/${mb(sp.physical_space_size)}`).join(', ')}), ` +
+      `external ${mb(m.external)}, array buffers ${mb(m.arrayBuffers)}`);
   } catch {
-    // sandboxed
+    trace(`${what}: memory not readable here (sandbox)`);
   }
-  const kb = (k: string): string => ((Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(status)?.[1]) || NaN) / 1024).toFixed(1);
-  const m = process.memoryUsage();
-  const mb = (n: number): string => (n / 1048576).toFixed(1);
-  trace(`${what}: rss ${kb('VmRSS')} (anon ${kb('RssAnon')} file ${kb('RssFile')} shmem ${kb('RssShmem')}), ` +
-    `this thread's heap ${mb(m.heapUsed)}/${mb(m.heapTotal)} (${getHeapSpaceStatistics().filter((sp) => sp.space_size > 0)
-      .map((sp) => `${sp.space_name.replace(/_space$/, '')} ${mb(sp.space_used_size)}/${mb(sp.physical_space_size)}`).join(', ')}), ` +
-    `external ${mb(m.external)}, array buffers ${mb(m.arrayBuffers)}`);
 }

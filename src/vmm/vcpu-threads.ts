@@ -19,9 +19,16 @@ const loaded = new WeakMap<Worker, Promise<void>>();
 const VCPU_YOUNG_GENERATION_MB = 2;
 
 export function spawnVcpuThread(): Worker {
-  const w = new Worker(new URL('./vcpu-thread.js', import.meta.url), {
+  return adoptVcpuThread(new Worker(new URL('./vcpu-thread.js', import.meta.url), {
     resourceLimits: { maxYoungGenerationSizeMb: VCPU_YOUNG_GENERATION_MB },
-  });
+  }));
+}
+
+/** Takes a vCPU thread started elsewhere: bin/bhyve starts vCPU 0's before
+ * the rest of bhyve loads, with the same file and limits as above. Call it
+ * in the same turn of the event loop as the Worker was made in (before any
+ * of its messages can arrive). */
+export function adoptVcpuThread(w: Worker): Worker {
   loaded.set(w, new Promise<void>((resolve) => {
     const onMessage = (m: { type?: string }): void => {
       if (m?.type === 'loaded') { w.off('message', onMessage); resolve(); }

@@ -8,7 +8,9 @@
 
 import fs from 'node:fs';
 
-import koffi from 'koffi';
+import { koffi as loadKoffi } from '../sys/koffi.js';
+
+const koffi = loadKoffi();
 
 import { openPrivateFile, untrustedWhy, VmObjectError } from './runtime-dir.js';
 

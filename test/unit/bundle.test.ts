@@ -19,6 +19,7 @@ const LAUNCHERS = [
   ['bhyvectl', 'bhyvectlMain'],
   ['bhyveload', 'bhyveloadMain'],
   ['bhyve-xml', 'bhyveXmlMain'],
+  ['bhyve-vfio-user', 'bhyveVfioUserMain'],
 ] as const;
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-bundle-'));
@@ -35,17 +36,24 @@ function fakeTree(): string {
     fs.mkdirSync(path.join(tmp, 'dist/bundle'), { recursive: true });
     fs.writeFileSync(path.join(tmp, 'dist/bundle/package.json'), '{ "type": "commonjs" }\n');
     fs.mkdirSync(path.join(tmp, 'dist/cli'), { recursive: true });
-    // The threads the process has once libuv's pool is up (fs.promises uses it).
+    // The threads the process has once libuv's pool is up (fs.promises uses
+    // it), after a vCPU thread bin/bhyve started has ended; and whether it did.
     const body = (tag: string): string => `{
+  const started = early?.vcpuThread !== undefined;
+  await early?.vcpuThread?.terminate();
   await fs.promises.readFile('/proc/self/stat');
-  console.log('${tag} ' + process.env.UV_THREADPOOL_SIZE + ' ' + fs.readdirSync('/proc/self/task').length);
+  console.log('${tag} ' + process.env.UV_THREADPOOL_SIZE + ' ' + fs.readdirSync('/proc/self/task').length + ' ' + (started ? 'vcpu0-early' : 'no-early'));
   return 7;
 }`;
     fs.writeFileSync(path.join(tmp, 'dist/bundle', `${name}-main.js`),
-      `const fs = require('node:fs');\nexports.${fn} = async function () ${body('bundle')};\n`);
+      `const fs = require('node:fs');\nexports.${fn} = async function (argv, early) ${body('bundle')};\n`);
     fs.writeFileSync(path.join(tmp, 'dist/cli', `${name}-main.js`),
-      `import fs from 'node:fs';\nexport async function ${fn}() ${body('tsc')}\n`);
+      `import fs from 'node:fs';\nexport async function ${fn}(argv, early) ${body('tsc')}\n`);
   }
+  // vCPU 0's thread in both trees: says it loaded and ends.
+  fs.mkdirSync(path.join(tmp, 'dist/vmm'), { recursive: true });
+  fs.writeFileSync(path.join(tmp, 'dist/bundle/vcpu-thread.js'), "require('node:worker_threads').parentPort.postMessage({ type: 'loaded' });\n");
+  fs.writeFileSync(path.join(tmp, 'dist/vmm/vcpu-thread.js'), "import { parentPort } from 'node:worker_threads';\nparentPort.postMessage({ type: 'loaded' });\n");
   return tmp;
 }
 
@@ -62,6 +70,18 @@ describe('bin/* launchers', () => {
       expect(t.stdout).toMatch(/^tsc /);
     });
   }
+
+  it('bhyve starts vCPU 0\'s thread before it loads the rest, for a run only (both trees)', () => {
+    const env = { ...process.env };
+    for (const bundle of ['1', '0']) {
+      const run = (...args: string[]): string => spawnSync(process.execPath, [path.join(dir, 'bin/bhyve'), ...args],
+        { env: { ...env, BHYVE_BUNDLE: bundle }, encoding: 'utf8' }).stdout;
+      expect(run('-c', '1', 'vm')).toMatch(/ vcpu0-early$/m);
+      expect(run('-h')).toMatch(/ no-early$/m);
+      expect(run('-s', 'help')).toMatch(/ no-early$/m);
+      expect(run('-c', '1', '-o', 'config.dump=1', 'vm')).toMatch(/ no-early$/m);
+    }
+  });
 
   it('bhyve sizes libuv\'s threadpool for the vCPUs of its command line before anything uses it', () => {
     const env = { ...process.env };

@@ -3,7 +3,9 @@
 // last four, so they go through syscall(2)). Every function returns the
 // result or -errno; the callers decide what a failure means.
 
-import koffi from 'koffi';
+import { koffi as loadKoffi } from '../../sys/koffi.js';
+
+const koffi = loadKoffi();
 
 const lib = koffi.load('libc.so.6');
 

@@ -1,0 +1,34 @@
+// koffi, loaded once per thread the short way where it is safe. koffi's
+// own loader (its index.cjs) reads node's ELF header to tell glibc from
+// musl and probes its candidate paths on every load, 10-20 ms a thread on
+// this host, in every thread that makes a system call. On glibc Linux its
+// prebuilt native module is one known file of its platform package; this
+// loads that file, checked against the package's version, and anything
+// else (musl, another layout) goes through koffi's loader. The native
+// module is the API koffi exports (its index.cjs adds deprecated aliases).
+// BHYVE_KOFFI_LOADER=1 always uses koffi's loader (for comparison).
+
+import { createRequire } from 'node:module';
+import type * as KoffiModule from 'koffi';
+
+export type Koffi = typeof KoffiModule;
+
+let loaded: Koffi | undefined;
+
+export function koffi(): Koffi {
+  return (loaded ??= loadKoffi());
+}
+
+function loadKoffi(): Koffi {
+  const require = createRequire(import.meta.url);
+  if (process.platform === 'linux' && process.env.BHYVE_KOFFI_LOADER !== '1') {
+    const pkg = `@koromix/koffi-linux-${process.arch}`;
+    try {
+      const native = require(`${pkg}/linux_${process.arch}/koffi.node`) as Koffi & { version?: string };
+      if (native.version === (require(`${pkg}/package.json`) as { version: string }).version) return native;
+    } catch {
+      // not glibc, or not this layout
+    }
+  }
+  return require('koffi') as Koffi;
+}
