@@ -25,6 +25,9 @@ describe.skipIf(skip !== undefined)('examples/vm confine=yes', { timeout: 120_00
   let dir: string;
 
   beforeAll(async () => {
+    // The loop-device disk below copies the boot-sector image (this file
+    // may run before the tests that build it).
+    execFileSync('sh', [path.join(ROOT, 'scripts/build-bootsector.sh')], { stdio: 'ignore' });
     site = new Site();
     dir = site.vmDir;
     await site.ok(['init']);
