@@ -5,14 +5,13 @@
 
 import { ConfigTree } from '../../src/config/tree.js';
 import type { DeviceContext, KvmDoorbells } from '../../src/devices/device.js';
-import { CoalescedMmioRing } from '../../src/sys/coalesced-mmio.js';
-import { COALESCED_MMIO, COALESCED_MMIO_RING, SIZEOF } from '../../src/sys/kvm-abi.js';
 import { NvmeController } from '../../src/devices/nvme/nvme.js';
 import { buildPlatform } from '../../src/devices/platform.js';
 import { computeLayout } from '../../src/sys/memory-map.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import { MsiLog } from './ahci-driver.js';
+import { FakeCoalescedRing } from './fake-coalesced-ring.js';
 
 export const RAM = 0x100000;
 export const RAM_SIZE = 8 << 20;
@@ -35,12 +34,10 @@ export class Rig {
   /** With `coalescedRing`: KVM's coalesced MMIO as far as the device sees
    * it: the zones it registered, and a ring page that wr() appends to for
    * an address in a zone (as KVM does) instead of an exit. */
-  readonly zones = new Map<number, number>();
-  private ringPage: DataView | undefined;
-  /** Writes that went to the ring instead of exiting. */
-  buffered = 0;
+  private readonly coalescedRing: FakeCoalescedRing | undefined;
 
   constructor(settings: Record<string, string>, opts: { coalescedRing?: boolean } = {}) {
+    if (opts.coalescedRing) this.coalescedRing = new FakeCoalescedRing(this.io);
     const config = new ConfigTree();
     const all = { name: 'vm0', 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc', [`pci.0.${SLOT}.0.device`]: 'nvme', ...settings };
     for (const [k, v] of Object.entries(all)) config.set(k, v);
@@ -72,53 +69,30 @@ export class Rig {
   wr(off: number, v: number, size = 4): void {
     const d = new Uint8Array(size);
     for (let i = 0; i < size; i++) d[i] = Math.floor(v / 2 ** (8 * i)) & 0xff;
-    if (this.coalesced(this.bar0 + off, d)) return;
+    if (this.coalescedRing?.append(this.bar0 + off, d)) return;
     this.io.mmioWrite(this.bar0 + off, d);
   }
 
+  /** The zones the device registered (empty without a ring). */
+  get zones(): ReadonlyMap<number, number> {
+    return this.coalescedRing?.zones ?? new Map();
+  }
+
+  /** Writes that went to the ring instead of exiting. */
+  get buffered(): number {
+    return this.coalescedRing?.buffered ?? 0;
+  }
+
   private fakeKvm(): KvmDoorbells {
-    const run = new Uint8Array(3 * 4096);
-    this.ringPage = new DataView(run.buffer, 2 * 4096, 4096);
-    this.io.attachCoalescedRing(new CoalescedMmioRing(run, 2));
     return {
       ioeventfd: () => false,
       helper: { memoryPath: '', layout: computeLayout(256 << 20), doorbell: undefined as never },
-      coalesce: (addr, len, on) => {
-        if (on) {
-          if (this.zones.has(addr)) return false;
-          this.zones.set(addr, len);
-        } else {
-          if (!this.zones.delete(addr)) return false;
-          this.io.flushCoalesced();
-        }
-        return true;
-      },
+      coalesce: (addr, len, on) => this.coalescedRing!.coalesce(addr, len, on),
       flushCoalesced: () => this.io.flushCoalesced(),
       replayingCoalesced: () => this.io.replaying,
     };
   }
 
-  /** KVM's side of a guest write to a coalesced zone: appended to the ring
-   * (false when no zone covers it or the ring is full: then it exits). */
-  private coalesced(addr: number, data: Uint8Array): boolean {
-    const v = this.ringPage;
-    if (!v) return false;
-    let zone = false;
-    for (const [a, len] of this.zones) if (addr >= a && addr + data.length <= a + len) zone = true;
-    if (!zone) return false;
-    const max = Math.floor((4096 - SIZEOF.kvm_coalesced_mmio_ring) / SIZEOF.kvm_coalesced_mmio);
-    const first = v.getUint32(COALESCED_MMIO_RING.first, true);
-    const last = v.getUint32(COALESCED_MMIO_RING.last, true);
-    if ((last + 1) % max === first) return false;
-    const e = COALESCED_MMIO_RING.coalesced_mmio + last * SIZEOF.kvm_coalesced_mmio;
-    v.setBigUint64(e + COALESCED_MMIO.phys_addr, BigInt(addr), true);
-    v.setUint32(e + COALESCED_MMIO.len, data.length, true);
-    v.setUint32(e + COALESCED_MMIO.pio, 0, true);
-    data.forEach((b, i) => v.setUint8(e + COALESCED_MMIO.data + i, b));
-    v.setUint32(COALESCED_MMIO_RING.last, (last + 1) % max, true);
-    this.buffered++;
-    return true;
-  }
   alloc(len: number, align = 4096): number {
     this.heap = Math.ceil(this.heap / align) * align;
     const a = this.heap;
