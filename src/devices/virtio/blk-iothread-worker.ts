@@ -70,22 +70,25 @@ function main(): void {
     broken = true;
     kick();
   }
-  const serve = (): void => {
+  /** Serves the queue; `held`: leaves notifications off (while polling). */
+  const serve = (held = false): void => {
     const before = dev.stats.requests;
-    dev.queueNotify(0);
+    if (held) dev.drain(0);
+    else dev.queueNotify(0);
     Atomics.add(words, IOT.COMPLETED, dev.stats.requests - before);
   };
   const poll = new AdaptivePoll(Math.max(0, Math.round((d.pollUs ?? 0) * 1000)));
   const running = (): boolean => Atomics.load(words, IOT.STATE) === IOT_STATE.RUNNING;
-  /** Spins up to the poll window for new chains, with notifications off (a
-   * driver that honours VIRTQ_USED_F_NO_NOTIFY does not notify meanwhile);
-   * true when work came (or the ring is broken: serve() reports that). */
+  /** Spins up to the poll window for new chains, with notifications off
+   * (VIRTQ_USED_F_NO_NOTIFY, or avail_event held under EVENT_IDX); when
+   * nothing came they are back on before it returns. True when work came
+   * (or the ring is broken: serve() reports that). */
   const spin = (q: Virtqueue): boolean => {
     const start = performance.now();
     const end = start + poll.windowNs / 1e6;
     let found = false;
     try {
-      q.disableNotification();
+      q.disableNotification(true);
       do {
         if (q.pending() > 0) { found = true; break; }
       } while (performance.now() < end && running());
@@ -97,15 +100,8 @@ function main(): void {
     return found;
   };
   const buf = new Uint8Array(8);
+  let spun = 0;
   for (;;) {
-    const spun = poll.windowNs;
-    if (spun > 0 && queue && !broken && running()) {
-      if (spin(queue)) {
-        Atomics.add(words, IOT.POLL_HITS, 1);
-        serve();
-        continue;
-      }
-    }
     const t0 = performance.now();
     const n = eventfdRead(d.notifyFd, buf);
     if (!running()) break;
@@ -119,6 +115,14 @@ function main(): void {
     // The wait: the fruitless spin and the sleep.
     poll.observe((performance.now() - t0) * 1e6 + spun);
     serve();
+    // Adaptive polling: stay on the ring while requests keep coming.
+    spun = 0;
+    while (queue && !broken && poll.windowNs > 0 && running()) {
+      const window = poll.windowNs;
+      if (!spin(queue)) { spun = window; break; }
+      Atomics.add(words, IOT.POLL_HITS, 1);
+      serve(true);
+    }
   }
   finish(IOT_STATE.STOPPED);
 }

@@ -273,6 +273,21 @@ export class VirtioBlock extends VirtioDeviceBase {
     this.signalUsed(index, queue);
   }
 
+  /** For a thread that polls the ring (the iothread): serves what is
+   * available without asking the driver for notifies again (the caller
+   * does that when it stops polling). */
+  drain(index: number): void {
+    const queue = this.queues?.[index];
+    if (!queue || this.needsResetReason !== undefined) return;
+    const chain = this.scratchChain;
+    try {
+      while (queue.pop(chain) !== null) queue.pushUsed(chain.head, this.handle(chain));
+      this.signalUsed(index, queue);
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+
   /** Executes one request; returns the used length (status byte plus data
    * written into the chain). */
   private handle(chain: DescriptorChain): number {
