@@ -14,7 +14,9 @@ import { DEVICE_REQUEST, Doorbell } from '../../sys/doorbell.js';
 import { IOT, IOT_STATE, writeReason, type IothreadData } from './blk-iothread.js';
 import { BlockFile, VirtioBlock } from './virtio-blk.js';
 import { createQueues } from './virtio-device.js';
-import { AdaptivePoll } from './adaptive-poll.js';
+import { AdaptivePoll, PREEMPTED_NS } from './adaptive-poll.js';
+
+const PREEMPTED_MS = PREEMPTED_NS / 1e6;
 import type { Virtqueue } from './virtqueue.js';
 
 // koffi is initialised while this worker counts as loading (blk-iothread.ts).
@@ -77,7 +79,7 @@ function main(): void {
     else dev.queueNotify(0);
     Atomics.add(words, IOT.COMPLETED, dev.stats.requests - before);
   };
-  const poll = new AdaptivePoll(Math.max(0, Math.round((d.pollUs ?? 0) * 1000)));
+  const poll = new AdaptivePoll(Math.max(0, Math.round((d.pollUs ?? 0) * 1000)), d.pollHoldOff);
   const running = (): boolean => Atomics.load(words, IOT.STATE) === IOT_STATE.RUNNING;
   /** Spins up to the poll window for new chains, with notifications off
    * (VIRTQ_USED_F_NO_NOTIFY, or avail_event held under EVENT_IDX); when
@@ -89,14 +91,19 @@ function main(): void {
     let found = false;
     try {
       q.disableNotification(true);
-      do {
+      let last = start;
+      for (;;) {
         if (q.pending() > 0) { found = true; break; }
-      } while (performance.now() < end && running());
+        const now = performance.now();
+        if (now - last > PREEMPTED_MS) { poll.preempted(); break; }
+        last = now;
+        if (now >= end || !running()) break;
+      }
       if (!found) found = q.enableNotification();
     } catch {
       found = true;
     }
-    if (found) poll.observe((performance.now() - start) * 1e6);
+    if (found && poll.windowNs > 0) poll.observe((performance.now() - start) * 1e6);
     return found;
   };
   const buf = new Uint8Array(8);
@@ -117,12 +124,17 @@ function main(): void {
     serve();
     // Adaptive polling: stay on the ring while requests keep coming.
     spun = 0;
+    let held = false;
     while (queue && !broken && poll.windowNs > 0 && running()) {
       const window = poll.windowNs;
       if (!spin(queue)) { spun = window; break; }
       Atomics.add(words, IOT.POLL_HITS, 1);
       serve(true);
+      held = true;
     }
+    // The window may have closed right after a batch served with
+    // notifications off: turn them back on (serve() re-checks the ring).
+    if (held) serve();
   }
   finish(IOT_STATE.STOPPED);
 }

@@ -69,6 +69,9 @@ export interface IothreadData {
   /** Longest window, in microseconds, the iothread spins on the avail
    * ring before it blocks on the eventfd (adaptive-poll.ts; 0: never). */
   pollUs?: number;
+  /** Batches without polling after a preempted spin (adaptive-poll.ts
+   * HOLD_OFF when absent; unit tests on a loaded host use 0). */
+  pollHoldOff?: number;
   /** For unit tests: do not kick the device thread (no vCPU to kick). */
   noKick?: boolean;
 }
