@@ -158,7 +158,7 @@ describe.skipIf(!haveWorker)('virtio-blk iothread', () => {
     }
   });
 
-  it('adaptive polling: while requests keep coming it spins on the ring (NO_NOTIFY set meanwhile) and serves one never notified', async () => {
+  it('adaptive polling: while requests keep coming it finds them by spinning on the ring, NO_NOTIFY set meanwhile', async () => {
     for (const pollUs of [0, 1000]) {
       const g = guest();
       const t = g.start({ pollUs });
@@ -178,8 +178,13 @@ describe.skipIf(!haveWorker)('virtio-blk iothread', () => {
       t.notify();
       await until(() => g.usedIdx() === 1, 'the first request');
       let done = 1;
-      let unnotified = 0;
-      for (let round = 0; round < 60 && unnotified === 0; round++) {
+      // Rounds until the iothread found a batch by polling (and the test saw
+      // NO_NOTIFY set while it spun); without polling a few rounds show
+      // neither. (Whether a request never notified gets served says less:
+      // a notify that arrives while the thread serves leaves the eventfd
+      // readable, and the next wake-up may find such a request too.)
+      const rounds = pollUs > 0 ? 60 : 5;
+      for (let round = 0; round < rounds && !(t.pollHits > 0 && sawNoNotify); round++) {
         // A stream of notified requests, each offered as soon as the last
         // completed: the waits are short, the window grows to the maximum.
         for (let i = 0; i < 12; i++) {
@@ -187,20 +192,18 @@ describe.skipIf(!haveWorker)('virtio-blk iothread', () => {
           t.notify();
           if (!spinUntil(++done, 10_000)) throw new Error('a notified request was not served');
         }
-        // Then one without a notify: only a spinning iothread sees it.
+        // Then one without a notify: a spinning iothread serves it.
         g.request(VIRTIO_BLK_T_IN, 5, data, 512);
-        if (spinUntil(++done, 30)) unnotified++;
-        else {
+        if (!spinUntil(++done, 30)) {
           t.notify();
           if (!spinUntil(done, 10_000)) throw new Error('the late-notified request was not served');
         }
       }
-      expect(unnotified > 0).toBe(pollUs > 0);
+      expect(t.pollHits > 0).toBe(pollUs > 0);
       expect(sawNoNotify).toBe(pollUs > 0);
       // Idle again: the spin ends with notifications back on.
       await until(() => (flags() & VIRTQ_USED_F_NO_NOTIFY) === 0, 'NO_NOTIFY cleared once idle');
       expect(t.completed).toBe(done);
-      expect(t.pollHits > 0).toBe(pollUs > 0);
       t.stop();
     }
   });
