@@ -1,8 +1,8 @@
 // passthru's host checks: bhyve's and Linux's ways of naming the host device,
 // and the one-line diagnosis of each way the host can be unready, against a
 // fake sysfs + /dev tree built per test (and against this real host, which
-// has no IOMMU). Passthrough itself is not built: start always refuses, with
-// the diagnosis or with "ready".
+// has no IOMMU). The device itself is opened by vfio-backend.ts
+// (test/unit/passthru-vfio.test.ts).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -284,21 +284,25 @@ describe('passthru at start', () => {
     return t;
   };
 
-  it('a ready host: refused as not built, saying the device is ready', () => {
+  it('a ready host passes the start checks (the device is opened when the VM is built)', () => {
     process.env.BHYVE_PASSTHRU_HOST_ROOT = fakeHost(READY);
-    expect(() => validateForStart(config('6,passthru,1/0/0'))).toThrow(
-      "not supported yet: PCI emulation 'passthru' (pci slot 0:6:0); host device 0000:01:00.0 is ready (IOMMU group 5, /dev/vfio/5) but passthrough of host devices is not built (vfio-user=SOCKET devices are)");
+    expect(() => validateForStart(config('6,passthru,1/0/0'))).not.toThrow();
   });
 
-  it('an unready host: refused as not built, with what the host lacks', () => {
+  it('a ready host with rom=: refused, the expansion ROM file is not built', () => {
+    process.env.BHYVE_PASSTHRU_HOST_ROOT = fakeHost(READY);
+    expect(() => validateForStart(config('6,passthru,1/0/0,rom=/x.rom'))).toThrow('not supported yet: passthru rom= (an expansion ROM file for the device)');
+  });
+
+  it('an unready host: one line saying what the host lacks', () => {
     process.env.BHYVE_PASSTHRU_HOST_ROOT = fakeHost({ ...READY, devices: { [NIC]: { driver: 'igb', group: 5 } } });
     expect(() => validateForStart(config('6,passthru,0000:01:00.0'))).toThrow(
-      /^not supported yet: PCI emulation 'passthru' \(pci slot 0:6:0\); and the host is not set up for it: host PCI device 0000:01:00\.0 is bound to igb, not vfio-pci/);
+      /^passthru: host PCI device 0000:01:00\.0 is bound to igb, not vfio-pci/);
   });
 
   it.runIf(!hostHasIommu)('this host (no IOMMU): refused, saying there is no IOMMU', () => {
     expect(() => validateForStart(config('6,passthru,0000:01:00.0'))).toThrow(
-      /^not supported yet: PCI emulation 'passthru' \(pci slot 0:6:0\); and the host is not set up for it: no IOMMU: \/sys\/kernel\/iommu_groups is empty/);
+      /^passthru: no IOMMU: \/sys\/kernel\/iommu_groups is empty/);
   });
 
   it.runIf(!hostHasIommu)('bhyve (built) on this host: exit 4, one line on stderr, before any VM exists', () => {
@@ -306,6 +310,6 @@ describe('passthru at start', () => {
       { encoding: 'utf8', env: { ...process.env, BHYVE_DEBUG: '' } });
     expect(r.status).toBe(4);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toMatch(/^bhyve: not supported yet: PCI emulation 'passthru' \(pci slot 0:6:0\); and the host is not set up for it: no IOMMU: .*\n$/);
+    expect(r.stderr).toMatch(/^bhyve: passthru: no IOMMU: .*\n$/);
   });
 });

@@ -189,10 +189,15 @@ export class PassthruFunction extends PciEmulFunction implements Device {
       const bar: BarInfo = { idx: i, kind, size, regionSize: r.size, plan, mappedAt: [], trappedAt: [] };
       if (plan.some((p) => p.how === 'map') && r.mmap) {
         try {
-          // A server's file shorter than the region would fault (SIGBUS) when the guest touched it.
-          const st = fs.fstatSync(r.mmap.fd);
-          if (st.isFile() && st.size < r.mmap.offset + r.size) throw new RangeError('region beyond its file');
-          bar.host = mmap(Math.ceil(r.size / PAGE_SIZE) * PAGE_SIZE, PROT_READ | PROT_WRITE, r.mmap.fd, r.mmap.offset, `${this.backend.name} BAR ${i}`);
+          const length = Math.ceil(r.size / PAGE_SIZE) * PAGE_SIZE;
+          if (this.backend.mmapRegion) {
+            bar.host = this.backend.mmapRegion(i, length);
+          } else {
+            // A server's file shorter than the region would fault (SIGBUS) when the guest touched it.
+            const st = fs.fstatSync(r.mmap.fd);
+            if (st.isFile() && st.size < r.mmap.offset + r.size) throw new RangeError('region beyond its file');
+            bar.host = mmap(length, PROT_READ | PROT_WRITE, r.mmap.fd, r.mmap.offset, `${this.backend.name} BAR ${i}`);
+          }
         } catch {
           bar.plan = [{ offset: 0, size, how: 'trap' }];
         }
