@@ -5,7 +5,6 @@
 // (test/unit/passthru-vfio.test.ts).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -16,56 +15,16 @@ import {
   checkHostDevice, HostSetupError, passthruSource, type HostRootOptions, type PassthruSource,
 } from '../../src/devices/passthru/host-device.js';
 import { validateForStart } from '../../src/devices/registry.js';
+import { fakeHostTree, type FakeHost } from '../support/fake-sysfs.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-
-interface FakeDevice { driver?: string; group?: number; cdev?: string }
-interface FakeHost {
-  devices: Record<string, FakeDevice>;
-  /** Files under /dev, e.g. 'vfio/vfio', 'vfio/5', 'iommu', 'vfio/devices/vfio0'. */
-  dev: string[];
-}
 
 const roots: string[] = [];
 afterEach(() => {
   for (const r of roots.splice(0)) fs.rmSync(r, { recursive: true, force: true });
   delete process.env.BHYVE_PASSTHRU_HOST_ROOT;
 });
-
-/** Builds sysfs and /dev as Linux lays them out for VFIO, under a temporary root. */
-function fakeHost(h: FakeHost): string {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'passthru-host-'));
-  roots.push(root);
-  const mk = (p: string): void => fs.mkdirSync(path.join(root, p), { recursive: true });
-  const link = (target: string, p: string): void => {
-    mk(path.dirname(p));
-    fs.symlinkSync(target, path.join(root, p));
-  };
-  mk('sys/kernel/iommu_groups');
-  mk('sys/bus/pci/drivers');
-  for (const [addr, d] of Object.entries(h.devices)) {
-    const dir = `sys/bus/pci/devices/${addr}`;
-    mk(dir);
-    if (d.driver) {
-      mk(`sys/bus/pci/drivers/${d.driver}`);
-      link(`../../../bus/pci/drivers/${d.driver}`, `${dir}/driver`);
-      link(`../../../../devices/pci0000:00/${addr}`, `sys/bus/pci/drivers/${d.driver}/${addr}`);
-    }
-    if (d.group !== undefined) {
-      link(`../../../kernel/iommu_groups/${d.group}`, `${dir}/iommu_group`);
-      link(`../../../../devices/pci0000:00/${addr}`, `sys/kernel/iommu_groups/${d.group}/devices/${addr}`);
-    }
-    if (d.cdev) {
-      mk(`${dir}/vfio-dev/${d.cdev}`);
-      link(`../../../${addr}`, `sys/class/vfio-dev/${d.cdev}/device`);
-    }
-  }
-  for (const f of h.dev) {
-    mk(path.dirname(`dev/${f}`));
-    fs.writeFileSync(path.join(root, 'dev', f), '');
-  }
-  return root;
-}
+const fakeHost = (h: FakeHost): string => fakeHostTree(h, roots);
 
 const NIC = '0000:01:00.0';
 const AUDIO = '0000:01:00.1';
