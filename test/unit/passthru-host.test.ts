@@ -248,9 +248,14 @@ describe('passthru at start', () => {
     expect(() => validateForStart(config('6,passthru,1/0/0'))).not.toThrow();
   });
 
-  it('a ready host with rom=: refused, the expansion ROM file is not built', () => {
-    process.env.BHYVE_PASSTHRU_HOST_ROOT = fakeHost(READY);
-    expect(() => validateForStart(config('6,passthru,1/0/0,rom=/x.rom'))).toThrow('not supported yet: passthru rom= (an expansion ROM file for the device)');
+  it('rom=: the file is read at start, as bhyve checks it (missing, empty)', () => {
+    const root = fakeHost(READY);
+    process.env.BHYVE_PASSTHRU_HOST_ROOT = root;
+    expect(() => validateForStart(config('6,passthru,1/0/0,rom=/nonexistent/x.rom'))).toThrow('passthru: can\'t open romfile "/nonexistent/x.rom"');
+    fs.writeFileSync(path.join(root, 'empty.rom'), '');
+    expect(() => validateForStart(config(`6,passthru,1/0/0,rom=${root}/empty.rom`))).toThrow(`passthru: romfile "${root}/empty.rom" is empty`);
+    fs.writeFileSync(path.join(root, 'x.rom'), Buffer.from([0x55, 0xaa, 1]));
+    expect(() => validateForStart(config(`6,passthru,1/0/0,rom=${root}/x.rom`))).not.toThrow();
   });
 
   it('an unready host: one line saying what the host lacks', () => {

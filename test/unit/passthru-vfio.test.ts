@@ -14,7 +14,7 @@ import { ConfigTree } from '../../src/config/tree.js';
 import type { DeviceContext, KvmDoorbells, MsiIrqfd } from '../../src/devices/device.js';
 import { identityDmaSpace, type DmaMappingLike, type DmaSpaceLike } from '../../src/devices/passthru/dma-window.js';
 import { checkHostDevice, HostSetupError, type HostDevice, type PassthruSource } from '../../src/devices/passthru/host-device.js';
-import { PassthruFunction } from '../../src/devices/passthru/passthru-function.js';
+import { PassthruFunction, romBarSize } from '../../src/devices/passthru/passthru-function.js';
 import { guestRamInMapping, VfioBackend } from '../../src/devices/passthru/vfio-backend.js';
 import { hostVfioIo, type VfioHostIo } from '../../src/devices/passthru/vfio-host-io.js';
 import { PciBus } from '../../src/devices/pci/pci-bus.js';
@@ -280,7 +280,7 @@ describe('VFIO backend: DMA windows', () => {
 });
 
 describe('VFIO backend under the passthrough function', () => {
-  function rig(k: FakeVfioKernel, dev: HostDevice = GROUP_DEV) {
+  function rig(k: FakeVfioKernel, dev: HostDevice = GROUP_DEV, rom?: Uint8Array) {
     const io = new LocalIoBus();
     const maps: Array<{ gpa: number; size: number; address: bigint }> = [];
     let gsi = 24;
@@ -295,7 +295,7 @@ describe('VFIO backend under the passthrough function', () => {
       irq: { setLevel: () => {}, pulse: () => {}, signalMsi: () => {} },
       machine: { requestExit: () => {}, vcpuCount: 1 }, stream: () => undefined, timer: () => { throw new Error('no timers'); },
     } as unknown as DeviceContext;
-    const fn = new PassthruFunction(ctx, backend);
+    const fn = new PassthruFunction(ctx, backend, { rom });
     const bus = new PciBus();
     bus.attach(0, 5, 0, fn);
     const rd = (off: number, size = 4) => bus.configRead(0, 5, 0, off, size);
@@ -361,6 +361,67 @@ describe('VFIO backend under the passthrough function', () => {
     r.wr(0x42, 0, 2);
     expect(k.irqSets.at(-1)).toMatchObject({ index: PCI_IRQ.MSIX, count: 0, flags: IRQ_SET_FLAG.DATA_NONE | IRQ_SET_FLAG.ACTION_TRIGGER });
     r.fn.close();
+  });
+});
+
+describe('passthru rom=: the expansion ROM BAR (bhyve\'s passthru_init_rom)', () => {
+  function rig(rom?: Uint8Array) {
+    const io = new LocalIoBus();
+    const { backend, mem } = open(kernel());
+    const ctx = {
+      io, config: new ConfigTree(), mem,
+      irq: { setLevel: () => {}, pulse: () => {}, signalMsi: () => {} },
+      machine: { requestExit: () => {}, vcpuCount: 1 }, stream: () => undefined, timer: () => { throw new Error('no timers'); },
+    } as unknown as DeviceContext;
+    const fn = new PassthruFunction(ctx, backend, { rom });
+    const bus = new PciBus();
+    bus.attach(0, 5, 0, fn);
+    const rd = (off: number, size = 4) => bus.configRead(0, 5, 0, off, size);
+    const wr = (off: number, v: number, size = 4) => bus.configWrite(0, 5, 0, off, size, v);
+    const mrd = (a: number, n = 4) => { const d = new Uint8Array(n); io.mmioRead(a, d); return Array.from(d); };
+    return { fn, rd, wr, mrd };
+  }
+
+  it('sizes as bhyve: 1 << fls(length), at least 2 KiB', () => {
+    expect([1, 2047, 2048, 3000, 4096, 65535].map(romBarSize)).toEqual([0x800, 0x800, 0x1000, 0x1000, 0x2000, 0x10000]);
+  });
+
+  it('sized by the guest, decoded read-only where it is placed once enabled with memory decoding, gone when disabled', () => {
+    const rom = Uint8Array.from({ length: 3000 }, (_, i) => (i * 7) & 0xff);
+    rom[0] = 0x55; rom[1] = 0xaa;
+    const r = rig(rom);
+    expect(r.rd(0x30)).toBe(0);
+    r.wr(0x30, 0xfffff800);
+    expect(r.rd(0x30)).toBe(0xfffff000); // 4 KiB, disabled
+    r.wr(0x30, 0xd0000000 | 1);
+    expect(r.rd(0x30)).toBe(0xd0000001);
+    const nothing = r.mrd(0xdead0000); // what the bus reads where nothing decodes
+    expect(r.mrd(0xd0000000)).toEqual(nothing); // memory decoding off
+    r.wr(0x04, 0x0002, 2);
+    expect(r.mrd(0xd0000000)).toEqual([0x55, 0xaa, 14, 21]);
+    expect(r.mrd(0xd0000000 + 2996)).toEqual([2996 * 7 & 0xff, 2997 * 7 & 0xff, 2998 * 7 & 0xff, 2999 * 7 & 0xff]);
+    expect(r.mrd(0xd0000000 + 3000)).toEqual([0, 0, 0, 0]); // padding up to the BAR size
+    // Read-only: a write changes nothing.
+    const w = Uint8Array.of(1, 2, 3, 4);
+    (r.fn as unknown as { ctx: { io: LocalIoBus } }).ctx.io.mmioWrite(0xd0000000, w);
+    expect(r.mrd(0xd0000000, 2)).toEqual([0x55, 0xaa]);
+    r.wr(0x30, 0xd0000000); // disabled
+    expect(r.mrd(0xd0000000)).toEqual(nothing);
+    r.wr(0x30, 0xe0000001); // moved and enabled again
+    expect(r.mrd(0xe0000000, 2)).toEqual([0x55, 0xaa]);
+    r.fn.reset(); // a reset turns it off
+    expect(r.rd(0x30)).toBe(0);
+    expect(r.mrd(0xe0000000)).toEqual(nothing);
+  });
+
+  it('without rom=, the function has no expansion ROM: the register stays 0', () => {
+    const r = rig();
+    r.wr(0x30, 0xfffff801);
+    expect(r.rd(0x30)).toBe(0);
+  });
+
+  it('an empty ROM is refused', () => {
+    expect(() => rig(new Uint8Array(0))).toThrow('the ROM file is empty');
   });
 });
 

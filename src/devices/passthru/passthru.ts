@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import type { PciDeviceRecord, LegacyParser, PciSlot } from '../pci-device.js';
 import { checkHostDevice, isLinuxForm, passthruSource } from './host-device.js';
 import { identityDmaSpace, type DmaSpaceLike } from './dma-window.js';
-import { PassthruFunction } from './passthru-function.js';
+import { PassthruFunction, romBarSize, ROM_SPACE } from './passthru-function.js';
 import { pciEndpointId } from '../iommu/dma-space.js';
 import { IOMMU_KEY } from '../iommu/iommu-config.js';
 import { VfioUserBackend } from './vfio-user-backend.js';
@@ -49,6 +49,15 @@ const passthruLegacy: LegacyParser = (tree, node, opts) => {
   if (comma >= 0) parseLegacyConfig(tree, node, opts.slice(comma + 1));
 };
 
+/** The rom= file (bhyve's passthru_init_rom): read before the sandbox, checked as bhyve does. */
+function readRom(file: string): Uint8Array {
+  let bytes: Uint8Array;
+  try { bytes = fs.readFileSync(file); } catch { throw new ConfigError(`passthru: can't open romfile "${file}"`); }
+  if (bytes.length === 0) throw new ConfigError(`passthru: romfile "${file}" is empty`);
+  if (romBarSize(bytes.length) > ROM_SPACE) throw new ConfigError(`passthru: romfile "${file}" does not fit the ${ROM_SPACE / 0x100000} MiB ROM space`);
+  return bytes;
+}
+
 export const passthruDevice: PciDeviceRecord = {
   name: 'passthru', description: 'host PCI device passthrough', legacyConfig: passthruLegacy,
   keys: [
@@ -67,7 +76,8 @@ export const passthruDevice: PciDeviceRecord = {
     if (src.kind !== 'vfio-user') {
       // The host's set-up, before the VM exists: one line when it is not ready.
       checkHostDevice(src);
-      if (config.get(`${slot.node}.rom`) !== undefined) throw new ConfigError('not supported yet: passthru rom= (an expansion ROM file for the device)');
+      const rom = config.get(`${slot.node}.rom`);
+      if (rom !== undefined) readRom(rom);
     } else {
       if (config.get(`${slot.node}.rom`) !== undefined) throw new ConfigError('passthru: rom= is not supported with vfio-user devices (the server provides the ROM region)');
       let st: fs.Stats;
@@ -96,9 +106,11 @@ export const passthruDevice: PciDeviceRecord = {
         throw e;
       }
       try {
-        return new PassthruFunction(ctx, backend);
+        const romFile = ctx.config.get(`${slot.node}.rom`);
+        return new PassthruFunction(ctx, backend, { rom: romFile === undefined ? undefined : readRom(romFile) });
       } catch (e) {
         backend.close();
+        if (e instanceof ConfigError) throw e;
         throw new ConfigError(`passthru: host device ${device.address}: ${(e as Error).message}`);
       }
     }
