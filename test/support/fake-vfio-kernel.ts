@@ -403,10 +403,18 @@ export class FakeVfioKernel implements VfioHostIo {
     return buf.length;
   }
 
-  mmap(fd: number, length: number, offset: number, what: string): Mapping {
+  mmap(fd: number, length: number, offset: number, what: string, areas?: ReadonlyArray<{ offset: number; size: number }>): Mapping {
     const f = this.fds.get(fd);
     if (!f) this.fail('mmap', `fd ${fd}`, E.EBADF);
-    this.log.push(`mmap ${what} +${hex(offset)} ${hex(length)}`);
+    const parts = areas ? ` areas ${areas.map((a) => `+${hex(a.offset)}:${hex(a.size)}`).join(',')}` : '';
+    this.log.push(`mmap ${what} +${hex(offset)} ${hex(length)}${parts}`);
+    // As vfio-pci: a mapping over a part the region keeps to itself is refused.
+    const r = this.o.device.regions[Math.floor(offset / 2 ** 40)];
+    if (r?.sparse) {
+      for (const p of areas ?? [{ offset: 0, size: length }]) {
+        if (!r.sparse.some((s) => p.offset >= s.offset && p.offset + p.size <= s.offset + s.size)) this.fail('mmap', f!.path, E.EINVAL);
+      }
+    }
     this.mappings.push({ offset, length });
     const bytes = new Uint8Array(length);
     return { address: 0x7f0000000000n + BigInt(this.mappings.length) * 0x100000000n, bytes, length, ptr: null, unmap: () => {} };

@@ -255,11 +255,15 @@ export class VfioBackend implements PassthruBackend {
     this.guard(() => this.opts.io.pwrite(this.opened.deviceFd, data, r.fileOffset + offset), undefined);
   }
 
-  /** Maps (a whole page multiple of) region `index` into this process, for KVM to map into the guest. */
+  /** Maps (a whole page multiple of) region `index` into this process, for
+   * KVM to map into the guest: the parts the sparse-mmap capability allows
+   * (older kernels keep the MSI-X table's pages to themselves), or all of it. */
   mmapRegion(index: number, length: number): Mapping {
     const r = this.regions.get(index);
     if (!r?.mmap) throw new RangeError(`region ${index} cannot be mapped`);
-    return this.opts.io.mmap(this.opened.deviceFd, length, r.fileOffset, `${this.name} region ${index}`);
+    const a = r.mmap.areas;
+    const whole = a.length === 1 && a[0].offset === 0 && a[0].size >= r.size;
+    return this.opts.io.mmap(this.opened.deviceFd, length, r.fileOffset, `${this.name} region ${index}`, whole ? undefined : a);
   }
 
   // ---- interrupts ----

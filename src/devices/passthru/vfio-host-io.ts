@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ioctl as libcIoctl, ioctlValue, mmap as libcMmap, PROT_READ, PROT_WRITE, SysError, type Mapping } from '../../sys/libc.js';
+import { ioctl as libcIoctl, ioctlValue, mmap as libcMmap, mmapAreas, PROT_READ, PROT_WRITE, SysError, type Mapping } from '../../sys/libc.js';
 
 /** A host call that failed: which call, on which file, and errno. */
 export class VfioCallError extends Error {
@@ -27,8 +27,9 @@ export interface VfioHostIo {
   /** pread(2)/pwrite(2): bytes done; throws VfioCallError. */
   pread(fd: number, buf: Uint8Array, offset: number): number;
   pwrite(fd: number, buf: Uint8Array, offset: number): number;
-  /** Maps `length` bytes of `fd` from `offset` shared, read-write. */
-  mmap(fd: number, length: number, offset: number, what: string): Mapping;
+  /** Maps `length` bytes of `fd` from `offset` shared, read-write; with
+   * `areas`, only those parts (relative to `offset`), the rest a hole. */
+  mmap(fd: number, length: number, offset: number, what: string, areas?: ReadonlyArray<{ offset: number; size: number }>): Mapping;
 }
 
 const ERRNO = os.constants.errno as Record<string, number>;
@@ -71,8 +72,12 @@ export function hostVfioIo(root = '/'): VfioHostIo {
     pwrite(fd, buf, offset) {
       try { return fs.writeSync(fd, buf, 0, buf.length, offset); } catch (e) { throw new VfioCallError('pwrite', nameOf(fd), errnoOf(e)); }
     },
-    mmap(fd, length, offset, what) {
-      try { return libcMmap(length, PROT_READ | PROT_WRITE, fd, offset, what); } catch (e) { throw new VfioCallError('mmap', nameOf(fd), errnoOf(e)); }
+    mmap(fd, length, offset, what, areas) {
+      try {
+        return areas ? mmapAreas(length, fd, offset, areas, what) : libcMmap(length, PROT_READ | PROT_WRITE, fd, offset, what);
+      } catch (e) {
+        throw new VfioCallError('mmap', nameOf(fd), errnoOf(e));
+      }
     },
   };
 }
