@@ -19,6 +19,8 @@ import { guestRamInMapping, VfioBackend } from '../../src/devices/passthru/vfio-
 import { hostVfioIo, type VfioHostIo } from '../../src/devices/passthru/vfio-host-io.js';
 import { PciBus } from '../../src/devices/pci/pci-bus.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
+import { Kvm, Vm } from '../../src/sys/kvm.js';
+import { KVM_UNUSABLE } from '../support/probes.js';
 import { DEVICE_FLAGS, IRQ_INFO_FLAG, IRQ_SET_FLAG, PCI_IRQ, REGION_INFO_FLAG } from '../../src/sys/vfio-abi.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import { E, FakeVfioKernel, regionOffset, type FakeKernelOptions, type FakeVfioDevice } from '../support/fake-vfio-kernel.js';
@@ -102,9 +104,20 @@ function iommuSpace() {
   };
 }
 
-function open(k: FakeVfioKernel, dev: HostDevice = GROUP_DEV, o: { high?: number; space?: DmaSpaceLike } = {}) {
+/** KVM's VFIO pseudo-device as the backend sees it, writing into the kernel's log. */
+function kvmVfio(k: FakeVfioKernel, refuse = false) {
+  return {
+    vfioFile(fd: number) {
+      if (refuse) return undefined;
+      k.log.push(`kvm vfio add ${k.fds.get(fd)?.path}`);
+      return { close: () => { k.log.push(`kvm vfio del ${k.fds.get(fd)?.path}`); } };
+    },
+  };
+}
+
+function open(k: FakeVfioKernel, dev: HostDevice = GROUP_DEV, o: { high?: number; space?: DmaSpaceLike; kvm?: ReturnType<typeof kvmVfio> } = {}) {
   const r = ram(o.high);
-  const backend = VfioBackend.open(dev, { io: k, space: o.space ?? identityDmaSpace(r.mem.ranges()), ram: r.host });
+  const backend = VfioBackend.open(dev, { io: k, space: o.space ?? identityDmaSpace(r.mem.ranges()), ram: r.host, kvm: o.kvm });
   return { backend, mem: r.mem };
 }
 
@@ -164,6 +177,29 @@ describe('VFIO backend: opening the device', () => {
     expect(backend.name).toBe('host 0000:01:00.0 (iommufd, /dev/vfio/devices/vfio0)');
     backend.close();
     expect(k.openFiles()).toEqual([]);
+  });
+
+  it('KVM\'s VFIO device is told of the group (group API) or the device file (iommufd), and untold before they close', () => {
+    const k = kernel();
+    open(k, GROUP_DEV, { kvm: kvmVfio(k) }).backend.close();
+    expect(k.log.filter((l) => l.startsWith('kvm') || l.startsWith('close'))).toEqual([
+      'kvm vfio add /dev/vfio/5', 'kvm vfio del /dev/vfio/5', 'close device', 'close /dev/vfio/5', 'close /dev/vfio/vfio',
+    ]);
+    const k2 = kernel();
+    open(k2, CDEV_DEV, { kvm: kvmVfio(k2) }).backend.close();
+    expect(k2.log.filter((l) => l.startsWith('kvm'))).toEqual(['kvm vfio add /dev/vfio/devices/vfio0', 'kvm vfio del /dev/vfio/devices/vfio0']);
+  });
+
+  it('KVM refusing its VFIO device: the device still works, one warning', () => {
+    const k = kernel();
+    const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const { backend } = open(k, GROUP_DEV, { kvm: kvmVfio(k, true) });
+      expect(String(err.mock.calls[0][0])).toMatch(/^bhyve: passthru host 0000:01:00\.0 \(VFIO group 5\): KVM refused its VFIO device/);
+      expect(backend.stats()['vfio file known to KVM']).toBe(0);
+    } finally {
+      err.mockRestore();
+    }
   });
 
   it('regions: sizes, access, file offsets, and the sparse-mmap areas of a BAR', () => {
@@ -519,6 +555,20 @@ describe('VFIO backend: the real host calls', () => {
     const io = hostVfioIo(root);
     expect(refusal(() => realOpen(io, GROUP_DEV))).toBe('passthru: /dev/vfio/vfio is not a VFIO device: the kernel does not know VFIO_GET_API_VERSION there');
     expect(refusal(() => realOpen(io, CDEV_DEV))).toBe('passthru: /dev/vfio/devices/vfio0 is not a VFIO device: the kernel does not know VFIO_DEVICE_BIND_IOMMUFD there');
+  });
+
+  it.skipIf(KVM_UNUSABLE)('KVM\'s VFIO device exists here and refuses a file that is not VFIO\'s', () => {
+    const vm = Kvm.open().createVm();
+    const dev = vm.createVfioDevice();
+    const root = fakeHostTree({ devices: {}, dev: ['vfio/5'] }, roots);
+    const plain = fs.openSync(`${root}/dev/vfio/5`, 'r+');
+    try {
+      expect(() => Vm.vfioFile(dev, plain, true)).toThrow(/^KVM_SET_DEVICE_ATTR \(VFIO file add\): /);
+    } finally {
+      fs.closeSync(plain);
+      fs.closeSync(dev);
+      fs.closeSync(vm.fd);
+    }
   });
 
   it.runIf(!fs.existsSync('/dev/vfio/vfio'))('this host has no /dev/vfio/vfio: no such device', () => {

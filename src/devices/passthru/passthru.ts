@@ -100,7 +100,7 @@ export const passthruDevice: PciDeviceRecord = {
       try { ram = mapGuestRamFile(io, fd, helper.layout); } finally { fs.closeSync(fd); }
       let backend: VfioBackend;
       try {
-        backend = VfioBackend.open(device, { io, space, ram });
+        backend = VfioBackend.open(device, { io, space, ram, kvm: ctx.kvm });
       } catch (e) {
         ram.close();
         throw e;

@@ -66,6 +66,8 @@ export interface VfioBackendOptions {
   /** The function's DMA space (identity, or its virtio-iommu domain). */
   space: DmaSpaceLike;
   ram: GuestRamHost;
+  /** KVM's VFIO pseudo-device (DeviceContext.kvm.vfioFile); absent in unit tests without KVM. */
+  kvm?: { vfioFile?(fd: number): { close(): void } | undefined };
 }
 
 const CONFIG_REGION_MIN = PCI_REGION.CONFIG + 1;
@@ -80,6 +82,7 @@ export class VfioBackend implements PassthruBackend {
   /** DMA windows made (IOVA, size). */
   private readonly windows: Array<{ iova: number; size: number }> = [];
   private stopListening: () => void = () => {};
+  private kvmFile?: { close(): void };
   private starting = true;
   private warned = false;
   private closed = false;
@@ -108,6 +111,10 @@ export class VfioBackend implements PassthruBackend {
       unmap: (iova, length) => this.unmapWindows(iova, length),
     });
     this.starting = false;
+    // KVM learns the VM uses this device: it then honours the guest's
+    // cache flushes and memory types for DMA that does not snoop.
+    this.kvmFile = opts.kvm?.vfioFile?.(opened.kvmFile);
+    if (opts.kvm?.vfioFile && !this.kvmFile) this.warnOnce(`passthru ${this.name}: KVM refused its VFIO device (KVM_DEV_TYPE_VFIO); DMA that does not snoop the CPU caches may see stale data`);
   }
 
   /** Opens the host device the way host-device.ts chose and discovers it;
@@ -299,6 +306,7 @@ export class VfioBackend implements PassthruBackend {
     if (this.closed) return;
     this.closed = true;
     this.stopListening();
+    this.kvmFile?.close();
     this.opened.close();
     this.opts.ram.close();
   }
@@ -311,6 +319,7 @@ export class VfioBackend implements PassthruBackend {
       'vfio dma map failures': this.counts.dmaMapFailures,
       'vfio dma mappings outside RAM': this.counts.dmaNotRam,
       'vfio resets': this.counts.resets,
+    'vfio file known to KVM': this.kvmFile ? 1 : 0,
       'vfio failed calls': this.counts.errors,
     };
   }

@@ -32,6 +32,8 @@ export interface VfioDma {
 export interface OpenedVfioDevice {
   api: 'iommufd' | 'group';
   deviceFd: number;
+  /** The file KVM's VFIO device is told about: the group (group API) or the device file (iommufd). */
+  kvmFile: number;
   dma: VfioDma;
   /** Closes the device, then the group/container or the iommufd. */
   close(): void;
@@ -106,6 +108,7 @@ export function openIommufd(io: VfioHostIo, dev: HostDevice): OpenedVfioDevice {
     return {
       api: 'iommufd',
       deviceFd,
+      kvmFile: deviceFd,
       dma: {
         map(iova, vaddr, size, writable) {
           const m = new Uint8Array(IOMMUFD_SIZEOF.iommu_ioas_map);
@@ -164,6 +167,7 @@ export function openGroup(io: VfioHostIo, dev: HostDevice): OpenedVfioDevice {
     return {
       api: 'group',
       deviceFd,
+      kvmFile: group,
       dma: {
         map(iova, vaddr, size, writable) {
           const m = new Uint8Array(VFIO_SIZEOF.vfio_iommu_type1_dma_map);
