@@ -550,6 +550,27 @@ describe('VFIO backend: the real host calls', () => {
     return VfioBackend.open(dev, { io, space: identityDmaSpace([{ gpa: 0, length: MIB }]), ram: guestRamInMapping(RAM_BASE, { lowmem: MIB, highmem: 0 }) });
   }
 
+  it('pread/pwrite at an offset, mmap, and errno on failure, through the real calls (a plain file for a device)', () => {
+    const root = fakeHostTree({ devices: {}, dev: ['vfio/devices/vfio0'] }, roots);
+    fs.truncateSync(`${root}/dev/vfio/devices/vfio0`, 0x3000);
+    const io = hostVfioIo(root);
+    const fd = io.open('/dev/vfio/devices/vfio0');
+    expect(io.pwrite(fd, Uint8Array.of(1, 2, 3), 0x1ffe)).toBe(3);
+    const back = new Uint8Array(4);
+    expect(io.pread(fd, back, 0x1ffd)).toBe(4);
+    expect(Array.from(back)).toEqual([0, 1, 2, 3]);
+    const m = io.mmap(fd, 0x1000, 0x2000, 'test region');
+    expect(m.bytes[0]).toBe(3);
+    m.unmap();
+    const holes = io.mmap(fd, 0x3000, 0, 'test region', [{ offset: 0x2000, size: 0x1000 }]);
+    expect(holes.address % 4096n).toBe(0n);
+    holes.unmap();
+    io.close(fd);
+    expect(() => io.pread(fd, back, 0)).toThrow(expect.objectContaining({ call: 'pread', errno: E.EBADF }));
+    expect(() => io.ioctl(fd, 0x3b64, null, 'VFIO_GET_API_VERSION')).toThrow(expect.objectContaining({ errno: E.EBADF }));
+    expect(() => io.open('/dev/vfio/nothing')).toThrow(expect.objectContaining({ call: 'open', file: '/dev/vfio/nothing', errno: E.ENOENT }));
+  });
+
   it('device nodes that are not VFIO\'s (plain files under a fake root): the kernel\'s ENOTTY, in one line', () => {
     const root = fakeHostTree({ devices: {}, dev: ['vfio/vfio', 'vfio/5', 'iommu', 'vfio/devices/vfio0'] }, roots);
     const io = hostVfioIo(root);
