@@ -204,7 +204,8 @@ export class FakeVfioKernel implements VfioHostIo {
         if (!this.iommuSet) return this.fail(name, f.path, E.EINVAL);
         if (dev !== this.o.device.address) return this.fail(name, f.path, E.ENODEV);
         const dfd = this.nextFd++;
-        this.fds.set(dfd, { kind: 'device', path: `${f.path}:${dev}` });
+        // As the real calls: a descriptor the kernel made has no path.
+        this.fds.set(dfd, { kind: 'device', path: `fd ${dfd}` });
         return dfd;
       }
       // ---- iommufd / cdev ----

@@ -500,6 +500,12 @@ describe('VFIO backend: one line for each way the host refuses', () => {
     expect(k.openFiles()).toEqual([]);
   });
 
+  it('the device refusing a call while it is discovered: named by its address, everything closed', () => {
+    const k = kernel({ ioctlErrno: { VFIO_DEVICE_GET_INFO: 5 } });
+    expect(refusal(() => open(k))).toBe('passthru: VFIO_DEVICE_GET_INFO on host PCI device 0000:01:00.0: Input/output error');
+    expect(k.openFiles()).toEqual([]);
+  });
+
   it('iommufd refuses the bind (the group is open through the legacy API elsewhere)', () => {
     const k = kernel({ ioctlErrno: { VFIO_DEVICE_BIND_IOMMUFD: E.EPERM } });
     expect(refusal(() => open(k, CDEV_DEV))).toMatch(/^passthru: VFIO_DEVICE_BIND_IOMMUFD on \/dev\/vfio\/devices\/vfio0: not permitted/);

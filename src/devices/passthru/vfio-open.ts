@@ -43,7 +43,8 @@ const ENOENT = 2, ENXIO = 6, ENODEV = 19, EACCES = 13, EPERM = 1, EBUSY = 16, EN
 
 /** One line for a failed host call (the user's to fix). */
 export function explainVfioError(e: VfioCallError, address: string): HostSetupError {
-  const f = e.file;
+  // The device's own descriptor (from GROUP_GET_DEVICE_FD) has no path.
+  const f = e.file.startsWith('fd ') ? `host PCI device ${address}` : e.file;
   const why = (s: string): HostSetupError => new HostSetupError(`passthru: ${s}`);
   if (e.call === 'open') {
     if (e.errno === ENOENT || e.errno === ENODEV || e.errno === ENXIO) return why(`no such device: ${f} (for host PCI device ${address})`);
