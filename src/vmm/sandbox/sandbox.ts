@@ -122,7 +122,7 @@ export function helperThreadPlan(config: ConfigTree, readFiles: readonly string[
 
 /** bhyve's installed tree and the directory of koffi (a worker thread
  * loads both). */
-function codeDirectories(): string[] {
+export function codeDirectories(): string[] {
   const root = installRoot();
   const dirs = [root];
   try {
@@ -146,7 +146,7 @@ const BLOCK_DEVICES = new Set(['virtio-blk', 'ahci', 'ahci-hd', 'ahci-cd', 'nvme
 
 /** Disk images: a block backend may open its image again later (with
  * nocache, a buffered descriptor for requests O_DIRECT refuses). */
-function diskImages(config: ConfigTree): LandlockRule[] {
+export function diskImages(config: ConfigTree): LandlockRule[] {
   const rules: LandlockRule[] = [];
   for (const [key, value] of config.toJSON()) {
     // virtio-scsi names its disk `dev` (bhyve's CTL device key).
@@ -219,10 +219,10 @@ export class SandboxError extends Error {}
 /** Steps 1-4 on the main thread; the vCPU threads have taken 1-3 already.
  * Throws SandboxError when the filter cannot be installed (a sandbox asked
  * for and silently missing would be worse than no VM). */
-export function enterSandbox(plan: SandboxPlan): void {
+export function enterSandbox(plan: SandboxPlan, who = 'bhyve'): void {
   const t0 = process.hrtime.bigint();
   const problems = confineThisThread(plan);
-  if (problems.length) throw new SandboxError(`cannot sandbox bhyve: ${problems.join('; ')} (-o security.sandbox=false runs without)`);
+  if (problems.length) throw new SandboxError(`cannot sandbox ${who}: ${problems.join('; ')} (-o security.sandbox=false runs without)`);
   const refuse = plan.log ? SECCOMP_RET_LOG : SECCOMP_RET_ERRNO | EPERM;
   const filter = buildSeccompFilter({
     refuse, pid: process.pid, renames: plan.landlockAbi > 0 || plan.shares === 'rw', shares: plan.shares,
@@ -232,13 +232,13 @@ export function enterSandbox(plan: SandboxPlan): void {
   const r = seccompSetFilter(filter, flags);
   if (r !== 0) {
     const why = r > 0 ? `thread ${r} could not take the filter` : `errno ${-r}`;
-    throw new SandboxError(`cannot sandbox bhyve: seccomp: ${why} (-o security.sandbox=false runs without)`);
+    throw new SandboxError(`cannot sandbox ${who}: seccomp: ${why} (-o security.sandbox=false runs without)`);
   }
   if (process.env.BHYVE_DEBUG) {
     const ll = plan.landlockAbi > 0 ? `Landlock ABI ${plan.landlockAbi}` : 'no Landlock';
     const ms = (Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1);
-    process.stderr.write(`bhyve: sandbox: no_new_privs, capabilities dropped, ${ll}, seccomp filter${plan.log ? ' (log mode)' : ''} (${ms} ms)\n`);
-    for (const n of plan.notes) process.stderr.write(`bhyve: sandbox: ${n}\n`);
+    process.stderr.write(`${who}: sandbox: no_new_privs, capabilities dropped, ${ll}, seccomp filter${plan.log ? ' (log mode)' : ''} (${ms} ms)\n`);
+    for (const n of plan.notes) process.stderr.write(`${who}: sandbox: ${n}\n`);
   }
   for (const f of listeners) f();
 }
