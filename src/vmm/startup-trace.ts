@@ -7,7 +7,8 @@ import { getHeapSpaceStatistics } from 'node:v8';
 import { isMainThread } from 'node:worker_threads';
 
 const on = process.env.BHYVE_TRACE_STARTUP === '1';
-const origin = Number(process.env.BHYVE_TRACE_T0 ?? performance.timeOrigin);
+// (The global `performance` loads perf_hooks: touched only when tracing.)
+const origin = on ? Number(process.env.BHYVE_TRACE_T0 ?? performance.timeOrigin) : 0;
 if (on && isMainThread) process.env.BHYVE_TRACE_T0 = String(performance.timeOrigin);
 
 /** CPU ms of the calling thread, or NaN where /proc cannot be read (sandbox). */

@@ -141,6 +141,7 @@ function runVcpuThread(d: VcpuThreadData): void {
     }
   }
 
+  trace(`vcpu ${d.id}: set up`);
   // This thread's part of the sandbox, now that its devices are open.
   if (d.sandbox) {
     host?.prepareForSandbox();

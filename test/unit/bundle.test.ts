@@ -146,6 +146,30 @@ describe.skipIf(!BUILT)('dist/bundle (needs npm run build)', () => {
     expect(r.stdout).toContain('virtio-blk');
   });
 
+  it('bhyve-main and vcpu-thread load Node\'s crypto, net, child_process, zlib, tty, v8 and perf_hooks on first use, not when they start', () => {
+    // scripts/bundle.mjs LAZY_BUILTINS; what each thread loads while its
+    // bundle starts, the vCPU thread's in a worker as bin/bhyve starts it.
+    const out = execFileSync(process.execPath, ['-e', `
+      const { Worker } = require('node:worker_threads');
+      const before = new Set(process.moduleLoadList);
+      require(${JSON.stringify(path.join(BUNDLE, 'bhyve-main.js'))});
+      const main = process.moduleLoadList.filter((m) => !before.has(m));
+      const w = new Worker(\`
+        const before = new Set(process.moduleLoadList);
+        require(\${JSON.stringify(${JSON.stringify(path.join(BUNDLE, 'vcpu-thread.js'))})});
+        require('node:worker_threads').parentPort.postMessage(process.moduleLoadList.filter((m) => !before.has(m)));
+      \`, { eval: true });
+      w.on('message', (m) => { if (Array.isArray(m)) { console.log(JSON.stringify({ main, vcpu: m })); process.exit(0); } });
+    `], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '', BHYVE_TRACE_STARTUP: '' } });
+    const loaded = JSON.parse(out) as { main: string[]; vcpu: string[] };
+    expect(loaded.main.length).toBeGreaterThan(0);
+    for (const thread of ['main', 'vcpu'] as const) {
+      for (const m of ['crypto', 'net', 'child_process', 'zlib', 'tty', 'v8', 'perf_hooks']) {
+        expect(loaded[thread], `${thread} thread loads node:${m}`).not.toContain(`NativeModule ${m}`);
+      }
+    }
+  });
+
   it('imports nothing outside itself but node: modules and npm packages', () => {
     for (const f of files) {
       const text = fs.readFileSync(path.join(BUNDLE, f), 'utf8');
