@@ -43,6 +43,7 @@ function fakeTree(): string {
   await early?.vcpuThread?.terminate();
   await fs.promises.readFile('/proc/self/stat');
   console.log('${tag} ' + process.env.UV_THREADPOOL_SIZE + ' ' + fs.readdirSync('/proc/self/task').length + ' ' + (started ? 'vcpu0-early' : 'no-early'));
+  console.log('NODE_EXTRA_CA_CERTS=' + (process.env.NODE_EXTRA_CA_CERTS ?? '(unset)'));
   return 7;
 }`;
     fs.writeFileSync(path.join(tmp, 'dist/bundle', `${name}-main.js`),
@@ -70,6 +71,17 @@ describe('bin/* launchers', () => {
       expect(t.stdout).toMatch(/^tsc /);
     });
   }
+
+  it('run as programs (their #! line), they start Node without NODE_EXTRA_CA_CERTS; run by node, with it', () => {
+    const env = { ...process.env, NODE_EXTRA_CA_CERTS: '/nonexistent/ca.pem' };
+    for (const [name] of LAUNCHERS) {
+      const direct = spawnSync(path.join(dir, 'bin', name), [], { env, encoding: 'utf8' });
+      expect(direct.stdout, name).toMatch(/^NODE_EXTRA_CA_CERTS=\(unset\)$/m);
+      expect(direct.status, name).toBe(7);
+      const byNode = spawnSync(process.execPath, [path.join(dir, 'bin', name)], { env, encoding: 'utf8' });
+      expect(byNode.stdout, name).toMatch(/^NODE_EXTRA_CA_CERTS=\/nonexistent\/ca\.pem$/m);
+    }
+  });
 
   it('bhyve starts vCPU 0\'s thread before it loads the rest, for a run only (both trees)', () => {
     const env = { ...process.env };
