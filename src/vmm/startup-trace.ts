@@ -43,3 +43,13 @@ export function traceMemory(what: string): void {
     trace(`${what}: memory not readable here (sandbox)`);
   }
 }
+
+/** BHYVE_TRACE_STARTUP=1: the public Node modules this thread has loaded
+ * (what start-up costs in Node's own modules; scripts/bundle.mjs loads the
+ * heavier ones on first use). */
+export function traceModules(what: string): void {
+  if (!on) return;
+  const loaded = (process as unknown as { moduleLoadList: string[] }).moduleLoadList
+    .filter((m) => /^NativeModule [a-z_]+$/.test(m)).map((m) => m.slice('NativeModule '.length));
+  trace(`${what}: Node modules ${loaded.join(' ')}`);
+}
