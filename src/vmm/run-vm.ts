@@ -26,7 +26,7 @@ import { parseCpuset } from '../config/topology.js';
 import { errorLine, userErrorWithPrefix } from '../user-error.js';
 import { SignalRouter, signalStatus, type StopSignal } from './startup-signals.js';
 import { enterSandbox, sandboxPlan } from './sandbox/sandbox.js';
-import { trace, traceMemory } from './startup-trace.js';
+import { trace, traceMemory, traceModules } from './startup-trace.js';
 import { GdbStub } from './gdb-stub.js';
 import type { VcpuStateJson, VcpuStateUpdate } from './vcpu-state.js';
 
@@ -235,6 +235,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         process.stderr.write(`bhyve: waiting for a debugger on port ${gdb.port}\n`);
       }
       trace('main: go');
+      traceModules('main: go');
       control.go();
       apPool?.start();
       guestRuns = true;
