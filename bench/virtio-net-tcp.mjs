@@ -58,6 +58,15 @@ const keys = Object.keys(VM).filter((k) => !opt.only || opt.only.split(',').incl
 let reports = [];
 let peer;
 
+/** The host's TCP retransmissions and the frames the tap dropped because
+ * the VMM did not read them in time, in the namespace. */
+function hostCounters() {
+  const t = execFileSync('ip', ['netns', 'exec', ns, 'sh', '-c', 'cat /proc/net/snmp /sys/class/net/tap0/statistics/tx_dropped'], { encoding: 'utf8' });
+  const tcp = t.split('\n').filter((l) => l.startsWith('Tcp:'));
+  const retrans = Number(tcp[1].split(' ')[tcp[0].split(' ').indexOf('RetransSegs')]);
+  return { retrans, dropped: Number(t.trim().split('\n').pop()) };
+}
+
 /** One VM run: its guest's output, and the peer's reports of its two connections. */
 function runOnce(key) {
   const v = VM[key];
@@ -65,6 +74,7 @@ function runOnce(key) {
   // bhyve: the slot goes before the VM name (its last argument); QEMU: anywhere
   const full = v.before ? [...args.slice(0, -1), ...v.extra, args[args.length - 1]] : [...args, ...v.extra];
   reports = [];
+  const c0 = hostCounters();
   return new Promise((resolve) => {
     const [c, a] = inNs(cmd, full);
     const child = spawn(c, a, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
@@ -76,7 +86,8 @@ function runOnce(key) {
       clearTimeout(timer);
       await v.vmm.cleanup();
       for (let i = 0; i < 40 && reports.length < 2; i++) await new Promise((r) => setTimeout(r, 50));
-      resolve({ code, out, err, reports });
+      const c1 = hostCounters();
+      resolve({ code, out, err, reports, retrans: c1.retrans - c0.retrans, dropped: c1.dropped - c0.dropped });
     });
   });
 }
@@ -96,6 +107,7 @@ function parse(r) {
     tx: BYTES / (sent[1] / hz[0]) / 1e6, // guest -> host: connection up to the last byte acknowledged (guest TSC)
     txHost: BYTES / sink.secs / 1e6, // the same, first to last byte at the host
     rx: BYTES / (got[1] / hz[0]) / 1e6, // host -> guest: first to last byte (guest TSC)
+    retrans: r.retrans, dropped: r.dropped,
   };
 }
 
@@ -126,7 +138,7 @@ try {
       const p = parse(await runOnce(k));
       if (p.failed) { runs[k].failed = p.failed; console.error(`virtio-net-tcp: ${k}: ${p.failed}`); continue; }
       runs[k].ok.push(p);
-      console.error(`virtio-net-tcp: ${k} run ${i + 1}: guest->host ${p.tx.toFixed(1)} MB/s (host clock ${p.txHost.toFixed(1)}), host->guest ${p.rx.toFixed(1)} MB/s`);
+      console.error(`virtio-net-tcp: ${k} run ${i + 1}: guest->host ${p.tx.toFixed(1)} MB/s (host clock ${p.txHost.toFixed(1)}), host->guest ${p.rx.toFixed(1)} MB/s; host retransmits ${p.retrans}, tap drops ${p.dropped}`);
     }
   }
   res = runs;
@@ -142,12 +154,13 @@ const m = {};
 for (const k of keys) {
   const r = res[k];
   if (r.failed) continue;
-  m[k] = { tx: med(r.ok, 'tx'), txHost: med(r.ok, 'txHost'), rx: med(r.ok, 'rx') };
-  rows.push([VM[k].label, m[k].tx.toFixed(1), m[k].txHost.toFixed(1), m[k].rx.toFixed(1)]);
+  m[k] = { tx: med(r.ok, 'tx'), txHost: med(r.ok, 'txHost'), rx: med(r.ok, 'rx'), retrans: med(r.ok, 'retrans'), dropped: med(r.ok, 'dropped') };
+  rows.push([VM[k].label, m[k].tx.toFixed(1), m[k].txHost.toFixed(1), m[k].rx.toFixed(1), m[k].retrans.toFixed(0), m[k].dropped.toFixed(0)]);
 }
 const x = (a, b) => `${(a / b).toFixed(2)}x`;
-if (m.bhyve && m.qemu) rows.push(['ratio bhyve-kvm / QEMU', x(m.bhyve.tx, m.qemu.tx), x(m.bhyve.txHost, m.qemu.txHost), x(m.bhyve.rx, m.qemu.rx)]);
-const table = mdTable(['VMM', 'guest -> host MB/s (guest TSC)', 'guest -> host MB/s (host clock)', 'host -> guest MB/s'], rows);
+if (m.bhyve && m.qemu) rows.push(['ratio bhyve-kvm / QEMU', x(m.bhyve.tx, m.qemu.tx), x(m.bhyve.txHost, m.qemu.txHost), x(m.bhyve.rx, m.qemu.rx), '', '']);
+const table = mdTable(['VMM', 'guest -> host MB/s (guest TSC)', 'guest -> host MB/s (host clock)', 'host -> guest MB/s',
+  'host TCP retransmits per run', 'frames the tap dropped per run'], rows);
 const notes = keys.filter((k) => res[k].failed).map((k) => `${VM[k].label}: skipped, the run failed (${res[k].failed}).`);
 console.log(table);
 for (const n of notes) console.log(n);
@@ -175,8 +188,11 @@ guest to 10.0.2.2:5001 (timed from the connection to the last byte
 acknowledged, guest TSC; and first to last byte at the host), then receives
 ${MIB} MiB from 10.0.2.2:5002 (first to last byte, guest TSC). Byte counts are
 checked here; the data itself (CRC-32 both ways) by
-test/integration/tcp-guest.test.ts. Runs interleaved, median of ${REPS}; the
-host is shared (2 CPUs), so single runs vary.
+test/integration/tcp-guest.test.ts. The last two columns count, per run
+(both directions), the host's TCP retransmissions (\`RetransSegs\`) and the
+frames the tap dropped because the VMM had not read them (\`tx_dropped\`).
+Runs interleaved, median of ${REPS}; the host is shared (2 CPUs), so single
+runs vary.
 
 ${table}
 ${notes.map((n) => `\n${n}`).join('')}
