@@ -20,9 +20,11 @@
  * The pattern: the bytes x & 0xff of xorshift32 (13, 17, 5) from
  * 0x12345678, PATTERN_LEN of them (a prime, so a misplaced segment shows),
  * repeated. The CRC is zlib's CRC-32 of the bytes sent or received (not
- * printed with bit 30). Also
- * prints "bench: tsc_hz HZ" and, at the end, "tcp: OK" (status 33).
- * Failures: "FAIL: ..." and status 3; no virtio-net: status 5.
+ * printed with bit 30). Also prints "bench: tsc_hz HZ" and, at the end,
+ * "tcp: OK" (status 33). Failures: "FAIL: ..." and status 3; no
+ * virtio-net: status 5. The ROM is larger than 64 KiB (the library comes
+ * first): the parameter word is 0x20 bytes before its end, as always.
+ * The host side: tcp/host-peer.mjs.
  */
 #include "lwip/init.h"
 #include "lwip/netif.h"
