@@ -4,6 +4,8 @@
 // the test creates, against test/guests/tcp/host-peer.mjs there: the guest
 // sends 4 MiB of its pattern to 10.0.2.2:5001 and receives 4 MiB from
 // 10.0.2.2:5002. Both ends' CRC-32s must equal the pattern's, both ways.
+// Polling, and MSI-X (the guest halts when idle and is woken by receive
+// interrupts, as Linux's NAPI: receive interrupts on only while idle).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,7 +13,7 @@ import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_pr
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BHYVE, ROOT, bhyveArgs, kvmUnavailable, rom, vmName } from '../support/bhyve.js';
-import { HAVE_QEMU, romWith, runQemu } from '../support/guest-rom.js';
+import { HAVE_QEMU, MODE, romWith, runQemu } from '../support/guest-rom.js';
 import { NO_TAP_NETNS } from '../support/probes.js';
 import { patternCrc } from '../guests/tcp/host-peer.mjs';
 
@@ -64,8 +66,8 @@ describe.skipIf(skip !== undefined)('tcp.rom: TCP with lwIP over virtio-net and 
   }
 
   /** The guest's two transfers against the peer's reports of them. */
-  function check(status: number, out: string): void {
-    expect(out, out).toMatch(/tcp test: lwIP 2\.1\.3 \(liblwip\.so\.0 at 1000000\), 4096 KiB, send, receive, CRC/);
+  function check(status: number, out: string, mode: number): void {
+    expect(out, out).toContain(`tcp test: lwIP 2.1.3 (liblwip.so.0 at 1000000), 4096 KiB, send, receive, CRC, ${mode === MODE.MSIX ? 'msix' : 'poll'}`);
     expect(status, out).toBe(33);
     const sent = out.match(/tcp: sent (\d+) bytes in \d+ cycles, crc ([0-9a-f]{8})/);
     const got = out.match(/tcp: received (\d+) bytes in \d+ cycles, crc ([0-9a-f]{8})/);
@@ -81,27 +83,31 @@ describe.skipIf(skip !== undefined)('tcp.rom: TCP with lwIP over virtio-net and 
     expect(source).toMatchObject({ bytes: BYTES, crc: expected });
     expect(Number(got![1])).toBe(BYTES);
     expect(got![2]).toBe(expected);
+    if (mode === MODE.MSIX) expect(out).toMatch(/tcp: interrupts: msix rx vector [0-9a-f]+ [1-9]\d*, \d+ halts/);
+    else expect(out).not.toContain('tcp: interrupts');
     expect(out).toContain('tcp: OK');
   }
 
-  it('bhyve: -s virtio-net,tap0', async () => {
-    reports = [];
-    const rundir = path.join(ROOT, 'build', 'run');
-    fs.mkdirSync(rundir, { recursive: true, mode: 0o700 });
-    const args = bhyveArgs(romWith(tmp, 'tcp', 0, KIB), vmName('tcp'), { mem: '128M', extra: ['-s', '3,virtio-net,tap0'] });
-    const r = await execa('ip', ['netns', 'exec', ns, BHYVE, ...args], {
-      reject: false, timeout: 120_000, stdin: 'ignore', encoding: 'latin1', env: { BHYVE_RUNDIR: rundir },
-    });
-    await peerReports();
-    check(r.exitCode ?? -1, `${r.stdout}${r.stderr}`);
-  }, 150_000);
+  for (const [label, mode] of [['polling', MODE.POLL], ['MSI-X', MODE.MSIX]] as const) {
+    it(`bhyve: -s virtio-net,tap0, ${label}`, async () => {
+      reports = [];
+      const rundir = path.join(ROOT, 'build', 'run');
+      fs.mkdirSync(rundir, { recursive: true, mode: 0o700 });
+      const args = bhyveArgs(romWith(tmp, 'tcp', mode, KIB), vmName('tcp'), { mem: '128M', extra: ['-s', '3,virtio-net,tap0'] });
+      const r = await execa('ip', ['netns', 'exec', ns, BHYVE, ...args], {
+        reject: false, timeout: 120_000, stdin: 'ignore', encoding: 'latin1', env: { BHYVE_RUNDIR: rundir },
+      });
+      await peerReports();
+      check(r.exitCode ?? -1, `${r.stdout}${r.stderr}`, mode);
+    }, 150_000);
 
-  it.skipIf(!HAVE_QEMU)('QEMU: -netdev tap -device virtio-net-pci', async () => {
-    reports = [];
-    const r = await runQemu(romWith(tmp, 'tcp', 0, KIB),
-      ['-netdev', 'tap,id=n0,ifname=tap0,script=no,downscript=no', '-device', 'virtio-net-pci,netdev=n0,disable-legacy=on'],
-      ['ip', 'netns', 'exec', ns], 120_000);
-    await peerReports();
-    check(r.status, r.out);
-  }, 150_000);
+    it.skipIf(!HAVE_QEMU)(`QEMU: -netdev tap -device virtio-net-pci, ${label}`, async () => {
+      reports = [];
+      const r = await runQemu(romWith(tmp, 'tcp', mode, KIB),
+        ['-netdev', 'tap,id=n0,ifname=tap0,script=no,downscript=no', '-device', 'virtio-net-pci,netdev=n0,disable-legacy=on'],
+        ['ip', 'netns', 'exec', ns], 120_000);
+      await peerReports();
+      check(r.status, r.out, mode);
+    }, 150_000);
+  }
 });

@@ -25,6 +25,13 @@
  * virtio-net: status 5. The ROM is larger than 64 KiB (the library comes
  * first): the parameter word is 0x20 bytes before its end, as always.
  * The host side: tcp/host-peer.mjs.
+ *
+ * Interrupt mode (the mode word at 0xFFE4, irq.h: MSI-X, MSI, INTx): a
+ * poll round that finds nothing to do halts until a receive interrupt, as
+ * Linux's NAPI does (idle()); at the end "tcp: interrupts: MODE rx vector V
+ * N, H halts, L ended by another interrupt with a frame waiting" (L: halts
+ * the ~100 Hz tick ended although a frame had arrived: a late or lost
+ * receive interrupt).
  */
 #include "lwip/init.h"
 #include "lwip/netif.h"
@@ -47,7 +54,8 @@
 
 static struct vdev *d;
 static uint8_t *rxmem, *txmem, mac[6];
-static int tx_pending;
+static int tx_pending, irqmode;
+static unsigned halts, late;
 static struct netif nif;
 static uint8_t pattern[PATTERN_LEN];
 static uint64_t hz;
@@ -90,19 +98,44 @@ static void kick(struct vq *q)
 		vq_kick(q);
 }
 
-static void flush_tx(void)
+static int flush_tx(void)
 {
-	if (tx_pending) {
-		kick(&d->vq[1]);
-		tx_pending = 0;
-	}
+	if (!tx_pending)
+		return 0;
+	kick(&d->vq[1]);
+	tx_pending = 0;
+	return 1;
 }
 
-static void reclaim_tx(void)
+static int reclaim_tx(void)
 {
 	uint32_t len;
+	int n = 0;
 	while (vq_get(&d->vq[1], &len) >= 0)
-		;
+		n++;
+	return n;
+}
+
+/* Interrupt mode, when a poll round found nothing to do: as Linux's NAPI,
+ * receive interrupts back on, the ring checked once more (a frame that came
+ * meanwhile is taken by polling), else halt until the interrupt (or the
+ * ~100 Hz tick that runs lwIP's timers); then off again while polling.
+ * Transmit completions never interrupt: buffers come back by polling. */
+static void idle(void)
+{
+	struct vq *q = &d->vq[0];
+	vq_set_avail_flags(q, 0);
+	mb();
+	if (!vq_pending(q)) {
+		uint32_t seen = irq_count[q->vec];
+		irq_halt();
+		halts++;
+		/* woken by something else (the tick) while a frame waited: its
+		 * interrupt is late or lost */
+		if (irq_count[q->vec] == seen && vq_pending(q))
+			late++;
+	}
+	vq_set_avail_flags(q, VRING_AVAIL_F_NO_INTERRUPT);
 }
 
 /* lwIP hands over a frame (a pbuf chain): copy it behind a zeroed header
@@ -152,7 +185,8 @@ static err_t nif_init(struct netif *n)
 
 /* One poll round: every received frame into lwIP (copied into a pbuf, the
  * buffer goes straight back), transmit buffers back, lwIP's timers, and
- * the kicks the round owes. */
+ * the kicks the round owes; in interrupt mode a round without work ends
+ * in idle(). */
 static void poll_net(void)
 {
 	struct vq *q = &d->vq[0];
@@ -176,9 +210,11 @@ static void poll_net(void)
 	}
 	if (got)
 		kick(q);
-	reclaim_tx();
+	int work = got | reclaim_tx();
 	sys_check_timeouts();
-	flush_tx();
+	work |= flush_tx();
+	if (!work && irqmode != MODE_POLL)
+		idle();
 }
 
 /* ---- one connection ---- */
@@ -361,13 +397,16 @@ static void load_lwip(void)
 int guest_main(uint32_t param)
 {
 	uint64_t kib = param & 0x0fffffff;
+	irqmode = (int)(rom_word(1) & 0xf);
+	if (irqmode != MODE_POLL && irqmode != MODE_MSIX && irqmode != MODE_MSI && irqmode != MODE_INTX)
+		fail("tcp: unknown interrupt mode %d", irqmode);
 	int send = (param >> 28) & 1, recv = (param >> 29) & 1, check = !((param >> 30) & 1);
 	if (!kib)
 		kib = 1024;
 	if (!send && !recv)
 		send = recv = 1;
-	printf("tcp test: lwIP %s (liblwip.so.0 at %lx), %lu KiB%s%s%s\n", LWIP_VERSION_STRING, LWIP_BASE, kib,
-	    send ? ", send" : "", recv ? ", receive" : "", check ? ", CRC" : "");
+	printf("tcp test: lwIP %s (liblwip.so.0 at %lx), %lu KiB%s%s%s, %s\n", LWIP_VERSION_STRING, LWIP_BASE, kib,
+	    send ? ", send" : "", recv ? ", receive" : "", check ? ", CRC" : "", irq_mode_name(irqmode));
 	load_lwip();
 	hz = tsc_hz_from_rtc();
 	poll_timeout_cycles = 10 * hz;
@@ -383,11 +422,16 @@ int guest_main(uint32_t param)
 		pattern[i] = (uint8_t)x;
 	}
 
+	if (irqmode != MODE_POLL)
+		irq_init();
 	d = alloc(sizeof(*d), 64);
 	virtio_init(d, pci_find_virtio(VIRTIO_ID_NET), 1ull << F_MAC);
-	virtio_setup_irqs(d, MODE_POLL);
+	virtio_setup_irqs(d, irqmode);
 	virtio_setup_queue(d, 0, QSIZE);
 	virtio_setup_queue(d, 1, QSIZE);
+	/* until idle() wants one (interrupt mode), no interrupts */
+	vq_set_avail_flags(&d->vq[0], VRING_AVAIL_F_NO_INTERRUPT);
+	vq_set_avail_flags(&d->vq[1], VRING_AVAIL_F_NO_INTERRUPT);
 	if (d->features & (1ull << F_MAC)) {
 		for (int i = 0; i < 6; i++)
 			mac[i] = vcfg8(d, i);
@@ -420,6 +464,13 @@ int guest_main(uint32_t param)
 	if (recv)
 		do_recv(kib * 1024, check);
 	printf("tcp: lwIP heap peak %lu KiB\n", heap_peak_bytes() >> 10);
+	if (irqmode != MODE_POLL) {
+		int v = d->vq[0].vec;
+		printf("tcp: interrupts: %s rx vector %x %u, %u halts, %u ended by another interrupt with a frame waiting\n",
+		    irq_mode_name(irqmode), v, irq_count[v], halts, late);
+		if (!irq_count[v])
+			fail("tcp: no receive interrupts");
+	}
 	printf("tcp: OK\n");
 	return EXIT_OK;
 }
