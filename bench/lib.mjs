@@ -39,7 +39,8 @@ export function patchedRom(name, param) {
   const out = join(BENCH_TMP, `${name}-${param}.rom`);
   copyFileSync(rom(name), out);
   const buf = readFileSync(out);
-  buf.writeUInt32LE(param >>> 0, PARAM_OFFSET);
+  // in the last 64 KiB: a larger ROM (tcp.rom) ends with the usual one
+  buf.writeUInt32LE(param >>> 0, buf.length - 0x10000 + PARAM_OFFSET);
   writeFileSync(out, buf);
   return out;
 }
