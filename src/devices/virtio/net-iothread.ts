@@ -34,35 +34,24 @@
 //
 // Notifies that still reach the device thread (a legacy I/O-port notify, a
 // host without ioeventfd for that address) are forwarded by writing the
-// same eventfd. Stopping (reset, close): the device thread sets STOP, writes
-// the eventfd and waits until the thread has left its loop, so guest memory
-// and the queues are no longer touched when the transport resets them.
+// same eventfd. Starting and stopping: iothread-control.ts.
 
-import { Worker } from 'node:worker_threads';
 import type { HelperThreadData } from '../device.js';
-import { closeFd, eventfd, eventfdWrite } from '../../sys/eventfd.js';
+import {
+  IOTHREAD_FIRST_COUNTER, IOTHREAD_STATE, IOTHREAD_WORD, IothreadHandle, writeIothreadReason, type IothreadChannel,
+} from './iothread-control.js';
 import type { VirtqueueLayout } from './virtqueue.js';
 
-/** Words of the shared control block. */
+/** Words of the shared control block (iothread-control.ts, then ours). */
 export const NIOT = {
-  /** NIOT_STATE.* */
-  STATE: 0,
-  /** Bit per queue: interrupts the thread asked for since the device thread
-   * last looked. */
-  IRQ: 1,
-  /** Nonzero once the device needs a reset; reason at REASON_OFF. */
-  BROKEN: 2,
-  REASON_LEN: 3,
+  ...IOTHREAD_WORD,
   /** Frames moved by the thread (diagnostics, tests). */
-  RX_FRAMES: 4,
-  TX_FRAMES: 5,
+  RX_FRAMES: IOTHREAD_FIRST_COUNTER,
+  TX_FRAMES: IOTHREAD_FIRST_COUNTER + 1,
   /** Returns from poll(2). */
-  WAKEUPS: 6,
+  WAKEUPS: IOTHREAD_FIRST_COUNTER + 2,
 } as const;
-export const NIOT_STATE = { STARTING: 0, RUNNING: 1, STOP: 2, STOPPED: 3, FAILED: 4 } as const;
-const CONTROL_WORDS = 16;
-const REASON_OFF = CONTROL_WORDS * 4;
-const REASON_MAX = 512;
+export const NIOT_STATE = IOTHREAD_STATE;
 
 /** The device model's options, as the thread rebuilds it. */
 export interface NetIothreadDevice {
@@ -71,10 +60,8 @@ export interface NetIothreadDevice {
 }
 
 /** Everything the worker gets, structured-clonable. */
-export interface NetIothreadData {
+export interface NetIothreadData extends IothreadChannel {
   helper: HelperThreadData;
-  control: SharedArrayBuffer;
-  notifyFd: number;
   /** The tap fd or slirp's packet socket (non-blocking). */
   netFd: number;
   device: NetIothreadDevice;
@@ -88,97 +75,16 @@ export interface NetIothreadData {
   noKick?: boolean;
 }
 
-export function writeNetReason(control: SharedArrayBuffer, reason: string): void {
-  const w = new Int32Array(control);
-  const b = Buffer.from(reason, 'utf8').subarray(0, REASON_MAX);
-  new Uint8Array(control, REASON_OFF, REASON_MAX).set(b);
-  Atomics.store(w, NIOT.REASON_LEN, b.length);
-  Atomics.store(w, NIOT.BROKEN, 1);
-}
+export const writeNetReason = writeIothreadReason;
 
-function readReason(control: SharedArrayBuffer): string {
-  const n = Atomics.load(new Int32Array(control), NIOT.REASON_LEN);
-  return Buffer.from(new Uint8Array(control, REASON_OFF, n)).toString('utf8');
-}
-
-/** The device thread's handle on a running I/O thread. */
-export class NetIothread {
-  readonly notifyFd: number;
-  private readonly control = new SharedArrayBuffer(REASON_OFF + REASON_MAX);
-  private readonly words = new Int32Array(this.control);
-  private worker: Worker | undefined;
-  private stopped = false;
-
-  constructor(data: Omit<NetIothreadData, 'control' | 'notifyFd'>, workerUrl: URL = new URL('./net-iothread-worker.js', import.meta.url)) {
-    this.notifyFd = eventfd();
-    const full: NetIothreadData = { ...data, control: this.control, notifyFd: this.notifyFd };
-    try {
-      this.worker = new Worker(workerUrl, { workerData: full, stdout: false, stderr: false });
-    } catch (e) {
-      closeFd(this.notifyFd);
-      throw e;
-    }
-    // The device thread does not return to its event loop while the guest
-    // runs: the worker reports through the control block only.
-    this.worker.unref();
+/** The device thread's handle on a running I/O thread; takeInterrupts()
+ * is a bit per queue. */
+export class NetIothread extends IothreadHandle {
+  constructor(data: Omit<NetIothreadData, keyof IothreadChannel>, workerUrl: URL = new URL('./net-iothread-worker.js', import.meta.url)) {
+    super(workerUrl, data);
   }
 
-  /** Hands a notify that reached the device thread to the I/O thread. */
-  notify(): void {
-    if (!this.stopped) eventfdWrite(this.notifyFd);
-  }
-
-  get state(): number { return Atomics.load(this.words, NIOT.STATE); }
-  get rxFrames(): number { return Atomics.load(this.words, NIOT.RX_FRAMES); }
-  get txFrames(): number { return Atomics.load(this.words, NIOT.TX_FRAMES); }
-  get wakeups(): number { return Atomics.load(this.words, NIOT.WAKEUPS); }
-
-  /** Queue interrupts requested since the last call, a bit per queue. */
-  takeInterrupts(): number { return Atomics.exchange(this.words, NIOT.IRQ, 0); }
-
-  /** The thread's needs-reset reason, once it has one. */
-  brokenReason(): string | undefined {
-    if (this.failedToStart) return undefined;
-    return Atomics.load(this.words, NIOT.BROKEN) ? readReason(this.control) : undefined;
-  }
-
-  /** Why the worker could not start. */
-  startError(): string { return readReason(this.control); }
-
-  /** True when the worker never took the queues: the device thread serves
-   * them itself. */
-  get failedToStart(): boolean {
-    return this.state === NIOT_STATE.FAILED;
-  }
-
-  /** Stops the thread and waits until it no longer touches the queues,
-   * guest memory or the tap (bounded: a worker stuck in the kernel is
-   * abandoned after `timeoutMs`). */
-  stop(timeoutMs = 10_000): void {
-    if (this.stopped) return;
-    this.stopped = true;
-    const deadline = Date.now() + timeoutMs;
-    let stillLoading = false;
-    for (;;) {
-      const s = Atomics.compareExchange(this.words, NIOT.STATE, NIOT_STATE.STARTING, NIOT_STATE.STOP);
-      if (s === NIOT_STATE.STARTING) { stillLoading = true; break; } // it sees STOP before taking the queues
-      if (s === NIOT_STATE.STOPPED || s === NIOT_STATE.FAILED) break;
-      if (s === NIOT_STATE.RUNNING) {
-        if (Atomics.compareExchange(this.words, NIOT.STATE, NIOT_STATE.RUNNING, NIOT_STATE.STOP) !== NIOT_STATE.RUNNING) continue;
-      }
-      eventfdWrite(this.notifyFd);
-      while (Atomics.load(this.words, NIOT.STATE) === NIOT_STATE.STOP && Date.now() < deadline) {
-        Atomics.wait(this.words, NIOT.STATE, NIOT_STATE.STOP, 50);
-      }
-      break;
-    }
-    const w = this.worker;
-    this.worker = undefined;
-    // Node 20 aborts the process when a worker is terminated during koffi's
-    // initialisation: one still loading is left to see STOP and end itself.
-    if (!stillLoading) void w?.terminate().catch(() => undefined);
-    // A worker that never acknowledged may still read the eventfd: its
-    // number is not released for reuse under it.
-    if (this.state !== NIOT_STATE.STOP) closeFd(this.notifyFd);
-  }
+  get rxFrames(): number { return this.counter(NIOT.RX_FRAMES); }
+  get txFrames(): number { return this.counter(NIOT.TX_FRAMES); }
+  get wakeups(): number { return this.counter(NIOT.WAKEUPS); }
 }
