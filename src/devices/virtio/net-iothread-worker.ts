@@ -9,6 +9,7 @@ import { POLLERR, POLLHUP, POLLIN, POLLNVAL, PollSet } from '../../sys/poll.js';
 import { fdNetPort } from '../net/net-backend.js';
 import { deviceThreadKick, IothreadWorkerControl, mapWorkerGuestMemory } from './iothread-control.js';
 import { NIOT, NIOT_STATE, type NetIothreadData } from './net-iothread.js';
+import { queueInterruptSender } from './queue-irqfd.js';
 import { VirtioNet, VTNET_RXQ, VTNET_TXQ } from './virtio-net.js';
 import { createQueues } from './virtio-device.js';
 
@@ -38,7 +39,7 @@ function main(): void {
       mem,
       queues: createQueues(mem, d.transmit ? d.layouts : [d.layouts[VTNET_RXQ] ?? null, null], d.ackedFeatures, d.queueMaxSizes),
       interrupt: {
-        queue: (i) => { Atomics.or(words, NIOT.IRQ, 1 << i); kick(); },
+        queue: queueInterruptSender(d.irqfds, (i) => { Atomics.or(words, NIOT.IRQ, 1 << i); kick(); }),
         config: () => {},
       },
       needsReset: (reason) => { broken = true; ctl.fail(reason); kick(); },

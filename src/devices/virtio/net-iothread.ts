@@ -21,12 +21,16 @@
 // out of the poll set (else it would stay readable and the thread would
 // spin); the driver's notify when it adds buffers resumes receiving.
 //
-// Interrupts and errors go back to the device thread, which owns the
-// transport's interrupt state (ISR, MSI-X vectors, masks, pending bits): the
-// thread ORs the queue's bit into a shared word and kicks the device thread
+// Queue interrupts, with MSI-X in use and KVM irqfds (irqfd=true, the
+// default), go straight to KVM: the thread writes the queue's eventfd,
+// which the transport wired to the vector's MSI route and keeps in step
+// with the guest's table and masks (queue-irqfd.ts). Otherwise (MSI,
+// INTx, irqfd=false) and for errors the thread goes through the device
+// thread, which owns the transport's interrupt state (ISR, MSI/INTx): it
+// ORs the queue's bit into a shared word and kicks the device thread
 // (DEVICE_REQUEST.POLL); VirtioNet.poll() raises those queue interrupts or
 // enters DEVICE_NEEDS_RESET with the thread's reason. A driver that polls
-// its used rings (NO_INTERRUPT, used_event) costs no kick at all.
+// its used rings (NO_INTERRUPT, used_event) costs neither.
 //
 // Without iothread_tx the device thread keeps the transmit queue and writes
 // frames to the same descriptor on each transmit notify exit: the queues
@@ -41,6 +45,7 @@ import {
   IOTHREAD_FIRST_COUNTER, IOTHREAD_STATE, IOTHREAD_WORD, IothreadHandle, writeIothreadReason, type IothreadChannel,
 } from './iothread-control.js';
 import type { VirtqueueLayout } from './virtqueue.js';
+import type { QueueIrqfdChannel } from './queue-irqfd.js';
 
 /** Words of the shared control block (iothread-control.ts, then ours). */
 export const NIOT = {
@@ -71,6 +76,9 @@ export interface NetIothreadData extends IothreadChannel {
   ackedFeatures: bigint;
   queueMaxSizes: number[];
   layouts: Array<VirtqueueLayout | null>;
+  /** Queue interrupts by irqfd where the transport wired them
+   * (queue-irqfd.ts); else each goes through the device thread. */
+  irqfds?: QueueIrqfdChannel;
   /** For unit tests: do not kick the device thread (no vCPU to kick). */
   noKick?: boolean;
 }

@@ -43,6 +43,7 @@ import { attachNetBackend, type NetBackendTransfer, type NetPort } from '../net/
 import { armFdWaker, disarmFdWaker } from '../fd-waker.js';
 import type { HelperThreadData } from '../device.js';
 import { NetIothread } from './net-iothread.js';
+import type { QueueIrqfdChannel } from './queue-irqfd.js';
 import { netGenMac, parseMac } from '../net/net-utils.js';
 import { validateSlirpKeys } from '../net/slirp-options.js';
 import type { HostPortLookup } from './host-ports.js';
@@ -85,6 +86,10 @@ export interface NetOptions {
    * NET_IOTHREAD_TX_DEFAULT); else transmit notifies exit to the device
    * thread, which sends at once. */
   iothreadTx?: boolean;
+  /** The I/O thread raises queue interrupts by irqfd (KVM injects the
+   * queue's MSI-X message) rather than through the device thread (default:
+   * NET_IRQFD_DEFAULT). */
+  irqfd?: boolean;
 }
 
 /** Whether `pci.B.S.F.iothread` defaults to on for virtio-net. */
@@ -94,6 +99,8 @@ export const NET_IOTHREAD_DEFAULT = true;
  * own notify exits than through a hand-off to another thread, which has to
  * be scheduled for every queueful (BENCHMARKS.md). */
 export const NET_IOTHREAD_TX_DEFAULT = false;
+/** Whether `pci.B.S.F.irqfd` defaults to on. */
+export const NET_IRQFD_DEFAULT = true;
 
 /** bhyve's net_parsemtu() plus the VTNET_MIN_MTU..VTNET_MAX_MTU check. */
 export function parseMtu(s: string): number {
@@ -113,6 +120,7 @@ export function netOptionsFromConfig(config: ConfigTree, node: string, slot: num
     mtu: mtuStr !== undefined ? parseMtu(mtuStr) : undefined,
     iothread: config.getBool(`${node}.iothread`, NET_IOTHREAD_DEFAULT),
     iothreadTx: config.getBool(`${node}.iothread_tx`, NET_IOTHREAD_TX_DEFAULT),
+    irqfd: config.getBool(`${node}.irqfd`, NET_IRQFD_DEFAULT),
   };
 }
 
@@ -196,11 +204,16 @@ export class VirtioNet extends VirtioDeviceBase {
    * NotifyOffload): hands the queues and the backend's descriptor to an I/O
    * thread when configured, and returns its eventfd for each queue, for the
    * transport to register as ioeventfds. */
-  startOffload(helper: HelperThreadData, release: () => void = () => {}): Array<number | undefined> | undefined {
+  startOffload(
+    helper: HelperThreadData, release: () => void = () => {},
+    irqfds?: (queues: ReadonlyArray<boolean>) => QueueIrqfdChannel | undefined,
+  ): Array<number | undefined> | undefined {
     const act = this.activationRef;
     const b = this.backend;
     if (!(this.opts.iothread ?? NET_IOTHREAD_DEFAULT) || !act || !b || this.iothread || this.needsResetReason !== undefined) return undefined;
+    const onThread = act.queues.map((q, i) => q !== null && (i === VTNET_RXQ || this.txOnIothread));
     this.iothread = new NetIothread({
+      irqfds: (this.opts.irqfd ?? NET_IRQFD_DEFAULT) ? irqfds?.(onThread) : undefined,
       helper,
       netFd: b.fd,
       device: { mac: this.mac, mtu: this.opts.mtu },
@@ -215,7 +228,7 @@ export class VirtioNet extends VirtioDeviceBase {
     disarmFdWaker(new Int32Array(b.wake));
     this.port?.consume();
     this.releaseOffload = release;
-    return act.queues.map((q, i) => (q && (i === VTNET_RXQ || this.txOnIothread) ? this.iothread!.notifyFd : undefined));
+    return onThread.map((on) => (on ? this.iothread!.notifyFd : undefined));
   }
 
   /** The I/O thread never took the queues: notifies come here again (the
@@ -490,6 +503,7 @@ export const virtioNetDevice: PciDeviceRecord = {
     { key: 'mtu', default: '1500', description: 'MTU offered to the guest' },
     { key: 'iothread', default: String(NET_IOTHREAD_DEFAULT), description: 'receive frames on a thread of its own, fed by an ioeventfd and the backend' },
     { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd)' },
+    { key: 'irqfd', default: String(NET_IRQFD_DEFAULT), description: 'that thread raises MSI-X queue interrupts by irqfd, not through vCPU 0' },
     { key: 'bootindex', description: 'boot order index for the firmware' },
     ...VIRTIO_PCI_KEYS,
   ],
