@@ -29,7 +29,7 @@ function main(): void {
   kick = deviceThreadKick(d.helper, d.noKick);
   const mem = mapWorkerGuestMemory(d.helper);
   const port = fdNetPort(d.netFd);
-  const dev = new VirtioNet({ mac: d.device.mac, mtu: d.device.mtu, iothread: false }, port);
+  const dev = new VirtioNet({ mac: d.device.mac, mtu: d.device.mtu, zeroCopy: d.device.zeroCopy, iothread: false }, port);
   dev.ackFeatures(d.ackedFeatures);
   // Take the queues, unless the device thread already asked us to stop.
   if (!ctl.take()) return;

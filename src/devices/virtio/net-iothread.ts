@@ -62,6 +62,7 @@ export const NIOT_STATE = IOTHREAD_STATE;
 export interface NetIothreadDevice {
   mac: Uint8Array;
   mtu?: number;
+  zeroCopy?: boolean;
 }
 
 /** Everything the worker gets, structured-clonable. */

@@ -39,7 +39,7 @@ import { ConfigError } from '../../config/tree.js';
 import { VIRTIO_F_VERSION_1, VIRTIO_ID_NET, featureBit } from './virtio-constants.js';
 import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
 import { DescriptorChain, VirtqueueError, type Virtqueue } from './virtqueue.js';
-import { attachNetBackend, type NetBackendTransfer, type NetPort } from '../net/net-backend.js';
+import { attachNetBackend, TAP_READ_BYTES, type NetBackendTransfer, type NetPort } from '../net/net-backend.js';
 import { armFdWaker, disarmFdWaker } from '../fd-waker.js';
 import type { HelperThreadData } from '../device.js';
 import { NetIothread } from './net-iothread.js';
@@ -90,6 +90,10 @@ export interface NetOptions {
    * queue's MSI-X message) rather than through the device thread (default:
    * NET_IRQFD_DEFAULT). */
   irqfd?: boolean;
+  /** Receive straight into the guest's buffers when a chain holds the
+   * largest frame (default: NET_ZEROCOPY_DEFAULT); else through a bounce
+   * buffer. */
+  zeroCopy?: boolean;
 }
 
 /** Whether `pci.B.S.F.iothread` defaults to on for virtio-net. */
@@ -101,6 +105,8 @@ export const NET_IOTHREAD_DEFAULT = true;
 export const NET_IOTHREAD_TX_DEFAULT = false;
 /** Whether `pci.B.S.F.irqfd` defaults to on. */
 export const NET_IRQFD_DEFAULT = true;
+/** Whether `pci.B.S.F.zerocopy` defaults to on. */
+export const NET_ZEROCOPY_DEFAULT = true;
 
 /** bhyve's net_parsemtu() plus the VTNET_MIN_MTU..VTNET_MAX_MTU check. */
 export function parseMtu(s: string): number {
@@ -121,6 +127,7 @@ export function netOptionsFromConfig(config: ConfigTree, node: string, slot: num
     iothread: config.getBool(`${node}.iothread`, NET_IOTHREAD_DEFAULT),
     iothreadTx: config.getBool(`${node}.iothread_tx`, NET_IOTHREAD_TX_DEFAULT),
     irqfd: config.getBool(`${node}.irqfd`, NET_IRQFD_DEFAULT),
+    zeroCopy: config.getBool(`${node}.zerocopy`, NET_ZEROCOPY_DEFAULT),
   };
 }
 
@@ -134,6 +141,7 @@ export class VirtioNet extends VirtioDeviceBase {
   private readonly stash: DescriptorChain[] = [];
   private readonly spare: DescriptorChain[] = [];
   private readonly txViews: Uint8Array[] = [];
+  private readonly rxViews: Uint8Array[] = [];
   private readonly hdr = new Uint8Array(12);
   private hdrLen = 12;
   private mergeable = false;
@@ -216,7 +224,7 @@ export class VirtioNet extends VirtioDeviceBase {
       irqfds: (this.opts.irqfd ?? NET_IRQFD_DEFAULT) ? irqfds?.(onThread) : undefined,
       helper,
       netFd: b.fd,
-      device: { mac: this.mac, mtu: this.opts.mtu },
+      device: { mac: this.mac, mtu: this.opts.mtu, zeroCopy: this.opts.zeroCopy },
       transmit: this.txOnIothread,
       ackedFeatures: this.ackedFeatures,
       queueMaxSizes: [...this.queueMaxSizes],
@@ -373,12 +381,47 @@ export class VirtioNet extends VirtioDeviceBase {
     this.release(c);
   }
 
+  /** Reads a frame from the backend straight into the first stashed (or
+   * next available) chain when that chain can hold the largest frame the
+   * backend can deliver: no copy through a bounce buffer. 'copy' when this
+   * cannot be done now (no chain, a smaller chain, a frame already read):
+   * the bounce-buffer path takes over, with its own out-of-buffers logic. */
+  private receiveDirect(queue: Virtqueue, port: NetPort): 'done' | 'none' | 'copy' {
+    if (this.stash.length === 0) {
+      const c = this.takeChain(queue);
+      if (c === null) return 'copy';
+      this.stash.push(c);
+    }
+    const c = this.stash[0];
+    if (c.writableLength < this.hdrLen + TAP_READ_BYTES) return 'copy';
+    const views = c.writableViews(this.hdrLen, TAP_READ_BYTES, this.rxViews);
+    const n = port.readInto!(views);
+    views.length = 0;
+    if (n < 0) return 'copy';
+    if (n === 0) return 'none';
+    const hdr = this.hdr;
+    hdr.fill(0);
+    if (this.hdrLen === 12) hdr[10] = 1; // num_buffers
+    c.copyToWritable(0, hdr.subarray(0, this.hdrLen));
+    queue.pushUsed(c.head, this.hdrLen + n);
+    this.release(this.stash.shift()!);
+    this.stats.rxFrames++;
+    this.stats.rxBytes += n;
+    return 'done';
+  }
+
   private receive(queue: Virtqueue): void {
     const port = this.port;
     let used = 0;
     let starved = false;
     if (port) {
+      const direct = (this.opts.zeroCopy ?? NET_ZEROCOPY_DEFAULT) && port.readInto !== undefined;
       for (;;) {
+        if (direct) {
+          const r = this.receiveDirect(queue, port);
+          if (r === 'none') break;
+          if (r === 'done') { used++; continue; }
+        }
         const frame = port.peek();
         if (frame === null) break;
         const need = this.hdrLen + frame.length;
@@ -504,6 +547,7 @@ export const virtioNetDevice: PciDeviceRecord = {
     { key: 'iothread', default: String(NET_IOTHREAD_DEFAULT), description: 'receive frames on a thread of its own, fed by an ioeventfd and the backend' },
     { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd)' },
     { key: 'irqfd', default: String(NET_IRQFD_DEFAULT), description: 'that thread raises MSI-X queue interrupts by irqfd, not through vCPU 0' },
+    { key: 'zerocopy', default: String(NET_ZEROCOPY_DEFAULT), description: 'read frames straight into receive buffers that hold the largest frame' },
     { key: 'bootindex', description: 'boot order index for the firmware' },
     ...VIRTIO_PCI_KEYS,
   ],
