@@ -38,7 +38,7 @@ import type { ConfigTree } from '../../config/tree.js';
 import { ConfigError } from '../../config/tree.js';
 import { VIRTIO_F_VERSION_1, VIRTIO_ID_NET, featureBit } from './virtio-constants.js';
 import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
-import { DescriptorChain, VirtqueueError, type Virtqueue } from './virtqueue.js';
+import { DescriptorChain, emptyArray, VirtqueueError, type Virtqueue } from './virtqueue.js';
 import { attachNetBackend, TAP_READ_BYTES, type NetBackendTransfer, type NetPort } from '../net/net-backend.js';
 import { armFdWaker, disarmFdWaker } from '../fd-waker.js';
 import type { HelperThreadData } from '../device.js';
@@ -329,7 +329,7 @@ export class VirtioNet extends VirtioDeviceBase {
           // backend: dropped, the chain goes back (bhyve's iov_trim_hdr).
           this.stats.txDropped++;
         }
-        this.txViews.length = 0;
+        emptyArray(this.txViews);
         queue.pushUsed(chain.head, 0);
         done++;
       }
@@ -396,7 +396,7 @@ export class VirtioNet extends VirtioDeviceBase {
     if (c.writableLength < this.hdrLen + TAP_READ_BYTES) return 'copy';
     const views = c.writableViews(this.hdrLen, TAP_READ_BYTES, this.rxViews);
     const n = port.readInto!(views);
-    views.length = 0;
+    emptyArray(views);
     if (n < 0) return 'copy';
     if (n === 0) return 'none';
     const hdr = this.hdr;
