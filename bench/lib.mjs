@@ -54,7 +54,9 @@ export const VMMS = {
       return [
         process.execPath,
         [
+          ...(process.env.BHYVE_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BHYVE_PROF}`] : []),
           BHYVE_BIN,
+          ...(process.env.BHYVE_PROF ? ['-o', 'security.sandbox=false'] : []),
           '-c', '1', '-m', '256M',
           '-s', '0,hostbridge', '-s', '31,lpc',
           '-l', 'com1,stdio', '-l', 'pc-testdev', '-l', `bootrom,${romPath}`,
