@@ -16,7 +16,7 @@
 // Part 2, in-process: our device model and host path without a guest
 // (the vCPU exit to reach them is measured by bench/exit-roundtrip.mjs):
 // Usage: node bench/virtio-net.mjs [--frames 200000] [--reps 3] [--rx-secs 2]
-//          [--large-frames 20000] [--only bhyve,bhyveTx,bhyveExit,bhyveCopy,qemu] [--no-inproc] [--no-write]
+//          [--large-frames 20000] [--only bhyve,bhyveTx,bhyveExit,bhyveCopy,bhyvePoll,qemu] [--no-inproc] [--no-write]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -45,6 +45,7 @@ const LABELS = {
   bhyveTx: `${VMMS.bhyve.label}, iothread_tx=true`,
   bhyveExit: `${VMMS.bhyve.label}, iothread=false`,
   bhyveCopy: `${VMMS.bhyve.label}, zerocopy=false`,
+  bhyvePoll: `${VMMS.bhyve.label}, iothread_poll_us=50`,
   qemu: VMMS.qemu.label,
 };
 const FRAMES = Number(opt.frames);
@@ -351,6 +352,8 @@ const withNet = {
   bhyveExit: bhyveNet('3,virtio-net,tap0,iothread=false'),
   // receive through a bounce buffer even into 64 KiB buffers
   bhyveCopy: bhyveNet('3,virtio-net,tap0,zerocopy=false'),
+  // the I/O thread polls for receive buffers while a frame waits
+  bhyvePoll: bhyveNet('3,virtio-net,tap0,iothread_poll_us=50'),
   qemu: { ...VMMS.qemu, argv(rp) {
     const [cmd, args] = VMMS.qemu.argv(rp);
     return [cmd, [...args, '-netdev', 'tap,id=n0,ifname=tap0,script=no,downscript=no', '-device', 'virtio-net-pci,netdev=n0,disable-legacy=on']];

@@ -60,7 +60,7 @@ function guest(features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET
   const tx = new FakeDriver(QSIZE, 0, { bytes: map.bytes.subarray(half), base: half });
   const [vmEnd, hostEnd] = packetPair();
   cleanup.push(() => { fs.closeSync(vmEnd); fs.closeSync(hostEnd); });
-  const start = (over: { memoryPath?: string; transmit?: boolean; irqfds?: QueueIrqfdChannel } = {}) => {
+  const start = (over: { memoryPath?: string; transmit?: boolean; irqfds?: QueueIrqfdChannel; pollUs?: number } = {}) => {
     const t = new NetIothread({
       helper: {
         memoryPath: over.memoryPath ?? memoryPath, layout: { lowmem: RAM, highmem: 0 },
@@ -73,6 +73,7 @@ function guest(features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET
       queueMaxSizes: [1024, 1024],
       layouts: [rx.layout, tx.layout],
       irqfds: over.irqfds,
+      pollUs: over.pollUs,
       noKick: true,
     }, workerUrl);
     cleanup.push(() => t.stop());
@@ -184,6 +185,22 @@ describe.skipIf(!haveWorker)('virtio-net I/O thread', () => {
     t.notify();
     await until(() => g.rx.usedIdx() === 2, 'the second frame');
     expect(g.rx.usedElem(1).len).toBe(HDR + 100);
+    t.stop();
+  });
+
+  it('iothread_poll_us: while a frame waits, buffers the driver adds are taken without its notify (notifications off meanwhile)', async () => {
+    const g = guest();
+    const t = g.start({ transmit: false, pollUs: 2_000_000 });
+    await until(() => t.state === NIOT_STATE.RUNNING, 'the thread to run');
+    g.hostWrite(frame(1514, 11));
+    g.hostWrite(frame(200, 12));
+    // Starved and polling: the driver is asked not to notify.
+    await until(() => (g.rx.usedFlags() & 1) === 1, 'VIRTQ_USED_F_NO_NOTIFY while polling');
+    g.postRx(1); // no notify
+    await until(() => g.rx.usedIdx() === 1, 'the first frame, taken by polling');
+    g.postRx(1);
+    await until(() => g.rx.usedIdx() === 2, 'the second frame');
+    expect(g.rx.usedElem(1).len).toBe(HDR + 200);
     t.stop();
   });
 

@@ -10,6 +10,7 @@ import { fdNetPort } from '../net/net-backend.js';
 import { deviceThreadKick, IothreadWorkerControl, mapWorkerGuestMemory } from './iothread-control.js';
 import { NIOT, NIOT_STATE, type NetIothreadData } from './net-iothread.js';
 import { queueInterruptSender } from './queue-irqfd.js';
+import type { Virtqueue } from './virtqueue.js';
 import { VirtioNet, VTNET_RXQ, VTNET_TXQ } from './virtio-net.js';
 import { createQueues } from './virtio-device.js';
 
@@ -34,10 +35,13 @@ function main(): void {
   // Take the queues, unless the device thread already asked us to stop.
   if (!ctl.take()) return;
   let broken = false;
+  let rxQueue: Virtqueue | null = null;
   try {
+    const queues = createQueues(mem, d.transmit ? d.layouts : [d.layouts[VTNET_RXQ] ?? null, null], d.ackedFeatures, d.queueMaxSizes);
+    rxQueue = queues[VTNET_RXQ] ?? null;
     dev.activate({
       mem,
-      queues: createQueues(mem, d.transmit ? d.layouts : [d.layouts[VTNET_RXQ] ?? null, null], d.ackedFeatures, d.queueMaxSizes),
+      queues,
       interrupt: {
         queue: queueInterruptSender(d.irqfds, (i) => { Atomics.or(words, NIOT.IRQ, 1 << i); kick(); }),
         config: () => {},
@@ -63,10 +67,42 @@ function main(): void {
     dev.queueNotify(VTNET_RXQ);
     publish();
   }
+  const pollNs = BigInt(Math.max(0, Math.round((d.pollUs ?? 0) * 1000)));
+  /** A frame waits for receive buffers: rather than sleep until the
+   * driver's notify (an exit for the guest per buffer it adds, a wake-up
+   * here), watch the avail ring for up to pollNs after the last buffer
+   * came, with the driver's notifications off; on again before sleeping. */
+  const pollForBuffers = (q: Virtqueue): void => {
+    let deadline = process.hrtime.bigint() + pollNs;
+    q.disableNotification();
+    while (!broken && port.holding && ctl.running) {
+      let more: boolean;
+      try { more = q.pending() > 0; } catch { more = true; /* queueNotify reports it */ }
+      if (more) {
+        dev.queueNotify(VTNET_RXQ);
+        if (!port.holding) return; // receive() left notifications as they should be
+        q.disableNotification();
+        deadline = process.hrtime.bigint() + pollNs;
+      } else if (process.hrtime.bigint() > deadline) {
+        break;
+      }
+    }
+    // Still waiting: ask for the notify again, and look once more (a
+    // buffer added before that is seen here, not lost).
+    if (!broken && port.holding) {
+      let more = true;
+      try { more = q.enableNotification(); } catch { /* queueNotify reports it */ }
+      if (more) dev.queueNotify(VTNET_RXQ);
+    }
+  };
   const set = new PollSet(2);
   const buf = new Uint8Array(8);
   let tapQuietUntil = 0;
   for (;;) {
+    if (pollNs > 0n && port.holding && rxQueue && !broken) {
+      pollForBuffers(rxQueue);
+      publish();
+    }
     set.clear();
     set.add(d.notifyFd, POLLIN);
     // The tap only while its frames can go somewhere: not while one waits

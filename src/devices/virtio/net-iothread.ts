@@ -77,6 +77,9 @@ export interface NetIothreadData extends IothreadChannel {
   ackedFeatures: bigint;
   queueMaxSizes: number[];
   layouts: Array<VirtqueueLayout | null>;
+  /** Microseconds the thread watches the avail ring for receive buffers
+   * while a frame waits for them, before it sleeps (0: never). */
+  pollUs?: number;
   /** Queue interrupts by irqfd where the transport wired them
    * (queue-irqfd.ts); else each goes through the device thread. */
   irqfds?: QueueIrqfdChannel;

@@ -94,6 +94,9 @@ export interface NetOptions {
    * largest frame (default: NET_ZEROCOPY_DEFAULT); else through a bounce
    * buffer. */
   zeroCopy?: boolean;
+  /** Microseconds the I/O thread watches for receive buffers while a
+   * frame waits, before sleeping (default: NET_IOTHREAD_POLL_US). */
+  iothreadPollUs?: number;
 }
 
 /** Whether `pci.B.S.F.iothread` defaults to on for virtio-net. */
@@ -105,6 +108,8 @@ export const NET_IOTHREAD_DEFAULT = true;
 export const NET_IOTHREAD_TX_DEFAULT = false;
 /** Whether `pci.B.S.F.irqfd` defaults to on. */
 export const NET_IRQFD_DEFAULT = true;
+/** Default of `pci.B.S.F.iothread_poll_us`. */
+export const NET_IOTHREAD_POLL_US = 0;
 /** Whether `pci.B.S.F.zerocopy` defaults to on. */
 export const NET_ZEROCOPY_DEFAULT = true;
 
@@ -114,6 +119,13 @@ export function parseMtu(s: string): number {
   const n = /^0[xX][0-9a-fA-F]+$/.test(t) ? parseInt(t, 16) : /^0[0-7]*$/.test(t) ? parseInt(t, 8) : /^[1-9][0-9]*$/.test(t) ? Number(t) : NaN;
   if (!Number.isFinite(n)) throw new ConfigError(`Invalid MTU ${s}`);
   if (n < VTNET_MIN_MTU || n > VTNET_MAX_MTU) throw new ConfigError(`Invalid MTU ${s} (must be ${VTNET_MIN_MTU}..${VTNET_MAX_MTU})`);
+  return n;
+}
+
+function parsePollUs(s: string | undefined): number {
+  if (s === undefined) return NET_IOTHREAD_POLL_US;
+  const n = /^[0-9]+$/.test(s.trim()) ? Number(s.trim()) : NaN;
+  if (!(n >= 0 && n <= 1_000_000)) throw new ConfigError(`Invalid iothread_poll_us ${s} (0 to 1000000 microseconds)`);
   return n;
 }
 
@@ -128,6 +140,7 @@ export function netOptionsFromConfig(config: ConfigTree, node: string, slot: num
     iothreadTx: config.getBool(`${node}.iothread_tx`, NET_IOTHREAD_TX_DEFAULT),
     irqfd: config.getBool(`${node}.irqfd`, NET_IRQFD_DEFAULT),
     zeroCopy: config.getBool(`${node}.zerocopy`, NET_ZEROCOPY_DEFAULT),
+    iothreadPollUs: parsePollUs(config.get(`${node}.iothread_poll_us`)),
   };
 }
 
@@ -226,6 +239,7 @@ export class VirtioNet extends VirtioDeviceBase {
       netFd: b.fd,
       device: { mac: this.mac, mtu: this.opts.mtu, zeroCopy: this.opts.zeroCopy },
       transmit: this.txOnIothread,
+      pollUs: this.opts.iothreadPollUs ?? NET_IOTHREAD_POLL_US,
       ackedFeatures: this.ackedFeatures,
       queueMaxSizes: [...this.queueMaxSizes],
       layouts: act.queues.map((q) => (q ? { ...q.layout } : null)),
@@ -561,6 +575,7 @@ export const virtioNetDevice: PciDeviceRecord = {
     { key: 'iothread', default: String(NET_IOTHREAD_DEFAULT), description: 'receive frames on a thread of its own, fed by an ioeventfd and the backend' },
     { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd)' },
     { key: 'irqfd', default: String(NET_IRQFD_DEFAULT), description: 'that thread raises MSI-X queue interrupts by irqfd, not through vCPU 0' },
+    { key: 'iothread_poll_us', default: String(NET_IOTHREAD_POLL_US), description: 'microseconds the I/O thread watches for receive buffers while a frame waits, before sleeping' },
     { key: 'zerocopy', default: String(NET_ZEROCOPY_DEFAULT), description: 'read frames straight into receive buffers that hold the largest frame' },
     { key: 'bootindex', description: 'boot order index for the firmware' },
     ...VIRTIO_PCI_KEYS,
