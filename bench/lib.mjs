@@ -54,13 +54,17 @@ export const VMMS = {
     argv(romPath) {
       const vm = `bench-${process.pid}-${++vmSeq}`;
       this.lastVm = vm;
+      const prof = process.env.BHYVE_PROF;
       const args = [
+        ...(prof ? ['-o', 'security.sandbox=false'] : []),
         '-c', '1', '-m', '256M',
         '-s', '0,hostbridge', '-s', '31,lpc',
         '-l', 'com1,stdio', '-l', 'pc-testdev', '-l', `bootrom,${romPath}`,
         '-o', 'x86.require_ept_rvi=false',
         vm,
       ];
+      // BHYVE_PROF=DIR: node --cpu-prof of the VMM's threads (needs node on the command line).
+      if (prof) return [process.execPath, ['--cpu-prof', `--cpu-prof-dir=${prof}`, BHYVE_BIN, ...args]];
       return this.byNode || process.env.BENCH_BHYVE_BY_NODE === '1' ? [process.execPath, [BHYVE_BIN, ...args]] : [BHYVE_BIN, args];
     },
     async cleanup() {

@@ -123,8 +123,8 @@ export class DescriptorChain {
 
   clear(): void {
     this.head = 0;
-    this.readable.length = 0;
-    this.writable.length = 0;
+    emptyArray(this.readable);
+    emptyArray(this.writable);
     this.readableLength = 0;
     this.writableLength = 0;
   }
@@ -181,8 +181,15 @@ function copyIn(segs: Uint8Array[], offset: number, src: Uint8Array): number {
   return copied;
 }
 
+/** `a.length = 0` without the length setter, a runtime call in V8 that
+ * showed as 15% of a transmit loop's time: the data path's arrays hold a
+ * few segments, which pop() removes inline. */
+export function emptyArray(a: unknown[]): void {
+  while (a.length > 0) a.pop();
+}
+
 function views(segs: Uint8Array[], offset: number, length: number, out: Uint8Array[]): Uint8Array[] {
-  out.length = 0;
+  emptyArray(out);
   let left = length;
   let skip = offset;
   for (let i = 0; i < segs.length && left > 0; i++) {
