@@ -29,7 +29,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { ConfigTree } from '../../config/tree.js';
-import { FS, landlockStatus, restrictThisThread, type LandlockRule } from './landlock.js';
+import { FS, landlockStatus, restrictThisThread, RESTRICT_SELF_TSYNC, TSYNC_ABI, type LandlockRule } from './landlock.js';
 import {
   capset, prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS,
   SECCOMP_FILTER_FLAG_LOG, SECCOMP_FILTER_FLAG_TSYNC, seccompSetFilter,
@@ -184,8 +184,9 @@ function fileShares(config: ConfigTree): { rules: LandlockRule[]; kind?: 'ro' | 
   return { rules, kind };
 }
 
-/** Steps 1-3 for the calling thread. Returns what could not be done. */
-export function confineThisThread(plan: SandboxPlan): string[] {
+/** Steps 1-3 for the calling thread (`landlockFlags`: RESTRICT_SELF_TSYNC
+ * takes Landlock to every thread). Returns what could not be done. */
+export function confineThisThread(plan: SandboxPlan, landlockFlags = 0): string[] {
   const problems: string[] = [];
   const nnp = prctl(PR_SET_NO_NEW_PRIVS, 1);
   if (nnp < 0) problems.push(`no_new_privs: errno ${-nnp}`);
@@ -196,7 +197,7 @@ export function confineThisThread(plan: SandboxPlan): string[] {
   }
   prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL);
   if (plan.landlockAbi > 0) {
-    const why = restrictThisThread(plan.landlockAbi, plan.landlockRules, !plan.sockets);
+    const why = restrictThisThread(plan.landlockAbi, plan.landlockRules, !plan.sockets, landlockFlags);
     if (why) problems.push(`Landlock: ${why}`);
   }
   const caps = capset({ effective: 0n, permitted: 0n, inheritable: 0n });
@@ -216,12 +217,17 @@ export function onSandboxed(f: SandboxListener): void {
 /** The error that stops a VM whose sandbox could not be installed. */
 export class SandboxError extends Error {}
 
-/** Steps 1-4 on the main thread; the vCPU threads have taken 1-3 already.
- * Throws SandboxError when the filter cannot be installed (a sandbox asked
- * for and silently missing would be worse than no VM). */
-export function enterSandbox(plan: SandboxPlan): void {
+/** Steps 1-3 on libuv's pool threads (`poolConfined`: pool-threads.ts'
+ * confinePool), then on the main
+ * thread (with Landlock's TSYNC where the kernel has it: every thread,
+ * V8's too), then step 4; the vCPU threads have taken 1-3 already.
+ * Throws SandboxError when a step fails (a sandbox asked for and silently
+ * missing would be worse than no VM). */
+export async function enterSandbox(plan: SandboxPlan, poolConfined: Promise<number[]>): Promise<void> {
   const t0 = process.hrtime.bigint();
-  const problems = confineThisThread(plan);
+  const tsync = plan.landlockAbi >= TSYNC_ABI;
+  const pool = await poolConfined;
+  const problems = confineThisThread(plan, tsync ? RESTRICT_SELF_TSYNC : 0);
   if (problems.length) throw new SandboxError(`cannot sandbox bhyve: ${problems.join('; ')} (-o security.sandbox=false runs without)`);
   const refuse = plan.log ? SECCOMP_RET_LOG : SECCOMP_RET_ERRNO | EPERM;
   const filter = buildSeccompFilter({
@@ -238,6 +244,7 @@ export function enterSandbox(plan: SandboxPlan): void {
     const ll = plan.landlockAbi > 0 ? `Landlock ABI ${plan.landlockAbi}` : 'no Landlock';
     const ms = (Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1);
     process.stderr.write(`bhyve: sandbox: no_new_privs, capabilities dropped, ${ll}, seccomp filter${plan.log ? ' (log mode)' : ''} (${ms} ms)\n`);
+    process.stderr.write(`bhyve: sandbox: libuv's ${pool.length} pool threads confined; ${tsync ? 'Landlock on every thread (TSYNC)' : `V8's threads started before: no Landlock (ABI ${plan.landlockAbi} has no TSYNC), capabilities kept`}\n`);
     for (const n of plan.notes) process.stderr.write(`bhyve: sandbox: ${n}\n`);
   }
   for (const f of listeners) f();
