@@ -11,12 +11,15 @@
 // Steps 1-3 are per thread in Linux, so each JavaScript thread takes them
 // for itself: the main thread in enterSandbox, each vCPU thread before it
 // reports ready (confineThisThread); threads started later (the virtio-blk
-// iothread) inherit them. Node's own helper threads that existed before
-// (V8's platform workers, libuv's pool: 10 of the 13 threads of a 2-vCPU
-// VM) keep their capabilities and are not under Landlock, but are held by
-// the seccomp filter like every thread. (With vcpu.ap_model=pool the APs'
-// KVM_RUN calls run on libuv's pool threads: the ioctl is all they run
-// there; the exits are handled on the sandboxed main thread.)
+// iothread) inherit them. libuv's pool threads, which may have started
+// before (every async fs call and, with vcpu.ap_model=pool, the APs'
+// KVM_RUN run there), take them one by one on bhyve's request
+// (pool-threads.ts). V8's platform workers, started with Node before any
+// of bhyve's code, run only V8's background tasks (GC, compilation): no
+// JavaScript, no fs; Linux has no call that confines another thread, so
+// they keep root's capabilities and stay outside Landlock (held by the
+// seccomp filter and no_new_privs like every thread) unless the kernel has
+// Landlock's TSYNC (ABI 8), which the main thread then uses.
 //
 // -o security.sandbox=false turns it all off (debugging: strace, gdb, a
 // profiler); -o security.sandbox_log=true keeps Landlock and the filter but
