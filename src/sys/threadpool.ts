@@ -18,8 +18,11 @@ const GIVE_UP_MS = 2000;
 
 /** The pool's size as libuv read it (bin/bhyve sets it before first use). */
 export function threadpoolSize(): number {
-  const n = Number(process.env.UV_THREADPOOL_SIZE);
-  return Number.isInteger(n) && n > 0 ? Math.min(n, 1024) : 4;
+  const v = process.env.UV_THREADPOOL_SIZE;
+  if (v === undefined) return 4;
+  // As libuv reads it: atoi, at least 1, at most 1024.
+  const n = parseInt(v, 10);
+  return Number.isNaN(n) || n === 0 ? 1 : n < 0 ? 1024 : Math.min(n, 1024);
 }
 
 /** Thread ids of libuv's pool threads. Call while nothing else keeps them

@@ -32,8 +32,9 @@ import { trace } from '../startup-trace.js';
 const SYS_READ = 0; // x86_64
 const readFn = libcFunc('int64_t read(int fd, _Out_ uint8_t *buf, size_t count)');
 /** How long the pool may take to come to rest (a backend's wait on a pool
- * thread ends at once when interrupted; a stuck one fails the sandbox). */
-const PARK_TIMEOUT_MS = 2000;
+ * thread ends at once when interrupted; a stuck one fails the sandbox).
+ * Generous: a loaded host may take long to schedule fresh threads. */
+const PARK_TIMEOUT_MS = 10_000;
 
 export interface PoolConfinement {
   /** Landlock ABI; 0: none. */
