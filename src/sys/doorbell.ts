@@ -12,7 +12,7 @@
 // answered (told its thread id), ringing only records the bits.
 
 import { Vcpu } from './kvm.js';
-import { SIGUSR2, tgkill } from './libc.js';
+import { kickThread } from './kick-signal.js';
 
 /** What the device thread is asked to do, as bits. */
 export const DEVICE_REQUEST = {
@@ -64,7 +64,7 @@ export class Doorbell {
     const tid = Atomics.load(this.words, TID);
     if (tid === 0) return;
     this.bsp.immediateExit = true;
-    tgkill(process.pid, tid, SIGUSR2);
+    kickThread(tid);
   }
 
   // ---- vCPU 0's side ----

@@ -24,7 +24,8 @@ import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js
 import type { ExitRequest } from './exit-status.js';
 import type { Vcpu } from '../sys/kvm.js';
 import { EXIT, KVM, KVM_RUN_OFF, RUN_DEBUG } from '../sys/kvm-abi.js';
-import { EAGAIN, EINTR, ioctlRawAsync, SIGUSR2, strerror, tgkill } from '../sys/libc.js';
+import { EAGAIN, EINTR, ioctlRawAsync, strerror } from '../sys/libc.js';
+import { kickThread } from '../sys/kick-signal.js';
 import { errorLine } from '../user-error.js';
 import type { ConfigTree } from '../config/tree.js';
 import { findPoolThreads, threadpoolSize } from '../sys/threadpool.js';
@@ -120,7 +121,7 @@ export class ApPool {
     this.broadcastPending = true;
     queueMicrotask(() => {
       this.broadcastPending = false;
-      for (const tid of this.s.poolThreads) tgkill(process.pid, tid, SIGUSR2);
+      for (const tid of this.s.poolThreads) kickThread(tid);
     });
   }
 

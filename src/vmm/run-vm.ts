@@ -20,6 +20,7 @@ import { cleanupMachine, createMachine, legacyWindowFor, VmSetupError } from './
 import { Kicker, VcpuControl, type KickTarget } from './vcpu-control.js';
 import { ApPool, poolForAps } from './ap-pool.js';
 import { DEVICE_REQUEST, Doorbell } from '../sys/doorbell.js';
+import { installKickHandler } from '../sys/kick-signal.js';
 import { VcpuRequester } from './vcpu-requests.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 import { parseCpuset } from '../config/topology.js';
@@ -43,11 +44,6 @@ export interface RunExtras {
   /** SIGINT/SIGTERM/SIGHUP since the process began (bhyve-main.ts). */
   signals?: SignalRouter;
 }
-
-// The kick signal. libuv's handler is harmless on any thread; it stays
-// installed for the life of the process, because a kick sent after the
-// run (a thread still stopping) must never take SIGUSR2's default action.
-let kickListener = false;
 
 export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise<number> {
   // Start the vCPU threads first (unless the caller already did): their
@@ -96,7 +92,9 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
   const timerSab = createTimerTable();
   const timerHost = new DeviceTimerHost(timerSab, () => kickDeviceThread(DEVICE_REQUEST.TIMERS));
   let controlServer: ControlServer | undefined;
-  if (!kickListener) { process.on('SIGUSR2', () => {}); kickListener = true; }
+  // Before any thread can be kicked (they learn their work below), for the
+  // rest of the process's life (sys/kick-signal.ts).
+  installKickHandler();
 
   const backends: UartBackendHost[] = [];
   let hostPorts: HostPorts | undefined;

@@ -4,12 +4,12 @@
 // A kick sets kvm_run.immediate_exit on the target vCPU and sends it SIGUSR2
 // with tgkill. The signal makes a blocked KVM_RUN return EINTR; immediate_exit
 // covers the window where the target is between two KVM_RUN calls. The
-// process-wide SIGUSR2 handler is libuv's (installed by process.on in the
-// main thread), which only writes to a pipe, so it is safe on any thread.
+// process-wide SIGUSR2 handler does nothing and is never reset, so a kick
+// is harmless on any thread at any time (sys/kick-signal.ts).
 // Requests are written before the kick and read after the target clears
 // immediate_exit, so none is lost.
 
-import { SIGUSR2, tgkill } from '../sys/libc.js';
+import { kickThread } from '../sys/kick-signal.js';
 
 /** Header words of the control block. */
 const STOP = 0;
@@ -105,7 +105,7 @@ export class Kicker {
     const tid = this.control.tid(id);
     if (!t || tid === 0) return;
     t.immediateExit = true;
-    tgkill(process.pid, tid, SIGUSR2);
+    kickThread(tid);
   }
 
   kickAll(): void {
