@@ -19,8 +19,11 @@
 // describes this use of a signal handler with immediate_exit
 // (Documentation/virt/kvm/api.rst, "immediate_exit"). SA_RESTART as
 // libuv's handler had: other system calls a kick interrupts restart.
-// Nothing may listen for SIGUSR2 with process.on: libuv would take the
-// signal over and restore SIG_DFL when its handle closes.
+// bin/bhyve listens for SIGUSR2 from its first line (libuv's handler, so
+// that the signal is ignored while bhyve starts, as bhyve(8) says); the
+// handler here takes over from it, and no listener may come back: libuv
+// would take the signal over again and restore SIG_DFL when its handle
+// closes.
 
 import { errno, libcFunc, SIGUSR2, SysError, tgkill } from './libc.js';
 
@@ -45,18 +48,29 @@ function noOpHandler(): bigint {
   return handler;
 }
 
+let guarded = false;
+
 /** Gives SIGUSR2 the no-op handler, for the rest of the process's life.
  * Call before any thread can be kicked (runVm does, before the vCPU
  * threads learn their work). Idempotent. */
 export function installKickHandler(): void {
-  if (process.listenerCount('SIGUSR2') > 0) {
-    throw new Error('kick signal: a process.on(\'SIGUSR2\') listener would let libuv restore SIG_DFL at exit');
-  }
+  // libuv restores SIG_DFL as its listener goes: only a signal from
+  // outside, in the next microseconds, could take that (no thread can be
+  // kicked yet).
+  process.removeAllListeners('SIGUSR2');
   const act = new Uint8Array(SIGACTION_SIZE);
   const v = new DataView(act.buffer);
   v.setBigUint64(0, noOpHandler(), true);
   v.setUint32(SA_FLAGS_OFFSET, SA_RESTART, true);
   if ((sigactionFn(SIGUSR2, act, new Uint8Array(SIGACTION_SIZE)) as number) < 0) throw new SysError('sigaction(SIGUSR2)', errno());
+  if (!guarded) {
+    guarded = true;
+    // Ahead of Node's own 'newListener' hook, which would start libuv's
+    // handler: the new listener is refused before that happens.
+    (process as NodeJS.EventEmitter).prependListener('newListener', (event: string | symbol) => {
+      if (event === 'SIGUSR2') throw new Error('SIGUSR2 is the vCPU kick: a listener would let libuv restore its default action (sys/kick-signal.ts)');
+    });
+  }
 }
 
 /** True when SIGUSR2's disposition is the no-op handler (for tests). */
