@@ -39,7 +39,8 @@ export function patchedRom(name, param) {
   const out = join(BENCH_TMP, `${name}-${param}.rom`);
   copyFileSync(rom(name), out);
   const buf = readFileSync(out);
-  buf.writeUInt32LE(param >>> 0, PARAM_OFFSET);
+  // in the last 64 KiB: a larger ROM (tcp.rom) ends with the usual one
+  buf.writeUInt32LE(param >>> 0, buf.length - 0x10000 + PARAM_OFFSET);
   writeFileSync(out, buf);
   return out;
 }
@@ -53,13 +54,17 @@ export const VMMS = {
     argv(romPath) {
       const vm = `bench-${process.pid}-${++vmSeq}`;
       this.lastVm = vm;
+      const prof = process.env.BHYVE_PROF;
       const args = [
+        ...(prof ? ['-o', 'security.sandbox=false'] : []),
         '-c', '1', '-m', '256M',
         '-s', '0,hostbridge', '-s', '31,lpc',
         '-l', 'com1,stdio', '-l', 'pc-testdev', '-l', `bootrom,${romPath}`,
         '-o', 'x86.require_ept_rvi=false',
         vm,
       ];
+      // BHYVE_PROF=DIR: node --cpu-prof of the VMM's threads (needs node on the command line).
+      if (prof) return [process.execPath, ['--cpu-prof', `--cpu-prof-dir=${prof}`, BHYVE_BIN, ...args]];
       return this.byNode || process.env.BENCH_BHYVE_BY_NODE === '1' ? [process.execPath, [BHYVE_BIN, ...args]] : [BHYVE_BIN, args];
     },
     async cleanup() {

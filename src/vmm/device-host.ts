@@ -158,6 +158,7 @@ function kvmDoorbells(vm: Vm, helper: HelperThreadData, bus: LocalIoBus, maps: D
   const anyLength = vm.checkExtension(CAP.IOEVENTFD_ANY_LENGTH) !== 0;
   const readonlyMem = vm.checkExtension(CAP.READONLY_MEM) !== 0;
   let msiRoutes: MsiRoutes | undefined;
+  let vfioDevice: number | undefined;
   return {
     ioeventfd(fd: number, addr: number, deassign = false): boolean {
       try {
@@ -193,6 +194,16 @@ function kvmDoorbells(vm: Vm, helper: HelperThreadData, bus: LocalIoBus, maps: D
     },
     unmapHostMemory(gpa: number): void {
       maps.unmap(gpa);
+    },
+    vfioFile(fd: number) {
+      try {
+        vfioDevice ??= vm.createVfioDevice();
+        Vm.vfioFile(vfioDevice, fd, true);
+      } catch {
+        return undefined;
+      }
+      const dev = vfioDevice;
+      return { close: () => { try { Vm.vfioFile(dev, fd, false); } catch { /* gone with the VM */ } } };
     },
     registerPages(size: number): RegisterPages | undefined {
       if (!readonlyMem || size <= 0 || size % PAGE_SIZE) return undefined;
