@@ -135,7 +135,7 @@ export class VfioBackend implements PassthruBackend {
   // ---- DMA windows ----
 
   private mapWindow(iova: number, gpa: number, length: number, writable: boolean): void {
-    const pieces = this.opts.ram.hostRanges(gpa, length);
+    const pieces = Number.isSafeInteger(iova) && iova >= 0 && Number.isSafeInteger(iova + length) ? this.opts.ram.hostRanges(gpa, length) : undefined;
     if (!pieces) {
       // Not guest RAM (a mapping of MMIO, say): the device cannot reach it.
       this.counts.dmaNotRam++;
