@@ -66,6 +66,8 @@ export interface VfioBackendOptions {
   /** The function's DMA space (identity, or its virtio-iommu domain). */
   space: DmaSpaceLike;
   ram: GuestRamHost;
+  /** Where the one warning goes (default: stderr, "bhyve: " first). */
+  warn?: (line: string) => void;
   /** KVM's VFIO pseudo-device (DeviceContext.kvm.vfioFile); absent in unit tests without KVM. */
   kvm?: { vfioFile?(fd: number): { close(): void } | undefined };
 }
@@ -340,7 +342,8 @@ export class VfioBackend implements PassthruBackend {
   private warnOnce(msg: string): void {
     if (this.warned) return;
     this.warned = true;
-    process.stderr.write(`bhyve: ${msg.replace(/^passthru: /, 'passthru: ')}\n`);
+    if (this.opts.warn) this.opts.warn(msg);
+    else process.stderr.write(`bhyve: ${msg}\n`);
   }
 }
 

@@ -38,7 +38,7 @@ class PassthruVfioFuzz implements FuzzInstance {
   private readonly fn: PassthruFunction;
   private readonly backend: VfioBackend;
   private readonly listeners: Array<{ map(m: DmaMappingLike): void; unmap(iova: number, length: number): void }> = [];
-  private readonly counts = { cfgReads: 0, cfgWrites: 0, mmio: 0, maps: 0, unmaps: 0, resets: 0 };
+  private readonly counts = { cfgReads: 0, cfgWrites: 0, mmio: 0, maps: 0, unmaps: 0, resets: 0, warnings: 0 };
   lastOp: string | undefined;
 
   constructor(private readonly r: Rng) {
@@ -51,7 +51,7 @@ class PassthruVfioFuzz implements FuzzInstance {
     };
     const api = r.chance(0.5) ? 'group' : 'iommufd';
     this.backend = VfioBackend.open({ address: NIC, group: 5, api, node: api === 'group' ? '/dev/vfio/5' : '/dev/vfio/devices/vfio0' },
-      { io: this.k, space, ram: guestRamInMapping(RAM_BASE, { lowmem: LOW, highmem: HIGH }) });
+      { io: this.k, space, ram: guestRamInMapping(RAM_BASE, { lowmem: LOW, highmem: HIGH }), warn: () => { this.counts.warnings++; } });
     const ctx = {
       io: this.io, config: new ConfigTree(), mem,
       irq: { setLevel: () => {}, pulse: () => {}, signalMsi: () => {} },
