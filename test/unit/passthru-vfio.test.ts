@@ -269,6 +269,12 @@ describe('VFIO backend: DMA windows', () => {
     }
   });
 
+  it('guest memory on a file system Linux will not pin for long (not tmpfs or hugetlbfs): one line saying where it must be', () => {
+    const k = kernel({ ioctlErrno: { IOMMU_IOAS_MAP: E.EFAULT } });
+    expect(refusal(() => open(k, CDEV_DEV))).toMatch(/^passthru: cannot pin guest memory for the device's DMA \(IOMMU_IOAS_MAP: .*\): the guest memory file must be on tmpfs or hugetlbfs \(set BHYVE_RUNDIR/);
+    expect(k.openFiles()).toEqual([]);
+  });
+
   it('guest RAM the kernel will not pin at start: one line about the locked-memory limit, everything closed', () => {
     const k = kernel({ ioctlErrno: { VFIO_IOMMU_MAP_DMA: E.ENOMEM } });
     expect(refusal(() => open(k))).toMatch(/^passthru: cannot pin 1 MiB of guest memory for the device's DMA \(VFIO_IOMMU_MAP_DMA: .*\): the locked-memory limit is too low/);

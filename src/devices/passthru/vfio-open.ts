@@ -39,7 +39,7 @@ export interface OpenedVfioDevice {
   close(): void;
 }
 
-const ENOENT = 2, ENXIO = 6, ENODEV = 19, EACCES = 13, EPERM = 1, EBUSY = 16, ENOTTY = 25, ENOMEM = 12;
+const ENOENT = 2, ENXIO = 6, ENODEV = 19, EACCES = 13, EPERM = 1, EBUSY = 16, ENOTTY = 25, ENOMEM = 12, EFAULT = 14, EOPNOTSUPP = 95;
 
 /** One line for a failed host call (the user's to fix). */
 export function explainVfioError(e: VfioCallError, address: string): HostSetupError {
@@ -63,6 +63,11 @@ export function explainDmaError(e: VfioCallError, iova: number, size: number): H
   if (e.errno === ENOMEM) {
     return new HostSetupError(`passthru: cannot pin ${mib} MiB of guest memory for the device's DMA (${e.call}: ${strerror(e.errno)}): `
       + 'the locked-memory limit is too low (ulimit -l, or LimitMEMLOCK= for a service; root has none)');
+  }
+  if (e.errno === EFAULT || e.errno === EOPNOTSUPP) {
+    // Linux pins shared file pages for long only on tmpfs and hugetlbfs.
+    return new HostSetupError(`passthru: cannot pin guest memory for the device's DMA (${e.call}: ${strerror(e.errno)}): `
+      + 'the guest memory file must be on tmpfs or hugetlbfs (set BHYVE_RUNDIR to a directory on tmpfs, such as one under /run)');
   }
   return new HostSetupError(`passthru: ${e.call} of IOVA 0x${iova.toString(16)}+0x${size.toString(16)} on ${e.file}: ${strerror(e.errno)}`);
 }
