@@ -339,6 +339,22 @@ describe('VFIO backend under the passthrough function', () => {
     expect(k.log.at(-1)).toBe('pwrite region 7 +0x4 0600');
   });
 
+  it('decoding and bus mastering the platform turns on (no firmware) reach the device when its BARs start to decode', () => {
+    const k = kernel();
+    const r = rig(k);
+    // platform.ts for guests without a boot ROM: the shadow command set directly, then the BARs placed.
+    r.fn.cfg.set16(0x04, r.fn.cfg.get16(0x04) | 0x0007);
+    r.fn.setBarAddress(2, 0xe000);
+    expect(k.log.filter((l) => l.startsWith('pwrite region 7 +0x4'))).toEqual(['pwrite region 7 +0x4 0700']);
+    r.fn.setBarAddress(0, 0xc0000000);
+    expect(k.log.filter((l) => l.startsWith('pwrite region 7 +0x4'))).toHaveLength(1); // once
+    expect(r.maps.map((m) => m.gpa)).toEqual([0xc0000000]);
+    // After a reset the device's register is written again when a BAR decodes.
+    r.fn.reset();
+    r.fn.setBarAddress(2, 0xe040);
+    expect(k.log.filter((l) => l.startsWith('pwrite region 7 +0x4'))).toHaveLength(2);
+  });
+
   it('BAR 0: its mappable pages mapped from the device file into the guest, the MSI-X table page trapped', () => {
     const k = kernel();
     const r = rig(k);
