@@ -10,7 +10,7 @@
 import { koffi as loadKoffi } from './koffi.js';
 import { UserError } from '../user-error.js';
 
-interface KoffiFunc {
+export interface KoffiFunc {
   // koffi converts the result per the prototype: number, bigint, pointer.
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   (...args: unknown[]): any;
@@ -52,6 +52,12 @@ export function libcFunc(signature: string): KoffiFunc {
   const call = ((...args: unknown[]) => (f ??= lib().func(signature))(...args)) as KoffiFunc;
   call.async = (...args: unknown[]) => (f ??= lib().func(signature)).async(...args);
   return call;
+}
+
+/** The koffi function itself, bound now (call it when first needed): for
+ * per-frame paths, where libcFunc's rest-and-spread wrapper costs. */
+export function libcBind(signature: string): KoffiFunc {
+  return lib().func(signature);
 }
 
 const ioctlPtr = libcFunc('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *arg)');

@@ -29,6 +29,7 @@ import type { DeviceHostData } from './vcpu-thread-data.js';
 import type { Doorbell } from '../sys/doorbell.js';
 import { hostPortLookup } from '../devices/virtio/host-ports.js';
 import { PM1_PWRBTN_STS } from '../devices/lpc/pm.js';
+import { trace } from './startup-trace.js';
 
 export class DeviceHost {
   readonly bus = new LocalIoBus();
@@ -90,11 +91,13 @@ export class DeviceHost {
     try {
       this.platform = buildPlatform(ctx, d.layout, { fwcfgFiles: d.fwcfgFiles });
       this.devices = this.platform.devices;
+      trace('vcpu 0: platform built');
       // bhyve's MP table, SMBIOS and ACPI tables, written as bhyverun.c does
       // after init_pci: from the devices, pins and windows just built.
       for (const region of buildFirmwareInMemory(config, d.layout, this.platform.asBuilt, { hostname: os.hostname() })) {
         ctx.mem.write(region.gpa, region.bytes);
       }
+      trace('vcpu 0: firmware written');
     } catch (e) {
       // A device that cannot start (missing image, bad option) is the user's
       // to fix: one line, no vCPU prefix; anything else is a bug.

@@ -117,16 +117,16 @@ export const passthruDevice: PciDeviceRecord = {
         throw new ConfigError(`passthru: host device ${device.address}: ${(e as Error).message}`);
       }
     }
+    // The guest RAM file stays open with the backend (it closes it): a
+    // window the guest's IOMMU MAPs later is handed over with it again.
     let ramFd: number | undefined;
     if (helper) ramFd = fs.openSync(helper.memoryPath, 'r+');
     try {
       const backend = VfioUserBackend.connect(src.path, space, ctx.mem, ramFd === undefined ? undefined : { fd: ramFd, layout: helper!.layout });
       return new PassthruFunction(ctx, backend);
     } catch (e) {
-      throw new ConfigError(`passthru: vfio-user device at ${src.path}: ${(e as Error).message}`);
-    } finally {
-      // The server has its own copy of the descriptor now.
       if (ramFd !== undefined) fs.closeSync(ramFd);
+      throw new ConfigError(`passthru: vfio-user device at ${src.path}: ${(e as Error).message}`);
     }
   },
 };
