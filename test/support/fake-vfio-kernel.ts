@@ -112,6 +112,7 @@ const NAMES = new Map<number, string>([
 ]);
 const IRQ_NAMES = ['INTX', 'MSI', 'MSIX', 'ERR', 'REQ'];
 const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
+const perm = (read: number, write: number): string => `${read ? 'r' : ''}${write ? 'w' : ''}`;
 
 export class FakeVfioKernel implements VfioHostIo {
   readonly log: string[] = [];
@@ -209,8 +210,9 @@ export class FakeVfioKernel implements VfioHostIo {
         const vaddr = d.getBigUint64(DMA_MAP.vaddr, true);
         const iova = Number(d.getBigUint64(DMA_MAP.iova, true));
         const size = Number(d.getBigUint64(DMA_MAP.size, true));
-        this.log.push(`${name} iova=${hex(iova)} size=${hex(size)} vaddr=${hex(vaddr)} ${flags & DMA_MAP_FLAG.WRITE ? 'rw' : 'r'}`);
+        this.log.push(`${name} iova=${hex(iova)} size=${hex(size)} vaddr=${hex(vaddr)} ${perm(flags & DMA_MAP_FLAG.READ, flags & DMA_MAP_FLAG.WRITE)}`);
         if (!this.iommuSet) return this.fail(name, f.path, E.EINVAL);
+        if (!(flags & (DMA_MAP_FLAG.READ | DMA_MAP_FLAG.WRITE))) return this.fail(name, f.path, E.EINVAL);
         return this.addWindow(name, f.path, iova, size, vaddr, (flags & DMA_MAP_FLAG.WRITE) !== 0);
       }
       case VFIO.IOMMU_UNMAP_DMA: {
@@ -292,10 +294,10 @@ export class FakeVfioKernel implements VfioHostIo {
         const vaddr = d.getBigUint64(IOAS_MAP.user_va, true);
         const size = Number(d.getBigUint64(IOAS_MAP.length, true));
         const iova = Number(d.getBigUint64(IOAS_MAP.iova, true));
-        this.log.push(`${name} ioas=${id} iova=${hex(iova)} size=${hex(size)} vaddr=${hex(vaddr)} ${flags & IOAS_MAP_FLAG.WRITEABLE ? 'rw' : 'r'}`);
+        this.log.push(`${name} ioas=${id} iova=${hex(iova)} size=${hex(size)} vaddr=${hex(vaddr)} ${perm(flags & IOAS_MAP_FLAG.READABLE, flags & IOAS_MAP_FLAG.WRITEABLE)}`);
         if (!this.ioas.has(id)) return this.fail(name, f.path, E.ENOENT);
         // Without FIXED_IOVA the kernel would choose the IOVA: the guest's would be lost.
-        if (!(flags & IOAS_MAP_FLAG.FIXED_IOVA) || !(flags & IOAS_MAP_FLAG.READABLE)) return this.fail(name, f.path, E.EINVAL);
+        if (!(flags & IOAS_MAP_FLAG.FIXED_IOVA) || !(flags & (IOAS_MAP_FLAG.READABLE | IOAS_MAP_FLAG.WRITEABLE))) return this.fail(name, f.path, E.EINVAL);
         return this.addWindow(name, f.path, iova, size, vaddr, (flags & IOAS_MAP_FLAG.WRITEABLE) !== 0);
       }
       case IOMMUFD.IOAS_UNMAP: {

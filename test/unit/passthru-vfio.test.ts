@@ -222,17 +222,20 @@ describe('VFIO backend: DMA windows', () => {
     iommu.map(0x10000, 0x20000, 0x2000, 1); // read-only for the device
     iommu.map(0x80000000, 0x100000000, 0x1000, 3); // highmem, read-write
     iommu.map(0x90000000, 0xfee00000, 0x1000, 3); // not RAM: the device cannot reach it
+    iommu.map(0xb0000000, 0x30000, 0x1000, 2); // write-only: the device may not read it
+    iommu.map(0xc0000000, 0x30000, 0x1000, 0); // no access: no window
     iommu.map(0xa0000000, -0x1000, 0x2000, 3); // made-up addresses reach nothing either
     iommu.map(-0x1000, 0x1000, 0x1000, 3);
     iommu.map(2 ** 53, 0x1000, 0x1000, 3);
     expect(k.log.filter((l) => l.startsWith('VFIO_IOMMU'))).toEqual([
       'VFIO_IOMMU_MAP_DMA iova=0x10000 size=0x2000 vaddr=0x7e0000020000 r',
       'VFIO_IOMMU_MAP_DMA iova=0x80000000 size=0x1000 vaddr=0x7e0000100000 rw',
+      'VFIO_IOMMU_MAP_DMA iova=0xb0000000 size=0x1000 vaddr=0x7e0000030000 w',
     ]);
-    expect(backend.stats()).toMatchObject({ 'vfio dma windows': 2, 'vfio dma mappings outside RAM': 4 });
+    expect(backend.stats()).toMatchObject({ 'vfio dma windows': 3, 'vfio dma mappings outside RAM': 4 });
     iommu.unmap(0x10000, 0x2000);
     expect(k.log.at(-1)).toBe('VFIO_IOMMU_UNMAP_DMA iova=0x10000 size=0x2000');
-    expect([...k.windows.keys()]).toEqual([0x80000000]);
+    expect([...k.windows.keys()]).toEqual([0x80000000, 0xb0000000]);
     // An unmap of a larger range takes every window inside it, whole.
     iommu.unmap(0, 2 ** 40);
     expect(k.windows.size).toBe(0);

@@ -27,7 +27,7 @@ import type { Mapping } from '../../sys/libc.js';
 import type { MmapArea } from '../vfio-user/protocol.js';
 import { HostSetupError, type HostDevice } from './host-device.js';
 import type { BackendRegion, PassthruBackend } from './passthru-backend.js';
-import { DMA_WRITE, ramFileRanges, type DmaSpaceLike } from './dma-window.js';
+import { DMA_READ, DMA_WRITE, ramFileRanges, type DmaSpaceLike } from './dma-window.js';
 import { explainDmaError, explainVfioError, openGroup, openIommufd, type OpenedVfioDevice } from './vfio-open.js';
 import { VfioCallError, type VfioHostIo } from './vfio-host-io.js';
 
@@ -109,7 +109,7 @@ export class VfioBackend implements PassthruBackend {
     for (let i = 0; i < Math.min(this.numIrqs, PCI_IRQ.REQ + 1); i++) this.irqCount(i);
     // Guest RAM (or the guest's IOMMU mappings) as the device's DMA windows.
     this.stopListening = opts.space.listen({
-      map: (m) => this.mapWindow(m.iova, m.gpa, m.length, (m.access & DMA_WRITE) !== 0),
+      map: (m) => this.mapWindow(m.iova, m.gpa, m.length, (m.access & DMA_READ) !== 0, (m.access & DMA_WRITE) !== 0),
       unmap: (iova, length) => this.unmapWindows(iova, length),
     });
     this.starting = false;
@@ -136,7 +136,10 @@ export class VfioBackend implements PassthruBackend {
 
   // ---- DMA windows ----
 
-  private mapWindow(iova: number, gpa: number, length: number, writable: boolean): void {
+  private mapWindow(iova: number, gpa: number, length: number, readable: boolean, writable: boolean): void {
+    // The mapping's own permissions, as the guest's IOMMU gave them; one
+    // that allows nothing is no window at all.
+    if (!readable && !writable) return;
     const pieces = Number.isSafeInteger(iova) && iova >= 0 && Number.isSafeInteger(iova + length) ? this.opts.ram.hostRanges(gpa, length) : undefined;
     if (!pieces) {
       // Not guest RAM (a mapping of MMIO, say): the device cannot reach it.
@@ -146,7 +149,7 @@ export class VfioBackend implements PassthruBackend {
     for (const p of pieces) {
       const at = iova + (p.gpa - gpa);
       try {
-        this.opened.dma.map(at, p.vaddr, p.length, writable);
+        this.opened.dma.map(at, p.vaddr, p.length, readable, writable);
         this.windows.push({ iova: at, size: p.length });
       } catch (e) {
         if (!(e instanceof VfioCallError)) throw e;
