@@ -51,13 +51,17 @@ if [ -d "$VSRC" ]; then
 	# shellcheck disable=SC2086
 	gcc $CFLAGS -c -o "$VOUT/irq.o" "$VSRC/irq.c"
 	RUNTIME="$VOUT/vlib.o $VOUT/irq.o $VOUT/irq-entry.o"
+	# shellcheck disable=SC2086
+	gcc $CFLAGS -c -o "$VOUT/viommu.o" "$VSRC/viommu.c"
 	for src in "$VSRC"/guest-*.c; do
 		[ -e "$src" ] || continue
 		name=virtio-$(basename "$src" .c | sed 's/^guest-//')
+		# The virtio-iommu driver only where it is used.
+		case $name in virtio-iommu*) extra="$VOUT/viommu.o" ;; *) extra= ;; esac
 		# shellcheck disable=SC2086
 		gcc $CFLAGS -c -o "$VOUT/$name.o" "$src"
 		ld -m elf_x86_64 -T "$VSRC/virtio.ld" -nostdlib --build-id=none -z noexecstack --no-warn-rwx-segments \
-			-o "$OUT/$name.elf" "$VOUT/start.o" "$VOUT/$name.o" $RUNTIME
+			-o "$OUT/$name.elf" "$VOUT/start.o" "$VOUT/$name.o" $RUNTIME $extra
 		objcopy -O binary -j .boot -j .payload -j .tail "$OUT/$name.elf" "$OUT/$name.rom.tmp"
 		size=$(wc -c <"$OUT/$name.rom.tmp")
 		if [ "$size" -ne 65536 ]; then
