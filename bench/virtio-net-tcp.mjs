@@ -256,6 +256,11 @@ Every run (MB/s, in order):
 ${spread}
 
 ${closing}
+
+Before the virtio-net I/O thread raised its queue interrupts by irqfd (13:24
+UTC, load 14-17, median of 3, same script): MSI-X guest -> host 0.68x,
+host -> guest 1.26x, with 299 of 1935 halts ended by the tick with a frame
+waiting (QEMU 359 of 3210); polling 1.14x and 1.82x.
 `;
 if (!opt['no-write']) console.log(`written to ${writeSection('virtio-net-tcp', body)}`);
 process.exit(0);
