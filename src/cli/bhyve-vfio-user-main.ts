@@ -22,6 +22,7 @@ import { closeSocket, unixAccept, unixListen } from '../sys/unix-socket.js';
 import { UserError, errorLine } from '../user-error.js';
 import { ConfigTree } from '../config/tree.js';
 import { enterSandbox } from '../vmm/sandbox/sandbox.js';
+import { confinePool } from '../vmm/sandbox/pool-threads.js';
 import { serverSandboxPlan } from '../vmm/sandbox/server-sandbox.js';
 
 const PROG = 'bhyve-vfio-user';
@@ -94,7 +95,7 @@ export async function bhyveVfioUserMain(args: string[]): Promise<number> {
     const listener = unixListen(path);
     try {
       const plan = serverSandboxPlan(options, path, modelConfig);
-      if (plan) enterSandbox(plan, PROG);
+      if (plan) await enterSandbox(plan, confinePool(plan), PROG);
       process.stderr.write(`${PROG}: serving ${device} at ${path}${plan ? ' (sandboxed)' : ''}\n`);
       do {
         const fd = unixAccept(listener);

@@ -17,6 +17,7 @@ import { DOMAIN_XML_TARGET } from './domain-xml.js';
 import { VFIO_USER_TARGET } from './vfio-user.js';
 import { VIRTIO_IOMMU_TARGET } from './virtio-iommu.js';
 import { VIRTQUEUE_SCATTERED_TARGET } from './virtqueue-scattered.js';
+import { PASSTHRU_VFIO_TARGET } from './passthru-vfio.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
@@ -40,6 +41,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   CONTROL_SOCKET_TARGET,
   GDB_STUB_TARGET,
   VFIO_USER_TARGET,
+  PASSTHRU_VFIO_TARGET,
 ];
 
 export function targetByName(name: string): FuzzTarget | undefined {
