@@ -54,6 +54,9 @@ export const VMMS = {
       return [
         process.execPath,
         [
+          // BHYVE_PROF=DIR: a V8 CPU profile of each bhyve thread (main,
+          // vCPUs, I/O threads) in DIR (Node refuses --cpu-prof in
+          // NODE_OPTIONS); the sandbox is off so that they can be written.
           ...(process.env.BHYVE_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BHYVE_PROF}`] : []),
           BHYVE_BIN,
           ...(process.env.BHYVE_PROF ? ['-o', 'security.sandbox=false'] : []),
