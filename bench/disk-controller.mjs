@@ -11,7 +11,8 @@
 // runs, interleaved.
 //
 // Usage: node bench/disk-controller.mjs --device ahci|nvme [--mib 32]
-//          [--krand 10] [--reps 3] [--no-write]
+//          [--krand 10] [--reps 3] [--no-write] [--bhyve-opts k=v,...]
+// --bhyve-opts appends device options to bhyve's -s (A/B runs of a switch).
 // Writes the "ahci" or "nvme" section of BENCHMARKS.md unless --no-write.
 import { parseArgs } from 'node:util';
 import { closeSync, ftruncateSync, openSync, rmSync } from 'node:fs';
@@ -27,6 +28,7 @@ const { values: opt } = parseArgs({
     krand: { type: 'string', default: '10' },
     reps: { type: 'string', default: '3' },
     'no-write': { type: 'boolean', default: false },
+    'bhyve-opts': { type: 'string', default: '' },
   },
 });
 const dev = opt.device;
@@ -56,11 +58,12 @@ function freshImage() {
 const withDisk = {
   bhyve: {
     ...VMMS.bhyve,
-    label: `${VMMS.bhyve.label}, -s ${dev === 'ahci' ? 'ahci-hd' : 'nvme'}`,
+    label: `${VMMS.bhyve.label}, -s ${dev === 'ahci' ? 'ahci-hd' : 'nvme'}${opt['bhyve-opts'] ? `,${opt['bhyve-opts']}` : ''}`,
     argv(rp) {
       const [cmd, args] = VMMS.bhyve.argv.call(this, rp);
       const vm = args[args.length - 1];
-      return [cmd, [...args.slice(0, -1), '-s', `3,${dev === 'ahci' ? 'ahci-hd' : 'nvme'},${img}`, vm]];
+      const extra = opt['bhyve-opts'] ? `,${opt['bhyve-opts']}` : '';
+      return [cmd, [...args.slice(0, -1), '-s', `3,${dev === 'ahci' ? 'ahci-hd' : 'nvme'},${img}${extra}`, vm]];
     },
   },
   qemu: {

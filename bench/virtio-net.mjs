@@ -175,9 +175,8 @@ VMM's runs follow each other's), median of ${REPS}.
   largest a tap carries; ${LARGE_FRAMES} frames sent, 65493-byte UDP payloads
   received, 68 KiB guest buffers).
 
-TCP between guest and host is not measured: the test guests have no TCP/IP
-stack (a ring-3 driver that answers ARP and ICMP), no Linux guest image is
-available here, and a stack written for the bench would measure itself. Bulk
+TCP between guest and host is measured in the next section
+(bench/virtio-net-tcp.mjs), with Debian's lwIP as the test guest's stack. Bulk
 TCP over virtio-net without offloads is frames of the MTU each way (data one
 way, ACKs the other), which the 1514-byte rows bound; with the segmentation
 offloads neither VMM offers here, a stream is 64 KiB frames, which the

@@ -12,6 +12,7 @@
 import { UserError } from '../user-error.js';
 import * as fs from 'node:fs';
 import { errno, libcBind, libcFunc, strerror, type KoffiFunc } from './libc.js';
+import { poolWaitInterrupt } from './threadpool.js';
 
 const ioctlPtr = libcFunc('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *arg)');
 const pollFn = libcFunc('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)');
@@ -87,15 +88,19 @@ export type PollResult = 'readable' | 'timeout' | 'error';
 /** poll(2) for readability of `fd` on libuv's threadpool (koffi async), so
  * the event loop stays free. At most `timeoutMs` milliseconds. */
 export function pollReadable(fd: number, timeoutMs: number): Promise<PollResult> {
-  const pfd = new Uint8Array(8);
+  // A second pollfd: the pool's interrupt (sys/threadpool.ts), which ends
+  // the wait early ('timeout') when the sandbox parks the pool.
+  const pfd = new Uint8Array(16);
   const dv = new DataView(pfd.buffer);
   dv.setInt32(0, fd, true);
   dv.setInt16(4, POLLIN, true);
+  dv.setInt32(8, poolWaitInterrupt(), true);
+  dv.setInt16(12, POLLIN, true);
   return new Promise((resolve) => {
-    pollFn.async(pfd, 1, timeoutMs, (err: unknown, res: number) => {
+    pollFn.async(pfd, 2, timeoutMs, (err: unknown, res: number) => {
       if (err || res < 0) { resolve(res < 0 ? 'timeout' : 'error'); return; }
-      if (res === 0) { resolve('timeout'); return; }
-      const revents = new DataView(pfd.buffer).getInt16(6, true);
+      const revents = dv.getInt16(6, true);
+      if (revents === 0) { resolve('timeout'); return; }
       if (revents & (POLLERR | POLLHUP | POLLNVAL)) resolve('error');
       else resolve('readable');
     });

@@ -115,6 +115,30 @@ describe.skipIf(!haveWorker)('block I/O pool with worker threads', () => {
     expect(pool.submit(0, false, 0, [[0x300000, 512]], () => {})).toBe(false);
   }, 90_000);
 
+  it('a worker writes a request\'s completion record after the transfer, its last word by the outcome', async () => {
+    const { ram, data, pool } = setup(1);
+    await waitUp(pool, 1);
+    const dv = new DataView(ram.buffer, ram.byteOffset);
+    const rec = (gpa: number) => [0, 4, 8, 12].map((o) => dv.getUint32(gpa + o, true));
+    let got = -2;
+    expect(pool.submit(0, false, 65536, [[0x40000, 0x20000]], (n) => { got = n; }, {
+      post: { gpa: 0x3000, ok: [0x11, 0x22, 0x33, 0x10044], errLast: 0x80055 }, kick: false,
+    })).toBe(true);
+    // The record appears in guest memory without reap(): the driver sees the completion on its own.
+    const deadline = Date.now() + 30_000;
+    while (dv.getUint32(0x3000 + 12, true) === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    expect(rec(0x3000)).toEqual([0x11, 0x22, 0x33, 0x10044]);
+    expect(Buffer.compare(Buffer.from(ram.subarray(0x40000, 0x60000)), data.subarray(65536, 65536 + 0x20000))).toBe(0);
+    await reapAll(pool, 1);
+    expect(got).toBe(0x20000);
+    // Past the end of the image: a short read, the failure variant.
+    expect(pool.submit(0, false, (2 << 20) - 4096, [[0x40000, 8192]], () => {}, {
+      post: { gpa: 0x3010, ok: [1, 2, 3, 4], errLast: 0x80055 },
+    })).toBe(true);
+    await reapAll(pool, 1);
+    expect(rec(0x3010)).toEqual([1, 2, 3, 0x80055]);
+  }, 90_000);
+
   it('until a worker is up, submit() refuses (the caller does the request itself)', () => {
     const { pool } = setup(1);
     expect(pool.submit(0, false, 0, [[0x100000, 4096]], () => {})).toBe(false);
@@ -131,5 +155,17 @@ describe('block I/O pool without threads (no VM memory file)', () => {
     expect(got).toBe(8192);
     expect(Buffer.compare(Buffer.from(ram.subarray(0x1000, 0x3000)), data.subarray(8192, 16384))).toBe(0);
     expect(pool.stolen).toBe(1);
+  });
+
+  it('stealStale() does here the requests no worker took for that long', async () => {
+    const { pool } = setup(0);
+    let got = 0;
+    expect(pool.submit(0, false, 0, [[0x1000, 4096]], (n) => { got = n; })).toBe(true);
+    expect(pool.stealStale(1000)).toBe(0);
+    await new Promise((r) => setTimeout(r, 5));
+    expect(pool.stealStale(1)).toBe(1);
+    expect(got).toBe(0);
+    expect(pool.reap()).toBe(1);
+    expect(got).toBe(4096);
   });
 });

@@ -39,7 +39,9 @@ export class Rig {
   constructor(settings: Record<string, string>, opts: { coalescedRing?: boolean } = {}) {
     if (opts.coalescedRing) this.coalescedRing = new FakeCoalescedRing(this.io);
     const config = new ConfigTree();
-    const all = { name: 'vm0', 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc', [`pci.0.${SLOT}.0.device`]: 'nvme', ...settings };
+    // No I/O threads unless a test asks (without a VM memory file the pool
+    // has none: its requests would wait for the next exit or poll()).
+    const all = { name: 'vm0', 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc', [`pci.0.${SLOT}.0.device`]: 'nvme', [`pci.0.${SLOT}.0.iopool`]: '0', ...settings };
     for (const [k, v] of Object.entries(all)) config.set(k, v);
     const ctx: DeviceContext = { io: this.io, irq: this.irq, config, mem: this.mem, machine: { requestExit: () => {}, vcpuCount: 1 }, stream: () => undefined,
       // The platform's clocks (RTC, HPET) are not driven here: their timers never fire.

@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { crc16, defaultEui64 } from '../../src/devices/nvme/nvme-data.js';
+import { nvmeDevice } from '../../src/devices/nvme/nvme.js';
 import { type Cqe, Rig, RAM, RAM_SIZE, SLOT } from './nvme-driver.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nvme-'));
@@ -504,6 +505,198 @@ describe('nvme: CQ head doorbells through the coalesced MMIO ring (cqcoalesce)',
     r.ring(1);
     for (let i = 0; i < 100 && taken < issued; i++) if (r.take(1)) taken++;
     expect(taken).toBe(issued);
+  });
+});
+
+describe('nvme: large reads and writes on the I/O pool (iopool)', () => {
+  // Without a VM memory file the pool has no threads: a request waits
+  // until the device's next exit or poll() does it on this thread, which
+  // shows what the driver sees while an I/O thread works.
+  const pooled = (img: string, extra: Record<string, string> = {}) => rig(disk(img, { iopool: '1', ...extra }));
+  /** A contiguous buffer of `bytes` and its PRP list. */
+  function prps(r: Rig, bytes: number): { buf: number; prp2: number } {
+    const buf = r.alloc(bytes);
+    if (bytes <= 8192) return { buf, prp2: bytes > 4096 ? buf + 4096 : 0 };
+    const list = r.alloc(4096);
+    for (let i = 1; i < bytes / 4096; i++) r.dv.setBigUint64(r.off(list) + 8 * (i - 1), BigInt(buf + 4096 * i), true);
+    return { buf, prp2: list };
+  }
+
+  it('a read of at least iopool_min reserves its entry, which turns valid when the transfer is done; a small one behind it waits its turn', () => {
+    const img = image();
+    const data = pattern(4 << 20, 5);
+    fs.writeFileSync(img, data);
+    const r = pooled(img);
+    expect(r.dev.pool).toBeDefined();
+    r.enable();
+    r.ioQueues();
+    const big = prps(r, 131072);
+    const small = prps(r, 4096);
+    const c1 = r.put(1, 0x02, { nsid: 1, prp1: big.buf, prp2: big.prp2, cdw: { 10: 256, 12: 255 } });
+    const c2 = r.put(1, 0x02, { nsid: 1, prp1: small.buf, cdw: { 10: 8, 12: 7 } });
+    r.ring(1);
+    expect(r.dev.pool!.pending).toBe(1);
+    expect(r.dev.pool!.submitted).toBe(1);
+    // The 4 KiB read ran in the exit, but its entry comes after the one
+    // reserved for the 128 KiB read: the driver sees neither yet.
+    expect(r.take(1)).toBeUndefined();
+    r.dev.poll();
+    expect(r.dev.pool!.pending).toBe(0);
+    const e1 = r.take(1)!;
+    const e2 = r.take(1)!;
+    expect([e1.cid, e1.sc, e1.sqid, e1.sqhd]).toEqual([c1, 0, 1, 1]);
+    expect([e2.cid, e2.sc, e2.sqhd]).toEqual([c2, 0, 2]);
+    expect(Buffer.compare(r.bytes.subarray(r.off(big.buf), r.off(big.buf) + 131072), data.subarray(256 * 512, 256 * 512 + 131072))).toBe(0);
+    expect(Buffer.compare(r.bytes.subarray(r.off(small.buf), r.off(small.buf) + 4096), data.subarray(8 * 512, 8 * 512 + 4096))).toBe(0);
+    expect(r.dev.stats()).toMatchObject({ reads: 2, poolRequests: 1, errors: 0 });
+  });
+
+  it('writes through the pool reach the image; flush and admin commands wait for them; SMART counts them', () => {
+    const img = image();
+    const r = pooled(img);
+    r.enable();
+    r.ioQueues();
+    const data = pattern(4 * 65536, 8);
+    const cids: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const b = prps(r, 65536);
+      r.bytes.set(data.subarray(i * 65536, (i + 1) * 65536), r.off(b.buf));
+      cids.push(r.put(1, 0x01, { nsid: 1, prp1: b.buf, prp2: b.prp2, cdw: { 10: 1024 + i * 128, 12: 127 } }));
+    }
+    cids.push(r.put(1, 0x00, { nsid: 1 })); // flush: does the writes first
+    r.ring(1);
+    expect(r.dev.pool!.pending).toBe(0);
+    for (const cid of cids) expect([r.take(1)?.cid, r.dev.counts.errors]).toEqual([cid, 0]);
+    expect(Buffer.compare(fs.readFileSync(img).subarray(1024 * 512, 1024 * 512 + data.length), data)).toBe(0);
+    // An admin command finds nothing in flight.
+    const b = prps(r, 65536);
+    r.put(1, 0x02, { nsid: 1, prp1: b.buf, prp2: b.prp2, cdw: { 10: 1024, 12: 127 } });
+    r.ring(1);
+    expect(r.dev.pool!.pending).toBe(1);
+    const log = r.alloc(4096);
+    r.admin(0x02, { prp1: log, cdw: { 10: 0x02 | (127 << 16) } });
+    expect(r.dev.pool!.pending).toBe(0);
+    expect(r.take(1)?.sc).toBe(0);
+    const h = new DataView(r.bytes.buffer, r.off(log));
+    expect(Number(h.getBigUint64(64, true))).toBe(1); // host read commands
+    expect(Number(h.getBigUint64(80, true))).toBe(4); // host write commands
+    expect(r.dev.stats()).toMatchObject({ writes: 4, reads: 1, poolRequests: 5, flushes: 1 });
+  });
+
+  it('a CQ with interrupts gets its vector when the pool completion is reaped, not before; a polled CQ none', () => {
+    const r = pooled(image());
+    let mx = 0;
+    for (let c = r.cfgRd(0x34, 1); c; c = r.cfgRd(c + 1, 1)) if (r.cfgRd(c, 1) === 0x11) mx = c;
+    const tbl = r.cfgRd(mx + 4);
+    const bar4 = (r.cfgRd(0x10 + 4 * (tbl & 7)) & ~0xf) >>> 0;
+    for (let i = 0; i < 3; i++) {
+      for (const [o, v] of [[0, 0xfee00000], [4, 0], [8, 0x40 + i], [12, 0]] as const) {
+        const d = new Uint8Array(4); new DataView(d.buffer).setUint32(0, v, true); r.io.mmioWrite(bar4 + (tbl & ~7) + 16 * i + o, d);
+      }
+    }
+    r.cfgWr(mx + 2, 0x8000, 2);
+    r.enable();
+    r.ioQueues(64, 2);
+    r.irq.msis.length = 0;
+    const b = prps(r, 131072);
+    r.put(1, 0x02, { nsid: 1, prp1: b.buf, prp2: b.prp2, cdw: { 10: 0, 12: 255 } });
+    r.ring(1);
+    expect(r.irq.msis).toEqual([]);
+    r.dev.poll();
+    expect(r.irq.msis).toEqual([[0xfee00000, 0x42]]);
+    expect(r.take(1)?.sc).toBe(0);
+    // CQ 2 without IEN: the entry, no message
+    const cq = r.alloc(4096);
+    expect(r.admin(0x05, { prp1: cq, cdw: { 10: 2 | (15 << 16), 11: 1 | (1 << 16) } }).sc).toBe(0);
+    r.cq[2] = { base: cq, size: 16, head: 0, phase: 1 };
+    const sq = r.alloc(4096);
+    expect(r.admin(0x01, { prp1: sq, cdw: { 10: 2 | (15 << 16), 11: 1 | (2 << 16) } }).sc).toBe(0);
+    r.sq[2] = { base: sq, size: 16, tail: 0 };
+    r.irq.msis.length = 0;
+    r.put(2, 0x02, { nsid: 1, prp1: b.buf, prp2: b.prp2, cdw: { 10: 0, 12: 255 } });
+    r.ring(2);
+    r.dev.poll();
+    expect(r.take(2)?.sc).toBe(0);
+    expect(r.irq.msis).toEqual([]);
+  });
+
+  it('hostile: PRPs outside RAM fail at once with nothing on the pool; a transfer that fails on the pool posts DATA TRANSFER ERROR', () => {
+    const r = pooled(image());
+    r.enable();
+    r.ioQueues();
+    const list = r.alloc(4096);
+    for (let i = 0; i < 31; i++) r.dv.setBigUint64(r.off(list) + 8 * i, BigInt(0x7000_0000 + 4096 * i), true);
+    const e = r.io1(1, 0x02, { prp1: r.alloc(4096), prp2: list, cdw: { 10: 0, 12: 255 } });
+    expect(e.sc).toBe(0x04);
+    expect(r.dev.pool!.submitted).toBe(0);
+    // The image is gone when the pool does the transfer.
+    const b = prps(r, 131072);
+    r.put(1, 0x01, { nsid: 1, prp1: b.buf, prp2: b.prp2, cdw: { 10: 0, 12: 255 } });
+    r.ring(1);
+    expect(r.dev.pool!.pending).toBe(1);
+    r.dev.store.file!.close();
+    r.dev.poll();
+    const f = r.take(1)!;
+    expect([f.sct, f.sc, f.phase]).toEqual([0, 0x04, 1]);
+    expect(r.dev.counts.errors).toBe(2);
+  });
+
+  it('a controller reset finishes what is on the pool first', () => {
+    const r = pooled(image());
+    r.enable();
+    r.ioQueues();
+    const b = prps(r, 131072);
+    r.put(1, 0x02, { nsid: 1, prp1: b.buf, prp2: b.prp2, cdw: { 10: 0, 12: 255 } });
+    r.ring(1);
+    expect(r.dev.pool!.pending).toBe(1);
+    r.wr(0x14, 0);
+    expect(r.dev.pool!.pending).toBe(0);
+    expect(r.take(1)?.sc).toBe(0);
+  });
+
+  it('hostile: seeded random traffic with every read and write on the pool never throws and leaves nothing in flight', () => {
+    const r = pooled(image(), { iopool_min: '512' });
+    r.enable();
+    r.ioQueues();
+    let x = 7;
+    const rnd = () => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; }; // xorshift32
+    const bufs = [r.alloc(8192), r.alloc(8192), r.alloc(4096)];
+    for (let i = 0; i < 128; i++) r.dv.setBigUint64(r.off(bufs[2]) + 8 * i, BigInt(r.alloc(4096)), true);
+    for (let i = 0; i < 3000; i++) {
+      const k = rnd() % 10;
+      if (k < 7) {
+        // I/O queue 1 only (the admin queue's random traffic, which deletes
+        // queues, has its own test above).
+        const q = 1;
+        const cdw: Record<number, number> = {};
+        for (let d = 10; d < 16; d++) cdw[d] = rnd() % 3 ? rnd() & 0xffff : rnd();
+        const opc = rnd() % 4 ? 1 + (rnd() & 1) : rnd() & 0xff;
+        cdw[12] &= rnd() % 2 ? 0xff : 0x7;
+        if (rnd() % 4) { cdw[10] = rnd() % 7000; cdw[11] = 0; }
+        r.put(q, opc, { nsid: rnd() % 8 ? 1 : rnd(), prp1: rnd() % 3 ? bufs[rnd() & 1] : rnd() * 4096, prp2: rnd() % 2 ? bufs[rnd() % 3] : rnd(), cdw });
+        expect(() => r.ring(q)).not.toThrow();
+        if (rnd() % 2) r.dev.poll();
+        while (r.take(q));
+      } else if (k < 9) {
+        // doorbells of queues that do not exist (queue 1's own stay in step with the driver)
+        expect(() => r.wr(0x1010 + (rnd() % 36) * 4, rnd() & 0xffff)).not.toThrow();
+      } else {
+        const reg = [0x0c, 0x10, 0x20, 0x24, 0x28, 0x30][rnd() % 6];
+        expect(() => r.wr(reg, rnd())).not.toThrow();
+      }
+    }
+    r.dev.poll();
+    expect(r.dev.pool!.pending).toBe(0);
+    expect(r.dev.pool!.submitted).toBeGreaterThan(50);
+  });
+
+  it('one I/O thread by default; iopool=0 has no pool; bad values are refused; a RAM namespace has none', () => {
+    expect(nvmeDevice.keys?.find((k) => k.key === 'iopool')?.default).toBe('1');
+    expect(rig(disk(image(), { iopool: '0' })).dev.pool).toBeUndefined();
+    expect(() => new Rig(disk(image(), { iopool: 'many' }))).toThrow(/invalid iopool "many"/);
+    expect(() => new Rig(disk(image(), { iopool: '9' }))).toThrow(/invalid iopool "9"/);
+    expect(() => new Rig(disk(image(), { iopool_min: '-1' }))).toThrow(/invalid iopool_min "-1"/);
+    expect(rig({ [`pci.0.${SLOT}.0.ram`]: '4', [`pci.0.${SLOT}.0.iopool`]: '1' }).dev.pool).toBeUndefined();
   });
 });
 

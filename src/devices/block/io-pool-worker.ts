@@ -1,7 +1,8 @@
 // One I/O thread of a disk controller's pool (io-pool.ts): maps guest RAM,
 // adopts the controller's image fds, then takes READY requests, does their
-// transfer, marks them DONE and rings the device thread's doorbell (once
-// until the device thread has looked: CTL.KICKED).
+// transfer (and writes their completion record), marks them DONE and rings
+// the device thread's doorbell for those that ask (once until the device
+// thread has looked: CTL.KICKED).
 
 import fs from 'node:fs';
 import { workerData } from 'node:worker_threads';
@@ -10,14 +11,13 @@ import { mapGuestRam, ramRegions } from '../../sys/guest-ram.js';
 import { preloadLibc } from '../../sys/libc.js';
 import { DEVICE_REQUEST, Doorbell } from '../../sys/doorbell.js';
 import { BlockFile } from './block-backend.js';
-import { CTL, performRequest, POOL_SLOTS, SLOT_STATE, type IoPoolWorkerData } from './io-pool.js';
+import { CTL, finishRequest, POOL_SLOTS, SLOT_INTS, SLOT_STATE, type IoPoolWorkerData } from './io-pool.js';
 
 preloadLibc();
 const d = workerData as IoPoolWorkerData;
 const ctl = new Int32Array(d.shared.ctl);
 const ints = new Int32Array(d.shared.slotsI);
 const f64 = new Float64Array(d.shared.slotsF);
-const SLOT_INTS = ints.length / POOL_SLOTS;
 
 let doorbell: Doorbell | undefined;
 
@@ -45,11 +45,11 @@ function main(): void {
       const b = i * SLOT_INTS;
       if (Atomics.load(ints, b) !== SLOT_STATE.READY) continue;
       if (Atomics.compareExchange(ints, b, SLOT_STATE.READY, SLOT_STATE.TAKEN) !== SLOT_STATE.READY) continue;
-      ints[b + 4] = performRequest(i, ints, f64, mem, files, views);
+      const wantsKick = finishRequest(i, ints, f64, mem, files, views);
       Atomics.store(ints, b, SLOT_STATE.DONE);
       Atomics.add(ctl, CTL.DONE, 1);
       Atomics.notify(ctl, CTL.DONE);
-      kick();
+      if (wantsKick) kick();
       did++;
     }
     if (did === 0) Atomics.wait(ctl, CTL.SUBMITTED, seen);

@@ -21,6 +21,14 @@
 // worker is up)
 // still finish them (a worker that fails rings the doorbell so that one
 // comes).
+//
+// A request may carry a completion record (`post`): 16 bytes the worker
+// writes to guest memory right after the transfer, its last word (which
+// holds what the driver polls, e.g. an NVMe completion entry's phase tag)
+// last, one of two variants by the outcome. The driver then sees the
+// command complete without the device thread; such a request can also ask
+// for no doorbell ring (`kick: false`): the device thread reaps it at its
+// next exit (a polled queue needs no interrupt).
 
 import { Worker } from 'node:worker_threads';
 import type { HelperThreadData } from '../device.js';
@@ -33,11 +41,14 @@ export const POOL_SLOTS = 64;
 export const POOL_MAX_SEGS = 64;
 
 export const SLOT_STATE = { FREE: 0, READY: 1, TAKEN: 2, DONE: 3 } as const;
-/** Int32 words per slot: state, write, file, nseg, result. */
-const SI = { STATE: 0, WRITE: 1, FILE: 2, NSEG: 3, RESULT: 4 } as const;
-const SLOT_INTS = 8;
-/** Float64 words per slot: offset, then (gpa, len) pairs. */
-const SLOT_F64 = 1 + 2 * POOL_MAX_SEGS;
+/** Int32 words per slot: state, write, file, nseg, result, flags, then the
+ * completion record (4 words on success, the last word on failure). */
+const SI = { STATE: 0, WRITE: 1, FILE: 2, NSEG: 3, RESULT: 4, FLAGS: 5, POST: 6, POST_ERR: 10 } as const;
+export const SLOT_INTS = 12;
+const FLAG = { KICK: 1, POST: 2 } as const;
+/** Float64 words per slot: offset, record address, then (gpa, len) pairs. */
+const SF = { OFFSET: 0, POST_GPA: 1, SEGS: 2 } as const;
+const SLOT_F64 = SF.SEGS + 2 * POOL_MAX_SEGS;
 /** Control words. */
 export const CTL = {
   /** 0 running, 1 stop. */
@@ -83,13 +94,50 @@ export function performRequest(i: number, ints: Int32Array, f64: Float64Array, m
   const nseg = ints[b + SI.NSEG];
   views.length = 0;
   try {
-    for (let s = 0; s < nseg; s++) mem.slices(f64[fb + 1 + 2 * s], f64[fb + 2 + 2 * s], views);
-    return write ? file.writev(views, f64[fb]) : file.readv(views, f64[fb]);
+    for (let s = 0; s < nseg; s++) mem.slices(f64[fb + SF.SEGS + 2 * s], f64[fb + SF.SEGS + 1 + 2 * s], views);
+    return write ? file.writev(views, f64[fb + SF.OFFSET]) : file.readv(views, f64[fb + SF.OFFSET]);
   } catch {
     return -1;
   } finally {
     views.length = 0;
   }
+}
+
+/** Does request `i` (performRequest), stores its result and writes its
+ * completion record if it has one; returns whether the device thread
+ * wants a doorbell ring for it. */
+export function finishRequest(i: number, ints: Int32Array, f64: Float64Array, mem: GuestMemory, files: BlockFile[], views: Uint8Array[]): boolean {
+  const b = i * SLOT_INTS;
+  const fb = i * SLOT_F64;
+  const result = performRequest(i, ints, f64, mem, files, views);
+  ints[b + SI.RESULT] = result;
+  const flags = ints[b + SI.FLAGS];
+  if (flags & FLAG.POST) {
+    let expected = 0;
+    for (let s = 0; s < ints[b + SI.NSEG]; s++) expected += f64[fb + SF.SEGS + 1 + 2 * s];
+    const last = result === expected ? ints[b + SI.POST + 3] : ints[b + SI.POST_ERR];
+    try {
+      const rec = mem.slice(f64[fb + SF.POST_GPA], 16);
+      const dv = new DataView(rec.buffer, rec.byteOffset, 16);
+      for (let w = 0; w < 3; w++) dv.setInt32(4 * w, ints[b + SI.POST + w], true);
+      // The word the driver polls goes last, as one store.
+      if ((rec.byteOffset & 3) === 0) Atomics.store(new Int32Array(rec.buffer, rec.byteOffset + 12, 1), 0, last);
+      else dv.setInt32(12, last, true);
+    } catch {
+      // The record's address was checked at submit; a region that went away
+      // meanwhile leaves the guest without it, as a lost DMA write.
+    }
+  }
+  return (flags & FLAG.KICK) !== 0;
+}
+
+/** What a request writes to guest memory when its transfer is done. */
+export interface CompletionRecord {
+  gpa: number;
+  /** The 16 bytes as four little-endian words, on success (all bytes moved). */
+  ok: readonly [number, number, number, number];
+  /** The last word instead, on failure. */
+  errLast: number;
 }
 
 type Done = (result: number) => void;
@@ -159,7 +207,8 @@ export class BlockIoPool {
   /** Hands a transfer to the pool; `done` runs on this thread (in reap or
    * drain) with the bytes moved or -1. False when the pool is full, the
    * request has too many segments or the pool is closed: do it here. */
-  submit(file: number, write: boolean, offset: number, segs: ReadonlyArray<readonly [number, number]>, done: Done): boolean {
+  submit(file: number, write: boolean, offset: number, segs: ReadonlyArray<readonly [number, number]>, done: Done,
+    opts: { post?: CompletionRecord; kick?: boolean } = {}): boolean {
     if (this.closed || segs.length > POOL_MAX_SEGS || this.inFlight >= POOL_SLOTS) return false;
     if (this.workerData) this.startWorkers();
     // Until a worker is up (they start with the first request, and take a
@@ -174,8 +223,15 @@ export class BlockIoPool {
     this.ints[b + SI.WRITE] = write ? 1 : 0;
     this.ints[b + SI.FILE] = file;
     this.ints[b + SI.NSEG] = segs.length;
-    this.f64[fb] = offset;
-    for (let s = 0; s < segs.length; s++) { this.f64[fb + 1 + 2 * s] = segs[s][0]; this.f64[fb + 2 + 2 * s] = segs[s][1]; }
+    this.f64[fb + SF.OFFSET] = offset;
+    for (let s = 0; s < segs.length; s++) { this.f64[fb + SF.SEGS + 2 * s] = segs[s][0]; this.f64[fb + SF.SEGS + 1 + 2 * s] = segs[s][1]; }
+    const post = opts.post;
+    this.ints[b + SI.FLAGS] = (opts.kick === false ? 0 : FLAG.KICK) | (post ? FLAG.POST : 0);
+    if (post) {
+      this.f64[fb + SF.POST_GPA] = post.gpa;
+      for (let w = 0; w < 4; w++) this.ints[b + SI.POST + w] = post.ok[w] | 0;
+      this.ints[b + SI.POST_ERR] = post.errLast | 0;
+    }
     this.callbacks[i] = done;
     this.submittedAt[i] = performance.now();
     this.inFlight++;
@@ -194,6 +250,17 @@ export class BlockIoPool {
     Atomics.store(this.ctl, CTL.KICKED, 0);
     if (Atomics.load(this.ctl, CTL.UP) === 0) this.stealReady(0);
     return this.completeDone();
+  }
+
+  /** Does here the requests no worker has taken for `minAgeMs` (a worker
+   * that waits for a CPU, e.g. behind the vCPU on a loaded host, would
+   * leave the guest polling for them); reap() completes them. Returns how
+   * many. */
+  stealStale(minAgeMs: number): number {
+    if (this.inFlight === 0) return 0;
+    const before = this.stolen;
+    this.stealReady(minAgeMs);
+    return this.stolen - before;
   }
 
   /** Finishes every request now: does the waiting ones here, waits for
@@ -219,7 +286,7 @@ export class BlockIoPool {
       const b = i * SLOT_INTS;
       if (Atomics.load(this.ints, b + SI.STATE) !== SLOT_STATE.READY || now - this.submittedAt[i] < minAgeMs) continue;
       if (Atomics.compareExchange(this.ints, b + SI.STATE, SLOT_STATE.READY, SLOT_STATE.TAKEN) !== SLOT_STATE.READY) continue;
-      this.ints[b + SI.RESULT] = performRequest(i, this.ints, this.f64, this.mem(), this.files, this.views);
+      finishRequest(i, this.ints, this.f64, this.mem(), this.files, this.views);
       this.stolen++;
       Atomics.store(this.ints, b + SI.STATE, SLOT_STATE.DONE);
     }

@@ -15,6 +15,8 @@ export interface NvmeStore {
   discard(offset: number, length: number): number;
   writeZeroes(offset: number, length: number): void;
   close(): void;
+  /** The image behind it (an I/O pool's workers adopt its fd); none for RAM. */
+  readonly file?: BlockFile;
 }
 
 export function fileStore(f: BlockFile, nodelete: boolean): NvmeStore {
@@ -28,6 +30,7 @@ export function fileStore(f: BlockFile, nodelete: boolean): NvmeStore {
     discard: (o, l) => f.discard(o, l),
     writeZeroes: (o, l) => f.writeZeroes(o, l, false),
     close: () => f.close(),
+    file: f,
   };
 }
 

@@ -18,7 +18,12 @@
 //
 // Commands run synchronously when the driver rings a submission doorbell:
 // the completion is posted (and its MSI-X vector raised) before the write
-// returns. Hostile input is bounded: doorbell values beyond the queue, for
+// returns; with `iopool=N` (default 1; bhyve's blockif does its I/O on
+// worker threads too) a read or write of at least `iopool_min` bytes reserves its
+// completion entry there and goes to an I/O thread, which moves the data
+// straight between the image and guest RAM and then writes the entry
+// itself (the driver sees it with no exit; only a queue with interrupts
+// rings this thread, which raises the vector). Hostile input is bounded: doorbell values beyond the queue, for
 // queues that do not exist or on a disabled controller are ignored, queues
 // and PRPs outside guest RAM fail the command (INVALID FIELD, DATA TRANSFER
 // ERROR) or the controller (CSTS.CFS, for the admin queues), and a full
@@ -37,6 +42,8 @@ import {
   defaultEui64, firmwareLog, healthLog, identifyController, identifyNamespace,
 } from './nvme-data.js';
 import { fileStore, ramStore, type NvmeStore } from './nvme-store.js';
+import { BlockIoPool, POOL_MAX_SEGS } from '../block/io-pool.js';
+import { ConfigError, type ConfigTree } from '../../config/tree.js';
 
 export const NVME_VENDOR = 0xfb5d;
 export const NVME_DEVICE = 0x0a0a;
@@ -67,6 +74,8 @@ export const SC = {
 const DNR = 0x4000; // in the status field above SC/SCT (bit 15 of the CQE status, after the phase shift)
 /** Command completes later (an AER). */
 const NO_STATUS = -1;
+/** Command is on the I/O pool, its completion entry reserved. */
+const ON_POOL = -2;
 
 const OPC = {
   DELETE_IO_SQ: 0x00, CREATE_IO_SQ: 0x01, GET_LOG_PAGE: 0x02, DELETE_IO_CQ: 0x04, CREATE_IO_CQ: 0x05, IDENTIFY: 0x06,
@@ -100,6 +109,10 @@ export interface NvmeOptions {
   /** Completion queue head doorbells through KVM's coalesced MMIO ring
    * (no exit each; see doorbellZones). */
   cqCoalesce?: boolean;
+  /** I/O threads for large reads and writes (0: all in the doorbell exit). */
+  ioThreads?: number;
+  /** Smallest transfer, in bytes, handed to them. */
+  ioMin?: number;
 }
 
 export interface NvmeStats {
@@ -114,6 +127,7 @@ export interface NvmeStats {
   errors: number;
   cqDoorbells: number;
   cqDoorbellsCoalesced: number;
+  poolRequests: number;
 }
 
 export class NvmeController extends PciEmulFunction {
@@ -123,7 +137,7 @@ export class NvmeController extends PciEmulFunction {
   readonly maxQEntries: number;
   readonly counts: NvmeStats = {
     adminCommands: 0, ioCommands: 0, reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, flushes: 0, deallocates: 0, errors: 0,
-    cqDoorbells: 0, cqDoorbellsCoalesced: 0,
+    cqDoorbells: 0, cqDoorbellsCoalesced: 0, poolRequests: 0,
   };
   readonly ctrlData: Uint8Array;
   readonly nsData: Uint8Array;
@@ -156,6 +170,15 @@ export class NvmeController extends PciEmulFunction {
    * runs asks for another pass instead). */
   private busy = false;
   private rerun = false;
+  /** With `iopool`: I/O threads for the large reads and writes. */
+  readonly pool: BlockIoPool | undefined;
+  private readonly ioMin: number;
+  /** The queue pair of the command being processed. */
+  private curSqid = 0;
+  private curCq: Cq | undefined;
+  /** Vectors to raise for pool completions reaped. */
+  private readonly poolVectors = new Set<number>();
+  private readonly segs: Array<[number, number]> = [];
 
   constructor(ctx: DeviceContext, o: NvmeOptions) {
     super('nvme', ctx);
@@ -193,7 +216,41 @@ export class NvmeController extends PciEmulFunction {
     pcie[2] = 2 | (9 << 4);
     this.cfg.addCapability(PCIY_EXPRESS, pcie, new Uint8Array(60));
     this.requestIntx();
+    // I/O threads map guest RAM from the VM's memory file (the helper
+    // data); without one (unit tests) the pool keeps its bookkeeping and
+    // this thread does the requests at the next exit or poll().
+    const threads = o.ioThreads ?? 0;
+    this.ioMin = o.ioMin ?? IOPOOL_MIN_DEFAULT;
+    if (threads > 0 && o.store.file) {
+      const helper = ctx.kvm?.helper;
+      this.pool = new BlockIoPool(threads, helper?.memoryPath ? helper : undefined, [o.store.file], () => this.ctx.mem);
+    }
     this.controllerReset();
+  }
+
+  /** The I/O threads' finished requests (their entries are posted
+   * already): count them and raise the vectors of queues with interrupts. */
+  poll(): void {
+    if (this.pool && this.pool.pending > 0) {
+      this.pool.stealStale(STEAL_AFTER_MS);
+      this.pool.reap();
+      this.raisePoolVectors();
+    }
+  }
+
+  /** Finishes every pool request now (before what would change the
+   * queues, the namespace's data order or the controller's state). */
+  private drainPool(): void {
+    if (this.pool && this.pool.pending > 0) {
+      this.pool.drain();
+      this.raisePoolVectors();
+    }
+  }
+
+  private raisePoolVectors(): void {
+    if (this.poolVectors.size === 0) return;
+    for (const v of this.poolVectors) this.generateMsix(v);
+    this.poolVectors.clear();
   }
 
   // ---- registers ----
@@ -260,6 +317,7 @@ export class NvmeController extends PciEmulFunction {
 
   private bar0Write(off: number, size: number, value: number): void {
     value >>>= 0;
+    this.poll();
     if (off >= DOORBELL) {
       const bell = off - DOORBELL;
       if (bell > (this.maxQueues + 1) * 8 - 4) return; // past the last doorbell
@@ -271,6 +329,7 @@ export class NvmeController extends PciEmulFunction {
     const r = this.regs;
     switch (off) {
       case CC: {
+        this.drainPool();
         const old = r.getUint32(CC, true);
         if ((value >>> 14) & 3) { // shutdown notification: make the data durable
           try { this.store.flush(); } catch { /* reported through CSTS below all the same */ }
@@ -367,6 +426,11 @@ export class NvmeController extends PciEmulFunction {
     if (!sq) return;
     const cq = this.cqs[sq.cqid];
     if (!cq) return;
+    // Admin commands change queues and namespace state: nothing of the
+    // I/O pool's may be in flight then.
+    if (qid === 0 && sq.head !== sq.tail) this.drainPool();
+    this.curSqid = qid;
+    this.curCq = cq;
     let posted = false;
     for (let n = 0; sq.head !== sq.tail && n < sq.size; n++) {
       if (this.cqFull(cq)) { this.cqStalled(sq.cqid); break; }
@@ -374,7 +438,7 @@ export class NvmeController extends PciEmulFunction {
       this.cmdBytes.set(this.ctx.mem.slice(at, 64));
       sq.head = (sq.head + 1) % sq.size;
       const status = qid === 0 ? this.adminCommand() : this.ioCommand();
-      if (status === NO_STATUS) continue;
+      if (status === NO_STATUS || status === ON_POOL) continue;
       this.complete(cq, qid, sq.head, this.cmd.getUint16(2, true), status, this.cdw0);
       posted = true;
       if (!this.sqs[qid]) break; // the command deleted its own queue
@@ -414,38 +478,58 @@ export class NvmeController extends PciEmulFunction {
 
   // ---- PRPs ----
 
-  /** Guest buffers of a data transfer of `bytes` described by PRP1/PRP2
-   * (PRP2 a second page or a PRP list, lists chained by their last entry).
-   * Undefined when any of it is not guest RAM. */
-  private prpViews(bytes: number): Uint8Array[] | undefined {
+  /** Guest-physical segments of a data transfer of `bytes` described by
+   * PRP1/PRP2 (PRP2 a second page or a PRP list, lists chained by their
+   * last entry), physically contiguous pages merged; each page checked to
+   * be guest RAM. Undefined when any of it is not. */
+  private prpSegments(bytes: number): Array<[number, number]> | undefined {
     const mem = this.ctx.mem;
-    const views = this.iov;
-    views.length = 0;
+    const segs = this.segs;
+    segs.length = 0;
+    const add = (gpa: number, len: number): boolean => {
+      if (!mem.contains(gpa, len)) return false;
+      const last = segs.length > 0 ? segs[segs.length - 1] : undefined;
+      if (last && last[0] + last[1] === gpa) last[1] += len;
+      else segs.push([gpa, len]);
+      return true;
+    };
+    const entry = (at: number): number => (mem.readU32(at + 4) * 0x100000000) + ((mem.readU32(at) & ~3) >>> 0);
     try {
       const prp1 = this.prp1;
       let size = Math.min(NVME_PAGE - (prp1 % NVME_PAGE), bytes);
-      mem.slices(prp1, size, views);
+      if (!add(prp1, size)) return undefined;
       let left = bytes - size;
-      if (left === 0) return views;
-      if (left <= NVME_PAGE) {
-        mem.slices(this.prp2, left, views);
-        return views;
-      }
+      if (left === 0) return segs;
+      if (left <= NVME_PAGE) return add(this.prp2, left) ? segs : undefined;
       let list = this.prp2;
       let entries = Math.floor((NVME_PAGE - (list % NVME_PAGE)) / 8);
       while (left > 0) {
         if (entries === 1 && left > NVME_PAGE) { // the last entry points to the next list
-          list = Number(mem.readU64(list) & ~3n);
+          list = entry(list);
           entries = Math.floor((NVME_PAGE - (list % NVME_PAGE)) / 8);
           continue;
         }
-        const page = Number(mem.readU64(list) & ~3n);
         size = Math.min(left, NVME_PAGE);
-        mem.slices(page, size, views);
+        if (!add(entry(list), size)) return undefined;
         left -= size;
         list += 8;
         entries--;
       }
+      return segs;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Guest buffers of a data transfer of `bytes` (prpSegments as views).
+   * Undefined when any of it is not guest RAM. */
+  private prpViews(bytes: number): Uint8Array[] | undefined {
+    const segs = this.prpSegments(bytes);
+    if (!segs) return undefined;
+    const views = this.iov;
+    views.length = 0;
+    try {
+      for (const [gpa, len] of segs) this.ctx.mem.slices(gpa, len, views);
       return views;
     } catch {
       return undefined;
@@ -504,6 +588,7 @@ export class NvmeController extends PciEmulFunction {
     if (!this.cqs[cqid]) return SC.COMPLETION_QUEUE_INVALID;
     if (!this.ctx.mem.contains(this.prp1, size * 64)) return SC.INVALID_FIELD;
     this.sqs[qid] = { base: this.prp1, size, head: 0, tail: 0, cqid };
+    this.pool?.startWorkers(); // up by the first large transfer
     return SC.SUCCESS;
   }
 
@@ -695,7 +780,11 @@ export class NvmeController extends PciEmulFunction {
     this.cdw0 = 0;
     const nsid = this.nsid;
     if (nsid === 0 || nsid > 1) return SC.INVALID_NAMESPACE_OR_FORMAT | DNR;
-    switch (this.cmd.getUint8(0)) {
+    const opc = this.cmd.getUint8(0);
+    // Flush covers the writes before it; write zeroes and deallocate keep
+    // their order with writes on the pool as they would without it.
+    if (opc !== OPC.READ && opc !== OPC.WRITE) this.drainPool();
+    switch (opc) {
       case OPC.FLUSH:
         try { this.store.flush(); } catch { return SC.INTERNAL_DEVICE_ERROR; }
         this.counts.flushes++;
@@ -746,6 +835,11 @@ export class NvmeController extends PciEmulFunction {
     if (bytes > NVME_MAX_DATA_SIZE) { this.account(write, bytes, false); return SC.INVALID_FIELD; }
     if (this.outOfRange(lba, blocks)) { this.account(write, bytes, false); return SC.LBA_OUT_OF_RANGE; }
     if (write && this.store.readOnly) { this.account(write, bytes, false); return SC.INVALID_FIELD; }
+    if (this.pool && bytes >= this.ioMin) {
+      const segs = this.prpSegments(bytes);
+      if (!segs) { this.account(write, bytes, false); return SC.DATA_TRANSFER_ERROR; }
+      if (segs.length <= POOL_MAX_SEGS && this.submitToPool(write, lba * this.sectorSize, bytes, segs)) return ON_POOL;
+    }
     const views = this.prpViews(bytes);
     let ok = views !== undefined;
     if (views) {
@@ -760,6 +854,36 @@ export class NvmeController extends PciEmulFunction {
     if (!ok) return SC.DATA_TRANSFER_ERROR;
     if (write) { this.counts.writes++; this.counts.bytesWritten += bytes; } else { this.counts.reads++; this.counts.bytesRead += bytes; }
     return SC.SUCCESS;
+  }
+
+  /** Hands a read or write to the I/O pool with its completion entry
+   * (reserved here, in queue order: the driver consumes entries in order,
+   * and this one turns valid only when the worker writes its phase tag).
+   * False: the pool is full or closed, do it here. */
+  private submitToPool(write: boolean, offset: number, bytes: number, segs: Array<[number, number]>): boolean {
+    const cq = this.curCq!;
+    const sq = this.sqs[this.curSqid]!;
+    const cid = this.cmd.getUint16(2, true);
+    const dw2 = (sq.head | (this.curSqid << 16)) >>> 0;
+    const dw3 = (status: number) => (cid | ((((status & 0x7ff) << 1) | cq.phase) << 16)) >>> 0;
+    const intr = cq.intrEnabled;
+    const vector = cq.vector;
+    const ok = this.pool!.submit(0, write, offset, segs, (n) => {
+      const good = n === bytes;
+      this.account(write, bytes, good);
+      if (!good) this.counts.errors++;
+      else if (write) { this.counts.writes++; this.counts.bytesWritten += bytes; } else { this.counts.reads++; this.counts.bytesRead += bytes; }
+      if (intr) this.poolVectors.add(vector);
+    }, {
+      post: { gpa: cq.base + cq.tail * 16, ok: [0, 0, dw2, dw3(SC.SUCCESS)], errLast: dw3(SC.DATA_TRANSFER_ERROR) },
+      // A polled queue needs nothing more from this thread.
+      kick: intr,
+    });
+    if (!ok) return false;
+    this.counts.poolRequests++;
+    cq.tail++;
+    if (cq.tail >= cq.size) { cq.tail = 0; cq.phase ^= 1; }
+    return true;
   }
 
   private datasetManagement(): number {
@@ -789,15 +913,18 @@ export class NvmeController extends PciEmulFunction {
   // ---- device ----
 
   reset(): void {
+    this.drainPool();
     this.controllerReset();
     this.resetInterrupts();
   }
 
   close(): void {
+    this.pool?.close();
     this.store.close();
   }
 
   stats(): Record<string, number> {
+    this.poll();
     const c = this.interruptCounts;
     return { 'msi-x messages': c.msix, 'cq doorbell zones': this.cqZones.size, ...this.counts };
   }
@@ -822,6 +949,8 @@ export function createNvme(ctx: DeviceContext, node: string, where: string): Nvm
   const sectsz = int('sectsz', 0, () => true, '512, 4096 or 8192');
   const dsmText = t.get(`${node}.dsm`) ?? 'auto';
   const cqCoalesce = t.getBool(`${node}.cqcoalesce`, true);
+  const ioThreads = ioPoolThreads(t, node);
+  const ioMin = ioPoolMin(t, node);
   if (dsmText !== 'auto' && dsmText !== 'enable' && dsmText !== 'disable') throw err(`invalid dsm "${dsmText}" (use auto, enable or disable)`);
   const [, slot, func] = where.split(':').map(Number);
   const bus = Number(where.split(':')[0]);
@@ -853,13 +982,34 @@ export function createNvme(ctx: DeviceContext, node: string, where: string): Nvm
   if (sectsz === 512 || sectsz === 4096 || sectsz === 8192) sectorSize = sectsz;
   try {
     return new NvmeController(ctx, {
-      store, sectorSize, maxQueues, maxQEntries, ioslots, serial, dsm: dsmText, cqCoalesce,
+      store, sectorSize, maxQueues, maxQEntries, ioslots, serial, dsm: dsmText, cqCoalesce, ioThreads, ioMin,
       eui64: eui64 ?? defaultEui64(t.get('name') ?? '', bus, slot, func, 1),
     });
   } catch (e) {
     store.close();
     throw e;
   }
+}
+
+/** A pool request no worker took within this long is done in the next
+ * exit instead (the worker waits for a CPU: the synchronous model then). */
+const STEAL_AFTER_MS = 0.5;
+
+export const IOPOOL_THREADS_DEFAULT = 1;
+export const IOPOOL_MIN_DEFAULT = 65536;
+
+function ioPoolThreads(t: ConfigTree, node: string): number {
+  const v = t.get(`${node}.iopool`) ?? String(IOPOOL_THREADS_DEFAULT);
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n > 8) throw new ConfigError(`nvme at ${node}: invalid iopool "${v}" (0-8 I/O threads)`);
+  return n;
+}
+
+function ioPoolMin(t: ConfigTree, node: string): number {
+  const v = t.get(`${node}.iopool_min`) ?? String(IOPOOL_MIN_DEFAULT);
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n > 2 ** 32) throw new ConfigError(`nvme at ${node}: invalid iopool_min "${v}" (bytes)`);
+  return n;
 }
 
 // ---- the device record (bhyve's pci_de_nvme) ----
@@ -889,6 +1039,8 @@ export const nvmeDevice: PciDeviceRecord = {
     { key: 'dsm', default: 'auto', description: 'nvme dataset management support (auto, enable, disable)' },
     { key: 'ram', description: 'nvme RAM-backed namespace size in MiB' },
     { key: 'cqcoalesce', default: 'true', description: 'nvme completion queue doorbells through KVM\'s coalesced MMIO ring' },
+    { key: 'iopool', default: String(IOPOOL_THREADS_DEFAULT), description: 'nvme I/O threads for large reads and writes (0: every command runs in its doorbell exit)' },
+    { key: 'iopool_min', default: String(IOPOOL_MIN_DEFAULT), description: 'nvme smallest read or write, in bytes, handed to the I/O threads' },
   ],
   bootable: true,
   validate: (c, s) => { if (c.get(`${s.node}.ram`) === undefined) requireBlockPath(c, s.node, s, 'nvme', 'nvme,/path/to/disk.img'); },
