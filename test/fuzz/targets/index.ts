@@ -16,6 +16,7 @@ import { VIRTIO_SCSI_TARGET } from './virtio-scsi.js';
 import { DOMAIN_XML_TARGET } from './domain-xml.js';
 import { VFIO_USER_TARGET } from './vfio-user.js';
 import { VIRTIO_IOMMU_TARGET } from './virtio-iommu.js';
+import { PASSTHRU_VFIO_TARGET } from './passthru-vfio.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
@@ -38,6 +39,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   CONTROL_SOCKET_TARGET,
   GDB_STUB_TARGET,
   VFIO_USER_TARGET,
+  PASSTHRU_VFIO_TARGET,
 ];
 
 export function targetByName(name: string): FuzzTarget | undefined {
