@@ -7,7 +7,9 @@
 // RAM, marks the request done and rings the device thread's doorbell
 // (DEVICE_REQUEST.POLL). The device completes the command (status, FIS or
 // completion entry, interrupt) on its own thread in reap(), so its
-// register state never leaves that thread.
+// register state stays on that thread, except for what a request's
+// completion record or register clear (below) lets the worker post: the
+// part of the completion the driver polls for.
 //
 // Requests live in a fixed table in shared memory:
 //   FREE -> READY (device thread) -> TAKEN (a worker, or the device thread
