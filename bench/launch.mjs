@@ -12,7 +12,9 @@
 // bhyve runs with both AP models (vcpu.ap_model=pool, the default, and
 // thread), and at -c 1 also from tsc's output instead of the esbuild bundle
 // (BHYVE_BUNDLE=0); "per added vCPU" is (RSS at -c 8 - RSS at -c 1) / 7.
-// Each figure is the median of REPS rounds.
+// Each figure is the median of REPS rounds. bhyve runs as a program (its #!
+// line drops NODE_EXTRA_CA_CERTS); the rows for scale are Node's floors and,
+// when the host sets NODE_EXTRA_CA_CERTS, the same with it and `node bin/bhyve`.
 //
 // Usage: node bench/launch.mjs [--reps 7] [--no-write]
 // Writes the "launch" section of BENCHMARKS.md (unless --no-write).
@@ -63,10 +65,31 @@ function qemu(cpus) {
   };
 }
 
+/** A Node process that does nothing (`-e 0`) or starts one worker thread
+ * that does nothing: the floors of a design with a main thread and vCPU 0's
+ * thread. Without `certs`, NODE_EXTRA_CA_CERTS is left out of its
+ * environment as bin/bhyve's #! line leaves it out. */
+function nodeFloor(script) {
+  return {
+    argv: () => [process.execPath, ['-e', script]],
+    async cleanup() {},
+  };
+}
+const WORKER = "new (require('node:worker_threads').Worker)('0', { eval: true })";
+const CERTS = process.env.NODE_EXTRA_CA_CERTS ? ' (NODE_EXTRA_CA_CERTS set: Node parses it)' : '';
+const NO_CERTS = CERTS ? { unset: ['NODE_EXTRA_CA_CERTS'] } : {};
+
 const POOL = 'bhyve-kvm, APs on the pool';
 const THREAD = 'bhyve-kvm, APs on threads (-o vcpu.ap_model=thread)';
 const QEMU = 'QEMU';
 const configs = [
+  { vmm: 'Node floor: node -e 0', what: '-', run: nodeFloor('0'), rom: testdev, ok: '', code: 0, ...NO_CERTS },
+  { vmm: 'Node floor: node starting one worker thread', what: '-', run: nodeFloor(WORKER), rom: testdev, ok: '', code: 0, ...NO_CERTS },
+  ...(CERTS ? [
+    { vmm: `Node floor: node -e 0${CERTS}`, what: '-', run: nodeFloor('0'), rom: testdev, ok: '', code: 0 },
+    { vmm: `Node floor: node starting one worker thread${CERTS}`, what: '-', run: nodeFloor(WORKER), rom: testdev, ok: '', code: 0 },
+    { vmm: `bhyve-kvm run by \`node bin/bhyve\`${CERTS}`, what: 'exit-testdev, -c 1', run: { ...bhyve(1), byNode: true }, rom: testdev, ok: 'hello from testdev rom' },
+  ] : []),
   { vmm: QEMU, what: 'exit-testdev, -c 1', run: qemu(1), rom: testdev, ok: 'hello from testdev rom' },
   { vmm: POOL, what: 'exit-testdev, -c 1', run: bhyve(1), rom: testdev, ok: 'hello from testdev rom' },
   {
@@ -94,11 +117,16 @@ for (let i = 0; i < reps; i++) {
   for (const c of configs) {
     if (c.failed) continue;
     // runVmm's child inherits process.env: a row's own variables for its run.
+    const saved = { ...process.env };
     for (const [k, v] of Object.entries(c.env ?? {})) process.env[k] = v;
+    for (const k of c.unset ?? []) delete process.env[k];
     const r = await runVmm(c.run, c.rom, { marker: c.marker ?? 'h', timeoutMs: 120_000 });
-    for (const k of Object.keys(c.env ?? {})) delete process.env[k];
-    if (r.code !== TESTDEV_OK || !r.stdout.includes(c.ok)) {
-      c.failed = describeFailure(r, TESTDEV_OK);
+    for (const k of [...Object.keys(c.env ?? {}), ...(c.unset ?? [])]) {
+      if (saved[k] === undefined) delete process.env[k];
+      else process.env[k] = saved[k];
+    }
+    if (r.code !== (c.code ?? TESTDEV_OK) || !r.stdout.includes(c.ok)) {
+      c.failed = describeFailure(r, c.code ?? TESTDEV_OK);
       console.error(`launch: ${c.vmm}, ${c.what}: failed: ${c.failed}`);
       continue;
     }
@@ -140,8 +168,11 @@ const derivedTable = mdTable(['VMM', 'peak RSS per added vCPU, MiB', 'exit at -c
 const ratio = (a, b) => fmt(a / b);
 const p1 = find(POOL, 'exit-testdev, -c 1');
 const q1 = find(QEMU, 'exit-testdev, -c 1');
+const w1 = find('Node floor: node starting one worker thread', '-');
 const ratios = `bhyve/QEMU at -c 1: exit ${ratio(med(p1.samples.wall), med(q1.samples.wall))}x, ` +
-  `peak RSS ${ratio(med(p1.samples.rss), med(q1.samples.rss))}x, CPU ${ratio(med(p1.samples.cpu), med(q1.samples.cpu))}x.`;
+  `peak RSS ${ratio(med(p1.samples.rss), med(q1.samples.rss))}x, CPU ${ratio(med(p1.samples.cpu), med(q1.samples.cpu))}x. ` +
+  `bhyve at -c 1 above the one-worker Node floor (both without NODE_EXTRA_CA_CERTS): exit +${fmt(med(p1.samples.wall) - med(w1.samples.wall))} ms, ` +
+  `peak RSS +${fmt(med(p1.samples.rss) - med(w1.samples.rss))} MiB, CPU +${fmt(med(p1.samples.cpu) - med(w1.samples.cpu))} ms.`;
 console.log(`${table}\n\n${derivedTable}\n\n${ratios}`);
 
 if (!opt['no-write']) {
@@ -151,7 +182,11 @@ if (!opt['no-write']) {
     '`node bench/launch.mjs` — exit-testdev.rom at -c 1 and -c 8: time from spawn until the first',
     'byte of "hello" arrives on the VMM\'s stdout (COM1), until the VMM exited, peak RSS (GNU time',
     '%M) and CPU time (user + system); smp-exits.rom at -c 16: 15 APs started by INIT/SIPI check in',
-    'without an exit to the VMM, then the BSP exits. bhyve with both AP models (`vcpu.ap_model`).',
+    'without an exit to the VMM, then the BSP exits. bhyve with both AP models (`vcpu.ap_model`),',
+    'run as a program (bin/bhyve\'s #! line, as a shell runs it: without NODE_EXTRA_CA_CERTS). The',
+    'Node floors: `node -e 0`, and a Node process that starts one worker thread doing nothing',
+    '(bhyve\'s design has a main thread and vCPU 0\'s); when NODE_EXTRA_CA_CERTS is set on the host,',
+    'also with it, and bhyve run by `node bin/bhyve`, which keeps it.',
     `Interleaved: each of ${reps} rounds runs every row once; medians. The host is shared with other`,
     'engineers\' builds and tests while this runs: absolute times move with its load, the ratios',
     'within one run much less.',

@@ -13,7 +13,9 @@ export const GUESTS = join(ROOT, 'build', 'guests');
 export const BENCH_TMP = join(ROOT, 'build', 'bench');
 export const PARAM_OFFSET = 0xffe0; // see test/guests/lib16.inc
 export const TESTDEV_OK = 33; // (0x10 << 1) | 1
-// BHYVE_BIN overrides the bhyve launcher (default: bin/bhyve, run with node).
+// BHYVE_BIN overrides the bhyve launcher (default: bin/bhyve, run as a
+// program through its #! line, as a user's shell runs it; BENCH_BHYVE_BY_NODE=1
+// runs `node bin/bhyve` instead).
 const BHYVE_BIN = process.env.BHYVE_BIN ?? join(ROOT, 'bin', 'bhyve');
 const RUN_TIMEOUT_MS = Number(process.env.BENCH_TIMEOUT_MS ?? 300_000);
 
@@ -37,7 +39,8 @@ export function patchedRom(name, param) {
   const out = join(BENCH_TMP, `${name}-${param}.rom`);
   copyFileSync(rom(name), out);
   const buf = readFileSync(out);
-  buf.writeUInt32LE(param >>> 0, PARAM_OFFSET);
+  // in the last 64 KiB: a larger ROM (tcp.rom) ends with the usual one
+  buf.writeUInt32LE(param >>> 0, buf.length - 0x10000 + PARAM_OFFSET);
   writeFileSync(out, buf);
   return out;
 }
@@ -47,21 +50,22 @@ let vmSeq = 0;
 /** The VMMs under comparison: name, argv for a ROM, optional cleanup. */
 export const VMMS = {
   bhyve: {
-    label: 'bhyve-kvm (node bin/bhyve)',
+    label: 'bhyve-kvm (bin/bhyve)',
     argv(romPath) {
       const vm = `bench-${process.pid}-${++vmSeq}`;
       this.lastVm = vm;
-      return [
-        process.execPath,
-        [
-          BHYVE_BIN,
-          '-c', '1', '-m', '256M',
-          '-s', '0,hostbridge', '-s', '31,lpc',
-          '-l', 'com1,stdio', '-l', 'pc-testdev', '-l', `bootrom,${romPath}`,
-          '-o', 'x86.require_ept_rvi=false',
-          vm,
-        ],
+      const prof = process.env.BHYVE_PROF;
+      const args = [
+        ...(prof ? ['-o', 'security.sandbox=false'] : []),
+        '-c', '1', '-m', '256M',
+        '-s', '0,hostbridge', '-s', '31,lpc',
+        '-l', 'com1,stdio', '-l', 'pc-testdev', '-l', `bootrom,${romPath}`,
+        '-o', 'x86.require_ept_rvi=false',
+        vm,
       ];
+      // BHYVE_PROF=DIR: node --cpu-prof of the VMM's threads (needs node on the command line).
+      if (prof) return [process.execPath, ['--cpu-prof', `--cpu-prof-dir=${prof}`, BHYVE_BIN, ...args]];
+      return this.byNode || process.env.BENCH_BHYVE_BY_NODE === '1' ? [process.execPath, [BHYVE_BIN, ...args]] : [BHYVE_BIN, args];
     },
     async cleanup() {
       // bhyve keeps the VM object after the process exits (like /dev/vmm/NAME).
@@ -188,7 +192,7 @@ export async function hostInfo() {
 
 const HEADER = `# Benchmarks
 
-Side-by-side measurements of bhyve-kvm (\`node bin/bhyve\`) against QEMU
+Side-by-side measurements of bhyve-kvm (\`bin/bhyve\`, run as a program) against QEMU
 (\`qemu-system-x86_64 -accel kvm\`) on the same host, booting the same test
 boot ROMs (built from test/guests/ by scripts/build-guests.sh). Each section
 below is written by the script named in it; rerun the script to refresh it.

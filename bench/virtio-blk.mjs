@@ -15,6 +15,7 @@
 import { parseArgs } from 'node:util';
 import { closeSync, fsyncSync, openSync, readSync, rmSync, writeSync, ftruncateSync } from 'node:fs';
 import { join } from 'node:path';
+import { loadavg } from 'node:os';
 import {
   buildGuests, patchedRom, VMMS, runVmm, describeFailure, median, mdTable, hostInfo, writeSection, TESTDEV_OK, BENCH_TMP,
 } from './lib.mjs';
@@ -52,21 +53,21 @@ function freshImage() {
 // The VMMs of lib.mjs with the disk added; bhyve twice: requests served on
 // the iothread fed by a KVM ioeventfd (iothread=true), and on the device
 // thread after an MMIO exit (iothread=false).
-const bhyveWith = (iothread, pollUs = 0) => ({
+const bhyveWith = (iothread, pollUs) => ({
   ...VMMS.bhyve,
-  label: `${VMMS.bhyve.label}, ${iothread ? `iothread + ioeventfd${pollUs ? `, polls ${pollUs} us` : ''}` : 'notify exit, device thread'}`,
+  label: `${VMMS.bhyve.label}, ${iothread ? `iothread + ioeventfd${pollUs !== undefined ? `, iothread_poll_us=${pollUs}` : ''}` : 'notify exit, device thread'}`,
   argv(rp) {
-    process.env.BHYVE_IOTHREAD_POLL_US = String(pollUs); // read by the spawned bhyve
     const [cmd, args] = VMMS.bhyve.argv.call(this, rp);
     const vm = args[args.length - 1];
-    return [cmd, [...args.slice(0, -1), '-s', `3,virtio-blk,${img},ser=BENCHSERIAL,iothread=${iothread}`, vm]];
+    const poll = pollUs !== undefined ? `,iothread_poll_us=${pollUs}` : '';
+    return [cmd, [...args.slice(0, -1), '-s', `3,virtio-blk,${img},ser=BENCHSERIAL,iothread=${iothread}${poll}`, vm]];
   },
 });
 const withDisk = {
   bhyve: bhyveWith(true),
   'bhyve-exit': bhyveWith(false),
-  // --poll-us N: the iothread also polls the ring N us before sleeping
-  ...(opt['poll-us'] ? { 'bhyve-poll': bhyveWith(true, Number(opt['poll-us'])) } : {}),
+  // --poll-us N: also the iothread with iothread_poll_us=N (0: never spins)
+  ...(opt['poll-us'] !== undefined ? { 'bhyve-poll': bhyveWith(true, Number(opt['poll-us'])) } : {}),
   qemu: {
     ...VMMS.qemu,
     argv(rp) {
@@ -130,6 +131,7 @@ const results = {};
 const notes = [];
 // Runs are interleaved (one of each VMM per round) so that drift in the
 // host's load affects every variant alike.
+const load0 = loadavg()[0];
 const active = [];
 for (const [key, vmm] of Object.entries(withDisk)) {
   if (opt.only && !key.startsWith(opt.only)) continue;
@@ -167,6 +169,7 @@ for (const { key, vmm, runs, failed } of active) {
   results[key] = { label: vmm.label, writeMBs: m('writeMBs'), writeFlushMBs: m('writeFlushMBs'), readMBs: m('readMBs'), iops32: m('iops32'), iops1: m('iops1'), depth: runs[0].depth };
 }
 rmSync(img, { force: true });
+const load1 = loadavg()[0];
 
 const host = hostFile();
 console.error(`virtio-blk: host: write ${fmt(host.writeMBs)} MB/s, +fsync ${fmt(host.writeFlushMBs)}, read ${fmt(host.readMBs)} MB/s, ${fmt(host.iops1)} 4 KiB preads/s`);
@@ -182,7 +185,7 @@ const ratio = (a, b, label) => {
 ratio('bhyve', 'qemu', 'ratio bhyve-kvm (iothread) / QEMU');
 ratio('bhyve-exit', 'qemu', 'ratio bhyve-kvm (exit path) / QEMU');
 ratio('bhyve', 'bhyve-exit', 'ratio iothread / exit path');
-ratio('bhyve-poll', 'bhyve-exit', 'ratio iothread polling / exit path');
+ratio('bhyve-poll', 'qemu', `ratio bhyve-kvm (iothread, iothread_poll_us=${opt['poll-us']}) / QEMU`);
 const depth = Object.values(results)[0]?.depth ?? 32;
 const table = mdTable(['', 'seq write MB/s', 'write + FLUSH MB/s', 'seq read MB/s', `4 KiB rand read IOPS, QD${depth}`, '4 KiB rand read IOPS, QD1'], rows);
 console.log(table);
@@ -197,26 +200,48 @@ if (!opt['no-write']) {
     `${krand * 1000} random 4 KiB reads at queue depth ${depth} and ${krand * 250} at depth 1, within the written ${mib} MiB.`,
     'The driver runs in ring 3 of long mode and polls the used ring (no interrupts); each phase is timed in the guest with the TSC,',
     `calibrated against the RTC seconds. Median of ${reps} runs. QEMU: \`-drive format=raw,if=none -device virtio-blk-pci,disable-legacy=on\``,
-    '(cache=writeback); bhyve-kvm: `-s 3,virtio-blk,IMAGE,iothread=true` (queue on an iothread, notify through a KVM ioeventfd) and',
-    '`iothread=false` (notify exits to the device thread, which does the I/O before the vCPU resumes). Host row: node fs on the same filesystem (256 KiB pwrite, then fsync; 256 KiB pread',
+    '(cache=writeback); bhyve-kvm: `-s 3,virtio-blk,IMAGE,iothread=true` (queue on an iothread, notify through a KVM ioeventfd;',
+    'the iothread spins on the ring between batches for an adaptive window of up to `iothread_poll_us` = 32 us, as QEMU\'s',
+    'IOThreads poll, and sleeps on the eventfd after a longer wait or when it lost its CPU), with `iothread_poll_us=0`',
+    '(never spins), and `iothread=false` (the default: notify exits to the device thread, which does the I/O before the vCPU',
+    'resumes). Host row: node fs on the same filesystem (256 KiB pwrite, then fsync; 256 KiB pread',
     'from the page cache; 4 KiB preads at random offsets, one at a time). On kvm_pvm hosts every notify (an MMIO write from ring 3) is a',
     'slow exit, which bounds the QD1 figure.',
     '',
-    `Host: ${await hostInfo()}`,
+    `Host: ${await hostInfo()}; load average ${load0.toFixed(1)} / ${load1.toFixed(1)} (1 min, at the start and at the end of the runs)`,
     '',
     table,
     ...notes.map((n) => `\n${n}`),
     '',
     'iothread vs exit path. Runs are interleaved (one of each variant per round). With `iothread=true` the guest\'s notify',
-    'never reaches userspace (KVM_IOEVENTFD; `node bench/ioeventfd.mjs` puts the saving at ~3 us per MMIO notify here), but',
-    'each batch then costs a wake-up of the iothread, which needs a second host CPU: these hosts have 2, one of them',
-    'taken by the vCPU (the guest spins on the used ring), the other shared with our main thread and whatever else runs.',
-    'The exit path instead does the I/O (page-cache preads/pwrites of a few us) inside the exit, on the vCPU\'s own core,',
-    'with no hand-off. Which wins depends on the host: on the AMD hosts the exit path won every column; on the Intel ones',
-    'the iothread wins the random-read columns (QD32 and QD1) and the exit path the sequential ones (see the table), so',
-    '`iothread` stays false by default. Adaptive polling (`--poll-us`) takes the second core and made the iothread worse',
-    'on every host tried. On hosts with EPT/NPT and CPUs to spare, or with slow storage (nocache on a real disk, FLUSH to',
-    'a slow device), where a vCPU blocked in the disk matters more, `iothread=true` is the one to try.',
+    'never reaches userspace (KVM_IOEVENTFD), but a sleeping iothread costs each notify a wake-up (an IPI to the other CPU)',
+    'and each request a trip through the scheduler, which on a loaded host means waiting for a CPU. The adaptive spin',
+    '(src/devices/virtio/adaptive-poll.ts) removes both while requests keep coming: the driver\'s notify finds no sleeper',
+    '(and a driver that honours VIRTQ_USED_F_NO_NOTIFY, or avail_event under EVENT_IDX, does not notify at all), and the',
+    'next request is found without a wake-up. It only pays on a host with a CPU to spare: these hosts have 2, one taken by',
+    'the vCPU (the guest spins on the used ring), so the window closes after a wait longer than 32 us, and for 256 batches',
+    'after a spin that lost its CPU, and the spin yields the CPU (sched_yield) between looks at the ring. The exit path does',
+    'the I/O inside the exit, on the vCPU\'s own core, with no hand-off: it needs no second CPU, and turns the time the guest',
+    'would spin into copying, which is why it keeps the sequential columns on a loaded host and stays the default.',
+    '',
+    'Before the adaptive spin (12:32 UTC, load < 2, 3 interleaved runs; seq write / write + FLUSH / seq read MB/s, QD32 / QD1',
+    'IOPS): iothread 1047 / 621 / 1413 / 36351 / 51553, exit path 1437 / 704 / 1923 / 22331 / 23110, QEMU 1945 / 854 / 3112 /',
+    '72001 / 33785, host file 3869 / 1306 / 7150 / – / 665518: ratios to QEMU 0.54 / 0.73 / 0.45 / 0.50 / 1.53x (iothread) and',
+    '0.74 / 0.82 / 0.62 / 0.31 / 0.68x (exit).',
+    'Earlier on these hosts: on the AMD ones the exit path won every column; on the Intel ones the iothread the random-read',
+    'columns and the exit path the sequential ones. At load 2-3 (09:24) the ratios were iothread 0.74/0.86/0.57/0.54/0.51x',
+    'and exit path 1.45/1.27/0.96/0.67/0.81x; at load 17-23 QEMU\'s single runs swung 2-4x.',
+    '',
+    'At load 14-17 (13:31, 5 interleaved runs of the two bhyve variants) the iothread with the spin against the exit path:',
+    '0.50 / 0.53 / 0.42 / 1.81 / 1.39x. So on these hosts the request size picks the winner: 256 KiB transfers are copies the',
+    'exit path does on the vCPU\'s own core (time the guest would spend spinning), 4 KiB reads are notifies the iothread takes',
+    'without an exit. Next step: switch per queue between the two at run time (assign the ioeventfd while small requests',
+    'come fast, deassign it and take the queue back on the device thread for large ones).',
+    '',
+    'The `iothread=true` run that once ended in DEVICE_NEEDS_RESET with 32 requests unanswered ("no used entry',
+    '(avail 13594, used 13562, status 4f)"): the virtqueue read the driver\'s 16-bit avail idx one byte at a time while the',
+    'iothread ran beside the vCPU, and saw half of a carry (0x34ff -> 0x3500 read as 0x35ff). Ring indices, flags and',
+    'event fields are now read and written in one 16-bit access (unit test: test/unit/virtqueue-concurrent.test.ts).',
   ].join('\n');
   writeSection('virtio-blk', body);
   console.error('virtio-blk: wrote BENCHMARKS.md');

@@ -46,12 +46,24 @@ function compile(name, dir = __dirname) {
 /** Runs dist/bundle/NAME.cjs as a CommonJS module; returns its exports. */
 function load(name) {
   if (process.env.BHYVE_CODE_CACHE === '0' || process.env.BHYVE_DEBUG) return require(`./${name}.cjs`);
+  const tracing = process.env.BHYVE_TRACE_STARTUP === '1';
+  if (tracing) traceCpu(`${name}: loading`);
   const { file, script, cached } = compile(name);
-  if (process.env.BHYVE_TRACE_STARTUP === '1') process.stderr.write(`trace ${name}: code cache ${cached ? 'used' : 'not used'}\n`);
+  if (tracing) traceCpu(`${name}: compiled, code cache ${cached ? 'used' : 'not used'}`);
   const module = { exports: {}, id: file, filename: file, loaded: false };
   script.runInThisContext()(module.exports, createRequire(file), module, file, path.dirname(file));
   module.loaded = true;
+  if (tracing) traceCpu(`${name}: loaded`);
   return module.exports;
+}
+
+/** BHYVE_TRACE_STARTUP=1: a line as src/vmm/startup-trace.ts prints it (ms
+ * since the process began, the calling thread's CPU ms from its schedstat). */
+function traceCpu(what) {
+  const ms = performance.timeOrigin + performance.now() - Number(process.env.BHYVE_TRACE_T0 ?? performance.timeOrigin);
+  let cpu = NaN;
+  try { cpu = Number(fs.readFileSync('/proc/thread-self/schedstat', 'latin1').split(' ')[0]) / 1e6; } catch { /* sandboxed */ }
+  process.stderr.write(`trace ${ms.toFixed(1)} cpu ${cpu.toFixed(1)} ${what}\n`);
 }
 
 module.exports = { wrap, compile, load };

@@ -66,11 +66,36 @@ const builtinShims = {
       ? { path: args.path, external: true }
       : { path: args.path, namespace: 'builtin-shim' }));
     b.onLoad({ filter: /.*/, namespace: 'builtin-shim' }, (args) => ({
-      contents: `export * from ${JSON.stringify(args.path)};\nexport { default } from ${JSON.stringify(args.path)};\n`,
+      contents: LAZY_BUILTINS.has(args.path) && process.env.BHYVE_LAZY_BUILTINS !== '0'
+        ? lazyBuiltinShim(args.path)
+        : `export * from ${JSON.stringify(args.path)};\nexport { default } from ${JSON.stringify(args.path)};\n`,
       loader: 'js',
     }));
   },
 };
+
+/** Node modules that Node's own start-up does not load and that a run
+ * needs late or not at all (crypto for a disk's serial number or a MAC,
+ * net for sockets, zlib for VNC, child_process for a UART's command...):
+ * each thread loads one on first use of one of its exports instead of
+ * when the bundle starts (~17 internal modules for crypto alone, compiled
+ * in every thread). BHYVE_LAZY_BUILTINS=0 at build time loads them at
+ * start as before (for comparison). */
+export const LAZY_BUILTINS = new Set(['node:child_process', 'node:crypto', 'node:dgram', 'node:net', 'node:os', 'node:tty', 'node:v8', 'node:zlib']);
+
+/** A CommonJS module whose properties are the builtin's own, each a getter
+ * that loads the builtin on first use (the names are the building Node's;
+ * importers reach them as `import_x.name`, a default import gets the
+ * object itself). */
+function lazyBuiltinShim(name) {
+  const names = Object.getOwnPropertyNames(createRequire(import.meta.url)(name)).filter((k) => k !== 'default' && k !== '__esModule');
+  return [
+    'let m;',
+    `const load = () => (m ??= require(${JSON.stringify(name)}));`,
+    `for (const k of ${JSON.stringify(names)}) Object.defineProperty(exports, k, { get: () => load()[k], enumerable: true });`,
+    '',
+  ].join('\n');
+}
 
 rmSync(OUT, { recursive: true, force: true });
 await build({
@@ -94,7 +119,7 @@ await build({
   // Minified: less text to read and hash, a smaller cache. keepNames keeps
   // .name of functions and classes; BHYVE_DEBUG maps stack traces back
   // through the source maps (bin/bhyve).
-  minify: true,
+  minify: process.env.BHYVE_BUNDLE_MINIFY !== "0",
   keepNames: true,
   sourcemap: true,
   logLevel: 'warning',

@@ -31,6 +31,26 @@ export function isSystemCallError(e: unknown): e is Error & { code: string; sysc
   return e instanceof Error && typeof (e as { code?: unknown }).code === 'string' && typeof (e as { syscall?: unknown }).syscall === 'string';
 }
 
+/** strerror(3)'s text for the errors a named file most often meets. */
+const FILE_ERRORS: Readonly<Record<string, string>> = {
+  ENOENT: 'No such file or directory', EACCES: 'Permission denied', EPERM: 'Operation not permitted',
+  EISDIR: 'Is a directory', ENOTDIR: 'Not a directory', ELOOP: 'Too many levels of symbolic links',
+  ENAMETOOLONG: 'File name too long', EMFILE: 'Too many open files', EIO: 'Input/output error',
+};
+
+/** A failed system call's reason as strerror(3) words ("No such file or
+ * directory"), without Node's code, call and path ("ENOENT: no such file
+ * or directory, open '/x'"); any other error's message. */
+export function systemErrorText(e: unknown): string {
+  if (!isSystemCallError(e)) return e instanceof Error ? e.message : String(e);
+  const known = FILE_ERRORS[e.code];
+  if (known) return known;
+  // libuv's words: between "CODE: " and ", call".
+  const m = /^[A-Z0-9_]+: (.*?), [a-z_0-9]+(?: '.*')?$/s.exec(e.message);
+  const words = m ? m[1] : e.code;
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
 /** `e` as a user error with `prefix` when it is one or a failed system
  * call; anything else (a bug) unchanged. */
 export function userErrorWithPrefix(e: unknown, prefix: string): unknown {

@@ -8,6 +8,11 @@
 //
 // The server loop is synchronous (blocking recvmsg): this process does
 // nothing else, and a client's request is answered before the next.
+//
+// Once the socket listens and the model has opened its backends, the
+// process enters the sandbox bhyve takes (vmm/sandbox/server-sandbox.ts);
+// -o security.sandbox=false runs without, -o security.sandbox_log=true
+// logs what the filter would refuse instead.
 
 import fs from 'node:fs';
 import { SocketWire } from '../devices/vfio-user/endpoint.js';
@@ -15,9 +20,13 @@ import { VfioUserServer, type ServedDevice } from '../devices/vfio-user/server.j
 import { TestDmaDevice } from '../devices/vfio-user/test-dma-device.js';
 import { closeSocket, unixAccept, unixListen } from '../sys/unix-socket.js';
 import { UserError, errorLine } from '../user-error.js';
+import { ConfigTree } from '../config/tree.js';
+import { enterSandbox } from '../vmm/sandbox/sandbox.js';
+import { confinePool } from '../vmm/sandbox/pool-threads.js';
+import { serverSandboxPlan } from '../vmm/sandbox/server-sandbox.js';
 
 const PROG = 'bhyve-vfio-user';
-const USAGE = `usage: ${PROG} [-1] [-d device | -s emulation[,conf]] socket
+const USAGE = `usage: ${PROG} [-1] [-o security.sandbox[_log]=bool] [-d device | -s emulation[,conf]] socket
        ${PROG} -d help
 `;
 
@@ -30,6 +39,7 @@ export async function bhyveVfioUserMain(args: string[]): Promise<number> {
   let device = 'test-dma';
   let slotSpec: string | undefined;
   let once = false;
+  const options = new ConfigTree();
   const rest: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
@@ -42,6 +52,12 @@ export async function bhyveVfioUserMain(args: string[]): Promise<number> {
       if (slotSpec === undefined) { process.stderr.write(`${PROG}: option requires an argument -- s\n${USAGE}`); return 1; }
     } else if (a === '-1') {
       once = true;
+    } else if (a === '-o') {
+      const v = args[++i];
+      if (v === undefined) { process.stderr.write(`${PROG}: option requires an argument -- o\n${USAGE}`); return 1; }
+      const m = /^(security\.sandbox(?:_log)?)=(.*)$/.exec(v);
+      if (!m) { process.stderr.write(`${PROG}: -o ${v}: only security.sandbox=BOOL and security.sandbox_log=BOOL are known\n`); return 1; }
+      options.set(m[1], m[2]);
     } else if (a === '-h') {
       process.stderr.write(USAGE);
       return 0;
@@ -62,18 +78,25 @@ export async function bhyveVfioUserMain(args: string[]): Promise<number> {
   const path = rest[0];
   try {
     if (fs.existsSync(path)) throw new UserError(`${path} exists (remove it first)`);
+    // Checked before anything opens (the booleans' spelling).
+    serverSandboxPlan(options, path);
     let served: ServedDevice;
+    let modelConfig: ConfigTree | undefined;
     if (slotSpec !== undefined) {
       const { ServedPciModel } = await import('../vmm/served-pci-model.js');
-      served = new ServedPciModel(slotSpec);
+      const m = new ServedPciModel(slotSpec);
+      served = m;
+      modelConfig = m.config;
       device = slotSpec.split(',')[0];
     } else {
       served = model!.create();
     }
     const server = new VfioUserServer(served);
     const listener = unixListen(path);
-    process.stderr.write(`${PROG}: serving ${device} at ${path}\n`);
     try {
+      const plan = serverSandboxPlan(options, path, modelConfig);
+      if (plan) await enterSandbox(plan, confinePool(plan), PROG);
+      process.stderr.write(`${PROG}: serving ${device} at ${path}${plan ? ' (sandboxed)' : ''}\n`);
       do {
         const fd = unixAccept(listener);
         server.serve(new SocketWire(fd));

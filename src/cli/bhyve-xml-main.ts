@@ -7,7 +7,7 @@ import { UsageError } from '../config/errors.js';
 import { buildCommands, shellQuote } from '../libvirt/bhyve-command.js';
 import { DEFAULT_HOST_PATHS, DomainError, type HostPaths, parseDomainXml } from '../libvirt/domain-def.js';
 import { domainXmlFromArgv } from '../libvirt/domain-from-argv.js';
-import { UserError } from '../user-error.js';
+import { systemErrorText, UserError } from '../user-error.js';
 import { reportError, writeOut } from './output.js';
 
 const PROG = 'bhyve-xml';
@@ -38,7 +38,7 @@ function readInput(file: string): string {
   try {
     return fs.readFileSync(file === '-' ? 0 : file, 'utf8');
   } catch (e) {
-    throw new UserError(`${file}: ${(e as Error).message}`);
+    throw new UserError(`${file}: ${systemErrorText(e)}`);
   }
 }
 

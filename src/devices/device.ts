@@ -161,6 +161,11 @@ export interface KvmDoorbells {
    * refused (the range then stays trapped). */
   mapHostMemory?(gpa: number, size: number, address: bigint): boolean;
   unmapHostMemory?(gpa: number): void;
+  /** Tells KVM's VFIO pseudo-device that this VM uses a VFIO group or
+   * device file (passthrough of a host device): KVM then honours the
+   * guest's cache flushes and memory types when the device's DMA does not
+   * snoop the CPU caches. Undefined where KVM refused it. */
+  vfioFile?(fd: number): { close(): void } | undefined;
   /** Structured-clonable data for a helper worker_thread (see
    * devices/virtio/blk-iothread.ts): the guest RAM file and layout, and
    * what a kick of the device thread needs. */

@@ -12,12 +12,12 @@
 // (the entry point; firmware fills in the table address).
 
 import { UserError } from '../user-error.js';
-import { createHash } from 'node:crypto';
 import { hostname as osHostname } from 'node:os';
 import { ConfigTree, ConfigError } from '../config/tree.js';
 import { calcTopology } from '../config/topology.js';
 import { HIGHMEM_BASE, type MemoryLayout } from '../sys/memory-map.js';
 import { ByteWriter, fixChecksum } from './bytes.js';
+import { md5 } from './md5.js';
 
 export const SMBIOS_BASE = 0xf1000;
 /** bhyve's SMBIOS_MAX_LENGTH: up to BHYVE_ACPI_BASE. */
@@ -84,9 +84,11 @@ export function uuidBytesBe(s: string): Uint8Array {
  * zeros, so the value is reproducible.)
  */
 export function defaultUuid(vmname: string, hostname: string): Uint8Array {
-  const host = Buffer.alloc(256);
-  host.write(hostname.slice(0, 255), 'latin1');
-  const d = createHash('md5').update(Buffer.from(vmname, 'latin1')).update(host).digest();
+  const name = Buffer.from(vmname, 'latin1');
+  const buf = Buffer.alloc(name.length + 256);
+  name.copy(buf);
+  buf.write(hostname.slice(0, 255), name.length, 'latin1');
+  const d = md5(buf);
   d[6] = (d[6] & 0x0f) | 0x30;
   d[8] = (d[8] & 0x3f) | 0x80;
   return new Uint8Array(d);

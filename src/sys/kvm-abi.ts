@@ -50,6 +50,8 @@ export const SIZEOF = {
   kvm_coalesced_mmio_zone: 16,
   kvm_coalesced_mmio: 24,
   kvm_coalesced_mmio_ring: 8,
+  kvm_create_device: 12,
+  kvm_device_attr: 24,
 } as const;
 
 export const KVM = {
@@ -85,6 +87,8 @@ export const KVM = {
   GET_STATS_FD: io(0xce),
   SET_GSI_ROUTING: iow(0x6a, SIZEOF.kvm_irq_routing),
   IRQFD: iow(0x76, SIZEOF.kvm_irqfd),
+  CREATE_DEVICE: iowr(0xe0, SIZEOF.kvm_create_device),
+  SET_DEVICE_ATTR: iow(0xe1, SIZEOF.kvm_device_attr),
   IOEVENTFD: iow(0x79, SIZEOF.kvm_ioeventfd),
   GET_IRQCHIP: iowr(0x62, SIZEOF.kvm_irqchip),
   SET_IRQCHIP: ior(0x63, SIZEOF.kvm_irqchip),
@@ -240,6 +244,13 @@ export const COALESCED_MMIO = { phys_addr: 0, len: 8, pio: 12, data: 16 } as con
 /** struct kvm_irqfd: writing `fd` injects GSI `gsi` (through its route). */
 export const IRQFD = { fd: 0, gsi: 4, flags: 8, resamplefd: 12 } as const;
 export const IRQFD_FLAG = { DEASSIGN: 1 << 0, RESAMPLE: 1 << 1 } as const;
+/** struct kvm_create_device and struct kvm_device_attr (KVM's device API). */
+export const CREATE_DEVICE = { type: 0, fd: 4, flags: 8 } as const;
+export const DEVICE_ATTR = { flags: 0, group: 4, attr: 8, addr: 16 } as const;
+/** KVM's VFIO pseudo-device: the VFIO group or device files a VM uses
+ * (KVM_DEV_VFIO_GROUP, called KVM_DEV_VFIO_FILE from Linux 6.6, same value). */
+export const DEV_TYPE_VFIO = 4;
+export const DEV_VFIO = { FILE: 1, FILE_ADD: 1, FILE_DEL: 2 } as const;
 /** struct kvm_irq_routing { u32 nr; u32 flags; entries[] } and its entries. */
 export const IRQ_ROUTING = { nr: 0, flags: 4, entries: 8 } as const;
 export const IRQ_ROUTING_ENTRY = { gsi: 0, type: 4, flags: 8, u: 16 } as const;

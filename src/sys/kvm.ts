@@ -8,7 +8,7 @@ import {
   CAP, COALESCED_MMIO_ZONE, CPUID_ENTRY, DTABLE, ENABLE_CAP, IOAPIC_NUM_PINS, IOEVENTFD, IOEVENTFD_FLAG, IRQ_LEVEL, IRQ_ROUTING,
   IRQ_ROUTING_ENTRY, IRQ_ROUTING_IRQCHIP, IRQ_ROUTING_MSI, IRQ_ROUTING_TYPE, IRQCHIP, IRQFD, IRQFD_FLAG, KVM,
   KVM_RUN_OFF, MSI, REGS_ORDER, SEGMENT, SIZEOF, SREGS, STATS_DESC, STATS_HEADER, USERSPACE_MEMORY_REGION,
-  MEM_READONLY, type RegName, MEM_LOG_DIRTY_PAGES,
+  MEM_READONLY, type RegName, MEM_LOG_DIRTY_PAGES, CREATE_DEVICE, DEVICE_ATTR, DEV_TYPE_VFIO, DEV_VFIO,
 } from './kvm-abi.js';
 import { ioctl, ioctlRaw, ioctlValue, mmap, nativeBuffer, PROT_READ, PROT_WRITE, SysError, type Mapping } from './libc.js';
 
@@ -78,6 +78,9 @@ export class Kvm {
 
   close(): void { fs.closeSync(this.fd); }
 }
+
+/** The int the kernel reads a VFIO file's fd from (KVM_SET_DEVICE_ATTR takes its address). */
+let vfioFdArg: { address: bigint; bytes: Uint8Array } | undefined;
 
 export class Vm {
   constructor(readonly kvm: Kvm | null, readonly fd: number) {}
@@ -230,6 +233,26 @@ export class Vm {
     v.setUint32(IRQFD.flags, deassign ? IRQFD_FLAG.DEASSIGN : IRQFD_FLAG.RESAMPLE, true);
     v.setUint32(IRQFD.resamplefd, resampleFd, true);
     ioctl(this.fd, KVM.IRQFD, b, `KVM_IRQFD${deassign ? ' (deassign)' : ' (resample)'} gsi ${gsi}`);
+  }
+
+  /** KVM_CREATE_DEVICE(KVM_DEV_TYPE_VFIO): KVM's VFIO pseudo-device, whose fd takes the VM's VFIO files. */
+  createVfioDevice(): number {
+    const b = new Uint8Array(SIZEOF.kvm_create_device);
+    new DataView(b.buffer).setUint32(CREATE_DEVICE.type, DEV_TYPE_VFIO, true);
+    ioctl(this.fd, KVM.CREATE_DEVICE, b, 'KVM_CREATE_DEVICE (VFIO)');
+    return new DataView(b.buffer).getUint32(CREATE_DEVICE.fd, true);
+  }
+
+  /** KVM_SET_DEVICE_ATTR on KVM's VFIO device: adds (or removes) a VFIO group or device file. */
+  static vfioFile(vfioDeviceFd: number, fileFd: number, add: boolean): void {
+    const fdArg = (vfioFdArg ??= nativeBuffer(4));
+    new DataView(fdArg.bytes.buffer, fdArg.bytes.byteOffset, 4).setInt32(0, fileFd, true);
+    const b = new Uint8Array(SIZEOF.kvm_device_attr);
+    const v = new DataView(b.buffer);
+    v.setUint32(DEVICE_ATTR.group, DEV_VFIO.FILE, true);
+    v.setBigUint64(DEVICE_ATTR.attr, BigInt(add ? DEV_VFIO.FILE_ADD : DEV_VFIO.FILE_DEL), true);
+    v.setBigUint64(DEVICE_ATTR.addr, fdArg.address, true);
+    ioctl(vfioDeviceFd, KVM.SET_DEVICE_ATTR, b, `KVM_SET_DEVICE_ATTR (VFIO file ${add ? 'add' : 'del'})`);
   }
 
   /** KVM_SET_GSI_ROUTING: replaces the whole table. First the PC's wiring

@@ -10,7 +10,7 @@
 import { koffi as loadKoffi } from './koffi.js';
 import { UserError } from '../user-error.js';
 
-interface KoffiFunc {
+export interface KoffiFunc {
   // koffi converts the result per the prototype: number, bigint, pointer.
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   (...args: unknown[]): any;
@@ -54,6 +54,12 @@ export function libcFunc(signature: string): KoffiFunc {
   return call;
 }
 
+/** The koffi function itself, bound now (call it when first needed): for
+ * per-frame paths, where libcFunc's rest-and-spread wrapper costs. */
+export function libcBind(signature: string): KoffiFunc {
+  return lib().func(signature);
+}
+
 const ioctlPtr = libcFunc('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *arg)');
 // The KVM_RUN path: bound once, called without the libcFunc wrapper.
 let ioctlIntFn: KoffiFunc | undefined;
@@ -62,6 +68,9 @@ function ioctlInt(fd: number, req: number, arg: number): number {
 }
 const mmapFn = libcFunc('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)');
 const munmapFn = libcFunc('int munmap(void *addr, size_t len)');
+// The same calls by address, for mappings placed inside a reserved stretch.
+const mmapAtFn = libcFunc('uint64_t mmap(uint64_t addr, size_t len, int prot, int flags, int fd, int64_t off)');
+const munmapAtFn = libcFunc('int munmap(uint64_t addr, size_t len)');
 const mlockFn = libcFunc('int mlock(void *addr, size_t len)');
 const madviseFn = libcFunc('int madvise(void *addr, size_t len, int advice)');
 const gettidFn = libcFunc('int gettid()');
@@ -191,6 +200,41 @@ export function anonymousMapping(length: number, what: string): Mapping {
     ptr,
     unmap() {
       if (mapped) { munmapFn(ptr, length); mapped = false; }
+    },
+  };
+}
+
+const MAP_PRIVATE = 0x02;
+const MAP_FIXED = 0x10;
+const MAP_NORESERVE = 0x4000;
+const MAP_FAILED = 0xffffffffffffffffn;
+
+/**
+ * Maps some areas of `fd` (offsets relative to `offset`, page aligned) at
+ * the same distances inside one reserved stretch of `length` bytes: a
+ * VFIO BAR whose MSI-X table pages the kernel will not let a process map.
+ * The pages between stay reserved and inaccessible (PROT_NONE). Only the
+ * address is offered (no view: touching a hole would fault).
+ */
+export function mmapAreas(length: number, fd: number, offset: number, areas: ReadonlyArray<{ offset: number; size: number }>, what: string): Mapping {
+  const base = BigInt(mmapAtFn(0n, length, 0, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0n));
+  if (base === MAP_FAILED) throw new SysError(`mmap ${what}`, errno());
+  for (const a of areas) {
+    const at = BigInt(mmapAtFn(base + BigInt(a.offset), a.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, BigInt(offset + a.offset)));
+    if (at === MAP_FAILED) {
+      const e = errno();
+      munmapAtFn(base, length);
+      throw new SysError(`mmap ${what} +0x${a.offset.toString(16)}`, e);
+    }
+  }
+  let mapped = true;
+  return {
+    address: base,
+    get bytes(): Uint8Array { throw new Error(`${what}: a mapping with holes has no view`); },
+    length,
+    ptr: null,
+    unmap() {
+      if (mapped) { munmapAtFn(base, length); mapped = false; }
     },
   };
 }

@@ -11,13 +11,15 @@
 
 import { UserError } from '../user-error.js';
 import * as fs from 'node:fs';
-import { errno, libcFunc, strerror } from './libc.js';
+import { errno, libcBind, libcFunc, strerror, type KoffiFunc } from './libc.js';
+import { poolWaitInterrupt } from './threadpool.js';
 
 const ioctlPtr = libcFunc('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *arg)');
 const pollFn = libcFunc('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)');
 // (a typed array passed as void * is handed to C in place, no copy)
-const readFn = libcFunc('long read(int fd, void *buf, unsigned long count)');
-const writeFn = libcFunc('long write(int fd, const void *buf, unsigned long count)');
+// Per frame: bound on first use and called without libcFunc's wrapper.
+let readFn: KoffiFunc | undefined;
+let writeFn: KoffiFunc | undefined;
 
 /** _IOW('T', 202, int) */
 export const TUNSETIFF = 0x400454ca;
@@ -86,15 +88,19 @@ export type PollResult = 'readable' | 'timeout' | 'error';
 /** poll(2) for readability of `fd` on libuv's threadpool (koffi async), so
  * the event loop stays free. At most `timeoutMs` milliseconds. */
 export function pollReadable(fd: number, timeoutMs: number): Promise<PollResult> {
-  const pfd = new Uint8Array(8);
+  // A second pollfd: the pool's interrupt (sys/threadpool.ts), which ends
+  // the wait early ('timeout') when the sandbox parks the pool.
+  const pfd = new Uint8Array(16);
   const dv = new DataView(pfd.buffer);
   dv.setInt32(0, fd, true);
   dv.setInt16(4, POLLIN, true);
+  dv.setInt32(8, poolWaitInterrupt(), true);
+  dv.setInt16(12, POLLIN, true);
   return new Promise((resolve) => {
-    pollFn.async(pfd, 1, timeoutMs, (err: unknown, res: number) => {
+    pollFn.async(pfd, 2, timeoutMs, (err: unknown, res: number) => {
       if (err || res < 0) { resolve(res < 0 ? 'timeout' : 'error'); return; }
-      if (res === 0) { resolve('timeout'); return; }
-      const revents = new DataView(pfd.buffer).getInt16(6, true);
+      const revents = dv.getInt16(6, true);
+      if (revents === 0) { resolve('timeout'); return; }
       if (revents & (POLLERR | POLLHUP | POLLNVAL)) resolve('error');
       else resolve('readable');
     });
@@ -104,14 +110,14 @@ export function pollReadable(fd: number, timeoutMs: number): Promise<PollResult>
 /** read(2) into `buf`: the byte count, or -errno (-EAGAIN when an O_NONBLOCK
  * fd has nothing waiting). */
 export function readFd(fd: number, buf: Uint8Array): number {
-  const n = Number(readFn(fd, buf, buf.length));
+  const n = Number((readFn ??= libcBind('long read(int fd, void *buf, unsigned long count)'))(fd, buf, buf.length));
   return n < 0 ? -errno() : n;
 }
 
 /** write(2) of `buf` (one frame to a tap or packet socket): the byte
  * count, or -errno. (Cheaper than fs.writevSync's binding for one view.) */
 export function writeFd(fd: number, buf: Uint8Array): number {
-  const n = Number(writeFn(fd, buf, buf.length));
+  const n = Number((writeFn ??= libcBind('long write(int fd, const void *buf, unsigned long count)'))(fd, buf, buf.length));
   return n < 0 ? -errno() : n;
 }
 

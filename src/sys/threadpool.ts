@@ -8,7 +8,7 @@
 // reading that fd. One write then releases them all.
 
 import fs from 'node:fs';
-import { closeFd, EFD_CLOEXEC, EFD_SEMAPHORE, eventfd, eventfdWrite } from './eventfd.js';
+import { closeFd, EFD_CLOEXEC, EFD_NONBLOCK, EFD_SEMAPHORE, eventfd, eventfdRead, eventfdWrite } from './eventfd.js';
 import { libcFunc } from './libc.js';
 
 const readFn = libcFunc('int64_t read(int fd, _Out_ uint8_t *buf, size_t count)');
@@ -18,8 +18,11 @@ const GIVE_UP_MS = 2000;
 
 /** The pool's size as libuv read it (bin/bhyve sets it before first use). */
 export function threadpoolSize(): number {
-  const n = Number(process.env.UV_THREADPOOL_SIZE);
-  return Number.isInteger(n) && n > 0 ? Math.min(n, 1024) : 4;
+  const v = process.env.UV_THREADPOOL_SIZE;
+  if (v === undefined) return 4;
+  // As libuv reads it: atoi, at least 1, at most 1024.
+  const n = parseInt(v, 10);
+  return Number.isNaN(n) || n === 0 ? 1 : n < 0 ? 1024 : Math.min(n, 1024);
 }
 
 /** Thread ids of libuv's pool threads. Call while nothing else keeps them
@@ -49,7 +52,7 @@ export async function findPoolThreads(size = threadpoolSize()): Promise<number[]
 }
 
 /** Threads of this process blocked in read(fd). */
-function readersOf(fd: number): number[] {
+export function readersOf(fd: number): number[] {
   const want = `${SYS_READ} 0x${fd.toString(16)} `;
   const out: number[] = [];
   for (const t of fs.readdirSync('/proc/self/task')) {
@@ -58,4 +61,26 @@ function readersOf(fd: number): number[] {
     } catch { /* the thread ended */ }
   }
   return out;
+}
+
+// Waits that hold a pool thread for a while (a tap poller's poll(2), up to
+// 250 ms) also watch this eventfd: while it is readable they end at once,
+// so that the sandbox can park every pool thread without waiting them out
+// (vmm/sandbox/pool-threads.ts).
+let interruptFd = -1;
+
+/** The eventfd a pool wait watches beside its own descriptor. */
+export function poolWaitInterrupt(): number {
+  if (interruptFd < 0) interruptFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  return interruptFd;
+}
+
+/** Ends the pool's waits (and makes new ones end at once) until
+ * resumePoolWaits. */
+export function interruptPoolWaits(): void {
+  eventfdWrite(poolWaitInterrupt(), 1);
+}
+
+export function resumePoolWaits(): void {
+  if (interruptFd >= 0) eventfdRead(interruptFd);
 }

@@ -85,6 +85,18 @@ export const DEVICE_FLAGS = { RESET: 1 << 0, PCI: 1 << 1, CAPS: 1 << 7 } as cons
 export const REGION_INFO = { argsz: 0, flags: 4, index: 8, cap_offset: 12, size: 16, offset: 24 } as const;
 export const REGION_INFO_FLAG = { READ: 1 << 0, WRITE: 1 << 1, MMAP: 1 << 2, CAPS: 1 << 3 } as const;
 
+/** The capability chain of GET_REGION_INFO (and GET_INFO): each entry
+ * starts with this header, `next` is an offset from the start of the
+ * structure (0 ends the chain). */
+export const INFO_CAP_HEADER = { id: 0, version: 2, next: 4 } as const;
+/** Capability ids of a region (VFIO_REGION_INFO_CAP_*). */
+export const REGION_INFO_CAP = { SPARSE_MMAP: 1, TYPE: 2 } as const;
+/** vfio_region_info_cap_sparse_mmap: the parts of a region that may be
+ * mapped (a BAR holding the MSI-X table: the rest of it). */
+export const CAP_SPARSE_MMAP = { header: 0, nr_areas: 8, reserved: 12, areas: 16 } as const;
+export const SPARSE_MMAP_AREA = { offset: 0, size: 8 } as const;
+export const SPARSE_MMAP_SIZEOF = { vfio_region_info_cap_sparse_mmap: 16, vfio_region_sparse_mmap_area: 16 } as const;
+
 export const IRQ_INFO = { argsz: 0, flags: 4, index: 8, count: 12 } as const;
 export const IRQ_INFO_FLAG = { EVENTFD: 1 << 0, MASKABLE: 1 << 1, AUTOMASKED: 1 << 2, NORESIZE: 1 << 3 } as const;
 
@@ -108,6 +120,6 @@ export const ATTACH_IOMMUFD_PT = { argsz: 0, flags: 4, pt_id: 8 } as const;
 
 export const IOMMU_DESTROY = { size: 0, id: 4 } as const;
 export const IOAS_ALLOC = { size: 0, flags: 4, out_ioas_id: 8 } as const;
-export const IOAS_MAP = { size: 0, flags: 4, ioas_id: 8, user_va: 16, length: 24, iova: 32 } as const;
+export const IOAS_MAP = { size: 0, flags: 4, ioas_id: 8, __reserved: 12, user_va: 16, length: 24, iova: 32 } as const;
 export const IOAS_MAP_FLAG = { FIXED_IOVA: 1 << 0, WRITEABLE: 1 << 1, READABLE: 1 << 2 } as const;
 export const IOAS_UNMAP = { size: 0, ioas_id: 4, iova: 8, length: 16 } as const;

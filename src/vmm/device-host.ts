@@ -30,6 +30,7 @@ import type { DeviceHostData } from './vcpu-thread-data.js';
 import type { Doorbell } from '../sys/doorbell.js';
 import { hostPortLookup } from '../devices/virtio/host-ports.js';
 import { PM1_PWRBTN_STS } from '../devices/lpc/pm.js';
+import { trace } from './startup-trace.js';
 
 export class DeviceHost {
   readonly bus = new LocalIoBus();
@@ -91,11 +92,13 @@ export class DeviceHost {
     try {
       this.platform = buildPlatform(ctx, d.layout, { fwcfgFiles: d.fwcfgFiles });
       this.devices = this.platform.devices;
+      trace('vcpu 0: platform built');
       // bhyve's MP table, SMBIOS and ACPI tables, written as bhyverun.c does
       // after init_pci: from the devices, pins and windows just built.
       for (const region of buildFirmwareInMemory(config, d.layout, this.platform.asBuilt, { hostname: os.hostname() })) {
         ctx.mem.write(region.gpa, region.bytes);
       }
+      trace('vcpu 0: firmware written');
     } catch (e) {
       // A device that cannot start (missing image, bad option) is the user's
       // to fix: one line, no vCPU prefix; anything else is a bug.
@@ -156,6 +159,7 @@ function kvmDoorbells(vm: Vm, helper: HelperThreadData, bus: LocalIoBus, maps: D
   const anyLength = vm.checkExtension(CAP.IOEVENTFD_ANY_LENGTH) !== 0;
   const readonlyMem = vm.checkExtension(CAP.READONLY_MEM) !== 0;
   let msiRoutes: MsiRoutes | undefined;
+  let vfioDevice: number | undefined;
   return {
     ioeventfd(fd: number, addr: number, deassign = false): boolean {
       try {
@@ -191,6 +195,16 @@ function kvmDoorbells(vm: Vm, helper: HelperThreadData, bus: LocalIoBus, maps: D
     },
     unmapHostMemory(gpa: number): void {
       maps.unmap(gpa);
+    },
+    vfioFile(fd: number) {
+      try {
+        vfioDevice ??= vm.createVfioDevice();
+        Vm.vfioFile(vfioDevice, fd, true);
+      } catch {
+        return undefined;
+      }
+      const dev = vfioDevice;
+      return { close: () => { try { Vm.vfioFile(dev, fd, false); } catch { /* gone with the VM */ } } };
     },
     registerPages(size: number): RegisterPages | undefined {
       if (!readonlyMem || size <= 0 || size % PAGE_SIZE) return undefined;

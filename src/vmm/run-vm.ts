@@ -26,7 +26,8 @@ import { parseCpuset } from '../config/topology.js';
 import { errorLine, userErrorWithPrefix } from '../user-error.js';
 import { SignalRouter, signalStatus, type StopSignal } from './startup-signals.js';
 import { enterSandbox, sandboxPlan } from './sandbox/sandbox.js';
-import { trace, traceMemory } from './startup-trace.js';
+import { confinePool } from './sandbox/pool-threads.js';
+import { trace, traceMemory, traceModules } from './startup-trace.js';
 import { GdbStub } from './gdb-stub.js';
 import type { VcpuStateJson, VcpuStateUpdate } from './vcpu-state.js';
 
@@ -154,6 +155,9 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     trace('main: backends open');
     const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
     const sandbox = sandboxPlan(config, machine.vmObject);
+    // libuv's pool takes its part now, while the vCPU threads set up.
+    const poolConfined = sandbox && confinePool(sandbox);
+    poolConfined?.catch(() => undefined); // reported by enterSandbox
     const started: Promise<void>[] = [];
     const stoppedAll: Promise<void>[] = [];
     threads.forEach((w, i) => {
@@ -225,7 +229,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       }));
       // Everything is open: the sandbox goes up before the guest runs.
       if (sandbox) {
-        try { enterSandbox(sandbox); } catch (e) { throw new VmSetupError((e as Error).message); }
+        try { await enterSandbox(sandbox, poolConfined!); } catch (e) { throw new VmSetupError((e as Error).message); }
       }
       timerHost.start();
       if (gdb && config.getBool('gdb.wait', false)) {
@@ -235,6 +239,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         process.stderr.write(`bhyve: waiting for a debugger on port ${gdb.port}\n`);
       }
       trace('main: go');
+      traceModules('main: go');
       control.go();
       apPool?.start();
       guestRuns = true;

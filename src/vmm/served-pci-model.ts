@@ -49,9 +49,13 @@ export class ServedPciModel implements ServedDevice {
   private msixOn = false;
   readonly emulation: string;
 
+  /** The model's configuration (pci.0.0.0.*), as bhyve's -s made it. */
+  readonly config: ConfigTree;
+
   /** `spec`: what follows the slot in `-s slot,NAME,conf` ("virtio-blk,disk.img"). */
   constructor(spec: string) {
     const config = new ConfigTree();
+    this.config = config;
     parseSlotOption(config, `0,${spec}`);
     const node = 'pci.0.0.0';
     const slot: PciSlot = { bus: 0, slot: 0, func: 0, node, where: '0:0:0' };

@@ -7,7 +7,8 @@ import { getHeapSpaceStatistics } from 'node:v8';
 import { isMainThread } from 'node:worker_threads';
 
 const on = process.env.BHYVE_TRACE_STARTUP === '1';
-const origin = Number(process.env.BHYVE_TRACE_T0 ?? performance.timeOrigin);
+// (The global `performance` loads perf_hooks: touched only when tracing.)
+const origin = on ? Number(process.env.BHYVE_TRACE_T0 ?? performance.timeOrigin) : 0;
 if (on && isMainThread) process.env.BHYVE_TRACE_T0 = String(performance.timeOrigin);
 
 /** CPU ms of the calling thread, or NaN where /proc cannot be read (sandbox). */
@@ -41,4 +42,14 @@ export function traceMemory(what: string): void {
   } catch {
     trace(`${what}: memory not readable here (sandbox)`);
   }
+}
+
+/** BHYVE_TRACE_STARTUP=1: the public Node modules this thread has loaded
+ * (what start-up costs in Node's own modules; scripts/bundle.mjs loads the
+ * heavier ones on first use). */
+export function traceModules(what: string): void {
+  if (!on) return;
+  const loaded = (process as unknown as { moduleLoadList: string[] }).moduleLoadList
+    .filter((m) => /^NativeModule [a-z_]+$/.test(m)).map((m) => m.slice('NativeModule '.length));
+  trace(`${what}: Node modules ${loaded.join(' ')}`);
 }

@@ -19,7 +19,7 @@ import { checkRunState, serveVcpuRequests } from './vcpu-requests.js';
 import { applyVcpuState, realModeEntry } from './vcpu-state.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 import { confineThisThread } from './sandbox/sandbox.js';
-import { trace, traceMemory } from './startup-trace.js';
+import { trace, traceMemory, traceModules } from './startup-trace.js';
 
 // The thread is started before the VM exists, so that loading this module
 // overlaps the main thread's setup; its data arrives in the first message.
@@ -141,6 +141,7 @@ function runVcpuThread(d: VcpuThreadData): void {
     }
   }
 
+  trace(`vcpu ${d.id}: set up`);
   // This thread's part of the sandbox, now that its devices are open.
   if (d.sandbox) {
     host?.prepareForSandbox();
@@ -153,6 +154,7 @@ function runVcpuThread(d: VcpuThreadData): void {
   try {
     trace(`vcpu ${d.id}: go`);
     traceMemory(`vcpu ${d.id}: go`);
+    traceModules(`vcpu ${d.id}: go`);
     runLoop();
   } catch (e) {
     requestExit({ kind: 'error', message: `vCPU ${d.id}: ${errorLine(e)}` });

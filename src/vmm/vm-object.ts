@@ -5,7 +5,6 @@
 // temporary name with its lock held and then renamed into place, so whoever
 // creates a VM holds its lock from the first moment.
 
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -119,7 +118,7 @@ export class VmObject {
   /** Builds the directory under a temporary name with its lock held, then
    * renames it into place; undefined when NAME exists already. */
   private static createLocked(name: string, root: string): VmObject | undefined {
-    const tmp = path.join(root, `.new-${process.pid}-${crypto.randomBytes(6).toString('hex')}`);
+    const tmp = path.join(root, `.new-${process.pid}-${uniqueSuffix()}`);
     try {
       fs.mkdirSync(tmp, { mode: 0o700 });
     } catch (e) {
@@ -263,7 +262,7 @@ export class VmObject {
     if (!this.locked) throw new VmObjectError(`VM '${this.name}' is not locked`);
     this.closeDirFd();
     const root = path.dirname(this.dir);
-    const doomed = path.join(root, `.dead-${process.pid}-${crypto.randomBytes(6).toString('hex')}`);
+    const doomed = path.join(root, `.dead-${process.pid}-${uniqueSuffix()}`);
     try {
       try {
         fs.renameSync(this.dir, doomed);
@@ -286,4 +285,12 @@ export class VmObject {
   private closeDirFd(): void {
     if (this.dirFd >= 0) { fs.closeSync(this.dirFd); this.dirFd = -1; }
   }
+}
+
+/** A suffix that keeps this process's temporary names in the runtime
+ * directory apart (with its pid): that directory is private (checked), so
+ * nobody else can make a name there first, and unpredictable names are not
+ * needed; Math.random keeps node:crypto out of start-up (~17 modules). */
+function uniqueSuffix(): string {
+  return `${process.hrtime.bigint().toString(36)}${Math.floor(Math.random() * 2 ** 32).toString(36)}`;
 }

@@ -6,7 +6,8 @@
 // runs its guests with the sandbox on: it is the default.)
 import fs from 'node:fs';
 import path from 'node:path';
-import { execa } from 'execa';
+import { spawnSync } from 'node:child_process';
+import { execa, type Result } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { landlockStatus } from '../../src/vmm/sandbox/landlock.js';
 import { BHYVE, ROOT, bhyveArgs, kvmUnavailable, rom, vmName } from '../support/bhyve.js';
@@ -61,6 +62,43 @@ async function whileEchoRuns<T>(extra: string[], look: (pid: number) => T): Prom
   return seen;
 }
 
+/** How many threads Node has before any script runs (main, V8's platform
+ * workers): the same node binary, counted from inside. */
+function nodeStartupThreads(): number {
+  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(require("fs").readdirSync("/proc/self/task").length))']);
+  return Number(r.stdout.toString());
+}
+
+/** Runs bhyve's main function in a Node process that also holds a test
+ * hook: once the sandbox is up, `hook` (JavaScript with `fs` and
+ * `report(object)` in scope) runs on the main thread. Returns what it
+ * reported and the run's result. */
+async function probeAfterSandbox(romPath: string, o: { cpus?: number }, hook: string): Promise<{ out: Record<string, string>; r: Result }> {
+  const dist = path.join(ROOT, 'dist');
+  const script = `
+    import fs from 'node:fs';
+    const { bhyveMain } = await import(${JSON.stringify(path.join(dist, 'cli/bhyve-main.js'))});
+    const { onSandboxed } = await import(${JSON.stringify(path.join(dist, 'vmm/sandbox/sandbox.js'))});
+    const report = (o) => process.stderr.write('SANDBOX-PROBE ' + JSON.stringify(o) + '\\n');
+    onSandboxed(() => { ${hook} });
+    process.exitCode = await bhyveMain(process.argv.slice(2));
+  `;
+  const file = path.join(ROOT, 'build', `sandbox-probe-${process.pid}-${o.cpus ?? 1}.mjs`);
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, script);
+  const cpus = o.cpus ?? 1;
+  fs.mkdirSync(RUNDIR, { recursive: true });
+  // bin/bhyve sizes libuv's pool for the APs; this process must as well.
+  const r = await execa('node', [file, ...bhyveArgs(romPath, vmName('hook'), { cpus })], {
+    reject: false, timeout: 30_000, stdin: 'ignore', stripFinalNewline: false,
+    env: { BHYVE_RUNDIR: RUNDIR, UV_THREADPOOL_SIZE: String(8 + cpus - 1) },
+  });
+  fs.rmSync(file, { force: true });
+  const line = /SANDBOX-PROBE (.*)/.exec(r.stderr);
+  expect(line, r.stderr).not.toBeNull();
+  return { out: JSON.parse(line![1]) as Record<string, string>, r };
+}
+
 describe.skipIf(skip)(`sandboxed bhyve${skip ? ` (skipped: ${skip})` : ''}`, () => {
   it('every thread is under the filter with no_new_privs; the main and vCPU threads hold no capabilities', async () => {
     const { pid, seen } = await whileEchoRuns([], (p) => ({ pid: p, seen: tasks(p) }));
@@ -74,9 +112,37 @@ describe.skipIf(skip)(`sandboxed bhyve${skip ? ` (skipped: ${skip})` : ''}`, () 
     }
   });
 
+  it.skipIf(process.getuid?.() !== 0)('as root, every thread bhyve started holds no capabilities: libuv\'s pool (the AP\'s KVM_RUN) too', async () => {
+    const seen = await whileEchoRuns([], tasks);
+    // Threads are numbered in the order they start: the first ones are
+    // Node's own (main, V8's platform workers), started before any of
+    // bhyve's code runs; only those may keep capabilities on a kernel
+    // without Landlock TSYNC (sandbox.ts). Everything later (libuv's pool,
+    // vCPU 0's thread and its helpers) must hold none.
+    const nodeOwn = nodeStartupThreads();
+    const later = seen.sort((a, b) => a.tid - b.tid).slice(nodeOwn);
+    expect(later.length).toBeGreaterThanOrEqual(9); // UV_THREADPOOL_SIZE at -c 2, vCPU 0's thread
+    expect(later.filter((t) => t.capEff !== ZERO_CAPS), 'threads started by bhyve that keep capabilities').toEqual([]);
+  });
+
   it('-o security.sandbox=false runs without it', async () => {
     const seen = await whileEchoRuns(['-o', 'security.sandbox=false'], tasks);
     expect(seen.every((t) => t.seccomp === '0' && t.nnp === '0')).toBe(true);
+  });
+
+  it('libuv\'s pool threads are under Landlock too: an async read outside the rules is refused (-c 2, the AP on the pool)', async () => {
+    // An async fs call runs on libuv's pool, whose threads started before
+    // the sandbox went up (bhyve looks for them at -c 2 and more).
+    const { out, r } = await probeAfterSandbox(rom('exit-testdev'), { cpus: 2 }, `
+        const tryAsync = (f) => f().then(() => 'ok', (e) => e.code ?? String(e));
+        Promise.all([
+          tryAsync(() => fs.promises.readFile('/etc/passwd')),
+          tryAsync(() => new Promise((res, rej) => fs.readFile('/etc/hostname', (e) => e ? rej(e) : res()))),
+          tryAsync(() => fs.promises.readdir('/')),
+        ]).then(([promises, callback, readdir]) => report({ promises, callback, readdir }));`);
+    expect(r.exitCode, r.stderr).toBe(33);
+    const expected = 'abi' in landlock ? 'EACCES' : 'ok';
+    expect(out).toEqual({ promises: expected, callback: expected, readdir: expected });
   });
 
   it('refuses what the process must not do after start-up, and the guest still runs to its end', async () => {

@@ -15,11 +15,12 @@ export const MODE = { POLL: 0, MSIX: 1, MSI: 2, INTX: 3, EVENT_IDX: 0x100, HOLD:
 export { HAVE_QEMU } from './probes.js';
 
 /** A copy of build/guests/NAME.rom in `dir` with the mode word (0xFFE4)
- * and the parameter (0xFFE0) set. */
+ * and the parameter (0xFFE0) of its last 64 KiB set. */
 export function romWith(dir: string, name: string, mode: number, param = 0): string {
   const b = fs.readFileSync(rom(name));
-  b.writeUInt32LE(param >>> 0, 0xffe0);
-  b.writeUInt32LE(mode >>> 0, 0xffe4);
+  const tail = b.length - 0x10000; // a larger ROM (tcp.rom) ends with the 64 KiB one
+  b.writeUInt32LE(param >>> 0, tail + 0xffe0);
+  b.writeUInt32LE(mode >>> 0, tail + 0xffe4);
   const out = path.join(dir, `${name}-${mode.toString(16)}-${param.toString(16)}.rom`);
   fs.writeFileSync(out, b);
   return out;

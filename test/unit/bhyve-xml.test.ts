@@ -176,6 +176,14 @@ describe.skipIf(!BUILT)('bin/bhyve-xml (needs npm run build)', () => {
     const r = run('frobnicate');
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/^bhyve-xml: unknown command 'frobnicate'\nusage: bhyve-xml to-argv/);
-    expect(run('to-argv', '/nonexistent.xml').stderr).toMatch(/^bhyve-xml: \/nonexistent.xml: ENOENT/);
+  });
+
+  it('a file it cannot read is one clear line and status 1', () => {
+    const missing = run('to-argv', '/nonexistent.xml');
+    expect(missing.stderr).toBe('bhyve-xml: /nonexistent.xml: No such file or directory\n');
+    expect(missing.status).toBe(1);
+    const dir = run('to-argv', FIXTURES);
+    expect(dir.stderr).toBe(`bhyve-xml: ${FIXTURES}: Is a directory\n`);
+    expect(dir.status).toBe(1);
   });
 });

@@ -43,6 +43,7 @@ function fakeTree(): string {
   await early?.vcpuThread?.terminate();
   await fs.promises.readFile('/proc/self/stat');
   console.log('${tag} ' + process.env.UV_THREADPOOL_SIZE + ' ' + fs.readdirSync('/proc/self/task').length + ' ' + (started ? 'vcpu0-early' : 'no-early'));
+  console.log('NODE_EXTRA_CA_CERTS=' + (process.env.NODE_EXTRA_CA_CERTS ?? '(unset)'));
   return 7;
 }`;
     fs.writeFileSync(path.join(tmp, 'dist/bundle', `${name}-main.js`),
@@ -70,6 +71,17 @@ describe('bin/* launchers', () => {
       expect(t.stdout).toMatch(/^tsc /);
     });
   }
+
+  it('run as programs (their #! line), they start Node without NODE_EXTRA_CA_CERTS; run by node, with it', () => {
+    const env = { ...process.env, NODE_EXTRA_CA_CERTS: '/nonexistent/ca.pem' };
+    for (const [name] of LAUNCHERS) {
+      const direct = spawnSync(path.join(dir, 'bin', name), [], { env, encoding: 'utf8' });
+      expect(direct.stdout, name).toMatch(/^NODE_EXTRA_CA_CERTS=\(unset\)$/m);
+      expect(direct.status, name).toBe(7);
+      const byNode = spawnSync(process.execPath, [path.join(dir, 'bin', name)], { env, encoding: 'utf8' });
+      expect(byNode.stdout, name).toMatch(/^NODE_EXTRA_CA_CERTS=\/nonexistent\/ca\.pem$/m);
+    }
+  });
 
   it('bhyve starts vCPU 0\'s thread before it loads the rest, for a run only (both trees)', () => {
     const env = { ...process.env };
@@ -144,6 +156,30 @@ describe.skipIf(!BUILT)('dist/bundle (needs npm run build)', () => {
     for (const f of files) expect(fs.readFileSync(path.join(BUNDLE, f), 'utf8'), f).not.toMatch(/^\s*(import|export)\b/m);
     const r = spawnSync(process.execPath, [path.join(ROOT, 'bin/bhyve'), '-s', 'help'], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
     expect(r.stdout).toContain('virtio-blk');
+  });
+
+  it('bhyve-main and vcpu-thread load Node\'s crypto, net, child_process, zlib, tty, v8 and perf_hooks on first use, not when they start', () => {
+    // scripts/bundle.mjs LAZY_BUILTINS; what each thread loads while its
+    // bundle starts, the vCPU thread's in a worker as bin/bhyve starts it.
+    const out = execFileSync(process.execPath, ['-e', `
+      const { Worker } = require('node:worker_threads');
+      const before = new Set(process.moduleLoadList);
+      require(${JSON.stringify(path.join(BUNDLE, 'bhyve-main.js'))});
+      const main = process.moduleLoadList.filter((m) => !before.has(m));
+      const w = new Worker(\`
+        const before = new Set(process.moduleLoadList);
+        require(\${JSON.stringify(${JSON.stringify(path.join(BUNDLE, 'vcpu-thread.js'))})});
+        require('node:worker_threads').parentPort.postMessage(process.moduleLoadList.filter((m) => !before.has(m)));
+      \`, { eval: true });
+      w.on('message', (m) => { if (Array.isArray(m)) { console.log(JSON.stringify({ main, vcpu: m })); process.exit(0); } });
+    `], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '', BHYVE_TRACE_STARTUP: '' } });
+    const loaded = JSON.parse(out) as { main: string[]; vcpu: string[] };
+    expect(loaded.main.length).toBeGreaterThan(0);
+    for (const thread of ['main', 'vcpu'] as const) {
+      for (const m of ['crypto', 'net', 'child_process', 'zlib', 'tty', 'v8', 'perf_hooks']) {
+        expect(loaded[thread], `${thread} thread loads node:${m}`).not.toContain(`NativeModule ${m}`);
+      }
+    }
   });
 
   it('imports nothing outside itself but node: modules and npm packages', () => {

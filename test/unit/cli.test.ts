@@ -85,7 +85,7 @@ describe('bhyve', () => {
     [['-U', 'not-a-uuid', 'vm0'], 4, /Invalid UUID/],
     [['-f', 'noval', 'vm0'], 64, /invalid fwcfg item/],
     [['-o', 'config.dump=maybe', 'vm0'], 4, /invalid boolean value 'maybe'/],
-    [['-s', '3,passthru,pci1:0:0', 'vm0'], 4, /not supported yet: PCI emulation 'passthru'/],
+    [['-s', '3,passthru,pci1:0:0', 'vm0'], 4, /^bhyve: passthru: no IOMMU: /],
     [['-G', 'w127.0.0.1:notaport', 'vm0'], 4, /gdb address resolution: invalid port 'notaport'/],
     [['-G', '70000', 'vm0'], 4, /gdb address resolution: invalid port '70000'/],
     [['-r', '/tmp/snap', 'vm0'], 4, /not supported yet: -r/],

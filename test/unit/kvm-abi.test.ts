@@ -36,7 +36,11 @@ int main(void) {
   O(kvm_pit_channel_state, write_state) O(kvm_pit_channel_state, write_latch) O(kvm_pit_channel_state, rw_mode)
   O(kvm_pit_channel_state, mode) O(kvm_pit_channel_state, bcd) O(kvm_pit_channel_state, gate)
   O(kvm_pit_channel_state, count_load_time) O(kvm_pit_state2, channels) O(kvm_pit_state2, flags)
-  S(kvm_coalesced_mmio_zone) S(kvm_coalesced_mmio) S(kvm_coalesced_mmio_ring)
+  S(kvm_coalesced_mmio_zone) S(kvm_coalesced_mmio) S(kvm_coalesced_mmio_ring) S(kvm_create_device) S(kvm_device_attr)
+  O(kvm_create_device, type) O(kvm_create_device, fd) O(kvm_create_device, flags)
+  O(kvm_device_attr, flags) O(kvm_device_attr, group) O(kvm_device_attr, attr) O(kvm_device_attr, addr)
+  printf("const DEV_TYPE_VFIO %d\nconst DEV_VFIO_GROUP %d\nconst DEV_VFIO_GROUP_ADD %d\nconst DEV_VFIO_GROUP_DEL %d\n",
+    KVM_DEV_TYPE_VFIO, KVM_DEV_VFIO_GROUP, KVM_DEV_VFIO_GROUP_ADD, KVM_DEV_VFIO_GROUP_DEL);
   O(kvm_coalesced_mmio_zone, addr) O(kvm_coalesced_mmio_zone, size) O(kvm_coalesced_mmio_zone, pio)
   O(kvm_coalesced_mmio_ring, first) O(kvm_coalesced_mmio_ring, last) O(kvm_coalesced_mmio_ring, coalesced_mmio)
   O(kvm_coalesced_mmio, phys_addr) O(kvm_coalesced_mmio, len) O(kvm_coalesced_mmio, pio) O(kvm_coalesced_mmio, data)
@@ -86,7 +90,7 @@ int main(void) {
   I(SET_USER_MEMORY_REGION) I(GET_DIRTY_LOG) I(SET_TSS_ADDR) I(SET_IDENTITY_MAP_ADDR) I(CREATE_IRQCHIP) I(IRQ_LINE) I(CREATE_PIT2)
   I(RUN) I(GET_REGS) I(SET_REGS) I(GET_SREGS) I(SET_SREGS) I(GET_MSRS) I(SET_MSRS) I(SET_CPUID2) I(GET_MP_STATE)
   I(SET_MP_STATE) I(NMI) I(ENABLE_CAP) I(SIGNAL_MSI) I(GET_DEBUGREGS) I(SET_DEBUGREGS) I(SET_GUEST_DEBUG) I(GET_STATS_FD)
-  I(SET_GSI_ROUTING) I(IRQFD) I(IOEVENTFD) I(GET_IRQCHIP) I(SET_IRQCHIP) I(GET_PIT2) I(SET_PIT2) I(GET_LAPIC) I(SET_LAPIC) I(REGISTER_COALESCED_MMIO) I(UNREGISTER_COALESCED_MMIO)
+  I(SET_GSI_ROUTING) I(IRQFD) I(CREATE_DEVICE) I(SET_DEVICE_ATTR) I(IOEVENTFD) I(GET_IRQCHIP) I(SET_IRQCHIP) I(GET_PIT2) I(SET_PIT2) I(GET_LAPIC) I(SET_LAPIC) I(REGISTER_COALESCED_MMIO) I(UNREGISTER_COALESCED_MMIO)
   E(UNKNOWN) E(EXCEPTION) E(IO) E(HYPERCALL) E(DEBUG) E(HLT) E(MMIO) E(IRQ_WINDOW_OPEN) E(SHUTDOWN) E(FAIL_ENTRY)
   E(INTR) E(SET_TPR) E(TPR_ACCESS) E(NMI) E(INTERNAL_ERROR) E(SYSTEM_EVENT) E(IOAPIC_EOI) E(X86_RDMSR) E(X86_WRMSR)
   E(X86_BUS_LOCK) E(NOTIFY)
@@ -184,6 +188,7 @@ describe.skipIf(!haveHeaders || !haveGcc)('KVM ABI matches <linux/kvm.h>', () =>
       ['kvm_pic_state', abi.PIC_STATE], ['kvm_pit_channel_state', abi.PIT_CHANNEL_STATE],
       ['kvm_pit_state2', abi.PIT_STATE2], ['kvm_coalesced_mmio_zone', abi.COALESCED_MMIO_ZONE],
       ['kvm_coalesced_mmio_ring', abi.COALESCED_MMIO_RING], ['kvm_coalesced_mmio', abi.COALESCED_MMIO],
+      ['kvm_create_device', abi.CREATE_DEVICE], ['kvm_device_attr', abi.DEVICE_ATTR],
     ];
     for (const [s, fields] of groups) {
       for (const [f, off] of Object.entries(fields)) {
@@ -214,5 +219,8 @@ describe.skipIf(!haveHeaders || !haveGcc)('KVM ABI matches <linux/kvm.h>', () =>
     for (const [n, v] of Object.entries(abi.IRQ_ROUTING_TYPE)) expect([n, v]).toEqual([n, get(`const IRQ_ROUTING_${n}`)]);
     for (const [n, v] of Object.entries(abi.IRQCHIP)) expect([n, v]).toEqual([n, get(`const IRQCHIP_${n}`)]);
     expect(abi.IOAPIC_NUM_PINS).toBe(get('const IOAPIC_NUM_PINS'));
+    expect(abi.DEV_TYPE_VFIO).toBe(get('const DEV_TYPE_VFIO'));
+    expect([abi.DEV_VFIO.FILE, abi.DEV_VFIO.FILE_ADD, abi.DEV_VFIO.FILE_DEL])
+      .toEqual([get('const DEV_VFIO_GROUP'), get('const DEV_VFIO_GROUP_ADD'), get('const DEV_VFIO_GROUP_DEL')]);
   });
 });

@@ -17,6 +17,9 @@ import { mmap, PROT_READ, PROT_WRITE, type Mapping } from '../../src/sys/libc.js
 import { packetPair } from '../../src/sys/packet-pair.js';
 import { readFd } from '../../src/sys/tap.js';
 import { FakeDriver } from './virtio-driver.js';
+import { QueueIrqfds, type QueueIrqfdChannel } from '../../src/devices/virtio/queue-irqfd.js';
+import type { MsiIrqfd } from '../../src/devices/device.js';
+import { eventfdRead } from '../../src/sys/eventfd.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const workerJs = path.join(root, 'dist/devices/virtio/net-iothread-worker.js');
@@ -57,7 +60,7 @@ function guest(features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET
   const tx = new FakeDriver(QSIZE, 0, { bytes: map.bytes.subarray(half), base: half });
   const [vmEnd, hostEnd] = packetPair();
   cleanup.push(() => { fs.closeSync(vmEnd); fs.closeSync(hostEnd); });
-  const start = (over: { memoryPath?: string; transmit?: boolean } = {}) => {
+  const start = (over: { memoryPath?: string; transmit?: boolean; irqfds?: QueueIrqfdChannel; pollUs?: number } = {}) => {
     const t = new NetIothread({
       helper: {
         memoryPath: over.memoryPath ?? memoryPath, layout: { lowmem: RAM, highmem: 0 },
@@ -69,6 +72,8 @@ function guest(features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET
       ackedFeatures: features,
       queueMaxSizes: [1024, 1024],
       layouts: [rx.layout, tx.layout],
+      irqfds: over.irqfds,
+      pollUs: over.pollUs,
       noKick: true,
     }, workerUrl);
     cleanup.push(() => t.stop());
@@ -183,6 +188,22 @@ describe.skipIf(!haveWorker)('virtio-net I/O thread', () => {
     t.stop();
   });
 
+  it('iothread_poll_us: while a frame waits, buffers the driver adds are taken without its notify (notifications off meanwhile)', async () => {
+    const g = guest();
+    const t = g.start({ transmit: false, pollUs: 2_000_000 });
+    await until(() => t.state === NIOT_STATE.RUNNING, 'the thread to run');
+    g.hostWrite(frame(1514, 11));
+    g.hostWrite(frame(200, 12));
+    // Starved and polling: the driver is asked not to notify.
+    await until(() => (g.rx.usedFlags() & 1) === 1, 'VIRTQ_USED_F_NO_NOTIFY while polling');
+    g.postRx(1); // no notify
+    await until(() => g.rx.usedIdx() === 1, 'the first frame, taken by polling');
+    g.postRx(1);
+    await until(() => g.rx.usedIdx() === 2, 'the second frame');
+    expect(g.rx.usedElem(1).len).toBe(HDR + 200);
+    t.stop();
+  });
+
   it('guest bad input on the thread: a looping chain and a wild address are needs-reset; stop() still returns', async () => {
     for (const bad of ['loop', 'wild'] as const) {
       const g = guest();
@@ -207,6 +228,53 @@ describe.skipIf(!haveWorker)('virtio-net I/O thread', () => {
       t.stop();
       expect(t.state).toBe(NIOT_STATE.STOPPED);
     }
+  });
+
+  it('large receive buffers are filled straight from the backend (zerocopy), header and frame intact', async () => {
+    const g = guest();
+    const t = g.start({ transmit: false });
+    const bufs = g.postRx(2, 70000);
+    const inbound = [frame(60000, 8), frame(1514, 9)];
+    for (const f of inbound) g.hostWrite(f);
+    await until(() => g.rx.usedIdx() === 2, 'two used receive entries');
+    inbound.forEach((f, i) => {
+      const u = g.rx.usedElem(i);
+      expect(u.len).toBe(HDR + f.length);
+      const got = g.rx.read(bufs[u.id === 0 ? 0 : 1], HDR + f.length);
+      expect(Array.from(got.subarray(0, HDR))).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+      expect(Buffer.from(got.subarray(HDR)).equals(Buffer.from(f))).toBe(true);
+    });
+    t.stop();
+  });
+
+  it('with irqfds wired (MSI-X in use), receive interrupts are eventfd writes, not requests to the device thread', async () => {
+    const attached: boolean[] = [];
+    const wires = QueueIrqfds.open({
+      msiIrqfd: (): MsiIrqfd => {
+        const i = attached.push(false) - 1;
+        return { gsi: 24 + i, route: () => {}, attach: () => { attached[i] = true; }, detach: () => { attached[i] = false; }, close: () => {} };
+      },
+    }, [true, false], {
+      msixActive: () => true, vectorOf: () => 1, entry: () => ({ address: 0xfee00000, data: 0x41, masked: false }),
+      raiseVector: () => {}, raiseQueue: () => {},
+    })!;
+    cleanup.push(() => wires.close());
+    expect(wires.liveMask).toBe(1);
+    expect(attached).toEqual([true]);
+    const g = guest();
+    const t = g.start({ transmit: true, irqfds: wires.channel });
+    g.postRx(4);
+    g.hostWrite(frame(100, 9));
+    await until(() => g.rx.usedIdx() === 1, 'the received frame');
+    await until(() => wires.sent > 0, 'the irqfd write');
+    expect(eventfdRead(wires.channel.fds[0]!)).toBe(1n);
+    expect(t.takeInterrupts() & 1).toBe(0);
+    // The transmit queue has no wire: its interrupt still goes through the device thread.
+    g.sendTx(frame(60, 1));
+    t.notify();
+    await until(() => g.tx.usedIdx() === 1, 'the sent frame');
+    await until(() => (t.takeInterrupts() & 2) !== 0, 'the transmit interrupt request');
+    t.stop();
   });
 
   it('stop() before the worker took the queues, and a worker that cannot start', async () => {

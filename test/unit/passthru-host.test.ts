@@ -1,11 +1,10 @@
 // passthru's host checks: bhyve's and Linux's ways of naming the host device,
 // and the one-line diagnosis of each way the host can be unready, against a
 // fake sysfs + /dev tree built per test (and against this real host, which
-// has no IOMMU). Passthrough itself is not built: start always refuses, with
-// the diagnosis or with "ready".
+// has no IOMMU). The device itself is opened by vfio-backend.ts
+// (test/unit/passthru-vfio.test.ts).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -16,56 +15,16 @@ import {
   checkHostDevice, HostSetupError, passthruSource, type HostRootOptions, type PassthruSource,
 } from '../../src/devices/passthru/host-device.js';
 import { validateForStart } from '../../src/devices/registry.js';
+import { fakeHostTree, type FakeHost } from '../support/fake-sysfs.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-
-interface FakeDevice { driver?: string; group?: number; cdev?: string }
-interface FakeHost {
-  devices: Record<string, FakeDevice>;
-  /** Files under /dev, e.g. 'vfio/vfio', 'vfio/5', 'iommu', 'vfio/devices/vfio0'. */
-  dev: string[];
-}
 
 const roots: string[] = [];
 afterEach(() => {
   for (const r of roots.splice(0)) fs.rmSync(r, { recursive: true, force: true });
   delete process.env.BHYVE_PASSTHRU_HOST_ROOT;
 });
-
-/** Builds sysfs and /dev as Linux lays them out for VFIO, under a temporary root. */
-function fakeHost(h: FakeHost): string {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'passthru-host-'));
-  roots.push(root);
-  const mk = (p: string): void => fs.mkdirSync(path.join(root, p), { recursive: true });
-  const link = (target: string, p: string): void => {
-    mk(path.dirname(p));
-    fs.symlinkSync(target, path.join(root, p));
-  };
-  mk('sys/kernel/iommu_groups');
-  mk('sys/bus/pci/drivers');
-  for (const [addr, d] of Object.entries(h.devices)) {
-    const dir = `sys/bus/pci/devices/${addr}`;
-    mk(dir);
-    if (d.driver) {
-      mk(`sys/bus/pci/drivers/${d.driver}`);
-      link(`../../../bus/pci/drivers/${d.driver}`, `${dir}/driver`);
-      link(`../../../../devices/pci0000:00/${addr}`, `sys/bus/pci/drivers/${d.driver}/${addr}`);
-    }
-    if (d.group !== undefined) {
-      link(`../../../kernel/iommu_groups/${d.group}`, `${dir}/iommu_group`);
-      link(`../../../../devices/pci0000:00/${addr}`, `sys/kernel/iommu_groups/${d.group}/devices/${addr}`);
-    }
-    if (d.cdev) {
-      mk(`${dir}/vfio-dev/${d.cdev}`);
-      link(`../../../${addr}`, `sys/class/vfio-dev/${d.cdev}/device`);
-    }
-  }
-  for (const f of h.dev) {
-    mk(path.dirname(`dev/${f}`));
-    fs.writeFileSync(path.join(root, 'dev', f), '');
-  }
-  return root;
-}
+const fakeHost = (h: FakeHost): string => fakeHostTree(h, roots);
 
 const NIC = '0000:01:00.0';
 const AUDIO = '0000:01:00.1';
@@ -284,21 +243,30 @@ describe('passthru at start', () => {
     return t;
   };
 
-  it('a ready host: refused as not built, saying the device is ready', () => {
+  it('a ready host passes the start checks (the device is opened when the VM is built)', () => {
     process.env.BHYVE_PASSTHRU_HOST_ROOT = fakeHost(READY);
-    expect(() => validateForStart(config('6,passthru,1/0/0'))).toThrow(
-      "not supported yet: PCI emulation 'passthru' (pci slot 0:6:0); host device 0000:01:00.0 is ready (IOMMU group 5, /dev/vfio/5) but passthrough of host devices is not built (vfio-user=SOCKET devices are)");
+    expect(() => validateForStart(config('6,passthru,1/0/0'))).not.toThrow();
   });
 
-  it('an unready host: refused as not built, with what the host lacks', () => {
+  it('rom=: the file is read at start, as bhyve checks it (missing, empty)', () => {
+    const root = fakeHost(READY);
+    process.env.BHYVE_PASSTHRU_HOST_ROOT = root;
+    expect(() => validateForStart(config('6,passthru,1/0/0,rom=/nonexistent/x.rom'))).toThrow('passthru: can\'t open romfile "/nonexistent/x.rom"');
+    fs.writeFileSync(path.join(root, 'empty.rom'), '');
+    expect(() => validateForStart(config(`6,passthru,1/0/0,rom=${root}/empty.rom`))).toThrow(`passthru: romfile "${root}/empty.rom" is empty`);
+    fs.writeFileSync(path.join(root, 'x.rom'), Buffer.from([0x55, 0xaa, 1]));
+    expect(() => validateForStart(config(`6,passthru,1/0/0,rom=${root}/x.rom`))).not.toThrow();
+  });
+
+  it('an unready host: one line saying what the host lacks', () => {
     process.env.BHYVE_PASSTHRU_HOST_ROOT = fakeHost({ ...READY, devices: { [NIC]: { driver: 'igb', group: 5 } } });
     expect(() => validateForStart(config('6,passthru,0000:01:00.0'))).toThrow(
-      /^not supported yet: PCI emulation 'passthru' \(pci slot 0:6:0\); and the host is not set up for it: host PCI device 0000:01:00\.0 is bound to igb, not vfio-pci/);
+      /^passthru: host PCI device 0000:01:00\.0 is bound to igb, not vfio-pci/);
   });
 
   it.runIf(!hostHasIommu)('this host (no IOMMU): refused, saying there is no IOMMU', () => {
     expect(() => validateForStart(config('6,passthru,0000:01:00.0'))).toThrow(
-      /^not supported yet: PCI emulation 'passthru' \(pci slot 0:6:0\); and the host is not set up for it: no IOMMU: \/sys\/kernel\/iommu_groups is empty/);
+      /^passthru: no IOMMU: \/sys\/kernel\/iommu_groups is empty/);
   });
 
   it.runIf(!hostHasIommu)('bhyve (built) on this host: exit 4, one line on stderr, before any VM exists', () => {
@@ -306,6 +274,6 @@ describe('passthru at start', () => {
       { encoding: 'utf8', env: { ...process.env, BHYVE_DEBUG: '' } });
     expect(r.status).toBe(4);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toMatch(/^bhyve: not supported yet: PCI emulation 'passthru' \(pci slot 0:6:0\); and the host is not set up for it: no IOMMU: .*\n$/);
+    expect(r.stderr).toMatch(/^bhyve: passthru: no IOMMU: .*\n$/);
   });
 });

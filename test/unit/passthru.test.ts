@@ -14,6 +14,9 @@ import { VfioUserBackend } from '../../src/devices/passthru/vfio-user-backend.js
 import type { DeviceServices, ServedDevice, ServedRegion } from '../../src/devices/vfio-user/server.js';
 import { REG, STATUS, TestDmaDevice } from '../../src/devices/vfio-user/test-dma-device.js';
 import { eventfdWrite } from '../../src/sys/eventfd.js';
+import { memfd } from '../../src/sys/memfd.js';
+import { mmap, PROT_READ, PROT_WRITE } from '../../src/sys/libc.js';
+import fs from 'node:fs';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { IRQ_INFO_FLAG, PCI_IRQ } from '../../src/sys/vfio-abi.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
@@ -26,10 +29,10 @@ interface FakeKvm {
   maps: Array<{ gpa: number; size: number }>;
 }
 
-function rig(device: ServedDevice, opts: { kvm?: boolean; space?: ReturnType<typeof identityDmaSpace> } = {}) {
+function rig(device: ServedDevice, opts: { kvm?: boolean; space?: ReturnType<typeof identityDmaSpace>; ramFile?: { fd: number; bytes: Uint8Array } } = {}) {
   const io = new LocalIoBus();
   const msis: Array<[number, number]> = [];
-  const ram = new Uint8Array(RAM);
+  const ram = opts.ramFile?.bytes ?? new Uint8Array(RAM);
   const mem = new GuestMemory([{ gpa: 0, bytes: ram }]);
   const fk: FakeKvm = { routes: new Map(), maps: [] };
   let gsi = 24;
@@ -49,7 +52,8 @@ function rig(device: ServedDevice, opts: { kvm?: boolean; space?: ReturnType<typ
     machine: { requestExit: () => {}, vcpuCount: 1 }, stream: () => undefined, timer: () => { throw new Error('no timers'); },
   } as DeviceContext;
   const { client, server } = loopbackClient(device);
-  const backend = new VfioUserBackend('vfio-user test', client, opts.space ?? identityDmaSpace(mem.ranges()), mem);
+  const backend = new VfioUserBackend('vfio-user test', client, opts.space ?? identityDmaSpace(mem.ranges()), mem,
+    opts.ramFile && { fd: opts.ramFile.fd, layout: { lowmem: RAM, highmem: 0 } });
   const fn = new PassthruFunction(ctx, backend);
   const bus = new PciBus();
   bus.attach(0, 5, 0, fn);
@@ -358,5 +362,46 @@ describe('passthru behind the virtio-iommu (a TranslatedDmaSpace)', () => {
     // Writing through a read-only mapping: a permission fault.
     expect(prog(0x100000, 0x100000, 0x10)).toBe(STATUS.ERROR);
     expect(faults).toEqual(['unmapped', 'permission']);
+  });
+
+  it('windows the guest maps after start-up are handed over with the guest RAM file (kept open by the backend, closed with it), with their own permissions', async () => {
+    const { TranslatedDmaSpace, DMA_READ, DMA_WRITE } = await import('../../src/devices/iommu/dma-space.js');
+    type M = { iova: number; gpa: number; length: number; access: number };
+    const maps: M[] = [];
+    const space = new TranslatedDmaSpace(0x28, [{ gpa: 0, length: RAM }]);
+    const faults: string[] = [];
+    space.faultSink = (f) => { faults.push(`${f.reason} ${f.access}`); };
+    space.attach({ lookup: (iova: number) => maps.find((m) => iova >= m.iova && iova < m.iova + m.length), mappings: () => maps });
+    const fd = memfd('passthru-test-ram', RAM);
+    const r = rig(new TestDmaDevice(), { space, ramFile: { fd, bytes: mmap(RAM, PROT_READ | PROT_WRITE, fd, 0, 'test RAM').bytes } });
+    place(r);
+    // Mapped after the backend was made (as a guest's MAP requests are).
+    for (const m of [{ iova: 0x100000, gpa: 0x10000, length: 0x4000, access: DMA_READ }, { iova: 0x200000, gpa: 0x40000, length: 0x4000, access: DMA_WRITE }]) {
+      maps.push(m);
+      space.mapped(m);
+    }
+    expect(r.server.stats.dmaMapped).toBe(2);
+    expect(r.fn.stats()['vfio-user dma maps']).toBe(2);
+    r.ram.fill(0x3c, 0x10000, 0x10100);
+    const prog = (src: number, dst: number, len: number) => {
+      r.mwr32(0xc0000000 + REG.STATUS, 3);
+      r.mwr32(0xc0000000 + REG.SRC, src); r.mwr32(0xc0000000 + REG.DST, dst); r.mwr32(0xc0000000 + REG.LEN, len);
+      r.mwr32(0xc0000000 + REG.DOORBELL, 1);
+      return r.mrd32(0xc0000000 + REG.STATUS);
+    };
+    // Through the server's mappings of the file: no DMA message.
+    expect(prog(0x100000, 0x200000, 0x100)).toBe(STATUS.DONE);
+    expect(r.ram[0x40000]).toBe(0x3c);
+    expect(r.server.stats.dmaMessages).toBe(0);
+    // A read of the write-only window and a write of the read-only one:
+    // asked of the client, refused by the space.
+    expect(prog(0x200000, 0x100000, 0x10)).toBe(STATUS.ERROR);
+    expect(prog(0x100000, 0x100000, 0x10)).toBe(STATUS.ERROR);
+    expect(faults).toEqual([`permission ${DMA_READ}`, `permission ${DMA_WRITE}`]);
+    expect(r.server.stats.dmaMessages).toBe(2);
+    // The backend owns the descriptor.
+    expect(() => fs.fstatSync(fd)).not.toThrow();
+    r.backend.close();
+    expect(() => fs.fstatSync(fd)).toThrow();
   });
 });

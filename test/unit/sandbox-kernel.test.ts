@@ -27,16 +27,22 @@ import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 const [dir, log, nolandlock] = process.argv.slice(2);
 const { enterSandbox } = await import(${JSON.stringify(path.join(DIST, 'sandbox.js'))});
+const { confinePool } = await import(${JSON.stringify(path.join(DIST, 'pool-threads.js'))});
 const { landlockStatus, FS } = await import(${JSON.stringify(path.join(DIST, 'landlock.js'))});
 const ll = nolandlock ? { missing: 'test' } : landlockStatus();
 const status = fs.openSync('/proc/self/status', 'r');
-enterSandbox({ log: log === 'log', landlockAbi: 'abi' in ll ? ll.abi : 0, notes: [],
-  landlockRules: [{ path: dir, access: FS.READ_FILE | FS.REMOVE_FILE }] });
+// libuv's pool starts now, before the sandbox (as bhyve's does at -c 2).
+await fs.promises.readFile('/etc/hostname');
+const plan = { log: log === 'log', landlockAbi: 'abi' in ll ? ll.abi : 0, notes: [],
+  landlockRules: [{ path: dir, access: FS.READ_FILE | FS.REMOVE_FILE }] };
+await enterSandbox(plan, confinePool(plan));
 const code = (f) => { try { f(); return 'ok'; } catch (e) { return e.code ?? String(e); } };
 const out = { landlock: 'abi' in ll };
 out.exec = (() => { const r = spawnSync('/bin/true'); return r.error ? r.error.code : 'ran'; })();
 out.readGranted = code(() => fs.readFileSync(path.join(dir, 'keep')));
 out.readOther = code(() => fs.readFileSync('/etc/passwd'));
+// On a pool thread (started before the sandbox).
+out.readOtherAsync = await fs.promises.readFile('/etc/passwd').then(() => 'ok', (e) => e.code);
 out.create = code(() => fs.writeFileSync(path.join(dir, 'new'), 'x'));
 out.removeGranted = code(() => fs.unlinkSync(path.join(dir, 'gone')));
 out.rename = code(() => fs.renameSync(path.join(dir, 'keep'), path.join(dir, 'moved')));
@@ -89,6 +95,8 @@ describe.skipIf(skip)(`sandbox on this kernel${skip ? ` (skipped: ${skip})` : ''
     expect(out.worker).toBe('worker ran');
     // Landlock confines reads to the rules where the kernel has it.
     expect(out.readOther).toBe(out.landlock ? 'EACCES' : 'ok');
+    // And on libuv's pool threads, which started before the sandbox.
+    expect(out.readOtherAsync).toBe(out.landlock ? 'EACCES' : 'ok');
     // Allowed by the filter where Landlock is, and Landlock wants MAKE_REG for it.
     expect(out.rename).toBe(out.landlock ? 'EACCES' : 'EPERM');
     if (process.getuid?.() === 0) {

@@ -8,6 +8,7 @@ import {
   AUDIT_ARCH_X86_64, buildSeccompFilter, ENOSYS, EPERM, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO,
   SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_LOG,
 } from '../../src/vmm/sandbox/seccomp-filter.js';
+import { IOMMUFD, VFIO } from '../../src/sys/vfio-abi.js';
 import { ALLOWED_SYSCALLS, CHECKED_SYSCALLS, SHARE_READ_SYSCALLS, SHARE_WRITE_SYSCALLS } from '../../src/vmm/sandbox/syscall-allowlist.js';
 
 const PID = 4242;
@@ -81,6 +82,20 @@ describe('seccomp filter', () => {
     expect(run(prog, C.ioctl, [0, 0x5412])).toBe(REFUSE);
     expect(run(prog, C.ioctl, [0, 0x541c])).toBe(REFUSE);
     expect(run(prog, C.ioctl, [0, 0x5401 /* TCGETS */])).toBe(SECCOMP_RET_ALLOW);
+  });
+
+  it('passthru of a host device at run time: its VFIO/iommufd ioctls, pread64/pwrite64 on regions, eventfd2, mmap', () => {
+    // vfio-backend.ts: SET_IRQS when the guest enables MSI/MSI-X, RESET on FLR,
+    // MAP/UNMAP as the guest's IOMMU mappings change (either API).
+    for (const req of [VFIO.DEVICE_SET_IRQS, VFIO.DEVICE_RESET, VFIO.IOMMU_MAP_DMA, VFIO.IOMMU_UNMAP_DMA, IOMMUFD.IOAS_MAP, IOMMUFD.IOAS_UNMAP]) {
+      expect([req, run(prog, C.ioctl, [7, req])]).toEqual([req, SECCOMP_RET_ALLOW]);
+    }
+    for (const name of ['pread64', 'pwrite64', 'eventfd2', 'mmap', 'munmap']) {
+      const nr = ALLOWED_SYSCALLS.find(([n]) => n === name)![1];
+      expect([name, run(prog, nr, [7])]).toEqual([name, SECCOMP_RET_ALLOW]);
+    }
+    // Opening a VFIO file happens before the sandbox; afterwards an open with O_CREAT is still refused.
+    expect(run(prog, C.openat, [-100, 0, 0o100 | 2])).toBe(REFUSE);
   });
 
   it('clone makes threads only; clone3 and openat2 answer ENOSYS so that libc falls back', () => {

@@ -7,7 +7,8 @@ import { UsageError } from '../../src/config/errors.js';
 import { ConfigError } from '../../src/config/tree.js';
 import { LoaderError } from '../../src/loader/errors.js';
 import { SysError } from '../../src/sys/libc.js';
-import { errorLine, UserError, userErrorWithPrefix } from '../../src/user-error.js';
+import fs from 'node:fs';
+import { errorLine, systemErrorText, UserError, userErrorWithPrefix } from '../../src/user-error.js';
 
 function report(prog: string, err: unknown, userStatus?: number): { status: number; stderr: string } {
   let stderr = '';
@@ -58,5 +59,15 @@ describe('errors crossing layers', () => {
     expect(b).toMatchObject({ message: 'p: bad', exitCode: 64 });
     const bug = new RangeError('bug');
     expect(userErrorWithPrefix(bug, 'p: ')).toBe(bug);
+  });
+
+  it('systemErrorText: strerror words for a failed file call, without Node\'s code, call and path', () => {
+    const caught = (f: () => unknown): unknown => { try { f(); } catch (e) { return e; } return undefined; };
+    expect(systemErrorText(caught(() => fs.readFileSync('/nonexistent-file')))).toBe('No such file or directory');
+    expect(systemErrorText(caught(() => fs.readFileSync('/')))).toBe('Is a directory');
+    // Outside the table: libuv's words, capitalized.
+    const notEmpty = Object.assign(new Error("ENOTEMPTY: directory not empty, rmdir '/x'"), { code: 'ENOTEMPTY', syscall: 'rmdir' });
+    expect(systemErrorText(notEmpty)).toBe('Directory not empty');
+    expect(systemErrorText(new Error('plain'))).toBe('plain');
   });
 });

@@ -60,11 +60,18 @@ int main(void) {
   K(VFIO_PCI_CONFIG_REGION_INDEX) K(VFIO_PCI_VGA_REGION_INDEX)
   K(VFIO_PCI_INTX_IRQ_INDEX) K(VFIO_PCI_MSI_IRQ_INDEX) K(VFIO_PCI_MSIX_IRQ_INDEX)
   K(VFIO_PCI_ERR_IRQ_INDEX) K(VFIO_PCI_REQ_IRQ_INDEX)
+  S(vfio_info_cap_header) S(vfio_region_info_cap_sparse_mmap) S(vfio_region_sparse_mmap_area)
+  O(vfio_info_cap_header, id) O(vfio_info_cap_header, version) O(vfio_info_cap_header, next)
+  O(vfio_region_info_cap_sparse_mmap, header) O(vfio_region_info_cap_sparse_mmap, nr_areas)
+  O(vfio_region_info_cap_sparse_mmap, reserved) O(vfio_region_info_cap_sparse_mmap, areas)
+  O(vfio_region_sparse_mmap_area, offset) O(vfio_region_sparse_mmap_area, size)
+  K(VFIO_REGION_INFO_CAP_SPARSE_MMAP) K(VFIO_REGION_INFO_CAP_TYPE)
 #ifdef VFIO_DEVICE_BIND_IOMMUFD
   printf("have cdev 1\n");
   O(vfio_device_bind_iommufd, argsz) O(vfio_device_bind_iommufd, flags)
   O(vfio_device_bind_iommufd, iommufd) O(vfio_device_bind_iommufd, out_devid)
   O(vfio_device_attach_iommufd_pt, argsz) O(vfio_device_attach_iommufd_pt, flags) O(vfio_device_attach_iommufd_pt, pt_id)
+  S(vfio_device_bind_iommufd) S(vfio_device_attach_iommufd_pt)
   I(VFIO_DEVICE_BIND_IOMMUFD) I(VFIO_DEVICE_ATTACH_IOMMUFD_PT) I(VFIO_DEVICE_DETACH_IOMMUFD_PT)
 #endif
 #ifdef HAVE_IOMMUFD
@@ -72,7 +79,7 @@ int main(void) {
   S(iommu_destroy) S(iommu_ioas_alloc) S(iommu_ioas_map) S(iommu_ioas_unmap)
   O(iommu_destroy, size) O(iommu_destroy, id)
   O(iommu_ioas_alloc, size) O(iommu_ioas_alloc, flags) O(iommu_ioas_alloc, out_ioas_id)
-  O(iommu_ioas_map, size) O(iommu_ioas_map, flags) O(iommu_ioas_map, ioas_id) O(iommu_ioas_map, user_va)
+  O(iommu_ioas_map, size) O(iommu_ioas_map, flags) O(iommu_ioas_map, ioas_id) O(iommu_ioas_map, __reserved) O(iommu_ioas_map, user_va)
   O(iommu_ioas_map, length) O(iommu_ioas_map, iova)
   O(iommu_ioas_unmap, size) O(iommu_ioas_unmap, ioas_id) O(iommu_ioas_unmap, iova) O(iommu_ioas_unmap, length)
   I(IOMMU_DESTROY) I(IOMMU_IOAS_ALLOC) I(IOMMU_IOAS_IOVA_RANGES) I(IOMMU_IOAS_MAP) I(IOMMU_IOAS_UNMAP)
@@ -148,11 +155,24 @@ describe.skipIf(!haveHeaders || !haveGcc)('VFIO ABI matches <linux/vfio.h>', () 
     for (const [n, v] of Object.entries(abi.PCI_REGION)) expect([n, v]).toEqual([n, get(`const VFIO_PCI_${n}_REGION_INDEX`)]);
     for (const [n, v] of Object.entries(abi.PCI_IRQ)) expect([n, v]).toEqual([n, get(`const VFIO_PCI_${n}_IRQ_INDEX`)]);
   });
+
+  it('the region capability chain and the sparse-mmap capability', () => {
+    for (const [name, size] of Object.entries(abi.SPARSE_MMAP_SIZEOF)) expect([name, size]).toEqual([name, get(`size ${name}`)]);
+    expect(get('size vfio_info_cap_header')).toBe(8);
+    offsets([
+      ['vfio_info_cap_header', abi.INFO_CAP_HEADER], ['vfio_region_info_cap_sparse_mmap', abi.CAP_SPARSE_MMAP],
+      ['vfio_region_sparse_mmap_area', abi.SPARSE_MMAP_AREA],
+    ]);
+    consts('VFIO_REGION_INFO_CAP_', abi.REGION_INFO_CAP);
+  });
 });
 
 if (haveCdev) describe('VFIO cdev ABI matches <linux/vfio.h> (Linux 6.6+ headers)', () => {
   it('bind/attach structures and ioctl numbers', () => {
     offsets([['vfio_device_bind_iommufd', abi.BIND_IOMMUFD], ['vfio_device_attach_iommufd_pt', abi.ATTACH_IOMMUFD_PT]]);
+    for (const n of ['vfio_device_bind_iommufd', 'vfio_device_attach_iommufd_pt'] as const) {
+      expect([n, abi.IOMMUFD_SIZEOF[n]]).toEqual([n, get(`size ${n}`)]);
+    }
     for (const [n, v] of Object.entries(abi.VFIO_CDEV)) expect([n, v]).toEqual([n, get(`ioctl VFIO_${n}`)]);
   });
 });

@@ -29,6 +29,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 const D = ${JSON.stringify(DIST)};
 const { enterSandbox } = await import(D + '/vmm/sandbox/sandbox.js');
+const { confinePool } = await import(D + '/vmm/sandbox/pool-threads.js');
 const { landlockStatus, FS } = await import(D + '/vmm/sandbox/landlock.js');
 const { P9Server } = await import(D + '/devices/virtio/p9/p9-server.js');
 const { P9Share } = await import(D + '/devices/virtio/p9/p9-share.js');
@@ -40,9 +41,10 @@ const ro = mode === 'ro';
 const srv = new P9Server(new P9Share(share, ro));
 const ll = landlockStatus();
 const write = FS.WRITE_FILE | FS.REMOVE_DIR | FS.REMOVE_FILE | FS.MAKE_DIR | FS.MAKE_REG | FS.MAKE_SOCK | FS.MAKE_FIFO | FS.MAKE_SYM | FS.REFER | FS.TRUNCATE;
-enterSandbox({ log: false, landlockAbi: 'abi' in ll ? ll.abi : 0, notes: [],
+const plan = { log: false, landlockAbi: 'abi' in ll ? ll.abi : 0, notes: [],
   landlockRules: [{ path: share, access: FS.READ_FILE | FS.READ_DIR | (ro ? 0n : write) }],
-  ...(mode === 'none' ? {} : { shares: ro ? 'ro' : 'rw' }) });
+  ...(mode === 'none' ? {} : { shares: ro ? 'ro' : 'rw' }) };
+await enterSandbox(plan, confinePool(plan));
 const u32 = (v) => { const b = Buffer.alloc(4); b.writeUInt32LE(v >>> 0); return b; };
 const u64 = (v) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); return b; };
 const u16 = (v) => Buffer.from([v & 255, v >> 8]);

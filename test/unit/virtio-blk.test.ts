@@ -366,6 +366,16 @@ describe('virtio-blk device', () => {
       sectorSize: 4096, physicalSectorSize: 4096, serial: 'disk-1',
     });
     expect(() => blockOptionsFromConfig(new ConfigTree(), 'pci.0.4.0')).toThrow(/no disk image path/);
+    // The iothread's spin window: 0..1000 us.
+    tree.set('pci.0.3.0.iothread', 'true');
+    tree.set('pci.0.3.0.iothread_poll_us', '0');
+    expect(blockOptionsFromConfig(tree, 'pci.0.3.0')).toMatchObject({ iothread: true, iothreadPollUs: 0 });
+    tree.set('pci.0.3.0.iothread_poll_us', '250');
+    expect(blockOptionsFromConfig(tree, 'pci.0.3.0').iothreadPollUs).toBe(250);
+    for (const bad of ['-1', '1001', 'x', '1e3', '']) {
+      tree.set('pci.0.3.0.iothread_poll_us', bad);
+      expect(() => blockOptionsFromConfig(tree, 'pci.0.3.0')).toThrow(/iothread_poll_us/);
+    }
   });
 
   it('nocache (O_DIRECT) and sync work, including guest buffers that are not aligned', () => {

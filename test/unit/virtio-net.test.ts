@@ -28,6 +28,21 @@ class FakePort implements NetPort {
   }
 }
 
+/** A backend that can also read a frame straight into the guest's buffers. */
+class DirectPort extends FakePort {
+  peeks = 0;
+  direct: Uint8Array[][] = [];
+  peek(): Uint8Array | null { this.peeks++; return super.peek(); }
+  readInto(views: Uint8Array[]): number {
+    const f = this.rx.shift();
+    if (!f) return 0;
+    this.direct.push([...views]);
+    let at = 0;
+    for (const v of views) { const n = Math.min(v.length, f.length - at); v.set(f.subarray(at, at + n)); at += n; }
+    return f.length;
+  }
+}
+
 const MAC = Uint8Array.from([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
 const V1 = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET_F_MAC) | featureBit(VIRTIO_NET_F_STATUS);
 const V1_MRG = V1 | featureBit(VIRTIO_NET_F_MRG_RXBUF);
@@ -155,6 +170,44 @@ describe('virtio-net data path', () => {
     expect(Array.from(hdr)).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
     expect(Array.from(rx.read(bufs[1] + 12, 1514))).toEqual(Array.from(frame(1514, 3)));
     expect(interrupts).toEqual([0]);
+  });
+
+  it('RX reads straight into a chain that holds the largest frame (zerocopy), else through the bounce buffer', () => {
+    for (const zeroCopy of [true, false]) {
+      const port = new DirectPort();
+      const dev = new VirtioNet({ mac: MAC, zeroCopy }, port);
+      const rx = new FakeDriver(16, 1 << 20);
+      const tx = new FakeDriver(16, 1 << 20);
+      const { interrupts } = activateQueues(dev, [rx, tx], V1_MRG);
+      // Two large chains (two descriptors each: 12 + 65600 bytes need both), then a small one.
+      const big = [0, 1].map(() => [rx.alloc(40000), rx.alloc(30000)]);
+      for (const [a, b] of big) rx.offer(rx.chain([{ addr: a, len: 40000, write: true }, { addr: b, len: 30000, write: true }]));
+      const small = rx.alloc(2048);
+      rx.offer(rx.chain([{ addr: small, len: 2048, write: true }]));
+      port.rx.push(frame(50000, 4), frame(60, 5), frame(1000, 6));
+      dev.poll();
+      expect(rx.usedIdx()).toBe(3);
+      expect(rx.usedElem(0).len).toBe(12 + 50000);
+      expect(Array.from(rx.read(big[0][0], 12))).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+      const got = Buffer.concat([rx.read(big[0][0] + 12, 40000 - 12), rx.read(big[0][1], 50000 - (40000 - 12))]);
+      expect(got.equals(Buffer.from(frame(50000, 4)))).toBe(true);
+      expect(rx.usedElem(1).len).toBe(12 + 60);
+      expect(Array.from(rx.read(big[1][0] + 12, 60))).toEqual(Array.from(frame(60, 5)));
+      expect(rx.usedElem(2).len).toBe(12 + 1000);
+      expect(Array.from(rx.read(small + 12, 1000))).toEqual(Array.from(frame(1000, 6)));
+      expect(interrupts).toEqual([0]);
+      if (zeroCopy) {
+        // The first two went straight into guest RAM; the third, for the
+        // small buffer, through peek().
+        expect(port.direct).toHaveLength(2);
+        expect(port.direct[0][0].buffer).toBe(rx.bytes.buffer);
+        expect(port.direct[0].reduce((n, v) => n + v.length, 0)).toBe(65600);
+        expect(port.peeks).toBeGreaterThan(0);
+      } else {
+        expect(port.direct).toHaveLength(0);
+      }
+      expect(dev.stats.rxFrames).toBe(3);
+    }
   });
 
   it('RX asks for buffer notifications only while a frame waits for buffers (as QEMU and bhyve)', () => {

@@ -220,6 +220,30 @@ describe('notification suppression', () => {
     expect(q.enableNotification()).toBe(true);
   });
 
+  it('with EVENT_IDX, disableNotification(true) holds avail_event (a polling device) until enableNotification', () => {
+    const d = new FakeDriver(8);
+    const q = queue(d, { eventIdx: true });
+    const buf = d.alloc(16);
+    d.offer(d.chain([{ addr: buf, len: 16 }]));
+    q.pop();
+    expect(d.availEvent()).toBe(1);
+    q.disableNotification(true);
+    for (let i = 0; i < 3; i++) d.offer(d.chain([{ addr: buf, len: 16 }]));
+    q.pop();
+    q.pop();
+    expect(d.availEvent()).toBe(1); // the driver that moved past 1 notified once, and no more
+    expect(d.usedFlags() & VIRTQ_USED_F_NO_NOTIFY).toBe(0); // the flag is for drivers without EVENT_IDX
+    expect(q.enableNotification()).toBe(true); // one still available
+    expect(d.availEvent()).toBe(3);
+    q.pop();
+    expect(d.availEvent()).toBe(4);
+    // Without the argument (virtio-net's use) avail_event keeps moving.
+    q.disableNotification();
+    d.offer(d.chain([{ addr: buf, len: 16 }]));
+    q.pop();
+    expect(d.availEvent()).toBe(5);
+  });
+
   it('without EVENT_IDX toggles VIRTQ_USED_F_NO_NOTIFY', () => {
     const d = new FakeDriver(8);
     const q = queue(d);

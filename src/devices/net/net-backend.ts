@@ -41,7 +41,7 @@ import type { DoorbellTransfer } from '../../sys/doorbell.js';
 import { openSlirpBackend, SlirpConfigError } from './slirp-backend.js';
 
 /** Largest frame read from a tap (its MTU may be up to 65535). */
-const TAP_READ_BYTES = 65536 + 64;
+export const TAP_READ_BYTES = 65536 + 64;
 const EAGAIN = 11;
 
 /** Everything the device thread needs (structured-cloneable). */
@@ -76,6 +76,11 @@ export interface NetPort {
   /** Sends one frame whose bytes are the concatenation of `views`; false
    * when the host refused it (the frame is dropped, as bhyve does). */
   send(views: Uint8Array[]): boolean;
+  /** Reads the next frame straight into `views` (which together hold at
+   * least TAP_READ_BYTES, so no frame is cut) when no frame is held from
+   * peek(): its length, 0 when none is waiting, -1 when peek() holds one.
+   * Absent: peek() only. */
+  readInto?(views: Uint8Array[]): number;
 }
 
 export class NetBackendError extends UserError {}
@@ -206,6 +211,27 @@ export function fdNetPort(fd: number, onEmpty: () => void = () => {}, rereadAfte
     },
     consume(): void {
       pending = null;
+    },
+    readInto(views: Uint8Array[]): number {
+      if (pending !== null) return -1;
+      const once = (): number => {
+        if (views.length === 1) return readFd(fd, views[0]);
+        try {
+          return fs.readvSync(fd, views);
+        } catch (e) {
+          // Node's errno is negative on Linux: -errno either way.
+          return -Math.abs((e as { errno?: number }).errno ?? EAGAIN);
+        }
+      };
+      let n = once();
+      if (n <= 0) {
+        if (n < 0 && n !== -EAGAIN) rxErrors++;
+        onEmpty();
+        if (!rereadAfterEmpty) return 0;
+        n = once();
+        if (n <= 0) return 0;
+      }
+      return n;
     },
     send(views: Uint8Array[]): boolean {
       if (views.length === 1) {

@@ -2,8 +2,9 @@
 // in VFIO's terms (regions by index, interrupts by index and eventfds,
 // reset), so the same passthrough code drives a device served over
 // vfio-user (vfio-user-backend.ts) and a host device opened through
-// VFIO/iommufd (not built: there is no hardware to verify it on here).
+// VFIO/iommufd (vfio-backend.ts).
 
+import type { Mapping } from '../../sys/libc.js';
 import type { MmapArea } from '../vfio-user/protocol.js';
 
 export interface BackendRegion {
@@ -32,6 +33,9 @@ export interface PassthruBackend {
   /** INTx: the eventfd whose signal unmasks the (automasked) line. */
   setIntxUnmaskFd(fd: number): void;
   reset(): void;
+  /** Maps `length` bytes of region `index` (one with `mmap`) into this
+   * process; absent: the function maps `mmap.fd` at `mmap.offset` itself. */
+  mmapRegion?(index: number, length: number): Mapping;
   close(): void;
   stats?(): Record<string, number>;
 }

@@ -16,7 +16,10 @@
 //     put the device in D3 behind our back), and an FLR the guest starts
 //     through the PCI Express capability becomes a device reset;
 //   - the rest of the device-specific space is the device's, read and
-//     written through.
+//     written through;
+//   - with rom=FILE (bhyve's passthru_init_rom), the expansion ROM BAR
+//     shows the file's contents, read-only, where the guest places and
+//     enables it; without, the function has no expansion ROM.
 //
 // The device is reset when the VM starts and when it stops.
 
@@ -25,7 +28,7 @@ import type { DeviceContext, Device, MmioHandler } from '../device.js';
 import { barSize, type BarKind } from '../pci/bar-alloc.js';
 import {
   PCIM_CMD_BUSMASTEREN, PCIM_CMD_INTxDIS, PCIM_CMD_MEMEN, PCIM_CMD_PORTEN, PCIM_STATUS_CAPPRESENT, PCIR_BAR0, PCIR_CAP_PTR,
-  PCIR_COMMAND, PCIR_INTLINE, PCIR_INTPIN, PCIR_STATUS, PCIY_EXPRESS, PCIY_MSI, PCIY_MSIX, PCI_BAR_COUNT,
+  PCIR_BIOS, PCIR_COMMAND, PCIR_INTLINE, PCIR_INTPIN, PCIR_STATUS, PCIY_EXPRESS, PCIY_MSI, PCIY_MSIX, PCI_BAR_COUNT,
 } from '../pci/config-space.js';
 import { PciEmulFunction, type BarHandler } from '../pci/pci-emul.js';
 import { closeFd, eventfd, EFD_CLOEXEC, EFD_NONBLOCK } from '../../sys/eventfd.js';
@@ -63,6 +66,21 @@ export function walkCapabilities(cfg: Uint8Array): Capability[] {
     c.length = Math.min(known ?? next - c.offset, CONFIG_SIZE - c.offset);
   }
   return out;
+}
+
+/** The expansion ROM BAR's size for a ROM file of `length` bytes, as
+ * bhyve's pci_emul_alloc_rom: 1 << fls(length), at least 2 KiB. */
+export function romBarSize(length: number): number {
+  return Math.max(2 ** (Math.floor(Math.log2(length)) + 1), ROM_MIN);
+}
+const ROM_MIN = 0x800;
+const ROM_ENABLE = 1;
+/** bhyve's PCI_EMUL_ROMSIZE: the ROM space all functions share. */
+export const ROM_SPACE = 0x1000000;
+
+export interface PassthruOptions {
+  /** Contents of the rom= file. */
+  rom?: Uint8Array;
 }
 
 export interface PassthruStats {
@@ -103,8 +121,20 @@ export class PassthruFunction extends PciEmulFunction implements Device {
   private intxWire?: { trigger: number; resample: number; close(): void };
   readonly passthruStats: PassthruStats = { barTraps: 0, mappedBarBytes: 0, configForwarded: 0, resets: 0, flr: 0 };
 
-  constructor(ctx: DeviceContext, readonly backend: PassthruBackend) {
+  /** The expansion ROM (rom=): contents padded to the BAR size, where it decodes now. */
+  private readonly rom?: { bytes: Uint8Array; size: number; at?: number };
+
+  constructor(ctx: DeviceContext, readonly backend: PassthruBackend, opts: PassthruOptions = {}) {
     super('passthru', ctx);
+    if (opts.rom) {
+      if (opts.rom.length === 0) throw new RangeError('the ROM file is empty');
+      const size = romBarSize(opts.rom.length);
+      if (size > ROM_SPACE) throw new RangeError(`the ROM file of ${opts.rom.length} bytes needs a ${size}-byte BAR, over the ${ROM_SPACE}-byte ROM space`);
+      const bytes = new Uint8Array(size);
+      bytes.set(opts.rom);
+      this.rom = { bytes, size };
+      this.bars[6] = { type: 'rom', size, addr: 0 };
+    }
     backend.reset();
     const cfgRegion = backend.region(PCI_REGION.CONFIG);
     if (cfgRegion.size < 64) throw new Error(`${backend.name}: configuration space region of ${cfgRegion.size} bytes`);
@@ -189,10 +219,15 @@ export class PassthruFunction extends PciEmulFunction implements Device {
       const bar: BarInfo = { idx: i, kind, size, regionSize: r.size, plan, mappedAt: [], trappedAt: [] };
       if (plan.some((p) => p.how === 'map') && r.mmap) {
         try {
-          // A server's file shorter than the region would fault (SIGBUS) when the guest touched it.
-          const st = fs.fstatSync(r.mmap.fd);
-          if (st.isFile() && st.size < r.mmap.offset + r.size) throw new RangeError('region beyond its file');
-          bar.host = mmap(Math.ceil(r.size / PAGE_SIZE) * PAGE_SIZE, PROT_READ | PROT_WRITE, r.mmap.fd, r.mmap.offset, `${this.backend.name} BAR ${i}`);
+          const length = Math.ceil(r.size / PAGE_SIZE) * PAGE_SIZE;
+          if (this.backend.mmapRegion) {
+            bar.host = this.backend.mmapRegion(i, length);
+          } else {
+            // A server's file shorter than the region would fault (SIGBUS) when the guest touched it.
+            const st = fs.fstatSync(r.mmap.fd);
+            if (st.isFile() && st.size < r.mmap.offset + r.size) throw new RangeError('region beyond its file');
+            bar.host = mmap(length, PROT_READ | PROT_WRITE, r.mmap.fd, r.mmap.offset, `${this.backend.name} BAR ${i}`);
+          }
         } catch {
           bar.plan = [{ offset: 0, size, how: 'trap' }];
         }
@@ -299,6 +334,7 @@ export class PassthruFunction extends PciEmulFunction implements Device {
   cfgWrite(off: number, size: number, value: number): boolean {
     if (off >= CONFIG_SIZE) return true;
     if (off >= PCIR_BAR0 && off < PCIR_BAR0 + 4 * PCI_BAR_COUNT) return super.cfgWrite(off, size, value);
+    if (off >= PCIR_BIOS && off < PCIR_BIOS + 4) { this.romWrite(off, size, value); return true; }
     const msi = this.devMsiCap;
     if (msi && off >= msi.offset && off < msi.offset + msi.length) { this.msiWrite(off, size, value); return true; }
     const msix = this.devMsixCap;
@@ -330,6 +366,47 @@ export class PassthruFunction extends PciEmulFunction implements Device {
     const passed = PCIM_CMD_PORTEN | PCIM_CMD_MEMEN | PCIM_CMD_BUSMASTEREN | PCIM_CMD_INTxDIS;
     this.backend.write(PCI_REGION.CONFIG, PCIR_COMMAND, le(newCommand & passed, 2));
     this.wireIntx();
+    this.decodeRom();
+  }
+
+  // ---- expansion ROM ----
+
+  /** A guest write to the ROM BAR: address bits above the size, and enable. */
+  private romWrite(off: number, size: number, value: number): void {
+    const rom = this.rom;
+    if (!rom) return; // no expansion ROM: the register reads 0
+    const cur = this.cfg.get32(PCIR_BIOS);
+    let v = cur;
+    for (let i = 0; i < size && off + i < PCIR_BIOS + 4; i++) {
+      const shift = 8 * (off + i - PCIR_BIOS);
+      v = (v & ~(0xff << shift)) | (((value >>> (8 * i)) & 0xff) << shift);
+    }
+    const addr = (v & ~(rom.size - 1) & ~(ROM_MIN - 1)) >>> 0;
+    this.cfg.set32(PCIR_BIOS, (addr | (v & ROM_ENABLE)) >>> 0);
+    this.bars[6].addr = addr;
+    this.decodeRom();
+  }
+
+  /** The ROM decodes where the guest put it while it and memory decoding are enabled. */
+  private decodeRom(): void {
+    const rom = this.rom;
+    if (!rom) return;
+    const v = this.cfg.get32(PCIR_BIOS);
+    const addr = (v & ~(rom.size - 1) & ~(ROM_MIN - 1)) >>> 0;
+    const want = (v & ROM_ENABLE) && (this.cfg.get16(PCIR_COMMAND) & PCIM_CMD_MEMEN) && addr !== 0 ? addr : undefined;
+    if (rom.at === want) return;
+    if (rom.at !== undefined) this.ctx.io.unregisterMmio(rom.at);
+    rom.at = undefined;
+    if (want === undefined) return;
+    try {
+      this.ctx.io.registerMmio(`${this.name} ROM`, want, rom.size, {
+        read: (a, data) => { const o = a - want; data.set(rom.bytes.subarray(o, o + data.length)); },
+        write: () => {}, // read-only
+      });
+      rom.at = want;
+    } catch {
+      // Overlapping another range: not decoded, as a BAR conflict.
+    }
   }
 
   private msiWrite(off: number, size: number, value: number): void {
@@ -394,6 +471,7 @@ export class PassthruFunction extends PciEmulFunction implements Device {
 
   reset(): void {
     this.resetDevice();
+    if (this.rom) { this.cfg.set32(PCIR_BIOS, 0); this.bars[6].addr = 0; this.decodeRom(); }
     this.msixEmu?.reset();
     this.msiEmu?.close();
     if (this.devMsixCap) this.cfg.set16(this.devMsixCap.offset + 2, this.cfg.get16(this.devMsixCap.offset + 2) & 0x07ff);

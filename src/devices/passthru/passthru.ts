@@ -1,21 +1,24 @@
-// bhyve's passthru (pci_passthru.c): a PCI device of another process or of
-// the host handed to the guest. Built over vfio-user (vfio-user=SOCKET: a
-// device another process serves, e.g. bhyve-vfio-user or SPDK's NVMe
-// target); a host device (bhyve's B/S/F, pptN, and the Linux forms) is
-// found and the host's VFIO set-up checked, and the refusal says either
-// what the host is missing or that the device is ready and only the VFIO
-// backend is lacking (it could not be verified on hardware here).
+// bhyve's passthru (pci_passthru.c): a PCI device of the host or of another
+// process handed to the guest. A host device (bhyve's B/S/F, pptN, and the
+// Linux forms DDDD:BB:SS.F and /dev/vfio/devices/vfioN) is found and the
+// host's VFIO set-up checked before the VM exists (host-device.ts), then
+// opened through iommufd or the VFIO group API (vfio-backend.ts); a device
+// another process serves over vfio-user (vfio-user=SOCKET: bhyve-vfio-user,
+// SPDK's NVMe target) is connected to (vfio-user-backend.ts). Both drive the
+// same passthrough function (passthru-function.ts).
 
 import { ConfigError, type ConfigTree } from '../../config/tree.js';
 import { parseLegacyConfig, setValue } from '../../config/legacy.js';
 import fs from 'node:fs';
 import type { PciDeviceRecord, LegacyParser, PciSlot } from '../pci-device.js';
-import { checkHostDevice, HostSetupError, isLinuxForm, passthruSource } from './host-device.js';
+import { checkHostDevice, isLinuxForm, passthruSource } from './host-device.js';
 import { identityDmaSpace, type DmaSpaceLike } from './dma-window.js';
-import { PassthruFunction } from './passthru-function.js';
+import { PassthruFunction, romBarSize, ROM_SPACE } from './passthru-function.js';
 import { pciEndpointId } from '../iommu/dma-space.js';
 import { IOMMU_KEY } from '../iommu/iommu-config.js';
 import { VfioUserBackend } from './vfio-user-backend.js';
+import { mapGuestRamFile, VfioBackend } from './vfio-backend.js';
+import { hostVfioIo } from './vfio-host-io.js';
 
 /**
  * passthru_legacy_config(): `pptN` | `pciB:S:F` | `B/S/F`, then name=value;
@@ -46,15 +49,13 @@ const passthruLegacy: LegacyParser = (tree, node, opts) => {
   if (comma >= 0) parseLegacyConfig(tree, node, opts.slice(comma + 1));
 };
 
-/** What start says of the host besides "not supported yet": the set-up it lacks, or the device found. */
-function hostStatus(config: ConfigTree, slot: PciSlot): string {
-  try {
-    const d = checkHostDevice(passthruSource(config, slot.node));
-    return `host device ${d.address} is ready (IOMMU group ${d.group}, ${d.node}) but passthrough of host devices is not built (vfio-user=SOCKET devices are)`;
-  } catch (e) {
-    if (e instanceof HostSetupError) return `and the host is not set up for it: ${e.message.replace(/^passthru: /, '')}`;
-    throw e;
-  }
+/** The rom= file (bhyve's passthru_init_rom): read before the sandbox, checked as bhyve does. */
+function readRom(file: string): Uint8Array {
+  let bytes: Uint8Array;
+  try { bytes = fs.readFileSync(file); } catch { throw new ConfigError(`passthru: can't open romfile "${file}"`); }
+  if (bytes.length === 0) throw new ConfigError(`passthru: romfile "${file}" is empty`);
+  if (romBarSize(bytes.length) > ROM_SPACE) throw new ConfigError(`passthru: romfile "${file}" does not fit the ${ROM_SPACE / 0x100000} MiB ROM space`);
+  return bytes;
 }
 
 export const passthruDevice: PciDeviceRecord = {
@@ -72,31 +73,57 @@ export const passthruDevice: PciDeviceRecord = {
   ],
   validate(config, slot) {
     const src = passthruSource(config, slot.node);
-    if (src.kind === 'vfio-user') {
+    if (src.kind !== 'vfio-user') {
+      // The host's set-up, before the VM exists: one line when it is not ready.
+      checkHostDevice(src);
+      const rom = config.get(`${slot.node}.rom`);
+      if (rom !== undefined) readRom(rom);
+    } else {
       if (config.get(`${slot.node}.rom`) !== undefined) throw new ConfigError('passthru: rom= is not supported with vfio-user devices (the server provides the ROM region)');
       let st: fs.Stats;
       try { st = fs.statSync(src.path); } catch { throw new ConfigError(`passthru: no vfio-user socket ${src.path}`); }
       if (!st.isSocket()) throw new ConfigError(`passthru: vfio-user=${src.path} is not a socket`);
     }
   },
-  builtFor: (config, slot) => passthruSource(config, slot.node).kind === 'vfio-user',
-  hostStatus,
   create(ctx, slot, chipset) {
     const src = passthruSource(ctx.config, slot.node);
-    if (src.kind !== 'vfio-user') throw new ConfigError(`not supported yet: passthru of host devices; ${hostStatus(ctx.config, slot)}`);
     // The function's DMA space: the IOMMU's when it is behind one.
     const space: DmaSpaceLike = chipset.dma?.forEndpoint(pciEndpointId(slot.bus, slot.slot, slot.func)) ?? identityDmaSpace(ctx.mem.ranges());
     const helper = ctx.kvm?.helper;
+    if (src.kind !== 'vfio-user') {
+      const device = checkHostDevice(src);
+      if (!helper) throw new ConfigError('passthru: a host device needs KVM and the guest RAM file (its DMA windows)');
+      const io = hostVfioIo(process.env.BHYVE_PASSTHRU_HOST_ROOT || '/');
+      // Guest RAM mapped here for the kernel to pin; the file is not needed after.
+      const fd = fs.openSync(helper.memoryPath, 'r+');
+      let ram;
+      try { ram = mapGuestRamFile(io, fd, helper.layout); } finally { fs.closeSync(fd); }
+      let backend: VfioBackend;
+      try {
+        backend = VfioBackend.open(device, { io, space, ram, kvm: ctx.kvm });
+      } catch (e) {
+        ram.close();
+        throw e;
+      }
+      try {
+        const romFile = ctx.config.get(`${slot.node}.rom`);
+        return new PassthruFunction(ctx, backend, { rom: romFile === undefined ? undefined : readRom(romFile) });
+      } catch (e) {
+        backend.close();
+        if (e instanceof ConfigError) throw e;
+        throw new ConfigError(`passthru: host device ${device.address}: ${(e as Error).message}`);
+      }
+    }
+    // The guest RAM file stays open with the backend (it closes it): a
+    // window the guest's IOMMU MAPs later is handed over with it again.
     let ramFd: number | undefined;
     if (helper) ramFd = fs.openSync(helper.memoryPath, 'r+');
     try {
       const backend = VfioUserBackend.connect(src.path, space, ctx.mem, ramFd === undefined ? undefined : { fd: ramFd, layout: helper!.layout });
       return new PassthruFunction(ctx, backend);
     } catch (e) {
-      throw new ConfigError(`passthru: vfio-user device at ${src.path}: ${(e as Error).message}`);
-    } finally {
-      // The server has its own copy of the descriptor now.
       if (ramFd !== undefined) fs.closeSync(ramFd);
+      throw new ConfigError(`passthru: vfio-user device at ${src.path}: ${(e as Error).message}`);
     }
   },
 };

@@ -15,8 +15,11 @@ import { DEVICE_FLAGS, REGION_INFO_FLAG, PCI_IRQ, IRQ_SET_FLAG } from '../../sys
 import type { GuestMemory } from '../../sys/guest-memory.js';
 import { closeFd } from '../../sys/eventfd.js';
 import type { BackendRegion, PassthruBackend } from './passthru-backend.js';
-import { DMA_WRITE, dmaThroughSpace, ramFileRanges, type DmaSpaceLike } from './dma-window.js';
+import { DMA_READ, DMA_WRITE, dmaThroughSpace, ramFileRanges, type DmaSpaceLike } from './dma-window.js';
 
+/** The guest RAM file: the backend owns the descriptor (closed with it),
+ * since every DMA window, including those an IOMMU MAP brings at run time,
+ * is handed to the server with it. */
 export interface GuestRamFile {
   fd: number;
   layout: { lowmem: number; highmem: number };
@@ -30,7 +33,7 @@ export class VfioUserBackend implements PassthruBackend {
   private readonly windows: Array<{ iova: number; size: number }> = [];
   private stopListening: () => void = () => {};
   private gone = false;
-  readonly counts = { regionReads: 0, regionWrites: 0, dmaWindows: 0, resets: 0 };
+  readonly counts = { regionReads: 0, regionWrites: 0, dmaWindows: 0, dmaMaps: 0, dmaUnmaps: 0, resets: 0 };
 
   constructor(readonly name: string, readonly client: VfioUserClient, space: DmaSpaceLike, mem: GuestMemory, private readonly ram?: GuestRamFile) {
     const info = client.deviceInfo();
@@ -56,18 +59,22 @@ export class VfioUserBackend implements PassthruBackend {
   }
 
   private mapWindow(iova: number, gpa: number, length: number, access: number): void {
-    const flags = DMA_FLAG.READ | (access & DMA_WRITE ? DMA_FLAG.WRITE : 0);
+    // The mapping's own permissions: the server sends an access a window
+    // does not allow to us by message, and the DMA space refuses it.
+    const flags = (access & DMA_READ ? DMA_FLAG.READ : 0) | (access & DMA_WRITE ? DMA_FLAG.WRITE : 0);
     const pieces = this.ram ? ramFileRanges(gpa, length, this.ram.layout) : undefined;
     this.guard(() => {
       if (pieces) {
         for (const p of pieces) {
           const at = iova + (p.gpa - gpa);
           this.client.dmaMap({ flags, offset: p.offset, address: at, size: p.length }, this.ram!.fd);
+          this.counts.dmaMaps++;
           this.windows.push({ iova: at, size: p.length });
         }
       } else {
         // No file to share (or not RAM): the server reaches it by messages.
         this.client.dmaMap({ flags, offset: 0, address: iova, size: length });
+        this.counts.dmaMaps++;
         this.windows.push({ iova, size: length });
       }
       this.counts.dmaWindows = this.windows.length;
@@ -79,7 +86,7 @@ export class VfioUserBackend implements PassthruBackend {
       const w = this.windows[i];
       if (w.iova >= iova && w.iova + w.size <= iova + length) {
         this.windows.splice(i, 1);
-        this.guard(() => this.client.dmaUnmap(w.iova, w.size), undefined);
+        this.guard(() => { this.client.dmaUnmap(w.iova, w.size); this.counts.dmaUnmaps++; }, undefined);
       }
     }
     this.counts.dmaWindows = this.windows.length;
@@ -138,6 +145,7 @@ export class VfioUserBackend implements PassthruBackend {
     this.stopListening();
     for (const r of this.regions.values()) if (r.mmap) closeFd(r.mmap.fd);
     this.client.close();
+    if (this.ram) closeFd(this.ram.fd);
   }
 
   stats(): Record<string, number> {
@@ -145,6 +153,8 @@ export class VfioUserBackend implements PassthruBackend {
       'vfio-user region reads': this.counts.regionReads,
       'vfio-user region writes': this.counts.regionWrites,
       'vfio-user dma windows': this.counts.dmaWindows,
+      'vfio-user dma maps': this.counts.dmaMaps,
+      'vfio-user dma unmaps': this.counts.dmaUnmaps,
       'vfio-user dma reads served': this.client.dmaServed.reads,
       'vfio-user dma writes served': this.client.dmaServed.writes,
       'vfio-user dma faults': this.client.dmaServed.faults,

@@ -391,6 +391,7 @@ export abstract class PciEmulFunction extends PciFunctionBase {
     const mme = 1 << ((ctrl & PCIM_MSICTRL_MME_MASK) >> 4);
     this.msiMaxMsgs = this.msiEnabled ? Math.min(mme, mmc) : 0;
     this.lintrUpdate();
+    this.interruptSetupChanged();
   }
 
   msiEnabledNow(): boolean { return this.msiEnabled; }
@@ -443,7 +444,25 @@ export abstract class PciEmulFunction extends PciFunctionBase {
     this.msixEnabled = (ctrl & PCIM_MSIXCTRL_MSIX_ENABLE) !== 0;
     this.msixFunctionMask = (ctrl & PCIM_MSIXCTRL_FUNCTION_MASK) !== 0;
     this.lintrUpdate();
+    this.interruptSetupChanged();
     this.msixDeliverPending();
+  }
+
+  /** The guest changed its MSI or MSI-X set-up (enables, function mask, a
+   * table entry): for a subclass that keeps copies of it in KVM (irqfd
+   * routes). */
+  protected interruptSetupChanged(): void {}
+
+  /** Before the guest reads the PBA: a subclass adds the signals it holds
+   * for masked vectors (generateMsix). */
+  protected msixPbaReading(): void {}
+
+  /** MSI-X table entry `v`; masked counts the function mask too. */
+  msixEntry(v: number): { address: number; data: number; masked: boolean } {
+    const t = this.msixTable;
+    const e = v * MSIX_TABLE_ENTRY_SIZE;
+    const rd = (o: number) => (t[e + o] | (t[e + o + 1] << 8) | (t[e + o + 2] << 16) | (t[e + o + 3] << 24)) >>> 0;
+    return { address: rd(4) * 0x100000000 + rd(0), data: rd(8), masked: this.msixFunctionMask || this.vectorMasked(v) };
   }
 
   /** MSI-X is in use (pci_msix_enabled: enabled and MSI not enabled). */
@@ -495,7 +514,11 @@ export abstract class PciEmulFunction extends PciFunctionBase {
     let src: Uint8Array;
     let o: number;
     if (off < this.msixTable.length) { src = this.msixTable; o = off; }
-    else if (off >= this.msixPbaOffset && off < this.msixPbaOffset + this.msixPba.length) { src = this.msixPba; o = off - this.msixPbaOffset; }
+    else if (off >= this.msixPbaOffset && off < this.msixPbaOffset + this.msixPba.length) {
+      this.msixPbaReading();
+      src = this.msixPba;
+      o = off - this.msixPbaOffset;
+    }
     else return 0;
     let v = 0;
     for (let i = 0; i < size; i++) v |= (o + i < src.length ? src[o + i] : 0) << (8 * i);
@@ -513,6 +536,7 @@ export abstract class PciEmulFunction extends PciFunctionBase {
     this.msixTable[e + 13] = 0;
     this.msixTable[e + 14] = 0;
     this.msixTable[e + 15] = 0;
+    this.interruptSetupChanged();
     this.msixDeliverPending();
   }
 

@@ -1,17 +1,26 @@
 // The iothread's body (see blk-iothread.ts): map guest RAM, adopt the
 // image fd, build the queue from the layout the driver programmed, then
-// block in read() on the notify eventfd and process the queue at each wake.
+// block in read() on the notify eventfd and process the queue at each wake;
+// between batches spin on the avail ring for the adaptive window
+// (adaptive-poll.ts) before sleeping again.
 
 import fs from 'node:fs';
 import { workerData } from 'node:worker_threads';
 import { GuestMemory } from '../../sys/guest-memory.js';
 import { mapGuestRam, ramRegions } from '../../sys/guest-ram.js';
 import { eventfdRead } from '../../sys/eventfd.js';
-import { preloadLibc } from '../../sys/libc.js';
+import { libcFunc, preloadLibc } from '../../sys/libc.js';
 import { DEVICE_REQUEST, Doorbell } from '../../sys/doorbell.js';
 import { IOT, IOT_STATE, writeReason, type IothreadData } from './blk-iothread.js';
 import { BlockFile, VirtioBlock } from './virtio-blk.js';
 import { createQueues } from './virtio-device.js';
+import { AdaptivePoll, PREEMPTED_NS } from './adaptive-poll.js';
+
+const PREEMPTED_MS = PREEMPTED_NS / 1e6;
+/** Between looks at the ring while spinning: a thread waiting for this CPU
+ * (on a loaded host, perhaps the vCPU that is to send the next request)
+ * runs first; with none, it returns at once. */
+const schedYield = libcFunc('int sched_yield()');
 import type { Virtqueue } from './virtqueue.js';
 
 // koffi is initialised while this worker counts as loading (blk-iothread.ts).
@@ -67,16 +76,47 @@ function main(): void {
     broken = true;
     kick();
   }
-  const serve = (): void => {
+  /** Serves the queue; `held`: leaves notifications off (while polling). */
+  const serve = (held = false): void => {
     const before = dev.stats.requests;
-    dev.queueNotify(0);
+    if (held) dev.drain(0);
+    else dev.queueNotify(0);
     Atomics.add(words, IOT.COMPLETED, dev.stats.requests - before);
   };
-  const pollNs = BigInt(Math.max(0, Math.round((d.pollUs ?? 0) * 1000)));
+  const poll = new AdaptivePoll(Math.max(0, Math.round((d.pollUs ?? 0) * 1000)), d.pollHoldOff);
+  const running = (): boolean => Atomics.load(words, IOT.STATE) === IOT_STATE.RUNNING;
+  /** Spins up to the poll window for new chains, with notifications off
+   * (VIRTQ_USED_F_NO_NOTIFY, or avail_event held under EVENT_IDX); when
+   * nothing came they are back on before it returns. True when work came
+   * (or the ring is broken: serve() reports that). */
+  const spin = (q: Virtqueue): boolean => {
+    const start = performance.now();
+    const end = start + poll.windowNs / 1e6;
+    let found = false;
+    try {
+      q.disableNotification(true);
+      let last = start;
+      for (;;) {
+        if (q.pending() > 0) { found = true; break; }
+        schedYield();
+        const now = performance.now();
+        if (now - last > PREEMPTED_MS) { poll.preempted(); break; }
+        last = now;
+        if (now >= end || !running()) break;
+      }
+      if (!found) found = q.enableNotification();
+    } catch {
+      found = true;
+    }
+    if (found && poll.windowNs > 0) poll.observe((performance.now() - start) * 1e6);
+    return found;
+  };
   const buf = new Uint8Array(8);
+  let spun = 0;
   for (;;) {
+    const t0 = performance.now();
     const n = eventfdRead(d.notifyFd, buf);
-    if (Atomics.load(words, IOT.STATE) !== IOT_STATE.RUNNING) break;
+    if (!running()) break;
     if (n < 0n) {
       writeReason(d.control, `iothread: read of the notify eventfd failed (errno ${-n})`);
       kick();
@@ -84,22 +124,22 @@ function main(): void {
     }
     Atomics.add(words, IOT.WAKEUPS, 1);
     if (broken) continue;
+    // The wait: the fruitless spin and the sleep.
+    poll.observe((performance.now() - t0) * 1e6 + spun);
     serve();
-    // Adaptive polling (QEMU's aio poll): stay awake a little for the next
-    // request rather than paying a thread wake-up for it.
-    if (pollNs > 0n && queue) {
-      let deadline = process.hrtime.bigint() + pollNs;
-      while (!broken && Atomics.load(words, IOT.STATE) === IOT_STATE.RUNNING) {
-        let more = false;
-        try { more = queue.pending() > 0; } catch { more = true; /* queueNotify reports it */ }
-        if (more) {
-          serve();
-          deadline = process.hrtime.bigint() + pollNs;
-        } else if (process.hrtime.bigint() > deadline) {
-          break;
-        }
-      }
+    // Adaptive polling: stay on the ring while requests keep coming.
+    spun = 0;
+    let held = false;
+    while (queue && !broken && poll.windowNs > 0 && running()) {
+      const window = poll.windowNs;
+      if (!spin(queue)) { spun = window; break; }
+      Atomics.add(words, IOT.POLL_HITS, 1);
+      serve(true);
+      held = true;
     }
+    // The window may have closed right after a batch served with
+    // notifications off: turn them back on (serve() re-checks the ring).
+    if (held) serve();
   }
   finish(IOT_STATE.STOPPED);
 }

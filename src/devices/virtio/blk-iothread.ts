@@ -47,6 +47,8 @@ export const IOT = {
   COMPLETED: 4,
   /** Wake-ups of the iothread (eventfd reads). */
   WAKEUPS: 5,
+  /** Batches the iothread found by spinning on the ring (no wake-up). */
+  POLL_HITS: 6,
 } as const;
 export const IOT_STATE = { STARTING: 0, RUNNING: 1, STOP: 2, STOPPED: 3, FAILED: 4 } as const;
 const CONTROL_WORDS = 16;
@@ -64,9 +66,12 @@ export interface IothreadData {
   ackedFeatures: bigint;
   queueMaxSizes: number[];
   layouts: Array<VirtqueueLayout | null>;
-  /** Microseconds the iothread keeps polling the avail ring after its
-   * last request before it blocks on the eventfd again (0: never polls). */
+  /** Longest window, in microseconds, the iothread spins on the avail
+   * ring before it blocks on the eventfd (adaptive-poll.ts; 0: never). */
   pollUs?: number;
+  /** Batches without polling after a preempted spin (adaptive-poll.ts
+   * HOLD_OFF when absent; unit tests on a loaded host use 0). */
+  pollHoldOff?: number;
   /** For unit tests: do not kick the device thread (no vCPU to kick). */
   noKick?: boolean;
 }
@@ -115,6 +120,7 @@ export class BlkIothread {
   get state(): number { return Atomics.load(this.words, IOT.STATE); }
   get completed(): number { return Atomics.load(this.words, IOT.COMPLETED); }
   get wakeups(): number { return Atomics.load(this.words, IOT.WAKEUPS); }
+  get pollHits(): number { return Atomics.load(this.words, IOT.POLL_HITS); }
 
   /** Queue interrupts requested since the last call. */
   takeInterrupts(): number { return Atomics.exchange(this.words, IOT.IRQ, 0); }

@@ -2,80 +2,62 @@
 // build the queues from the layouts the driver programmed, then poll(2) the
 // notify eventfd and the tap together and serve the queues at each wake.
 
-import fs from 'node:fs';
 import { workerData } from 'node:worker_threads';
-import { GuestMemory } from '../../sys/guest-memory.js';
-import { mapGuestRam, ramRegions } from '../../sys/guest-ram.js';
 import { eventfdRead } from '../../sys/eventfd.js';
 import { preloadLibc } from '../../sys/libc.js';
 import { POLLERR, POLLHUP, POLLIN, POLLNVAL, PollSet } from '../../sys/poll.js';
-import { DEVICE_REQUEST, Doorbell } from '../../sys/doorbell.js';
 import { fdNetPort } from '../net/net-backend.js';
-import { NIOT, NIOT_STATE, writeNetReason, type NetIothreadData } from './net-iothread.js';
+import { deviceThreadKick, IothreadWorkerControl, mapWorkerGuestMemory } from './iothread-control.js';
+import { NIOT, NIOT_STATE, type NetIothreadData } from './net-iothread.js';
+import { queueInterruptSender } from './queue-irqfd.js';
+import type { Virtqueue } from './virtqueue.js';
 import { VirtioNet, VTNET_RXQ, VTNET_TXQ } from './virtio-net.js';
 import { createQueues } from './virtio-device.js';
 
 // koffi is initialised while this worker counts as loading (net-iothread.ts).
 preloadLibc();
 const d = workerData as NetIothreadData;
-const words = new Int32Array(d.control);
-/** Set once this thread owns the queues: after that a failure is the
- * device's (needs-reset), not a reason for the device thread to take over. */
-let took = false;
+const ctl = new IothreadWorkerControl(d.control);
+const words = ctl.words;
 /** How long the tap stays out of the poll set after it reported an error
  * (the interface is down or went away), as the main thread's waker does. */
 const TAP_ERROR_BACKOFF_MS = 100;
-
-function finish(state: number): void {
-  Atomics.store(words, NIOT.STATE, state);
-  Atomics.notify(words, NIOT.STATE);
-}
 
 /** Rings the device thread (set first thing, so a failure can ring too). */
 let kick: () => void = () => {};
 
 function main(): void {
-  if (!d.noKick) {
-    const doorbell = Doorbell.attach(d.helper.doorbell);
-    kick = () => doorbell.ring(DEVICE_REQUEST.POLL);
-  }
-  const memFd = fs.openSync(d.helper.memoryPath, 'r+');
-  let mem: GuestMemory;
-  try {
-    mem = new GuestMemory(ramRegions(mapGuestRam(memFd, d.helper.layout)));
-  } finally {
-    fs.closeSync(memFd);
-  }
+  kick = deviceThreadKick(d.helper, d.noKick);
+  const mem = mapWorkerGuestMemory(d.helper);
   const port = fdNetPort(d.netFd);
-  const dev = new VirtioNet({ mac: d.device.mac, mtu: d.device.mtu, iothread: false }, port);
+  const dev = new VirtioNet({ mac: d.device.mac, mtu: d.device.mtu, zeroCopy: d.device.zeroCopy, iothread: false }, port);
   dev.ackFeatures(d.ackedFeatures);
   // Take the queues, unless the device thread already asked us to stop.
-  if (Atomics.compareExchange(words, NIOT.STATE, NIOT_STATE.STARTING, NIOT_STATE.RUNNING) !== NIOT_STATE.STARTING) {
-    finish(NIOT_STATE.STOPPED);
-    return;
-  }
-  took = true;
+  if (!ctl.take()) return;
   let broken = false;
+  let rxQueue: Virtqueue | null = null;
   try {
+    const queues = createQueues(mem, d.transmit ? d.layouts : [d.layouts[VTNET_RXQ] ?? null, null], d.ackedFeatures, d.queueMaxSizes);
+    rxQueue = queues[VTNET_RXQ] ?? null;
     dev.activate({
       mem,
-      queues: createQueues(mem, d.transmit ? d.layouts : [d.layouts[VTNET_RXQ] ?? null, null], d.ackedFeatures, d.queueMaxSizes),
+      queues,
       interrupt: {
-        queue: (i) => { Atomics.or(words, NIOT.IRQ, 1 << i); kick(); },
+        queue: queueInterruptSender(d.irqfds, (i) => { Atomics.or(words, NIOT.IRQ, 1 << i); kick(); }),
         config: () => {},
       },
-      needsReset: (reason) => { broken = true; writeNetReason(d.control, reason); kick(); },
+      needsReset: (reason) => { broken = true; ctl.fail(reason); kick(); },
     });
   } catch (e) {
-    writeNetReason(d.control, `queue setup: ${(e as Error).message}`);
+    ctl.fail(`queue setup: ${(e as Error).message}`);
     broken = true;
     kick();
   }
   let rx = 0;
   let tx = 0;
   const publish = (): void => {
-    Atomics.add(words, NIOT.RX_FRAMES, dev.stats.rxFrames - rx);
-    Atomics.add(words, NIOT.TX_FRAMES, dev.stats.txFrames - tx);
+    ctl.add(NIOT.RX_FRAMES, dev.stats.rxFrames - rx);
+    ctl.add(NIOT.TX_FRAMES, dev.stats.txFrames - tx);
     rx = dev.stats.rxFrames;
     tx = dev.stats.txFrames;
   };
@@ -85,10 +67,42 @@ function main(): void {
     dev.queueNotify(VTNET_RXQ);
     publish();
   }
+  const pollNs = BigInt(Math.max(0, Math.round((d.pollUs ?? 0) * 1000)));
+  /** A frame waits for receive buffers: rather than sleep until the
+   * driver's notify (an exit for the guest per buffer it adds, a wake-up
+   * here), watch the avail ring for up to pollNs after the last buffer
+   * came, with the driver's notifications off; on again before sleeping. */
+  const pollForBuffers = (q: Virtqueue): void => {
+    let deadline = process.hrtime.bigint() + pollNs;
+    q.disableNotification();
+    while (!broken && port.holding && ctl.running) {
+      let more: boolean;
+      try { more = q.pending() > 0; } catch { more = true; /* queueNotify reports it */ }
+      if (more) {
+        dev.queueNotify(VTNET_RXQ);
+        if (!port.holding) return; // receive() left notifications as they should be
+        q.disableNotification();
+        deadline = process.hrtime.bigint() + pollNs;
+      } else if (process.hrtime.bigint() > deadline) {
+        break;
+      }
+    }
+    // Still waiting: ask for the notify again, and look once more (a
+    // buffer added before that is seen here, not lost).
+    if (!broken && port.holding) {
+      let more = true;
+      try { more = q.enableNotification(); } catch { /* queueNotify reports it */ }
+      if (more) dev.queueNotify(VTNET_RXQ);
+    }
+  };
   const set = new PollSet(2);
   const buf = new Uint8Array(8);
   let tapQuietUntil = 0;
   for (;;) {
+    if (pollNs > 0n && port.holding && rxQueue && !broken) {
+      pollForBuffers(rxQueue);
+      publish();
+    }
     set.clear();
     set.add(d.notifyFd, POLLIN);
     // The tap only while its frames can go somewhere: not while one waits
@@ -97,9 +111,9 @@ function main(): void {
     const watchTap = !broken && !port.holding && (tapQuietUntil === 0 || Date.now() >= tapQuietUntil);
     const tapAt = watchTap ? set.add(d.netFd, POLLIN) : -1;
     const r = set.wait(tapAt < 0 && tapQuietUntil !== 0 ? TAP_ERROR_BACKOFF_MS : -1);
-    if (Atomics.load(words, NIOT.STATE) !== NIOT_STATE.RUNNING) break;
+    if (!ctl.running) break;
     if (r < 0) {
-      writeNetReason(d.control, `I/O thread: poll failed (errno ${-r})`);
+      ctl.fail(`I/O thread: poll failed (errno ${-r})`);
       kick();
       break;
     }
@@ -108,7 +122,7 @@ function main(): void {
     if (notified) {
       const n = eventfdRead(d.notifyFd, buf);
       if (n < 0n) {
-        writeNetReason(d.control, `I/O thread: read of the notify eventfd failed (errno ${-n})`);
+        ctl.fail(`I/O thread: read of the notify eventfd failed (errno ${-n})`);
         kick();
         break;
       }
@@ -129,14 +143,13 @@ function main(): void {
     publish();
   }
   publish();
-  finish(NIOT_STATE.STOPPED);
+  ctl.finish(NIOT_STATE.STOPPED);
 }
 
 try {
   main();
 } catch (e) {
-  writeNetReason(d.control, `I/O thread: ${(e as Error).message}`);
-  finish(took ? NIOT_STATE.STOPPED : NIOT_STATE.FAILED);
+  ctl.crashed(`I/O thread: ${(e as Error).message}`);
   // The device thread takes the queues back (FAILED) or enters needs-reset.
   kick();
 }

@@ -21,12 +21,16 @@
 // out of the poll set (else it would stay readable and the thread would
 // spin); the driver's notify when it adds buffers resumes receiving.
 //
-// Interrupts and errors go back to the device thread, which owns the
-// transport's interrupt state (ISR, MSI-X vectors, masks, pending bits): the
-// thread ORs the queue's bit into a shared word and kicks the device thread
+// Queue interrupts, with MSI-X in use and KVM irqfds (irqfd=true, the
+// default), go straight to KVM: the thread writes the queue's eventfd,
+// which the transport wired to the vector's MSI route and keeps in step
+// with the guest's table and masks (queue-irqfd.ts). Otherwise (MSI,
+// INTx, irqfd=false) and for errors the thread goes through the device
+// thread, which owns the transport's interrupt state (ISR, MSI/INTx): it
+// ORs the queue's bit into a shared word and kicks the device thread
 // (DEVICE_REQUEST.POLL); VirtioNet.poll() raises those queue interrupts or
 // enters DEVICE_NEEDS_RESET with the thread's reason. A driver that polls
-// its used rings (NO_INTERRUPT, used_event) costs no kick at all.
+// its used rings (NO_INTERRUPT, used_event) costs neither.
 //
 // Without iothread_tx the device thread keeps the transmit queue and writes
 // frames to the same descriptor on each transmit notify exit: the queues
@@ -34,47 +38,36 @@
 //
 // Notifies that still reach the device thread (a legacy I/O-port notify, a
 // host without ioeventfd for that address) are forwarded by writing the
-// same eventfd. Stopping (reset, close): the device thread sets STOP, writes
-// the eventfd and waits until the thread has left its loop, so guest memory
-// and the queues are no longer touched when the transport resets them.
+// same eventfd. Starting and stopping: iothread-control.ts.
 
-import { Worker } from 'node:worker_threads';
 import type { HelperThreadData } from '../device.js';
-import { closeFd, eventfd, eventfdWrite } from '../../sys/eventfd.js';
+import {
+  IOTHREAD_FIRST_COUNTER, IOTHREAD_STATE, IOTHREAD_WORD, IothreadHandle, writeIothreadReason, type IothreadChannel,
+} from './iothread-control.js';
 import type { VirtqueueLayout } from './virtqueue.js';
+import type { QueueIrqfdChannel } from './queue-irqfd.js';
 
-/** Words of the shared control block. */
+/** Words of the shared control block (iothread-control.ts, then ours). */
 export const NIOT = {
-  /** NIOT_STATE.* */
-  STATE: 0,
-  /** Bit per queue: interrupts the thread asked for since the device thread
-   * last looked. */
-  IRQ: 1,
-  /** Nonzero once the device needs a reset; reason at REASON_OFF. */
-  BROKEN: 2,
-  REASON_LEN: 3,
+  ...IOTHREAD_WORD,
   /** Frames moved by the thread (diagnostics, tests). */
-  RX_FRAMES: 4,
-  TX_FRAMES: 5,
+  RX_FRAMES: IOTHREAD_FIRST_COUNTER,
+  TX_FRAMES: IOTHREAD_FIRST_COUNTER + 1,
   /** Returns from poll(2). */
-  WAKEUPS: 6,
+  WAKEUPS: IOTHREAD_FIRST_COUNTER + 2,
 } as const;
-export const NIOT_STATE = { STARTING: 0, RUNNING: 1, STOP: 2, STOPPED: 3, FAILED: 4 } as const;
-const CONTROL_WORDS = 16;
-const REASON_OFF = CONTROL_WORDS * 4;
-const REASON_MAX = 512;
+export const NIOT_STATE = IOTHREAD_STATE;
 
 /** The device model's options, as the thread rebuilds it. */
 export interface NetIothreadDevice {
   mac: Uint8Array;
   mtu?: number;
+  zeroCopy?: boolean;
 }
 
 /** Everything the worker gets, structured-clonable. */
-export interface NetIothreadData {
+export interface NetIothreadData extends IothreadChannel {
   helper: HelperThreadData;
-  control: SharedArrayBuffer;
-  notifyFd: number;
   /** The tap fd or slirp's packet socket (non-blocking). */
   netFd: number;
   device: NetIothreadDevice;
@@ -84,101 +77,26 @@ export interface NetIothreadData {
   ackedFeatures: bigint;
   queueMaxSizes: number[];
   layouts: Array<VirtqueueLayout | null>;
+  /** Microseconds the thread watches the avail ring for receive buffers
+   * while a frame waits for them, before it sleeps (0: never). */
+  pollUs?: number;
+  /** Queue interrupts by irqfd where the transport wired them
+   * (queue-irqfd.ts); else each goes through the device thread. */
+  irqfds?: QueueIrqfdChannel;
   /** For unit tests: do not kick the device thread (no vCPU to kick). */
   noKick?: boolean;
 }
 
-export function writeNetReason(control: SharedArrayBuffer, reason: string): void {
-  const w = new Int32Array(control);
-  const b = Buffer.from(reason, 'utf8').subarray(0, REASON_MAX);
-  new Uint8Array(control, REASON_OFF, REASON_MAX).set(b);
-  Atomics.store(w, NIOT.REASON_LEN, b.length);
-  Atomics.store(w, NIOT.BROKEN, 1);
-}
+export const writeNetReason = writeIothreadReason;
 
-function readReason(control: SharedArrayBuffer): string {
-  const n = Atomics.load(new Int32Array(control), NIOT.REASON_LEN);
-  return Buffer.from(new Uint8Array(control, REASON_OFF, n)).toString('utf8');
-}
-
-/** The device thread's handle on a running I/O thread. */
-export class NetIothread {
-  readonly notifyFd: number;
-  private readonly control = new SharedArrayBuffer(REASON_OFF + REASON_MAX);
-  private readonly words = new Int32Array(this.control);
-  private worker: Worker | undefined;
-  private stopped = false;
-
-  constructor(data: Omit<NetIothreadData, 'control' | 'notifyFd'>, workerUrl: URL = new URL('./net-iothread-worker.js', import.meta.url)) {
-    this.notifyFd = eventfd();
-    const full: NetIothreadData = { ...data, control: this.control, notifyFd: this.notifyFd };
-    try {
-      this.worker = new Worker(workerUrl, { workerData: full, stdout: false, stderr: false });
-    } catch (e) {
-      closeFd(this.notifyFd);
-      throw e;
-    }
-    // The device thread does not return to its event loop while the guest
-    // runs: the worker reports through the control block only.
-    this.worker.unref();
+/** The device thread's handle on a running I/O thread; takeInterrupts()
+ * is a bit per queue. */
+export class NetIothread extends IothreadHandle {
+  constructor(data: Omit<NetIothreadData, keyof IothreadChannel>, workerUrl: URL = new URL('./net-iothread-worker.js', import.meta.url)) {
+    super(workerUrl, data);
   }
 
-  /** Hands a notify that reached the device thread to the I/O thread. */
-  notify(): void {
-    if (!this.stopped) eventfdWrite(this.notifyFd);
-  }
-
-  get state(): number { return Atomics.load(this.words, NIOT.STATE); }
-  get rxFrames(): number { return Atomics.load(this.words, NIOT.RX_FRAMES); }
-  get txFrames(): number { return Atomics.load(this.words, NIOT.TX_FRAMES); }
-  get wakeups(): number { return Atomics.load(this.words, NIOT.WAKEUPS); }
-
-  /** Queue interrupts requested since the last call, a bit per queue. */
-  takeInterrupts(): number { return Atomics.exchange(this.words, NIOT.IRQ, 0); }
-
-  /** The thread's needs-reset reason, once it has one. */
-  brokenReason(): string | undefined {
-    if (this.failedToStart) return undefined;
-    return Atomics.load(this.words, NIOT.BROKEN) ? readReason(this.control) : undefined;
-  }
-
-  /** Why the worker could not start. */
-  startError(): string { return readReason(this.control); }
-
-  /** True when the worker never took the queues: the device thread serves
-   * them itself. */
-  get failedToStart(): boolean {
-    return this.state === NIOT_STATE.FAILED;
-  }
-
-  /** Stops the thread and waits until it no longer touches the queues,
-   * guest memory or the tap (bounded: a worker stuck in the kernel is
-   * abandoned after `timeoutMs`). */
-  stop(timeoutMs = 10_000): void {
-    if (this.stopped) return;
-    this.stopped = true;
-    const deadline = Date.now() + timeoutMs;
-    let stillLoading = false;
-    for (;;) {
-      const s = Atomics.compareExchange(this.words, NIOT.STATE, NIOT_STATE.STARTING, NIOT_STATE.STOP);
-      if (s === NIOT_STATE.STARTING) { stillLoading = true; break; } // it sees STOP before taking the queues
-      if (s === NIOT_STATE.STOPPED || s === NIOT_STATE.FAILED) break;
-      if (s === NIOT_STATE.RUNNING) {
-        if (Atomics.compareExchange(this.words, NIOT.STATE, NIOT_STATE.RUNNING, NIOT_STATE.STOP) !== NIOT_STATE.RUNNING) continue;
-      }
-      eventfdWrite(this.notifyFd);
-      while (Atomics.load(this.words, NIOT.STATE) === NIOT_STATE.STOP && Date.now() < deadline) {
-        Atomics.wait(this.words, NIOT.STATE, NIOT_STATE.STOP, 50);
-      }
-      break;
-    }
-    const w = this.worker;
-    this.worker = undefined;
-    // Node 20 aborts the process when a worker is terminated during koffi's
-    // initialisation: one still loading is left to see STOP and end itself.
-    if (!stillLoading) void w?.terminate().catch(() => undefined);
-    // A worker that never acknowledged may still read the eventfd: its
-    // number is not released for reuse under it.
-    if (this.state !== NIOT_STATE.STOP) closeFd(this.notifyFd);
-  }
+  get rxFrames(): number { return this.counter(NIOT.RX_FRAMES); }
+  get txFrames(): number { return this.counter(NIOT.TX_FRAMES); }
+  get wakeups(): number { return this.counter(NIOT.WAKEUPS); }
 }

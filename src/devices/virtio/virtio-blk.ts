@@ -61,13 +61,16 @@ export interface BlockOptions extends BlockBackendOptions {
   /** Process the queue on an iothread (blk-iothread.ts) fed by a KVM
    * ioeventfd, when the vmm offers one (default: IOTHREAD_DEFAULT). */
   iothread?: boolean;
-  /** How long the iothread polls for the next request before sleeping. */
+  /** Longest window the iothread spins on the ring for the next request
+   * before it sleeps (adaptive-poll.ts), microseconds; 0: never spins. */
   iothreadPollUs?: number;
 }
 
-/** Default of iothreadPollUs (BHYVE_IOTHREAD_POLL_US overrides it, for
- * benchmarks). */
-export const IOTHREAD_POLL_US = Number(process.env.BHYVE_IOTHREAD_POLL_US ?? 0);
+/** Default of iothreadPollUs: QEMU's poll-max-ns for an IOThread (32768
+ * ns). BHYVE_IOTHREAD_POLL_US overrides it, for benchmarks. */
+export const IOTHREAD_POLL_US = Number(process.env.BHYVE_IOTHREAD_POLL_US ?? 32);
+/** Largest iothread_poll_us accepted (1 ms). */
+export const IOTHREAD_POLL_US_MAX = 1000;
 
 /** Whether `pci.B.S.F.iothread` defaults to on. Off: on the hosts we
  * measured (kvm_pvm, 2 CPUs) the notify exit with the I/O done inline is
@@ -79,6 +82,14 @@ export function blockOptionsFromConfig(tree: ConfigTree, node: string): BlockOpt
   const opts: BlockOptions = blockBackendOptionsFromConfig(tree, node, 'virtio-blk');
   // Absent means IOTHREAD_DEFAULT.
   if (tree.get(`${node}.iothread`) !== undefined) opts.iothread = tree.getBool(`${node}.iothread`, IOTHREAD_DEFAULT);
+  const poll = tree.get(`${node}.iothread_poll_us`);
+  if (poll !== undefined) {
+    const us = /^\d+$/.test(poll) ? Number(poll) : NaN;
+    if (!(us <= IOTHREAD_POLL_US_MAX)) {
+      throw new BlockDeviceError(`virtio-blk at ${node}: iothread_poll_us=${poll}: use 0 (no polling) to ${IOTHREAD_POLL_US_MAX} microseconds`);
+    }
+    opts.iothreadPollUs = us;
+  }
   return opts;
 }
 
@@ -129,7 +140,7 @@ export class VirtioBlock extends VirtioDeviceBase {
   iothread: BlkIothread | undefined;
   /** Counters of iothreads that have stopped, and notifies this thread
    * handed to one (bhyvectl --get-stats). */
-  private readonly offloaded = { requests: 0, wakeups: 0, forwarded: 0 };
+  private readonly offloaded = { requests: 0, wakeups: 0, pollHits: 0, forwarded: 0 };
 
   /** Opens (and locks) the image; throws BlockDeviceError with one clear
    * line when it cannot. */
@@ -216,6 +227,7 @@ export class VirtioBlock extends VirtioDeviceBase {
     t.stop();
     this.offloaded.requests += t.completed;
     this.offloaded.wakeups += t.wakeups;
+    this.offloaded.pollHits += t.pollHits;
     this.iothread = undefined;
   }
 
@@ -226,6 +238,7 @@ export class VirtioBlock extends VirtioDeviceBase {
       'requests served on the device thread': this.stats.requests,
       'requests served on the iothread': this.offloaded.requests + (t?.completed ?? 0),
       'iothread wakeups': this.offloaded.wakeups + (t?.wakeups ?? 0),
+      'iothread batches found by polling': this.offloaded.pollHits + (t?.pollHits ?? 0),
       'notifies forwarded to the iothread': this.offloaded.forwarded,
     };
   }
@@ -258,6 +271,21 @@ export class VirtioBlock extends VirtioDeviceBase {
       }
     } while (queue.enableNotification());
     this.signalUsed(index, queue);
+  }
+
+  /** For a thread that polls the ring (the iothread): serves what is
+   * available without asking the driver for notifies again (the caller
+   * does that when it stops polling). */
+  drain(index: number): void {
+    const queue = this.queues?.[index];
+    if (!queue || this.needsResetReason !== undefined) return;
+    const chain = this.scratchChain;
+    try {
+      while (queue.pop(chain) !== null) queue.pushUsed(chain.head, this.handle(chain));
+      this.signalUsed(index, queue);
+    } catch (e) {
+      this.fail(e);
+    }
   }
 
   /** Executes one request; returns the used length (status byte plus data
@@ -403,6 +431,7 @@ export const virtioBlkDevice: PciDeviceRecord = {
   keys: [
     ...BLOCKIF_KEYS,
     { key: 'iothread', default: String(IOTHREAD_DEFAULT), description: 'serve the request queue on its own thread, fed by an ioeventfd' },
+    { key: 'iothread_poll_us', default: String(IOTHREAD_POLL_US), description: 'longest time the iothread spins on the queue before it sleeps (adaptive; 0: never)' },
     ...VIRTIO_PCI_KEYS,
   ],
   bootable: true,

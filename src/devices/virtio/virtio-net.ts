@@ -38,11 +38,12 @@ import type { ConfigTree } from '../../config/tree.js';
 import { ConfigError } from '../../config/tree.js';
 import { VIRTIO_F_VERSION_1, VIRTIO_ID_NET, featureBit } from './virtio-constants.js';
 import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
-import { DescriptorChain, VirtqueueError, type Virtqueue } from './virtqueue.js';
-import { attachNetBackend, type NetBackendTransfer, type NetPort } from '../net/net-backend.js';
+import { DescriptorChain, emptyArray, VirtqueueError, type Virtqueue } from './virtqueue.js';
+import { attachNetBackend, TAP_READ_BYTES, type NetBackendTransfer, type NetPort } from '../net/net-backend.js';
 import { armFdWaker, disarmFdWaker } from '../fd-waker.js';
 import type { HelperThreadData } from '../device.js';
 import { NetIothread } from './net-iothread.js';
+import type { QueueIrqfdChannel } from './queue-irqfd.js';
 import { netGenMac, parseMac } from '../net/net-utils.js';
 import { validateSlirpKeys } from '../net/slirp-options.js';
 import type { HostPortLookup } from './host-ports.js';
@@ -85,6 +86,17 @@ export interface NetOptions {
    * NET_IOTHREAD_TX_DEFAULT); else transmit notifies exit to the device
    * thread, which sends at once. */
   iothreadTx?: boolean;
+  /** The I/O thread raises queue interrupts by irqfd (KVM injects the
+   * queue's MSI-X message) rather than through the device thread (default:
+   * NET_IRQFD_DEFAULT). */
+  irqfd?: boolean;
+  /** Receive straight into the guest's buffers when a chain holds the
+   * largest frame (default: NET_ZEROCOPY_DEFAULT); else through a bounce
+   * buffer. */
+  zeroCopy?: boolean;
+  /** Microseconds the I/O thread watches for receive buffers while a
+   * frame waits, before sleeping (default: NET_IOTHREAD_POLL_US). */
+  iothreadPollUs?: number;
 }
 
 /** Whether `pci.B.S.F.iothread` defaults to on for virtio-net. */
@@ -94,6 +106,12 @@ export const NET_IOTHREAD_DEFAULT = true;
  * own notify exits than through a hand-off to another thread, which has to
  * be scheduled for every queueful (BENCHMARKS.md). */
 export const NET_IOTHREAD_TX_DEFAULT = false;
+/** Whether `pci.B.S.F.irqfd` defaults to on. */
+export const NET_IRQFD_DEFAULT = true;
+/** Default of `pci.B.S.F.iothread_poll_us`. */
+export const NET_IOTHREAD_POLL_US = 0;
+/** Whether `pci.B.S.F.zerocopy` defaults to on. */
+export const NET_ZEROCOPY_DEFAULT = true;
 
 /** bhyve's net_parsemtu() plus the VTNET_MIN_MTU..VTNET_MAX_MTU check. */
 export function parseMtu(s: string): number {
@@ -101,6 +119,13 @@ export function parseMtu(s: string): number {
   const n = /^0[xX][0-9a-fA-F]+$/.test(t) ? parseInt(t, 16) : /^0[0-7]*$/.test(t) ? parseInt(t, 8) : /^[1-9][0-9]*$/.test(t) ? Number(t) : NaN;
   if (!Number.isFinite(n)) throw new ConfigError(`Invalid MTU ${s}`);
   if (n < VTNET_MIN_MTU || n > VTNET_MAX_MTU) throw new ConfigError(`Invalid MTU ${s} (must be ${VTNET_MIN_MTU}..${VTNET_MAX_MTU})`);
+  return n;
+}
+
+function parsePollUs(s: string | undefined): number {
+  if (s === undefined) return NET_IOTHREAD_POLL_US;
+  const n = /^[0-9]+$/.test(s.trim()) ? Number(s.trim()) : NaN;
+  if (!(n >= 0 && n <= 1_000_000)) throw new ConfigError(`Invalid iothread_poll_us ${s} (0 to 1000000 microseconds)`);
   return n;
 }
 
@@ -113,6 +138,9 @@ export function netOptionsFromConfig(config: ConfigTree, node: string, slot: num
     mtu: mtuStr !== undefined ? parseMtu(mtuStr) : undefined,
     iothread: config.getBool(`${node}.iothread`, NET_IOTHREAD_DEFAULT),
     iothreadTx: config.getBool(`${node}.iothread_tx`, NET_IOTHREAD_TX_DEFAULT),
+    irqfd: config.getBool(`${node}.irqfd`, NET_IRQFD_DEFAULT),
+    zeroCopy: config.getBool(`${node}.zerocopy`, NET_ZEROCOPY_DEFAULT),
+    iothreadPollUs: parsePollUs(config.get(`${node}.iothread_poll_us`)),
   };
 }
 
@@ -126,6 +154,7 @@ export class VirtioNet extends VirtioDeviceBase {
   private readonly stash: DescriptorChain[] = [];
   private readonly spare: DescriptorChain[] = [];
   private readonly txViews: Uint8Array[] = [];
+  private readonly rxViews: Uint8Array[] = [];
   private readonly hdr = new Uint8Array(12);
   private hdrLen = 12;
   private mergeable = false;
@@ -196,15 +225,21 @@ export class VirtioNet extends VirtioDeviceBase {
    * NotifyOffload): hands the queues and the backend's descriptor to an I/O
    * thread when configured, and returns its eventfd for each queue, for the
    * transport to register as ioeventfds. */
-  startOffload(helper: HelperThreadData, release: () => void = () => {}): Array<number | undefined> | undefined {
+  startOffload(
+    helper: HelperThreadData, release: () => void = () => {},
+    irqfds?: (queues: ReadonlyArray<boolean>) => QueueIrqfdChannel | undefined,
+  ): Array<number | undefined> | undefined {
     const act = this.activationRef;
     const b = this.backend;
     if (!(this.opts.iothread ?? NET_IOTHREAD_DEFAULT) || !act || !b || this.iothread || this.needsResetReason !== undefined) return undefined;
+    const onThread = act.queues.map((q, i) => q !== null && (i === VTNET_RXQ || this.txOnIothread));
     this.iothread = new NetIothread({
+      irqfds: (this.opts.irqfd ?? NET_IRQFD_DEFAULT) ? irqfds?.(onThread) : undefined,
       helper,
       netFd: b.fd,
-      device: { mac: this.mac, mtu: this.opts.mtu },
+      device: { mac: this.mac, mtu: this.opts.mtu, zeroCopy: this.opts.zeroCopy },
       transmit: this.txOnIothread,
+      pollUs: this.opts.iothreadPollUs ?? NET_IOTHREAD_POLL_US,
       ackedFeatures: this.ackedFeatures,
       queueMaxSizes: [...this.queueMaxSizes],
       layouts: act.queues.map((q) => (q ? { ...q.layout } : null)),
@@ -215,7 +250,7 @@ export class VirtioNet extends VirtioDeviceBase {
     disarmFdWaker(new Int32Array(b.wake));
     this.port?.consume();
     this.releaseOffload = release;
-    return act.queues.map((q, i) => (q && (i === VTNET_RXQ || this.txOnIothread) ? this.iothread!.notifyFd : undefined));
+    return onThread.map((on) => (on ? this.iothread!.notifyFd : undefined));
   }
 
   /** The I/O thread never took the queues: notifies come here again (the
@@ -308,7 +343,7 @@ export class VirtioNet extends VirtioDeviceBase {
           // backend: dropped, the chain goes back (bhyve's iov_trim_hdr).
           this.stats.txDropped++;
         }
-        this.txViews.length = 0;
+        emptyArray(this.txViews);
         queue.pushUsed(chain.head, 0);
         done++;
       }
@@ -360,12 +395,47 @@ export class VirtioNet extends VirtioDeviceBase {
     this.release(c);
   }
 
+  /** Reads a frame from the backend straight into the first stashed (or
+   * next available) chain when that chain can hold the largest frame the
+   * backend can deliver: no copy through a bounce buffer. 'copy' when this
+   * cannot be done now (no chain, a smaller chain, a frame already read):
+   * the bounce-buffer path takes over, with its own out-of-buffers logic. */
+  private receiveDirect(queue: Virtqueue, port: NetPort): 'done' | 'none' | 'copy' {
+    if (this.stash.length === 0) {
+      const c = this.takeChain(queue);
+      if (c === null) return 'copy';
+      this.stash.push(c);
+    }
+    const c = this.stash[0];
+    if (c.writableLength < this.hdrLen + TAP_READ_BYTES) return 'copy';
+    const views = c.writableViews(this.hdrLen, TAP_READ_BYTES, this.rxViews);
+    const n = port.readInto!(views);
+    emptyArray(views);
+    if (n < 0) return 'copy';
+    if (n === 0) return 'none';
+    const hdr = this.hdr;
+    hdr.fill(0);
+    if (this.hdrLen === 12) hdr[10] = 1; // num_buffers
+    c.copyToWritable(0, hdr.subarray(0, this.hdrLen));
+    queue.pushUsed(c.head, this.hdrLen + n);
+    this.release(this.stash.shift()!);
+    this.stats.rxFrames++;
+    this.stats.rxBytes += n;
+    return 'done';
+  }
+
   private receive(queue: Virtqueue): void {
     const port = this.port;
     let used = 0;
     let starved = false;
     if (port) {
+      const direct = (this.opts.zeroCopy ?? NET_ZEROCOPY_DEFAULT) && port.readInto !== undefined;
       for (;;) {
+        if (direct) {
+          const r = this.receiveDirect(queue, port);
+          if (r === 'none') break;
+          if (r === 'done') { used++; continue; }
+        }
         const frame = port.peek();
         if (frame === null) break;
         const need = this.hdrLen + frame.length;
@@ -400,6 +470,20 @@ export class VirtioNet extends VirtioDeviceBase {
   /** Writes header + frame into the stashed chains; returns the number of
    * used entries published. */
   private deliver(queue: Virtqueue, frame: Uint8Array, need: number): number {
+    // The common case, one buffer that holds header and frame (either
+    // mode): written in place, without the segment walks below.
+    const first = this.stash[0].writable[0];
+    if (first !== undefined && first.length >= need) {
+      const c = this.stash[0];
+      first.fill(0, 0, this.hdrLen);
+      if (this.hdrLen === 12) first[10] = 1; // num_buffers
+      first.set(frame, this.hdrLen);
+      queue.pushUsed(c.head, need);
+      this.release(this.stash.shift()!);
+      this.stats.rxFrames++;
+      this.stats.rxBytes += frame.length;
+      return 1;
+    }
     const hdr = this.hdr;
     hdr.fill(0);
     if (!this.mergeable) {
@@ -490,6 +574,9 @@ export const virtioNetDevice: PciDeviceRecord = {
     { key: 'mtu', default: '1500', description: 'MTU offered to the guest' },
     { key: 'iothread', default: String(NET_IOTHREAD_DEFAULT), description: 'receive frames on a thread of its own, fed by an ioeventfd and the backend' },
     { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd)' },
+    { key: 'irqfd', default: String(NET_IRQFD_DEFAULT), description: 'that thread raises MSI-X queue interrupts by irqfd, not through vCPU 0' },
+    { key: 'iothread_poll_us', default: String(NET_IOTHREAD_POLL_US), description: 'microseconds the I/O thread watches for receive buffers while a frame waits, before sleeping' },
+    { key: 'zerocopy', default: String(NET_ZEROCOPY_DEFAULT), description: 'read frames straight into receive buffers that hold the largest frame' },
     { key: 'bootindex', description: 'boot order index for the firmware' },
     ...VIRTIO_PCI_KEYS,
   ],

@@ -53,6 +53,7 @@ import type { DmaSpace } from '../iommu/dma-space.js';
 import { pciEndpointId } from '../iommu/dma-space.js';
 import { createQueues, offeredFeatures, type VirtioDevice, type VirtioInterrupt } from './virtio-device.js';
 import type { Virtqueue, VirtqueueLayout } from './virtqueue.js';
+import { QueueIrqfds, type QueueIrqfdChannel } from './queue-irqfd.js';
 
 export const VIRTIO_VENDOR = 0x1af4;
 export const VIRTIO_PCI_MODERN_DEVICE_BASE = 0x1040;
@@ -133,8 +134,13 @@ export type VirtioPciTransport = 'transitional' | 'modern' | 'legacy';
  * that do reach the transport still go through queueNotify. */
 export interface NotifyOffload {
   /** `release` removes the ioeventfds again (a helper that could not start:
-   * the device takes its notifies back by exit). */
-  startOffload(helper: HelperThreadData, release: () => void): Array<number | undefined> | undefined;
+   * the device takes its notifies back by exit). `irqfds`, where KVM
+   * offers them, wires the named queues' interrupts straight to their
+   * MSI-X vectors for the helper (queue-irqfd.ts); undefined when not. */
+  startOffload(
+    helper: HelperThreadData, release: () => void,
+    irqfds?: (queues: ReadonlyArray<boolean>) => QueueIrqfdChannel | undefined,
+  ): Array<number | undefined> | undefined;
 }
 
 export interface VirtioPciOptions {
@@ -199,6 +205,10 @@ export class VirtioPci extends PciEmulFunction {
   private ioeventfds: Array<{ fd: number; addr: number }> = [];
   /** Queue notifies that reached this thread (an exit), not an ioeventfd. */
   private notifiesByExit = 0;
+  /** The helper thread's queue interrupts by irqfd, while it runs. */
+  private queueIrqfds: QueueIrqfds | undefined;
+  /** Messages sent through irqfds that have been closed. */
+  private irqfdMessages = 0;
   private readonly legacyConfigBase = (): number => VIRTIO_PCI_CONFIG_OFF(this.msixEnabledNow());
 
   constructor(ctx: DeviceContext, device: VirtioDevice, opts: VirtioPciOptions) {
@@ -328,6 +338,7 @@ export class VirtioPci extends PciEmulFunction {
   private resetDevice(): void {
     this.dropIoeventfds();
     this.device.reset();
+    this.dropIrqfds();
     this.status = 0;
     this.isr = 0;
     this.deviceFeatureSelect = 0;
@@ -417,9 +428,24 @@ export class VirtioPci extends PciEmulFunction {
     // the IOMMU the queues stay here, where they are translated.
     if (!kvm || typeof dev.startOffload !== 'function' || this.dma !== undefined) return;
     let fds: Array<number | undefined> | undefined;
+    const irqfds = (queues: ReadonlyArray<boolean>): QueueIrqfdChannel | undefined => {
+      this.dropIrqfds();
+      this.queueIrqfds = QueueIrqfds.open(kvm, queues, {
+        msixActive: () => this.msixEnabledNow(),
+        vectorOf: (q) => {
+          const v = this.queues[q]?.msixVector ?? VIRTIO_MSI_NO_VECTOR;
+          return v !== VIRTIO_MSI_NO_VECTOR && v < this.msixVectorCount ? v : undefined;
+        },
+        entry: (v) => this.msixEntry(v),
+        raiseVector: (v) => { this.generateMsix(v); },
+        raiseQueue: (q) => this.queueInterrupt(q),
+      });
+      return this.queueIrqfds?.channel;
+    };
     try {
-      fds = dev.startOffload(kvm.helper, () => this.dropIoeventfds());
+      fds = dev.startOffload(kvm.helper, () => this.dropIoeventfds(), irqfds);
     } catch {
+      this.dropIrqfds();
       return; // the device keeps serving notifies on this thread
     }
     const base = this.transport === 'legacy' ? undefined : this.barRegisteredAt(VIRTIO_MODERN_BAR);
@@ -434,6 +460,27 @@ export class VirtioPci extends PciEmulFunction {
   private dropIoeventfds(): void {
     for (const { fd, addr } of this.ioeventfds) this.ctx.kvm?.ioeventfd(fd, addr, true);
     this.ioeventfds = [];
+  }
+
+  /** Only once the helper has stopped writing them (device reset/close). */
+  private dropIrqfds(): void {
+    const q = this.queueIrqfds;
+    if (!q) return;
+    this.irqfdMessages += q.sent;
+    q.close();
+    this.queueIrqfds = undefined;
+  }
+
+  /** Queues whose interrupts reach KVM by irqfd now, a bit per queue (for
+   * tests and diagnostics). */
+  get irqfdQueues(): number { return this.queueIrqfds?.liveMask ?? 0; }
+
+  protected interruptSetupChanged(): void {
+    this.queueIrqfds?.sync();
+  }
+
+  protected msixPbaReading(): void {
+    this.queueIrqfds?.collectPending();
   }
 
   /** The device cannot go on until reset (spec 2.1.2). */
@@ -611,7 +658,7 @@ export class VirtioPci extends PciEmulFunction {
         if (v >= 1 && v <= max) q.size = v;
         break;
       }
-      case VIRTIO_PCI_COMMON_Q_MSIX: if (q) q.msixVector = this.setVector(v); break;
+      case VIRTIO_PCI_COMMON_Q_MSIX: if (q) { q.msixVector = this.setVector(v); this.queueIrqfds?.sync(); } break;
       case VIRTIO_PCI_COMMON_Q_ENABLE: if (q && !running && v === 1) q.enabled = true; break;
       case VIRTIO_PCI_COMMON_Q_DESCLO: setAddr('desc', false); break;
       case VIRTIO_PCI_COMMON_Q_DESCHI: setAddr('desc', true); break;
@@ -682,7 +729,7 @@ export class VirtioPci extends PciEmulFunction {
       case VIRTIO_PCI_QUEUE_NOTIFY: this.notify(value); break;
       case VIRTIO_PCI_STATUS: this.writeStatus(value, true); break;
       case VIRTIO_MSI_CONFIG_VECTOR: this.configVector = this.setVector(value); break;
-      case VIRTIO_MSI_QUEUE_VECTOR: if (q) q.msixVector = this.setVector(value); break;
+      case VIRTIO_MSI_QUEUE_VECTOR: if (q) { q.msixVector = this.setVector(value); this.queueIrqfds?.sync(); } break;
       default: break;
     }
   }
@@ -718,6 +765,7 @@ export class VirtioPci extends PciEmulFunction {
   close(): void {
     this.dropIoeventfds();
     this.device.close?.();
+    this.dropIrqfds();
   }
 
   /** The transport's counters and the device model's (bhyvectl --get-stats):
@@ -729,6 +777,7 @@ export class VirtioPci extends PciEmulFunction {
       'queue notifies by exit': this.notifiesByExit,
       'msi-x messages': c.msix,
       'msi-x messages held by a mask': c.msixHeld,
+      'msi-x messages by irqfd': this.irqfdMessages + (this.queueIrqfds?.sent ?? 0),
       'msi messages': c.msi,
       'intx assertions': c.intx,
       ...(this.device.counters?.() ?? {}),

@@ -18,7 +18,13 @@
 // are translated at construction and again whenever the space's
 // generation moves (an unmap, a detach), each buffer and indirect table
 // when its chain is walked, with the access it needs (the used ring
-// read/write, the rest read, writable buffers write). A refused access is
+// read/write, the rest read, writable buffers write). A ring area whose
+// IOVA range maps to scattered guest pages (Linux's iommu-dma may back a
+// coherent ring with pages it only makes contiguous in IOVA space) is kept
+// as one view per IOMMU page (PagedRing): every ring field is naturally
+// aligned and at most 4 bytes (a descriptor: 16 bytes at a 16-aligned
+// offset), so none straddles a page, and each is read or written in place,
+// the driver seeing every write as it happens. A refused access is
 // an IOMMU fault (already reported on the IOMMU's event queue) and a
 // VirtqueueError here: nothing of it reaches memory. Without `dma` the
 // path is the one above, unchanged.
@@ -117,8 +123,8 @@ export class DescriptorChain {
 
   clear(): void {
     this.head = 0;
-    this.readable.length = 0;
-    this.writable.length = 0;
+    emptyArray(this.readable);
+    emptyArray(this.writable);
     this.readableLength = 0;
     this.writableLength = 0;
   }
@@ -175,8 +181,15 @@ function copyIn(segs: Uint8Array[], offset: number, src: Uint8Array): number {
   return copied;
 }
 
+/** `a.length = 0` without the length setter, a runtime call in V8 that
+ * showed as 15% of a transmit loop's time: the data path's arrays hold a
+ * few segments, which pop() removes inline. */
+export function emptyArray(a: unknown[]): void {
+  while (a.length > 0) a.pop();
+}
+
 function views(segs: Uint8Array[], offset: number, length: number, out: Uint8Array[]): Uint8Array[] {
-  out.length = 0;
+  emptyArray(out);
   let left = length;
   let skip = offset;
   for (let i = 0; i < segs.length && left > 0; i++) {
@@ -189,6 +202,74 @@ function views(segs: Uint8Array[], offset: number, length: number, out: Uint8Arr
   }
   return out;
 }
+
+/** The granule of the IOMMU's mappings (virtio-iommu's page_size_mask):
+ * where a ring's pieces may change guest page. */
+const RING_PAGE = 4096;
+
+/**
+ * A ring area whose IOVA range maps to more than one guest-physical piece:
+ * a view per IOMMU page of the area. `view(off)` gives the page view of
+ * area byte `off` and leaves the offset within it in `at`; a field must
+ * not cross a page (ring fields never do: they are naturally aligned).
+ */
+export class PagedRing {
+  private readonly views: Uint8Array[] = [];
+  private readonly words: Array<Uint16Array | undefined> = [];
+  /** Offset of the area's first byte within its IOMMU page. */
+  private readonly lead: number;
+  /** Offset within the last page view returned by view(). */
+  at = 0;
+
+  /** `pieces`: the translation of IOVA [iova, iova+length), in order. */
+  constructor(mem: GuestMemory, iova: number, length: number, pieces: readonly GuestRange[]) {
+    this.lead = iova % RING_PAGE;
+    let off = 0;
+    let piece = 0;
+    let pieceOff = 0;
+    while (off < length) {
+      const end = Math.min(length, (this.views.length + 1) * RING_PAGE - this.lead);
+      while (pieceOff >= pieces[piece].length) { pieceOff -= pieces[piece].length; piece++; }
+      const p = pieces[piece];
+      // Pieces change only at IOMMU page boundaries (mappings are whole
+      // pages): a page lies in one.
+      if (pieceOff + (end - off) > p.length) throw new VirtqueueError(`a piece of it ends inside an IOMMU page (at byte ${off + p.length - pieceOff})`);
+      const v = mem.slice(p.gpa + pieceOff, end - off);
+      this.views.push(v);
+      this.words.push(words16(v));
+      pieceOff += end - off;
+      off = end;
+    }
+  }
+
+  get pages(): number { return this.views.length; }
+
+  view(off: number): Uint8Array {
+    const o = this.lead + off;
+    const page = Math.floor(o / RING_PAGE);
+    this.at = page === 0 ? off : o % RING_PAGE;
+    return this.views[page];
+  }
+
+  word(off: number): number {
+    const v = this.view(off);
+    const w = this.words[Math.floor((this.lead + off) / RING_PAGE)];
+    return w ? Atomics.load(w, this.at >> 1) : rd16(v, this.at);
+  }
+
+  setWord(off: number, value: number): void {
+    const v = this.view(off);
+    const w = this.words[Math.floor((this.lead + off) / RING_PAGE)];
+    if (w) Atomics.store(w, this.at >> 1, value & 0xffff);
+    else wr16(v, this.at, value);
+  }
+
+  set32(off: number, value: number): void {
+    wr32(this.view(off), this.at, value);
+  }
+}
+
+const EMPTY = new Uint8Array(0);
 
 function isPowerOfTwo(n: number): boolean {
   return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
@@ -218,6 +299,11 @@ export class Virtqueue {
    * torn used idx. */
   private avail16: Uint16Array | undefined;
   private used16: Uint16Array | undefined;
+  /** Behind an IOMMU, a ring area on scattered guest pages (its plain
+   * view above is then empty and unused). */
+  private descPaged: PagedRing | undefined;
+  private availPaged: PagedRing | undefined;
+  private usedPaged: PagedRing | undefined;
   /** Offset of used_event in the avail ring, of avail_event in the used ring. */
   private readonly usedEventOff: number;
   private readonly availEventOff: number;
@@ -225,6 +311,9 @@ export class Virtqueue {
   private nextUsed = 0;
   private signalledUsed = 0;
   private signalledValid = false;
+  /** disableNotification(true) under EVENT_IDX: avail_event is left where
+   * it was until enableNotification(). */
+  private availEventHeld = false;
 
   /** Validates the layout (size a power of two <= 32768, alignment, every
    * ring area inside guest RAM) and resolves the rings; throws
@@ -246,38 +335,57 @@ export class Virtqueue {
     this.indirect = opts.indirect ?? false;
     this.dma = opts.dma;
     this.ringGeneration = this.dma?.generation ?? 0;
-    this.descTable = this.area(layout.desc, VIRTQ_DESC_SIZE * size, 'descriptor table', DMA_READ);
-    this.avail = this.area(layout.avail, 6 + 2 * size, 'available ring', DMA_READ);
-    this.used = this.area(layout.used, 6 + VIRTQ_USED_ELEM_SIZE * size, 'used ring', DMA_READ | DMA_WRITE);
     this.usedEventOff = 4 + 2 * size;
     this.availEventOff = 4 + VIRTQ_USED_ELEM_SIZE * size;
+    this.descTable = this.avail = this.used = EMPTY;
+    this.resolveRings();
+  }
+
+  /** The ring areas as views of guest memory (translated behind an IOMMU). */
+  private resolveRings(): void {
+    const { layout, size } = this;
+    this.descPaged = this.availPaged = this.usedPaged = undefined;
+    const desc = this.area(layout.desc, VIRTQ_DESC_SIZE * size, 'descriptor table', DMA_READ);
+    const avail = this.area(layout.avail, 6 + 2 * size, 'available ring', DMA_READ);
+    const used = this.area(layout.used, 6 + VIRTQ_USED_ELEM_SIZE * size, 'used ring', DMA_READ | DMA_WRITE);
+    if (desc instanceof PagedRing) { this.descPaged = desc; this.descTable = EMPTY; } else this.descTable = desc;
+    if (avail instanceof PagedRing) { this.availPaged = avail; this.avail = EMPTY; } else this.avail = avail;
+    if (used instanceof PagedRing) { this.usedPaged = used; this.used = EMPTY; } else this.used = used;
     this.avail16 = words16(this.avail);
     this.used16 = words16(this.used);
   }
 
   /** A ring's 16-bit field at even offset `o`, read in one access. */
   private availWord(o: number): number {
+    if (this.availPaged) return this.availPaged.word(o);
     return this.avail16 ? Atomics.load(this.avail16, o >> 1) : rd16(this.avail, o);
   }
 
   private usedWord(o: number): number {
+    if (this.usedPaged) return this.usedPaged.word(o);
     return this.used16 ? Atomics.load(this.used16, o >> 1) : rd16(this.used, o);
   }
 
   private setUsedWord(o: number, v: number): void {
-    if (this.used16) Atomics.store(this.used16, o >> 1, v & 0xffff);
+    if (this.usedPaged) this.usedPaged.setWord(o, v);
+    else if (this.used16) Atomics.store(this.used16, o >> 1, v & 0xffff);
     else wr16(this.used, o, v);
   }
 
-  private area(addr: number, length: number, what: string, access: DmaAccess): Uint8Array {
+  private area(addr: number, length: number, what: string, access: DmaAccess): Uint8Array | PagedRing {
     let gpa = addr;
     if (this.dma !== undefined) {
       const r = this.translate(addr, length, access, `${what} at 0x${addr.toString(16)}`);
-      if (r.length !== 1) {
-        throw new VirtqueueError(`queue ${this.index}: ${what} at IOVA 0x${addr.toString(16)}+0x${length.toString(16)} maps to `
-          + `${r.length} discontiguous guest-physical pieces (a ring must be physically contiguous here)`);
-      }
       gpa = r[0].gpa;
+      if (r.length !== 1) {
+        try {
+          return new PagedRing(this.mem, addr, length, r);
+        } catch (e) {
+          if (e instanceof GuestMemoryError) throw new VirtqueueError(`queue ${this.index}: ${what} at IOVA 0x${addr.toString(16)}+0x${length.toString(16)} is not all in guest RAM`);
+          if (e instanceof VirtqueueError) throw new VirtqueueError(`queue ${this.index}: ${what} at IOVA 0x${addr.toString(16)}+0x${length.toString(16)}: ${e.message}`);
+          throw e;
+        }
+      }
     }
     try {
       return this.mem.slice(gpa, length);
@@ -307,12 +415,7 @@ export class Virtqueue {
   private checkRings(): void {
     const gen = this.dma!.generation;
     if (gen === this.ringGeneration) return;
-    const { layout, size } = this;
-    this.descTable = this.area(layout.desc, VIRTQ_DESC_SIZE * size, 'descriptor table', DMA_READ);
-    this.avail = this.area(layout.avail, 6 + 2 * size, 'available ring', DMA_READ);
-    this.used = this.area(layout.used, 6 + VIRTQ_USED_ELEM_SIZE * size, 'used ring', DMA_READ | DMA_WRITE);
-    this.avail16 = words16(this.avail);
-    this.used16 = words16(this.used);
+    this.resolveRings();
     this.ringGeneration = gen;
   }
 
@@ -352,8 +455,10 @@ export class Virtqueue {
       throw new VirtqueueError(`queue ${this.index}: avail ring entry ${this.lastAvail} names descriptor ${head} >= size ${this.size}`);
     }
     this.lastAvail = (this.lastAvail + 1) & 0xffff;
-    // Tell an EVENT_IDX driver to notify for anything past what we consumed.
-    if (this.eventIdx) this.setUsedWord(this.availEventOff, this.lastAvail);
+    // Tell an EVENT_IDX driver to notify for anything past what we consumed
+    // (unless notifications are held off: then it stays behind, and the
+    // driver notifies at most once more).
+    if (this.eventIdx && !this.availEventHeld) this.setUsedWord(this.availEventOff, this.lastAvail);
     this.walk(head, chain);
     return chain;
   }
@@ -364,8 +469,14 @@ export class Virtqueue {
   pushUsed(head: number, len: number): void {
     if (this.dma !== undefined) this.checkRings();
     const slot = 4 + VIRTQ_USED_ELEM_SIZE * (this.nextUsed & (this.size - 1));
-    wr32(this.used, slot, head);
-    wr32(this.used, slot + 4, len);
+    if (this.usedPaged) {
+      // id and len each lie in one page (the element may straddle two).
+      this.usedPaged.set32(slot, head);
+      this.usedPaged.set32(slot + 4, len);
+    } else {
+      wr32(this.used, slot, head);
+      wr32(this.used, slot + 4, len);
+    }
     this.nextUsed = (this.nextUsed + 1) & 0xffff;
     // The element is stored before the index (x86 keeps stores in order).
     this.setUsedWord(2, this.nextUsed);
@@ -396,17 +507,21 @@ export class Virtqueue {
    * the meantime: the caller must then keep processing. */
   enableNotification(): boolean {
     if (this.dma !== undefined) this.checkRings();
+    this.availEventHeld = false;
     if (this.eventIdx) this.setUsedWord(this.availEventOff, this.lastAvail);
     else this.setUsedWord(0, this.usedWord(0) & ~VIRTQ_USED_F_NO_NOTIFY);
     memoryFence();
     return this.pending() !== 0;
   }
 
-  /** Asks the driver not to notify (a hint; ignored under EVENT_IDX, where
-   * avail_event alone governs notifications). */
-  disableNotification(): void {
+  /** Asks the driver not to notify: VIRTQ_USED_F_NO_NOTIFY, which an
+   * EVENT_IDX driver ignores. With `holdAvailEvent` (a device thread that
+   * polls the ring until enableNotification()), under EVENT_IDX pop() also
+   * stops moving avail_event, so such a driver notifies at most once. */
+  disableNotification(holdAvailEvent = false): void {
     if (this.dma !== undefined) this.checkRings();
     if (!this.eventIdx) this.setUsedWord(0, this.usedWord(0) | VIRTQ_USED_F_NO_NOTIFY);
+    else if (holdAvailEvent) this.availEventHeld = true;
   }
 
   /** An indirect table: one view, in one RAM region. */
@@ -468,6 +583,8 @@ export class Virtqueue {
     chain.clear();
     chain.head = head;
     let table = this.descTable;
+    // Scattered descriptor table: each descriptor from its page's view.
+    let paged = this.descPaged;
     let tableSize = this.size;
     let budget = this.size;
     let inIndirect = false;
@@ -478,7 +595,8 @@ export class Virtqueue {
       if (budget-- <= 0) {
         throw new VirtqueueError(`queue ${this.index}: descriptor chain from ${head} loops (longer than ${inIndirect ? 'its indirect table' : 'the queue size'})`);
       }
-      const off = i * VIRTQ_DESC_SIZE;
+      let off = i * VIRTQ_DESC_SIZE;
+      if (paged !== undefined) { table = paged.view(off); off = paged.at; }
       const lo = rd32(table, off);
       const hi = rd32(table, off + 4);
       const len = rd32(table, off + 8);
@@ -497,6 +615,7 @@ export class Virtqueue {
         const count = len / VIRTQ_DESC_SIZE;
         if (count > VIRTQ_MAX_SIZE) throw new VirtqueueError(`queue ${this.index}: indirect table of ${count} descriptors`);
         table = this.segment(addr, len, i, false);
+        paged = undefined;
         tableSize = count;
         budget = count;
         inIndirect = true;

@@ -72,10 +72,16 @@ export function landlockStatus(): { abi: number } | { missing: string } {
 const O_PATH = 0o10000000;
 const O_CLOEXEC = 0o2000000;
 
-/** Builds the ruleset and restricts the calling thread. Returns undefined
- * on success, else why not (the thread is then unchanged). Paths that no
- * longer exist are skipped: nothing there to grant. */
-export function restrictThisThread(abi: number, rules: readonly LandlockRule[], handleNet = true): string | undefined {
+/** LANDLOCK_RESTRICT_SELF_TSYNC (ABI 8, Linux 7.0): the calling thread's
+ * new domain goes to every thread of the process at once, replacing what
+ * each had (and no_new_privs with it). */
+export const RESTRICT_SELF_TSYNC = 1 << 3;
+export const TSYNC_ABI = 8;
+
+/** Builds the ruleset for `rules`: its fd (the caller closes it with
+ * closeRaw), or why not. Paths that no longer exist are skipped: nothing
+ * there to grant. */
+export function createRuleset(abi: number, rules: readonly LandlockRule[], handleNet = true): { fd: number } | { error: string } {
   const attr = new Uint8Array(24);
   const dv = new DataView(attr.buffer);
   const fsRights = handledFs(abi);
@@ -84,29 +90,41 @@ export function restrictThisThread(abi: number, rules: readonly LandlockRule[], 
   // handleNet false: TCP left to seccomp (a slirp backend connects and binds).
   if (abi >= 4 && handleNet) { dv.setBigUint64(8, NET_BIND_TCP | NET_CONNECT_TCP, true); size = 16; }
   const ruleset = landlockCreateRuleset(attr, size);
-  if (ruleset < 0) return `landlock_create_ruleset failed (errno ${-ruleset})`;
-  try {
-    for (const rule of rules) {
-      let fd: number;
-      try {
-        fd = fs.openSync(rule.path, O_PATH | O_CLOEXEC);
-      } catch {
-        continue;
-      }
-      try {
-        const isDir = fs.fstatSync(fd).isDirectory();
-        const access = rule.access & fsRights & (isDir ? fsRights : FILE_RIGHTS);
-        if (access === 0n) continue;
-        const r = landlockAddPathRule(ruleset, access, fd);
-        if (r < 0) return `landlock_add_rule on ${rule.path} failed (errno ${-r})`;
-      } finally {
-        fs.closeSync(fd);
-      }
+  if (ruleset < 0) return { error: `landlock_create_ruleset failed (errno ${-ruleset})` };
+  for (const rule of rules) {
+    let fd: number;
+    try {
+      fd = fs.openSync(rule.path, O_PATH | O_CLOEXEC);
+    } catch {
+      continue;
     }
-    const r = landlockRestrictSelf(ruleset);
+    try {
+      const isDir = fs.fstatSync(fd).isDirectory();
+      const access = rule.access & fsRights & (isDir ? fsRights : FILE_RIGHTS);
+      if (access === 0n) continue;
+      const r = landlockAddPathRule(ruleset, access, fd);
+      if (r < 0) {
+        closeRaw(ruleset);
+        return { error: `landlock_add_rule on ${rule.path} failed (errno ${-r})` };
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  return { fd: ruleset };
+}
+
+/** Builds the ruleset and restricts the calling thread (`flags`: 0 or
+ * RESTRICT_SELF_TSYNC). Returns undefined on success, else why not (the
+ * thread is then unchanged). */
+export function restrictThisThread(abi: number, rules: readonly LandlockRule[], handleNet = true, flags = 0): string | undefined {
+  const ruleset = createRuleset(abi, rules, handleNet);
+  if ('error' in ruleset) return ruleset.error;
+  try {
+    const r = landlockRestrictSelf(ruleset.fd, flags);
     if (r < 0) return `landlock_restrict_self failed (errno ${-r})`;
     return undefined;
   } finally {
-    closeRaw(ruleset);
+    closeRaw(ruleset.fd);
   }
 }

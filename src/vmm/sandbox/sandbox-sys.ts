@@ -109,10 +109,37 @@ export function landlockAddPathRule(rulesetFd: number, allowedAccess: bigint, pa
   return result(syscall4(SYS_LANDLOCK_ADD_RULE, rulesetFd, LANDLOCK_RULE_PATH_BENEATH, attr, 0));
 }
 
-/** Restricts the calling thread (and the threads it starts later). */
-export function landlockRestrictSelf(rulesetFd: number): number {
-  return result(syscall2(SYS_LANDLOCK_RESTRICT_SELF, rulesetFd, 0));
+/** Restricts the calling thread (and the threads it starts later); with
+ * LANDLOCK_RESTRICT_SELF_TSYNC in `flags`, every thread (ABI 8). */
+export function landlockRestrictSelf(rulesetFd: number, flags = 0): number {
+  return result(syscall2(SYS_LANDLOCK_RESTRICT_SELF, rulesetFd, flags));
 }
+
+// The same calls run on a thread of libuv's pool (koffi async): the result
+// or -errno (koffi hands the pool thread's errno to the callback).
+const onPool = (start: (done: (err: unknown, r: number | bigint) => void) => void): Promise<number> =>
+  new Promise((resolve) => start((err, r) => resolve(err ? -5 /* EIO */ : result(r))));
+
+const SYS_GETTID = 186;
+
+/** prctl on a pool thread. */
+export const prctlOnPool = (option: number, a2 = 0): Promise<number> =>
+  onPool((done) => prctlFn.async(option, a2, 0, 0, 0, done));
+
+/** landlock_restrict_self on a pool thread. */
+export const landlockRestrictSelfOnPool = (rulesetFd: number): Promise<number> =>
+  onPool((done) => syscall2.async(SYS_LANDLOCK_RESTRICT_SELF, rulesetFd, 0, done));
+
+/** Clears a pool thread's capability sets (capset with all sets empty). */
+export const capsetNoneOnPool = (): Promise<number> => {
+  const hdr = new Uint8Array(8);
+  new DataView(hdr.buffer).setUint32(0, LINUX_CAPABILITY_VERSION_3, true);
+  return onPool((done) => capsetFn.async(hdr, new Uint8Array(24), done));
+};
+
+/** The id of the pool thread that runs it. */
+export const gettidOnPool = (): Promise<number> =>
+  onPool((done) => syscall2.async(SYS_GETTID, 0, 0, done));
 
 /** Closes an fd that Node's fs did not open (a worker thread warns when
  * fs.closeSync closes one). */

@@ -11,12 +11,15 @@
 // Steps 1-3 are per thread in Linux, so each JavaScript thread takes them
 // for itself: the main thread in enterSandbox, each vCPU thread before it
 // reports ready (confineThisThread); threads started later (the virtio-blk
-// iothread) inherit them. Node's own helper threads that existed before
-// (V8's platform workers, libuv's pool: 10 of the 13 threads of a 2-vCPU
-// VM) keep their capabilities and are not under Landlock, but are held by
-// the seccomp filter like every thread. (With vcpu.ap_model=pool the APs'
-// KVM_RUN calls run on libuv's pool threads: the ioctl is all they run
-// there; the exits are handled on the sandboxed main thread.)
+// iothread) inherit them. libuv's pool threads, which may have started
+// before (every async fs call and, with vcpu.ap_model=pool, the APs'
+// KVM_RUN run there), take them one by one on bhyve's request
+// (pool-threads.ts). V8's platform workers, started with Node before any
+// of bhyve's code, run only V8's background tasks (GC, compilation): no
+// JavaScript, no fs; Linux has no call that confines another thread, so
+// they keep root's capabilities and stay outside Landlock (held by the
+// seccomp filter and no_new_privs like every thread) unless the kernel has
+// Landlock's TSYNC (ABI 8), which the main thread then uses.
 //
 // -o security.sandbox=false turns it all off (debugging: strace, gdb, a
 // profiler); -o security.sandbox_log=true keeps Landlock and the filter but
@@ -29,7 +32,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { ConfigTree } from '../../config/tree.js';
-import { FS, landlockStatus, restrictThisThread, type LandlockRule } from './landlock.js';
+import { FS, landlockStatus, restrictThisThread, RESTRICT_SELF_TSYNC, TSYNC_ABI, type LandlockRule } from './landlock.js';
 import {
   capset, prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS,
   SECCOMP_FILTER_FLAG_LOG, SECCOMP_FILTER_FLAG_TSYNC, seccompSetFilter,
@@ -122,7 +125,7 @@ export function helperThreadPlan(config: ConfigTree, readFiles: readonly string[
 
 /** bhyve's installed tree and the directory of koffi (a worker thread
  * loads both). */
-function codeDirectories(): string[] {
+export function codeDirectories(): string[] {
   const root = installRoot();
   const dirs = [root];
   try {
@@ -146,7 +149,7 @@ const BLOCK_DEVICES = new Set(['virtio-blk', 'ahci', 'ahci-hd', 'ahci-cd', 'nvme
 
 /** Disk images: a block backend may open its image again later (with
  * nocache, a buffered descriptor for requests O_DIRECT refuses). */
-function diskImages(config: ConfigTree): LandlockRule[] {
+export function diskImages(config: ConfigTree): LandlockRule[] {
   const rules: LandlockRule[] = [];
   for (const [key, value] of config.toJSON()) {
     // virtio-scsi names its disk `dev` (bhyve's CTL device key).
@@ -184,8 +187,9 @@ function fileShares(config: ConfigTree): { rules: LandlockRule[]; kind?: 'ro' | 
   return { rules, kind };
 }
 
-/** Steps 1-3 for the calling thread. Returns what could not be done. */
-export function confineThisThread(plan: SandboxPlan): string[] {
+/** Steps 1-3 for the calling thread (`landlockFlags`: RESTRICT_SELF_TSYNC
+ * takes Landlock to every thread). Returns what could not be done. */
+export function confineThisThread(plan: SandboxPlan, landlockFlags = 0): string[] {
   const problems: string[] = [];
   const nnp = prctl(PR_SET_NO_NEW_PRIVS, 1);
   if (nnp < 0) problems.push(`no_new_privs: errno ${-nnp}`);
@@ -196,7 +200,7 @@ export function confineThisThread(plan: SandboxPlan): string[] {
   }
   prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL);
   if (plan.landlockAbi > 0) {
-    const why = restrictThisThread(plan.landlockAbi, plan.landlockRules, !plan.sockets);
+    const why = restrictThisThread(plan.landlockAbi, plan.landlockRules, !plan.sockets, landlockFlags);
     if (why) problems.push(`Landlock: ${why}`);
   }
   const caps = capset({ effective: 0n, permitted: 0n, inheritable: 0n });
@@ -216,13 +220,18 @@ export function onSandboxed(f: SandboxListener): void {
 /** The error that stops a VM whose sandbox could not be installed. */
 export class SandboxError extends Error {}
 
-/** Steps 1-4 on the main thread; the vCPU threads have taken 1-3 already.
- * Throws SandboxError when the filter cannot be installed (a sandbox asked
- * for and silently missing would be worse than no VM). */
-export function enterSandbox(plan: SandboxPlan): void {
+/** Steps 1-3 on libuv's pool threads (`poolConfined`: pool-threads.ts'
+ * confinePool), then on the main
+ * thread (with Landlock's TSYNC where the kernel has it: every thread,
+ * V8's too), then step 4; the vCPU threads have taken 1-3 already.
+ * Throws SandboxError when a step fails (a sandbox asked for and silently
+ * missing would be worse than no VM). */
+export async function enterSandbox(plan: SandboxPlan, poolConfined: Promise<number[]>, who = 'bhyve'): Promise<void> {
   const t0 = process.hrtime.bigint();
-  const problems = confineThisThread(plan);
-  if (problems.length) throw new SandboxError(`cannot sandbox bhyve: ${problems.join('; ')} (-o security.sandbox=false runs without)`);
+  const tsync = plan.landlockAbi >= TSYNC_ABI;
+  const pool = await poolConfined;
+  const problems = confineThisThread(plan, tsync ? RESTRICT_SELF_TSYNC : 0);
+  if (problems.length) throw new SandboxError(`cannot sandbox ${who}: ${problems.join('; ')} (-o security.sandbox=false runs without)`);
   const refuse = plan.log ? SECCOMP_RET_LOG : SECCOMP_RET_ERRNO | EPERM;
   const filter = buildSeccompFilter({
     refuse, pid: process.pid, renames: plan.landlockAbi > 0 || plan.shares === 'rw', shares: plan.shares,
@@ -232,13 +241,14 @@ export function enterSandbox(plan: SandboxPlan): void {
   const r = seccompSetFilter(filter, flags);
   if (r !== 0) {
     const why = r > 0 ? `thread ${r} could not take the filter` : `errno ${-r}`;
-    throw new SandboxError(`cannot sandbox bhyve: seccomp: ${why} (-o security.sandbox=false runs without)`);
+    throw new SandboxError(`cannot sandbox ${who}: seccomp: ${why} (-o security.sandbox=false runs without)`);
   }
   if (process.env.BHYVE_DEBUG) {
     const ll = plan.landlockAbi > 0 ? `Landlock ABI ${plan.landlockAbi}` : 'no Landlock';
     const ms = (Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1);
-    process.stderr.write(`bhyve: sandbox: no_new_privs, capabilities dropped, ${ll}, seccomp filter${plan.log ? ' (log mode)' : ''} (${ms} ms)\n`);
-    for (const n of plan.notes) process.stderr.write(`bhyve: sandbox: ${n}\n`);
+    process.stderr.write(`${who}: sandbox: no_new_privs, capabilities dropped, ${ll}, seccomp filter${plan.log ? ' (log mode)' : ''} (${ms} ms)\n`);
+    process.stderr.write(`${who}: sandbox: libuv's ${pool.length} pool threads confined; ${tsync ? 'Landlock on every thread (TSYNC)' : `V8's threads started before: no Landlock (ABI ${plan.landlockAbi} has no TSYNC), capabilities kept`}\n`);
+    for (const n of plan.notes) process.stderr.write(`${who}: sandbox: ${n}\n`);
   }
   for (const f of listeners) f();
 }

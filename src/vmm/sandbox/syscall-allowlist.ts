@@ -10,7 +10,9 @@
 // seccomp(2) call that installs the filter. Who makes them: the vCPU loops
 // (ioctl KVM_RUN, tgkill kicks), the device models (preadv/pwritev on
 // images, read/write on taps, eventfds; virtio-input's read, write and
-// EVIOCG* ioctls on the evdev it opened before the sandbox went up), the main thread's libuv loop
+// EVIOCG* ioctls on the evdev it opened before the sandbox went up;
+// passthru's VFIO/iommufd ioctls, pread64/pwrite64 on the device file and
+// eventfd2 for its interrupts, on files opened before), the main thread's libuv loop
 // (epoll, accept4 on the control socket and com1 tcp listener), V8 and its
 // GC threads (mmap, mprotect, madvise, futex), Node starting a worker
 // thread (virtio-blk's iothread starts at each DRIVER_OK: clone, statx,

@@ -69,7 +69,10 @@ main32:
 	movl	$PML4, %eax
 	movl	%eax, %cr3
 	movl	%cr4, %eax
-	orl	$(1 << 5), %eax			/* PAE */
+	/* PAE; OSFXSR and OSXMMEXCPT: SSE works (CR0.EM is clear from reset),
+	 * for code built without -mgeneral-regs-only, such as the Debian
+	 * liblwip.so.0 that tcp.rom carries (test/guests/tcp/) */
+	orl	$((1 << 5) | (1 << 9) | (1 << 10)), %eax
 	movl	%eax, %cr4
 	movl	$0xC0000080, %ecx		/* EFER.LME */
 	rdmsr

@@ -16,8 +16,9 @@ void *memset(void *d, int c, size_t n)
 
 void *memcpy(void *d, const void *s, size_t n)
 {
+	void *dst = d;		/* rep movsb advances d: return where it started */
 	__asm__ volatile("rep movsb" : "+D"(d), "+S"(s), "+c"(n) :: "memory");
-	return d;
+	return dst;
 }
 
 int memcmp(const void *a, const void *b, size_t n)

@@ -1,0 +1,29 @@
+// What a plain run (hostbridge, lpc, COM1, pc-testdev, a boot ROM) loads of
+// Node's own modules on its two threads by the time the guest starts
+// (BHYVE_TRACE_STARTUP=1 lists them): neither thread loads node:crypto (the
+// SMBIOS UUID's MD5 is firmware/md5.ts, the runtime directory's temporary
+// names need no random bytes), and vCPU 0's thread loads no sockets,
+// processes, zlib or tty (scripts/bundle.mjs loads those on first use).
+import { describe, expect, it } from 'vitest';
+
+import { bhyveArgs, kvmUnavailable, rom, runBhyve, vmName } from '../support/bhyve.js';
+
+const skipWhy = kvmUnavailable();
+
+describe.skipIf(skipWhy)(`Node modules at start-up${skipWhy ? ` (skipped: ${skipWhy})` : ''}`, { timeout: 120_000 }, () => {
+  it('a plain run loads no crypto on either thread, and vCPU 0\'s thread no net, child_process, zlib or tty', async () => {
+    const r = await runBhyve(bhyveArgs(rom('exit-testdev'), vmName('mods')), { env: { BHYVE_TRACE_STARTUP: '1' }, timeout: 90_000 });
+    expect(r.stdout).toContain('hello from testdev rom');
+    const modules = (who: string): string[] => {
+      const line = r.stderr.split('\n').find((l) => l.includes(` ${who}: go: Node modules `));
+      expect(line, `${who}: ${r.stderr}`).toBeDefined();
+      return line!.split(': Node modules ')[1].trim().split(' ');
+    };
+    const main = modules('main');
+    const vcpu = modules('vcpu 0');
+    expect(main).toContain('worker_threads');
+    expect(vcpu).toContain('worker_threads');
+    for (const m of ['crypto', 'zlib', 'tty']) expect(main, `main thread loads ${m}`).not.toContain(m);
+    for (const m of ['crypto', 'net', 'child_process', 'cluster', 'dgram', 'zlib', 'tty']) expect(vcpu, `vCPU 0's thread loads ${m}`).not.toContain(m);
+  });
+});
