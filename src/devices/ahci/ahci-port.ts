@@ -668,7 +668,10 @@ export class AhciPort {
       } finally {
         scratch.length = 0;
       }
-      segs.push([dba, n]);
+      // Buffers that follow each other in guest memory are one segment.
+      const last = segs.length > 0 ? segs[segs.length - 1] : undefined;
+      if (last && last[0] + last[1] === dba) last[1] += n;
+      else segs.push([dba, n]);
       total += n;
     }
     if (total === 0) return false;
