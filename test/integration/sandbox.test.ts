@@ -196,6 +196,8 @@ describe.skipIf(skip)(`sandboxed bhyve${skip ? ` (skipped: ${skip})` : ''}`, () 
     const ll = 'abi' in landlock ? `Landlock ABI ${landlock.abi}` : 'no Landlock';
     expect(r.stderr).toMatch(new RegExp(`bhyve: sandbox: no_new_privs, capabilities dropped, ${ll}, seccomp filter \\([\\d.]+ ms\\)\n`));
     if (!('abi' in landlock)) expect(r.stderr).toContain(`bhyve: sandbox: no Landlock: ${landlock.missing}`);
+    // bin/bhyve sizes libuv's pool: 8 threads at -c 1.
+    expect(r.stderr).toMatch(/bhyve: sandbox: libuv's 8 pool threads confined; /);
     expect(r.exitCode).toBe(33);
   });
 });

@@ -247,7 +247,9 @@ export async function enterSandbox(plan: SandboxPlan, poolConfined: Promise<numb
     const ll = plan.landlockAbi > 0 ? `Landlock ABI ${plan.landlockAbi}` : 'no Landlock';
     const ms = (Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1);
     process.stderr.write(`${who}: sandbox: no_new_privs, capabilities dropped, ${ll}, seccomp filter${plan.log ? ' (log mode)' : ''} (${ms} ms)\n`);
-    process.stderr.write(`${who}: sandbox: libuv's ${pool.length} pool threads confined; ${tsync ? 'Landlock on every thread (TSYNC)' : `V8's threads started before: no Landlock (ABI ${plan.landlockAbi} has no TSYNC), capabilities kept`}\n`);
+    const rest = tsync ? 'Landlock on every thread (TSYNC)'
+      : `the threads Node started before bhyve's code (V8's) are outside Landlock${plan.landlockAbi > 0 ? ` (ABI ${plan.landlockAbi} has no TSYNC)` : ''}${process.getuid?.() === 0 ? " and keep root's capabilities" : ''}`;
+    process.stderr.write(`${who}: sandbox: libuv's ${pool.length} pool threads confined; ${rest}\n`);
     for (const n of plan.notes) process.stderr.write(`${who}: sandbox: ${n}\n`);
   }
   for (const f of listeners) f();
