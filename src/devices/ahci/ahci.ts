@@ -144,7 +144,10 @@ export class AhciController extends PciEmulFunction {
     // data); without one (unit tests) the pool keeps its bookkeeping but
     // runs each request on this thread at the next poll() or exit.
     const disks = this.ports.filter((p): p is AhciPort => p !== undefined && !p.atapi);
-    const threads = opts.ioThreads ?? 0;
+    // Unset: one thread where it can complete commands itself (a register
+    // page its threads can map), none otherwise (each completion would
+    // need a ring of vCPU 0, which costs about what the thread saves).
+    const threads = opts.ioThreads ?? (pages?.fd !== undefined ? IOPOOL_THREADS_DEFAULT : 0);
     if (threads > 0 && disks.length > 0) {
       const helper = ctx.kvm?.helper;
       // With the register page the threads complete NCQ transfers
@@ -387,8 +390,9 @@ const STEAL_AFTER_MS = 0.5;
 export const IOPOOL_THREADS_DEFAULT = 1;
 export const IOPOOL_MIN_DEFAULT = 65536;
 
-function ioPoolThreads(t: ConfigTree, node: string): number {
-  const v = t.get(`${node}.iopool`) ?? String(IOPOOL_THREADS_DEFAULT);
+function ioPoolThreads(t: ConfigTree, node: string): number | undefined {
+  const v = t.get(`${node}.iopool`);
+  if (v === undefined) return undefined;
   const n = Number(v);
   if (!/^\d+$/.test(v) || n > 8) throw new ConfigError(`ahci at ${node}: invalid iopool "${v}" (0-8 I/O threads)`);
   return n;
@@ -497,7 +501,7 @@ const AHCI_KEYS: readonly DeviceKey[] = [
   { key: 'port.N.model', description: 'ahci port model' },
   { key: 'port.N.bootindex', description: 'boot order index of the controller, from this port' },
   { key: 'regpage', default: 'true', description: 'ahci register reads from a read-only guest page (no exit per read)' },
-  { key: 'iopool', default: String(IOPOOL_THREADS_DEFAULT), description: 'ahci I/O threads for large NCQ transfers (0: every command runs in its PxCI exit)' },
+  { key: 'iopool', default: String(IOPOOL_THREADS_DEFAULT), description: 'ahci I/O threads for large NCQ transfers (0: every command runs in its PxCI exit; unset: 1 with the register page, else 0)' },
   { key: 'iopool_min', default: String(IOPOOL_MIN_DEFAULT), description: 'ahci smallest NCQ transfer, in bytes, handed to the I/O threads' },
   { key: 'sactcoalesce', default: 'true', description: 'ahci PxSACT writes through KVM\'s coalesced MMIO ring (no exit per NCQ command\'s PxSACT write)' },
 ];
