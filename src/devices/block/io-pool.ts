@@ -186,6 +186,8 @@ export class BlockIoPool {
   private readonly workers: Worker[] = [];
   private readonly views: Uint8Array[] = [];
   private inFlight = 0;
+  /** Requests refused because no worker was up yet (done by the caller). */
+  beforeUp = 0;
   private closed = false;
   private workerData: IoPoolWorkerData | undefined;
   private readonly threads: number;
@@ -258,7 +260,10 @@ export class BlockIoPool {
     // Until a worker is up (they start with the first request, and take a
     // while), the caller does its requests itself: a guest that polls for
     // completion without exiting would otherwise wait for nothing.
-    if (this.threads > 0 && !this.workerData && this.workers.length > 0 && Atomics.load(this.ctl, CTL.UP) === 0) return false;
+    if (this.threads > 0 && !this.workerData && this.workers.length > 0 && Atomics.load(this.ctl, CTL.UP) === 0) {
+      this.beforeUp++;
+      return false;
+    }
     let i = 0;
     while (i < POOL_SLOTS && Atomics.load(this.ints, i * SLOT_INTS + SI.STATE) !== SLOT_STATE.FREE) i++;
     if (i === POOL_SLOTS) return false;
