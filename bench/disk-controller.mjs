@@ -145,11 +145,11 @@ for (const n of notes) console.log(`\n${n}`);
 if (!opt['no-write']) {
   const what = dev === 'ahci'
     ? ['## AHCI throughput', 'WRITE FPDMA QUEUED', 'FLUSH CACHE EXT', 'READ FPDMA QUEUED', 'PxCI/PxSACT',
-      '`-s 3,ahci-hd,IMAGE`', '`-device ahci` (ICH9) `+ -device ide-hd`', 'Every PxCI write is an MMIO exit on both; bhyve-kvm runs the command inside that exit (I/O straight between the image',
-      'and the PRDT buffers), queues PxSACT writes in KVM\'s coalesced MMIO ring (`sactcoalesce`, no exit) and serves register reads (the PxCI/PxSACT/PxTFD polls) from a read-only page (`regpage`, no exit); QEMU exits for every PxSACT write and every read and completes commands through its AIO.']
+      '`-s 3,ahci-hd,IMAGE`', '`-device ahci` (ICH9) `+ -device ide-hd`', 'Every PxCI write is an MMIO exit on both; bhyve-kvm checks the PRDT in that exit and hands a transfer of 64 KiB or more to its I/O thread',
+      '(`iopool=1`), which moves the data straight between the image and the PRDT buffers and clears the PxSACT bit in the read-only register page the driver polls (`regpage`, no exit); PxSACT writes wait in KVM\'s coalesced MMIO ring (`sactcoalesce`, no exit). QEMU exits for every PxSACT write and every read and completes commands through its AIO.']
     : ['## NVMe throughput', 'WRITE (PRP lists)', 'FLUSH', 'READ', 'the completion queue\'s phase bits',
-      '`-s 3,nvme,IMAGE`', '`-device nvme`', 'Every submission doorbell is an MMIO exit on both; bhyve-kvm runs the commands inside that exit and takes the',
-      'completion queue head doorbells through KVM\'s coalesced MMIO ring (`cqcoalesce`, no exit); QEMU exits for both and completes commands through its AIO.'];
+      '`-s 3,nvme,IMAGE`', '`-device nvme`', 'Every submission doorbell is an MMIO exit on both; bhyve-kvm checks the PRPs in that exit, reserves the completion entry and hands a transfer of 64 KiB or more',
+      'to its I/O thread (`iopool=1`), which moves the data and writes the entry (smaller ones run in the exit); completion queue head doorbells go through KVM\'s coalesced MMIO ring (`cqcoalesce`, no exit). QEMU exits for both and completes commands through its AIO.'];
   writeSection(dev, [
     what[0],
     '',

@@ -28,7 +28,7 @@
 //          [--paths tap,slirp] [--dirs tx,rx] [--only bhyve|qemu] [--profile DIR] [--no-write]
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { buildGuests, hostInfo, mdTable, median, patchedRom, writeSection, ROOT } from './lib.mjs';
@@ -177,13 +177,9 @@ ${NOTE}`;
 // ---------------------------------------------------------------- inner
 const BHYVE = `${ROOT}/bin/bhyve`;
 const MODE_INTX = 3;
-/** e1000.rom with its parameter and mode word (test/support/guest-rom.ts). */
+/** e1000.rom with its parameter and mode word. */
 function romFor(param, mode) {
-  const out = patchedRom('e1000', param >>> 0);
-  const b = readFileSync(out);
-  b.writeUInt32LE(mode, 0xffe4);
-  writeFileSync(out, b);
-  return out;
+  return patchedRom('e1000', param >>> 0, mode);
 }
 /** A UDP port on 127.0.0.1 nobody uses (slirp's hostfwd for guest RX). */
 async function freeUdpPort() {

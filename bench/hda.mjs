@@ -16,8 +16,8 @@
 import { parseArgs } from 'node:util';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { readFileSync, writeFileSync, copyFileSync, rmSync, statSync } from 'node:fs';
-import { buildGuests, rom, hostInfo, mdTable, median, writeSection, ROOT, BENCH_TMP } from './lib.mjs';
+import { readFileSync, rmSync, statSync } from 'node:fs';
+import { buildGuests, patchedRom, hostInfo, mdTable, median, writeSection, ROOT, BENCH_TMP } from './lib.mjs';
 
 const { values: opt } = parseArgs({
   options: { runs: { type: 'string', default: '3' }, seconds: { type: 'string', default: '3' }, 'no-write': { type: 'boolean', default: false } },
@@ -27,14 +27,7 @@ const SECONDS = Number(opt.seconds);
 const MODE_INTX = 3;
 
 await buildGuests();
-const romPath = join(BENCH_TMP, `hda-bench-${SECONDS}.rom`);
-copyFileSync(rom('hda'), romPath);
-{
-  const b = readFileSync(romPath);
-  b.writeUInt32LE((0x80000000 | SECONDS) >>> 0, 0xffe0);
-  b.writeUInt32LE(MODE_INTX, 0xffe4);
-  writeFileSync(romPath, b);
-}
+const romPath = patchedRom('hda', (0x80000000 | SECONDS) >>> 0, MODE_INTX);
 const TICK = 100; // USER_HZ of /proc/PID/stat
 function cpuSeconds(pid) {
   try {

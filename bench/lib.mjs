@@ -34,13 +34,16 @@ export function rom(name) {
   return join(GUESTS, `${name}.rom`);
 }
 
-/** Copy ROM `name` to build/bench/<name>-<param>.rom with its 32-bit parameter set. */
-export function patchedRom(name, param) {
-  const out = join(BENCH_TMP, `${name}-${param}.rom`);
+/** Copy ROM `name` to build/bench/ with its 32-bit parameter set and, when
+ * given, its interrupt mode word (PARAM_OFFSET + 4, test/guests/README.md). */
+export function patchedRom(name, param, mode) {
+  const out = join(BENCH_TMP, `${name}-${param}${mode === undefined ? '' : `-m${mode}`}.rom`);
   copyFileSync(rom(name), out);
   const buf = readFileSync(out);
   // in the last 64 KiB: a larger ROM (tcp.rom) ends with the usual one
-  buf.writeUInt32LE(param >>> 0, buf.length - 0x10000 + PARAM_OFFSET);
+  const tail = buf.length - 0x10000;
+  buf.writeUInt32LE(param >>> 0, tail + PARAM_OFFSET);
+  if (mode !== undefined) buf.writeUInt32LE(mode >>> 0, tail + PARAM_OFFSET + 4);
   writeFileSync(out, buf);
   return out;
 }

@@ -11,9 +11,7 @@ import net from 'node:net';
 import { spawn, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { readFileSync, writeFileSync, copyFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { BENCH_TMP, PARAM_OFFSET, ROOT, VMMS, buildGuests, hostInfo, mdTable, median, rom, writeSection } from './lib.mjs';
+import { ROOT, VMMS, buildGuests, hostInfo, mdTable, median, patchedRom, writeSection } from './lib.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -30,13 +28,7 @@ execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { stdio: 'inherit', cwd: fil
 await buildGuests();
 
 function romFor(mode) {
-  const out = join(BENCH_TMP, `uart-${mode}-${N}.rom`);
-  copyFileSync(rom('uart'), out);
-  const b = readFileSync(out);
-  b.writeUInt32LE(N, PARAM_OFFSET);
-  b.writeUInt32LE(mode, PARAM_OFFSET + 4);
-  writeFileSync(out, b);
-  return out;
+  return patchedRom('uart', N, mode);
 }
 
 async function freePort() {

@@ -12,6 +12,7 @@ import { getopt } from '../config/getopt.js';
 import { fsPath, rawArgv } from '../config/raw-argv.js';
 import { parseMemorySize } from '../config/size.js';
 import { reportError } from './output.js';
+import { systemErrorText } from '../user-error.js';
 
 const PROG = 'bhyveload';
 export const BHYVELOAD_OPTSTRING = 'CSc:d:e:h:l:m:';
@@ -62,13 +63,6 @@ export function parseBhyveloadArgs(argv: readonly string[]): BhyveloadArgs {
   return a;
 }
 
-function errnoText(e: unknown): string {
-  const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT') return 'No such file or directory';
-  if (code === 'EACCES') return 'Permission denied';
-  return (e as Error).message;
-}
-
 /** Checks the arguments that need no VM: console, loader, paths. */
 function checkArgs(a: BhyveloadArgs): string[] {
   const warnings: string[] = [];
@@ -77,12 +71,12 @@ function checkArgs(a: BhyveloadArgs): string[] {
     try {
       fs.statSync(a.console);
     } catch (e) {
-      throw new ConfigError(`console ${a.console}: ${errnoText(e)}`);
+      throw new ConfigError(`console ${a.console}: ${systemErrorText(e)}`);
     }
   }
   for (const d of a.disks) {
     let st: fs.Stats;
-    try { st = fs.statSync(fsPath(d)); } catch (e) { throw new ConfigError(`disk ${d}: ${errnoText(e)}`); }
+    try { st = fs.statSync(fsPath(d)); } catch (e) { throw new ConfigError(`disk ${d}: ${systemErrorText(e)}`); }
     if (st.isDirectory()) throw new ConfigError(`disk ${d}: Is a directory`);
   }
   if (a.host === undefined && a.disks.length === 0) {

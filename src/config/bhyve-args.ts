@@ -14,6 +14,7 @@ import { createNode, parseLegacyConfig, setBool, setValue, setValueIfUnset } fro
 import { parseMemorySize } from './size.js';
 import { buildVcpuMaps, calcTopology, CPU_SETSIZE, strtolFull } from './topology.js';
 import { ConfigTree, parseBool } from './tree.js';
+import { systemErrorText } from '../user-error.js';
 import { findPciDevice, lpcHelpText, pciHelpText, validatePciDevices } from '../devices/registry.js';
 
 /** A `-f name,string=...|file=...` fw_cfg user file (kept outside the tree, as bhyve does). */
@@ -240,11 +241,7 @@ export function parseConfigFile(config: ConfigTree, path: string): void {
     text = readBounded(fsPath(path), MAX_CONFIG_FILE_BYTES).toString('utf8');
   } catch (e) {
     if (e instanceof FileTooLargeError) throw new ConfigError(`configuration file ${path} is ${e.message} (a -k file is key=value lines)`);
-    const err = e as NodeJS.ErrnoException;
-    const why = err.code === 'ENOENT' ? 'No such file or directory'
-      : err.code === 'EACCES' ? 'Permission denied'
-        : err.code === 'EISDIR' ? 'Is a directory' : (err.code ?? err.message);
-    throw new ConfigError(`Failed to open configuration file ${path}: ${why}`);
+    throw new ConfigError(`Failed to open configuration file ${path}: ${systemErrorText(e)}`);
   }
   const lines = text.split('\n');
   if (lines[lines.length - 1] === '') lines.pop();

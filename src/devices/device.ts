@@ -177,6 +177,9 @@ export interface KvmDoorbells {
  * MMIO handler registered for the range, as before. */
 export interface RegisterPages {
   readonly bytes: Uint8Array;
+  /** A memfd holding them, for a helper thread to map the same memory
+   * (an I/O thread that updates a register the driver polls). */
+  readonly fd?: number;
   /** Maps the pages at guest physical `gpa` (page aligned); false when KVM
    * refused (the range then decodes through MMIO alone). */
   map(gpa: number): boolean;

@@ -76,12 +76,6 @@ export interface PciDeviceRecord {
   bootable?: boolean;
   /** Start-time checks of its node, before the VM exists; throws UserError. */
   validate?(config: ConfigTree, slot: PciSlot): void;
-  /** A device not built yet that depends on the host (passthru): one line
-   * on the host's state for the "not supported yet" refusal. */
-  hostStatus?(config: ConfigTree, slot: PciSlot): string;
-  /** A device built for some configurations only (passthru: vfio-user
-   * devices, not host ones yet): false refuses this one as not built. */
-  builtFor?(config: ConfigTree, slot: PciSlot): boolean;
   /** Builds the function (bhyve's pe_init), on the device thread. Absent:
    * not built yet. */
   create?(ctx: DeviceContext, slot: PciSlot, chipset: Chipset): PciFunction & Device;

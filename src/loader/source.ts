@@ -12,6 +12,7 @@ import { LoaderError } from './errors.js';
 import { ExtFs, isExt } from './ext.js';
 import { Iso9660, isIso9660 } from './iso9660.js';
 import { listPartitions, partitionReader } from './partition.js';
+import { systemErrorText } from '../user-error.js';
 
 export interface KernelSource {
   /** "host path /guest" or "disk image disk.img (ext, partition 1)". */
@@ -27,15 +28,6 @@ function realpath(p: string): string {
   return decodeBytes(realpathSync.native(fsPath(p), { encoding: 'buffer' }));
 }
 
-function errnoText(e: unknown): string {
-  const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT') return 'No such file or directory';
-  if (code === 'EACCES') return 'Permission denied';
-  if (code === 'ENOTDIR') return 'Not a directory';
-  if (code === 'ELOOP') return 'Too many levels of symbolic links';
-  return (e as Error).message;
-}
-
 /** Files under a host directory (bhyveload -h). */
 export class HostDirSource implements KernelSource {
   readonly root: string;
@@ -46,7 +38,7 @@ export class HostDirSource implements KernelSource {
       this.root = realpath(root);
       if (!statSync(fsPath(this.root)).isDirectory()) throw Object.assign(new Error('Not a directory'), { code: 'ENOTDIR' });
     } catch (e) {
-      throw new LoaderError(`host path ${root}: ${errnoText(e)}`);
+      throw new LoaderError(`host path ${root}: ${systemErrorText(e)}`);
     }
     this.description = `host path ${root}`;
   }
@@ -65,7 +57,7 @@ export class HostDirSource implements KernelSource {
     try {
       real = realpath(full);
     } catch (e) {
-      throw new LoaderError(`${what} ${path}: ${errnoText(e)} (in host path ${this.root})`);
+      throw new LoaderError(`${what} ${path}: ${systemErrorText(e)} (in host path ${this.root})`);
     }
     if (real !== this.root && !real.startsWith(this.root + sep)) {
       throw new LoaderError(`${what} ${path} is outside the host path ${this.root} (a symbolic link leads to ${real})`);
@@ -80,7 +72,7 @@ export class HostDirSource implements KernelSource {
       return new Uint8Array(readFileSync(fsPath(real)));
     } catch (e) {
       if (e instanceof LoaderError) throw e;
-      throw new LoaderError(`${what} ${path}: ${errnoText(e)} (in host path ${this.root})`);
+      throw new LoaderError(`${what} ${path}: ${systemErrorText(e)} (in host path ${this.root})`);
     }
   }
 

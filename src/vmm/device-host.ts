@@ -24,7 +24,8 @@ import { Vm } from '../sys/kvm.js';
 import { MsiRoutes } from './msi-routes.js';
 import { DEVICE_REQUEST } from '../sys/doorbell.js';
 import { CoalescedMmioRing } from '../sys/coalesced-mmio.js';
-import { anonymousMapping, type Mapping } from '../sys/libc.js';
+import { anonymousMapping, mmap, PROT_READ, PROT_WRITE, type Mapping } from '../sys/libc.js';
+import { memfd } from '../sys/memfd.js';
 import type { DeviceHostData } from './vcpu-thread-data.js';
 import type { Doorbell } from '../sys/doorbell.js';
 import { hostPortLookup } from '../devices/virtio/host-ports.js';
@@ -208,10 +209,19 @@ function kvmDoorbells(vm: Vm, helper: HelperThreadData, bus: LocalIoBus, maps: D
     registerPages(size: number): RegisterPages | undefined {
       if (!readonlyMem || size <= 0 || size % PAGE_SIZE) return undefined;
       let m: Mapping;
-      try { m = anonymousMapping(size, 'device register pages'); } catch { return undefined; }
+      // A memfd, so that a device's I/O threads can map the same pages.
+      let fd: number | undefined;
+      try {
+        fd = memfd('device register pages', size);
+        m = mmap(size, PROT_READ | PROT_WRITE, fd, 0, 'device register pages');
+      } catch {
+        if (fd !== undefined) { try { fs.closeSync(fd); } catch { /* closed */ } fd = undefined; }
+        try { m = anonymousMapping(size, 'device register pages'); } catch { return undefined; }
+      }
       let at: number | undefined;
       return {
         bytes: m.bytes,
+        fd,
         map(gpa: number): boolean {
           if (at !== undefined) maps.unmap(at);
           at = undefined;

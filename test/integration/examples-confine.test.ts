@@ -11,7 +11,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GUESTS, ROOT } from '../support/bhyve.js';
-import { Site, TEST_FLAGS, conf, examplesUnavailable, romParam, until, vmLog } from '../support/vm-manager.js';
+import { MODE, romWith } from '../support/guest-rom.js';
+import { Site, TEST_FLAGS, conf, examplesUnavailable, until, vmLog } from '../support/vm-manager.js';
 
 const skip = examplesUnavailable([['chroot', 'coreutils']]);
 if (skip) console.warn(`skipping examples/vm confinement tests: ${skip}`);
@@ -37,7 +38,7 @@ describe.skipIf(skip !== undefined)('examples/vm confine=yes', { timeout: 120_00
       network0_type: 'virtio-net', network0_addr: '10.0.2.2/24',
     }));
     tpl('jail', path.join(GUESTS, 'powerbutton.rom'), 60);
-    tpl('stubborn', romParam(site.tmp, 'powerbutton', 1), 3);
+    tpl('stubborn', romWith(site.tmp, 'powerbutton', MODE.POLL, 1), 3);
     // A second VM's files and a secret of the host's, neither of which the jail may see.
     await site.ok(['create', '-t', 'jail', 'other']);
     fs.writeFileSync(path.join(site.tmp, 'host-secret'), 'secret\n');

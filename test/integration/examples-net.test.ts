@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GUESTS } from '../support/bhyve.js';
-import { Site, TEST_FLAGS, conf, examplesUnavailable, romParam, until, vmLog } from '../support/vm-manager.js';
+import { MODE, romWith } from '../support/guest-rom.js';
+import { Site, TEST_FLAGS, conf, examplesUnavailable, until, vmLog } from '../support/vm-manager.js';
 
 const skip = examplesUnavailable();
 // Network namespaces are named vm-NAME host-wide: a name of this run's own.
@@ -28,12 +29,9 @@ describe.skipIf(skip !== undefined)('examples/vm networking', { timeout: 120_000
     const tpl = (name: string, o: Record<string, string | number>) =>
       fs.writeFileSync(path.join(dir, '.templates', `${name}.conf`), conf({ memory: '64M', console: 'log', bhyve_options: TEST_FLAGS, ...o }));
     tpl('client', { bootrom: path.join(GUESTS, 'virtio-net.rom'), network0_type: 'virtio-net', network0_switch: 'lan' });
-    tpl('peer', { bootrom: romParam(site.tmp, 'virtio-net', 0x40000000), network0_type: 'virtio-net', network0_switch: 'lan' });
-    // MODE_HOLD (0x200 at 0xFFE4): after the ping the guest waits on COM1.
-    const held = romParam(site.tmp, 'virtio-net', 0);
-    const b = fs.readFileSync(held);
-    b.writeUInt32LE(0x200, 0xffe4);
-    fs.writeFileSync(held, b);
+    tpl('peer', { bootrom: romWith(site.tmp, 'virtio-net', MODE.POLL, 0x40000000), network0_type: 'virtio-net', network0_switch: 'lan' });
+    // MODE_HOLD: after the ping the guest waits on COM1.
+    const held = romWith(site.tmp, 'virtio-net', MODE.HOLD, 0);
     tpl('isolated', { bootrom: held, netns: 'yes', network0_type: 'virtio-net', network0_addr: '10.0.2.2/24', stop_timeout: 5 });
   });
   afterAll(() => site?.cleanup());

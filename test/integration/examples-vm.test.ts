@@ -13,7 +13,8 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GUESTS, ROOT } from '../support/bhyve.js';
-import { Site, TEST_FLAGS, conf, examplesUnavailable, romParam, until, vmLog } from '../support/vm-manager.js';
+import { MODE, romWith } from '../support/guest-rom.js';
+import { Site, TEST_FLAGS, conf, examplesUnavailable, until, vmLog } from '../support/vm-manager.js';
 
 const SEABIOS = '/usr/share/seabios/bios.bin';
 const skip = examplesUnavailable([['mkfs.btrfs', 'btrfs-progs'], ['nc', 'netcat-openbsd'], ['losetup', 'mount']])
@@ -53,7 +54,7 @@ describe.skipIf(skip !== undefined)('examples/vm on a btrfs pool', { timeout: 18
       bootrom: path.join(GUESTS, 'powerbutton.rom'), memory: '64M', console: 'log', bhyve_options: TEST_FLAGS, stop_timeout: 60,
     });
     tpl('stubborn', {
-      bootrom: romParam(site.tmp, 'powerbutton', 1), memory: '64M', console: 'log', bhyve_options: TEST_FLAGS, stop_timeout: 3,
+      bootrom: romWith(site.tmp, 'powerbutton', MODE.POLL, 1), memory: '64M', console: 'log', bhyve_options: TEST_FLAGS, stop_timeout: 3,
     });
     const kdir = path.join(site.tmp, 'kernel');
     fs.mkdirSync(path.join(kdir, 'boot'), { recursive: true });

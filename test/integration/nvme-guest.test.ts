@@ -59,8 +59,10 @@ describe.skipIf(skip !== undefined)('nvme.rom on bhyve and QEMU', () => {
       expect(stat(r.stats, NVME, 'cqDoorbells')).toBeGreaterThan(512);
       if (coalescedMmio) expect(stat(r.stats, NVME, 'cqDoorbellsCoalesced')).toBe(stat(r.stats, NVME, 'cqDoorbells'));
       // The 64 KiB writes and 128 KiB reads went to the I/O thread (iopool=1,
-      // iopool_min 64 KiB), which posted their completions itself.
-      expect(stat(r.stats, NVME, 'poolRequests')).toBeGreaterThan(0);
+      // iopool_min 64 KiB), which posted their completions itself, once it
+      // was up: it starts with the first I/O queue, and on a loaded host the
+      // guest may finish before it is (those ran in their exits).
+      expect(stat(r.stats, NVME, 'poolRequests') + stat(r.stats, NVME, 'pool requests before its thread was up')).toBeGreaterThan(0);
       if (mode === MODE.MSIX) expect(r.out).toMatch(/nvme: interrupts: msix vector [0-9a-f]+ [1-9]\d*, vector [0-9a-f]+ [1-9]\d*, \d+ commands/);
     }, 120_000);
 

@@ -10,7 +10,7 @@
 
 import type { Mapping } from '../../src/sys/libc.js';
 import {
-  ATTACH_IOMMUFD_PT, BIND_IOMMUFD, CAP_SPARSE_MMAP, DEVICE_FLAGS, DEVICE_INFO, DMA_MAP, DMA_MAP_FLAG, DMA_UNMAP, GROUP_FLAGS,
+  ATTACH_IOMMUFD_PT, BIND_IOMMUFD, CAP_SPARSE_MMAP, DEVICE_FLAGS, PCI_IRQ, DEVICE_INFO, DMA_MAP, DMA_MAP_FLAG, DMA_UNMAP, GROUP_FLAGS,
   GROUP_STATUS, INFO_CAP_HEADER, IOAS_ALLOC, IOAS_MAP, IOAS_MAP_FLAG, IOAS_UNMAP, IOMMUFD, IOMMUFD_SIZEOF, IRQ_INFO, IRQ_INFO_FLAG,
   IRQ_SET, IRQ_SET_FLAG, REGION_INFO, REGION_INFO_CAP, REGION_INFO_FLAG, SPARSE_MMAP_AREA, VFIO, VFIO_CDEV, VFIO_IOMMU_TYPE,
   VFIO_SIZEOF,
@@ -40,6 +40,51 @@ export interface FakeVfioDevice {
   numIrqs: number;
 }
 
+export const NIC = '0000:01:00.0';
+export const RW = REGION_INFO_FLAG.READ | REGION_INFO_FLAG.WRITE;
+
+/** An e1000e-like function: MSI-X (4 vectors, table and PBA in BAR 0's last page), MSI, PM, PCI Express; BAR 0 memory, BAR 2 I/O. */
+function nicConfig(): Uint8Array {
+  const c = new Uint8Array(256);
+  const d = new DataView(c.buffer);
+  d.setUint32(0x00, 0x10d38086, true);
+  d.setUint16(0x06, 0x0010, true); // capabilities
+  d.setUint32(0x08, 0x02000000, true);
+  d.setUint32(0x10, 0xfebc0000, true); // BAR 0: 32-bit memory
+  d.setUint32(0x18, 0x0000e001, true); // BAR 2: I/O
+  c[0x34] = 0x40;
+  c[0x3d] = 1;
+  c[0x40] = 0x11; c[0x41] = 0x50; d.setUint16(0x42, 3, true); d.setUint32(0x44, 0x3000, true); d.setUint32(0x48, 0x3800, true);
+  c[0x50] = 0x05; c[0x51] = 0x60; d.setUint16(0x52, 0x0080, true);
+  c[0x60] = 0x01; c[0x61] = 0x70; d.setUint16(0x62, 3, true);
+  c[0x70] = 0x10; c[0x71] = 0x00;
+  return c;
+}
+
+export function fakeNic(over: Partial<FakeVfioDevice> = {}): FakeVfioDevice {
+  return {
+    address: NIC,
+    flags: DEVICE_FLAGS.PCI | DEVICE_FLAGS.RESET,
+    numRegions: 9,
+    regions: {
+      0: { size: 0x4000, flags: RW | REGION_INFO_FLAG.MMAP, bytes: new Uint8Array(0x4000), sparse: [{ offset: 0, size: 0x3000 }] },
+      1: { size: 0, flags: 0 },
+      2: { size: 0x20, flags: RW, bytes: Uint8Array.from({ length: 0x20 }, (_, i) => 0xa0 + i) },
+      3: { size: 0, flags: 0 }, 4: { size: 0, flags: 0 }, 5: { size: 0, flags: 0 }, 6: { size: 0, flags: 0 },
+      7: { size: 256, flags: RW, bytes: nicConfig() },
+    },
+    numIrqs: 5,
+    irqs: {
+      [PCI_IRQ.INTX]: { count: 1, flags: IRQ_INFO_FLAG.EVENTFD | IRQ_INFO_FLAG.MASKABLE | IRQ_INFO_FLAG.AUTOMASKED },
+      [PCI_IRQ.MSI]: { count: 1, flags: IRQ_INFO_FLAG.EVENTFD | IRQ_INFO_FLAG.NORESIZE },
+      [PCI_IRQ.MSIX]: { count: 4, flags: IRQ_INFO_FLAG.EVENTFD | IRQ_INFO_FLAG.NORESIZE },
+      [PCI_IRQ.ERR]: { count: 1, flags: IRQ_INFO_FLAG.EVENTFD },
+      [PCI_IRQ.REQ]: { count: 1, flags: IRQ_INFO_FLAG.EVENTFD },
+    },
+    ...over,
+  };
+}
+
 export interface FakeKernelOptions {
   /** Paths that exist: '/dev/vfio/vfio', '/dev/vfio/5', '/dev/iommu', '/dev/vfio/devices/vfio0'. */
   files: string[];
@@ -67,6 +112,7 @@ const NAMES = new Map<number, string>([
 ]);
 const IRQ_NAMES = ['INTX', 'MSI', 'MSIX', 'ERR', 'REQ'];
 const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
+const perm = (read: number, write: number): string => `${read ? 'r' : ''}${write ? 'w' : ''}`;
 
 export class FakeVfioKernel implements VfioHostIo {
   readonly log: string[] = [];
@@ -164,8 +210,9 @@ export class FakeVfioKernel implements VfioHostIo {
         const vaddr = d.getBigUint64(DMA_MAP.vaddr, true);
         const iova = Number(d.getBigUint64(DMA_MAP.iova, true));
         const size = Number(d.getBigUint64(DMA_MAP.size, true));
-        this.log.push(`${name} iova=${hex(iova)} size=${hex(size)} vaddr=${hex(vaddr)} ${flags & DMA_MAP_FLAG.WRITE ? 'rw' : 'r'}`);
+        this.log.push(`${name} iova=${hex(iova)} size=${hex(size)} vaddr=${hex(vaddr)} ${perm(flags & DMA_MAP_FLAG.READ, flags & DMA_MAP_FLAG.WRITE)}`);
         if (!this.iommuSet) return this.fail(name, f.path, E.EINVAL);
+        if (!(flags & (DMA_MAP_FLAG.READ | DMA_MAP_FLAG.WRITE))) return this.fail(name, f.path, E.EINVAL);
         return this.addWindow(name, f.path, iova, size, vaddr, (flags & DMA_MAP_FLAG.WRITE) !== 0);
       }
       case VFIO.IOMMU_UNMAP_DMA: {
@@ -247,10 +294,10 @@ export class FakeVfioKernel implements VfioHostIo {
         const vaddr = d.getBigUint64(IOAS_MAP.user_va, true);
         const size = Number(d.getBigUint64(IOAS_MAP.length, true));
         const iova = Number(d.getBigUint64(IOAS_MAP.iova, true));
-        this.log.push(`${name} ioas=${id} iova=${hex(iova)} size=${hex(size)} vaddr=${hex(vaddr)} ${flags & IOAS_MAP_FLAG.WRITEABLE ? 'rw' : 'r'}`);
+        this.log.push(`${name} ioas=${id} iova=${hex(iova)} size=${hex(size)} vaddr=${hex(vaddr)} ${perm(flags & IOAS_MAP_FLAG.READABLE, flags & IOAS_MAP_FLAG.WRITEABLE)}`);
         if (!this.ioas.has(id)) return this.fail(name, f.path, E.ENOENT);
         // Without FIXED_IOVA the kernel would choose the IOVA: the guest's would be lost.
-        if (!(flags & IOAS_MAP_FLAG.FIXED_IOVA) || !(flags & IOAS_MAP_FLAG.READABLE)) return this.fail(name, f.path, E.EINVAL);
+        if (!(flags & IOAS_MAP_FLAG.FIXED_IOVA) || !(flags & (IOAS_MAP_FLAG.READABLE | IOAS_MAP_FLAG.WRITEABLE))) return this.fail(name, f.path, E.EINVAL);
         return this.addWindow(name, f.path, iova, size, vaddr, (flags & IOAS_MAP_FLAG.WRITEABLE) !== 0);
       }
       case IOMMUFD.IOAS_UNMAP: {

@@ -142,15 +142,6 @@ export function vmLog(vmDir: string, name: string): string {
   try { return fs.readFileSync(path.join(vmDir, name, 'vm.log'), 'latin1'); } catch { return ''; }
 }
 
-/** A copy of build/guests/NAME.rom with the parameter word (0xFFE0) set. */
-export function romParam(dir: string, name: string, param: number): string {
-  const b = fs.readFileSync(path.join(GUESTS, `${name}.rom`));
-  b.writeUInt32LE(param >>> 0, 0xffe0);
-  const out = path.join(dir, `${name}-${param.toString(16)}.rom`);
-  fs.writeFileSync(out, b);
-  return out;
-}
-
 /** KEY="VALUE" lines. */
 export function conf(o: Record<string, string | number>): string {
   return Object.entries(o).map(([k, v]) => `${k}="${v}"\n`).join('');

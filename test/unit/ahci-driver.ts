@@ -46,7 +46,9 @@ export class AhciRig {
 
   constructor(settings: Record<string, string>, opts: { registerPages?: boolean; coalescedRing?: boolean } = {}) {
     const config = new ConfigTree();
-    const all = { 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc', [`pci.0.${SLOT}.0.device`]: 'ahci', ...settings };
+    // No I/O threads unless a test asks (without a VM memory file the pool
+    // has none: its requests would wait for the next exit or poll()).
+    const all = { 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc', [`pci.0.${SLOT}.0.device`]: 'ahci', [`pci.0.${SLOT}.0.iopool`]: '0', ...settings };
     for (const [k, v] of Object.entries(all)) config.set(k, v);
     if (opts.coalescedRing) this.ring = new FakeCoalescedRing(this.io);
     const ctx: DeviceContext = {

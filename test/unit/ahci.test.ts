@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { AhciRig, RAM_BASE, RAM_SIZE, h2d, ncq } from './ahci-driver.js';
+import { ahciDevice } from '../../src/devices/ahci/ahci.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ahci-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -739,6 +740,50 @@ describe('ahci: large NCQ transfers on the I/O pool (iopool)', () => {
     expect(same(fs.readFileSync(img).subarray(1024 * 512, 1024 * 512 + 131072), pattern(131072, 3))).toBe(true);
   });
 
+  it('with the register page, the I/O thread completes a successful NCQ transfer itself: PRDBC, then the PxSACT bit in the page; the device thread adds the SDB FIS', () => {
+    const img = image(4 << 20, (b) => b.set(pattern(1 << 20, 6)));
+    const r = new AhciRig({ ...disk(img), 'pci.0.4.0.iopool': '1' }, { registerPages: true });
+    rigs.push(r);
+    r.cfgWr(0x24, r.abar);
+    const { clb, fb } = r.startPort(0);
+    const buf = r.alloc(4 * 131072, 4096);
+    for (let t = 0; t < 4; t++) r.command(clb, t, ncq(ATA.READ_FPDMA, t * 256, 256, t), [{ addr: buf + t * 131072, len: 131072 }]);
+    r.pwr(0, P.SACT, 0xf);
+    r.pwr(0, P.CI, 0xf);
+    expect(r.hba.pool!.pending).toBe(4);
+    expect(r.pageRd(0x100 + P.SACT)).toBe(0xf);
+    // The pool's requests run (here on this thread, as a worker would):
+    // each clears its bit in the page; the driver may take the tag again
+    // before the device thread has looked.
+    expect(r.hba.pool!.stealStale(0)).toBe(4);
+    expect(r.pageRd(0x100 + P.SACT)).toBe(0);
+    for (let t = 0; t < 4; t++) expect(r.prdbc(clb, t)).toBe(131072);
+    expect(same(r.read(buf, 4 * 131072), pattern(1 << 20, 6).subarray(0, 4 * 131072))).toBe(true);
+    // Tag 2 again, before the device thread reaped the first one: the
+    // reap that comes with the PxSACT write must leave the new bit set.
+    r.command(clb, 2, ncq(ATA.READ_FPDMA, 4096, 256, 2), [{ addr: buf, len: 131072 }]);
+    r.pwr(0, P.SACT, 0x4);
+    expect(r.hba.pool!.pending).toBe(0);
+    expect(r.u32(fb + 0x58 + 4) !== 0).toBe(true); // the reaped completions' SDB FIS
+    expect(r.pageRd(0x100 + P.SACT)).toBe(0x4);
+    r.pwr(0, P.CI, 0x4);
+    expect(r.hba.pool!.pending).toBe(1);
+    expect(r.pageRd(0x100 + P.SACT)).toBe(0x4);
+    r.hba.poll();
+    expect(r.pageRd(0x100 + P.SACT)).toBe(0);
+    expect(r.prd(0, P.SACT)).toBe(0);
+    expect(r.hba.ports[0]!.stats.reads).toBe(5);
+    // A failed transfer is the device thread's: ABORT, the bit stays set.
+    r.command(clb, 5, ncq(ATA.READ_FPDMA, 0, 256, 5), [{ addr: buf, len: 131072 }]);
+    r.pwr(0, P.SACT, 0x20);
+    r.pwr(0, P.CI, 0x20);
+    r.hba.ports[0]!.backend.close();
+    r.hba.poll();
+    expect(r.prd(0, P.TFD) & 1).toBe(1);
+    expect(r.pageRd(0x100 + P.SACT)).toBe(0x20);
+    expect(r.hba.ports[0]!.stats.errors).toBe(1);
+  });
+
   it('a port stop, COMRESET or HBA reset with transfers in flight finishes them first', () => {
     for (const [what, act] of [
       ['stop', (r: AhciRig) => r.pwr(0, P.CMD, 0x10)],
@@ -819,8 +864,8 @@ describe('ahci: large NCQ transfers on the I/O pool (iopool)', () => {
     expect(r.hba.pool!.submitted).toBeGreaterThan(100);
   });
 
-  it('iopool=0 (the default) has no pool; a bad iopool is refused', () => {
-    expect(rig(disk(image())).hba.pool).toBeUndefined();
+  it('one I/O thread by default; iopool=0 has no pool; a bad iopool is refused', () => {
+    expect(ahciDevice.keys?.find((k) => k.key === 'iopool')?.default).toBe('1');
     expect(rig({ ...disk(image()), 'pci.0.4.0.iopool': '0' }).hba.pool).toBeUndefined();
     expect(() => rig({ ...disk(image()), 'pci.0.4.0.iopool': 'many' })).toThrow(/invalid iopool "many"/);
     expect(() => rig({ ...disk(image()), 'pci.0.4.0.iopool': '9' })).toThrow(/invalid iopool "9"/);

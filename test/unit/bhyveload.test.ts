@@ -119,6 +119,8 @@ describe.skipIf(skipWhy !== undefined)(`bhyveload${skipWhy ? ` (skipped: ${skipW
     ['a path outside the host path', ['-e', 'kernel=/../secret'], /kernel \/..\/secret is outside the host path/],
     ['a symbolic link leading out', ['-e', 'kernel=/boot/escape'], /outside the host path .*symbolic link/],
     ['a missing kernel', ['-e', 'kernel=/boot/nosuch'], /kernel \/boot\/nosuch: No such file or directory/],
+    ['a disk under a file', ['-d', '/dev/null/disk.img', '-e', 'kernel=/boot/kernel'], /disk \/dev\/null\/disk.img: Not a directory$/],
+    ['a console under a file', ['-c', '/dev/null/tty', '-e', 'kernel=/boot/kernel'], /console \/dev\/null\/tty: Not a directory$/],
     ['a corrupt kernel', ['-e', 'kernel=/boot/corrupt'], /is not a bzImage, PVH ELF or Multiboot image/],
     ['no kernel variable', [], /no kernel to load: give -e kernel=PATH/],
     ['a module gap', ['-e', 'kernel=/boot/kernel', '-e', 'module.1=/boot/mod0'], /module.0 is missing/],

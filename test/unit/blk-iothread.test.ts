@@ -5,17 +5,15 @@
 // entries read back. No /dev/kvm: the worker runs with noKick. The worker is
 // the compiled one (dist/), so the suite is skipped before `npm run build`.
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
-import { BlkIothread, IOT_STATE } from '../../src/devices/virtio/blk-iothread.js';
+import { describe, expect, it } from 'vitest';
+import { BlkIothread } from '../../src/devices/virtio/blk-iothread.js';
+import { IOTHREAD_STATE } from '../../src/devices/virtio/iothread-control.js';
 import { VirtioBlock } from '../../src/devices/virtio/virtio-blk.js';
 import {
   VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_F_VERSION_1,
   VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY, featureBit,
 } from '../../src/devices/virtio/virtio-constants.js';
-import { mmap, PROT_READ, PROT_WRITE, type Mapping } from '../../src/sys/libc.js';
 import type { DeviceContext, HelperThreadData } from '../../src/devices/device.js';
 import { PCIM_CMD_MEMEN } from '../../src/devices/pci/config-space.js';
 import {
@@ -26,36 +24,19 @@ import { VirtioPci } from '../../src/devices/virtio/virtio-pci.js';
 import type { Virtqueue } from '../../src/devices/virtio/virtqueue.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import { FakeDriver } from './virtio-driver.js';
+import { compiledWorker, IothreadScratch, until, workerHelper } from '../support/iothread-harness.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const workerJs = path.join(root, 'dist/devices/virtio/blk-iothread-worker.js');
-const haveWorker = fs.existsSync(workerJs);
-const workerUrl = new URL(`file://${workerJs}`);
-
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'blk-iot-'));
+const worker = compiledWorker('blk-iothread-worker');
+const scratch = new IothreadScratch('blk-iot-');
 const RAM = 2 << 20;
 const QSIZE = 16;
 const layout = { size: QSIZE, desc: 0x1000, avail: 0x1000 + 16 * QSIZE, used: 0x2000 };
-const cleanup: Array<() => void> = [];
-afterAll(() => {
-  for (const c of cleanup.reverse()) { try { c(); } catch { /* best effort */ } }
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
-
-let seq = 0;
 
 /** A guest: RAM in a file both threads map, a driver for one queue. */
 function guest() {
-  const memoryPath = path.join(tmp, `mem${seq}`);
-  fs.writeFileSync(memoryPath, Buffer.alloc(0));
-  fs.truncateSync(memoryPath, RAM);
-  const fd = fs.openSync(memoryPath, 'r+');
-  const map: Mapping = mmap(RAM, PROT_READ | PROT_WRITE, fd, 0, 'test RAM');
-  fs.closeSync(fd);
-  cleanup.push(() => map.unmap());
-  const ram = map.bytes;
+  const { memoryPath, bytes: ram } = scratch.guestRam(RAM);
   const v = new DataView(ram.buffer, ram.byteOffset, RAM);
-  const image = path.join(tmp, `disk${seq++}.img`);
+  const image = `${scratch.file('disk')}.img`;
   const pattern = Buffer.alloc(1 << 20);
   for (let i = 0; i < pattern.length; i++) pattern[i] = (i * 7 + (i >> 9)) & 0xff;
   fs.writeFileSync(image, pattern);
@@ -92,13 +73,10 @@ function guest() {
   };
   const usedIdx = () => v.getUint16(layout.used + 2, true);
   const dev = VirtioBlock.open({ path: image });
-  cleanup.push(() => dev.close());
+  scratch.defer(() => dev.close());
   const start = (over: { memoryPath?: string; pollUs?: number } = {}) => {
     const t = new BlkIothread({
-      helper: {
-        memoryPath: over.memoryPath ?? memoryPath, layout: { lowmem: RAM, highmem: 0 },
-        doorbell: { sab: new SharedArrayBuffer(8), vcpuFd: -1, mmapSize: 0 },
-      },
+      helper: workerHelper(over.memoryPath ?? memoryPath, RAM),
       imageFd: dev.file.descriptor,
       imageSize: dev.file.size,
       options: { path: image },
@@ -109,22 +87,14 @@ function guest() {
       // A spin preempted on a loaded host would stop polling for a while.
       pollHoldOff: 0,
       noKick: true,
-    }, workerUrl);
-    cleanup.push(() => t.stop());
+    }, worker.url);
+    scratch.defer(() => t.stop());
     return t;
   };
   return { ram, v, pattern, alloc, setDesc, offer, request, usedIdx, start, image };
 }
 
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
-
-describe.skipIf(!haveWorker)('virtio-blk iothread', () => {
+describe.skipIf(!worker.present)('virtio-blk iothread', () => {
   it('serves IN and OUT requests notified through its eventfd, several in flight, and asks for interrupts', async () => {
     for (const pollUs of [0, 50]) {
       const g = guest();
@@ -154,7 +124,7 @@ describe.skipIf(!haveWorker)('virtio-blk iothread', () => {
       expect(t.completed).toBe(5);
       expect(t.brokenReason()).toBeUndefined();
       t.stop();
-      expect(t.state).toBe(IOT_STATE.STOPPED);
+      expect(t.state).toBe(IOTHREAD_STATE.STOPPED);
     }
   });
 
@@ -220,19 +190,19 @@ describe.skipIf(!haveWorker)('virtio-blk iothread', () => {
     expect(t.brokenReason()).toMatch(/loops/);
     t.notify(); // ignored while broken
     t.stop();
-    expect(t.state).toBe(IOT_STATE.STOPPED);
+    expect(t.state).toBe(IOTHREAD_STATE.STOPPED);
   });
 
   it('stop() before the worker took the queue, and a worker that cannot start', async () => {
     const g = guest();
     const early = g.start();
     early.stop();
-    expect([IOT_STATE.STOP, IOT_STATE.STOPPED]).toContain(early.state);
+    expect([IOTHREAD_STATE.STOP, IOTHREAD_STATE.STOPPED]).toContain(early.state);
     // Not terminated while it may be loading (that aborts Node): it sees
     // STOP, never takes the queue, and ends by itself.
-    await until(() => early.state === IOT_STATE.STOPPED, 'the early worker to stop by itself');
+    await until(() => early.state === IOTHREAD_STATE.STOPPED, 'the early worker to stop by itself');
 
-    const bad = g.start({ memoryPath: path.join(tmp, 'no-such-memory-file') });
+    const bad = g.start({ memoryPath: path.join(scratch.dir, 'no-such-memory-file') });
     await until(() => bad.failedToStart, 'the start failure');
     expect(bad.startError()).toMatch(/no-such-memory-file|ENOENT/);
     bad.stop();
@@ -262,7 +232,7 @@ describe('virtio-pci NotifyOffload', () => {
       machine: { requestExit: () => {}, vcpuCount: 1 },
       kvm: {
         ioeventfd: (fd, addr, deassign = false) => { log.push(`${deassign ? 'deassign' : 'assign'} ${fd} 0x${addr.toString(16)}`); return true; },
-        helper: { memoryPath: '', layout: { lowmem: 0, highmem: 0 }, doorbell: { sab: new SharedArrayBuffer(8), vcpuFd: -1, mmapSize: 0 } },
+        helper: workerHelper('', 0),
       },
     };
     const dev = new OffloadingDevice();

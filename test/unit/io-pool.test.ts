@@ -13,6 +13,7 @@ import { BlockFile } from '../../src/devices/block/block-backend.js';
 import { BlockIoPool, POOL_MAX_SEGS, POOL_SLOTS } from '../../src/devices/block/io-pool.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { mmap, PROT_READ, PROT_WRITE } from '../../src/sys/libc.js';
+import { memfd } from '../../src/sys/memfd.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const workerJs = path.join(root, 'dist/devices/block/io-pool-worker.js');
@@ -28,7 +29,7 @@ afterAll(() => {
 });
 
 let seq = 0;
-function setup(threads: number) {
+function setup(threads: number, page?: { words: Int32Array; fd?: number }) {
   const memoryPath = path.join(tmp, `mem${seq}`);
   fs.writeFileSync(memoryPath, Buffer.alloc(0));
   fs.truncateSync(memoryPath, RAM);
@@ -46,7 +47,7 @@ function setup(threads: number) {
   cleanup.push(() => file.close());
   const pool = new BlockIoPool(threads, threads > 0 ? {
     memoryPath, layout: { lowmem: RAM, highmem: 0 }, doorbell: { sab: new SharedArrayBuffer(8), vcpuFd: -1, mmapSize: 0 },
-  } : undefined, [file], () => mem, { noKick: true, workerUrl });
+  } : undefined, [file], () => mem, { noKick: true, workerUrl, page });
   cleanup.push(() => pool.close());
   return { ram, mem, image, data, file, pool };
 }
@@ -137,6 +138,30 @@ describe.skipIf(!haveWorker)('block I/O pool with worker threads', () => {
     })).toBe(true);
     await reapAll(pool, 1);
     expect(rec(0x3010)).toEqual([1, 2, 3, 0x80055]);
+  }, 90_000);
+
+  it('a worker maps the register page from its fd and clears a request\'s bits there after its guest word, on success only', async () => {
+    const fd = memfd('test register page', 4096);
+    cleanup.push(() => fs.closeSync(fd));
+    const pageMap = mmap(4096, PROT_READ | PROT_WRITE, fd, 0, 'test register page');
+    cleanup.push(() => pageMap.unmap());
+    const words = new Int32Array(pageMap.bytes.buffer, pageMap.bytes.byteOffset, 1024);
+    const { ram, pool } = setup(1, { words, fd });
+    expect(pool.canClear).toBe(true);
+    await waitUp(pool, 1);
+    const dv = new DataView(ram.buffer, ram.byteOffset);
+    Atomics.store(words, 13, 0b1111);
+    expect(pool.submit(0, false, 0, [[0x40000, 0x20000]], () => {}, { clear: { gpa: 0x5004, value: 0x20000, word: 13, mask: 0b0100 }, kick: false })).toBe(true);
+    const deadline = Date.now() + 30_000;
+    while (Atomics.load(words, 13) !== 0b1011 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    expect(Atomics.load(words, 13)).toBe(0b1011);
+    expect(dv.getUint32(0x5004, true)).toBe(0x20000);
+    await reapAll(pool, 1);
+    // A short read past the end of the image: the bits stay, no word written.
+    expect(pool.submit(0, false, (2 << 20) - 4096, [[0x40000, 8192]], () => {}, { clear: { gpa: 0x5008, value: 7, word: 13, mask: 0b0001 } })).toBe(true);
+    await reapAll(pool, 1);
+    expect(Atomics.load(words, 13)).toBe(0b1011);
+    expect(dv.getUint32(0x5008, true)).toBe(0);
   }, 90_000);
 
   it('until a worker is up, submit() refuses (the caller does the request itself)', () => {

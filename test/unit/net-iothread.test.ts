@@ -6,38 +6,25 @@
 // tap's fd). No /dev/kvm: the worker runs with noKick. The worker is the
 // compiled one (dist/), so the suite is skipped before `npm run build`.
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { NetIothread, NIOT_STATE } from '../../src/devices/virtio/net-iothread.js';
 import { VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VirtioNet } from '../../src/devices/virtio/virtio-net.js';
 import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTQ_DESC_F_NEXT, featureBit } from '../../src/devices/virtio/virtio-constants.js';
-import { mmap, PROT_READ, PROT_WRITE, type Mapping } from '../../src/sys/libc.js';
 import { packetPair } from '../../src/sys/packet-pair.js';
 import { readFd } from '../../src/sys/tap.js';
 import { FakeDriver } from './virtio-driver.js';
 import { QueueIrqfds, type QueueIrqfdChannel } from '../../src/devices/virtio/queue-irqfd.js';
 import type { MsiIrqfd } from '../../src/devices/device.js';
 import { eventfdRead } from '../../src/sys/eventfd.js';
+import { compiledWorker, IothreadScratch, until, workerHelper } from '../support/iothread-harness.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const workerJs = path.join(root, 'dist/devices/virtio/net-iothread-worker.js');
-const haveWorker = fs.existsSync(workerJs);
-const workerUrl = new URL(`file://${workerJs}`);
-
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'net-iot-'));
+const worker = compiledWorker('net-iothread-worker');
+const scratch = new IothreadScratch('net-iot-');
 const RAM = 4 << 20;
 const QSIZE = 64;
 const HDR = 12;
 const MAC = Uint8Array.from([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
-const cleanup: Array<() => void> = [];
-afterAll(() => {
-  for (const c of cleanup.reverse()) { try { c(); } catch { /* best effort */ } }
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
-
-let seq = 0;
 
 function frame(len: number, seed: number): Uint8Array {
   const f = new Uint8Array(len);
@@ -48,24 +35,15 @@ function frame(len: number, seed: number): Uint8Array {
 /** A guest (RAM in a file both threads map, a driver per queue) and a host
  * end of the "tap". */
 function guest(features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET_F_MAC) | featureBit(VIRTIO_NET_F_MRG_RXBUF)) {
-  const memoryPath = path.join(tmp, `mem${seq++}`);
-  fs.writeFileSync(memoryPath, Buffer.alloc(0));
-  fs.truncateSync(memoryPath, RAM);
-  const fd = fs.openSync(memoryPath, 'r+');
-  const map: Mapping = mmap(RAM, PROT_READ | PROT_WRITE, fd, 0, 'test RAM');
-  fs.closeSync(fd);
-  cleanup.push(() => map.unmap());
+  const { memoryPath, bytes } = scratch.guestRam(RAM);
   const half = RAM / 2;
-  const rx = new FakeDriver(QSIZE, 0, { bytes: map.bytes.subarray(0, half), base: 0 });
-  const tx = new FakeDriver(QSIZE, 0, { bytes: map.bytes.subarray(half), base: half });
+  const rx = new FakeDriver(QSIZE, 0, { bytes: bytes.subarray(0, half), base: 0 });
+  const tx = new FakeDriver(QSIZE, 0, { bytes: bytes.subarray(half), base: half });
   const [vmEnd, hostEnd] = packetPair();
-  cleanup.push(() => { fs.closeSync(vmEnd); fs.closeSync(hostEnd); });
+  scratch.defer(() => { fs.closeSync(vmEnd); fs.closeSync(hostEnd); });
   const start = (over: { memoryPath?: string; transmit?: boolean; irqfds?: QueueIrqfdChannel; pollUs?: number } = {}) => {
     const t = new NetIothread({
-      helper: {
-        memoryPath: over.memoryPath ?? memoryPath, layout: { lowmem: RAM, highmem: 0 },
-        doorbell: { sab: new SharedArrayBuffer(8), vcpuFd: -1, mmapSize: 0 },
-      },
+      helper: workerHelper(over.memoryPath ?? memoryPath, RAM),
       netFd: vmEnd,
       device: { mac: MAC },
       transmit: over.transmit ?? true,
@@ -75,8 +53,8 @@ function guest(features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET
       irqfds: over.irqfds,
       pollUs: over.pollUs,
       noKick: true,
-    }, workerUrl);
-    cleanup.push(() => t.stop());
+    }, worker.url);
+    scratch.defer(() => t.stop());
     return t;
   };
   /** Receive buffers of `len` bytes. */
@@ -105,15 +83,7 @@ function guest(features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET
   return { rx, tx, start, postRx, sendTx, hostRead, hostWrite, vmEnd };
 }
 
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
-
-describe.skipIf(!haveWorker)('virtio-net I/O thread', () => {
+describe.skipIf(!worker.present)('virtio-net I/O thread', () => {
   it('sends what the transmit queue holds on a notify, receives what the tap holds without one, asks for interrupts', async () => {
     const g = guest();
     const t = g.start();
@@ -258,7 +228,7 @@ describe.skipIf(!haveWorker)('virtio-net I/O thread', () => {
       msixActive: () => true, vectorOf: () => 1, entry: () => ({ address: 0xfee00000, data: 0x41, masked: false }),
       raiseVector: () => {}, raiseQueue: () => {},
     })!;
-    cleanup.push(() => wires.close());
+    scratch.defer(() => wires.close());
     expect(wires.liveMask).toBe(1);
     expect(attached).toEqual([true]);
     const g = guest();
@@ -283,14 +253,14 @@ describe.skipIf(!haveWorker)('virtio-net I/O thread', () => {
     early.stop();
     expect([NIOT_STATE.STOP, NIOT_STATE.STOPPED]).toContain(early.state);
     await until(() => early.state === NIOT_STATE.STOPPED, 'the early worker to stop by itself');
-    const bad = g.start({ memoryPath: path.join(tmp, 'no-such-memory-file') });
+    const bad = g.start({ memoryPath: path.join(scratch.dir, 'no-such-memory-file') });
     await until(() => bad.failedToStart, 'the start failure');
     expect(bad.startError()).toMatch(/no-such-memory-file|ENOENT/);
     bad.stop();
   });
 
   it('the device thread offers its queues only with iothread on and a backend', () => {
-    const helper = { memoryPath: '', layout: { lowmem: 0, highmem: 0 }, doorbell: { sab: new SharedArrayBuffer(8), vcpuFd: -1, mmapSize: 0 } };
+    const helper = workerHelper('', 0);
     const noBackend = new VirtioNet({ mac: MAC }, undefined);
     expect(noBackend.startOffload(helper)).toBeUndefined(); // not activated either
     const off = new VirtioNet({ mac: MAC, iothread: false }, undefined, { kind: 'tap', fd: -1, ifname: 'x', wake: new SharedArrayBuffer(8) });

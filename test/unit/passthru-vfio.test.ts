@@ -23,55 +23,13 @@ import { Kvm, Vm } from '../../src/sys/kvm.js';
 import { KVM_UNUSABLE } from '../support/probes.js';
 import { DEVICE_FLAGS, IRQ_INFO_FLAG, IRQ_SET_FLAG, PCI_IRQ, REGION_INFO_FLAG } from '../../src/sys/vfio-abi.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
-import { E, FakeVfioKernel, regionOffset, type FakeKernelOptions, type FakeVfioDevice } from '../support/fake-vfio-kernel.js';
+import { E, fakeNic, FakeVfioKernel, NIC, regionOffset, RW, type FakeKernelOptions } from '../support/fake-vfio-kernel.js';
 import { fakeHostTree, type FakeHost } from '../support/fake-sysfs.js';
 
-const NIC = '0000:01:00.0';
 const RAM_BASE = 0x7e0000000000n;
 const MIB = 0x100000;
-const RW = REGION_INFO_FLAG.READ | REGION_INFO_FLAG.WRITE;
 
-/** An e1000e-like function: MSI-X (4 vectors, table and PBA in BAR 0's last page), MSI, PM, PCI Express; BAR 0 memory, BAR 2 I/O. */
-function nicConfig(): Uint8Array {
-  const c = new Uint8Array(256);
-  const d = new DataView(c.buffer);
-  d.setUint32(0x00, 0x10d38086, true);
-  d.setUint16(0x06, 0x0010, true); // capabilities
-  d.setUint32(0x08, 0x02000000, true);
-  d.setUint32(0x10, 0xfebc0000, true); // BAR 0: 32-bit memory
-  d.setUint32(0x18, 0x0000e001, true); // BAR 2: I/O
-  c[0x34] = 0x40;
-  c[0x3d] = 1;
-  c[0x40] = 0x11; c[0x41] = 0x50; d.setUint16(0x42, 3, true); d.setUint32(0x44, 0x3000, true); d.setUint32(0x48, 0x3800, true);
-  c[0x50] = 0x05; c[0x51] = 0x60; d.setUint16(0x52, 0x0080, true);
-  c[0x60] = 0x01; c[0x61] = 0x70; d.setUint16(0x62, 3, true);
-  c[0x70] = 0x10; c[0x71] = 0x00;
-  return c;
-}
-
-function nic(over: Partial<FakeVfioDevice> = {}): FakeVfioDevice {
-  return {
-    address: NIC,
-    flags: DEVICE_FLAGS.PCI | DEVICE_FLAGS.RESET,
-    numRegions: 9,
-    regions: {
-      0: { size: 0x4000, flags: RW | REGION_INFO_FLAG.MMAP, bytes: new Uint8Array(0x4000), sparse: [{ offset: 0, size: 0x3000 }] },
-      1: { size: 0, flags: 0 },
-      2: { size: 0x20, flags: RW, bytes: Uint8Array.from({ length: 0x20 }, (_, i) => 0xa0 + i) },
-      3: { size: 0, flags: 0 }, 4: { size: 0, flags: 0 }, 5: { size: 0, flags: 0 }, 6: { size: 0, flags: 0 },
-      7: { size: 256, flags: RW, bytes: nicConfig() },
-    },
-    numIrqs: 5,
-    irqs: {
-      [PCI_IRQ.INTX]: { count: 1, flags: IRQ_INFO_FLAG.EVENTFD | IRQ_INFO_FLAG.MASKABLE | IRQ_INFO_FLAG.AUTOMASKED },
-      [PCI_IRQ.MSI]: { count: 1, flags: IRQ_INFO_FLAG.EVENTFD | IRQ_INFO_FLAG.NORESIZE },
-      [PCI_IRQ.MSIX]: { count: 4, flags: IRQ_INFO_FLAG.EVENTFD | IRQ_INFO_FLAG.NORESIZE },
-      [PCI_IRQ.ERR]: { count: 1, flags: IRQ_INFO_FLAG.EVENTFD },
-      [PCI_IRQ.REQ]: { count: 1, flags: IRQ_INFO_FLAG.EVENTFD },
-    },
-    ...over,
-  };
-}
+const nic = fakeNic;
 
 const GROUP_DEV: HostDevice = { address: NIC, group: 5, api: 'group', node: '/dev/vfio/5' };
 const CDEV_DEV: HostDevice = { address: NIC, group: 5, api: 'iommufd', node: '/dev/vfio/devices/vfio0' };
@@ -264,14 +222,20 @@ describe('VFIO backend: DMA windows', () => {
     iommu.map(0x10000, 0x20000, 0x2000, 1); // read-only for the device
     iommu.map(0x80000000, 0x100000000, 0x1000, 3); // highmem, read-write
     iommu.map(0x90000000, 0xfee00000, 0x1000, 3); // not RAM: the device cannot reach it
+    iommu.map(0xb0000000, 0x30000, 0x1000, 2); // write-only: the device may not read it
+    iommu.map(0xc0000000, 0x30000, 0x1000, 0); // no access: no window
+    iommu.map(0xa0000000, -0x1000, 0x2000, 3); // made-up addresses reach nothing either
+    iommu.map(-0x1000, 0x1000, 0x1000, 3);
+    iommu.map(2 ** 53, 0x1000, 0x1000, 3);
     expect(k.log.filter((l) => l.startsWith('VFIO_IOMMU'))).toEqual([
       'VFIO_IOMMU_MAP_DMA iova=0x10000 size=0x2000 vaddr=0x7e0000020000 r',
       'VFIO_IOMMU_MAP_DMA iova=0x80000000 size=0x1000 vaddr=0x7e0000100000 rw',
+      'VFIO_IOMMU_MAP_DMA iova=0xb0000000 size=0x1000 vaddr=0x7e0000030000 w',
     ]);
-    expect(backend.stats()).toMatchObject({ 'vfio dma windows': 2, 'vfio dma mappings outside RAM': 1 });
+    expect(backend.stats()).toMatchObject({ 'vfio dma windows': 3, 'vfio dma mappings outside RAM': 4 });
     iommu.unmap(0x10000, 0x2000);
     expect(k.log.at(-1)).toBe('VFIO_IOMMU_UNMAP_DMA iova=0x10000 size=0x2000');
-    expect([...k.windows.keys()]).toEqual([0x80000000]);
+    expect([...k.windows.keys()]).toEqual([0x80000000, 0xb0000000]);
     // An unmap of a larger range takes every window inside it, whole.
     iommu.unmap(0, 2 ** 40);
     expect(k.windows.size).toBe(0);
@@ -306,6 +270,12 @@ describe('VFIO backend: DMA windows', () => {
     } finally {
       err.mockRestore();
     }
+  });
+
+  it('guest memory on a file system Linux will not pin for long (not tmpfs or hugetlbfs): one line saying where it must be', () => {
+    const k = kernel({ ioctlErrno: { IOMMU_IOAS_MAP: E.EFAULT } });
+    expect(refusal(() => open(k, CDEV_DEV))).toMatch(/^passthru: cannot pin guest memory for the device's DMA \(IOMMU_IOAS_MAP: .*\): the guest memory file must be on tmpfs or hugetlbfs \(set BHYVE_RUNDIR/);
+    expect(k.openFiles()).toEqual([]);
   });
 
   it('guest RAM the kernel will not pin at start: one line about the locked-memory limit, everything closed', () => {
@@ -370,6 +340,22 @@ describe('VFIO backend under the passthrough function', () => {
     expect(r.rd(0x18) & 0xffff).toBe(0xffe1); // BAR 2: 32 bytes of I/O
     r.wr(0x04, 0x0006, 2);
     expect(k.log.at(-1)).toBe('pwrite region 7 +0x4 0600');
+  });
+
+  it('decoding and bus mastering the platform turns on (no firmware) reach the device when its BARs start to decode', () => {
+    const k = kernel();
+    const r = rig(k);
+    // platform.ts for guests without a boot ROM: the shadow command set directly, then the BARs placed.
+    r.fn.cfg.set16(0x04, r.fn.cfg.get16(0x04) | 0x0007);
+    r.fn.setBarAddress(2, 0xe000);
+    expect(k.log.filter((l) => l.startsWith('pwrite region 7 +0x4'))).toEqual(['pwrite region 7 +0x4 0700']);
+    r.fn.setBarAddress(0, 0xc0000000);
+    expect(k.log.filter((l) => l.startsWith('pwrite region 7 +0x4'))).toHaveLength(1); // once
+    expect(r.maps.map((m) => m.gpa)).toEqual([0xc0000000]);
+    // After a reset the device's register is written again when a BAR decodes.
+    r.fn.reset();
+    r.fn.setBarAddress(2, 0xe040);
+    expect(k.log.filter((l) => l.startsWith('pwrite region 7 +0x4'))).toHaveLength(2);
   });
 
   it('BAR 0: its mappable pages mapped from the device file into the guest, the MSI-X table page trapped', () => {

@@ -404,4 +404,40 @@ describe('passthru behind the virtio-iommu (a TranslatedDmaSpace)', () => {
     r.backend.close();
     expect(() => fs.fstatSync(fd)).toThrow();
   });
+
+  it('a window the server refuses to map is said once on stderr, and its DMA goes by messages', async () => {
+    const { TranslatedDmaSpace, DMA_READ, DMA_WRITE } = await import('../../src/devices/iommu/dma-space.js');
+    type M = { iova: number; gpa: number; length: number; access: number };
+    const maps: M[] = [];
+    const space = new TranslatedDmaSpace(0x28, [{ gpa: 0, length: RAM }]);
+    space.attach({ lookup: (iova: number) => maps.find((m) => iova >= m.iova && iova < m.iova + m.length), mappings: () => maps });
+    // A guest RAM file shorter than the layout says: the server refuses
+    // windows past its end (EINVAL, "window beyond its file").
+    const fd = memfd('passthru-test-short-ram', 0x8000);
+    const r = rig(new TestDmaDevice(), { space, ramFile: { fd, bytes: new Uint8Array(RAM) } });
+    place(r);
+    const err = process.stderr.write;
+    const lines: string[] = [];
+    process.stderr.write = ((s: string) => { lines.push(s); return true; }) as typeof process.stderr.write;
+    try {
+      for (const m of [{ iova: 0x100000, gpa: 0x10000, length: 0x4000, access: DMA_READ }, { iova: 0x200000, gpa: 0x40000, length: 0x4000, access: DMA_READ | DMA_WRITE }]) {
+        maps.push(m);
+        space.mapped(m);
+      }
+    } finally { process.stderr.write = err; }
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^bhyve: passthru vfio-user test: the server refused the DMA window 0x100000-0x103fff \(DMA_MAP: Invalid argument\); its DMA goes by messages\n$/);
+    expect(r.fn.stats()['vfio-user dma maps']).toBe(0);
+    expect(r.fn.stats()['vfio-user dma windows']).toBe(0);
+    // The copy still works, by DMA_READ/DMA_WRITE messages.
+    r.ram.fill(0x5a, 0x10000, 0x10100);
+    r.mwr32(0xc0000000 + REG.STATUS, 3);
+    r.mwr32(0xc0000000 + REG.SRC, 0x100000); r.mwr32(0xc0000000 + REG.DST, 0x200000); r.mwr32(0xc0000000 + REG.LEN, 0x100);
+    r.mwr32(0xc0000000 + REG.DOORBELL, 1);
+    expect(r.mrd32(0xc0000000 + REG.STATUS)).toBe(STATUS.DONE);
+    expect(r.ram[0x40000]).toBe(0x5a);
+    expect(r.server.stats.dmaMessages).toBeGreaterThan(0);
+    expect(r.server.stats.dmaMapped).toBe(0);
+    r.backend.close();
+  });
 });

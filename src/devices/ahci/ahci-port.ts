@@ -55,6 +55,8 @@ export interface AhciPortOptions {
 
 export interface AhciPortStats {
   commands: number;
+  /** NCQ transfers an I/O thread completed itself (PxSACT in the register page). */
+  threadCompletions: number;
   reads: number;
   writes: number;
   bytesRead: number;
@@ -77,7 +79,7 @@ export class AhciPort {
   readonly index: number;
   readonly atapi: boolean;
   readonly backend: BlockFile;
-  readonly stats: AhciPortStats = { commands: 0, reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, flushes: 0, trims: 0, errors: 0 };
+  readonly stats: AhciPortStats = { commands: 0, threadCompletions: 0, reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, flushes: 0, trims: 0, errors: 0 };
   private readonly sectorSize: number;
   private readonly physicalSectorSize: number;
   private readonly canDelete: boolean;
@@ -86,7 +88,28 @@ export class AhciPort {
 
   // Port registers, in register order.
   clb = 0; clbu = 0; fb = 0; fbu = 0; is = 0; ie = 0; cmd = 0;
-  tfd = 0; sig = 0; ssts = 0; sctl = 0; serr = 0; sact = 0; ci = 0; sntf = 0; fbs = 0;
+  tfd = 0; sig = 0; ssts = 0; sctl = 0; serr = 0; ci = 0; sntf = 0; fbs = 0;
+  /** PxSACT: a field, or (with I/O threads that complete NCQ commands
+   * themselves, `sharedSact`) the word of the register page the driver
+   * polls, which both threads change with atomic operations only. */
+  private sactField = 0;
+  private sactCell: { words: Int32Array; index: number } | undefined;
+  get sact(): number { return this.sactCell ? Atomics.load(this.sactCell.words, this.sactCell.index) >>> 0 : this.sactField; }
+  set sact(v: number) {
+    if (this.sactCell) Atomics.store(this.sactCell.words, this.sactCell.index, v | 0);
+    else this.sactField = v >>> 0;
+  }
+  private orSact(bits: number): void {
+    if (this.sactCell) Atomics.or(this.sactCell.words, this.sactCell.index, bits | 0);
+    else this.sactField = (this.sactField | bits) >>> 0;
+  }
+  private clearSact(bits: number): void {
+    if (this.sactCell) Atomics.and(this.sactCell.words, this.sactCell.index, ~bits);
+    else this.sactField = (this.sactField & ~bits) >>> 0;
+  }
+  /** Whether PxSACT is the register page's word (the page must not be
+   * refreshed from it: an I/O thread may clear bits meanwhile). */
+  get sactShared(): boolean { return this.sactCell !== undefined; }
 
   private resetPending = false;
   private waitforclear = false;
@@ -114,9 +137,19 @@ export class AhciPort {
     this.identOpts = o.ident;
   }
 
-  /** Hands this port's large NCQ transfers to an I/O pool (io-pool.ts). */
-  useIoPool(pool: BlockIoPool, file: number, min: number): void {
+  /** Hands this port's large NCQ transfers to an I/O pool (io-pool.ts).
+   * With `sact` (PxSACT's word in the register page the pool shares) the
+   * pool's threads complete a successful NCQ transfer themselves: PRDBC,
+   * then the PxSACT bit; the rest (Set Device Bits FIS, PxIS, interrupt)
+   * follows on the device thread, which they ring only when PxIE wants
+   * the interrupt. */
+  useIoPool(pool: BlockIoPool, file: number, min: number, sact?: { words: Int32Array; index: number }): void {
     this.offload = { pool, file, min };
+    if (sact && pool.canClear) {
+      const v = this.sactField;
+      this.sactCell = sact;
+      this.sact = v;
+    }
   }
 
   private buildIdent(): void {
@@ -211,7 +244,7 @@ export class AhciPort {
         if (!(this.cmd & AHCI_P_CMD_ST) && (value & ATA_SC_DET_RESET)) this.portReset();
         break;
       case AHCI_P_SERR: this.serr = (this.serr & ~value) >>> 0; break;
-      case AHCI_P_SACT: this.sact = (this.sact | value) >>> 0; break;
+      case AHCI_P_SACT: this.orSact(value); break;
       case AHCI_P_CI:
         this.ci = (this.ci | value) >>> 0;
         this.handlePort();
@@ -287,7 +320,7 @@ export class AhciPort {
     this.writeFis(FIS_TYPE_PIOSETUP, fis);
   }
 
-  private fisSdb(slot: number, tfd: number): void {
+  private fisSdb(slot: number, tfd: number, sactCleared = false): void {
     const error = (tfd >> 8) & 0xff;
     tfd &= 0x77;
     const fis = new Uint8Array(8);
@@ -303,7 +336,9 @@ export class AhciPort {
       this.errCfis.set(this.cfis.subarray(4, 20), 4);
     } else {
       new DataView(fis.buffer).setUint32(4, (1 << slot) >>> 0, true);
-      this.sact = (this.sact & ~(1 << slot)) >>> 0;
+      // An I/O thread that cleared the bit already may have let the driver
+      // issue the tag again: the bit is the new command's then.
+      if (!sactCleared) this.clearSact(1 << slot);
     }
     this.tfd = (this.tfd & ~0x77) | tfd;
     this.writeFis(FIS_TYPE_SETDEVBITS, fis);
@@ -633,17 +668,36 @@ export class AhciPort {
       } finally {
         scratch.length = 0;
       }
-      segs.push([dba, n]);
+      // Buffers that follow each other in guest memory are one segment.
+      const last = segs.length > 0 ? segs[segs.length - 1] : undefined;
+      if (last && last[0] + last[1] === dba) last[1] += n;
+      else segs.push([dba, n]);
       total += n;
     }
     if (total === 0) return false;
     const cfis = this.cfis.slice(0, 20);
-    return this.offload!.pool.submit(this.offload!.file, write, offset, segs, (n) => this.finishRw(slot, hdr, write, total, n, cfis));
+    const o = this.offload!;
+    if (this.sactCell) {
+      // The thread completes it: PRDBC (the header's second word), then PxSACT.
+      return o.pool.submit(o.file, write, offset, segs, (n) => this.finishRw(slot, hdr, write, total, n, cfis, true), {
+        clear: { gpa: hdr.at + 4, value: total, word: this.sactCell.index, mask: (1 << slot) | 0 },
+        kick: (this.ie & AHCI_P_IX_SDB) !== 0,
+      });
+    }
+    return o.pool.submit(o.file, write, offset, segs, (n) => this.finishRw(slot, hdr, write, total, n, cfis, false));
   }
 
-  /** The pool's completion of submitRw()'s transfer (on this thread). */
-  private finishRw(slot: number, hdr: { at: number }, write: boolean, total: number, done: number, cfis: Uint8Array): void {
+  /** The pool's completion of submitRw()'s transfer (on this thread);
+   * `byThread`: a successful one was completed (PRDBC, PxSACT) by the
+   * I/O thread already. */
+  private finishRw(slot: number, hdr: { at: number }, write: boolean, total: number, done: number, cfis: Uint8Array, byThread: boolean): void {
     const ok = done === total;
+    if (ok && byThread) {
+      this.stats.threadCompletions++;
+      if (write) { this.stats.writes++; this.stats.bytesWritten += done; } else { this.stats.reads++; this.stats.bytesRead += done; }
+      this.fisSdb(slot, OK, true);
+      return;
+    }
     if (ok) {
       this.setPrdbc(hdr, done);
       if (write) { this.stats.writes++; this.stats.bytesWritten += done; } else { this.stats.reads++; this.stats.bytesRead += done; }

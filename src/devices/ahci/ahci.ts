@@ -93,7 +93,7 @@ export class AhciController extends PciEmulFunction {
   readonly pool: BlockIoPool | undefined;
 
   constructor(ctx: DeviceContext, configs: AhciPortConfig[],
-    opts: { regPage?: boolean; sactCoalesce?: boolean; ioThreads?: number; ioMin?: number } = {}) {
+    opts: { regPage?: boolean; sactCoalesce?: boolean; ioThreads?: number; ioMin?: number; threadSact?: boolean } = {}) {
     super('ahci', ctx);
     let pi = 0;
     let last = -1;
@@ -144,11 +144,19 @@ export class AhciController extends PciEmulFunction {
     // data); without one (unit tests) the pool keeps its bookkeeping but
     // runs each request on this thread at the next poll() or exit.
     const disks = this.ports.filter((p): p is AhciPort => p !== undefined && !p.atapi);
-    const threads = opts.ioThreads ?? 0;
+    // Unset: one thread where it can complete commands itself (a register
+    // page its threads can map), none otherwise (each completion would
+    // need a ring of vCPU 0, which costs about what the thread saves).
+    const threads = opts.ioThreads ?? (pages?.fd !== undefined ? IOPOOL_THREADS_DEFAULT : 0);
     if (threads > 0 && disks.length > 0) {
       const helper = ctx.kvm?.helper;
-      this.pool = new BlockIoPool(threads, helper?.memoryPath ? helper : undefined, disks.map((p) => p.backend), () => this.ctx.mem);
-      disks.forEach((p, i) => p.useIoPool(this.pool!, i, opts.ioMin ?? IOPOOL_MIN_DEFAULT));
+      // With the register page the threads complete NCQ transfers
+      // themselves (PxSACT is a word of that page; ahci-port.ts).
+      const words = pages && opts.threadSact !== false ? new Int32Array(pages.bytes.buffer, pages.bytes.byteOffset, pages.bytes.byteLength >> 2) : undefined;
+      this.pool = new BlockIoPool(threads, helper?.memoryPath ? helper : undefined, disks.map((p) => p.backend), () => this.ctx.mem,
+        { page: words && { words, fd: pages!.fd } });
+      disks.forEach((p, i) => p.useIoPool(this.pool!, i, opts.ioMin ?? IOPOOL_MIN_DEFAULT,
+        words && { words, index: (AHCI_OFFSET + p.index * AHCI_STEP + AHCI_P_SACT) >> 2 }));
     }
     this.hbaReset();
     this.syncRegPage();
@@ -157,7 +165,10 @@ export class AhciController extends PciEmulFunction {
   /** The I/O threads' finished transfers: complete their commands (FIS,
    * PxSACT, interrupt) and refresh the register page. */
   poll(): void {
-    if (this.pool && this.pool.pending > 0 && this.pool.reap() > 0) this.syncRegPage();
+    if (this.pool && this.pool.pending > 0) {
+      this.pool.stealStale(STEAL_AFTER_MS);
+      if (this.pool.reap() > 0) this.syncRegPage();
+    }
   }
 
   /** Before a write that stops, resets or moves what commands in flight
@@ -207,7 +218,9 @@ export class AhciController extends PciEmulFunction {
       for (let off = 0; off <= PORT_LAST_REG; off += 4) {
         if (off !== AHCI_P_SACT && off !== AHCI_P_CI) v.setUint32(base + off, this.portRead(base + off), true);
       }
-      v.setUint32(base + AHCI_P_SACT, this.portRead(base + AHCI_P_SACT), true);
+      // A PxSACT that is the page's word is never rewritten: an I/O thread
+      // may clear bits of it at any time.
+      if (!this.ports[n]?.sactShared) v.setUint32(base + AHCI_P_SACT, this.portRead(base + AHCI_P_SACT), true);
       v.setUint32(base + AHCI_P_CI, this.portRead(base + AHCI_P_CI), true);
     }
     for (let reg = 0; reg <= AHCI_CAP2; reg += 4) v.setUint32(reg, this.hostRead(reg), true);
@@ -368,13 +381,18 @@ export class AhciController extends PciEmulFunction {
  * (PxCI, PxSACT) and acknowledging (PxIS, PxIE, PxSERR, IS) touch nothing
  * a command in flight uses. Offsets: host registers as they are, port
  * registers as port 0's. */
-const POOL_SAFE_WRITES = new Set([AHCI_IS, ...[AHCI_P_CI, AHCI_P_SACT, AHCI_P_IS, AHCI_P_IE, AHCI_P_SERR].map((r) => AHCI_OFFSET + r)]);
+const POOL_SAFE_WRITES = new Set([AHCI_IS, ...[AHCI_P_CI, AHCI_P_SACT, AHCI_P_IS, AHCI_P_SERR].map((r) => AHCI_OFFSET + r)]);
+// (Not PxIE: whether a thread rings for its completion follows PxIE at submit.)
 
-export const IOPOOL_THREADS_DEFAULT = 0;
+/** A pool request no thread took within this long is done at the next exit. */
+const STEAL_AFTER_MS = 0.5;
+
+export const IOPOOL_THREADS_DEFAULT = 1;
 export const IOPOOL_MIN_DEFAULT = 65536;
 
-function ioPoolThreads(t: ConfigTree, node: string): number {
-  const v = t.get(`${node}.iopool`) ?? String(IOPOOL_THREADS_DEFAULT);
+function ioPoolThreads(t: ConfigTree, node: string): number | undefined {
+  const v = t.get(`${node}.iopool`);
+  if (v === undefined) return undefined;
   const n = Number(v);
   if (!/^\d+$/.test(v) || n > 8) throw new ConfigError(`ahci at ${node}: invalid iopool "${v}" (0-8 I/O threads)`);
   return n;
@@ -483,7 +501,7 @@ const AHCI_KEYS: readonly DeviceKey[] = [
   { key: 'port.N.model', description: 'ahci port model' },
   { key: 'port.N.bootindex', description: 'boot order index of the controller, from this port' },
   { key: 'regpage', default: 'true', description: 'ahci register reads from a read-only guest page (no exit per read)' },
-  { key: 'iopool', default: String(IOPOOL_THREADS_DEFAULT), description: 'ahci I/O threads for large NCQ transfers (0: every command runs in its PxCI exit)' },
+  { key: 'iopool', default: String(IOPOOL_THREADS_DEFAULT), description: 'ahci I/O threads for large NCQ transfers (0: every command runs in its PxCI exit; unset: 1 with the register page, else 0)' },
   { key: 'iopool_min', default: String(IOPOOL_MIN_DEFAULT), description: 'ahci smallest NCQ transfer, in bytes, handed to the I/O threads' },
   { key: 'sactcoalesce', default: 'true', description: 'ahci PxSACT writes through KVM\'s coalesced MMIO ring (no exit per NCQ command\'s PxSACT write)' },
 ];

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { workerData } from 'node:worker_threads';
 import { GuestMemory } from '../../sys/guest-memory.js';
 import { mapGuestRam, ramRegions } from '../../sys/guest-ram.js';
-import { preloadLibc } from '../../sys/libc.js';
+import { mmap, preloadLibc, PROT_READ, PROT_WRITE } from '../../sys/libc.js';
 import { DEVICE_REQUEST, Doorbell } from '../../sys/doorbell.js';
 import { BlockFile } from './block-backend.js';
 import { CTL, finishRequest, POOL_SLOTS, SLOT_INTS, SLOT_STATE, type IoPoolWorkerData } from './io-pool.js';
@@ -36,6 +36,9 @@ function main(): void {
     fs.closeSync(memFd);
   }
   const files = d.files.map((f) => new BlockFile(f.options, { fd: f.fd, size: f.size }));
+  // The device's register page, the same memory as its own mapping.
+  const page = d.page ? new Int32Array(mmap(d.page.size, PROT_READ | PROT_WRITE, d.page.fd, 0, 'register page').bytes.buffer) : undefined;
+  const onDone = () => { Atomics.add(ctl, CTL.DONE, 1); Atomics.notify(ctl, CTL.DONE); };
   const views: Uint8Array[] = [];
   Atomics.add(ctl, CTL.UP, 1);
   while (Atomics.load(ctl, CTL.STOP) === 0) {
@@ -45,11 +48,7 @@ function main(): void {
       const b = i * SLOT_INTS;
       if (Atomics.load(ints, b) !== SLOT_STATE.READY) continue;
       if (Atomics.compareExchange(ints, b, SLOT_STATE.READY, SLOT_STATE.TAKEN) !== SLOT_STATE.READY) continue;
-      const wantsKick = finishRequest(i, ints, f64, mem, files, views);
-      Atomics.store(ints, b, SLOT_STATE.DONE);
-      Atomics.add(ctl, CTL.DONE, 1);
-      Atomics.notify(ctl, CTL.DONE);
-      if (wantsKick) kick();
+      if (finishRequest(i, ints, f64, mem, files, views, page, onDone)) kick();
       did++;
     }
     if (did === 0) Atomics.wait(ctl, CTL.SUBMITTED, seen);

@@ -7,7 +7,9 @@
 // RAM, marks the request done and rings the device thread's doorbell
 // (DEVICE_REQUEST.POLL). The device completes the command (status, FIS or
 // completion entry, interrupt) on its own thread in reap(), so its
-// register state never leaves that thread.
+// register state stays on that thread, except for what a request's
+// completion record or register clear (below) lets the worker post: the
+// part of the completion the driver polls for.
 //
 // Requests live in a fixed table in shared memory:
 //   FREE -> READY (device thread) -> TAKEN (a worker, or the device thread
@@ -29,6 +31,12 @@
 // command complete without the device thread; such a request can also ask
 // for no doorbell ring (`kick: false`): the device thread reaps it at its
 // next exit (a polled queue needs no interrupt).
+//
+// Or (`clear`) it may, on success only, write one word to guest memory and
+// then clear bits in a word of a register page shared with the device
+// (an AHCI port's PxSACT, which its driver polls from that page), before
+// it is marked DONE: the driver may take the tag again before the device
+// thread has reaped it (the device's completion must leave the bit alone).
 
 import { Worker } from 'node:worker_threads';
 import type { HelperThreadData } from '../device.js';
@@ -43,9 +51,9 @@ export const POOL_MAX_SEGS = 64;
 export const SLOT_STATE = { FREE: 0, READY: 1, TAKEN: 2, DONE: 3 } as const;
 /** Int32 words per slot: state, write, file, nseg, result, flags, then the
  * completion record (4 words on success, the last word on failure). */
-const SI = { STATE: 0, WRITE: 1, FILE: 2, NSEG: 3, RESULT: 4, FLAGS: 5, POST: 6, POST_ERR: 10 } as const;
-export const SLOT_INTS = 12;
-const FLAG = { KICK: 1, POST: 2 } as const;
+const SI = { STATE: 0, WRITE: 1, FILE: 2, NSEG: 3, RESULT: 4, FLAGS: 5, POST: 6, POST_ERR: 10, CLEAR_WORD: 11, CLEAR_MASK: 12, CLEAR_VALUE: 13 } as const;
+export const SLOT_INTS = 14;
+const FLAG = { KICK: 1, POST: 2, CLEAR: 4 } as const;
 /** Float64 words per slot: offset, record address, then (gpa, len) pairs. */
 const SF = { OFFSET: 0, POST_GPA: 1, SEGS: 2 } as const;
 const SLOT_F64 = SF.SEGS + 2 * POOL_MAX_SEGS;
@@ -78,6 +86,8 @@ export interface IoPoolWorkerData {
   helper: HelperThreadData;
   shared: IoPoolShared;
   files: Array<{ fd: number; size: number; options: BlockBackendOptions }>;
+  /** The device's register page (`clear` requests), to map from its fd. */
+  page?: { fd: number; size: number };
   /** Unit tests: no doorbell (no vCPU to kick). */
   noKick?: boolean;
 }
@@ -103,19 +113,22 @@ export function performRequest(i: number, ints: Int32Array, f64: Float64Array, m
   }
 }
 
-/** Does request `i` (performRequest), stores its result and writes its
- * completion record if it has one; returns whether the device thread
- * wants a doorbell ring for it. */
-export function finishRequest(i: number, ints: Int32Array, f64: Float64Array, mem: GuestMemory, files: BlockFile[], views: Uint8Array[]): boolean {
+/** Does request `i` (performRequest), stores its result, writes its
+ * completion record if it has one, marks it DONE and clears its register
+ * bits (`clear`); returns whether the device thread wants a doorbell ring
+ * for it. */
+export function finishRequest(i: number, ints: Int32Array, f64: Float64Array, mem: GuestMemory, files: BlockFile[], views: Uint8Array[],
+  page: Int32Array | undefined, onDone: () => void): boolean {
   const b = i * SLOT_INTS;
   const fb = i * SLOT_F64;
   const result = performRequest(i, ints, f64, mem, files, views);
   ints[b + SI.RESULT] = result;
   const flags = ints[b + SI.FLAGS];
+  let expected = 0;
+  for (let s = 0; s < ints[b + SI.NSEG]; s++) expected += f64[fb + SF.SEGS + 1 + 2 * s];
+  const ok = result === expected;
   if (flags & FLAG.POST) {
-    let expected = 0;
-    for (let s = 0; s < ints[b + SI.NSEG]; s++) expected += f64[fb + SF.SEGS + 1 + 2 * s];
-    const last = result === expected ? ints[b + SI.POST + 3] : ints[b + SI.POST_ERR];
+    const last = ok ? ints[b + SI.POST + 3] : ints[b + SI.POST_ERR];
     try {
       const rec = mem.slice(f64[fb + SF.POST_GPA], 16);
       const dv = new DataView(rec.buffer, rec.byteOffset, 16);
@@ -128,7 +141,27 @@ export function finishRequest(i: number, ints: Int32Array, f64: Float64Array, me
       // meanwhile leaves the guest without it, as a lost DMA write.
     }
   }
-  return (flags & FLAG.KICK) !== 0;
+  // Cleared before DONE: once drain() has seen every request DONE no
+  // thread touches the register page any more (a port reset after it
+  // stays reset).
+  const clear = (flags & FLAG.CLEAR) !== 0 && ok && page !== undefined;
+  if (clear) {
+    try { mem.writeU32(f64[fb + SF.POST_GPA], ints[b + SI.CLEAR_VALUE] >>> 0); } catch { /* as a lost DMA write */ }
+    Atomics.and(page!, ints[b + SI.CLEAR_WORD], ~ints[b + SI.CLEAR_MASK]);
+  }
+  Atomics.store(ints, b + SI.STATE, SLOT_STATE.DONE);
+  onDone();
+  // A failure always goes back to the device thread (its error state).
+  return (flags & FLAG.KICK) !== 0 || ((flags & FLAG.CLEAR) !== 0 && !clear);
+}
+
+/** On success: `value` to the guest word at `gpa`, then bits `mask` of word
+ * `word` of the shared register page cleared. */
+export interface RegisterClear {
+  gpa: number;
+  value: number;
+  word: number;
+  mask: number;
 }
 
 /** What a request writes to guest memory when its transfer is done. */
@@ -153,6 +186,8 @@ export class BlockIoPool {
   private readonly workers: Worker[] = [];
   private readonly views: Uint8Array[] = [];
   private inFlight = 0;
+  /** Requests refused because no worker was up yet (done by the caller). */
+  beforeUp = 0;
   private closed = false;
   private workerData: IoPoolWorkerData | undefined;
   private readonly threads: number;
@@ -161,8 +196,13 @@ export class BlockIoPool {
   stolen = 0;
   submitted = 0;
 
+  /** The register page `clear` requests change (as 32-bit words). */
+  private readonly page: Int32Array | undefined;
+
   constructor(threads: number, helper: HelperThreadData | undefined, private readonly files: BlockFile[],
-    private readonly mem: () => GuestMemory, opts: { noKick?: boolean; workerUrl?: URL } = {}) {
+    private readonly mem: () => GuestMemory,
+    opts: { noKick?: boolean; workerUrl?: URL; page?: { words: Int32Array; fd?: number } } = {}) {
+    this.page = opts.page?.words;
     this.shared = {
       ctl: new SharedArrayBuffer(4 * CTL_WORDS),
       slotsI: new SharedArrayBuffer(4 * SLOT_INTS * POOL_SLOTS),
@@ -174,9 +214,11 @@ export class BlockIoPool {
     this.workerData = helper && threads > 0 ? {
       helper, shared: this.shared, noKick: opts.noKick,
       files: files.map((f) => ({ fd: f.descriptor, size: f.size, options: f.options })),
+      page: opts.page?.fd !== undefined ? { fd: opts.page.fd, size: opts.page.words.byteLength } : undefined,
     } : undefined;
     this.threads = threads;
     this.workerUrl = opts.workerUrl;
+    this.canClear = this.page !== undefined && (this.workerData === undefined || this.workerData.page !== undefined);
   }
 
   /** Starts the workers, at the first request: by then the VMM's threads
@@ -207,14 +249,21 @@ export class BlockIoPool {
   /** Hands a transfer to the pool; `done` runs on this thread (in reap or
    * drain) with the bytes moved or -1. False when the pool is full, the
    * request has too many segments or the pool is closed: do it here. */
+  /** Whether `clear` requests may be submitted: there is a register page,
+   * and the threads (if any) can map it. */
+  readonly canClear: boolean;
+
   submit(file: number, write: boolean, offset: number, segs: ReadonlyArray<readonly [number, number]>, done: Done,
-    opts: { post?: CompletionRecord; kick?: boolean } = {}): boolean {
+    opts: { post?: CompletionRecord; clear?: RegisterClear; kick?: boolean } = {}): boolean {
     if (this.closed || segs.length > POOL_MAX_SEGS || this.inFlight >= POOL_SLOTS) return false;
     if (this.workerData) this.startWorkers();
     // Until a worker is up (they start with the first request, and take a
     // while), the caller does its requests itself: a guest that polls for
     // completion without exiting would otherwise wait for nothing.
-    if (this.threads > 0 && !this.workerData && this.workers.length > 0 && Atomics.load(this.ctl, CTL.UP) === 0) return false;
+    if (this.threads > 0 && !this.workerData && this.workers.length > 0 && Atomics.load(this.ctl, CTL.UP) === 0) {
+      this.beforeUp++;
+      return false;
+    }
     let i = 0;
     while (i < POOL_SLOTS && Atomics.load(this.ints, i * SLOT_INTS + SI.STATE) !== SLOT_STATE.FREE) i++;
     if (i === POOL_SLOTS) return false;
@@ -226,7 +275,14 @@ export class BlockIoPool {
     this.f64[fb + SF.OFFSET] = offset;
     for (let s = 0; s < segs.length; s++) { this.f64[fb + SF.SEGS + 2 * s] = segs[s][0]; this.f64[fb + SF.SEGS + 1 + 2 * s] = segs[s][1]; }
     const post = opts.post;
-    this.ints[b + SI.FLAGS] = (opts.kick === false ? 0 : FLAG.KICK) | (post ? FLAG.POST : 0);
+    const clear = opts.clear;
+    this.ints[b + SI.FLAGS] = (opts.kick === false ? 0 : FLAG.KICK) | (post ? FLAG.POST : 0) | (clear ? FLAG.CLEAR : 0);
+    if (clear) {
+      this.f64[fb + SF.POST_GPA] = clear.gpa;
+      this.ints[b + SI.CLEAR_VALUE] = clear.value | 0;
+      this.ints[b + SI.CLEAR_WORD] = clear.word;
+      this.ints[b + SI.CLEAR_MASK] = clear.mask | 0;
+    }
     if (post) {
       this.f64[fb + SF.POST_GPA] = post.gpa;
       for (let w = 0; w < 4; w++) this.ints[b + SI.POST + w] = post.ok[w] | 0;
@@ -286,9 +342,8 @@ export class BlockIoPool {
       const b = i * SLOT_INTS;
       if (Atomics.load(this.ints, b + SI.STATE) !== SLOT_STATE.READY || now - this.submittedAt[i] < minAgeMs) continue;
       if (Atomics.compareExchange(this.ints, b + SI.STATE, SLOT_STATE.READY, SLOT_STATE.TAKEN) !== SLOT_STATE.READY) continue;
-      finishRequest(i, this.ints, this.f64, this.mem(), this.files, this.views);
+      finishRequest(i, this.ints, this.f64, this.mem(), this.files, this.views, this.page, () => {});
       this.stolen++;
-      Atomics.store(this.ints, b + SI.STATE, SLOT_STATE.DONE);
     }
   }
 

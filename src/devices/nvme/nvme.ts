@@ -926,7 +926,10 @@ export class NvmeController extends PciEmulFunction {
   stats(): Record<string, number> {
     this.poll();
     const c = this.interruptCounts;
-    return { 'msi-x messages': c.msix, 'cq doorbell zones': this.cqZones.size, ...this.counts };
+    return {
+      'msi-x messages': c.msix, 'cq doorbell zones': this.cqZones.size, ...this.counts,
+      'pool requests before its thread was up': this.pool?.beforeUp ?? 0,
+    };
   }
 }
 

@@ -71,6 +71,8 @@ export function dmaThroughSpace(space: DmaSpaceLike, mem: GuestMemory): { read(a
  * outside RAM. */
 export function ramFileRanges(gpa: number, length: number, layout: { lowmem: number; highmem: number }): Array<{ gpa: number; length: number; offset: number }> | undefined {
   const HIGH = 0x100000000;
+  // Addresses the guest (or a confused caller) made up are not RAM.
+  if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(length) || gpa < 0 || length < 0 || !Number.isSafeInteger(gpa + length)) return undefined;
   const out: Array<{ gpa: number; length: number; offset: number }> = [];
   let at = gpa;
   const end = gpa + length;

@@ -236,6 +236,7 @@ export class PassthruFunction extends PciEmulFunction implements Device {
       const handler: BarHandler = {
         read: (off, sz) => this.ptBarRead(bar, off, sz),
         write: (off, sz, v) => this.ptBarWrite(bar, off, sz, v),
+        decoded: (base) => { if (base !== undefined) this.syncCommand(); },
       };
       // Memory BARs decode through our own map/unmap: mapped pages and trapped pieces.
       if (kind !== 'io') {
@@ -253,6 +254,7 @@ export class PassthruFunction extends PciEmulFunction implements Device {
   }
 
   private mapBar(bar: BarInfo, base: number, handler: BarHandler): void {
+    this.syncCommand();
     bar.at = base;
     const kvm = this.ctx.kvm;
     for (const p of bar.plan) {
@@ -363,10 +365,27 @@ export class PassthruFunction extends PciEmulFunction implements Device {
 
   commandChanged(oldCommand: number, newCommand: number): void {
     super.commandChanged(oldCommand, newCommand);
-    const passed = PCIM_CMD_PORTEN | PCIM_CMD_MEMEN | PCIM_CMD_BUSMASTEREN | PCIM_CMD_INTxDIS;
-    this.backend.write(PCI_REGION.CONFIG, PCIR_COMMAND, le(newCommand & passed, 2));
+    this.syncCommand(true);
     this.wireIntx();
     this.decodeRom();
+  }
+
+  /** The command bits last written to the device. */
+  private deviceCommand = -1;
+
+  /** Writes the shadow command register's decode, bus-master and INTx bits
+   * through to the device: on every guest write, and when a BAR starts to
+   * decode without one (the platform turns decoding and bus mastering on
+   * for guests without firmware, pci_emul_init's way). A host device must
+   * decode what the guest reaches through its mapped pages (vfio-pci
+   * faults them while memory decoding is off) and may DMA only as a bus
+   * master. */
+  private syncCommand(always = false): void {
+    const passed = PCIM_CMD_PORTEN | PCIM_CMD_MEMEN | PCIM_CMD_BUSMASTEREN | PCIM_CMD_INTxDIS;
+    const want = this.cfg.get16(PCIR_COMMAND) & passed;
+    if (!always && want === this.deviceCommand) return;
+    this.deviceCommand = want;
+    this.backend.write(PCI_REGION.CONFIG, PCIR_COMMAND, le(want, 2));
   }
 
   // ---- expansion ROM ----
@@ -467,6 +486,7 @@ export class PassthruFunction extends PciEmulFunction implements Device {
   private resetDevice(): void {
     this.passthruStats.resets++;
     this.backend.reset();
+    this.deviceCommand = -1; // the reset cleared the device's
   }
 
   reset(): void {

@@ -60,6 +60,8 @@ function readRom(file: string): Uint8Array {
 
 export const passthruDevice: PciDeviceRecord = {
   name: 'passthru', description: 'host PCI device passthrough', legacyConfig: passthruLegacy,
+  // bhyve.8: passthru takes bootindex= (its option ROM may boot the guest).
+  bootable: true,
   keys: [
     { key: 'bus', description: 'passthru host PCI bus' },
     { key: 'slot', description: 'passthru host PCI slot' },
@@ -69,6 +71,7 @@ export const passthruDevice: PciDeviceRecord = {
     { key: 'cdev', description: 'passthru VFIO device file (/dev/vfio/devices/vfioN)' },
     { key: 'vfio-user', description: 'passthru of a device served over vfio-user at this UNIX socket' },
     { key: 'rom', description: 'passthru option ROM file' },
+    { key: 'bootindex', description: 'boot order index for the firmware' },
     { key: IOMMU_KEY, default: 'false', description: 'passthru device behind the virtio-iommu: its DMA windows are the guest\'s IOMMU mappings' },
   ],
   validate(config, slot) {

@@ -27,7 +27,7 @@ import type { Mapping } from '../../sys/libc.js';
 import type { MmapArea } from '../vfio-user/protocol.js';
 import { HostSetupError, type HostDevice } from './host-device.js';
 import type { BackendRegion, PassthruBackend } from './passthru-backend.js';
-import { DMA_WRITE, ramFileRanges, type DmaSpaceLike } from './dma-window.js';
+import { DMA_READ, DMA_WRITE, ramFileRanges, type DmaSpaceLike } from './dma-window.js';
 import { explainDmaError, explainVfioError, openGroup, openIommufd, type OpenedVfioDevice } from './vfio-open.js';
 import { VfioCallError, type VfioHostIo } from './vfio-host-io.js';
 
@@ -66,6 +66,8 @@ export interface VfioBackendOptions {
   /** The function's DMA space (identity, or its virtio-iommu domain). */
   space: DmaSpaceLike;
   ram: GuestRamHost;
+  /** Where the one warning goes (default: stderr, "bhyve: " first). */
+  warn?: (line: string) => void;
   /** KVM's VFIO pseudo-device (DeviceContext.kvm.vfioFile); absent in unit tests without KVM. */
   kvm?: { vfioFile?(fd: number): { close(): void } | undefined };
 }
@@ -107,7 +109,7 @@ export class VfioBackend implements PassthruBackend {
     for (let i = 0; i < Math.min(this.numIrqs, PCI_IRQ.REQ + 1); i++) this.irqCount(i);
     // Guest RAM (or the guest's IOMMU mappings) as the device's DMA windows.
     this.stopListening = opts.space.listen({
-      map: (m) => this.mapWindow(m.iova, m.gpa, m.length, (m.access & DMA_WRITE) !== 0),
+      map: (m) => this.mapWindow(m.iova, m.gpa, m.length, (m.access & DMA_READ) !== 0, (m.access & DMA_WRITE) !== 0),
       unmap: (iova, length) => this.unmapWindows(iova, length),
     });
     this.starting = false;
@@ -134,8 +136,11 @@ export class VfioBackend implements PassthruBackend {
 
   // ---- DMA windows ----
 
-  private mapWindow(iova: number, gpa: number, length: number, writable: boolean): void {
-    const pieces = this.opts.ram.hostRanges(gpa, length);
+  private mapWindow(iova: number, gpa: number, length: number, readable: boolean, writable: boolean): void {
+    // The mapping's own permissions, as the guest's IOMMU gave them; one
+    // that allows nothing is no window at all.
+    if (!readable && !writable) return;
+    const pieces = Number.isSafeInteger(iova) && iova >= 0 && Number.isSafeInteger(iova + length) ? this.opts.ram.hostRanges(gpa, length) : undefined;
     if (!pieces) {
       // Not guest RAM (a mapping of MMIO, say): the device cannot reach it.
       this.counts.dmaNotRam++;
@@ -144,7 +149,7 @@ export class VfioBackend implements PassthruBackend {
     for (const p of pieces) {
       const at = iova + (p.gpa - gpa);
       try {
-        this.opened.dma.map(at, p.vaddr, p.length, writable);
+        this.opened.dma.map(at, p.vaddr, p.length, readable, writable);
         this.windows.push({ iova: at, size: p.length });
       } catch (e) {
         if (!(e instanceof VfioCallError)) throw e;
@@ -340,7 +345,8 @@ export class VfioBackend implements PassthruBackend {
   private warnOnce(msg: string): void {
     if (this.warned) return;
     this.warned = true;
-    process.stderr.write(`bhyve: ${msg.replace(/^passthru: /, 'passthru: ')}\n`);
+    if (this.opts.warn) this.opts.warn(msg);
+    else process.stderr.write(`bhyve: ${msg}\n`);
   }
 }
 

@@ -25,7 +25,8 @@ import { VfioCallError, type VfioHostIo } from './vfio-host-io.js';
 
 /** DMA windows of the device's I/O address space: IOVA -> this process's memory. */
 export interface VfioDma {
-  map(iova: number, vaddr: bigint, size: number, writable: boolean): void;
+  /** A window the device may read and/or write (at least one). */
+  map(iova: number, vaddr: bigint, size: number, readable: boolean, writable: boolean): void;
   unmap(iova: number, size: number): void;
 }
 
@@ -39,7 +40,7 @@ export interface OpenedVfioDevice {
   close(): void;
 }
 
-const ENOENT = 2, ENXIO = 6, ENODEV = 19, EACCES = 13, EPERM = 1, EBUSY = 16, ENOTTY = 25, ENOMEM = 12;
+const ENOENT = 2, ENXIO = 6, ENODEV = 19, EACCES = 13, EPERM = 1, EBUSY = 16, ENOTTY = 25, ENOMEM = 12, EFAULT = 14, EOPNOTSUPP = 95;
 
 /** One line for a failed host call (the user's to fix). */
 export function explainVfioError(e: VfioCallError, address: string): HostSetupError {
@@ -63,6 +64,11 @@ export function explainDmaError(e: VfioCallError, iova: number, size: number): H
   if (e.errno === ENOMEM) {
     return new HostSetupError(`passthru: cannot pin ${mib} MiB of guest memory for the device's DMA (${e.call}: ${strerror(e.errno)}): `
       + 'the locked-memory limit is too low (ulimit -l, or LimitMEMLOCK= for a service; root has none)');
+  }
+  if (e.errno === EFAULT || e.errno === EOPNOTSUPP) {
+    // Linux pins shared file pages for long only on tmpfs and hugetlbfs.
+    return new HostSetupError(`passthru: cannot pin guest memory for the device's DMA (${e.call}: ${strerror(e.errno)}): `
+      + 'the guest memory file must be on tmpfs or hugetlbfs (set BHYVE_RUNDIR to a directory on tmpfs, such as one under /run)');
   }
   return new HostSetupError(`passthru: ${e.call} of IOVA 0x${iova.toString(16)}+0x${size.toString(16)} on ${e.file}: ${strerror(e.errno)}`);
 }
@@ -111,10 +117,10 @@ export function openIommufd(io: VfioHostIo, dev: HostDevice): OpenedVfioDevice {
       deviceFd,
       kvmFile: deviceFd,
       dma: {
-        map(iova, vaddr, size, writable) {
+        map(iova, vaddr, size, readable, writable) {
           const m = new Uint8Array(IOMMUFD_SIZEOF.iommu_ioas_map);
           u32(m, IOAS_MAP.size, m.length);
-          u32(m, IOAS_MAP.flags, IOAS_MAP_FLAG.FIXED_IOVA | IOAS_MAP_FLAG.READABLE | (writable ? IOAS_MAP_FLAG.WRITEABLE : 0));
+          u32(m, IOAS_MAP.flags, IOAS_MAP_FLAG.FIXED_IOVA | (readable ? IOAS_MAP_FLAG.READABLE : 0) | (writable ? IOAS_MAP_FLAG.WRITEABLE : 0));
           u32(m, IOAS_MAP.ioas_id, ioas);
           u64(m, IOAS_MAP.user_va, vaddr);
           u64(m, IOAS_MAP.length, size);
@@ -170,10 +176,10 @@ export function openGroup(io: VfioHostIo, dev: HostDevice): OpenedVfioDevice {
       deviceFd,
       kvmFile: group,
       dma: {
-        map(iova, vaddr, size, writable) {
+        map(iova, vaddr, size, readable, writable) {
           const m = new Uint8Array(VFIO_SIZEOF.vfio_iommu_type1_dma_map);
           u32(m, DMA_MAP.argsz, m.length);
-          u32(m, DMA_MAP.flags, DMA_MAP_FLAG.READ | (writable ? DMA_MAP_FLAG.WRITE : 0));
+          u32(m, DMA_MAP.flags, (readable ? DMA_MAP_FLAG.READ : 0) | (writable ? DMA_MAP_FLAG.WRITE : 0));
           u64(m, DMA_MAP.vaddr, vaddr);
           u64(m, DMA_MAP.iova, iova);
           u64(m, DMA_MAP.size, size);

@@ -10,10 +10,11 @@
 
 import { VfioUserClient } from '../vfio-user/client.js';
 import { VfioUserDisconnected, VfioUserError } from '../vfio-user/endpoint.js';
-import { DMA_FLAG } from '../vfio-user/protocol.js';
+import { DMA_FLAG, type DmaMap } from '../vfio-user/protocol.js';
 import { DEVICE_FLAGS, REGION_INFO_FLAG, PCI_IRQ, IRQ_SET_FLAG } from '../../sys/vfio-abi.js';
 import type { GuestMemory } from '../../sys/guest-memory.js';
 import { closeFd } from '../../sys/eventfd.js';
+import { strerror } from '../../sys/libc.js';
 import type { BackendRegion, PassthruBackend } from './passthru-backend.js';
 import { DMA_READ, DMA_WRITE, dmaThroughSpace, ramFileRanges, type DmaSpaceLike } from './dma-window.js';
 
@@ -33,6 +34,8 @@ export class VfioUserBackend implements PassthruBackend {
   private readonly windows: Array<{ iova: number; size: number }> = [];
   private stopListening: () => void = () => {};
   private gone = false;
+  /** A refused DMA_MAP is told once per device (the rest go the same way). */
+  private mapRefusalTold = false;
   readonly counts = { regionReads: 0, regionWrites: 0, dmaWindows: 0, dmaMaps: 0, dmaUnmaps: 0, resets: 0 };
 
   constructor(readonly name: string, readonly client: VfioUserClient, space: DmaSpaceLike, mem: GuestMemory, private readonly ram?: GuestRamFile) {
@@ -67,18 +70,36 @@ export class VfioUserBackend implements PassthruBackend {
       if (pieces) {
         for (const p of pieces) {
           const at = iova + (p.gpa - gpa);
-          this.client.dmaMap({ flags, offset: p.offset, address: at, size: p.length }, this.ram!.fd);
+          if (!this.tryDmaMap({ flags, offset: p.offset, address: at, size: p.length }, this.ram!.fd)) continue;
           this.counts.dmaMaps++;
           this.windows.push({ iova: at, size: p.length });
         }
       } else {
         // No file to share (or not RAM): the server reaches it by messages.
-        this.client.dmaMap({ flags, offset: 0, address: iova, size: length });
+        if (!this.tryDmaMap({ flags, offset: 0, address: iova, size: length })) return;
         this.counts.dmaMaps++;
         this.windows.push({ iova, size: length });
       }
       this.counts.dmaWindows = this.windows.length;
     }, undefined);
+  }
+
+  /** DMA_MAP of one window; false when the server refuses it. The
+   * server then has no window there and its DMA to it goes by DMA_READ/
+   * DMA_WRITE messages (slower), which we still serve: said once on stderr. */
+  private tryDmaMap(m: DmaMap, fd?: number): boolean {
+    try {
+      this.client.dmaMap(m, fd);
+      return true;
+    } catch (e) {
+      if (!(e instanceof VfioUserError)) throw e;
+      if (!this.mapRefusalTold) {
+        this.mapRefusalTold = true;
+        const end = m.address + m.size - 1;
+        process.stderr.write(`bhyve: passthru ${this.name}: the server refused the DMA window 0x${m.address.toString(16)}-0x${end.toString(16)} (DMA_MAP: ${e.errno ? strerror(e.errno) : 'refused'}); its DMA goes by messages\n`);
+      }
+      return false;
+    }
   }
 
   private unmapWindows(iova: number, length: number): void {

@@ -4,59 +4,34 @@
 // between batches spin on the avail ring for the adaptive window
 // (adaptive-poll.ts) before sleeping again.
 
-import fs from 'node:fs';
 import { workerData } from 'node:worker_threads';
-import { GuestMemory } from '../../sys/guest-memory.js';
-import { mapGuestRam, ramRegions } from '../../sys/guest-ram.js';
 import { eventfdRead } from '../../sys/eventfd.js';
 import { libcFunc, preloadLibc } from '../../sys/libc.js';
-import { DEVICE_REQUEST, Doorbell } from '../../sys/doorbell.js';
-import { IOT, IOT_STATE, writeReason, type IothreadData } from './blk-iothread.js';
+import { IOT, type BlkIothreadData } from './blk-iothread.js';
+import { deviceThreadKick, IOTHREAD_STATE, IothreadWorkerControl, mapWorkerGuestMemory } from './iothread-control.js';
 import { BlockFile, VirtioBlock } from './virtio-blk.js';
 import { createQueues } from './virtio-device.js';
 import { AdaptivePoll, PREEMPTED_NS } from './adaptive-poll.js';
+import type { Virtqueue } from './virtqueue.js';
 
 const PREEMPTED_MS = PREEMPTED_NS / 1e6;
 /** Between looks at the ring while spinning: a thread waiting for this CPU
  * (on a loaded host, perhaps the vCPU that is to send the next request)
  * runs first; with none, it returns at once. */
 const schedYield = libcFunc('int sched_yield()');
-import type { Virtqueue } from './virtqueue.js';
 
-// koffi is initialised while this worker counts as loading (blk-iothread.ts).
+// koffi is initialised while this worker counts as loading (iothread-control.ts).
 preloadLibc();
-const d = workerData as IothreadData;
-const words = new Int32Array(d.control);
-/** Set once this thread owns the queue: after that, a failure is the
- * device's (needs-reset), not a reason for the device thread to take over. */
-let took = false;
-
-function finish(state: number): void {
-  Atomics.store(words, IOT.STATE, state);
-  Atomics.notify(words, IOT.STATE);
-}
+const d = workerData as BlkIothreadData;
+const ctl = new IothreadWorkerControl(d.control);
 
 function main(): void {
-  let kick: () => void = () => {};
-  if (!d.noKick) {
-    const doorbell = Doorbell.attach(d.helper.doorbell);
-    kick = () => doorbell.ring(DEVICE_REQUEST.POLL);
-  }
-  const memFd = fs.openSync(d.helper.memoryPath, 'r+');
-  let mem: GuestMemory;
-  try {
-    mem = new GuestMemory(ramRegions(mapGuestRam(memFd, d.helper.layout)));
-  } finally {
-    fs.closeSync(memFd);
-  }
+  const kick = deviceThreadKick(d.helper, d.noKick);
+  const mem = mapWorkerGuestMemory(d.helper);
   const dev = new VirtioBlock(new BlockFile(d.options, { fd: d.imageFd, size: d.imageSize }), d.options);
   dev.ackFeatures(d.ackedFeatures);
   // Take the queue, unless the device thread already asked us to stop.
-  if (Atomics.compareExchange(words, IOT.STATE, IOT_STATE.STARTING, IOT_STATE.RUNNING) !== IOT_STATE.STARTING) {
-    finish(IOT_STATE.STOPPED);
-    return;
-  }
-  took = true;
+  if (!ctl.take()) return;
   let broken = false;
   let queue: Virtqueue | null = null;
   try {
@@ -65,14 +40,14 @@ function main(): void {
       mem,
       queues,
       interrupt: {
-        queue: () => { Atomics.add(words, IOT.IRQ, 1); kick(); },
+        queue: () => { Atomics.add(ctl.words, IOT.IRQ, 1); kick(); },
         config: () => {},
       },
-      needsReset: (reason) => { broken = true; writeReason(d.control, reason); kick(); },
+      needsReset: (reason) => { broken = true; ctl.fail(reason); kick(); },
     });
     queue = queues[0] ?? null;
   } catch (e) {
-    writeReason(d.control, `queue setup: ${(e as Error).message}`);
+    ctl.fail(`queue setup: ${(e as Error).message}`);
     broken = true;
     kick();
   }
@@ -81,10 +56,10 @@ function main(): void {
     const before = dev.stats.requests;
     if (held) dev.drain(0);
     else dev.queueNotify(0);
-    Atomics.add(words, IOT.COMPLETED, dev.stats.requests - before);
+    ctl.add(IOT.COMPLETED, dev.stats.requests - before);
   };
   const poll = new AdaptivePoll(Math.max(0, Math.round((d.pollUs ?? 0) * 1000)), d.pollHoldOff);
-  const running = (): boolean => Atomics.load(words, IOT.STATE) === IOT_STATE.RUNNING;
+  const running = (): boolean => ctl.running;
   /** Spins up to the poll window for new chains, with notifications off
    * (VIRTQ_USED_F_NO_NOTIFY, or avail_event held under EVENT_IDX); when
    * nothing came they are back on before it returns. True when work came
@@ -118,11 +93,11 @@ function main(): void {
     const n = eventfdRead(d.notifyFd, buf);
     if (!running()) break;
     if (n < 0n) {
-      writeReason(d.control, `iothread: read of the notify eventfd failed (errno ${-n})`);
+      ctl.fail(`iothread: read of the notify eventfd failed (errno ${-n})`);
       kick();
       break;
     }
-    Atomics.add(words, IOT.WAKEUPS, 1);
+    ctl.add(IOT.WAKEUPS, 1);
     if (broken) continue;
     // The wait: the fruitless spin and the sleep.
     poll.observe((performance.now() - t0) * 1e6 + spun);
@@ -133,7 +108,7 @@ function main(): void {
     while (queue && !broken && poll.windowNs > 0 && running()) {
       const window = poll.windowNs;
       if (!spin(queue)) { spun = window; break; }
-      Atomics.add(words, IOT.POLL_HITS, 1);
+      ctl.add(IOT.POLL_HITS, 1);
       serve(true);
       held = true;
     }
@@ -141,12 +116,13 @@ function main(): void {
     // notifications off: turn them back on (serve() re-checks the ring).
     if (held) serve();
   }
-  finish(IOT_STATE.STOPPED);
+  ctl.finish(IOTHREAD_STATE.STOPPED);
 }
 
 try {
   main();
 } catch (e) {
-  writeReason(d.control, `iothread: ${(e as Error).message}`);
-  finish(took ? IOT_STATE.STOPPED : IOT_STATE.FAILED);
+  // FAILED before the queue was taken (the device thread serves it), else
+  // STOPPED with the reason (needs-reset at the device thread's next poll).
+  ctl.crashed(`iothread: ${(e as Error).message}`);
 }

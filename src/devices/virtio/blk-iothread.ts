@@ -23,43 +23,33 @@
 // Guests that poll the used ring (and set VIRTQ_AVAIL_F_NO_INTERRUPT or use
 // event idx) cost no kick at all.
 //
-// Stopping (reset, close): the device thread sets STOP, writes the eventfd
-// and waits (Atomics.wait) until the iothread says it has left its loop, so
-// no request is half-done and guest memory is no longer touched when the
-// transport resets the queues.
+// Starting and stopping (reset, close: the device thread waits until the
+// iothread has left its loop, so no request is half-done and guest memory
+// is no longer touched when the transport resets the queues):
+// iothread-control.ts, shared with virtio-net's I/O thread.
 
-import { Worker } from 'node:worker_threads';
 import type { HelperThreadData } from '../device.js';
-import { closeFd, eventfd, eventfdWrite } from '../../sys/eventfd.js';
+import {
+  IOTHREAD_FIRST_COUNTER, IOTHREAD_WORD, IothreadHandle, type IothreadChannel,
+} from './iothread-control.js';
 import type { BlockOptions } from './virtio-blk.js';
 import type { VirtqueueLayout } from './virtqueue.js';
 
-/** Words of the shared control block. */
+/** Words of the shared control block (iothread-control.ts, then ours);
+ * IRQ counts the queue interrupts asked for. */
 export const IOT = {
-  /** IOT_STATE_* */
-  STATE: 0,
-  /** Queue interrupts the iothread asked for since the device thread last looked. */
-  IRQ: 1,
-  /** Nonzero once the iothread's device needs a reset; reason at REASON_OFF. */
-  BROKEN: 2,
-  REASON_LEN: 3,
+  ...IOTHREAD_WORD,
   /** Requests the iothread completed (diagnostics, tests). */
-  COMPLETED: 4,
+  COMPLETED: IOTHREAD_FIRST_COUNTER,
   /** Wake-ups of the iothread (eventfd reads). */
-  WAKEUPS: 5,
+  WAKEUPS: IOTHREAD_FIRST_COUNTER + 1,
   /** Batches the iothread found by spinning on the ring (no wake-up). */
-  POLL_HITS: 6,
+  POLL_HITS: IOTHREAD_FIRST_COUNTER + 2,
 } as const;
-export const IOT_STATE = { STARTING: 0, RUNNING: 1, STOP: 2, STOPPED: 3, FAILED: 4 } as const;
-const CONTROL_WORDS = 16;
-const REASON_OFF = CONTROL_WORDS * 4;
-const REASON_MAX = 512;
 
 /** Everything the iothread worker gets, structured-clonable. */
-export interface IothreadData {
+export interface BlkIothreadData extends IothreadChannel {
   helper: HelperThreadData;
-  control: SharedArrayBuffer;
-  notifyFd: number;
   imageFd: number;
   imageSize: number;
   options: BlockOptions;
@@ -76,101 +66,14 @@ export interface IothreadData {
   noKick?: boolean;
 }
 
-export function writeReason(control: SharedArrayBuffer, reason: string): void {
-  const w = new Int32Array(control);
-  const b = Buffer.from(reason, 'utf8').subarray(0, REASON_MAX);
-  new Uint8Array(control, REASON_OFF, REASON_MAX).set(b);
-  Atomics.store(w, IOT.REASON_LEN, b.length);
-  Atomics.store(w, IOT.BROKEN, 1);
-}
-
-function readReason(control: SharedArrayBuffer): string {
-  const n = Atomics.load(new Int32Array(control), IOT.REASON_LEN);
-  return Buffer.from(new Uint8Array(control, REASON_OFF, n)).toString('utf8');
-}
-
-/** The device thread's handle on a running iothread. */
-export class BlkIothread {
-  readonly notifyFd: number;
-  private readonly control = new SharedArrayBuffer(REASON_OFF + REASON_MAX);
-  private readonly words = new Int32Array(this.control);
-  private worker: Worker | undefined;
-  private stopped = false;
-
-  constructor(data: Omit<IothreadData, 'control' | 'notifyFd'>, workerUrl: URL = new URL('./blk-iothread-worker.js', import.meta.url)) {
-    this.notifyFd = eventfd();
-    const full: IothreadData = { ...data, control: this.control, notifyFd: this.notifyFd };
-    try {
-      this.worker = new Worker(workerUrl, { workerData: full, stdout: false, stderr: false });
-    } catch (e) {
-      closeFd(this.notifyFd);
-      throw e;
-    }
-    // The device thread never returns to its event loop while the guest
-    // runs, so nothing here waits for the worker's events: the worker
-    // reports through the control block (FAILED when it could not start).
-    this.worker.unref();
+/** The device thread's handle on a running iothread; takeInterrupts() is
+ * a count (one queue). */
+export class BlkIothread extends IothreadHandle {
+  constructor(data: Omit<BlkIothreadData, keyof IothreadChannel>, workerUrl: URL = new URL('./blk-iothread-worker.js', import.meta.url)) {
+    super(workerUrl, data);
   }
 
-  /** Hands a notify that reached the device thread to the iothread. */
-  notify(): void {
-    if (!this.stopped) eventfdWrite(this.notifyFd);
-  }
-
-  get state(): number { return Atomics.load(this.words, IOT.STATE); }
-  get completed(): number { return Atomics.load(this.words, IOT.COMPLETED); }
-  get wakeups(): number { return Atomics.load(this.words, IOT.WAKEUPS); }
-  get pollHits(): number { return Atomics.load(this.words, IOT.POLL_HITS); }
-
-  /** Queue interrupts requested since the last call. */
-  takeInterrupts(): number { return Atomics.exchange(this.words, IOT.IRQ, 0); }
-
-  /** The iothread's needs-reset reason, once it has one (not for a worker
-   * that failed before taking the queue: see failedToStart). */
-  brokenReason(): string | undefined {
-    if (this.failedToStart) return undefined;
-    return Atomics.load(this.words, IOT.BROKEN) ? readReason(this.control) : undefined;
-  }
-
-  /** Why the worker could not start. */
-  startError(): string { return readReason(this.control); }
-
-  /** True when the worker never took the queue (it could not start): the
-   * device thread must process the queue itself. */
-  get failedToStart(): boolean {
-    return this.state === IOT_STATE.FAILED;
-  }
-
-  /** Stops the iothread and waits until it no longer touches the queue or
-   * guest memory (bounded: a worker stuck in the kernel is abandoned after
-   * `timeoutMs`). */
-  stop(timeoutMs = 10_000): void {
-    if (this.stopped) return;
-    this.stopped = true;
-    const deadline = Date.now() + timeoutMs;
-    let stillLoading = false;
-    for (;;) {
-      const s = Atomics.compareExchange(this.words, IOT.STATE, IOT_STATE.STARTING, IOT_STATE.STOP);
-      if (s === IOT_STATE.STARTING) { stillLoading = true; break; } // it will see STOP before taking the queue
-      if (s === IOT_STATE.STOPPED || s === IOT_STATE.FAILED) break;
-      if (s === IOT_STATE.RUNNING) {
-        if (Atomics.compareExchange(this.words, IOT.STATE, IOT_STATE.RUNNING, IOT_STATE.STOP) !== IOT_STATE.RUNNING) continue;
-      }
-      eventfdWrite(this.notifyFd);
-      while (Atomics.load(this.words, IOT.STATE) === IOT_STATE.STOP && Date.now() < deadline) {
-        Atomics.wait(this.words, IOT.STATE, IOT_STATE.STOP, 50);
-      }
-      break;
-    }
-    const w = this.worker;
-    this.worker = undefined;
-    // A worker that may still be loading its modules is left to see STOP
-    // and end by itself (it is unref'd): Node 20 aborts the process when a
-    // worker is terminated during koffi's initialisation.
-    if (!stillLoading) void w?.terminate().catch(() => undefined);
-    // The worker may still be between its last read and exiting: keep the
-    // fd number from being reused under it until the process ends only if
-    // it never acknowledged.
-    if (this.state !== IOT_STATE.STOP) closeFd(this.notifyFd);
-  }
+  get completed(): number { return this.counter(IOT.COMPLETED); }
+  get wakeups(): number { return this.counter(IOT.WAKEUPS); }
+  get pollHits(): number { return this.counter(IOT.POLL_HITS); }
 }

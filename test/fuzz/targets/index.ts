@@ -16,6 +16,8 @@ import { VIRTIO_SCSI_TARGET } from './virtio-scsi.js';
 import { DOMAIN_XML_TARGET } from './domain-xml.js';
 import { VFIO_USER_TARGET } from './vfio-user.js';
 import { VIRTIO_IOMMU_TARGET } from './virtio-iommu.js';
+import { VIRTQUEUE_SCATTERED_TARGET } from './virtqueue-scattered.js';
+import { PASSTHRU_VFIO_TARGET } from './passthru-vfio.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
   virtioTarget('blk'),
@@ -33,11 +35,13 @@ export const TARGETS: readonly FuzzTarget[] = [
   VIRTIO_9P_TARGET,
   VIRTIO_SCSI_TARGET,
   VIRTIO_IOMMU_TARGET,
+  VIRTQUEUE_SCATTERED_TARGET,
   ...HOST_CONFIG_TARGETS,
   DOMAIN_XML_TARGET,
   CONTROL_SOCKET_TARGET,
   GDB_STUB_TARGET,
   VFIO_USER_TARGET,
+  PASSTHRU_VFIO_TARGET,
 ];
 
 export function targetByName(name: string): FuzzTarget | undefined {

@@ -5,8 +5,10 @@
 // of any queue with any value, and random register writes (CC resets and
 // shutdowns, AQA/ASQ/ACQ). CQ head doorbells go through a coalesced MMIO
 // ring as with KVM (cqcoalesce): replayed by the next exit, full CQs
-// turning their doorbell back into an exit. Oracle: nothing escapes the
-// device (harness).
+// turning their doorbell back into an exit. Half the instances hand reads
+// and writes to the I/O pool (iopool, without threads: they run at the
+// next exit or poll(), which the fuzzer also calls) with reserved
+// completion entries. Oracle: nothing escapes the device (harness).
 import * as fs from 'node:fs';
 import { Rig } from '../../unit/nvme-driver.js';
 import type { FuzzInstance, FuzzTarget } from '../harness.js';
@@ -21,12 +23,17 @@ class NvmeFuzz implements FuzzInstance {
   private readonly bufs: number[];
   lastOp?: string;
   private commands = 0;
+  private readonly pool: boolean;
 
   constructor(private readonly r: Rng) {
+    this.pool = r.chance(0.5);
     this.image = scratchPath(`nvme${seq++}.img`);
     fs.writeFileSync(this.image, '');
     fs.truncateSync(this.image, 4 << 20);
-    this.rig = new Rig({ 'pci.0.5.0.path': this.image }, { coalescedRing: true });
+    this.rig = new Rig({
+      'pci.0.5.0.path': this.image,
+      ...(this.pool ? { 'pci.0.5.0.iopool': '1', 'pci.0.5.0.iopool_min': String(r.pick([512, 4096])) } : {}),
+    }, { coalescedRing: true });
     this.rig.enable();
     this.rig.ioQueues();
     this.bufs = [this.rig.alloc(8192), this.rig.alloc(8192)];
@@ -49,6 +56,7 @@ class NvmeFuzz implements FuzzInstance {
         cdw,
       });
       this.rig.ring(q);
+      if (this.pool && r.chance(0.5)) this.rig.dev.poll();
       while (this.rig.take(q));
       this.commands++;
     } else if (k < 8) {
@@ -66,6 +74,8 @@ class NvmeFuzz implements FuzzInstance {
   }
 
   close(): void {
+    this.rig.dev.poll();
+    if (this.rig.dev.pool && this.rig.dev.pool.pending !== 0) throw new Error(`nvme: ${this.rig.dev.pool.pending} pool requests left after poll()`);
     this.rig.dev.close();
     fs.rmSync(this.image, { force: true });
   }
