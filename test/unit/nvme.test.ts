@@ -690,8 +690,10 @@ describe('nvme: large reads and writes on the I/O pool (iopool)', () => {
     expect(r.dev.pool!.submitted).toBeGreaterThan(50);
   });
 
-  it('one I/O thread by default; iopool=0 has no pool; bad values are refused; a RAM namespace has none', () => {
-    expect(nvmeDevice.keys?.find((k) => k.key === 'iopool')?.default).toBe('1');
+  it('no I/O thread by default (iopool=0), one with iopool=1; bad values are refused; a RAM namespace has none', () => {
+    expect(nvmeDevice.keys?.find((k) => k.key === 'iopool')?.default).toBe('0');
+    expect(rig(disk(image())).dev.pool).toBeUndefined();
+    expect(rig(disk(image(), { iopool: '1' })).dev.pool).toBeDefined();
     expect(rig(disk(image(), { iopool: '0' })).dev.pool).toBeUndefined();
     expect(() => new Rig(disk(image(), { iopool: 'many' }))).toThrow(/invalid iopool "many"/);
     expect(() => new Rig(disk(image(), { iopool: '9' }))).toThrow(/invalid iopool "9"/);

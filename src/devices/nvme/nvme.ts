@@ -998,7 +998,11 @@ export function createNvme(ctx: DeviceContext, node: string, where: string): Nvm
  * exit instead (the worker waits for a CPU: the synchronous model then). */
 const STEAL_AFTER_MS = 0.5;
 
-export const IOPOOL_THREADS_DEFAULT = 1;
+// 0: on this project's 2-CPU hosts without other load, the exit path
+// measured faster on every sequential row (write 0.91-0.98x of QEMU
+// against 0.64-0.81x with one thread); with the host loaded the thread
+// won (BENCHMARKS.md, NVMe). Hosts with CPUs to spare: try iopool=1.
+export const IOPOOL_THREADS_DEFAULT = 0;
 export const IOPOOL_MIN_DEFAULT = 65536;
 
 function ioPoolThreads(t: ConfigTree, node: string): number {
