@@ -864,8 +864,10 @@ describe('ahci: large NCQ transfers on the I/O pool (iopool)', () => {
     expect(r.hba.pool!.submitted).toBeGreaterThan(100);
   });
 
-  it('one I/O thread by default; iopool=0 has no pool; a bad iopool is refused', () => {
-    expect(ahciDevice.keys?.find((k) => k.key === 'iopool')?.default).toBe('1');
+  it('no I/O thread by default (iopool=0); iopool=1 has one; a bad iopool is refused', () => {
+    expect(ahciDevice.keys?.find((k) => k.key === 'iopool')?.default).toBe('0');
+    expect(rig({ ...disk(image()) }).hba.pool).toBeUndefined();
+    expect(rig({ ...disk(image()), 'pci.0.4.0.iopool': '1' }).hba.pool).toBeDefined();
     expect(rig({ ...disk(image()), 'pci.0.4.0.iopool': '0' }).hba.pool).toBeUndefined();
     expect(() => rig({ ...disk(image()), 'pci.0.4.0.iopool': 'many' })).toThrow(/invalid iopool "many"/);
     expect(() => rig({ ...disk(image()), 'pci.0.4.0.iopool': '9' })).toThrow(/invalid iopool "9"/);

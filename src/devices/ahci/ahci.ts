@@ -147,7 +147,7 @@ export class AhciController extends PciEmulFunction {
     // Unset: one thread where it can complete commands itself (a register
     // page its threads can map), none otherwise (each completion would
     // need a ring of vCPU 0, which costs about what the thread saves).
-    const threads = opts.ioThreads ?? (pages?.fd !== undefined ? IOPOOL_THREADS_DEFAULT : 0);
+    const threads = opts.ioThreads ?? IOPOOL_THREADS_DEFAULT;
     if (threads > 0 && disks.length > 0) {
       const helper = ctx.kvm?.helper;
       // With the register page the threads complete NCQ transfers
@@ -387,7 +387,11 @@ const POOL_SAFE_WRITES = new Set([AHCI_IS, ...[AHCI_P_CI, AHCI_P_SACT, AHCI_P_IS
 /** A pool request no thread took within this long is done at the next exit. */
 const STEAL_AFTER_MS = 0.5;
 
-export const IOPOOL_THREADS_DEFAULT = 1;
+// 0: on this project's 2-CPU hosts without other load the exit path
+// measured ahead on every sequential row (A/B at load ~3: write 0.71-1.10x
+// of QEMU against 0.53-0.54x with one thread); with the host loaded the
+// thread was (BENCHMARKS.md). Hosts with CPUs to spare: try iopool=1.
+export const IOPOOL_THREADS_DEFAULT = 0;
 export const IOPOOL_MIN_DEFAULT = 65536;
 
 function ioPoolThreads(t: ConfigTree, node: string): number | undefined {
@@ -501,7 +505,7 @@ const AHCI_KEYS: readonly DeviceKey[] = [
   { key: 'port.N.model', description: 'ahci port model' },
   { key: 'port.N.bootindex', description: 'boot order index of the controller, from this port' },
   { key: 'regpage', default: 'true', description: 'ahci register reads from a read-only guest page (no exit per read)' },
-  { key: 'iopool', default: String(IOPOOL_THREADS_DEFAULT), description: 'ahci I/O threads for large NCQ transfers (0: every command runs in its PxCI exit; unset: 1 with the register page, else 0)' },
+  { key: 'iopool', default: String(IOPOOL_THREADS_DEFAULT), description: 'ahci I/O threads for large NCQ transfers (0, the default: every command runs in its PxCI exit)' },
   { key: 'iopool_min', default: String(IOPOOL_MIN_DEFAULT), description: 'ahci smallest NCQ transfer, in bytes, handed to the I/O threads' },
   { key: 'sactcoalesce', default: 'true', description: 'ahci PxSACT writes through KVM\'s coalesced MMIO ring (no exit per NCQ command\'s PxSACT write)' },
 ];
