@@ -3,7 +3,8 @@
 // a JavaScript view of one mapping cannot reach 4 GiB, and chunks keep every
 // view small. The file holds lowmem first, then highmem.
 
-import type { MemoryRegion } from './guest-memory.js';
+import fs from 'node:fs';
+import { GuestMemory, type MemoryRegion } from './guest-memory.js';
 import { mmap, PROT_READ, PROT_WRITE, type Mapping } from './libc.js';
 import { HIGHMEM_BASE, LEGACY_WINDOW_BASE, LEGACY_WINDOW_END, type MemoryLayout } from './memory-map.js';
 
@@ -72,4 +73,15 @@ export function ramSlots(chunks: readonly RamChunk[], legacyWindow: boolean, vga
     if (from < size) slots.push({ slot: slot++, gpa: c.gpa + from, size: size - from, address: c.map.address + BigInt(from) });
   }
   return slots;
+}
+
+/** Guest RAM of a helper thread (an I/O thread): the VM's memory file at
+ * `memoryPath` mapped as `layout` says; the file is closed again. */
+export function openGuestMemory(memoryPath: string, layout: MemoryLayout): GuestMemory {
+  const memFd = fs.openSync(memoryPath, 'r+');
+  try {
+    return new GuestMemory(ramRegions(mapGuestRam(memFd, layout)));
+  } finally {
+    fs.closeSync(memFd);
+  }
 }

@@ -4,10 +4,9 @@
 // the device thread's doorbell for those that ask (once until the device
 // thread has looked: CTL.KICKED).
 
-import fs from 'node:fs';
 import { workerData } from 'node:worker_threads';
 import { GuestMemory } from '../../sys/guest-memory.js';
-import { mapGuestRam, ramRegions } from '../../sys/guest-ram.js';
+import { openGuestMemory } from '../../sys/guest-ram.js';
 import { mmap, preloadLibc, PROT_READ, PROT_WRITE } from '../../sys/libc.js';
 import { DEVICE_REQUEST, Doorbell } from '../../sys/doorbell.js';
 import { BlockFile } from './block-backend.js';
@@ -28,13 +27,7 @@ function main(): void {
     doorbell = bell;
     kick = () => { if (Atomics.exchange(ctl, CTL.KICKED, 1) === 0) bell.ring(DEVICE_REQUEST.POLL); };
   }
-  const memFd = fs.openSync(d.helper.memoryPath, 'r+');
-  let mem: GuestMemory;
-  try {
-    mem = new GuestMemory(ramRegions(mapGuestRam(memFd, d.helper.layout)));
-  } finally {
-    fs.closeSync(memFd);
-  }
+  const mem = openGuestMemory(d.helper.memoryPath, d.helper.layout);
   const files = d.files.map((f) => new BlockFile(f.options, { fd: f.fd, size: f.size }));
   // The device's register page, the same memory as its own mapping.
   const page = d.page ? new Int32Array(mmap(d.page.size, PROT_READ | PROT_WRITE, d.page.fd, 0, 'register page').bytes.buffer) : undefined;

@@ -19,13 +19,12 @@
 // half-done and guest memory is no longer touched when the transport
 // resets the queues.
 
-import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import type { HelperThreadData } from '../device.js';
 import { DEVICE_REQUEST, Doorbell } from '../../sys/doorbell.js';
 import { closeFd, eventfd, eventfdWrite } from '../../sys/eventfd.js';
-import { GuestMemory } from '../../sys/guest-memory.js';
-import { mapGuestRam, ramRegions } from '../../sys/guest-ram.js';
+import type { GuestMemory } from '../../sys/guest-memory.js';
+import { openGuestMemory } from '../../sys/guest-ram.js';
 
 /** Words of the control block every I/O thread has. */
 export const IOTHREAD_WORD = {
@@ -198,12 +197,7 @@ export class IothreadWorkerControl {
 
 /** The worker's mapping of guest RAM (the VM's memory file). */
 export function mapWorkerGuestMemory(helper: HelperThreadData): GuestMemory {
-  const memFd = fs.openSync(helper.memoryPath, 'r+');
-  try {
-    return new GuestMemory(ramRegions(mapGuestRam(memFd, helper.layout)));
-  } finally {
-    fs.closeSync(memFd);
-  }
+  return openGuestMemory(helper.memoryPath, helper.layout);
 }
 
 /** Rings the device thread (DEVICE_REQUEST.POLL); a no-op without a vCPU
