@@ -50,8 +50,25 @@ export function preloadLibc(): void {
 export function libcFunc(signature: string): KoffiFunc {
   let f: KoffiFunc | undefined;
   const call = ((...args: unknown[]) => (f ??= lib().func(signature))(...args)) as KoffiFunc;
-  call.async = (...args: unknown[]) => (f ??= lib().func(signature)).async(...args);
+  call.async = (...args: unknown[]) => {
+    const done = args.pop() as AsyncDone;
+    return (f ??= lib().func(signature)).async(...args, holding(args, done));
+  };
   return call;
+}
+
+type AsyncDone = (err: unknown, r: never) => void;
+
+/** The callback of a koffi async call, made to hold the call's arguments
+ * until the call ends: koffi hands a typed array's memory to the pool
+ * thread as a bare pointer and keeps no reference to it, so a collection
+ * while the call waits or runs would free memory the call still reads or
+ * writes (a capset header freed and reused names another pid: EPERM). */
+export function holding<D extends AsyncDone>(args: readonly unknown[], done: D): D {
+  return ((err: unknown, r: never) => {
+    void args;
+    done(err, r);
+  }) as D;
 }
 
 /** The koffi function itself, bound now (call it when first needed): for

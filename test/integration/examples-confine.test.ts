@@ -57,7 +57,7 @@ describe.skipIf(skip !== undefined)('examples/vm confine=yes', { timeout: 120_00
     const blk = site.loopDevice(path.join(GUESTS, 'bootsector.img'), '2M');
     fs.appendFileSync(path.join(dir, J1, `${J1}.conf`), conf({ disk1_name: blk }));
     await site.ok(['start', J1]);
-    await until('acpi on', () => vmLog(dir, J1).includes('acpi on'));
+    await until('acpi on', () => vmLog(dir, J1).includes('acpi on'), 60_000, () => vmLog(dir, J1));
     const pid = bhyvePid(J1);
     const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
     expect(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toMatch(/bin\/bhyve\0/);
@@ -113,7 +113,7 @@ describe.skipIf(skip !== undefined)('examples/vm confine=yes', { timeout: 120_00
   it('a confined guest that ignores the power button is powered off by bhyvectl inside the jail', async () => {
     await site.ok(['create', '-t', 'stubborn', J2]);
     await site.ok(['start', J2]);
-    await until('acpi on', () => vmLog(dir, J2).includes('acpi on'));
+    await until('acpi on', () => vmLog(dir, J2).includes('acpi on'), 60_000, () => vmLog(dir, J2));
     const r = await site.vm(['stop', J2]);
     expect(r.exitCode, r.stderr as string).toBe(0);
     expect(r.stdout).toContain(`${J2} did not power off within 3 s: bhyvectl --force-poweroff`);

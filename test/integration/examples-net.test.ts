@@ -43,11 +43,11 @@ describe.skipIf(skip !== undefined)('examples/vm networking', { timeout: 120_000
     await site.ok(['create', '-t', 'peer', 'peer']);
     await site.ok(['create', '-t', 'client', 'client']);
     await site.ok(['start', 'peer']);
-    await until('the peer to wait', () => vmLog(dir, 'peer').includes('peer 10.0.2.2 waiting'));
+    await until('the peer to wait', () => vmLog(dir, 'peer').includes('peer 10.0.2.2 waiting'), 60_000, () => vmLog(dir, 'peer'));
     expect(site.sh('ip -o link show master vm-lan')).toMatch(/^\d+: tap0: .* master vm-lan .*state UP/m);
     const r = await site.vm(['start', '-f', 'client']);
     expect(r.exitCode).toBe(33);
-    await until('the peer to stop', () => vmLog(dir, 'peer').includes('stopped'));
+    await until('the peer to stop', () => vmLog(dir, 'peer').includes('stopped'), 60_000, () => vmLog(dir, 'peer'));
     // start -f: the console (console=log) on standard output.
     const peerMac = vmLog(dir, 'peer').match(/virtio-net: mac (\S+)\r\n/)![1];
     expect(r.stdout).toContain(`virtio-net: 10.0.2.2 is at ${peerMac}\r\n`);
@@ -63,7 +63,7 @@ describe.skipIf(skip !== undefined)('examples/vm networking', { timeout: 120_000
   it('a VM with netns=yes has its own network namespace: its tap is there and nowhere else', async () => {
     await site.ok(['create', '-t', 'isolated', ISO]);
     await site.ok(['start', ISO]);
-    await until('the ping', () => vmLog(dir, ISO).includes('ping reply from 10.0.2.2 OK'));
+    await until('the ping', () => vmLog(dir, ISO).includes('ping reply from 10.0.2.2 OK'), 60_000, () => vmLog(dir, ISO));
     const inside = links(`vm-${ISO}`);
     expect(inside).toMatch(/^\d+: lo: /m);
     const tap = inside.match(/^\d+: (tap0): /m)![1];

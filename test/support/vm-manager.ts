@@ -128,11 +128,12 @@ export class Site {
   }
 }
 
-/** Polls FN until it returns true (or throws after TIMEOUT ms). */
-export async function until(what: string, fn: () => boolean, timeout = 60_000): Promise<void> {
+/** Polls FN until it returns true (or throws after TIMEOUT ms, with what
+ * SHOW returns then: the VM's log, say, so a failure says why). */
+export async function until(what: string, fn: () => boolean, timeout = 60_000, show?: () => string): Promise<void> {
   const end = Date.now() + timeout;
   while (!fn()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${show ? `:\n${show()}` : ''}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }

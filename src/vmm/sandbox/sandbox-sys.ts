@@ -4,6 +4,7 @@
 // result or -errno; the callers decide what a failure means.
 
 import { koffi as loadKoffi } from '../../sys/koffi.js';
+import { holding } from '../../sys/libc.js';
 
 const koffi = loadKoffi();
 
@@ -116,7 +117,7 @@ export function landlockRestrictSelf(rulesetFd: number, flags = 0): number {
 }
 
 // The same calls run on a thread of libuv's pool (koffi async): the result
-// or -errno (koffi hands the pool thread's errno to the callback).
+// or -errno (koffi restores the pool thread's errno around the callback).
 const onPool = (start: (done: (err: unknown, r: number | bigint) => void) => void): Promise<number> =>
   new Promise((resolve) => start((err, r) => resolve(err ? -5 /* EIO */ : result(r))));
 
@@ -134,7 +135,8 @@ export const landlockRestrictSelfOnPool = (rulesetFd: number): Promise<number> =
 export const capsetNoneOnPool = (): Promise<number> => {
   const hdr = new Uint8Array(8);
   new DataView(hdr.buffer).setUint32(0, LINUX_CAPABILITY_VERSION_3, true);
-  return onPool((done) => capsetFn.async(hdr, new Uint8Array(24), done));
+  const data = new Uint8Array(24);
+  return onPool((done) => capsetFn.async(hdr, data, holding([hdr, data], done)));
 };
 
 /** The id of the pool thread that runs it. */
