@@ -97,6 +97,10 @@ export interface NetOptions {
   /** Microseconds the I/O thread watches for receive buffers while a
    * frame waits, before sleeping (default: NET_IOTHREAD_POLL_US). */
   iothreadPollUs?: number;
+  /** Microseconds the I/O thread sleeps, when the driver adds a receive
+   * buffer after running out, for more before receiving resumes (default:
+   * NET_IOTHREAD_REFILL_US). */
+  iothreadRefillUs?: number;
 }
 
 /** Whether `pci.B.S.F.iothread` defaults to on for virtio-net. */
@@ -110,6 +114,8 @@ export const NET_IOTHREAD_TX_DEFAULT = false;
 export const NET_IRQFD_DEFAULT = true;
 /** Default of `pci.B.S.F.iothread_poll_us`. */
 export const NET_IOTHREAD_POLL_US = 0;
+/** Default of `pci.B.S.F.iothread_refill_us`. */
+export const NET_IOTHREAD_REFILL_US = 20;
 /** Whether `pci.B.S.F.zerocopy` defaults to on. */
 export const NET_ZEROCOPY_DEFAULT = true;
 
@@ -122,10 +128,10 @@ export function parseMtu(s: string): number {
   return n;
 }
 
-function parsePollUs(s: string | undefined): number {
-  if (s === undefined) return NET_IOTHREAD_POLL_US;
+function parseMicros(key: string, s: string | undefined, dflt: number): number {
+  if (s === undefined) return dflt;
   const n = /^[0-9]+$/.test(s.trim()) ? Number(s.trim()) : NaN;
-  if (!(n >= 0 && n <= 1_000_000)) throw new ConfigError(`Invalid iothread_poll_us ${s} (0 to 1000000 microseconds)`);
+  if (!(n >= 0 && n <= 1_000_000)) throw new ConfigError(`Invalid ${key} ${s} (0 to 1000000 microseconds)`);
   return n;
 }
 
@@ -140,7 +146,8 @@ export function netOptionsFromConfig(config: ConfigTree, node: string, slot: num
     iothreadTx: config.getBool(`${node}.iothread_tx`, NET_IOTHREAD_TX_DEFAULT),
     irqfd: config.getBool(`${node}.irqfd`, NET_IRQFD_DEFAULT),
     zeroCopy: config.getBool(`${node}.zerocopy`, NET_ZEROCOPY_DEFAULT),
-    iothreadPollUs: parsePollUs(config.get(`${node}.iothread_poll_us`)),
+    iothreadPollUs: parseMicros('iothread_poll_us', config.get(`${node}.iothread_poll_us`), NET_IOTHREAD_POLL_US),
+    iothreadRefillUs: parseMicros('iothread_refill_us', config.get(`${node}.iothread_refill_us`), NET_IOTHREAD_REFILL_US),
   };
 }
 
@@ -240,6 +247,7 @@ export class VirtioNet extends VirtioDeviceBase {
       device: { mac: this.mac, mtu: this.opts.mtu, zeroCopy: this.opts.zeroCopy },
       transmit: this.txOnIothread,
       pollUs: this.opts.iothreadPollUs ?? NET_IOTHREAD_POLL_US,
+      refillWaitUs: this.opts.iothreadRefillUs ?? NET_IOTHREAD_REFILL_US,
       ackedFeatures: this.ackedFeatures,
       queueMaxSizes: [...this.queueMaxSizes],
       layouts: act.queues.map((q) => (q ? { ...q.layout } : null)),
@@ -576,6 +584,7 @@ export const virtioNetDevice: PciDeviceRecord = {
     { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd)' },
     { key: 'irqfd', default: String(NET_IRQFD_DEFAULT), description: 'that thread raises MSI-X queue interrupts by irqfd, not through vCPU 0' },
     { key: 'iothread_poll_us', default: String(NET_IOTHREAD_POLL_US), description: 'microseconds the I/O thread watches for receive buffers while a frame waits, before sleeping' },
+    { key: 'iothread_refill_us', default: String(NET_IOTHREAD_REFILL_US), description: 'microseconds the I/O thread sleeps, when the driver adds a receive buffer after running out, for it to add more' },
     { key: 'zerocopy', default: String(NET_ZEROCOPY_DEFAULT), description: 'read frames straight into receive buffers that hold the largest frame' },
     { key: 'bootindex', description: 'boot order index for the firmware' },
     ...VIRTIO_PCI_KEYS,
