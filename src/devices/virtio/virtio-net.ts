@@ -116,6 +116,8 @@ export const NET_IRQFD_DEFAULT = true;
 export const NET_IOTHREAD_POLL_US = 0;
 /** Default of `pci.B.S.F.iothread_refill_us`. */
 export const NET_IOTHREAD_REFILL_US = 20;
+/** Largest `iothread_refill_us` (the sleep also delays the thread's stop). */
+export const NET_IOTHREAD_REFILL_US_MAX = 10_000;
 /** Whether `pci.B.S.F.zerocopy` defaults to on. */
 export const NET_ZEROCOPY_DEFAULT = true;
 
@@ -128,10 +130,10 @@ export function parseMtu(s: string): number {
   return n;
 }
 
-function parseMicros(key: string, s: string | undefined, dflt: number): number {
+function parseMicros(key: string, s: string | undefined, dflt: number, max: number): number {
   if (s === undefined) return dflt;
   const n = /^[0-9]+$/.test(s.trim()) ? Number(s.trim()) : NaN;
-  if (!(n >= 0 && n <= 1_000_000)) throw new ConfigError(`Invalid ${key} ${s} (0 to 1000000 microseconds)`);
+  if (!(n >= 0 && n <= max)) throw new ConfigError(`Invalid ${key} ${s} (0 to ${max} microseconds)`);
   return n;
 }
 
@@ -146,8 +148,8 @@ export function netOptionsFromConfig(config: ConfigTree, node: string, slot: num
     iothreadTx: config.getBool(`${node}.iothread_tx`, NET_IOTHREAD_TX_DEFAULT),
     irqfd: config.getBool(`${node}.irqfd`, NET_IRQFD_DEFAULT),
     zeroCopy: config.getBool(`${node}.zerocopy`, NET_ZEROCOPY_DEFAULT),
-    iothreadPollUs: parseMicros('iothread_poll_us', config.get(`${node}.iothread_poll_us`), NET_IOTHREAD_POLL_US),
-    iothreadRefillUs: parseMicros('iothread_refill_us', config.get(`${node}.iothread_refill_us`), NET_IOTHREAD_REFILL_US),
+    iothreadPollUs: parseMicros('iothread_poll_us', config.get(`${node}.iothread_poll_us`), NET_IOTHREAD_POLL_US, 1_000_000),
+    iothreadRefillUs: parseMicros('iothread_refill_us', config.get(`${node}.iothread_refill_us`), NET_IOTHREAD_REFILL_US, NET_IOTHREAD_REFILL_US_MAX),
   };
 }
 
