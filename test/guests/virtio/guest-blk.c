@@ -124,15 +124,6 @@ static void simple(uint32_t type, void *buf, uint32_t len)
 	complete();
 }
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint64_t xorshift(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
-
 /* n random 4 KiB reads within the first `span` bytes, `depth` in flight. */
 static void randread(uint8_t *buf, uint64_t span, uint32_t n, int depth)
 {
@@ -154,17 +145,6 @@ static void randread(uint8_t *buf, uint64_t span, uint32_t n, int depth)
 			vq_kick(&dev->vq[0]);
 		freelist[nfree++] = (uint8_t)complete();
 		done++;
-	}
-}
-
-/* The pattern: a function of the disk byte offset of each 8-byte word. */
-static void pattern(uint8_t *buf, uint64_t disk_off, uint64_t len)
-{
-	uint64_t *w = (uint64_t *)buf;
-	for (uint64_t i = 0; i < len / 8; i++) {
-		uint64_t x = (disk_off / 8 + i + 1) * 0x9E3779B97F4A7C15ull;
-		x ^= x >> 31;
-		w[i] = x * 0xBF58476D1CE4E5B9ull;
 	}
 }
 
@@ -283,7 +263,7 @@ int guest_main(uint32_t param)
 		if (!bytes)
 			fail("virtio-blk: disk too small");
 		uint8_t *w = alloc(bytes, 4096), *r = alloc(bytes, 4096);
-		pattern(w, 0, bytes);
+		disk_pattern(w, 0, bytes);
 		uint32_t sum = crc32(0, w, bytes);
 		seq(T_OUT, w, bytes, bytes, wchunk, depth < 16 ? depth : 16, 1);
 		if (has_flush)
@@ -319,7 +299,7 @@ int guest_main(uint32_t param)
 		fail("virtio-blk: bench needs %lu MiB, the disk has %lu", mib, cap >> 11);
 	uint64_t buflen = bytes < (8ull << 20) ? bytes : 8ull << 20;
 	uint8_t *buf = alloc(buflen, 4096), *rbuf = alloc(MAX_DEPTH * 4096, 4096);
-	pattern(buf, 0, buflen);
+	disk_pattern(buf, 0, buflen);
 	uint64_t hz = tsc_hz_from_rtc();
 	poll_timeout_cycles = hz * 30;
 	printf("bench: tsc_hz %lu\n", hz);
