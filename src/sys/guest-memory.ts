@@ -25,6 +25,7 @@ interface ViewedRegion extends MemoryRegion {
 
 export class GuestMemory {
   private readonly regions: ViewedRegion[];
+  private lastHit: ViewedRegion | undefined;
 
   constructor(regions: MemoryRegion[]) {
     this.regions = [...regions].sort((a, b) => a.gpa - b.gpa)
@@ -34,6 +35,7 @@ export class GuestMemory {
   /** Replaces the regions (a vfio-user server's device model: the
    * client's DMA windows come and go while the model holds this object). */
   setRegions(regions: MemoryRegion[]): void {
+    this.lastHit = undefined;
     this.regions.splice(0, this.regions.length, ...[...regions].sort((a, b) => a.gpa - b.gpa)
       .map((r) => ({ gpa: r.gpa, bytes: r.bytes, dv: new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length) })));
   }
@@ -116,8 +118,15 @@ export class GuestMemory {
 
   private find(gpa: number, length: number): ViewedRegion | undefined {
     if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(length) || gpa < 0 || length < 0) return undefined;
-    for (const r of this.regions) {
-      if (gpa >= r.gpa && gpa + length <= r.gpa + r.bytes.length) return r;
+    // Accesses come in runs on one region (a command's structures and
+    // buffers): the last hit first, then the others (an indexed loop: this
+    // runs for every word a device model reads).
+    const last = this.lastHit;
+    if (last !== undefined && gpa >= last.gpa && gpa + length <= last.gpa + last.bytes.length) return last;
+    const regions = this.regions;
+    for (let i = 0; i < regions.length; i++) {
+      const r = regions[i];
+      if (gpa >= r.gpa && gpa + length <= r.gpa + r.bytes.length) { this.lastHit = r; return r; }
     }
     return undefined;
   }
