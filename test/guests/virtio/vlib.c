@@ -760,6 +760,19 @@ void vq_kick(struct vq *q)
 	mw16(q->notify, (uint16_t)q->index);
 }
 
+int vq_kick_prepare(struct vdev *d, struct vq *q)
+{
+	uint16_t old = q->kicked_idx, now = q->avail_idx;
+	q->kicked_idx = now;
+	/* the new avail idx before the device's fields are read */
+	__asm__ volatile("mfence" ::: "memory");
+	if (d->features & (1ull << VIRTIO_F_EVENT_IDX)) {
+		uint16_t event = vq_avail_event(q);
+		return (uint16_t)(now - event - 1) < (uint16_t)(now - old);
+	}
+	return !(*(volatile uint16_t *)q->used & VRING_USED_F_NO_NOTIFY);
+}
+
 int vq_get(struct vq *q, uint32_t *len)
 {
 	uint16_t idx = *(volatile uint16_t *)(q->used + 2);

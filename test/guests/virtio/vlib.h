@@ -126,6 +126,7 @@ struct vq {
 	volatile uint8_t *used;		/* flags, idx, ring[size] of {id,len}, avail_event */
 	uintptr_t notify;
 	uint16_t avail_idx;		/* next avail index to publish */
+	uint16_t kicked_idx;		/* avail_idx when vq_kick_prepare last ran */
 	uint16_t used_idx;		/* next used entry to consume */
 	uint16_t free_head;
 	unsigned num_free;
@@ -176,6 +177,10 @@ struct vbuf { void *addr; uint32_t len; int write; /* device-writable */ };
  * -1 if the ring has too few free descriptors. */
 int vq_add(struct vq *q, const struct vbuf *bufs, int n);
 void vq_kick(struct vq *q);
+/* Linux's virtqueue_kick_prepare: whether the chains added since the last
+ * call need a notify, as the device asks (VIRTQ_USED_F_NO_NOTIFY, or
+ * avail_event under EVENT_IDX); the caller then notifies (vq_kick). */
+int vq_kick_prepare(struct vdev *d, struct vq *q);
 /* Pop one used entry: returns its head id (and *len), or -1 if none. */
 int vq_get(struct vq *q, uint32_t *len);
 /* Wait for one used entry, with timeout -> fail. Polling mode polls the
