@@ -197,24 +197,23 @@ describe.skipIf(netSkip !== undefined)('virtio-net by interrupt, bhyve and QEMU,
     expect(Number(m![1])).toBeGreaterThan(0);
   };
 
-  // The I/O thread: by default (iothread=true, iothread_tx=true) it
-  // receives and sends, its notifies reach it by ioeventfd, no notify exits
-  // at all; with iothread_tx=false transmit notifies exit to the device
-  // thread, which sends; iothread=false is the exit path for both. With
+  // The I/O thread: by default (iothread=true) it receives, the receive
+  // notifies reach it by ioeventfd; with iothread_tx=true it sends too and no
+  // notify exits at all; iothread=false is the exit path for both. With
   // MSI-X its queue interrupts go by irqfd (irqfd=false: through vCPU 0).
   for (const [label, mode, flags, iothread] of [
-    ['MSI-X with EVENT_IDX, I/O thread for both queues (default)', MODE.MSIX | MODE.EVENT_IDX, [], 'all'],
-    ['MSI-X with EVENT_IDX, I/O thread receiving (iothread_tx=false)', MODE.MSIX | MODE.EVENT_IDX, [], 'rx'],
+    ['MSI-X with EVENT_IDX, I/O thread for both queues', MODE.MSIX | MODE.EVENT_IDX, [], 'all'],
+    ['MSI-X with EVENT_IDX, I/O thread receiving (default)', MODE.MSIX | MODE.EVENT_IDX, [], 'rx'],
     ['MSI-X, I/O thread receiving, irqfd=false', MODE.MSIX, [], 'rxNoIrqfd'],
     ['MSI-X with EVENT_IDX, exit path', MODE.MSIX | MODE.EVENT_IDX, [], 'off'],
     ['MSI (-W), I/O thread for both queues', MODE.MSI, ['-W'], 'all'],
-    ['INTx, I/O thread for both queues (default)', MODE.INTX, ['-Y'], 'all'],
-    ['INTx, I/O thread receiving (iothread_tx=false)', MODE.INTX, ['-Y'], 'rx'],
+    ['INTx, I/O thread for both queues', MODE.INTX, ['-Y'], 'all'],
+    ['INTx, I/O thread receiving (default)', MODE.INTX, ['-Y'], 'rx'],
     ['INTx, exit path', MODE.INTX, ['-Y'], 'off'],
   ] as const) {
     it(`bhyve: ${label}`, async () => {
       const name = vmName('irqnet');
-      const opt = { all: '', rx: ',iothread_tx=false', rxNoIrqfd: ',iothread_tx=false,irqfd=false', off: ',iothread=false' }[iothread];
+      const opt = { all: ',iothread_tx=true', rx: '', rxNoIrqfd: ',irqfd=false', off: ',iothread=false' }[iothread];
       const r = await runHeld([...flags, ...bhyveArgs(romWith(tmp, 'virtio-net', mode | MODE.HOLD), name, {
         extra: ['-s', `3,virtio-net,tap0${opt}`],
       })], name, { prefix: inNsPrefix });

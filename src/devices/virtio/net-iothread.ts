@@ -1,5 +1,5 @@
 // virtio-net's I/O thread: a worker_thread that owns the receive queue
-// (and with iothread_tx=true, the default, the transmit queue) and reading the backend's
+// (and with iothread_tx=true the transmit queue) and reading the backend's
 // descriptor (the tap, or slirp's packet socket) while the driver runs
 // (DRIVER_OK until reset). It blocks in poll(2) on two descriptors at once:
 //
@@ -32,7 +32,7 @@
 // enters DEVICE_NEEDS_RESET with the thread's reason. A driver that polls
 // its used rings (NO_INTERRUPT, used_event) costs neither.
 //
-// With iothread_tx=false the device thread keeps the transmit queue and writes
+// Without iothread_tx the device thread keeps the transmit queue and writes
 // frames to the same descriptor on each transmit notify exit: the queues
 // are independent, and a tap takes writes from any thread.
 //

@@ -9,14 +9,11 @@ import { VIRTIO_PCI_KEYS } from './virtio-pci-keys.js';
 
 /** Whether `pci.B.S.F.iothread` defaults to on for virtio-net. */
 export const NET_IOTHREAD_DEFAULT = true;
-/** Whether `pci.B.S.F.iothread_tx` defaults to on. On, as QEMU's one
- * thread for both queues: a guest sending a TCP stream keeps running while
- * the thread writes its segments (and the host stack behind the tap runs
- * in that thread's write), where a transmit notify exit stopped the guest
- * for all of it; in interleaved A/B runs guest -> host TCP was 1.3-1.8x
- * with it on, host -> guest about even, 1514-byte UDP TX even, 65535-byte
- * TX 0.85x (BENCHMARKS.md). */
-export const NET_IOTHREAD_TX_DEFAULT = true;
+/** Whether `pci.B.S.F.iothread_tx` defaults to on. Off: on the host we
+ * measured (2 CPUs, shared) a guest sending flat out got more through its
+ * own notify exits than through a hand-off to another thread, which has to
+ * be scheduled for every queueful (BENCHMARKS.md). */
+export const NET_IOTHREAD_TX_DEFAULT = false;
 /** Whether `pci.B.S.F.irqfd` defaults to on. */
 export const NET_IRQFD_DEFAULT = true;
 /** Default of `pci.B.S.F.iothread_poll_us`. */

@@ -25,10 +25,9 @@
 // queue and reading the backend's descriptor belong to an I/O thread while
 // the driver runs (net-iothread.ts): receive notifies reach it by ioeventfd
 // without an exit, frames by poll(2) on the tap without the main thread.
-// With iothread_tx=true (the default) it serves the transmit queue as
-// well; with iothread_tx=false the device thread sends on each transmit
-// notify exit (writev on the same descriptor: the two queues are
-// independent).
+// With iothread_tx=true it serves the transmit queue as well; by default
+// the device thread sends on each transmit notify exit (writev on the same
+// descriptor: the two queues are independent).
 //
 // Options (bhyve's): mac=xx:xx:xx:xx:xx:xx (unicast, nonzero; default from
 // net_genmac: 00:a0:98 then the first three bytes of MD5("slot-func-vmname")),
