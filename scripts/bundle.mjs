@@ -157,12 +157,17 @@ for (const name of Object.keys(ENTRY_POINTS)) {
  * running holds none of them, and the modules both a model and the start
  * path import (the config tree, the PCI core, the records...) would be
  * parsed again at every start. The models no configuration names stay out
- * (they do not run). Running the top level has no effect outside the
- * worker: modules define things; vCPU 0's entry loads libc and waits for
+ * (they do not run): the cache holds those of the chipset, hostbridge and
+ * lpc, which vCPU 0's thread loads while it waits when -s names them.
+ * Running the top level has no effect outside the worker: modules define
+ * things; vCPU 0's entry loads libc and the chipset's models and waits for
  * its data, which never comes. BHYVE_CACHE_AFTER_TOP_LEVEL=0 at build time
  * makes the plain cache (for comparison).
  */
 async function cacheAfterTopLevel(name) {
+  // The chipset of every configuration: vCPU 0's thread loads its models
+  // while it waits (src/vmm/device-host.ts preloadDeviceModels).
+  const TRAINING_ARGV = ['-s', '0,hostbridge', '-s', '31,lpc', 'vm'];
   const { Worker } = await import('node:worker_threads');
   const w = new Worker(`
     const { parentPort } = require('node:worker_threads');
@@ -173,8 +178,9 @@ async function cacheAfterTopLevel(name) {
     const module = { exports: {}, id: file, filename: file, loaded: false };
     // (vCPU 0's entry posts 'loaded' to this port: the build ignores it.)
     script.runInThisContext()(module.exports, createRequire(file), module, file, path.dirname(file));
-    parentPort.postMessage({ cache: script.createCachedData() });
-  `, { eval: true, resourceLimits: { maxYoungGenerationSizeMb: 2 }, stdout: true });
+    // After what the top level started (vCPU 0 loads the models -s names).
+    setImmediate(() => parentPort.postMessage({ cache: script.createCachedData() }));
+  `, { eval: true, argv: TRAINING_ARGV, resourceLimits: { maxYoungGenerationSizeMb: 2 }, stdout: true });
   try {
     return await new Promise((resolve, reject) => {
       w.on('message', (m) => { if (m?.cache) resolve(Buffer.from(m.cache)); });
