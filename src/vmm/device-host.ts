@@ -17,7 +17,7 @@ import { DeviceMemoryMap } from './device-memory-map.js';
 import { DeviceTimers } from './device-timers.js';
 import type { ExitRequest } from './exit-status.js';
 import { GuestMemory } from '../sys/guest-memory.js';
-import { mapGuestRam, ramRegions } from '../sys/guest-ram.js';
+import { mapGuestRam, ramRegions, writeRamFile } from '../sys/guest-ram.js';
 import { LocalIoBus } from './io-bus.js';
 import { CAP } from '../sys/kvm-abi.js';
 import { PAGE_SIZE } from '../sys/memory-map.js';
@@ -112,14 +112,21 @@ export class DeviceHost {
         return s;
       },
     };
+    trace('vcpu 0: device context');
     try {
       this.platform = buildPlatform(ctx, d.layout, { fwcfgFiles: d.fwcfgFiles });
       this.devices = this.platform.devices;
       trace('vcpu 0: platform built');
       // bhyve's MP table, SMBIOS and ACPI tables, written as bhyverun.c does
       // after init_pci: from the devices, pins and windows just built.
-      for (const region of buildFirmwareInMemory(config, d.layout, this.platform.asBuilt, { hostname: os.hostname() })) {
-        ctx.mem.write(region.gpa, region.bytes);
+      // Through the memory file: ctx.mem makes its view of RAM on first use,
+      // and nothing before the guest runs needs one (guest-memory.ts).
+      const tables = buildFirmwareInMemory(config, d.layout, this.platform.asBuilt, { hostname: os.hostname() });
+      const fd = fs.openSync(d.memoryPath, 'r+');
+      try {
+        for (const region of tables) writeRamFile(fd, d.layout, region.gpa, region.bytes);
+      } finally {
+        fs.closeSync(fd);
       }
       trace('vcpu 0: firmware written');
     } catch (e) {

@@ -205,26 +205,34 @@ export class AhciController extends PciEmulFunction {
   /** Whether register reads come from the read-only page. */
   get registerPage(): boolean { return this.regPage !== undefined; }
 
-  /** Refreshes the register page from the registers: the host block and
-   * port `only` (a write to one port's block), or every port. Within a
-   * port, PxSACT and PxCI go last, so a reader that sees a command done
-   * also sees its status (PxTFD, PxIS). */
+  /** Refreshes the register page from the registers: every port and the
+   * whole host block (`only` undefined), or port `only` and the host
+   * registers that change at run time (GHC, IS; a write to one port's
+   * block). Within a port, PxSACT and PxCI go last, so a reader that sees
+   * a command done also sees its status (PxTFD, PxIS). */
   private syncRegPage(only?: number): void {
     const v = this.regPage;
     if (!v) return;
-    const from = only ?? 0;
-    const to = only === undefined ? this.portCount : only + 1;
-    for (let n = from; n < to; n++) {
-      const base = AHCI_OFFSET + n * AHCI_STEP;
-      for (let off = 0; off <= PORT_LAST_REG; off += 4) {
-        if (off !== AHCI_P_SACT && off !== AHCI_P_CI) v.setUint32(base + off, this.portRead(base + off), true);
-      }
-      // A PxSACT that is the page's word is never rewritten: an I/O thread
-      // may clear bits of it at any time.
-      if (!this.ports[n]?.sactShared) v.setUint32(base + AHCI_P_SACT, this.portRead(base + AHCI_P_SACT), true);
-      v.setUint32(base + AHCI_P_CI, this.portRead(base + AHCI_P_CI), true);
+    if (only === undefined) {
+      for (let n = 0; n < this.portCount; n++) this.syncPortPage(v, n);
+      for (let reg = 0; reg <= AHCI_CAP2; reg += 4) v.setUint32(reg, this.hostRead(reg), true);
+      return;
     }
-    for (let reg = 0; reg <= AHCI_CAP2; reg += 4) v.setUint32(reg, this.hostRead(reg), true);
+    this.syncPortPage(v, only);
+    v.setUint32(AHCI_GHC, this.ghc >>> 0, true);
+    v.setUint32(AHCI_IS, this.is >>> 0, true);
+  }
+
+  private syncPortPage(v: DataView, n: number): void {
+    const base = AHCI_OFFSET + n * AHCI_STEP;
+    const p = this.ports[n];
+    if (!p) {
+      for (let off = 0; off <= PORT_LAST_REG; off += 4) v.setUint32(base + off, this.portRead(base + off), true);
+      return;
+    }
+    // The port's registers straight from its fields (this runs at every
+    // register write: a read() per register was most of that write's cost).
+    p.syncPage(v, base);
   }
 
   /** ahci_reset(): GHC.HR, and power-on. */

@@ -269,6 +269,27 @@ export class VirtioBlock extends VirtioDeviceBase {
     this.signalUsed(index, queue);
   }
 
+  /** For the iothread, at a wake-up: serves the queue with the driver's
+   * notifies off (VIRTQ_USED_F_NO_NOTIFY, or avail_event held under
+   * EVENT_IDX) until it finds the ring empty with them back on, as QEMU's
+   * virtio_blk_handle_vq does: a driver that honours them (Linux) does not
+   * kick for chains it adds while the iothread is busy, and each kick it
+   * saves is an exit of its vCPU. */
+  serveQuiet(index: number): void {
+    const queue = this.queues?.[index];
+    if (!queue || this.needsResetReason !== undefined) return;
+    const chain = this.scratchChain;
+    try {
+      do {
+        queue.disableNotification(true);
+        while (queue.pop(chain) !== null) queue.pushUsed(chain.head, this.handle(chain));
+        this.signalUsed(index, queue);
+      } while (queue.enableNotification());
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+
   /** For a thread that polls the ring (the iothread): serves what is
    * available without asking the driver for notifies again (the caller
    * does that when it stops polling). */
