@@ -157,6 +157,15 @@ describe.skipIf(!BUILT)('dist/bundle (needs npm run build)', () => {
       expect(sources('bhyve-main').some((f) => f.endsWith(model)), model).toBe(false);
     }
     expect(sources('bhyve-main').some((f) => f.endsWith('src/devices/nvme/nvme-record.ts'))).toBe(true);
+    // Neither carries the other thread's code: vCPU 0's no command line,
+    // control socket or VM set-up; the main thread's no device host,
+    // platform or firmware tables.
+    for (const f of ['src/cli/bhyve-main.ts', 'src/config/bhyve-args.ts', 'src/vmm/control-socket.ts', 'src/vmm/run-vm.ts', 'src/vmm/vm-object.ts']) {
+      expect(sources('vcpu-thread').some((x) => x.endsWith(f)), f).toBe(false);
+    }
+    for (const f of ['src/vmm/device-host.ts', 'src/devices/platform.ts', 'src/devices/lpc/rtc.ts', 'src/firmware/acpi/index.ts']) {
+      expect(sources('bhyve-main').some((x) => x.endsWith(f)), f).toBe(false);
+    }
     for (const name of ['bhyve-main', 'vcpu-thread']) {
       const plain = execFileSync(process.execPath, ['-e', `
         const loader = require(${JSON.stringify(path.join(BUNDLE, 'loader.cjs'))});
