@@ -85,6 +85,7 @@ function numaOf(ctx: DeviceContext, layout: MemoryLayout): NumaLayout | undefine
   return domains && numaLayout(domains, layout);
 }
 
+
 /** A function that takes VNC input (fbuf). */
 interface VncInput {
   attachKeyboard(k: KeyboardSink): void;

@@ -286,6 +286,7 @@ export class HdaController extends PciEmulFunction implements Device {
     this.wallClockStart = process.hrtime.bigint();
   }
 
+
   // ---- interrupts ----
 
   /** hda_update_intr(), with the spec's per-stream enables and CMEI. */
