@@ -177,6 +177,10 @@ for (const { key, vmm, runs, failed } of active) {
   }
   const m = (k) => (runs[0][k] === null ? null : median(runs.map((x) => x[k])));
   results[key] = { label: vmm.label, writeMBs: m('writeMBs'), writeFlushMBs: m('writeFlushMBs'), readMBs: m('readMBs'), iops32: m('iops32'), iops1: m('iops1'), depth: runs[0].depth };
+  if (runs.every((x) => x.notifies)) {
+    const n = (k) => fmt(median(runs.map((x) => x.notifies[k] ?? 0)), 2);
+    notes.push(`${vmm.label}: guest notifies per request (median; seq write / seq read / QD${runs[0].depth} / QD1): ${n('write')} / ${n('read')} / ${n('q32')} / ${n('q1')}.`);
+  }
 }
 rmSync(img, { force: true });
 const load1 = loadavg()[0];
