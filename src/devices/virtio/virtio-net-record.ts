@@ -18,6 +18,8 @@ export const NET_IOTHREAD_TX_DEFAULT = false;
 export const NET_IRQFD_DEFAULT = true;
 /** Default of `pci.B.S.F.iothread_poll_us`. */
 export const NET_IOTHREAD_POLL_US = 0;
+/** Default of `pci.B.S.F.iothread_refill_us`. */
+export const NET_IOTHREAD_REFILL_US = 20;
 /** Whether `pci.B.S.F.zerocopy` defaults to on. */
 export const NET_ZEROCOPY_DEFAULT = true;
 
@@ -37,6 +39,7 @@ export const virtioNetDevice: PciDeviceRecord = {
     { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd)' },
     { key: 'irqfd', default: String(NET_IRQFD_DEFAULT), description: 'that thread raises MSI-X queue interrupts by irqfd, not through vCPU 0' },
     { key: 'iothread_poll_us', default: String(NET_IOTHREAD_POLL_US), description: 'microseconds the I/O thread watches for receive buffers while a frame waits, before sleeping' },
+    { key: 'iothread_refill_us', default: String(NET_IOTHREAD_REFILL_US), description: 'microseconds the I/O thread sleeps, when the driver adds a receive buffer after running out, for it to add more' },
     { key: 'zerocopy', default: String(NET_ZEROCOPY_DEFAULT), description: 'read frames straight into receive buffers that hold the largest frame' },
     { key: 'bootindex', description: 'boot order index for the firmware' },
     ...VIRTIO_PCI_KEYS,

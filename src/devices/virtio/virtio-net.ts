@@ -50,9 +50,9 @@ import type { PciDeviceModel } from '../pci-device.js';
 import { createVirtioPci } from './virtio-pci.js';
 // The defaults its record documents (virtio-net-record.ts).
 import {
-  NET_IOTHREAD_DEFAULT, NET_IOTHREAD_POLL_US, NET_IOTHREAD_TX_DEFAULT, NET_IRQFD_DEFAULT, NET_ZEROCOPY_DEFAULT,
+  NET_IOTHREAD_DEFAULT, NET_IOTHREAD_POLL_US, NET_IOTHREAD_REFILL_US, NET_IOTHREAD_TX_DEFAULT, NET_IRQFD_DEFAULT, NET_ZEROCOPY_DEFAULT,
 } from './virtio-net-record.js';
-export { NET_IOTHREAD_DEFAULT, NET_IOTHREAD_POLL_US, NET_IOTHREAD_TX_DEFAULT, NET_IRQFD_DEFAULT, NET_ZEROCOPY_DEFAULT };
+export { NET_IOTHREAD_DEFAULT, NET_IOTHREAD_POLL_US, NET_IOTHREAD_REFILL_US, NET_IOTHREAD_TX_DEFAULT, NET_IRQFD_DEFAULT, NET_ZEROCOPY_DEFAULT };
 
 export const VIRTIO_NET_F_CSUM = 0;
 export const VIRTIO_NET_F_GUEST_CSUM = 1;
@@ -100,6 +100,10 @@ export interface NetOptions {
   /** Microseconds the I/O thread watches for receive buffers while a
    * frame waits, before sleeping (default: NET_IOTHREAD_POLL_US). */
   iothreadPollUs?: number;
+  /** Microseconds the I/O thread sleeps, when the driver adds a receive
+   * buffer after running out, for more before receiving resumes (default:
+   * NET_IOTHREAD_REFILL_US). */
+  iothreadRefillUs?: number;
 }
 
 /** bhyve's net_parsemtu() plus the VTNET_MIN_MTU..VTNET_MAX_MTU check. */
@@ -111,10 +115,10 @@ export function parseMtu(s: string): number {
   return n;
 }
 
-function parsePollUs(s: string | undefined): number {
-  if (s === undefined) return NET_IOTHREAD_POLL_US;
+function parseMicros(key: string, s: string | undefined, dflt: number): number {
+  if (s === undefined) return dflt;
   const n = /^[0-9]+$/.test(s.trim()) ? Number(s.trim()) : NaN;
-  if (!(n >= 0 && n <= 1_000_000)) throw new ConfigError(`Invalid iothread_poll_us ${s} (0 to 1000000 microseconds)`);
+  if (!(n >= 0 && n <= 1_000_000)) throw new ConfigError(`Invalid ${key} ${s} (0 to 1000000 microseconds)`);
   return n;
 }
 
@@ -129,7 +133,8 @@ export function netOptionsFromConfig(config: ConfigTree, node: string, slot: num
     iothreadTx: config.getBool(`${node}.iothread_tx`, NET_IOTHREAD_TX_DEFAULT),
     irqfd: config.getBool(`${node}.irqfd`, NET_IRQFD_DEFAULT),
     zeroCopy: config.getBool(`${node}.zerocopy`, NET_ZEROCOPY_DEFAULT),
-    iothreadPollUs: parsePollUs(config.get(`${node}.iothread_poll_us`)),
+    iothreadPollUs: parseMicros('iothread_poll_us', config.get(`${node}.iothread_poll_us`), NET_IOTHREAD_POLL_US),
+    iothreadRefillUs: parseMicros('iothread_refill_us', config.get(`${node}.iothread_refill_us`), NET_IOTHREAD_REFILL_US),
   };
 }
 
@@ -229,6 +234,7 @@ export class VirtioNet extends VirtioDeviceBase {
       device: { mac: this.mac, mtu: this.opts.mtu, zeroCopy: this.opts.zeroCopy },
       transmit: this.txOnIothread,
       pollUs: this.opts.iothreadPollUs ?? NET_IOTHREAD_POLL_US,
+      refillWaitUs: this.opts.iothreadRefillUs ?? NET_IOTHREAD_REFILL_US,
       ackedFeatures: this.ackedFeatures,
       queueMaxSizes: [...this.queueMaxSizes],
       layouts: act.queues.map((q) => (q ? { ...q.layout } : null)),
