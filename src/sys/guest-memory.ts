@@ -53,6 +53,7 @@ function makeView(v: ViewedRegion): void {
 
 export class GuestMemory {
   private readonly regions: ViewedRegion[];
+  private lastHit: ViewedRegion | undefined;
 
   constructor(regions: MemoryRegion[]) {
     this.regions = [...regions].sort((a, b) => a.gpa - b.gpa).map(viewed);
@@ -61,6 +62,7 @@ export class GuestMemory {
   /** Replaces the regions (a vfio-user server's device model: the
    * client's DMA windows come and go while the model holds this object). */
   setRegions(regions: MemoryRegion[]): void {
+    this.lastHit = undefined;
     this.regions.splice(0, this.regions.length, ...[...regions].sort((a, b) => a.gpa - b.gpa).map(viewed));
   }
 
@@ -142,9 +144,17 @@ export class GuestMemory {
 
   private find(gpa: number, length: number): ViewedRegion | undefined {
     if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(length) || gpa < 0 || length < 0) return undefined;
-    for (const r of this.regions) {
+    // Accesses come in runs on one region (a command's structures and
+    // buffers): the last hit first, then the others (an indexed loop: this
+    // runs for every word a device model reads).
+    const last = this.lastHit;
+    if (last !== undefined && gpa >= last.gpa && gpa + length <= last.end) return last;
+    const regions = this.regions;
+    for (let i = 0; i < regions.length; i++) {
+      const r = regions[i];
       if (gpa >= r.gpa && gpa + length <= r.end) {
         if (r.dv === undefined) makeView(r);
+        this.lastHit = r;
         return r;
       }
     }

@@ -9,6 +9,7 @@ import { ConfigTree } from '../config/tree.js';
 import type { ByteStream, Device, DeviceContext, HelperThreadData, InterruptSink, KvmDoorbells, MachineControl, RegisterPages } from '../devices/device.js';
 import { attachUartStream } from '../devices/lpc/uart-backend.js';
 import { buildPlatform, type Platform } from '../devices/platform.js';
+import { loadedPciModelNames, loadPciModels } from '../devices/registry.js';
 import { buildFirmwareInMemory } from '../firmware/index.js';
 import { errorLine } from '../user-error.js';
 import { Mailbox } from './ap-mailbox.js';
@@ -31,6 +32,13 @@ import type { Doorbell } from '../sys/doorbell.js';
 import { hostPortLookup } from '../devices/virtio/host-ports.js';
 import { PM1_PWRBTN_STS } from '../devices/lpc/pm.js';
 import { trace } from './startup-trace.js';
+
+/** Loads the models of the devices the config names (registry.ts), for
+ * the constructor to build them: a run loads no other device's code. */
+export async function loadDeviceModels(d: DeviceHostData): Promise<void> {
+  await loadPciModels(ConfigTree.fromJSON(d.config));
+  trace(`vcpu 0: device models loaded: ${loadedPciModelNames().join(' ')}`);
+}
 
 export class DeviceHost {
   readonly bus = new LocalIoBus();

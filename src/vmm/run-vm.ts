@@ -6,7 +6,7 @@ import type { Worker } from 'node:worker_threads';
 import { retireVcpuThread, spawnVcpuThread, spawnVcpuThreads } from './vcpu-threads.js';
 import type { ConfigTree } from '../config/tree.js';
 import { openUartBackend, restoreTerminal, type UartBackendHost, type UartStreamTransfer } from '../devices/lpc/uart-backend.js';
-import { pciUartBackends } from '../devices/pci-uart.js';
+import { pciUartBackends } from '../devices/pci-uart-record.js';
 import { openHostPorts, type HostPorts } from '../devices/virtio/host-ports.js';
 import { openDisplay, type DisplayHost } from '../devices/display/fbuf-host.js';
 import { Mailbox } from './ap-mailbox.js';

@@ -122,6 +122,9 @@ export class AhciPort {
   /** The CFIS + ACMD of the command being run (a copy: guest memory is not written back). */
   private readonly cfis = new Uint8Array(CFIS_AREA);
   private readonly iov: Uint8Array[] = [];
+  /** FIS buffers (writeFis copies them into the received-FIS area at once). */
+  private readonly d2hFis = new Uint8Array(20);
+  private readonly sdbFis = new Uint8Array(8);
   /** With the controller's I/O threads (`iopool`): NCQ transfers of at
    * least `min` bytes go to `pool` (this port's image is file `file`) and
    * complete in the controller's poll(); smaller ones run here. */
@@ -221,6 +224,29 @@ export class AhciPort {
       case AHCI_P_FBS: return this.fbs;
       default: return 0;
     }
+  }
+
+  /** Writes the registers into a register page at `base` (the port's
+   * block), as read() gives them: PxSACT (unless it is the page's word,
+   * `sactShared`) and PxCI last. */
+  syncPage(v: DataView, base: number): void {
+    v.setUint32(base + AHCI_P_CLB, this.clb >>> 0, true);
+    v.setUint32(base + AHCI_P_CLBU, this.clbu >>> 0, true);
+    v.setUint32(base + AHCI_P_FB, this.fb >>> 0, true);
+    v.setUint32(base + AHCI_P_FBU, this.fbu >>> 0, true);
+    v.setUint32(base + AHCI_P_IS, this.is >>> 0, true);
+    v.setUint32(base + AHCI_P_IE, this.ie >>> 0, true);
+    v.setUint32(base + AHCI_P_CMD, this.cmd >>> 0, true);
+    v.setUint32(base + AHCI_P_CMD + 4, 0, true); // reserved
+    v.setUint32(base + AHCI_P_TFD, this.tfd >>> 0, true);
+    v.setUint32(base + AHCI_P_SIG, this.sig >>> 0, true);
+    v.setUint32(base + AHCI_P_SSTS, this.ssts >>> 0, true);
+    v.setUint32(base + AHCI_P_SCTL, this.sctl >>> 0, true);
+    v.setUint32(base + AHCI_P_SERR, this.serr >>> 0, true);
+    v.setUint32(base + AHCI_P_SNTF, this.sntf >>> 0, true);
+    v.setUint32(base + AHCI_P_FBS, this.fbs >>> 0, true);
+    if (!this.sactCell) v.setUint32(base + AHCI_P_SACT, this.sactField >>> 0, true);
+    v.setUint32(base + AHCI_P_CI, this.ci >>> 0, true);
   }
 
   write(off: number, value: number): void {
@@ -323,7 +349,7 @@ export class AhciPort {
   private fisSdb(slot: number, tfd: number, sactCleared = false): void {
     const error = (tfd >> 8) & 0xff;
     tfd &= 0x77;
-    const fis = new Uint8Array(8);
+    const fis = this.sdbFis.fill(0);
     fis[0] = FIS_TYPE_SETDEVBITS;
     fis[1] = 0x40;
     fis[2] = tfd;
@@ -335,7 +361,8 @@ export class AhciPort {
       this.errCfis[3] = error;
       this.errCfis.set(this.cfis.subarray(4, 20), 4);
     } else {
-      new DataView(fis.buffer).setUint32(4, (1 << slot) >>> 0, true);
+      const bit = (1 << slot) >>> 0;
+      fis[4] = bit & 0xff; fis[5] = (bit >>> 8) & 0xff; fis[6] = (bit >>> 16) & 0xff; fis[7] = bit >>> 24;
       // An I/O thread that cleared the bit already may have let the driver
       // issue the tag again: the bit is the new command's then.
       if (!sactCleared) this.clearSact(1 << slot);
@@ -346,7 +373,7 @@ export class AhciPort {
 
   private fisD2h(slot: number, tfd: number): void {
     const error = (tfd >> 8) & 0xff;
-    const fis = new Uint8Array(20);
+    const fis = this.d2hFis.fill(0);
     fis[0] = FIS_TYPE_REGD2H;
     fis[1] = 0x40;
     fis[2] = tfd & 0xff;
@@ -367,7 +394,7 @@ export class AhciPort {
 
   private fisD2hNcq(slot: number): void {
     this.tfd = ATA_S_READY | ATA_S_DSC;
-    const fis = new Uint8Array(20);
+    const fis = this.d2hFis.fill(0);
     fis[0] = FIS_TYPE_REGD2H;
     fis[2] = this.tfd;
     this.ci = (this.ci & ~(1 << slot)) >>> 0;

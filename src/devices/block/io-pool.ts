@@ -45,6 +45,9 @@ import type { BlockBackendOptions, BlockFile } from './block-backend.js';
 
 /** Requests in flight at most (AHCI's 32 slots, or an NVMe batch). */
 export const POOL_SLOTS = 64;
+/** The longest a worker spins for the next request before it sleeps
+ * (adaptive below it: io-pool-worker.ts). */
+export const POOL_POLL_MAX_NS = 200_000;
 /** Guest buffer segments per request; more goes the synchronous way. */
 export const POOL_MAX_SEGS = 64;
 
@@ -72,6 +75,9 @@ export const CTL = {
   UP: 4,
   /** Workers that failed to start. */
   FAILED: 5,
+  /** Workers asleep in Atomics.wait (a submit wakes them; spinning ones
+   * see SUBMITTED change by themselves). */
+  SLEEPING: 6,
 } as const;
 const CTL_WORDS = 8;
 
@@ -185,6 +191,11 @@ export class BlockIoPool {
   private readonly submittedAt = new Float64Array(POOL_SLOTS);
   private readonly workers: Worker[] = [];
   private readonly views: Uint8Array[] = [];
+  /** Slots this thread handed out and has not completed, oldest first
+   * (reap and steal look at these only, not at every slot). */
+  private readonly owned: number[] = [];
+  /** Slots free to hand out. */
+  private readonly free: number[] = [];
   private inFlight = 0;
   /** Requests refused because no worker was up yet (done by the caller). */
   beforeUp = 0;
@@ -218,6 +229,7 @@ export class BlockIoPool {
     } : undefined;
     this.threads = threads;
     this.workerUrl = opts.workerUrl;
+    for (let i = POOL_SLOTS - 1; i >= 0; i--) this.free.push(i);
     this.canClear = this.page !== undefined && (this.workerData === undefined || this.workerData.page !== undefined);
   }
 
@@ -264,9 +276,8 @@ export class BlockIoPool {
       this.beforeUp++;
       return false;
     }
-    let i = 0;
-    while (i < POOL_SLOTS && Atomics.load(this.ints, i * SLOT_INTS + SI.STATE) !== SLOT_STATE.FREE) i++;
-    if (i === POOL_SLOTS) return false;
+    const i = this.free.pop();
+    if (i === undefined) return false;
     const b = i * SLOT_INTS;
     const fb = i * SLOT_F64;
     this.ints[b + SI.WRITE] = write ? 1 : 0;
@@ -292,9 +303,12 @@ export class BlockIoPool {
     this.submittedAt[i] = performance.now();
     this.inFlight++;
     this.submitted++;
+    this.owned.push(i);
     Atomics.store(this.ints, b + SI.STATE, SLOT_STATE.READY);
     Atomics.add(this.ctl, CTL.SUBMITTED, 1);
-    if (this.workers.length) Atomics.notify(this.ctl, CTL.SUBMITTED, 1);
+    // A worker that spins (io-pool-worker.ts) sees the count change; one
+    // asleep needs the wake-up.
+    if (this.workers.length && Atomics.load(this.ctl, CTL.SLEEPING) > 0) Atomics.notify(this.ctl, CTL.SUBMITTED, 1);
     return true;
   }
 
@@ -314,6 +328,8 @@ export class BlockIoPool {
    * many. */
   stealStale(minAgeMs: number): number {
     if (this.inFlight === 0) return 0;
+    // The oldest request is owned[0]: nothing is stale while it is young.
+    if (performance.now() - this.submittedAt[this.owned[0]] < minAgeMs) return 0;
     const before = this.stolen;
     this.stealReady(minAgeMs);
     return this.stolen - before;
@@ -327,7 +343,7 @@ export class BlockIoPool {
     const deadline = performance.now() + timeoutMs;
     for (;;) {
       let busy = false;
-      for (let i = 0; i < POOL_SLOTS; i++) if (Atomics.load(this.ints, i * SLOT_INTS + SI.STATE) === SLOT_STATE.TAKEN) busy = true;
+      for (const i of this.owned) if (Atomics.load(this.ints, i * SLOT_INTS + SI.STATE) === SLOT_STATE.TAKEN) busy = true;
       if (!busy || performance.now() > deadline) break;
       const seen = Atomics.load(this.ctl, CTL.DONE);
       Atomics.wait(this.ctl, CTL.DONE, seen, 5);
@@ -338,9 +354,12 @@ export class BlockIoPool {
   /** Does the READY requests older than `minAgeMs` on this thread. */
   private stealReady(minAgeMs: number): void {
     const now = performance.now();
-    for (let i = 0; i < POOL_SLOTS; i++) {
+    const owned = this.owned;
+    for (let k = 0; k < owned.length; k++) {
+      const i = owned[k];
       const b = i * SLOT_INTS;
-      if (Atomics.load(this.ints, b + SI.STATE) !== SLOT_STATE.READY || now - this.submittedAt[i] < minAgeMs) continue;
+      if (now - this.submittedAt[i] < minAgeMs) break; // oldest first: the rest are younger
+      if (Atomics.load(this.ints, b + SI.STATE) !== SLOT_STATE.READY) continue;
       if (Atomics.compareExchange(this.ints, b + SI.STATE, SLOT_STATE.READY, SLOT_STATE.TAKEN) !== SLOT_STATE.READY) continue;
       finishRequest(i, this.ints, this.f64, this.mem(), this.files, this.views, this.page, () => {});
       this.stolen++;
@@ -349,15 +368,21 @@ export class BlockIoPool {
 
   private completeDone(): number {
     let n = 0;
-    for (let i = 0; i < POOL_SLOTS; i++) {
+    const owned = this.owned;
+    for (let k = 0; k < owned.length;) {
+      const i = owned[k];
       const b = i * SLOT_INTS;
-      if (Atomics.load(this.ints, b + SI.STATE) !== SLOT_STATE.DONE) continue;
+      if (Atomics.load(this.ints, b + SI.STATE) !== SLOT_STATE.DONE) { k++; continue; }
       const cb = this.callbacks[i];
       const result = this.ints[b + SI.RESULT];
       this.callbacks[i] = undefined;
       Atomics.store(this.ints, b + SI.STATE, SLOT_STATE.FREE);
+      owned.splice(k, 1);
+      this.free.push(i);
       this.inFlight--;
       n++;
+      // The callback may submit (and push to owned): k already points at
+      // the next entry.
       cb?.(result);
     }
     return n;
