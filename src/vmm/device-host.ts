@@ -35,8 +35,8 @@ import { trace } from './startup-trace.js';
 
 /** Loads the models of the devices the config names (registry.ts), for
  * the constructor to build them: a run loads no other device's code. */
-export async function loadDeviceModels(d: DeviceHostData): Promise<void> {
-  await loadPciModels(ConfigTree.fromJSON(d.config));
+export async function loadDeviceModels(config: DeviceHostData['config']): Promise<void> {
+  await loadPciModels(ConfigTree.fromJSON(config));
   trace(`vcpu 0: device models loaded: ${loadedPciModelNames().join(' ')}`);
 }
 

@@ -59,6 +59,14 @@ export interface DeviceHostData {
   timerSab: SharedArrayBuffer;
 }
 
+/** vCPU 0's thread, before its VcpuThreadData: the config, as soon as the
+ * command line is checked, so that the thread loads the models of the
+ * devices it names while the main thread creates the VM. */
+export interface DeviceModelsHint {
+  type: 'models';
+  config: Array<[string, string]>;
+}
+
 export type VcpuThreadMessage =
   | { type: 'loaded' }
   | { type: 'ready'; id: number }
