@@ -106,7 +106,7 @@ export class DeviceHost {
       // after init_pci: from the devices, pins and windows just built.
       // Through the memory file: ctx.mem makes its view of RAM on first use,
       // and nothing before the guest runs needs one (guest-memory.ts).
-      const tables = buildFirmwareInMemory(config, d.layout, this.platform.asBuilt, { hostname: os.hostname() });
+      const tables = buildFirmwareInMemory(config, d.layout, this.platform.asBuilt, { hostname: os.hostname(), smbiosImage: d.smbios });
       const fd = fs.openSync(d.memoryPath, 'r+');
       try {
         for (const region of tables) writeRamFile(fd, d.layout, region.gpa, region.bytes);

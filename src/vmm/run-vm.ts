@@ -197,6 +197,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
           hostPorts: { ...(hostPorts?.transfers ?? { net: {}, console: {} }), display: display?.transfers ?? {} },
           timerSab,
           fwcfgFiles: [...(extras.fwcfgFiles ?? [])],
+          smbios: created.smbios,
         },
       };
       started.push(new Promise((resolve, reject) => {

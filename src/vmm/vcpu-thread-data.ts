@@ -57,6 +57,9 @@ export interface DeviceHostData {
   fwcfgFiles: Array<{ name: string; data: Uint8Array }>;
   /** Deadlines of device timers (device-timers.ts). */
   timerSab: SharedArrayBuffer;
+  /** The SMBIOS image createMachine's fit check built (firmware
+   * smbiosImage(), same config, layout and host name): written as is. */
+  smbios?: Uint8Array;
 }
 
 /** vCPU 0's thread, before its VcpuThreadData: the config, as soon as the
