@@ -165,9 +165,6 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
     const sandbox = sandboxPlan(config, machine.vmObject);
     trace('main: sandbox planned');
-    // libuv's pool takes its part now, while the vCPU threads set up.
-    const poolConfined = sandbox && confinePool(sandbox);
-    poolConfined?.catch(() => undefined); // reported by enterSandbox
     const started: Promise<void>[] = [];
     const stoppedAll: Promise<void>[] = [];
     threads.forEach((w, i) => {
@@ -228,9 +225,12 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       stoppedAll.push(apPool.stopped);
     }
     trace('main: data posted');
-    // While the vCPU threads build their devices: the vCPUs' statistics and
-    // the control socket (bhyvectl; a request made before the guest runs
-    // waits for its vCPU to serve it).
+    // While the vCPU threads build their devices: libuv's pool takes its part
+    // of the sandbox, and the vCPUs' statistics and the control socket open
+    // (bhyvectl; a request made before the guest runs waits for its vCPU to
+    // serve it).
+    const poolConfined = sandbox && confinePool(sandbox);
+    poolConfined?.catch(() => undefined); // reported by enterSandbox
     for (const v of machine.vcpus) {
       const fd = v.statsFd();
       stats.push(fd >= 0 ? new KvmStats(fd) : undefined);
