@@ -50,8 +50,8 @@ export function preloadDeviceModels(argv: readonly string[]): void {
 
 /** Loads the models of the devices the config names (registry.ts), for
  * the constructor to build them: a run loads no other device's code. */
-export async function loadDeviceModels(d: DeviceHostData): Promise<void> {
-  await loadPciModels(ConfigTree.fromJSON(d.config));
+export async function loadDeviceModels(config: DeviceHostData['config']): Promise<void> {
+  await loadPciModels(ConfigTree.fromJSON(config));
   trace(`vcpu 0: device models loaded: ${loadedPciModelNames().join(' ')}`);
 }
 
@@ -121,7 +121,7 @@ export class DeviceHost {
       // after init_pci: from the devices, pins and windows just built.
       // Through the memory file: ctx.mem makes its view of RAM on first use,
       // and nothing before the guest runs needs one (guest-memory.ts).
-      const tables = buildFirmwareInMemory(config, d.layout, this.platform.asBuilt, { hostname: os.hostname() });
+      const tables = buildFirmwareInMemory(config, d.layout, this.platform.asBuilt, { hostname: os.hostname(), smbiosImage: d.smbios });
       const fd = fs.openSync(d.memoryPath, 'r+');
       try {
         for (const region of tables) writeRamFile(fd, d.layout, region.gpa, region.bytes);

@@ -129,10 +129,23 @@ export function codeDirectories(): string[] {
   const root = installRoot();
   const dirs = [root];
   try {
-    const koffiDir = path.dirname(createRequire(import.meta.url).resolve('koffi'));
+    const koffiDir = koffiDirectory(root);
     if (!koffiDir.startsWith(root + path.sep)) dirs.push(koffiDir);
   } catch { /* resolved when loaded; nothing to add */ }
   return dirs;
+}
+
+/** The directory Node resolves `koffi` to from bhyve's code (its main file
+ * is at the package's top): bhyve's own node_modules/koffi, its real path,
+ * when it is there (the usual layout; this is on the start-up path, and
+ * Node's CommonJS resolver costs 3-5 ms on first use), else what the
+ * resolver says. */
+function koffiDirectory(root: string): string {
+  try {
+    return fs.realpathSync(path.join(root, 'node_modules', 'koffi'));
+  } catch {
+    return path.dirname(createRequire(import.meta.url).resolve('koffi'));
+  }
 }
 
 /** Directories of virtio-console port sockets (bhyve removes them at exit). */
