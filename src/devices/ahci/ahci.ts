@@ -376,6 +376,7 @@ export class AhciController extends PciEmulFunction {
       'PxSACT writes coalesced (ports)': this.sactZones.size,
       'io pool requests': this.pool?.submitted ?? 0, 'io pool requests done here': this.pool?.stolen ?? 0,
       'io pool threads up': this.pool?.workersUp ?? 0,
+      'io pool requests held off': this.pool?.heldOff ?? 0,
     };
     for (const p of this.ports) {
       if (!p) continue;

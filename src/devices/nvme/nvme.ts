@@ -929,6 +929,7 @@ export class NvmeController extends PciEmulFunction {
     return {
       'msi-x messages': c.msix, 'cq doorbell zones': this.cqZones.size, ...this.counts,
       'pool requests before its thread was up': this.pool?.beforeUp ?? 0,
+      'pool requests held off': this.pool?.heldOff ?? 0,
     };
   }
 }
