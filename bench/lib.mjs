@@ -50,10 +50,11 @@ export function patchedRom(name, param, mode) {
 
 let vmSeq = 0;
 
-/** The VMMs under comparison: name, argv for a ROM, optional cleanup. */
-export const VMMS = {
-  bhyve: {
-    label: 'bhyve-kvm (bin/bhyve)',
+/** A bhyve VMM run from launcher `bin` (BHYVE_BIN by default; another
+ * build's bin/bhyve for A/B runs, e.g. BENCH_BHYVE_B in the net benches). */
+export function bhyveVmm(bin = BHYVE_BIN, label = 'bhyve-kvm (bin/bhyve)') {
+  return {
+    label,
     argv(romPath) {
       const vm = `bench-${process.pid}-${++vmSeq}`;
       this.lastVm = vm;
@@ -67,8 +68,8 @@ export const VMMS = {
         vm,
       ];
       // BHYVE_PROF=DIR: node --cpu-prof of the VMM's threads (needs node on the command line).
-      if (prof) return [process.execPath, ['--cpu-prof', `--cpu-prof-dir=${prof}`, BHYVE_BIN, ...args]];
-      return this.byNode || process.env.BENCH_BHYVE_BY_NODE === '1' ? [process.execPath, [BHYVE_BIN, ...args]] : [BHYVE_BIN, args];
+      if (prof) return [process.execPath, ['--cpu-prof', `--cpu-prof-dir=${prof}`, bin, ...args]];
+      return this.byNode || process.env.BENCH_BHYVE_BY_NODE === '1' ? [process.execPath, [bin, ...args]] : [bin, args];
     },
     async cleanup() {
       // bhyve keeps the VM object after the process exits (like /dev/vmm/NAME).
@@ -78,9 +79,14 @@ export const VMMS = {
       }
     },
     available() {
-      return existsSync(BHYVE_BIN) ? null : `${BHYVE_BIN} does not exist yet`;
+      return existsSync(bin) ? null : `${bin} does not exist yet`;
     },
-  },
+  };
+}
+
+/** The VMMs under comparison: name, argv for a ROM, optional cleanup. */
+export const VMMS = {
+  bhyve: bhyveVmm(),
   qemu: {
     label: 'QEMU (qemu-system-x86_64 -accel kvm)',
     argv(romPath) {

@@ -90,8 +90,13 @@ function parse(out) {
   const r = num(/bench: seq-read (\d+) bytes (\d+) cycles/);
   const q32 = num(/bench: rand-read (\d+) x 4096 (\d+) cycles depth (\d+)\r?\n/);
   const q1 = num(/bench: rand-read (\d+) x 4096 (\d+) cycles depth 1\r?\n/);
+  // notifies the guest sent per phase: it skips them when the device asks
+  // (VIRTQ_USED_F_NO_NOTIFY while it serves), as Linux does
+  const nt = num(/bench: notifies seq-write (\d+) seq-read (\d+) rand-read-qd\d+ (\d+) rand-read-qd1 (\d+)/);
+  const chunk = num(/bench: seq-read \d+ bytes \d+ cycles chunk (\d+)/);
   if (!hz || !w || !f || !r || !out.includes('bench: done')) return null;
   const s = (cycles) => cycles / hz[0];
+  const per = (n, reqs) => (nt && reqs ? n / reqs : null);
   return {
     writeMBs: w[0] / 1e6 / s(w[1]),
     writeFlushMBs: w[0] / 1e6 / s(w[1] + f[0]),
@@ -99,6 +104,10 @@ function parse(out) {
     iops32: q32 ? q32[0] / s(q32[1]) : null,
     depth: q32 ? q32[2] : null,
     iops1: q1 ? q1[0] / s(q1[1]) : null,
+    notifies: nt ? {
+      write: per(nt[0], chunk ? w[0] / chunk[0] : 0), read: per(nt[1], chunk ? r[0] / chunk[0] : 0),
+      q32: per(nt[2], q32?.[0]), q1: per(nt[3], q1?.[0]),
+    } : null,
   };
 }
 
@@ -156,7 +165,8 @@ for (let i = 0; i < reps; i++) {
     }
     a.runs.push(p);
     console.error(`virtio-blk: ${a.key} run ${i + 1}: write ${fmt(p.writeMBs)} MB/s, read ${fmt(p.readMBs)} MB/s, ` +
-      `${fmt(p.iops32)} IOPS (QD${p.depth}), ${fmt(p.iops1)} IOPS (QD1)`);
+      `${fmt(p.iops32)} IOPS (QD${p.depth}), ${fmt(p.iops1)} IOPS (QD1)` +
+      (p.notifies ? `; notifies per request ${['write', 'read', 'q32', 'q1'].map((k) => fmt(p.notifies[k], 2)).join(' / ')}` : ''));
   }
 }
 for (const { key, vmm, runs, failed } of active) {
@@ -198,7 +208,8 @@ if (!opt['no-write']) {
     `\`node bench/virtio-blk.mjs\` — virtio-blk.rom in bench mode (ROM parameter ${mib} MiB / ${krand}k random reads) on a fresh sparse raw image per run:`,
     `${mib} MiB sequential write (256 KiB OUT requests, 16 in flight), FLUSH, ${mib} MiB sequential read (256 KiB IN requests), then`,
     `${krand * 1000} random 4 KiB reads at queue depth ${depth} and ${krand * 250} at depth 1, within the written ${mib} MiB.`,
-    'The driver runs in ring 3 of long mode and polls the used ring (no interrupts); each phase is timed in the guest with the TSC,',
+    'The driver runs in ring 3 of long mode and polls the used ring (no interrupts); it notifies only when the device asks',
+    '(VIRTQ_USED_F_NO_NOTIFY clear, as Linux\'s virtqueue_kick_prepare) and counts its notifies; each phase is timed in the guest with the TSC,',
     `calibrated against the RTC seconds. Median of ${reps} runs. QEMU: \`-drive format=raw,if=none -device virtio-blk-pci,disable-legacy=on\``,
     '(cache=writeback); bhyve-kvm: `-s 3,virtio-blk,IMAGE,iothread=true` (queue on an iothread, notify through a KVM ioeventfd;',
     'the iothread spins on the ring between batches for an adaptive window of up to `iothread_poll_us` = 32 us, as QEMU\'s',

@@ -11,13 +11,15 @@
 // to 10.0.2.2:5001, then receives --mib MiB from 10.0.2.2:5002.
 // Both guest modes: polling and MSI-X (halts when idle, NAPI-like).
 // Usage: sudo node bench/virtio-net-tcp.mjs [--mib 64] [--reps 5] [--modes poll,msix] [--no-write]
-//          [--only bhyve,bhyveTx,bhyveExit,qemu]  (bhyveTx: iothread_tx=true, bhyveExit: iothread=false)
+//          [--only bhyve,bhyveTx,bhyveExit,bhyveB,bhyveOpts,qemu]  (bhyveTx: iothread_tx=true, bhyveExit: iothread=false)
+// A/B against another build: BENCH_BHYVE_B=/path/to/other/bin/bhyve adds bhyveB (its defaults);
+// BENCH_NET_OPTS=key=val,... adds bhyveOpts (this build with those slot options).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import os from 'node:os';
-import { median, mdTable, hostInfo, writeSection, buildGuests, rom, VMMS, ROOT, BENCH_TMP, PARAM_OFFSET } from './lib.mjs';
+import { median, mdTable, hostInfo, writeSection, buildGuests, rom, VMMS, ROOT, BENCH_TMP, PARAM_OFFSET, bhyveVmm } from './lib.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -35,7 +37,8 @@ if (!(Number.isInteger(MIB) && MIB >= 1 && MIB <= 1024 && Number.isInteger(REPS)
   process.exit(4);
 }
 if (process.getuid?.() !== 0) { console.error('virtio-net-tcp: needs root (network namespace and tap)'); process.exit(4); }
-execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { stdio: 'inherit', cwd: ROOT });
+// (bin/bhyve runs dist/bundle/: npm run build, not tsc alone)
+execFileSync('npm', ['run', '-s', 'build'], { stdio: 'inherit', cwd: ROOT });
 await buildGuests();
 if (!existsSync(rom('tcp'))) {
   console.error('virtio-net-tcp: build/guests/tcp.rom is not built: install liblwip0 and liblwip-dev (apt-get install liblwip0 liblwip-dev)');
@@ -67,6 +70,8 @@ const VM = {
   // for comparison, only with --only: both queues on the I/O thread; none (every notify an exit)
   bhyveTx: { label: `${VMMS.bhyve.label}, -s virtio-net,tap0,iothread_tx=true`, vmm: VMMS.bhyve, extra: ['-s', '3,virtio-net,tap0,iothread_tx=true'], before: true, optional: true },
   bhyveExit: { label: `${VMMS.bhyve.label}, -s virtio-net,tap0,iothread=false`, vmm: VMMS.bhyve, extra: ['-s', '3,virtio-net,tap0,iothread=false'], before: true, optional: true },
+  ...(process.env.BENCH_BHYVE_B ? { bhyveB: { label: `bhyve-kvm (${process.env.BENCH_BHYVE_B}), -s virtio-net,tap0`, vmm: bhyveVmm(process.env.BENCH_BHYVE_B, 'B'), extra: ['-s', '3,virtio-net,tap0'], before: true, optional: true } } : {}),
+  ...(process.env.BENCH_NET_OPTS ? { bhyveOpts: { label: `${VMMS.bhyve.label}, -s virtio-net,tap0,${process.env.BENCH_NET_OPTS}`, vmm: VMMS.bhyve, extra: ['-s', `3,virtio-net,tap0,${process.env.BENCH_NET_OPTS}`], before: true, optional: true } } : {}),
   qemu: { label: `${VMMS.qemu.label}, virtio-net-pci`, vmm: VMMS.qemu, extra: ['-netdev', 'tap,id=n0,ifname=tap0,script=no,downscript=no', '-device', 'virtio-net-pci,netdev=n0,disable-legacy=on'] },
 };
 const vmKeys = Object.keys(VM).filter((k) => (opt.only ? opt.only.split(',').includes(k) : !VM[k].optional));
@@ -90,6 +95,14 @@ function hostCounters() {
   return { retrans, dropped: Number(t.trim().split('\n').pop()) };
 }
 
+/** utime + stime of a process (all its threads), in seconds. */
+function cpuSecs(pid) {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch { return NaN; }
+}
+
 /** One VM run: its guest's output, and the peer's reports of its two connections. */
 function runOnce(key) {
   const [k, md] = key.split('/');
@@ -104,14 +117,22 @@ function runOnce(key) {
     const child = spawn(c, a, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let out = ''; let err = '';
     const timer = setTimeout(() => { try { process.kill(-child.pid, 'SIGKILL'); } catch { child.kill('SIGKILL'); } err += '\ntimed out'; }, 300_000);
-    child.stdout.on('data', (d) => { out += d.toString('latin1'); });
+    // the VMM's CPU time (all threads, the vCPU's guest time included) at
+    // each phase's start and end, as the guest's lines announce them
+    const cpu = {};
+    const marks = [['s0', 'tcp: connected to 10.0.2.2:5001'], ['s1', 'tcp: sent '], ['r0', 'tcp: connected to 10.0.2.2:5002'], ['r1', 'tcp: received ']];
+    child.stdout.on('data', (d) => {
+      out += d.toString('latin1');
+      for (const [m, text] of marks) if (cpu[m] === undefined && out.includes(text)) cpu[m] = cpuSecs(child.pid);
+    });
     child.stderr.on('data', (d) => { err += d; });
     child.on('close', async (code) => {
       clearTimeout(timer);
       await v.vmm.cleanup();
       for (let i = 0; i < 40 && reports.length < 2; i++) await new Promise((r) => setTimeout(r, 50));
       const c1 = hostCounters();
-      resolve({ code, out, err, reports, retrans: c1.retrans - c0.retrans, dropped: c1.dropped - c0.dropped });
+      resolve({ code, out, err, reports, retrans: c1.retrans - c0.retrans, dropped: c1.dropped - c0.dropped,
+        cpuTx: cpu.s1 - cpu.s0, cpuRx: cpu.r1 - cpu.r0 });
     });
   });
 }
@@ -133,6 +154,9 @@ function parse(r) {
     txHost: BYTES / sink.secs / 1e6, // the same, first to last byte at the host
     rx: BYTES / (got[1] / hz[0]) / 1e6, // host -> guest: first to last byte (guest TSC)
     retrans: r.retrans, dropped: r.dropped,
+    // the VMM's CPU milliseconds per MiB in each phase (connection to the
+    // guest's report, its close included; a polling guest's vCPU counts in full)
+    cpuTx: (r.cpuTx * 1000) / MIB, cpuRx: (r.cpuRx * 1000) / MIB,
     // interrupt mode: halts the tick ended with a frame already in the ring
     late: irq ? irq[2] : null, halts: irq ? irq[1] : null,
   };
@@ -165,7 +189,7 @@ try {
       const p = parse(await runOnce(k));
       if (p.failed) { runs[k].failed = p.failed; console.error(`virtio-net-tcp: ${k}: ${p.failed}`); continue; }
       runs[k].ok.push(p);
-      console.error(`virtio-net-tcp: ${k} run ${i + 1}: guest->host ${p.tx.toFixed(1)} MB/s (host clock ${p.txHost.toFixed(1)}), host->guest ${p.rx.toFixed(1)} MB/s; host retransmits ${p.retrans}, tap drops ${p.dropped}${p.halts !== null ? `, ${p.late} of ${p.halts} halts ended late` : ''}`);
+      console.error(`virtio-net-tcp: ${k} run ${i + 1}: guest->host ${p.tx.toFixed(1)} MB/s (host clock ${p.txHost.toFixed(1)}), host->guest ${p.rx.toFixed(1)} MB/s; VMM CPU ${p.cpuTx.toFixed(1)} / ${p.cpuRx.toFixed(1)} ms per MiB; host retransmits ${p.retrans}, tap drops ${p.dropped}${p.halts !== null ? `, ${p.late} of ${p.halts} halts ended late` : ''}`);
     }
   }
   res = runs;

@@ -55,7 +55,8 @@ const REPS = Number(opt.reps);
 
 if (!opt.inner) {
   if (process.getuid?.() !== 0) { console.error('virtio-net bench: needs root (network namespace and tap)'); process.exit(4); }
-  execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { stdio: 'inherit', cwd: fileURLToPath(new URL('..', import.meta.url)) });
+  // (bin/bhyve runs dist/bundle/: npm run build, not tsc alone)
+  execFileSync('npm', ['run', '-s', 'build'], { stdio: 'inherit', cwd: fileURLToPath(new URL('..', import.meta.url)) });
   await buildGuests();
   const ns = `vnbench${process.pid}`;
   const cleanup = () => spawnSync('ip', ['netns', 'del', ns]);

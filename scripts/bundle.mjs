@@ -97,6 +97,9 @@ function lazyBuiltinShim(name) {
   ].join('\n');
 }
 
+/** Entries whose code cache is made after their top level ran (below). */
+const RUN_FOR_CACHE = new Set(['bhyve-main', 'vcpu-thread']);
+
 rmSync(OUT, { recursive: true, force: true });
 await build({
   absWorkingDir: ROOT,
@@ -139,5 +142,46 @@ for (const name of Object.keys(ENTRY_POINTS)) {
     `module.exports = require('./loader.cjs').load('${name}');`,
     '',
   ].join('\n'));
-  writeFileSync(join(OUT, `${name}.cache`), loader.compile(name, OUT).script.createCachedData());
+  writeFileSync(join(OUT, `${name}.cache`), RUN_FOR_CACHE.has(name) && process.env.BHYVE_CACHE_AFTER_TOP_LEVEL !== '0'
+    ? await cacheAfterTopLevel(name)
+    : loader.compile(name, OUT).script.createCachedData());
+}
+
+/**
+ * The VMM's two threads' bundles get a code cache made after their top
+ * level ran (in a worker, as bin/bhyve starts them), holding what that run
+ * compiled. Why: the device models are loaded on demand (import() in each
+ * record, devices/pci-device.ts), and esbuild wraps a module reached that
+ * way, and every module it imports, in a function (__esm) that runs when
+ * first needed; V8 compiles such a function lazily, so a cache made before
+ * running holds none of them, and the modules both a model and the start
+ * path import (the config tree, the PCI core, the records...) would be
+ * parsed again at every start. The models no configuration names stay out
+ * (they do not run). Running the top level has no effect outside the
+ * worker: modules define things; vCPU 0's entry loads libc and waits for
+ * its data, which never comes. BHYVE_CACHE_AFTER_TOP_LEVEL=0 at build time
+ * makes the plain cache (for comparison).
+ */
+async function cacheAfterTopLevel(name) {
+  const { Worker } = await import('node:worker_threads');
+  const w = new Worker(`
+    const { parentPort } = require('node:worker_threads');
+    const path = require('node:path');
+    const { createRequire } = require('node:module');
+    const { compile } = require(${JSON.stringify(join(OUT, 'loader.cjs'))});
+    const { file, script } = compile(${JSON.stringify(name)}, ${JSON.stringify(OUT)});
+    const module = { exports: {}, id: file, filename: file, loaded: false };
+    // (vCPU 0's entry posts 'loaded' to this port: the build ignores it.)
+    script.runInThisContext()(module.exports, createRequire(file), module, file, path.dirname(file));
+    parentPort.postMessage({ cache: script.createCachedData() });
+  `, { eval: true, resourceLimits: { maxYoungGenerationSizeMb: 2 }, stdout: true });
+  try {
+    return await new Promise((resolve, reject) => {
+      w.on('message', (m) => { if (m?.cache) resolve(Buffer.from(m.cache)); });
+      w.once('error', reject);
+      w.once('exit', (code) => reject(new Error(`bundle: ${name}: top-level run for its code cache ended (${code})`)));
+    });
+  } finally {
+    await w.terminate();
+  }
 }

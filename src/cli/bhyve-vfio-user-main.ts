@@ -84,7 +84,7 @@ export async function bhyveVfioUserMain(args: string[]): Promise<number> {
     let modelConfig: ConfigTree | undefined;
     if (slotSpec !== undefined) {
       const { ServedPciModel } = await import('../vmm/served-pci-model.js');
-      const m = new ServedPciModel(slotSpec);
+      const m = await ServedPciModel.open(slotSpec);
       served = m;
       modelConfig = m.config;
       device = slotSpec.split(',')[0];

@@ -5,7 +5,17 @@
 // bhyve_config(5) keys it documents (config/bhyve-options.ts configKeys())
 // and its construction on the bus (devices/platform.ts).
 //
-// A record without `create` is a device bhyve has and this project has not
+// The record is what the main thread's option parsing and checks read; the
+// emulation itself (bhyve's pe_init and everything it runs) is the record's
+// model, in a module of its own that the record names through a loader
+// (`model: () => import('./nvme.js').then((m) => m.nvmeModel)`): the
+// record's file must not import it. The bundles (scripts/bundle.mjs) turn
+// each such import() into a module that runs only when first loaded, so a
+// run loads the models of the devices its configuration names, on vCPU 0's
+// thread, before the platform is built (registry.ts loadPciModels), and
+// none on the main thread.
+//
+// A record without `model` is a device bhyve has and this project has not
 // built yet: it parses and validates like bhyve, `-s help` marks it, and
 // bhyve refuses to start with it ("not supported yet").
 
@@ -76,7 +86,12 @@ export interface PciDeviceRecord {
   bootable?: boolean;
   /** Start-time checks of its node, before the VM exists; throws UserError. */
   validate?(config: ConfigTree, slot: PciSlot): void;
-  /** Builds the function (bhyve's pe_init), on the device thread. Absent:
-   * not built yet. */
-  create?(ctx: DeviceContext, slot: PciSlot, chipset: Chipset): PciFunction & Device;
+  /** Loads the emulation (see above); absent: not built yet. */
+  model?: () => Promise<PciDeviceModel>;
+}
+
+/** A device's emulation, loaded on demand from its record. */
+export interface PciDeviceModel {
+  /** Builds the function (bhyve's pe_init), on the device thread. */
+  create(ctx: DeviceContext, slot: PciSlot, chipset: Chipset): PciFunction & Device;
 }

@@ -12,14 +12,12 @@
 // while a reason is pending. Without a path the device exists, output is
 // dropped and no input arrives, as bhyve does.
 
-import type { ConfigTree } from '../config/tree.js';
-import { pciNodes } from '../config/pci-nodes.js';
 import type { DeviceContext, InterruptSink } from './device.js';
-import type { PciDeviceRecord } from './pci-device.js';
+import type { PciDeviceModel } from './pci-device.js';
 import { PciEmulFunction } from './pci/pci-emul.js';
 import { UART_IO_BAR_SIZE, Uart16550 } from './lpc/uart.js';
-import { setValue } from '../config/legacy.js';
-import type { LegacyParser } from './pci-device.js';
+// The backends the main thread opens (pci-uart-record.ts), importable from here.
+export { pciUartBackends } from './pci-uart-record.js';
 
 /** "Siig CyberSerial 1-port", which most FreeBSD versions know (pci_uart.c). */
 export const PCI_UART_VENDOR = 0x131f;
@@ -62,26 +60,7 @@ export class PciUart extends PciEmulFunction {
   }
 }
 
-/** pci_uart_legacy_config(): the whole string is the backend path. */
-const uartLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts !== undefined) setValue(tree, `${node}.path`, opts);
-};
-
-/** The PCI UARTs with a backend, for the main thread to open before the
- * device thread starts; each backend's stream key is the slot node. */
-export function pciUartBackends(config: ConfigTree): Array<{ node: string; where: string; path: string }> {
-  const out: Array<{ node: string; where: string; path: string }> = [];
-  for (const { node, where } of pciNodes(config)) {
-    if (config.get(`${node}.device`) !== 'uart') continue;
-    const path = config.get(`${node}.path`);
-    if (path !== undefined) out.push({ node, where, path });
-  }
-  return out;
-}
-
-/** bhyve's pci_de_com. */
-export const uartDevice: PciDeviceRecord = {
-  name: 'uart', description: 'PCI 16550 UART', legacyConfig: uartLegacy,
-  keys: [{ key: 'path', description: 'UART backend: stdio, a terminal device or tcp=ADDR:PORT' }],
+/** The emulation of its record (pci-uart-record.ts). */
+export const uartModel: PciDeviceModel = {
   create: (ctx, s) => new PciUart(ctx, s.node),
 };

@@ -5,9 +5,11 @@
 //
 //   - PCI configuration mechanism #1 (0xcf8/0xcfc), always, even with no
 //     PCI function configured (bus 0 decodes the config ports regardless).
-//   - each `pci.B.S.F` node by its `device`, built by that device's record
-//     (devices/registry.ts, devices/pci-device.ts); a device without
-//     create() is refused with "not supported yet: <name>". The LPC bridge
+//   - each `pci.B.S.F` node by its `device`, built by that device's model
+//     (devices/registry.ts, devices/pci-device.ts), which loadPciModels()
+//     has loaded before (models load on demand; building stays
+//     synchronous); a device without a model is refused with "not
+//     supported yet: <name>". The LPC bridge
 //     brings up COM1-COM4 and pc-testdev (lpc-bridge.ts).
 //   - BARs placed as bhyve's init_pci does (bar-alloc.ts); with a boot ROM
 //     (pci.enable_bars defaults to false then) they are assigned but not
@@ -62,17 +64,17 @@ import { ConfigError } from '../config/tree.js';
 import { pciNodes } from '../config/pci-nodes.js';
 import { isUserError, userErrorWithPrefix } from '../user-error.js';
 import type { Chipset } from './pci-device.js';
-import { findPciDevice } from './registry.js';
+import { findPciDevice, loadedPciModel } from './registry.js';
 import { DmaSpaces } from './iommu/dma-space.js';
 import { iommuEndpoints } from './iommu/iommu-config.js';
-import { VirtioPci } from './virtio/virtio-pci.js';
+import type { VirtioPci } from './virtio/virtio-pci.js';
 import { PamShadow } from './pci/pam.js';
 import { Piix4Pm, PIIX4_PM_FUNC } from './pci/piix4-pm.js';
 import { createFwCfg, type FwCfg, type FwCfgFile } from '../firmware/fwcfg.js';
 import { type BuiltMachine, buildFwCfgFiles, fwCfgUuid } from '../firmware/index.js';
 import { DebugCon, DEBUGCON_PORT } from '../firmware/debugcon.js';
-import { XhciController } from './usb/xhci.js';
-import { Fbuf } from './display/fbuf.js';
+import type { KeyboardSink, PointerSink } from './display/fbuf.js';
+import type { PciFunction } from './pci/pci-function.js';
 import fs from 'node:fs';
 import { numaDomains, numaLayout, type NumaLayout } from '../firmware/numa.js';
 
@@ -83,6 +85,17 @@ function numaOf(ctx: DeviceContext, layout: MemoryLayout): NumaLayout | undefine
   return domains && numaLayout(domains, layout);
 }
 
+
+/** A function that takes VNC input (fbuf). */
+interface VncInput {
+  attachKeyboard(k: KeyboardSink): void;
+  attachPointer(p: PointerSink): void;
+}
+
+/** A function with an absolute pointer for VNC (xhci with a tablet). */
+interface TabletOwner {
+  readonly tablet: PointerSink | undefined;
+}
 
 export interface Platform {
   /** Every device, in creation order (what createPlatformDevices returns). */
@@ -168,15 +181,19 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
     if (emul === undefined) throw new ConfigError(`pci slot ${s.where}: missing "device" value (set ${s.node}.device)`);
     const record = findPciDevice(emul);
     if (!record) throw new ConfigError(`pci slot ${s.where}: unknown device "${emul}" (see bhyve -s help)`);
-    if (!record.create) throw new ConfigError(`not supported yet: ${emul} (pci slot ${s.where})`);
+    if (!record.model) throw new ConfigError(`not supported yet: ${emul} (pci slot ${s.where})`);
+    const model = loadedPciModel(record);
+    if (!model) throw new Error(`${emul}: its model is not loaded (await loadPciModels(config) before buildPlatform)`);
     let fn;
     try {
-      fn = record.create(ctx, s, chipset);
+      fn = model.create(ctx, s, chipset);
     } catch (e) {
       // A device that cannot start says which one, once.
       throw isUserError(e) && e.message.startsWith(emul) ? e : userErrorWithPrefix(e, `${emul} at pci slot ${s.where}: `);
     }
-    if (fn instanceof VirtioPci) virtio.push(fn);
+    // bhyve's virtio emulations are the virtio-* names, each a VirtioPci
+    // (not imported here: it is model code, loaded with them).
+    if (emul.startsWith('virtio-')) virtio.push(fn as VirtioPci);
     // The function's bootindex, and its ports' (ahci: blockif_add_boot_device per port).
     const ports = [...(ctx.config.getNode(`${s.node}.port`)?.keys() ?? [])].map((p) => `${s.node}.port.${p}.bootindex`);
     for (const bi of [`${s.node}.bootindex`, ...ports].map((k) => ctx.config.get(k))) {
@@ -218,10 +235,13 @@ export function buildPlatform(ctx: DeviceContext, layout: MemoryLayout, opts: Pl
   if (pctestdev) devices.push(pctestdev);
 
   const atkbdc = new AtKbdc(ctx);
-  for (const f of pci.functions()) if (f instanceof Fbuf) f.attachKeyboard(atkbdc); // VNC keys and pointer
-  // With an xhci tablet, VNC pointer events go to it (absolute) instead of the PS/2 mouse.
-  const tablet = pci.functions().find((f): f is XhciController => f instanceof XhciController)?.tablet;
-  if (tablet) for (const f of pci.functions()) if (f instanceof Fbuf) f.attachPointer(tablet);
+  // VNC keys and pointer (fbuf) go to the i8042; with an xhci tablet,
+  // pointer events go to it (absolute) instead of the PS/2 mouse. (Found
+  // by what they offer: their classes are model code, loaded on demand.)
+  const vncInput = pci.functions().filter((f): f is PciFunction & VncInput => 'attachKeyboard' in f && 'attachPointer' in f);
+  for (const f of vncInput) f.attachKeyboard(atkbdc);
+  const tablet = pci.functions().map((f) => (f as Partial<TabletOwner>).tablet).find((t) => t !== undefined);
+  if (tablet) for (const f of vncInput) f.attachPointer(tablet);
   pirq.reserveIrq(KBD_DEV_IRQ);
   pirq.reserveIrq(AUX_DEV_IRQ);
   devices.push(atkbdc);

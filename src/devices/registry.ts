@@ -5,33 +5,35 @@
 // needs to know the devices reads this table: `-s help`, the `-s` parser
 // (config/bhyve-args.ts), start-time checks (validatePciDevices,
 // validateForStart), configKeys() (config/bhyve-options.ts) and platform
-// construction (devices/platform.ts).
+// construction (devices/platform.ts). The table holds records only: each
+// device's model (its emulation) loads on demand, loadPciModels() below,
+// so this module and the records' files import no model (pci-device.ts).
 
 import { ConfigError, ConfigTree } from '../config/tree.js';
 import { pciNodes } from '../config/pci-nodes.js';
 import { calcTopology } from '../config/topology.js';
 import { parseMemorySize } from '../config/size.js';
 import { numaDomains } from '../firmware/numa.js';
-import type { DeviceKey, PciDeviceRecord } from './pci-device.js';
-import { amdHostbridgeDevice, hostbridgeDevice } from './pci/hostbridge.js';
-import { lpcDevice } from './pci/lpc-bridge.js';
-import { virtioBlkDevice } from './virtio/virtio-blk.js';
-import { virtioNetDevice } from './virtio/virtio-net.js';
-import { virtioRndDevice } from './virtio/virtio-rnd.js';
-import { virtioConsoleDevice } from './virtio/virtio-console.js';
-import { ahciCdDevice, ahciDevice, ahciHdDevice } from './ahci/ahci.js';
-import { nvmeDevice } from './nvme/nvme.js';
-import { e1000Device } from './net/e1000.js';
-import { fbufDevice } from './display/fbuf.js';
-import { uartDevice } from './pci-uart.js';
-import { virtioInputDevice } from './virtio/virtio-input.js';
+import type { DeviceKey, PciDeviceModel, PciDeviceRecord } from './pci-device.js';
+import { amdHostbridgeDevice, hostbridgeDevice } from './pci/hostbridge-record.js';
+import { lpcDevice } from './pci/lpc-bridge-record.js';
+import { virtioBlkDevice } from './virtio/virtio-blk-record.js';
+import { virtioNetDevice } from './virtio/virtio-net-record.js';
+import { virtioRndDevice } from './virtio/virtio-rnd-record.js';
+import { virtioConsoleDevice } from './virtio/virtio-console-record.js';
+import { ahciCdDevice, ahciDevice, ahciHdDevice } from './ahci/ahci-record.js';
+import { nvmeDevice } from './nvme/nvme-record.js';
+import { e1000Device } from './net/e1000-record.js';
+import { fbufDevice } from './display/fbuf-record.js';
+import { uartDevice } from './pci-uart-record.js';
+import { virtioInputDevice } from './virtio/virtio-input-record.js';
 import { loadKeyboardLayout } from './display/kbd-layout.js';
-import { hdaDevice } from './hda/hda.js';
-import { passthruDevice } from './passthru/passthru.js';
-import { virtioScsiDevice } from './virtio/virtio-scsi.js';
-import { virtio9pDevice } from './virtio/virtio-9p.js';
-import { xhciDevice } from './usb/xhci.js';
-import { virtioIommuDevice } from './iommu/virtio-iommu.js';
+import { hdaDevice } from './hda/hda-record.js';
+import { passthruDevice } from './passthru/passthru-record.js';
+import { virtioScsiDevice } from './virtio/virtio-scsi-record.js';
+import { virtio9pDevice } from './virtio/virtio-9p-record.js';
+import { xhciDevice } from './usb/xhci-record.js';
+import { virtioIommuDevice } from './iommu/virtio-iommu-record.js';
 
 export type { PciDeviceRecord } from './pci-device.js';
 
@@ -75,11 +77,47 @@ export function findPciDevice(name: string): PciDeviceRecord | undefined {
   return PCI_DEVICES.find((d) => d.name === name);
 }
 
-/** Whether bhyve can start with this emulation: it has create(), or it is
+/** Whether bhyve can start with this emulation: it has a model, or it is
  * a legacy name for one that does. */
 export function isBuilt(record: PciDeviceRecord): boolean {
-  if (record.create) return true;
-  return record.alias !== undefined && findPciDevice(record.alias)?.create !== undefined;
+  if (record.model) return true;
+  return record.alias !== undefined && findPciDevice(record.alias)?.model !== undefined;
+}
+
+const models = new Map<PciDeviceRecord, PciDeviceModel>();
+
+/** Loads the model of every function the config names (each once), for
+ * buildPlatform, which builds them synchronously. Unknown names and
+ * records without a model are left for buildPlatform to refuse. */
+export async function loadPciModels(config: ConfigTree): Promise<void> {
+  const wanted = new Set<PciDeviceRecord>();
+  for (const s of pciNodes(config)) {
+    const record = findPciDevice(config.get(`${s.node}.device`) ?? '');
+    if (record?.model) wanted.add(record);
+  }
+  await Promise.all([...wanted].map(loadPciModel));
+}
+
+/** Loads one record's model (tests: every record's, loadAllPciModels). */
+export async function loadPciModel(record: PciDeviceRecord): Promise<PciDeviceModel | undefined> {
+  if (!record.model) return undefined;
+  let model = models.get(record);
+  if (!model) models.set(record, model = await record.model());
+  return model;
+}
+
+export async function loadAllPciModels(): Promise<void> {
+  await Promise.all(PCI_DEVICES.map(loadPciModel));
+}
+
+/** The record's model once loadPciModels() (or loadPciModel) loaded it. */
+export function loadedPciModel(record: PciDeviceRecord): PciDeviceModel | undefined {
+  return models.get(record);
+}
+
+/** The names of the records whose model this thread has loaded. */
+export function loadedPciModelNames(): string[] {
+  return [...models.keys()].map((r) => r.name);
 }
 
 const NOT_BUILT = ' (not supported yet)';

@@ -13,14 +13,42 @@ export class GuestMemoryError extends Error {
 export interface MemoryRegion {
   /** First guest physical address of the region. */
   readonly gpa: number;
+  /** May be a getter that makes the view (guest-ram.ts): it is read once,
+   * on the region's first access, when `length` is given. */
   readonly bytes: Uint8Array;
+  /** The region's size; given, the view is made on first use. */
+  readonly length?: number;
 }
 
 /** A region with a DataView over it, made once: device models read
  * descriptor and command words on every request, and a DataView per access
- * was most of their cost. */
-interface ViewedRegion extends MemoryRegion {
-  readonly dv: DataView;
+ * was most of their cost. Both are made on the region's first access when
+ * its size was given apart: a view over guest RAM is external memory to V8,
+ * and 256 MiB of it at once set off a full collection of the thread's heap
+ * in the middle of start-up (BENCHMARKS.md, "Launch"). */
+interface ViewedRegion {
+  readonly gpa: number;
+  /** gpa + size. */
+  readonly end: number;
+  readonly source: MemoryRegion;
+  /** Undefined until the first access. */
+  bytes: Uint8Array;
+  dv: DataView;
+}
+
+function viewed(r: MemoryRegion): ViewedRegion {
+  if (r.length === undefined) {
+    const bytes = r.bytes;
+    return { gpa: r.gpa, end: r.gpa + bytes.length, source: r, bytes, dv: new DataView(bytes.buffer, bytes.byteOffset, bytes.length) };
+  }
+  return { gpa: r.gpa, end: r.gpa + r.length, source: r, bytes: undefined as unknown as Uint8Array, dv: undefined as unknown as DataView };
+}
+
+function makeView(v: ViewedRegion): void {
+  const bytes = v.source.bytes;
+  if (bytes.length !== v.end - v.gpa) throw new RangeError(`guest memory region at 0x${v.gpa.toString(16)}: view of ${bytes.length} bytes, expected ${v.end - v.gpa}`);
+  v.bytes = bytes;
+  v.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
 }
 
 export class GuestMemory {
@@ -28,26 +56,24 @@ export class GuestMemory {
   private lastHit: ViewedRegion | undefined;
 
   constructor(regions: MemoryRegion[]) {
-    this.regions = [...regions].sort((a, b) => a.gpa - b.gpa)
-      .map((r) => ({ gpa: r.gpa, bytes: r.bytes, dv: new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length) }));
+    this.regions = [...regions].sort((a, b) => a.gpa - b.gpa).map(viewed);
   }
 
   /** Replaces the regions (a vfio-user server's device model: the
    * client's DMA windows come and go while the model holds this object). */
   setRegions(regions: MemoryRegion[]): void {
     this.lastHit = undefined;
-    this.regions.splice(0, this.regions.length, ...[...regions].sort((a, b) => a.gpa - b.gpa)
-      .map((r) => ({ gpa: r.gpa, bytes: r.bytes, dv: new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length) })));
+    this.regions.splice(0, this.regions.length, ...[...regions].sort((a, b) => a.gpa - b.gpa).map(viewed));
   }
 
   /** Total bytes of guest RAM across regions. */
   get size(): number {
-    return this.regions.reduce((n, r) => n + r.bytes.length, 0);
+    return this.regions.reduce((n, r) => n + (r.end - r.gpa), 0);
   }
 
   /** The RAM regions as guest physical ranges, in address order. */
   ranges(): Array<{ gpa: number; length: number }> {
-    return this.regions.map((r) => ({ gpa: r.gpa, length: r.bytes.length }));
+    return this.regions.map((r) => ({ gpa: r.gpa, length: r.end - r.gpa }));
   }
 
   /** True when [gpa, gpa+length) lies inside one region. */
@@ -122,11 +148,15 @@ export class GuestMemory {
     // buffers): the last hit first, then the others (an indexed loop: this
     // runs for every word a device model reads).
     const last = this.lastHit;
-    if (last !== undefined && gpa >= last.gpa && gpa + length <= last.gpa + last.bytes.length) return last;
+    if (last !== undefined && gpa >= last.gpa && gpa + length <= last.end) return last;
     const regions = this.regions;
     for (let i = 0; i < regions.length; i++) {
       const r = regions[i];
-      if (gpa >= r.gpa && gpa + length <= r.gpa + r.bytes.length) { this.lastHit = r; return r; }
+      if (gpa >= r.gpa && gpa + length <= r.end) {
+        if (r.dv === undefined) makeView(r);
+        this.lastHit = r;
+        return r;
+      }
     }
     return undefined;
   }

@@ -4,7 +4,7 @@
 // view small. The file holds lowmem first, then highmem.
 
 import fs from 'node:fs';
-import { GuestMemory, type MemoryRegion } from './guest-memory.js';
+import { GuestMemory, GuestMemoryError, type MemoryRegion } from './guest-memory.js';
 import { mmap, PROT_READ, PROT_WRITE, type Mapping } from './libc.js';
 import { HIGHMEM_BASE, LEGACY_WINDOW_BASE, LEGACY_WINDOW_END, type MemoryLayout } from './memory-map.js';
 
@@ -42,9 +42,26 @@ export function mapGuestRam(fd: number, layout: MemoryLayout): RamChunk[] {
   return chunks;
 }
 
-/** The regions a GuestMemory needs. */
+/** The regions a GuestMemory needs; each chunk's view is made when the
+ * GuestMemory first reaches into it (guest-memory.ts). */
 export function ramRegions(chunks: readonly RamChunk[]): MemoryRegion[] {
-  return chunks.map((c) => ({ gpa: c.gpa, bytes: c.map.bytes }));
+  return chunks.map((c) => ({ gpa: c.gpa, length: c.map.length, get bytes() { return c.map.bytes; } }));
+}
+
+/** Writes `bytes` at guest physical `gpa` through the memory file `fd`
+ * (laid out as mapGuestRam maps it): what a GuestMemory write would do,
+ * without a view of guest RAM (the device thread writes the firmware tables
+ * this way before anything else needs RAM). Throws GuestMemoryError when
+ * the range is not within one part of RAM. */
+export function writeRamFile(fd: number, layout: MemoryLayout, gpa: number, bytes: Uint8Array): void {
+  const end = gpa + bytes.length;
+  let offset: number;
+  if (gpa >= 0 && end <= layout.lowmem) offset = gpa;
+  else if (gpa >= HIGHMEM_BASE && end <= HIGHMEM_BASE + layout.highmem) offset = layout.lowmem + (gpa - HIGHMEM_BASE);
+  else throw new GuestMemoryError(gpa, bytes.length);
+  for (let done = 0; done < bytes.length;) {
+    done += fs.writeSync(fd, bytes, done, bytes.length - done, offset + done);
+  }
 }
 
 export interface RamSlot { slot: number; gpa: number; size: number; address: bigint }

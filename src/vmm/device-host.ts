@@ -9,6 +9,7 @@ import { ConfigTree } from '../config/tree.js';
 import type { ByteStream, Device, DeviceContext, HelperThreadData, InterruptSink, KvmDoorbells, MachineControl, RegisterPages } from '../devices/device.js';
 import { attachUartStream } from '../devices/lpc/uart-backend.js';
 import { buildPlatform, type Platform } from '../devices/platform.js';
+import { loadedPciModelNames, loadPciModels } from '../devices/registry.js';
 import { buildFirmwareInMemory } from '../firmware/index.js';
 import { errorLine } from '../user-error.js';
 import { Mailbox } from './ap-mailbox.js';
@@ -16,7 +17,7 @@ import { DeviceMemoryMap } from './device-memory-map.js';
 import { DeviceTimers } from './device-timers.js';
 import type { ExitRequest } from './exit-status.js';
 import { GuestMemory } from '../sys/guest-memory.js';
-import { mapGuestRam, ramRegions } from '../sys/guest-ram.js';
+import { mapGuestRam, ramRegions, writeRamFile } from '../sys/guest-ram.js';
 import { LocalIoBus } from './io-bus.js';
 import { CAP } from '../sys/kvm-abi.js';
 import { PAGE_SIZE } from '../sys/memory-map.js';
@@ -31,6 +32,13 @@ import type { Doorbell } from '../sys/doorbell.js';
 import { hostPortLookup } from '../devices/virtio/host-ports.js';
 import { PM1_PWRBTN_STS } from '../devices/lpc/pm.js';
 import { trace } from './startup-trace.js';
+
+/** Loads the models of the devices the config names (registry.ts), for
+ * the constructor to build them: a run loads no other device's code. */
+export async function loadDeviceModels(d: DeviceHostData): Promise<void> {
+  await loadPciModels(ConfigTree.fromJSON(d.config));
+  trace(`vcpu 0: device models loaded: ${loadedPciModelNames().join(' ')}`);
+}
 
 export class DeviceHost {
   readonly bus = new LocalIoBus();
@@ -89,14 +97,21 @@ export class DeviceHost {
         return s;
       },
     };
+    trace('vcpu 0: device context');
     try {
       this.platform = buildPlatform(ctx, d.layout, { fwcfgFiles: d.fwcfgFiles });
       this.devices = this.platform.devices;
       trace('vcpu 0: platform built');
       // bhyve's MP table, SMBIOS and ACPI tables, written as bhyverun.c does
       // after init_pci: from the devices, pins and windows just built.
-      for (const region of buildFirmwareInMemory(config, d.layout, this.platform.asBuilt, { hostname: os.hostname() })) {
-        ctx.mem.write(region.gpa, region.bytes);
+      // Through the memory file: ctx.mem makes its view of RAM on first use,
+      // and nothing before the guest runs needs one (guest-memory.ts).
+      const tables = buildFirmwareInMemory(config, d.layout, this.platform.asBuilt, { hostname: os.hostname() });
+      const fd = fs.openSync(d.memoryPath, 'r+');
+      try {
+        for (const region of tables) writeRamFile(fd, d.layout, region.gpa, region.bytes);
+      } finally {
+        fs.closeSync(fd);
       }
       trace('vcpu 0: firmware written');
     } catch (e) {

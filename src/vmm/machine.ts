@@ -24,6 +24,7 @@ import { computeLayout, LEGACY_WINDOW_END, type MemoryLayout } from '../sys/memo
 import { checkRequirements, probeHost } from './probe.js';
 import { applyVcpuState, SEGMENT_REGS, type VcpuStateUpdate } from './vcpu-state.js';
 import { VmObject } from './vm-object.js';
+import { trace } from './startup-trace.js';
 
 /** A failure to set the VM up, reported to the user as one line. */
 export class VmSetupError extends UserError {}
@@ -116,15 +117,18 @@ export function createMachine(config: ConfigTree): { machine: Machine; topo: Top
   const topo: Topology = { sockets: t.sockets, cores: t.cores, threads: t.threads };
   const kvm = Kvm.open(process.env.BHYVE_KVM_DEVICE ?? '/dev/kvm');
   const caps = probeHost(kvm);
+  trace('main: kvm open, host probed');
   const warnings = checkRequirements(caps, config.getBool('x86.require_ept_rvi', true));
   checkVcpuCount(ncpus, caps.maxVcpus);
   checkGuestMemorySize(memsize, memSpec);
 
   const layout = computeLayout(memsize);
   checkSmbiosFits(config, layout, ncpus, t.sockets);
+  trace('main: smbios checked');
   const vmObject = VmObject.acquire(name, memsize);
   try {
     vmObject.writePid();
+    trace('main: vm object');
     const vm = kvm.createVm();
     vm.setTssAddr(TSS_ADDR);
     vm.setIdentityMapAddr(IDENTITY_MAP_ADDR);
@@ -135,7 +139,9 @@ export function createMachine(config: ConfigTree): { machine: Machine; topo: Top
       if (!caps.userSpaceMsr) warnings.push('warning: x86.strictmsr=false needs KVM_CAP_X86_USER_SPACE_MSR, which this host lacks; unknown MSRs still fault');
       else vm.enableCap(CAP.X86_USER_SPACE_MSR, [BigInt(MSR_EXIT_REASON_UNKNOWN)]);
     }
+    trace('main: vm, irqchip, pit');
     const ram = setUpMemory(vm, vmObject, layout, config);
+    trace('main: memory');
     // Boot from the ROM when one is given, else from what bhyveload loaded.
     const rom = config.get('lpc.bootrom');
     const bootState = rom === undefined ? vmObject.readBootState() : undefined;
@@ -143,6 +149,7 @@ export function createMachine(config: ConfigTree): { machine: Machine; topo: Top
       throw new VmSetupError(`nothing to boot in VM '${name}': give a boot ROM with -l bootrom,ROMFILE or load a kernel with bhyveload`);
     }
     const bootrom = rom === undefined ? [] : setUpBootrom(vm, rom, config);
+    trace('main: boot rom');
     const supported = kvm.supportedCpuid();
     const x2apic = config.getBool('x86.x2apic', false);
     const shaping = cpuidShapingFromConfig(config);

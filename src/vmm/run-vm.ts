@@ -6,7 +6,7 @@ import type { Worker } from 'node:worker_threads';
 import { retireVcpuThread, spawnVcpuThread, spawnVcpuThreads } from './vcpu-threads.js';
 import type { ConfigTree } from '../config/tree.js';
 import { openUartBackend, restoreTerminal, type UartBackendHost, type UartStreamTransfer } from '../devices/lpc/uart-backend.js';
-import { pciUartBackends } from '../devices/pci-uart.js';
+import { pciUartBackends } from '../devices/pci-uart-record.js';
 import { openHostPorts, type HostPorts } from '../devices/virtio/host-ports.js';
 import { openDisplay, type DisplayHost } from '../devices/display/fbuf-host.js';
 import { Mailbox } from './ap-mailbox.js';
@@ -77,6 +77,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     cleanupMachine(machine, machine.vmObject.createdHere);
     throw e;
   }
+  trace('main: ap pool');
   const threadCount = poolThreads ? 1 : ncpus;
   while (threads.length < threadCount) threads.push(spawnVcpuThread());
   while (threads.length > threadCount) void retireVcpuThread(threads.pop()!);
@@ -124,6 +125,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
   let watchdog: NodeJS.Timeout | undefined;
   const stats: Array<KvmStats | undefined> = [];
   try {
+    trace('main: control set up');
     const streams: Record<string, UartStreamTransfer> = {};
     for (const com of ['com1', 'com2', 'com3', 'com4']) {
       const path = config.get(`lpc.${com}.path`);
@@ -133,6 +135,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       backends.push(host);
       streams[`lpc.${com}`] = host.transfer;
     }
+    trace('main: uarts');
     // PCI UARTs (-s N,uart,path): the same backends, keyed by slot node.
     for (const u of pciUartBackends(config)) {
       const host = await openUartBackend(u.path, () => kickDeviceThread(DEVICE_REQUEST.POLL))
@@ -143,16 +146,19 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     // virtio-net taps and virtio-console sockets, by slot node.
     hostPorts = await openHostPorts(config, () => kickDeviceThread(DEVICE_REQUEST.POLL), doorbell.transfer)
       .catch((e: unknown) => { throw userErrorWithPrefix(e, ''); });
+    trace('main: host ports');
     // fbuf: the framebuffer file and its VNC server (devices/display).
     display = await openDisplay(config, machine.vmObject.dir, config.get('name') ?? '', () => kickDeviceThread(DEVICE_REQUEST.POLL),
       (m) => process.stderr.write(`bhyve: ${m}\n`), (slot, bitmap) => machine.vm.getDirtyLog(slot, bitmap))
       .catch((e: unknown) => { throw userErrorWithPrefix(e, ''); });
 
+    trace('main: display');
     // -G: the debug server's socket is opened before the sandbox.
     gdb = await openGdbServer(config, machine, control, kicker, requester);
     trace('main: backends open');
     const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
     const sandbox = sandboxPlan(config, machine.vmObject);
+    trace('main: sandbox planned');
     // libuv's pool takes its part now, while the vCPU threads set up.
     const poolConfined = sandbox && confinePool(sandbox);
     poolConfined?.catch(() => undefined); // reported by enterSandbox
@@ -214,6 +220,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       for (const [id, t] of apPool.targets()) kickTargets.set(id, t);
       stoppedAll.push(apPool.stopped);
     }
+    trace('main: data posted');
     await Promise.race([Promise.all(started), outcomePromise]);
     trace('main: all ready');
     if (display?.wait && !outcome) await Promise.race([display.ready, outcomePromise]); // fbuf `wait`
@@ -222,13 +229,16 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
         const fd = v.statsFd();
         stats.push(fd >= 0 ? new KvmStats(fd) : undefined);
       }
+      trace('main: stats fds');
       controlServer = await ControlServer.listen(machine.vmObject.controlSocketPath, controlHandlers({
         config, machine, control, requester, stats, finish: claimAndFinish, hostStats: () => display?.stats() ?? {},
       }));
       // Everything is open: the sandbox goes up before the guest runs.
+      trace('main: control socket');
       if (sandbox) {
         try { await enterSandbox(sandbox, poolConfined!); } catch (e) { throw new VmSetupError((e as Error).message); }
       }
+      trace('main: sandboxed');
       timerHost.start();
       if (gdb && config.getBool('gdb.wait', false)) {
         // -G w: the vCPUs start held; the guest's first instruction waits

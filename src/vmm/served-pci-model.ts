@@ -20,7 +20,7 @@
 
 import { ConfigTree } from '../config/tree.js';
 import { parseSlotOption } from '../config/bhyve-args.js';
-import { findPciDevice } from '../devices/registry.js';
+import { findPciDevice, loadedPciModel, loadPciModels } from '../devices/registry.js';
 import type { Device, DeviceContext, DeviceTimer } from '../devices/device.js';
 import type { Chipset, PciSlot } from '../devices/pci-device.js';
 import { PciBus } from '../devices/pci/pci-bus.js';
@@ -52,7 +52,16 @@ export class ServedPciModel implements ServedDevice {
   /** The model's configuration (pci.0.0.0.*), as bhyve's -s made it. */
   readonly config: ConfigTree;
 
-  /** `spec`: what follows the slot in `-s slot,NAME,conf` ("virtio-blk,disk.img"). */
+  /** The model of `spec` loaded (registry.ts), then the constructor's. */
+  static async open(spec: string): Promise<ServedPciModel> {
+    const config = new ConfigTree();
+    parseSlotOption(config, `0,${spec}`);
+    await loadPciModels(config);
+    return new ServedPciModel(spec);
+  }
+
+  /** `spec`: what follows the slot in `-s slot,NAME,conf` ("virtio-blk,disk.img");
+   * its model loaded (open()). */
   constructor(spec: string) {
     const config = new ConfigTree();
     this.config = config;
@@ -61,7 +70,7 @@ export class ServedPciModel implements ServedDevice {
     const slot: PciSlot = { bus: 0, slot: 0, func: 0, node, where: '0:0:0' };
     this.emulation = config.get(`${node}.device`)!;
     const record = findPciDevice(this.emulation);
-    if (!record?.create) throw new ConfigError(`cannot serve "${this.emulation}": not a device model bhyve builds`);
+    if (!record?.model) throw new ConfigError(`cannot serve "${this.emulation}": not a device model bhyve builds`);
     if (this.emulation === 'passthru' || this.emulation === 'hostbridge' || this.emulation === 'lpc') throw new ConfigError(`cannot serve "${this.emulation}" over vfio-user`);
     record.validate?.(config, slot);
     const ctx: DeviceContext = {
@@ -80,7 +89,9 @@ export class ServedPciModel implements ServedDevice {
       timer: (): DeviceTimer => ({ armAt: () => { throw new Error('device timers are not available in a vfio-user server'); }, cancel: () => {}, now: () => process.hrtime.bigint() }),
     };
     const chipset = { bus: this.bus, msix: true, qemu: false } as unknown as Chipset;
-    const fn = record.create(ctx, slot, chipset);
+    const model = loadedPciModel(record);
+    if (!model) throw new Error(`${this.emulation}: its model is not loaded (ServedPciModel.open)`);
+    const fn = model.create(ctx, slot, chipset);
     if (!(fn instanceof PciEmulFunction)) throw new ConfigError(`cannot serve "${this.emulation}": not a PCI function with BARs`);
     this.fn = fn;
     this.bus.attach(0, 0, 0, fn);

@@ -5,7 +5,7 @@
 
 import { parentPort } from 'node:worker_threads';
 import { ForwardingIoBus, Mailbox } from './ap-mailbox.js';
-import { DeviceHost } from './device-host.js';
+import { DeviceHost, loadDeviceModels } from './device-host.js';
 import { errorLine } from '../user-error.js';
 import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js';
 import type { ExitRequest } from './exit-status.js';
@@ -29,7 +29,11 @@ import { trace, traceMemory, traceModules } from './startup-trace.js';
 trace('vcpu: modules in');
 preloadLibc();
 parentPort!.postMessage({ type: 'loaded' } satisfies VcpuThreadMessage);
-parentPort!.once('message', runVcpuThread);
+// vCPU 0 loads its devices' models first (the devices are built at once).
+parentPort!.once('message', (d: VcpuThreadData) => {
+  if (!d.deviceHost) runVcpuThread(d);
+  else void loadDeviceModels(d.deviceHost).then(() => runVcpuThread(d));
+});
 
 /** The rest of the thread's life: set up, wait for go, KVM_RUN until stop. */
 function runVcpuThread(d: VcpuThreadData): void {

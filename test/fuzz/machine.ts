@@ -15,6 +15,7 @@ import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import type { MemoryLayout } from '../../src/sys/memory-map.js';
 import { Rng } from './rng.js';
+import '../support/device-models.js'; // the device models buildPlatform needs
 
 /** Guest RAM: [0, RAM_SIZE) in two regions split at RAM_SPLIT. */
 export const RAM_SIZE = 4 << 20;

@@ -4,6 +4,9 @@
 // SMBIOS UUID's MD5 is firmware/md5.ts, the runtime directory's temporary
 // names need no random bytes), and vCPU 0's thread loads no sockets,
 // processes, zlib or tty (scripts/bundle.mjs loads those on first use).
+// And of our own device models, vCPU 0's thread loads those of the devices
+// the command line names, no other (devices/registry.ts loadPciModels;
+// test/unit/device-models-lazy.test.ts checks that nothing else reaches one).
 import { describe, expect, it } from 'vitest';
 
 import { bhyveArgs, kvmUnavailable, rom, runBhyve, vmName } from '../support/bhyve.js';
@@ -25,5 +28,17 @@ describe.skipIf(skipWhy)(`Node modules at start-up${skipWhy ? ` (skipped: ${skip
     expect(vcpu).toContain('worker_threads');
     for (const m of ['crypto', 'zlib', 'tty']) expect(main, `main thread loads ${m}`).not.toContain(m);
     for (const m of ['crypto', 'net', 'child_process', 'cluster', 'dgram', 'zlib', 'tty']) expect(vcpu, `vCPU 0's thread loads ${m}`).not.toContain(m);
+  });
+
+  it('vCPU 0\'s thread loads the device models the command line names, and no other', async () => {
+    const models = async (extra: string[]): Promise<string[]> => {
+      const r = await runBhyve(bhyveArgs(rom('exit-testdev'), vmName('models'), { extra }), { env: { BHYVE_TRACE_STARTUP: '1' }, timeout: 90_000 });
+      expect(r.stdout).toContain('hello from testdev rom');
+      const line = r.stderr.split('\n').find((l) => l.includes(' vcpu 0: device models loaded: '));
+      expect(line, r.stderr).toBeDefined();
+      return line!.split(': device models loaded: ')[1].trim().split(' ').sort();
+    };
+    expect(await models([])).toEqual(['hostbridge', 'lpc']);
+    expect(await models(['-s', '3,virtio-rnd', '-s', '4,uart'])).toEqual(['hostbridge', 'lpc', 'uart', 'virtio-rnd']);
   });
 });

@@ -5,6 +5,7 @@ import { buildPlatform } from '../../src/devices/platform.js';
 import { computeLayout } from '../../src/sys/memory-map.js';
 import type { BuiltMachine } from '../../src/firmware/index.js';
 import { fake } from './fake-device.js';
+import './device-models.js'; // the device models buildPlatform needs
 
 export function builtMachine(settings: Record<string, string>, o: { mem?: number; ncpu?: number } = {}): BuiltMachine {
   const f = fake(settings);

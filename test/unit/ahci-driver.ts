@@ -11,6 +11,7 @@ import { AhciController } from '../../src/devices/ahci/ahci.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import { FakeCoalescedRing } from './fake-coalesced-ring.js';
+import '../support/device-models.js'; // the device models buildPlatform needs
 
 export const RAM_BASE = 0x100000;
 export const RAM_SIZE = 8 << 20;

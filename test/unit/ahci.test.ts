@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { AhciRig, RAM_BASE, RAM_SIZE, h2d, ncq } from './ahci-driver.js';
-import { ahciDevice } from '../../src/devices/ahci/ahci.js';
+import { ahciDevice } from '../../src/devices/ahci/ahci-record.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ahci-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

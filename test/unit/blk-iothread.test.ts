@@ -170,7 +170,9 @@ describe.skipIf(!worker.present)('virtio-blk iothread', () => {
         }
       }
       expect(t.pollHits > 0).toBe(pollUs > 0);
-      expect(sawNoNotify).toBe(pollUs > 0);
+      // (Without polling NO_NOTIFY may be seen too: it is set while a
+      // wake-up's batch is served: virtio-blk.test.ts, serveQuiet.)
+      if (pollUs > 0) expect(sawNoNotify).toBe(true);
       // Idle again: the spin ends with notifications back on.
       await until(() => (flags() & VIRTQ_USED_F_NO_NOTIFY) === 0, 'NO_NOTIFY cleared once idle');
       expect(t.completed).toBe(done);

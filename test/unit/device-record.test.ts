@@ -1,7 +1,7 @@
 // A device is its record: a toy PCI device defined only in this file, once
 // registered, is listed by -s help, parsed by -s with its own legacy
 // parser, checked by its own validate(), documented in configKeys(), and
-// built on the bus by the platform; a record without create() is marked
+// built on the bus by the platform; a record without a model is marked
 // and refused at start.
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/config/tree.js';
@@ -11,8 +11,9 @@ import { knownConfigKeys } from '../../src/config/bhyve-options.js';
 import type { PciDeviceRecord } from '../../src/devices/pci-device.js';
 import { PciFunctionBase } from '../../src/devices/pci/pci-function.js';
 import { buildPlatform } from '../../src/devices/platform.js';
-import { registerPciDevice, validateForStart } from '../../src/devices/registry.js';
+import { loadPciModel, registerPciDevice, validateForStart } from '../../src/devices/registry.js';
 import { fake } from '../support/fake-device.js';
+import '../support/device-models.js'; // the device models buildPlatform needs
 
 class ToyFunction extends PciFunctionBase {
   constructor(readonly level: number) {
@@ -35,18 +36,19 @@ const toy: PciDeviceRecord = {
     const v = config.get(`${s.node}.level`);
     if (v !== undefined && !/^[1-9]$/.test(v)) throw new ConfigError(`pci slot ${s.where}: toy level must be 1 to 9, not "${v}"`);
   },
-  create: (ctx, s) => new ToyFunction(Number(ctx.config.get(`${s.node}.level`) ?? 1)),
+  model: async () => ({ create: (ctx, s) => new ToyFunction(Number(ctx.config.get(`${s.node}.level`) ?? 1)) }),
 };
 
 const toyUnbuilt: PciDeviceRecord = { name: 'toy-unbuilt', description: 'a toy with no model yet', keys: [] };
 
 registerPciDevice(toy);
 registerPciDevice(toyUnbuilt);
+await loadPciModel(toy);
 
 const args = (...extra: string[]) => ['-m', '64M', '-s', '0,hostbridge', ...extra, 'vm'];
 
 describe('a device record defined outside the tree', () => {
-  it('is listed by -s help (a record without create() is marked)', () => {
+  it('is listed by -s help (a record without a model is marked)', () => {
     const r = parseBhyveArgs(['-s', 'help']);
     expect(r.kind === 'help' && r.text.split('\n')).toContain('toy');
     expect(r.kind === 'help' && r.text.split('\n')).toContain('toy-unbuilt (not supported yet)');
@@ -84,7 +86,7 @@ describe('a device record defined outside the tree', () => {
     expect(p.devices).toContain(fn);
   });
 
-  it('without create() parses but is refused at start and by the platform', () => {
+  it('without a model parses but is refused at start and by the platform', () => {
     const r = parseBhyveArgs(args('-s', '7,toy-unbuilt'));
     expect(r.kind).toBe('run');
     if (r.kind !== 'run') return;

@@ -17,6 +17,7 @@ import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import { MsiLog } from './ahci-driver.js';
 import { E1000Rig, MAC, RAM } from './e1000-driver.js';
 import { ether, inetChecksum, ip4, ipv4, parse, tcp, udp } from '../support/frames.js';
+import '../support/device-models.js'; // the device models buildPlatform needs
 
 const HOSTMAC = Uint8Array.from([0x02, 0, 0, 0, 0, 1]);
 const A = ip4('10.0.2.15');

@@ -21,6 +21,7 @@ import { findPciDevice, isBuilt, pciHelpText } from '../../src/devices/registry.
 import { computeLayout } from '../../src/sys/memory-map.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
+import '../support/device-models.js'; // the device models buildPlatform needs
 
 const SLOT = 5;
 const RAM = 4 << 20;

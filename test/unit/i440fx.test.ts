@@ -15,6 +15,7 @@ import { computeLayout } from '../../src/sys/memory-map.js';
 import { FW_CFG_PORT_DATA, FW_CFG_PORT_SEL } from '../../src/firmware/fwcfg.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
+import '../support/device-models.js'; // the device models buildPlatform needs
 
 class RecordingMap implements MemoryMapControl {
   readonly slots = new Map<number, { size: number; backing: MemoryBacking; readonly: boolean }>();

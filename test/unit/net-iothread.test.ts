@@ -41,7 +41,7 @@ function guest(features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET
   const tx = new FakeDriver(QSIZE, 0, { bytes: bytes.subarray(half), base: half });
   const [vmEnd, hostEnd] = packetPair();
   scratch.defer(() => { fs.closeSync(vmEnd); fs.closeSync(hostEnd); });
-  const start = (over: { memoryPath?: string; transmit?: boolean; irqfds?: QueueIrqfdChannel; pollUs?: number } = {}) => {
+  const start = (over: { memoryPath?: string; transmit?: boolean; irqfds?: QueueIrqfdChannel; pollUs?: number; refillWaitUs?: number } = {}) => {
     const t = new NetIothread({
       helper: workerHelper(over.memoryPath ?? memoryPath, RAM),
       netFd: vmEnd,
@@ -52,6 +52,7 @@ function guest(features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET
       layouts: [rx.layout, tx.layout],
       irqfds: over.irqfds,
       pollUs: over.pollUs,
+      refillWaitUs: over.refillWaitUs,
       noKick: true,
     }, worker.url);
     scratch.defer(() => t.stop());
@@ -171,6 +172,28 @@ describe.skipIf(!worker.present)('virtio-net I/O thread', () => {
     g.postRx(1);
     await until(() => g.rx.usedIdx() === 2, 'the second frame');
     expect(g.rx.usedElem(1).len).toBe(HDR + 200);
+    t.stop();
+  });
+
+  it('iothread_refill_us: the notify that ends a shortage of buffers is followed by a sleep with notifications off, then a batch', async () => {
+    const g = guest();
+    const t = g.start({ transmit: false, refillWaitUs: 300_000 });
+    await until(() => t.state === NIOT_STATE.RUNNING, 'the thread to run');
+    const inbound = [frame(1514, 21), frame(300, 22), frame(60, 23)];
+    for (const f of inbound) g.hostWrite(f);
+    await new Promise((r) => setTimeout(r, 100));
+    // Starved: the driver is asked to notify.
+    expect(g.rx.usedFlags() & 1).toBe(0);
+    g.postRx(1);
+    t.notify();
+    // The thread sleeps with notifications off rather than taking the one buffer ...
+    await until(() => (g.rx.usedFlags() & 1) === 1, 'VIRTQ_USED_F_NO_NOTIFY after the notify');
+    expect(g.rx.usedIdx()).toBe(0);
+    // ... so buffers the driver adds meanwhile (no notify: it was asked not to) come in the same batch.
+    g.postRx(3);
+    await until(() => g.rx.usedIdx() === 3, 'all three frames in one batch');
+    inbound.forEach((f, i) => expect(g.rx.usedElem(i).len).toBe(HDR + f.length));
+    expect(t.rxFrames).toBe(3);
     t.stop();
   });
 

@@ -12,6 +12,7 @@ import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import { MsiLog } from './ahci-driver.js';
 import { FakeCoalescedRing } from './fake-coalesced-ring.js';
+import '../support/device-models.js'; // the device models buildPlatform needs
 
 export const RAM = 0x100000;
 export const RAM_SIZE = 8 << 20;

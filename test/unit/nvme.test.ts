@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { crc16, defaultEui64 } from '../../src/devices/nvme/nvme-data.js';
-import { nvmeDevice } from '../../src/devices/nvme/nvme.js';
+import { nvmeDevice } from '../../src/devices/nvme/nvme-record.js';
 import { type Cqe, Rig, RAM, RAM_SIZE, SLOT } from './nvme-driver.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nvme-'));

@@ -10,6 +10,7 @@ import { PciEmulFunction } from '../../src/devices/pci/pci-emul.js';
 import { PciBus } from '../../src/devices/pci/pci-bus.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
+import '../support/device-models.js'; // the device models buildPlatform needs
 
 class FakeIrq implements InterruptSink {
   levels: Array<[number, boolean]> = [];

@@ -7,6 +7,7 @@ import {
 import { PciBus } from '../../src/devices/pci/pci-bus.js';
 import { PirqRouter } from '../../src/devices/pci/pirq.js';
 import { FakeIrq, fake as fakeDevice } from '../support/fake-device.js';
+import '../support/device-models.js'; // the device models buildPlatform needs
 
 /** The shared device-test context, with this file's outp(port, size, value) order. */
 function fake(settings: Record<string, string> = {}) {

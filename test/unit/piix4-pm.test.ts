@@ -14,6 +14,7 @@ import { computeLayout } from '../../src/sys/memory-map.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import { fake } from '../support/fake-device.js';
+import '../support/device-models.js'; // the device models buildPlatform needs
 
 const SLP_S5 = (5 << 10) | (1 << 13);
 

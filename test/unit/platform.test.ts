@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { fake, FakeIrq } from '../support/fake-device.js';
 import { buildPlatform, createPlatformDevices } from '../../src/devices/platform.js';
 import { computeLayout } from '../../src/sys/memory-map.js';
+import '../support/device-models.js'; // the device models buildPlatform needs
 
 
 

@@ -18,6 +18,7 @@ import { IRQ_SET_FLAG, PCI_IRQ } from '../../src/sys/vfio-abi.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import { ServedPciModel } from '../../src/vmm/served-pci-model.js';
 import { loopbackClient } from '../support/vfio-user-loopback.js';
+import '../support/device-models.js'; // the device models buildPlatform needs
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'served-model-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -18,6 +18,7 @@ import { VirtioPci } from '../../src/devices/virtio/virtio-pci.js';
 import { VIRTIO_F_ACCESS_PLATFORM, hasFeature } from '../../src/devices/virtio/virtio-constants.js';
 import { fake } from '../support/fake-device.js';
 import { isUserError } from '../../src/user-error.js';
+import '../support/device-models.js'; // the device models buildPlatform needs
 
 interface Node { type: number; length: number; fields: DataView; offset: number }
 

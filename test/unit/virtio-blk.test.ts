@@ -12,7 +12,7 @@ import {
   VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_S_IOERR,
   VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID,
   VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_F_VERSION_1, VIRTIO_ID_BLOCK,
-  VIRTQ_DESC_F_NEXT, featureBit, hasFeature,
+  VIRTIO_RING_F_EVENT_IDX, VIRTQ_DESC_F_NEXT, VIRTQ_USED_F_NO_NOTIFY, featureBit, hasFeature,
 } from '../../src/devices/virtio/virtio-constants.js';
 import { offeredFeatures } from '../../src/devices/virtio/virtio-device.js';
 import { FakeDriver, activate, type Buf } from './virtio-driver.js';
@@ -316,6 +316,51 @@ describe('virtio-blk device', () => {
     const r = request(d2, VIRTIO_BLK_T_IN, 0, { inLen: 512 });
     dev.queueNotify(0);
     expect(statusOf(d2, r)).toBe(VIRTIO_BLK_S_OK);
+  });
+
+  it('serveQuiet (the iothread\'s serve): notifies off while serving, back on after, and chains added meanwhile served', () => {
+    for (const eventIdx of [false, true]) {
+      const dev = device();
+      const d = new FakeDriver(16);
+      const all = offeredFeatures(dev);
+      activate(dev, d, eventIdx ? all : all & ~featureBit(VIRTIO_RING_F_EVENT_IDX));
+      const first = request(d, VIRTIO_BLK_T_IN, 0, { inLen: 512 });
+      // What a driver sees while the device reads: asked not to notify
+      // (NO_NOTIFY, or under EVENT_IDX avail_event still behind what it
+      // added). The driver adds a second request during the first read.
+      const seen: Array<{ flags: number; availEvent: number }> = [];
+      let late: Req | undefined;
+      const readv = dev.file.readv.bind(dev.file);
+      dev.file.readv = (views, offset) => {
+        seen.push({ flags: d.usedFlags(), availEvent: d.availEvent() });
+        if (!late) late = request(d, VIRTIO_BLK_T_IN, 8, { inLen: 512 });
+        return readv(views, offset);
+      };
+      dev.serveQuiet(0);
+      expect(statusOf(d, first)).toBe(VIRTIO_BLK_S_OK);
+      expect(statusOf(d, late!)).toBe(VIRTIO_BLK_S_OK);
+      expect(d.usedIdx()).toBe(2);
+      expect(seen.length).toBe(2);
+      if (eventIdx) {
+        // held at 0: the driver that added chain 1 (avail idx 0 -> 2) notifies at most once
+        expect(seen[0].availEvent).toBe(0);
+        expect(d.availEvent()).toBe(2);
+      } else {
+        expect(seen.map((x) => x.flags & VIRTQ_USED_F_NO_NOTIFY)).toEqual([VIRTQ_USED_F_NO_NOTIFY, VIRTQ_USED_F_NO_NOTIFY]);
+        expect(d.usedFlags() & VIRTQ_USED_F_NO_NOTIFY).toBe(0);
+      }
+      dev.close();
+    }
+    // A hostile chain: needs-reset, no exception.
+    const dev = device();
+    const d = new FakeDriver(16);
+    const { resets } = activate(dev, d);
+    const hdr = d.alloc(16);
+    d.setDesc(0, hdr, 16, VIRTQ_DESC_F_NEXT, 0);
+    d.offer(0);
+    expect(() => dev.serveQuiet(0)).not.toThrow();
+    expect(resets.length).toBe(1);
+    expect(dev.needsResetReason).toMatch(/loops/);
   });
 
   it('avail idx jumping past the queue size and out-of-RAM buffers: needs-reset', () => {

@@ -19,6 +19,7 @@ import { computeLayout } from '../../src/sys/memory-map.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import { FakeDriver } from './virtio-driver.js';
+import '../support/device-models.js'; // the device models buildPlatform needs
 
 const EV_SYN = 0, EV_KEY = 1, EV_ABS = 3, EV_MSC = 4, EV_LED = 0x11;
 

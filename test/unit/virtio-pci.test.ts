@@ -16,6 +16,7 @@ import {
   VIRTIO_RING_F_EVENT_IDX,
 } from '../../src/devices/virtio/virtio-constants.js';
 import { FakeDriver, RAM_BASE } from './virtio-driver.js';
+import '../support/device-models.js'; // the device models buildPlatform needs
 
 class FakeIrq implements InterruptSink {
   levels = new Map<number, boolean>();

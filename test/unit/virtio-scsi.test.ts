@@ -14,8 +14,9 @@ import { BlockFile } from '../../src/devices/block/block-backend.js';
 import { ScsiDisk } from '../../src/devices/scsi/scsi-disk.js';
 import {
   VIRTIO_SCSI_S_BAD_TARGET, VIRTIO_SCSI_S_FAILURE, VTSCSI_REQ_HDR, VTSCSI_RESP_HDR, VirtioScsi, openScsi,
-  virtioScsiDevice, vtscsiLegacyConfig,
+  vtscsiLegacyConfig,
 } from '../../src/devices/virtio/virtio-scsi.js';
+import { virtioScsiDevice } from '../../src/devices/virtio/virtio-scsi-record.js';
 import { VIRTIO_ID_SCSI } from '../../src/devices/virtio/virtio-constants.js';
 import { FakeDriver } from './virtio-driver.js';
 import { activateQueues } from './virtio-queues.js';

@@ -12,6 +12,7 @@ import { computeLayout } from '../../src/sys/memory-map.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import { MsiLog } from './ahci-driver.js';
+import '../support/device-models.js'; // the device models buildPlatform needs
 
 export const RAM = 0x100000;
 export const RAM_SIZE = 4 << 20;

@@ -16,7 +16,7 @@
 // (framebuffer-file.ts) that the VNC server on the main thread reads.
 
 import type { Device, DeviceContext, MemoryMapControl } from '../device.js';
-import type { PciDeviceRecord } from '../pci-device.js';
+import type { PciDeviceModel } from '../pci-device.js';
 import { ConfigError } from '../../config/tree.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
 import { DMEMSZ, FB_SIZE, HOST_BAR1_ADDR, HOST_MAP_GENERATION, HOST_SLOT, REG_DEPTH, REG_FBSIZE, REG_HEIGHT, REG_WIDTH, REGS_OFFSET, VGA_RAM_OFFSET, VGA_STATE_OFFSET } from './framebuffer-file.js';
@@ -216,21 +216,8 @@ export class Fbuf extends PciEmulFunction implements Device {
   }
 }
 
-/** bhyve's pci_fbuf devemu: `-s N,fbuf,...`. */
-export const fbufDevice: PciDeviceRecord = {
-  name: 'fbuf',
-  description: 'raw framebuffer with VNC server',
-  keys: [
-    { key: 'wait', default: 'false', description: 'fbuf waits for a VNC client before booting' },
-    { key: 'rfb', description: 'fbuf VNC listen address and port' },
-    { key: 'tcp', description: 'alias of rfb' },
-    { key: 'unix', description: 'fbuf VNC unix socket path (instead of rfb/tcp)' },
-    { key: 'vga', default: 'io', description: 'fbuf VGA mode (io, on, off)' },
-    { key: 'w', default: '1024', description: 'fbuf width' },
-    { key: 'h', default: '768', description: 'fbuf height' },
-    { key: 'password', description: 'fbuf VNC password' },
-  ],
-  validate: (config, s) => { parseFbufOptions(config, s.node); },
+/** The emulation of its record (fbuf-record.ts). */
+export const fbufModel: PciDeviceModel = {
   create: (ctx, s, chipset) => {
     if (chipset.bus.functions().some((f) => f instanceof Fbuf)) throw new ConfigError('Only one frame buffer device is allowed.');
     return new Fbuf(ctx, s.node);

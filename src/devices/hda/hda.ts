@@ -34,7 +34,7 @@
 import type { ConfigTree } from '../../config/tree.js';
 import { GuestMemoryError } from '../../sys/guest-memory.js';
 import type { Device, DeviceContext } from '../device.js';
-import type { PciDeviceRecord } from '../pci-device.js';
+import type { PciDeviceModel } from '../pci-device.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
 import { PcmFile } from './hda-audio.js';
 import { HdaCodec, type HdaOps } from './hda-codec.js';
@@ -685,13 +685,8 @@ function hdaFiles(config: ConfigTree, node: string): { play?: string; rec?: stri
   return { play: config.get(`${node}.play`), rec: config.get(`${node}.rec`) };
 }
 
-/** bhyve's pci_de_hda. */
-export const hdaDevice: PciDeviceRecord = {
-  name: 'hda', description: 'High Definition Audio controller',
-  keys: [
-    { key: 'play', description: 'hda playback: a file or FIFO that receives the raw PCM the guest plays' },
-    { key: 'rec', description: 'hda recording: a file or FIFO of raw PCM the guest records' },
-  ],
+/** The emulation of its record (hda-record.ts). */
+export const hdaModel: PciDeviceModel = {
   create: (ctx, s) => {
     const { play, rec } = hdaFiles(ctx.config, s.node);
     return new HdaController(ctx, play, rec);

@@ -21,10 +21,11 @@
 // unwritten (used length 0). Mappings per device are bounded (S_NOMEM).
 
 import { ConfigError } from '../../config/tree.js';
-import type { PciDeviceRecord } from '../pci-device.js';
+import type { PciDeviceModel } from '../pci-device.js';
+import { transportOf } from './virtio-iommu-record.js';
 import { VIRTIO_ID_IOMMU, featureBit } from '../virtio/virtio-constants.js';
 import { VirtioDeviceBase } from '../virtio/virtio-device.js';
-import { VirtioPci, type VirtioPciTransport } from '../virtio/virtio-pci.js';
+import { VirtioPci } from '../virtio/virtio-pci.js';
 import { DescriptorChain, type Virtqueue } from '../virtio/virtqueue.js';
 import {
   DMA_READ, DMA_WRITE, type DmaFaultError, type DmaMapping, type TranslatedDmaSpace, formatEndpoint, pciEndpointId,
@@ -393,32 +394,11 @@ export class VirtioIommu extends VirtioDeviceBase {
   }
 }
 
-function transportOf(value: string | undefined, node: string): VirtioPciTransport {
-  const t = value ?? 'modern';
-  if (t === 'modern') return t;
-  if (t === 'transitional' || t === 'legacy') {
-    throw new ConfigError(`virtio-iommu has no legacy virtio PCI device id; use transport=modern (not ${t})`);
-  }
-  throw new ConfigError(`virtio-iommu@${node}: invalid transport "${t}" (use modern)`);
-}
-
 /** PCI class QEMU gives virtio-iommu-pci (PCI_CLASS_OTHERS). */
 const PCIC_OTHER = 0xff;
 
-export const virtioIommuDevice: PciDeviceRecord = {
-  name: 'virtio-iommu',
-  description: 'virtio IOMMU for the functions with iommu=true',
-  keys: [
-    { key: 'bypass', default: 'false', description: 'endpoints not attached to a domain reach guest RAM untranslated (the bypass config field)' },
-    { key: 'transport', default: 'modern', description: 'virtio PCI interface (virtio-iommu: modern only)' },
-  ],
-  validate: (c, s) => {
-    transportOf(c.get(`${s.node}.transport`), s.node);
-    if (c.get(`${s.node}.bypass`) !== undefined) c.getBool(`${s.node}.bypass`, false);
-    if (c.get(`${s.node}.iommu`) !== undefined && c.getBool(`${s.node}.iommu`, false)) {
-      throw new ConfigError(`virtio-iommu at pci slot ${s.where}: the IOMMU cannot be behind itself`);
-    }
-  },
+/** The emulation of its record (virtio-iommu-record.ts). */
+export const virtioIommuModel: PciDeviceModel = {
   create: (ctx, s, chipset) => {
     const transport = transportOf(ctx.config.get(`${s.node}.transport`), s.node);
     const spaces = chipset.dma?.translatedEndpoints() ?? [];

@@ -41,13 +41,13 @@
 
 import type { ConfigTree } from '../../config/tree.js';
 import { ConfigError } from '../../config/tree.js';
-import { netbeLegacyConfig } from '../../config/legacy.js';
 import type { DeviceContext, DeviceTimer } from '../device.js';
-import type { PciDeviceRecord } from '../pci-device.js';
+import type { PciDeviceModel } from '../pci-device.js';
+// The MAC (the record checks it; importable from here).
+import { e1000OptionsFromConfig } from './e1000-record.js';
+export { e1000OptionsFromConfig };
 import { PciEmulFunction } from '../pci/pci-emul.js';
 import { attachNetBackend, type NetPort } from './net-backend.js';
-import { netGenMac, parseMac } from './net-utils.js';
-import { validateSlirpKeys } from './slirp-options.js';
 import { GuestMemoryError } from '../../sys/guest-memory.js';
 
 export const E82545_VENDOR_ID_INTEL = 0x8086;
@@ -1061,12 +1061,6 @@ export class E1000 extends PciEmulFunction {
   }
 }
 
-/** The MAC of the e1000 slot `node`: mac= or bhyve's net_genmac. */
-export function e1000OptionsFromConfig(config: ConfigTree, node: string, slot: number, func: number): E1000Options {
-  const mac = config.get(`${node}.mac`);
-  return { mac: mac !== undefined ? parseMac(mac) : netGenMac(slot, func, config.get('name') ?? '') };
-}
-
 /** Builds the model of slot `node` with the backend the main thread opened. */
 export function createE1000(ctx: DeviceContext, node: string, slot: number, func: number): E1000 {
   const opts = e1000OptionsFromConfig(ctx.config, node, slot, func);
@@ -1079,23 +1073,7 @@ export function createE1000(ctx: DeviceContext, node: string, slot: number, func
   return new E1000(ctx, opts, port);
 }
 
-/** bhyve's pci_de_e82545. */
-export const e1000Device: PciDeviceRecord = {
-  name: 'e1000', description: 'Intel 82545 network device', legacyConfig: netbeLegacyConfig,
-  keys: [
-    { key: 'backend', description: 'network backend (tapN, vmnetN, /dev/tapN or slirp)' },
-    { key: 'mac', description: 'MAC address (default: derived from the VM name and slot)' },
-    { key: 'hostfwd', description: 'slirp backend: host port forwarding rules, separated by ;' },
-    { key: 'open', default: 'false', description: 'slirp backend: allow the guest outbound connections' },
-  ],
-  validate: (config, s) => {
-    try {
-      e1000OptionsFromConfig(config, s.node, s.slot, s.func);
-    } catch (e) {
-      if (e instanceof ConfigError) throw new ConfigError(`e1000 at pci slot ${s.where}: ${e.message}`);
-      throw e;
-    }
-    validateSlirpKeys(config, s.node, s.where, 'e1000');
-  },
+/** The emulation of its record (e1000-record.ts). */
+export const e1000Model: PciDeviceModel = {
   create: (ctx, s) => createE1000(ctx, s.node, s.slot, s.func),
 };

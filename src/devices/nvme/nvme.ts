@@ -29,12 +29,12 @@
 // ERROR) or the controller (CSTS.CFS, for the admin queues), and a full
 // completion queue holds the submission queue until the driver consumes.
 
-import { blockifLegacyConfig, parseLegacyConfig, setValue } from '../../config/legacy.js';
 import type { DeviceContext } from '../device.js';
-import type { LegacyParser, PciDeviceRecord } from '../pci-device.js';
+import type { PciDeviceModel } from '../pci-device.js';
 import {
-  BLOCKIF_KEYS, BlockDeviceError, BlockFile, blockBackendOptionsFromConfig, requireBlockPath,
+  BlockDeviceError, BlockFile, blockBackendOptionsFromConfig,
 } from '../block/block-backend.js';
+import { IOPOOL_MIN_DEFAULT, IOPOOL_THREADS_DEFAULT, NVME_IOSLOTS, NVME_MAX_QENTRIES, NVME_QUEUES } from './nvme-record.js';
 import { PCIY_EXPRESS } from '../pci/config-space.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
 import {
@@ -48,9 +48,8 @@ import { ConfigError, type ConfigTree } from '../../config/tree.js';
 export const NVME_VENDOR = 0xfb5d;
 export const NVME_DEVICE = 0x0a0a;
 export const NVME_MSIX_BAR = 4;
-export const NVME_QUEUES = 16;
-export const NVME_MAX_QENTRIES = 2048;
-export const NVME_IOSLOTS = 8;
+// The defaults its record documents (nvme-record.ts).
+export { NVME_IOSLOTS, NVME_MAX_QENTRIES, NVME_QUEUES };
 const NVME_MMIO_SPACE_MIN = 1 << 14;
 const DOORBELL = 0x1000;
 
@@ -999,12 +998,7 @@ export function createNvme(ctx: DeviceContext, node: string, where: string): Nvm
  * exit instead (the worker waits for a CPU: the synchronous model then). */
 const STEAL_AFTER_MS = 0.5;
 
-// 0: on this project's 2-CPU hosts without other load, the exit path
-// measured faster on every sequential row (write 0.91-0.98x of QEMU
-// against 0.64-0.81x with one thread); with the host loaded the thread
-// won (BENCHMARKS.md, NVMe). Hosts with CPUs to spare: try iopool=1.
-export const IOPOOL_THREADS_DEFAULT = 0;
-export const IOPOOL_MIN_DEFAULT = 65536;
+export { IOPOOL_MIN_DEFAULT, IOPOOL_THREADS_DEFAULT };
 
 function ioPoolThreads(t: ConfigTree, node: string): number {
   const v = t.get(`${node}.iopool`) ?? String(IOPOOL_THREADS_DEFAULT);
@@ -1020,37 +1014,7 @@ function ioPoolMin(t: ConfigTree, node: string): number {
   return n;
 }
 
-// ---- the device record (bhyve's pci_de_nvme) ----
-
-/** pci_nvme_legacy_config(): `ram=MiB[,opts]` or a blockif string. */
-const nvmeLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  if (opts.startsWith('ram=')) {
-    const comma = opts.indexOf(',');
-    if (comma < 0) { setValue(tree, `${node}.ram`, opts.slice(4)); return; }
-    setValue(tree, `${node}.ram`, opts.slice(4, comma));
-    parseLegacyConfig(tree, node, opts.slice(comma + 1));
-  } else {
-    blockifLegacyConfig(tree, node, opts);
-  }
-};
-
-export const nvmeDevice: PciDeviceRecord = {
-  name: 'nvme', description: 'NVMe controller', legacyConfig: nvmeLegacy,
-  keys: [
-    ...BLOCKIF_KEYS,
-    { key: 'maxq', default: String(NVME_QUEUES), description: 'nvme maximum number of queues' },
-    { key: 'qsz', default: String(NVME_MAX_QENTRIES), description: 'nvme queue size' },
-    { key: 'ioslots', default: String(NVME_IOSLOTS), description: 'nvme I/O slots' },
-    { key: 'sectsz', description: 'nvme sector size (512, 4096 or 8192)' },
-    { key: 'eui64', description: 'nvme namespace EUI-64' },
-    { key: 'dsm', default: 'auto', description: 'nvme dataset management support (auto, enable, disable)' },
-    { key: 'ram', description: 'nvme RAM-backed namespace size in MiB' },
-    { key: 'cqcoalesce', default: 'true', description: 'nvme completion queue doorbells through KVM\'s coalesced MMIO ring' },
-    { key: 'iopool', default: String(IOPOOL_THREADS_DEFAULT), description: 'nvme I/O threads for large reads and writes (0: every command runs in its doorbell exit)' },
-    { key: 'iopool_min', default: String(IOPOOL_MIN_DEFAULT), description: 'nvme smallest read or write, in bytes, handed to the I/O threads' },
-  ],
-  bootable: true,
-  validate: (c, s) => { if (c.get(`${s.node}.ram`) === undefined) requireBlockPath(c, s.node, s, 'nvme', 'nvme,/path/to/disk.img'); },
+/** The emulation of nvme's record (nvme-record.ts). */
+export const nvmeModel: PciDeviceModel = {
   create: (ctx, s) => createNvme(ctx, s.node, s.where),
 };

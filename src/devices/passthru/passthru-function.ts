@@ -68,15 +68,10 @@ export function walkCapabilities(cfg: Uint8Array): Capability[] {
   return out;
 }
 
-/** The expansion ROM BAR's size for a ROM file of `length` bytes, as
- * bhyve's pci_emul_alloc_rom: 1 << fls(length), at least 2 KiB. */
-export function romBarSize(length: number): number {
-  return Math.max(2 ** (Math.floor(Math.log2(length)) + 1), ROM_MIN);
-}
-const ROM_MIN = 0x800;
+// The ROM BAR's size and the ROM space: rom-file.ts (checked before the VM exists).
+import { ROM_MIN, romBarSize, ROM_SPACE } from './rom-file.js';
+export { romBarSize, ROM_SPACE };
 const ROM_ENABLE = 1;
-/** bhyve's PCI_EMUL_ROMSIZE: the ROM space all functions share. */
-export const ROM_SPACE = 0x1000000;
 
 export interface PassthruOptions {
   /** Contents of the rom= file. */

@@ -23,7 +23,7 @@ import { ConfigError, type ConfigTree } from '../../config/tree.js';
 import type { Device } from '../device.js';
 import { PcTestDev } from '../lpc/pctestdev.js';
 import { createLpcUart, LPC_UART_RESOURCES, type LpcUartDevice, type LpcUartName } from '../lpc/uart.js';
-import type { PciDeviceRecord } from '../pci-device.js';
+import type { PciDeviceModel } from '../pci-device.js';
 import { PCIC_BRIDGE, PCIS_BRIDGE_ISA } from './config-space.js';
 import { PciFunctionBase } from './pci-function.js';
 import { readPciReg, type HostPciIds } from './pcireg.js';
@@ -124,11 +124,8 @@ export class LpcBridge extends PciFunctionBase {
 
 const UART_NAMES: readonly LpcUartName[] = ['com1', 'com2', 'com3', 'com4'];
 
-/** bhyve's pci_de_lpc (pci_lpc_init + lpc_init). */
-export const lpcDevice: PciDeviceRecord = {
-  name: 'lpc',
-  description: 'LPC PCI-ISA bridge (COM1-COM4, boot ROM, TPM, fw_cfg, pc-testdev)',
-  keys: [],
+/** The emulation of its record (lpc-bridge-record.ts). */
+export const lpcModel: PciDeviceModel = {
   create: (ctx, s, chipset) => {
     if (chipset.lpc) throw new ConfigError('Only one LPC bridge is allowed.');
     if (s.bus !== 0) throw new ConfigError('LPC bridge can be present only on bus 0.');

@@ -30,11 +30,9 @@
 // then drops events (counted), as the spec says.
 
 import { ConfigError, type ConfigTree } from '../../config/tree.js';
-import { setValue } from '../../config/legacy.js';
-import { pciNodes } from '../../config/pci-nodes.js';
 import { GuestMemoryError } from '../../sys/guest-memory.js';
 import type { Device, DeviceContext } from '../device.js';
-import type { LegacyParser, PciDeviceRecord } from '../pci-device.js';
+import type { PciDeviceModel } from '../pci-device.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
 import {
   CC, CMD_HCRST, CMD_INTE, CMD_RS, CRCR_CA, CRCR_CRR, CRCR_CS, CRCR_RCS, CTX_SIZE, DEVICE_CTX_SIZE, EP_DISABLED, EP_ERROR,
@@ -49,8 +47,9 @@ import { UsbTablet } from './usb-tablet.js';
 
 export const XHCI_VENDOR = 0x8086;
 export const XHCI_DEVICE = 0x1e31;
-export const XHCI_MAX_DEVS = 8; // 4 USB 3 + 4 USB 2 ports
-export const XHCI_MAX_SLOTS = 64;
+// Its record's limits and slot list (xhci-record.ts), importable from here.
+import { parseXhciSlots, XHCI_MAX_DEVS, XHCI_MAX_SLOTS, type XhciSlotConfig } from './xhci-record.js';
+export { parseXhciSlots, XHCI_MAX_DEVS, XHCI_MAX_SLOTS, type XhciSlotConfig };
 const USB3_PORT_START = 1;
 const USB2_PORT_START = XHCI_MAX_DEVS / 2 + 1;
 const CAPLEN = 0x20;
@@ -95,7 +94,6 @@ class HostError extends Error {
   constructor(readonly kind: 'system' | 'controller') { super(kind); }
 }
 
-export interface XhciSlotConfig { slot: number; device: string; }
 
 export class XhciController extends PciEmulFunction implements Device {
   private usbcmd = 0;
@@ -1109,55 +1107,8 @@ function createUsbDevice(name: string): UsbDevice {
   return make();
 }
 
-/** pci_xhci_parse_devices(): pci.B.S.F.slot.N.device for N in 1..64, at
- * most four USB 3 and four USB 2 devices. */
-export function parseXhciSlots(config: ConfigTree, node: string): XhciSlotConfig[] {
-  const slots = config.getNode(`${node}.slot`);
-  if (slots === undefined) {
-    if (config.get(`${node}.slot`) !== undefined) throw new ConfigError(`xhci: config variable '${node}.slot' must be a node (slot.N.device)`);
-    return [];
-  }
-  const out: XhciSlotConfig[] = [];
-  let usb2 = 0;
-  let usb3 = 0;
-  for (const [name, v] of slots) {
-    if (typeof v === 'string') throw new ConfigError(`xhci: config variable '${name}' under slot node (use slot.N.device)`);
-    const n = /^\d+$/.test(name) ? Number(name) : NaN;
-    if (!(n >= 1 && n <= XHCI_MAX_SLOTS)) throw new ConfigError(`xhci: invalid slot '${name}' (1-${XHCI_MAX_SLOTS})`);
-    const device = config.get(`${node}.slot.${name}.device`);
-    if (device === undefined) throw new ConfigError(`xhci: missing "device" value for slot '${name}'`);
-    const dev = createUsbDevice(device);
-    if (dev.usbVersion === 2 ? ++usb2 > XHCI_MAX_DEVS / 2 : ++usb3 > XHCI_MAX_DEVS / 2) {
-      throw new ConfigError(`xhci: max number of USB ${dev.usbVersion} devices reached, max ${XHCI_MAX_DEVS / 2}`);
-    }
-    out.push({ slot: n, device });
-  }
-  return out;
-}
-
-/** pci_xhci_legacy_config(): `tablet[,...]` -> slot.N.device, slots from 1. */
-const xhciLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  let slot = 1;
-  for (const item of opts.split(',')) {
-    if (item === '') continue;
-    const eq = item.indexOf('=');
-    const name = eq < 0 ? item : item.slice(0, eq);
-    if (!(name in USB_DEVICES)) throw new ConfigError(`xhci: unknown USB device "${name}" (supported: tablet)`);
-    setValue(tree, `${node}.slot.${slot}.device`, name);
-    slot++;
-  }
-};
-
-export const xhciDevice: PciDeviceRecord = {
-  name: 'xhci', description: 'USB 3 (xHCI) controller', legacyConfig: xhciLegacy,
-  keys: [{ key: 'slot.N.device', description: 'xhci USB device in slot N (tablet)' }],
-  validate: (config, s) => {
-    // pci_xhci_init: "controller already defined" for any but the first.
-    const first = pciNodes(config).find((n) => config.get(`${n.node}.device`) === 'xhci');
-    if (first && first.node !== s.node) throw new ConfigError(`pci_xhci controller already defined at ${first.where} (only one is allowed)`);
-    parseXhciSlots(config, s.node);
-  },
+/** The emulation of its record (xhci-record.ts). */
+export const xhciModel: PciDeviceModel = {
   create: (ctx, s, chipset) => {
     if (chipset.bus.functions().some((f) => f instanceof XhciController)) throw new ConfigError('pci_xhci controller already defined (only one is allowed)');
     return new XhciController(ctx, parseXhciSlots(ctx.config, s.node));

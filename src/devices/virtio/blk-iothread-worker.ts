@@ -55,7 +55,7 @@ function main(): void {
   const serve = (held = false): void => {
     const before = dev.stats.requests;
     if (held) dev.drain(0);
-    else dev.queueNotify(0);
+    else dev.serveQuiet(0);
     ctl.add(IOT.COMPLETED, dev.stats.requests - before);
   };
   const poll = new AdaptivePoll(Math.max(0, Math.round((d.pollUs ?? 0) * 1000)), d.pollHoldOff);

@@ -95,6 +95,18 @@ function main(): void {
       if (more) dev.queueNotify(VTNET_RXQ);
     }
   };
+  const refillWaitMs = Math.max(0, d.refillWaitUs ?? 0) / 1000;
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  /** The driver ran out of receive buffers and has just added one (its
+   * notify): rather than take that one buffer, read one frame and run out
+   * again (a notify, an exit of the guest and a wake-up here per frame
+   * while the guest is the slower side), sleep a little with its notifies
+   * off so that it returns a batch, then fill them all. receive() turns the
+   * notifies on again if the batch runs out too. */
+  const waitForRefill = (q: Virtqueue): void => {
+    try { q.disableNotification(); } catch { return; /* queueNotify reports it */ }
+    Atomics.wait(nap, 0, 0, refillWaitMs);
+  };
   const set = new PollSet(2);
   const buf = new Uint8Array(8);
   let tapQuietUntil = 0;
@@ -139,6 +151,7 @@ function main(): void {
     if (notified) dev.queueNotify(VTNET_TXQ);
     // A notify matters to the receive side only while a frame waits for
     // buffers; otherwise receiving starts when the tap has a frame.
+    if (notified && port.holding && refillWaitMs > 0 && rxQueue) waitForRefill(rxQueue);
     if (tapReady || (notified && port.holding)) dev.queueNotify(VTNET_RXQ);
     publish();
   }

@@ -80,6 +80,10 @@ export interface NetIothreadData extends IothreadChannel {
   /** Microseconds the thread watches the avail ring for receive buffers
    * while a frame waits for them, before it sleeps (0: never). */
   pollUs?: number;
+  /** Microseconds the thread sleeps, when the driver adds a receive buffer
+   * after running out, for it to add more before receiving resumes (0: at
+   * once). */
+  refillWaitUs?: number;
   /** Queue interrupts by irqfd where the transport wired them
    * (queue-irqfd.ts); else each goes through the device thread. */
   irqfds?: QueueIrqfdChannel;

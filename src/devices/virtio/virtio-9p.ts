@@ -10,20 +10,22 @@
 // served on the device thread inside the notify exit, as virtio-blk's.
 
 import type { ConfigTree } from '../../config/tree.js';
+// (The legacy parser moved with the record; importable from here.)
+export { vt9pLegacyConfig } from './virtio-9p-record.js';
 import { ConfigError } from '../../config/tree.js';
-import { setBool, setValue } from '../../config/legacy.js';
-import type { LegacyParser, PciDeviceRecord, PciSlot } from '../pci-device.js';
+import type { PciDeviceModel } from '../pci-device.js';
 import { VIRTIO_ID_9P, featureBit } from './virtio-constants.js';
 import { VirtioDeviceBase } from './virtio-device.js';
-import { createVirtioPci, VIRTIO_PCI_KEYS } from './virtio-pci.js';
+import { createVirtioPci } from './virtio-pci.js';
 import type { Virtqueue } from './virtqueue.js';
 import { P9Server } from './p9/p9-server.js';
 import { P9Share } from './p9/p9-share.js';
 
 /** bhyve's VT9P_RINGSZ. */
 export const VT9P_RINGSZ = 256;
-/** bhyve's VT9P_MAXTAGSZ. */
-export const VT9P_MAXTAGSZ = 256;
+/** bhyve's VT9P_MAXTAGSZ (the record checks it). */
+import { VT9P_MAXTAGSZ } from './virtio-9p-record.js';
+export { VT9P_MAXTAGSZ };
 /** Feature bit: the configuration holds a mount tag. */
 export const VIRTIO_9P_MOUNT_TAG = 0;
 
@@ -74,38 +76,6 @@ export class Virtio9p extends VirtioDeviceBase {
   }
 }
 
-/** pci_vt9p_legacy_config(): one `sharename=/path` item, every other item
- * a boolean set to true (`ro`). */
-export const vt9pLegacyConfig: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  let named = false;
-  for (const token of opts.split(',')) {
-    const eq = token.indexOf('=');
-    if (eq >= 0) {
-      if (named) throw new ConfigError('virtio-9p: more than one share name given');
-      named = true;
-      setValue(tree, `${node}.sharename`, token.slice(0, eq));
-      setValue(tree, `${node}.path`, token.slice(eq + 1));
-    } else if (token !== '') {
-      setBool(tree, `${node}.${token}`, true);
-    }
-  }
-};
-
-/** pci_vt9p_init's checks that need no host access. */
-function validate(config: ConfigTree, s: PciSlot): void {
-  const node = s.node;
-  if (config.get(`${node}.path`) === undefined) {
-    throw new ConfigError(`pci slot ${s.where}: virtio-9p: path required (e.g. -s ${s.slot},virtio-9p,sharename=/path)`);
-  }
-  const tag = config.get(`${node}.sharename`);
-  if (tag === undefined) throw new ConfigError(`pci slot ${s.where}: virtio-9p: share name required (sharename=/path)`);
-  if (Buffer.byteLength(tag, 'utf8') > VT9P_MAXTAGSZ) {
-    throw new ConfigError(`pci slot ${s.where}: virtio-9p: share name too long (at most ${VT9P_MAXTAGSZ} bytes)`);
-  }
-  config.getBool(`${node}.ro`, false);
-}
-
 /** Opens the share a slot names; one line when it cannot. */
 export function openShare(config: ConfigTree, node: string): Virtio9p {
   const path = config.get(`${node}.path`)!;
@@ -122,17 +92,7 @@ export function openShare(config: ConfigTree, node: string): Virtio9p {
 /** PCI class bhyve gives virtio-9p (PCIC_STORAGE). */
 const PCIC_STORAGE = 0x01;
 
-/** bhyve's pci_de_v9p. */
-export const virtio9pDevice: PciDeviceRecord = {
-  name: 'virtio-9p',
-  description: 'virtio 9p (VirtFS) file sharing',
-  legacyConfig: vt9pLegacyConfig,
-  keys: [
-    { key: 'sharename', description: 'virtio-9p share name (the guest\'s mount tag)' },
-    { key: 'path', description: 'shared host directory' },
-    { key: 'ro', default: 'false', description: 'read-only share' },
-    ...VIRTIO_PCI_KEYS,
-  ],
-  validate,
+/** The emulation of its record (virtio-9p-record.ts). */
+export const virtio9pModel: PciDeviceModel = {
   create: (ctx, s, chipset) => createVirtioPci(ctx, s, chipset, 'virtio-9p', PCIC_STORAGE, () => openShare(ctx.config, s.node)),
 };

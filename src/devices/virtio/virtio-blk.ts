@@ -24,7 +24,7 @@
 import type { ConfigTree } from '../../config/tree.js';
 import { isUnsupported } from '../../sys/file.js';
 import {
-  BLOCKIF_KEYS, BlockDeviceError, BlockFile, bhyveSerial, blockBackendOptionsFromConfig, parseSectorSize, requireBlockPath,
+  BlockDeviceError, BlockFile, bhyveSerial, blockBackendOptionsFromConfig, parseSectorSize,
   type BlockBackendOptions,
 } from '../block/block-backend.js';
 import {
@@ -36,11 +36,14 @@ import {
 } from './virtio-constants.js';
 import type { HelperThreadData } from '../device.js';
 import { BlkIothread } from './blk-iothread.js';
-import { blockifLegacyConfig } from '../../config/legacy.js';
-import type { PciDeviceRecord } from '../pci-device.js';
-import { createVirtioPci, VIRTIO_PCI_KEYS } from './virtio-pci.js';
+import type { PciDeviceModel } from '../pci-device.js';
+import { createVirtioPci } from './virtio-pci.js';
 import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
 import { VirtqueueError, type DescriptorChain, type Virtqueue } from './virtqueue.js';
+
+// The record's defaults (virtio-blk-record.ts), used here.
+import { IOTHREAD_DEFAULT, IOTHREAD_POLL_US } from './virtio-blk-record.js';
+export { IOTHREAD_DEFAULT, IOTHREAD_POLL_US };
 
 // The backend moved to ../block/; its names stay importable from here.
 export { BlockDeviceError, BlockFile, parseSectorSize };
@@ -66,16 +69,9 @@ export interface BlockOptions extends BlockBackendOptions {
   iothreadPollUs?: number;
 }
 
-/** Default of iothreadPollUs: QEMU's poll-max-ns for an IOThread (32768
- * ns). BHYVE_IOTHREAD_POLL_US overrides it, for benchmarks. */
-export const IOTHREAD_POLL_US = Number(process.env.BHYVE_IOTHREAD_POLL_US ?? 32);
 /** Largest iothread_poll_us accepted (1 ms). */
 export const IOTHREAD_POLL_US_MAX = 1000;
 
-/** Whether `pci.B.S.F.iothread` defaults to on. Off: on the hosts we
- * measured (kvm_pvm, 2 CPUs) the notify exit with the I/O done inline is
- * faster in every figure of bench/virtio-blk.mjs (BENCHMARKS.md). */
-export const IOTHREAD_DEFAULT = false;
 
 /** Reads a virtio-blk slot's options from its config node (pci.B.S.F). */
 export function blockOptionsFromConfig(tree: ConfigTree, node: string): BlockOptions {
@@ -273,6 +269,27 @@ export class VirtioBlock extends VirtioDeviceBase {
     this.signalUsed(index, queue);
   }
 
+  /** For the iothread, at a wake-up: serves the queue with the driver's
+   * notifies off (VIRTQ_USED_F_NO_NOTIFY, or avail_event held under
+   * EVENT_IDX) until it finds the ring empty with them back on, as QEMU's
+   * virtio_blk_handle_vq does: a driver that honours them (Linux) does not
+   * kick for chains it adds while the iothread is busy, and each kick it
+   * saves is an exit of its vCPU. */
+  serveQuiet(index: number): void {
+    const queue = this.queues?.[index];
+    if (!queue || this.needsResetReason !== undefined) return;
+    const chain = this.scratchChain;
+    try {
+      do {
+        queue.disableNotification(true);
+        while (queue.pop(chain) !== null) queue.pushUsed(chain.head, this.handle(chain));
+        this.signalUsed(index, queue);
+      } while (queue.enableNotification());
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+
   /** For a thread that polls the ring (the iothread): serves what is
    * available without asking the driver for notifies again (the caller
    * does that when it stops polling). */
@@ -423,19 +440,8 @@ export class VirtioBlock extends VirtioDeviceBase {
 /** PCI class bhyve gives virtio-blk (PCIC_STORAGE). */
 const PCIC_STORAGE = 0x01;
 
-/** bhyve's pci_de_vblk. */
-export const virtioBlkDevice: PciDeviceRecord = {
-  name: 'virtio-blk',
-  description: 'virtio block device',
-  legacyConfig: blockifLegacyConfig,
-  keys: [
-    ...BLOCKIF_KEYS,
-    { key: 'iothread', default: String(IOTHREAD_DEFAULT), description: 'serve the request queue on its own thread, fed by an ioeventfd' },
-    { key: 'iothread_poll_us', default: String(IOTHREAD_POLL_US), description: 'longest time the iothread spins on the queue before it sleeps (adaptive; 0: never)' },
-    ...VIRTIO_PCI_KEYS,
-  ],
-  bootable: true,
-  validate: (config, s) => requireBlockPath(config, s.node, s, 'virtio-blk', 'virtio-blk,/path/to/disk.img'),
+/** The emulation of virtio-blk's record (virtio-blk-record.ts). */
+export const virtioBlkModel: PciDeviceModel = {
   create: (ctx, s, chipset) => createVirtioPci(ctx, s, chipset, 'virtio-blk', PCIC_STORAGE,
     () => VirtioBlock.open(blockOptionsFromConfig(ctx.config, s.node))),
 };

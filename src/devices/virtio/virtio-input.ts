@@ -34,9 +34,9 @@
 // EV_SYN is bounded (a device that never syncs cannot grow it).
 
 import { ConfigError, type ConfigTree } from '../../config/tree.js';
-import { parseLegacyConfig, setValue } from '../../config/legacy.js';
 import type { DeviceContext } from '../device.js';
-import type { LegacyParser, PciDeviceRecord } from '../pci-device.js';
+import type { PciDeviceModel } from '../pci-device.js';
+import { transportOf } from './virtio-input-record.js';
 import { PCIR_SUBDEV_0, PCIR_SUBVEND_0 } from '../pci/config-space.js';
 import {
   ABS_CNT, EV_ABS, EV_KEY, EV_LED, EV_MSC, EV_REL, EV_SW, EV_SYN, INPUT_PROP_CNT, KEY_CNT, LED_CNT, MSC_CNT, REL_CNT,
@@ -44,7 +44,7 @@ import {
 } from '../../sys/evdev.js';
 import { VIRTIO_ID_INPUT } from './virtio-constants.js';
 import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
-import { VIRTIO_PCI_KEYS, VirtioPci, translatedDmaSpace, type VirtioPciTransport } from './virtio-pci.js';
+import { VirtioPci, translatedDmaSpace } from './virtio-pci.js';
 import type { Virtqueue } from './virtqueue.js';
 import { attachInputBackend, type EvdevHost } from './input-backend.js';
 
@@ -280,35 +280,8 @@ function usedBytes(map: Uint8Array): number {
   return 0;
 }
 
-/** pci_vtinput_legacy_config(): the first item is the path, the rest name=value. */
-const vtinputLegacy: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) throw new ConfigError('virtio-input: missing path (use virtio-input,/dev/input/eventN)');
-  const comma = opts.indexOf(',');
-  setValue(tree, `${node}.path`, comma < 0 ? opts : opts.slice(0, comma));
-  if (comma >= 0) parseLegacyConfig(tree, node, opts.slice(comma + 1));
-};
-
-function transportOf(config: ConfigTree, node: string): VirtioPciTransport {
-  const t = config.get(`${node}.transport`) ?? 'modern';
-  if (t === 'modern') return t;
-  if (t === 'transitional' || t === 'legacy') {
-    throw new ConfigError(`virtio-input has no legacy virtio PCI device id; use transport=modern (not ${t})`);
-  }
-  throw new ConfigError(`virtio-input@${node}: invalid transport "${t}" (use modern)`);
-}
-
-/** bhyve's pci_de_vinput. */
-export const virtioInputDevice: PciDeviceRecord = {
-  name: 'virtio-input', description: 'virtio input device', legacyConfig: vtinputLegacy,
-  keys: [
-    { key: 'path', description: 'host evdev device (/dev/input/eventN) passed through' },
-    { key: 'transport', default: 'modern', description: 'virtio PCI interface (virtio-input: modern only)' },
-    VIRTIO_PCI_KEYS.find((k) => k.key === 'iommu')!,
-  ],
-  validate: (c, s) => {
-    if (c.get(`${s.node}.path`) === undefined) throw new ConfigError(`virtio-input at pci slot ${s.where}: missing path (use virtio-input,/dev/input/eventN)`);
-    transportOf(c, s.node);
-  },
+/** The emulation of its record (virtio-input-record.ts). */
+export const virtioInputModel: PciDeviceModel = {
   create: (ctx, s, chipset) => {
     const transport = transportOf(ctx.config, s.node);
     const t = ctx.hostPorts?.input?.(s.node);

@@ -45,11 +45,14 @@ import type { HelperThreadData } from '../device.js';
 import { NetIothread } from './net-iothread.js';
 import type { QueueIrqfdChannel } from './queue-irqfd.js';
 import { netGenMac, parseMac } from '../net/net-utils.js';
-import { validateSlirpKeys } from '../net/slirp-options.js';
 import type { HostPortLookup } from './host-ports.js';
-import { netbeLegacyConfig } from '../../config/legacy.js';
-import type { PciDeviceRecord } from '../pci-device.js';
-import { createVirtioPci, VIRTIO_PCI_KEYS } from './virtio-pci.js';
+import type { PciDeviceModel } from '../pci-device.js';
+import { createVirtioPci } from './virtio-pci.js';
+// The defaults its record documents (virtio-net-record.ts).
+import {
+  NET_IOTHREAD_DEFAULT, NET_IOTHREAD_POLL_US, NET_IOTHREAD_REFILL_US, NET_IOTHREAD_TX_DEFAULT, NET_IRQFD_DEFAULT, NET_ZEROCOPY_DEFAULT,
+} from './virtio-net-record.js';
+export { NET_IOTHREAD_DEFAULT, NET_IOTHREAD_POLL_US, NET_IOTHREAD_REFILL_US, NET_IOTHREAD_TX_DEFAULT, NET_IRQFD_DEFAULT, NET_ZEROCOPY_DEFAULT };
 
 export const VIRTIO_NET_F_CSUM = 0;
 export const VIRTIO_NET_F_GUEST_CSUM = 1;
@@ -97,21 +100,11 @@ export interface NetOptions {
   /** Microseconds the I/O thread watches for receive buffers while a
    * frame waits, before sleeping (default: NET_IOTHREAD_POLL_US). */
   iothreadPollUs?: number;
+  /** Microseconds the I/O thread sleeps, when the driver adds a receive
+   * buffer after running out, for more before receiving resumes (default:
+   * NET_IOTHREAD_REFILL_US). */
+  iothreadRefillUs?: number;
 }
-
-/** Whether `pci.B.S.F.iothread` defaults to on for virtio-net. */
-export const NET_IOTHREAD_DEFAULT = true;
-/** Whether `pci.B.S.F.iothread_tx` defaults to on. Off: on the host we
- * measured (2 CPUs, shared) a guest sending flat out got more through its
- * own notify exits than through a hand-off to another thread, which has to
- * be scheduled for every queueful (BENCHMARKS.md). */
-export const NET_IOTHREAD_TX_DEFAULT = false;
-/** Whether `pci.B.S.F.irqfd` defaults to on. */
-export const NET_IRQFD_DEFAULT = true;
-/** Default of `pci.B.S.F.iothread_poll_us`. */
-export const NET_IOTHREAD_POLL_US = 0;
-/** Whether `pci.B.S.F.zerocopy` defaults to on. */
-export const NET_ZEROCOPY_DEFAULT = true;
 
 /** bhyve's net_parsemtu() plus the VTNET_MIN_MTU..VTNET_MAX_MTU check. */
 export function parseMtu(s: string): number {
@@ -122,10 +115,10 @@ export function parseMtu(s: string): number {
   return n;
 }
 
-function parsePollUs(s: string | undefined): number {
-  if (s === undefined) return NET_IOTHREAD_POLL_US;
+function parseMicros(key: string, s: string | undefined, dflt: number): number {
+  if (s === undefined) return dflt;
   const n = /^[0-9]+$/.test(s.trim()) ? Number(s.trim()) : NaN;
-  if (!(n >= 0 && n <= 1_000_000)) throw new ConfigError(`Invalid iothread_poll_us ${s} (0 to 1000000 microseconds)`);
+  if (!(n >= 0 && n <= 1_000_000)) throw new ConfigError(`Invalid ${key} ${s} (0 to 1000000 microseconds)`);
   return n;
 }
 
@@ -140,7 +133,8 @@ export function netOptionsFromConfig(config: ConfigTree, node: string, slot: num
     iothreadTx: config.getBool(`${node}.iothread_tx`, NET_IOTHREAD_TX_DEFAULT),
     irqfd: config.getBool(`${node}.irqfd`, NET_IRQFD_DEFAULT),
     zeroCopy: config.getBool(`${node}.zerocopy`, NET_ZEROCOPY_DEFAULT),
-    iothreadPollUs: parsePollUs(config.get(`${node}.iothread_poll_us`)),
+    iothreadPollUs: parseMicros('iothread_poll_us', config.get(`${node}.iothread_poll_us`), NET_IOTHREAD_POLL_US),
+    iothreadRefillUs: parseMicros('iothread_refill_us', config.get(`${node}.iothread_refill_us`), NET_IOTHREAD_REFILL_US),
   };
 }
 
@@ -240,6 +234,7 @@ export class VirtioNet extends VirtioDeviceBase {
       device: { mac: this.mac, mtu: this.opts.mtu, zeroCopy: this.opts.zeroCopy },
       transmit: this.txOnIothread,
       pollUs: this.opts.iothreadPollUs ?? NET_IOTHREAD_POLL_US,
+      refillWaitUs: this.opts.iothreadRefillUs ?? NET_IOTHREAD_REFILL_US,
       ackedFeatures: this.ackedFeatures,
       queueMaxSizes: [...this.queueMaxSizes],
       layouts: act.queues.map((q) => (q ? { ...q.layout } : null)),
@@ -560,28 +555,8 @@ export function createVirtioNet(
 /** PCI class bhyve gives virtio-net (PCIC_NETWORK). */
 const PCIC_NETWORK = 0x02;
 
-/** bhyve's pci_de_vnet; the host side is the tap the main thread opened
- * (devices/virtio/host-ports.ts). */
-export const virtioNetDevice: PciDeviceRecord = {
-  name: 'virtio-net',
-  description: 'virtio network device',
-  legacyConfig: netbeLegacyConfig,
-  keys: [
-    { key: 'backend', description: 'network backend (tapN, vmnetN, /dev/tapN or slirp)' },
-    { key: 'hostfwd', description: 'slirp backend: host port forwarding rules, separated by ;' },
-    { key: 'open', default: 'false', description: 'slirp backend: allow the guest outbound connections' },
-    { key: 'mac', description: 'MAC address (default: derived from the VM name and slot)' },
-    { key: 'mtu', default: '1500', description: 'MTU offered to the guest' },
-    { key: 'iothread', default: String(NET_IOTHREAD_DEFAULT), description: 'receive frames on a thread of its own, fed by an ioeventfd and the backend' },
-    { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd)' },
-    { key: 'irqfd', default: String(NET_IRQFD_DEFAULT), description: 'that thread raises MSI-X queue interrupts by irqfd, not through vCPU 0' },
-    { key: 'iothread_poll_us', default: String(NET_IOTHREAD_POLL_US), description: 'microseconds the I/O thread watches for receive buffers while a frame waits, before sleeping' },
-    { key: 'zerocopy', default: String(NET_ZEROCOPY_DEFAULT), description: 'read frames straight into receive buffers that hold the largest frame' },
-    { key: 'bootindex', description: 'boot order index for the firmware' },
-    ...VIRTIO_PCI_KEYS,
-  ],
-  bootable: true,
-  validate: (config, s) => validateSlirpKeys(config, s.node, s.where, 'virtio-net'),
+/** The emulation of its record (virtio-net-record.ts). */
+export const virtioNetModel: PciDeviceModel = {
   create: (ctx, s, chipset) => createVirtioPci(ctx, s, chipset, 'virtio-net', PCIC_NETWORK,
     () => createVirtioNet(ctx, s.node, s.slot, s.func)),
 };

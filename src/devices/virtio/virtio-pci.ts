@@ -40,7 +40,7 @@
 
 import { ConfigError } from '../../config/tree.js';
 import type { DeviceContext, HelperThreadData } from '../device.js';
-import type { Chipset, DeviceKey, PciSlot } from '../pci-device.js';
+import type { Chipset, PciSlot } from '../pci-device.js';
 import { PCIR_CAP_PTR, PCIM_CMD_BUSMASTEREN, type PciCapability } from '../pci/config-space.js';
 import { PciEmulFunction, type BarHandler } from '../pci/pci-emul.js';
 import {
@@ -795,11 +795,7 @@ export class VirtioPci extends PciEmulFunction {
   }
 }
 
-/** The key every virtio device record reads besides its own. */
-export const VIRTIO_PCI_KEYS: readonly DeviceKey[] = [
-  { key: 'transport', default: 'transitional', description: 'virtio PCI interface: legacy, modern or transitional (both)' },
-  { key: 'iommu', default: 'false', description: 'put the device behind the virtio-iommu: its DMA goes through the guest\'s mappings (VIRTIO_F_ACCESS_PLATFORM)' },
-];
+export { VIRTIO_PCI_KEYS } from './virtio-pci-keys.js';
 
 /** The slot's DMA space when it is behind the IOMMU, else undefined (the
  * untranslated path). */

@@ -6,8 +6,8 @@ import { randomFillSync } from 'node:crypto';
 import { VIRTIO_ID_RNG } from './virtio-constants.js';
 import { VirtioDeviceBase } from './virtio-device.js';
 import type { Virtqueue } from './virtqueue.js';
-import type { PciDeviceRecord } from '../pci-device.js';
-import { createVirtioPci, VIRTIO_PCI_KEYS } from './virtio-pci.js';
+import type { PciDeviceModel } from '../pci-device.js';
+import { createVirtioPci } from './virtio-pci.js';
 
 /** bhyve's VTRND_RINGSZ. */
 export const VTRND_RINGSZ = 64;
@@ -47,10 +47,7 @@ export class VirtioRnd extends VirtioDeviceBase {
 /** PCI class bhyve gives virtio-rnd (PCIC_CRYPTO). */
 const PCIC_CRYPTO = 0x10;
 
-/** bhyve's pci_de_vrnd. */
-export const virtioRndDevice: PciDeviceRecord = {
-  name: 'virtio-rnd',
-  description: 'virtio random number generator',
-  keys: [...VIRTIO_PCI_KEYS],
+/** The emulation of its record (virtio-rnd-record.ts). */
+export const virtioRndModel: PciDeviceModel = {
   create: (ctx, s, chipset) => createVirtioPci(ctx, s, chipset, 'virtio-rnd', PCIC_CRYPTO, () => new VirtioRnd()),
 };

@@ -25,15 +25,16 @@
 // (nothing is hot-plugged).
 
 import { ConfigError, ConfigTree } from '../../config/tree.js';
-import { parseLegacyConfig, setValue } from '../../config/legacy.js';
+// (The legacy parser moved with the record; importable from here.)
+export { vtscsiLegacyConfig } from './virtio-scsi-record.js';
 import {
-  BLOCKIF_KEYS, BlockDeviceError, BlockFile, bhyveSerial, blockBackendOptionsFromConfig,
+  BlockDeviceError, BlockFile, bhyveSerial, blockBackendOptionsFromConfig,
 } from '../block/block-backend.js';
-import type { LegacyParser, PciDeviceRecord, PciSlot } from '../pci-device.js';
+import type { PciDeviceModel } from '../pci-device.js';
 import { ScsiDisk, type ScsiBuffers } from '../scsi/scsi-disk.js';
 import { VIRTIO_ID_SCSI } from './virtio-constants.js';
 import { VirtioDeviceBase } from './virtio-device.js';
-import { createVirtioPci, VIRTIO_PCI_KEYS } from './virtio-pci.js';
+import { createVirtioPci } from './virtio-pci.js';
 import { VirtqueueError, type DescriptorChain, type Virtqueue } from './virtqueue.js';
 
 /** bhyve's VTSCSI_RINGSZ, VTSCSI_MAXSEG. */
@@ -192,25 +193,6 @@ export class VirtioScsi extends VirtioDeviceBase {
   }
 }
 
-/** The first item, unless name=value, is the disk (bhyve: the CTL device
- * path); the rest is the generic name=value list. */
-export const vtscsiLegacyConfig: LegacyParser = (tree, node, opts) => {
-  if (opts === undefined) return;
-  const comma = opts.indexOf(',');
-  const first = comma < 0 ? opts : opts.slice(0, comma);
-  if (first.includes('=')) { parseLegacyConfig(tree, node, opts); return; }
-  if (first !== '') setValue(tree, `${node}.dev`, first);
-  if (comma >= 0) parseLegacyConfig(tree, node, opts.slice(comma + 1));
-};
-
-function validate(config: ConfigTree, s: PciSlot): void {
-  if (config.get(`${s.node}.dev`) === undefined) {
-    throw new ConfigError(`pci slot ${s.where}: virtio-scsi requires a disk image or block device (e.g. -s ${s.slot},virtio-scsi,/path/to/disk.img)`);
-  }
-  const iid = config.get(`${s.node}.iid`);
-  if (iid !== undefined && !/^\d+$/.test(iid)) throw new ConfigError(`pci slot ${s.where}: virtio-scsi: invalid iid "${iid}"`);
-}
-
 /** Opens the logical unit a slot names. */
 export function openScsi(config: ConfigTree, node: string): VirtioScsi {
   // The block backend reads `path`; virtio-scsi's disk is `dev`.
@@ -233,18 +215,7 @@ export function openScsi(config: ConfigTree, node: string): VirtioScsi {
 /** PCI class bhyve gives virtio-scsi (PCIC_STORAGE). */
 const PCIC_STORAGE = 0x01;
 
-/** bhyve's pci_de_vscsi. */
-export const virtioScsiDevice: PciDeviceRecord = {
-  name: 'virtio-scsi',
-  description: 'virtio SCSI controller',
-  legacyConfig: vtscsiLegacyConfig,
-  keys: [
-    { key: 'dev', description: 'virtio-scsi logical unit: disk image or block device (bhyve: the CTL device)' },
-    { key: 'iid', default: '0', description: 'virtio-scsi initiator ID (one initiator: no effect)' },
-    ...BLOCKIF_KEYS.filter((k) => k.key !== 'path'),
-    ...VIRTIO_PCI_KEYS,
-  ],
-  bootable: true,
-  validate,
+/** The emulation of its record (virtio-scsi-record.ts). */
+export const virtioScsiModel: PciDeviceModel = {
   create: (ctx, s, chipset) => createVirtioPci(ctx, s, chipset, 'virtio-scsi', PCIC_STORAGE, () => openScsi(ctx.config, s.node)),
 };

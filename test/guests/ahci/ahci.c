@@ -88,22 +88,6 @@ struct port {
 static uint32_t pr(struct port *p, int reg) { return mr32(p->r + reg); }
 static void pw(struct port *p, int reg, uint32_t v) { mw32(p->r + reg, v); }
 
-static int find_ahci(void)
-{
-	for (int dev = 0; dev < 32; dev++)
-		for (int fn = 0; fn < 8; fn++) {
-			int b = BDF(0, dev, fn);
-			if (pci_r16(b, 0) == 0xffff) {
-				if (fn == 0)
-					break;
-				continue;
-			}
-			if ((pci_r32(b, 8) >> 8) == 0x010601)
-				return b;
-		}
-	return -1;
-}
-
 static void port_start(struct port *p)
 {
 	uint64_t t0 = rdtsc();
@@ -225,25 +209,6 @@ static void run1(struct port *p, int slot)
 		reap(p);
 }
 
-static void pattern(uint8_t *buf, uint64_t disk_off, uint64_t len)
-{
-	uint64_t *w = (uint64_t *)buf;
-	for (uint64_t i = 0; i < len / 8; i++) {
-		uint64_t x = (disk_off / 8 + i + 1) * 0x9E3779B97F4A7C15ull;
-		x ^= x >> 31;
-		w[i] = x * 0xBF58476D1CE4E5B9ull;
-	}
-}
-
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint64_t xorshift(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
-
 /* Sequential NCQ transfer: `bytes` from disk byte 0, `chunk` per command,
  * `depth` slots in flight, data from/to buf (wrapping at buflen). */
 static void seq_ncq(struct port *p, int write, uint8_t *buf, uint64_t buflen, uint64_t bytes, uint32_t chunk, int depth)
@@ -287,7 +252,7 @@ static void randread(struct port *p, uint8_t *rbuf, uint64_t span, uint32_t n, i
 			d &= d - 1;
 			done++;
 			if (check) {
-				pattern(expect, where[s], 4096);
+				disk_pattern(expect, where[s], 4096);
 				if (memcmp(expect, rbuf + (uint64_t)s * 4096, 4096))
 					fail("ahci: random read of disk byte %lu (tag %d) differs from the pattern", where[s], s);
 			}
@@ -325,7 +290,7 @@ int guest_main(uint32_t param)
 		irq_init();
 	struct pci_virtio none[1];
 	pci_scan(none, 0);
-	bdf = find_ahci();
+	bdf = pci_find(0x08, 8, 0x010601);
 	if (bdf < 0) {
 		printf("ahci: no AHCI controller\n");
 		exit_(EXIT_NODEV);
@@ -415,7 +380,7 @@ int guest_main(uint32_t param)
 		if (bytes > sectors * 512)
 			fail("ahci: disk too small");
 		uint8_t *w = alloc(bytes, 4096), *r = alloc(bytes, 4096);
-		pattern(w, 0, bytes);
+		disk_pattern(w, 0, bytes);
 		uint32_t sum = crc32(0, w, bytes);
 		seq_ncq(p, 1, w, bytes, bytes, 64 * 1024, 32);
 		build(p, 0, ATA_FLUSH48, 0, 0, 0, 0, 0, 0, 0);
@@ -459,7 +424,7 @@ int guest_main(uint32_t param)
 		fail("ahci: bench needs %lu MiB, the disk has %lu", mib, sectors >> 11);
 	uint64_t buflen = bytes < (8ull << 20) ? bytes : 8ull << 20;
 	uint8_t *buf = alloc(buflen, 4096), *rbuf = alloc(32 * 4096, 4096);
-	pattern(buf, 0, buflen);
+	disk_pattern(buf, 0, buflen);
 	uint64_t hz = tsc_hz_from_rtc();
 	poll_timeout_cycles = hz * 30;
 	printf("bench: tsc_hz %lu\n", hz);

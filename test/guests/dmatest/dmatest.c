@@ -20,6 +20,7 @@
 #include "vlib.h"
 #include "irq.h"
 
+#define DMA_ENGINE_ID	0x00f01b36u	/* vendor 1b36 (QEMU), device 00f0: the test DMA engine */
 #define R_ID		0x00
 #define R_STATUS	0x04
 #define R_SRC		0x08
@@ -36,30 +37,6 @@ static uint32_t seen;
 
 static uint32_t r32(int off) { return mr32(bar0 + off); }
 static void w32(int off, uint32_t v) { mw32(bar0 + off, v); }
-
-static uintptr_t bar_addr(int bdf, int i)
-{
-	uint32_t lo = pci_r32(bdf, 0x10 + 4 * i);
-	if (lo & 1)
-		return 0;
-	return (lo & ~0xfu) | ((lo & 6) == 4 ? (uintptr_t)pci_r32(bdf, 0x14 + 4 * i) << 32 : 0);
-}
-
-static int find_dev(void)
-{
-	for (int dev = 0; dev < 32; dev++)
-		for (int fn = 0; fn < 8; fn++) {
-			int b = BDF(0, dev, fn);
-			if (pci_r16(b, 0) == 0xffff) {
-				if (fn == 0)
-					break;
-				continue;
-			}
-			if (pci_r32(b, 0) == 0x00f01b36)
-				return b;
-		}
-	return -1;
-}
 
 static void start(uint64_t src, uint64_t dst, uint32_t len)
 {
@@ -98,13 +75,13 @@ int guest_main(uint32_t param)
 	irq_init();
 	struct pci_virtio none[1];
 	pci_scan(none, 0);
-	int bdf = find_dev();
+	int bdf = pci_find(0x00, 0, DMA_ENGINE_ID);
 	if (bdf < 0) {
 		printf("dmatest: no test DMA device\n");
 		exit_(EXIT_NODEV);
 	}
-	bar0 = bar_addr(bdf, 0);
-	bar4 = bar_addr(bdf, 4);
+	bar0 = pci_bar_addr(bdf, 0);
+	bar4 = pci_bar_addr(bdf, 4);
 	pci_w16(bdf, 4, pci_r16(bdf, 4) | 0x6);
 	if (r32(R_ID) != 0x31414d44)
 		fail("dmatest: ID register %x", r32(R_ID));
@@ -112,8 +89,8 @@ int guest_main(uint32_t param)
 	if (!mc)
 		fail("dmatest: no MSI-X capability");
 	uint32_t t = pci_r32(bdf, mc + 4), p = pci_r32(bdf, mc + 8);
-	table = bar_addr(bdf, t & 7) + (t & ~7u);
-	pba = bar_addr(bdf, p & 7) + (p & ~7u);
+	table = pci_bar_addr(bdf, t & 7) + (t & ~7u);
+	pba = pci_bar_addr(bdf, p & 7) + (p & ~7u);
 	vec = irq_alloc_vector();
 	uint64_t a = msi_address();
 	mw32(table + 16 + 0, (uint32_t)a);

@@ -48,16 +48,6 @@ static const uint32_t fbuf_colors[8] = {
 	0x000000, 0xff0000, 0x00ff00, 0x0000ff, 0xffff00, 0xff00ff, 0x00ffff, 0xffffff,
 };
 
-static int find_device(uint16_t vendor, uint16_t device)
-{
-	for (int dev = 0; dev < 32; dev++) {
-		uint32_t id = pci_r32(BDF(0, dev, 0), 0);
-		if ((id & 0xffff) == vendor && (id >> 16) == device)
-			return BDF(0, dev, 0);
-	}
-	return -1;
-}
-
 static void draw(volatile uint32_t *px, unsigned w, unsigned h, unsigned shift)
 {
 	for (unsigned y = 0; y < h; y++)
@@ -86,11 +76,11 @@ int guest_main(uint32_t param)
 	pci_scan(none, 0);	/* assigns BARs, enables memory decoding */
 	int animate = (param & ANIMATE) != 0;
 	param &= ~ANIMATE;
-	int bdf = find_device(FBUF_VENDOR, FBUF_DEVICE);
+	int bdf = pci_find(0x00, 0, (uint32_t)FBUF_DEVICE << 16 | FBUF_VENDOR);
 	uintptr_t fb;
 	unsigned w, h;
 	if (bdf < 0) {
-		bdf = find_device(BOCHS_VENDOR, BOCHS_DEVICE);
+		bdf = pci_find(0x00, 0, (uint32_t)BOCHS_DEVICE << 16 | BOCHS_VENDOR);
 		if (bdf < 0) {
 			printf("FAIL: no fbuf device on PCI bus 0\n");
 			return EXIT_NODEV;

@@ -100,24 +100,6 @@ static void w16(int o, uint16_t v) { mw16(bar + o, v); }
 static void w32(int o, uint32_t v) { mw32(bar + o, v); }
 static int sd(unsigned idx) { return 0x80 + 0x20 * (int)idx; }
 
-static int find_hda(void)
-{
-	for (int dev = 0; dev < 32; dev++)
-		for (int fn = 0; fn < 8; fn++) {
-			int b = BDF(0, dev, fn);
-			if (pci_r16(b, 0) == 0xffff) {
-				if (fn == 0)
-					break;
-				continue;
-			}
-			if ((pci_r32(b, 8) >> 16) == 0x0403)
-				return b;
-			if (fn == 0 && !(pci_r8(b, 0x0e) & 0x80))
-				break;
-		}
-	return -1;
-}
-
 static void wait_bits(int off, uint32_t mask, uint32_t want, const char *what)
 {
 	uint64_t t0 = rdtsc();
@@ -496,7 +478,7 @@ int guest_main(uint32_t prm)
 		fail("hda: interrupt mode %d not supported (bhyve's hda has INTx only)", irqmode);
 	struct pci_virtio none[1];
 	pci_scan(none, 0);
-	bdf = find_hda();
+	bdf = pci_find(0x08, 16, 0x0403);
 	if (bdf < 0) {
 		printf("FAIL: no HD Audio controller (class 04/03) on bus 0\n");
 		return EXIT_NODEV;

@@ -56,22 +56,6 @@ static uint64_t *prplists;	/* one 4 KiB PRP list page per slot */
 static uint32_t r32(int off) { return mr32(bar + off); }
 static void w32(int off, uint32_t v) { mw32(bar + off, v); }
 
-static int find_nvme(void)
-{
-	for (int dev = 0; dev < 32; dev++)
-		for (int fn = 0; fn < 8; fn++) {
-			int b = BDF(0, dev, fn);
-			if (pci_r16(b, 0) == 0xffff) {
-				if (fn == 0)
-					break;
-				continue;
-			}
-			if ((pci_r32(b, 8) >> 8) == 0x010802)
-				return b;
-		}
-	return -1;
-}
-
 static void wait_rdy(int want)
 {
 	uint64_t t0 = rdtsc();
@@ -186,25 +170,6 @@ static void io(struct sqe *c, int slot, uint8_t opc, uint64_t lba, uint32_t bloc
 		prps(c, slot, buf, len);
 }
 
-static void pattern(uint8_t *buf, uint64_t disk_off, uint64_t len)
-{
-	uint64_t *w = (uint64_t *)buf;
-	for (uint64_t i = 0; i < len / 8; i++) {
-		uint64_t x = (disk_off / 8 + i + 1) * 0x9E3779B97F4A7C15ull;
-		x ^= x >> 31;
-		w[i] = x * 0xBF58476D1CE4E5B9ull;
-	}
-}
-
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint64_t xorshift(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
-
 static uint32_t lbads;
 
 /* Sequential transfer of `bytes` from disk byte 0, `chunk` per command, `depth` in flight. */
@@ -254,7 +219,7 @@ static void randread(uint8_t *rbuf, uint64_t span, uint32_t n, int depth, int ch
 		inflight--;
 		done++;
 		if (check) {
-			pattern(expect, where[cid], 4096);
+			disk_pattern(expect, where[cid], 4096);
 			if (memcmp(expect, rbuf + (uint64_t)cid * 4096, 4096))
 				fail("nvme: random read of disk byte %lu (cid %d) differs from the pattern", where[cid], cid);
 		}
@@ -287,7 +252,7 @@ int guest_main(uint32_t param)
 		irq_init();
 	struct pci_virtio none[1];
 	pci_scan(none, 0);
-	bdf = find_nvme();
+	bdf = pci_find(0x08, 8, 0x010802);
 	if (bdf < 0) {
 		printf("nvme: no NVMe controller\n");
 		exit_(EXIT_NODEV);
@@ -364,7 +329,7 @@ int guest_main(uint32_t param)
 		if (bytes > (nsze << lbads))
 			fail("nvme: namespace too small");
 		uint8_t *w = alloc(bytes, 4096), *r = alloc(bytes, 4096);
-		pattern(w, 0, bytes);
+		disk_pattern(w, 0, bytes);
 		uint32_t sum = crc32(0, w, bytes);
 		seq(0x01, w, bytes, bytes, 64 * 1024, 32);
 		struct sqe c;
@@ -414,7 +379,7 @@ int guest_main(uint32_t param)
 		fail("nvme: bench needs %lu MiB, the namespace has %lu", mib, (nsze << lbads) >> 20);
 	uint64_t buflen = bytes < (8ull << 20) ? bytes : 8ull << 20;
 	uint8_t *buf = alloc(buflen, 4096), *rbuf = alloc(QSIZE * 4096, 4096);
-	pattern(buf, 0, buflen);
+	disk_pattern(buf, 0, buflen);
 	uint64_t hz = tsc_hz_from_rtc();
 	poll_timeout_cycles = hz * 30;
 	printf("bench: tsc_hz %lu\n", hz);

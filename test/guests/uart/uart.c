@@ -51,24 +51,6 @@ static int bdf = -1, irqmode, vec = -1;
 static uint8_t rd(int r) { return inb((uint16_t)(base + r)); }
 static void wr(int r, uint8_t v) { outb((uint16_t)(base + r), v); }
 
-static int find_uart(void)
-{
-	for (int dev = 0; dev < 32; dev++)
-		for (int fn = 0; fn < 8; fn++) {
-			int b = BDF(0, dev, fn);
-			if (pci_r16(b, 0) == 0xffff) {
-				if (fn == 0)
-					break;
-				continue;
-			}
-			if ((pci_r32(b, 8) >> 16) == 0x0700)
-				return b;
-			if (fn == 0 && !(pci_r8(b, 0x0e) & 0x80))
-				break;
-		}
-	return -1;
-}
-
 static void setup_bar(void)
 {
 	uint32_t b0 = pci_r32(bdf, 0x10);
@@ -159,7 +141,7 @@ int guest_main(uint32_t param)
 	if (irqmode != MODE_POLL && irqmode != MODE_INTX)
 		fail("uart: interrupt mode %d not supported (use INTx)", irqmode);
 
-	bdf = find_uart();
+	bdf = pci_find(0x08, 16, 0x0700);
 	if (bdf < 0) {
 		printf("FAIL: no PCI serial port (class 07/00) on bus 0\n");
 		return EXIT_NODEV;

@@ -42,6 +42,7 @@
 #define COPY_BYTES	65536
 
 /* The test DMA engine's BAR 0 (test-dma-device.ts). */
+#define DMA_ENGINE_ID	0x00f01b36u	/* vendor 1b36 (QEMU), device 00f0: the test DMA engine */
 #define R_ID		0x00
 #define R_STATUS	0x04
 #define R_SRC		0x08
@@ -62,35 +63,11 @@ static uint32_t dma_ep, blk_ep;
 static uint32_t r32(int off) { return mr32(bar0 + off); }
 static void w32(int off, uint32_t v) { mw32(bar0 + off, v); }
 
-static uintptr_t bar_addr(int bdf, int i)
-{
-	uint32_t lo = pci_r32(bdf, 0x10 + 4 * i);
-	if (lo & 1)
-		return 0;
-	return (lo & ~0xfu) | ((lo & 6) == 4 ? (uintptr_t)pci_r32(bdf, 0x14 + 4 * i) << 32 : 0);
-}
-
-static int find_dma_engine(void)
-{
-	for (int dev = 0; dev < 32; dev++)
-		for (int fn = 0; fn < 8; fn++) {
-			int b = BDF(0, dev, fn);
-			if (pci_r16(b, 0) == 0xffff) {
-				if (fn == 0)
-					break;
-				continue;
-			}
-			if (pci_r32(b, 0) == 0x00f01b36)
-				return b;
-		}
-	return -1;
-}
-
 /* BARs, bus mastering, MSI-X entry 1 aimed at a vector of ours. */
 static void dma_engine_up(int bdf)
 {
-	bar0 = bar_addr(bdf, 0);
-	bar4 = bar_addr(bdf, 4);
+	bar0 = pci_bar_addr(bdf, 0);
+	bar4 = pci_bar_addr(bdf, 4);
 	pci_w16(bdf, 4, pci_r16(bdf, 4) | 0x6);
 	if (r32(R_ID) != 0x31414d44)
 		fail("iommu-dma: ID register %x", r32(R_ID));
@@ -98,7 +75,7 @@ static void dma_engine_up(int bdf)
 	if (!mc)
 		fail("iommu-dma: no MSI-X capability");
 	uint32_t t = pci_r32(bdf, mc + 4);
-	uintptr_t table = bar_addr(bdf, t & 7) + (t & ~7u);
+	uintptr_t table = pci_bar_addr(bdf, t & 7) + (t & ~7u);
 	vec = irq_alloc_vector();
 	uint64_t a = msi_address();
 	mw32(table + 16 + 0, (uint32_t)a);
@@ -192,7 +169,7 @@ int guest_main(uint32_t param)
 	irq_init();
 	struct pci_virtio ipci = pci_find_virtio(VIRTIO_ID_IOMMU);
 	struct pci_virtio bpci = pci_find_virtio(VIRTIO_ID_BLOCK);
-	int dbdf = find_dma_engine();
+	int dbdf = pci_find(0x00, 0, DMA_ENGINE_ID);
 	if (dbdf < 0) {
 		printf("iommu-dma: no test DMA engine\n");
 		exit_(EXIT_NODEV);

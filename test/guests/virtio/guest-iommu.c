@@ -178,15 +178,6 @@ int guest_main(uint32_t param)
 static struct bslot { uint32_t type, reserved; uint64_t sector; } *bhdr;
 static uint8_t *bstatus, *bbufs;
 static uint8_t bhead_slot[256];
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
-static uint64_t xorshift(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
 
 static void bsubmit(int s, uint64_t sector, void *buf)
 {

@@ -266,18 +266,6 @@ int isa_irq_route(int irq, struct intx_route *r)
 	return 1;
 }
 
-static int find_isa_bridge(void)
-{
-	for (int dev = 0; dev < 32; dev++) {
-		int bdf = BDF(0, dev, 0);
-		if (pci_r16(bdf, 0) == 0xffff)
-			continue;
-		if ((pci_r32(bdf, 8) >> 16) == 0x0601)
-			return bdf;
-	}
-	return -1;
-}
-
 int pci_intx_route(int bdf, struct intx_route *r)
 {
 	int ipin = pci_r8(bdf, 0x3d), slot = (bdf >> 3) & 31, fn = bdf & 7;
@@ -297,7 +285,7 @@ int pci_intx_route(int bdf, struct intx_route *r)
 		}
 		printf("intx: the MP table has no entry for 00:%02x.%u INT%c\n", slot, fn, 'A' + ipin - 1);
 	}
-	int line = pci_r8(bdf, 0x3c), lpc = find_isa_bridge();
+	int line = pci_r8(bdf, 0x3c), lpc = pci_find(0x08, 16, 0x0601);
 	if (lpc < 0)
 		return 0;
 	static const uint8_t pirq_regs[8] = { 0x60, 0x61, 0x62, 0x63, 0x68, 0x69, 0x6a, 0x6b };

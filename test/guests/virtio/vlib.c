@@ -247,6 +247,43 @@ int pci_find_cap(int bdf, int id)
 	return 0;
 }
 
+int pci_find(int reg, int shift, uint32_t value)
+{
+	for (int dev = 0; dev < 32; dev++)
+		for (int fn = 0; fn < 8; fn++) {
+			int b = BDF(0, dev, fn);
+			if (pci_r16(b, 0) == 0xffff) {
+				if (fn == 0)
+					break;
+				continue;
+			}
+			if ((pci_r32(b, reg) >> shift) == value)
+				return b;
+			if (fn == 0 && !(pci_r8(b, 0x0e) & 0x80))
+				break;	/* not a multi-function device */
+		}
+	return -1;
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+uint64_t xorshift(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+void disk_pattern(uint8_t *buf, uint64_t disk_off, uint64_t len)
+{
+	uint64_t *w = (uint64_t *)buf;
+	for (uint64_t i = 0; i < len / 8; i++) {
+		uint64_t x = (disk_off / 8 + i + 1) * 0x9E3779B97F4A7C15ull;
+		x ^= x >> 31;
+		w[i] = x * 0xBF58476D1CE4E5B9ull;
+	}
+}
+
 const char *virtio_type_name(int type)
 {
 	switch (type) {
@@ -438,14 +475,16 @@ struct pci_virtio pci_find_virtio(int type)
 #define S_NEEDS_RESET	64
 #define S_FAILED	128
 
-static uint64_t bar_addr(int bdf, int bar)
+uintptr_t pci_bar_addr(int bdf, int bar)
 {
 	int reg = 0x10 + 4 * bar;
 	uint32_t lo = pci_r32(bdf, reg);
+	if (lo & 1)
+		return 0;
 	uint64_t a = lo & ~0xfu;
 	if (((lo >> 1) & 3) == 2)
 		a |= (uint64_t)pci_r32(bdf, reg + 4) << 32;
-	return a;
+	return (uintptr_t)a;
 }
 
 uint8_t virtio_status(struct vdev *d) { return mr8(d->common + COMMON_STATUS); }
@@ -464,7 +503,7 @@ void virtio_init(struct vdev *d, struct pci_virtio pci, uint64_t wanted)
 		if (id == 0x09) {
 			uint8_t cfg = pci_r8(bdf, cap + 3), bar = pci_r8(bdf, cap + 4);
 			uint32_t off = pci_r32(bdf, cap + 8), len = pci_r32(bdf, cap + 12);
-			uintptr_t a = bar < 6 ? (uintptr_t)(bar_addr(bdf, bar) + off) : 0;
+			uintptr_t a = bar < 6 ? (pci_bar_addr(bdf, bar) + off) : 0;
 			printf("%s: cap %02x vendor cfg_type %u bar %u offset %x length %x\n", name, cap, cfg, bar, off, len);
 			if (cfg == 1 && !d->common)
 				d->common = a;
@@ -533,7 +572,7 @@ int virtio_msix_pending(struct vdev *d, unsigned entry)
 {
 	int bdf = d->pci.bdf;
 	uint32_t pba = pci_r32(bdf, d->msix_cap + 8);
-	uintptr_t a = (uintptr_t)bar_addr(bdf, pba & 7) + (pba & ~7u);
+	uintptr_t a = pci_bar_addr(bdf, pba & 7) + (pba & ~7u);
 	return (mr32(a + 4 * (entry / 32)) >> (entry % 32)) & 1;
 }
 
@@ -558,7 +597,7 @@ void virtio_setup_irqs(struct vdev *d, int mode)
 		uint16_t ctrl = pci_r16(bdf, cap + 2);
 		uint32_t tab = pci_r32(bdf, cap + 4);
 		d->msix_size = (ctrl & 0x7ff) + 1u;
-		d->msix_table = (uintptr_t)bar_addr(bdf, tab & 7) + (tab & ~7u);
+		d->msix_table = pci_bar_addr(bdf, tab & 7) + (tab & ~7u);
 		/* enabled with the function masked while the table is written */
 		pci_w16(bdf, cap + 2, ctrl | 0x8000 | 0x4000);
 		msix_entry(d, 0, d->vec_config);
@@ -719,6 +758,19 @@ void vq_kick(struct vq *q)
 {
 	barrier();
 	mw16(q->notify, (uint16_t)q->index);
+}
+
+int vq_kick_prepare(struct vdev *d, struct vq *q)
+{
+	uint16_t old = q->kicked_idx, now = q->avail_idx;
+	q->kicked_idx = now;
+	/* the new avail idx before the device's fields are read */
+	__asm__ volatile("mfence" ::: "memory");
+	if (d->features & (1ull << VIRTIO_F_EVENT_IDX)) {
+		uint16_t event = vq_avail_event(q);
+		return (uint16_t)(now - event - 1) < (uint16_t)(now - old);
+	}
+	return !(*(volatile uint16_t *)q->used & VRING_USED_F_NO_NOTIFY);
 }
 
 int vq_get(struct vq *q, uint32_t *len)

@@ -61,6 +61,10 @@ void __attribute__((noreturn)) fail(const char *fmt, ...);
 void *alloc(size_t size, size_t align);		/* zeroed; never freed */
 uint32_t crc32(uint32_t crc, const void *buf, size_t n); /* zlib's CRC-32; start with 0 */
 uint64_t tsc_hz_from_rtc(void);			/* ~1-2 s: TSC ticks per RTC second */
+uint64_t xorshift(void);			/* a fixed pseudo-random sequence */
+/* The disk test pattern: each 8-byte word a function of its disk byte
+ * offset, so any block read back can be checked wherever it landed. */
+void disk_pattern(uint8_t *buf, uint64_t disk_off, uint64_t len);
 extern uint64_t poll_timeout_cycles;		/* give-up time of a poll loop */
 
 /* PCI configuration mechanism #1 */
@@ -72,6 +76,13 @@ void pci_w16(int bdf, int off, uint16_t v);
 void pci_w8(int bdf, int off, uint8_t v);
 /* Config offset of capability `id` of function bdf, or 0. */
 int pci_find_cap(int bdf, int id);
+/* The first function on bus 0 whose config dword at `reg`, shifted right
+ * by `shift`, is `value` (class code: pci_find(0x08, 8, 0x010802); vendor
+ * and device: pci_find(0x00, 0, device << 16 | vendor)); -1 if none. */
+int pci_find(int reg, int shift, uint32_t value);
+/* Address of memory BAR `bar` of function bdf (64-bit BARs whole); 0 for
+ * an I/O BAR. */
+uintptr_t pci_bar_addr(int bdf, int bar);
 #define BDF(b, d, f)	(((b) << 8) | ((d) << 3) | (f))
 
 /* virtio device types */
@@ -115,6 +126,7 @@ struct vq {
 	volatile uint8_t *used;		/* flags, idx, ring[size] of {id,len}, avail_event */
 	uintptr_t notify;
 	uint16_t avail_idx;		/* next avail index to publish */
+	uint16_t kicked_idx;		/* avail_idx when vq_kick_prepare last ran */
 	uint16_t used_idx;		/* next used entry to consume */
 	uint16_t free_head;
 	unsigned num_free;
@@ -165,6 +177,10 @@ struct vbuf { void *addr; uint32_t len; int write; /* device-writable */ };
  * -1 if the ring has too few free descriptors. */
 int vq_add(struct vq *q, const struct vbuf *bufs, int n);
 void vq_kick(struct vq *q);
+/* Linux's virtqueue_kick_prepare: whether the chains added since the last
+ * call need a notify, as the device asks (VIRTQ_USED_F_NO_NOTIFY, or
+ * avail_event under EVENT_IDX); the caller then notifies (vq_kick). */
+int vq_kick_prepare(struct vdev *d, struct vq *q);
 /* Pop one used entry: returns its head id (and *len), or -1 if none. */
 int vq_get(struct vq *q, uint32_t *len);
 /* Wait for one used entry, with timeout -> fail. Polling mode polls the

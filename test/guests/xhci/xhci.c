@@ -75,22 +75,6 @@ static void opw(int off, uint32_t v) { mw32(op + off, v); }
 static uint32_t irr(int off) { return mr32(rt + 0x20 + off); }
 static void irw(int off, uint32_t v) { mw32(rt + 0x20 + off, v); }
 
-static int find_xhci(void)
-{
-	for (int dev = 0; dev < 32; dev++)
-		for (int fn = 0; fn < 8; fn++) {
-			int b = BDF(0, dev, fn);
-			if (pci_r16(b, 0) == 0xffff) {
-				if (fn == 0)
-					break;
-				continue;
-			}
-			if ((pci_r32(b, 8) >> 8) == 0x0c0330)
-				return b;
-		}
-	return -1;
-}
-
 static void ring_init(struct ring *r, unsigned n)
 {
 	r->t = alloc(n * sizeof(struct trb), 64);
@@ -322,7 +306,7 @@ int guest_main(uint32_t param)
 		irq_init();
 	struct pci_virtio none[1];
 	pci_scan(none, 0);
-	bdf = find_xhci();
+	bdf = pci_find(0x08, 8, 0x0c0330);
 	if (bdf < 0) {
 		say("xhci: no xHCI controller\n");
 		exit_(EXIT_NODEV);

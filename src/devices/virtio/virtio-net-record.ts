@@ -1,0 +1,50 @@
+// virtio-net's record (pci-device.ts; bhyve's pci_de_vnet): keys and
+// defaults, the legacy backend string, the slirp keys' check; the emulation
+// is virtio-net.ts, loaded when a run configures one.
+
+import { netbeLegacyConfig } from '../../config/legacy.js';
+import { validateSlirpKeys } from '../net/slirp-options.js';
+import type { PciDeviceRecord } from '../pci-device.js';
+import { VIRTIO_PCI_KEYS } from './virtio-pci-keys.js';
+
+/** Whether `pci.B.S.F.iothread` defaults to on for virtio-net. */
+export const NET_IOTHREAD_DEFAULT = true;
+/** Whether `pci.B.S.F.iothread_tx` defaults to on. Off: on the host we
+ * measured (2 CPUs, shared) a guest sending flat out got more through its
+ * own notify exits than through a hand-off to another thread, which has to
+ * be scheduled for every queueful (BENCHMARKS.md). */
+export const NET_IOTHREAD_TX_DEFAULT = false;
+/** Whether `pci.B.S.F.irqfd` defaults to on. */
+export const NET_IRQFD_DEFAULT = true;
+/** Default of `pci.B.S.F.iothread_poll_us`. */
+export const NET_IOTHREAD_POLL_US = 0;
+/** Default of `pci.B.S.F.iothread_refill_us`. */
+export const NET_IOTHREAD_REFILL_US = 20;
+/** Whether `pci.B.S.F.zerocopy` defaults to on. */
+export const NET_ZEROCOPY_DEFAULT = true;
+
+/** bhyve's pci_de_vnet; the host side is the tap the main thread opened
+ * (devices/virtio/host-ports.ts). */
+export const virtioNetDevice: PciDeviceRecord = {
+  name: 'virtio-net',
+  description: 'virtio network device',
+  legacyConfig: netbeLegacyConfig,
+  keys: [
+    { key: 'backend', description: 'network backend (tapN, vmnetN, /dev/tapN or slirp)' },
+    { key: 'hostfwd', description: 'slirp backend: host port forwarding rules, separated by ;' },
+    { key: 'open', default: 'false', description: 'slirp backend: allow the guest outbound connections' },
+    { key: 'mac', description: 'MAC address (default: derived from the VM name and slot)' },
+    { key: 'mtu', default: '1500', description: 'MTU offered to the guest' },
+    { key: 'iothread', default: String(NET_IOTHREAD_DEFAULT), description: 'receive frames on a thread of its own, fed by an ioeventfd and the backend' },
+    { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd)' },
+    { key: 'irqfd', default: String(NET_IRQFD_DEFAULT), description: 'that thread raises MSI-X queue interrupts by irqfd, not through vCPU 0' },
+    { key: 'iothread_poll_us', default: String(NET_IOTHREAD_POLL_US), description: 'microseconds the I/O thread watches for receive buffers while a frame waits, before sleeping' },
+    { key: 'iothread_refill_us', default: String(NET_IOTHREAD_REFILL_US), description: 'microseconds the I/O thread sleeps, when the driver adds a receive buffer after running out, for it to add more' },
+    { key: 'zerocopy', default: String(NET_ZEROCOPY_DEFAULT), description: 'read frames straight into receive buffers that hold the largest frame' },
+    { key: 'bootindex', description: 'boot order index for the firmware' },
+    ...VIRTIO_PCI_KEYS,
+  ],
+  bootable: true,
+  validate: (config, s) => validateSlirpKeys(config, s.node, s.where, 'virtio-net'),
+  model: () => import('./virtio-net.js').then((m) => m.virtioNetModel),
+};
