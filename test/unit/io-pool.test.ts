@@ -204,6 +204,23 @@ describe.skipIf(!haveWorker)('block I/O pool: held off while its threads get no 
     expect(pool.pending).toBe(0);
   }, 90_000);
 
+  it('each further late request with none done by a worker in between doubles the hold-off', async () => {
+    const { pool } = setup(1, undefined, 2, idleWorker(false));
+    await waitUp(pool, 1);
+    const refusals: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      expect(pool.submit(0, false, 0, [[0x100000, 4096]], () => {})).toBe(true);
+      await new Promise((r) => setTimeout(r, 5));
+      expect(pool.stealStale(1)).toBe(1);
+      pool.reap();
+      let n = 0;
+      while (!pool.submit(0, false, 0, [[0x100000, 4096]], () => {}) && n < 100) n++;
+      refusals.push(n);
+      pool.drain();
+    }
+    expect(refusals).toEqual([2, 4, 8]);
+  }, 90_000);
+
   it('a worker whose spin was preempted holds the pool off too', async () => {
     const { pool } = setup(1, undefined, 2, idleWorker(true));
     await waitUp(pool, 1);
