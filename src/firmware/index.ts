@@ -18,7 +18,9 @@ import { acpiFwCfgFiles, acpiPlatform, buildAcpiInMemory } from './acpi/index.js
 import type { BuiltMachine } from './built-machine.js';
 import { type E820Entry, encodeBootOrder, type FwCfgFile, standardFiles } from './fwcfg.js';
 import { buildMpTable, MPTABLE_BASE, mptableEnabled } from './mptable.js';
-import { buildSmbiosInMemory, SMBIOS_BASE, smbiosFwCfgFiles, smbiosOptionsFromConfig, type SmbiosVersion, uuidBytesBe } from './smbios.js';
+import { SMBIOS_BASE, smbiosFwCfgFiles, smbiosImage, smbiosOptionsFromConfig, type SmbiosVersion, uuidBytesBe } from './smbios.js';
+
+export { smbiosImage } from './smbios.js';
 
 export type { BuiltMachine } from './built-machine.js';
 
@@ -64,12 +66,6 @@ export function buildFirmwareInMemory(config: ConfigTree, layout: MemoryLayout, 
     }
   }
   return regions;
-}
-
-/** The SMBIOS entry point and tables bhyve writes at SMBIOS_BASE; throws
- * a UserError when they do not fit there. */
-export function smbiosImage(config: ConfigTree, layout: MemoryLayout, hostname?: string, version: SmbiosVersion = '2'): Uint8Array {
-  return buildSmbiosInMemory(smbiosOptionsFromConfig(config, layout, hostname), version).image;
 }
 
 /** The fw_cfg files for lpc.fwcfg=qemu, user files (-f) last. */

@@ -13,7 +13,7 @@ import { loadBootrom, type BootromSegment } from './bootrom.js';
 import { applyBiosDevices } from './bios-devices.js';
 import { buildCpuid, type Topology } from './cpuid.js';
 import { applyCpuidShaping, cpuidShapingFromConfig } from './cpuid-shaping.js';
-import { smbiosImage } from '../firmware/index.js';
+import { smbiosImage } from '../firmware/smbios.js';
 import { checkGuestMemorySize, checkVcpuCount } from './guest-limits.js';
 import { mapGuestRam, ramSlots, VGA_WINDOW_END, type RamChunk } from '../sys/guest-ram.js';
 import { fbufVgaOn } from '../devices/display/fbuf-options.js';
