@@ -16,7 +16,8 @@
 // Part 2, in-process: our device model and host path without a guest
 // (the vCPU exit to reach them is measured by bench/exit-roundtrip.mjs):
 // Usage: node bench/virtio-net.mjs [--frames 200000] [--reps 3] [--rx-secs 2]
-//          [--large-frames 20000] [--only bhyve,bhyveTx,bhyveExit,bhyveCopy,bhyvePoll,qemu] [--no-inproc] [--no-write]
+//          [--large-frames 20000] [--only bhyve,bhyveTx,bhyveExit,bhyveCopy,bhyvePoll,bhyveB,bhyveOpts,qemu] [--no-inproc] [--no-write]
+// A/B: BENCH_BHYVE_B=/other/build/bin/bhyve adds bhyveB, BENCH_NET_OPTS=key=val,... adds bhyveOpts.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -24,7 +25,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import {
-  median, mdTable, hostInfo, writeSection, buildGuests, patchedRom, VMMS, ROOT,
+  median, mdTable, hostInfo, writeSection, buildGuests, patchedRom, VMMS, ROOT, bhyveVmm,
 } from './lib.mjs';
 
 const { values: opt } = parseArgs({
@@ -46,6 +47,8 @@ const LABELS = {
   bhyveExit: `${VMMS.bhyve.label}, iothread=false`,
   bhyveCopy: `${VMMS.bhyve.label}, zerocopy=false`,
   bhyvePoll: `${VMMS.bhyve.label}, iothread_poll_us=50`,
+  bhyveB: `bhyve-kvm (${process.env.BENCH_BHYVE_B})`,
+  bhyveOpts: `${VMMS.bhyve.label}, ${process.env.BENCH_NET_OPTS}`,
   qemu: VMMS.qemu.label,
 };
 const FRAMES = Number(opt.frames);
@@ -341,8 +344,8 @@ async function benchRx(secs) {
 
 // ------------------------------------------------- guests on both VMMs
 const stat = (k) => Number(readFileSync(`/sys/class/net/tap0/statistics/${k}`, 'utf8'));
-const bhyveNet = (slot) => ({ ...VMMS.bhyve, argv(rp) {
-  const [cmd, args] = VMMS.bhyve.argv.call(this, rp);
+const bhyveNet = (slot, base = VMMS.bhyve) => ({ ...base, argv(rp) {
+  const [cmd, args] = base.argv.call(this, rp);
   return [cmd, [...args.slice(0, -1), '-s', slot, args[args.length - 1]]];
 } });
 const withNet = {
@@ -354,6 +357,9 @@ const withNet = {
   bhyveCopy: bhyveNet('3,virtio-net,tap0,zerocopy=false'),
   // the I/O thread polls for receive buffers while a frame waits
   bhyvePoll: bhyveNet('3,virtio-net,tap0,iothread_poll_us=50'),
+  // A/B: another build's bin/bhyve (BENCH_BHYVE_B), this build with other slot options (BENCH_NET_OPTS)
+  ...(process.env.BENCH_BHYVE_B ? { bhyveB: bhyveNet('3,virtio-net,tap0', bhyveVmm(process.env.BENCH_BHYVE_B)) } : {}),
+  ...(process.env.BENCH_NET_OPTS ? { bhyveOpts: bhyveNet(`3,virtio-net,tap0,${process.env.BENCH_NET_OPTS}`) } : {}),
   qemu: { ...VMMS.qemu, argv(rp) {
     const [cmd, args] = VMMS.qemu.argv(rp);
     return [cmd, [...args, '-netdev', 'tap,id=n0,ifname=tap0,script=no,downscript=no', '-device', 'virtio-net-pci,netdev=n0,disable-legacy=on']];

@@ -5,7 +5,7 @@
 
 import { parentPort } from 'node:worker_threads';
 import { ForwardingIoBus, Mailbox } from './ap-mailbox.js';
-import { DeviceHost, loadDeviceModels } from './device-host.js';
+import { DeviceHost, loadDeviceModels, preloadDeviceModels } from './device-host.js';
 import { errorLine } from '../user-error.js';
 import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js';
 import type { ExitRequest } from './exit-status.js';
@@ -28,6 +28,7 @@ import { trace, traceMemory, traceModules } from './startup-trace.js';
 // CommonJS script, scripts/bundle.mjs.)
 trace('vcpu: modules in');
 preloadLibc();
+preloadDeviceModels(process.argv.slice(2));
 parentPort!.postMessage({ type: 'loaded' } satisfies VcpuThreadMessage);
 // vCPU 0 loads its devices' models first (the devices are built at once),
 // from the config the main thread sends ahead of the data when it can

@@ -86,6 +86,20 @@ describe('virtio-net configuration', () => {
     expect(() => parseMtu('12abc')).toThrow(/Invalid MTU/);
   });
 
+  it('iothread_refill_us: default 20, 0 to 10000, anything else refused with one line', () => {
+    const c = new ConfigTree();
+    c.set('name', 'vm0');
+    expect(netOptionsFromConfig(c, 'pci.0.3.0', 3, 0).iothreadRefillUs).toBe(20);
+    c.set('pci.0.3.0.iothread_refill_us', '0');
+    expect(netOptionsFromConfig(c, 'pci.0.3.0', 3, 0).iothreadRefillUs).toBe(0);
+    c.set('pci.0.3.0.iothread_refill_us', '10000');
+    expect(netOptionsFromConfig(c, 'pci.0.3.0', 3, 0).iothreadRefillUs).toBe(10000);
+    for (const bad of ['10001', '-1', '5us', '']) {
+      c.set('pci.0.3.0.iothread_refill_us', bad);
+      expect(() => netOptionsFromConfig(c, 'pci.0.3.0', 3, 0)).toThrow(/^Invalid iothread_refill_us .* \(0 to 10000 microseconds\)$/);
+    }
+  });
+
   it('names tap interfaces and refuses FreeBSD-only backends', () => {
     expect(tapNameOf('tap0')).toBe('tap0');
     expect(tapNameOf('vmnet3')).toBe('vmnet3');

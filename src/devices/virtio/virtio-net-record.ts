@@ -20,6 +20,8 @@ export const NET_IRQFD_DEFAULT = true;
 export const NET_IOTHREAD_POLL_US = 0;
 /** Default of `pci.B.S.F.iothread_refill_us`. */
 export const NET_IOTHREAD_REFILL_US = 20;
+/** Largest `iothread_refill_us` (the sleep also delays the thread's stop). */
+export const NET_IOTHREAD_REFILL_US_MAX = 10_000;
 /** Whether `pci.B.S.F.zerocopy` defaults to on. */
 export const NET_ZEROCOPY_DEFAULT = true;
 

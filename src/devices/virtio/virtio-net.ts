@@ -50,9 +50,9 @@ import type { PciDeviceModel } from '../pci-device.js';
 import { createVirtioPci } from './virtio-pci.js';
 // The defaults its record documents (virtio-net-record.ts).
 import {
-  NET_IOTHREAD_DEFAULT, NET_IOTHREAD_POLL_US, NET_IOTHREAD_REFILL_US, NET_IOTHREAD_TX_DEFAULT, NET_IRQFD_DEFAULT, NET_ZEROCOPY_DEFAULT,
+  NET_IOTHREAD_DEFAULT, NET_IOTHREAD_POLL_US, NET_IOTHREAD_REFILL_US, NET_IOTHREAD_REFILL_US_MAX, NET_IOTHREAD_TX_DEFAULT, NET_IRQFD_DEFAULT, NET_ZEROCOPY_DEFAULT,
 } from './virtio-net-record.js';
-export { NET_IOTHREAD_DEFAULT, NET_IOTHREAD_POLL_US, NET_IOTHREAD_REFILL_US, NET_IOTHREAD_TX_DEFAULT, NET_IRQFD_DEFAULT, NET_ZEROCOPY_DEFAULT };
+export { NET_IOTHREAD_DEFAULT, NET_IOTHREAD_POLL_US, NET_IOTHREAD_REFILL_US, NET_IOTHREAD_REFILL_US_MAX, NET_IOTHREAD_TX_DEFAULT, NET_IRQFD_DEFAULT, NET_ZEROCOPY_DEFAULT };
 
 export const VIRTIO_NET_F_CSUM = 0;
 export const VIRTIO_NET_F_GUEST_CSUM = 1;
@@ -115,10 +115,10 @@ export function parseMtu(s: string): number {
   return n;
 }
 
-function parseMicros(key: string, s: string | undefined, dflt: number): number {
+function parseMicros(key: string, s: string | undefined, dflt: number, max: number): number {
   if (s === undefined) return dflt;
   const n = /^[0-9]+$/.test(s.trim()) ? Number(s.trim()) : NaN;
-  if (!(n >= 0 && n <= 1_000_000)) throw new ConfigError(`Invalid ${key} ${s} (0 to 1000000 microseconds)`);
+  if (!(n >= 0 && n <= max)) throw new ConfigError(`Invalid ${key} ${s} (0 to ${max} microseconds)`);
   return n;
 }
 
@@ -133,8 +133,8 @@ export function netOptionsFromConfig(config: ConfigTree, node: string, slot: num
     iothreadTx: config.getBool(`${node}.iothread_tx`, NET_IOTHREAD_TX_DEFAULT),
     irqfd: config.getBool(`${node}.irqfd`, NET_IRQFD_DEFAULT),
     zeroCopy: config.getBool(`${node}.zerocopy`, NET_ZEROCOPY_DEFAULT),
-    iothreadPollUs: parseMicros('iothread_poll_us', config.get(`${node}.iothread_poll_us`), NET_IOTHREAD_POLL_US),
-    iothreadRefillUs: parseMicros('iothread_refill_us', config.get(`${node}.iothread_refill_us`), NET_IOTHREAD_REFILL_US),
+    iothreadPollUs: parseMicros('iothread_poll_us', config.get(`${node}.iothread_poll_us`), NET_IOTHREAD_POLL_US, 1_000_000),
+    iothreadRefillUs: parseMicros('iothread_refill_us', config.get(`${node}.iothread_refill_us`), NET_IOTHREAD_REFILL_US, NET_IOTHREAD_REFILL_US_MAX),
   };
 }
 
