@@ -27,6 +27,7 @@
 // and let them through, to find what a new code path needs.
 
 import { installRoot } from '../../install-root.js';
+import { koffiNativeDirectory } from '../../sys/koffi.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -123,15 +124,18 @@ export function helperThreadPlan(config: ConfigTree, readFiles: readonly string[
   };
 }
 
-/** bhyve's installed tree and the directory of koffi (a worker thread
- * loads both). */
+/** bhyve's installed tree, the directory of koffi and that of the native
+ * module it loaded (a worker thread loads all three). */
 export function codeDirectories(): string[] {
   const root = installRoot();
   const dirs = [root];
+  const add = (dir: string | undefined): void => {
+    if (dir !== undefined && !dir.startsWith(root + path.sep) && !dirs.includes(dir)) dirs.push(dir);
+  };
   try {
-    const koffiDir = koffiDirectory(root);
-    if (!koffiDir.startsWith(root + path.sep)) dirs.push(koffiDir);
+    add(koffiDirectory(root));
   } catch { /* resolved when loaded; nothing to add */ }
+  add(koffiNativeDirectory());
   return dirs;
 }
 
