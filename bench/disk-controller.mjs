@@ -12,7 +12,10 @@
 //
 // Usage: node bench/disk-controller.mjs --device ahci|nvme [--mib 32]
 //          [--krand 10] [--reps 3] [--no-write] [--bhyve-opts k=v,...]
-// --bhyve-opts appends device options to bhyve's -s (A/B runs of a switch).
+//          [--bhyve-o pci.0.3.0.k=v ...]
+// --bhyve-opts appends device options to bhyve's -s (A/B runs of a switch);
+// --bhyve-o adds a -o to bhyve's command line (AHCI's controller keys, e.g.
+// pci.0.3.0.iopool=1: in -s ahci-hd,PATH,k=v they land on the port).
 // Writes the "ahci" or "nvme" section of BENCHMARKS.md unless --no-write.
 import { parseArgs } from 'node:util';
 import { closeSync, ftruncateSync, openSync, rmSync } from 'node:fs';
@@ -29,6 +32,7 @@ const { values: opt } = parseArgs({
     reps: { type: 'string', default: '3' },
     'no-write': { type: 'boolean', default: false },
     'bhyve-opts': { type: 'string', default: '' },
+    'bhyve-o': { type: 'string', multiple: true, default: [] },
   },
 });
 const dev = opt.device;
@@ -58,12 +62,12 @@ function freshImage() {
 const withDisk = {
   bhyve: {
     ...VMMS.bhyve,
-    label: `${VMMS.bhyve.label}, -s ${dev === 'ahci' ? 'ahci-hd' : 'nvme'}${opt['bhyve-opts'] ? `,${opt['bhyve-opts']}` : ''}`,
+    label: `${VMMS.bhyve.label}, -s ${dev === 'ahci' ? 'ahci-hd' : 'nvme'}${opt['bhyve-opts'] ? `,${opt['bhyve-opts']}` : ''}${opt['bhyve-o'].map((o) => ` -o ${o}`).join('')}`,
     argv(rp) {
       const [cmd, args] = VMMS.bhyve.argv.call(this, rp);
       const vm = args[args.length - 1];
       const extra = opt['bhyve-opts'] ? `,${opt['bhyve-opts']}` : '';
-      return [cmd, [...args.slice(0, -1), '-s', `3,${dev === 'ahci' ? 'ahci-hd' : 'nvme'},${img}${extra}`, vm]];
+      return [cmd, [...args.slice(0, -1), '-s', `3,${dev === 'ahci' ? 'ahci-hd' : 'nvme'},${img}${extra}`, ...opt['bhyve-o'].flatMap((o) => ['-o', o]), vm]];
     },
   },
   qemu: {

@@ -10,7 +10,7 @@
 // Each figure is the median of REPS runs.
 //
 // Usage: node bench/virtio-blk.mjs [--mib 64] [--krand 20] [--reps 3]
-//          [--only bhyve|bhyve-exit|qemu] [--poll-us N] [--no-write]
+//          [--only bhyve|bhyve-exit|qemu] [--poll-us N] [--event-idx] [--no-write]
 // Writes the "virtio-blk" section of BENCHMARKS.md unless --no-write.
 import { parseArgs } from 'node:util';
 import { closeSync, fsyncSync, openSync, readSync, rmSync, writeSync, ftruncateSync } from 'node:fs';
@@ -28,6 +28,8 @@ const { values: opt } = parseArgs({
     only: { type: 'string' },
     'poll-us': { type: 'string' },
     'no-write': { type: 'boolean', default: false },
+    // the guest negotiates VIRTIO_F_EVENT_IDX, as Linux does (test/guests/virtio/irq.h MODE_EVENT_IDX)
+    'event-idx': { type: 'boolean', default: false },
   },
 });
 const mib = Number(opt.mib);
@@ -39,7 +41,8 @@ if (!(mib >= 1 && mib <= 0xffff && krand >= 0 && krand <= 0xffff && reps >= 1)) 
 }
 
 await buildGuests();
-const romPath = patchedRom('virtio-blk', mib | (krand << 16));
+const MODE_EVENT_IDX = 0x100;
+const romPath = patchedRom('virtio-blk', mib | (krand << 16), opt['event-idx'] ? MODE_EVENT_IDX : undefined);
 const img = join(BENCH_TMP, 'virtio-blk.img');
 const imgBytes = (mib + 16) * 1024 * 1024;
 
@@ -177,6 +180,10 @@ for (const { key, vmm, runs, failed } of active) {
   }
   const m = (k) => (runs[0][k] === null ? null : median(runs.map((x) => x[k])));
   results[key] = { label: vmm.label, writeMBs: m('writeMBs'), writeFlushMBs: m('writeFlushMBs'), readMBs: m('readMBs'), iops32: m('iops32'), iops1: m('iops1'), depth: runs[0].depth };
+  if (runs.every((x) => x.notifies)) {
+    const n = (k) => fmt(median(runs.map((x) => x.notifies[k] ?? 0)), 2);
+    notes.push(`${vmm.label}: guest notifies per request (median; seq write / seq read / QD${runs[0].depth} / QD1): ${n('write')} / ${n('read')} / ${n('q32')} / ${n('q1')}.`);
+  }
 }
 rmSync(img, { force: true });
 const load1 = loadavg()[0];
@@ -207,6 +214,7 @@ if (!opt['no-write']) {
     '',
     `\`node bench/virtio-blk.mjs\` — virtio-blk.rom in bench mode (ROM parameter ${mib} MiB / ${krand}k random reads) on a fresh sparse raw image per run:`,
     `${mib} MiB sequential write (256 KiB OUT requests, 16 in flight), FLUSH, ${mib} MiB sequential read (256 KiB IN requests), then`,
+    ...(opt['event-idx'] ? ['(The guest negotiated VIRTIO_F_EVENT_IDX: `--event-idx`.)'] : []),
     `${krand * 1000} random 4 KiB reads at queue depth ${depth} and ${krand * 250} at depth 1, within the written ${mib} MiB.`,
     'The driver runs in ring 3 of long mode and polls the used ring (no interrupts); it notifies only when the device asks',
     '(VIRTQ_USED_F_NO_NOTIFY clear, as Linux\'s virtqueue_kick_prepare) and counts its notifies; each phase is timed in the guest with the TSC,',

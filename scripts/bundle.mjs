@@ -97,13 +97,31 @@ function lazyBuiltinShim(name) {
   ].join('\n');
 }
 
+/** The main thread's entry: no device models in its bundle (noDeviceModels). */
+const MAIN_THREAD_ONLY = 'bhyve-main';
+
+/** A record's model (`import('./MODEL.js')` in a *-record.ts,
+ * src/devices/pci-device.ts) as a module that refuses to load: the bundle
+ * of a thread that builds no devices. */
+const noDeviceModels = {
+  name: 'no-device-models',
+  setup(b) {
+    b.onResolve({ filter: /.*/ }, (args) => (args.kind === 'dynamic-import' && /-record\.ts$/.test(args.importer)
+      ? { path: args.path, namespace: 'no-device-model' }
+      : undefined));
+    b.onLoad({ filter: /.*/, namespace: 'no-device-model' }, (args) => ({
+      contents: `throw new Error(${JSON.stringify(`device model ${args.path}: models run on vCPU 0's thread, not in this bundle (scripts/bundle.mjs)`)});\n`,
+      loader: 'js',
+    }));
+  },
+};
+
 /** Entries whose code cache is made after their top level ran (below). */
 const RUN_FOR_CACHE = new Set(['bhyve-main', 'vcpu-thread']);
 
 rmSync(OUT, { recursive: true, force: true });
-await build({
+const options = {
   absWorkingDir: ROOT,
-  entryPoints: ENTRY_POINTS,
   outdir: OUT,
   entryNames: '[name]',
   outExtension: { '.js': '.cjs' },
@@ -127,7 +145,12 @@ await build({
   keepNames: true,
   sourcemap: true,
   logLevel: 'warning',
-});
+};
+const { [MAIN_THREAD_ONLY]: mainEntry, ...otherEntries } = ENTRY_POINTS;
+await build({ ...options, entryPoints: otherEntries });
+// bhyve's main thread never runs a device model (vCPU 0's thread does):
+// its bundle leaves them out, ~300 KB of source its isolate would hold.
+await build({ ...options, entryPoints: { [MAIN_THREAD_ONLY]: mainEntry }, plugins: [builtinShims, noDeviceModels] });
 
 // The loader, each entry's stub and its code cache. The stubs are CommonJS
 // (dist/bundle/package.json says so): no thread needs Node's ES module
@@ -157,12 +180,17 @@ for (const name of Object.keys(ENTRY_POINTS)) {
  * running holds none of them, and the modules both a model and the start
  * path import (the config tree, the PCI core, the records...) would be
  * parsed again at every start. The models no configuration names stay out
- * (they do not run). Running the top level has no effect outside the
- * worker: modules define things; vCPU 0's entry loads libc and waits for
+ * (they do not run): the cache holds those of the chipset, hostbridge and
+ * lpc, which vCPU 0's thread loads while it waits when -s names them.
+ * Running the top level has no effect outside the worker: modules define
+ * things; vCPU 0's entry loads libc and the chipset's models and waits for
  * its data, which never comes. BHYVE_CACHE_AFTER_TOP_LEVEL=0 at build time
  * makes the plain cache (for comparison).
  */
 async function cacheAfterTopLevel(name) {
+  // The chipset of every configuration: vCPU 0's thread loads its models
+  // while it waits (src/vmm/device-host.ts preloadDeviceModels).
+  const TRAINING_ARGV = ['-s', '0,hostbridge', '-s', '31,lpc', 'vm'];
   const { Worker } = await import('node:worker_threads');
   const w = new Worker(`
     const { parentPort } = require('node:worker_threads');
@@ -173,8 +201,9 @@ async function cacheAfterTopLevel(name) {
     const module = { exports: {}, id: file, filename: file, loaded: false };
     // (vCPU 0's entry posts 'loaded' to this port: the build ignores it.)
     script.runInThisContext()(module.exports, createRequire(file), module, file, path.dirname(file));
-    parentPort.postMessage({ cache: script.createCachedData() });
-  `, { eval: true, resourceLimits: { maxYoungGenerationSizeMb: 2 }, stdout: true });
+    // After what the top level started (vCPU 0 loads the models -s names).
+    setImmediate(() => parentPort.postMessage({ cache: script.createCachedData() }));
+  `, { eval: true, argv: TRAINING_ARGV, resourceLimits: { maxYoungGenerationSizeMb: 2 }, stdout: true });
   try {
     return await new Promise((resolve, reject) => {
       w.on('message', (m) => { if (m?.cache) resolve(Buffer.from(m.cache)); });

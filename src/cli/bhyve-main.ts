@@ -11,6 +11,7 @@ import { adoptVcpuThread, retireVcpuThread, spawnVcpuThreads } from '../vmm/vcpu
 import { parseBhyveArgs } from '../config/bhyve-args.js';
 import { validateForStart } from '../devices/registry.js';
 import { runVm } from '../vmm/run-vm.js';
+import type { DeviceModelsHint } from '../vmm/vcpu-thread-data.js';
 
 import { reportError, writeOut } from './output.js';
 import { trace } from '../vmm/startup-trace.js';
@@ -42,6 +43,8 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
     // The vCPU threads boot while the rest of the vmm loads (runVm spawns
     // or retires threads to match the vCPU count the config asks for).
     if (likely === undefined) threads = moreThreads(threads, result.config.get('cpus'));
+    // vCPU 0's thread loads its device models meanwhile (vcpu-thread.ts).
+    threads[0]?.postMessage({ type: 'models', config: result.config.toJSON() } satisfies DeviceModelsHint);
     const spawned = threads;
     // Stopped meanwhile: nothing of the VM exists yet.
     if (signals.first) {

@@ -18,7 +18,9 @@ import { acpiFwCfgFiles, acpiPlatform, buildAcpiInMemory } from './acpi/index.js
 import type { BuiltMachine } from './built-machine.js';
 import { type E820Entry, encodeBootOrder, type FwCfgFile, standardFiles } from './fwcfg.js';
 import { buildMpTable, MPTABLE_BASE, mptableEnabled } from './mptable.js';
-import { buildSmbiosInMemory, SMBIOS_BASE, smbiosFwCfgFiles, smbiosOptionsFromConfig, type SmbiosVersion, uuidBytesBe } from './smbios.js';
+import { SMBIOS_BASE, smbiosFwCfgFiles, smbiosImage, smbiosOptionsFromConfig, type SmbiosVersion, uuidBytesBe } from './smbios.js';
+
+export { smbiosImage } from './smbios.js';
 
 export type { BuiltMachine } from './built-machine.js';
 
@@ -32,6 +34,11 @@ export interface FirmwareOptions {
   /** Host name for the default SMBIOS UUID (defaults to os.hostname()). */
   hostname?: string;
   smbiosVersion?: SmbiosVersion;
+  /** The in-memory SMBIOS image, when already built by smbiosImage() from
+   * the same config, layout and host name (bhyve's main thread builds it
+   * to check that it fits before it creates the VM; vCPU 0's thread then
+   * writes it instead of building it again). */
+  smbiosImage?: Uint8Array;
   /** Extra E820 reservations carved out of RAM (etc/e820 only). */
   e820Reserved?: readonly E820Entry[];
 }
@@ -47,8 +54,7 @@ export function buildFirmwareInMemory(config: ConfigTree, layout: MemoryLayout, 
       bytes: buildMpTable({ ncpu: machine.ncpu, intx: machine.intx, pciBuses: machine.pciBuses.map((b) => b.bus) }),
     });
   }
-  const smbios = buildSmbiosInMemory(smbiosOptionsFromConfig(config, layout, opts.hostname), opts.smbiosVersion ?? '2');
-  regions.push({ name: 'smbios', gpa: SMBIOS_BASE, bytes: smbios.image });
+  regions.push({ name: 'smbios', gpa: SMBIOS_BASE, bytes: opts.smbiosImage ?? smbiosImage(config, layout, opts.hostname, opts.smbiosVersion) });
   if (config.getBool('acpi_tables', true) && config.getBool('acpi_tables_in_memory', true)) {
     const acpi = buildAcpiInMemory(acpiPlatform(machine));
     regions.push({ name: 'acpi', gpa: acpi.base, bytes: acpi.image });

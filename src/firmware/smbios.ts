@@ -276,6 +276,12 @@ export function buildSmbiosInMemory(o: SmbiosOptions, version: SmbiosVersion = '
   return { base, image, entryPointLength: epLen };
 }
 
+/** The SMBIOS entry point and tables bhyve writes at SMBIOS_BASE; throws
+ * a UserError when they do not fit there. */
+export function smbiosImage(config: ConfigTree, layout: MemoryLayout, hostname?: string, version: SmbiosVersion = '2'): Uint8Array {
+  return buildSmbiosInMemory(smbiosOptionsFromConfig(config, layout, hostname), version).image;
+}
+
 /** QEMU's fw_cfg files: etc/smbios/smbios-tables and etc/smbios/smbios-anchor
  * (table address 0: SeaBIOS and OVMF place the table and fix the anchor). */
 export function smbiosFwCfgFiles(o: SmbiosOptions, version: SmbiosVersion = '2'): Array<{ name: string; data: Uint8Array }> {

@@ -8,15 +8,29 @@
 // module is the API koffi exports (its index.cjs adds deprecated aliases).
 // BHYVE_KOFFI_LOADER=1 always uses koffi's loader (for comparison).
 
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
+import path from 'node:path';
 import type * as KoffiModule from 'koffi';
 
 export type Koffi = typeof KoffiModule;
 
 let loaded: Koffi | undefined;
+/** The package koffi's native module was loaded from (its real path). */
+let nativePackage: string | undefined;
 
 export function koffi(): Koffi {
   return (loaded ??= loadKoffi());
+}
+
+/** The directory of the package whose native module koffi() loaded in
+ * this thread, or undefined (not loaded yet, or koffi's own loader found
+ * it). The sandbox
+ * lets every thread read it: a worker started later loads it again, and
+ * the platform package may lie outside bhyve's tree (a node_modules that
+ * is a link elsewhere, as pnpm makes them). */
+export function koffiNativeDirectory(): string | undefined {
+  return nativePackage;
 }
 
 function loadKoffi(): Koffi {
@@ -25,7 +39,10 @@ function loadKoffi(): Koffi {
     const pkg = `@koromix/koffi-linux-${process.arch}`;
     try {
       const native = require(`${pkg}/linux_${process.arch}/koffi.node`) as Koffi & { version?: string };
-      if (native.version === (require(`${pkg}/package.json`) as { version: string }).version) return native;
+      if (native.version === (require(`${pkg}/package.json`) as { version: string }).version) {
+        nativePackage = fs.realpathSync(path.dirname(require.resolve(`${pkg}/package.json`)));
+        return native;
+      }
     } catch {
       // not glibc, or not this layout
     }

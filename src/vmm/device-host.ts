@@ -9,7 +9,7 @@ import { ConfigTree } from '../config/tree.js';
 import type { ByteStream, Device, DeviceContext, HelperThreadData, InterruptSink, KvmDoorbells, MachineControl, RegisterPages } from '../devices/device.js';
 import { attachUartStream } from '../devices/lpc/uart-backend.js';
 import { buildPlatform, type Platform } from '../devices/platform.js';
-import { loadedPciModelNames, loadPciModels } from '../devices/registry.js';
+import { findPciDevice, loadedPciModelNames, loadPciModel, loadPciModels } from '../devices/registry.js';
 import { buildFirmwareInMemory } from '../firmware/index.js';
 import { errorLine } from '../user-error.js';
 import { Mailbox } from './ap-mailbox.js';
@@ -33,10 +33,25 @@ import { hostPortLookup } from '../devices/virtio/host-ports.js';
 import { PM1_PWRBTN_STS } from '../devices/lpc/pm.js';
 import { trace } from './startup-trace.js';
 
+/** While vCPU 0's thread waits for its data (the main thread parses and
+ * creates the VM meanwhile): the models of the devices `-s` names on the
+ * command line (bin/bhyve gives the thread its argv), loaded ahead, so that
+ * their modules' first run is off the critical path. loadDeviceModels()
+ * loads the rest (-o, -k) once the config arrives; a name -s got wrong
+ * loads nothing here and is refused there. */
+export function preloadDeviceModels(argv: readonly string[]): void {
+  for (let i = 0; i < argv.length; i++) {
+    const spec = argv[i] === '-s' ? argv[i + 1] : argv[i].startsWith('-s') ? argv[i].slice(2) : undefined;
+    const record = spec === undefined ? undefined : findPciDevice(spec.split(',')[1] ?? '');
+    const built = record?.alias !== undefined ? findPciDevice(record.alias) : record;
+    if (built) loadPciModel(built).catch(() => { /* loadDeviceModels() reports it */ });
+  }
+}
+
 /** Loads the models of the devices the config names (registry.ts), for
  * the constructor to build them: a run loads no other device's code. */
-export async function loadDeviceModels(d: DeviceHostData): Promise<void> {
-  await loadPciModels(ConfigTree.fromJSON(d.config));
+export async function loadDeviceModels(config: DeviceHostData['config']): Promise<void> {
+  await loadPciModels(ConfigTree.fromJSON(config));
   trace(`vcpu 0: device models loaded: ${loadedPciModelNames().join(' ')}`);
 }
 
@@ -106,7 +121,7 @@ export class DeviceHost {
       // after init_pci: from the devices, pins and windows just built.
       // Through the memory file: ctx.mem makes its view of RAM on first use,
       // and nothing before the guest runs needs one (guest-memory.ts).
-      const tables = buildFirmwareInMemory(config, d.layout, this.platform.asBuilt, { hostname: os.hostname() });
+      const tables = buildFirmwareInMemory(config, d.layout, this.platform.asBuilt, { hostname: os.hostname(), smbiosImage: d.smbios });
       const fd = fs.openSync(d.memoryPath, 'r+');
       try {
         for (const region of tables) writeRamFile(fd, d.layout, region.gpa, region.bytes);

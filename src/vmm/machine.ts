@@ -13,7 +13,7 @@ import { loadBootrom, type BootromSegment } from './bootrom.js';
 import { applyBiosDevices } from './bios-devices.js';
 import { buildCpuid, type Topology } from './cpuid.js';
 import { applyCpuidShaping, cpuidShapingFromConfig } from './cpuid-shaping.js';
-import { buildSmbiosInMemory, smbiosOptionsFromConfig } from '../firmware/smbios.js';
+import { smbiosImage } from '../firmware/smbios.js';
 import { checkGuestMemorySize, checkVcpuCount } from './guest-limits.js';
 import { mapGuestRam, ramSlots, VGA_WINDOW_END, type RamChunk } from '../sys/guest-ram.js';
 import { fbufVgaOn } from '../devices/display/fbuf-options.js';
@@ -85,9 +85,9 @@ function setUpMemory(vm: Vm, vmObject: VmObject, layout: MemoryLayout, config: C
 /** SMBIOS holds one processor structure per socket in bhyve's fixed area
  * below 1 MiB; refuse a topology that cannot fit before anything is created
  * (the tables themselves are written once the platform is built). */
-function checkSmbiosFits(config: ConfigTree, layout: MemoryLayout, ncpu: number, sockets: number): void {
+function checkSmbiosFits(config: ConfigTree, layout: MemoryLayout, ncpu: number, sockets: number): Uint8Array {
   try {
-    buildSmbiosInMemory(smbiosOptionsFromConfig(config, layout, os.hostname()));
+    return smbiosImage(config, layout, os.hostname());
   } catch (e) {
     if (isUserError(e) && /^SMBIOS/.test(e.message) && sockets > 1) {
       throw new VmSetupError(`${e.message}: it holds one processor structure per socket, too many for ${sockets} sockets; give fewer (e.g. -c ${ncpu},sockets=1,cores=${ncpu})`);
@@ -107,7 +107,9 @@ function setUpBootrom(vm: Vm, rom: string, config: ConfigTree): Array<{ seg: Boo
   });
 }
 
-export function createMachine(config: ConfigTree): { machine: Machine; topo: Topology; ncpus: number; warnings: string[] } {
+/** `smbios`: the SMBIOS image the fit check built, for vCPU 0's thread to
+ * write (DeviceHostData.smbios) instead of building it again. */
+export function createMachine(config: ConfigTree): { machine: Machine; topo: Topology; ncpus: number; warnings: string[]; smbios: Uint8Array } {
   const name = config.get('name');
   if (!name) throw new VmSetupError('no VM name given');
   const memSpec = config.get('memory.size') ?? '256M';
@@ -123,7 +125,7 @@ export function createMachine(config: ConfigTree): { machine: Machine; topo: Top
   checkGuestMemorySize(memsize, memSpec);
 
   const layout = computeLayout(memsize);
-  checkSmbiosFits(config, layout, ncpus, t.sockets);
+  const smbios = checkSmbiosFits(config, layout, ncpus, t.sockets);
   trace('main: smbios checked');
   const vmObject = VmObject.acquire(name, memsize);
   try {
@@ -171,7 +173,7 @@ export function createMachine(config: ConfigTree): { machine: Machine; topo: Top
         throw new VmSetupError(`the stored boot state of VM '${name}' is corrupt (${e.message}); run bhyveload again`);
       }
     }
-    return { machine: { topo, vmObject, kvm, vm, ram, layout, bootrom, vcpus }, topo, ncpus, warnings };
+    return { machine: { topo, vmObject, kvm, vm, ram, layout, bootrom, vcpus }, topo, ncpus, warnings, smbios };
   } catch (e) {
     if (vmObject.createdHere) vmObject.destroy(); else vmObject.unlock();
     throw e;

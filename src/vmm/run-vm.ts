@@ -23,7 +23,7 @@ import { DEVICE_REQUEST, Doorbell } from '../sys/doorbell.js';
 import { installKickHandler } from '../sys/kick-signal.js';
 import { VcpuRequester } from './vcpu-requests.js';
 import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
-import { parseCpuset } from '../config/topology.js';
+import { calcTopology, parseCpuset } from '../config/topology.js';
 import { errorLine, userErrorWithPrefix } from '../user-error.js';
 import { SignalRouter, signalStatus, type StopSignal } from './startup-signals.js';
 import { enterSandbox, sandboxPlan } from './sandbox/sandbox.js';
@@ -49,6 +49,11 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
   // Start the vCPU threads first (unless the caller already did): their
   // module loading overlaps our setup.
   const threads: Worker[] = extras.threads ?? spawnVcpuThreads(config.get('cpus'));
+  // The search for libuv's pool threads (-c 2 and more, APs on the pool)
+  // starts first: the pool's threads start and park while createMachine
+  // runs, so the search mostly finds them waiting when it looks.
+  const poolWarnings: string[] = [];
+  const poolSearch = searchPoolForAps(config, poolWarnings);
   let created: ReturnType<typeof createMachine>;
   try {
     created = createMachine(config);
@@ -71,7 +76,8 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
   // give each its own thread.
   let poolThreads: number[] | undefined;
   try {
-    poolThreads = await poolForAps(config, ncpus, (w) => warnings.push(w));
+    poolThreads = await poolSearch;
+    warnings.push(...poolWarnings);
   } catch (e) {
     for (const t of threads) void retireVcpuThread(t);
     cleanupMachine(machine, machine.vmObject.createdHere);
@@ -159,9 +165,6 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     const mailboxes = machine.vcpus.map(() => Mailbox.create().sab);
     const sandbox = sandboxPlan(config, machine.vmObject);
     trace('main: sandbox planned');
-    // libuv's pool takes its part now, while the vCPU threads set up.
-    const poolConfined = sandbox && confinePool(sandbox);
-    poolConfined?.catch(() => undefined); // reported by enterSandbox
     const started: Promise<void>[] = [];
     const stoppedAll: Promise<void>[] = [];
     threads.forEach((w, i) => {
@@ -191,6 +194,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
           hostPorts: { ...(hostPorts?.transfers ?? { net: {}, console: {} }), display: display?.transfers ?? {} },
           timerSab,
           fwcfgFiles: [...(extras.fwcfgFiles ?? [])],
+          smbios: created.smbios,
         },
       };
       started.push(new Promise((resolve, reject) => {
@@ -221,20 +225,28 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       stoppedAll.push(apPool.stopped);
     }
     trace('main: data posted');
+    // While the vCPU threads build their devices: libuv's pool takes its part
+    // of the sandbox, and the vCPUs' statistics and the control socket open
+    // (bhyvectl; a request made before the guest runs waits for its vCPU to
+    // serve it).
+    const poolConfined = sandbox && confinePool(sandbox);
+    poolConfined?.catch(() => undefined); // reported by enterSandbox
+    for (const v of machine.vcpus) {
+      const fd = v.statsFd();
+      stats.push(fd >= 0 ? new KvmStats(fd) : undefined);
+    }
+    trace('main: stats fds');
+    if (!outcome) {
+      controlServer = await ControlServer.listen(machine.vmObject.controlSocketPath, controlHandlers({
+        config, machine, control, requester, stats, finish: claimAndFinish, hostStats: () => display?.stats() ?? {},
+      }));
+    }
+    trace('main: control socket');
     await Promise.race([Promise.all(started), outcomePromise]);
     trace('main: all ready');
     if (display?.wait && !outcome) await Promise.race([display.ready, outcomePromise]); // fbuf `wait`
     if (!outcome) {
-      for (const v of machine.vcpus) {
-        const fd = v.statsFd();
-        stats.push(fd >= 0 ? new KvmStats(fd) : undefined);
-      }
-      trace('main: stats fds');
-      controlServer = await ControlServer.listen(machine.vmObject.controlSocketPath, controlHandlers({
-        config, machine, control, requester, stats, finish: claimAndFinish, hostStats: () => display?.stats() ?? {},
-      }));
       // Everything is open: the sandbox goes up before the guest runs.
-      trace('main: control socket');
       if (sandbox) {
         try { await enterSandbox(sandbox, poolConfined!); } catch (e) { throw new VmSetupError((e as Error).message); }
       }
@@ -296,6 +308,21 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     if (!extras.signals) signals.dispose();
     for (const s of stats) s?.close();
   }
+}
+
+/** poolForAps, started before the VM is created (its vCPU count from the
+ * config; an invalid one finds no pool here and createMachine reports
+ * it). Its warnings go to `warnings`. */
+function searchPoolForAps(config: ConfigTree, warnings: string[]): Promise<number[] | undefined> {
+  let ncpus: number;
+  try {
+    ncpus = calcTopology(config).cpus;
+  } catch {
+    return Promise.resolve(undefined);
+  }
+  const search = poolForAps(config, ncpus, (w) => warnings.push(w));
+  search.catch(() => undefined); // awaited (and reported) once the VM exists; not when its creation fails
+  return search;
 }
 
 async function openGdbServer(config: ConfigTree, machine: ReturnType<typeof createMachine>['machine'],

@@ -102,10 +102,14 @@ export class Kicker {
   kick(id: number): void {
     const t = this.targets.get(id);
     if (t?.kick) { t.kick(); return; }
-    const tid = this.control.tid(id);
-    if (!t || tid === 0) return;
+    if (!t) return;
+    // Before the vCPU's thread has started its run (no tid yet: the control
+    // socket is up while vCPU threads still build their devices) the flag
+    // alone keeps the kick: the first KVM_RUN returns at once and the thread
+    // serves what was asked.
     t.immediateExit = true;
-    kickThread(tid);
+    const tid = this.control.tid(id);
+    if (tid !== 0) kickThread(tid);
   }
 
   kickAll(): void {

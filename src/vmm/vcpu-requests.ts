@@ -79,15 +79,17 @@ export class VcpuRequester {
   constructor(count: number, private readonly control: VcpuControl, private readonly kicker: Kicker) {
     this.channels = Array.from({ length: count }, () => new MessageChannel());
     for (const ch of this.channels) {
-      ch.port1.on('message', (r: Reply) => {
-        const p = this.pending.get(r.seq);
-        if (!p) return;
-        this.pending.delete(r.seq);
-        if (r.ok) p.resolve(r.result);
-        else p.reject(new Error(r.error));
-      });
+      ch.port1.on('message', (r: Reply) => this.deliver(r));
       ch.port1.unref();
     }
+  }
+
+  private deliver(r: Reply): void {
+    const p = this.pending.get(r.seq);
+    if (!p) return;
+    this.pending.delete(r.seq);
+    if (r.ok) p.resolve(r.result);
+    else p.reject(new Error(r.error));
   }
 
   /** The port to hand (transfer) to vCPU `id`'s thread. */
@@ -112,6 +114,12 @@ export class VcpuRequester {
   }
 
   close(): void {
+    // Replies a vCPU posted before the VM stopped are answers, not "VM
+    // stopped": the port's event may still be queued behind the thread's
+    // exit (bhyvectl --inject-nmi, whose NMI ends the guest at once).
+    for (const ch of this.channels) {
+      for (let m = receiveMessageOnPort(ch.port1); m; m = receiveMessageOnPort(ch.port1)) this.deliver(m.message as Reply);
+    }
     for (const ch of this.channels) ch.port1.close();
     for (const p of this.pending.values()) p.reject(new Error('VM stopped'));
     this.pending.clear();

@@ -57,6 +57,17 @@ export interface DeviceHostData {
   fwcfgFiles: Array<{ name: string; data: Uint8Array }>;
   /** Deadlines of device timers (device-timers.ts). */
   timerSab: SharedArrayBuffer;
+  /** The SMBIOS image createMachine's fit check built (firmware
+   * smbiosImage(), same config, layout and host name): written as is. */
+  smbios?: Uint8Array;
+}
+
+/** vCPU 0's thread, before its VcpuThreadData: the config, as soon as the
+ * command line is checked, so that the thread loads the models of the
+ * devices it names while the main thread creates the VM. */
+export interface DeviceModelsHint {
+  type: 'models';
+  config: Array<[string, string]>;
 }
 
 export type VcpuThreadMessage =

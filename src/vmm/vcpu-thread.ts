@@ -5,7 +5,7 @@
 
 import { parentPort } from 'node:worker_threads';
 import { ForwardingIoBus, Mailbox } from './ap-mailbox.js';
-import { DeviceHost, loadDeviceModels } from './device-host.js';
+import { DeviceHost, loadDeviceModels, preloadDeviceModels } from './device-host.js';
 import { errorLine } from '../user-error.js';
 import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js';
 import type { ExitRequest } from './exit-status.js';
@@ -17,7 +17,7 @@ import { VCPU_REQUEST, VCPU_STATE, VcpuControl } from './vcpu-control.js';
 import { Doorbell } from '../sys/doorbell.js';
 import { checkRunState, serveVcpuRequests } from './vcpu-requests.js';
 import { applyVcpuState, realModeEntry } from './vcpu-state.js';
-import type { VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
+import type { DeviceModelsHint, VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
 import { confineThisThread } from './sandbox/sandbox.js';
 import { trace, traceMemory, traceModules } from './startup-trace.js';
 
@@ -28,12 +28,29 @@ import { trace, traceMemory, traceModules } from './startup-trace.js';
 // CommonJS script, scripts/bundle.mjs.)
 trace('vcpu: modules in');
 preloadLibc();
+preloadDeviceModels(process.argv.slice(2));
 parentPort!.postMessage({ type: 'loaded' } satisfies VcpuThreadMessage);
-// vCPU 0 loads its devices' models first (the devices are built at once).
-parentPort!.once('message', (d: VcpuThreadData) => {
-  if (!d.deviceHost) runVcpuThread(d);
-  else void loadDeviceModels(d.deviceHost).then(() => runVcpuThread(d));
-});
+// vCPU 0 loads its devices' models first (the devices are built at once),
+// from the config the main thread sends ahead of the data when it can
+// (DeviceModelsHint): then they load while it creates the VM.
+let modelsLoading: Promise<void> | undefined;
+const onMessage = (m: VcpuThreadData | DeviceModelsHint): void => {
+  if ('type' in m) {
+    if (m.type === 'models' && !modelsLoading) {
+      modelsLoading = loadDeviceModels(m.config);
+      modelsLoading.catch(() => undefined); // loaded (and reported) again with the data
+    }
+    return;
+  }
+  parentPort!.off('message', onMessage);
+  const d = m;
+  if (!d.deviceHost) { runVcpuThread(d); return; }
+  // Loaded once: models the hint loaded are not loaded again.
+  const host = d.deviceHost;
+  void (modelsLoading ?? Promise.resolve()).catch(() => undefined)
+    .then(() => loadDeviceModels(host.config)).then(() => runVcpuThread(d));
+};
+parentPort!.on('message', onMessage);
 
 /** The rest of the thread's life: set up, wait for go, KVM_RUN until stop. */
 function runVcpuThread(d: VcpuThreadData): void {

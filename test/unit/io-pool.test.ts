@@ -29,7 +29,7 @@ afterAll(() => {
 });
 
 let seq = 0;
-function setup(threads: number, page?: { words: Int32Array; fd?: number }) {
+function setup(threads: number, page?: { words: Int32Array; fd?: number }, holdOff = 0, url = workerUrl) {
   const memoryPath = path.join(tmp, `mem${seq}`);
   fs.writeFileSync(memoryPath, Buffer.alloc(0));
   fs.truncateSync(memoryPath, RAM);
@@ -47,7 +47,7 @@ function setup(threads: number, page?: { words: Int32Array; fd?: number }) {
   cleanup.push(() => file.close());
   const pool = new BlockIoPool(threads, threads > 0 ? {
     memoryPath, layout: { lowmem: RAM, highmem: 0 }, doorbell: { sab: new SharedArrayBuffer(8), vcpuFd: -1, mmapSize: 0 },
-  } : undefined, [file], () => mem, { noKick: true, workerUrl, page });
+  } : undefined, [file], () => mem, { noKick: true, workerUrl: url, page, holdOff });
   cleanup.push(() => pool.close());
   return { ram, mem, image, data, file, pool };
 }
@@ -168,6 +168,75 @@ describe.skipIf(!haveWorker)('block I/O pool with worker threads', () => {
     const { pool } = setup(1);
     expect(pool.submit(0, false, 0, [[0x100000, 4096]], () => {})).toBe(false);
   });
+});
+
+/** A stand-in worker that comes up and takes nothing (a thread that gets
+ * no CPU); with `preempt` it reports a preempted spin at the first submit. */
+function idleWorker(preempt: boolean): URL {
+  const file = path.join(tmp, `idle-worker-${preempt}.mjs`);
+  fs.writeFileSync(file, `
+    import { workerData } from 'node:worker_threads';
+    import { CTL } from ${JSON.stringify(`file://${path.join(root, 'dist/devices/block/io-pool.js')}`)};
+    const ctl = new Int32Array(workerData.shared.ctl);
+    const seen = Atomics.load(ctl, CTL.SUBMITTED);
+    Atomics.add(ctl, CTL.UP, 1);
+    if (${preempt}) { while (Atomics.load(ctl, CTL.SUBMITTED) === seen) Atomics.wait(ctl, CTL.SUBMITTED, seen, 20); Atomics.add(ctl, CTL.PREEMPTED, 1); }
+    while (Atomics.load(ctl, CTL.STOP) === 0) Atomics.wait(ctl, CTL.STOP, 0, 20);
+    Atomics.sub(ctl, CTL.UP, 1);
+  `);
+  return new URL(`file://${file}`);
+}
+
+describe.skipIf(!haveWorker)('block I/O pool: held off while its threads get no CPU', () => {
+  it('a request no worker took in time is done here, and the next transfers are refused (done by the caller) for the hold-off', async () => {
+    const { pool } = setup(1, undefined, 3, idleWorker(false));
+    await waitUp(pool, 1);
+    let got = -2;
+    expect(pool.submit(0, false, 0, [[0x100000, 4096]], (n) => { got = n; })).toBe(true);
+    await new Promise((r) => setTimeout(r, 5));
+    expect(pool.stealStale(1)).toBe(1);
+    expect(pool.reap()).toBe(1);
+    expect(got).toBe(4096);
+    for (let i = 0; i < 3; i++) expect(pool.submit(0, false, 0, [[0x100000, 4096]], () => {})).toBe(false);
+    expect(pool.heldOff).toBe(3);
+    expect(pool.submit(0, false, 0, [[0x100000, 4096]], () => {})).toBe(true);
+    pool.drain();
+    expect(pool.pending).toBe(0);
+  }, 90_000);
+
+  it('each further late request with none done by a worker in between doubles the hold-off', async () => {
+    const { pool } = setup(1, undefined, 2, idleWorker(false));
+    await waitUp(pool, 1);
+    const refusals: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      expect(pool.submit(0, false, 0, [[0x100000, 4096]], () => {})).toBe(true);
+      await new Promise((r) => setTimeout(r, 5));
+      expect(pool.stealStale(1)).toBe(1);
+      pool.reap();
+      let n = 0;
+      while (!pool.submit(0, false, 0, [[0x100000, 4096]], () => {}) && n < 100) n++;
+      refusals.push(n);
+      pool.drain();
+    }
+    expect(refusals).toEqual([2, 4, 8]);
+  }, 90_000);
+
+  it('a worker whose spin was preempted holds the pool off too', async () => {
+    const { pool } = setup(1, undefined, 2, idleWorker(true));
+    await waitUp(pool, 1);
+    expect(pool.submit(0, false, 0, [[0x100000, 4096]], () => {})).toBe(true);
+    const deadline = Date.now() + 30_000;
+    let refused = false;
+    while (!refused && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 5));
+      refused = !pool.submit(0, false, 0, [[0x100000, 4096]], () => {});
+    }
+    expect(refused).toBe(true);
+    expect(pool.submit(0, false, 0, [[0x100000, 4096]], () => {})).toBe(false);
+    expect(pool.heldOff).toBe(2);
+    expect(pool.submit(0, false, 0, [[0x100000, 4096]], () => {})).toBe(true);
+    pool.drain();
+  }, 90_000);
 });
 
 describe('block I/O pool without threads (no VM memory file)', () => {

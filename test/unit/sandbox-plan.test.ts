@@ -71,3 +71,14 @@ describe('sandboxPlan', () => {
     expect(() => config(`${base} -o security.sandbox=maybe vm1`)).toThrow(/security\.sandbox/);
   });
 });
+
+describe('codeDirectories', () => {
+  it('is bhyve\'s tree, and koffi\'s directory as Node resolves it when that lies outside (found without the resolver when koffi is in the tree)', async () => {
+    const { codeDirectories } = await import('../../src/vmm/sandbox/sandbox.js');
+    const { installRoot } = await import('../../src/install-root.js');
+    const { createRequire } = await import('node:module');
+    const root = installRoot();
+    const resolved = path.dirname(createRequire(path.join(root, 'src', 'x.js')).resolve('koffi'));
+    expect(codeDirectories()).toEqual(resolved.startsWith(root + path.sep) ? [root] : [root, resolved]);
+  });
+});

@@ -219,8 +219,22 @@ export class AhciController extends PciEmulFunction {
       return;
     }
     this.syncPortPage(v, only);
+    this.syncHostWords();
+  }
+
+  private syncHostWords(): void {
+    const v = this.regPage;
+    if (!v) return;
     v.setUint32(AHCI_GHC, this.ghc >>> 0, true);
     v.setUint32(AHCI_IS, this.is >>> 0, true);
+  }
+
+  /** Port `n`'s PxSACT into the page (unless it is the page's word). */
+  private syncSact(n: number): void {
+    const v = this.regPage;
+    const p = this.ports[n];
+    if (!v || !p || p.sactShared) return;
+    v.setUint32(AHCI_OFFSET + n * AHCI_STEP + AHCI_P_SACT, p.sact >>> 0, true);
   }
 
   private syncPortPage(v: DataView, n: number): void {
@@ -299,10 +313,15 @@ export class AhciController extends PciEmulFunction {
     if (this.pool && this.pool.pending > 0 && !POOL_SAFE_WRITES.has(off < AHCI_OFFSET ? off : (off - AHCI_OFFSET) % AHCI_STEP + AHCI_OFFSET)) this.drainPool();
     if (off < AHCI_OFFSET) {
       this.hostWrite(off, value >>> 0);
-      this.syncRegPage();
+      // IS and GHC (without HR) change only those two words.
+      if (off === AHCI_IS || (off === AHCI_GHC && !(value & AHCI_GHC_HR))) this.syncHostWords();
+      else this.syncRegPage();
     } else if (off < AHCI_OFFSET + this.portCount * AHCI_STEP) {
+      const n = Math.floor((off - AHCI_OFFSET) / AHCI_STEP);
       this.portWrite(off, value >>> 0);
-      this.syncRegPage(Math.floor((off - AHCI_OFFSET) / AHCI_STEP));
+      // A PxSACT write (one per NCQ command) sets bits of that word only.
+      if ((off - AHCI_OFFSET) % AHCI_STEP === AHCI_P_SACT) this.syncSact(n);
+      else this.syncRegPage(n);
     }
   }
 
@@ -377,6 +396,7 @@ export class AhciController extends PciEmulFunction {
       'PxSACT writes coalesced (ports)': this.sactZones.size,
       'io pool requests': this.pool?.submitted ?? 0, 'io pool requests done here': this.pool?.stolen ?? 0,
       'io pool threads up': this.pool?.workersUp ?? 0,
+      'io pool requests held off': this.pool?.heldOff ?? 0,
     };
     for (const p of this.ports) {
       if (!p) continue;

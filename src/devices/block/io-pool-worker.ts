@@ -68,7 +68,7 @@ function main(): void {
       Atomics.wait(ctl, CTL.SUBMITTED, seen);
       Atomics.sub(ctl, CTL.SLEEPING, 1);
     }
-    if (preempted) poll.preempted();
+    if (preempted) { poll.preempted(); Atomics.add(ctl, CTL.PREEMPTED, 1); }
     else poll.observe(Number(process.hrtime.bigint() - t0));
   }
   Atomics.sub(ctl, CTL.UP, 1);

@@ -48,6 +48,14 @@ export const POOL_SLOTS = 64;
 /** The longest a worker spins for the next request before it sleeps
  * (adaptive below it: io-pool-worker.ts). */
 export const POOL_POLL_MAX_NS = 200_000;
+/** After a sign that the workers lack a CPU (a request stolen because no
+ * worker took it in time, a worker's spin preempted), this many transfers
+ * run on the device thread before the pool gets one again, twice as many
+ * after each further sign with no transfer done by a worker in between (up
+ * to 64 times as many): on a host whose CPUs are all busy a handed-off
+ * transfer waits for the scheduler while the guest polls for it, where the
+ * exit would have done it at once. */
+export const POOL_HOLD_OFF = 64;
 /** Guest buffer segments per request; more goes the synchronous way. */
 export const POOL_MAX_SEGS = 64;
 
@@ -78,6 +86,8 @@ export const CTL = {
   /** Workers asleep in Atomics.wait (a submit wakes them; spinning ones
    * see SUBMITTED change by themselves). */
   SLEEPING: 6,
+  /** Bumped by a worker whose spin lost its CPU (the host's CPUs are busy). */
+  PREEMPTED: 7,
 } as const;
 const CTL_WORDS = 8;
 
@@ -206,14 +216,26 @@ export class BlockIoPool {
   /** Requests the device thread did itself (drain, a pool that is not up). */
   stolen = 0;
   submitted = 0;
+  /** Transfers refused while held off (POOL_HOLD_OFF): done by the caller. */
+  heldOff = 0;
+  /** Refusals left before the pool takes transfers again. */
+  private holdOff = 0;
+  private readonly holdOffLength: number;
+  /** Hold-offs in a row with no transfer a worker did in between: each
+   * doubles the next (a host that stays busy gets fewer probes). */
+  private lateStreak = 0;
+  /** Slots whose request the device thread did itself. */
+  private readonly doneHere = new Uint8Array(POOL_SLOTS);
+  private preemptedSeen = 0;
 
   /** The register page `clear` requests change (as 32-bit words). */
   private readonly page: Int32Array | undefined;
 
   constructor(threads: number, helper: HelperThreadData | undefined, private readonly files: BlockFile[],
     private readonly mem: () => GuestMemory,
-    opts: { noKick?: boolean; workerUrl?: URL; page?: { words: Int32Array; fd?: number } } = {}) {
+    opts: { noKick?: boolean; workerUrl?: URL; page?: { words: Int32Array; fd?: number }; holdOff?: number } = {}) {
     this.page = opts.page?.words;
+    this.holdOffLength = opts.holdOff ?? POOL_HOLD_OFF;
     this.shared = {
       ctl: new SharedArrayBuffer(4 * CTL_WORDS),
       slotsI: new SharedArrayBuffer(4 * SLOT_INTS * POOL_SLOTS),
@@ -276,6 +298,13 @@ export class BlockIoPool {
       this.beforeUp++;
       return false;
     }
+    const preempted = Atomics.load(this.ctl, CTL.PREEMPTED);
+    if (preempted !== this.preemptedSeen) { this.preemptedSeen = preempted; this.holdOffAgain(); }
+    if (this.holdOff > 0 && this.workers.length > 0) {
+      this.holdOff--;
+      this.heldOff++;
+      return false;
+    }
     const i = this.free.pop();
     if (i === undefined) return false;
     const b = i * SLOT_INTS;
@@ -332,7 +361,9 @@ export class BlockIoPool {
     if (performance.now() - this.submittedAt[this.owned[0]] < minAgeMs) return 0;
     const before = this.stolen;
     this.stealReady(minAgeMs);
-    return this.stolen - before;
+    const n = this.stolen - before;
+    if (n > 0 && this.workers.length > 0) this.holdOffAgain();
+    return n;
   }
 
   /** Finishes every request now: does the waiting ones here, waits for
@@ -352,6 +383,13 @@ export class BlockIoPool {
   }
 
   /** Does the READY requests older than `minAgeMs` on this thread. */
+  /** The workers lack a CPU: refuse the next transfers, for longer each
+   * time in a row (at most 64 times the base). */
+  private holdOffAgain(): void {
+    this.holdOff = this.holdOffLength * (1 << Math.min(this.lateStreak, 6));
+    this.lateStreak++;
+  }
+
   private stealReady(minAgeMs: number): void {
     const now = performance.now();
     const owned = this.owned;
@@ -363,6 +401,7 @@ export class BlockIoPool {
       if (Atomics.compareExchange(this.ints, b + SI.STATE, SLOT_STATE.READY, SLOT_STATE.TAKEN) !== SLOT_STATE.READY) continue;
       finishRequest(i, this.ints, this.f64, this.mem(), this.files, this.views, this.page, () => {});
       this.stolen++;
+      this.doneHere[i] = 1;
     }
   }
 
@@ -379,6 +418,9 @@ export class BlockIoPool {
       Atomics.store(this.ints, b + SI.STATE, SLOT_STATE.FREE);
       owned.splice(k, 1);
       this.free.push(i);
+      // A transfer a worker did ends a streak of hold-offs.
+      if (this.doneHere[i]) this.doneHere[i] = 0;
+      else if (this.workers.length > 0) this.lateStreak = 0;
       this.inFlight--;
       n++;
       // The callback may submit (and push to owned): k already points at

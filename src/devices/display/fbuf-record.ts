@@ -5,8 +5,6 @@
 import type { PciDeviceRecord } from '../pci-device.js';
 import { parseFbufOptions } from './fbuf-options.js';
 
-
-
 /** bhyve's pci_fbuf devemu: `-s N,fbuf,...`. */
 export const fbufDevice: PciDeviceRecord = {
   name: 'fbuf',

@@ -3,8 +3,6 @@
 
 import type { PciDeviceRecord } from '../pci-device.js';
 
-
-
 /** bhyve's pci_de_hda. */
 export const hdaDevice: PciDeviceRecord = {
   name: 'hda', description: 'High Definition Audio controller',

@@ -485,39 +485,74 @@ export class NvmeController extends PciEmulFunction {
     const mem = this.ctx.mem;
     const segs = this.segs;
     segs.length = 0;
-    const add = (gpa: number, len: number): boolean => {
-      if (!mem.contains(gpa, len)) return false;
-      const last = segs.length > 0 ? segs[segs.length - 1] : undefined;
-      if (last && last[0] + last[1] === gpa) last[1] += len;
-      else segs.push([gpa, len]);
-      return true;
-    };
-    const entry = (at: number): number => (mem.readU32(at + 4) * 0x100000000) + ((mem.readU32(at) & ~3) >>> 0);
     try {
       const prp1 = this.prp1;
-      let size = Math.min(NVME_PAGE - (prp1 % NVME_PAGE), bytes);
-      if (!add(prp1, size)) return undefined;
-      let left = bytes - size;
-      if (left === 0) return segs;
-      if (left <= NVME_PAGE) return add(this.prp2, left) ? segs : undefined;
+      const first = Math.min(NVME_PAGE - (prp1 % NVME_PAGE), bytes);
+      // The run of contiguous pages being built; checked when it ends.
+      let runAt = prp1;
+      let runLen = first;
+      let left = bytes - first;
+      if (left > 0 && left <= NVME_PAGE) {
+        const gpa = this.prp2;
+        if (runAt + runLen === gpa) runLen += left;
+        else { segs.push([runAt, runLen]); runAt = gpa; runLen = left; }
+        left = 0;
+      }
       let list = this.prp2;
       let entries = Math.floor((NVME_PAGE - (list % NVME_PAGE)) / 8);
+      // The list's entries up to its page's end, read through one view (a
+      // page is guest RAM as a whole or not at all).
+      let words = left > 0 && entries >= 1 ? this.listWords(list, entries) : undefined;
+      let wordsAt = list;
       while (left > 0) {
         if (entries === 1 && left > NVME_PAGE) { // the last entry points to the next list
-          list = entry(list);
+          list = this.prpEntry(words, wordsAt, list);
           entries = Math.floor((NVME_PAGE - (list % NVME_PAGE)) / 8);
+          words = entries >= 1 ? this.listWords(list, entries) : undefined;
+          wordsAt = list;
           continue;
         }
-        size = Math.min(left, NVME_PAGE);
-        if (!add(entry(list), size)) return undefined;
+        const size = Math.min(left, NVME_PAGE);
+        const gpa = this.prpEntry(words, wordsAt, list);
+        if (runAt + runLen === gpa) runLen += size;
+        else { segs.push([runAt, runLen]); runAt = gpa; runLen = size; }
         left -= size;
         list += 8;
         entries--;
       }
+      segs.push([runAt, runLen]);
+      for (let i = 0; i < segs.length; i++) if (!this.isRam(segs[i][0], segs[i][1])) return undefined;
       return segs;
     } catch {
       return undefined;
     }
+  }
+
+  /** The PRP list entries from `list` to its page's end, as a view. */
+  private listWords(list: number, entries: number): DataView {
+    const b = this.ctx.mem.slice(list, entries * 8);
+    return new DataView(b.buffer, b.byteOffset, b.byteLength);
+  }
+
+  /** The PRP entry at `at`, from `words` (read at `wordsAt`) when it holds it. */
+  private prpEntry(words: DataView | undefined, wordsAt: number, at: number): number {
+    const o = at - wordsAt;
+    if (words && o >= 0 && o + 8 <= words.byteLength) return words.getUint32(o + 4, true) * 0x100000000 + ((words.getUint32(o, true) & ~3) >>> 0);
+    const mem = this.ctx.mem;
+    return mem.readU32(at + 4) * 0x100000000 + ((mem.readU32(at) & ~3) >>> 0);
+  }
+
+  /** Whether every page of [gpa, gpa+len) is guest RAM (the range may run
+   * on across RAM chunks that touch). */
+  private isRam(gpa: number, len: number): boolean {
+    const mem = this.ctx.mem;
+    if (mem.contains(gpa, len)) return true;
+    for (let at = gpa; at < gpa + len;) {
+      const n = Math.min(gpa + len - at, NVME_PAGE - (at % NVME_PAGE));
+      if (!mem.contains(at, n)) return false;
+      at += n;
+    }
+    return true;
   }
 
   /** Guest buffers of a data transfer of `bytes` (prpSegments as views).
@@ -928,6 +963,7 @@ export class NvmeController extends PciEmulFunction {
     return {
       'msi-x messages': c.msix, 'cq doorbell zones': this.cqZones.size, ...this.counts,
       'pool requests before its thread was up': this.pool?.beforeUp ?? 0,
+      'pool requests held off': this.pool?.heldOff ?? 0,
     };
   }
 }

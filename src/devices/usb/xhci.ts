@@ -94,7 +94,6 @@ class HostError extends Error {
   constructor(readonly kind: 'system' | 'controller') { super(kind); }
 }
 
-
 export class XhciController extends PciEmulFunction implements Device {
   private usbcmd = 0;
   private usbsts = STS_HCH;

@@ -125,4 +125,7 @@ try {
   // FAILED before the queue was taken (the device thread serves it), else
   // STOPPED with the reason (needs-reset at the device thread's next poll).
   ctl.crashed(`iothread: ${(e as Error).message}`);
+  // The device thread must look now: the guest's notifies reach only this
+  // thread's eventfd, so without a kick it would wait for us forever.
+  try { deviceThreadKick(d.helper, d.noKick)(); } catch { /* no doorbell to ring */ }
 }

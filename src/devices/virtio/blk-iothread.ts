@@ -8,7 +8,9 @@
 //     -> the iothread, blocked in read() on that eventfd, wakes, pops every
 //        available chain, does the preadv/pwritev straight between the image
 //        and guest RAM (its own mapping of the VM's memory file), pushes the
-//        used entries, and sleeps again.
+//        used entries, and sleeps again. While it serves, the driver's
+//        notifies are off (VirtioBlock.serveQuiet): a driver that honours
+//        that adds chains without an exit of its vCPU.
 //
 // Notifies that still reach the device thread (a legacy I/O-port notify, a
 // BAR the guest moved after DRIVER_OK, a host without ioeventfd) are

@@ -72,7 +72,6 @@ export interface BlockOptions extends BlockBackendOptions {
 /** Largest iothread_poll_us accepted (1 ms). */
 export const IOTHREAD_POLL_US_MAX = 1000;
 
-
 /** Reads a virtio-blk slot's options from its config node (pci.B.S.F). */
 export function blockOptionsFromConfig(tree: ConfigTree, node: string): BlockOptions {
   const opts: BlockOptions = blockBackendOptionsFromConfig(tree, node, 'virtio-blk');

@@ -27,6 +27,7 @@
 // and let them through, to find what a new code path needs.
 
 import { installRoot } from '../../install-root.js';
+import { koffiNativeDirectory } from '../../sys/koffi.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -123,16 +124,32 @@ export function helperThreadPlan(config: ConfigTree, readFiles: readonly string[
   };
 }
 
-/** bhyve's installed tree and the directory of koffi (a worker thread
- * loads both). */
+/** bhyve's installed tree, the directory of koffi and that of the native
+ * module it loaded (a worker thread loads all three). */
 export function codeDirectories(): string[] {
   const root = installRoot();
   const dirs = [root];
+  const add = (dir: string | undefined): void => {
+    if (dir !== undefined && !dir.startsWith(root + path.sep) && !dirs.includes(dir)) dirs.push(dir);
+  };
   try {
-    const koffiDir = path.dirname(createRequire(import.meta.url).resolve('koffi'));
-    if (!koffiDir.startsWith(root + path.sep)) dirs.push(koffiDir);
+    add(koffiDirectory(root));
   } catch { /* resolved when loaded; nothing to add */ }
+  add(koffiNativeDirectory());
   return dirs;
+}
+
+/** The directory Node resolves `koffi` to from bhyve's code (its main file
+ * is at the package's top): bhyve's own node_modules/koffi, its real path,
+ * when it is there (the usual layout; this is on the start-up path, and
+ * Node's CommonJS resolver costs 3-5 ms on first use), else what the
+ * resolver says. */
+function koffiDirectory(root: string): string {
+  try {
+    return fs.realpathSync(path.join(root, 'node_modules', 'koffi'));
+  } catch {
+    return path.dirname(createRequire(import.meta.url).resolve('koffi'));
+  }
 }
 
 /** Directories of virtio-console port sockets (bhyve removes them at exit). */

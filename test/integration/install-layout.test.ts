@@ -1,0 +1,39 @@
+// bhyve installed with its node_modules elsewhere (a link, as pnpm and
+// `npm link` make them): the sandbox's Landlock rules must cover the code
+// its threads load after the sandbox is in force. A virtio-blk iothread
+// starts at the driver's DRIVER_OK, when Landlock already restricts file
+// access, and loads koffi's native module from its platform package; with
+// only bhyve's tree and the koffi package allowed, that load failed and
+// the device's queue was never served (the guest waited forever).
+import { execa } from 'execa';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { bhyveArgs, kvmUnavailable, rom, ROOT, vmName } from '../support/bhyve.js';
+
+const skip = kvmUnavailable() ?? (fs.existsSync(rom('virtio-blk')) ? undefined : 'virtio test guests are not built');
+
+describe.skipIf(skip !== undefined)(`bhyve with node_modules outside its tree${skip ? ` (skipped: ${skip})` : ''}`, { timeout: 120_000 }, () => {
+  it('a virtio-blk iothread started under the sandbox loads and serves the queue', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-install-'));
+    try {
+      const inst = path.join(tmp, 'bhyve');
+      fs.mkdirSync(inst);
+      for (const d of ['bin', 'dist', 'share']) fs.cpSync(path.join(ROOT, d), path.join(inst, d), { recursive: true });
+      fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(inst, 'package.json'));
+      fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(inst, 'node_modules'));
+      fs.mkdirSync(path.join(tmp, 'run'), { mode: 0o700 });
+      const img = path.join(tmp, 'blk.img');
+      fs.writeFileSync(img, '');
+      fs.truncateSync(img, 8 << 20);
+      const r = await execa(path.join(inst, 'bin', 'bhyve'),
+        bhyveArgs(rom('virtio-blk'), vmName('instlay'), { extra: ['-s', `3,virtio-blk,${img},iothread=true`] }),
+        { reject: false, timeout: 60_000, env: { BHYVE_RUNDIR: path.join(tmp, 'run') } });
+      expect(r.stdout, `${r.stdout}\n${r.stderr}`).toMatch(/virtio-blk: wrote \d+ sectors, read back OK/);
+      expect(r.exitCode, r.stderr).toBe(33);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
