@@ -248,6 +248,9 @@ export class VirtioNet extends VirtioDeviceBase {
     return onThread.map((on) => (on ? this.iothread!.notifyFd : undefined));
   }
 
+  /** NotifyOffload: the I/O thread is still loading. */
+  offloadStarting(): boolean { return this.iothread?.starting ?? false; }
+
   /** The I/O thread never took the queues: notifies come here again (the
    * ioeventfds go), and this thread serves both queues. */
   private iothreadFallback(): void {
