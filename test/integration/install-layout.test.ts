@@ -60,6 +60,7 @@ describe.skipIf(skip !== undefined)(`bhyve with node_modules outside its tree${s
         { reject: false, timeout: 60_000, env: { BHYVE_RUNDIR: path.join(tmp, 'run') } });
       expect(r.stdout, `${r.stdout}\n${r.stderr}`).toMatch(/virtio-blk: wrote \d+ sectors, read back OK/);
       expect(r.exitCode, r.stderr).toBe(33);
+      expect(r.stderr).toMatch(/virtio-blk: iothread could not start \(blk-iothread-worker: could not load: cannot load koffi\.node: EACCES\)/);
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }

@@ -70,6 +70,7 @@ describe.skipIf(skip !== undefined)('virtio-net on bhyve with a tap in a network
       });
       expect(r.stdout, `${r.stdout}${r.stderr}`).toContain('virtio-net: ping reply from 10.0.2.2 OK');
       expect(r.exitCode).toBe(33);
+      expect(r.stderr).toMatch(/virtio-net: I\/O thread could not start \(net-iothread-worker: could not load: cannot load koffi\.node: EACCES\)/);
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }

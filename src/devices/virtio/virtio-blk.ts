@@ -223,6 +223,8 @@ export class VirtioBlock extends VirtioDeviceBase {
    * here again (the ioeventfd goes: its eventfd is closed with the
    * iothread, and KVM would keep signalling that). */
   private iothreadFallback(): void {
+    const why = this.iothread?.startError() || 'no reason given';
+    process.stderr.write(`bhyve: warning: virtio-blk: iothread could not start (${why}); the device thread serves the queue\n`);
     this.releaseOffload();
     this.stopIothread();
   }

@@ -254,6 +254,8 @@ export class VirtioNet extends VirtioDeviceBase {
   /** The I/O thread never took the queues: notifies come here again (the
    * ioeventfds go), and this thread serves both queues. */
   private iothreadFallback(): void {
+    const why = this.iothread?.startError() || 'no reason given';
+    process.stderr.write(`bhyve: warning: virtio-net: I/O thread could not start (${why}); the device thread serves the queues\n`);
     this.releaseOffload();
     this.stopIothread();
     this.queueNotify(VTNET_TXQ);
