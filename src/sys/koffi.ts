@@ -11,6 +11,7 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { threadpoolSize } from './threadpool-size.js';
 import type * as KoffiModule from 'koffi';
 
 export type Koffi = typeof KoffiModule;
@@ -20,7 +21,19 @@ let loaded: Koffi | undefined;
 let nativePackage: string | undefined;
 
 export function koffi(): Koffi {
-  return (loaded ??= loadKoffi());
+  return (loaded ??= allowPoolCalls(loadKoffi()));
+}
+
+/** koffi refuses more asynchronous calls in flight than max_async_calls
+ * (256 by default: "Too many asynchronous calls are running"), and bhyve
+ * keeps one blocked on every thread of libuv's pool at times (finding and
+ * confining the pool: up to 1024 threads, 8 + vCPUs - 1 by bin/bhyve) as
+ * well as each AP's KVM_RUN: room for twice the pool. */
+function allowPoolCalls(k: Koffi): Koffi {
+  const want = Math.min(4096, 2 * threadpoolSize() + 64);
+  const config = k.config();
+  if ((config.max_async_calls ?? 0) < want) k.config({ ...config, max_async_calls: want });
+  return k;
 }
 
 /** The directory of the package whose native module koffi() loaded in

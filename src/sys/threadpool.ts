@@ -10,20 +10,14 @@
 import fs from 'node:fs';
 import { closeFd, EFD_CLOEXEC, EFD_NONBLOCK, EFD_SEMAPHORE, eventfd, eventfdRead, eventfdWrite } from './eventfd.js';
 import { libcFunc } from './libc.js';
+import { threadpoolSize } from './threadpool-size.js';
 
 const readFn = libcFunc('int64_t read(int fd, _Out_ uint8_t *buf, size_t count)');
 const SYS_READ = 0; // x86_64
 const SETTLE_MS = 30;
 const GIVE_UP_MS = 2000;
 
-/** The pool's size as libuv read it (bin/bhyve sets it before first use). */
-export function threadpoolSize(): number {
-  const v = process.env.UV_THREADPOOL_SIZE;
-  if (v === undefined) return 4;
-  // As libuv reads it: atoi, at least 1, at most 1024.
-  const n = parseInt(v, 10);
-  return Number.isNaN(n) || n === 0 ? 1 : n < 0 ? 1024 : Math.min(n, 1024);
-}
+export { threadpoolSize } from './threadpool-size.js';
 
 /** Thread ids of libuv's pool threads. Call while nothing else keeps them
  * busy (before the backends start): a thread busy elsewhere is not found

@@ -39,6 +39,19 @@ describe.skipIf(skipWhy)(`guest limits${skipWhy ? ` (skipped: ${skipWhy})` : ''}
     expect(fs.existsSync(rundir) ? fs.readdirSync(rundir) : []).toEqual([]);
   });
 
+  // The most vCPUs a VM can have (one socket, no MP table: bhyve's -Y):
+  // libuv's pool then has 262 threads, each of which holds one of koffi's
+  // asynchronous calls while bhyve finds and confines them, beyond koffi's
+  // default limit of 256 ("Too many asynchronous calls are running").
+  it('-c 255 boots (the pool holds more calls than koffi allows by default)', async () => {
+    const args = bhyveArgs(rom('exit-testdev'), 'limits');
+    args.splice(0, 4, '-Y', '-c', '255,sockets=1,cores=255', '-m', '256M');
+    const r = await execa(BHYVE, args, { reject: false, env: { BHYVE_RUNDIR: rundir }, timeout: 50_000, stdin: 'ignore' });
+    expect(errors(r.stderr)).toEqual([]);
+    expect(r.stdout).toContain('hello from testdev rom');
+    expect(r.exitCode).toBe(33);
+  });
+
   it('bhyveload -m 17T: one line, status 1, nothing left', async () => {
     const r = await execa(path.join(ROOT, 'bin/bhyveload'), ['-m', '17T', '-h', tmp, '-e', 'kernel=/nothing', 'limits'], {
       reject: false, env: { BHYVE_RUNDIR: rundir }, timeout: 30_000,
