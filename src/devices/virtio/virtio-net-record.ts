@@ -9,11 +9,15 @@ import { VIRTIO_PCI_KEYS } from './virtio-pci-keys.js';
 
 /** Whether `pci.B.S.F.iothread` defaults to on for virtio-net. */
 export const NET_IOTHREAD_DEFAULT = true;
-/** Whether `pci.B.S.F.iothread_tx` defaults to on. Off: on the host we
- * measured (2 CPUs, shared) a guest sending flat out got more through its
- * own notify exits than through a hand-off to another thread, which has to
- * be scheduled for every queueful (BENCHMARKS.md). */
-export const NET_IOTHREAD_TX_DEFAULT = false;
+/** What `pci.B.S.F.iothread_tx` defaults to: 'auto' gives the I/O thread
+ * the transmit queue only for a driver that takes interrupts (MSI-X
+ * vectors on its queues at DRIVER_OK: it sleeps or works while transmits
+ * complete, and a TCP stream's segments are written while it runs, as
+ * QEMU does), and keeps the transmit notify exit for a driver that polls
+ * its used rings (its vCPU spins anyway, so writing on its own exit costs
+ * it nothing, while a hand-off waits for another thread to be scheduled;
+ * BENCHMARKS.md). */
+export const NET_IOTHREAD_TX_DEFAULT: boolean | 'auto' = 'auto';
 /** Whether `pci.B.S.F.irqfd` defaults to on. */
 export const NET_IRQFD_DEFAULT = true;
 /** Default of `pci.B.S.F.iothread_poll_us`. */
@@ -38,7 +42,7 @@ export const virtioNetDevice: PciDeviceRecord = {
     { key: 'mac', description: 'MAC address (default: derived from the VM name and slot)' },
     { key: 'mtu', default: '1500', description: 'MTU offered to the guest' },
     { key: 'iothread', default: String(NET_IOTHREAD_DEFAULT), description: 'receive frames on a thread of its own, fed by an ioeventfd and the backend' },
-    { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd)' },
+    { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd); auto: when the driver uses MSI-X queue vectors' },
     { key: 'irqfd', default: String(NET_IRQFD_DEFAULT), description: 'that thread raises MSI-X queue interrupts by irqfd, not through vCPU 0' },
     { key: 'iothread_poll_us', default: String(NET_IOTHREAD_POLL_US), description: 'microseconds the I/O thread watches for receive buffers while a frame waits, before sleeping' },
     { key: 'iothread_refill_us', default: String(NET_IOTHREAD_REFILL_US), description: 'microseconds the I/O thread sleeps, when the driver adds a receive buffer after running out, for it to add more' },

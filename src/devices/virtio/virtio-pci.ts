@@ -136,10 +136,13 @@ export interface NotifyOffload {
   /** `release` removes the ioeventfds again (a helper that could not start:
    * the device takes its notifies back by exit). `irqfds`, where KVM
    * offers them, wires the named queues' interrupts straight to their
-   * MSI-X vectors for the helper (queue-irqfd.ts); undefined when not. */
+   * MSI-X vectors for the helper (queue-irqfd.ts); undefined when not.
+   * `vectored` says per queue whether the driver gave it an MSI-X vector
+   * (with MSI-X enabled) by the time it set DRIVER_OK. */
   startOffload(
     helper: HelperThreadData, release: () => void,
     irqfds?: (queues: ReadonlyArray<boolean>) => QueueIrqfdChannel | undefined,
+    vectored?: ReadonlyArray<boolean>,
   ): Array<number | undefined> | undefined;
 }
 
@@ -443,7 +446,8 @@ export class VirtioPci extends PciEmulFunction {
       return this.queueIrqfds?.channel;
     };
     try {
-      fds = dev.startOffload(kvm.helper, () => this.dropIoeventfds(), irqfds);
+      const vectored = this.queues.map((q) => this.msixEnabledNow() && q.msixVector !== VIRTIO_MSI_NO_VECTOR && q.msixVector < this.msixVectorCount);
+      fds = dev.startOffload(kvm.helper, () => this.dropIoeventfds(), irqfds, vectored);
     } catch {
       this.dropIrqfds();
       return; // the device keeps serving notifies on this thread
