@@ -43,8 +43,45 @@ function compile(name, dir = __dirname) {
   return { file, script, cached: cachedData !== undefined && !script.cachedDataRejected };
 }
 
-/** Runs dist/bundle/NAME.cjs as a CommonJS module; returns its exports. */
+/** Runs dist/bundle/NAME.cjs as a CommonJS module; returns its exports.
+ * In a worker whose starter asked for it (workerData.loadFailure), a
+ * failure to load is also written where the starter looks (see
+ * reportLoadFailure), then thrown as before. */
 function load(name) {
+  try {
+    return loadBundle(name);
+  } catch (e) {
+    reportLoadFailure(name, e);
+    throw e;
+  }
+}
+
+/** A worker's 'error' event reaches its parent only through the parent's
+ * event loop, which a thread that runs a guest does not return to. So a
+ * starter may pass, in workerData.loadFailure, a self-describing place in
+ * a SharedArrayBuffer for the failure: the reason's UTF-8 bytes (at most
+ * reasonMax from reasonOffset, their count in Int32 word reasonLenWord),
+ * then word stateWord moved from `from` to `to` (only if still `from`),
+ * then flagWord (if given) set to 1 and waiters on stateWord woken. Plain
+ * Atomics: nothing here may need what failed to load (koffi, ...). */
+function reportLoadFailure(name, e) {
+  try {
+    const d = require('node:worker_threads').workerData?.loadFailure;
+    if (!d || !(d.sab instanceof SharedArrayBuffer)) return;
+    const words = new Int32Array(d.sab);
+    const reason = Buffer.from(`${name}: could not load: ${e instanceof Error ? e.message : String(e)}`, 'utf8')
+      .subarray(0, d.reasonMax);
+    new Uint8Array(d.sab, d.reasonOffset, d.reasonMax).set(reason);
+    Atomics.store(words, d.reasonLenWord, reason.length);
+    if (Atomics.compareExchange(words, d.stateWord, d.from, d.to) !== d.from) return;
+    if (d.flagWord !== undefined) Atomics.store(words, d.flagWord, 1);
+    Atomics.notify(words, d.stateWord);
+  } catch {
+    // the original error is what matters
+  }
+}
+
+function loadBundle(name) {
   if (process.env.BHYVE_CODE_CACHE === '0' || process.env.BHYVE_DEBUG) return require(`./${name}.cjs`);
   const tracing = process.env.BHYVE_TRACE_STARTUP === '1';
   if (tracing) traceCpu(`${name}: loading`);

@@ -36,4 +36,33 @@ describe.skipIf(skip !== undefined)(`bhyve with node_modules outside its tree${s
       fs.rmSync(tmp, { recursive: true, force: true });
     }
   });
+
+  it('a virtio-blk iothread whose bundle cannot load: the device thread serves the queue', async () => {
+    // What an unreadable koffi.node or a missing file does: the worker's
+    // bundle throws while loader.cjs loads it, before any code of ours can
+    // ring the device thread; the guest's notifies go to the ioeventfd.
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-loadfail-'));
+    try {
+      const inst = path.join(tmp, 'bhyve');
+      fs.mkdirSync(inst);
+      for (const d of ['bin', 'dist', 'share']) fs.cpSync(path.join(ROOT, d), path.join(inst, d), { recursive: true });
+      fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(inst, 'package.json'));
+      fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(inst, 'node_modules'));
+      const bundle = path.join(inst, 'dist', 'bundle', 'blk-iothread-worker');
+      fs.writeFileSync(`${bundle}.cjs`, "throw new Error('cannot load koffi.node: EACCES');\n");
+      fs.rmSync(`${bundle}.cache`, { force: true });
+      fs.mkdirSync(path.join(tmp, 'run'), { mode: 0o700 });
+      const img = path.join(tmp, 'blk.img');
+      fs.writeFileSync(img, '');
+      fs.truncateSync(img, 8 << 20);
+      const r = await execa(path.join(inst, 'bin', 'bhyve'),
+        bhyveArgs(rom('virtio-blk'), vmName('loadfail'), { extra: ['-s', `3,virtio-blk,${img},iothread=true`] }),
+        { reject: false, timeout: 60_000, env: { BHYVE_RUNDIR: path.join(tmp, 'run') } });
+      expect(r.stdout, `${r.stdout}\n${r.stderr}`).toMatch(/virtio-blk: wrote \d+ sectors, read back OK/);
+      expect(r.exitCode, r.stderr).toBe(33);
+      expect(r.stderr).toMatch(/virtio-blk: iothread could not start \(blk-iothread-worker: could not load: cannot load koffi\.node: EACCES\)/);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
 });

@@ -6,6 +6,7 @@
 // clear error with status 4.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -46,6 +47,33 @@ describe.skipIf(skip !== undefined)('virtio-net on bhyve with a tap in a network
     expect(r.stdout).toContain(`virtio-net: 10.0.2.2 is at ${hostMac}\r\n`);
     expect(r.stdout).toContain('virtio-net: ping reply from 10.0.2.2 OK\r\n');
     expect(r.exitCode).toBe(33);
+  });
+
+  it('an I/O thread whose bundle cannot load: the device thread serves the queues (ARP and ping)', async () => {
+    // What an unreadable koffi.node or a missing file does: the worker's
+    // bundle throws while loader.cjs loads it, before any code of ours can
+    // ring the device thread; the guest's notifies go to the ioeventfd.
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-netload-'));
+    try {
+      const inst = path.join(tmp, 'bhyve');
+      fs.mkdirSync(inst);
+      for (const d of ['bin', 'dist', 'share']) fs.cpSync(path.join(ROOT, d), path.join(inst, d), { recursive: true });
+      fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(inst, 'package.json'));
+      fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(inst, 'node_modules'));
+      const bundle = path.join(inst, 'dist', 'bundle', 'net-iothread-worker');
+      fs.writeFileSync(`${bundle}.cjs`, "throw new Error('cannot load koffi.node: EACCES');\n");
+      fs.rmSync(`${bundle}.cache`, { force: true });
+      fs.mkdirSync(path.join(tmp, 'run'), { mode: 0o700 });
+      const r = await execa('ip', ['netns', 'exec', ns, path.join(inst, 'bin', 'bhyve'),
+        ...bhyveArgs(rom('virtio-net'), vmName('vnetlf'), { extra: ['-s', '3,virtio-net,tap0,iothread=true'] })], {
+        reject: false, timeout: 60_000, stdin: 'ignore', env: { BHYVE_RUNDIR: path.join(tmp, 'run') },
+      });
+      expect(r.stdout, `${r.stdout}${r.stderr}`).toContain('virtio-net: ping reply from 10.0.2.2 OK');
+      expect(r.exitCode).toBe(33);
+      expect(r.stderr).toMatch(/virtio-net: I\/O thread could not start \(net-iothread-worker: could not load: cannot load koffi\.node: EACCES\)/);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
   });
 
   it('mac= and a /dev/ path backend; a tap created by bhyve goes away with it', async () => {

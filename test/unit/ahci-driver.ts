@@ -3,19 +3,15 @@
 // command tables and PRDT buffers, built exactly as a guest driver builds
 // them, and the HBA driven through its PCI config space and ABAR. No /dev/kvm.
 
-import { ConfigTree } from '../../src/config/tree.js';
-import type { DeviceContext, InterruptSink, KvmDoorbells, RegisterPages } from '../../src/devices/device.js';
-import { buildPlatform, type Platform } from '../../src/devices/platform.js';
-import { computeLayout } from '../../src/sys/memory-map.js';
+import type { InterruptSink, KvmDoorbells, RegisterPages } from '../../src/devices/device.js';
+import type { Platform } from '../../src/devices/platform.js';
 import { AhciController } from '../../src/devices/ahci/ahci.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
-import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import { FakeCoalescedRing } from './fake-coalesced-ring.js';
-import '../support/device-models.js'; // the device models buildPlatform needs
+import { buildRigPlatform, PciRig, RIG_LAYOUT } from './pci-rig.js';
 
 export const RAM_BASE = 0x100000;
 export const RAM_SIZE = 8 << 20;
-const LAYOUT = computeLayout(256 * 1024 * 1024);
 export const SLOT = 4;
 
 export class MsiLog implements InterruptSink {
@@ -28,8 +24,7 @@ export class MsiLog implements InterruptSink {
 
 export interface Prd { addr: number; len: number; }
 
-export class AhciRig {
-  readonly io = new LocalIoBus();
+export class AhciRig extends PciRig {
   readonly irq = new MsiLog();
   readonly bytes = new Uint8Array(RAM_SIZE);
   readonly mem = new GuestMemory([{ gpa: RAM_BASE, bytes: this.bytes }]);
@@ -41,28 +36,23 @@ export class AhciRig {
   /** With `registerPages`: the register pages the HBA asked for, and
    * where the platform mapped them (undefined while not mapped). */
   pages: { bytes: Uint8Array; mappedAt: number | undefined } | undefined;
-  /** With `coalescedRing`: KVM's coalesced MMIO ring (wr() appends to it
-   * for an address in a zone the HBA registered, instead of exiting). */
-  readonly ring: FakeCoalescedRing | undefined;
-
   constructor(settings: Record<string, string>, opts: { registerPages?: boolean; coalescedRing?: boolean } = {}) {
-    const config = new ConfigTree();
+    super(SLOT, true);
+    if (opts.coalescedRing) this.coalesced = new FakeCoalescedRing(this.io);
     // No I/O threads unless a test asks (without a VM memory file the pool
     // has none: its requests would wait for the next exit or poll()).
-    const all = { 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc', [`pci.0.${SLOT}.0.device`]: 'ahci', [`pci.0.${SLOT}.0.iopool`]: '0', ...settings };
-    for (const [k, v] of Object.entries(all)) config.set(k, v);
-    if (opts.coalescedRing) this.ring = new FakeCoalescedRing(this.io);
-    const ctx: DeviceContext = {
-      io: this.io, irq: this.irq, config, mem: this.mem, machine: { requestExit: () => {}, vcpuCount: 1 }, stream: () => undefined,
-      // The platform's clocks (RTC, HPET) are not driven here: their timers never fire.
-      timer: () => ({ armAt: () => {}, cancel: () => {}, now: () => process.hrtime.bigint() }),
-      kvm: opts.registerPages || opts.coalescedRing ? this.fakeKvm(opts.registerPages ?? false) : undefined,
-    };
-
-    this.platform = buildPlatform(ctx, LAYOUT);
+    this.platform = buildRigPlatform(this.io, this.irq, this.mem,
+      { [`pci.0.${SLOT}.0.device`]: 'ahci', [`pci.0.${SLOT}.0.iopool`]: '0', ...settings },
+      opts.registerPages || opts.coalescedRing ? this.fakeKvm(opts.registerPages ?? false) : undefined);
     this.hba = this.platform.devices.find((d): d is AhciController => d instanceof AhciController)!;
     this.abar = (this.cfgRd(0x24) & ~0xf) >>> 0;
   }
+
+  protected get mmioBase(): number { return this.abar; }
+
+  /** With `coalescedRing`: KVM's coalesced MMIO ring (wr() appends to it
+   * for an address in a zone the HBA registered, instead of exiting). */
+  get ring(): FakeCoalescedRing | undefined { return this.coalesced; }
 
   close(): void { this.hba.close(); }
 
@@ -71,7 +61,7 @@ export class AhciRig {
   private fakeKvm(pages: boolean): KvmDoorbells {
     return {
       ioeventfd: () => false,
-      helper: { memoryPath: '', layout: LAYOUT, doorbell: undefined as never },
+      helper: { memoryPath: '', layout: RIG_LAYOUT, doorbell: undefined as never },
       coalesce: (addr, len, on) => this.ring?.coalesce(addr, len, on) ?? false,
       flushCoalesced: () => this.io.flushCoalesced(),
       replayingCoalesced: () => this.io.replaying,
@@ -87,31 +77,6 @@ export class AhciRig {
   pageRd(off: number): number {
     if (!this.pages || this.pages.mappedAt !== this.abar) throw new Error('register page not mapped at ABAR');
     return new DataView(this.pages.bytes.buffer).getUint32(off, true);
-  }
-
-  cfgRd(off: number, size: 1 | 2 | 4 = 4): number {
-    this.io.portWrite(0xcf8, 4, (0x80000000 | (SLOT << 11) | (off & 0xfc)) >>> 0);
-    return this.io.portRead(0xcfc + (off & 3), size)!;
-  }
-
-  cfgWr(off: number, v: number, size: 1 | 2 | 4 = 4): void {
-    this.io.portWrite(0xcf8, 4, (0x80000000 | (SLOT << 11) | (off & 0xfc)) >>> 0);
-    this.io.portWrite(0xcfc + (off & 3), size, v);
-  }
-
-  rd(off: number, size = 4): number {
-    const d = new Uint8Array(size);
-    if (!this.io.mmioRead(this.abar + off, d)) throw new Error(`ABAR+0x${off.toString(16)} not decoded`);
-    let v = 0;
-    for (let i = 0; i < size; i++) v += d[i] * 2 ** (8 * i);
-    return v;
-  }
-
-  wr(off: number, v: number, size = 4): void {
-    const d = new Uint8Array(size);
-    for (let i = 0; i < size; i++) d[i] = (v >>> (8 * i)) & 0xff;
-    if (this.ring?.append(this.abar + off, d)) return;
-    if (!this.io.mmioWrite(this.abar + off, d)) throw new Error(`ABAR+0x${off.toString(16)} not decoded`);
   }
 
   prd(port: number, reg: number): number { return this.rd(0x100 + 0x80 * port + reg); }

@@ -3,16 +3,12 @@
 // buffers, built as a guest driver builds them, and the controller driven
 // through its PCI config space and BAR 0. No /dev/kvm.
 
-import { ConfigTree } from '../../src/config/tree.js';
-import type { DeviceContext, KvmDoorbells } from '../../src/devices/device.js';
+import type { KvmDoorbells } from '../../src/devices/device.js';
 import { NvmeController } from '../../src/devices/nvme/nvme.js';
-import { buildPlatform } from '../../src/devices/platform.js';
-import { computeLayout } from '../../src/sys/memory-map.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
-import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import { MsiLog } from './ahci-driver.js';
 import { FakeCoalescedRing } from './fake-coalesced-ring.js';
-import '../support/device-models.js'; // the device models buildPlatform needs
+import { buildRigPlatform, PciRig, RIG_LAYOUT } from './pci-rig.js';
 
 export const RAM = 0x100000;
 export const RAM_SIZE = 8 << 20;
@@ -20,8 +16,7 @@ export const SLOT = 5;
 
 export interface Cqe { cdw0: number; sqhd: number; sqid: number; cid: number; status: number; phase: number; sc: number; sct: number; dnr: boolean; }
 
-export class Rig {
-  readonly io = new LocalIoBus();
+export class Rig extends PciRig {
   readonly irq = new MsiLog();
   readonly bytes = new Uint8Array(RAM_SIZE);
   readonly dv = new DataView(this.bytes.buffer);
@@ -32,65 +27,39 @@ export class Rig {
   readonly sq: Record<number, { base: number; size: number; tail: number }> = {};
   readonly cq: Record<number, { base: number; size: number; head: number; phase: number }> = {};
   private cid = 1;
-  /** With `coalescedRing`: KVM's coalesced MMIO as far as the device sees
-   * it: the zones it registered, and a ring page that wr() appends to for
-   * an address in a zone (as KVM does) instead of an exit. */
-  private readonly coalescedRing: FakeCoalescedRing | undefined;
-
+  /** `coalescedRing`: KVM's coalesced MMIO as far as the device sees it
+   * (the zones it registered, and a ring page that wr() appends to for an
+   * address in a zone, as KVM does, instead of an exit). */
   constructor(settings: Record<string, string>, opts: { coalescedRing?: boolean } = {}) {
-    if (opts.coalescedRing) this.coalescedRing = new FakeCoalescedRing(this.io);
-    const config = new ConfigTree();
+    super(SLOT);
+    if (opts.coalescedRing) this.coalesced = new FakeCoalescedRing(this.io);
     // No I/O threads unless a test asks (without a VM memory file the pool
     // has none: its requests would wait for the next exit or poll()).
-    const all = { name: 'vm0', 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc', [`pci.0.${SLOT}.0.device`]: 'nvme', [`pci.0.${SLOT}.0.iopool`]: '0', ...settings };
-    for (const [k, v] of Object.entries(all)) config.set(k, v);
-    const ctx: DeviceContext = { io: this.io, irq: this.irq, config, mem: this.mem, machine: { requestExit: () => {}, vcpuCount: 1 }, stream: () => undefined,
-      // The platform's clocks (RTC, HPET) are not driven here: their timers never fire.
-      timer: () => ({ armAt: () => {}, cancel: () => {}, now: () => process.hrtime.bigint() }),
-      kvm: opts.coalescedRing ? this.fakeKvm() : undefined };
-    const p = buildPlatform(ctx, computeLayout(256 << 20));
+    const p = buildRigPlatform(this.io, this.irq, this.mem,
+      { name: 'vm0', [`pci.0.${SLOT}.0.device`]: 'nvme', [`pci.0.${SLOT}.0.iopool`]: '0', ...settings },
+      opts.coalescedRing ? this.fakeKvm() : undefined);
     this.dev = p.devices.find((d): d is NvmeController => d instanceof NvmeController)!;
     const lo = this.cfgRd(0x10);
     this.bar0 = this.cfgRd(0x14) * 2 ** 32 + ((lo & ~0xf) >>> 0);
   }
 
-  cfgRd(off: number, size: 1 | 2 | 4 = 4): number {
-    this.io.portWrite(0xcf8, 4, (0x80000000 | (SLOT << 11) | (off & 0xfc)) >>> 0);
-    return this.io.portRead(0xcfc + (off & 3), size)!;
-  }
-  cfgWr(off: number, v: number, size: 1 | 2 | 4 = 4): void {
-    this.io.portWrite(0xcf8, 4, (0x80000000 | (SLOT << 11) | (off & 0xfc)) >>> 0);
-    this.io.portWrite(0xcfc + (off & 3), size, v);
-  }
-  rd(off: number, size = 4): number {
-    const d = new Uint8Array(size);
-    this.io.mmioRead(this.bar0 + off, d);
-    let v = 0;
-    for (let i = 0; i < size; i++) v += d[i] * 2 ** (8 * i);
-    return v;
-  }
-  wr(off: number, v: number, size = 4): void {
-    const d = new Uint8Array(size);
-    for (let i = 0; i < size; i++) d[i] = Math.floor(v / 2 ** (8 * i)) & 0xff;
-    if (this.coalescedRing?.append(this.bar0 + off, d)) return;
-    this.io.mmioWrite(this.bar0 + off, d);
-  }
+  protected get mmioBase(): number { return this.bar0; }
 
   /** The zones the device registered (empty without a ring). */
   get zones(): ReadonlyMap<number, number> {
-    return this.coalescedRing?.zones ?? new Map();
+    return this.coalesced?.zones ?? new Map();
   }
 
   /** Writes that went to the ring instead of exiting. */
   get buffered(): number {
-    return this.coalescedRing?.buffered ?? 0;
+    return this.coalesced?.buffered ?? 0;
   }
 
   private fakeKvm(): KvmDoorbells {
     return {
       ioeventfd: () => false,
-      helper: { memoryPath: '', layout: computeLayout(256 << 20), doorbell: undefined as never },
-      coalesce: (addr, len, on) => this.coalescedRing!.coalesce(addr, len, on),
+      helper: { memoryPath: '', layout: RIG_LAYOUT, doorbell: undefined as never },
+      coalesce: (addr, len, on) => this.coalesced!.coalesce(addr, len, on),
       flushCoalesced: () => this.io.flushCoalesced(),
       replayingCoalesced: () => this.io.replaying,
     };

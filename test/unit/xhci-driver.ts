@@ -4,15 +4,10 @@
 // table and transfer rings, built as a guest driver builds them; the
 // controller is driven through its PCI config space and BAR 0. No /dev/kvm.
 
-import { ConfigTree } from '../../src/config/tree.js';
-import type { DeviceContext } from '../../src/devices/device.js';
 import { XhciController } from '../../src/devices/usb/xhci.js';
-import { buildPlatform } from '../../src/devices/platform.js';
-import { computeLayout } from '../../src/sys/memory-map.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
-import { LocalIoBus } from '../../src/vmm/io-bus.js';
 import { MsiLog } from './ahci-driver.js';
-import '../support/device-models.js'; // the device models buildPlatform needs
+import { buildRigPlatform, PciRig } from './pci-rig.js';
 
 export const RAM = 0x100000;
 export const RAM_SIZE = 4 << 20;
@@ -26,8 +21,7 @@ export const RING = 64; // TRBs per ring, the last one a link back
 export interface Event { addr: number; lo: number; hi: number; dw2: number; dw3: number; type: number; cc: number; slot: number; ep: number; len: number; }
 export interface Setup { type: number; req: number; value: number; index: number; length: number; }
 
-export class XhciRig {
-  readonly io = new LocalIoBus();
+export class XhciRig extends PciRig {
   readonly irq = new MsiLog();
   readonly bytes = new Uint8Array(RAM_SIZE);
   readonly dv = new DataView(this.bytes.buffer);
@@ -41,38 +35,14 @@ export class XhciRig {
   readonly rings = new Map<string, { base: number; idx: number; cycle: number }>();
 
   constructor(settings: Record<string, string> = { [`pci.0.${SLOT}.0.slot.1.device`]: 'tablet' }) {
-    const config = new ConfigTree();
-    const all = { name: 'vm0', 'pci.0.0.0.device': 'hostbridge', 'pci.0.31.0.device': 'lpc', [`pci.0.${SLOT}.0.device`]: 'xhci', ...settings };
-    for (const [k, v] of Object.entries(all)) config.set(k, v);
-    const ctx: DeviceContext = {
-      io: this.io, irq: this.irq, config, mem: this.mem, machine: { requestExit: () => {}, vcpuCount: 1 }, stream: () => undefined,
-      timer: () => ({ armAt: () => {}, cancel: () => {}, now: () => process.hrtime.bigint() }),
-    };
-    const p = buildPlatform(ctx, computeLayout(256 << 20));
+    super(SLOT);
+    const p = buildRigPlatform(this.io, this.irq, this.mem, { name: 'vm0', [`pci.0.${SLOT}.0.device`]: 'xhci', ...settings });
     this.dev = p.devices.find((d): d is XhciController => d instanceof XhciController)!;
     this.bar0 = (this.cfgRd(0x10) & ~0xf) >>> 0;
   }
 
-  cfgRd(off: number, size: 1 | 2 | 4 = 4): number {
-    this.io.portWrite(0xcf8, 4, (0x80000000 | (SLOT << 11) | (off & 0xfc)) >>> 0);
-    return this.io.portRead(0xcfc + (off & 3), size)!;
-  }
-  cfgWr(off: number, v: number, size: 1 | 2 | 4 = 4): void {
-    this.io.portWrite(0xcf8, 4, (0x80000000 | (SLOT << 11) | (off & 0xfc)) >>> 0);
-    this.io.portWrite(0xcfc + (off & 3), size, v);
-  }
-  rd(off: number, size = 4): number {
-    const d = new Uint8Array(size);
-    this.io.mmioRead(this.bar0 + off, d);
-    let v = 0;
-    for (let i = 0; i < size; i++) v += d[i] * 2 ** (8 * i);
-    return v;
-  }
-  wr(off: number, v: number, size = 4): void {
-    const d = new Uint8Array(size);
-    for (let i = 0; i < size; i++) d[i] = Math.floor(v / 2 ** (8 * i)) & 0xff;
-    this.io.mmioWrite(this.bar0 + off, d);
-  }
+  protected get mmioBase(): number { return this.bar0; }
+
   alloc(len: number, align = 64): number {
     this.heap = Math.ceil(this.heap / align) * align;
     // Long fuzz runs wrap around (over whatever lived there: hostile anyway).

@@ -47,6 +47,22 @@ const REASON_MAX = 512;
 export interface IothreadChannel {
   control: SharedArrayBuffer;
   notifyFd: number;
+  /** Where dist/bundle/loader.cjs reports a worker whose module could not
+   * load (STARTING -> FAILED with the reason): see WorkerLoadFailure. */
+  loadFailure: WorkerLoadFailure;
+}
+
+/** scripts/bundle-loader.cjs's reportLoadFailure: where in `sab` a worker
+ * that could not load writes why, and the state word it moves. */
+export interface WorkerLoadFailure {
+  sab: SharedArrayBuffer;
+  stateWord: number;
+  from: number;
+  to: number;
+  reasonOffset: number;
+  reasonMax: number;
+  reasonLenWord: number;
+  flagWord?: number;
 }
 
 /** Records why the device needs a reset (or why the worker could not
@@ -76,7 +92,11 @@ export class IothreadHandle {
    * eventfd (IothreadChannel). */
   constructor(workerUrl: URL, data: object) {
     this.notifyFd = eventfd();
-    const full: IothreadChannel = { ...data, control: this.control, notifyFd: this.notifyFd };
+    const loadFailure: WorkerLoadFailure = {
+      sab: this.control, stateWord: IOTHREAD_WORD.STATE, from: IOTHREAD_STATE.STARTING, to: IOTHREAD_STATE.FAILED,
+      reasonOffset: REASON_OFF, reasonMax: REASON_MAX, reasonLenWord: IOTHREAD_WORD.REASON_LEN, flagWord: IOTHREAD_WORD.BROKEN,
+    };
+    const full: IothreadChannel = { ...data, control: this.control, notifyFd: this.notifyFd, loadFailure };
     try {
       this.worker = new Worker(workerUrl, { workerData: full, stdout: false, stderr: false });
     } catch (e) {
@@ -85,9 +105,27 @@ export class IothreadHandle {
     }
     // The device thread does not return to its event loop while the guest
     // runs: the worker reports through the control block only (FAILED
-    // when it could not start).
+    // when it could not start; the bundle loader writes that for a module
+    // that could not load, and the transport looks while it is STARTING:
+    // virtio-pci.ts). Where the loop does run (shutdown, tests), an error
+    // that ended the worker before it took the queues is recorded too,
+    // rather than thrown from an unhandled 'error' event.
+    this.worker.on('error', (e) => {
+      if (this.state !== IOTHREAD_STATE.STARTING) return;
+      const b = Buffer.from(`I/O thread: ${e instanceof Error ? e.message : String(e)}`, 'utf8').subarray(0, REASON_MAX);
+      new Uint8Array(this.control, REASON_OFF, REASON_MAX).set(b);
+      Atomics.store(this.words, IOTHREAD_WORD.REASON_LEN, b.length);
+      if (Atomics.compareExchange(this.words, IOTHREAD_WORD.STATE, IOTHREAD_STATE.STARTING, IOTHREAD_STATE.FAILED) === IOTHREAD_STATE.STARTING) {
+        Atomics.store(this.words, IOTHREAD_WORD.BROKEN, 1);
+      }
+    });
     this.worker.unref();
   }
+
+  /** True while the worker is loading (it has neither taken the queues nor
+   * failed): the device thread must look again later, as a worker that
+   * cannot load cannot ring it (virtio-pci.ts OffloadStartWatch). */
+  get starting(): boolean { return this.state === IOTHREAD_STATE.STARTING; }
 
   /** Hands a notify that reached the device thread to the I/O thread. */
   notify(): void {

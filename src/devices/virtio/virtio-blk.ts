@@ -131,6 +131,10 @@ export class VirtioBlock extends VirtioDeviceBase {
   private readonly iov: Uint8Array[] = [];
   private readonly opts: BlockOptions;
   private act: VirtioActivation | undefined;
+  /** Removes the transport's ioeventfds (NotifyOffload's release). */
+  private releaseOffload: () => void = () => {};
+  /** The iothread's module (tests start one that cannot load). */
+  protected iothreadWorkerUrl: URL | undefined;
   /** The iothread that owns the queue while the driver runs, if any. */
   iothread: BlkIothread | undefined;
   /** Counters of iothreads that have stopped, and notifies this thread
@@ -194,8 +198,9 @@ export class VirtioBlock extends VirtioDeviceBase {
   /** Called by the transport after activation (virtio-pci.ts
    * NotifyOffload): starts the iothread when configured and returns the
    * eventfd per queue for the transport to register as ioeventfds. */
-  startOffload(helper: HelperThreadData): Array<number | undefined> | undefined {
+  startOffload(helper: HelperThreadData, release: () => void = () => {}): Array<number | undefined> | undefined {
     if (!(this.opts.iothread ?? IOTHREAD_DEFAULT) || !this.act || this.iothread) return undefined;
+    this.releaseOffload = release;
     const queues = this.act.queues;
     this.iothread = new BlkIothread({
       helper,
@@ -206,17 +211,26 @@ export class VirtioBlock extends VirtioDeviceBase {
       queueMaxSizes: [...this.queueMaxSizes],
       layouts: queues.map((q) => (q ? { ...q.layout } : null)),
       pollUs: this.opts.iothreadPollUs ?? IOTHREAD_POLL_US,
-    });
+    }, this.iothreadWorkerUrl);
     return queues.map((q) => (q ? this.iothread!.notifyFd : undefined));
   }
 
+  /** NotifyOffload: the iothread is still loading. */
+  offloadStarting(): boolean { return this.iothread?.starting ?? false; }
+
   /** The iothread could not start: take the queue back (nothing of it was
-   * consumed) and serve it here, as without an iothread. */
+   * consumed) and serve it here, as without an iothread; its notifies exit
+   * here again (the ioeventfd goes: its eventfd is closed with the
+   * iothread, and KVM would keep signalling that). */
   private iothreadFallback(): void {
+    const why = this.iothread?.startError() || 'no reason given';
+    process.stderr.write(`bhyve: warning: virtio-blk: iothread could not start (${why}); the device thread serves the queue\n`);
+    this.releaseOffload();
     this.stopIothread();
   }
 
   private stopIothread(): void {
+    this.releaseOffload = () => {};
     const t = this.iothread;
     if (!t) return;
     t.stop();

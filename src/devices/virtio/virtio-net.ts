@@ -262,9 +262,14 @@ export class VirtioNet extends VirtioDeviceBase {
     return onThread.map((on) => (on ? this.iothread!.notifyFd : undefined));
   }
 
+  /** NotifyOffload: the I/O thread is still loading. */
+  offloadStarting(): boolean { return this.iothread?.starting ?? false; }
+
   /** The I/O thread never took the queues: notifies come here again (the
    * ioeventfds go), and this thread serves both queues. */
   private iothreadFallback(): void {
+    const why = this.iothread?.startError() || 'no reason given';
+    process.stderr.write(`bhyve: warning: virtio-net: I/O thread could not start (${why}); the device thread serves the queues\n`);
     this.releaseOffload();
     this.stopIothread();
     this.queueNotify(VTNET_TXQ);

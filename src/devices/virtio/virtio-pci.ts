@@ -54,6 +54,7 @@ import { pciEndpointId } from '../iommu/dma-space.js';
 import { createQueues, offeredFeatures, type VirtioDevice, type VirtioInterrupt } from './virtio-device.js';
 import type { Virtqueue, VirtqueueLayout } from './virtqueue.js';
 import { QueueIrqfds, type QueueIrqfdChannel } from './queue-irqfd.js';
+import { OffloadStartWatch } from './offload-start-watch.js';
 
 export const VIRTIO_VENDOR = 0x1af4;
 export const VIRTIO_PCI_MODERN_DEVICE_BASE = 0x1040;
@@ -144,6 +145,11 @@ export interface NotifyOffload {
     irqfds?: (queues: ReadonlyArray<boolean>) => QueueIrqfdChannel | undefined,
     vectored?: ReadonlyArray<boolean>,
   ): Array<number | undefined> | undefined;
+  /** True while the helper startOffload started is still loading: the
+   * transport then calls the device's poll() now and then until it is not
+   * (offload-start-watch.ts), so a helper that could not load, and so
+   * could not ring the device thread, is still noticed. */
+  offloadStarting?(): boolean;
 }
 
 export interface VirtioPciOptions {
@@ -204,6 +210,8 @@ export class VirtioPci extends PciEmulFunction {
   /** Why the device last entered DEVICE_NEEDS_RESET. */
   lastError: string | undefined;
   private pciCfgCap: PciCapability | undefined;
+  /** The look at a helper that is still loading (watchOffloadStart). */
+  private startWatch: { watch: OffloadStartWatch; check: () => boolean } | undefined;
   /** ioeventfds registered for NotifyOffload, removed at reset. */
   private ioeventfds: Array<{ fd: number; addr: number }> = [];
   /** Queue notifies that reached this thread (an exit), not an ioeventfd. */
@@ -339,6 +347,7 @@ export class VirtioPci extends PciEmulFunction {
   }
 
   private resetDevice(): void {
+    this.stopStartWatch();
     this.dropIoeventfds();
     this.device.reset();
     this.dropIrqfds();
@@ -452,6 +461,7 @@ export class VirtioPci extends PciEmulFunction {
       this.dropIrqfds();
       return; // the device keeps serving notifies on this thread
     }
+    if (fds && typeof dev.offloadStarting === 'function') this.watchOffloadStart(dev as NotifyOffload & VirtioDevice);
     const base = this.transport === 'legacy' ? undefined : this.barRegisteredAt(VIRTIO_MODERN_BAR);
     if (!fds || base === undefined) return;
     fds.forEach((fd, q) => {
@@ -459,6 +469,26 @@ export class VirtioPci extends PciEmulFunction {
       const addr = base + MODERN_NOTIFY_OFF + q * NOTIFY_OFF_MULTIPLIER;
       if (kvm.ioeventfd(fd, addr)) this.ioeventfds.push({ fd, addr });
     });
+  }
+
+  /** Until the helper has loaded (or failed to), looks at it on a timer. */
+  private watchOffloadStart(dev: NotifyOffload & VirtioDevice): void {
+    const watch = OffloadStartWatch.of(this.ctx);
+    if (!watch || !dev.offloadStarting!()) return;
+    this.stopStartWatch();
+    const check = (): boolean => {
+      if (dev.offloadStarting!()) return true;
+      this.startWatch = undefined;
+      dev.poll?.(); // FAILED: the device takes its queues back
+      return false;
+    };
+    this.startWatch = { watch, check };
+    watch.watch(check);
+  }
+
+  private stopStartWatch(): void {
+    this.startWatch?.watch.unwatch(this.startWatch.check);
+    this.startWatch = undefined;
   }
 
   private dropIoeventfds(): void {
@@ -767,6 +797,7 @@ export class VirtioPci extends PciEmulFunction {
   }
 
   close(): void {
+    this.stopStartWatch();
     this.dropIoeventfds();
     this.device.close?.();
     this.dropIrqfds();
