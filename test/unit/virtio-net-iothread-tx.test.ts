@@ -11,6 +11,8 @@ vi.mock('../../src/devices/virtio/net-iothread.js', () => ({
   NetIothread: class {
     readonly notifyFd = 99;
     readonly failedToStart = false;
+    readonly starting = false;
+    startError(): string | undefined { return undefined; }
     readonly rxFrames = 0;
     readonly txFrames = 0;
     readonly wakeups = 0;
