@@ -199,24 +199,25 @@ describe.skipIf(netSkip !== undefined)('virtio-net by interrupt, bhyve and QEMU,
 
   // The I/O thread: by default (iothread=true) it receives, the receive
   // notifies reach it by ioeventfd; with iothread_tx=true it sends too and no
-  // notify exits at all, with false the device thread sends at each notify
-  // exit, and by default (auto) it sends when the driver gave its queues
+  // notify exits at all, with false (the default) the device thread sends at
+  // each notify exit, and with auto it sends when the driver gave its queues
   // MSI-X vectors; iothread=false is the exit path for both. With MSI-X its
   // queue interrupts go by irqfd (irqfd=false: through vCPU 0).
   for (const [label, mode, flags, iothread] of [
     ['MSI-X with EVENT_IDX, I/O thread for both queues', MODE.MSIX | MODE.EVENT_IDX, [], 'all'],
-    ['MSI-X with EVENT_IDX, default (iothread_tx=auto: both queues on the I/O thread)', MODE.MSIX | MODE.EVENT_IDX, [], 'autoAll'],
-    ['MSI-X with EVENT_IDX, I/O thread receiving (iothread_tx=false)', MODE.MSIX | MODE.EVENT_IDX, [], 'rx'],
+    ['MSI-X with EVENT_IDX, iothread_tx=auto: both queues on the I/O thread', MODE.MSIX | MODE.EVENT_IDX, [], 'autoAll'],
+    ['MSI-X with EVENT_IDX, I/O thread receiving (default)', MODE.MSIX | MODE.EVENT_IDX, [], 'rx'],
     ['MSI-X, I/O thread receiving, irqfd=false', MODE.MSIX, [], 'rxNoIrqfd'],
     ['MSI-X with EVENT_IDX, exit path', MODE.MSIX | MODE.EVENT_IDX, [], 'off'],
     ['MSI (-W), I/O thread for both queues', MODE.MSI, ['-W'], 'all'],
     ['INTx, I/O thread for both queues', MODE.INTX, ['-Y'], 'all'],
-    ['INTx, default (iothread_tx=auto: no MSI-X vectors, the I/O thread receives)', MODE.INTX, ['-Y'], 'autoRx'],
+    ['INTx, I/O thread receiving (default)', MODE.INTX, ['-Y'], 'rx'],
+    ['INTx, iothread_tx=auto: no MSI-X vectors, the I/O thread receives', MODE.INTX, ['-Y'], 'autoRx'],
     ['INTx, exit path', MODE.INTX, ['-Y'], 'off'],
   ] as const) {
     it(`bhyve: ${label}`, async () => {
       const name = vmName('irqnet');
-      const opt = { all: ',iothread_tx=true', autoAll: '', autoRx: '', rx: ',iothread_tx=false', rxNoIrqfd: ',iothread_tx=false,irqfd=false', off: ',iothread=false' }[iothread];
+      const opt = { all: ',iothread_tx=true', autoAll: ',iothread_tx=auto', autoRx: ',iothread_tx=auto', rx: '', rxNoIrqfd: ',irqfd=false', off: ',iothread=false' }[iothread];
       // What the default chose, by the driver's interrupts.
       const served = iothread === 'autoAll' ? 'all' : iothread === 'autoRx' ? 'rx' : iothread;
       const r = await runHeld([...flags, ...bhyveArgs(romWith(tmp, 'virtio-net', mode | MODE.HOLD), name, {

@@ -9,15 +9,15 @@ import { VIRTIO_PCI_KEYS } from './virtio-pci-keys.js';
 
 /** Whether `pci.B.S.F.iothread` defaults to on for virtio-net. */
 export const NET_IOTHREAD_DEFAULT = true;
-/** What `pci.B.S.F.iothread_tx` defaults to: 'auto' gives the I/O thread
- * the transmit queue only for a driver that takes interrupts (MSI-X
- * vectors on its queues at DRIVER_OK: it sleeps or works while transmits
- * complete, and a TCP stream's segments are written while it runs, as
- * QEMU does), and keeps the transmit notify exit for a driver that polls
- * its used rings (its vCPU spins anyway, so writing on its own exit costs
- * it nothing, while a hand-off waits for another thread to be scheduled;
- * BENCHMARKS.md). */
-export const NET_IOTHREAD_TX_DEFAULT: boolean | 'auto' = 'auto';
+/** What `pci.B.S.F.iothread_tx` defaults to. False: on the host we
+ * measured (2 CPUs, shared) a guest sending flat out got more through its
+ * own notify exits than through a hand-off to another thread. 'auto' gives
+ * the I/O thread the transmit queue only for a driver with MSI-X vectors
+ * on its queues at DRIVER_OK (one that waits on interrupts): its TCP
+ * stream to the host gained 1.3x, but its receiving stream lost 0.78x (its
+ * ACKs written on the I/O thread between the frames it reads), so it is not
+ * the default (BENCHMARKS.md). */
+export const NET_IOTHREAD_TX_DEFAULT: boolean | 'auto' = false;
 /** Whether `pci.B.S.F.irqfd` defaults to on. */
 export const NET_IRQFD_DEFAULT = true;
 /** Default of `pci.B.S.F.iothread_poll_us`. */

@@ -27,9 +27,10 @@
 // without an exit, frames by poll(2) on the tap without the main thread.
 // With iothread_tx=true it serves the transmit queue as well; with false
 // the device thread sends on each transmit notify exit (writev on the same
-// descriptor: the two queues are independent). The default, auto, decides
-// at DRIVER_OK, once for the run: the I/O thread when the driver gave its
-// queues MSI-X vectors (it waits on interrupts), the exit when it polls.
+// descriptor: the two queues are independent), the default. With auto the
+// choice is made at DRIVER_OK, once for the run: the I/O thread when the
+// driver gave its queues MSI-X vectors (it waits on interrupts), the exit
+// when it polls.
 // One thread owns the transmit queue from DRIVER_OK to reset.
 //
 // Options (bhyve's): mac=xx:xx:xx:xx:xx:xx (unicast, nonzero; default from
