@@ -130,6 +130,18 @@ describe('virtio-net configuration', () => {
     expect(formatMac(b.mac)).toBe('52:54:00:12:aa:bb');
   });
 
+  it('iothread_tx: false by default; true, false and auto accepted, anything else refused', () => {
+    const c = new ConfigTree();
+    c.set('name', 'vm0');
+    expect(netOptionsFromConfig(c, 'pci.0.3.0', 3, 0).iothreadTx).toBe(false);
+    for (const [v, want] of [['true', true], ['off', false], ['AUTO', 'auto']] as const) {
+      c.set('pci.0.3.0.iothread_tx', v);
+      expect(netOptionsFromConfig(c, 'pci.0.3.0', 3, 0).iothreadTx).toBe(want);
+    }
+    c.set('pci.0.3.0.iothread_tx', 'sometimes');
+    expect(() => netOptionsFromConfig(c, 'pci.0.3.0', 3, 0)).toThrow(/iothread_tx/);
+  });
+
   it('builds from the config without a backend (ctx without host ports)', () => {
     const c = new ConfigTree();
     c.set('pci.0.5.0.backend', 'tap0');

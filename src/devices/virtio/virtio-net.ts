@@ -25,14 +25,18 @@
 // queue and reading the backend's descriptor belong to an I/O thread while
 // the driver runs (net-iothread.ts): receive notifies reach it by ioeventfd
 // without an exit, frames by poll(2) on the tap without the main thread.
-// With iothread_tx=true it serves the transmit queue as well; by default
+// With iothread_tx=true it serves the transmit queue as well; with false
 // the device thread sends on each transmit notify exit (writev on the same
-// descriptor: the two queues are independent).
+// descriptor: the two queues are independent), the default. With auto the
+// choice is made at DRIVER_OK, once for the run: the I/O thread when the
+// driver gave its queues MSI-X vectors (it waits on interrupts), the exit
+// when it polls.
+// One thread owns the transmit queue from DRIVER_OK to reset.
 //
 // Options (bhyve's): mac=xx:xx:xx:xx:xx:xx (unicast, nonzero; default from
 // net_genmac: 00:a0:98 then the first three bytes of MD5("slot-func-vmname")),
 // mtu=N (ETHERMIN..65535, also offers VIRTIO_NET_F_MTU). Ours: iothread=BOOL,
-// iothread_tx=BOOL.
+// iothread_tx=BOOL|auto.
 
 import type { ConfigTree } from '../../config/tree.js';
 import { ConfigError } from '../../config/tree.js';
@@ -86,9 +90,10 @@ export interface NetOptions {
    * ioeventfds, when the vmm offers them (default: NET_IOTHREAD_DEFAULT). */
   iothread?: boolean;
   /** The I/O thread serves the transmit queue too (default:
-   * NET_IOTHREAD_TX_DEFAULT); else transmit notifies exit to the device
-   * thread, which sends at once. */
-  iothreadTx?: boolean;
+   * NET_IOTHREAD_TX_DEFAULT); false: transmit notifies exit to the device
+   * thread, which sends at once; 'auto': the I/O thread when the driver
+   * has MSI-X vectors on its queues at DRIVER_OK. */
+  iothreadTx?: boolean | 'auto';
   /** The I/O thread raises queue interrupts by irqfd (KVM injects the
    * queue's MSI-X message) rather than through the device thread (default:
    * NET_IRQFD_DEFAULT). */
@@ -122,6 +127,13 @@ function parseMicros(key: string, s: string | undefined, dflt: number, max: numb
   return n;
 }
 
+/** iothread_tx: a bool, or auto (decided at DRIVER_OK). */
+function parseIothreadTx(config: ConfigTree, path: string): boolean | 'auto' {
+  const v = config.get(path);
+  if (v === undefined) return NET_IOTHREAD_TX_DEFAULT;
+  return v.trim().toLowerCase() === 'auto' ? 'auto' : config.getBool(path, false);
+}
+
 /** Options of the virtio-net slot `node` (pci.B.S.F). */
 export function netOptionsFromConfig(config: ConfigTree, node: string, slot: number, func: number): NetOptions {
   const macStr = config.get(`${node}.mac`);
@@ -130,7 +142,7 @@ export function netOptionsFromConfig(config: ConfigTree, node: string, slot: num
     mac: macStr !== undefined ? parseMac(macStr) : netGenMac(slot, func, config.get('name') ?? ''),
     mtu: mtuStr !== undefined ? parseMtu(mtuStr) : undefined,
     iothread: config.getBool(`${node}.iothread`, NET_IOTHREAD_DEFAULT),
-    iothreadTx: config.getBool(`${node}.iothread_tx`, NET_IOTHREAD_TX_DEFAULT),
+    iothreadTx: parseIothreadTx(config, `${node}.iothread_tx`),
     irqfd: config.getBool(`${node}.irqfd`, NET_IRQFD_DEFAULT),
     zeroCopy: config.getBool(`${node}.zerocopy`, NET_ZEROCOPY_DEFAULT),
     iothreadPollUs: parseMicros('iothread_poll_us', config.get(`${node}.iothread_poll_us`), NET_IOTHREAD_POLL_US, 1_000_000),
@@ -158,8 +170,9 @@ export class VirtioNet extends VirtioDeviceBase {
   private readonly backend: NetBackendTransfer | undefined;
   /** Removes the transport's ioeventfds (NotifyOffload's release). */
   private releaseOffload: () => void = () => {};
-  /** Whether the I/O thread serves the transmit queue too. */
-  private readonly txOnIothread: boolean;
+  /** Whether the I/O thread serves the transmit queue too (decided at
+   * startOffload; false while the device thread owns it). */
+  private txOnIothread = false;
   /** The I/O thread that owns the queues while the driver runs, if any. */
   iothread: NetIothread | undefined;
   /** Counters of I/O threads that have stopped, and notifies this thread
@@ -174,7 +187,6 @@ export class VirtioNet extends VirtioDeviceBase {
     this.port = port;
     this.opts = opts;
     this.backend = backend;
-    this.txOnIothread = opts.iothreadTx ?? NET_IOTHREAD_TX_DEFAULT;
     let f = featureBit(VIRTIO_NET_F_MAC) | featureBit(VIRTIO_NET_F_STATUS) | featureBit(VIRTIO_NET_F_MRG_RXBUF);
     if (opts.mtu !== undefined) f |= featureBit(VIRTIO_NET_F_MTU);
     this.ownFeatures = f;
@@ -222,10 +234,13 @@ export class VirtioNet extends VirtioDeviceBase {
   startOffload(
     helper: HelperThreadData, release: () => void = () => {},
     irqfds?: (queues: ReadonlyArray<boolean>) => QueueIrqfdChannel | undefined,
+    vectored?: ReadonlyArray<boolean>,
   ): Array<number | undefined> | undefined {
     const act = this.activationRef;
     const b = this.backend;
     if (!(this.opts.iothread ?? NET_IOTHREAD_DEFAULT) || !act || !b || this.iothread || this.needsResetReason !== undefined) return undefined;
+    const tx = this.opts.iothreadTx ?? NET_IOTHREAD_TX_DEFAULT;
+    this.txOnIothread = tx === 'auto' ? (vectored?.[VTNET_RXQ] === true || vectored?.[VTNET_TXQ] === true) : tx;
     const onThread = act.queues.map((q, i) => q !== null && (i === VTNET_RXQ || this.txOnIothread));
     this.iothread = new NetIothread({
       irqfds: (this.opts.irqfd ?? NET_IRQFD_DEFAULT) ? irqfds?.(onThread) : undefined,
@@ -264,6 +279,7 @@ export class VirtioNet extends VirtioDeviceBase {
 
   private stopIothread(): void {
     this.releaseOffload = () => {};
+    this.txOnIothread = false;
     const t = this.iothread;
     if (!t) return;
     t.stop();

@@ -137,10 +137,13 @@ export interface NotifyOffload {
   /** `release` removes the ioeventfds again (a helper that could not start:
    * the device takes its notifies back by exit). `irqfds`, where KVM
    * offers them, wires the named queues' interrupts straight to their
-   * MSI-X vectors for the helper (queue-irqfd.ts); undefined when not. */
+   * MSI-X vectors for the helper (queue-irqfd.ts); undefined when not.
+   * `vectored` says per queue whether the driver gave it an MSI-X vector
+   * (with MSI-X enabled) by the time it set DRIVER_OK. */
   startOffload(
     helper: HelperThreadData, release: () => void,
     irqfds?: (queues: ReadonlyArray<boolean>) => QueueIrqfdChannel | undefined,
+    vectored?: ReadonlyArray<boolean>,
   ): Array<number | undefined> | undefined;
   /** True while the helper startOffload started is still loading: the
    * transport then calls the device's poll() now and then until it is not
@@ -452,7 +455,8 @@ export class VirtioPci extends PciEmulFunction {
       return this.queueIrqfds?.channel;
     };
     try {
-      fds = dev.startOffload(kvm.helper, () => this.dropIoeventfds(), irqfds);
+      const vectored = this.queues.map((q) => this.msixEnabledNow() && q.msixVector !== VIRTIO_MSI_NO_VECTOR && q.msixVector < this.msixVectorCount);
+      fds = dev.startOffload(kvm.helper, () => this.dropIoeventfds(), irqfds, vectored);
     } catch {
       this.dropIrqfds();
       return; // the device keeps serving notifies on this thread
