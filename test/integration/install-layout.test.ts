@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { bhyveArgs, kvmUnavailable, rom, ROOT, vmName } from '../support/bhyve.js';
+import { bhyveArgs, installedCopy, kvmUnavailable, rom, vmName } from '../support/bhyve.js';
 
 const skip = kvmUnavailable() ?? (fs.existsSync(rom('virtio-blk')) ? undefined : 'virtio test guests are not built');
 
@@ -18,18 +18,13 @@ describe.skipIf(skip !== undefined)(`bhyve with node_modules outside its tree${s
   it('a virtio-blk iothread started under the sandbox loads and serves the queue', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-install-'));
     try {
-      const inst = path.join(tmp, 'bhyve');
-      fs.mkdirSync(inst);
-      for (const d of ['bin', 'dist', 'share']) fs.cpSync(path.join(ROOT, d), path.join(inst, d), { recursive: true });
-      fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(inst, 'package.json'));
-      fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(inst, 'node_modules'));
-      fs.mkdirSync(path.join(tmp, 'run'), { mode: 0o700 });
+      const { bhyve, rundir } = installedCopy(tmp);
       const img = path.join(tmp, 'blk.img');
       fs.writeFileSync(img, '');
       fs.truncateSync(img, 8 << 20);
-      const r = await execa(path.join(inst, 'bin', 'bhyve'),
+      const r = await execa(bhyve,
         bhyveArgs(rom('virtio-blk'), vmName('instlay'), { extra: ['-s', `3,virtio-blk,${img},iothread=true`] }),
-        { reject: false, timeout: 60_000, env: { BHYVE_RUNDIR: path.join(tmp, 'run') } });
+        { reject: false, timeout: 60_000, env: { BHYVE_RUNDIR: rundir } });
       expect(r.stdout, `${r.stdout}\n${r.stderr}`).toMatch(/virtio-blk: wrote \d+ sectors, read back OK/);
       expect(r.exitCode, r.stderr).toBe(33);
     } finally {
@@ -43,21 +38,13 @@ describe.skipIf(skip !== undefined)(`bhyve with node_modules outside its tree${s
     // ring the device thread; the guest's notifies go to the ioeventfd.
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-loadfail-'));
     try {
-      const inst = path.join(tmp, 'bhyve');
-      fs.mkdirSync(inst);
-      for (const d of ['bin', 'dist', 'share']) fs.cpSync(path.join(ROOT, d), path.join(inst, d), { recursive: true });
-      fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(inst, 'package.json'));
-      fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(inst, 'node_modules'));
-      const bundle = path.join(inst, 'dist', 'bundle', 'blk-iothread-worker');
-      fs.writeFileSync(`${bundle}.cjs`, "throw new Error('cannot load koffi.node: EACCES');\n");
-      fs.rmSync(`${bundle}.cache`, { force: true });
-      fs.mkdirSync(path.join(tmp, 'run'), { mode: 0o700 });
+      const { bhyve, rundir } = installedCopy(tmp, 'blk-iothread-worker');
       const img = path.join(tmp, 'blk.img');
       fs.writeFileSync(img, '');
       fs.truncateSync(img, 8 << 20);
-      const r = await execa(path.join(inst, 'bin', 'bhyve'),
+      const r = await execa(bhyve,
         bhyveArgs(rom('virtio-blk'), vmName('loadfail'), { extra: ['-s', `3,virtio-blk,${img},iothread=true`] }),
-        { reject: false, timeout: 60_000, env: { BHYVE_RUNDIR: path.join(tmp, 'run') } });
+        { reject: false, timeout: 60_000, env: { BHYVE_RUNDIR: rundir } });
       expect(r.stdout, `${r.stdout}\n${r.stderr}`).toMatch(/virtio-blk: wrote \d+ sectors, read back OK/);
       expect(r.exitCode, r.stderr).toBe(33);
       expect(r.stderr).toMatch(/virtio-blk: iothread could not start \(blk-iothread-worker: could not load: cannot load koffi\.node: EACCES\)/);

@@ -11,7 +11,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
-import { BHYVE, ROOT, bhyveArgs, kvmUnavailable, rom, runBhyve, vmName } from '../support/bhyve.js';
+import { BHYVE, ROOT, bhyveArgs, installedCopy, kvmUnavailable, rom, runBhyve, vmName } from '../support/bhyve.js';
 import { NO_TAP_NETNS } from '../support/probes.js';
 
 const skip = kvmUnavailable()
@@ -55,18 +55,10 @@ describe.skipIf(skip !== undefined)('virtio-net on bhyve with a tap in a network
     // ring the device thread; the guest's notifies go to the ioeventfd.
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-netload-'));
     try {
-      const inst = path.join(tmp, 'bhyve');
-      fs.mkdirSync(inst);
-      for (const d of ['bin', 'dist', 'share']) fs.cpSync(path.join(ROOT, d), path.join(inst, d), { recursive: true });
-      fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(inst, 'package.json'));
-      fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(inst, 'node_modules'));
-      const bundle = path.join(inst, 'dist', 'bundle', 'net-iothread-worker');
-      fs.writeFileSync(`${bundle}.cjs`, "throw new Error('cannot load koffi.node: EACCES');\n");
-      fs.rmSync(`${bundle}.cache`, { force: true });
-      fs.mkdirSync(path.join(tmp, 'run'), { mode: 0o700 });
-      const r = await execa('ip', ['netns', 'exec', ns, path.join(inst, 'bin', 'bhyve'),
+      const { bhyve, rundir } = installedCopy(tmp, 'net-iothread-worker');
+      const r = await execa('ip', ['netns', 'exec', ns, bhyve,
         ...bhyveArgs(rom('virtio-net'), vmName('vnetlf'), { extra: ['-s', '3,virtio-net,tap0,iothread=true'] })], {
-        reject: false, timeout: 60_000, stdin: 'ignore', env: { BHYVE_RUNDIR: path.join(tmp, 'run') },
+        reject: false, timeout: 60_000, stdin: 'ignore', env: { BHYVE_RUNDIR: rundir },
       });
       expect(r.stdout, `${r.stdout}${r.stderr}`).toContain('virtio-net: ping reply from 10.0.2.2 OK');
       expect(r.exitCode).toBe(33);

@@ -61,3 +61,24 @@ export function runBhyve(args: string[], o: BhyveRunOptions = {}): ResultPromise
     stripFinalNewline: false,
   });
 }
+
+/** A copy of bhyve's installed tree under `dir` (bin, dist, share and
+ * package.json) whose node_modules is a link to this tree's (as pnpm and
+ * `npm link` lay them out), and a runtime directory: the copy's bin/bhyve
+ * and that directory. `brokenWorker` names a worker bundle of dist/bundle
+ * made to throw while it loads (what an unreadable koffi.node does). */
+export function installedCopy(dir: string, brokenWorker?: string): { bhyve: string; rundir: string } {
+  const inst = path.join(dir, 'bhyve');
+  fs.mkdirSync(inst);
+  for (const d of ['bin', 'dist', 'share']) fs.cpSync(path.join(ROOT, d), path.join(inst, d), { recursive: true });
+  fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(inst, 'package.json'));
+  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(inst, 'node_modules'));
+  if (brokenWorker !== undefined) {
+    const bundle = path.join(inst, 'dist', 'bundle', brokenWorker);
+    fs.writeFileSync(`${bundle}.cjs`, "throw new Error('cannot load koffi.node: EACCES');\n");
+    fs.rmSync(`${bundle}.cache`, { force: true });
+  }
+  const rundir = path.join(dir, 'run');
+  fs.mkdirSync(rundir, { mode: 0o700 });
+  return { bhyve: path.join(inst, 'bin', 'bhyve'), rundir };
+}
