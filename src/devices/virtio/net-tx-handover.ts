@@ -1,0 +1,161 @@
+// virtio-net's transmit queue handed between the device thread (the
+// vCPU's notify exit) and the I/O thread while the driver runs
+// (iothread_tx=switch). Which side sends best depends on the direction
+// of the traffic: while the guest streams data out, its vCPU should run
+// on while the I/O thread writes the frames (the host's TCP receive runs
+// inside each tap write); while it receives a stream, its frames are
+// ACKs, and writing them on the exit keeps them off the I/O thread that
+// reads the data (measured: bench/virtio-net-tcp.mjs).
+//
+// Transmit notifies always exit to the device thread here (no ioeventfd
+// on the transmit queue, so no registration changes at run time). The
+// device thread either sends at once (it owns the queue) or writes the I/O
+// thread's eventfd (the thread owns it). Ownership lives in one shared
+// word and moves only at a quiescent point of its owner: the queue drained
+// with the driver's notifications on (VirtioNet.transmit ends so) and the
+// ring positions (last avail, next used) stored here for the next owner,
+// which loads them before it pops. Every popped chain is returned before
+// that point, so nothing is lost, sent twice or reordered.
+//
+// Who serves a chain added around a hand-over:
+//   - the device thread releases to the thread: the next notify exits to
+//     the device thread, which sees THREAD and forwards it;
+//   - the thread releases to the device thread: the next notify exits and
+//     the device thread takes the queue (EXIT_IDLE -> EXIT_BUSY). A notify
+//     the device thread forwarded just before the release reaches the
+//     thread with the queue no longer its own: it takes the queue back
+//     (EXIT_IDLE -> THREAD) when chains are pending, else the device
+//     thread is serving them (EXIT_BUSY) and drains before it lets go.
+//
+// The direction: both sides add the bytes they move to shared counters;
+// the owner, at its quiescent point, looks at the last window of traffic
+// (at least WINDOW_BYTES both ways) and moves the queue to the thread when
+// the guest sent more bytes than it received, to the exit otherwise.
+
+/** Words of the shared block. */
+const W = {
+  OWNER: 0,
+  /** Positions the last owner left the queue at. */
+  LAST_AVAIL: 1,
+  NEXT_USED: 2,
+  /** Bytes sent (either side) and received (the I/O thread), mod 2^32. */
+  TX_BYTES: 3,
+  RX_BYTES: 4,
+  /** The counters at the start of the current window. */
+  MARK_TX: 5,
+  MARK_RX: 6,
+  /** Where the queue should be: TX_THREAD or TX_EXIT. */
+  DIRECTION: 7,
+  /** Completed hand-overs (diagnostics, tests). */
+  HANDOVERS: 8,
+  /** Bytes a window needs (WINDOW_BYTES; tests set less). */
+  WINDOW: 9,
+  /** Bumped by each release: the positions changed hands. */
+  GEN: 10,
+} as const;
+const WORDS = 11;
+
+/** OWNER values. */
+export const TX_EXIT_IDLE = 0;
+/** The device thread is sending right now. */
+export const TX_EXIT_BUSY = 1;
+export const TX_THREAD = 2;
+/** DIRECTION's other value. */
+export const TX_EXIT = TX_EXIT_IDLE;
+
+/** Bytes both ways a window needs before the direction is judged again. */
+export const WINDOW_BYTES = 256 * 1024;
+
+/** The ring positions a hand-over carries (Virtqueue's). */
+export interface TxPositions {
+  readonly lastAvailIdx: number;
+  readonly usedIdx: number;
+  setPositions(lastAvail: number, nextUsed: number): void;
+}
+
+export class TxHandover {
+  readonly words: Int32Array;
+  /** GEN as this side last saw it (its own release, or its last load). */
+  private seenGen = 0;
+
+  /** `shared`: the block another side created (structured-cloned to a worker). */
+  constructor(readonly buffer: SharedArrayBuffer = new SharedArrayBuffer(WORDS * 4)) {
+    this.words = new Int32Array(buffer);
+  }
+
+  /** The device thread, before the I/O thread starts: the positions its own
+   * queue is at, the queue its own. */
+  init(q: TxPositions, windowBytes = WINDOW_BYTES): void {
+    Atomics.store(this.words, W.WINDOW, windowBytes);
+    Atomics.store(this.words, W.LAST_AVAIL, q.lastAvailIdx);
+    Atomics.store(this.words, W.NEXT_USED, q.usedIdx);
+    Atomics.store(this.words, W.DIRECTION, TX_EXIT);
+    // The I/O thread loads these at its first take.
+    this.seenGen = Atomics.add(this.words, W.GEN, 1) + 1;
+    Atomics.store(this.words, W.OWNER, TX_EXIT_IDLE);
+  }
+
+  get owner(): number { return Atomics.load(this.words, W.OWNER); }
+  get handovers(): number { return Atomics.load(this.words, W.HANDOVERS); }
+
+  /** The device thread, on a transmit notify exit: true when the queue is
+   * its own now (EXIT_BUSY, positions loaded); false when the I/O thread
+   * owns it (forward the notify). */
+  deviceTake(q: TxPositions): boolean {
+    if (Atomics.compareExchange(this.words, W.OWNER, TX_EXIT_IDLE, TX_EXIT_BUSY) !== TX_EXIT_IDLE) return false;
+    this.load(q);
+    return true;
+  }
+
+  /** The I/O thread, on a notify: true when the queue is its own (it was,
+   * or it took it back because chains wait that no one else will serve). */
+  threadTake(q: TxPositions, pending: () => number): boolean {
+    const o = Atomics.load(this.words, W.OWNER);
+    if (o === TX_THREAD) { this.load(q); return true; }
+    if (o !== TX_EXIT_IDLE || pending() === 0) return false;
+    if (Atomics.compareExchange(this.words, W.OWNER, TX_EXIT_IDLE, TX_THREAD) !== TX_EXIT_IDLE) return false;
+    this.load(q);
+    return true;
+  }
+
+  /** The owner, with the queue drained and notifications on: judges the
+   * direction and releases the queue to the side it belongs to (the device
+   * thread always lets go of EXIT_BUSY). `canThread`: the I/O thread is up.
+   * Returns the new owner. */
+  release(q: TxPositions, self: typeof TX_EXIT_BUSY | typeof TX_THREAD, canThread: boolean): number {
+    const dir = this.direction(canThread);
+    const to = dir === TX_THREAD ? TX_THREAD : TX_EXIT_IDLE;
+    if (self === TX_THREAD && to === TX_THREAD) return TX_THREAD;
+    Atomics.store(this.words, W.LAST_AVAIL, q.lastAvailIdx);
+    Atomics.store(this.words, W.NEXT_USED, q.usedIdx);
+    this.seenGen = Atomics.add(this.words, W.GEN, 1) + 1;
+    if ((self === TX_THREAD) !== (to === TX_THREAD)) Atomics.add(this.words, W.HANDOVERS, 1);
+    Atomics.store(this.words, W.OWNER, to);
+    return to;
+  }
+
+  addTx(bytes: number): void { if (bytes > 0) Atomics.add(this.words, W.TX_BYTES, bytes); }
+  addRx(bytes: number): void { if (bytes > 0) Atomics.add(this.words, W.RX_BYTES, bytes); }
+
+  /** The owner only: a new direction once a window is full. */
+  private direction(canThread: boolean): number {
+    const tx = (Atomics.load(this.words, W.TX_BYTES) - Atomics.load(this.words, W.MARK_TX)) >>> 0;
+    const rx = (Atomics.load(this.words, W.RX_BYTES) - Atomics.load(this.words, W.MARK_RX)) >>> 0;
+    if (tx + rx >= Atomics.load(this.words, W.WINDOW)) {
+      Atomics.add(this.words, W.MARK_TX, tx);
+      Atomics.add(this.words, W.MARK_RX, rx);
+      Atomics.store(this.words, W.DIRECTION, tx > rx ? TX_THREAD : TX_EXIT);
+    }
+    return canThread ? Atomics.load(this.words, W.DIRECTION) : TX_EXIT;
+  }
+
+  /** Takes the positions the last owner left, when another side released
+   * since this one last had them (setPositions also forgets the interrupt
+   * suppression state, so not on every take). */
+  private load(q: TxPositions): void {
+    const g = Atomics.load(this.words, W.GEN);
+    if (g === this.seenGen) return;
+    this.seenGen = g;
+    q.setPositions(Atomics.load(this.words, W.LAST_AVAIL), Atomics.load(this.words, W.NEXT_USED));
+  }
+}
