@@ -119,22 +119,24 @@ function setup(features = V1, vectored = [true, true]) {
 }
 
 describe('virtio-net iothread_tx=switch', () => {
-  it('a driver with MSI-X vectors: no transmit ioeventfd, the thread gets the queue layout and the hand-over block; a polling driver: the exit only', () => {
-    const v = setup();
-    expect(v.fds?.map((fd) => fd !== undefined)).toEqual([true, false]);
-    expect(v.stand.data.transmit).toBe(false);
-    expect(v.h).toBeDefined();
-    expect(v.h!.owner).toBe(TX_EXIT_IDLE);
-    const p = setup(V1, [false, false]);
-    expect(p.fds?.map((fd) => fd !== undefined)).toEqual([true, false]);
-    expect(p.h).toBeUndefined();
-    p.send();
-    expect(p.wire).toEqual([[0, 'exit']]);
+  it('no transmit ioeventfd: the thread gets the queue layout and the hand-over block, the exit the queue to start with', () => {
+    for (const vectored of [[true, true], [false, false]]) {
+      const v = setup(V1, vectored);
+      expect(v.fds?.map((fd) => fd !== undefined)).toEqual([true, false]);
+      expect(v.stand.data.transmit).toBe(false);
+      expect(v.h).toBeDefined();
+      expect(v.h!.owner).toBe(TX_EXIT_IDLE);
+      v.send();
+      expect(v.wire).toEqual([[0, 'exit']]);
+    }
   });
 
-  for (const [name, features] of [['split ring', V1], ['EVENT_IDX', V1 | featureBit(VIRTIO_RING_F_EVENT_IDX)]] as const) {
+  for (const [name, features, vectored] of [
+    ['split ring, MSI-X', V1, true], ['EVENT_IDX, MSI-X', V1 | featureBit(VIRTIO_RING_F_EVENT_IDX), true],
+    ['split ring, polling', V1, false], ['EVENT_IDX, polling', V1 | featureBit(VIRTIO_RING_F_EVENT_IDX), false],
+  ] as const) {
     it(`${name}: frames through hand-overs both ways reach the wire once each, in order, and every chain comes back`, () => {
-      const v = setup(features);
+      const v = setup(features, [vectored, vectored]);
       const r = rng(7);
       const N = 3000;
       for (let guard = 0; v.seq() < N; guard++) {
@@ -181,6 +183,22 @@ describe('virtio-net iothread_tx=switch', () => {
     v.send();
     expect(v.wire[6]).toEqual([6, 'exit']);
     expect(v.h!.handovers).toBe(2);
+  });
+
+  it('a driver that polls: the other way round (the thread while the guest receives, the exit while it floods out)', () => {
+    const v = setup(V1, [false, false]);
+    for (let i = 0; i < 12; i++) v.send(); // three windows of sending: the exit's
+    expect(v.wire.every(([, s]) => s === 'exit')).toBe(true);
+    expect(v.h!.owner).toBe(TX_EXIT_IDLE);
+    expect(v.stand.forwarded).toBe(0);
+    v.received(2 * WINDOW);
+    v.send(); // sent on the exit, then the window says: the thread's
+    expect(v.wire[12]).toEqual([12, 'exit']);
+    expect(v.h!.owner).toBe(TX_THREAD);
+    v.send();
+    v.threadWakes();
+    expect(v.wire[13]).toEqual([13, 'thread']);
+    expect(v.h!.handovers).toBe(1);
   });
 
   it('a notify forwarded to the thread just before it let the queue go: the thread takes it back and sends the chains no one else will', () => {

@@ -1,11 +1,9 @@
 // virtio-net's transmit queue handed between the device thread (the
 // vCPU's notify exit) and the I/O thread while the driver runs
 // (iothread_tx=switch). Which side sends best depends on the direction
-// of the traffic: while the guest streams data out, its vCPU should run
-// on while the I/O thread writes the frames (the host's TCP receive runs
-// inside each tap write); while it receives a stream, its frames are
-// ACKs, and writing them on the exit keeps them off the I/O thread that
-// reads the data (measured: bench/virtio-net-tcp.mjs).
+// of the traffic and on whether the driver polls (below; measured with
+// bench/virtio-net-tcp.mjs): the host's TCP work runs inside each tap
+// write, on whichever thread writes.
 //
 // Transmit notifies always exit to the device thread here (no ioeventfd
 // on the transmit queue, so no registration changes at run time). The
@@ -29,8 +27,17 @@
 //
 // The direction: both sides add the bytes they move to shared counters;
 // the owner, at its quiescent point, looks at the last window of traffic
-// (at least WINDOW_BYTES both ways) and moves the queue to the thread when
-// the guest sent more bytes than it received, to the exit otherwise.
+// (at least WINDOW_BYTES both ways) and decides which way the guest's
+// traffic goes. Which side should then send depends on the driver:
+//   - one that waits on interrupts (MSI-X vectors on its queues): the
+//     thread while the guest sends more than it receives (its vCPU runs on
+//     while the segments are written), the exit while it receives (its
+//     ACKs then stay off the thread that reads the stream, the busier side);
+//   - one that polls (its vCPU never idles): the thread while it receives
+//     (each ACK written on the exit, with the host's TCP work inside the
+//     write, is time its vCPU does not process the stream), the exit while
+//     it sends (a flood out: the vCPU has nothing better to do than write,
+//     and no hand-off per queueful).
 
 /** Words of the shared block. */
 const W = {
@@ -52,8 +59,12 @@ const W = {
   WINDOW: 9,
   /** Bumped by each release: the positions changed hands. */
   GEN: 10,
+  /** 1: the thread's while the guest receives more than it sends (a
+   * driver that polls); 0: while it sends more (one that waits on
+   * interrupts). */
+  THREAD_WHEN_RECEIVING: 11,
 } as const;
-const WORDS = 11;
+const WORDS = 12;
 
 /** OWNER values. */
 export const TX_EXIT_IDLE = 0;
@@ -85,8 +96,9 @@ export class TxHandover {
 
   /** The device thread, before the I/O thread starts: the positions its own
    * queue is at, the queue its own. */
-  init(q: TxPositions, windowBytes = WINDOW_BYTES): void {
+  init(q: TxPositions, threadWhenReceiving: boolean, windowBytes = WINDOW_BYTES): void {
     Atomics.store(this.words, W.WINDOW, windowBytes);
+    Atomics.store(this.words, W.THREAD_WHEN_RECEIVING, threadWhenReceiving ? 1 : 0);
     Atomics.store(this.words, W.LAST_AVAIL, q.lastAvailIdx);
     Atomics.store(this.words, W.NEXT_USED, q.usedIdx);
     Atomics.store(this.words, W.DIRECTION, TX_EXIT);
@@ -144,7 +156,9 @@ export class TxHandover {
     if (tx + rx >= Atomics.load(this.words, W.WINDOW)) {
       Atomics.add(this.words, W.MARK_TX, tx);
       Atomics.add(this.words, W.MARK_RX, rx);
-      Atomics.store(this.words, W.DIRECTION, tx > rx ? TX_THREAD : TX_EXIT);
+      const sending = tx > rx;
+      const thread = Atomics.load(this.words, W.THREAD_WHEN_RECEIVING) === 1 ? !sending : sending;
+      Atomics.store(this.words, W.DIRECTION, thread ? TX_THREAD : TX_EXIT);
     }
     return canThread ? Atomics.load(this.words, W.DIRECTION) : TX_EXIT;
   }

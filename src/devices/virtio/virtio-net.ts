@@ -31,10 +31,11 @@
 // choice is made at DRIVER_OK, once for the run: the I/O thread when the
 // driver gave its queues MSI-X vectors (it waits on interrupts), the exit
 // when it polls.
-// With switch, for such a driver, the transmit queue moves between the two
-// while the driver runs, by the direction of the traffic
-// (net-tx-handover.ts): the I/O thread while the guest sends more than it
-// receives, the exit while it receives a stream (its frames are ACKs).
+// With switch the transmit queue moves between the two while the driver
+// runs, by the direction of the traffic (net-tx-handover.ts): for a driver
+// with MSI-X vectors the I/O thread while the guest sends more than it
+// receives and the exit while it receives a stream (its frames are ACKs);
+// for a driver that polls the other way round.
 // Otherwise one thread owns the transmit queue from DRIVER_OK to reset.
 //
 // Options (bhyve's): mac=xx:xx:xx:xx:xx:xx (unicast, nonzero; default from
@@ -98,9 +99,9 @@ export interface NetOptions {
   /** The I/O thread serves the transmit queue too (default:
    * NET_IOTHREAD_TX_DEFAULT); false: transmit notifies exit to the device
    * thread, which sends at once; 'auto': the I/O thread when the driver
-   * has MSI-X vectors on its queues at DRIVER_OK; 'switch': for such a
-   * driver, handed between the exit and the thread by the direction of
-   * the traffic while it runs (net-tx-handover.ts). */
+   * has MSI-X vectors on its queues at DRIVER_OK; 'switch': handed
+   * between the exit and the thread by the direction of the traffic while
+   * the driver runs (net-tx-handover.ts). */
   iothreadTx?: IothreadTx;
   /** The I/O thread raises queue interrupts by irqfd (KVM injects the
    * queue's MSI-X message) rather than through the device thread (default:
@@ -185,8 +186,8 @@ export class VirtioNet extends VirtioDeviceBase {
   /** Whether the I/O thread serves the transmit queue too (decided at
    * startOffload; false while the device thread owns it). */
   private txOnIothread = false;
-  /** iothread_tx=switch with a vectored driver: who owns the transmit
-   * queue now (this side: the device thread's). */
+  /** iothread_tx=switch: who owns the transmit queue now (this side: the
+   * device thread's). */
   private txHandover: TxHandover | undefined;
   /** Set on the I/O thread's copy of the model (net-iothread-worker.ts):
    * it serves the transmit queue only while the hand-over gives it. */
@@ -261,11 +262,12 @@ export class VirtioNet extends VirtioDeviceBase {
     const vect = vectored?.[VTNET_RXQ] === true || vectored?.[VTNET_TXQ] === true;
     this.txOnIothread = tx === 'auto' ? vect : tx === 'switch' ? false : tx;
     // switch: transmit notifies keep exiting here (no ioeventfd), and the
-    // thread serves the queue while the hand-over gives it the queue.
+    // thread serves the queue while the hand-over gives it the queue; which
+    // way round depends on whether the driver waits on interrupts.
     const txq = act.queues[VTNET_TXQ];
-    if (tx === 'switch' && vect && txq) {
+    if (tx === 'switch' && txq) {
       this.txHandover = new TxHandover();
-      this.txHandover.init(txq);
+      this.txHandover.init(txq, !vect);
     }
     const onThread = act.queues.map((q, i) => q !== null && (i === VTNET_RXQ || this.txOnIothread));
     const interrupting = act.queues.map((q, i) => onThread[i] || (i === VTNET_TXQ && this.txHandover !== undefined));
