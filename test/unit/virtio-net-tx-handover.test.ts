@@ -210,9 +210,15 @@ describe('virtio-net iothread_tx=switch', () => {
     v.send();
     v.threadWakes();
     expect(v.h!.owner).toBe(TX_EXIT_IDLE);
-    // A chain whose kick was forwarded while the thread still owned the
-    // queue: the device thread will not see another kick for it.
+    // A chain pending with no forwarded notify (a receive notify woke the
+    // thread): the guest's own notify will reach the device thread.
     v.tx.offer(v.tx.chain([{ addr: v.tx.alloc(HDR + FRAME), len: HDR + FRAME }]));
+    v.thr.queueNotify(1);
+    expect(v.wire.length).toBe(5);
+    expect(v.h!.owner).toBe(TX_EXIT_IDLE);
+    // Its notify forwarded while the thread still owned the queue: the
+    // device thread will not see another one for it.
+    v.h!.forwarding();
     v.thr.queueNotify(1);
     expect(v.wire.length).toBe(6);
     expect(v.wire[5][1]).toBe('thread');

@@ -63,8 +63,11 @@ const W = {
    * driver that polls); 0: while it sends more (one that waits on
    * interrupts). */
   THREAD_WHEN_RECEIVING: 11,
+  /** The device thread forwarded a transmit notify (the I/O thread's
+   * eventfd also carries the receive notifies). */
+  FORWARDED: 12,
 } as const;
-const WORDS = 12;
+const WORDS = 13;
 
 /** OWNER values. */
 export const TX_EXIT_IDLE = 0;
@@ -119,12 +122,20 @@ export class TxHandover {
     return true;
   }
 
+  /** The device thread, about to write the I/O thread's eventfd for a
+   * transmit notify. */
+  forwarding(): void { Atomics.store(this.words, W.FORWARDED, 1); }
+
   /** The I/O thread, on a notify: true when the queue is its own (it was,
-   * or it took it back because chains wait that no one else will serve). */
+   * or it takes it back because the device thread forwarded a notify for
+   * chains that still wait, which no one else will serve). A receive
+   * notify alone never takes it: the exit would lose the queue to every
+   * wake-up that finds a chain the guest is about to notify for. */
   threadTake(q: TxPositions, pending: () => number): boolean {
+    const forwarded = Atomics.exchange(this.words, W.FORWARDED, 0) === 1;
     const o = Atomics.load(this.words, W.OWNER);
     if (o === TX_THREAD) { this.load(q); return true; }
-    if (o !== TX_EXIT_IDLE || pending() === 0) return false;
+    if (!forwarded || o !== TX_EXIT_IDLE || pending() === 0) return false;
     if (Atomics.compareExchange(this.words, W.OWNER, TX_EXIT_IDLE, TX_THREAD) !== TX_EXIT_IDLE) return false;
     this.load(q);
     return true;

@@ -374,7 +374,7 @@ export class VirtioNet extends VirtioDeviceBase {
    * ours, else hand the notify to the I/O thread. */
   private transmitSwitched(queue: Virtqueue, t: NetIothread, h: TxHandover): void {
     if (t.failedToStart) { this.iothreadFallback(); return; }
-    if (!h.deviceTake(queue)) { this.offloaded.forwarded++; t.notify(); return; }
+    if (!h.deviceTake(queue)) { this.offloaded.forwarded++; h.forwarding(); t.notify(); return; }
     let ok = false;
     try {
       h.addTx(this.transmit(queue));
