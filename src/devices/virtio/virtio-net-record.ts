@@ -9,15 +9,16 @@ import { VIRTIO_PCI_KEYS } from './virtio-pci-keys.js';
 
 /** Whether `pci.B.S.F.iothread` defaults to on for virtio-net. */
 export const NET_IOTHREAD_DEFAULT = true;
-/** What `pci.B.S.F.iothread_tx` defaults to. False: on the host we
+/** What `pci.B.S.F.iothread_tx` defaults to. 'switch' hands the transmit
+ * queue between the notify exit and the I/O thread by the direction of the
+ * traffic while the driver runs (net-tx-handover.ts). On the host we
  * measured (2 CPUs, shared) a guest sending flat out got more through its
- * own notify exits than through a hand-off to another thread. 'auto' gives
- * the I/O thread the transmit queue only for a driver with MSI-X vectors
- * on its queues at DRIVER_OK (one that waits on interrupts): its TCP
- * stream to the host gained 1.3x, but its receiving stream lost 0.78x (its
- * ACKs written on the I/O thread between the frames it reads), so it is not
- * the default (BENCHMARKS.md). */
-export const NET_IOTHREAD_TX_DEFAULT: boolean | 'auto' | 'switch' = false;
+ * own notify exits than through a hand-off to another thread (true lost the
+ * UDP flood rows), and 'auto' (the thread for a driver with MSI-X vectors,
+ * fixed at DRIVER_OK) gained its TCP stream to the host but lost its
+ * stream from the host (its ACKs written on the thread that reads the
+ * data): switch gives each direction its side. false: the exit always. */
+export const NET_IOTHREAD_TX_DEFAULT: boolean | 'auto' | 'switch' = 'switch';
 /** Whether `pci.B.S.F.irqfd` defaults to on. */
 export const NET_IRQFD_DEFAULT = true;
 /** Default of `pci.B.S.F.iothread_poll_us`. */
