@@ -13,8 +13,10 @@
 // on the launch's critical path; peak RSS the same.
 //
 // The run: bin/bhyve as a user runs it (no V8 flags: V8 refuses a cache
-// made with other flags), with the chipset every configuration has and a
-// 64 KiB boot ROM that writes a byte to COM1 and ends the run through
+// made with other flags), at -c 2 (the application processor on libuv's
+// pool, the default: its start-up code too; -c 8 was ~3 ms of main-thread
+// CPU faster for it, -c 1 the same), with the chipset every configuration
+// has and a 64 KiB boot ROM that writes a byte to COM1 and ends the run through
 // pc-testdev, security.sandbox=false (each thread writes its cache when it
 // ends: BHYVE_CODE_CACHE_OUT, scripts/bundle-loader.cjs). It needs /dev/kvm;
 // without it (or when the run fails) the top-level caches stay, and the
@@ -59,7 +61,7 @@ export function trainCodeCaches(root, out) {
       const rom = join(dir, 'training.rom');
       writeFileSync(rom, trainingRom());
       const r = spawnSync(process.execPath, [join(root, 'bin', 'bhyve'),
-        '-c', '1', '-m', '64M', '-s', '0,hostbridge', '-s', '31,lpc', '-l', 'com1,stdio', '-l', 'pc-testdev',
+        '-c', '2', '-m', '64M', '-s', '0,hostbridge', '-s', '31,lpc', '-l', 'com1,stdio', '-l', 'pc-testdev',
         '-l', `bootrom,${rom}`, '-o', 'x86.require_ept_rvi=false', '-o', 'security.sandbox=false',
         `code-cache-training-${process.pid}`],
       { env: { ...process.env, BHYVE_CODE_CACHE_OUT: dir }, encoding: 'utf8', timeout: 120_000, stdio: ['ignore', 'pipe', 'pipe'] });
