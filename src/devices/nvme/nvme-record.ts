@@ -42,6 +42,8 @@ export const nvmeDevice: PciDeviceRecord = {
     { key: 'dsm', default: 'auto', description: 'nvme dataset management support (auto, enable, disable)' },
     { key: 'ram', description: 'nvme RAM-backed namespace size in MiB' },
     { key: 'cqcoalesce', default: 'true', description: 'nvme completion queue doorbells through KVM\'s coalesced MMIO ring' },
+    { key: 'dbbuf', default: 'true', description: 'nvme offers Doorbell Buffer Config (shadow doorbells and EventIdx, OACS bit 8)' },
+    { key: 'iothread', default: 'true', description: 'nvme I/O thread that owns the I/O queues once the driver sent Doorbell Buffer Config (false: they stay in the doorbell exits)' },
     { key: 'iopool', default: String(IOPOOL_THREADS_DEFAULT), description: 'nvme I/O threads for large reads and writes (0: every command runs in its doorbell exit)' },
     { key: 'iopool_min', default: String(IOPOOL_MIN_DEFAULT), description: 'nvme smallest read or write, in bytes, handed to the I/O threads' },
   ],
