@@ -139,7 +139,7 @@ export class NvmeController extends PciEmulFunction {
   readonly maxQEntries: number;
   /** What the device thread counted itself (the I/O commands' counts are
    * the engines': this thread's and the I/O threads'). */
-  private readonly own = { adminCommands: 0, errors: 0, cqDoorbells: 0, cqDoorbellsCoalesced: 0, poolRequests: 0, ioDoorbellExits: 0, dbbufConfigs: 0 };
+  private readonly own = { adminCommands: 0, errors: 0, cqDoorbells: 0, cqDoorbellsCoalesced: 0, poolRequests: 0, ioDoorbellExits: 0, ioSqDoorbellExits: 0, dbbufConfigs: 0 };
   readonly ctrlData: Uint8Array;
   readonly nsData: Uint8Array;
   private readonly sectBits: number;
@@ -618,6 +618,7 @@ export class NvmeController extends PciEmulFunction {
 
   private doorbell(qid: number, isSq: boolean, value: number): void {
     if (!this.enabled) return;
+    if (qid > 0 && isSq) this.own.ioSqDoorbellExits++;
     if (qid > 0 && this.thread) {
       // An I/O doorbell that exited (BAR moved, no ioeventfd): the value
       // is in the shadow doorbell, the queues are the thread's.
