@@ -130,12 +130,15 @@ export class QueueTable {
   }
 }
 
+/** Unit tests run the compiled worker (dist/) from the sources. */
+export const nvmeIothreadWorker: { url: URL | undefined } = { url: undefined };
+
 /** The device thread's handle on a running NVMe I/O thread. */
 export class NvmeIothread extends IothreadHandle {
   readonly table: QueueTable;
   private readonly statsView: Float64Array;
 
-  constructor(data: Omit<NvmeIothreadData, keyof IothreadChannel>, workerUrl: URL = new URL('./nvme-iothread-worker.js', import.meta.url)) {
+  constructor(data: Omit<NvmeIothreadData, keyof IothreadChannel>, workerUrl: URL = nvmeIothreadWorker.url ?? new URL('./nvme-iothread-worker.js', import.meta.url)) {
     super(workerUrl, data);
     this.table = new QueueTable(data.table, data.maxQueues);
     this.statsView = new Float64Array(data.stats);
