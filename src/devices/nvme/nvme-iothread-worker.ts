@@ -4,7 +4,8 @@
 
 import { workerData } from 'node:worker_threads';
 import { eventfdRead } from '../../sys/eventfd.js';
-import { preloadLibc } from '../../sys/libc.js';
+import { libcFunc, preloadLibc } from '../../sys/libc.js';
+import { AdaptivePoll, PREEMPTED_NS } from '../virtio/adaptive-poll.js';
 import { BlockFile } from '../block/block-backend.js';
 import { deviceThreadKick, IOTHREAD_STATE, IothreadWorkerControl, mapWorkerGuestMemory } from '../virtio/iothread-control.js';
 import { queueInterruptSender } from '../virtio/queue-irqfd.js';
@@ -14,6 +15,10 @@ import { fileStore } from './nvme-store.js';
 
 // koffi is initialised while this worker counts as loading (iothread-control.ts).
 preloadLibc();
+const PREEMPTED_MS = PREEMPTED_NS / 1e6;
+/** Between looks at the shadow tails while spinning: a thread waiting for
+ * this CPU (perhaps the vCPU that is to submit the next command) runs first. */
+const schedYield = libcFunc('int sched_yield()');
 const d = workerData as NvmeIothreadData;
 const ctl = new IothreadWorkerControl(d.control);
 const w = ctl.words;
@@ -137,6 +142,41 @@ function main(): void {
     tail = shadowValue(s.qid, false, s.size);
     return tail >= 0 && tail !== s.head;
   };
+  /** Whether SQ `s` has entries and its CQ room (no side effects). */
+  const ready = (s: Sq): boolean => {
+    const t = shadowValue(s.qid, false, s.size);
+    if (t < 0 || t === s.head) return false;
+    const c = cqs[s.cqid];
+    if (!c) return false;
+    const h = shadowValue(c.qid, true, c.size);
+    return (c.tail + 1) % c.size !== (h >= 0 ? h : c.head);
+  };
+  const anyReady = (): boolean => { for (const s of sqs) if (ready(s)) return true; return false; };
+  /** While spinning the driver need not ring: EventIdx one behind the
+   * head (nvme_dbbuf_need_event is false until the value passes it). */
+  const quiet = (on: boolean): void => { for (const s of sqs) setEventIdx(s.qid, false, on ? (s.head - 1) & 0xffff : s.head); };
+  const poll = new AdaptivePoll(Math.max(0, Math.round((d.pollUs ?? 0) * 1000)), d.pollHoldOff);
+  /** Spins up to the poll window for new commands with the doorbells
+   * quiet; when none came they ring again before it returns. */
+  const spin = (): boolean => {
+    const start = performance.now();
+    const end = start + poll.windowNs / 1e6;
+    let found = false;
+    quiet(true);
+    let last = start;
+    for (;;) {
+      if (anyReady()) { found = true; break; }
+      schedYield();
+      const now = performance.now();
+      if (now - last > PREEMPTED_MS) { poll.preempted(); break; }
+      last = now;
+      if (now >= end || !ctl.running || Atomics.load(w, NIOT.PAUSE)) break;
+    }
+    quiet(false);
+    if (!found) found = anyReady();
+    if (found) poll.observe((performance.now() - start) * 1e6);
+    return found;
+  };
   const syncStats = (): void => {
     const c = io.counts;
     for (let i = 0; i < ERRORS; i++) stats[i] = c[STAT_KEYS[i] as keyof typeof c];
@@ -163,8 +203,17 @@ function main(): void {
     }
     syncStats();
     if (Atomics.load(w, NIOT.PAUSE)) continue;
+    // Adaptive polling: stay on the queues while commands keep coming.
+    let spun = 0;
+    if (poll.windowNs > 0 && ctl.running) {
+      const window = poll.windowNs;
+      if (spin()) { ctl.add(NIOT.POLL_HITS, 1); continue; }
+      spun = window;
+    }
+    const t0 = performance.now();
     const n = eventfdRead(d.notifyFd, buf);
     if (!ctl.running) break;
+    poll.observe((performance.now() - t0) * 1e6 + spun);
     if (n < 0n) {
       ctl.fail(`I/O thread: read of the doorbell eventfd failed (errno ${-n})`);
       kick();

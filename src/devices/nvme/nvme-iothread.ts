@@ -48,6 +48,8 @@ export const NIOT = {
   WAKEUPS: IOTHREAD_FIRST_COUNTER + 2,
   /** Passes that found a CQ full (the SQ then waits for the driver). */
   STALLS: IOTHREAD_FIRST_COUNTER + 3,
+  /** Batches found by spinning on the shadow tails (no wake-up). */
+  POLL_HITS: IOTHREAD_FIRST_COUNTER + 4,
 } as const;
 
 /** Slots of a queue pair in the table (Float64Array): the SQ's then the CQ's. */
@@ -78,6 +80,11 @@ export interface NvmeIothreadData extends IothreadChannel {
   table: SharedArrayBuffer;
   stats: SharedArrayBuffer;
   irqfds?: QueueIrqfdChannel;
+  /** Longest window, in microseconds, the thread spins on the shadow tails
+   * before it sleeps (adaptive-poll.ts; 0: never). */
+  pollUs?: number;
+  /** Batches without polling after a preempted spin (adaptive-poll.ts). */
+  pollHoldOff?: number;
   /** For unit tests: do not kick the device thread. */
   noKick?: boolean;
 }
@@ -170,5 +177,6 @@ export class NvmeIothread extends IothreadHandle {
   get paused(): boolean { return Atomics.load(this.words, NIOT.PAUSE) !== 0; }
   get wakeups(): number { return this.counter(NIOT.WAKEUPS); }
   get stalls(): number { return this.counter(NIOT.STALLS); }
+  get pollHits(): number { return this.counter(NIOT.POLL_HITS); }
   stat(i: number): number { return this.statsView[i]; }
 }

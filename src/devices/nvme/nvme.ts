@@ -34,7 +34,7 @@ import type { PciDeviceModel } from '../pci-device.js';
 import {
   BlockDeviceError, BlockFile, blockBackendOptionsFromConfig,
 } from '../block/block-backend.js';
-import { IOPOOL_MIN_DEFAULT, IOPOOL_THREADS_DEFAULT, NVME_IOSLOTS, NVME_MAX_QENTRIES, NVME_QUEUES } from './nvme-record.js';
+import { IOPOOL_MIN_DEFAULT, IOPOOL_THREADS_DEFAULT, IOTHREAD_POLL_US_DEFAULT, NVME_IOSLOTS, NVME_MAX_QENTRIES, NVME_QUEUES } from './nvme-record.js';
 import { PCIY_EXPRESS } from '../pci/config-space.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
 import {
@@ -111,6 +111,8 @@ export interface NvmeOptions {
   /** Hand the I/O queues to an I/O thread once the driver sent Doorbell
    * Buffer Config (default true). */
   iothread?: boolean;
+  /** Its longest spin, in microseconds, before it sleeps (adaptive). */
+  iothreadPollUs?: number;
 }
 
 export interface NvmeStats {
@@ -163,6 +165,7 @@ export class NvmeController extends PciEmulFunction {
   private readonly dbbufOffered: boolean;
   /** The I/O thread (nvme-iothread.ts) while it owns the I/O queues. */
   private readonly iothreadWanted: boolean;
+  private readonly iothreadPollUs: number;
   private thread: NvmeIothread | undefined;
   private threadStarts = 0;
   /** Doorbell addresses routed to its eventfd. */
@@ -211,6 +214,7 @@ export class NvmeController extends PciEmulFunction {
     this.nsData = identifyNamespace({ size: o.store.size, sectorSize: o.sectorSize, eui64: o.eui64 });
     this.dbbufOffered = o.dbbuf ?? true;
     this.iothreadWanted = o.iothread ?? true;
+    this.iothreadPollUs = o.iothreadPollUs ?? IOTHREAD_POLL_US_DEFAULT;
     this.ctrlData = identifyController({ serial: o.serial, dsm, dbbuf: this.dbbufOffered });
     this.io = new NvmeIoEngine({ mem: ctx.mem, store: o.store, sectorSize: o.sectorSize, dsm, deallocate: this.deallocate });
     for (let fid = 0; fid < NVME_FID_MAX; fid++) {
@@ -327,7 +331,7 @@ export class NvmeController extends PciEmulFunction {
       t = new NvmeIothread({
         helper: kvm.helper, imageFd: file.descriptor, imageSize: file.size, blockOptions: file.options,
         nodelete: !this.store.canDelete, sectorSize: this.sectorSize, dsm: (this.ctrlData[520] & ONCS_DSM) !== 0,
-        maxQueues: this.maxQueues, table, stats, irqfds: this.irqfds?.channel,
+        maxQueues: this.maxQueues, table, stats, irqfds: this.irqfds?.channel, pollUs: this.iothreadPollUs,
       });
     } catch {
       this.irqfds?.close();
@@ -1054,6 +1058,7 @@ export class NvmeController extends PciEmulFunction {
       'iothread starts': this.threadStarts,
       'iothread wake-ups': this.thread?.wakeups ?? 0,
       'iothread cq stalls': this.thread?.stalls ?? 0,
+      'iothread poll hits': this.thread?.pollHits ?? 0,
       'iothread interrupts': this.threadTotals[STAT_KEYS.indexOf('interrupts')] + (this.thread?.stat(STAT_KEYS.indexOf('interrupts')) ?? 0),
       'msi-x messages by irqfd': this.irqfdMessages + (this.irqfds?.sent ?? 0),
     };
@@ -1081,6 +1086,7 @@ export function createNvme(ctx: DeviceContext, node: string, where: string): Nvm
   const cqCoalesce = t.getBool(`${node}.cqcoalesce`, true);
   const dbbuf = t.getBool(`${node}.dbbuf`, true);
   const iothread = t.getBool(`${node}.iothread`, true);
+  const iothreadPollUs = int('iothread_poll_us', IOTHREAD_POLL_US_DEFAULT, (n) => n <= 1000, '0 (no polling) to 1000 microseconds');
   const ioThreads = ioPoolThreads(t, node);
   const ioMin = ioPoolMin(t, node);
   if (dsmText !== 'auto' && dsmText !== 'enable' && dsmText !== 'disable') throw err(`invalid dsm "${dsmText}" (use auto, enable or disable)`);
@@ -1114,7 +1120,7 @@ export function createNvme(ctx: DeviceContext, node: string, where: string): Nvm
   if (sectsz === 512 || sectsz === 4096 || sectsz === 8192) sectorSize = sectsz;
   try {
     return new NvmeController(ctx, {
-      store, sectorSize, maxQueues, maxQEntries, ioslots, serial, dsm: dsmText, cqCoalesce, ioThreads, ioMin, dbbuf, iothread,
+      store, sectorSize, maxQueues, maxQEntries, ioslots, serial, dsm: dsmText, cqCoalesce, ioThreads, ioMin, dbbuf, iothread, iothreadPollUs,
       eui64: eui64 ?? defaultEui64(t.get('name') ?? '', bus, slot, func, 1),
     });
   } catch (e) {
