@@ -13,8 +13,18 @@
 // error recovery, write atomicity, async event configuration), get log page
 // (error, SMART / health, firmware slot, changed namespaces), abort, async
 // event request, format NVM; firmware activate / security / sanitize are
-// refused as bhyve refuses them. I/O: read, write, flush, write zeroes,
-// dataset management (deallocate), through PRP entries and PRP lists.
+// refused as bhyve refuses them; Doorbell Buffer Config (OACS bit 8, as
+// QEMU 7.1+ offers it; `dbbuf=false` hides it). I/O: read, write, flush,
+// write zeroes, dataset management (deallocate), through PRP entries and
+// PRP lists (nvme-io.ts).
+//
+// Once the driver has sent Doorbell Buffer Config and created an I/O SQ,
+// an I/O thread owns the I/O queues (`iothread`, default true;
+// nvme-iothread.ts): their doorbells signal its eventfd in KVM, it reads
+// the tails from the shadow page, and this thread keeps the admin queue
+// and registers, pausing it around each. Without the buffers (or with
+// iothread=false) the I/O queues are served as below, reading the shadow
+// tails and heads when the buffers are set.
 //
 // Commands run synchronously when the driver rings a submission doorbell:
 // the completion is posted (and its MSI-X vector raised) before the write
