@@ -373,6 +373,31 @@ describe.skipIf(!haveWorker)('nvme: the I/O thread', () => {
     expect(r.dev.stats().ioSqDoorbellExits).toBe(1); // only the one before the buffers
   });
 
+  it('a thread whose module cannot load: the device thread notices, takes the queues back and serves what was rung meanwhile', async () => {
+    const r = threadRig(disk(image()));
+    const bad = path.join(tmp, 'bad-worker.mjs');
+    fs.writeFileSync(bad, "throw new Error('cannot load this module');\n");
+    nvmeIothreadWorker.url = new URL(`file://${bad}`);
+    r.enable();
+    const d = new Dbbuf(r);
+    expect(d.config().sc).toBe(0);
+    r.ioQueues(16);
+    expect(r.dev.stats()['iothread starts']).toBe(1);
+    r.put(1, 0x00, { nsid: 1 });
+    d.ring(1); // to the eventfd: nobody reads it
+    // What the start watch's timer does (the rig has no timers): poll.
+    let c: Cqe | undefined;
+    await until(() => { r.dev.poll(); return (c = d.take(1)) !== undefined; }, 'the completion from the exit path');
+    expect(c!.sc).toBe(0);
+    expect(r.ioeventfds.size).toBe(0);
+    expect(r.dev.stats()['iothread running']).toBe(0);
+    // From now on its doorbells exit, and it is not started again until a reset.
+    r.put(1, 0x00, { nsid: 1 });
+    d.ring(1);
+    expect(d.take(1)?.sc).toBe(0);
+    expect(r.dev.stats()).toMatchObject({ 'iothread starts': 1, ioSqDoorbellExits: 1 });
+  });
+
   it('iothread=false keeps the I/O queues in the exits with the buffers on', () => {
     const r = threadRig(disk(image(), { iothread: 'false' }));
     r.enable();
