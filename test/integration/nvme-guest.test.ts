@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { GUESTS, bhyveArgs, kvmUnavailable, vmName } from '../support/bhyve.js';
+import { execa } from 'execa';
+import { GUESTS, bhyveArgs, installedCopy, kvmUnavailable, vmName } from '../support/bhyve.js';
 import { HAVE_QEMU, MODE, romWith, runHeld, runQemu, stat } from '../support/guest-rom.js';
 import { CAP } from '../../src/sys/kvm-abi.js';
 import { Kvm } from '../../src/sys/kvm.js';
@@ -113,6 +114,23 @@ describe.skipIf(skip !== undefined)('nvme.rom on bhyve and QEMU', () => {
     expect(stat(r.stats, NVME, 'cq doorbell zones')).toBe(0);
     expect(stat(r.stats, NVME, 'cqDoorbells')).toBeGreaterThan(512);
     expect(stat(r.stats, NVME, 'cqDoorbellsCoalesced')).toBe(0);
+  }, 120_000);
+
+  it('an I/O thread whose bundle cannot load: one warning, the doorbell exits serve the I/O queues, same results', async () => {
+    // The worker's bundle throws while loader.cjs loads it (what an
+    // unreadable koffi.node does), before it could ring the device thread;
+    // the I/O doorbells go to its eventfd until the start watch looks.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nvme-loadfail-'));
+    try {
+      const { bhyve, rundir } = installedCopy(dir, 'nvme-iothread-worker');
+      const r = await execa(bhyve, bhyveArgs(romWith(tmp, 'nvme', MODE.MSIX), vmName('nvme-loadfail'), { extra: ['-s', `4,nvme,${disk()}`] }),
+        { reject: false, timeout: 90_000, env: { BHYVE_RUNDIR: rundir } });
+      expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(33);
+      common(r.stdout);
+      expect(r.stderr).toMatch(/nvme: I\/O thread could not start \(nvme-iothread-worker: could not load/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   }, 120_000);
 
   it('a RAM namespace (ram=16) with 4 KiB blocks', async () => {

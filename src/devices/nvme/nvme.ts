@@ -287,13 +287,16 @@ export class NvmeController extends PciEmulFunction {
     }
     if (t.failedToStart) {
       // It never took the queues: they are as the table has them.
+      process.stderr.write(`bhyve: warning: nvme: I/O thread could not start (${t.startError() || 'no reason given'}); the I/O queues are served in their doorbell exits\n`);
       this.stopThread();
       this.threadGaveUp = true;
       for (let i = 1; i < this.sqs.length; i++) if (this.sqs[i]) this.runSq(i);
       return;
     }
-    if (t.brokenReason() !== undefined) {
+    const broken = t.brokenReason();
+    if (broken !== undefined) {
       // Stopped in the middle of the queues: the controller's fatal status.
+      process.stderr.write(`bhyve: warning: nvme: ${broken}; controller fatal status (CSTS.CFS) until reset\n`);
       this.stopThread();
       this.threadGaveUp = true;
       this.regs.setUint32(CSTS, this.regs.getUint32(CSTS, true) | CSTS_CFS, true);
