@@ -28,7 +28,7 @@
 //
 // Commands run synchronously when the driver rings a submission doorbell:
 // the completion is posted (and its MSI-X vector raised) before the write
-// returns; with `iopool=N` (default 1; bhyve's blockif does its I/O on
+// returns; with `iopool=N` (default 0; bhyve's blockif does its I/O on
 // worker threads too) a read or write of at least `iopool_min` bytes reserves its
 // completion entry there and goes to an I/O thread, which moves the data
 // straight between the image and guest RAM and then writes the entry
@@ -48,7 +48,7 @@ import { IOPOOL_MIN_DEFAULT, IOPOOL_THREADS_DEFAULT, IOTHREAD_POLL_US_DEFAULT, N
 import { PCIY_EXPRESS } from '../pci/config-space.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
 import {
-  ERROR_LOG_SIZE, NS_LIST_SIZE, NVME_IDENTIFY_SIZE, NVME_MAX_DATA_SIZE, NVME_PAGE, NVME_TEMPERATURE, ONCS_DSM,
+  ERROR_LOG_SIZE, NS_LIST_SIZE, NVME_IDENTIFY_SIZE, NVME_PAGE, NVME_TEMPERATURE, ONCS_DSM,
   defaultEui64, firmwareLog, healthLog, identifyController, identifyNamespace,
 } from './nvme-data.js';
 import { fileStore, ramStore, type NvmeStore } from './nvme-store.js';
