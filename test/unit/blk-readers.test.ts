@@ -240,6 +240,32 @@ describe.skipIf(!worker.present || !fs.existsSync(readerJs))('virtio-blk iothrea
     expect(t.state).toBe(IOTHREAD_STATE.STOPPED);
   });
 
+  it('stop() with reads in flight: every read taken is completed before it returns, and nothing writes guest memory after', async () => {
+    const g = guest();
+    const t = g.start(3);
+    await warmUp(g, t);
+    const reqs = Array.from({ length: 16 }, (_, i) => g.request(VIRTIO_BLK_T_IN, i * 512, BIG));
+    for (const r of reqs) g.ram.fill(0, r.data, r.data + BIG);
+    const before = g.usedIdx();
+    t.notify();
+    await until(() => g.usedIdx() !== before, 'the first completion', 30_000);
+    t.stop();
+    expect(t.state).toBe(IOTHREAD_STATE.STOPPED);
+    const used = g.takeUsed();
+    const done = new Set(used.map((u) => u.id));
+    for (const r of reqs) {
+      if (done.has(r.head)) {
+        expect(g.ram[r.status]).toBe(VIRTIO_BLK_S_OK);
+        expect(g.dataOk(r)).toBe(true);
+      } else {
+        expect(g.ram[r.status]).toBe(0xff); // never taken
+      }
+    }
+    const snapshot = Buffer.from(g.ram.subarray(0x10000, RAM));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(Buffer.from(g.ram.subarray(0x10000, RAM)).equals(snapshot)).toBe(true);
+  });
+
   it('iothread_readers=0: the iothread does every read itself', async () => {
     const g = guest();
     const t = g.start(0);
