@@ -4,16 +4,19 @@
 // between batches spin on the avail ring for the adaptive window
 // (adaptive-poll.ts) before sleeping again.
 //
-// Reads of READER_MIN_BYTES and more go to reader threads (the block I/O
-// pool of ../block/io-pool.ts, started by this thread at the first such
-// read), several at once, as QEMU's thread pool does them: one thread
-// copying from the page cache is the limit of a sequential read. A reader
+// With iothread_readers=N, reads of READER_MIN_BYTES and more go to N
+// reader threads (the block I/O pool of ../block/io-pool.ts, started by
+// this thread when it takes the queue), several at once, as QEMU's thread
+// pool does them: one thread copying from the page cache is the limit of
+// a sequential read on a host with CPUs to spare. A reader
 // moves the data between the image and its own mapping of guest RAM and
 // writes this thread's eventfd; this thread alone writes the used ring (it
 // reaps at each wake and while it spins), so the ring keeps one writer.
-// Requests that change the image (or FLUSH) wait for the reads in flight.
-// Readers that cannot load leave every read to this thread (the pool
-// refuses them while no reader is up).
+// Reads no reader has taken yet this thread does itself when it has
+// nothing else to do. Requests that change the image (or FLUSH) wait for
+// the reads in flight. Readers that cannot load leave every read to this
+// thread (the pool refuses them while no reader is up); after a sign that
+// they lack a CPU the pool refuses reads for a while (its hold-off).
 
 import { workerData } from 'node:worker_threads';
 import { eventfdRead } from '../../sys/eventfd.js';
