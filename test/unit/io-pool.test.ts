@@ -29,7 +29,7 @@ afterAll(() => {
 });
 
 let seq = 0;
-function setup(threads: number, page?: { words: Int32Array; fd?: number }, holdOff = 0, url = workerUrl) {
+function setup(threads: number, page?: { words: Int32Array; fd?: number }, holdOff = 0, url = workerUrl, mergeMax = 0) {
   const memoryPath = path.join(tmp, `mem${seq}`);
   fs.writeFileSync(memoryPath, Buffer.alloc(0));
   fs.truncateSync(memoryPath, RAM);
@@ -47,7 +47,7 @@ function setup(threads: number, page?: { words: Int32Array; fd?: number }, holdO
   cleanup.push(() => file.close());
   const pool = new BlockIoPool(threads, threads > 0 ? {
     memoryPath, layout: { lowmem: RAM, highmem: 0 }, doorbell: { sab: new SharedArrayBuffer(8), vcpuFd: -1, mmapSize: 0 },
-  } : undefined, [file], () => mem, { noKick: true, workerUrl: url, page, holdOff });
+  } : undefined, [file], () => mem, { noKick: true, workerUrl: url, page, holdOff, mergeMax });
   cleanup.push(() => pool.close());
   return { ram, mem, image, data, file, pool };
 }
@@ -262,4 +262,78 @@ describe('block I/O pool without threads (no VM memory file)', () => {
     expect(pool.reap()).toBe(1);
     expect(got).toBe(4096);
   });
+});
+
+describe('block I/O pool: requests that continue each other are one transfer (mergeMax)', () => {
+  /** Counts the file's transfers. */
+  function counted(file: BlockFile): { reads: number; writes: number } {
+    const c = { reads: 0, writes: 0 };
+    const readv = file.readv.bind(file);
+    const writev = file.writev.bind(file);
+    file.readv = (v, p) => { c.reads++; return readv(v, p); };
+    file.writev = (v, p) => { c.writes++; return writev(v, p); };
+    return c;
+  }
+
+  it('contiguous reads in one preadv, each into its own buffers; the others alone; results per request', () => {
+    const { ram, data, file, pool } = setup(0, undefined, 0, workerUrl, 1 << 20);
+    const c = counted(file);
+    const got: number[] = [];
+    // Eight 16 KiB reads of image bytes 0..128 KiB, submitted out of order,
+    // each into two 8 KiB buffers far apart; then one read elsewhere.
+    for (const k of [3, 0, 7, 1, 2, 6, 4, 5]) {
+      expect(pool.submit(0, false, k * 16384, [[0x100000 + k * 0x10000, 8192], [0x300000 + k * 0x10000, 8192]], (n) => { got[k] = n; })).toBe(true);
+    }
+    expect(pool.submit(0, false, 1 << 20, [[0x80000, 4096]], (n) => { got[8] = n; })).toBe(true);
+    expect(pool.reap()).toBe(9);
+    expect(got).toEqual([...Array(8).fill(16384), 4096]);
+    expect(c.reads).toBe(2);
+    expect(pool.merged).toBe(8);
+    for (let k = 0; k < 8; k++) {
+      expect(Buffer.compare(Buffer.from(ram.subarray(0x100000 + k * 0x10000, 0x100000 + k * 0x10000 + 8192)), data.subarray(k * 16384, k * 16384 + 8192))).toBe(0);
+      expect(Buffer.compare(Buffer.from(ram.subarray(0x300000 + k * 0x10000, 0x300000 + k * 0x10000 + 8192)), data.subarray(k * 16384 + 8192, (k + 1) * 16384))).toBe(0);
+    }
+    expect(Buffer.compare(Buffer.from(ram.subarray(0x80000, 0x81000)), data.subarray(1 << 20, (1 << 20) + 4096))).toBe(0);
+  });
+
+  it('no larger than mergeMax; reads and writes, or two files\' worth, never together', () => {
+    const { ram, image, file, pool } = setup(0, undefined, 0, workerUrl, 32768);
+    const c = counted(file);
+    for (let k = 0; k < 6; k++) {
+      ram.fill(0x40 + k, 0x100000 + k * 16384, 0x100000 + (k + 1) * 16384);
+      expect(pool.submit(0, true, 65536 + k * 16384, [[0x100000 + k * 16384, 16384]], () => {})).toBe(true);
+    }
+    // A read that continues the writes in the image stays apart from them.
+    expect(pool.submit(0, false, 65536 + 6 * 16384, [[0x200000, 16384]], () => {})).toBe(true);
+    expect(pool.reap()).toBe(7);
+    expect(c.writes).toBe(3); // 6 x 16 KiB in 32 KiB transfers
+    expect(c.reads).toBe(1);
+    const back = fs.readFileSync(image);
+    for (let k = 0; k < 6; k++) expect(back.subarray(65536 + k * 16384, 65536 + (k + 1) * 16384).every((b) => b === 0x40 + k)).toBe(true);
+  });
+
+  it('a merged run with a buffer outside RAM is done again one by one: only that request fails', () => {
+    const { ram, data, file, pool } = setup(0, undefined, 0, workerUrl, 1 << 20);
+    const c = counted(file);
+    const got: number[] = [];
+    for (let k = 0; k < 4; k++) {
+      const gpa = k === 2 ? RAM - 4096 : 0x100000 + k * 8192; // request 2 runs off the end of RAM
+      expect(pool.submit(0, false, k * 8192, [[gpa, 8192]], (n) => { got[k] = n; })).toBe(true);
+    }
+    expect(pool.reap()).toBe(4);
+    expect(got).toEqual([8192, 8192, -1, 8192]);
+    expect(pool.merged).toBe(0);
+    expect(c.reads).toBe(3); // the merged attempt never reached the file; then 0, 1 and 3 alone
+    for (const k of [0, 1, 3]) expect(Buffer.compare(Buffer.from(ram.subarray(0x100000 + k * 8192, 0x100000 + (k + 1) * 8192)), data.subarray(k * 8192, (k + 1) * 8192))).toBe(0);
+  });
+
+  it.skipIf(!haveWorker)('with a worker: a stream of contiguous reads reads back right', async () => {
+    const { ram, data, pool } = setup(1, undefined, 0, workerUrl, 1 << 20);
+    await waitUp(pool, 1);
+    const got: number[] = [];
+    for (let k = 0; k < 32; k++) expect(pool.submit(0, false, k * 32768, [[0x100000 + k * 32768, 32768]], (n) => { got[k] = n; })).toBe(true);
+    await reapAll(pool, 32);
+    expect(got).toEqual(Array(32).fill(32768));
+    expect(Buffer.compare(Buffer.from(ram.subarray(0x100000, 0x100000 + (1 << 20))), data.subarray(0, 1 << 20))).toBe(0);
+  }, 90_000);
 });
