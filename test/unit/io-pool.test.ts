@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BlockFile } from '../../src/devices/block/block-backend.js';
-import { BlockIoPool, POOL_MAX_SEGS, POOL_SLOTS } from '../../src/devices/block/io-pool.js';
+import { BlockIoPool, CTL, POOL_MAX_SEGS, POOL_SLOTS, SLOT_INTS, SLOT_STATE } from '../../src/devices/block/io-pool.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { mmap, PROT_READ, PROT_WRITE } from '../../src/sys/libc.js';
 import { memfd } from '../../src/sys/memfd.js';
@@ -186,6 +186,58 @@ function idleWorker(preempt: boolean): URL {
   `);
   return new URL(`file://${file}`);
 }
+
+/** A stand-in worker in the middle of a long transfer: it takes the first
+ * request (TAKEN) and ends it (failed) only when the test stores 1 in
+ * CTL.MERGED, a counter nothing else touches here. */
+function busyWorker(): URL {
+  const file = path.join(tmp, 'busy-worker.mjs');
+  fs.writeFileSync(file, `
+    import { workerData } from 'node:worker_threads';
+    import { CTL, SLOT_INTS, SLOT_STATE } from ${JSON.stringify(`file://${path.join(root, 'dist/devices/block/io-pool.js')}`)};
+    const ctl = new Int32Array(workerData.shared.ctl);
+    const ints = new Int32Array(workerData.shared.slotsI);
+    Atomics.add(ctl, CTL.UP, 1);
+    let mine = -1;
+    while (mine < 0 && Atomics.load(ctl, CTL.STOP) === 0) {
+      for (let i = 0; i < 64 && mine < 0; i++) if (Atomics.compareExchange(ints, i * SLOT_INTS, SLOT_STATE.READY, SLOT_STATE.TAKEN) === SLOT_STATE.READY) mine = i;
+      if (mine < 0) Atomics.wait(ctl, CTL.SUBMITTED, Atomics.load(ctl, CTL.SUBMITTED), 5);
+    }
+    // Busy until the test says so (it stores 1 in CTL.MERGED, unused here).
+    while (Atomics.load(ctl, CTL.MERGED) === 0 && Atomics.load(ctl, CTL.STOP) === 0) Atomics.wait(ctl, CTL.MERGED, 0, 20);
+    if (mine >= 0) { ints[mine * SLOT_INTS + 4] = -1; Atomics.store(ints, mine * SLOT_INTS, SLOT_STATE.DONE); }
+    Atomics.add(ctl, CTL.DONE, 1); Atomics.notify(ctl, CTL.DONE);
+    while (Atomics.load(ctl, CTL.STOP) === 0) Atomics.wait(ctl, CTL.STOP, 0, 20);
+    Atomics.sub(ctl, CTL.UP, 1);
+  `);
+  return new URL(`file://${file}`);
+}
+
+describe.skipIf(!haveWorker)('block I/O pool: a worker in the middle of a transfer', () => {
+  it('keeps the requests waiting behind it: stealStale() leaves them while it holds one', async () => {
+    const { pool } = setup(1, undefined, 3, busyWorker());
+    await waitUp(pool, 1);
+    const got: number[] = [];
+    expect(pool.submit(0, false, 0, [[0x100000, 4096]], (n) => { got[0] = n; })).toBe(true);
+    // The worker takes it and stays busy.
+    const ctl = new Int32Array((pool as unknown as { shared: { ctl: SharedArrayBuffer } }).shared.ctl);
+    const ints = new Int32Array((pool as unknown as { shared: { slotsI: SharedArrayBuffer } }).shared.slotsI);
+    const deadline = Date.now() + 30_000;
+    while (!Array.from({ length: 64 }, (_, i) => ints[i * SLOT_INTS]).includes(SLOT_STATE.TAKEN) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    expect(pool.submit(0, false, 4096, [[0x101000, 4096]], (n) => { got[1] = n; })).toBe(true);
+    await new Promise((r) => setTimeout(r, 5));
+    expect(pool.stealStale(1)).toBe(0);
+    expect(pool.heldOff).toBe(0);
+    // Done with its transfer, the worker is no longer busy: now the waiting one is stale.
+    Atomics.store(ctl, CTL.MERGED, 1);
+    Atomics.notify(ctl, CTL.MERGED);
+    while (pool.reap() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    expect(pool.stealStale(1)).toBe(1);
+    pool.reap();
+    expect(got).toEqual([-1, 4096]);
+    pool.drain();
+  }, 90_000);
+});
 
 describe.skipIf(!haveWorker)('block I/O pool: held off while its threads get no CPU', () => {
   it('a request no worker took in time is done here, and the next transfers are refused (done by the caller) for the hold-off', async () => {
