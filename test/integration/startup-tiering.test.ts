@@ -5,7 +5,10 @@
 // process: ~3 MiB of the node binary's code touched and of zone memory
 // malloc'd there, about 5% of the whole process at -c 1 (issue 15). The
 // launch's busiest loop is the firmware tables' byte sum
-// (src/firmware/bytes.ts). `--trace-opt` prints each function V8 marks.
+// (src/firmware/bytes.ts); at -c 8, each vCPU's CPUID entries
+// (src/sys/kvm.ts setCpuid) and the searches for libuv's pool threads
+// (src/sys/threadpool.ts readersOf). `--trace-opt` prints each function V8
+// marks.
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -17,12 +20,12 @@ import { BHYVE, ROOT, bhyveArgs, kvmUnavailable, rom, vmName } from '../support/
 const skipWhy = kvmUnavailable();
 
 describe.skipIf(skipWhy)(`start-up tiering${skipWhy ? ` (skipped: ${skipWhy})` : ''}`, { timeout: 120_000 }, () => {
-  it('a -c 1 launch to the guest\'s exit compiles nothing with TurboFan', async () => {
+  it.each([1, 8])('a -c %i launch to the guest\'s exit compiles nothing with TurboFan', async (cpus) => {
     // As runBhyve, with node's flag (V8 then refuses the code caches, which
     // changes what compiles when, not how hot anything is).
     const rundir = path.join(ROOT, 'build', 'run');
     fs.mkdirSync(rundir, { recursive: true, mode: 0o700 });
-    const r = await execa(process.execPath, ['--trace-opt', BHYVE, ...bhyveArgs(rom('exit-testdev'), vmName('tiering'))],
+    const r = await execa(process.execPath, ['--trace-opt', BHYVE, ...bhyveArgs(rom('exit-testdev'), vmName(`tiering${cpus}`), { cpus })],
       { reject: false, timeout: 90_000, stdin: 'ignore', env: { BHYVE_RUNDIR: rundir } });
     expect(r.stdout).toContain('hello from testdev rom');
     expect(r.exitCode).toBe(33);
