@@ -88,8 +88,22 @@ export const CTL = {
   SLEEPING: 6,
   /** Bumped by a worker whose spin lost its CPU (the host's CPUs are busy). */
   PREEMPTED: 7,
+  /** Workers that have left for good: returned from their loop after
+   * close(), failed in it, or could not load their module (the bundle
+   * loader reports that: workerData.loadFailure, one word per worker
+   * from WORKER_WORD). */
+  ENDED: 8,
 } as const;
-const CTL_WORDS = 8;
+/** Per worker from here: WORKER_STATE.* (its load-failure report moves
+ * LOADING to LOAD_FAILED). */
+export const WORKER_WORD = 16;
+const MAX_WORKERS = 16;
+export const WORKER_STATE = { LOADING: 0, RUNNING: 1, ENDED: 2, LOAD_FAILED: 3 } as const;
+const CTL_WORDS = WORKER_WORD + MAX_WORKERS;
+/** Where a worker that could not load leaves why (the last one's). */
+const REASON_OFF = 4 * CTL_WORDS;
+const REASON_MAX = 256;
+const REASON_LEN_WORD = 9;
 
 export interface IoPoolShared {
   ctl: SharedArrayBuffer;
@@ -106,6 +120,15 @@ export interface IoPoolWorkerData {
   page?: { fd: number; size: number };
   /** Unit tests: no doorbell (no vCPU to kick). */
   noKick?: boolean;
+  /** Instead of the device thread's doorbell, an eventfd the submitting
+   * thread sleeps on (virtio-blk's iothread): a completion writes it. */
+  wakeFd?: number;
+  /** This worker's word (WORKER_WORD + index). */
+  index?: number;
+  loadFailure?: {
+    sab: SharedArrayBuffer; stateWord: number; from: number; to: number;
+    reasonOffset: number; reasonMax: number; reasonLenWord: number;
+  };
 }
 
 /** Does request `i`'s transfer with `mem` and `files`; returns the bytes
@@ -233,11 +256,11 @@ export class BlockIoPool {
 
   constructor(threads: number, helper: HelperThreadData | undefined, private readonly files: BlockFile[],
     private readonly mem: () => GuestMemory,
-    opts: { noKick?: boolean; workerUrl?: URL; page?: { words: Int32Array; fd?: number }; holdOff?: number } = {}) {
+    opts: { noKick?: boolean; workerUrl?: URL; page?: { words: Int32Array; fd?: number }; holdOff?: number; wakeFd?: number } = {}) {
     this.page = opts.page?.words;
     this.holdOffLength = opts.holdOff ?? POOL_HOLD_OFF;
     this.shared = {
-      ctl: new SharedArrayBuffer(4 * CTL_WORDS),
+      ctl: new SharedArrayBuffer(REASON_OFF + REASON_MAX),
       slotsI: new SharedArrayBuffer(4 * SLOT_INTS * POOL_SLOTS),
       slotsF: new SharedArrayBuffer(8 * SLOT_F64 * POOL_SLOTS),
     };
@@ -245,11 +268,11 @@ export class BlockIoPool {
     this.ints = new Int32Array(this.shared.slotsI);
     this.f64 = new Float64Array(this.shared.slotsF);
     this.workerData = helper && threads > 0 ? {
-      helper, shared: this.shared, noKick: opts.noKick,
+      helper, shared: this.shared, noKick: opts.noKick, wakeFd: opts.wakeFd,
       files: files.map((f) => ({ fd: f.descriptor, size: f.size, options: f.options })),
       page: opts.page?.fd !== undefined ? { fd: opts.page.fd, size: opts.page.words.byteLength } : undefined,
     } : undefined;
-    this.threads = threads;
+    this.threads = Math.min(threads, MAX_WORKERS);
     this.workerUrl = opts.workerUrl;
     for (let i = POOL_SLOTS - 1; i >= 0; i--) this.free.push(i);
     this.canClear = this.page !== undefined && (this.workerData === undefined || this.workerData.page !== undefined);
@@ -266,9 +289,19 @@ export class BlockIoPool {
     this.workerData = undefined;
     if (!data) return;
     for (let t = 0; t < this.threads; t++) {
-      const w = new Worker(this.workerUrl ?? new URL('./io-pool-worker.js', import.meta.url), { workerData: data, stdout: false, stderr: false });
+      const loadFailure = {
+        sab: this.shared.ctl, stateWord: WORKER_WORD + t, from: WORKER_STATE.LOADING, to: WORKER_STATE.LOAD_FAILED,
+        reasonOffset: REASON_OFF, reasonMax: REASON_MAX, reasonLenWord: REASON_LEN_WORD,
+      };
+      const w = new Worker(this.workerUrl ?? new URL('./io-pool-worker.js', import.meta.url),
+        { workerData: { ...data, index: t, loadFailure }, stdout: false, stderr: false });
       // The device thread never returns to its event loop while the guest
-      // runs: the worker reports through the control words only.
+      // runs: the worker reports through the control words only (a module
+      // that cannot load: the bundle loader's report, above). Where the
+      // loop does run, an error is not thrown again from the event.
+      w.on('error', () => {
+        Atomics.compareExchange(this.ctl, WORKER_WORD + t, WORKER_STATE.LOADING, WORKER_STATE.LOAD_FAILED);
+      });
       w.unref();
       this.workers.push(w);
     }
@@ -279,6 +312,23 @@ export class BlockIoPool {
 
   /** Workers up and waiting. */
   get workersUp(): number { return Atomics.load(this.ctl, CTL.UP); }
+
+  /** Workers started whose module could not load. */
+  get workersFailedToLoad(): number {
+    let n = 0;
+    for (let t = 0; t < this.workers.length; t++) if (Atomics.load(this.ctl, WORKER_WORD + t) === WORKER_STATE.LOAD_FAILED) n++;
+    return n;
+  }
+
+  /** Why the last worker that could not load did not. */
+  loadError(): string {
+    const n = Atomics.load(this.ctl, REASON_LEN_WORD);
+    return Buffer.from(new Uint8Array(this.shared.ctl, REASON_OFF, n)).toString('utf8');
+  }
+
+  /** Completions so far (workers' and this thread's): a thread that
+   * polls for them watches this change. */
+  get completions(): number { return Atomics.load(this.ctl, CTL.DONE); }
 
   /** Hands a transfer to the pool; `done` runs on this thread (in reap or
    * drain) with the bytes moved or -1. False when the pool is full, the
@@ -366,6 +416,25 @@ export class BlockIoPool {
     return n;
   }
 
+  /** Does the oldest request no worker has taken yet here (the submitting
+   * thread, with nothing else to do, helps its workers rather than wait
+   * for them); reap() completes it. False when none is waiting. Unlike
+   * stealStale, no sign that the workers lack a CPU: no hold-off. */
+  runOneReady(): boolean {
+    const owned = this.owned;
+    for (let k = 0; k < owned.length; k++) {
+      const i = owned[k];
+      const b = i * SLOT_INTS;
+      if (Atomics.load(this.ints, b + SI.STATE) !== SLOT_STATE.READY) continue;
+      if (Atomics.compareExchange(this.ints, b + SI.STATE, SLOT_STATE.READY, SLOT_STATE.TAKEN) !== SLOT_STATE.READY) continue;
+      finishRequest(i, this.ints, this.f64, this.mem(), this.files, this.views, this.page, () => {});
+      this.stolen++;
+      this.doneHere[i] = 1;
+      return true;
+    }
+    return false;
+  }
+
   /** Finishes every request now: does the waiting ones here, waits for
    * those a worker is doing (bounded by `timeoutMs`), completes all. */
   drain(timeoutMs = 30_000): void {
@@ -441,6 +510,27 @@ export class BlockIoPool {
     // Not terminate(): Node 20 aborts the process when a worker is
     // terminated while koffi initialises (see virtio/blk-iothread.ts); a
     // stopped worker returns from its loop and ends by itself.
+    this.started = this.workers.length;
     this.workers.length = 0;
+  }
+
+  private started = 0;
+
+  /** After close(): waits (bounded) until every worker started has left
+   * (or could not load). A thread that started workers must not end
+   * before them: its end terminates them, and a worker terminated while
+   * koffi initialises aborts the process (Node 20). True when all left. */
+  awaitWorkersEnded(timeoutMs = 10_000): boolean {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      let left = 0;
+      for (let t = 0; t < this.started; t++) {
+        const s = Atomics.load(this.ctl, WORKER_WORD + t);
+        if (s === WORKER_STATE.ENDED || s === WORKER_STATE.LOAD_FAILED) left++;
+      }
+      if (left === this.started) return true;
+      if (Date.now() > deadline) return false;
+      Atomics.wait(this.ctl, CTL.ENDED, Atomics.load(this.ctl, CTL.ENDED), 5);
+    }
   }
 }
