@@ -199,9 +199,9 @@ describe.skipIf(netSkip !== undefined)('virtio-net by interrupt, bhyve and QEMU,
 
   // The I/O thread: by default (iothread=true) it receives, the receive
   // notifies reach it by ioeventfd; with iothread_tx=true it sends too and no
-  // notify exits at all, with false the device thread sends at each notify
-  // exit, with auto the thread sends when the driver gave its queues MSI-X
-  // vectors, and with switch (the default) the queue moves by the direction
+  // notify exits at all, with false (the default) the device thread sends at
+  // each notify exit, with auto the thread sends when the driver gave its
+  // queues MSI-X vectors, and with switch the queue moves by the direction
   // of the traffic (a ping is no stream: the exit keeps it); iothread=false
   // is the exit path for both. With MSI-X its
   // queue interrupts go by irqfd (irqfd=false: through vCPU 0).

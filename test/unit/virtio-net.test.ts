@@ -130,10 +130,10 @@ describe('virtio-net configuration', () => {
     expect(formatMac(b.mac)).toBe('52:54:00:12:aa:bb');
   });
 
-  it('iothread_tx: switch by default; true, false, auto and switch accepted, anything else refused', () => {
+  it('iothread_tx: false by default; true, false, auto and switch accepted, anything else refused', () => {
     const c = new ConfigTree();
     c.set('name', 'vm0');
-    expect(netOptionsFromConfig(c, 'pci.0.3.0', 3, 0).iothreadTx).toBe('switch');
+    expect(netOptionsFromConfig(c, 'pci.0.3.0', 3, 0).iothreadTx).toBe(false);
     for (const [v, want] of [['true', true], ['off', false], ['AUTO', 'auto'], ['Switch', 'switch']] as const) {
       c.set('pci.0.3.0.iothread_tx', v);
       expect(netOptionsFromConfig(c, 'pci.0.3.0', 3, 0).iothreadTx).toBe(want);

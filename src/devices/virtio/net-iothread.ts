@@ -32,10 +32,10 @@
 // enters DEVICE_NEEDS_RESET with the thread's reason. A driver that polls
 // its used rings (NO_INTERRUPT, used_event) costs neither.
 //
-// With iothread_tx=false the device thread keeps the transmit queue and
-// writes frames to the same descriptor on each transmit notify exit: the
-// queues are independent, and a tap takes writes from any thread. With
-// switch (the default) the queue moves between the two while the driver
+// With iothread_tx=false (the default) the device thread keeps the transmit
+// queue and writes frames to the same descriptor on each transmit notify
+// exit: the queues are independent, and a tap takes writes from any thread.
+// With switch the queue moves between the two while the driver
 // runs (net-tx-handover.ts), its notifies exiting and forwarded here while
 // it is this thread's.
 //

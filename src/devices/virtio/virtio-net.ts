@@ -27,7 +27,7 @@
 // without an exit, frames by poll(2) on the tap without the main thread.
 // With iothread_tx=true it serves the transmit queue as well; with false
 // the device thread sends on each transmit notify exit (writev on the same
-// descriptor: the two queues are independent). With auto the
+// descriptor: the two queues are independent), the default. With auto the
 // choice is made at DRIVER_OK, once for the run: the I/O thread when the
 // driver gave its queues MSI-X vectors (it waits on interrupts), the exit
 // when it polls.
@@ -35,7 +35,7 @@
 // runs, by the direction of the traffic (net-tx-handover.ts): for a driver
 // with MSI-X vectors the I/O thread while the guest sends more than it
 // receives and the exit while it receives a stream (its frames are ACKs);
-// for a driver that polls the other way round. The default.
+// for a driver that polls the other way round.
 // Otherwise one thread owns the transmit queue from DRIVER_OK to reset.
 //
 // Options (bhyve's): mac=xx:xx:xx:xx:xx:xx (unicast, nonzero; default from
