@@ -372,8 +372,10 @@ export class VirtioBlock extends VirtioDeviceBase {
   reapReads(): boolean {
     const r = this.readers;
     const queue = this.queues?.[0];
-    if (!r || !queue || r.pool.pending === 0) return false;
+    if (!r || !queue) return false;
     try {
+      // reap() also re-arms the readers' ring, with nothing in flight too.
+      if (r.pool.pending === 0) { r.pool.reap(); return false; }
       r.pool.stealStale(READER_STEAL_AFTER_MS);
       if (r.pool.reap() === 0) return false;
       this.signalUsed(0, queue);
