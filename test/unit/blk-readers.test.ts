@@ -87,7 +87,7 @@ function guest() {
   };
   const dev = VirtioBlock.open({ path: image });
   scratch.defer(() => dev.close());
-  const start = (readers: number, readerWorkerUrl?: string) => {
+  const start = (readers: number, readerWorkerUrl?: string, helpReaders?: boolean) => {
     const t = new BlkIothread({
       helper: workerHelper(memoryPath, RAM),
       imageFd: dev.file.descriptor,
@@ -104,6 +104,7 @@ function guest() {
       // A reader's spin preempted on a loaded host would hold them off.
       readerHoldOff: 0,
       readerWorkerUrl: readerWorkerUrl ?? pathToFileURL(readerJs).href,
+      helpReaders,
     }, worker.url);
     scratch.defer(() => t.stop());
     return t;
@@ -134,19 +135,28 @@ async function warmUp(g: Guest, t: BlkIothread): Promise<void> {
 describe.skipIf(!worker.present || !fs.existsSync(readerJs))('virtio-blk iothread reader threads', () => {
   it('large reads go to the readers, several in flight, each completed once with its data; small ones never do', async () => {
     const g = guest();
-    const t = g.start(2);
+    // The iothread does not help here: what is handed over is the readers'
+    // (unless no reader took it within 0.5 ms: a loaded host).
+    const t = g.start(2, undefined, false);
     await warmUp(g, t);
-    // Sixteen 256 KiB reads in flight at once, at scattered sectors.
-    const before = t.toReaders;
-    const reqs = Array.from({ length: 16 }, (_, i) => g.request(VIRTIO_BLK_T_IN, ((i * 37) % 30) * 512, BIG));
-    const wantBig = (g.usedIdx() + reqs.length) & 0xffff;
-    t.notify();
-    await until(() => g.usedIdx() === wantBig, 'sixteen used entries', 30_000);
-    const used = g.takeUsed();
-    expect(used.map((u) => u.id).sort((a, b) => a - b)).toEqual(reqs.map((r) => r.head).sort((a, b) => a - b));
-    for (const u of used) expect(u.len).toBe(BIG + 1);
-    for (const r of reqs) { expect(g.ram[r.status]).toBe(VIRTIO_BLK_S_OK); expect(g.dataOk(r)).toBe(true); }
-    expect(t.toReaders - before).toBe(16);
+    // Sixteen 256 KiB reads in flight at once, at scattered sectors, until
+    // a batch in which readers did some (all, on an idle host).
+    let byReaders = 0;
+    for (let batch = 0; batch < 20 && byReaders === 0; batch++) {
+      const before = t.toReaders;
+      const backBefore = t.takenBack;
+      const reqs = Array.from({ length: 16 }, (_, i) => g.request(VIRTIO_BLK_T_IN, ((i * 37 + batch) % 30) * 512, BIG));
+      const wantBig = (g.usedIdx() + reqs.length) & 0xffff;
+      t.notify();
+      await until(() => g.usedIdx() === wantBig, 'sixteen used entries', 30_000);
+      const used = g.takeUsed();
+      expect(used.map((u) => u.id).sort((a, b) => a - b)).toEqual(reqs.map((r) => r.head).sort((a, b) => a - b));
+      for (const u of used) expect(u.len).toBe(BIG + 1);
+      for (const r of reqs) { expect(g.ram[r.status]).toBe(VIRTIO_BLK_S_OK); expect(g.dataOk(r)).toBe(true); }
+      expect(t.toReaders - before).toBe(16);
+      byReaders = 16 - (t.takenBack - backBefore);
+    }
+    expect(byReaders).toBeGreaterThan(0);
     // 4 KiB reads stay on the iothread.
     const mid = t.toReaders;
     const small = Array.from({ length: 16 }, (_, i) => g.request(VIRTIO_BLK_T_IN, i * 9, 4096));
