@@ -3,7 +3,8 @@
 // buffers, built as a guest driver builds them, and the controller driven
 // through its PCI config space and BAR 0. No /dev/kvm.
 
-import type { KvmDoorbells } from '../../src/devices/device.js';
+import type { HelperThreadData, KvmDoorbells } from '../../src/devices/device.js';
+import { eventfdWrite } from '../../src/sys/eventfd.js';
 import { NvmeController } from '../../src/devices/nvme/nvme.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { MsiLog } from './ahci-driver.js';
@@ -18,9 +19,12 @@ export interface Cqe { cdw0: number; sqhd: number; sqid: number; cid: number; st
 
 export class Rig extends PciRig {
   readonly irq = new MsiLog();
-  readonly bytes = new Uint8Array(RAM_SIZE);
-  readonly dv = new DataView(this.bytes.buffer);
-  readonly mem = new GuestMemory([{ gpa: RAM, bytes: this.bytes }]);
+  readonly bytes: Uint8Array;
+  readonly dv: DataView;
+  readonly mem: GuestMemory;
+  /** KVM ioeventfds the device registered: address -> eventfd (wr() there
+   * signals the eventfd instead of an MMIO write, as KVM does). */
+  readonly ioeventfds = new Map<number, number>();
   readonly dev: NvmeController;
   readonly bar0: number;
   private heap = RAM + 0x10000;
@@ -30,20 +34,32 @@ export class Rig extends PciRig {
   /** `coalescedRing`: KVM's coalesced MMIO as far as the device sees it
    * (the zones it registered, and a ring page that wr() appends to for an
    * address in a zone, as KVM does, instead of an exit). */
-  constructor(settings: Record<string, string>, opts: { coalescedRing?: boolean } = {}) {
+  /** `helper`: guest RAM is `ram` (RAM + RAM_SIZE bytes from guest
+   * physical 0, the mapping of helper.memoryPath that an I/O thread maps
+   * again) and KVM takes ioeventfds (I/O thread tests). */
+  constructor(settings: Record<string, string>, opts: { coalescedRing?: boolean; helper?: HelperThreadData; ram?: Uint8Array } = {}) {
     super(SLOT);
+    this.bytes = opts.ram ? opts.ram.subarray(RAM, RAM + RAM_SIZE) : new Uint8Array(RAM_SIZE);
+    this.dv = new DataView(this.bytes.buffer, this.bytes.byteOffset, RAM_SIZE);
+    this.mem = new GuestMemory([{ gpa: RAM, bytes: this.bytes }]);
     if (opts.coalescedRing) this.coalesced = new FakeCoalescedRing(this.io);
     // No I/O threads unless a test asks (without a VM memory file the pool
     // has none: its requests would wait for the next exit or poll()).
     const p = buildRigPlatform(this.io, this.irq, this.mem,
       { name: 'vm0', [`pci.0.${SLOT}.0.device`]: 'nvme', [`pci.0.${SLOT}.0.iopool`]: '0', ...settings },
-      opts.coalescedRing ? this.fakeKvm() : undefined);
+      opts.coalescedRing || opts.helper ? this.fakeKvm(opts.helper) : undefined);
     this.dev = p.devices.find((d): d is NvmeController => d instanceof NvmeController)!;
     const lo = this.cfgRd(0x10);
     this.bar0 = this.cfgRd(0x14) * 2 ** 32 + ((lo & ~0xf) >>> 0);
   }
 
   protected get mmioBase(): number { return this.bar0; }
+
+  wr(off: number, v: number, size = 4): void {
+    const fd = this.ioeventfds.get(this.bar0 + off);
+    if (fd !== undefined) { eventfdWrite(fd); return; }
+    super.wr(off, v, size);
+  }
 
   /** The zones the device registered (empty without a ring). */
   get zones(): ReadonlyMap<number, number> {
@@ -55,11 +71,15 @@ export class Rig extends PciRig {
     return this.coalesced?.buffered ?? 0;
   }
 
-  private fakeKvm(): KvmDoorbells {
+  private fakeKvm(helper?: HelperThreadData): KvmDoorbells {
     return {
-      ioeventfd: () => false,
-      helper: { memoryPath: '', layout: RIG_LAYOUT, doorbell: undefined as never },
-      coalesce: (addr, len, on) => this.coalesced!.coalesce(addr, len, on),
+      ioeventfd: (fd, addr, deassign) => {
+        if (!helper) return false;
+        if (deassign) this.ioeventfds.delete(addr); else this.ioeventfds.set(addr, fd);
+        return true;
+      },
+      helper: helper ?? { memoryPath: '', layout: RIG_LAYOUT, doorbell: undefined as never },
+      coalesce: (addr, len, on) => this.coalesced?.coalesce(addr, len, on) ?? false,
       flushCoalesced: () => this.io.flushCoalesced(),
       replayingCoalesced: () => this.io.replaying,
     };

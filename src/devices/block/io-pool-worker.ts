@@ -15,7 +15,7 @@ import { DEVICE_REQUEST, Doorbell } from '../../sys/doorbell.js';
 import { eventfdWrite } from '../../sys/eventfd.js';
 import { BlockFile } from './block-backend.js';
 import {
-  CTL, finishRequest, POOL_POLL_MAX_NS, POOL_SLOTS, SLOT_INTS, SLOT_STATE, WORKER_STATE, WORKER_WORD, type IoPoolWorkerData,
+  CTL, finishRequest, POOL_POLL_MAX_NS, POOL_SLOTS, serveReady, SLOT_INTS, SLOT_STATE, WORKER_STATE, WORKER_WORD, type IoPoolWorkerData,
 } from './io-pool.js';
 import { AdaptivePoll, PREEMPTED_NS } from '../virtio/adaptive-poll.js';
 
@@ -51,11 +51,18 @@ function main(): void {
   const views: Uint8Array[] = [];
   const poll = new AdaptivePoll(POOL_POLL_MAX_NS);
   Atomics.store(ctl, myWord, WORKER_STATE.RUNNING);
+  const mergeMax = d.mergeMax ?? 0;
+  const taken: number[] = [];
   Atomics.add(ctl, CTL.UP, 1);
   while (Atomics.load(ctl, CTL.STOP) === 0) {
     const seen = Atomics.load(ctl, CTL.SUBMITTED);
     let did = 0;
-    for (let i = 0; i < POOL_SLOTS; i++) {
+    if (mergeMax > 0) {
+      const r = serveReady(ints, f64, mem, files, views, page, onDone, mergeMax, taken);
+      did = r.did;
+      if (r.merged > 0) Atomics.add(ctl, CTL.MERGED, r.merged);
+      if (r.kick) kick();
+    } else for (let i = 0; i < POOL_SLOTS; i++) {
       const b = i * SLOT_INTS;
       if (Atomics.load(ints, b) !== SLOT_STATE.READY) continue;
       if (Atomics.compareExchange(ints, b, SLOT_STATE.READY, SLOT_STATE.TAKEN) !== SLOT_STATE.READY) continue;

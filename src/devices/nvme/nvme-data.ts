@@ -24,6 +24,8 @@ function pad(buf: Uint8Array, off: number, len: number, text: string): void {
 export interface ControllerDataOptions {
   serial: string;
   dsm: boolean;
+  /** Doorbell Buffer Config (OACS bit 8). */
+  dbbuf?: boolean;
 }
 
 /** pci_nvme_init_ctrldata(). */
@@ -42,7 +44,7 @@ export function identifyController(o: ControllerDataOptions): Uint8Array {
   v.setUint32(80, 0x00010400, true); // ver 1.4
   v.setUint32(92, 1 << 8, true); // oaes: namespace attribute notices
   b[111] = 1; // cntrltype: I/O controller
-  v.setUint16(256, 1 << 1, true); // oacs: Format NVM
+  v.setUint16(256, (1 << 1) | (o.dbbuf ? 1 << 8 : 0), true); // oacs: Format NVM, Doorbell Buffer Config
   b[258] = 2; // acl
   b[259] = 4; // aerl (zero-based: 5 outstanding)
   b[260] = 1 | (1 << 1); // frmw: slot 1 read-only, 1 slot

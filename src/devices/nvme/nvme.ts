@@ -13,12 +13,22 @@
 // error recovery, write atomicity, async event configuration), get log page
 // (error, SMART / health, firmware slot, changed namespaces), abort, async
 // event request, format NVM; firmware activate / security / sanitize are
-// refused as bhyve refuses them. I/O: read, write, flush, write zeroes,
-// dataset management (deallocate), through PRP entries and PRP lists.
+// refused as bhyve refuses them; Doorbell Buffer Config (OACS bit 8, as
+// QEMU 7.1+ offers it; `dbbuf=false` hides it). I/O: read, write, flush,
+// write zeroes, dataset management (deallocate), through PRP entries and
+// PRP lists (nvme-io.ts).
+//
+// Once the driver has sent Doorbell Buffer Config and created an I/O SQ,
+// an I/O thread owns the I/O queues (`iothread`, default true;
+// nvme-iothread.ts): their doorbells signal its eventfd in KVM, it reads
+// the tails from the shadow page, and this thread keeps the admin queue
+// and registers, pausing it around each. Without the buffers (or with
+// iothread=false) the I/O queues are served as below, reading the shadow
+// tails and heads when the buffers are set.
 //
 // Commands run synchronously when the driver rings a submission doorbell:
 // the completion is posted (and its MSI-X vector raised) before the write
-// returns; with `iopool=N` (default 1; bhyve's blockif does its I/O on
+// returns; with `iopool=N` (default 0; bhyve's blockif does its I/O on
 // worker threads too) a read or write of at least `iopool_min` bytes reserves its
 // completion entry there and goes to an I/O thread, which moves the data
 // straight between the image and guest RAM and then writes the entry
@@ -34,20 +44,25 @@ import type { PciDeviceModel } from '../pci-device.js';
 import {
   BlockDeviceError, BlockFile, blockBackendOptionsFromConfig,
 } from '../block/block-backend.js';
-import { IOPOOL_MIN_DEFAULT, IOPOOL_THREADS_DEFAULT, NVME_IOSLOTS, NVME_MAX_QENTRIES, NVME_QUEUES } from './nvme-record.js';
+import { IOPOOL_MIN_DEFAULT, IOPOOL_THREADS_DEFAULT, IOTHREAD_POLL_US_DEFAULT, NVME_IOSLOTS, NVME_MAX_QENTRIES, NVME_QUEUES } from './nvme-record.js';
 import { PCIY_EXPRESS } from '../pci/config-space.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
 import {
-  ERROR_LOG_SIZE, NS_LIST_SIZE, NVME_IDENTIFY_SIZE, NVME_MAX_DATA_SIZE, NVME_PAGE, NVME_TEMPERATURE, ONCS_DSM,
+  ERROR_LOG_SIZE, NS_LIST_SIZE, NVME_IDENTIFY_SIZE, NVME_PAGE, NVME_TEMPERATURE, ONCS_DSM,
   defaultEui64, firmwareLog, healthLog, identifyController, identifyNamespace,
 } from './nvme-data.js';
 import { fileStore, ramStore, type NvmeStore } from './nvme-store.js';
+import { DNR, IO_OPC, NvmeIoEngine, SC, writeCompletion, type IoCounts } from './nvme-io.js';
+import { NvmeIothread, STAT_KEYS, tableSize } from './nvme-iothread.js';
+import { QueueIrqfds } from '../virtio/queue-irqfd.js';
+import { OffloadStartWatch } from '../virtio/offload-start-watch.js';
 import { BlockIoPool, POOL_MAX_SEGS } from '../block/io-pool.js';
 import { ConfigError, type ConfigTree } from '../../config/tree.js';
 
 export const NVME_VENDOR = 0xfb5d;
 export const NVME_DEVICE = 0x0a0a;
 export const NVME_MSIX_BAR = 4;
+export { SC };
 // The defaults its record documents (nvme-record.ts).
 export { NVME_IOSLOTS, NVME_MAX_QENTRIES, NVME_QUEUES };
 const NVME_MMIO_SPACE_MIN = 1 << 14;
@@ -61,16 +76,6 @@ const CSTS_RDY = 1, CSTS_CFS = 2, CSTS_SHST_COMPLETE = 2 << 2;
 const CC_WRITE_MASK = 0x1 | (0xf << 16) | (0xf << 20);
 const CC_NEN_WRITE_MASK = (0x7 << 4) | (0xf << 7) | (0x7 << 11);
 
-// Status: (SCT << 8) | SC; the DNR bit is added separately.
-export const SC = {
-  SUCCESS: 0x00, INVALID_OPCODE: 0x01, INVALID_FIELD: 0x02, DATA_TRANSFER_ERROR: 0x04, INTERNAL_DEVICE_ERROR: 0x06,
-  INVALID_NAMESPACE_OR_FORMAT: 0x0b, COMMAND_SEQUENCE_ERROR: 0x0c, LBA_OUT_OF_RANGE: 0x80,
-  // command specific (SCT 1)
-  COMPLETION_QUEUE_INVALID: 0x100, INVALID_QUEUE_IDENTIFIER: 0x101, MAXIMUM_QUEUE_SIZE_EXCEEDED: 0x102,
-  ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED: 0x105, INVALID_FIRMWARE_SLOT: 0x106, INVALID_INTERRUPT_VECTOR: 0x108,
-  INVALID_LOG_PAGE: 0x109, INVALID_FORMAT: 0x10a, INVALID_QUEUE_DELETION: 0x10c, FEATURE_NOT_NS_SPECIFIC: 0x10f,
-} as const;
-const DNR = 0x4000; // in the status field above SC/SCT (bit 15 of the CQE status, after the phase shift)
 /** Command completes later (an AER). */
 const NO_STATUS = -1;
 /** Command is on the I/O pool, its completion entry reserved. */
@@ -80,8 +85,7 @@ const OPC = {
   DELETE_IO_SQ: 0x00, CREATE_IO_SQ: 0x01, GET_LOG_PAGE: 0x02, DELETE_IO_CQ: 0x04, CREATE_IO_CQ: 0x05, IDENTIFY: 0x06,
   ABORT: 0x08, SET_FEATURES: 0x09, GET_FEATURES: 0x0a, ASYNC_EVENT_REQUEST: 0x0c, FIRMWARE_ACTIVATE: 0x10,
   FORMAT_NVM: 0x80, SECURITY_SEND: 0x81, SECURITY_RECEIVE: 0x82, SANITIZE: 0x84, GET_LBA_STATUS: 0x86,
-  // I/O
-  FLUSH: 0x00, WRITE: 0x01, READ: 0x02, WRITE_ZEROES: 0x08, DATASET_MANAGEMENT: 0x09,
+  DOORBELL_BUFFER_CONFIG: 0x7c,
 } as const;
 
 const FEAT = {
@@ -112,6 +116,13 @@ export interface NvmeOptions {
   ioThreads?: number;
   /** Smallest transfer, in bytes, handed to them. */
   ioMin?: number;
+  /** Offer Doorbell Buffer Config (OACS bit 8; default true). */
+  dbbuf?: boolean;
+  /** Hand the I/O queues to an I/O thread once the driver sent Doorbell
+   * Buffer Config (default true). */
+  iothread?: boolean;
+  /** Its longest spin, in microseconds, before it sleeps (adaptive). */
+  iothreadPollUs?: number;
 }
 
 export interface NvmeStats {
@@ -127,6 +138,10 @@ export interface NvmeStats {
   cqDoorbells: number;
   cqDoorbellsCoalesced: number;
   poolRequests: number;
+  readCommands: number;
+  writeCommands: number;
+  /** I/O queue doorbells that exited while the I/O thread owned the queues. */
+  ioDoorbellExits: number;
 }
 
 export class NvmeController extends PciEmulFunction {
@@ -134,10 +149,9 @@ export class NvmeController extends PciEmulFunction {
   readonly sectorSize: number;
   readonly maxQueues: number;
   readonly maxQEntries: number;
-  readonly counts: NvmeStats = {
-    adminCommands: 0, ioCommands: 0, reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, flushes: 0, deallocates: 0, errors: 0,
-    cqDoorbells: 0, cqDoorbellsCoalesced: 0, poolRequests: 0,
-  };
+  /** What the device thread counted itself (the I/O commands' counts are
+   * the engines': this thread's and the I/O threads'). */
+  private readonly own = { adminCommands: 0, errors: 0, cqDoorbells: 0, cqDoorbellsCoalesced: 0, poolRequests: 0, ioDoorbellExits: 0, ioSqDoorbellExits: 0, dbbufConfigs: 0 };
   readonly ctrlData: Uint8Array;
   readonly nsData: Uint8Array;
   private readonly sectBits: number;
@@ -152,10 +166,28 @@ export class NvmeController extends PciEmulFunction {
   private aers: number[] = [];
   private readonly aenPosted = new Map<number, number>();
   private criticalWarning = 0;
-  private readonly counters = { dataUnitsRead: 0n, dataUnitsWritten: 0n, readCommands: 0n, writeCommands: 0n, readRem: 999, writeRem: 999 };
-  private readonly iov: Uint8Array[] = [];
-  private readonly cmd = new DataView(new ArrayBuffer(64));
-  private readonly cmdBytes = new Uint8Array(this.cmd.buffer);
+  /** I/O commands on this thread (the exit path), and admin PRP copies. */
+  private readonly io: NvmeIoEngine;
+  /** Doorbell Buffer Config: the shadow doorbell and EventIdx pages, once
+   * the driver sent it (I/O queues' doorbells are then read there). */
+  private dbs: number | undefined;
+  private eis: number | undefined;
+  private readonly dbbufOffered: boolean;
+  /** The I/O thread (nvme-iothread.ts) while it owns the I/O queues. */
+  private readonly iothreadWanted: boolean;
+  private readonly iothreadPollUs: number;
+  private thread: NvmeIothread | undefined;
+  private threadStarts = 0;
+  /** Doorbell addresses routed to its eventfd. */
+  private threadBells: number[] = [];
+  private irqfds: QueueIrqfds | undefined;
+  private irqfdMessages = 0;
+  /** The thread could not start or failed: the exit path serves the I/O
+   * queues until the controller is reset. */
+  private threadGaveUp = false;
+  private threadStartWatch: { watch: OffloadStartWatch; check: () => boolean } | undefined;
+  /** Counters of I/O threads that have ended. */
+  private readonly threadTotals = new Float64Array(STAT_KEYS.length);
   /** Doorbell zones: where BAR 0 decodes, the CQ head doorbells KVM
    * buffers in its coalesced ring (a driver's head update needs no exit:
    * the head only matters when a completion is posted, and every exit
@@ -177,7 +209,6 @@ export class NvmeController extends PciEmulFunction {
   private curCq: Cq | undefined;
   /** Vectors to raise for pool completions reaped. */
   private readonly poolVectors = new Set<number>();
-  private readonly segs: Array<[number, number]> = [];
 
   constructor(ctx: DeviceContext, o: NvmeOptions) {
     super('nvme', ctx);
@@ -191,7 +222,11 @@ export class NvmeController extends PciEmulFunction {
     this.deallocate = o.store.canDelete;
     const dsm = o.dsm === 'enable' || (o.dsm === 'auto' && this.deallocate);
     this.nsData = identifyNamespace({ size: o.store.size, sectorSize: o.sectorSize, eui64: o.eui64 });
-    this.ctrlData = identifyController({ serial: o.serial, dsm });
+    this.dbbufOffered = o.dbbuf ?? true;
+    this.iothreadWanted = o.iothread ?? true;
+    this.iothreadPollUs = o.iothreadPollUs ?? IOTHREAD_POLL_US_DEFAULT;
+    this.ctrlData = identifyController({ serial: o.serial, dsm, dbbuf: this.dbbufOffered });
+    this.io = new NvmeIoEngine({ mem: ctx.mem, store: o.store, sectorSize: o.sectorSize, dsm, deallocate: this.deallocate });
     for (let fid = 0; fid < NVME_FID_MAX; fid++) {
       let kind: Feature['kind'] = 'invalid';
       if (([FEAT.ARBITRATION, FEAT.POWER_MANAGEMENT, FEAT.INTERRUPT_COALESCING, FEAT.WRITE_ATOMICITY, FEAT.ERROR_RECOVERY] as number[]).includes(fid)) kind = 'plain';
@@ -235,6 +270,218 @@ export class NvmeController extends PciEmulFunction {
       this.pool.reap();
       this.raisePoolVectors();
     }
+    if (this.thread) this.pollThread();
+  }
+
+  /** What the I/O thread asked for: interrupts it could not send by irqfd,
+   * and whether it failed (then the queues come back to this thread). */
+  private pollThread(): void {
+    const t = this.thread!;
+    const bits = t.takeInterrupts();
+    if (bits) {
+      for (let q = 1; q <= this.maxQueues; q++) {
+        if (!(bits & (1 << q))) continue;
+        const cq = this.cqs[q];
+        if (cq?.intrEnabled) this.generateMsix(cq.vector);
+      }
+    }
+    if (t.failedToStart) {
+      // It never took the queues: they are as the table has them.
+      process.stderr.write(`bhyve: warning: nvme: I/O thread could not start (${t.startError() || 'no reason given'}); the I/O queues are served in their doorbell exits\n`);
+      this.stopThread();
+      this.threadGaveUp = true;
+      for (let i = 1; i < this.sqs.length; i++) if (this.sqs[i]) this.runSq(i);
+      return;
+    }
+    const broken = t.brokenReason();
+    if (broken !== undefined) {
+      // Stopped in the middle of the queues: the controller's fatal status.
+      process.stderr.write(`bhyve: warning: nvme: ${broken}; controller fatal status (CSTS.CFS) until reset\n`);
+      this.stopThread();
+      this.threadGaveUp = true;
+      this.regs.setUint32(CSTS, this.regs.getUint32(CSTS, true) | CSTS_CFS, true);
+    }
+  }
+
+  // ---- the I/O thread ----
+
+  /** I/O counts: this thread's engine, the running I/O thread's, ended ones'. */
+  get counts(): NvmeStats {
+    const c: Record<string, number> = { ...this.io.counts };
+    STAT_KEYS.forEach((k, i) => {
+      const n = this.threadTotals[i] + (this.thread?.stat(i) ?? 0);
+      if (k === 'errors' || k === 'interrupts') return;
+      c[k] += n;
+    });
+    const e = STAT_KEYS.indexOf('errors');
+    return {
+      ...(c as unknown as IoCounts), ...this.own,
+      errors: this.own.errors + this.threadTotals[e] + (this.thread?.stat(e) ?? 0),
+    };
+  }
+
+  /** Starts the I/O thread when the driver has set up what it needs:
+   * Doorbell Buffer Config sent, an I/O SQ, BAR 0 decoded, and this host
+   * able to route the doorbells to an eventfd. */
+  private maybeStartThread(): void {
+    if (this.thread || this.threadGaveUp || !this.iothreadWanted || this.dbs === undefined || this.eis === undefined) return;
+    if (!this.enabled || this.bar0 === undefined || !this.sqs.some((q, i) => i > 0 && q)) return;
+    const kvm = this.ctx.kvm;
+    const file = this.store.file;
+    if (!kvm || !kvm.helper?.memoryPath || !file) return;
+    this.drainPool();
+    const table = new SharedArrayBuffer(tableSize(this.maxQueues));
+    const stats = new SharedArrayBuffer(STAT_KEYS.length * 8);
+    this.irqfds = QueueIrqfds.open(kvm, Array.from({ length: this.maxQueues + 1 }, (_, q) => q > 0), {
+      msixActive: () => this.msixEnabledNow(),
+      vectorOf: (q) => this.cqVector(q),
+      entry: (v) => this.msixEntry(v),
+      raiseVector: (v) => { this.generateMsix(v); },
+      raiseQueue: (q) => { const v = this.cqVector(q); if (v !== undefined) this.generateMsix(v); },
+    });
+    let t: NvmeIothread;
+    try {
+      t = new NvmeIothread({
+        helper: kvm.helper, imageFd: file.descriptor, imageSize: file.size, blockOptions: file.options,
+        nodelete: !this.store.canDelete, sectorSize: this.sectorSize, dsm: (this.ctrlData[520] & ONCS_DSM) !== 0,
+        maxQueues: this.maxQueues, table, stats, irqfds: this.irqfds?.channel, pollUs: this.iothreadPollUs,
+      });
+    } catch {
+      this.irqfds?.close();
+      this.irqfds = undefined;
+      this.threadGaveUp = true;
+      return;
+    }
+    this.thread = t;
+    this.threadStarts++;
+    t.table.put(this.sqs, this.cqs, this.dbs, this.eis);
+    this.routeThreadBells(true);
+    // A worker that cannot load cannot ring this thread: look now and then.
+    const watch = OffloadStartWatch.of(this.ctx);
+    if (watch && t.starting) {
+      const check = (): boolean => {
+        if (this.thread !== t) return false;
+        if (t.starting) return true;
+        this.threadStartWatch = undefined;
+        this.poll();
+        return false;
+      };
+      this.threadStartWatch = { watch, check };
+      watch.watch(check);
+    }
+  }
+
+  /** The MSI-X vector CQ `q`'s interrupts go to, if it has one. */
+  private cqVector(q: number): number | undefined {
+    const cq = this.cqs[q];
+    return cq?.intrEnabled && cq.vector < this.msixVectorCount ? cq.vector : undefined;
+  }
+
+  /** The I/O queues' SQ tail and CQ head doorbells to the thread's eventfd
+   * (on) or back to exits (off); the CQ doorbells leave the coalesced ring
+   * meanwhile (a head update must wake a thread waiting for room). */
+  private routeThreadBells(on: boolean): void {
+    const kvm = this.ctx.kvm;
+    if (!kvm) return;
+    for (const addr of this.threadBells) kvm.ioeventfd(this.thread!.notifyFd, addr, true);
+    this.threadBells = [];
+    if (!on || this.bar0 === undefined || !this.thread) {
+      if (!on && this.bar0 !== undefined && this.cqCoalesce) for (let q = 1; q <= this.maxQueues; q++) if (!this.cqMustExit.has(q)) this.setCqZone(q, true);
+      return;
+    }
+    for (let q = 1; q <= this.maxQueues; q++) {
+      this.setCqZone(q, false);
+      for (const addr of [this.bar0 + DOORBELL + 8 * q, this.bar0 + DOORBELL + 8 * q + 4]) {
+        if (kvm.ioeventfd(this.thread.notifyFd, addr)) this.threadBells.push(addr);
+      }
+    }
+  }
+
+  /** Pauses the thread (its queue state back in sqs/cqs) for what changes
+   * the I/O queues or the controller; resumeThread() hands them back. */
+  private pauseThread(): void {
+    const t = this.thread;
+    if (!t || t.paused) return;
+    if (!t.pause()) {
+      // Stuck: the queues cannot be taken back safely.
+      this.stopThread();
+      this.threadGaveUp = true;
+      this.regs.setUint32(CSTS, this.regs.getUint32(CSTS, true) | CSTS_CFS, true);
+      return;
+    }
+    t.table.takeBack(this.sqs, this.cqs);
+  }
+
+  private resumeThread(): void {
+    const t = this.thread;
+    if (!t || !t.paused) return;
+    if (!this.sqs.some((q, i) => i > 0 && q) || this.dbs === undefined || this.eis === undefined) {
+      this.stopThread(); // nothing left for it (restarted with the next SQ)
+      return;
+    }
+    t.table.put(this.sqs, this.cqs, this.dbs, this.eis);
+    t.resume();
+    this.irqfds?.sync();
+  }
+
+  /** Ends the thread; the I/O queues are this thread's again (as the
+   * thread left them). */
+  private stopThread(): void {
+    const t = this.thread;
+    if (!t) return;
+    if (this.threadStartWatch) { this.threadStartWatch.watch.unwatch(this.threadStartWatch.check); this.threadStartWatch = undefined; }
+    this.routeThreadBells(false);
+    const wasPaused = t.paused;
+    t.stop();
+    if (!wasPaused && !t.failedToStart) t.table.takeBack(this.sqs, this.cqs);
+    STAT_KEYS.forEach((_, i) => { this.threadTotals[i] += t.stat(i); });
+    // Interrupts it asked for and the irqfds' messages.
+    const bits = t.takeInterrupts();
+    for (let q = 1; q <= this.maxQueues; q++) if (bits & (1 << q)) { const v = this.cqVector(q); if (v !== undefined) this.generateMsix(v); }
+    if (this.irqfds) { this.irqfdMessages += this.irqfds.sent; this.irqfds.close(); this.irqfds = undefined; }
+    this.thread = undefined;
+  }
+
+  protected interruptSetupChanged(): void {
+    this.irqfds?.sync();
+  }
+
+  protected msixPbaReading(): void {
+    this.irqfds?.collectPending();
+  }
+
+  // ---- Doorbell Buffer Config ----
+
+  /** The shadow doorbell of I/O queue `qid` (its tail, or `cq`: head), or
+   * -1 when it is not an index of a queue of `size` entries. */
+  private shadow(qid: number, cq: boolean, size: number): number {
+    const v = this.ctx.mem.readU32(this.dbs! + 8 * qid + (cq ? 4 : 0));
+    return v < size ? v : -1;
+  }
+
+  private setEventIdx(qid: number, cq: boolean, value: number): void {
+    this.ctx.mem.writeU32(this.eis! + 8 * qid + (cq ? 4 : 0), value);
+  }
+
+  /** Admin opcode 7Ch: PRP1 the shadow doorbell buffer, PRP2 the EventIdx
+   * buffer, each a memory page of guest RAM (NVMe 1.4 5.7). */
+  private doorbellBufferConfig(): number {
+    if (!this.dbbufOffered) return SC.INVALID_OPCODE;
+    const dbs = this.cmd.getUint32(28, true) * 0x100000000 + this.cmd.getUint32(24, true);
+    const eis = this.cmd.getUint32(36, true) * 0x100000000 + this.cmd.getUint32(32, true);
+    if (dbs % NVME_PAGE || eis % NVME_PAGE) return SC.INVALID_FIELD | DNR;
+    if (dbs === eis || !this.ctx.mem.contains(dbs, NVME_PAGE) || !this.ctx.mem.contains(eis, NVME_PAGE)) return SC.INVALID_FIELD | DNR;
+    this.dbs = dbs;
+    this.eis = eis;
+    // The queues that exist already: their doorbells as they stand.
+    for (let q = 1; q <= this.maxQueues; q++) {
+      const sq = this.sqs[q];
+      if (sq) { this.ctx.mem.writeU32(dbs + 8 * q, sq.tail); this.setEventIdx(q, false, sq.tail); }
+      const cq = this.cqs[q];
+      if (cq) { this.ctx.mem.writeU32(dbs + 8 * q + 4, cq.head); this.setEventIdx(q, true, cq.head); }
+    }
+    this.own.dbbufConfigs++;
+    return SC.SUCCESS;
   }
 
   /** Finishes every pool request now (before what would change the
@@ -261,6 +508,9 @@ export class NvmeController extends PciEmulFunction {
     r.setUint32(CAP_HI, 1 << 5, true); // CSS: NVM command set
     r.setUint32(VS, 0x00010400, true);
     r.setUint32(CC, 0, true);
+    this.stopThread();
+    this.threadGaveUp = false;
+    this.dbs = this.eis = undefined;
     this.sqs = [];
     this.cqs = [];
     this.numSq = this.numCq = this.maxQueues;
@@ -281,9 +531,11 @@ export class NvmeController extends PciEmulFunction {
    * zones move with it. */
   private placeDoorbellZones(base: number | undefined): void {
     for (const qid of [...this.cqZones]) this.setCqZone(qid, false);
+    if (this.thread) this.routeThreadBells(false);
     this.bar0 = base;
-    if (base === undefined || !this.cqCoalesce) return;
-    for (let qid = 0; qid <= this.maxQueues; qid++) if (!this.cqMustExit.has(qid)) this.setCqZone(qid, true);
+    if (base === undefined) return;
+    if (this.cqCoalesce) for (let qid = 0; qid <= this.maxQueues; qid++) if (!this.cqMustExit.has(qid)) this.setCqZone(qid, true);
+    if (this.thread) this.routeThreadBells(true);
   }
 
   private setCqZone(qid: number, on: boolean): void {
@@ -329,6 +581,7 @@ export class NvmeController extends PciEmulFunction {
     switch (off) {
       case CC: {
         this.drainPool();
+        this.pauseThread();
         const old = r.getUint32(CC, true);
         if ((value >>> 14) & 3) { // shutdown notification: make the data durable
           try { this.store.flush(); } catch { /* reported through CSTS below all the same */ }
@@ -347,6 +600,7 @@ export class NvmeController extends PciEmulFunction {
           r.setUint32(CSTS, r.getUint32(CSTS, true) | CSTS_RDY, true);
         }
         r.setUint32(CC, cc >>> 0, true);
+        this.resumeThread();
         break;
       }
       case AQA: r.setUint32(AQA, value, true); break;
@@ -381,14 +635,28 @@ export class NvmeController extends PciEmulFunction {
 
   private doorbell(qid: number, isSq: boolean, value: number): void {
     if (!this.enabled) return;
+    if (qid > 0 && isSq) this.own.ioSqDoorbellExits++;
+    if (qid > 0 && this.thread) {
+      // An I/O doorbell that exited (BAR moved, no ioeventfd): the value
+      // is in the shadow doorbell, the queues are the thread's.
+      this.own.ioDoorbellExits++;
+      this.thread.notify();
+      return;
+    }
+    if (qid > 0 && this.dbs !== undefined) {
+      const q = isSq ? this.sqs[qid] : this.cqs[qid];
+      if (!q) return;
+      value = this.shadow(qid, !isSq, q.size);
+      if (value < 0) return;
+    }
     if (isSq) {
       const sq = this.sqs[qid];
       if (!sq || qid > this.numSq || value >= sq.size) return; // invalid doorbell write: ignored
       sq.tail = value;
       this.runSq(qid);
     } else {
-      this.counts.cqDoorbells++;
-      if (this.ctx.kvm?.replayingCoalesced?.()) this.counts.cqDoorbellsCoalesced++;
+      this.own.cqDoorbells++;
+      if (this.ctx.kvm?.replayingCoalesced?.()) this.own.cqDoorbellsCoalesced++;
       const cq = this.cqs[qid];
       if (!cq || qid > this.numCq || value >= cq.size) return;
       cq.head = value;
@@ -399,7 +667,18 @@ export class NvmeController extends PciEmulFunction {
 
   // ---- queues ----
 
-  private cqFull(cq: Cq): boolean {
+  /** Whether CQ `qid` has no room; with shadow doorbells, after the
+   * driver's latest head, and a full one asks the driver to ring at its
+   * next head update (its EventIdx). */
+  private cqFull(cq: Cq, qid: number): boolean {
+    if ((cq.tail + 1) % cq.size !== cq.head) return false;
+    if (qid === 0 || this.dbs === undefined) return true;
+    let h = this.shadow(qid, true, cq.size);
+    if (h >= 0) cq.head = h;
+    if ((cq.tail + 1) % cq.size !== cq.head) return false;
+    this.setEventIdx(qid, true, cq.head);
+    h = this.shadow(qid, true, cq.size);
+    if (h >= 0) cq.head = h;
     return (cq.tail + 1) % cq.size === cq.head;
   }
 
@@ -421,20 +700,27 @@ export class NvmeController extends PciEmulFunction {
   }
 
   private processSq(qid: number): void {
+    if (qid > 0 && this.thread) return; // the I/O thread's
     const sq = this.sqs[qid];
     if (!sq) return;
     const cq = this.cqs[sq.cqid];
     if (!cq) return;
     // Admin commands change queues and namespace state: nothing of the
-    // I/O pool's may be in flight then.
-    if (qid === 0 && sq.head !== sq.tail) this.drainPool();
+    // I/O pool's may be in flight then, and the I/O thread waits.
+    if (qid === 0 && sq.head !== sq.tail) {
+      this.drainPool();
+      this.pauseThread();
+    }
+    if (qid > 0 && this.dbs !== undefined) {
+      const t = this.shadow(qid, false, sq.size);
+      if (t >= 0) sq.tail = t;
+    }
     this.curSqid = qid;
     this.curCq = cq;
     let posted = false;
     for (let n = 0; sq.head !== sq.tail && n < sq.size; n++) {
-      if (this.cqFull(cq)) { this.cqStalled(sq.cqid); break; }
-      const at = sq.base + sq.head * 64;
-      this.cmdBytes.set(this.ctx.mem.slice(at, 64));
+      if (this.cqFull(cq, sq.cqid)) { this.cqStalled(sq.cqid); break; }
+      this.io.fetch(sq.base + sq.head * 64);
       sq.head = (sq.head + 1) % sq.size;
       const status = qid === 0 ? this.adminCommand() : this.ioCommand();
       if (status === NO_STATUS || status === ON_POOL) continue;
@@ -443,150 +729,42 @@ export class NvmeController extends PciEmulFunction {
       if (!this.sqs[qid]) break; // the command deleted its own queue
     }
     if (posted && cq.intrEnabled) this.generateMsix(cq.vector);
+    // The driver rings again for entries past the ones taken.
+    if (qid > 0 && this.dbs !== undefined && this.sqs[qid]) this.setEventIdx(qid, false, sq.head);
     // Async events complete after the commands that caused them, as bhyve's
     // event thread completes them after the admin queue is processed.
-    if (qid === 0) this.deliverEvents();
+    if (qid === 0) {
+      this.deliverEvents();
+      this.resumeThread();
+      this.maybeStartThread();
+    }
   }
 
-  private cdw0 = 0;
+  private get cdw0(): number { return this.io.cdw0; }
+  private set cdw0(v: number) { this.io.cdw0 = v; }
 
   /** pci_nvme_cq_update(): one completion entry, phase tag flipped per pass. */
   private complete(cq: Cq, sqid: number, sqhd: number, cid: number, status: number, cdw0: number): void {
-    const at = cq.base + cq.tail * 16;
-    const e = this.ctx.mem.slice(at, 16);
-    const v = new DataView(e.buffer, e.byteOffset, 16);
-    v.setUint32(0, cdw0 >>> 0, true);
-    v.setUint32(4, 0, true);
-    v.setUint16(8, sqhd, true);
-    v.setUint16(10, sqid, true);
-    v.setUint16(12, cid, true);
-    const dnr = status & DNR ? 0x8000 : 0;
-    v.setUint16(14, (((status & 0x7ff) << 1) | dnr | cq.phase) & 0xffff, true);
-    if (status & 0x7ff) this.counts.errors++;
+    writeCompletion(this.ctx.mem, cq.base + cq.tail * 16, cdw0, sqhd, sqid, cid, status, cq.phase);
+    if (status & 0x7ff) this.own.errors++;
     cq.tail++;
     if (cq.tail >= cq.size) { cq.tail = 0; cq.phase ^= 1; }
   }
 
-  private get cdw10(): number { return this.cmd.getUint32(40, true); }
-  private get cdw11(): number { return this.cmd.getUint32(44, true); }
-  private get cdw12(): number { return this.cmd.getUint32(48, true); }
-  private get cdw13(): number { return this.cmd.getUint32(52, true); }
-  private get nsid(): number { return this.cmd.getUint32(4, true); }
-  private get prp1(): number { return this.cmd.getUint32(28, true) * 0x100000000 + ((this.cmd.getUint32(24, true) & ~3) >>> 0); }
-  private get prp2(): number { return this.cmd.getUint32(36, true) * 0x100000000 + ((this.cmd.getUint32(32, true) & ~3) >>> 0); }
-
-  // ---- PRPs ----
-
-  /** Guest-physical segments of a data transfer of `bytes` described by
-   * PRP1/PRP2 (PRP2 a second page or a PRP list, lists chained by their
-   * last entry), physically contiguous pages merged; each page checked to
-   * be guest RAM. Undefined when any of it is not. */
-  private prpSegments(bytes: number): Array<[number, number]> | undefined {
-    const mem = this.ctx.mem;
-    const segs = this.segs;
-    segs.length = 0;
-    try {
-      const prp1 = this.prp1;
-      const first = Math.min(NVME_PAGE - (prp1 % NVME_PAGE), bytes);
-      // The run of contiguous pages being built; checked when it ends.
-      let runAt = prp1;
-      let runLen = first;
-      let left = bytes - first;
-      if (left > 0 && left <= NVME_PAGE) {
-        const gpa = this.prp2;
-        if (runAt + runLen === gpa) runLen += left;
-        else { segs.push([runAt, runLen]); runAt = gpa; runLen = left; }
-        left = 0;
-      }
-      let list = this.prp2;
-      let entries = Math.floor((NVME_PAGE - (list % NVME_PAGE)) / 8);
-      // The list's entries up to its page's end, read through one view (a
-      // page is guest RAM as a whole or not at all).
-      let words = left > 0 && entries >= 1 ? this.listWords(list, entries) : undefined;
-      let wordsAt = list;
-      while (left > 0) {
-        if (entries === 1 && left > NVME_PAGE) { // the last entry points to the next list
-          list = this.prpEntry(words, wordsAt, list);
-          entries = Math.floor((NVME_PAGE - (list % NVME_PAGE)) / 8);
-          words = entries >= 1 ? this.listWords(list, entries) : undefined;
-          wordsAt = list;
-          continue;
-        }
-        const size = Math.min(left, NVME_PAGE);
-        const gpa = this.prpEntry(words, wordsAt, list);
-        if (runAt + runLen === gpa) runLen += size;
-        else { segs.push([runAt, runLen]); runAt = gpa; runLen = size; }
-        left -= size;
-        list += 8;
-        entries--;
-      }
-      segs.push([runAt, runLen]);
-      for (let i = 0; i < segs.length; i++) if (!this.isRam(segs[i][0], segs[i][1])) return undefined;
-      return segs;
-    } catch {
-      return undefined;
-    }
-  }
-
-  /** The PRP list entries from `list` to its page's end, as a view. */
-  private listWords(list: number, entries: number): DataView {
-    const b = this.ctx.mem.slice(list, entries * 8);
-    return new DataView(b.buffer, b.byteOffset, b.byteLength);
-  }
-
-  /** The PRP entry at `at`, from `words` (read at `wordsAt`) when it holds it. */
-  private prpEntry(words: DataView | undefined, wordsAt: number, at: number): number {
-    const o = at - wordsAt;
-    if (words && o >= 0 && o + 8 <= words.byteLength) return words.getUint32(o + 4, true) * 0x100000000 + ((words.getUint32(o, true) & ~3) >>> 0);
-    const mem = this.ctx.mem;
-    return mem.readU32(at + 4) * 0x100000000 + ((mem.readU32(at) & ~3) >>> 0);
-  }
-
-  /** Whether every page of [gpa, gpa+len) is guest RAM (the range may run
-   * on across RAM chunks that touch). */
-  private isRam(gpa: number, len: number): boolean {
-    const mem = this.ctx.mem;
-    if (mem.contains(gpa, len)) return true;
-    for (let at = gpa; at < gpa + len;) {
-      const n = Math.min(gpa + len - at, NVME_PAGE - (at % NVME_PAGE));
-      if (!mem.contains(at, n)) return false;
-      at += n;
-    }
-    return true;
-  }
-
-  /** Guest buffers of a data transfer of `bytes` (prpSegments as views).
-   * Undefined when any of it is not guest RAM. */
-  private prpViews(bytes: number): Uint8Array[] | undefined {
-    const segs = this.prpSegments(bytes);
-    if (!segs) return undefined;
-    const views = this.iov;
-    views.length = 0;
-    try {
-      for (const [gpa, len] of segs) this.ctx.mem.slices(gpa, len, views);
-      return views;
-    } catch {
-      return undefined;
-    }
-  }
-
-  /** nvme_prp_memcpy(): admin data (at most 8 KiB) to or from PRP1/PRP2. */
-  private prpCopy(buf: Uint8Array, toGuest: boolean): boolean {
-    const views = this.prpViews(buf.length);
-    if (!views) return false;
-    let off = 0;
-    for (const v of views) {
-      if (toGuest) v.set(buf.subarray(off, off + v.length));
-      else buf.set(v, off);
-      off += v.length;
-    }
-    return true;
-  }
+  private get cmd(): DataView { return this.io.cmd; }
+  private get cdw10(): number { return this.io.cdw10; }
+  private get cdw11(): number { return this.io.cdw11; }
+  private get cdw12(): number { return this.io.cdw12; }
+  private get cdw13(): number { return this.io.cdw13; }
+  private get nsid(): number { return this.io.nsid; }
+  private get prp1(): number { return this.io.prp1; }
+  private get prp2(): number { return this.io.prp2; }
+  private prpCopy(buf: Uint8Array, toGuest: boolean): boolean { return this.io.prpCopy(buf, toGuest); }
 
   // ---- admin ----
 
   private adminCommand(): number {
-    this.counts.adminCommands++;
+    this.own.adminCommands++;
     this.cdw0 = 0;
     const opc = this.cmd.getUint8(0);
     switch (opc) {
@@ -604,6 +782,7 @@ export class NvmeController extends PciEmulFunction {
       case OPC.FIRMWARE_ACTIVATE: return SC.INVALID_FIRMWARE_SLOT;
       case OPC.ASYNC_EVENT_REQUEST: return this.asyncEventRequest();
       case OPC.FORMAT_NVM: return this.formatNvm();
+      case OPC.DOORBELL_BUFFER_CONFIG: return this.doorbellBufferConfig();
       case OPC.SECURITY_SEND: case OPC.SECURITY_RECEIVE: case OPC.SANITIZE: case OPC.GET_LBA_STATUS:
         return SC.INVALID_FIELD;
       default:
@@ -622,6 +801,7 @@ export class NvmeController extends PciEmulFunction {
     if (!this.cqs[cqid]) return SC.COMPLETION_QUEUE_INVALID;
     if (!this.ctx.mem.contains(this.prp1, size * 64)) return SC.INVALID_FIELD;
     this.sqs[qid] = { base: this.prp1, size, head: 0, tail: 0, cqid };
+    if (this.dbs !== undefined) { this.ctx.mem.writeU32(this.dbs + 8 * qid, 0); this.setEventIdx(qid, false, 0); }
     this.pool?.startWorkers(); // up by the first large transfer
     return SC.SUCCESS;
   }
@@ -643,6 +823,7 @@ export class NvmeController extends PciEmulFunction {
     if (size < 2 || size > this.maxQEntries) return SC.MAXIMUM_QUEUE_SIZE_EXCEEDED;
     if (!this.ctx.mem.contains(this.prp1, size * 16)) return SC.INVALID_FIELD;
     this.cqs[qid] = { base: this.prp1, size, head: 0, tail: 0, phase: 1, vector, intrEnabled: (this.cdw11 & 2) !== 0 };
+    if (this.dbs !== undefined) { this.ctx.mem.writeU32(this.dbs + 8 * qid + 4, 0); this.setEventIdx(qid, true, 0); }
     return SC.SUCCESS;
   }
 
@@ -694,8 +875,13 @@ export class NvmeController extends PciEmulFunction {
     switch (lid) {
       case 0x01: log = new Uint8Array(ERROR_LOG_SIZE); break;
       case 0x02: {
-        const c = this.counters;
-        log = healthLog({ criticalWarning: this.criticalWarning, dataUnitsRead: c.dataUnitsRead, dataUnitsWritten: c.dataUnitsWritten, readCommands: c.readCommands, writeCommands: c.writeCommands });
+        const c = this.counts;
+        // Data units: thousands of 512-byte blocks, rounded up.
+        const units = (bytes: number) => BigInt(Math.ceil(bytes / 512 / 1000));
+        log = healthLog({
+          criticalWarning: this.criticalWarning, dataUnitsRead: units(c.bytesRead), dataUnitsWritten: units(c.bytesWritten),
+          readCommands: BigInt(c.readCommands), writeCommands: BigInt(c.writeCommands),
+        });
         break;
       }
       case 0x03: log = firmwareLog(); break;
@@ -784,7 +970,7 @@ export class NvmeController extends PciEmulFunction {
     const cq = this.cqs[0];
     if (!cq) return;
     for (const [type, data] of [...this.aenPosted]) {
-      if (this.aers.length === 0 || this.cqFull(cq)) return;
+      if (this.aers.length === 0 || this.cqFull(cq, 0)) return;
       if (type === 1 && ((this.feat[FEAT.ASYNC_EVENT_CONFIGURATION].cdw11 & 0xff) & data) === 0) continue;
       const lid = type === 1 ? 0x02 : type === 0 ? 0x01 : 0x04;
       const cid = this.aers.shift()!;
@@ -809,85 +995,26 @@ export class NvmeController extends PciEmulFunction {
 
   // ---- I/O ----
 
+  /** An I/O command: large reads and writes to the pool (with `iopool`),
+   * the rest here in the exit. */
   private ioCommand(): number {
-    this.counts.ioCommands++;
-    this.cdw0 = 0;
-    const nsid = this.nsid;
-    if (nsid === 0 || nsid > 1) return SC.INVALID_NAMESPACE_OR_FORMAT | DNR;
-    const opc = this.cmd.getUint8(0);
+    const io = this.io;
+    const opc = io.opcode;
+    const rw = opc === IO_OPC.READ || opc === IO_OPC.WRITE;
     // Flush covers the writes before it; write zeroes and deallocate keep
     // their order with writes on the pool as they would without it.
-    if (opc !== OPC.READ && opc !== OPC.WRITE) this.drainPool();
-    switch (opc) {
-      case OPC.FLUSH:
-        try { this.store.flush(); } catch { return SC.INTERNAL_DEVICE_ERROR; }
-        this.counts.flushes++;
-        return SC.SUCCESS;
-      case OPC.READ:
-      case OPC.WRITE:
-        return this.readWrite(this.cmd.getUint8(0) === OPC.WRITE);
-      case OPC.WRITE_ZEROES: {
-        const lba = this.cdw11 * 0x100000000 + this.cdw10;
-        const n = (this.cdw12 & 0xffff) + 1;
-        if (this.outOfRange(lba, n)) return SC.LBA_OUT_OF_RANGE;
-        if (this.store.readOnly) return SC.INVALID_FIELD;
-        try { this.store.writeZeroes(lba * this.sectorSize, n * this.sectorSize); } catch { return SC.DATA_TRANSFER_ERROR; }
-        return SC.SUCCESS;
-      }
-      case OPC.DATASET_MANAGEMENT:
-        return this.datasetManagement();
-      default:
-        return SC.INVALID_OPCODE;
-    }
-  }
-
-  private outOfRange(lba: number, blocks: number): boolean {
-    const off = lba * this.sectorSize;
-    return !Number.isSafeInteger(off) || off >= this.store.size || this.store.size - off < blocks * this.sectorSize;
-  }
-
-  /** SMART data units: thousands of 512-byte blocks, rounded up. */
-  private account(write: boolean, bytes: number, ok: boolean): void {
-    const c = this.counters;
-    if (write) {
-      c.writeCommands++;
-      if (!ok) return;
-      c.writeRem += bytes / 512;
-      while (c.writeRem >= 1000) { c.dataUnitsWritten++; c.writeRem -= 1000; }
-    } else {
-      c.readCommands++;
-      if (!ok) return;
-      c.readRem += bytes / 512;
-      while (c.readRem >= 1000) { c.dataUnitsRead++; c.readRem -= 1000; }
-    }
-  }
-
-  private readWrite(write: boolean): number {
-    const lba = this.cdw11 * 0x100000000 + this.cdw10;
-    const blocks = (this.cdw12 & 0xffff) + 1;
-    const bytes = blocks * this.sectorSize;
-    if (bytes > NVME_MAX_DATA_SIZE) { this.account(write, bytes, false); return SC.INVALID_FIELD; }
-    if (this.outOfRange(lba, blocks)) { this.account(write, bytes, false); return SC.LBA_OUT_OF_RANGE; }
-    if (write && this.store.readOnly) { this.account(write, bytes, false); return SC.INVALID_FIELD; }
-    if (this.pool && bytes >= this.ioMin) {
-      const segs = this.prpSegments(bytes);
-      if (!segs) { this.account(write, bytes, false); return SC.DATA_TRANSFER_ERROR; }
-      if (segs.length <= POOL_MAX_SEGS && this.submitToPool(write, lba * this.sectorSize, bytes, segs)) return ON_POOL;
-    }
-    const views = this.prpViews(bytes);
-    let ok = views !== undefined;
-    if (views) {
-      try {
-        const n = write ? this.store.writev(views, lba * this.sectorSize) : this.store.readv(views, lba * this.sectorSize);
-        ok = n === bytes;
-      } catch {
-        ok = false;
-      }
-    }
-    this.account(write, bytes, ok);
-    if (!ok) return SC.DATA_TRANSFER_ERROR;
-    if (write) { this.counts.writes++; this.counts.bytesWritten += bytes; } else { this.counts.reads++; this.counts.bytesRead += bytes; }
-    return SC.SUCCESS;
+    if (!rw) this.drainPool();
+    if (!rw || !this.pool || io.nsid !== 1 || io.rwBytes < this.ioMin) return io.execute();
+    io.counts.ioCommands++;
+    io.cdw0 = 0;
+    const write = opc === IO_OPC.WRITE;
+    const bad = io.checkReadWrite(write);
+    if (bad !== undefined) return bad;
+    const bytes = io.rwBytes;
+    const segs = io.prpSegments(bytes);
+    if (!segs) { io.account(write, bytes, false); return SC.DATA_TRANSFER_ERROR; }
+    if (segs.length <= POOL_MAX_SEGS && this.submitToPool(write, io.rwOffset, bytes, segs)) return ON_POOL;
+    return io.transfer(write);
   }
 
   /** Hands a read or write to the I/O pool with its completion entry
@@ -904,9 +1031,8 @@ export class NvmeController extends PciEmulFunction {
     const vector = cq.vector;
     const ok = this.pool!.submit(0, write, offset, segs, (n) => {
       const good = n === bytes;
-      this.account(write, bytes, good);
-      if (!good) this.counts.errors++;
-      else if (write) { this.counts.writes++; this.counts.bytesWritten += bytes; } else { this.counts.reads++; this.counts.bytesRead += bytes; }
+      this.io.account(write, bytes, good);
+      if (!good) this.own.errors++;
       if (intr) this.poolVectors.add(vector);
     }, {
       post: { gpa: cq.base + cq.tail * 16, ok: [0, 0, dw2, dw3(SC.SUCCESS)], errLast: dw3(SC.DATA_TRANSFER_ERROR) },
@@ -914,45 +1040,22 @@ export class NvmeController extends PciEmulFunction {
       kick: intr,
     });
     if (!ok) return false;
-    this.counts.poolRequests++;
+    this.own.poolRequests++;
     cq.tail++;
     if (cq.tail >= cq.size) { cq.tail = 0; cq.phase ^= 1; }
     return true;
-  }
-
-  private datasetManagement(): number {
-    if (!(this.ctrlData[520] & ONCS_DSM)) return SC.INVALID_OPCODE;
-    const nr = (this.cdw10 & 0xff) + 1;
-    const ranges = new Uint8Array(4096);
-    if (!this.prpCopy(ranges.subarray(0, nr * 16), false)) return SC.DATA_TRANSFER_ERROR;
-    const v = new DataView(ranges.buffer);
-    const list: Array<[number, number]> = [];
-    for (let r = 0; r < nr; r++) {
-      const len = v.getUint32(r * 16 + 4, true);
-      const slba = Number(v.getBigUint64(r * 16 + 8, true));
-      if (this.outOfRange(slba, len) && !(len === 0 && slba * this.sectorSize <= this.store.size)) return SC.LBA_OUT_OF_RANGE;
-      if (len) list.push([slba * this.sectorSize, len * this.sectorSize]);
-    }
-    if (!(this.cdw11 & 0x4)) return SC.SUCCESS; // only deallocate does anything
-    if (!this.deallocate || list.length === 0) return SC.SUCCESS; // advisory
-    for (const [off, len] of list) {
-      if (this.store.discard(off, len) < 0) {
-        try { this.store.writeZeroes(off, len); } catch { return SC.INTERNAL_DEVICE_ERROR; }
-      }
-      this.counts.deallocates++;
-    }
-    return SC.SUCCESS;
   }
 
   // ---- device ----
 
   reset(): void {
     this.drainPool();
-    this.controllerReset();
+    this.controllerReset(); // stops the I/O thread
     this.resetInterrupts();
   }
 
   close(): void {
+    this.stopThread();
     this.pool?.close();
     this.store.close();
   }
@@ -964,6 +1067,13 @@ export class NvmeController extends PciEmulFunction {
       'msi-x messages': c.msix, 'cq doorbell zones': this.cqZones.size, ...this.counts,
       'pool requests before its thread was up': this.pool?.beforeUp ?? 0,
       'pool requests held off': this.pool?.heldOff ?? 0,
+      'iothread running': this.thread && !this.thread.starting && !this.thread.failedToStart ? 1 : 0,
+      'iothread starts': this.threadStarts,
+      'iothread wake-ups': this.thread?.wakeups ?? 0,
+      'iothread cq stalls': this.thread?.stalls ?? 0,
+      'iothread poll hits': this.thread?.pollHits ?? 0,
+      'iothread interrupts': this.threadTotals[STAT_KEYS.indexOf('interrupts')] + (this.thread?.stat(STAT_KEYS.indexOf('interrupts')) ?? 0),
+      'msi-x messages by irqfd': this.irqfdMessages + (this.irqfds?.sent ?? 0),
     };
   }
 }
@@ -987,6 +1097,9 @@ export function createNvme(ctx: DeviceContext, node: string, where: string): Nvm
   const sectsz = int('sectsz', 0, () => true, '512, 4096 or 8192');
   const dsmText = t.get(`${node}.dsm`) ?? 'auto';
   const cqCoalesce = t.getBool(`${node}.cqcoalesce`, true);
+  const dbbuf = t.getBool(`${node}.dbbuf`, true);
+  const iothread = t.getBool(`${node}.iothread`, true);
+  const iothreadPollUs = int('iothread_poll_us', IOTHREAD_POLL_US_DEFAULT, (n) => n <= 1000, '0 (no polling) to 1000 microseconds');
   const ioThreads = ioPoolThreads(t, node);
   const ioMin = ioPoolMin(t, node);
   if (dsmText !== 'auto' && dsmText !== 'enable' && dsmText !== 'disable') throw err(`invalid dsm "${dsmText}" (use auto, enable or disable)`);
@@ -1020,7 +1133,7 @@ export function createNvme(ctx: DeviceContext, node: string, where: string): Nvm
   if (sectsz === 512 || sectsz === 4096 || sectsz === 8192) sectorSize = sectsz;
   try {
     return new NvmeController(ctx, {
-      store, sectorSize, maxQueues, maxQEntries, ioslots, serial, dsm: dsmText, cqCoalesce, ioThreads, ioMin,
+      store, sectorSize, maxQueues, maxQEntries, ioslots, serial, dsm: dsmText, cqCoalesce, ioThreads, ioMin, dbbuf, iothread, iothreadPollUs,
       eui64: eui64 ?? defaultEui64(t.get('name') ?? '', bus, slot, func, 1),
     });
   } catch (e) {

@@ -8,7 +8,10 @@
 // turning their doorbell back into an exit. Half the instances hand reads
 // and writes to the I/O pool (iopool, without threads: they run at the
 // next exit or poll(), which the fuzzer also calls) with reserved
-// completion entries. Oracle: nothing escapes the device (harness).
+// completion entries. Half send Doorbell Buffer Config (admin 7Ch) first:
+// their I/O tails go to the shadow page (now and then a hostile value,
+// or shadow and EventIdx entries scribbled over), and 7Ch itself comes
+// again with random addresses. Oracle: nothing escapes the device (harness).
 import * as fs from 'node:fs';
 import { Rig } from '../../unit/nvme-driver.js';
 import type { FuzzInstance, FuzzTarget } from '../harness.js';
@@ -24,6 +27,8 @@ class NvmeFuzz implements FuzzInstance {
   lastOp?: string;
   private commands = 0;
   private readonly pool: boolean;
+  /** The shadow doorbell page (Doorbell Buffer Config sent), if any. */
+  private readonly dbs: number | undefined;
 
   constructor(private readonly r: Rng) {
     this.pool = r.chance(0.5);
@@ -37,6 +42,11 @@ class NvmeFuzz implements FuzzInstance {
     this.rig.enable();
     this.rig.ioQueues();
     this.bufs = [this.rig.alloc(8192), this.rig.alloc(8192)];
+    if (r.chance(0.5)) {
+      this.dbs = this.rig.alloc(4096);
+      const eis = this.rig.alloc(4096);
+      if (this.rig.admin(0x7c, { prp1: this.dbs, prp2: eis }).sc !== 0) throw new Error('nvme: Doorbell Buffer Config refused');
+    }
   }
 
   step(): void {
@@ -47,7 +57,7 @@ class NvmeFuzz implements FuzzInstance {
       const cdw: Record<number, number> = {};
       for (let d = 10; d < 16; d++) cdw[d] = r.chance(0.7) ? r.below(0x10000) : r.u32();
       if (q === 1) cdw[12] &= 0x7; // small transfers: the image is sparse on a shared file system
-      const opc = r.chance(0.8) ? r.pick(q === 0 ? [0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0a, 0x0c] : [0x00, 0x01, 0x02, 0x08, 0x09]) : r.below(256);
+      const opc = r.chance(0.8) ? r.pick(q === 0 ? [0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0a, 0x0c, 0x7c] : [0x00, 0x01, 0x02, 0x08, 0x09]) : r.below(256);
       this.lastOp = `${q === 0 ? 'admin' : 'I/O'} opcode 0x${opc.toString(16)}`;
       this.rig.put(q, opc, {
         nsid: r.chance(0.75) ? 1 : r.u32(),
@@ -55,6 +65,13 @@ class NvmeFuzz implements FuzzInstance {
         prp2: r.chance(0.5) ? r.pick(this.bufs) : r.u32(),
         cdw,
       });
+      if (q === 1 && this.dbs !== undefined) {
+        // The shadow tail (sometimes a hostile one), sometimes a scribble
+        // over any shadow or EventIdx word.
+        const at = this.rig.off(this.dbs) + 8;
+        this.rig.dv.setUint32(at, r.chance(0.9) ? this.rig.sq[1].tail : r.u32(), true);
+        if (r.chance(0.05)) this.rig.dv.setUint32(this.rig.off(this.dbs) + 4 * r.below(2048), r.u32(), true);
+      }
       this.rig.ring(q);
       if (this.pool && r.chance(0.5)) this.rig.dev.poll();
       while (this.rig.take(q));
