@@ -10,7 +10,9 @@
 // Each figure is the median of REPS runs.
 //
 // Usage: node bench/virtio-blk.mjs [--mib 64] [--krand 20] [--reps 3]
-//          [--only bhyve|bhyve-exit|qemu] [--poll-us N] [--event-idx] [--no-write]
+//          [--only bhyve|bhyve-exit|bhyve-readers|qemu,...] [--poll-us N] [--readers N,...] [--event-idx] [--no-write]
+// --readers 0,3: also the iothread with iothread_readers=0 and =3 (A/B of
+// the reader threads that do its large reads; 0: the iothread reads).
 // Writes the "virtio-blk" section of BENCHMARKS.md unless --no-write.
 import { parseArgs } from 'node:util';
 import { closeSync, fsyncSync, openSync, readSync, rmSync, writeSync, ftruncateSync } from 'node:fs';
@@ -27,6 +29,7 @@ const { values: opt } = parseArgs({
     reps: { type: 'string', default: '3' },
     only: { type: 'string' },
     'poll-us': { type: 'string' },
+    readers: { type: 'string' },
     'no-write': { type: 'boolean', default: false },
     // the guest negotiates VIRTIO_F_EVENT_IDX, as Linux does (test/guests/virtio/irq.h MODE_EVENT_IDX)
     'event-idx': { type: 'boolean', default: false },
@@ -56,21 +59,25 @@ function freshImage() {
 // The VMMs of lib.mjs with the disk added; bhyve twice: requests served on
 // the iothread fed by a KVM ioeventfd (iothread=true), and on the device
 // thread after an MMIO exit (iothread=false).
-const bhyveWith = (iothread, pollUs) => ({
+const bhyveWith = (iothread, pollUs, readers) => ({
   ...VMMS.bhyve,
-  label: `${VMMS.bhyve.label}, ${iothread ? `iothread + ioeventfd${pollUs !== undefined ? `, iothread_poll_us=${pollUs}` : ''}` : 'notify exit, device thread'}`,
+  label: `${VMMS.bhyve.label}, ${iothread ? `iothread + ioeventfd${pollUs !== undefined ? `, iothread_poll_us=${pollUs}` : ''}` : 'notify exit, device thread'}`
+    + (readers !== undefined ? `, iothread_readers=${readers}` : ''),
   argv(rp) {
     const [cmd, args] = VMMS.bhyve.argv.call(this, rp);
     const vm = args[args.length - 1];
     const poll = pollUs !== undefined ? `,iothread_poll_us=${pollUs}` : '';
-    return [cmd, [...args.slice(0, -1), '-s', `3,virtio-blk,${img},ser=BENCHSERIAL,iothread=${iothread}${poll}`, vm]];
+    const rd = readers !== undefined ? `,iothread_readers=${readers}` : '';
+    return [cmd, [...args.slice(0, -1), '-s', `3,virtio-blk,${img},ser=BENCHSERIAL,iothread=${iothread}${poll}${rd}`, vm]];
   },
 });
+const readerVariants = (opt.readers ?? '').split(',').filter((x) => x !== '').map(Number);
 const withDisk = {
   bhyve: bhyveWith(true),
   'bhyve-exit': bhyveWith(false),
   // --poll-us N: also the iothread with iothread_poll_us=N (0: never spins)
   ...(opt['poll-us'] !== undefined ? { 'bhyve-poll': bhyveWith(true, Number(opt['poll-us'])) } : {}),
+  ...Object.fromEntries(readerVariants.map((n) => [`bhyve-readers${n}`, bhyveWith(true, undefined, n)])),
   qemu: {
     ...VMMS.qemu,
     argv(rp) {
@@ -146,7 +153,7 @@ const notes = [];
 const load0 = loadavg()[0];
 const active = [];
 for (const [key, vmm] of Object.entries(withDisk)) {
-  if (opt.only && !key.startsWith(opt.only)) continue;
+  if (opt.only && !opt.only.split(',').some((o) => key === o || (o !== 'bhyve' && key.startsWith(o)))) continue;
   const why = vmm.available();
   if (why) {
     notes.push(`${vmm.label}: skipped (${why}).`);
@@ -156,7 +163,9 @@ for (const [key, vmm] of Object.entries(withDisk)) {
   active.push({ key, vmm, runs: [], failed: null });
 }
 for (let i = 0; i < reps; i++) {
-  for (const a of active) {
+  // Each round starts with the next variant: the one after another's run
+  // (its image's writeback, a VMM's exit) is not always the same.
+  for (const a of [...active.slice(i % active.length), ...active.slice(0, i % active.length)]) {
     if (a.failed) continue;
     freshImage();
     const r = await runVmm(a.vmm, romPath);
@@ -203,6 +212,7 @@ ratio('bhyve', 'qemu', 'ratio bhyve-kvm (iothread) / QEMU');
 ratio('bhyve-exit', 'qemu', 'ratio bhyve-kvm (exit path) / QEMU');
 ratio('bhyve', 'bhyve-exit', 'ratio iothread / exit path');
 ratio('bhyve-poll', 'qemu', `ratio bhyve-kvm (iothread, iothread_poll_us=${opt['poll-us']}) / QEMU`);
+for (const n of readerVariants) ratio('bhyve', `bhyve-readers${n}`, `ratio iothread (default readers) / iothread_readers=${n}`);
 const depth = Object.values(results)[0]?.depth ?? 32;
 const table = mdTable(['', 'seq write MB/s', 'write + FLUSH MB/s', 'seq read MB/s', `4 KiB rand read IOPS, QD${depth}`, '4 KiB rand read IOPS, QD1'], rows);
 console.log(table);

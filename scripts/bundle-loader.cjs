@@ -90,6 +90,10 @@ function loadBundle(name) {
   const module = { exports: {}, id: file, filename: file, loaded: false };
   script.runInThisContext()(module.exports, createRequire(file), module, file, path.dirname(file));
   module.loaded = true;
+  // The build's training run (scripts/train-code-cache.mjs): the cache of
+  // what this thread compiled, written as it ends.
+  const out = process.env.BHYVE_CODE_CACHE_OUT;
+  if (out) process.once('exit', () => fs.writeFileSync(path.join(out, `${name}.cache`), script.createCachedData()));
   if (tracing) traceCpu(`${name}: loaded`);
   return module.exports;
 }

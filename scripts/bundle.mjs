@@ -20,6 +20,7 @@ import { copyFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from '
 import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { trainCodeCaches } from './train-code-cache.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = join(ROOT, 'dist', 'bundle');
@@ -169,6 +170,8 @@ for (const name of Object.keys(ENTRY_POINTS)) {
     ? await cacheAfterTopLevel(name)
     : loader.compile(name, OUT).script.createCachedData());
 }
+// The VMM's two threads: caches from a real start-up where KVM allows one.
+trainCodeCaches(ROOT, OUT);
 
 /**
  * The VMM's two threads' bundles get a code cache made after their top

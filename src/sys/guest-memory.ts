@@ -118,6 +118,21 @@ export class GuestMemory {
     return out.length - start;
   }
 
+  /** The guest-physical address of a view this object handed out (slice,
+   * slices), for a thread with its own mapping of the same RAM; -1 for
+   * any other view. */
+  gpaOf(view: Uint8Array): number {
+    const regions = this.regions;
+    for (let i = 0; i < regions.length; i++) {
+      const r = regions[i];
+      const b = r.bytes;
+      if (b === undefined || b.buffer !== view.buffer) continue;
+      const off = view.byteOffset - b.byteOffset;
+      if (off >= 0 && off + view.length <= b.length) return r.gpa + off;
+    }
+    return -1;
+  }
+
   read(gpa: number, length: number): Uint8Array {
     return Uint8Array.from(this.slice(gpa, length));
   }

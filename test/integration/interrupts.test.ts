@@ -207,6 +207,7 @@ describe.skipIf(netSkip !== undefined)('virtio-net by interrupt, bhyve and QEMU,
     ['MSI-X with EVENT_IDX, I/O thread for both queues', MODE.MSIX | MODE.EVENT_IDX, [], 'all'],
     ['MSI-X with EVENT_IDX, iothread_tx=auto: both queues on the I/O thread', MODE.MSIX | MODE.EVENT_IDX, [], 'autoAll'],
     ['MSI-X with EVENT_IDX, I/O thread receiving (default)', MODE.MSIX | MODE.EVENT_IDX, [], 'rx'],
+    ['MSI-X with EVENT_IDX, iothread_tx=switch: a ping is no stream, the exit keeps the transmit queue', MODE.MSIX | MODE.EVENT_IDX, [], 'switch'],
     ['MSI-X, I/O thread receiving, irqfd=false', MODE.MSIX, [], 'rxNoIrqfd'],
     ['MSI-X with EVENT_IDX, exit path', MODE.MSIX | MODE.EVENT_IDX, [], 'off'],
     ['MSI (-W), I/O thread for both queues', MODE.MSI, ['-W'], 'all'],
@@ -217,9 +218,9 @@ describe.skipIf(netSkip !== undefined)('virtio-net by interrupt, bhyve and QEMU,
   ] as const) {
     it(`bhyve: ${label}`, async () => {
       const name = vmName('irqnet');
-      const opt = { all: ',iothread_tx=true', autoAll: ',iothread_tx=auto', autoRx: ',iothread_tx=auto', rx: '', rxNoIrqfd: ',irqfd=false', off: ',iothread=false' }[iothread];
+      const opt = { all: ',iothread_tx=true', autoAll: ',iothread_tx=auto', autoRx: ',iothread_tx=auto', switch: ',iothread_tx=switch', rx: '', rxNoIrqfd: ',irqfd=false', off: ',iothread=false' }[iothread];
       // What the default chose, by the driver's interrupts.
-      const served = iothread === 'autoAll' ? 'all' : iothread === 'autoRx' ? 'rx' : iothread;
+      const served = iothread === 'autoAll' ? 'all' : iothread === 'autoRx' || iothread === 'switch' ? 'rx' : iothread;
       const r = await runHeld([...flags, ...bhyveArgs(romWith(tmp, 'virtio-net', mode | MODE.HOLD), name, {
         extra: ['-s', `3,virtio-net,tap0${opt}`],
       })], name, { prefix: inNsPrefix });
@@ -256,6 +257,7 @@ describe.skipIf(netSkip !== undefined)('virtio-net by interrupt, bhyve and QEMU,
         expect(stat(r.stats, dev, 'frames sent on the device thread')).toBeGreaterThanOrEqual(2);
         expect(stat(r.stats, dev, 'frames sent on the I/O thread')).toBe(0);
         expect(stat(r.stats, dev, 'queue notifies by exit')).toBeGreaterThan(0);
+        expect(stat(r.stats, dev, 'transmit queue hand-overs')).toBe(0);
       } else {
         expect(stat(r.stats, dev, 'queue notifies by exit')).toBeGreaterThan(0);
         expect(stat(r.stats, dev, 'frames sent on the device thread')).toBeGreaterThanOrEqual(2);

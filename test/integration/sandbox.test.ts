@@ -11,6 +11,7 @@ import { execa, type Result } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { landlockStatus } from '../../src/vmm/sandbox/landlock.js';
 import { BHYVE, ROOT, bhyveArgs, kvmUnavailable, rom, vmName } from '../support/bhyve.js';
+import { MODE, romWith, runHeld } from '../support/guest-rom.js';
 
 function why(): string | undefined {
   const k = kvmUnavailable();
@@ -123,6 +124,33 @@ describe.skipIf(skip)(`sandboxed bhyve${skip ? ` (skipped: ${skip})` : ''}`, () 
     const later = seen.sort((a, b) => a.tid - b.tid).slice(nodeOwn);
     expect(later.length).toBeGreaterThanOrEqual(9); // UV_THREADPOOL_SIZE at -c 2, vCPU 0's thread
     expect(later.filter((t) => t.capEff !== ZERO_CAPS), 'threads started by bhyve that keep capabilities').toEqual([]);
+  });
+
+  it('virtio-blk\'s iothread and its reader threads (started while the guest runs) are under the filter too', async () => {
+    const tmp = fs.mkdtempSync(path.join(ROOT, 'build', 'sbx-blk-'));
+    try {
+      const img = path.join(tmp, 'blk.img');
+      fs.writeFileSync(img, '');
+      fs.truncateSync(img, 8 << 20);
+      const threads = async (readers: number) => {
+        const name = vmName('sbxblk');
+        let seen: TaskStatus[] = [];
+        const r = await runHeld(bhyveArgs(romWith(tmp, 'virtio-blk', MODE.HOLD), name, {
+          extra: ['-s', `3,virtio-blk,${img},iothread=true,iothread_readers=${readers}`],
+        }), name, {
+          whileHeld: (vmDir) => { seen = tasks(Number(fs.readFileSync(path.join(vmDir, 'bhyve.pid'), 'utf8').trim())); },
+        });
+        expect(r.out).toMatch(/virtio-blk: wrote \d+ sectors, read back OK/);
+        expect(r.status, r.out).toBe(33);
+        expect(seen.length).toBeGreaterThan(3);
+        expect(seen.filter((t) => t.seccomp !== '2' || t.nnp !== '1'), 'threads outside the filter').toEqual([]);
+        return seen.length;
+      };
+      // The three readers are threads of their own, under the filter.
+      expect(await threads(3)).toBeGreaterThanOrEqual(await threads(0) + 3);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
   });
 
   it('-o security.sandbox=false runs without it', async () => {

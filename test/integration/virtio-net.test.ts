@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { BHYVE, ROOT, bhyveArgs, installedCopy, kvmUnavailable, rom, runBhyve, vmName } from '../support/bhyve.js';
 import { NO_TAP_NETNS } from '../support/probes.js';
+import { MODE, romWith } from '../support/guest-rom.js';
 
 const skip = kvmUnavailable()
   ?? (!fs.existsSync(rom('virtio-net')) ? 'virtio test guests are not built: run scripts/build-guests.sh' : NO_TAP_NETNS);
@@ -49,24 +50,29 @@ describe.skipIf(skip !== undefined)('virtio-net on bhyve with a tap in a network
     expect(r.exitCode).toBe(33);
   });
 
-  it('an I/O thread whose bundle cannot load: the device thread serves the queues (ARP and ping)', async () => {
-    // What an unreadable koffi.node or a missing file does: the worker's
-    // bundle throws while loader.cjs loads it, before any code of ours can
-    // ring the device thread; the guest's notifies go to the ioeventfd.
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-netload-'));
-    try {
-      const { bhyve, rundir } = installedCopy(tmp, 'net-iothread-worker');
-      const r = await execa('ip', ['netns', 'exec', ns, bhyve,
-        ...bhyveArgs(rom('virtio-net'), vmName('vnetlf'), { extra: ['-s', '3,virtio-net,tap0,iothread=true'] })], {
-        reject: false, timeout: 60_000, stdin: 'ignore', env: { BHYVE_RUNDIR: rundir },
-      });
-      expect(r.stdout, `${r.stdout}${r.stderr}`).toContain('virtio-net: ping reply from 10.0.2.2 OK');
-      expect(r.exitCode).toBe(33);
-      expect(r.stderr).toMatch(/virtio-net: I\/O thread could not start \(net-iothread-worker: could not load: cannot load koffi\.node: EACCES\)/);
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
-  });
+  // iothread_tx=switch with an MSI-X driver: the transmit notifies exit
+  // and would be forwarded to the thread once it had the queue.
+  for (const [label, opts, mode] of [['', '', 0], [', iothread_tx=switch, MSI-X', ',iothread_tx=switch', MODE.MSIX]] as const) {
+    it(`an I/O thread whose bundle cannot load: the device thread serves the queues (ARP and ping)${label}`, async () => {
+      // What an unreadable koffi.node or a missing file does: the worker's
+      // bundle throws while loader.cjs loads it, before any code of ours can
+      // ring the device thread; the guest's notifies go to the ioeventfd.
+      const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bhyve-netload-'));
+      try {
+        const { bhyve, rundir } = installedCopy(tmp, 'net-iothread-worker');
+        const image = mode === 0 ? rom('virtio-net') : romWith(tmp, 'virtio-net', mode);
+        const r = await execa('ip', ['netns', 'exec', ns, bhyve,
+          ...bhyveArgs(image, vmName('vnetlf'), { extra: ['-s', `3,virtio-net,tap0,iothread=true${opts}`] })], {
+          reject: false, timeout: 60_000, stdin: 'ignore', env: { BHYVE_RUNDIR: rundir },
+        });
+        expect(r.stdout, `${r.stdout}${r.stderr}`).toContain('virtio-net: ping reply from 10.0.2.2 OK');
+        expect(r.exitCode).toBe(33);
+        expect(r.stderr).toMatch(/virtio-net: I\/O thread could not start \(net-iothread-worker: could not load: cannot load koffi\.node: EACCES\)/);
+      } finally {
+        fs.rmSync(tmp, { recursive: true, force: true });
+      }
+    });
+  }
 
   it('mac= and a /dev/ path backend; a tap created by bhyve goes away with it', async () => {
     fs.mkdirSync(path.join(ROOT, 'build', 'run'), { recursive: true });

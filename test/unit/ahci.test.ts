@@ -864,6 +864,38 @@ describe('ahci: large NCQ transfers on the I/O pool (iopool)', () => {
     expect(r.hba.pool!.submitted).toBeGreaterThan(100);
   });
 
+  it('iopool_merge: NCQ writes in flight that continue each other in the image are one pwritev; each completes as its own command', () => {
+    for (const merge of ['1048576', '0']) {
+      const img = image(4 << 20);
+      const r = new AhciRig({ ...disk(img), 'pci.0.4.0.iopool': '1', 'pci.0.4.0.iopool_merge': merge }, { registerPages: true });
+      rigs.push(r);
+      r.cfgWr(0x24, r.abar);
+      const { clb, fb } = r.startPort(0);
+      const port = r.hba.ports[0]!;
+      let writes = 0;
+      const writev = port.backend.writev.bind(port.backend);
+      port.backend.writev = (v, o) => { writes++; return writev(v, o); };
+      const buf = r.alloc(8 * 65536, 4096);
+      r.fill(buf, pattern(8 * 65536, 4));
+      // Eight 64 KiB writes of LBA 2048.. in tag order 7..0, one PxCI write (as a driver may).
+      for (let t = 0; t < 8; t++) r.command(clb, t, ncq(ATA.WRITE_FPDMA, 2048 + (7 - t) * 128, 128, t), [{ addr: buf + (7 - t) * 65536, len: 65536 }], { write: true });
+      r.pwr(0, P.SACT, 0xff);
+      r.pwr(0, P.CI, 0xff);
+      expect(r.hba.pool!.pending).toBe(8);
+      r.hba.poll();
+      expect(r.hba.pool!.pending).toBe(0);
+      expect(writes).toBe(merge === '0' ? 8 : 1);
+      expect(r.hba.stats()['io pool requests merged']).toBe(merge === '0' ? 0 : 8);
+      expect(r.pageRd(0x100 + P.SACT)).toBe(0);
+      for (let t = 0; t < 8; t++) expect(r.prdbc(clb, t)).toBe(65536);
+      expect(r.prd(0, P.TFD) & 1).toBe(0);
+      expect(r.u32(fb + 0x58 + 4) !== 0).toBe(true); // SDB FIS posted
+      expect(same(fs.readFileSync(img).subarray(2048 * 512, 2048 * 512 + 8 * 65536), pattern(8 * 65536, 4))).toBe(true);
+    }
+    expect(() => rig({ ...disk(image()), 'pci.0.4.0.iopool_merge': 'lots' })).toThrow(/invalid iopool_merge "lots"/);
+    expect(ahciDevice.keys?.find((k) => k.key === 'iopool_merge')?.default).toBe('1048576');
+  });
+
   it('no I/O thread by default (iopool=0); iopool=1 has one; a bad iopool is refused', () => {
     expect(ahciDevice.keys?.find((k) => k.key === 'iopool')?.default).toBe('0');
     expect(rig({ ...disk(image()) }).hba.pool).toBeUndefined();

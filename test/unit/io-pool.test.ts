@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BlockFile } from '../../src/devices/block/block-backend.js';
-import { BlockIoPool, POOL_MAX_SEGS, POOL_SLOTS } from '../../src/devices/block/io-pool.js';
+import { BlockIoPool, CTL, POOL_MAX_SEGS, POOL_SLOTS, SLOT_INTS, SLOT_STATE } from '../../src/devices/block/io-pool.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { mmap, PROT_READ, PROT_WRITE } from '../../src/sys/libc.js';
 import { memfd } from '../../src/sys/memfd.js';
@@ -29,7 +29,7 @@ afterAll(() => {
 });
 
 let seq = 0;
-function setup(threads: number, page?: { words: Int32Array; fd?: number }, holdOff = 0, url = workerUrl) {
+function setup(threads: number, page?: { words: Int32Array; fd?: number }, holdOff = 0, url = workerUrl, mergeMax = 0) {
   const memoryPath = path.join(tmp, `mem${seq}`);
   fs.writeFileSync(memoryPath, Buffer.alloc(0));
   fs.truncateSync(memoryPath, RAM);
@@ -47,7 +47,7 @@ function setup(threads: number, page?: { words: Int32Array; fd?: number }, holdO
   cleanup.push(() => file.close());
   const pool = new BlockIoPool(threads, threads > 0 ? {
     memoryPath, layout: { lowmem: RAM, highmem: 0 }, doorbell: { sab: new SharedArrayBuffer(8), vcpuFd: -1, mmapSize: 0 },
-  } : undefined, [file], () => mem, { noKick: true, workerUrl: url, page, holdOff });
+  } : undefined, [file], () => mem, { noKick: true, workerUrl: url, page, holdOff, mergeMax });
   cleanup.push(() => pool.close());
   return { ram, mem, image, data, file, pool };
 }
@@ -187,6 +187,58 @@ function idleWorker(preempt: boolean): URL {
   return new URL(`file://${file}`);
 }
 
+/** A stand-in worker in the middle of a long transfer: it takes the first
+ * request (TAKEN) and ends it (failed) only when the test stores 1 in
+ * CTL.MERGED, a counter nothing else touches here. */
+function busyWorker(): URL {
+  const file = path.join(tmp, 'busy-worker.mjs');
+  fs.writeFileSync(file, `
+    import { workerData } from 'node:worker_threads';
+    import { CTL, SLOT_INTS, SLOT_STATE } from ${JSON.stringify(`file://${path.join(root, 'dist/devices/block/io-pool.js')}`)};
+    const ctl = new Int32Array(workerData.shared.ctl);
+    const ints = new Int32Array(workerData.shared.slotsI);
+    Atomics.add(ctl, CTL.UP, 1);
+    let mine = -1;
+    while (mine < 0 && Atomics.load(ctl, CTL.STOP) === 0) {
+      for (let i = 0; i < 64 && mine < 0; i++) if (Atomics.compareExchange(ints, i * SLOT_INTS, SLOT_STATE.READY, SLOT_STATE.TAKEN) === SLOT_STATE.READY) mine = i;
+      if (mine < 0) Atomics.wait(ctl, CTL.SUBMITTED, Atomics.load(ctl, CTL.SUBMITTED), 5);
+    }
+    // Busy until the test says so (it stores 1 in CTL.MERGED, unused here).
+    while (Atomics.load(ctl, CTL.MERGED) === 0 && Atomics.load(ctl, CTL.STOP) === 0) Atomics.wait(ctl, CTL.MERGED, 0, 20);
+    if (mine >= 0) { ints[mine * SLOT_INTS + 4] = -1; Atomics.store(ints, mine * SLOT_INTS, SLOT_STATE.DONE); }
+    Atomics.add(ctl, CTL.DONE, 1); Atomics.notify(ctl, CTL.DONE);
+    while (Atomics.load(ctl, CTL.STOP) === 0) Atomics.wait(ctl, CTL.STOP, 0, 20);
+    Atomics.sub(ctl, CTL.UP, 1);
+  `);
+  return new URL(`file://${file}`);
+}
+
+describe.skipIf(!haveWorker)('block I/O pool: a worker in the middle of a transfer', () => {
+  it('keeps the requests waiting behind it: stealStale() leaves them while it holds one', async () => {
+    const { pool } = setup(1, undefined, 3, busyWorker());
+    await waitUp(pool, 1);
+    const got: number[] = [];
+    expect(pool.submit(0, false, 0, [[0x100000, 4096]], (n) => { got[0] = n; })).toBe(true);
+    // The worker takes it and stays busy.
+    const ctl = new Int32Array((pool as unknown as { shared: { ctl: SharedArrayBuffer } }).shared.ctl);
+    const ints = new Int32Array((pool as unknown as { shared: { slotsI: SharedArrayBuffer } }).shared.slotsI);
+    const deadline = Date.now() + 30_000;
+    while (!Array.from({ length: 64 }, (_, i) => ints[i * SLOT_INTS]).includes(SLOT_STATE.TAKEN) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    expect(pool.submit(0, false, 4096, [[0x101000, 4096]], (n) => { got[1] = n; })).toBe(true);
+    await new Promise((r) => setTimeout(r, 5));
+    expect(pool.stealStale(1)).toBe(0);
+    expect(pool.heldOff).toBe(0);
+    // Done with its transfer, the worker is no longer busy: now the waiting one is stale.
+    Atomics.store(ctl, CTL.MERGED, 1);
+    Atomics.notify(ctl, CTL.MERGED);
+    while (pool.reap() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    expect(pool.stealStale(1)).toBe(1);
+    pool.reap();
+    expect(got).toEqual([-1, 4096]);
+    pool.drain();
+  }, 90_000);
+});
+
 describe.skipIf(!haveWorker)('block I/O pool: held off while its threads get no CPU', () => {
   it('a request no worker took in time is done here, and the next transfers are refused (done by the caller) for the hold-off', async () => {
     const { pool } = setup(1, undefined, 3, idleWorker(false));
@@ -262,4 +314,78 @@ describe('block I/O pool without threads (no VM memory file)', () => {
     expect(pool.reap()).toBe(1);
     expect(got).toBe(4096);
   });
+});
+
+describe('block I/O pool: requests that continue each other are one transfer (mergeMax)', () => {
+  /** Counts the file's transfers. */
+  function counted(file: BlockFile): { reads: number; writes: number } {
+    const c = { reads: 0, writes: 0 };
+    const readv = file.readv.bind(file);
+    const writev = file.writev.bind(file);
+    file.readv = (v, p) => { c.reads++; return readv(v, p); };
+    file.writev = (v, p) => { c.writes++; return writev(v, p); };
+    return c;
+  }
+
+  it('contiguous reads in one preadv, each into its own buffers; the others alone; results per request', () => {
+    const { ram, data, file, pool } = setup(0, undefined, 0, workerUrl, 1 << 20);
+    const c = counted(file);
+    const got: number[] = [];
+    // Eight 16 KiB reads of image bytes 0..128 KiB, submitted out of order,
+    // each into two 8 KiB buffers far apart; then one read elsewhere.
+    for (const k of [3, 0, 7, 1, 2, 6, 4, 5]) {
+      expect(pool.submit(0, false, k * 16384, [[0x100000 + k * 0x10000, 8192], [0x300000 + k * 0x10000, 8192]], (n) => { got[k] = n; })).toBe(true);
+    }
+    expect(pool.submit(0, false, 1 << 20, [[0x80000, 4096]], (n) => { got[8] = n; })).toBe(true);
+    expect(pool.reap()).toBe(9);
+    expect(got).toEqual([...Array(8).fill(16384), 4096]);
+    expect(c.reads).toBe(2);
+    expect(pool.merged).toBe(8);
+    for (let k = 0; k < 8; k++) {
+      expect(Buffer.compare(Buffer.from(ram.subarray(0x100000 + k * 0x10000, 0x100000 + k * 0x10000 + 8192)), data.subarray(k * 16384, k * 16384 + 8192))).toBe(0);
+      expect(Buffer.compare(Buffer.from(ram.subarray(0x300000 + k * 0x10000, 0x300000 + k * 0x10000 + 8192)), data.subarray(k * 16384 + 8192, (k + 1) * 16384))).toBe(0);
+    }
+    expect(Buffer.compare(Buffer.from(ram.subarray(0x80000, 0x81000)), data.subarray(1 << 20, (1 << 20) + 4096))).toBe(0);
+  });
+
+  it('no larger than mergeMax; reads and writes, or two files\' worth, never together', () => {
+    const { ram, image, file, pool } = setup(0, undefined, 0, workerUrl, 32768);
+    const c = counted(file);
+    for (let k = 0; k < 6; k++) {
+      ram.fill(0x40 + k, 0x100000 + k * 16384, 0x100000 + (k + 1) * 16384);
+      expect(pool.submit(0, true, 65536 + k * 16384, [[0x100000 + k * 16384, 16384]], () => {})).toBe(true);
+    }
+    // A read that continues the writes in the image stays apart from them.
+    expect(pool.submit(0, false, 65536 + 6 * 16384, [[0x200000, 16384]], () => {})).toBe(true);
+    expect(pool.reap()).toBe(7);
+    expect(c.writes).toBe(3); // 6 x 16 KiB in 32 KiB transfers
+    expect(c.reads).toBe(1);
+    const back = fs.readFileSync(image);
+    for (let k = 0; k < 6; k++) expect(back.subarray(65536 + k * 16384, 65536 + (k + 1) * 16384).every((b) => b === 0x40 + k)).toBe(true);
+  });
+
+  it('a merged run with a buffer outside RAM is done again one by one: only that request fails', () => {
+    const { ram, data, file, pool } = setup(0, undefined, 0, workerUrl, 1 << 20);
+    const c = counted(file);
+    const got: number[] = [];
+    for (let k = 0; k < 4; k++) {
+      const gpa = k === 2 ? RAM - 4096 : 0x100000 + k * 8192; // request 2 runs off the end of RAM
+      expect(pool.submit(0, false, k * 8192, [[gpa, 8192]], (n) => { got[k] = n; })).toBe(true);
+    }
+    expect(pool.reap()).toBe(4);
+    expect(got).toEqual([8192, 8192, -1, 8192]);
+    expect(pool.merged).toBe(0);
+    expect(c.reads).toBe(3); // the merged attempt never reached the file; then 0, 1 and 3 alone
+    for (const k of [0, 1, 3]) expect(Buffer.compare(Buffer.from(ram.subarray(0x100000 + k * 8192, 0x100000 + (k + 1) * 8192)), data.subarray(k * 8192, (k + 1) * 8192))).toBe(0);
+  });
+
+  it.skipIf(!haveWorker)('with a worker: a stream of contiguous reads reads back right', async () => {
+    const { ram, data, pool } = setup(1, undefined, 0, workerUrl, 1 << 20);
+    await waitUp(pool, 1);
+    const got: number[] = [];
+    for (let k = 0; k < 32; k++) expect(pool.submit(0, false, k * 32768, [[0x100000 + k * 32768, 32768]], (n) => { got[k] = n; })).toBe(true);
+    await reapAll(pool, 32);
+    expect(got).toEqual(Array(32).fill(32768));
+    expect(Buffer.compare(Buffer.from(ram.subarray(0x100000, 0x100000 + (1 << 20))), data.subarray(0, 1 << 20))).toBe(0);
+  }, 90_000);
 });

@@ -13,28 +13,28 @@ import type { DeviceContext, DeviceTimer } from '../../src/devices/device.js';
 import { PCIM_CMD_MEMEN } from '../../src/devices/pci/config-space.js';
 import { BlkIothread } from '../../src/devices/virtio/blk-iothread.js';
 import { IOTHREAD_STATE } from '../../src/devices/virtio/iothread-control.js';
-import { VirtioBlock } from '../../src/devices/virtio/virtio-blk.js';
+import { READER_MIN_BYTES, VirtioBlock } from '../../src/devices/virtio/virtio-blk.js';
 import {
   VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,
   VIRTIO_CONFIG_S_FEATURES_OK,
 } from '../../src/devices/virtio/virtio-constants.js';
 import { VirtioPci } from '../../src/devices/virtio/virtio-pci.js';
 import { LocalIoBus } from '../../src/vmm/io-bus.js';
-import { IothreadScratch, workerHelper } from '../support/iothread-harness.js';
+import { compiledWorker, IothreadScratch, workerHelper } from '../support/iothread-harness.js';
 import { FakeDriver } from './virtio-driver.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const scratch = new IothreadScratch('iot-loadfail-');
 
 /** A bundle directory as scripts/bundle.mjs lays it out (loader.cjs, a
- * stub per worker) whose bundle throws at load. */
-function unloadableWorker(): URL {
+ * stub per worker) whose bundle `name` throws at load. */
+function unloadableWorker(name = 'blk-iothread-worker'): URL {
   const dir = scratch.file('bundle');
   fs.mkdirSync(dir);
   fs.copyFileSync(path.join(root, 'scripts/bundle-loader.cjs'), path.join(dir, 'loader.cjs'));
-  fs.writeFileSync(path.join(dir, 'blk-iothread-worker.cjs'), "throw new Error('cannot load koffi.node: EACCES');\n");
-  const stub = path.join(dir, 'blk-iothread-worker-stub.cjs');
-  fs.writeFileSync(stub, "module.exports = require('./loader.cjs').load('blk-iothread-worker');\n");
+  fs.writeFileSync(path.join(dir, `${name}.cjs`), "throw new Error('cannot load koffi.node: EACCES');\n");
+  const stub = path.join(dir, `${name}-stub.cjs`);
+  fs.writeFileSync(stub, `module.exports = require('./loader.cjs').load('${name}');\n`);
   return pathToFileURL(stub);
 }
 
@@ -48,6 +48,66 @@ function waitBlocking(cond: () => boolean, ms = 20_000): boolean {
   }
   return true;
 }
+
+const blkWorker = compiledWorker('blk-iothread-worker');
+
+describe.skipIf(!blkWorker.present)('virtio-blk iothread reader threads whose module cannot load', () => {
+  it('leave every read to the iothread, which still serves them; stop() returns', async () => {
+    const { memoryPath, bytes: ram } = scratch.guestRam(4 << 20);
+    const image = scratch.file('disk');
+    const pattern = Buffer.alloc(2 << 20);
+    for (let i = 0; i < pattern.length; i++) pattern[i] = (i * 11 + (i >> 12)) & 0xff;
+    fs.writeFileSync(image, pattern);
+    const dev = VirtioBlock.open({ path: image });
+    scratch.defer(() => dev.close());
+    const layout = { size: 16, desc: 0x1000, avail: 0x1100, used: 0x2000 };
+    const v = new DataView(ram.buffer, ram.byteOffset, ram.length);
+    const t = new BlkIothread({
+      helper: workerHelper(memoryPath, 4 << 20), imageFd: dev.file.descriptor, imageSize: dev.file.size, options: { path: image },
+      ackedFeatures: 1n << 32n, queueMaxSizes: [16], layouts: [layout], noKick: true,
+      readers: 2, readerMinBytes: READER_MIN_BYTES, readerHoldOff: 0, readerWorkerUrl: unloadableWorker('io-pool-worker').href,
+    }, blkWorker.url);
+    scratch.defer(() => t.stop());
+    let avail = 0;
+    // Batches of four 256 KiB reads (header, data, status each).
+    for (let batch = 0; batch < 5; batch++) {
+      for (let i = 0; i < 4; i++) {
+        const d = 3 * i;
+        const hdr = 0x8000 + 32 * i;
+        const status = hdr + 16;
+        const data = 0x100000 + i * 0x40000;
+        const sector = (batch * 4 + i) * 64;
+        v.setUint32(hdr, VIRTIO_BLK_T_IN, true);
+        v.setBigUint64(hdr + 8, BigInt(sector), true);
+        ram[status] = 0xff;
+        const desc = (k: number, addr: number, len: number, flags: number, next: number) => {
+          const o = layout.desc + 16 * k;
+          v.setBigUint64(o, BigInt(addr), true); v.setUint32(o + 8, len, true); v.setUint16(o + 12, flags, true); v.setUint16(o + 14, next, true);
+        };
+        desc(d, hdr, 16, 1, d + 1);
+        desc(d + 1, data, 0x40000, 3, d + 2);
+        desc(d + 2, status, 1, 2, 0);
+        v.setUint16(layout.avail + 4 + 2 * (avail % 16), d, true);
+        avail = (avail + 1) & 0xffff;
+      }
+      v.setUint16(layout.avail + 2, avail, true);
+      t.notify();
+      expect(waitBlocking(() => v.getUint16(layout.used + 2, true) === avail)).toBe(true);
+      for (let i = 0; i < 4; i++) {
+        expect(ram[0x8000 + 32 * i + 16]).toBe(VIRTIO_BLK_S_OK);
+        const off = (batch * 4 + i) * 64 * 512;
+        expect(Buffer.from(ram.subarray(0x100000 + i * 0x40000, 0x100000 + (i + 1) * 0x40000)).equals(pattern.subarray(off, off + 0x40000))).toBe(true);
+      }
+    }
+    // Nothing reached a reader; the iothread is fine and stops promptly.
+    expect(t.toReaders).toBe(0);
+    expect(t.brokenReason()).toBeUndefined();
+    const t0 = Date.now();
+    t.stop();
+    expect(t.state).toBe(IOTHREAD_STATE.STOPPED);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+  });
+});
 
 describe('an I/O thread whose module cannot load', () => {
   it('is FAILED with the reason in its control block, without the device thread running its event loop', () => {

@@ -421,6 +421,17 @@ describe('virtio-blk device', () => {
       tree.set('pci.0.3.0.iothread_poll_us', bad);
       expect(() => blockOptionsFromConfig(tree, 'pci.0.3.0')).toThrow(/iothread_poll_us/);
     }
+    tree.set('pci.0.3.0.iothread_poll_us', '0');
+    // Its reader threads: 0..8.
+    expect(blockOptionsFromConfig(tree, 'pci.0.3.0').iothreadReaders).toBeUndefined();
+    tree.set('pci.0.3.0.iothread_readers', '3');
+    expect(blockOptionsFromConfig(tree, 'pci.0.3.0').iothreadReaders).toBe(3);
+    tree.set('pci.0.3.0.iothread_readers', '0');
+    expect(blockOptionsFromConfig(tree, 'pci.0.3.0').iothreadReaders).toBe(0);
+    for (const bad of ['-1', '9', 'x', '']) {
+      tree.set('pci.0.3.0.iothread_readers', bad);
+      expect(() => blockOptionsFromConfig(tree, 'pci.0.3.0')).toThrow(/iothread_readers/);
+    }
   });
 
   it('nocache (O_DIRECT) and sync work, including guest buffers that are not aligned', () => {

@@ -16,6 +16,9 @@ export const AHCI_MAX_PORTS = 32;
 // thread was (BENCHMARKS.md). Hosts with CPUs to spare: try iopool=1.
 export const IOPOOL_THREADS_DEFAULT = 0;
 export const IOPOOL_MIN_DEFAULT = 65536;
+/** Largest transfer, in bytes, an I/O thread makes of NCQ commands that
+ * continue each other in the image (0: one transfer per command). */
+export const IOPOOL_MERGE_DEFAULT = 1 << 20;
 
 function ahciPort(tree: ConfigTree, node: string, port: number, type: string, opts: string | undefined): void {
   const portNode = `${node}.port.${port}`;
@@ -58,6 +61,7 @@ const AHCI_KEYS: readonly DeviceKey[] = [
   { key: 'regpage', default: 'true', description: 'ahci register reads from a read-only guest page (no exit per read)' },
   { key: 'iopool', default: String(IOPOOL_THREADS_DEFAULT), description: 'ahci I/O threads for large NCQ transfers (0, the default: every command runs in its PxCI exit)' },
   { key: 'iopool_min', default: String(IOPOOL_MIN_DEFAULT), description: 'ahci smallest NCQ transfer, in bytes, handed to the I/O threads' },
+  { key: 'iopool_merge', default: String(IOPOOL_MERGE_DEFAULT), description: 'ahci largest transfer, in bytes, an I/O thread makes of waiting NCQ commands that continue each other (0: one per command)' },
   { key: 'sactcoalesce', default: 'true', description: 'ahci PxSACT writes through KVM\'s coalesced MMIO ring (no exit per NCQ command\'s PxSACT write)' },
 ];
 

@@ -23,7 +23,7 @@ import type { PciDeviceModel } from '../pci-device.js';
 import {
   BlockDeviceError, BlockFile, bhyveSerial, blockBackendOptionsFromConfig,
 } from '../block/block-backend.js';
-import { AHCI_MAX_PORTS, IOPOOL_MIN_DEFAULT, IOPOOL_THREADS_DEFAULT } from './ahci-record.js';
+import { AHCI_MAX_PORTS, IOPOOL_MERGE_DEFAULT, IOPOOL_MIN_DEFAULT, IOPOOL_THREADS_DEFAULT } from './ahci-record.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
 import {
   AHCI_CAP, AHCI_CAP2, AHCI_CAP2_APST, AHCI_CAP_64BIT, AHCI_CAP_ISS_SHIFT, AHCI_CAP_NCS_SHIFT, AHCI_CAP_PMD,
@@ -43,7 +43,7 @@ import { AhciPort } from './ahci-port.js';
 
 export const AHCI_DEF_PORTS = 6;
 // The defaults its record documents (ahci-record.ts).
-export { AHCI_MAX_PORTS, IOPOOL_MIN_DEFAULT, IOPOOL_THREADS_DEFAULT };
+export { AHCI_MAX_PORTS, IOPOOL_MERGE_DEFAULT, IOPOOL_MIN_DEFAULT, IOPOOL_THREADS_DEFAULT };
 export const AHCI_BAR = 5;
 export const AHCI_VENDOR = 0x8086;
 export const AHCI_DEVICE = 0x2821;
@@ -94,7 +94,7 @@ export class AhciController extends PciEmulFunction {
   readonly pool: BlockIoPool | undefined;
 
   constructor(ctx: DeviceContext, configs: AhciPortConfig[],
-    opts: { regPage?: boolean; sactCoalesce?: boolean; ioThreads?: number; ioMin?: number; threadSact?: boolean } = {}) {
+    opts: { regPage?: boolean; sactCoalesce?: boolean; ioThreads?: number; ioMin?: number; ioMerge?: number; threadSact?: boolean } = {}) {
     super('ahci', ctx);
     let pi = 0;
     let last = -1;
@@ -155,7 +155,7 @@ export class AhciController extends PciEmulFunction {
       // themselves (PxSACT is a word of that page; ahci-port.ts).
       const words = pages && opts.threadSact !== false ? new Int32Array(pages.bytes.buffer, pages.bytes.byteOffset, pages.bytes.byteLength >> 2) : undefined;
       this.pool = new BlockIoPool(threads, helper?.memoryPath ? helper : undefined, disks.map((p) => p.backend), () => this.ctx.mem,
-        { page: words && { words, fd: pages!.fd } });
+        { page: words && { words, fd: pages!.fd }, mergeMax: opts.ioMerge ?? IOPOOL_MERGE_DEFAULT });
       disks.forEach((p, i) => p.useIoPool(this.pool!, i, opts.ioMin ?? IOPOOL_MIN_DEFAULT,
         words && { words, index: (AHCI_OFFSET + p.index * AHCI_STEP + AHCI_P_SACT) >> 2 }));
     }
@@ -397,6 +397,7 @@ export class AhciController extends PciEmulFunction {
       'io pool requests': this.pool?.submitted ?? 0, 'io pool requests done here': this.pool?.stolen ?? 0,
       'io pool threads up': this.pool?.workersUp ?? 0,
       'io pool requests held off': this.pool?.heldOff ?? 0,
+      'io pool requests merged': this.pool?.merged ?? 0,
     };
     for (const p of this.ports) {
       if (!p) continue;
@@ -431,6 +432,13 @@ function ioPoolMin(t: ConfigTree, node: string): number {
   return n;
 }
 
+function ioPoolMerge(t: ConfigTree, node: string): number {
+  const v = t.get(`${node}.iopool_merge`) ?? String(IOPOOL_MERGE_DEFAULT);
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n > 2 ** 30) throw new ConfigError(`ahci at ${node}: invalid iopool_merge "${v}" (bytes, at most 1 GiB; 0: no merging)`);
+  return n;
+}
+
 /** Reads `pci.B.S.F.port.N.*`, opens and locks every port's image, and
  * builds the controller. One clear line when an image cannot be used. */
 export function createAhci(ctx: DeviceContext, node: string, where: string): AhciController {
@@ -441,6 +449,7 @@ export function createAhci(ctx: DeviceContext, node: string, where: string): Ahc
       sactCoalesce: ctx.config.getBool(`${node}.sactcoalesce`, true),
       ioThreads: ioPoolThreads(ctx.config, node),
       ioMin: ioPoolMin(ctx.config, node),
+      ioMerge: ioPoolMerge(ctx.config, node),
     });
   } catch (e) {
     for (const c of configs) c.backend.close();

@@ -12,8 +12,11 @@ import { GuestMemory } from '../../sys/guest-memory.js';
 import { openGuestMemory } from '../../sys/guest-ram.js';
 import { mmap, preloadLibc, PROT_READ, PROT_WRITE } from '../../sys/libc.js';
 import { DEVICE_REQUEST, Doorbell } from '../../sys/doorbell.js';
+import { eventfdWrite } from '../../sys/eventfd.js';
 import { BlockFile } from './block-backend.js';
-import { CTL, finishRequest, POOL_POLL_MAX_NS, POOL_SLOTS, SLOT_INTS, SLOT_STATE, type IoPoolWorkerData } from './io-pool.js';
+import {
+  CTL, finishRequest, POOL_POLL_MAX_NS, POOL_SLOTS, serveReady, SLOT_INTS, SLOT_STATE, WORKER_STATE, WORKER_WORD, type IoPoolWorkerData,
+} from './io-pool.js';
 import { AdaptivePoll, PREEMPTED_NS } from '../virtio/adaptive-poll.js';
 
 const PREEMPTED_NS_BIG = BigInt(PREEMPTED_NS);
@@ -24,13 +27,20 @@ const ctl = new Int32Array(d.shared.ctl);
 const ints = new Int32Array(d.shared.slotsI);
 const f64 = new Float64Array(d.shared.slotsF);
 
-let doorbell: Doorbell | undefined;
+/** Rings whoever reaps (the device thread's doorbell, or the submitting
+ * thread's eventfd). */
+let ring: () => void = () => {};
+const myWord = WORKER_WORD + (d.index ?? 0);
 
 function main(): void {
   let kick: () => void = () => {};
-  if (!d.noKick) {
+  if (d.wakeFd !== undefined) {
+    const fd = d.wakeFd;
+    ring = () => { eventfdWrite(fd); };
+    kick = () => { if (Atomics.exchange(ctl, CTL.KICKED, 1) === 0) eventfdWrite(fd); };
+  } else if (!d.noKick) {
     const bell = Doorbell.attach(d.helper.doorbell);
-    doorbell = bell;
+    ring = () => bell.ring(DEVICE_REQUEST.POLL);
     kick = () => { if (Atomics.exchange(ctl, CTL.KICKED, 1) === 0) bell.ring(DEVICE_REQUEST.POLL); };
   }
   const mem = openGuestMemory(d.helper.memoryPath, d.helper.layout);
@@ -40,11 +50,19 @@ function main(): void {
   const onDone = () => { Atomics.add(ctl, CTL.DONE, 1); Atomics.notify(ctl, CTL.DONE); };
   const views: Uint8Array[] = [];
   const poll = new AdaptivePoll(POOL_POLL_MAX_NS);
+  Atomics.store(ctl, myWord, WORKER_STATE.RUNNING);
+  const mergeMax = d.mergeMax ?? 0;
+  const taken: number[] = [];
   Atomics.add(ctl, CTL.UP, 1);
   while (Atomics.load(ctl, CTL.STOP) === 0) {
     const seen = Atomics.load(ctl, CTL.SUBMITTED);
     let did = 0;
-    for (let i = 0; i < POOL_SLOTS; i++) {
+    if (mergeMax > 0) {
+      const r = serveReady(ints, f64, mem, files, views, page, onDone, mergeMax, taken);
+      did = r.did;
+      if (r.merged > 0) Atomics.add(ctl, CTL.MERGED, r.merged);
+      if (r.kick) kick();
+    } else for (let i = 0; i < POOL_SLOTS; i++) {
       const b = i * SLOT_INTS;
       if (Atomics.load(ints, b) !== SLOT_STATE.READY) continue;
       if (Atomics.compareExchange(ints, b, SLOT_STATE.READY, SLOT_STATE.TAKEN) !== SLOT_STATE.READY) continue;
@@ -80,5 +98,9 @@ try {
   // With no worker up the device thread does the requests itself at its
   // next poll: ring for it.
   Atomics.add(ctl, CTL.FAILED, 1);
-  doorbell?.ring(DEVICE_REQUEST.POLL);
+  try { ring(); } catch { /* nothing to ring */ }
+} finally {
+  Atomics.store(ctl, myWord, WORKER_STATE.ENDED);
+  Atomics.add(ctl, CTL.ENDED, 1);
+  Atomics.notify(ctl, CTL.ENDED);
 }

@@ -88,8 +88,25 @@ export const CTL = {
   SLEEPING: 6,
   /** Bumped by a worker whose spin lost its CPU (the host's CPUs are busy). */
   PREEMPTED: 7,
+  /** Workers that have left for good: returned from their loop after
+   * close(), failed in it, or could not load their module (the bundle
+   * loader reports that: workerData.loadFailure, one word per worker
+   * from WORKER_WORD). */
+  ENDED: 8,
+  /** Requests a worker did within a merged transfer (serveReady). */
+  MERGED: 10,
 } as const;
-const CTL_WORDS = 8;
+/** Per worker from here: WORKER_STATE.* (its load-failure report moves
+ * LOADING to LOAD_FAILED). */
+export const WORKER_WORD = 16;
+const MAX_WORKERS = 16;
+export const WORKER_STATE = { LOADING: 0, RUNNING: 1, ENDED: 2, LOAD_FAILED: 3 } as const;
+const CTL_WORDS = WORKER_WORD + MAX_WORKERS;
+/** Where a worker that could not load leaves why (the last one's). */
+const REASON_OFF = 4 * CTL_WORDS;
+const REASON_MAX = 256;
+/** Word 9: the length of that reason. */
+const REASON_LEN_WORD = 9;
 
 export interface IoPoolShared {
   ctl: SharedArrayBuffer;
@@ -106,6 +123,18 @@ export interface IoPoolWorkerData {
   page?: { fd: number; size: number };
   /** Unit tests: no doorbell (no vCPU to kick). */
   noKick?: boolean;
+  /** Instead of the device thread's doorbell, an eventfd the submitting
+   * thread sleeps on (virtio-blk's iothread): a completion writes it. */
+  wakeFd?: number;
+  /** This worker's word (WORKER_WORD + index). */
+  index?: number;
+  loadFailure?: {
+    sab: SharedArrayBuffer; stateWord: number; from: number; to: number;
+    reasonOffset: number; reasonMax: number; reasonLenWord: number;
+  };
+  /** Requests that continue each other are done as one transfer of at
+   * most this many bytes (serveReady); 0: one transfer per request. */
+  mergeMax?: number;
 }
 
 /** Does request `i`'s transfer with `mem` and `files`; returns the bytes
@@ -135,13 +164,110 @@ export function performRequest(i: number, ints: Int32Array, f64: Float64Array, m
  * for it. */
 export function finishRequest(i: number, ints: Int32Array, f64: Float64Array, mem: GuestMemory, files: BlockFile[], views: Uint8Array[],
   page: Int32Array | undefined, onDone: () => void): boolean {
+  return completeRequest(i, performRequest(i, ints, f64, mem, files, views), ints, f64, mem, page, onDone);
+}
+
+/** Bytes request `i` moves when all goes well (the sum of its segments). */
+function requestBytes(i: number, ints: Int32Array, f64: Float64Array): number {
   const b = i * SLOT_INTS;
   const fb = i * SLOT_F64;
-  const result = performRequest(i, ints, f64, mem, files, views);
+  let n = 0;
+  for (let s = 0; s < ints[b + SI.NSEG]; s++) n += f64[fb + SF.SEGS + 1 + 2 * s];
+  return n;
+}
+
+/**
+ * A worker's pass over the table with merging (`mergeMax` > 0): takes
+ * every READY request, then does those that continue each other (same
+ * file, same direction, each starting where the one before ends in the
+ * image) as one preadv/pwritev of at most `mergeMax` bytes, and completes
+ * each (finishRequest's steps) after it. A merged transfer that fails or
+ * comes up short is done again request by request, so each one's result
+ * is its own (a write or read of the same bytes again changes nothing).
+ * Requests in flight together may be done in any order, so merging them
+ * is what doing them one after another would be, with one system call.
+ * Returns how many were done and whether the device thread wants a ring.
+ */
+export function serveReady(ints: Int32Array, f64: Float64Array, mem: GuestMemory, files: BlockFile[], views: Uint8Array[],
+  page: Int32Array | undefined, onDone: () => void, mergeMax: number, taken: number[]): { did: number; merged: number; kick: boolean } {
+  taken.length = 0;
+  for (let i = 0; i < POOL_SLOTS; i++) {
+    const b = i * SLOT_INTS;
+    if (Atomics.load(ints, b) !== SLOT_STATE.READY) continue;
+    if (Atomics.compareExchange(ints, b, SLOT_STATE.READY, SLOT_STATE.TAKEN) !== SLOT_STATE.READY) continue;
+    taken.push(i);
+  }
+  return serveTaken(ints, f64, mem, files, views, page, onDone, mergeMax, taken);
+}
+
+/** serveReady's second half: does the requests `taken` (TAKEN by this
+ * thread), merged where they continue each other. */
+function serveTaken(ints: Int32Array, f64: Float64Array, mem: GuestMemory, files: BlockFile[], views: Uint8Array[],
+  page: Int32Array | undefined, onDone: () => void, mergeMax: number, taken: number[]): { did: number; merged: number; kick: boolean } {
+  if (taken.length === 0) return { did: 0, merged: 0, kick: false };
+  // By file, direction and image offset: runs that continue each other sit together.
+  if (taken.length > 1) {
+    taken.sort((x, y) => ints[x * SLOT_INTS + SI.FILE] - ints[y * SLOT_INTS + SI.FILE]
+      || ints[x * SLOT_INTS + SI.WRITE] - ints[y * SLOT_INTS + SI.WRITE]
+      || f64[x * SLOT_F64 + SF.OFFSET] - f64[y * SLOT_F64 + SF.OFFSET]);
+  }
+  let kick = false;
+  let together = 0;
+  for (let g = 0; g < taken.length;) {
+    const first = taken[g];
+    const file = ints[first * SLOT_INTS + SI.FILE];
+    const write = ints[first * SLOT_INTS + SI.WRITE];
+    let end = f64[first * SLOT_F64 + SF.OFFSET] + requestBytes(first, ints, f64);
+    let bytes = end - f64[first * SLOT_F64 + SF.OFFSET];
+    let h = g + 1;
+    while (h < taken.length) {
+      const i = taken[h];
+      const n = requestBytes(i, ints, f64);
+      if (ints[i * SLOT_INTS + SI.FILE] !== file || ints[i * SLOT_INTS + SI.WRITE] !== write
+        || f64[i * SLOT_F64 + SF.OFFSET] !== end || bytes + n > mergeMax) break;
+      end += n;
+      bytes += n;
+      h++;
+    }
+    if (h - g === 1) {
+      if (finishRequest(first, ints, f64, mem, files, views, page, onDone)) kick = true;
+      g = h;
+      continue;
+    }
+    let merged = -1;
+    const f = files[file];
+    views.length = 0;
+    try {
+      for (let k = g; k < h; k++) {
+        const i = taken[k];
+        const fb = i * SLOT_F64;
+        for (let s = 0; s < ints[i * SLOT_INTS + SI.NSEG]; s++) mem.slices(f64[fb + SF.SEGS + 2 * s], f64[fb + SF.SEGS + 1 + 2 * s], views);
+      }
+      if (f) merged = write ? f.writev(views, f64[first * SLOT_F64 + SF.OFFSET]) : f.readv(views, f64[first * SLOT_F64 + SF.OFFSET]);
+    } catch {
+      merged = -1;
+    } finally {
+      views.length = 0;
+    }
+    if (merged === bytes) together += h - g;
+    for (let k = g; k < h; k++) {
+      const i = taken[k];
+      const r = merged === bytes ? requestBytes(i, ints, f64) : performRequest(i, ints, f64, mem, files, views);
+      if (completeRequest(i, r, ints, f64, mem, page, onDone)) kick = true;
+    }
+    g = h;
+  }
+  return { did: taken.length, merged: together, kick };
+}
+
+/** finishRequest's second half: request `i` moved `result` bytes (-1: failed). */
+function completeRequest(i: number, result: number, ints: Int32Array, f64: Float64Array, mem: GuestMemory,
+  page: Int32Array | undefined, onDone: () => void): boolean {
+  const b = i * SLOT_INTS;
+  const fb = i * SLOT_F64;
   ints[b + SI.RESULT] = result;
   const flags = ints[b + SI.FLAGS];
-  let expected = 0;
-  for (let s = 0; s < ints[b + SI.NSEG]; s++) expected += f64[fb + SF.SEGS + 1 + 2 * s];
+  const expected = requestBytes(i, ints, f64);
   const ok = result === expected;
   if (flags & FLAG.POST) {
     const last = ok ? ints[b + SI.POST + 3] : ints[b + SI.POST_ERR];
@@ -230,14 +356,18 @@ export class BlockIoPool {
 
   /** The register page `clear` requests change (as 32-bit words). */
   private readonly page: Int32Array | undefined;
+  /** Merged transfers up to this many bytes (serveReady; 0: none). */
+  private readonly mergeMax: number;
+  private readonly taken: number[] = [];
 
   constructor(threads: number, helper: HelperThreadData | undefined, private readonly files: BlockFile[],
     private readonly mem: () => GuestMemory,
-    opts: { noKick?: boolean; workerUrl?: URL; page?: { words: Int32Array; fd?: number }; holdOff?: number } = {}) {
+    opts: { noKick?: boolean; workerUrl?: URL; page?: { words: Int32Array; fd?: number }; holdOff?: number; wakeFd?: number; mergeMax?: number } = {}) {
     this.page = opts.page?.words;
+    this.mergeMax = opts.mergeMax ?? 0;
     this.holdOffLength = opts.holdOff ?? POOL_HOLD_OFF;
     this.shared = {
-      ctl: new SharedArrayBuffer(4 * CTL_WORDS),
+      ctl: new SharedArrayBuffer(REASON_OFF + REASON_MAX),
       slotsI: new SharedArrayBuffer(4 * SLOT_INTS * POOL_SLOTS),
       slotsF: new SharedArrayBuffer(8 * SLOT_F64 * POOL_SLOTS),
     };
@@ -245,11 +375,11 @@ export class BlockIoPool {
     this.ints = new Int32Array(this.shared.slotsI);
     this.f64 = new Float64Array(this.shared.slotsF);
     this.workerData = helper && threads > 0 ? {
-      helper, shared: this.shared, noKick: opts.noKick,
+      helper, shared: this.shared, noKick: opts.noKick, wakeFd: opts.wakeFd, mergeMax: opts.mergeMax,
       files: files.map((f) => ({ fd: f.descriptor, size: f.size, options: f.options })),
       page: opts.page?.fd !== undefined ? { fd: opts.page.fd, size: opts.page.words.byteLength } : undefined,
     } : undefined;
-    this.threads = threads;
+    this.threads = Math.min(threads, MAX_WORKERS);
     this.workerUrl = opts.workerUrl;
     for (let i = POOL_SLOTS - 1; i >= 0; i--) this.free.push(i);
     this.canClear = this.page !== undefined && (this.workerData === undefined || this.workerData.page !== undefined);
@@ -266,9 +396,19 @@ export class BlockIoPool {
     this.workerData = undefined;
     if (!data) return;
     for (let t = 0; t < this.threads; t++) {
-      const w = new Worker(this.workerUrl ?? new URL('./io-pool-worker.js', import.meta.url), { workerData: data, stdout: false, stderr: false });
+      const loadFailure = {
+        sab: this.shared.ctl, stateWord: WORKER_WORD + t, from: WORKER_STATE.LOADING, to: WORKER_STATE.LOAD_FAILED,
+        reasonOffset: REASON_OFF, reasonMax: REASON_MAX, reasonLenWord: REASON_LEN_WORD,
+      };
+      const w = new Worker(this.workerUrl ?? new URL('./io-pool-worker.js', import.meta.url),
+        { workerData: { ...data, index: t, loadFailure }, stdout: false, stderr: false });
       // The device thread never returns to its event loop while the guest
-      // runs: the worker reports through the control words only.
+      // runs: the worker reports through the control words only (a module
+      // that cannot load: the bundle loader's report, above). Where the
+      // loop does run, an error is not thrown again from the event.
+      w.on('error', () => {
+        Atomics.compareExchange(this.ctl, WORKER_WORD + t, WORKER_STATE.LOADING, WORKER_STATE.LOAD_FAILED);
+      });
       w.unref();
       this.workers.push(w);
     }
@@ -279,6 +419,25 @@ export class BlockIoPool {
 
   /** Workers up and waiting. */
   get workersUp(): number { return Atomics.load(this.ctl, CTL.UP); }
+
+  /** Workers started whose module could not load. */
+  get workersFailedToLoad(): number {
+    let n = 0;
+    for (let t = 0; t < this.workers.length; t++) if (Atomics.load(this.ctl, WORKER_WORD + t) === WORKER_STATE.LOAD_FAILED) n++;
+    return n;
+  }
+
+  /** Why the last worker that could not load did not. */
+  loadError(): string {
+    const n = Atomics.load(this.ctl, REASON_LEN_WORD);
+    return Buffer.from(new Uint8Array(this.shared.ctl, REASON_OFF, n)).toString('utf8');
+  }
+
+  /** Completions so far (workers' and this thread's): a thread that
+   * polls for them watches this change. */
+  get completions(): number { return Atomics.load(this.ctl, CTL.DONE); }
+  /** Requests the workers did within merged transfers. */
+  get merged(): number { return Atomics.load(this.ctl, CTL.MERGED); }
 
   /** Hands a transfer to the pool; `done` runs on this thread (in reap or
    * drain) with the bytes moved or -1. False when the pool is full, the
@@ -359,11 +518,40 @@ export class BlockIoPool {
     if (this.inFlight === 0) return 0;
     // The oldest request is owned[0]: nothing is stale while it is young.
     if (performance.now() - this.submittedAt[this.owned[0]] < minAgeMs) return 0;
+    // A worker in the middle of a transfer (a merged one takes a while)
+    // takes the waiting requests next: it has a CPU.
+    if (this.workers.length > 0 && this.workerBusy()) return 0;
     const before = this.stolen;
     this.stealReady(minAgeMs);
     const n = this.stolen - before;
     if (n > 0 && this.workers.length > 0) this.holdOffAgain();
     return n;
+  }
+
+  /** Does the oldest request no worker has taken yet here (the submitting
+   * thread, with nothing else to do, helps its workers rather than wait
+   * for them); reap() completes it. False when none is waiting. Unlike
+   * stealStale, no sign that the workers lack a CPU: no hold-off. */
+  runOneReady(): boolean {
+    const owned = this.owned;
+    for (let k = 0; k < owned.length; k++) {
+      const i = owned[k];
+      const b = i * SLOT_INTS;
+      if (Atomics.load(this.ints, b + SI.STATE) !== SLOT_STATE.READY) continue;
+      if (Atomics.compareExchange(this.ints, b + SI.STATE, SLOT_STATE.READY, SLOT_STATE.TAKEN) !== SLOT_STATE.READY) continue;
+      finishRequest(i, this.ints, this.f64, this.mem(), this.files, this.views, this.page, () => {});
+      this.stolen++;
+      this.doneHere[i] = 1;
+      return true;
+    }
+    return false;
+  }
+
+  /** Whether a worker holds a request (TAKEN): this thread takes them
+   * only inside stealReady, which finishes them before it returns. */
+  private workerBusy(): boolean {
+    for (const i of this.owned) if (Atomics.load(this.ints, i * SLOT_INTS + SI.STATE) === SLOT_STATE.TAKEN) return true;
+    return false;
   }
 
   /** Finishes every request now: does the waiting ones here, waits for
@@ -393,16 +581,26 @@ export class BlockIoPool {
   private stealReady(minAgeMs: number): void {
     const now = performance.now();
     const owned = this.owned;
+    const taken = this.taken;
+    taken.length = 0;
     for (let k = 0; k < owned.length; k++) {
       const i = owned[k];
       const b = i * SLOT_INTS;
       if (now - this.submittedAt[i] < minAgeMs) break; // oldest first: the rest are younger
       if (Atomics.load(this.ints, b + SI.STATE) !== SLOT_STATE.READY) continue;
       if (Atomics.compareExchange(this.ints, b + SI.STATE, SLOT_STATE.READY, SLOT_STATE.TAKEN) !== SLOT_STATE.READY) continue;
-      finishRequest(i, this.ints, this.f64, this.mem(), this.files, this.views, this.page, () => {});
+      taken.push(i);
       this.stolen++;
       this.doneHere[i] = 1;
     }
+    if (taken.length === 0) return;
+    if (this.mergeMax > 0) {
+      const r = serveTaken(this.ints, this.f64, this.mem(), this.files, this.views, this.page, () => {}, this.mergeMax, taken);
+      if (r.merged > 0) Atomics.add(this.ctl, CTL.MERGED, r.merged);
+    } else {
+      for (const i of taken) finishRequest(i, this.ints, this.f64, this.mem(), this.files, this.views, this.page, () => {});
+    }
+    taken.length = 0;
   }
 
   private completeDone(): number {
@@ -441,6 +639,27 @@ export class BlockIoPool {
     // Not terminate(): Node 20 aborts the process when a worker is
     // terminated while koffi initialises (see virtio/blk-iothread.ts); a
     // stopped worker returns from its loop and ends by itself.
+    this.started = this.workers.length;
     this.workers.length = 0;
+  }
+
+  private started = 0;
+
+  /** After close(): waits (bounded) until every worker started has left
+   * (or could not load). A thread that started workers must not end
+   * before them: its end terminates them, and a worker terminated while
+   * koffi initialises aborts the process (Node 20). True when all left. */
+  awaitWorkersEnded(timeoutMs = 10_000): boolean {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      let left = 0;
+      for (let t = 0; t < this.started; t++) {
+        const s = Atomics.load(this.ctl, WORKER_WORD + t);
+        if (s === WORKER_STATE.ENDED || s === WORKER_STATE.LOAD_FAILED) left++;
+      }
+      if (left === this.started) return true;
+      if (Date.now() > deadline) return false;
+      Atomics.wait(this.ctl, CTL.ENDED, Atomics.load(this.ctl, CTL.ENDED), 5);
+    }
   }
 }

@@ -41,6 +41,7 @@
 
 import type { AccessSize, Device, DeviceContext, DeviceTimer } from '../device.js';
 import type { MemoryLayout } from '../../sys/memory-map.js';
+import { utcOffsetSeconds } from '../../sys/localtime.js';
 
 export const IO_RTC = 0x70;
 export const RTC_IRQ = 8;
@@ -171,7 +172,7 @@ export class Rtc implements Device {
   hostTime(): number {
     const ms = this.nowMs();
     let t = Math.floor(ms / 1000);
-    if (this.localtime) t -= new Date(ms).getTimezoneOffset() * 60;
+    if (this.localtime) t += utcOffsetSeconds(t) ?? -new Date(ms).getTimezoneOffset() * 60;
     return t;
   }
 

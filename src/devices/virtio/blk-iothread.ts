@@ -47,6 +47,9 @@ export const IOT = {
   WAKEUPS: IOTHREAD_FIRST_COUNTER + 1,
   /** Batches the iothread found by spinning on the ring (no wake-up). */
   POLL_HITS: IOTHREAD_FIRST_COUNTER + 2,
+  /** Reads its reader threads did (handed over; some may be taken back
+   * and done by the iothread when no reader got a CPU in time). */
+  TO_READERS: IOTHREAD_FIRST_COUNTER + 3,
 } as const;
 
 /** Everything the iothread worker gets, structured-clonable. */
@@ -66,6 +69,18 @@ export interface BlkIothreadData extends IothreadChannel {
   pollHoldOff?: number;
   /** For unit tests: do not kick the device thread (no vCPU to kick). */
   noKick?: boolean;
+  /** Reader threads for large reads (0: none; virtio-blk.ts ParallelReads). */
+  readers?: number;
+  /** The smallest read (data bytes) they get. */
+  readerMinBytes?: number;
+  /** Large reads the iothread does itself after a sign that the readers
+   * lack a CPU (io-pool.ts POOL_HOLD_OFF when absent; unit tests on a
+   * loaded host use 0). */
+  readerHoldOff?: number;
+  /** False: the iothread never does a read it handed to them (tests). */
+  helpReaders?: boolean;
+  /** Their module (io-pool-worker.js unless given: tests). */
+  readerWorkerUrl?: string;
 }
 
 /** The device thread's handle on a running iothread; takeInterrupts() is
@@ -78,4 +93,5 @@ export class BlkIothread extends IothreadHandle {
   get completed(): number { return this.counter(IOT.COMPLETED); }
   get wakeups(): number { return this.counter(IOT.WAKEUPS); }
   get pollHits(): number { return this.counter(IOT.POLL_HITS); }
+  get toReaders(): number { return this.counter(IOT.TO_READERS); }
 }

@@ -13,6 +13,7 @@ import { queueInterruptSender } from './queue-irqfd.js';
 import type { Virtqueue } from './virtqueue.js';
 import { VirtioNet, VTNET_RXQ, VTNET_TXQ } from './virtio-net.js';
 import { createQueues } from './virtio-device.js';
+import { TxHandover } from './net-tx-handover.js';
 
 // koffi is initialised while this worker counts as loading (net-iothread.ts).
 preloadLibc();
@@ -32,12 +33,14 @@ function main(): void {
   const port = fdNetPort(d.netFd);
   const dev = new VirtioNet({ mac: d.device.mac, mtu: d.device.mtu, zeroCopy: d.device.zeroCopy, iothread: false }, port);
   dev.ackFeatures(d.ackedFeatures);
+  const handover = d.txHandover ? new TxHandover(d.txHandover) : undefined;
+  dev.txHandoverThread = handover;
   // Take the queues, unless the device thread already asked us to stop.
   if (!ctl.take()) return;
   let broken = false;
   let rxQueue: Virtqueue | null = null;
   try {
-    const queues = createQueues(mem, d.transmit ? d.layouts : [d.layouts[VTNET_RXQ] ?? null, null], d.ackedFeatures, d.queueMaxSizes);
+    const queues = createQueues(mem, d.transmit || handover ? d.layouts : [d.layouts[VTNET_RXQ] ?? null, null], d.ackedFeatures, d.queueMaxSizes);
     rxQueue = queues[VTNET_RXQ] ?? null;
     dev.activate({
       mem,
@@ -55,11 +58,14 @@ function main(): void {
   }
   let rx = 0;
   let tx = 0;
+  let rxBytes = 0;
   const publish = (): void => {
     ctl.add(NIOT.RX_FRAMES, dev.stats.rxFrames - rx);
     ctl.add(NIOT.TX_FRAMES, dev.stats.txFrames - tx);
+    handover?.addRx(dev.stats.rxBytes - rxBytes);
     rx = dev.stats.rxFrames;
     tx = dev.stats.txFrames;
+    rxBytes = dev.stats.rxBytes;
   };
   // Notifies and frames may have come before this thread was up.
   if (!broken) {

@@ -74,6 +74,9 @@ export interface NetIothreadData extends IothreadChannel {
   /** The transmit queue is the thread's too (else only the receive queue:
    * the device thread sends on each transmit notify exit). */
   transmit: boolean;
+  /** iothread_tx=switch: the transmit queue is the thread's while this
+   * block says so (net-tx-handover.ts); its notifies come forwarded. */
+  txHandover?: SharedArrayBuffer;
   ackedFeatures: bigint;
   queueMaxSizes: number[];
   layouts: Array<VirtqueueLayout | null>;

@@ -11,6 +11,17 @@ import { VIRTIO_PCI_KEYS } from './virtio-pci-keys.js';
  * ns). BHYVE_IOTHREAD_POLL_US overrides it, for benchmarks. */
 export const IOTHREAD_POLL_US = Number(process.env.BHYVE_IOTHREAD_POLL_US ?? 32);
 
+/** Default of iothreadReaders: threads beside the iothread that do its
+ * large reads (virtio-blk.ts READER_MIN_BYTES and up), several at once,
+ * as QEMU's thread pool does. None: on the 2-CPU hosts we measured (one
+ * CPU taken by the polling vCPU, the host loaded) they never made the
+ * sequential read faster, and their start-up took CPU from the write
+ * phase (bench/virtio-blk.mjs --readers 0,2). BHYVE_IOTHREAD_READERS
+ * overrides it, for benchmarks. */
+export const IOTHREAD_READERS = Number(process.env.BHYVE_IOTHREAD_READERS ?? 0);
+/** Most reader threads accepted. */
+export const IOTHREAD_READERS_MAX = 8;
+
 /** Whether `pci.B.S.F.iothread` defaults to on. Off: on the hosts we
  * measured (kvm_pvm, 2 CPUs) the notify exit with the I/O done inline is
  * faster in every figure of bench/virtio-blk.mjs (BENCHMARKS.md). */
@@ -25,6 +36,7 @@ export const virtioBlkDevice: PciDeviceRecord = {
     ...BLOCKIF_KEYS,
     { key: 'iothread', default: String(IOTHREAD_DEFAULT), description: 'serve the request queue on its own thread, fed by an ioeventfd' },
     { key: 'iothread_poll_us', default: String(IOTHREAD_POLL_US), description: 'longest time the iothread spins on the queue before it sleeps (adaptive; 0: never)' },
+    { key: 'iothread_readers', default: String(IOTHREAD_READERS), description: 'threads that do the iothread\'s large reads, several at once (0: the iothread does them)' },
     ...VIRTIO_PCI_KEYS,
   ],
   bootable: true,

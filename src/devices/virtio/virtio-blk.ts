@@ -40,10 +40,21 @@ import type { PciDeviceModel } from '../pci-device.js';
 import { createVirtioPci } from './virtio-pci.js';
 import { VirtioDeviceBase, type VirtioActivation } from './virtio-device.js';
 import { VirtqueueError, type DescriptorChain, type Virtqueue } from './virtqueue.js';
+import { POOL_MAX_SEGS, type BlockIoPool } from '../block/io-pool.js';
+import type { GuestMemory } from '../../sys/guest-memory.js';
 
 // The record's defaults (virtio-blk-record.ts), used here.
-import { IOTHREAD_DEFAULT, IOTHREAD_POLL_US } from './virtio-blk-record.js';
-export { IOTHREAD_DEFAULT, IOTHREAD_POLL_US };
+import { IOTHREAD_DEFAULT, IOTHREAD_POLL_US, IOTHREAD_READERS, IOTHREAD_READERS_MAX } from './virtio-blk-record.js';
+export { IOTHREAD_DEFAULT, IOTHREAD_POLL_US, IOTHREAD_READERS, IOTHREAD_READERS_MAX };
+
+/** The smallest read (data bytes) the iothread hands to its reader
+ * threads: smaller ones cost less done at once than the hand-over. */
+export const READER_MIN_BYTES = 64 * 1024;
+/** A read no reader took for this long (they wait for a CPU) is done by
+ * the iothread (io-pool.ts stealStale; as AHCI and NVMe). */
+const READER_STEAL_AFTER_MS = 0.5;
+/** handle(): the request went to a reader thread; it completes later. */
+const DEFERRED = -1;
 
 // The backend moved to ../block/; its names stay importable from here.
 export { BlockDeviceError, BlockFile, parseSectorSize };
@@ -67,6 +78,18 @@ export interface BlockOptions extends BlockBackendOptions {
   /** Longest window the iothread spins on the ring for the next request
    * before it sleeps (adaptive-poll.ts), microseconds; 0: never spins. */
   iothreadPollUs?: number;
+  /** Reader threads of the iothread for large reads (0: the iothread does
+   * every read itself). */
+  iothreadReaders?: number;
+}
+
+/** The iothread's reader threads (blk-iothread-worker.ts): reads of at
+ * least `minBytes` go to `pool`, which moves the data between the image
+ * and its own mapping of guest RAM; the iothread completes them. */
+export interface ParallelReads {
+  pool: BlockIoPool;
+  mem: GuestMemory;
+  minBytes: number;
 }
 
 /** Largest iothread_poll_us accepted (1 ms). */
@@ -84,6 +107,14 @@ export function blockOptionsFromConfig(tree: ConfigTree, node: string): BlockOpt
       throw new BlockDeviceError(`virtio-blk at ${node}: iothread_poll_us=${poll}: use 0 (no polling) to ${IOTHREAD_POLL_US_MAX} microseconds`);
     }
     opts.iothreadPollUs = us;
+  }
+  const readers = tree.get(`${node}.iothread_readers`);
+  if (readers !== undefined) {
+    const n = /^\d+$/.test(readers) ? Number(readers) : NaN;
+    if (!(n <= IOTHREAD_READERS_MAX)) {
+      throw new BlockDeviceError(`virtio-blk at ${node}: iothread_readers=${readers}: use 0 (the iothread reads) to ${IOTHREAD_READERS_MAX}`);
+    }
+    opts.iothreadReaders = n;
   }
   return opts;
 }
@@ -135,11 +166,18 @@ export class VirtioBlock extends VirtioDeviceBase {
   private releaseOffload: () => void = () => {};
   /** The iothread's module (tests start one that cannot load). */
   protected iothreadWorkerUrl: URL | undefined;
+  /** Its reader threads' module (likewise). */
+  protected readerWorkerUrl: URL | undefined;
   /** The iothread that owns the queue while the driver runs, if any. */
   iothread: BlkIothread | undefined;
   /** Counters of iothreads that have stopped, and notifies this thread
    * handed to one (bhyvectl --get-stats). */
-  private readonly offloaded = { requests: 0, wakeups: 0, pollHits: 0, forwarded: 0 };
+  private readonly offloaded = { requests: 0, wakeups: 0, pollHits: 0, forwarded: 0, toReaders: 0 };
+  /** On the iothread: where large reads go (none: done in place). */
+  readers: ParallelReads | undefined;
+  /** Reads handed to the reader threads. */
+  readsToReaders = 0;
+  private readonly segs: Array<[number, number]> = [];
 
   /** Opens (and locks) the image; throws BlockDeviceError with one clear
    * line when it cannot. */
@@ -211,6 +249,9 @@ export class VirtioBlock extends VirtioDeviceBase {
       queueMaxSizes: [...this.queueMaxSizes],
       layouts: queues.map((q) => (q ? { ...q.layout } : null)),
       pollUs: this.opts.iothreadPollUs ?? IOTHREAD_POLL_US,
+      readers: this.opts.iothreadReaders ?? IOTHREAD_READERS,
+      readerMinBytes: READER_MIN_BYTES,
+      readerWorkerUrl: this.readerWorkerUrl?.href,
     }, this.iothreadWorkerUrl);
     return queues.map((q) => (q ? this.iothread!.notifyFd : undefined));
   }
@@ -237,6 +278,7 @@ export class VirtioBlock extends VirtioDeviceBase {
     this.offloaded.requests += t.completed;
     this.offloaded.wakeups += t.wakeups;
     this.offloaded.pollHits += t.pollHits;
+    this.offloaded.toReaders += t.toReaders;
     this.iothread = undefined;
   }
 
@@ -248,6 +290,7 @@ export class VirtioBlock extends VirtioDeviceBase {
       'requests served on the iothread': this.offloaded.requests + (t?.completed ?? 0),
       'iothread wakeups': this.offloaded.wakeups + (t?.wakeups ?? 0),
       'iothread batches found by polling': this.offloaded.pollHits + (t?.pollHits ?? 0),
+      'iothread reads done by its reader threads': this.offloaded.toReaders + (t?.toReaders ?? 0),
       'notifies forwarded to the iothread': this.offloaded.forwarded,
     };
   }
@@ -295,7 +338,7 @@ export class VirtioBlock extends VirtioDeviceBase {
     try {
       do {
         queue.disableNotification(true);
-        while (queue.pop(chain) !== null) queue.pushUsed(chain.head, this.handle(chain));
+        while (queue.pop(chain) !== null) this.serveChain(queue, chain);
         this.signalUsed(index, queue);
       } while (queue.enableNotification());
     } catch (e) {
@@ -311,16 +354,101 @@ export class VirtioBlock extends VirtioDeviceBase {
     if (!queue || this.needsResetReason !== undefined) return;
     const chain = this.scratchChain;
     try {
-      while (queue.pop(chain) !== null) queue.pushUsed(chain.head, this.handle(chain));
+      while (queue.pop(chain) !== null) this.serveChain(queue, chain);
       this.signalUsed(index, queue);
     } catch (e) {
       this.fail(e);
     }
   }
 
+  /** Completes a popped chain, or hands it to a reader thread. */
+  private serveChain(queue: Virtqueue, chain: DescriptorChain): void {
+    const used = this.handle(chain, queue);
+    if (used !== DEFERRED) queue.pushUsed(chain.head, used);
+  }
+
+  /** For the iothread: completes the reads its reader threads finished
+   * (and does those no reader took in time); true when any completed. */
+  reapReads(): boolean {
+    const r = this.readers;
+    const queue = this.queues?.[0];
+    if (!r || !queue || r.pool.pending === 0) return false;
+    try {
+      r.pool.stealStale(READER_STEAL_AFTER_MS);
+      if (r.pool.reap() === 0) return false;
+      this.signalUsed(0, queue);
+    } catch (e) {
+      this.fail(e);
+    }
+    return true;
+  }
+
+  /** For the iothread with nothing else to do: does one read that no
+   * reader has taken yet (it completes at the next reapReads). */
+  helpWithRead(): boolean {
+    const r = this.readers;
+    if (!r || r.pool.pending === 0) return false;
+    try {
+      return r.pool.runOneReady();
+    } catch (e) {
+      this.fail(e);
+      return false;
+    }
+  }
+
+  /** Waits for every read in flight on a reader thread and completes it:
+   * before a request that must not overlap one (writes, FLUSH, ...), and
+   * before the iothread stops (after that no thread touches guest memory
+   * for the device). */
+  finishReads(): void {
+    const r = this.readers;
+    const queue = this.queues?.[0];
+    if (!r || r.pool.pending === 0) return;
+    r.pool.drain();
+    try {
+      if (queue) this.signalUsed(0, queue);
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+
+  /** A read of `len` bytes at `sector` into the chain's writable buffers,
+   * handed to a reader thread; false when it cannot take it (too many
+   * segments, the pool full, held off, no reader up yet): do it here. */
+  private readOnReader(queue: Virtqueue, chain: DescriptorChain, statusSeg: Uint8Array, sector: number, len: number): boolean {
+    const r = this.readers!;
+    const views = chain.writableViews(0, len, this.iov);
+    const segs = this.segs;
+    segs.length = 0;
+    for (let i = 0; i < views.length; i++) {
+      const v = views[i];
+      const gpa = r.mem.gpaOf(v);
+      if (gpa < 0) return false;
+      const last = segs[segs.length - 1];
+      if (last !== undefined && last[0] + last[1] === gpa) last[1] += v.length;
+      else if (segs.length === POOL_MAX_SEGS) return false;
+      else segs.push([gpa, v.length]);
+    }
+    const head = chain.head;
+    const ok = r.pool.submit(0, false, sector * VIRTIO_BLK_SECTOR_SIZE, segs.map((x) => [x[0], x[1]] as const), (n) => {
+      const good = n === len;
+      statusSeg[statusSeg.length - 1] = good ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
+      this.stats.requests++;
+      if (good) { this.stats.reads++; this.stats.bytesRead += len; } else this.stats.ioErrors++;
+      try {
+        queue.pushUsed(head, good ? len + 1 : 1);
+      } catch (e) {
+        this.fail(e);
+      }
+    });
+    if (ok) this.readsToReaders++;
+    return ok;
+  }
+
   /** Executes one request; returns the used length (status byte plus data
-   * written into the chain). */
-  private handle(chain: DescriptorChain): number {
+   * written into the chain), or DEFERRED for a read a reader thread does
+   * (the iothread's readers; `queue` given). */
+  private handle(chain: DescriptorChain, queue?: Virtqueue): number {
     const w = chain.writableLength;
     if (w < 1) {
       // Nowhere to put the status byte: hand the chain back untouched.
@@ -336,10 +464,17 @@ export class VirtioBlock extends VirtioDeviceBase {
         const lo = this.hdrView.getUint32(8, true);
         const hi = this.hdrView.getUint32(12, true);
         const sector = hi >= 0x200000 ? Number.MAX_SAFE_INTEGER : hi * 0x100000000 + lo;
+        // Reads in flight on reader threads finish before anything that
+        // changes the image (or must follow them: FLUSH), as bhyve's
+        // blockif holds back a request that overlaps one in flight.
+        if (type !== VIRTIO_BLK_T_IN && type !== VIRTIO_BLK_T_GET_ID) this.finishReads();
         switch (type) {
           case VIRTIO_BLK_T_IN: {
             const len = w - 1;
             if (this.rangeOk(sector, len)) {
+              if (queue && this.readers && len >= this.readers.minBytes && this.readOnReader(queue, chain, statusSeg, sector, len)) {
+                return DEFERRED;
+              }
               const views = chain.writableViews(0, len, this.iov);
               const n = this.file.readv(views, sector * VIRTIO_BLK_SECTOR_SIZE);
               if (n === len) {

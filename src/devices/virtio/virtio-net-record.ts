@@ -17,7 +17,7 @@ export const NET_IOTHREAD_DEFAULT = true;
  * stream to the host gained 1.3x, but its receiving stream lost 0.78x (its
  * ACKs written on the I/O thread between the frames it reads), so it is not
  * the default (BENCHMARKS.md). */
-export const NET_IOTHREAD_TX_DEFAULT: boolean | 'auto' = false;
+export const NET_IOTHREAD_TX_DEFAULT: boolean | 'auto' | 'switch' = false;
 /** Whether `pci.B.S.F.irqfd` defaults to on. */
 export const NET_IRQFD_DEFAULT = true;
 /** Default of `pci.B.S.F.iothread_poll_us`. */
@@ -42,7 +42,7 @@ export const virtioNetDevice: PciDeviceRecord = {
     { key: 'mac', description: 'MAC address (default: derived from the VM name and slot)' },
     { key: 'mtu', default: '1500', description: 'MTU offered to the guest' },
     { key: 'iothread', default: String(NET_IOTHREAD_DEFAULT), description: 'receive frames on a thread of its own, fed by an ioeventfd and the backend' },
-    { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd); auto: when the driver uses MSI-X queue vectors' },
+    { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd); auto: when the driver uses MSI-X queue vectors; switch: for such a driver, moved between the notify exit and that thread by the direction of the traffic' },
     { key: 'irqfd', default: String(NET_IRQFD_DEFAULT), description: 'that thread raises MSI-X queue interrupts by irqfd, not through vCPU 0' },
     { key: 'iothread_poll_us', default: String(NET_IOTHREAD_POLL_US), description: 'microseconds the I/O thread watches for receive buffers while a frame waits, before sleeping' },
     { key: 'iothread_refill_us', default: String(NET_IOTHREAD_REFILL_US), description: 'microseconds the I/O thread sleeps, when the driver adds a receive buffer after running out, for it to add more' },

@@ -31,12 +31,17 @@
 // choice is made at DRIVER_OK, once for the run: the I/O thread when the
 // driver gave its queues MSI-X vectors (it waits on interrupts), the exit
 // when it polls.
-// One thread owns the transmit queue from DRIVER_OK to reset.
+// With switch the transmit queue moves between the two while the driver
+// runs, by the direction of the traffic (net-tx-handover.ts): for a driver
+// with MSI-X vectors the I/O thread while the guest sends more than it
+// receives and the exit while it receives a stream (its frames are ACKs);
+// for a driver that polls the other way round.
+// Otherwise one thread owns the transmit queue from DRIVER_OK to reset.
 //
 // Options (bhyve's): mac=xx:xx:xx:xx:xx:xx (unicast, nonzero; default from
 // net_genmac: 00:a0:98 then the first three bytes of MD5("slot-func-vmname")),
 // mtu=N (ETHERMIN..65535, also offers VIRTIO_NET_F_MTU). Ours: iothread=BOOL,
-// iothread_tx=BOOL|auto.
+// iothread_tx=BOOL|auto|switch.
 
 import type { ConfigTree } from '../../config/tree.js';
 import { ConfigError } from '../../config/tree.js';
@@ -47,6 +52,8 @@ import { attachNetBackend, TAP_READ_BYTES, type NetBackendTransfer, type NetPort
 import { armFdWaker, disarmFdWaker } from '../fd-waker.js';
 import type { HelperThreadData } from '../device.js';
 import { NetIothread } from './net-iothread.js';
+import { IOTHREAD_STATE } from './iothread-control.js';
+import { TX_EXIT_BUSY, TX_THREAD, TxHandover } from './net-tx-handover.js';
 import type { QueueIrqfdChannel } from './queue-irqfd.js';
 import { netGenMac, parseMac } from '../net/net-utils.js';
 import type { HostPortLookup } from './host-ports.js';
@@ -92,8 +99,10 @@ export interface NetOptions {
   /** The I/O thread serves the transmit queue too (default:
    * NET_IOTHREAD_TX_DEFAULT); false: transmit notifies exit to the device
    * thread, which sends at once; 'auto': the I/O thread when the driver
-   * has MSI-X vectors on its queues at DRIVER_OK. */
-  iothreadTx?: boolean | 'auto';
+   * has MSI-X vectors on its queues at DRIVER_OK; 'switch': handed
+   * between the exit and the thread by the direction of the traffic while
+   * the driver runs (net-tx-handover.ts). */
+  iothreadTx?: IothreadTx;
   /** The I/O thread raises queue interrupts by irqfd (KVM injects the
    * queue's MSI-X message) rather than through the device thread (default:
    * NET_IRQFD_DEFAULT). */
@@ -127,11 +136,15 @@ function parseMicros(key: string, s: string | undefined, dflt: number, max: numb
   return n;
 }
 
-/** iothread_tx: a bool, or auto (decided at DRIVER_OK). */
-function parseIothreadTx(config: ConfigTree, path: string): boolean | 'auto' {
+export type IothreadTx = boolean | 'auto' | 'switch';
+
+/** iothread_tx: a bool, auto (decided at DRIVER_OK) or switch (while the
+ * driver runs). */
+function parseIothreadTx(config: ConfigTree, path: string): IothreadTx {
   const v = config.get(path);
   if (v === undefined) return NET_IOTHREAD_TX_DEFAULT;
-  return v.trim().toLowerCase() === 'auto' ? 'auto' : config.getBool(path, false);
+  const w = v.trim().toLowerCase();
+  return w === 'auto' || w === 'switch' ? w : config.getBool(path, false);
 }
 
 /** Options of the virtio-net slot `node` (pci.B.S.F). */
@@ -173,11 +186,17 @@ export class VirtioNet extends VirtioDeviceBase {
   /** Whether the I/O thread serves the transmit queue too (decided at
    * startOffload; false while the device thread owns it). */
   private txOnIothread = false;
+  /** iothread_tx=switch: who owns the transmit queue now (this side: the
+   * device thread's). */
+  private txHandover: TxHandover | undefined;
+  /** Set on the I/O thread's copy of the model (net-iothread-worker.ts):
+   * it serves the transmit queue only while the hand-over gives it. */
+  txHandoverThread: TxHandover | undefined;
   /** The I/O thread that owns the queues while the driver runs, if any. */
   iothread: NetIothread | undefined;
   /** Counters of I/O threads that have stopped, and notifies this thread
    * handed to one (bhyvectl --get-stats). */
-  private readonly offloaded = { rxFrames: 0, txFrames: 0, wakeups: 0, forwarded: 0 };
+  private readonly offloaded = { rxFrames: 0, txFrames: 0, wakeups: 0, forwarded: 0, handovers: 0 };
 
   /** Statistics, for tests and diagnostics. */
   readonly stats = { rxFrames: 0, rxBytes: 0, rxDropped: 0, txFrames: 0, txBytes: 0, txDropped: 0, interrupts: 0 };
@@ -240,14 +259,25 @@ export class VirtioNet extends VirtioDeviceBase {
     const b = this.backend;
     if (!(this.opts.iothread ?? NET_IOTHREAD_DEFAULT) || !act || !b || this.iothread || this.needsResetReason !== undefined) return undefined;
     const tx = this.opts.iothreadTx ?? NET_IOTHREAD_TX_DEFAULT;
-    this.txOnIothread = tx === 'auto' ? (vectored?.[VTNET_RXQ] === true || vectored?.[VTNET_TXQ] === true) : tx;
+    const vect = vectored?.[VTNET_RXQ] === true || vectored?.[VTNET_TXQ] === true;
+    this.txOnIothread = tx === 'auto' ? vect : tx === 'switch' ? false : tx;
+    // switch: transmit notifies keep exiting here (no ioeventfd), and the
+    // thread serves the queue while the hand-over gives it the queue; which
+    // way round depends on whether the driver waits on interrupts.
+    const txq = act.queues[VTNET_TXQ];
+    if (tx === 'switch' && txq) {
+      this.txHandover = new TxHandover();
+      this.txHandover.init(txq, !vect);
+    }
     const onThread = act.queues.map((q, i) => q !== null && (i === VTNET_RXQ || this.txOnIothread));
+    const interrupting = act.queues.map((q, i) => onThread[i] || (i === VTNET_TXQ && this.txHandover !== undefined));
     this.iothread = new NetIothread({
-      irqfds: (this.opts.irqfd ?? NET_IRQFD_DEFAULT) ? irqfds?.(onThread) : undefined,
+      irqfds: (this.opts.irqfd ?? NET_IRQFD_DEFAULT) ? irqfds?.(interrupting) : undefined,
       helper,
       netFd: b.fd,
       device: { mac: this.mac, mtu: this.opts.mtu, zeroCopy: this.opts.zeroCopy },
       transmit: this.txOnIothread,
+      txHandover: this.txHandover?.buffer,
       pollUs: this.opts.iothreadPollUs ?? NET_IOTHREAD_POLL_US,
       refillWaitUs: this.opts.iothreadRefillUs ?? NET_IOTHREAD_REFILL_US,
       ackedFeatures: this.ackedFeatures,
@@ -280,6 +310,8 @@ export class VirtioNet extends VirtioDeviceBase {
   private stopIothread(): void {
     this.releaseOffload = () => {};
     this.txOnIothread = false;
+    this.offloaded.handovers += this.txHandover?.handovers ?? 0;
+    this.txHandover = undefined;
     const t = this.iothread;
     if (!t) return;
     t.stop();
@@ -301,6 +333,7 @@ export class VirtioNet extends VirtioDeviceBase {
       'frames sent on the I/O thread': this.offloaded.txFrames + (t?.txFrames ?? 0),
       'I/O thread wakeups': this.offloaded.wakeups + (t?.wakeups ?? 0),
       'notifies forwarded to the I/O thread': this.offloaded.forwarded,
+      'transmit queue hand-overs': this.offloaded.handovers + (this.txHandover?.handovers ?? 0),
     };
   }
 
@@ -330,14 +363,42 @@ export class VirtioNet extends VirtioDeviceBase {
       return;
     }
     if (index === VTNET_RXQ) this.receive(queue);
-    else if (index === VTNET_TXQ) this.transmit(queue);
+    else if (index === VTNET_TXQ) {
+      if (t && this.txHandover) this.transmitSwitched(queue, t, this.txHandover);
+      else if (this.txHandoverThread) this.transmitOnThread(queue, this.txHandoverThread);
+      else this.transmit(queue);
+    }
+  }
+
+  /** iothread_tx=switch, the device thread's side: send when the queue is
+   * ours, else hand the notify to the I/O thread. */
+  private transmitSwitched(queue: Virtqueue, t: NetIothread, h: TxHandover): void {
+    if (t.failedToStart) { this.iothreadFallback(); return; }
+    if (!h.deviceTake(queue)) { this.offloaded.forwarded++; h.forwarding(); t.notify(); return; }
+    let ok = false;
+    try {
+      h.addTx(this.transmit(queue));
+      ok = true;
+    } finally {
+      // A queue that broke goes nowhere (the device needs a reset).
+      h.release(queue, TX_EXIT_BUSY, ok && t.state === IOTHREAD_STATE.RUNNING);
+    }
+  }
+
+  /** iothread_tx=switch, the I/O thread's side. */
+  private transmitOnThread(queue: Virtqueue, h: TxHandover): void {
+    if (!h.threadTake(queue, () => queue.pending())) return;
+    h.addTx(this.transmit(queue));
+    h.release(queue, TX_THREAD, true);
   }
 
   // ---- TX ----
 
-  private transmit(queue: Virtqueue): void {
+  /** Sends what the queue holds; returns the bytes sent. */
+  private transmit(queue: Virtqueue): number {
     const chain = this.scratchChain;
     let done = 0;
+    let bytes = 0;
     // No notifies while the queue is being drained (QEMU's virtio-net does
     // the same): with the I/O thread the driver runs meanwhile, and each
     // notify would cost it an exit and this thread a wake-up for chains it
@@ -351,6 +412,7 @@ export class VirtioNet extends VirtioDeviceBase {
           if (this.port.send(this.txViews)) {
             this.stats.txFrames++;
             this.stats.txBytes += len;
+            bytes += len;
           } else {
             this.stats.txDropped++;
           }
@@ -365,6 +427,7 @@ export class VirtioNet extends VirtioDeviceBase {
       }
     } while (queue.enableNotification());
     if (done > 0) this.signal(VTNET_TXQ, queue);
+    return bytes;
   }
 
   // ---- RX ----

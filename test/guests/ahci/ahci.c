@@ -450,5 +450,7 @@ int guest_main(uint32_t param)
 		printf("bench: rand-read %lu x 4096 %lu cycles depth 1\n", nrand / 4, t1 - t0);
 	}
 	printf("bench: done\n");
+	if (mode & MODE_HOLD)
+		irq_hold_com1();
 	return EXIT_OK;
 }
