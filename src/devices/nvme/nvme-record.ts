@@ -17,8 +17,12 @@ export const NVME_IOSLOTS = 8;
 export const IOPOOL_THREADS_DEFAULT = 0;
 export const IOPOOL_MIN_DEFAULT = 65536;
 /** Whether the I/O thread takes the I/O queues once the driver sent
- * Doorbell Buffer Config. */
-export const IOTHREAD_DEFAULT = true;
+ * Doorbell Buffer Config. False: interleaved A/B runs of
+ * bench/disk-controller.mjs on this project's loaded 2-CPU host (load
+ * 6-9) had the doorbell exits (with Doorbell Buffer Config) faster on seq
+ * write, seq read and QD1 (e.g. 648/892 against 442/211 MB/s written),
+ * the thread equal or up to 2x on QD32; re-measure on an idle host. */
+export const IOTHREAD_DEFAULT = false;
 /** The I/O thread's longest spin before it sleeps (as virtio-blk's). */
 export const IOTHREAD_POLL_US_DEFAULT = 32;
 

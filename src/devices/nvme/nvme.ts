@@ -19,11 +19,11 @@
 // PRP lists (nvme-io.ts).
 //
 // Once the driver has sent Doorbell Buffer Config and created an I/O SQ,
-// an I/O thread owns the I/O queues (`iothread`, default true;
+// an I/O thread may own the I/O queues (`iothread`, default false;
 // nvme-iothread.ts): their doorbells signal its eventfd in KVM, it reads
 // the tails from the shadow page, and this thread keeps the admin queue
-// and registers, pausing it around each. Without the buffers (or with
-// iothread=false) the I/O queues are served as below, reading the shadow
+// and registers, pausing it around each. Without the buffers (or without
+// the thread) the I/O queues are served as below, reading the shadow
 // tails and heads when the buffers are set.
 //
 // Commands run synchronously when the driver rings a submission doorbell:
