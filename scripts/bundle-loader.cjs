@@ -93,7 +93,15 @@ function loadBundle(name) {
   // The build's training run (scripts/train-code-cache.mjs): the cache of
   // what this thread compiled, written as it ends.
   const out = process.env.BHYVE_CODE_CACHE_OUT;
-  if (out) process.once('exit', () => fs.writeFileSync(path.join(out, `${name}.cache`), script.createCachedData()));
+  if (out) {
+    process.once('exit', () => {
+      try {
+        fs.writeFileSync(path.join(out, `${name}.cache`), script.createCachedData());
+      } catch (e) {
+        process.stderr.write(`bhyve: ${name}: cannot write its code cache to BHYVE_CODE_CACHE_OUT: ${e.message}\n`);
+      }
+    });
+  }
   if (tracing) traceCpu(`${name}: loaded`);
   return module.exports;
 }

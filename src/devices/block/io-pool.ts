@@ -504,8 +504,12 @@ export class BlockIoPool {
    * Without a worker up, does the waiting requests first. Returns how
    * many completed. */
   reap(): number {
-    if (this.inFlight === 0) return 0;
+    // Cleared even with nothing in flight: a worker that finished a
+    // request and rang after this thread had already reaped it left
+    // KICKED set, and would ring for none of the next requests (a thread
+    // that sleeps until rung, virtio-blk's iothread, would sleep on).
     Atomics.store(this.ctl, CTL.KICKED, 0);
+    if (this.inFlight === 0) return 0;
     if (Atomics.load(this.ctl, CTL.UP) === 0) this.stealReady(0);
     return this.completeDone();
   }
