@@ -44,7 +44,7 @@ describe.skipIf(skip !== undefined)('nvme.rom on bhyve and QEMU', () => {
   for (const [label, mode] of [['polling', MODE.POLL], ['MSI-X', MODE.MSIX]] as const) {
     it(`bhyve, ${label}: Doorbell Buffer Config and the I/O thread`, async () => {
       const name = vmName(`nvme-${label}`);
-      const r = await runHeld(bhyveArgs(romWith(tmp, 'nvme', mode | MODE.HOLD), name, { extra: ['-s', `4,nvme,${disk()}`] }), name);
+      const r = await runHeld(bhyveArgs(romWith(tmp, 'nvme', mode | MODE.HOLD), name, { extra: ['-s', `4,nvme,${disk()},iothread=true`] }), name);
       expect(r.status, r.out).toBe(33);
       common(r.out);
       expect(r.out).toContain("nvme: model 'bhyve-NVMe' serial 'NVME-4-0', namespace 1: 16384 blocks of 512 (8 MiB), MDTS 9, ONCS 4");
@@ -123,7 +123,7 @@ describe.skipIf(skip !== undefined)('nvme.rom on bhyve and QEMU', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nvme-loadfail-'));
     try {
       const { bhyve, rundir } = installedCopy(dir, 'nvme-iothread-worker');
-      const r = await execa(bhyve, bhyveArgs(romWith(tmp, 'nvme', MODE.MSIX), vmName('nvme-loadfail'), { extra: ['-s', `4,nvme,${disk()}`] }),
+      const r = await execa(bhyve, bhyveArgs(romWith(tmp, 'nvme', MODE.MSIX), vmName('nvme-loadfail'), { extra: ['-s', `4,nvme,${disk()},iothread=true`] }),
         { reject: false, timeout: 90_000, env: { BHYVE_RUNDIR: rundir } });
       expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(33);
       common(r.stdout);

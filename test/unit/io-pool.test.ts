@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BlockFile } from '../../src/devices/block/block-backend.js';
-import { BlockIoPool, CTL, POOL_MAX_SEGS, POOL_SLOTS, SLOT_INTS, SLOT_STATE } from '../../src/devices/block/io-pool.js';
+import { BlockIoPool, CTL, POOL_MAX_SEGS, POOL_SLOTS, SLOT_INTS, SLOT_STATE, WORKER_STALL_MS } from '../../src/devices/block/io-pool.js';
 import { GuestMemory } from '../../src/sys/guest-memory.js';
 import { mmap, PROT_READ, PROT_WRITE } from '../../src/sys/libc.js';
 import { memfd } from '../../src/sys/memfd.js';
@@ -214,7 +214,7 @@ function busyWorker(): URL {
 }
 
 describe.skipIf(!haveWorker)('block I/O pool: a worker in the middle of a transfer', () => {
-  it('keeps the requests waiting behind it: stealStale() leaves them while it holds one', async () => {
+  it('keeps the requests waiting behind it: stealStale() leaves them while it holds one, unless it is stuck on it', async () => {
     const { pool } = setup(1, undefined, 3, busyWorker());
     await waitUp(pool, 1);
     const got: number[] = [];
@@ -228,12 +228,17 @@ describe.skipIf(!haveWorker)('block I/O pool: a worker in the middle of a transf
     await new Promise((r) => setTimeout(r, 5));
     expect(pool.stealStale(1)).toBe(0);
     expect(pool.heldOff).toBe(0);
-    // Done with its transfer, the worker is no longer busy: now the waiting one is stale.
+    // A worker stuck on its transfer for WORKER_STALL_MS (no CPU) no longer counts as busy.
+    await new Promise((r) => setTimeout(r, WORKER_STALL_MS + 3));
+    expect(pool.stealStale(1)).toBe(1);
+    expect(pool.reap()).toBe(1);
+    expect(got[1]).toBe(4096);
+    expect(pool.submit(0, false, 8192, [[0x102000, 4096]], (n) => { got[2] = n; })).toBe(false); // held off now
+    // The worker ends its transfer (failed): its request completes as such.
     Atomics.store(ctl, CTL.MERGED, 1);
     Atomics.notify(ctl, CTL.MERGED);
     while (pool.reap() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
-    expect(pool.stealStale(1)).toBe(1);
-    pool.reap();
+    expect(pool.pending).toBe(0);
     expect(got).toEqual([-1, 4096]);
     pool.drain();
   }, 90_000);

@@ -206,7 +206,7 @@ function threadRig(settings: Record<string, string>): Rig {
   const runFd = fs.openSync(runPath, 'r+');
   undo.push(() => fs.closeSync(runFd));
   nvmeIothreadWorker.url = new URL(`file://${workerJs}`);
-  return rig(settings, {
+  return rig({ [`pci.0.${SLOT}.0.iothread`]: 'true', ...settings }, {
     ram: map.bytes,
     helper: { memoryPath, layout: { lowmem: size, highmem: 0 }, doorbell: { sab: new SharedArrayBuffer(8), vcpuFd: runFd, mmapSize: 4096 } },
   });

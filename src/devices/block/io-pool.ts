@@ -56,6 +56,9 @@ export const POOL_POLL_MAX_NS = 200_000;
  * transfer waits for the scheduler while the guest polls for it, where the
  * exit would have done it at once. */
 export const POOL_HOLD_OFF = 64;
+/** A worker that holds a request and has finished none for this long
+ * has lost its CPU: the requests behind it may be taken back. */
+export const WORKER_STALL_MS = 2;
 /** Guest buffer segments per request; more goes the synchronous way. */
 export const POOL_MAX_SEGS = 64;
 
@@ -504,8 +507,12 @@ export class BlockIoPool {
    * Without a worker up, does the waiting requests first. Returns how
    * many completed. */
   reap(): number {
-    if (this.inFlight === 0) return 0;
+    // Cleared even with nothing in flight: a worker that finished a
+    // request and rang after this thread had already reaped it left
+    // KICKED set, and would ring for none of the next requests (a thread
+    // that sleeps until rung, virtio-blk's iothread, would sleep on).
     Atomics.store(this.ctl, CTL.KICKED, 0);
+    if (this.inFlight === 0) return 0;
     if (Atomics.load(this.ctl, CTL.UP) === 0) this.stealReady(0);
     return this.completeDone();
   }
@@ -547,12 +554,21 @@ export class BlockIoPool {
     return false;
   }
 
-  /** Whether a worker holds a request (TAKEN): this thread takes them
-   * only inside stealReady, which finishes them before it returns. */
+  /** Whether a worker is in the middle of a transfer: it holds a request
+   * (TAKEN; this thread takes them only inside stealReady, which finishes
+   * them before it returns) and has not been stuck on it (no request done
+   * by a worker for WORKER_STALL_MS: it lost its CPU in the middle). */
   private workerBusy(): boolean {
-    for (const i of this.owned) if (Atomics.load(this.ints, i * SLOT_INTS + SI.STATE) === SLOT_STATE.TAKEN) return true;
-    return false;
+    let holds = false;
+    for (const i of this.owned) if (Atomics.load(this.ints, i * SLOT_INTS + SI.STATE) === SLOT_STATE.TAKEN) { holds = true; break; }
+    if (!holds) return false;
+    const done = Atomics.load(this.ctl, CTL.DONE);
+    const now = performance.now();
+    if (done !== this.workerDoneSeen) { this.workerDoneSeen = done; this.workerDoneAt = now; }
+    return now - this.workerDoneAt < WORKER_STALL_MS;
   }
+  private workerDoneSeen = -1;
+  private workerDoneAt = 0;
 
   /** Finishes every request now: does the waiting ones here, waits for
    * those a worker is doing (bounded by `timeoutMs`), completes all. */

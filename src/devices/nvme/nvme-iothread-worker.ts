@@ -24,6 +24,9 @@ const ctl = new IothreadWorkerControl(d.control);
 const w = ctl.words;
 
 interface Sq { qid: number; base: number; size: number; head: number; cqid: number; }
+
+/** The queue index just behind SQ `s`'s head. */
+const behind = (s: Sq): number => (s.head + s.size - 1) % s.size;
 interface Cq { qid: number; base: number; size: number; head: number; tail: number; phase: number; intr: boolean; posted: boolean; since: number; }
 
 const ERRORS = STAT_KEYS.indexOf('errors');
@@ -142,7 +145,10 @@ function main(): void {
         if (t >= 0) tail = t;
       }
     }
-    setEventIdx(s.qid, false, s.head);
+    // While it works the driver need not ring: the entry just behind the
+    // head (nvme_dbbuf_need_event stays false until a tail passes it,
+    // which the queue's head keeps it from). armAll() before it sleeps.
+    setEventIdx(s.qid, false, behind(s));
     tail = shadowValue(s.qid, false, s.size);
     return tail >= 0 && tail !== s.head;
   };
@@ -156,17 +162,19 @@ function main(): void {
     return (c.tail + 1) % c.size !== (h >= 0 ? h : c.head);
   };
   const anyReady = (): boolean => { for (const s of sqs) if (ready(s)) return true; return false; };
-  /** While spinning the driver need not ring: EventIdx one behind the
-   * head (nvme_dbbuf_need_event is false until the value passes it). */
-  const quiet = (on: boolean): void => { for (const s of sqs) setEventIdx(s.qid, false, on ? (s.head - 1) & 0xffff : s.head); };
+  /** Before it sleeps: each SQ's EventIdx at its head, so the driver's
+   * next tail rings; true when a tail moved meanwhile (serve again). */
+  const armAll = (): boolean => {
+    for (const s of sqs) setEventIdx(s.qid, false, s.head);
+    return anyReady();
+  };
   const poll = new AdaptivePoll(Math.max(0, Math.round((d.pollUs ?? 0) * 1000)), d.pollHoldOff);
-  /** Spins up to the poll window for new commands with the doorbells
-   * quiet; when none came they ring again before it returns. */
+  /** Spins up to the poll window for new commands, the doorbells still
+   * quiet (serve() left the EventIdx entries behind the heads). */
   const spin = (): boolean => {
     const start = performance.now();
     const end = start + poll.windowNs / 1e6;
     let found = false;
-    quiet(true);
     let last = start;
     for (;;) {
       if (anyReady()) { found = true; break; }
@@ -176,8 +184,6 @@ function main(): void {
       last = now;
       if (now >= end || !ctl.running || Atomics.load(w, NIOT.PAUSE)) break;
     }
-    quiet(false);
-    if (!found) found = anyReady();
     if (found) poll.observe((performance.now() - start) * 1e6);
     return found;
   };
@@ -214,6 +220,7 @@ function main(): void {
       if (spin()) { ctl.add(NIOT.POLL_HITS, 1); continue; }
       spun = window;
     }
+    if (armAll()) continue;
     const t0 = performance.now();
     const n = eventfdRead(d.notifyFd, buf);
     if (!ctl.running) break;

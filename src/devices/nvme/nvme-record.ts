@@ -16,6 +16,13 @@ export const NVME_IOSLOTS = 8;
 // won (BENCHMARKS.md, NVMe). Hosts with CPUs to spare: try iopool=1.
 export const IOPOOL_THREADS_DEFAULT = 0;
 export const IOPOOL_MIN_DEFAULT = 65536;
+/** Whether the I/O thread takes the I/O queues once the driver sent
+ * Doorbell Buffer Config. False: interleaved A/B runs of
+ * bench/disk-controller.mjs on this project's loaded 2-CPU host (load
+ * 6-9) had the doorbell exits (with Doorbell Buffer Config) faster on seq
+ * write, seq read and QD1 (e.g. 648/892 against 442/211 MB/s written),
+ * the thread equal or up to 2x on QD32; re-measure on an idle host. */
+export const IOTHREAD_DEFAULT = false;
 /** The I/O thread's longest spin before it sleeps (as virtio-blk's). */
 export const IOTHREAD_POLL_US_DEFAULT = 32;
 
@@ -45,7 +52,7 @@ export const nvmeDevice: PciDeviceRecord = {
     { key: 'ram', description: 'nvme RAM-backed namespace size in MiB' },
     { key: 'cqcoalesce', default: 'true', description: 'nvme completion queue doorbells through KVM\'s coalesced MMIO ring' },
     { key: 'dbbuf', default: 'true', description: 'nvme offers Doorbell Buffer Config (shadow doorbells and EventIdx, OACS bit 8)' },
-    { key: 'iothread', default: 'true', description: 'nvme I/O thread that owns the I/O queues once the driver sent Doorbell Buffer Config (false: they stay in the doorbell exits)' },
+    { key: 'iothread', default: String(IOTHREAD_DEFAULT), description: 'nvme I/O thread that owns the I/O queues once the driver sent Doorbell Buffer Config (false: they stay in the doorbell exits)' },
     { key: 'iothread_poll_us', default: String(IOTHREAD_POLL_US_DEFAULT), description: 'nvme longest time the I/O thread spins on the shadow doorbells before it sleeps (adaptive; 0: never)' },
     { key: 'iopool', default: String(IOPOOL_THREADS_DEFAULT), description: 'nvme I/O threads for large reads and writes (0: every command runs in its doorbell exit)' },
     { key: 'iopool_min', default: String(IOPOOL_MIN_DEFAULT), description: 'nvme smallest read or write, in bytes, handed to the I/O threads' },

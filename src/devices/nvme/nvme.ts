@@ -19,11 +19,11 @@
 // PRP lists (nvme-io.ts).
 //
 // Once the driver has sent Doorbell Buffer Config and created an I/O SQ,
-// an I/O thread owns the I/O queues (`iothread`, default true;
+// an I/O thread may own the I/O queues (`iothread`, default false;
 // nvme-iothread.ts): their doorbells signal its eventfd in KVM, it reads
 // the tails from the shadow page, and this thread keeps the admin queue
-// and registers, pausing it around each. Without the buffers (or with
-// iothread=false) the I/O queues are served as below, reading the shadow
+// and registers, pausing it around each. Without the buffers (or without
+// the thread) the I/O queues are served as below, reading the shadow
 // tails and heads when the buffers are set.
 //
 // Commands run synchronously when the driver rings a submission doorbell:
@@ -44,7 +44,7 @@ import type { PciDeviceModel } from '../pci-device.js';
 import {
   BlockDeviceError, BlockFile, blockBackendOptionsFromConfig,
 } from '../block/block-backend.js';
-import { IOPOOL_MIN_DEFAULT, IOPOOL_THREADS_DEFAULT, IOTHREAD_POLL_US_DEFAULT, NVME_IOSLOTS, NVME_MAX_QENTRIES, NVME_QUEUES } from './nvme-record.js';
+import { IOPOOL_MIN_DEFAULT, IOPOOL_THREADS_DEFAULT, IOTHREAD_DEFAULT, IOTHREAD_POLL_US_DEFAULT, NVME_IOSLOTS, NVME_MAX_QENTRIES, NVME_QUEUES } from './nvme-record.js';
 import { PCIY_EXPRESS } from '../pci/config-space.js';
 import { PciEmulFunction } from '../pci/pci-emul.js';
 import {
@@ -223,7 +223,7 @@ export class NvmeController extends PciEmulFunction {
     const dsm = o.dsm === 'enable' || (o.dsm === 'auto' && this.deallocate);
     this.nsData = identifyNamespace({ size: o.store.size, sectorSize: o.sectorSize, eui64: o.eui64 });
     this.dbbufOffered = o.dbbuf ?? true;
-    this.iothreadWanted = o.iothread ?? true;
+    this.iothreadWanted = o.iothread ?? IOTHREAD_DEFAULT;
     this.iothreadPollUs = o.iothreadPollUs ?? IOTHREAD_POLL_US_DEFAULT;
     this.ctrlData = identifyController({ serial: o.serial, dsm, dbbuf: this.dbbufOffered });
     this.io = new NvmeIoEngine({ mem: ctx.mem, store: o.store, sectorSize: o.sectorSize, dsm, deallocate: this.deallocate });
@@ -1098,7 +1098,7 @@ export function createNvme(ctx: DeviceContext, node: string, where: string): Nvm
   const dsmText = t.get(`${node}.dsm`) ?? 'auto';
   const cqCoalesce = t.getBool(`${node}.cqcoalesce`, true);
   const dbbuf = t.getBool(`${node}.dbbuf`, true);
-  const iothread = t.getBool(`${node}.iothread`, true);
+  const iothread = t.getBool(`${node}.iothread`, IOTHREAD_DEFAULT);
   const iothreadPollUs = int('iothread_poll_us', IOTHREAD_POLL_US_DEFAULT, (n) => n <= 1000, '0 (no polling) to 1000 microseconds');
   const ioThreads = ioPoolThreads(t, node);
   const ioMin = ioPoolMin(t, node);

@@ -91,6 +91,7 @@ function main(): void {
   /** Serves the queue; `held`: leaves notifications off (while polling). */
   let counted = 0;
   let toReaders = 0;
+  let takenBack = 0;
   const serve = (held = false): void => {
     dev.reapReads();
     if (held) dev.drain(0);
@@ -104,6 +105,7 @@ function main(): void {
     counted = dev.stats.requests;
     ctl.add(IOT.TO_READERS, dev.readsToReaders - toReaders);
     toReaders = dev.readsToReaders;
+    if (pool) { ctl.add(IOT.TAKEN_BACK, pool.stolen - takenBack); takenBack = pool.stolen; }
   };
   const poll = new AdaptivePoll(Math.max(0, Math.round((d.pollUs ?? 0) * 1000)), d.pollHoldOff);
   const running = (): boolean => ctl.running;

@@ -47,9 +47,11 @@ export const IOT = {
   WAKEUPS: IOTHREAD_FIRST_COUNTER + 1,
   /** Batches the iothread found by spinning on the ring (no wake-up). */
   POLL_HITS: IOTHREAD_FIRST_COUNTER + 2,
-  /** Reads its reader threads did (handed over; some may be taken back
-   * and done by the iothread when no reader got a CPU in time). */
+  /** Reads it handed to its reader threads. */
   TO_READERS: IOTHREAD_FIRST_COUNTER + 3,
+  /** Of those, the ones it did itself after all (no reader had taken
+   * them yet when it had nothing else to do, or within 0.5 ms). */
+  TAKEN_BACK: IOTHREAD_FIRST_COUNTER + 4,
 } as const;
 
 /** Everything the iothread worker gets, structured-clonable. */
@@ -94,4 +96,5 @@ export class BlkIothread extends IothreadHandle {
   get wakeups(): number { return this.counter(IOT.WAKEUPS); }
   get pollHits(): number { return this.counter(IOT.POLL_HITS); }
   get toReaders(): number { return this.counter(IOT.TO_READERS); }
+  get takenBack(): number { return this.counter(IOT.TAKEN_BACK); }
 }

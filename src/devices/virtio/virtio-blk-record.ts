@@ -22,10 +22,12 @@ export const IOTHREAD_READERS = Number(process.env.BHYVE_IOTHREAD_READERS ?? 0);
 /** Most reader threads accepted. */
 export const IOTHREAD_READERS_MAX = 8;
 
-/** Whether `pci.B.S.F.iothread` defaults to on. Off: on the hosts we
- * measured (kvm_pvm, 2 CPUs) the notify exit with the I/O done inline is
- * faster in every figure of bench/virtio-blk.mjs (BENCHMARKS.md). */
-export const IOTHREAD_DEFAULT = false;
+/** Whether `pci.B.S.F.iothread` defaults to on. On: on the idle 2-CPU
+ * kvm_pvm host the iothread beat the notify exit in every figure of
+ * bench/virtio-blk.mjs (BENCHMARKS.md: 1.56/1.16/0.77/2.08/2.05x of QEMU
+ * against 1.15/1.07/0.52/0.37/0.76x), as bhyve's blockif does the I/O off
+ * the vCPU too. */
+export const IOTHREAD_DEFAULT = true;
 
 /** bhyve's pci_de_vblk. */
 export const virtioBlkDevice: PciDeviceRecord = {

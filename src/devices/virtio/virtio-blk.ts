@@ -172,7 +172,7 @@ export class VirtioBlock extends VirtioDeviceBase {
   iothread: BlkIothread | undefined;
   /** Counters of iothreads that have stopped, and notifies this thread
    * handed to one (bhyvectl --get-stats). */
-  private readonly offloaded = { requests: 0, wakeups: 0, pollHits: 0, forwarded: 0, toReaders: 0 };
+  private readonly offloaded = { requests: 0, wakeups: 0, pollHits: 0, forwarded: 0, toReaders: 0, takenBack: 0 };
   /** On the iothread: where large reads go (none: done in place). */
   readers: ParallelReads | undefined;
   /** Reads handed to the reader threads. */
@@ -279,6 +279,7 @@ export class VirtioBlock extends VirtioDeviceBase {
     this.offloaded.wakeups += t.wakeups;
     this.offloaded.pollHits += t.pollHits;
     this.offloaded.toReaders += t.toReaders;
+    this.offloaded.takenBack += t.takenBack;
     this.iothread = undefined;
   }
 
@@ -290,7 +291,8 @@ export class VirtioBlock extends VirtioDeviceBase {
       'requests served on the iothread': this.offloaded.requests + (t?.completed ?? 0),
       'iothread wakeups': this.offloaded.wakeups + (t?.wakeups ?? 0),
       'iothread batches found by polling': this.offloaded.pollHits + (t?.pollHits ?? 0),
-      'iothread reads done by its reader threads': this.offloaded.toReaders + (t?.toReaders ?? 0),
+      'iothread reads handed to its reader threads': this.offloaded.toReaders + (t?.toReaders ?? 0),
+      'iothread reads handed over and done by the iothread': this.offloaded.takenBack + (t?.takenBack ?? 0),
       'notifies forwarded to the iothread': this.offloaded.forwarded,
     };
   }
@@ -372,8 +374,10 @@ export class VirtioBlock extends VirtioDeviceBase {
   reapReads(): boolean {
     const r = this.readers;
     const queue = this.queues?.[0];
-    if (!r || !queue || r.pool.pending === 0) return false;
+    if (!r || !queue) return false;
     try {
+      // reap() also re-arms the readers' ring, with nothing in flight too.
+      if (r.pool.pending === 0) { r.pool.reap(); return false; }
       r.pool.stealStale(READER_STEAL_AFTER_MS);
       if (r.pool.reap() === 0) return false;
       this.signalUsed(0, queue);

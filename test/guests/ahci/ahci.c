@@ -17,7 +17,8 @@
  *   - bench mode (parameter != 0): bits 0..15 = M MiB, bits 16..31 = K:
  *     sequential write (NCQ, depth 32, 128 KiB), FLUSH, sequential read,
  *     K*1000 random 4 KiB NCQ reads at depth 32 and K*250 at depth 1,
- *     "bench: ..." lines of TSC cycles as virtio-blk.rom prints them.
+ *     "bench: ..." lines of TSC cycles as virtio-blk.rom prints them
+ *     (then, with MODE_HOLD, holds for the host to read its counters).
  * Interrupt mode (mode word, irq.h): MODE_MSI (the MSI capability, one
  * message) or MODE_INTX (routed as the firmware says; the ring-0 handler
  * clears GHC.IE to drop the level line, ring 3 clears PxIS and IS and sets
