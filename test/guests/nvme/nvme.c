@@ -51,7 +51,7 @@ struct q {
 	unsigned covered;	/* entries announced by an interrupt, not taken yet */
 };
 static struct q aq, iq;
-static uint64_t *prplists;	/* one 4 KiB PRP list page per slot */
+static uint64_t *prplists;	/* one 4 KiB PRP list page per I/O cid */
 /* Doorbell Buffer Config (OACS bit 8), as Linux's nvme_dbbuf_*: the I/O
  * queues' tails and heads go to the shadow page, the MMIO doorbell is
  * written only when the value passes the controller's EventIdx. */
@@ -72,10 +72,37 @@ static void wait_rdy(int want)
 	}
 }
 
-/* Queues a command (cid = SQ slot); the caller rings the doorbell. */
+/* I/O command identifiers, one bit per cid: a cid (with the 4 KiB buffer
+ * and the PRP list page that go with it) is free again only once its
+ * completion has been taken. The SQ slot is not the cid: a slot is free as
+ * soon as the controller has fetched its entry, and commands complete in
+ * any order (QEMU finishes a batch of reads in whatever order its thread
+ * pool does), so an old command may still be outstanding when the tail
+ * comes round to its slot again. */
+static uint64_t cids_busy;
+
+static int cid_get(void)
+{
+	if (!~cids_busy)
+		fail("nvme: no free command identifier");
+	int cid = __builtin_ctzll(~cids_busy);
+	cids_busy |= 1ull << cid;
+	return cid;
+}
+
+static void cid_put(int cid)
+{
+	if (cid >= QSIZE || !(cids_busy >> cid & 1))
+		fail("nvme: completion for command %d, which is not outstanding", cid);
+	cids_busy &= ~(1ull << cid);
+}
+
+/* Queues a command (admin: cid = SQ slot, one at a time; I/O: the cid io()
+ * took); the caller rings the doorbell. */
 static void put(struct q *q, struct sqe *c)
 {
-	c->cid = (uint16_t)q->sq_tail;
+	if (!q->id)
+		c->cid = (uint16_t)q->sq_tail;
 	q->sq[q->sq_tail] = *c;
 	q->sq_tail = (q->sq_tail + 1) % q->size;
 	commands++;
@@ -153,6 +180,8 @@ static int reap(struct q *q, uint32_t *cdw0)
 	if (q->cq_head == 0)
 		q->phase ^= 1;
 	doorbell(q, 1, q->cq_head);
+	if (q->id)
+		cid_put(cid);
 	if (st >> 1)
 		fail("nvme: queue %d command %d: status sct %u sc %x", q->id, cid, (st >> 9) & 7, (st >> 1) & 0xff);
 	return cid;
@@ -167,8 +196,8 @@ static uint32_t admin(struct sqe c)
 	return cdw0;
 }
 
-/* PRP1/PRP2 for `len` bytes at buf; a list page of this slot when needed. */
-static void prps(struct sqe *c, int slot, uint8_t *buf, uint32_t len)
+/* PRP1/PRP2 for `len` bytes at buf; the cid's list page when needed. */
+static void prps(struct sqe *c, int cid, uint8_t *buf, uint32_t len)
 {
 	uintptr_t a = (uintptr_t)buf;
 	c->prp1 = a;
@@ -178,7 +207,7 @@ static void prps(struct sqe *c, int slot, uint8_t *buf, uint32_t len)
 	} else if (len - first <= 4096) {
 		c->prp2 = a + first;
 	} else {
-		uint64_t *l = prplists + (uint64_t)slot * 512;
+		uint64_t *l = prplists + (uint64_t)cid * 512;
 		uintptr_t p = a + first;
 		int n = 0;
 		for (uint32_t left = len - first; left; left -= left < 4096 ? left : 4096, p += 4096)
@@ -187,16 +216,18 @@ static void prps(struct sqe *c, int slot, uint8_t *buf, uint32_t len)
 	}
 }
 
-static void io(struct sqe *c, int slot, uint8_t opc, uint64_t lba, uint32_t blocks, uint8_t *buf, uint32_t len)
+/* An I/O command with a free cid (its PRP list page is the cid's). */
+static void io(struct sqe *c, uint8_t opc, uint64_t lba, uint32_t blocks, uint8_t *buf, uint32_t len)
 {
 	memset(c, 0, sizeof(*c));
+	c->cid = (uint16_t)cid_get();
 	c->opc = opc;
 	c->nsid = 1;
 	c->cdw10 = (uint32_t)lba;
 	c->cdw11 = (uint32_t)(lba >> 32);
 	c->cdw12 = blocks - 1;
 	if (buf)
-		prps(c, slot, buf, len);
+		prps(c, c->cid, buf, len);
 }
 
 static uint32_t lbads;
@@ -211,7 +242,7 @@ static void seq(uint8_t opc, uint8_t *buf, uint64_t buflen, uint64_t bytes, uint
 		while (inflight < depth && next < bytes) {
 			struct sqe c;
 			uint32_t len = bytes - next < chunk ? (uint32_t)(bytes - next) : chunk;
-			io(&c, (int)iq.sq_tail, opc, next >> lbads, len >> lbads, buf + next % buflen, len);
+			io(&c, opc, next >> lbads, len >> lbads, buf + next % buflen, len);
 			put(&iq, &c);
 			next += len;
 			inflight++;
@@ -224,19 +255,56 @@ static void seq(uint8_t opc, uint8_t *buf, uint64_t buflen, uint64_t bytes, uint
 	}
 }
 
+/* Says what a 4 KiB random read's buffer holds instead of the pattern of
+ * disk byte `want`: which 4 KiB of the span it holds (that of the cid's
+ * previous command: a stale SQE, or a completion taken for the wrong
+ * command; another: a mixed-up buffer), where it differs (a partial DMA),
+ * and whether it turns right a moment later (a completion seen before its
+ * data was written). */
+static void bad_read(const uint8_t *got, uint8_t *expect, uint64_t span, uint64_t want, uint64_t prev, int cid)
+{
+	uint32_t first = 0, last = 0, nbad = 0;
+	for (uint32_t i = 0; i < 4096; i++)
+		if (got[i] != expect[i]) {
+			if (!nbad++)
+				first = i;
+			last = i;
+		}
+	long holds = -1;
+	for (uint64_t off = 0; off < span && holds < 0; off += 4096) {
+		disk_pattern(expect, off, 4096);
+		if (!memcmp(expect, got, 4096))
+			holds = (long)off;
+	}
+	uint64_t t0 = rdtsc();
+	while (rdtsc() - t0 < poll_timeout_cycles / 30)
+		;
+	barrier();	/* the controller may have written the buffer meanwhile */
+	disk_pattern(expect, want, 4096);
+	int later = !memcmp(expect, got, 4096);
+	fail("nvme: random read of disk byte %lu (cid %d) differs from the pattern: bytes %u..%u (%u differ); "
+	    "it holds %s %ld (the cid's previous command read %lu)%s", want, cid, first, last, nbad,
+	    holds < 0 ? "no 4 KiB of the span, disk byte" : "the pattern of disk byte", holds, prev,
+	    later ? "; it is right a moment later" : "; still wrong a moment later");
+}
+
 static void randread(uint8_t *rbuf, uint64_t span, uint32_t n, int depth, int check)
 {
 	uint32_t issued = 0, done = 0;
-	static uint64_t where[QSIZE];
+	static uint64_t where[QSIZE], prev[QSIZE];
+	for (int i = 0; i < QSIZE; i++)
+		where[i] = (uint64_t)i * 4096;	/* what the sequential read left in cid i's buffer */
 	uint8_t *expect = check ? alloc(4096, 4096) : 0;
 	int inflight = 0;
 	while (done < n) {
 		int queued = 0;
 		while (inflight < depth && issued < n) {
 			struct sqe c;
-			int slot = (int)iq.sq_tail;
-			where[slot] = (xorshift() % (span / 4096)) * 4096;
-			io(&c, slot, 0x02, where[slot] >> lbads, 4096 >> lbads, rbuf + (uint64_t)slot * 4096, 4096);
+			uint64_t off = (xorshift() % (span / 4096)) * 4096;
+			io(&c, 0x02, off >> lbads, 4096 >> lbads, 0, 0);
+			prev[c.cid] = where[c.cid];
+			where[c.cid] = off;
+			prps(&c, c.cid, rbuf + (uint64_t)c.cid * 4096, 4096);
 			put(&iq, &c);
 			issued++;
 			inflight++;
@@ -250,7 +318,7 @@ static void randread(uint8_t *rbuf, uint64_t span, uint32_t n, int depth, int ch
 		if (check) {
 			disk_pattern(expect, where[cid], 4096);
 			if (memcmp(expect, rbuf + (uint64_t)cid * 4096, 4096))
-				fail("nvme: random read of disk byte %lu (cid %d) differs from the pattern", where[cid], cid);
+				bad_read(rbuf + (uint64_t)cid * 4096, expect, span, where[cid], prev[cid], cid);
 		}
 	}
 }
@@ -372,7 +440,7 @@ int guest_main(uint32_t param)
 		uint32_t sum = crc32(0, w, bytes);
 		seq(0x01, w, bytes, bytes, 64 * 1024, 32);
 		struct sqe c;
-		io(&c, 0, 0x00, 0, 1, 0, 0);
+		io(&c, 0x00, 0, 1, 0, 0);
 		run1(&c);
 		seq(0x02, r, bytes, bytes, 128 * 1024, 8);
 		uint32_t rsum = crc32(0, r, bytes);
@@ -385,16 +453,16 @@ int guest_main(uint32_t param)
 			uint32_t *range = alloc(4096, 4096);
 			range[0] = 0; range[1] = (64 * 1024) >> lbads; range[2] = 0; range[3] = 0;	/* cattr, nlb, slba */
 			memset(&c, 0, sizeof(c));
-			c.opc = 0x09; c.nsid = 1; c.prp1 = (uintptr_t)range; c.cdw10 = 0; c.cdw11 = 4;
+			c.cid = (uint16_t)cid_get(); c.opc = 0x09; c.nsid = 1; c.prp1 = (uintptr_t)range; c.cdw10 = 0; c.cdw11 = 4;
 			run1(&c);
-			io(&c, (int)iq.sq_tail, 0x02, 0, (64 * 1024) >> lbads, r, 64 * 1024);
+			io(&c, 0x02, 0, (64 * 1024) >> lbads, r, 64 * 1024);
 			run1(&c);
 			printf("nvme: deallocated 64 KiB %s\n", zeros(r, 64 * 1024) ? "reads back as zeros" : "(still readable: deallocate is advisory)");
 		}
 		if (oncs & 8) {
-			io(&c, 0, 0x08, (64 * 1024) >> lbads, 4096 >> lbads, 0, 0);
+			io(&c, 0x08, (64 * 1024) >> lbads, 4096 >> lbads, 0, 0);
 			run1(&c);
-			io(&c, (int)iq.sq_tail, 0x02, (64 * 1024) >> lbads, 4096 >> lbads, r, 4096);
+			io(&c, 0x02, (64 * 1024) >> lbads, 4096 >> lbads, r, 4096);
 			run1(&c);
 			if (!zeros(r, 4096))
 				fail("nvme: WRITE ZEROES range does not read as zeros");
@@ -428,7 +496,7 @@ int guest_main(uint32_t param)
 	seq(0x01, buf, buflen, bytes, 128 * 1024, 32);
 	uint64_t t1 = rdtsc();
 	struct sqe c;
-	io(&c, 0, 0x00, 0, 1, 0, 0);
+	io(&c, 0x00, 0, 1, 0, 0);
 	run1(&c);
 	uint64_t t2 = rdtsc();
 	seq(0x02, buf, buflen, bytes, 128 * 1024, 32);
