@@ -388,12 +388,10 @@ export class BlockIoPool {
     this.canClear = this.page !== undefined && (this.workerData === undefined || this.workerData.page !== undefined);
   }
 
-  /** Starts the workers, at the first request: by then the VMM's threads
-   * are sandboxed and a new thread inherits that (sandbox.ts), which a
-   * worker started while devices are built would not. */
   /** Starts the workers now if they are not (a device calls this when its
    * driver starts a queue or port, so that they are up by the first
-   * request; it must be after the sandbox, i.e. while the guest runs). */
+   * request; it must be after the sandbox, i.e. while the guest runs: a
+   * new thread inherits the sandbox, sandbox.ts). */
   startWorkers(): void {
     const data = this.workerData;
     this.workerData = undefined;
@@ -586,7 +584,6 @@ export class BlockIoPool {
     this.completeDone();
   }
 
-  /** Does the READY requests older than `minAgeMs` on this thread. */
   /** The workers lack a CPU: refuse the next transfers, for longer each
    * time in a row (at most 64 times the base). */
   private holdOffAgain(): void {
@@ -594,6 +591,7 @@ export class BlockIoPool {
     this.lateStreak++;
   }
 
+  /** Does the READY requests older than `minAgeMs` on this thread. */
   private stealReady(minAgeMs: number): void {
     const now = performance.now();
     const owned = this.owned;

@@ -144,7 +144,13 @@ function parseIothreadTx(config: ConfigTree, path: string): IothreadTx {
   const v = config.get(path);
   if (v === undefined) return NET_IOTHREAD_TX_DEFAULT;
   const w = v.trim().toLowerCase();
-  return w === 'auto' || w === 'switch' ? w : config.getBool(path, false);
+  if (w === 'auto' || w === 'switch') return w;
+  try {
+    return config.getBool(path, false);
+  } catch {
+    // getBool's line names only the boolean spellings.
+    throw new ConfigError(`invalid value '${v}' for ${path} (use true/false, on/off, yes/no, 1/0, auto or switch)`);
+  }
 }
 
 /** Options of the virtio-net slot `node` (pci.B.S.F). */
