@@ -152,8 +152,8 @@ if (!opt['no-write']) {
       '`-s 3,ahci-hd,IMAGE`', '`-device ahci` (ICH9) `+ -device ide-hd`', 'Every PxCI write is an MMIO exit on both; bhyve-kvm checks the PRDT in that exit and hands a transfer of 64 KiB or more to its I/O thread',
       '(`iopool=1`), which moves the data straight between the image and the PRDT buffers and clears the PxSACT bit in the read-only register page the driver polls (`regpage`, no exit); PxSACT writes wait in KVM\'s coalesced MMIO ring (`sactcoalesce`, no exit). QEMU exits for every PxSACT write and every read and completes commands through its AIO.']
     : ['## NVMe throughput', 'WRITE (PRP lists)', 'FLUSH', 'READ', 'the completion queue\'s phase bits',
-      '`-s 3,nvme,IMAGE`', '`-device nvme`', 'The guest sends Doorbell Buffer Config (OACS bit 8, offered by both) and rings an I/O doorbell only when its shadow value passes the EventIdx, as Linux does. bhyve-kvm runs each command in its doorbell exit (reading the shadow tail) and leaves the EventIdx at the tail it reached;',
-      'completion queue head updates need no doorbell write until a queue fills. (`iothread=true` hands the I/O queues to an I/O thread woken by ioeventfd instead.) QEMU 7.2 exits for the doorbells it gets and completes commands through its AIO.'];
+      '`-s 3,nvme,IMAGE`', '`-device nvme`', 'The guest sends Doorbell Buffer Config (OACS bit 8, offered by both) and rings an I/O doorbell only when its shadow value passes the EventIdx, as Linux does. bhyve-kvm hands the I/O queues to an I/O thread woken by ioeventfd (`iothread=true`, the default), which reads the shadow tails and sets the EventIdx so the driver rings once per batch;',
+      'with `iothread=false` each command runs in its doorbell exit (reading the shadow tail), and completion queue head updates need no doorbell write until a queue fills. QEMU 7.2 exits for the doorbells it gets and completes commands through its AIO.'];
   writeSection(dev, [
     what[0],
     '',

@@ -17,12 +17,14 @@ export const NVME_IOSLOTS = 8;
 export const IOPOOL_THREADS_DEFAULT = 0;
 export const IOPOOL_MIN_DEFAULT = 65536;
 /** Whether the I/O thread takes the I/O queues once the driver sent
- * Doorbell Buffer Config. False: interleaved A/B runs of
- * bench/disk-controller.mjs on this project's loaded 2-CPU host (load
- * 6-9) had the doorbell exits (with Doorbell Buffer Config) faster on seq
- * write, seq read and QD1 (e.g. 648/892 against 442/211 MB/s written),
- * the thread equal or up to 2x on QD32; re-measure on an idle host. */
-export const IOTHREAD_DEFAULT = false;
+ * Doorbell Buffer Config. True: on the idle 2-CPU host (2026-12-03 20:30,
+ * load ~1, two interleaved runs of bench/disk-controller.mjs --mib 128)
+ * the thread was ahead of the doorbell exits on every row but seq read,
+ * where both were even: 1.08/1.14/0.72/2.67/2.69x and 1.07/1.03/0.55/
+ * 2.98/5.03x of QEMU against 0.84/0.84/0.73/0.48/1.43x and 0.74/0.75/
+ * 0.59/0.41/1.43x. Under load (6-9, the engineer's A/B) the exits led on
+ * the sequential rows. */
+export const IOTHREAD_DEFAULT = true;
 /** The I/O thread's longest spin before it sleeps (as virtio-blk's). */
 export const IOTHREAD_POLL_US_DEFAULT = 32;
 

@@ -19,7 +19,7 @@
 // PRP lists (nvme-io.ts).
 //
 // Once the driver has sent Doorbell Buffer Config and created an I/O SQ,
-// an I/O thread may own the I/O queues (`iothread`, default false;
+// an I/O thread may own the I/O queues (`iothread`, default true;
 // nvme-iothread.ts): their doorbells signal its eventfd in KVM, it reads
 // the tails from the shadow page, and this thread keeps the admin queue
 // and registers, pausing it around each. Without the buffers (or without
