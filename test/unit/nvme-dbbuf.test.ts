@@ -45,6 +45,18 @@ function rig(settings: Record<string, string>, opts: ConstructorParameters<typeo
   return r;
 }
 
+/** One I/O queue pair with id 1: a CQ of 4 entries (3 usable, no
+ * interrupts) and an SQ of 16, so that the CQ fills first. */
+function smallCqPair(r: Rig): void {
+  expect(r.admin(0x09, { cdw: { 10: 7, 11: 0x00010001 } }).sc).toBe(0);
+  const cq = r.alloc(4096);
+  r.admin(0x05, { prp1: cq, cdw: { 10: 1 | (3 << 16), 11: 1 } });
+  r.cq[1] = { base: cq, size: 4, head: 0, phase: 1 };
+  const sq = r.alloc(4096);
+  r.admin(0x01, { prp1: sq, cdw: { 10: 1 | (15 << 16), 11: 1 | (1 << 16) } });
+  r.sq[1] = { base: sq, size: 16, tail: 0 };
+}
+
 /** The driver's side of Doorbell Buffer Config. */
 class Dbbuf {
   readonly dbs: number;
@@ -150,13 +162,7 @@ describe('nvme: Doorbell Buffer Config (exit path)', () => {
     r.enable();
     const d = new Dbbuf(r);
     expect(d.config().sc).toBe(0);
-    expect(r.admin(0x09, { cdw: { 10: 7, 11: 0x00010001 } }).sc).toBe(0);
-    const cq = r.alloc(4096);
-    r.admin(0x05, { prp1: cq, cdw: { 10: 1 | (3 << 16), 11: 1 } }); // 4 entries: 3 usable
-    r.cq[1] = { base: cq, size: 4, head: 0, phase: 1 };
-    const sq = r.alloc(4096);
-    r.admin(0x01, { prp1: sq, cdw: { 10: 1 | (15 << 16), 11: 1 | (1 << 16) } });
-    r.sq[1] = { base: sq, size: 16, tail: 0 };
+    smallCqPair(r);
     for (let i = 0; i < 6; i++) r.put(1, 0x00, { nsid: 1 });
     d.ring(1);
     expect(r.dev.counts.ioCommands).toBe(3);
@@ -284,20 +290,14 @@ describe.skipIf(!haveWorker)('nvme: the I/O thread', () => {
     r.enable();
     const d = new Dbbuf(r);
     expect(d.config().sc).toBe(0);
-    expect(r.admin(0x09, { cdw: { 10: 7, 11: 0x00010001 } }).sc).toBe(0);
-    const cq = r.alloc(4096);
-    r.admin(0x05, { prp1: cq, cdw: { 10: 1 | (3 << 16), 11: 1 } }); // 4 entries: 3 usable
-    r.cq[1] = { base: cq, size: 4, head: 0, phase: 1 };
-    const sq = r.alloc(4096);
-    r.admin(0x01, { prp1: sq, cdw: { 10: 1 | (15 << 16), 11: 1 | (1 << 16) } });
-    r.sq[1] = { base: sq, size: 16, tail: 0 };
+    smallCqPair(r);
     const buf = r.alloc(8 * 4096);
     for (let i = 0; i < 8; i++) r.put(1, 0x02, { nsid: 1, prp1: buf + 4096 * i, cdw: { 10: i, 12: 0 } });
     d.ring(1);
     // Three entries, then it waits (the fourth slot would make the CQ look empty).
     await until(() => r.dev.stats()['iothread cq stalls'] > 0, 'a stall');
     expect(d.eventIdx(1, true)).toBe(0);
-    const at = (i: number) => r.dv.getUint16(r.off(cq + 16 * i + 14), true) & 1;
+    const at = (i: number) => r.dv.getUint16(r.off(r.cq[1].base + 16 * i + 14), true) & 1;
     expect([0, 1, 2, 3].map(at)).toEqual([1, 1, 1, 0]);
     const got: Cqe[] = [];
     for (let i = 0; i < 8; i++) got.push(await next(d, 1));
@@ -306,16 +306,7 @@ describe.skipIf(!haveWorker)('nvme: the I/O thread', () => {
 
   it('admin commands pause it: a second queue pair created and deleted while it runs; interrupts it cannot send by irqfd come back to the device thread', async () => {
     const r = threadRig(disk(image()));
-    let mx = 0;
-    for (let c = r.cfgRd(0x34, 1); c; c = r.cfgRd(c + 1, 1)) if (r.cfgRd(c, 1) === 0x11) mx = c;
-    const tbl = r.cfgRd(mx + 4);
-    const bar4 = (r.cfgRd(0x10 + 4 * (tbl & 7)) & ~0xf) >>> 0;
-    for (let i = 0; i < 3; i++) {
-      for (const [o, v] of [[0, 0xfee00000], [4, 0], [8, 0x30 + i], [12, 0]] as const) {
-        const b = new Uint8Array(4); new DataView(b.buffer).setUint32(0, v, true); r.io.mmioWrite(bar4 + (tbl & ~7) + 16 * i + o, b);
-      }
-    }
-    r.cfgWr(mx + 2, 0x8000, 2);
+    r.msix([0x30, 0x31, 0x32]);
     r.enable();
     const d = new Dbbuf(r);
     expect(d.config().sc).toBe(0);

@@ -155,6 +155,21 @@ export class Rig extends PciRig {
     return c;
   }
 
+  /** Programs MSI-X table entry i with message data `data[i]` (address
+   * 0xfee00000) and turns MSI-X on in the capability. */
+  msix(data: number[]): void {
+    let mx = 0;
+    for (let c = this.cfgRd(0x34, 1); c; c = this.cfgRd(c + 1, 1)) if (this.cfgRd(c, 1) === 0x11) mx = c;
+    const tbl = this.cfgRd(mx + 4);
+    const bar = (this.cfgRd(0x10 + 4 * (tbl & 7)) & ~0xf) >>> 0;
+    data.forEach((v, i) => {
+      for (const [o, w] of [[0, 0xfee00000], [4, 0], [8, v], [12, 0]] as const) {
+        const b = new Uint8Array(4); new DataView(b.buffer).setUint32(0, w, true); this.io.mmioWrite(bar + (tbl & ~7) + 16 * i + o, b);
+      }
+    });
+    this.cfgWr(mx + 2, 0x8000, 2);
+  }
+
   /** Number of queues, then one I/O CQ (vector `vec`) and SQ with id 1. */
   ioQueues(size = 64, vec = 1): void {
     const nq = this.admin(0x09, { cdw: { 10: 0x07, 11: 0x00030003 } });

@@ -290,18 +290,7 @@ describe('nvme: I/O', () => {
 
   it('MSI-X: the admin CQ on vector 0, an I/O CQ on its own vector; none when the CQ has interrupts off', () => {
     const r = rig(disk(image()));
-    let mx = 0;
-    for (let c = r.cfgRd(0x34, 1); c; c = r.cfgRd(c + 1, 1)) if (r.cfgRd(c, 1) === 0x11) mx = c;
-    const tbl = r.cfgRd(mx + 4);
-    const bar4 = (r.cfgRd(0x10 + 4 * (tbl & 7)) & ~0xf) >>> 0;
-    const entry = (i: number, data: number) => {
-      const base = bar4 + (tbl & ~7) + 16 * i;
-      for (const [o, v] of [[0, 0xfee00000], [4, 0], [8, data], [12, 0]] as const) {
-        const d = new Uint8Array(4); new DataView(d.buffer).setUint32(0, v, true); r.io.mmioWrite(base + o, d);
-      }
-    };
-    entry(0, 0x30); entry(1, 0x31); entry(2, 0x32);
-    r.cfgWr(mx + 2, 0x8000, 2);
+    r.msix([0x30, 0x31, 0x32]);
     r.enable();
     r.admin(0x06, { prp1: r.alloc(4096), cdw: { 10: 1 } });
     expect(r.irq.msis).toEqual([[0xfee00000, 0x30]]);
@@ -585,16 +574,7 @@ describe('nvme: large reads and writes on the I/O pool (iopool)', () => {
 
   it('a CQ with interrupts gets its vector when the pool completion is reaped, not before; a polled CQ none', () => {
     const r = pooled(image());
-    let mx = 0;
-    for (let c = r.cfgRd(0x34, 1); c; c = r.cfgRd(c + 1, 1)) if (r.cfgRd(c, 1) === 0x11) mx = c;
-    const tbl = r.cfgRd(mx + 4);
-    const bar4 = (r.cfgRd(0x10 + 4 * (tbl & 7)) & ~0xf) >>> 0;
-    for (let i = 0; i < 3; i++) {
-      for (const [o, v] of [[0, 0xfee00000], [4, 0], [8, 0x40 + i], [12, 0]] as const) {
-        const d = new Uint8Array(4); new DataView(d.buffer).setUint32(0, v, true); r.io.mmioWrite(bar4 + (tbl & ~7) + 16 * i + o, d);
-      }
-    }
-    r.cfgWr(mx + 2, 0x8000, 2);
+    r.msix([0x40, 0x41, 0x42]);
     r.enable();
     r.ioQueues(64, 2);
     r.irq.msis.length = 0;

@@ -125,21 +125,13 @@ export interface NvmeOptions {
   iothreadPollUs?: number;
 }
 
-export interface NvmeStats {
+/** The I/O commands' counts (both engines) and the device thread's own. */
+export interface NvmeStats extends IoCounts {
   adminCommands: number;
-  ioCommands: number;
-  reads: number;
-  writes: number;
-  bytesRead: number;
-  bytesWritten: number;
-  flushes: number;
-  deallocates: number;
   errors: number;
   cqDoorbells: number;
   cqDoorbellsCoalesced: number;
   poolRequests: number;
-  readCommands: number;
-  writeCommands: number;
   /** I/O queue doorbells that exited while the I/O thread owned the queues. */
   ioDoorbellExits: number;
 }
