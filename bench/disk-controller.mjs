@@ -8,9 +8,11 @@
 // 4 KiB random reads at queue depth 32 and 1. The guest polls for
 // completions and times each phase with the TSC (calibrated against the
 // RTC), so VMM start-up is not counted. Each figure is the median of REPS
-// runs, interleaved.
+// runs, interleaved. The default size, 1 GiB, keeps each sequential phase
+// long enough to time throughput rather than the I/O thread's warm-up
+// (see bench/virtio-blk.mjs).
 //
-// Usage: node bench/disk-controller.mjs --device ahci|nvme [--mib 32]
+// Usage: node bench/disk-controller.mjs --device ahci|nvme [--mib 1024]
 //          [--krand 10] [--reps 3] [--no-write] [--bhyve-opts k=v,...]
 //          [--bhyve-o pci.0.3.0.k=v ...]
 // --bhyve-opts appends device options to bhyve's -s (A/B runs of a switch);
@@ -27,7 +29,7 @@ import {
 const { values: opt } = parseArgs({
   options: {
     device: { type: 'string', default: 'ahci' },
-    mib: { type: 'string', default: '32' },
+    mib: { type: 'string', default: '1024' },
     krand: { type: 'string', default: '10' },
     reps: { type: 'string', default: '3' },
     'no-write': { type: 'boolean', default: false },

@@ -9,7 +9,13 @@
 // 256 KiB writes + fsync, 256 KiB reads, 4 KiB preads) is the limit.
 // Each figure is the median of REPS runs.
 //
-// Usage: node bench/virtio-blk.mjs [--mib 64] [--krand 20] [--reps 3]
+// The default size, 1 GiB, makes each sequential phase last 0.1-2 s: a
+// 64-128 MiB read phase lasts 10-30 ms, about as long as the I/O thread's
+// first TurboFan compiles of the read path, which then run on the CPU the
+// thread needs (BENCHMARKS.md, "Sequential rows at 1 GiB"), so small runs
+// measure warm-up more than throughput.
+//
+// Usage: node bench/virtio-blk.mjs [--mib 1024] [--krand 20] [--reps 3]
 //          [--only bhyve|bhyve-exit|bhyve-readers|qemu,...] [--poll-us N] [--readers N,...] [--event-idx] [--no-write]
 // --readers 0,3: also the iothread with iothread_readers=0 and =3 (A/B of
 // the reader threads that do its large reads; 0: the iothread reads).
@@ -24,7 +30,7 @@ import {
 
 const { values: opt } = parseArgs({
   options: {
-    mib: { type: 'string', default: '64' },
+    mib: { type: 'string', default: '1024' },
     krand: { type: 'string', default: '20' },
     reps: { type: 'string', default: '3' },
     only: { type: 'string' },
