@@ -51,7 +51,18 @@ function rng(seed: number): () => number {
   return () => { s = (s * 1664525 + 1013904223) >>> 0; return s / 2 ** 32; };
 }
 
-function setup(features = V1, vectored = [true, true]) {
+/** The transport's KVM_IOEVENTFD route for the transmit queue, as a
+ * stand-in: where the driver's kicks go. */
+function routeStandIn() {
+  return {
+    routed: false,
+    calls: [] as string[],
+    toEventfd(q: number, fd: number): boolean { this.calls.push(`eventfd ${q} ${fd}`); this.routed = true; return true; },
+    toExit(q: number): void { this.calls.push(`exit ${q}`); this.routed = false; },
+  };
+}
+
+function setup(features = V1, vectored = [true, true], withRoute = false) {
   /** Frames on the wire: [sequence number, side that wrote it]. */
   const wire: Array<[number, 'exit' | 'thread']> = [];
   const port = (side: 'exit' | 'thread') => ({
@@ -67,7 +78,8 @@ function setup(features = V1, vectored = [true, true]) {
   const tx = new FakeDriver(QSIZE, 1 << 20);
   const exitSide = activateQueues(dev, [rx, tx], features);
   const helper = { memoryPath: '', layout: { lowmem: 0, highmem: 0 }, doorbell: { sab: new SharedArrayBuffer(8), vcpuFd: -1, mmapSize: 0 } };
-  const fds = dev.startOffload(helper, () => {}, undefined, vectored);
+  const route = routeStandIn();
+  const fds = dev.startOffload(helper, () => {}, undefined, vectored, withRoute ? route : undefined);
   const stand = dev.iothread as unknown as { forwarded: number; data: { transmit: boolean; txHandover?: SharedArrayBuffer } };
   // The I/O thread's model, as the worker builds it.
   const thr = new VirtioNet({ mac: MAC, iothread: false }, port('thread'));
@@ -82,6 +94,9 @@ function setup(features = V1, vectored = [true, true]) {
   });
   const buf = stand.data.txHandover;
   const h = buf ? new TxHandover(buf) : undefined;
+  /** Kicks the thread gave the device thread (its poll() serves them). */
+  let deviceKicks = 0;
+  thr.kickDeviceThread = () => { deviceKicks++; };
   if (h) {
     thr.txHandoverThread = h;
     // The test's window (startOffload set the VMM's).
@@ -90,6 +105,8 @@ function setup(features = V1, vectored = [true, true]) {
   const bufs = Array.from({ length: QSIZE }, () => tx.alloc(HDR + FRAME));
   let seq = 0;
   let forwardsSeen = 0;
+  /** Kicks KVM turned into a signal of the thread's eventfd. */
+  let eventfdKicks = 0;
   /** The driver queues a frame numbered `seq` and kicks if the device asks
    * (VIRTQ_USED_F_NO_NOTIFY clear, or past avail_event under EVENT_IDX). */
   const send = (): void => {
@@ -104,18 +121,30 @@ function setup(features = V1, vectored = [true, true]) {
     const kick = eventIdx
       ? ((tx.availIdx - tx.availEvent() - 1) & 0xffff) < ((tx.availIdx - old) & 0xffff)
       : (tx.usedFlags() & VIRTQ_USED_F_NO_NOTIFY) === 0;
-    if (kick) dev.queueNotify(1);
+    if (kick && route.routed) eventfdKicks++;
+    else if (kick) dev.queueNotify(1);
   };
-  /** The I/O thread wakes for the notifies forwarded to it. */
+  /** The I/O thread wakes for the notifies forwarded to it or routed to
+   * its eventfd. */
   const threadWakes = (): void => {
-    if (stand.forwarded === forwardsSeen) return;
+    if (stand.forwarded === forwardsSeen && eventfdKicks === 0) return;
     forwardsSeen = stand.forwarded;
+    eventfdKicks = 0;
     thr.queueNotify(1);
+  };
+  /** The device thread serves the thread's kicks. */
+  const deviceServes = (): void => {
+    if (deviceKicks === 0) return;
+    deviceKicks = 0;
+    dev.poll();
   };
   /** The guest receives `bytes` (what the I/O thread reports). */
   const received = (bytes: number): void => h!.addRx(bytes);
   const outstanding = (): number => (tx.availIdx - tx.usedIdx()) & 0xffff;
-  return { dev, thr, tx, h, wire, fds, stand, send, threadWakes, received, outstanding, exitSide, threadResets, threadIrqs, seq: () => seq };
+  return {
+    dev, thr, tx, h, wire, fds, stand, route, send, threadWakes, deviceServes, received, outstanding, exitSide, threadResets, threadIrqs,
+    seq: () => seq, deviceKicks: () => deviceKicks, eventfdKicks: () => eventfdKicks,
+  };
 }
 
 describe('virtio-net iothread_tx=switch', () => {
@@ -131,12 +160,14 @@ describe('virtio-net iothread_tx=switch', () => {
     }
   });
 
-  for (const [name, features, vectored] of [
-    ['split ring, MSI-X', V1, true], ['EVENT_IDX, MSI-X', V1 | featureBit(VIRTIO_RING_F_EVENT_IDX), true],
-    ['split ring, polling', V1, false], ['EVENT_IDX, polling', V1 | featureBit(VIRTIO_RING_F_EVENT_IDX), false],
+  for (const [name, features, vectored, withRoute] of [
+    ['split ring, MSI-X', V1, true, false], ['EVENT_IDX, MSI-X', V1 | featureBit(VIRTIO_RING_F_EVENT_IDX), true, false],
+    ['split ring, polling', V1, false, false], ['EVENT_IDX, polling', V1 | featureBit(VIRTIO_RING_F_EVENT_IDX), false, false],
+    ['split ring, MSI-X, notifies routed', V1, true, true], ['EVENT_IDX, MSI-X, notifies routed', V1 | featureBit(VIRTIO_RING_F_EVENT_IDX), true, true],
+    ['split ring, polling, notifies routed', V1, false, true], ['EVENT_IDX, polling, notifies routed', V1 | featureBit(VIRTIO_RING_F_EVENT_IDX), false, true],
   ] as const) {
     it(`${name}: frames through hand-overs both ways reach the wire once each, in order, and every chain comes back`, () => {
-      const v = setup(features, [vectored, vectored]);
+      const v = setup(features, [vectored, vectored], withRoute);
       const r = rng(7);
       const N = 3000;
       for (let guard = 0; v.seq() < N; guard++) {
@@ -147,12 +178,14 @@ describe('virtio-net iothread_tx=switch', () => {
         const k = 1 + Math.floor(r() * 4);
         for (let i = 0; i < k && v.seq() < N && v.outstanding() < QSIZE; i++) v.send();
         if (phase === 1) v.received(3 * WINDOW);
-        // The I/O thread runs when it runs: now, or after more frames.
+        // The I/O thread runs when it runs: now, or after more frames;
+        // the device thread serves its kicks now or later.
         if (r() < 0.6) v.threadWakes();
-        if (v.outstanding() === QSIZE) v.threadWakes();
+        if (r() < 0.3) v.deviceServes();
+        if (v.outstanding() === QSIZE) { v.deviceServes(); v.threadWakes(); }
       }
       // Whatever the driver kicked for last is served.
-      for (let i = 0; i < 4; i++) v.threadWakes();
+      for (let i = 0; i < 4; i++) { v.deviceServes(); v.threadWakes(); }
       expect(v.exitSide.resets).toEqual([]);
       expect(v.threadResets).toEqual([]);
       expect(v.wire.map(([s]) => s)).toEqual(Array.from({ length: N }, (_, i) => i));
@@ -162,8 +195,95 @@ describe('virtio-net iothread_tx=switch', () => {
       expect(N - byExit).toBeGreaterThan(N / 10);
       expect(v.h!.handovers).toBeGreaterThanOrEqual(6);
       expect(v.dev.counters()['transmit queue hand-overs']).toBe(v.h!.handovers);
+      // Routed: the notifies went to the thread's eventfd and back, more than once.
+      const routes = v.route.calls.filter((c) => c.startsWith('eventfd')).length;
+      if (withRoute) expect(routes).toBeGreaterThanOrEqual(2);
+      else expect(v.route.calls).toEqual([]);
+      expect(v.dev.counters()['transmit notifies routed to the I/O thread']).toBe(routes);
     });
   }
+
+  it('notifies routed: they go to the thread\'s eventfd while it has the queue where it belongs, and back to the exit after it lets go', () => {
+    const v = setup(V1, [true, true], true);
+    for (let i = 0; i < 4; i++) v.send(); // a window of sending: the thread's
+    expect(v.h!.owner).toBe(TX_THREAD);
+    expect(v.route.calls).toEqual([]);
+    v.send(); // exits, is forwarded, and routes the next ones
+    expect(v.stand.forwarded).toBe(1);
+    expect(v.route.calls).toEqual(['eventfd 1 99']);
+    expect(v.h!.notifiesToThread).toBe(true);
+    v.threadWakes();
+    expect(v.wire[4]).toEqual([4, 'thread']);
+    v.send(); // KVM signals the eventfd: no exit, nothing forwarded
+    expect(v.eventfdKicks()).toBe(1);
+    expect(v.stand.forwarded).toBe(1);
+    v.threadWakes();
+    expect(v.wire[5]).toEqual([5, 'thread']);
+    // Receiving: the thread lets go after its next send and asks for the exit route.
+    v.received(2 * WINDOW);
+    v.send();
+    v.threadWakes();
+    expect(v.wire[6]).toEqual([6, 'thread']);
+    expect(v.h!.owner).toBe(TX_EXIT_IDLE);
+    expect(v.deviceKicks()).toBe(1);
+    // Before the device thread acts, a kick still reaches the eventfd: the
+    // thread takes the queue back for it, sends, and lets go again (no second kick).
+    v.send();
+    expect(v.eventfdKicks()).toBe(1);
+    v.threadWakes();
+    expect(v.wire[7]).toEqual([7, 'thread']);
+    expect(v.h!.owner).toBe(TX_EXIT_IDLE);
+    expect(v.deviceKicks()).toBe(1);
+    // The device thread routes them back and has the thread look once more.
+    const forwarded = v.stand.forwarded;
+    v.deviceServes();
+    expect(v.route.calls).toEqual(['eventfd 1 99', 'exit 1']);
+    expect(v.h!.notifiesToThread).toBe(false);
+    expect(v.stand.forwarded).toBe(forwarded + 1);
+    v.threadWakes(); // nothing pending: the queue stays with the exit
+    expect(v.h!.owner).toBe(TX_EXIT_IDLE);
+    v.send();
+    expect(v.wire[8]).toEqual([8, 'exit']);
+    expect(v.tx.usedIdx()).toBe(9);
+  });
+
+  it('notifies routed: a chain whose notify the thread had to refuse while the exit was sending is forwarded once the exit lets go', () => {
+    const v = setup(V1, [true, true], true);
+    for (let i = 0; i < 5; i++) v.send();
+    v.threadWakes();
+    v.received(2 * WINDOW);
+    v.send();
+    v.threadWakes(); // the thread lets go; the route still points at it
+    expect(v.h!.owner).toBe(TX_EXIT_IDLE);
+    expect(v.h!.notifiesToThread).toBe(true);
+    // A notify that exited anyway (sent before the route changed): the
+    // exit takes the queue and sends. Just before it lets go, the driver
+    // adds a chain and kicks, which reaches the thread: it must refuse (EXIT_BUSY).
+    const devH = (v.dev as unknown as { txHandover: InstanceType<typeof TxHandover> }).txHandover;
+    const release = devH.release.bind(devH);
+    let raced = false;
+    devH.release = (q, self, can) => {
+      if (!raced) {
+        raced = true;
+        const b = v.tx.alloc(HDR + FRAME);
+        const f = new Uint8Array(HDR + FRAME);
+        new DataView(f.buffer).setUint32(HDR + 14, 100, true);
+        v.tx.fill(b, f);
+        v.tx.offer(v.tx.chain([{ addr: b, len: HDR + FRAME }]));
+        expect(v.h!.owner).toBe(1); // EXIT_BUSY
+        v.thr.queueNotify(1);
+      }
+      return release(q, self, can);
+    };
+    const sent = v.wire.length;
+    v.dev.queueNotify(1);
+    expect(raced).toBe(true);
+    expect(v.wire.length).toBe(sent); // nothing pending when it took the queue; the chain came after
+    // The exit, having let go, found the chain pending and forwarded it.
+    v.threadWakes();
+    expect(v.wire[sent]).toEqual([100, 'thread']);
+    expect(v.outstanding()).toBe(0);
+  });
 
   it('the guest streaming out moves the queue to the thread at the end of a window, receiving moves it back', () => {
     const v = setup();

@@ -35,6 +35,7 @@ function main(): void {
   dev.ackFeatures(d.ackedFeatures);
   const handover = d.txHandover ? new TxHandover(d.txHandover) : undefined;
   dev.txHandoverThread = handover;
+  dev.kickDeviceThread = () => kick();
   // Take the queues, unless the device thread already asked us to stop.
   if (!ctl.take()) return;
   let broken = false;

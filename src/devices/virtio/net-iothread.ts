@@ -37,7 +37,8 @@
 // exit: the queues are independent, and a tap takes writes from any thread.
 // With switch the queue moves between the two while the driver
 // runs (net-tx-handover.ts), its notifies exiting and forwarded here while
-// it is this thread's.
+// it is this thread's, or routed here by an ioeventfd the device thread
+// registers while the direction keeps the queue here.
 //
 // Notifies that still reach the device thread (a legacy I/O-port notify, a
 // host without ioeventfd for that address) are forwarded by writing the

@@ -5,10 +5,11 @@
 // bench/virtio-net-tcp.mjs): the host's TCP work runs inside each tap
 // write, on whichever thread writes.
 //
-// Transmit notifies always exit to the device thread here (no ioeventfd
-// on the transmit queue, so no registration changes at run time). The
-// device thread either sends at once (it owns the queue) or writes the I/O
-// thread's eventfd (the thread owns it). Ownership lives in one shared
+// Transmit notifies exit to the device thread, which either sends at once
+// (it owns the queue) or writes the I/O thread's eventfd (the thread owns
+// it); while the thread is where the queue belongs (DIRECTION), the device
+// thread routes them to that eventfd by KVM_IOEVENTFD instead, so the
+// guest's notify no longer stops its vCPU (below). Ownership lives in one shared
 // word and moves only at a quiescent point of its owner: the queue drained
 // with the driver's notifications on (VirtioNet.transmit ends so) and the
 // ring positions (last avail, next used) stored here for the next owner,
@@ -24,6 +25,20 @@
 //     thread with the queue no longer its own: it takes the queue back
 //     (EXIT_IDLE -> THREAD) when chains are pending, else the device
 //     thread is serving them (EXIT_BUSY) and drains before it lets go.
+//
+// The notify route follows the direction, a step behind it, and only the
+// device thread changes it (KVM_IOEVENTFD on the VM): it routes the
+// notifies to the thread when one exits while the thread owns the queue
+// and the direction says thread (NOTIFY_ROUTE); the thread, releasing the
+// queue to the exit, asks for them back (WANT_EXIT_ROUTE, a kick) and the
+// device thread routes them to the exit at its next poll. Meanwhile every
+// wake-up of the thread counts as a forwarded notify (its eventfd then
+// carries the transmit notifies), so a chain is served whoever holds the
+// queue: the thread takes the queue back from EXIT_IDLE as for a
+// forwarded notify; one it had to refuse (EXIT_BUSY) the device thread
+// finds pending after its release and forwards; and when the route moves
+// back to the exit the device thread forwards once, for a notify that went
+// to the eventfd before.
 //
 // The direction: both sides add the bytes they move to shared counters;
 // the owner, at its quiescent point, looks at the last window of traffic
@@ -66,8 +81,14 @@ const W = {
   /** The device thread forwarded a transmit notify (the I/O thread's
    * eventfd also carries the receive notifies). */
   FORWARDED: 12,
+  /** 1: transmit notifies reach the thread's eventfd (KVM_IOEVENTFD),
+   * not the exit. Written by the device thread. */
+  NOTIFY_ROUTE: 13,
+  /** 1: the thread released the queue to the exit and wants the notifies
+   * routed back there. */
+  WANT_EXIT_ROUTE: 14,
 } as const;
-const WORDS = 13;
+const WORDS = 15;
 
 /** OWNER values. */
 export const TX_EXIT_IDLE = 0;
@@ -132,7 +153,7 @@ export class TxHandover {
    * notify alone never takes it: the exit would lose the queue to every
    * wake-up that finds a chain the guest is about to notify for. */
   threadTake(q: TxPositions, pending: () => number): boolean {
-    const forwarded = Atomics.exchange(this.words, W.FORWARDED, 0) === 1;
+    const forwarded = Atomics.exchange(this.words, W.FORWARDED, 0) === 1 || this.notifiesToThread;
     const o = Atomics.load(this.words, W.OWNER);
     if (o === TX_THREAD) { this.load(q); return true; }
     if (!forwarded || o !== TX_EXIT_IDLE || pending() === 0) return false;
@@ -155,6 +176,35 @@ export class TxHandover {
     if ((self === TX_THREAD) !== (to === TX_THREAD)) Atomics.add(this.words, W.HANDOVERS, 1);
     Atomics.store(this.words, W.OWNER, to);
     return to;
+  }
+
+  /** Whether transmit notifies reach the thread's eventfd. */
+  get notifiesToThread(): boolean { return Atomics.load(this.words, W.NOTIFY_ROUTE) === 1; }
+
+  /** The device thread, forwarding a notify: whether the notifies should
+   * go to the thread's eventfd now (the thread has the queue where it
+   * belongs, and they do not yet). */
+  shouldRouteToThread(): boolean {
+    return !this.notifiesToThread && Atomics.load(this.words, W.OWNER) === TX_THREAD
+      && Atomics.load(this.words, W.DIRECTION) === TX_THREAD;
+  }
+
+  /** The device thread, after it changed the route. */
+  setNotifiesToThread(on: boolean): void {
+    if (!on) Atomics.store(this.words, W.WANT_EXIT_ROUTE, 0);
+    Atomics.store(this.words, W.NOTIFY_ROUTE, on ? 1 : 0);
+  }
+
+  /** The thread, having released the queue to the exit: true when the
+   * device thread must be asked (kicked) to route the notifies back. */
+  requestExitRoute(): boolean {
+    return this.notifiesToThread && Atomics.compareExchange(this.words, W.WANT_EXIT_ROUTE, 0, 1) === 0;
+  }
+
+  /** The device thread: whether the thread asked for the exit route and
+   * the direction still says exit (the request is used up either way). */
+  takeExitRouteRequest(): boolean {
+    return Atomics.exchange(this.words, W.WANT_EXIT_ROUTE, 0) === 1 && Atomics.load(this.words, W.DIRECTION) !== TX_THREAD;
   }
 
   addTx(bytes: number): void { if (bytes > 0) Atomics.add(this.words, W.TX_BYTES, bytes); }

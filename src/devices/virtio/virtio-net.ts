@@ -58,7 +58,7 @@ import type { QueueIrqfdChannel } from './queue-irqfd.js';
 import { netGenMac, parseMac } from '../net/net-utils.js';
 import type { HostPortLookup } from './host-ports.js';
 import type { PciDeviceModel } from '../pci-device.js';
-import { createVirtioPci } from './virtio-pci.js';
+import { createVirtioPci, type QueueNotifyRoute } from './virtio-pci.js';
 // The defaults its record documents (virtio-net-record.ts).
 import {
   NET_IOTHREAD_DEFAULT, NET_IOTHREAD_POLL_US, NET_IOTHREAD_REFILL_US, NET_IOTHREAD_REFILL_US_MAX, NET_IOTHREAD_TX_DEFAULT, NET_IRQFD_DEFAULT, NET_ZEROCOPY_DEFAULT,
@@ -195,14 +195,19 @@ export class VirtioNet extends VirtioDeviceBase {
   /** iothread_tx=switch: who owns the transmit queue now (this side: the
    * device thread's). */
   private txHandover: TxHandover | undefined;
+  /** iothread_tx=switch: moves the transmit notifies between the exit and
+   * the I/O thread's eventfd (the transport's KVM_IOEVENTFD). */
+  private txRoute: QueueNotifyRoute | undefined;
   /** Set on the I/O thread's copy of the model (net-iothread-worker.ts):
    * it serves the transmit queue only while the hand-over gives it. */
   txHandoverThread: TxHandover | undefined;
+  /** Set on the I/O thread's copy: rings the device thread (its poll()). */
+  kickDeviceThread: (() => void) | undefined;
   /** The I/O thread that owns the queues while the driver runs, if any. */
   iothread: NetIothread | undefined;
   /** Counters of I/O threads that have stopped, and notifies this thread
    * handed to one (bhyvectl --get-stats). */
-  private readonly offloaded = { rxFrames: 0, txFrames: 0, wakeups: 0, forwarded: 0, handovers: 0 };
+  private readonly offloaded = { rxFrames: 0, txFrames: 0, wakeups: 0, forwarded: 0, handovers: 0, routed: 0 };
 
   /** Statistics, for tests and diagnostics. */
   readonly stats = { rxFrames: 0, rxBytes: 0, rxDropped: 0, txFrames: 0, txBytes: 0, txDropped: 0, interrupts: 0 };
@@ -260,6 +265,7 @@ export class VirtioNet extends VirtioDeviceBase {
     helper: HelperThreadData, release: () => void = () => {},
     irqfds?: (queues: ReadonlyArray<boolean>) => QueueIrqfdChannel | undefined,
     vectored?: ReadonlyArray<boolean>,
+    route?: QueueNotifyRoute,
   ): Array<number | undefined> | undefined {
     const act = this.activationRef;
     const b = this.backend;
@@ -267,13 +273,14 @@ export class VirtioNet extends VirtioDeviceBase {
     const tx = this.opts.iothreadTx ?? NET_IOTHREAD_TX_DEFAULT;
     const vect = vectored?.[VTNET_RXQ] === true || vectored?.[VTNET_TXQ] === true;
     this.txOnIothread = tx === 'auto' ? vect : tx === 'switch' ? false : tx;
-    // switch: transmit notifies keep exiting here (no ioeventfd), and the
-    // thread serves the queue while the hand-over gives it the queue; which
-    // way round depends on whether the driver waits on interrupts.
+    // switch: transmit notifies exit here at first, and the thread serves
+    // the queue while the hand-over gives it the queue (their route follows);
+    // which way round depends on whether the driver waits on interrupts.
     const txq = act.queues[VTNET_TXQ];
     if (tx === 'switch' && txq) {
       this.txHandover = new TxHandover();
       this.txHandover.init(txq, !vect);
+      this.txRoute = route;
     }
     const onThread = act.queues.map((q, i) => q !== null && (i === VTNET_RXQ || this.txOnIothread));
     const interrupting = act.queues.map((q, i) => onThread[i] || (i === VTNET_TXQ && this.txHandover !== undefined));
@@ -316,6 +323,7 @@ export class VirtioNet extends VirtioDeviceBase {
   private stopIothread(): void {
     this.releaseOffload = () => {};
     this.txOnIothread = false;
+    this.txRoute = undefined;
     this.offloaded.handovers += this.txHandover?.handovers ?? 0;
     this.txHandover = undefined;
     const t = this.iothread;
@@ -340,6 +348,7 @@ export class VirtioNet extends VirtioDeviceBase {
       'I/O thread wakeups': this.offloaded.wakeups + (t?.wakeups ?? 0),
       'notifies forwarded to the I/O thread': this.offloaded.forwarded,
       'transmit queue hand-overs': this.offloaded.handovers + (this.txHandover?.handovers ?? 0),
+      'transmit notifies routed to the I/O thread': this.offloaded.routed,
     };
   }
 
@@ -350,6 +359,16 @@ export class VirtioNet extends VirtioDeviceBase {
     const t = this.iothread;
     if (t) {
       if (t.failedToStart) { this.iothreadFallback(); return; }
+      const h = this.txHandover;
+      if (h && this.txRoute && h.takeExitRouteRequest()) {
+        // The thread let the queue go to the exit: its notifies come here
+        // again; one that reached the thread's eventfd before is looked at
+        // there once more.
+        this.txRoute.toExit(VTNET_TXQ);
+        h.setNotifiesToThread(false);
+        h.forwarding();
+        t.notify();
+      }
       const bits = t.takeInterrupts();
       for (let i = 0; i < 2; i++) {
         if (bits & (1 << i)) { this.stats.interrupts++; this.activationRef?.interrupt.queue(i); }
@@ -380,7 +399,18 @@ export class VirtioNet extends VirtioDeviceBase {
    * ours, else hand the notify to the I/O thread. */
   private transmitSwitched(queue: Virtqueue, t: NetIothread, h: TxHandover): void {
     if (t.failedToStart) { this.iothreadFallback(); return; }
-    if (!h.deviceTake(queue)) { this.offloaded.forwarded++; h.forwarding(); t.notify(); return; }
+    if (!h.deviceTake(queue)) {
+      this.offloaded.forwarded++;
+      h.forwarding();
+      t.notify();
+      // The thread has the queue where it belongs: its notifies go there
+      // from now on, without stopping the vCPU.
+      if (this.txRoute && h.shouldRouteToThread() && this.txRoute.toEventfd(VTNET_TXQ, t.notifyFd)) {
+        h.setNotifiesToThread(true);
+        this.offloaded.routed++;
+      }
+      return;
+    }
     let ok = false;
     try {
       h.addTx(this.transmit(queue));
@@ -389,13 +419,18 @@ export class VirtioNet extends VirtioDeviceBase {
       // A queue that broke goes nowhere (the device needs a reset).
       h.release(queue, TX_EXIT_BUSY, ok && t.state === IOTHREAD_STATE.RUNNING);
     }
+    // A notify that went to the thread while this side sent was refused
+    // there (EXIT_BUSY): its chain is still pending.
+    let left = 0;
+    try { left = h.notifiesToThread ? queue.pending() : 0; } catch { left = 1; /* the thread reports the ring */ }
+    if (left > 0) { h.forwarding(); t.notify(); }
   }
 
   /** iothread_tx=switch, the I/O thread's side. */
   private transmitOnThread(queue: Virtqueue, h: TxHandover): void {
     if (!h.threadTake(queue, () => queue.pending())) return;
     h.addTx(this.transmit(queue));
-    h.release(queue, TX_THREAD, true);
+    if (h.release(queue, TX_THREAD, true) !== TX_THREAD && h.requestExitRoute()) this.kickDeviceThread?.();
   }
 
   // ---- TX ----

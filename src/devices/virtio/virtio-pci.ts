@@ -139,17 +139,30 @@ export interface NotifyOffload {
    * offers them, wires the named queues' interrupts straight to their
    * MSI-X vectors for the helper (queue-irqfd.ts); undefined when not.
    * `vectored` says per queue whether the driver gave it an MSI-X vector
-   * (with MSI-X enabled) by the time it set DRIVER_OK. */
+   * (with MSI-X enabled) by the time it set DRIVER_OK. `route` moves a
+   * queue's notifies between the exit and an eventfd while the driver runs
+   * (the device thread only; until reset). */
   startOffload(
     helper: HelperThreadData, release: () => void,
     irqfds?: (queues: ReadonlyArray<boolean>) => QueueIrqfdChannel | undefined,
     vectored?: ReadonlyArray<boolean>,
+    route?: QueueNotifyRoute,
   ): Array<number | undefined> | undefined;
   /** True while the helper startOffload started is still loading: the
    * transport then calls the device's poll() now and then until it is not
    * (offload-start-watch.ts), so a helper that could not load, and so
    * could not ring the device thread, is still noticed. */
   offloadStarting?(): boolean;
+}
+
+/** A queue's notify address routed to an eventfd by KVM_IOEVENTFD (no
+ * exit), or back to the exit, at run time. */
+export interface QueueNotifyRoute {
+  /** Routes queue `q`'s notifies to `fd`; false when KVM or the transport
+   * cannot (a legacy transport: its notify register is shared). */
+  toEventfd(q: number, fd: number): boolean;
+  /** Back to the exit (a no-op when not routed). */
+  toExit(q: number): void;
 }
 
 export interface VirtioPciOptions {
@@ -456,19 +469,39 @@ export class VirtioPci extends PciEmulFunction {
     };
     try {
       const vectored = this.queues.map((q) => this.msixEnabledNow() && q.msixVector !== VIRTIO_MSI_NO_VECTOR && q.msixVector < this.msixVectorCount);
-      fds = dev.startOffload(kvm.helper, () => this.dropIoeventfds(), irqfds, vectored);
+      fds = dev.startOffload(kvm.helper, () => this.dropIoeventfds(), irqfds, vectored, {
+        toEventfd: (q, fd) => {
+          const addr = this.notifyAddress(q);
+          if (addr === undefined || this.ioeventfds.some((e) => e.addr === addr) || !kvm.ioeventfd(fd, addr)) return false;
+          this.ioeventfds.push({ fd, addr });
+          return true;
+        },
+        toExit: (q) => {
+          const addr = this.notifyAddress(q);
+          const i = this.ioeventfds.findIndex((e) => e.addr === addr);
+          if (i < 0) return;
+          kvm.ioeventfd(this.ioeventfds[i].fd, this.ioeventfds[i].addr, true);
+          this.ioeventfds.splice(i, 1);
+        },
+      });
     } catch {
       this.dropIrqfds();
       return; // the device keeps serving notifies on this thread
     }
     if (fds && typeof dev.offloadStarting === 'function') this.watchOffloadStart(dev as NotifyOffload & VirtioDevice);
-    const base = this.transport === 'legacy' ? undefined : this.barRegisteredAt(VIRTIO_MODERN_BAR);
-    if (!fds || base === undefined) return;
+    if (!fds) return;
     fds.forEach((fd, q) => {
-      if (fd === undefined) return;
-      const addr = base + MODERN_NOTIFY_OFF + q * NOTIFY_OFF_MULTIPLIER;
+      const addr = this.notifyAddress(q);
+      if (fd === undefined || addr === undefined) return;
       if (kvm.ioeventfd(fd, addr)) this.ioeventfds.push({ fd, addr });
     });
+  }
+
+  /** Queue `q`'s modern notify address where the BAR is now; none for a
+   * legacy transport. */
+  private notifyAddress(q: number): number | undefined {
+    const base = this.transport === 'legacy' ? undefined : this.barRegisteredAt(VIRTIO_MODERN_BAR);
+    return base === undefined ? undefined : base + MODERN_NOTIFY_OFF + q * NOTIFY_OFF_MULTIPLIER;
   }
 
   /** Until the helper has loaded (or failed to), looks at it on a timer. */
