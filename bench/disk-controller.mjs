@@ -151,8 +151,8 @@ for (const n of notes) console.log(`\n${n}`);
 if (!opt['no-write']) {
   const what = dev === 'ahci'
     ? ['## AHCI throughput', 'WRITE FPDMA QUEUED', 'FLUSH CACHE EXT', 'READ FPDMA QUEUED', 'PxCI/PxSACT',
-      '`-s 3,ahci-hd,IMAGE`', '`-device ahci` (ICH9) `+ -device ide-hd`', 'Every PxCI write is an MMIO exit on both; bhyve-kvm checks the PRDT in that exit and hands a transfer of 64 KiB or more to its I/O thread',
-      '(`iopool=1`), which moves the data straight between the image and the PRDT buffers and clears the PxSACT bit in the read-only register page the driver polls (`regpage`, no exit); PxSACT writes wait in KVM\'s coalesced MMIO ring (`sactcoalesce`, no exit). QEMU exits for every PxSACT write and every read and completes commands through its AIO.']
+      '`-s 3,ahci-hd,IMAGE`', '`-device ahci` (ICH9) `+ -device ide-hd`', 'Every PxCI write is an MMIO exit on both; bhyve-kvm runs the command inside that exit (`iopool=0`, the default: I/O straight between the image and the PRDT buffers;',
+      'with `iopool=1` a transfer of 64 KiB or more goes to an I/O thread instead), and serves the PxCI/PxSACT/PxTFD polls from a read-only register page (`regpage`, no exit); PxSACT writes wait in KVM\'s coalesced MMIO ring (`sactcoalesce`, no exit). QEMU exits for every PxSACT write and every read and completes commands through its AIO.']
     : ['## NVMe throughput', 'WRITE (PRP lists)', 'FLUSH', 'READ', 'the completion queue\'s phase bits',
       '`-s 3,nvme,IMAGE`', '`-device nvme`', 'The guest sends Doorbell Buffer Config (OACS bit 8, offered by both) and rings an I/O doorbell only when its shadow value passes the EventIdx, as Linux does. bhyve-kvm hands the I/O queues to an I/O thread woken by ioeventfd (`iothread=true`, the default), which reads the shadow tails and sets the EventIdx so the driver rings once per batch;',
       'with `iothread=false` each command runs in its doorbell exit (reading the shadow tail), and completion queue head updates need no doorbell write until a queue fills. QEMU 7.2 exits for the doorbells it gets and completes commands through its AIO.'];
