@@ -138,12 +138,16 @@ const options = {
   // addon; pngjs and friends are CommonJS, used by bhyvectl alone).
   packages: 'external',
   plugins: [builtinShims],
-  // Minified: less text to read and hash, a smaller cache. keepNames keeps
-  // .name of functions and classes; BHYVE_DEBUG maps stack traces back
-  // through the source maps (bin/bhyve). BHYVE_BUNDLE_MINIFY=0 at build
-  // time leaves it readable, for --cpu-prof's line ticks.
+  // Minified: less text to read and hash, a smaller cache. BHYVE_DEBUG
+  // maps stack traces back through the source maps (bin/bhyve).
+  // BHYVE_BUNDLE_MINIFY=0 at build time leaves it readable, for
+  // --cpu-prof's line ticks. No keepNames: its __name() call on every
+  // function and class as it is made (each gets an own `name` property,
+  // a property array) cost ~1 MiB of peak RSS at -c 1 over the two
+  // isolates. So no code reads a function's or class's .name (errors name
+  // themselves: test/unit/error-names.test.ts).
   minify: process.env.BHYVE_BUNDLE_MINIFY !== '0',
-  keepNames: true,
+  keepNames: false,
   sourcemap: true,
   logLevel: 'warning',
 };

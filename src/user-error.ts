@@ -9,13 +9,16 @@
 // and a hint to report it (cli/output.ts).
 
 export class UserError extends Error {
+  // Each subclass names itself the same way: the bundles are minified
+  // without esbuild's keepNames (scripts/bundle.mjs), so a class's own
+  // .name is not its source name there (test/unit/error-names.test.ts).
+  override readonly name: string = 'UserError';
   /** Exit status when this error has its own (bhyve's usage errors: 1 or
    * EX_USAGE); undefined: the command's status for user errors. */
   readonly exitCode: number | undefined;
 
   constructor(message: string, opts: { exitCode?: number; cause?: unknown } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
-    this.name = new.target.name;
     this.exitCode = opts.exitCode;
   }
 }

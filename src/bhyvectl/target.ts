@@ -15,7 +15,7 @@ import { REGS_ORDER, type RegName } from '../sys/kvm-abi.js';
 import { VmObject, VmObjectError } from '../vmm/vm-object.js';
 
 /** A bhyvectl failure the user can act on; bhyvectl exits 1. */
-export class BhyvectlError extends UserError {}
+export class BhyvectlError extends UserError { override readonly name: string = 'BhyvectlError'; }
 
 export interface MemmapEntry { gpa: string; size: string; kind: string; readonly: boolean; path?: string }
 export interface StatsJson {

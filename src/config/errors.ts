@@ -10,6 +10,7 @@ export const EX_USAGE = 64;
 
 /** A command-line error with the exit status bhyve gives it. */
 export class UsageError extends ConfigError {
+  override readonly name: string = 'UsageError';
   /** True when bhyve would print its usage text (usage(1)). */
   readonly showUsage: boolean;
   constructor(message: string, exitCode = EX_USAGE, showUsage = exitCode === 1) {

@@ -6,7 +6,7 @@
 import { UserError } from '../user-error.js';
 
 /** A bad configuration value or combination: a user error. */
-export class ConfigError extends UserError {}
+export class ConfigError extends UserError { override readonly name: string = 'ConfigError'; }
 
 export type ConfigNode = Map<string, ConfigNode | string>;
 

@@ -52,7 +52,7 @@ export interface FirmwareVolume {
   extHeaderOffset: number;
 }
 
-export class FirmwareVolumeError extends UserError {}
+export class FirmwareVolumeError extends UserError { override readonly name: string = 'FirmwareVolumeError'; }
 
 /** EFI_GUID bytes (little-endian first three fields) as a registry string. */
 export function guidString(b: Uint8Array): string {

@@ -70,7 +70,7 @@ export interface FwCfgFile {
   data: Uint8Array;
 }
 
-export class FwCfgError extends UserError {}
+export class FwCfgError extends UserError { override readonly name: string = 'FwCfgError'; }
 
 function itemKey(selector: number): number {
   return selector & (FW_CFG_ARCH_LOCAL | FW_CFG_ENTRY_MASK);

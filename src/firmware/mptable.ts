@@ -44,7 +44,7 @@ export interface MpTableOptions {
 }
 
 /** bhyve's mptable_build refuses a PCI hierarchy other than bus 0. */
-export class MpTableError extends UserError {}
+export class MpTableError extends UserError { override readonly name: string = 'MpTableError'; }
 
 /** True unless x86.mptable is false. */
 export function mptableEnabled(config: ConfigTree): boolean {

@@ -4,7 +4,7 @@
 
 import { UserError } from '../user-error.js';
 
-export class LoaderError extends UserError {}
+export class LoaderError extends UserError { override readonly name: string = 'LoaderError'; }
 
 export function hex(n: number | bigint): string {
   return `0x${n.toString(16)}`;

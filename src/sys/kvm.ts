@@ -32,7 +32,7 @@ const SEGMENT_NAMES = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt'] as const
 const CONTROL_NAMES = ['cr0', 'cr2', 'cr3', 'cr4', 'cr8', 'efer', 'apic_base'] as const;
 
 /** Why /dev/kvm could not be used, phrased for the user. */
-export class KvmUnavailableError extends UserError {}
+export class KvmUnavailableError extends UserError { override readonly name: string = 'KvmUnavailableError'; }
 
 export class Kvm {
   private constructor(readonly fd: number, readonly path: string) {}

@@ -110,6 +110,7 @@ export const SIGUSR2 = 12;
  * missing, a permission, a limit) is the user's to fix, so it is a user
  * error; code that knows better wraps it. */
 export class SysError extends UserError {
+  override readonly name: string = 'SysError';
   constructor(readonly call: string, readonly errno: number) {
     super(`${call}: ${strerror(errno)}`);
   }

@@ -38,7 +38,7 @@ const EACCES = 13;
 const EBUSY = 16;
 const EINVAL = 22;
 
-export class TapError extends UserError {}
+export class TapError extends UserError { override readonly name: string = 'TapError'; }
 
 export interface Tap {
   readonly fd: number;

@@ -13,7 +13,7 @@ import { fsPath } from '../config/raw-argv.js';
 import { FirmwareVolumeError, looksLikeFirmwareVolume, parseFirmwareVolumes } from '../firmware/fv.js';
 import { BOOTROM_WINDOW_SIZE, HIGHMEM_BASE, PAGE_SIZE } from '../sys/memory-map.js';
 
-export class BootromError extends UserError {}
+export class BootromError extends UserError { override readonly name: string = 'BootromError'; }
 
 export interface BootromSegment {
   readonly kind: 'rom' | 'vars';

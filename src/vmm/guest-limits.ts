@@ -21,7 +21,7 @@ export const PAGE_SIZE = 4096;
 export const MIN_GUEST_MEMORY = 1024 * 1024;
 export const MAX_XAPIC_VCPUS = 255;
 
-export class GuestLimitError extends VmObjectError {}
+export class GuestLimitError extends VmObjectError { override readonly name: string = 'GuestLimitError'; }
 
 /** Bytes as a short size (512M, 1.5G, 17T). */
 export function formatSize(bytes: number): string {

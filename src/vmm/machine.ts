@@ -27,7 +27,7 @@ import { VmObject } from './vm-object.js';
 import { trace } from './startup-trace.js';
 
 /** A failure to set the VM up, reported to the user as one line. */
-export class VmSetupError extends UserError {}
+export class VmSetupError extends UserError { override readonly name: string = 'VmSetupError'; }
 
 const SLOT_BOOTROM = 2;
 

@@ -76,7 +76,7 @@ export function probeHost(kvm: Kvm): HostCapabilities {
   };
 }
 
-export class HostRequirementError extends UserError {}
+export class HostRequirementError extends UserError { override readonly name: string = 'HostRequirementError'; }
 
 /** Checks what bhyve needs; returns warnings to print, throws when unmet. */
 export function checkRequirements(caps: HostCapabilities, requireEptRvi: boolean): string[] {

@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 /** A VM object that cannot be created, opened or trusted; one line. */
-export class VmObjectError extends UserError {}
+export class VmObjectError extends UserError { override readonly name: string = 'VmObjectError'; }
 
 /** /run/bhyve for root, $XDG_RUNTIME_DIR/bhyve otherwise (else bhyve-UID in
  * the temporary directory); BHYVE_RUNDIR overrides. */

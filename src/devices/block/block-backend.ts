@@ -24,7 +24,7 @@ import { lockImage } from './image-lock.js';
 export { BLOCKIF_KEYS, requireBlockPath } from './blockif-keys.js';
 
 /** A disk-image problem the user can fix; one line, no stack trace. */
-export class BlockDeviceError extends ConfigError {}
+export class BlockDeviceError extends ConfigError { override readonly name: string = 'BlockDeviceError'; }
 
 /** bhyve's blockif options, common to every disk controller. */
 export interface BlockBackendOptions {

@@ -61,7 +61,7 @@ export interface UartBackendHost {
   close(): Promise<void> | void;
 }
 
-class BackendError extends UserError {}
+class BackendError extends UserError { override readonly name: string = 'BackendError'; }
 
 // ---------------------------------------------------------------- terminal
 

@@ -83,7 +83,7 @@ export interface NetPort {
   readInto?(views: Uint8Array[]): number;
 }
 
-export class NetBackendError extends UserError {}
+export class NetBackendError extends UserError { override readonly name: string = 'NetBackendError'; }
 
 const UNSUPPORTED_BACKENDS = ['netgraph', 'netmap', 'vale'];
 

@@ -14,7 +14,7 @@ export interface HostFwdRule {
   guestPort: number;
 }
 
-export class SlirpConfigError extends UserError {}
+export class SlirpConfigError extends UserError { override readonly name: string = 'SlirpConfigError'; }
 
 /** bhyve's parse_addr: "[a.b.c.d]:port". */
 function parseAddr(s: string, rule: string): { addr: string; port: number } {

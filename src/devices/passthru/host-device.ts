@@ -38,7 +38,7 @@ export interface HostRootOptions {
 }
 
 /** A host that is not set up for this passthrough; the message is the one line to print. */
-export class HostSetupError extends ConfigError {}
+export class HostSetupError extends ConfigError { override readonly name: string = 'HostSetupError'; }
 
 const ADDRESS_RE = /^([0-9a-fA-F]{4}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$/;
 const SHORT_ADDRESS_RE = /^([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$/;

@@ -63,7 +63,7 @@ export interface ConsolePort {
   generation(): number;
 }
 
-export class ConsoleBackendError extends UserError {}
+export class ConsoleBackendError extends UserError { override readonly name: string = 'ConsoleBackendError'; }
 
 /** The configured ports of a virtio-console slot, in port-number order:
  * bhyve numbers the virtio ports in the order they were given, so the

@@ -28,7 +28,7 @@ const EAGAIN = 11;
 /** Events read per read(2). */
 const READ_EVENTS = 64;
 
-export class InputBackendError extends UserError {}
+export class InputBackendError extends UserError { override readonly name: string = 'InputBackendError'; }
 
 export interface InputBackendTransfer {
   /** The evdev descriptor (process-wide), read, written and asked by the device thread. */

@@ -108,6 +108,12 @@ export function createQueues(
   });
 }
 
+/** bhyve's name of a virtio device type (spec 5), for messages. */
+function virtioDeviceName(type: number): string {
+  const name = ({ 1: 'net', 2: 'blk', 3: 'console', 4: 'rnd', 8: 'scsi', 9: '9p', 18: 'input', 23: 'iommu' } as Record<number, string>)[type];
+  return name === undefined ? `virtio device type ${type}` : `virtio-${name}`;
+}
+
 /** Common plumbing for device models: feature bookkeeping, config-space
  * byte access over a buffer the device fills, activation state, and a
  * notify path that turns any exception into the needs-reset state. */
@@ -176,7 +182,7 @@ export abstract class VirtioDeviceBase implements VirtioDevice {
   protected fail(e: unknown): void {
     if (this.brokenReason !== undefined) return;
     const reason = e instanceof VirtqueueError ? e.message
-      : `${this.constructor.name}: ${e instanceof Error ? e.message : String(e)}`;
+      : `${virtioDeviceName(this.deviceType)}: ${e instanceof Error ? e.message : String(e)}`;
     this.brokenReason = reason;
     try {
       this.activation?.needsReset(reason);
