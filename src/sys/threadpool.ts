@@ -27,6 +27,7 @@ export async function findPoolThreads(size = threadpoolSize()): Promise<number[]
   const efd = eventfd(0, EFD_CLOEXEC | EFD_SEMAPHORE);
   const bufs = Array.from({ length: size }, () => new Uint8Array(8));
   const reads = bufs.map((b) => new Promise<void>((resolve) => readFn.async(efd, b, 8, () => resolve())));
+  const unhook = releaseAtExit(() => eventfdWrite(efd, size));
   let tids: number[] = [];
   try {
     const start = Date.now();
@@ -40,6 +41,7 @@ export async function findPoolThreads(size = threadpoolSize()): Promise<number[]
   } finally {
     eventfdWrite(efd, size);
     await Promise.all(reads);
+    unhook();
     closeFd(efd);
   }
   return tids;
@@ -75,6 +77,32 @@ function readSmallFile(path: string): string {
   } finally {
     closeFd(fd);
   }
+}
+
+// An exit nobody planned for (an uncaught exception, process.exit()) tears
+// Node down through libuv, which joins every pool thread: one parked in a
+// read that only this process's JavaScript would end (the searches here,
+// the sandbox's confinement of the pool) or in an AP's KVM_RUN would hold
+// the process forever, its status never reported. Whoever parks or runs
+// such work registers how to end it; Node runs 'exit' listeners before the
+// join, on those paths too.
+const exitReleases = new Set<() => void>();
+let exitHooked = false;
+
+/** Runs `release` if the process exits while it is registered (it must
+ * only make the pool's blocked calls return, synchronously); returns the
+ * function that unregisters it. */
+export function releaseAtExit(release: () => void): () => void {
+  if (!exitHooked) {
+    exitHooked = true;
+    process.on('exit', () => {
+      for (const r of exitReleases) {
+        try { r(); } catch { /* the next one still runs */ }
+      }
+    });
+  }
+  exitReleases.add(release);
+  return () => { exitReleases.delete(release); };
 }
 
 // Waits that hold a pool thread for a while (a tap poller's poll(2), up to

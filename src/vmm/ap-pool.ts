@@ -28,7 +28,7 @@ import { EAGAIN, EINTR, ioctlRawAsync, strerror } from '../sys/libc.js';
 import { kickThread } from '../sys/kick-signal.js';
 import { errorLine } from '../user-error.js';
 import type { ConfigTree } from '../config/tree.js';
-import { findPoolThreads, threadpoolSize } from '../sys/threadpool.js';
+import { findPoolThreads, releaseAtExit, threadpoolSize } from '../sys/threadpool.js';
 import { checkRunState, serveVcpuRequests } from './vcpu-requests.js';
 import { VCPU_REQUEST, VCPU_STATE, type KickTarget, type VcpuControl } from './vcpu-control.js';
 
@@ -74,6 +74,8 @@ export class ApPool {
   private retry: NodeJS.Timeout | undefined;
   private started = false;
   private broadcastPending = false;
+  /** Unregisters the exit release start() registered. */
+  private unhookExit: () => void = () => {};
   /** Resolves once every AP has left KVM_RUN for good. */
   readonly stopped = new Promise<void>((r) => { this.resolveStopped = r; });
 
@@ -101,6 +103,13 @@ export class ApPool {
   /** Every AP enters the guest (after control.go()). */
   start(): void {
     this.started = true;
+    // An exit while APs run (an uncaught exception) must not wait for
+    // their KVM_RUN calls on the pool threads (sys/threadpool.ts): out they
+    // come, and the callbacks that would enter again never run.
+    this.unhookExit = releaseAtExit(() => {
+      for (const ap of this.aps) if (!ap.done) ap.vcpu.immediateExit = true;
+      for (const tid of this.s.poolThreads) kickThread(tid);
+    });
     for (const ap of this.aps) {
       this.s.control.setState(ap.id, VCPU_STATE.RUNNING);
       this.enter(ap);
@@ -185,6 +194,7 @@ export class ApPool {
     ap.done = true;
     if (--this.remaining === 0) {
       if (this.retry) clearInterval(this.retry);
+      this.unhookExit();
       this.resolveStopped();
     }
   }

@@ -23,7 +23,7 @@
 import fs from 'node:fs';
 import { closeFd, EFD_CLOEXEC, EFD_SEMAPHORE, eventfd, eventfdWrite } from '../../sys/eventfd.js';
 import { libcFunc } from '../../sys/libc.js';
-import { interruptPoolWaits, readersOf, resumePoolWaits, threadpoolSize } from '../../sys/threadpool.js';
+import { interruptPoolWaits, readersOf, releaseAtExit, resumePoolWaits, threadpoolSize } from '../../sys/threadpool.js';
 import { closeRaw, capsetNoneOnPool, gettidOnPool, landlockRestrictSelfOnPool, prctlOnPool, PR_SET_NO_NEW_PRIVS } from './sandbox-sys.js';
 import { createRuleset, TSYNC_ABI, type LandlockRule } from './landlock.js';
 import { SandboxError, type SandboxPlan } from './sandbox.js';
@@ -77,6 +77,8 @@ export async function confinePoolThreads(c: PoolConfinement, size = threadpoolSi
     parked.push(new Promise((resolve) => readFn.async(fd, buf, 8, (_e: unknown, r: number | bigint) => resolve(Number(r)))));
   };
   interruptPoolWaits();
+  // An exit meanwhile must not wait for the parked threads (threadpool.ts).
+  const unhook = releaseAtExit(() => { eventfdWrite(first, size); eventfdWrite(second, size); });
   try {
     for (let i = 0; i < size; i++) park(first);
     await until(() => readersOf(first).length === size, () => `${readersOf(first).length} of libuv's ${size} threads came to rest`);
@@ -108,6 +110,7 @@ export async function confinePoolThreads(c: PoolConfinement, size = threadpoolSi
     eventfdWrite(first, size);
     eventfdWrite(second, size);
     await Promise.all(parked);
+    unhook();
     closeFd(first);
     closeFd(second);
     if (ruleset >= 0) closeRaw(ruleset);
