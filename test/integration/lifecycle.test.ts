@@ -113,6 +113,16 @@ describe.skipIf(skipWhy !== undefined)(`VM lifecycle${skipWhy ? ` (skipped: ${sk
     expect(fs.existsSync(path.join(rundir, name))).toBe(false);
   });
 
+  it('stdout and stderr closed by their reader before bhyve writes: the guest still runs to its exit status (33)', async () => {
+    // sh: bhyve's output goes into a pipe whose reader (true) has exited.
+    const name = `epipe-${process.pid}`;
+    const r = spawnSync('bash', ['-c', '"$0" "$@" 2>&1 | true; exit "${PIPESTATUS[0]}"', BHYVE, ...bhyveArgs(rom('exit-testdev'), name)],
+      { env: { ...process.env, ...env() }, timeout: 60_000, encoding: 'utf8' });
+    await ctl(['--destroy', `--vm=${name}`]);
+    expect(r.error).toBeUndefined();
+    expect(r.status).toBe(33);
+  });
+
   it('--destroy of a running VM powers its bhyve off (exit 1) and removes it', async () => {
     const name = 'running-destroy';
     const bhyve = startBhyve(bhyveArgs(rom('echo'), name));
