@@ -58,6 +58,13 @@ export const VIRTIO_ID_9P = 9;
 export const VIRTIO_ID_INPUT = 18;
 export const VIRTIO_ID_IOMMU = 23;
 
+/** bhyve's emulation name of each device id we model, for messages. */
+export const VIRTIO_DEVICE_NAMES: Readonly<Record<number, string>> = {
+  [VIRTIO_ID_NET]: 'virtio-net', [VIRTIO_ID_BLOCK]: 'virtio-blk', [VIRTIO_ID_CONSOLE]: 'virtio-console',
+  [VIRTIO_ID_RNG]: 'virtio-rnd', [VIRTIO_ID_SCSI]: 'virtio-scsi', [VIRTIO_ID_9P]: 'virtio-9p',
+  [VIRTIO_ID_INPUT]: 'virtio-input', [VIRTIO_ID_IOMMU]: 'virtio-iommu',
+};
+
 // --- Split virtqueue (spec 2.7) ------------------------------------------
 export const VIRTQ_DESC_F_NEXT = 1;
 export const VIRTQ_DESC_F_WRITE = 2;

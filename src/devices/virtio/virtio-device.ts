@@ -21,7 +21,7 @@
 import type { GuestMemory } from '../../sys/guest-memory.js';
 import type { DmaSpace } from '../iommu/dma-space.js';
 import {
-  VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_TRANSPORT_FEATURES,
+  VIRTIO_DEVICE_NAMES, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_TRANSPORT_FEATURES,
   featureBit, hasFeature,
 } from './virtio-constants.js';
 import { DescriptorChain, Virtqueue, VirtqueueError, type VirtqueueLayout } from './virtqueue.js';
@@ -108,12 +108,6 @@ export function createQueues(
   });
 }
 
-/** bhyve's name of a virtio device type (spec 5), for messages. */
-function virtioDeviceName(type: number): string {
-  const name = ({ 1: 'net', 2: 'blk', 3: 'console', 4: 'rnd', 8: 'scsi', 9: '9p', 18: 'input', 23: 'iommu' } as Record<number, string>)[type];
-  return name === undefined ? `virtio device type ${type}` : `virtio-${name}`;
-}
-
 /** Common plumbing for device models: feature bookkeeping, config-space
  * byte access over a buffer the device fills, activation state, and a
  * notify path that turns any exception into the needs-reset state. */
@@ -182,7 +176,7 @@ export abstract class VirtioDeviceBase implements VirtioDevice {
   protected fail(e: unknown): void {
     if (this.brokenReason !== undefined) return;
     const reason = e instanceof VirtqueueError ? e.message
-      : `${virtioDeviceName(this.deviceType)}: ${e instanceof Error ? e.message : String(e)}`;
+      : `${VIRTIO_DEVICE_NAMES[this.deviceType] ?? `virtio device type ${this.deviceType}`}: ${e instanceof Error ? e.message : String(e)}`;
     this.brokenReason = reason;
     try {
       this.activation?.needsReset(reason);
