@@ -470,31 +470,15 @@ export class VirtioPci extends PciEmulFunction {
     try {
       const vectored = this.queues.map((q) => this.msixEnabledNow() && q.msixVector !== VIRTIO_MSI_NO_VECTOR && q.msixVector < this.msixVectorCount);
       fds = dev.startOffload(kvm.helper, () => this.dropIoeventfds(), irqfds, vectored, {
-        toEventfd: (q, fd) => {
-          const addr = this.notifyAddress(q);
-          if (addr === undefined || this.ioeventfds.some((e) => e.addr === addr) || !kvm.ioeventfd(fd, addr)) return false;
-          this.ioeventfds.push({ fd, addr });
-          return true;
-        },
-        toExit: (q) => {
-          const addr = this.notifyAddress(q);
-          const i = this.ioeventfds.findIndex((e) => e.addr === addr);
-          if (i < 0) return;
-          kvm.ioeventfd(this.ioeventfds[i].fd, this.ioeventfds[i].addr, true);
-          this.ioeventfds.splice(i, 1);
-        },
+        toEventfd: (q, fd) => this.notifyToEventfd(q, fd),
+        toExit: (q) => this.notifyToExit(q),
       });
     } catch {
       this.dropIrqfds();
       return; // the device keeps serving notifies on this thread
     }
     if (fds && typeof dev.offloadStarting === 'function') this.watchOffloadStart(dev as NotifyOffload & VirtioDevice);
-    if (!fds) return;
-    fds.forEach((fd, q) => {
-      const addr = this.notifyAddress(q);
-      if (fd === undefined || addr === undefined) return;
-      if (kvm.ioeventfd(fd, addr)) this.ioeventfds.push({ fd, addr });
-    });
+    fds?.forEach((fd, q) => { if (fd !== undefined) this.notifyToEventfd(q, fd); });
   }
 
   /** Queue `q`'s modern notify address where the BAR is now; none for a
@@ -502,6 +486,26 @@ export class VirtioPci extends PciEmulFunction {
   private notifyAddress(q: number): number | undefined {
     const base = this.transport === 'legacy' ? undefined : this.barRegisteredAt(VIRTIO_MODERN_BAR);
     return base === undefined ? undefined : base + MODERN_NOTIFY_OFF + q * NOTIFY_OFF_MULTIPLIER;
+  }
+
+  /** Routes queue `q`'s notifies to `fd` (KVM_IOEVENTFD, kept for reset);
+   * false when there is no modern notify address, it is routed already, or
+   * KVM refused. */
+  private notifyToEventfd(q: number, fd: number): boolean {
+    const kvm = this.ctx.kvm;
+    const addr = this.notifyAddress(q);
+    if (!kvm || addr === undefined || this.ioeventfds.some((e) => e.addr === addr) || !kvm.ioeventfd(fd, addr)) return false;
+    this.ioeventfds.push({ fd, addr });
+    return true;
+  }
+
+  /** Queue `q`'s notifies exit again (a no-op when not routed). */
+  private notifyToExit(q: number): void {
+    const addr = this.notifyAddress(q);
+    const i = this.ioeventfds.findIndex((e) => e.addr === addr);
+    if (i < 0) return;
+    this.ctx.kvm?.ioeventfd(this.ioeventfds[i].fd, this.ioeventfds[i].addr, true);
+    this.ioeventfds.splice(i, 1);
   }
 
   /** Until the helper has loaded (or failed to), looks at it on a timer. */
