@@ -169,6 +169,13 @@ export function netOptionsFromConfig(config: ConfigTree, node: string, slot: num
   };
 }
 
+/** iothread_tx=switch: hands the I/O thread a transmit notify (it looks
+ * at the queue as for one of the driver's, net-tx-handover.ts). */
+function forwardTransmit(t: NetIothread, h: TxHandover): void {
+  h.forwarding();
+  t.notify();
+}
+
 export class VirtioNet extends VirtioDeviceBase {
   readonly deviceType = VIRTIO_ID_NET;
   readonly queueMaxSizes: readonly number[] = [VTNET_RINGSZ, VTNET_RINGSZ];
@@ -366,8 +373,7 @@ export class VirtioNet extends VirtioDeviceBase {
         // there once more.
         this.txRoute.toExit(VTNET_TXQ);
         h.setNotifiesToThread(false);
-        h.forwarding();
-        t.notify();
+        forwardTransmit(t, h);
       }
       const bits = t.takeInterrupts();
       for (let i = 0; i < 2; i++) {
@@ -401,8 +407,7 @@ export class VirtioNet extends VirtioDeviceBase {
     if (t.failedToStart) { this.iothreadFallback(); return; }
     if (!h.deviceTake(queue)) {
       this.offloaded.forwarded++;
-      h.forwarding();
-      t.notify();
+      forwardTransmit(t, h);
       // The thread has the queue where it belongs: its notifies go there
       // from now on, without stopping the vCPU.
       if (this.txRoute && h.shouldRouteToThread() && this.txRoute.toEventfd(VTNET_TXQ, t.notifyFd)) {
@@ -423,7 +428,7 @@ export class VirtioNet extends VirtioDeviceBase {
     // there (EXIT_BUSY): its chain is still pending.
     let left = 0;
     try { left = h.notifiesToThread ? queue.pending() : 0; } catch { left = 1; /* the thread reports the ring */ }
-    if (left > 0) { h.forwarding(); t.notify(); }
+    if (left > 0) forwardTransmit(t, h);
   }
 
   /** iothread_tx=switch, the I/O thread's side. */
