@@ -101,11 +101,13 @@ function main(): void {
     if (d.helpReaders !== false) {
       while (running() && dev.helpWithRead()) { dev.reapReads(); dev.drain(0); }
     }
-    ctl.add(IOT.COMPLETED, dev.stats.requests - counted);
-    counted = dev.stats.requests;
+    // COMPLETED last: whoever sees it cover a request (a test that waits
+    // for it) also sees the hand-over and take-back counts of that request.
     ctl.add(IOT.TO_READERS, dev.readsToReaders - toReaders);
     toReaders = dev.readsToReaders;
     if (pool) { ctl.add(IOT.TAKEN_BACK, pool.stolen - takenBack); takenBack = pool.stolen; }
+    ctl.add(IOT.COMPLETED, dev.stats.requests - counted);
+    counted = dev.stats.requests;
   };
   const poll = new AdaptivePoll(Math.max(0, Math.round((d.pollUs ?? 0) * 1000)), d.pollHoldOff);
   const running = (): boolean => ctl.running;
