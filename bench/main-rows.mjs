@@ -45,6 +45,7 @@ for (const n of only ?? []) {
 
 const isRoot = process.getuid?.() === 0;
 const outcome = [];
+let failed = false;
 for (const s of SCRIPTS) {
   if (only && !only.includes(s.name)) continue;
   if (s.root && !isRoot) {
@@ -54,7 +55,8 @@ for (const s of SCRIPTS) {
   console.error(`bench: ${s.name}`);
   const args = [join(HERE, `${s.name}.mjs`), ...(opt['no-write'] ? ['--no-write'] : [])];
   const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
+  if (r.status !== 0) failed = true;
   outcome.push(`${s.name}: ${r.status === 0 ? 'done' : `failed (${r.status ?? r.signal})`}`);
 }
 console.error(`bench: ${outcome.join('; ')}`);
-process.exit(outcome.some((o) => o.includes('failed')) ? 1 : 0);
+process.exit(failed ? 1 : 0);
