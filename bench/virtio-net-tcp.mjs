@@ -9,8 +9,11 @@
 // (10.0.2.2/24, MTU 1500) in a network namespace the script creates, against
 // test/guests/tcp/host-peer.mjs there. Each run: the guest sends --mib MiB
 // to 10.0.2.2:5001, then receives --mib MiB from 10.0.2.2:5002.
-// Both guest modes: polling and MSI-X (halts when idle, NAPI-like).
-// Usage: sudo node bench/virtio-net-tcp.mjs [--mib 64] [--reps 5] [--modes poll,msix] [--no-write]
+// Three guest modes: polling, MSI-X and INTx (both halt when idle, NAPI-like).
+// 256 MiB by default: at 64 MiB the host -> guest phase lasts ~0.2 s, much
+// of it the VMM's JIT warming the receive path up (as the disk benches
+// found at 128 MiB), not the stream.
+// Usage: sudo node bench/virtio-net-tcp.mjs [--mib 256] [--reps 5] [--modes poll,msix,intx] [--no-write]
 //          [--only bhyve,bhyveTx,bhyveExit,bhyveB,bhyveOpts,qemu]  (bhyveTx: iothread_tx=true, bhyveExit: iothread=false)
 // A/B against another build: BENCH_BHYVE_B=/path/to/other/bin/bhyve adds bhyveB (its defaults);
 // BENCH_NET_OPTS=key=val,... adds bhyveOpts (this build with those slot options).
@@ -23,10 +26,10 @@ import { median, mdTable, hostInfo, writeSection, buildGuests, rom, VMMS, ROOT, 
 
 const { values: opt } = parseArgs({
   options: {
-    mib: { type: 'string', default: '64' },
+    mib: { type: 'string', default: '256' },
     reps: { type: 'string', default: '5' },
     only: { type: 'string' },
-    modes: { type: 'string', default: 'poll,msix' },
+    modes: { type: 'string', default: 'poll,msix,intx' },
     'no-write': { type: 'boolean', default: false },
   },
 });
@@ -46,7 +49,7 @@ if (!existsSync(rom('tcp'))) {
 }
 const BYTES = MIB << 20;
 /** The guest's interrupt modes (the mode word, test/guests/virtio/irq.h). */
-const MODES = { poll: { label: 'polling', word: 0 }, msix: { label: 'MSI-X', word: 1 } };
+const MODES = { poll: { label: 'polling', word: 0 }, msix: { label: 'MSI-X', word: 1 }, intx: { label: 'INTx', word: 3 } };
 /** tcp.rom with the parameter (bit 30: no CRC; the integration test checks
  * the data, here both ends only count) and the mode word set, in its last 64 KiB. */
 function romFor(mode) {
@@ -76,7 +79,7 @@ const VM = {
 };
 const vmKeys = Object.keys(VM).filter((k) => (opt.only ? opt.only.split(',').includes(k) : !VM[k].optional));
 const modes = opt.modes.split(',');
-for (const md of modes) if (!MODES[md]) { console.error(`virtio-net-tcp: unknown mode ${md} (poll, msix)`); cleanup(); process.exit(4); }
+for (const md of modes) if (!MODES[md]) { console.error(`virtio-net-tcp: unknown mode ${md} (poll, msix, intx)`); cleanup(); process.exit(4); }
 /** The runs: every VMM in every mode, as "vm/mode". */
 const keys = modes.flatMap((md) => vmKeys.map((k) => `${k}/${md}`));
 const roms = Object.fromEntries(modes.map((md) => [md, romFor(md)]));
@@ -240,11 +243,12 @@ Host: ${host}; load average ${load0.toFixed(1)} / ${load1.toFixed(1)} (1 min, at
 into the ROM at build time by scripts/lwip-image.mjs) as the guest's TCP/IP
 stack, its raw API driven from one loop in ring 3 over the same virtio-net
 driver as virtio-net.rom (256-entry queues, 2 KiB buffers, no offloads
-negotiated, kicks unless NO_NOTIFY). Two guest modes: polling (the loop
-spins on the used rings, no interrupts), and MSI-X (a round that finds
-nothing to do turns receive interrupts on, checks the ring once more and
-halts until an interrupt, as Linux's NAPI; transmit completions are
-polled). lwIP as Debian
+negotiated, kicks unless NO_NOTIFY). Three guest modes: polling (the loop
+spins on the used rings, its queues' interrupts off with
+VIRTQ_AVAIL_F_NO_INTERRUPT), MSI-X (a round that finds nothing to do turns
+receive interrupts on, checks the ring once more and halts until an
+interrupt, as Linux's NAPI; transmit completions are polled), and INTx (the
+same on the legacy interrupt line, the ISR read at each). lwIP as Debian
 builds it: MSS 1460, a 64 KiB window (scale 1) and send buffer, checksums in
 software. The host end is a node \`net\` server (test/guests/tcp/host-peer.mjs)
 on the tap (10.0.2.2/24, MTU 1500) in a network namespace the script

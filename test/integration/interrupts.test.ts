@@ -199,8 +199,9 @@ describe.skipIf(netSkip !== undefined)('virtio-net by interrupt, bhyve and QEMU,
 
   // The I/O thread: by default (iothread=true) it receives, the receive
   // notifies reach it by ioeventfd; with iothread_tx=true it sends too and no
-  // notify exits at all, with false (the default) the device thread sends at
-  // each notify exit, with auto the thread sends when the driver gave its
+  // notify exits at all, with false (and the default, poll, for these
+  // drivers: they wait on interrupts) the device thread sends at each
+  // notify exit, with auto the thread sends when the driver gave its
   // queues MSI-X vectors, and with switch the queue moves by the direction
   // of the traffic (a ping is no stream: the exit keeps it); iothread=false
   // is the exit path for both. With MSI-X its

@@ -28,24 +28,30 @@ vi.mock('../../src/devices/virtio/net-iothread.js', () => ({
 const { VirtioNet, VIRTIO_NET_F_MAC } = await import('../../src/devices/virtio/virtio-net.js');
 const { VIRTIO_F_VERSION_1, featureBit } = await import('../../src/devices/virtio/virtio-constants.js');
 const { FakeDriver } = await import('./virtio-driver.js');
+const { VIRTIO_RING_F_EVENT_IDX } = await import('../../src/devices/virtio/virtio-constants.js');
+type IothreadTx = import('../../src/devices/virtio/virtio-net.js').IothreadTx;
+/** VIRTQ_AVAIL_F_NO_INTERRUPT: the driver wants no interrupts (it polls). */
+const NO_INTERRUPT = 1;
 const { activateQueues } = await import('./virtio-queues.js');
 
 const MAC = Uint8Array.from([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
 const V1 = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET_F_MAC);
 
-function device(iothreadTx: boolean | 'auto') {
+function device(iothreadTx: IothreadTx | undefined, features = V1, rxFlags = 0) {
   const sent: number[] = [];
   const port = { peek: () => null, consume: () => {}, send: (v: Uint8Array[]) => { sent.push(v.reduce((n, x) => n + x.length, 0)); return true; }, holding: false };
   const dev = new VirtioNet({ mac: MAC, iothreadTx }, port, { kind: 'tap', fd: -1, ifname: 'x', wake: new SharedArrayBuffer(8) });
   const rx = new FakeDriver(16, 1 << 20);
   const tx = new FakeDriver(16, 1 << 20);
-  activateQueues(dev, [rx, tx], V1);
+  // The driver builds its rings (a polling one with the flag) before DRIVER_OK.
+  rx.setAvailFlags(rxFlags);
+  activateQueues(dev, [rx, tx], features);
   const helper = { memoryPath: '', layout: { lowmem: 0, highmem: 0 }, doorbell: { sab: new SharedArrayBuffer(8), vcpuFd: -1, mmapSize: 0 } };
   return { dev, tx, sent, offload: (vectored?: boolean[]) => dev.startOffload(helper, () => {}, undefined, vectored) };
 }
 
 /** Which queues the I/O thread gets for this setting and driver. */
-function owners(iothreadTx: boolean | 'auto', vectored: boolean[] | undefined): boolean[] | undefined {
+function owners(iothreadTx: IothreadTx, vectored: boolean[] | undefined): boolean[] | undefined {
   const { dev, offload } = device(iothreadTx);
   const fds = offload(vectored);
   const transmit = (dev.iothread as unknown as { data: { transmit: boolean } } | undefined)?.data.transmit;
@@ -88,5 +94,74 @@ describe('virtio-net iothread_tx=auto', () => {
     expect((irq.dev.iothread as unknown as { forwarded: number }).forwarded).toBe(1);
     irq.dev.reset();
     expect(irq.dev.iothread).toBeUndefined();
+  });
+});
+
+/** The policy the transmit hand-over was given, or undefined without one
+ * (net-tx-handover.ts' THREAD_WHEN_RECEIVING word: 1 for a polling driver). */
+function handoverPolicy(dev: InstanceType<typeof VirtioNet>): 'polling' | 'interrupts' | undefined {
+  const h = (dev as unknown as { txHandover?: { words: Int32Array } }).txHandover;
+  if (!h) return undefined;
+  return h.words[11] === 1 ? 'polling' : 'interrupts';
+}
+
+describe('virtio-net iothread_tx=poll (the default)', () => {
+  const frame = (t: InstanceType<typeof FakeDriver>) => {
+    const b = t.alloc(12 + 60);
+    t.offer(t.chain([{ addr: b, len: 72 }]));
+  };
+
+  it('a driver that turned its receive interrupts off (it polls) gets switch, the polling way round', () => {
+    for (const setting of [undefined, 'poll'] as const) {
+      const d = device(setting, V1, NO_INTERRUPT);
+      const fds = d.offload(undefined);
+      expect(fds?.map((fd) => fd !== undefined)).toEqual([true, false]); // notifies exit at first
+      expect(handoverPolicy(d.dev)).toBe('polling');
+      // The exit owns the queue at first: a notify is sent right here.
+      frame(d.tx);
+      d.dev.queueNotify(1);
+      expect(d.sent).toEqual([60]);
+      d.dev.close();
+    }
+  });
+
+  it('a driver that waits on interrupts keeps the transmit queue on the exit, without a hand-over (as false)', () => {
+    for (const vectored of [[true, true], [false, false], undefined]) {
+      const d = device(undefined);
+      const fds = d.offload(vectored);
+      expect(fds?.map((fd) => fd !== undefined)).toEqual([true, false]);
+      expect(handoverPolicy(d.dev)).toBeUndefined();
+      frame(d.tx);
+      d.dev.queueNotify(1);
+      expect(d.sent).toEqual([60]);
+      d.dev.close();
+    }
+  });
+
+  it('the flag with MSI-X queue vectors, on the transmit queue alone, or with EVENT_IDX (where it means nothing), is no polling driver', () => {
+    const vec = device(undefined, V1, NO_INTERRUPT);
+    vec.offload([true, true]);
+    expect(handoverPolicy(vec.dev)).toBeUndefined();
+    vec.dev.close();
+    const ev = device(undefined, V1 | featureBit(VIRTIO_RING_F_EVENT_IDX), NO_INTERRUPT);
+    ev.offload(undefined);
+    expect(handoverPolicy(ev.dev)).toBeUndefined();
+    ev.dev.close();
+    const txOnly = device(undefined);
+    txOnly.tx.setAvailFlags(NO_INTERRUPT);
+    txOnly.offload(undefined);
+    expect(handoverPolicy(txOnly.dev)).toBeUndefined();
+    txOnly.dev.close();
+  });
+
+  it('explicit switch keeps its own choice: the polling way round without MSI-X vectors, the other with them', () => {
+    const a = device('switch');
+    a.offload([true, true]);
+    expect(handoverPolicy(a.dev)).toBe('interrupts');
+    a.dev.close();
+    const b = device('switch');
+    b.offload([false, false]);
+    expect(handoverPolicy(b.dev)).toBe('polling');
+    b.dev.close();
   });
 });

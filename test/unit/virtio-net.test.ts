@@ -130,16 +130,16 @@ describe('virtio-net configuration', () => {
     expect(formatMac(b.mac)).toBe('52:54:00:12:aa:bb');
   });
 
-  it('iothread_tx: false by default; true, false, auto and switch accepted, anything else refused', () => {
+  it('iothread_tx: poll by default; true, false, auto, switch and poll accepted, anything else refused', () => {
     const c = new ConfigTree();
     c.set('name', 'vm0');
-    expect(netOptionsFromConfig(c, 'pci.0.3.0', 3, 0).iothreadTx).toBe(false);
-    for (const [v, want] of [['true', true], ['off', false], ['AUTO', 'auto'], ['Switch', 'switch']] as const) {
+    expect(netOptionsFromConfig(c, 'pci.0.3.0', 3, 0).iothreadTx).toBe('poll');
+    for (const [v, want] of [['true', true], ['off', false], ['AUTO', 'auto'], ['Switch', 'switch'], ['poll', 'poll']] as const) {
       c.set('pci.0.3.0.iothread_tx', v);
       expect(netOptionsFromConfig(c, 'pci.0.3.0', 3, 0).iothreadTx).toBe(want);
     }
     c.set('pci.0.3.0.iothread_tx', 'sometimes');
-    expect(() => netOptionsFromConfig(c, 'pci.0.3.0', 3, 0)).toThrow(/iothread_tx .*auto or switch\)/);
+    expect(() => netOptionsFromConfig(c, 'pci.0.3.0', 3, 0)).toThrow(/iothread_tx .*auto, switch or poll\)/);
   });
 
   it('builds from the config without a backend (ctx without host ports)', () => {

@@ -16,11 +16,13 @@ export const NET_IOTHREAD_DEFAULT = true;
  * DRIVER_OK) gained its TCP stream to the host but lost its stream from the
  * host (its ACKs written on the thread that reads the data). 'switch' hands
  * the queue over by the direction of the traffic while the driver runs
- * (net-tx-handover.ts): it gained the MSI-X guest's stream to the host in 5
- * of 6 interleaved sets, but its stream from the host measured about 8%
- * behind false (ABBA runs), for no reason found yet, and the polling
- * guest's from the host was mixed; so the default stays false. */
-export const NET_IOTHREAD_TX_DEFAULT: boolean | 'auto' | 'switch' = false;
+ * (net-tx-handover.ts): for a driver that waits on interrupts it lost to
+ * false (MSI-X: its stream to the host; INTx, handled as a poller for want
+ * of vectors: its stream from the host, by a third), for one that polls it
+ * won both streams. So 'poll': switch for a driver that polls (no MSI-X
+ * vectors, its receive interrupts off), false for every other
+ * (bench/virtio-net-tcp.mjs, BENCHMARKS.md). */
+export const NET_IOTHREAD_TX_DEFAULT: boolean | 'auto' | 'switch' | 'poll' = 'poll';
 /** Whether `pci.B.S.F.irqfd` defaults to on. */
 export const NET_IRQFD_DEFAULT = true;
 /** Default of `pci.B.S.F.iothread_poll_us`. */
@@ -45,7 +47,7 @@ export const virtioNetDevice: PciDeviceRecord = {
     { key: 'mac', description: 'MAC address (default: derived from the VM name and slot)' },
     { key: 'mtu', default: '1500', description: 'MTU offered to the guest' },
     { key: 'iothread', default: String(NET_IOTHREAD_DEFAULT), description: 'receive frames on a thread of its own, fed by an ioeventfd and the backend' },
-    { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd); auto: when the driver uses MSI-X queue vectors; switch: moved between the notify exit and that thread while the driver runs, by the direction of the traffic' },
+    { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd); auto: when the driver uses MSI-X queue vectors; switch: moved between the notify exit and that thread while the driver runs, by the direction of the traffic; poll: switch when the driver polls its receive queue (no MSI-X vectors, its interrupts off), false when it waits on interrupts' },
     { key: 'irqfd', default: String(NET_IRQFD_DEFAULT), description: 'that thread raises MSI-X queue interrupts by irqfd, not through vCPU 0' },
     { key: 'iothread_poll_us', default: String(NET_IOTHREAD_POLL_US), description: 'microseconds the I/O thread watches for receive buffers while a frame waits, before sleeping' },
     { key: 'iothread_refill_us', default: String(NET_IOTHREAD_REFILL_US), description: 'microseconds the I/O thread sleeps, when the driver adds a receive buffer after running out, for it to add more' },

@@ -27,21 +27,26 @@
 // without an exit, frames by poll(2) on the tap without the main thread.
 // With iothread_tx=true it serves the transmit queue as well; with false
 // the device thread sends on each transmit notify exit (writev on the same
-// descriptor: the two queues are independent), the default. With auto the
-// choice is made at DRIVER_OK, once for the run: the I/O thread when the
-// driver gave its queues MSI-X vectors (it waits on interrupts), the exit
-// when it polls.
+// descriptor: the two queues are independent). With auto the choice is
+// made at DRIVER_OK, once for the run: the I/O thread when the driver gave
+// its queues MSI-X vectors (it waits on interrupts), the exit when it
+// polls.
 // With switch the transmit queue moves between the two while the driver
 // runs, by the direction of the traffic (net-tx-handover.ts): for a driver
 // with MSI-X vectors the I/O thread while the guest sends more than it
 // receives and the exit while it receives a stream (its frames are ACKs);
-// for a driver that polls the other way round.
+// for a driver without them the other way round.
+// With poll, the default, the choice is made at DRIVER_OK by how the
+// driver takes its receive queue's completions: switch (the polling
+// driver's way round) when it gave its queues no MSI-X vectors and turned
+// that queue's interrupts off (VIRTQ_AVAIL_F_NO_INTERRUPT: it polls),
+// false when it waits on interrupts.
 // Otherwise one thread owns the transmit queue from DRIVER_OK to reset.
 //
 // Options (bhyve's): mac=xx:xx:xx:xx:xx:xx (unicast, nonzero; default from
 // net_genmac: 00:a0:98 then the first three bytes of MD5("slot-func-vmname")),
 // mtu=N (ETHERMIN..65535, also offers VIRTIO_NET_F_MTU). Ours: iothread=BOOL,
-// iothread_tx=BOOL|auto|switch.
+// iothread_tx=BOOL|auto|switch|poll.
 
 import type { ConfigTree } from '../../config/tree.js';
 import { ConfigError } from '../../config/tree.js';
@@ -101,7 +106,9 @@ export interface NetOptions {
    * thread, which sends at once; 'auto': the I/O thread when the driver
    * has MSI-X vectors on its queues at DRIVER_OK; 'switch': handed
    * between the exit and the thread by the direction of the traffic while
-   * the driver runs (net-tx-handover.ts). */
+   * the driver runs (net-tx-handover.ts); 'poll': 'switch' for a driver
+   * that polls its receive queue (no MSI-X vectors, its interrupts off at
+   * DRIVER_OK), false for one that waits on interrupts. */
   iothreadTx?: IothreadTx;
   /** The I/O thread raises queue interrupts by irqfd (KVM injects the
    * queue's MSI-X message) rather than through the device thread (default:
@@ -136,20 +143,20 @@ function parseMicros(key: string, s: string | undefined, dflt: number, max: numb
   return n;
 }
 
-export type IothreadTx = boolean | 'auto' | 'switch';
+export type IothreadTx = boolean | 'auto' | 'switch' | 'poll';
 
-/** iothread_tx: a bool, auto (decided at DRIVER_OK) or switch (while the
- * driver runs). */
+/** iothread_tx: a bool, auto or poll (decided at DRIVER_OK) or switch
+ * (while the driver runs). */
 function parseIothreadTx(config: ConfigTree, path: string): IothreadTx {
   const v = config.get(path);
   if (v === undefined) return NET_IOTHREAD_TX_DEFAULT;
   const w = v.trim().toLowerCase();
-  if (w === 'auto' || w === 'switch') return w;
+  if (w === 'auto' || w === 'switch' || w === 'poll') return w;
   try {
     return config.getBool(path, false);
   } catch {
     // getBool's line names only the boolean spellings.
-    throw new ConfigError(`invalid value '${v}' for ${path} (use true/false, on/off, yes/no, 1/0, auto or switch)`);
+    throw new ConfigError(`invalid value '${v}' for ${path} (use true/false, on/off, yes/no, 1/0, auto, switch or poll)`);
   }
 }
 
@@ -277,8 +284,18 @@ export class VirtioNet extends VirtioDeviceBase {
     const act = this.activationRef;
     const b = this.backend;
     if (!(this.opts.iothread ?? NET_IOTHREAD_DEFAULT) || !act || !b || this.iothread || this.needsResetReason !== undefined) return undefined;
-    const tx = this.opts.iothreadTx ?? NET_IOTHREAD_TX_DEFAULT;
     const vect = vectored?.[VTNET_RXQ] === true || vectored?.[VTNET_TXQ] === true;
+    const setting = this.opts.iothreadTx ?? NET_IOTHREAD_TX_DEFAULT;
+    // poll: a driver that polls its receive queue gets switch (its ACKs
+    // then leave from the thread that reads the stream, not from exits that
+    // stop its vCPU); one that waits on interrupts keeps the exit (false).
+    // Polling: no MSI-X queue vectors and the receive queue's interrupts
+    // off. (A driver that has them off at DRIVER_OK only until it turns
+    // them on, as some do without EVENT_IDX, is told apart by its vectors
+    // when it uses MSI-X; with INTx or MSI it would be taken for a poller.)
+    let polls = false;
+    try { polls = !vect && act.queues[VTNET_RXQ]?.interruptsOff() === true; } catch { /* a bad ring: the queue reports it when served */ }
+    const tx = setting === 'poll' ? (polls ? 'switch' : false) : setting;
     this.txOnIothread = tx === 'auto' ? vect : tx === 'switch' ? false : tx;
     // switch: transmit notifies exit here at first, and the thread serves
     // the queue while the hand-over gives it the queue (their route follows);
@@ -286,7 +303,7 @@ export class VirtioNet extends VirtioDeviceBase {
     const txq = act.queues[VTNET_TXQ];
     if (tx === 'switch' && txq) {
       this.txHandover = new TxHandover();
-      this.txHandover.init(txq, !vect);
+      this.txHandover.init(txq, setting === 'poll' ? true : !vect);
       this.txRoute = route;
     }
     const onThread = act.queues.map((q, i) => q !== null && (i === VTNET_RXQ || this.txOnIothread));
