@@ -170,11 +170,17 @@ export class TxHandover {
     const dir = this.direction(canThread);
     const to = dir === TX_THREAD ? TX_THREAD : TX_EXIT_IDLE;
     if (self === TX_THREAD && to === TX_THREAD) return TX_THREAD;
-    Atomics.store(this.words, W.LAST_AVAIL, q.lastAvailIdx);
-    Atomics.store(this.words, W.NEXT_USED, q.usedIdx);
-    this.seenGen = Atomics.add(this.words, W.GEN, 1) + 1;
-    if ((self === TX_THREAD) !== (to === TX_THREAD)) Atomics.add(this.words, W.HANDOVERS, 1);
-    Atomics.store(this.words, W.OWNER, to);
+    // Plain stores: only the owner writes these, and OWNER's store below
+    // publishes them (the next owner reads them after its own atomic
+    // operation on OWNER: a release/acquire pair). An Atomics.store is an
+    // xchg, a full fence, and the exit that keeps the queue (a guest
+    // flooding out) releases once per batch.
+    const w = this.words;
+    w[W.LAST_AVAIL] = q.lastAvailIdx;
+    w[W.NEXT_USED] = q.usedIdx;
+    this.seenGen = (w[W.GEN] = (w[W.GEN] + 1) | 0);
+    if ((self === TX_THREAD) !== (to === TX_THREAD)) w[W.HANDOVERS] = (w[W.HANDOVERS] + 1) | 0;
+    Atomics.store(w, W.OWNER, to);
     return to;
   }
 
@@ -207,8 +213,12 @@ export class TxHandover {
     return Atomics.exchange(this.words, W.WANT_EXIT_ROUTE, 0) === 1 && Atomics.load(this.words, W.DIRECTION) !== TX_THREAD;
   }
 
-  addTx(bytes: number): void { if (bytes > 0) Atomics.add(this.words, W.TX_BYTES, bytes); }
-  addRx(bytes: number): void { if (bytes > 0) Atomics.add(this.words, W.RX_BYTES, bytes); }
+  /** The owner, for what it sent (only the owner sends). Each counter has
+   * one writer (TX_BYTES the owner, RX_BYTES the I/O thread), so a plain
+   * add; the owner's direction() may read RX_BYTES a frame behind, which a
+   * 256 KiB window does not notice. */
+  addTx(bytes: number): void { if (bytes > 0) this.words[W.TX_BYTES] = (this.words[W.TX_BYTES] + bytes) | 0; }
+  addRx(bytes: number): void { if (bytes > 0) this.words[W.RX_BYTES] = (this.words[W.RX_BYTES] + bytes) | 0; }
 
   /** The owner only: a new direction once a window is full. */
   private direction(canThread: boolean): number {
