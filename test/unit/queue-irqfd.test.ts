@@ -30,8 +30,14 @@ class OffloadingDevice extends VirtioDeviceBase {
   protected readonly config = new Uint8Array(8);
   channel: QueueIrqfdChannel | undefined;
   asked: boolean[] | undefined;
+  /** What the transport said could interrupt the driver, per queue. */
+  interruptible: ReadonlyArray<boolean> | undefined;
   protected processQueue(_index: number, _q: Virtqueue): void {}
-  startOffload(_h: HelperThreadData, _release: () => void, irqfds?: (q: ReadonlyArray<boolean>) => QueueIrqfdChannel | undefined): Array<number | undefined> {
+  startOffload(
+    _h: HelperThreadData, _release: () => void, irqfds?: (q: ReadonlyArray<boolean>) => QueueIrqfdChannel | undefined,
+    _vectored?: ReadonlyArray<boolean>, _route?: unknown, interruptible?: ReadonlyArray<boolean>,
+  ): Array<number | undefined> {
+    this.interruptible = interruptible;
     this.asked = [true, false];
     this.channel = irqfds?.(this.asked);
     return [99, undefined];
@@ -115,8 +121,33 @@ function rig(withIrqfd = true) {
   const fallbacks: number[] = [];
   const sender = () => queueInterruptSender(dev.channel, (q) => fallbacks.push(q));
   const signalled = () => Number(eventfdRead(dev.channel!.fds[0]!));
-  return { fn, dev, routes, msis, msixControl, entry, start, setQueueVector, sender, fallbacks, signalled, mrd8, common };
+  return { fn, dev, routes, msis, msixControl, entry, start, setQueueVector, sender, fallbacks, signalled, mrd8, common, cwr };
 }
+
+describe('virtio-pci: which queues an interrupt could reach the driver for, at DRIVER_OK', () => {
+  const NO_VECTOR = 0xffff;
+  it('MSI-X: the queues with a vector', () => {
+    const r = rig();
+    r.msixControl(true);
+    r.start([1, NO_VECTOR]);
+    expect(r.dev.interruptible).toEqual([true, false]);
+  });
+  it('INTx: every queue while the line is enabled, none once the driver disabled it', () => {
+    const on = rig();
+    on.start([NO_VECTOR, NO_VECTOR]);
+    expect(on.dev.interruptible).toEqual([true, true]);
+    const off = rig();
+    off.cwr(0x04, 0x0406, 2); // Interrupt Disable
+    off.start([NO_VECTOR, NO_VECTOR]);
+    expect(off.dev.interruptible).toEqual([false, false]);
+  });
+  it('MSI-X enabled takes precedence over the INTx line (vectors alone count)', () => {
+    const r = rig();
+    r.msixControl(true);
+    r.start([NO_VECTOR, NO_VECTOR]);
+    expect(r.dev.interruptible).toEqual([false, false]);
+  });
+});
 
 describe('virtio-pci: an offloaded queue\'s interrupts by irqfd', () => {
   it('routes the queue\'s MSI-X vector to KVM, detaches while masked and keeps the pending bit', () => {

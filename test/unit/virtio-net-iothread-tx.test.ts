@@ -28,26 +28,24 @@ vi.mock('../../src/devices/virtio/net-iothread.js', () => ({
 const { VirtioNet, VIRTIO_NET_F_MAC } = await import('../../src/devices/virtio/virtio-net.js');
 const { VIRTIO_F_VERSION_1, featureBit } = await import('../../src/devices/virtio/virtio-constants.js');
 const { FakeDriver } = await import('./virtio-driver.js');
-const { VIRTIO_RING_F_EVENT_IDX } = await import('../../src/devices/virtio/virtio-constants.js');
 type IothreadTx = import('../../src/devices/virtio/virtio-net.js').IothreadTx;
-/** VIRTQ_AVAIL_F_NO_INTERRUPT: the driver wants no interrupts (it polls). */
-const NO_INTERRUPT = 1;
 const { activateQueues } = await import('./virtio-queues.js');
 
 const MAC = Uint8Array.from([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
 const V1 = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET_F_MAC);
 
-function device(iothreadTx: IothreadTx | undefined, features = V1, rxFlags = 0) {
+function device(iothreadTx: IothreadTx | undefined) {
   const sent: number[] = [];
   const port = { peek: () => null, consume: () => {}, send: (v: Uint8Array[]) => { sent.push(v.reduce((n, x) => n + x.length, 0)); return true; }, holding: false };
   const dev = new VirtioNet({ mac: MAC, iothreadTx }, port, { kind: 'tap', fd: -1, ifname: 'x', wake: new SharedArrayBuffer(8) });
   const rx = new FakeDriver(16, 1 << 20);
   const tx = new FakeDriver(16, 1 << 20);
-  // The driver builds its rings (a polling one with the flag) before DRIVER_OK.
-  rx.setAvailFlags(rxFlags);
-  activateQueues(dev, [rx, tx], features);
+  activateQueues(dev, [rx, tx], V1);
   const helper = { memoryPath: '', layout: { lowmem: 0, highmem: 0 }, doorbell: { sab: new SharedArrayBuffer(8), vcpuFd: -1, mmapSize: 0 } };
-  return { dev, tx, sent, offload: (vectored?: boolean[]) => dev.startOffload(helper, () => {}, undefined, vectored) };
+  return {
+    dev, tx, sent,
+    offload: (vectored?: boolean[], interruptible?: boolean[]) => dev.startOffload(helper, () => {}, undefined, vectored, undefined, interruptible),
+  };
 }
 
 /** Which queues the I/O thread gets for this setting and driver. */
@@ -111,10 +109,10 @@ describe('virtio-net iothread_tx=poll (the default)', () => {
     t.offer(t.chain([{ addr: b, len: 72 }]));
   };
 
-  it('a driver that turned its receive interrupts off (it polls) gets switch, the polling way round', () => {
+  it('a driver no receive interrupt can reach (it polls) gets switch, the polling way round', () => {
     for (const setting of [undefined, 'poll'] as const) {
-      const d = device(setting, V1, NO_INTERRUPT);
-      const fds = d.offload(undefined);
+      const d = device(setting);
+      const fds = d.offload([false, false], [false, false]);
       expect(fds?.map((fd) => fd !== undefined)).toEqual([true, false]); // notifies exit at first
       expect(handoverPolicy(d.dev)).toBe('polling');
       // The exit owns the queue at first: a notify is sent right here.
@@ -125,10 +123,14 @@ describe('virtio-net iothread_tx=poll (the default)', () => {
     }
   });
 
-  it('a driver that waits on interrupts keeps the transmit queue on the exit, without a hand-over (as false)', () => {
-    for (const vectored of [[true, true], [false, false], undefined]) {
+  it('a driver that can wait on interrupts (MSI-X vectors, MSI, INTx), or a transport that does not say, keeps the transmit queue on the exit, without a hand-over (as false)', () => {
+    for (const [vectored, interruptible] of [
+      [[true, true], [true, true]], [[false, false], [true, true]], [[false, false], undefined], [undefined, undefined],
+      // a receive interrupt but none for the transmit queue: still no poller
+      [[true, false], [true, false]],
+    ] as const) {
       const d = device(undefined);
-      const fds = d.offload(vectored);
+      const fds = d.offload(vectored as boolean[] | undefined, interruptible as boolean[] | undefined);
       expect(fds?.map((fd) => fd !== undefined)).toEqual([true, false]);
       expect(handoverPolicy(d.dev)).toBeUndefined();
       frame(d.tx);
@@ -138,29 +140,13 @@ describe('virtio-net iothread_tx=poll (the default)', () => {
     }
   });
 
-  it('the flag with MSI-X queue vectors, on the transmit queue alone, or with EVENT_IDX (where it means nothing), is no polling driver', () => {
-    const vec = device(undefined, V1, NO_INTERRUPT);
-    vec.offload([true, true]);
-    expect(handoverPolicy(vec.dev)).toBeUndefined();
-    vec.dev.close();
-    const ev = device(undefined, V1 | featureBit(VIRTIO_RING_F_EVENT_IDX), NO_INTERRUPT);
-    ev.offload(undefined);
-    expect(handoverPolicy(ev.dev)).toBeUndefined();
-    ev.dev.close();
-    const txOnly = device(undefined);
-    txOnly.tx.setAvailFlags(NO_INTERRUPT);
-    txOnly.offload(undefined);
-    expect(handoverPolicy(txOnly.dev)).toBeUndefined();
-    txOnly.dev.close();
-  });
-
   it('explicit switch keeps its own choice: the polling way round without MSI-X vectors, the other with them', () => {
     const a = device('switch');
-    a.offload([true, true]);
+    a.offload([true, true], [true, true]);
     expect(handoverPolicy(a.dev)).toBe('interrupts');
     a.dev.close();
     const b = device('switch');
-    b.offload([false, false]);
+    b.offload([false, false], [true, true]);
     expect(handoverPolicy(b.dev)).toBe('polling');
     b.dev.close();
   });

@@ -396,6 +396,9 @@ export abstract class PciEmulFunction extends PciFunctionBase {
 
   msiEnabledNow(): boolean { return this.msiEnabled; }
 
+  /** The command register's Interrupt Disable bit: the driver turned INTx off. */
+  intxDisabledNow(): boolean { return (this.cfg.get16(PCIR_COMMAND) & PCIM_CMD_INTxDIS) !== 0; }
+
   /** Messages the guest enabled (pci_msi_maxmsgnum): 0 while MSI is off. */
   get msiMessageCount(): number { return this.msiMaxMsgs; }
 

@@ -19,9 +19,10 @@ export const NET_IOTHREAD_DEFAULT = true;
  * (net-tx-handover.ts): for a driver that waits on interrupts it lost to
  * false (MSI-X: its stream to the host; INTx, handled as a poller for want
  * of vectors: its stream from the host, by a third), for one that polls it
- * won both streams. So 'poll': switch for a driver that polls (no MSI-X
- * vectors, its receive interrupts off), false for every other
- * (bench/virtio-net-tcp.mjs, BENCHMARKS.md). */
+ * won both streams. So 'poll': switch for a driver that polls (no
+ * interrupt for its receive queue can reach it: no MSI-X vector, no MSI,
+ * INTx disabled), false for every other (bench/virtio-net-tcp.mjs,
+ * BENCHMARKS.md). */
 export const NET_IOTHREAD_TX_DEFAULT: boolean | 'auto' | 'switch' | 'poll' = 'poll';
 /** Whether `pci.B.S.F.irqfd` defaults to on. */
 export const NET_IRQFD_DEFAULT = true;
@@ -47,7 +48,7 @@ export const virtioNetDevice: PciDeviceRecord = {
     { key: 'mac', description: 'MAC address (default: derived from the VM name and slot)' },
     { key: 'mtu', default: '1500', description: 'MTU offered to the guest' },
     { key: 'iothread', default: String(NET_IOTHREAD_DEFAULT), description: 'receive frames on a thread of its own, fed by an ioeventfd and the backend' },
-    { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd); auto: when the driver uses MSI-X queue vectors; switch: moved between the notify exit and that thread while the driver runs, by the direction of the traffic; poll: switch when the driver polls its receive queue (no MSI-X vectors, its interrupts off), false when it waits on interrupts' },
+    { key: 'iothread_tx', default: String(NET_IOTHREAD_TX_DEFAULT), description: 'send frames on that thread too (transmit notifies by ioeventfd); auto: when the driver uses MSI-X queue vectors; switch: moved between the notify exit and that thread while the driver runs, by the direction of the traffic; poll: switch when the driver polls its receive queue (no MSI-X vector, no MSI, INTx disabled), false when it can wait on interrupts' },
     { key: 'irqfd', default: String(NET_IRQFD_DEFAULT), description: 'that thread raises MSI-X queue interrupts by irqfd, not through vCPU 0' },
     { key: 'iothread_poll_us', default: String(NET_IOTHREAD_POLL_US), description: 'microseconds the I/O thread watches for receive buffers while a frame waits, before sleeping' },
     { key: 'iothread_refill_us', default: String(NET_IOTHREAD_REFILL_US), description: 'microseconds the I/O thread sleeps, when the driver adds a receive buffer after running out, for it to add more' },

@@ -38,9 +38,9 @@
 // for a driver without them the other way round.
 // With poll, the default, the choice is made at DRIVER_OK by how the
 // driver takes its receive queue's completions: switch (the polling
-// driver's way round) when it gave its queues no MSI-X vectors and turned
-// that queue's interrupts off (VIRTQ_AVAIL_F_NO_INTERRUPT: it polls),
-// false when it waits on interrupts.
+// driver's way round) when the device has no way to interrupt it for that
+// queue (no MSI-X vector; without MSI-X, no MSI and INTx disabled in the
+// command register), false when it can wait on interrupts.
 // Otherwise one thread owns the transmit queue from DRIVER_OK to reset.
 //
 // Options (bhyve's): mac=xx:xx:xx:xx:xx:xx (unicast, nonzero; default from
@@ -107,8 +107,9 @@ export interface NetOptions {
    * has MSI-X vectors on its queues at DRIVER_OK; 'switch': handed
    * between the exit and the thread by the direction of the traffic while
    * the driver runs (net-tx-handover.ts); 'poll': 'switch' for a driver
-   * that polls its receive queue (no MSI-X vectors, its interrupts off at
-   * DRIVER_OK), false for one that waits on interrupts. */
+   * that polls its receive queue (no interrupt for it can reach the driver
+   * at DRIVER_OK: no MSI-X vector, no MSI, INTx disabled), false for one
+   * that can wait on interrupts. */
   iothreadTx?: IothreadTx;
   /** The I/O thread raises queue interrupts by irqfd (KVM injects the
    * queue's MSI-X message) rather than through the device thread (default:
@@ -280,6 +281,7 @@ export class VirtioNet extends VirtioDeviceBase {
     irqfds?: (queues: ReadonlyArray<boolean>) => QueueIrqfdChannel | undefined,
     vectored?: ReadonlyArray<boolean>,
     route?: QueueNotifyRoute,
+    interruptible?: ReadonlyArray<boolean>,
   ): Array<number | undefined> | undefined {
     const act = this.activationRef;
     const b = this.backend;
@@ -289,12 +291,11 @@ export class VirtioNet extends VirtioDeviceBase {
     // poll: a driver that polls its receive queue gets switch (its ACKs
     // then leave from the thread that reads the stream, not from exits that
     // stop its vCPU); one that waits on interrupts keeps the exit (false).
-    // Polling: no MSI-X queue vectors and the receive queue's interrupts
-    // off. (A driver that has them off at DRIVER_OK only until it turns
-    // them on, as some do without EVENT_IDX, is told apart by its vectors
-    // when it uses MSI-X; with INTx or MSI it would be taken for a poller.)
-    let polls = false;
-    try { polls = !vect && act.queues[VTNET_RXQ]?.interruptsOff() === true; } catch { /* a bad ring: the queue reports it when served */ }
+    // Polling: the device has no way to interrupt it for that queue (no
+    // MSI-X vector; without MSI-X, no MSI and INTx disabled). A ring flag
+    // (VIRTQ_AVAIL_F_NO_INTERRUPT) would not do: drivers that halt when
+    // idle, as NAPI does, keep it set while busy too.
+    const polls = interruptible?.[VTNET_RXQ] === false;
     const tx = setting === 'poll' ? (polls ? 'switch' : false) : setting;
     this.txOnIothread = tx === 'auto' ? vect : tx === 'switch' ? false : tx;
     // switch: transmit notifies exit here at first, and the thread serves

@@ -141,12 +141,16 @@ export interface NotifyOffload {
    * `vectored` says per queue whether the driver gave it an MSI-X vector
    * (with MSI-X enabled) by the time it set DRIVER_OK. `route` moves a
    * queue's notifies between the exit and an eventfd while the driver runs
-   * (the device thread only; until reset). */
+   * (the device thread only; until reset). `interruptible` says per queue
+   * whether the device could interrupt the driver for it at all then (an
+   * MSI-X vector; or, without MSI-X, MSI or INTx not disabled): a queue
+   * without is one the driver polls. */
   startOffload(
     helper: HelperThreadData, release: () => void,
     irqfds?: (queues: ReadonlyArray<boolean>) => QueueIrqfdChannel | undefined,
     vectored?: ReadonlyArray<boolean>,
     route?: QueueNotifyRoute,
+    interruptible?: ReadonlyArray<boolean>,
   ): Array<number | undefined> | undefined;
   /** True while the helper startOffload started is still loading: the
    * transport then calls the device's poll() now and then until it is not
@@ -468,11 +472,16 @@ export class VirtioPci extends PciEmulFunction {
       return this.queueIrqfds?.channel;
     };
     try {
-      const vectored = this.queues.map((q) => this.msixEnabledNow() && q.msixVector !== VIRTIO_MSI_NO_VECTOR && q.msixVector < this.msixVectorCount);
+      const msix = this.msixEnabledNow();
+      const vectored = this.queues.map((q) => msix && q.msixVector !== VIRTIO_MSI_NO_VECTOR && q.msixVector < this.msixVectorCount);
+      // Without MSI-X a queue interrupt goes by MSI, else by INTx unless the
+      // driver disabled it (pci-emul.ts lintrPermitted).
+      const lineOrMsi = !msix && (this.msiEnabledNow() || !this.intxDisabledNow());
+      const interruptible = vectored.map((v) => v || lineOrMsi);
       fds = dev.startOffload(kvm.helper, () => this.dropIoeventfds(), irqfds, vectored, {
         toEventfd: (q, fd) => this.notifyToEventfd(q, fd),
         toExit: (q) => this.notifyToExit(q),
-      });
+      }, interruptible);
     } catch {
       this.dropIrqfds();
       return; // the device keeps serving notifies on this thread

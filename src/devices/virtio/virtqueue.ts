@@ -489,15 +489,6 @@ export class Virtqueue {
     this.setUsedWord(2, this.nextUsed);
   }
 
-  /** Whether the driver has turned this queue's interrupts off with
-   * VIRTQ_AVAIL_F_NO_INTERRUPT (without EVENT_IDX, where that flag means
-   * nothing): a driver that polls the ring, e.g. DPDK's virtio PMD or the
-   * test guests' polling mode, sets it as it builds the ring. */
-  interruptsOff(): boolean {
-    if (this.dma !== undefined) this.checkRings();
-    return !this.eventIdx && (this.availWord(0) & VIRTQ_AVAIL_F_NO_INTERRUPT) !== 0;
-  }
-
   /** After pushing used elements: should the device interrupt the driver?
    * Applies VIRTQ_AVAIL_F_NO_INTERRUPT, or with EVENT_IDX the used_event
    * threshold (vring_need_event). Call once per batch. */

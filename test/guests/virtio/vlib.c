@@ -584,8 +584,11 @@ void virtio_setup_irqs(struct vdev *d, int mode)
 	int bdf = d->pci.bdf;
 	d->irq_mode = mode;
 	d->vec_config = -1;
-	if (mode == MODE_POLL)
+	if (mode == MODE_POLL) {
+		/* no interrupts at all: INTx disabled (MSI and MSI-X stay off) */
+		pci_w16(bdf, 4, pci_r16(bdf, 4) | 0x400);
 		return;
+	}
 	d->msix_cap = pci_find_cap(bdf, 0x11);
 	d->msi_cap = pci_find_cap(bdf, 0x05);
 	uint16_t cmd = pci_r16(bdf, 4);
