@@ -203,9 +203,10 @@ with receive notifications on while a frame waits (as QEMU and bhyve do),
 kicks for each. Transmitting on it as well (\`iothread_tx=true\`) has measured
 slower here: the guest keeps one CPU busy polling, and every queueful waits
 for the I/O thread to be scheduled on the other, shared one, while with the
-notify exit the vCPU's own thread sends at once; hence its default off
-(\`iothread_tx=auto\` keeps the exit for a driver without MSI-X queue
-vectors, as this one).
+notify exit the vCPU's own thread sends at once. The default,
+\`iothread_tx=poll\`, gives this polling driver (INTx disabled, no MSI-X)
+\`switch\`, which keeps the queue on the exit while the guest sends more
+than it receives, as here.
 With MSI-X the I/O thread's queue interrupts go by irqfd, straight into
 KVM (\`irqfd=true\`; this bench's guest polls and takes none, the interrupt
 guest test checks the path). Large frames are read straight into the
