@@ -92,7 +92,8 @@ describe.skipIf(skip !== undefined)('tcp.rom: TCP with lwIP over virtio-net and 
   // and the I/O thread when the stream turns round (MSI-X: the thread's
   // while the guest sends; polling: while it receives); false keeps it on
   // the exit throughout. The default (poll) is switch for the polling
-  // guest (its receive interrupts are off) and false for the MSI-X one.
+  // guest (no interrupt can reach it: INTx disabled, no MSI or MSI-X) and
+  // false for the MSI-X one.
   for (const [label, mode, opts] of [
     ['polling', MODE.POLL, ''], ['MSI-X', MODE.MSIX, ''],
     ['polling', MODE.POLL, ',iothread_tx=false'], ['MSI-X', MODE.MSIX, ',iothread_tx=switch'],
