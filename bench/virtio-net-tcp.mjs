@@ -244,8 +244,8 @@ into the ROM at build time by scripts/lwip-image.mjs) as the guest's TCP/IP
 stack, its raw API driven from one loop in ring 3 over the same virtio-net
 driver as virtio-net.rom (256-entry queues, 2 KiB buffers, no offloads
 negotiated, kicks unless NO_NOTIFY). Three guest modes: polling (the loop
-spins on the used rings, its queues' interrupts off with
-VIRTQ_AVAIL_F_NO_INTERRUPT), MSI-X (a round that finds nothing to do turns
+spins on the used rings and takes no interrupts: INTx disabled, MSI and
+MSI-X off, VIRTQ_AVAIL_F_NO_INTERRUPT set), MSI-X (a round that finds nothing to do turns
 receive interrupts on, checks the ring once more and halts until an
 interrupt, as Linux's NAPI; transmit completions are polled), and INTx (the
 same on the legacy interrupt line, the ISR read at each). lwIP as Debian
