@@ -140,14 +140,14 @@ describe('virtio-net iothread_tx=poll (the default)', () => {
     }
   });
 
-  it('explicit switch keeps its own choice: the polling way round without MSI-X vectors, the other with them', () => {
-    const a = device('switch');
-    a.offload([true, true], [true, true]);
-    expect(handoverPolicy(a.dev)).toBe('interrupts');
-    a.dev.close();
-    const b = device('switch');
-    b.offload([false, false], [true, true]);
-    expect(handoverPolicy(b.dev)).toBe('polling');
-    b.dev.close();
+  it('explicit switch: the polling way round for a driver no interrupt can reach, the other for one with MSI-X vectors, MSI or INTx', () => {
+    for (const [vectored, interruptible, want] of [
+      [[true, true], [true, true], 'interrupts'], [[false, false], [true, true], 'interrupts'], [[false, false], [false, false], 'polling'],
+    ] as const) {
+      const d = device('switch');
+      d.offload([...vectored], [...interruptible]);
+      expect(handoverPolicy(d.dev)).toBe(want);
+      d.dev.close();
+    }
   });
 });

@@ -79,7 +79,8 @@ function setup(features = V1, vectored = [true, true], withRoute = false) {
   const exitSide = activateQueues(dev, [rx, tx], features);
   const helper = { memoryPath: '', layout: { lowmem: 0, highmem: 0 }, doorbell: { sab: new SharedArrayBuffer(8), vcpuFd: -1, mmapSize: 0 } };
   const route = routeStandIn();
-  const fds = dev.startOffload(helper, () => {}, undefined, vectored, withRoute ? route : undefined);
+  // A driver without MSI-X vectors here takes no interrupts at all (INTx off): it polls.
+  const fds = dev.startOffload(helper, () => {}, undefined, vectored, withRoute ? route : undefined, vectored);
   const stand = dev.iothread as unknown as { forwarded: number; data: { transmit: boolean; txHandover?: SharedArrayBuffer } };
   // The I/O thread's model, as the worker builds it.
   const thr = new VirtioNet({ mac: MAC, iothread: false }, port('thread'));

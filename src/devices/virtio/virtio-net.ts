@@ -33,9 +33,9 @@
 // polls.
 // With switch the transmit queue moves between the two while the driver
 // runs, by the direction of the traffic (net-tx-handover.ts): for a driver
-// with MSI-X vectors the I/O thread while the guest sends more than it
-// receives and the exit while it receives a stream (its frames are ACKs);
-// for a driver without them the other way round.
+// that waits on interrupts the I/O thread while the guest sends more than
+// it receives and the exit while it receives a stream (its frames are
+// ACKs); for a driver that polls (below) the other way round.
 // With poll, the default, the choice is made at DRIVER_OK by how the
 // driver takes its receive queue's completions: switch (the polling
 // driver's way round) when the device has no way to interrupt it for that
@@ -304,7 +304,7 @@ export class VirtioNet extends VirtioDeviceBase {
     const txq = act.queues[VTNET_TXQ];
     if (tx === 'switch' && txq) {
       this.txHandover = new TxHandover();
-      this.txHandover.init(txq, setting === 'poll' ? true : !vect);
+      this.txHandover.init(txq, polls);
       this.txRoute = route;
     }
     const onThread = act.queues.map((q, i) => q !== null && (i === VTNET_RXQ || this.txOnIothread));
