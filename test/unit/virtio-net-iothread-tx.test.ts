@@ -95,12 +95,11 @@ describe('virtio-net iothread_tx=auto', () => {
   });
 });
 
-/** The policy the transmit hand-over was given, or undefined without one
- * (net-tx-handover.ts' THREAD_WHEN_RECEIVING word: 1 for a polling driver). */
+/** The way round the transmit hand-over was given, or undefined without one. */
 function handoverPolicy(dev: InstanceType<typeof VirtioNet>): 'polling' | 'interrupts' | undefined {
-  const h = (dev as unknown as { txHandover?: { words: Int32Array } }).txHandover;
+  const h = (dev as unknown as { txHandover?: { threadWhenReceiving: boolean } }).txHandover;
   if (!h) return undefined;
-  return h.words[11] === 1 ? 'polling' : 'interrupts';
+  return h.threadWhenReceiving ? 'polling' : 'interrupts';
 }
 
 describe('virtio-net iothread_tx=poll (the default)', () => {

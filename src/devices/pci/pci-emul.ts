@@ -552,7 +552,7 @@ export abstract class PciEmulFunction extends PciFunctionBase {
   }
 
   private lintrPermitted(): boolean {
-    return !(this.msiEnabled || this.msixEnabled || (this.cfg.get16(PCIR_COMMAND) & PCIM_CMD_INTxDIS) !== 0);
+    return !(this.msiEnabled || this.msixEnabled || this.intxDisabledNow());
   }
 
   intxAssert(): void {

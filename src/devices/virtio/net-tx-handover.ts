@@ -132,6 +132,8 @@ export class TxHandover {
   }
 
   get owner(): number { return Atomics.load(this.words, W.OWNER); }
+  /** The way round init() was given: true for a driver that polls. */
+  get threadWhenReceiving(): boolean { return Atomics.load(this.words, W.THREAD_WHEN_RECEIVING) === 1; }
   get handovers(): number { return Atomics.load(this.words, W.HANDOVERS); }
 
   /** The device thread, on a transmit notify exit: true when the queue is

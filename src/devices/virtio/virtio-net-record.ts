@@ -19,10 +19,10 @@ export const NET_IOTHREAD_DEFAULT = true;
  * (net-tx-handover.ts): for a driver that waits on interrupts it lost to
  * false (MSI-X: its stream to the host, 261 -> 216 MB/s; INTx: 283 -> 180;
  * given the polling driver's way round instead, INTx lost its stream from
- * the host, 256 -> 179), for one that polls it won both streams. So 'poll': switch for a driver that polls (no
- * interrupt for its receive queue can reach it: no MSI-X vector, no MSI,
- * INTx disabled), false for every other (bench/virtio-net-tcp.mjs,
- * BENCHMARKS.md). */
+ * the host, 256 -> 179), for one that polls it won both streams. So
+ * 'poll': switch for a driver that polls (no interrupt for its receive
+ * queue can reach it: no MSI-X vector, no MSI, INTx disabled), false for
+ * every other (bench/virtio-net-tcp.mjs, BENCHMARKS.md). */
 export const NET_IOTHREAD_TX_DEFAULT: boolean | 'auto' | 'switch' | 'poll' = 'poll';
 /** Whether `pci.B.S.F.irqfd` defaults to on. */
 export const NET_IRQFD_DEFAULT = true;
