@@ -98,25 +98,6 @@ function lazyBuiltinShim(name) {
   ].join('\n');
 }
 
-/** The main thread's entry: no device models in its bundle (noDeviceModels). */
-const MAIN_THREAD_ONLY = 'bhyve-main';
-
-/** A record's model (`import('./MODEL.js')` in a *-record.ts,
- * src/devices/pci-device.ts) as a module that refuses to load: the bundle
- * of a thread that builds no devices. */
-const noDeviceModels = {
-  name: 'no-device-models',
-  setup(b) {
-    b.onResolve({ filter: /.*/ }, (args) => (args.kind === 'dynamic-import' && /-record\.ts$/.test(args.importer)
-      ? { path: args.path, namespace: 'no-device-model' }
-      : undefined));
-    b.onLoad({ filter: /.*/, namespace: 'no-device-model' }, (args) => ({
-      contents: `throw new Error(${JSON.stringify(`device model ${args.path}: models run on vCPU 0's thread, not in this bundle (scripts/bundle.mjs)`)});\n`,
-      loader: 'js',
-    }));
-  },
-};
-
 /** Entries whose code cache is made after their top level ran (below). */
 const RUN_FOR_CACHE = new Set(['bhyve-main', 'vcpu-thread']);
 
@@ -151,11 +132,9 @@ const options = {
   sourcemap: true,
   logLevel: 'warning',
 };
-const { [MAIN_THREAD_ONLY]: mainEntry, ...otherEntries } = ENTRY_POINTS;
-await build({ ...options, entryPoints: otherEntries });
-// bhyve's main thread never runs a device model (vCPU 0's thread does):
-// its bundle leaves them out, ~300 KB of source its isolate would hold.
-await build({ ...options, entryPoints: { [MAIN_THREAD_ONLY]: mainEntry }, plugins: [builtinShims, noDeviceModels] });
+// (bhyve-main holds the device models too: vCPU 0 runs on the main thread
+// by default, src/vmm/main-thread-vcpu.ts.)
+await build({ ...options, entryPoints: ENTRY_POINTS });
 
 // The loader, each entry's stub and its code cache. The stubs are CommonJS
 // (dist/bundle/package.json says so): no thread needs Node's ES module

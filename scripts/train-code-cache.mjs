@@ -27,7 +27,8 @@ import { accessSync, constants, copyFileSync, existsSync, mkdtempSync, rmSync, w
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-/** The entries a VMM run loads (its main thread and vCPU 0's). */
+/** The entries a VMM run loads (its main thread, and vCPU 0's thread with
+ * vcpu.bsp_model=thread). */
 export const TRAINED = ['bhyve-main', 'vcpu-thread'];
 
 /** pc-testdev's exit status for the ROM's write of 0x10: (0x10 << 1) | 1. */
@@ -56,27 +57,33 @@ export function trainCodeCaches(root, out) {
   if (why) {
     manifest.reason = why;
   } else {
-    const dir = mkdtempSync(join(tmpdir(), 'bhyve-code-cache-'));
-    try {
-      const rom = join(dir, 'training.rom');
-      writeFileSync(rom, trainingRom());
-      const r = spawnSync(process.execPath, [join(root, 'bin', 'bhyve'),
-        '-c', '2', '-m', '64M', '-s', '0,hostbridge', '-s', '31,lpc', '-l', 'com1,stdio', '-l', 'pc-testdev',
-        '-l', `bootrom,${rom}`, '-o', 'x86.require_ept_rvi=false', '-o', 'security.sandbox=false',
-        `code-cache-training-${process.pid}`],
-      { env: { ...process.env, BHYVE_CODE_CACHE_OUT: dir }, encoding: 'utf8', timeout: 120_000, stdio: ['ignore', 'pipe', 'pipe'] });
-      const made = TRAINED.filter((n) => existsSync(join(dir, `${n}.cache`)));
-      if (r.status !== EXPECTED_STATUS || made.length !== TRAINED.length) {
-        manifest.reason = `training run ended with status ${r.status ?? r.signal} (expected ${EXPECTED_STATUS}), caches made: ${made.join(' ') || 'none'}: ${(r.stderr ?? '').trim().split('\n').pop()}`;
-      } else {
-        for (const n of TRAINED) {
-          copyFileSync(join(dir, `${n}.cache`), join(out, `${n}.cache`));
-          manifest[n] = 'run';
+    // Two runs: the default one (vCPU 0 and the device models on the main
+    // thread) makes bhyve-main's cache, one with vcpu.bsp_model=thread
+    // vcpu-thread's (a vCPU 0 worker's: the devices and the exit path).
+    const runs = [['bhyve-main', []], ['vcpu-thread', ['-o', 'vcpu.bsp_model=thread']]];
+    const problems = [];
+    for (const [entry, extra] of runs) {
+      const dir = mkdtempSync(join(tmpdir(), 'bhyve-code-cache-'));
+      try {
+        const rom = join(dir, 'training.rom');
+        writeFileSync(rom, trainingRom());
+        const r = spawnSync(process.execPath, [join(root, 'bin', 'bhyve'),
+          '-c', '2', '-m', '64M', '-s', '0,hostbridge', '-s', '31,lpc', '-l', 'com1,stdio', '-l', 'pc-testdev',
+          '-l', `bootrom,${rom}`, '-o', 'x86.require_ept_rvi=false', '-o', 'security.sandbox=false', ...extra,
+          `code-cache-training-${process.pid}`],
+        { env: { ...process.env, BHYVE_CODE_CACHE_OUT: dir }, encoding: 'utf8', timeout: 120_000, stdio: ['ignore', 'pipe', 'pipe'] });
+        const made = existsSync(join(dir, `${entry}.cache`));
+        if (r.status !== EXPECTED_STATUS || !made) {
+          problems.push(`${entry}: training run ended with status ${r.status ?? r.signal} (expected ${EXPECTED_STATUS}), cache ${made ? 'made' : 'not made'}: ${(r.stderr ?? '').trim().split('\n').pop()}`);
+        } else {
+          copyFileSync(join(dir, `${entry}.cache`), join(out, `${entry}.cache`));
+          manifest[entry] = 'run';
         }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
       }
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
     }
+    if (problems.length) manifest.reason = problems.join('; ');
   }
   writeFileSync(join(out, 'code-cache.json'), `${JSON.stringify(manifest, null, 2)}\n`);
   if (manifest.reason) console.warn(`bundle: ${TRAINED.join(' and ')} keep their top-level code caches (${manifest.reason})`);

@@ -8,6 +8,8 @@ import { rawArgv } from '../config/raw-argv.js';
 import type { Worker } from 'node:worker_threads';
 import { type EarlySignals, SignalRouter, signalStatus } from '../vmm/startup-signals.js';
 import { adoptVcpuThread, retireVcpuThread, spawnVcpuThreads } from '../vmm/vcpu-threads.js';
+import { bspModel } from '../vmm/main-thread-vcpu.js';
+import { loopWakerBuilt } from '../sys/loop-waker.js';
 import { parseBhyveArgs } from '../config/bhyve-args.js';
 import { validateForStart } from '../devices/registry.js';
 import { runVm } from '../vmm/run-vm.js';
@@ -44,7 +46,7 @@ export async function bhyveMain(argv: readonly string[], early?: EarlySignals): 
     // or retires threads to match the vCPU count the config asks for).
     if (likely === undefined) threads = moreThreads(threads, result.config.get('cpus'));
     // vCPU 0's thread loads its device models meanwhile (vcpu-thread.ts).
-    threads[0]?.postMessage({ type: 'models', config: result.config.toJSON() } satisfies DeviceModelsHint);
+    if (bspModel(result.config) === 'thread') threads[0]?.postMessage({ type: 'models', config: result.config.toJSON() } satisfies DeviceModelsHint);
     const spawned = threads;
     // Stopped meanwhile: nothing of the VM exists yet.
     if (signals.first) {
@@ -69,16 +71,21 @@ function moreThreads(threads: Worker[], cpus: string | undefined): Worker[] {
   return [...threads, ...spawnVcpuThreads(String(n - threads.length))];
 }
 
-/** The vCPU threads a run of `argv` most likely needs (1: vCPU 0's; with
- * vcpu.ap_model=thread `-c [cpus=]N`, else 1), or undefined when argv asks for help or a config dump or ends in an
- * option (no VM named): then no thread starts before parsing. */
+/** The vCPU threads a run of `argv` most likely needs, or undefined when
+ * argv asks for help or a config dump or ends in an option (no VM named):
+ * then no thread starts before parsing. vCPU 0 has one only with
+ * vcpu.bsp_model=thread (or pinned: main-thread-vcpu.ts' bspModel), the APs
+ * only with vcpu.ap_model=thread (`-c [cpus=]N`). runVm adds or retires
+ * threads to match what the config asks for. */
 function likelyVcpus(argv: readonly string[]): string | undefined {
   const last = argv[argv.length - 1];
   if (last === undefined || last.startsWith('-')) return undefined;
   if (argv.some((a) => a === '-h' || a === 'help' || a.includes('config.dump'))) return undefined;
-  // Only vCPU 0 has a thread unless the APs are asked to have their own.
-  if (!argv.some((a) => a.includes('vcpu.ap_model=thread'))) return '1';
+  const bspThread = argv.some((a) => a.includes('vcpu.bsp_model=thread') || a.includes('vcpu.0.cpuset') || /^0:/.test(a))
+    || !loopWakerBuilt();
+  if (!argv.some((a) => a.includes('vcpu.ap_model=thread'))) return bspThread ? '1' : '0';
   const c = argv.lastIndexOf('-c');
   const m = c >= 0 ? /^(?:cpus=)?(\d+)/.exec(argv[c + 1] ?? '') : null;
-  return m ? m[1] : '1';
+  const n = m ? Number(m[1]) : 1;
+  return String(bspThread ? n : n - 1);
 }

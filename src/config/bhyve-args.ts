@@ -300,6 +300,10 @@ export function validateConfig(config: ConfigTree): void {
     const v = config.get(k);
     if (v !== undefined) parseBool(v, k);
   }
+  const bspModel = config.get('vcpu.bsp_model');
+  if (bspModel !== undefined && bspModel !== 'main' && bspModel !== 'thread') {
+    throw new ConfigError(`invalid vcpu.bsp_model '${bspModel}' (main or thread)`);
+  }
   const apModel = config.get('vcpu.ap_model');
   if (apModel !== undefined && apModel !== 'pool' && apModel !== 'thread') {
     throw new ConfigError(`invalid vcpu.ap_model '${apModel}' (pool or thread)`);

@@ -94,6 +94,7 @@ const GLOBAL_KEYS: readonly ConfigKeyInfo[] = [
   { key: 'config.dump', default: 'false', description: 'print the configuration and exit' },
   { key: 'vcpu.N.cpuset', description: 'host CPUs vCPU N may run on (list and ranges)' },
   { key: 'vcpu.ap_model', default: 'pool', description: 'where application processors run: pool (libuv threadpool) or thread (one worker each)' },
+  { key: 'vcpu.bsp_model', default: 'main', description: 'where vCPU 0 and the device models run: main (the main thread) or thread (a worker of its own)' },
   { key: 'domains.N.size', description: 'memory of guest NUMA domain N' },
   { key: 'domains.N.cpus', description: 'vCPUs of guest NUMA domain N' },
   { key: 'domains.N.domain_policy', description: 'host domainset(9) policy of guest NUMA domain N' },

@@ -21,6 +21,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import { ForwardingIoBus, Mailbox } from './ap-mailbox.js';
 import { dispatchExit, ExitCounters, type ExitContext } from './exit-dispatch.js';
+import type { IoBus } from './io-bus.js';
 import type { ExitRequest } from './exit-status.js';
 import type { Vcpu } from '../sys/kvm.js';
 import { EXIT, KVM, KVM_RUN_OFF, RUN_DEBUG } from '../sys/kvm-abi.js';
@@ -43,6 +44,9 @@ export interface ApPoolSetup {
   mailboxes: readonly SharedArrayBuffer[];
   /** Rings vCPU 0's thread (the device host) to serve a mailbox. */
   ringDeviceThread: () => void;
+  /** The devices' bus, when vCPU 0 runs on this (the main) thread: the APs
+   * call it directly instead of going through their mailboxes. */
+  deviceBus?: IoBus;
   strictIo: boolean;
   /** The vCPU's end of its request channel (VcpuRequester.portFor). */
   requestPort: (id: number) => MessagePort;
@@ -82,7 +86,8 @@ export class ApPool {
   constructor(private readonly s: ApPoolSetup) {
     this.aps = s.vcpus.slice(1).map((vcpu, i) => {
       const id = i + 1;
-      const bus = new ForwardingIoBus(new Mailbox(s.mailboxes[id] as SharedArrayBuffer), s.ringDeviceThread, () => s.control.stopped);
+      const bus = s.deviceBus
+        ?? new ForwardingIoBus(new Mailbox(s.mailboxes[id] as SharedArrayBuffer), s.ringDeviceThread, () => s.control.stopped);
       return {
         id, vcpu, counters: new ExitCounters(), port: s.requestPort(id), inKvmRun: false, done: false,
         ctx: { vcpuId: id, run: vcpu.runView, bus, strictIo: s.strictIo, rip: () => Number(vcpu.getRegs().rip) },

@@ -28,6 +28,8 @@ import { errorLine, userErrorWithPrefix } from '../user-error.js';
 import { SignalRouter, signalStatus, type StopSignal } from './startup-signals.js';
 import { enterSandbox, sandboxPlan } from './sandbox/sandbox.js';
 import { confinePool } from './sandbox/pool-threads.js';
+import { bspModel, MainThreadVcpu } from './main-thread-vcpu.js';
+import { loadDeviceModels } from './device-host.js';
 import { trace, traceMemory, traceModules } from './startup-trace.js';
 import { GdbStub } from './gdb-stub.js';
 import type { VcpuStateJson, VcpuStateUpdate } from './vcpu-state.js';
@@ -48,7 +50,17 @@ export interface RunExtras {
 export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise<number> {
   // Start the vCPU threads first (unless the caller already did): their
   // module loading overlaps our setup.
-  const threads: Worker[] = extras.threads ?? spawnVcpuThreads(config.get('cpus'));
+  // vCPU 0 on the main thread (the default) has no worker; its device
+  // models start loading now, as a worker's would while it waits.
+  const bspOnMain = bspModel(config) === 'main';
+  const threads: Worker[] = extras.threads ?? (bspOnMain ? [] : spawnVcpuThreads(config.get('cpus')));
+  let mainVcpu: MainThreadVcpu | undefined;
+  if (bspOnMain) {
+    const modelsLoading = loadDeviceModels(config.toJSON());
+    modelsLoading.catch(() => undefined); // loaded (and reported) again with the data
+    mainVcpu = new MainThreadVcpu(modelsLoading);
+    threads.unshift(mainVcpu as unknown as Worker);
+  }
   // The search for libuv's pool threads (-c 2 and more, APs on the pool)
   // starts first: the pool's threads start and park while createMachine
   // runs, so the search mostly finds them waiting when it looks.
@@ -216,7 +228,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     });
     if (poolThreads) {
       apPool = new ApPool({
-        control, vcpus: machine.vcpus, mailboxes, ringDeviceThread: () => doorbell.ring(),
+        control, vcpus: machine.vcpus, mailboxes, ringDeviceThread: () => doorbell.ring(), deviceBus: mainVcpu?.bus,
         strictIo: config.getBool('x86.strictio', false), requestPort: (id) => requester.portFor(id),
         poolThreads, exit: claimAndFinish,
         debugExit: (id, exception, dr6) => { if (gdb) gdb.onDebugExit(id, exception, dr6); else control.setDebugHold(id, false); },
@@ -263,7 +275,10 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
       control.go();
       apPool?.start();
       guestRuns = true;
-      watchdog = setInterval(() => watchHalts(control, kicker, stats, claimAndFinish), HALT_WATCH_MS);
+      // (vCPU 0 on this thread is never in KVM_RUN while the watchdog runs:
+      // its `blocking` statistic says nothing then, so it is asked each time.)
+      const haltStats = bspOnMain ? [undefined, ...stats.slice(1)] : stats;
+      watchdog = setInterval(() => watchHalts(control, kicker, haltStats, claimAndFinish), HALT_WATCH_MS);
     }
 
     const req = await outcomePromise;

@@ -64,6 +64,13 @@ export class VcpuControl {
   /** Lets the vCPU threads start running the guest. */
   go(): void { Atomics.store(this.words, GO, 1); Atomics.notify(this.words, GO); }
   waitGo(): void { while (Atomics.load(this.words, GO) === 0 && !this.stopped) Atomics.wait(this.words, GO, 0, 1000); }
+  /** waitGo for the main thread, which must not block. */
+  async goAsync(): Promise<void> {
+    while (Atomics.load(this.words, GO) === 0 && !this.stopped) {
+      const w = Atomics.waitAsync(this.words, GO, 0, 1000);
+      if (w.async) await w.value;
+    }
+  }
 
 
   private at(id: number, word: number): number { return HEADER_WORDS + VCPU_WORDS * id + word; }

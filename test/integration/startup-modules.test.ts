@@ -14,8 +14,18 @@ import { bhyveArgs, kvmUnavailable, rom, runBhyve, vmName } from '../support/bhy
 const skipWhy = kvmUnavailable();
 
 describe.skipIf(skipWhy)(`Node modules at start-up${skipWhy ? ` (skipped: ${skipWhy})` : ''}`, { timeout: 120_000 }, () => {
-  it('a plain run loads no crypto on either thread, and vCPU 0\'s thread no net, child_process, zlib or tty', async () => {
-    const r = await runBhyve(bhyveArgs(rom('exit-testdev'), vmName('mods')), { env: { BHYVE_TRACE_STARTUP: '1' }, timeout: 90_000 });
+  it('a plain run loads no crypto, zlib or tty on the main thread (which runs vCPU 0)', async () => {
+    const r = await runBhyve(bhyveArgs(rom('exit-testdev'), vmName('mods0')), { env: { BHYVE_TRACE_STARTUP: '1' }, timeout: 90_000 });
+    expect(r.stdout).toContain('hello from testdev rom');
+    const line = r.stderr.split('\n').find((l) => l.includes(' vcpu 0: go: Node modules '));
+    expect(line, r.stderr).toBeDefined();
+    const main = line!.split(': Node modules ')[1].trim().split(' ');
+    for (const m of ['crypto', 'zlib', 'tty']) expect(main, `main thread loads ${m}`).not.toContain(m);
+  });
+
+  it('vcpu.bsp_model=thread: no crypto on either thread, and vCPU 0\'s thread no net, child_process, zlib or tty', async () => {
+    const r = await runBhyve(bhyveArgs(rom('exit-testdev'), vmName('mods'), { extra: ['-o', 'vcpu.bsp_model=thread'] }),
+      { env: { BHYVE_TRACE_STARTUP: '1' }, timeout: 90_000 });
     expect(r.stdout).toContain('hello from testdev rom');
     const modules = (who: string): string[] => {
       const line = r.stderr.split('\n').find((l) => l.includes(` ${who}: go: Node modules `));

@@ -85,11 +85,21 @@ describe('bin/* launchers', () => {
     }
   });
 
-  it('bhyve starts vCPU 0\'s thread before it loads the rest, for a run only (both trees)', () => {
+  it('bhyve starts vCPU 0\'s thread before it loads the rest, for a run whose vCPU 0 gets a thread (both trees)', () => {
     const env = { ...process.env };
+    const waker = path.join(dir, 'dist/native/loop-waker.so');
     for (const bundle of ['1', '0']) {
       const run = (...args: string[]): string => spawnSync(process.execPath, [path.join(dir, 'bin/bhyve'), ...args],
         { env: { ...env, BHYVE_BUNDLE: bundle }, encoding: 'utf8' }).stdout;
+      // With the loop waker built, vCPU 0 runs on the main thread: no
+      // thread, unless asked for or pinned (main-thread-vcpu.ts' bspModel).
+      fs.mkdirSync(path.dirname(waker), { recursive: true });
+      fs.writeFileSync(waker, '');
+      expect(run('-c', '1', 'vm')).toMatch(/ no-early$/m);
+      expect(run('-c', '1', '-o', 'vcpu.bsp_model=thread', 'vm')).toMatch(/ vcpu0-early$/m);
+      expect(run('-c', '2', '-p', '0:1', 'vm')).toMatch(/ vcpu0-early$/m);
+      // Without it (no C compiler at build time), vCPU 0 has a thread.
+      fs.rmSync(waker);
       expect(run('-c', '1', 'vm')).toMatch(/ vcpu0-early$/m);
       expect(run('-h')).toMatch(/ no-early$/m);
       expect(run('-s', 'help')).toMatch(/ no-early$/m);
@@ -138,33 +148,27 @@ describe.skipIf(!BUILT)('dist/bundle (needs npm run build)', () => {
     for (const name of entries) expect(out).toContain(`${name} true`);
   });
 
-  it('vcpu-thread holds the device models behind import() wrappers, with a code cache of what its top level ran; bhyve-main holds no model', () => {
+  it('bhyve-main and vcpu-thread hold the device models behind import() wrappers, with a code cache of what their top level ran', () => {
     // esbuild wraps a module reached by import() (each record's model,
     // devices/pci-device.ts), and everything it imports, in a function
     // (__esm) that runs when first loaded and that V8 compiles lazily,
     // outside a code cache made before running. So the build makes the
     // VMM threads' caches after running their top level (scripts/bundle.mjs
     // cacheAfterTopLevel): larger than the plain cache of the same script.
-    // The main thread runs no model: its bundle has none, and so nearly
-    // nothing wrapped (the sandbox's few modules and koffi's behind the
-    // slirp backend's import(): 10 today).
+    // Both run device models: the main thread as vCPU 0 (the default,
+    // vmm/main-thread-vcpu.ts), vcpu-thread with vcpu.bsp_model=thread.
     const wrappedIn = (name: string): number => (fs.readFileSync(path.join(BUNDLE, `${name}.cjs`), 'utf8').match(/=>\{"use strict";/g) ?? []).length;
     expect(wrappedIn('vcpu-thread')).toBeGreaterThan(50);
-    expect(wrappedIn('bhyve-main')).toBeLessThan(12);
+    expect(wrappedIn('bhyve-main')).toBeGreaterThan(50);
     const sources = (name: string): string[] => (JSON.parse(fs.readFileSync(path.join(BUNDLE, `${name}.cjs.map`), 'utf8')) as { sources: string[] }).sources;
     for (const model of ['src/devices/nvme/nvme.ts', 'src/devices/virtio/virtio-pci.ts', 'src/devices/pci/hostbridge.ts']) {
       expect(sources('vcpu-thread').some((f) => f.endsWith(model)), model).toBe(true);
-      expect(sources('bhyve-main').some((f) => f.endsWith(model)), model).toBe(false);
+      expect(sources('bhyve-main').some((f) => f.endsWith(model)), model).toBe(true);
     }
     expect(sources('bhyve-main').some((f) => f.endsWith('src/devices/nvme/nvme-record.ts'))).toBe(true);
-    // Neither carries the other thread's code: vCPU 0's no command line,
-    // control socket or VM set-up; the main thread's no device host,
-    // platform or firmware tables.
+    // vCPU 0's thread carries no command line, control socket or VM set-up.
     for (const f of ['src/cli/bhyve-main.ts', 'src/config/bhyve-args.ts', 'src/vmm/control-socket.ts', 'src/vmm/run-vm.ts', 'src/vmm/vm-object.ts']) {
       expect(sources('vcpu-thread').some((x) => x.endsWith(f)), f).toBe(false);
-    }
-    for (const f of ['src/vmm/device-host.ts', 'src/devices/platform.ts', 'src/devices/lpc/rtc.ts', 'src/firmware/acpi/index.ts']) {
-      expect(sources('bhyve-main').some((x) => x.endsWith(f)), f).toBe(false);
     }
     for (const name of ['bhyve-main', 'vcpu-thread']) {
       const plain = execFileSync(process.execPath, ['-e', `

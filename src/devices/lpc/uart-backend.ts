@@ -308,10 +308,15 @@ async function openTcp(path: string, kick: () => void): Promise<UartBackendHost>
       Atomics.store(flags, 0, 0);
       pump.close();
       rx.close();
+      // What the guest wrote last is sent before the client goes: the ring
+      // may not have been drained yet (with vCPU 0 on the main thread, the
+      // pump runs only between the guest's runs).
+      const rest = tx.read();
       tx.close();
       const c = st.client;
       st.client = null;
-      c?.destroy();
+      if (c && rest.length > 0 && !c.destroyed) c.end(rest);
+      else c?.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await txLoop;
     },

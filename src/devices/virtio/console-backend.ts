@@ -172,10 +172,14 @@ async function openPortSocket(name: string, path: string, kick: () => void): Pro
       Atomics.store(flags, CONNECTED, 0);
       pump.close();
       rx.close();
+      // The guest's last bytes go out before the client does (the pump may
+      // not have drained them: vcpu-runner.ts, on the main thread).
+      const rest = tx.read();
       tx.close();
       const c = st.client;
       st.client = null;
-      c?.destroy();
+      if (c && rest.length > 0 && !c.destroyed) c.end(rest);
+      else c?.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await txLoop.catch(() => undefined);
       try { fs.unlinkSync(path); } catch { /* node removed it already */ }
