@@ -92,3 +92,17 @@ export async function pumpRingToSocket(tx: ByteRing, client: () => net.Socket | 
     }
   }
 }
+
+/** How long a closing backend waits for a client to take the guest's last
+ * bytes before it drops them with the connection. */
+const FLUSH_ON_CLOSE_MS = 200;
+
+/** Ends a client connection after `rest` (the guest's last bytes, which the
+ * pump may not have sent yet) is written, or after FLUSH_ON_CLOSE_MS: the
+ * socket is destroyed either way, so a server's close() does not wait for
+ * the client to hang up. */
+export function flushThenDestroy(c: net.Socket, rest: Uint8Array): void {
+  if (c.destroyed || rest.length === 0) { c.destroy(); return; }
+  const timer = setTimeout(() => c.destroy(), FLUSH_ON_CLOSE_MS);
+  c.write(rest, () => { clearTimeout(timer); c.destroy(); });
+}

@@ -23,7 +23,7 @@ import * as net from 'node:net';
 import * as tty from 'node:tty';
 import type { ByteStream } from '../device.js';
 import { ByteRing } from '../../vmm/byte-ring.js';
-import { pumpRingToSocket, RxPump } from '../../vmm/ring-pumps.js';
+import { flushThenDestroy, pumpRingToSocket, RxPump } from '../../vmm/ring-pumps.js';
 
 const RX_RING_BYTES = 64 * 1024;
 const TX_RING_BYTES = 64 * 1024;
@@ -315,8 +315,7 @@ async function openTcp(path: string, kick: () => void): Promise<UartBackendHost>
       tx.close();
       const c = st.client;
       st.client = null;
-      if (c && rest.length > 0 && !c.destroyed) c.end(rest);
-      else c?.destroy();
+      if (c) flushThenDestroy(c, rest);
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await txLoop;
     },

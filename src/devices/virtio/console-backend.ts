@@ -17,7 +17,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { ConfigTree } from '../../config/tree.js';
 import { ByteRing } from '../../vmm/byte-ring.js';
-import { pumpRingToSocket, RxPump } from '../../vmm/ring-pumps.js';
+import { flushThenDestroy, pumpRingToSocket, RxPump } from '../../vmm/ring-pumps.js';
 
 const RX_RING_BYTES = 64 * 1024;
 const TX_RING_BYTES = 64 * 1024;
@@ -178,8 +178,7 @@ async function openPortSocket(name: string, path: string, kick: () => void): Pro
       tx.close();
       const c = st.client;
       st.client = null;
-      if (c && rest.length > 0 && !c.destroyed) c.end(rest);
-      else c?.destroy();
+      if (c) flushThenDestroy(c, rest);
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await txLoop.catch(() => undefined);
       try { fs.unlinkSync(path); } catch { /* node removed it already */ }
