@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -71,6 +72,17 @@ static void futex_wake(_Atomic int32_t *word) {
   syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+/** Ends vCPU 0's KVM_RUN once, if armed: immediate_exit covers a KVM_RUN
+ * not yet entered, the signal one that blocks. */
+static void kick(struct loop_waker *w) {
+  int32_t armed = ARMED;
+  if (atomic_compare_exchange_strong(&w->state, &armed, IDLE)) {
+    *w->immediate_exit = 1;
+    atomic_fetch_add(&w->kicks, 1);
+    syscall(SYS_tgkill, w->pid, w->tid, w->sig);
+  }
+}
+
 static void *watch(void *arg) {
   struct loop_waker *w = arg;
   for (;;) {
@@ -95,12 +107,7 @@ static void *watch(void *arg) {
     // Nothing ready and the deadline not yet reached (a wait cut short):
     // wait again. The deadline only moves while the thread is IDLE.
     if (n <= 0 && (deadline < 0 || now_ms() < deadline)) continue;
-    int32_t armed = ARMED;
-    if (atomic_compare_exchange_strong(&w->state, &armed, IDLE)) {
-      *w->immediate_exit = 1;
-      atomic_fetch_add(&w->kicks, 1);
-      syscall(SYS_tgkill, w->pid, w->tid, w->sig);
-    }
+    kick(w);
   }
 }
 
@@ -170,7 +177,21 @@ uint64_t lw_kicks(struct loop_waker *w) {
   return atomic_load(&w->kicks);
 }
 
-/** Ends the thread and waits for it; it kicks no more. */
+/** An application processor's KVM_RUN, on a thread of libuv's pool
+ * (src/vmm/ap-pool.ts): as it returns, vCPU 0 is kicked off the main thread
+ * at once, one thread hand-off sooner than the watching thread would on
+ * seeing the completion libuv posts after this call. Returns the result,
+ * or -errno. (A kick that comes before the completion is posted costs one
+ * more turn of the loop, not the exit: the watching thread still sees it.) */
+int lw_kvm_run(struct loop_waker *w, int vcpu_fd) {
+  int r = ioctl(vcpu_fd, _IO(0xAE, 0x80), 0); /* KVM_RUN */
+  int e = errno;
+  kick(w);
+  return r < 0 ? -e : r;
+}
+
+/** Ends the thread and waits for it; it kicks no more. The memory stays
+ * (an AP's lw_kvm_run may still be returning on a pool thread). */
 void lw_stop(struct loop_waker *w) {
   atomic_store(&w->state, STOPPED);
   futex_wake(&w->state);
@@ -179,5 +200,4 @@ void lw_stop(struct loop_waker *w) {
   pthread_join(w->thread, NULL);
   close(w->epfd);
   close(w->ctlfd);
-  free(w);
 }

@@ -20,6 +20,7 @@ interface Bindings {
   fired: (w: unknown) => number;
   kicks: (w: unknown) => bigint;
   stop: (w: unknown) => void;
+  kvmRun: { async(w: unknown, fd: number, done: (err: unknown, r: number) => void): void };
   errno: () => number;
 }
 
@@ -42,6 +43,7 @@ export function loadLoopWaker(): void {
     fired: lib.func('int lw_fired(void *w)') as Bindings['fired'],
     kicks: lib.func('uint64_t lw_kicks(void *w)') as Bindings['kicks'],
     stop: lib.func('void lw_stop(void *w)') as Bindings['stop'],
+    kvmRun: lib.func('int lw_kvm_run(void *w, int vcpu_fd)') as unknown as Bindings['kvmRun'],
     errno: () => k.errno(),
   };
 }
@@ -77,6 +79,12 @@ export class LoopWaker {
   /** How many times the thread kicked. */
   kicks(): number {
     return Number(this.b.kicks(this.handle));
+  }
+
+  /** An application processor's KVM_RUN on libuv's pool that kicks vCPU 0
+   * (this thread) as it returns: `done` gets the result or -errno. */
+  kvmRunAsync(vcpuFd: number, done: (r: number) => void): void {
+    this.b.kvmRun.async(this.handle, vcpuFd, (err: unknown, r: number) => done(err ? -5 /* EIO */ : r));
   }
 
   stop(): void {

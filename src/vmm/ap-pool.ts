@@ -47,6 +47,10 @@ export interface ApPoolSetup {
   /** The devices' bus, when vCPU 0 runs on this (the main) thread: the APs
    * call it directly instead of going through their mailboxes. */
   deviceBus?: IoBus;
+  /** How an AP's KVM_RUN is issued on the pool (default: koffi's async
+   * ioctl); vCPU 0 on this thread passes one that kicks it as the call
+   * returns (main-thread-vcpu.ts). */
+  kvmRunAsync?: (vcpuFd: number, done: (r: number) => void) => void;
   strictIo: boolean;
   /** The vCPU's end of its request channel (VcpuRequester.portFor). */
   requestPort: (id: number) => MessagePort;
@@ -80,10 +84,12 @@ export class ApPool {
   private broadcastPending = false;
   /** Unregisters the exit release start() registered. */
   private unhookExit: () => void = () => {};
+  private readonly kvmRunAsync: (vcpuFd: number, done: (r: number) => void) => void;
   /** Resolves once every AP has left KVM_RUN for good. */
   readonly stopped = new Promise<void>((r) => { this.resolveStopped = r; });
 
   constructor(private readonly s: ApPoolSetup) {
+    this.kvmRunAsync = s.kvmRunAsync ?? ((fd, done) => ioctlRawAsync(fd, KVM.RUN, 0, done));
     this.aps = s.vcpus.slice(1).map((vcpu, i) => {
       const id = i + 1;
       const bus = s.deviceBus
@@ -148,7 +154,7 @@ export class ApPool {
       return;
     }
     ap.inKvmRun = true;
-    ioctlRawAsync(ap.vcpu.fd, KVM.RUN, 0, (r) => {
+    this.kvmRunAsync(ap.vcpu.fd, (r) => {
       ap.inKvmRun = false;
       let again = false;
       try {

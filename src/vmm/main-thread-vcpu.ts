@@ -16,7 +16,9 @@ import { loadDeviceModels, type DeviceHost } from './device-host.js';
 import type { IoBus } from './io-bus.js';
 import { runVcpu } from './vcpu-runner.js';
 import type { DeviceModelsHint, VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
-import { loadLoopWaker, loopWakerBuilt } from '../sys/loop-waker.js';
+import { loadLoopWaker, loopWakerBuilt, type LoopWaker } from '../sys/loop-waker.js';
+import { ioctlRawAsync } from '../sys/libc.js';
+import { KVM } from '../sys/kvm-abi.js';
 
 export const BSP_MODELS = ['main', 'thread'] as const;
 
@@ -31,6 +33,7 @@ export function bspModel(config: ConfigTree): (typeof BSP_MODELS)[number] {
 
 export class MainThreadVcpu extends EventEmitter {
   private host: DeviceHost | undefined;
+  private waker: LoopWaker | undefined;
   /** One turn of the event loop: a message to ourselves, posted from an
    * immediate, comes back after the loop has polled its fds. (Posted from
    * the message's own callback, Node would deliver it in the same drain of
@@ -54,6 +57,14 @@ export class MainThreadVcpu extends EventEmitter {
     mmioWrite: (addr, data) => this.devices().bus.mmioWrite(addr, data),
   };
 
+  /** An AP's KVM_RUN on libuv's pool (ap-pool.ts): through the loop waker,
+   * which kicks vCPU 0 as it returns, so that the main thread handles the
+   * exit without waiting for vCPU 0's next exit. */
+  readonly kvmRunAsync = (vcpuFd: number, done: (r: number) => void): void => {
+    if (this.waker) this.waker.kvmRunAsync(vcpuFd, done);
+    else ioctlRawAsync(vcpuFd, KVM.RUN, 0, done);
+  };
+
   private devices(): DeviceHost {
     if (!this.host) throw new Error('device access before vCPU 0 built the devices');
     return this.host;
@@ -72,6 +83,7 @@ export class MainThreadVcpu extends EventEmitter {
           kind: 'main',
           yieldLoop: (resume) => { this.resume = resume; setImmediate(() => this.turn?.port1.postMessage(0)); },
           hostBuilt: (host) => { this.host = host; },
+          wakerStarted: (waker) => { this.waker = waker; },
         });
       })
       .catch((e: unknown) => { this.emit('error', e); this.end(); });

@@ -74,9 +74,35 @@ export class RxPump {
   }
 }
 
+/** How much a device on this thread may queue in a client's socket beyond
+ * what the kernel took (drainRingHere), before its writes wait and drop as
+ * they do with the pump on another thread. */
+const MAX_QUEUED_BYTES = 1 << 20;
+
+/** The TX rings this thread pumps, by their buffer: a device on the same
+ * thread (vCPU 0 on the main thread) cannot wait for the pump, which runs
+ * only between its turns, and drains its full ring itself. */
+const pumpedHere = new WeakMap<SharedArrayBuffer, () => boolean>();
+
+/** For a device's write that found its TX ring full: when this thread also
+ * pumps the ring, moves the ring's bytes to the client now and returns
+ * true (false: no client, the client is backed up, or another thread
+ * pumps it and the caller waits as before). */
+export function drainRingHere(sab: SharedArrayBuffer): boolean {
+  return pumpedHere.get(sab)?.() ?? false;
+}
+
 /** Drains `tx` to the connected client until `closed()`; output with no
  * client is dropped. Waits for 'drain' when the socket pushes back. */
 export async function pumpRingToSocket(tx: ByteRing, client: () => net.Socket | null, closed: () => boolean): Promise<void> {
+  pumpedHere.set(tx.sab, () => {
+    const c = client();
+    if (c === null || c.destroyed || closed() || c.writableLength > MAX_QUEUED_BYTES) return false;
+    const bytes = tx.read();
+    if (bytes.length === 0) return false;
+    c.write(bytes);
+    return true;
+  });
   while (!closed()) {
     await tx.waitForData();
     if (closed()) break;

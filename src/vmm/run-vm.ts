@@ -228,7 +228,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
     });
     if (poolThreads) {
       apPool = new ApPool({
-        control, vcpus: machine.vcpus, mailboxes, ringDeviceThread: () => doorbell.ring(), deviceBus: mainVcpu?.bus,
+        control, vcpus: machine.vcpus, mailboxes, ringDeviceThread: () => doorbell.ring(), deviceBus: mainVcpu?.bus, kvmRunAsync: mainVcpu?.kvmRunAsync,
         strictIo: config.getBool('x86.strictio', false), requestPort: (id) => requester.portFor(id),
         poolThreads, exit: claimAndFinish,
         debugExit: (id, exception, dr6) => { if (gdb) gdb.onDebugExit(id, exception, dr6); else control.setDebugHold(id, false); },

@@ -39,6 +39,8 @@ export type VcpuHome =
     yieldLoop(resume: () => void): void;
     /** The device host, once built (the APs on the pool use its bus). */
     hostBuilt(host: DeviceHost): void;
+    /** The loop waker, once started (the APs on the pool kick through it). */
+    wakerStarted(waker: LoopWaker): void;
   };
 
 /** The rest of the vCPU's life: set up, wait for go, KVM_RUN until stop. */
@@ -227,6 +229,7 @@ export function runVcpu(d: VcpuThreadData, post: (msg: VcpuThreadMessage) => voi
     try {
       started();
       waker = LoopWaker.start(vcpu.run);
+      main.wakerStarted(waker);
     } catch (e) {
       failed(e);
       finish();

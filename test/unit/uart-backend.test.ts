@@ -91,6 +91,45 @@ describe('tcp= backend', () => {
     }
   });
 
+  it('a device on the pumping thread (vCPU 0 on the main thread) drains its full ring itself: a burst larger than the ring arrives whole, at once', async () => {
+    const port = await freePort();
+    const host = await openUartBackend(`tcp=127.0.0.1:${port}`, () => {});
+    try {
+      const stream = attachUartStream(host.transfer); // the same buffers, as on the main thread
+      const sock = await connect(port);
+      const got = collect(sock);
+      await until(() => { stream.write(Buffer.from('.')); return got.text().length > 0; }, 'connected');
+      const before = got.text().length;
+      const burst = Buffer.alloc(256 * 1024);
+      for (let i = 0; i < burst.length; i++) burst[i] = 0x41 + (i % 26);
+      const t0 = Date.now();
+      stream.write(burst); // 4x the ring: without the drain it would wait 200 ms and drop the rest
+      expect(Date.now() - t0).toBeLessThan(150);
+      await until(() => got.text().length >= before + burst.length, 'the whole burst');
+      expect(got.text().replace(/^\.+/, '')).toBe(burst.toString('latin1')); // (after the probes' dots)
+      sock.destroy();
+    } finally {
+      await host.close();
+    }
+  });
+
+  it('a device on another thread (a clone of the buffers) waits for the pump instead', async () => {
+    const port = await freePort();
+    const host = await openUartBackend(`tcp=127.0.0.1:${port}`, () => {});
+    try {
+      const stream = attachUartStream(structuredClone(host.transfer));
+      const sock = await connect(port);
+      const got = collect(sock);
+      await until(() => { stream.write(Buffer.from('.')); return got.text().length > 0; }, 'connected');
+      const t0 = Date.now();
+      stream.write(Buffer.alloc(256 * 1024, 0x42)); // this thread's pump cannot run meanwhile: waits, then drops
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(190);
+      sock.destroy();
+    } finally {
+      await host.close();
+    }
+  });
+
   it('takes one client at a time and accepts a new one after a disconnect', async () => {
     const port = await freePort();
     const host = await openUartBackend(`tcp=127.0.0.1:${port}`, () => {});

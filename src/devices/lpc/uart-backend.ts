@@ -23,7 +23,7 @@ import * as net from 'node:net';
 import * as tty from 'node:tty';
 import type { ByteStream } from '../device.js';
 import { ByteRing } from '../../vmm/byte-ring.js';
-import { flushThenDestroy, pumpRingToSocket, RxPump } from '../../vmm/ring-pumps.js';
+import { drainRingHere, flushThenDestroy, pumpRingToSocket, RxPump } from '../../vmm/ring-pumps.js';
 
 const RX_RING_BYTES = 64 * 1024;
 const TX_RING_BYTES = 64 * 1024;
@@ -375,7 +375,7 @@ export function attachUartStream(t: UartStreamTransfer): ByteStream {
       let off = 0;
       while (off < bytes.length) {
         off += tx.push(bytes.subarray(off));
-        if (off < bytes.length && !tx.waitForSpaceSync(TCP_WRITE_WAIT_MS)) return;
+        if (off < bytes.length && !drainRingHere(t.tx) && !tx.waitForSpaceSync(TCP_WRITE_WAIT_MS)) return;
       }
     },
   };

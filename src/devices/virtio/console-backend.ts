@@ -17,7 +17,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { ConfigTree } from '../../config/tree.js';
 import { ByteRing } from '../../vmm/byte-ring.js';
-import { flushThenDestroy, pumpRingToSocket, RxPump } from '../../vmm/ring-pumps.js';
+import { drainRingHere, flushThenDestroy, pumpRingToSocket, RxPump } from '../../vmm/ring-pumps.js';
 
 const RX_RING_BYTES = 64 * 1024;
 const TX_RING_BYTES = 64 * 1024;
@@ -205,6 +205,7 @@ export function attachConsolePort(t: ConsolePortTransfer): ConsolePort {
         off += n;
         if (off >= bytes.length) break;
         if (n === 0) {
+          if (drainRingHere(t.tx)) continue;
           if (waited >= TX_WAIT_MS || Atomics.load(flags, CONNECTED) === 0) return;
           tx.waitForSpaceSync(10);
           waited += 10;
