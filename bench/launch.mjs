@@ -11,8 +11,9 @@
 //     the VMM's exit (an upper bound: it holds the guest's INIT/SIPI delays
 //     of ~11 ms and the VMM's shut-down).
 // bhyve runs with both AP models (vcpu.ap_model=pool, the default, and
-// thread), and at -c 1 also from tsc's output instead of the esbuild bundle
-// (BHYVE_BUNDLE=0); "per added vCPU" is (RSS at -c 8 - RSS at -c 1) / 7.
+// thread), and at -c 1 also with vCPU 0 on a worker thread instead of the
+// main thread (vcpu.bsp_model=thread) and from tsc's output instead of the
+// esbuild bundle (BHYVE_BUNDLE=0); "per added vCPU" is (RSS at -c 8 - RSS at -c 1) / 7.
 // Each figure is the median of REPS rounds. bhyve runs as a program (its #!
 // line drops NODE_EXTRA_CA_CERTS); the rows for scale are Node's floors and,
 // when the host sets NODE_EXTRA_CA_CERTS, the same with it and `node bin/bhyve`.
@@ -93,6 +94,10 @@ const configs = [
   ] : []),
   { vmm: QEMU, what: 'exit-testdev, -c 1', run: qemu(1), rom: testdev, ok: 'hello from testdev rom' },
   { vmm: POOL, what: 'exit-testdev, -c 1', run: bhyve(1), rom: testdev, ok: 'hello from testdev rom' },
+  {
+    vmm: 'bhyve-kvm, vCPU 0 on a thread of its own (-o vcpu.bsp_model=thread)', what: 'exit-testdev, -c 1',
+    run: bhyve(1, ['-o', 'vcpu.bsp_model=thread']), rom: testdev, ok: 'hello from testdev rom',
+  },
   {
     vmm: 'bhyve-kvm, tsc output (BHYVE_BUNDLE=0)', what: 'exit-testdev, -c 1', run: bhyve(1), rom: testdev,
     ok: 'hello from testdev rom', env: { BHYVE_BUNDLE: '0' },
