@@ -81,7 +81,8 @@ function likelyVcpus(argv: readonly string[]): string | undefined {
   const last = argv[argv.length - 1];
   if (last === undefined || last.startsWith('-')) return undefined;
   if (argv.some((a) => a === '-h' || a === 'help' || a.includes('config.dump'))) return undefined;
-  const bspThread = argv.some((a) => a.includes('vcpu.bsp_model=thread') || a.includes('vcpu.0.cpuset') || /^0:/.test(a))
+  const pinsVcpu0 = argv.some((a, i) => /^-p0:/.test(a) || (argv[i - 1] === '-p' && /^0:/.test(a)));
+  const bspThread = pinsVcpu0 || argv.some((a) => a.includes('vcpu.bsp_model=thread') || a.includes('vcpu.0.cpuset'))
     || !loopWakerBuilt();
   if (!argv.some((a) => a.includes('vcpu.ap_model=thread'))) return bspThread ? '1' : '0';
   const c = argv.lastIndexOf('-c');

@@ -98,6 +98,8 @@ describe('bin/* launchers', () => {
       expect(run('-c', '1', 'vm')).toMatch(/ no-early$/m);
       expect(run('-c', '1', '-o', 'vcpu.bsp_model=thread', 'vm')).toMatch(/ vcpu0-early$/m);
       expect(run('-c', '2', '-p', '0:1', 'vm')).toMatch(/ vcpu0-early$/m);
+      expect(run('-c', '2', '-p0:1', 'vm')).toMatch(/ vcpu0-early$/m);
+      expect(run('-c', '2', '-p', '1:1', '-s', '0:0,hostbridge', 'vm')).toMatch(/ no-early$/m); // pins an AP only
       // Without it (no C compiler at build time), vCPU 0 has a thread.
       fs.rmSync(waker);
       expect(run('-c', '1', 'vm')).toMatch(/ vcpu0-early$/m);
