@@ -105,7 +105,8 @@ static void *watch(void *arg) {
       continue;
     }
     // Nothing ready and the deadline not yet reached (a wait cut short):
-    // wait again. The deadline only moves while the thread is IDLE.
+    // wait again. (A deadline lw_arm moved later meanwhile costs at most
+    // one kick too many; one it moved earlier ends the wait through ctlfd.)
     if (n <= 0 && (deadline < 0 || now_ms() < deadline)) continue;
     kick(w);
   }
@@ -143,7 +144,7 @@ struct loop_waker *lw_start(int sig, uint8_t *immediate_exit) {
   pthread_sigmask(SIG_BLOCK, &all, &old); // the thread takes no signals
   int r = pthread_create(&w->thread, NULL, watch, w);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (r != 0) { close(w->epfd); free(w); errno = r; return NULL; }
+  if (r != 0) { close(w->epfd); close(w->ctlfd); free(w); errno = r; return NULL; }
   return w;
 }
 
@@ -157,11 +158,11 @@ int lw_arm(struct loop_waker *w) {
   int64_t deadline = timeout < 0 ? -1 : now_ms() + timeout;
   int64_t before = atomic_exchange(&w->deadline_ms, deadline);
   int32_t idle = IDLE;
-  if (atomic_compare_exchange_strong(&w->state, &idle, ARMED)) {
-    futex_wake(&w->state);
-  } else if (deadline != before) {
-    // Still armed from before (nothing woke the loop since), waiting with
-    // the old deadline: have the thread look again.
+  if (atomic_compare_exchange_strong(&w->state, &idle, ARMED)) futex_wake(&w->state);
+  // The thread may be in epoll_wait with an older, later deadline: still
+  // armed from before (nothing woke the loop since), or kicked by an AP's
+  // lw_kvm_run while it waited. Have it look again.
+  if (deadline >= 0 && (before < 0 || deadline < before)) {
     uint64_t one = 1;
     if (write(w->ctlfd, &one, sizeof one) < 0) { /* the counter is full: it will look */ }
   }
