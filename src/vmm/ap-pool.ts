@@ -5,13 +5,17 @@
 // async call on libuv's threadpool (bin/bhyve sizes the pool from -c): the
 // call blocks a pool thread while the AP is in the guest, and the exit comes
 // back to the main thread's event loop, which handles it as a vCPU thread
-// would (exit-dispatch.ts) and issues the next KVM_RUN. Device accesses go
-// to vCPU 0's thread through the AP's mailbox as before (ForwardingIoBus:
-// the main thread waits the few microseconds vCPU 0 takes to answer).
+// would (exit-dispatch.ts) and issues the next KVM_RUN. With vCPU 0 on the
+// main thread (vcpu.bsp_model=main, the default) the APs call the devices'
+// bus directly, and their KVM_RUN goes through the loop waker's lw_kvm_run,
+// which ends vCPU 0's KVM_RUN as the AP's returns (main-thread-vcpu.ts);
+// with vCPU 0 on a worker, device accesses go to it through the AP's
+// mailbox (ForwardingIoBus: the main thread waits the few microseconds
+// vCPU 0 takes to answer).
 //
 // What it costs: an AP exit takes a pool hand-off there and back
-// (BENCHMARKS.md), which is why vCPU 0 (all the device models) keeps its own
-// thread; APs rarely exit once notifies go through ioeventfds and
+// (BENCHMARKS.md), which is why vCPU 0 (all the device models) is not on
+// the pool: its exits stay one kernel call. APs rarely exit once notifies go through ioeventfds and
 // interrupts through irqfds. A kick cannot know which pool thread runs an
 // AP, so it sets the AP's immediate_exit and signals every pool thread
 // (sys/threadpool.ts): the other APs leave KVM_RUN with EINTR and go back
