@@ -10,6 +10,7 @@ import { koffi } from './koffi.js';
 import { SIGUSR2 } from './libc.js';
 import type { Mapping } from './libc.js';
 import { KVM_RUN_OFF } from './kvm-abi.js';
+import { UserError } from '../user-error.js';
 
 /** Where the build puts the library (from dist/sys/ and dist/bundle/ alike). */
 export const LOOP_WAKER_PATH = fileURLToPath(new URL('../native/loop-waker.so', import.meta.url));
@@ -36,7 +37,14 @@ export function loopWakerBuilt(): boolean {
 export function loadLoopWaker(): void {
   if (bindings) return;
   const k = koffi();
-  const lib = k.load(LOOP_WAKER_PATH);
+  let lib: ReturnType<typeof k.load>;
+  try {
+    lib = k.load(LOOP_WAKER_PATH);
+  } catch (e) {
+    // A broken or foreign build, not a bug: say how to get on.
+    throw new UserError(`cannot load the loop waker ${LOOP_WAKER_PATH}: ${(e as Error).message} `
+      + '(npm run build makes it again; -o vcpu.bsp_model=thread runs without it)');
+  }
   bindings = {
     start: lib.func('void *lw_start(int sig, uint64_t immediate_exit)') as Bindings['start'],
     arm: lib.func('int lw_arm(void *w)') as Bindings['arm'],

@@ -49,6 +49,14 @@ describe('bhyve', () => {
       'acpi_tables=true', 'acpi_tables_in_memory=true', 'memory.size=256M', 'x86.strictmsr=false', 'lpc.fwcfg=bhyve']);
   });
 
+  it('a bad vcpu.ap_model or vcpu.bsp_model is one line and status 4, before any VM exists', () => {
+    for (const [key, allowed] of [['vcpu.ap_model', 'pool or thread'], ['vcpu.bsp_model', 'main or thread']]) {
+      const r = run('bhyve', ['-c', '1', '-o', `${key}=fast`, 'vm0']);
+      expect(r.status).toBe(4);
+      expect(r.stderr).toBe(`bhyve: invalid ${key} 'fast' (${allowed})\n`);
+    }
+  });
+
   it('-h prints the usage on stderr and exits 0', () => {
     const r = run('bhyve', ['-h']);
     expect(r.status).toBe(0);
