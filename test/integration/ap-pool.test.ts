@@ -34,20 +34,15 @@ const vcpuThreadsLoaded = (stderr: string): number => stderr.split('\n').filter(
 const TIMEOUT = 120_000;
 
 describe.skipIf(skipWhy !== undefined)(`APs on the pool${skipWhy ? ` (skipped: ${skipWhy})` : ''}`, { timeout: TIMEOUT }, () => {
-  it('every AP of a 16-vCPU guest checks in, with no vCPU thread in the process (vCPU 0 on the main thread)', async () => {
-    const r = await runBhyve(bhyveArgs(smpExits(0), vmName('pool16'), { cpus: 16 }),
+  it.each([
+    ['with no vCPU thread in the process (vCPU 0 on the main thread)', 'pool16', [], 0],
+    ['vcpu.bsp_model=thread: with vCPU 0 on a thread of its own', 'pool16t', ['-o', 'vcpu.bsp_model=thread'], 1],
+  ] as const)('every AP of a 16-vCPU guest checks in, %s', async (_what, name, extra, threads) => {
+    const r = await runBhyve(bhyveArgs(smpExits(0), vmName(name), { cpus: 16, extra: [...extra] }),
       { env: { BHYVE_TRACE_STARTUP: '1' }, timeout: TIMEOUT });
     expect(r.stdout, String(r.stderr)).toBe('BSP 0 up\r\nall 16 cpus up\r\n');
     expect(r.exitCode).toBe(33);
-    expect(vcpuThreadsLoaded(String(r.stderr))).toBe(0);
-  });
-
-  it('vcpu.bsp_model=thread: the same guest with vCPU 0 on a thread of its own', async () => {
-    const r = await runBhyve(bhyveArgs(smpExits(0), vmName('pool16t'), { cpus: 16, extra: ['-o', 'vcpu.bsp_model=thread'] }),
-      { env: { BHYVE_TRACE_STARTUP: '1' }, timeout: TIMEOUT });
-    expect(r.stdout, String(r.stderr)).toBe('BSP 0 up\r\nall 16 cpus up\r\n');
-    expect(r.exitCode).toBe(33);
-    expect(vcpuThreadsLoaded(String(r.stderr))).toBe(1);
+    expect(vcpuThreadsLoaded(String(r.stderr))).toBe(threads);
   });
 
   it('vcpu.ap_model=thread gives each AP its own thread, and the guest sees the same', async () => {

@@ -91,14 +91,26 @@ describe('tcp= backend', () => {
     }
   });
 
-  it('a device on the pumping thread (vCPU 0 on the main thread) drains its full ring itself: a burst larger than the ring arrives whole, at once', async () => {
+  /** A tcp= backend with a client that has seen the device's output; the
+   * device side on this thread (`sameThread`: the ring's own buffers, as
+   * with vCPU 0 on the main thread) or as another thread gets it (a clone). */
+  async function withConnectedClient(sameThread: boolean, body: (stream: ByteStream, got: { text: () => string }) => Promise<void>): Promise<void> {
     const port = await freePort();
     const host = await openUartBackend(`tcp=127.0.0.1:${port}`, () => {});
     try {
-      const stream = attachUartStream(host.transfer); // the same buffers, as on the main thread
+      const stream = attachUartStream(sameThread ? host.transfer : structuredClone(host.transfer));
       const sock = await connect(port);
       const got = collect(sock);
       await until(() => { stream.write(Buffer.from('.')); return got.text().length > 0; }, 'connected');
+      await body(stream, got);
+      sock.destroy();
+    } finally {
+      await host.close();
+    }
+  }
+
+  it('a device on the pumping thread (vCPU 0 on the main thread) drains its full ring itself: a burst larger than the ring arrives whole, at once', async () => {
+    await withConnectedClient(true, async (stream, got) => {
       const before = got.text().length;
       const burst = Buffer.alloc(256 * 1024);
       for (let i = 0; i < burst.length; i++) burst[i] = 0x41 + (i % 26);
@@ -107,27 +119,15 @@ describe('tcp= backend', () => {
       expect(Date.now() - t0).toBeLessThan(150);
       await until(() => got.text().length >= before + burst.length, 'the whole burst');
       expect(got.text().replace(/^\.+/, '')).toBe(burst.toString('latin1')); // (after the probes' dots)
-      sock.destroy();
-    } finally {
-      await host.close();
-    }
+    });
   });
 
   it('a device on another thread (a clone of the buffers) waits for the pump instead', async () => {
-    const port = await freePort();
-    const host = await openUartBackend(`tcp=127.0.0.1:${port}`, () => {});
-    try {
-      const stream = attachUartStream(structuredClone(host.transfer));
-      const sock = await connect(port);
-      const got = collect(sock);
-      await until(() => { stream.write(Buffer.from('.')); return got.text().length > 0; }, 'connected');
+    await withConnectedClient(false, async (stream) => {
       const t0 = Date.now();
       stream.write(Buffer.alloc(256 * 1024, 0x42)); // this thread's pump cannot run meanwhile: waits, then drops
       expect(Date.now() - t0).toBeGreaterThanOrEqual(190);
-      sock.destroy();
-    } finally {
-      await host.close();
-    }
+    });
   });
 
   it('takes one client at a time and accepts a new one after a disconnect', async () => {
