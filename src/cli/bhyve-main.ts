@@ -8,8 +8,7 @@ import { rawArgv } from '../config/raw-argv.js';
 import type { Worker } from 'node:worker_threads';
 import { type EarlySignals, SignalRouter, signalStatus } from '../vmm/startup-signals.js';
 import { adoptVcpuThread, retireVcpuThread, spawnVcpuThreads } from '../vmm/vcpu-threads.js';
-import { bspModel } from '../vmm/main-thread-vcpu.js';
-import { loopWakerBuilt } from '../sys/loop-waker.js';
+import { argvGivesBspThread, bspModel } from '../vmm/main-thread-vcpu.js';
 import { parseBhyveArgs } from '../config/bhyve-args.js';
 import { validateForStart } from '../devices/registry.js';
 import { runVm } from '../vmm/run-vm.js';
@@ -81,9 +80,7 @@ function likelyVcpus(argv: readonly string[]): string | undefined {
   const last = argv[argv.length - 1];
   if (last === undefined || last.startsWith('-')) return undefined;
   if (argv.some((a) => a === '-h' || a === 'help' || a.includes('config.dump'))) return undefined;
-  const pinsVcpu0 = argv.some((a, i) => /^-p0:/.test(a) || (argv[i - 1] === '-p' && /^0:/.test(a)));
-  const bspThread = pinsVcpu0 || argv.some((a) => a.includes('vcpu.bsp_model=thread') || a.includes('vcpu.0.cpuset'))
-    || !loopWakerBuilt();
+  const bspThread = argvGivesBspThread(argv);
   if (!argv.some((a) => a.includes('vcpu.ap_model=thread'))) return bspThread ? '1' : '0';
   const c = argv.lastIndexOf('-c');
   const m = c >= 0 ? /^(?:cpus=)?(\d+)/.exec(argv[c + 1] ?? '') : null;

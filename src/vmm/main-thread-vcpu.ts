@@ -12,7 +12,7 @@
 import { EventEmitter } from 'node:events';
 import { MessageChannel } from 'node:worker_threads';
 import type { ConfigTree } from '../config/tree.js';
-import { loadDeviceModels, type DeviceHost } from './device-host.js';
+import type { DeviceHost } from './device-host.js';
 import type { IoBus } from './io-bus.js';
 import { runVcpu } from './vcpu-runner.js';
 import type { DeviceModelsHint, VcpuThreadData, VcpuThreadMessage } from './vcpu-thread-data.js';
@@ -31,6 +31,15 @@ export function bspModel(config: ConfigTree): (typeof BSP_MODELS)[number] {
   return loopWakerBuilt() ? 'main' : 'thread';
 }
 
+/** bspModel's guess from the command line alone (before it is parsed, to
+ * start vCPU 0's worker early; bin/bhyve makes the same guess): true when
+ * vCPU 0 will most likely get a thread. */
+export function argvGivesBspThread(argv: readonly string[]): boolean {
+  const pinsVcpu0 = argv.some((a, i) => /^-p0:/.test(a) || (argv[i - 1] === '-p' && /^0:/.test(a)));
+  return pinsVcpu0 || argv.some((a) => a.includes('vcpu.bsp_model=thread') || a.includes('vcpu.0.cpuset'))
+    || !loopWakerBuilt();
+}
+
 export class MainThreadVcpu extends EventEmitter {
   private host: DeviceHost | undefined;
   private waker: LoopWaker | undefined;
@@ -42,7 +51,8 @@ export class MainThreadVcpu extends EventEmitter {
   private turn: MessageChannel | undefined;
   private resume: (() => void) | undefined;
 
-  /** `modelsLoading`: the device models runVm started loading early. */
+  /** `modelsLoading`: the device models of the config, which runVm started
+   * loading early. */
   constructor(private readonly modelsLoading: Promise<void>) {
     super();
   }
@@ -73,8 +83,9 @@ export class MainThreadVcpu extends EventEmitter {
   postMessage(m: VcpuThreadData | DeviceModelsHint): void {
     if ('type' in m) return; // models: runVm loads them already
     const d = m;
-    void this.modelsLoading.catch(() => undefined)
-      .then(() => (d.deviceHost ? loadDeviceModels(d.deviceHost.config) : undefined))
+    // (The models runVm loads are those of this config: a failure to load
+    // one ends here, in 'error'.)
+    void this.modelsLoading
       .then(() => {
         loadLoopWaker(); // before the sandbox, which forbids opening it
         this.turn = new MessageChannel();

@@ -57,7 +57,7 @@ export async function runVm(config: ConfigTree, extras: RunExtras = {}): Promise
   let mainVcpu: MainThreadVcpu | undefined;
   if (bspOnMain) {
     const modelsLoading = loadDeviceModels(config.toJSON());
-    modelsLoading.catch(() => undefined); // loaded (and reported) again with the data
+    modelsLoading.catch(() => undefined); // reported by vCPU 0 (its error), or unused when set-up fails first
     mainVcpu = new MainThreadVcpu(modelsLoading);
     threads.unshift(mainVcpu as unknown as Worker);
   }
