@@ -164,9 +164,7 @@ export function runVcpu(d: VcpuThreadData, post: (msg: VcpuThreadMessage) => voi
   // the main thread, enterSandbox confines it with the rest).
   if (d.sandbox) {
     host?.prepareForSandbox();
-  }
-  if (d.sandbox && home.kind === 'worker') {
-    const problems = confineThisThread(d.sandbox);
+    const problems = home.kind === 'worker' ? confineThisThread(d.sandbox) : [];
     if (problems.length) requestExit({ kind: 'error', message: `cannot sandbox vCPU ${d.id}: ${problems.join('; ')} (-o security.sandbox=false runs without)` });
   }
   trace(`vcpu ${d.id}: ready`);
@@ -213,7 +211,6 @@ export function runVcpu(d: VcpuThreadData, post: (msg: VcpuThreadMessage) => voi
         vcpu.immediateExit = false;
         onKick();
         if (sleepPending) enterSleep();
-        if (control.debugHeld(d.id)) { setTimeout(slice, DEBUG_HOLD_POLL_MS); return; }
         if (!waker!.arm()) { main.yieldLoop(slice); return; }
         const r = runLoop();
         if (r === 'yield') { main.yieldLoop(slice); return; }
