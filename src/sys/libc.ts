@@ -177,6 +177,23 @@ export interface Mapping {
   unmap(): void;
 }
 
+/** Where each mapping's ArrayBuffer lies in this process, for calls that
+ * take host addresses of guest buffers (net-batch.ts). A WeakMap: an
+ * unmapped view's entry goes with it. */
+const hostBases = new WeakMap<ArrayBufferLike, number>();
+
+function withHostAddress(view: Uint8Array, address: bigint): Uint8Array {
+  hostBases.set(view.buffer, Number(address));
+  return view;
+}
+
+/** The host address of a view's first byte when the view lies in a mapping
+ * made here (mmap, anonymousMapping); undefined for any other memory. */
+export function hostAddress(view: Uint8Array): number | undefined {
+  const base = hostBases.get(view.buffer);
+  return base === undefined ? undefined : base + view.byteOffset;
+}
+
 export function mmap(length: number, prot: number, fd: number, offset: number, what: string): Mapping {
   const ptr = mmapFn(null, length, prot, MAP_SHARED, fd, BigInt(offset));
   const address = koffi().address(ptr);
@@ -191,7 +208,8 @@ export function mmap(length: number, prot: number, fd: number, offset: number, w
   return {
     address,
     get bytes() {
-      return (bytes ??= new Uint8Array(koffi().view(ptr, length)));
+      if (bytes === undefined) bytes = withHostAddress(new Uint8Array(koffi().view(ptr, length)), address);
+      return bytes;
     },
     length,
     ptr,
@@ -209,7 +227,7 @@ export function anonymousMapping(length: number, what: string): Mapping {
   const ptr = mmapFn(null, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0n);
   const address = koffi().address(ptr);
   if (address === 0xffffffffffffffffn) throw new SysError(`mmap ${what}`, errno());
-  const bytes = new Uint8Array(koffi().view(ptr, length));
+  const bytes = withHostAddress(new Uint8Array(koffi().view(ptr, length)), address);
   let mapped = true;
   return {
     address,

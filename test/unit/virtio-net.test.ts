@@ -100,6 +100,16 @@ describe('virtio-net configuration', () => {
     }
   });
 
+  it('batchio: on by default, a bool, anything else refused with one line', () => {
+    const c = new ConfigTree();
+    c.set('name', 'vm0');
+    expect(netOptionsFromConfig(c, 'pci.0.3.0', 3, 0).batchIo).toBe(true);
+    c.set('pci.0.3.0.batchio', 'off');
+    expect(netOptionsFromConfig(c, 'pci.0.3.0', 3, 0).batchIo).toBe(false);
+    c.set('pci.0.3.0.batchio', 'sometimes');
+    expect(() => netOptionsFromConfig(c, 'pci.0.3.0', 3, 0)).toThrow(/batchio/);
+  });
+
   it('names tap interfaces and refuses FreeBSD-only backends', () => {
     expect(tapNameOf('tap0')).toBe('tap0');
     expect(tapNameOf('vmnet3')).toBe('vmnet3');

@@ -36,6 +36,7 @@ import { UserError } from '../../user-error.js';
 import * as fs from 'node:fs';
 import type { ConfigTree } from '../../config/tree.js';
 import { openTap, readFd, TapError, writeFd } from '../../sys/tap.js';
+import { FrameBatch, FrameReads } from '../../sys/net-batch.js';
 import { armFdWaker, fdWakerFlags, startFdWaker } from '../fd-waker.js';
 import type { DoorbellTransfer } from '../../sys/doorbell.js';
 import { openSlirpBackend, SlirpConfigError } from './slirp-backend.js';
@@ -81,6 +82,9 @@ export interface NetPort {
    * peek(): its length, 0 when none is waiting, -1 when peek() holds one.
    * Absent: peek() only. */
   readInto?(views: Uint8Array[]): number;
+  /** Frames written by one call (sys/net-batch.ts): absent when the
+   * backend has no fd or the build made no library. */
+  readonly txBatch?: FrameBatch;
 }
 
 export class NetBackendError extends UserError { override readonly name: string = 'NetBackendError'; }
@@ -167,17 +171,17 @@ export function startTapWaker(fd: number, ifname: string, kick: () => void, kind
 }
 
 /** The device thread's NetPort for a transfer. */
-export function attachNetBackend(t: NetBackendTransfer): FdNetPort {
+export function attachNetBackend(t: NetBackendTransfer, batchIo = true): FdNetPort {
   const ctl = new Int32Array(t.wake);
-  return fdNetPort(t.fd, () => armFdWaker(ctl), t.peerWakes === true);
+  return fdNetPort(t.fd, () => armFdWaker(ctl), t.peerWakes === true, batchIo);
 }
 
 /** A NetPort on a tap fd (or packet socket), and what its owner needs to
  * know about it. */
 export interface FdNetPort extends NetPort {
   /** True while a frame peek() read waits to be consumed (the guest had no
-   * buffers for it): whoever waits for the fd must not, until the driver
-   * adds buffers. */
+   * buffers for it), or frames read with it wait behind it: whoever waits
+   * for the fd must not, until the driver adds buffers. */
   readonly holding: boolean;
   readonly txErrors: number;
   readonly rxErrors: number;
@@ -187,15 +191,35 @@ export interface FdNetPort extends NetPort {
  * thread's waker is armed there; the virtio-net I/O thread polls the fd
  * itself and passes nothing). `rereadAfterEmpty`: the writer kicks when
  * the waker is armed (NetBackendTransfer.peerWakes), so read once more
- * after onEmpty for a frame written just before the arming. */
-export function fdNetPort(fd: number, onEmpty: () => void = () => {}, rereadAfterEmpty = false): FdNetPort {
-  const buf = new Uint8Array(TAP_READ_BYTES);
+ * after onEmpty for a frame written just before the arming. `batchIo`:
+ * read up to READ_FRAMES frames by one call and offer a FrameBatch for
+ * sending (sys/net-batch.ts), when the build made the library. */
+export function fdNetPort(fd: number, onEmpty: () => void = () => {}, rereadAfterEmpty = false, batchIo = true): FdNetPort {
+  const reads = batchIo ? FrameReads.for(fd, TAP_READ_BYTES) : undefined;
+  const buf = reads ? new Uint8Array(0) : new Uint8Array(TAP_READ_BYTES);
   let pending: Uint8Array | null = null;
   let txErrors = 0;
   let rxErrors = 0;
+  const txBatch = batchIo ? FrameBatch.for(fd) : undefined;
+  /** peek() with reads: the next frame read, else read more. */
+  const peekRead = (r: FrameReads): Uint8Array | null => {
+    pending = r.take();
+    if (pending !== null) return pending;
+    let n = r.fill();
+    if (n <= 0) {
+      if (n < 0 && n !== -EAGAIN) rxErrors++;
+      onEmpty();
+      if (!rereadAfterEmpty) return null;
+      n = r.fill();
+      if (n <= 0) return null;
+    }
+    pending = r.take();
+    return pending;
+  };
   return {
     peek(): Uint8Array | null {
       if (pending !== null) return pending;
+      if (reads) return peekRead(reads);
       let n = readFd(fd, buf);
       if (n <= 0) {
         // EAGAIN: read dry. Anything else (EIO while the interface is
@@ -213,7 +237,7 @@ export function fdNetPort(fd: number, onEmpty: () => void = () => {}, rereadAfte
       pending = null;
     },
     readInto(views: Uint8Array[]): number {
-      if (pending !== null) return -1;
+      if (pending !== null || (reads !== undefined && reads.left > 0)) return -1;
       const once = (): number => {
         if (views.length === 1) return readFd(fd, views[0]);
         try {
@@ -249,8 +273,9 @@ export function fdNetPort(fd: number, onEmpty: () => void = () => {}, rereadAfte
         return false;
       }
     },
-    get holding() { return pending !== null; },
-    get txErrors() { return txErrors; },
+    txBatch,
+    get holding() { return pending !== null || (reads !== undefined && reads.left > 0); },
+    get txErrors() { return txErrors + (txBatch?.errors ?? 0); },
     get rxErrors() { return rxErrors; },
   };
 }

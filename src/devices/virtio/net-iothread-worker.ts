@@ -11,7 +11,7 @@ import { deviceThreadKick, IothreadWorkerControl, mapWorkerGuestMemory } from '.
 import { NIOT, NIOT_STATE, type NetIothreadData } from './net-iothread.js';
 import { queueInterruptSender } from './queue-irqfd.js';
 import type { Virtqueue } from './virtqueue.js';
-import { VirtioNet, VTNET_RXQ, VTNET_TXQ } from './virtio-net.js';
+import { NET_BATCHIO_DEFAULT, VirtioNet, VTNET_RXQ, VTNET_TXQ } from './virtio-net.js';
 import { createQueues } from './virtio-device.js';
 import { TxHandover } from './net-tx-handover.js';
 
@@ -30,8 +30,8 @@ let kick: () => void = () => {};
 function main(): void {
   kick = deviceThreadKick(d.helper, d.noKick);
   const mem = mapWorkerGuestMemory(d.helper);
-  const port = fdNetPort(d.netFd);
-  const dev = new VirtioNet({ mac: d.device.mac, mtu: d.device.mtu, zeroCopy: d.device.zeroCopy, iothread: false }, port);
+  const port = fdNetPort(d.netFd, undefined, false, d.device.batchIo ?? NET_BATCHIO_DEFAULT);
+  const dev = new VirtioNet({ mac: d.device.mac, mtu: d.device.mtu, zeroCopy: d.device.zeroCopy, batchIo: d.device.batchIo, iothread: false }, port);
   dev.ackFeatures(d.ackedFeatures);
   const handover = d.txHandover ? new TxHandover(d.txHandover) : undefined;
   dev.txHandoverThread = handover;

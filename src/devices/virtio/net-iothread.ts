@@ -67,6 +67,7 @@ export interface NetIothreadDevice {
   mac: Uint8Array;
   mtu?: number;
   zeroCopy?: boolean;
+  batchIo?: boolean;
 }
 
 /** Everything the worker gets, structured-clonable. */

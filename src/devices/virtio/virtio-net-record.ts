@@ -35,6 +35,10 @@ export const NET_IOTHREAD_REFILL_US_MAX = 10_000;
 /** Whether `pci.B.S.F.zerocopy` defaults to on. */
 export const NET_ZEROCOPY_DEFAULT = true;
 
+/** Whether `pci.B.S.F.batchio` defaults to on (used when the build made
+ * the library, src/sys/net-batch.ts). */
+export const NET_BATCHIO_DEFAULT = true;
+
 /** bhyve's pci_de_vnet; the host side is the tap the main thread opened
  * (devices/virtio/host-ports.ts). */
 export const virtioNetDevice: PciDeviceRecord = {
@@ -53,6 +57,7 @@ export const virtioNetDevice: PciDeviceRecord = {
     { key: 'iothread_poll_us', default: String(NET_IOTHREAD_POLL_US), description: 'microseconds the I/O thread watches for receive buffers while a frame waits, before sleeping' },
     { key: 'iothread_refill_us', default: String(NET_IOTHREAD_REFILL_US), description: 'microseconds the I/O thread sleeps, when the driver adds a receive buffer after running out, for it to add more' },
     { key: 'zerocopy', default: String(NET_ZEROCOPY_DEFAULT), description: 'read frames straight into receive buffers that hold the largest frame' },
+    { key: 'batchio', default: String(NET_BATCHIO_DEFAULT), description: 'write the frames of a transmit notify by one call into a small native library (a writev per frame), not one call each' },
     { key: 'bootindex', description: 'boot order index for the firmware' },
     ...VIRTIO_PCI_KEYS,
   ],
