@@ -214,7 +214,11 @@ export function runVcpu(d: VcpuThreadData, post: (msg: VcpuThreadMessage) => voi
         if (!waker!.arm()) { main.yieldLoop(slice); return; }
         const r = runLoop();
         if (r === 'yield') { main.yieldLoop(slice); return; }
-        if (r === 'held') { setTimeout(slice, DEBUG_HOLD_POLL_MS); return; }
+        // Not straight from the timer: a slice run inside Node's timer
+        // callback would block the timers due with it (an AP's own hold
+        // poll), and the waker, armed meanwhile, sees no timer in libuv's
+        // heap (Node re-arms its one uv timer only after its callback).
+        if (r === 'held') { setTimeout(() => main.yieldLoop(slice), DEBUG_HOLD_POLL_MS); return; }
       }
     } catch (e) {
       failed(e);
