@@ -196,41 +196,37 @@ export interface FdNetPort extends NetPort {
  * sending (sys/net-batch.ts), when the build made the library. */
 export function fdNetPort(fd: number, onEmpty: () => void = () => {}, rereadAfterEmpty = false, batchIo = true): FdNetPort {
   const reads = batchIo ? FrameReads.for(fd, TAP_READ_BYTES) : undefined;
-  const buf = reads ? new Uint8Array(0) : new Uint8Array(TAP_READ_BYTES);
+  const buf = reads ? undefined : new Uint8Array(TAP_READ_BYTES);
   let pending: Uint8Array | null = null;
   let txErrors = 0;
   let rxErrors = 0;
   const txBatch = batchIo ? FrameBatch.for(fd) : undefined;
-  /** peek() with reads: the next frame read, else read more. */
-  const peekRead = (r: FrameReads): Uint8Array | null => {
-    pending = r.take();
-    if (pending !== null) return pending;
-    let n = r.fill();
-    if (n <= 0) {
-      if (n < 0 && n !== -EAGAIN) rxErrors++;
-      onEmpty();
-      if (!rereadAfterEmpty) return null;
-      n = r.fill();
-      if (n <= 0) return null;
+  /** The next frame: one read ahead, else what a read gets; or the read's
+   * result when it got none (0, -errno). */
+  const next = (): Uint8Array | number => {
+    if (reads) {
+      const f = reads.take();
+      if (f !== null) return f;
+      const n = reads.fill();
+      return n > 0 ? reads.take()! : n;
     }
-    pending = r.take();
-    return pending;
+    const n = readFd(fd, buf!);
+    return n > 0 ? buf!.subarray(0, n) : n;
   };
   return {
     peek(): Uint8Array | null {
       if (pending !== null) return pending;
-      if (reads) return peekRead(reads);
-      let n = readFd(fd, buf);
-      if (n <= 0) {
+      let f = next();
+      if (typeof f === 'number') {
         // EAGAIN: read dry. Anything else (EIO while the interface is
         // down...): nothing to receive now; the waker tells when there is.
-        if (n < 0 && n !== -EAGAIN) rxErrors++;
+        if (f < 0 && f !== -EAGAIN) rxErrors++;
         onEmpty();
         if (!rereadAfterEmpty) return null;
-        n = readFd(fd, buf);
-        if (n <= 0) return null;
+        f = next();
+        if (typeof f === 'number') return null;
       }
-      pending = buf.subarray(0, n);
+      pending = f;
       return pending;
     },
     consume(): void {
