@@ -51,14 +51,14 @@ export const BATCH_IOVECS = 1024;
 
 /** Frames to write to one fd, as host addresses of the caller's views. */
 export class FrameBatch {
-  private readonly iovMem: unknown;
+  // Typed arrays, which koffi passes by their data's address (the C side
+  // reads and writes them in place); the garbage collector frees them with
+  // the port, e.g. when an I/O thread ends.
   /** struct iovec as 32-bit words: address low, high, length low, high. */
-  private readonly iov: Uint32Array;
-  private readonly cntMem: unknown;
-  private readonly cnt: Uint32Array;
-  private readonly resMem: unknown;
+  private readonly iov = new Uint32Array(BATCH_IOVECS * 4);
+  private readonly cnt = new Uint32Array(BATCH_FRAMES);
   /** After flush(): frame i's byte count, or -errno. */
-  readonly results: Int32Array;
+  readonly results = new Int32Array(BATCH_FRAMES);
   /** Frames queued since the last flush. */
   frames = 0;
   private iovecs = 0;
@@ -67,15 +67,7 @@ export class FrameBatch {
   /** Frames the fd refused (their results were -errno). */
   errors = 0;
 
-  private constructor(private readonly fd: number, private readonly call: WritevEach) {
-    const k = koffi();
-    this.iovMem = k.alloc('uint8_t', BATCH_IOVECS * 16);
-    this.iov = new Uint32Array(k.view(this.iovMem, BATCH_IOVECS * 16));
-    this.cntMem = k.alloc('uint8_t', BATCH_FRAMES * 4);
-    this.cnt = new Uint32Array(k.view(this.cntMem, BATCH_FRAMES * 4));
-    this.resMem = k.alloc('uint8_t', BATCH_FRAMES * 4);
-    this.results = new Int32Array(k.view(this.resMem, BATCH_FRAMES * 4));
-  }
+  private constructor(private readonly fd: number, private readonly call: WritevEach) {}
 
   /** A batch for `fd`, or undefined without the library. */
   static for(fd: number): FrameBatch | undefined {
@@ -129,7 +121,7 @@ export class FrameBatch {
   flush(): number {
     const n = this.frames;
     if (n > 0) {
-      this.call(this.fd, this.iovMem, this.cntMem, n, this.resMem);
+      this.call(this.fd, this.iov, this.cnt, n, this.results);
       this.flushes++;
       for (let i = 0; i < n; i++) if (this.results[i] < 0) this.errors++;
     }
@@ -145,22 +137,17 @@ export const READ_FRAMES = 16;
 /** Frames read from one fd by one call, each into a slot of `slot` bytes
  * (the largest frame the fd delivers), handed out in order. */
 export class FrameReads {
-  private readonly bufMem: unknown;
+  /** The slots (a slot a small frame does not reach stays untouched, not
+   * resident), passed by address as FrameBatch's arrays are. */
   private readonly buf: Uint8Array;
-  private readonly resMem: unknown;
-  private readonly lengths: Int32Array;
+  private readonly lengths = new Int32Array(READ_FRAMES);
   private count = 0;
   private next = 0;
   /** Calls made (diagnostics, tests). */
   calls = 0;
 
   private constructor(private readonly fd: number, private readonly slot: number, private readonly call: ReadEach) {
-    const k = koffi();
-    // Slots a small frame does not reach are never touched: not resident.
-    this.bufMem = k.alloc('uint8_t', READ_FRAMES * slot);
-    this.buf = new Uint8Array(k.view(this.bufMem, READ_FRAMES * slot));
-    this.resMem = k.alloc('uint8_t', READ_FRAMES * 4);
-    this.lengths = new Int32Array(k.view(this.resMem, READ_FRAMES * 4));
+    this.buf = new Uint8Array(READ_FRAMES * slot);
   }
 
   /** Reads for `fd`, or undefined without the library. */
@@ -187,7 +174,7 @@ export class FrameReads {
     if (this.next < this.count) return this.count - this.next;
     this.count = 0;
     this.next = 0;
-    const r = this.call(this.fd, this.bufMem, this.slot, READ_FRAMES, this.resMem);
+    const r = this.call(this.fd, this.buf, this.slot, READ_FRAMES, this.lengths);
     this.calls++;
     if (r > 0) this.count = r;
     return r;
