@@ -167,6 +167,12 @@ export class FrameReads {
     return this.buf.subarray(i * this.slot, i * this.slot + this.lengths[i]);
   }
 
+  /** Forgets the frames read and not taken. */
+  discard(): void {
+    this.count = 0;
+    this.next = 0;
+  }
+
   /** Reads what the fd holds, up to READ_FRAMES frames, when every frame
    * read before was taken: the number read, 0 at end of file, or -errno
    * (-EAGAIN: nothing waiting). */

@@ -220,6 +220,16 @@ describe.skipIf(!BUILT)('frames read by one call (needs dist/native/net-batch.so
     expect(got).toEqual(frames);
     expect(port.holding).toBe(false);
     expect(dry).toBe(2);
+    // frames read ahead and never delivered go when another thread takes
+    // the fd over (dropHeld), and what comes after is read afresh
+    for (const f of frames.slice(0, 3)) writeFd(host, f);
+    expect(port.peek()).toEqual(frames[0]);
+    port.dropHeld!();
+    expect(port.holding).toBe(false);
+    expect(port.peek()).toBeNull();
+    writeFd(host, frames[5]);
+    expect(port.peek()).toEqual(frames[5]);
+    port.consume();
     // with none read ahead, readInto reads the next frame itself
     writeFd(host, frames[0]);
     const into = new Uint8Array(TAP_READ_BYTES);

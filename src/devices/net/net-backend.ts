@@ -85,6 +85,9 @@ export interface NetPort {
   /** Frames written by one call (sys/net-batch.ts): absent when the
    * backend has no fd or the build made no library. */
   readonly txBatch?: FrameBatch;
+  /** Drops the frame peek() holds and every frame read with it (another
+   * thread takes the fd over). Absent: consume() does it. */
+  dropHeld?(): void;
 }
 
 export class NetBackendError extends UserError { override readonly name: string = 'NetBackendError'; }
@@ -231,6 +234,10 @@ export function fdNetPort(fd: number, onEmpty: () => void = () => {}, rereadAfte
     },
     consume(): void {
       pending = null;
+    },
+    dropHeld(): void {
+      pending = null;
+      reads?.discard();
     },
     readInto(views: Uint8Array[]): number {
       if (pending !== null || (reads !== undefined && reads.left > 0)) return -1;

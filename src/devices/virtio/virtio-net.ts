@@ -336,9 +336,11 @@ export class VirtioNet extends VirtioDeviceBase {
     });
     // The I/O thread polls the descriptor itself: the main thread's waker
     // stops kicking us for it, and a frame this thread read but could not
-    // place (before a reset) is dropped, as a NIC's reset drops it.
+    // place (before a reset), and any read with it, is dropped, as a NIC's
+    // reset drops it: the thread reads the descriptor from here on.
     disarmFdWaker(new Int32Array(b.wake));
-    this.port?.consume();
+    if (this.port?.dropHeld) this.port.dropHeld();
+    else this.port?.consume();
     this.releaseOffload = release;
     return onThread.map((on) => (on ? this.iothread!.notifyFd : undefined));
   }
