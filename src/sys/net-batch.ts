@@ -79,30 +79,22 @@ export class FrameBatch {
     return this.frames >= BATCH_FRAMES || this.iovecs + segments > BATCH_IOVECS;
   }
 
-  /** Queues the frame made of bytes [offset, offset + length) of `segs`
-   * (views the caller keeps valid until flush()). False, and nothing
-   * queued, when a piece does not lie in a mapping made here (the caller
-   * sends that frame itself) or the batch has no room (flush first). */
-  add(segs: readonly Uint8Array[], offset: number, length: number): boolean {
-    if (this.frames >= BATCH_FRAMES) return false;
+  /** Queues the frame made of `views` (the caller keeps the memory they
+   * show valid until flush()). False, and nothing queued, when a view does
+   * not lie in a mapping made here (the caller sends that frame itself) or
+   * the batch has no room (flush first). */
+  add(views: readonly Uint8Array[]): boolean {
+    if (this.full(views.length)) return false;
     const iov = this.iov;
     let at = this.iovecs;
-    let left = length;
-    let skip = offset;
-    for (let i = 0; i < segs.length && left > 0; i++) {
-      const seg = segs[i];
-      if (skip >= seg.length) { skip -= seg.length; continue; }
-      const n = Math.min(seg.length - skip, left);
-      const base = hostAddress(seg);
-      if (base === undefined || at >= BATCH_IOVECS) return false;
-      const addr = base + skip;
+    for (const v of views) {
+      const addr = hostAddress(v);
+      if (addr === undefined) return false;
       iov[4 * at] = addr >>> 0;
       iov[4 * at + 1] = Math.floor(addr / 0x1_0000_0000);
-      iov[4 * at + 2] = n;
+      iov[4 * at + 2] = v.length;
       iov[4 * at + 3] = 0;
       at++;
-      left -= n;
-      skip = 0;
     }
     this.cnt[this.frames++] = at - this.iovecs;
     this.iovecs = at;

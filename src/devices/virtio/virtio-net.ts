@@ -489,10 +489,12 @@ export class VirtioNet extends VirtioDeviceBase {
         while (queue.pop(chain) !== null) {
           const len = chain.readableLength - this.hdrLen;
           if (len >= ETHER_HDR_LEN && len <= VTNET_MAX_PKT_LEN && this.port) {
+            chain.readableViews(this.hdrLen, len, this.txViews);
             if (batch) {
-              if (batch.full(chain.readable.length)) bytes += this.flushTx(queue, batch);
-              if (batch.add(chain.readable, this.hdrLen, len)) {
+              if (batch.full(this.txViews.length)) bytes += this.flushTx(queue, batch);
+              if (batch.add(this.txViews)) {
                 this.txHeads[batch.frames - 1] = chain.head;
+                emptyArray(this.txViews);
                 done++;
                 continue;
               }
@@ -500,7 +502,6 @@ export class VirtioNet extends VirtioDeviceBase {
               // after the frames before it.
               bytes += this.flushTx(queue, batch);
             }
-            chain.readableViews(this.hdrLen, len, this.txViews);
             if (this.port.send(this.txViews)) {
               this.stats.txFrames++;
               this.stats.txBytes += len;
