@@ -487,35 +487,7 @@ export class VirtioNet extends VirtioDeviceBase {
     try {
       do {
         while (queue.pop(chain) !== null) {
-          const len = chain.readableLength - this.hdrLen;
-          if (len >= ETHER_HDR_LEN && len <= VTNET_MAX_PKT_LEN && this.port) {
-            chain.readableViews(this.hdrLen, len, this.txViews);
-            if (batch) {
-              if (batch.full(this.txViews.length)) bytes += this.flushTx(queue, batch);
-              if (batch.add(this.txViews)) {
-                this.txHeads[batch.frames - 1] = chain.head;
-                emptyArray(this.txViews);
-                done++;
-                continue;
-              }
-              // Not in a mapping of ours (a test's plain memory): sent below,
-              // after the frames before it.
-              bytes += this.flushTx(queue, batch);
-            }
-            if (this.port.send(this.txViews)) {
-              this.stats.txFrames++;
-              this.stats.txBytes += len;
-              bytes += len;
-            } else {
-              this.stats.txDropped++;
-            }
-          } else {
-            // Nonsensical (no room for a header and an Ethernet header), or no
-            // backend: dropped, the chain goes back (bhyve's iov_trim_hdr).
-            this.stats.txDropped++;
-          }
-          emptyArray(this.txViews);
-          queue.pushUsed(chain.head, 0);
+          bytes += this.transmitChain(queue, chain, batch);
           done++;
         }
         if (batch) bytes += this.flushTx(queue, batch);
@@ -527,6 +499,41 @@ export class VirtioNet extends VirtioDeviceBase {
       throw e;
     }
     if (done > 0) this.signal(VTNET_TXQ, queue);
+    return bytes;
+  }
+
+  /** Sends the frame of `chain`, or queues it in `batch` (its chain goes
+   * back at the flush); returns the bytes sent meanwhile. */
+  private transmitChain(queue: Virtqueue, chain: DescriptorChain, batch: FrameBatch | undefined): number {
+    const len = chain.readableLength - this.hdrLen;
+    let bytes = 0;
+    if (len >= ETHER_HDR_LEN && len <= VTNET_MAX_PKT_LEN && this.port) {
+      const views = chain.readableViews(this.hdrLen, len, this.txViews);
+      if (batch) {
+        if (batch.full(views.length)) bytes += this.flushTx(queue, batch);
+        if (batch.add(views)) {
+          this.txHeads[batch.frames - 1] = chain.head;
+          emptyArray(views);
+          return bytes;
+        }
+        // Not in a mapping of ours (a test's plain memory): sent here,
+        // after the frames before it.
+        bytes += this.flushTx(queue, batch);
+      }
+      if (this.port.send(views)) {
+        this.stats.txFrames++;
+        this.stats.txBytes += len;
+        bytes += len;
+      } else {
+        this.stats.txDropped++;
+      }
+    } else {
+      // Nonsensical (no room for a header and an Ethernet header), or no
+      // backend: dropped, the chain goes back (bhyve's iov_trim_hdr).
+      this.stats.txDropped++;
+    }
+    emptyArray(this.txViews);
+    queue.pushUsed(chain.head, 0);
     return bytes;
   }
 
