@@ -21,27 +21,29 @@ export const NET_BATCH_PATH = [new URL('../native/net-batch.so', import.meta.url
 type WritevEach = (fd: number, iov: unknown, cnt: unknown, n: number, res: unknown) => number;
 type ReadEach = (fd: number, buf: unknown, slot: number, n: number, res: unknown) => number;
 
-/** undefined: not tried yet; null: not built or cannot load here. */
-let writevEach: WritevEach | null | undefined;
-let readEach: ReadEach | undefined;
+/** The library's functions in this thread; undefined: not tried yet;
+ * null: not built or cannot load here. */
+let lib: { writevEach: WritevEach; readEach: ReadEach } | null | undefined;
 
 /** Loads the library once per thread; false when it was not built or cannot
  * be opened (a thread started after the sandbox can still bind it when an
  * earlier one loaded it: the dynamic loader finds it by name). */
 export function loadNetBatch(): boolean {
-  if (writevEach === undefined) {
-    writevEach = null;
+  if (lib === undefined) {
+    lib = null;
     if (fs.existsSync(NET_BATCH_PATH)) {
       try {
-        const lib = koffi().load(NET_BATCH_PATH);
-        writevEach = lib.func('int nb_writev_each(int fd, void *iov, void *cnt, uint32_t n, void *res)') as WritevEach;
-        readEach = lib.func('int nb_read_each(int fd, void *buf, uint32_t slot, uint32_t n, void *res)') as ReadEach;
+        const l = koffi().load(NET_BATCH_PATH);
+        lib = {
+          writevEach: l.func('int nb_writev_each(int fd, void *iov, void *cnt, uint32_t n, void *res)') as WritevEach,
+          readEach: l.func('int nb_read_each(int fd, void *buf, uint32_t slot, uint32_t n, void *res)') as ReadEach,
+        };
       } catch {
-        writevEach = null;
+        lib = null;
       }
     }
   }
-  return writevEach !== null;
+  return lib !== null;
 }
 
 /** Frames in one batch at most (a flush per this many). */
@@ -71,7 +73,7 @@ export class FrameBatch {
 
   /** A batch for `fd`, or undefined without the library. */
   static for(fd: number): FrameBatch | undefined {
-    return loadNetBatch() ? new FrameBatch(fd, writevEach!) : undefined;
+    return loadNetBatch() ? new FrameBatch(fd, lib!.writevEach) : undefined;
   }
 
   /** No room for another frame of up to `segments` pieces: flush first. */
@@ -144,7 +146,7 @@ export class FrameReads {
 
   /** Reads for `fd`, or undefined without the library. */
   static for(fd: number, slot: number): FrameReads | undefined {
-    return loadNetBatch() && readEach ? new FrameReads(fd, slot, readEach) : undefined;
+    return loadNetBatch() ? new FrameReads(fd, slot, lib!.readEach) : undefined;
   }
 
   /** Frames read and not yet taken. */
