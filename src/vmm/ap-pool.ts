@@ -16,10 +16,10 @@
 // What it costs: an AP exit takes a pool hand-off there and back
 // (BENCHMARKS.md), which is why vCPU 0 (all the device models) is not on
 // the pool: its exits stay one kernel call. APs rarely exit once notifies
-// go through ioeventfds and interrupts through irqfds. A kick cannot know which pool thread runs an
-// AP, so it sets the AP's immediate_exit and signals every pool thread
-// (sys/threadpool.ts): the other APs leave KVM_RUN with EINTR and go back
-// in. vcpu.N.cpuset cannot pin a pool thread: with a cpuset for an AP, or
+// go through ioeventfds and interrupts through irqfds. A kick cannot know
+// which pool thread runs an AP, so it sets the AP's immediate_exit and
+// signals every pool thread (sys/threadpool.ts): the other APs leave
+// KVM_RUN with EINTR and go back in. vcpu.N.cpuset cannot pin a pool thread: with a cpuset for an AP, or
 // a pool too small for the APs, runVm gives the APs threads of their own.
 
 import type { MessagePort } from 'node:worker_threads';
