@@ -19,8 +19,9 @@
 // go through ioeventfds and interrupts through irqfds. A kick cannot know
 // which pool thread runs an AP, so it sets the AP's immediate_exit and
 // signals every pool thread (sys/threadpool.ts): the other APs leave
-// KVM_RUN with EINTR and go back in. vcpu.N.cpuset cannot pin a pool thread: with a cpuset for an AP, or
-// a pool too small for the APs, runVm gives the APs threads of their own.
+// KVM_RUN with EINTR and go back in. vcpu.N.cpuset cannot pin a pool
+// thread: with a cpuset for an AP, or a pool too small for the APs, runVm
+// gives the APs threads of their own.
 
 import type { MessagePort } from 'node:worker_threads';
 import { ForwardingIoBus, Mailbox } from './ap-mailbox.js';
