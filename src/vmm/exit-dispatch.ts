@@ -29,6 +29,24 @@ const ALL_ONES = [0, 0xff, 0xffff, 0, 0xffffffff];
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
+/** A u64 of kvm_run as a number, without the BigInt getBigUint64 would
+ * allocate on every exit (offsets and guest-physical addresses fit in 53 bits). */
+const u64 = (v: DataView, off: number): number => v.getUint32(off, true) + v.getUint32(off + 4, true) * 0x1_0000_0000;
+
+/** MMIO data views of the last kvm_run page seen, by length (1..8): made
+ * once per vCPU thread, not per exit (a device uses `data` only during the
+ * call; the next exit overwrites it anyway). */
+let mmioViewsOf: DataView | undefined;
+let mmioViews: Uint8Array[] = [];
+function mmioData(v: DataView, len: number): Uint8Array {
+  if (v !== mmioViewsOf) {
+    const at = v.byteOffset + KVM_RUN_OFF.exit + RUN_MMIO.data;
+    mmioViews = Array.from({ length: 9 }, (_, n) => new Uint8Array(v.buffer, at, n));
+    mmioViewsOf = v;
+  }
+  return mmioViews[len];
+}
+
 function handleIo(ctx: ExitContext): ExitAction {
   const v = ctx.run;
   const e = KVM_RUN_OFF.exit;
@@ -36,7 +54,7 @@ function handleIo(ctx: ExitContext): ExitAction {
   const size = v.getUint8(e + RUN_IO.size) as AccessSize;
   const port = v.getUint16(e + RUN_IO.port, true);
   const count = v.getUint32(e + RUN_IO.count, true);
-  let off = Number(v.getBigUint64(e + RUN_IO.data_offset, true));
+  let off = u64(v, e + RUN_IO.data_offset);
   if (size !== 1 && size !== 2 && size !== 4) return { kind: 'error', message: `vCPU ${ctx.vcpuId}: bad port I/O size ${size}` };
   if (off + count * size > v.byteLength) return { kind: 'error', message: `vCPU ${ctx.vcpuId}: port I/O data outside kvm_run` };
   for (let i = 0; i < count; i++, off += size) {
@@ -67,10 +85,10 @@ function unhandledPort(ctx: ExitContext, port: number, size: number, dir: string
 function handleMmio(ctx: ExitContext): ExitAction {
   const v = ctx.run;
   const e = KVM_RUN_OFF.exit;
-  const addr = Number(v.getBigUint64(e + RUN_MMIO.phys_addr, true));
+  const addr = u64(v, e + RUN_MMIO.phys_addr);
   const len = v.getUint32(e + RUN_MMIO.len, true);
   if (len < 1 || len > 8) return { kind: 'error', message: `vCPU ${ctx.vcpuId}: bad MMIO length ${len}` };
-  const data = new Uint8Array(v.buffer, v.byteOffset + e + RUN_MMIO.data, len);
+  const data = mmioData(v, len);
   if (v.getUint8(e + RUN_MMIO.is_write)) {
     ctx.bus.mmioWrite(addr, data);
   } else if (!ctx.bus.mmioRead(addr, data)) {

@@ -95,6 +95,45 @@ describe('exit dispatch', () => {
     expect(v.getUint16(E + RUN_MMIO.data, true)).toBe(0xffff);
   });
 
+  it('hands MMIO above 4 GiB and of every length 1-8 to the device, on each vCPU page in turn', () => {
+    const bus = new LocalIoBus();
+    const seen: Array<[number, number[]]> = [];
+    bus.registerMmio('high', 0x8_0000_0000, 0x1000, {
+      read: (_a, data) => data.forEach((_, i) => { data[i] = 0xa0 + i; }),
+      write: (a, data) => { seen.push([a, [...data]]); },
+    });
+    // Two vCPU threads' pages: the dispatcher's views must follow the page.
+    const pages = [ctxWith(bus), ctxWith(bus)];
+    for (let len = 1; len <= 8; len++) {
+      for (const ctx of pages) {
+        const v = ctx.run;
+        v.setBigUint64(E + RUN_MMIO.phys_addr, 0x8_0000_0000n + BigInt(len), true);
+        v.setUint32(E + RUN_MMIO.len, len, true);
+        v.setUint8(E + RUN_MMIO.is_write, 1);
+        for (let i = 0; i < 8; i++) v.setUint8(E + RUN_MMIO.data + i, len * 16 + i);
+        expect(dispatchExit(EXIT.MMIO, ctx)).toBe('continue');
+        v.setUint8(E + RUN_MMIO.is_write, 0);
+        v.setBigUint64(E + RUN_MMIO.data, 0n, true);
+        dispatchExit(EXIT.MMIO, ctx);
+        const got = [...new Uint8Array(v.buffer, E + RUN_MMIO.data, 8)];
+        expect(got).toEqual([...Array.from({ length: len }, (_, i) => 0xa0 + i), ...new Array(8 - len).fill(0)]);
+      }
+    }
+    expect(seen).toHaveLength(16);
+    seen.forEach(([addr, data], k) => {
+      const len = (k >> 1) + 1;
+      expect(addr).toBe(0x8_0000_0000 + len);
+      expect(data).toEqual(Array.from({ length: len }, (_, i) => len * 16 + i));
+    });
+  });
+
+  it('takes the port data offset from all 64 bits', () => {
+    const ctx = ctxWith(new LocalIoBus());
+    ioExit(ctx, true, 0x80, 1, 1);
+    ctx.run.setBigUint64(E + RUN_IO.data_offset, 1n << 32n, true);
+    expect(dispatchExit(EXIT.IO, ctx)).toMatchObject({ kind: 'error', message: expect.stringMatching(/outside kvm_run/) });
+  });
+
   it('maps shutdown, system events and emulation failures to bhyve outcomes', () => {
     const ctx = ctxWith(new LocalIoBus());
     expect(dispatchExit(EXIT.SHUTDOWN, ctx)).toEqual({ kind: 'triplefault', vcpu: 0, rip: 0xfff0 });
