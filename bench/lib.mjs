@@ -52,7 +52,7 @@ let vmSeq = 0;
 
 /** A bhyve VMM run from launcher `bin` (BHYVE_BIN by default; another
  * build's bin/bhyve for A/B runs, e.g. BENCH_BHYVE_B in the net benches). */
-export function bhyveVmm(bin = BHYVE_BIN, label = 'bhyve-kvm (bin/bhyve)') {
+export function bhyveVmm(bin = BHYVE_BIN, label = 'bhyve-kvm (bin/bhyve)', extraArgs = []) {
   return {
     label,
     argv(romPath) {
@@ -61,6 +61,7 @@ export function bhyveVmm(bin = BHYVE_BIN, label = 'bhyve-kvm (bin/bhyve)') {
       const prof = process.env.BHYVE_PROF;
       const args = [
         ...(prof ? ['-o', 'security.sandbox=false'] : []),
+        ...extraArgs,
         '-c', '1', '-m', '256M',
         '-s', '0,hostbridge', '-s', '31,lpc',
         '-l', 'com1,stdio', '-l', 'pc-testdev', '-l', `bootrom,${romPath}`,
@@ -84,15 +85,15 @@ export function bhyveVmm(bin = BHYVE_BIN, label = 'bhyve-kvm (bin/bhyve)') {
   };
 }
 
-/** The VMMs under comparison: name, argv for a ROM, optional cleanup. */
-export const VMMS = {
-  bhyve: bhyveVmm(),
-  qemu: {
-    label: 'QEMU (qemu-system-x86_64 -accel kvm)',
+/** QEMU on a ROM, with `extraArgs` first (e.g. `-sandbox on`). */
+export function qemuVmm(label = 'QEMU (qemu-system-x86_64 -accel kvm)', extraArgs = []) {
+  return {
+    label,
     argv(romPath) {
       return [
         'qemu-system-x86_64',
         [
+          ...extraArgs,
           '-accel', 'kvm', '-machine', 'pc', '-smp', '1', '-m', '256M',
           '-nodefaults', '-display', 'none', '-monitor', 'none',
           '-serial', 'stdio', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4',
@@ -104,7 +105,13 @@ export const VMMS = {
     available() {
       return null;
     },
-  },
+  };
+}
+
+/** The VMMs under comparison: name, argv for a ROM, optional cleanup. */
+export const VMMS = {
+  bhyve: bhyveVmm(),
+  qemu: qemuVmm(),
 };
 
 /**
