@@ -116,7 +116,7 @@ if (!opt['no-write']) {
     'bhyve-kvm confines itself by default (seccomp filter, Landlock; `security.sandbox`), QEMU only with `-sandbox on`: every system call, KVM_RUN included, then passes the filter, so each VMM runs both ways.',
     user
       ? 'On VT-x/AMD-V hosts the loop runs natively; on kvm_pvm hosts each ring-3 exit of this non-PVM guest is far slower than a real-mode one.'
-      : 'On kvm_pvm hosts the figure includes KVM\'s emulation of the two loop instructions (real-mode code is interpreted), the same for both VMMs.',
+      : 'On kvm_pvm hosts the figure includes KVM\'s emulation of the loop\'s instructions (real-mode code is interpreted: 3 emulated instructions an exit), the same for both VMMs.',
     '',
     `Host: ${await hostInfo()}`,
     '',
