@@ -21,6 +21,8 @@ export interface ExitContext {
   readonly strictIo: boolean;
   /** The guest RIP, fetched lazily (a KVM_GET_REGS) for error messages. */
   rip(): number;
+  /** Views of `run`'s MMIO data by length, made at the first MMIO exit. */
+  mmioViews?: Uint8Array[];
 }
 
 export type ExitHandler = (ctx: ExitContext) => ExitAction;
@@ -33,18 +35,19 @@ const hex = (n: number): string => `0x${n.toString(16)}`;
  * allocate on every exit (offsets and guest-physical addresses fit in 53 bits). */
 const u64 = (v: DataView, off: number): number => v.getUint32(off, true) + v.getUint32(off + 4, true) * 0x1_0000_0000;
 
-/** MMIO data views of the last kvm_run page seen, by length (1..8): made
- * once per vCPU thread, not per exit (a device uses `data` only during the
- * call; the next exit overwrites it anyway). */
-let mmioViewsOf: DataView | undefined;
-let mmioViews: Uint8Array[] = [];
-function mmioData(v: DataView, len: number): Uint8Array {
-  if (v !== mmioViewsOf) {
+/** The MMIO data field of the vCPU's kvm_run page as a view of `len`
+ * bytes (1..8). The views are made once per vCPU and kept in its context,
+ * not one per exit: a device uses `data` only during the call (the next exit
+ * overwrites it anyway). */
+function mmioData(ctx: ExitContext, len: number): Uint8Array {
+  let views = ctx.mmioViews;
+  if (views === undefined) {
+    const v = ctx.run;
     const at = v.byteOffset + KVM_RUN_OFF.exit + RUN_MMIO.data;
-    mmioViews = Array.from({ length: 9 }, (_, n) => new Uint8Array(v.buffer, at, n));
-    mmioViewsOf = v;
+    views = Array.from({ length: 9 }, (_, n) => new Uint8Array(v.buffer, at, n));
+    ctx.mmioViews = views;
   }
-  return mmioViews[len];
+  return views[len];
 }
 
 function handleIo(ctx: ExitContext): ExitAction {
@@ -88,7 +91,7 @@ function handleMmio(ctx: ExitContext): ExitAction {
   const addr = u64(v, e + RUN_MMIO.phys_addr);
   const len = v.getUint32(e + RUN_MMIO.len, true);
   if (len < 1 || len > 8) return { kind: 'error', message: `vCPU ${ctx.vcpuId}: bad MMIO length ${len}` };
-  const data = mmioData(v, len);
+  const data = mmioData(ctx, len);
   if (v.getUint8(e + RUN_MMIO.is_write)) {
     ctx.bus.mmioWrite(addr, data);
   } else if (!ctx.bus.mmioRead(addr, data)) {

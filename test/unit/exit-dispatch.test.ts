@@ -102,7 +102,7 @@ describe('exit dispatch', () => {
       read: (_a, data) => data.forEach((_, i) => { data[i] = 0xa0 + i; }),
       write: (a, data) => { seen.push([a, [...data]]); },
     });
-    // Two vCPU threads' pages: the dispatcher's views must follow the page.
+    // Two vCPUs' pages, in turn: each context keeps views of its own page.
     const pages = [ctxWith(bus), ctxWith(bus)];
     for (let len = 1; len <= 8; len++) {
       for (const ctx of pages) {
