@@ -11,7 +11,9 @@
 // system-call filter is told apart from one of the exit path.
 //
 // Usage: node bench/exit-roundtrip.mjs [--n1 20000] [--n2 200000] [--reps 7]
-//          [--rom bench-exit|bench-exit-user] [--only bhyve|qemu] [--no-write]
+//          [--rom bench-exit|bench-exit-user] [--only PREFIX] [--no-write]
+// --only runs the rows whose key starts with PREFIX (bhyve: bhyve and
+// bhyve-nosandbox; qemu-sandbox: that row alone).
 // --rom bench-exit-user runs the loop in ring 3 of long mode instead of real
 // mode (native on VT-x/AMD-V hosts; on kvm_pvm hosts it is much slower).
 // Writes the "exit-roundtrip" section of BENCHMARKS.md ("exit-roundtrip-user"
