@@ -11,7 +11,7 @@
 // advance `first`. A full ring makes KVM exit with the write as a plain
 // MMIO exit, which the replay-first rule keeps in order.
 
-import { COALESCED_MMIO, COALESCED_MMIO_RING, SIZEOF } from './kvm-abi.js';
+import { COALESCED_MMIO, COALESCED_MMIO_RING, getU64, SIZEOF } from './kvm-abi.js';
 import { PAGE_SIZE } from './memory-map.js';
 
 export class CoalescedMmioRing {
@@ -44,7 +44,7 @@ export class CoalescedMmioRing {
     let n = 0;
     while (first !== last && first < this.entries) {
       const e = COALESCED_MMIO_RING.coalesced_mmio + first * SIZEOF.kvm_coalesced_mmio;
-      const addr = Number(v.getBigUint64(e + COALESCED_MMIO.phys_addr, true));
+      const addr = getU64(v, e + COALESCED_MMIO.phys_addr);
       const len = v.getUint32(e + COALESCED_MMIO.len, true);
       const pio = v.getUint32(e + COALESCED_MMIO.pio, true) !== 0;
       first = (first + 1) % this.entries;

@@ -174,6 +174,14 @@ export const IO_DIRECTION_IN = 0;
 export const IO_DIRECTION_OUT = 1;
 export const RFLAGS_IF = 1 << 9;
 
+/** A u64 field of a page KVM shares with us (kvm_run, the coalesced MMIO
+ * ring) as a number: two 32-bit reads, not the BigInt getBigUint64 would
+ * allocate on every exit (offsets and guest-physical addresses fit in 53
+ * bits). */
+export function getU64(v: DataView, off: number): number {
+  return v.getUint32(off, true) + v.getUint32(off + 4, true) * 0x1_0000_0000;
+}
+
 /** struct kvm_run: the shared page between KVM_RUN and us (x86 part). */
 export const KVM_RUN_OFF = {
   request_interrupt_window: 0,

@@ -7,7 +7,7 @@ import type { AccessSize } from '../devices/device.js';
 import type { ExitRequest } from './exit-status.js';
 import type { IoBus } from './io-bus.js';
 import {
-  EXIT, EXIT_NAMES, IO_DIRECTION_OUT, KVM_RUN_OFF, RUN_FAIL_ENTRY, RUN_INTERNAL, RUN_IO, RUN_MMIO, RUN_MSR,
+  EXIT, EXIT_NAMES, getU64, IO_DIRECTION_OUT, KVM_RUN_OFF, RUN_FAIL_ENTRY, RUN_INTERNAL, RUN_IO, RUN_MMIO, RUN_MSR,
   RUN_SYSTEM_EVENT, SYSTEM_EVENT,
 } from '../sys/kvm-abi.js';
 
@@ -31,10 +31,6 @@ const ALL_ONES = [0, 0xff, 0xffff, 0, 0xffffffff];
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
-/** A u64 of kvm_run as a number, without the BigInt getBigUint64 would
- * allocate on every exit (offsets and guest-physical addresses fit in 53 bits). */
-const u64 = (v: DataView, off: number): number => v.getUint32(off, true) + v.getUint32(off + 4, true) * 0x1_0000_0000;
-
 /** The MMIO data field of the vCPU's kvm_run page as a view of `len`
  * bytes (1..8). The views are made once per vCPU and kept in its context,
  * not one per exit: a device uses `data` only during the call (the next exit
@@ -57,7 +53,7 @@ function handleIo(ctx: ExitContext): ExitAction {
   const size = v.getUint8(e + RUN_IO.size) as AccessSize;
   const port = v.getUint16(e + RUN_IO.port, true);
   const count = v.getUint32(e + RUN_IO.count, true);
-  let off = u64(v, e + RUN_IO.data_offset);
+  let off = getU64(v, e + RUN_IO.data_offset);
   if (size !== 1 && size !== 2 && size !== 4) return { kind: 'error', message: `vCPU ${ctx.vcpuId}: bad port I/O size ${size}` };
   if (off + count * size > v.byteLength) return { kind: 'error', message: `vCPU ${ctx.vcpuId}: port I/O data outside kvm_run` };
   for (let i = 0; i < count; i++, off += size) {
@@ -88,7 +84,7 @@ function unhandledPort(ctx: ExitContext, port: number, size: number, dir: string
 function handleMmio(ctx: ExitContext): ExitAction {
   const v = ctx.run;
   const e = KVM_RUN_OFF.exit;
-  const addr = u64(v, e + RUN_MMIO.phys_addr);
+  const addr = getU64(v, e + RUN_MMIO.phys_addr);
   const len = v.getUint32(e + RUN_MMIO.len, true);
   if (len < 1 || len > 8) return { kind: 'error', message: `vCPU ${ctx.vcpuId}: bad MMIO length ${len}` };
   const data = mmioData(ctx, len);

@@ -224,3 +224,13 @@ describe.skipIf(!haveHeaders || !haveGcc)('KVM ABI matches <linux/kvm.h>', () =>
       .toEqual([get('const DEV_VFIO_GROUP'), get('const DEV_VFIO_GROUP_ADD'), get('const DEV_VFIO_GROUP_DEL')]);
   });
 });
+
+describe('getU64', () => {
+  it('reads a little-endian u64 whole, high word included, as a number', () => {
+    const v = new DataView(new ArrayBuffer(24));
+    for (const x of [0n, 0xffn, 0xffff_ffffn, 0x1_0000_0000n, 0x8_0000_1234n, 0xf_ffff_ffff_fff0n]) {
+      v.setBigUint64(8, x, true);
+      expect(abi.getU64(v, 8)).toBe(Number(x));
+    }
+  });
+});
