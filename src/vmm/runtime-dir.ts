@@ -14,13 +14,50 @@ import path from 'node:path';
 /** A VM object that cannot be created, opened or trusted; one line. */
 export class VmObjectError extends UserError { override readonly name: string = 'VmObjectError'; }
 
+/** statfs f_type of the file systems that keep files in memory (tmpfs and
+ * ramfs; linux/magic.h). */
+const MEMORY_FS_TYPES = new Set([0x01021994, 0x858458f6]);
+
+/** Where guest memory may live when the usual place is on a disk. */
+const SHM_DIR = '/dev/shm';
+
+/** Whether `dir` is on a file system kept in memory; false when it cannot
+ * be told (missing, say). */
+export function onMemoryFs(dir: string): boolean {
+  try {
+    return MEMORY_FS_TYPES.has(Number(fs.statfsSync(dir).type));
+  } catch {
+    return false;
+  }
+}
+
+/** What runtimeDir() looks at, replaceable for tests. */
+export interface RuntimeHost {
+  euid: number | undefined;
+  tmpdir: string;
+  onMemoryFs(dir: string): boolean;
+}
+
+const thisHost = (): RuntimeHost => ({ euid: process.geteuid?.(), tmpdir: os.tmpdir(), onMemoryFs });
+
 /** /run/bhyve for root, $XDG_RUNTIME_DIR/bhyve otherwise (else bhyve-UID in
- * the temporary directory); BHYVE_RUNDIR overrides. */
-export function runtimeDir(env: NodeJS.ProcessEnv = process.env): string {
+ * the temporary directory); BHYVE_RUNDIR overrides. The directory holds
+ * guest memory, so where /run (or the temporary directory) is on a disk
+ * the same name under /dev/shm is used instead, when that is in memory:
+ * a file there is never written back to a disk (on ext4 every dirty page
+ * of guest memory would be, after every first write a page fault through
+ * the file system), and VFIO can pin its pages. */
+export function runtimeDir(env: NodeJS.ProcessEnv = process.env, host: RuntimeHost = thisHost()): string {
   if (env.BHYVE_RUNDIR) return env.BHYVE_RUNDIR;
-  if (process.geteuid?.() === 0) return '/run/bhyve';
+  // (the directory itself may be a mount of its own)
+  const inMemory = (parent: string, name: string): string => {
+    const usual = path.join(parent, name);
+    if (host.onMemoryFs(usual) || host.onMemoryFs(parent) || !host.onMemoryFs(SHM_DIR)) return usual;
+    return path.join(SHM_DIR, name);
+  };
+  if (host.euid === 0) return inMemory('/run', 'bhyve');
   if (env.XDG_RUNTIME_DIR) return path.join(env.XDG_RUNTIME_DIR, 'bhyve');
-  return path.join(os.tmpdir(), `bhyve-${process.geteuid?.() ?? 'user'}`);
+  return inMemory(host.tmpdir, `bhyve-${host.euid ?? 'user'}`);
 }
 
 const euid = (): number => process.geteuid?.() ?? 0;

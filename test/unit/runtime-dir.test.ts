@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
+import { onMemoryFs, runtimeDir, type RuntimeHost } from '../../src/vmm/runtime-dir.js';
 import { VmObject, VmObjectError } from '../../src/vmm/vm-object.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -92,7 +93,9 @@ describe('runtime directory and VM object files must be ours', () => {
   // The attack as reported: without XDG_RUNTIME_DIR a user's runtime root is
   // bhyve-UID in the shared tmp; another user creates it first, mode 777,
   // with a mode 666 memory file in the VM's directory.
-  const nobodyRoot = path.join(os.tmpdir(), 'bhyve-65534');
+  // (the temporary directory's bhyve-65534, or /dev/shm's when that one is
+  // on a disk: runtimeDir() as bhyveload will see it)
+  const nobodyRoot = runtimeDir({}, { euid: 65534, tmpdir: os.tmpdir(), onMemoryFs });
   const canRunAsNobody = process.geteuid?.() === 0 && spawnSync('setpriv', ['--version']).status === 0
     && fs.existsSync(path.join(ROOT, 'dist/cli/bhyveload-main.js')) && fs.existsSync(path.join(ROOT, 'build/kernels/mb-echo.bin'));
   const skipNobody = !canRunAsNobody ? 'needs root, setpriv, dist/ and build/kernels'
@@ -122,5 +125,46 @@ describe('runtime directory and VM object files must be ours', () => {
       fs.rmSync(nobodyRoot, { recursive: true, force: true });
       fs.rmSync(host, { recursive: true, force: true });
     }
+  });
+});
+
+// Guest memory lives in the runtime directory: where /run or the temporary
+// directory is on a disk, the same name under /dev/shm (when that is in
+// memory) keeps guest pages off the disk.
+describe('runtimeDir() picks a directory kept in memory', () => {
+  const host = (euid: number, memory: string[], tmpdir = '/tmp'): RuntimeHost => ({ euid, tmpdir, onMemoryFs: (d) => memory.includes(d) });
+
+  it('root: /run/bhyve when /run (or /run/bhyve itself) is in memory', () => {
+    expect(runtimeDir({}, host(0, ['/run', '/dev/shm']))).toBe('/run/bhyve');
+    expect(runtimeDir({}, host(0, ['/run/bhyve', '/dev/shm']))).toBe('/run/bhyve');
+  });
+
+  it('root: /dev/shm/bhyve when /run is on a disk and /dev/shm is not', () => {
+    expect(runtimeDir({}, host(0, ['/dev/shm']))).toBe('/dev/shm/bhyve');
+  });
+
+  it('root: /run/bhyve when neither is in memory (nothing better to offer)', () => {
+    expect(runtimeDir({}, host(0, []))).toBe('/run/bhyve');
+  });
+
+  it('other users: $XDG_RUNTIME_DIR/bhyve as given, else bhyve-UID in the temporary directory or /dev/shm', () => {
+    expect(runtimeDir({ XDG_RUNTIME_DIR: '/run/user/1000' }, host(1000, ['/dev/shm']))).toBe('/run/user/1000/bhyve');
+    expect(runtimeDir({}, host(1000, ['/tmp', '/dev/shm']))).toBe('/tmp/bhyve-1000');
+    expect(runtimeDir({}, host(1000, ['/dev/shm'], '/var/tmp'))).toBe('/dev/shm/bhyve-1000');
+    expect(runtimeDir({}, host(1000, []))).toBe('/tmp/bhyve-1000');
+  });
+
+  it('BHYVE_RUNDIR wins wherever it is', () => {
+    expect(runtimeDir({ BHYVE_RUNDIR: '/srv/vms' }, host(0, ['/run', '/dev/shm']))).toBe('/srv/vms');
+    expect(runtimeDir({ BHYVE_RUNDIR: '/srv/vms' }, host(1000, ['/dev/shm']))).toBe('/srv/vms');
+  });
+
+  it('onMemoryFs tells this host\'s /dev/shm and /proc apart from a missing path', () => {
+    // /proc is procfs (not memory-backed files), a missing path is not in memory
+    expect(onMemoryFs('/proc')).toBe(false);
+    expect(onMemoryFs('/nonexistent-dir-for-bhyve-test')).toBe(false);
+    // what /proc/mounts says of /dev/shm, read independently of statfs
+    const shm = fs.readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')).filter((f) => f[1] === '/dev/shm').at(-1);
+    expect(onMemoryFs('/dev/shm')).toBe(shm !== undefined && ['tmpfs', 'ramfs'].includes(shm[2]));
   });
 });

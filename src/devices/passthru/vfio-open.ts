@@ -68,7 +68,7 @@ export function explainDmaError(e: VfioCallError, iova: number, size: number): H
   if (e.errno === EFAULT || e.errno === EOPNOTSUPP) {
     // Linux pins shared file pages for long only on tmpfs and hugetlbfs.
     return new HostSetupError(`passthru: cannot pin guest memory for the device's DMA (${e.call}: ${strerror(e.errno)}): `
-      + 'the guest memory file must be on tmpfs or hugetlbfs (set BHYVE_RUNDIR to a directory on tmpfs, such as one under /run)');
+      + 'the guest memory file must be on tmpfs or hugetlbfs (set BHYVE_RUNDIR to a directory on tmpfs, such as one under /dev/shm)');
   }
   return new HostSetupError(`passthru: ${e.call} of IOVA 0x${iova.toString(16)}+0x${size.toString(16)} on ${e.file}: ${strerror(e.errno)}`);
 }
