@@ -44,9 +44,9 @@ const thisHost = (): RuntimeHost => ({ euid: process.geteuid?.(), tmpdir: os.tmp
  * the temporary directory); BHYVE_RUNDIR overrides. The directory holds
  * guest memory, so where /run (or the temporary directory) is on a disk
  * the same name under /dev/shm is used instead, when that is in memory:
- * a file there is never written back to a disk (on ext4 every dirty page
- * of guest memory would be, after every first write a page fault through
- * the file system), and VFIO can pin its pages. */
+ * on a disk the dirty pages of guest memory are written back to it (and
+ * write-protected again, so the guest's next write faults through the
+ * file system), and VFIO cannot pin them. */
 export function runtimeDir(env: NodeJS.ProcessEnv = process.env, host: RuntimeHost = thisHost()): string {
   if (env.BHYVE_RUNDIR) return env.BHYVE_RUNDIR;
   // (the directory itself may be a mount of its own)

@@ -139,7 +139,7 @@ describe('runtimeDir() picks a directory kept in memory', () => {
     expect(runtimeDir({}, host(0, ['/run/bhyve', '/dev/shm']))).toBe('/run/bhyve');
   });
 
-  it('root: /dev/shm/bhyve when /run is on a disk and /dev/shm is not', () => {
+  it('root: /dev/shm/bhyve when /run is on a disk and /dev/shm is in memory', () => {
     expect(runtimeDir({}, host(0, ['/dev/shm']))).toBe('/dev/shm/bhyve');
   });
 
