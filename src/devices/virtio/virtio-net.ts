@@ -527,12 +527,12 @@ export class VirtioNet extends VirtioDeviceBase {
       } else {
         this.stats.txDropped++;
       }
+      emptyArray(views);
     } else {
       // Nonsensical (no room for a header and an Ethernet header), or no
       // backend: dropped, the chain goes back (bhyve's iov_trim_hdr).
       this.stats.txDropped++;
     }
-    emptyArray(this.txViews);
     queue.pushUsed(chain.head, 0);
     return bytes;
   }
